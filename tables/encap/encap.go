@@ -1,0 +1,133 @@
+// Package encap is the encapsulation map of the flow-ID tunnel (seed S1,
+// FIGS. 38-39): each tunneled connection gets a 32-bit flow ID, unique
+// within the forwarder that originates the tunnel, which replaces the
+// TCP/UDP ports of its packets on the way to the host; the host looks the
+// ID up to restore the original addresses and ports. The forwarder side
+// allocates IDs and keeps ID → 5-tuple so that the mapping can be handed
+// to the host; the host side stores the mappings it is given.
+//
+// IDs are laid out so that workers never collide without talking to each
+// other: worker w of n owns the IDs congruent to w modulo n, and index i
+// of its table is ID i*n + w. The table is a fixed array, so a lookup is
+// one multiplication away and nothing is allocated after New.
+package encap
+
+import "fmt"
+
+// Tuple is the original 5-tuple a flow ID stands for. IPv4 addresses
+// occupy the first four bytes of Src and Dst.
+type Tuple struct {
+	Src, Dst         [16]byte
+	SrcPort, DstPort uint16
+	Proto            uint8
+	V6               bool
+}
+
+type slot struct {
+	t    Tuple
+	used bool
+}
+
+// Table is one worker's share of a forwarder's flow IDs.
+type Table struct {
+	worker, workers uint32
+	slots           []slot
+	cursor          int
+	n               int
+}
+
+// MaxCapacity bounds a worker's table (80 MiB of slots).
+const MaxCapacity = 1 << 21
+
+// New makes the table of worker (0-based) out of workers, with room for
+// capacity simultaneous flows.
+func New(worker, workers, capacity int) (*Table, error) {
+	if workers < 1 || worker < 0 || worker >= workers {
+		return nil, fmt.Errorf("encap: worker %d of %d: out of range", worker, workers)
+	}
+	if capacity < 1 || capacity > MaxCapacity || uint64(capacity)*uint64(workers) > 1<<32 {
+		return nil, fmt.Errorf("encap: capacity %d with %d workers: want 1 to %d and a product that fits 32-bit flow IDs", capacity, workers, MaxCapacity)
+	}
+	return &Table{worker: uint32(worker), workers: uint32(workers), slots: make([]slot, capacity)}, nil
+}
+
+// id and index convert between a flow ID and this table's slot index.
+func (t *Table) id(i int) uint32 { return uint32(i)*t.workers + t.worker }
+
+func (t *Table) index(id uint32) (int, bool) {
+	if id%t.workers != t.worker {
+		return 0, false
+	}
+	i := int(id / t.workers)
+	return i, i < len(t.slots)
+}
+
+// probeLimit bounds an allocation's search for a reusable slot.
+const probeLimit = 64
+
+// Alloc assigns a flow ID to tuple. Slots are handed out round-robin so
+// that an ID is reused as late as possible; an occupied slot is reused
+// when stale reports that its flow no longer exists (the flow table is
+// the authority on that, so the two cannot disagree for long). It fails
+// when probeLimit slots in a row are live.
+func (t *Table) Alloc(tuple *Tuple, stale func(id uint32, t *Tuple) bool) (uint32, bool) {
+	for range probeLimit {
+		i := t.cursor
+		if t.cursor++; t.cursor == len(t.slots) {
+			t.cursor = 0
+		}
+		s := &t.slots[i]
+		if s.used && !stale(t.id(i), &s.t) {
+			continue
+		}
+		if !s.used {
+			t.n++
+		}
+		s.t, s.used = *tuple, true
+		return t.id(i), true
+	}
+	return 0, false
+}
+
+// Put records a mapping made elsewhere (the host side). It reports false
+// when id is not one of this table's.
+func (t *Table) Put(id uint32, tuple *Tuple) bool {
+	i, ok := t.index(id)
+	if !ok {
+		return false
+	}
+	if !t.slots[i].used {
+		t.n++
+	}
+	t.slots[i] = slot{t: *tuple, used: true}
+	return true
+}
+
+// Get returns the tuple of id, or nil.
+func (t *Table) Get(id uint32) *Tuple {
+	i, ok := t.index(id)
+	if !ok || !t.slots[i].used {
+		return nil
+	}
+	return &t.slots[i].t
+}
+
+// Free forgets id.
+func (t *Table) Free(id uint32) {
+	if i, ok := t.index(id); ok && t.slots[i].used {
+		t.slots[i] = slot{}
+		t.n--
+	}
+}
+
+// Len returns the number of mappings held.
+func (t *Table) Len() int { return t.n }
+
+// ForEach calls fn for every mapping until fn returns false.
+func (t *Table) ForEach(fn func(id uint32, t *Tuple) bool) {
+	for i := range t.slots {
+		if t.slots[i].used && !fn(t.id(i), &t.slots[i].t) {
+			return
+		}
+	}
+}

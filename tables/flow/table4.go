@@ -1,0 +1,273 @@
+package flow
+
+// The IPv6 table, table6, is generated from this file by gen6.go: Go's
+// generics dispatch methods through dictionaries, which makes pointer
+// arguments escape and costs an allocation per call on this path.
+//
+//go:generate go run gen6.go
+
+// table4 is a bounded Robin Hood hash table of IPv4 flows. Each slot
+// records its entry's distance from the home slot plus one (0 marks an
+// empty slot). A lookup stops as soon as it meets a slot closer to its
+// home than the key would be, so a miss costs about as much as a hit even
+// at high load; deletion shifts the following run back by one, so there
+// are no tombstones and aging never degrades the table.
+//
+// Pointers returned by lookup are valid until the next insert or delete.
+type table4 struct {
+	slots []slot4
+	n     int // entries in use
+	max   int // hard bound on entries
+	seed  uint64
+}
+
+type slot4 struct {
+	key  Key4
+	dist uint8
+	val  Value4
+}
+
+func newTable4(max int, seed uint64) *table4 {
+	// A load factor of at most 0.8 keeps Robin Hood runs short.
+	return &table4{slots: make([]slot4, max+max/4+1), max: max, seed: seed}
+}
+
+// home maps a hash to its home slot by multiply-shift ("fastrange"),
+// which needs no power-of-two size and takes the hash's high bits.
+func (t *table4) home(h uint64) int {
+	return int((h >> 32) * uint64(len(t.slots)) >> 32)
+}
+
+// touch loads the home slot of h so that its cache line is on its way
+// while the caller works on other packets of the batch.
+func (t *table4) touch(h uint64) uint8 { return t.slots[t.home(h)].dist }
+
+func (t *table4) lookupIndex(k *Key4, h uint64) int {
+	i, d := t.home(h), uint8(1)
+	for {
+		s := &t.slots[i]
+		if s.dist < d {
+			return -1
+		}
+		if s.dist == d && s.key == *k {
+			return i
+		}
+		if i++; i == len(t.slots) {
+			i = 0
+		}
+		if d++; d == 0 {
+			return -1
+		}
+	}
+}
+
+func (t *table4) lookup(k *Key4, h uint64) *Value4 {
+	if i := t.lookupIndex(k, h); i >= 0 {
+		return &t.slots[i].val
+	}
+	return nil
+}
+
+// place adds k, which must not be present, to a table with room. If Robin
+// Hood displacement would push some entry past maxDist, that entry is
+// dropped and returned with lost = true so the caller can account for it
+// and remove its peer.
+func (t *table4) place(k Key4, h uint64, v Value4) (lost bool, lk Key4, lv Value4) {
+	t.n++
+	i, d := t.home(h), uint8(1)
+	for {
+		s := &t.slots[i]
+		if s.dist == 0 {
+			s.key, s.val, s.dist = k, v, d
+			return false, lk, lv
+		}
+		if s.dist < d {
+			// Take from the rich: the resident is closer to its home
+			// than we are to ours, so it yields the slot and moves on.
+			s.key, k = k, s.key
+			s.val, v = v, s.val
+			s.dist, d = d, s.dist
+		}
+		if i++; i == len(t.slots) {
+			i = 0
+		}
+		if d == maxDist {
+			t.n--
+			return true, k, v
+		}
+		d++
+	}
+}
+
+// deleteAt removes the entry in slot i and shifts the run after it back.
+func (t *table4) deleteAt(i int) {
+	for {
+		j := i + 1
+		if j == len(t.slots) {
+			j = 0
+		}
+		next := &t.slots[j]
+		if next.dist <= 1 {
+			t.slots[i] = slot4{}
+			break
+		}
+		t.slots[i] = *next
+		t.slots[i].dist--
+		i = j
+	}
+	t.n--
+}
+
+func (v *Value4) peerKey(k *Key4) Key4 {
+	return Key4{Src: v.A, Dst: v.B, SrcPort: v.PortA, DstPort: v.PortB, Proto: k.Proto}
+}
+
+func (t *table4) insert(st *Stats, k *Key4, h uint64, v *Value4, now Tick) bool {
+	if t.n >= t.max && !t.evict(st, t.home(h), now) {
+		st.Full++
+		return false
+	}
+	st.Inserted++
+	if lost, lk, lv := t.place(*k, h, *v); lost {
+		t.dropLost(st, &lk, &lv)
+	}
+	return true
+}
+
+func (t *table4) insertPair(st *Stats, k *Key4, h uint64, v, peer *Value4, now Tick) bool {
+	pk := v.peerKey(k)
+	ph := pk.Hash(t.seed)
+	for t.n+2 > t.max {
+		if !t.evict(st, t.home(h), now) && !t.evict(st, t.home(ph), now) {
+			st.Full++
+			return false
+		}
+	}
+	v.Flags |= FlagPeer
+	peer.Flags |= FlagPeer | FlagReply
+	st.Inserted += 2
+	if lost, lk, lv := t.place(*k, h, *v); lost {
+		t.dropLost(st, &lk, &lv)
+	}
+	if lost, lk, lv := t.place(pk, ph, *peer); lost {
+		t.dropLost(st, &lk, &lv)
+	}
+	return true
+}
+
+// dropLost accounts for an entry pushed out by Robin Hood displacement
+// and removes its peer so that no half of a pair is left behind.
+func (t *table4) dropLost(st *Stats, k *Key4, v *Value4) {
+	st.Evicted++
+	if v.Flags&FlagPeer != 0 {
+		pk := v.peerKey(k)
+		if i := t.lookupIndex(&pk, pk.Hash(t.seed)); i >= 0 {
+			t.deleteAt(i)
+			st.Evicted++
+		}
+	}
+}
+
+// removeAt removes the entry in slot i and its peer, returning how many
+// entries went.
+func (t *table4) removeAt(i int) int {
+	s := &t.slots[i]
+	if s.val.Flags&FlagPeer == 0 {
+		t.deleteAt(i)
+		return 1
+	}
+	pk := s.val.peerKey(&s.key)
+	t.deleteAt(i)
+	if j := t.lookupIndex(&pk, pk.Hash(t.seed)); j >= 0 {
+		t.deleteAt(j)
+		return 2
+	}
+	return 1
+}
+
+func (t *table4) remove(st *Stats, k *Key4) bool {
+	i := t.lookupIndex(k, k.Hash(t.seed))
+	if i < 0 {
+		return false
+	}
+	st.Deleted += uint64(t.removeAt(i))
+	return true
+}
+
+// pairState returns the state of the connection the entry in slot i
+// belongs to: its latest activity and the union of both directions' flags.
+func (t *table4) pairState(i int) (Tick, Flags) {
+	s := &t.slots[i]
+	last, flags := s.val.LastSeen, s.val.Flags
+	if flags&FlagPeer != 0 {
+		pk := s.val.peerKey(&s.key)
+		if p := t.lookup(&pk, pk.Hash(t.seed)); p != nil {
+			if int32(p.LastSeen-last) > 0 {
+				last = p.LastSeen
+			}
+			flags |= p.Flags
+		}
+	}
+	return last, flags
+}
+
+// evict removes the best victim among the first evictWindow occupied
+// slots from start: a closed connection (RST, then FIN) first, otherwise
+// the longest idle. It reports whether it removed anything.
+func (t *table4) evict(st *Stats, start int, now Tick) bool {
+	best, bestScore := -1, uint64(0)
+	i := start
+	for seen, visited := 0, 0; seen < evictWindow && visited < len(t.slots); visited++ {
+		if t.slots[i].dist != 0 {
+			seen++
+			last, flags := t.pairState(i)
+			if score := evictScore(now, last, flags); best < 0 || score > bestScore {
+				best, bestScore = i, score
+			}
+		}
+		if i++; i == len(t.slots) {
+			i = 0
+		}
+	}
+	if best < 0 {
+		return false
+	}
+	st.Evicted += uint64(t.removeAt(best))
+	return true
+}
+
+// expire visits up to budget slots from *cursor and removes connections
+// idle past their timeout.
+func (t *table4) expire(st *Stats, to *Timeouts, now Tick, budget int, cursor *int) int {
+	removed := 0
+	if *cursor >= len(t.slots) {
+		*cursor = 0
+	}
+	for ; budget > 0 && t.n > 0; budget-- {
+		i := *cursor
+		if s := &t.slots[i]; s.dist != 0 {
+			last, flags := t.pairState(i)
+			if now.Since(last) > to.of(s.key.Proto, flags) {
+				n := t.removeAt(i)
+				removed += n
+				st.Expired += uint64(n)
+				// The run after i shifted into i: look at it again.
+				continue
+			}
+		}
+		if *cursor++; *cursor == len(t.slots) {
+			*cursor = 0
+		}
+	}
+	return removed
+}
+
+// forEach calls fn for every entry until it returns false. fn must not
+// change the table.
+func (t *table4) forEach(fn func(k *Key4, v *Value4) bool) {
+	for i := range t.slots {
+		if s := &t.slots[i]; s.dist != 0 && !fn(&s.key, &s.val) {
+			return
+		}
+	}
+}
