@@ -1,0 +1,186 @@
+// Package pcapio is a port over capture files: received frames are read
+// from a pcap or pcapng file, transmitted frames are written to a pcap
+// file. Replaying a capture through the dataplane with it is
+// deterministic: frames keep their capture timestamps, which also drive
+// the dataplane's clock, and output frames carry the timestamp of the
+// input frame they came from.
+package pcapio
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/tetherlb/tether/nic"
+)
+
+// MaxFrame is the largest frame the port reads; longer captured frames
+// are counted as RxDropped and skipped. 64 KiB covers jumbo frames and
+// the GSO super-packets a capture on a veth can contain.
+const MaxFrame = 65536
+
+// buffers is how many frames the port can lend at once.
+const buffers = 256
+
+type packetReader interface {
+	ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
+}
+
+// Port is a nic.Port that reads one capture and writes another.
+type Port struct {
+	name   string
+	link   nic.LinkType
+	in     packetReader
+	out    *pcapgo.Writer
+	outBuf *bufio.Writer
+	bufs   [][]byte
+	free   []uint64
+	eof    bool
+	stats  nic.Stats
+}
+
+var _ nic.Port = (*Port)(nil)
+
+// New reads frames from in (pcap or pcapng) and, when out is not nil,
+// writes transmitted frames to it as pcap with in's link type.
+func New(name string, in io.Reader, out io.Writer) (*Port, error) {
+	br := bufio.NewReader(in)
+	magic, err := br.Peek(4)
+	if err != nil {
+		return nil, fmt.Errorf("pcapio: read capture header: %w", err)
+	}
+	var r packetReader
+	var lt layers.LinkType
+	if magic[0] == 0x0a && magic[1] == 0x0d && magic[2] == 0x0d && magic[3] == 0x0a {
+		ng, err := pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
+		if err != nil {
+			return nil, fmt.Errorf("pcapio: read pcapng header: %w", err)
+		}
+		r, lt = ng, ng.LinkType()
+	} else {
+		pr, err := pcapgo.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("pcapio: read pcap header: %w", err)
+		}
+		r, lt = pr, pr.LinkType()
+	}
+	link, err := linkTypeOf(lt)
+	if err != nil {
+		return nil, err
+	}
+	p := &Port{name: name, link: link, in: r, bufs: make([][]byte, buffers)}
+	for i := range p.bufs {
+		p.bufs[i] = make([]byte, nic.Headroom+MaxFrame)
+		p.free = append(p.free, uint64(i))
+	}
+	if out != nil {
+		p.outBuf = bufio.NewWriter(out)
+		p.out = pcapgo.NewWriterNanos(p.outBuf)
+		if err := p.out.WriteFileHeader(MaxFrame, lt); err != nil {
+			return nil, fmt.Errorf("pcapio: write capture header: %w", err)
+		}
+	}
+	return p, nil
+}
+
+func linkTypeOf(lt layers.LinkType) (nic.LinkType, error) {
+	switch lt {
+	case layers.LinkTypeEthernet:
+		return nic.LinkEthernet, nil
+	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6:
+		return nic.LinkIP, nil
+	}
+	return 0, fmt.Errorf("pcapio: link type %v (%d) not supported: use Ethernet (1) or raw IP (101) captures", lt, int(lt))
+}
+
+// Name implements nic.Port.Name.
+func (p *Port) Name() string { return p.name }
+
+// LinkType implements nic.Port.LinkType.
+func (p *Port) LinkType() nic.LinkType { return p.link }
+
+// Receive implements nic.Port.Receive. It returns io.EOF once the capture
+// is exhausted and no frame was read.
+func (p *Port) Receive(frames []nic.Frame) (int, error) {
+	n := 0
+	for n < len(frames) && len(p.free) > 0 && !p.eof {
+		data, ci, err := p.in.ReadPacketData()
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			p.eof = true
+			break
+		}
+		if err != nil {
+			return n, fmt.Errorf("pcapio: %s: read frame %d: %w", p.name, p.stats.RxFrames+p.stats.RxDropped+1, err)
+		}
+		if len(data) > MaxFrame || ci.CaptureLength < ci.Length {
+			// Oversize, or cut short by the capture's snap length:
+			// forwarding a truncated frame would corrupt it.
+			p.stats.RxDropped++
+			continue
+		}
+		h := p.free[len(p.free)-1]
+		p.free = p.free[:len(p.free)-1]
+		buf := p.bufs[h]
+		copy(buf[nic.Headroom:], data)
+		frames[n] = nic.Frame{Buf: buf, Off: nic.Headroom, Len: len(data), Time: ci.Timestamp.UnixNano(), Handle: h}
+		p.stats.RxFrames++
+		p.stats.RxBytes += uint64(len(data))
+		n++
+	}
+	if n == 0 && p.eof {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+// Transmit implements nic.Port.Transmit: frames are written to the output
+// capture, if there is one, and their buffers reused.
+func (p *Port) Transmit(frames []nic.Frame) (int, error) {
+	var err error
+	sent := 0
+	for i := range frames {
+		fr := &frames[i]
+		if p.out != nil && err == nil {
+			ci := gopacket.CaptureInfo{Timestamp: time.Unix(0, fr.Time).UTC(), CaptureLength: fr.Len, Length: fr.Len}
+			if err = p.out.WritePacket(ci, fr.Data()); err != nil {
+				err = fmt.Errorf("pcapio: %s: write frame: %w", p.name, err)
+			}
+		}
+		if err != nil {
+			p.stats.TxDropped++
+		} else {
+			sent++
+			p.stats.TxFrames++
+			p.stats.TxBytes += uint64(fr.Len)
+		}
+		p.free = append(p.free, fr.Handle)
+	}
+	return sent, err
+}
+
+// Release implements nic.Port.Release.
+func (p *Port) Release(frames []nic.Frame) {
+	for i := range frames {
+		p.free = append(p.free, frames[i].Handle)
+	}
+}
+
+// Stats implements nic.Port.Stats.
+func (p *Port) Stats() nic.Stats { return p.stats }
+
+// Close flushes the output capture. It does not close the reader or
+// writer it was given.
+func (p *Port) Close() error {
+	if p.outBuf != nil {
+		if err := p.outBuf.Flush(); err != nil {
+			return fmt.Errorf("pcapio: %s: flush: %w", p.name, err)
+		}
+	}
+	return nil
+}

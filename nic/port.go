@@ -1,0 +1,109 @@
+package nic
+
+import "errors"
+
+// LinkType says what a frame starts with.
+type LinkType uint8
+
+const (
+	// LinkEthernet frames start with an Ethernet header.
+	LinkEthernet LinkType = iota + 1
+	// LinkIP frames start with an IPv4 or IPv6 header (TUN devices,
+	// raw-IP captures).
+	LinkIP
+)
+
+// String names the link type.
+func (l LinkType) String() string {
+	switch l {
+	case LinkEthernet:
+		return "ethernet"
+	case LinkIP:
+		return "ip"
+	}
+	return "unknown"
+}
+
+// Headroom is the space drivers leave in front of a received frame. It
+// covers the largest header the dataplane prepends (an IPv6 header for
+// IPv6-in-IPv6, 40 bytes) with room to spare for a VLAN tag.
+const Headroom = 128
+
+// Frame is one packet in a buffer a port owns. The frame's bytes are
+// Buf[Off:Off+Len]; the bytes before Off are headroom.
+type Frame struct {
+	Buf []byte // the whole buffer
+	Off int    // where the frame starts in Buf
+	Len int    // frame length
+	// Time is when the frame was received in Unix nanoseconds, or 0 when
+	// the driver does not know. Capture replay uses it as the clock.
+	Time int64
+	// Handle identifies the buffer to its driver (a UMEM address, a slot
+	// index); the dataplane does not interpret it.
+	Handle uint64
+}
+
+// Data returns the frame's bytes.
+func (f *Frame) Data() []byte { return f.Buf[f.Off : f.Off+f.Len] }
+
+// Prepend grows the frame by n bytes at the front and returns the new
+// frame bytes. It reports false, changing nothing, when the headroom is
+// smaller than n.
+func (f *Frame) Prepend(n int) ([]byte, bool) {
+	if n > f.Off {
+		return nil, false
+	}
+	f.Off -= n
+	f.Len += n
+	return f.Data(), true
+}
+
+// TrimFront removes n bytes from the front of the frame. It reports
+// false, changing nothing, when the frame is shorter than n.
+func (f *Frame) TrimFront(n int) bool {
+	if n > f.Len {
+		return false
+	}
+	f.Off += n
+	f.Len -= n
+	return true
+}
+
+// Port moves batches of frames between a device and the dataplane. A
+// Port is used by one goroutine at a time.
+type Port interface {
+	// Name identifies the port in logs and counters.
+	Name() string
+	// LinkType says what received frames start with and what
+	// transmitted frames must start with.
+	LinkType() LinkType
+	// Receive fills frames with up to len(frames) received frames and
+	// returns how many. It does not block: 0 means nothing is waiting.
+	// It returns io.EOF when a finite source (a capture) is exhausted.
+	// The caller owns the returned frames until it hands each back
+	// through Transmit or Release.
+	Receive(frames []Frame) (int, error)
+	// Transmit sends frames and takes ownership of all of them. It
+	// returns how many were sent; the port counts and reuses the rest.
+	Transmit(frames []Frame) (int, error)
+	// Release gives back frames that will not be transmitted.
+	Release(frames []Frame)
+	// Stats returns the port's own counters.
+	Stats() Stats
+	// Close releases the port's resources.
+	Close() error
+}
+
+// Stats are counters a port keeps about itself.
+type Stats struct {
+	RxFrames, RxBytes uint64
+	TxFrames, TxBytes uint64
+	// TxDropped counts frames handed to Transmit that were not sent.
+	TxDropped uint64
+	// RxDropped counts frames the port could not hand over (no free
+	// buffer, oversize).
+	RxDropped uint64
+}
+
+// ErrClosed is returned by a port's methods after Close.
+var ErrClosed = errors.New("nic: port closed")

@@ -1,0 +1,152 @@
+// Package ring is an in-memory port for tests and benchmarks: frames are
+// injected by the test, received by the dataplane, and what the dataplane
+// transmits is drained by the test. It is the dataplane's NIC stand-in in
+// the way gVisor's channel endpoint is the netstack's.
+//
+// A Port is driven by one goroutine: the one that injects, runs the
+// worker step and drains. All buffers are allocated by New.
+package ring
+
+import (
+	"fmt"
+
+	"github.com/tetherlb/tether/nic"
+)
+
+// Port is an in-memory nic.Port.
+type Port struct {
+	name  string
+	link  nic.LinkType
+	bufs  [][]byte // indexed by frame handle
+	free  []uint64 // handles of free buffers (a stack)
+	rx    fifo
+	tx    fifo
+	stats nic.Stats
+}
+
+var _ nic.Port = (*Port)(nil)
+
+// fifo is a bounded queue of frames.
+type fifo struct {
+	q          []nic.Frame
+	head, size int
+}
+
+func (f *fifo) push(fr nic.Frame) bool {
+	if f.size == len(f.q) {
+		return false
+	}
+	f.q[(f.head+f.size)%len(f.q)] = fr
+	f.size++
+	return true
+}
+
+func (f *fifo) pop() (nic.Frame, bool) {
+	if f.size == 0 {
+		return nic.Frame{}, false
+	}
+	fr := f.q[f.head]
+	f.head = (f.head + 1) % len(f.q)
+	f.size--
+	return fr, true
+}
+
+// New makes a port with n buffers of bufSize bytes each (headroom
+// included).
+func New(name string, link nic.LinkType, n, bufSize int) *Port {
+	p := &Port{
+		name: name,
+		link: link,
+		bufs: make([][]byte, n),
+		free: make([]uint64, 0, n),
+		rx:   fifo{q: make([]nic.Frame, n)},
+		tx:   fifo{q: make([]nic.Frame, n)},
+	}
+	for i := range p.bufs {
+		p.bufs[i] = make([]byte, bufSize)
+		p.free = append(p.free, uint64(i))
+	}
+	return p
+}
+
+// Inject queues a copy of data for Receive, stamped with time t (Unix
+// nanoseconds). It fails when no buffer is free or data does not fit
+// after the headroom.
+func (p *Port) Inject(data []byte, t int64) error {
+	if len(p.free) == 0 {
+		p.stats.RxDropped++
+		return fmt.Errorf("ring %s: no free buffer", p.name)
+	}
+	h := p.free[len(p.free)-1]
+	buf := p.bufs[h]
+	if nic.Headroom+len(data) > len(buf) {
+		p.stats.RxDropped++
+		return fmt.Errorf("ring %s: frame of %d bytes does not fit a %d-byte buffer", p.name, len(data), len(buf)-nic.Headroom)
+	}
+	p.free = p.free[:len(p.free)-1]
+	copy(buf[nic.Headroom:], data)
+	p.rx.push(nic.Frame{Buf: buf, Off: nic.Headroom, Len: len(data), Time: t, Handle: h})
+	return nil
+}
+
+// Drain calls fn for every transmitted frame in order and frees their
+// buffers. fn must not keep data.
+func (p *Port) Drain(fn func(data []byte, t int64)) {
+	for {
+		fr, ok := p.tx.pop()
+		if !ok {
+			return
+		}
+		fn(fr.Data(), fr.Time)
+		p.free = append(p.free, fr.Handle)
+	}
+}
+
+// Free returns the number of free buffers; a test uses it to check that
+// the dataplane gave every frame back.
+func (p *Port) Free() int { return len(p.free) }
+
+// Name implements nic.Port.Name.
+func (p *Port) Name() string { return p.name }
+
+// LinkType implements nic.Port.LinkType.
+func (p *Port) LinkType() nic.LinkType { return p.link }
+
+// Receive implements nic.Port.Receive.
+func (p *Port) Receive(frames []nic.Frame) (int, error) {
+	n := 0
+	for n < len(frames) {
+		fr, ok := p.rx.pop()
+		if !ok {
+			break
+		}
+		frames[n] = fr
+		p.stats.RxFrames++
+		p.stats.RxBytes += uint64(fr.Len)
+		n++
+	}
+	return n, nil
+}
+
+// Transmit implements nic.Port.Transmit.
+func (p *Port) Transmit(frames []nic.Frame) (int, error) {
+	for _, fr := range frames {
+		p.tx.push(fr) // cannot fail: the queue holds every buffer
+		p.stats.TxFrames++
+		p.stats.TxBytes += uint64(fr.Len)
+	}
+	return len(frames), nil
+}
+
+// Release implements nic.Port.Release.
+func (p *Port) Release(frames []nic.Frame) {
+	for _, fr := range frames {
+		p.free = append(p.free, fr.Handle)
+	}
+}
+
+// Stats implements nic.Port.Stats.
+func (p *Port) Stats() nic.Stats { return p.stats }
+
+// Close implements nic.Port.Close.
+func (p *Port) Close() error { return nil }
