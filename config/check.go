@@ -1,0 +1,283 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"math/big"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tetherlb/tether/dataplane/header"
+)
+
+// Limits on values; each is a bound some part of the dataplane relies on.
+const (
+	MaxWorkers    = 64
+	MaxBatch      = 256
+	MaxFlows      = 1 << 26
+	MaxTimeout    = 24 * 24 * time.Hour // the flow clock's signed millisecond range
+	MaxMaglevSize = 1 << 20
+	MaxBackends   = 65535
+	MaxWeight     = 1 << 16
+	MinMTU        = 576
+	MaxMTU        = 9216
+	DefaultMaglev = 65537
+	DefaultMTU    = 1500
+)
+
+// problems collects errors in "key: value: reason" form.
+type problems []error
+
+func (p *problems) add(key string, value any, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %q: %s", key, fmt.Sprint(value), fmt.Sprintf(format, args...)))
+}
+
+// Check validates c, fills defaults that depend on other keys (backend
+// ports and names), and parses addresses. It reports every problem it
+// finds, each naming its key.
+func (c *Config) Check() error {
+	var p problems
+	c.Unit.check(&p)
+	c.Forwarder.check(&p)
+	c.L2.check(&p)
+	seenName := map[string]int{}
+	seenService := map[string]int{}
+	for i := range c.VIPs {
+		v := &c.VIPs[i]
+		key := fmt.Sprintf("vips[%d]", i)
+		v.check(&p, key, &c.Unit)
+		if v.Name != "" {
+			if j, dup := seenName[v.Name]; dup {
+				p.add(key+".name", v.Name, "also the name of vips[%d]", j)
+			}
+			seenName[v.Name] = i
+		}
+		if v.addr.IsValid() && v.protoNum != 0 {
+			svc := fmt.Sprintf("%s/%d/%d", v.addr, v.Port, v.protoNum)
+			if j, dup := seenService[svc]; dup {
+				p.add(key, v.Name, "same address, port and protocol as vips[%d]", j)
+			}
+			seenService[svc] = i
+		}
+	}
+	return errors.Join(p...)
+}
+
+func (u *Unit) check(p *problems) {
+	if u.Name == "" {
+		p.add("unit.name", u.Name, "must not be empty")
+	}
+	u.addr4 = parseAddr(p, "unit.address4", u.Address4, 4, true)
+	u.addr6 = parseAddr(p, "unit.address6", u.Address6, 6, true)
+	if u.MAC != "" {
+		m, err := header.ParseMAC(u.MAC)
+		if err != nil {
+			p.add("unit.mac", u.MAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
+		}
+		u.mac, u.hasMAC = m, err == nil
+	}
+}
+
+func (f *Forwarder) check(p *problems) {
+	if f.Workers < 1 || f.Workers > MaxWorkers {
+		p.add("forwarder.workers", f.Workers, "must be between 1 and %d", MaxWorkers)
+	}
+	if f.Batch < 1 || f.Batch > MaxBatch {
+		p.add("forwarder.batch", f.Batch, "must be between 1 and %d", MaxBatch)
+	}
+	if f.Flows.Max < 16 || f.Flows.Max > MaxFlows {
+		p.add("forwarder.flows.max", f.Flows.Max, "must be between 16 and %d", MaxFlows)
+	}
+	t := &f.Flows.Timeouts
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"tcp_syn", t.TCPSyn}, {"tcp_established", t.TCPEstablished}, {"tcp_fin", t.TCPFin},
+		{"tcp_closed", t.TCPClosed}, {"udp", t.UDP}, {"other", t.Other},
+	} {
+		if d.v < time.Second || d.v > MaxTimeout {
+			p.add("forwarder.flows.timeouts."+d.key, d.v, "must be between 1s and %s", MaxTimeout)
+		}
+	}
+	if f.Fragments.Datagrams < 0 || f.Fragments.Datagrams > 1<<20 {
+		p.add("forwarder.fragments.datagrams", f.Fragments.Datagrams, "must be between 0 and %d", 1<<20)
+	}
+	if f.Fragments.Pending < 0 || f.Fragments.Pending > 1024 {
+		p.add("forwarder.fragments.pending", f.Fragments.Pending, "must be between 0 and 1024")
+	}
+	if f.Fragments.Timeout < 100*time.Millisecond || f.Fragments.Timeout > time.Minute {
+		p.add("forwarder.fragments.timeout", f.Fragments.Timeout, "must be between 100ms and 1m")
+	}
+}
+
+func (l *L2) check(p *problems) {
+	if l.GatewayMAC != "" {
+		m, err := header.ParseMAC(l.GatewayMAC)
+		if err != nil {
+			p.add("l2.gateway_mac", l.GatewayMAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
+		}
+		l.gateway, l.hasGateway = m, err == nil
+	}
+	seen := map[netip.Addr]int{}
+	for i := range l.Neighbors {
+		n := &l.Neighbors[i]
+		key := fmt.Sprintf("l2.neighbors[%d]", i)
+		n.addr = parseAddr(p, key+".ip", n.IP, 0, false)
+		m, err := header.ParseMAC(n.MAC)
+		if err != nil {
+			p.add(key+".mac", n.MAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
+		}
+		n.mac = m
+		if n.addr.IsValid() {
+			if j, dup := seen[n.addr]; dup {
+				p.add(key+".ip", n.IP, "also listed as l2.neighbors[%d]", j)
+			}
+			seen[n.addr] = i
+		}
+	}
+}
+
+func (v *VIP) check(p *problems, key string, u *Unit) {
+	if v.Name == "" {
+		p.add(key+".name", v.Name, "must not be empty")
+	}
+	v.addr = parseAddr(p, key+".address", v.Address, 0, false)
+	if v.Port < 1 || v.Port > 65535 {
+		p.add(key+".port", v.Port, "must be between 1 and 65535")
+	}
+	switch v.Protocol {
+	case "tcp":
+		v.protoNum = header.IPProtoTCP
+	case "udp":
+		v.protoNum = header.IPProtoUDP
+	default:
+		p.add(key+".protocol", v.Protocol, "must be tcp or udp")
+	}
+	fam := family(v.addr)
+	switch v.Mode {
+	case ModeNAT:
+		if len(v.SNAT) == 0 {
+			p.add(key+".snat", "", "nat mode needs at least one SNAT address")
+		}
+		v.snat = v.snat[:0]
+		for i, s := range v.SNAT {
+			a := parseAddr(p, fmt.Sprintf("%s.snat[%d]", key, i), s, fam, false)
+			if a.IsValid() {
+				v.snat = append(v.snat, a)
+			}
+		}
+		v.portLow, v.portHi = 1024, 65535
+		if v.SNATPorts != "" {
+			v.portLow, v.portHi = parsePortRange(p, key+".snat_ports", v.SNATPorts)
+		}
+	case ModeHalfNAT:
+	case ModeTunnel, ModeIPIP:
+		if fam == 4 && !u.addr4.IsValid() {
+			p.add("unit.address4", u.Address4, "%s (%s mode) needs the unit's IPv4 address as the tunnel source", key, v.Mode)
+		}
+		if fam == 6 && !u.addr6.IsValid() {
+			p.add("unit.address6", u.Address6, "%s (%s mode) needs the unit's IPv6 address as the tunnel source", key, v.Mode)
+		}
+	default:
+		p.add(key+".mode", v.Mode, "must be one of nat, halfnat, tunnel, ipip")
+	}
+	if v.Mode != ModeNAT && (len(v.SNAT) > 0 || v.SNATPorts != "") {
+		p.add(key+".snat", strings.Join(v.SNAT, ","), "only nat mode uses SNAT addresses")
+	}
+	if v.MaglevSize == 0 {
+		v.MaglevSize = DefaultMaglev
+	}
+	if v.MaglevSize < 7 || v.MaglevSize > MaxMaglevSize || !big.NewInt(int64(v.MaglevSize)).ProbablyPrime(20) {
+		p.add(key+".maglev_size", v.MaglevSize, "must be a prime between 7 and %d", MaxMaglevSize)
+	} else if v.MaglevSize < len(v.Backends) {
+		p.add(key+".maglev_size", v.MaglevSize, "smaller than the number of backends (%d)", len(v.Backends))
+	}
+	if v.MTU == 0 {
+		v.MTU = DefaultMTU
+	}
+	if v.MTU < MinMTU || v.MTU > MaxMTU {
+		p.add(key+".mtu", v.MTU, "must be between %d and %d", MinMTU, MaxMTU)
+	}
+	if len(v.Backends) > MaxBackends {
+		p.add(key+".backends", len(v.Backends), "more than %d backends", MaxBackends)
+	}
+	names := map[string]int{}
+	for i := range v.Backends {
+		b := &v.Backends[i]
+		bkey := fmt.Sprintf("%s.backends[%d]", key, i)
+		b.addr = parseAddr(p, bkey+".address", b.Address, fam, false)
+		if b.Port == 0 {
+			b.Port = v.Port
+		}
+		if b.Port < 1 || b.Port > 65535 {
+			p.add(bkey+".port", b.Port, "must be between 1 and 65535")
+		}
+		if b.Name == "" {
+			b.Name = netip.AddrPortFrom(b.addr, uint16(b.Port)).String()
+		}
+		if j, dup := names[b.Name]; dup {
+			p.add(bkey+".name", b.Name, "also the name of %s.backends[%d]", key, j)
+		}
+		names[b.Name] = i
+		if w := b.WeightValue(); w < 0 || w > MaxWeight {
+			p.add(bkey+".weight", w, "must be between 0 and %d", MaxWeight)
+		}
+		switch b.State {
+		case "":
+			b.State = StateActive
+		case StateActive, StateDraining, StateInactive:
+		default:
+			p.add(bkey+".state", b.State, "must be active, draining or inactive")
+		}
+	}
+}
+
+// parseAddr parses an address of family fam (4, 6, or 0 for either). An
+// empty string is an error unless optional.
+func parseAddr(p *problems, key, s string, fam int, optional bool) netip.Addr {
+	if s == "" {
+		if !optional {
+			p.add(key, s, "an address is required")
+		}
+		return netip.Addr{}
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		p.add(key, s, "not an IP address")
+		return netip.Addr{}
+	}
+	a = a.Unmap()
+	if fam != 0 && family(a) != fam {
+		p.add(key, s, "must be an IPv%d address like the VIP's", fam)
+		return netip.Addr{}
+	}
+	if a.IsUnspecified() || a.IsMulticast() {
+		p.add(key, s, "must be a unicast address")
+		return netip.Addr{}
+	}
+	return a
+}
+
+func family(a netip.Addr) int {
+	switch {
+	case !a.IsValid():
+		return 0
+	case a.Is4():
+		return 4
+	}
+	return 6
+}
+
+func parsePortRange(p *problems, key, s string) (uint16, uint16) {
+	lo, hi, ok := strings.Cut(s, "-")
+	l, err1 := strconv.Atoi(strings.TrimSpace(lo))
+	h, err2 := strconv.Atoi(strings.TrimSpace(hi))
+	if !ok || err1 != nil || err2 != nil || l < 1 || h > 65535 || l > h {
+		p.add(key, s, "want a port range low-high within 1-65535")
+		return 0, 0
+	}
+	return uint16(l), uint16(h)
+}

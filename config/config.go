@@ -1,0 +1,193 @@
+package config
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Config is the whole configuration of a unit.
+type Config struct {
+	Unit      Unit      `mapstructure:"unit"`
+	Forwarder Forwarder `mapstructure:"forwarder"`
+	L2        L2        `mapstructure:"l2"`
+	VIPs      []VIP     `mapstructure:"vips"`
+}
+
+// Unit describes this Tether unit.
+type Unit struct {
+	// Name identifies the unit in logs and to other units.
+	Name string `mapstructure:"name"`
+	// Address4 and Address6 are the unit's own addresses: the source of
+	// tunnel and IP-in-IP packets it sends to backends. Required for
+	// each family a tunnel or ipip VIP uses.
+	Address4 string `mapstructure:"address4"`
+	Address6 string `mapstructure:"address6"`
+	// MAC is the source address of frames the unit sends. Empty: reuse
+	// the destination address of the frame being forwarded, which is the
+	// receiving interface's own.
+	MAC string `mapstructure:"mac"`
+
+	addr4, addr6 netip.Addr
+	mac          [6]byte
+	hasMAC       bool
+}
+
+// Forwarder tunes the dataplane.
+type Forwarder struct {
+	// Workers is the number of forwarding workers (flow-table shards).
+	Workers int `mapstructure:"workers"`
+	// Batch is how many frames a worker takes from a port at once.
+	Batch int `mapstructure:"batch"`
+	// AnswerPing makes the forwarder answer ICMP echo requests sent to a
+	// VIP address itself.
+	AnswerPing bool      `mapstructure:"answer_ping"`
+	Flows      Flows     `mapstructure:"flows"`
+	Fragments  Fragments `mapstructure:"fragments"`
+}
+
+// Flows sizes and ages the flow table.
+type Flows struct {
+	// Max bounds the flow-table entries of each family per worker. A
+	// translated (nat, halfnat) connection takes two entries.
+	Max      int      `mapstructure:"max"`
+	Timeouts Timeouts `mapstructure:"timeouts"`
+}
+
+// Timeouts are idle timeouts by protocol and TCP state.
+type Timeouts struct {
+	TCPSyn         time.Duration `mapstructure:"tcp_syn"`
+	TCPEstablished time.Duration `mapstructure:"tcp_established"`
+	TCPFin         time.Duration `mapstructure:"tcp_fin"`
+	TCPClosed      time.Duration `mapstructure:"tcp_closed"`
+	UDP            time.Duration `mapstructure:"udp"`
+	Other          time.Duration `mapstructure:"other"`
+}
+
+// Fragments bounds the handling of IP fragments.
+type Fragments struct {
+	// Datagrams is how many fragmented datagrams each worker tracks at
+	// once (the first fragment's decision is remembered for the rest).
+	Datagrams int `mapstructure:"datagrams"`
+	// Pending is how many fragments that arrive before their first
+	// fragment a worker holds back.
+	Pending int `mapstructure:"pending"`
+	// Timeout is how long a datagram's decision and held fragments live.
+	Timeout time.Duration `mapstructure:"timeout"`
+}
+
+// L2 says where frames go on Ethernet ports.
+type L2 struct {
+	// GatewayMAC is the next hop for destinations not in Neighbors.
+	GatewayMAC string `mapstructure:"gateway_mac"`
+	// Neighbors are on-link hosts and their MAC addresses.
+	Neighbors []Neighbor `mapstructure:"neighbors"`
+
+	gateway    [6]byte
+	hasGateway bool
+}
+
+// Neighbor is an on-link host.
+type Neighbor struct {
+	IP  string `mapstructure:"ip"`
+	MAC string `mapstructure:"mac"`
+
+	addr netip.Addr
+	mac  [6]byte
+}
+
+// Forwarding modes.
+const (
+	ModeNAT     = "nat"     // source and destination rewritten
+	ModeHalfNAT = "halfnat" // destination rewritten; replies return through the unit
+	ModeTunnel  = "tunnel"  // flow-ID tunnel: ports carry a 32-bit flow ID, zero overhead
+	ModeIPIP    = "ipip"    // IP-in-IP to the backend, direct server return
+)
+
+// Backend states.
+const (
+	StateActive   = "active"   // takes new flows
+	StateDraining = "draining" // keeps its flows, takes no new ones
+	StateInactive = "inactive" // its flows are dropped
+)
+
+// VIP is a virtual service: an address, port and protocol, and the
+// backends that serve it.
+type VIP struct {
+	Name     string `mapstructure:"name"`
+	Address  string `mapstructure:"address"`
+	Port     int    `mapstructure:"port"`
+	Protocol string `mapstructure:"protocol"`
+	Mode     string `mapstructure:"mode"`
+	// SNAT is the pool of source addresses for nat mode.
+	SNAT []string `mapstructure:"snat"`
+	// SNATPorts is the source port range for nat mode, "low-high".
+	SNATPorts string `mapstructure:"snat_ports"`
+	// MaglevSize is the size of the VIP's Maglev table, a prime.
+	MaglevSize int `mapstructure:"maglev_size"`
+	// MTU of the path to the backends; ipip clamps the TCP MSS of SYNs to
+	// fit the encapsulation in it and drops larger packets.
+	MTU      int       `mapstructure:"mtu"`
+	Backends []Backend `mapstructure:"backends"`
+
+	addr            netip.Addr
+	snat            []netip.Addr
+	portLow, portHi uint16
+	protoNum        uint8
+}
+
+// Backend is one instance behind a VIP.
+type Backend struct {
+	// Name identifies the backend within its VIP; it keys the Maglev
+	// permutation, so keep it stable. Default: address:port.
+	Name    string `mapstructure:"name"`
+	Address string `mapstructure:"address"`
+	// Port defaults to the VIP's port. Ignored by tunnel and ipip, which
+	// keep the client's destination port.
+	Port int `mapstructure:"port"`
+	// Weight is relative; 0 takes no new flows. Default 1.
+	Weight *int   `mapstructure:"weight"`
+	State  string `mapstructure:"state"`
+
+	addr netip.Addr
+}
+
+// Addr4 returns the unit's IPv4 address (invalid when unset).
+func (u *Unit) Addr4() netip.Addr { return u.addr4 }
+
+// Addr6 returns the unit's IPv6 address (invalid when unset).
+func (u *Unit) Addr6() netip.Addr { return u.addr6 }
+
+// HardwareAddr returns the unit's MAC and whether one is configured.
+func (u *Unit) HardwareAddr() ([6]byte, bool) { return u.mac, u.hasMAC }
+
+// Gateway returns the gateway MAC and whether one is configured.
+func (l *L2) Gateway() ([6]byte, bool) { return l.gateway, l.hasGateway }
+
+// Addr returns the neighbor's address.
+func (n *Neighbor) Addr() netip.Addr { return n.addr }
+
+// HardwareAddr returns the neighbor's MAC.
+func (n *Neighbor) HardwareAddr() [6]byte { return n.mac }
+
+// Addr returns the VIP's address.
+func (v *VIP) Addr() netip.Addr { return v.addr }
+
+// ProtoNum returns the VIP's IP protocol number.
+func (v *VIP) ProtoNum() uint8 { return v.protoNum }
+
+// SNATAddrs returns the parsed SNAT pool.
+func (v *VIP) SNATAddrs() []netip.Addr { return v.snat }
+
+// SNATPortRange returns the SNAT port range.
+func (v *VIP) SNATPortRange() (low, high uint16) { return v.portLow, v.portHi }
+
+// Addr returns the backend's address.
+func (b *Backend) Addr() netip.Addr { return b.addr }
+
+// WeightValue returns the backend's weight.
+func (b *Backend) WeightValue() int {
+	if b.Weight == nil {
+		return 1
+	}
+	return *b.Weight
+}

@@ -1,0 +1,109 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+)
+
+// EnvPrefix prefixes environment variables that override scalar keys:
+// TETHER_FORWARDER_BATCH=64 sets forwarder.batch.
+const EnvPrefix = "TETHER"
+
+// defaults are the values of every scalar key. Registering them with
+// viper is also what lets an environment variable override a key the
+// file does not mention.
+var defaults = map[string]any{
+	"unit.name":                                "tether",
+	"unit.address4":                            "",
+	"unit.address6":                            "",
+	"unit.mac":                                 "",
+	"forwarder.workers":                        1,
+	"forwarder.batch":                          32,
+	"forwarder.answer_ping":                    true,
+	"forwarder.flows.max":                      1 << 20,
+	"forwarder.flows.timeouts.tcp_syn":         60 * time.Second,
+	"forwarder.flows.timeouts.tcp_established": 15 * time.Minute,
+	"forwarder.flows.timeouts.tcp_fin":         2 * time.Minute,
+	"forwarder.flows.timeouts.tcp_closed":      10 * time.Second,
+	"forwarder.flows.timeouts.udp":             5 * time.Minute,
+	"forwarder.flows.timeouts.other":           time.Minute,
+	"forwarder.fragments.datagrams":            4096,
+	"forwarder.fragments.pending":              64,
+	"forwarder.fragments.timeout":              5 * time.Second,
+	"l2.gateway_mac":                           "",
+}
+
+// LoadFile reads a YAML configuration file, applies TETHER_* environment
+// overrides and checks the result.
+func LoadFile(path string) (*Config, error) {
+	v := newViper()
+	v.SetConfigFile(path)
+	v.SetConfigType("yaml")
+	if err := v.ReadInConfig(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	c, err := decode(v)
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// Load reads YAML from r, applies TETHER_* environment overrides and
+// checks the result.
+func Load(r io.Reader) (*Config, error) {
+	v := newViper()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(r); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	return decode(v)
+}
+
+// Parse is Load from bytes.
+func Parse(b []byte) (*Config, error) { return Load(bytes.NewReader(b)) }
+
+func newViper() *viper.Viper {
+	v := viper.New()
+	for k, d := range defaults {
+		v.SetDefault(k, d)
+	}
+	v.SetEnvPrefix(EnvPrefix)
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	return v
+}
+
+func decode(v *viper.Viper) (*Config, error) {
+	var c Config
+	err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.StringToTimeDurationHookFunc()
+	})
+	if err != nil {
+		return nil, decodeError(err)
+	}
+	if err := c.Check(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// decodeError rewrites mapstructure's messages ("'vips[0].port' expected
+// type 'int', got unconvertible type 'string', value: 'http'") into this
+// package's "key: value: reason" form where it can, and keeps them
+// otherwise; they already name the key.
+func decodeError(err error) error {
+	var de *mapstructure.DecodeError
+	if errors.As(err, &de) {
+		return fmt.Errorf("%s: %w", de.Name(), de.Unwrap())
+	}
+	return err
+}
