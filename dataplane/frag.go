@@ -1,0 +1,208 @@
+package dataplane
+
+import (
+	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/nic"
+	"github.com/tetherlb/tether/tables/flow"
+)
+
+// Only the first fragment of a datagram carries the ports, so the first
+// fragment's flow is remembered under (source, destination, protocol, IP
+// ID) and later fragments follow it. Fragments that overtake their first
+// fragment are held, up to a bound and a timeout, and sent once it comes.
+//
+// Modes that rewrite the source address (nat, tunnel) also give the
+// datagram a new IP ID: many clients' datagrams now share one source, and
+// their original IDs could collide in the backend's reassembly.
+
+type fragKey struct {
+	src, dst [16]byte
+	id       uint32
+	proto    uint8
+	v6       bool
+}
+
+type fragDatagram struct {
+	key          fragKey
+	sport, dport uint16
+	newID        uint32
+	hasNewID     bool
+	expires      flow.Tick
+	used         bool
+}
+
+type heldFragment struct {
+	frame   nic.Frame
+	key     fragKey
+	expires flow.Tick
+}
+
+// fragWays is the associativity of the datagram table: a datagram lives
+// in one of four slots of its set, and a new one replaces an expired or
+// the oldest entry there.
+const fragWays = 4
+
+type fragments struct {
+	sets    [][fragWays]fragDatagram
+	held    []heldFragment
+	maxHeld int
+	seed    uint64
+}
+
+func newFragments(datagrams, pending int, seed uint64) *fragments {
+	nsets := max(1, (datagrams+fragWays-1)/fragWays)
+	return &fragments{
+		sets:    make([][fragWays]fragDatagram, nsets),
+		held:    make([]heldFragment, 0, pending),
+		maxHeld: pending,
+		seed:    seed,
+	}
+}
+
+func (f *fragments) set(k *fragKey) *[fragWays]fragDatagram {
+	h := (&flow.Key6{Src: k.src, Dst: k.dst, SrcPort: uint16(k.id >> 16), DstPort: uint16(k.id), Proto: k.proto}).Hash(f.seed)
+	return &f.sets[(h>>32)*uint64(len(f.sets))>>32]
+}
+
+func (f *fragments) lookup(k *fragKey, now flow.Tick) *fragDatagram {
+	set := f.set(k)
+	for i := range set {
+		d := &set[i]
+		if d.used && d.key == *k && int32(d.expires-now) >= 0 {
+			return d
+		}
+	}
+	return nil
+}
+
+func (f *fragments) insert(k *fragKey, now flow.Tick) *fragDatagram {
+	set := f.set(k)
+	victim := &set[0]
+	for i := range set {
+		d := &set[i]
+		if !d.used || d.key == *k || int32(d.expires-now) < 0 {
+			victim = d
+			break
+		}
+		if int32(d.expires-victim.expires) < 0 {
+			victim = d
+		}
+	}
+	*victim = fragDatagram{key: *k, used: true}
+	return victim
+}
+
+func (pk *packet) fragKey() fragKey {
+	k := fragKey{id: pk.fragID, proto: pk.proto, v6: pk.v6}
+	copy(k.src[:], pk.src())
+	copy(k.dst[:], pk.dst())
+	return k
+}
+
+// firstFragment remembers the flow of a first fragment and releases the
+// fragments of its datagram that arrived before it.
+func (p *Pipeline) firstFragment(pk *packet, e entry, now flow.Tick, out *Output) {
+	k := pk.fragKey()
+	d := p.frags.insert(&k, now)
+	d.sport, d.dport = pk.sport, pk.dport
+	d.expires = now + flow.Tick(p.cfg.FragTimeout)
+	if m := Mode(e.m.Mode); m == ModeNAT || m == ModeTunnel {
+		p.ipID += uint32(p.cfg.Workers)
+		d.newID, d.hasNewID = p.ipID, true
+	}
+	p.setFragID(pk, d)
+	p.releaseHeld(&k, now, out)
+}
+
+// setFragID gives a fragment its datagram's new IP ID, if it has one.
+func (p *Pipeline) setFragID(pk *packet, d *fragDatagram) {
+	if !d.hasNewID {
+		return
+	}
+	if pk.v6 {
+		header.IPv6Fragment(pk.b[pk.fragHdr:]).SetID(d.newID)
+	} else {
+		header.IPv4(pk.b[pk.l3:]).SetID(uint16(d.newID))
+	}
+}
+
+// laterFragment forwards a non-first fragment along its datagram's flow,
+// or holds it until the first fragment arrives.
+func (p *Pipeline) laterFragment(pk *packet, now flow.Tick, out *Output) {
+	k := pk.fragKey()
+	d := p.frags.lookup(&k, now)
+	if d == nil {
+		if len(p.frags.held) == p.frags.maxHeld {
+			pk.dropWith(DropFragmentOverflow)
+			p.emit(pk, out)
+			return
+		}
+		p.frags.held = append(p.frags.held, heldFragment{frame: *pk.frame, key: k, expires: now + flow.Tick(p.cfg.FragTimeout)})
+		p.stats.FragmentsHeld++
+		return
+	}
+	pk.setKey(d.sport, d.dport)
+	if pk.v6 {
+		pk.hash = p.flows.Hash6(&pk.k6)
+	} else {
+		pk.hash = p.flows.Hash4(&pk.k4)
+	}
+	e, ok := p.lookup(pk)
+	if !ok {
+		pk.dropWith(DropNoFlow)
+		p.emit(pk, out)
+		return
+	}
+	e.m.LastSeen = now
+	p.setFragID(pk, d)
+	p.apply(pk, e)
+	p.emit(pk, out)
+}
+
+// releaseHeld processes the held fragments of datagram k, whose first
+// fragment has just been seen.
+func (p *Pipeline) releaseHeld(k *fragKey, now flow.Tick, out *Output) {
+	held := p.frags.held
+	for i := 0; i < len(held); {
+		if held[i].key != *k {
+			i++
+			continue
+		}
+		fr := held[i].frame
+		held[i] = held[len(held)-1]
+		held = held[:len(held)-1]
+		p.frags.held = held
+		// The held frame must outlive this call: it goes into out.
+		slot := &p.heldScratch
+		*slot = fr
+		pk := &p.scratch
+		pk.frame = slot
+		parse(pk, p.cfg.Link)
+		if pk.kind == kindLater {
+			p.laterFragment(pk, now, out)
+		} else {
+			p.emit(pk, out)
+		}
+		held = p.frags.held
+	}
+}
+
+// expireHeld drops held fragments whose first fragment did not come in
+// time.
+func (p *Pipeline) expireHeld(now flow.Tick, out *Output) {
+	held := p.frags.held
+	for i := 0; i < len(held); {
+		if int32(held[i].expires-now) >= 0 {
+			i++
+			continue
+		}
+		p.stats.Drops[DropFragmentTimeout]++
+		out.Drop = append(out.Drop, held[i].frame)
+		held[i] = held[len(held)-1]
+		held = held[:len(held)-1]
+	}
+	p.frags.held = held
+}
+
+// HeldFragments returns how many fragments wait for their first fragment.
+func (p *Pipeline) HeldFragments() int { return len(p.frags.held) }

@@ -1,0 +1,214 @@
+package dataplane
+
+import (
+	"encoding/binary"
+
+	"github.com/tetherlb/tether/tables/encap"
+	"github.com/tetherlb/tether/tables/flow"
+)
+
+// snatAttempts bounds the search for a free SNAT port.
+const snatAttempts = 32
+
+// newFlow decides where a packet without a flow goes and records the
+// decision. On failure it sets the packet's drop or pass reason.
+func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
+	s := p.snap
+	dst := addrOf(pk.dst())
+	v := s.vips[vipKey{addr: dst, port: pk.dport, proto: pk.proto}]
+	if v == nil {
+		if s.roles[dst]&roleSNAT != 0 {
+			pk.dropWith(DropNoFlow)
+		} else {
+			pk.passWith(PassNotVIP)
+		}
+		return entry{}, false
+	}
+	var mh uint64
+	if pk.v6 {
+		mh = pk.k6.Hash(maglevSeed)
+	} else {
+		mh = pk.k4.Hash(maglevSeed)
+	}
+	bid, ok := v.pick(mh)
+	if !ok {
+		pk.dropWith(DropNoBackend)
+		return entry{}, false
+	}
+	be := &s.Backends[bid]
+	m := flow.Meta{Backend: bid, Mode: uint8(v.Mode), PortA: be.Port}
+	track(&m, pk.tcpFlags, now)
+	var e entry
+	switch v.Mode {
+	case ModeNAT, ModeHalfNAT:
+		e, ok = p.newTranslated(pk, v, be, m, mh, now)
+	case ModeTunnel:
+		e, ok = p.newTunnel(pk, be, m, now)
+	case ModeIPIP:
+		e, ok = p.insertOne(pk, m, be.addr.a[:], nil, now)
+	}
+	if ok {
+		p.stats.NewFlows++
+		p.stats.VIPs[v.ID].NewFlows++
+		p.stats.Backends[bid].NewFlows++
+	}
+	return e, ok
+}
+
+// newTranslated records a nat or halfnat connection: the entry for the
+// client's direction (rewrite to backend, from SNAT or client) and the
+// entry for replies (rewrite back to client, from VIP).
+func (p *Pipeline) newTranslated(pk *packet, v *VIP, be *Backend, m flow.Meta, mh uint64, now flow.Tick) (entry, bool) {
+	var src addrKey
+	var sport uint16
+	if v.Mode == ModeHalfNAT {
+		src, sport = addrOf(pk.src()), pk.sport
+		if p.replyTaken(pk, be, &src, sport) {
+			pk.dropWith(DropFlowConflict)
+			return entry{}, false
+		}
+	} else {
+		src = v.snat[mh%uint64(len(v.snat))]
+		found := false
+		for range snatAttempts {
+			port, ok := p.nextPort(v)
+			if !ok {
+				break
+			}
+			if !p.replyTaken(pk, be, &src, port) {
+				sport, found = port, true
+				break
+			}
+		}
+		if !found {
+			pk.dropWith(DropSNATExhausted)
+			return entry{}, false
+		}
+	}
+	m.PortB = sport
+	peer := flow.Meta{Backend: m.Backend, Mode: m.Mode, PortA: pk.sport, PortB: pk.dport, LastSeen: now}
+	if pk.v6 {
+		val := flow.Value6{Meta: m, A: be.addr.a, B: src.a}
+		pv := flow.Value6{Meta: peer}
+		copy(pv.A[:], pk.src())
+		copy(pv.B[:], pk.dst())
+		if !p.flows.InsertPair6(&pk.k6, pk.hash, &val, &pv, now) {
+			pk.dropWith(DropFlowTableFull)
+			return entry{}, false
+		}
+		v := p.flows.Lookup6(&pk.k6, pk.hash)
+		return entry{&v.Meta, v.A[:], v.B[:]}, true
+	}
+	val := flow.Value4{Meta: m}
+	copy(val.A[:], be.addr.a[:4])
+	copy(val.B[:], src.a[:4])
+	pv := flow.Value4{Meta: peer}
+	copy(pv.A[:], pk.src())
+	copy(pv.B[:], pk.dst())
+	if !p.flows.InsertPair4(&pk.k4, pk.hash, &val, &pv, now) {
+		pk.dropWith(DropFlowTableFull)
+		return entry{}, false
+	}
+	v4 := p.flows.Lookup4(&pk.k4, pk.hash)
+	return entry{&v4.Meta, v4.A[:], v4.B[:]}, true
+}
+
+// replyTaken reports whether replies from the backend to src:port would
+// collide with an existing flow.
+func (p *Pipeline) replyTaken(pk *packet, be *Backend, src *addrKey, port uint16) bool {
+	if pk.v6 {
+		k := flow.Key6{Src: be.addr.a, Dst: src.a, SrcPort: be.Port, DstPort: port, Proto: pk.proto}
+		return p.flows.Lookup6(&k, p.flows.Hash6(&k)) != nil
+	}
+	k := flow.Key4{SrcPort: be.Port, DstPort: port, Proto: pk.proto}
+	copy(k.Src[:], be.addr.a[:4])
+	copy(k.Dst[:], src.a[:4])
+	return p.flows.Lookup4(&k, p.flows.Hash4(&k)) != nil
+}
+
+// nextPort returns the next SNAT port of this worker's share of v's
+// range: worker w owns the ports lo+w, lo+w+n, ... for n workers, so
+// replies can be steered to the worker that owns the flow by port alone.
+func (p *Pipeline) nextPort(v *VIP) (uint16, bool) {
+	w, n := uint32(p.cfg.Worker), uint32(p.cfg.Workers)
+	span := uint32(v.portHi) - uint32(v.portLo) + 1
+	share := span / n
+	if w < span%n {
+		share++
+	}
+	if share == 0 {
+		return 0, false
+	}
+	port := uint16(uint32(v.portLo) + (p.natCursor%share)*n + w)
+	p.natCursor++
+	return port, true
+}
+
+// newTunnel records a flow-ID tunnel flow: a fresh flow ID stands for the
+// packet's 5-tuple in the ports toward the backend.
+func (p *Pipeline) newTunnel(pk *packet, be *Backend, m flow.Meta, now flow.Tick) (entry, bool) {
+	t := encap.Tuple{SrcPort: pk.sport, DstPort: pk.dport, Proto: pk.proto, V6: pk.v6}
+	copy(t.Src[:], pk.src())
+	copy(t.Dst[:], pk.dst())
+	id, ok := p.tunnel().Alloc(&t, p.stale)
+	if !ok {
+		pk.dropWith(DropFlowIDExhausted)
+		return entry{}, false
+	}
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], id)
+	e, ok := p.insertOne(pk, m, be.addr.a[:], b[:], now)
+	if !ok {
+		p.tun.Free(id)
+	}
+	return e, ok
+}
+
+// flowIDStale tells the flow-ID allocator whether the flow that last held
+// an ID is gone.
+func (p *Pipeline) flowIDStale(id uint32, t *encap.Tuple) bool {
+	var b []byte
+	if t.V6 {
+		k := flow.Key6{Src: t.Src, Dst: t.Dst, SrcPort: t.SrcPort, DstPort: t.DstPort, Proto: t.Proto}
+		v := p.flows.Lookup6(&k, p.flows.Hash6(&k))
+		if v == nil || v.Mode != uint8(ModeTunnel) {
+			return true
+		}
+		b = v.B[:4]
+	} else {
+		var k flow.Key4
+		copy(k.Src[:], t.Src[:4])
+		copy(k.Dst[:], t.Dst[:4])
+		k.SrcPort, k.DstPort, k.Proto = t.SrcPort, t.DstPort, t.Proto
+		v := p.flows.Lookup4(&k, p.flows.Hash4(&k))
+		if v == nil || v.Mode != uint8(ModeTunnel) {
+			return true
+		}
+		b = v.B[:]
+	}
+	return binary.BigEndian.Uint32(b) != id
+}
+
+// insertOne records a flow without a reply entry (tunnel, ipip).
+func (p *Pipeline) insertOne(pk *packet, m flow.Meta, a, b []byte, now flow.Tick) (entry, bool) {
+	if pk.v6 {
+		val := flow.Value6{Meta: m}
+		copy(val.A[:], a)
+		copy(val.B[:], b)
+		if !p.flows.Insert6(&pk.k6, pk.hash, &val, now) {
+			pk.dropWith(DropFlowTableFull)
+			return entry{}, false
+		}
+		v := p.flows.Lookup6(&pk.k6, pk.hash)
+		return entry{&v.Meta, v.A[:], v.B[:]}, true
+	}
+	val := flow.Value4{Meta: m}
+	copy(val.A[:], a)
+	copy(val.B[:], b)
+	if !p.flows.Insert4(&pk.k4, pk.hash, &val, now) {
+		pk.dropWith(DropFlowTableFull)
+		return entry{}, false
+	}
+	v := p.flows.Lookup4(&pk.k4, pk.hash)
+	return entry{&v.Meta, v.A[:], v.B[:]}, true
+}

@@ -1,0 +1,301 @@
+package dataplane
+
+import (
+	"encoding/binary"
+
+	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/nic"
+	"github.com/tetherlb/tether/tables/flow"
+)
+
+// Fragment positions.
+const (
+	fragNone  = iota
+	fragFirst // offset 0, more to come: carries the L4 header
+	fragLater // offset > 0: no L4 header
+)
+
+// What the parser found a packet to be, which decides the next step.
+const (
+	kindDrop  = iota // pk.drop says why
+	kindPass         // pk.pass says why
+	kindFlow         // TCP or UDP with ports: look up the flow
+	kindLater        // a non-first fragment: find its datagram
+	kindICMP         // ICMP: echo or error
+	kindOther        // another protocol: VIP address decides
+)
+
+// packet is what the parser learns about a frame; the worker keeps one
+// per batch slot and reuses it.
+type packet struct {
+	frame    *nic.Frame
+	b        []byte // the frame's bytes, trimmed to the end of the IP datagram
+	l3       int    // offset of the IP header
+	l4       int    // offset of the transport header, 0 when absent
+	end      int    // offset of the end of the IP datagram (== len(b))
+	v6       bool
+	proto    uint8 // upper-layer protocol
+	frag     uint8
+	fragID   uint32
+	fragHdr  int // offset of the IPv6 fragment header
+	sport    uint16
+	dport    uint16
+	tcpFlags uint8
+	kind     uint8
+	drop     Drop
+	pass     Pass
+	hash     uint64 // flow-table hash of k4 or k6
+	k4       flow.Key4
+	k6       flow.Key6
+}
+
+func (pk *packet) dropWith(d Drop) { pk.kind, pk.drop = kindDrop, d }
+func (pk *packet) passWith(p Pass) { pk.kind, pk.pass = kindPass, p }
+
+// src and dst return the IP addresses as slices of the packet.
+func (pk *packet) src() []byte {
+	if pk.v6 {
+		return pk.b[pk.l3+8 : pk.l3+24]
+	}
+	return pk.b[pk.l3+12 : pk.l3+16]
+}
+
+func (pk *packet) dst() []byte {
+	if pk.v6 {
+		return pk.b[pk.l3+24 : pk.l3+40]
+	}
+	return pk.b[pk.l3+16 : pk.l3+20]
+}
+
+// parse fills pk from its frame and sets pk.kind. Every offset it stores
+// has been checked against the frame, so the steps after it may use the
+// header package's unchecked accessors within [l3, end).
+func parse(pk *packet, link nic.LinkType) {
+	b := pk.frame.Data()
+	pk.b = b
+	pk.l4, pk.frag, pk.fragHdr, pk.tcpFlags, pk.sport, pk.dport = 0, fragNone, 0, 0, 0, 0
+	etherType := uint16(0)
+	if link == nic.LinkEthernet {
+		l3, et, tags, ok := header.WalkEthernet(b)
+		if !ok {
+			if tags > header.MaxVLANTags {
+				pk.dropWith(DropVLANTooDeep)
+			} else {
+				pk.dropWith(DropFrameTooShort)
+			}
+			return
+		}
+		pk.l3, etherType = l3, et
+	} else {
+		pk.l3 = 0
+		if len(b) == 0 {
+			pk.dropWith(DropFrameTooShort)
+			return
+		}
+		switch b[0] >> 4 {
+		case 4:
+			etherType = header.EtherTypeIPv4
+		case 6:
+			etherType = header.EtherTypeIPv6
+		}
+	}
+	switch etherType {
+	case header.EtherTypeIPv4:
+		pk.v6 = false
+		parseIPv4(pk)
+	case header.EtherTypeIPv6:
+		pk.v6 = true
+		parseIPv6(pk)
+	default:
+		pk.passWith(PassNotIP)
+	}
+}
+
+func parseIPv4(pk *packet) {
+	b, l3 := pk.b, pk.l3
+	if len(b)-l3 < header.IPv4MinSize {
+		pk.dropWith(DropIPv4Truncated)
+		return
+	}
+	ip := header.IPv4(b[l3:])
+	hl := ip.HeaderLength()
+	if ip.Version() != 4 || hl < header.IPv4MinSize {
+		pk.dropWith(DropIPv4BadHeader)
+		return
+	}
+	if len(b)-l3 < hl {
+		pk.dropWith(DropIPv4Truncated)
+		return
+	}
+	tot := int(ip.TotalLength())
+	if tot < hl || l3+tot > len(b) {
+		pk.dropWith(DropIPv4BadLength)
+		return
+	}
+	if header.Checksum(b[l3:l3+hl], 0) != 0 {
+		pk.dropWith(DropIPv4BadChecksum)
+		return
+	}
+	// Trim link-layer padding: the datagram ends where its length says.
+	pk.end = l3 + tot
+	pk.b = b[:pk.end]
+	pk.frame.Len = pk.end
+	pk.proto = ip.Protocol()
+	l4 := l3 + hl
+	if ip.IsFragment() {
+		pk.fragID = uint32(ip.ID())
+		off := ip.FragmentOffset()
+		if off+tot-hl > 65535 {
+			pk.dropWith(DropBadFragment)
+			return
+		}
+		if off > 0 {
+			pk.frag = fragLater
+			pk.kind = kindLater
+			return
+		}
+		pk.frag = fragFirst
+	}
+	parseL4(pk, l4)
+}
+
+func parseIPv6(pk *packet) {
+	b, l3 := pk.b, pk.l3
+	if len(b)-l3 < header.IPv6Size {
+		pk.dropWith(DropIPv6Truncated)
+		return
+	}
+	ip := header.IPv6(b[l3:])
+	if ip.Version() != 6 {
+		pk.dropWith(DropIPv6Truncated)
+		return
+	}
+	plen := int(ip.PayloadLength())
+	if plen == 0 || l3+header.IPv6Size+plen > len(b) {
+		// A zero payload length announces a jumbogram, which no link
+		// Tether serves can carry.
+		pk.dropWith(DropIPv6BadLength)
+		return
+	}
+	pk.end = l3 + header.IPv6Size + plen
+	pk.b = b[:pk.end]
+	pk.frame.Len = pk.end
+	w, ok := header.WalkIPv6(pk.b[l3:])
+	if !ok {
+		pk.dropWith(DropIPv6BadExtHeaders)
+		return
+	}
+	pk.proto = w.Proto
+	if w.FragOff != 0 {
+		f := header.IPv6Fragment(pk.b[l3+w.FragOff:])
+		off := f.Offset()
+		// RFC 6946: an "atomic fragment" (offset 0, no more) is a whole
+		// datagram and is processed as one.
+		if off != 0 || f.More() {
+			pk.fragHdr = l3 + w.FragOff
+			pk.fragID = f.ID()
+			if off+pk.end-(l3+w.L4Off) > 65535 {
+				pk.dropWith(DropBadFragment)
+				return
+			}
+			if off > 0 {
+				pk.frag = fragLater
+				pk.kind = kindLater
+				return
+			}
+			pk.frag = fragFirst
+		}
+	}
+	parseL4(pk, l3+w.L4Off)
+}
+
+// parseL4 reads the transport header at off of an unfragmented datagram
+// or a first fragment.
+func parseL4(pk *packet, off int) {
+	b := pk.b
+	avail := len(b) - off
+	switch pk.proto {
+	case header.IPProtoTCP:
+		if avail < header.TCPMinSize {
+			pk.dropL4()
+			return
+		}
+		t := header.TCP(b[off:])
+		if do := t.DataOffset(); do < header.TCPMinSize || do > avail {
+			pk.dropWith(DropTCPBadOffset)
+			return
+		}
+		pk.sport, pk.dport, pk.tcpFlags = t.SrcPort(), t.DstPort(), t.Flags()
+	case header.IPProtoUDP:
+		if avail < header.UDPSize {
+			pk.dropL4()
+			return
+		}
+		u := header.UDP(b[off:])
+		if pk.frag == fragNone {
+			if n := int(u.Length()); n < header.UDPSize || n > avail {
+				pk.dropWith(DropUDPBadLength)
+				return
+			}
+		}
+		pk.sport, pk.dport = u.SrcPort(), u.DstPort()
+	case header.IPProtoICMP, header.IPProtoICMPv6:
+		if (pk.proto == header.IPProtoICMP) == pk.v6 {
+			// ICMPv4 over IPv6 or ICMPv6 over IPv4: nothing Tether serves.
+			pk.kind, pk.pass = kindOther, PassProtocol
+			return
+		}
+		if pk.frag != fragNone {
+			// ICMP messages Tether handles are small; fragmented ones go
+			// to the host.
+			pk.kind, pk.pass = kindOther, PassICMP
+			return
+		}
+		if avail < header.ICMPHeaderSize {
+			pk.dropWith(DropICMPTruncated)
+			return
+		}
+		pk.l4 = off
+		pk.kind = kindICMP
+		return
+	default:
+		pk.kind, pk.pass = kindOther, PassProtocol
+		return
+	}
+	pk.l4 = off
+	pk.kind = kindFlow
+	pk.setKey(pk.sport, pk.dport)
+}
+
+// dropL4 drops a packet whose transport header is missing; for a first
+// fragment that is a tiny-fragment attack (RFC 1858) and named as such.
+func (pk *packet) dropL4() {
+	if pk.frag == fragFirst {
+		pk.dropWith(DropBadFragment)
+	} else {
+		pk.dropWith(DropL4Truncated)
+	}
+}
+
+// setKey fills the flow key from the packet's addresses and the ports.
+func (pk *packet) setKey(sport, dport uint16) {
+	if pk.v6 {
+		pk.k6 = flow.Key6{SrcPort: sport, DstPort: dport, Proto: pk.proto}
+		copy(pk.k6.Src[:], pk.src())
+		copy(pk.k6.Dst[:], pk.dst())
+		return
+	}
+	pk.k4 = flow.Key4{SrcPort: sport, DstPort: dport, Proto: pk.proto}
+	copy(pk.k4.Src[:], pk.src())
+	copy(pk.k4.Dst[:], pk.dst())
+}
+
+// addr returns an address slice as a map key.
+func addrOf(a []byte) addrKey {
+	var k addrKey
+	copy(k.a[:], a)
+	k.v6 = len(a) == 16
+	return k
+}
+
+func be16(b []byte) uint16 { return binary.BigEndian.Uint16(b) }

@@ -1,0 +1,305 @@
+package dataplane
+
+import (
+	"fmt"
+
+	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/nic"
+	"github.com/tetherlb/tether/tables/encap"
+	"github.com/tetherlb/tether/tables/flow"
+)
+
+// MaxBatch bounds the frames one Process call handles at once; longer
+// slices are processed in pieces.
+const MaxBatch = config.MaxBatch
+
+// maglevSeed keys the flow hash that picks a backend. It is fixed so that
+// every worker and every unit with the same configuration sends a flow to
+// the same backend: the property that lets a flow survive moving to
+// another worker or unit (Maglev §3.4).
+const maglevSeed = 0x7e7e_4e15_0000_0001
+
+// Config sizes a Pipeline.
+type Config struct {
+	// Worker is this pipeline's index among Workers. Workers own
+	// disjoint SNAT ports, tunnel flow IDs and IP IDs.
+	Worker, Workers int
+	// Link is the link type of the port the pipeline serves.
+	Link nic.LinkType
+	// Flows sizes the flow-table shard; Flows.Timeouts is replaced by the
+	// snapshot's.
+	Flows flow.Config
+	// FragDatagrams, FragPending and FragTimeout (milliseconds) bound
+	// fragment handling.
+	FragDatagrams int
+	FragPending   int
+	FragTimeout   uint32
+}
+
+// ConfigFrom derives a worker's Config from the unit configuration.
+func ConfigFrom(c *config.Config, worker int, link nic.LinkType, seed uint64) Config {
+	return Config{
+		Worker:        worker,
+		Workers:       c.Forwarder.Workers,
+		Link:          link,
+		Flows:         flow.Config{MaxFlows: c.Forwarder.Flows.Max, Timeouts: TimeoutsOf(&c.Forwarder.Flows.Timeouts), Seed: seed},
+		FragDatagrams: c.Forwarder.Fragments.Datagrams,
+		FragPending:   c.Forwarder.Fragments.Pending,
+		FragTimeout:   uint32(c.Forwarder.Fragments.Timeout.Milliseconds()),
+	}
+}
+
+// Output collects what Process decided for a batch: frames to transmit,
+// frames for the host, frames to release. The caller hands each slice to
+// its port and Resets the Output before the next batch.
+type Output struct {
+	TX   []nic.Frame
+	Pass []nic.Frame
+	Drop []nic.Frame
+}
+
+// NewOutput makes an Output with room for a batch plus every fragment a
+// pipeline may release at once, so appends never allocate.
+func NewOutput(c *Config) *Output {
+	n := MaxBatch + c.FragPending
+	return &Output{TX: make([]nic.Frame, 0, n), Pass: make([]nic.Frame, 0, n), Drop: make([]nic.Frame, 0, n)}
+}
+
+// Reset empties the Output, keeping its memory.
+func (o *Output) Reset() { o.TX, o.Pass, o.Drop = o.TX[:0], o.Pass[:0], o.Drop[:0] }
+
+// Pipeline is one worker's dataplane.
+type Pipeline struct {
+	cfg   Config
+	snap  *Snapshot
+	flows *flow.Shard
+	tun   *encap.Table
+	frags *fragments
+	stats Stats
+	pkts  [MaxBatch]packet
+	// scratch and heldScratch reprocess held fragments.
+	scratch     packet
+	heldScratch nic.Frame
+
+	natCursor uint32
+	ipID      uint32
+	stale     func(id uint32, t *encap.Tuple) bool
+
+	sink uint8
+
+	lastMaint flow.Tick
+	maintDebt uint64
+	started   bool
+}
+
+// New makes a pipeline. All of its memory is allocated here.
+func New(c Config, s *Snapshot) (*Pipeline, error) {
+	if c.Workers < 1 || c.Worker < 0 || c.Worker >= c.Workers {
+		return nil, fmt.Errorf("dataplane: worker %d of %d: out of range", c.Worker, c.Workers)
+	}
+	if c.Link != nic.LinkEthernet && c.Link != nic.LinkIP {
+		return nil, fmt.Errorf("dataplane: link type %v not supported", c.Link)
+	}
+	if s == nil {
+		return nil, fmt.Errorf("dataplane: no snapshot")
+	}
+	fl, err := flow.NewShard(c.Flows)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: %w", err)
+	}
+	p := &Pipeline{
+		cfg:   c,
+		flows: fl,
+		frags: newFragments(c.FragDatagrams, c.FragPending, c.Flows.Seed),
+		ipID:  uint32(c.Worker),
+	}
+	p.stale = p.flowIDStale
+	p.SetSnapshot(s)
+	return p, nil
+}
+
+// SetSnapshot swaps in new read-mostly state. Call it between batches
+// from the worker's goroutine.
+func (p *Pipeline) SetSnapshot(s *Snapshot) {
+	p.snap = s
+	p.flows.SetTimeouts(s.timeouts)
+	p.stats.VIPs = grow(p.stats.VIPs, len(s.VIPs))
+	p.stats.Backends = grow(p.stats.Backends, len(s.Backends))
+}
+
+// Snapshot returns the state in use.
+func (p *Pipeline) Snapshot() *Snapshot { return p.snap }
+
+// Flows returns the worker's flow-table shard, for inspection from the
+// worker's goroutine.
+func (p *Pipeline) Flows() *flow.Shard { return p.flows }
+
+// Tunnel returns the worker's flow-ID map: the mappings a host needs to
+// restore tunneled packets. It is nil until the first tunnel flow.
+func (p *Pipeline) Tunnel() *encap.Table { return p.tun }
+
+// tunnel returns the flow-ID map, making it on first use: it is as large
+// as the flow table, and units without tunnel VIPs never need it. It holds
+// twice the flow table's bound so that, with IDs handed out round-robin,
+// the slots ahead of the cursor belong to flows long gone.
+func (p *Pipeline) tunnel() *encap.Table {
+	if p.tun == nil {
+		t, err := encap.New(p.cfg.Worker, p.cfg.Workers, min(2*p.cfg.Flows.MaxFlows, encap.MaxCapacity))
+		if err != nil {
+			// New checked the worker range and MaxCapacity bounds the
+			// size, so this is a programming error.
+			panic(err)
+		}
+		p.tun = t
+	}
+	return p.tun
+}
+
+// Stats returns a copy of the worker's counters.
+func (p *Pipeline) Stats() Stats { return p.stats.Clone() }
+
+// Process handles a batch of received frames at time now and appends
+// each frame to one of out's lists. Fragments that arrive before their
+// first fragment are held back and appear in a later Output, or in Drop
+// when the first fragment never comes. Process also ages the flow table
+// a little on each call, so a worker calls it even when idle (with no
+// frames) to keep aging.
+func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
+	for len(frames) > MaxBatch {
+		p.batch(now, frames[:MaxBatch], out)
+		frames = frames[MaxBatch:]
+	}
+	p.batch(now, frames, out)
+	p.maintain(now, out)
+}
+
+func (p *Pipeline) batch(now flow.Tick, frames []nic.Frame, out *Output) {
+	// First pass: parse everything and start loading each flow's home
+	// slot, so the cache misses of a batch overlap instead of queueing.
+	var touch uint8
+	for i := range frames {
+		pk := &p.pkts[i]
+		pk.frame = &frames[i]
+		p.stats.RxPackets++
+		p.stats.RxBytes += uint64(frames[i].Len)
+		parse(pk, p.cfg.Link)
+		if pk.kind == kindFlow {
+			if pk.v6 {
+				pk.hash = p.flows.Hash6(&pk.k6)
+				touch += p.flows.Touch6(pk.hash)
+			} else {
+				pk.hash = p.flows.Hash4(&pk.k4)
+				touch += p.flows.Touch4(pk.hash)
+			}
+		}
+	}
+	p.sink = touch // keeps the loads from being optimised away
+	for i := range frames {
+		pk := &p.pkts[i]
+		switch pk.kind {
+		case kindFlow:
+			p.flowPacket(pk, now, out)
+		case kindLater:
+			p.laterFragment(pk, now, out)
+			continue
+		case kindICMP:
+			p.icmp(pk, now)
+		case kindOther:
+			if p.snap.roles[addrOf(pk.dst())]&roleVIP != 0 {
+				pk.passWith(pk.pass)
+			} else {
+				pk.passWith(PassNotVIP)
+			}
+		}
+		p.emit(pk, out)
+	}
+}
+
+// emit appends a packet's frame to the list its kind says.
+func (p *Pipeline) emit(pk *packet, out *Output) {
+	switch pk.kind {
+	case kindDrop:
+		p.stats.Drops[pk.drop]++
+		out.Drop = append(out.Drop, *pk.frame)
+	case kindPass:
+		p.stats.Passes[pk.pass]++
+		out.Pass = append(out.Pass, *pk.frame)
+	default:
+		p.stats.TxPackets++
+		p.stats.TxBytes += uint64(pk.frame.Len)
+		out.TX = append(out.TX, *pk.frame)
+	}
+}
+
+// kindTX marks a packet ready to transmit.
+const kindTX = 100
+
+// entry is a flow-table value seen through the parts both families
+// share; A and B slice into the table slot or a local copy.
+type entry struct {
+	m    *flow.Meta
+	a, b []byte
+}
+
+func (p *Pipeline) lookup(pk *packet) (entry, bool) {
+	if pk.v6 {
+		if v := p.flows.Lookup6(&pk.k6, pk.hash); v != nil {
+			return entry{&v.Meta, v.A[:], v.B[:]}, true
+		}
+		return entry{}, false
+	}
+	if v := p.flows.Lookup4(&pk.k4, pk.hash); v != nil {
+		return entry{&v.Meta, v.A[:], v.B[:]}, true
+	}
+	return entry{}, false
+}
+
+func (p *Pipeline) flowPacket(pk *packet, now flow.Tick, out *Output) {
+	e, ok := p.lookup(pk)
+	if ok {
+		track(e.m, pk.tcpFlags, now)
+	} else if e, ok = p.newFlow(pk, now); !ok {
+		return
+	}
+	if pk.frag == fragFirst {
+		p.firstFragment(pk, e, now, out)
+		if pk.kind == kindDrop {
+			return
+		}
+	}
+	p.apply(pk, e)
+}
+
+// track records a packet's time and TCP flags in its entry.
+func track(m *flow.Meta, tcp uint8, now flow.Tick) {
+	m.LastSeen = now
+	if tcp == 0 {
+		return
+	}
+	f := m.Flags
+	if tcp&synFlag != 0 && f&(flow.FlagFIN|flow.FlagRST) != 0 {
+		// A SYN on a closed flow starts a new incarnation of the tuple:
+		// forget the old one's closing state so it ages as new.
+		f &^= flow.FlagFIN | flow.FlagRST | flow.FlagEstablished
+	}
+	switch {
+	case tcp&synFlag != 0:
+		f |= flow.FlagSYN
+	case tcp&ackFlag != 0:
+		f |= flow.FlagEstablished
+	}
+	if tcp&finFlag != 0 {
+		f |= flow.FlagFIN
+	}
+	if tcp&rstFlag != 0 {
+		f |= flow.FlagRST
+	}
+	m.Flags = f
+}
+
+const (
+	finFlag = 1 << 0
+	synFlag = 1 << 1
+	rstFlag = 1 << 2
+	ackFlag = 1 << 4
+)

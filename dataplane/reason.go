@@ -1,0 +1,123 @@
+package dataplane
+
+// Drop names why a frame was dropped. Every drop is counted under one.
+type Drop uint8
+
+const (
+	dropNone Drop = iota
+	// Malformed frames.
+	DropFrameTooShort     // shorter than its link header
+	DropVLANTooDeep       // more than two VLAN tags
+	DropIPv4Truncated     // frame ends inside the IPv4 header
+	DropIPv4BadHeader     // version or header length wrong
+	DropIPv4BadLength     // total length shorter than the header or longer than the frame
+	DropIPv4BadChecksum   // header checksum wrong
+	DropIPv6Truncated     // frame ends inside the IPv6 header
+	DropIPv6BadLength     // payload length longer than the frame, or a jumbogram
+	DropIPv6BadExtHeaders // extension headers truncated, too many, or repeated fragment header
+	DropL4Truncated       // TCP/UDP header missing or cut short
+	DropTCPBadOffset      // TCP data offset below 5 words or past the segment
+	DropUDPBadLength      // UDP length field inconsistent with the datagram
+	DropBadFragment       // fragment past 64 KiB, or a first fragment without the whole L4 header
+	DropICMPTruncated     // ICMP message or its quoted packet cut short
+	// Policy and state.
+	DropICMPNoFlow      // ICMP error quoting a flow Tether does not know
+	DropNoFlow          // reply to a SNAT address without a flow
+	DropNoBackend       // VIP has no backend that takes new flows
+	DropBackendInactive // flow's backend is inactive
+	DropFlowTableFull   // nothing evictable: the new flow could not be recorded
+	DropSNATExhausted   // no free SNAT port for the backend
+	DropFlowConflict    // the reply key of a new half-NAT flow is taken by another flow
+	DropFlowIDExhausted // no free tunnel flow ID
+	DropFragmentTimeout // a fragment's first fragment never came
+	DropFragmentOverflow
+	DropTooBig     // larger than the path MTU after encapsulation
+	DropNoNeighbor // next hop's MAC unknown and no gateway configured
+	DropNoHeadroom // frame buffer has no room for the encapsulation header
+	numDrops
+)
+
+var dropNames = [numDrops]string{
+	dropNone:              "none",
+	DropFrameTooShort:     "frame_too_short",
+	DropVLANTooDeep:       "vlan_too_deep",
+	DropIPv4Truncated:     "ipv4_truncated",
+	DropIPv4BadHeader:     "ipv4_bad_header",
+	DropIPv4BadLength:     "ipv4_bad_length",
+	DropIPv4BadChecksum:   "ipv4_bad_checksum",
+	DropIPv6Truncated:     "ipv6_truncated",
+	DropIPv6BadLength:     "ipv6_bad_length",
+	DropIPv6BadExtHeaders: "ipv6_bad_ext_headers",
+	DropL4Truncated:       "l4_truncated",
+	DropTCPBadOffset:      "tcp_bad_offset",
+	DropUDPBadLength:      "udp_bad_length",
+	DropBadFragment:       "bad_fragment",
+	DropICMPTruncated:     "icmp_truncated",
+	DropICMPNoFlow:        "icmp_no_flow",
+	DropNoFlow:            "no_flow",
+	DropNoBackend:         "no_backend",
+	DropBackendInactive:   "backend_inactive",
+	DropFlowTableFull:     "flow_table_full",
+	DropSNATExhausted:     "snat_exhausted",
+	DropFlowConflict:      "flow_conflict",
+	DropFlowIDExhausted:   "flow_id_exhausted",
+	DropFragmentTimeout:   "fragment_timeout",
+	DropFragmentOverflow:  "fragment_overflow",
+	DropTooBig:            "too_big",
+	DropNoNeighbor:        "no_neighbor",
+	DropNoHeadroom:        "no_headroom",
+}
+
+// String returns the reason's name as counters and logs show it.
+func (d Drop) String() string {
+	if d < numDrops {
+		return dropNames[d]
+	}
+	return "unknown"
+}
+
+// Drops lists every drop reason, in counter order.
+func Drops() []Drop {
+	d := make([]Drop, 0, numDrops-1)
+	for r := dropNone + 1; r < numDrops; r++ {
+		d = append(d, r)
+	}
+	return d
+}
+
+// Pass names why a frame was handed to the host instead of forwarded.
+type Pass uint8
+
+const (
+	passNone     Pass = iota
+	PassNotIP         // ARP, LLDP and other non-IP frames
+	PassNotVIP        // IP traffic for an address or port Tether does not serve
+	PassProtocol      // a protocol other than TCP, UDP or ICMP to a VIP address
+	PassICMP          // ICMP that is neither an echo to a VIP nor an error about a flow
+	numPasses
+)
+
+var passNames = [numPasses]string{
+	passNone:     "none",
+	PassNotIP:    "not_ip",
+	PassNotVIP:   "not_vip",
+	PassProtocol: "other_protocol",
+	PassICMP:     "icmp",
+}
+
+// String returns the reason's name.
+func (p Pass) String() string {
+	if p < numPasses {
+		return passNames[p]
+	}
+	return "unknown"
+}
+
+// Passes lists every pass reason, in counter order.
+func Passes() []Pass {
+	p := make([]Pass, 0, numPasses-1)
+	for r := passNone + 1; r < numPasses; r++ {
+		p = append(p, r)
+	}
+	return p
+}

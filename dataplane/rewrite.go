@@ -1,0 +1,214 @@
+package dataplane
+
+import (
+	"encoding/binary"
+
+	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/nic"
+	"github.com/tetherlb/tether/tables/flow"
+)
+
+// apply rewrites a packet of a known flow for its mode and sets its next
+// hop. pk.l4 is 0 for non-first fragments, which carry no ports.
+func (p *Pipeline) apply(pk *packet, e entry) {
+	s := p.snap
+	be := &s.Backends[e.m.Backend]
+	if be.State == StateInactive {
+		pk.dropWith(DropBackendInactive)
+		return
+	}
+	reply := e.m.Flags&flow.FlagReply != 0
+	n := uint64(pk.end - pk.l3)
+	if reply {
+		p.stats.Backends[be.ID].ReplyPackets++
+		p.stats.Backends[be.ID].ReplyBytes += n
+	} else {
+		p.stats.Backends[be.ID].Packets++
+		p.stats.Backends[be.ID].Bytes += n
+		vs := &p.stats.VIPs[be.VIP]
+		vs.Packets++
+		vs.Bytes += n
+	}
+	var nextHop []byte
+	switch Mode(e.m.Mode) {
+	case ModeNAT:
+		// Both directions: source to B:PortB, destination to A:PortA.
+		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, true, true)
+		nextHop = e.a
+	case ModeHalfNAT:
+		// Toward the backend only the destination changes; replies
+		// only change their source back to the VIP.
+		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, reply, !reply)
+		nextHop = e.a
+	case ModeTunnel:
+		// The 32-bit flow ID takes the place of both ports.
+		id := binary.BigEndian.Uint32(e.b)
+		rewrite(pk, p.unitAddr(pk.v6), uint16(id>>16), e.a, uint16(id), true, true)
+		nextHop = e.a
+	case ModeIPIP:
+		mtu := s.VIPs[be.VIP].MTU
+		if !p.encapIP(pk, e.a, mtu) {
+			return
+		}
+		nextHop = e.a
+	}
+	if pk.kind != kindDrop {
+		p.setL2(pk, nextHop)
+	}
+}
+
+func (p *Pipeline) unitAddr(v6 bool) []byte {
+	if v6 {
+		return p.snap.unit6[:]
+	}
+	return p.snap.unit4[:]
+}
+
+// rewrite sets the packet's source and/or destination address and port,
+// updating the IPv4 header checksum and the transport checksum
+// incrementally (RFC 1624). The transport checksum covers the addresses
+// through the pseudo-header, so it changes even when only addresses do;
+// a non-first fragment (pk.l4 == 0) has no transport header to update,
+// the first fragment's checksum already covers the whole datagram.
+func rewrite(pk *packet, src []byte, sport uint16, dst []byte, dport uint16, setSrc, setDst bool) {
+	b := pk.b
+	var delta uint64
+	if pk.v6 {
+		ip := header.IPv6(b[pk.l3:])
+		if setSrc {
+			delta += header.DeltaBytes(ip.Src(), src)
+			ip.SetSrc(src)
+		}
+		if setDst {
+			delta += header.DeltaBytes(ip.Dst(), dst)
+			ip.SetDst(dst)
+		}
+	} else {
+		ip := header.IPv4(b[pk.l3:])
+		if setSrc {
+			delta += header.DeltaBytes(ip.Src(), src[:4])
+			ip.SetSrc(src[:4])
+		}
+		if setDst {
+			delta += header.DeltaBytes(ip.Dst(), dst[:4])
+			ip.SetDst(dst[:4])
+		}
+	}
+	if pk.l4 == 0 {
+		return
+	}
+	l4 := b[pk.l4:]
+	if setSrc {
+		delta += header.Delta16(be16(l4[0:]), sport)
+		binary.BigEndian.PutUint16(l4[0:], sport)
+	}
+	if setDst {
+		delta += header.Delta16(be16(l4[2:]), dport)
+		binary.BigEndian.PutUint16(l4[2:], dport)
+	}
+	switch pk.proto {
+	case header.IPProtoTCP:
+		t := header.TCP(l4)
+		t.SetChecksum(header.Adjust(t.Checksum(), delta))
+	case header.IPProtoUDP:
+		header.UDP(l4).Adjust(delta)
+	}
+}
+
+// encapIP wraps the packet in an outer IPv4 or IPv6 header from the unit
+// to dst (RFC 2003 IP-in-IP, RFC 2473 IPv6-in-IPv6), for direct server
+// return. It clamps the MSS of TCP SYNs so that the encapsulated segments
+// fit mtu, and drops packets that would not.
+func (p *Pipeline) encapIP(pk *packet, dst []byte, mtu int) bool {
+	overhead := header.IPv4MinSize
+	if pk.v6 {
+		overhead = header.IPv6Size
+	}
+	inner := pk.end - pk.l3
+	if pk.proto == header.IPProtoTCP && pk.l4 != 0 && pk.tcpFlags&synFlag != 0 {
+		clampMSS(pk, mtu-overhead-(pk.l4-pk.l3)-header.TCPMinSize)
+	}
+	if inner+overhead > mtu {
+		pk.dropWith(DropTooBig)
+		return false
+	}
+	if pk.frame.Off < overhead {
+		pk.dropWith(DropNoHeadroom)
+		return false
+	}
+	b, _ := pk.frame.Prepend(overhead)
+	// Move the link header in front of the new outer header.
+	copy(b[:pk.l3], b[overhead:overhead+pk.l3])
+	innerHdr := b[pk.l3+overhead:]
+	if pk.v6 {
+		in := header.IPv6(innerHdr)
+		f := header.IPv6Fields{
+			TrafficClass:  in.TrafficClass(),
+			FlowLabel:     uint32(pk.hash) & 0xfffff, // entropy for ECMP on the way
+			PayloadLength: uint16(inner),
+			NextHeader:    header.IPProtoIPv6,
+			HopLimit:      64,
+			Dst:           [16]byte(dst[:16]),
+			Src:           p.snap.unit6,
+		}
+		header.EncodeIPv6(b[pk.l3:], &f)
+	} else {
+		in := header.IPv4(innerHdr)
+		p.ipID += uint32(p.cfg.Workers)
+		f := header.IPv4Fields{
+			TOS:         in.TOS(),
+			TotalLength: uint16(inner + overhead),
+			ID:          uint16(p.ipID),
+			FlagsOffset: in.FlagsOffset() & header.IPv4FlagDF, // RFC 2003 §3.1: copy DF
+			TTL:         64,
+			Protocol:    header.IPProtoIPIP,
+			Dst:         [4]byte(dst[:4]),
+			Src:         p.snap.unit4,
+		}
+		header.EncodeIPv4(b[pk.l3:], &f)
+	}
+	pk.b = b
+	pk.end += overhead
+	if pk.l4 != 0 {
+		pk.l4 += overhead
+	}
+	return true
+}
+
+// clampMSS lowers the MSS option of a SYN to max, if it is larger.
+func clampMSS(pk *packet, max int) {
+	if max <= 0 {
+		return
+	}
+	t := header.TCP(pk.b[pk.l4:])
+	o, ok := header.ParseTCPOptions(t)
+	if ok && o.MSSOff != 0 && int(o.MSS) > max {
+		t.SetMSS(o.MSSOff, uint16(max))
+	}
+}
+
+// setL2 addresses the frame to the next hop's MAC: the neighbour's, or
+// the gateway's for destinations not on the link. The source MAC is the
+// unit's, or else the address the frame was sent to, which is ours.
+func (p *Pipeline) setL2(pk *packet, nextHop []byte) {
+	pk.kind = kindTX
+	if p.cfg.Link != nic.LinkEthernet {
+		return
+	}
+	s := p.snap
+	mac, ok := s.neigh[addrOf(nextHop)]
+	if !ok {
+		if !s.hasGW {
+			pk.dropWith(DropNoNeighbor)
+			return
+		}
+		mac = s.gateway
+	}
+	eth := header.Ethernet(pk.b)
+	if s.hasMAC {
+		eth.SetSrc(s.unitMAC)
+	} else {
+		eth.SetSrc(eth.Dst())
+	}
+	eth.SetDst(mac)
+}

@@ -1,0 +1,327 @@
+package dataplane
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/tables/flow"
+	"github.com/tetherlb/tether/tables/maglev"
+)
+
+// Mode is a VIP's forwarding mode.
+type Mode uint8
+
+// Forwarding modes; see config.ModeNAT and friends.
+const (
+	ModeNAT Mode = iota + 1
+	ModeHalfNAT
+	ModeTunnel
+	ModeIPIP
+)
+
+var modeNames = map[Mode]string{ModeNAT: config.ModeNAT, ModeHalfNAT: config.ModeHalfNAT, ModeTunnel: config.ModeTunnel, ModeIPIP: config.ModeIPIP}
+
+// String returns the mode's configuration name.
+func (m Mode) String() string {
+	if s, ok := modeNames[m]; ok {
+		return s
+	}
+	return "unknown"
+}
+
+// State is a backend's administrative state.
+type State uint8
+
+// Backend states. StateRemoved marks a backend that left the
+// configuration: its flows finish, as a draining backend's do.
+const (
+	StateActive State = iota + 1
+	StateDraining
+	StateInactive
+	StateRemoved
+)
+
+var stateNames = map[State]string{StateActive: config.StateActive, StateDraining: config.StateDraining, StateInactive: config.StateInactive, StateRemoved: "removed"}
+
+// String returns the state's name.
+func (s State) String() string {
+	if n, ok := stateNames[s]; ok {
+		return n
+	}
+	return "unknown"
+}
+
+// addrKey is an address as a map key; V6 keeps an IPv4 address from
+// meeting an IPv6 one with the same leading bytes.
+type addrKey struct {
+	a  [16]byte
+	v6 bool
+}
+
+type vipKey struct {
+	addr  addrKey
+	port  uint16
+	proto uint8
+}
+
+// addrRole marks what an address is to the forwarder.
+type addrRole uint8
+
+const (
+	roleVIP  addrRole = 1 << iota // some VIP listens on it
+	roleSNAT                      // a nat VIP's source pool holds it
+)
+
+// VIP is a virtual service as the dataplane sees it.
+type VIP struct {
+	ID    uint32
+	Name  string
+	Addr  netip.Addr
+	Port  uint16
+	Proto uint8
+	Mode  Mode
+	MTU   int
+	// Maglev is nil when no backend takes new flows.
+	Maglev *maglev.Table
+	// slots maps a Maglev entry to a backend ID.
+	slots          []uint32
+	snat           []addrKey
+	portLo, portHi uint16
+	addr           addrKey
+	// Backends lists the IDs of the VIP's configured backends.
+	Backends []uint32
+}
+
+// Backend is one instance behind a VIP.
+type Backend struct {
+	ID     uint32
+	VIP    uint32
+	Name   string
+	Addr   netip.Addr
+	Port   uint16
+	Weight int
+	State  State
+	addr   addrKey
+}
+
+// Snapshot is the forwarder's read-mostly state. It is immutable once
+// built: workers read it without synchronisation, and a change is a new
+// Snapshot swapped in between batches.
+type Snapshot struct {
+	// Generation counts builds: the first is 1.
+	Generation uint64
+	// VIPs and Backends are indexed by ID. IDs are stable across
+	// rebuilds for the same VIP and backend names, so counters and flows
+	// keep their meaning; entries of removed VIPs and backends stay, the
+	// backends as StateRemoved, so that their flows can finish.
+	VIPs     []*VIP
+	Backends []Backend
+
+	vips     map[vipKey]*VIP
+	roles    map[addrKey]addrRole
+	neigh    map[addrKey]header.MAC
+	gateway  header.MAC
+	hasGW    bool
+	unitMAC  header.MAC
+	hasMAC   bool
+	unit4    [4]byte
+	unit6    [16]byte
+	timeouts flow.Timeouts
+	ping     bool
+	vipIDs   map[string]uint32
+	beIDs    map[string]uint32
+}
+
+func keyOf(a netip.Addr) addrKey {
+	if a.Is4() {
+		b := a.As4()
+		var k addrKey
+		copy(k.a[:], b[:])
+		return k
+	}
+	return addrKey{a: a.As16(), v6: true}
+}
+
+// Build compiles a checked configuration into a Snapshot. prev, when not
+// nil, is the snapshot being replaced: IDs are kept for VIPs and backends
+// that keep their names, and backends that disappear are kept as
+// StateRemoved.
+func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
+	s := &Snapshot{
+		Generation: 1,
+		vips:       map[vipKey]*VIP{},
+		roles:      map[addrKey]addrRole{},
+		neigh:      map[addrKey]header.MAC{},
+		vipIDs:     map[string]uint32{},
+		beIDs:      map[string]uint32{},
+		ping:       c.Forwarder.AnswerPing,
+		timeouts:   TimeoutsOf(&c.Forwarder.Flows.Timeouts),
+	}
+	if prev != nil {
+		s.Generation = prev.Generation + 1
+		for k, v := range prev.vipIDs {
+			s.vipIDs[k] = v
+		}
+		for k, v := range prev.beIDs {
+			s.beIDs[k] = v
+		}
+		s.VIPs = make([]*VIP, len(prev.VIPs))
+		s.Backends = append([]Backend(nil), prev.Backends...)
+		for i := range s.Backends {
+			s.Backends[i].State = StateRemoved
+		}
+	}
+	if a := c.Unit.Addr4(); a.IsValid() {
+		s.unit4 = a.As4()
+	}
+	if a := c.Unit.Addr6(); a.IsValid() {
+		s.unit6 = a.As16()
+	}
+	if m, ok := c.Unit.HardwareAddr(); ok {
+		s.unitMAC, s.hasMAC = m, true
+	}
+	if m, ok := c.L2.Gateway(); ok {
+		s.gateway, s.hasGW = m, true
+	}
+	for i := range c.L2.Neighbors {
+		n := &c.L2.Neighbors[i]
+		s.neigh[keyOf(n.Addr())] = n.HardwareAddr()
+	}
+	for i := range c.VIPs {
+		if err := s.addVIP(&c.VIPs[i]); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func (s *Snapshot) id(ids map[string]uint32, name string, next int) uint32 {
+	if id, ok := ids[name]; ok {
+		return id
+	}
+	id := uint32(next)
+	ids[name] = id
+	return id
+}
+
+func (s *Snapshot) addVIP(cv *config.VIP) error {
+	id := s.id(s.vipIDs, cv.Name, len(s.VIPs))
+	v := &VIP{
+		ID:    id,
+		Name:  cv.Name,
+		Addr:  cv.Addr(),
+		Port:  uint16(cv.Port),
+		Proto: cv.ProtoNum(),
+		MTU:   cv.MTU,
+		addr:  keyOf(cv.Addr()),
+	}
+	switch cv.Mode {
+	case config.ModeNAT:
+		v.Mode = ModeNAT
+	case config.ModeHalfNAT:
+		v.Mode = ModeHalfNAT
+	case config.ModeTunnel:
+		v.Mode = ModeTunnel
+	case config.ModeIPIP:
+		v.Mode = ModeIPIP
+	default:
+		return fmt.Errorf("dataplane: vip %s: mode %q unknown", cv.Name, cv.Mode)
+	}
+	for _, a := range cv.SNATAddrs() {
+		k := keyOf(a)
+		v.snat = append(v.snat, k)
+		s.roles[k] |= roleSNAT
+	}
+	v.portLo, v.portHi = cv.SNATPortRange()
+	var mb []maglev.Backend
+	for i := range cv.Backends {
+		cb := &cv.Backends[i]
+		bid := s.id(s.beIDs, cv.Name+"/"+cb.Name, len(s.Backends))
+		b := Backend{
+			ID: bid, VIP: id, Name: cb.Name, Addr: cb.Addr(), Port: uint16(cb.Port),
+			Weight: cb.WeightValue(), addr: keyOf(cb.Addr()),
+		}
+		switch cb.State {
+		case config.StateDraining:
+			b.State = StateDraining
+		case config.StateInactive:
+			b.State = StateInactive
+		default:
+			b.State = StateActive
+		}
+		if int(bid) == len(s.Backends) {
+			s.Backends = append(s.Backends, b)
+		} else {
+			s.Backends[bid] = b
+		}
+		v.Backends = append(v.Backends, bid)
+		if b.State == StateActive && b.Weight > 0 {
+			mb = append(mb, maglev.Backend{Name: b.Name, Weight: uint32(b.Weight)})
+			v.slots = append(v.slots, bid)
+		}
+	}
+	if len(mb) > 0 {
+		t, err := maglev.New(mb, uint32(cv.MaglevSize))
+		if err != nil {
+			return fmt.Errorf("dataplane: vip %s: %w", cv.Name, err)
+		}
+		v.Maglev = t
+	}
+	if int(id) == len(s.VIPs) {
+		s.VIPs = append(s.VIPs, v)
+	} else {
+		s.VIPs[id] = v
+	}
+	s.vips[vipKey{addr: v.addr, port: v.Port, proto: v.Proto}] = v
+	s.roles[v.addr] |= roleVIP
+	return nil
+}
+
+// TimeoutsOf converts configured timeouts to the flow table's.
+func TimeoutsOf(t *config.Timeouts) flow.Timeouts {
+	ms := func(d time.Duration) uint32 { return uint32(d / time.Millisecond) }
+	return flow.Timeouts{
+		TCPSyn:         ms(t.TCPSyn),
+		TCPEstablished: ms(t.TCPEstablished),
+		TCPFin:         ms(t.TCPFin),
+		TCPClosed:      ms(t.TCPClosed),
+		UDP:            ms(t.UDP),
+		Other:          ms(t.Other),
+	}
+}
+
+// Timeouts returns the flow timeouts of the configuration.
+func (s *Snapshot) Timeouts() flow.Timeouts { return s.timeouts }
+
+// LookupVIP returns the VIP serving addr:port/proto, or nil.
+func (s *Snapshot) LookupVIP(addr netip.Addr, port uint16, proto uint8) *VIP {
+	return s.vips[vipKey{addr: keyOf(addr.Unmap()), port: port, proto: proto}]
+}
+
+// pick returns the backend ID Maglev gives a flow hash, and whether the
+// VIP has any backend for new flows.
+func (v *VIP) pick(h uint64) (uint32, bool) {
+	if v.Maglev == nil {
+		return 0, false
+	}
+	return v.slots[v.Maglev.Lookup(h)], true
+}
+
+// Choose returns the backend Maglev gives a new flow from src to the VIP,
+// as the pipeline would choose it; ok is false when the VIP has no
+// backend for new flows. It is how tools explain a decision.
+func (v *VIP) Choose(src netip.AddrPort, proto uint8) (backend uint32, ok bool) {
+	a := src.Addr().Unmap()
+	var h uint64
+	if a.Is4() {
+		k := flow.Key4{Src: a.As4(), Dst: v.Addr.As4(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
+		h = k.Hash(maglevSeed)
+	} else {
+		k := flow.Key6{Src: a.As16(), Dst: v.Addr.As16(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
+		h = k.Hash(maglevSeed)
+	}
+	return v.pick(h)
+}

@@ -1,0 +1,99 @@
+package dataplane
+
+// Stats are a worker's counters. The worker increments plain fields; a
+// reader gets a copy through Pipeline.Stats from the worker's goroutine
+// (the worker publishes copies for other goroutines) and adds workers up
+// with Add.
+type Stats struct {
+	RxPackets, RxBytes uint64
+	TxPackets, TxBytes uint64
+	NewFlows           uint64
+	EchoReplies        uint64 // ICMP echo requests to a VIP answered
+	ICMPForwarded      uint64 // ICMP errors sent along their flow
+	FragmentsHeld      uint64 // fragments held until their first fragment came
+	Drops              [numDrops]uint64
+	Passes             [numPasses]uint64
+	// VIPs and Backends are indexed by the IDs of the Snapshot.
+	VIPs     []VIPStats
+	Backends []BackendStats
+}
+
+// VIPStats count a VIP's traffic toward its backends.
+type VIPStats struct {
+	Packets, Bytes uint64
+	NewFlows       uint64
+}
+
+// BackendStats count a backend's traffic in both directions.
+type BackendStats struct {
+	Packets, Bytes           uint64 // toward the backend
+	ReplyPackets, ReplyBytes uint64 // from the backend, through the unit
+	NewFlows                 uint64
+}
+
+// Dropped returns the number of frames dropped for any reason.
+func (s *Stats) Dropped() uint64 {
+	var n uint64
+	for _, d := range s.Drops {
+		n += d
+	}
+	return n
+}
+
+// Passed returns the number of frames passed to the host.
+func (s *Stats) Passed() uint64 {
+	var n uint64
+	for _, p := range s.Passes {
+		n += p
+	}
+	return n
+}
+
+// Add adds o's counters to s.
+func (s *Stats) Add(o *Stats) {
+	s.RxPackets += o.RxPackets
+	s.RxBytes += o.RxBytes
+	s.TxPackets += o.TxPackets
+	s.TxBytes += o.TxBytes
+	s.NewFlows += o.NewFlows
+	s.EchoReplies += o.EchoReplies
+	s.ICMPForwarded += o.ICMPForwarded
+	s.FragmentsHeld += o.FragmentsHeld
+	for i := range s.Drops {
+		s.Drops[i] += o.Drops[i]
+	}
+	for i := range s.Passes {
+		s.Passes[i] += o.Passes[i]
+	}
+	s.VIPs = grow(s.VIPs, len(o.VIPs))
+	for i := range o.VIPs {
+		v, w := &s.VIPs[i], &o.VIPs[i]
+		v.Packets += w.Packets
+		v.Bytes += w.Bytes
+		v.NewFlows += w.NewFlows
+	}
+	s.Backends = grow(s.Backends, len(o.Backends))
+	for i := range o.Backends {
+		b, w := &s.Backends[i], &o.Backends[i]
+		b.Packets += w.Packets
+		b.Bytes += w.Bytes
+		b.ReplyPackets += w.ReplyPackets
+		b.ReplyBytes += w.ReplyBytes
+		b.NewFlows += w.NewFlows
+	}
+}
+
+// Clone returns a deep copy.
+func (s *Stats) Clone() Stats {
+	c := *s
+	c.VIPs = append([]VIPStats(nil), s.VIPs...)
+	c.Backends = append([]BackendStats(nil), s.Backends...)
+	return c
+}
+
+func grow[T any](s []T, n int) []T {
+	if len(s) >= n {
+		return s
+	}
+	return append(s, make([]T, n-len(s))...)
+}
