@@ -1,0 +1,27 @@
+// Command tetherd is the Tether daemon. For now it offers the replay
+// mode: run a packet capture through the forwarder's pipeline.
+package main
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}).With().Timestamp().Logger()
+	root := &cobra.Command{
+		Use:           "tetherd",
+		Short:         "Tether load balancer daemon",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.AddCommand(replayCommand(&log))
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tetherd:", err)
+		os.Exit(1)
+	}
+}
