@@ -29,7 +29,9 @@ type slot4 struct {
 
 func newTable4(max int, seed uint64) *table4 {
 	// A load factor of at most 0.8 keeps Robin Hood runs short.
-	return &table4{slots: make([]slot4, max+max/4+1), max: max, seed: seed}
+	t := &table4{max: max, seed: seed}
+	t.slots = hugeAlloc[slot4](max+max/4+1, t)
+	return t
 }
 
 // home maps a hash to its home slot by multiply-shift ("fastrange"),

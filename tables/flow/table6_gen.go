@@ -25,7 +25,9 @@ type slot6 struct {
 
 func newTable6(max int, seed uint64) *table6 {
 	// A load factor of at most 0.8 keeps Robin Hood runs short.
-	return &table6{slots: make([]slot6, max+max/4+1), max: max, seed: seed}
+	t := &table6{max: max, seed: seed}
+	t.slots = hugeAlloc[slot6](max+max/4+1, t)
+	return t
 }
 
 // home maps a hash to its home slot by multiply-shift ("fastrange"),
