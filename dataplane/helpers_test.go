@@ -162,3 +162,15 @@ func srcOf(f []byte) netip.AddrPort {
 	hl := int(ip[0]&0xf) * 4
 	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[12:16])), binary.BigEndian.Uint16(ip[hl:]))
 }
+
+// Tick is the flow clock, shortened for tests.
+type Tick = flow.Tick
+
+func loadFuzzConfig(t testing.TB) *config.Config {
+	t.Helper()
+	c, err := config.Parse([]byte(fuzzConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

@@ -26,9 +26,9 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 	}
 	var mh uint64
 	if pk.v6 {
-		mh = pk.k6.Hash(maglevSeed)
+		mh = maglevHash6(&pk.k6)
 	} else {
-		mh = pk.k4.Hash(maglevSeed)
+		mh = maglevHash4(&pk.k4)
 	}
 	bid, ok := v.pick(mh)
 	if !ok {

@@ -13,12 +13,6 @@ import (
 // slices are processed in pieces.
 const MaxBatch = config.MaxBatch
 
-// maglevSeed keys the flow hash that picks a backend. It is fixed so that
-// every worker and every unit with the same configuration sends a flow to
-// the same backend: the property that lets a flow survive moving to
-// another worker or unit (Maglev §3.4).
-const maglevSeed = 0x7e7e_4e15_0000_0001
-
 // Config sizes a Pipeline.
 type Config struct {
 	// Worker is this pipeline's index among Workers. Workers own

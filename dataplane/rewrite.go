@@ -29,31 +29,29 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 		vs.Packets++
 		vs.Bytes += n
 	}
-	var nextHop []byte
 	switch Mode(e.m.Mode) {
 	case ModeNAT:
 		// Both directions: source to B:PortB, destination to A:PortA.
 		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, true, true)
-		nextHop = e.a
 	case ModeHalfNAT:
 		// Toward the backend only the destination changes; replies
 		// only change their source back to the VIP.
 		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, reply, !reply)
-		nextHop = e.a
 	case ModeTunnel:
 		// The 32-bit flow ID takes the place of both ports.
 		id := binary.BigEndian.Uint32(e.b)
 		rewrite(pk, p.unitAddr(pk.v6), uint16(id>>16), e.a, uint16(id), true, true)
-		nextHop = e.a
 	case ModeIPIP:
 		mtu := s.VIPs[be.VIP].MTU
 		if !p.encapIP(pk, e.a, mtu) {
 			return
 		}
-		nextHop = e.a
 	}
-	if pk.kind != kindDrop {
-		p.setL2(pk, nextHop)
+	// Every mode sends to A: the backend, or the client for replies.
+	if reply {
+		p.setL2(pk, e.a)
+	} else {
+		p.setL2MAC(pk, be.mac, be.hasMAC)
 	}
 }
 
@@ -84,15 +82,18 @@ func rewrite(pk *packet, src []byte, sport uint16, dst []byte, dport uint16, set
 			ip.SetDst(dst)
 		}
 	} else {
+		// The address change is summed once and applied to both the
+		// IPv4 header checksum and, below, the transport checksum.
 		ip := header.IPv4(b[pk.l3:])
 		if setSrc {
 			delta += header.DeltaBytes(ip.Src(), src[:4])
-			ip.SetSrc(src[:4])
+			copy(ip.Src(), src[:4])
 		}
 		if setDst {
 			delta += header.DeltaBytes(ip.Dst(), dst[:4])
-			ip.SetDst(dst[:4])
+			copy(ip.Dst(), dst[:4])
 		}
+		ip.SetChecksum(header.Adjust(ip.Checksum(), delta))
 	}
 	if pk.l4 == 0 {
 		return
@@ -191,19 +192,25 @@ func clampMSS(pk *packet, max int) {
 // the gateway's for destinations not on the link. The source MAC is the
 // unit's, or else the address the frame was sent to, which is ours.
 func (p *Pipeline) setL2(pk *packet, nextHop []byte) {
+	if p.cfg.Link != nic.LinkEthernet {
+		pk.kind = kindTX
+		return
+	}
+	mac, ok := p.snap.nextHopMAC(nextHop)
+	p.setL2MAC(pk, mac, ok)
+}
+
+// setL2MAC is setL2 with the next hop's MAC already resolved.
+func (p *Pipeline) setL2MAC(pk *packet, mac header.MAC, ok bool) {
 	pk.kind = kindTX
 	if p.cfg.Link != nic.LinkEthernet {
 		return
 	}
-	s := p.snap
-	mac, ok := s.neigh[addrOf(nextHop)]
 	if !ok {
-		if !s.hasGW {
-			pk.dropWith(DropNoNeighbor)
-			return
-		}
-		mac = s.gateway
+		pk.dropWith(DropNoNeighbor)
+		return
 	}
+	s := p.snap
 	eth := header.Ethernet(pk.b)
 	if s.hasMAC {
 		eth.SetSrc(s.unitMAC)

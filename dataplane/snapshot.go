@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"time"
@@ -105,6 +106,10 @@ type Backend struct {
 	Weight int
 	State  State
 	addr   addrKey
+	// mac is the next hop toward the backend, resolved when the snapshot
+	// is built so that packets to backends skip the neighbour lookup.
+	mac    header.MAC
+	hasMAC bool
 }
 
 // Snapshot is the forwarder's read-mostly state. It is immutable once
@@ -122,7 +127,8 @@ type Snapshot struct {
 
 	vips     map[vipKey]*VIP
 	roles    map[addrKey]addrRole
-	neigh    map[addrKey]header.MAC
+	neigh4   map[uint32]header.MAC
+	neigh6   map[[16]byte]header.MAC
 	gateway  header.MAC
 	hasGW    bool
 	unitMAC  header.MAC
@@ -154,7 +160,8 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		Generation: 1,
 		vips:       map[vipKey]*VIP{},
 		roles:      map[addrKey]addrRole{},
-		neigh:      map[addrKey]header.MAC{},
+		neigh4:     map[uint32]header.MAC{},
+		neigh6:     map[[16]byte]header.MAC{},
 		vipIDs:     map[string]uint32{},
 		beIDs:      map[string]uint32{},
 		ping:       c.Forwarder.AnswerPing,
@@ -186,9 +193,19 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 	if m, ok := c.L2.Gateway(); ok {
 		s.gateway, s.hasGW = m, true
 	}
+	for i := range s.Backends {
+		// Backends carried over from prev: their next hop may have moved.
+		b := &s.Backends[i]
+		b.mac, b.hasMAC = s.nextHopMAC(b.addr.a[:b.addrLen()])
+	}
 	for i := range c.L2.Neighbors {
 		n := &c.L2.Neighbors[i]
-		s.neigh[keyOf(n.Addr())] = n.HardwareAddr()
+		if a := n.Addr(); a.Is4() {
+			b := a.As4()
+			s.neigh4[binary.BigEndian.Uint32(b[:])] = n.HardwareAddr()
+		} else {
+			s.neigh6[a.As16()] = n.HardwareAddr()
+		}
 	}
 	for i := range c.VIPs {
 		if err := s.addVIP(&c.VIPs[i]); err != nil {
@@ -252,6 +269,7 @@ func (s *Snapshot) addVIP(cv *config.VIP) error {
 		default:
 			b.State = StateActive
 		}
+		b.mac, b.hasMAC = s.nextHopMAC(b.addr.a[:b.addrLen()])
 		if int(bid) == len(s.Backends) {
 			s.Backends = append(s.Backends, b)
 		} else {
@@ -278,6 +296,29 @@ func (s *Snapshot) addVIP(cv *config.VIP) error {
 	s.vips[vipKey{addr: v.addr, port: v.Port, proto: v.Proto}] = v
 	s.roles[v.addr] |= roleVIP
 	return nil
+}
+
+func (b *Backend) addrLen() int {
+	if b.addr.v6 {
+		return 16
+	}
+	return 4
+}
+
+// nextHopMAC returns the MAC frames to addr (4 or 16 bytes) go to: the
+// neighbour's if addr is on the link, the gateway's otherwise.
+func (s *Snapshot) nextHopMAC(addr []byte) (header.MAC, bool) {
+	var mac header.MAC
+	var ok bool
+	if len(addr) == 4 {
+		mac, ok = s.neigh4[binary.BigEndian.Uint32(addr)]
+	} else {
+		mac, ok = s.neigh6[[16]byte(addr)]
+	}
+	if !ok {
+		return s.gateway, s.hasGW
+	}
+	return mac, true
 }
 
 // TimeoutsOf converts configured timeouts to the flow table's.
@@ -318,10 +359,10 @@ func (v *VIP) Choose(src netip.AddrPort, proto uint8) (backend uint32, ok bool) 
 	var h uint64
 	if a.Is4() {
 		k := flow.Key4{Src: a.As4(), Dst: v.Addr.As4(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
-		h = k.Hash(maglevSeed)
+		h = maglevHash4(&k)
 	} else {
 		k := flow.Key6{Src: a.As16(), Dst: v.Addr.As16(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
-		h = k.Hash(maglevSeed)
+		h = maglevHash6(&k)
 	}
 	return v.pick(h)
 }
