@@ -135,7 +135,8 @@ func (p *Pipeline) icmpError(pk *packet, m header.ICMP, now flow.Tick) {
 		pk.dropWith(DropICMPNoFlow)
 		return
 	}
-	if p.snap.Backends[e.m.Backend].State == StateInactive {
+	be := p.snap.backendOf(e.m.Backend)
+	if be.State == StateInactive {
 		pk.dropWith(DropBackendInactive)
 		return
 	}
@@ -165,7 +166,7 @@ func (p *Pipeline) icmpError(pk *packet, m header.ICMP, now flow.Tick) {
 		p.setL2(pk, e.a)
 	case ModeIPIP:
 		pk.l4 = 0 // the outer ICMP header is not a flow's transport header
-		if p.encapIP(pk, e.a, p.snap.VIPs[p.snap.Backends[e.m.Backend].VIP].MTU) {
+		if p.encapIP(pk, e.a, p.snap.mtuOf(be)) {
 			p.setL2(pk, e.a)
 		}
 	}

@@ -296,3 +296,34 @@ func TestIPv6HalfNAT(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSnapshotWithoutHistory swaps in a snapshot built without its
+// predecessor (as a restarted control process would) and one that drops
+// every VIP: existing flows must keep working and nothing may panic.
+func TestSnapshotWithoutHistory(t *testing.T) {
+	c := loadConfig(t, 1024, "1024-65535")
+	r := newRig(t, c)
+	for port := uint16(80); port <= 83; port++ {
+		r.send(syn(cl(1, 100), vip(port)))
+	}
+	empty, err := config.Parse([]byte("unit: {address4: 198.51.100.254}\nl2: {gateway_mac: \"02:00:00:00:00:fe\"}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, build := range map[string]func() (*Snapshot, error){
+		"no VIPs":      func() (*Snapshot, error) { return Build(empty, r.p.Snapshot()) },
+		"no history":   func() (*Snapshot, error) { return Build(empty, nil) },
+		"back to full": func() (*Snapshot, error) { return Build(c, nil) },
+	} {
+		s, err := build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.p.SetSnapshot(s)
+		for port := uint16(80); port <= 83; port++ {
+			if tx, _, _ := r.send(ack(cl(1, 100), vip(port))); len(tx) != 1 {
+				t.Errorf("%s: existing flow to port %d not forwarded", name, port)
+			}
+		}
+	}
+}

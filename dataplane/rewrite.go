@@ -12,22 +12,24 @@ import (
 // hop. pk.l4 is 0 for non-first fragments, which carry no ports.
 func (p *Pipeline) apply(pk *packet, e entry) {
 	s := p.snap
-	be := &s.Backends[e.m.Backend]
+	be := s.backendOf(e.m.Backend)
 	if be.State == StateInactive {
 		pk.dropWith(DropBackendInactive)
 		return
 	}
 	reply := e.m.Flags&flow.FlagReply != 0
-	n := uint64(pk.end - pk.l3)
-	if reply {
-		p.stats.Backends[be.ID].ReplyPackets++
-		p.stats.Backends[be.ID].ReplyBytes += n
-	} else {
-		p.stats.Backends[be.ID].Packets++
-		p.stats.Backends[be.ID].Bytes += n
-		vs := &p.stats.VIPs[be.VIP]
-		vs.Packets++
-		vs.Bytes += n
+	if be.known {
+		n := uint64(pk.end - pk.l3)
+		if reply {
+			p.stats.Backends[be.ID].ReplyPackets++
+			p.stats.Backends[be.ID].ReplyBytes += n
+		} else {
+			p.stats.Backends[be.ID].Packets++
+			p.stats.Backends[be.ID].Bytes += n
+			vs := &p.stats.VIPs[be.VIP]
+			vs.Packets++
+			vs.Bytes += n
+		}
 	}
 	switch Mode(e.m.Mode) {
 	case ModeNAT:
@@ -42,13 +44,12 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 		id := binary.BigEndian.Uint32(e.b)
 		rewrite(pk, p.unitAddr(pk.v6), uint16(id>>16), e.a, uint16(id), true, true)
 	case ModeIPIP:
-		mtu := s.VIPs[be.VIP].MTU
-		if !p.encapIP(pk, e.a, mtu) {
+		if !p.encapIP(pk, e.a, s.mtuOf(be)) {
 			return
 		}
 	}
 	// Every mode sends to A: the backend, or the client for replies.
-	if reply {
+	if reply || !be.known {
 		p.setL2(pk, e.a)
 	} else {
 		p.setL2MAC(pk, be.mac, be.hasMAC)

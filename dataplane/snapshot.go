@@ -94,6 +94,8 @@ type VIP struct {
 	addr           addrKey
 	// Backends lists the IDs of the VIP's configured backends.
 	Backends []uint32
+	// Removed marks a VIP that left the configuration; its flows finish.
+	Removed bool
 }
 
 // Backend is one instance behind a VIP.
@@ -106,6 +108,9 @@ type Backend struct {
 	Weight int
 	State  State
 	addr   addrKey
+	// known is false only for the stand-in of a backend the snapshot does
+	// not have (see backendOf).
+	known bool
 	// mac is the next hop toward the backend, resolved when the snapshot
 	// is built so that packets to backends skip the neighbour lookup.
 	mac    header.MAC
@@ -137,6 +142,7 @@ type Snapshot struct {
 	unit6    [16]byte
 	timeouts flow.Timeouts
 	ping     bool
+	unknown  Backend // stands in for backends the snapshot lacks
 	vipIDs   map[string]uint32
 	beIDs    map[string]uint32
 }
@@ -165,6 +171,7 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		vipIDs:     map[string]uint32{},
 		beIDs:      map[string]uint32{},
 		ping:       c.Forwarder.AnswerPing,
+		unknown:    Backend{State: StateRemoved},
 		timeouts:   TimeoutsOf(&c.Forwarder.Flows.Timeouts),
 	}
 	if prev != nil {
@@ -175,7 +182,16 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		for k, v := range prev.beIDs {
 			s.beIDs[k] = v
 		}
+		// Removed VIPs keep their place (flows point at them through
+		// their backends) but leave the lookup map.
 		s.VIPs = make([]*VIP, len(prev.VIPs))
+		for i, v := range prev.VIPs {
+			if v != nil {
+				cp := *v
+				cp.Removed, cp.Maglev, cp.slots = true, nil, nil
+				s.VIPs[i] = &cp
+			}
+		}
 		s.Backends = append([]Backend(nil), prev.Backends...)
 		for i := range s.Backends {
 			s.Backends[i].State = StateRemoved
@@ -259,7 +275,7 @@ func (s *Snapshot) addVIP(cv *config.VIP) error {
 		bid := s.id(s.beIDs, cv.Name+"/"+cb.Name, len(s.Backends))
 		b := Backend{
 			ID: bid, VIP: id, Name: cb.Name, Addr: cb.Addr(), Port: uint16(cb.Port),
-			Weight: cb.WeightValue(), addr: keyOf(cb.Addr()),
+			Weight: cb.WeightValue(), addr: keyOf(cb.Addr()), known: true,
 		}
 		switch cb.State {
 		case config.StateDraining:
@@ -296,6 +312,25 @@ func (s *Snapshot) addVIP(cv *config.VIP) error {
 	s.vips[vipKey{addr: v.addr, port: v.Port, proto: v.Proto}] = v
 	s.roles[v.addr] |= roleVIP
 	return nil
+}
+
+// backendOf returns the backend with ID id. A flow can name a backend the
+// snapshot does not have only if the snapshot was built without its
+// predecessor (a control process starting afresh); such flows finish
+// like those of a removed backend, uncounted.
+func (s *Snapshot) backendOf(id uint32) *Backend {
+	if int(id) < len(s.Backends) {
+		return &s.Backends[id]
+	}
+	return &s.unknown
+}
+
+// mtuOf returns the MTU of the backend's VIP.
+func (s *Snapshot) mtuOf(b *Backend) int {
+	if b.known && int(b.VIP) < len(s.VIPs) && s.VIPs[b.VIP] != nil {
+		return s.VIPs[b.VIP].MTU
+	}
+	return config.DefaultMTU
 }
 
 func (b *Backend) addrLen() int {
