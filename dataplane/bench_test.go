@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/internal/pkttest"
 	"github.com/tetherlb/tether/nic"
@@ -159,5 +158,3 @@ func BenchmarkBytesPerFlow(b *testing.B) {
 	v4, _ := r.p.Flows().Bytes()
 	b.ReportMetric(float64(v4)/float64(c.Forwarder.Flows.Max), "bytes/flow")
 }
-
-var _ = config.ModeNAT

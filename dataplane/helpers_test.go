@@ -80,13 +80,12 @@ func loadConfig(t testing.TB, maxFlows int, snatPorts string) *config.Config {
 
 // rig is a pipeline with its output, driven frame by frame.
 type rig struct {
-	t    testing.TB
-	cfg  *config.Config
-	p    *Pipeline
-	out  *Output
-	pc   Config
-	now  flow.Tick
-	bufs [][]byte
+	t   testing.TB
+	cfg *config.Config
+	p   *Pipeline
+	out *Output
+	pc  Config
+	now flow.Tick
 }
 
 func newRig(t testing.TB, c *config.Config) *rig {
