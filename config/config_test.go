@@ -1,0 +1,156 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+// clearEnv keeps the caller's TETHER_* variables out of a test.
+func clearEnv(t *testing.T) {
+	for _, k := range []string{"TETHER_FORWARDER_BATCH", "TETHER_FORWARDER_WORKERS", "TETHER_UNIT_NAME", "TETHER_FORWARDER_FLOWS_MAX"} {
+		t.Setenv(k, "")
+	}
+}
+
+const minimal = `
+unit: {address4: 198.51.100.254}
+vips:
+  - name: web
+    address: 192.0.2.10
+    port: 80
+    protocol: tcp
+    mode: halfnat
+    backends: [{address: 10.1.0.1}, {address: 10.1.0.2, port: 8080, weight: 3, name: big}]
+`
+
+func TestSampleLoads(t *testing.T) {
+	clearEnv(t)
+	c, err := LoadFile("../dataplane/replay/testdata/sample/config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.VIPs) != 4 {
+		t.Fatalf("%d VIPs, want 4", len(c.VIPs))
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	clearEnv(t)
+	c, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &c.Forwarder
+	if f.Workers != 1 || f.Batch != 32 || f.Flows.Max != 1<<20 || !f.AnswerPing ||
+		f.Flows.Timeouts.TCPEstablished != 15*time.Minute || f.Flows.Timeouts.UDP != 5*time.Minute ||
+		f.Fragments.Timeout != 5*time.Second || c.Unit.Name != "tether" {
+		t.Fatalf("forwarder defaults: %+v", f)
+	}
+	v := &c.VIPs[0]
+	if v.MaglevSize != DefaultMaglev || v.MTU != DefaultMTU || v.ProtoNum() != 6 || v.Addr().String() != "192.0.2.10" {
+		t.Fatalf("VIP defaults: %+v", v)
+	}
+	b0, b1 := &v.Backends[0], &v.Backends[1]
+	if b0.Port != 80 || b0.WeightValue() != 1 || b0.Name != "10.1.0.1:80" || b0.State != StateActive {
+		t.Fatalf("backend defaults: %+v", b0)
+	}
+	if b1.Port != 8080 || b1.WeightValue() != 3 || b1.Name != "big" {
+		t.Fatalf("backend values: %+v", b1)
+	}
+	nat, err := Parse([]byte(strings.Replace(minimal, "mode: halfnat", "mode: nat\n    snat: [198.51.100.1]", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lo, hi := nat.VIPs[0].SNATPortRange(); lo != 1024 || hi != 65535 {
+		t.Fatalf("default SNAT ports %d-%d", lo, hi)
+	}
+}
+
+func TestEnvironmentOverrides(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("TETHER_FORWARDER_BATCH", "64")
+	t.Setenv("TETHER_UNIT_NAME", "edge-7")
+	c, err := Parse([]byte(minimal))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Forwarder.Batch != 64 || c.Unit.Name != "edge-7" {
+		t.Fatalf("batch %d, name %q: environment not applied", c.Forwarder.Batch, c.Unit.Name)
+	}
+	t.Setenv("TETHER_FORWARDER_BATCH", "1000")
+	if _, err := Parse([]byte(minimal)); err == nil || !strings.Contains(err.Error(), "forwarder.batch") {
+		t.Fatalf("a bad environment value gave %v", err)
+	}
+}
+
+func TestBadConfigurations(t *testing.T) {
+	clearEnv(t)
+	vip := func(extra string) string {
+		return "unit: {address4: 198.51.100.254}\nvips:\n  - {name: v, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat, backends: [{address: 10.0.0.1}]" + extra + "}\n"
+	}
+	cases := []struct {
+		name, yaml string
+		want       []string // substrings of the error
+	}{
+		{"unknown key", "unit: {nmae: x}\n", []string{"nmae"}},
+		{"yaml syntax", "vips: [\n", []string{"config"}},
+		{"bad IP", strings.Replace(vip(""), "10.0.0.1", "10.0.0.x", 1), []string{"vips[0].backends[0].address", "10.0.0.x", "not an IP address"}},
+		{"backend family", strings.Replace(vip(""), "10.0.0.1", "\"fd00::1\"", 1), []string{"vips[0].backends[0].address", "IPv4"}},
+		{"mode", strings.Replace(vip(""), "halfnat", "dsr", 1), []string{"vips[0].mode", "dsr", "one of"}},
+		{"nat without snat", strings.Replace(vip(""), "halfnat", "nat", 1), []string{"vips[0].snat", "at least one"}},
+		{"snat on halfnat", vip(", snat: [198.51.100.1]"), []string{"vips[0].snat", "only nat"}},
+		{"snat family", strings.Replace(vip(", snat: [\"2001:db8::1\"]"), "halfnat", "nat", 1), []string{"vips[0].snat[0]"}},
+		{"snat ports", strings.Replace(vip(", snat: [198.51.100.1], snat_ports: 9-5"), "halfnat", "nat", 1), []string{"vips[0].snat_ports", "9-5"}},
+		{"maglev size", vip(", maglev_size: 65536"), []string{"vips[0].maglev_size", "65536", "prime"}},
+		{"mtu", vip(", mtu: 100"), []string{"vips[0].mtu", "100"}},
+		{"protocol", strings.Replace(vip(""), "tcp", "sctp", 1), []string{"vips[0].protocol", "sctp"}},
+		{"port", strings.Replace(vip(""), "port: 80", "port: 0", 1), []string{"vips[0].port"}},
+		{"weight", strings.Replace(vip(""), "{address: 10.0.0.1}", "{address: 10.0.0.1, weight: -1}", 1), []string{"vips[0].backends[0].weight", "-1"}},
+		{"state", strings.Replace(vip(""), "{address: 10.0.0.1}", "{address: 10.0.0.1, state: sleepy}", 1), []string{"vips[0].backends[0].state", "sleepy"}},
+		{"unit mac", "unit: {mac: \"zz:00:00:00:00:00\"}\n", []string{"unit.mac"}},
+		{"gateway mac", "l2: {gateway_mac: \"02:00\"}\n", []string{"l2.gateway_mac"}},
+		{"neighbor", "l2: {neighbors: [{ip: 10.0.0.1, mac: nope}]}\n", []string{"l2.neighbors[0].mac"}},
+		{"tunnel without unit address", strings.Replace(strings.Replace(vip(""), "halfnat", "tunnel", 1), "unit: {address4: 198.51.100.254}", "unit: {}", 1), []string{"unit.address4", "tunnel source"}},
+		{"timeout", "forwarder: {flows: {timeouts: {udp: 0s}}}\n", []string{"forwarder.flows.timeouts.udp"}},
+		{"workers", "forwarder: {workers: 0}\n", []string{"forwarder.workers"}},
+		{"duplicate name", "unit: {address4: 198.51.100.254}\nvips:\n  - {name: v, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n  - {name: v, address: 192.0.2.2, port: 80, protocol: tcp, mode: halfnat}\n", []string{"vips[1].name", "also the name of vips[0]"}},
+		{"duplicate service", "vips:\n  - {name: a, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n  - {name: b, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n", []string{"vips[1]", "same address, port and protocol"}},
+		{"wrong type", "forwarder: {batch: lots}\n", []string{"batch"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse([]byte(c.yaml))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range c.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestEveryProblemReported(t *testing.T) {
+	clearEnv(t)
+	_, err := Parse([]byte("forwarder: {workers: 0, batch: 0}\nvips:\n  - {name: v, address: x, port: 0, protocol: y, mode: z}\n"))
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) || len(joined.Unwrap()) < 6 {
+		t.Fatalf("want every problem reported, got %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(minimal))
+	f.Add([]byte("vips: [{name: a, mode: nat, snat: [1.2.3.4], snat_ports: 1-2}]\n"))
+	f.Add([]byte("unit: {address6: \"::1\"}\nl2: {neighbors: [{ip: x}]}\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Parse(b)
+		if err == nil && c == nil {
+			t.Fatal("no configuration and no error")
+		}
+	})
+}
