@@ -92,11 +92,11 @@ func (p *Pipeline) newTranslated(pk *packet, v *VIP, be *Backend, m flow.Meta, m
 		pv := flow.Value6{Meta: peer}
 		copy(pv.A[:], pk.src())
 		copy(pv.B[:], pk.dst())
-		if !p.flows.InsertPair6(&pk.k6, pk.hash, &val, &pv, now) {
+		v := p.flows.InsertPair6(&pk.k6, pk.hash, &val, &pv, now)
+		if v == nil {
 			pk.dropWith(DropFlowTableFull)
 			return entry{}, false
 		}
-		v := p.flows.Lookup6(&pk.k6, pk.hash)
 		return entry{&v.Meta, v.A[:], v.B[:]}, true
 	}
 	val := flow.Value4{Meta: m}
@@ -105,11 +105,11 @@ func (p *Pipeline) newTranslated(pk *packet, v *VIP, be *Backend, m flow.Meta, m
 	pv := flow.Value4{Meta: peer}
 	copy(pv.A[:], pk.src())
 	copy(pv.B[:], pk.dst())
-	if !p.flows.InsertPair4(&pk.k4, pk.hash, &val, &pv, now) {
+	v4 := p.flows.InsertPair4(&pk.k4, pk.hash, &val, &pv, now)
+	if v4 == nil {
 		pk.dropWith(DropFlowTableFull)
 		return entry{}, false
 	}
-	v4 := p.flows.Lookup4(&pk.k4, pk.hash)
 	return entry{&v4.Meta, v4.A[:], v4.B[:]}, true
 }
 
@@ -195,20 +195,20 @@ func (p *Pipeline) insertOne(pk *packet, m flow.Meta, a, b []byte, now flow.Tick
 		val := flow.Value6{Meta: m}
 		copy(val.A[:], a)
 		copy(val.B[:], b)
-		if !p.flows.Insert6(&pk.k6, pk.hash, &val, now) {
+		v := p.flows.Insert6(&pk.k6, pk.hash, &val, now)
+		if v == nil {
 			pk.dropWith(DropFlowTableFull)
 			return entry{}, false
 		}
-		v := p.flows.Lookup6(&pk.k6, pk.hash)
 		return entry{&v.Meta, v.A[:], v.B[:]}, true
 	}
 	val := flow.Value4{Meta: m}
 	copy(val.A[:], a)
 	copy(val.B[:], b)
-	if !p.flows.Insert4(&pk.k4, pk.hash, &val, now) {
+	v := p.flows.Insert4(&pk.k4, pk.hash, &val, now)
+	if v == nil {
 		pk.dropWith(DropFlowTableFull)
 		return entry{}, false
 	}
-	v := p.flows.Lookup4(&pk.k4, pk.hash)
 	return entry{&v.Meta, v.A[:], v.B[:]}, true
 }

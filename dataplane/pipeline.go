@@ -168,23 +168,29 @@ func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
 }
 
 func (p *Pipeline) batch(now flow.Tick, frames []nic.Frame, out *Output) {
-	// First pass: parse everything and start loading each flow's home
-	// slot, so the cache misses of a batch overlap instead of queueing.
-	var touch uint8
 	for i := range frames {
 		pk := &p.pkts[i]
 		pk.frame = &frames[i]
 		p.stats.RxPackets++
 		p.stats.RxBytes += uint64(frames[i].Len)
 		parse(pk, p.cfg.Link)
-		if pk.kind == kindFlow {
-			if pk.v6 {
-				pk.hash = p.flows.Hash6(&pk.k6)
-				touch += p.flows.Touch6(pk.hash)
-			} else {
-				pk.hash = p.flows.Hash4(&pk.k4)
-				touch += p.flows.Touch4(pk.hash)
-			}
+	}
+	// Start loading each flow's home slot before looking any up, so the
+	// batch's cache misses overlap instead of queueing. The loop is kept
+	// short on purpose: a load retires only when its line arrives, and a
+	// long loop body would fill the reorder buffer after a few of them.
+	var touch uint8
+	for i := range frames {
+		pk := &p.pkts[i]
+		if pk.kind != kindFlow {
+			continue
+		}
+		if pk.v6 {
+			pk.hash = p.flows.Hash6(&pk.k6)
+			touch += p.flows.Touch6(pk.hash)
+		} else {
+			pk.hash = p.flows.Hash4(&pk.k4)
+			touch += p.flows.Touch4(pk.hash)
 		}
 	}
 	p.sink = touch // keeps the loads from being optimised away

@@ -83,34 +83,37 @@ func rewrite(pk *packet, src []byte, sport uint16, dst []byte, dport uint16, set
 			ip.SetDst(dst)
 		}
 	} else {
-		// The address change is summed once and applied to both the
-		// IPv4 header checksum and, below, the transport checksum.
-		ip := header.IPv4(b[pk.l3:])
+		// Addresses as words: the change is summed once and applied to
+		// both the IPv4 header checksum and the transport checksum.
+		ip := b[pk.l3 : pk.l3+header.IPv4MinSize]
 		if setSrc {
-			delta += header.DeltaBytes(ip.Src(), src[:4])
-			copy(ip.Src(), src[:4])
+			n := binary.BigEndian.Uint32(src)
+			delta += header.Delta32(binary.BigEndian.Uint32(ip[12:]), n)
+			binary.BigEndian.PutUint32(ip[12:], n)
 		}
 		if setDst {
-			delta += header.DeltaBytes(ip.Dst(), dst[:4])
-			copy(ip.Dst(), dst[:4])
+			n := binary.BigEndian.Uint32(dst)
+			delta += header.Delta32(binary.BigEndian.Uint32(ip[16:]), n)
+			binary.BigEndian.PutUint32(ip[16:], n)
 		}
-		ip.SetChecksum(header.Adjust(ip.Checksum(), delta))
+		h := header.IPv4(ip)
+		h.SetChecksum(header.Adjust(h.Checksum(), delta))
 	}
 	if pk.l4 == 0 {
 		return
 	}
-	l4 := b[pk.l4:]
+	l4 := b[pk.l4 : pk.l4+header.UDPSize]
 	if setSrc {
-		delta += header.Delta16(be16(l4[0:]), sport)
+		delta += header.Delta16(binary.BigEndian.Uint16(l4[0:]), sport)
 		binary.BigEndian.PutUint16(l4[0:], sport)
 	}
 	if setDst {
-		delta += header.Delta16(be16(l4[2:]), dport)
+		delta += header.Delta16(binary.BigEndian.Uint16(l4[2:]), dport)
 		binary.BigEndian.PutUint16(l4[2:], dport)
 	}
 	switch pk.proto {
 	case header.IPProtoTCP:
-		t := header.TCP(l4)
+		t := header.TCP(b[pk.l4:])
 		t.SetChecksum(header.Adjust(t.Checksum(), delta))
 	case header.IPProtoUDP:
 		header.UDP(l4).Adjust(delta)

@@ -94,6 +94,25 @@ func Adjust(check uint16, delta uint64) uint16 {
 // new, for use with Adjust.
 func Delta16(old, new uint16) uint64 { return uint64(^old) + uint64(new) }
 
+// Delta32 returns the unfolded delta for a 32-bit field (an IPv4
+// address) changing from old to new, for use with Adjust.
+func Delta32(old, new uint32) uint64 {
+	return uint64(^uint16(old>>16)) + uint64(^uint16(old)) + uint64(uint16(new>>16)) + uint64(uint16(new))
+}
+
+// IPv4HeaderValid reports whether the IPv4 header h (its full length,
+// options included) carries a correct checksum. The common 20-byte header
+// is summed with five loads instead of the general loop.
+func IPv4HeaderValid(h []byte) bool {
+	if len(h) == IPv4MinSize {
+		s := uint64(binary.BigEndian.Uint32(h[0:])) + uint64(binary.BigEndian.Uint32(h[4:])) +
+			uint64(binary.BigEndian.Uint32(h[8:])) + uint64(binary.BigEndian.Uint32(h[12:])) +
+			uint64(binary.BigEndian.Uint32(h[16:]))
+		return Fold(s) == 0xffff
+	}
+	return Fold(Sum(h, 0)) == 0xffff
+}
+
 // DeltaBytes returns the unfolded delta for an even-length field changing
 // from old to new, for use with Adjust.
 func DeltaBytes(old, new []byte) uint64 {

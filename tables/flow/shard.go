@@ -110,9 +110,13 @@ func (t *Timeouts) of(proto uint8, f Flags) uint32 {
 const maxDist = 255
 
 // evictWindow is how many occupied slots near the new key's home an
-// eviction considers. Sampling the neighbourhood rather than the whole
-// table keeps eviction O(1); it is the trade Redis's approximate LRU makes.
-const evictWindow = 32
+// eviction considers, and evictVerify how many of them it checks against
+// their peers. Sampling a neighbourhood rather than the whole table keeps
+// eviction O(1); it is the trade Redis's approximate LRU makes.
+const (
+	evictWindow = 16
+	evictVerify = 3
+)
 
 // evictScore ranks eviction candidates: closed (RST, then FIN) first,
 // then by idle time.
@@ -204,26 +208,27 @@ func (s *Shard) Lookup4(k *Key4, h uint64) *Value4 { return s.v4.lookup(k, h) }
 func (s *Shard) Lookup6(k *Key6, h uint64) *Value6 { return s.v6.lookup(k, h) }
 
 // Insert4 adds an entry for k, which must be absent, making room by
-// eviction when the table is full. It reports false when no room could
-// be made.
-func (s *Shard) Insert4(k *Key4, h uint64, v *Value4, now Tick) bool {
+// eviction when the table is full, and returns the stored value (valid
+// until the next change). It returns nil when no room could be made.
+func (s *Shard) Insert4(k *Key4, h uint64, v *Value4, now Tick) *Value4 {
 	return s.v4.insert(&s.stats, k, h, v, now)
 }
 
 // Insert6 is Insert4 for IPv6.
-func (s *Shard) Insert6(k *Key6, h uint64, v *Value6, now Tick) bool {
+func (s *Shard) Insert6(k *Key6, h uint64, v *Value6, now Tick) *Value6 {
 	return s.v6.insert(&s.stats, k, h, v, now)
 }
 
 // InsertPair4 adds a translated connection: the entry k → v and its peer
 // entry (v.A:PortA → v.B:PortB) → peer, marked as a pair. Both keys must
 // be absent. It makes room for both first, so neither evicts the other.
-func (s *Shard) InsertPair4(k *Key4, h uint64, v, peer *Value4, now Tick) bool {
+// It returns k's stored value, or nil when no room could be made.
+func (s *Shard) InsertPair4(k *Key4, h uint64, v, peer *Value4, now Tick) *Value4 {
 	return s.v4.insertPair(&s.stats, k, h, v, peer, now)
 }
 
 // InsertPair6 is InsertPair4 for IPv6.
-func (s *Shard) InsertPair6(k *Key6, h uint64, v, peer *Value6, now Tick) bool {
+func (s *Shard) InsertPair6(k *Key6, h uint64, v, peer *Value6, now Tick) *Value6 {
 	return s.v6.insertPair(&s.stats, k, h, v, peer, now)
 }
 

@@ -74,7 +74,7 @@ func TestShardMatchesMap(t *testing.T) {
 				continue
 			}
 			v := Value4{Meta: Meta{Backend: uint32(op)}}
-			if !s.Insert4(&k, h, &v, 0) {
+			if s.Insert4(&k, h, &v, 0) == nil {
 				t.Fatalf("op %d: insert refused with %d entries", op, len(ref))
 			}
 			ref[k] = uint32(op)
@@ -102,7 +102,7 @@ func TestShardIPv6(t *testing.T) {
 	s := newShard(t, 1000)
 	for i := range 1000 {
 		k := key6(i)
-		if !s.Insert6(&k, s.Hash6(&k), &Value6{Meta: Meta{Backend: uint32(i)}}, 0) {
+		if s.Insert6(&k, s.Hash6(&k), &Value6{Meta: Meta{Backend: uint32(i)}}, 0) == nil {
 			t.Fatalf("insert %d refused", i)
 		}
 	}
@@ -123,7 +123,7 @@ func TestShardBoundAndEviction(t *testing.T) {
 	for i := range 5 * max {
 		k := key4(i)
 		v := Value4{Meta: Meta{LastSeen: Tick(i)}}
-		if !s.Insert4(&k, s.Hash4(&k), &v, Tick(i)) {
+		if s.Insert4(&k, s.Hash4(&k), &v, Tick(i)) == nil {
 			t.Fatalf("insert %d refused: eviction should make room", i)
 		}
 		if n, _ := s.Len(); n > max {
@@ -189,7 +189,7 @@ func TestPairsLiveAndDieTogether(t *testing.T) {
 	s := newShard(t, 100)
 	k, v, peer := natPair(7)
 	v.LastSeen, peer.LastSeen = 0, 0
-	if !s.InsertPair4(&k, s.Hash4(&k), &v, &peer, 0) {
+	if s.InsertPair4(&k, s.Hash4(&k), &v, &peer, 0) == nil {
 		t.Fatal("InsertPair4 refused")
 	}
 	pk := PeerKey4(&k, &v)

@@ -66,32 +66,41 @@ func (t *table6) lookup(k *Key6, h uint64) *Value6 {
 	return nil
 }
 
-// place adds k, which must not be present, to a table with room. If Robin
-// Hood displacement would push some entry past maxDist, that entry is
-// dropped and returned with lost = true so the caller can account for it
-// and remove its peer.
-func (t *table6) place(k Key6, h uint64, v Value6) (lost bool, lk Key6, lv Value6) {
+// place adds k, which must not be present, to a table with room, and
+// returns the slot k went to. If Robin Hood displacement would push some
+// entry past maxDist, that entry is dropped and returned with lost = true
+// so the caller can account for it and remove its peer; if it is k
+// itself, at is -1.
+func (t *table6) place(k Key6, h uint64, v Value6) (at int, lost bool, lk Key6, lv Value6) {
 	t.n++
+	at = -1
 	i, d := t.home(h), uint8(1)
 	for {
 		s := &t.slots[i]
 		if s.dist == 0 {
 			s.key, s.val, s.dist = k, v, d
-			return false, lk, lv
+			if at < 0 {
+				at = i
+			}
+			return at, false, lk, lv
 		}
 		if s.dist < d {
 			// Take from the rich: the resident is closer to its home
 			// than we are to ours, so it yields the slot and moves on.
+			// The new key stays where it first lands.
 			s.key, k = k, s.key
 			s.val, v = v, s.val
 			s.dist, d = d, s.dist
+			if at < 0 {
+				at = i
+			}
 		}
 		if i++; i == len(t.slots) {
 			i = 0
 		}
 		if d == maxDist {
 			t.n--
-			return true, k, v
+			return at, true, k, v
 		}
 		d++
 	}
@@ -120,37 +129,52 @@ func (v *Value6) peerKey(k *Key6) Key6 {
 	return Key6{Src: v.A, Dst: v.B, SrcPort: v.PortA, DstPort: v.PortB, Proto: k.Proto}
 }
 
-func (t *table6) insert(st *Stats, k *Key6, h uint64, v *Value6, now Tick) bool {
+func (t *table6) insert(st *Stats, k *Key6, h uint64, v *Value6, now Tick) *Value6 {
 	if t.n >= t.max && !t.evict(st, t.home(h), now) {
 		st.Full++
-		return false
+		return nil
 	}
 	st.Inserted++
-	if lost, lk, lv := t.place(*k, h, *v); lost {
+	at, lost, lk, lv := t.place(*k, h, *v)
+	if lost {
+		// Removing the lost entry's peer may shift k: find it again.
 		t.dropLost(st, &lk, &lv)
+		return t.lookup(k, h)
 	}
-	return true
+	return t.valueAt(at)
 }
 
-func (t *table6) insertPair(st *Stats, k *Key6, h uint64, v, peer *Value6, now Tick) bool {
+// valueAt returns the value in slot i, or nil for -1.
+func (t *table6) valueAt(i int) *Value6 {
+	if i < 0 {
+		return nil
+	}
+	return &t.slots[i].val
+}
+
+func (t *table6) insertPair(st *Stats, k *Key6, h uint64, v, peer *Value6, now Tick) *Value6 {
 	pk := v.peerKey(k)
 	ph := pk.Hash(t.seed)
 	for t.n+2 > t.max {
 		if !t.evict(st, t.home(h), now) && !t.evict(st, t.home(ph), now) {
 			st.Full++
-			return false
+			return nil
 		}
 	}
 	v.Flags |= FlagPeer
 	peer.Flags |= FlagPeer | FlagReply
 	st.Inserted += 2
-	if lost, lk, lv := t.place(*k, h, *v); lost {
+	// The peer goes in first so that placing k, which may move other
+	// entries but never itself, leaves k's slot known.
+	if _, lost, lk, lv := t.place(pk, ph, *peer); lost {
 		t.dropLost(st, &lk, &lv)
 	}
-	if lost, lk, lv := t.place(pk, ph, *peer); lost {
+	at, lost, lk, lv := t.place(*k, h, *v)
+	if lost {
 		t.dropLost(st, &lk, &lv)
+		return t.lookup(k, h)
 	}
-	return true
+	return t.valueAt(at)
 }
 
 // dropLost accounts for an entry pushed out by Robin Hood displacement
@@ -209,26 +233,46 @@ func (t *table6) pairState(i int) (Tick, Flags) {
 	return last, flags
 }
 
-// evict removes the best victim among the first evictWindow occupied
-// slots from start: a closed connection (RST, then FIN) first, otherwise
-// the longest idle. It reports whether it removed anything.
+// evict removes a victim near start: among the first evictWindow
+// occupied slots, ranked by their own state, the best few are checked
+// with their peers (a pair is only as idle as its busier half) and the
+// best of those goes: a closed connection (RST, then FIN) first,
+// otherwise the longest idle. Peer lookups are random memory accesses,
+// so only evictVerify of them are made. It reports whether it removed
+// anything.
 func (t *table6) evict(st *Stats, start int, now Tick) bool {
-	best, bestScore := -1, uint64(0)
+	var cand [evictVerify]int
+	var score [evictVerify]uint64
+	n := 0
 	i := start
 	for seen, visited := 0, 0; seen < evictWindow && visited < len(t.slots); visited++ {
-		if t.slots[i].dist != 0 {
+		if s := &t.slots[i]; s.dist != 0 {
 			seen++
-			last, flags := t.pairState(i)
-			if score := evictScore(now, last, flags); best < 0 || score > bestScore {
-				best, bestScore = i, score
+			sc := evictScore(now, s.val.LastSeen, s.val.Flags)
+			// Keep the evictVerify best by own score, best first.
+			j := min(n, evictVerify-1)
+			if n < evictVerify || sc > score[j] {
+				for j > 0 && sc > score[j-1] {
+					cand[j], score[j] = cand[j-1], score[j-1]
+					j--
+				}
+				cand[j], score[j] = i, sc
+				n = min(n+1, evictVerify)
 			}
 		}
 		if i++; i == len(t.slots) {
 			i = 0
 		}
 	}
-	if best < 0 {
+	if n == 0 {
 		return false
+	}
+	best, bestScore := -1, uint64(0)
+	for k := range n {
+		last, flags := t.pairState(cand[k])
+		if sc := evictScore(now, last, flags); best < 0 || sc > bestScore {
+			best, bestScore = cand[k], sc
+		}
 	}
 	st.Evicted += uint64(t.removeAt(best))
 	return true
