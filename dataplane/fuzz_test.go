@@ -52,6 +52,18 @@ func FuzzParse(f *testing.F) {
 		var pk packet
 		pk.frame = &fr
 		parse(&pk, link)
+		// The fast path must agree with the general parser.
+		slowFr := frame(data)
+		var slow packet
+		slow.frame = &slowFr
+		slow.b = slowFr.Data()
+		slow.l4, slow.frag, slow.fragHdr, slow.tcpFlags, slow.sport, slow.dport = 0, fragNone, 0, 0, 0, 0
+		parseSlow(&slow, link)
+		slow.frame, pk.frame = nil, nil
+		if slow.kind != pk.kind || slow.drop != pk.drop || slow.pass != pk.pass ||
+			(pk.kind == kindFlow && (slow.k4 != pk.k4 || slow.k6 != pk.k6 || slow.l4 != pk.l4 || slow.end != pk.end || slow.tcpFlags != pk.tcpFlags || slow.frag != pk.frag || slowFr.Len != fr.Len)) {
+			t.Fatalf("fast and general parsers disagree:\nfast %+v\nslow %+v", pk, slow)
+		}
 		switch pk.kind {
 		case kindDrop:
 			if pk.drop == dropNone || pk.drop >= numDrops {

@@ -49,7 +49,6 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 	}
 	if ok {
 		p.stats.NewFlows++
-		p.stats.VIPs[v.ID].NewFlows++
 		p.stats.Backends[bid].NewFlows++
 	}
 	return e, ok

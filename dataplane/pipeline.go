@@ -117,7 +117,6 @@ func New(c Config, s *Snapshot) (*Pipeline, error) {
 func (p *Pipeline) SetSnapshot(s *Snapshot) {
 	p.snap = s
 	p.flows.SetTimeouts(s.timeouts)
-	p.stats.VIPs = grow(p.stats.VIPs, len(s.VIPs))
 	p.stats.Backends = grow(p.stats.Backends, len(s.Backends))
 }
 

@@ -26,9 +26,6 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 		} else {
 			p.stats.Backends[be.ID].Packets++
 			p.stats.Backends[be.ID].Bytes += n
-			vs := &p.stats.VIPs[be.VIP]
-			vs.Packets++
-			vs.Bytes += n
 		}
 	}
 	switch Mode(e.m.Mode) {

@@ -13,8 +13,9 @@ type Stats struct {
 	FragmentsHeld      uint64 // fragments held until their first fragment came
 	Drops              [numDrops]uint64
 	Passes             [numPasses]uint64
-	// VIPs and Backends are indexed by the IDs of the Snapshot.
-	VIPs     []VIPStats
+	// Backends is indexed by backend ID (see Snapshot). A VIP's counters
+	// are the sums of its backends' (VIPTotals), which saves the worker
+	// two counters per packet.
 	Backends []BackendStats
 }
 
@@ -65,13 +66,6 @@ func (s *Stats) Add(o *Stats) {
 	for i := range s.Passes {
 		s.Passes[i] += o.Passes[i]
 	}
-	s.VIPs = grow(s.VIPs, len(o.VIPs))
-	for i := range o.VIPs {
-		v, w := &s.VIPs[i], &o.VIPs[i]
-		v.Packets += w.Packets
-		v.Bytes += w.Bytes
-		v.NewFlows += w.NewFlows
-	}
 	s.Backends = grow(s.Backends, len(o.Backends))
 	for i := range o.Backends {
 		b, w := &s.Backends[i], &o.Backends[i]
@@ -86,9 +80,25 @@ func (s *Stats) Add(o *Stats) {
 // Clone returns a deep copy.
 func (s *Stats) Clone() Stats {
 	c := *s
-	c.VIPs = append([]VIPStats(nil), s.VIPs...)
 	c.Backends = append([]BackendStats(nil), s.Backends...)
 	return c
+}
+
+// VIPTotals sums the backend counters of each VIP of snap, indexed by VIP
+// ID.
+func (s *Stats) VIPTotals(snap *Snapshot) []VIPStats {
+	v := make([]VIPStats, len(snap.VIPs))
+	for i := range snap.Backends {
+		b := &snap.Backends[i]
+		if !b.known || i >= len(s.Backends) || int(b.VIP) >= len(v) {
+			continue
+		}
+		bs := &s.Backends[i]
+		v[b.VIP].Packets += bs.Packets
+		v[b.VIP].Bytes += bs.Bytes
+		v[b.VIP].NewFlows += bs.NewFlows
+	}
+	return v
 }
 
 func grow[T any](s []T, n int) []T {

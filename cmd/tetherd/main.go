@@ -12,7 +12,11 @@ import (
 )
 
 func main() {
-	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly}).With().Timestamp().Logger()
+	// Colour only for a terminal: logs redirected to a file or journal
+	// must stay plain text.
+	fi, err := os.Stderr.Stat()
+	tty := err == nil && fi.Mode()&os.ModeCharDevice != 0
+	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly, NoColor: !tty}).With().Timestamp().Logger()
 	root := &cobra.Command{
 		Use:           "tetherd",
 		Short:         "Tether load balancer daemon",

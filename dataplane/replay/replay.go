@@ -115,14 +115,12 @@ func (r *Result) WriteSummary(w io.Writer) error {
 			s.EchoReplies, s.ICMPForwarded, s.FragmentsHeld)
 	}
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	vips := s.VIPTotals(r.Snapshot)
 	for _, v := range r.Snapshot.VIPs {
 		if v == nil {
 			continue
 		}
-		vs := dataplane.VIPStats{}
-		if int(v.ID) < len(s.VIPs) {
-			vs = s.VIPs[v.ID]
-		}
+		vs := vips[v.ID]
 		fmt.Fprintf(tw, "vip %s\t%s\t%s\t%d packets\t%d bytes\t%d new flows\t\n",
 			v.Name, serviceString(v), v.Mode, vs.Packets, vs.Bytes, vs.NewFlows)
 		for _, id := range v.Backends {
