@@ -1,6 +1,9 @@
 package nic
 
-import "errors"
+import (
+	"errors"
+	"time"
+)
 
 // LinkType says what a frame starts with.
 type LinkType uint8
@@ -107,3 +110,10 @@ type Stats struct {
 
 // ErrClosed is returned by a port's methods after Close.
 var ErrClosed = errors.New("nic: port closed")
+
+// Waiter is implemented by ports that can block until a frame arrives; an
+// idle worker waits instead of spinning.
+type Waiter interface {
+	// Wait returns when a frame may be ready, or after timeout.
+	Wait(timeout time.Duration) error
+}
