@@ -111,6 +111,30 @@ func (f *Forwarder) check(p *problems) {
 	if f.Fragments.Timeout < 100*time.Millisecond || f.Fragments.Timeout > time.Minute {
 		p.add("forwarder.fragments.timeout", f.Fragments.Timeout, "must be between 100ms and 1m")
 	}
+	switch f.Port.Driver {
+	case DriverTUN, DriverAFXDP:
+	default:
+		p.add("forwarder.port.driver", f.Port.Driver, "must be tun or afxdp")
+	}
+	if n := len(f.Port.Interface); n == 0 || n > 15 || strings.ContainsAny(f.Port.Interface, "/ \t") {
+		p.add("forwarder.port.interface", f.Port.Interface, "must be an interface name of 1 to 15 characters")
+	}
+	if f.Port.MTU != 0 && (f.Port.MTU < MinMTU || f.Port.MTU > 65535) {
+		p.add("forwarder.port.mtu", f.Port.MTU, "must be 0 (kernel default) or between %d and 65535", MinMTU)
+	}
+	if len(f.Cores) > 0 && len(f.Cores) != f.Workers {
+		p.add("forwarder.cores", fmt.Sprint(f.Cores), "lists %d cores for %d workers: give one per worker, or none", len(f.Cores), f.Workers)
+	}
+	seen := map[int]bool{}
+	for i, c := range f.Cores {
+		if c < 0 || c >= 1024 {
+			p.add(fmt.Sprintf("forwarder.cores[%d]", i), c, "must be a CPU number between 0 and 1023")
+		}
+		if seen[c] {
+			p.add(fmt.Sprintf("forwarder.cores[%d]", i), c, "listed twice: each worker needs its own core")
+		}
+		seen[c] = true
+	}
 }
 
 func (l *L2) check(p *problems) {

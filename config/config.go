@@ -43,6 +43,27 @@ type Forwarder struct {
 	AnswerPing bool      `mapstructure:"answer_ping"`
 	Flows      Flows     `mapstructure:"flows"`
 	Fragments  Fragments `mapstructure:"fragments"`
+	// Port is the packet I/O the forwarder runs on.
+	Port Port `mapstructure:"port"`
+	// Cores pins workers: worker i runs on Cores[i]. Empty: unpinned.
+	Cores []int `mapstructure:"cores"`
+}
+
+// Port drivers.
+const (
+	DriverTUN   = "tun"   // a TUN device; the kernel routes VIP traffic into it
+	DriverAFXDP = "afxdp" // AF_XDP sockets on an existing interface
+)
+
+// Port selects and configures the forwarder's packet I/O.
+type Port struct {
+	// Driver is tun or afxdp.
+	Driver string `mapstructure:"driver"`
+	// Interface is the TUN device to create, or the interface AF_XDP
+	// binds to.
+	Interface string `mapstructure:"interface"`
+	// MTU of a TUN device; 0 keeps the kernel's default.
+	MTU int `mapstructure:"mtu"`
 }
 
 // Flows sizes and ages the flow table.

@@ -37,6 +37,9 @@ var defaults = map[string]any{
 	"forwarder.fragments.datagrams":            4096,
 	"forwarder.fragments.pending":              64,
 	"forwarder.fragments.timeout":              5 * time.Second,
+	"forwarder.port.driver":                    DriverTUN,
+	"forwarder.port.interface":                 "tether0",
+	"forwarder.port.mtu":                       0,
 	"l2.gateway_mac":                           "",
 }
 

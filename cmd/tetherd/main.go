@@ -23,7 +23,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(replayCommand(&log))
+	root.AddCommand(replayCommand(&log), forwarderCommand(&log))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tetherd:", err)
 		os.Exit(1)

@@ -64,7 +64,8 @@ for example TETHER_FORWARDER_BATCH=64.`,
 				}
 				log.Info().Str("out", args[1]).Uint64("frames", res.Port.TxFrames).Msg("wrote forwarded frames")
 			}
-			return res.WriteSummary(cmd.OutOrStdout())
+			_, err = res.WriteTo(cmd.OutOrStdout())
+			return err
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")

@@ -87,7 +87,7 @@ func runGolden(t *testing.T, c *goldenCase) {
 		t.Fatal(err)
 	}
 	var summary strings.Builder
-	if err := res.WriteSummary(&summary); err != nil {
+	if _, err := res.WriteTo(&summary); err != nil {
 		t.Fatal(err)
 	}
 	if *update {

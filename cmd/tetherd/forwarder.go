@@ -1,0 +1,84 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/forwarder"
+)
+
+func forwarderCommand(log *zerolog.Logger) *cobra.Command {
+	var cfgPath string
+	cmd := &cobra.Command{
+		Use:   "forwarder --config FILE",
+		Short: "Run the forwarder on the configured port until stopped",
+		Long: `Forwarder opens the port named by forwarder.port (a TUN device today),
+routes the VIP and SNAT addresses into it, and forwards with one worker
+per configured core. SIGHUP reloads the configuration file without
+dropping flows (a bad file is refused and the running configuration
+stays); SIGINT or SIGTERM stops it and prints what it did per VIP,
+backend and drop reason.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return errors.New("forwarder: --config is required")
+			}
+			c, err := config.LoadFile(cfgPath)
+			if err != nil {
+				return err
+			}
+			f, err := forwarder.New(c, *log)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						reload(ctx, f, cfgPath, log)
+					}
+				}
+			}()
+			runErr := f.Run(ctx)
+			s := f.StoppedSummary()
+			if _, err := s.WriteTo(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			if runErr != nil {
+				return runErr
+			}
+			log.Info().Msg("stopped")
+			return nil
+		},
+	}
+	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")
+	return cmd
+}
+
+// reload applies the configuration file again, or logs why it cannot and
+// keeps the running one.
+func reload(ctx context.Context, f *forwarder.Forwarder, path string, log *zerolog.Logger) {
+	c, err := config.LoadFile(path)
+	if err == nil {
+		err = f.Reload(ctx, c)
+	}
+	if err != nil {
+		log.Error().Err(fmt.Errorf("reload refused, running configuration kept: %w", err)).Msg("reload")
+	}
+}

@@ -1,0 +1,127 @@
+package dataplane
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tetherlb/tether/nic"
+	"github.com/tetherlb/tether/tables/flow"
+)
+
+// Back-off of an idle worker: spin through spinPolls empty receives (a
+// packet arriving then costs no wake-up), yield for yieldPolls more, then
+// block in the port for up to idleWait, so that an idle unit uses no CPU
+// and a two-core machine is not starved. idleWait also bounds how late
+// aging and held-fragment expiry run on an idle worker.
+const (
+	spinPolls  = 256
+	yieldPolls = 256
+	idleWait   = 50 * time.Millisecond
+)
+
+// Worker runs one Pipeline on one port, on one goroutine locked to its
+// OS thread and, when given a core, pinned to it. Everything else talks
+// to it through Do, which runs a function between batches: the command
+// ring of the design, with Go's channel as the ring.
+type Worker struct {
+	p      *Pipeline
+	port   nic.Port
+	out    *Output
+	frames []nic.Frame
+	core   int
+	cmds   chan func(*Pipeline)
+	start  time.Time
+}
+
+// NewWorker makes a worker; core < 0 leaves it unpinned.
+func NewWorker(p *Pipeline, port nic.Port, batch, core int) *Worker {
+	return &Worker{
+		p:      p,
+		port:   port,
+		out:    NewOutput(&p.cfg),
+		frames: make([]nic.Frame, max(1, min(batch, MaxBatch))),
+		core:   core,
+		cmds:   make(chan func(*Pipeline), 16),
+		start:  time.Now(),
+	}
+}
+
+// Pipeline returns the worker's pipeline. Only the worker's goroutine may
+// use it while Run runs; use Do.
+func (w *Worker) Pipeline() *Pipeline { return w.p }
+
+// Do runs fn on the worker's goroutine between batches and waits for it.
+// It returns ctx's error if the worker does not get to it in time (it has
+// stopped, or ctx ended).
+func (w *Worker) Do(ctx context.Context, fn func(p *Pipeline)) error {
+	done := make(chan struct{})
+	select {
+	case w.cmds <- func(p *Pipeline) { fn(p); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// now is the worker's flow clock.
+func (w *Worker) now() flow.Tick { return flow.Tick(time.Since(w.start) / time.Millisecond) }
+
+// Run forwards until ctx ends or the port fails.
+func (w *Worker) Run(ctx context.Context) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	if w.core >= 0 {
+		var set unix.CPUSet
+		set.Set(w.core)
+		if err := unix.SchedSetaffinity(0, &set); err != nil {
+			return fmt.Errorf("worker: pin to core %d: %w", w.core, err)
+		}
+	}
+	waiter, _ := w.port.(nic.Waiter)
+	idle := 0
+	for ctx.Err() == nil {
+		select {
+		case fn := <-w.cmds:
+			fn(w.p)
+		default:
+		}
+		n, err := w.port.Receive(w.frames)
+		if err != nil {
+			return fmt.Errorf("worker: %w", err)
+		}
+		w.p.Process(w.now(), w.frames[:n], w.out)
+		if len(w.out.TX) > 0 {
+			// Frames the port could not send are counted by the port.
+			_, _ = w.port.Transmit(w.out.TX)
+		}
+		w.port.Release(w.out.Pass)
+		w.port.Release(w.out.Drop)
+		w.out.Reset()
+		if n > 0 {
+			idle = 0
+			continue
+		}
+		idle++
+		switch {
+		case idle < spinPolls:
+		case idle < spinPolls+yieldPolls:
+			runtime.Gosched()
+		case waiter != nil:
+			if err := waiter.Wait(idleWait); err != nil {
+				return fmt.Errorf("worker: %w", err)
+			}
+		default:
+			time.Sleep(time.Millisecond)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,226 @@
+// Package forwarder runs the dataplane on a real port: it opens the port
+// the configuration names, sends the traffic Tether owns into it, starts
+// one pinned worker per configured core, applies configuration reloads
+// between batches, and reports what the workers did.
+package forwarder
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/dataplane"
+	"github.com/tetherlb/tether/nic"
+	"github.com/tetherlb/tether/nic/tun"
+)
+
+// Forwarder is a running dataplane.
+type Forwarder struct {
+	log     zerolog.Logger
+	cfg     *config.Config
+	snap    *dataplane.Snapshot
+	port    nic.Port
+	tun     *tun.Port
+	routes  []netip.Prefix
+	workers []*dataplane.Worker
+	mu      sync.Mutex // serialises Reload and Summary
+}
+
+// New opens the port and prepares the workers; Run starts them.
+func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
+	snap, err := dataplane.Build(c, nil)
+	if err != nil {
+		return nil, err
+	}
+	f := &Forwarder{log: log, cfg: c, snap: snap}
+	switch c.Forwarder.Port.Driver {
+	case config.DriverTUN:
+		if c.Forwarder.Workers != 1 {
+			return nil, fmt.Errorf("forwarder.workers: %d: the tun port runs one worker (one device queue); use afxdp for more", c.Forwarder.Workers)
+		}
+		t, err := tun.Open(tun.Config{Name: c.Forwarder.Port.Interface, MTU: c.Forwarder.Port.MTU})
+		if err != nil {
+			return nil, fmt.Errorf("%w; the afxdp port is the alternative", err)
+		}
+		f.port, f.tun = t, t
+		if err := f.syncRoutes(c); err != nil {
+			t.Close()
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("forwarder.port.driver: %q: not available yet; use tun", c.Forwarder.Port.Driver)
+	}
+	for i := range c.Forwarder.Workers {
+		var seed [8]byte
+		if _, err := rand.Read(seed[:]); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("forwarder: seed: %w", err)
+		}
+		pc := dataplane.ConfigFrom(c, i, f.port.LinkType(), binary.LittleEndian.Uint64(seed[:]))
+		p, err := dataplane.New(pc, snap)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		core := -1
+		if len(c.Forwarder.Cores) > i {
+			core = c.Forwarder.Cores[i]
+		}
+		f.workers = append(f.workers, dataplane.NewWorker(p, f.port, c.Forwarder.Batch, core))
+	}
+	return f, nil
+}
+
+// owned lists the addresses whose traffic the port must receive: every
+// VIP and SNAT address, as host prefixes.
+func owned(c *config.Config) []netip.Prefix {
+	var ps []netip.Prefix
+	add := func(a netip.Addr) {
+		p := netip.PrefixFrom(a, a.BitLen())
+		if !slices.Contains(ps, p) {
+			ps = append(ps, p)
+		}
+	}
+	for i := range c.VIPs {
+		add(c.VIPs[i].Addr())
+		for _, s := range c.VIPs[i].SNATAddrs() {
+			add(s)
+		}
+	}
+	return ps
+}
+
+// syncRoutes points the routes of c's addresses into the TUN device and
+// removes those no longer owned.
+func (f *Forwarder) syncRoutes(c *config.Config) error {
+	want := owned(c)
+	for _, p := range want {
+		if err := f.tun.Route(p); err != nil {
+			return err
+		}
+	}
+	for _, p := range f.routes {
+		if !slices.Contains(want, p) {
+			if err := f.tun.Unroute(p); err != nil {
+				f.log.Warn().Err(err).Msg("stale route left in place")
+			}
+		}
+	}
+	f.routes = want
+	return nil
+}
+
+// Run runs the workers until ctx ends or one fails.
+func (f *Forwarder) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, len(f.workers))
+	for i, w := range f.workers {
+		go func() {
+			err := w.Run(ctx)
+			if err != nil {
+				err = fmt.Errorf("worker %d: %w", i, err)
+			}
+			errs <- err
+		}()
+	}
+	f.log.Info().Str("port", f.port.Name()).Str("driver", f.cfg.Forwarder.Port.Driver).
+		Int("workers", len(f.workers)).Int("vips", len(f.cfg.VIPs)).Msg("forwarding")
+	var first error
+	for range f.workers {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+// Reload applies a new configuration without dropping flows: the new
+// snapshot keeps IDs and removed backends of the old one, so flows finish.
+// Keys that need a restart (port, workers, cores) must not change; a
+// configuration that changes them is refused and the running one stays.
+func (f *Forwarder) Reload(ctx context.Context, c *config.Config) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old := &f.cfg.Forwarder
+	switch {
+	case c.Forwarder.Port != old.Port:
+		return errors.New("forwarder.port: changing the port needs a restart")
+	case c.Forwarder.Workers != old.Workers:
+		return errors.New("forwarder.workers: changing the number of workers needs a restart")
+	case !slices.Equal(c.Forwarder.Cores, old.Cores):
+		return errors.New("forwarder.cores: changing core pinning needs a restart")
+	case c.Forwarder.Flows.Max != old.Flows.Max:
+		return errors.New("forwarder.flows.max: resizing the flow table needs a restart")
+	}
+	snap, err := dataplane.Build(c, f.snap)
+	if err != nil {
+		return err
+	}
+	if f.tun != nil {
+		if err := f.syncRoutes(c); err != nil {
+			return err
+		}
+	}
+	for i, w := range f.workers {
+		if err := w.Do(ctx, func(p *dataplane.Pipeline) { p.SetSnapshot(snap) }); err != nil {
+			return fmt.Errorf("reload: worker %d: %w", i, err)
+		}
+	}
+	f.cfg, f.snap = c, snap
+	f.log.Info().Uint64("generation", snap.Generation).Int("vips", len(c.VIPs)).Msg("configuration reloaded")
+	return nil
+}
+
+// Summary collects every worker's counters.
+func (f *Forwarder) Summary(ctx context.Context) (dataplane.Summary, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var total dataplane.Summary
+	for i, w := range f.workers {
+		var s dataplane.Summary
+		if err := w.Do(ctx, func(p *dataplane.Pipeline) { s = p.Summary(nic.Stats{}) }); err != nil {
+			return total, fmt.Errorf("summary: worker %d: %w", i, err)
+		}
+		total.Stats.Add(&s.Stats)
+		total.FlowTable.Add(&s.FlowTable)
+		total.Flows4 += s.Flows4
+		total.Flows6 += s.Flows6
+		total.Snapshot = s.Snapshot
+	}
+	return total, nil
+}
+
+// StoppedSummary collects counters after Run has returned, from the
+// calling goroutine: the workers have stopped, so nothing else touches
+// their pipelines.
+func (f *Forwarder) StoppedSummary() dataplane.Summary {
+	var total dataplane.Summary
+	for _, w := range f.workers {
+		s := w.Pipeline().Summary(nic.Stats{})
+		total.Stats.Add(&s.Stats)
+		total.FlowTable.Add(&s.FlowTable)
+		total.Flows4 += s.Flows4
+		total.Flows6 += s.Flows6
+		total.Snapshot = s.Snapshot
+	}
+	total.Port = f.port.Stats()
+	return total
+}
+
+// Close releases the port (and with a TUN device, its routes).
+func (f *Forwarder) Close() error {
+	if f.port == nil {
+		return nil
+	}
+	return f.port.Close()
+}
