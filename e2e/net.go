@@ -1,0 +1,172 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// namePrefix starts every namespace this package creates; the process ID
+// follows, so that namespaces left by a killed run can be recognised and
+// removed by the next one.
+const namePrefix = "tte"
+
+// Net is a set of namespaces and the processes running in them.
+type Net struct {
+	id    string
+	mu    sync.Mutex
+	nss   []string
+	procs []*Proc
+}
+
+// Root reports whether this process can build networks, and why not.
+func Root() error {
+	if os.Geteuid() != 0 {
+		return errors.New("needs root (network namespaces, veth pairs, TUN devices)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return errors.New("needs the ip command (iproute2)")
+	}
+	return nil
+}
+
+// New starts a network. tag distinguishes several networks of one
+// process (at most 4 characters: interface names are short).
+func New(tag string) (*Net, error) {
+	if err := Root(); err != nil {
+		return nil, err
+	}
+	RemoveStale()
+	return &Net{id: fmt.Sprintf("%s%d%s", namePrefix, os.Getpid(), tag)}, nil
+}
+
+// RemoveStale deletes namespaces left by runs whose process is gone.
+func RemoveStale() {
+	entries, _ := os.ReadDir("/run/netns")
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasPrefix(name, namePrefix) {
+			continue
+		}
+		digits := strings.TrimLeft(name[len(namePrefix):], "0123456789")
+		pid, err := strconv.Atoi(name[len(namePrefix) : len(name)-len(digits)])
+		if err != nil || processAlive(pid) {
+			continue
+		}
+		_ = exec.Command("ip", "netns", "del", name).Run()
+	}
+}
+
+func processAlive(pid int) bool {
+	if pid == os.Getpid() {
+		return true
+	}
+	return syscall.Kill(pid, 0) == nil
+}
+
+// NS creates a namespace with its loopback up and returns its full name.
+func (n *Net) NS(name string) (string, error) {
+	full := n.id + name
+	if out, err := exec.Command("ip", "netns", "add", full).CombinedOutput(); err != nil {
+		return "", fmt.Errorf("e2e: create namespace %s: %v: %s", full, err, out)
+	}
+	n.mu.Lock()
+	n.nss = append(n.nss, full)
+	n.mu.Unlock()
+	if _, err := n.Exec(full, "ip", "link", "set", "lo", "up"); err != nil {
+		return "", err
+	}
+	return full, nil
+}
+
+// Exec runs a command in a namespace and returns its combined output.
+func (n *Net) Exec(ns string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns}, args...)...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("e2e: in %s: %s: %v: %s", ns, strings.Join(args, " "), err, bytes.TrimSpace(out))
+	}
+	return string(out), nil
+}
+
+// MustExec is Exec for setup steps: it returns only the error.
+func (n *Net) Run(ns string, args ...string) error {
+	_, err := n.Exec(ns, args...)
+	return err
+}
+
+// Veth connects two namespaces with a veth pair and gives each end its
+// addresses (CIDR notation).
+func (n *Net) Veth(nsA, ifA string, addrsA []string, nsB, ifB string, addrsB []string) error {
+	if out, err := exec.Command("ip", "link", "add", ifA, "netns", nsA, "type", "veth", "peer", "name", ifB, "netns", nsB).CombinedOutput(); err != nil {
+		return fmt.Errorf("e2e: veth %s/%s - %s/%s: %v: %s", nsA, ifA, nsB, ifB, err, out)
+	}
+	for _, end := range []struct {
+		ns, ifc string
+		addrs   []string
+	}{{nsA, ifA, addrsA}, {nsB, ifB, addrsB}} {
+		for _, a := range end.addrs {
+			args := []string{"ip", "addr", "add", a, "dev", end.ifc}
+			if strings.Contains(a, ":") {
+				args = append(args, "nodad") // no 2-second duplicate address detection
+			}
+			if err := n.Run(end.ns, args...); err != nil {
+				return err
+			}
+		}
+		if err := n.Run(end.ns, "ip", "link", "set", end.ifc, "up"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Sysctl sets kernel parameters in a namespace: "net.ipv4.ip_forward=1".
+func (n *Net) Sysctl(ns string, settings ...string) error {
+	for _, s := range settings {
+		if err := n.Run(ns, "sysctl", "-qw", s); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close stops every process and deletes every namespace (with its veth
+// ends and TUN devices). It is safe to call more than once.
+func (n *Net) Close() error {
+	n.mu.Lock()
+	procs, nss := n.procs, n.nss
+	n.procs, n.nss = nil, nil
+	n.mu.Unlock()
+	for _, p := range procs {
+		p.Stop()
+	}
+	var errs []error
+	for _, ns := range nss {
+		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("e2e: delete namespace %s: %v: %s", ns, err, out))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Self returns the path of the running executable, for starting helper
+// roles of it inside namespaces.
+func Self() string {
+	p, err := os.Executable()
+	if err != nil {
+		return os.Args[0]
+	}
+	abs, _ := filepath.Abs(p)
+	return abs
+}

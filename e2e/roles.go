@@ -1,0 +1,269 @@
+package e2e
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tetherlb/tether/nic/tun"
+)
+
+// The helper roles run inside namespaces as the test binary (or the demo
+// binary) started again with RoleEnv set. They are small real programs:
+// an HTTP server that names itself, an HTTP client that counts which
+// backend answered, and an IP-in-IP decapsulator for backends whose
+// kernel has no ipip module.
+
+// RoleEnv selects a helper role; its arguments follow in RoleArgsEnv.
+const (
+	RoleEnv     = "TETHER_E2E_ROLE"
+	RoleArgsEnv = "TETHER_E2E_ARGS"
+)
+
+// RoleCommand returns the environment that makes Self() run role.
+func RoleCommand(role string, args ...string) []string {
+	b, _ := json.Marshal(args)
+	return []string{RoleEnv + "=" + role, RoleArgsEnv + "=" + string(b)}
+}
+
+// RunRoleFromEnv runs the role named in the environment, if any, and
+// exits; call it first thing in TestMain or main.
+func RunRoleFromEnv() {
+	role := os.Getenv(RoleEnv)
+	if role == "" {
+		return
+	}
+	var args []string
+	if err := json.Unmarshal([]byte(os.Getenv(RoleArgsEnv)), &args); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e role:", err)
+		os.Exit(2)
+	}
+	var err error
+	switch role {
+	case "httpd":
+		err = serveHTTP(args)
+	case "client":
+		err = runClient(args)
+	case "ipipd":
+		err = decapIPIP(args)
+	default:
+		err = fmt.Errorf("unknown role %q", role)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e role", role+":", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
+// Ready is printed by a role once it serves.
+const Ready = "role ready"
+
+// Payload returns n deterministic bytes: what /bytes?n= serves, so that a
+// client can check a transfer without the server sending a digest.
+func Payload(w io.Writer, n int64) error {
+	rng := rand.New(rand.NewPCG(uint64(n), 0x7e7e))
+	buf := make([]byte, 64<<10)
+	for n > 0 {
+		for i := 0; i+8 <= len(buf); i += 8 {
+			v := rng.Uint64()
+			buf[i], buf[i+1], buf[i+2], buf[i+3] = byte(v), byte(v>>8), byte(v>>16), byte(v>>24)
+			buf[i+4], buf[i+5], buf[i+6], buf[i+7] = byte(v>>32), byte(v>>40), byte(v>>48), byte(v>>56)
+		}
+		chunk := min(n, int64(len(buf)))
+		if _, err := w.Write(buf[:chunk]); err != nil {
+			return err
+		}
+		n -= chunk
+	}
+	return nil
+}
+
+// PayloadSHA256 is the hex SHA-256 of Payload(n).
+func PayloadSHA256(n int64) string {
+	h := sha256.New()
+	_ = Payload(h, n)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// serveHTTP: args name, listen address. GET / answers "NAME\n"; GET
+// /bytes?n=N streams Payload(N). Every answer carries X-Backend: NAME.
+func serveHTTP(args []string) error {
+	if len(args) != 2 {
+		return errors.New("want: name listen-address")
+	}
+	name := args[0]
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Backend", name)
+		fmt.Fprintln(w, name)
+	})
+	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 || n > 1<<34 {
+			http.Error(w, "n: want a byte count", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("X-Backend", name)
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		fmt.Printf("serving %d bytes to %s\n", n, r.RemoteAddr)
+		_ = Payload(w, n)
+	})
+	ln, err := net.Listen("tcp", args[1])
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go stopOnSignal(func() { srv.Close() })
+	fmt.Println(Ready)
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+func stopOnSignal(stop func()) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, syscall.SIGTERM, os.Interrupt)
+	<-c
+	stop()
+}
+
+// ClientResult is what the client role prints, as JSON.
+type ClientResult struct {
+	Backends map[string]int `json:"backends"` // answers per backend name
+	Errors   int            `json:"errors"`
+	FirstErr string         `json:"first_error,omitempty"`
+	SHA256   string         `json:"sha256,omitempty"`
+	Bytes    int64          `json:"bytes,omitempty"`
+}
+
+// runClient: args url, connections, parallelism. Each request uses a new
+// connection (keep-alive off), so each is a new flow; for a URL ending in
+// /bytes?n=N the body's SHA-256 is reported instead of counting names.
+func runClient(args []string) error {
+	if len(args) != 3 {
+		return errors.New("want: url connections parallelism")
+	}
+	url := args[0]
+	conns, err1 := strconv.Atoi(args[1])
+	par, err2 := strconv.Atoi(args[2])
+	if err1 != nil || err2 != nil || conns < 1 || par < 1 {
+		return errors.New("connections and parallelism must be positive integers")
+	}
+	client := &http.Client{
+		Timeout:   120 * time.Second,
+		Transport: &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext},
+	}
+	res := ClientResult{Backends: map[string]int{}}
+	var mu sync.Mutex
+	jobs := make(chan struct{})
+	var wg sync.WaitGroup
+	for range par {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range jobs {
+				name, sum, n, err := get(client, url)
+				mu.Lock()
+				if err != nil {
+					res.Errors++
+					if res.FirstErr == "" {
+						res.FirstErr = err.Error()
+					}
+				} else {
+					res.Backends[name]++
+					res.SHA256, res.Bytes = sum, n
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for range conns {
+		jobs <- struct{}{}
+	}
+	close(jobs)
+	wg.Wait()
+	return json.NewEncoder(os.Stdout).Encode(res)
+}
+
+func get(c *http.Client, url string) (name, sum string, n int64, err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return "", "", 0, err
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return "", "", 0, err
+	}
+	defer resp.Body.Close()
+	h := sha256.New()
+	n, err = io.Copy(h, resp.Body)
+	if err != nil {
+		return "", "", n, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", "", n, fmt.Errorf("status %s", resp.Status)
+	}
+	return resp.Header.Get("X-Backend"), hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// decapIPIP: args tun-name. It receives IPv4-in-IPv4 packets addressed to
+// this namespace on a raw socket and writes the inner packet to a TUN
+// device, so that the namespace's kernel receives what the client sent,
+// as an ipip-capable kernel would. (The agent of a later issue grows from
+// this.)
+func decapIPIP(args []string) error {
+	if len(args) != 1 {
+		return errors.New("want: tun-name")
+	}
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_IPIP)
+	if err != nil {
+		return fmt.Errorf("raw socket: %w", err)
+	}
+	defer unix.Close(fd)
+	dev, err := tun.Open(tun.Config{Name: args[0]})
+	if err != nil {
+		return err
+	}
+	defer dev.Close()
+	go stopOnSignal(func() { unix.Close(fd); os.Exit(0) })
+	fmt.Println(Ready)
+	buf := make([]byte, 65536)
+	for {
+		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err != nil {
+			if err == unix.EINTR {
+				continue
+			}
+			return err
+		}
+		if n < 20 {
+			continue
+		}
+		hl := int(buf[0]&0x0f) * 4
+		if hl < 20 || hl >= n {
+			continue
+		}
+		if err := dev.WriteRaw(buf[hl:n]); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// tunConfig is a unit on a TUN device with one VIP in the given mode and
+// the LB topology's backends, with weights.
+func tunConfig(mode string, weights []int, extra string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `unit:
+  address4: %s
+forwarder:
+  port: {driver: tun, interface: tether0}
+  flows: {max: 65536}
+vips:
+  - name: web
+    address: 192.0.2.10
+    port: 80
+    protocol: tcp
+    mode: %s
+%s    backends:
+`, UnitAddr, mode, extra)
+	for i, w := range weights {
+		fmt.Fprintf(&b, "      - {name: b%d, address: %s, port: 8080, weight: %d}\n", i, BackendAddr(i), w)
+	}
+	return b.String()
+}
+
+func checkWeights(t *testing.T, r ClientResult, weights []int) {
+	t.Helper()
+	if r.Errors > 0 {
+		t.Fatalf("%d requests failed, first: %s", r.Errors, r.FirstErr)
+	}
+	total, sum := 0, 0
+	for _, n := range r.Backends {
+		total += n
+	}
+	for _, w := range weights {
+		sum += w
+	}
+	for i, w := range weights {
+		got := r.Backends[fmt.Sprintf("b%d", i)]
+		want := float64(total) * float64(w) / float64(sum)
+		// Maglev splits flows by hash: with N requests a share deviates
+		// by about sqrt(N·p); allow four standard deviations.
+		p := float64(w) / float64(sum)
+		if tol := 4 * math.Sqrt(float64(total)*p*(1-p)); math.Abs(float64(got)-want) > tol {
+			t.Errorf("backend b%d (weight %d) answered %d of %d, want %.0f ± %.0f", i, w, got, total, want, tol)
+		}
+	}
+	t.Logf("distribution over %d connections: %v", total, r.Backends)
+}
+
+func TestTUNModes(t *testing.T) {
+	weights := []int{1, 2, 3}
+	for _, c := range []struct {
+		mode  string
+		extra string
+	}{
+		{"nat", "    snat: [198.51.100.1]\n"},
+		{"halfnat", ""},
+		{"ipip", ""},
+	} {
+		t.Run(c.mode, func(t *testing.T) {
+			lb := newLB(t, c.mode[:1], len(weights))
+			port := 8080
+			if c.mode == "ipip" {
+				port = 80 // DSR keeps the client's destination port
+			}
+			if err := lb.StartBackends(port); err != nil {
+				t.Fatal(err)
+			}
+			if c.mode == "ipip" {
+				for i := range weights {
+					if err := lb.StartIPIPDecap(i, "192.0.2.10"); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			cfg := tunConfig(c.mode, weights, c.extra)
+			if c.mode == "ipip" {
+				cfg = strings.ReplaceAll(cfg, "port: 8080", "port: 80")
+			}
+			startTether(t, lb, cfg)
+			if c.mode == "halfnat" {
+				if err := lb.ReturnThroughUnit("tether0"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if got := curl(t, lb, "http://192.0.2.10/"); !strings.HasPrefix(got, "b") {
+				t.Fatalf("curl through the VIP got %q", got)
+			}
+			checkWeights(t, client(t, lb, "http://192.0.2.10/", 600, 8), weights)
+		})
+	}
+}
+
+// TestTUNTransferAndBackendRemoval: a 100 MiB transfer arrives intact;
+// removing its backend from the configuration while it runs lets it
+// finish, and new connections avoid that backend.
+func TestTUNTransferAndBackendRemoval(t *testing.T) {
+	weights := []int{1, 1, 1}
+	lb := newLB(t, "r", len(weights))
+	if err := lb.StartBackends(8080); err != nil {
+		t.Fatal(err)
+	}
+	cfg := tunConfig("nat", weights, "    snat: [198.51.100.1]\n")
+	tetherd, path := startTether(t, lb, cfg)
+
+	const size = 100 << 20
+	want := PayloadSHA256(size)
+	done := make(chan ClientResult, 1)
+	go func() { done <- clientNoFatal(lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", size)) }()
+
+	// Find the backend serving the transfer, and remove it.
+	serving := -1
+	deadline := time.Now().Add(10 * time.Second)
+	for serving < 0 && time.Now().Before(deadline) {
+		for i, p := range lb.procs {
+			if strings.HasPrefix(p.Name, "httpd ") && strings.Contains(p.Output(), "serving") {
+				serving = i
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if serving < 0 {
+		t.Fatal("no backend started serving the transfer")
+	}
+	name := strings.TrimPrefix(lb.procs[serving].Name, "httpd ")
+	var kept []string
+	for _, line := range strings.Split(cfg, "\n") {
+		if !strings.Contains(line, "name: "+name+",") {
+			kept = append(kept, line)
+		}
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(kept, "\n")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := tetherd.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := tetherd.WaitFor("configuration reloaded", 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r := client(t, lb, "http://192.0.2.10/", 200, 8)
+	if r.Errors > 0 || r.Backends[name] > 0 {
+		t.Errorf("after removing %s: %v, %d errors (%s)", name, r.Backends, r.Errors, r.FirstErr)
+	}
+	select {
+	case got := <-done:
+		if got.Errors > 0 || got.Bytes != size || got.SHA256 != want {
+			t.Fatalf("transfer from the removed backend: %d bytes, sha256 %s, errors %d (%s); want %d bytes, %s",
+				got.Bytes, got.SHA256, got.Errors, got.FirstErr, size, want)
+		}
+		if got.Backends[name] != 1 {
+			t.Fatalf("transfer answered by %v, expected %s", got.Backends, name)
+		}
+	case <-time.After(120 * time.Second):
+		t.Fatal("transfer did not finish in 120 s")
+	}
+}
+
+// clientNoFatal is client for use off the test goroutine.
+func clientNoFatal(lb *LB, url string) ClientResult {
+	out, err := lb.Exec(lb.Client, append([]string{"env"}, append(RoleCommand("client", url, "1", "1"), Self())...)...)
+	if err != nil {
+		return ClientResult{Errors: 1, FirstErr: err.Error()}
+	}
+	var r ClientResult
+	if err := json.Unmarshal([]byte(lastLine(out)), &r); err != nil {
+		return ClientResult{Errors: 1, FirstErr: err.Error()}
+	}
+	return r
+}
