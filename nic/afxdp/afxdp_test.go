@@ -1,0 +1,193 @@
+package afxdp
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+
+	"github.com/tetherlb/tether/internal/pkttest"
+	"github.com/tetherlb/tether/nic"
+)
+
+// pair is two namespaces joined by a veth pair: a0 (10.9.0.1) in A, where
+// the port binds, and b0 (10.9.0.2) in B, the peer.
+type pair struct {
+	a, b string
+}
+
+func sh(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func newPair(t *testing.T) *pair {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces and AF_XDP")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs the ip command (iproute2)")
+	}
+	p := &pair{a: fmt.Sprintf("ttx%da", os.Getpid()), b: fmt.Sprintf("ttx%db", os.Getpid())}
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "del", p.a).Run()
+		exec.Command("ip", "netns", "del", p.b).Run()
+	})
+	sh(t, "ip", "netns", "add", p.a)
+	sh(t, "ip", "netns", "add", p.b)
+	sh(t, "ip", "link", "add", "a0", "netns", p.a, "type", "veth", "peer", "name", "b0", "netns", p.b)
+	sh(t, "ip", "-n", p.a, "addr", "add", "10.9.0.1/24", "dev", "a0")
+	sh(t, "ip", "-n", p.b, "addr", "add", "10.9.0.2/24", "dev", "b0")
+	sh(t, "ip", "-n", p.a, "link", "set", "a0", "up")
+	sh(t, "ip", "-n", p.b, "link", "set", "b0", "up")
+	sh(t, "ip", "-n", p.b, "route", "add", "10.9.0.100/32", "via", "10.9.0.1")
+	return p
+}
+
+// in runs fn with the calling thread in namespace ns.
+func in(t *testing.T, ns string, fn func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := netns.Set(h); err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Set(orig)
+	fn()
+}
+
+func receive(t *testing.T, p *Port, timeout time.Duration) []nic.Frame {
+	t.Helper()
+	frames := make([]nic.Frame, 16)
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if n, err := p.Receive(frames); err != nil {
+			t.Fatal(err)
+		} else if n > 0 {
+			return frames[:n]
+		}
+		p.Wait(10 * time.Millisecond)
+	}
+	return nil
+}
+
+func TestRedirectOnlyOwnedTraffic(t *testing.T) {
+	pr := newPair(t)
+	var u *Unit
+	var err error
+	var ownUDP *net.UDPConn
+	in(t, pr.a, func() {
+		u, err = Open(Config{Interface: "a0"})
+		if err == nil {
+			ownUDP, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 1), Port: 5555})
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	defer ownUDP.Close()
+	port := u.Sockets()[0]
+	t.Logf("XDP %s, socket %s", u.XDPMode(), port.Mode())
+	if err := u.Own([]netip.Addr{netip.MustParseAddr("10.9.0.100")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	var send *net.UDPConn
+	in(t, pr.b, func() { send, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7777}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer send.Close()
+
+	// To the owned address: redirected to the socket.
+	if _, err := send.WriteToUDP([]byte("to-vip"), &net.UDPAddr{IP: net.IPv4(10, 9, 0, 100), Port: 9999}); err != nil {
+		t.Fatal(err)
+	}
+	got := receive(t, port, 5*time.Second)
+	if len(got) == 0 || !strings.Contains(string(got[0].Data()), "to-vip") {
+		t.Fatalf("owned traffic not redirected: %d frames", len(got))
+	}
+	port.Release(got)
+
+	// To the unit's own address: the kernel gets it, the socket does not.
+	if _, err := send.WriteToUDP([]byte("to-unit"), &net.UDPAddr{IP: net.IPv4(10, 9, 0, 1), Port: 5555}); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	ownUDP.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _, err := ownUDP.ReadFromUDP(buf); err != nil || string(buf[:n]) != "to-unit" {
+		t.Fatalf("the unit's own traffic did not reach its kernel: %q, %v", buf[:n], err)
+	}
+	if leaked := receive(t, port, 200*time.Millisecond); len(leaked) > 0 {
+		t.Fatalf("the unit's own traffic was redirected too")
+	}
+
+	// Transmit: a frame from the port reaches the peer's socket.
+	peerMAC := macOf(t, pr.b, "b0")
+	ownMAC := macOf(t, pr.a, "a0")
+	frame := pkttest.UDP(pkttest.Endpoint{MAC: ownMAC, Addr: netip.MustParseAddr("10.9.0.100"), Port: 9999},
+		pkttest.Endpoint{MAC: peerMAC, Addr: netip.MustParseAddr("10.9.0.2"), Port: 7777}, pkttest.Opts{Payload: []byte("from-port")})
+	tx := make([]nic.Frame, 1)
+	for {
+		// Borrow a frame buffer by receiving: send ourselves one more
+		// owned packet and reuse its buffer for the reply.
+		send.WriteToUDP([]byte("x"), &net.UDPAddr{IP: net.IPv4(10, 9, 0, 100), Port: 9999})
+		if got := receive(t, port, 5*time.Second); len(got) > 0 {
+			tx[0] = got[0]
+			port.Release(got[1:])
+			break
+		}
+	}
+	tx[0].Len = copy(tx[0].Buf[tx[0].Off:], frame)
+	if n, err := port.Transmit(tx); n != 1 || err != nil {
+		t.Fatalf("Transmit = %d, %v", n, err)
+	}
+	send.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _, err := send.ReadFromUDP(buf); err != nil || string(buf[:n]) != "from-port" {
+		t.Fatalf("peer did not receive the transmitted frame: %q, %v", buf[:n], err)
+	}
+}
+
+func macOf(t *testing.T, ns, ifc string) net.HardwareAddr {
+	t.Helper()
+	out := sh(t, "ip", "-n", ns, "-br", "link", "show", ifc)
+	for _, f := range strings.Fields(out) {
+		if m, err := net.ParseMAC(f); err == nil && len(m) == 6 {
+			return m
+		}
+	}
+	t.Fatalf("no MAC in %q", out)
+	return nil
+}
+
+func TestBadInterface(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	_, err := Open(Config{Interface: "no-such-if0"})
+	if err == nil || !strings.Contains(err.Error(), "no-such-if0") || !strings.Contains(err.Error(), "tun") {
+		t.Fatalf("error %v should name the interface and the alternative port", err)
+	}
+}
