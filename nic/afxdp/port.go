@@ -367,7 +367,7 @@ func (p *Port) reap() {
 	n := p.comp.ready()
 	i := p.comp.cached
 	for k := range n {
-		p.free = append(p.free, *p.comp.addr(i+k)&^(frameSize-1))
+		p.free = append(p.free, *p.comp.addr(i + k)&^(frameSize-1))
 	}
 	p.comp.release(n)
 }

@@ -161,6 +161,15 @@ type Stats struct {
 	Full     uint64 // inserts refused: nothing evictable near the slot
 }
 
+// Add adds o's counters to s.
+func (s *Stats) Add(o *Stats) {
+	s.Inserted += o.Inserted
+	s.Expired += o.Expired
+	s.Evicted += o.Evicted
+	s.Deleted += o.Deleted
+	s.Full += o.Full
+}
+
 // NewShard allocates a shard. All of its memory is allocated here.
 func NewShard(c Config) (*Shard, error) {
 	if c.MaxFlows < 2 {
