@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"fmt"
+	"net/netip"
 
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/nic"
@@ -79,7 +80,9 @@ type Pipeline struct {
 	ipID      uint32
 	stale     func(id uint32, t *encap.Tuple) bool
 
-	sink uint8
+	sink    uint8
+	missed  [maxMissed]netip.Addr
+	nMissed int
 
 	lastMaint flow.Tick
 	maintDebt uint64

@@ -49,6 +49,9 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 	if reply || !be.known {
 		p.setL2(pk, e.a)
 	} else {
+		if !be.hasMAC && p.cfg.Link == nic.LinkEthernet {
+			p.missedHop(e.a)
+		}
 		p.setL2MAC(pk, be.mac, be.hasMAC)
 	}
 }
@@ -197,7 +200,10 @@ func (p *Pipeline) setL2(pk *packet, nextHop []byte) {
 		pk.kind = kindTX
 		return
 	}
-	mac, ok := p.snap.nextHopMAC(nextHop)
+	mac, ok := p.snap.neigh.lookup(nextHop)
+	if !ok {
+		p.missedHop(nextHop)
+	}
 	p.setL2MAC(pk, mac, ok)
 }
 
@@ -211,10 +217,10 @@ func (p *Pipeline) setL2MAC(pk *packet, mac header.MAC, ok bool) {
 		pk.dropWith(DropNoNeighbor)
 		return
 	}
-	s := p.snap
+	n := p.snap.neigh
 	eth := header.Ethernet(pk.b)
-	if s.hasMAC {
-		eth.SetSrc(s.unitMAC)
+	if n.hasSelf {
+		eth.SetSrc(n.self)
 	} else {
 		eth.SetSrc(eth.Dst())
 	}

@@ -1,7 +1,6 @@
 package dataplane
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"time"
@@ -132,12 +131,7 @@ type Snapshot struct {
 
 	vips     map[vipKey]*VIP
 	roles    map[addrKey]addrRole
-	neigh4   map[uint32]header.MAC
-	neigh6   map[[16]byte]header.MAC
-	gateway  header.MAC
-	hasGW    bool
-	unitMAC  header.MAC
-	hasMAC   bool
+	neigh    *Neighbors
 	unit4    [4]byte
 	unit6    [16]byte
 	timeouts flow.Timeouts
@@ -166,8 +160,7 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		Generation: 1,
 		vips:       map[vipKey]*VIP{},
 		roles:      map[addrKey]addrRole{},
-		neigh4:     map[uint32]header.MAC{},
-		neigh6:     map[[16]byte]header.MAC{},
+		neigh:      NewNeighbors(),
 		vipIDs:     map[string]uint32{},
 		beIDs:      map[string]uint32{},
 		ping:       c.Forwarder.AnswerPing,
@@ -204,24 +197,20 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		s.unit6 = a.As16()
 	}
 	if m, ok := c.Unit.HardwareAddr(); ok {
-		s.unitMAC, s.hasMAC = m, true
+		s.neigh.SetSelf(m)
 	}
 	if m, ok := c.L2.Gateway(); ok {
-		s.gateway, s.hasGW = m, true
+		s.neigh.SetGateway(4, m)
+		s.neigh.SetGateway(6, m)
 	}
 	for i := range s.Backends {
 		// Backends carried over from prev: their next hop may have moved.
 		b := &s.Backends[i]
-		b.mac, b.hasMAC = s.nextHopMAC(b.addr.a[:b.addrLen()])
+		b.mac, b.hasMAC = s.neigh.lookup(b.addr.a[:b.addrLen()])
 	}
 	for i := range c.L2.Neighbors {
 		n := &c.L2.Neighbors[i]
-		if a := n.Addr(); a.Is4() {
-			b := a.As4()
-			s.neigh4[binary.BigEndian.Uint32(b[:])] = n.HardwareAddr()
-		} else {
-			s.neigh6[a.As16()] = n.HardwareAddr()
-		}
+		s.neigh.Add(n.Addr(), n.HardwareAddr())
 	}
 	for i := range c.VIPs {
 		if err := s.addVIP(&c.VIPs[i]); err != nil {
@@ -285,7 +274,7 @@ func (s *Snapshot) addVIP(cv *config.VIP) error {
 		default:
 			b.State = StateActive
 		}
-		b.mac, b.hasMAC = s.nextHopMAC(b.addr.a[:b.addrLen()])
+		b.mac, b.hasMAC = s.neigh.lookup(b.addr.a[:b.addrLen()])
 		if int(bid) == len(s.Backends) {
 			s.Backends = append(s.Backends, b)
 		} else {
@@ -338,22 +327,6 @@ func (b *Backend) addrLen() int {
 		return 16
 	}
 	return 4
-}
-
-// nextHopMAC returns the MAC frames to addr (4 or 16 bytes) go to: the
-// neighbour's if addr is on the link, the gateway's otherwise.
-func (s *Snapshot) nextHopMAC(addr []byte) (header.MAC, bool) {
-	var mac header.MAC
-	var ok bool
-	if len(addr) == 4 {
-		mac, ok = s.neigh4[binary.BigEndian.Uint32(addr)]
-	} else {
-		mac, ok = s.neigh6[[16]byte(addr)]
-	}
-	if !ok {
-		return s.gateway, s.hasGW
-	}
-	return mac, true
 }
 
 // TimeoutsOf converts configured timeouts to the flow table's.

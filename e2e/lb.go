@@ -18,7 +18,17 @@ type LB struct {
 	Client   string
 	Unit     string
 	Backends []string
+	// Driver is the forwarder port the topology is built for: tun, or
+	// afxdp on the unit's interface UnitIf.
+	Driver string
+	UnitIf string
+	// UnitIP is the unit's address backends reach it by.
+	UnitIP     string
+	backendIPs []string
 }
+
+// BackendIP returns backend i's address.
+func (lb *LB) BackendIP(i int) string { return lb.backendIPs[i] }
 
 // Addresses of the LB topology.
 const (
@@ -27,8 +37,8 @@ const (
 	VIPRange   = "192.0.2.0/24"
 )
 
-// BackendAddr returns backend i's address (i from 0).
-func BackendAddr(i int) string { return fmt.Sprintf("10.0.%d.2", 10+i) }
+// backendAddr returns backend i's address in the TUN topology.
+func backendAddr(i int) string { return fmt.Sprintf("10.0.%d.2", 10+i) }
 
 // BackendLink returns the unit's interface toward backend i.
 func BackendLink(i int) string { return fmt.Sprintf("ub%d", i) }
@@ -39,7 +49,7 @@ func NewLB(tag string, backends int) (*LB, error) {
 	if err != nil {
 		return nil, err
 	}
-	lb := &LB{Net: n}
+	lb := &LB{Net: n, Driver: "tun", UnitIf: "tether0", UnitIP: UnitAddr}
 	if err := lb.build(backends); err != nil {
 		n.Close()
 		return nil, err
@@ -73,11 +83,12 @@ func (lb *LB) build(backends int) error {
 			return err
 		}
 		lb.Backends = append(lb.Backends, ns)
+		lb.backendIPs = append(lb.backendIPs, backendAddr(i))
 		if err := lb.Sysctl(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
 			return err
 		}
 		gw := fmt.Sprintf("10.0.%d.1", 10+i)
-		if err := lb.Veth(ns, "e0", []string{BackendAddr(i) + "/24"}, lb.Unit, BackendLink(i), []string{gw + "/24"}); err != nil {
+		if err := lb.Veth(ns, "e0", []string{backendAddr(i) + "/24"}, lb.Unit, BackendLink(i), []string{gw + "/24"}); err != nil {
 			return err
 		}
 		if err := lb.Run(ns, "ip", "route", "add", "default", "via", gw); err != nil {
@@ -104,8 +115,12 @@ func (lb *LB) StartBackends(port int) error {
 
 // ReturnThroughUnit makes the unit send everything its backends send into
 // the TUN device dev, so that half-NAT replies reach Tether to be
-// translated back.
+// translated back. The AF_XDP topology needs nothing: backends route
+// through the unit, and the XDP program picks their replies out.
 func (lb *LB) ReturnThroughUnit(dev string) error {
+	if lb.Driver != "tun" {
+		return nil
+	}
 	if err := lb.Run(lb.Unit, "ip", "route", "add", "default", "dev", dev, "table", "100"); err != nil {
 		return err
 	}

@@ -57,14 +57,14 @@ func cleanupAll() {
 	}
 }
 
-// newLB builds the topology for a test, or skips the test when the
+// newLB builds a topology for a test, or skips the test when the
 // machine cannot.
-func newLB(t *testing.T, tag string, backends int) *LB {
+func newLB(t *testing.T, tag string, backends int, build func(string, int) (*LB, error)) *LB {
 	t.Helper()
 	if err := Root(); err != nil {
 		t.Skipf("system test skipped: %v", err)
 	}
-	lb, err := NewLB(tag, backends)
+	lb, err := build(tag, backends)
 	if err != nil {
 		t.Fatal(err)
 	}

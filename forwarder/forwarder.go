@@ -10,15 +10,18 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/dataplane"
 	"github.com/tetherlb/tether/nic"
+	"github.com/tetherlb/tether/nic/afxdp"
 	"github.com/tetherlb/tether/nic/tun"
 )
 
@@ -27,11 +30,15 @@ type Forwarder struct {
 	log     zerolog.Logger
 	cfg     *config.Config
 	snap    *dataplane.Snapshot
-	port    nic.Port
+	ports   []nic.Port // one per worker
 	tun     *tun.Port
 	routes  []netip.Prefix
+	xdp     *afxdp.Unit
+	ifindex int              // the AF_XDP interface
+	ifmac   net.HardwareAddr // its MAC
+	neigh   *dataplane.Neighbors
 	workers []*dataplane.Worker
-	mu      sync.Mutex // serialises Reload and Summary
+	mu      sync.Mutex // serialises changes to cfg, snap and neigh
 }
 
 // New opens the port and prepares the workers; Run starts them.
@@ -50,13 +57,40 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w; the afxdp port is the alternative", err)
 		}
-		f.port, f.tun = t, t
+		f.ports, f.tun = []nic.Port{t}, t
 		if err := f.syncRoutes(c); err != nil {
 			t.Close()
 			return nil, err
 		}
+	case config.DriverAFXDP:
+		u, err := afxdp.Open(afxdp.Config{Interface: c.Forwarder.Port.Interface, Queues: c.Forwarder.Workers})
+		if err != nil {
+			return nil, err
+		}
+		f.xdp = u
+		for _, s := range u.Sockets() {
+			f.ports = append(f.ports, s)
+		}
+		ifc, err := net.InterfaceByName(c.Forwarder.Port.Interface)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("afxdp: %w", err)
+		}
+		f.ifindex, f.ifmac = ifc.Index, ifc.HardwareAddr
+		if err := f.own(c); err != nil {
+			f.Close()
+			return nil, err
+		}
+		if f.neigh, err = kernelNeighbors(f.ifindex, f.ifmac, c); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("afxdp: read neighbours: %w", err)
+		}
+		f.snap = snap.WithNeighbors(f.neigh)
+		f.warmNeighbors(2 * time.Second)
+		log.Info().Str("interface", ifc.Name).Str("xdp", u.XDPMode()).Str("socket", string(u.Sockets()[0].Mode())).
+			Int("neighbours", f.neigh.Len()).Msg("afxdp attached")
 	default:
-		return nil, fmt.Errorf("forwarder.port.driver: %q: not available yet; use tun", c.Forwarder.Port.Driver)
+		return nil, fmt.Errorf("forwarder.port.driver: %q: unknown", c.Forwarder.Port.Driver)
 	}
 	for i := range c.Forwarder.Workers {
 		var seed [8]byte
@@ -64,8 +98,8 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 			f.Close()
 			return nil, fmt.Errorf("forwarder: seed: %w", err)
 		}
-		pc := dataplane.ConfigFrom(c, i, f.port.LinkType(), binary.LittleEndian.Uint64(seed[:]))
-		p, err := dataplane.New(pc, snap)
+		pc := dataplane.ConfigFrom(c, i, f.ports[i].LinkType(), binary.LittleEndian.Uint64(seed[:]))
+		p, err := dataplane.New(pc, f.snap)
 		if err != nil {
 			f.Close()
 			return nil, err
@@ -74,9 +108,30 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 		if len(c.Forwarder.Cores) > i {
 			core = c.Forwarder.Cores[i]
 		}
-		f.workers = append(f.workers, dataplane.NewWorker(p, f.port, c.Forwarder.Batch, core))
+		f.workers = append(f.workers, dataplane.NewWorker(p, f.ports[i], c.Forwarder.Batch, core))
 	}
 	return f, nil
+}
+
+// own tells the XDP program what to redirect: traffic to VIP and SNAT
+// addresses, and replies from half-NAT backends' service ports.
+func (f *Forwarder) own(c *config.Config) error {
+	var dst []netip.Addr
+	for _, p := range owned(c) {
+		dst = append(dst, p.Addr())
+	}
+	var src []afxdp.Endpoint
+	for i := range c.VIPs {
+		v := &c.VIPs[i]
+		if v.Mode != config.ModeHalfNAT {
+			continue
+		}
+		for j := range v.Backends {
+			b := &v.Backends[j]
+			src = append(src, afxdp.Endpoint{Addr: b.Addr(), Port: uint16(b.Port), Proto: v.ProtoNum()})
+		}
+	}
+	return f.xdp.Own(dst, src)
 }
 
 // owned lists the addresses whose traffic the port must receive: every
@@ -123,6 +178,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, len(f.workers))
+	if f.xdp != nil {
+		go f.watchNeighbors(ctx)
+	}
 	for i, w := range f.workers {
 		go func() {
 			err := w.Run(ctx)
@@ -132,7 +190,7 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			errs <- err
 		}()
 	}
-	f.log.Info().Str("port", f.port.Name()).Str("driver", f.cfg.Forwarder.Port.Driver).
+	f.log.Info().Str("port", f.ports[0].Name()).Str("driver", f.cfg.Forwarder.Port.Driver).
 		Int("workers", len(f.workers)).Int("vips", len(f.cfg.VIPs)).Msg("forwarding")
 	var first error
 	for range f.workers {
@@ -171,13 +229,33 @@ func (f *Forwarder) Reload(ctx context.Context, c *config.Config) error {
 			return err
 		}
 	}
+	if f.xdp != nil {
+		if err := f.own(c); err != nil {
+			return err
+		}
+		n, err := kernelNeighbors(f.ifindex, f.ifmac, c)
+		if err != nil {
+			return fmt.Errorf("reload: read neighbours: %w", err)
+		}
+		f.neigh = n
+		snap = snap.WithNeighbors(n)
+	}
+	f.cfg = c
+	if err := f.push(ctx, snap); err != nil {
+		return err
+	}
+	f.log.Info().Uint64("generation", snap.Generation).Int("vips", len(c.VIPs)).Msg("configuration reloaded")
+	return nil
+}
+
+// push hands a snapshot to every worker; the caller holds f.mu.
+func (f *Forwarder) push(ctx context.Context, snap *dataplane.Snapshot) error {
 	for i, w := range f.workers {
 		if err := w.Do(ctx, func(p *dataplane.Pipeline) { p.SetSnapshot(snap) }); err != nil {
-			return fmt.Errorf("reload: worker %d: %w", i, err)
+			return fmt.Errorf("worker %d: %w", i, err)
 		}
 	}
-	f.cfg, f.snap = c, snap
-	f.log.Info().Uint64("generation", snap.Generation).Int("vips", len(c.VIPs)).Msg("configuration reloaded")
+	f.snap = snap
 	return nil
 }
 
@@ -213,14 +291,26 @@ func (f *Forwarder) StoppedSummary() dataplane.Summary {
 		total.Flows6 += s.Flows6
 		total.Snapshot = s.Snapshot
 	}
-	total.Port = f.port.Stats()
+	for _, p := range f.ports {
+		ps := p.Stats()
+		total.Port.RxFrames += ps.RxFrames
+		total.Port.RxBytes += ps.RxBytes
+		total.Port.TxFrames += ps.TxFrames
+		total.Port.TxBytes += ps.TxBytes
+		total.Port.TxDropped += ps.TxDropped
+		total.Port.RxDropped += ps.RxDropped
+	}
 	return total
 }
 
-// Close releases the port (and with a TUN device, its routes).
+// Close releases the port: the TUN device and its routes, or the XDP
+// program and the sockets.
 func (f *Forwarder) Close() error {
-	if f.port == nil {
-		return nil
+	switch {
+	case f.tun != nil:
+		return f.tun.Close()
+	case f.xdp != nil:
+		return f.xdp.Close()
 	}
-	return f.port.Close()
+	return nil
 }

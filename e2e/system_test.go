@@ -11,14 +11,14 @@ import (
 	"time"
 )
 
-// tunConfig is a unit on a TUN device with one VIP in the given mode and
-// the LB topology's backends, with weights.
-func tunConfig(mode string, weights []int, extra string) string {
+// lbConfig is a unit on the topology's port with one VIP in the given
+// mode and the topology's backends, with weights.
+func lbConfig(lb *LB, mode string, weights []int, port int, extra string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `unit:
   address4: %s
 forwarder:
-  port: {driver: tun, interface: tether0}
+  port: {driver: %s, interface: %s}
   flows: {max: 65536}
 vips:
   - name: web
@@ -27,11 +27,22 @@ vips:
     protocol: tcp
     mode: %s
 %s    backends:
-`, UnitAddr, mode, extra)
+`, lb.UnitIP, lb.Driver, lb.UnitIf, mode, extra)
 	for i, w := range weights {
-		fmt.Fprintf(&b, "      - {name: b%d, address: %s, port: 8080, weight: %d}\n", i, BackendAddr(i), w)
+		fmt.Fprintf(&b, "      - {name: b%d, address: %s, port: %d, weight: %d}\n", i, lb.BackendIP(i), port, w)
 	}
 	return b.String()
+}
+
+// drivers runs a system test on each port: the TUN topology and the
+// switched AF_XDP one.
+func drivers(t *testing.T, test func(t *testing.T, build func(tag string, backends int) *LB)) {
+	t.Run("tun", func(t *testing.T) {
+		test(t, func(tag string, n int) *LB { return newLB(t, "t"+tag, n, NewLB) })
+	})
+	t.Run("afxdp", func(t *testing.T) {
+		test(t, func(tag string, n int) *LB { return newLB(t, "x"+tag, n, NewSwitchedLB) })
+	})
 }
 
 func checkWeights(t *testing.T, r ClientResult, weights []int) {
@@ -59,7 +70,9 @@ func checkWeights(t *testing.T, r ClientResult, weights []int) {
 	t.Logf("distribution over %d connections: %v", total, r.Backends)
 }
 
-func TestTUNModes(t *testing.T) {
+func TestModes(t *testing.T) { drivers(t, testModes) }
+
+func testModes(t *testing.T, build func(string, int) *LB) {
 	weights := []int{1, 2, 3}
 	for _, c := range []struct {
 		mode  string
@@ -70,7 +83,7 @@ func TestTUNModes(t *testing.T) {
 		{"ipip", ""},
 	} {
 		t.Run(c.mode, func(t *testing.T) {
-			lb := newLB(t, c.mode[:1], len(weights))
+			lb := build(c.mode[:1], len(weights))
 			port := 8080
 			if c.mode == "ipip" {
 				port = 80 // DSR keeps the client's destination port
@@ -85,13 +98,9 @@ func TestTUNModes(t *testing.T) {
 					}
 				}
 			}
-			cfg := tunConfig(c.mode, weights, c.extra)
-			if c.mode == "ipip" {
-				cfg = strings.ReplaceAll(cfg, "port: 8080", "port: 80")
-			}
-			startTether(t, lb, cfg)
+			startTether(t, lb, lbConfig(lb, c.mode, weights, port, c.extra))
 			if c.mode == "halfnat" {
-				if err := lb.ReturnThroughUnit("tether0"); err != nil {
+				if err := lb.ReturnThroughUnit(lb.UnitIf); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -103,16 +112,18 @@ func TestTUNModes(t *testing.T) {
 	}
 }
 
-// TestTUNTransferAndBackendRemoval: a 100 MiB transfer arrives intact;
+// TestTransferAndBackendRemoval: a 100 MiB transfer arrives intact;
 // removing its backend from the configuration while it runs lets it
 // finish, and new connections avoid that backend.
-func TestTUNTransferAndBackendRemoval(t *testing.T) {
+func TestTransferAndBackendRemoval(t *testing.T) { drivers(t, testTransferAndBackendRemoval) }
+
+func testTransferAndBackendRemoval(t *testing.T, build func(string, int) *LB) {
 	weights := []int{1, 1, 1}
-	lb := newLB(t, "r", len(weights))
+	lb := build("r", len(weights))
 	if err := lb.StartBackends(8080); err != nil {
 		t.Fatal(err)
 	}
-	cfg := tunConfig("nat", weights, "    snat: [198.51.100.1]\n")
+	cfg := lbConfig(lb, "nat", weights, 8080, "    snat: [198.51.100.1]\n")
 	tetherd, path := startTether(t, lb, cfg)
 
 	const size = 100 << 20

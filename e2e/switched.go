@@ -1,0 +1,110 @@
+package e2e
+
+import "fmt"
+
+// NewSwitchedLB builds the topology for an AF_XDP unit, which sends and
+// receives on one interface: the unit, the backends and a router share a
+// bridge; the client sits behind the router.
+//
+//	client 10.0.1.2 ── 10.0.1.1 router 10.0.0.254 ─┐
+//	                               unit 10.0.0.1 ──┤ bridge (10.0.0.0/24)
+//	                       backend x 10.0.0.1x ────┘
+//
+// The router sends the VIP range to the unit; backends use the unit as
+// their gateway, so half-NAT replies pass it. Senders have checksum and
+// segmentation offload turned off: a veth hands locally generated packets
+// on with a partial checksum (and as 64 KiB super-packets), which AF_XDP
+// passes through unchanged and a real NIC would never deliver.
+func NewSwitchedLB(tag string, backends int) (*LB, error) {
+	n, err := New(tag)
+	if err != nil {
+		return nil, err
+	}
+	lb := &LB{Net: n, Driver: "afxdp", UnitIf: "u0", UnitIP: "10.0.0.1"}
+	if err := lb.buildSwitched(backends); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return lb, nil
+}
+
+func (lb *LB) buildSwitched(backends int) error {
+	sw, err := lb.NS("s")
+	if err != nil {
+		return err
+	}
+	if err := lb.Run(sw, "ip", "link", "add", "br0", "type", "bridge"); err != nil {
+		return err
+	}
+	if err := lb.Run(sw, "ip", "link", "set", "br0", "up"); err != nil {
+		return err
+	}
+	port := 0
+	attach := func(ns, ifc string, addrs []string) error {
+		port++
+		sp := fmt.Sprintf("p%d", port)
+		if err := lb.Veth(ns, ifc, addrs, sw, sp, nil); err != nil {
+			return err
+		}
+		return lb.Run(sw, "ip", "link", "set", sp, "master", "br0")
+	}
+	router, err := lb.NS("r")
+	if err != nil {
+		return err
+	}
+	if lb.Client, err = lb.NS("c"); err != nil {
+		return err
+	}
+	if lb.Unit, err = lb.NS("u"); err != nil {
+		return err
+	}
+	if err := lb.Sysctl(router, "net.ipv4.ip_forward=1"); err != nil {
+		return err
+	}
+	if err := lb.Sysctl(lb.Unit, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
+		return err
+	}
+	if err := attach(router, "r0", []string{"10.0.0.254/24"}); err != nil {
+		return err
+	}
+	if err := attach(lb.Unit, lb.UnitIf, []string{lb.UnitIP + "/24"}); err != nil {
+		return err
+	}
+	if err := lb.Veth(lb.Client, "c0", []string{ClientAddr + "/24"}, router, "rc0", []string{"10.0.1.1/24"}); err != nil {
+		return err
+	}
+	steps := [][]string{
+		{lb.Client, "ip", "route", "add", "default", "via", "10.0.1.1"},
+		{router, "ip", "route", "add", VIPRange, "via", lb.UnitIP},
+		{router, "ip", "route", "add", "198.51.100.0/24", "via", lb.UnitIP},
+		{lb.Unit, "ip", "route", "add", "default", "via", "10.0.0.254"},
+		{lb.Client, "ethtool", "-K", "c0", "tx", "off", "tso", "off", "gso", "off"},
+	}
+	for _, s := range steps {
+		if err := lb.Run(s[0], s[1:]...); err != nil {
+			return err
+		}
+	}
+	for i := range backends {
+		ns, err := lb.NS(fmt.Sprintf("b%d", i))
+		if err != nil {
+			return err
+		}
+		ip := fmt.Sprintf("10.0.0.%d", 10+i)
+		lb.Backends = append(lb.Backends, ns)
+		lb.backendIPs = append(lb.backendIPs, ip)
+		if err := lb.Sysctl(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
+			return err
+		}
+		if err := attach(ns, "e0", []string{ip + "/24"}); err != nil {
+			return err
+		}
+		if err := lb.Run(ns, "ip", "route", "add", "default", "via", lb.UnitIP); err != nil {
+			return err
+		}
+		if err := lb.Run(ns, "ethtool", "-K", "e0", "tx", "off", "tso", "off", "gso", "off"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
