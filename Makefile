@@ -18,16 +18,28 @@ FUZZ_TARGETS := \
 	./nic/pcapio:FuzzReader \
 	./tables/maglev:FuzzNew
 
-.PHONY: all build demo test lint unit fuzz bench generate check-generated clean
+
+.PHONY: all build demo bin replay test lint unit fuzz bench generate check-generated clean
 
 all: build
 
 build:
 	$(GO) build ./...
 
-# The main job, for now: replay the bundled sample capture through the
-# forwarder and print what happened per VIP, backend and drop reason.
-demo:
+# The main job: build everything, run Tether on a network of namespaces
+# (AF_XDP port; DEMO_PORT=tun for the TUN port), push traffic through
+# every VIP, print what happened, remove the network. Needs root.
+DEMO_PORT ?= afxdp
+demo: bin
+	./bin/tether-demo --tetherd ./bin/tetherd --port $(DEMO_PORT)
+
+bin:
+	$(GO) build -o bin/tetherd ./cmd/tetherd
+	$(GO) build -o bin/tether-demo ./cmd/tether-demo
+
+# Replay the bundled sample capture through the forwarder and print what
+# happened per VIP, backend and drop reason (no root needed).
+replay:
 	$(GO) run ./cmd/tetherd replay --config $(SAMPLE)/config.yaml $(SAMPLE)/in.pcap $(OUT)
 	@echo "forwarded frames written to $(OUT)"
 
@@ -61,4 +73,4 @@ check-generated:
 		|| { echo "tables/flow/table6_gen.go is stale: run make generate"; exit 1; }
 
 clean:
-	rm -f $(OUT)
+	rm -rf $(OUT) bin

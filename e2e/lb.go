@@ -113,11 +113,11 @@ func (lb *LB) StartBackends(port int) error {
 	return nil
 }
 
-// ReturnThroughUnit makes the unit send everything its backends send into
-// the TUN device dev, so that half-NAT replies reach Tether to be
-// translated back. The AF_XDP topology needs nothing: backends route
-// through the unit, and the XDP program picks their replies out.
-func (lb *LB) ReturnThroughUnit(dev string) error {
+// ReturnThroughUnit makes the unit send what its backends send from TCP
+// port into the TUN device dev, so that half-NAT replies reach Tether to
+// be translated back (the same job the XDP program's source match does on
+// the AF_XDP topology, which needs nothing here).
+func (lb *LB) ReturnThroughUnit(dev string, port int) error {
 	if lb.Driver != "tun" {
 		return nil
 	}
@@ -125,7 +125,7 @@ func (lb *LB) ReturnThroughUnit(dev string) error {
 		return err
 	}
 	for i := range lb.Backends {
-		if err := lb.Run(lb.Unit, "ip", "rule", "add", "iif", BackendLink(i), "lookup", "100"); err != nil {
+		if err := lb.Run(lb.Unit, "ip", "rule", "add", "iif", BackendLink(i), "ipproto", "tcp", "sport", fmt.Sprint(port), "lookup", "100"); err != nil {
 			return err
 		}
 	}
@@ -148,4 +148,13 @@ func (lb *LB) StartIPIPDecap(i int, vip string) error {
 		return err
 	}
 	return lb.Sysctl(ns, "net.ipv4.conf.dec0.rp_filter=0")
+}
+
+// StartHTTP starts one more HTTP server role in backend i, on port.
+func (lb *LB) StartHTTP(i, port int) error {
+	p, err := lb.Start(lb.Backends[i], fmt.Sprintf("httpd b%d:%d", i, port), RoleCommand("httpd", fmt.Sprintf("b%d", i), fmt.Sprintf("0.0.0.0:%d", port)), Self())
+	if err != nil {
+		return err
+	}
+	return p.WaitFor(Ready, 10*time.Second)
 }

@@ -100,7 +100,7 @@ func testModes(t *testing.T, build func(string, int) *LB) {
 			}
 			startTether(t, lb, lbConfig(lb, c.mode, weights, port, c.extra))
 			if c.mode == "halfnat" {
-				if err := lb.ReturnThroughUnit(lb.UnitIf); err != nil {
+				if err := lb.ReturnThroughUnit(lb.UnitIf, 8080); err != nil {
 					t.Fatal(err)
 				}
 			}
