@@ -1,0 +1,98 @@
+package e2e
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// attached reports what the unit's port has attached: an XDP program on
+// the AF_XDP interface, or the TUN device.
+func attached(t *testing.T, lb *LB) bool {
+	t.Helper()
+	out, err := lb.Exec(lb.Unit, "ip", "-d", "link", "show")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lb.Driver == "tun" {
+		return strings.Contains(out, lb.UnitIf+":")
+	}
+	return strings.Contains(out, "prog/xdp")
+}
+
+// TestCrashAndRestart kills the forwarder with SIGKILL, checks that
+// nothing it attached or created is left, restarts it and forwards again,
+// and stops it cleanly.
+func TestCrashAndRestart(t *testing.T) {
+	drivers(t, func(t *testing.T, build func(string, int) *LB) {
+		lb := build("k", 2)
+		if err := lb.StartBackends(8080); err != nil {
+			t.Fatal(err)
+		}
+		cfg := lbConfig(lb, "nat", []int{1, 1}, 8080, "    snat: [198.51.100.1]\n")
+		td, _ := startTether(t, lb, cfg)
+		if !attached(t, lb) {
+			t.Fatal("nothing attached while the forwarder runs")
+		}
+		if got := curl(t, lb, "http://192.0.2.10/"); !strings.HasPrefix(got, "b") {
+			t.Fatalf("curl got %q", got)
+		}
+		if err := td.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		td.Wait(5 * time.Second)
+		waitDetached(t, lb)
+		td2, _ := startTether(t, lb, cfg)
+		if got := curl(t, lb, "http://192.0.2.10/"); !strings.HasPrefix(got, "b") {
+			t.Fatalf("after restart curl got %q", got)
+		}
+		if err := td2.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		if err := td2.Wait(10 * time.Second); err != nil {
+			t.Fatalf("clean stop: %v\n%s", err, td2.Output())
+		}
+		if !strings.Contains(td2.Output(), "frames:") {
+			t.Errorf("no summary on stop:\n%s", td2.Output())
+		}
+		waitDetached(t, lb)
+	})
+}
+
+func waitDetached(t *testing.T, lb *LB) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for attached(t, lb) {
+		if time.Now().After(deadline) {
+			t.Fatal("the forwarder's program or device outlived it")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestBadPortFailsClearly: a wrong interface name is one clear error
+// naming the cause and the other port, and nothing is left behind.
+func TestBadPortFailsClearly(t *testing.T) {
+	lb := newLB(t, "e", 1, NewSwitchedLB)
+	cfg := "unit: {address4: 10.0.0.1}\nforwarder:\n  port: {driver: afxdp, interface: nope0}\nvips: []\n"
+	path := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ip", "netns", "exec", lb.Unit, tetherd, "forwarder", "--config", path).CombinedOutput()
+	if err == nil {
+		t.Fatalf("tetherd started on a missing interface:\n%s", out)
+	}
+	for _, want := range []string{"nope0", "tun"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("error lacks %q:\n%s", want, out)
+		}
+	}
+	if attached(t, lb) {
+		t.Error("something was attached despite the failure")
+	}
+}
