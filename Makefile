@@ -19,7 +19,7 @@ FUZZ_TARGETS := \
 	./tables/maglev:FuzzNew
 
 
-.PHONY: all build demo bin replay test lint unit fuzz bench generate check-generated clean
+.PHONY: all build demo bin bench-system replay test lint unit fuzz bench generate check-generated clean
 
 all: build
 
@@ -36,6 +36,12 @@ demo: bin
 bin:
 	$(GO) build -o bin/tetherd ./cmd/tetherd
 	$(GO) build -o bin/tether-demo ./cmd/tether-demo
+	$(GO) build -o bin/lbbench ./bench/lbbench
+
+# Whole-system throughput: Tether (AF_XDP, TUN) against nftables DNAT on
+# the same namespace topology. Needs root and nft. Results: bench/RESULTS.md.
+bench-system: bin
+	./bin/lbbench --tetherd ./bin/tetherd
 
 # Replay the bundled sample capture through the forwarder and print what
 # happened per VIP, backend and drop reason (no root needed).

@@ -61,6 +61,12 @@ func RunRoleFromEnv() {
 		err = runClient(args)
 	case "ipipd":
 		err = decapIPIP(args)
+	case "udpflood":
+		err = udpFlood(args)
+	case "udpsink":
+		err = udpSink(args)
+	case "load":
+		err = httpLoad(args)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
