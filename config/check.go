@@ -122,6 +122,13 @@ func (f *Forwarder) check(p *problems) {
 	if f.Port.MTU != 0 && (f.Port.MTU < MinMTU || f.Port.MTU > 65535) {
 		p.add("forwarder.port.mtu", f.Port.MTU, "must be 0 (kernel default) or between %d and 65535", MinMTU)
 	}
+	if q := f.Port.Queues; q < 1 || q > MaxWorkers {
+		p.add("forwarder.port.queues", q, "must be between 1 and %d", MaxWorkers)
+	} else if q != 1 && q != f.Workers {
+		p.add("forwarder.port.queues", q, "must be 1 (workers share it) or equal forwarder.workers (%d)", f.Workers)
+	} else if q != 1 && f.Port.Driver == DriverTUN {
+		p.add("forwarder.port.queues", q, "a tun port has one queue")
+	}
 	if len(f.Cores) > 0 && len(f.Cores) != f.Workers {
 		p.add("forwarder.cores", fmt.Sprint(f.Cores), "lists %d cores for %d workers: give one per worker, or none", len(f.Cores), f.Workers)
 	}

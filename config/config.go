@@ -64,6 +64,11 @@ type Port struct {
 	Interface string `mapstructure:"interface"`
 	// MTU of a TUN device; 0 keeps the kernel's default.
 	MTU int `mapstructure:"mtu"`
+	// Queues is how many device queues AF_XDP binds, one socket each.
+	// With as many workers as queues each worker serves one queue; with
+	// one queue and several workers a dispatcher spreads the flows over
+	// the workers (software RSS). A TUN port has one queue.
+	Queues int `mapstructure:"queues"`
 }
 
 // Flows sizes and ages the flow table.

@@ -39,6 +39,7 @@ var defaults = map[string]any{
 	"forwarder.fragments.timeout":              5 * time.Second,
 	"forwarder.port.driver":                    DriverTUN,
 	"forwarder.port.interface":                 "tether0",
+	"forwarder.port.queues":                    1,
 	"forwarder.port.mtu":                       0,
 	"l2.gateway_mac":                           "",
 }

@@ -126,19 +126,18 @@ func (p *Pipeline) replyTaken(pk *packet, be *Backend, src *addrKey, port uint16
 }
 
 // nextPort returns the next SNAT port of this worker's share of v's
-// range: worker w owns the ports lo+w, lo+w+n, ... for n workers, so
-// replies can be steered to the worker that owns the flow by port alone.
+// range: worker w of n owns the ports p with p mod n = w, whatever the
+// VIP, so replies to a SNAT address are steered to the worker that owns
+// their flow by the destination port alone (see Snapshot.Steer).
 func (p *Pipeline) nextPort(v *VIP) (uint16, bool) {
 	w, n := uint32(p.cfg.Worker), uint32(p.cfg.Workers)
-	span := uint32(v.portHi) - uint32(v.portLo) + 1
-	share := span / n
-	if w < span%n {
-		share++
-	}
-	if share == 0 {
+	lo, hi := uint32(v.portLo), uint32(v.portHi)
+	first := lo + (w+n-lo%n)%n // the first port of the range this worker owns
+	if first > hi {
 		return 0, false
 	}
-	port := uint16(uint32(v.portLo) + (p.natCursor%share)*n + w)
+	share := (hi-first)/n + 1
+	port := uint16(first + (p.natCursor%share)*n)
 	p.natCursor++
 	return port, true
 }

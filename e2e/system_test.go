@@ -191,3 +191,28 @@ func clientNoFatal(lb *LB, url string) ClientResult {
 	}
 	return r
 }
+
+// TestSoftwareRSS runs two workers on one queue: the dispatcher must send
+// every reply to the worker that owns its flow, in both translated modes.
+func TestSoftwareRSS(t *testing.T) {
+	drivers(t, func(t *testing.T, build func(string, int) *LB) {
+		for _, c := range []struct{ mode, extra string }{{"nat", "    snat: [198.51.100.1]\n"}, {"halfnat", ""}} {
+			t.Run(c.mode, func(t *testing.T) {
+				weights := []int{1, 1, 1}
+				lb := build("w"+c.mode[:1], len(weights))
+				if err := lb.StartBackends(8080); err != nil {
+					t.Fatal(err)
+				}
+				cfg := strings.Replace(lbConfig(lb, c.mode, weights, 8080, c.extra), "  flows: {max: 65536}", "  flows: {max: 65536}\n  workers: 2", 1)
+				td, _ := startTether(t, lb, cfg)
+				if !strings.Contains(td.Output(), "software_rss=true") {
+					t.Fatalf("forwarder did not start a dispatcher:\n%s", td.Output())
+				}
+				if err := lb.ReturnThroughUnit(lb.UnitIf, 8080); err != nil {
+					t.Fatal(err)
+				}
+				checkWeights(t, client(t, lb, "http://192.0.2.10/", 400, 8), weights)
+			})
+		}
+	})
+}

@@ -38,7 +38,9 @@ type Forwarder struct {
 	ifmac   net.HardwareAddr // its MAC
 	neigh   *dataplane.Neighbors
 	workers []*dataplane.Worker
-	mu      sync.Mutex // serialises changes to cfg, snap and neigh
+	// dispatch spreads one queue over several workers, when configured.
+	dispatch *dataplane.Dispatcher
+	mu       sync.Mutex // serialises changes to cfg, snap and neigh
 }
 
 // New opens the port and prepares the workers; Run starts them.
@@ -50,9 +52,6 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 	f := &Forwarder{log: log, cfg: c, snap: snap}
 	switch c.Forwarder.Port.Driver {
 	case config.DriverTUN:
-		if c.Forwarder.Workers != 1 {
-			return nil, fmt.Errorf("forwarder.workers: %d: the tun port runs one worker (one device queue); use afxdp for more", c.Forwarder.Workers)
-		}
 		t, err := tun.Open(tun.Config{Name: c.Forwarder.Port.Interface, MTU: c.Forwarder.Port.MTU})
 		if err != nil {
 			return nil, fmt.Errorf("%w; the afxdp port is the alternative", err)
@@ -63,7 +62,7 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 			return nil, err
 		}
 	case config.DriverAFXDP:
-		u, err := afxdp.Open(afxdp.Config{Interface: c.Forwarder.Port.Interface, Queues: c.Forwarder.Workers})
+		u, err := afxdp.Open(afxdp.Config{Interface: c.Forwarder.Port.Interface, Queues: c.Forwarder.Port.Queues})
 		if err != nil {
 			return nil, err
 		}
@@ -92,13 +91,19 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 	default:
 		return nil, fmt.Errorf("forwarder.port.driver: %q: unknown", c.Forwarder.Port.Driver)
 	}
+	// One worker per queue, or a dispatcher spreading one queue over
+	// the workers (the configuration allows nothing else).
+	workerPorts := f.ports
+	if len(f.ports) != c.Forwarder.Workers {
+		f.dispatch, workerPorts = dataplane.NewDispatcher(f.ports[0], f.snap, c.Forwarder.Workers, c.Forwarder.Batch)
+	}
 	for i := range c.Forwarder.Workers {
 		var seed [8]byte
 		if _, err := rand.Read(seed[:]); err != nil {
 			f.Close()
 			return nil, fmt.Errorf("forwarder: seed: %w", err)
 		}
-		pc := dataplane.ConfigFrom(c, i, f.ports[i].LinkType(), binary.LittleEndian.Uint64(seed[:]))
+		pc := dataplane.ConfigFrom(c, i, workerPorts[i].LinkType(), binary.LittleEndian.Uint64(seed[:]))
 		p, err := dataplane.New(pc, f.snap)
 		if err != nil {
 			f.Close()
@@ -108,7 +113,7 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 		if len(c.Forwarder.Cores) > i {
 			core = c.Forwarder.Cores[i]
 		}
-		f.workers = append(f.workers, dataplane.NewWorker(p, f.ports[i], c.Forwarder.Batch, core))
+		f.workers = append(f.workers, dataplane.NewWorker(p, workerPorts[i], c.Forwarder.Batch, core))
 	}
 	return f, nil
 }
@@ -177,9 +182,18 @@ func (f *Forwarder) syncRoutes(c *config.Config) error {
 func (f *Forwarder) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errs := make(chan error, len(f.workers))
+	errs := make(chan error, len(f.workers)+1)
 	if f.xdp != nil {
 		go f.watchNeighbors(ctx)
+	}
+	if f.dispatch != nil {
+		go func() {
+			err := f.dispatch.Run(ctx)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
 	}
 	for i, w := range f.workers {
 		go func() {
@@ -191,9 +205,13 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		}()
 	}
 	f.log.Info().Str("port", f.ports[0].Name()).Str("driver", f.cfg.Forwarder.Port.Driver).
-		Int("workers", len(f.workers)).Int("vips", len(f.cfg.VIPs)).Msg("forwarding")
+		Int("workers", len(f.workers)).Bool("software_rss", f.dispatch != nil).Int("vips", len(f.cfg.VIPs)).Msg("forwarding")
 	var first error
-	for range f.workers {
+	n := len(f.workers)
+	if f.dispatch != nil {
+		n++
+	}
+	for range n {
 		if err := <-errs; err != nil && first == nil {
 			first = err
 			cancel()
@@ -213,7 +231,7 @@ func (f *Forwarder) Reload(ctx context.Context, c *config.Config) error {
 	switch {
 	case c.Forwarder.Port != old.Port:
 		return errors.New("forwarder.port: changing the port needs a restart")
-	case c.Forwarder.Workers != old.Workers:
+	case c.Forwarder.Workers != old.Workers || c.Forwarder.Port.Queues != old.Port.Queues:
 		return errors.New("forwarder.workers: changing the number of workers needs a restart")
 	case !slices.Equal(c.Forwarder.Cores, old.Cores):
 		return errors.New("forwarder.cores: changing core pinning needs a restart")
@@ -248,8 +266,12 @@ func (f *Forwarder) Reload(ctx context.Context, c *config.Config) error {
 	return nil
 }
 
-// push hands a snapshot to every worker; the caller holds f.mu.
+// push hands a snapshot to every worker (and the dispatcher, which steers
+// by it); the caller holds f.mu.
 func (f *Forwarder) push(ctx context.Context, snap *dataplane.Snapshot) error {
+	if f.dispatch != nil {
+		f.dispatch.SetSnapshot(snap)
+	}
 	for i, w := range f.workers {
 		if err := w.Do(ctx, func(p *dataplane.Pipeline) { p.SetSnapshot(snap) }); err != nil {
 			return fmt.Errorf("worker %d: %w", i, err)
@@ -290,6 +312,9 @@ func (f *Forwarder) StoppedSummary() dataplane.Summary {
 		total.Flows4 += s.Flows4
 		total.Flows6 += s.Flows6
 		total.Snapshot = s.Snapshot
+	}
+	if f.dispatch != nil {
+		total.Port.RxDropped += f.dispatch.Stats().QueueFull
 	}
 	for _, p := range f.ports {
 		ps := p.Stats()
