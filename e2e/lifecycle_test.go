@@ -95,4 +95,27 @@ func TestBadPortFailsClearly(t *testing.T) {
 	if attached(t, lb) {
 		t.Error("something was attached despite the failure")
 	}
+	// Without privileges: one error naming the missing capabilities.
+	if _, err := exec.LookPath("setpriv"); err != nil {
+		t.Log("setpriv missing: unprivileged start not checked")
+		return
+	}
+	dir, err := os.MkdirTemp("", "tether-e2e-cfg-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	os.Chmod(dir, 0o755) // readable by the unprivileged user
+	path = filepath.Join(dir, "tether.yaml")
+	if err := os.WriteFile(path, []byte(strings.Replace(cfg, "nope0", lb.UnitIf, 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command("ip", "netns", "exec", lb.Unit, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+		"--inh-caps=-all", "--bounding-set=-all", tetherd, "forwarder", "--config", path).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "permission denied") || !strings.Contains(string(out), "CAP_NET_ADMIN") {
+		t.Errorf("unprivileged start: %v\n%s", err, out)
+	}
+	if attached(t, lb) {
+		t.Error("an unprivileged start attached something")
+	}
 }

@@ -25,6 +25,8 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
+		// Readable by the unprivileged user one test runs tetherd as.
+		_ = os.Chmod(dir, 0o755)
 		tetherd = filepath.Join(dir, "tetherd")
 		build := exec.Command("go", "build", "-o", tetherd, "./cmd/tetherd")
 		build.Dir = ".."

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -54,6 +55,9 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 	case config.DriverTUN:
 		t, err := tun.Open(tun.Config{Name: c.Forwarder.Port.Interface, MTU: c.Forwarder.Port.MTU})
 		if err != nil {
+			if errors.Is(err, os.ErrPermission) {
+				return nil, err // AF_XDP would need more privileges, not fewer
+			}
 			return nil, fmt.Errorf("%w; the afxdp port is the alternative", err)
 		}
 		f.ports, f.tun = []nic.Port{t}, t
