@@ -321,13 +321,7 @@ func (f *Forwarder) StoppedSummary() dataplane.Summary {
 		total.Port.RxDropped += f.dispatch.Stats().QueueFull
 	}
 	for _, p := range f.ports {
-		ps := p.Stats()
-		total.Port.RxFrames += ps.RxFrames
-		total.Port.RxBytes += ps.RxBytes
-		total.Port.TxFrames += ps.TxFrames
-		total.Port.TxBytes += ps.TxBytes
-		total.Port.TxDropped += ps.TxDropped
-		total.Port.RxDropped += ps.RxDropped
+		total.Port.Add(p.Stats())
 	}
 	return total
 }

@@ -108,6 +108,16 @@ type Stats struct {
 	RxDropped uint64
 }
 
+// Add adds o's counters to s.
+func (s *Stats) Add(o Stats) {
+	s.RxFrames += o.RxFrames
+	s.RxBytes += o.RxBytes
+	s.TxFrames += o.TxFrames
+	s.TxBytes += o.TxBytes
+	s.TxDropped += o.TxDropped
+	s.RxDropped += o.RxDropped
+}
+
 // ErrClosed is returned by a port's methods after Close.
 var ErrClosed = errors.New("nic: port closed")
 
