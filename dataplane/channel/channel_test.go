@@ -1,0 +1,198 @@
+package channel
+
+import (
+	"bytes"
+	"errors"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+func key6() Key {
+	return Key{V6: true, Src: [16]byte{0x20, 0x01, 15: 1}, Dst: [16]byte{0xfd, 15: 2}, SrcPort: 1234, DstPort: 443, Proto: 6}
+}
+
+func TestRoundTrips(t *testing.T) {
+	h := Hello{Role: RoleForwarder, PID: 42, Workers: 3, Generation: 7, Name: "unit-a"}
+	msg := AppendHello(nil, 1, &h)
+	hdr, p, err := ParseHeader(msg)
+	if err != nil || hdr.Type != THello || hdr.Seq != 1 {
+		t.Fatalf("header %+v, %v", hdr, err)
+	}
+	if got, err := DecodeHello(p); err != nil || got != h {
+		t.Fatalf("hello %+v, %v", got, err)
+	}
+	pu := Punt{Worker: 2, Reason: PuntNewFlow, VIP: 9, Key: key6(), Frame: []byte("frame bytes")}
+	_, p, _ = ParseHeader(AppendPunt(nil, 2, &pu))
+	if got, err := DecodePunt(p); err != nil || !reflect.DeepEqual(got, pu) {
+		t.Fatalf("punt %+v, %v", got, err)
+	}
+	ro := Route{Op: RouteAdd, Worker: AnyWorker, Key: key6(), Action: Action{Mode: 2, Backend: 5, A: [16]byte{1}, B: [16]byte{2}, PortA: 80, PortB: 1000}}
+	_, p, _ = ParseHeader(AppendRoute(nil, 3, &ro))
+	if got, err := DecodeRoute(p); err != nil || got != ro {
+		t.Fatalf("route %+v, %v", got, err)
+	}
+	del := Route{Op: RouteDelete, Worker: 1, Key: key6()}
+	_, p, _ = ParseHeader(AppendRoute(nil, 3, &del))
+	if got, err := DecodeRoute(p); err != nil || got != del {
+		t.Fatalf("route delete %+v, %v", got, err)
+	}
+	fes := []FlowEvent{{Kind: FlowOpened, Worker: 1, Key: key6(), Action: ro.Action}, {Kind: FlowExpired, Key: key6()}}
+	_, p, _ = ParseHeader(AppendFlowEvents(nil, 4, fes))
+	if got, err := DecodeFlowEvents(nil, p); err != nil || !reflect.DeepEqual(got, fes) {
+		t.Fatalf("flow events %+v, %v", got, err)
+	}
+}
+
+func TestChunkedBodies(t *testing.T) {
+	body := bytes.Repeat([]byte("0123456789"), 30_000) // 300 kB: 5 chunks
+	msgs := AppendCalls(nil, 77, "reload", body)
+	if len(msgs) < 2 {
+		t.Fatalf("%d messages for 300 kB", len(msgs))
+	}
+	var a Assembler
+	var got []byte
+	// Deliver out of order.
+	for i := len(msgs) - 1; i >= 0; i-- {
+		if len(msgs[i]) > MaxMessage {
+			t.Fatalf("message %d is %d bytes", i, len(msgs[i]))
+		}
+		h, p, err := ParseHeader(msgs[i])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := DecodeCall(p)
+		if err != nil || c.Method != "reload" {
+			t.Fatalf("call %+v, %v", c, err)
+		}
+		whole, done, err := a.Add(h.Seq, c.Chunk, c.Chunks, c.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if done {
+			got = whole
+		}
+	}
+	if !bytes.Equal(got, body) {
+		t.Fatalf("reassembled %d bytes, want %d", len(got), len(body))
+	}
+	rets := AppendReturns(nil, 77, "no such flow", []byte("{}"))
+	_, p, _ := ParseHeader(rets[0])
+	if r, err := DecodeReturn(p); err != nil || r.Err != "no such flow" || string(r.Body) != "{}" {
+		t.Fatalf("return %+v, %v", r, err)
+	}
+}
+
+func TestMalformed(t *testing.T) {
+	good := AppendRoute(nil, 1, &Route{Op: RouteAdd, Key: key6()})
+	cases := map[string][]byte{
+		"empty":     nil,
+		"magic":     append([]byte{'X'}, good[1:]...),
+		"version":   append([]byte{'T', 9}, good[2:]...),
+		"truncated": good[:len(good)-3],
+		"trailing":  append(append([]byte(nil), good...), 0),
+		"family":    func() []byte { b := append([]byte(nil), good...); b[HeaderSize+2] = 5; return b }(),
+		"op":        func() []byte { b := append([]byte(nil), good...); b[HeaderSize] = 9; return b }(),
+	}
+	for name, msg := range cases {
+		_, p, err := ParseHeader(msg)
+		if err == nil {
+			_, err = DecodeRoute(p)
+		}
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if _, err := DecodeCall(AppendCalls(nil, 1, "x", nil)[0][HeaderSize:]); err != nil {
+		t.Fatal(err)
+	}
+	var a Assembler
+	a.Add(5, 0, 3, []byte("a"))
+	if _, _, err := a.Add(5, 1, 4, []byte("b")); !errors.Is(err, ErrValue) {
+		t.Fatalf("inconsistent chunk count accepted: %v", err)
+	}
+}
+
+func TestConn(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ch.sock")
+	l, err := Listen(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan *Conn)
+	go func() {
+		c, err := Accept(l)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- c
+	}()
+	c, err := Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := <-done
+	defer s.Close()
+	for i := range 3 {
+		if err := c.Send(AppendBarrier(nil, uint32(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range 3 {
+		m, err := s.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h, _, err := ParseHeader(m); err != nil || h.Type != TBarrier || h.Seq != uint32(i) {
+			t.Fatalf("message %d: %+v %v (boundaries lost?)", i, h, err)
+		}
+	}
+}
+
+// FuzzDecode: no message makes a decoder panic, and what decodes encodes
+// back to the same bytes.
+func FuzzDecode(f *testing.F) {
+	f.Add(AppendHello(nil, 1, &Hello{Role: 1, Name: "x"}))
+	f.Add(AppendPunt(nil, 2, &Punt{Key: key6(), Frame: []byte{1, 2, 3}}))
+	f.Add(AppendRoute(nil, 3, &Route{Op: RouteAdd, Key: key6()}))
+	f.Add(AppendFlowEvents(nil, 4, []FlowEvent{{Kind: 1, Key: key6()}}))
+	f.Add(AppendCalls(nil, 5, "stats", []byte(`{"a":1}`))[0])
+	f.Add(AppendReturns(nil, 6, "", []byte(`{}`))[0])
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		h, p, err := ParseHeader(msg)
+		if err != nil {
+			return
+		}
+		var back []byte
+		switch h.Type {
+		case THello:
+			if m, err := DecodeHello(p); err == nil {
+				back = AppendHello(nil, h.Seq, &m)
+			}
+		case TPunt:
+			if m, err := DecodePunt(p); err == nil {
+				back = AppendPunt(nil, h.Seq, &m)
+			}
+		case TRoute:
+			if m, err := DecodeRoute(p); err == nil {
+				back = AppendRoute(nil, h.Seq, &m)
+			}
+		case TFlowEvent:
+			if m, err := DecodeFlowEvents(nil, p); err == nil {
+				back = AppendFlowEvents(nil, h.Seq, m)
+			}
+		case TCall:
+			_, _ = DecodeCall(p)
+		case TReturn:
+			_, _ = DecodeReturn(p)
+		}
+		if back != nil {
+			back[3] = msg[3] // flags are not interpreted
+			if !bytes.Equal(back, msg) {
+				t.Fatalf("re-encoded differently:\n% x\n% x", msg, back)
+			}
+		}
+	})
+}

@@ -1,0 +1,340 @@
+package channel
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Roles in a hello.
+const (
+	RoleForwarder = 1
+	RoleControl   = 2
+)
+
+// Hello opens a connection. The forwarder says how many workers it has
+// and which configuration generation it runs.
+type Hello struct {
+	Role       uint8
+	PID        uint32
+	Workers    uint8
+	Generation uint64
+	Name       string
+}
+
+// AppendHello appends a hello message.
+func AppendHello(b []byte, seq uint32, m *Hello) []byte {
+	b = AppendHeader(b, Header{Type: THello, Seq: seq})
+	b = append(b, m.Role)
+	b = binary.BigEndian.AppendUint32(b, m.PID)
+	b = append(b, m.Workers)
+	b = binary.BigEndian.AppendUint64(b, m.Generation)
+	name := m.Name[:min(len(m.Name), 255)]
+	b = binary.BigEndian.AppendUint16(b, uint16(len(name)))
+	return append(b, name...)
+}
+
+// DecodeHello decodes a hello payload.
+func DecodeHello(p []byte) (Hello, error) {
+	r := reader{b: p}
+	m := Hello{Role: r.u8(), PID: r.u32(), Workers: r.u8(), Generation: r.u64()}
+	m.Name = string(r.bytes16())
+	if err := r.done(); err != nil {
+		return Hello{}, fmt.Errorf("hello: %w", err)
+	}
+	if len(m.Name) > 255 {
+		return Hello{}, fmt.Errorf("hello: %w: name of %d bytes", ErrLength, len(m.Name))
+	}
+	if m.Role != RoleForwarder && m.Role != RoleControl {
+		return Hello{}, fmt.Errorf("hello: %w: role %d", ErrValue, m.Role)
+	}
+	return m, nil
+}
+
+// Punt is a packet the forwarder hands to control to decide: the first
+// packet of a flow on a VIP whose policy needs control-plane state. The
+// forwarder holds the packet until a route for its key arrives.
+type Punt struct {
+	Worker uint8
+	Reason uint8
+	VIP    uint32 // the VIP's ID in the forwarder's snapshot
+	Key    Key
+	Frame  []byte // a copy of the frame, at most MaxPuntFrame bytes
+}
+
+// MaxPuntFrame bounds the frame bytes a punt carries.
+const MaxPuntFrame = 2048
+
+// Punt reasons.
+const (
+	PuntNewFlow = 1
+)
+
+// AppendPunt appends a punt message.
+func AppendPunt(b []byte, seq uint32, m *Punt) []byte {
+	b = AppendHeader(b, Header{Type: TPunt, Seq: seq})
+	b = append(b, m.Worker, m.Reason)
+	b = binary.BigEndian.AppendUint32(b, m.VIP)
+	b = appendKey(b, &m.Key)
+	f := m.Frame[:min(len(m.Frame), MaxPuntFrame)]
+	b = binary.BigEndian.AppendUint16(b, uint16(len(f)))
+	return append(b, f...)
+}
+
+// DecodePunt decodes a punt payload. Frame aliases p.
+func DecodePunt(p []byte) (Punt, error) {
+	r := reader{b: p}
+	m := Punt{Worker: r.u8(), Reason: r.u8(), VIP: r.u32(), Key: r.key()}
+	m.Frame = r.bytes16()
+	if err := r.done(); err != nil {
+		return Punt{}, fmt.Errorf("punt: %w", err)
+	}
+	if len(m.Frame) > MaxPuntFrame {
+		return Punt{}, fmt.Errorf("punt: %w: frame of %d bytes", ErrLength, len(m.Frame))
+	}
+	return m, nil
+}
+
+// Route operations.
+const (
+	RouteAdd    = 1
+	RouteDelete = 2
+)
+
+// Action is what a route does with its flow: the forwarder's flow-table
+// entry, in a layout independent of it. A route whose Mode is 0 names only
+// the backend, and the forwarder builds the rest as for a flow it decided
+// itself (SNAT port, flow ID): that is how control answers a punt. A
+// route with a Mode puts an entry back exactly (after a forwarder
+// restart).
+type Action struct {
+	Mode         uint8  // dataplane.Mode, or 0
+	Backend      uint32 // backend ID in the forwarder's snapshot
+	A, B         [16]byte
+	PortA, PortB uint16
+	Flags        uint8 // flow.Flags of the entry
+}
+
+// Route adds or deletes a flow. Worker 0xff means "the worker that owns
+// the key" (the forwarder steers it).
+type Route struct {
+	Op     uint8
+	Worker uint8
+	Key    Key
+	Action Action
+}
+
+// AnyWorker lets the forwarder choose the worker of a route.
+const AnyWorker = 0xff
+
+// AppendRoute appends a route message.
+func AppendRoute(b []byte, seq uint32, m *Route) []byte {
+	b = AppendHeader(b, Header{Type: TRoute, Seq: seq})
+	b = append(b, m.Op, m.Worker)
+	b = appendKey(b, &m.Key)
+	if m.Op == RouteAdd {
+		b = appendAction(b, &m.Action)
+	}
+	return b
+}
+
+const actionSize = 1 + 4 + 16 + 16 + 2 + 2 + 1
+
+func appendAction(b []byte, a *Action) []byte {
+	b = append(b, a.Mode)
+	b = binary.BigEndian.AppendUint32(b, a.Backend)
+	b = append(b, a.A[:]...)
+	b = append(b, a.B[:]...)
+	b = binary.BigEndian.AppendUint16(b, a.PortA)
+	b = binary.BigEndian.AppendUint16(b, a.PortB)
+	return append(b, a.Flags)
+}
+
+func (r *reader) action() Action {
+	var a Action
+	a.Mode, a.Backend = r.u8(), r.u32()
+	a.A, a.B = r.addr16(), r.addr16()
+	a.PortA, a.PortB = r.u16(), r.u16()
+	a.Flags = r.u8()
+	return a
+}
+
+// DecodeRoute decodes a route payload.
+func DecodeRoute(p []byte) (Route, error) {
+	r := reader{b: p}
+	m := Route{Op: r.u8(), Worker: r.u8(), Key: r.key()}
+	switch m.Op {
+	case RouteAdd:
+		m.Action = r.action()
+	case RouteDelete:
+	default:
+		if r.err == nil {
+			r.err = fmt.Errorf("%w: route op %d", ErrValue, m.Op)
+		}
+	}
+	if err := r.done(); err != nil {
+		return Route{}, fmt.Errorf("route: %w", err)
+	}
+	return m, nil
+}
+
+// Flow event kinds.
+const (
+	FlowOpened  = 1 // a new flow was recorded
+	FlowClosed  = 2 // FIN or RST seen
+	FlowExpired = 3 // removed by idle aging or eviction
+)
+
+// FlowEvent tells control about a flow, for its connection inventory.
+// An opened flow carries its whole action, so that control can put the
+// flow back into a restarted forwarder exactly as it was.
+type FlowEvent struct {
+	Kind   uint8
+	Worker uint8
+	Key    Key
+	Action Action
+}
+
+// flowEventSize is the encoded size of one event.
+const flowEventSize = 2 + KeySize + actionSize
+
+// MaxFlowEvents bounds the events of one message.
+const MaxFlowEvents = (MaxMessage - HeaderSize - 2) / flowEventSize
+
+// AppendFlowEvents appends one message carrying events (at most
+// MaxFlowEvents).
+func AppendFlowEvents(b []byte, seq uint32, events []FlowEvent) []byte {
+	events = events[:min(len(events), MaxFlowEvents)]
+	b = AppendHeader(b, Header{Type: TFlowEvent, Seq: seq})
+	b = binary.BigEndian.AppendUint16(b, uint16(len(events)))
+	for i := range events {
+		e := &events[i]
+		b = append(b, e.Kind, e.Worker)
+		b = appendKey(b, &e.Key)
+		b = appendAction(b, &e.Action)
+	}
+	return b
+}
+
+// DecodeFlowEvents decodes a flow-event payload, appending to dst.
+func DecodeFlowEvents(dst []FlowEvent, p []byte) ([]FlowEvent, error) {
+	r := reader{b: p}
+	n := int(r.u16())
+	if n > MaxFlowEvents {
+		return dst, fmt.Errorf("flow events: %w: %d events", ErrLength, n)
+	}
+	for range n {
+		e := FlowEvent{Kind: r.u8(), Worker: r.u8(), Key: r.key(), Action: r.action()}
+		if r.err == nil && (e.Kind < FlowOpened || e.Kind > FlowExpired) {
+			r.err = fmt.Errorf("%w: kind %d", ErrValue, e.Kind)
+		}
+		dst = append(dst, e)
+	}
+	if err := r.done(); err != nil {
+		return dst[:len(dst)-n], fmt.Errorf("flow events: %w", err)
+	}
+	return dst, nil
+}
+
+// AppendBarrier appends a barrier; the forwarder answers with an ack of
+// the same sequence once it has applied every message before it.
+func AppendBarrier(b []byte, seq uint32) []byte {
+	return AppendHeader(b, Header{Type: TBarrier, Seq: seq})
+}
+
+// AppendAck appends the answer to a barrier.
+func AppendAck(b []byte, seq uint32) []byte {
+	return AppendHeader(b, Header{Type: TAck, Seq: seq})
+}
+
+// Call is a cold request: Method names it, Body is JSON. A body too large
+// for one message is sent in chunks with the same sequence; Chunk counts
+// from 0 to Chunks-1.
+type Call struct {
+	Method string
+	Chunk  uint16
+	Chunks uint16
+	Body   []byte
+}
+
+// Return answers a call (same sequence). Err is empty on success.
+type Return struct {
+	Err    string
+	Chunk  uint16
+	Chunks uint16
+	Body   []byte
+}
+
+// maxBodyChunk keeps a chunk and its fields inside MaxMessage.
+const maxBodyChunk = MaxMessage - HeaderSize - 1024
+
+// AppendCalls appends one message per chunk of body to msgs.
+func AppendCalls(msgs [][]byte, seq uint32, method string, body []byte) [][]byte {
+	chunks := chunk(body)
+	for i, c := range chunks {
+		b := AppendHeader(nil, Header{Type: TCall, Seq: seq})
+		m := method[:min(len(method), 255)]
+		b = binary.BigEndian.AppendUint16(b, uint16(len(m)))
+		b = append(b, m...)
+		b = binary.BigEndian.AppendUint16(b, uint16(i))
+		b = binary.BigEndian.AppendUint16(b, uint16(len(chunks)))
+		b = binary.BigEndian.AppendUint16(b, uint16(len(c)))
+		msgs = append(msgs, append(b, c...))
+	}
+	return msgs
+}
+
+// AppendReturns appends one message per chunk of an answer to msgs.
+func AppendReturns(msgs [][]byte, seq uint32, errText string, body []byte) [][]byte {
+	chunks := chunk(body)
+	for i, c := range chunks {
+		b := AppendHeader(nil, Header{Type: TReturn, Seq: seq})
+		e := errText[:min(len(errText), 1000)]
+		b = binary.BigEndian.AppendUint16(b, uint16(len(e)))
+		b = append(b, e...)
+		b = binary.BigEndian.AppendUint16(b, uint16(i))
+		b = binary.BigEndian.AppendUint16(b, uint16(len(chunks)))
+		b = binary.BigEndian.AppendUint16(b, uint16(len(c)))
+		msgs = append(msgs, append(b, c...))
+	}
+	return msgs
+}
+
+// MaxChunks bounds a chunked body (about 4 MB).
+const MaxChunks = 64
+
+func chunk(body []byte) [][]byte {
+	var cs [][]byte
+	for len(body) > maxBodyChunk {
+		cs = append(cs, body[:maxBodyChunk])
+		body = body[maxBodyChunk:]
+	}
+	return append(cs, body)
+}
+
+// DecodeCall decodes a call payload. Body aliases p.
+func DecodeCall(p []byte) (Call, error) {
+	r := reader{b: p}
+	m := Call{Method: string(r.bytes16()), Chunk: r.u16(), Chunks: r.u16()}
+	m.Body = r.bytes16()
+	if err := r.done(); err != nil {
+		return Call{}, fmt.Errorf("call: %w", err)
+	}
+	if m.Chunks == 0 || m.Chunks > MaxChunks || m.Chunk >= m.Chunks {
+		return Call{}, fmt.Errorf("call: %w: chunk %d of %d", ErrValue, m.Chunk, m.Chunks)
+	}
+	return m, nil
+}
+
+// DecodeReturn decodes a return payload. Body aliases p.
+func DecodeReturn(p []byte) (Return, error) {
+	r := reader{b: p}
+	m := Return{Err: string(r.bytes16()), Chunk: r.u16(), Chunks: r.u16()}
+	m.Body = r.bytes16()
+	if err := r.done(); err != nil {
+		return Return{}, fmt.Errorf("return: %w", err)
+	}
+	if m.Chunks == 0 || m.Chunks > MaxChunks || m.Chunk >= m.Chunks {
+		return Return{}, fmt.Errorf("return: %w: chunk %d of %d", ErrValue, m.Chunk, m.Chunks)
+	}
+	return m, nil
+}
