@@ -152,7 +152,12 @@ type VIP struct {
 	MaglevSize int `mapstructure:"maglev_size"`
 	// MTU of the path to the backends; ipip clamps the TCP MSS of SYNs to
 	// fit the encapsulation in it and drops larger packets.
-	MTU      int       `mapstructure:"mtu"`
+	MTU int `mapstructure:"mtu"`
+	// Punt makes the control process decide each new flow: the forwarder
+	// holds the flow's first packet and asks. (The path sessions,
+	// affinity and migration take.) Without a control process the
+	// forwarder decides by Maglev as usual.
+	Punt     bool      `mapstructure:"punt"`
 	Backends []Backend `mapstructure:"backends"`
 
 	addr            netip.Addr

@@ -33,4 +33,7 @@ func (p *Pipeline) maintain(now flow.Tick, out *Output) {
 	if len(p.frags.held) > 0 {
 		p.expireHeld(now, out)
 	}
+	if len(p.held) > 0 {
+		p.expirePunts(now, out)
+	}
 }

@@ -3,6 +3,8 @@ package dataplane
 import (
 	"encoding/binary"
 
+	"github.com/tetherlb/tether/dataplane/channel"
+
 	"github.com/tetherlb/tether/tables/encap"
 	"github.com/tetherlb/tether/tables/flow"
 )
@@ -24,6 +26,11 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 		}
 		return entry{}, false
 	}
+	if v.Punt {
+		// Control decides this VIP's flows: hold the packet and ask.
+		p.punt(pk, v, now)
+		return entry{}, false
+	}
 	var mh uint64
 	if pk.v6 {
 		mh = maglevHash6(&pk.k6)
@@ -35,10 +42,16 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 		pk.dropWith(DropNoBackend)
 		return entry{}, false
 	}
-	be := &s.Backends[bid]
+	return p.newFlowTo(pk, v, bid, mh, now)
+}
+
+// newFlowTo records a new flow of VIP v to backend bid.
+func (p *Pipeline) newFlowTo(pk *packet, v *VIP, bid uint32, mh uint64, now flow.Tick) (entry, bool) {
+	be := &p.snap.Backends[bid]
 	m := flow.Meta{Backend: bid, Mode: uint8(v.Mode), PortA: be.Port}
 	track(&m, pk.tcpFlags, now)
 	var e entry
+	var ok bool
 	switch v.Mode {
 	case ModeNAT, ModeHalfNAT:
 		e, ok = p.newTranslated(pk, v, be, m, mh, now)
@@ -50,6 +63,7 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 	if ok {
 		p.stats.NewFlows++
 		p.stats.Backends[bid].NewFlows++
+		p.flowEvent(channel.FlowOpened, pk, e)
 	}
 	return e, ok
 }
@@ -145,9 +159,7 @@ func (p *Pipeline) nextPort(v *VIP) (uint16, bool) {
 // newTunnel records a flow-ID tunnel flow: a fresh flow ID stands for the
 // packet's 5-tuple in the ports toward the backend.
 func (p *Pipeline) newTunnel(pk *packet, be *Backend, m flow.Meta, now flow.Tick) (entry, bool) {
-	t := encap.Tuple{SrcPort: pk.sport, DstPort: pk.dport, Proto: pk.proto, V6: pk.v6}
-	copy(t.Src[:], pk.src())
-	copy(t.Dst[:], pk.dst())
+	t := encapTuple(pk)
 	id, ok := p.tunnel().Alloc(&t, p.stale)
 	if !ok {
 		pk.dropWith(DropFlowIDExhausted)
@@ -160,6 +172,14 @@ func (p *Pipeline) newTunnel(pk *packet, be *Backend, m flow.Meta, now flow.Tick
 		p.tun.Free(id)
 	}
 	return e, ok
+}
+
+// encapTuple returns pk's 5-tuple as the flow-ID map stores it.
+func encapTuple(pk *packet) encap.Tuple {
+	t := encap.Tuple{SrcPort: pk.sport, DstPort: pk.dport, Proto: pk.proto, V6: pk.v6}
+	copy(t.Src[:], pk.src())
+	copy(t.Dst[:], pk.dst())
+	return t
 }
 
 // flowIDStale tells the flow-ID allocator whether the flow that last held

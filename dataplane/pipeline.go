@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/nic"
 	"github.com/tetherlb/tether/tables/encap"
 	"github.com/tetherlb/tether/tables/flow"
@@ -80,9 +81,15 @@ type Pipeline struct {
 	ipID      uint32
 	stale     func(id uint32, t *encap.Tuple) bool
 
-	sink    uint8
-	missed  [maxMissed]netip.Addr
-	nMissed int
+	sink uint8
+	// Control channel state (control.go).
+	out      outbox
+	held     []heldPunt
+	deferred []nic.Frame
+	routePk  packet
+	routeHdr [header.IPv6Size]byte
+	missed   [maxMissed]netip.Addr
+	nMissed  int
 
 	lastMaint flow.Tick
 	maintDebt uint64
@@ -105,10 +112,12 @@ func New(c Config, s *Snapshot) (*Pipeline, error) {
 		return nil, fmt.Errorf("dataplane: %w", err)
 	}
 	p := &Pipeline{
-		cfg:   c,
-		flows: fl,
-		frags: newFragments(c.FragDatagrams, c.FragPending, c.Flows.Seed),
-		ipID:  uint32(c.Worker),
+		cfg:      c,
+		flows:    fl,
+		frags:    newFragments(c.FragDatagrams, c.FragPending, c.Flows.Seed),
+		held:     make([]heldPunt, 0, maxPunts),
+		deferred: make([]nic.Frame, 0, maxDeferred),
+		ipID:     uint32(c.Worker),
 	}
 	p.stale = p.flowIDStale
 	p.SetSnapshot(s)
@@ -161,6 +170,12 @@ func (p *Pipeline) Stats() Stats { return p.stats.Clone() }
 // a little on each call, so a worker calls it even when idle (with no
 // frames) to keep aging.
 func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
+	if len(p.deferred) > 0 {
+		// Packets whose route arrived since the last batch.
+		d := p.deferred
+		p.deferred = p.deferred[:0]
+		p.batch(now, d, out)
+	}
 	for len(frames) > MaxBatch {
 		p.batch(now, frames[:MaxBatch], out)
 		frames = frames[MaxBatch:]
@@ -213,6 +228,9 @@ func (p *Pipeline) batch(now flow.Tick, frames []nic.Frame, out *Output) {
 				pk.passWith(PassNotVIP)
 			}
 		}
+		if pk.kind == kindHeld {
+			continue // waits for its route from the control process
+		}
 		p.emit(pk, out)
 	}
 }
@@ -233,8 +251,12 @@ func (p *Pipeline) emit(pk *packet, out *Output) {
 	}
 }
 
-// kindTX marks a packet ready to transmit.
-const kindTX = 100
+// kindTX marks a packet ready to transmit, kindHeld one the pipeline
+// keeps for now (a punted packet waiting for its route).
+const (
+	kindTX   = 100
+	kindHeld = 101
+)
 
 // entry is a flow-table value seen through the parts both families
 // share; A and B slice into the table slot or a local copy.

@@ -31,9 +31,11 @@ const (
 	DropFlowIDExhausted // no free tunnel flow ID
 	DropFragmentTimeout // a fragment's first fragment never came
 	DropFragmentOverflow
-	DropTooBig     // larger than the path MTU after encapsulation
-	DropNoNeighbor // next hop's MAC unknown and no gateway configured
-	DropNoHeadroom // frame buffer has no room for the encapsulation header
+	DropTooBig       // larger than the path MTU after encapsulation
+	DropNoNeighbor   // next hop's MAC unknown and no gateway configured
+	DropNoHeadroom   // frame buffer has no room for the encapsulation header
+	DropPuntOverflow // too many packets already wait for the control process
+	DropPuntTimeout  // the control process did not answer a punt in time
 	numDrops
 )
 
@@ -66,6 +68,8 @@ var dropNames = [numDrops]string{
 	DropTooBig:            "too_big",
 	DropNoNeighbor:        "no_neighbor",
 	DropNoHeadroom:        "no_headroom",
+	DropPuntOverflow:      "punt_overflow",
+	DropPuntTimeout:       "punt_timeout",
 }
 
 // String returns the reason's name as counters and logs show it.

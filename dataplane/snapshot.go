@@ -95,6 +95,9 @@ type VIP struct {
 	Backends []uint32
 	// Removed marks a VIP that left the configuration; its flows finish.
 	Removed bool
+	// Punt hands the first packet of each new flow to the control
+	// process to decide.
+	Punt bool
 }
 
 // Backend is one instance behind a VIP.
@@ -238,6 +241,7 @@ func (s *Snapshot) addVIP(cv *config.VIP) error {
 		Port:  uint16(cv.Port),
 		Proto: cv.ProtoNum(),
 		MTU:   cv.MTU,
+		Punt:  cv.Punt,
 		addr:  keyOf(cv.Addr()),
 	}
 	switch cv.Mode {

@@ -11,6 +11,7 @@ type Stats struct {
 	EchoReplies        uint64 // ICMP echo requests to a VIP answered
 	ICMPForwarded      uint64 // ICMP errors sent along their flow
 	FragmentsHeld      uint64 // fragments held until their first fragment came
+	Punted             uint64 // packets held for the control process to decide
 	Drops              [numDrops]uint64
 	Passes             [numPasses]uint64
 	// Backends is indexed by backend ID (see Snapshot). A VIP's counters
@@ -60,6 +61,7 @@ func (s *Stats) Add(o *Stats) {
 	s.EchoReplies += o.EchoReplies
 	s.ICMPForwarded += o.ICMPForwarded
 	s.FragmentsHeld += o.FragmentsHeld
+	s.Punted += o.Punted
 	for i := range s.Drops {
 		s.Drops[i] += o.Drops[i]
 	}

@@ -150,6 +150,7 @@ type Shard struct {
 	cursor4  int
 	cursor6  int
 	stats    Stats
+	log      *Removals
 }
 
 // Stats count table events.

@@ -19,6 +19,7 @@ type table4 struct {
 	n     int // entries in use
 	max   int // hard bound on entries
 	seed  uint64
+	log   *Removals
 }
 
 type slot4 struct {
@@ -185,9 +186,11 @@ func (t *table4) insertPair(st *Stats, k *Key4, h uint64, v, peer *Value4, now T
 // and removes its peer so that no half of a pair is left behind.
 func (t *table4) dropLost(st *Stats, k *Key4, v *Value4) {
 	st.Evicted++
+	t.log.add4(k, v)
 	if v.Flags&FlagPeer != 0 {
 		pk := v.peerKey(k)
 		if i := t.lookupIndex(&pk, pk.Hash(t.seed)); i >= 0 {
+			t.log.add4(&t.slots[i].key, &t.slots[i].val)
 			t.deleteAt(i)
 			st.Evicted++
 		}
@@ -195,9 +198,11 @@ func (t *table4) dropLost(st *Stats, k *Key4, v *Value4) {
 }
 
 // removeAt removes the entry in slot i and its peer, returning how many
-// entries went.
+// entries went. The removal log hears of the client-direction entry,
+// whichever half slot i holds.
 func (t *table4) removeAt(i int) int {
 	s := &t.slots[i]
+	t.log.add4(&s.key, &s.val)
 	if s.val.Flags&FlagPeer == 0 {
 		t.deleteAt(i)
 		return 1
@@ -205,6 +210,7 @@ func (t *table4) removeAt(i int) int {
 	pk := s.val.peerKey(&s.key)
 	t.deleteAt(i)
 	if j := t.lookupIndex(&pk, pk.Hash(t.seed)); j >= 0 {
+		t.log.add4(&t.slots[j].key, &t.slots[j].val)
 		t.deleteAt(j)
 		return 2
 	}

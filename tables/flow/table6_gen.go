@@ -15,6 +15,7 @@ type table6 struct {
 	n     int // entries in use
 	max   int // hard bound on entries
 	seed  uint64
+	log   *Removals
 }
 
 type slot6 struct {
@@ -181,9 +182,11 @@ func (t *table6) insertPair(st *Stats, k *Key6, h uint64, v, peer *Value6, now T
 // and removes its peer so that no half of a pair is left behind.
 func (t *table6) dropLost(st *Stats, k *Key6, v *Value6) {
 	st.Evicted++
+	t.log.add6(k, v)
 	if v.Flags&FlagPeer != 0 {
 		pk := v.peerKey(k)
 		if i := t.lookupIndex(&pk, pk.Hash(t.seed)); i >= 0 {
+			t.log.add6(&t.slots[i].key, &t.slots[i].val)
 			t.deleteAt(i)
 			st.Evicted++
 		}
@@ -191,9 +194,11 @@ func (t *table6) dropLost(st *Stats, k *Key6, v *Value6) {
 }
 
 // removeAt removes the entry in slot i and its peer, returning how many
-// entries went.
+// entries went. The removal log hears of the client-direction entry,
+// whichever half slot i holds.
 func (t *table6) removeAt(i int) int {
 	s := &t.slots[i]
+	t.log.add6(&s.key, &s.val)
 	if s.val.Flags&FlagPeer == 0 {
 		t.deleteAt(i)
 		return 1
@@ -201,6 +206,7 @@ func (t *table6) removeAt(i int) int {
 	pk := s.val.peerKey(&s.key)
 	t.deleteAt(i)
 	if j := t.lookupIndex(&pk, pk.Hash(t.seed)); j >= 0 {
+		t.log.add6(&t.slots[j].key, &t.slots[j].val)
 		t.deleteAt(j)
 		return 2
 	}

@@ -1,0 +1,329 @@
+package dataplane
+
+import (
+	"encoding/binary"
+	"fmt"
+
+	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/nic"
+	"github.com/tetherlb/tether/tables/flow"
+)
+
+// The worker's side of the control channel. A worker never talks to the
+// control process itself: it records punts and flow events in its outbox,
+// rings a bell, and the forwarder's channel goroutine collects them with
+// Worker.Do; routes come back the same way. Punted packets wait in the
+// worker until their route arrives (or punt timeout passes), then go out
+// with the next batch.
+
+const (
+	maxOutboxEvents = 4096
+	maxPunts        = 256
+	maxDeferred     = maxPunts + 64
+	puntTimeout     = 1000 // milliseconds
+)
+
+type heldPunt struct {
+	frame   nic.Frame
+	k4      flow.Key4
+	k6      flow.Key6
+	v6      bool
+	expires flow.Tick
+}
+
+// outbox holds what the worker has for the control process.
+type outbox struct {
+	events  []channel.FlowEvent
+	punts   []channel.Punt
+	frames  [maxPunts][channel.MaxPuntFrame]byte
+	lost    uint64 // events that did not fit
+	bell    chan struct{}
+	enabled bool
+}
+
+// EnableControl makes the pipeline report flows and punt packets to a
+// control process. bell is rung (without blocking) when the outbox has
+// something; without EnableControl, punt VIPs decide by Maglev.
+func (p *Pipeline) EnableControl(bell chan struct{}) {
+	p.out.enabled = true
+	p.out.bell = bell
+	p.out.events = make([]channel.FlowEvent, 0, maxOutboxEvents)
+	p.out.punts = make([]channel.Punt, 0, maxPunts)
+	p.flows.EnableRemovals(maxOutboxEvents)
+}
+
+func (p *Pipeline) ring() {
+	select {
+	case p.out.bell <- struct{}{}:
+	default:
+	}
+}
+
+// punt holds pk and asks the control process to decide its flow. Without
+// a control process the VIP's Maglev table decides, as for other VIPs.
+func (p *Pipeline) punt(pk *packet, v *VIP, now flow.Tick) {
+	if !p.out.enabled {
+		var mh uint64
+		if pk.v6 {
+			mh = maglevHash6(&pk.k6)
+		} else {
+			mh = maglevHash4(&pk.k4)
+		}
+		if bid, ok := v.pick(mh); ok {
+			if e, ok := p.newFlowTo(pk, v, bid, mh, now); ok {
+				p.apply(pk, e)
+			}
+			return
+		}
+		pk.dropWith(DropNoBackend)
+		return
+	}
+	if len(p.held) == maxPunts {
+		pk.dropWith(DropPuntOverflow)
+		return
+	}
+	// A retransmitted first packet waits with the first; only the first
+	// is sent to control.
+	first := true
+	for i := range p.held {
+		h := &p.held[i]
+		if h.v6 == pk.v6 && (pk.v6 && h.k6 == pk.k6 || !pk.v6 && h.k4 == pk.k4) {
+			first = false
+			break
+		}
+	}
+	if first && len(p.out.punts) == maxPunts {
+		pk.dropWith(DropPuntOverflow)
+		return
+	}
+	p.held = append(p.held, heldPunt{frame: *pk.frame, k4: pk.k4, k6: pk.k6, v6: pk.v6, expires: now + puntTimeout})
+	pk.kind = kindHeld
+	p.stats.Punted++
+	if !first {
+		return
+	}
+	i := len(p.out.punts)
+	n := copy(p.out.frames[i][:], pk.frame.Data())
+	p.out.punts = append(p.out.punts, channel.Punt{
+		Worker: uint8(p.cfg.Worker), Reason: channel.PuntNewFlow, VIP: v.ID,
+		Key: channelKey(pk), Frame: p.out.frames[i][:n],
+	})
+	p.ring()
+}
+
+// channelKey returns pk's flow key in the channel's layout.
+func channelKey(pk *packet) channel.Key {
+	if pk.v6 {
+		return channel.Key{V6: true, Src: pk.k6.Src, Dst: pk.k6.Dst, SrcPort: pk.k6.SrcPort, DstPort: pk.k6.DstPort, Proto: pk.k6.Proto}
+	}
+	k := channel.Key{SrcPort: pk.k4.SrcPort, DstPort: pk.k4.DstPort, Proto: pk.k4.Proto}
+	copy(k.Src[:], pk.k4.Src[:])
+	copy(k.Dst[:], pk.k4.Dst[:])
+	return k
+}
+
+// flowEvent records a flow event for the control process.
+func (p *Pipeline) flowEvent(kind uint8, pk *packet, e entry) {
+	if !p.out.enabled {
+		return
+	}
+	if len(p.out.events) == maxOutboxEvents {
+		p.out.lost++
+		return
+	}
+	ev := channel.FlowEvent{Kind: kind, Worker: uint8(p.cfg.Worker), Key: channelKey(pk)}
+	actionOf(&ev.Action, e.m, e.a, e.b)
+	p.out.events = append(p.out.events, ev)
+	if len(p.out.events) == 1 {
+		p.ring()
+	}
+}
+
+func actionOf(a *channel.Action, m *flow.Meta, ea, eb []byte) {
+	a.Mode, a.Backend, a.PortA, a.PortB, a.Flags = m.Mode, m.Backend, m.PortA, m.PortB, uint8(m.Flags)
+	copy(a.A[:], ea)
+	copy(a.B[:], eb)
+}
+
+// TakeOutbox hands the recorded flow events (opened, and removed by
+// aging, eviction or deletion) and punts to fn and clears them. fn must
+// copy what it keeps. Call it through Worker.Do.
+func (p *Pipeline) TakeOutbox(fn func(events []channel.FlowEvent, punts []channel.Punt, lost uint64)) {
+	if !p.out.enabled {
+		return
+	}
+	p.flows.TakeRemovals(func(v4 []flow.Removed4, v6 []flow.Removed6, lost uint64) {
+		p.out.lost += lost
+		for i := range v4 {
+			r := &v4[i]
+			if len(p.out.events) == maxOutboxEvents {
+				p.out.lost++
+				continue
+			}
+			ev := channel.FlowEvent{Kind: channel.FlowExpired, Worker: uint8(p.cfg.Worker),
+				Key: channel.Key{SrcPort: r.Key.SrcPort, DstPort: r.Key.DstPort, Proto: r.Key.Proto}}
+			copy(ev.Key.Src[:], r.Key.Src[:])
+			copy(ev.Key.Dst[:], r.Key.Dst[:])
+			actionOf(&ev.Action, &r.Value.Meta, r.Value.A[:], r.Value.B[:])
+			p.out.events = append(p.out.events, ev)
+		}
+		for i := range v6 {
+			r := &v6[i]
+			if len(p.out.events) == maxOutboxEvents {
+				p.out.lost++
+				continue
+			}
+			ev := channel.FlowEvent{Kind: channel.FlowExpired, Worker: uint8(p.cfg.Worker),
+				Key: channel.Key{V6: true, Src: r.Key.Src, Dst: r.Key.Dst, SrcPort: r.Key.SrcPort, DstPort: r.Key.DstPort, Proto: r.Key.Proto}}
+			actionOf(&ev.Action, &r.Value.Meta, r.Value.A[:], r.Value.B[:])
+			p.out.events = append(p.out.events, ev)
+		}
+	})
+	fn(p.out.events, p.out.punts, p.out.lost)
+	p.out.events, p.out.punts, p.out.lost = p.out.events[:0], p.out.punts[:0], 0
+}
+
+// keyPacket turns a route's key into the packet flow creation reads: the
+// addresses in a scratch IP header, the ports and the hash.
+func (p *Pipeline) keyPacket(k *channel.Key) *packet {
+	pk := &p.routePk
+	*pk = packet{b: p.routeHdr[:], l3: 0, proto: k.Proto, sport: k.SrcPort, dport: k.DstPort, v6: k.V6, kind: kindFlow}
+	if k.V6 {
+		copy(p.routeHdr[8:24], k.Src[:])
+		copy(p.routeHdr[24:40], k.Dst[:])
+		pk.end = header.IPv6Size
+	} else {
+		copy(p.routeHdr[12:16], k.Src[:4])
+		copy(p.routeHdr[16:20], k.Dst[:4])
+		pk.end = header.IPv4MinSize
+	}
+	pk.setKey(k.SrcPort, k.DstPort)
+	if k.V6 {
+		pk.hash = p.flows.Hash6(&pk.k6)
+	} else {
+		pk.hash = p.flows.Hash4(&pk.k4)
+	}
+	return pk
+}
+
+// AddRoute records the flow a route describes: with Action.Mode 0, a new
+// flow of its VIP to Action.Backend, built as the worker builds its own
+// (SNAT port, flow ID); otherwise the entry exactly as given (a flow put
+// back into a restarted forwarder). An existing entry for the key is
+// replaced. Packets held for the key go out with the next batch.
+func (p *Pipeline) AddRoute(r *channel.Route, now flow.Tick) error {
+	pk := p.keyPacket(&r.Key)
+	p.deleteKey(pk)
+	a := &r.Action
+	if a.Mode == 0 {
+		v := p.snap.vips[vipKey{addr: addrOf(pk.dst()), port: pk.dport, proto: pk.proto}]
+		if v == nil {
+			return fmt.Errorf("route: no VIP at %s:%d/%d", r.Key.DstAddr(), r.Key.DstPort, r.Key.Proto)
+		}
+		if int(a.Backend) >= len(p.snap.Backends) || p.snap.Backends[a.Backend].VIP != v.ID || !p.snap.Backends[a.Backend].known {
+			return fmt.Errorf("route: backend %d is not one of VIP %s's", a.Backend, v.Name)
+		}
+		var mh uint64
+		if pk.v6 {
+			mh = maglevHash6(&pk.k6)
+		} else {
+			mh = maglevHash4(&pk.k4)
+		}
+		if _, ok := p.newFlowTo(pk, v, a.Backend, mh, now); !ok {
+			return fmt.Errorf("route: %s", pk.drop)
+		}
+	} else if err := p.restoreFlow(pk, a, now); err != nil {
+		return err
+	}
+	p.releasePunted(pk)
+	return nil
+}
+
+// restoreFlow inserts an entry exactly as a flow event described it.
+func (p *Pipeline) restoreFlow(pk *packet, a *channel.Action, now flow.Tick) error {
+	if int(a.Backend) >= len(p.snap.Backends) {
+		return fmt.Errorf("route: backend %d unknown", a.Backend)
+	}
+	m := flow.Meta{LastSeen: now, Backend: a.Backend, PortA: a.PortA, PortB: a.PortB, Mode: a.Mode,
+		Flags: flow.Flags(a.Flags) &^ (flow.FlagPeer | flow.FlagReply)}
+	switch Mode(a.Mode) {
+	case ModeNAT, ModeHalfNAT:
+		peer := flow.Meta{LastSeen: now, Backend: a.Backend, Mode: a.Mode, PortA: pk.sport, PortB: pk.dport}
+		if pk.v6 {
+			val := flow.Value6{Meta: m, A: a.A, B: a.B}
+			pv := flow.Value6{Meta: peer, A: pk.k6.Src, B: pk.k6.Dst}
+			if p.flows.InsertPair6(&pk.k6, pk.hash, &val, &pv, now) == nil {
+				return fmt.Errorf("route: %s", DropFlowTableFull)
+			}
+			return nil
+		}
+		val := flow.Value4{Meta: m, A: [4]byte(a.A[:4]), B: [4]byte(a.B[:4])}
+		pv := flow.Value4{Meta: peer, A: pk.k4.Src, B: pk.k4.Dst}
+		if p.flows.InsertPair4(&pk.k4, pk.hash, &val, &pv, now) == nil {
+			return fmt.Errorf("route: %s", DropFlowTableFull)
+		}
+	case ModeTunnel, ModeIPIP:
+		if Mode(a.Mode) == ModeTunnel {
+			id := binary.BigEndian.Uint32(a.B[:4])
+			t := encapTuple(pk)
+			if !p.tunnel().Put(id, &t) {
+				return fmt.Errorf("route: flow ID %d belongs to another worker", id)
+			}
+		}
+		if _, ok := p.insertOne(pk, m, a.A[:], a.B[:4], now); !ok {
+			return fmt.Errorf("route: %s", pk.drop)
+		}
+	default:
+		return fmt.Errorf("route: mode %d unknown", a.Mode)
+	}
+	return nil
+}
+
+// DeleteRoute removes a flow (and its reply entry).
+func (p *Pipeline) DeleteRoute(k *channel.Key) bool {
+	return p.deleteKey(p.keyPacket(k))
+}
+
+func (p *Pipeline) deleteKey(pk *packet) bool {
+	if pk.v6 {
+		return p.flows.Delete6(&pk.k6)
+	}
+	return p.flows.Delete4(&pk.k4)
+}
+
+// releasePunted moves the packets held for pk's flow to the deferred
+// list, which the next Process sends through the pipeline.
+func (p *Pipeline) releasePunted(pk *packet) {
+	held := p.held
+	for i := 0; i < len(held); {
+		h := &held[i]
+		if h.v6 != pk.v6 || pk.v6 && h.k6 != pk.k6 || !pk.v6 && h.k4 != pk.k4 {
+			i++
+			continue
+		}
+		p.deferred = append(p.deferred, h.frame)
+		held[i] = held[len(held)-1]
+		held = held[:len(held)-1]
+	}
+	p.held = held
+}
+
+// expirePunts drops held packets whose route did not come in time.
+func (p *Pipeline) expirePunts(now flow.Tick, out *Output) {
+	held := p.held
+	for i := 0; i < len(held); {
+		if int32(held[i].expires-now) >= 0 {
+			i++
+			continue
+		}
+		p.stats.Drops[DropPuntTimeout]++
+		out.Drop = append(out.Drop, held[i].frame)
+		held[i] = held[len(held)-1]
+		held = held[:len(held)-1]
+	}
+	p.held = held
+}
+
+// HeldPunts returns how many packets wait for a route.
+func (p *Pipeline) HeldPunts() int { return len(p.held) }

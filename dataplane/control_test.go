@@ -1,0 +1,167 @@
+package dataplane
+
+import (
+	"testing"
+
+	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/internal/pkttest"
+)
+
+func puntRig(t *testing.T) *rig {
+	c := loadConfig(t, 1024, "1024-65535")
+	for i := range c.VIPs {
+		c.VIPs[i].Punt = true
+	}
+	r := newRig(t, c)
+	r.p.EnableControl(make(chan struct{}, 1))
+	return r
+}
+
+func take(r *rig) ([]channel.FlowEvent, []channel.Punt) {
+	var evs []channel.FlowEvent
+	var punts []channel.Punt
+	r.p.TakeOutbox(func(e []channel.FlowEvent, p []channel.Punt, _ uint64) {
+		evs = append(evs, e...)
+		for _, x := range p {
+			x.Frame = append([]byte(nil), x.Frame...)
+			punts = append(punts, x)
+		}
+	})
+	return evs, punts
+}
+
+func TestPuntWaitsForRoute(t *testing.T) {
+	r := puntRig(t)
+	c := cl(1, 5000)
+	tx, _, drop := r.send(syn(c, vip(80)))
+	if len(tx)+len(drop) != 0 || r.p.HeldPunts() != 1 {
+		t.Fatalf("punted SYN not held: tx %d drop %d held %d", len(tx), len(drop), r.p.HeldPunts())
+	}
+	// The retransmission waits too, without a second punt.
+	r.send(syn(c, vip(80)))
+	_, punts := take(r)
+	if len(punts) != 1 || r.p.HeldPunts() != 2 {
+		t.Fatalf("%d punts, %d held; want 1 punt for 2 held packets", len(punts), r.p.HeldPunts())
+	}
+	pu := punts[0]
+	if pu.Key.DstPort != 80 || len(pu.Frame) == 0 {
+		t.Fatalf("punt %+v", pu)
+	}
+	// Control picks backend b3 (ID 2).
+	be := r.p.snap.VIPs[pu.VIP].Backends[2]
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: pu.Key, Action: channel.Action{Backend: be}}, r.now); err != nil {
+		t.Fatal(err)
+	}
+	tx, _, _ = r.send()
+	if len(tx) != 2 {
+		t.Fatalf("%d held packets sent after the route, want 2", len(tx))
+	}
+	for _, f := range tx {
+		if got := dstOf(f).Addr().String(); got != "10.1.0.3" {
+			t.Fatalf("sent to %s, want the backend control chose", got)
+		}
+	}
+	evs, _ := take(r)
+	if len(evs) != 1 || evs[0].Kind != channel.FlowOpened || evs[0].Action.Backend != be {
+		t.Fatalf("events %+v", evs)
+	}
+}
+
+func TestPuntTimesOut(t *testing.T) {
+	r := puntRig(t)
+	r.send(syn(cl(1, 5000), vip(81)))
+	r.now += puntTimeout + 1
+	_, _, drop := r.send()
+	if len(drop) != 1 || r.p.stats.Drops[DropPuntTimeout] != 1 {
+		t.Fatalf("unanswered punt: %d dropped, punt_timeout %d", len(drop), r.p.stats.Drops[DropPuntTimeout])
+	}
+}
+
+func TestWithoutControlPuntVIPsUseMaglev(t *testing.T) {
+	c := loadConfig(t, 1024, "1024-65535")
+	c.VIPs[0].Punt = true
+	r := newRig(t, c)
+	if tx, _, _ := r.send(syn(cl(1, 5000), vip(80))); len(tx) != 1 {
+		t.Fatal("punt VIP without a control process did not forward")
+	}
+}
+
+// TestFlowsSurviveRestart: the opened events a worker reports put every
+// flow back into a new pipeline exactly, so a NAT connection keeps its
+// SNAT port across a forwarder restart.
+func TestFlowsSurviveRestart(t *testing.T) {
+	c := loadConfig(t, 1024, "1024-65535")
+	r := newRig(t, c)
+	r.p.EnableControl(make(chan struct{}, 1))
+	var firsts [][]byte
+	for port := uint16(80); port <= 83; port++ {
+		tx, _, _ := r.send(syn(cl(1, 7000), vip(port)))
+		firsts = append(firsts, tx[0])
+	}
+	evs, _ := take(r)
+	if len(evs) != 4 {
+		t.Fatalf("%d opened events, want 4", len(evs))
+	}
+	fresh := newRig(t, c)
+	for _, e := range evs {
+		if err := fresh.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: e.Key, Action: e.Action}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, port := range []uint16{80, 81, 82, 83} {
+		tx, _, _ := fresh.send(ack(cl(1, 7000), vip(port)))
+		if len(tx) != 1 {
+			t.Fatalf("port %d: restored flow not forwarded", port)
+		}
+		got, want := []any{srcOf(tx[0]), dstOf(tx[0])}, []any{srcOf(firsts[i]), dstOf(firsts[i])}
+		if port == 83 { // ipip: the outer header has no ports
+			got, want = []any{srcOf(tx[0]).Addr(), dstOf(tx[0]).Addr()}, []any{srcOf(firsts[i]).Addr(), dstOf(firsts[i]).Addr()}
+		}
+		if got[0] != want[0] || got[1] != want[1] {
+			t.Fatalf("port %d: restored flow rewrites to %v, first flow went %v", port, got, want)
+		}
+	}
+	// Replies of the restored NAT flow reach the client.
+	be, snat := dstOf(firsts[0]), srcOf(firsts[0])
+	reply := pkttest.TCP(pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:0b:01"), Addr: be.Addr(), Port: be.Port()},
+		pkttest.Endpoint{MAC: pkttest.MustMAC(unitMAC), Addr: snat.Addr(), Port: snat.Port()}, pkttest.ACK, 1, 1, pkttest.Opts{})
+	if tx, _, _ := fresh.send(reply); len(tx) != 1 {
+		t.Fatal("reply of a restored NAT flow dropped")
+	}
+}
+
+func TestExpiryIsReported(t *testing.T) {
+	c := loadConfig(t, 1024, "1024-65535")
+	r := newRig(t, c)
+	r.p.EnableControl(make(chan struct{}, 1))
+	r.send(pkttest.UDP(cl(1, 9), pkttest.Endpoint{MAC: pkttest.MustMAC(unitMAC), Addr: vip(0).Addr, Port: 0}, pkttest.Opts{}))
+	r.send(ack(cl(1, 9), vip(81)))
+	take(r)
+	r.now += 16 * 60 * 1000
+	for range 3 {
+		r.send()
+		r.now += sweepPeriod
+	}
+	evs, _ := take(r)
+	if len(evs) != 1 || evs[0].Kind != channel.FlowExpired || evs[0].Key.DstPort != 81 {
+		t.Fatalf("expiry events %+v", evs)
+	}
+}
+
+func TestRouteErrors(t *testing.T) {
+	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	k := channel.Key{Src: [16]byte{203, 0, 113, 1}, Dst: [16]byte{192, 0, 2, 99}, SrcPort: 1, DstPort: 80, Proto: 6}
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: k, Action: channel.Action{Backend: 0}}, 0); err == nil {
+		t.Fatal("route to an address that is no VIP accepted")
+	}
+	k.Dst = [16]byte{192, 0, 2, 1}
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: k, Action: channel.Action{Backend: 999}}, 0); err == nil {
+		t.Fatal("route to an unknown backend accepted")
+	}
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: k, Action: channel.Action{Mode: 77}}, 0); err == nil {
+		t.Fatal("route with an unknown mode accepted")
+	}
+	if r.p.DeleteRoute(&k) {
+		t.Fatal("deleted a route that does not exist")
+	}
+}
