@@ -42,6 +42,7 @@ func (c *Config) Check() error {
 	c.Unit.check(&p)
 	c.Forwarder.check(&p)
 	c.L2.check(&p)
+	c.Admin.check(&p)
 	seenName := map[string]int{}
 	seenService := map[string]int{}
 	for i := range c.VIPs {
@@ -141,6 +142,20 @@ func (f *Forwarder) check(p *problems) {
 			p.add(fmt.Sprintf("forwarder.cores[%d]", i), c, "listed twice: each worker needs its own core")
 		}
 		seen[c] = true
+	}
+}
+
+func (a *Admin) check(p *problems) {
+	if !strings.HasPrefix(a.Socket, "/") {
+		p.add("admin.socket", a.Socket, "must be an absolute path")
+	}
+	if !strings.HasPrefix(a.RunDir, "/") {
+		p.add("admin.run_dir", a.RunDir, "must be an absolute path")
+	}
+	if a.Metrics != "" {
+		if _, err := netip.ParseAddrPort(a.Metrics); err != nil {
+			p.add("admin.metrics", a.Metrics, "want address:port, e.g. 127.0.0.1:9469")
+		}
 	}
 }
 

@@ -10,7 +10,21 @@ type Config struct {
 	Unit      Unit      `mapstructure:"unit"`
 	Forwarder Forwarder `mapstructure:"forwarder"`
 	L2        L2        `mapstructure:"l2"`
+	Admin     Admin     `mapstructure:"admin"`
 	VIPs      []VIP     `mapstructure:"vips"`
+}
+
+// Admin configures the control process's operator interfaces.
+type Admin struct {
+	// Socket is the admin API's Unix socket.
+	Socket string `mapstructure:"socket"`
+	// Group may use the admin socket besides root; "" for root only.
+	Group string `mapstructure:"group"`
+	// RunDir holds the forwarder channel socket and PID file.
+	RunDir string `mapstructure:"run_dir"`
+	// Metrics is the address of a Prometheus listener, e.g.
+	// 127.0.0.1:9469; "" (the default) serves no metrics.
+	Metrics string `mapstructure:"metrics"`
 }
 
 // Unit describes this Tether unit.

@@ -41,6 +41,10 @@ var defaults = map[string]any{
 	"forwarder.port.interface":                 "tether0",
 	"forwarder.port.queues":                    1,
 	"forwarder.port.mtu":                       0,
+	"admin.socket":                             "/run/tether/admin.sock",
+	"admin.group":                              "",
+	"admin.run_dir":                            "/run/tether",
+	"admin.metrics":                            "",
 	"l2.gateway_mac":                           "",
 }
 

@@ -363,6 +363,23 @@ func (v *VIP) pick(h uint64) (uint32, bool) {
 	return v.slots[v.Maglev.Lookup(h)], true
 }
 
+// Slot returns the Maglev table entry a new flow from src would use.
+func (v *VIP) Slot(src netip.AddrPort, proto uint8) uint32 {
+	if v.Maglev == nil {
+		return 0
+	}
+	a := src.Addr().Unmap()
+	var h uint64
+	if a.Is4() {
+		k := flow.Key4{Src: a.As4(), Dst: v.Addr.As4(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
+		h = maglevHash4(&k)
+	} else {
+		k := flow.Key6{Src: a.As16(), Dst: v.Addr.As16(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
+		h = maglevHash6(&k)
+	}
+	return v.Maglev.Slot(h)
+}
+
 // Choose returns the backend Maglev gives a new flow from src to the VIP,
 // as the pipeline would choose it; ok is false when the VIP has no
 // backend for new flows. It is how tools explain a decision.

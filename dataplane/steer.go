@@ -3,6 +3,7 @@ package dataplane
 import (
 	"encoding/binary"
 
+	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/nic"
 )
@@ -76,4 +77,17 @@ func addrHash(a []byte) uint64 {
 		return fmix64(uint64(binary.BigEndian.Uint32(a)))
 	}
 	return fmix64(fmix64(binary.BigEndian.Uint64(a)) ^ binary.BigEndian.Uint64(a[8:]))
+}
+
+// KeyWorker returns the worker that owns the flow with key k (a route
+// from the control process), by the same rules as Worker.
+func (st *Steerer) KeyWorker(snap *Snapshot, k *channel.Key) int {
+	if st.workers == 1 {
+		return 0
+	}
+	n := 4
+	if k.V6 {
+		n = 16
+	}
+	return st.tuple(snap, k.Src[:n], k.Dst[:n], k.DstPort, true)
 }

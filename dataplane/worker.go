@@ -45,7 +45,7 @@ func NewWorker(p *Pipeline, port nic.Port, batch, core int) *Worker {
 		out:    NewOutput(&p.cfg),
 		frames: make([]nic.Frame, max(1, min(batch, MaxBatch))),
 		core:   core,
-		cmds:   make(chan func(*Pipeline), 16),
+		cmds:   make(chan func(*Pipeline), 1024),
 		start:  time.Now(),
 	}
 }
@@ -72,6 +72,20 @@ func (w *Worker) Do(ctx context.Context, fn func(p *Pipeline)) error {
 	}
 }
 
+// Post queues fn to run on the worker's goroutine between batches and
+// returns at once (it blocks only while the command queue is full).
+func (w *Worker) Post(ctx context.Context, fn func(p *Pipeline)) error {
+	select {
+	case w.cmds <- fn:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Now returns the worker's flow clock, for commands that need it.
+func (w *Worker) Now() flow.Tick { return w.now() }
+
 // now is the worker's flow clock.
 func (w *Worker) now() flow.Tick { return flow.Tick(time.Since(w.start) / time.Millisecond) }
 
@@ -89,10 +103,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	waiter, _ := w.port.(nic.Waiter)
 	idle := 0
 	for ctx.Err() == nil {
-		select {
-		case fn := <-w.cmds:
-			fn(w.p)
-		default:
+		// Apply pending commands (routes, swaps) before the batch, a
+		// bounded number so packets keep flowing under a route storm.
+	cmds:
+		for range 64 {
+			select {
+			case fn := <-w.cmds:
+				fn(w.p)
+			default:
+				break cmds
+			}
 		}
 		n, err := w.port.Receive(w.frames)
 		if err != nil {
@@ -113,7 +133,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		idle++
 		switch {
 		case idle < spinPolls:
-		case idle < spinPolls+yieldPolls:
+		case idle < spinPolls+yieldPolls || w.p.HeldPunts() > 0:
+			// A worker waiting for routes keeps polling its commands.
 			runtime.Gosched()
 		case waiter != nil:
 			if err := waiter.Wait(idleWait); err != nil {

@@ -28,11 +28,13 @@ func TestMain(m *testing.M) {
 		// Readable by the unprivileged user one test runs tetherd as.
 		_ = os.Chmod(dir, 0o755)
 		tetherd = filepath.Join(dir, "tetherd")
-		build := exec.Command("go", "build", "-o", tetherd, "./cmd/tetherd")
-		build.Dir = ".."
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build tetherd: %v\n%s", err, out)
-			os.Exit(1)
+		for _, bin := range []string{"tetherd", "tetherctl"} {
+			build := exec.Command("go", "build", "-o", filepath.Join(dir, bin), "./cmd/"+bin)
+			build.Dir = ".."
+			if out, err := build.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build %s: %v\n%s", bin, err, out)
+				os.Exit(1)
+			}
 		}
 		// An interrupted run still removes its namespaces.
 		sig := make(chan os.Signal, 1)

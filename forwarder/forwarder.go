@@ -41,7 +41,9 @@ type Forwarder struct {
 	workers []*dataplane.Worker
 	// dispatch spreads one queue over several workers, when configured.
 	dispatch *dataplane.Dispatcher
-	mu       sync.Mutex // serialises changes to cfg, snap and neigh
+	// control is the link to the control process, when configured.
+	control *controlLink
+	mu      sync.Mutex // serialises changes to cfg, snap and neigh
 }
 
 // New opens the port and prepares the workers; Run starts them.
@@ -190,6 +192,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	if f.xdp != nil {
 		go f.watchNeighbors(ctx)
 	}
+	if f.control != nil {
+		go f.control.run(ctx)
+	}
 	if f.dispatch != nil {
 		go func() {
 			err := f.dispatch.Run(ctx)
@@ -283,6 +288,20 @@ func (f *Forwarder) push(ctx context.Context, snap *dataplane.Snapshot) error {
 	}
 	f.snap = snap
 	return nil
+}
+
+// generation returns the running configuration's generation.
+func (f *Forwarder) generation() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.snap.Generation
+}
+
+// currentSnapshot returns the snapshot the workers run.
+func (f *Forwarder) currentSnapshot() *dataplane.Snapshot {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.snap
 }
 
 // Summary collects every worker's counters.

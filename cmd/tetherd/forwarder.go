@@ -16,16 +16,17 @@ import (
 )
 
 func forwarderCommand(log *zerolog.Logger) *cobra.Command {
-	var cfgPath string
+	var cfgPath, control string
 	cmd := &cobra.Command{
-		Use:   "forwarder --config FILE",
+		Use:   "forwarder --config FILE [--control SOCKET]",
 		Short: "Run the forwarder on the configured port until stopped",
 		Long: `Forwarder opens the port named by forwarder.port (a TUN device today),
 routes the VIP and SNAT addresses into it, and forwards with one worker
 per configured core. SIGHUP reloads the configuration file without
 dropping flows (a bad file is refused and the running configuration
 stays); SIGINT or SIGTERM stops it and prints what it did per VIP,
-backend and drop reason.`,
+backend and drop reason. With --control it connects to a control process
+(tetherd run starts it that way) and keeps forwarding when that goes away.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfgPath == "" {
@@ -40,6 +41,9 @@ backend and drop reason.`,
 				return err
 			}
 			defer f.Close()
+			if control != "" {
+				f.EnableControl(control)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
 			hup := make(chan os.Signal, 1)
@@ -68,6 +72,7 @@ backend and drop reason.`,
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")
+	cmd.Flags().StringVar(&control, "control", "", "the control process's channel socket; the forwarder works alone until it connects")
 	return cmd
 }
 

@@ -23,7 +23,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(replayCommand(&log), forwarderCommand(&log))
+	root.AddCommand(replayCommand(&log), forwarderCommand(&log), runCommand(&log, true), runCommand(&log, false))
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "tetherd:", err)
 		os.Exit(1)

@@ -69,10 +69,13 @@ func New(backends []Backend, m uint32) (*Table, error) {
 // (h mod M), where h folds the hash to 32 bits. The modulus is computed
 // by multiplication (Lemire, Kaser, Kurz, "Faster remainder by direct
 // computation", 2019), exactly equal to h % M.
-func (t *Table) Lookup(hash uint64) uint16 {
+func (t *Table) Lookup(hash uint64) uint16 { return t.entries[t.Slot(hash)] }
+
+// Slot returns the entry index Lookup reads for hash.
+func (t *Table) Slot(hash uint64) uint32 {
 	h := uint32(hash ^ hash>>32)
 	hi, _ := bits.Mul64(t.fastmod*uint64(h), uint64(len(t.entries)))
-	return t.entries[hi]
+	return uint32(hi)
 }
 
 // Size returns M.

@@ -1,0 +1,217 @@
+package main
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tetherlb/tether/ctlplane/control"
+	"github.com/tetherlb/tether/dataplane"
+	"github.com/tetherlb/tether/forwarder"
+)
+
+type backendView struct {
+	dataplane.BackendReport
+	Connections int `json:"connections"`
+}
+
+// commands is the command tree; cl returns the client once flags are
+// parsed.
+func commands(cl func() *client) []*cobra.Command {
+	status := &cobra.Command{Use: "status", Short: "Show the unit, its forwarder and its configuration generation", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var s control.Status
+			if err := cl().do("GET", "/v1/status", nil, &s); err != nil {
+				return err
+			}
+			return cl().show(s, func(w *tabwriter.Writer) {
+				up := "down"
+				if s.Forwarder.Connected {
+					up = fmt.Sprintf("connected (pid %d, %d workers)", s.Forwarder.PID, s.Forwarder.Workers)
+				}
+				fmt.Fprintf(w, "unit\t%s\n", s.Unit)
+				fmt.Fprintf(w, "config\t%s (generation %d)\n", s.Config, s.Generation)
+				fmt.Fprintf(w, "control\tpid %d, up %s\n", s.ControlPID, s.Uptime)
+				fmt.Fprintf(w, "forwarder\t%s\n", up)
+				sup := s.Forwarder.Supervisor
+				if sup.PID != 0 {
+					how := "started"
+					if sup.Adopted {
+						how = "adopted"
+					}
+					fmt.Fprintf(w, "supervisor\t%s pid %d, %d restarts%s\n", how, sup.PID, sup.Restarts, map[bool]string{true: ", last: " + sup.LastExit, false: ""}[sup.LastExit != ""])
+				}
+				fmt.Fprintf(w, "connections\t%d\n", s.Flows)
+				fmt.Fprintf(w, "punts\t%d decided, %d without backend, %d refused\n", s.Punts.Decided, s.Punts.NoBackend, s.Punts.Refused)
+				for _, k := range sortedKeys(s.States) {
+					fmt.Fprintf(w, "override\t%s %s\n", k, s.States[k])
+				}
+			})
+		}}
+	vips := &cobra.Command{Use: "vips", Short: "List VIPs with their traffic", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var vs []dataplane.VIPReport
+			if err := cl().do("GET", "/v1/vips", nil, &vs); err != nil {
+				return err
+			}
+			return cl().show(vs, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "NAME\tSERVICE\tMODE\tPACKETS\tBYTES\tNEW FLOWS")
+				for _, v := range vs {
+					if v.Removed {
+						continue
+					}
+					mode := v.Mode
+					if v.Punt {
+						mode += "+punt"
+					}
+					fmt.Fprintf(w, "%s\t%s:%d/%s\t%s\t%d\t%d\t%d\n", v.Name, v.Address, v.Port, v.Protocol, mode, v.Packets, v.Bytes, v.NewFlows)
+				}
+			})
+		}}
+	backends := &cobra.Command{Use: "backends", Short: "List backends with state, weight, connections and traffic", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var bs []backendView
+			if err := cl().do("GET", "/v1/backends", nil, &bs); err != nil {
+				return err
+			}
+			return cl().show(bs, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "VIP\tBACKEND\tADDRESS\tSTATE\tWEIGHT\tCONNECTIONS\tNEW FLOWS\tPACKETS\tREPLIES")
+				for _, b := range bs {
+					fmt.Fprintf(w, "%s\t%s\t%s:%d\t%s\t%d\t%d\t%d\t%d\t%d\n", b.VIP, b.Name, b.Address, b.Port, b.State, b.Weight, b.Connections, b.NewFlows, b.Packets, b.ReplyPackets)
+				}
+			})
+		}}
+	var fVIP, fBackend, fClient string
+	var fOffset, fLimit int
+	flows := &cobra.Command{Use: "flows", Short: "List connections, filtered and paginated", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var page forwarder.FlowsReply
+			q := query("vip", fVIP, "backend", fBackend, "client", fClient, "offset", fmt.Sprint(fOffset), "limit", fmt.Sprint(fLimit))
+			if err := cl().do("GET", "/v1/flows"+q, nil, &page); err != nil {
+				return err
+			}
+			return cl().show(page, func(w *tabwriter.Writer) {
+				fmt.Fprintln(w, "CLIENT\tVIP\tPROTO\tBACKEND ID\tMODE\tIDLE\tWORKER")
+				for _, f := range page.Flows {
+					fmt.Fprintf(w, "%s:%d\t%s:%d\t%s\t%d\t%s\t%dms\t%d\n", f.Key.SrcAddr(), f.Key.SrcPort, f.Key.DstAddr(), f.Key.DstPort,
+						protoName(f.Key.Proto), f.Action.Backend, dataplane.Mode(f.Action.Mode), f.IdleMS, f.Worker)
+				}
+				fmt.Fprintf(w, "(%d shown of %d matching, from offset %d)\n", len(page.Flows), page.Matched, fOffset)
+			})
+		}}
+	flows.Flags().StringVar(&fVIP, "vip", "", "VIP address or address:port")
+	flows.Flags().StringVar(&fBackend, "backend", "", "backend as VIP/BACKEND (or its ID)")
+	flows.Flags().StringVar(&fClient, "client", "", "client address")
+	flows.Flags().IntVar(&fOffset, "offset", 0, "matches to skip")
+	flows.Flags().IntVar(&fLimit, "limit", 100, "flows to show (at most 10000)")
+	stats := &cobra.Command{Use: "stats", Short: "Show packet counters and drops by reason", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var r dataplane.Report
+			if err := cl().do("GET", "/v1/stats", nil, &r); err != nil {
+				return err
+			}
+			return cl().show(r, func(w *tabwriter.Writer) {
+				fmt.Fprintf(w, "received\t%d packets\t%d bytes\n", r.RxPackets, r.RxBytes)
+				fmt.Fprintf(w, "sent\t%d packets\t%d bytes\n", r.TxPackets, r.TxBytes)
+				fmt.Fprintf(w, "flows\t%d entries\t%d new\n", r.Flows, r.NewFlows)
+				for _, k := range sortedKeys(r.Drops) {
+					fmt.Fprintf(w, "drop\t%s\t%d\n", k, r.Drops[k])
+				}
+				for _, k := range sortedKeys(r.Passes) {
+					fmt.Fprintf(w, "pass\t%s\t%d\n", k, r.Passes[k])
+				}
+			})
+		}}
+	setState := func(verb, help string) *cobra.Command {
+		return &cobra.Command{Use: verb + " VIP/BACKEND", Short: help, Args: cobra.ExactArgs(1),
+			RunE: func(_ *cobra.Command, args []string) error {
+				vip, be, ok := strings.Cut(args[0], "/")
+				if !ok {
+					return fmt.Errorf("%q: name the backend as VIP/BACKEND (see tetherctl backends)", args[0])
+				}
+				var out map[string]string
+				if err := cl().do("POST", "/v1/backends/"+url.PathEscape(vip)+"/"+url.PathEscape(be)+"/"+verb, nil, &out); err != nil {
+					return err
+				}
+				return cl().show(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "%s\t%s\n", out["backend"], out["state"]) })
+			}}
+	}
+	reload := &cobra.Command{Use: "reload", Short: "Reload the configuration file; an invalid one is refused whole", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var out map[string]uint64
+			if err := cl().do("POST", "/v1/config/reload", nil, &out); err != nil {
+				return err
+			}
+			return cl().show(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "reloaded\tgeneration %d\n", out["generation"]) })
+		}}
+	cfg := &cobra.Command{Use: "config", Short: "Show or validate configuration"}
+	cfg.AddCommand(&cobra.Command{Use: "show", Short: "Print the running configuration", Args: cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var raw []byte
+			if err := cl().do("GET", "/v1/config", nil, &raw); err != nil {
+				return err
+			}
+			_, err := os.Stdout.Write(raw)
+			return err
+		}}, &cobra.Command{Use: "validate FILE", Short: "Check a candidate configuration without applying it", Args: cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			body, err := os.ReadFile(args[0])
+			if err != nil {
+				return err
+			}
+			var out map[string]string
+			if err := cl().do("POST", "/v1/config/validate", body, &out); err != nil {
+				return fmt.Errorf("%s is not valid:\n%w", args[0], err)
+			}
+			return cl().show(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "%s\tvalid\n", args[0]) })
+		}})
+	explain := &cobra.Command{Use: "explain PROTO SRC:PORT DST:PORT", Short: "Say which backend a flow would get, why, and how its packets are rewritten", Args: cobra.ExactArgs(3),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var e control.Explanation
+			if err := cl().do("GET", "/v1/explain"+query("proto", args[0], "src", args[1], "dst", args[2]), nil, &e); err != nil {
+				return err
+			}
+			return cl().show(e, func(w *tabwriter.Writer) {
+				if e.VIP != "" {
+					fmt.Fprintf(w, "vip\t%s (%s)\n", e.VIP, e.Mode)
+				}
+				if e.Backend != "" {
+					fmt.Fprintf(w, "backend\t%s\n", e.Backend)
+				}
+				fmt.Fprintf(w, "why\t%s\n", e.Reason)
+				if e.Rewritten != "" {
+					fmt.Fprintf(w, "rewritten\t%s\n", e.Rewritten)
+				}
+			})
+		}}
+	return []*cobra.Command{status, vips, backends, flows, stats,
+		setState("drain", "Send no new flows to a backend; its connections finish"),
+		setState("undrain", "Undo drain (back to the configured state)"),
+		setState("disable", "Make a backend inactive: its flows are dropped"),
+		setState("enable", "Undo disable (back to the configured state)"),
+		reload, cfg, explain}
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case 6:
+		return "tcp"
+	case 17:
+		return "udp"
+	}
+	return fmt.Sprint(p)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,128 @@
+// Package metrics exposes the unit's counters in the Prometheus text
+// format on an optional TCP listener (admin.metrics; off by default).
+// Values are read from the forwarder on each scrape.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tetherlb/tether/dataplane"
+)
+
+// Source gives the numbers: the control process.
+type Source interface {
+	Report(ctx context.Context) (dataplane.Report, []int, error)
+}
+
+type collector struct {
+	src                                                                   Source
+	up, packets, bytes, drops, passes, flows, newFlows, punted            *prometheus.Desc
+	bePackets, beBytes, beNewFlows, beConns, beWeight, vipPackets, vipNew *prometheus.Desc
+}
+
+func newCollector(src Source) *collector {
+	d := func(name, help string, labels ...string) *prometheus.Desc {
+		return prometheus.NewDesc("tether_"+name, help, labels, nil)
+	}
+	return &collector{
+		src:        src,
+		up:         d("forwarder_up", "1 when the forwarder answers the control process."),
+		packets:    d("packets_total", "Packets received (rx) and sent (tx) by the forwarder.", "direction"),
+		bytes:      d("bytes_total", "Bytes received (rx) and sent (tx) by the forwarder.", "direction"),
+		drops:      d("drops_total", "Packets dropped, by reason.", "reason"),
+		passes:     d("passes_total", "Packets passed to the host, by reason.", "reason"),
+		flows:      d("flows", "Flow-table entries (a translated connection takes two)."),
+		newFlows:   d("new_flows_total", "Flows created."),
+		punted:     d("punted_total", "Packets held for the control process to decide."),
+		bePackets:  d("backend_packets_total", "Packets to a backend and replies from it through the unit.", "vip", "backend", "direction"),
+		beBytes:    d("backend_bytes_total", "Bytes to a backend and replies from it through the unit.", "vip", "backend", "direction"),
+		beNewFlows: d("backend_new_flows_total", "Flows sent to a backend.", "vip", "backend"),
+		beConns:    d("backend_connections", "Connections to a backend in the control process's inventory.", "vip", "backend"),
+		beWeight:   d("backend_weight", "Configured weight of a backend, with its state as a label.", "vip", "backend", "state"),
+		vipPackets: d("vip_packets_total", "Packets to a VIP's backends.", "vip"),
+		vipNew:     d("vip_new_flows_total", "Flows of a VIP.", "vip"),
+	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{c.up, c.packets, c.bytes, c.drops, c.passes, c.flows, c.newFlows, c.punted,
+		c.bePackets, c.beBytes, c.beNewFlows, c.beConns, c.beWeight, c.vipPackets, c.vipNew} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	rep, conns, err := c.src.Report(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		return
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	gauge(c.up, 1)
+	counter(c.packets, rep.RxPackets, "rx")
+	counter(c.packets, rep.TxPackets, "tx")
+	counter(c.bytes, rep.RxBytes, "rx")
+	counter(c.bytes, rep.TxBytes, "tx")
+	for _, r := range dataplane.Drops() {
+		counter(c.drops, rep.Drops[r.String()], r.String())
+	}
+	for _, r := range dataplane.Passes() {
+		counter(c.passes, rep.Passes[r.String()], r.String())
+	}
+	gauge(c.flows, float64(rep.Flows))
+	counter(c.newFlows, rep.NewFlows)
+	counter(c.punted, rep.Punted)
+	for i, b := range rep.Backends {
+		if b.State == "removed" {
+			continue
+		}
+		counter(c.bePackets, b.Packets, b.VIP, b.Name, "to_backend")
+		counter(c.bePackets, b.ReplyPackets, b.VIP, b.Name, "reply")
+		counter(c.beBytes, b.Bytes, b.VIP, b.Name, "to_backend")
+		counter(c.beBytes, b.ReplyBytes, b.VIP, b.Name, "reply")
+		counter(c.beNewFlows, b.NewFlows, b.VIP, b.Name)
+		gauge(c.beConns, float64(conns[i]), b.VIP, b.Name)
+		gauge(c.beWeight, float64(b.Weight), b.VIP, b.Name, b.State)
+	}
+	for _, v := range rep.VIPs {
+		if v.Removed {
+			continue
+		}
+		counter(c.vipPackets, v.Packets, v.Name)
+		counter(c.vipNew, v.NewFlows, v.Name)
+	}
+}
+
+// Serve serves /metrics on addr until ctx ends.
+func Serve(ctx context.Context, addr string, src Source) error {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(newCollector(src)); err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
