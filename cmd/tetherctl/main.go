@@ -136,4 +136,3 @@ func query(params ...string) string {
 	}
 	return "?" + v.Encode()
 }
-
