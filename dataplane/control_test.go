@@ -165,3 +165,16 @@ func TestRouteErrors(t *testing.T) {
 		t.Fatal("deleted a route that does not exist")
 	}
 }
+
+func TestClosingIsReported(t *testing.T) {
+	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	r.p.EnableControl(make(chan struct{}, 1))
+	c := cl(1, 4000)
+	r.send(syn(c, vip(81)))
+	r.send(pkttest.TCP(c, vip(81), pkttest.ACK|pkttest.FIN, 2, 2, pkttest.Opts{}))
+	r.send(pkttest.TCP(c, vip(81), pkttest.ACK|pkttest.FIN, 2, 2, pkttest.Opts{}))
+	evs, _ := take(r)
+	if len(evs) != 2 || evs[0].Kind != channel.FlowOpened || evs[1].Kind != channel.FlowClosed {
+		t.Fatalf("events %+v, want opened then one closed", evs)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/nic"
 	"github.com/tetherlb/tether/tables/encap"
@@ -281,7 +282,13 @@ func (p *Pipeline) lookup(pk *packet) (entry, bool) {
 func (p *Pipeline) flowPacket(pk *packet, now flow.Tick, out *Output) {
 	e, ok := p.lookup(pk)
 	if ok {
+		closed := e.m.Flags & (flow.FlagFIN | flow.FlagRST)
 		track(e.m, pk.tcpFlags, now)
+		if closed == 0 && e.m.Flags&(flow.FlagFIN|flow.FlagRST) != 0 && e.m.Flags&flow.FlagReply == 0 {
+			// The first FIN or RST of the client's direction: the
+			// connection is closing (its removal follows on aging).
+			p.flowEvent(channel.FlowClosed, pk, e)
+		}
 	} else if e, ok = p.newFlow(pk, now); !ok {
 		return
 	}

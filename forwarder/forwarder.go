@@ -97,23 +97,47 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 	default:
 		return nil, fmt.Errorf("forwarder.port.driver: %q: unknown", c.Forwarder.Port.Driver)
 	}
-	// One worker per queue, or a dispatcher spreading one queue over
-	// the workers (the configuration allows nothing else).
+	if err := f.startWorkers(c); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// NewOnPorts makes a forwarder on ports the caller opened and owns (an
+// in-memory port in a benchmark, say): one worker per port, or a
+// dispatcher over a single port. Neighbours come from the configuration.
+func NewOnPorts(c *config.Config, ports []nic.Port, log zerolog.Logger) (*Forwarder, error) {
+	snap, err := dataplane.Build(c, nil)
+	if err != nil {
+		return nil, err
+	}
+	f := &Forwarder{log: log, cfg: c, snap: snap, ports: ports}
+	if err := f.startWorkers(c); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// startWorkers makes the workers: one per port, or a dispatcher spreading
+// one port over them (the configuration allows nothing else).
+func (f *Forwarder) startWorkers(c *config.Config) error {
 	workerPorts := f.ports
 	if len(f.ports) != c.Forwarder.Workers {
+		if len(f.ports) != 1 {
+			return fmt.Errorf("forwarder: %d ports for %d workers", len(f.ports), c.Forwarder.Workers)
+		}
 		f.dispatch, workerPorts = dataplane.NewDispatcher(f.ports[0], f.snap, c.Forwarder.Workers, c.Forwarder.Batch)
 	}
 	for i := range c.Forwarder.Workers {
 		var seed [8]byte
 		if _, err := rand.Read(seed[:]); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("forwarder: seed: %w", err)
+			return fmt.Errorf("forwarder: seed: %w", err)
 		}
 		pc := dataplane.ConfigFrom(c, i, workerPorts[i].LinkType(), binary.LittleEndian.Uint64(seed[:]))
 		p, err := dataplane.New(pc, f.snap)
 		if err != nil {
-			f.Close()
-			return nil, err
+			return err
 		}
 		core := -1
 		if len(c.Forwarder.Cores) > i {
@@ -121,7 +145,7 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 		}
 		f.workers = append(f.workers, dataplane.NewWorker(p, workerPorts[i], c.Forwarder.Batch, core))
 	}
-	return f, nil
+	return nil
 }
 
 // own tells the XDP program what to redirect: traffic to VIP and SNAT

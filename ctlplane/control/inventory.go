@@ -30,6 +30,12 @@ func (v *inventory) apply(events []channel.FlowEvent) {
 		switch e.Kind {
 		case channel.FlowOpened:
 			v.flows[e.Key] = e
+		case channel.FlowClosed:
+			// Closing: keep the entry (and its action) until it is removed.
+			if old, ok := v.flows[e.Key]; ok {
+				old.Kind = channel.FlowClosed
+				v.flows[e.Key] = old
+			}
 		case channel.FlowExpired:
 			delete(v.flows, e.Key)
 		}

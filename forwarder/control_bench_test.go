@@ -1,0 +1,202 @@
+package forwarder
+
+import (
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/internal/pkttest"
+	"github.com/tetherlb/tether/nic"
+)
+
+// chanPort is a thread-safe in-memory port: the benchmark injects frames
+// from its own goroutine while a worker runs.
+type chanPort struct {
+	in    chan []byte
+	out   chan []byte
+	bufs  [][]byte
+	free  []uint64
+	stats nic.Stats
+}
+
+func newChanPort() *chanPort {
+	p := &chanPort{in: make(chan []byte, 1024), out: make(chan []byte, 1024)}
+	for i := range 512 {
+		p.bufs = append(p.bufs, make([]byte, 4096))
+		p.free = append(p.free, uint64(i))
+	}
+	return p
+}
+
+func (p *chanPort) Name() string           { return "chan" }
+func (p *chanPort) LinkType() nic.LinkType { return nic.LinkEthernet }
+func (p *chanPort) Stats() nic.Stats       { return p.stats }
+func (p *chanPort) Close() error           { return nil }
+func (p *chanPort) Receive(frames []nic.Frame) (int, error) {
+	n := 0
+	for n < len(frames) && len(p.free) > 0 {
+		select {
+		case data := <-p.in:
+			h := p.free[len(p.free)-1]
+			p.free = p.free[:len(p.free)-1]
+			copy(p.bufs[h][nic.Headroom:], data)
+			frames[n] = nic.Frame{Buf: p.bufs[h], Off: nic.Headroom, Len: len(data), Handle: h}
+			n++
+		default:
+			return n, nil
+		}
+	}
+	return n, nil
+}
+func (p *chanPort) Transmit(frames []nic.Frame) (int, error) {
+	for _, f := range frames {
+		p.out <- append([]byte(nil), f.Data()...)
+		p.free = append(p.free, f.Handle)
+	}
+	return len(frames), nil
+}
+func (p *chanPort) Release(frames []nic.Frame) {
+	for _, f := range frames {
+		p.free = append(p.free, f.Handle)
+	}
+}
+func (p *chanPort) Wait(timeout time.Duration) error {
+	// The worker keeps polling: the benchmark measures the channel, not
+	// the port's wake-up.
+	runtime.Gosched()
+	return nil
+}
+
+const benchConfig = `
+unit: {address4: 198.51.100.254, mac: "02:00:00:00:00:01"}
+l2: {gateway_mac: "02:00:00:00:00:fe"}
+forwarder: {flows: {max: 1048576}}
+vips:
+  - name: web
+    address: 192.0.2.1
+    port: 80
+    protocol: tcp
+    mode: halfnat
+    punt: true
+    backends: [{name: b1, address: 10.1.0.1}, {name: b2, address: 10.1.0.2}]
+`
+
+type benchUnit struct {
+	port *chanPort
+	conn *channel.Conn
+	stop context.CancelFunc
+}
+
+func startBench(b *testing.B) *benchUnit {
+	c, err := config.Parse([]byte(benchConfig))
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := newChanPort()
+	f, err := NewOnPorts(c, []nic.Port{port}, zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := b.TempDir()
+	path := filepath.Join(dir, "ch.sock")
+	l, err := channel.Listen(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { l.Close(); os.RemoveAll(dir) })
+	f.EnableControl(path)
+	ctx, cancel := context.WithCancel(context.Background())
+	go f.Run(ctx)
+	conn, err := channel.Accept(l)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := conn.Recv(); err != nil { // hello
+		b.Fatal(err)
+	}
+	// Let the link switch the workers to punting.
+	time.Sleep(50 * time.Millisecond)
+	u := &benchUnit{port: port, conn: conn, stop: cancel}
+	b.Cleanup(func() { cancel(); conn.Close() })
+	return u
+}
+
+func syn(i int) []byte {
+	src := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+	return pkttest.TCP(pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:fe"), Addr: src, Port: uint16(1024 + i%60000)},
+		pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:01"), Addr: netip.MustParseAddr("192.0.2.1"), Port: 80}, pkttest.SYN, 1, 0, pkttest.Opts{})
+}
+
+// BenchmarkPuntRoundTrip measures, per new flow on a punt VIP, the time
+// from the first packet entering the forwarder to its leaving for the
+// backend: punt to the control socket, a route back, the held packet
+// released. The control side answers at once, so this is the channel's
+// and the forwarder's share of a decision.
+func BenchmarkPuntRoundTrip(b *testing.B) {
+	u := startBench(b)
+	b.ResetTimer()
+	for i := range b.N {
+		u.port.in <- syn(i)
+		for {
+			msg, err := u.conn.Recv()
+			if err != nil {
+				b.Fatal(err)
+			}
+			h, p, _ := channel.ParseHeader(msg)
+			if h.Type != channel.TPunt {
+				continue
+			}
+			pu, err := channel.DecodePunt(p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			r := channel.Route{Op: channel.RouteAdd, Worker: pu.Worker, Key: pu.Key, Action: channel.Action{Backend: uint32(i % 2)}}
+			if err := u.conn.Send(channel.AppendRoute(nil, 1, &r)); err != nil {
+				b.Fatal(err)
+			}
+			break
+		}
+		select {
+		case <-u.port.out:
+		case <-time.After(5 * time.Second):
+			b.Fatalf("flow %d: the punted packet never left", i)
+		}
+	}
+}
+
+// BenchmarkAddRoute measures how fast the forwarder applies routes sent
+// back to back (new flows control decided without a punt), ending with a
+// barrier that waits until every one is in a flow table.
+func BenchmarkAddRoute(b *testing.B) {
+	u := startBench(b)
+	b.ResetTimer()
+	for i := range b.N {
+		k := channel.Key{Dst: [16]byte{192, 0, 2, 1}, SrcPort: uint16(i), DstPort: 80, Proto: 6}
+		binary.BigEndian.PutUint32(k.Src[:], 0x0a000000|uint32(i>>16))
+		r := channel.Route{Op: channel.RouteAdd, Worker: 0, Key: k, Action: channel.Action{Backend: uint32(i % 2)}}
+		if err := u.conn.Send(channel.AppendRoute(nil, uint32(i), &r)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := u.conn.Send(channel.AppendBarrier(nil, 0xfffffff0)); err != nil {
+		b.Fatal(err)
+	}
+	for {
+		msg, err := u.conn.Recv()
+		if err != nil {
+			b.Fatal(err)
+		}
+		if h, _, _ := channel.ParseHeader(msg); h.Type == channel.TAck && h.Seq == 0xfffffff0 {
+			break
+		}
+	}
+}
