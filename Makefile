@@ -13,6 +13,7 @@ SAMPLE      := dataplane/replay/testdata/sample
 FUZZ_TARGETS := \
 	./dataplane:FuzzParse \
 	./dataplane:FuzzPipeline \
+	./dataplane/channel:FuzzDecode \
 	./dataplane/header:FuzzTCPOptions \
 	./config:FuzzParse \
 	./nic/pcapio:FuzzReader \
@@ -35,6 +36,7 @@ demo: bin
 
 bin:
 	$(GO) build -o bin/tetherd ./cmd/tetherd
+	$(GO) build -o bin/tetherctl ./cmd/tetherctl
 	$(GO) build -o bin/tether-demo ./cmd/tether-demo
 	$(GO) build -o bin/lbbench ./bench/lbbench
 

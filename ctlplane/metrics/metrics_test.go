@@ -1,0 +1,71 @@
+package metrics
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherlb/tether/dataplane"
+)
+
+type fake struct {
+	rep dataplane.Report
+	err error
+}
+
+func (f *fake) Report(context.Context) (dataplane.Report, []int, error) {
+	return f.rep, make([]int, len(f.rep.Backends)), f.err
+}
+
+func scrape(t *testing.T, src Source) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go Serve(ctx, addr, src)
+	var body []byte
+	for range 100 {
+		resp, err := http.Get("http://" + addr + "/metrics")
+		if err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return string(body)
+}
+
+func TestMetrics(t *testing.T) {
+	src := &fake{rep: dataplane.Report{RxPackets: 10, TxPackets: 9, Drops: map[string]uint64{"no_flow": 1},
+		Backends: []dataplane.BackendReport{{VIP: "web", Name: "b0", Packets: 5, State: "active", Weight: 2}},
+		VIPs:     []dataplane.VIPReport{{Name: "web", Packets: 5}}}}
+	out := scrape(t, src)
+	for _, want := range []string{
+		`tether_forwarder_up 1`,
+		`tether_packets_total{direction="rx"} 10`,
+		`tether_drops_total{reason="no_flow"} 1`,
+		`tether_drops_total{reason="too_big"} 0`,
+		`tether_backend_packets_total{backend="b0",direction="to_backend",vip="web"} 5`,
+		`tether_backend_weight{backend="b0",state="active",vip="web"} 2`,
+		`tether_vip_packets_total{vip="web"} 5`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	down := scrape(t, &fake{err: errors.New("no forwarder")})
+	if !strings.Contains(down, "tether_forwarder_up 0") {
+		t.Errorf("a missing forwarder is not reported:\n%s", down)
+	}
+}
