@@ -46,19 +46,7 @@ backend and drop reason. With --control it connects to a control process
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
-			go func() {
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-hup:
-						reload(ctx, f, cfgPath, log)
-					}
-				}
-			}()
+			onHangup(ctx, func() { reload(ctx, f, cfgPath, log) })
 			runErr := f.Run(ctx)
 			s := f.StoppedSummary()
 			if _, err := s.WriteTo(cmd.OutOrStdout()); err != nil {
@@ -86,4 +74,21 @@ func reload(ctx context.Context, f *forwarder.Forwarder, path string, log *zerol
 	if err != nil {
 		log.Error().Err(fmt.Errorf("reload refused, running configuration kept: %w", err)).Msg("reload")
 	}
+}
+
+// onHangup calls fn on every SIGHUP until ctx ends.
+func onHangup(ctx context.Context, fn func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				fn()
+			}
+		}
+	}()
 }

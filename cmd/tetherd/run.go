@@ -71,21 +71,11 @@ it. SIGHUP reloads the configuration file; SIGINT/SIGTERM stop the unit.`,
 					}
 				}()
 			}
-			hup := make(chan os.Signal, 1)
-			signal.Notify(hup, syscall.SIGHUP)
-			defer signal.Stop(hup)
-			go func() {
-				for {
-					select {
-					case <-ctx.Done():
-						return
-					case <-hup:
-						if err := ctl.Reload(context.Background()); err != nil {
-							log.Error().Err(err).Msg("reload refused, running configuration kept")
-						}
-					}
+			onHangup(ctx, func() {
+				if err := ctl.Reload(context.Background()); err != nil {
+					log.Error().Err(err).Msg("reload refused, running configuration kept")
 				}
-			}()
+			})
 			log.Info().Str("admin", c.Admin.Socket).Msg("unit running")
 			return ctl.Run(ctx)
 		},

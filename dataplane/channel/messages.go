@@ -269,28 +269,22 @@ const maxBodyChunk = MaxMessage - HeaderSize - 1024
 
 // AppendCalls appends one message per chunk of body to msgs.
 func AppendCalls(msgs [][]byte, seq uint32, method string, body []byte) [][]byte {
-	chunks := chunk(body)
-	for i, c := range chunks {
-		b := AppendHeader(nil, Header{Type: TCall, Seq: seq})
-		m := method[:min(len(method), 255)]
-		b = binary.BigEndian.AppendUint16(b, uint16(len(m)))
-		b = append(b, m...)
-		b = binary.BigEndian.AppendUint16(b, uint16(i))
-		b = binary.BigEndian.AppendUint16(b, uint16(len(chunks)))
-		b = binary.BigEndian.AppendUint16(b, uint16(len(c)))
-		msgs = append(msgs, append(b, c...))
-	}
-	return msgs
+	return appendChunked(msgs, TCall, seq, method[:min(len(method), 255)], body)
 }
 
 // AppendReturns appends one message per chunk of an answer to msgs.
 func AppendReturns(msgs [][]byte, seq uint32, errText string, body []byte) [][]byte {
+	return appendChunked(msgs, TReturn, seq, errText[:min(len(errText), 1000)], body)
+}
+
+// appendChunked writes calls and returns: a length-prefixed text (the
+// method, or the error), the chunk's index and count, and the chunk.
+func appendChunked(msgs [][]byte, t Type, seq uint32, text string, body []byte) [][]byte {
 	chunks := chunk(body)
 	for i, c := range chunks {
-		b := AppendHeader(nil, Header{Type: TReturn, Seq: seq})
-		e := errText[:min(len(errText), 1000)]
-		b = binary.BigEndian.AppendUint16(b, uint16(len(e)))
-		b = append(b, e...)
+		b := AppendHeader(nil, Header{Type: t, Seq: seq})
+		b = binary.BigEndian.AppendUint16(b, uint16(len(text)))
+		b = append(b, text...)
 		b = binary.BigEndian.AppendUint16(b, uint16(i))
 		b = binary.BigEndian.AppendUint16(b, uint16(len(chunks)))
 		b = binary.BigEndian.AppendUint16(b, uint16(len(c)))
