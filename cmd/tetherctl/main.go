@@ -3,81 +3,31 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/url"
 	"os"
-	"syscall"
 	"text/tabwriter"
-	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/tetherlb/tether/internal/localapi"
 )
 
 // defaultSocket is where tetherd serves the admin API by default.
 const defaultSocket = "/run/tether/admin.sock"
 
 type client struct {
-	socket string
+	*localapi.Client
 	output string
-	http   *http.Client
 }
 
 func newClient(socket, output string) *client {
-	return &client{socket: socket, output: output, http: &http.Client{
-		Timeout: 30 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
-		}},
-	}}
+	return &client{Client: localapi.NewClient(socket, "tetherd"), output: output}
 }
 
 // do calls the API and decodes a JSON answer into out.
 func (c *client) do(method, path string, body []byte, out any) error {
-	req, err := http.NewRequest(method, "http://tether"+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	resp, err := c.http.Do(req)
-	if err != nil {
-		switch {
-		case errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOENT):
-			return fmt.Errorf("no admin socket at %s: is tetherd running? (start it with tetherd run, or pass --socket)", c.socket)
-		case errors.Is(err, os.ErrPermission) || errors.Is(err, syscall.EACCES):
-			return fmt.Errorf("permission denied on %s: run as root or as a member of the unit's admin group", c.socket)
-		case errors.Is(err, syscall.ECONNREFUSED):
-			return fmt.Errorf("nothing answers on %s: tetherd is not running (a stale socket)", c.socket)
-		}
-		return err
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-		}
-		if json.Unmarshal(data, &e) == nil && e.Error != "" {
-			return errors.New(e.Error)
-		}
-		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(data))
-	}
-	if raw, ok := out.(*[]byte); ok {
-		*raw = data
-		return nil
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
+	return c.Do(method, path, body, out)
 }
 
 // show prints v as JSON with -o json, else calls table.

@@ -2,27 +2,20 @@ package admin
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
-	"os"
-	"os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/ctlplane/control"
 	"github.com/tetherlb/tether/dataplane"
 	"github.com/tetherlb/tether/forwarder"
+	"github.com/tetherlb/tether/internal/localapi"
 )
 
 // Backend is what the API serves from: the control process.
@@ -40,138 +33,30 @@ var _ Backend = (*control.Control)(nil)
 
 // Server serves the API.
 type Server struct {
-	b    Backend
-	log  zerolog.Logger
-	gid  int // admin group, -1 for none
-	srv  *http.Server
-	lis  net.Listener
-	path string
+	b   Backend
+	log zerolog.Logger
+	api *localapi.Server
 }
 
 // Listen creates the socket at path. group names the admin group ("" for
 // root only).
 func Listen(path, group string, b Backend, log zerolog.Logger) (*Server, error) {
-	gid := -1
-	if group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			return nil, fmt.Errorf("admin: group %q: %w", group, err)
-		}
-		if gid, err = strconv.Atoi(g.Gid); err != nil {
-			return nil, fmt.Errorf("admin: group %q: gid %q", group, g.Gid)
-		}
-	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("admin: %w", err)
-	}
-	if gid >= 0 {
-		_ = os.Chown(dir, 0, gid)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("admin: remove stale socket: %w", err)
-	}
-	lis, err := net.Listen("unix", path)
+	s := &Server{b: b, log: log}
+	api, err := localapi.Listen("admin", path, group, s.routes())
 	if err != nil {
-		return nil, fmt.Errorf("admin: listen on %s: %w", path, err)
+		return nil, err
 	}
-	mode := os.FileMode(0o600)
-	if gid >= 0 {
-		mode = 0o660
-		if err := os.Chown(path, 0, gid); err != nil {
-			lis.Close()
-			return nil, fmt.Errorf("admin: %s: %w", path, err)
-		}
-	}
-	if err := os.Chmod(path, mode); err != nil {
-		lis.Close()
-		return nil, fmt.Errorf("admin: %s: %w", path, err)
-	}
-	s := &Server{b: b, log: log, gid: gid, lis: lis, path: path}
-	s.srv = &http.Server{Handler: s.routes(), ReadHeaderTimeout: 10 * time.Second, ConnContext: peerContext}
+	s.api = api
 	return s, nil
 }
 
 // Serve serves until ctx ends.
-func (s *Server) Serve(ctx context.Context) error {
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		s.srv.Shutdown(sctx)
-	}()
-	err := s.srv.Serve(s.lis)
-	os.Remove(s.path)
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
-}
+func (s *Server) Serve(ctx context.Context) error { return s.api.Serve(ctx) }
 
-type credKey struct{}
-
-// peerContext records the connecting process's credentials.
-func peerContext(ctx context.Context, c net.Conn) context.Context {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
-		return ctx
-	}
-	raw, err := uc.SyscallConn()
-	if err != nil {
-		return ctx
-	}
-	var cred *unix.Ucred
-	raw.Control(func(fd uintptr) { cred, _ = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) })
-	if cred == nil {
-		return ctx
-	}
-	return context.WithValue(ctx, credKey{}, *cred)
-}
-
-// allowed reports whether the peer may use the API: root, or a member
-// of the admin group.
-func (s *Server) allowed(r *http.Request) error {
-	cred, ok := r.Context().Value(credKey{}).(unix.Ucred)
-	if !ok {
-		return errors.New("peer credentials unavailable")
-	}
-	if cred.Uid == 0 {
-		return nil
-	}
-	if s.gid >= 0 {
-		if int(cred.Gid) == s.gid {
-			return nil
-		}
-		if u, err := user.LookupId(strconv.Itoa(int(cred.Uid))); err == nil {
-			if gids, err := u.GroupIds(); err == nil {
-				for _, g := range gids {
-					if g == strconv.Itoa(s.gid) {
-						return nil
-					}
-				}
-			}
-		}
-		return fmt.Errorf("uid %d is not root and not in the admin group (gid %d); ask an operator to add it", cred.Uid, s.gid)
-	}
-	return fmt.Errorf("uid %d is not root, and no admin group is configured (admin.group)", cred.Uid)
-}
-
-// apiError is every error's body.
-type apiError struct {
-	Error string `json:"error"`
-}
-
-func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
-}
-
-func fail(w http.ResponseWriter, code int, format string, args ...any) {
-	writeJSON(w, code, apiError{Error: fmt.Sprintf(format, args...)})
-}
+var (
+	writeJSON = localapi.WriteJSON
+	fail      = localapi.Fail
+)
 
 func (s *Server) routes() http.Handler {
 	mux := http.NewServeMux()
@@ -285,13 +170,7 @@ func (s *Server) routes() http.Handler {
 		}
 		writeJSON(w, http.StatusOK, e)
 	})
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := s.allowed(r); err != nil {
-			fail(w, http.StatusForbidden, "permission denied: %v", err)
-			return
-		}
-		mux.ServeHTTP(w, r)
-	})
+	return mux
 }
 
 func stateName(s string) string {
