@@ -11,6 +11,9 @@ SAMPLE      := dataplane/replay/testdata/sample
 
 # Fuzz targets as package:Target; CI runs each briefly from its corpus.
 FUZZ_TARGETS := \
+	./api/healthpb:FuzzDecode \
+	./ctlplane/health:FuzzReceive \
+	./agent:FuzzAgentReceive \
 	./dataplane:FuzzParse \
 	./dataplane:FuzzPipeline \
 	./dataplane/channel:FuzzDecode \
@@ -20,7 +23,7 @@ FUZZ_TARGETS := \
 	./tables/maglev:FuzzNew
 
 
-.PHONY: all build demo bin bench-system replay test lint unit fuzz bench generate check-generated clean
+.PHONY: all build demo bin bench-system replay test lint unit fuzz bench generate proto check-generated clean
 
 all: build
 
@@ -74,6 +77,13 @@ bench:
 
 generate:
 	$(GO) generate ./...
+
+# Protocol Buffers: the generated code is committed; this regenerates it
+# (needs protoc from Debian's protobuf-compiler and protoc-gen-go).
+PROTOC_GEN_GO_VERSION := v1.36.12
+proto:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	cd api/healthpb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative health.proto
 
 # Generated code must match its generator.
 check-generated:

@@ -1,0 +1,7 @@
+// Package healthpb is the health-and-load protocol between host agents
+// and Tether units: the protobuf messages (health.proto, generated into
+// health.pb.go by `make proto`), the datagram framing with optional
+// compression and authentication (wire.go), the checks every received
+// message must pass before it may change any state (validate.go), and the
+// table checksums both sides compute the same way (sum.go).
+package healthpb
