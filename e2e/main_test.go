@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 		// Readable by the unprivileged user one test runs tetherd as.
 		_ = os.Chmod(dir, 0o755)
 		tetherd = filepath.Join(dir, "tetherd")
-		for _, bin := range []string{"tetherd", "tetherctl"} {
+		for _, bin := range []string{"tetherd", "tetherctl", "tether-agent"} {
 			build := exec.Command("go", "build", "-o", filepath.Join(dir, bin), "./cmd/"+bin)
 			build.Dir = ".."
 			if out, err := build.CombinedOutput(); err != nil {

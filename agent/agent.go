@@ -1,0 +1,377 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherlb/tether/agent/check"
+	pb "github.com/tetherlb/tether/api/healthpb"
+)
+
+// Agent is a running host agent.
+type Agent struct {
+	cfg   *Config
+	log   zerolog.Logger
+	host  uint32
+	table *Table
+	conn  *net.UDPConn
+	key   []byte
+
+	sendMu sync.Mutex
+	out    *pb.Codec
+
+	mu     sync.Mutex
+	checks map[string]*check.Checker // by application name
+	shakes map[string]*handshake     // directive handshakes in progress, by name
+	wrongs map[uint64]map[uint32]bool
+	group  *group
+	stats  Stats
+
+	seq   atomic.Uint64
+	beats uint64 // heartbeats sent; the heartbeat loop's alone
+}
+
+// Stats counts what the agent sent and received.
+type Stats struct {
+	Sent     map[string]uint64 `json:"sent"`     // by message kind
+	Received map[string]uint64 `json:"received"` // by message kind
+	Refused  map[string]uint64 `json:"refused"`  // by reason
+}
+
+// New prepares an agent: it reads the key and opens the UDP socket.
+func New(cfg *Config, log zerolog.Logger) (*Agent, error) {
+	var key []byte
+	if cfg.KeyFile != "" {
+		b, err := os.ReadFile(cfg.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("key_file: %q: %w", cfg.KeyFile, err)
+		}
+		if key = []byte(strings.TrimSpace(string(b))); len(key) < 16 {
+			return nil, fmt.Errorf("key_file: %q: the key must be at least 16 bytes", cfg.KeyFile)
+		}
+	}
+	out, err := pb.NewCodec(key)
+	if err != nil {
+		return nil, err
+	}
+	laddr, _ := netip.ParseAddrPort(cfg.Host.Listen)
+	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(laddr))
+	if err != nil {
+		return nil, fmt.Errorf("host.listen: %q: %w", cfg.Host.Listen, err)
+	}
+	a := &Agent{cfg: cfg, log: log, host: uint32(cfg.Host.ID), table: NewTable(uint64(time.Now().UnixNano())),
+		conn: conn, key: key, out: out, checks: map[string]*check.Checker{}, shakes: map[string]*handshake{},
+		wrongs: map[uint64]map[uint32]bool{},
+		stats:  Stats{Sent: map[string]uint64{}, Received: map[string]uint64{}, Refused: map[string]uint64{}}}
+	for i := range cfg.Apps {
+		app := &cfg.Apps[i]
+		st, _ := parseState(app.State)
+		r := &pb.Row{App: app.AppID(), Health: pb.Health_HEALTH_HEALTHY, Capacity: uint32(app.Capacity), Target: st, Current: st}
+		if app.Check != nil {
+			r.Health = pb.Health_HEALTH_UNKNOWN // until the first check says
+		}
+		if err := a.table.Add(app.Name, r); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("applications[%d]: %w", i, err)
+		}
+	}
+	return a, nil
+}
+
+// Table returns the agent's table.
+func (a *Agent) Table() *Table { return a.table }
+
+// Addr returns the agent's UDP address.
+func (a *Agent) Addr() netip.AddrPort { return a.conn.LocalAddr().(*net.UDPAddr).AddrPort() }
+
+// Run runs the agent until ctx ends, then says goodbye to the units.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.conn.Close()
+	in, err := pb.NewCodec(a.key)
+	if err != nil {
+		return err
+	}
+	if a.cfg.Group.Bind != "" {
+		g, err := startGroup(a)
+		if err != nil {
+			return err
+		}
+		a.mu.Lock()
+		a.group = g
+		a.mu.Unlock()
+		defer g.leave()
+	}
+	var wg sync.WaitGroup
+	run := func(f func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f() }()
+	}
+	for i := range a.cfg.Apps {
+		app := &a.cfg.Apps[i]
+		if app.Check != nil {
+			c, err := check.New(app.CheckSpec(), a.onCheck(app.Name))
+			if err != nil {
+				return fmt.Errorf("applications[%d].check: %w", i, err)
+			}
+			a.mu.Lock()
+			a.checks[app.Name] = c
+			a.mu.Unlock()
+			run(func() { c.Run(ctx) })
+		}
+		if len(app.LoadCommand) > 0 {
+			run(func() { a.measureLoad(ctx, app) })
+		}
+	}
+	run(func() { a.sendChanges(ctx) })
+	run(func() { a.heartbeats(ctx) })
+	go func() { <-ctx.Done(); a.conn.SetReadDeadline(time.Now()) }()
+	a.log.Info().Uint32("host", a.host).Str("listen", a.Addr().String()).Int("applications", len(a.cfg.Apps)).
+		Interface("units", a.cfg.Units).Msg("agent running")
+	buf := make([]byte, pb.MaxDatagram+1)
+	for ctx.Err() == nil {
+		n, src, err := a.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				break
+			}
+			continue
+		}
+		a.receive(in, buf[:n], netip.AddrPortFrom(src.Addr().Unmap(), src.Port()))
+	}
+	wg.Wait()
+	// A clean shutdown clears this host from every cache at once
+	// instead of after missed heartbeats.
+	a.toUnits(&pb.Envelope{Body: &pb.Envelope_Goodbye{Goodbye: &pb.Goodbye{Host: a.host}}}, false)
+	a.log.Info().Msg("agent stopped: goodbye sent")
+	return nil
+}
+
+// onCheck turns a check's verdict into the row's health.
+func (a *Agent) onCheck(name string) func(check.Health, check.Result) {
+	return func(h check.Health, r check.Result) {
+		health := pb.Health_HEALTH_UNKNOWN
+		switch h {
+		case check.Healthy:
+			health = pb.Health_HEALTH_HEALTHY
+		case check.Failing:
+			health = pb.Health_HEALTH_FAILING
+		}
+		if changed, err := a.table.Update(name, func(row *pb.Row) { row.Health = health }); err == nil && changed {
+			a.log.Info().Str("application", name).Str("health", h.String()).Str("detail", r.Detail).Msg("health changed")
+		}
+	}
+}
+
+// send encodes env and sends it to dst.
+func (a *Agent) send(dst netip.AddrPort, env *pb.Envelope, compress bool) {
+	a.sendMu.Lock()
+	b, err := a.out.Encode(env, compress)
+	if err == nil {
+		_, err = a.conn.WriteToUDPAddrPort(b, dst)
+	}
+	a.sendMu.Unlock()
+	kind := pb.Kind(env)
+	a.mu.Lock()
+	a.stats.Sent[kind]++
+	a.mu.Unlock()
+	if err != nil {
+		a.log.Debug().Err(err).Str("to", dst.String()).Str("kind", kind).Msg("send")
+	}
+}
+
+// toUnits sends env to every unit.
+func (a *Agent) toUnits(env *pb.Envelope, compress bool) {
+	for _, u := range a.cfg.units {
+		a.send(u, env, compress)
+	}
+}
+
+// sendChanges pushes the table's changes as they happen: event-driven,
+// several operations per row change when they queue up.
+func (a *Agent) sendChanges(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.table.Changed():
+		}
+		for {
+			ops, gen := a.table.TakePending(changeBatch)
+			if len(ops) == 0 {
+				break
+			}
+			a.toUnits(&pb.Envelope{Body: &pb.Envelope_RowChange{RowChange: &pb.RowChange{Host: a.host, Generation: gen, Ops: ops}}}, true)
+		}
+	}
+}
+
+// changeBatch bounds the operations of one row change so it fits a
+// datagram.
+const changeBatch = 256
+
+// heartbeats sends a heartbeat every interval: to the units, to the
+// group's leader, or as the leader on the group's behalf.
+func (a *Agent) heartbeats(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Heartbeat.Interval)
+	defer t.Stop()
+	for {
+		hb := a.heartbeat()
+		a.mu.Lock()
+		g := a.group
+		a.mu.Unlock()
+		if g == nil || !g.route(hb) {
+			a.toUnits(&pb.Envelope{Body: &pb.Envelope_Heartbeat{Heartbeat: hb}}, false)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// heartbeat builds this host's next heartbeat.
+func (a *Agent) heartbeat() *pb.Heartbeat {
+	gen, chunks := a.table.Integrity()
+	hb := &pb.Heartbeat{Host: a.host, Generation: gen, Chunks: chunks, IntervalMs: uint32(a.cfg.Heartbeat.Interval / time.Millisecond)}
+	// The name in the first few heartbeats (one may be lost) and every
+	// NameEvery-th after.
+	if a.beats < 3 || a.beats%uint64(a.cfg.Heartbeat.NameEvery) == 0 {
+		hb.Name, hb.Port = a.cfg.Host.Name, uint32(a.Addr().Port())
+	}
+	a.beats++
+	return hb
+}
+
+// receive handles one datagram.
+func (a *Agent) receive(in *pb.Codec, b []byte, src netip.AddrPort) {
+	env, err := in.Decode(b)
+	if err == nil {
+		err = pb.Validate(env)
+	}
+	if err != nil {
+		a.mu.Lock()
+		a.stats.Refused[pb.Reason(err)]++
+		a.mu.Unlock()
+		a.log.Debug().Err(err).Str("from", src.String()).Msg("message refused")
+		return
+	}
+	a.mu.Lock()
+	a.stats.Received[pb.Kind(env)]++
+	g := a.group
+	a.mu.Unlock()
+	switch m := env.GetBody().(type) {
+	case *pb.Envelope_GetSnapshot:
+		a.answerSnapshot(src, m.GetSnapshot.GetChunks())
+	case *pb.Envelope_PostulateWrong:
+		a.postulateWrong(src, m.PostulateWrong)
+	case *pb.Envelope_Heartbeat:
+		if g != nil {
+			g.memberBeat(m.Heartbeat, src)
+		}
+	}
+}
+
+// answerSnapshot sends the requested chunks, whole chunks per message.
+func (a *Agent) answerSnapshot(dst netip.AddrPort, chunks []uint32) {
+	gen, chunks, rows := a.table.Chunks(chunks)
+	byChunk := map[uint32][]*pb.Row{}
+	for _, r := range rows {
+		c := pb.ChunkOf(r.GetApp())
+		byChunk[c] = append(byChunk[c], r)
+	}
+	msg := &pb.SendSnapshot{Host: a.host, Generation: gen}
+	flush := func() {
+		if len(msg.Chunks) > 0 {
+			a.send(dst, &pb.Envelope{Body: &pb.Envelope_SendSnapshot{SendSnapshot: msg}}, true)
+		}
+		msg = &pb.SendSnapshot{Host: a.host, Generation: gen}
+	}
+	for _, c := range chunks {
+		if len(msg.Rows)+len(byChunk[c]) > snapshotRows {
+			flush()
+		}
+		msg.Chunks = append(msg.Chunks, c)
+		msg.Rows = append(msg.Rows, byChunk[c]...)
+	}
+	flush()
+}
+
+// snapshotRows bounds the rows of one snapshot message (a chunk larger
+// than this still goes whole, compressed).
+const snapshotRows = 512
+
+// Set changes an application's health, load, capacity or directive
+// (nil fields stay). A new directive starts the handshake that confirms
+// the units follow it.
+func (a *Agent) Set(ctx context.Context, name string, health *pb.Health, load, capacity *uint32, state *pb.State) error {
+	if _, ok := a.table.Row(name); !ok {
+		return fmt.Errorf("no application %q", name)
+	}
+	var startShake bool
+	_, err := a.table.Update(name, func(r *pb.Row) {
+		if health != nil {
+			r.Health = *health
+		}
+		if load != nil {
+			r.Load = *load
+		}
+		if capacity != nil {
+			r.Capacity = *capacity
+		}
+		if state != nil && r.Target != *state {
+			r.Target = *state
+			startShake = true
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if startShake {
+		a.startHandshake(ctx, name, *state)
+	}
+	return nil
+}
+
+// measureLoad runs an application's load command every interval and
+// reports the load when it moved by at least the configured step.
+func (a *Agent) measureLoad(ctx context.Context, app *App) {
+	spec := check.Spec{Type: check.TypeExec, Command: app.LoadCommand, Interval: app.LoadInterval, Timeout: min(app.LoadInterval, 5*time.Second)}.Defaults()
+	t := time.NewTicker(app.LoadInterval)
+	defer t.Stop()
+	for {
+		if out, err := runCommand(ctx, spec.Command, spec.Timeout); err != nil {
+			a.log.Warn().Err(err).Str("application", app.Name).Msg("load command failed")
+		} else if load, ok := parseLoad(out); !ok {
+			a.log.Warn().Str("application", app.Name).Str("output", out).Msg("load command printed no percentage")
+		} else {
+			a.reportLoad(app.Name, load)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// reportLoad applies a measured load with hysteresis: small moves are
+// not worth a message to every unit.
+func (a *Agent) reportLoad(name string, load uint32) {
+	step := uint32(a.cfg.Load.Step)
+	a.table.Update(name, func(r *pb.Row) {
+		if d := int64(load) - int64(r.Load); d >= int64(step) || -d >= int64(step) || (load == 0 || load == 100) && load != r.Load {
+			r.Load = load
+		}
+	})
+}

@@ -1,0 +1,339 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	pb "github.com/tetherlb/tether/api/healthpb"
+	"github.com/tetherlb/tether/ctlplane/health"
+)
+
+// unit is a real unit-side health server on loopback.
+func startUnit(t *testing.T, ctx context.Context, id uint32) *health.Server {
+	t.Helper()
+	s, err := health.New(health.Options{Listen: "127.0.0.1:0", Unit: id, Missed: 4, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Run(ctx)
+	return s
+}
+
+func freeUDP(t testing.TB) string {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().String()
+}
+
+func freeTCP(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func agentConfig(t *testing.T, id int, units []string, extra string) *Config {
+	t.Helper()
+	y := fmt.Sprintf(`
+host: {id: %d, listen: "%s"}
+units: [%s]
+heartbeat: {interval: 50ms}
+directive: {delay: 20ms, window: 50ms}
+api: {socket: /nonexistent/agent.sock}
+applications:
+  - {name: web, vip: "192.0.2.10:80", endpoint: "10.0.%d.2:8080", capacity: 40}
+  - {name: api, proto: udp, endpoint: "10.0.%d.2:53", capacity: 20}
+%s`, id, freeUDP(t), strings.Join(units, ", "), id, id, extra)
+	cfg, err := ParseConfig([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func runAgent(t *testing.T, ctx context.Context, cfg *Config) (*Agent, func()) {
+	t.Helper()
+	a, err := New(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { a.Run(actx); close(done) }()
+	return a, func() { cancel(); <-done }
+}
+
+// eventually polls cond until it holds or 10 s pass; explain, if
+// given, describes the state when it did not.
+func eventually(t *testing.T, what string, cond func() bool, explain ...func() string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			for _, e := range explain {
+				t.Log(e())
+			}
+			t.Fatalf("timed out waiting: %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// inSync reports whether the unit's copy of host id equals the agent's
+// table.
+func inSync(u *health.Server, a *Agent, id uint32) bool {
+	_, want := a.table.Integrity()
+	ok := false
+	u.Read(func(c *health.Cache) {
+		h := c.Host(id)
+		ok = h != nil && len(h.Sums.Differ(want)) == 0 && len(h.Rows) == len(a.table.Names())
+	})
+	return ok
+}
+
+func row(u *health.Server, host uint32, ep string) *pb.Row {
+	var r *pb.Row
+	u.Read(func(c *health.Cache) {
+		if h := c.Host(host); h != nil {
+			for _, x := range h.Rows {
+				if x.GetApp().GetEndpoint() == ep {
+					r = x
+				}
+			}
+		}
+	})
+	return r
+}
+
+func TestAgentKeepsUnitsInStep(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	u1, u2 := startUnit(t, ctx, 1), startUnit(t, ctx, 2)
+	cfg := agentConfig(t, 7, []string{`"` + u1.Addr().String() + `"`, `"` + u2.Addr().String() + `"`}, "")
+	a, stop := runAgent(t, ctx, cfg)
+	eventually(t, "both units hold the table", func() bool { return inSync(u1, a, 7) && inSync(u2, a, 7) })
+
+	load := uint32(90)
+	if err := a.Set(ctx, "web", nil, &load, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the load change reached the units", func() bool {
+		r := row(u1, 7, "10.0.7.2:8080")
+		return r != nil && r.GetLoad() == 90 && inSync(u2, a, 7)
+	})
+
+	// The directive handshake: target first, current once units agree.
+	draining := pb.State_STATE_DRAINING
+	if err := a.Set(ctx, "web", nil, nil, nil, &draining); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the handshake confirmed draining", func() bool {
+		r, _ := a.table.Row("web")
+		return r.GetCurrent() == pb.State_STATE_DRAINING
+	})
+	if r := row(u1, 7, "10.0.7.2:8080"); r.GetTarget() != pb.State_STATE_DRAINING {
+		t.Fatalf("unit target %v", r.GetTarget())
+	}
+	eventually(t, "units hold the confirmed row", func() bool { return inSync(u1, a, 7) && inSync(u2, a, 7) })
+
+	// A clean stop says goodbye: the units clear the host at once.
+	stop()
+	eventually(t, "goodbye cleared the host", func() bool {
+		n := -1
+		u1.Read(func(c *health.Cache) { n = c.Len() })
+		return n == 0 && u1.Stats().Goodbyes == 1
+	})
+}
+
+// TestHandshakeRepairsAUnitThatMissedTheChange: a unit comes up after
+// the directive's row change went out; its postulate-wrong makes the
+// agent resend, and the handshake completes only after.
+func TestHandshakeRepairsAUnitThatMissedTheChange(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	u1 := startUnit(t, ctx, 1)
+	late := freeUDP(t)
+	cfg := agentConfig(t, 7, []string{`"` + u1.Addr().String() + `"`, `"` + late + `"`}, "")
+	cfg.Directive.Delay = 300 * time.Millisecond
+	a, stop := runAgent(t, ctx, cfg)
+	defer stop()
+	eventually(t, "unit 1 in sync", func() bool { return inSync(u1, a, 7) })
+	draining := pb.State_STATE_DRAINING
+	if err := a.Set(ctx, "web", nil, nil, nil, &draining); err != nil {
+		t.Fatal(err)
+	}
+	// The late unit starts after the row change, before the postulate,
+	// with no copy of the host at all.
+	time.Sleep(50 * time.Millisecond)
+	u2, err := health.New(health.Options{Listen: late, Unit: 2, Missed: 4, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go u2.Run(ctx)
+	eventually(t, "the handshake completed", func() bool {
+		r, _ := a.table.Row("web")
+		return r.GetCurrent() == pb.State_STATE_DRAINING
+	})
+	if r := row(u2, 7, "10.0.7.2:8080"); r == nil || r.GetTarget() != pb.State_STATE_DRAINING {
+		t.Fatalf("late unit holds %v", r)
+	}
+}
+
+// TestGroupAggregation: three agents in a group; the lowest host ID
+// leads and sends one consolidated heartbeat per unit. When a member
+// stops, the unit loses it; the others stay.
+func TestGroupAggregation(t *testing.T) {
+	for _, mode := range []string{ModeAggregate, ModeMembership} {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			u := startUnit(t, ctx, 1)
+			binds := []string{freeTCP(t), freeTCP(t), freeTCP(t)}
+			var agents []*Agent
+			var stops []func()
+			for i, id := range []int{3, 5, 9} {
+				extra := fmt.Sprintf("group: {bind: %q, join: [%q], mode: %s, forward_every: 2}", binds[i], binds[0], mode)
+				a, stop := runAgent(t, ctx, agentConfig(t, id, []string{`"` + u.Addr().String() + `"`}, extra))
+				agents, stops = append(agents, a), append(stops, stop)
+			}
+			defer func() {
+				for _, s := range stops {
+					s()
+				}
+			}()
+			eventually(t, "all three hosts in sync through the leader", func() bool {
+				return inSync(u, agents[0], 3) && inSync(u, agents[1], 5) && inSync(u, agents[2], 9)
+			})
+			explain := func() string {
+				var s []string
+				u.Read(func(c *health.Cache) {
+					for _, id := range c.HostIDs() {
+						s = append(s, fmt.Sprintf("unit hears %d via %d", id, c.Host(id).Leader))
+					}
+				})
+				for _, a := range agents {
+					s = append(s, fmt.Sprintf("agent %d sees leader %d, members %v", a.host, a.group.Leader(), a.group.Members()))
+				}
+				return strings.Join(s, "; ")
+			}
+			eventually(t, "members are heard through leader 3", func() bool {
+				ok := false
+				u.Read(func(c *health.Cache) { ok = c.Host(5).Leader == 3 && c.Host(9).Leader == 3 && c.Host(3).Leader == 0 })
+				return ok
+			}, explain)
+			if u.Stats().Received["aggregate"] == 0 || u.Stats().Received["heartbeat"] != 0 {
+				t.Fatalf("unit received %v: want aggregates only", u.Stats().Received)
+			}
+			stops[2]()
+			stops[2] = func() {}
+			eventually(t, "the stopped member is gone, the rest stay", func() bool {
+				var ids []uint32
+				u.Read(func(c *health.Cache) { ids = c.HostIDs() })
+				return len(ids) == 2 && ids[0] == 3 && ids[1] == 5
+			})
+		})
+	}
+}
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	cases := map[string]string{
+		"host: {id: 0, listen: \"127.0.0.1:1\"}\nunits: [\"127.0.0.1:2\"]":                                                                            "host.id",
+		"host: {id: 1, listen: \"nope\"}\nunits: [\"127.0.0.1:2\"]":                                                                                   "host.listen",
+		"host: {id: 1, listen: \"127.0.0.1:1\"}\nunits: []":                                                                                           "units",
+		"host: {id: 1, listen: \"127.0.0.1:1\"}\nunits: [\"x\"]":                                                                                      "units[0]",
+		"host: {id: 1, listen: \"127.0.0.1:1\"}\nunits: [\"127.0.0.1:2\"]\nheartbeat: {interval: 1ms}":                                                "heartbeat.interval",
+		"host: {id: 1, listen: \"127.0.0.1:1\"}\nunits: [\"127.0.0.1:2\"]\ngroup: {bind: \"127.0.0.1:9\", mode: x}":                                   "group.mode",
+		"host: {id: 1, listen: \"127.0.0.1:1\"}\nunits: [\"127.0.0.1:2\"]\napplications: [{name: a, endpoint: \"10.0.0.1:80\", capacity: 100}]":       "applications[0].capacity",
+		"host: {id: 1, listen: \"127.0.0.1:1\"}\nunits: [\"127.0.0.1:2\"]\napplications: [{name: a, endpoint: \"10.0.0.1:80\", check: {type: ping}}]": "applications[0].check",
+		"host: {id: 1, listen: \"127.0.0.1:1\"}\nunits: [\"127.0.0.1:2\"]\napplications: [{name: a, endpoint: \"10.0.0.01:80\"}]":                     "applications[0]",
+		"host: {id: 1, listen: \"127.0.0.1:1\"}\nunits: [\"127.0.0.1:2\"]\nbogus: 1":                                                                  "bogus",
+	}
+	for y, key := range cases {
+		_, err := ParseConfig([]byte(y))
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("%q: got %v, want an error naming %s", y, err, key)
+		}
+	}
+}
+
+func TestTableQueuesAndFolds(t *testing.T) {
+	tb := NewTable(10)
+	r := &pb.Row{App: &pb.AppID{Proto: "tcp", Endpoint: "10.0.0.1:80"}, Health: pb.Health_HEALTH_HEALTHY, Capacity: 10,
+		Target: pb.State_STATE_ACTIVE, Current: pb.State_STATE_ACTIVE}
+	if err := tb.Add("a", r); err != nil {
+		t.Fatal(err)
+	}
+	if err := tb.Add("b", r); err == nil {
+		t.Fatal("a second name for the same application was accepted")
+	}
+	tb.Update("a", func(r *pb.Row) { r.Load = 50 })
+	if changed, _ := tb.Update("a", func(r *pb.Row) { r.Load = 50 }); changed {
+		t.Fatal("a no-op update counted as a change")
+	}
+	if _, err := tb.Update("a", func(r *pb.Row) { r.Load = 500 }); err == nil {
+		t.Fatal("an invalid load was accepted")
+	}
+	ops, gen := tb.TakePending(10)
+	if len(ops) != 1 || ops[0].GetOp() != pb.RowOp_OP_ADD || ops[0].GetRow().GetLoad() != 50 || gen != 12 {
+		t.Fatalf("ops %v at generation %d: want one add with load 50 at 12", ops, gen)
+	}
+	for i := range 5 {
+		tb.Add(fmt.Sprintf("x%d", i), &pb.Row{App: &pb.AppID{Proto: "tcp", Endpoint: fmt.Sprintf("10.0.1.%d:80", i+1)},
+			Target: pb.State_STATE_ACTIVE, Current: pb.State_STATE_ACTIVE})
+	}
+	tb.Remove("a")
+	first, g1 := tb.TakePending(4)
+	rest, g2 := tb.TakePending(4)
+	if len(first) != 4 || g1 != 0 || len(rest) != 2 || g2 != 18 {
+		t.Fatalf("batches of %d (gen %d) and %d (gen %d)", len(first), g1, len(rest), g2)
+	}
+	if rest[1].GetOp() != pb.RowOp_OP_DELETE {
+		t.Fatalf("last op %v, want the delete", rest[1].GetOp())
+	}
+}
+
+// FuzzAgentReceive: no datagram panics the agent.
+func FuzzAgentReceive(f *testing.F) {
+	codec, _ := pb.NewCodec(nil)
+	app := &pb.AppID{Proto: "tcp", Vip: "192.0.2.10:80", Endpoint: "10.0.7.2:8080"}
+	for _, env := range []*pb.Envelope{
+		{Body: &pb.Envelope_GetSnapshot{GetSnapshot: &pb.GetSnapshot{Unit: 1}}},
+		{Body: &pb.Envelope_GetSnapshot{GetSnapshot: &pb.GetSnapshot{Unit: 1, Chunks: []uint32{3, 4}}}},
+		{Body: &pb.Envelope_PostulateWrong{PostulateWrong: &pb.PostulateWrong{Unit: 1, Host: 7, App: app, Held: pb.State_STATE_ACTIVE, Seq: 1}}},
+		{Body: &pb.Envelope_Heartbeat{Heartbeat: &pb.Heartbeat{Host: 5, IntervalMs: 50}}},
+		{Body: &pb.Envelope_Goodbye{Goodbye: &pb.Goodbye{Host: 5}}},
+	} {
+		b, _ := codec.Encode(env, false)
+		f.Add(append([]byte(nil), b...))
+	}
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`
+host: {id: 7, listen: %q, name: localhost}
+units: ["127.0.0.1:9"]
+applications: [{name: web, vip: "192.0.2.10:80", endpoint: "10.0.7.2:8080"}]`, freeUDP(f))))
+	if err != nil {
+		f.Fatal(err)
+	}
+	a, err := New(cfg, zerolog.Nop())
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer a.conn.Close()
+	in, _ := pb.NewCodec(nil)
+	src := a.Addr() // replies go to the agent itself and are never read
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a.receive(in, b, src)
+	})
+}

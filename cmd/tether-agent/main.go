@@ -1,0 +1,211 @@
+// Command tether-agent is the host agent: it runs on each backend host,
+// owns the health-and-load table of the host's applications and keeps
+// the Tether units' caches in step with it. "run" starts it; the other
+// commands talk to a running agent through its local API.
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/tetherlb/tether/agent"
+	"github.com/tetherlb/tether/internal/localapi"
+)
+
+const defaultSocket = "/run/tether-agent/agent.sock"
+
+func main() {
+	fi, err := os.Stderr.Stat()
+	tty := err == nil && fi.Mode()&os.ModeCharDevice != 0
+	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly, NoColor: !tty}).With().Timestamp().Logger()
+	var socket, output string
+	root := &cobra.Command{
+		Use:           "tether-agent",
+		Short:         "Tether host agent: health and load of this host's applications",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	socket = os.Getenv("TETHER_AGENT_SOCKET")
+	if socket == "" {
+		socket = defaultSocket
+	}
+	root.PersistentFlags().StringVar(&socket, "socket", socket, "the agent's API socket (env TETHER_AGENT_SOCKET)")
+	root.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table or json")
+	client := func() *localapi.Client { return localapi.NewClient(socket, "tether-agent") }
+	show := func(v agent.TableView) error {
+		if output == "json" {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(v)
+		}
+		fmt.Printf("host %d (%s) listening on %s, generation %d, units %v\n", v.Host, v.Name, v.Listen, v.Generation, v.Units)
+		if v.Leader != 0 {
+			fmt.Printf("group leader %d, members %v\n", v.Leader, v.Members)
+		}
+		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "APPLICATION\tPROTO\tVIP\tENDPOINT\tHEALTH\tLOAD\tCAPACITY\tTARGET\tCURRENT\tCHECK")
+		for _, a := range v.Apps {
+			chk := "-"
+			if a.Check != nil {
+				chk = fmt.Sprintf("%s %s", a.Check.Health, a.Check.Detail)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d%%\t%d\t%s\t%s\t%s\n", a.Name, a.Proto, dash(a.VIP), dash(a.Endpoint),
+				a.Health, a.Load, a.Capacity, a.Target, a.Current, chk)
+		}
+		return w.Flush()
+	}
+
+	var cfgPath string
+	run := &cobra.Command{
+		Use:   "run --config FILE",
+		Short: "Run the agent",
+		Long: `Run the agent: it checks the applications its configuration lists,
+serves the local API on api.socket, and sends the table's changes and
+heartbeats to the units. SIGINT/SIGTERM stop it and send the units a
+goodbye so they clear this host at once.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if cfgPath == "" {
+				return errors.New("--config is required")
+			}
+			raw, err := os.ReadFile(cfgPath)
+			if err != nil {
+				return err
+			}
+			cfg, err := agent.ParseConfig(raw)
+			if err != nil {
+				return fmt.Errorf("%s: %w", cfgPath, err)
+			}
+			a, err := agent.New(cfg, log)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			go func() {
+				if err := a.ServeAPI(ctx); err != nil {
+					log.Error().Err(err).Msg("agent API stopped")
+					stop()
+				}
+			}()
+			return a.Run(ctx)
+		},
+	}
+	run.Flags().StringVar(&cfgPath, "config", "", "configuration file (YAML)")
+
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "Show the host's health-and-load table",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var v agent.TableView
+			if err := client().Do("GET", "/v1/table", nil, &v); err != nil {
+				return err
+			}
+			return show(v)
+		},
+	}
+
+	var health, state string
+	var load, capacity int
+	set := &cobra.Command{
+		Use:   "set APPLICATION [--health H] [--load N] [--capacity N] [--state S]",
+		Short: "Change an application's health, load, capacity or directive",
+		Long: `Change an application's row. --state draining (or inactive) starts the
+directive handshake: the units stop sending new connections at once, and
+the row's current state follows when every unit has confirmed.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var c agent.Change
+			if cmd.Flags().Changed("health") {
+				c.Health = &health
+			}
+			if cmd.Flags().Changed("state") {
+				c.State = &state
+			}
+			if cmd.Flags().Changed("load") {
+				if load < 0 || load > 100 {
+					return fmt.Errorf("--load %d: want 0 to 100", load)
+				}
+				l := uint32(load)
+				c.Load = &l
+			}
+			if cmd.Flags().Changed("capacity") {
+				if capacity < 0 || capacity > 99 {
+					return fmt.Errorf("--capacity %d: want 0 to 99", capacity)
+				}
+				k := uint32(capacity)
+				c.Capacity = &k
+			}
+			if c == (agent.Change{}) {
+				return errors.New("nothing to change: give --health, --load, --capacity or --state")
+			}
+			body, _ := json.Marshal(c)
+			var v agent.TableView
+			if err := client().Do("PATCH", "/v1/apps/"+args[0], body, &v); err != nil {
+				return err
+			}
+			return show(v)
+		},
+	}
+	set.Flags().StringVar(&health, "health", "", "healthy, failing or unknown")
+	set.Flags().StringVar(&state, "state", "", "active, draining or inactive")
+	set.Flags().IntVar(&load, "load", 0, "load, % of capacity")
+	set.Flags().IntVar(&capacity, "capacity", 0, "capacity, 0-99, relative among applications of its type")
+
+	var spec agent.AppSpec
+	add := &cobra.Command{
+		Use:   "add APPLICATION --endpoint ADDR:PORT [--vip ADDR:PORT] [--proto P] [--capacity N]",
+		Short: "Add an application to the table (an application starting up)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			body, _ := json.Marshal(spec)
+			var v agent.TableView
+			if err := client().Do("PUT", "/v1/apps/"+args[0], body, &v); err != nil {
+				return err
+			}
+			return show(v)
+		},
+	}
+	add.Flags().StringVar(&spec.Proto, "proto", "tcp", "transport or application protocol")
+	add.Flags().StringVar(&spec.VIP, "vip", "", "the VIP address:port the application serves")
+	add.Flags().StringVar(&spec.Endpoint, "endpoint", "", "the address:port the application listens on")
+	add.Flags().StringVar(&spec.URL, "url", "", "URL pattern narrowing the application")
+	add.Flags().IntVar(&spec.Capacity, "capacity", 50, "capacity, 0-99")
+	add.Flags().StringVar(&spec.State, "state", "active", "initial directive")
+	add.Flags().StringVar(&spec.Health, "health", "healthy", "initial health")
+
+	remove := &cobra.Command{
+		Use:   "remove APPLICATION",
+		Short: "Remove an application from the table (an application shutting down)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var v agent.TableView
+			if err := client().Do("DELETE", "/v1/apps/"+args[0], nil, &v); err != nil {
+				return err
+			}
+			return show(v)
+		},
+	}
+	root.AddCommand(run, status, set, add, remove)
+	if err := root.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tether-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
