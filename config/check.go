@@ -3,12 +3,14 @@ package config
 import (
 	"errors"
 	"fmt"
+	"math"
 	"math/big"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/tetherlb/tether/agent/check"
 	"github.com/tetherlb/tether/dataplane/header"
 )
 
@@ -43,6 +45,7 @@ func (c *Config) Check() error {
 	c.Forwarder.check(&p)
 	c.L2.check(&p)
 	c.Admin.check(&p)
+	c.Health.check(&p)
 	seenName := map[string]int{}
 	seenService := map[string]int{}
 	for i := range c.VIPs {
@@ -159,6 +162,67 @@ func (a *Admin) check(p *problems) {
 	}
 }
 
+func (h *Health) check(p *problems) {
+	if h.Listen != "" {
+		if ap, err := netip.ParseAddrPort(h.Listen); err != nil || ap.Port() == 0 {
+			p.add("health.listen", h.Listen, "want address:port, e.g. 10.0.0.1:7310 (0.0.0.0 for every address)")
+		}
+	}
+	if h.UnitID < 0 || h.UnitID > math.MaxUint32 {
+		p.add("health.unit_id", h.UnitID, "must be between 0 (derived from unit.name) and %d", uint32(math.MaxUint32))
+	}
+	if h.Missed < 2 || h.Missed > 100 {
+		p.add("health.missed", h.Missed, "must be between 2 and 100 heartbeat periods")
+	}
+	if h.StartupGrace < 0 || h.StartupGrace > 10*time.Minute {
+		p.add("health.startup_grace", h.StartupGrace, "must be between 0s and 10m")
+	}
+	if h.Allotment.Tokens < 1 || h.Allotment.Tokens > 1_000_000 {
+		p.add("health.allotment.tokens", h.Allotment.Tokens, "must be between 1 and 1000000")
+	}
+	if h.Allotment.Duration < 100*time.Millisecond || h.Allotment.Duration > time.Hour {
+		p.add("health.allotment.duration", h.Allotment.Duration, "must be between 100ms and 1h")
+	}
+}
+
+// Spec is the probe of c against target (address:port), with defaults
+// filled.
+func (c *Check) Spec(target string) check.Spec {
+	return check.Spec{Type: c.Type, Target: target, Path: c.Path, Expect: c.Expect,
+		Interval: c.Interval, Timeout: c.Timeout, Rise: c.Rise, Fall: c.Fall}.Defaults()
+}
+
+func (h *VIPHealth) check(p *problems, key string) {
+	switch h.Source {
+	case "":
+		h.Source = SourceNone
+	case SourceNone, SourceAgent, SourceProbe:
+	default:
+		p.add(key+".source", h.Source, "must be none, agent or probe")
+	}
+	c := &h.Check
+	if h.Source != SourceProbe {
+		if *c != (Check{}) {
+			p.add(key+".check", c.Type, "only source probe runs a check (agents run their own)")
+		}
+		return
+	}
+	if c.Type == "" {
+		c.Type = check.TypeTCP
+	}
+	if c.Type != check.TypeTCP && c.Type != check.TypeHTTP {
+		p.add(key+".check.type", c.Type, "must be tcp or http")
+		return
+	}
+	if c.Port < 0 || c.Port > 65535 {
+		p.add(key+".check.port", c.Port, "must be between 0 (the backend's port) and 65535")
+		return
+	}
+	if err := c.Spec("127.0.0.1:1").Validate(); err != nil {
+		p.add(key+".check", c.Type, "%v", err)
+	}
+}
+
 func (l *L2) check(p *problems) {
 	if l.GatewayMAC != "" {
 		m, err := header.ParseMAC(l.GatewayMAC)
@@ -241,6 +305,7 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 	} else if v.MaglevSize < len(v.Backends) {
 		p.add(key+".maglev_size", v.MaglevSize, "smaller than the number of backends (%d)", len(v.Backends))
 	}
+	v.Health.check(p, key+".health")
 	if v.MTU == 0 {
 		v.MTU = DefaultMTU
 	}

@@ -11,7 +11,73 @@ type Config struct {
 	Forwarder Forwarder `mapstructure:"forwarder"`
 	L2        L2        `mapstructure:"l2"`
 	Admin     Admin     `mapstructure:"admin"`
+	Health    Health    `mapstructure:"health"`
 	VIPs      []VIP     `mapstructure:"vips"`
+}
+
+// Health configures this unit's end of the health-and-load protocol:
+// where host agents send, how long a silent host lives, and how new
+// connections are allotted from the consolidated cache.
+type Health struct {
+	// Listen is the UDP address agents send to, e.g. 10.0.0.1:7310;
+	// "" runs no listener (VIPs may still use probes).
+	Listen string `mapstructure:"listen"`
+	// UnitID identifies this unit to agents; 0 derives it from
+	// unit.name.
+	UnitID int `mapstructure:"unit_id"`
+	// KeyFile holds a shared secret that authenticates every message
+	// (HMAC-SHA256); "" accepts unauthenticated messages.
+	KeyFile string `mapstructure:"key_file"`
+	// Missed is how many heartbeat periods a host may miss before it
+	// ages out.
+	Missed int `mapstructure:"missed"`
+	// StartupGrace is how long after start a backend nobody has
+	// reported on yet still takes new connections, so that a
+	// restarting unit does not refuse everything until agents speak.
+	StartupGrace time.Duration `mapstructure:"startup_grace"`
+	Allotment    Allotment     `mapstructure:"allotment"`
+}
+
+// Allotment sizes the batches of new connections the health-and-load
+// cache hands out.
+type Allotment struct {
+	// Tokens is how many new connections one allotment covers.
+	Tokens int `mapstructure:"tokens"`
+	// Duration is how long an allotment lives; older tokens are thrown
+	// away and a new allotment is made from current health and load.
+	Duration time.Duration `mapstructure:"duration"`
+}
+
+// Health sources of a VIP's backends.
+const (
+	SourceNone  = "none"  // the configuration alone: weights and states as written
+	SourceAgent = "agent" // rows reported by tether-agent on each host
+	SourceProbe = "probe" // this unit probes each backend itself
+)
+
+// VIPHealth says where a VIP's backends' health and load come from.
+type VIPHealth struct {
+	// Source is none, agent or probe.
+	Source string `mapstructure:"source"`
+	// Check is the probe (source probe).
+	Check Check `mapstructure:"check"`
+}
+
+// Check is a health probe a unit runs against each backend of a VIP.
+type Check struct {
+	// Type is tcp or http.
+	Type string `mapstructure:"type"`
+	// Port to probe; 0 probes the backend's port.
+	Port int `mapstructure:"port"`
+	// Path and Expect: http only.
+	Path   string `mapstructure:"path"`
+	Expect int    `mapstructure:"expect"`
+	// Interval between probes and Timeout of each.
+	Interval time.Duration `mapstructure:"interval"`
+	Timeout  time.Duration `mapstructure:"timeout"`
+	// Rise and Fall are consecutive results that change the health.
+	Rise int `mapstructure:"rise"`
+	Fall int `mapstructure:"fall"`
 }
 
 // Admin configures the control process's operator interfaces.
@@ -171,7 +237,9 @@ type VIP struct {
 	// holds the flow's first packet and asks. (The path sessions,
 	// affinity and migration take.) Without a control process the
 	// forwarder decides by Maglev as usual.
-	Punt     bool      `mapstructure:"punt"`
+	Punt bool `mapstructure:"punt"`
+	// Health says where the backends' health and load come from.
+	Health   VIPHealth `mapstructure:"health"`
 	Backends []Backend `mapstructure:"backends"`
 
 	addr            netip.Addr

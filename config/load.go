@@ -46,6 +46,13 @@ var defaults = map[string]any{
 	"admin.run_dir":                            "/run/tether",
 	"admin.metrics":                            "",
 	"l2.gateway_mac":                           "",
+	"health.listen":                            "",
+	"health.unit_id":                           0,
+	"health.key_file":                          "",
+	"health.missed":                            4,
+	"health.startup_grace":                     3 * time.Second,
+	"health.allotment.tokens":                  1000,
+	"health.allotment.duration":                10 * time.Second,
 }
 
 // LoadFile reads a YAML configuration file, applies TETHER_* environment

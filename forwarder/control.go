@@ -270,29 +270,39 @@ func (l *controlLink) route(ctx context.Context, r *channel.Route) error {
 }
 
 // ReloadRequest is the body of the "reload" call: the configuration file
-// and the backend states an operator set at run time (drain, disable),
-// keyed "vip/backend".
+// and what the control process overrides in it at run time, keyed
+// "vip/backend": backend states (an operator's drain or disable, a
+// host's directive, a failing health check) and weights (allotments from
+// the hosts' health and load).
 type ReloadRequest struct {
-	Config string            `json:"config"`
-	States map[string]string `json:"states,omitempty"`
+	Config  string            `json:"config"`
+	States  map[string]string `json:"states,omitempty"`
+	Weights map[string]int    `json:"weights,omitempty"`
 }
 
-// ApplyStates overrides backend states of c; every key must name a
-// backend of c.
-func ApplyStates(c *config.Config, states map[string]string) error {
-	for key, state := range states {
-		found := false
-		for i := range c.VIPs {
-			for j := range c.VIPs[i].Backends {
-				b := &c.VIPs[i].Backends[j]
-				if c.VIPs[i].Name+"/"+b.Name == key {
-					b.State, found = state, true
-				}
-			}
+// ApplyOverrides sets backend states and weights of c; every key must
+// name a backend of c, and the result must pass the configuration's
+// checks.
+func ApplyOverrides(c *config.Config, states map[string]string, weights map[string]int) error {
+	index := map[string]*config.Backend{}
+	for i := range c.VIPs {
+		for j := range c.VIPs[i].Backends {
+			index[c.VIPs[i].Name+"/"+c.VIPs[i].Backends[j].Name] = &c.VIPs[i].Backends[j]
 		}
-		if !found {
+	}
+	for key, state := range states {
+		b := index[key]
+		if b == nil {
 			return fmt.Errorf("states: %q is no backend of the configuration", key)
 		}
+		b.State = state
+	}
+	for key, w := range weights {
+		b := index[key]
+		if b == nil {
+			return fmt.Errorf("weights: %q is no backend of the configuration", key)
+		}
+		b.Weight = &w
 	}
 	return c.Check()
 }
@@ -338,7 +348,7 @@ func (l *controlLink) call(ctx context.Context, method string, body []byte) ([]b
 		if err != nil {
 			return nil, err
 		}
-		if err := ApplyStates(c, req.States); err != nil {
+		if err := ApplyOverrides(c, req.States, req.Weights); err != nil {
 			return nil, err
 		}
 		return nil, l.f.Reload(ctx, c)

@@ -1,5 +1,7 @@
-// Command tetherd is the Tether daemon. For now it offers the replay
-// mode: run a packet capture through the forwarder's pipeline.
+// Command tetherd is the Tether daemon: "run" starts a unit (the control
+// process, which starts and supervises the forwarder process), "control"
+// and "forwarder" run either process alone, and "replay" runs a packet
+// capture through the forwarder's pipeline.
 package main
 
 import (

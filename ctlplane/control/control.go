@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/ctlplane/health"
 	"github.com/tetherlb/tether/dataplane"
 	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/forwarder"
@@ -56,6 +58,15 @@ type Control struct {
 	inv    inventory
 	sup    supervisorState
 	punts  puntStats
+
+	// applyMu serialises configuration changes (reloads, operator states,
+	// health verdicts), so the forwarder gets them in order.
+	applyMu sync.Mutex
+	hl      *health.Server
+	probes  *health.Probes
+	changed chan struct{}
+	eval    health.Evaluation            // the cache's last verdict, under mu
+	allot   map[string]*health.Allotment // per VIP, spent by punted decisions, under mu
 }
 
 type puntStats struct {
@@ -74,12 +85,18 @@ func New(opts Options) (*Control, error) {
 	if err != nil {
 		return nil, err
 	}
-	snap, err := dataplane.Build(cfg, nil)
+	c := &Control{opts: opts, log: opts.Log, started: time.Now(), cfg: cfg, raw: raw,
+		states: map[string]string{}, inv: newInventory()}
+	if err := c.startHealth(); err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	_, c.snap, err = c.prepare(raw, c.states)
+	c.mu.Unlock()
 	if err != nil {
 		return nil, err
 	}
-	return &Control{opts: opts, log: opts.Log, started: time.Now(), cfg: cfg, raw: raw,
-		states: map[string]string{}, snap: snap, inv: newInventory()}, nil
+	return c, nil
 }
 
 // Run serves until ctx ends. When it started the forwarder it stops it
@@ -94,6 +111,7 @@ func (c *Control) Run(ctx context.Context) error {
 	}
 	defer l.Close()
 	go c.accept(ctx, l)
+	go c.runHealth(ctx)
 	done := make(chan struct{})
 	if c.opts.Tetherd != "" {
 		go func() { c.supervise(ctx); close(done) }()
@@ -192,8 +210,10 @@ func (c *Control) catchUp(ctx context.Context, lk *link, restarted bool) {
 // pushConfig sends the running configuration and states, then learns the
 // forwarder's backend IDs.
 func (c *Control) pushConfig(ctx context.Context, lk *link) error {
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
 	c.mu.Lock()
-	req := forwarder.ReloadRequest{Config: string(c.raw), States: copyStates(c.states)}
+	req := c.request(c.raw)
 	c.mu.Unlock()
 	if err := lk.call(ctx, "reload", req, nil); err != nil {
 		return err
@@ -303,12 +323,18 @@ func (c *Control) decide(lk *link, pu *channel.Punt) {
 		c.count(func(s *puntStats) { s.Refused++ })
 		return
 	}
-	bid, ok := v.Choose(netip.AddrPortFrom(pu.Key.SrcAddr(), pu.Key.SrcPort), pu.Key.Proto)
+	key, ok := c.spendToken(v.Name)
+	if !ok {
+		var bid uint32
+		if bid, ok = v.Choose(netip.AddrPortFrom(pu.Key.SrcAddr(), pu.Key.SrcPort), pu.Key.Proto); ok {
+			key = v.Name + "/" + snap.Backends[bid].Name
+		}
+	}
 	if !ok {
 		c.count(func(s *puntStats) { s.NoBackend++ })
 		return
 	}
-	fid, ok := ids[v.Name+"/"+snap.Backends[bid].Name]
+	fid, ok := ids[key]
 	if !ok {
 		c.count(func(s *puntStats) { s.Refused++ })
 		return
@@ -349,11 +375,20 @@ func (c *Control) Reload(ctx context.Context) error {
 
 // apply makes raw (and states, when not nil) the running configuration.
 func (c *Control) apply(ctx context.Context, raw []byte, states map[string]string) error {
-	c.mu.Lock()
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
 	if states == nil {
+		c.mu.Lock()
 		states = copyStates(c.states)
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
+	return c.applyLocked(ctx, raw, states)
+}
+
+// applyLocked is apply for callers holding applyMu: it parses raw, adds
+// the operator's states and the health cache's verdict, builds the
+// tables, and has the forwarder take the same.
+func (c *Control) applyLocked(ctx context.Context, raw []byte, states map[string]string) error {
 	cfg, err := config.Parse(raw)
 	if err != nil {
 		return err
@@ -364,26 +399,88 @@ func (c *Control) apply(ctx context.Context, raw []byte, states map[string]strin
 			delete(states, key)
 		}
 	}
-	if err := forwarder.ApplyStates(cfg, states); err != nil {
-		return err
-	}
 	c.mu.Lock()
-	snap, err := dataplane.Build(cfg, c.snap)
+	prevCfg, prevStates, prevEval, prevAllot := c.cfg, c.states, c.eval, c.allot
+	restore := func() {
+		c.mu.Lock()
+		c.cfg, c.states, c.eval, c.allot = prevCfg, prevStates, prevEval, prevAllot
+		c.mu.Unlock()
+	}
+	c.cfg, c.states = cfg, states
+	req, snap, err := c.prepare(raw, states)
 	c.mu.Unlock()
 	if err != nil {
+		restore()
 		return err
 	}
 	if lk, lerr := c.current(); lerr == nil {
-		if err := lk.call(ctx, "reload", forwarder.ReloadRequest{Config: string(raw), States: states}, nil); err != nil {
+		if err := lk.call(ctx, "reload", req, nil); err != nil {
+			restore()
 			return fmt.Errorf("forwarder refused the configuration: %w", err)
 		}
 		defer c.learnIDs(ctx, lk)
 	}
 	c.mu.Lock()
-	c.cfg, c.raw, c.states, c.snap = cfg, raw, states, snap
+	c.raw, c.snap = raw, snap
 	c.mu.Unlock()
+	if c.probes != nil {
+		c.probes.Sync(ctx, cfg)
+	}
 	c.log.Info().Uint64("generation", snap.Generation).Msg("configuration applied")
 	return nil
+}
+
+// prepare evaluates the health cache over c.cfg and builds the tables
+// the forwarder will get for raw with the operator's states and the
+// verdict's overrides. Callers hold mu; prepare stores the verdict.
+func (c *Control) prepare(raw []byte, states map[string]string) (forwarder.ReloadRequest, *dataplane.Snapshot, error) {
+	ev := c.evaluate(c.cfg, states)
+	c.eval, c.allot = ev, ev.Allotments
+	req := c.request(raw)
+	cfg, err := config.Parse(raw)
+	if err == nil {
+		err = forwarder.ApplyOverrides(cfg, req.States, req.Weights)
+	}
+	if err != nil {
+		return req, nil, err
+	}
+	snap, err := dataplane.Build(cfg, c.snap)
+	return req, snap, err
+}
+
+// request is the reload request for raw: the operator's states made
+// stricter by the last verdict, and the verdict's weights. Callers hold
+// mu.
+func (c *Control) request(raw []byte) forwarder.ReloadRequest {
+	states := copyStates(c.states)
+	for k, s := range c.eval.States {
+		states[k] = s
+	}
+	return forwarder.ReloadRequest{Config: string(raw), States: states, Weights: maps.Clone(c.eval.Weights)}
+}
+
+// spendToken spends a token of the VIP's allotment, making a new
+// allotment when it is spent or stale; false when the VIP has no
+// allotment (its health source is none) or no eligible backend.
+func (c *Control) spendToken(vip string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	a, ok := c.allot[vip]
+	if !ok {
+		return "", false
+	}
+	now := time.Now()
+	i, ok := a.Take(now)
+	if !ok {
+		c.allot = c.evaluate(c.cfg, c.states).Allotments
+		if a = c.allot[vip]; a == nil {
+			return "", false
+		}
+		if i, ok = a.Take(now); !ok {
+			return "", false
+		}
+	}
+	return a.Names[i], true
 }
 
 func hasBackend(cfg *config.Config, key string) bool {
