@@ -1,18 +1,13 @@
 package check
 
 import (
-	"bytes"
-	"context"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
-	"os/exec"
+	"net/netip"
+	"net/url"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 )
 
@@ -23,99 +18,225 @@ const (
 	TypeExec = "exec"
 )
 
+// Defaults and limits. The short default interval is what lets a failure
+// reach the units within about a second (fall 2 × 250ms plus delivery):
+// a local probe costs one connect, so checking often is cheap.
+const (
+	DefaultInterval = 250 * time.Millisecond
+	DefaultTimeout  = 200 * time.Millisecond
+	DefaultRise     = 2
+	DefaultFall     = 2
+	DefaultPath     = "/"
+	DefaultExpect   = http.StatusOK
+
+	MinInterval = 10 * time.Millisecond
+	MaxInterval = time.Hour
+	MaxRiseFall = 100
+)
+
 // Spec describes one check.
 type Spec struct {
+	// Type is TypeTCP, TypeHTTP or TypeExec.
 	Type string
-	// Target is the address:port to connect to (tcp, http).
+	// Target is the host:port to connect to (tcp, http); the host is an
+	// IP address or a name. Exec ignores it.
 	Target string
-	// Path is the HTTP request's path; Host its Host header (default
-	// Target); Expect the status that means healthy.
-	Path   string
-	Host   string
+	// Path is the HTTP request's path (and query), default "/".
+	Path string
+	// Host is the HTTP Host header; empty means Target.
+	Host string
+	// Expect is the HTTP status that means healthy, default 200. It is
+	// compared with the status as answered: redirects are not followed.
 	Expect int
-	// Command runs for exec; exit status 0 means healthy.
+	// Command is an exec check's argv; exit status 0 means healthy.
 	Command []string
-	// Interval between probes; Timeout of each, at most Interval.
+	// Interval is the time between the starts of two probes.
 	Interval time.Duration
-	Timeout  time.Duration
-	// Rise consecutive successes make it healthy, Fall consecutive
-	// failures failing.
+	// Timeout bounds each probe; at most Interval, so probes never
+	// overlap and never queue.
+	Timeout time.Duration
+	// Rise consecutive successes turn the health Healthy, Fall
+	// consecutive failures turn it Failing.
 	Rise int
 	Fall int
 }
 
-// Defaults returns s with its zero fields set to the defaults: path /,
-// expect 200, interval 250ms, timeout 200ms, rise 2, fall 2. The short
-// interval is what lets a failure reach the units within a second: a
-// local probe costs a connect.
+// Defaults returns s with its zero fields set to the defaults: interval
+// 250ms, timeout 200ms (or the interval, if that is shorter, so that a
+// short interval alone is a valid spec), rise 2, fall 2, and for http
+// path "/" and expect 200. Host stays empty: it then follows Target.
+// Negative values are left for Validate to reject.
 func (s Spec) Defaults() Spec {
-	if s.Type == TypeHTTP && s.Path == "" {
-		s.Path = "/"
-	}
-	if s.Type == TypeHTTP && s.Expect == 0 {
-		s.Expect = http.StatusOK
+	if s.Type == TypeHTTP {
+		if s.Path == "" {
+			s.Path = DefaultPath
+		}
+		if s.Expect == 0 {
+			s.Expect = DefaultExpect
+		}
 	}
 	if s.Interval == 0 {
-		s.Interval = 250 * time.Millisecond
+		s.Interval = DefaultInterval
 	}
 	if s.Timeout == 0 {
-		s.Timeout = min(200*time.Millisecond, s.Interval)
+		s.Timeout = DefaultTimeout
+		if s.Interval > 0 && s.Interval < s.Timeout {
+			s.Timeout = s.Interval
+		}
 	}
 	if s.Rise == 0 {
-		s.Rise = 2
+		s.Rise = DefaultRise
 	}
 	if s.Fall == 0 {
-		s.Fall = 2
+		s.Fall = DefaultFall
 	}
 	return s
 }
 
-// Validate reports the first problem of a spec (after Defaults), naming
-// the field, the value and why.
+// Validate reports the first problem of s as an error naming the field,
+// the value and why, e.g.
+//
+//	check.timeout: "5s": must not exceed check.interval (1s)
+//
+// Call it on a spec that went through Defaults: zero values are errors
+// here.
 func (s Spec) Validate() error {
-	bad := func(field string, v any, why string, args ...any) error {
-		return fmt.Errorf("check.%s: %q: %s", field, fmt.Sprint(v), fmt.Sprintf(why, args...))
-	}
 	switch s.Type {
 	case TypeTCP, TypeHTTP:
-		host, port, err := net.SplitHostPort(s.Target)
-		if p, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || p < 1 || p > 65535 {
-			return bad("target", s.Target, "want host:port with a port from 1 to 65535")
+		if why := targetProblem(s.Target); why != "" {
+			return invalid("target", s.Target, why)
 		}
 	case TypeExec:
 		if len(s.Command) == 0 || s.Command[0] == "" {
-			return bad("command", strings.Join(s.Command, " "), "an exec check needs a command")
+			return invalid("command", strings.Join(s.Command, " "), "an exec check needs a command")
+		}
+		for _, arg := range s.Command {
+			if strings.IndexByte(arg, 0) >= 0 {
+				return invalid("command", strings.Join(s.Command, " "), "must not contain NUL bytes")
+			}
 		}
 	default:
-		return bad("type", s.Type, "must be tcp, http or exec")
+		return invalid("type", s.Type, "must be tcp, http or exec")
 	}
 	if s.Type == TypeHTTP {
 		if !strings.HasPrefix(s.Path, "/") {
-			return bad("path", s.Path, "must start with /")
+			return invalid("path", s.Path, "must start with /")
+		}
+		if _, err := requestURL(s.Target, s.Path); err != nil {
+			return invalid("path", s.Path, fmt.Sprintf("not a valid request path: %v", err))
+		}
+		if s.Host != "" && !validHostHeader(s.Host) {
+			return invalid("host", s.Host, "must be a host or host:port without spaces or control characters")
 		}
 		if s.Expect < 100 || s.Expect > 599 {
-			return bad("expect", s.Expect, "must be an HTTP status from 100 to 599")
+			return invalid("expect", s.Expect, "must be an HTTP status from 100 to 599")
 		}
 	}
-	if s.Interval < 10*time.Millisecond || s.Interval > time.Hour {
-		return bad("interval", s.Interval, "must be between 10ms and 1h")
+	if s.Interval < MinInterval || s.Interval > MaxInterval {
+		return invalid("interval", s.Interval, fmt.Sprintf("must be between %s and %s", MinInterval, MaxInterval))
 	}
-	if s.Timeout <= 0 || s.Timeout > s.Interval {
-		return bad("timeout", s.Timeout, "must be above 0 and not exceed check.interval (%s)", s.Interval)
+	if s.Timeout <= 0 {
+		return invalid("timeout", s.Timeout, "must be positive")
 	}
-	if s.Rise < 1 || s.Rise > 100 {
-		return bad("rise", s.Rise, "must be between 1 and 100")
+	if s.Timeout > s.Interval {
+		return invalid("timeout", s.Timeout, fmt.Sprintf("must not exceed check.interval (%s)", s.Interval))
 	}
-	if s.Fall < 1 || s.Fall > 100 {
-		return bad("fall", s.Fall, "must be between 1 and 100")
+	if s.Rise < 1 || s.Rise > MaxRiseFall {
+		return invalid("rise", s.Rise, fmt.Sprintf("must be between 1 and %d", MaxRiseFall))
+	}
+	if s.Fall < 1 || s.Fall > MaxRiseFall {
+		return invalid("fall", s.Fall, fmt.Sprintf("must be between 1 and %d", MaxRiseFall))
 	}
 	return nil
+}
+
+// invalid formats a validation error the way the configuration reports
+// its own: key, quoted value, reason.
+func invalid(field string, value any, why string) error {
+	return fmt.Errorf("check.%s: %q: %s", field, fmt.Sprint(value), why)
+}
+
+// targetProblem says what is wrong with a tcp or http target, or "".
+// The target must be in canonical host:port form (what net.JoinHostPort
+// would write) because it is used verbatim, both to dial and in the URL.
+func targetProblem(target string) string {
+	const want = "want host:port with an IP address or name and a port from 1 to 65535"
+	host, port, err := net.SplitHostPort(target)
+	if err != nil {
+		return want
+	}
+	if net.JoinHostPort(host, port) != target {
+		return want + " (brackets only around an IPv6 address)"
+	}
+	if len(port) == 0 || len(port) > 5 || strings.Trim(port, "0123456789") != "" {
+		return want
+	}
+	if p, _ := strconv.Atoi(port); p < 1 || p > 65535 {
+		return want
+	}
+	if !validHost(host) {
+		return want
+	}
+	return ""
+}
+
+// validHost reports whether h is an IP address (an IPv6 one may carry a
+// zone) or a DNS name: dot-separated labels of letters, digits, '-' and
+// '_', whose last label is not all digits (that would be a mistyped
+// IPv4 address, which a resolver might otherwise try to look up).
+func validHost(h string) bool {
+	if _, err := netip.ParseAddr(h); err == nil {
+		return true
+	}
+	name := strings.TrimSuffix(h, ".")
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	labels := strings.Split(name, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return strings.Trim(labels[len(labels)-1], "0123456789") != ""
+}
+
+// validHostHeader reports whether h can be sent as a Host header: printable
+// ASCII without spaces, and not absurdly long.
+func validHostHeader(h string) bool {
+	if len(h) > 255 {
+		return false
+	}
+	for i := 0; i < len(h); i++ {
+		if h[i] <= ' ' || h[i] >= 0x7f || h[i] == '/' {
+			return false
+		}
+	}
+	return true
+}
+
+// requestURL is the URL an http check requests. Building it from parts
+// rather than by concatenation keeps an IPv6 zone ("%eth0") from being
+// read as a percent escape.
+func requestURL(target, path string) (string, error) {
+	u, err := url.ParseRequestURI(path)
+	if err != nil {
+		return "", err
+	}
+	u.Scheme, u.Host = "http", target
+	return u.String(), nil
 }
 
 // Health is a checked state.
 type Health int
 
-// Healths.
+// Healths. The zero value is Unknown: nothing has been checked yet.
 const (
 	Unknown Health = iota
 	Healthy
@@ -124,231 +245,25 @@ const (
 
 func (h Health) String() string {
 	switch h {
+	case Unknown:
+		return "unknown"
 	case Healthy:
 		return "healthy"
 	case Failing:
 		return "failing"
 	}
-	return "unknown"
+	return "health(" + strconv.Itoa(int(h)) + ")"
 }
 
 // Result is one probe's outcome.
 type Result struct {
 	OK bool
-	// Detail says why, briefly: "status 503, want 200".
-	Detail  string
+	// Detail says why, briefly: "ok", "connect: connection refused",
+	// "status 503, want 200", "exit status 1: not ready",
+	// "timeout after 200ms".
+	Detail string
+	// Latency is how long the probe took.
 	Latency time.Duration
-	At      time.Time
-}
-
-// prober runs one probe of a spec.
-type prober struct {
-	spec   Spec
-	client *http.Client
-}
-
-func newProber(s Spec) *prober {
-	p := &prober{spec: s}
-	if s.Type == TypeHTTP {
-		p.client = &http.Client{
-			// A probe is one fresh connection: reusing one would test
-			// the connection, not whether the server accepts new ones.
-			Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil,
-				DialContext: (&net.Dialer{}).DialContext},
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		}
-	}
-	return p
-}
-
-// Once runs a single probe with the spec's timeout.
-func Once(ctx context.Context, s Spec) Result {
-	return newProber(s.Defaults()).probe(ctx)
-}
-
-func (p *prober) probe(ctx context.Context) Result {
-	s := p.spec
-	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
-	defer cancel()
-	start := time.Now()
-	var detail string
-	switch s.Type {
-	case TypeTCP:
-		detail = p.tcp(ctx)
-	case TypeHTTP:
-		detail = p.http(ctx)
-	case TypeExec:
-		detail = p.exec(ctx)
-	default:
-		detail = "unknown check type " + s.Type
-	}
-	r := Result{OK: detail == "", Detail: detail, Latency: time.Since(start), At: start}
-	if r.OK {
-		r.Detail = "ok"
-	} else if ctx.Err() == context.DeadlineExceeded {
-		r.Detail = fmt.Sprintf("timeout after %s: %s", s.Timeout, detail)
-	}
-	return r
-}
-
-func (p *prober) tcp(ctx context.Context) string {
-	c, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.spec.Target)
-	if err != nil {
-		return short(err)
-	}
-	c.Close()
-	return ""
-}
-
-func (p *prober) http(ctx context.Context) string {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+p.spec.Target+p.spec.Path, nil)
-	if err != nil {
-		return err.Error()
-	}
-	if p.spec.Host != "" {
-		req.Host = p.spec.Host
-	}
-	req.Header.Set("User-Agent", "tether-check")
-	resp, err := p.client.Do(req)
-	if err != nil {
-		return short(err)
-	}
-	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
-	if resp.StatusCode != p.spec.Expect {
-		return fmt.Sprintf("status %d, want %d", resp.StatusCode, p.spec.Expect)
-	}
-	return ""
-}
-
-func (p *prober) exec(ctx context.Context) string {
-	cmd := exec.CommandContext(ctx, p.spec.Command[0], p.spec.Command[1:]...)
-	// Its own process group, killed whole on timeout: a shell script's
-	// children must not outlive the probe.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	cmd.WaitDelay = 100 * time.Millisecond
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &capped{b: &out, n: 4096}, &capped{b: &out, n: 4096}
-	if err := cmd.Run(); err != nil {
-		line, _, _ := strings.Cut(strings.TrimSpace(out.String()), "\n")
-		if line != "" {
-			return fmt.Sprintf("%v: %s", err, line)
-		}
-		return err.Error()
-	}
-	return ""
-}
-
-// capped keeps the first n bytes written and accepts the rest unseen:
-// failing the write would kill the command with SIGPIPE.
-type capped struct {
-	b *bytes.Buffer
-	n int
-}
-
-func (c *capped) Write(p []byte) (int, error) {
-	if room := c.n - c.b.Len(); room > 0 {
-		c.b.Write(p[:min(room, len(p))])
-	}
-	return len(p), nil
-}
-
-// short trims an error to what an operator needs: "connect: connection
-// refused" rather than the whole dial chain.
-func short(err error) string {
-	var op *net.OpError
-	if errors.As(err, &op) && op.Err != nil {
-		return op.Op + ": " + op.Err.Error()
-	}
-	return err.Error()
-}
-
-// Status is a checker's state.
-type Status struct {
-	Health           Health
-	Last             Result
-	Checks, Failures uint64
-	// Since is the last change of Health.
-	Since time.Time
-}
-
-// Checker probes a spec every interval and applies rise and fall.
-type Checker struct {
-	p        *prober
-	onChange func(Health, Result)
-
-	mu     sync.Mutex
-	status Status
-	streak int // consecutive results against the current health
-}
-
-// New returns a checker of s (defaults filled); onChange is called from
-// the checker's goroutine whenever the health changes.
-func New(s Spec, onChange func(Health, Result)) (*Checker, error) {
-	s = s.Defaults()
-	if err := s.Validate(); err != nil {
-		return nil, err
-	}
-	if onChange == nil {
-		onChange = func(Health, Result) {}
-	}
-	return &Checker{p: newProber(s), onChange: onChange, status: Status{Since: time.Now()}}, nil
-}
-
-// Run probes at once, then every interval, until ctx ends. Probes never
-// overlap: a slow one delays the next.
-func (c *Checker) Run(ctx context.Context) {
-	t := time.NewTicker(c.p.spec.Interval)
-	defer t.Stop()
-	for ctx.Err() == nil {
-		r := c.p.probe(ctx)
-		if ctx.Err() != nil {
-			return // a probe cut short by shutdown says nothing
-		}
-		if h, changed := c.record(r); changed {
-			c.onChange(h, r)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-	}
-}
-
-// record applies one result; it returns the health and whether it
-// changed.
-func (c *Checker) record(r Result) (Health, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	st := &c.status
-	st.Checks++
-	if !r.OK {
-		st.Failures++
-	}
-	st.Last = r
-	want, need := Failing, c.p.spec.Fall
-	if r.OK {
-		want, need = Healthy, c.p.spec.Rise
-	}
-	switch {
-	case st.Health == want:
-		c.streak = 0
-		return st.Health, false
-	case st.Health == Unknown:
-		need = 1 // the first result decides
-	}
-	if c.streak++; c.streak < need {
-		return st.Health, false
-	}
-	st.Health, st.Since, c.streak = want, r.At, 0
-	return want, true
-}
-
-// Status returns the checker's state.
-func (c *Checker) Status() Status {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.status
+	// At is when the probe started.
+	At time.Time
 }

@@ -189,7 +189,21 @@ func commands(cl func() *client) []*cobra.Command {
 				}
 			})
 		}}
-	return []*cobra.Command{status, vips, backends, flows, stats,
+	healthCmd := &cobra.Command{Use: "health", Short: "Show the health-and-load cache: hosts, their applications, verdicts and allotments", Args: cobra.NoArgs,
+		Long: `Show what this unit knows from host agents and its own probes: every host
+(last heartbeat, generation, group leader) with its application rows
+(health, load, capacity, target and current directive); then every
+backend of a VIP whose health source is agent or probe, with the verdict
+(the state the forwarder is told and why) and its share of new
+connections; then each VIP's current token allotment.`,
+		RunE: func(*cobra.Command, []string) error {
+			var h control.HealthView
+			if err := cl().do("GET", "/v1/health", nil, &h); err != nil {
+				return err
+			}
+			return cl().show(h, func(w *tabwriter.Writer) { printHealth(w, &h) })
+		}}
+	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd,
 		setState("drain", "Send no new flows to a backend; its connections finish"),
 		setState("undrain", "Undo drain (back to the configured state)"),
 		setState("disable", "Make a backend inactive: its flows are dropped"),
@@ -214,4 +228,55 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+func printHealth(w *tabwriter.Writer, h *control.HealthView) {
+	listen := h.Listen
+	if listen == "" {
+		listen = "no listener (health.listen unset)"
+	}
+	fmt.Fprintf(w, "unit %d, listening on %s", h.Unit, listen)
+	if h.Grace {
+		fmt.Fprint(w, " (startup grace: unreported backends keep their configured state)")
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "\nHOST\tNAME\tADDRESS\tVIA\tGENERATION\tINTERVAL\tLAST HEARD")
+	for _, ho := range h.Hosts {
+		via := "-"
+		if ho.Leader != 0 {
+			via = fmt.Sprintf("leader %d", ho.Leader)
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%s ago\n", ho.ID, dash(ho.Name), dash(ho.Address), via, ho.Generation, ho.Interval, ho.LastHeard)
+		for _, r := range ho.Rows {
+			fmt.Fprintf(w, "  %s %s\tvip %s\t%s\tload %d%%\tcapacity %d\t%s / %s\t\n", r.Proto, dash(r.Endpoint), dash(r.VIP),
+				r.Health, r.Load, r.Capacity, r.Target, r.Current)
+		}
+	}
+	fmt.Fprintln(w, "\nVIP\tBACKEND\tSOURCE\tHEALTH\tDIRECTIVE\tLOAD\tCAPACITY\tSHARE\tWEIGHT\tVERDICT")
+	for _, b := range h.Backends {
+		verdict := "takes new connections"
+		if b.State != "" {
+			verdict = b.State + ": " + b.Reason
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d%%\t%d\t%.1f%%\t%d\t%s\n", b.VIP, b.Backend, b.Source, b.Health, b.Directive,
+			b.Load, b.Capacity, b.Percent, b.Weight, verdict)
+	}
+	for _, vip := range sortedKeys(h.Allot) {
+		a := h.Allot[vip]
+		var parts []string
+		for _, be := range sortedKeys(a.Tokens) {
+			parts = append(parts, fmt.Sprintf("%s %d", be, a.Tokens[be]))
+		}
+		fmt.Fprintf(w, "\nallotment %s\t%d tokens, expires in %s\tleft: %s\n", vip, a.Total, a.Expires, strings.Join(parts, ", "))
+	}
+	st := h.Stats
+	fmt.Fprintf(w, "\nreceived\t%v\nrefused\t%v\nsnapshots\t%d asked, %d applied\nhosts aged out\t%d\ngoodbyes\t%d\n",
+		st.Received, st.Refused, st.SnapshotsAsked, st.SnapshotsIn, st.AgedOut, st.Goodbyes)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

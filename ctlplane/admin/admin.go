@@ -27,6 +27,7 @@ type Backend interface {
 	Reload(ctx context.Context) error
 	SetState(ctx context.Context, vip, backend, state string) error
 	Explain(ctx context.Context, proto string, src, dst netip.AddrPort) (control.Explanation, error)
+	Health(ctx context.Context) control.HealthView
 }
 
 var _ Backend = (*control.Control)(nil)
@@ -155,6 +156,9 @@ func (s *Server) routes() http.Handler {
 			writeJSON(w, http.StatusOK, map[string]string{"backend": r.PathValue("vip") + "/" + r.PathValue("backend"), "state": stateName(state)})
 		})
 	}
+	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.b.Health(r.Context()))
+	})
 	mux.HandleFunc("GET /v1/explain", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		src, err1 := netip.ParseAddrPort(q.Get("src"))

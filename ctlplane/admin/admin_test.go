@@ -47,6 +47,10 @@ func (f *fakeBackend) Explain(context.Context, string, netip.AddrPort, netip.Add
 
 // do calls the API's routes; who may call them is internal/localapi's
 // business, tested there.
+func (f *fakeBackend) Health(context.Context) control.HealthView {
+	return control.HealthView{Unit: 5}
+}
+
 func do(t *testing.T, s *Server, method, path string) (int, map[string]any) {
 	t.Helper()
 	req := httptest.NewRequest(method, path, nil)
@@ -74,6 +78,9 @@ func TestAPI(t *testing.T) {
 	}
 	if code, _ := do(t, s, "POST", "/v1/backends/web/b0/drain"); code != http.StatusOK || fb.states["web/b0"] != "draining" {
 		t.Fatalf("drain: %d %v", code, fb.states)
+	}
+	if code, body := do(t, s, "GET", "/v1/health"); code != http.StatusOK || body["unit_id"].(float64) != 5 {
+		t.Fatalf("health: %d %v", code, body)
 	}
 	if code, body := do(t, s, "GET", "/v1/explain?proto=tcp&src=bad&dst=1.2.3.4:80"); code != http.StatusBadRequest || body["error"] == nil {
 		t.Fatalf("bad explain: %d %v", code, body)

@@ -9,18 +9,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tetherlb/tether/ctlplane/control"
 	"github.com/tetherlb/tether/dataplane"
 )
 
 // Source gives the numbers: the control process.
 type Source interface {
 	Report(ctx context.Context) (dataplane.Report, []int, error)
+	Health(ctx context.Context) control.HealthView
 }
 
 type collector struct {
-	src                                                                   Source
-	up, packets, bytes, drops, passes, flows, newFlows, punted            *prometheus.Desc
-	bePackets, beBytes, beNewFlows, beConns, beWeight, vipPackets, vipNew *prometheus.Desc
+	src                                                                    Source
+	up, packets, bytes, drops, passes, flows, newFlows, punted             *prometheus.Desc
+	bePackets, beBytes, beNewFlows, beConns, beWeight, vipPackets, vipNew  *prometheus.Desc
+	hosts, beHealthy, beShare, healthIn, healthRefused, snapshots, agedOut *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -44,12 +47,21 @@ func newCollector(src Source) *collector {
 		beWeight:   d("backend_weight", "Configured weight of a backend, with its state as a label.", "vip", "backend", "state"),
 		vipPackets: d("vip_packets_total", "Packets to a VIP's backends.", "vip"),
 		vipNew:     d("vip_new_flows_total", "Flows of a VIP.", "vip"),
+		hosts:      d("health_hosts", "Hosts in the health-and-load cache."),
+		beHealthy: d("backend_healthy", "1 when the health cache takes the backend as healthy, 0 when failing or unknown; "+
+			"the health label says which.", "vip", "backend", "health"),
+		beShare:       d("backend_share", "The backend's share of new connections from its VIP's allotment (0-1).", "vip", "backend"),
+		healthIn:      d("health_messages_total", "Health-protocol messages received, by kind.", "kind"),
+		healthRefused: d("health_refused_total", "Health-protocol datagrams refused, by reason.", "reason"),
+		snapshots:     d("health_snapshots_requested_total", "Snapshots requested from hosts whose copy was out of step."),
+		agedOut:       d("health_hosts_aged_out_total", "Hosts removed after missing their heartbeats."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.up, c.packets, c.bytes, c.drops, c.passes, c.flows, c.newFlows, c.punted,
-		c.bePackets, c.beBytes, c.beNewFlows, c.beConns, c.beWeight, c.vipPackets, c.vipNew} {
+		c.bePackets, c.beBytes, c.beNewFlows, c.beConns, c.beWeight, c.vipPackets, c.vipNew,
+		c.hosts, c.beHealthy, c.beShare, c.healthIn, c.healthRefused, c.snapshots, c.agedOut} {
 		ch <- d
 	}
 }
@@ -57,16 +69,36 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	rep, conns, err := c.src.Report(ctx)
-	if err != nil {
-		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
-		return
-	}
 	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	// Health lives in the control process: it is there even when the
+	// forwarder is not.
+	h := c.src.Health(ctx)
+	gauge(c.hosts, float64(len(h.Hosts)))
+	for _, b := range h.Backends {
+		healthy := 0.0
+		if b.Health == "healthy" {
+			healthy = 1
+		}
+		gauge(c.beHealthy, healthy, b.VIP, b.Backend, b.Health)
+		gauge(c.beShare, b.Percent/100, b.VIP, b.Backend)
+	}
+	for k, v := range h.Stats.Received {
+		counter(c.healthIn, v, k)
+	}
+	for k, v := range h.Stats.Refused {
+		counter(c.healthRefused, v, k)
+	}
+	counter(c.snapshots, h.Stats.SnapshotsAsked)
+	counter(c.agedOut, h.Stats.AgedOut)
+	rep, conns, err := c.src.Report(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)
+		return
 	}
 	gauge(c.up, 1)
 	counter(c.packets, rep.RxPackets, "rx")

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherlb/tether/ctlplane/control"
+	"github.com/tetherlb/tether/ctlplane/health"
 	"github.com/tetherlb/tether/dataplane"
 )
 
@@ -20,6 +22,12 @@ type fake struct {
 
 func (f *fake) Report(context.Context) (dataplane.Report, []int, error) {
 	return f.rep, make([]int, len(f.rep.Backends)), f.err
+}
+
+func (f *fake) Health(context.Context) control.HealthView {
+	return control.HealthView{Hosts: []control.HostView{{ID: 3}},
+		Backends: []health.BackendView{{VIP: "web", Backend: "b0", Health: "failing", Percent: 25}},
+		Stats:    health.Stats{Received: map[string]uint64{"heartbeat": 4}, Refused: map[string]uint64{"invalid": 1}}}
 }
 
 func scrape(t *testing.T, src Source) string {
@@ -59,13 +67,18 @@ func TestMetrics(t *testing.T) {
 		`tether_backend_packets_total{backend="b0",direction="to_backend",vip="web"} 5`,
 		`tether_backend_weight{backend="b0",state="active",vip="web"} 2`,
 		`tether_vip_packets_total{vip="web"} 5`,
+		`tether_health_hosts 1`,
+		`tether_backend_healthy{backend="b0",health="failing",vip="web"} 0`,
+		`tether_backend_share{backend="b0",vip="web"} 0.25`,
+		`tether_health_messages_total{kind="heartbeat"} 4`,
+		`tether_health_refused_total{reason="invalid"} 1`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
 	down := scrape(t, &fake{err: errors.New("no forwarder")})
-	if !strings.Contains(down, "tether_forwarder_up 0") {
+	if !strings.Contains(down, "tether_forwarder_up 0") || !strings.Contains(down, "tether_health_hosts 1") {
 		t.Errorf("a missing forwarder is not reported:\n%s", down)
 	}
 }
