@@ -281,6 +281,16 @@ func (p *Pipeline) lookup(pk *packet) (entry, bool) {
 
 func (p *Pipeline) flowPacket(pk *packet, now flow.Tick, out *Output) {
 	e, ok := p.lookup(pk)
+	if ok && pk.tcpFlags&(synFlag|ackFlag) == synFlag && e.m.Flags&flow.FlagReply == 0 && e.m.Flags&(flow.FlagFIN|flow.FlagRST) != 0 {
+		// A client that closed its connection (FIN or RST) opens a new
+		// one on the same tuple, as clients reusing ephemeral ports do
+		// within the closed flow's timeout: it is a new connection and
+		// is decided like one, so that a backend drained, failed or
+		// removed since gets no new connections by way of an old tuple.
+		p.deleteKey(pk)
+		p.stats.Reopened++
+		ok = false
+	}
 	if ok {
 		closed := e.m.Flags & (flow.FlagFIN | flow.FlagRST)
 		track(e.m, pk.tcpFlags, now)

@@ -327,3 +327,40 @@ func TestSnapshotWithoutHistory(t *testing.T) {
 		}
 	}
 }
+
+// TestReusedTupleIsDecidedAgain: a client that closed a connection and
+// opens another on the same tuple gets a new decision, so a backend
+// drained since receives nothing new; a retransmitted SYN of a live
+// connection keeps its backend.
+func TestReusedTupleIsDecidedAgain(t *testing.T) {
+	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	c := cl(1, 100)
+	tx, _, _ := r.send(syn(c, vip(81)))
+	first := dstOf(tx[0]).Addr()
+	tx, _, _ = r.send(syn(c, vip(81))) // retransmission
+	if dstOf(tx[0]).Addr() != first {
+		t.Fatal("a retransmitted SYN changed backend")
+	}
+	r.send(pkttest.TCP(c, vip(81), pkttest.ACK|pkttest.FIN, 2, 1, pkttest.Opts{}))
+	nc := loadConfig(t, 1024, "1024-65535")
+	for i := range nc.VIPs[1].Backends {
+		if nc.VIPs[1].Backends[i].Address == first.String() {
+			nc.VIPs[1].Backends[i].State = config.StateDraining
+		}
+	}
+	if err := nc.Check(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Build(nc, r.p.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.p.SetSnapshot(s)
+	tx, _, _ = r.send(syn(c, vip(81)))
+	if len(tx) != 1 || dstOf(tx[0]).Addr() == first {
+		t.Fatalf("a new connection on a closed flow's tuple went to the drained backend %v", first)
+	}
+	if st := r.p.Stats(); st.Reopened != 1 || st.NewFlows != 2 {
+		t.Fatalf("reopened %d, new flows %d; want 1 and 2", st.Reopened, st.NewFlows)
+	}
+}

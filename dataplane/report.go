@@ -9,6 +9,7 @@ type Report struct {
 	TxPackets  uint64            `json:"tx_packets"`
 	TxBytes    uint64            `json:"tx_bytes"`
 	NewFlows   uint64            `json:"new_flows"`
+	Reopened   uint64            `json:"reopened"`
 	Punted     uint64            `json:"punted"`
 	Flows      int               `json:"flows"` // client-direction and reply entries
 	Drops      map[string]uint64 `json:"drops"`
@@ -62,7 +63,7 @@ func (r *Summary) Report() Report {
 	s := &r.Stats
 	rep := Report{
 		RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes,
-		NewFlows: s.NewFlows, Punted: s.Punted, Flows: r.Flows4 + r.Flows6,
+		NewFlows: s.NewFlows, Reopened: s.Reopened, Punted: s.Punted, Flows: r.Flows4 + r.Flows6,
 		Drops: map[string]uint64{}, Passes: map[string]uint64{},
 		Table: TableReport{Inserted: r.FlowTable.Inserted, Expired: r.FlowTable.Expired, Evicted: r.FlowTable.Evicted, Full: r.FlowTable.Full},
 	}

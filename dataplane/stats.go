@@ -8,6 +8,7 @@ type Stats struct {
 	RxPackets, RxBytes uint64
 	TxPackets, TxBytes uint64
 	NewFlows           uint64
+	Reopened           uint64 // closed flows whose tuple a new connection reused, decided afresh
 	EchoReplies        uint64 // ICMP echo requests to a VIP answered
 	ICMPForwarded      uint64 // ICMP errors sent along their flow
 	FragmentsHeld      uint64 // fragments held until their first fragment came
@@ -58,6 +59,7 @@ func (s *Stats) Add(o *Stats) {
 	s.TxPackets += o.TxPackets
 	s.TxBytes += o.TxBytes
 	s.NewFlows += o.NewFlows
+	s.Reopened += o.Reopened
 	s.EchoReplies += o.EchoReplies
 	s.ICMPForwarded += o.ICMPForwarded
 	s.FragmentsHeld += o.FragmentsHeld

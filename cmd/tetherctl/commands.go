@@ -118,7 +118,7 @@ func commands(cl func() *client) []*cobra.Command {
 			return cl().show(r, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "received\t%d packets\t%d bytes\n", r.RxPackets, r.RxBytes)
 				fmt.Fprintf(w, "sent\t%d packets\t%d bytes\n", r.TxPackets, r.TxBytes)
-				fmt.Fprintf(w, "flows\t%d entries\t%d new\n", r.Flows, r.NewFlows)
+				fmt.Fprintf(w, "flows\t%d entries\t%d new (%d reusing a closed flow's tuple)\n", r.Flows, r.NewFlows, r.Reopened)
 				for _, k := range sortedKeys(r.Drops) {
 					fmt.Fprintf(w, "drop\t%s\t%d\n", k, r.Drops[k])
 				}
