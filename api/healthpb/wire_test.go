@@ -219,3 +219,21 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+// TestDecompressionBomb: a small datagram that inflates past MaxMessage
+// is refused before it is decoded.
+func TestDecompressionBomb(t *testing.T) {
+	c, _ := NewCodec(nil)
+	big := make([]byte, 4*MaxMessage)
+	z := c.enc.EncodeAll(big, []byte{'T', 'H', Version, flagCompressed})
+	if len(z) > MaxDatagram {
+		t.Fatalf("bomb of %d bytes does not fit a datagram", len(z))
+	}
+	_, err := c.Decode(z)
+	if !errors.Is(err, ErrCompressed) && !errors.Is(err, ErrOversized) {
+		t.Fatalf("a %d-byte datagram inflating to %d bytes: %v", len(z), len(big), err)
+	}
+	if r := Reason(err); r != "compression" && r != "oversized" {
+		t.Fatalf("counted as %q", r)
+	}
+}
