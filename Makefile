@@ -86,9 +86,11 @@ proto:
 	cd api/healthpb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative health.proto
 
 # Generated code must match its generator.
-check-generated:
+check-generated: proto
 	@$(GO) generate ./tables/flow/ && git diff --exit-code -- tables/flow/table6_gen.go \
 		|| { echo "tables/flow/table6_gen.go is stale: run make generate"; exit 1; }
+	@git diff --exit-code -- api/healthpb/health.pb.go \
+		|| { echo "api/healthpb/health.pb.go is stale: run make proto and commit it"; exit 1; }
 
 clean:
 	rm -rf $(OUT) bin
