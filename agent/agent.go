@@ -270,6 +270,18 @@ func (a *Agent) receive(in *pb.Codec, b []byte, src netip.AddrPort) {
 	a.stats.Received[pb.Kind(env)]++
 	g := a.group
 	a.mu.Unlock()
+	switch env.GetBody().(type) {
+	case *pb.Envelope_GetSnapshot, *pb.Envelope_PostulateWrong:
+		// Only units may ask: a snapshot answer is much larger than the
+		// request, and answering anyone would make the agent an
+		// amplifier for spoofed requests.
+		if !a.isUnit(src.Addr()) {
+			a.mu.Lock()
+			a.stats.Refused["not_a_unit"]++
+			a.mu.Unlock()
+			return
+		}
+	}
 	switch m := env.GetBody().(type) {
 	case *pb.Envelope_GetSnapshot:
 		a.answerSnapshot(src, m.GetSnapshot.GetChunks())
@@ -280,6 +292,17 @@ func (a *Agent) receive(in *pb.Codec, b []byte, src netip.AddrPort) {
 			g.memberBeat(m.Heartbeat, src)
 		}
 	}
+}
+
+// isUnit reports whether addr is one of the configured units' addresses
+// (any port: a unit may answer from another socket than it listens on).
+func (a *Agent) isUnit(addr netip.Addr) bool {
+	for _, u := range a.cfg.units {
+		if u.Addr().Unmap() == addr.Unmap() {
+			return true
+		}
+	}
+	return false
 }
 
 // answerSnapshot sends the requested chunks, whole chunks per message.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -336,4 +337,24 @@ applications: [{name: web, vip: "192.0.2.10:80", endpoint: "10.0.7.2:8080"}]`, f
 	f.Fuzz(func(t *testing.T, b []byte) {
 		a.receive(in, b, src)
 	})
+}
+
+// TestAnswersOnlyUnits: a snapshot request from an address that is not
+// a configured unit is refused (no amplification of spoofed requests).
+func TestAnswersOnlyUnits(t *testing.T) {
+	cfg := agentConfig(t, 7, []string{`"127.0.0.1:9"`}, "")
+	a, err := New(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.conn.Close()
+	codec, _ := pb.NewCodec(nil)
+	b, _ := codec.Encode(&pb.Envelope{Body: &pb.Envelope_GetSnapshot{GetSnapshot: &pb.GetSnapshot{Unit: 1}}}, false)
+	in, _ := pb.NewCodec(nil)
+	a.receive(in, append([]byte(nil), b...), netip.MustParseAddrPort("192.0.2.99:7310"))
+	a.receive(in, append([]byte(nil), b...), netip.MustParseAddrPort("127.0.0.1:7310"))
+	v := a.View()
+	if v.Stats.Refused["not_a_unit"] != 1 || v.Stats.Sent["send_snapshot"] != 1 {
+		t.Fatalf("refused %v, sent %v", v.Stats.Refused, v.Stats.Sent)
+	}
 }

@@ -423,9 +423,7 @@ func (c *Control) applyLocked(ctx context.Context, raw []byte, states map[string
 	c.mu.Lock()
 	c.raw, c.snap = raw, snap
 	c.mu.Unlock()
-	if c.probes != nil {
-		c.probes.Sync(ctx, cfg)
-	}
+	c.probes.Sync(cfg)
 	c.log.Info().Uint64("generation", snap.Generation).Msg("configuration applied")
 	return nil
 }

@@ -84,7 +84,7 @@ func (c *Control) runHealth(ctx context.Context) {
 	c.mu.Lock()
 	cfg := c.cfg
 	c.mu.Unlock()
-	c.probes.Sync(ctx, cfg)
+	c.probes.Start(ctx, cfg)
 	if addr := c.hl.Addr(); addr.IsValid() {
 		c.log.Info().Str("listen", addr.String()).Uint32("unit_id", unitID(cfg)).Msg("health listener running")
 	}

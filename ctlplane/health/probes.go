@@ -23,6 +23,7 @@ type Probes struct {
 	log zerolog.Logger
 
 	mu      sync.Mutex
+	base    context.Context   // bounds every probe's life; set by Start
 	running map[string]*probe // by "vip/backend"
 }
 
@@ -38,10 +39,20 @@ func NewProbes(srv *Server, log zerolog.Logger) *Probes {
 	return &Probes{srv: srv, log: log, running: map[string]*probe{}}
 }
 
+// Start sets the context that bounds every probe, then Syncs cfg. Probes
+// must not live by the context of whatever request changed the
+// configuration.
+func (p *Probes) Start(ctx context.Context, cfg *config.Config) {
+	p.mu.Lock()
+	p.base = ctx
+	p.mu.Unlock()
+	p.Sync(cfg)
+}
+
 // Sync makes the running probes match cfg: new backends get a probe,
-// removed ones lose theirs (and their rows), changed ones restart. ctx
-// bounds the probes' lives.
-func (p *Probes) Sync(ctx context.Context, cfg *config.Config) {
+// removed ones lose theirs (and their rows), changed ones restart. Before
+// Start it does nothing.
+func (p *Probes) Sync(cfg *config.Config) {
 	want := map[string]*probe{}
 	for i := range cfg.VIPs {
 		v := &cfg.VIPs[i]
@@ -65,6 +76,9 @@ func (p *Probes) Sync(ctx context.Context, cfg *config.Config) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.base == nil {
+		return
+	}
 	for key, old := range p.running {
 		if w, ok := want[key]; ok && sameSpec(w.spec, old.spec) && pb.Key(w.row.GetApp()) == pb.Key(old.row.GetApp()) {
 			delete(want, key)
@@ -82,7 +96,7 @@ func (p *Probes) Sync(ctx context.Context, cfg *config.Config) {
 			p.log.Error().Err(err).Str("backend", key).Msg("probe not started")
 			continue
 		}
-		pctx, cancel := context.WithCancel(ctx)
+		pctx, cancel := context.WithCancel(p.base)
 		pr.cancel, pr.done = cancel, make(chan struct{})
 		p.running[key] = pr
 		go func() { defer close(pr.done); c.Run(pctx) }()

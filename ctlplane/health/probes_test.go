@@ -63,7 +63,7 @@ vips:
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	p := NewProbes(srv, zerolog.Nop())
-	p.Sync(ctx, cfg)
+	p.Start(ctx, cfg)
 	eval := func() Evaluation {
 		var ev Evaluation
 		srv.Read(func(c *Cache) { ev = Evaluate(c, cfg, nil, false, 100, time.Second, time.Now()) })
@@ -89,7 +89,7 @@ vips:
 	if cfg, err = config.Parse([]byte(cfgText(1))); err != nil {
 		t.Fatal(err)
 	}
-	p.Sync(ctx, cfg)
+	p.Sync(cfg)
 	srv.Read(func(c *Cache) {
 		if h := c.Host(ProbeHost); h == nil || len(h.Rows) != 1 {
 			t.Fatalf("probe rows after removing b1: %v", h)
