@@ -121,11 +121,14 @@ func verdict(h control.HealthView, vip, backend string) (b struct {
 	return b
 }
 
-// rows flattens a cache to "host endpoint health load target/current"
-// lines, for comparing two units.
+// rows flattens the agents' part of a cache to "host endpoint health
+// load target/current" lines, for comparing two units.
 func rows(h control.HealthView) string {
 	var lines []string
 	for _, ho := range h.Hosts {
+		if ho.ID == 0 {
+			continue // each unit's own probes
+		}
 		for _, r := range ho.Rows {
 			lines = append(lines, fmt.Sprintf("%d %s %s %d %s/%s", ho.ID, r.Endpoint, r.Health, r.Load, r.Target, r.Current))
 		}
@@ -159,8 +162,9 @@ func checkShares(t *testing.T, what string, r ClientResult, want []float64) {
 // VIP that spends tokens); a failing check stops new flows to that
 // backend while the others serve; a drained application finishes its
 // connections; a row change lost on the wire is repaired by the
-// snapshot path; a second unit holds the same cache; and a host whose
-// agent is killed ages out.
+// snapshot path; a second unit holds the same cache; a host whose agent
+// is killed ages out; and a VIP whose backends have no agent is served by
+// the unit's own probes.
 func TestHealthAndLoad(t *testing.T) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Fatal("nft is not installed (.ci/run installs nftables): the test drops datagrams with it")
@@ -177,7 +181,13 @@ func TestHealthAndLoad(t *testing.T) {
 	punted = strings.Replace(punted, "address: 192.0.2.10", "address: 192.0.2.11", 1)
 	punted = strings.Replace(punted, "mode: nat", "mode: nat\n    punt: true", 1)
 	punted = strings.Replace(punted, "198.51.100.1", "198.51.100.2", 1)
-	cfg += punted + "health: {listen: \"0.0.0.0:7310\", startup_grace: 1s}\n"
+	// A third VIP whose backends have no agent as far as it knows: the
+	// unit probes them itself.
+	probed := strings.Replace(strings.SplitN(cfg, "vips:\n", 2)[1], "name: web", "name: webprobe", 1)
+	probed = strings.Replace(probed, "address: 192.0.2.10", "address: 192.0.2.12", 1)
+	probed = strings.Replace(probed, "198.51.100.1", "198.51.100.3", 1)
+	probed = strings.Replace(probed, "health: {source: agent}", "health: {source: probe, check: {type: http, interval: 200ms, timeout: 100ms}}", 1)
+	cfg += punted + probed + "health: {listen: \"0.0.0.0:7310\", startup_grace: 1s}\n"
 	u := startUnit(t, lb, cfg)
 
 	// A second unit's control process, on its own port: it runs no
@@ -203,6 +213,9 @@ func TestHealthAndLoad(t *testing.T) {
 	all := func(h control.HealthView) bool {
 		n := 0
 		for _, ho := range h.Hosts {
+			if ho.ID == 0 {
+				continue // the unit's own probes
+			}
 			for _, r := range ho.Rows {
 				if r.Health == "healthy" {
 					n++
@@ -259,7 +272,7 @@ func TestHealthAndLoad(t *testing.T) {
 		waitHealth(t, lb, u.socket, "current state draining", func(h control.HealthView) bool {
 			for _, ho := range h.Hosts {
 				for _, r := range ho.Rows {
-					if r.Endpoint == lb.BackendIP(a.i)+":8080" {
+					if ho.ID != 0 && r.Endpoint == lb.BackendIP(a.i)+":8080" {
 						return r.Current == "draining"
 					}
 				}
@@ -328,6 +341,25 @@ func TestHealthAndLoad(t *testing.T) {
 		r := client(t, lb, "http://192.0.2.10/", 200, 8)
 		if r.Errors > 0 || r.Backends["b2"] > 0 {
 			t.Fatalf("after b2's agent died: %v (%d errors)", r.Backends, r.Errors)
+		}
+	})
+
+	t.Run("unit probes backends without an agent", func(t *testing.T) {
+		// b2's application still runs: the probed VIP keeps using it.
+		if r := client(t, lb, "http://192.0.2.12/", 300, 8); r.Errors > 0 || r.Backends["b2"] == 0 {
+			t.Fatalf("probed VIP: %v (%d errors: %s)", r.Backends, r.Errors, r.FirstErr)
+		}
+		for _, p := range lb.procs {
+			if p.Name == "httpd b0" {
+				p.Stop()
+			}
+		}
+		waitHealth(t, lb, u.socket, "the probe finds b0 gone", func(h control.HealthView) bool {
+			return verdict(h, "webprobe", "b0").State == "draining" && verdict(h, "webprobe", "b0").Health == "failing"
+		})
+		r := client(t, lb, "http://192.0.2.12/", 300, 8)
+		if r.Errors > 0 || r.Backends["b0"] > 0 || r.Backends["b1"] == 0 || r.Backends["b2"] == 0 {
+			t.Fatalf("probed VIP without b0: %v (%d errors: %s)", r.Backends, r.Errors, r.FirstErr)
 		}
 	})
 }

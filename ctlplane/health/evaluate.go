@@ -101,17 +101,23 @@ func Evaluate(c *Cache, cfg *config.Config, opStates map[string]string, grace bo
 	return ev
 }
 
-// rowsByEndpoint gathers the rows that speak for v's backends: rows of
-// v's type (its protocol and address:port) and rows that name only an
-// endpoint, keyed by endpoint.
+// rowsByEndpoint gathers the rows that speak for v's backends, keyed by
+// endpoint: rows of v's type (its protocol and address:port) and rows
+// that name only an endpoint, from the VIP's source alone — agents' rows
+// for source agent, this unit's probes for source probe — so that one
+// source's opinion never masks the other's.
 func rowsByEndpoint(c *Cache, v *config.VIP) map[string][]Endpoint {
 	vip := netip.AddrPortFrom(v.Addr(), uint16(v.Port)).String()
 	out := map[string][]Endpoint{}
+	probe := v.Health.Source == config.SourceProbe
 	for _, typ := range []string{
 		pb.TypeKey(&pb.AppID{Proto: v.Protocol, Vip: vip}),
 		pb.TypeKey(&pb.AppID{Proto: v.Protocol}),
 	} {
 		for _, e := range c.OfType(typ) {
+			if (e.Host == ProbeHost) != probe {
+				continue
+			}
 			ep := e.Row.GetApp().GetEndpoint()
 			out[ep] = append(out[ep], e)
 		}

@@ -82,9 +82,13 @@ func TestEvaluate(t *testing.T) {
 			map[string]string{"web/b0": "inactive", "web/b2": "draining"}, false, map[string]string{}, []float64{0, 100, 0}},
 		{"a healthy proxy outvotes a failing one; endpoint-only rows count", map[uint32][]*pb.Row{
 			1: {vipRow("10.0.0.10:8080", F, 0, 50, A)}, 2: {vipRow("10.0.0.10:8080", H, 0, 50, A)},
-			3:         {{App: &pb.AppID{Proto: "tcp", Endpoint: "10.0.0.11:8080"}, Health: H, Capacity: 50, Target: A, Current: A}},
-			ProbeHost: {vipRow("10.0.0.12:8080", H, 0, 50, A)}},
+			3: {{App: &pb.AppID{Proto: "tcp", Endpoint: "10.0.0.11:8080"}, Health: H, Capacity: 50, Target: A, Current: A}},
+			4: {vipRow("10.0.0.12:8080", H, 0, 50, A)}},
 			nil, false, map[string]string{}, []float64{25, 25, 50}},
+		{"an agent VIP ignores the unit's probes", map[uint32][]*pb.Row{
+			1: {vipRow("10.0.0.10:8080", H, 0, 50, A)}, 2: {vipRow("10.0.0.11:8080", H, 0, 50, A)},
+			3: {vipRow("10.0.0.12:8080", F, 0, 50, A)}, ProbeHost: {vipRow("10.0.0.12:8080", H, 0, 50, A)}},
+			nil, false, map[string]string{"web/b2": "draining"}, []float64{50, 50, 0}},
 	}
 	for _, c := range cases {
 		ev := Evaluate(cacheWith(c.rows), cfg, c.op, c.grace, 1000, time.Second, now)
