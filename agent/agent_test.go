@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -357,4 +359,34 @@ func TestAnswersOnlyUnits(t *testing.T) {
 	if v.Stats.Refused["not_a_unit"] != 1 || v.Stats.Sent["send_snapshot"] != 1 {
 		t.Fatalf("refused %v, sent %v", v.Stats.Refused, v.Stats.Sent)
 	}
+}
+
+// TestLoadCommand: a load command's percentage reaches the row, with
+// hysteresis: a move smaller than load.step is not reported.
+func TestLoadCommand(t *testing.T) {
+	loadFile := filepath.Join(t.TempDir(), "load")
+	os.WriteFile(loadFile, []byte("42%\n"), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	cfg, err := ParseConfig([]byte(fmt.Sprintf(`
+host: {id: 7, listen: %q}
+units: ["127.0.0.1:9"]
+api: {socket: /nonexistent/agent.sock}
+applications:
+  - {name: batch, endpoint: "10.0.9.2:9000", load_command: [cat, %q], load_interval: 100ms}
+`, freeUDP(t), loadFile)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, stop := runAgent(t, ctx, cfg)
+	defer stop()
+	load := func() uint32 { r, _ := a.table.Row("batch"); return r.GetLoad() }
+	eventually(t, "load 42", func() bool { return load() == 42 })
+	os.WriteFile(loadFile, []byte("44.4\n"), 0o644) // within the 5-point step
+	time.Sleep(300 * time.Millisecond)
+	if load() != 42 {
+		t.Fatalf("a 2-point move was reported: %d", load())
+	}
+	os.WriteFile(loadFile, []byte("80\n"), 0o644)
+	eventually(t, "load 80", func() bool { return load() == 80 })
 }
