@@ -75,7 +75,7 @@ func New(cfg *Config, log zerolog.Logger) (*Agent, error) {
 		stats:  Stats{Sent: map[string]uint64{}, Received: map[string]uint64{}, Refused: map[string]uint64{}}}
 	for i := range cfg.Apps {
 		app := &cfg.Apps[i]
-		st, _ := parseState(app.State)
+		st, _ := pb.ParseState(app.State)
 		r := &pb.Row{App: app.AppID(), Health: pb.Health_HEALTH_HEALTHY, Capacity: uint32(app.Capacity), Target: st, Current: st}
 		if app.Check != nil {
 			r.Health = pb.Health_HEALTH_UNKNOWN // until the first check says

@@ -63,8 +63,8 @@ func (a *Agent) View() TableView {
 		}
 		app := r.GetApp()
 		av := AppView{Name: name, Proto: app.GetProto(), VIP: app.GetVip(), Endpoint: app.GetEndpoint(), URL: app.GetUrl(),
-			Health: healthName(r.GetHealth()), Load: r.GetLoad(), Capacity: r.GetCapacity(),
-			Target: stateName(r.GetTarget()), Current: stateName(r.GetCurrent())}
+			Health: pb.HealthName(r.GetHealth()), Load: r.GetLoad(), Capacity: r.GetCapacity(),
+			Target: pb.StateName(r.GetTarget()), Current: pb.StateName(r.GetCurrent())}
 		a.mu.Lock()
 		if c := a.checks[name]; c != nil {
 			st := c.Status()
@@ -73,9 +73,9 @@ func (a *Agent) View() TableView {
 		}
 		if h := a.shakes[name]; h != nil {
 			if h.done {
-				av.Handshake = fmt.Sprintf("confirmed %s after %d rounds", stateName(h.state), h.rounds)
+				av.Handshake = fmt.Sprintf("confirmed %s after %d rounds", pb.StateName(h.state), h.rounds)
 			} else {
-				av.Handshake = fmt.Sprintf("postulating %s (round %d)", stateName(h.state), h.rounds)
+				av.Handshake = fmt.Sprintf("postulating %s (round %d)", pb.StateName(h.state), h.rounds)
 			}
 		}
 		a.mu.Unlock()
@@ -185,10 +185,10 @@ func (a *Agent) AddApp(name string, s AppSpec) error {
 	if len(p) > 0 {
 		return p[0]
 	}
-	st, _ := parseState(app.State)
+	st, _ := pb.ParseState(app.State)
 	r := &pb.Row{App: app.AppID(), Health: pb.Health_HEALTH_HEALTHY, Capacity: uint32(app.Capacity), Target: st, Current: st}
 	if s.Health != "" {
-		h, ok := parseHealth(s.Health)
+		h, ok := pb.ParseHealth(s.Health)
 		if !ok {
 			return fmt.Errorf("health %q: want healthy, failing or unknown", s.Health)
 		}
@@ -206,14 +206,14 @@ func (a *Agent) apply(ctx context.Context, name string, c Change) error {
 	var health *pb.Health
 	var state *pb.State
 	if c.Health != nil {
-		h, ok := parseHealth(*c.Health)
+		h, ok := pb.ParseHealth(*c.Health)
 		if !ok {
 			return fmt.Errorf("health %q: want healthy, failing or unknown", *c.Health)
 		}
 		health = &h
 	}
 	if c.State != nil {
-		s, ok := parseState(*c.State)
+		s, ok := pb.ParseState(*c.State)
 		if !ok {
 			return fmt.Errorf("state %q: want active, draining or inactive", *c.State)
 		}

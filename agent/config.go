@@ -300,7 +300,7 @@ func (a *App) check(p *problems, key string) {
 	if a.State == "" {
 		a.State = "active"
 	}
-	if _, ok := parseState(a.State); !ok {
+	if _, ok := pb.ParseState(a.State); !ok {
 		p.add(key+".state", a.State, "must be active, draining or inactive")
 	}
 	if a.Capacity < 0 || a.Capacity > pb.MaxCapacity {
@@ -341,48 +341,4 @@ func (a *App) CheckSpec() check.Spec {
 	}
 	return check.Spec{Type: c.Type, Target: target, Path: c.Path, Host: c.Host, Expect: c.Expect, Command: c.Command,
 		Interval: c.Interval, Timeout: c.Timeout, Rise: c.Rise, Fall: c.Fall}.Defaults()
-}
-
-func parseState(s string) (pb.State, bool) {
-	switch s {
-	case "active":
-		return pb.State_STATE_ACTIVE, true
-	case "draining":
-		return pb.State_STATE_DRAINING, true
-	case "inactive":
-		return pb.State_STATE_INACTIVE, true
-	}
-	return pb.State_STATE_UNSPECIFIED, false
-}
-
-func stateName(s pb.State) string {
-	switch s {
-	case pb.State_STATE_DRAINING:
-		return "draining"
-	case pb.State_STATE_INACTIVE:
-		return "inactive"
-	}
-	return "active"
-}
-
-func healthName(h pb.Health) string {
-	switch h {
-	case pb.Health_HEALTH_HEALTHY:
-		return "healthy"
-	case pb.Health_HEALTH_FAILING:
-		return "failing"
-	}
-	return "unknown"
-}
-
-func parseHealth(s string) (pb.Health, bool) {
-	switch s {
-	case "healthy":
-		return pb.Health_HEALTH_HEALTHY, true
-	case "failing":
-		return pb.Health_HEALTH_FAILING, true
-	case "unknown":
-		return pb.Health_HEALTH_UNKNOWN, true
-	}
-	return 0, false
 }

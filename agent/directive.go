@@ -102,7 +102,7 @@ func (a *Agent) runHandshake(ctx context.Context, name string, h *handshake) {
 	h.done = true
 	a.mu.Unlock()
 	if err == nil && changed {
-		a.log.Info().Str("application", name).Str("state", stateName(h.state)).Int("rounds", h.rounds).Msg("directive confirmed: units follow it")
+		a.log.Info().Str("application", name).Str("state", pb.StateName(h.state)).Int("rounds", h.rounds).Msg("directive confirmed: units follow it")
 	}
 }
 

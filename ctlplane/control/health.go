@@ -235,6 +235,6 @@ func sortedRows(h *health.Host) []*pb.Row { return h.Sorted() }
 func rowView(r *pb.Row) RowView {
 	a := r.GetApp()
 	return RowView{Proto: a.GetProto(), VIP: a.GetVip(), Endpoint: a.GetEndpoint(), URL: a.GetUrl(),
-		Health: health.HealthName(r.GetHealth()), Load: r.GetLoad(), Capacity: r.GetCapacity(),
-		Target: health.StateName(r.GetTarget()), Current: health.StateName(r.GetCurrent())}
+		Health: pb.HealthName(r.GetHealth()), Load: r.GetLoad(), Capacity: r.GetCapacity(),
+		Target: pb.StateName(r.GetTarget()), Current: pb.StateName(r.GetCurrent())}
 }

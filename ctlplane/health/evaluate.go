@@ -142,14 +142,14 @@ func merge(rows []Endpoint) BackendView {
 		case r.GetHealth() == pb.Health_HEALTH_FAILING && health == pb.Health_HEALTH_UNKNOWN:
 			health = pb.Health_HEALTH_FAILING
 		}
-		if d := StateName(r.GetTarget()); stricter(d, bv.Directive) {
+		if d := pb.StateName(r.GetTarget()); stricter(d, bv.Directive) {
 			bv.Directive = d
 		}
 		bv.Load = max(bv.Load, r.GetLoad())
 		bv.Capacity = max(bv.Capacity, r.GetCapacity())
 	}
 	sort.Slice(bv.Hosts, func(i, j int) bool { return bv.Hosts[i] < bv.Hosts[j] })
-	bv.Health = HealthName(health)
+	bv.Health = pb.HealthName(health)
 	return bv
 }
 
@@ -184,26 +184,6 @@ func strictness(s string) int {
 }
 
 func stricter(a, b string) bool { return a != "" && strictness(a) > strictness(b) }
-
-func StateName(s pb.State) string {
-	switch s {
-	case pb.State_STATE_DRAINING:
-		return config.StateDraining
-	case pb.State_STATE_INACTIVE:
-		return config.StateInactive
-	}
-	return config.StateActive
-}
-
-func HealthName(h pb.Health) string {
-	switch h {
-	case pb.Health_HEALTH_HEALTHY:
-		return "healthy"
-	case pb.Health_HEALTH_FAILING:
-		return "failing"
-	}
-	return "unknown"
-}
 
 // String renders a view as a line for logs.
 func (bv BackendView) String() string {
