@@ -23,7 +23,7 @@ FUZZ_TARGETS := \
 	./tables/maglev:FuzzNew
 
 
-.PHONY: all build demo bin bench-system replay test lint unit fuzz bench generate proto check-generated clean
+.PHONY: all build demo bin bench-system bench-health replay test lint unit fuzz bench generate proto check-generated clean
 
 all: build
 
@@ -41,12 +41,22 @@ bin:
 	$(GO) build -o bin/tetherd ./cmd/tetherd
 	$(GO) build -o bin/tetherctl ./cmd/tetherctl
 	$(GO) build -o bin/tether-demo ./cmd/tether-demo
+	$(GO) build -o bin/tether-agent ./cmd/tether-agent
 	$(GO) build -o bin/lbbench ./bench/lbbench
+	$(GO) build -o bin/healthbench ./bench/healthbench
 
 # Whole-system throughput: Tether (AF_XDP, TUN) against nftables DNAT on
 # the same namespace topology. Needs root and nft. Results: bench/RESULTS.md.
 bench-system: bin
 	./bin/lbbench --tetherd ./bin/tetherd
+
+# Reaction to backend failures with default health settings: Tether
+# (tether-agent checks and pushes) beside HAProxy (check inter 2s fall 3
+# rise 2) on the same topology. Needs root and haproxy. Results:
+# bench/RESULTS.md.
+HEALTH_REPS ?= 5
+bench-health: bin
+	./bin/healthbench --tetherd ./bin/tetherd --tetherctl ./bin/tetherctl --agent ./bin/tether-agent --reps $(HEALTH_REPS)
 
 # Replay the bundled sample capture through the forwarder and print what
 # happened per VIP, backend and drop reason (no root needed).

@@ -107,14 +107,31 @@ func PayloadSHA256(n int64) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-// serveHTTP: args name, listen address. GET / answers "NAME\n"; GET
-// /bytes?n=N streams Payload(N). Every answer carries X-Backend: NAME.
+// serveHTTP: args name, listen address and optionally a health file.
+// GET / answers "NAME\n"; GET /bytes?n=N streams Payload(N). With a
+// health file, GET /healthz answers 503 while that file exists and 200
+// otherwise, so that a benchmark or test can fail a health check at will
+// while the application keeps serving everything else. Every answer
+// carries X-Backend: NAME.
 func serveHTTP(args []string) error {
-	if len(args) != 2 {
-		return errors.New("want: name listen-address")
+	if len(args) != 2 && len(args) != 3 {
+		return errors.New("want: name listen-address [health-file]")
 	}
 	name := args[0]
 	mux := http.NewServeMux()
+	if len(args) == 3 {
+		healthFile := args[2]
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("X-Backend", name)
+			// Stat on every request: the check must see the file's
+			// creation at once, with no cache between it and the answer.
+			if _, err := os.Stat(healthFile); err == nil {
+				http.Error(w, name+" failing", http.StatusServiceUnavailable)
+				return
+			}
+			fmt.Fprintln(w, name)
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Backend", name)
 		fmt.Fprintln(w, name)
