@@ -71,19 +71,25 @@ func Listen(name, path, group string, h http.Handler) (*Server, error) {
 	return s, nil
 }
 
-// Serve serves until ctx ends, then removes the socket.
+// Serve serves until ctx ends, then removes the socket. It returns only
+// once the requests in flight have been answered (or 2 s have passed):
+// http.Server.Serve returns as soon as shutdown starts, and a caller
+// that exits or execs right after would cut those answers off.
 func (s *Server) Serve(ctx context.Context) error {
+	shutdown := make(chan struct{})
 	go func() {
+		defer close(shutdown)
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		s.srv.Shutdown(sctx)
 	}()
 	err := s.srv.Serve(s.lis)
-	os.Remove(s.path)
 	if errors.Is(err, http.ErrServerClosed) {
-		return nil
+		<-shutdown
+		err = nil
 	}
+	os.Remove(s.path)
 	return err
 }
 
