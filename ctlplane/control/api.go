@@ -23,6 +23,10 @@ type Status struct {
 	Punts      puntStats         `json:"punts"`
 	Flows      int               `json:"flows"` // connections in the inventory
 	States     map[string]string `json:"backend_states,omitempty"`
+	// Problem is set when the unit is not running a configuration at
+	// all: tetherd run --rescue found its file missing or invalid and
+	// serves only enough of the API to fix it. It says why.
+	Problem string `json:"problem,omitempty"`
 }
 
 // ForwarderStatus is the forwarder process as the control process sees it.
@@ -76,6 +80,10 @@ func (c *Control) Flows(ctx context.Context, req forwarder.FlowsRequest) (forwar
 	err = lk.call(ctx, "flows", req, &reply)
 	return reply, err
 }
+
+// ConfigPath returns the configuration file this process reloads from,
+// which is where the admin API writes a configuration it is given.
+func (c *Control) ConfigPath() string { return c.opts.ConfigPath }
 
 // Config returns the running configuration file.
 func (c *Control) Config() []byte {
