@@ -1,13 +1,18 @@
 package admin
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/netip"
+	"os"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/rs/zerolog"
 
@@ -24,6 +29,9 @@ type Backend interface {
 	Report(ctx context.Context) (dataplane.Report, []int, error)
 	Flows(ctx context.Context, req forwarder.FlowsRequest) (forwarder.FlowsReply, error)
 	Config() []byte
+	// ConfigPath is the file Reload reads, which PUT /v1/config
+	// replaces.
+	ConfigPath() string
 	Reload(ctx context.Context) error
 	SetState(ctx context.Context, vip, backend, state string) error
 	Explain(ctx context.Context, proto string, src, dst netip.AddrPort) (control.Explanation, error)
@@ -37,7 +45,26 @@ type Server struct {
 	b   Backend
 	log zerolog.Logger
 	api *localapi.Server
+
+	// applyMu serialises PUT /v1/config: each apply must put back the
+	// file it replaced, not one another apply wrote meanwhile.
+	applyMu sync.Mutex
 }
+
+// Applied answers PUT /v1/config.
+type Applied struct {
+	// Generation is the running configuration's generation after the
+	// reload; 0 when Restarting.
+	Generation uint64 `json:"generation"`
+	// Path is the configuration file written.
+	Path string `json:"path"`
+	// Restarting says the unit had no valid configuration (tetherd run
+	// --rescue) and now restarts with the file written.
+	Restarting bool `json:"restarting,omitempty"`
+}
+
+// maxConfig bounds a configuration sent to the API.
+const maxConfig = 16 << 20
 
 // Listen creates the socket at path. group names the admin group ("" for
 // root only).
@@ -128,18 +155,8 @@ func (s *Server) routes() http.Handler {
 		w.Header().Set("Content-Type", "application/yaml")
 		w.Write(s.b.Config())
 	})
-	mux.HandleFunc("POST /v1/config/validate", func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 16<<20))
-		if err != nil {
-			fail(w, http.StatusBadRequest, "read body: %v", err)
-			return
-		}
-		if err := control.Validate(body); err != nil {
-			fail(w, http.StatusUnprocessableEntity, "%v", err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"result": "valid"})
-	})
+	mux.HandleFunc("POST /v1/config/validate", validate)
+	mux.HandleFunc("PUT /v1/config", s.apply)
 	mux.HandleFunc("POST /v1/config/reload", func(w http.ResponseWriter, r *http.Request) {
 		if err := s.b.Reload(r.Context()); err != nil {
 			fail(w, http.StatusUnprocessableEntity, "reload refused, the running configuration stays: %v", err)
@@ -175,6 +192,106 @@ func (s *Server) routes() http.Handler {
 		writeJSON(w, http.StatusOK, e)
 	})
 	return mux
+}
+
+// validate answers POST /v1/config/validate: whether the body is a
+// valid configuration, changing nothing.
+func validate(w http.ResponseWriter, r *http.Request) {
+	body, ok := readConfig(w, r)
+	if !ok {
+		return
+	}
+	if err := control.Validate(body); err != nil {
+		fail(w, http.StatusUnprocessableEntity, "%v", err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"result": "valid"})
+}
+
+// readConfig reads a request's body, a configuration. One larger than
+// maxConfig is refused whole: cut short it might still parse, and must
+// be neither judged nor written in place of the one sent.
+func readConfig(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxConfig))
+	if err != nil {
+		if tooBig := (*http.MaxBytesError)(nil); errors.As(err, &tooBig) {
+			fail(w, http.StatusRequestEntityTooLarge, "the configuration is larger than %d MiB", maxConfig>>20)
+			return nil, false
+		}
+		fail(w, http.StatusBadRequest, "read body: %v", err)
+		return nil, false
+	}
+	return body, true
+}
+
+// readNewConfig is readConfig for a configuration to be written, which
+// must not be empty: an empty file is valid (every key has a default)
+// but comes from an empty pipe by mistake far more often than from a
+// wish to run no VIP.
+func readNewConfig(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, ok := readConfig(w, r)
+	if ok && len(bytes.TrimSpace(body)) == 0 {
+		fail(w, http.StatusBadRequest, "the body is empty: send the configuration's YAML")
+		return nil, false
+	}
+	return body, ok
+}
+
+// apply answers PUT /v1/config: a valid body replaces the configuration
+// file and is reloaded; if the reload is refused (the forwarder cannot
+// take it without a restart, say) the previous file is put back, so the
+// file does not claim a configuration that is not running.
+func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
+	body, ok := readNewConfig(w, r)
+	if !ok {
+		return
+	}
+	if err := control.Validate(body); err != nil {
+		fail(w, http.StatusUnprocessableEntity, "%v", err)
+		return
+	}
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
+	// Once the file is written the apply runs to its end even if the
+	// client goes away: stopping halfway would leave the file and the
+	// running configuration disagreeing.
+	ctx := context.WithoutCancel(r.Context())
+	path := s.b.ConfigPath()
+	prev, err := os.ReadFile(path)
+	existed := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		fail(w, http.StatusInternalServerError, "keep a copy of %s: %v; nothing changed", path, err)
+		return
+	}
+	if err := writeFileAtomic(path, body); err != nil {
+		fail(w, http.StatusInternalServerError, "%v; nothing changed", err)
+		return
+	}
+	if err := s.b.Reload(ctx); err != nil {
+		if rerr := restoreFile(path, prev, existed); rerr != nil {
+			s.log.Error().Err(rerr).Str("config", path).Msg("reload refused and the previous file could not be put back")
+			fail(w, http.StatusInternalServerError, "reload refused, the running configuration stays: %v; but putting the previous file back failed (%v), so %s holds the refused configuration: apply a good one", err, rerr, path)
+			return
+		}
+		s.log.Warn().Err(err).Str("config", path).Msg("configuration apply refused by the reload; previous file put back")
+		fail(w, http.StatusUnprocessableEntity, "reload refused, the previous file was put back and the running configuration stays: %v", err)
+		return
+	}
+	gen := s.b.Status(ctx).Generation
+	s.log.Info().Str("config", path).Uint64("generation", gen).Msg("configuration applied through the admin API")
+	writeJSON(w, http.StatusOK, Applied{Generation: gen, Path: path})
+}
+
+// restoreFile puts back what path held before an apply: prev, or no file
+// at all.
+func restoreFile(path string, prev []byte, existed bool) error {
+	if !existed {
+		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove %s: %w", path, err)
+		}
+		return nil
+	}
+	return writeFileAtomic(path, prev)
 }
 
 func stateName(s string) string {

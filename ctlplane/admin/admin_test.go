@@ -19,6 +19,12 @@ import (
 
 type fakeBackend struct {
 	states map[string]string
+	// path is ConfigPath; reloadErr is what Reload answers, unless
+	// onReload is set; reloads counts Reload's calls.
+	path      string
+	reloadErr error
+	onReload  func() error
+	reloads   int
 }
 
 func (f *fakeBackend) Status(context.Context) control.Status {
@@ -33,9 +39,14 @@ func (f *fakeBackend) Flows(_ context.Context, req forwarder.FlowsRequest) (forw
 	}
 	return forwarder.FlowsReply{Matched: 3}, nil
 }
-func (f *fakeBackend) Config() []byte { return []byte("unit: {}\n") }
+func (f *fakeBackend) Config() []byte     { return []byte("unit: {}\n") }
+func (f *fakeBackend) ConfigPath() string { return f.path }
 func (f *fakeBackend) Reload(context.Context) error {
-	return errors.New("vips[0].mtu: \"12\": must be between 576 and 9216")
+	f.reloads++
+	if f.onReload != nil {
+		return f.onReload()
+	}
+	return f.reloadErr
 }
 func (f *fakeBackend) SetState(_ context.Context, vip, b, s string) error {
 	f.states[vip+"/"+b] = s
@@ -62,7 +73,7 @@ func do(t *testing.T, s *Server, method, path string) (int, map[string]any) {
 }
 
 func TestAPI(t *testing.T) {
-	fb := &fakeBackend{states: map[string]string{}}
+	fb := &fakeBackend{states: map[string]string{}, reloadErr: errors.New("vips[0].mtu: \"12\": must be between 576 and 9216")}
 	s := &Server{b: fb, log: zerolog.Nop()}
 	if code, body := do(t, s, "GET", "/v1/status"); code != http.StatusOK || body["unit"] != "u" {
 		t.Fatalf("status: %d %v", code, body)
