@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"net/url"
 	"os"
 	"sort"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tetherlb/tether/ctlplane/admin"
 	"github.com/tetherlb/tether/ctlplane/control"
 	"github.com/tetherlb/tether/dataplane"
 	"github.com/tetherlb/tether/forwarder"
@@ -30,6 +32,10 @@ func commands(cl func() *client) []*cobra.Command {
 				return err
 			}
 			return cl().show(s, func(w *tabwriter.Writer) {
+				if s.Problem != "" {
+					printProblem(w, &s)
+					return
+				}
 				up := "down"
 				if s.Forwarder.Connected {
 					up = fmt.Sprintf("connected (pid %d, %d workers)", s.Forwarder.PID, s.Forwarder.Workers)
@@ -149,7 +155,7 @@ func commands(cl func() *client) []*cobra.Command {
 			}
 			return cl().show(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "reloaded\tgeneration %d\n", out["generation"]) })
 		}}
-	cfg := &cobra.Command{Use: "config", Short: "Show or validate configuration"}
+	cfg := &cobra.Command{Use: "config", Short: "Show, validate or apply configuration"}
 	cfg.AddCommand(&cobra.Command{Use: "show", Short: "Print the running configuration", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
 			var raw []byte
@@ -169,6 +175,37 @@ func commands(cl func() *client) []*cobra.Command {
 				return fmt.Errorf("%s is not valid:\n%w", args[0], err)
 			}
 			return cl().show(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "%s\tvalid\n", args[0]) })
+		}}, &cobra.Command{Use: "apply FILE", Short: "Validate a configuration, write it over the unit's file and reload (FILE - reads standard input)", Args: cobra.ExactArgs(1),
+		Long: `Apply sends FILE (- for standard input) to the unit, which checks it as
+"config validate" does, writes it over its configuration file (atomically,
+keeping the file's mode) and reloads. An invalid file changes nothing; a
+reload the unit refuses puts the previous file back, and the running
+configuration stays. A unit in rescue mode (no valid configuration yet)
+writes the file and restarts with it: follow with tetherctl status.`,
+		RunE: func(_ *cobra.Command, args []string) error {
+			name := args[0]
+			var body []byte
+			var err error
+			if name == "-" {
+				name = "standard input"
+				body, err = io.ReadAll(os.Stdin)
+			} else {
+				body, err = os.ReadFile(name)
+			}
+			if err != nil {
+				return fmt.Errorf("read %s: %w", name, err)
+			}
+			var out admin.Applied
+			if err := cl().do("PUT", "/v1/config", body, &out); err != nil {
+				return fmt.Errorf("%s not applied:\n%w", name, err)
+			}
+			return cl().show(out, func(w *tabwriter.Writer) {
+				if out.Restarting {
+					fmt.Fprintf(w, "written\t%s: tetherd restarts with it (see tetherctl status)\n", out.Path)
+					return
+				}
+				fmt.Fprintf(w, "applied\t%s (generation %d)\n", out.Path, out.Generation)
+			})
 		}})
 	explain := &cobra.Command{Use: "explain PROTO SRC:PORT DST:PORT", Short: "Say which backend a flow would get, why, and how its packets are rewritten", Args: cobra.ExactArgs(3),
 		RunE: func(_ *cobra.Command, args []string) error {
@@ -209,6 +246,22 @@ connections; then each VIP's current token allotment.`,
 		setState("disable", "Make a backend inactive: its flows are dropped"),
 		setState("enable", "Undo disable (back to the configured state)"),
 		reload, cfg, explain}
+}
+
+// printProblem shows the status of a unit that runs no configuration
+// (tetherd run --rescue): why first, then how to fix it; the forwarder's
+// and traffic's lines would only be zeros.
+func printProblem(w *tabwriter.Writer, s *control.Status) {
+	for i, line := range strings.Split(s.Problem, "\n") {
+		key := ""
+		if i == 0 {
+			key = "PROBLEM"
+		}
+		fmt.Fprintf(w, "%s\t%s\n", key, line)
+	}
+	fmt.Fprintf(w, "\tfix it: tetherctl config apply FILE (or correct %s and send tetherd SIGHUP)\n", s.Config)
+	fmt.Fprintf(w, "config\t%s\n", s.Config)
+	fmt.Fprintf(w, "control\tpid %d, up %s, rescue mode: only status, config validate and config apply work\n", s.ControlPID, s.Uptime)
 }
 
 func protoName(p uint8) string {
