@@ -1,0 +1,415 @@
+package vm
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tetherlb/tether/e2e"
+)
+
+// imageEnv names the directory holding vmlinuz and initramfs.img (make
+// vm writes vm/out). make test sets it; without it the test skips.
+const imageEnv = "TETHER_VM_IMAGE"
+
+// Bounds. Without KVM the kernel runs in qemu's software emulation,
+// which boots in 10-30 s on the CI machine; the bounds leave room.
+const (
+	bootTimeout  = 4 * time.Minute
+	stepTimeout  = time.Minute
+	powerTimeout = time.Minute
+)
+
+var tools = struct {
+	tetherctl string
+}{}
+
+func TestMain(m *testing.M) {
+	e2e.RunRoleFromEnv()
+	code := func() int {
+		if e2e.Root() == nil && os.Getenv(imageEnv) != "" {
+			dir, err := os.MkdirTemp("", "tether-vm-")
+			if err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
+			defer os.RemoveAll(dir)
+			tools.tetherctl = filepath.Join(dir, "tetherctl")
+			build := exec.Command("go", "build", "-o", tools.tetherctl, "./cmd/tetherctl")
+			build.Dir = ".."
+			if out, err := build.CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "build tetherctl: %v\n%s", err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+// world is the VM's network: one bridge in a host namespace joins the
+// VM's tap device, a client and two backends.
+//
+//	client 10.0.0.2 ──┐
+//	  VM eth0 10.0.0.1 ── tap0 ── br0 (namespace h)
+//	backend bN 10.0.0.1N ─┘ (default route via the VM: NAT replies)
+type world struct {
+	*e2e.Net
+	host, client string
+	backends     []string
+	dir          string
+}
+
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	n, err := e2e.New("vm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &world{Net: n, dir: t.TempDir()}
+	t.Cleanup(func() {
+		if err := w.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.host, err = w.NS("h")
+	must(err)
+	for _, c := range [][]string{
+		{"ip", "link", "add", "br0", "type", "bridge"},
+		{"ip", "link", "set", "br0", "up"},
+		{"ip", "tuntap", "add", "dev", "tap0", "mode", "tap"},
+		{"ip", "link", "set", "tap0", "master", "br0", "up"},
+	} {
+		must(w.Run(w.host, c...))
+	}
+	attach := func(name, ip string) string {
+		ns, err := w.NS(name)
+		must(err)
+		must(w.Veth(ns, "e0", []string{ip + "/24"}, w.host, "p"+name, nil))
+		must(w.Run(w.host, "ip", "link", "set", "p"+name, "master", "br0"))
+		// Locally made packets leave a veth with a partial checksum; the
+		// tap hands them to the VM as such. Real clients send whole ones.
+		must(w.Run(ns, "ethtool", "-K", "e0", "tx", "off", "tso", "off", "gso", "off"))
+		return ns
+	}
+	w.client = attach("c", "10.0.0.2")
+	must(w.Run(w.client, "ip", "route", "add", "192.0.2.0/24", "via", "10.0.0.1"))
+	for i := range 2 {
+		ns := attach(fmt.Sprintf("b%d", i), fmt.Sprintf("10.0.0.1%d", i))
+		must(w.Run(ns, "ip", "route", "add", "default", "via", "10.0.0.1"))
+		p, err := w.Start(ns, fmt.Sprintf("httpd b%d", i), e2e.RoleCommand("httpd", fmt.Sprintf("b%d", i), "0.0.0.0:8080"), e2e.Self())
+		must(err)
+		must(p.WaitFor(e2e.Ready, 10*time.Second))
+		w.backends = append(w.backends, ns)
+	}
+	return w
+}
+
+const applianceYAML = `hostname: tether-vm
+interfaces:
+  - {name: eth0, addresses: [10.0.0.1/24]}
+`
+
+// unitYAML: the TUN port (the kernel routes VIP and SNAT traffic from
+// eth0 into Tether's device), one worker pinned to vCPU 1, which init
+// keeps free of housekeeping.
+const unitYAML = `unit:
+  address4: 10.0.0.1
+forwarder:
+  port: {driver: tun, interface: tun0}
+  workers: 1
+  cores: [1]
+  flows: {max: 65536}
+vips:
+  - name: web
+    address: 192.0.2.10
+    port: 80
+    protocol: tcp
+    mode: nat
+    snat: [198.51.100.1]
+    backends:
+      - {name: b0, address: 10.0.0.10, port: 8080}
+      - {name: b1, address: 10.0.0.11, port: 8080}
+`
+
+// configDisk writes files into a fresh config disk image.
+func (w *world) configDisk(t *testing.T, name string, files map[string]string) string {
+	t.Helper()
+	src := filepath.Join(w.dir, name)
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for f, body := range files {
+		if err := os.WriteFile(filepath.Join(src, f), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := filepath.Join(w.dir, name+".img")
+	if out, err := exec.Command("bash", "mkconfig.sh", src, img).CombinedOutput(); err != nil {
+		t.Fatalf("mkconfig.sh: %v\n%s", err, out)
+	}
+	return img
+}
+
+// vm is one qemu process and its serial console.
+type vm struct {
+	t       *testing.T
+	proc    *e2e.Proc
+	admin   string // the host end of the admin channel
+	console net.Conn
+	mu      sync.Mutex
+	out     strings.Builder
+	grew    chan struct{}
+}
+
+// boot starts the appliance with disk (none if "") in the host namespace.
+func (w *world) boot(t *testing.T, name, disk string) *vm {
+	t.Helper()
+	image := os.Getenv(imageEnv)
+	if image == "" {
+		t.Skipf("set %s to the directory make vm writes (vm/out); make test does", imageEnv)
+	}
+	if err := e2e.Root(); err != nil {
+		t.Skip(err)
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Fatalf("%s is set but qemu-system-x86_64 is not installed (Debian: qemu-system-x86)", imageEnv)
+	}
+	kernel, initrd := filepath.Join(image, "vmlinuz"), filepath.Join(image, "initramfs.img")
+	for _, f := range []string{kernel, initrd} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("%v: run make vm", err)
+		}
+	}
+	accel := "tcg"
+	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
+		f.Close()
+		accel = "kvm"
+	}
+	v := &vm{t: t, admin: filepath.Join(w.dir, name+"-admin.sock"), grew: make(chan struct{}, 1)}
+	consoleSock := filepath.Join(w.dir, name+"-console.sock")
+	args := []string{"qemu-system-x86_64", "-accel", accel, "-m", "512", "-smp", "2",
+		"-display", "none", "-monitor", "none", "-no-reboot",
+		"-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1",
+		"-chardev", "socket,id=con,path=" + consoleSock + ",server=on,wait=on",
+		"-serial", "chardev:con",
+		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01",
+		"-device", "virtio-serial-pci",
+		"-chardev", "socket,id=adm,path=" + v.admin + ",server=on,wait=off",
+		"-device", "virtserialport,chardev=adm,name=tether.admin",
+	}
+	if disk != "" {
+		args = append(args, "-drive", "file="+disk+",if=virtio,format=raw")
+	}
+	p, err := w.Start(w.host, "qemu "+name, nil, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.proc = p
+	t.Cleanup(func() {
+		if v.console != nil {
+			v.console.Close()
+		}
+		p.Stop()
+		if t.Failed() {
+			t.Logf("serial console of %s:\n%s\nqemu: %s", name, v.text(), p.Output())
+		}
+	})
+	// qemu waits for the console's client before it starts the machine,
+	// so nothing the console says is lost.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.Dial("unix", consoleSock)
+		if err == nil {
+			v.console = c
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("qemu's console socket: %v\n%s", err, p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	go v.read()
+	return v
+}
+
+func (v *vm) read() {
+	r := bufio.NewReader(v.console)
+	buf := make([]byte, 4096)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			v.mu.Lock()
+			// The console is a terminal: drop carriage returns.
+			v.out.WriteString(strings.ReplaceAll(string(buf[:n]), "\r", ""))
+			v.mu.Unlock()
+			select {
+			case v.grew <- struct{}{}:
+			default:
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (v *vm) text() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.out.String()
+}
+
+// waitFor waits until the console has said text after offset from, and
+// returns the line it is in and the offset after it.
+func (v *vm) waitFor(text string, from int, timeout time.Duration) (string, int) {
+	v.t.Helper()
+	deadline := time.After(timeout)
+	for {
+		s := v.text()
+		if i := strings.Index(s[min(from, len(s)):], text); i >= 0 {
+			i += from
+			start := strings.LastIndexByte(s[:i], '\n') + 1
+			end := strings.IndexByte(s[i:], '\n')
+			if end < 0 {
+				end = len(s) - i
+			}
+			return s[start : i+end], i + end
+		}
+		select {
+		case <-v.grew:
+		case <-time.After(time.Second):
+		case <-deadline:
+			v.t.Fatalf("the console did not say %q within %s", text, timeout)
+		}
+	}
+}
+
+// type writes a line on the console, as an operator at it would.
+func (v *vm) typeLine(line string) {
+	v.t.Helper()
+	if _, err := io.WriteString(v.console, line+"\n"); err != nil {
+		v.t.Fatalf("console: %v", err)
+	}
+}
+
+// ctl runs tetherctl on the host against the VM's admin channel.
+func (v *vm) ctl(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, tools.tetherctl, append([]string{"--socket", v.admin}, args...)...).CombinedOutput()
+	return string(out), err
+}
+
+// powerOff asks the appliance to stop from its console and waits for
+// qemu to exit.
+func (v *vm) powerOff() {
+	v.t.Helper()
+	v.typeLine("poweroff")
+	v.waitFor("tether-init: powering off", 0, powerTimeout)
+	// qemu exits (0) when the guest powers off.
+	if err := v.proc.Wait(powerTimeout); err != nil {
+		v.t.Errorf("qemu after poweroff: %v", err)
+	}
+}
+
+// TestBootAndForward boots the appliance with a config disk, checks the
+// admin API from the host and from the console, and sends real TCP
+// connections from the client namespace through the VM's VIP.
+func TestBootAndForward(t *testing.T) {
+	w := newWorld(t)
+	disk := w.configDisk(t, "good", map[string]string{"appliance.yaml": applianceYAML, "tether.yaml": unitYAML})
+	start := time.Now()
+	v := w.boot(t, "good", disk)
+	line, at := v.waitFor("TETHER READY", 0, bootTimeout)
+	t.Logf("ready after %s: %s", time.Since(start).Round(time.Millisecond), line)
+	v.waitFor("config disk /dev/vda mounted on /config", 0, time.Second)
+	v.waitFor("CPUs [0 1]; init, the control process and the shell run on [0]", 0, time.Second)
+
+	out, err := v.ctl("status")
+	if err != nil || !strings.Contains(out, "forwarder    connected") {
+		t.Fatalf("tetherctl status through the admin channel: %v\n%s", err, out)
+	}
+
+	seen := map[string]int{}
+	for i := range 40 {
+		out, err := w.Exec(w.client, "curl", "-sS", "--max-time", "10", "http://192.0.2.10/")
+		if err != nil {
+			t.Fatalf("request %d through the VIP: %v", i, err)
+		}
+		seen[strings.TrimSpace(out)]++
+	}
+	if len(seen) != 2 || seen["b0"] == 0 || seen["b1"] == 0 {
+		t.Fatalf("40 connections through the VIP reached %v, want both b0 and b1", seen)
+	}
+	t.Logf("40 connections through the VM: %v", seen)
+
+	out, err = v.ctl("vips")
+	if err != nil || !strings.Contains(out, "192.0.2.10:80/tcp") {
+		t.Fatalf("tetherctl vips: %v\n%s", err, out)
+	}
+	// The console's shell: tetherctl inside the VM over the admin socket.
+	v.typeLine("tetherctl backends")
+	line, _ = v.waitFor("10.0.0.11:8080", at, stepTimeout)
+	t.Logf("console: %s", line)
+	v.powerOff()
+}
+
+// TestBadConfig: a configuration the unit refuses, and no config disk at
+// all, each give a clear console message and an admin API that can fix
+// it; a fix applied through the API brings the unit up.
+func TestBadConfig(t *testing.T) {
+	w := newWorld(t)
+	bad := strings.Replace(unitYAML, "mode: nat", "mode: sideways", 1)
+	disk := w.configDisk(t, "bad", map[string]string{"appliance.yaml": applianceYAML, "tether.yaml": bad})
+	v := w.boot(t, "bad", disk)
+	line, _ := v.waitFor("TETHER CONFIG ERROR", 0, bootTimeout)
+	if !strings.Contains(line, "vips[0].mode") || !strings.Contains(line, "sideways") {
+		t.Errorf("the console's error does not name the key and value: %s", line)
+	}
+	line, at := v.waitFor("TETHER RESCUE", 0, stepTimeout)
+	t.Logf("console: %s", line)
+	out, err := v.ctl("status")
+	if err != nil || !strings.Contains(out, "sideways") {
+		t.Fatalf("tetherctl status in rescue mode: %v\n%s", err, out)
+	}
+	good := filepath.Join(w.dir, "fixed.yaml")
+	if err := os.WriteFile(good, []byte(unitYAML), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := v.ctl("config", "apply", good); err != nil {
+		t.Fatalf("tetherctl config apply: %v\n%s", err, out)
+	}
+	v.waitFor("TETHER READY", at, bootTimeout)
+	out, err = w.Exec(w.client, "curl", "-sS", "--max-time", "10", "http://192.0.2.10/")
+	if err != nil {
+		t.Fatalf("a connection after the fix: %v: %s", err, out)
+	}
+	v.powerOff()
+
+	// No disk: the same rescue, saying so.
+	v = w.boot(t, "nodisk", "")
+	line, _ = v.waitFor("TETHER CONFIG ERROR: no config disk", 0, bootTimeout)
+	t.Logf("console: %s", line)
+	v.waitFor("TETHER RESCUE", 0, stepTimeout)
+	if out, err := v.ctl("status"); err != nil || !strings.Contains(out, "tether.yaml") {
+		t.Fatalf("tetherctl status with no config disk: %v\n%s", err, out)
+	}
+	v.powerOff()
+}
