@@ -11,6 +11,8 @@ SAMPLE      := dataplane/replay/testdata/sample
 
 # Fuzz targets as package:Target; CI runs each briefly from its corpus.
 FUZZ_TARGETS := \
+	./appliance:FuzzConfig \
+	./appliance:FuzzCmdline \
 	./api/healthpb:FuzzDecode \
 	./ctlplane/health:FuzzReceive \
 	./agent:FuzzAgentReceive \
@@ -23,7 +25,7 @@ FUZZ_TARGETS := \
 	./tables/maglev:FuzzNew
 
 
-.PHONY: all build demo bin bench-system bench-health replay test lint unit fuzz bench generate proto check-generated clean
+.PHONY: all build demo bin bench-system bench-health replay test lint unit fuzz bench generate proto check-generated vm clean
 
 all: build
 
@@ -64,7 +66,7 @@ replay:
 	$(GO) run ./cmd/tetherd replay --config $(SAMPLE)/config.yaml $(SAMPLE)/in.pcap $(OUT)
 	@echo "forwarded frames written to $(OUT)"
 
-test: lint check-generated unit fuzz
+test: lint check-generated vm unit fuzz
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -72,8 +74,15 @@ lint:
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
 
+# TETHER_VM_IMAGE makes the boot test (vm/boot_test.go) run the image
+# make vm built instead of skipping.
 unit:
-	$(GO) test -race -count=1 ./...
+	TETHER_VM_IMAGE=$(CURDIR)/vm/out $(GO) test -race -count=1 ./...
+
+# The appliance: vm/out/vmlinuz and vm/out/initramfs.img from Debian's
+# kernel and busybox and the project's static binaries. docs/appliance.md.
+vm:
+	bash vm/build.sh
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -103,4 +112,4 @@ check-generated: proto
 		|| { echo "api/healthpb/health.pb.go is stale: run make proto and commit it"; exit 1; }
 
 clean:
-	rm -rf $(OUT) bin
+	rm -rf $(OUT) bin vm/out

@@ -188,8 +188,13 @@ func (in *Init) configure(cl *Cmdline) (*Config, roleFiles) {
 			continue
 		}
 		p := filepath.Join(cmdlineDir, f.name)
-		if err := os.MkdirAll(cmdlineDir, 0o700); err == nil {
+		err := os.MkdirAll(cmdlineDir, 0o700)
+		if err == nil {
 			err = os.WriteFile(p, f.b, 0o600)
+		}
+		if err != nil {
+			in.logf("%s: %s from the kernel command line: %v", ErrorLine, f.name, err)
+			continue
 		}
 		*f.path = p
 		in.logf("%s from the kernel command line (%s)", f.name, p)

@@ -276,21 +276,20 @@ func (v *vm) text() string {
 	return v.out.String()
 }
 
-// waitFor waits until the console has said text after offset from, and
-// returns the line it is in and the offset after it.
+// waitFor waits until the console has said a line holding text after
+// offset from, and returns that line and the offset after it.
 func (v *vm) waitFor(text string, from int, timeout time.Duration) (string, int) {
 	v.t.Helper()
 	deadline := time.After(timeout)
 	for {
 		s := v.text()
+		// A whole line: the rest of it may still be on its way.
 		if i := strings.Index(s[min(from, len(s)):], text); i >= 0 {
 			i += from
 			start := strings.LastIndexByte(s[:i], '\n') + 1
-			end := strings.IndexByte(s[i:], '\n')
-			if end < 0 {
-				end = len(s) - i
+			if end := strings.IndexByte(s[i:], '\n'); end >= 0 {
+				return s[start : i+end], i + end
 			}
-			return s[start : i+end], i + end
 		}
 		select {
 		case <-v.grew:
