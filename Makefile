@@ -25,7 +25,7 @@ FUZZ_TARGETS := \
 	./tables/maglev:FuzzNew
 
 
-.PHONY: all build demo bin bench-system bench-health replay test lint unit fuzz bench generate proto check-generated vm clean
+.PHONY: all build demo bin bench-system bench-health replay test lint unit fuzz bench generate proto check-generated vm vm-reproducible clean
 
 all: build
 
@@ -66,7 +66,7 @@ replay:
 	$(GO) run ./cmd/tetherd replay --config $(SAMPLE)/config.yaml $(SAMPLE)/in.pcap $(OUT)
 	@echo "forwarded frames written to $(OUT)"
 
-test: lint check-generated vm unit fuzz
+test: lint check-generated vm-reproducible unit fuzz
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
@@ -83,6 +83,12 @@ unit:
 # kernel and busybox and the project's static binaries. docs/appliance.md.
 vm:
 	bash vm/build.sh
+
+# make vm twice must give the same bytes: build again elsewhere, compare.
+vm-reproducible: vm
+	@tmp=$$(mktemp -d) && VM_OUT=$$tmp bash vm/build.sh >/dev/null && \
+	for f in vmlinuz initramfs.img; do cmp vm/out/$$f $$tmp/$$f || { echo "vm/out/$$f differs between two builds"; rm -rf $$tmp; exit 1; }; done; \
+	rm -rf $$tmp; echo "make vm is reproducible: two builds are byte-identical"
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

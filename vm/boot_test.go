@@ -2,6 +2,7 @@ package vm
 
 import (
 	"bufio"
+	"encoding/base64"
 	"context"
 	"fmt"
 	"io"
@@ -29,8 +30,10 @@ const (
 	powerTimeout = time.Minute
 )
 
+// tools are the host's tetherctl and tether-agent, talking to the VM
+// through its admin channel.
 var tools = struct {
-	tetherctl string
+	tetherctl, agent string
 }{}
 
 func TestMain(m *testing.M) {
@@ -43,12 +46,14 @@ func TestMain(m *testing.M) {
 				return 1
 			}
 			defer os.RemoveAll(dir)
-			tools.tetherctl = filepath.Join(dir, "tetherctl")
-			build := exec.Command("go", "build", "-o", tools.tetherctl, "./cmd/tetherctl")
-			build.Dir = ".."
-			if out, err := build.CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "build tetherctl: %v\n%s", err, out)
-				return 1
+			tools.tetherctl, tools.agent = filepath.Join(dir, "tetherctl"), filepath.Join(dir, "tether-agent")
+			for _, bin := range []string{tools.tetherctl, tools.agent} {
+				build := exec.Command("go", "build", "-o", bin, "./cmd/"+filepath.Base(bin))
+				build.Dir = ".."
+				if out, err := build.CombinedOutput(); err != nil {
+					fmt.Fprintf(os.Stderr, "build %s: %v\n%s", bin, err, out)
+					return 1
+				}
 			}
 		}
 		return m.Run()
@@ -177,8 +182,9 @@ type vm struct {
 	grew    chan struct{}
 }
 
-// boot starts the appliance with disk (none if "") in the host namespace.
-func (w *world) boot(t *testing.T, name, disk string) *vm {
+// boot starts the appliance with disk (none if "") in the host
+// namespace, with params added to the kernel command line.
+func (w *world) boot(t *testing.T, name, disk string, params ...string) *vm {
 	t.Helper()
 	image := os.Getenv(imageEnv)
 	if image == "" {
@@ -205,7 +211,7 @@ func (w *world) boot(t *testing.T, name, disk string) *vm {
 	consoleSock := filepath.Join(w.dir, name+"-console.sock")
 	args := []string{"qemu-system-x86_64", "-accel", accel, "-m", "512", "-smp", "2",
 		"-display", "none", "-monitor", "none", "-no-reboot",
-		"-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1",
+		"-kernel", kernel, "-initrd", initrd, "-append", strings.Join(append([]string{"console=ttyS0", "panic=-1"}, params...), " "),
 		"-chardev", "socket,id=con,path=" + consoleSock + ",server=on,wait=on",
 		"-serial", "chardev:con",
 		"-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
@@ -284,7 +290,8 @@ func (v *vm) waitFor(text string, from int, timeout time.Duration) (string, int)
 	for {
 		s := v.text()
 		// A whole line: the rest of it may still be on its way.
-		if i := strings.Index(s[min(from, len(s)):], text); i >= 0 {
+		from = min(max(from, 0), len(s))
+		if i := strings.Index(s[from:], text); i >= 0 {
 			i += from
 			start := strings.LastIndexByte(s[:i], '\n') + 1
 			if end := strings.IndexByte(s[i:], '\n'); end >= 0 {
@@ -309,10 +316,12 @@ func (v *vm) typeLine(line string) {
 }
 
 // ctl runs tetherctl on the host against the VM's admin channel.
-func (v *vm) ctl(args ...string) (string, error) {
+func (v *vm) ctl(args ...string) (string, error) { return v.run(tools.tetherctl, args...) }
+
+func (v *vm) run(bin string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, tools.tetherctl, append([]string{"--socket", v.admin}, args...)...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, bin, append([]string{"--socket", v.admin}, args...)...).CombinedOutput()
 	return string(out), err
 }
 
@@ -410,5 +419,35 @@ func TestBadConfig(t *testing.T) {
 	if out, err := v.ctl("status"); err != nil || !strings.Contains(out, "tether.yaml") {
 		t.Fatalf("tetherctl status with no config disk: %v\n%s", err, out)
 	}
+	v.powerOff()
+}
+
+// TestAgentRole boots the image as a backend host's agent, configured
+// from the kernel command line alone (no disk).
+func TestAgentRole(t *testing.T) {
+	w := newWorld(t)
+	agentYAML := `host: {id: 7, listen: "10.0.0.20:7311"}
+units: ["10.0.0.1:7310"]
+applications:
+  - {name: web, endpoint: "10.0.0.20:8080", capacity: 50}
+`
+	v := w.boot(t, "agent", "", "tether.disk=none", "tether.role=agent", "tether.hostname=backend7",
+		"tether.ip=eth0=10.0.0.20/24", "tether.route=default=10.0.0.1",
+		"tether.agent="+base64.StdEncoding.EncodeToString([]byte(agentYAML)))
+	line, _ := v.waitFor("TETHER READY", 0, bootTimeout)
+	t.Logf("console: %s", line)
+	if s := v.text(); strings.Contains(s, "TETHER CONFIG ERROR") {
+		t.Errorf("a configuration error on a good command line:\n%s", s)
+	}
+	// The admin channel reaches the agent's API from the host…
+	out, err := v.run(tools.agent, "status")
+	if err != nil || !strings.Contains(out, "10.0.0.20:8080") {
+		t.Fatalf("tether-agent status through the admin channel: %v\n%s", err, out)
+	}
+	// …and the console's shell reaches it inside.
+	from := len(v.text())
+	v.typeLine("tether-agent status")
+	line, _ = v.waitFor("10.0.0.20:8080", from, stepTimeout)
+	t.Logf("console: %s", line)
 	v.powerOff()
 }
