@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -130,13 +131,14 @@ interfaces:
   - {name: eth0, addresses: [10.0.0.1/24]}
 `
 
-// unitYAML: the TUN port (the kernel routes VIP and SNAT traffic from
-// eth0 into Tether's device), one worker pinned to vCPU 1, which init
-// keeps free of housekeeping.
+// unitYAML: AF_XDP on eth0 (the appliance's data path: an XDP program
+// on the virtio NIC redirects VIP and SNAT traffic to Tether), one
+// worker pinned to vCPU 1, which init keeps free of housekeeping.
+// unitYAMLFor gives the same unit on another port.
 const unitYAML = `unit:
   address4: 10.0.0.1
 forwarder:
-  port: {driver: tun, interface: tun0}
+  port: {driver: afxdp, interface: eth0}
   workers: 1
   cores: [1]
   flows: {max: 65536}
@@ -151,6 +153,15 @@ vips:
       - {name: b0, address: 10.0.0.10, port: 8080}
       - {name: b1, address: 10.0.0.11, port: 8080}
 `
+
+// unitYAMLFor: the same unit on the TUN port (the kernel routes VIP and
+// SNAT traffic from eth0 into Tether's device).
+func unitYAMLFor(driver string) string {
+	if driver == "tun" {
+		return strings.Replace(unitYAML, "{driver: afxdp, interface: eth0}", "{driver: tun, interface: tun0}", 1)
+	}
+	return unitYAML
+}
 
 // configDisk writes files into a fresh config disk image.
 func (w *world) configDisk(t *testing.T, name string, files map[string]string) string {
@@ -170,6 +181,9 @@ func (w *world) configDisk(t *testing.T, name string, files map[string]string) s
 	}
 	return img
 }
+
+// ansi matches the colour codes of tetherd's console log.
+var ansi = regexp.MustCompile(`\x1b\[[0-9;]*m`)
 
 // vm is one qemu process and its serial console.
 type vm struct {
@@ -341,12 +355,24 @@ func (v *vm) powerOff() {
 // admin API from the host and from the console, and sends real TCP
 // connections from the client namespace through the VM's VIP.
 func TestBootAndForward(t *testing.T) {
+	for _, driver := range []string{"afxdp", "tun"} {
+		t.Run(driver, func(t *testing.T) { bootAndForward(t, driver) })
+	}
+}
+
+func bootAndForward(t *testing.T, driver string) {
 	w := newWorld(t)
-	disk := w.configDisk(t, "good", map[string]string{"appliance.yaml": applianceYAML, "tether.yaml": unitYAML})
+	disk := w.configDisk(t, "good", map[string]string{"appliance.yaml": applianceYAML, "tether.yaml": unitYAMLFor(driver)})
 	start := time.Now()
 	v := w.boot(t, "good", disk)
 	line, at := v.waitFor("TETHER READY", 0, bootTimeout)
 	t.Logf("ready after %s: %s", time.Since(start).Round(time.Millisecond), line)
+	for _, text := range []string{"xdp=", "driver="} {
+		if driver == "afxdp" || text == "driver=" {
+			line, _ = v.waitFor(text, 0, time.Second)
+			t.Logf("forwarder: %s", ansi.ReplaceAllString(line, ""))
+		}
+	}
 	v.waitFor("config disk /dev/vda mounted on /config", 0, time.Second)
 	v.waitFor("CPUs [0 1]; init, the control process and the shell run on [0]", 0, time.Second)
 
