@@ -116,7 +116,7 @@ var applets = []string{"sh", "ash", "cat", "ls", "ps", "top", "free", "df", "du"
 	"vi", "less", "grep", "sed", "awk", "head", "tail", "cp", "mv", "rm", "mkdir", "ln", "chmod", "sync", "sleep", "kill",
 	"poweroff", "reboot", "halt", "taskset", "nproc", "uname", "date", "hostname", "sysctl", "tar", "wc", "sort", "uniq",
 	"echo", "printf", "test", "[", "true", "false", "env", "which", "clear", "stty", "nc", "wget", "sha256sum", "xxd",
-	"hexdump", "lsmod", "tee", "find", "xargs", "tr", "cut", "uptime", "watch", "netstat"}
+	"hexdump", "lsmod", "pidof", "killall", "tee", "find", "xargs", "tr", "cut", "uptime", "watch", "netstat"}
 
 // isStatic reports whether an ELF executable needs no interpreter.
 func isStatic(b []byte) bool {
