@@ -8,6 +8,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -66,11 +68,12 @@ func (in *Init) Run() {
 	if len(housekeeping) == 0 && len(cpus) > 1 {
 		housekeeping = cpus[:1]
 	}
+	workers := workerCPUs(cpus, housekeeping)
 	if len(housekeeping) > 0 {
 		if err := pinProcess(housekeeping); err != nil {
 			in.logf("housekeeping CPUs %v: %v", housekeeping, err)
 		} else {
-			in.logf("CPUs %v; init, the control process and the shell run on %v, forwarder workers on forwarder.cores", cpus, housekeeping)
+			in.logf("CPUs %v; init, the control process and the shell run on %v; forwarder workers on %v unless forwarder.cores says otherwise", cpus, housekeeping, workers)
 		}
 	}
 	if err := applyNetwork(cfg); err != nil {
@@ -86,6 +89,9 @@ func (in *Init) Run() {
 	go sv.reap(stop)
 
 	socket, svc := in.roleService(cfg.Role, files)
+	if len(workers) > 0 {
+		svc.env = append(svc.env, config.WorkerCPUsEnv+"="+joinInts(workers))
+	}
 	if err := sv.start(svc); err != nil {
 		in.logf("%v", err)
 	}
@@ -270,4 +276,24 @@ func consoleTTY() string {
 		return ""
 	}
 	return "/dev/" + f[len(f)-1]
+}
+
+// workerCPUs are the online CPUs housekeeping leaves free, for forwarder
+// workers (config.WorkerCPUsEnv).
+func workerCPUs(online, housekeeping []int) []int {
+	var free []int
+	for _, c := range online {
+		if !slices.Contains(housekeeping, c) {
+			free = append(free, c)
+		}
+	}
+	return free
+}
+
+func joinInts(v []int) string {
+	s := make([]string, len(v))
+	for i, n := range v {
+		s[i] = strconv.Itoa(n)
+	}
+	return strings.Join(s, ",")
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 type service struct {
 	name string
 	argv []string
+	env  []string // added to the supervisor's
 	// tty, when set, is the terminal the process gets as its standard
 	// streams and controlling terminal (the console shell).
 	tty     string
@@ -74,7 +76,8 @@ func (sv *supervisor) spawnLocked(s *service) error {
 		defer null.Close()
 		files[0] = null.Fd()
 	}
-	pid, err := syscall.ForkExec(s.argv[0], s.argv, &syscall.ProcAttr{Env: sv.env, Files: files, Sys: attr})
+	env := append(slices.Clone(sv.env), s.env...)
+	pid, err := syscall.ForkExec(s.argv[0], s.argv, &syscall.ProcAttr{Env: env, Files: files, Sys: attr})
 	if err != nil {
 		return fmt.Errorf("%s: start %s: %w", s.name, s.argv[0], err)
 	}

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,7 +10,7 @@ import (
 
 // clearEnv keeps the caller's TETHER_* variables out of a test.
 func clearEnv(t *testing.T) {
-	for _, k := range []string{"TETHER_FORWARDER_BATCH", "TETHER_FORWARDER_WORKERS", "TETHER_UNIT_NAME", "TETHER_FORWARDER_FLOWS_MAX"} {
+	for _, k := range []string{"TETHER_FORWARDER_BATCH", "TETHER_FORWARDER_WORKERS", "TETHER_UNIT_NAME", "TETHER_FORWARDER_FLOWS_MAX", WorkerCPUsEnv} {
 		t.Setenv(k, "")
 	}
 }
@@ -153,4 +154,37 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("no configuration and no error")
 		}
 	})
+}
+
+// The appliance pins workers through TETHER_WORKER_CPUS unless the file
+// names cores itself.
+func TestWorkerCPUsEnv(t *testing.T) {
+	base := "unit: {address4: 10.0.0.1}\nforwarder:\n  port: {driver: tun, interface: tun0}\n  workers: 2\n"
+	for _, tc := range []struct {
+		env, extra string
+		want       []int
+		err        string
+	}{
+		{env: "", want: nil},
+		{env: "1,2,3", want: []int{1, 2}},
+		{env: " 3 , 1 ", want: []int{3, 1}},
+		{env: "1", want: nil}, // fewer CPUs than workers: unpinned
+		{env: "1,2", extra: "  cores: [0, 1]\n", want: []int{0, 1}},
+		{env: "1-3", err: `TETHER_WORKER_CPUS: "1-3": want CPU numbers separated by commas`},
+	} {
+		t.Setenv(WorkerCPUsEnv, tc.env)
+		c, err := Parse([]byte(base + tc.extra))
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("env %q: got %v, want %q", tc.env, err, tc.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("env %q: %v", tc.env, err)
+		}
+		if !slices.Equal(c.Forwarder.Cores, tc.want) {
+			t.Errorf("env %q, file %q: cores %v, want %v", tc.env, tc.extra, c.Forwarder.Cores, tc.want)
+		}
+	}
 }

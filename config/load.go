@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -105,6 +107,9 @@ func decode(v *viper.Viper) (*Config, error) {
 	if err != nil {
 		return nil, decodeError(err)
 	}
+	if err := defaultCores(&c.Forwarder, os.Getenv(WorkerCPUsEnv)); err != nil {
+		return nil, err
+	}
 	if err := c.Check(); err != nil {
 		return nil, err
 	}
@@ -121,4 +126,32 @@ func decodeError(err error) error {
 		return fmt.Errorf("%s: %w", de.Name(), de.Unwrap())
 	}
 	return err
+}
+
+// WorkerCPUsEnv names the CPUs forwarder workers are pinned to when the
+// file pins none (forwarder.cores empty), as a comma-separated list. The
+// appliance's init sets it to the vCPUs it keeps free of housekeeping,
+// so that workers get CPUs of their own without every tether.yaml naming
+// them; forwarder.cores in the file always wins.
+const WorkerCPUsEnv = "TETHER_WORKER_CPUS"
+
+// defaultCores pins f's workers to the first of cpus when the file gave
+// no cores and there are enough CPUs for one per worker; otherwise the
+// workers stay unpinned.
+func defaultCores(f *Forwarder, cpus string) error {
+	if len(f.Cores) > 0 || strings.TrimSpace(cpus) == "" {
+		return nil
+	}
+	var list []int
+	for _, field := range strings.Split(cpus, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(field))
+		if err != nil || n < 0 || n > 1023 {
+			return fmt.Errorf("%s: %q: want CPU numbers separated by commas, e.g. 1,2,3", WorkerCPUsEnv, cpus)
+		}
+		list = append(list, n)
+	}
+	if f.Workers > 0 && len(list) >= f.Workers {
+		f.Cores = list[:f.Workers]
+	}
+	return nil
 }

@@ -133,14 +133,13 @@ interfaces:
 
 // unitYAML: AF_XDP on eth0 (the appliance's data path: an XDP program
 // on the virtio NIC redirects VIP and SNAT traffic to Tether), one
-// worker pinned to vCPU 1, which init keeps free of housekeeping.
-// unitYAMLFor gives the same unit on another port.
+// worker, no forwarder.cores: init pins it to the vCPU it keeps free of
+// housekeeping. unitYAMLFor gives the same unit on another port.
 const unitYAML = `unit:
   address4: 10.0.0.1
 forwarder:
   port: {driver: afxdp, interface: eth0}
   workers: 1
-  cores: [1]
   flows: {max: 65536}
 vips:
   - name: web
@@ -398,6 +397,24 @@ func bootAndForward(t *testing.T, driver string) {
 	if err != nil || !strings.Contains(out, "192.0.2.10:80/tcp") {
 		t.Fatalf("tetherctl vips: %v\n%s", err, out)
 	}
+	// Pinning: the forwarder's worker thread alone on vCPU 1, everything
+	// else of tetherd on vCPU 0. The markers are computed so that the
+	// console's echo of the command does not match them.
+	from := len(v.text())
+	v.typeLine(`echo CPUS-$((1+1)); for t in /proc/[0-9]*/task/*; do grep -q tetherd $t/cmdline 2>/dev/null && ` +
+		`{ grep -q forwarder $t/cmdline && r=forwarder || r=control; echo "$r $(grep Cpus_allowed_list $t/status | cut -f2)"; }; done | sort | uniq -c; echo CPUS-$((1+2))`)
+	_, begin := v.waitFor("CPUS-2", from, stepTimeout)
+	_, end := v.waitFor("CPUS-3", begin, stepTimeout)
+	pins := strings.Fields(v.text()[begin:end])
+	got := map[string]string{} // "role cpus" → threads
+	for i := 0; i+2 < len(pins); i += 3 {
+		got[pins[i+1]+" "+pins[i+2]] = pins[i]
+	}
+	if got["forwarder 1"] != "1" || got["control 1"] != "" || got["forwarder 0"] == "" || got["control 0"] == "" || len(got) != 3 {
+		t.Errorf("threads by process and allowed CPUs: %v; want one forwarder thread on 1 and the rest on 0", got)
+	}
+	t.Logf("threads by process and CPUs: %v", got)
+
 	// The console's shell: tetherctl inside the VM over the admin socket.
 	v.typeLine("tetherctl backends")
 	line, _ = v.waitFor("10.0.0.11:8080", at, stepTimeout)
