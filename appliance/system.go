@@ -107,6 +107,9 @@ func mountConfigDisk(dev, dir string) error {
 		return err
 	}
 	err := unix.Mount("/dev/"+dev, dir, "ext4", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "")
+	if errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("/dev/%s holds no ext4 filesystem (%w); vm/mkconfig.sh makes a config disk", dev, err)
+	}
 	if err != nil {
 		return fmt.Errorf("mount /dev/%s (ext4) on %s: %w", dev, dir, err)
 	}

@@ -2,6 +2,7 @@ package vm
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
@@ -422,9 +423,10 @@ func bootAndForward(t *testing.T, driver string) {
 	v.powerOff()
 }
 
-// TestBadConfig: a configuration the unit refuses, and no config disk at
-// all, each give a clear console message and an admin API that can fix
-// it; a fix applied through the API brings the unit up.
+// TestBadConfig: a configuration the unit refuses, no config disk at
+// all, and a disk with no filesystem each give a clear console message
+// and an admin API that can fix it; a fix applied through the API brings
+// the unit up.
 func TestBadConfig(t *testing.T) {
 	w := newWorld(t)
 	bad := strings.Replace(unitYAML, "mode: nat", "mode: sideways", 1)
@@ -461,6 +463,20 @@ func TestBadConfig(t *testing.T) {
 	v.waitFor("TETHER RESCUE", 0, stepTimeout)
 	if out, err := v.ctl("status"); err != nil || !strings.Contains(out, "tether.yaml") {
 		t.Fatalf("tetherctl status with no config disk: %v\n%s", err, out)
+	}
+	v.powerOff()
+
+	// A disk that holds no filesystem: said, and the same rescue.
+	junk := filepath.Join(w.dir, "junk.img")
+	if err := os.WriteFile(junk, bytes.Repeat([]byte("not a filesystem "), 1<<16), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	v = w.boot(t, "junk", junk)
+	line, _ = v.waitFor("TETHER CONFIG ERROR: config disk", 0, bootTimeout)
+	t.Logf("console: %s", line)
+	v.waitFor("TETHER RESCUE", 0, stepTimeout)
+	if out, err := v.ctl("status"); err != nil || !strings.Contains(out, "PROBLEM") {
+		t.Fatalf("tetherctl status with a junk config disk: %v\n%s", err, out)
 	}
 	v.powerOff()
 }
