@@ -1,19 +1,15 @@
 package agent
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"math"
 	"net/netip"
 	"strings"
 	"time"
 
-	"github.com/go-viper/mapstructure/v2"
-	"github.com/spf13/viper"
-
 	"github.com/tetherlb/tether/agent/check"
 	pb "github.com/tetherlb/tether/api/healthpb"
+	"github.com/tetherlb/tether/internal/confcheck"
 )
 
 // Config is a host agent's configuration.
@@ -160,27 +156,8 @@ var defaults = map[string]any{
 // (TETHER_AGENT_HOST_ID=7) and checks the result; every problem names
 // its key, its value and why.
 func ParseConfig(b []byte) (*Config, error) {
-	v := viper.New()
-	for k, d := range defaults {
-		v.SetDefault(k, d)
-	}
-	v.SetEnvPrefix("TETHER_AGENT")
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	v.SetConfigType("yaml")
-	if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
-		return nil, fmt.Errorf("agent config: %w", err)
-	}
 	var c Config
-	err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {
-		dc.ErrorUnused = true
-		dc.DecodeHook = mapstructure.StringToTimeDurationHookFunc()
-	})
-	if err != nil {
-		var de *mapstructure.DecodeError
-		if errors.As(err, &de) {
-			return nil, fmt.Errorf("agent config: %s: %w", de.Name(), de.Unwrap())
-		}
+	if err := confcheck.DecodeYAML(confcheck.NewViper(defaults, "TETHER_AGENT"), b, &c); err != nil {
 		return nil, fmt.Errorf("agent config: %w", err)
 	}
 	if err := c.Check(); err != nil {
@@ -189,61 +166,58 @@ func ParseConfig(b []byte) (*Config, error) {
 	return &c, nil
 }
 
-type problems []error
-
-func (p *problems) add(key string, value any, format string, args ...any) {
-	*p = append(*p, fmt.Errorf("%s: %q: %s", key, fmt.Sprint(value), fmt.Sprintf(format, args...)))
-}
+// problems collects errors in "key: value: reason" form.
+type problems = confcheck.Problems
 
 // Check validates c and fills defaults that depend on other keys.
 func (c *Config) Check() error {
 	var p problems
 	if c.Host.ID < 1 || c.Host.ID > math.MaxUint32 {
-		p.add("host.id", c.Host.ID, "must be between 1 and %d, unique among hosts", uint32(math.MaxUint32))
+		p.Add("host.id", c.Host.ID, "must be between 1 and %d, unique among hosts", uint32(math.MaxUint32))
 	}
 	listen, err := netip.ParseAddrPort(c.Host.Listen)
 	if err != nil || listen.Port() == 0 {
-		p.add("host.listen", c.Host.Listen, "want address:port, e.g. 10.0.10.2:7311")
+		p.Add("host.listen", c.Host.Listen, "want address:port, e.g. 10.0.10.2:7311")
 	}
 	if c.Host.Name == "" && listen.IsValid() && !listen.Addr().IsUnspecified() {
 		c.Host.Name = listen.Addr().String()
 	}
 	if c.Host.Name == "" {
-		p.add("host.name", c.Host.Name, "required when host.listen binds every address: how units reach this agent")
+		p.Add("host.name", c.Host.Name, "required when host.listen binds every address: how units reach this agent")
 	} else if len(c.Host.Name) > pb.MaxNameLen {
-		p.add("host.name", c.Host.Name, "longer than a DNS name")
+		p.Add("host.name", c.Host.Name, "longer than a DNS name")
 	}
 	if len(c.Units) == 0 {
-		p.add("units", "", "list at least one unit's health listener (address:port)")
+		p.Add("units", "", "list at least one unit's health listener (address:port)")
 	}
 	c.units = c.units[:0]
 	for i, u := range c.Units {
 		ap, err := netip.ParseAddrPort(u)
 		if err != nil || ap.Port() == 0 {
-			p.add(fmt.Sprintf("units[%d]", i), u, "want address:port, e.g. 10.0.0.1:7310")
+			p.Add(fmt.Sprintf("units[%d]", i), u, "want address:port, e.g. 10.0.0.1:7310")
 			continue
 		}
 		c.units = append(c.units, ap)
 	}
 	if i := c.Heartbeat.Interval; i < time.Duration(pb.MinInterval)*time.Millisecond || i > time.Duration(pb.MaxInterval)*time.Millisecond {
-		p.add("heartbeat.interval", i, "must be between %dms and %dms", pb.MinInterval, pb.MaxInterval)
+		p.Add("heartbeat.interval", i, "must be between %dms and %dms", pb.MinInterval, pb.MaxInterval)
 	}
 	if c.Heartbeat.NameEvery < 1 || c.Heartbeat.NameEvery > 1000 {
-		p.add("heartbeat.name_every", c.Heartbeat.NameEvery, "must be between 1 and 1000")
+		p.Add("heartbeat.name_every", c.Heartbeat.NameEvery, "must be between 1 and 1000")
 	}
 	for _, d := range []struct {
 		key string
 		v   time.Duration
 	}{{"directive.delay", c.Directive.Delay}, {"directive.window", c.Directive.Window}} {
 		if d.v < 10*time.Millisecond || d.v > time.Minute {
-			p.add(d.key, d.v, "must be between 10ms and 1m")
+			p.Add(d.key, d.v, "must be between 10ms and 1m")
 		}
 	}
 	if c.Load.Step < 0 || c.Load.Step > 50 {
-		p.add("load.step", c.Load.Step, "must be between 0 and 50 percentage points")
+		p.Add("load.step", c.Load.Step, "must be between 0 and 50 percentage points")
 	}
 	if !strings.HasPrefix(c.API.Socket, "/") {
-		p.add("api.socket", c.API.Socket, "must be an absolute path")
+		p.Add("api.socket", c.API.Socket, "must be an absolute path")
 	}
 	c.Group.check(&p)
 	names, keys := map[string]int{}, map[string]int{}
@@ -252,47 +226,47 @@ func (c *Config) Check() error {
 		key := fmt.Sprintf("applications[%d]", i)
 		a.check(&p, key)
 		if j, dup := names[a.Name]; dup {
-			p.add(key+".name", a.Name, "also the name of applications[%d]", j)
+			p.Add(key+".name", a.Name, "also the name of applications[%d]", j)
 		}
 		names[a.Name] = i
 		if k := pb.Key(a.AppID()); keys[k] != 0 {
-			p.add(key, a.Name, "same protocol, VIP, endpoint and URL as applications[%d]", keys[k]-1)
+			p.Add(key, a.Name, "same protocol, VIP, endpoint and URL as applications[%d]", keys[k]-1)
 		} else {
 			keys[k] = i + 1
 		}
 	}
 	if len(c.Apps) > pb.MaxRows {
-		p.add("applications", len(c.Apps), "more than %d applications", pb.MaxRows)
+		p.Add("applications", len(c.Apps), "more than %d applications", pb.MaxRows)
 	}
-	return errors.Join(p...)
+	return p.Err()
 }
 
 func (g *Group) check(p *problems) {
 	if g.Bind == "" {
 		if len(g.Join) > 0 {
-			p.add("group.join", strings.Join(g.Join, ","), "needs group.bind")
+			p.Add("group.join", strings.Join(g.Join, ","), "needs group.bind")
 		}
 		return
 	}
 	if ap, err := netip.ParseAddrPort(g.Bind); err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() {
-		p.add("group.bind", g.Bind, "want a specific address:port other members reach, e.g. 10.0.10.2:7946")
+		p.Add("group.bind", g.Bind, "want a specific address:port other members reach, e.g. 10.0.10.2:7946")
 	}
 	for i, j := range g.Join {
 		if ap, err := netip.ParseAddrPort(j); err != nil || ap.Port() == 0 {
-			p.add(fmt.Sprintf("group.join[%d]", i), j, "want address:port")
+			p.Add(fmt.Sprintf("group.join[%d]", i), j, "want address:port")
 		}
 	}
 	if g.Mode != ModeAggregate && g.Mode != ModeMembership {
-		p.add("group.mode", g.Mode, "must be aggregate or membership")
+		p.Add("group.mode", g.Mode, "must be aggregate or membership")
 	}
 	if g.ForwardEvery < 1 || g.ForwardEvery > 1000 {
-		p.add("group.forward_every", g.ForwardEvery, "must be between 1 and 1000")
+		p.Add("group.forward_every", g.ForwardEvery, "must be between 1 and 1000")
 	}
 }
 
 func (a *App) check(p *problems, key string) {
 	if a.Name == "" || len(a.Name) > 64 || strings.ContainsAny(a.Name, "/ \t") {
-		p.add(key+".name", a.Name, "want 1 to 64 characters without slashes or spaces")
+		p.Add(key+".name", a.Name, "want 1 to 64 characters without slashes or spaces")
 	}
 	if a.Proto == "" {
 		a.Proto = "tcp"
@@ -301,19 +275,19 @@ func (a *App) check(p *problems, key string) {
 		a.State = "active"
 	}
 	if _, ok := pb.ParseState(a.State); !ok {
-		p.add(key+".state", a.State, "must be active, draining or inactive")
+		p.Add(key+".state", a.State, "must be active, draining or inactive")
 	}
 	if a.Capacity < 0 || a.Capacity > pb.MaxCapacity {
-		p.add(key+".capacity", a.Capacity, "must be between 0 and %d", pb.MaxCapacity)
+		p.Add(key+".capacity", a.Capacity, "must be between 0 and %d", pb.MaxCapacity)
 	}
 	if err := pb.ValidApp(a.AppID()); err != nil {
-		p.add(key, a.Name, "%v", err)
+		p.Add(key, a.Name, "%v", err)
 	}
 	if a.Check != nil {
 		if s := a.CheckSpec(); s.Type == "" {
-			p.add(key+".check.type", "", "must be tcp, http or exec")
+			p.Add(key+".check.type", "", "must be tcp, http or exec")
 		} else if err := s.Validate(); err != nil {
-			p.add(key+".check", a.Check.Type, "%v", err)
+			p.Add(key+".check", a.Check.Type, "%v", err)
 		}
 	}
 	if len(a.LoadCommand) > 0 {
@@ -321,7 +295,7 @@ func (a *App) check(p *problems, key string) {
 			a.LoadInterval = 15 * time.Second
 		}
 		if a.LoadInterval < 100*time.Millisecond || a.LoadInterval > time.Hour {
-			p.add(key+".load_interval", a.LoadInterval, "must be between 100ms and 1h")
+			p.Add(key+".load_interval", a.LoadInterval, "must be between 100ms and 1h")
 		}
 	}
 }

@@ -1,17 +1,14 @@
 package appliance
 
 import (
-	"bytes"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/go-viper/mapstructure/v2"
-	"github.com/spf13/viper"
+	"github.com/tetherlb/tether/internal/confcheck"
 )
 
 // Roles: what the appliance runs.
@@ -62,18 +59,8 @@ func Defaults() *Config {
 // ParseConfig reads appliance.yaml over the defaults; every problem
 // names its key, its value and why.
 func ParseConfig(b []byte) (*Config, error) {
-	v := viper.New()
-	v.SetConfigType("yaml")
-	if err := v.ReadConfig(bytes.NewReader(b)); err != nil {
-		return nil, fmt.Errorf("appliance.yaml: %w", err)
-	}
 	c := Defaults()
-	err := v.Unmarshal(c, func(dc *mapstructure.DecoderConfig) { dc.ErrorUnused = true })
-	if err != nil {
-		var de *mapstructure.DecodeError
-		if errors.As(err, &de) {
-			return nil, fmt.Errorf("appliance.yaml: %s: %w", de.Name(), de.Unwrap())
-		}
+	if err := confcheck.DecodeYAML(confcheck.NewViper(nil, ""), b, c); err != nil {
 		return nil, fmt.Errorf("appliance.yaml: %w", err)
 	}
 	if err := c.Check(); err != nil {
@@ -82,59 +69,56 @@ func ParseConfig(b []byte) (*Config, error) {
 	return c, nil
 }
 
-type problems []error
-
-func (p *problems) add(key string, value any, format string, args ...any) {
-	*p = append(*p, fmt.Errorf("%s: %q: %s", key, fmt.Sprint(value), fmt.Sprintf(format, args...)))
-}
+// problems collects errors in "key: value: reason" form.
+type problems = confcheck.Problems
 
 // Check validates c.
 func (c *Config) Check() error {
 	var p problems
 	if c.Role != RoleUnit && c.Role != RoleAgent {
-		p.add("role", c.Role, "must be unit or agent")
+		p.Add("role", c.Role, "must be unit or agent")
 	}
 	if len(c.Hostname) > 63 || strings.ContainsAny(c.Hostname, " /\t") {
-		p.add("hostname", c.Hostname, "must be a host name of at most 63 characters")
+		p.Add("hostname", c.Hostname, "must be a host name of at most 63 characters")
 	}
 	for i, ifc := range c.Interfaces {
 		key := fmt.Sprintf("interfaces[%d]", i)
 		if ifc.Name == "" || len(ifc.Name) > 15 {
-			p.add(key+".name", ifc.Name, "must be an interface name (eth0)")
+			p.Add(key+".name", ifc.Name, "must be an interface name (eth0)")
 		}
 		for j, a := range ifc.Addresses {
 			if _, err := netip.ParsePrefix(a); err != nil {
-				p.add(fmt.Sprintf("%s.addresses[%d]", key, j), a, "want address/prefix, e.g. 10.0.0.1/24")
+				p.Add(fmt.Sprintf("%s.addresses[%d]", key, j), a, "want address/prefix, e.g. 10.0.0.1/24")
 			}
 		}
 		if ifc.MTU != 0 && (ifc.MTU < 576 || ifc.MTU > 65535) {
-			p.add(key+".mtu", ifc.MTU, "must be between 576 and 65535")
+			p.Add(key+".mtu", ifc.MTU, "must be between 576 and 65535")
 		}
 	}
 	for i, r := range c.Routes {
 		key := fmt.Sprintf("routes[%d]", i)
 		if _, err := r.Prefix(); err != nil {
-			p.add(key+".to", r.To, "want default or address/prefix")
+			p.Add(key+".to", r.To, "want default or address/prefix")
 		}
 		if r.Via == "" && r.Dev == "" {
-			p.add(key+".via", r.Via, "give via, dev or both")
+			p.Add(key+".via", r.Via, "give via, dev or both")
 		} else if r.Via != "" {
 			if _, err := netip.ParseAddr(r.Via); err != nil {
-				p.add(key+".via", r.Via, "want an address")
+				p.Add(key+".via", r.Via, "want an address")
 			}
 		}
 	}
 	for k := range c.Sysctl {
 		if k == "" || strings.Contains(k, "..") || strings.ContainsAny(k, "/ ") {
-			p.add("sysctl", k, "want a dotted name, e.g. net.ipv4.ip_forward")
+			p.Add("sysctl", k, "want a dotted name, e.g. net.ipv4.ip_forward")
 		}
 	}
 	for i, cpu := range c.HousekeepingCPUs {
 		if cpu < 0 || cpu > 1023 {
-			p.add(fmt.Sprintf("housekeeping_cpus[%d]", i), cpu, "must be a CPU number")
+			p.Add(fmt.Sprintf("housekeeping_cpus[%d]", i), cpu, "must be a CPU number")
 		}
 	}
-	return errors.Join(p...)
+	return p.Err()
 }
 
 // Prefix is the route's destination.
@@ -182,12 +166,12 @@ func ParseCmdline(line string) (*Cmdline, error) {
 		case "disk":
 			c.Disk = strings.TrimPrefix(val, "/dev/")
 			if c.Disk == "" || strings.Contains(c.Disk, "/") {
-				p.add(key, val, "want a block device name such as vda, or none")
+				p.Add(key, val, "want a block device name such as vda, or none")
 			}
 		case "config", "agent":
 			b, err := base64.StdEncoding.DecodeString(val)
 			if err != nil {
-				p.add(key, shorten(val), "not base64: %v", err)
+				p.Add(key, shorten(val), "not base64: %v", err)
 				continue
 			}
 			if name == "config" {
@@ -202,29 +186,29 @@ func ParseCmdline(line string) (*Cmdline, error) {
 		case "ip":
 			ifc, addr, ok := strings.Cut(val, "=")
 			if !ok {
-				p.add(key, val, "want interface=address/prefix, e.g. eth0=10.0.0.1/24")
+				p.Add(key, val, "want interface=address/prefix, e.g. eth0=10.0.0.1/24")
 				continue
 			}
 			c.Interfaces = append(c.Interfaces, Interface{Name: ifc, Addresses: []string{addr}})
 		case "route":
 			to, via, ok := strings.Cut(val, "=")
 			if !ok {
-				p.add(key, val, "want destination=gateway, e.g. default=10.0.0.254")
+				p.Add(key, val, "want destination=gateway, e.g. default=10.0.0.254")
 				continue
 			}
 			c.Routes = append(c.Routes, Route{To: to, Via: via})
 		case "shell":
 			b, err := strconv.ParseBool(val)
 			if err != nil {
-				p.add(key, val, "want 1 or 0")
+				p.Add(key, val, "want 1 or 0")
 				continue
 			}
 			c.Shell = &b
 		default:
-			p.add(key, val, "unknown parameter (known: tether.disk, tether.config, tether.agent, tether.role, tether.hostname, tether.ip, tether.route, tether.shell)")
+			p.Add(key, val, "unknown parameter (known: tether.disk, tether.config, tether.agent, tether.role, tether.hostname, tether.ip, tether.route, tether.shell)")
 		}
 	}
-	return &c, errors.Join(p...)
+	return &c, p.Err()
 }
 
 func shorten(s string) string {

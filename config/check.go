@@ -1,7 +1,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"math"
 	"math/big"
@@ -12,6 +11,7 @@ import (
 
 	"github.com/tetherlb/tether/agent/check"
 	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/internal/confcheck"
 )
 
 // Limits on values; each is a bound some part of the dataplane relies on.
@@ -30,11 +30,7 @@ const (
 )
 
 // problems collects errors in "key: value: reason" form.
-type problems []error
-
-func (p *problems) add(key string, value any, format string, args ...any) {
-	*p = append(*p, fmt.Errorf("%s: %q: %s", key, fmt.Sprint(value), fmt.Sprintf(format, args...)))
-}
+type problems = confcheck.Problems
 
 // Check validates c, fills defaults that depend on other keys (backend
 // ports and names), and parses addresses. It reports every problem it
@@ -54,31 +50,31 @@ func (c *Config) Check() error {
 		v.check(&p, key, &c.Unit)
 		if v.Name != "" {
 			if j, dup := seenName[v.Name]; dup {
-				p.add(key+".name", v.Name, "also the name of vips[%d]", j)
+				p.Add(key+".name", v.Name, "also the name of vips[%d]", j)
 			}
 			seenName[v.Name] = i
 		}
 		if v.addr.IsValid() && v.protoNum != 0 {
 			svc := fmt.Sprintf("%s/%d/%d", v.addr, v.Port, v.protoNum)
 			if j, dup := seenService[svc]; dup {
-				p.add(key, v.Name, "same address, port and protocol as vips[%d]", j)
+				p.Add(key, v.Name, "same address, port and protocol as vips[%d]", j)
 			}
 			seenService[svc] = i
 		}
 	}
-	return errors.Join(p...)
+	return p.Err()
 }
 
 func (u *Unit) check(p *problems) {
 	if u.Name == "" {
-		p.add("unit.name", u.Name, "must not be empty")
+		p.Add("unit.name", u.Name, "must not be empty")
 	}
 	u.addr4 = parseAddr(p, "unit.address4", u.Address4, 4, true)
 	u.addr6 = parseAddr(p, "unit.address6", u.Address6, 6, true)
 	if u.MAC != "" {
 		m, err := header.ParseMAC(u.MAC)
 		if err != nil {
-			p.add("unit.mac", u.MAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
+			p.Add("unit.mac", u.MAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
 		}
 		u.mac, u.hasMAC = m, err == nil
 	}
@@ -86,13 +82,13 @@ func (u *Unit) check(p *problems) {
 
 func (f *Forwarder) check(p *problems) {
 	if f.Workers < 1 || f.Workers > MaxWorkers {
-		p.add("forwarder.workers", f.Workers, "must be between 1 and %d", MaxWorkers)
+		p.Add("forwarder.workers", f.Workers, "must be between 1 and %d", MaxWorkers)
 	}
 	if f.Batch < 1 || f.Batch > MaxBatch {
-		p.add("forwarder.batch", f.Batch, "must be between 1 and %d", MaxBatch)
+		p.Add("forwarder.batch", f.Batch, "must be between 1 and %d", MaxBatch)
 	}
 	if f.Flows.Max < 16 || f.Flows.Max > MaxFlows {
-		p.add("forwarder.flows.max", f.Flows.Max, "must be between 16 and %d", MaxFlows)
+		p.Add("forwarder.flows.max", f.Flows.Max, "must be between 16 and %d", MaxFlows)
 	}
 	t := &f.Flows.Timeouts
 	for _, d := range []struct {
@@ -103,46 +99,46 @@ func (f *Forwarder) check(p *problems) {
 		{"tcp_closed", t.TCPClosed}, {"udp", t.UDP}, {"other", t.Other},
 	} {
 		if d.v < time.Second || d.v > MaxTimeout {
-			p.add("forwarder.flows.timeouts."+d.key, d.v, "must be between 1s and %s", MaxTimeout)
+			p.Add("forwarder.flows.timeouts."+d.key, d.v, "must be between 1s and %s", MaxTimeout)
 		}
 	}
 	if f.Fragments.Datagrams < 0 || f.Fragments.Datagrams > 1<<20 {
-		p.add("forwarder.fragments.datagrams", f.Fragments.Datagrams, "must be between 0 and %d", 1<<20)
+		p.Add("forwarder.fragments.datagrams", f.Fragments.Datagrams, "must be between 0 and %d", 1<<20)
 	}
 	if f.Fragments.Pending < 0 || f.Fragments.Pending > 1024 {
-		p.add("forwarder.fragments.pending", f.Fragments.Pending, "must be between 0 and 1024")
+		p.Add("forwarder.fragments.pending", f.Fragments.Pending, "must be between 0 and 1024")
 	}
 	if f.Fragments.Timeout < 100*time.Millisecond || f.Fragments.Timeout > time.Minute {
-		p.add("forwarder.fragments.timeout", f.Fragments.Timeout, "must be between 100ms and 1m")
+		p.Add("forwarder.fragments.timeout", f.Fragments.Timeout, "must be between 100ms and 1m")
 	}
 	switch f.Port.Driver {
 	case DriverTUN, DriverAFXDP:
 	default:
-		p.add("forwarder.port.driver", f.Port.Driver, "must be tun or afxdp")
+		p.Add("forwarder.port.driver", f.Port.Driver, "must be tun or afxdp")
 	}
 	if n := len(f.Port.Interface); n == 0 || n > 15 || strings.ContainsAny(f.Port.Interface, "/ \t") {
-		p.add("forwarder.port.interface", f.Port.Interface, "must be an interface name of 1 to 15 characters")
+		p.Add("forwarder.port.interface", f.Port.Interface, "must be an interface name of 1 to 15 characters")
 	}
 	if f.Port.MTU != 0 && (f.Port.MTU < MinMTU || f.Port.MTU > 65535) {
-		p.add("forwarder.port.mtu", f.Port.MTU, "must be 0 (kernel default) or between %d and 65535", MinMTU)
+		p.Add("forwarder.port.mtu", f.Port.MTU, "must be 0 (kernel default) or between %d and 65535", MinMTU)
 	}
 	if q := f.Port.Queues; q < 1 || q > MaxWorkers {
-		p.add("forwarder.port.queues", q, "must be between 1 and %d", MaxWorkers)
+		p.Add("forwarder.port.queues", q, "must be between 1 and %d", MaxWorkers)
 	} else if q != 1 && q != f.Workers {
-		p.add("forwarder.port.queues", q, "must be 1 (workers share it) or equal forwarder.workers (%d)", f.Workers)
+		p.Add("forwarder.port.queues", q, "must be 1 (workers share it) or equal forwarder.workers (%d)", f.Workers)
 	} else if q != 1 && f.Port.Driver == DriverTUN {
-		p.add("forwarder.port.queues", q, "a tun port has one queue")
+		p.Add("forwarder.port.queues", q, "a tun port has one queue")
 	}
 	if len(f.Cores) > 0 && len(f.Cores) != f.Workers {
-		p.add("forwarder.cores", fmt.Sprint(f.Cores), "lists %d cores for %d workers: give one per worker, or none", len(f.Cores), f.Workers)
+		p.Add("forwarder.cores", fmt.Sprint(f.Cores), "lists %d cores for %d workers: give one per worker, or none", len(f.Cores), f.Workers)
 	}
 	seen := map[int]bool{}
 	for i, c := range f.Cores {
 		if c < 0 || c >= 1024 {
-			p.add(fmt.Sprintf("forwarder.cores[%d]", i), c, "must be a CPU number between 0 and 1023")
+			p.Add(fmt.Sprintf("forwarder.cores[%d]", i), c, "must be a CPU number between 0 and 1023")
 		}
 		if seen[c] {
-			p.add(fmt.Sprintf("forwarder.cores[%d]", i), c, "listed twice: each worker needs its own core")
+			p.Add(fmt.Sprintf("forwarder.cores[%d]", i), c, "listed twice: each worker needs its own core")
 		}
 		seen[c] = true
 	}
@@ -150,14 +146,14 @@ func (f *Forwarder) check(p *problems) {
 
 func (a *Admin) check(p *problems) {
 	if !strings.HasPrefix(a.Socket, "/") {
-		p.add("admin.socket", a.Socket, "must be an absolute path")
+		p.Add("admin.socket", a.Socket, "must be an absolute path")
 	}
 	if !strings.HasPrefix(a.RunDir, "/") {
-		p.add("admin.run_dir", a.RunDir, "must be an absolute path")
+		p.Add("admin.run_dir", a.RunDir, "must be an absolute path")
 	}
 	if a.Metrics != "" {
 		if _, err := netip.ParseAddrPort(a.Metrics); err != nil {
-			p.add("admin.metrics", a.Metrics, "want address:port, e.g. 127.0.0.1:9469")
+			p.Add("admin.metrics", a.Metrics, "want address:port, e.g. 127.0.0.1:9469")
 		}
 	}
 }
@@ -165,23 +161,23 @@ func (a *Admin) check(p *problems) {
 func (h *Health) check(p *problems) {
 	if h.Listen != "" {
 		if ap, err := netip.ParseAddrPort(h.Listen); err != nil || ap.Port() == 0 {
-			p.add("health.listen", h.Listen, "want address:port, e.g. 10.0.0.1:7310 (0.0.0.0 for every address)")
+			p.Add("health.listen", h.Listen, "want address:port, e.g. 10.0.0.1:7310 (0.0.0.0 for every address)")
 		}
 	}
 	if h.UnitID < 0 || h.UnitID > math.MaxUint32 {
-		p.add("health.unit_id", h.UnitID, "must be between 0 (derived from unit.name) and %d", uint32(math.MaxUint32))
+		p.Add("health.unit_id", h.UnitID, "must be between 0 (derived from unit.name) and %d", uint32(math.MaxUint32))
 	}
 	if h.Missed < 2 || h.Missed > 100 {
-		p.add("health.missed", h.Missed, "must be between 2 and 100 heartbeat periods")
+		p.Add("health.missed", h.Missed, "must be between 2 and 100 heartbeat periods")
 	}
 	if h.StartupGrace < 0 || h.StartupGrace > 10*time.Minute {
-		p.add("health.startup_grace", h.StartupGrace, "must be between 0s and 10m")
+		p.Add("health.startup_grace", h.StartupGrace, "must be between 0s and 10m")
 	}
 	if h.Allotment.Tokens < 1 || h.Allotment.Tokens > 1_000_000 {
-		p.add("health.allotment.tokens", h.Allotment.Tokens, "must be between 1 and 1000000")
+		p.Add("health.allotment.tokens", h.Allotment.Tokens, "must be between 1 and 1000000")
 	}
 	if h.Allotment.Duration < 100*time.Millisecond || h.Allotment.Duration > time.Hour {
-		p.add("health.allotment.duration", h.Allotment.Duration, "must be between 100ms and 1h")
+		p.Add("health.allotment.duration", h.Allotment.Duration, "must be between 100ms and 1h")
 	}
 }
 
@@ -198,12 +194,12 @@ func (h *VIPHealth) check(p *problems, key string) {
 		h.Source = SourceNone
 	case SourceNone, SourceAgent, SourceProbe:
 	default:
-		p.add(key+".source", h.Source, "must be none, agent or probe")
+		p.Add(key+".source", h.Source, "must be none, agent or probe")
 	}
 	c := &h.Check
 	if h.Source != SourceProbe {
 		if *c != (Check{}) {
-			p.add(key+".check", c.Type, "only source probe runs a check (agents run their own)")
+			p.Add(key+".check", c.Type, "only source probe runs a check (agents run their own)")
 		}
 		return
 	}
@@ -211,15 +207,15 @@ func (h *VIPHealth) check(p *problems, key string) {
 		c.Type = check.TypeTCP
 	}
 	if c.Type != check.TypeTCP && c.Type != check.TypeHTTP {
-		p.add(key+".check.type", c.Type, "must be tcp or http")
+		p.Add(key+".check.type", c.Type, "must be tcp or http")
 		return
 	}
 	if c.Port < 0 || c.Port > 65535 {
-		p.add(key+".check.port", c.Port, "must be between 0 (the backend's port) and 65535")
+		p.Add(key+".check.port", c.Port, "must be between 0 (the backend's port) and 65535")
 		return
 	}
 	if err := c.Spec("127.0.0.1:1").Validate(); err != nil {
-		p.add(key+".check", c.Type, "%v", err)
+		p.Add(key+".check", c.Type, "%v", err)
 	}
 }
 
@@ -227,7 +223,7 @@ func (l *L2) check(p *problems) {
 	if l.GatewayMAC != "" {
 		m, err := header.ParseMAC(l.GatewayMAC)
 		if err != nil {
-			p.add("l2.gateway_mac", l.GatewayMAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
+			p.Add("l2.gateway_mac", l.GatewayMAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
 		}
 		l.gateway, l.hasGateway = m, err == nil
 	}
@@ -238,12 +234,12 @@ func (l *L2) check(p *problems) {
 		n.addr = parseAddr(p, key+".ip", n.IP, 0, false)
 		m, err := header.ParseMAC(n.MAC)
 		if err != nil {
-			p.add(key+".mac", n.MAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
+			p.Add(key+".mac", n.MAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
 		}
 		n.mac = m
 		if n.addr.IsValid() {
 			if j, dup := seen[n.addr]; dup {
-				p.add(key+".ip", n.IP, "also listed as l2.neighbors[%d]", j)
+				p.Add(key+".ip", n.IP, "also listed as l2.neighbors[%d]", j)
 			}
 			seen[n.addr] = i
 		}
@@ -252,11 +248,11 @@ func (l *L2) check(p *problems) {
 
 func (v *VIP) check(p *problems, key string, u *Unit) {
 	if v.Name == "" {
-		p.add(key+".name", v.Name, "must not be empty")
+		p.Add(key+".name", v.Name, "must not be empty")
 	}
 	v.addr = parseAddr(p, key+".address", v.Address, 0, false)
 	if v.Port < 1 || v.Port > 65535 {
-		p.add(key+".port", v.Port, "must be between 1 and 65535")
+		p.Add(key+".port", v.Port, "must be between 1 and 65535")
 	}
 	switch v.Protocol {
 	case "tcp":
@@ -264,13 +260,13 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 	case "udp":
 		v.protoNum = header.IPProtoUDP
 	default:
-		p.add(key+".protocol", v.Protocol, "must be tcp or udp")
+		p.Add(key+".protocol", v.Protocol, "must be tcp or udp")
 	}
 	fam := family(v.addr)
 	switch v.Mode {
 	case ModeNAT:
 		if len(v.SNAT) == 0 {
-			p.add(key+".snat", "", "nat mode needs at least one SNAT address")
+			p.Add(key+".snat", "", "nat mode needs at least one SNAT address")
 		}
 		v.snat = v.snat[:0]
 		for i, s := range v.SNAT {
@@ -286,34 +282,34 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 	case ModeHalfNAT:
 	case ModeTunnel, ModeIPIP:
 		if fam == 4 && !u.addr4.IsValid() {
-			p.add("unit.address4", u.Address4, "%s (%s mode) needs the unit's IPv4 address as the tunnel source", key, v.Mode)
+			p.Add("unit.address4", u.Address4, "%s (%s mode) needs the unit's IPv4 address as the tunnel source", key, v.Mode)
 		}
 		if fam == 6 && !u.addr6.IsValid() {
-			p.add("unit.address6", u.Address6, "%s (%s mode) needs the unit's IPv6 address as the tunnel source", key, v.Mode)
+			p.Add("unit.address6", u.Address6, "%s (%s mode) needs the unit's IPv6 address as the tunnel source", key, v.Mode)
 		}
 	default:
-		p.add(key+".mode", v.Mode, "must be one of nat, halfnat, tunnel, ipip")
+		p.Add(key+".mode", v.Mode, "must be one of nat, halfnat, tunnel, ipip")
 	}
 	if v.Mode != ModeNAT && (len(v.SNAT) > 0 || v.SNATPorts != "") {
-		p.add(key+".snat", strings.Join(v.SNAT, ","), "only nat mode uses SNAT addresses")
+		p.Add(key+".snat", strings.Join(v.SNAT, ","), "only nat mode uses SNAT addresses")
 	}
 	if v.MaglevSize == 0 {
 		v.MaglevSize = DefaultMaglev
 	}
 	if v.MaglevSize < 7 || v.MaglevSize > MaxMaglevSize || !big.NewInt(int64(v.MaglevSize)).ProbablyPrime(20) {
-		p.add(key+".maglev_size", v.MaglevSize, "must be a prime between 7 and %d", MaxMaglevSize)
+		p.Add(key+".maglev_size", v.MaglevSize, "must be a prime between 7 and %d", MaxMaglevSize)
 	} else if v.MaglevSize < len(v.Backends) {
-		p.add(key+".maglev_size", v.MaglevSize, "smaller than the number of backends (%d)", len(v.Backends))
+		p.Add(key+".maglev_size", v.MaglevSize, "smaller than the number of backends (%d)", len(v.Backends))
 	}
 	v.Health.check(p, key+".health")
 	if v.MTU == 0 {
 		v.MTU = DefaultMTU
 	}
 	if v.MTU < MinMTU || v.MTU > MaxMTU {
-		p.add(key+".mtu", v.MTU, "must be between %d and %d", MinMTU, MaxMTU)
+		p.Add(key+".mtu", v.MTU, "must be between %d and %d", MinMTU, MaxMTU)
 	}
 	if len(v.Backends) > MaxBackends {
-		p.add(key+".backends", len(v.Backends), "more than %d backends", MaxBackends)
+		p.Add(key+".backends", len(v.Backends), "more than %d backends", MaxBackends)
 	}
 	names := map[string]int{}
 	for i := range v.Backends {
@@ -324,24 +320,24 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 			b.Port = v.Port
 		}
 		if b.Port < 1 || b.Port > 65535 {
-			p.add(bkey+".port", b.Port, "must be between 1 and 65535")
+			p.Add(bkey+".port", b.Port, "must be between 1 and 65535")
 		}
 		if b.Name == "" {
 			b.Name = netip.AddrPortFrom(b.addr, uint16(b.Port)).String()
 		}
 		if j, dup := names[b.Name]; dup {
-			p.add(bkey+".name", b.Name, "also the name of %s.backends[%d]", key, j)
+			p.Add(bkey+".name", b.Name, "also the name of %s.backends[%d]", key, j)
 		}
 		names[b.Name] = i
 		if w := b.WeightValue(); w < 0 || w > MaxWeight {
-			p.add(bkey+".weight", w, "must be between 0 and %d", MaxWeight)
+			p.Add(bkey+".weight", w, "must be between 0 and %d", MaxWeight)
 		}
 		switch b.State {
 		case "":
 			b.State = StateActive
 		case StateActive, StateDraining, StateInactive:
 		default:
-			p.add(bkey+".state", b.State, "must be active, draining or inactive")
+			p.Add(bkey+".state", b.State, "must be active, draining or inactive")
 		}
 	}
 }
@@ -351,22 +347,22 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 func parseAddr(p *problems, key, s string, fam int, optional bool) netip.Addr {
 	if s == "" {
 		if !optional {
-			p.add(key, s, "an address is required")
+			p.Add(key, s, "an address is required")
 		}
 		return netip.Addr{}
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil || a.Zone() != "" {
-		p.add(key, s, "not an IP address")
+		p.Add(key, s, "not an IP address")
 		return netip.Addr{}
 	}
 	a = a.Unmap()
 	if fam != 0 && family(a) != fam {
-		p.add(key, s, "must be an IPv%d address like the VIP's", fam)
+		p.Add(key, s, "must be an IPv%d address like the VIP's", fam)
 		return netip.Addr{}
 	}
 	if a.IsUnspecified() || a.IsMulticast() {
-		p.add(key, s, "must be a unicast address")
+		p.Add(key, s, "must be a unicast address")
 		return netip.Addr{}
 	}
 	return a
@@ -387,7 +383,7 @@ func parsePortRange(p *problems, key, s string) (uint16, uint16) {
 	l, err1 := strconv.Atoi(strings.TrimSpace(lo))
 	h, err2 := strconv.Atoi(strings.TrimSpace(hi))
 	if !ok || err1 != nil || err2 != nil || l < 1 || h > 65535 || l > h {
-		p.add(key, s, "want a port range low-high within 1-65535")
+		p.Add(key, s, "want a port range low-high within 1-65535")
 		return 0, 0
 	}
 	return uint16(l), uint16(h)

@@ -2,7 +2,6 @@ package config
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -10,8 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/tetherlb/tether/internal/confcheck"
 )
 
 // EnvPrefix prefixes environment variables that override scalar keys:
@@ -87,25 +87,12 @@ func Load(r io.Reader) (*Config, error) {
 // Parse is Load from bytes.
 func Parse(b []byte) (*Config, error) { return Load(bytes.NewReader(b)) }
 
-func newViper() *viper.Viper {
-	v := viper.New()
-	for k, d := range defaults {
-		v.SetDefault(k, d)
-	}
-	v.SetEnvPrefix(EnvPrefix)
-	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
-	v.AutomaticEnv()
-	return v
-}
+func newViper() *viper.Viper { return confcheck.NewViper(defaults, EnvPrefix) }
 
 func decode(v *viper.Viper) (*Config, error) {
 	var c Config
-	err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {
-		dc.ErrorUnused = true
-		dc.DecodeHook = mapstructure.StringToTimeDurationHookFunc()
-	})
-	if err != nil {
-		return nil, decodeError(err)
+	if err := confcheck.Unmarshal(v, &c); err != nil {
+		return nil, err
 	}
 	if err := defaultCores(&c.Forwarder, os.Getenv(WorkerCPUsEnv)); err != nil {
 		return nil, err
@@ -114,18 +101,6 @@ func decode(v *viper.Viper) (*Config, error) {
 		return nil, err
 	}
 	return &c, nil
-}
-
-// decodeError rewrites mapstructure's messages ("'vips[0].port' expected
-// type 'int', got unconvertible type 'string', value: 'http'") into this
-// package's "key: value: reason" form where it can, and keeps them
-// otherwise; they already name the key.
-func decodeError(err error) error {
-	var de *mapstructure.DecodeError
-	if errors.As(err, &de) {
-		return fmt.Errorf("%s: %w", de.Name(), de.Unwrap())
-	}
-	return err
 }
 
 // WorkerCPUsEnv names the CPUs forwarder workers are pinned to when the
