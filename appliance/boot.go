@@ -48,6 +48,14 @@ func (in *Init) logf(format string, args ...any) {
 
 // Run boots the appliance and returns only to power off or reboot.
 func (in *Init) Run() {
+	// First, so that no request to stop is lost: busybox's reboot, halt
+	// and poweroff signal init, and with ctrl-alt-del handed to init the
+	// kernel sends SIGINT instead of resetting.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
+	if err := unix.Reboot(unix.LINUX_REBOOT_CMD_CAD_OFF); err != nil {
+		in.logf("ctrl-alt-del: %v", err)
+	}
 	if err := mountBase(); err != nil {
 		in.logf("%v", err)
 	}
@@ -109,11 +117,19 @@ func (in *Init) Run() {
 		}
 	}
 	go in.watchReady(ctx, cfg.Role, socket)
+	for _, dev := range powerButtons() {
+		go func() {
+			err := watchPowerButton(dev, func() {
+				in.logf("power button pressed")
+				select {
+				case sig <- syscall.SIGUSR2:
+				default:
+				}
+			})
+			in.logf("power button %s: %v", dev, err)
+		}()
+	}
 
-	sig := make(chan os.Signal, 1)
-	// busybox reboot, halt and poweroff signal init; the kernel sends
-	// SIGINT for ctrl-alt-del.
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1, syscall.SIGUSR2)
 	s := <-sig
 	cmd, what := unix.LINUX_REBOOT_CMD_RESTART, "rebooting"
 	switch s {

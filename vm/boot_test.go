@@ -190,6 +190,7 @@ type vm struct {
 	t       *testing.T
 	proc    *e2e.Proc
 	admin   string // the host end of the admin channel
+	qmp     string // qemu's machine protocol socket: the "power button"
 	console net.Conn
 	mu      sync.Mutex
 	out     strings.Builder
@@ -221,7 +222,7 @@ func (w *world) boot(t *testing.T, name, disk string, params ...string) *vm {
 		f.Close()
 		accel = "kvm"
 	}
-	v := &vm{t: t, admin: filepath.Join(w.dir, name+"-admin.sock"), grew: make(chan struct{}, 1)}
+	v := &vm{t: t, admin: filepath.Join(w.dir, name+"-admin.sock"), qmp: filepath.Join(w.dir, name+"-qmp.sock"), grew: make(chan struct{}, 1)}
 	consoleSock := filepath.Join(w.dir, name+"-console.sock")
 	args := []string{"qemu-system-x86_64", "-accel", accel, "-m", "512", "-smp", "2",
 		"-display", "none", "-monitor", "none", "-no-reboot",
@@ -233,6 +234,7 @@ func (w *world) boot(t *testing.T, name, disk string, params ...string) *vm {
 		"-device", "virtio-serial-pci",
 		"-chardev", "socket,id=adm,path=" + v.admin + ",server=on,wait=off",
 		"-device", "virtserialport,chardev=adm,name=tether.admin",
+		"-qmp", "unix:" + v.qmp + ",server=on,wait=off",
 	}
 	if disk != "" {
 		args = append(args, "-drive", "file="+disk+",if=virtio,format=raw")
@@ -348,6 +350,44 @@ func (v *vm) powerOff() {
 	// qemu exits (0) when the guest powers off.
 	if err := v.proc.Wait(powerTimeout); err != nil {
 		v.t.Errorf("qemu after poweroff: %v", err)
+	}
+}
+
+// acpiPowerOff presses the VM's ACPI power button, as virsh shutdown
+// does, and waits for qemu to exit.
+func (v *vm) acpiPowerOff() {
+	v.t.Helper()
+	c, err := net.Dial("unix", v.qmp)
+	if err != nil {
+		v.t.Fatalf("qmp: %v", err)
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(stepTimeout)); err != nil {
+		v.t.Fatal(err)
+	}
+	r := bufio.NewReader(c)
+	if _, err := r.ReadString('\n'); err != nil { // the greeting
+		v.t.Fatalf("qmp: %v", err)
+	}
+	for _, cmd := range []string{"qmp_capabilities", "system_powerdown"} {
+		if _, err := fmt.Fprintf(c, "{\"execute\": %q}\n", cmd); err != nil {
+			v.t.Fatalf("qmp %s: %v", cmd, err)
+		}
+		// Events ("POWERDOWN") may come before the answer.
+		for {
+			line, err := r.ReadString('\n')
+			if err != nil || strings.Contains(line, `"error"`) {
+				v.t.Fatalf("qmp %s: %v %s", cmd, err, line)
+			}
+			if strings.Contains(line, `"return"`) {
+				break
+			}
+		}
+	}
+	v.waitFor("tether-init: power button pressed", 0, powerTimeout)
+	v.waitFor("tether-init: powering off", 0, powerTimeout)
+	if err := v.proc.Wait(powerTimeout); err != nil {
+		v.t.Errorf("qemu after the power button: %v", err)
 	}
 }
 
@@ -482,7 +522,8 @@ func TestBadConfig(t *testing.T) {
 }
 
 // TestAgentRole boots the image as a backend host's agent, configured
-// from the kernel command line alone (no disk).
+// from the kernel command line alone (no disk), and stops it with the
+// ACPI power button.
 func TestAgentRole(t *testing.T) {
 	w := newWorld(t)
 	agentYAML := `host: {id: 7, listen: "10.0.0.20:7311"}
@@ -508,5 +549,5 @@ applications:
 	v.typeLine("tether-agent status")
 	line, _ = v.waitFor("10.0.0.20:8080", from, stepTimeout)
 	t.Logf("console: %s", line)
-	v.powerOff()
+	v.acpiPowerOff()
 }

@@ -15,7 +15,7 @@ export PATH=/usr/local/go/bin:$PATH
 
 out=${VM_OUT:-vm/out}
 cache=${VM_CACHE:-vm/cache}
-modules=virtio_pci,virtio_net,virtio_blk,virtio_console,ext4,crc32c_generic,tun
+modules=virtio_pci,virtio_net,virtio_blk,virtio_console,ext4,crc32c_generic,tun,button,evdev
 epoch=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 
 mkdir -p "$out" "$cache"
