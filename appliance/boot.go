@@ -273,10 +273,14 @@ func (in *Init) watchReady(ctx context.Context, role, socket string) {
 		if line != "" && line != last {
 			in.logf("%s", line)
 		}
+		// Eagerly until the API first answers, then only to notice a
+		// change.
+		pause := 250 * time.Millisecond
 		if line != "" {
 			last = line
+			pause = 2 * time.Second
 		}
-		sleepCtx(ctx, 250*time.Millisecond)
+		sleepCtx(ctx, pause)
 	}
 }
 

@@ -154,8 +154,13 @@ func (sv *supervisor) exitedPID(pid int, ws unix.WaitStatus) {
 func (sv *supervisor) stop(grace time.Duration) {
 	sv.mu.Lock()
 	sv.stopping = true
-	for pid := range sv.pids {
-		_ = syscall.Kill(pid, syscall.SIGTERM)
+	for pid, s := range sv.pids {
+		// An interactive shell ignores SIGTERM; a hang-up ends it.
+		sig := syscall.SIGTERM
+		if s.tty != "" {
+			sig = syscall.SIGHUP
+		}
+		_ = syscall.Kill(pid, sig)
 	}
 	sv.mu.Unlock()
 	deadline := time.After(grace)
