@@ -5,6 +5,7 @@ import (
 
 	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/internal/mix"
 	"github.com/tetherlb/tether/nic"
 )
 
@@ -74,9 +75,9 @@ func (st *Steerer) tuple(snap *Snapshot, src, dst []byte, dport uint16, ports bo
 // addrHash mixes an IPv4 or IPv6 address.
 func addrHash(a []byte) uint64 {
 	if len(a) == header.IPv4AddrSize {
-		return fmix64(uint64(binary.BigEndian.Uint32(a)))
+		return mix.Fmix64(uint64(binary.BigEndian.Uint32(a)))
 	}
-	return fmix64(fmix64(binary.BigEndian.Uint64(a)) ^ binary.BigEndian.Uint64(a[8:]))
+	return mix.Fmix64(mix.Fmix64(binary.BigEndian.Uint64(a)) ^ binary.BigEndian.Uint64(a[8:]))
 }
 
 // KeyWorker returns the worker that owns the flow with key k (a route

@@ -1,6 +1,10 @@
 package healthpb
 
-import "hash/fnv"
+import (
+	"hash/fnv"
+
+	"github.com/tetherlb/tether/internal/mix"
+)
 
 // NumChunks is how many chunks a host's table falls into. Heartbeats
 // carry one checksum per chunk that holds rows, and a unit that finds
@@ -38,12 +42,7 @@ func RowSum(r *Row) uint64 {
 	x := h.Sum64()
 	// The MurmurHash3 finalizer: FNV's low bits are weak, and a sum of
 	// weak values collides more easily than a sum of mixed ones.
-	x ^= x >> 33
-	x *= 0xff51afd7ed558ccd
-	x ^= x >> 33
-	x *= 0xc4ceb9fe1a85ec53
-	x ^= x >> 33
-	return x
+	return mix.Fmix64(x)
 }
 
 // Sums holds the checksum and row count of every chunk of a table.

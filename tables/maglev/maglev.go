@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math/bits"
 	"slices"
+
+	"github.com/tetherlb/tether/internal/mix"
 )
 
 // DefaultSize is the paper's table size for production: a prime well
@@ -379,10 +381,5 @@ func hash(s string, seed uint64) uint64 {
 		h ^= uint64(s[i])
 		h *= 0x100000001b3
 	}
-	h ^= h >> 33
-	h *= 0xff51afd7ed558ccd
-	h ^= h >> 33
-	h *= 0xc4ceb9fe1a85ec53
-	h ^= h >> 33
-	return h
+	return mix.Fmix64(h)
 }
