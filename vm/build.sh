@@ -38,7 +38,11 @@ fetch() { # package → path of its .deb in the cache
   ver=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
   deb=$(ls "$cache"/"${pkg}"_*.deb 2>/dev/null | grep -F "_$(echo "$ver" | sed 's/:/%3a/')_" | head -1 || true)
   if [ -z "$deb" ]; then
-    (cd "$cache" && apt-get download -q "$pkg=$ver" >&2)
+    # As root, apt would fetch as its _apt user, which may not write
+    # here; it warns and falls back. Say so up front instead.
+    local sandbox=()
+    [ "$(id -u)" -eq 0 ] && sandbox=(-o APT::Sandbox::User=root)
+    (cd "$cache" && apt-get download -q "${sandbox[@]}" "$pkg=$ver" >&2)
     deb=$(ls "$cache"/"${pkg}"_*.deb | grep -F "_$(echo "$ver" | sed 's/:/%3a/')_" | head -1)
   fi
   echo "$deb"
