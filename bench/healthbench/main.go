@@ -591,12 +591,11 @@ func (b *bench) downBoth(i int, gone bool) (tether, haproxy time.Time, err error
 // it keeps serving; both balancers' checks must notice.
 func (b *bench) checkFailure() (sample, error) {
 	h := b.hosts[failed]
-	pr, err := b.startProber()
+	pr, err := b.warmProber()
 	if err != nil {
 		return sample{}, err
 	}
 	defer pr.Stop()
-	time.Sleep(warmup + rand.N(jitter))
 	t0 := time.Now()
 	if err := os.WriteFile(h.fail, nil, 0o644); err != nil {
 		return sample{}, fmt.Errorf("fail b%d's /healthz: %w", h.i, err)
@@ -628,12 +627,11 @@ func (b *bench) checkFailure() (sample, error) {
 // comparable load.
 func (b *bench) pushedFailure() (sample, error) {
 	h := b.hosts[failed]
-	pr, err := b.startProber()
+	pr, err := b.warmProber()
 	if err != nil {
 		return sample{}, err
 	}
 	defer pr.Stop()
-	time.Sleep(warmup + rand.N(jitter))
 	t0 := time.Now()
 	if err := b.setHealth(h, "failing"); err != nil {
 		return sample{}, err
@@ -672,12 +670,11 @@ func (b *bench) setHealth(h *host, health string) error {
 // balancer stops choosing it.
 func (b *bench) silentDeath() (sample, error) {
 	h := b.hosts[failed]
-	pr, err := b.startProber()
+	pr, err := b.warmProber()
 	if err != nil {
 		return sample{}, err
 	}
 	defer pr.Stop()
-	time.Sleep(warmup + rand.N(jitter))
 	t0 := time.Now()
 	for _, p := range []*e2e.Proc{h.agent, h.httpd} {
 		if err := p.Signal(syscall.SIGKILL); err != nil {
@@ -868,6 +865,18 @@ type conn struct {
 	target, backend string
 	start           time.Time
 	err             string
+}
+
+// warmProber starts the prober and lets it reach both backends through
+// both balancers, then waits a random part of the checks' common period
+// (see jitter), so that the event can happen at T0 = now.
+func (b *bench) warmProber() (*e2e.Proc, error) {
+	pr, err := b.startProber()
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(warmup + rand.N(jitter))
+	return pr, nil
 }
 
 func (b *bench) startProber() (*e2e.Proc, error) {
