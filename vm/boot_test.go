@@ -185,6 +185,9 @@ func (w *world) configDisk(t *testing.T, name string, files map[string]string) s
 // ansi matches the colour codes of tetherd's console log.
 var ansi = regexp.MustCompile(`\x1b\[[0-9;]*m`)
 
+// pinLine is a line of `uniq -c` over "process allowed-CPUs" lines.
+var pinLine = regexp.MustCompile(`(?m)^\s*(\d+) (forwarder|control) (\S+)$`)
+
 // vm is one qemu process and its serial console.
 type vm struct {
 	t       *testing.T
@@ -405,7 +408,7 @@ func bootAndForward(t *testing.T, driver string) {
 	disk := w.configDisk(t, "good", map[string]string{"appliance.yaml": applianceYAML, "tether.yaml": unitYAMLFor(driver)})
 	start := time.Now()
 	v := w.boot(t, "good", disk)
-	line, at := v.waitFor("TETHER READY", 0, bootTimeout)
+	line, _ := v.waitFor("TETHER READY", 0, bootTimeout)
 	t.Logf("ready after %s: %s", time.Since(start).Round(time.Millisecond), line)
 	for _, text := range []string{"xdp=", "driver="} {
 		if driver == "afxdp" || text == "driver=" {
@@ -446,10 +449,10 @@ func bootAndForward(t *testing.T, driver string) {
 		`{ grep -q forwarder $t/cmdline && r=forwarder || r=control; echo "$r $(grep Cpus_allowed_list $t/status | cut -f2)"; }; done | sort | uniq -c; echo CPUS-$((1+2))`)
 	_, begin := v.waitFor("CPUS-2", from, stepTimeout)
 	_, end := v.waitFor("CPUS-3", begin, stepTimeout)
-	pins := strings.Fields(v.text()[begin:end])
+	// Only uniq's lines: a log line of tetherd's may land in between.
 	got := map[string]string{} // "role cpus" → threads
-	for i := 0; i+2 < len(pins); i += 3 {
-		got[pins[i+1]+" "+pins[i+2]] = pins[i]
+	for _, m := range pinLine.FindAllStringSubmatch(v.text()[begin:end], -1) {
+		got[m[2]+" "+m[3]] = m[1]
 	}
 	if got["forwarder 1"] != "1" || got["control 1"] != "" || got["forwarder 0"] == "" || got["control 0"] == "" || len(got) != 3 {
 		t.Errorf("threads by process and allowed CPUs: %v; want one forwarder thread on 1 and the rest on 0", got)
@@ -457,8 +460,9 @@ func bootAndForward(t *testing.T, driver string) {
 	t.Logf("threads by process and CPUs: %v", got)
 
 	// The console's shell: tetherctl inside the VM over the admin socket.
+	from = len(v.text())
 	v.typeLine("tetherctl backends")
-	line, _ = v.waitFor("10.0.0.11:8080", at, stepTimeout)
+	line, _ = v.waitFor("10.0.0.11:8080", from, stepTimeout)
 	t.Logf("console: %s", line)
 	v.powerOff()
 }
