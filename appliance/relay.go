@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"time"
+
+	"github.com/tetherlb/tether/internal/localapi"
 )
 
 // AdminPortName is the virtio-serial port name the host gives the admin
@@ -36,13 +37,7 @@ type relay struct {
 }
 
 func newRelay(dev, socket string, log func(string, ...any)) *relay {
-	return &relay{dev: dev, socket: socket, log: log, client: &http.Client{
-		Timeout: 60 * time.Second,
-		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}},
-	}}
+	return &relay{dev: dev, socket: socket, log: log, client: localapi.HTTPClient(socket, 60*time.Second)}
 }
 
 // run serves until ctx ends.

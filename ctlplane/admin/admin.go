@@ -237,17 +237,27 @@ func readNewConfig(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	return body, ok
 }
 
+// readValidConfig is readNewConfig for a body that must also pass the
+// configuration's checks before anything is written.
+func readValidConfig(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, ok := readNewConfig(w, r)
+	if !ok {
+		return nil, false
+	}
+	if err := control.Validate(body); err != nil {
+		fail(w, http.StatusUnprocessableEntity, "%v", err)
+		return nil, false
+	}
+	return body, true
+}
+
 // apply answers PUT /v1/config: a valid body replaces the configuration
 // file and is reloaded; if the reload is refused (the forwarder cannot
 // take it without a restart, say) the previous file is put back, so the
 // file does not claim a configuration that is not running.
 func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
-	body, ok := readNewConfig(w, r)
+	body, ok := readValidConfig(w, r)
 	if !ok {
-		return
-	}
-	if err := control.Validate(body); err != nil {
-		fail(w, http.StatusUnprocessableEntity, "%v", err)
 		return
 	}
 	s.applyMu.Lock()

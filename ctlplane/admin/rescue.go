@@ -168,12 +168,8 @@ func (r *Rescue) routes() http.Handler {
 // apply answers PUT /v1/config: a valid body becomes the configuration
 // file, and tetherd restarts with it once the answer is delivered.
 func (r *Rescue) apply(w http.ResponseWriter, req *http.Request) {
-	body, ok := readNewConfig(w, req)
+	body, ok := readValidConfig(w, req)
 	if !ok {
-		return
-	}
-	if err := control.Validate(body); err != nil {
-		fail(w, http.StatusUnprocessableEntity, "%v", err)
 		return
 	}
 	r.mu.Lock()

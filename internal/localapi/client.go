@@ -25,12 +25,19 @@ type Client struct {
 // NewClient returns a client of the API on socket; what names the
 // daemon serving it, for error messages.
 func NewClient(socket, what string) *Client {
-	return &Client{socket: socket, what: what, http: &http.Client{
-		Timeout: 30 * time.Second,
+	return &Client{socket: socket, what: what, http: HTTPClient(socket, 30*time.Second)}
+}
+
+// HTTPClient returns a plain HTTP client whose every request goes to the
+// Unix socket, whatever the URL's host, for callers that relay requests
+// rather than decode answers.
+func HTTPClient(socket string, timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
 		Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
 		}},
-	}}
+	}
 }
 
 // Do calls the API and decodes a JSON answer into out (a *[]byte gets
