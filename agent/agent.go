@@ -14,7 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tetherlb/tether/agent/check"
+	"github.com/tetherlb/tether/internal/probe"
 	pb "github.com/tetherlb/tether/api/healthpb"
 )
 
@@ -31,7 +31,7 @@ type Agent struct {
 	out    *pb.Codec
 
 	mu     sync.Mutex
-	checks map[string]*check.Checker // by application name
+	checks map[string]*probe.Monitor // by application name
 	shakes map[string]*handshake     // directive handshakes in progress, by name
 	wrongs map[uint64]map[uint32]bool
 	group  *group
@@ -70,7 +70,7 @@ func New(cfg *Config, log zerolog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("host.listen: %q: %w", cfg.Host.Listen, err)
 	}
 	a := &Agent{cfg: cfg, log: log, host: uint32(cfg.Host.ID), table: NewTable(uint64(time.Now().UnixNano())),
-		conn: conn, key: key, out: out, checks: map[string]*check.Checker{}, shakes: map[string]*handshake{},
+		conn: conn, key: key, out: out, checks: map[string]*probe.Monitor{}, shakes: map[string]*handshake{},
 		wrongs: map[uint64]map[uint32]bool{},
 		stats:  Stats{Sent: map[string]uint64{}, Received: map[string]uint64{}, Refused: map[string]uint64{}}}
 	for i := range cfg.Apps {
@@ -119,7 +119,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	for i := range a.cfg.Apps {
 		app := &a.cfg.Apps[i]
 		if app.Check != nil {
-			c, err := check.New(app.CheckSpec(), a.onCheck(app.Name))
+			c, err := probe.New(app.CheckSpec(), a.onCheck(app.Name))
 			if err != nil {
 				return fmt.Errorf("applications[%d].check: %w", i, err)
 			}
@@ -157,13 +157,13 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // onCheck turns a check's verdict into the row's health.
-func (a *Agent) onCheck(name string) func(check.Health, check.Result) {
-	return func(h check.Health, r check.Result) {
+func (a *Agent) onCheck(name string) func(probe.Health, probe.Result) {
+	return func(h probe.Health, r probe.Result) {
 		health := pb.Health_HEALTH_UNKNOWN
 		switch h {
-		case check.Healthy:
+		case probe.Healthy:
 			health = pb.Health_HEALTH_HEALTHY
-		case check.Failing:
+		case probe.Failing:
 			health = pb.Health_HEALTH_FAILING
 		}
 		if changed, err := a.table.Update(name, func(row *pb.Row) { row.Health = health }); err == nil && changed {
@@ -369,7 +369,7 @@ func (a *Agent) Set(ctx context.Context, name string, health *pb.Health, load, c
 // measureLoad runs an application's load command every interval and
 // reports the load when it moved by at least the configured step.
 func (a *Agent) measureLoad(ctx context.Context, app *App) {
-	spec := check.Spec{Type: check.TypeExec, Command: app.LoadCommand, Interval: app.LoadInterval, Timeout: min(app.LoadInterval, 5*time.Second)}.Defaults()
+	spec := probe.Spec{Type: probe.TypeExec, Command: app.LoadCommand, Interval: app.LoadInterval, Timeout: min(app.LoadInterval, 5*time.Second)}.Defaults()
 	t := time.NewTicker(app.LoadInterval)
 	defer t.Stop()
 	for {

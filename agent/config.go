@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tetherlb/tether/agent/check"
+	"github.com/tetherlb/tether/internal/probe"
 	pb "github.com/tetherlb/tether/api/healthpb"
 	"github.com/tetherlb/tether/internal/confcheck"
 )
@@ -307,12 +307,12 @@ func (a *App) AppID() *pb.AppID {
 
 // CheckSpec is the application's check with defaults filled; the target
 // defaults to the endpoint.
-func (a *App) CheckSpec() check.Spec {
+func (a *App) CheckSpec() probe.Spec {
 	c := a.Check
 	target := c.Target
 	if target == "" {
 		target = a.Endpoint
 	}
-	return check.Spec{Type: c.Type, Target: target, Path: c.Path, Host: c.Host, Expect: c.Expect, Command: c.Command,
+	return probe.Spec{Type: c.Type, Target: target, Path: c.Path, Host: c.Host, Expect: c.Expect, Command: c.Command,
 		Interval: c.Interval, Timeout: c.Timeout, Rise: c.Rise, Fall: c.Fall}.Defaults()
 }

@@ -4,14 +4,14 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"net"
 	"net/netip"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/tetherlb/tether/agent/check"
-	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/internal/confcheck"
+	"github.com/tetherlb/tether/internal/probe"
 )
 
 // Limits on values; each is a bound some part of the dataplane relies on.
@@ -72,7 +72,7 @@ func (u *Unit) check(p *problems) {
 	u.addr4 = parseAddr(p, "unit.address4", u.Address4, 4, true)
 	u.addr6 = parseAddr(p, "unit.address6", u.Address6, 6, true)
 	if u.MAC != "" {
-		m, err := header.ParseMAC(u.MAC)
+		m, err := parseMAC(u.MAC)
 		if err != nil {
 			p.Add("unit.mac", u.MAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
 		}
@@ -183,8 +183,8 @@ func (h *Health) check(p *problems) {
 
 // Spec is the probe of c against target (address:port), with defaults
 // filled.
-func (c *Check) Spec(target string) check.Spec {
-	return check.Spec{Type: c.Type, Target: target, Path: c.Path, Expect: c.Expect,
+func (c *HealthCheck) Spec(target string) probe.Spec {
+	return probe.Spec{Type: c.Type, Target: target, Path: c.Path, Expect: c.Expect,
 		Interval: c.Interval, Timeout: c.Timeout, Rise: c.Rise, Fall: c.Fall}.Defaults()
 }
 
@@ -198,15 +198,15 @@ func (h *VIPHealth) check(p *problems, key string) {
 	}
 	c := &h.Check
 	if h.Source != SourceProbe {
-		if *c != (Check{}) {
+		if *c != (HealthCheck{}) {
 			p.Add(key+".check", c.Type, "only source probe runs a check (agents run their own)")
 		}
 		return
 	}
 	if c.Type == "" {
-		c.Type = check.TypeTCP
+		c.Type = probe.TypeTCP
 	}
-	if c.Type != check.TypeTCP && c.Type != check.TypeHTTP {
+	if c.Type != probe.TypeTCP && c.Type != probe.TypeHTTP {
 		p.Add(key+".check.type", c.Type, "must be tcp or http")
 		return
 	}
@@ -221,7 +221,7 @@ func (h *VIPHealth) check(p *problems, key string) {
 
 func (l *L2) check(p *problems) {
 	if l.GatewayMAC != "" {
-		m, err := header.ParseMAC(l.GatewayMAC)
+		m, err := parseMAC(l.GatewayMAC)
 		if err != nil {
 			p.Add("l2.gateway_mac", l.GatewayMAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
 		}
@@ -232,7 +232,7 @@ func (l *L2) check(p *problems) {
 		n := &l.Neighbors[i]
 		key := fmt.Sprintf("l2.neighbors[%d]", i)
 		n.addr = parseAddr(p, key+".ip", n.IP, 0, false)
-		m, err := header.ParseMAC(n.MAC)
+		m, err := parseMAC(n.MAC)
 		if err != nil {
 			p.Add(key+".mac", n.MAC, "not a MAC address (want aa:bb:cc:dd:ee:ff)")
 		}
@@ -256,9 +256,9 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 	}
 	switch v.Protocol {
 	case "tcp":
-		v.protoNum = header.IPProtoTCP
+		v.protoNum = protoTCP
 	case "udp":
-		v.protoNum = header.IPProtoUDP
+		v.protoNum = protoUDP
 	default:
 		p.Add(key+".protocol", v.Protocol, "must be tcp or udp")
 	}
@@ -387,4 +387,21 @@ func parsePortRange(p *problems, key, s string) (uint16, uint16) {
 		return 0, 0
 	}
 	return uint16(l), uint16(h)
+}
+
+// IP protocol numbers of the VIP protocols.
+const (
+	protoTCP = 6
+	protoUDP = 17
+)
+
+// parseMAC parses an Ethernet address (aa:bb:cc:dd:ee:ff or with '-').
+func parseMAC(s string) ([6]byte, error) {
+	var m [6]byte
+	hw, err := net.ParseMAC(s)
+	if err != nil || len(hw) != 6 {
+		return m, fmt.Errorf("mac %q: want 6 hex octets separated by ':' or '-'", s)
+	}
+	copy(m[:], hw)
+	return m, nil
 }

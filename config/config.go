@@ -59,12 +59,13 @@ const (
 type VIPHealth struct {
 	// Source is none, agent or probe.
 	Source string `mapstructure:"source"`
-	// Check is the probe (source probe).
-	Check Check `mapstructure:"check"`
+	// Check is the health probe each unit runs (source probe).
+	Check HealthCheck `mapstructure:"check"`
 }
 
-// Check is a health probe a unit runs against each backend of a VIP.
-type Check struct {
+// HealthCheck is a health probe a unit runs against each backend of a
+// VIP.
+type HealthCheck struct {
 	// Type is tcp or http.
 	Type string `mapstructure:"type"`
 	// Port to probe; 0 probes the backend's port.

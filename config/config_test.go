@@ -188,3 +188,16 @@ func TestWorkerCPUsEnv(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMAC(t *testing.T) {
+	for _, s := range []string{"02:00:5E:10:00:0a", "02-00-5e-10-00-0a"} {
+		if m, err := parseMAC(s); err != nil || m != [6]byte{2, 0, 0x5e, 0x10, 0, 0x0a} {
+			t.Errorf("parseMAC(%q) = %x, %v", s, m, err)
+		}
+	}
+	for _, s := range []string{"", "02:00:5e:10:00", "02:00:5e:10:00:0g", "02:00:5e:10:00:0a:", "02:00:5e:10:00:0a:00:00"} {
+		if _, err := parseMAC(s); err == nil {
+			t.Errorf("parseMAC(%q) succeeded", s)
+		}
+	}
+}

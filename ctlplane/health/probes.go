@@ -7,7 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tetherlb/tether/agent/check"
+	"github.com/tetherlb/tether/internal/probe"
 	pb "github.com/tetherlb/tether/api/healthpb"
 	"github.com/tetherlb/tether/config"
 )
@@ -24,11 +24,11 @@ type Probes struct {
 
 	mu      sync.Mutex
 	base    context.Context   // bounds every probe's life; set by Start
-	running map[string]*probe // by "vip/backend"
+	running map[string]*backendProbe // by "vip/backend"
 }
 
-type probe struct {
-	spec   check.Spec
+type backendProbe struct {
+	spec   probe.Spec
 	row    *pb.Row
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -36,7 +36,7 @@ type probe struct {
 
 // NewProbes returns an idle prober feeding srv.
 func NewProbes(srv *Server, log zerolog.Logger) *Probes {
-	return &Probes{srv: srv, log: log, running: map[string]*probe{}}
+	return &Probes{srv: srv, log: log, running: map[string]*backendProbe{}}
 }
 
 // Start sets the context that bounds every probe, then Syncs cfg. Probes
@@ -53,7 +53,7 @@ func (p *Probes) Start(ctx context.Context, cfg *config.Config) {
 // removed ones lose theirs (and their rows), changed ones restart. Before
 // Start it does nothing.
 func (p *Probes) Sync(cfg *config.Config) {
-	want := map[string]*probe{}
+	want := map[string]*backendProbe{}
 	for i := range cfg.VIPs {
 		v := &cfg.VIPs[i]
 		if v.Health.Source != config.SourceProbe {
@@ -67,7 +67,7 @@ func (p *Probes) Sync(cfg *config.Config) {
 			if v.Health.Check.Port != 0 {
 				target = netip.AddrPortFrom(b.Addr(), uint16(v.Health.Check.Port))
 			}
-			want[v.Name+"/"+b.Name] = &probe{
+			want[v.Name+"/"+b.Name] = &backendProbe{
 				spec: v.Health.Check.Spec(target.String()),
 				row: &pb.Row{App: &pb.AppID{Proto: v.Protocol, Vip: vip, Endpoint: ep.String()},
 					Capacity: probeCapacity, Target: pb.State_STATE_ACTIVE, Current: pb.State_STATE_ACTIVE},
@@ -90,7 +90,7 @@ func (p *Probes) Sync(cfg *config.Config) {
 		delete(p.running, key)
 	}
 	for key, pr := range want {
-		c, err := check.New(pr.spec, p.onChange(key, pr))
+		c, err := probe.New(pr.spec, p.onChange(key, pr))
 		if err != nil {
 			// The configuration's checks passed, so this is a bug.
 			p.log.Error().Err(err).Str("backend", key).Msg("probe not started")
@@ -107,13 +107,13 @@ func (p *Probes) Sync(cfg *config.Config) {
 // the operator's weights alone divide the load.
 const probeCapacity = 50
 
-func (p *Probes) onChange(key string, pr *probe) func(check.Health, check.Result) {
-	return func(h check.Health, r check.Result) {
+func (p *Probes) onChange(key string, pr *backendProbe) func(probe.Health, probe.Result) {
+	return func(h probe.Health, r probe.Result) {
 		row := &pb.Row{App: pr.row.GetApp(), Capacity: pr.row.GetCapacity(), Target: pr.row.GetTarget(), Current: pr.row.GetCurrent()}
 		switch h {
-		case check.Healthy:
+		case probe.Healthy:
 			row.Health = pb.Health_HEALTH_HEALTHY
-		case check.Failing:
+		case probe.Failing:
 			row.Health = pb.Health_HEALTH_FAILING
 		}
 		p.log.Info().Str("backend", key).Str("health", h.String()).Str("detail", r.Detail).Msg("probe")
@@ -121,7 +121,7 @@ func (p *Probes) onChange(key string, pr *probe) func(check.Health, check.Result
 	}
 }
 
-func sameSpec(a, b check.Spec) bool {
+func sameSpec(a, b probe.Spec) bool {
 	return a.Type == b.Type && a.Target == b.Target && a.Path == b.Path && a.Expect == b.Expect &&
 		a.Interval == b.Interval && a.Timeout == b.Timeout && a.Rise == b.Rise && a.Fall == b.Fall &&
 		a.Host == b.Host

@@ -46,38 +46,6 @@ func (m MAC) String() string {
 	return fmt.Sprintf("%02x:%02x:%02x:%02x:%02x:%02x", m[0], m[1], m[2], m[3], m[4], m[5])
 }
 
-// ParseMAC parses aa:bb:cc:dd:ee:ff (or with dashes).
-func ParseMAC(s string) (MAC, error) {
-	var m MAC
-	if len(s) != 17 {
-		return m, fmt.Errorf("mac %q: want 6 hex octets separated by ':' or '-'", s)
-	}
-	for i := 0; i < 6; i++ {
-		if i > 0 && s[i*3-1] != ':' && s[i*3-1] != '-' {
-			return m, fmt.Errorf("mac %q: want 6 hex octets separated by ':' or '-'", s)
-		}
-		hi, ok1 := unhex(s[i*3])
-		lo, ok2 := unhex(s[i*3+1])
-		if !ok1 || !ok2 {
-			return m, fmt.Errorf("mac %q: %q is not a hex octet", s, s[i*3:i*3+2])
-		}
-		m[i] = hi<<4 | lo
-	}
-	return m, nil
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
-}
-
 // Dst returns the destination address.
 func (e Ethernet) Dst() MAC { return MAC(e[0:6]) }
 

@@ -1,15 +1,17 @@
-// Package check runs health checks: a TCP connect, an HTTP GET that must
+// Package probe runs health probes: a TCP connect, an HTTP GET that must
 // answer an expected status, or a command whose exit status decides.
+// (Operators call them health checks, and the configuration key is
+// "check"; in the code "check" means validating a configuration.)
 //
-// Two processes run the same checks, which is why they live in one
-// package. The host agent checks the applications on its own host and
+// Two processes run the same probes, which is why they live in a package
+// of the ground floor that both import, not in either's room. The host agent checks the applications on its own host and
 // reports their health to the units. A Tether unit runs "proxy" checks
 // itself against backends that have no agent (the proxy of design S1,
 // FIG. 17A), so that such backends still get a health. Either way the
 // probe is real: a connection, a request or a process, never a guess
 // from traffic.
 //
-// A Checker probes every Interval and applies rise and fall: the health
+// A Monitor probes every Interval and applies rise and fall: the health
 // turns Healthy after Rise consecutive successes and Failing after Fall
 // consecutive failures, so one lost probe does not move traffic and one
 // lucky probe does not bring it back. A result that agrees with the
@@ -28,4 +30,4 @@
 // probe, not a pile of them. An exec probe runs in its own process group,
 // which is killed when the probe ends, so a shell script's children do not
 // outlive it.
-package check
+package probe

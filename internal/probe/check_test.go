@@ -1,4 +1,4 @@
-package check
+package probe
 
 import (
 	"context"
@@ -535,7 +535,7 @@ func TestRiseFall(t *testing.T) {
 	const rise, fall = 3, 2
 	srv := newFlipServer(t)
 	changes := make(chan change, 10)
-	var c *Checker
+	var c *Monitor
 	// How far the checker's counts are ahead of the server's at the last
 	// change; only onChange, never concurrently, touches them.
 	var checksAhead, failuresAhead uint64
@@ -865,7 +865,7 @@ func TestNoPanic(t *testing.T) {
 			cancel()
 		}
 	}
-	var zero Checker
+	var zero Monitor
 	zero.Run(context.Background())
 	if st := zero.Status(); st.Health != Unknown || zero.Spec().Type != "" {
 		t.Errorf("zero checker: %+v", st)

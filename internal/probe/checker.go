@@ -1,4 +1,4 @@
-package check
+package probe
 
 import (
 	"context"
@@ -19,9 +19,9 @@ type Status struct {
 	Since time.Time
 }
 
-// Checker probes a spec every interval and applies rise and fall (see the
+// Monitor probes a spec every interval and applies rise and fall (see the
 // package comment). Make one with New.
-type Checker struct {
+type Monitor struct {
 	p        *prober
 	onChange func(Health, Result)
 	running  atomic.Bool // guards against concurrent Runs
@@ -36,7 +36,7 @@ type Checker struct {
 // health changes, with the new health and the result that changed it. It
 // is called from Run's goroutine, so never concurrently for one checker,
 // and the next probe waits for it; it may call Status.
-func New(s Spec, onChange func(Health, Result)) (*Checker, error) {
+func New(s Spec, onChange func(Health, Result)) (*Monitor, error) {
 	s = s.Defaults()
 	if err := s.Validate(); err != nil {
 		// Not wrapped again: it names the field and value already, and
@@ -46,11 +46,11 @@ func New(s Spec, onChange func(Health, Result)) (*Checker, error) {
 	if onChange == nil {
 		onChange = func(Health, Result) {}
 	}
-	return &Checker{p: newProber(s), onChange: onChange, status: Status{Since: time.Now()}}, nil
+	return &Monitor{p: newProber(s), onChange: onChange, status: Status{Since: time.Now()}}, nil
 }
 
 // Spec returns the checker's spec, defaults filled.
-func (c *Checker) Spec() Spec {
+func (c *Monitor) Spec() Spec {
 	if c.p == nil {
 		return Spec{}
 	}
@@ -64,7 +64,7 @@ func (c *Checker) Spec() Spec {
 // target. Run may be called again after it returned; a call made while
 // another Run of the same checker is active returns at once, since two
 // loops would overlap probes and call onChange concurrently.
-func (c *Checker) Run(ctx context.Context) {
+func (c *Monitor) Run(ctx context.Context) {
 	if c.p == nil || ctx == nil {
 		return // not made by New, or nothing to bound the loop: a bug, not a panic
 	}
@@ -93,7 +93,7 @@ func (c *Checker) Run(ctx context.Context) {
 
 // record applies one result; it returns the health and whether it
 // changed.
-func (c *Checker) record(r Result) (Health, bool) {
+func (c *Monitor) record(r Result) (Health, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := &c.status
@@ -122,7 +122,7 @@ func (c *Checker) record(r Result) (Health, bool) {
 
 // Status returns the checker's current state. It is safe to call at any
 // time, including from onChange and concurrently with Run.
-func (c *Checker) Status() Status {
+func (c *Monitor) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.status
