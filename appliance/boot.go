@@ -17,8 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tetherlb/tether/agent"
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
-	"github.com/tetherlb/tether/ctlplane/control"
 	"github.com/tetherlb/tether/internal/localapi"
 )
 
@@ -260,7 +260,7 @@ func (in *Init) watchReady(ctx context.Context, role, socket string) {
 				line = fmt.Sprintf("%s: tether-agent running, API on %s", ReadyLine, socket)
 			}
 		} else {
-			var st control.Status
+			var st unit.Status
 			if err := c.Do("GET", "/v1/status", nil, &st); err == nil {
 				switch {
 				case st.Problem != "":

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/internal/confcheck"
 	"github.com/tetherlb/tether/internal/probe"
 )
@@ -247,8 +248,8 @@ func (l *L2) check(p *problems) {
 }
 
 func (v *VIP) check(p *problems, key string, u *Unit) {
-	if v.Name == "" {
-		p.Add(key+".name", v.Name, "must not be empty")
+	if v.Name == "" || strings.Contains(v.Name, "/") {
+		p.Add(key+".name", v.Name, "must not be empty or hold a slash (tetherctl names a backend VIP/BACKEND)")
 	}
 	v.addr = parseAddr(p, key+".address", v.Address, 0, false)
 	if v.Port < 1 || v.Port > 65535 {
@@ -263,8 +264,13 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 		p.Add(key+".protocol", v.Protocol, "must be tcp or udp")
 	}
 	fam := family(v.addr)
-	switch v.Mode {
-	case ModeNAT:
+	mode, err := unit.ParseMode(v.Mode)
+	if err != nil {
+		p.Add(key+".mode", v.Mode, "must be one of nat, halfnat, tunnel, ipip")
+	}
+	v.mode = mode
+	switch mode {
+	case unit.ModeNAT:
 		if len(v.SNAT) == 0 {
 			p.Add(key+".snat", "", "nat mode needs at least one SNAT address")
 		}
@@ -279,18 +285,15 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 		if v.SNATPorts != "" {
 			v.portLow, v.portHi = parsePortRange(p, key+".snat_ports", v.SNATPorts)
 		}
-	case ModeHalfNAT:
-	case ModeTunnel, ModeIPIP:
+	case unit.ModeTunnel, unit.ModeIPIP:
 		if fam == 4 && !u.addr4.IsValid() {
 			p.Add("unit.address4", u.Address4, "%s (%s mode) needs the unit's IPv4 address as the tunnel source", key, v.Mode)
 		}
 		if fam == 6 && !u.addr6.IsValid() {
 			p.Add("unit.address6", u.Address6, "%s (%s mode) needs the unit's IPv6 address as the tunnel source", key, v.Mode)
 		}
-	default:
-		p.Add(key+".mode", v.Mode, "must be one of nat, halfnat, tunnel, ipip")
 	}
-	if v.Mode != ModeNAT && (len(v.SNAT) > 0 || v.SNATPorts != "") {
+	if mode != unit.ModeNAT && (len(v.SNAT) > 0 || v.SNATPorts != "") {
 		p.Add(key+".snat", strings.Join(v.SNAT, ","), "only nat mode uses SNAT addresses")
 	}
 	if v.MaglevSize == 0 {
@@ -325,6 +328,9 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 		if b.Name == "" {
 			b.Name = netip.AddrPortFrom(b.addr, uint16(b.Port)).String()
 		}
+		if strings.Contains(b.Name, "/") {
+			p.Add(bkey+".name", b.Name, "must not hold a slash (tetherctl names a backend VIP/BACKEND)")
+		}
 		if j, dup := names[b.Name]; dup {
 			p.Add(bkey+".name", b.Name, "also the name of %s.backends[%d]", key, j)
 		}
@@ -332,11 +338,10 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 		if w := b.WeightValue(); w < 0 || w > MaxWeight {
 			p.Add(bkey+".weight", w, "must be between 0 and %d", MaxWeight)
 		}
-		switch b.State {
-		case "":
-			b.State = StateActive
-		case StateActive, StateDraining, StateInactive:
-		default:
+		if b.State == "" {
+			b.State = unit.StateActive.String()
+		}
+		if _, err := unit.ParseState(b.State); err != nil {
 			p.Add(bkey+".state", b.State, "must be active, draining or inactive")
 		}
 	}

@@ -3,6 +3,8 @@ package config
 import (
 	"net/netip"
 	"time"
+
+	"github.com/tetherlb/tether/api/unit"
 )
 
 // Config is the whole configuration of a unit.
@@ -202,21 +204,6 @@ type Neighbor struct {
 	mac  [6]byte
 }
 
-// Forwarding modes.
-const (
-	ModeNAT     = "nat"     // source and destination rewritten
-	ModeHalfNAT = "halfnat" // destination rewritten; replies return through the unit
-	ModeTunnel  = "tunnel"  // flow-ID tunnel: ports carry a 32-bit flow ID, zero overhead
-	ModeIPIP    = "ipip"    // IP-in-IP to the backend, direct server return
-)
-
-// Backend states.
-const (
-	StateActive   = "active"   // takes new flows
-	StateDraining = "draining" // keeps its flows, takes no new ones
-	StateInactive = "inactive" // its flows are dropped
-)
-
 // VIP is a virtual service: an address, port and protocol, and the
 // backends that serve it.
 type VIP struct {
@@ -224,7 +211,8 @@ type VIP struct {
 	Address  string `mapstructure:"address"`
 	Port     int    `mapstructure:"port"`
 	Protocol string `mapstructure:"protocol"`
-	Mode     string `mapstructure:"mode"`
+	// Mode is nat, halfnat, tunnel or ipip (api/unit.Mode's names).
+	Mode string `mapstructure:"mode"`
 	// SNAT is the pool of source addresses for nat mode.
 	SNAT []string `mapstructure:"snat"`
 	// SNATPorts is the source port range for nat mode, "low-high".
@@ -247,6 +235,7 @@ type VIP struct {
 	snat            []netip.Addr
 	portLow, portHi uint16
 	protoNum        uint8
+	mode            unit.Mode
 }
 
 // Backend is one instance behind a VIP.
@@ -259,8 +248,10 @@ type Backend struct {
 	// keep the client's destination port.
 	Port int `mapstructure:"port"`
 	// Weight is relative; 0 takes no new flows. Default 1.
-	Weight *int   `mapstructure:"weight"`
-	State  string `mapstructure:"state"`
+	Weight *int `mapstructure:"weight"`
+	// State is active (the default), draining or inactive
+	// (api/unit.State's names).
+	State string `mapstructure:"state"`
 
 	addr netip.Addr
 }
@@ -286,6 +277,9 @@ func (n *Neighbor) HardwareAddr() [6]byte { return n.mac }
 // Addr returns the VIP's address.
 func (v *VIP) Addr() netip.Addr { return v.addr }
 
+// ModeValue returns the VIP's forwarding mode.
+func (v *VIP) ModeValue() unit.Mode { return v.mode }
+
 // ProtoNum returns the VIP's IP protocol number.
 func (v *VIP) ProtoNum() uint8 { return v.protoNum }
 
@@ -297,6 +291,14 @@ func (v *VIP) SNATPortRange() (low, high uint16) { return v.portLow, v.portHi }
 
 // Addr returns the backend's address.
 func (b *Backend) Addr() netip.Addr { return b.addr }
+
+// StateValue returns the backend's state (active when unset).
+func (b *Backend) StateValue() unit.State {
+	if s, err := unit.ParseState(b.State); err == nil {
+		return s
+	}
+	return unit.StateActive
+}
 
 // WeightValue returns the backend's weight.
 func (b *Backend) WeightValue() int {

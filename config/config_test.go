@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetherlb/tether/api/unit"
 )
 
 // clearEnv keeps the caller's TETHER_* variables out of a test.
@@ -54,7 +56,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("VIP defaults: %+v", v)
 	}
 	b0, b1 := &v.Backends[0], &v.Backends[1]
-	if b0.Port != 80 || b0.WeightValue() != 1 || b0.Name != "10.1.0.1:80" || b0.State != StateActive {
+	if b0.Port != 80 || b0.WeightValue() != 1 || b0.Name != "10.1.0.1:80" || b0.State != unit.StateActive.String() {
 		t.Fatalf("backend defaults: %+v", b0)
 	}
 	if b1.Port != 8080 || b1.WeightValue() != 3 || b1.Name != "big" {

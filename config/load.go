@@ -2,9 +2,12 @@ package config
 
 import (
 	"bytes"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -60,17 +63,23 @@ var defaults = map[string]any{
 // LoadFile reads a YAML configuration file, applies TETHER_* environment
 // overrides and checks the result.
 func LoadFile(path string) (*Config, error) {
-	v := newViper()
-	v.SetConfigFile(path)
-	v.SetConfigType("yaml")
-	if err := v.ReadInConfig(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
-	}
-	c, err := decode(v)
+	c, _, err := ReadFile(path)
+	return c, err
+}
+
+// ReadFile is LoadFile that also returns the file's text, read once:
+// what a unit runs and what it shows as its configuration are the same
+// bytes.
+func ReadFile(path string) (*Config, []byte, error) {
+	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
+		return nil, nil, fmt.Errorf("config %s: %w", path, err)
 	}
-	return c, nil
+	c, err := Parse(raw)
+	if err != nil {
+		return nil, nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, raw, nil
 }
 
 // Load reads YAML from r, applies TETHER_* environment overrides and
@@ -129,4 +138,56 @@ func defaultCores(f *Forwarder, cpus string) error {
 		f.Cores = list[:f.Workers]
 	}
 	return nil
+}
+
+// Encode writes a checked configuration in the form the control process
+// sends the forwarder (api/unit.CallReload): JSON of the whole
+// structure, environment overrides and run-time overrides already in it.
+func Encode(c *Config) ([]byte, error) {
+	b, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("config: encode: %w", err)
+	}
+	return b, nil
+}
+
+// Decode reads what Encode wrote and checks it. It never consults the
+// environment: the sender applied it once, and two processes applying
+// their own would run two configurations. Unknown fields are refused.
+func Decode(b []byte) (*Config, error) {
+	var c Config
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&c); err != nil {
+		return nil, fmt.Errorf("config: decode: %w", err)
+	}
+	if d.More() {
+		return nil, errors.New("config: decode: trailing data after the configuration")
+	}
+	if err := c.Check(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Clone returns a deep copy of c, to apply run-time overrides to without
+// touching the configuration as read.
+func (c *Config) Clone() *Config {
+	out := *c
+	out.Forwarder.Cores = slices.Clone(c.Forwarder.Cores)
+	out.L2.Neighbors = slices.Clone(c.L2.Neighbors)
+	out.VIPs = slices.Clone(c.VIPs)
+	for i := range out.VIPs {
+		v := &out.VIPs[i]
+		v.SNAT = slices.Clone(v.SNAT)
+		v.snat = slices.Clone(v.snat)
+		v.Backends = slices.Clone(v.Backends)
+		for j := range v.Backends {
+			if w := v.Backends[j].Weight; w != nil {
+				wc := *w
+				v.Backends[j].Weight = &wc
+			}
+		}
+	}
+	return &out
 }

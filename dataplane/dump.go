@@ -3,18 +3,9 @@ package dataplane
 import (
 	"net/netip"
 
-	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/tables/flow"
 )
-
-// FlowRecord is one connection as a flow dump shows it: its key (client
-// to VIP), what the forwarder does with it, and how long it has been idle.
-type FlowRecord struct {
-	Worker int
-	Key    channel.Key
-	Action channel.Action
-	IdleMS uint32
-}
 
 // FlowFilter selects flows for a dump; zero fields match everything.
 type FlowFilter struct {
@@ -23,7 +14,7 @@ type FlowFilter struct {
 	Client  netip.Addr     // the flow's source
 }
 
-func (f *FlowFilter) match(k *channel.Key, m *flow.Meta) bool {
+func (f *FlowFilter) match(k *unit.FlowKey, m *flow.Meta) bool {
 	if f.Backend >= 0 && int64(m.Backend) != f.Backend {
 		return false
 	}
@@ -40,10 +31,10 @@ func (f *FlowFilter) match(k *channel.Key, m *flow.Meta) bool {
 // skipping the first skip matches and stopping at limit records. It
 // returns the records and the number of matches seen (to page on). Call
 // it through Worker.Do.
-func (p *Pipeline) DumpFlows(now flow.Tick, f FlowFilter, skip, limit int, dst []FlowRecord) ([]FlowRecord, int) {
+func (p *Pipeline) DumpFlows(now flow.Tick, f FlowFilter, skip, limit int, dst []unit.FlowRecord) ([]unit.FlowRecord, int) {
 	seen := 0
-	add := func(k channel.Key, m *flow.Meta, a, b []byte) bool {
-		if m.Flags&flow.FlagReply != 0 || !f.match(&k, m) {
+	add := func(k unit.FlowKey, m *flow.Meta, a, b []byte) bool {
+		if m.Flags&unit.FlowReply != 0 || !f.match(&k, m) {
 			return true
 		}
 		seen++
@@ -53,19 +44,19 @@ func (p *Pipeline) DumpFlows(now flow.Tick, f FlowFilter, skip, limit int, dst [
 		if len(dst) >= limit {
 			return false
 		}
-		r := FlowRecord{Worker: p.cfg.Worker, Key: k, IdleMS: now.Since(m.LastSeen)}
+		r := unit.FlowRecord{Worker: p.cfg.Worker, Key: k, IdleMS: now.Since(m.LastSeen)}
 		actionOf(&r.Action, m, a, b)
 		dst = append(dst, r)
 		return true
 	}
 	p.flows.ForEach4(func(k *flow.Key4, v *flow.Value4) bool {
-		ck := channel.Key{SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}
+		ck := unit.FlowKey{SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}
 		copy(ck.Src[:], k.Src[:])
 		copy(ck.Dst[:], k.Dst[:])
 		return add(ck, &v.Meta, v.A[:], v.B[:])
 	})
 	p.flows.ForEach6(func(k *flow.Key6, v *flow.Value6) bool {
-		return add(channel.Key{V6: true, Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}, &v.Meta, v.A[:], v.B[:])
+		return add(unit.FlowKey{V6: true, Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}, &v.Meta, v.A[:], v.B[:])
 	})
 	return dst, seen
 }

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/nic"
 	"github.com/tetherlb/tether/tables/flow"
@@ -106,7 +107,7 @@ func (p *Pipeline) firstFragment(pk *packet, e entry, now flow.Tick, out *Output
 	d := p.frags.insert(&k, now)
 	d.sport, d.dport = pk.sport, pk.dport
 	d.expires = now + flow.Tick(p.cfg.FragTimeout)
-	if m := Mode(e.m.Mode); m == ModeNAT || m == ModeTunnel {
+	if m := e.m.Mode; m == unit.ModeNAT || m == unit.ModeTunnel {
 		p.ipID += uint32(p.cfg.Workers)
 		d.newID, d.hasNewID = p.ipID, true
 	}

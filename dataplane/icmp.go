@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/nic"
 	"github.com/tetherlb/tether/tables/flow"
@@ -136,14 +137,14 @@ func (p *Pipeline) icmpError(pk *packet, m header.ICMP, now flow.Tick) {
 		return
 	}
 	be := p.snap.backendOf(e.m.Backend)
-	if be.State == StateInactive {
+	if be.State == unit.StateInactive {
 		pk.dropWith(DropBackendInactive)
 		return
 	}
 	e.m.LastSeen = now
 	p.stats.ICMPForwarded++
-	switch Mode(e.m.Mode) {
-	case ModeNAT, ModeHalfNAT:
+	switch e.m.Mode {
+	case unit.ModeNAT, unit.ModeHalfNAT:
 		// The entry rewrites the reversed tuple to (B:PortB → A:PortA),
 		// so the quoted packet, seen from the other side, is
 		// (A:PortA → B:PortB), and the error goes to A.
@@ -158,13 +159,13 @@ func (p *Pipeline) icmpError(pk *packet, m header.ICMP, now flow.Tick) {
 		setOuter(pk, osrc, e.a)
 		fixICMPChecksum(pk)
 		p.setL2(pk, e.a)
-	case ModeTunnel:
+	case unit.ModeTunnel:
 		// The backend answers clients itself, from the VIP; it needs the
 		// error as the client's side sent it.
 		setOuter(pk, nil, e.a)
 		fixICMPChecksum(pk)
 		p.setL2(pk, e.a)
-	case ModeIPIP:
+	case unit.ModeIPIP:
 		pk.l4 = 0 // the outer ICMP header is not a flow's transport header
 		if p.encapIP(pk, e.a, p.snap.mtuOf(be)) {
 			p.setL2(pk, e.a)

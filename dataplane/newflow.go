@@ -3,6 +3,7 @@ package dataplane
 import (
 	"encoding/binary"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/channel"
 
 	"github.com/tetherlb/tether/tables/encap"
@@ -48,16 +49,16 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 // newFlowTo records a new flow of VIP v to backend bid.
 func (p *Pipeline) newFlowTo(pk *packet, v *VIP, bid uint32, mh uint64, now flow.Tick) (entry, bool) {
 	be := &p.snap.Backends[bid]
-	m := flow.Meta{Backend: bid, Mode: uint8(v.Mode), PortA: be.Port}
+	m := flow.Meta{Backend: bid, Mode: v.Mode, PortA: be.Port}
 	track(&m, pk.tcpFlags, now)
 	var e entry
 	var ok bool
 	switch v.Mode {
-	case ModeNAT, ModeHalfNAT:
+	case unit.ModeNAT, unit.ModeHalfNAT:
 		e, ok = p.newTranslated(pk, v, be, m, mh, now)
-	case ModeTunnel:
+	case unit.ModeTunnel:
 		e, ok = p.newTunnel(pk, be, m, now)
-	case ModeIPIP:
+	case unit.ModeIPIP:
 		e, ok = p.insertOne(pk, m, be.addr.a[:], nil, now)
 	}
 	if ok {
@@ -74,7 +75,7 @@ func (p *Pipeline) newFlowTo(pk *packet, v *VIP, bid uint32, mh uint64, now flow
 func (p *Pipeline) newTranslated(pk *packet, v *VIP, be *Backend, m flow.Meta, mh uint64, now flow.Tick) (entry, bool) {
 	var src addrKey
 	var sport uint16
-	if v.Mode == ModeHalfNAT {
+	if v.Mode == unit.ModeHalfNAT {
 		src, sport = addrOf(pk.src()), pk.sport
 		if p.replyTaken(pk, be, &src, sport) {
 			pk.dropWith(DropFlowConflict)
@@ -189,7 +190,7 @@ func (p *Pipeline) flowIDStale(id uint32, t *encap.Tuple) bool {
 	if t.V6 {
 		k := flow.Key6{Src: t.Src, Dst: t.Dst, SrcPort: t.SrcPort, DstPort: t.DstPort, Proto: t.Proto}
 		v := p.flows.Lookup6(&k, p.flows.Hash6(&k))
-		if v == nil || v.Mode != uint8(ModeTunnel) {
+		if v == nil || v.Mode != unit.ModeTunnel {
 			return true
 		}
 		b = v.B[:4]
@@ -199,7 +200,7 @@ func (p *Pipeline) flowIDStale(id uint32, t *encap.Tuple) bool {
 		copy(k.Dst[:], t.Dst[:4])
 		k.SrcPort, k.DstPort, k.Proto = t.SrcPort, t.DstPort, t.Proto
 		v := p.flows.Lookup4(&k, p.flows.Hash4(&k))
-		if v == nil || v.Mode != uint8(ModeTunnel) {
+		if v == nil || v.Mode != unit.ModeTunnel {
 			return true
 		}
 		b = v.B[:]

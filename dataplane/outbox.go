@@ -4,14 +4,15 @@ import (
 	"encoding/binary"
 	"fmt"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/nic"
 	"github.com/tetherlb/tether/tables/flow"
 )
 
-// The worker's side of the control channel. A worker never talks to the
-// control process itself: it records punts and flow events in its outbox,
+// The worker's outbox: its side of the channel to the control process. A
+// worker never talks to the control process itself: it records punts and flow events in its outbox,
 // rings a bell, and the forwarder's channel goroutine collects them with
 // Worker.Do; routes come back the same way. Punted packets wait in the
 // worker until their route arrives (or punt timeout passes), then go out
@@ -42,10 +43,10 @@ type outbox struct {
 	enabled bool
 }
 
-// EnableControl makes the pipeline report flows and punt packets to a
+// EnableOutbox makes the pipeline report flows and punt packets to a
 // control process. bell is rung (without blocking) when the outbox has
-// something; without EnableControl, punt VIPs decide by Maglev.
-func (p *Pipeline) EnableControl(bell chan struct{}) {
+// something; without EnableOutbox, punt VIPs decide by Maglev.
+func (p *Pipeline) EnableOutbox(bell chan struct{}) {
 	p.out.enabled = true
 	p.out.bell = bell
 	p.out.events = make([]channel.FlowEvent, 0, maxOutboxEvents)
@@ -63,13 +64,13 @@ func (p *Pipeline) ring() {
 // punt holds pk and asks the control process to decide its flow. Without
 // a control process the VIP's Maglev table decides, as for other VIPs.
 func (p *Pipeline) punt(pk *packet, v *VIP, now flow.Tick) {
+	var mh uint64
+	if pk.v6 {
+		mh = maglevHash6(&pk.k6)
+	} else {
+		mh = maglevHash4(&pk.k4)
+	}
 	if !p.out.enabled {
-		var mh uint64
-		if pk.v6 {
-			mh = maglevHash6(&pk.k6)
-		} else {
-			mh = maglevHash4(&pk.k4)
-		}
 		if bid, ok := v.pick(mh); ok {
 			if e, ok := p.newFlowTo(pk, v, bid, mh, now); ok {
 				p.apply(pk, e)
@@ -103,21 +104,27 @@ func (p *Pipeline) punt(pk *packet, v *VIP, now flow.Tick) {
 	if !first {
 		return
 	}
+	// Maglev's choice goes with the punt: it is the control process's
+	// answer unless something it knows decides otherwise.
+	choice, ok := v.pick(mh)
+	if !ok {
+		choice = channel.NoChoice
+	}
 	i := len(p.out.punts)
 	n := copy(p.out.frames[i][:], pk.frame.Data())
 	p.out.punts = append(p.out.punts, channel.Punt{
-		Worker: uint8(p.cfg.Worker), Reason: channel.PuntNewFlow, VIP: v.ID,
-		Key: channelKey(pk), Frame: p.out.frames[i][:n],
+		Worker: uint8(p.cfg.Worker), Reason: channel.PuntNewFlow, VIP: v.ID, Choice: choice,
+		Key: flowKey(pk), Frame: p.out.frames[i][:n],
 	})
 	p.ring()
 }
 
-// channelKey returns pk's flow key in the channel's layout.
-func channelKey(pk *packet) channel.Key {
+// flowKey returns pk's flow key in the contract's layout.
+func flowKey(pk *packet) unit.FlowKey {
 	if pk.v6 {
-		return channel.Key{V6: true, Src: pk.k6.Src, Dst: pk.k6.Dst, SrcPort: pk.k6.SrcPort, DstPort: pk.k6.DstPort, Proto: pk.k6.Proto}
+		return unit.FlowKey{V6: true, Src: pk.k6.Src, Dst: pk.k6.Dst, SrcPort: pk.k6.SrcPort, DstPort: pk.k6.DstPort, Proto: pk.k6.Proto}
 	}
-	k := channel.Key{SrcPort: pk.k4.SrcPort, DstPort: pk.k4.DstPort, Proto: pk.k4.Proto}
+	k := unit.FlowKey{SrcPort: pk.k4.SrcPort, DstPort: pk.k4.DstPort, Proto: pk.k4.Proto}
 	copy(k.Src[:], pk.k4.Src[:])
 	copy(k.Dst[:], pk.k4.Dst[:])
 	return k
@@ -132,7 +139,7 @@ func (p *Pipeline) flowEvent(kind uint8, pk *packet, e entry) {
 		p.out.lost++
 		return
 	}
-	ev := channel.FlowEvent{Kind: kind, Worker: uint8(p.cfg.Worker), Key: channelKey(pk)}
+	ev := channel.FlowEvent{Kind: kind, Worker: uint8(p.cfg.Worker), Key: flowKey(pk)}
 	actionOf(&ev.Action, e.m, e.a, e.b)
 	p.out.events = append(p.out.events, ev)
 	if len(p.out.events) == 1 {
@@ -140,8 +147,8 @@ func (p *Pipeline) flowEvent(kind uint8, pk *packet, e entry) {
 	}
 }
 
-func actionOf(a *channel.Action, m *flow.Meta, ea, eb []byte) {
-	a.Mode, a.Backend, a.PortA, a.PortB, a.Flags = m.Mode, m.Backend, m.PortA, m.PortB, uint8(m.Flags)
+func actionOf(a *unit.Action, m *flow.Meta, ea, eb []byte) {
+	a.Mode, a.Backend, a.PortA, a.PortB, a.Flags = m.Mode, m.Backend, m.PortA, m.PortB, m.Flags
 	copy(a.A[:], ea)
 	copy(a.B[:], eb)
 }
@@ -162,7 +169,7 @@ func (p *Pipeline) TakeOutbox(fn func(events []channel.FlowEvent, punts []channe
 				continue
 			}
 			ev := channel.FlowEvent{Kind: channel.FlowExpired, Worker: uint8(p.cfg.Worker),
-				Key: channel.Key{SrcPort: r.Key.SrcPort, DstPort: r.Key.DstPort, Proto: r.Key.Proto}}
+				Key: unit.FlowKey{SrcPort: r.Key.SrcPort, DstPort: r.Key.DstPort, Proto: r.Key.Proto}}
 			copy(ev.Key.Src[:], r.Key.Src[:])
 			copy(ev.Key.Dst[:], r.Key.Dst[:])
 			actionOf(&ev.Action, &r.Value.Meta, r.Value.A[:], r.Value.B[:])
@@ -175,7 +182,7 @@ func (p *Pipeline) TakeOutbox(fn func(events []channel.FlowEvent, punts []channe
 				continue
 			}
 			ev := channel.FlowEvent{Kind: channel.FlowExpired, Worker: uint8(p.cfg.Worker),
-				Key: channel.Key{V6: true, Src: r.Key.Src, Dst: r.Key.Dst, SrcPort: r.Key.SrcPort, DstPort: r.Key.DstPort, Proto: r.Key.Proto}}
+				Key: unit.FlowKey{V6: true, Src: r.Key.Src, Dst: r.Key.Dst, SrcPort: r.Key.SrcPort, DstPort: r.Key.DstPort, Proto: r.Key.Proto}}
 			actionOf(&ev.Action, &r.Value.Meta, r.Value.A[:], r.Value.B[:])
 			p.out.events = append(p.out.events, ev)
 		}
@@ -186,7 +193,7 @@ func (p *Pipeline) TakeOutbox(fn func(events []channel.FlowEvent, punts []channe
 
 // keyPacket turns a route's key into the packet flow creation reads: the
 // addresses in a scratch IP header, the ports and the hash.
-func (p *Pipeline) keyPacket(k *channel.Key) *packet {
+func (p *Pipeline) keyPacket(k *unit.FlowKey) *packet {
 	pk := &p.routePk
 	*pk = packet{b: p.routeHdr[:], l3: 0, proto: k.Proto, sport: k.SrcPort, dport: k.DstPort, v6: k.V6, kind: kindFlow}
 	if k.V6 {
@@ -241,14 +248,14 @@ func (p *Pipeline) AddRoute(r *channel.Route, now flow.Tick) error {
 }
 
 // restoreFlow inserts an entry exactly as a flow event described it.
-func (p *Pipeline) restoreFlow(pk *packet, a *channel.Action, now flow.Tick) error {
+func (p *Pipeline) restoreFlow(pk *packet, a *unit.Action, now flow.Tick) error {
 	if int(a.Backend) >= len(p.snap.Backends) {
 		return fmt.Errorf("route: backend %d unknown", a.Backend)
 	}
 	m := flow.Meta{LastSeen: now, Backend: a.Backend, PortA: a.PortA, PortB: a.PortB, Mode: a.Mode,
-		Flags: flow.Flags(a.Flags) &^ (flow.FlagPeer | flow.FlagReply)}
-	switch Mode(a.Mode) {
-	case ModeNAT, ModeHalfNAT:
+		Flags: unit.FlowFlags(a.Flags) &^ (unit.FlowPeer | unit.FlowReply)}
+	switch a.Mode {
+	case unit.ModeNAT, unit.ModeHalfNAT:
 		peer := flow.Meta{LastSeen: now, Backend: a.Backend, Mode: a.Mode, PortA: pk.sport, PortB: pk.dport}
 		if pk.v6 {
 			val := flow.Value6{Meta: m, A: a.A, B: a.B}
@@ -263,8 +270,8 @@ func (p *Pipeline) restoreFlow(pk *packet, a *channel.Action, now flow.Tick) err
 		if p.flows.InsertPair4(&pk.k4, pk.hash, &val, &pv, now) == nil {
 			return fmt.Errorf("route: %s", DropFlowTableFull)
 		}
-	case ModeTunnel, ModeIPIP:
-		if Mode(a.Mode) == ModeTunnel {
+	case unit.ModeTunnel, unit.ModeIPIP:
+		if a.Mode == unit.ModeTunnel {
 			id := binary.BigEndian.Uint32(a.B[:4])
 			t := encapTuple(pk)
 			if !p.tunnel().Put(id, &t) {
@@ -281,7 +288,7 @@ func (p *Pipeline) restoreFlow(pk *packet, a *channel.Action, now flow.Tick) err
 }
 
 // DeleteRoute removes a flow (and its reply entry).
-func (p *Pipeline) DeleteRoute(k *channel.Key) bool {
+func (p *Pipeline) DeleteRoute(k *unit.FlowKey) bool {
 	return p.deleteKey(p.keyPacket(k))
 }
 

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"testing"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/internal/pkttest"
 )
@@ -13,7 +14,7 @@ func puntRig(t *testing.T) *rig {
 		c.VIPs[i].Punt = true
 	}
 	r := newRig(t, c)
-	r.p.EnableControl(make(chan struct{}, 1))
+	r.p.EnableOutbox(make(chan struct{}, 1))
 	return r
 }
 
@@ -49,7 +50,7 @@ func TestPuntWaitsForRoute(t *testing.T) {
 	}
 	// Control picks backend b3 (ID 2).
 	be := r.p.snap.VIPs[pu.VIP].Backends[2]
-	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: pu.Key, Action: channel.Action{Backend: be}}, r.now); err != nil {
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: pu.Key, Action: unit.Action{Backend: be}}, r.now); err != nil {
 		t.Fatal(err)
 	}
 	tx, _, _ = r.send()
@@ -92,7 +93,7 @@ func TestWithoutControlPuntVIPsUseMaglev(t *testing.T) {
 func TestFlowsSurviveRestart(t *testing.T) {
 	c := loadConfig(t, 1024, "1024-65535")
 	r := newRig(t, c)
-	r.p.EnableControl(make(chan struct{}, 1))
+	r.p.EnableOutbox(make(chan struct{}, 1))
 	var firsts [][]byte
 	for port := uint16(80); port <= 83; port++ {
 		tx, _, _ := r.send(syn(cl(1, 7000), vip(port)))
@@ -133,7 +134,7 @@ func TestFlowsSurviveRestart(t *testing.T) {
 func TestExpiryIsReported(t *testing.T) {
 	c := loadConfig(t, 1024, "1024-65535")
 	r := newRig(t, c)
-	r.p.EnableControl(make(chan struct{}, 1))
+	r.p.EnableOutbox(make(chan struct{}, 1))
 	r.send(pkttest.UDP(cl(1, 9), pkttest.Endpoint{MAC: pkttest.MustMAC(unitMAC), Addr: vip(0).Addr, Port: 0}, pkttest.Opts{}))
 	r.send(ack(cl(1, 9), vip(81)))
 	take(r)
@@ -150,15 +151,15 @@ func TestExpiryIsReported(t *testing.T) {
 
 func TestRouteErrors(t *testing.T) {
 	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
-	k := channel.Key{Src: [16]byte{203, 0, 113, 1}, Dst: [16]byte{192, 0, 2, 99}, SrcPort: 1, DstPort: 80, Proto: 6}
-	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: k, Action: channel.Action{Backend: 0}}, 0); err == nil {
+	k := unit.FlowKey{Src: [16]byte{203, 0, 113, 1}, Dst: [16]byte{192, 0, 2, 99}, SrcPort: 1, DstPort: 80, Proto: 6}
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: k, Action: unit.Action{Backend: 0}}, 0); err == nil {
 		t.Fatal("route to an address that is no VIP accepted")
 	}
 	k.Dst = [16]byte{192, 0, 2, 1}
-	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: k, Action: channel.Action{Backend: 999}}, 0); err == nil {
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: k, Action: unit.Action{Backend: 999}}, 0); err == nil {
 		t.Fatal("route to an unknown backend accepted")
 	}
-	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: k, Action: channel.Action{Mode: 77}}, 0); err == nil {
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: k, Action: unit.Action{Mode: 77}}, 0); err == nil {
 		t.Fatal("route with an unknown mode accepted")
 	}
 	if r.p.DeleteRoute(&k) {
@@ -168,7 +169,7 @@ func TestRouteErrors(t *testing.T) {
 
 func TestClosingIsReported(t *testing.T) {
 	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
-	r.p.EnableControl(make(chan struct{}, 1))
+	r.p.EnableOutbox(make(chan struct{}, 1))
 	c := cl(1, 4000)
 	r.send(syn(c, vip(81)))
 	r.send(pkttest.TCP(c, vip(81), pkttest.ACK|pkttest.FIN, 2, 2, pkttest.Opts{}))

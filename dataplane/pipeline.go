@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/dataplane/header"
@@ -281,7 +282,7 @@ func (p *Pipeline) lookup(pk *packet) (entry, bool) {
 
 func (p *Pipeline) flowPacket(pk *packet, now flow.Tick, out *Output) {
 	e, ok := p.lookup(pk)
-	if ok && pk.tcpFlags&(synFlag|ackFlag) == synFlag && e.m.Flags&flow.FlagReply == 0 && e.m.Flags&(flow.FlagFIN|flow.FlagRST) != 0 {
+	if ok && pk.tcpFlags&(synFlag|ackFlag) == synFlag && e.m.Flags&unit.FlowReply == 0 && e.m.Flags&(unit.FlowFIN|unit.FlowRST) != 0 {
 		// A client that closed its connection (FIN or RST) opens a new
 		// one on the same tuple, as clients reusing ephemeral ports do
 		// within the closed flow's timeout: it is a new connection and
@@ -292,9 +293,9 @@ func (p *Pipeline) flowPacket(pk *packet, now flow.Tick, out *Output) {
 		ok = false
 	}
 	if ok {
-		closed := e.m.Flags & (flow.FlagFIN | flow.FlagRST)
+		closed := e.m.Flags & (unit.FlowFIN | unit.FlowRST)
 		track(e.m, pk.tcpFlags, now)
-		if closed == 0 && e.m.Flags&(flow.FlagFIN|flow.FlagRST) != 0 && e.m.Flags&flow.FlagReply == 0 {
+		if closed == 0 && e.m.Flags&(unit.FlowFIN|unit.FlowRST) != 0 && e.m.Flags&unit.FlowReply == 0 {
 			// The first FIN or RST of the client's direction: the
 			// connection is closing (its removal follows on aging).
 			p.flowEvent(channel.FlowClosed, pk, e)
@@ -318,22 +319,22 @@ func track(m *flow.Meta, tcp uint8, now flow.Tick) {
 		return
 	}
 	f := m.Flags
-	if tcp&synFlag != 0 && f&(flow.FlagFIN|flow.FlagRST) != 0 {
+	if tcp&synFlag != 0 && f&(unit.FlowFIN|unit.FlowRST) != 0 {
 		// A SYN on a closed flow starts a new incarnation of the tuple:
 		// forget the old one's closing state so it ages as new.
-		f &^= flow.FlagFIN | flow.FlagRST | flow.FlagEstablished
+		f &^= unit.FlowFIN | unit.FlowRST | unit.FlowEstablished
 	}
 	switch {
 	case tcp&synFlag != 0:
-		f |= flow.FlagSYN
+		f |= unit.FlowSYN
 	case tcp&ackFlag != 0:
-		f |= flow.FlagEstablished
+		f |= unit.FlowEstablished
 	}
 	if tcp&finFlag != 0 {
-		f |= flow.FlagFIN
+		f |= unit.FlowFIN
 	}
 	if tcp&rstFlag != 0 {
-		f |= flow.FlagRST
+		f |= unit.FlowRST
 	}
 	m.Flags = f
 }

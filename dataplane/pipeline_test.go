@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/internal/pkttest"
 	"github.com/tetherlb/tether/nic"
@@ -164,7 +165,7 @@ func TestReload(t *testing.T) {
 		where[uint16(100+i)] = dstOf(tx[0]).Addr()
 	}
 	b1 := netip.MustParseAddr("10.1.0.1")
-	for _, state := range []string{"removed", config.StateDraining, config.StateInactive} {
+	for _, state := range []string{"removed", unit.StateDraining.String(), unit.StateInactive.String()} {
 		t.Run(state, func(t *testing.T) {
 			nc := loadConfig(t, 1024, "1024-65535")
 			bs := nc.VIPs[1].Backends
@@ -185,7 +186,7 @@ func TestReload(t *testing.T) {
 			for port, be := range where {
 				tx, _, drop := r.send(ack(cl(1, port), vip(81)))
 				switch {
-				case be == b1 && state == config.StateInactive:
+				case be == b1 && state == unit.StateInactive.String():
 					if len(drop) != 1 {
 						t.Fatalf("flow to an inactive backend still forwarded")
 					}
@@ -236,7 +237,7 @@ func TestSYNAfterRSTReopensFlow(t *testing.T) {
 	k.Dst = [4]byte{192, 0, 2, 1}
 	k.SrcPort, k.DstPort, k.Proto = 100, 81, 6
 	v := r.p.Flows().Lookup4(&k, r.p.Flows().Hash4(&k))
-	if v == nil || v.Flags&flow.FlagRST != 0 {
+	if v == nil || v.Flags&unit.FlowRST != 0 {
 		t.Fatalf("flow flags after a new SYN: %v", v)
 	}
 }
@@ -345,7 +346,7 @@ func TestReusedTupleIsDecidedAgain(t *testing.T) {
 	nc := loadConfig(t, 1024, "1024-65535")
 	for i := range nc.VIPs[1].Backends {
 		if nc.VIPs[1].Backends[i].Address == first.String() {
-			nc.VIPs[1].Backends[i].State = config.StateDraining
+			nc.VIPs[1].Backends[i].State = unit.StateDraining.String()
 		}
 	}
 	if err := nc.Check(); err != nil {

@@ -3,9 +3,9 @@ package dataplane
 import (
 	"encoding/binary"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/nic"
-	"github.com/tetherlb/tether/tables/flow"
 )
 
 // apply rewrites a packet of a known flow for its mode and sets its next
@@ -13,11 +13,11 @@ import (
 func (p *Pipeline) apply(pk *packet, e entry) {
 	s := p.snap
 	be := s.backendOf(e.m.Backend)
-	if be.State == StateInactive {
+	if be.State == unit.StateInactive {
 		pk.dropWith(DropBackendInactive)
 		return
 	}
-	reply := e.m.Flags&flow.FlagReply != 0
+	reply := e.m.Flags&unit.FlowReply != 0
 	if be.known {
 		n := uint64(pk.end - pk.l3)
 		if reply {
@@ -28,19 +28,19 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 			p.stats.Backends[be.ID].Bytes += n
 		}
 	}
-	switch Mode(e.m.Mode) {
-	case ModeNAT:
+	switch e.m.Mode {
+	case unit.ModeNAT:
 		// Both directions: source to B:PortB, destination to A:PortA.
 		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, true, true)
-	case ModeHalfNAT:
+	case unit.ModeHalfNAT:
 		// Toward the backend only the destination changes; replies
 		// only change their source back to the VIP.
 		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, reply, !reply)
-	case ModeTunnel:
+	case unit.ModeTunnel:
 		// The 32-bit flow ID takes the place of both ports.
 		id := binary.BigEndian.Uint32(e.b)
 		rewrite(pk, p.unitAddr(pk.v6), uint16(id>>16), e.a, uint16(id), true, true)
-	case ModeIPIP:
+	case unit.ModeIPIP:
 		if !p.encapIP(pk, e.a, s.mtuOf(be)) {
 			return
 		}

@@ -5,54 +5,12 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/tables/flow"
 	"github.com/tetherlb/tether/tables/maglev"
 )
-
-// Mode is a VIP's forwarding mode.
-type Mode uint8
-
-// Forwarding modes; see config.ModeNAT and friends.
-const (
-	ModeNAT Mode = iota + 1
-	ModeHalfNAT
-	ModeTunnel
-	ModeIPIP
-)
-
-var modeNames = map[Mode]string{ModeNAT: config.ModeNAT, ModeHalfNAT: config.ModeHalfNAT, ModeTunnel: config.ModeTunnel, ModeIPIP: config.ModeIPIP}
-
-// String returns the mode's configuration name.
-func (m Mode) String() string {
-	if s, ok := modeNames[m]; ok {
-		return s
-	}
-	return "unknown"
-}
-
-// State is a backend's administrative state.
-type State uint8
-
-// Backend states. StateRemoved marks a backend that left the
-// configuration: its flows finish, as a draining backend's do.
-const (
-	StateActive State = iota + 1
-	StateDraining
-	StateInactive
-	StateRemoved
-)
-
-var stateNames = map[State]string{StateActive: config.StateActive, StateDraining: config.StateDraining, StateInactive: config.StateInactive, StateRemoved: "removed"}
-
-// String returns the state's name.
-func (s State) String() string {
-	if n, ok := stateNames[s]; ok {
-		return n
-	}
-	return "unknown"
-}
 
 // addrKey is an address as a map key; V6 keeps an IPv4 address from
 // meeting an IPv6 one with the same leading bytes.
@@ -82,7 +40,7 @@ type VIP struct {
 	Addr  netip.Addr
 	Port  uint16
 	Proto uint8
-	Mode  Mode
+	Mode  unit.Mode
 	MTU   int
 	// Maglev is nil when no backend takes new flows.
 	Maglev *maglev.Table
@@ -108,7 +66,7 @@ type Backend struct {
 	Addr   netip.Addr
 	Port   uint16
 	Weight int
-	State  State
+	State  unit.State
 	addr   addrKey
 	// known is false only for the stand-in of a backend the snapshot does
 	// not have (see backendOf).
@@ -128,7 +86,7 @@ type Snapshot struct {
 	// VIPs and Backends are indexed by ID. IDs are stable across
 	// rebuilds for the same VIP and backend names, so counters and flows
 	// keep their meaning; entries of removed VIPs and backends stay, the
-	// backends as StateRemoved, so that their flows can finish.
+	// backends as unit.StateRemoved, so that their flows can finish.
 	VIPs     []*VIP
 	Backends []Backend
 
@@ -157,7 +115,7 @@ func keyOf(a netip.Addr) addrKey {
 // Build compiles a checked configuration into a Snapshot. prev, when not
 // nil, is the snapshot being replaced: IDs are kept for VIPs and backends
 // that keep their names, and backends that disappear are kept as
-// StateRemoved.
+// unit.StateRemoved.
 func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 	s := &Snapshot{
 		Generation: 1,
@@ -167,7 +125,7 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		vipIDs:     map[string]uint32{},
 		beIDs:      map[string]uint32{},
 		ping:       c.Forwarder.AnswerPing,
-		unknown:    Backend{State: StateRemoved},
+		unknown:    Backend{State: unit.StateRemoved},
 		timeouts:   TimeoutsOf(&c.Forwarder.Flows.Timeouts),
 	}
 	if prev != nil {
@@ -190,7 +148,7 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		}
 		s.Backends = append([]Backend(nil), prev.Backends...)
 		for i := range s.Backends {
-			s.Backends[i].State = StateRemoved
+			s.Backends[i].State = unit.StateRemoved
 		}
 	}
 	if a := c.Unit.Addr4(); a.IsValid() {
@@ -244,16 +202,8 @@ func (s *Snapshot) addVIP(cv *config.VIP) error {
 		Punt:  cv.Punt,
 		addr:  keyOf(cv.Addr()),
 	}
-	switch cv.Mode {
-	case config.ModeNAT:
-		v.Mode = ModeNAT
-	case config.ModeHalfNAT:
-		v.Mode = ModeHalfNAT
-	case config.ModeTunnel:
-		v.Mode = ModeTunnel
-	case config.ModeIPIP:
-		v.Mode = ModeIPIP
-	default:
+	v.Mode = cv.ModeValue()
+	if !v.Mode.Valid() {
 		return fmt.Errorf("dataplane: vip %s: mode %q unknown", cv.Name, cv.Mode)
 	}
 	for _, a := range cv.SNATAddrs() {
@@ -270,14 +220,7 @@ func (s *Snapshot) addVIP(cv *config.VIP) error {
 			ID: bid, VIP: id, Name: cb.Name, Addr: cb.Addr(), Port: uint16(cb.Port),
 			Weight: cb.WeightValue(), addr: keyOf(cb.Addr()), known: true,
 		}
-		switch cb.State {
-		case config.StateDraining:
-			b.State = StateDraining
-		case config.StateInactive:
-			b.State = StateInactive
-		default:
-			b.State = StateActive
-		}
+		b.State = cb.StateValue()
 		b.mac, b.hasMAC = s.neigh.lookup(b.addr.a[:b.addrLen()])
 		if int(bid) == len(s.Backends) {
 			s.Backends = append(s.Backends, b)
@@ -285,7 +228,7 @@ func (s *Snapshot) addVIP(cv *config.VIP) error {
 			s.Backends[bid] = b
 		}
 		v.Backends = append(v.Backends, bid)
-		if b.State == StateActive && b.Weight > 0 {
+		if b.State == unit.StateActive && b.Weight > 0 {
 			mb = append(mb, maglev.Backend{Name: b.Name, Weight: uint32(b.Weight)})
 			v.slots = append(v.slots, bid)
 		}

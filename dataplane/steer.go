@@ -3,7 +3,7 @@ package dataplane
 import (
 	"encoding/binary"
 
-	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/internal/mix"
 	"github.com/tetherlb/tether/nic"
@@ -82,7 +82,7 @@ func addrHash(a []byte) uint64 {
 
 // KeyWorker returns the worker that owns the flow with key k (a route
 // from the control process), by the same rules as Worker.
-func (st *Steerer) KeyWorker(snap *Snapshot, k *channel.Key) int {
+func (st *Steerer) KeyWorker(snap *Snapshot, k *unit.FlowKey) int {
 	if st.workers == 1 {
 		return 0
 	}

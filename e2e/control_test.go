@@ -16,9 +16,9 @@ import (
 // tetherctlBin is built by TestMain next to tetherd.
 func tetherctlBin() string { return filepath.Join(filepath.Dir(tetherd), "tetherctl") }
 
-// unit is a running tetherd run (control + forwarder) in the unit
+// runningUnit is a running tetherd run (control + forwarder) in the unit
 // namespace, with its admin socket in a test directory.
-type unit struct {
+type runningUnit struct {
 	t       *testing.T
 	lb      *LB
 	proc    *Proc
@@ -27,7 +27,7 @@ type unit struct {
 	runDir  string
 }
 
-func startUnit(t *testing.T, lb *LB, cfg string) *unit {
+func startUnit(t *testing.T, lb *LB, cfg string) *runningUnit {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "tether-unit-")
 	if err != nil {
@@ -35,7 +35,7 @@ func startUnit(t *testing.T, lb *LB, cfg string) *unit {
 	}
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	u := &unit{t: t, lb: lb, cfgPath: filepath.Join(dir, "tether.yaml"), socket: filepath.Join(dir, "run", "admin.sock"), runDir: filepath.Join(dir, "run")}
+	u := &runningUnit{t: t, lb: lb, cfgPath: filepath.Join(dir, "tether.yaml"), socket: filepath.Join(dir, "run", "admin.sock"), runDir: filepath.Join(dir, "run")}
 	cfg += fmt.Sprintf("admin:\n  socket: %s\n  run_dir: %s\n", u.socket, u.runDir)
 	if err := os.WriteFile(u.cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -46,7 +46,7 @@ func startUnit(t *testing.T, lb *LB, cfg string) *unit {
 }
 
 // start runs tetherd run and waits until the forwarder is connected.
-func (u *unit) start() {
+func (u *runningUnit) start() {
 	u.t.Helper()
 	p, err := u.lb.Start(u.lb.Unit, "tetherd run", nil, tetherd, "run", "--config", u.cfgPath)
 	if err != nil {
@@ -60,7 +60,7 @@ func (u *unit) start() {
 }
 
 // waitInventory waits for the control process's catch-up to finish.
-func (u *unit) waitInventory() {
+func (u *runningUnit) waitInventory() {
 	u.t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(u.proc.Output(), "connection inventory read") && !strings.Contains(u.proc.Output(), "flows restored") {
@@ -72,11 +72,11 @@ func (u *unit) waitInventory() {
 }
 
 // ctl runs tetherctl in the unit namespace.
-func (u *unit) ctl(args ...string) (string, error) {
+func (u *runningUnit) ctl(args ...string) (string, error) {
 	return u.lb.Exec(u.lb.Unit, append([]string{tetherctlBin(), "--socket", u.socket}, args...)...)
 }
 
-func (u *unit) status() map[string]any {
+func (u *runningUnit) status() map[string]any {
 	u.t.Helper()
 	out, err := u.ctl("status", "-o", "json")
 	if err != nil {
@@ -90,7 +90,7 @@ func (u *unit) status() map[string]any {
 }
 
 // forwarderPID reads the PID file the control process writes.
-func (u *unit) forwarderPID() int {
+func (u *runningUnit) forwarderPID() int {
 	b, err := os.ReadFile(filepath.Join(u.runDir, "forwarder.pid"))
 	if err != nil {
 		return 0
@@ -100,7 +100,7 @@ func (u *unit) forwarderPID() int {
 }
 
 // killForwarder stops a forwarder that outlived its control process.
-func (u *unit) killForwarder() {
+func (u *runningUnit) killForwarder() {
 	if pid := u.forwarderPID(); pid > 0 {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherlb/tether/ctlplane/control"
+	"github.com/tetherlb/tether/api/unit"
 )
 
 // agentBin is built by TestMain next to tetherd.
@@ -77,13 +77,13 @@ func (a *hostAgent) set(t *testing.T, args ...string) {
 }
 
 // healthView reads a unit's health cache through tetherctl.
-func healthView(t *testing.T, lb *LB, socket string) control.HealthView {
+func healthView(t *testing.T, lb *LB, socket string) unit.HealthView {
 	t.Helper()
 	out, err := lb.Exec(lb.Unit, tetherctlBin(), "--socket", socket, "health", "-o", "json")
 	if err != nil {
 		t.Fatalf("tetherctl health: %v\n%s", err, out)
 	}
-	var h control.HealthView
+	var h unit.HealthView
 	if err := json.Unmarshal([]byte(out), &h); err != nil {
 		t.Fatalf("tetherctl health: %v\n%s", err, out)
 	}
@@ -91,7 +91,7 @@ func healthView(t *testing.T, lb *LB, socket string) control.HealthView {
 }
 
 // waitHealth polls a unit's cache until cond holds (20 s at most).
-func waitHealth(t *testing.T, lb *LB, socket, what string, cond func(h control.HealthView) bool) control.HealthView {
+func waitHealth(t *testing.T, lb *LB, socket, what string, cond func(h unit.HealthView) bool) unit.HealthView {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -108,14 +108,14 @@ func waitHealth(t *testing.T, lb *LB, socket, what string, cond func(h control.H
 }
 
 // verdict returns a backend's view on a VIP.
-func verdict(h control.HealthView, vip, backend string) (b struct {
+func verdict(h unit.HealthView, vip, backend string) (b struct {
 	State, Health string
 	Load          uint32
 	Percent       float64
 }) {
 	for _, v := range h.Backends {
 		if v.VIP == vip && v.Backend == backend {
-			b.State, b.Health, b.Load, b.Percent = v.State, v.Health, v.Load, v.Percent
+			b.State, b.Health, b.Load, b.Percent = v.State.String(), v.Health, v.Load, v.Percent
 		}
 	}
 	return b
@@ -123,7 +123,7 @@ func verdict(h control.HealthView, vip, backend string) (b struct {
 
 // rows flattens the agents' part of a cache to "host endpoint health
 // load target/current" lines, for comparing two units.
-func rows(h control.HealthView) string {
+func rows(h unit.HealthView) string {
 	var lines []string
 	for _, ho := range h.Hosts {
 		if ho.ID == 0 {
@@ -210,7 +210,7 @@ func TestHealthAndLoad(t *testing.T) {
 	}
 
 	agents := startAgents(t, lb, dir, 7310, 7320)
-	all := func(h control.HealthView) bool {
+	all := func(h unit.HealthView) bool {
 		n := 0
 		for _, ho := range h.Hosts {
 			if ho.ID == 0 {
@@ -228,7 +228,7 @@ func TestHealthAndLoad(t *testing.T) {
 
 	t.Run("allotments follow load", func(t *testing.T) {
 		agents[0].set(t, "--load", "90")
-		waitHealth(t, lb, u.socket, "b0's load", func(h control.HealthView) bool { return verdict(h, "web", "b0").Load == 90 })
+		waitHealth(t, lb, u.socket, "b0's load", func(h unit.HealthView) bool { return verdict(h, "web", "b0").Load == 90 })
 		// Available capacity 50×10%, 50, 50: b0 gets 5/105 of new flows.
 		want := []float64{100 * 5.0 / 105, 100 * 50.0 / 105, 100 * 50.0 / 105}
 		checkShares(t, "maglev VIP", client(t, lb, "http://192.0.2.10/", 3000, 16), want)
@@ -240,13 +240,13 @@ func TestHealthAndLoad(t *testing.T) {
 		if err := os.WriteFile(agents[1].fail, nil, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		waitHealth(t, lb, u.socket, "b1 failing", func(h control.HealthView) bool { return verdict(h, "web", "b1").State == "draining" })
+		waitHealth(t, lb, u.socket, "b1 failing", func(h unit.HealthView) bool { return verdict(h, "web", "b1").State == "draining" })
 		r := client(t, lb, "http://192.0.2.10/", 300, 8)
 		if r.Errors > 0 || r.Backends["b1"] > 0 || r.Backends["b0"] == 0 || r.Backends["b2"] == 0 {
 			t.Fatalf("with b1 failing: %v (%d errors: %s)", r.Backends, r.Errors, r.FirstErr)
 		}
 		os.Remove(agents[1].fail)
-		waitHealth(t, lb, u.socket, "b1 healthy again", func(h control.HealthView) bool { return verdict(h, "web", "b1").State == "" })
+		waitHealth(t, lb, u.socket, "b1 healthy again", func(h unit.HealthView) bool { return verdict(h, "web", "b1").State == "" })
 		if r := client(t, lb, "http://192.0.2.10/", 300, 8); r.Backends["b1"] == 0 {
 			t.Fatalf("b1 healthy again but got nothing: %v", r.Backends)
 		}
@@ -262,14 +262,14 @@ func TestHealthAndLoad(t *testing.T) {
 			}
 		}
 		a.set(t, "--state", "draining")
-		waitHealth(t, lb, u.socket, name+" draining", func(h control.HealthView) bool { return verdict(h, "web", name).State == "draining" })
+		waitHealth(t, lb, u.socket, name+" draining", func(h unit.HealthView) bool { return verdict(h, "web", name).State == "draining" })
 		r := client(t, lb, "http://192.0.2.10/", 200, 8)
 		if r.Errors > 0 || r.Backends[name] > 0 {
 			t.Fatalf("after draining %s: %v (%d errors)", name, r.Backends, r.Errors)
 		}
 		checkDownload(t, done, slowSize)
 		// The handshake confirmed the directive: current follows target.
-		waitHealth(t, lb, u.socket, "current state draining", func(h control.HealthView) bool {
+		waitHealth(t, lb, u.socket, "current state draining", func(h unit.HealthView) bool {
 			for _, ho := range h.Hosts {
 				for _, r := range ho.Rows {
 					if ho.ID != 0 && r.Endpoint == lb.BackendIP(a.i)+":8080" {
@@ -280,7 +280,7 @@ func TestHealthAndLoad(t *testing.T) {
 			return false
 		})
 		a.set(t, "--state", "active")
-		waitHealth(t, lb, u.socket, name+" active, confirmed", func(h control.HealthView) bool {
+		waitHealth(t, lb, u.socket, name+" active, confirmed", func(h unit.HealthView) bool {
 			for _, ho := range h.Hosts {
 				for _, r := range ho.Rows {
 					if r.Current != r.Target {
@@ -309,7 +309,7 @@ func TestHealthAndLoad(t *testing.T) {
 		if err := lb.Run(ns, "nft", "delete", "table", "inet", "loss"); err != nil {
 			t.Fatal(err)
 		}
-		h := waitHealth(t, lb, u.socket, "b2's load repaired", func(h control.HealthView) bool { return verdict(h, "web", "b2").Load == 60 })
+		h := waitHealth(t, lb, u.socket, "b2's load repaired", func(h unit.HealthView) bool { return verdict(h, "web", "b2").Load == 60 })
 		if h.Stats.SnapshotsIn <= before || h.Stats.AgedOut != 0 {
 			t.Fatalf("repaired without a snapshot (applied %d, before %d) or by aging (%d)", h.Stats.SnapshotsIn, before, h.Stats.AgedOut)
 		}
@@ -317,7 +317,7 @@ func TestHealthAndLoad(t *testing.T) {
 
 	t.Run("two units converge", func(t *testing.T) {
 		var want string
-		waitHealth(t, lb, u2socket, "the second unit's cache equals the first's", func(h control.HealthView) bool {
+		waitHealth(t, lb, u2socket, "the second unit's cache equals the first's", func(h unit.HealthView) bool {
 			want = rows(healthView(t, lb, u.socket))
 			return rows(h) == want && strings.Count(want, "\n") == 2
 		})
@@ -327,7 +327,7 @@ func TestHealthAndLoad(t *testing.T) {
 		if err := agents[2].proc.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		h := waitHealth(t, lb, u.socket, "host 3 aged out and b2 drained", func(h control.HealthView) bool {
+		h := waitHealth(t, lb, u.socket, "host 3 aged out and b2 drained", func(h unit.HealthView) bool {
 			for _, ho := range h.Hosts {
 				if ho.ID == 3 {
 					return false
@@ -354,7 +354,7 @@ func TestHealthAndLoad(t *testing.T) {
 				p.Stop()
 			}
 		}
-		waitHealth(t, lb, u.socket, "the probe finds b0 gone", func(h control.HealthView) bool {
+		waitHealth(t, lb, u.socket, "the probe finds b0 gone", func(h unit.HealthView) bool {
 			return verdict(h, "webprobe", "b0").State == "draining" && verdict(h, "webprobe", "b0").Health == "failing"
 		})
 		r := client(t, lb, "http://192.0.2.12/", 300, 8)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/dataplane"
 	"github.com/tetherlb/tether/nic"
@@ -37,9 +38,9 @@ type Forwarder struct {
 	workers []*dataplane.Worker
 	// dispatch spreads one queue over several workers, when configured.
 	dispatch *dataplane.Dispatcher
-	// control is the link to the control process, when configured.
-	control *controlLink
-	mu      sync.Mutex // serialises changes to cfg, snap and neigh
+	// uplink is the channel to the control process, when configured.
+	uplink *uplink
+	mu     sync.Mutex // serialises changes to cfg, snap and neigh
 }
 
 // New opens the port and prepares the workers; Run starts them.
@@ -154,7 +155,7 @@ func (f *Forwarder) own(c *config.Config) error {
 	var src []afxdp.Endpoint
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
-		if v.Mode != config.ModeHalfNAT {
+		if v.ModeValue() != unit.ModeHalfNAT {
 			continue
 		}
 		for j := range v.Backends {
@@ -212,8 +213,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	if f.xdp != nil {
 		go f.watchNeighbors(ctx)
 	}
-	if f.control != nil {
-		go f.control.run(ctx)
+	if f.uplink != nil {
+		go f.uplink.run(ctx)
 	}
 	if f.dispatch != nil {
 		go func() {
@@ -253,46 +254,48 @@ func (f *Forwarder) Run(ctx context.Context) error {
 // snapshot keeps IDs and removed backends of the old one, so flows finish.
 // Keys that need a restart (port, workers, cores) must not change; a
 // configuration that changes them is refused and the running one stays.
-func (f *Forwarder) Reload(ctx context.Context, c *config.Config) error {
+// The reply names the generation and the IDs the configuration's VIPs
+// and backends have now.
+func (f *Forwarder) Reload(ctx context.Context, c *config.Config) (unit.ReloadReply, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	old := &f.cfg.Forwarder
 	switch {
 	case c.Forwarder.Port != old.Port:
-		return errors.New("forwarder.port: changing the port needs a restart")
+		return unit.ReloadReply{}, errors.New("forwarder.port: changing the port needs a restart")
 	case c.Forwarder.Workers != old.Workers || c.Forwarder.Port.Queues != old.Port.Queues:
-		return errors.New("forwarder.workers: changing the number of workers needs a restart")
+		return unit.ReloadReply{}, errors.New("forwarder.workers: changing the number of workers needs a restart")
 	case !slices.Equal(c.Forwarder.Cores, old.Cores):
-		return errors.New("forwarder.cores: changing core pinning needs a restart")
+		return unit.ReloadReply{}, errors.New("forwarder.cores: changing core pinning needs a restart")
 	case c.Forwarder.Flows.Max != old.Flows.Max:
-		return errors.New("forwarder.flows.max: resizing the flow table needs a restart")
+		return unit.ReloadReply{}, errors.New("forwarder.flows.max: resizing the flow table needs a restart")
 	}
 	snap, err := dataplane.Build(c, f.snap)
 	if err != nil {
-		return err
+		return unit.ReloadReply{}, err
 	}
 	if f.tun != nil {
 		if err := f.syncRoutes(c); err != nil {
-			return err
+			return unit.ReloadReply{}, err
 		}
 	}
 	if f.xdp != nil {
 		if err := f.own(c); err != nil {
-			return err
+			return unit.ReloadReply{}, err
 		}
 		n, err := kernelNeighbors(f.ifindex, f.ifmac, c)
 		if err != nil {
-			return fmt.Errorf("reload: read neighbours: %w", err)
+			return unit.ReloadReply{}, fmt.Errorf("reload: read neighbours: %w", err)
 		}
 		f.neigh = n
 		snap = snap.WithNeighbors(n)
 	}
 	f.cfg = c
 	if err := f.push(ctx, snap); err != nil {
-		return err
+		return unit.ReloadReply{}, err
 	}
 	f.log.Info().Uint64("generation", snap.Generation).Int("vips", len(c.VIPs)).Msg("configuration reloaded")
-	return nil
+	return snap.IDs(), nil
 }
 
 // push hands a snapshot to every worker (and the dispatcher, which steers

@@ -3,6 +3,7 @@ package forwarder
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -10,24 +11,26 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/dataplane"
 	"github.com/tetherlb/tether/dataplane/channel"
 )
 
-// The forwarder's end of the control channel. The forwarder works alone
-// when no control process is connected: punt VIPs fall back to Maglev
-// and nothing is reported. It keeps dialling the control socket, so a
-// control process that restarts finds it again; then workers punt and
-// report, and the control process re-reads the flows with a "flows" call.
+// The uplink: the forwarder's end of the channel to the control process.
+// The forwarder works alone when no control process is connected: punt
+// VIPs fall back to Maglev and nothing is reported. It keeps dialling the
+// control socket, so a control process that restarts finds it again;
+// then workers punt and report, and the control process re-reads the
+// flows with a flows call.
 
 const (
 	redialEvery  = 300 * time.Millisecond
 	collectEvery = 10 * time.Millisecond
 )
 
-// ControlStats count the link's work.
-type ControlStats struct {
+// UplinkStats count the uplink's work.
+type UplinkStats struct {
 	Connected   bool   `json:"connected"`
 	Connects    uint64 `json:"connects"`
 	Punts       uint64 `json:"punts"`
@@ -38,53 +41,53 @@ type ControlStats struct {
 	BadMessages uint64 `json:"bad_messages"`
 }
 
-type controlLink struct {
+type uplink struct {
 	f     *Forwarder
 	path  string
 	bell  chan struct{}
 	steer *dataplane.Steerer
 	seq   atomic.Uint32
 	mu    sync.Mutex
-	stats ControlStats
+	stats UplinkStats
 }
 
-// EnableControl makes the forwarder connect to the control process's
+// ConnectControl makes the forwarder connect to the control process's
 // socket at path when it runs. Call it before Run.
-func (f *Forwarder) EnableControl(path string) {
-	l := &controlLink{f: f, path: path, bell: make(chan struct{}, 1), steer: dataplane.NewSteerer(len(f.workers))}
+func (f *Forwarder) ConnectControl(path string) {
+	l := &uplink{f: f, path: path, bell: make(chan struct{}, 1), steer: dataplane.NewSteerer(len(f.workers))}
 	for _, w := range f.workers {
-		w.Pipeline().EnableControl(l.bell)
+		w.Pipeline().EnableOutbox(l.bell)
 		w.Pipeline().SetControlConnected(false)
 	}
-	f.control = l
+	f.uplink = l
 }
 
-// ControlStats returns the link's counters.
-func (f *Forwarder) ControlStats() ControlStats {
-	if f.control == nil {
-		return ControlStats{}
+// UplinkStats returns the uplink's counters.
+func (f *Forwarder) UplinkStats() UplinkStats {
+	if f.uplink == nil {
+		return UplinkStats{}
 	}
-	f.control.mu.Lock()
-	defer f.control.mu.Unlock()
-	return f.control.stats
+	f.uplink.mu.Lock()
+	defer f.uplink.mu.Unlock()
+	return f.uplink.stats
 }
 
-func (l *controlLink) count(fn func(s *ControlStats)) {
+func (l *uplink) count(fn func(s *UplinkStats)) {
 	l.mu.Lock()
 	fn(&l.stats)
 	l.mu.Unlock()
 }
 
 // run dials and serves until ctx ends.
-func (l *controlLink) run(ctx context.Context) {
+func (l *uplink) run(ctx context.Context) {
 	for ctx.Err() == nil {
 		conn, err := channel.Dial(l.path)
 		if err == nil {
-			l.count(func(s *ControlStats) { s.Connected, s.Connects = true, s.Connects+1 })
+			l.count(func(s *UplinkStats) { s.Connected, s.Connects = true, s.Connects+1 })
 			l.f.log.Info().Str("socket", l.path).Msg("control connected")
 			err = l.serve(ctx, conn)
 			conn.Close()
-			l.count(func(s *ControlStats) { s.Connected = false })
+			l.count(func(s *UplinkStats) { s.Connected = false })
 			l.setConnected(ctx, false)
 			if ctx.Err() == nil {
 				l.f.log.Warn().Err(err).Msg("control disconnected; forwarding alone")
@@ -97,13 +100,13 @@ func (l *controlLink) run(ctx context.Context) {
 	}
 }
 
-func (l *controlLink) setConnected(ctx context.Context, up bool) {
+func (l *uplink) setConnected(ctx context.Context, up bool) {
 	for _, w := range l.f.workers {
 		_ = w.Do(ctx, func(p *dataplane.Pipeline) { p.SetControlConnected(up) })
 	}
 }
 
-func (l *controlLink) serve(ctx context.Context, conn *channel.Conn) error {
+func (l *uplink) serve(ctx context.Context, conn *channel.Conn) error {
 	hello := channel.Hello{Role: channel.RoleForwarder, PID: uint32(os.Getpid()), Workers: uint8(len(l.f.workers)),
 		Generation: l.f.generation(), Name: l.f.cfg.Unit.Name}
 	if err := conn.Send(channel.AppendHello(nil, l.seq.Add(1), &hello)); err != nil {
@@ -130,7 +133,7 @@ func (l *controlLink) serve(ctx context.Context, conn *channel.Conn) error {
 
 // sendLoop collects the workers' outboxes when they ring (or every
 // collectEvery, for removals found by aging) and sends them.
-func (l *controlLink) sendLoop(ctx context.Context, conn *channel.Conn) error {
+func (l *uplink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 	tick := time.NewTicker(collectEvery)
 	defer tick.Stop()
 	var events []channel.FlowEvent
@@ -170,7 +173,7 @@ func (l *controlLink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 			}
 		}
 		if len(msgs) > 0 || lost > 0 {
-			l.count(func(s *ControlStats) {
+			l.count(func(s *UplinkStats) {
 				s.Punts += uint64(punts)
 				s.Events += uint64(len(msgs) - punts)
 				s.EventsLost += lost
@@ -179,7 +182,7 @@ func (l *controlLink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 	}
 }
 
-func (l *controlLink) recvLoop(ctx context.Context, conn *channel.Conn) error {
+func (l *uplink) recvLoop(ctx context.Context, conn *channel.Conn) error {
 	var asm channel.Assembler
 	for ctx.Err() == nil {
 		msg, err := conn.Recv()
@@ -192,14 +195,14 @@ func (l *controlLink) recvLoop(ctx context.Context, conn *channel.Conn) error {
 		}
 		if err != nil {
 			// A malformed message is counted and logged; the link stays.
-			l.count(func(s *ControlStats) { s.BadMessages++ })
+			l.count(func(s *UplinkStats) { s.BadMessages++ })
 			l.f.log.Warn().Err(err).Msg("control message refused")
 		}
 	}
 	return ctx.Err()
 }
 
-func (l *controlLink) handle(ctx context.Context, conn *channel.Conn, asm *channel.Assembler, h channel.Header, p []byte) error {
+func (l *uplink) handle(ctx context.Context, conn *channel.Conn, asm *channel.Assembler, h channel.Header, p []byte) error {
 	switch h.Type {
 	case channel.TRoute:
 		r, err := channel.DecodeRoute(p)
@@ -243,7 +246,7 @@ func (l *controlLink) handle(ctx context.Context, conn *channel.Conn, asm *chann
 	return fmt.Errorf("unexpected %s message", h.Type)
 }
 
-func (l *controlLink) route(ctx context.Context, r *channel.Route) error {
+func (l *uplink) route(ctx context.Context, r *channel.Route) error {
 	wi := int(r.Worker)
 	if wi >= len(l.f.workers) {
 		wi = l.steer.KeyWorker(l.f.currentSnapshot(), &r.Key)
@@ -257,7 +260,7 @@ func (l *controlLink) route(ctx context.Context, r *channel.Route) error {
 		} else {
 			p.DeleteRoute(&route.Key)
 		}
-		l.count(func(s *ControlStats) {
+		l.count(func(s *UplinkStats) {
 			s.Routes++
 			if err != nil {
 				s.RouteErrors++
@@ -269,95 +272,42 @@ func (l *controlLink) route(ctx context.Context, r *channel.Route) error {
 	})
 }
 
-// ReloadRequest is the body of the "reload" call: the configuration file
-// and what the control process overrides in it at run time, keyed
-// "vip/backend": backend states (an operator's drain or disable, a
-// host's directive, a failing health check) and weights (allotments from
-// the hosts' health and load).
-type ReloadRequest struct {
-	Config  string            `json:"config"`
-	States  map[string]string `json:"states,omitempty"`
-	Weights map[string]int    `json:"weights,omitempty"`
-}
-
-// ApplyOverrides sets backend states and weights of c; every key must
-// name a backend of c, and the result must pass the configuration's
-// checks.
-func ApplyOverrides(c *config.Config, states map[string]string, weights map[string]int) error {
-	index := map[string]*config.Backend{}
-	for i := range c.VIPs {
-		for j := range c.VIPs[i].Backends {
-			index[c.VIPs[i].Name+"/"+c.VIPs[i].Backends[j].Name] = &c.VIPs[i].Backends[j]
-		}
-	}
-	for key, state := range states {
-		b := index[key]
-		if b == nil {
-			return fmt.Errorf("states: %q is no backend of the configuration", key)
-		}
-		b.State = state
-	}
-	for key, w := range weights {
-		b := index[key]
-		if b == nil {
-			return fmt.Errorf("weights: %q is no backend of the configuration", key)
-		}
-		b.Weight = &w
-	}
-	return c.Check()
-}
-
-// FlowsRequest selects flows for the "flows" call.
-type FlowsRequest struct {
-	VIP     string `json:"vip,omitempty"`    // address:port or address
-	Backend int64  `json:"backend"`          // ID, or -1
-	Client  string `json:"client,omitempty"` // address
-	Offset  int    `json:"offset,omitempty"` // matches to skip
-	Limit   int    `json:"limit,omitempty"`  // records to return, at most MaxFlowPage
-}
-
-// MaxFlowPage bounds one page of a flow dump.
-const MaxFlowPage = 10000
-
-// FlowsReply is a page of flows.
-type FlowsReply struct {
-	Flows   []dataplane.FlowRecord `json:"flows"`
-	Matched int                    `json:"matched"` // matches across all workers
-}
-
-func (l *controlLink) call(ctx context.Context, method string, body []byte) ([]byte, error) {
+func (l *uplink) call(ctx context.Context, method string, body []byte) ([]byte, error) {
 	switch method {
-	case "report":
+	case unit.CallReport:
 		s, err := l.f.Summary(ctx)
 		if err != nil {
 			return nil, err
 		}
 		return json.Marshal(s.Report())
-	case "flows":
-		var req FlowsRequest
+	case unit.CallFlows:
+		var req unit.FlowsRequest
 		if err := json.Unmarshal(body, &req); err != nil {
 			return nil, fmt.Errorf("flows: %w", err)
 		}
 		return l.f.flows(ctx, req)
-	case "reload":
-		var req ReloadRequest
-		if err := json.Unmarshal(body, &req); err != nil {
+	case unit.CallReload:
+		c, err := config.Decode(body)
+		if err != nil {
 			return nil, fmt.Errorf("reload: %w", err)
 		}
-		c, err := config.Parse([]byte(req.Config))
+		reply, err := l.f.Reload(ctx, c)
 		if err != nil {
 			return nil, err
 		}
-		if err := ApplyOverrides(c, req.States, req.Weights); err != nil {
-			return nil, err
+		return json.Marshal(reply)
+	case unit.CallExplain:
+		var req unit.ExplainRequest
+		if err := json.Unmarshal(body, &req); err != nil {
+			return nil, fmt.Errorf("explain: %w", err)
 		}
-		return nil, l.f.Reload(ctx, c)
+		return l.f.explain(ctx, req)
 	}
 	return nil, fmt.Errorf("unknown call %q", method)
 }
 
 // flows dumps the workers' flows as a FlowsReply.
-func (f *Forwarder) flows(ctx context.Context, req FlowsRequest) ([]byte, error) {
+func (f *Forwarder) flows(ctx context.Context, req unit.FlowsRequest) ([]byte, error) {
 	filter := dataplane.FlowFilter{Backend: req.Backend}
 	if req.VIP != "" {
 		if ap, err := netip.ParseAddrPort(req.VIP); err == nil {
@@ -376,10 +326,10 @@ func (f *Forwarder) flows(ctx context.Context, req FlowsRequest) ([]byte, error)
 		filter.Client = a
 	}
 	limit := req.Limit
-	if limit <= 0 || limit > MaxFlowPage {
-		limit = MaxFlowPage
+	if limit <= 0 || limit > unit.MaxFlowPage {
+		limit = unit.MaxFlowPage
 	}
-	var reply FlowsReply
+	var reply unit.FlowsReply
 	skip := req.Offset
 	for _, w := range f.workers {
 		err := w.Do(ctx, func(p *dataplane.Pipeline) {
@@ -393,4 +343,31 @@ func (f *Forwarder) flows(ctx context.Context, req FlowsRequest) ([]byte, error)
 		}
 	}
 	return json.Marshal(reply)
+}
+
+// explain answers CallExplain: the flow the workers hold for the request's
+// tuple, if any, and what the running snapshot says.
+func (f *Forwarder) explain(ctx context.Context, req unit.ExplainRequest) ([]byte, error) {
+	if req.Proto != 6 && req.Proto != 17 {
+		return nil, fmt.Errorf("explain: protocol %d: want 6 (tcp) or 17 (udp)", req.Proto)
+	}
+	if !req.Src.IsValid() || !req.Dst.IsValid() {
+		return nil, errors.New("explain: src and dst must be address:port")
+	}
+	filter := dataplane.FlowFilter{VIP: req.Dst, Client: req.Src.Addr(), Backend: -1}
+	var existing *unit.FlowRecord
+	for _, w := range f.workers {
+		err := w.Do(ctx, func(p *dataplane.Pipeline) {
+			recs, _ := p.DumpFlows(w.Now(), filter, 0, unit.MaxFlowPage, nil)
+			for i := range recs {
+				if recs[i].Key.SrcPort == req.Src.Port() && recs[i].Key.Proto == req.Proto {
+					existing = &recs[i]
+				}
+			}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	return json.Marshal(f.currentSnapshot().Explain(req, existing))
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/internal/pkttest"
@@ -113,7 +114,7 @@ func startBench(b *testing.B) *benchUnit {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { l.Close(); os.RemoveAll(dir) })
-	f.EnableControl(path)
+	f.ConnectControl(path)
 	ctx, cancel := context.WithCancel(context.Background())
 	go f.Run(ctx)
 	conn, err := channel.Accept(l)
@@ -159,7 +160,7 @@ func BenchmarkPuntRoundTrip(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			r := channel.Route{Op: channel.RouteAdd, Worker: pu.Worker, Key: pu.Key, Action: channel.Action{Backend: uint32(i % 2)}}
+			r := channel.Route{Op: channel.RouteAdd, Worker: pu.Worker, Key: pu.Key, Action: unit.Action{Backend: uint32(i % 2)}}
 			if err := u.conn.Send(channel.AppendRoute(nil, 1, &r)); err != nil {
 				b.Fatal(err)
 			}
@@ -180,9 +181,9 @@ func BenchmarkAddRoute(b *testing.B) {
 	u := startBench(b)
 	b.ResetTimer()
 	for i := range b.N {
-		k := channel.Key{Dst: [16]byte{192, 0, 2, 1}, SrcPort: uint16(i), DstPort: 80, Proto: 6}
+		k := unit.FlowKey{Dst: [16]byte{192, 0, 2, 1}, SrcPort: uint16(i), DstPort: 80, Proto: 6}
 		binary.BigEndian.PutUint32(k.Src[:], 0x0a000000|uint32(i>>16))
-		r := channel.Route{Op: channel.RouteAdd, Worker: 0, Key: k, Action: channel.Action{Backend: uint32(i % 2)}}
+		r := channel.Route{Op: channel.RouteAdd, Worker: 0, Key: k, Action: unit.Action{Backend: uint32(i % 2)}}
 		if err := u.conn.Send(channel.AppendRoute(nil, uint32(i), &r)); err != nil {
 			b.Fatal(err)
 		}

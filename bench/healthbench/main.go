@@ -43,7 +43,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/tetherlb/tether/ctlplane/control"
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/e2e"
 )
 
@@ -387,7 +387,7 @@ func (b *bench) startAgent(h *host) error {
 
 // health reads the unit's health cache the way an operator does. The
 // admin socket is a path, reachable from this namespace.
-func (b *bench) health() (control.HealthView, error) {
+func (b *bench) health() (unit.HealthView, error) {
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -395,7 +395,7 @@ func (b *bench) health() (control.HealthView, error) {
 	b.tetherPollMu.Lock()
 	b.tetherPolls.add(time.Since(start))
 	b.tetherPollMu.Unlock()
-	var h control.HealthView
+	var h unit.HealthView
 	if err != nil {
 		return h, fmt.Errorf("tetherctl health: %w", err)
 	}
@@ -407,10 +407,10 @@ func (b *bench) health() (control.HealthView, error) {
 
 // verdictState is the state the unit gives backend i of the VIP ("" when
 // the configuration's stands, draining when health took it away).
-func verdictState(h control.HealthView, i int) string {
+func verdictState(h unit.HealthView, i int) string {
 	for _, v := range h.Backends {
 		if v.VIP == "web" && v.Backend == fmt.Sprintf("b%d", i) {
-			return v.State
+			return v.State.String()
 		}
 	}
 	return "?"
@@ -418,7 +418,7 @@ func verdictState(h control.HealthView, i int) string {
 
 // hostRow returns host i's row health, and whether the cache lists the
 // host at all.
-func hostRow(h control.HealthView, i int) (string, bool) {
+func hostRow(h unit.HealthView, i int) (string, bool) {
 	for _, ho := range h.Hosts {
 		if ho.ID == uint32(i+1) {
 			if len(ho.Rows) == 0 {

@@ -3,22 +3,21 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
-	"github.com/tetherlb/tether/ctlplane/admin"
-	"github.com/tetherlb/tether/ctlplane/control"
-	"github.com/tetherlb/tether/dataplane"
-	"github.com/tetherlb/tether/forwarder"
+	"github.com/tetherlb/tether/api/unit"
 )
 
 type backendView struct {
-	dataplane.BackendReport
+	unit.BackendReport
 	Connections int `json:"connections"`
 }
 
@@ -27,7 +26,7 @@ type backendView struct {
 func commands(cl func() *client) []*cobra.Command {
 	status := &cobra.Command{Use: "status", Short: "Show the unit, its forwarder and its configuration generation", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			var s control.Status
+			var s unit.Status
 			if err := cl().do("GET", "/v1/status", nil, &s); err != nil {
 				return err
 			}
@@ -54,14 +53,15 @@ func commands(cl func() *client) []*cobra.Command {
 				}
 				fmt.Fprintf(w, "connections\t%d\n", s.Flows)
 				fmt.Fprintf(w, "punts\t%d decided, %d without backend, %d refused\n", s.Punts.Decided, s.Punts.NoBackend, s.Punts.Refused)
-				for _, k := range sortedKeys(s.States) {
+				keys := slices.SortedFunc(maps.Keys(s.States), func(a, b unit.BackendKey) int { return strings.Compare(a.String(), b.String()) })
+				for _, k := range keys {
 					fmt.Fprintf(w, "override\t%s %s\n", k, s.States[k])
 				}
 			})
 		}}
 	vips := &cobra.Command{Use: "vips", Short: "List VIPs with their traffic", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			var vs []dataplane.VIPReport
+			var vs []unit.VIPReport
 			if err := cl().do("GET", "/v1/vips", nil, &vs); err != nil {
 				return err
 			}
@@ -71,7 +71,7 @@ func commands(cl func() *client) []*cobra.Command {
 					if v.Removed {
 						continue
 					}
-					mode := v.Mode
+					mode := v.Mode.String()
 					if v.Punt {
 						mode += "+punt"
 					}
@@ -96,7 +96,7 @@ func commands(cl func() *client) []*cobra.Command {
 	var fOffset, fLimit int
 	flows := &cobra.Command{Use: "flows", Short: "List connections, filtered and paginated", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			var page forwarder.FlowsReply
+			var page unit.FlowsReply
 			q := query("vip", fVIP, "backend", fBackend, "client", fClient, "offset", fmt.Sprint(fOffset), "limit", fmt.Sprint(fLimit))
 			if err := cl().do("GET", "/v1/flows"+q, nil, &page); err != nil {
 				return err
@@ -105,7 +105,7 @@ func commands(cl func() *client) []*cobra.Command {
 				fmt.Fprintln(w, "CLIENT\tVIP\tPROTO\tBACKEND ID\tMODE\tIDLE\tWORKER")
 				for _, f := range page.Flows {
 					fmt.Fprintf(w, "%s:%d\t%s:%d\t%s\t%d\t%s\t%dms\t%d\n", f.Key.SrcAddr(), f.Key.SrcPort, f.Key.DstAddr(), f.Key.DstPort,
-						protoName(f.Key.Proto), f.Action.Backend, dataplane.Mode(f.Action.Mode), f.IdleMS, f.Worker)
+						protoName(f.Key.Proto), f.Action.Backend, unit.Mode(f.Action.Mode), f.IdleMS, f.Worker)
 				}
 				fmt.Fprintf(w, "(%d shown of %d matching, from offset %d)\n", len(page.Flows), page.Matched, fOffset)
 			})
@@ -117,7 +117,7 @@ func commands(cl func() *client) []*cobra.Command {
 	flows.Flags().IntVar(&fLimit, "limit", 100, "flows to show (at most 10000)")
 	stats := &cobra.Command{Use: "stats", Short: "Show packet counters and drops by reason", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			var r dataplane.Report
+			var r unit.Report
 			if err := cl().do("GET", "/v1/stats", nil, &r); err != nil {
 				return err
 			}
@@ -125,35 +125,47 @@ func commands(cl func() *client) []*cobra.Command {
 				fmt.Fprintf(w, "received\t%d packets\t%d bytes\n", r.RxPackets, r.RxBytes)
 				fmt.Fprintf(w, "sent\t%d packets\t%d bytes\n", r.TxPackets, r.TxBytes)
 				fmt.Fprintf(w, "flows\t%d entries\t%d new (%d reusing a closed flow's tuple)\n", r.Flows, r.NewFlows, r.Reopened)
+				// The report lists every reason; the table shows those that
+				// happened.
 				for _, k := range sortedKeys(r.Drops) {
-					fmt.Fprintf(w, "drop\t%s\t%d\n", k, r.Drops[k])
+					if r.Drops[k] > 0 {
+						fmt.Fprintf(w, "drop\t%s\t%d\n", k, r.Drops[k])
+					}
 				}
 				for _, k := range sortedKeys(r.Passes) {
-					fmt.Fprintf(w, "pass\t%s\t%d\n", k, r.Passes[k])
+					if r.Passes[k] > 0 {
+						fmt.Fprintf(w, "pass\t%s\t%d\n", k, r.Passes[k])
+					}
 				}
 			})
 		}}
 	setState := func(verb, help string) *cobra.Command {
 		return &cobra.Command{Use: verb + " VIP/BACKEND", Short: help, Args: cobra.ExactArgs(1),
 			RunE: func(_ *cobra.Command, args []string) error {
-				vip, be, ok := strings.Cut(args[0], "/")
-				if !ok {
-					return fmt.Errorf("%q: name the backend as VIP/BACKEND (see tetherctl backends)", args[0])
+				key, err := unit.ParseBackendKey(args[0])
+				if err != nil {
+					return fmt.Errorf("%w (see tetherctl backends)", err)
 				}
-				var out map[string]string
-				if err := cl().do("POST", "/v1/backends/"+url.PathEscape(vip)+"/"+url.PathEscape(be)+"/"+verb, nil, &out); err != nil {
+				var out unit.StateChange
+				if err := cl().do("POST", "/v1/backends/"+url.PathEscape(key.VIP)+"/"+url.PathEscape(key.Backend)+"/"+verb, nil, &out); err != nil {
 					return err
 				}
-				return cl().show(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "%s\t%s\n", out["backend"], out["state"]) })
+				return cl().show(out, func(w *tabwriter.Writer) {
+					state := out.State.String()
+					if out.State == 0 {
+						state = "as configured"
+					}
+					fmt.Fprintf(w, "%s\t%s\n", out.Backend, state)
+				})
 			}}
 	}
 	reload := &cobra.Command{Use: "reload", Short: "Reload the configuration file; an invalid one is refused whole", Args: cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
-			var out map[string]uint64
+			var out unit.Reloaded
 			if err := cl().do("POST", "/v1/config/reload", nil, &out); err != nil {
 				return err
 			}
-			return cl().show(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "reloaded\tgeneration %d\n", out["generation"]) })
+			return cl().show(out, func(w *tabwriter.Writer) { fmt.Fprintf(w, "reloaded\tgeneration %d\n", out.Generation) })
 		}}
 	cfg := &cobra.Command{Use: "config", Short: "Show, validate or apply configuration"}
 	cfg.AddCommand(&cobra.Command{Use: "show", Short: "Print the running configuration", Args: cobra.NoArgs,
@@ -195,7 +207,7 @@ writes the file and restarts with it: follow with tetherctl status.`,
 			if err != nil {
 				return fmt.Errorf("read %s: %w", name, err)
 			}
-			var out admin.Applied
+			var out unit.Applied
 			if err := cl().do("PUT", "/v1/config", body, &out); err != nil {
 				return fmt.Errorf("%s not applied:\n%w", name, err)
 			}
@@ -209,7 +221,7 @@ writes the file and restarts with it: follow with tetherctl status.`,
 		}})
 	explain := &cobra.Command{Use: "explain PROTO SRC:PORT DST:PORT", Short: "Say which backend a flow would get, why, and how its packets are rewritten", Args: cobra.ExactArgs(3),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var e control.Explanation
+			var e unit.Explanation
 			if err := cl().do("GET", "/v1/explain"+query("proto", args[0], "src", args[1], "dst", args[2]), nil, &e); err != nil {
 				return err
 			}
@@ -234,7 +246,7 @@ backend of a VIP whose health source is agent or probe, with the verdict
 (the state the forwarder is told and why) and its share of new
 connections; then each VIP's current token allotment.`,
 		RunE: func(*cobra.Command, []string) error {
-			var h control.HealthView
+			var h unit.HealthView
 			if err := cl().do("GET", "/v1/health", nil, &h); err != nil {
 				return err
 			}
@@ -251,7 +263,7 @@ connections; then each VIP's current token allotment.`,
 // printProblem shows the status of a unit that runs no configuration
 // (tetherd run --rescue): why first, then how to fix it; the forwarder's
 // and traffic's lines would only be zeros.
-func printProblem(w *tabwriter.Writer, s *control.Status) {
+func printProblem(w *tabwriter.Writer, s *unit.Status) {
 	for i, line := range strings.Split(s.Problem, "\n") {
 		key := ""
 		if i == 0 {
@@ -283,7 +295,7 @@ func sortedKeys[V any](m map[string]V) []string {
 	return keys
 }
 
-func printHealth(w *tabwriter.Writer, h *control.HealthView) {
+func printHealth(w *tabwriter.Writer, h *unit.HealthView) {
 	listen := h.Listen
 	if listen == "" {
 		listen = "no listener (health.listen unset)"
@@ -308,8 +320,8 @@ func printHealth(w *tabwriter.Writer, h *control.HealthView) {
 	fmt.Fprintln(w, "\nVIP\tBACKEND\tSOURCE\tHEALTH\tDIRECTIVE\tLOAD\tCAPACITY\tSHARE\tWEIGHT\tVERDICT")
 	for _, b := range h.Backends {
 		verdict := "takes new connections"
-		if b.State != "" {
-			verdict = b.State + ": " + b.Reason
+		if b.State != 0 {
+			verdict = b.State.String() + ": " + b.Reason
 		}
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d%%\t%d\t%.1f%%\t%d\t%s\n", b.VIP, b.Backend, b.Source, b.Health, b.Directive,
 			b.Load, b.Capacity, b.Percent, b.Weight, verdict)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -17,22 +18,30 @@ import (
 
 func forwarderCommand(log *zerolog.Logger) *cobra.Command {
 	var cfgPath, control string
+	var fromStdin bool
 	cmd := &cobra.Command{
-		Use:   "forwarder --config FILE [--control SOCKET]",
+		Use:   "forwarder (--config FILE | --config-stdin) [--control SOCKET]",
 		Short: "Run the forwarder on the configured port until stopped",
-		Long: `Forwarder opens the port named by forwarder.port (a TUN device today),
-routes the VIP and SNAT addresses into it, and forwards with one worker
-per configured core. SIGHUP reloads the configuration file without
+		Long: `Forwarder opens the port forwarder.port names: a TUN device (driver tun),
+into which it routes the VIP and SNAT addresses, or AF_XDP sockets on an
+existing interface (driver afxdp), where an XDP program redirects only
+Tether's traffic to it. It forwards with one worker per configured core. SIGHUP reloads the configuration file without
 dropping flows (a bad file is refused and the running configuration
 stays); SIGINT or SIGTERM stops it and prints what it did per VIP,
 backend and drop reason. With --control it connects to a control process
 (tetherd run starts it that way) and keeps forwarding when that goes away.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if cfgPath == "" {
-				return errors.New("forwarder: --config is required")
+			if (cfgPath == "") == !fromStdin {
+				return errors.New("forwarder: give --config FILE, or --config-stdin")
 			}
-			c, err := config.LoadFile(cfgPath)
+			var c *config.Config
+			var err error
+			if fromStdin {
+				c, err = readStdinConfig(cmd.InOrStdin())
+			} else {
+				c, err = config.LoadFile(cfgPath)
+			}
 			if err != nil {
 				return err
 			}
@@ -42,11 +51,17 @@ backend and drop reason. With --control it connects to a control process
 			}
 			defer f.Close()
 			if control != "" {
-				f.EnableControl(control)
+				f.ConnectControl(control)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			onHangup(ctx, func() { reload(ctx, f, cfgPath, log) })
+			onHangup(ctx, func() {
+				if fromStdin {
+					log.Warn().Msg("SIGHUP ignored: this forwarder's configuration comes from its control process; reload that (tetherctl reload)")
+					return
+				}
+				reload(ctx, f, cfgPath, log)
+			})
 			runErr := f.Run(ctx)
 			s := f.StoppedSummary()
 			if _, err := s.WriteTo(cmd.OutOrStdout()); err != nil {
@@ -60,6 +75,7 @@ backend and drop reason. With --control it connects to a control process
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")
+	cmd.Flags().BoolVar(&fromStdin, "config-stdin", false, "read the checked configuration the control process sends on standard input (tetherd run starts the forwarder so)")
 	cmd.Flags().StringVar(&control, "control", "", "the control process's channel socket; the forwarder works alone until it connects")
 	return cmd
 }
@@ -69,7 +85,7 @@ backend and drop reason. With --control it connects to a control process
 func reload(ctx context.Context, f *forwarder.Forwarder, path string, log *zerolog.Logger) {
 	c, err := config.LoadFile(path)
 	if err == nil {
-		err = f.Reload(ctx, c)
+		_, err = f.Reload(ctx, c)
 	}
 	if err != nil {
 		log.Error().Err(fmt.Errorf("reload refused, running configuration kept: %w", err)).Msg("reload")
@@ -91,4 +107,21 @@ func onHangup(ctx context.Context, fn func()) {
 			}
 		}
 	}()
+}
+
+// maxStdinConfig bounds the configuration read from standard input, as
+// a reload call's body is bounded on the channel.
+const maxStdinConfig = 16 << 20
+
+// readStdinConfig reads the configuration a control process passed on
+// standard input (config.Encode's form) and checks it.
+func readStdinConfig(r io.Reader) (*config.Config, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxStdinConfig+1))
+	if err != nil {
+		return nil, fmt.Errorf("forwarder: read the configuration from standard input: %w", err)
+	}
+	if len(b) > maxStdinConfig {
+		return nil, fmt.Errorf("forwarder: the configuration on standard input is larger than %d MiB", maxStdinConfig>>20)
+	}
+	return config.Decode(b)
 }

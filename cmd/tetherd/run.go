@@ -81,11 +81,11 @@ type unit struct {
 // startUnit loads the configuration and prepares the control process;
 // every error here is one --rescue can help with.
 func startUnit(cfgPath string, spawn bool, log *zerolog.Logger) (*unit, error) {
-	c, err := config.LoadFile(cfgPath)
+	c, raw, err := config.ReadFile(cfgPath)
 	if err != nil {
 		return nil, err
 	}
-	opts := control.Options{ConfigPath: cfgPath, RunDir: c.Admin.RunDir, Log: *log}
+	opts := control.Options{ConfigPath: cfgPath, Config: c, Raw: raw, RunDir: c.Admin.RunDir, Log: *log}
 	if spawn {
 		if opts.Tetherd, err = os.Executable(); err != nil {
 			return nil, fmt.Errorf("find tetherd's binary to start the forwarder: %w", err)
@@ -95,7 +95,8 @@ func startUnit(cfgPath string, spawn bool, log *zerolog.Logger) (*unit, error) {
 	if err != nil {
 		return nil, err
 	}
-	srv, err := admin.Listen(c.Admin.Socket, c.Admin.Group, ctl, *log)
+	var backend admin.Backend = ctl // the control process serves the admin API
+	srv, err := admin.Listen(c.Admin.Socket, c.Admin.Group, backend, *log)
 	if err != nil {
 		return nil, err
 	}

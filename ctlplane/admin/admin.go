@@ -11,34 +11,33 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"strings"
 	"sync"
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
-	"github.com/tetherlb/tether/ctlplane/control"
-	"github.com/tetherlb/tether/dataplane"
-	"github.com/tetherlb/tether/forwarder"
 	"github.com/tetherlb/tether/internal/localapi"
 )
 
-// Backend is what the API serves from: the control process.
+// Backend is what the API serves from: the control process
+// (ctlplane/control), in the contract's types.
 type Backend interface {
-	Status(ctx context.Context) control.Status
-	Report(ctx context.Context) (dataplane.Report, []int, error)
-	Flows(ctx context.Context, req forwarder.FlowsRequest) (forwarder.FlowsReply, error)
+	Status(ctx context.Context) unit.Status
+	Report(ctx context.Context) (unit.Report, []int, error)
+	Flows(ctx context.Context, req unit.FlowsRequest) (unit.FlowsReply, error)
 	Config() []byte
 	// ConfigPath is the file Reload reads, which PUT /v1/config
 	// replaces.
 	ConfigPath() string
 	Reload(ctx context.Context) error
-	SetState(ctx context.Context, vip, backend, state string) error
-	Explain(ctx context.Context, proto string, src, dst netip.AddrPort) (control.Explanation, error)
-	Health(ctx context.Context) control.HealthView
+	// SetState sets an operator's state; the unset state clears it.
+	SetState(ctx context.Context, key unit.BackendKey, state unit.State) error
+	// BackendID is the forwarder's ID of a backend.
+	BackendID(key unit.BackendKey) (uint32, bool)
+	Explain(ctx context.Context, proto string, src, dst netip.AddrPort) (unit.Explanation, error)
+	Health(ctx context.Context) unit.HealthView
 }
-
-var _ Backend = (*control.Control)(nil)
 
 // Server serves the API.
 type Server struct {
@@ -49,18 +48,6 @@ type Server struct {
 	// applyMu serialises PUT /v1/config: each apply must put back the
 	// file it replaced, not one another apply wrote meanwhile.
 	applyMu sync.Mutex
-}
-
-// Applied answers PUT /v1/config.
-type Applied struct {
-	// Generation is the running configuration's generation after the
-	// reload; 0 when Restarting.
-	Generation uint64 `json:"generation"`
-	// Path is the configuration file written.
-	Path string `json:"path"`
-	// Restarting says the unit had no valid configuration (tetherd run
-	// --rescue) and now restarts with the file written.
-	Restarting bool `json:"restarting,omitempty"`
 }
 
 // maxConfig bounds a configuration sent to the API.
@@ -105,13 +92,9 @@ func (s *Server) routes() http.Handler {
 			fail(w, http.StatusServiceUnavailable, "%v", err)
 			return
 		}
-		type backend struct {
-			dataplane.BackendReport
-			Connections int `json:"connections"`
-		}
-		out := make([]backend, 0, len(rep.Backends))
+		out := make([]unit.BackendStatus, 0, len(rep.Backends))
 		for i, b := range rep.Backends {
-			out = append(out, backend{BackendReport: b, Connections: conns[i]})
+			out = append(out, unit.BackendStatus{BackendReport: b, Connections: conns[i]})
 		}
 		writeJSON(w, http.StatusOK, out)
 	})
@@ -125,10 +108,10 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/flows", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
-		req := forwarder.FlowsRequest{VIP: q.Get("vip"), Client: q.Get("client"), Backend: -1}
+		req := unit.FlowsRequest{VIP: q.Get("vip"), Client: q.Get("client"), Backend: -1}
 		var err error
 		if v := q.Get("backend"); v != "" {
-			if req.Backend, err = s.backendID(r.Context(), v); err != nil {
+			if req.Backend, err = s.backendID(v); err != nil {
 				fail(w, http.StatusBadRequest, "backend: %v", err)
 				return
 			}
@@ -162,15 +145,18 @@ func (s *Server) routes() http.Handler {
 			fail(w, http.StatusUnprocessableEntity, "reload refused, the running configuration stays: %v", err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]uint64{"generation": s.b.Status(r.Context()).Generation})
+		writeJSON(w, http.StatusOK, unit.Reloaded{Generation: s.b.Status(r.Context()).Generation})
 	})
-	for verb, state := range map[string]string{"drain": config.StateDraining, "disable": config.StateInactive, "undrain": "", "enable": ""} {
+	// undrain and enable clear the operator's state: the configuration's
+	// (made stricter by health) applies again.
+	for verb, state := range map[string]unit.State{"drain": unit.StateDraining, "disable": unit.StateInactive, "undrain": 0, "enable": 0} {
 		mux.HandleFunc("POST /v1/backends/{vip}/{backend}/"+verb, func(w http.ResponseWriter, r *http.Request) {
-			if err := s.b.SetState(r.Context(), r.PathValue("vip"), r.PathValue("backend"), state); err != nil {
+			key := unit.BackendKey{VIP: r.PathValue("vip"), Backend: r.PathValue("backend")}
+			if err := s.b.SetState(r.Context(), key, state); err != nil {
 				fail(w, http.StatusBadRequest, "%s: %v", verb, err)
 				return
 			}
-			writeJSON(w, http.StatusOK, map[string]string{"backend": r.PathValue("vip") + "/" + r.PathValue("backend"), "state": stateName(state)})
+			writeJSON(w, http.StatusOK, unit.StateChange{Backend: key, State: state})
 		})
 	}
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
@@ -201,7 +187,7 @@ func validate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := control.Validate(body); err != nil {
+	if err := validateConfig(body); err != nil {
 		fail(w, http.StatusUnprocessableEntity, "%v", err)
 		return
 	}
@@ -244,7 +230,7 @@ func readValidConfig(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if !ok {
 		return nil, false
 	}
-	if err := control.Validate(body); err != nil {
+	if err := validateConfig(body); err != nil {
 		fail(w, http.StatusUnprocessableEntity, "%v", err)
 		return nil, false
 	}
@@ -289,7 +275,7 @@ func (s *Server) apply(w http.ResponseWriter, r *http.Request) {
 	}
 	gen := s.b.Status(ctx).Generation
 	s.log.Info().Str("config", path).Uint64("generation", gen).Msg("configuration applied through the admin API")
-	writeJSON(w, http.StatusOK, Applied{Generation: gen, Path: path})
+	writeJSON(w, http.StatusOK, unit.Applied{Generation: gen, Path: path})
 }
 
 // restoreFile puts back what path held before an apply: prev, or no file
@@ -304,31 +290,27 @@ func restoreFile(path string, prev []byte, existed bool) error {
 	return writeFileAtomic(path, prev)
 }
 
-func stateName(s string) string {
-	if s == "" {
-		return "as configured"
-	}
-	return s
+// validateConfig checks a candidate configuration without applying it:
+// every check a running unit makes of a file (config.Check covers all
+// the forwarder's build refuses).
+func validateConfig(body []byte) error {
+	_, err := config.Parse(body)
+	return err
 }
 
 // backendID resolves "vip/backend" (or a numeric ID) to the forwarder's
 // backend ID.
-func (s *Server) backendID(ctx context.Context, v string) (int64, error) {
+func (s *Server) backendID(v string) (int64, error) {
 	if id, err := strconv.ParseInt(v, 10, 64); err == nil {
 		return id, nil
 	}
-	vip, name, ok := strings.Cut(v, "/")
-	if !ok {
+	key, err := unit.ParseBackendKey(v)
+	if err != nil {
 		return 0, fmt.Errorf("%q: want VIP/BACKEND or a backend ID", v)
 	}
-	rep, _, err := s.b.Report(ctx)
-	if err != nil {
-		return 0, err
+	id, ok := s.b.BackendID(key)
+	if !ok {
+		return 0, fmt.Errorf("no backend %q", v)
 	}
-	for _, b := range rep.Backends {
-		if b.VIP == vip && b.Name == name && b.State != "removed" {
-			return int64(b.ID), nil
-		}
-	}
-	return 0, fmt.Errorf("no backend %q", v)
+	return int64(id), nil
 }

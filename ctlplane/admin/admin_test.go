@@ -11,14 +11,11 @@ import (
 	"testing"
 
 	"github.com/rs/zerolog"
-
-	"github.com/tetherlb/tether/ctlplane/control"
-	"github.com/tetherlb/tether/dataplane"
-	"github.com/tetherlb/tether/forwarder"
+	"github.com/tetherlb/tether/api/unit"
 )
 
 type fakeBackend struct {
-	states map[string]string
+	states map[unit.BackendKey]unit.State
 	// path is ConfigPath; reloadErr is what Reload answers, unless
 	// onReload is set; reloads counts Reload's calls.
 	path      string
@@ -27,17 +24,17 @@ type fakeBackend struct {
 	reloads   int
 }
 
-func (f *fakeBackend) Status(context.Context) control.Status {
-	return control.Status{Unit: "u", Generation: 2}
+func (f *fakeBackend) Status(context.Context) unit.Status {
+	return unit.Status{Unit: "u", Generation: 2}
 }
-func (f *fakeBackend) Report(context.Context) (dataplane.Report, []int, error) {
-	return dataplane.Report{Backends: []dataplane.BackendReport{{ID: 4, VIP: "web", Name: "b0", State: "active"}}}, []int{7}, nil
+func (f *fakeBackend) Report(context.Context) (unit.Report, []int, error) {
+	return unit.Report{Backends: []unit.BackendReport{{ID: 4, VIP: "web", Name: "b0", State: unit.StateActive}}}, []int{7}, nil
 }
-func (f *fakeBackend) Flows(_ context.Context, req forwarder.FlowsRequest) (forwarder.FlowsReply, error) {
+func (f *fakeBackend) Flows(_ context.Context, req unit.FlowsRequest) (unit.FlowsReply, error) {
 	if req.Backend != 4 || req.Limit != 100 {
-		return forwarder.FlowsReply{}, errors.New("unexpected request")
+		return unit.FlowsReply{}, errors.New("unexpected request")
 	}
-	return forwarder.FlowsReply{Matched: 3}, nil
+	return unit.FlowsReply{Matched: 3}, nil
 }
 func (f *fakeBackend) Config() []byte     { return []byte("unit: {}\n") }
 func (f *fakeBackend) ConfigPath() string { return f.path }
@@ -48,18 +45,21 @@ func (f *fakeBackend) Reload(context.Context) error {
 	}
 	return f.reloadErr
 }
-func (f *fakeBackend) SetState(_ context.Context, vip, b, s string) error {
-	f.states[vip+"/"+b] = s
+func (f *fakeBackend) SetState(_ context.Context, key unit.BackendKey, s unit.State) error {
+	f.states[key] = s
 	return nil
 }
-func (f *fakeBackend) Explain(context.Context, string, netip.AddrPort, netip.AddrPort) (control.Explanation, error) {
-	return control.Explanation{Backend: "b0"}, nil
+func (f *fakeBackend) BackendID(key unit.BackendKey) (uint32, bool) {
+	return 4, key == unit.BackendKey{VIP: "web", Backend: "b0"}
+}
+func (f *fakeBackend) Explain(context.Context, string, netip.AddrPort, netip.AddrPort) (unit.Explanation, error) {
+	return unit.Explanation{Backend: "b0"}, nil
 }
 
 // do calls the API's routes; who may call them is internal/localapi's
 // business, tested there.
-func (f *fakeBackend) Health(context.Context) control.HealthView {
-	return control.HealthView{Unit: 5}
+func (f *fakeBackend) Health(context.Context) unit.HealthView {
+	return unit.HealthView{Unit: 5}
 }
 
 func do(t *testing.T, s *Server, method, path string) (int, map[string]any) {
@@ -73,7 +73,7 @@ func do(t *testing.T, s *Server, method, path string) (int, map[string]any) {
 }
 
 func TestAPI(t *testing.T) {
-	fb := &fakeBackend{states: map[string]string{}, reloadErr: errors.New("vips[0].mtu: \"12\": must be between 576 and 9216")}
+	fb := &fakeBackend{states: map[unit.BackendKey]unit.State{}, reloadErr: errors.New("vips[0].mtu: \"12\": must be between 576 and 9216")}
 	s := &Server{b: fb, log: zerolog.Nop()}
 	if code, body := do(t, s, "GET", "/v1/status"); code != http.StatusOK || body["unit"] != "u" {
 		t.Fatalf("status: %d %v", code, body)
@@ -87,8 +87,15 @@ func TestAPI(t *testing.T) {
 	if code, body := do(t, s, "POST", "/v1/config/reload"); code != http.StatusUnprocessableEntity || !strings.Contains(body["error"].(string), "vips[0].mtu") {
 		t.Fatalf("refused reload: %d %v", code, body)
 	}
-	if code, _ := do(t, s, "POST", "/v1/backends/web/b0/drain"); code != http.StatusOK || fb.states["web/b0"] != "draining" {
-		t.Fatalf("drain: %d %v", code, fb.states)
+	if code, body := do(t, s, "POST", "/v1/backends/web/b0/drain"); code != http.StatusOK || fb.states[unit.BackendKey{VIP: "web", Backend: "b0"}] != unit.StateDraining ||
+		body["backend"] != "web/b0" || body["state"] != "draining" {
+		t.Fatalf("drain: %d %v %v", code, body, fb.states)
+	}
+	if code, body := do(t, s, "POST", "/v1/backends/web/b0/undrain"); code != http.StatusOK || fb.states[unit.BackendKey{VIP: "web", Backend: "b0"}] != 0 || body["state"] != "" {
+		t.Fatalf("undrain: %d %v %v", code, body, fb.states)
+	}
+	if code, _ := do(t, s, "GET", "/v1/flows?backend=web/nope"); code != http.StatusBadRequest {
+		t.Fatalf("flows of an unknown backend: %d", code)
 	}
 	if code, body := do(t, s, "GET", "/v1/health"); code != http.StatusOK || body["unit_id"].(float64) != 5 {
 		t.Fatalf("health: %d %v", code, body)

@@ -13,7 +13,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tetherlb/tether/ctlplane/control"
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/internal/localapi"
 )
 
@@ -24,7 +24,7 @@ import (
 // enough of the API, on the same kind of guarded socket, to be given a
 // configuration:
 //
-//   - GET /v1/status: the usual control.Status, with Problem saying why
+//   - GET /v1/status: the usual unit.Status, with Problem saying why
 //     nothing runs;
 //   - POST /v1/config/validate: as in a running unit;
 //   - PUT /v1/config: a valid body is written to the configuration file
@@ -122,7 +122,7 @@ func (r *Rescue) Recheck() {
 	defer r.mu.Unlock()
 	raw, err := os.ReadFile(r.path)
 	if err == nil {
-		err = control.Validate(raw)
+		err = validateConfig(raw)
 	}
 	if err != nil {
 		// The same form as config.LoadFile's errors, which the problem
@@ -154,7 +154,7 @@ func (r *Rescue) reason() string {
 func (r *Rescue) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, req *http.Request) {
-		writeJSON(w, http.StatusOK, control.Status{Config: r.path, ControlPID: os.Getpid(),
+		writeJSON(w, http.StatusOK, unit.Status{Config: r.path, ControlPID: os.Getpid(),
 			Uptime: time.Since(r.started).Round(time.Second).String(), Problem: "no valid configuration: " + r.reason()})
 	})
 	mux.HandleFunc("POST /v1/config/validate", validate)
@@ -184,7 +184,7 @@ func (r *Rescue) apply(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.log.Info().Str("config", r.path).Msg("valid configuration written through the admin API")
-	writeJSON(w, http.StatusOK, Applied{Path: r.path, Restarting: true})
+	writeJSON(w, http.StatusOK, unit.Applied{Path: r.path, Restarting: true})
 	r.restartSoon()
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/internal/localapi"
 )
 
@@ -131,7 +132,7 @@ func TestRescueServe(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- r.Serve(context.Background()) }()
-	var out Applied
+	var out unit.Applied
 	if err := localapi.NewClient(socket, "tetherd").Do("PUT", "/v1/config", goodConfig("web"), &out); err != nil || !out.Restarting || out.Path != path {
 		t.Fatalf("apply: %+v %v", out, err)
 	}

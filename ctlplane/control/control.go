@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -14,19 +13,22 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/ctlplane/health"
-	"github.com/tetherlb/tether/dataplane"
 	"github.com/tetherlb/tether/dataplane/channel"
-	"github.com/tetherlb/tether/forwarder"
 )
 
 // Options configure a control process.
 type Options struct {
-	// ConfigPath is the configuration file.
+	// ConfigPath is the configuration file, which Reload reads again.
 	ConfigPath string
-	// RunDir holds the channel socket, the admin socket and the
-	// forwarder's PID file.
+	// Config is that file as the caller read and checked it (with
+	// config.LoadFile), and Raw its text: the file is read once per
+	// change, here by the caller for the first time.
+	Config *config.Config
+	Raw    []byte
+	// RunDir holds the channel socket and the forwarder's PID file.
 	RunDir string
 	// Tetherd is the binary to start the forwarder with; empty means
 	// do not start one (a forwarder started by hand connects itself).
@@ -34,10 +36,9 @@ type Options struct {
 	Log     zerolog.Logger
 }
 
-// Socket names in RunDir.
+// Socket and file names in RunDir.
 const (
 	ChannelSocket = "forwarder.sock"
-	AdminSocket   = "admin.sock"
 	PIDFile       = "forwarder.pid"
 )
 
@@ -47,56 +48,68 @@ type Control struct {
 	log     zerolog.Logger
 	started time.Time
 
-	mu     sync.Mutex
-	cfg    *config.Config
-	raw    []byte            // the configuration file as last loaded
-	states map[string]string // run-time backend states, "vip/backend" → state
-	snap   *dataplane.Snapshot
-	link   *link
-	fwdPID uint32
-	fwdIDs map[string]uint32 // forwarder backend IDs by "vip/backend"
-	inv    inventory
-	sup    supervisorState
-	punts  puntStats
+	mu sync.Mutex
+	// file is the configuration file as last read and checked, raw its
+	// text.
+	file *config.Config
+	raw  []byte
+	// states are the operators' run-time backend states.
+	states map[unit.BackendKey]unit.State
+	// eval is the health cache's last verdict over file and states.
+	eval health.Evaluation
+	// running is file with states and eval applied: the configuration
+	// the forwarder runs (or gets when it connects).
+	running *config.Config
+	// ids are the forwarder's IDs for running; vipNames inverts ids.VIPs.
+	ids      unit.ReloadReply
+	vipNames map[uint32]string
+	link     *fwdLink
+	fwdPID   uint32
+	inv      inventory
+	sup      unit.SupervisorState
+	punts    unit.PuntStats
 
 	// applyMu serialises configuration changes (reloads, operator states,
-	// health verdicts), so the forwarder gets them in order.
+	// health verdicts, a forwarder's catch-up), so the forwarder gets
+	// them in order.
 	applyMu sync.Mutex
 	hl      *health.Server
 	probes  *health.Probes
 	changed chan struct{}
-	eval    health.Evaluation            // the cache's last verdict, under mu
-	allot   map[string]*health.Allotment // per VIP, spent by punted decisions, under mu
 }
 
-type puntStats struct {
-	Decided   uint64 `json:"decided"`
-	NoBackend uint64 `json:"no_backend"`
-	Refused   uint64 `json:"refused"`
-}
-
-// New loads the configuration; Run starts everything.
+// New prepares a control process for opts.Config; Run starts everything.
 func New(opts Options) (*Control, error) {
-	raw, err := os.ReadFile(opts.ConfigPath)
-	if err != nil {
-		return nil, fmt.Errorf("control: %w", err)
+	if opts.Config == nil {
+		return nil, errors.New("control: no configuration")
 	}
-	cfg, err := config.LoadFile(opts.ConfigPath)
-	if err != nil {
-		return nil, err
-	}
-	c := &Control{opts: opts, log: opts.Log, started: time.Now(), cfg: cfg, raw: raw,
-		states: map[string]string{}, inv: newInventory()}
+	c := &Control{opts: opts, log: opts.Log, started: time.Now(), file: opts.Config, raw: opts.Raw,
+		states: map[unit.BackendKey]unit.State{}, inv: newInventory()}
 	if err := c.startHealth(); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
-	_, c.snap, err = c.prepare(raw, c.states)
+	c.eval = c.evaluate(c.file, c.states)
+	c.running = effective(c.file, c.states, &c.eval)
 	c.mu.Unlock()
-	if err != nil {
-		return nil, err
-	}
 	return c, nil
+}
+
+// effective is the configuration the forwarder runs: file with the
+// operators' states and the health verdict (stricter states, allotment
+// weights) applied, in a copy.
+func effective(file *config.Config, states map[unit.BackendKey]unit.State, ev *health.Evaluation) *config.Config {
+	eff := file.Clone()
+	for i := range eff.VIPs {
+		v := &eff.VIPs[i]
+		for j := range v.Backends {
+			if s, ok := states[unit.BackendKey{VIP: v.Name, Backend: v.Backends[j].Name}]; ok {
+				v.Backends[j].State = s.String()
+			}
+		}
+	}
+	ev.Apply(eff)
+	return eff
 }
 
 // Run serves until ctx ends. When it started the forwarder it stops it
@@ -141,28 +154,12 @@ func (c *Control) accept(ctx context.Context, l *net.UnixListener) {
 // serve runs one forwarder connection: hello, catch-up, then messages.
 func (c *Control) serve(ctx context.Context, conn *channel.Conn) {
 	defer conn.Close()
-	msg, err := conn.Recv()
-	if err != nil {
-		return
-	}
-	h, p, err := channel.ParseHeader(msg)
-	var hello channel.Hello
-	if err == nil && h.Type == channel.THello {
-		hello, err = channel.DecodeHello(p)
-	} else if err == nil {
-		err = fmt.Errorf("first message is %s, not hello", h.Type)
-	}
-	if err == nil && hello.Role != channel.RoleForwarder {
-		err = errors.New("peer is not a forwarder")
-	}
+	hello, err := c.greet(conn)
 	if err != nil {
 		c.log.Warn().Err(err).Msg("channel peer refused")
 		return
 	}
-	if err := conn.Send(channel.AppendHello(nil, 0, &channel.Hello{Role: channel.RoleControl, PID: uint32(os.Getpid())})); err != nil {
-		return
-	}
-	lk := newLink(conn, hello)
+	lk := newFwdLink(conn, hello)
 	c.mu.Lock()
 	old := c.link
 	c.link = lk
@@ -184,11 +181,43 @@ func (c *Control) serve(ctx context.Context, conn *channel.Conn) {
 	c.log.Warn().Uint32("pid", hello.PID).Msg("forwarder disconnected")
 }
 
+// greet reads the forwarder's hello and answers it. A forwarder of
+// another unit (its unit.name differs: two units on one host sharing a
+// run directory) is refused, so that one unit never drives another's
+// forwarder.
+func (c *Control) greet(conn *channel.Conn) (channel.Hello, error) {
+	msg, err := conn.Recv()
+	if err != nil {
+		return channel.Hello{}, err
+	}
+	h, p, err := channel.ParseHeader(msg)
+	if err != nil {
+		return channel.Hello{}, err
+	}
+	if h.Type != channel.THello {
+		return channel.Hello{}, fmt.Errorf("first message is %s, not hello", h.Type)
+	}
+	hello, err := channel.DecodeHello(p)
+	if err != nil {
+		return channel.Hello{}, err
+	}
+	if hello.Role != channel.RoleForwarder {
+		return channel.Hello{}, errors.New("peer is not a forwarder")
+	}
+	c.mu.Lock()
+	name := c.file.Unit.Name
+	c.mu.Unlock()
+	if hello.Name != name {
+		return channel.Hello{}, fmt.Errorf("the forwarder (pid %d) belongs to unit %q, not %q: give each unit on a host its own admin.run_dir", hello.PID, hello.Name, name)
+	}
+	return hello, conn.Send(channel.AppendHello(nil, 0, &channel.Hello{Role: channel.RoleControl, PID: uint32(os.Getpid()), Name: name}))
+}
+
 // catchUp brings a newly connected forwarder and this process in step:
-// the running configuration and states go to the forwarder; the flows go
-// back to a forwarder that restarted, or come from one this process has
-// not seen yet (this process restarted).
-func (c *Control) catchUp(ctx context.Context, lk *link, restarted bool) {
+// the running configuration goes to the forwarder; the flows go back to a
+// forwarder that restarted, or come from one this process has not seen
+// yet (this process restarted).
+func (c *Control) catchUp(ctx context.Context, lk *fwdLink, restarted bool) {
 	if err := c.pushConfig(ctx, lk); err != nil {
 		c.log.Error().Err(err).Msg("forwarder refused the running configuration")
 	}
@@ -207,51 +236,39 @@ func (c *Control) catchUp(ctx context.Context, lk *link, restarted bool) {
 	c.log.Info().Int("flows", n).Msg("connection inventory read from the forwarder")
 }
 
-// pushConfig sends the running configuration and states, then learns the
-// forwarder's backend IDs.
-func (c *Control) pushConfig(ctx context.Context, lk *link) error {
+// pushConfig sends the running configuration and learns the forwarder's
+// IDs for it.
+func (c *Control) pushConfig(ctx context.Context, lk *fwdLink) error {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
 	c.mu.Lock()
-	req := c.request(c.raw)
+	running := c.running
 	c.mu.Unlock()
-	if err := lk.call(ctx, "reload", req, nil); err != nil {
+	reply, err := lk.reload(ctx, running)
+	if err != nil {
 		return err
-	}
-	return c.learnIDs(ctx, lk)
-}
-
-func (c *Control) learnIDs(ctx context.Context, lk *link) error {
-	var rep dataplane.Report
-	if err := lk.call(ctx, "report", nil, &rep); err != nil {
-		return err
-	}
-	ids := map[string]uint32{}
-	for _, b := range rep.Backends {
-		if b.State != "removed" {
-			ids[b.VIP+"/"+b.Name] = b.ID
-		}
 	}
 	c.mu.Lock()
-	c.fwdIDs = ids
+	c.setIDs(reply)
 	c.mu.Unlock()
 	return nil
 }
 
-func copyStates(m map[string]string) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
+// setIDs records the forwarder's IDs; callers hold mu.
+func (c *Control) setIDs(r unit.ReloadReply) {
+	c.ids = r
+	c.vipNames = make(map[uint32]string, len(r.VIPs))
+	for name, id := range r.VIPs {
+		c.vipNames[id] = name
 	}
-	return out
 }
 
 // readFlows pages through the forwarder's flows into the inventory.
-func (c *Control) readFlows(ctx context.Context, lk *link) (int, error) {
+func (c *Control) readFlows(ctx context.Context, lk *fwdLink) (int, error) {
 	total := 0
 	for offset := 0; ; {
-		var page forwarder.FlowsReply
-		if err := lk.call(ctx, "flows", forwarder.FlowsRequest{Backend: -1, Offset: offset, Limit: forwarder.MaxFlowPage}, &page); err != nil {
+		var page unit.FlowsReply
+		if err := lk.call(ctx, unit.CallFlows, unit.FlowsRequest{Backend: -1, Offset: offset, Limit: unit.MaxFlowPage}, &page); err != nil {
 			return total, err
 		}
 		for _, f := range page.Flows {
@@ -266,7 +283,7 @@ func (c *Control) readFlows(ctx context.Context, lk *link) (int, error) {
 }
 
 // restoreFlows puts every inventoried flow back into the forwarder.
-func (c *Control) restoreFlows(ctx context.Context, lk *link) (int, error) {
+func (c *Control) restoreFlows(ctx context.Context, lk *fwdLink) (int, error) {
 	flows := c.inv.all()
 	for i := range flows {
 		f := &flows[i]
@@ -279,7 +296,7 @@ func (c *Control) restoreFlows(ctx context.Context, lk *link) (int, error) {
 }
 
 // receive handles the forwarder's messages until the connection ends.
-func (c *Control) receive(ctx context.Context, lk *link) {
+func (c *Control) receive(ctx context.Context, lk *fwdLink) {
 	var events []channel.FlowEvent
 	for ctx.Err() == nil {
 		msg, err := lk.conn.Recv()
@@ -312,40 +329,62 @@ func (c *Control) receive(ctx context.Context, lk *link) {
 	}
 }
 
-// decide answers a punt: the VIP's Maglev choice among the backends that
-// take new flows. (Sessions, affinity and migration will decide here.)
-func (c *Control) decide(lk *link, pu *channel.Punt) {
+// decide answers a punt. A VIP whose health source allots new
+// connections spends a token of its allotment; otherwise the forwarder's
+// own Maglev choice, which came with the punt, stands. (Sessions,
+// affinity and migration will decide here.) Every name is the
+// forwarder's ID, from the punt to the route.
+func (c *Control) decide(lk *fwdLink, pu *channel.Punt) {
 	c.mu.Lock()
-	snap, ids := c.snap, c.fwdIDs
+	vip, known := c.vipNames[pu.VIP]
+	backend, decided := uint32(0), false
+	if known {
+		backend, decided = c.spendToken(vip)
+	}
 	c.mu.Unlock()
-	v := snap.LookupVIP(pu.Key.DstAddr(), pu.Key.DstPort, pu.Key.Proto)
-	if v == nil {
-		c.count(func(s *puntStats) { s.Refused++ })
+	switch {
+	case !known:
+		c.count(func(s *unit.PuntStats) { s.Refused++ })
 		return
-	}
-	key, ok := c.spendToken(v.Name)
-	if !ok {
-		var bid uint32
-		if bid, ok = v.Choose(netip.AddrPortFrom(pu.Key.SrcAddr(), pu.Key.SrcPort), pu.Key.Proto); ok {
-			key = v.Name + "/" + snap.Backends[bid].Name
-		}
-	}
-	if !ok {
-		c.count(func(s *puntStats) { s.NoBackend++ })
+	case !decided && pu.Choice == channel.NoChoice:
+		c.count(func(s *unit.PuntStats) { s.NoBackend++ })
 		return
+	case !decided:
+		backend = pu.Choice
 	}
-	fid, ok := ids[key]
-	if !ok {
-		c.count(func(s *puntStats) { s.Refused++ })
-		return
-	}
-	r := channel.Route{Op: channel.RouteAdd, Worker: pu.Worker, Key: pu.Key, Action: channel.Action{Backend: fid}}
+	r := channel.Route{Op: channel.RouteAdd, Worker: pu.Worker, Key: pu.Key, Action: unit.Action{Backend: backend}}
 	if err := lk.route(&r); err == nil {
-		c.count(func(s *puntStats) { s.Decided++ })
+		c.count(func(s *unit.PuntStats) { s.Decided++ })
 	}
 }
 
-func (c *Control) count(fn func(*puntStats)) {
+// spendToken spends a token of the VIP's allotment, making a new
+// allotment when it is spent or stale, and returns the backend's
+// forwarder ID; false when the VIP has no allotment (its health source
+// is none) or no eligible backend. Callers hold mu.
+func (c *Control) spendToken(vip string) (uint32, bool) {
+	a := c.eval.Allotments[vip]
+	if a == nil {
+		return 0, false
+	}
+	now := time.Now()
+	i, ok := a.Take(now)
+	if !ok {
+		// Only the allotments are renewed here: the states and weights
+		// the forwarder runs change through refresh, which pushes them.
+		c.eval.Allotments = c.evaluate(c.file, c.states).Allotments
+		if a = c.eval.Allotments[vip]; a == nil {
+			return 0, false
+		}
+		if i, ok = a.Take(now); !ok {
+			return 0, false
+		}
+	}
+	id, ok := c.ids.Backends[a.Keys[i]]
+	return id, ok
+}
+
+func (c *Control) count(fn func(*unit.PuntStats)) {
 	c.mu.Lock()
 	fn(&c.punts)
 	c.mu.Unlock()
@@ -353,7 +392,7 @@ func (c *Control) count(fn func(*puntStats)) {
 
 // current returns the link to the forwarder, or an error saying why
 // there is none.
-func (c *Control) current() (*link, error) {
+func (c *Control) current() (*fwdLink, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.link == nil {
@@ -366,125 +405,68 @@ func (c *Control) current() (*link, error) {
 // process's decisions and to the forwarder. A file that fails any check
 // is refused whole and the running configuration stays.
 func (c *Control) Reload(ctx context.Context) error {
-	raw, err := os.ReadFile(c.opts.ConfigPath)
-	if err != nil {
-		return fmt.Errorf("reload: %w", err)
-	}
-	return c.apply(ctx, raw, nil)
-}
-
-// apply makes raw (and states, when not nil) the running configuration.
-func (c *Control) apply(ctx context.Context, raw []byte, states map[string]string) error {
-	c.applyMu.Lock()
-	defer c.applyMu.Unlock()
-	if states == nil {
-		c.mu.Lock()
-		states = copyStates(c.states)
-		c.mu.Unlock()
-	}
-	return c.applyLocked(ctx, raw, states)
-}
-
-// applyLocked is apply for callers holding applyMu: it parses raw, adds
-// the operator's states and the health cache's verdict, builds the
-// tables, and has the forwarder take the same.
-func (c *Control) applyLocked(ctx context.Context, raw []byte, states map[string]string) error {
-	cfg, err := config.Parse(raw)
+	file, raw, err := config.ReadFile(c.opts.ConfigPath)
 	if err != nil {
 		return err
 	}
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	if name := c.fileLocked().Unit.Name; file.Unit.Name != name {
+		return fmt.Errorf("unit.name: %q: a running unit keeps its name (%q); changing it needs a restart", file.Unit.Name, name)
+	}
+	c.mu.Lock()
+	states := maps.Clone(c.states)
+	c.mu.Unlock()
+	return c.applyLocked(ctx, file, raw, states)
+}
+
+func (c *Control) fileLocked() *config.Config {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.file
+}
+
+// applyLocked makes file (with raw its text) and states the running
+// configuration: it evaluates the health cache over them and has the
+// forwarder take the result; only once the forwarder accepts (or when
+// none is connected) does this process change. Callers hold applyMu.
+func (c *Control) applyLocked(ctx context.Context, file *config.Config, raw []byte, states map[unit.BackendKey]unit.State) error {
 	// States named for backends the new file no longer has are dropped.
 	for key := range states {
-		if !hasBackend(cfg, key) {
+		if !hasBackend(file, key) {
 			delete(states, key)
 		}
 	}
 	c.mu.Lock()
-	prevCfg, prevStates, prevEval, prevAllot := c.cfg, c.states, c.eval, c.allot
-	restore := func() {
-		c.mu.Lock()
-		c.cfg, c.states, c.eval, c.allot = prevCfg, prevStates, prevEval, prevAllot
-		c.mu.Unlock()
-	}
-	c.cfg, c.states = cfg, states
-	req, snap, err := c.prepare(raw, states)
+	ev := c.evaluate(file, states)
 	c.mu.Unlock()
-	if err != nil {
-		restore()
-		return err
-	}
-	if lk, lerr := c.current(); lerr == nil {
-		if err := lk.call(ctx, "reload", req, nil); err != nil {
-			restore()
+	running := effective(file, states, &ev)
+	var reply unit.ReloadReply
+	lk, lerr := c.current()
+	if lerr == nil {
+		var err error
+		if reply, err = lk.reload(ctx, running); err != nil {
 			return fmt.Errorf("forwarder refused the configuration: %w", err)
 		}
-		defer c.learnIDs(ctx, lk)
 	}
 	c.mu.Lock()
-	c.raw, c.snap = raw, snap
+	c.file, c.raw, c.states, c.eval, c.running = file, raw, states, ev, running
+	if lerr == nil {
+		c.setIDs(reply)
+	}
 	c.mu.Unlock()
-	c.probes.Sync(cfg)
-	c.log.Info().Uint64("generation", snap.Generation).Msg("configuration applied")
+	c.probes.Sync(file)
+	c.log.Info().Uint64("generation", reply.Generation).Msg("configuration applied")
 	return nil
 }
 
-// prepare evaluates the health cache over c.cfg and builds the tables
-// the forwarder will get for raw with the operator's states and the
-// verdict's overrides. Callers hold mu; prepare stores the verdict.
-func (c *Control) prepare(raw []byte, states map[string]string) (forwarder.ReloadRequest, *dataplane.Snapshot, error) {
-	ev := c.evaluate(c.cfg, states)
-	c.eval, c.allot = ev, ev.Allotments
-	req := c.request(raw)
-	cfg, err := config.Parse(raw)
-	if err == nil {
-		err = forwarder.ApplyOverrides(cfg, req.States, req.Weights)
-	}
-	if err != nil {
-		return req, nil, err
-	}
-	snap, err := dataplane.Build(cfg, c.snap)
-	return req, snap, err
-}
-
-// request is the reload request for raw: the operator's states made
-// stricter by the last verdict, and the verdict's weights. Callers hold
-// mu.
-func (c *Control) request(raw []byte) forwarder.ReloadRequest {
-	states := copyStates(c.states)
-	for k, s := range c.eval.States {
-		states[k] = s
-	}
-	return forwarder.ReloadRequest{Config: string(raw), States: states, Weights: maps.Clone(c.eval.Weights)}
-}
-
-// spendToken spends a token of the VIP's allotment, making a new
-// allotment when it is spent or stale; false when the VIP has no
-// allotment (its health source is none) or no eligible backend.
-func (c *Control) spendToken(vip string) (string, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	a, ok := c.allot[vip]
-	if !ok {
-		return "", false
-	}
-	now := time.Now()
-	i, ok := a.Take(now)
-	if !ok {
-		c.allot = c.evaluate(c.cfg, c.states).Allotments
-		if a = c.allot[vip]; a == nil {
-			return "", false
-		}
-		if i, ok = a.Take(now); !ok {
-			return "", false
-		}
-	}
-	return a.Names[i], true
-}
-
-func hasBackend(cfg *config.Config, key string) bool {
+func hasBackend(cfg *config.Config, key unit.BackendKey) bool {
 	for i := range cfg.VIPs {
+		if cfg.VIPs[i].Name != key.VIP {
+			continue
+		}
 		for j := range cfg.VIPs[i].Backends {
-			if cfg.VIPs[i].Name+"/"+cfg.VIPs[i].Backends[j].Name == key {
+			if cfg.VIPs[i].Backends[j].Name == key.Backend {
 				return true
 			}
 		}
@@ -493,31 +475,24 @@ func hasBackend(cfg *config.Config, key string) bool {
 }
 
 // SetState sets a backend's run-time state (active, draining, inactive)
-// and applies it; "" clears it back to the file's.
-func (c *Control) SetState(ctx context.Context, vip, backend, state string) error {
-	key := vip + "/" + backend
-	c.mu.Lock()
-	raw := c.raw
-	if !hasBackend(c.cfg, key) {
-		c.mu.Unlock()
-		return fmt.Errorf("no backend %q in VIP %q", backend, vip)
+// and applies it; the unset state clears it back to the file's.
+func (c *Control) SetState(ctx context.Context, key unit.BackendKey, state unit.State) error {
+	if state == unit.StateRemoved {
+		return errors.New("removed is the forwarder's state for a backend that left the configuration; no operator sets it")
 	}
-	states := copyStates(c.states)
+	c.applyMu.Lock()
+	defer c.applyMu.Unlock()
+	c.mu.Lock()
+	file, raw := c.file, c.raw
+	states := maps.Clone(c.states)
 	c.mu.Unlock()
-	if state == "" {
+	if !hasBackend(file, key) {
+		return fmt.Errorf("no backend %q in VIP %q", key.Backend, key.VIP)
+	}
+	if state == 0 {
 		delete(states, key)
 	} else {
 		states[key] = state
 	}
-	return c.apply(ctx, raw, states)
-}
-
-// Validate checks a candidate configuration without applying it.
-func Validate(raw []byte) error {
-	cfg, err := config.Parse(raw)
-	if err != nil {
-		return err
-	}
-	_, err = dataplane.Build(cfg, nil)
-	return err
+	return c.applyLocked(ctx, file, raw, states)
 }

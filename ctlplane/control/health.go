@@ -6,10 +6,12 @@ import (
 	"hash/fnv"
 	"maps"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	pb "github.com/tetherlb/tether/api/healthpb"
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/ctlplane/health"
 )
@@ -44,16 +46,16 @@ func readKey(path string) ([]byte, error) {
 // startHealth opens the health listener and starts the probes. Both are
 // fixed at start: changing health.listen or the key takes a restart.
 func (c *Control) startHealth() error {
-	key, err := readKey(c.cfg.Health.KeyFile)
+	key, err := readKey(c.file.Health.KeyFile)
 	if err != nil {
 		return err
 	}
 	c.changed = make(chan struct{}, 1)
 	srv, err := health.New(health.Options{
-		Listen:   c.cfg.Health.Listen,
-		Unit:     unitID(c.cfg),
+		Listen:   c.file.Health.Listen,
+		Unit:     unitID(c.file),
 		Key:      key,
-		Missed:   c.cfg.Health.Missed,
+		Missed:   c.file.Health.Missed,
 		OnChange: c.healthChanged,
 		Log:      c.log.With().Str("part", "health").Logger(),
 	})
@@ -82,7 +84,7 @@ func (c *Control) runHealth(ctx context.Context) {
 		}
 	}()
 	c.mu.Lock()
-	cfg := c.cfg
+	cfg := c.file
 	c.mu.Unlock()
 	c.probes.Start(ctx, cfg)
 	if addr := c.hl.Addr(); addr.IsValid() {
@@ -110,8 +112,9 @@ func (c *Control) runHealth(ctx context.Context) {
 	}
 }
 
-// evaluate runs the cache's verdict over cfg; callers hold c.mu.
-func (c *Control) evaluate(cfg *config.Config, opStates map[string]string) health.Evaluation {
+// evaluate runs the cache's verdict over cfg and the operators' states;
+// callers hold c.mu.
+func (c *Control) evaluate(cfg *config.Config, opStates map[unit.BackendKey]unit.State) health.Evaluation {
 	grace := time.Since(c.started) < cfg.Health.StartupGrace
 	var ev health.Evaluation
 	c.hl.Read(func(cache *health.Cache) {
@@ -120,83 +123,52 @@ func (c *Control) evaluate(cfg *config.Config, opStates map[string]string) healt
 	return ev
 }
 
-// refresh re-evaluates the cache and, when the forwarder's overrides
-// change, pushes them.
+// refresh re-evaluates the cache and, when the states or weights the
+// forwarder runs would change, applies the result.
 func (c *Control) refresh(ctx context.Context) error {
 	c.applyMu.Lock()
 	defer c.applyMu.Unlock()
 	c.mu.Lock()
-	raw, states := c.raw, copyStates(c.states)
-	cfg := c.cfg
-	ev := c.evaluate(cfg, states)
-	same := maps.Equal(ev.States, c.eval.States) && maps.Equal(ev.Weights, c.eval.Weights)
+	file, raw, states := c.file, c.raw, maps.Clone(c.states)
+	ev := c.evaluate(file, states)
+	same := sameOverrides(&ev, &c.eval)
 	if same {
-		c.eval = ev
-		c.allot = ev.Allotments
+		c.eval = ev // fresh allotments and views; the forwarder's tables stay
 	}
 	c.mu.Unlock()
 	if same {
 		return nil
 	}
 	for _, bv := range ev.Backends {
-		if bv.State != "" {
-			c.log.Info().Str("vip", bv.VIP).Str("backend", bv.Backend).Str("state", bv.State).Str("why", bv.Reason).Msg("health verdict")
+		if bv.State != 0 {
+			c.log.Info().Str("vip", bv.VIP).Str("backend", bv.Backend).Stringer("state", bv.State).Str("why", bv.Reason).Msg("health verdict")
 		}
 	}
-	return c.applyLocked(ctx, raw, states)
+	return c.applyLocked(ctx, file, raw, states)
 }
 
-// HealthView is the cache as tetherctl shows it.
-type HealthView struct {
-	Unit     uint32               `json:"unit_id"`
-	Listen   string               `json:"listen,omitempty"`
-	Hosts    []HostView           `json:"hosts"`
-	Backends []health.BackendView `json:"backends"`
-	Stats    health.Stats         `json:"stats"`
-	Grace    bool                 `json:"startup_grace"`
-	Allot    map[string]AllotView `json:"allotments,omitempty"`
-}
-
-// HostView is one host of the cache.
-type HostView struct {
-	ID         uint32    `json:"id"`
-	Name       string    `json:"name,omitempty"`
-	Address    string    `json:"address,omitempty"`
-	Leader     uint32    `json:"leader,omitempty"`
-	Generation uint64    `json:"generation"`
-	Interval   string    `json:"interval"`
-	LastHeard  string    `json:"last_heard"` // ago
-	Rows       []RowView `json:"rows"`
-}
-
-// RowView is one application row.
-type RowView struct {
-	Proto    string `json:"proto"`
-	VIP      string `json:"vip,omitempty"`
-	Endpoint string `json:"endpoint,omitempty"`
-	URL      string `json:"url,omitempty"`
-	Health   string `json:"health"`
-	Load     uint32 `json:"load"`
-	Capacity uint32 `json:"capacity"`
-	Target   string `json:"target"`
-	Current  string `json:"current"`
-}
-
-// AllotView is a VIP's current allotment.
-type AllotView struct {
-	Percent map[string]float64 `json:"percent"`
-	Tokens  map[string]int     `json:"tokens_left"`
-	Total   int                `json:"tokens"`
-	Expires string             `json:"expires_in"`
+// sameOverrides reports whether two verdicts give the forwarder the same
+// states and weights.
+func sameOverrides(a, b *health.Evaluation) bool {
+	if !maps.Equal(a.States, b.States) || len(a.Allotments) != len(b.Allotments) {
+		return false
+	}
+	for vip, x := range a.Allotments {
+		y := b.Allotments[vip]
+		if y == nil || !slices.Equal(x.Keys, y.Keys) || !slices.Equal(x.Weights, y.Weights) {
+			return false
+		}
+	}
+	return true
 }
 
 // Health reports the consolidated cache, the verdict on every backend
 // and the allotments.
-func (c *Control) Health(context.Context) HealthView {
+func (c *Control) Health(context.Context) unit.HealthView {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	v := HealthView{Unit: unitID(c.cfg), Stats: c.hl.Stats(), Backends: c.eval.Backends,
-		Grace: time.Since(c.started) < c.cfg.Health.StartupGrace, Allot: map[string]AllotView{}}
+	v := unit.HealthView{Unit: unitID(c.file), Stats: c.hl.Stats(), Backends: c.eval.Backends,
+		Grace: time.Since(c.started) < c.file.Health.StartupGrace, Allot: map[string]unit.AllotView{}}
 	if a := c.hl.Addr(); a.IsValid() {
 		v.Listen = a.String()
 	}
@@ -204,7 +176,7 @@ func (c *Control) Health(context.Context) HealthView {
 	c.hl.Read(func(cache *health.Cache) {
 		for _, id := range cache.HostIDs() {
 			h := cache.Host(id)
-			hv := HostView{ID: id, Name: h.Name, Leader: h.Leader, Generation: h.Generation, Interval: h.Interval.String(),
+			hv := unit.HostView{ID: id, Name: h.Name, Leader: h.Leader, Generation: h.Generation, Interval: h.Interval.String(),
 				LastHeard: now.Sub(h.LastHeard).Round(time.Millisecond).String()}
 			if id == health.ProbeHost {
 				hv.Name, hv.Interval, hv.LastHeard = "(this unit's probes)", "-", "-"
@@ -218,12 +190,11 @@ func (c *Control) Health(context.Context) HealthView {
 			v.Hosts = append(v.Hosts, hv)
 		}
 	})
-	for vip, a := range c.allot {
-		av := AllotView{Percent: map[string]float64{}, Tokens: map[string]int{}, Total: a.Total, Expires: a.Expires.Sub(now).Round(time.Millisecond).String()}
-		for i, n := range a.Names {
-			_, b, _ := strings.Cut(n, "/")
-			av.Percent[b] = a.Percent[i]
-			av.Tokens[b] = a.Tokens[i]
+	for vip, a := range c.eval.Allotments {
+		av := unit.AllotView{Percent: map[string]float64{}, Tokens: map[string]int{}, Total: a.Total, Expires: a.Expires.Sub(now).Round(time.Millisecond).String()}
+		for i, k := range a.Keys {
+			av.Percent[k.Backend] = a.Percent[i]
+			av.Tokens[k.Backend] = a.Tokens[i]
 		}
 		v.Allot[vip] = av
 	}
@@ -232,9 +203,9 @@ func (c *Control) Health(context.Context) HealthView {
 
 func sortedRows(h *health.Host) []*pb.Row { return h.Sorted() }
 
-func rowView(r *pb.Row) RowView {
+func rowView(r *pb.Row) unit.RowView {
 	a := r.GetApp()
-	return RowView{Proto: a.GetProto(), VIP: a.GetVip(), Endpoint: a.GetEndpoint(), URL: a.GetUrl(),
+	return unit.RowView{Proto: a.GetProto(), VIP: a.GetVip(), Endpoint: a.GetEndpoint(), URL: a.GetUrl(),
 		Health: pb.HealthName(r.GetHealth()), Load: r.GetLoad(), Capacity: r.GetCapacity(),
 		Target: pb.StateName(r.GetTarget()), Current: pb.StateName(r.GetCurrent())}
 }

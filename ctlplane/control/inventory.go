@@ -3,6 +3,7 @@ package control
 import (
 	"sync"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/channel"
 )
 
@@ -12,10 +13,10 @@ import (
 // starts. It is what puts flows back into a restarted forwarder.
 type inventory struct {
 	mu    sync.Mutex
-	flows map[channel.Key]channel.FlowEvent
+	flows map[unit.FlowKey]channel.FlowEvent
 }
 
-func newInventory() inventory { return inventory{flows: map[channel.Key]channel.FlowEvent{}} }
+func newInventory() inventory { return inventory{flows: map[unit.FlowKey]channel.FlowEvent{}} }
 
 func (v *inventory) opened(e channel.FlowEvent) {
 	v.mu.Lock()

@@ -9,12 +9,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/dataplane/channel"
 )
 
-// link is a connection to the forwarder, with calls matched to their
-// returns by sequence number.
-type link struct {
+// fwdLink is the control process's connection to the forwarder, with
+// calls matched to their returns by sequence number.
+type fwdLink struct {
 	conn    *channel.Conn
 	hello   channel.Hello
 	seq     atomic.Uint32
@@ -30,8 +32,8 @@ type reply struct {
 	err  error
 }
 
-func newLink(conn *channel.Conn, hello channel.Hello) *link {
-	return &link{conn: conn, hello: hello, pending: map[uint32]chan reply{}, acks: map[uint32]chan struct{}{}, closed: make(chan struct{})}
+func newFwdLink(conn *channel.Conn, hello channel.Hello) *fwdLink {
+	return &fwdLink{conn: conn, hello: hello, pending: map[uint32]chan reply{}, acks: map[uint32]chan struct{}{}, closed: make(chan struct{})}
 }
 
 // callTimeout bounds how long a call waits for the forwarder.
@@ -39,11 +41,16 @@ const callTimeout = 10 * time.Second
 
 // call sends a call and waits for its return; the result is decoded
 // into out when out is not nil.
-func (l *link) call(ctx context.Context, method string, in, out any) error {
+func (l *fwdLink) call(ctx context.Context, method string, in, out any) error {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return err
 	}
+	return l.callRaw(ctx, method, body, out)
+}
+
+// callRaw is call with the request already encoded.
+func (l *fwdLink) callRaw(ctx context.Context, method string, body []byte, out any) error {
 	seq := l.seq.Add(1)
 	ch := make(chan reply, 1)
 	l.mu.Lock()
@@ -77,8 +84,20 @@ func (l *link) call(ctx context.Context, method string, in, out any) error {
 	}
 }
 
+// reload has the forwarder run cfg (unit.CallReload) and returns its
+// IDs for it.
+func (l *fwdLink) reload(ctx context.Context, cfg *config.Config) (unit.ReloadReply, error) {
+	body, err := config.Encode(cfg)
+	if err != nil {
+		return unit.ReloadReply{}, err
+	}
+	var reply unit.ReloadReply
+	err = l.callRaw(ctx, unit.CallReload, body, &reply)
+	return reply, err
+}
+
 // barrier waits until the forwarder has applied everything sent before.
-func (l *link) barrier(ctx context.Context) error {
+func (l *fwdLink) barrier(ctx context.Context) error {
 	seq := l.seq.Add(1)
 	ch := make(chan struct{})
 	l.mu.Lock()
@@ -100,12 +119,12 @@ func (l *link) barrier(ctx context.Context) error {
 }
 
 // route sends a route without waiting.
-func (l *link) route(r *channel.Route) error {
+func (l *fwdLink) route(r *channel.Route) error {
 	return l.conn.Send(channel.AppendRoute(nil, l.seq.Add(1), r))
 }
 
 // returned delivers a return chunk to its call.
-func (l *link) returned(seq uint32, p []byte) error {
+func (l *fwdLink) returned(seq uint32, p []byte) error {
 	r, err := channel.DecodeReturn(p)
 	if err != nil {
 		return err
@@ -128,7 +147,7 @@ func (l *link) returned(seq uint32, p []byte) error {
 	return nil
 }
 
-func (l *link) acked(seq uint32) {
+func (l *fwdLink) acked(seq uint32) {
 	l.mu.Lock()
 	ch := l.acks[seq]
 	delete(l.acks, seq)

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/config"
 )
 
 // Supervision: the control process starts the forwarder, restarts it with
@@ -26,14 +30,6 @@ const (
 	stopGrace     = 5 * time.Second
 	forwarderVerb = "forwarder"
 )
-
-type supervisorState struct {
-	PID      int       `json:"pid"`
-	Adopted  bool      `json:"adopted"`
-	Restarts int       `json:"restarts"`
-	LastExit string    `json:"last_exit,omitempty"`
-	Since    time.Time `json:"since"`
-}
 
 func (c *Control) pidPath() string { return filepath.Join(c.opts.RunDir, PIDFile) }
 
@@ -58,7 +54,7 @@ func (c *Control) adoptable() int {
 func (c *Control) supervise(ctx context.Context) {
 	backoff := backoffMin
 	if pid := c.adoptable(); pid != 0 {
-		c.setSup(func(s *supervisorState) { s.PID, s.Adopted, s.Since = pid, true, time.Now() })
+		c.setSup(func(s *unit.SupervisorState) { s.PID, s.Adopted, s.Since = pid, true, time.Now() })
 		c.log.Info().Int("pid", pid).Msg("adopted the running forwarder")
 		c.watchAdopted(ctx, pid)
 		if ctx.Err() != nil {
@@ -76,7 +72,7 @@ func (c *Control) supervise(ctx context.Context) {
 		if time.Since(start) > backoffReset {
 			backoff = backoffMin
 		}
-		c.setSup(func(s *supervisorState) { s.Restarts++; s.LastExit = describe(err) })
+		c.setSup(func(s *unit.SupervisorState) { s.Restarts++; s.LastExit = describe(err) })
 		c.log.Error().Str("exit", describe(err)).Dur("restart_in", backoff).Msg("forwarder died")
 		select {
 		case <-ctx.Done():
@@ -104,8 +100,20 @@ func describe(err error) string {
 // runForwarder starts the forwarder and waits for it; on ctx's end it
 // stops it.
 func (c *Control) runForwarder(ctx context.Context) error {
-	cmd := exec.Command(c.opts.Tetherd, forwarderVerb, "--config", c.opts.ConfigPath,
+	// The forwarder starts with the configuration this process runs, on
+	// its standard input: the file is not read twice, and TETHER_*
+	// environment overrides are not applied a second time by another
+	// process with another environment.
+	c.mu.Lock()
+	running := c.running
+	c.mu.Unlock()
+	body, err := config.Encode(running)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.opts.Tetherd, forwarderVerb, "--config-stdin",
 		"--control", filepath.Join(c.opts.RunDir, ChannelSocket))
+	cmd.Stdin = bytes.NewReader(body)
 	// The forwarder shares our output, and gets its own process group so
 	// that a signal meant for this process (a terminal's ^C, a kill of
 	// the control process) does not reach it: it outlives us on purpose.
@@ -118,7 +126,7 @@ func (c *Control) runForwarder(ctx context.Context) error {
 	if err := os.WriteFile(c.pidPath(), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		c.log.Warn().Err(err).Msg("write forwarder PID file")
 	}
-	c.setSup(func(s *supervisorState) { s.PID, s.Adopted, s.Since = pid, false, time.Now() })
+	c.setSup(func(s *unit.SupervisorState) { s.PID, s.Adopted, s.Since = pid, false, time.Now() })
 	c.log.Info().Int("pid", pid).Msg("forwarder started")
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
@@ -173,7 +181,7 @@ func (c *Control) stopPID(pid int) {
 	_ = syscall.Kill(pid, syscall.SIGKILL)
 }
 
-func (c *Control) setSup(fn func(*supervisorState)) {
+func (c *Control) setSup(fn func(*unit.SupervisorState)) {
 	c.mu.Lock()
 	fn(&c.sup)
 	c.mu.Unlock()

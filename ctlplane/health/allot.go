@@ -3,12 +3,14 @@ package health
 import (
 	"sort"
 	"time"
+
+	"github.com/tetherlb/tether/api/unit"
 )
 
 // Candidate is an endpoint of an application type as an allotment sees
 // it.
 type Candidate struct {
-	Name string
+	Key unit.BackendKey
 	// Eligible: healthy and active, so it may take new connections.
 	Eligible bool
 	// Weight scales the endpoint's capacity (the operator's weight from
@@ -85,29 +87,54 @@ func Apportion(shares []float64, total int) []int {
 	return parts
 }
 
+// WeightScale is the sum of an allotment's weights: a share of 1 is this
+// weight, fine enough that a 0.01% share still gets Maglev entries.
+const WeightScale = 10000
+
 // Allotment is a batch of new-connection assignments for one application
-// type (S1's "target application endpoint allotment"): percentages for
-// the forwarder's tables and tokens that punted decisions spend one at a
-// time, both valid until Expires.
+// type (S1's "target application endpoint allotment"), valid until
+// Expires: each endpoint's share as a Maglev weight, which the forwarder
+// gets as the backend's weight (the one representation of a weight from
+// here to the Maglev table), and as tokens that punted decisions spend
+// one at a time.
 type Allotment struct {
-	Names   []string
-	Percent []float64 // 0-100
+	Keys    []unit.BackendKey
+	Weights []int     // sum WeightScale (or all 0: nobody eligible)
+	Percent []float64 // 0-100, for people
 	Tokens  []int     // left to spend
 	Total   int
 	Issued  time.Time
 	Expires time.Time
+	// eligible marks the endpoints the allotment speaks for; the others
+	// keep their configured weight (and take nothing new by their state).
+	eligible []bool
 }
 
 // NewAllotment allots total tokens over cands, valid for d from now.
 func NewAllotment(cands []Candidate, total int, now time.Time, d time.Duration) *Allotment {
 	shares := Shares(cands)
-	a := &Allotment{Names: make([]string, len(cands)), Percent: make([]float64, len(cands)),
-		Tokens: Apportion(shares, total), Total: total, Issued: now, Expires: now.Add(d)}
+	a := &Allotment{Keys: make([]unit.BackendKey, len(cands)), Weights: Apportion(shares, WeightScale),
+		Percent: make([]float64, len(cands)), Tokens: Apportion(shares, total), Total: total, Issued: now, Expires: now.Add(d),
+		eligible: make([]bool, len(cands))}
 	for i, c := range cands {
-		a.Names[i] = c.Name
+		a.Keys[i], a.eligible[i] = c.Key, c.Eligible
 		a.Percent[i] = shares[i] * 100
 	}
 	return a
+}
+
+// Weight returns the Maglev weight allotted to key, if key is an
+// eligible endpoint of a (a may be nil).
+func (a *Allotment) Weight(key unit.BackendKey) (int, bool) {
+	if a == nil {
+		return 0, false
+	}
+	for i, k := range a.Keys {
+		if k == key {
+			return a.Weights[i], a.eligible[i]
+		}
+	}
+	return 0, false
 }
 
 // Take spends a token of the endpoint with the most left (ties to the

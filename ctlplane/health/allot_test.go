@@ -4,6 +4,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/tetherlb/tether/api/unit"
 )
 
 // TestSharesPaperExample: endpoints with 40%, 35% and 25% of the
@@ -11,15 +13,15 @@ import (
 // and FIG. 30's app #1).
 func TestSharesPaperExample(t *testing.T) {
 	cands := []Candidate{
-		{Name: "ip1", Eligible: true, Weight: 1, Capacity: 80, Load: 50}, // 40 available
-		{Name: "ip2", Eligible: true, Weight: 1, Capacity: 70, Load: 50}, // 35
-		{Name: "ip3", Eligible: true, Weight: 1, Capacity: 50, Load: 50}, // 25
+		{Key: unit.BackendKey{VIP: "app1", Backend: "ip1"}, Eligible: true, Weight: 1, Capacity: 80, Load: 50}, // 40 available
+		{Key: unit.BackendKey{VIP: "app1", Backend: "ip2"}, Eligible: true, Weight: 1, Capacity: 70, Load: 50}, // 35
+		{Key: unit.BackendKey{VIP: "app1", Backend: "ip3"}, Eligible: true, Weight: 1, Capacity: 50, Load: 50}, // 25
 	}
 	a := NewAllotment(cands, 1000, time.Unix(0, 0), time.Second)
 	want := []int{400, 350, 250}
 	for i, w := range want {
 		if a.Tokens[i] != w || math.Abs(a.Percent[i]-float64(w)/10) > 1e-9 {
-			t.Fatalf("%s: %d tokens, %.2f%%; want %d", a.Names[i], a.Tokens[i], a.Percent[i], w)
+			t.Fatalf("%s: %d tokens, %.2f%%; want %d", a.Keys[i], a.Tokens[i], a.Percent[i], w)
 		}
 	}
 }
@@ -79,7 +81,7 @@ func TestApportion(t *testing.T) {
 // TestTakeSpendsInProportion: tokens interleave, run out, and go stale.
 func TestTakeSpendsInProportion(t *testing.T) {
 	now := time.Unix(100, 0)
-	a := &Allotment{Names: []string{"a", "b"}, Tokens: []int{3, 1}, Expires: now.Add(time.Second)}
+	a := &Allotment{Tokens: []int{3, 1}, Expires: now.Add(time.Second)}
 	var got []int
 	for {
 		i, ok := a.Take(now)
@@ -91,7 +93,7 @@ func TestTakeSpendsInProportion(t *testing.T) {
 	if len(got) != 4 || got[0] != 0 || got[1] != 0 {
 		t.Fatalf("spent %v, want a's three and b's one, most-left first", got)
 	}
-	b := &Allotment{Names: []string{"a"}, Tokens: []int{5}, Expires: now}
+	b := &Allotment{Tokens: []int{5}, Expires: now}
 	if _, ok := b.Take(now); ok {
 		t.Fatal("a stale token was spent")
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	pb "github.com/tetherlb/tether/api/healthpb"
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 )
 
@@ -91,13 +92,13 @@ func TestEvaluate(t *testing.T) {
 			nil, false, map[string]string{"web/b2": "draining"}, []float64{50, 50, 0}},
 	}
 	for _, c := range cases {
-		ev := Evaluate(cacheWith(c.rows), cfg, c.op, c.grace, 1000, time.Second, now)
+		ev := Evaluate(cacheWith(c.rows), cfg, opStates(t, c.op), c.grace, 1000, time.Second, now)
 		if len(ev.States) != len(c.states) {
 			t.Errorf("%s: states %v, want %v", c.name, ev.States, c.states)
 		}
 		for k, v := range c.states {
-			if ev.States[k] != v {
-				t.Errorf("%s: %s is %q, want %q", c.name, k, ev.States[k], v)
+			if got := ev.States[mustKey(t, k)].String(); got != v {
+				t.Errorf("%s: %s is %q, want %q", c.name, k, got, v)
 			}
 		}
 		if len(ev.Backends) != 3 {
@@ -119,5 +120,55 @@ func TestEvaluate(t *testing.T) {
 		if sum != 1000 && c.percent[0]+c.percent[1]+c.percent[2] > 0 {
 			t.Errorf("%s: %d tokens allotted", c.name, sum)
 		}
+	}
+}
+
+func mustKey(t *testing.T, s string) unit.BackendKey {
+	t.Helper()
+	k, err := unit.ParseBackendKey(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func opStates(t *testing.T, m map[string]string) map[unit.BackendKey]unit.State {
+	out := map[unit.BackendKey]unit.State{}
+	for k, v := range m {
+		s, err := unit.ParseState(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[mustKey(t, k)] = s
+	}
+	return out
+}
+
+// TestApply: the evaluation reaches the forwarder's configuration as
+// backend states and Maglev weights, one weight per allotted backend; an
+// eligible backend whose share is 0 (fully loaded while others are not)
+// gets weight 0, and a VIP without a health source is left alone.
+func TestApply(t *testing.T) {
+	cfg, err := config.Parse([]byte(evalConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	H, F, A := pb.Health_HEALTH_HEALTHY, pb.Health_HEALTH_FAILING, pb.State_STATE_ACTIVE
+	ev := Evaluate(cacheWith(map[uint32][]*pb.Row{
+		1: {vipRow("10.0.0.10:8080", H, 100, 50, A)}, 2: {vipRow("10.0.0.11:8080", F, 0, 50, A)}, 3: {vipRow("10.0.0.12:8080", H, 0, 50, A)}}),
+		cfg, nil, false, 1000, time.Second, time.Unix(0, 0))
+	ev.Apply(cfg)
+	b := cfg.VIPs[0].Backends
+	want := []struct {
+		state  string
+		weight int
+	}{{"active", 0}, {"draining", 1}, {"active", WeightScale}}
+	for i, w := range want {
+		if b[i].State != w.state || b[i].WeightValue() != w.weight {
+			t.Errorf("%s: state %s weight %d, want %s %d", b[i].Name, b[i].State, b[i].WeightValue(), w.state, w.weight)
+		}
+	}
+	if s := cfg.VIPs[1].Backends[0]; s.State != "active" || s.WeightValue() != 1 {
+		t.Errorf("the static VIP's backend became %s weight %d", s.State, s.WeightValue())
 	}
 }

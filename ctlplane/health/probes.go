@@ -7,9 +7,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tetherlb/tether/internal/probe"
 	pb "github.com/tetherlb/tether/api/healthpb"
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/internal/probe"
 )
 
 // Probes runs this unit's own checks against the backends of VIPs whose
@@ -23,8 +24,8 @@ type Probes struct {
 	log zerolog.Logger
 
 	mu      sync.Mutex
-	base    context.Context   // bounds every probe's life; set by Start
-	running map[string]*backendProbe // by "vip/backend"
+	base    context.Context // bounds every probe's life; set by Start
+	running map[unit.BackendKey]*backendProbe
 }
 
 type backendProbe struct {
@@ -36,7 +37,7 @@ type backendProbe struct {
 
 // NewProbes returns an idle prober feeding srv.
 func NewProbes(srv *Server, log zerolog.Logger) *Probes {
-	return &Probes{srv: srv, log: log, running: map[string]*backendProbe{}}
+	return &Probes{srv: srv, log: log, running: map[unit.BackendKey]*backendProbe{}}
 }
 
 // Start sets the context that bounds every probe, then Syncs cfg. Probes
@@ -53,7 +54,7 @@ func (p *Probes) Start(ctx context.Context, cfg *config.Config) {
 // removed ones lose theirs (and their rows), changed ones restart. Before
 // Start it does nothing.
 func (p *Probes) Sync(cfg *config.Config) {
-	want := map[string]*backendProbe{}
+	want := map[unit.BackendKey]*backendProbe{}
 	for i := range cfg.VIPs {
 		v := &cfg.VIPs[i]
 		if v.Health.Source != config.SourceProbe {
@@ -67,7 +68,7 @@ func (p *Probes) Sync(cfg *config.Config) {
 			if v.Health.Check.Port != 0 {
 				target = netip.AddrPortFrom(b.Addr(), uint16(v.Health.Check.Port))
 			}
-			want[v.Name+"/"+b.Name] = &backendProbe{
+			want[unit.BackendKey{VIP: v.Name, Backend: b.Name}] = &backendProbe{
 				spec: v.Health.Check.Spec(target.String()),
 				row: &pb.Row{App: &pb.AppID{Proto: v.Protocol, Vip: vip, Endpoint: ep.String()},
 					Capacity: probeCapacity, Target: pb.State_STATE_ACTIVE, Current: pb.State_STATE_ACTIVE},
@@ -93,7 +94,7 @@ func (p *Probes) Sync(cfg *config.Config) {
 		c, err := probe.New(pr.spec, p.onChange(key, pr))
 		if err != nil {
 			// The configuration's checks passed, so this is a bug.
-			p.log.Error().Err(err).Str("backend", key).Msg("probe not started")
+			p.log.Error().Err(err).Stringer("backend", key).Msg("probe not started")
 			continue
 		}
 		pctx, cancel := context.WithCancel(p.base)
@@ -107,7 +108,7 @@ func (p *Probes) Sync(cfg *config.Config) {
 // the operator's weights alone divide the load.
 const probeCapacity = 50
 
-func (p *Probes) onChange(key string, pr *backendProbe) func(probe.Health, probe.Result) {
+func (p *Probes) onChange(key unit.BackendKey, pr *backendProbe) func(probe.Health, probe.Result) {
 	return func(h probe.Health, r probe.Result) {
 		row := &pb.Row{App: pr.row.GetApp(), Capacity: pr.row.GetCapacity(), Target: pr.row.GetTarget(), Current: pr.row.GetCurrent()}
 		switch h {
@@ -116,7 +117,7 @@ func (p *Probes) onChange(key string, pr *backendProbe) func(probe.Health, probe
 		case probe.Failing:
 			row.Health = pb.Health_HEALTH_FAILING
 		}
-		p.log.Info().Str("backend", key).Str("health", h.String()).Str("detail", r.Detail).Msg("probe")
+		p.log.Info().Stringer("backend", key).Str("health", h.String()).Str("detail", r.Detail).Msg("probe")
 		p.srv.SetProbeRow(row, false)
 	}
 }

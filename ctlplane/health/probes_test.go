@@ -9,6 +9,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 )
 
@@ -84,7 +85,7 @@ vips:
 	})
 	lis[1].Close()
 	waitFor("b1 failing", func(ev Evaluation) bool {
-		return ev.States["web/b1"] == "draining" && ev.Backends[0].Percent == 100
+		return ev.States[unit.BackendKey{VIP: "web", Backend: "b1"}] == unit.StateDraining && ev.Backends[0].Percent == 100
 	})
 	if cfg, err = config.Parse([]byte(cfgText(1))); err != nil {
 		t.Fatal(err)

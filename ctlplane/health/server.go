@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	pb "github.com/tetherlb/tether/api/healthpb"
+	"github.com/tetherlb/tether/api/unit"
 )
 
 // Options configure a Server.
@@ -46,20 +47,8 @@ type Server struct {
 
 	mu    sync.Mutex
 	cache *Cache
-	stats Stats
+	stats unit.HealthStats
 	out   *pb.Codec // send side, under mu
-}
-
-// Stats counts what the server received, refused and did.
-type Stats struct {
-	Received       map[string]uint64 `json:"received"` // by message kind
-	Refused        map[string]uint64 `json:"refused"`  // by reason
-	SnapshotsAsked uint64            `json:"snapshots_asked"`
-	SnapshotsIn    uint64            `json:"snapshots_applied"`
-	StaleChanges   uint64            `json:"stale_row_changes"`
-	PostulateWrong uint64            `json:"postulate_wrong_sent"`
-	AgedOut        uint64            `json:"hosts_aged_out"`
-	Goodbyes       uint64            `json:"goodbyes"`
 }
 
 // New opens the server's socket.
@@ -84,7 +73,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{opts: opts, cache: NewCache(), out: out,
-		stats: Stats{Received: map[string]uint64{}, Refused: map[string]uint64{}}}
+		stats: unit.HealthStats{Received: map[string]uint64{}, Refused: map[string]uint64{}}}
 	if opts.Listen != "" {
 		addr, err := net.ResolveUDPAddr("udp", opts.Listen)
 		if err != nil {
@@ -458,7 +447,7 @@ func (s *Server) Read(fn func(*Cache)) {
 }
 
 // Stats returns a copy of the counters.
-func (s *Server) Stats() Stats {
+func (s *Server) Stats() unit.HealthStats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.stats

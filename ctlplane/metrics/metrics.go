@@ -9,14 +9,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tetherlb/tether/ctlplane/control"
-	"github.com/tetherlb/tether/dataplane"
+	"github.com/tetherlb/tether/api/unit"
 )
 
 // Source gives the numbers: the control process.
 type Source interface {
-	Report(ctx context.Context) (dataplane.Report, []int, error)
-	Health(ctx context.Context) control.HealthView
+	Report(ctx context.Context) (unit.Report, []int, error)
+	Health(ctx context.Context) unit.HealthView
 }
 
 type collector struct {
@@ -105,17 +104,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.packets, rep.TxPackets, "tx")
 	counter(c.bytes, rep.RxBytes, "rx")
 	counter(c.bytes, rep.TxBytes, "tx")
-	for _, r := range dataplane.Drops() {
-		counter(c.drops, rep.Drops[r.String()], r.String())
+	for r, n := range rep.Drops {
+		counter(c.drops, n, r)
 	}
-	for _, r := range dataplane.Passes() {
-		counter(c.passes, rep.Passes[r.String()], r.String())
+	for r, n := range rep.Passes {
+		counter(c.passes, n, r)
 	}
 	gauge(c.flows, float64(rep.Flows))
 	counter(c.newFlows, rep.NewFlows)
 	counter(c.punted, rep.Punted)
 	for i, b := range rep.Backends {
-		if b.State == "removed" {
+		if b.State == unit.StateRemoved {
 			continue
 		}
 		counter(c.bePackets, b.Packets, b.VIP, b.Name, "to_backend")
@@ -124,7 +123,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.beBytes, b.ReplyBytes, b.VIP, b.Name, "reply")
 		counter(c.beNewFlows, b.NewFlows, b.VIP, b.Name)
 		gauge(c.beConns, float64(conns[i]), b.VIP, b.Name)
-		gauge(c.beWeight, float64(b.Weight), b.VIP, b.Name, b.State)
+		gauge(c.beWeight, float64(b.Weight), b.VIP, b.Name, b.State.String())
 	}
 	for _, v := range rep.VIPs {
 		if v.Removed {

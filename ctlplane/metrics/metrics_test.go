@@ -10,24 +10,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tetherlb/tether/ctlplane/control"
-	"github.com/tetherlb/tether/ctlplane/health"
-	"github.com/tetherlb/tether/dataplane"
+	"github.com/tetherlb/tether/api/unit"
 )
 
 type fake struct {
-	rep dataplane.Report
+	rep unit.Report
 	err error
 }
 
-func (f *fake) Report(context.Context) (dataplane.Report, []int, error) {
+func (f *fake) Report(context.Context) (unit.Report, []int, error) {
 	return f.rep, make([]int, len(f.rep.Backends)), f.err
 }
 
-func (f *fake) Health(context.Context) control.HealthView {
-	return control.HealthView{Hosts: []control.HostView{{ID: 3}},
-		Backends: []health.BackendView{{VIP: "web", Backend: "b0", Health: "failing", Percent: 25}},
-		Stats:    health.Stats{Received: map[string]uint64{"heartbeat": 4}, Refused: map[string]uint64{"invalid": 1}}}
+func (f *fake) Health(context.Context) unit.HealthView {
+	return unit.HealthView{Hosts: []unit.HostView{{ID: 3}},
+		Backends: []unit.BackendVerdict{{VIP: "web", Backend: "b0", Health: "failing", Percent: 25}},
+		Stats:    unit.HealthStats{Received: map[string]uint64{"heartbeat": 4}, Refused: map[string]uint64{"invalid": 1}}}
 }
 
 func scrape(t *testing.T, src Source) string {
@@ -55,9 +53,9 @@ func scrape(t *testing.T, src Source) string {
 }
 
 func TestMetrics(t *testing.T) {
-	src := &fake{rep: dataplane.Report{RxPackets: 10, TxPackets: 9, Drops: map[string]uint64{"no_flow": 1},
-		Backends: []dataplane.BackendReport{{VIP: "web", Name: "b0", Packets: 5, State: "active", Weight: 2}},
-		VIPs:     []dataplane.VIPReport{{Name: "web", Packets: 5}}}}
+	src := &fake{rep: unit.Report{RxPackets: 10, TxPackets: 9, Drops: map[string]uint64{"no_flow": 1, "too_big": 0},
+		Backends: []unit.BackendReport{{VIP: "web", Name: "b0", Packets: 5, State: unit.StateActive, Weight: 2}},
+		VIPs:     []unit.VIPReport{{Name: "web", Packets: 5}}}}
 	out := scrape(t, src)
 	for _, want := range []string{
 		`tether_forwarder_up 1`,

@@ -4,12 +4,13 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/netip"
+
+	"github.com/tetherlb/tether/api/unit"
 )
 
 // Version is the protocol version; a peer with another version is
-// refused at hello.
-const Version = 1
+// refused at hello. 2: punts carry the forwarder's Maglev choice.
+const Version = 2
 
 // MaxMessage bounds a message, header included.
 const MaxMessage = 64 << 10
@@ -160,31 +161,10 @@ func (r *reader) done() error {
 	return r.err
 }
 
-// Key is a flow's 5-tuple. IPv4 addresses use the first 4 bytes.
-type Key struct {
-	V6               bool
-	Src, Dst         [16]byte
-	SrcPort, DstPort uint16
-	Proto            uint8
-}
-
-// KeySize is the encoded size of a Key.
+// KeySize is the encoded size of a unit.FlowKey.
 const KeySize = 1 + 16 + 16 + 2 + 2 + 1
 
-// SrcAddr and DstAddr return the key's addresses.
-func (k *Key) SrcAddr() netip.Addr { return k.addr(&k.Src) }
-
-// DstAddr returns the destination address.
-func (k *Key) DstAddr() netip.Addr { return k.addr(&k.Dst) }
-
-func (k *Key) addr(a *[16]byte) netip.Addr {
-	if k.V6 {
-		return netip.AddrFrom16(*a)
-	}
-	return netip.AddrFrom4([4]byte(a[:4]))
-}
-
-func appendKey(b []byte, k *Key) []byte {
+func appendKey(b []byte, k *unit.FlowKey) []byte {
 	v := byte(4)
 	if k.V6 {
 		v = 6
@@ -197,8 +177,8 @@ func appendKey(b []byte, k *Key) []byte {
 	return append(b, k.Proto)
 }
 
-func (r *reader) key() Key {
-	var k Key
+func (r *reader) key() unit.FlowKey {
+	var k unit.FlowKey
 	switch r.u8() {
 	case 4:
 	case 6:

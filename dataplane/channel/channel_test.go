@@ -6,10 +6,12 @@ import (
 	"path/filepath"
 	"reflect"
 	"testing"
+
+	"github.com/tetherlb/tether/api/unit"
 )
 
-func key6() Key {
-	return Key{V6: true, Src: [16]byte{0x20, 0x01, 15: 1}, Dst: [16]byte{0xfd, 15: 2}, SrcPort: 1234, DstPort: 443, Proto: 6}
+func key6() unit.FlowKey {
+	return unit.FlowKey{V6: true, Src: [16]byte{0x20, 0x01, 15: 1}, Dst: [16]byte{0xfd, 15: 2}, SrcPort: 1234, DstPort: 443, Proto: 6}
 }
 
 func TestRoundTrips(t *testing.T) {
@@ -27,7 +29,7 @@ func TestRoundTrips(t *testing.T) {
 	if got, err := DecodePunt(p); err != nil || !reflect.DeepEqual(got, pu) {
 		t.Fatalf("punt %+v, %v", got, err)
 	}
-	ro := Route{Op: RouteAdd, Worker: AnyWorker, Key: key6(), Action: Action{Mode: 2, Backend: 5, A: [16]byte{1}, B: [16]byte{2}, PortA: 80, PortB: 1000}}
+	ro := Route{Op: RouteAdd, Worker: AnyWorker, Key: key6(), Action: unit.Action{Mode: 2, Backend: 5, A: [16]byte{1}, B: [16]byte{2}, PortA: 80, PortB: 1000}}
 	_, p, _ = ParseHeader(AppendRoute(nil, 3, &ro))
 	if got, err := DecodeRoute(p); err != nil || got != ro {
 		t.Fatalf("route %+v, %v", got, err)

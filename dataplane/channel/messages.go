@@ -3,6 +3,8 @@ package channel
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/tetherlb/tether/api/unit"
 )
 
 // Roles in a hello.
@@ -56,10 +58,20 @@ func DecodeHello(p []byte) (Hello, error) {
 type Punt struct {
 	Worker uint8
 	Reason uint8
-	VIP    uint32 // the VIP's ID in the forwarder's snapshot
-	Key    Key
+	VIP    uint32 // the VIP's ID in the forwarder's configuration
+	// Choice is the backend the VIP's Maglev table gives the flow (an ID
+	// in the forwarder's configuration), or NoChoice when no backend
+	// takes new flows. It is the control process's answer when nothing
+	// it knows (allotments; later sessions and affinity) decides
+	// otherwise, so the control process keeps no Maglev tables of its
+	// own.
+	Choice uint32
+	Key    unit.FlowKey
 	Frame  []byte // a copy of the frame, at most MaxPuntFrame bytes
 }
+
+// NoChoice is a punt's Choice when the VIP has no backend for new flows.
+const NoChoice = ^uint32(0)
 
 // MaxPuntFrame bounds the frame bytes a punt carries.
 const MaxPuntFrame = 2048
@@ -74,6 +86,7 @@ func AppendPunt(b []byte, seq uint32, m *Punt) []byte {
 	b = AppendHeader(b, Header{Type: TPunt, Seq: seq})
 	b = append(b, m.Worker, m.Reason)
 	b = binary.BigEndian.AppendUint32(b, m.VIP)
+	b = binary.BigEndian.AppendUint32(b, m.Choice)
 	b = appendKey(b, &m.Key)
 	f := m.Frame[:min(len(m.Frame), MaxPuntFrame)]
 	b = binary.BigEndian.AppendUint16(b, uint16(len(f)))
@@ -83,7 +96,7 @@ func AppendPunt(b []byte, seq uint32, m *Punt) []byte {
 // DecodePunt decodes a punt payload. Frame aliases p.
 func DecodePunt(p []byte) (Punt, error) {
 	r := reader{b: p}
-	m := Punt{Worker: r.u8(), Reason: r.u8(), VIP: r.u32(), Key: r.key()}
+	m := Punt{Worker: r.u8(), Reason: r.u8(), VIP: r.u32(), Choice: r.u32(), Key: r.key()}
 	m.Frame = r.bytes16()
 	if err := r.done(); err != nil {
 		return Punt{}, fmt.Errorf("punt: %w", err)
@@ -100,27 +113,13 @@ const (
 	RouteDelete = 2
 )
 
-// Action is what a route does with its flow: the forwarder's flow-table
-// entry, in a layout independent of it. A route whose Mode is 0 names only
-// the backend, and the forwarder builds the rest as for a flow it decided
-// itself (SNAT port, flow ID): that is how control answers a punt. A
-// route with a Mode puts an entry back exactly (after a forwarder
-// restart).
-type Action struct {
-	Mode         uint8  // dataplane.Mode, or 0
-	Backend      uint32 // backend ID in the forwarder's snapshot
-	A, B         [16]byte
-	PortA, PortB uint16
-	Flags        uint8 // flow.Flags of the entry
-}
-
 // Route adds or deletes a flow. Worker 0xff means "the worker that owns
 // the key" (the forwarder steers it).
 type Route struct {
 	Op     uint8
 	Worker uint8
-	Key    Key
-	Action Action
+	Key    unit.FlowKey
+	Action unit.Action
 }
 
 // AnyWorker lets the forwarder choose the worker of a route.
@@ -139,22 +138,25 @@ func AppendRoute(b []byte, seq uint32, m *Route) []byte {
 
 const actionSize = 1 + 4 + 16 + 16 + 2 + 2 + 1
 
-func appendAction(b []byte, a *Action) []byte {
-	b = append(b, a.Mode)
+func appendAction(b []byte, a *unit.Action) []byte {
+	b = append(b, byte(a.Mode))
 	b = binary.BigEndian.AppendUint32(b, a.Backend)
 	b = append(b, a.A[:]...)
 	b = append(b, a.B[:]...)
 	b = binary.BigEndian.AppendUint16(b, a.PortA)
 	b = binary.BigEndian.AppendUint16(b, a.PortB)
-	return append(b, a.Flags)
+	return append(b, byte(a.Flags))
 }
 
-func (r *reader) action() Action {
-	var a Action
-	a.Mode, a.Backend = r.u8(), r.u32()
+func (r *reader) action() unit.Action {
+	var a unit.Action
+	a.Mode, a.Backend = unit.Mode(r.u8()), r.u32()
+	if r.err == nil && a.Mode != 0 && !a.Mode.Valid() {
+		r.err = fmt.Errorf("%w: mode %d", ErrValue, a.Mode)
+	}
 	a.A, a.B = r.addr16(), r.addr16()
 	a.PortA, a.PortB = r.u16(), r.u16()
-	a.Flags = r.u8()
+	a.Flags = unit.FlowFlags(r.u8())
 	return a
 }
 
@@ -190,8 +192,8 @@ const (
 type FlowEvent struct {
 	Kind   uint8
 	Worker uint8
-	Key    Key
-	Action Action
+	Key    unit.FlowKey
+	Action unit.Action
 }
 
 // flowEventSize is the encoded size of one event.

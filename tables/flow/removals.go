@@ -1,5 +1,7 @@
 package flow
 
+import "github.com/tetherlb/tether/api/unit"
+
 // Removals records the connections a shard removes (aged, evicted or
 // deleted), so that the dataplane can tell the control process about
 // them. Only the client-direction entry of a pair is recorded: the pair
@@ -41,7 +43,7 @@ func (s *Shard) TakeRemovals(fn func(v4 []Removed4, v6 []Removed6, lost uint64))
 }
 
 func (l *Removals) add4(k *Key4, v *Value4) {
-	if l == nil || v.Flags&FlagReply != 0 {
+	if l == nil || v.Flags&unit.FlowReply != 0 {
 		return
 	}
 	if len(l.v4) == cap(l.v4) {
@@ -52,7 +54,7 @@ func (l *Removals) add4(k *Key4, v *Value4) {
 }
 
 func (l *Removals) add6(k *Key6, v *Value6) {
-	if l == nil || v.Flags&FlagReply != 0 {
+	if l == nil || v.Flags&unit.FlowReply != 0 {
 		return
 	}
 	if len(l.v6) == cap(l.v6) {

@@ -1,6 +1,10 @@
 package flow
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/tetherlb/tether/api/unit"
+)
 
 // Tick is a worker's clock in milliseconds. It wraps after 49 days;
 // comparisons use the signed difference, which is right for intervals
@@ -17,24 +21,6 @@ func (now Tick) Since(t Tick) uint32 {
 	return uint32(d)
 }
 
-// Flags hold an entry's TCP state and its pairing.
-type Flags uint8
-
-const (
-	// FlagSYN: a SYN was seen in this entry's direction.
-	FlagSYN Flags = 1 << iota
-	// FlagEstablished: a segment without SYN was seen in this direction.
-	FlagEstablished
-	// FlagFIN: a FIN was seen in this direction.
-	FlagFIN
-	// FlagRST: a RST was seen in this direction.
-	FlagRST
-	// FlagPeer: the entry has a peer, keyed (A:PortA → B:PortB).
-	FlagPeer
-	// FlagReply: the entry is the reply direction of a pair.
-	FlagReply
-)
-
 // Meta is the part of an entry's value shared by both families. The table
 // reads LastSeen and Flags, and A/B with PortA/PortB to find a peer; Mode
 // and Backend belong to the dataplane.
@@ -42,8 +28,8 @@ type Meta struct {
 	LastSeen     Tick
 	Backend      uint32 // dataplane backend ID, for counters and state
 	PortA, PortB uint16
-	Mode         uint8 // dataplane forwarding mode
-	Flags        Flags
+	Mode         unit.Mode
+	Flags        unit.FlowFlags
 }
 
 // Value4 is the value of an IPv4 entry: Meta plus addresses A and B.
@@ -85,15 +71,15 @@ func DefaultTimeouts() Timeouts {
 
 const protoTCP, protoUDP = 6, 17
 
-func (t *Timeouts) of(proto uint8, f Flags) uint32 {
+func (t *Timeouts) of(proto uint8, f unit.FlowFlags) uint32 {
 	switch proto {
 	case protoTCP:
 		switch {
-		case f&FlagRST != 0:
+		case f&unit.FlowRST != 0:
 			return t.TCPClosed
-		case f&FlagFIN != 0:
+		case f&unit.FlowFIN != 0:
 			return t.TCPFin
-		case f&FlagEstablished != 0:
+		case f&unit.FlowEstablished != 0:
 			return t.TCPEstablished
 		default:
 			return t.TCPSyn
@@ -120,12 +106,12 @@ const (
 
 // evictScore ranks eviction candidates: closed (RST, then FIN) first,
 // then by idle time.
-func evictScore(now, last Tick, f Flags) uint64 {
+func evictScore(now, last Tick, f unit.FlowFlags) uint64 {
 	score := uint64(now.Since(last))
 	switch {
-	case f&FlagRST != 0:
+	case f&unit.FlowRST != 0:
 		score += 2 << 32
-	case f&FlagFIN != 0:
+	case f&unit.FlowFIN != 0:
 		score += 1 << 32
 	}
 	return score

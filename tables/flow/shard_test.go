@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/tetherlb/tether/api/unit"
 )
 
 func key4(i int) Key4 {
@@ -157,7 +159,7 @@ func TestEvictionPrefersClosed(t *testing.T) {
 		if i%2 == 0 {
 			// Closed, but more recent than the rest. Half the table is
 			// closed so that every eviction window of 32 slots holds one.
-			v.Flags = FlagRST
+			v.Flags = unit.FlowRST
 			v.LastSeen = 2000
 		}
 		s.Insert4(&k, s.Hash4(&k), &v, 1000)
@@ -202,7 +204,7 @@ func TestPairsLiveAndDieTogether(t *testing.T) {
 	}
 	// Replies keep the pair alive although the client direction is idle.
 	s.Lookup4(&pk, s.Hash4(&pk)).LastSeen = 899_000
-	s.Lookup4(&pk, s.Hash4(&pk)).Flags |= FlagEstablished
+	s.Lookup4(&pk, s.Hash4(&pk)).Flags |= unit.FlowEstablished
 	if got := s.Expire(900_500, 1000); got != 0 {
 		t.Fatalf("Expire removed %d entries of a pair whose replies are recent", got)
 	}
@@ -224,13 +226,13 @@ func TestExpireTimeoutsByState(t *testing.T) {
 	cases := []struct {
 		name  string
 		proto uint8
-		flags Flags
+		flags unit.FlowFlags
 		want  uint32
 	}{
-		{"tcp syn", protoTCP, FlagSYN, to.TCPSyn},
-		{"tcp established", protoTCP, FlagSYN | FlagEstablished, to.TCPEstablished},
-		{"tcp fin", protoTCP, FlagEstablished | FlagFIN, to.TCPFin},
-		{"tcp rst", protoTCP, FlagEstablished | FlagRST, to.TCPClosed},
+		{"tcp syn", protoTCP, unit.FlowSYN, to.TCPSyn},
+		{"tcp established", protoTCP, unit.FlowSYN | unit.FlowEstablished, to.TCPEstablished},
+		{"tcp fin", protoTCP, unit.FlowEstablished | unit.FlowFIN, to.TCPFin},
+		{"tcp rst", protoTCP, unit.FlowEstablished | unit.FlowRST, to.TCPClosed},
 		{"udp", protoUDP, 0, to.UDP},
 		{"other", 132, 0, to.Other},
 	}

@@ -1,5 +1,7 @@
 package flow
 
+import "github.com/tetherlb/tether/api/unit"
+
 // The IPv6 table, table6, is generated from this file by gen6.go: Go's
 // generics dispatch methods through dictionaries, which makes pointer
 // arguments escape and costs an allocation per call on this path.
@@ -166,8 +168,8 @@ func (t *table4) insertPair(st *Stats, k *Key4, h uint64, v, peer *Value4, now T
 			return nil
 		}
 	}
-	v.Flags |= FlagPeer
-	peer.Flags |= FlagPeer | FlagReply
+	v.Flags |= unit.FlowPeer
+	peer.Flags |= unit.FlowPeer | unit.FlowReply
 	st.Inserted += 2
 	// The peer goes in first so that placing k, which may move other
 	// entries but never itself, leaves k's slot known.
@@ -187,7 +189,7 @@ func (t *table4) insertPair(st *Stats, k *Key4, h uint64, v, peer *Value4, now T
 func (t *table4) dropLost(st *Stats, k *Key4, v *Value4) {
 	st.Evicted++
 	t.log.add4(k, v)
-	if v.Flags&FlagPeer != 0 {
+	if v.Flags&unit.FlowPeer != 0 {
 		pk := v.peerKey(k)
 		if i := t.lookupIndex(&pk, pk.Hash(t.seed)); i >= 0 {
 			t.log.add4(&t.slots[i].key, &t.slots[i].val)
@@ -203,7 +205,7 @@ func (t *table4) dropLost(st *Stats, k *Key4, v *Value4) {
 func (t *table4) removeAt(i int) int {
 	s := &t.slots[i]
 	t.log.add4(&s.key, &s.val)
-	if s.val.Flags&FlagPeer == 0 {
+	if s.val.Flags&unit.FlowPeer == 0 {
 		t.deleteAt(i)
 		return 1
 	}
@@ -228,10 +230,10 @@ func (t *table4) remove(st *Stats, k *Key4) bool {
 
 // pairState returns the state of the connection the entry in slot i
 // belongs to: its latest activity and the union of both directions' flags.
-func (t *table4) pairState(i int) (Tick, Flags) {
+func (t *table4) pairState(i int) (Tick, unit.FlowFlags) {
 	s := &t.slots[i]
 	last, flags := s.val.LastSeen, s.val.Flags
-	if flags&FlagPeer != 0 {
+	if flags&unit.FlowPeer != 0 {
 		pk := s.val.peerKey(&s.key)
 		if p := t.lookup(&pk, pk.Hash(t.seed)); p != nil {
 			if int32(p.LastSeen-last) > 0 {

@@ -2,6 +2,8 @@
 
 package flow
 
+import "github.com/tetherlb/tether/api/unit"
+
 // table6 is a bounded Robin Hood hash table of IPv6 flows. Each slot
 // records its entry's distance from the home slot plus one (0 marks an
 // empty slot). A lookup stops as soon as it meets a slot closer to its
@@ -162,8 +164,8 @@ func (t *table6) insertPair(st *Stats, k *Key6, h uint64, v, peer *Value6, now T
 			return nil
 		}
 	}
-	v.Flags |= FlagPeer
-	peer.Flags |= FlagPeer | FlagReply
+	v.Flags |= unit.FlowPeer
+	peer.Flags |= unit.FlowPeer | unit.FlowReply
 	st.Inserted += 2
 	// The peer goes in first so that placing k, which may move other
 	// entries but never itself, leaves k's slot known.
@@ -183,7 +185,7 @@ func (t *table6) insertPair(st *Stats, k *Key6, h uint64, v, peer *Value6, now T
 func (t *table6) dropLost(st *Stats, k *Key6, v *Value6) {
 	st.Evicted++
 	t.log.add6(k, v)
-	if v.Flags&FlagPeer != 0 {
+	if v.Flags&unit.FlowPeer != 0 {
 		pk := v.peerKey(k)
 		if i := t.lookupIndex(&pk, pk.Hash(t.seed)); i >= 0 {
 			t.log.add6(&t.slots[i].key, &t.slots[i].val)
@@ -199,7 +201,7 @@ func (t *table6) dropLost(st *Stats, k *Key6, v *Value6) {
 func (t *table6) removeAt(i int) int {
 	s := &t.slots[i]
 	t.log.add6(&s.key, &s.val)
-	if s.val.Flags&FlagPeer == 0 {
+	if s.val.Flags&unit.FlowPeer == 0 {
 		t.deleteAt(i)
 		return 1
 	}
@@ -224,10 +226,10 @@ func (t *table6) remove(st *Stats, k *Key6) bool {
 
 // pairState returns the state of the connection the entry in slot i
 // belongs to: its latest activity and the union of both directions' flags.
-func (t *table6) pairState(i int) (Tick, Flags) {
+func (t *table6) pairState(i int) (Tick, unit.FlowFlags) {
 	s := &t.slots[i]
 	last, flags := s.val.LastSeen, s.val.Flags
-	if flags&FlagPeer != 0 {
+	if flags&unit.FlowPeer != 0 {
 		pk := s.val.peerKey(&s.key)
 		if p := t.lookup(&pk, pk.Hash(t.seed)); p != nil {
 			if int32(p.LastSeen-last) > 0 {

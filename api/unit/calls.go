@@ -1,0 +1,53 @@
+package unit
+
+import "net/netip"
+
+// The forwarder's calls: cold requests the control process makes over
+// the channel (dataplane/channel's call and return messages), each with
+// a JSON request and reply.
+const (
+	// CallReload replaces the forwarder's running configuration. The
+	// request is the configuration itself (config.Config as JSON), read
+	// and checked once by the control process with every run-time
+	// override (operators' states, health verdicts, allotment weights)
+	// already applied; the forwarder never re-reads the file for it.
+	// The reply is a ReloadReply. A configuration the forwarder cannot
+	// run (one that changes a key needing a restart) is refused whole
+	// and the running one stays.
+	CallReload = "reload"
+	// CallReport asks for the counters: no request, a Report reply.
+	CallReport = "report"
+	// CallFlows asks for a page of flows: a FlowsRequest, a FlowsReply.
+	CallFlows = "flows"
+	// CallExplain asks what a new or existing flow gets and why: an
+	// ExplainRequest, an Explanation.
+	CallExplain = "explain"
+)
+
+// ReloadReply answers CallReload: the generation the forwarder now runs
+// and the IDs it gave the configuration's VIPs and backends. Punts name
+// VIPs and backends by these IDs and routes answer with them, so a
+// decision never goes through names.
+type ReloadReply struct {
+	Generation uint64                `json:"generation"`
+	VIPs       map[string]uint32     `json:"vips"`
+	Backends   map[BackendKey]uint32 `json:"backends"`
+}
+
+// ExplainRequest asks about a flow from Src to Dst.
+type ExplainRequest struct {
+	Proto uint8          `json:"proto"` // 6 (TCP) or 17 (UDP)
+	Src   netip.AddrPort `json:"src"`
+	Dst   netip.AddrPort `json:"dst"`
+}
+
+// Explanation says what a flow gets, and why.
+type Explanation struct {
+	VIP       string `json:"vip,omitempty"`
+	Mode      Mode   `json:"mode,omitempty"`
+	Backend   string `json:"backend,omitempty"`
+	Reason    string `json:"reason"`
+	Existing  bool   `json:"existing_flow"`
+	Slot      uint32 `json:"maglev_slot,omitempty"`
+	Rewritten string `json:"rewritten,omitempty"`
+}

@@ -1,0 +1,69 @@
+package unit
+
+import "net/netip"
+
+// FlowKey is a flow's 5-tuple as the client sent it. IPv4 addresses use
+// the first 4 bytes.
+type FlowKey struct {
+	V6               bool
+	Src, Dst         [16]byte
+	SrcPort, DstPort uint16
+	Proto            uint8
+}
+
+// SrcAddr returns the source address.
+func (k *FlowKey) SrcAddr() netip.Addr { return k.addr(&k.Src) }
+
+// DstAddr returns the destination address.
+func (k *FlowKey) DstAddr() netip.Addr { return k.addr(&k.Dst) }
+
+func (k *FlowKey) addr(a *[16]byte) netip.Addr {
+	if k.V6 {
+		return netip.AddrFrom16(*a)
+	}
+	return netip.AddrFrom4([4]byte(a[:4]))
+}
+
+// Action is what the forwarder does with a flow: its flow-table entry,
+// in a layout independent of the table. A route whose Mode is none names
+// only the backend, and the forwarder builds the rest as for a flow it
+// decided itself (SNAT port, flow ID): that is how the control process
+// answers a punt. An action with a Mode is an entry exactly as it was
+// (flow events carry such actions, and routes put them back into a
+// restarted forwarder).
+type Action struct {
+	Mode Mode
+	// Backend is the backend's ID in the forwarder's running
+	// configuration (ReloadReply.Backends).
+	Backend      uint32
+	A, B         [16]byte
+	PortA, PortB uint16
+	Flags        FlowFlags
+}
+
+// FlowsRequest selects flows for CallFlows.
+type FlowsRequest struct {
+	VIP     string `json:"vip,omitempty"`    // address:port or address
+	Backend int64  `json:"backend"`          // ID, or -1 for any
+	Client  string `json:"client,omitempty"` // address
+	Offset  int    `json:"offset,omitempty"` // matches to skip
+	Limit   int    `json:"limit,omitempty"`  // records to return, at most MaxFlowPage
+}
+
+// MaxFlowPage bounds one page of a flow dump.
+const MaxFlowPage = 10000
+
+// FlowsReply is a page of flows.
+type FlowsReply struct {
+	Flows   []FlowRecord `json:"flows"`
+	Matched int          `json:"matched"` // matches across all workers
+}
+
+// FlowRecord is one connection as a flow dump shows it: its key (client
+// to VIP), what the forwarder does with it, and how long it has been idle.
+type FlowRecord struct {
+	Worker int
+	Key    FlowKey
+	Action Action
+	IdleMS uint32
+}

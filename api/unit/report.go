@@ -1,0 +1,62 @@
+package unit
+
+// Report is the forwarder's counters for machines: what the admin API
+// returns and the metrics are made of, with names beside IDs.
+type Report struct {
+	Generation uint64            `json:"generation"`
+	RxPackets  uint64            `json:"rx_packets"`
+	RxBytes    uint64            `json:"rx_bytes"`
+	TxPackets  uint64            `json:"tx_packets"`
+	TxBytes    uint64            `json:"tx_bytes"`
+	NewFlows   uint64            `json:"new_flows"`
+	Reopened   uint64            `json:"reopened"`
+	Punted     uint64            `json:"punted"`
+	Flows      int               `json:"flows"` // client-direction and reply entries
+	Drops      map[string]uint64 `json:"drops"`
+	Passes     map[string]uint64 `json:"passes"`
+	VIPs       []VIPReport       `json:"vips"`
+	Backends   []BackendReport   `json:"backends"`
+	Table      TableReport       `json:"flow_table"`
+}
+
+// VIPReport is one VIP.
+type VIPReport struct {
+	ID       uint32 `json:"id"`
+	Name     string `json:"name"`
+	Address  string `json:"address"`
+	Port     uint16 `json:"port"`
+	Protocol string `json:"protocol"`
+	Mode     Mode   `json:"mode"`
+	Punt     bool   `json:"punt,omitempty"`
+	Removed  bool   `json:"removed,omitempty"`
+	Packets  uint64 `json:"packets"`
+	Bytes    uint64 `json:"bytes"`
+	NewFlows uint64 `json:"new_flows"`
+}
+
+// BackendReport is one backend.
+type BackendReport struct {
+	ID           uint32 `json:"id"`
+	VIP          string `json:"vip"`
+	Name         string `json:"name"`
+	Address      string `json:"address"`
+	Port         uint16 `json:"port"`
+	Weight       int    `json:"weight"`
+	State        State  `json:"state"`
+	Packets      uint64 `json:"packets"`
+	Bytes        uint64 `json:"bytes"`
+	ReplyPackets uint64 `json:"reply_packets"`
+	ReplyBytes   uint64 `json:"reply_bytes"`
+	NewFlows     uint64 `json:"new_flows"`
+}
+
+// Key returns the backend's key.
+func (b *BackendReport) Key() BackendKey { return BackendKey{VIP: b.VIP, Backend: b.Name} }
+
+// TableReport is the flow table's own counters.
+type TableReport struct {
+	Inserted uint64 `json:"inserted"`
+	Expired  uint64 `json:"expired"`
+	Evicted  uint64 `json:"evicted"`
+	Full     uint64 `json:"full"`
+}
