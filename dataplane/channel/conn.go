@@ -18,6 +18,13 @@ type Conn struct {
 
 // Listen opens the control side's socket at path, replacing a stale one.
 func Listen(path string) (*net.UnixListener, error) {
+	// A socket someone answers on is not stale: another control process
+	// (another unit given the same run directory) owns it, and taking it
+	// over would have one unit drive the other's forwarder.
+	if c, err := net.Dial("unixpacket", path); err == nil {
+		c.Close()
+		return nil, fmt.Errorf("channel: %s is in use by a running control process (does another unit on this host share admin.run_dir?)", path)
+	}
 	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("channel: remove stale socket %s: %w", path, err)
 	}
