@@ -3,6 +3,7 @@ package dataplane
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/tetherlb/tether/api/unit"
@@ -45,7 +46,10 @@ type VIP struct {
 	// Maglev is nil when no backend takes new flows.
 	Maglev *maglev.Table
 	// slots maps a Maglev entry to a backend ID.
-	slots          []uint32
+	slots []uint32
+	// maglevIn is what Maglev was built from; a rebuild whose input is
+	// the same reuses the table (see Build).
+	maglevIn       []maglev.Backend
 	snat           []addrKey
 	portLo, portHi uint16
 	addr           addrKey
@@ -173,8 +177,12 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		n := &c.L2.Neighbors[i]
 		s.neigh.Add(n.Addr(), n.HardwareAddr())
 	}
+	var prevVIPs []*VIP
+	if prev != nil {
+		prevVIPs = prev.VIPs
+	}
 	for i := range c.VIPs {
-		if err := s.addVIP(&c.VIPs[i]); err != nil {
+		if err := s.addVIP(&c.VIPs[i], prevVIPs); err != nil {
 			return nil, err
 		}
 	}
@@ -190,7 +198,7 @@ func (s *Snapshot) id(ids map[string]uint32, name string, next int) uint32 {
 	return id
 }
 
-func (s *Snapshot) addVIP(cv *config.VIP) error {
+func (s *Snapshot) addVIP(cv *config.VIP, prevVIPs []*VIP) error {
 	id := s.id(s.vipIDs, cv.Name, len(s.VIPs))
 	v := &VIP{
 		ID:    id,
@@ -233,7 +241,10 @@ func (s *Snapshot) addVIP(cv *config.VIP) error {
 			v.slots = append(v.slots, bid)
 		}
 	}
-	if len(mb) > 0 {
+	v.maglevIn = mb
+	if int(id) < len(prevVIPs) && sameMaglev(prevVIPs[id], v, uint32(cv.MaglevSize)) {
+		v.Maglev, v.slots = prevVIPs[id].Maglev, prevVIPs[id].slots
+	} else if len(mb) > 0 {
 		t, err := maglev.New(mb, uint32(cv.MaglevSize))
 		if err != nil {
 			return fmt.Errorf("dataplane: vip %s: %w", cv.Name, err)
@@ -248,6 +259,15 @@ func (s *Snapshot) addVIP(cv *config.VIP) error {
 	s.vips[vipKey{addr: v.addr, port: v.Port, proto: v.Proto}] = v
 	s.roles[v.addr] |= roleVIP
 	return nil
+}
+
+// sameMaglev reports whether prev's Maglev table is the one v would
+// build with size m: same backends in the same order, with the same
+// weights and IDs. A table is immutable, so the two snapshots can share
+// it.
+func sameMaglev(prev, v *VIP, m uint32) bool {
+	return prev != nil && !prev.Removed && prev.Maglev != nil && prev.Maglev.Size() == m &&
+		slices.Equal(prev.maglevIn, v.maglevIn) && slices.Equal(prev.slots, v.slots)
 }
 
 // backendOf returns the backend with ID id. A flow can name a backend the
