@@ -1,6 +1,7 @@
 package health
 
 import (
+	"slices"
 	"sort"
 	"time"
 
@@ -108,6 +109,9 @@ type Allotment struct {
 	// eligible marks the endpoints the allotment speaks for; the others
 	// keep their configured weight (and take nothing new by their state).
 	eligible []bool
+	// issued is Tokens as the allotment was made, which Take spends in
+	// proportion to.
+	issued []int
 }
 
 // NewAllotment allots total tokens over cands, valid for d from now.
@@ -137,17 +141,36 @@ func (a *Allotment) Weight(key unit.BackendKey) (int, bool) {
 	return 0, false
 }
 
-// Take spends a token of the endpoint with the most left (ties to the
-// first), which interleaves endpoints in proportion to their tokens. It
-// returns false when the allotment is spent or stale: stale tokens are
-// discarded, never spent on old health and load.
+// Take spends a token of the endpoint furthest behind its share (ties
+// to the first): endpoint i's next token is due at (2·spent+1)/issued,
+// and the earliest due goes first. This interleaves endpoints in
+// proportion to their tokens from the first take on: with 250 and 750,
+// every run of four takes gives one to the first and three to the
+// second, where taking from the most tokens left would give the second
+// its first 500 in a row. It returns false when the allotment is spent
+// or stale: stale tokens are discarded, never spent on old health and
+// load.
 func (a *Allotment) Take(now time.Time) (int, bool) {
 	if a == nil || !now.Before(a.Expires) {
 		return 0, false
 	}
+	if a.issued == nil {
+		a.issued = slices.Clone(a.Tokens)
+	}
 	best := -1
+	due := func(i int) (num, den int) { return 2*(a.issued[i]-a.Tokens[i]) + 1, a.issued[i] }
 	for i, t := range a.Tokens {
-		if t > 0 && (best < 0 || t > a.Tokens[best]) {
+		if t <= 0 {
+			continue
+		}
+		if best < 0 {
+			best = i
+			continue
+		}
+		// Compare the due fractions by cross-multiplying, in integers.
+		n, d := due(i)
+		bn, bd := due(best)
+		if n*bd < bn*d {
 			best = i
 		}
 	}

@@ -2,6 +2,7 @@ package health
 
 import (
 	"math"
+	"slices"
 	"testing"
 	"time"
 
@@ -78,20 +79,33 @@ func TestApportion(t *testing.T) {
 	}
 }
 
-// TestTakeSpendsInProportion: tokens interleave, run out, and go stale.
+// TestTakeSpendsInProportion: tokens interleave in proportion from the
+// first take on (every prefix of the takes is within one token of the
+// shares), run out, and go stale.
 func TestTakeSpendsInProportion(t *testing.T) {
 	now := time.Unix(100, 0)
-	a := &Allotment{Tokens: []int{3, 1}, Expires: now.Add(time.Second)}
-	var got []int
-	for {
-		i, ok := a.Take(now)
-		if !ok {
-			break
+	for _, tokens := range [][]int{{3, 1}, {250, 750}, {1, 1, 8}, {0, 5}} {
+		a := &Allotment{Tokens: slices.Clone(tokens), Expires: now.Add(time.Second)}
+		total := 0
+		for _, n := range tokens {
+			total += n
 		}
-		got = append(got, i)
-	}
-	if len(got) != 4 || got[0] != 0 || got[1] != 0 {
-		t.Fatalf("spent %v, want a's three and b's one, most-left first", got)
+		got := make([]int, len(tokens))
+		for k := 1; ; k++ {
+			i, ok := a.Take(now)
+			if !ok {
+				if k-1 != total {
+					t.Fatalf("%v: %d takes, want %d", tokens, k-1, total)
+				}
+				break
+			}
+			got[i]++
+			for j, n := range tokens {
+				if want := float64(k) * float64(n) / float64(total); math.Abs(float64(got[j])-want) > 1 {
+					t.Fatalf("%v: after %d takes endpoint %d has %d, want %.1f±1", tokens, k, j, got[j], want)
+				}
+			}
+		}
 	}
 	b := &Allotment{Tokens: []int{5}, Expires: now}
 	if _, ok := b.Take(now); ok {
