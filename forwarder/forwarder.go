@@ -207,6 +207,9 @@ func (f *Forwarder) syncRoutes(c *config.Config) error {
 
 // Run runs the workers until ctx ends or one fails.
 func (f *Forwarder) Run(ctx context.Context) error {
+	// Logged before the uplink starts: a reload may replace f.cfg.
+	f.log.Info().Str("port", f.ports[0].Name()).Str("driver", f.cfg.Forwarder.Port.Driver).
+		Int("workers", len(f.workers)).Bool("software_rss", f.dispatch != nil).Int("vips", len(f.cfg.VIPs)).Msg("forwarding")
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, len(f.workers)+1)
@@ -234,8 +237,6 @@ func (f *Forwarder) Run(ctx context.Context) error {
 			errs <- err
 		}()
 	}
-	f.log.Info().Str("port", f.ports[0].Name()).Str("driver", f.cfg.Forwarder.Port.Driver).
-		Int("workers", len(f.workers)).Bool("software_rss", f.dispatch != nil).Int("vips", len(f.cfg.VIPs)).Msg("forwarding")
 	var first error
 	n := len(f.workers)
 	if f.dispatch != nil {

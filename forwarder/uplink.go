@@ -107,12 +107,16 @@ func (l *uplink) setConnected(ctx context.Context, up bool) {
 }
 
 func (l *uplink) serve(ctx context.Context, conn *channel.Conn) error {
+	// Workers punt from here on; what they punt before the send loop
+	// starts waits in their outboxes. Connecting them before the hello
+	// goes out means a control process that has the hello can count on
+	// punts.
+	l.setConnected(ctx, true)
 	hello := channel.Hello{Role: channel.RoleForwarder, PID: uint32(os.Getpid()), Workers: uint8(len(l.f.workers)),
-		Generation: l.f.generation(), Name: l.f.cfg.Unit.Name}
+		Generation: l.f.generation(), Name: l.f.unitName()}
 	if err := conn.Send(channel.AppendHello(nil, l.seq.Add(1), &hello)); err != nil {
 		return err
 	}
-	l.setConnected(ctx, true)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	sendErr := make(chan error, 1)
@@ -370,4 +374,11 @@ func (f *Forwarder) explain(ctx context.Context, req unit.ExplainRequest) ([]byt
 		}
 	}
 	return json.Marshal(f.currentSnapshot().Explain(req, existing))
+}
+
+// unitName is the running configuration's unit.name.
+func (f *Forwarder) unitName() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.cfg.Unit.Name
 }
