@@ -28,9 +28,7 @@ type apiVIP struct {
 type apiBackend struct {
 	VIP          string `json:"vip"`
 	Name         string `json:"name"`
-	Address      string `json:"address"`
 	Weight       int    `json:"weight"`
-	State        string `json:"state"`
 	NewFlows     uint64 `json:"new_flows"`
 	Packets      uint64 `json:"packets"`
 	Bytes        uint64 `json:"bytes"`

@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"strconv"
 	"text/tabwriter"
 )
 
@@ -59,7 +61,7 @@ type download struct {
 // tally combines the client's outcomes for one VIP and Tether's counters
 // into the VIP's result.
 func tally(v apiVIP, conns []connResult, counters []apiBackend) vipResult {
-	r := vipResult{Name: v.Name, Address: fmt.Sprintf("%s:%d", v.Address, v.Port), Mode: v.Mode, Connections: len(conns)}
+	r := vipResult{Name: v.Name, Address: net.JoinHostPort(v.Address, strconv.Itoa(int(v.Port))), Mode: v.Mode, Connections: len(conns)}
 	index := map[string]int{}
 	for _, b := range counters {
 		if b.VIP != v.Name {
