@@ -25,18 +25,29 @@ FUZZ_TARGETS := \
 	./tables/maglev:FuzzNew
 
 
-.PHONY: all build demo bin bench-system bench-health replay test lint unit fuzz bench generate proto check-generated vm vm-reproducible clean
+.PHONY: all build deps demo bin bench-system bench-health replay test lint unit fuzz bench generate proto check-generated vm vm-reproducible clean
 
 all: build
 
 build:
 	$(GO) build ./...
 
-# The main job: build everything, run Tether on a network of namespaces
-# (AF_XDP port; DEMO_PORT=tun for the TUN port), push traffic through
-# every VIP, print what happened, remove the network. Needs root.
+# What make demo shells out to (iproute2, ethtool, procps), installed with
+# apt-get when missing; .ci/run installs the test set from the same list.
+deps:
+	@bash scripts/deps.sh demo
+
+# The main job: build the daemon and the demo, run Tether on a network of
+# namespaces (AF_XDP port; DEMO_PORT=tun for the TUN port), push traffic
+# through every VIP, print what happened, remove the network. Needs root.
+# It builds only the two binaries it runs, saying so: a first build on a
+# fresh machine downloads modules and compiles for a minute or two.
 DEMO_PORT ?= afxdp
-demo: bin
+demo: deps
+	@command -v $(GO) >/dev/null || { echo "make demo: no $(GO) on PATH: Go 1.26 is expected in /usr/local/go/bin (export PATH=/usr/local/go/bin:\$$PATH; sudo resets PATH)"; exit 1; }
+	@echo "==> building bin/tetherd (the daemon) and bin/tether-demo (the demo) with $$($(GO) env GOVERSION)"
+	$(GO) build -o bin/tetherd ./cmd/tetherd
+	$(GO) build -o bin/tether-demo ./cmd/tether-demo
 	./bin/tether-demo --tetherd ./bin/tetherd --port $(DEMO_PORT)
 
 bin:

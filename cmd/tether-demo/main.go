@@ -1,21 +1,25 @@
 // Command tether-demo shows Tether forwarding real TCP connections: it
 // builds a small network of namespaces (a client, a router, the unit and
-// three backends), starts tetherd on it with an embedded configuration,
-// runs traffic through each VIP, prints what the client saw and what
-// Tether counted, and removes everything again. It needs root.
+// three backends), starts a unit (tetherd run: the control process and
+// the forwarder) on it with an embedded configuration, asks Tether which
+// backend each connection will get, runs the traffic through each VIP,
+// and prints per VIP and backend what the client saw beside what Tether
+// counted (read from its admin API). Then it removes everything again.
+// It needs root.
 package main
 
 import (
 	"bytes"
 	_ "embed"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"text/template"
@@ -27,13 +31,43 @@ import (
 //go:embed demo.yaml
 var configTemplate string
 
+// Source ports: VIP k's connections come from portBase+k*portStride
+// onwards and the download from downloadPort, all below Linux's
+// ephemeral range (32768 up), so every connection has a port of its own
+// that the demo chose and could ask Tether about beforehand.
+const (
+	portBase       = 10000
+	portStride     = 5000
+	downloadPort   = portBase - 1
+	maxConnections = portStride
+	ephemeralFirst = 32768
+	parallel       = 8
+	downloadSize   = 20 << 20
+	downloadVIP    = "web-nat"
+)
+
+// options are the demo's flags.
+type options struct {
+	tetherd, port, jsonPath string
+	conns                   int
+}
+
 func main() {
-	e2e.RunRoleFromEnv() // the demo's helpers are this binary too
-	tetherd := flag.String("tetherd", "tetherd", "path of the tetherd binary")
-	port := flag.String("port", "afxdp", "forwarder port: afxdp or tun")
-	conns := flag.Int("connections", 300, "connections per VIP")
+	if len(os.Args) > 1 && os.Args[1] == clientVerb {
+		if err := runClient(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "tether-demo client:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	e2e.RunRoleFromEnv() // the demo's servers are this binary too
+	var o options
+	flag.StringVar(&o.tetherd, "tetherd", "tetherd", "path of the tetherd binary")
+	flag.StringVar(&o.port, "port", "afxdp", "forwarder port: afxdp or tun")
+	flag.IntVar(&o.conns, "connections", 300, fmt.Sprintf("connections per VIP (1 to %d)", maxConnections))
+	flag.StringVar(&o.jsonPath, "json", "", "also write the final table to this file as JSON")
 	flag.Parse()
-	if err := run(*tetherd, *port, *conns); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "tether-demo:", err)
 		os.Exit(1)
 	}
@@ -43,41 +77,67 @@ func step(format string, args ...any) {
 	fmt.Printf("==> "+format+"\n", args...)
 }
 
-func run(tetherd, port string, conns int) error {
+func detail(format string, args ...any) {
+	fmt.Printf("    "+format+"\n", args...)
+}
+
+func run(o options) error {
 	if err := e2e.Root(); err != nil {
 		return fmt.Errorf("the demo %v; run it as root: sudo make demo", err)
 	}
-	if _, err := os.Stat(tetherd); err != nil {
-		return fmt.Errorf("tetherd binary %s: %w (make demo builds it)", tetherd, err)
+	if o.conns < 1 || o.conns > maxConnections {
+		return fmt.Errorf("--connections %d: want 1 to %d", o.conns, maxConnections)
 	}
-	tetherd, _ = filepath.Abs(tetherd)
-	weights := []int{1, 2, 3}
-	step("building the demo network (client, router, unit and %d backends in network namespaces)", len(weights))
-	var lb *e2e.LB
-	var err error
-	switch port {
-	case "afxdp":
-		lb, err = e2e.NewSwitchedLB("d", len(weights))
-	case "tun":
-		lb, err = e2e.NewLB("d", len(weights))
-	default:
-		return fmt.Errorf("--port %q: want afxdp or tun", port)
+	if _, err := os.Stat(o.tetherd); err != nil {
+		return fmt.Errorf("tetherd binary %s: %w (make demo builds it)", o.tetherd, err)
 	}
+	tetherd, err := filepath.Abs(o.tetherd)
+	if err != nil {
+		return fmt.Errorf("tetherd binary: %w", err)
+	}
+	// The configuration, the admin socket and the control process's run
+	// directory (with the forwarder's PID file).
+	dir, err := os.MkdirTemp("", "tether-demo-")
 	if err != nil {
 		return err
+	}
+	defer os.RemoveAll(dir)
+	admin := newAdmin(filepath.Join(dir, "admin.sock"))
+	weights := []int{1, 2, 3}
+	var lb *e2e.LB
+	switch o.port {
+	case "afxdp":
+		step("building the demo network: a client behind a router, the unit and %d backends on a bridge (network namespaces, veth pairs)", len(weights))
+		lb, err = e2e.NewSwitchedLB("d", len(weights))
+	case "tun":
+		step("building the demo network: a client, the unit and %d backends, each on a veth pair to the unit (network namespaces)", len(weights))
+		lb, err = e2e.NewLB("d", len(weights))
+	default:
+		return fmt.Errorf("--port %q: want afxdp or tun", o.port)
+	}
+	if err != nil {
+		return fmt.Errorf("build the demo network: %w", err)
 	}
 	defer func() {
 		step("removing the demo network")
 		if err := lb.Close(); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 		}
+		stopForwarder(dir)
 	}()
 	// An interrupt still tears the network down.
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-	go func() { <-sig; lb.Close(); os.Exit(1) }()
+	go func() {
+		<-sig
+		lb.Close()
+		stopForwarder(dir)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}()
+	detail("client %s, unit %s (%s), backends %s", e2e.ClientAddr, lb.UnitIP, lb.UnitIf, strings.Join(backendIPs(lb), ", "))
 
-	step("starting HTTP servers on the backends (ports 8080, and 80 behind an IP-in-IP decapsulator)")
+	step("starting the backends' servers")
 	if err := lb.StartBackends(8080); err != nil {
 		return err
 	}
@@ -88,84 +148,118 @@ func run(tetherd, port string, conns int) error {
 		if err := lb.StartIPIPDecap(i, "192.0.2.30"); err != nil {
 			return err
 		}
+		detail("b%d %s: HTTP on :8080 (nat, halfnat) and on :80 behind an IP-in-IP decapsulator (ipip)", i, lb.BackendIP(i))
 	}
-	cfg, err := render(lb, weights)
+
+	cfg, err := render(lb, weights, dir)
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "tether-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	path := filepath.Join(dir, "tether.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return err
 	}
-	step("starting tetherd on the %s port (%s)", port, lb.UnitIf)
-	td, err := lb.Start(lb.Unit, "tetherd", nil, tetherd, "forwarder", "--config", path)
+	step("starting tetherd run (control process and forwarder, %s port on %s)", o.port, lb.UnitIf)
+	td, err := lb.Start(lb.Unit, "tetherd", nil, tetherd, "run", "--config", path)
 	if err != nil {
 		return err
 	}
-	if err := td.WaitFor("forwarding", 15*time.Second); err != nil {
-		return err
+	// In order: the forwarder has its port, it has connected to the
+	// control process, and that has pushed it the configuration.
+	for _, event := range []string{"forwarding", "forwarder connected", "connection inventory read"} {
+		if err := td.WaitFor(event, 15*time.Second); err != nil {
+			return err
+		}
 	}
 	if err := lb.ReturnThroughUnit(lb.UnitIf, 8080); err != nil {
 		return err
 	}
-	vips := []struct{ name, mode, addr string }{
-		{"web-nat", "nat", "192.0.2.10"},
-		{"web-halfnat", "halfnat", "192.0.2.20"},
-		{"web-dsr", "ipip", "192.0.2.30"},
-	}
-	results := map[string]e2e.ClientResult{}
-	for _, v := range vips {
-		step("%d connections to %s (%s, http://%s/) from the client", conns, v.name, v.mode, v.addr)
-		r, err := clientRun(lb, fmt.Sprintf("http://%s/", v.addr), conns, 8)
-		if err != nil {
-			return err
-		}
-		results[v.name] = r
-	}
-	step("one 20 MiB download through web-nat, checked by SHA-256")
-	const size = 20 << 20
-	big, err := clientRun(lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", size), 1, 1)
+	vips, err := admin.vips()
 	if err != nil {
 		return err
 	}
-	intact := big.Errors == 0 && big.Bytes == size && big.SHA256 == e2e.PayloadSHA256(size)
+	if n := len(vips); n == 0 || portBase+(n-1)*portStride+o.conns > ephemeralFirst {
+		return fmt.Errorf("%d VIPs: the demo has source ports for 1 to %d", n, (ephemeralFirst-portBase)/portStride)
+	}
+	if !slices.ContainsFunc(vips, func(v apiVIP) bool { return v.Name == downloadVIP }) {
+		return fmt.Errorf("no VIP %s for the download among those tetherd reports", downloadVIP)
+	}
+	detail("admin API on %s; VIPs: %s", filepath.Join(dir, "admin.sock"), vipNames(vips))
+
+	step("sending traffic from the client: %d new TCP connections per VIP, %d at a time, one HTTP request each", o.conns, parallel)
+	conns := make([][]connResult, len(vips))
+	for k, v := range vips {
+		url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(netip.MustParseAddr(v.Address), v.Port))
+		p := newProgress(fmt.Sprintf("%-12s %-8s %-22s", v.Name, v.Mode, url), o.conns)
+		conns[k], err = clientRun(lb, url, portBase+k*portStride, o.conns, parallel, p.update)
+		p.finish()
+		if err != nil {
+			return err
+		}
+	}
+	res := result{Port: o.port, Download: download{VIP: downloadVIP, Want: downloadSize}}
+	for k, v := range vips {
+		if v.Name != downloadVIP {
+			continue
+		}
+		src := netip.AddrPortFrom(netip.MustParseAddr(e2e.ClientAddr), downloadPort)
+		if res.Download.Predicted, err = admin.choose(v, src); err != nil {
+			return err
+		}
+		step("one %d MiB download through %s from %s, checked by SHA-256; Tether says (GET /v1/explain) %s will serve it",
+			downloadSize>>20, v.Name, src, res.Download.Predicted)
+		url := fmt.Sprintf("http://%s/bytes?n=%d", netip.AddrPortFrom(netip.MustParseAddr(v.Address), v.Port), downloadSize)
+		big, err := clientRun(lb, url, downloadPort, 1, 1, func(int, int) {})
+		if err != nil {
+			return err
+		}
+		d := big[0]
+		res.Download.Backend, res.Download.Bytes, res.Download.Error = d.Backend, d.Bytes, d.Err
+		res.Download.Intact = d.Err == "" && d.Bytes == downloadSize && d.SHA256 == e2e.PayloadSHA256(downloadSize)
+		detail("%d bytes from %s: %s", d.Bytes, d.Backend, map[bool]string{true: "intact", false: "DAMAGED"}[res.Download.Intact])
+		conns[k] = append(conns[k], d)
+	}
+
+	step("reading Tether's counters (GET /v1/backends)")
+	counters, err := admin.backends()
+	if err != nil {
+		return err
+	}
+	for k, v := range vips {
+		res.VIPs = append(res.VIPs, tally(v, conns[k], counters))
+	}
 
 	step("stopping tetherd")
 	if err := td.Signal(syscall.SIGTERM); err != nil {
 		return err
 	}
-	if err := td.Wait(10 * time.Second); err != nil {
+	if err := td.Wait(15 * time.Second); err != nil {
 		return fmt.Errorf("tetherd: %w\n%s", err, td.Output())
 	}
 
-	fmt.Println()
-	fmt.Println("What the client saw (backend weights 1:2:3 for web-nat, equal elsewhere):")
-	for _, v := range vips {
-		r := results[v.name]
-		fmt.Printf("  %-12s %-8s %s", v.name, v.mode, perBackend(r.Backends))
-		if r.Errors > 0 {
-			fmt.Printf("  (%d failed: %s)", r.Errors, r.FirstErr)
+	res.print(os.Stdout)
+	if o.jsonPath != "" {
+		if err := res.writeJSON(o.jsonPath); err != nil {
+			return err
 		}
-		fmt.Println()
 	}
-	fmt.Printf("  20 MiB download: %s\n", map[bool]string{true: "arrived intact", false: "DAMAGED: " + big.FirstErr}[intact])
-	fmt.Println()
-	fmt.Println("What Tether counted:")
-	fmt.Print(summaryOf(td.Output()))
-	if !intact {
-		return errors.New("the download did not arrive intact")
-	}
-	for _, v := range vips {
-		if r := results[v.name]; r.Errors > 0 {
-			return fmt.Errorf("%d connections to %s failed", r.Errors, v.name)
-		}
+	if ps := res.problems(); len(ps) > 0 {
+		return errors.New(strings.Join(ps, "\n  "))
 	}
 	return nil
+}
+
+// stopForwarder kills a forwarder that outlived its control process
+// (the control process stops it on SIGTERM, but not when killed), so
+// that nothing keeps running once the network is gone.
+func stopForwarder(dir string) {
+	b, err := os.ReadFile(filepath.Join(dir, "run", "forwarder.pid"))
+	if err != nil {
+		return
+	}
+	if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
 }
 
 type backendView struct {
@@ -173,56 +267,36 @@ type backendView struct {
 	Weight   int
 }
 
-func render(lb *e2e.LB, weights []int) (string, error) {
+func render(lb *e2e.LB, weights []int, dir string) (string, error) {
 	t, err := template.New("demo").Parse(configTemplate)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("demo.yaml: %w", err)
 	}
 	var bs []backendView
 	for i, w := range weights {
 		bs = append(bs, backendView{Name: fmt.Sprintf("b%d", i), IP: lb.BackendIP(i), Weight: w})
 	}
 	var b bytes.Buffer
-	err = t.Execute(&b, map[string]any{"UnitIP": lb.UnitIP, "Driver": lb.Driver, "Interface": lb.UnitIf, "Backends": bs})
-	return b.String(), err
-}
-
-func clientRun(lb *e2e.LB, url string, conns, par int) (e2e.ClientResult, error) {
-	args := append([]string{"env"}, append(e2e.RoleCommand("client", url, fmt.Sprint(conns), fmt.Sprint(par)), e2e.Self())...)
-	out, err := lb.Exec(lb.Client, args...)
-	var r e2e.ClientResult
+	err = t.Execute(&b, map[string]any{"UnitIP": lb.UnitIP, "Driver": lb.Driver, "Interface": lb.UnitIf, "Backends": bs,
+		"Socket": filepath.Join(dir, "admin.sock"), "RunDir": filepath.Join(dir, "run")})
 	if err != nil {
-		return r, err
+		return "", fmt.Errorf("demo.yaml: %w", err)
 	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
-		return r, fmt.Errorf("client output %q: %w", out, err)
-	}
-	return r, nil
+	return b.String(), nil
 }
 
-func perBackend(m map[string]int) string {
+func backendIPs(lb *e2e.LB) []string {
+	var ips []string
+	for i := range lb.Backends {
+		ips = append(ips, lb.BackendIP(i))
+	}
+	return ips
+}
+
+func vipNames(vs []apiVIP) string {
 	var names []string
-	for n := range m {
-		names = append(names, n)
+	for _, v := range vs {
+		names = append(names, fmt.Sprintf("%s (%s)", v.Name, v.Mode))
 	}
-	sort.Strings(names)
-	var parts []string
-	for _, n := range names {
-		parts = append(parts, fmt.Sprintf("%s:%d", n, m[n]))
-	}
-	return strings.Join(parts, "  ")
-}
-
-// summaryOf returns tetherd's exit summary: what it printed to stdout,
-// without its log lines.
-func summaryOf(out string) string {
-	var keep []string
-	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, " INF ") || strings.Contains(l, " WRN ") || strings.Contains(l, " ERR ") || l == "" {
-			continue
-		}
-		keep = append(keep, "  "+l)
-	}
-	return strings.Join(keep, "\n") + "\n"
+	return strings.Join(names, ", ")
 }
