@@ -14,6 +14,8 @@ FUZZ_TARGETS := \
 	./appliance:FuzzConfig \
 	./appliance:FuzzCmdline \
 	./api/healthpb:FuzzDecode \
+	./api/unit:FuzzText \
+	./config:FuzzDecode \
 	./ctlplane/health:FuzzReceive \
 	./agent:FuzzAgentReceive \
 	./dataplane:FuzzParse \

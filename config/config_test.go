@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -202,4 +203,81 @@ func TestParseMAC(t *testing.T) {
 			t.Errorf("parseMAC(%q) succeeded", s)
 		}
 	}
+}
+
+// TestEncodeDecode: the form the control process sends the forwarder
+// gives back the same checked configuration, and takes no TETHER_*
+// override of the receiving process; a clone is independent of its
+// source.
+func TestEncodeDecode(t *testing.T) {
+	clearEnv(t)
+	sample, err := LoadFile("../dataplane/replay/testdata/sample/config.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Encode(sample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("TETHER_FORWARDER_BATCH", "7")
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Forwarder.Batch != sample.Forwarder.Batch {
+		t.Errorf("decoding applied the environment: batch %d, want %d", got.Forwarder.Batch, sample.Forwarder.Batch)
+	}
+	if !reflect.DeepEqual(got, sample) {
+		t.Errorf("decoded configuration differs:\n got %+v\nwant %+v", got, sample)
+	}
+	for name, body := range map[string]string{
+		"unknown key":   `{"Colour": "blue"}`,
+		"trailing data": string(b) + "{}",
+		"bad value":     strings.Replace(string(b), `"Mode":"nat"`, `"Mode":"sideways"`, 1),
+		"not json":      "vips: []",
+	} {
+		if _, err := Decode([]byte(body)); err == nil {
+			t.Errorf("%s: decoded", name)
+		}
+	}
+	clone := sample.Clone()
+	w := 9
+	clone.VIPs[0].Backends[0].Weight = &w
+	clone.VIPs[0].SNAT = append(clone.VIPs[0].SNAT[:0], "203.0.113.99")
+	if sample.VIPs[0].Backends[0].WeightValue() == 9 || sample.VIPs[0].SNAT[0] == "203.0.113.99" {
+		t.Error("changing a clone changed its source")
+	}
+}
+
+// FuzzDecode: no reload body makes Decode panic, and whatever it accepts
+// is a configuration that encodes and decodes to itself.
+func FuzzDecode(f *testing.F) {
+	c, err := Parse([]byte(minimal))
+	if err != nil {
+		f.Fatal(err)
+	}
+	b, err := Encode(c)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{"VIPs":[{"Name":"a","Mode":"nat"}]}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := Decode(b)
+		if err != nil {
+			return
+		}
+		again, err := Encode(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := Decode(again)
+		if err != nil {
+			t.Fatalf("an accepted configuration does not decode again: %v", err)
+		}
+		if !reflect.DeepEqual(c, d) {
+			t.Fatalf("not stable:\n%+v\n%+v", c, d)
+		}
+	})
 }
