@@ -417,7 +417,7 @@ func (c *Control) Reload(ctx context.Context) error {
 	c.mu.Lock()
 	states := maps.Clone(c.states)
 	c.mu.Unlock()
-	return c.applyLocked(ctx, file, raw, states)
+	return c.applyLocked(ctx, file, raw, states, nil)
 }
 
 func (c *Control) fileLocked() *config.Config {
@@ -427,20 +427,24 @@ func (c *Control) fileLocked() *config.Config {
 }
 
 // applyLocked makes file (with raw its text) and states the running
-// configuration: it evaluates the health cache over them and has the
-// forwarder take the result; only once the forwarder accepts (or when
-// none is connected) does this process change. Callers hold applyMu.
-func (c *Control) applyLocked(ctx context.Context, file *config.Config, raw []byte, states map[unit.BackendKey]unit.State) error {
+// configuration: it evaluates the health cache over them (unless the
+// caller just did: ev) and has the forwarder take the result; only once
+// the forwarder accepts (or when none is connected) does this process
+// change. Callers hold applyMu.
+func (c *Control) applyLocked(ctx context.Context, file *config.Config, raw []byte, states map[unit.BackendKey]unit.State, ev *health.Evaluation) error {
 	// States named for backends the new file no longer has are dropped.
 	for key := range states {
 		if !hasBackend(file, key) {
 			delete(states, key)
 		}
 	}
-	c.mu.Lock()
-	ev := c.evaluate(file, states)
-	c.mu.Unlock()
-	running := effective(file, states, &ev)
+	if ev == nil {
+		c.mu.Lock()
+		e := c.evaluate(file, states)
+		c.mu.Unlock()
+		ev = &e
+	}
+	running := effective(file, states, ev)
 	var reply unit.ReloadReply
 	lk, lerr := c.current()
 	if lerr == nil {
@@ -450,7 +454,7 @@ func (c *Control) applyLocked(ctx context.Context, file *config.Config, raw []by
 		}
 	}
 	c.mu.Lock()
-	c.file, c.raw, c.states, c.eval, c.running = file, raw, states, ev, running
+	c.file, c.raw, c.states, c.eval, c.running = file, raw, states, *ev, running
 	if lerr == nil {
 		c.setIDs(reply)
 	}
@@ -494,5 +498,5 @@ func (c *Control) SetState(ctx context.Context, key unit.BackendKey, state unit.
 	} else {
 		states[key] = state
 	}
-	return c.applyLocked(ctx, file, raw, states)
+	return c.applyLocked(ctx, file, raw, states, nil)
 }

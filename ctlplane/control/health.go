@@ -144,7 +144,7 @@ func (c *Control) refresh(ctx context.Context) error {
 			c.log.Info().Str("vip", bv.VIP).Str("backend", bv.Backend).Stringer("state", bv.State).Str("why", bv.Reason).Msg("health verdict")
 		}
 	}
-	return c.applyLocked(ctx, file, raw, states)
+	return c.applyLocked(ctx, file, raw, states, &ev)
 }
 
 // sameOverrides reports whether two verdicts give the forwarder the same
