@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"math/big"
 	"reflect"
 	"slices"
 	"strings"
@@ -280,4 +281,22 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("not stable:\n%+v\n%+v", c, d)
 		}
 	})
+}
+
+func TestIsPrime(t *testing.T) {
+	for n := -1; n < 5000; n++ {
+		if got, want := isPrime(n), n > 1 && big.NewInt(int64(n)).ProbablyPrime(20); got != want {
+			t.Fatalf("isPrime(%d) = %v", n, got)
+		}
+	}
+	for _, n := range []int{65537, 1048573, 251, 4093} {
+		if !isPrime(n) {
+			t.Errorf("%d is prime", n)
+		}
+	}
+	for _, n := range []int{65535, 1048575, 1 << 20, 1046529 /* 1023² */} {
+		if isPrime(n) {
+			t.Errorf("%d is not prime", n)
+		}
+	}
 }
