@@ -110,9 +110,6 @@ func run(tetherd, port string, conns int) error {
 	if err := td.WaitFor("forwarding", 15*time.Second); err != nil {
 		return err
 	}
-	if err := lb.ReturnThroughUnit(lb.UnitIf, 8080); err != nil {
-		return err
-	}
 	vips := []struct{ name, mode, addr string }{
 		{"web-nat", "nat", "192.0.2.10"},
 		{"web-halfnat", "halfnat", "192.0.2.20"},
