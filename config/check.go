@@ -129,6 +129,11 @@ func (f *Forwarder) check(p *problems) {
 	} else if q != 1 && f.Port.Driver == DriverTUN {
 		p.Add("forwarder.port.queues", q, "a tun port has one queue")
 	}
+	// The kernel reserves 0 (unspecified) and 252-255 (compat, default,
+	// main, local); 0 here means "add no rules" instead.
+	if t := f.Port.Table; t < 0 || t > math.MaxUint32 || (t >= 252 && t <= 255) {
+		p.Add("forwarder.port.table", t, "must be 0 (no half-NAT return rules) or a routing table between 1 and %d other than 252-255, which the kernel reserves", uint32(math.MaxUint32))
+	}
 	if len(f.Cores) > 0 && len(f.Cores) != f.Workers {
 		p.Add("forwarder.cores", fmt.Sprint(f.Cores), "lists %d cores for %d workers: give one per worker, or none", len(f.Cores), f.Workers)
 	}

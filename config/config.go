@@ -152,7 +152,23 @@ type Port struct {
 	// one queue and several workers a dispatcher spreads the flows over
 	// the workers (software RSS). A TUN port has one queue.
 	Queues int `mapstructure:"queues"`
+	// Table is the routing table a TUN port's half-NAT return path uses:
+	// half-NAT backends reply to the client's own address, so the
+	// forwarder adds policy rules that look this table up for packets
+	// from each half-NAT backend's address, port and protocol, and a
+	// default route in it into the device; otherwise the kernel would
+	// forward the replies to the client untranslated. The table is the
+	// forwarder's alone (it removes rules that look it up and that it
+	// does not want), so two units on one host need two tables. 0 adds
+	// nothing, for operators who route the replies themselves. AF_XDP
+	// ports ignore it: their XDP program catches the replies.
+	Table int `mapstructure:"table"`
 }
+
+// DefaultReturnTable is forwarder.port.table's default: a number far
+// from the small ones people pick by hand (100, 200), so that it is
+// unlikely to be in use already.
+const DefaultReturnTable = 8384
 
 // Flows sizes and ages the flow table.
 type Flows struct {

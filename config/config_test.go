@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"math/big"
 	"reflect"
 	"slices"
@@ -50,7 +51,7 @@ func TestDefaults(t *testing.T) {
 	f := &c.Forwarder
 	if f.Workers != 1 || f.Batch != 32 || f.Flows.Max != 1<<20 || !f.AnswerPing ||
 		f.Flows.Timeouts.TCPEstablished != 15*time.Minute || f.Flows.Timeouts.UDP != 5*time.Minute ||
-		f.Fragments.Timeout != 5*time.Second || c.Unit.Name != "tether" {
+		f.Fragments.Timeout != 5*time.Second || c.Unit.Name != "tether" || f.Port.Table != DefaultReturnTable {
 		t.Fatalf("forwarder defaults: %+v", f)
 	}
 	v := &c.VIPs[0]
@@ -120,6 +121,9 @@ func TestBadConfigurations(t *testing.T) {
 		{"tunnel without unit address", strings.Replace(strings.Replace(vip(""), "halfnat", "tunnel", 1), "unit: {address4: 198.51.100.254}", "unit: {}", 1), []string{"unit.address4", "tunnel source"}},
 		{"timeout", "forwarder: {flows: {timeouts: {udp: 0s}}}\n", []string{"forwarder.flows.timeouts.udp"}},
 		{"workers", "forwarder: {workers: 0}\n", []string{"forwarder.workers"}},
+		{"reserved table", "forwarder: {port: {table: 254}}\n", []string{"forwarder.port.table", "254", "reserves"}},
+		{"negative table", "forwarder: {port: {table: -1}}\n", []string{"forwarder.port.table", "-1"}},
+		{"table too large", "forwarder: {port: {table: 4294967296}}\n", []string{"forwarder.port.table", "4294967296"}},
 		{"duplicate name", "unit: {address4: 198.51.100.254}\nvips:\n  - {name: v, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n  - {name: v, address: 192.0.2.2, port: 80, protocol: tcp, mode: halfnat}\n", []string{"vips[1].name", "also the name of vips[0]"}},
 		{"duplicate service", "vips:\n  - {name: a, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n  - {name: b, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n", []string{"vips[1]", "same address, port and protocol"}},
 		{"wrong type", "forwarder: {batch: lots}\n", []string{"batch"}},
@@ -297,6 +301,22 @@ func TestIsPrime(t *testing.T) {
 	for _, n := range []int{65535, 1048575, 1 << 20, 1046529 /* 1023² */} {
 		if isPrime(n) {
 			t.Errorf("%d is not prime", n)
+		}
+	}
+}
+
+// forwarder.port.table takes 0 (no return rules) and any table the
+// kernel does not reserve.
+func TestReturnTable(t *testing.T) {
+	clearEnv(t)
+	for _, table := range []int{0, 1, 100, 251, 256, 1<<32 - 1} {
+		c, err := Parse(fmt.Appendf(nil, "forwarder: {port: {table: %d}}\n", table))
+		if err != nil {
+			t.Errorf("table %d: %v", table, err)
+			continue
+		}
+		if c.Forwarder.Port.Table != table {
+			t.Errorf("table %d read as %d", table, c.Forwarder.Port.Table)
 		}
 	}
 }

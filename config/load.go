@@ -46,6 +46,7 @@ var defaults = map[string]any{
 	"forwarder.port.interface":                 "tether0",
 	"forwarder.port.queues":                    1,
 	"forwarder.port.mtu":                       0,
+	"forwarder.port.table":                     DefaultReturnTable,
 	"admin.socket":                             "/run/tether/admin.sock",
 	"admin.group":                              "",
 	"admin.run_dir":                            "/run/tether",

@@ -209,9 +209,6 @@ func TestControl(t *testing.T) {
 			}
 			cfg := lbConfig(lb, "halfnat", []int{1, 1}, 8080, "")
 			u := startUnit(t, lb, cfg)
-			if err := lb.ReturnThroughUnit(lb.UnitIf, 8080); err != nil {
-				t.Fatal(err)
-			}
 			gen := u.status()["generation"]
 			// An invalid file is refused whole, naming the key; service
 			// goes on with the running configuration.

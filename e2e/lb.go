@@ -113,25 +113,6 @@ func (lb *LB) StartBackends(port int) error {
 	return nil
 }
 
-// ReturnThroughUnit makes the unit send what its backends send from TCP
-// port into the TUN device dev, so that half-NAT replies reach Tether to
-// be translated back (the same job the XDP program's source match does on
-// the AF_XDP topology, which needs nothing here).
-func (lb *LB) ReturnThroughUnit(dev string, port int) error {
-	if lb.Driver != "tun" {
-		return nil
-	}
-	if err := lb.Run(lb.Unit, "ip", "route", "add", "default", "dev", dev, "table", "100"); err != nil {
-		return err
-	}
-	for i := range lb.Backends {
-		if err := lb.Run(lb.Unit, "ip", "rule", "add", "iif", BackendLink(i), "ipproto", "tcp", "sport", fmt.Sprint(port), "lookup", "100"); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // StartIPIPDecap makes backend i accept IP-in-IP for vip: the decapsulator
 // role writes inner packets to a TUN device, and the VIP is a local
 // address so the backend answers from it directly (DSR).

@@ -98,16 +98,14 @@ func testModes(t *testing.T, build func(string, int) *LB) {
 					}
 				}
 			}
-			startTether(t, lb, lbConfig(lb, c.mode, weights, port, c.extra))
-			if c.mode == "halfnat" {
-				if err := lb.ReturnThroughUnit(lb.UnitIf, 8080); err != nil {
-					t.Fatal(err)
-				}
-			}
+			td, _ := startTether(t, lb, lbConfig(lb, c.mode, weights, port, c.extra))
 			if got := curl(t, lb, "http://192.0.2.10/"); !strings.HasPrefix(got, "b") {
 				t.Fatalf("curl through the VIP got %q", got)
 			}
 			checkWeights(t, client(t, lb, "http://192.0.2.10/", 600, 8), weights)
+			if c.mode == "halfnat" && lb.Driver == "tun" {
+				checkReturnPath(t, lb, td, len(weights))
+			}
 		})
 	}
 }
@@ -208,11 +206,30 @@ func TestSoftwareRSS(t *testing.T) {
 				if !strings.Contains(td.Output(), "software_rss=true") {
 					t.Fatalf("forwarder did not start a dispatcher:\n%s", td.Output())
 				}
-				if err := lb.ReturnThroughUnit(lb.UnitIf, 8080); err != nil {
-					t.Fatal(err)
-				}
 				checkWeights(t, client(t, lb, "http://192.0.2.10/", 400, 8), weights)
 			})
 		}
 	})
+}
+
+// checkReturnPath: the half-NAT replies the test just received came
+// through the policy rules the forwarder installs on a TUN port (the
+// topology routes nothing into the device itself), one per backend; the
+// forwarder removes them when it stops.
+func checkReturnPath(t *testing.T, lb *LB, td *Proc, backends int) {
+	t.Helper()
+	rules := func() string {
+		out, err := lb.Exec(lb.Unit, "ip", "rule", "list", "table", "8384")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(out)
+	}
+	if out := rules(); strings.Count(out, "ipproto tcp sport 8080 lookup 8384") != backends {
+		t.Fatalf("want %d half-NAT return rules, one per backend:\n%s", backends, out)
+	}
+	td.Stop()
+	if out := rules(); out != "" {
+		t.Fatalf("rules left after the forwarder stopped:\n%s", out)
+	}
 }

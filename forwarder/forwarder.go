@@ -61,7 +61,7 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 		}
 		f.ports, f.tun = []nic.Port{t}, t
 		if err := f.syncRoutes(c); err != nil {
-			t.Close()
+			f.Close()
 			return nil, err
 		}
 	case config.DriverAFXDP:
@@ -186,7 +186,8 @@ func owned(c *config.Config) []netip.Prefix {
 }
 
 // syncRoutes points the routes of c's addresses into the TUN device and
-// removes those no longer owned.
+// removes those no longer owned, then brings the half-NAT return path
+// (policy.go) in step with c.
 func (f *Forwarder) syncRoutes(c *config.Config) error {
 	want := owned(c)
 	for _, p := range want {
@@ -202,7 +203,7 @@ func (f *Forwarder) syncRoutes(c *config.Config) error {
 		}
 	}
 	f.routes = want
-	return nil
+	return f.syncReturnPath(c)
 }
 
 // Run runs the workers until ctx ends or one fails.
@@ -369,12 +370,12 @@ func (f *Forwarder) StoppedSummary() dataplane.Summary {
 	return total
 }
 
-// Close releases the port: the TUN device and its routes, or the XDP
-// program and the sockets.
+// Close releases the port: the TUN device, its routes and the half-NAT
+// return path's rules, or the XDP program and the sockets.
 func (f *Forwarder) Close() error {
 	switch {
 	case f.tun != nil:
-		return f.tun.Close()
+		return errors.Join(f.clearReturnPath(), f.tun.Close())
 	case f.xdp != nil:
 		return f.xdp.Close()
 	}

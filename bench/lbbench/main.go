@@ -128,9 +128,6 @@ func measure(setup, tetherd string, secs float64, bulk int64) (result, error) {
 		if err := td.WaitFor("forwarding", 15*time.Second); err != nil {
 			return res, err
 		}
-		if err := lb.ReturnThroughUnit(lb.UnitIf, 8080); err != nil {
-			return res, err
-		}
 	}
 
 	// Small-packet UDP: 18-byte payloads (64-byte frames) from 256

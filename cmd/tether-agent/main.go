@@ -27,6 +27,15 @@ func main() {
 	fi, err := os.Stderr.Stat()
 	tty := err == nil && fi.Mode()&os.ModeCharDevice != 0
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly, NoColor: !tty}).With().Timestamp().Logger()
+	if err := newRoot(log).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tether-agent:", err)
+		os.Exit(1)
+	}
+}
+
+// newRoot builds the command tree (the documentation's test checks its
+// examples against it).
+func newRoot(log zerolog.Logger) *cobra.Command {
 	var socket, output string
 	root := &cobra.Command{
 		Use:           "tether-agent",
@@ -197,10 +206,7 @@ the row's current state follows when every unit has confirmed.`,
 		},
 	}
 	root.AddCommand(run, status, set, add, remove)
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "tether-agent:", err)
-		os.Exit(1)
-	}
+	return root
 }
 
 func dash(s string) string {

@@ -171,9 +171,6 @@ func run(o options) error {
 			return err
 		}
 	}
-	if err := lb.ReturnThroughUnit(lb.UnitIf, 8080); err != nil {
-		return err
-	}
 	vips, err := admin.vips()
 	if err != nil {
 		return err

@@ -43,6 +43,15 @@ func (c *client) show(v any, table func(w *tabwriter.Writer)) error {
 }
 
 func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tetherctl:", err)
+		os.Exit(1)
+	}
+}
+
+// newRoot builds the command tree (the documentation's test checks its
+// examples against it).
+func newRoot() *cobra.Command {
 	var socket, output string
 	var c *client
 	root := &cobra.Command{
@@ -68,10 +77,7 @@ func main() {
 	root.PersistentFlags().StringVar(&socket, "socket", def, "the unit's admin socket (env TETHER_ADMIN_SOCKET)")
 	root.PersistentFlags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	root.AddCommand(commands(func() *client { return c })...)
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "tetherctl:", err)
-		os.Exit(1)
-	}
+	return root
 }
 
 func query(params ...string) string {

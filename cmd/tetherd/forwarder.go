@@ -22,14 +22,21 @@ func forwarderCommand(log *zerolog.Logger) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "forwarder (--config FILE | --config-stdin) [--control SOCKET]",
 		Short: "Run the forwarder on the configured port until stopped",
-		Long: `Forwarder opens the port forwarder.port names: a TUN device (driver tun),
-into which it routes the VIP and SNAT addresses, or AF_XDP sockets on an
-existing interface (driver afxdp), where an XDP program redirects only
-Tether's traffic to it. It forwards with one worker per configured core. SIGHUP reloads the configuration file without
-dropping flows (a bad file is refused and the running configuration
-stays); SIGINT or SIGTERM stops it and prints what it did per VIP,
+		Long: `Forwarder opens the port forwarder.port names and forwards with
+forwarder.workers workers (each pinned to its core of forwarder.cores,
+when that lists cores). Its driver is tun or afxdp: a tun port creates a
+TUN device, routes the VIP and SNAT addresses into it and adds the policy
+rules (forwarder.port.table) that route half-NAT backends' replies into
+it too; an afxdp port binds AF_XDP sockets to an existing interface and
+attaches an XDP program that takes only traffic to VIP and SNAT addresses
+and half-NAT backends' replies, leaving the rest to the kernel. SIGHUP
+reloads the configuration file without dropping flows (a bad file is
+refused and the running configuration stays); SIGINT or SIGTERM stops
+it, removes what it added to the kernel, and prints what it did per VIP,
 backend and drop reason. With --control it connects to a control process
-(tetherd run starts it that way) and keeps forwarding when that goes away.`,
+(tetherd run starts it that way, with admin.run_dir/forwarder.sock, and
+passes the checked configuration on standard input: --config-stdin) and
+keeps forwarding when that goes away.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (cfgPath == "") == !fromStdin {

@@ -19,15 +19,21 @@ func main() {
 	fi, err := os.Stderr.Stat()
 	tty := err == nil && fi.Mode()&os.ModeCharDevice != 0
 	log := zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly, NoColor: !tty}).With().Timestamp().Logger()
+	if err := newRoot(&log).Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "tetherd:", err)
+		os.Exit(1)
+	}
+}
+
+// newRoot builds the command tree (the documentation's test checks its
+// examples against it).
+func newRoot(log *zerolog.Logger) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "tetherd",
 		Short:         "Tether load balancer daemon",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(replayCommand(&log), forwarderCommand(&log), runCommand(&log, true), runCommand(&log, false))
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "tetherd:", err)
-		os.Exit(1)
-	}
+	root.AddCommand(replayCommand(log), forwarderCommand(log), runCommand(log, true), runCommand(log, false))
+	return root
 }

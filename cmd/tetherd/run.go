@@ -35,7 +35,10 @@ admin.socket (tetherctl), optionally Prometheus metrics on admin.metrics,
 decides punted flows and keeps the connection inventory. "run" also starts
 the forwarder process and restarts it if it dies; killing the control
 process leaves the forwarder forwarding, and a new control process adopts
-it. SIGHUP reloads the configuration file; SIGINT/SIGTERM stop the unit.
+it through the PID file in admin.run_dir (so two units on one host need
+different admin.run_dir and admin.socket). "control" alone expects a
+forwarder started with --control admin.run_dir/forwarder.sock. SIGHUP
+reloads the configuration file; SIGINT/SIGTERM stop the unit.
 
 With --rescue, a configuration file that is missing or invalid (or that
 the unit cannot start with) does not stop tetherd: it logs why and serves

@@ -1,0 +1,220 @@
+package forwarder
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/config"
+)
+
+// The half-NAT return path of a TUN port.
+//
+// A half-NAT backend sees the client's own address and replies to it. On
+// the unit those replies are ordinary forwarded packets: without help the
+// kernel sends them straight on to the client with the backend's address
+// as their source, the client's stack finds no connection for them, and
+// no connection ever opens. An AF_XDP port's XDP program catches them by
+// source (address, port, protocol). A TUN port gets the same match from
+// policy routing: one rule per half-NAT backend,
+//
+//	ip rule add priority 9000 from BACKEND ipproto PROTO sport PORT lookup TABLE
+//
+// and in TABLE (forwarder.port.table) a default route into the device,
+// so that only the backend's service port is taken: its other traffic
+// (its own outgoing connections, say) is routed as before. The table is
+// the forwarder's alone: a rule that looks it up and is not wanted is
+// removed, which also clears what a killed forwarder left behind.
+
+// returnPriority orders the rules among the host's: after the rule that
+// looks up the local table (priority 0, or 100 where a CNI plugin has
+// moved it), so that a reply addressed to the unit itself (to one of its
+// health probes) is still delivered locally, and before the main table's
+// (32766).
+const returnPriority = 9000
+
+// returnRule is a half-NAT backend's service endpoint, whose packets the
+// TUN port must receive.
+type returnRule struct {
+	addr  netip.Addr
+	port  uint16
+	proto uint8
+}
+
+func (r returnRule) String() string {
+	return fmt.Sprintf("%s/%d", netip.AddrPortFrom(r.addr, r.port), r.proto)
+}
+
+// returnRules lists the endpoints of c's half-NAT backends, each once,
+// in a stable order.
+func returnRules(c *config.Config) []returnRule {
+	var rs []returnRule
+	for i := range c.VIPs {
+		v := &c.VIPs[i]
+		if v.ModeValue() != unit.ModeHalfNAT {
+			continue
+		}
+		for j := range v.Backends {
+			b := &v.Backends[j]
+			rs = append(rs, returnRule{addr: b.Addr(), port: uint16(b.Port), proto: v.ProtoNum()})
+		}
+	}
+	slices.SortFunc(rs, func(a, b returnRule) int {
+		return cmp.Or(a.addr.Compare(b.addr), cmp.Compare(a.port, b.port), cmp.Compare(a.proto, b.proto))
+	})
+	return slices.Compact(rs)
+}
+
+// syncReturnPath makes the kernel's rules and the table's default routes
+// match c's half-NAT backends; the caller holds f.mu or owns f alone.
+func (f *Forwarder) syncReturnPath(c *config.Config) error {
+	return syncReturn(f.tun.Index(), c.Forwarder.Port.Table, returnRules(c))
+}
+
+// clearReturnPath removes the rules and routes syncReturnPath added.
+func (f *Forwarder) clearReturnPath() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return syncReturn(f.tun.Index(), f.cfg.Forwarder.Port.Table, nil)
+}
+
+// syncReturn installs want in table, toward the device link, and removes
+// every other rule that looks table up. Table 0 means the operator routes
+// the replies: nothing is touched.
+func syncReturn(link, table int, want []returnRule) error {
+	if table == 0 {
+		return nil
+	}
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		var w []returnRule
+		for _, r := range want {
+			if familyOf(r.addr) == fam {
+				w = append(w, r)
+			}
+		}
+		if err := syncFamily(link, table, fam, w); err != nil {
+			return fmt.Errorf("half-NAT return path: %w", err)
+		}
+	}
+	return nil
+}
+
+func syncFamily(link, table, fam int, want []returnRule) error {
+	def := defaultRoute(link, table, fam)
+	// A route of another device in the table makes it another unit's
+	// (or the operator's): sharing it would send one unit's replies
+	// into the other, and the clean-up below would delete the other's
+	// rules. With nothing to install there is nothing of ours in it
+	// either, so leave it alone.
+	routes, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list the routes of table %d: %w", table, err)
+	}
+	for _, r := range routes {
+		if r.LinkIndex == link {
+			continue
+		}
+		if len(want) == 0 {
+			return nil
+		}
+		return fmt.Errorf("forwarder.port.table: %q: the table already routes %s via %s, not this unit's device: give each unit on a host a table of its own",
+			fmt.Sprint(table), routeDst(r), linkName(r.LinkIndex))
+	}
+	if len(want) > 0 {
+		if err := netlink.RouteReplace(def); err != nil {
+			return fmt.Errorf("route %s into the device in table %d: %w", routeDst(*def), table, err)
+		}
+	}
+	have, err := netlink.RuleListFiltered(fam, &netlink.Rule{Table: table}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("list the rules that look up table %d: %w", table, err)
+	}
+	present := map[returnRule]bool{}
+	for _, r := range have {
+		if k, ok := ruleKey(r); ok && slices.Contains(want, k) && !present[k] {
+			present[k] = true
+			continue
+		}
+		if err := netlink.RuleDel(&r); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove rule %s: %w", r, err)
+		}
+	}
+	for _, k := range want {
+		if present[k] {
+			continue
+		}
+		r := newRule(table, k)
+		if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("add the rule from %s to table %d: %w", k, table, err)
+		}
+	}
+	if len(want) == 0 {
+		if err := netlink.RouteDel(def); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
+			return fmt.Errorf("remove route %s from table %d: %w", routeDst(*def), table, err)
+		}
+	}
+	return nil
+}
+
+// newRule is the rule that sends k's packets to table.
+func newRule(table int, k returnRule) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = familyOf(k.addr)
+	r.Priority = returnPriority
+	r.Table = table
+	r.Src = &net.IPNet{IP: k.addr.AsSlice(), Mask: net.CIDRMask(k.addr.BitLen(), k.addr.BitLen())}
+	r.IPProto = int(k.proto)
+	r.Sport = netlink.NewRulePortRange(k.port, k.port)
+	return r
+}
+
+// ruleKey reads back a rule newRule made; ok is false for any other rule.
+func ruleKey(r netlink.Rule) (returnRule, bool) {
+	if r.Priority != returnPriority || r.Src == nil || r.Dst != nil || r.Sport == nil || r.Sport.Start != r.Sport.End ||
+		r.Dport != nil || r.IPProto <= 0 || r.IPProto > 255 || r.IifName != "" || r.OifName != "" || r.Mark != 0 || r.Invert {
+		return returnRule{}, false
+	}
+	addr, ok := netip.AddrFromSlice(r.Src.IP)
+	if ones, bits := r.Src.Mask.Size(); !ok || ones != bits {
+		return returnRule{}, false
+	}
+	return returnRule{addr: addr.Unmap(), port: r.Sport.Start, proto: uint8(r.IPProto)}, true
+}
+
+// defaultRoute is the table's route of family fam into the device.
+func defaultRoute(link, table, fam int) *netlink.Route {
+	bits := 32
+	if fam == netlink.FAMILY_V6 {
+		bits = 128
+	}
+	return &netlink.Route{LinkIndex: link, Table: table, Scope: netlink.SCOPE_LINK,
+		Dst: &net.IPNet{IP: make(net.IP, bits/8), Mask: net.CIDRMask(0, bits)}}
+}
+
+func familyOf(a netip.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+func routeDst(r netlink.Route) string {
+	if r.Dst == nil {
+		return "default"
+	}
+	return r.Dst.String()
+}
+
+func linkName(index int) string {
+	if l, err := netlink.LinkByIndex(index); err == nil {
+		return l.Attrs().Name
+	}
+	return fmt.Sprintf("interface %d", index)
+}

@@ -1,0 +1,173 @@
+package forwarder
+
+import (
+	"net"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/tetherlb/tether/config"
+)
+
+const policyConfig = `
+vips:
+  - {name: web, address: 192.0.2.10, port: 80, protocol: tcp, mode: halfnat,
+     backends: [{address: 10.0.10.2, port: 8080}, {address: 10.0.11.2, port: 8080}]}
+  - {name: dns, address: 192.0.2.11, port: 53, protocol: udp, mode: halfnat, backends: [{address: 10.0.10.2}]}
+  - {name: web6, address: "2001:db8::10", port: 80, protocol: tcp, mode: halfnat, backends: [{address: "fd00::2"}]}
+  - {name: nat, address: 192.0.2.12, port: 80, protocol: tcp, mode: nat, snat: [198.51.100.1], backends: [{address: 10.0.12.2}]}
+`
+
+// inNewNetns moves the test's thread into a network namespace of its
+// own, so that the rules and routes it makes touch nothing of the host's
+// (or of other tests'). The thread stays locked: it dies with the test's
+// goroutine, and the namespace with it.
+func inNewNetns(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a network namespace for policy rules")
+	}
+	runtime.LockOSThread()
+	if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+		t.Skipf("cannot make a network namespace: %v", err)
+	}
+}
+
+// veth makes a veth pair, up, and returns the first end's index.
+func veth(t *testing.T, name, peer string) int {
+	t.Helper()
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name}, PeerName: peer}); err != nil {
+		t.Skipf("cannot make a veth pair: %v", err)
+	}
+	for _, n := range []string{name, peer} {
+		l, err := netlink.LinkByName(n)
+		if err == nil {
+			err = netlink.LinkSetUp(l)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l.Attrs().Index
+}
+
+// installed lists the rules that look table up, as "from/port/proto",
+// and the table's routes as "dst dev".
+func installed(t *testing.T, table int) (rules, routes []string) {
+	t.Helper()
+	for _, fam := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
+		rs, err := netlink.RuleListFiltered(fam, &netlink.Rule{Table: table}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rs {
+			k, ok := ruleKey(r)
+			if !ok {
+				rules = append(rules, "foreign "+r.String())
+				continue
+			}
+			rules = append(rules, k.String())
+		}
+		rts, err := netlink.RouteListFiltered(fam, &netlink.Route{Table: table}, netlink.RT_FILTER_TABLE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range rts {
+			routes = append(routes, routeDst(r)+" "+linkName(r.LinkIndex))
+		}
+	}
+	slices.Sort(rules)
+	slices.Sort(routes)
+	return rules, routes
+}
+
+func TestReturnPath(t *testing.T) {
+	inNewNetns(t)
+	a := veth(t, "ta0", "ta1")
+	b := veth(t, "tb0", "tb1")
+	c, err := config.Parse([]byte(policyConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const table = 8384
+	// What a killed forwarder left behind, and an operator's rule in
+	// another table, which must stay.
+	stale := newRule(table, returnRule{addr: c.VIPs[3].Backends[0].Addr(), port: 80, proto: 6})
+	other := netlink.NewRule()
+	other.Table, other.Priority = 100, 500
+	other.Src = &net.IPNet{IP: net.IPv4(10, 0, 10, 2).To4(), Mask: net.CIDRMask(32, 32)}
+	for _, r := range []*netlink.Rule{stale, other} {
+		if err := netlink.RuleAdd(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if err := syncReturn(a, table, returnRules(c)); err != nil {
+		t.Fatal(err)
+	}
+	rules, routes := installed(t, table)
+	want := []string{"10.0.10.2:53/17", "10.0.10.2:8080/6", "10.0.11.2:8080/6", "[fd00::2]:80/6"}
+	if !slices.Equal(rules, want) {
+		t.Errorf("rules %q, want %q", rules, want)
+	}
+	if want := []string{"0.0.0.0/0 ta0", "::/0 ta0"}; !slices.Equal(routes, want) {
+		t.Errorf("routes %q, want %q", routes, want)
+	}
+	if rs, _ := netlink.RuleListFiltered(netlink.FAMILY_V4, &netlink.Rule{Table: 100}, netlink.RT_FILTER_TABLE); len(rs) != 1 {
+		t.Errorf("the operator's rule in table 100: %v", rs)
+	}
+
+	// A reload without one backend and without the IPv6 VIP.
+	c.VIPs[0].Backends = c.VIPs[0].Backends[:1]
+	c.VIPs = slices.Delete(c.VIPs, 2, 3)
+	if err := syncReturn(a, table, returnRules(c)); err != nil {
+		t.Fatal(err)
+	}
+	rules, routes = installed(t, table)
+	if want := []string{"10.0.10.2:53/17", "10.0.10.2:8080/6"}; !slices.Equal(rules, want) {
+		t.Errorf("after the reload: rules %q, want %q", rules, want)
+	}
+	if want := []string{"0.0.0.0/0 ta0"}; !slices.Equal(routes, want) {
+		t.Errorf("after the reload: routes %q, want %q", routes, want)
+	}
+
+	// A second unit given the same table is refused, naming the key,
+	// and one with nothing to install leaves the first's rules alone.
+	err = syncReturn(b, table, returnRules(c))
+	if err == nil || !strings.Contains(err.Error(), `forwarder.port.table: "8384"`) || !strings.Contains(err.Error(), "ta0") {
+		t.Errorf("a second unit on the same table: %v", err)
+	}
+	if err := syncReturn(b, table, nil); err != nil {
+		t.Errorf("a second unit without half-NAT: %v", err)
+	}
+	if rules, _ = installed(t, table); len(rules) != 2 {
+		t.Errorf("the first unit's rules after the second's attempts: %q", rules)
+	}
+
+	// Stopping removes everything; table 0 touches nothing.
+	if err := syncReturn(a, table, nil); err != nil {
+		t.Fatal(err)
+	}
+	if rules, routes = installed(t, table); len(rules)+len(routes) != 0 {
+		t.Errorf("after clearing: rules %q, routes %q", rules, routes)
+	}
+	before, err := netlink.RuleList(netlink.FAMILY_ALL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syncReturn(a, 0, returnRules(c)); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := netlink.RuleList(netlink.FAMILY_ALL); len(after) != len(before) {
+		t.Errorf("table 0 changed the rules from %v to %v", before, after)
+	}
+}
