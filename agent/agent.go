@@ -14,8 +14,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tetherlb/tether/internal/probe"
 	pb "github.com/tetherlb/tether/api/healthpb"
+	"github.com/tetherlb/tether/internal/probe"
 )
 
 // Agent is a running host agent.

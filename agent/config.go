@@ -7,9 +7,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tetherlb/tether/internal/probe"
 	pb "github.com/tetherlb/tether/api/healthpb"
 	"github.com/tetherlb/tether/internal/confcheck"
+	"github.com/tetherlb/tether/internal/probe"
 )
 
 // Config is a host agent's configuration.

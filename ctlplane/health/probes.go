@@ -7,9 +7,9 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/tetherlb/tether/internal/probe"
 	pb "github.com/tetherlb/tether/api/healthpb"
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/internal/probe"
 )
 
 // Probes runs this unit's own checks against the backends of VIPs whose
@@ -23,7 +23,7 @@ type Probes struct {
 	log zerolog.Logger
 
 	mu      sync.Mutex
-	base    context.Context   // bounds every probe's life; set by Start
+	base    context.Context          // bounds every probe's life; set by Start
 	running map[string]*backendProbe // by "vip/backend"
 }
 
