@@ -362,16 +362,53 @@ func TestAnswersOnlyUnits(t *testing.T) {
 }
 
 // TestLoadCommand: a load command's percentage reaches the row, with
-// hysteresis: a move smaller than load.step is not reported.
+// hysteresis: a move smaller than load.step (5) is not reported, unless
+// it reaches 0 or 100, and output that is no percentage changes nothing.
+// Each step waits until the agent's status shows that the command ran on
+// the step's output (its measurement, or one more failure) and only then
+// reads the row, so "the load did not move" is proven by a measurement
+// that did not move it, not by a pause that may have seen no run at all.
 func TestLoadCommand(t *testing.T) {
-	loadFile := filepath.Join(t.TempDir(), "load")
-	os.WriteFile(loadFile, []byte("42%\n"), 0o644)
+	dir := t.TempDir()
+	loadFile := filepath.Join(dir, "load")
+	// setOutput replaces the file whole: cat never reads it half written,
+	// so every run measures one step's output.
+	setOutput := func(s string) {
+		t.Helper()
+		tmp := filepath.Join(dir, "load.tmp")
+		if err := os.WriteFile(tmp, []byte(s+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, loadFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Consecutive steps measure different values: seeing a step's value is
+	// how the test knows the command read that step's output.
+	steps := []struct {
+		output   string
+		failed   bool   // the output is no percentage
+		measured uint32 // what the status shows was measured
+		load     uint32 // the row's load after it
+	}{
+		{output: "42%", measured: 42, load: 42},
+		{output: "44.4", measured: 44, load: 42}, // up 2: within the step
+		{output: "37.5", measured: 38, load: 42}, // down 4: within the step
+		{output: "busy", failed: true, load: 42},
+		{output: "97", measured: 97, load: 97},
+		{output: "100", measured: 100, load: 100}, // up 3, but to full load
+		{output: "98.6", measured: 99, load: 100}, // down 1: within the step
+		{output: "3", measured: 3, load: 3},
+		{output: "0", measured: 0, load: 0}, // down 3, but to idle
+	}
+	setOutput(steps[0].output)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cfg, err := ParseConfig([]byte(fmt.Sprintf(`
 host: {id: 7, listen: %q}
 units: ["127.0.0.1:9"]
 api: {socket: /nonexistent/agent.sock}
+load: {step: 5}
 applications:
   - {name: batch, endpoint: "10.0.9.2:9000", load_command: [cat, %q], load_interval: 100ms}
 `, freeUDP(t), loadFile)))
@@ -380,13 +417,32 @@ applications:
 	}
 	a, stop := runAgent(t, ctx, cfg)
 	defer stop()
-	load := func() uint32 { r, _ := a.table.Row("batch"); return r.GetLoad() }
-	eventually(t, "load 42", func() bool { return load() == 42 })
-	os.WriteFile(loadFile, []byte("44.4\n"), 0o644) // within the 5-point step
-	time.Sleep(300 * time.Millisecond)
-	if load() != 42 {
-		t.Fatalf("a 2-point move was reported: %d", load())
+	// status is the application as the API shows it; its load command's
+	// state is there once the command has been started.
+	status := func() (AppView, LoadView) {
+		for _, av := range a.View().Apps {
+			if av.Name == "batch" && av.LoadCommand != nil {
+				return av, *av.LoadCommand
+			}
+		}
+		return AppView{}, LoadView{}
 	}
-	os.WriteFile(loadFile, []byte("80\n"), 0o644)
-	eventually(t, "load 80", func() bool { return load() == 80 })
+	for i, s := range steps {
+		_, before := status()
+		if i > 0 {
+			setOutput(s.output)
+		}
+		eventually(t, fmt.Sprintf("the load command ran on %q", s.output), func() bool {
+			_, lc := status()
+			if s.failed {
+				return lc.Failures > before.Failures
+			}
+			return lc.Measurements > 0 && lc.Measured == s.measured
+		}, func() string { av, lc := status(); return fmt.Sprintf("load %d, command %+v", av.Load, lc) })
+		// The measurement is counted after the row took it or ignored it:
+		// this read sees the step's effect.
+		if av, _ := status(); av.Load != s.load {
+			t.Fatalf("after %q: got load %d, want %d", s.output, av.Load, s.load)
+		}
+	}
 }
