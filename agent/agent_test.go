@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -161,37 +163,139 @@ func TestAgentKeepsUnitsInStep(t *testing.T) {
 	})
 }
 
-// TestHandshakeRepairsAUnitThatMissedTheChange: a unit comes up after
-// the directive's row change went out; its postulate-wrong makes the
-// agent resend, and the handshake completes only after.
+// TestHandshakeRepairsAUnitThatMissedTheChange: a unit missed the row
+// change that set a new directive; the agent's postulate draws its
+// postulate-wrong, the agent resends the change, and the handshake
+// completes only in the round after. The late unit is a real unit that
+// the agent reaches through a relay the test controls, so that the order
+// of events is the test's and not the scheduler's: the unit is down
+// (every datagram dropped) until the first postulate comes, and the
+// original change is dropped whenever it comes. Without the relay the
+// unit's first heartbeat would draw a snapshot that repairs it before
+// any postulate, and the repair path would go untested.
 func TestHandshakeRepairsAUnitThatMissedTheChange(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	u1 := startUnit(t, ctx, 1)
-	late := freeUDP(t)
-	cfg := agentConfig(t, 7, []string{`"` + u1.Addr().String() + `"`, `"` + late + `"`}, "")
-	cfg.Directive.Delay = 300 * time.Millisecond
+	u2 := startUnit(t, ctx, 2) // its own socket only sends, and takes snapshots
+	relay, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := agentConfig(t, 7, []string{`"` + u1.Addr().String() + `"`, `"` + relay.LocalAddr().String() + `"`}, "")
+	// A unit that does not answer within the window agrees: the window
+	// must cover the relayed unit's answer on a loaded machine.
+	cfg.Directive.Window = time.Second
 	a, stop := runAgent(t, ctx, cfg)
 	defer stop()
 	eventually(t, "unit 1 in sync", func() bool { return inSync(u1, a, 7) })
+
+	// classify names a row change of web's draining directive: the
+	// original (target draining, in the table's sequence of generations),
+	// the handshake's resend of it (generation 0: outside the sequence),
+	// or the change that confirms it (current draining too).
+	classify := func(env *pb.Envelope) string {
+		for _, op := range env.GetRowChange().GetOps() {
+			r := op.GetRow()
+			switch {
+			case r.GetApp().GetEndpoint() != "10.0.7.2:8080" || r.GetTarget() != pb.State_STATE_DRAINING:
+			case r.GetCurrent() == pb.State_STATE_DRAINING:
+				return "change confirmed"
+			case env.GetRowChange().GetGeneration() != 0:
+				return "change missed"
+			default:
+				return "change resent"
+			}
+		}
+		return ""
+	}
+	// What the relay did, in order; never blocking the relay, which must
+	// return when the test closes its socket.
+	events := make(chan string, 100)
+	note := func(e string) {
+		select {
+		case events <- e:
+		default:
+		}
+	}
+	var relaying sync.WaitGroup
+	defer relaying.Wait()
+	defer relay.Close()
+	relaying.Go(func() {
+		peek, _ := pb.NewCodec(nil)
+		in, _ := pb.NewCodec(nil)
+		buf := make([]byte, pb.MaxDatagram+1)
+		up := false
+		for {
+			n, err := relay.Read(buf)
+			if err != nil {
+				return // closed: the test is over
+			}
+			env, err := peek.Decode(buf[:n])
+			if err != nil {
+				note(fmt.Sprintf("undecodable datagram: %v", err))
+				continue
+			}
+			switch c := classify(env); {
+			case c == "change missed":
+				note(c)
+				continue
+			case c != "":
+				note(c)
+			case env.GetPostulate() != nil && !up:
+				up = true
+				note("unit up")
+			}
+			if up {
+				u2.Receive(in, bytes.Clone(buf[:n]), a.Addr())
+			}
+		}
+	})
+
 	draining := pb.State_STATE_DRAINING
 	if err := a.Set(ctx, "web", nil, nil, nil, &draining); err != nil {
 		t.Fatal(err)
 	}
-	// The late unit starts after the row change, before the postulate,
-	// with no copy of the host at all.
-	time.Sleep(50 * time.Millisecond)
-	u2, err := health.New(health.Options{Listen: late, Unit: 2, Missed: 4, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
+	// The original change and the first postulate may pass the relay in
+	// either order (the agent sends them from two goroutines); the resend
+	// comes after both.
+	seen := map[string]bool{}
+	for !seen["change resent"] {
+		select {
+		case e := <-events:
+			if seen[e] || e != "change missed" && e != "unit up" && e != "change resent" {
+				t.Fatalf("relay: got %q after %v, want the missed change, the unit up and the resend, once each", e, seen)
+			}
+			seen[e] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("relay saw %v, want the missed change, the unit up and the resend", seen)
+		}
 	}
-	go u2.Run(ctx)
-	eventually(t, "the handshake completed", func() bool {
-		r, _ := a.table.Row("web")
-		return r.GetCurrent() == pb.State_STATE_DRAINING
-	})
-	if r := row(u2, 7, "10.0.7.2:8080"); r == nil || r.GetTarget() != pb.State_STATE_DRAINING {
-		t.Fatalf("late unit holds %v", r)
+	if !seen["change missed"] || !seen["unit up"] {
+		t.Fatalf("relay saw %v before the resend, want the missed change and the unit up", seen)
+	}
+	if n := u2.Stats().PostulateWrong; n != 1 {
+		t.Fatalf("the late unit sent %d postulate-wrongs, want 1: the resend answers it", n)
+	}
+	// The handshake is marked done after the row's current state is set:
+	// once the status says confirmed, the row says it too.
+	handshake := func() string {
+		for _, av := range a.View().Apps {
+			if av.Name == "web" {
+				return av.Handshake
+			}
+		}
+		return ""
+	}
+	eventually(t, "the handshake completed", func() bool { return strings.HasPrefix(handshake(), "confirmed") })
+	if got, want := handshake(), "confirmed draining after 2 rounds"; got != want {
+		t.Fatalf("handshake: got %q, want %q: the round the unit disagreed cannot confirm", got, want)
+	}
+	if r, _ := a.table.Row("web"); r.GetCurrent() != pb.State_STATE_DRAINING {
+		t.Fatalf("agent's row: got current %v, want draining", r.GetCurrent())
+	}
+	if r := row(u2, 7, "10.0.7.2:8080"); r.GetTarget() != pb.State_STATE_DRAINING {
+		t.Fatalf("late unit holds %v, want target draining", r)
 	}
 }
 
