@@ -19,19 +19,15 @@ import (
 	"github.com/tetherlb/tether/ctlplane/health"
 )
 
-// startUnit starts a real unit-side health server on loopback.
+// startUnit starts a real unit-side health server on loopback. It ages
+// a host out only after 1000 missed heartbeats, that is never within a
+// test: no test here is about aging (the health package tests it), and
+// on a loaded machine heartbeats can come late enough for a unit that
+// expects them every few tens of milliseconds to drop a host, a detour
+// none of these tests expects.
 func startUnit(t *testing.T, ctx context.Context, id uint32) *health.Server {
 	t.Helper()
-	return startUnitMissing(t, ctx, id, 4)
-}
-
-// startUnitMissing starts a unit that ages a host out after it missed
-// that many heartbeats. A test that is not about aging uses a large
-// number: on a loaded machine heartbeats can come late, and a host aged
-// out and heard again is a detour such a test does not expect.
-func startUnitMissing(t *testing.T, ctx context.Context, id uint32, missed int) *health.Server {
-	t.Helper()
-	s, err := health.New(health.Options{Listen: "127.0.0.1:0", Unit: id, Missed: missed, Log: zerolog.Nop()})
+	s, err := health.New(health.Options{Listen: "127.0.0.1:0", Unit: id, Missed: 1000, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,8 +131,9 @@ func row(u *health.Server, host uint32, ep string) *pb.Row {
 func TestAgentKeepsUnitsInStep(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// The units do not age the host out: only the goodbye can clear it.
-	u1, u2 := startUnitMissing(t, ctx, 1, 1000), startUnitMissing(t, ctx, 2, 1000)
+	// The units do not age the host out (see startUnit): only the goodbye
+	// can clear it.
+	u1, u2 := startUnit(t, ctx, 1), startUnit(t, ctx, 2)
 	cfg := agentConfig(t, 7, []string{`"` + u1.Addr().String() + `"`, `"` + u2.Addr().String() + `"`}, "")
 	a, stop := runAgent(t, ctx, cfg)
 	eventually(t, "both units hold the table", func() bool { return inSync(u1, a, 7) && inSync(u2, a, 7) })
@@ -186,10 +183,10 @@ func TestAgentKeepsUnitsInStep(t *testing.T) {
 func TestHandshakeRepairsAUnitThatMissedTheChange(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// Neither unit ages the host out: a unit that lost it would disagree
-	// with a postulate too, and add rounds this test does not expect.
-	u1 := startUnitMissing(t, ctx, 1, 1000)
-	u2 := startUnitMissing(t, ctx, 2, 1000) // its own socket only sends, and takes snapshots
+	// Neither unit ages the host out (see startUnit): a unit that lost it
+	// would disagree with a postulate too, and add a round.
+	u1 := startUnit(t, ctx, 1)
+	u2 := startUnit(t, ctx, 2) // its own socket only sends, and takes snapshots
 	relay, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -319,11 +316,9 @@ func TestGroupAggregation(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			// The unit does not age hosts out: a host aged out on a
-			// loaded machine is heard again only when a heartbeat names
-			// it, which kept the three out of sync for seconds; and the
-			// stopped member must be cleared by goodbyes, not aging.
-			u := startUnitMissing(t, ctx, 1, 1000)
+			// The unit does not age hosts out (see startUnit): the
+			// stopped member must be cleared by goodbyes.
+			u := startUnit(t, ctx, 1)
 			binds := []string{freeTCP(t), freeTCP(t), freeTCP(t)}
 			var agents []*Agent
 			var stops []func()
