@@ -32,6 +32,7 @@ type Agent struct {
 
 	mu     sync.Mutex
 	checks map[string]*probe.Monitor // by application name
+	loads  map[string]*LoadView      // load commands' state, by application name
 	shakes map[string]*handshake     // directive handshakes in progress, by name
 	wrongs map[uint64]map[uint32]bool
 	group  *group
@@ -70,7 +71,7 @@ func New(cfg *Config, log zerolog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("host.listen: %q: %w", cfg.Host.Listen, err)
 	}
 	a := &Agent{cfg: cfg, log: log, host: uint32(cfg.Host.ID), table: NewTable(uint64(time.Now().UnixNano())),
-		conn: conn, key: key, out: out, checks: map[string]*probe.Monitor{}, shakes: map[string]*handshake{},
+		conn: conn, key: key, out: out, checks: map[string]*probe.Monitor{}, loads: map[string]*LoadView{}, shakes: map[string]*handshake{},
 		wrongs: map[uint64]map[uint32]bool{},
 		stats:  Stats{Sent: map[string]uint64{}, Received: map[string]uint64{}, Refused: map[string]uint64{}}}
 	for i := range cfg.Apps {
@@ -372,14 +373,30 @@ func (a *Agent) measureLoad(ctx context.Context, app *App) {
 	spec := probe.Spec{Type: probe.TypeExec, Command: app.LoadCommand, Interval: app.LoadInterval, Timeout: min(app.LoadInterval, 5*time.Second)}.Defaults()
 	t := time.NewTicker(app.LoadInterval)
 	defer t.Stop()
+	st := &LoadView{}
+	a.mu.Lock()
+	a.loads[app.Name] = st
+	a.mu.Unlock()
 	for {
-		if out, err := runCommand(ctx, spec.Command, spec.Timeout); err != nil {
+		out, err := runCommand(ctx, spec.Command, spec.Timeout)
+		load, ok := parseLoad(out)
+		switch {
+		case err != nil:
 			a.log.Warn().Err(err).Str("application", app.Name).Msg("load command failed")
-		} else if load, ok := parseLoad(out); !ok {
+		case !ok:
 			a.log.Warn().Str("application", app.Name).Str("output", out).Msg("load command printed no percentage")
-		} else {
+		default:
 			a.reportLoad(app.Name, load)
 		}
+		// Counted after the row took (or, by hysteresis, ignored) the
+		// measurement, so whoever sees the count sees its effect.
+		a.mu.Lock()
+		if err == nil && ok {
+			st.Measured, st.Measurements = load, st.Measurements+1
+		} else {
+			st.Failures++
+		}
+		a.mu.Unlock()
 		select {
 		case <-ctx.Done():
 			return

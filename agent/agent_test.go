@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,10 +19,15 @@ import (
 	"github.com/tetherlb/tether/ctlplane/health"
 )
 
-// unit is a real unit-side health server on loopback.
+// startUnit starts a real unit-side health server on loopback. It ages
+// a host out only after 1000 missed heartbeats, that is never within a
+// test: no test here is about aging (the health package tests it), and
+// on a loaded machine heartbeats can come late enough for a unit that
+// expects them every few tens of milliseconds to drop a host, a detour
+// none of these tests expects.
 func startUnit(t *testing.T, ctx context.Context, id uint32) *health.Server {
 	t.Helper()
-	s, err := health.New(health.Options{Listen: "127.0.0.1:0", Unit: id, Missed: 4, Log: zerolog.Nop()})
+	s, err := health.New(health.Options{Listen: "127.0.0.1:0", Unit: id, Missed: 1000, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,6 +131,8 @@ func row(u *health.Server, host uint32, ep string) *pb.Row {
 func TestAgentKeepsUnitsInStep(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// The units do not age the host out (see startUnit): only the goodbye
+	// can clear it.
 	u1, u2 := startUnit(t, ctx, 1), startUnit(t, ctx, 2)
 	cfg := agentConfig(t, 7, []string{`"` + u1.Addr().String() + `"`, `"` + u2.Addr().String() + `"`}, "")
 	a, stop := runAgent(t, ctx, cfg)
@@ -161,37 +170,141 @@ func TestAgentKeepsUnitsInStep(t *testing.T) {
 	})
 }
 
-// TestHandshakeRepairsAUnitThatMissedTheChange: a unit comes up after
-// the directive's row change went out; its postulate-wrong makes the
-// agent resend, and the handshake completes only after.
+// TestHandshakeRepairsAUnitThatMissedTheChange: a unit missed the row
+// change that set a new directive; the agent's postulate draws its
+// postulate-wrong, the agent resends the change, and the handshake
+// completes only in the round after. The late unit is a real unit that
+// the agent reaches through a relay the test controls, so that the order
+// of events is the test's and not the scheduler's: the unit is down
+// (every datagram dropped) until the first postulate comes, and the
+// original change is dropped whenever it comes. Without the relay the
+// unit's first heartbeat would draw a snapshot that repairs it before
+// any postulate, and the repair path would go untested.
 func TestHandshakeRepairsAUnitThatMissedTheChange(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Neither unit ages the host out (see startUnit): a unit that lost it
+	// would disagree with a postulate too, and add a round.
 	u1 := startUnit(t, ctx, 1)
-	late := freeUDP(t)
-	cfg := agentConfig(t, 7, []string{`"` + u1.Addr().String() + `"`, `"` + late + `"`}, "")
-	cfg.Directive.Delay = 300 * time.Millisecond
+	u2 := startUnit(t, ctx, 2) // its own socket only sends, and takes snapshots
+	relay, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := agentConfig(t, 7, []string{`"` + u1.Addr().String() + `"`, `"` + relay.LocalAddr().String() + `"`}, "")
+	// A unit that does not answer within the window agrees: the window
+	// must cover the relayed unit's answer on a loaded machine.
+	cfg.Directive.Window = time.Second
 	a, stop := runAgent(t, ctx, cfg)
 	defer stop()
 	eventually(t, "unit 1 in sync", func() bool { return inSync(u1, a, 7) })
+
+	// classify names a row change of web's draining directive: the
+	// original (target draining, in the table's sequence of generations),
+	// the handshake's resend of it (generation 0: outside the sequence),
+	// or the change that confirms it (current draining too).
+	classify := func(env *pb.Envelope) string {
+		for _, op := range env.GetRowChange().GetOps() {
+			r := op.GetRow()
+			switch {
+			case r.GetApp().GetEndpoint() != "10.0.7.2:8080" || r.GetTarget() != pb.State_STATE_DRAINING:
+			case r.GetCurrent() == pb.State_STATE_DRAINING:
+				return "change confirmed"
+			case env.GetRowChange().GetGeneration() != 0:
+				return "change missed"
+			default:
+				return "change resent"
+			}
+		}
+		return ""
+	}
+	// What the relay did, in order; never blocking the relay, which must
+	// return when the test closes its socket.
+	events := make(chan string, 100)
+	note := func(e string) {
+		select {
+		case events <- e:
+		default:
+		}
+	}
+	var relaying sync.WaitGroup
+	defer relaying.Wait()
+	defer relay.Close()
+	relaying.Go(func() {
+		peek, _ := pb.NewCodec(nil)
+		in, _ := pb.NewCodec(nil)
+		buf := make([]byte, pb.MaxDatagram+1)
+		up := false
+		for {
+			n, err := relay.Read(buf)
+			if err != nil {
+				return // closed: the test is over
+			}
+			env, err := peek.Decode(buf[:n])
+			if err != nil {
+				note(fmt.Sprintf("undecodable datagram: %v", err))
+				continue
+			}
+			switch c := classify(env); {
+			case c == "change missed":
+				note(c)
+				continue
+			case c != "":
+				note(c)
+			case env.GetPostulate() != nil && !up:
+				up = true
+				note("unit up")
+			}
+			if up {
+				u2.Receive(in, bytes.Clone(buf[:n]), a.Addr())
+			}
+		}
+	})
+
 	draining := pb.State_STATE_DRAINING
 	if err := a.Set(ctx, "web", nil, nil, nil, &draining); err != nil {
 		t.Fatal(err)
 	}
-	// The late unit starts after the row change, before the postulate,
-	// with no copy of the host at all.
-	time.Sleep(50 * time.Millisecond)
-	u2, err := health.New(health.Options{Listen: late, Unit: 2, Missed: 4, Log: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
+	// The original change and the first postulate may pass the relay in
+	// either order (the agent sends them from two goroutines); the resend
+	// comes after both.
+	seen := map[string]bool{}
+	for !seen["change resent"] {
+		select {
+		case e := <-events:
+			if seen[e] || e != "change missed" && e != "unit up" && e != "change resent" {
+				t.Fatalf("relay: got %q after %v, want the missed change, the unit up and the resend, once each", e, seen)
+			}
+			seen[e] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("relay saw %v, want the missed change, the unit up and the resend", seen)
+		}
 	}
-	go u2.Run(ctx)
-	eventually(t, "the handshake completed", func() bool {
-		r, _ := a.table.Row("web")
-		return r.GetCurrent() == pb.State_STATE_DRAINING
-	})
-	if r := row(u2, 7, "10.0.7.2:8080"); r == nil || r.GetTarget() != pb.State_STATE_DRAINING {
-		t.Fatalf("late unit holds %v", r)
+	if !seen["change missed"] || !seen["unit up"] {
+		t.Fatalf("relay saw %v before the resend, want the missed change and the unit up", seen)
+	}
+	if n := u2.Stats().PostulateWrong; n != 1 {
+		t.Fatalf("the late unit sent %d postulate-wrongs, want 1: the resend answers it", n)
+	}
+	// The handshake is marked done after the row's current state is set:
+	// once the status says confirmed, the row says it too.
+	handshake := func() string {
+		for _, av := range a.View().Apps {
+			if av.Name == "web" {
+				return av.Handshake
+			}
+		}
+		return ""
+	}
+	eventually(t, "the handshake completed", func() bool { return strings.HasPrefix(handshake(), "confirmed") })
+	if got, want := handshake(), "confirmed draining after 2 rounds"; got != want {
+		t.Fatalf("handshake: got %q, want %q: the round the unit disagreed cannot confirm", got, want)
+	}
+	if r, _ := a.table.Row("web"); r.GetCurrent() != pb.State_STATE_DRAINING {
+		t.Fatalf("agent's row: got current %v, want draining", r.GetCurrent())
+	}
+	if r := row(u2, 7, "10.0.7.2:8080"); r.GetTarget() != pb.State_STATE_DRAINING {
+		t.Fatalf("late unit holds %v, want target draining", r)
 	}
 }
 
@@ -203,6 +316,8 @@ func TestGroupAggregation(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
+			// The unit does not age hosts out (see startUnit): the
+			// stopped member must be cleared by goodbyes.
 			u := startUnit(t, ctx, 1)
 			binds := []string{freeTCP(t), freeTCP(t), freeTCP(t)}
 			var agents []*Agent
@@ -234,7 +349,17 @@ func TestGroupAggregation(t *testing.T) {
 			}
 			eventually(t, "members are heard through leader 3", func() bool {
 				ok := false
-				u.Read(func(c *health.Cache) { ok = c.Host(5).Leader == 3 && c.Host(9).Leader == 3 && c.Host(3).Leader == 0 })
+				u.Read(func(c *health.Cache) {
+					// A host the unit aged out (its heartbeats late on a
+					// loaded machine) is absent until the next one.
+					via := func(id uint32) int64 {
+						if h := c.Host(id); h != nil {
+							return int64(h.Leader)
+						}
+						return -1
+					}
+					ok = via(5) == 3 && via(9) == 3 && via(3) == 0
+				})
 				return ok
 			}, explain)
 			if u.Stats().Received["aggregate"] == 0 || u.Stats().Received["heartbeat"] != 0 {
@@ -362,16 +487,53 @@ func TestAnswersOnlyUnits(t *testing.T) {
 }
 
 // TestLoadCommand: a load command's percentage reaches the row, with
-// hysteresis: a move smaller than load.step is not reported.
+// hysteresis: a move smaller than load.step (5) is not reported, unless
+// it reaches 0 or 100, and output that is no percentage changes nothing.
+// Each step waits until the agent's status shows that the command ran on
+// the step's output (its measurement, or one more failure) and only then
+// reads the row, so "the load did not move" is proven by a measurement
+// that did not move it, not by a pause that may have seen no run at all.
 func TestLoadCommand(t *testing.T) {
-	loadFile := filepath.Join(t.TempDir(), "load")
-	os.WriteFile(loadFile, []byte("42%\n"), 0o644)
+	dir := t.TempDir()
+	loadFile := filepath.Join(dir, "load")
+	// setOutput replaces the file whole: cat never reads it half written,
+	// so every run measures one step's output.
+	setOutput := func(s string) {
+		t.Helper()
+		tmp := filepath.Join(dir, "load.tmp")
+		if err := os.WriteFile(tmp, []byte(s+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, loadFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Consecutive steps measure different values: seeing a step's value is
+	// how the test knows the command read that step's output.
+	steps := []struct {
+		output   string
+		failed   bool   // the output is no percentage
+		measured uint32 // what the status shows was measured
+		load     uint32 // the row's load after it
+	}{
+		{output: "42%", measured: 42, load: 42},
+		{output: "44.4", measured: 44, load: 42}, // up 2: within the step
+		{output: "37.5", measured: 38, load: 42}, // down 4: within the step
+		{output: "busy", failed: true, load: 42},
+		{output: "97", measured: 97, load: 97},
+		{output: "100", measured: 100, load: 100}, // up 3, but to full load
+		{output: "98.6", measured: 99, load: 100}, // down 1: within the step
+		{output: "3", measured: 3, load: 3},
+		{output: "0", measured: 0, load: 0}, // down 3, but to idle
+	}
+	setOutput(steps[0].output)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	cfg, err := ParseConfig([]byte(fmt.Sprintf(`
 host: {id: 7, listen: %q}
 units: ["127.0.0.1:9"]
 api: {socket: /nonexistent/agent.sock}
+load: {step: 5}
 applications:
   - {name: batch, endpoint: "10.0.9.2:9000", load_command: [cat, %q], load_interval: 100ms}
 `, freeUDP(t), loadFile)))
@@ -380,13 +542,32 @@ applications:
 	}
 	a, stop := runAgent(t, ctx, cfg)
 	defer stop()
-	load := func() uint32 { r, _ := a.table.Row("batch"); return r.GetLoad() }
-	eventually(t, "load 42", func() bool { return load() == 42 })
-	os.WriteFile(loadFile, []byte("44.4\n"), 0o644) // within the 5-point step
-	time.Sleep(300 * time.Millisecond)
-	if load() != 42 {
-		t.Fatalf("a 2-point move was reported: %d", load())
+	// status is the application as the API shows it; its load command's
+	// state is there once the command has been started.
+	status := func() (AppView, LoadView) {
+		for _, av := range a.View().Apps {
+			if av.Name == "batch" && av.LoadCommand != nil {
+				return av, *av.LoadCommand
+			}
+		}
+		return AppView{}, LoadView{}
 	}
-	os.WriteFile(loadFile, []byte("80\n"), 0o644)
-	eventually(t, "load 80", func() bool { return load() == 80 })
+	for i, s := range steps {
+		_, before := status()
+		if i > 0 {
+			setOutput(s.output)
+		}
+		eventually(t, fmt.Sprintf("the load command ran on %q", s.output), func() bool {
+			_, lc := status()
+			if s.failed {
+				return lc.Failures > before.Failures
+			}
+			return lc.Measurements > 0 && lc.Measured == s.measured
+		}, func() string { av, lc := status(); return fmt.Sprintf("load %d, command %+v", av.Load, lc) })
+		// The measurement is counted after the row took it or ignored it:
+		// this read sees the step's effect.
+		if av, _ := status(); av.Load != s.load {
+			t.Fatalf("after %q: got load %d, want %d", s.output, av.Load, s.load)
+		}
+	}
 }

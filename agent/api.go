@@ -26,6 +26,8 @@ type AppView struct {
 	Current  string `json:"current"`
 	// Check is the local check's last result, when there is a check.
 	Check *CheckView `json:"check,omitempty"`
+	// LoadCommand is the load command's state, when there is one.
+	LoadCommand *LoadView `json:"load_command,omitempty"`
 	// Handshake says where a directive change stands.
 	Handshake string `json:"handshake,omitempty"`
 }
@@ -37,6 +39,14 @@ type CheckView struct {
 	Checks   uint64 `json:"checks"`
 	Failures uint64 `json:"failures"`
 	Since    string `json:"since"`
+}
+
+// LoadView is a load command's state. Measured can differ from the row's
+// load: the row moves only when the measurement moved by load.step.
+type LoadView struct {
+	Measured     uint32 `json:"measured"`     // the last percentage printed
+	Measurements uint64 `json:"measurements"` // runs that printed a percentage
+	Failures     uint64 `json:"failures"`     // runs that failed or printed none
 }
 
 // TableView is the whole table.
@@ -70,6 +80,10 @@ func (a *Agent) View() TableView {
 			st := c.Status()
 			av.Check = &CheckView{Health: st.Health.String(), Detail: st.Last.Detail, Checks: st.Checks, Failures: st.Failures,
 				Since: time.Since(st.Since).Round(time.Millisecond).String()}
+		}
+		if l := a.loads[name]; l != nil {
+			lv := *l
+			av.LoadCommand = &lv
 		}
 		if h := a.shakes[name]; h != nil {
 			if h.done {

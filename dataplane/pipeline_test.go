@@ -11,70 +11,151 @@ import (
 	"github.com/tetherlb/tether/tables/flow"
 )
 
-// TestHotPathDoesNotAllocate runs batches of established flows in every
-// mode, new flows, echo replies and passes, and counts allocations.
+// TestHotPathDoesNotAllocate runs batches through the pipeline and
+// requires that none of them allocates: established flows in every mode
+// with an echo request and frames passed to the host, new flows in
+// batches and one at a time, and new flows into a full table that must
+// evict. Every block also checks that its frames took the path it is
+// named for, so that a block cannot pass by measuring a drop.
 func TestHotPathDoesNotAllocate(t *testing.T) {
-	r := newRig(t, loadConfig(t, 1<<12, "1024-65535"))
-	var templates [][]byte
-	for i := range 8 {
-		for port := uint16(80); port <= 83; port++ {
-			c := cl(i+1, uint16(1000+i))
-			templates = append(templates, ack(c, vip(port)))
+	const runs = 200
+	calls := runs + 1 // AllocsPerRun calls f once more to warm up
+	r := newRig(t, loadConfig(t, 1<<14, "1024-65535"))
+
+	t.Run("established, echo and passes", func(t *testing.T) {
+		var templates [][]byte
+		for i := range 8 {
+			for port := uint16(80); port <= 83; port++ {
+				templates = append(templates, ack(cl(i+1, uint16(1000+i)), vip(port)))
+			}
 		}
-	}
-	templates = append(templates, pkttest.EchoRequest(cl(1, 0), vip(0), 1, 1, pkttest.Opts{}))
-	r.send(templates...) // creates the flows
-	frames := make([]nic.Frame, len(templates))
-	for i := range frames {
-		frames[i] = frame(templates[i])
-	}
-	reset := func() {
+		forwarded := len(templates)
+		templates = append(templates, pkttest.EchoRequest(cl(1, 0), vip(0), 1, 1, pkttest.Opts{}))
+		const passes = 2
+		unit := pkttest.Endpoint{MAC: pkttest.MustMAC(unitMAC), Addr: netip.MustParseAddr("198.51.100.254"), Port: 22}
+		templates = append(templates,
+			pkttest.ARP(gwMAC, cl(1, 0).Addr, unit.Addr), // not IP
+			syn(cl(1, 1), unit))                          // not a VIP
+		r.send(templates...) // creates the flows
+		frames := make([]nic.Frame, len(templates))
 		for i := range frames {
-			frames[i].Off, frames[i].Len = nic.Headroom, len(templates[i])
-			copy(frames[i].Buf[nic.Headroom:], templates[i])
+			frames[i] = frame(templates[i])
 		}
-	}
-	if a := testing.AllocsPerRun(200, func() {
-		reset()
-		r.out.Reset()
-		r.p.Process(r.now, frames, r.out)
-	}); a != 0 {
-		t.Fatalf("established flows: %v allocations per batch", a)
-	}
-	if len(r.out.TX) != len(frames) {
-		t.Fatalf("%d of %d frames forwarded", len(r.out.TX), len(frames))
-	}
-	// New flows: each run uses fresh client ports.
-	port := uint16(2000)
-	fresh := make([]nic.Frame, 16)
-	for i := range fresh {
-		fresh[i] = frame(syn(cl(1, 1), vip(80)))
-	}
-	if a := testing.AllocsPerRun(200, func() {
+		before := r.p.Stats()
+		var tx, pass, drop int
+		noAllocs(t, runs, func() {
+			// Process rewrites frames in place: restore them.
+			for i := range frames {
+				frames[i].Off, frames[i].Len = nic.Headroom, len(templates[i])
+				copy(frames[i].Buf[nic.Headroom:], templates[i])
+			}
+			r.out.Reset()
+			r.p.Process(r.now, frames, r.out)
+			tx, pass, drop = tx+len(r.out.TX), pass+len(r.out.Pass), drop+len(r.out.Drop)
+		})
+		after := r.p.Stats()
+		if want := calls * (forwarded + 1); tx != want {
+			t.Errorf("got %d frames sent, want %d: every established flow and every echo reply", tx, want)
+		}
+		if want := calls * passes; pass != want || drop != 0 {
+			t.Errorf("got %d frames passed and %d dropped, want %d and 0", pass, drop, want)
+		}
+		if n := after.NewFlows - before.NewFlows; n != 0 {
+			t.Errorf("got %d new flows, want 0: the flows were established", n)
+		}
+		if n := after.EchoReplies - before.EchoReplies; n != uint64(calls) {
+			t.Errorf("got %d echo replies, want %d", n, calls)
+		}
+	})
+
+	t.Run("new flows in batches", func(t *testing.T) {
+		// The packets are built beforehand: building one allocates, in
+		// the test, not in Process.
+		const batch = 16
+		packets := make([][]byte, calls*batch)
+		for i := range packets {
+			packets[i] = syn(cl(2, uint16(2000+i)), vip(80+uint16(i%4)))
+		}
+		fresh := make([]nic.Frame, batch)
 		for i := range fresh {
-			port++
-			data := syn(cl(2, port), vip(80+uint16(i%4)))
-			fresh[i].Off, fresh[i].Len = nic.Headroom, len(data)
-			copy(fresh[i].Buf[nic.Headroom:], data)
+			fresh[i] = frame(packets[i])
 		}
-		r.out.Reset()
-		r.p.Process(r.now, fresh, r.out)
-	}); a > 0.0 {
-		// syn() above allocates in the test, not in Process; measure
-		// Process alone below if this ever trips.
-		t.Logf("new flows incl. packet building: %v allocations per batch", a)
-	}
-	var built []nic.Frame
-	for i := range 64 {
-		built = append(built, frame(syn(cl(3, uint16(3000+i)), vip(80+uint16(i%4)))))
-	}
-	j := 0
-	if a := testing.AllocsPerRun(50, func() {
-		r.out.Reset()
-		r.p.Process(r.now, built[j:j+1], r.out)
-		j++
-	}); a != 0 {
-		t.Fatalf("new flows: %v allocations per packet", a)
+		next, tx := 0, 0
+		before := r.p.Stats()
+		noAllocs(t, runs, func() {
+			for i := range fresh {
+				fresh[i].Off, fresh[i].Len = nic.Headroom, len(packets[next])
+				copy(fresh[i].Buf[nic.Headroom:], packets[next])
+				next++
+			}
+			r.out.Reset()
+			r.p.Process(r.now, fresh, r.out)
+			tx += len(r.out.TX)
+		})
+		if n := r.p.Stats().NewFlows - before.NewFlows; n != uint64(len(packets)) || tx != len(packets) {
+			t.Errorf("got %d new flows and %d frames sent, want %d of each", n, tx, len(packets))
+		}
+	})
+
+	t.Run("new flows one at a time", func(t *testing.T) {
+		built := make([]nic.Frame, calls)
+		for i := range built {
+			built[i] = frame(syn(cl(3, uint16(3000+i)), vip(80+uint16(i%4))))
+		}
+		j, tx := 0, 0
+		before := r.p.Stats()
+		noAllocs(t, runs, func() {
+			r.out.Reset()
+			r.p.Process(r.now, built[j:j+1], r.out)
+			tx += len(r.out.TX)
+			j++
+		})
+		if n := r.p.Stats().NewFlows - before.NewFlows; n != uint64(calls) || tx != calls {
+			t.Errorf("got %d new flows and %d frames sent, want %d of each", n, tx, calls)
+		}
+	})
+
+	t.Run("new flows into a full table", func(t *testing.T) {
+		// A SYN flood against a full table is the worst case of the hot
+		// path: every new flow evicts an old one.
+		full := newRig(t, loadConfig(t, 64, "1024-65535"))
+		const batch = 16
+		packets := make([][]byte, 64+calls*batch)
+		for i := range packets {
+			packets[i] = syn(cl(4, uint16(4000+i)), vip(81))
+		}
+		full.send(packets[:64]...) // fills the table
+		packets = packets[64:]
+		fresh := make([]nic.Frame, batch)
+		for i := range fresh {
+			fresh[i] = frame(packets[i])
+		}
+		next, tx := 0, 0
+		before, evicted := full.p.Stats(), full.p.Flows().Stats().Evicted
+		noAllocs(t, runs, func() {
+			for i := range fresh {
+				fresh[i].Off, fresh[i].Len = nic.Headroom, len(packets[next])
+				copy(fresh[i].Buf[nic.Headroom:], packets[next])
+				next++
+			}
+			full.out.Reset()
+			full.p.Process(full.now, fresh, full.out)
+			tx += len(full.out.TX)
+		})
+		if n := full.p.Stats().NewFlows - before.NewFlows; n != uint64(len(packets)) || tx != len(packets) {
+			t.Errorf("got %d new flows and %d frames sent, want %d of each", n, tx, len(packets))
+		}
+		if n := full.p.Flows().Stats().Evicted - evicted; n < uint64(len(packets)) {
+			t.Errorf("got %d flows evicted, want at least %d: one per new flow", n, len(packets))
+		}
+	})
+}
+
+// noAllocs fails t unless f allocates nothing, averaged over runs calls.
+func noAllocs(t *testing.T, runs int, f func()) {
+	t.Helper()
+	if a := testing.AllocsPerRun(runs, f); a != 0 {
+		t.Errorf("got %v allocations per batch, want 0", a)
 	}
 }
 

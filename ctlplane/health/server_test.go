@@ -43,6 +43,7 @@ type host struct {
 	conn  *net.UDPConn
 	codec *pb.Codec
 	src   netip.AddrPort
+	marks uint64 // quiet's markers sent
 }
 
 func newHost(t *testing.T, key []byte) *host {
@@ -84,12 +85,29 @@ func (h *host) recv() *pb.Envelope {
 	return env
 }
 
-func (h *host) quiet() bool {
-	buf := make([]byte, pb.MaxDatagram)
-	h.conn.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
-	_, err := h.conn.Read(buf)
-	return err != nil
+// quiet reports whether the server sent h nothing while handling what h
+// delivered so far. It does not wait a while and take silence for an
+// answer: Receive is synchronous, so anything it sent is already on its
+// way, and a marker that always draws an answer (a postulate about a host
+// the server has never heard of draws a postulate-wrong) is sent after
+// it; the server was quiet if that answer is the first thing h receives.
+func (h *host) quiet(s *Server) bool {
+	h.t.Helper()
+	h.marks++
+	h.deliver(s, &pb.Envelope{Body: &pb.Envelope_Postulate{Postulate: &pb.PostulateState{
+		Host: markerHost, App: markerApp, State: pb.State_STATE_ACTIVE, Seq: h.marks}}})
+	env := h.recv()
+	if w := env.GetPostulateWrong(); w.GetHost() != markerHost || w.GetSeq() != h.marks {
+		h.t.Logf("got %v, want the answer to marker %d first", env, h.marks)
+		return false
+	}
+	return true
 }
+
+// The marker of quiet: a host and application no test uses.
+const markerHost = 999
+
+var markerApp = &pb.AppID{Proto: "tcp", Vip: "192.0.2.99:80", Endpoint: "10.9.9.9:80"}
 
 func testRow(ep string, health pb.Health, load uint32) *pb.Row {
 	return &pb.Row{App: &pb.AppID{Proto: "tcp", Vip: "192.0.2.10:80", Endpoint: ep}, Health: health, Load: load, Capacity: 50,
@@ -149,7 +167,7 @@ func TestRowChangesAndHeartbeats(t *testing.T) {
 	r1, r2 := testRow("10.0.0.1:80", pb.Health_HEALTH_HEALTHY, 10), testRow("10.0.0.2:80", pb.Health_HEALTH_FAILING, 0)
 	h.deliver(s, change(7, 100, add(r1), add(r2)))
 	h.deliver(s, beat(7, 100, r1, r2))
-	if !h.quiet() {
+	if !h.quiet(s) {
 		t.Fatal("a matching heartbeat drew a message")
 	}
 	s.Read(func(c *Cache) {
@@ -191,7 +209,7 @@ func TestSnapshotRepairsLostChange(t *testing.T) {
 	h.deliver(s, beat(7, 100, r1))
 	r1b := testRow("10.0.0.1:80", pb.Health_HEALTH_HEALTHY, 90) // the lost change
 	h.deliver(s, beat(7, 101, r1b))
-	if !h.quiet() {
+	if !h.quiet(s) {
 		t.Fatal("asked at once for a generation a row change may still be bringing")
 	}
 	clk.add(500 * time.Millisecond)
@@ -203,13 +221,13 @@ func TestSnapshotRepairsLostChange(t *testing.T) {
 	}
 	// Asked already: the next heartbeat within the retry does not ask again.
 	h.deliver(s, beat(7, 101, r1b))
-	if !h.quiet() {
+	if !h.quiet(s) {
 		t.Fatal("asked twice within the retry interval")
 	}
 	h.deliver(s, &pb.Envelope{Body: &pb.Envelope_SendSnapshot{SendSnapshot: &pb.SendSnapshot{Host: 7, Generation: 101,
 		Chunks: get.GetChunks(), Rows: []*pb.Row{r1b}}}})
 	h.deliver(s, beat(7, 101, r1b))
-	if !h.quiet() {
+	if !h.quiet(s) {
 		t.Fatal("still asking after the snapshot")
 	}
 	s.Read(func(c *Cache) {
@@ -289,7 +307,7 @@ func TestPostulate(t *testing.T) {
 		h.deliver(s, &pb.Envelope{Body: &pb.Envelope_Postulate{Postulate: &pb.PostulateState{Host: 7, App: r.App, State: st, Seq: 5}}})
 	}
 	post(pb.State_STATE_ACTIVE)
-	if !h.quiet() {
+	if !h.quiet(s) {
 		t.Fatal("agreement is silence, but the unit answered")
 	}
 	post(pb.State_STATE_DRAINING)

@@ -200,7 +200,8 @@ func TestOnce(t *testing.T) {
 	open := listen(t).Addr().String()
 	closed := closedPort(t)
 	// stop ends the slow handler when the test ends, so the server can
-	// close without waiting out its sleep.
+	// close; until then it answers nothing, so only the probe's own
+	// timeout can end a probe of it.
 	stop := make(chan struct{})
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
@@ -211,7 +212,6 @@ func TestOnce(t *testing.T) {
 			select {
 			case <-r.Context().Done():
 			case <-stop:
-			case <-time.After(10 * time.Second):
 			}
 		case "/moved":
 			http.Redirect(w, r, "/ok", http.StatusFound)
@@ -274,8 +274,8 @@ func TestOnce(t *testing.T) {
 		{"exec missing", Spec{Type: TypeExec, Command: []string{filepath.Join(dir, "missing")}}, false, "no such file"},
 		{"exec not in path", Spec{Type: TypeExec, Command: []string{"tether-no-such-command"}}, false, "not found"},
 		{"exec stdin is not inherited", Spec{Type: TypeExec, Command: []string{"sh", "-c", "read x; exit 4"}}, false, "exit status 4"},
-		{"exec timeout", Spec{Type: TypeExec, Command: []string{"sh", "-c", "sleep 5"}, Timeout: 100 * time.Millisecond}, false, "timeout after 100ms"},
-		{"exec timeout with children", Spec{Type: TypeExec, Command: []string{"sh", "-c", "sleep 5 & sleep 5; wait"}, Timeout: 100 * time.Millisecond}, false, "timeout after 100ms"},
+		{"exec timeout", Spec{Type: TypeExec, Command: []string{"sh", "-c", "sleep 3600"}, Timeout: 100 * time.Millisecond}, false, "timeout after 100ms"},
+		{"exec timeout with children", Spec{Type: TypeExec, Command: []string{"sh", "-c", "sleep 3600 & sleep 3600; wait"}, Timeout: 100 * time.Millisecond}, false, "timeout after 100ms"},
 		{"invalid spec", Spec{Type: TypeExec}, false, "check.command"},
 		{"zero spec", Spec{}, false, "check.type"},
 	}
@@ -287,19 +287,28 @@ func TestOnce(t *testing.T) {
 				// timeouts.
 				s.Interval, s.Timeout = 2*time.Second, 2*time.Second
 			}
+			// What a timeout case probes (a sleep of an hour, a handler
+			// that never answers) does not end by itself: only the
+			// probe's timeout ends the probe, and a probe that waited for
+			// it would not return at all. The wait is bounded only so
+			// that such a failure does not hang the test.
 			start := time.Now()
-			r := Once(context.Background(), s)
+			done := make(chan Result, 1)
+			go func() { done <- Once(context.Background(), s) }()
+			var r Result
+			select {
+			case r = <-done:
+			case <-time.After(s.Timeout + bound):
+				t.Fatalf("the probe did not return: want it ended by its %s timeout", s.Timeout)
+			}
 			took := time.Since(start)
 			if r.OK != c.ok || !strings.Contains(r.Detail, c.detail) {
-				t.Errorf("ok %v %q, want %v and %q", r.OK, r.Detail, c.ok, c.detail)
+				t.Errorf("got ok %v %q, want %v and %q", r.OK, r.Detail, c.ok, c.detail)
 			}
-			if r.At.IsZero() || r.Latency < 0 || r.Latency > took {
-				t.Errorf("at %v, latency %s (took %s)", r.At, r.Latency, took)
-			}
-			// Asserts that a timed-out probe does not wait for what it
-			// started, not a duration: the bound is generous.
-			if took > 3*time.Second {
-				t.Errorf("took %s", took)
+			// Latency is measured inside the call: a relation between
+			// two clocks, not a bound on either.
+			if r.At.IsZero() || r.At.Before(start) || r.Latency < 0 || r.Latency > took {
+				t.Errorf("got at %v, latency %s, want a start after %v and a latency within the call's %s", r.At, r.Latency, start, took)
 			}
 		})
 	}
@@ -389,21 +398,62 @@ func TestExecKillsGroup(t *testing.T) {
 	waitGone(t, readPID(t, file))
 }
 
-// TestExecStraggler: a script that exits 0 but leaves a child holding
-// its output is healthy (the exit status decides), returns promptly, and
-// the child does not linger.
+// TestExecStraggler: a script that exits but leaves a background child
+// holding its output pipe still ends its probe; the script's exit status
+// is the verdict (the child is not waited for), and the child is killed
+// with the probe. The child would sleep for an hour and the probe's
+// timeout is as long, so a probe that waited for the child, or for its
+// own timeout, would not return at all: the wait for it is bounded only
+// so that such a failure does not hang the test, and no clock is read.
 func TestExecStraggler(t *testing.T) {
-	file := filepath.Join(t.TempDir(), "pid")
-	start := time.Now()
-	r := Once(context.Background(), Spec{Type: TypeExec, Interval: 2 * time.Second, Timeout: 2 * time.Second,
-		Command: []string{"sh", "-c", `sleep 30 & echo $! > "$1"`, "sh", file}})
-	if !r.OK {
-		t.Fatalf("%+v", r)
+	cases := []struct {
+		name   string
+		exit   int
+		ok     bool
+		detail string
+	}{
+		{"exits 0", 0, true, "ok"},
+		{"exits 3", 3, false, "exit status 3: started"},
 	}
-	if took := time.Since(start); took > time.Second {
-		t.Errorf("took %s: waited for the straggler", took)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			file := filepath.Join(t.TempDir(), "pid")
+			// The pid is written before anything is printed, so once the
+			// probe has returned the file is complete.
+			script := `sleep 3600 & echo $! > "$1"; echo started; exit ` + strconv.Itoa(c.exit)
+			done := make(chan Result, 1)
+			go func() {
+				done <- Once(context.Background(), Spec{Type: TypeExec, Interval: time.Hour, Timeout: time.Hour,
+					Command: []string{"sh", "-c", script, "sh", file}})
+			}()
+			var r Result
+			select {
+			case r = <-done:
+			case <-time.After(bound):
+				// Free the probe, and the machine, before failing.
+				if pid := straggler(t, file); pid > 0 {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+				t.Fatal("the probe did not return while the straggler held its output: want it to return when the script exits")
+			}
+			if r.OK != c.ok || !strings.Contains(r.Detail, c.detail) {
+				t.Errorf("got ok %v %q, want %v and %q: the script's exit status decides", r.OK, r.Detail, c.ok, c.detail)
+			}
+			pid := straggler(t, file)
+			if pid <= 0 {
+				t.Fatalf("the script wrote no pid to %s", file)
+			}
+			waitGone(t, pid)
+		})
 	}
-	waitGone(t, readPID(t, file))
+}
+
+// straggler reads the pid of the child a script wrote to file, or 0.
+func straggler(t *testing.T, file string) int {
+	t.Helper()
+	b, _ := os.ReadFile(file)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
 }
 
 // TestExecOutputCapped: a chatty failing command neither blocks on a
@@ -720,18 +770,20 @@ func TestRunStops(t *testing.T) {
 			cancel()
 			select {
 			case <-done:
-			case <-time.After(3 * time.Second):
+			case <-time.After(bound):
 				t.Fatal("Run did not return")
 			}
 			checks := c.Status().Checks
 			if tc.busy != nil && checks != 0 {
-				t.Errorf("a probe cut short by the end of Run counted: %+v", c.Status())
+				t.Errorf("got %+v, want no checks: a probe cut short by the end of Run counted", c.Status())
 			}
-			time.Sleep(50 * time.Millisecond)
-			if c.Status().Checks != checks {
-				t.Error("probing after Run returned")
-			}
+			// Once every goroutine the checker started has ended, nothing
+			// can probe any more: a count that moved since Run returned
+			// was moved by something Run left behind.
 			waitGoroutines(t, before)
+			if got := c.Status().Checks; got != checks {
+				t.Errorf("got %d checks, want %d: probing went on after Run returned", got, checks)
+			}
 		})
 	}
 }
