@@ -9,21 +9,15 @@ import (
 	"time"
 
 	pb "github.com/tetherlb/tether/api/healthpb"
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/internal/localapi"
 )
 
 // AppView is one application as the API shows it.
 type AppView struct {
-	Name     string `json:"name"`
-	Proto    string `json:"proto"`
-	VIP      string `json:"vip,omitempty"`
-	Endpoint string `json:"endpoint,omitempty"`
-	URL      string `json:"url,omitempty"`
-	Health   string `json:"health"`
-	Load     uint32 `json:"load"`
-	Capacity uint32 `json:"capacity"`
-	Target   string `json:"target"`
-	Current  string `json:"current"`
+	Name string `json:"name"`
+	// The row, as a unit's admin API shows it too.
+	unit.RowView
 	// Check is the local check's last result, when there is a check.
 	Check *CheckView `json:"check,omitempty"`
 	// LoadCommand is the load command's state, when there is one.
@@ -71,10 +65,7 @@ func (a *Agent) View() TableView {
 		if !ok {
 			continue
 		}
-		app := r.GetApp()
-		av := AppView{Name: name, Proto: app.GetProto(), VIP: app.GetVip(), Endpoint: app.GetEndpoint(), URL: app.GetUrl(),
-			Health: pb.HealthName(r.GetHealth()), Load: r.GetLoad(), Capacity: r.GetCapacity(),
-			Target: pb.StateName(r.GetTarget()), Current: pb.StateName(r.GetCurrent())}
+		av := AppView{Name: name, RowView: pb.View(r)}
 		a.mu.Lock()
 		if c := a.checks[name]; c != nil {
 			st := c.Status()

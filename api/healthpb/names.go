@@ -1,5 +1,7 @@
 package healthpb
 
+import "github.com/tetherlb/tether/api/unit"
+
 // Names of health values and directives as configurations, APIs and
 // tools spell them.
 
@@ -50,4 +52,12 @@ func ParseHealth(s string) (Health, bool) {
 		return Health_HEALTH_UNKNOWN, true
 	}
 	return Health_HEALTH_UNKNOWN, false
+}
+
+// View is a row as the admin API and the agent's API show it.
+func View(r *Row) unit.RowView {
+	a := r.GetApp()
+	return unit.RowView{Proto: a.GetProto(), VIP: a.GetVip(), Endpoint: a.GetEndpoint(), URL: a.GetUrl(),
+		Health: HealthName(r.GetHealth()), Load: r.GetLoad(), Capacity: r.GetCapacity(),
+		Target: StateName(r.GetTarget()), Current: StateName(r.GetCurrent())}
 }

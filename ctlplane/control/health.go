@@ -184,8 +184,8 @@ func (c *Control) Health(context.Context) unit.HealthView {
 			if h.Source.IsValid() {
 				hv.Address = h.Source.String()
 			}
-			for _, r := range sortedRows(h) {
-				hv.Rows = append(hv.Rows, rowView(r))
+			for _, r := range h.Sorted() {
+				hv.Rows = append(hv.Rows, pb.View(r))
 			}
 			v.Hosts = append(v.Hosts, hv)
 		}
@@ -201,11 +201,3 @@ func (c *Control) Health(context.Context) unit.HealthView {
 	return v
 }
 
-func sortedRows(h *health.Host) []*pb.Row { return h.Sorted() }
-
-func rowView(r *pb.Row) unit.RowView {
-	a := r.GetApp()
-	return unit.RowView{Proto: a.GetProto(), VIP: a.GetVip(), Endpoint: a.GetEndpoint(), URL: a.GetUrl(),
-		Health: pb.HealthName(r.GetHealth()), Load: r.GetLoad(), Capacity: r.GetCapacity(),
-		Target: pb.StateName(r.GetTarget()), Current: pb.StateName(r.GetCurrent())}
-}
