@@ -42,6 +42,12 @@ func TestMain(m *testing.M) {
 	e2e.RunRoleFromEnv()
 	code := func() int {
 		if e2e.Root() == nil && os.Getenv(imageEnv) != "" {
+			// A run killed by its timeout leaves namespaces with qemu
+			// still inside: remove them before adding ours.
+			if err := e2e.RemoveStale(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
 			dir, err := os.MkdirTemp("", "tether-vm-")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
