@@ -24,10 +24,19 @@ import (
 // vm writes vm/out). make test sets it; without it the test skips.
 const imageEnv = "TETHER_VM_IMAGE"
 
+// accelEnv forces qemu's accelerator: kvm or tcg (software emulation).
+// Unset, the test uses KVM when /dev/kvm opens and a probe boot under
+// KVM reaches the console within probeTimeout, and TCG otherwise: nested
+// or paravirtual KVM can open /dev/kvm and yet never run the guest
+// (qemu -accel kvm then prints nothing on the console, ever). The choice
+// is made once per test process and logged by every test.
+const accelEnv = "TETHER_VM_ACCEL"
+
 // Bounds. Without KVM the kernel runs in qemu's software emulation,
 // which boots in 10-30 s on the CI machine; the bounds leave room. Its
 // first console line comes within 1-2 s, so a console silent for
-// firstOutputTimeout means the guest is not running at all.
+// firstOutputTimeout (or probeTimeout in the KVM probe) means the guest
+// is not running at all.
 //
 // Every wait also ends cleanupReserve before go test's -timeout
 // (t.Deadline): a stuck boot then fails its own test, and the cleanup
@@ -38,6 +47,7 @@ const (
 	bootTimeout        = 4 * time.Minute
 	stepTimeout        = time.Minute
 	powerTimeout       = time.Minute
+	probeTimeout       = 20 * time.Second
 	firstOutputTimeout = 30 * time.Second
 	cleanupReserve     = 30 * time.Second
 	minBudget          = time.Minute
@@ -80,6 +90,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// qemuAccel is the accelerator every boot of this process uses. Like
+// tools, it is test-process state: the choice costs a probe boot, made
+// once.
+var qemuAccel accelerator
+
 // world is the VM's network: one bridge in a host namespace joins the
 // VM's tap device, a client and two backends.
 //
@@ -90,6 +105,7 @@ type world struct {
 	*e2e.Net
 	ctx          context.Context // ends cleanupReserve before go test's -timeout
 	image        string          // the directory holding vmlinuz and initramfs.img
+	accel        string          // qemu's -accel
 	host, client string
 	backends     []string
 	dir          string
@@ -145,6 +161,10 @@ func newWorld(t *testing.T) *world {
 		must(p.WaitFor(e2e.Ready, 10*time.Second))
 		w.backends = append(w.backends, ns)
 	}
+	accel, why, err := qemuAccel.choose(w)
+	must(err)
+	t.Logf("qemu accelerator: %s (%s)", accel, why)
+	w.accel = accel
 	return w
 }
 
@@ -281,14 +301,9 @@ type vm struct {
 func (w *world) boot(t *testing.T, name, disk string, params ...string) *vm {
 	t.Helper()
 	kernel, initrd := w.images()
-	accel := "tcg"
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
-		f.Close()
-		accel = "kvm"
-	}
 	v := &vm{t: t, ctx: w.ctx, admin: filepath.Join(w.dir, name+"-admin.sock"), qmp: filepath.Join(w.dir, name+"-qmp.sock"), grew: make(chan struct{}, 1)}
 	consoleSock := filepath.Join(w.dir, name+"-console.sock")
-	args := []string{"qemu-system-x86_64", "-accel", accel, "-m", "512", "-smp", "2",
+	args := []string{"qemu-system-x86_64", "-accel", w.accel, "-m", "512", "-smp", "2",
 		"-display", "none", "-monitor", "none", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd, "-append", strings.Join(append([]string{"console=ttyS0", "panic=-1"}, params...), " "),
 		"-chardev", "socket,id=con,path=" + consoleSock + ",server=on,wait=on",
@@ -332,7 +347,7 @@ func (w *world) boot(t *testing.T, name, disk string, params ...string) *vm {
 		time.Sleep(50 * time.Millisecond)
 	}
 	go v.read()
-	v.waitOutput(accel)
+	v.waitOutput(w.accel)
 	return v
 }
 
@@ -348,7 +363,7 @@ func (v *vm) waitOutput(accel string) {
 		select {
 		case <-v.grew:
 		case <-timer.C:
-			v.t.Fatalf("the console said nothing within %s under -accel %s: the guest is not running", bound, accel)
+			v.t.Fatalf("the console said nothing within %s under -accel %s: the guest is not running (%s=tcg forces software emulation)", bound, accel, accelEnv)
 		}
 	}
 }
