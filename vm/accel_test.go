@@ -54,14 +54,14 @@ func (w *world) probeKVM() error {
 	bound := within(w.ctx, probeTimeout)
 	ctx, cancel := context.WithTimeout(w.ctx, bound)
 	defer cancel()
-	said := &firstWrite{said: make(chan struct{})}
+	console := &firstWrite{said: make(chan struct{})}
 	var stderr bytes.Buffer
 	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", w.host,
 		"qemu-system-x86_64", "-accel", "kvm", "-m", "512", "-smp", "2",
 		"-display", "none", "-monitor", "none", "-nic", "none", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd, "-append", "console=ttyS0 panic=-1",
 		"-serial", "stdio")
-	cmd.Stdout, cmd.Stderr = said, &stderr
+	cmd.Stdout, cmd.Stderr = console, &stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("start qemu: %w", err)
@@ -69,11 +69,14 @@ func (w *world) probeKVM() error {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	select {
-	case <-said.said:
+	case <-console.said:
 		cancel() // ip execs qemu in place: this kills qemu
 		<-exited
 		return nil
 	case err := <-exited:
+		if console.spoke() {
+			return nil // it spoke, then stopped (a panic=-1 reboot): KVM runs it
+		}
 		return fmt.Errorf("qemu exited (%v) before its console said anything: %s", err, bytes.TrimSpace(stderr.Bytes()))
 	case <-ctx.Done():
 		<-exited
@@ -85,6 +88,15 @@ func (w *world) probeKVM() error {
 type firstWrite struct {
 	once sync.Once
 	said chan struct{}
+}
+
+func (f *firstWrite) spoke() bool {
+	select {
+	case <-f.said:
+		return true
+	default:
+		return false
+	}
 }
 
 func (f *firstWrite) Write(p []byte) (int, error) {
