@@ -20,6 +20,12 @@ var tetherd string
 func TestMain(m *testing.M) {
 	RunRoleFromEnv()
 	if Root() == nil {
+		// A run killed by go test's -timeout left its namespaces and
+		// whatever ran in them: clear them before anything starts.
+		if err := RemoveStale(); err != nil {
+			fmt.Fprintln(os.Stderr, "e2e: leftovers of an earlier run:", err)
+			os.Exit(1)
+		}
 		dir, err := os.MkdirTemp("", "tether-e2e-")
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -45,25 +46,105 @@ func New(tag string) (*Net, error) {
 	if err := Root(); err != nil {
 		return nil, err
 	}
-	RemoveStale()
+	// A leftover that cannot be removed is a leak on the machine: say so
+	// rather than add to it.
+	if err := RemoveStale(); err != nil {
+		return nil, err
+	}
 	return &Net{id: fmt.Sprintf("%s%d%s", namePrefix, os.Getpid(), tag)}, nil
 }
 
-// RemoveStale deletes namespaces left by runs whose process is gone.
-func RemoveStale() {
-	entries, _ := os.ReadDir("/run/netns")
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasPrefix(name, namePrefix) {
-			continue
-		}
-		digits := strings.TrimLeft(name[len(namePrefix):], "0123456789")
-		pid, err := strconv.Atoi(name[len(namePrefix) : len(name)-len(digits)])
-		if err != nil || processAlive(pid) {
-			continue
-		}
-		_ = exec.Command("ip", "netns", "del", name).Run()
+// staleKillTimeout bounds the wait for killed processes of a stale
+// namespace to go: SIGKILL takes effect at once unless a process is
+// stuck in the kernel, and that should be reported, not waited out.
+const staleKillTimeout = 10 * time.Second
+
+// RemoveStale deletes the namespaces of runs whose process is gone. A run
+// killed by go test's -timeout leaves processes in them (qemu, helper
+// roles); they are killed first, because a deleted namespace lives on as
+// long as a process is inside it. Namespaces of live processes belong to
+// runs still going (other test binaries on the machine) and are left
+// alone.
+func RemoveStale() error {
+	entries, err := os.ReadDir("/run/netns")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // no namespace was ever named on this machine
 	}
+	if err != nil {
+		return fmt.Errorf("e2e: list namespaces: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		if pid, ok := ownerPID(e.Name()); ok && !processAlive(pid) {
+			errs = append(errs, removeNS(e.Name()))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ownerPID returns the process ID in a namespace name this package made
+// (namePrefix, the PID, the tag).
+func ownerPID(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, namePrefix)
+	if !ok {
+		return 0, false
+	}
+	tag := strings.TrimLeft(rest, "0123456789")
+	pid, err := strconv.Atoi(rest[:len(rest)-len(tag)])
+	return pid, err == nil
+}
+
+// removeNS kills every process in a namespace, waits until none is
+// left and deletes it. Another run may be removing the same namespace:
+// one that is already gone is not an error.
+func removeNS(name string) error {
+	deadline := time.Now().Add(staleKillTimeout)
+	for {
+		pids, err := nsPIDs(name)
+		if err != nil {
+			if !nsExists(name) {
+				return nil
+			}
+			return err
+		}
+		if len(pids) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("e2e: stale namespace %s: processes %v still there %s after SIGKILL", name, pids, staleKillTimeout)
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL) // it may have exited meanwhile
+		}
+		time.Sleep(20 * time.Millisecond) // poll: a killed process leaves asynchronously
+	}
+	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil && nsExists(name) {
+		return fmt.Errorf("e2e: delete stale namespace %s: %w: %s", name, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// nsPIDs lists the processes inside a namespace. Zombies are not listed:
+// they hold no namespace.
+func nsPIDs(name string) ([]int, error) {
+	out, err := exec.Command("ip", "netns", "pids", name).Output()
+	if err != nil {
+		return nil, fmt.Errorf("e2e: ip netns pids %s: %w", name, err)
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("e2e: ip netns pids %s: %q is not a PID", name, f)
+		}
+		pids = append(pids, pid)
+	}
+	return pids, nil
+}
+
+func nsExists(name string) bool {
+	_, err := os.Stat(filepath.Join("/run/netns", name))
+	return err == nil
 }
 
 func processAlive(pid int) bool {

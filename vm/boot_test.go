@@ -24,12 +24,33 @@ import (
 // vm writes vm/out). make test sets it; without it the test skips.
 const imageEnv = "TETHER_VM_IMAGE"
 
+// accelEnv forces qemu's accelerator: kvm or tcg (software emulation).
+// Unset, the test uses KVM when /dev/kvm opens and a probe boot under
+// KVM reaches the console within probeTimeout, and TCG otherwise: nested
+// or paravirtual KVM can open /dev/kvm and yet never run the guest
+// (qemu -accel kvm then prints nothing on the console, ever). The choice
+// is made once per test process and logged by every test.
+const accelEnv = "TETHER_VM_ACCEL"
+
 // Bounds. Without KVM the kernel runs in qemu's software emulation,
-// which boots in 10-30 s on the CI machine; the bounds leave room.
+// which boots in 10-30 s on the CI machine; the bounds leave room. Its
+// first console line comes within 1-2 s, so a console silent for
+// firstOutputTimeout (or probeTimeout in the KVM probe) means the guest
+// is not running at all.
+//
+// Every wait also ends cleanupReserve before go test's -timeout
+// (t.Deadline): a stuck boot then fails its own test, and the cleanup
+// still runs (qemu stopped, namespaces deleted, the console printed)
+// instead of the whole binary panicking with everything left behind.
+// minBudget is the least time worth starting a boot with.
 const (
-	bootTimeout  = 4 * time.Minute
-	stepTimeout  = time.Minute
-	powerTimeout = time.Minute
+	bootTimeout        = 4 * time.Minute
+	stepTimeout        = time.Minute
+	powerTimeout       = time.Minute
+	probeTimeout       = 20 * time.Second
+	firstOutputTimeout = 30 * time.Second
+	cleanupReserve     = 30 * time.Second
+	minBudget          = time.Minute
 )
 
 // tools are the host's tetherctl and tether-agent, talking to the VM
@@ -42,6 +63,12 @@ func TestMain(m *testing.M) {
 	e2e.RunRoleFromEnv()
 	code := func() int {
 		if e2e.Root() == nil && os.Getenv(imageEnv) != "" {
+			// A run killed by its timeout leaves namespaces with qemu
+			// still inside: remove them before adding ours.
+			if err := e2e.RemoveStale(); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 1
+			}
 			dir, err := os.MkdirTemp("", "tether-vm-")
 			if err != nil {
 				fmt.Fprintln(os.Stderr, err)
@@ -63,6 +90,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// qemuAccel is the accelerator every boot of this process uses. Like
+// tools, it is test-process state: the choice costs a probe boot, made
+// once.
+var qemuAccel accelerator
+
 // world is the VM's network: one bridge in a host namespace joins the
 // VM's tap device, a client and two backends.
 //
@@ -71,6 +103,9 @@ func TestMain(m *testing.M) {
 //	backend bN 10.0.0.1N ─┘ (default route via the VM: NAT replies)
 type world struct {
 	*e2e.Net
+	ctx          context.Context // ends cleanupReserve before go test's -timeout
+	image        string          // the directory holding vmlinuz and initramfs.img
+	accel        string          // qemu's -accel
 	host, client string
 	backends     []string
 	dir          string
@@ -78,11 +113,13 @@ type world struct {
 
 func newWorld(t *testing.T) *world {
 	t.Helper()
+	image := needImage(t)
+	ctx := testContext(t)
 	n, err := e2e.New("vm")
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &world{Net: n, dir: t.TempDir()}
+	w := &world{Net: n, ctx: ctx, image: image, dir: t.TempDir()}
 	t.Cleanup(func() {
 		if err := w.Close(); err != nil {
 			t.Error(err)
@@ -124,7 +161,65 @@ func newWorld(t *testing.T) *world {
 		must(p.WaitFor(e2e.Ready, 10*time.Second))
 		w.backends = append(w.backends, ns)
 	}
+	accel, why, err := qemuAccel.choose(w)
+	must(err)
+	t.Logf("qemu accelerator: %s (%s)", accel, why)
+	w.accel = accel
 	return w
+}
+
+// needImage skips the test unless it is asked to boot the appliance
+// and can, and returns the image's directory.
+func needImage(t *testing.T) string {
+	t.Helper()
+	image := os.Getenv(imageEnv)
+	if image == "" {
+		t.Skipf("set %s to the directory make vm writes (vm/out); make test does", imageEnv)
+	}
+	if err := e2e.Root(); err != nil {
+		t.Skip(err)
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		t.Fatalf("%s is set but qemu-system-x86_64 is not installed (Debian: qemu-system-x86)", imageEnv)
+	}
+	for _, f := range []string{"vmlinuz", "initramfs.img"} {
+		if _, err := os.Stat(filepath.Join(image, f)); err != nil {
+			t.Fatalf("%v: run make vm", err)
+		}
+	}
+	return image
+}
+
+// images returns the kernel's and the initramfs's paths.
+func (w *world) images() (kernel, initrd string) {
+	return filepath.Join(w.image, "vmlinuz"), filepath.Join(w.image, "initramfs.img")
+}
+
+// testContext ends cleanupReserve before go test's -timeout would panic
+// the binary, so that a stuck wait fails its test with time left to
+// clean up. A test with less than minBudget left fails at once rather
+// than start a boot it cannot finish.
+func testContext(t *testing.T) context.Context {
+	t.Helper()
+	end, ok := t.Deadline()
+	if !ok {
+		return t.Context() // -timeout 0: the waits' own bounds apply
+	}
+	end = end.Add(-cleanupReserve)
+	if left := time.Until(end); left < minBudget {
+		t.Fatalf("go test's -timeout leaves %s (after %s for cleanup), less than the %s a boot needs", left.Round(time.Second), cleanupReserve, minBudget)
+	}
+	ctx, cancel := context.WithDeadline(t.Context(), end)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// within returns d, or the time left in ctx if that is less.
+func within(ctx context.Context, d time.Duration) time.Duration {
+	if end, ok := ctx.Deadline(); ok {
+		return max(min(d, time.Until(end)), 0)
+	}
+	return d
 }
 
 const applianceYAML = `hostname: tether-vm
@@ -191,6 +286,7 @@ var pinLine = regexp.MustCompile(`(?m)^\s*(\d+) (forwarder|control) (\S+)$`)
 // vm is one qemu process and its serial console.
 type vm struct {
 	t       *testing.T
+	ctx     context.Context // the world's: every wait ends with it
 	proc    *e2e.Proc
 	admin   string // the host end of the admin channel
 	qmp     string // qemu's machine protocol socket: the "power button"
@@ -204,30 +300,10 @@ type vm struct {
 // namespace, with params added to the kernel command line.
 func (w *world) boot(t *testing.T, name, disk string, params ...string) *vm {
 	t.Helper()
-	image := os.Getenv(imageEnv)
-	if image == "" {
-		t.Skipf("set %s to the directory make vm writes (vm/out); make test does", imageEnv)
-	}
-	if err := e2e.Root(); err != nil {
-		t.Skip(err)
-	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		t.Fatalf("%s is set but qemu-system-x86_64 is not installed (Debian: qemu-system-x86)", imageEnv)
-	}
-	kernel, initrd := filepath.Join(image, "vmlinuz"), filepath.Join(image, "initramfs.img")
-	for _, f := range []string{kernel, initrd} {
-		if _, err := os.Stat(f); err != nil {
-			t.Fatalf("%v: run make vm", err)
-		}
-	}
-	accel := "tcg"
-	if f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0); err == nil {
-		f.Close()
-		accel = "kvm"
-	}
-	v := &vm{t: t, admin: filepath.Join(w.dir, name+"-admin.sock"), qmp: filepath.Join(w.dir, name+"-qmp.sock"), grew: make(chan struct{}, 1)}
+	kernel, initrd := w.images()
+	v := &vm{t: t, ctx: w.ctx, admin: filepath.Join(w.dir, name+"-admin.sock"), qmp: filepath.Join(w.dir, name+"-qmp.sock"), grew: make(chan struct{}, 1)}
 	consoleSock := filepath.Join(w.dir, name+"-console.sock")
-	args := []string{"qemu-system-x86_64", "-accel", accel, "-m", "512", "-smp", "2",
+	args := []string{"qemu-system-x86_64", "-accel", w.accel, "-m", "512", "-smp", "2",
 		"-display", "none", "-monitor", "none", "-no-reboot",
 		"-kernel", kernel, "-initrd", initrd, "-append", strings.Join(append([]string{"console=ttyS0", "panic=-1"}, params...), " "),
 		"-chardev", "socket,id=con,path=" + consoleSock + ",server=on,wait=on",
@@ -258,7 +334,7 @@ func (w *world) boot(t *testing.T, name, disk string, params ...string) *vm {
 	})
 	// qemu waits for the console's client before it starts the machine,
 	// so nothing the console says is lost.
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(within(w.ctx, 30*time.Second))
 	for {
 		c, err := net.Dial("unix", consoleSock)
 		if err == nil {
@@ -271,7 +347,25 @@ func (w *world) boot(t *testing.T, name, disk string, params ...string) *vm {
 		time.Sleep(50 * time.Millisecond)
 	}
 	go v.read()
+	v.waitOutput(w.accel)
 	return v
+}
+
+// waitOutput waits for the console's first output. A guest silent for
+// firstOutputTimeout is not running (its kernel speaks within seconds
+// even under emulation): fail now rather than wait out bootTimeout.
+func (v *vm) waitOutput(accel string) {
+	v.t.Helper()
+	bound := within(v.ctx, firstOutputTimeout)
+	timer := time.NewTimer(bound)
+	defer timer.Stop()
+	for v.text() == "" {
+		select {
+		case <-v.grew:
+		case <-timer.C:
+			v.t.Fatalf("the console said nothing within %s under -accel %s: the guest is not running (%s=tcg forces software emulation)", bound, accel, accelEnv)
+		}
+	}
 }
 
 func (v *vm) read() {
@@ -322,6 +416,8 @@ func (v *vm) waitFor(text string, from int, timeout time.Duration) (string, int)
 		case <-time.After(time.Second):
 		case <-deadline:
 			v.t.Fatalf("the console did not say %q within %s", text, timeout)
+		case <-v.ctx.Done():
+			v.t.Fatalf("the console did not say %q before the test's end (%s before go test's -timeout, kept for cleanup)", text, cleanupReserve)
 		}
 	}
 }
@@ -338,7 +434,7 @@ func (v *vm) typeLine(line string) {
 func (v *vm) ctl(args ...string) (string, error) { return v.run(tools.tetherctl, args...) }
 
 func (v *vm) run(bin string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	ctx, cancel := context.WithTimeout(v.ctx, stepTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, bin, append([]string{"--socket", v.admin}, args...)...).CombinedOutput()
 	return string(out), err
@@ -351,7 +447,7 @@ func (v *vm) powerOff() {
 	v.typeLine("poweroff")
 	v.waitFor("tether-init: powering off", 0, powerTimeout)
 	// qemu exits (0) when the guest powers off.
-	if err := v.proc.Wait(powerTimeout); err != nil {
+	if err := v.proc.Wait(within(v.ctx, powerTimeout)); err != nil {
 		v.t.Errorf("qemu after poweroff: %v", err)
 	}
 }
@@ -365,7 +461,7 @@ func (v *vm) acpiPowerOff() {
 		v.t.Fatalf("qmp: %v", err)
 	}
 	defer c.Close()
-	if err := c.SetDeadline(time.Now().Add(stepTimeout)); err != nil {
+	if err := c.SetDeadline(time.Now().Add(within(v.ctx, stepTimeout))); err != nil {
 		v.t.Fatal(err)
 	}
 	r := bufio.NewReader(c)
@@ -389,7 +485,7 @@ func (v *vm) acpiPowerOff() {
 	}
 	v.waitFor("tether-init: power button pressed", 0, powerTimeout)
 	v.waitFor("tether-init: powering off", 0, powerTimeout)
-	if err := v.proc.Wait(powerTimeout); err != nil {
+	if err := v.proc.Wait(within(v.ctx, powerTimeout)); err != nil {
 		v.t.Errorf("qemu after the power button: %v", err)
 	}
 }
