@@ -200,4 +200,3 @@ func (c *Control) Health(context.Context) unit.HealthView {
 	}
 	return v
 }
-
