@@ -2,7 +2,7 @@
 // the authoritative health-and-load table of the applications on its
 // host (one row per application: identity, health, load, capacity,
 // target and current directive), fills it from configuration, from local
-// checks (agent/check) and from applications and operators through a
+// probes (internal/probe) and from applications and operators through a
 // local API, and keeps every Tether unit's cache in step with it through
 // the seven-message protocol (api/healthpb): row changes pushed as they
 // happen, heartbeats carrying chunk checksums, snapshots on request, the
