@@ -68,39 +68,66 @@ type quoted struct {
 	proto   uint8
 }
 
-// parseQuote finds the quoted packet's addresses and ports. ok is false
-// when the quote is too short to hold them or is a non-first fragment.
-func parseQuote(pk *packet) (q quoted, ok bool) {
+// parseQuote finds the quoted packet's addresses and ports, or says why
+// it cannot: the quote is too short to hold them; it quotes what no error
+// may quote (an ICMP error: RFC 1122 §3.2.2 forbids errors about errors;
+// a non-first fragment, which has no ports); or it quotes a protocol
+// without flows here.
+func parseQuote(pk *packet) (q quoted, why Drop) {
 	q.off = pk.l4 + header.ICMPHeaderSize
 	b := pk.b[q.off:pk.end]
 	if pk.v6 {
 		if len(b) < header.IPv6Size || header.IPv6(b).Version() != 6 {
-			return q, false
+			return q, DropICMPTruncated
 		}
 		w, ok := header.WalkIPv6(b)
 		if !ok {
-			return q, false
+			return q, DropICMPTruncated
 		}
 		if w.FragOff != 0 && header.IPv6Fragment(b[w.FragOff:]).Offset() != 0 {
-			return q, false
+			return q, DropICMPBadQuote
 		}
 		q.l4, q.proto = q.off+w.L4Off, w.Proto
 	} else {
 		if len(b) < header.IPv4MinSize {
-			return q, false
+			return q, DropICMPTruncated
 		}
 		ip := header.IPv4(b)
 		hl := ip.HeaderLength()
-		if ip.Version() != 4 || hl < header.IPv4MinSize || hl > len(b) || ip.FragmentOffset() != 0 {
-			return q, false
+		if ip.Version() != 4 || hl < header.IPv4MinSize || hl > len(b) {
+			return q, DropICMPTruncated
+		}
+		if ip.FragmentOffset() != 0 {
+			return q, DropICMPBadQuote
 		}
 		q.l4, q.proto = q.off+hl, ip.Protocol()
 	}
-	if q.proto != header.IPProtoTCP && q.proto != header.IPProtoUDP {
-		return q, false
+	switch q.proto {
+	case header.IPProtoTCP, header.IPProtoUDP:
+	case header.IPProtoICMP, header.IPProtoICMPv6:
+		if q.l4 < pk.end && (pk.v6 && header.IsICMPv6Error(pk.b[q.l4]) || !pk.v6 && header.IsICMPv4Error(pk.b[q.l4])) {
+			return q, DropICMPBadQuote
+		}
+		return q, DropICMPNoFlow
+	default:
+		return q, DropICMPNoFlow
 	}
 	// RFC 792 promises the first 8 bytes of the payload: the ports.
-	return q, pk.end-q.l4 >= 8
+	if pk.end-q.l4 < 8 {
+		return q, DropICMPTruncated
+	}
+	return q, dropNone
+}
+
+// icmpChecksumValid reports whether the ICMP message's checksum verifies
+// (ICMPv6's covers the pseudo-header).
+func icmpChecksumValid(pk *packet) bool {
+	m := pk.b[pk.l4:pk.end]
+	var s uint64
+	if pk.v6 {
+		s = header.PseudoHeaderSum(header.IPProtoICMPv6, pk.src(), pk.dst(), uint32(len(m)))
+	}
+	return header.Checksum(m, s) == 0
 }
 
 func (pk *packet) quotedAddrs(q *quoted) (src, dst []byte) {
@@ -111,9 +138,15 @@ func (pk *packet) quotedAddrs(q *quoted) (src, dst []byte) {
 }
 
 func (p *Pipeline) icmpError(pk *packet, m header.ICMP, now flow.Tick) {
-	q, ok := parseQuote(pk)
-	if !ok {
-		pk.dropWith(DropICMPTruncated)
+	q, why := parseQuote(pk)
+	if why != dropNone {
+		pk.dropWith(why)
+		return
+	}
+	// The checksum is recomputed in full after the rewrite, which would
+	// make a corrupted error valid: verify it first.
+	if !icmpChecksumValid(pk) {
+		pk.dropWith(DropICMPBadChecksum)
 		return
 	}
 	// The quoted packet went out in one direction of a flow; the entry

@@ -1,10 +1,12 @@
 package dataplane
 
 import (
+	"bytes"
 	"encoding/binary"
 
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/dataplane/header"
 
 	"github.com/tetherlb/tether/tables/encap"
 	"github.com/tetherlb/tether/tables/flow"
@@ -25,6 +27,10 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 		} else {
 			pk.passWith(PassNotVIP)
 		}
+		return entry{}, false
+	}
+	if d := refuseNew(pk, v.Mode); d != dropNone {
+		pk.dropWith(d)
 		return entry{}, false
 	}
 	if v.Punt {
@@ -230,4 +236,69 @@ func (p *Pipeline) insertOne(pk *packet, m flow.Meta, a, b []byte, now flow.Tick
 		return entry{}, false
 	}
 	return entry{&v.Meta, v.A[:], v.B[:]}, true
+}
+
+// refuseNew says why a packet must not open a flow, or dropNone. These
+// checks cost nothing on established flows: they run once per flow.
+func refuseNew(pk *packet, mode unit.Mode) Drop {
+	if badSource(pk.src(), pk.dst(), pk.v6) {
+		return DropBadSource
+	}
+	if pk.proto != header.IPProtoTCP {
+		return dropNone
+	}
+	f := pk.tcpFlags
+	switch {
+	case f&(synFlag|finFlag) == synFlag|finFlag, f&(synFlag|rstFlag) == synFlag|rstFlag, f&(synFlag|ackFlag|rstFlag) == 0:
+		// SYN+FIN, SYN+RST, and segments with none of SYN, ACK and RST
+		// (null, FIN alone, FIN+PSH+URG): scans and attacks, never a
+		// stack's own.
+		return DropTCPBadFlags
+	case f&rstFlag != 0, f&(synFlag|ackFlag) == synFlag|ackFlag:
+		// A reset or a SYN-ACK opens no connection: backscatter.
+		return DropTCPNotSYN
+	case f&synFlag == 0 && mode == unit.ModeNAT:
+		// A segment of a connection this unit does not know (after a
+		// restart, say) would get a fresh SNAT port, and the backend
+		// answers a connection it never saw with a reset. Only a SYN
+		// opens a nat flow. The other modes keep the client's tuple, so
+		// Maglev sends a connection's later segments where its first went.
+		return DropTCPNotSYN
+	}
+	return dropNone
+}
+
+// badSource reports sources no legitimate packet has: IPv4 0/8 ("this
+// network"), 127/8 (loopback), 224/4 (multicast), 255.255.255.255
+// (limited broadcast); IPv6 :: (unspecified), ::1 (loopback), ff00::/8
+// (multicast), ::ffff:0:0/96 (IPv4-mapped, RFC 4291 §2.5.5.2: never on
+// the wire); and a source equal to the destination (a LAND attack).
+func badSource(src, dst []byte, v6 bool) bool {
+	if bytes.Equal(src, dst) {
+		return true
+	}
+	if !v6 {
+		a := src[0]
+		return a == 0 || a == 127 || a >= 224 && a <= 239 || binary.BigEndian.Uint32(src) == 0xffffffff
+	}
+	if src[0] == 0xff {
+		return true
+	}
+	for _, b := range src[:10] {
+		if b != 0 {
+			return false
+		}
+	}
+	if src[10] == 0xff && src[11] == 0xff {
+		return true // IPv4-mapped
+	}
+	if src[10] != 0 || src[11] != 0 {
+		return false
+	}
+	for _, b := range src[12:15] {
+		if b != 0 {
+			return false
+		}
+	}
+	return src[15] <= 1 // :: or ::1
 }

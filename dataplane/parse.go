@@ -195,6 +195,18 @@ func parseIPv4(pk *packet) {
 		pk.dropWith(DropIPv4BadChecksum)
 		return
 	}
+	if hl > header.IPv4MinSize {
+		// Options are rare; parseFast never takes them.
+		o, ok := header.CheckIPv4Options(ip)
+		if !ok {
+			pk.dropWith(DropIPv4BadOptions)
+			return
+		}
+		if o.SourceRouted {
+			pk.dropWith(DropSourceRouted)
+			return
+		}
+	}
 	// Trim link-layer padding: the datagram ends where its length says.
 	pk.end = l3 + tot
 	pk.b = b[:pk.end]
@@ -204,7 +216,10 @@ func parseIPv4(pk *packet) {
 	if ip.IsFragment() {
 		pk.fragID = uint32(ip.ID())
 		off := ip.FragmentOffset()
-		if off+tot-hl > 65535 {
+		// A fragment past 64 KiB; one that says both "don't fragment" and
+		// "more fragments"; one with more to come whose data is not a
+		// whole number of 8-byte units, which the next cannot follow.
+		if off+tot-hl > 65535 || ip.MoreFragments() && (ip.DontFragment() || (tot-hl)%8 != 0) {
 			pk.dropWith(DropBadFragment)
 			return
 		}
@@ -226,7 +241,7 @@ func parseIPv6(pk *packet) {
 	}
 	ip := header.IPv6(b[l3:])
 	if ip.Version() != 6 {
-		pk.dropWith(DropIPv6Truncated)
+		pk.dropWith(DropIPv6BadHeader)
 		return
 	}
 	plen := int(ip.PayloadLength())
@@ -244,6 +259,10 @@ func parseIPv6(pk *packet) {
 		pk.dropWith(DropIPv6BadExtHeaders)
 		return
 	}
+	if w.SourceRouted {
+		pk.dropWith(DropSourceRouted)
+		return
+	}
 	pk.proto = w.Proto
 	if w.FragOff != 0 {
 		f := header.IPv6Fragment(pk.b[l3+w.FragOff:])
@@ -253,7 +272,9 @@ func parseIPv6(pk *packet) {
 		if off != 0 || f.More() {
 			pk.fragHdr = l3 + w.FragOff
 			pk.fragID = f.ID()
-			if off+pk.end-(l3+w.L4Off) > 65535 {
+			// Past 64 KiB, or more to come after data that is not a whole
+			// number of 8-byte units (RFC 8200 §4.5).
+			if n := pk.end - (l3 + w.FragOff + header.IPv6FragmentSize); off+n > 65535 || f.More() && n%8 != 0 {
 				pk.dropWith(DropBadFragment)
 				return
 			}

@@ -23,12 +23,14 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 	r := newRig(t, loadConfig(t, 1<<14, "1024-65535"))
 
 	t.Run("established, echo and passes", func(t *testing.T) {
-		var templates [][]byte
+		var templates, opens [][]byte
 		for i := range 8 {
 			for port := uint16(80); port <= 83; port++ {
 				templates = append(templates, ack(cl(i+1, uint16(1000+i)), vip(port)))
+				opens = append(opens, syn(cl(i+1, uint16(1000+i)), vip(port)))
 			}
 		}
+		r.send(opens...) // a SYN opens each flow (nat takes nothing else)
 		forwarded := len(templates)
 		templates = append(templates, pkttest.EchoRequest(cl(1, 0), vip(0), 1, 1, pkttest.Opts{}))
 		const passes = 2

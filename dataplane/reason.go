@@ -12,14 +12,26 @@ const (
 	DropIPv4BadHeader     // version or header length wrong
 	DropIPv4BadLength     // total length shorter than the header or longer than the frame
 	DropIPv4BadChecksum   // header checksum wrong
+	DropIPv4BadOptions    // an option's length below two or past the header
 	DropIPv6Truncated     // frame ends inside the IPv6 header
+	DropIPv6BadHeader     // version field not 6
 	DropIPv6BadLength     // payload length longer than the frame, or a jumbogram
-	DropIPv6BadExtHeaders // extension headers truncated, too many, or repeated fragment header
+	DropIPv6BadExtHeaders // extension headers truncated, too many, a repeated fragment header, or Hop-by-Hop not first
 	DropL4Truncated       // TCP/UDP header missing or cut short
 	DropTCPBadOffset      // TCP data offset below 5 words or past the segment
 	DropUDPBadLength      // UDP length field inconsistent with the datagram
-	DropBadFragment       // fragment past 64 KiB, or a first fragment without the whole L4 header
+	DropBadFragment       // fragment past 64 KiB, DF with MF, a more-fragments payload not a multiple of 8, or a first fragment without the whole L4 header
+	DropFragmentOverlap   // a fragment overlapping one already seen of its datagram (RFC 5722)
 	DropICMPTruncated     // ICMP message or its quoted packet cut short
+	DropICMPBadChecksum   // ICMP error whose checksum is wrong: rewriting would make it right
+	DropICMPBadQuote      // ICMP error quoting an ICMP error or a non-first fragment, which no error may
+	DropTCPBadOptions     // a SYN to an ipip VIP whose options are malformed, so its MSS cannot be clamped
+	// Hostile input.
+	DropSourceRouted // IPv4 source route, IPv6 routing header with segments left (or type 0)
+	DropBadSource    // a new flow from a source that is never legitimate, or from its own destination
+	DropTCPBadFlags  // a new flow's TCP flags are a combination no stack sends
+	DropTCPNotSYN    // a TCP segment that cannot open the new flow it would make (no SYN, to a nat VIP; or SYN+ACK)
+	DropTTLExceeded  // TTL or hop limit of 1 or 0: the unit is a router hop
 	// Policy and state.
 	DropICMPNoFlow      // ICMP error quoting a flow Tether does not know
 	DropNoFlow          // reply to a SNAT address without a flow
@@ -47,14 +59,25 @@ var dropNames = [numDrops]string{
 	DropIPv4BadHeader:     "ipv4_bad_header",
 	DropIPv4BadLength:     "ipv4_bad_length",
 	DropIPv4BadChecksum:   "ipv4_bad_checksum",
+	DropIPv4BadOptions:    "ipv4_bad_options",
 	DropIPv6Truncated:     "ipv6_truncated",
+	DropIPv6BadHeader:     "ipv6_bad_header",
 	DropIPv6BadLength:     "ipv6_bad_length",
 	DropIPv6BadExtHeaders: "ipv6_bad_ext_headers",
 	DropL4Truncated:       "l4_truncated",
 	DropTCPBadOffset:      "tcp_bad_offset",
 	DropUDPBadLength:      "udp_bad_length",
 	DropBadFragment:       "bad_fragment",
+	DropFragmentOverlap:   "fragment_overlap",
 	DropICMPTruncated:     "icmp_truncated",
+	DropICMPBadChecksum:   "icmp_bad_checksum",
+	DropICMPBadQuote:      "icmp_bad_quote",
+	DropTCPBadOptions:     "tcp_bad_options",
+	DropSourceRouted:      "source_routed",
+	DropBadSource:         "bad_source",
+	DropTCPBadFlags:       "tcp_bad_flags",
+	DropTCPNotSYN:         "tcp_not_syn",
+	DropTTLExceeded:       "ttl_exceeded",
 	DropICMPNoFlow:        "icmp_no_flow",
 	DropNoFlow:            "no_flow",
 	DropNoBackend:         "no_backend",

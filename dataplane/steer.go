@@ -50,7 +50,7 @@ func (st *Steerer) Worker(snap *Snapshot, f *nic.Frame, link nic.LinkType) int {
 	case kindLater:
 		return st.tuple(snap, pk.src(), pk.dst(), 0, false)
 	case kindICMP:
-		if q, ok := parseQuote(pk); ok {
+		if q, why := parseQuote(pk); why == dropNone {
 			qsrc, qdst := pk.quotedAddrs(&q)
 			return st.tuple(snap, qdst, qsrc, binary.BigEndian.Uint16(pk.b[q.l4:]), true)
 		}

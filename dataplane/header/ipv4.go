@@ -163,3 +163,47 @@ func EncodeIPv4(b []byte, f *IPv4Fields) {
 	h.SetChecksum(0)
 	h.SetChecksum(h.CalculateChecksum())
 }
+
+// IPv4 option kinds that matter to a forwarder (RFC 791).
+const (
+	IPv4OptEnd  = 0   // end of the option list
+	IPv4OptNOP  = 1   // padding
+	IPv4OptLSRR = 131 // loose source and record route
+	IPv4OptSSRR = 137 // strict source and record route
+)
+
+// IPv4Options is what CheckIPv4Options finds in a header's options.
+type IPv4Options struct {
+	// SourceRouted: a loose or strict source route is present. Its
+	// destination address is the route's next hop, not the packet's
+	// final destination, which the transport checksum covers.
+	SourceRouted bool
+}
+
+// CheckIPv4Options walks the options of h, a header whose length has
+// been checked against the packet. ok is false for a malformed list: an
+// option whose length is below two or runs past the header.
+func CheckIPv4Options(h IPv4) (o IPv4Options, ok bool) {
+	end := h.HeaderLength()
+	for i := IPv4MinSize; i < end; {
+		switch h[i] {
+		case IPv4OptEnd:
+			return o, true
+		case IPv4OptNOP:
+			i++
+			continue
+		}
+		if i+1 >= end {
+			return o, false
+		}
+		n := int(h[i+1])
+		if n < 2 || i+n > end {
+			return o, false
+		}
+		if h[i] == IPv4OptLSRR || h[i] == IPv4OptSSRR {
+			o.SourceRouted = true
+		}
+		i += n
+	}
+	return o, true
+}

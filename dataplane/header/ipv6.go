@@ -130,13 +130,20 @@ type IPv6Walk struct {
 	L4Off int
 	// FragOff is the offset of the fragment header, 0 when there is none.
 	FragOff int
+	// SourceRouted is set when a routing header still has segments to
+	// visit (segments left above zero), or is of the deprecated type 0
+	// (RFC 5095): the destination address is not the packet's final
+	// destination, and the transport checksum's pseudo-header holds
+	// another address.
+	SourceRouted bool
 }
 
 // WalkIPv6 follows the extension headers of the packet b, which starts
 // with a fixed IPv6 header of at least IPv6Size bytes and is cut to the
 // datagram's length. ok is false when a header runs past the end of b,
-// when the chain is longer than MaxIPv6ExtHeaders, or when a fragment
-// header appears twice.
+// when the chain is longer than MaxIPv6ExtHeaders, when a fragment
+// header appears twice, or when a Hop-by-Hop Options header is not the
+// first (RFC 8200 §4.1 allows it only right after the IPv6 header).
 func WalkIPv6(b []byte) (w IPv6Walk, ok bool) {
 	next := b[ipv6NextHeader]
 	off := IPv6Size
@@ -145,8 +152,12 @@ func WalkIPv6(b []byte) (w IPv6Walk, ok bool) {
 		case IPProtoHopOpts, IPProtoRouting, IPProtoDstOpts, IPProtoMobility, IPProtoHIP, IPProtoShim6:
 			// Generic format: next header, length in 8-octet units not
 			// counting the first 8 octets.
-			if len(b) < off+8 || i == MaxIPv6ExtHeaders {
+			if len(b) < off+8 || i == MaxIPv6ExtHeaders || next == IPProtoHopOpts && i > 0 {
 				return w, false
+			}
+			if next == IPProtoRouting {
+				// Routing type at +2, segments left at +3.
+				w.SourceRouted = w.SourceRouted || b[off+3] > 0 || b[off+2] == 0
 			}
 			next, off = b[off], off+(int(b[off+1])+1)*8
 		case IPProtoAH:

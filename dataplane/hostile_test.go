@@ -1,0 +1,124 @@
+package dataplane
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/tetherlb/tether/internal/pkttest"
+)
+
+// fate sends one frame and says what became of it: "tx", or the drop or
+// pass reason, read from the counters.
+func (r *rig) fate(f []byte) string {
+	r.t.Helper()
+	before := r.p.Stats()
+	tx, _, _ := r.send(f)
+	after := r.p.Stats()
+	for _, d := range Drops() {
+		if after.Drops[d] != before.Drops[d] {
+			return d.String()
+		}
+	}
+	for _, p := range Passes() {
+		if after.Passes[p] != before.Passes[p] {
+			return "pass:" + p.String()
+		}
+	}
+	if len(tx) == 1 {
+		return "tx"
+	}
+	return "held"
+}
+
+func ep4(a string, port uint16) pkttest.Endpoint {
+	return pkttest.Endpoint{MAC: pkttest.MustMAC(gwMAC), Addr: netip.MustParseAddr(a), Port: port}
+}
+
+func vip6(port uint16) pkttest.Endpoint {
+	return pkttest.Endpoint{MAC: pkttest.MustMAC(unitMAC), Addr: netip.MustParseAddr("2001:db8::1"), Port: port}
+}
+
+func cl6(a string, port uint16) pkttest.Endpoint {
+	return pkttest.Endpoint{MAC: pkttest.MustMAC(gwMAC), Addr: netip.MustParseAddr(a), Port: port}
+}
+
+// TestHostileInput: each malformed or hostile class is dropped under the
+// reason that names it, and its well-formed neighbour goes through.
+func TestHostileInput(t *testing.T) {
+	const (
+		fin, syn4, rst, psh, ackF, urg = 0x01, 0x02, 0x04, 0x08, 0x10, 0x20
+	)
+	c4 := cl(7, 40000)
+	base := syn(c4, vip(81)) // halfnat: takes mid-stream segments too
+	// Errors a router sends about the flow's reply (VIP to client),
+	// which the unit hands to the backend that sent it.
+	router := ep4("198.18.0.1", 0)
+	quote := pkttest.L3(syn(pkttest.Endpoint{MAC: vip(81).MAC, Addr: vip(81).Addr, Port: 81}, c4))
+	hbh := []byte{0, 0, 1, 4, 0, 0, 0, 0}
+	// A type 2 routing header with one segment left: 8 bytes and an
+	// address.
+	rh2 := append([]byte{0, 2, 2, 1, 0, 0, 0, 0}, netip.MustParseAddr("2001:db8::77").AsSlice()...)
+	cases := []struct {
+		name  string
+		frame []byte
+		want  string
+	}{
+		{"a well-formed SYN", base, "tx"},
+		// IPv4 options.
+		{"a loose source route with hops to go", pkttest.WithIPv4Options(syn(cl(8, 1), vip(81)), []byte{131, 7, 4, 10, 9, 9, 9}), "source_routed"},
+		{"a strict source route", pkttest.WithIPv4Options(syn(cl(8, 2), vip(80)), []byte{137, 7, 8, 10, 9, 9, 9}), "source_routed"},
+		{"a record-route option", pkttest.WithIPv4Options(syn(cl(8, 3), vip(81)), []byte{7, 7, 4, 0, 0, 0, 0}), "tx"},
+		{"an option of length 1", pkttest.WithIPv4Options(syn(cl(8, 4), vip(81)), []byte{68, 1}), "ipv4_bad_options"},
+		{"an option past the header", pkttest.WithIPv4Options(syn(cl(8, 5), vip(81)), []byte{68, 40, 0, 0}), "ipv4_bad_options"},
+		// IPv6 headers.
+		{"a routing header with segments left", pkttest.InsertIPv6Header(syn(cl6("2001:db8:9::1", 1), vip6(80)), 43, rh2), "source_routed"},
+		{"a type 0 routing header, none left", pkttest.InsertIPv6Header(syn(cl6("2001:db8:9::1", 2), vip6(80)), 43, []byte{0, 0, 0, 0, 0, 0, 0, 0}), "source_routed"},
+		{"an SRH with no segments left", pkttest.InsertIPv6Header(syn(cl6("2001:db8:9::1", 3), vip6(80)), 43, []byte{0, 0, 4, 0, 0, 0, 0, 0}), "tx"},
+		{"hop-by-hop first", pkttest.InsertIPv6Header(syn(cl6("2001:db8:9::1", 4), vip6(80)), 0, hbh), "tx"},
+		{"hop-by-hop second", pkttest.InsertIPv6Header(pkttest.InsertIPv6Header(syn(cl6("2001:db8:9::1", 5), vip6(80)), 0, hbh), 60, []byte{0, 0, 1, 4, 0, 0, 0, 0}), "ipv6_bad_ext_headers"},
+		{"IPv6 version 7", pkttest.SetIPv6(syn(cl6("2001:db8:9::1", 6), vip6(80)), func(ip []byte) { ip[0] = 0x70 }), "ipv6_bad_header"},
+		// Fragments.
+		{"DF and MF together", pkttest.SetIPv4(pkttest.FragmentIPv4(syn(cl(9, 1), vip(81)), 16, false)[0], func(ip []byte) { ip[6] |= 0x40 }), "bad_fragment"},
+		{"MF with a ragged length", raggedFragment(pkttest.UDP(cl(9, 2), vip(81), pkttest.Opts{Payload: make([]byte, 64)})), "bad_fragment"},
+		// ICMP errors.
+		{"an error with a wrong checksum", pkttest.CorruptL4Checksum(pkttest.ICMPError(router, c4, 3, 4, 1400, quote, 0, pkttest.Opts{})), "icmp_bad_checksum"},
+		{"an error quoting an error", pkttest.ICMPError(router, c4, 3, 1, 0, pkttest.L3(pkttest.ICMPError(c4, vip(81), 3, 3, 0, quote, 0, pkttest.Opts{})), 0, pkttest.Opts{}), "icmp_bad_quote"},
+		{"an error quoting a later fragment", pkttest.ICMPError(router, c4, 3, 1, 0, pkttest.L3(pkttest.FragmentIPv4(syn(c4, vip(81)), 16, false)[1]), 0, pkttest.Opts{}), "icmp_bad_quote"},
+		{"an error quoting an echo", pkttest.ICMPError(router, c4, 3, 1, 0, pkttest.L3(pkttest.EchoRequest(c4, vip(0), 1, 1, pkttest.Opts{})), 0, pkttest.Opts{}), "icmp_no_flow"},
+		{"an error quoting 4 bytes of TCP", pkttest.ICMPError(router, c4, 3, 1, 0, quote, 24, pkttest.Opts{}), "icmp_truncated"},
+		{"a valid error about the flow", pkttest.ICMPError(router, c4, 3, 4, 1400, quote, 0, pkttest.Opts{}), "tx"},
+		// Impossible sources, on new flows.
+		{"source 0.1.2.3", syn(ep4("0.1.2.3", 1), vip(81)), "bad_source"},
+		{"source loopback", syn(ep4("127.0.0.1", 1), vip(81)), "bad_source"},
+		{"source multicast", syn(ep4("224.0.0.5", 1), vip(81)), "bad_source"},
+		{"source limited broadcast", syn(ep4("255.255.255.255", 1), vip(81)), "bad_source"},
+		{"LAND: source is the VIP", syn(ep4("192.0.2.1", 81), vip(81)), "bad_source"},
+		{"source ::1", syn(cl6("::1", 1), vip6(80)), "bad_source"},
+		{"source ff02::1", syn(cl6("ff02::1", 1), vip6(80)), "bad_source"},
+		{"source IPv4-mapped", syn(cl6("::ffff:203.0.113.9", 1), vip6(80)), "bad_source"},
+		// TCP flags on new flows.
+		{"SYN+FIN", pkttest.SetTCPFlags(syn(cl(10, 1), vip(81)), syn4|fin), "tcp_bad_flags"},
+		{"SYN+RST", pkttest.SetTCPFlags(syn(cl(10, 2), vip(81)), syn4|rst), "tcp_bad_flags"},
+		{"no flags", pkttest.SetTCPFlags(syn(cl(10, 3), vip(81)), 0), "tcp_bad_flags"},
+		{"FIN+PSH+URG", pkttest.SetTCPFlags(syn(cl(10, 4), vip(81)), fin|psh|urg), "tcp_bad_flags"},
+		{"SYN+ACK opens nothing", pkttest.SetTCPFlags(syn(cl(10, 5), vip(81)), syn4|ackF), "tcp_not_syn"},
+		{"RST opens nothing", pkttest.SetTCPFlags(syn(cl(10, 6), vip(81)), rst|ackF), "tcp_not_syn"},
+		{"ACK to a nat VIP opens nothing", ack(cl(10, 7), vip(80)), "tcp_not_syn"},
+		{"ACK to a halfnat VIP follows Maglev", ack(cl(10, 8), vip(81)), "tx"},
+	}
+	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	for _, c := range cases {
+		if got := r.fate(c.frame); got != c.want {
+			t.Errorf("%s: got %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+// raggedFragment makes the first fragment of a UDP datagram whose data
+// (8-byte UDP header and 13 bytes) is not a multiple of 8 while MF is set.
+func raggedFragment(frame []byte) []byte {
+	return pkttest.SetIPv4(frame[:14+20+8+13], func(ip []byte) {
+		ip[2], ip[3] = 0, 20+8+13
+		ip[6] = 0x20 // MF
+	})
+}
