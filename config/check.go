@@ -111,6 +111,13 @@ func (f *Forwarder) check(p *problems) {
 	if f.Fragments.Timeout < 100*time.Millisecond || f.Fragments.Timeout > time.Minute {
 		p.Add("forwarder.fragments.timeout", f.Fragments.Timeout, "must be between 100ms and 1m")
 	}
+	switch f.TTL {
+	case "":
+		f.TTL = TTLDecrement
+	case TTLDecrement, TTLKeep:
+	default:
+		p.Add("forwarder.ttl", f.TTL, "must be decrement or keep")
+	}
 	switch f.Port.Driver {
 	case DriverTUN, DriverAFXDP:
 	default:

@@ -130,7 +130,19 @@ type Forwarder struct {
 	Port Port `mapstructure:"port"`
 	// Cores pins workers: worker i runs on Cores[i]. Empty: unpinned.
 	Cores []int `mapstructure:"cores"`
+	// TTL is what the unit does with a forwarded packet's TTL (IPv6:
+	// hop limit): "decrement", as the router hop it is in every mode
+	// (ipip: the inner packet's), dropping a packet that arrives with 1
+	// or 0; or "keep", leaving it as the client sent it, which hides the
+	// unit from traceroute and lets TTL 1 through.
+	TTL string `mapstructure:"ttl"`
 }
+
+// TTL policies.
+const (
+	TTLDecrement = "decrement"
+	TTLKeep      = "keep"
+)
 
 // Port drivers.
 const (

@@ -32,6 +32,7 @@ var defaults = map[string]any{
 	"forwarder.workers":                        1,
 	"forwarder.batch":                          32,
 	"forwarder.answer_ping":                    true,
+	"forwarder.ttl":                            TTLDecrement,
 	"forwarder.flows.max":                      1 << 20,
 	"forwarder.flows.timeouts.tcp_syn":         60 * time.Second,
 	"forwarder.flows.timeouts.tcp_established": 15 * time.Minute,

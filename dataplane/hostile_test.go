@@ -122,3 +122,53 @@ func raggedFragment(frame []byte) []byte {
 		ip[6] = 0x20 // MF
 	})
 }
+
+// TestTTL: with forwarder.ttl decrement (the default) the unit is a
+// router hop in every mode, both ways: TTL and hop limit go down by one
+// (ipip: the inner packet's), checksums stay right, and a packet that
+// arrives with 1 goes no further; with keep, nothing changes.
+func TestTTL(t *testing.T) {
+	ttlOf := func(f []byte) uint8 {
+		ip := pkttest.IP(f, false)
+		if ip[0]>>4 == 6 {
+			return ip[7]
+		}
+		if ip[9] == 4 { // ipip: the inner header
+			return ip[20+8]
+		}
+		return ip[8]
+	}
+	for _, keep := range []bool{false, true} {
+		c := loadConfig(t, 1024, "1024-65535")
+		if keep {
+			c.Forwarder.TTL = "keep"
+		}
+		r := newRig(t, c)
+		ck := &pkttest.Checker{}
+		for i, port := range []uint16{80, 81, 82, 83} {
+			for _, ttl := range []uint8{64, 2, 1} {
+				f := syn(cl(20+i, uint16(ttl)), vip(port))
+				f = pkttest.SetIPv4(f, func(ip []byte) { ip[8] = ttl })
+				tx, _, drop := r.send(f)
+				switch {
+				case keep && (len(tx) != 1 || ttlOf(tx[0]) != ttl):
+					t.Errorf("keep, port %d, TTL %d: %d sent, %d dropped", port, ttl, len(tx), len(drop))
+				case !keep && ttl == 1 && (len(drop) != 1 || r.p.stats.Drops[DropTTLExceeded] == 0):
+					t.Errorf("port %d, TTL 1: %d sent, want ttl_exceeded", port, len(tx))
+				case !keep && ttl > 1 && (len(tx) != 1 || ttlOf(tx[0]) != ttl-1):
+					t.Errorf("port %d, TTL %d: sent %d frames, TTL %v", port, ttl, len(tx), tx)
+				}
+				for _, f := range tx {
+					if err := ck.Check(f); err != nil {
+						t.Errorf("port %d, TTL %d: %v", port, ttl, err)
+					}
+				}
+			}
+		}
+		// IPv6: hop limit.
+		f := pkttest.SetIPv6(syn(cl6("2001:db8:9::9", 9), vip6(80)), func(ip []byte) { ip[7] = 1 })
+		if got := r.fate(f); keep && got != "tx" || !keep && got != "ttl_exceeded" {
+			t.Errorf("keep %v: hop limit 1 went %s", keep, got)
+		}
+	}
+}

@@ -174,6 +174,9 @@ func (p *Pipeline) icmpError(pk *packet, m header.ICMP, now flow.Tick) {
 		pk.dropWith(DropBackendInactive)
 		return
 	}
+	if p.snap.hop && !hop(pk) {
+		return
+	}
 	e.m.LastSeen = now
 	p.stats.ICMPForwarded++
 	switch e.m.Mode {

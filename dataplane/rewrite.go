@@ -17,17 +17,11 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 		pk.dropWith(DropBackendInactive)
 		return
 	}
-	reply := e.m.Flags&unit.FlowReply != 0
-	if be.known {
-		n := uint64(pk.end - pk.l3)
-		if reply {
-			p.stats.Backends[be.ID].ReplyPackets++
-			p.stats.Backends[be.ID].ReplyBytes += n
-		} else {
-			p.stats.Backends[be.ID].Packets++
-			p.stats.Backends[be.ID].Bytes += n
-		}
+	if s.hop && !hop(pk) {
+		return
 	}
+	reply := e.m.Flags&unit.FlowReply != 0
+	n := uint64(pk.end - pk.l3)
 	switch e.m.Mode {
 	case unit.ModeNAT:
 		// Both directions: source to B:PortB, destination to A:PortA.
@@ -45,6 +39,17 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 			return
 		}
 	}
+	// Counted once it is certain to leave: the counters are of what
+	// was forwarded.
+	if be.known {
+		if reply {
+			p.stats.Backends[be.ID].ReplyPackets++
+			p.stats.Backends[be.ID].ReplyBytes += n
+		} else {
+			p.stats.Backends[be.ID].Packets++
+			p.stats.Backends[be.ID].Bytes += n
+		}
+	}
 	// Every mode sends to A: the backend, or the client for replies.
 	if reply || !be.known {
 		p.setL2(pk, e.a)
@@ -54,6 +59,32 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 		}
 		p.setL2MAC(pk, be.mac, be.hasMAC)
 	}
+}
+
+// hop makes the packet's IP header one router hop older: TTL (hop
+// limit) minus one, the IPv4 checksum updated incrementally. A packet
+// that arrives with 1 or 0 goes no further (ttl_exceeded).
+func hop(pk *packet) bool {
+	if pk.v6 {
+		hl := &pk.b[pk.l3+7]
+		if *hl <= 1 {
+			pk.dropWith(DropTTLExceeded)
+			return false
+		}
+		*hl--
+		return true
+	}
+	ip := pk.b[pk.l3 : pk.l3+header.IPv4MinSize]
+	if ip[8] <= 1 {
+		pk.dropWith(DropTTLExceeded)
+		return false
+	}
+	// TTL and protocol share a 16-bit word of the checksum.
+	old := binary.BigEndian.Uint16(ip[8:])
+	ip[8]--
+	h := header.IPv4(ip)
+	h.SetChecksum(header.Update16(h.Checksum(), old, binary.BigEndian.Uint16(ip[8:])))
+	return true
 }
 
 func (p *Pipeline) unitAddr(v6 bool) []byte {

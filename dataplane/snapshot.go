@@ -101,6 +101,8 @@ type Snapshot struct {
 	unit6    [16]byte
 	timeouts flow.Timeouts
 	ping     bool
+	// hop makes the unit a router hop: TTL decremented, 1 and 0 dropped.
+	hop bool
 	unknown  Backend // stands in for backends the snapshot lacks
 	vipIDs   map[string]uint32
 	beIDs    map[string]uint32
@@ -129,6 +131,7 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		vipIDs:     map[string]uint32{},
 		beIDs:      map[string]uint32{},
 		ping:       c.Forwarder.AnswerPing,
+		hop:        c.Forwarder.TTL != config.TTLKeep,
 		unknown:    Backend{State: unit.StateRemoved},
 		timeouts:   TimeoutsOf(&c.Forwarder.Flows.Timeouts),
 	}
