@@ -30,6 +30,48 @@ type fragDatagram struct {
 	hasNewID     bool
 	expires      flow.Tick
 	used         bool
+	// dead is why the datagram's first fragment, or an overlapping one,
+	// was dropped: its other fragments share that fate, since a backend
+	// can never reassemble them.
+	dead Drop
+	// seen are the byte ranges of the datagram forwarded so far, merged
+	// where they touch, to refuse overlapping fragments (RFC 5722).
+	seen  [maxRanges][2]uint32
+	nseen uint8
+}
+
+// maxRanges bounds the disjoint pieces of a datagram tracked at once:
+// fragments arriving in order, or in reverse, keep one range; a datagram
+// scattered into more holes than this is dropped as fragment_overflow.
+const maxRanges = 16
+
+// add records the piece [off, off+n) of the datagram, or says why not:
+// it overlaps a piece already seen, or there are too many holes.
+func (d *fragDatagram) add(off, n uint32) Drop {
+	end := off + n
+	for i := range d.nseen {
+		r := &d.seen[i]
+		if off < r[1] && r[0] < end {
+			return DropFragmentOverlap
+		}
+	}
+	// Merge with the ranges it touches.
+	for i := 0; i < int(d.nseen); {
+		r := d.seen[i]
+		if r[1] == off || end == r[0] {
+			off, end = min(off, r[0]), max(end, r[1])
+			d.nseen--
+			d.seen[i] = d.seen[d.nseen]
+			continue
+		}
+		i++
+	}
+	if int(d.nseen) == maxRanges {
+		return DropFragmentOverflow
+	}
+	d.seen[d.nseen] = [2]uint32{off, end}
+	d.nseen++
+	return dropNone
 }
 
 type heldFragment struct {
@@ -100,10 +142,13 @@ func (pk *packet) fragKey() fragKey {
 	return k
 }
 
-// firstFragment remembers the flow of a first fragment and releases the
-// fragments of its datagram that arrived before it.
+// firstFragment forwards the first fragment of a datagram along its flow
+// and remembers the flow for the datagram's other fragments, releasing
+// those that arrived before it. If the first fragment cannot be
+// forwarded (too big for an ipip tunnel, say), neither can the rest:
+// the datagram is remembered as dead and they are dropped with it.
 func (p *Pipeline) firstFragment(pk *packet, e entry, now flow.Tick, out *Output) {
-	k := pk.fragKey()
+	k := pk.fragKey() // before apply rewrites the addresses
 	d := p.frags.insert(&k, now)
 	d.sport, d.dport = pk.sport, pk.dport
 	d.expires = now + flow.Tick(p.cfg.FragTimeout)
@@ -111,7 +156,12 @@ func (p *Pipeline) firstFragment(pk *packet, e entry, now flow.Tick, out *Output
 		p.ipID += uint32(p.cfg.Workers)
 		d.newID, d.hasNewID = p.ipID, true
 	}
+	d.add(0, pk.fragLen)
 	p.setFragID(pk, d)
+	p.apply(pk, e)
+	if pk.kind == kindDrop {
+		d.dead = pk.drop
+	}
 	p.releaseHeld(&k, now, out)
 }
 
@@ -140,6 +190,19 @@ func (p *Pipeline) laterFragment(pk *packet, now flow.Tick, out *Output) {
 		}
 		p.frags.held = append(p.frags.held, heldFragment{frame: *pk.frame, key: k, expires: now + flow.Tick(p.cfg.FragTimeout)})
 		p.stats.FragmentsHeld++
+		return
+	}
+	if d.dead != dropNone {
+		pk.dropWith(d.dead)
+		p.emit(pk, out)
+		return
+	}
+	if why := d.add(pk.fragOff, pk.fragLen); why != dropNone {
+		// RFC 5722: a datagram with overlapping fragments is dropped
+		// whole; what was forwarded of it will never reassemble.
+		d.dead = why
+		pk.dropWith(why)
+		p.emit(pk, out)
 		return
 	}
 	pk.setKey(d.sport, d.dport)

@@ -172,3 +172,95 @@ func TestTTL(t *testing.T) {
 		}
 	}
 }
+
+// TestIPIPEdges: an ipip VIP clamps every MSS option of a SYN and drops
+// one whose options it cannot read; a datagram too big for the tunnel is
+// answered (IPv4 with DF; IPv6 always) or dropped, and so are all its
+// fragments when the first one is too big.
+func TestIPIPEdges(t *testing.T) {
+	c := loadConfig(t, 1024, "1024-65535")
+	c.VIPs[3].MTU = 1400 // ipip, port 83: room for 1380-byte packets inside
+	r := newRig(t, c)
+	ck := &pkttest.Checker{}
+
+	// Two MSS options: both clamped to 1400-20-20-20.
+	two := pkttest.SetTCPOptions(syn(cl(30, 1), vip(83)), []byte{2, 4, 0x05, 0xb4, 1, 1, 2, 4, 0x23, 0x28})
+	tx, _, _ := r.send(two)
+	if len(tx) != 1 {
+		t.Fatalf("a SYN with two MSS options: %d sent", len(tx))
+	}
+	inner := pkttest.IP(tx[0], false)[20:]
+	for _, off := range []int{40 + 2, 40 + 8} { // inner IP header, TCP header, then the options
+		if mss := uint16(inner[off])<<8 | uint16(inner[off+1]); mss != 1340 {
+			t.Errorf("MSS option at %d is %d, want 1340", off, mss)
+		}
+	}
+	if err := ck.Check(tx[0]); err != nil {
+		t.Error(err)
+	}
+	bad := pkttest.SetTCPOptions(syn(cl(30, 2), vip(83)), []byte{2, 4, 0x05, 0xb4, 8, 1})
+	if got := r.fate(bad); got != "tcp_bad_options" {
+		t.Errorf("a SYN with a malformed option: %s", got)
+	}
+
+	// Too big: DF answered, no DF dropped, IPv6 answered.
+	big := pkttest.TCP(cl(31, 1), vip(83), pkttest.ACK, 1, 1, pkttest.Opts{Payload: make([]byte, 1400), DF: true})
+	r.send(syn(cl(31, 1), vip(83)))
+	tx, _, _ = r.send(big)
+	if len(tx) != 1 {
+		t.Fatalf("too big with DF: %d sent, want the ICMP answer", len(tx))
+	}
+	ans := pkttest.IP(tx[0], false)
+	if ans[9] != 1 || ans[20] != 3 || ans[21] != 4 || uint16(ans[26])<<8|uint16(ans[27]) != 1380 || ans[16] != 203 {
+		t.Errorf("the answer is not fragmentation needed for 1380 to the client:\n% x", ans[:40])
+	}
+	if err := ck.Check(tx[0]); err != nil {
+		t.Error(err)
+	}
+	noDF := pkttest.TCP(cl(31, 1), vip(83), pkttest.ACK, 1, 1, pkttest.Opts{Payload: make([]byte, 1400)})
+	if got := r.fate(noDF); got != "too_big" {
+		t.Errorf("too big without DF: %s", got)
+	}
+
+	// A datagram whose first fragment is too big: its later fragments go
+	// nowhere either, whether they come after it or before.
+	for i, order := range [][]int{{0, 1, 2}, {2, 1, 0}} {
+		seg := pkttest.TCP(cl(33, uint16(i)), vip(83), pkttest.ACK, 1, 1, pkttest.Opts{Payload: make([]byte, 2400)})
+		r.send(syn(cl(33, uint16(i)), vip(83)))
+		frags := pkttest.FragmentIPv4(seg, 1392, false)
+		if len(frags) != 2 {
+			frags = append(frags, nil)
+		}
+		before := r.p.Stats().Drops[DropTooBig]
+		var sent int
+		for _, j := range order {
+			if j < len(frags) && frags[j] != nil {
+				tx, _, _ := r.send(frags[j])
+				sent += len(tx)
+			}
+		}
+		if n := r.p.Stats().Drops[DropTooBig] - before; sent != 0 || n != uint64(len(pkttest.FragmentIPv4(seg, 1392, false))) {
+			t.Errorf("order %v: %d fragments sent, %d dropped as too_big; want none sent, all dropped", order, sent, n)
+		}
+	}
+}
+
+// TestFragmentOverlap: a fragment overlapping one already seen of its
+// datagram is dropped, and the rest of the datagram with it (RFC 5722).
+func TestFragmentOverlap(t *testing.T) {
+	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	seg := pkttest.TCP(cl(40, 1), vip(81), pkttest.ACK, 1, 1, pkttest.Opts{Payload: make([]byte, 100)})
+	frags := pkttest.FragmentIPv4(seg, 32, false) // 4 fragments: 0-32, 32-64, 64-96, 96-120
+	// The third again, moved back 8 bytes: it overlaps the second.
+	overlap := pkttest.SetIPv4(frags[2], func(ip []byte) { ip[7] -= 1 })
+	for i, c := range []struct {
+		frame []byte
+		want  string
+	}{
+		{frags[0], "tx"}, {frags[1], "tx"}, {overlap, "fragment_overlap"}, {frags[3], "fragment_overlap"},
+	} {
+		if got := r.fate(c.frame); got != c.want {
+			t.Errorf("fragment %d: got %s, want %s", i, got, c.want)
+		}
+	}
+}

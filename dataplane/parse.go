@@ -37,7 +37,9 @@ type packet struct {
 	proto    uint8 // upper-layer protocol
 	frag     uint8
 	fragID   uint32
-	fragHdr  int // offset of the IPv6 fragment header
+	fragHdr  int    // offset of the IPv6 fragment header
+	fragOff  uint32 // where a fragment's data sits in its datagram, in bytes
+	fragLen  uint32 // how much data a fragment carries
 	sport    uint16
 	dport    uint16
 	tcpFlags uint8
@@ -223,6 +225,7 @@ func parseIPv4(pk *packet) {
 			pk.dropWith(DropBadFragment)
 			return
 		}
+		pk.fragOff, pk.fragLen = uint32(off), uint32(tot-hl)
 		if off > 0 {
 			pk.frag = fragLater
 			pk.kind = kindLater
@@ -274,10 +277,12 @@ func parseIPv6(pk *packet) {
 			pk.fragID = f.ID()
 			// Past 64 KiB, or more to come after data that is not a whole
 			// number of 8-byte units (RFC 8200 §4.5).
-			if n := pk.end - (l3 + w.FragOff + header.IPv6FragmentSize); off+n > 65535 || f.More() && n%8 != 0 {
+			n := pk.end - (l3 + w.FragOff + header.IPv6FragmentSize)
+			if off+n > 65535 || f.More() && n%8 != 0 {
 				pk.dropWith(DropBadFragment)
 				return
 			}
+			pk.fragOff, pk.fragLen = uint32(off), uint32(n)
 			if off > 0 {
 				pk.frag = fragLater
 				pk.kind = kindLater

@@ -93,6 +93,13 @@ type Pipeline struct {
 	missed   [maxMissed]netip.Addr
 	nMissed  int
 
+	// now is the batch's time, for the steps deep in a packet's path
+	// that need it (the ICMP answer rate).
+	now flow.Tick
+	// tooBigTokens and tooBigAt rate-limit ICMP too-big answers.
+	tooBigTokens uint64
+	tooBigAt     flow.Tick
+
 	lastMaint flow.Tick
 	maintDebt uint64
 	started   bool
@@ -120,6 +127,8 @@ func New(c Config, s *Snapshot) (*Pipeline, error) {
 		held:     make([]heldPunt, 0, maxPunts),
 		deferred: make([]nic.Frame, 0, maxDeferred),
 		ipID:     uint32(c.Worker),
+		// A full bucket: the first answers need no wait.
+		tooBigTokens: tooBigBurst,
 	}
 	p.stale = p.flowIDStale
 	p.SetSnapshot(s)
@@ -172,6 +181,7 @@ func (p *Pipeline) Stats() Stats { return p.stats.Clone() }
 // a little on each call, so a worker calls it even when idle (with no
 // frames) to keep aging.
 func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
+	p.now = now
 	if len(p.deferred) > 0 {
 		// Packets whose route arrived since the last batch.
 		d := p.deferred
@@ -305,9 +315,7 @@ func (p *Pipeline) flowPacket(pk *packet, now flow.Tick, out *Output) {
 	}
 	if pk.frag == fragFirst {
 		p.firstFragment(pk, e, now, out)
-		if pk.kind == kindDrop {
-			return
-		}
+		return
 	}
 	p.apply(pk, e)
 }

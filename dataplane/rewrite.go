@@ -153,8 +153,11 @@ func rewrite(pk *packet, src []byte, sport uint16, dst []byte, dport uint16, set
 
 // encapIP wraps the packet in an outer IPv4 or IPv6 header from the unit
 // to dst (RFC 2003 IP-in-IP, RFC 2473 IPv6-in-IPv6), for direct server
-// return. It clamps the MSS of TCP SYNs so that the encapsulated segments
-// fit mtu, and drops packets that would not.
+// return. It clamps every MSS option of TCP SYNs so that the
+// encapsulated segments fit mtu (a SYN whose options are malformed
+// cannot be clamped and is dropped), and answers packets that do not fit
+// with ICMP too-big (see answerTooBig), or drops them. It reports false
+// when the packet is not to be sent to dst.
 func (p *Pipeline) encapIP(pk *packet, dst []byte, mtu int) bool {
 	overhead := header.IPv4MinSize
 	if pk.v6 {
@@ -162,10 +165,15 @@ func (p *Pipeline) encapIP(pk *packet, dst []byte, mtu int) bool {
 	}
 	inner := pk.end - pk.l3
 	if pk.proto == header.IPProtoTCP && pk.l4 != 0 && pk.tcpFlags&synFlag != 0 {
-		clampMSS(pk, mtu-overhead-(pk.l4-pk.l3)-header.TCPMinSize)
+		if most := mtu - overhead - (pk.l4 - pk.l3) - header.TCPMinSize; most > 0 && !header.ClampMSS(header.TCP(pk.b[pk.l4:]), uint16(min(most, 0xffff))) {
+			pk.dropWith(DropTCPBadOptions)
+			return false
+		}
 	}
 	if inner+overhead > mtu {
-		pk.dropWith(DropTooBig)
+		if !p.answerTooBig(pk, mtu-overhead, p.now) {
+			pk.dropWith(DropTooBig)
+		}
 		return false
 	}
 	if pk.frame.Off < overhead {
@@ -209,18 +217,6 @@ func (p *Pipeline) encapIP(pk *packet, dst []byte, mtu int) bool {
 		pk.l4 += overhead
 	}
 	return true
-}
-
-// clampMSS lowers the MSS option of a SYN to max, if it is larger.
-func clampMSS(pk *packet, max int) {
-	if max <= 0 {
-		return
-	}
-	t := header.TCP(pk.b[pk.l4:])
-	o, ok := header.ParseTCPOptions(t)
-	if ok && o.MSSOff != 0 && int(o.MSS) > max {
-		t.SetMSS(o.MSSOff, uint16(max))
-	}
 }
 
 // setL2 addresses the frame to the next hop's MAC: the neighbour's, or

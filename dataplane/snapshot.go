@@ -102,10 +102,10 @@ type Snapshot struct {
 	timeouts flow.Timeouts
 	ping     bool
 	// hop makes the unit a router hop: TTL decremented, 1 and 0 dropped.
-	hop bool
-	unknown  Backend // stands in for backends the snapshot lacks
-	vipIDs   map[string]uint32
-	beIDs    map[string]uint32
+	hop     bool
+	unknown Backend // stands in for backends the snapshot lacks
+	vipIDs  map[string]uint32
+	beIDs   map[string]uint32
 }
 
 func keyOf(a netip.Addr) addrKey {

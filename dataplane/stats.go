@@ -11,6 +11,7 @@ type Stats struct {
 	Reopened           uint64 // closed flows whose tuple a new connection reused, decided afresh
 	EchoReplies        uint64 // ICMP echo requests to a VIP answered
 	ICMPForwarded      uint64 // ICMP errors sent along their flow
+	TooBigAnswered     uint64 // packets too big for an ipip tunnel answered with ICMP (sent instead of dropped)
 	FragmentsHeld      uint64 // fragments held until their first fragment came
 	Punted             uint64 // packets held for the control process to decide
 	Drops              [numDrops]uint64
@@ -62,6 +63,7 @@ func (s *Stats) Add(o *Stats) {
 	s.Reopened += o.Reopened
 	s.EchoReplies += o.EchoReplies
 	s.ICMPForwarded += o.ICMPForwarded
+	s.TooBigAnswered += o.TooBigAnswered
 	s.FragmentsHeld += o.FragmentsHeld
 	s.Punted += o.Punted
 	for i := range s.Drops {

@@ -47,6 +47,9 @@ func (r *Summary) WriteTo(w io.Writer) (int64, error) {
 		fmt.Fprintf(&b, "icmp: %d echo replies, %d errors forwarded; fragments held for their first fragment: %d\n",
 			s.EchoReplies, s.ICMPForwarded, s.FragmentsHeld)
 	}
+	if s.TooBigAnswered > 0 {
+		fmt.Fprintf(&b, "too big for the tunnel, answered with ICMP: %d\n", s.TooBigAnswered)
+	}
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	vips := s.VIPTotals(r.Snapshot)
 	for _, v := range r.Snapshot.VIPs {

@@ -1,6 +1,7 @@
 package header
 
 import (
+	"bytes"
 	"encoding/binary"
 	"net"
 	"testing"
@@ -216,5 +217,31 @@ func FuzzTCPOptions(f *testing.F) {
 		if ok && o.MSSOff != 0 && o.MSSOff+2 > TCP(h).DataOffset() {
 			t.Fatalf("MSS at %d outside a %d-byte header", o.MSSOff, TCP(h).DataOffset())
 		}
+		// Clamping leaves no MSS above the bound when it says the area
+		// was readable, and touches nothing when it says it was not.
+		before := append([]byte(nil), h...)
+		if !ClampMSS(TCP(h), 536) {
+			if !bytes.Equal(before, h) {
+				t.Fatal("ClampMSS refused the options yet changed them")
+			}
+			return
+		}
+		if o, ok := ParseTCPOptions(TCP(h)); ok && o.MSSOff != 0 && o.MSS > 536 {
+			t.Fatalf("MSS %d left above 536", o.MSS)
+		}
 	})
+}
+
+func TestClampMSS(t *testing.T) {
+	h := make([]byte, TCPMinSize+12)
+	h[12] = 8 << 4
+	copy(h[TCPMinSize:], []byte{2, 4, 0x05, 0xb4, 1, 1, 2, 4, 0x23, 0x28, 0, 0})
+	if !ClampMSS(TCP(h), 1340) || h[22] != 0x05 || h[23] != 0x3c || h[28] != 0x05 || h[29] != 0x3c {
+		t.Fatalf("two MSS options after clamping to 1340: % x", h[20:])
+	}
+	h[25] = 1 // a NOP's neighbour becomes an option of length 1
+	copy(h[TCPMinSize+4:], []byte{8, 1})
+	if ClampMSS(TCP(h), 536) {
+		t.Fatal("a malformed options area was clamped")
+	}
 }

@@ -171,3 +171,44 @@ func (h TCP) SetMSS(off int, mss uint16) {
 	h.SetChecksum(Update16(h.Checksum(), binary.BigEndian.Uint16(h[off:]), mss))
 	binary.BigEndian.PutUint16(h[off:], mss)
 }
+
+// ClampMSS lowers every MSS option of h above max to max, updating the
+// checksum, and reports whether the options area was well formed: a
+// malformed one (see ParseTCPOptions) is left as it was, since which of
+// its bytes are an MSS cannot be known.
+func ClampMSS(h TCP, max uint16) bool {
+	end := h.DataOffset()
+	// First make sure the whole area is readable, then clamp.
+check:
+	for i := TCPMinSize; i < end; {
+		switch h[i] {
+		case TCPOptEnd:
+			break check
+		case TCPOptNOP:
+			i++
+			continue
+		}
+		if i+1 >= end {
+			return false
+		}
+		n := int(h[i+1])
+		if n < 2 || i+n > end || h[i] == TCPOptMSS && n != 4 {
+			return false
+		}
+		i += n
+	}
+	for i := TCPMinSize; i < end; {
+		switch h[i] {
+		case TCPOptEnd:
+			return true
+		case TCPOptNOP:
+			i++
+			continue
+		}
+		if h[i] == TCPOptMSS && binary.BigEndian.Uint16(h[i+2:]) > max {
+			h.SetMSS(i+2, max)
+		}
+		i += int(h[i+1])
+	}
+	return true
+}

@@ -418,15 +418,27 @@ var goldenCases = []goldenCase{
 				convs = append(convs, tcpConversation(cl, vip, w.backendFor(cl, vip, 6), nil))
 			}
 			f := interleave(convs...)
-			// A full-size datagram cannot take 20 more bytes.
+			// A full-size datagram cannot take 20 more bytes: with DF it
+			// is answered with "fragmentation needed", without it dropped.
 			big := vipEP("192.0.2.40:9000")
 			f = append(f, pkttest.UDP(client("203.0.113.90:1"), big, pkttest.Opts{Payload: payload(1472, 'b'), DF: true}))
+			f = append(f, pkttest.UDP(client("203.0.113.91:1"), big, pkttest.Opts{Payload: payload(1472, 'c')}))
 			return f
 		},
 		check: func(t *testing.T, r *Result, in, out []record) {
-			if r.Stats.Drops[dataplane.DropTooBig] != 1 || r.Stats.Dropped() != 1 {
-				t.Errorf("want exactly the oversize datagram dropped as too_big")
+			if r.Stats.Drops[dataplane.DropTooBig] != 1 || r.Stats.Dropped() != 1 || r.Stats.TooBigAnswered != 1 {
+				t.Errorf("want the oversize datagram with DF answered and the one without dropped as too_big")
 			}
+			// The answer: ICMP fragmentation needed from the VIP to the
+			// client, with the MTU the tunnel leaves (1500 - 20), quoting
+			// the datagram's start.
+			ans := pkttest.IP(out[len(out)-1].data, false)
+			if src, dst := ipAddrs(ans); ans[9] != 1 || ans[20] != 3 || ans[21] != 4 || binary.BigEndian.Uint16(ans[26:]) != 1480 ||
+				src.String() != "192.0.2.40" || dst.String() != "203.0.113.90" || len(ans) != 576 ||
+				!bytes.Equal(ans[28+12:28+20], pkttest.IP(in[len(in)-2].data, false)[12:20]) {
+				t.Errorf("the too-big answer is not ICMP fragmentation needed from the VIP with MTU 1480:\n% x", ans)
+			}
+			out = out[:len(out)-1]
 			for i, o := range out {
 				outer := pkttest.IP(o.data, false)
 				if outer[9] != 4 {

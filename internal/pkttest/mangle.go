@@ -58,19 +58,20 @@ func SetTCPFlags(frame []byte, flags uint8) []byte {
 func SetTCPOptions(frame, opts []byte) []byte {
 	pad := (4 - len(opts)%4) % 4
 	o := append(append([]byte(nil), opts...), make([]byte, pad)...)
-	ip, l4 := ipAndL4(frame)
+	_, l4 := ipAndL4(frame)
 	do := int(l4[12]>>4) * 4
 	start := len(frame) - len(l4)
 	out := append(append(append([]byte(nil), frame[:start+20]...), o...), frame[start+do:]...)
-	ip, l4 = ipAndL4(out)
-	l4[12] = byte((20+len(o))/4) << 4
 	grow := 20 + len(o) - do
+	ip := out[ethSize:]
 	if ip[0]>>4 == 4 {
 		binary.BigEndian.PutUint16(ip[2:], uint16(int(binary.BigEndian.Uint16(ip[2:]))+grow))
 		FixIPv4Checksum(ip)
 	} else {
 		binary.BigEndian.PutUint16(ip[4:], uint16(int(binary.BigEndian.Uint16(ip[4:]))+grow))
 	}
+	ip, l4 = ipAndL4(out)
+	l4[12] = byte((20+len(o))/4) << 4
 	fixL4(ip, l4, 6)
 	return out
 }
