@@ -14,6 +14,7 @@ import (
 
 func replayCommand(log *zerolog.Logger) *cobra.Command {
 	var cfgPath string
+	var keepGoing bool
 	cmd := &cobra.Command{
 		Use:   "replay --config FILE IN.pcap [OUT.pcap]",
 		Short: "Run a capture through the forwarder and write what it sends",
@@ -21,7 +22,9 @@ func replayCommand(log *zerolog.Logger) *cobra.Command {
 runs them through one forwarder worker configured by --config, writes the
 frames the worker forwards to OUT.pcap (if given) and prints what happened
 per VIP, per backend and per drop reason. The capture's timestamps drive
-the worker's clock, so a replay is deterministic.
+the worker's clock, so a replay is deterministic. A capture that ends
+inside a record (cut short) replays what it holds, counts the lost
+record as unreadable and exits with an error, unless --keep-going.
 
 Environment variables TETHER_<KEY> override scalar configuration keys,
 for example TETHER_FORWARDER_BATCH=64.`,
@@ -64,11 +67,17 @@ for example TETHER_FORWARDER_BATCH=64.`,
 				}
 				log.Info().Str("out", args[1]).Uint64("frames", res.Port.TxFrames).Msg("wrote forwarded frames")
 			}
-			_, err = res.WriteTo(cmd.OutOrStdout())
-			return err
+			if _, err = res.WriteTo(cmd.OutOrStdout()); err != nil {
+				return err
+			}
+			if n := port.Truncated(); n > 0 && !keepGoing {
+				return fmt.Errorf("replay: %s ends inside record %d, which is lost (the summary counts it as unreadable); --keep-going accepts a capture cut short", args[0], n)
+			}
+			return nil
 		},
 	}
 	cmd.Flags().StringVarP(&cfgPath, "config", "c", "", "configuration file (YAML)")
+	cmd.Flags().BoolVar(&keepGoing, "keep-going", false, "accept a capture that ends inside a record (replay what it holds, exit 0)")
 	return cmd
 }
 

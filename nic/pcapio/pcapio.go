@@ -37,6 +37,9 @@ type Port struct {
 	free   []uint64
 	eof    bool
 	stats  nic.Stats
+	// cut is the number of the record the capture ends inside, 0 when it
+	// ends where a record does.
+	cut uint64
 }
 
 var _ nic.Port = (*Port)(nil)
@@ -105,7 +108,15 @@ func (p *Port) Receive(frames []nic.Frame) (int, error) {
 	n := 0
 	for n < len(frames) && len(p.free) > 0 && !p.eof {
 		data, ci, err := p.in.ReadPacketData()
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+		if errors.Is(err, io.EOF) {
+			p.eof = true
+			break
+		}
+		if errors.Is(err, io.ErrUnexpectedEOF) {
+			// The file ends inside a record (a capture cut short, a
+			// copy interrupted): the record is lost, and said so.
+			p.stats.RxDropped++
+			p.cut = p.stats.RxFrames + p.stats.RxDropped
 			p.eof = true
 			break
 		}
@@ -132,6 +143,11 @@ func (p *Port) Receive(frames []nic.Frame) (int, error) {
 	}
 	return n, nil
 }
+
+// Truncated returns the number (from 1) of the record the capture ends
+// inside, or 0 when it ends where a record does. That record is counted
+// in Stats().RxDropped and never delivered.
+func (p *Port) Truncated() uint64 { return p.cut }
 
 // Transmit implements nic.Port.Transmit: frames are written to the output
 // capture, if there is one, and their buffers reused.

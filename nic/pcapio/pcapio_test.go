@@ -133,6 +133,36 @@ func TestTruncatedAndOversizeFramesAreSkipped(t *testing.T) {
 	}
 }
 
+// TestCaptureCutShort: a file that ends inside its last record delivers
+// the records before it and says which record was lost, for both formats.
+func TestCaptureCutShort(t *testing.T) {
+	var b bytes.Buffer
+	w := pcapgo.NewWriterNanos(&b)
+	w.WriteFileHeader(65536, layers.LinkTypeEthernet)
+	for i := range 3 {
+		w.WritePacket(gopacket.CaptureInfo{Timestamp: t0, CaptureLength: 60, Length: 60}, bytes.Repeat([]byte{byte(i)}, 60))
+	}
+	whole := b.Bytes()
+	for name, in := range map[string][]byte{
+		"whole":                 whole,
+		"cut in the last frame": whole[:len(whole)-10],
+		"cut in its header":     whole[:len(whole)-60-8],
+	} {
+		p, err := New(name, bytes.NewReader(in), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := readAll(t, p)
+		want, cut := 3, uint64(0)
+		if name != "whole" {
+			want, cut = 2, 3
+		}
+		if len(got) != want || p.Truncated() != cut || p.Stats().RxDropped != cut/3 {
+			t.Errorf("%s: %d frames, record %d cut, %d unreadable; want %d, %d, %d", name, len(got), p.Truncated(), p.Stats().RxDropped, want, cut, cut/3)
+		}
+	}
+}
+
 // FuzzReader: no capture file makes the port panic or lend a frame
 // larger than MaxFrame.
 func FuzzReader(f *testing.F) {
