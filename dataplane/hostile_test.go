@@ -149,7 +149,11 @@ func TestTTL(t *testing.T) {
 			for _, ttl := range []uint8{64, 2, 1} {
 				f := syn(cl(20+i, uint16(ttl)), vip(port))
 				f = pkttest.SetIPv4(f, func(ip []byte) { ip[8] = ttl })
+				flows := r.p.Stats().NewFlows
 				tx, _, drop := r.send(f)
+				if !keep && ttl == 1 && r.p.Stats().NewFlows != flows {
+					t.Errorf("port %d: a SYN with TTL 1 opened a flow", port)
+				}
 				switch {
 				case keep && (len(tx) != 1 || ttlOf(tx[0]) != ttl):
 					t.Errorf("keep, port %d, TTL %d: %d sent, %d dropped", port, ttl, len(tx), len(drop))

@@ -29,7 +29,7 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 		}
 		return entry{}, false
 	}
-	if d := refuseNew(pk, v.Mode); d != dropNone {
+	if d := refuseNew(pk, v.Mode, s.hop); d != dropNone {
 		pk.dropWith(d)
 		return entry{}, false
 	}
@@ -239,10 +239,14 @@ func (p *Pipeline) insertOne(pk *packet, m flow.Meta, a, b []byte, now flow.Tick
 }
 
 // refuseNew says why a packet must not open a flow, or dropNone. These
-// checks cost nothing on established flows: they run once per flow.
-func refuseNew(pk *packet, mode unit.Mode) Drop {
+// checks cost nothing on established flows: they run once per flow,
+// before it takes any state (a SNAT port, a flow ID, a table slot).
+func refuseNew(pk *packet, mode unit.Mode, hop bool) Drop {
 	if badSource(pk.src(), pk.dst(), pk.v6) {
 		return DropBadSource
+	}
+	if hop && pk.ttl() <= 1 {
+		return DropTTLExceeded // it would be dropped on its way out anyway
 	}
 	if pk.proto != header.IPProtoTCP {
 		return dropNone

@@ -62,6 +62,14 @@ func (pk *packet) src() []byte {
 	return pk.b[pk.l3+12 : pk.l3+16]
 }
 
+// ttl returns the IPv4 TTL or the IPv6 hop limit.
+func (pk *packet) ttl() uint8 {
+	if pk.v6 {
+		return pk.b[pk.l3+7]
+	}
+	return pk.b[pk.l3+8]
+}
+
 func (pk *packet) dst() []byte {
 	if pk.v6 {
 		return pk.b[pk.l3+24 : pk.l3+40]
