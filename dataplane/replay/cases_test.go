@@ -656,4 +656,5 @@ var goldenCases = []goldenCase{
 	},
 	malformedCase,
 	sampleCase,
+	hostileCase,
 }

@@ -58,12 +58,14 @@ func SetTCPFlags(frame []byte, flags uint8) []byte {
 func SetTCPOptions(frame, opts []byte) []byte {
 	pad := (4 - len(opts)%4) % 4
 	o := append(append([]byte(nil), opts...), make([]byte, pad)...)
-	_, l4 := ipAndL4(frame)
+	ip, l4 := ipAndL4(frame)
 	do := int(l4[12]>>4) * 4
-	start := len(frame) - len(l4)
-	out := append(append(append([]byte(nil), frame[:start+20]...), o...), frame[start+do:]...)
+	// Offsets from the IP packet, not the frame's end: a short frame
+	// carries Ethernet padding after it, which is dropped here.
+	start, end := ethSize+len(ip)-len(l4), ethSize+len(ip)
+	out := append(append(append([]byte(nil), frame[:start+20]...), o...), frame[start+do:end]...)
 	grow := 20 + len(o) - do
-	ip := out[ethSize:]
+	ip = out[ethSize:]
 	if ip[0]>>4 == 4 {
 		binary.BigEndian.PutUint16(ip[2:], uint16(int(binary.BigEndian.Uint16(ip[2:]))+grow))
 		FixIPv4Checksum(ip)
