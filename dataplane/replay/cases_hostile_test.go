@@ -66,7 +66,9 @@ func corpus() []tagged {
 		return client(fmt.Sprintf("[2001:db8:c::%x]:%d", n, 10000+n))
 	}
 	add := func(tag, want string, f []byte) { out = append(out, tagged{tag, want, f}) }
-	syn := func(c, v pkttest.Endpoint) []byte { return pkttest.TCP(c, v, pkttest.SYN, 1, 0, pkttest.Opts{MSS: 1460}) }
+	syn := func(c, v pkttest.Endpoint) []byte {
+		return pkttest.TCP(c, v, pkttest.SYN, 1, 0, pkttest.Opts{MSS: 1460})
+	}
 	l3 := pkttest.L3
 	router := client("198.51.100.99:0")
 
