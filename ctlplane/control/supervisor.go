@@ -15,6 +15,7 @@ import (
 
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
+	"golang.org/x/sys/unix"
 )
 
 // Supervision: the control process starts the forwarder, restarts it with
@@ -34,21 +35,51 @@ const (
 func (c *Control) pidPath() string { return filepath.Join(c.opts.RunDir, PIDFile) }
 
 // adoptable returns the PID of a forwarder a previous control process
-// started, if it still runs.
+// of this unit started, if it still runs. The PID file is only a hint: a
+// PID is adopted (and later stopped) only if the process is this
+// tetherd binary running the forwarder on this run directory's channel
+// socket; a file naming anything else is stale, and is removed.
 func (c *Control) adoptable() int {
 	b, err := os.ReadFile(c.pidPath())
 	if err != nil {
 		return 0
 	}
+	why := "not a process ID"
 	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		return 0
+	if err == nil && pid > 1 {
+		if why = ourForwarder(pid, c.opts.Tetherd, filepath.Join(c.opts.RunDir, ChannelSocket)); why == "" {
+			return pid
+		}
+	}
+	c.log.Warn().Str("pid_file", c.pidPath()).Str("content", strings.TrimSpace(string(b))).Str("why", why).Msg("not adopting what the PID file names; removed it")
+	_ = os.Remove(c.pidPath())
+	return 0
+}
+
+// ourForwarder says why process pid is not a forwarder that binary runs
+// for the channel socket sock, or "" when it is one.
+func ourForwarder(pid int, binary, sock string) string {
+	exe, err := os.Stat(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return "no such process"
+	}
+	if want, err := os.Stat(binary); err != nil || !os.SameFile(exe, want) {
+		return "not this tetherd binary"
 	}
 	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-	if err != nil || !strings.Contains(string(cmdline), "\x00"+forwarderVerb+"\x00") {
-		return 0
+	if err != nil {
+		return "no such process"
 	}
-	return pid
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	if len(args) < 2 || args[1] != forwarderVerb {
+		return "not a forwarder"
+	}
+	for i := 2; i+1 < len(args); i++ {
+		if args[i] == "--control" && args[i+1] == sock {
+			return ""
+		}
+	}
+	return "the forwarder of another run directory"
 }
 
 func (c *Control) supervise(ctx context.Context) {
@@ -59,6 +90,7 @@ func (c *Control) supervise(ctx context.Context) {
 		c.watchAdopted(ctx, pid)
 		if ctx.Err() != nil {
 			c.stopPID(pid)
+			os.Remove(c.pidPath())
 			return
 		}
 		c.log.Warn().Int("pid", pid).Msg("adopted forwarder died; starting a new one")
@@ -87,7 +119,7 @@ func describe(err error) string {
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-			return "killed by " + ws.Signal().String()
+			return "killed by " + unix.SignalName(ws.Signal())
 		}
 		return fmt.Sprintf("exit status %d", ee.ExitCode())
 	}
