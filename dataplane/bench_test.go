@@ -59,10 +59,14 @@ func (br *benchRig) run(n int, next func() int) {
 	}
 }
 
-// establish creates flows 0..n-1.
+// establish creates flows 0..n-1, each opened by a SYN (a nat flow opens
+// with nothing else).
 func (br *benchRig) establish(b *testing.B, n int) {
 	i := 0
+	saved := br.template
+	br.template = pkttest.SetTCPFlags(saved, 0x02)
 	br.run(n, func() int { i++; return (i - 1) % n })
+	br.template = saved
 	v4, _ := br.r.p.Flows().Len()
 	if v4 < n {
 		b.Fatalf("%d flow entries after creating %d flows", v4, n)

@@ -25,8 +25,8 @@ type Dispatcher struct {
 	scratch []nic.Frame
 	byW     [][]nic.Frame
 	// inflight counts frames lent to workers and not yet back.
-	inflight int
-	stats    DispatchStats
+	inflight  int
+	queueFull atomic.Uint64 // DispatchStats.QueueFull, read by Stats from other goroutines
 }
 
 // DispatchStats count the dispatcher's own losses.
@@ -79,8 +79,8 @@ func NewDispatcher(port nic.Port, snap *Snapshot, workers, batch int) (*Dispatch
 // SetSnapshot changes what steering decides by (VIPs and SNAT addresses).
 func (d *Dispatcher) SetSnapshot(s *Snapshot) { d.snap.Store(s) }
 
-// Stats returns the dispatcher's counters; call it after Run returned.
-func (d *Dispatcher) Stats() DispatchStats { return d.stats }
+// Stats returns the dispatcher's counters, from any goroutine.
+func (d *Dispatcher) Stats() DispatchStats { return DispatchStats{QueueFull: d.queueFull.Load()} }
 
 // Run moves frames until ctx ends or the port fails. Like a worker it
 // locks its thread and backs off when idle, but it blocks in the port only
@@ -166,7 +166,7 @@ func (d *Dispatcher) step() (bool, error) {
 		pushed := q.in.push(fs)
 		d.inflight += pushed
 		if pushed < len(fs) {
-			d.stats.QueueFull += uint64(len(fs) - pushed)
+			d.queueFull.Add(uint64(len(fs) - pushed))
 			d.port.Release(fs[pushed:])
 		}
 		select {

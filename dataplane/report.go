@@ -9,7 +9,8 @@ func (r *Summary) Report() unit.Report {
 		RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes,
 		NewFlows: s.NewFlows, Reopened: s.Reopened, Punted: s.Punted, Flows: r.Flows4 + r.Flows6,
 		Drops: map[string]uint64{}, Passes: map[string]uint64{},
-		Table: unit.TableReport{Inserted: r.FlowTable.Inserted, Expired: r.FlowTable.Expired, Evicted: r.FlowTable.Evicted, Full: r.FlowTable.Full},
+		PortDropped: unit.PortDrops{Kernel: r.Port.KernelDropped, Port: r.Port.RxDropped},
+		Table:       unit.TableReport{Inserted: r.FlowTable.Inserted, Expired: r.FlowTable.Expired, Evicted: r.FlowTable.Evicted, Full: r.FlowTable.Full},
 	}
 	// Every reason, zero or not, so a reader (the metrics) lists them all
 	// without knowing the dataplane's reasons itself.

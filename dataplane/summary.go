@@ -41,6 +41,9 @@ func (r *Summary) WriteTo(w io.Writer) (int64, error) {
 	if r.Port.RxDropped > 0 {
 		fmt.Fprintf(&b, ", %d unreadable (oversize or truncated by the capture)", r.Port.RxDropped)
 	}
+	if r.Port.KernelDropped > 0 {
+		fmt.Fprintf(&b, ", %d dropped by the kernel before the port read them", r.Port.KernelDropped)
+	}
 	fmt.Fprintf(&b, "\nflows: %d new, %d IPv4 and %d IPv6 table entries at the end (%d expired, %d evicted)\n",
 		s.NewFlows, r.Flows4, r.Flows6, r.FlowTable.Expired, r.FlowTable.Evicted)
 	if s.EchoReplies+s.ICMPForwarded+s.FragmentsHeld > 0 {

@@ -345,6 +345,16 @@ func (f *Forwarder) Summary(ctx context.Context) (dataplane.Summary, error) {
 		total.Flows6 += s.Flows6
 		total.Snapshot = s.Snapshot
 	}
+	// What never reached a worker: the dispatcher's full queues and the
+	// kernel's drops at the port (both safe to read while running).
+	if f.dispatch != nil {
+		total.Port.RxDropped += f.dispatch.Stats().QueueFull
+	}
+	for _, p := range f.ports {
+		if kd, ok := p.(nic.KernelDropper); ok {
+			total.Port.KernelDropped += kd.KernelDropped()
+		}
+	}
 	return total, nil
 }
 

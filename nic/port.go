@@ -106,6 +106,11 @@ type Stats struct {
 	// RxDropped counts frames the port could not hand over (no free
 	// buffer, oversize).
 	RxDropped uint64
+	// KernelDropped counts frames the kernel dropped before the port
+	// could take them: an AF_XDP socket's full receive ring or empty
+	// fill ring, a TUN device's full queue. They never reached a worker,
+	// so no drop reason counts them.
+	KernelDropped uint64
 }
 
 // Add adds o's counters to s.
@@ -116,6 +121,14 @@ func (s *Stats) Add(o Stats) {
 	s.TxBytes += o.TxBytes
 	s.TxDropped += o.TxDropped
 	s.RxDropped += o.RxDropped
+	s.KernelDropped += o.KernelDropped
+}
+
+// KernelDropper is implemented by ports whose kernel side drops frames
+// (see Stats.KernelDropped). Unlike Stats, KernelDropped may be called
+// from any goroutine while the port runs.
+type KernelDropper interface {
+	KernelDropped() uint64
 }
 
 // ErrClosed is returned by a port's methods after Close.

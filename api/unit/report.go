@@ -3,20 +3,31 @@ package unit
 // Report is the forwarder's counters for machines: what the admin API
 // returns and the metrics are made of, with names beside IDs.
 type Report struct {
-	Generation uint64            `json:"generation"`
-	RxPackets  uint64            `json:"rx_packets"`
-	RxBytes    uint64            `json:"rx_bytes"`
-	TxPackets  uint64            `json:"tx_packets"`
-	TxBytes    uint64            `json:"tx_bytes"`
-	NewFlows   uint64            `json:"new_flows"`
-	Reopened   uint64            `json:"reopened"`
-	Punted     uint64            `json:"punted"`
-	Flows      int               `json:"flows"` // client-direction and reply entries
-	Drops      map[string]uint64 `json:"drops"`
-	Passes     map[string]uint64 `json:"passes"`
-	VIPs       []VIPReport       `json:"vips"`
-	Backends   []BackendReport   `json:"backends"`
-	Table      TableReport       `json:"flow_table"`
+	Generation uint64 `json:"generation"`
+	RxPackets  uint64 `json:"rx_packets"`
+	RxBytes    uint64 `json:"rx_bytes"`
+	TxPackets  uint64 `json:"tx_packets"`
+	TxBytes    uint64 `json:"tx_bytes"`
+	NewFlows   uint64 `json:"new_flows"`
+	Reopened   uint64 `json:"reopened"`
+	Punted     uint64 `json:"punted"`
+	Flows      int    `json:"flows"` // client-direction and reply entries
+	// PortDropped counts frames lost before any worker saw them: the
+	// kernel's drops at the port (AF_XDP rings, a TUN device's queue)
+	// and the port's own (no free buffer, a worker's queue full). No drop
+	// reason counts them.
+	PortDropped PortDrops         `json:"port_dropped"`
+	Drops       map[string]uint64 `json:"drops"`
+	Passes      map[string]uint64 `json:"passes"`
+	VIPs        []VIPReport       `json:"vips"`
+	Backends    []BackendReport   `json:"backends"`
+	Table       TableReport       `json:"flow_table"`
+}
+
+// PortDrops are the frames lost on the way to the workers.
+type PortDrops struct {
+	Kernel uint64 `json:"kernel"` // AF_XDP ring full or fill ring empty; TUN queue full
+	Port   uint64 `json:"port"`   // no free buffer; a worker's queue full (one device queue spread over workers)
 }
 
 // VIPReport is one VIP.

@@ -20,7 +20,7 @@ type Source interface {
 
 type collector struct {
 	src                                                                    Source
-	up, packets, bytes, drops, passes, flows, newFlows, punted             *prometheus.Desc
+	up, packets, bytes, drops, passes, flows, newFlows, punted, portDrops  *prometheus.Desc
 	bePackets, beBytes, beNewFlows, beConns, beWeight, vipPackets, vipNew  *prometheus.Desc
 	hosts, beHealthy, beShare, healthIn, healthRefused, snapshots, agedOut *prometheus.Desc
 }
@@ -35,6 +35,7 @@ func newCollector(src Source) *collector {
 		packets:    d("packets_total", "Packets received (rx) and sent (tx) by the forwarder.", "direction"),
 		bytes:      d("bytes_total", "Bytes received (rx) and sent (tx) by the forwarder.", "direction"),
 		drops:      d("drops_total", "Packets dropped, by reason.", "reason"),
+		portDrops:  d("port_drops_total", "Packets lost before any worker saw them: by the kernel (AF_XDP rings, TUN queue) or the port (no buffer, a worker's queue full).", "where"),
 		passes:     d("passes_total", "Packets passed to the host, by reason.", "reason"),
 		flows:      d("flows", "Flow-table entries (a translated connection takes two)."),
 		newFlows:   d("new_flows_total", "Flows created."),
@@ -58,7 +59,7 @@ func newCollector(src Source) *collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.packets, c.bytes, c.drops, c.passes, c.flows, c.newFlows, c.punted,
+	for _, d := range []*prometheus.Desc{c.up, c.packets, c.bytes, c.drops, c.passes, c.flows, c.newFlows, c.punted, c.portDrops,
 		c.bePackets, c.beBytes, c.beNewFlows, c.beConns, c.beWeight, c.vipPackets, c.vipNew,
 		c.hosts, c.beHealthy, c.beShare, c.healthIn, c.healthRefused, c.snapshots, c.agedOut} {
 		ch <- d
@@ -107,6 +108,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for r, n := range rep.Drops {
 		counter(c.drops, n, r)
 	}
+	counter(c.portDrops, rep.PortDropped.Kernel, "kernel")
+	counter(c.portDrops, rep.PortDropped.Port, "port")
 	for r, n := range rep.Passes {
 		counter(c.passes, n, r)
 	}

@@ -191,3 +191,44 @@ func TestBadInterface(t *testing.T) {
 		t.Fatalf("error %v should name the interface and the alternative port", err)
 	}
 }
+
+// TestKernelDropsAreCounted: frames the kernel cannot place in a socket
+// that nobody reads (its rings full) are reported by the port, which no
+// drop reason of the pipeline can count.
+func TestKernelDropsAreCounted(t *testing.T) {
+	pr := newPair(t)
+	var u *Unit
+	var err error
+	in(t, pr.a, func() { u, err = Open(Config{Interface: "a0"}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	port := u.Sockets()[0]
+	if err := u.Own([]netip.Addr{netip.MustParseAddr("10.9.0.100")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := port.KernelDropped(); n != 0 {
+		t.Fatalf("%d drops before any traffic", n)
+	}
+	var send *net.UDPConn
+	in(t, pr.b, func() { send, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7778}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer send.Close()
+	// Twice the rings' size, and nobody receives.
+	for range 2 * ringEntries {
+		send.WriteToUDP([]byte("unread"), &net.UDPAddr{IP: net.IPv4(10, 9, 0, 100), Port: 9999})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for port.KernelDropped() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling a counter the kernel updates
+	}
+	if n := port.KernelDropped(); n == 0 || n > 2*ringEntries {
+		t.Fatalf("%d kernel drops after %d frames to a socket holding %d", n, 2*ringEntries, ringEntries)
+	}
+	if s := port.Stats(); s.KernelDropped == 0 {
+		t.Error("Stats does not report the kernel's drops")
+	}
+}

@@ -468,8 +468,26 @@ func (p *Port) Wait(timeout time.Duration) error {
 	return nil
 }
 
-// Stats implements nic.Port.Stats.
-func (p *Port) Stats() nic.Stats { return p.stats }
+// Stats implements nic.Port.Stats, with the kernel's count of frames it
+// dropped at this socket (its XDP statistics: receive ring full, fill
+// ring empty, other receive drops).
+func (p *Port) Stats() nic.Stats {
+	s := p.stats
+	s.KernelDropped = p.KernelDropped()
+	return s
+}
+
+// KernelDropped implements nic.KernelDropper: the frames the kernel
+// dropped at this socket (its XDP statistics: receive ring full, fill
+// ring empty, other receive drops). A getsockopt, safe from any
+// goroutine.
+func (p *Port) KernelDropped() uint64 {
+	var x unix.XDPStatistics
+	if getsockopt(p.fd, unix.XDP_STATISTICS, unsafe.Pointer(&x), unsafe.Sizeof(x)) != nil {
+		return 0
+	}
+	return x.Rx_dropped + x.Rx_ring_full + x.Rx_fill_ring_empty_descs
+}
 
 // Close implements nic.Port.Close; the Unit closes its sockets itself.
 func (p *Port) Close() error { return nil }

@@ -207,7 +207,24 @@ func (p *Port) Wait(timeout time.Duration) error {
 }
 
 // Stats implements nic.Port.Stats.
-func (p *Port) Stats() nic.Stats { return p.stats }
+func (p *Port) Stats() nic.Stats {
+	s := p.stats
+	s.KernelDropped = p.KernelDropped()
+	return s
+}
+
+// KernelDropped implements nic.KernelDropper: packets the kernel routed
+// into the device but dropped because its queue (txqueuelen) was full,
+// the device's transmit drops seen from the kernel's side. It asks
+// netlink, in the network namespace of the calling thread (sysfs would
+// show the one it was mounted in). Safe from any goroutine.
+func (p *Port) KernelDropped() uint64 {
+	l, err := netlink.LinkByIndex(p.link.Attrs().Index)
+	if err != nil || l.Attrs().Statistics == nil {
+		return 0
+	}
+	return l.Attrs().Statistics.TxDropped
+}
 
 // Close deletes the device and its routes.
 func (p *Port) Close() error {

@@ -1,0 +1,73 @@
+package tun
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"testing"
+
+	"github.com/vishvananda/netns"
+)
+
+// TestKernelDropsAreCounted: packets the kernel routes into the device
+// while nobody reads it overflow the device's queue; the port reports
+// those drops, which no drop reason of the pipeline can count.
+func TestKernelDropsAreCounted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a network namespace and a TUN device")
+	}
+	name := fmt.Sprintf("ttun%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Skipf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { netns.Set(orig); orig.Close() }()
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := netns.Set(h); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Open(Config{Name: "tdrop0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for _, c := range [][]string{
+		{"ip", "-n", name, "link", "set", "tdrop0", "txqueuelen", "4"},
+		{"ip", "-n", name, "addr", "add", "10.99.0.1/24", "dev", "tdrop0"},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", c, err, out)
+		}
+	}
+	if n := p.KernelDropped(); n != 0 {
+		t.Fatalf("%d drops before any traffic", n)
+	}
+	conn, err := net.Dial("udp", "10.99.0.2:9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const sent = 64
+	for range sent {
+		conn.Write([]byte("nobody reads the device")) // some fail once the queue is full: that is the point
+	}
+	n := p.KernelDropped()
+	if n == 0 || n > sent {
+		t.Fatalf("%d kernel drops after %d packets into a 4-packet queue nobody reads", n, sent)
+	}
+	if s := p.Stats(); s.KernelDropped != n {
+		t.Errorf("Stats().KernelDropped %d, KernelDropped %d", s.KernelDropped, n)
+	}
+}
