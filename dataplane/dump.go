@@ -27,38 +27,64 @@ func (f *FlowFilter) match(k *unit.FlowKey, m *flow.Meta) bool {
 	return true
 }
 
-// DumpFlows appends to dst the client-direction flows that match f,
-// skipping the first skip matches and stopping at limit records. It
-// returns the records and the number of matches seen (to page on). Call
-// it through Worker.Do.
-func (p *Pipeline) DumpFlows(now flow.Tick, f FlowFilter, skip, limit int, dst []unit.FlowRecord) ([]unit.FlowRecord, int) {
-	seen := 0
-	add := func(k unit.FlowKey, m *flow.Meta, a, b []byte) bool {
-		if m.Flags&unit.FlowReply != 0 || !f.match(&k, m) {
-			return true
+// FlowDump is a walk through a worker's flows in bounded steps, so that
+// an admin's dump never holds a worker for more than DumpStep slots at a
+// time: the forwarder takes one step per Worker.Do, and the worker
+// forwards between steps. It collects the client-direction flows that
+// match Filter, after skipping Skip of them, up to Limit records, and
+// counts every match.
+type FlowDump struct {
+	Filter  FlowFilter
+	Skip    int
+	Limit   int
+	Records []unit.FlowRecord
+	Matched int
+
+	v6   bool
+	next int
+	done bool
+}
+
+// DumpStep is how many table slots one step of a dump visits.
+const DumpStep = 16384
+
+// Done reports whether the walk has visited the whole table.
+func (d *FlowDump) Done() bool { return d.done }
+
+// DumpStep visits the next DumpStep slots of the worker's tables for d.
+// Call it through Worker.Do until d.Done.
+func (p *Pipeline) DumpStep(now flow.Tick, d *FlowDump) {
+	if d.done {
+		return
+	}
+	add := func(k unit.FlowKey, m *flow.Meta, a, b []byte) {
+		if m.Flags&unit.FlowReply != 0 || !d.Filter.match(&k, m) {
+			return
 		}
-		seen++
-		if seen <= skip {
-			return true
-		}
-		if len(dst) >= limit {
-			return false
+		d.Matched++
+		if d.Matched <= d.Skip || len(d.Records) >= d.Limit {
+			return
 		}
 		r := unit.FlowRecord{Worker: p.cfg.Worker, Key: k, IdleMS: now.Since(m.LastSeen)}
 		actionOf(&r.Action, m, a, b)
-		dst = append(dst, r)
-		return true
+		d.Records = append(d.Records, r)
 	}
-	p.flows.ForEach4(func(k *flow.Key4, v *flow.Value4) bool {
-		ck := unit.FlowKey{SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}
-		copy(ck.Src[:], k.Src[:])
-		copy(ck.Dst[:], k.Dst[:])
-		return add(ck, &v.Meta, v.A[:], v.B[:])
+	if !d.v6 {
+		d.next = p.flows.ForEach4From(d.next, DumpStep, func(k *flow.Key4, v *flow.Value4) {
+			ck := unit.FlowKey{SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}
+			copy(ck.Src[:], k.Src[:])
+			copy(ck.Dst[:], k.Dst[:])
+			add(ck, &v.Meta, v.A[:], v.B[:])
+		})
+		if d.next < 0 {
+			d.v6, d.next = true, 0
+		}
+		return
+	}
+	d.next = p.flows.ForEach6From(d.next, DumpStep, func(k *flow.Key6, v *flow.Value6) {
+		add(unit.FlowKey{V6: true, Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}, &v.Meta, v.A[:], v.B[:])
 	})
-	p.flows.ForEach6(func(k *flow.Key6, v *flow.Value6) bool {
-		return add(unit.FlowKey{V6: true, Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}, &v.Meta, v.A[:], v.B[:])
-	})
-	return dst, seen
+	d.done = d.next < 0
 }
 
 // SetControlConnected switches between asking the control process

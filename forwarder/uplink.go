@@ -336,15 +336,13 @@ func (f *Forwarder) flows(ctx context.Context, req unit.FlowsRequest) ([]byte, e
 	var reply unit.FlowsReply
 	skip := req.Offset
 	for _, w := range f.workers {
-		err := w.Do(ctx, func(p *dataplane.Pipeline) {
-			var n int
-			reply.Flows, n = p.DumpFlows(w.Now(), filter, skip, limit, reply.Flows)
-			skip = max(0, skip-n)
-			reply.Matched += n
-		})
-		if err != nil {
+		d := dataplane.FlowDump{Filter: filter, Skip: skip, Limit: limit - len(reply.Flows)}
+		if err := f.dump(ctx, w, &d); err != nil {
 			return nil, err
 		}
+		reply.Flows = append(reply.Flows, d.Records...)
+		reply.Matched += d.Matched
+		skip = max(0, skip-d.Matched)
 	}
 	return json.Marshal(reply)
 }
@@ -361,16 +359,14 @@ func (f *Forwarder) explain(ctx context.Context, req unit.ExplainRequest) ([]byt
 	filter := dataplane.FlowFilter{VIP: req.Dst, Client: req.Src.Addr(), Backend: -1}
 	var existing *unit.FlowRecord
 	for _, w := range f.workers {
-		err := w.Do(ctx, func(p *dataplane.Pipeline) {
-			recs, _ := p.DumpFlows(w.Now(), filter, 0, unit.MaxFlowPage, nil)
-			for i := range recs {
-				if recs[i].Key.SrcPort == req.Src.Port() && recs[i].Key.Proto == req.Proto {
-					existing = &recs[i]
-				}
-			}
-		})
-		if err != nil {
+		d := dataplane.FlowDump{Filter: filter, Limit: unit.MaxFlowPage}
+		if err := f.dump(ctx, w, &d); err != nil {
 			return nil, err
+		}
+		for i := range d.Records {
+			if d.Records[i].Key.SrcPort == req.Src.Port() && d.Records[i].Key.Proto == req.Proto {
+				existing = &d.Records[i]
+			}
 		}
 	}
 	return json.Marshal(f.currentSnapshot().Explain(req, existing))
@@ -381,4 +377,15 @@ func (f *Forwarder) unitName() string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.cfg.Unit.Name
+}
+
+// dump walks worker w's flows for d, one bounded step per command, so
+// the worker forwards between steps however large its table.
+func (f *Forwarder) dump(ctx context.Context, w *dataplane.Worker, d *dataplane.FlowDump) error {
+	for !d.Done() {
+		if err := w.Do(ctx, func(p *dataplane.Pipeline) { p.DumpStep(w.Now(), d) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }

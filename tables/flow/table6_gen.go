@@ -312,6 +312,23 @@ func (t *table6) expire(st *Stats, to *Timeouts, now Tick, budget int, cursor *i
 	return removed
 }
 
+// forEachFrom calls fn for the entries in slots [start, start+n) and
+// returns the slot to continue from, or -1 after the last slot. fn must
+// not change the table. Between calls the table may change, and an entry
+// shifted across the cursor is then seen twice or not at all.
+func (t *table6) forEachFrom(start, n int, fn func(k *Key6, v *Value6)) int {
+	end := min(start+n, len(t.slots))
+	for i := max(start, 0); i < end; i++ {
+		if s := &t.slots[i]; s.dist != 0 {
+			fn(&s.key, &s.val)
+		}
+	}
+	if end == len(t.slots) {
+		return -1
+	}
+	return end
+}
+
 // forEach calls fn for every entry until it returns false. fn must not
 // change the table.
 func (t *table6) forEach(fn func(k *Key6, v *Value6) bool) {
