@@ -167,10 +167,17 @@ func (l *uplink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 			msgs = append(msgs, channel.AppendFlowEvents(nil, l.seq.Add(1), events[:n]))
 			events = events[n:]
 		}
-		punts := 0
+		if lost > 0 {
+			// The inventory is no longer exact: have it read again.
+			msgs = append(msgs, channel.AppendLost(nil, l.seq.Add(1), lost))
+		}
+		punts, losts := 0, 0
 		for _, m := range msgs {
-			if m[2] == byte(channel.TPunt) {
+			switch channel.Type(m[2]) {
+			case channel.TPunt:
 				punts++
+			case channel.TLost:
+				losts++
 			}
 			if err := conn.Send(m); err != nil {
 				return err
@@ -179,7 +186,7 @@ func (l *uplink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 		if len(msgs) > 0 || lost > 0 {
 			l.count(func(s *UplinkStats) {
 				s.Punts += uint64(punts)
-				s.Events += uint64(len(msgs) - punts)
+				s.Events += uint64(len(msgs) - punts - losts)
 				s.EventsLost += lost
 			})
 		}

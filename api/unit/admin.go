@@ -17,6 +17,9 @@ type Status struct {
 	Forwarder  ForwarderStatus `json:"forwarder"`
 	Punts      PuntStats       `json:"punts"`
 	Flows      int             `json:"flows"` // connections in the inventory
+	// EventsLost counts the flow events the forwarder could not deliver
+	// (each loss makes the control process re-read its flows).
+	EventsLost uint64 `json:"events_lost,omitempty"`
 	// States are the operators' run-time backend states (tetherctl
 	// drain, disable), which override the configuration's.
 	States map[BackendKey]State `json:"backend_states,omitempty"`

@@ -52,6 +52,9 @@ func commands(cl func() *client) []*cobra.Command {
 					fmt.Fprintf(w, "supervisor\t%s pid %d, %d restarts%s\n", how, sup.PID, sup.Restarts, map[bool]string{true: ", last: " + sup.LastExit, false: ""}[sup.LastExit != ""])
 				}
 				fmt.Fprintf(w, "connections\t%d\n", s.Flows)
+				if s.EventsLost > 0 {
+					fmt.Fprintf(w, "flow events lost\t%d (the inventory was re-read from the forwarder)\n", s.EventsLost)
+				}
 				fmt.Fprintf(w, "punts\t%d decided, %d without backend, %d refused\n", s.Punts.Decided, s.Punts.NoBackend, s.Punts.Refused)
 				keys := slices.SortedFunc(maps.Keys(s.States), func(a, b unit.BackendKey) int { return strings.Compare(a.String(), b.String()) })
 				for _, k := range keys {

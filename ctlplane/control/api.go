@@ -20,7 +20,7 @@ func (c *Control) Status(context.Context) unit.Status {
 	defer c.mu.Unlock()
 	s := unit.Status{Unit: c.file.Unit.Name, Config: c.opts.ConfigPath, Generation: c.ids.Generation, ControlPID: os.Getpid(),
 		Uptime: time.Since(c.started).Round(time.Second).String(), Punts: c.punts, Flows: c.inv.len(),
-		States: maps.Clone(c.states)}
+		EventsLost: c.lost.Load(), States: maps.Clone(c.states)}
 	s.Forwarder.Supervisor = c.sup
 	if c.link != nil {
 		s.Forwarder.Connected, s.Forwarder.PID, s.Forwarder.Workers = true, c.link.hello.PID, c.link.hello.Workers

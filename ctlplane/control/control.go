@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -68,6 +69,12 @@ type Control struct {
 	inv      inventory
 	sup      unit.SupervisorState
 	punts    unit.PuntStats
+	// lost counts the flow events the forwarder reported lost;
+	// rereading and lastReread pace the re-reads they cause
+	// (lastReread only by the one re-read running).
+	lost       atomic.Uint64
+	rereading  atomic.Bool
+	lastReread time.Time
 
 	// applyMu serialises configuration changes (reloads, operator states,
 	// health verdicts, a forwarder's catch-up), so the forwarder gets
@@ -282,6 +289,38 @@ func (c *Control) readFlows(ctx context.Context, lk *fwdLink) (int, error) {
 	}
 }
 
+// rereadSoon re-reads the forwarder's flows after it lost n flow events,
+// sweeping the inventory's entries it no longer holds. Re-reads do not
+// overlap, and follow each other at most once a rereadEvery: under a
+// flood that loses events all the time, the inventory is at most that
+// stale.
+func (c *Control) rereadSoon(ctx context.Context, lk *fwdLink, n uint64) {
+	c.lost.Add(n)
+	if !c.rereading.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer c.rereading.Store(false)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Until(c.lastReread.Add(rereadEvery))):
+		}
+		gen := c.inv.beginReread()
+		n, err := c.readFlows(ctx, lk)
+		if err != nil {
+			c.log.Warn().Err(err).Msg("re-read the forwarder's flows after lost events")
+			return
+		}
+		swept := c.inv.endReread(gen)
+		c.lastReread = time.Now()
+		c.log.Info().Int("flows", n).Int("swept", swept).Uint64("events_lost", c.lost.Load()).Msg("inventory re-read after lost flow events")
+	}()
+}
+
+// rereadEvery bounds how often the inventory is re-read.
+const rereadEvery = time.Second
+
 // restoreFlows puts every inventoried flow back into the forwarder.
 func (c *Control) restoreFlows(ctx context.Context, lk *fwdLink) (int, error) {
 	flows := c.inv.all()
@@ -314,6 +353,11 @@ func (c *Control) receive(ctx context.Context, lk *fwdLink) {
 			case channel.TFlowEvent:
 				if events, err = channel.DecodeFlowEvents(events[:0], p); err == nil {
 					c.inv.apply(events)
+				}
+			case channel.TLost:
+				var n uint64
+				if n, err = channel.DecodeLost(p); err == nil {
+					c.rereadSoon(ctx, lk, n)
 				}
 			case channel.TReturn:
 				err = lk.returned(h.Seq, p)

@@ -480,3 +480,28 @@ func TestNoForwarder(t *testing.T) {
 		t.Errorf("a late forwarder got b0 %s", cfg.VIPs[0].Backends[0].State)
 	}
 }
+
+// TestLostEventsReread: when the forwarder says it lost flow events, the
+// control process re-reads its flows and sweeps what it no longer holds,
+// keeping what events added meanwhile.
+func TestLostEventsReread(t *testing.T) {
+	c, _ := startControl(t, testConfig)
+	f := connectFake(t, c, 100, "u1")
+	rec := func(src byte, be uint32) unit.FlowRecord {
+		return unit.FlowRecord{Key: key(src, 3000, 10, 80), Action: unit.Action{Mode: unit.ModeHalfNAT, Backend: be, PortA: 8080, PortB: 3000}}
+	}
+	a, b, d := rec(1, 40), rec(2, 41), rec(4, 40)
+	f.handshake([]unit.FlowRecord{a, b})
+	waitFor(t, c, "two flows read", func(s unit.Status) bool { return s.Flows == 2 })
+	cEv := channel.FlowEvent{Kind: channel.FlowOpened, Key: key(3, 3000, 10, 80), Action: rec(3, 41).Action}
+	f.send(channel.AppendFlowEvents(nil, f.next(), []channel.FlowEvent{cEv}))
+	waitFor(t, c, "a third opened", func(s unit.Status) bool { return s.Flows == 3 })
+	// The forwarder lost events: a and c are gone, d came, b stays.
+	f.send(channel.AppendLost(nil, f.next(), 5))
+	seq, _ := f.expectCall(unit.CallFlows)
+	f.answer(seq, unit.FlowsReply{Flows: []unit.FlowRecord{b, d}, Matched: 2}, "")
+	s := waitFor(t, c, "the inventory re-read", func(s unit.Status) bool { return s.Flows == 2 && s.EventsLost == 5 })
+	if got := c.inv.all(); len(got) != 2 || !(got[0].Key == b.Key && got[1].Key == d.Key || got[0].Key == d.Key && got[1].Key == b.Key) {
+		t.Errorf("inventory after the re-read: %+v (status %+v)", got, s)
+	}
+}

@@ -10,17 +10,28 @@ import (
 // inventory is the control process's record of every connection the
 // forwarder holds (the connection inventory of seed S1, FIG. 28), kept
 // from flow events and re-read from the forwarder when this process
-// starts. It is what puts flows back into a restarted forwarder.
+// starts, or when the forwarder says it lost events. It is what puts
+// flows back into a restarted forwarder.
 type inventory struct {
 	mu    sync.Mutex
-	flows map[unit.FlowKey]channel.FlowEvent
+	flows map[unit.FlowKey]entryAt
+	// gen counts re-reads; an entry remembers the one in which an event
+	// or a dump last spoke of it, so that a re-read can sweep the
+	// entries it did not see without sweeping those events added while
+	// it ran.
+	gen uint64
 }
 
-func newInventory() inventory { return inventory{flows: map[unit.FlowKey]channel.FlowEvent{}} }
+type entryAt struct {
+	channel.FlowEvent
+	gen uint64
+}
+
+func newInventory() inventory { return inventory{flows: map[unit.FlowKey]entryAt{}} }
 
 func (v *inventory) opened(e channel.FlowEvent) {
 	v.mu.Lock()
-	v.flows[e.Key] = e
+	v.flows[e.Key] = entryAt{e, v.gen}
 	v.mu.Unlock()
 }
 
@@ -30,11 +41,11 @@ func (v *inventory) apply(events []channel.FlowEvent) {
 	for _, e := range events {
 		switch e.Kind {
 		case channel.FlowOpened:
-			v.flows[e.Key] = e
+			v.flows[e.Key] = entryAt{e, v.gen}
 		case channel.FlowClosed:
 			// Closing: keep the entry (and its action) until it is removed.
 			if old, ok := v.flows[e.Key]; ok {
-				old.Kind = channel.FlowClosed
+				old.Kind, old.gen = channel.FlowClosed, v.gen
 				v.flows[e.Key] = old
 			}
 		case channel.FlowExpired:
@@ -43,12 +54,37 @@ func (v *inventory) apply(events []channel.FlowEvent) {
 	}
 }
 
+// beginReread starts a re-read and returns its generation: entries not
+// spoken of since by an event or by the re-read are swept by endReread.
+func (v *inventory) beginReread() uint64 {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.gen++
+	return v.gen
+}
+
+// endReread sweeps the entries that neither the re-read of generation
+// gen nor any event since its start spoke of: the forwarder no longer
+// holds them (their removal events were lost).
+func (v *inventory) endReread(gen uint64) int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	swept := 0
+	for k, e := range v.flows {
+		if e.gen < gen {
+			delete(v.flows, k)
+			swept++
+		}
+	}
+	return swept
+}
+
 func (v *inventory) all() []channel.FlowEvent {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	out := make([]channel.FlowEvent, 0, len(v.flows))
 	for _, e := range v.flows {
-		out = append(out, e)
+		out = append(out, e.FlowEvent)
 	}
 	return out
 }

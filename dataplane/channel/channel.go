@@ -33,6 +33,7 @@ const (
 	TAck       Type = 6 // forwarder → control: the barrier's answer
 	TCall      Type = 7 // control → forwarder: a cold request with a JSON body
 	TReturn    Type = 8 // forwarder → control: its answer
+	TLost      Type = 9 // forwarder → control: flow events lost; the inventory must be read again
 )
 
 func (t Type) String() string {
@@ -53,6 +54,8 @@ func (t Type) String() string {
 		return "call"
 	case TReturn:
 		return "return"
+	case TLost:
+		return "lost"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }

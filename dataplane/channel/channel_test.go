@@ -162,6 +162,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(AppendFlowEvents(nil, 4, []FlowEvent{{Kind: 1, Key: key6()}}))
 	f.Add(AppendCalls(nil, 5, "stats", []byte(`{"a":1}`))[0])
 	f.Add(AppendReturns(nil, 6, "", []byte(`{}`))[0])
+	f.Add(AppendLost(nil, 7, 12345))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		h, p, err := ParseHeader(msg)
 		if err != nil {
@@ -189,6 +190,10 @@ func FuzzDecode(f *testing.F) {
 			_, _ = DecodeCall(p)
 		case TReturn:
 			_, _ = DecodeReturn(p)
+		case TLost:
+			if n, err := DecodeLost(p); err == nil {
+				back = AppendLost(nil, h.Seq, n)
+			}
 		}
 		if back != nil {
 			back[3] = msg[3] // flags are not interpreted

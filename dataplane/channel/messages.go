@@ -334,3 +334,21 @@ func DecodeReturn(p []byte) (Return, error) {
 	}
 	return m, nil
 }
+
+// AppendLost appends a lost message: the forwarder dropped n flow events
+// (its outbox or the flow table's removal log was full), so the control
+// process's inventory is no longer exact and must be read again.
+func AppendLost(b []byte, seq uint32, n uint64) []byte {
+	b = AppendHeader(b, Header{Type: TLost, Seq: seq})
+	return binary.BigEndian.AppendUint64(b, n)
+}
+
+// DecodeLost decodes a lost payload.
+func DecodeLost(p []byte) (uint64, error) {
+	r := reader{b: p}
+	n := r.u64()
+	if err := r.done(); err != nil {
+		return 0, fmt.Errorf("lost: %w", err)
+	}
+	return n, nil
+}
