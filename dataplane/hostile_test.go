@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -266,5 +267,43 @@ func TestFragmentOverlap(t *testing.T) {
 		if got := r.fate(c.frame); got != c.want {
 			t.Errorf("fragment %d: got %s, want %s", i, got, c.want)
 		}
+	}
+}
+
+// TestSYNFloodLeavesNATUsable: forged SYNs that take every SNAT port of
+// a backend hold them only until a real client needs one and they have
+// waited a second; established connections keep theirs.
+func TestSYNFloodLeavesNATUsable(t *testing.T) {
+	c := loadConfig(t, 4096, "1024-1031") // 8 ports per backend
+	v := &c.VIPs[0]                       // nat, port 80: one backend, so the pool is 8 ports
+	v.Backends = v.Backends[:1]
+	r := newRig(t, c)
+	// Four established connections, then forged SYNs take the rest.
+	for i := range 4 {
+		r.send(syn(cl(60+i, 5000), vip(80)))
+		r.send(ack(cl(60+i, 5000), vip(80)))
+	}
+	for i := range 20 {
+		r.send(syn(ep4(fmt.Sprintf("198.18.7.%d", i+1), 6000), vip(80)))
+	}
+	if r.p.stats.Drops[DropSNATExhausted] != 16 {
+		t.Fatalf("%d forged SYNs refused, want 16 of 20 (4 ports were free)", r.p.stats.Drops[DropSNATExhausted])
+	}
+	legit := func(i int) string { return r.fate(syn(cl(70+i, 7000), vip(80))) }
+	r.now = 500
+	if got := legit(0); got != "snat_exhausted" {
+		t.Errorf("half a second into the flood: %s, want snat_exhausted (the forged handshakes are young)", got)
+	}
+	r.now = 1500
+	for i := 1; i <= 4; i++ {
+		if got := legit(i); got != "tx" {
+			t.Errorf("legitimate SYN %d after a second: %s, want tx (a half-open port reclaimed)", i, got)
+		}
+	}
+	if got := legit(5); got != "snat_exhausted" {
+		t.Errorf("a fifth legitimate SYN: %s, want snat_exhausted: established ports are never taken", got)
+	}
+	if r.p.stats.HalfOpenReclaimed != 4 {
+		t.Errorf("%d ports reclaimed, want 4", r.p.stats.HalfOpenReclaimed)
 	}
 }

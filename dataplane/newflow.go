@@ -95,7 +95,7 @@ func (p *Pipeline) newTranslated(pk *packet, v *VIP, be *Backend, m flow.Meta, m
 			if !ok {
 				break
 			}
-			if !p.replyTaken(pk, be, &src, port) {
+			if !p.replyTaken(pk, be, &src, port) || p.reclaimHalfOpen(pk, be, &src, port, now) {
 				sport, found = port, true
 				break
 			}
@@ -144,6 +144,41 @@ func (p *Pipeline) replyTaken(pk *packet, be *Backend, src *addrKey, port uint16
 	copy(k.Src[:], be.addr.a[:4])
 	copy(k.Dst[:], src.a[:4])
 	return p.flows.Lookup4(&k, p.flows.Hash4(&k)) != nil
+}
+
+// halfOpenReclaim is how long a nat connection whose handshake never
+// completed keeps its SNAT port against a new connection that needs it:
+// longer than any handshake that is going to complete (a client whose
+// SYN-ACK was lost retransmits its SYN after a second, and gets a new
+// flow), far shorter than the SYN timeout that frees it otherwise.
+const halfOpenReclaim = 1000 // milliseconds
+
+// reclaimHalfOpen frees the SNAT port src:port toward be when the
+// connection holding it is half-open and has waited at least
+// halfOpenReclaim: a SYN flood from forged sources would otherwise hold
+// every port for the SYN timeout (60 s) and refuse every real client.
+func (p *Pipeline) reclaimHalfOpen(pk *packet, be *Backend, src *addrKey, port uint16, now flow.Tick) bool {
+	var last flow.Tick
+	var flags unit.FlowFlags
+	var ok bool
+	if pk.v6 {
+		k := flow.Key6{Src: be.addr.a, Dst: src.a, SrcPort: be.Port, DstPort: port, Proto: pk.proto}
+		if last, flags, ok = p.flows.PairState6(&k, p.flows.Hash6(&k)); ok && flow.HalfOpen(flags) && now.Since(last) >= halfOpenReclaim {
+			p.flows.Delete6(&k)
+			p.stats.HalfOpenReclaimed++
+			return true
+		}
+		return false
+	}
+	k := flow.Key4{SrcPort: be.Port, DstPort: port, Proto: pk.proto}
+	copy(k.Src[:], be.addr.a[:4])
+	copy(k.Dst[:], src.a[:4])
+	if last, flags, ok = p.flows.PairState4(&k, p.flows.Hash4(&k)); ok && flow.HalfOpen(flags) && now.Since(last) >= halfOpenReclaim {
+		p.flows.Delete4(&k)
+		p.stats.HalfOpenReclaimed++
+		return true
+	}
+	return false
 }
 
 // nextPort returns the next SNAT port of this worker's share of v's

@@ -12,6 +12,7 @@ type Stats struct {
 	EchoReplies        uint64 // ICMP echo requests to a VIP answered
 	ICMPForwarded      uint64 // ICMP errors sent along their flow
 	TooBigAnswered     uint64 // packets too big for an ipip tunnel answered with ICMP (sent instead of dropped)
+	HalfOpenReclaimed  uint64 // SNAT ports taken back from handshakes that never completed
 	FragmentsHeld      uint64 // fragments held until their first fragment came
 	Punted             uint64 // packets held for the control process to decide
 	Drops              [numDrops]uint64
@@ -64,6 +65,7 @@ func (s *Stats) Add(o *Stats) {
 	s.EchoReplies += o.EchoReplies
 	s.ICMPForwarded += o.ICMPForwarded
 	s.TooBigAnswered += o.TooBigAnswered
+	s.HalfOpenReclaimed += o.HalfOpenReclaimed
 	s.FragmentsHeld += o.FragmentsHeld
 	s.Punted += o.Punted
 	for i := range s.Drops {

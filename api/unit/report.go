@@ -10,8 +10,11 @@ type Report struct {
 	TxBytes    uint64 `json:"tx_bytes"`
 	NewFlows   uint64 `json:"new_flows"`
 	Reopened   uint64 `json:"reopened"`
-	Punted     uint64 `json:"punted"`
-	Flows      int    `json:"flows"` // client-direction and reply entries
+	// HalfOpenReclaimed counts SNAT ports taken back from handshakes that
+	// never completed (a SYN flood from forged sources, say).
+	HalfOpenReclaimed uint64 `json:"half_open_reclaimed"`
+	Punted            uint64 `json:"punted"`
+	Flows             int    `json:"flows"` // client-direction and reply entries
 	// PortDropped counts frames lost before any worker saw them: the
 	// kernel's drops at the port (AF_XDP rings, a TUN device's queue)
 	// and the port's own (no free buffer, a worker's queue full). No drop

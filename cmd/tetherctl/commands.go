@@ -127,7 +127,8 @@ func commands(cl func() *client) []*cobra.Command {
 			return cl().show(r, func(w *tabwriter.Writer) {
 				fmt.Fprintf(w, "received\t%d packets\t%d bytes\n", r.RxPackets, r.RxBytes)
 				fmt.Fprintf(w, "sent\t%d packets\t%d bytes\n", r.TxPackets, r.TxBytes)
-				fmt.Fprintf(w, "flows\t%d entries\t%d new (%d reusing a closed flow's tuple)\n", r.Flows, r.NewFlows, r.Reopened)
+				fmt.Fprintf(w, "flows\t%d entries\t%d new (%d reusing a closed flow's tuple)\t%d SNAT ports taken back from half-open handshakes\n",
+					r.Flows, r.NewFlows, r.Reopened, r.HalfOpenReclaimed)
 				fmt.Fprintf(w, "lost before the workers\t%d by the kernel (AF_XDP rings, TUN queue)\t%d by the port (no buffer, a worker's queue full)\n",
 					r.PortDropped.Kernel, r.PortDropped.Port)
 				// The report lists every reason; the table shows those that

@@ -105,16 +105,28 @@ const (
 )
 
 // evictScore ranks eviction candidates: closed (RST, then FIN) first,
-// then by idle time.
+// then half-open, then by idle time.
 func evictScore(now, last Tick, f unit.FlowFlags) uint64 {
 	score := uint64(now.Since(last))
 	switch {
 	case f&unit.FlowRST != 0:
-		score += 2 << 32
+		score += 3 << 32
 	case f&unit.FlowFIN != 0:
+		score += 2 << 32
+	case HalfOpen(f):
+		// A connection that never completed its handshake: under a SYN
+		// flood, where they fill the table, they go before any
+		// established connection.
 		score += 1 << 32
 	}
 	return score
+}
+
+// HalfOpen reports whether a connection's flags (both directions') are
+// those of a TCP handshake that never completed: a SYN, and no segment
+// since that acknowledged one, closed or reset it.
+func HalfOpen(f unit.FlowFlags) bool {
+	return f&unit.FlowSYN != 0 && f&(unit.FlowEstablished|unit.FlowFIN|unit.FlowRST) == 0
 }
 
 // Config sizes a shard.
@@ -236,6 +248,27 @@ func PeerKey6(k *Key6, v *Value6) Key6 { return v.peerKey(k) }
 
 // Delete4 removes k and its peer, and reports whether k was present.
 func (s *Shard) Delete4(k *Key4) bool { return s.v4.remove(&s.stats, k) }
+
+// PairState4 returns the state of the connection k's entry belongs to:
+// its latest activity and the union of both directions' flags.
+func (s *Shard) PairState4(k *Key4, h uint64) (last Tick, flags unit.FlowFlags, ok bool) {
+	i := s.v4.lookupIndex(k, h)
+	if i < 0 {
+		return 0, 0, false
+	}
+	last, flags = s.v4.pairState(i)
+	return last, flags, true
+}
+
+// PairState6 is PairState4 for IPv6.
+func (s *Shard) PairState6(k *Key6, h uint64) (last Tick, flags unit.FlowFlags, ok bool) {
+	i := s.v6.lookupIndex(k, h)
+	if i < 0 {
+		return 0, 0, false
+	}
+	last, flags = s.v6.pairState(i)
+	return last, flags, true
+}
 
 // Delete6 is Delete4 for IPv6.
 func (s *Shard) Delete6(k *Key6) bool { return s.v6.remove(&s.stats, k) }

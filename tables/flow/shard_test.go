@@ -180,6 +180,39 @@ func TestEvictionPrefersClosed(t *testing.T) {
 	}
 }
 
+// TestEvictionPrefersHalfOpen: under a SYN flood that fills the table,
+// the handshakes that never completed go before established
+// connections, even idler ones.
+func TestEvictionPrefersHalfOpen(t *testing.T) {
+	const max = 500
+	s := newShard(t, max)
+	for i := range max {
+		k := key4(i)
+		v := Value4{Meta: Meta{LastSeen: 1000, Flags: unit.FlowSYN | unit.FlowEstablished}}
+		if i%2 == 0 {
+			v.Flags, v.LastSeen = unit.FlowSYN, 2000 // half-open, and more recent
+		}
+		s.Insert4(&k, s.Hash4(&k), &v, 1000)
+	}
+	for i := max; i < max+20; i++ {
+		k := key4(i)
+		s.Insert4(&k, s.Hash4(&k), &Value4{Meta: Meta{LastSeen: 3000, Flags: unit.FlowSYN}}, 3000)
+	}
+	established := 0
+	for i := 1; i < max; i += 2 {
+		k := key4(i)
+		if s.Lookup4(&k, s.Hash4(&k)) != nil {
+			established++
+		}
+	}
+	if established != max/2 {
+		t.Fatalf("%d of %d established flows left: eviction should take half-open ones first", established, max/2)
+	}
+	if !HalfOpen(unit.FlowSYN) || HalfOpen(unit.FlowSYN|unit.FlowEstablished) || HalfOpen(unit.FlowSYN|unit.FlowRST) || HalfOpen(0) {
+		t.Error("HalfOpen is not SYN without a later ACK, FIN or RST")
+	}
+}
+
 func natPair(i int) (Key4, Value4, Value4) {
 	k := key4(i)
 	v := Value4{Meta: Meta{PortA: 8080, PortB: uint16(20000 + i)}, A: [4]byte{10, 1, 0, 1}, B: [4]byte{10, 9, 0, 1}}
