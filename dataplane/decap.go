@@ -24,6 +24,6 @@ func Decap(f *nic.Frame, link nic.LinkType, t *encap.Table) bool {
 	if tu == nil || tu.V6 != pk.v6 || tu.Proto != pk.proto {
 		return false
 	}
-	rewrite(&pk, tu.Src[:], tu.SrcPort, tu.Dst[:], tu.DstPort, true, true)
+	rewrite(&pk, tu.Src[:], tu.SrcPort, tu.Dst[:], tu.DstPort, true, true, false)
 	return true
 }

@@ -174,8 +174,12 @@ func (p *Pipeline) icmpError(pk *packet, m header.ICMP, now flow.Tick) {
 		pk.dropWith(DropBackendInactive)
 		return
 	}
-	if p.snap.hop && !hop(pk) {
-		return
+	if p.snap.hop {
+		if pk.ttl() <= 1 {
+			pk.dropWith(DropTTLExceeded)
+			return
+		}
+		hop(pk)
 	}
 	e.m.LastSeen = now
 	p.stats.ICMPForwarded++

@@ -17,7 +17,8 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 		pk.dropWith(DropBackendInactive)
 		return
 	}
-	if s.hop && !hop(pk) {
+	if s.hop && pk.ttl() <= 1 {
+		pk.dropWith(DropTTLExceeded)
 		return
 	}
 	reply := e.m.Flags&unit.FlowReply != 0
@@ -25,16 +26,19 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 	switch e.m.Mode {
 	case unit.ModeNAT:
 		// Both directions: source to B:PortB, destination to A:PortA.
-		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, true, true)
+		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, true, true, s.hop)
 	case unit.ModeHalfNAT:
 		// Toward the backend only the destination changes; replies
 		// only change their source back to the VIP.
-		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, reply, !reply)
+		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, reply, !reply, s.hop)
 	case unit.ModeTunnel:
 		// The 32-bit flow ID takes the place of both ports.
 		id := binary.BigEndian.Uint32(e.b)
-		rewrite(pk, p.unitAddr(pk.v6), uint16(id>>16), e.a, uint16(id), true, true)
+		rewrite(pk, p.unitAddr(pk.v6), uint16(id>>16), e.a, uint16(id), true, true, s.hop)
 	case unit.ModeIPIP:
+		if s.hop {
+			hop(pk) // the inner packet; its TTL was checked above
+		}
 		if !p.encapIP(pk, e.a, s.mtuOf(be)) {
 			return
 		}
@@ -62,29 +66,20 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 }
 
 // hop makes the packet's IP header one router hop older: TTL (hop
-// limit) minus one, the IPv4 checksum updated incrementally. A packet
-// that arrives with 1 or 0 goes no further (ttl_exceeded).
-func hop(pk *packet) bool {
+// limit) minus one, the IPv4 checksum updated as RFC 1624 allows for
+// this one change (the TTL is the high byte of its word, so the sum
+// grows by 0x0100, with the end-around carry), as a router's
+// ip_decrease_ttl does. The caller has checked the TTL is above 1.
+func hop(pk *packet) {
 	if pk.v6 {
-		hl := &pk.b[pk.l3+7]
-		if *hl <= 1 {
-			pk.dropWith(DropTTLExceeded)
-			return false
-		}
-		*hl--
-		return true
+		pk.b[pk.l3+7]--
+		return
 	}
 	ip := pk.b[pk.l3 : pk.l3+header.IPv4MinSize]
-	if ip[8] <= 1 {
-		pk.dropWith(DropTTLExceeded)
-		return false
-	}
-	// TTL and protocol share a 16-bit word of the checksum.
-	old := binary.BigEndian.Uint16(ip[8:])
 	ip[8]--
-	h := header.IPv4(ip)
-	h.SetChecksum(header.Update16(h.Checksum(), old, binary.BigEndian.Uint16(ip[8:])))
-	return true
+	c := uint32(binary.BigEndian.Uint16(ip[10:])) + 0x0100
+	c += c >> 16
+	binary.BigEndian.PutUint16(ip[10:], uint16(c))
 }
 
 func (p *Pipeline) unitAddr(v6 bool) []byte {
@@ -95,16 +90,20 @@ func (p *Pipeline) unitAddr(v6 bool) []byte {
 }
 
 // rewrite sets the packet's source and/or destination address and port,
-// updating the IPv4 header checksum and the transport checksum
+// and with dec makes it one router hop older (TTL or hop limit minus
+// one), updating the IPv4 header checksum and the transport checksum
 // incrementally (RFC 1624). The transport checksum covers the addresses
 // through the pseudo-header, so it changes even when only addresses do;
 // a non-first fragment (pk.l4 == 0) has no transport header to update,
 // the first fragment's checksum already covers the whole datagram.
-func rewrite(pk *packet, src []byte, sport uint16, dst []byte, dport uint16, setSrc, setDst bool) {
+func rewrite(pk *packet, src []byte, sport uint16, dst []byte, dport uint16, setSrc, setDst, dec bool) {
 	b := pk.b
 	var delta uint64
 	if pk.v6 {
 		ip := header.IPv6(b[pk.l3:])
+		if dec {
+			ip[7]-- // hop limit; the caller checked it is above 1
+		}
 		if setSrc {
 			delta += header.DeltaBytes(ip.Src(), src)
 			ip.SetSrc(src)
@@ -128,7 +127,16 @@ func rewrite(pk *packet, src []byte, sport uint16, dst []byte, dport uint16, set
 			binary.BigEndian.PutUint32(ip[16:], n)
 		}
 		h := header.IPv4(ip)
-		h.SetChecksum(header.Adjust(h.Checksum(), delta))
+		ipDelta := delta
+		if dec {
+			// One router hop (the caller checked the TTL is above 1):
+			// TTL and protocol share a word of the header checksum,
+			// which takes this change with the addresses' in one update.
+			old := binary.BigEndian.Uint16(ip[8:])
+			ip[8]--
+			ipDelta += header.Delta16(old, binary.BigEndian.Uint16(ip[8:]))
+		}
+		h.SetChecksum(header.Adjust(h.Checksum(), ipDelta))
 	}
 	if pk.l4 == 0 {
 		return
