@@ -221,16 +221,22 @@ func (p *Pipeline) keyPacket(k *unit.FlowKey) *packet {
 // replaced. Packets held for the key go out with the next batch.
 func (p *Pipeline) AddRoute(r *channel.Route, now flow.Tick) error {
 	pk := p.keyPacket(&r.Key)
-	p.deleteKey(pk)
 	a := &r.Action
+	// Refused routes change nothing: check before the old entry goes.
+	var v *VIP
 	if a.Mode == 0 {
-		v := p.snap.vips[vipKey{addr: addrOf(pk.dst()), port: pk.dport, proto: pk.proto}]
+		v = p.snap.vips[vipKey{addr: addrOf(pk.dst()), port: pk.dport, proto: pk.proto}]
 		if v == nil {
 			return fmt.Errorf("route: no VIP at %s:%d/%d", r.Key.DstAddr(), r.Key.DstPort, r.Key.Proto)
 		}
 		if int(a.Backend) >= len(p.snap.Backends) || p.snap.Backends[a.Backend].VIP != v.ID || !p.snap.Backends[a.Backend].known {
 			return fmt.Errorf("route: backend %d is not one of VIP %s's", a.Backend, v.Name)
 		}
+	} else if int(a.Backend) >= len(p.snap.Backends) {
+		return fmt.Errorf("route: backend %d unknown", a.Backend)
+	}
+	p.deleteKey(pk)
+	if a.Mode == 0 {
 		var mh uint64
 		if pk.v6 {
 			mh = maglevHash6(&pk.k6)

@@ -18,6 +18,7 @@ import (
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/dataplane"
+	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/nic"
 	"github.com/tetherlb/tether/nic/afxdp"
 	"github.com/tetherlb/tether/nic/tun"
@@ -204,6 +205,35 @@ func (f *Forwarder) syncRoutes(c *config.Config) error {
 	}
 	f.routes = want
 	return f.syncReturnPath(c)
+}
+
+// Restore puts connections back into the workers' flow tables, each
+// into the worker that held it (or the one that owns its key), before
+// Run: a forwarder that restarts does not forward a packet before its
+// live connections are in place. It returns how many it put back, and
+// the first refusal (a backend the configuration no longer has, a full
+// table).
+func (f *Forwarder) Restore(flows []unit.FlowRecord) (int, error) {
+	steer := dataplane.NewSteerer(len(f.workers))
+	n := 0
+	var first error
+	for i := range flows {
+		fl := &flows[i]
+		wi := fl.Worker
+		if wi < 0 || wi >= len(f.workers) {
+			wi = steer.KeyWorker(f.snap, &fl.Key)
+		}
+		w := f.workers[wi]
+		r := channel.Route{Op: channel.RouteAdd, Worker: uint8(wi), Key: fl.Key, Action: fl.Action}
+		if err := w.Pipeline().AddRoute(&r, w.Now()); err != nil {
+			if first == nil {
+				first = err
+			}
+			continue
+		}
+		n++
+	}
+	return n, first
 }
 
 // Run runs the workers until ctx ends or one fails.

@@ -1,6 +1,9 @@
 package unit
 
-import "net/netip"
+import (
+	"encoding/json"
+	"net/netip"
+)
 
 // The forwarder's calls: cold requests the control process makes over
 // the channel (dataplane/channel's call and return messages), each with
@@ -50,4 +53,15 @@ type Explanation struct {
 	Existing  bool   `json:"existing_flow"`
 	Slot      uint32 `json:"maglev_slot,omitempty"`
 	Rewritten string `json:"rewritten,omitempty"`
+}
+
+// ForwarderStart is what a control process hands a forwarder it starts,
+// on its standard input (tetherd forwarder --config-stdin): the
+// configuration it runs, in CallReload's form (config.Config as JSON),
+// and the connections the control process knows, which the forwarder
+// puts back before it forwards its first packet, so that a restarted
+// forwarder never takes a live connection's segment for a new flow.
+type ForwarderStart struct {
+	Config json.RawMessage `json:"config"`
+	Flows  []FlowRecord    `json:"flows,omitempty"`
 }

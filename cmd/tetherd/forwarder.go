@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/spf13/cobra"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/forwarder"
 )
@@ -43,9 +45,10 @@ keeps forwarding when that goes away.`,
 				return errors.New("forwarder: give --config FILE, or --config-stdin")
 			}
 			var c *config.Config
+			var flows []unit.FlowRecord
 			var err error
 			if fromStdin {
-				c, err = readStdinConfig(cmd.InOrStdin())
+				c, flows, err = readStart(cmd.InOrStdin())
 			} else {
 				c, err = config.LoadFile(cfgPath)
 			}
@@ -57,6 +60,13 @@ keeps forwarding when that goes away.`,
 				return err
 			}
 			defer f.Close()
+			if len(flows) > 0 {
+				n, err := f.Restore(flows)
+				if err != nil {
+					log.Warn().Err(err).Msg("some connections could not be put back")
+				}
+				log.Info().Int("flows", n).Msg("connections put back before forwarding")
+			}
 			if control != "" {
 				f.ConnectControl(control)
 			}
@@ -116,19 +126,27 @@ func onHangup(ctx context.Context, fn func()) {
 	}()
 }
 
-// maxStdinConfig bounds the configuration read from standard input, as
-// a reload call's body is bounded on the channel.
-const maxStdinConfig = 16 << 20
+// maxStart bounds what a control process passes on standard input: the
+// configuration and up to a few million connections.
+const maxStart = 1 << 30
 
-// readStdinConfig reads the configuration a control process passed on
-// standard input (config.Encode's form) and checks it.
-func readStdinConfig(r io.Reader) (*config.Config, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxStdinConfig+1))
+// readStart reads what a control process passed on standard input
+// (unit.ForwarderStart) and checks the configuration.
+func readStart(r io.Reader) (*config.Config, []unit.FlowRecord, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxStart+1))
 	if err != nil {
-		return nil, fmt.Errorf("forwarder: read the configuration from standard input: %w", err)
+		return nil, nil, fmt.Errorf("forwarder: read standard input: %w", err)
 	}
-	if len(b) > maxStdinConfig {
-		return nil, fmt.Errorf("forwarder: the configuration on standard input is larger than %d MiB", maxStdinConfig>>20)
+	if len(b) > maxStart {
+		return nil, nil, fmt.Errorf("forwarder: standard input is larger than %d MiB", maxStart>>20)
 	}
-	return config.Decode(b)
+	var st unit.ForwarderStart
+	if err := json.Unmarshal(b, &st); err != nil {
+		return nil, nil, fmt.Errorf("forwarder: standard input: %w", err)
+	}
+	c, err := config.Decode(st.Config)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, st.Flows, nil
 }

@@ -73,9 +73,9 @@ and starts normally.`,
 	return cmd
 }
 
-// unit is a control process ready to run: its configuration loaded and
+// daemon is a control process ready to run: its configuration loaded and
 // its admin socket listening.
-type unit struct {
+type daemon struct {
 	cfg *config.Config
 	ctl *control.Control
 	srv *admin.Server
@@ -83,7 +83,7 @@ type unit struct {
 
 // startUnit loads the configuration and prepares the control process;
 // every error here is one --rescue can help with.
-func startUnit(cfgPath string, spawn bool, log *zerolog.Logger) (*unit, error) {
+func startUnit(cfgPath string, spawn bool, log *zerolog.Logger) (*daemon, error) {
 	c, raw, err := config.ReadFile(cfgPath)
 	if err != nil {
 		return nil, err
@@ -103,12 +103,12 @@ func startUnit(cfgPath string, spawn bool, log *zerolog.Logger) (*unit, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &unit{cfg: c, ctl: ctl, srv: srv}, nil
+	return &daemon{cfg: c, ctl: ctl, srv: srv}, nil
 }
 
 // run serves the admin API and metrics and runs the control process
 // until ctx ends.
-func (u *unit) run(ctx context.Context, log *zerolog.Logger) error {
+func (u *daemon) run(ctx context.Context, log *zerolog.Logger) error {
 	go func() {
 		if err := u.srv.Serve(ctx); err != nil {
 			log.Error().Err(err).Msg("admin API stopped")

@@ -72,9 +72,12 @@ type Control struct {
 	// lost counts the flow events the forwarder reported lost;
 	// rereading and lastReread pace the re-reads they cause
 	// (lastReread only by the one re-read running).
-	lost       atomic.Uint64
-	rereading  atomic.Bool
-	lastReread time.Time
+	lost atomic.Uint64
+	// startedWithFlows is the PID of the forwarder this process last
+	// started, which got the inventory's flows on its standard input.
+	startedWithFlows uint32
+	rereading        atomic.Bool
+	lastReread       time.Time
 
 	// applyMu serialises configuration changes (reloads, operator states,
 	// health verdicts, a forwarder's catch-up), so the forwarder gets
@@ -171,13 +174,14 @@ func (c *Control) serve(ctx context.Context, conn *channel.Conn) {
 	old := c.link
 	c.link = lk
 	restarted := c.fwdPID != 0 && c.fwdPID != hello.PID
+	restoredAtStart := restarted && hello.PID == c.startedWithFlows
 	c.fwdPID = hello.PID
 	c.mu.Unlock()
 	if old != nil {
 		old.conn.Close()
 	}
 	c.log.Info().Uint32("pid", hello.PID).Uint8("workers", hello.Workers).Bool("restarted", restarted).Msg("forwarder connected")
-	go c.catchUp(ctx, lk, restarted)
+	go c.catchUp(ctx, lk, restarted && !restoredAtStart, restoredAtStart)
 	c.receive(ctx, lk)
 	close(lk.closed)
 	c.mu.Lock()
@@ -224,9 +228,13 @@ func (c *Control) greet(conn *channel.Conn) (channel.Hello, error) {
 // the running configuration goes to the forwarder; the flows go back to a
 // forwarder that restarted, or come from one this process has not seen
 // yet (this process restarted).
-func (c *Control) catchUp(ctx context.Context, lk *fwdLink, restarted bool) {
+func (c *Control) catchUp(ctx context.Context, lk *fwdLink, restarted, restoredAtStart bool) {
 	if err := c.pushConfig(ctx, lk); err != nil {
 		c.log.Error().Err(err).Msg("forwarder refused the running configuration")
+	}
+	if restoredAtStart {
+		c.log.Info().Msg("flows restored into the restarted forwarder before its first packet")
+		return
 	}
 	if restarted {
 		n, err := c.restoreFlows(ctx, lk)

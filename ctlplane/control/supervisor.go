@@ -3,6 +3,7 @@ package control
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -139,7 +140,17 @@ func (c *Control) runForwarder(ctx context.Context) error {
 	c.mu.Lock()
 	running := c.running
 	c.mu.Unlock()
-	body, err := config.Encode(running)
+	cfg, err := config.Encode(running)
+	if err != nil {
+		return err
+	}
+	// With the configuration, the connections this process knows: the
+	// forwarder puts them back before its first packet (unit.ForwarderStart).
+	start := unit.ForwarderStart{Config: cfg}
+	for _, e := range c.inv.all() {
+		start.Flows = append(start.Flows, unit.FlowRecord{Worker: int(e.Worker), Key: e.Key, Action: e.Action})
+	}
+	body, err := json.Marshal(start)
 	if err != nil {
 		return err
 	}
@@ -155,6 +166,9 @@ func (c *Control) runForwarder(ctx context.Context) error {
 		return fmt.Errorf("start forwarder: %w", err)
 	}
 	pid := cmd.Process.Pid
+	c.mu.Lock()
+	c.startedWithFlows = uint32(pid)
+	c.mu.Unlock()
 	if err := os.WriteFile(c.pidPath(), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		c.log.Warn().Err(err).Msg("write forwarder PID file")
 	}
