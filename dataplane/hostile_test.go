@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"testing"
@@ -104,7 +105,7 @@ func TestHostileInput(t *testing.T) {
 		{"FIN+PSH+URG", pkttest.SetTCPFlags(syn(cl(10, 4), vip(81)), fin|psh|urg), "tcp_bad_flags"},
 		{"SYN+ACK opens nothing", pkttest.SetTCPFlags(syn(cl(10, 5), vip(81)), syn4|ackF), "tcp_not_syn"},
 		{"RST opens nothing", pkttest.SetTCPFlags(syn(cl(10, 6), vip(81)), rst|ackF), "tcp_not_syn"},
-		{"ACK to a nat VIP opens nothing", ack(cl(10, 7), vip(80)), "tcp_not_syn"},
+		{"ACK to a nat VIP opens nothing: answered with a reset", ack(cl(10, 7), vip(80)), "tx"},
 		{"ACK to a halfnat VIP follows Maglev", ack(cl(10, 8), vip(81)), "tx"},
 	}
 	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
@@ -305,5 +306,35 @@ func TestSYNFloodLeavesNATUsable(t *testing.T) {
 	}
 	if r.p.stats.HalfOpenReclaimed != 4 {
 		t.Errorf("%d ports reclaimed, want 4", r.p.stats.HalfOpenReclaimed)
+	}
+}
+
+// TestResetForUnknownNAT: a segment of a nat connection the unit does
+// not know (after a restart with nobody to tell it) is answered with the
+// reset a stack sends for a connection it lost, from the VIP, so that the
+// client fails at once; a reset is never answered, and halfnat continues
+// by Maglev instead.
+func TestResetForUnknownNAT(t *testing.T) {
+	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	c := cl(80, 41000)
+	tx, _, _ := r.send(pkttest.TCP(c, vip(80), pkttest.ACK|pkttest.PSH, 1000, 5000, pkttest.Opts{Payload: []byte("hello")}))
+	if len(tx) != 1 {
+		t.Fatalf("%d frames sent, want the reset", len(tx))
+	}
+	ip := pkttest.IP(tx[0], false)
+	tcp := ip[20:]
+	if ip[9] != 6 || tcp[13] != 0x04 || binary.BigEndian.Uint32(tcp[4:]) != 5000 || len(ip) != 40 ||
+		srcOf(tx[0]) != netip.MustParseAddrPort("192.0.2.1:80") || dstOf(tx[0]) != netip.AddrPortFrom(c.Addr, c.Port) {
+		t.Fatalf("not a reset from the VIP with seq = the segment's ack:\n% x", ip)
+	}
+	if err := (&pkttest.Checker{}).Check(tx[0]); err != nil {
+		t.Error(err)
+	}
+	// No ACK flag (a FIN alone is refused earlier as impossible): none.
+	if got := r.fate(pkttest.SetTCPFlags(ack(cl(81, 1), vip(80)), rstFlag|ackFlag)); got != "tcp_not_syn" {
+		t.Errorf("a reset answered: %s", got)
+	}
+	if got := r.fate(ack(cl(82, 1), vip(81))); got != "tx" || r.p.stats.ResetsSent != 1 {
+		t.Errorf("halfnat: %s, %d resets sent; want forwarded, one reset in all", got, r.p.stats.ResetsSent)
 	}
 }

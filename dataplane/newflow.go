@@ -30,6 +30,12 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 		return entry{}, false
 	}
 	if d := refuseNew(pk, v.Mode, s.hop); d != dropNone {
+		// A nat connection's segment the unit does not know is answered
+		// with a reset, as a stack answers a segment of a connection it
+		// lost; the client fails at once.
+		if d == DropTCPNotSYN && v.Mode == unit.ModeNAT && pk.tcpFlags&(synFlag|rstFlag) == 0 && p.answerRST(pk, now) {
+			return entry{}, false
+		}
 		pk.dropWith(d)
 		return entry{}, false
 	}

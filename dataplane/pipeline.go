@@ -96,7 +96,8 @@ type Pipeline struct {
 	// now is the batch's time, for the steps deep in a packet's path
 	// that need it (the ICMP answer rate).
 	now flow.Tick
-	// tooBigTokens and tooBigAt rate-limit ICMP too-big answers.
+	// tooBigTokens and tooBigAt rate-limit the unit's answers (ICMP
+	// too-big, TCP resets).
 	tooBigTokens uint64
 	tooBigAt     flow.Tick
 
@@ -128,7 +129,7 @@ func New(c Config, s *Snapshot) (*Pipeline, error) {
 		deferred: make([]nic.Frame, 0, maxDeferred),
 		ipID:     uint32(c.Worker),
 		// A full bucket: the first answers need no wait.
-		tooBigTokens: tooBigBurst,
+		tooBigTokens: answerBurst,
 	}
 	p.stale = p.flowIDStale
 	p.SetSnapshot(s)

@@ -13,6 +13,7 @@ type Stats struct {
 	ICMPForwarded      uint64 // ICMP errors sent along their flow
 	TooBigAnswered     uint64 // packets too big for an ipip tunnel answered with ICMP (sent instead of dropped)
 	HalfOpenReclaimed  uint64 // SNAT ports taken back from handshakes that never completed
+	ResetsSent         uint64 // segments of nat connections the unit does not know, answered with a reset
 	FragmentsHeld      uint64 // fragments held until their first fragment came
 	Punted             uint64 // packets held for the control process to decide
 	Drops              [numDrops]uint64
@@ -66,6 +67,7 @@ func (s *Stats) Add(o *Stats) {
 	s.ICMPForwarded += o.ICMPForwarded
 	s.TooBigAnswered += o.TooBigAnswered
 	s.HalfOpenReclaimed += o.HalfOpenReclaimed
+	s.ResetsSent += o.ResetsSent
 	s.FragmentsHeld += o.FragmentsHeld
 	s.Punted += o.Punted
 	for i := range s.Drops {

@@ -53,6 +53,9 @@ func (r *Summary) WriteTo(w io.Writer) (int64, error) {
 	if s.TooBigAnswered > 0 {
 		fmt.Fprintf(&b, "too big for the tunnel, answered with ICMP: %d\n", s.TooBigAnswered)
 	}
+	if s.ResetsSent > 0 {
+		fmt.Fprintf(&b, "segments of unknown nat connections, answered with a reset: %d\n", s.ResetsSent)
+	}
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	vips := s.VIPTotals(r.Snapshot)
 	for _, v := range r.Snapshot.VIPs {

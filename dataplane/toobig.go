@@ -8,6 +8,10 @@ import (
 	"github.com/tetherlb/tether/tables/flow"
 )
 
+// The unit answers for what it cannot forward where a router or a TCP
+// stack would: ICMP too-big for a tunnel, and a reset for a segment of
+// a nat connection it does not know.
+//
 // A packet too big for an ipip tunnel is answered as a router on the
 // path answers it: ICMP "fragmentation needed" (IPv4 with DF set) or
 // ICMPv6 "packet too big", carrying the MTU the client must use, so that
@@ -15,12 +19,12 @@ import (
 // them. The unit does not fragment: an IPv4 packet without DF that does
 // not fit is dropped as too_big. Answers are rate-limited per worker, as
 // a kernel limits its ICMP errors, so that a flood of large packets from
-// forged sources costs the unit at most tooBigRate small replies a
+// forged sources costs the unit at most answerRate small replies a
 // second.
 
 const (
-	tooBigRate  = 1000 // answers a second, per worker
-	tooBigBurst = 100
+	answerRate  = 1000 // answers (too-big, resets) a second, per worker
+	answerBurst = 100
 	// What an answer quotes of the packet: all of it that fits in the
 	// minimum datagram each family guarantees (RFC 1812 §4.3.2.3: 576
 	// bytes; RFC 4443 §3.2: 1280).
@@ -28,11 +32,11 @@ const (
 	tooBigMax6 = 1280
 )
 
-// tooBigAllowed spends one of the worker's answer tokens, refilled with
-// the flow clock.
-func (p *Pipeline) tooBigAllowed(now flow.Tick) bool {
+// answerAllowed spends one of the worker's answer tokens (ICMP too-big
+// and TCP resets share them), refilled with the flow clock.
+func (p *Pipeline) answerAllowed(now flow.Tick) bool {
 	if el := uint64(now - p.tooBigAt); el > 0 {
-		p.tooBigTokens = min(tooBigBurst, p.tooBigTokens+el*tooBigRate/1000)
+		p.tooBigTokens = min(answerBurst, p.tooBigTokens+el*answerRate/1000)
 		p.tooBigAt = now
 	}
 	if p.tooBigTokens == 0 {
@@ -54,7 +58,7 @@ func (p *Pipeline) answerTooBig(pk *packet, mtu int, now flow.Tick) bool {
 	} else if !header.IPv4(pk.b[pk.l3:]).DontFragment() {
 		return false
 	}
-	if pk.frame.Off < hdr || !p.tooBigAllowed(now) {
+	if pk.frame.Off < hdr || !p.answerAllowed(now) {
 		return false
 	}
 	quote := min(pk.end-pk.l3, most-hdr)
@@ -93,5 +97,76 @@ func (p *Pipeline) answerTooBig(pk *packet, mtu int, now flow.Tick) bool {
 	}
 	pk.kind = kindTX
 	p.stats.TooBigAnswered++
+	return true
+}
+
+// answerRST turns pk, a TCP segment of a nat connection this unit does
+// not know (it restarted with nobody to tell it the connection's SNAT
+// port), into the reset a TCP stack answers such a segment with (RFC
+// 9293 §3.10.7.1), from the VIP, so that the client fails at once
+// instead of retransmitting into silence for minutes. It reports false,
+// changing nothing, for a packet with IPv4 options or IPv6 extension
+// headers (kept simple: dropped instead) or when the answer budget is
+// spent.
+func (p *Pipeline) answerRST(pk *packet, now flow.Tick) bool {
+	ipLen := header.IPv4MinSize
+	if pk.v6 {
+		ipLen = header.IPv6Size
+	}
+	if pk.l4 != pk.l3+ipLen || !p.answerAllowed(now) {
+		return false
+	}
+	in := header.TCP(pk.b[pk.l4:])
+	seq, ack, flags := in.Seq(), in.Ack(), in.Flags()
+	segLen := uint32(pk.end - pk.l4 - in.DataOffset())
+	if flags&synFlag != 0 {
+		segLen++
+	}
+	if flags&finFlag != 0 {
+		segLen++
+	}
+	sport, dport := in.SrcPort(), in.DstPort()
+	end := pk.l4 + header.TCPMinSize
+	t := header.TCP(pk.b[pk.l4:end])
+	clear(t)
+	binary.BigEndian.PutUint16(t[0:], dport)
+	binary.BigEndian.PutUint16(t[2:], sport)
+	if flags&ackFlag != 0 {
+		binary.BigEndian.PutUint32(t[4:], ack)
+		t[13] = rstFlag
+	} else {
+		binary.BigEndian.PutUint32(t[8:], seq+segLen)
+		t[13] = rstFlag | ackFlag
+	}
+	t[12] = 5 << 4
+	var src, dst []byte
+	if pk.v6 {
+		ip := header.IPv6(pk.b[pk.l3:])
+		var a [16]byte
+		copy(a[:], ip.Src())
+		copy(ip[8:24], ip.Dst())
+		copy(ip[24:40], a[:])
+		binary.BigEndian.PutUint16(ip[4:], header.TCPMinSize)
+		ip[7] = 64
+		src, dst = ip[8:24], ip[24:40]
+	} else {
+		p.ipID += uint32(p.cfg.Workers)
+		ip := header.IPv4(pk.b[pk.l3:])
+		f := header.IPv4Fields{TotalLength: uint16(ipLen + header.TCPMinSize), ID: uint16(p.ipID), TTL: 64,
+			Protocol: header.IPProtoTCP, Src: [4]byte(ip.Dst()), Dst: [4]byte(ip.Src())}
+		header.EncodeIPv4(pk.b[pk.l3:], &f)
+		src, dst = ip[12:16], ip[16:20]
+	}
+	t.SetChecksum(header.Checksum(t, header.PseudoHeaderSum(header.IPProtoTCP, src, dst, header.TCPMinSize)))
+	pk.frame.Len = end
+	pk.b, pk.end = pk.b[:end], end
+	if p.cfg.Link == nic.LinkEthernet {
+		eth := header.Ethernet(pk.b)
+		d, s := eth.Dst(), eth.Src()
+		eth.SetDst(s)
+		eth.SetSrc(d)
+	}
+	pk.kind = kindTX
+	p.stats.ResetsSent++
 	return true
 }

@@ -13,8 +13,11 @@ type Report struct {
 	// HalfOpenReclaimed counts SNAT ports taken back from handshakes that
 	// never completed (a SYN flood from forged sources, say).
 	HalfOpenReclaimed uint64 `json:"half_open_reclaimed"`
-	Punted            uint64 `json:"punted"`
-	Flows             int    `json:"flows"` // client-direction and reply entries
+	// ResetsSent counts segments of nat connections the unit did not
+	// know (after a restart of the whole unit), answered with a reset.
+	ResetsSent uint64 `json:"resets_sent"`
+	Punted     uint64 `json:"punted"`
+	Flows      int    `json:"flows"` // client-direction and reply entries
 	// PortDropped counts frames lost before any worker saw them: the
 	// kernel's drops at the port (AF_XDP rings, a TUN device's queue)
 	// and the port's own (no free buffer, a worker's queue full). No drop
