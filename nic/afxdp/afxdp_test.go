@@ -232,3 +232,69 @@ func TestKernelDropsAreCounted(t *testing.T) {
 		t.Error("Stats does not report the kernel's drops")
 	}
 }
+
+// TestPinnedAcrossACrash: a forwarder killed without Close leaves its
+// program attached: Tether's traffic is dropped (not handed to the
+// kernel, which would forward it untranslated) until the next forwarder
+// takes the link over; a clean Close detaches it.
+func TestPinnedAcrossACrash(t *testing.T) {
+	pr := newPair(t)
+	sh(t, "ip", "-n", pr.a, "addr", "add", "10.9.0.100/32", "dev", "a0")
+	var u *Unit
+	var err error
+	var local *net.UDPConn
+	in(t, pr.a, func() {
+		if u, err = Open(Config{Interface: "a0"}); err == nil {
+			local, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 100), Port: 9999})
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer local.Close()
+	if !u.Pinned() {
+		t.Skip("no BPF filesystem to pin the link in")
+	}
+	if err := u.Own([]netip.Addr{netip.MustParseAddr("10.9.0.100")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The crash: sockets, program and maps go; the pinned link stays.
+	for _, s := range u.sockets {
+		s.close()
+	}
+	var send *net.UDPConn
+	in(t, pr.b, func() { send, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7779}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer send.Close()
+	buf := make([]byte, 64)
+	sendAndRead := func(msg string, within time.Duration) bool {
+		send.WriteToUDP([]byte(msg), &net.UDPAddr{IP: net.IPv4(10, 9, 0, 100), Port: 9999})
+		local.SetReadDeadline(time.Now().Add(within))
+		n, _, err := local.ReadFromUDP(buf)
+		return err == nil && string(buf[:n]) == msg
+	}
+	if sendAndRead("during the gap", 500*time.Millisecond) {
+		t.Fatal("with no forwarder, Tether's traffic reached the kernel")
+	}
+	// The next forwarder takes the link over.
+	var next *Unit
+	in(t, pr.a, func() { next, err = Open(Config{Interface: "a0"}) })
+	if err != nil {
+		t.Fatalf("a forwarder after a crash: %v", err)
+	}
+	if next.XDPMode() != "kept" {
+		t.Errorf("the next forwarder attached anew (%s) instead of taking the pinned link over", next.XDPMode())
+	}
+	u.prog.Close()
+	u.maps.close()
+	u.link.Close() // the crashed process's handle; the pin holds the link
+	// A clean stop detaches: the kernel gets the traffic again.
+	if err := next.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !sendAndRead("after a clean stop", 5*time.Second) {
+		t.Fatal("after a clean stop the kernel does not get the traffic")
+	}
+}

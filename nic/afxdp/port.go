@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 	"unsafe"
 
@@ -58,6 +60,10 @@ type Unit struct {
 	link    link.Link
 	xdpMode string
 	sockets []*Port
+	// pin is where the link is pinned (bpffs), "" when it is not: a
+	// pinned program outlives a forwarder killed without Close, dropping
+	// Tether's traffic until the next forwarder takes the link over.
+	pin string
 }
 
 // Open attaches the redirect program to the interface and opens one
@@ -115,11 +121,64 @@ func explain(err error, ifc string) error {
 	return fmt.Errorf("afxdp: %s: %w", ifc, err)
 }
 
-// attach links the program to the interface, natively if the driver
+// attach links the program to the interface and pins the link: it takes
+// over a link a killed forwarder left pinned, or attaches a new one.
+func (u *Unit) attach(generic bool) error {
+	// A link pinned by a forwarder that died: take it over, swapping in
+	// this program without a moment where the kernel would see Tether's
+	// traffic.
+	pin := pinPath(u.ifc)
+	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
+		if err := l.Update(u.prog); err == nil {
+			u.link, u.xdpMode, u.pin = l, "kept", pin
+			return nil
+		}
+		_ = l.Unpin()
+		l.Close()
+	}
+	if err := u.attachNew(generic); err != nil {
+		return err
+	}
+	if err := pinLink(u.link, pin); err == nil {
+		u.pin = pin
+	}
+	return nil
+}
+
+// Pinned reports whether the program's link is pinned, so that it
+// outlives this process if it is killed.
+func (u *Unit) Pinned() bool { return u.pin != "" }
+
+// bpffs is where Linux mounts the BPF filesystem.
+const bpffs = "/sys/fs/bpf"
+
+// pinPath is where an interface's link is pinned: one per interface
+// index and name, in this mount namespace's BPF filesystem.
+func pinPath(ifc *net.Interface) string {
+	return fmt.Sprintf("%s/tether/xdp-%d-%s", bpffs, ifc.Index, ifc.Name)
+}
+
+// pinLink pins l at path, mounting the BPF filesystem if this mount
+// namespace has none (a unit started by ip netns exec gets a sysfs of its
+// own, without it).
+func pinLink(l link.Link, path string) error {
+	var st unix.Statfs_t
+	if err := unix.Statfs(bpffs, &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+		if err := unix.Mount("bpf", bpffs, "bpf", 0, "mode=0700"); err != nil {
+			return fmt.Errorf("mount the BPF filesystem on %s: %w", bpffs, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return err
+	}
+	return l.Pin(path)
+}
+
+// attachNew links the program to the interface, natively if the driver
 // allows, else generically. A program already attached through netlink
 // (which would make the link fail with EBUSY) is removed first: it can
 // only be a leftover, since this process is the interface's forwarder.
-func (u *Unit) attach(generic bool) error {
+func (u *Unit) attachNew(generic bool) error {
 	modes := []link.XDPAttachFlags{link.XDPDriverMode, link.XDPGenericMode}
 	names := []string{"native", "generic"}
 	if generic {
@@ -230,10 +289,15 @@ func syncSet[K comparable](m *ebpf.Map, want map[K]bool) error {
 	return nil
 }
 
-// Close detaches the program and closes the sockets.
+// Close detaches the program (unpinning it) and closes the sockets.
 func (u *Unit) Close() error {
 	var errs []error
 	if u.link != nil {
+		if u.pin != "" {
+			if err := u.link.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("afxdp: unpin %s: %w", u.pin, err))
+			}
+		}
 		if err := u.link.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("afxdp: detach: %w", err))
 		}

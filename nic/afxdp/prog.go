@@ -19,12 +19,17 @@ import (
 //	    if (dst6[ip6->daddr]) redirect;
 //	    if (src6[{saddr, sport, nexthdr}]) redirect;
 //	pass;
-//	redirect: return bpf_redirect_map(xsks, ctx->rx_queue_index, XDP_PASS);
+//	redirect: return bpf_redirect_map(xsks, ctx->rx_queue_index, XDP_DROP);
 //
-// The redirect falls back to XDP_PASS when no socket serves the queue, so
-// a unit whose forwarder is gone still answers its own traffic.
+// Only Tether's traffic is redirected; the unit's own always passes. When
+// no socket serves the queue (the forwarder died and its successor has
+// not bound yet) Tether's traffic is dropped, not passed: the kernel would
+// forward half-NAT backends' replies untranslated and send the backends
+// ICMP redirects that make them route around the unit for minutes, where
+// a drop costs the connections a retransmission.
 
 const (
+	xdpDrop = 1
 	xdpPass = 2
 
 	// xdp_md offsets.
@@ -211,7 +216,7 @@ func program(m *maps) asm.Instructions {
 	p = append(p,
 		asm.LoadMapPtr(asm.R1, m.xsks.FD()).WithSymbol("redirect"),
 		asm.LoadMem(asm.R2, asm.R6, mdRxQueue, asm.Word),
-		asm.Mov.Imm(asm.R3, xdpPass),
+		asm.Mov.Imm(asm.R3, xdpDrop),
 		asm.FnRedirectMap.Call(),
 		asm.Return(),
 		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
