@@ -13,6 +13,7 @@ import (
 
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/nic/tun"
 )
 
 // The half-NAT return path of a TUN port.
@@ -118,8 +119,8 @@ func syncFamily(link, table, fam int, want []returnRule) error {
 		return fmt.Errorf("list the routes of table %d: %w", table, err)
 	}
 	for _, r := range routes {
-		if r.LinkIndex == link {
-			continue
+		if r.LinkIndex == link || r.Type == unix.RTN_BLACKHOLE {
+			continue // ours: the device's route, or its stand-in
 		}
 		if len(want) == 0 {
 			return nil
@@ -128,6 +129,12 @@ func syncFamily(link, table, fam int, want []returnRule) error {
 			fmt.Sprint(table), routeDst(r), linkName(r.LinkIndex))
 	}
 	if len(want) > 0 {
+		// The stand-in first: while no forwarder has the device (it was
+		// killed, and its route went with it) the backends' replies are
+		// dropped, not forwarded untranslated by the main table.
+		if err := netlink.RouteReplace(tun.Blackhole(def.Dst, table)); err != nil {
+			return fmt.Errorf("blackhole route %s in table %d: %w", routeDst(*def), table, err)
+		}
 		if err := netlink.RouteReplace(def); err != nil {
 			return fmt.Errorf("route %s into the device in table %d: %w", routeDst(*def), table, err)
 		}
@@ -158,6 +165,9 @@ func syncFamily(link, table, fam int, want []returnRule) error {
 	if len(want) == 0 {
 		if err := netlink.RouteDel(def); err != nil && !errors.Is(err, unix.ESRCH) && !errors.Is(err, unix.ENODEV) {
 			return fmt.Errorf("remove route %s from table %d: %w", routeDst(*def), table, err)
+		}
+		if err := netlink.RouteDel(tun.Blackhole(def.Dst, table)); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("remove blackhole route %s from table %d: %w", routeDst(*def), table, err)
 		}
 	}
 	return nil

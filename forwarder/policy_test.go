@@ -82,6 +82,10 @@ func installed(t *testing.T, table int) (rules, routes []string) {
 			t.Fatal(err)
 		}
 		for _, r := range rts {
+			if r.Type == unix.RTN_BLACKHOLE {
+				routes = append(routes, routeDst(r)+" blackhole")
+				continue
+			}
 			routes = append(routes, routeDst(r)+" "+linkName(r.LinkIndex))
 		}
 	}
@@ -119,7 +123,9 @@ func TestReturnPath(t *testing.T) {
 	if !slices.Equal(rules, want) {
 		t.Errorf("rules %q, want %q", rules, want)
 	}
-	if want := []string{"0.0.0.0/0 ta0", "::/0 ta0"}; !slices.Equal(routes, want) {
+	// The device's routes, and the blackholes that stand in for them
+	// while no forwarder has the device.
+	if want := []string{"0.0.0.0/0 blackhole", "0.0.0.0/0 ta0", "::/0 blackhole", "::/0 ta0"}; !slices.Equal(routes, want) {
 		t.Errorf("routes %q, want %q", routes, want)
 	}
 	if rs, _ := netlink.RuleListFiltered(netlink.FAMILY_V4, &netlink.Rule{Table: 100}, netlink.RT_FILTER_TABLE); len(rs) != 1 {
@@ -136,7 +142,7 @@ func TestReturnPath(t *testing.T) {
 	if want := []string{"10.0.10.2:53/17", "10.0.10.2:8080/6"}; !slices.Equal(rules, want) {
 		t.Errorf("after the reload: rules %q, want %q", rules, want)
 	}
-	if want := []string{"0.0.0.0/0 ta0"}; !slices.Equal(routes, want) {
+	if want := []string{"0.0.0.0/0 blackhole", "0.0.0.0/0 ta0"}; !slices.Equal(routes, want) {
 		t.Errorf("after the reload: routes %q, want %q", routes, want)
 	}
 

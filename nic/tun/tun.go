@@ -113,8 +113,16 @@ func Open(c Config) (*Port, error) {
 }
 
 // Route sends traffic for prefix into the device: the VIPs and SNAT
-// addresses Tether owns. Routes go away with the device.
+// addresses Tether owns. The route goes away with the device; a
+// blackhole route for the prefix, of lower preference, stays: when the
+// forwarder is killed (and the device with it), the kernel drops the
+// prefix's traffic until the next forwarder makes the device again,
+// where it would otherwise answer clients "network unreachable" and fail
+// their new connections. Close removes it.
 func (p *Port) Route(prefix netip.Prefix) error {
+	if err := netlink.RouteReplace(Blackhole(ipNet(prefix), 0)); err != nil {
+		return fmt.Errorf("tun: %s: blackhole route %s: %w", p.name, prefix, err)
+	}
 	r := netlink.Route{LinkIndex: p.link.Attrs().Index, Dst: ipNet(prefix), Scope: netlink.SCOPE_LINK}
 	if err := netlink.RouteReplace(&r); err != nil {
 		return fmt.Errorf("tun: %s: route %s: %w", p.name, prefix, err)
@@ -123,11 +131,25 @@ func (p *Port) Route(prefix netip.Prefix) error {
 	return nil
 }
 
-// Unroute removes a route Route added.
+// BlackholeMetric is the preference of the routes that stand in for the
+// device's while no forwarder has it: below any route the device's own
+// (IPv6 routes default to 1024).
+const BlackholeMetric = 1 << 20
+
+// Blackhole is the route that drops dst's traffic in table (0: main)
+// while no forwarder has the device.
+func Blackhole(dst *net.IPNet, table int) *netlink.Route {
+	return &netlink.Route{Dst: dst, Type: unix.RTN_BLACKHOLE, Priority: BlackholeMetric, Table: table}
+}
+
+// Unroute removes a route Route added, and its blackhole.
 func (p *Port) Unroute(prefix netip.Prefix) error {
 	r := netlink.Route{LinkIndex: p.link.Attrs().Index, Dst: ipNet(prefix), Scope: netlink.SCOPE_LINK}
 	if err := netlink.RouteDel(&r); err != nil {
 		return fmt.Errorf("tun: %s: remove route %s: %w", p.name, prefix, err)
+	}
+	if err := netlink.RouteDel(Blackhole(ipNet(prefix), 0)); err != nil && !errors.Is(err, unix.ESRCH) {
+		return fmt.Errorf("tun: %s: remove blackhole route %s: %w", p.name, prefix, err)
 	}
 	return nil
 }
@@ -228,10 +250,17 @@ func (p *Port) KernelDropped() uint64 {
 
 // Close deletes the device and its routes.
 func (p *Port) Close() error {
-	if err := p.ifce.Close(); err != nil {
-		return fmt.Errorf("tun: %s: close: %w", p.name, err)
+	// A clean stop: the prefixes are no longer Tether's to drop.
+	var errs []error
+	for _, r := range p.routes {
+		if err := netlink.RouteDel(Blackhole(r.Dst, 0)); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("tun: %s: remove blackhole route %s: %w", p.name, r.Dst, err))
+		}
 	}
-	return nil
+	if err := p.ifce.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("tun: %s: close: %w", p.name, err))
+	}
+	return errors.Join(errs...)
 }
 
 func ipNet(p netip.Prefix) *net.IPNet {

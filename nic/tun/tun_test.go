@@ -3,12 +3,15 @@ package tun
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"runtime"
 	"testing"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // TestKernelDropsAreCounted: packets the kernel routes into the device
@@ -69,5 +72,59 @@ func TestKernelDropsAreCounted(t *testing.T) {
 	}
 	if s := p.Stats(); s.KernelDropped != n {
 		t.Errorf("Stats().KernelDropped %d, KernelDropped %d", s.KernelDropped, n)
+	}
+}
+
+// TestBlackholeStandsIn: a routed prefix keeps a blackhole route of
+// lower preference, which outlives the device (a killed forwarder) and
+// which a clean Close removes.
+func TestBlackholeStandsIn(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a network namespace and a TUN device")
+	}
+	name := fmt.Sprintf("ttbh%d", os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Skipf("ip netns add: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, _ := netns.Get()
+	defer func() { netns.Set(orig); orig.Close() }()
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := netns.Set(h); err != nil {
+		t.Fatal(err)
+	}
+	blackholes := func() int {
+		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Type: unix.RTN_BLACKHOLE}, netlink.RT_FILTER_TYPE)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(rs)
+	}
+	p, err := Open(Config{Name: "tbh0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Route(netip.MustParsePrefix("192.0.2.10/32")); err != nil {
+		t.Fatal(err)
+	}
+	if n := blackholes(); n != 1 {
+		t.Fatalf("%d blackhole routes after Route, want 1", n)
+	}
+	// The device goes (as when its forwarder is killed): the blackhole stays.
+	if l, err := netlink.LinkByName("tbh0"); err == nil {
+		netlink.LinkDel(l)
+	}
+	if n := blackholes(); n != 1 {
+		t.Fatalf("%d blackhole routes without the device, want 1", n)
+	}
+	p.Close()
+	if n := blackholes(); n != 0 {
+		t.Fatalf("%d blackhole routes after Close, want 0", n)
 	}
 }
