@@ -103,5 +103,6 @@ func (p *Pipeline) SetControlConnected(up bool) {
 			p.deferred = append(p.deferred, p.held[i].frame)
 		}
 		p.held = p.held[:0]
+		p.releaseSendWait(func(*heldSend) bool { return true })
 	}
 }

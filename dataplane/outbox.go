@@ -21,9 +21,27 @@ import (
 const (
 	maxOutboxEvents = 4096
 	maxPunts        = 256
-	maxDeferred     = maxPunts + 64
+	maxSendWait     = 256
+	maxDeferred     = maxPunts + maxSendWait + 64
 	puntTimeout     = 1000 // milliseconds
+	// sendWaitTimeout bounds how long a new nat flow's first packet
+	// waits for its flow event to leave; a stuck uplink costs latency,
+	// never the packet.
+	sendWaitTimeout = 100 // milliseconds
 )
+
+// heldSend is the first packet of a new nat flow, held until the flow's
+// event has been sent to the control process (gen is the outbox
+// collection that carries it). A forwarder killed before that moment
+// never let the packet out, so the client retransmits it to the next
+// forwarder; killed after it, the control process knows the flow and
+// puts it back. Without this, a nat connection opened in the last
+// milliseconds before a crash would lose its SNAT port.
+type heldSend struct {
+	frame   nic.Frame
+	gen     uint64
+	expires flow.Tick
+}
 
 type heldPunt struct {
 	frame   nic.Frame
@@ -151,6 +169,49 @@ func actionOf(a *unit.Action, m *flow.Meta, ea, eb []byte) {
 	a.Mode, a.Backend, a.PortA, a.PortB, a.Flags = m.Mode, m.Backend, m.PortA, m.PortB, m.Flags
 	copy(a.A[:], ea)
 	copy(a.B[:], eb)
+}
+
+// awaitSend holds pk, the first packet of the new flow e, until the
+// flow's event has been sent (see heldSend); it reports false, holding
+// nothing, when no control process is connected, the flow is not nat,
+// or too many packets wait already.
+func (p *Pipeline) awaitSend(pk *packet, e entry, now flow.Tick) bool {
+	if !p.out.enabled || e.m.Mode != unit.ModeNAT || pk.frag != fragNone || len(p.sendWait) == maxSendWait {
+		return false
+	}
+	p.sendWait = append(p.sendWait, heldSend{frame: *pk.frame, gen: p.sendGen, expires: now + sendWaitTimeout})
+	pk.kind = kindHeld
+	return true
+}
+
+// TakeSendWait closes the outbox collection the uplink has just taken
+// (TakeOutbox) and returns its number, and whether any packet waits for
+// it; the uplink calls EventsSent with the number once it has sent the
+// collection. Call it through Worker.Do, right after TakeOutbox.
+func (p *Pipeline) TakeSendWait() (uint64, bool) {
+	g := p.sendGen
+	p.sendGen++
+	return g, len(p.sendWait) > 0
+}
+
+// EventsSent releases the packets whose flow events went out with
+// collection g or earlier: the next batch forwards them.
+func (p *Pipeline) EventsSent(g uint64) {
+	p.releaseSendWait(func(h *heldSend) bool { return h.gen <= g })
+}
+
+func (p *Pipeline) releaseSendWait(release func(h *heldSend) bool) {
+	w := p.sendWait
+	for i := 0; i < len(w); {
+		if !release(&w[i]) {
+			i++
+			continue
+		}
+		p.deferred = append(p.deferred, w[i].frame)
+		w[i] = w[len(w)-1]
+		w = w[:len(w)-1]
+	}
+	p.sendWait = w
 }
 
 // TakeOutbox hands the recorded flow events (opened, and removed by

@@ -31,6 +31,66 @@ func take(r *rig) ([]channel.FlowEvent, []channel.Punt) {
 	return evs, punts
 }
 
+// sendEvents does what the uplink does each round: it takes the outbox,
+// "sends" it and tells the pipeline so.
+func sendEvents(r *rig) []channel.FlowEvent {
+	evs, _ := take(r)
+	if g, waiting := r.p.TakeSendWait(); waiting {
+		r.p.EventsSent(g)
+	}
+	return evs
+}
+
+// TestNATFirstPacketWaitsForItsEvent: a new nat flow's SYN leaves only
+// after the collection carrying its opened event has been sent, so a
+// forwarder killed in between has let nothing out the next one cannot
+// put back. Without a control process, or when the uplink stalls, the
+// packet still goes.
+func TestNATFirstPacketWaitsForItsEvent(t *testing.T) {
+	c := loadConfig(t, 1024, "1024-65535")
+	r := newRig(t, c)
+	r.p.EnableOutbox(make(chan struct{}, 1))
+	if tx, _, _ := r.send(syn(cl(1, 7000), vip(80))); len(tx) != 0 {
+		t.Fatal("nat SYN forwarded before its event was taken")
+	}
+	// Taken but not yet sent: still held.
+	evs, _ := take(r)
+	g, waiting := r.p.TakeSendWait()
+	if len(evs) != 1 || !waiting {
+		t.Fatalf("%d events, waiting %v; want the opened event and a waiting packet", len(evs), waiting)
+	}
+	// A second flow opened after the take belongs to the next round.
+	if tx, _, _ := r.send(syn(cl(2, 7000), vip(80))); len(tx) != 0 {
+		t.Fatal("second nat SYN forwarded early")
+	}
+	r.p.EventsSent(g)
+	tx, _, _ := r.send()
+	if len(tx) != 1 {
+		t.Fatalf("after the send, %d packets left; want only the first flow's SYN", len(tx))
+	}
+	if r.p.stats.RxPackets != 2 {
+		t.Fatalf("rx_packets %d, want 2: a held packet counts once", r.p.stats.RxPackets)
+	}
+	// The uplink stalls: the second SYN goes at the timeout anyway.
+	r.now += sendWaitTimeout + 1
+	if tx, _, _ := r.send(); len(tx) != 1 {
+		t.Fatalf("%d packets after the wait timed out, want the held SYN", len(tx))
+	}
+	// The control process goes away: nothing waits for it.
+	r.send(syn(cl(3, 7000), vip(80)))
+	r.p.SetControlConnected(false)
+	if tx, _, _ := r.send(); len(tx) != 1 {
+		t.Fatal("held SYN not released when the control process went away")
+	}
+	if tx, _, _ := r.send(syn(cl(4, 7000), vip(80))); len(tx) != 1 {
+		t.Fatal("nat SYN held with no control process connected")
+	}
+	// Packets of other modes never wait.
+	if tx, _, _ := r.send(syn(cl(5, 7000), vip(81))); len(tx) != 1 {
+		t.Fatal("halfnat SYN held")
+	}
+}
+
 func TestPuntWaitsForRoute(t *testing.T) {
 	r := puntRig(t)
 	c := cl(1, 5000)
@@ -95,11 +155,19 @@ func TestFlowsSurviveRestart(t *testing.T) {
 	r := newRig(t, c)
 	r.p.EnableOutbox(make(chan struct{}, 1))
 	var firsts [][]byte
+	var evs []channel.FlowEvent
 	for port := uint16(80); port <= 83; port++ {
 		tx, _, _ := r.send(syn(cl(1, 7000), vip(port)))
+		if port == 80 { // nat: the SYN leaves once its event has
+			if len(tx) != 0 {
+				t.Fatal("nat SYN forwarded before its flow event was sent")
+			}
+			evs = append(evs, sendEvents(r)...)
+			tx, _, _ = r.send()
+		}
 		firsts = append(firsts, tx[0])
 	}
-	evs, _ := take(r)
+	evs = append(evs, sendEvents(r)...)
 	if len(evs) != 4 {
 		t.Fatalf("%d opened events, want 4", len(evs))
 	}

@@ -87,6 +87,11 @@ type Pipeline struct {
 	// Control channel state (control.go).
 	out      outbox
 	held     []heldPunt
+	sendWait []heldSend
+	sendGen  uint64
+	// redo marks a batch of frames the pipeline already counted in (held
+	// and now released), so that RxPackets counts each frame once.
+	redo bool
 	deferred []nic.Frame
 	routePk  packet
 	routeHdr [header.IPv6Size]byte
@@ -126,6 +131,7 @@ func New(c Config, s *Snapshot) (*Pipeline, error) {
 		flows:    fl,
 		frags:    newFragments(c.FragDatagrams, c.FragPending, c.Flows.Seed),
 		held:     make([]heldPunt, 0, maxPunts),
+		sendWait: make([]heldSend, 0, maxSendWait),
 		deferred: make([]nic.Frame, 0, maxDeferred),
 		ipID:     uint32(c.Worker),
 		// A full bucket: the first answers need no wait.
@@ -183,11 +189,17 @@ func (p *Pipeline) Stats() Stats { return p.stats.Clone() }
 // frames) to keep aging.
 func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
 	p.now = now
+	if len(p.sendWait) > 0 {
+		// First packets whose flow event the uplink is slow to send.
+		p.releaseSendWait(func(h *heldSend) bool { return int32(h.expires-now) < 0 })
+	}
 	if len(p.deferred) > 0 {
 		// Packets whose route arrived since the last batch.
 		d := p.deferred
 		p.deferred = p.deferred[:0]
+		p.redo = true
 		p.batch(now, d, out)
+		p.redo = false
 	}
 	for len(frames) > MaxBatch {
 		p.batch(now, frames[:MaxBatch], out)
@@ -201,8 +213,10 @@ func (p *Pipeline) batch(now flow.Tick, frames []nic.Frame, out *Output) {
 	for i := range frames {
 		pk := &p.pkts[i]
 		pk.frame = &frames[i]
-		p.stats.RxPackets++
-		p.stats.RxBytes += uint64(frames[i].Len)
+		if !p.redo {
+			p.stats.RxPackets++
+			p.stats.RxBytes += uint64(frames[i].Len)
+		}
 		parse(pk, p.cfg.Link)
 	}
 	// Start loading each flow's home slot before looking any up, so the
@@ -313,6 +327,8 @@ func (p *Pipeline) flowPacket(pk *packet, now flow.Tick, out *Output) {
 		}
 	} else if e, ok = p.newFlow(pk, now); !ok {
 		return
+	} else if p.awaitSend(pk, e, now) {
+		return // leaves once the control process has its flow
 	}
 	if pk.frag == fragFirst {
 		p.firstFragment(pk, e, now, out)

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -194,6 +195,15 @@ func runClient(args []string) error {
 		Transport: &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext},
 	}
 	res := ClientResult{Backends: map[string]int{}}
+	// A transfer of the payload role's bytes must arrive whole and
+	// intact: anything else counts as an error.
+	var wantN int64 = -1
+	var wantSum string
+	if _, q, ok := strings.Cut(url, "/bytes?n="); ok {
+		if n, err := strconv.ParseInt(q, 10, 64); err == nil {
+			wantN, wantSum = n, PayloadSHA256(n)
+		}
+	}
 	var mu sync.Mutex
 	jobs := make(chan struct{})
 	var wg sync.WaitGroup
@@ -203,6 +213,9 @@ func runClient(args []string) error {
 			defer wg.Done()
 			for range jobs {
 				name, sum, n, err := get(client, url)
+				if err == nil && wantN >= 0 && (n != wantN || sum != wantSum) {
+					err = fmt.Errorf("transfer from %s: %d bytes, sha256 %s: want %d intact", name, n, sum, wantN)
+				}
 				mu.Lock()
 				if err != nil {
 					res.Errors++

@@ -142,6 +142,8 @@ func (l *uplink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 	defer tick.Stop()
 	var events []channel.FlowEvent
 	var msgs [][]byte
+	gens := make([]uint64, len(l.f.workers))
+	waiting := make([]bool, len(l.f.workers))
 	for {
 		select {
 		case <-ctx.Done():
@@ -151,8 +153,9 @@ func (l *uplink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 		}
 		events, msgs = events[:0], msgs[:0]
 		var lost uint64
-		for _, w := range l.f.workers {
+		for i, w := range l.f.workers {
 			_ = w.Do(ctx, func(p *dataplane.Pipeline) {
+				defer func() { gens[i], waiting[i] = p.TakeSendWait() }()
 				p.TakeOutbox(func(evs []channel.FlowEvent, punts []channel.Punt, n uint64) {
 					events = append(events, evs...)
 					lost += n
@@ -181,6 +184,15 @@ func (l *uplink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 			}
 			if err := conn.Send(m); err != nil {
 				return err
+			}
+		}
+		// The flows' events are out: their first packets may follow.
+		for i, w := range l.f.workers {
+			if waiting[i] {
+				g := gens[i]
+				if err := w.Post(ctx, func(p *dataplane.Pipeline) { p.EventsSent(g) }); err != nil {
+					return err
+				}
 			}
 		}
 		if len(msgs) > 0 || lost > 0 {
