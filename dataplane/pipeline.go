@@ -91,7 +91,7 @@ type Pipeline struct {
 	sendGen  uint64
 	// redo marks a batch of frames the pipeline already counted in (held
 	// and now released), so that RxPackets counts each frame once.
-	redo bool
+	redo     bool
 	deferred []nic.Frame
 	routePk  packet
 	routeHdr [header.IPv6Size]byte
