@@ -337,4 +337,22 @@ func TestResetForUnknownNAT(t *testing.T) {
 	if got := r.fate(ack(cl(82, 1), vip(81))); got != "tx" || r.p.stats.ResetsSent != 1 {
 		t.Errorf("halfnat: %s, %d resets sent; want forwarded, one reset in all", got, r.p.stats.ResetsSent)
 	}
+	// A segment whose checksum is wrong is not answered: a stack would
+	// not have seen it.
+	bad := pkttest.TCP(cl(83, 41000), vip(80), pkttest.ACK, 1000, 5000, pkttest.Opts{Payload: []byte("x")})
+	bad[14+20+16] ^= 0xff // the TCP checksum
+	if got := r.fate(bad); got != "tcp_not_syn" {
+		t.Errorf("segment with a bad checksum: %s, want tcp_not_syn (no reset)", got)
+	}
+	// The backend's side of a lost connection is reset too, from the
+	// SNAT address and port it wrote to.
+	be := pkttest.Endpoint{MAC: pkttest.MustMAC(gwMAC), Addr: netip.MustParseAddr("10.1.0.1"), Port: 8080}
+	snat := pkttest.Endpoint{MAC: pkttest.MustMAC(unitMAC), Addr: netip.MustParseAddr("198.51.100.1"), Port: 3333}
+	tx, _, _ = r.send(pkttest.TCP(be, snat, pkttest.ACK, 7000, 9000, pkttest.Opts{Payload: []byte("data")}))
+	if len(tx) != 1 || srcOf(tx[0]) != netip.AddrPortFrom(snat.Addr, snat.Port) || dstOf(tx[0]) != netip.AddrPortFrom(be.Addr, be.Port) {
+		t.Fatalf("backend's segment of an unknown nat connection: %d frames, want a reset from the SNAT port", len(tx))
+	}
+	if got := r.fate(pkttest.TCP(be, snat, pkttest.RST, 7000, 0, pkttest.Opts{})); got != "no_flow" {
+		t.Errorf("backend's reset: %s, want no_flow", got)
+	}
 }

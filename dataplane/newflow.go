@@ -23,6 +23,12 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 	v := s.vips[vipKey{addr: dst, port: pk.dport, proto: pk.proto}]
 	if v == nil {
 		if s.roles[dst]&roleSNAT != 0 {
+			// A backend's segment of a nat connection the unit lost:
+			// reset it too, so the server frees the connection now
+			// rather than retransmitting to nobody.
+			if pk.proto == header.IPProtoTCP && pk.tcpFlags&rstFlag == 0 && p.answerRST(pk, now) {
+				return entry{}, false
+			}
 			pk.dropWith(DropNoFlow)
 		} else {
 			pk.passWith(PassNotVIP)

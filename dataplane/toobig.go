@@ -103,17 +103,21 @@ func (p *Pipeline) answerTooBig(pk *packet, mtu int, now flow.Tick) bool {
 // answerRST turns pk, a TCP segment of a nat connection this unit does
 // not know (it restarted with nobody to tell it the connection's SNAT
 // port), into the reset a TCP stack answers such a segment with (RFC
-// 9293 §3.10.7.1), from the VIP, so that the client fails at once
-// instead of retransmitting into silence for minutes. It reports false,
-// changing nothing, for a packet with IPv4 options or IPv6 extension
-// headers (kept simple: dropped instead) or when the answer budget is
-// spent.
+// 9293 §3.10.7.1), from the address it was sent to, so that the client
+// (or the backend) fails at once instead of retransmitting into silence
+// for minutes. Like a stack, it answers only a segment whose checksum
+// verifies. It reports false, changing nothing, for a fragment, a packet
+// with IPv4 options or IPv6 extension headers (kept simple: dropped
+// instead), a bad checksum, or when the answer budget is spent.
 func (p *Pipeline) answerRST(pk *packet, now flow.Tick) bool {
 	ipLen := header.IPv4MinSize
 	if pk.v6 {
 		ipLen = header.IPv6Size
 	}
-	if pk.l4 != pk.l3+ipLen || !p.answerAllowed(now) {
+	if pk.l4 != pk.l3+ipLen || pk.frag != fragNone || !p.answerAllowed(now) {
+		return false
+	}
+	if header.Checksum(pk.b[pk.l4:pk.end], header.PseudoHeaderSum(header.IPProtoTCP, pk.src(), pk.dst(), uint32(pk.end-pk.l4))) != 0 {
 		return false
 	}
 	in := header.TCP(pk.b[pk.l4:])
