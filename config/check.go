@@ -138,6 +138,9 @@ func (f *Forwarder) check(p *problems) {
 	}
 	// The kernel reserves 0 (unspecified) and 252-255 (compat, default,
 	// main, local); 0 here means "add no rules" instead.
+	if l := f.Port.QueueLength; l < 1 || l > MaxQueueLength {
+		p.Add("forwarder.port.queue_length", l, "must be between 1 and %d packets", MaxQueueLength)
+	}
 	if t := f.Port.Table; t < 0 || t > math.MaxUint32 || (t >= 252 && t <= 255) {
 		p.Add("forwarder.port.table", t, "must be 0 (no half-NAT return rules) or a routing table between 1 and %d other than 252-255, which the kernel reserves", uint32(math.MaxUint32))
 	}

@@ -175,7 +175,24 @@ type Port struct {
 	// nothing, for operators who route the replies themselves. AF_XDP
 	// ports ignore it: their XDP program catches the replies.
 	Table int `mapstructure:"table"`
+	// QueueLength is how many packets the kernel queues for the
+	// forwarder: a TUN device's txqueuelen, or the entries of each
+	// AF_XDP ring (rounded up to a power of two; the UMEM holds twice as
+	// many 4 KiB frames, 64 MiB per queue at the default). The kernel's
+	// own defaults (500 for TUN, 2048 rings before) overflow under a few
+	// hundred concurrent TCP transfers, whose bursts then lose 5-20% of
+	// their packets (see bench/RESULTS.md); a longer queue absorbs the
+	// bursts at the cost of memory and of as much latency as it holds
+	// when the forwarder falls behind.
+	QueueLength int `mapstructure:"queue_length"`
 }
+
+// DefaultQueueLength is forwarder.port.queue_length's default, and
+// MaxQueueLength its bound.
+const (
+	DefaultQueueLength = 8192
+	MaxQueueLength     = 1 << 16
+)
 
 // DefaultReturnTable is forwarder.port.table's default: a number far
 // from the small ones people pick by hand (100, 200), so that it is

@@ -48,6 +48,7 @@ var defaults = map[string]any{
 	"forwarder.port.queues":                    1,
 	"forwarder.port.mtu":                       0,
 	"forwarder.port.table":                     DefaultReturnTable,
+	"forwarder.port.queue_length":              DefaultQueueLength,
 	"admin.socket":                             "/run/tether/admin.sock",
 	"admin.group":                              "",
 	"admin.run_dir":                            "/run/tether",

@@ -53,7 +53,7 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 	f := &Forwarder{log: log, cfg: c, snap: snap}
 	switch c.Forwarder.Port.Driver {
 	case config.DriverTUN:
-		t, err := tun.Open(tun.Config{Name: c.Forwarder.Port.Interface, MTU: c.Forwarder.Port.MTU})
+		t, err := tun.Open(tun.Config{Name: c.Forwarder.Port.Interface, MTU: c.Forwarder.Port.MTU, QueueLength: c.Forwarder.Port.QueueLength})
 		if err != nil {
 			if errors.Is(err, os.ErrPermission) {
 				return nil, err // AF_XDP would need more privileges, not fewer
@@ -66,7 +66,7 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 			return nil, err
 		}
 	case config.DriverAFXDP:
-		u, err := afxdp.Open(afxdp.Config{Interface: c.Forwarder.Port.Interface, Queues: c.Forwarder.Port.Queues})
+		u, err := afxdp.Open(afxdp.Config{Interface: c.Forwarder.Port.Interface, Queues: c.Forwarder.Port.Queues, Ring: c.Forwarder.Port.QueueLength})
 		if err != nil {
 			return nil, err
 		}

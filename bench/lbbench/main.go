@@ -26,7 +26,9 @@ import (
 type result struct {
 	setup             string
 	pps, rps, cps, mb float64
-	notes             []string
+	// par is MiB/s of many concurrent downloads.
+	par   float64
+	notes []string
 }
 
 func main() {
@@ -34,6 +36,7 @@ func main() {
 	tetherd := flag.String("tetherd", "bin/tetherd", "tetherd binary")
 	secs := flag.Float64("seconds", 5, "duration of each load")
 	bulk := flag.Int64("bulk", 1<<30, "bytes of the bulk download")
+	qlen := flag.Int("queue-length", 0, "forwarder.port.queue_length for the TUN setup (0: the default)")
 	flag.Parse()
 	if err := e2e.Root(); err != nil {
 		fmt.Fprintln(os.Stderr, "lbbench:", err)
@@ -43,7 +46,7 @@ func main() {
 	var results []result
 	for _, setup := range []string{"nft", "tether-afxdp", "tether-tun"} {
 		fmt.Fprintf(os.Stderr, "==> %s\n", setup)
-		r, err := measure(setup, abs, *secs, *bulk)
+		r, err := measure(setup, abs, *secs, *bulk, *qlen)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "lbbench: %s: %v\n", setup, err)
 			os.Exit(1)
@@ -57,7 +60,7 @@ const backends = 3
 
 const tetherConfig = `unit: {address4: {{.UnitIP}}}
 forwarder:
-  port: {driver: {{.Driver}}, interface: {{.If}}}
+  port: {driver: {{.Driver}}, interface: {{.If}}{{if .QueueLength}}, queue_length: {{.QueueLength}}{{end}}}
   cores: [1]
   flows: {max: 262144}
 vips:
@@ -81,7 +84,11 @@ vips:
 {{- end}}
 `
 
-func measure(setup, tetherd string, secs float64, bulk int64) (result, error) {
+// Many concurrent downloads: bursts from hundreds of TCP senders at
+// once, which a short device queue turns into losses.
+const parallel, parallelSize = 200, 4 << 20
+
+func measure(setup, tetherd string, secs float64, bulk int64, qlen int) (result, error) {
 	res := result{setup: setup}
 	var lb *e2e.LB
 	var err error
@@ -110,7 +117,7 @@ func measure(setup, tetherd string, secs float64, bulk int64) (result, error) {
 	default:
 		t := template.Must(template.New("c").Parse(tetherConfig))
 		var b bytes.Buffer
-		if err := t.Execute(&b, map[string]any{"UnitIP": lb.UnitIP, "Driver": lb.Driver, "If": lb.UnitIf, "Backends": ips}); err != nil {
+		if err := t.Execute(&b, map[string]any{"UnitIP": lb.UnitIP, "Driver": lb.Driver, "If": lb.UnitIf, "Backends": ips, "QueueLength": qlen}); err != nil {
 			return res, err
 		}
 		dir, err := os.MkdirTemp("", "lbbench-")
@@ -184,6 +191,15 @@ func measure(setup, tetherd string, secs float64, bulk int64) (result, error) {
 		return res, fmt.Errorf("bulk download damaged: %+v", dl)
 	}
 	res.mb = float64(bulk) / (1 << 20) / time.Since(start).Seconds()
+	start = time.Now()
+	var pdl e2e.ClientResult
+	if err := role(lb, &pdl, "client", fmt.Sprintf("http://192.0.2.10/bytes?n=%d", parallelSize), fmt.Sprint(parallel), fmt.Sprint(parallel)); err != nil {
+		return res, err
+	}
+	if pdl.Errors > 0 {
+		return res, fmt.Errorf("%d of %d parallel downloads failed: %s", pdl.Errors, parallel, pdl.FirstErr)
+	}
+	res.par = float64(parallel*parallelSize) / (1 << 20) / time.Since(start).Seconds()
 	if td != nil {
 		td.Stop()
 	}
@@ -248,11 +264,11 @@ func report(rs []result) {
 		}
 		return fmt.Sprintf("%.2f×", a/b)
 	}
-	fmt.Println("| setup | UDP packets/s | HTTP keep-alive req/s | new connections/s | bulk MiB/s |")
-	fmt.Println("|---|---|---|---|---|")
+	fmt.Printf("| setup | UDP packets/s | HTTP keep-alive req/s | new connections/s | bulk MiB/s | %d parallel downloads MiB/s |\n", parallel)
+	fmt.Println("|---|---|---|---|---|---|")
 	for _, r := range rs {
-		fmt.Printf("| %s | %.0f (%s) | %.0f (%s) | %.0f (%s) | %.0f (%s) |\n", r.setup,
-			r.pps, ratio(r.pps, base.pps), r.rps, ratio(r.rps, base.rps), r.cps, ratio(r.cps, base.cps), r.mb, ratio(r.mb, base.mb))
+		fmt.Printf("| %s | %.0f (%s) | %.0f (%s) | %.0f (%s) | %.0f (%s) | %.0f (%s) |\n", r.setup,
+			r.pps, ratio(r.pps, base.pps), r.rps, ratio(r.rps, base.rps), r.cps, ratio(r.cps, base.cps), r.mb, ratio(r.mb, base.mb), r.par, ratio(r.par, base.par))
 	}
 	fmt.Println()
 	for _, r := range rs {

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math/bits"
 	"net"
 	"net/netip"
 	"os"
@@ -25,7 +26,11 @@ type Config struct {
 	Interface string
 	// Queues to bind, one socket each (queue 0 .. Queues-1); default 1.
 	Queues int
-	// Frames per socket in its UMEM; default 4096.
+	// Ring is the entries of each of a socket's four rings, rounded up
+	// to a power of two; default 2048. Frames per socket in its UMEM;
+	// default twice Ring (half lent to the kernel for receiving, half
+	// for frames in flight).
+	Ring   int
 	Frames int
 	// Copy forces copy mode; otherwise zero-copy is tried first.
 	Copy bool
@@ -36,8 +41,9 @@ type Config struct {
 // Sizes. A 4 KiB frame leaves room for the kernel's XDP headroom, our own
 // encapsulation headroom and a 1500-byte (or jumbo 3 KB) packet.
 const (
-	frameSize   = 4096
-	ringEntries = 2048
+	frameSize = 4096
+	// maxRing bounds Config.Ring (a UMEM of 2 × 65536 frames is 512 MiB).
+	maxRing = 1 << 16
 	// maxKicks bounds the sendto calls one Transmit makes: in copy mode
 	// the kernel sends at most 32 descriptors per call.
 	maxKicks = 64
@@ -76,8 +82,15 @@ func Open(c Config) (*Unit, error) {
 	if c.Queues <= 0 {
 		c.Queues = 1
 	}
+	if c.Ring <= 0 {
+		c.Ring = 2048
+	}
+	if c.Ring > maxRing {
+		return nil, fmt.Errorf("afxdp: ring of %d entries: at most %d", c.Ring, maxRing)
+	}
+	c.Ring = 1 << bits.Len(uint(c.Ring-1))
 	if c.Frames <= 0 {
-		c.Frames = 4096
+		c.Frames = 2 * c.Ring
 	}
 	u := &Unit{ifc: ifc}
 	if u.maps, err = newMaps(c.Queues); err != nil {
@@ -92,7 +105,7 @@ func Open(c Config) (*Unit, error) {
 		return nil, explain(err, c.Interface)
 	}
 	for q := range c.Queues {
-		s, err := openSocket(ifc.Index, q, c.Frames, c.Copy)
+		s, err := openSocket(ifc.Index, q, c.Ring, c.Frames, c.Copy)
 		if err != nil {
 			u.Close()
 			return nil, explain(fmt.Errorf("queue %d: %w", q, err), c.Interface)
@@ -330,7 +343,7 @@ type Port struct {
 
 var _ nic.Port = (*Port)(nil)
 
-func openSocket(ifindex, queue, frames int, forceCopy bool) (*Port, error) {
+func openSocket(ifindex, queue, ringEntries, frames int, forceCopy bool) (*Port, error) {
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("socket: %w", err)
@@ -359,16 +372,16 @@ func openSocket(ifindex, queue, frames int, forceCopy bool) (*Port, error) {
 	if err := getsockopt(fd, unix.XDP_MMAP_OFFSETS, unsafe.Pointer(&off), unsafe.Sizeof(off)); err != nil {
 		return fail(fmt.Errorf("ring offsets: %w", err))
 	}
-	if p.fill, err = mapRing(fd, off.Fr, unix.XDP_UMEM_PGOFF_FILL_RING, ringEntries, 8); err != nil {
+	if p.fill, err = mapRing(fd, off.Fr, unix.XDP_UMEM_PGOFF_FILL_RING, uint32(ringEntries), 8); err != nil {
 		return fail(err)
 	}
-	if p.comp, err = mapRing(fd, off.Cr, unix.XDP_UMEM_PGOFF_COMPLETION_RING, ringEntries, 8); err != nil {
+	if p.comp, err = mapRing(fd, off.Cr, unix.XDP_UMEM_PGOFF_COMPLETION_RING, uint32(ringEntries), 8); err != nil {
 		return fail(err)
 	}
-	if p.rx, err = mapRing(fd, off.Rx, unix.XDP_PGOFF_RX_RING, ringEntries, unsafe.Sizeof(unix.XDPDesc{})); err != nil {
+	if p.rx, err = mapRing(fd, off.Rx, unix.XDP_PGOFF_RX_RING, uint32(ringEntries), unsafe.Sizeof(unix.XDPDesc{})); err != nil {
 		return fail(err)
 	}
-	if p.tx, err = mapRing(fd, off.Tx, unix.XDP_PGOFF_TX_RING, ringEntries, unsafe.Sizeof(unix.XDPDesc{})); err != nil {
+	if p.tx, err = mapRing(fd, off.Tx, unix.XDP_PGOFF_TX_RING, uint32(ringEntries), unsafe.Sizeof(unix.XDPDesc{})); err != nil {
 		return fail(err)
 	}
 	for i := frames - 1; i >= 0; i-- {

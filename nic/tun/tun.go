@@ -23,6 +23,9 @@ type Config struct {
 	MTU int
 	// Buffers is how many frames the port can lend at once.
 	Buffers int
+	// QueueLength is the device's txqueuelen: how many packets the
+	// kernel queues for the port; 0 keeps the kernel's default (500).
+	QueueLength int
 }
 
 // Port is a nic.Port on a TUN device.
@@ -83,6 +86,12 @@ func Open(c Config) (*Port, error) {
 		if err := netlink.LinkSetMTU(p.link, c.MTU); err != nil {
 			ifce.Close()
 			return nil, fmt.Errorf("tun: %s: set MTU %d: %w", p.name, c.MTU, err)
+		}
+	}
+	if c.QueueLength > 0 {
+		if err := netlink.LinkSetTxQLen(p.link, c.QueueLength); err != nil {
+			ifce.Close()
+			return nil, fmt.Errorf("tun: %s: set queue length %d: %w", p.name, c.QueueLength, err)
 		}
 	}
 	if err := netlink.LinkSetUp(p.link); err != nil {

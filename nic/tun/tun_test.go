@@ -16,7 +16,8 @@ import (
 
 // TestKernelDropsAreCounted: packets the kernel routes into the device
 // while nobody reads it overflow the device's queue; the port reports
-// those drops, which no drop reason of the pipeline can count.
+// those drops, which no drop reason of the pipeline can count. (The
+// queue is made 4 packets long through Config.QueueLength.)
 func TestKernelDropsAreCounted(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: a network namespace and a TUN device")
@@ -41,13 +42,12 @@ func TestKernelDropsAreCounted(t *testing.T) {
 	if err := netns.Set(h); err != nil {
 		t.Fatal(err)
 	}
-	p, err := Open(Config{Name: "tdrop0"})
+	p, err := Open(Config{Name: "tdrop0", QueueLength: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
 	for _, c := range [][]string{
-		{"ip", "-n", name, "link", "set", "tdrop0", "txqueuelen", "4"},
 		{"ip", "-n", name, "addr", "add", "10.99.0.1/24", "dev", "tdrop0"},
 	} {
 		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
