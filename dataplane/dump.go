@@ -39,6 +39,11 @@ type FlowDump struct {
 	Limit   int
 	Records []unit.FlowRecord
 	Matched int
+	// Walk makes the dump one page of a walk (unit.FlowCursor): Skip is
+	// ignored and every record of the steps taken is kept, so that the
+	// next page, starting at Position, misses nothing; the caller stops
+	// stepping once Full.
+	Walk bool
 
 	v6   bool
 	next int
@@ -51,6 +56,16 @@ const DumpStep = 16384
 // Done reports whether the walk has visited the whole table.
 func (d *FlowDump) Done() bool { return d.done }
 
+// Full reports whether a walk's page has its Limit of records.
+func (d *FlowDump) Full() bool { return d.Walk && len(d.Records) >= d.Limit }
+
+// Position returns where the dump's next step starts: the address family
+// and the home slot.
+func (d *FlowDump) Position() (v6 bool, slot int) { return d.v6, d.next }
+
+// Resume makes the dump start where Position said an earlier one stood.
+func (d *FlowDump) Resume(v6 bool, slot int) { d.v6, d.next = v6, max(slot, 0) }
+
 // DumpStep visits the next DumpStep slots of the worker's tables for d.
 // Call it through Worker.Do until d.Done.
 func (p *Pipeline) DumpStep(now flow.Tick, d *FlowDump) {
@@ -62,7 +77,7 @@ func (p *Pipeline) DumpStep(now flow.Tick, d *FlowDump) {
 			return
 		}
 		d.Matched++
-		if d.Matched <= d.Skip || len(d.Records) >= d.Limit {
+		if !d.Walk && (d.Matched <= d.Skip || len(d.Records) >= d.Limit) {
 			return
 		}
 		r := unit.FlowRecord{Worker: p.cfg.Worker, Key: k, IdleMS: now.Since(m.LastSeen)}
@@ -70,7 +85,7 @@ func (p *Pipeline) DumpStep(now flow.Tick, d *FlowDump) {
 		d.Records = append(d.Records, r)
 	}
 	if !d.v6 {
-		d.next = p.flows.ForEach4From(d.next, DumpStep, func(k *flow.Key4, v *flow.Value4) {
+		d.next = p.flows.ForEach4Home(d.next, DumpStep, func(k *flow.Key4, v *flow.Value4) {
 			ck := unit.FlowKey{SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}
 			copy(ck.Src[:], k.Src[:])
 			copy(ck.Dst[:], k.Dst[:])
@@ -81,7 +96,7 @@ func (p *Pipeline) DumpStep(now flow.Tick, d *FlowDump) {
 		}
 		return
 	}
-	d.next = p.flows.ForEach6From(d.next, DumpStep, func(k *flow.Key6, v *flow.Value6) {
+	d.next = p.flows.ForEach6Home(d.next, DumpStep, func(k *flow.Key6, v *flow.Value6) {
 		add(unit.FlowKey{V6: true, Src: k.Src, Dst: k.Dst, SrcPort: k.SrcPort, DstPort: k.DstPort, Proto: k.Proto}, &v.Meta, v.A[:], v.B[:])
 	})
 	d.done = d.next < 0

@@ -352,6 +352,13 @@ func (f *Forwarder) flows(ctx context.Context, req unit.FlowsRequest) ([]byte, e
 	if limit <= 0 || limit > unit.MaxFlowPage {
 		limit = unit.MaxFlowPage
 	}
+	if req.Cursor != nil {
+		reply, err := f.walkFlows(ctx, filter, limit, *req.Cursor)
+		if err != nil {
+			return nil, err
+		}
+		return json.Marshal(reply)
+	}
 	var reply unit.FlowsReply
 	skip := req.Offset
 	for _, w := range f.workers {
@@ -364,6 +371,39 @@ func (f *Forwarder) flows(ctx context.Context, req unit.FlowsRequest) ([]byte, e
 		skip = max(0, skip-d.Matched)
 	}
 	return json.Marshal(reply)
+}
+
+// walkFlows returns one page of a walk through the workers' flows from
+// cursor c (unit.FlowsRequest.Cursor).
+func (f *Forwarder) walkFlows(ctx context.Context, filter dataplane.FlowFilter, limit int, c unit.FlowCursor) (unit.FlowsReply, error) {
+	var reply unit.FlowsReply
+	if c.Worker < 0 || c.Worker >= len(f.workers) || c.Slot < 0 {
+		return reply, fmt.Errorf("flows: cursor %+v: no such worker or slot", c)
+	}
+	for wi := c.Worker; wi < len(f.workers); wi++ {
+		if len(reply.Flows) >= limit {
+			reply.Next = &unit.FlowCursor{Worker: wi}
+			return reply, nil
+		}
+		w := f.workers[wi]
+		d := dataplane.FlowDump{Filter: filter, Limit: limit - len(reply.Flows), Walk: true}
+		if wi == c.Worker {
+			d.Resume(c.V6, c.Slot)
+		}
+		for !d.Done() && !d.Full() {
+			if err := w.Do(ctx, func(p *dataplane.Pipeline) { p.DumpStep(w.Now(), &d) }); err != nil {
+				return reply, err
+			}
+		}
+		reply.Flows = append(reply.Flows, d.Records...)
+		reply.Matched += d.Matched
+		if !d.Done() {
+			v6, slot := d.Position()
+			reply.Next = &unit.FlowCursor{Worker: wi, V6: v6, Slot: slot}
+			return reply, nil
+		}
+	}
+	return reply, nil
 }
 
 // explain answers CallExplain: the flow the workers hold for the request's

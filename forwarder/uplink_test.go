@@ -60,7 +60,13 @@ type fakeControl struct {
 // workers punt from then on).
 func startUplink(t *testing.T) *fakeControl {
 	t.Helper()
-	c, err := config.Parse([]byte(uplinkConfig))
+	return startUplinkWith(t, uplinkConfig)
+}
+
+// startUplinkWith is startUplink on another configuration.
+func startUplinkWith(t *testing.T, cfg string) *fakeControl {
+	t.Helper()
+	c, err := config.Parse([]byte(cfg))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -385,5 +391,77 @@ func TestUplinkFlowsRestoreExplain(t *testing.T) {
 	}
 	if _, errText := fc.call("colour", nil); !strings.Contains(errText, "unknown call") {
 		t.Errorf("an unknown call: %q", errText)
+	}
+}
+
+// TestUplinkFlowWalk: the control process reads a large table page by
+// page with a cursor while flows come and go between the pages; every
+// flow that lives through the walk is read exactly once.
+func TestUplinkFlowWalk(t *testing.T) {
+	fc := startUplinkWith(t, strings.Replace(uplinkConfig, "max: 4096", "max: 65536", 1))
+	ids, _ := fc.reload(strings.Replace(uplinkConfig, "max: 4096", "max: 65536", 1), nil)
+	a1 := ids.Backends[unit.BackendKey{VIP: "api", Backend: "a1"}]
+	seq := uint32(1)
+	route := func(op uint8, i int) {
+		k := unit.FlowKey{SrcPort: uint16(i), DstPort: 443, Proto: 6}
+		copy(k.Src[:], []byte{203, 0, byte(i >> 16), byte(i >> 8)})
+		copy(k.Dst[:], []byte{192, 0, 2, 2})
+		act := unit.Action{Mode: unit.ModeHalfNAT, Backend: a1, PortA: 443, PortB: uint16(i), Flags: unit.FlowEstablished}
+		copy(act.A[:], []byte{10, 1, 1, 1})
+		copy(act.B[:], k.Src[:4])
+		seq++
+		fc.send(channel.AppendRoute(nil, seq, &channel.Route{Op: op, Worker: channel.AnyWorker, Key: k, Action: act}))
+	}
+	barrier := func() {
+		seq++
+		fc.send(channel.AppendBarrier(nil, seq))
+		fc.expect(channel.TAck)
+	}
+	id := func(k unit.FlowKey) int { return int(k.Src[2])<<16 | int(k.Src[3])<<8 | int(k.SrcPort&0xff) }
+	const n = 20000
+	survivors := map[int]bool{}
+	for i := range n {
+		route(channel.RouteAdd, i)
+		survivors[i] = true
+	}
+	barrier()
+	seen := map[int]int{}
+	pages := 0
+	next, added := 0, n
+	for cur := &(unit.FlowCursor{}); cur != nil; pages++ {
+		var page unit.FlowsReply
+		if e := fc.callJSON(unit.CallFlows, unit.FlowsRequest{Backend: -1, Limit: 10, Cursor: cur}, &page); e != "" {
+			t.Fatal(e)
+		}
+		for _, f := range page.Flows {
+			seen[id(f.Key)]++
+		}
+		cur = page.Next
+		// Churn: 500 go, 500 come.
+		for range 500 {
+			route(channel.RouteDelete, next)
+			delete(survivors, next)
+			next++
+			route(channel.RouteAdd, added)
+			added++
+		}
+		barrier()
+	}
+	if pages < 3 {
+		t.Fatalf("the walk took %d pages: the test wants several", pages)
+	}
+	for i := range survivors {
+		if seen[i] != 1 {
+			t.Fatalf("flow %d, alive throughout, read %d times in %d pages", i, seen[i], pages)
+		}
+	}
+	for i, c := range seen {
+		if c != 1 {
+			t.Fatalf("flow %d read %d times", i, c)
+		}
+	}
+	var bad unit.FlowsReply
+	if e := fc.callJSON(unit.CallFlows, unit.FlowsRequest{Backend: -1, Cursor: &unit.FlowCursor{Worker: 7}}, &bad); !strings.Contains(e, "cursor") {
+		t.Errorf("a cursor past the workers: %q", e)
 	}
 }

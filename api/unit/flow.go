@@ -48,6 +48,23 @@ type FlowsRequest struct {
 	Client  string `json:"client,omitempty"` // address
 	Offset  int    `json:"offset,omitempty"` // matches to skip
 	Limit   int    `json:"limit,omitempty"`  // records to return, at most MaxFlowPage
+	// Cursor makes the call one page of a walk through every worker's
+	// table, starting where the previous page's Next says (the zero
+	// cursor starts at the beginning); Offset is then ignored. A walk
+	// reports every flow that lives through it exactly once, however
+	// the tables change meanwhile, which offsets into separate dumps
+	// cannot: the control process reads its inventory this way. A page
+	// may hold up to one dump step's records more than Limit.
+	Cursor *FlowCursor `json:"cursor,omitempty"`
+}
+
+// FlowCursor is where a walk through the forwarder's flows stands: the
+// worker, the address family and the home slot of its table to go on
+// from.
+type FlowCursor struct {
+	Worker int  `json:"worker"`
+	V6     bool `json:"v6,omitempty"`
+	Slot   int  `json:"slot"`
 }
 
 // MaxFlowPage bounds one page of a flow dump.
@@ -55,8 +72,13 @@ const MaxFlowPage = 10000
 
 // FlowsReply is a page of flows.
 type FlowsReply struct {
-	Flows   []FlowRecord `json:"flows"`
-	Matched int          `json:"matched"` // matches across all workers
+	Flows []FlowRecord `json:"flows"`
+	// Matched counts the matches across all workers; on a walk's page,
+	// those of this page's part of the walk.
+	Matched int `json:"matched"`
+	// Next is where a walk goes on; nil when it is done (or the call
+	// was not a walk).
+	Next *FlowCursor `json:"next,omitempty"`
 }
 
 // FlowRecord is one connection as a flow dump shows it: its key (client

@@ -69,15 +69,17 @@ type Control struct {
 	inv      inventory
 	sup      unit.SupervisorState
 	punts    unit.PuntStats
-	// lost counts the flow events the forwarder reported lost;
-	// rereading and lastReread pace the re-reads they cause
-	// (lastReread only by the one re-read running).
-	lost atomic.Uint64
 	// startedWithFlows is the PID of the forwarder this process last
 	// started, which got the inventory's flows on its standard input.
 	startedWithFlows uint32
-	rereading        atomic.Bool
-	lastReread       time.Time
+	// lost counts the flow events the forwarder reported lost;
+	// rereading, rereadAgain (losses not yet re-read) and lastReread
+	// pace the re-reads they cause (lastReread only by the one re-read
+	// running).
+	lost        atomic.Uint64
+	rereading   atomic.Bool
+	rereadAgain atomic.Bool
+	lastReread  time.Time
 
 	// applyMu serialises configuration changes (reloads, operator states,
 	// health verdicts, a forwarder's catch-up), so the forwarder gets
@@ -244,7 +246,7 @@ func (c *Control) catchUp(ctx context.Context, lk *fwdLink, restarted, restoredA
 		c.log.Info().Int("flows", n).Msg("flows restored into the restarted forwarder")
 		return
 	}
-	n, err := c.readFlows(ctx, lk)
+	n, _, err := c.readFlows(ctx, lk)
 	if err != nil {
 		c.log.Error().Err(err).Msg("read flows")
 	}
@@ -278,51 +280,58 @@ func (c *Control) setIDs(r unit.ReloadReply) {
 	}
 }
 
-// readFlows pages through the forwarder's flows into the inventory.
-func (c *Control) readFlows(ctx context.Context, lk *fwdLink) (int, error) {
-	total := 0
-	for offset := 0; ; {
+// readFlows reads the forwarder's flows into the inventory, and then
+// sweeps the entries that neither the read nor an event since its start
+// spoke of. It returns the flows read and the entries swept.
+func (c *Control) readFlows(ctx context.Context, lk *fwdLink) (total, swept int, err error) {
+	gen := c.inv.beginReread()
+	defer func() { swept = c.inv.endReread(gen, err == nil) }()
+	// A walk, not offsets: it sees every flow that lives through it
+	// exactly once while the tables change under it.
+	for cur := &(unit.FlowCursor{}); cur != nil; {
 		var page unit.FlowsReply
-		if err := lk.call(ctx, unit.CallFlows, unit.FlowsRequest{Backend: -1, Offset: offset, Limit: unit.MaxFlowPage}, &page); err != nil {
-			return total, err
+		if err := lk.call(ctx, unit.CallFlows, unit.FlowsRequest{Backend: -1, Limit: unit.MaxFlowPage, Cursor: cur}, &page); err != nil {
+			return total, 0, err
 		}
 		for _, f := range page.Flows {
-			c.inv.opened(channel.FlowEvent{Kind: channel.FlowOpened, Worker: uint8(f.Worker), Key: f.Key, Action: f.Action})
+			c.inv.read(channel.FlowEvent{Kind: channel.FlowOpened, Worker: uint8(f.Worker), Key: f.Key, Action: f.Action})
 		}
 		total += len(page.Flows)
-		offset += len(page.Flows)
-		if len(page.Flows) == 0 || offset >= page.Matched {
-			return total, nil
+		if page.Next != nil && *page.Next == *cur {
+			return total, 0, fmt.Errorf("read flows: the forwarder's walk does not advance from %+v", *cur)
 		}
+		cur = page.Next
 	}
+	return total, 0, nil
 }
 
 // rereadSoon re-reads the forwarder's flows after it lost n flow events,
 // sweeping the inventory's entries it no longer holds. Re-reads do not
 // overlap, and follow each other at most once a rereadEvery: under a
 // flood that loses events all the time, the inventory is at most that
-// stale.
+// stale. Events lost while a re-read runs call for another after it.
 func (c *Control) rereadSoon(ctx context.Context, lk *fwdLink, n uint64) {
 	c.lost.Add(n)
+	c.rereadAgain.Store(true)
 	if !c.rereading.CompareAndSwap(false, true) {
 		return
 	}
 	go func() {
 		defer c.rereading.Store(false)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Until(c.lastReread.Add(rereadEvery))):
+		for c.rereadAgain.Swap(false) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Until(c.lastReread.Add(rereadEvery))):
+			}
+			n, swept, err := c.readFlows(ctx, lk)
+			c.lastReread = time.Now()
+			if err != nil {
+				c.log.Warn().Err(err).Msg("re-read the forwarder's flows after lost events")
+				return
+			}
+			c.log.Info().Int("flows", n).Int("swept", swept).Uint64("events_lost", c.lost.Load()).Msg("inventory re-read after lost flow events")
 		}
-		gen := c.inv.beginReread()
-		n, err := c.readFlows(ctx, lk)
-		if err != nil {
-			c.log.Warn().Err(err).Msg("re-read the forwarder's flows after lost events")
-			return
-		}
-		swept := c.inv.endReread(gen)
-		c.lastReread = time.Now()
-		c.log.Info().Int("flows", n).Int("swept", swept).Uint64("events_lost", c.lost.Load()).Msg("inventory re-read after lost flow events")
 	}()
 }
 

@@ -504,4 +504,30 @@ func TestLostEventsReread(t *testing.T) {
 	if got := c.inv.all(); len(got) != 2 || !(got[0].Key == b.Key && got[1].Key == d.Key || got[0].Key == d.Key && got[1].Key == b.Key) {
 		t.Errorf("inventory after the re-read: %+v (status %+v)", got, s)
 	}
+
+	// More losses: a re-read in two pages, the second resuming at the
+	// first's cursor. Between them d is removed (its event arrives) and
+	// more events are lost; the second page, read before d went, must
+	// not bring it back, and the new losses call for another re-read.
+	f.send(channel.AppendLost(nil, f.next(), 1))
+	seq, body := f.expectCall(unit.CallFlows)
+	var req unit.FlowsRequest
+	if err := json.Unmarshal(body, &req); err != nil || req.Cursor == nil || *req.Cursor != (unit.FlowCursor{}) {
+		t.Fatalf("re-read request %s: want a walk from the start", body)
+	}
+	mid := unit.FlowCursor{Worker: 1, Slot: 4096}
+	f.answer(seq, unit.FlowsReply{Flows: []unit.FlowRecord{b}, Next: &mid}, "")
+	f.send(channel.AppendFlowEvents(nil, f.next(), []channel.FlowEvent{{Kind: channel.FlowExpired, Key: d.Key}}))
+	f.send(channel.AppendLost(nil, f.next(), 1))
+	seq, body = f.expectCall(unit.CallFlows)
+	if err := json.Unmarshal(body, &req); err != nil || req.Cursor == nil || *req.Cursor != mid {
+		t.Fatalf("second page request %s: want the walk resumed at %+v", body, mid)
+	}
+	f.answer(seq, unit.FlowsReply{Flows: []unit.FlowRecord{d}}, "")
+	waitFor(t, c, "the removed flow stays removed", func(s unit.Status) bool { return s.Flows == 1 && s.EventsLost == 7 })
+	seq, _ = f.expectCall(unit.CallFlows)
+	f.answer(seq, unit.FlowsReply{Flows: []unit.FlowRecord{b}}, "")
+	if got := c.inv.all(); len(got) != 1 || got[0].Key != b.Key {
+		t.Errorf("inventory after the walks: %+v, want b alone", got)
+	}
 }

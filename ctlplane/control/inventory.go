@@ -20,6 +20,11 @@ type inventory struct {
 	// entries it did not see without sweeping those events added while
 	// it ran.
 	gen uint64
+	// removed holds, while a read of the forwarder's flows runs, the
+	// keys that removal events took out since it began: a page of the
+	// read that saw such a flow alive may arrive after its removal, and
+	// must not bring it back.
+	removed map[unit.FlowKey]struct{}
 }
 
 type entryAt struct {
@@ -29,10 +34,13 @@ type entryAt struct {
 
 func newInventory() inventory { return inventory{flows: map[unit.FlowKey]entryAt{}} }
 
-func (v *inventory) opened(e channel.FlowEvent) {
+// read records a flow a read of the forwarder's flows found.
+func (v *inventory) read(e channel.FlowEvent) {
 	v.mu.Lock()
-	v.flows[e.Key] = entryAt{e, v.gen}
-	v.mu.Unlock()
+	defer v.mu.Unlock()
+	if _, gone := v.removed[e.Key]; !gone {
+		v.flows[e.Key] = entryAt{e, v.gen}
+	}
 }
 
 func (v *inventory) apply(events []channel.FlowEvent) {
@@ -42,6 +50,9 @@ func (v *inventory) apply(events []channel.FlowEvent) {
 		switch e.Kind {
 		case channel.FlowOpened:
 			v.flows[e.Key] = entryAt{e, v.gen}
+			if v.removed != nil {
+				delete(v.removed, e.Key)
+			}
 		case channel.FlowClosed:
 			// Closing: keep the entry (and its action) until it is removed.
 			if old, ok := v.flows[e.Key]; ok {
@@ -50,6 +61,9 @@ func (v *inventory) apply(events []channel.FlowEvent) {
 			}
 		case channel.FlowExpired:
 			delete(v.flows, e.Key)
+			if v.removed != nil {
+				v.removed[e.Key] = struct{}{}
+			}
 		}
 	}
 }
@@ -60,15 +74,21 @@ func (v *inventory) beginReread() uint64 {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.gen++
+	v.removed = map[unit.FlowKey]struct{}{}
 	return v.gen
 }
 
-// endReread sweeps the entries that neither the re-read of generation
-// gen nor any event since its start spoke of: the forwarder no longer
-// holds them (their removal events were lost).
-func (v *inventory) endReread(gen uint64) int {
+// endReread ends the re-read of generation gen. After a complete one
+// (sweep) it removes the entries that neither the re-read nor any event
+// since its start spoke of: the forwarder no longer holds them (their
+// removal events were lost). An incomplete one sweeps nothing.
+func (v *inventory) endReread(gen uint64, sweep bool) int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.removed = nil
+	if !sweep {
+		return 0
+	}
 	swept := 0
 	for k, e := range v.flows {
 		if e.gen < gen {

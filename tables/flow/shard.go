@@ -290,17 +290,18 @@ func (s *Shard) ForEach4(fn func(k *Key4, v *Value4) bool) { s.v4.forEach(fn) }
 // ForEach6 is ForEach4 for IPv6.
 func (s *Shard) ForEach6(fn func(k *Key6, v *Value6) bool) { s.v6.forEach(fn) }
 
-// ForEach4From visits the IPv4 entries in slots [start, start+n), for a
-// walk in bounded steps (a worker between batches), and returns the slot
-// to continue from, or -1 when the table is done. Entries that move
-// between steps may be seen twice or missed, as in any live dump.
-func (s *Shard) ForEach4From(start, n int, fn func(k *Key4, v *Value4)) int {
-	return s.v4.forEachFrom(start, n, fn)
+// ForEach4Home visits the IPv4 entries whose home slot is in [start,
+// start+n), for a walk in bounded steps (a worker between batches), and
+// returns the home slot to continue from, or -1 when the table is done.
+// A walk reports every entry that lives through it exactly once, however
+// the table changes between steps (see table4.forEachHome).
+func (s *Shard) ForEach4Home(start, n int, fn func(k *Key4, v *Value4)) int {
+	return s.v4.forEachHome(start, n, fn)
 }
 
-// ForEach6From is ForEach4From for IPv6.
-func (s *Shard) ForEach6From(start, n int, fn func(k *Key6, v *Value6)) int {
-	return s.v6.forEachFrom(start, n, fn)
+// ForEach6Home is ForEach4Home for IPv6.
+func (s *Shard) ForEach6Home(start, n int, fn func(k *Key6, v *Value6)) int {
+	return s.v6.forEachHome(start, n, fn)
 }
 
 // Clear removes every entry.

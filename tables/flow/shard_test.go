@@ -317,3 +317,59 @@ func TestNewShardRejectsTinyBound(t *testing.T) {
 		t.Fatal("NewShard accepted MaxFlows 1")
 	}
 }
+
+// TestWalkSeesSurvivorsOnce: a walk in small steps, with random inserts
+// and deletes between the steps (which move entries across the walk's
+// position by Robin Hood displacement and backward shifts), reports every
+// entry that lived through the whole walk exactly once, and nothing
+// that was never in the table. A walk by slot position fails this.
+func TestWalkSeesSurvivorsOnce(t *testing.T) {
+	for _, step := range []int{1, 7, 64} {
+		s := newShard(t, 4096) // 3,000 to 4,000 entries: nothing evicted
+		rng := rand.New(rand.NewPCG(3, uint64(step)))
+		live := map[Key4]bool{}
+		for len(live) < 3000 {
+			k := key4(rng.IntN(20000))
+			if !live[k] && s.Insert4(&k, s.Hash4(&k), &Value4{}, 0) != nil {
+				live[k] = true
+			}
+		}
+		survivors := map[Key4]bool{}
+		for k := range live {
+			survivors[k] = true
+		}
+		ever := map[Key4]bool{}
+		for k := range live {
+			ever[k] = true
+		}
+		seen := map[Key4]int{}
+		for next := 0; next >= 0; {
+			next = s.ForEach4Home(next, step, func(k *Key4, _ *Value4) { seen[*k]++ })
+			for range 20 {
+				k := key4(rng.IntN(20000))
+				if live[k] {
+					s.Delete4(&k)
+					delete(live, k)
+					delete(survivors, k)
+				} else if len(live) < 4000 && s.Insert4(&k, s.Hash4(&k), &Value4{}, 0) != nil {
+					live[k] = true
+					ever[k] = true
+				}
+			}
+		}
+		checkInvariants4(t, s.v4)
+		if st := s.Stats(); st.Evicted != 0 {
+			t.Fatalf("%d evictions: the test assumes none", st.Evicted)
+		}
+		for k := range survivors {
+			if seen[k] != 1 {
+				t.Fatalf("step %d: an entry alive throughout the walk was seen %d times", step, seen[k])
+			}
+		}
+		for k, n := range seen {
+			if !ever[k] || n > 1 {
+				t.Fatalf("step %d: walk reported %v %d times (ever in the table: %v)", step, k, n, ever[k])
+			}
+		}
+	}
+}

@@ -312,18 +312,37 @@ func (t *table6) expire(st *Stats, to *Timeouts, now Tick, budget int, cursor *i
 	return removed
 }
 
-// forEachFrom calls fn for the entries in slots [start, start+n) and
-// returns the slot to continue from, or -1 after the last slot. fn must
-// not change the table. Between calls the table may change, and an entry
-// shifted across the cursor is then seen twice or not at all.
-func (t *table6) forEachFrom(start, n int, fn func(k *Key6, v *Value6)) int {
-	end := min(start+n, len(t.slots))
-	for i := max(start, 0); i < end; i++ {
-		if s := &t.slots[i]; s.dist != 0 {
+// forEachHome calls fn for the entries whose home slot is in [start,
+// start+n) and returns the home slot to continue from, or -1 after the
+// last. fn must not change the table. Between calls the table may
+// change, but an entry never changes its home, and the scan of a range
+// follows its entries wherever Robin Hood displacement or backward-shift
+// deletion put them (never past the first empty slot after the range: no
+// entry lies beyond an empty slot from its home). So a walk in steps
+// reports every entry that lives through the whole walk exactly once;
+// entries added or removed meanwhile may or may not be seen.
+func (t *table6) forEachHome(start, n int, fn func(k *Key6, v *Value6)) int {
+	size := len(t.slots)
+	start = max(start, 0)
+	end := min(start+n, size)
+	width := end - start
+	for i, off := start, 0; off < size; off++ {
+		// off is slot i's distance from start; home is off-(dist-1)
+		// from start: negative for an earlier range's entry.
+		if s := &t.slots[i]; s.dist == 0 {
+			if off >= width {
+				break // the range's entries end at the first empty slot past it
+			}
+		} else if home := off - int(s.dist-1); home >= width {
+			break // past the range, a later range's entries begin
+		} else if home >= 0 {
 			fn(&s.key, &s.val)
 		}
+		if i++; i == size {
+			i = 0
+		}
 	}
-	if end == len(t.slots) {
+	if end == size {
 		return -1
 	}
 	return end
