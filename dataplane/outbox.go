@@ -153,6 +153,8 @@ func (p *Pipeline) flowEvent(kind uint8, pk *packet, e entry) {
 	if !p.out.enabled {
 		return
 	}
+	empty := len(p.out.events) == 0
+	p.takeRemovals()
 	if len(p.out.events) == maxOutboxEvents {
 		p.out.lost++
 		return
@@ -160,7 +162,7 @@ func (p *Pipeline) flowEvent(kind uint8, pk *packet, e entry) {
 	ev := channel.FlowEvent{Kind: kind, Worker: uint8(p.cfg.Worker), Key: flowKey(pk)}
 	actionOf(&ev.Action, e.m, e.a, e.b)
 	p.out.events = append(p.out.events, ev)
-	if len(p.out.events) == 1 {
+	if empty {
 		p.ring()
 	}
 }
@@ -221,6 +223,17 @@ func (p *Pipeline) TakeOutbox(fn func(events []channel.FlowEvent, punts []channe
 	if !p.out.enabled {
 		return
 	}
+	p.takeRemovals()
+	fn(p.out.events, p.out.punts, p.out.lost)
+	p.out.events, p.out.punts, p.out.lost = p.out.events[:0], p.out.punts[:0], 0
+}
+
+// takeRemovals moves the flow table's log of removed flows into the
+// outbox as events. flowEvent calls it before recording an event, so
+// that events leave in the order things happened: a flow removed and
+// then opened again under the same key within one collection must reach
+// the control process as removed, opened, not the other way round.
+func (p *Pipeline) takeRemovals() {
 	p.flows.TakeRemovals(func(v4 []flow.Removed4, v6 []flow.Removed6, lost uint64) {
 		p.out.lost += lost
 		for i := range v4 {
@@ -248,8 +261,6 @@ func (p *Pipeline) TakeOutbox(fn func(events []channel.FlowEvent, punts []channe
 			p.out.events = append(p.out.events, ev)
 		}
 	})
-	fn(p.out.events, p.out.punts, p.out.lost)
-	p.out.events, p.out.punts, p.out.lost = p.out.events[:0], p.out.punts[:0], 0
 }
 
 // keyPacket turns a route's key into the packet flow creation reads: the

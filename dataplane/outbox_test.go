@@ -247,3 +247,24 @@ func TestClosingIsReported(t *testing.T) {
 		t.Fatalf("events %+v, want opened then one closed", evs)
 	}
 }
+
+// TestEventsKeepTheirOrder: a flow removed and opened again under the
+// same key within one collection reaches the control process as removed,
+// then opened; the other order would make it drop a live connection
+// from its inventory.
+func TestEventsKeepTheirOrder(t *testing.T) {
+	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	r.p.EnableOutbox(make(chan struct{}, 1))
+	c := cl(1, 7000)
+	r.send(syn(c, vip(81)))
+	evs, _ := take(r)
+	if len(evs) != 1 || evs[0].Kind != channel.FlowOpened {
+		t.Fatalf("events %+v, want one opened", evs)
+	}
+	r.p.DeleteRoute(&evs[0].Key)
+	r.send(syn(c, vip(81)))
+	evs, _ = take(r)
+	if len(evs) != 2 || evs[0].Kind != channel.FlowExpired || evs[1].Kind != channel.FlowOpened || evs[0].Key != evs[1].Key {
+		t.Fatalf("events %+v, want removed then opened, same key", evs)
+	}
+}

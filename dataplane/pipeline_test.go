@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/tetherlb/tether/dataplane/channel"
+
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/internal/pkttest"
@@ -149,6 +151,56 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 		}
 		if n := full.p.Flows().Stats().Evicted - evicted; n < uint64(len(packets)) {
 			t.Errorf("got %d flows evicted, want at least %d: one per new flow", n, len(packets))
+		}
+	})
+
+	t.Run("new flows reported to the control process", func(t *testing.T) {
+		// With a control process: every new flow's event, the removal
+		// events of the flows it evicts, the nat SYNs held until their
+		// events are sent, and the uplink's collection, as it runs.
+		full := newRig(t, loadConfig(t, 64, "1024-65535"))
+		const batch = 16
+		packets := make([][]byte, 64+calls*batch)
+		for i := range packets {
+			packets[i] = syn(cl(6, uint16(6000+i)), vip(80+uint16(i%2))) // nat and halfnat
+		}
+		full.send(packets[:64]...) // fills the table
+		full.p.EnableOutbox(make(chan struct{}, 1))
+		packets = packets[64:]
+		// A frame of its own for each packet: a held SYN keeps its
+		// buffer until it leaves, as a port's frame does.
+		frames := make([]nic.Frame, len(packets))
+		for i := range frames {
+			frames[i] = frame(packets[i])
+		}
+		var events, removed int
+		collect := func(evs []channel.FlowEvent, _ []channel.Punt, _ uint64) {
+			events += len(evs)
+			for i := range evs {
+				if evs[i].Kind == channel.FlowExpired {
+					removed++
+				}
+			}
+		}
+		round := func(in []nic.Frame) int {
+			full.out.Reset()
+			full.p.Process(full.now, in, full.out)
+			full.p.TakeOutbox(collect)
+			if g, waiting := full.p.TakeSendWait(); waiting {
+				full.p.EventsSent(g)
+			}
+			return len(full.out.TX)
+		}
+		next, tx := 0, 0
+		noAllocs(t, runs, func() {
+			tx += round(frames[next : next+batch])
+			next += batch
+		})
+		for range 4 {
+			tx += round(nil) // the last held SYNs
+		}
+		if tx != len(packets) || events < 2*len(packets) || removed < len(packets) {
+			t.Errorf("%d frames sent, %d events (%d removals) for %d new flows into a full table; want every frame, an opened and a removal per flow", tx, events, removed, len(packets))
 		}
 	})
 }
