@@ -69,3 +69,110 @@ func TestForwarderKilledUnderLoad(t *testing.T) {
 		}
 	})
 }
+
+// TestUnitKilledUnderLoad: SIGKILL of the control process and the
+// forwarder together under 200 checked downloads, then a restart of the
+// unit. Flows are not persisted, so what survives is what the packets
+// themselves say: halfnat and ipip connections keep the client's tuple
+// and Maglev sends them where they went before, so they continue; a nat
+// connection's SNAT port is gone, so both of its ends are reset at once
+// (from the VIP and from the SNAT address). Nothing hangs: every
+// download either completes intact or fails with a reset, and no backend
+// is left holding a connection.
+func TestUnitKilledUnderLoad(t *testing.T) {
+	drivers(t, func(t *testing.T, build func(string, int) *LB) {
+		for _, c := range []struct{ mode, extra string }{
+			{"nat", "    snat: [198.51.100.1]\n"}, {"halfnat", ""}, {"ipip", ""},
+		} {
+			t.Run(c.mode, func(t *testing.T) {
+				lb := build("w"+c.mode[:1], 2)
+				port := 8080
+				if c.mode == "ipip" {
+					port = 80
+				}
+				if err := lb.StartBackends(port); err != nil {
+					t.Fatal(err)
+				}
+				if c.mode == "ipip" {
+					for i := range 2 {
+						if err := lb.StartIPIPDecap(i, "192.0.2.10"); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				u := startUnit(t, lb, lbConfig(lb, c.mode, []int{1, 1}, port, c.extra))
+				const conns, size = 200, 4 << 20
+				url := fmt.Sprintf("http://192.0.2.10/bytes?n=%d", size)
+				p, err := lb.Start(lb.Client, "200 downloads", RoleCommand("client", url, fmt.Sprint(conns), fmt.Sprint(conns)), Self())
+				if err != nil {
+					t.Fatal(err)
+				}
+				// Every connection is open before the kill: what is
+				// tested is what becomes of connections, not of dials.
+				allServing(t, lb, conns)
+				fwd := u.forwarderPID()
+				if err := u.proc.Signal(syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				if err := syscall.Kill(fwd, syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				u.proc.Wait(5 * time.Second)
+				u.start()
+				if err := p.Wait(3 * time.Minute); err != nil {
+					t.Fatalf("the downloads hung: %v\n%s", err, p.Output())
+				}
+				var r ClientResult
+				if err := json.Unmarshal([]byte(lastLine(p.Output())), &r); err != nil {
+					t.Fatalf("client result: %v\n%s", err, p.Output())
+				}
+				t.Logf("%d of %d downloads failed, %d of them reset", r.Errors, conns, r.Resets)
+				if c.mode == "nat" {
+					if r.Errors != r.Resets {
+						t.Fatalf("%d downloads failed otherwise than by a reset; first: %s", r.Errors-r.Resets, r.FirstOther)
+					}
+				} else if r.Errors > 0 {
+					t.Fatalf("%d of %d %s downloads failed across the unit's restart; first: %s", r.Errors, conns, c.mode, r.FirstErr)
+				}
+				// The backends' ends are closed or reset too.
+				deadline := time.Now().Add(30 * time.Second)
+				for _, ns := range lb.Backends {
+					for {
+						out, err := lb.Exec(ns, "ss", "-Htn", "state", "established", "sport", "=", fmt.Sprint(port))
+						if err != nil {
+							t.Fatal(err)
+						}
+						if strings.TrimSpace(out) == "" {
+							break
+						}
+						if time.Now().After(deadline) {
+							t.Fatalf("backend %s still holds connections nobody will finish:\n%s", ns, out)
+						}
+						time.Sleep(100 * time.Millisecond)
+					}
+				}
+			})
+		}
+	})
+}
+
+// allServing waits until the backends have started serving n requests.
+func allServing(t *testing.T, lb *LB, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got := 0
+		for _, p := range lb.procs {
+			if strings.HasPrefix(p.Name, "httpd ") {
+				got += strings.Count(p.Output(), "serving ")
+			}
+		}
+		if got >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d requests reached a backend", got, n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

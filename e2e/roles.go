@@ -68,6 +68,10 @@ func RunRoleFromEnv() {
 		err = udpSink(args)
 	case "load":
 		err = httpLoad(args)
+	case "synflood":
+		err = synFlood(args)
+	case "probe":
+		err = probe(args)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
@@ -172,9 +176,12 @@ func stopOnSignal(stop func()) {
 type ClientResult struct {
 	Backends map[string]int `json:"backends"` // answers per backend name
 	Errors   int            `json:"errors"`
+	Resets   int            `json:"resets,omitempty"` // errors that were a reset by the peer
 	FirstErr string         `json:"first_error,omitempty"`
-	SHA256   string         `json:"sha256,omitempty"`
-	Bytes    int64          `json:"bytes,omitempty"`
+	// FirstOther is the first error that was not a reset.
+	FirstOther string `json:"first_other,omitempty"`
+	SHA256     string `json:"sha256,omitempty"`
+	Bytes      int64  `json:"bytes,omitempty"`
 }
 
 // runClient: args url, connections, parallelism. Each request uses a new
@@ -219,6 +226,11 @@ func runClient(args []string) error {
 				mu.Lock()
 				if err != nil {
 					res.Errors++
+					if errors.Is(err, syscall.ECONNRESET) {
+						res.Resets++
+					} else if res.FirstOther == "" {
+						res.FirstOther = err.Error()
+					}
 					if res.FirstErr == "" {
 						res.FirstErr = err.Error()
 					}
