@@ -230,6 +230,14 @@ func (q *queuePort) Wait(timeout time.Duration) error {
 	return nil
 }
 
+// Wake implements nic.Waiter.
+func (q *queuePort) Wake() {
+	select {
+	case q.kick <- struct{}{}:
+	default:
+	}
+}
+
 // Stats implements nic.Port.Stats.
 func (q *queuePort) Stats() nic.Stats { return q.stats }
 

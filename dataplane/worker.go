@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -35,11 +36,18 @@ type Worker struct {
 	core   int
 	cmds   chan func(*Pipeline)
 	start  time.Time
+	// waiter is the port's, if it can block; sleeping is set while the
+	// worker blocks in it, so that a command wakes it (and only then
+	// costs a system call).
+	waiter   nic.Waiter
+	sleeping atomic.Bool
 }
 
 // NewWorker makes a worker; core < 0 leaves it unpinned.
 func NewWorker(p *Pipeline, port nic.Port, batch, core int) *Worker {
+	waiter, _ := port.(nic.Waiter)
 	return &Worker{
+		waiter: waiter,
 		p:      p,
 		port:   port,
 		out:    NewOutput(&p.cfg),
@@ -61,6 +69,7 @@ func (w *Worker) Do(ctx context.Context, fn func(p *Pipeline)) error {
 	done := make(chan struct{})
 	select {
 	case w.cmds <- func(p *Pipeline) { fn(p); close(done) }:
+		w.wake()
 	case <-ctx.Done():
 		return ctx.Err()
 	}
@@ -77,9 +86,17 @@ func (w *Worker) Do(ctx context.Context, fn func(p *Pipeline)) error {
 func (w *Worker) Post(ctx context.Context, fn func(p *Pipeline)) error {
 	select {
 	case w.cmds <- fn:
+		w.wake()
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// wake ends the worker's idle wait, if it is in one, for a new command.
+func (w *Worker) wake() {
+	if w.sleeping.Load() {
+		w.waiter.Wake()
 	}
 }
 
@@ -100,7 +117,6 @@ func (w *Worker) Run(ctx context.Context) error {
 			return fmt.Errorf("worker: pin to core %d: %w", w.core, err)
 		}
 	}
-	waiter, _ := w.port.(nic.Waiter)
 	idle := 0
 	for ctx.Err() == nil {
 		// Apply pending commands (routes, swaps) before the batch, a
@@ -136,8 +152,16 @@ func (w *Worker) Run(ctx context.Context) error {
 		case idle < spinPolls+yieldPolls || w.p.HeldPunts() > 0:
 			// A worker waiting for routes keeps polling its commands.
 			runtime.Gosched()
-		case waiter != nil:
-			if err := waiter.Wait(idleWait); err != nil {
+		case w.waiter != nil:
+			// Announce the sleep before the last look at the commands:
+			// a command queued after the look sees the flag and wakes us.
+			w.sleeping.Store(true)
+			var err error
+			if len(w.cmds) == 0 {
+				err = w.waiter.Wait(idleWait)
+			}
+			w.sleeping.Store(false)
+			if err != nil {
 				return fmt.Errorf("worker: %w", err)
 			}
 		default:

@@ -64,3 +64,5 @@ func (p *chanPort) Wait(timeout time.Duration) error {
 	runtime.Gosched()
 	return nil
 }
+
+func (p *chanPort) Wake() {}

@@ -119,19 +119,58 @@ func (l *uplink) serve(ctx context.Context, conn *channel.Conn) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	calls := make(chan callMsg, maxQueuedCalls)
+	callsDone := make(chan struct{})
+	go func() { l.callLoop(ctx, conn, calls); close(callsDone) }()
+	defer func() { <-callsDone }()
 	sendErr := make(chan error, 1)
 	go func() { sendErr <- l.sendLoop(ctx, conn) }()
 	recvErr := make(chan error, 1)
-	go func() { recvErr <- l.recvLoop(ctx, conn) }()
+	go func() { recvErr <- l.recvLoop(ctx, conn, calls) }()
 	select {
 	case err := <-sendErr:
 		conn.Close()
 		<-recvErr
+		cancel()
 		return err
 	case err := <-recvErr:
 		cancel()
 		<-sendErr
 		return err
+	}
+}
+
+// callMsg is a call the receive loop has assembled.
+type callMsg struct {
+	seq    uint32
+	method string
+	body   []byte
+}
+
+// maxQueuedCalls bounds the calls waiting for the call loop; more are
+// refused at once ("busy") rather than queued without end.
+const maxQueuedCalls = 64
+
+// callLoop answers calls one at a time, apart from the receive loop: a
+// long call (a flow dump of a large table) must not hold up the routes
+// and barriers behind it, which punted packets are waiting for.
+func (l *uplink) callLoop(ctx context.Context, conn *channel.Conn, calls <-chan callMsg) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case c := <-calls:
+			out, callErr := l.call(ctx, c.method, c.body)
+			text := ""
+			if callErr != nil {
+				text = callErr.Error()
+			}
+			for _, m := range channel.AppendReturns(nil, c.seq, text, out) {
+				if err := conn.Send(m); err != nil {
+					return
+				}
+			}
+		}
 	}
 }
 
@@ -205,7 +244,7 @@ func (l *uplink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 	}
 }
 
-func (l *uplink) recvLoop(ctx context.Context, conn *channel.Conn) error {
+func (l *uplink) recvLoop(ctx context.Context, conn *channel.Conn, calls chan<- callMsg) error {
 	var asm channel.Assembler
 	for ctx.Err() == nil {
 		msg, err := conn.Recv()
@@ -214,7 +253,7 @@ func (l *uplink) recvLoop(ctx context.Context, conn *channel.Conn) error {
 		}
 		h, p, err := channel.ParseHeader(msg)
 		if err == nil {
-			err = l.handle(ctx, conn, &asm, h, p)
+			err = l.handle(ctx, conn, &asm, calls, h, p)
 		}
 		if err != nil {
 			// A malformed message is counted and logged; the link stays.
@@ -225,7 +264,7 @@ func (l *uplink) recvLoop(ctx context.Context, conn *channel.Conn) error {
 	return ctx.Err()
 }
 
-func (l *uplink) handle(ctx context.Context, conn *channel.Conn, asm *channel.Assembler, h channel.Header, p []byte) error {
+func (l *uplink) handle(ctx context.Context, conn *channel.Conn, asm *channel.Assembler, calls chan<- callMsg, h channel.Header, p []byte) error {
 	switch h.Type {
 	case channel.TRoute:
 		r, err := channel.DecodeRoute(p)
@@ -251,17 +290,18 @@ func (l *uplink) handle(ctx context.Context, conn *channel.Conn, asm *channel.As
 		if err != nil || !done {
 			return err
 		}
-		out, callErr := l.call(ctx, c.Method, body)
-		text := ""
-		if callErr != nil {
-			text = callErr.Error()
-		}
-		for _, m := range channel.AppendReturns(nil, h.Seq, text, out) {
-			if err := conn.Send(m); err != nil {
-				return err
+		select {
+		case calls <- callMsg{seq: h.Seq, method: c.Method, body: body}:
+			return nil
+		default:
+			text := fmt.Sprintf("forwarder busy: %d calls waiting", maxQueuedCalls)
+			for _, m := range channel.AppendReturns(nil, h.Seq, text, nil) {
+				if err := conn.Send(m); err != nil {
+					return err
+				}
 			}
+			return nil
 		}
-		return nil
 	case channel.THello:
 		_, err := channel.DecodeHello(p)
 		return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/dataplane"
 	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/internal/pkttest"
@@ -463,5 +464,53 @@ func TestUplinkFlowWalk(t *testing.T) {
 	var bad unit.FlowsReply
 	if e := fc.callJSON(unit.CallFlows, unit.FlowsRequest{Backend: -1, Cursor: &unit.FlowCursor{Worker: 7}}, &bad); !strings.Contains(e, "cursor") {
 		t.Errorf("a cursor past the workers: %q", e)
+	}
+}
+
+// TestUplinkCallsDoNotHoldUpMessages: a call that waits for a busy
+// worker leaves the receive loop free for the messages behind it, and a
+// control process that queues more calls than the forwarder keeps is
+// told it is busy instead of waiting without end.
+func TestUplinkCallsDoNotHoldUpMessages(t *testing.T) {
+	fc := startUplink(t)
+	fc.reload(uplinkConfig, nil)
+	stuck := make(chan struct{})
+	if err := fc.f.workers[0].Post(context.Background(), func(*dataplane.Pipeline) { <-stuck }); err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(unit.FlowsRequest{Backend: -1})
+	var seqs []uint32
+	for range maxQueuedCalls + 2 { // one in the call loop, the queue full, one more
+		fc.seq++
+		seqs = append(seqs, fc.seq)
+		for _, m := range channel.AppendCalls(nil, fc.seq, unit.CallFlows, body) {
+			fc.send(m)
+		}
+	}
+	// A call too many is refused while the worker is still stuck (the
+	// call loop may not have taken the first yet: then two are).
+	h, p := fc.expect(channel.TReturn)
+	r, err := channel.DecodeReturn(p)
+	if err != nil || h.Seq < seqs[len(seqs)-2] || !strings.Contains(r.Err, "busy") {
+		t.Fatalf("first answer: call %d, %q; want one of the last calls refused as busy", h.Seq, r.Err)
+	}
+	// And a message behind the calls is handled.
+	fc.send([]byte("not a channel message"))
+	deadline := time.Now().Add(wait)
+	for fc.f.UplinkStats().BadMessages != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the receive loop waited for the calls")
+		}
+		time.Sleep(time.Millisecond) // polling a counter
+	}
+	close(stuck)
+	answered := 1
+	for answered < len(seqs) {
+		h, p := fc.expect(channel.TReturn)
+		r, err := channel.DecodeReturn(p)
+		if err != nil || r.Err != "" && !(h.Seq == seqs[len(seqs)-2] && strings.Contains(r.Err, "busy")) {
+			t.Fatalf("call %d: %v %q", h.Seq, err, r.Err)
+		}
+		answered++
 	}
 }

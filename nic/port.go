@@ -137,6 +137,10 @@ var ErrClosed = errors.New("nic: port closed")
 // Waiter is implemented by ports that can block until a frame arrives; an
 // idle worker waits instead of spinning.
 type Waiter interface {
-	// Wait returns when a frame may be ready, or after timeout.
+	// Wait returns when a frame may be ready, when Wake is called, or
+	// after timeout.
 	Wait(timeout time.Duration) error
+	// Wake makes the Wait in progress, or the next one, return at once.
+	// Any goroutine may call it.
+	Wake()
 }

@@ -339,6 +339,7 @@ type Port struct {
 	tx    *ring
 	free  []uint64 // frame base offsets not lent and not in a ring
 	stats nic.Stats
+	wake  nic.Wakeup
 }
 
 var _ nic.Port = (*Port)(nil)
@@ -350,6 +351,9 @@ func openSocket(ifindex, queue, ringEntries, frames int, forceCopy bool) (*Port,
 	}
 	p := &Port{fd: fd}
 	fail := func(err error) (*Port, error) { p.close(); return nil, err }
+	if p.wake, err = nic.NewWakeup(); err != nil {
+		return fail(err)
+	}
 	p.umem, err = unix.Mmap(-1, 0, frames*frameSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
 	if err != nil {
 		return fail(fmt.Errorf("allocate UMEM: %w", err))
@@ -538,12 +542,14 @@ func (p *Port) Wait(timeout time.Duration) error {
 	if err := p.kick(); err != nil {
 		return err
 	}
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	if _, err := unix.Poll(fds, int(timeout.Milliseconds())); err != nil && err != unix.EINTR {
+	if err := p.wake.Poll(p.fd, timeout); err != nil {
 		return fmt.Errorf("afxdp: %s: poll: %w", p.name, err)
 	}
 	return nil
 }
+
+// Wake implements nic.Waiter.
+func (p *Port) Wake() { p.wake.Wake() }
 
 // Stats implements nic.Port.Stats, with the kernel's count of frames it
 // dropped at this socket (its XDP statistics: receive ring full, fill
@@ -581,4 +587,6 @@ func (p *Port) close() {
 		unix.Munmap(p.umem)
 		p.umem = nil
 	}
+	p.wake.Close()
+	p.wake = nic.Wakeup{}
 }

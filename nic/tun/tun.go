@@ -39,6 +39,7 @@ type Port struct {
 	free   []uint64
 	stats  nic.Stats
 	routes []netlink.Route
+	wake   nic.Wakeup
 }
 
 var _ nic.Port = (*Port)(nil)
@@ -63,7 +64,12 @@ func Open(c Config) (*Port, error) {
 		}
 		return nil, fmt.Errorf("tun: create %s: %w", c.Name, err)
 	}
-	p := &Port{name: ifce.Name(), ifce: ifce}
+	wake, err := nic.NewWakeup()
+	if err != nil {
+		ifce.Close()
+		return nil, fmt.Errorf("tun: %s: %w", c.Name, err)
+	}
+	p := &Port{name: ifce.Name(), ifce: ifce, wake: wake}
 	f, ok := ifce.ReadWriteCloser.(*os.File)
 	if !ok {
 		ifce.Close()
@@ -227,15 +233,17 @@ func (p *Port) Release(frames []nic.Frame) {
 	}
 }
 
-// Wait blocks until the device has a packet or timeout passes.
+// Wait blocks until the device has a packet, Wake is called, or timeout
+// passes.
 func (p *Port) Wait(timeout time.Duration) error {
-	fds := []unix.PollFd{{Fd: int32(p.fd), Events: unix.POLLIN}}
-	_, err := unix.Poll(fds, int(timeout.Milliseconds()))
-	if err != nil && err != unix.EINTR {
+	if err := p.wake.Poll(p.fd, timeout); err != nil {
 		return fmt.Errorf("tun: %s: poll: %w", p.name, err)
 	}
 	return nil
 }
+
+// Wake implements nic.Waiter.
+func (p *Port) Wake() { p.wake.Wake() }
 
 // Stats implements nic.Port.Stats.
 func (p *Port) Stats() nic.Stats {
@@ -267,6 +275,9 @@ func (p *Port) Close() error {
 		}
 	}
 	if err := p.ifce.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("tun: %s: close: %w", p.name, err))
+	}
+	if err := p.wake.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("tun: %s: close: %w", p.name, err))
 	}
 	return errors.Join(errs...)
