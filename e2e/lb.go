@@ -23,7 +23,10 @@ type LB struct {
 	Driver string
 	UnitIf string
 	// UnitIP is the unit's address backends reach it by.
-	UnitIP     string
+	UnitIP string
+	// Router is the namespace that routes between the client and the
+	// unit: the unit itself on the TUN topology.
+	Router     string
 	backendIPs []string
 }
 
@@ -65,6 +68,7 @@ func (lb *LB) build(backends int) error {
 	if lb.Unit, err = lb.NS("u"); err != nil {
 		return err
 	}
+	lb.Router = lb.Unit
 	// The unit forwards, and must accept packets whose source lies
 	// behind another interface: Tether writes translated packets into its
 	// TUN device with the client's address as source.

@@ -52,6 +52,7 @@ func (lb *LB) buildSwitched(backends int) error {
 	if err != nil {
 		return err
 	}
+	lb.Router = router
 	if lb.Client, err = lb.NS("c"); err != nil {
 		return err
 	}
