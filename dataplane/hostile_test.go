@@ -356,3 +356,57 @@ func TestResetForUnknownNAT(t *testing.T) {
 		t.Errorf("backend's reset: %s, want no_flow", got)
 	}
 }
+
+// TestHalfNATReplyRecoversItsFlow: after a restart of the whole unit, a
+// half-NAT backend's reply (the client idle, waiting for data) must not
+// reach the kernel, which would forward it untranslated and have the
+// client reset the connection. The flow the client's next packet would
+// make is made from the reply instead, when Maglev would choose that
+// backend; otherwise the reply is dropped.
+func TestHalfNATReplyRecoversItsFlow(t *testing.T) {
+	c := loadConfig(t, 1024, "1024-65535")
+	first := newRig(t, c)
+	client := cl(7, 41000)
+	tx, _, _ := first.send(syn(client, vip(81)))
+	if len(tx) != 1 {
+		t.Fatal("SYN not forwarded")
+	}
+	chosen := dstOf(tx[0]) // the backend Maglev chose
+
+	r := newRig(t, c) // the restarted unit: no flows
+	from := func(be netip.AddrPort, flags int) []byte {
+		return pkttest.TCP(pkttest.Endpoint{MAC: pkttest.MustMAC(gwMAC), Addr: be.Addr(), Port: be.Port()},
+			pkttest.Endpoint{MAC: pkttest.MustMAC(unitMAC), Addr: client.Addr, Port: client.Port}, flags, 9000, 1001, pkttest.Opts{Payload: []byte("data")})
+	}
+	other := netip.AddrPortFrom(netip.MustParseAddr("10.1.0.1"), 81)
+	if other == chosen {
+		other = netip.AddrPortFrom(netip.MustParseAddr("10.1.0.2"), 81)
+	}
+	if got := r.fate(from(other, pkttest.ACK|pkttest.PSH)); got != "no_flow" {
+		t.Errorf("a reply from a backend Maglev would not choose: %s, want no_flow", got)
+	}
+	if got := r.fate(from(chosen, pkttest.RST)); got != "no_flow" {
+		t.Errorf("a backend's reset: %s, want no_flow", got)
+	}
+	tx, _, _ = r.send(from(chosen, pkttest.ACK|pkttest.PSH))
+	if len(tx) != 1 || srcOf(tx[0]) != netip.MustParseAddrPort("192.0.2.1:81") || dstOf(tx[0]) != netip.AddrPortFrom(client.Addr, client.Port) {
+		t.Fatalf("the chosen backend's reply: %d sent, want it translated from the VIP to the client", len(tx))
+	}
+	if err := (&pkttest.Checker{}).Check(tx[0]); err != nil {
+		t.Error(err)
+	}
+	if r.p.stats.Recovered != 1 || r.p.stats.NewFlows != 1 {
+		t.Errorf("recovered %d, new flows %d; want 1 and 1", r.p.stats.Recovered, r.p.stats.NewFlows)
+	}
+	// The client's next segment finds the flow, to the same backend.
+	tx, _, _ = r.send(ack(client, vip(81)))
+	if len(tx) != 1 || dstOf(tx[0]) != chosen || r.p.stats.NewFlows != 1 {
+		t.Fatalf("the client's segment after the recovery went to %v (new flows %d), want %v through the recovered flow", dstOf(tx[0]), r.p.stats.NewFlows, chosen)
+	}
+	// Anything else from elsewhere to a client is still the host's.
+	stranger := pkttest.TCP(pkttest.Endpoint{MAC: pkttest.MustMAC(gwMAC), Addr: netip.MustParseAddr("10.9.9.9"), Port: 81},
+		pkttest.Endpoint{MAC: pkttest.MustMAC(unitMAC), Addr: client.Addr, Port: client.Port}, pkttest.ACK, 1, 1, pkttest.Opts{})
+	if got := r.fate(stranger); got != "pass:not_vip" {
+		t.Errorf("a packet from no backend: %s, want pass:not_vip", got)
+	}
+}

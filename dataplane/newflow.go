@@ -30,6 +30,8 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 				return entry{}, false
 			}
 			pk.dropWith(DropNoFlow)
+		} else if e, handled := p.recoverHalfNAT(pk, now); handled {
+			return e, e.m != nil
 		} else {
 			pk.passWith(PassNotVIP)
 		}
@@ -352,4 +354,70 @@ func badSource(src, dst []byte, v6 bool) bool {
 		}
 	}
 	return src[15] <= 1 // :: or ::1
+}
+
+// recoverHalfNAT handles a packet from a half-NAT backend's service
+// address and port that no flow expects: the reply of a connection whose
+// flow the unit lost (it restarted, or evicted the flow). Passed to the
+// kernel it would reach the client untranslated, and the client would
+// reset the connection. When the client's own next packet would make a
+// flow to this backend (the VIP's Maglev choice for the connection's
+// tuple: the same decision), the flow is made now and the packet goes
+// through it: recoverHalfNAT returns the entry for replies. Otherwise
+// the packet is dropped (no_flow). handled is false, and nothing
+// decided, for a packet from anywhere else.
+func (p *Pipeline) recoverHalfNAT(pk *packet, now flow.Tick) (e entry, handled bool) {
+	s := p.snap
+	cands := s.halfNATSrc[vipKey{addr: addrOf(pk.src()), port: pk.sport, proto: pk.proto}]
+	if len(cands) == 0 {
+		return entry{}, false
+	}
+	if pk.frag != fragNone || pk.proto == header.IPProtoTCP && pk.tcpFlags&rstFlag != 0 {
+		pk.dropWith(DropNoFlow)
+		return entry{}, true
+	}
+	var k unit.FlowKey
+	var v *VIP
+	var bid uint32
+	matches := 0
+	for _, b := range cands {
+		cv := s.VIPs[s.Backends[b].VIP]
+		if cv == nil || cv.Removed {
+			continue
+		}
+		ck := unit.FlowKey{V6: pk.v6, SrcPort: pk.dport, DstPort: cv.Port, Proto: pk.proto}
+		copy(ck.Src[:], pk.dst())
+		copy(ck.Dst[:], cv.addr.a[:])
+		if got, ok := cv.pick(maglevHashOf(p.keyPacket(&ck))); ok && got == b {
+			k, v, bid = ck, cv, b
+			matches++
+		}
+	}
+	if matches != 1 {
+		// None would have chosen this backend, or several VIPs share it
+		// and the reply cannot say which: leave it to the client.
+		pk.dropWith(DropNoFlow)
+		return entry{}, true
+	}
+	kp := p.keyPacket(&k)
+	if _, ok := p.newFlowTo(kp, v, bid, maglevHashOf(kp), now); !ok {
+		pk.dropWith(kp.drop)
+		return entry{}, true
+	}
+	e, ok := p.lookup(pk)
+	if !ok {
+		pk.dropWith(DropNoFlow)
+		return entry{}, true
+	}
+	track(e.m, pk.tcpFlags, now)
+	p.stats.Recovered++
+	return e, true
+}
+
+// maglevHashOf is the hash Maglev picks a new flow's backend by.
+func maglevHashOf(pk *packet) uint64 {
+	if pk.v6 {
+		return maglevHash6(&pk.k6)
+	}
+	return maglevHash4(&pk.k4)
 }

@@ -94,13 +94,17 @@ type Snapshot struct {
 	VIPs     []*VIP
 	Backends []Backend
 
-	vips     map[vipKey]*VIP
-	roles    map[addrKey]addrRole
-	neigh    *Neighbors
-	unit4    [4]byte
-	unit6    [16]byte
-	timeouts flow.Timeouts
-	ping     bool
+	vips  map[vipKey]*VIP
+	roles map[addrKey]addrRole
+	// halfNATSrc lists, by service address, port and protocol, the
+	// backends of half-NAT VIPs: where a reply without a flow can come
+	// from (see Pipeline.recoverHalfNAT).
+	halfNATSrc map[vipKey][]uint32
+	neigh      *Neighbors
+	unit4      [4]byte
+	unit6      [16]byte
+	timeouts   flow.Timeouts
+	ping       bool
 	// hop makes the unit a router hop: TTL decremented, 1 and 0 dropped.
 	hop     bool
 	unknown Backend // stands in for backends the snapshot lacks
@@ -127,6 +131,7 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		Generation: 1,
 		vips:       map[vipKey]*VIP{},
 		roles:      map[addrKey]addrRole{},
+		halfNATSrc: map[vipKey][]uint32{},
 		neigh:      NewNeighbors(),
 		vipIDs:     map[string]uint32{},
 		beIDs:      map[string]uint32{},
@@ -239,6 +244,10 @@ func (s *Snapshot) addVIP(cv *config.VIP, prevVIPs []*VIP) error {
 			s.Backends[bid] = b
 		}
 		v.Backends = append(v.Backends, bid)
+		if v.Mode == unit.ModeHalfNAT && !v.Punt {
+			k := vipKey{addr: b.addr, port: b.Port, proto: v.Proto}
+			s.halfNATSrc[k] = append(s.halfNATSrc[k], bid)
+		}
 		if b.State == unit.StateActive && b.Weight > 0 {
 			mb = append(mb, maglev.Backend{Name: b.Name, Weight: uint32(b.Weight)})
 			v.slots = append(v.slots, bid)

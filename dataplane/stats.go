@@ -14,6 +14,7 @@ type Stats struct {
 	TooBigAnswered     uint64 // packets too big for an ipip tunnel answered with ICMP (sent instead of dropped)
 	HalfOpenReclaimed  uint64 // SNAT ports taken back from handshakes that never completed
 	ResetsSent         uint64 // segments of nat connections the unit does not know, answered with a reset
+	Recovered          uint64 // half-NAT flows made again from a backend's reply the unit had no flow for
 	FragmentsHeld      uint64 // fragments held until their first fragment came
 	Punted             uint64 // packets held for the control process to decide
 	Drops              [numDrops]uint64
@@ -68,6 +69,7 @@ func (s *Stats) Add(o *Stats) {
 	s.TooBigAnswered += o.TooBigAnswered
 	s.HalfOpenReclaimed += o.HalfOpenReclaimed
 	s.ResetsSent += o.ResetsSent
+	s.Recovered += o.Recovered
 	s.FragmentsHeld += o.FragmentsHeld
 	s.Punted += o.Punted
 	for i := range s.Drops {

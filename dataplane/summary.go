@@ -56,6 +56,9 @@ func (r *Summary) WriteTo(w io.Writer) (int64, error) {
 	if s.ResetsSent > 0 {
 		fmt.Fprintf(&b, "segments of unknown nat connections, answered with a reset: %d\n", s.ResetsSent)
 	}
+	if s.Recovered > 0 {
+		fmt.Fprintf(&b, "half-NAT flows made again from a backend's reply: %d\n", s.Recovered)
+	}
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	vips := s.VIPTotals(r.Snapshot)
 	for _, v := range r.Snapshot.VIPs {

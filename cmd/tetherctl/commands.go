@@ -129,6 +129,9 @@ func commands(cl func() *client) []*cobra.Command {
 				fmt.Fprintf(w, "sent\t%d packets\t%d bytes\n", r.TxPackets, r.TxBytes)
 				fmt.Fprintf(w, "flows\t%d entries\t%d new (%d reusing a closed flow's tuple)\t%d SNAT ports taken back from half-open handshakes\n",
 					r.Flows, r.NewFlows, r.Reopened, r.HalfOpenReclaimed)
+				if r.Recovered > 0 {
+					fmt.Fprintf(w, "recovered\t%d half-NAT flows made again from a backend's reply\n", r.Recovered)
+				}
 				if r.ResetsSent > 0 {
 					fmt.Fprintf(w, "resets sent\t%d segments of nat connections the unit does not know\n", r.ResetsSent)
 				}
