@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -138,6 +139,9 @@ func (f *Forwarder) check(p *problems) {
 	}
 	// The kernel reserves 0 (unspecified) and 252-255 (compat, default,
 	// main, local); 0 here means "add no rules" instead.
+	if d := f.Port.PinDir; !filepath.IsAbs(d) || filepath.Clean(d) != d {
+		p.Add("forwarder.port.pin_dir", d, "must be a clean absolute path")
+	}
 	if l := f.Port.QueueLength; l < 1 || l > MaxQueueLength {
 		p.Add("forwarder.port.queue_length", l, "must be between 1 and %d packets", MaxQueueLength)
 	}

@@ -185,7 +185,19 @@ type Port struct {
 	// bursts at the cost of memory and of as much latency as it holds
 	// when the forwarder falls behind.
 	QueueLength int `mapstructure:"queue_length"`
+	// PinDir is the directory, on a BPF filesystem, where an AF_XDP port
+	// pins its XDP link, so that the program outlives a forwarder (or a
+	// whole unit) that is killed and drops Tether's traffic until the
+	// next forwarder takes over, rather than let the kernel have it. The
+	// filesystem must outlive the unit's processes: the host's
+	// /sys/fs/bpf, or, for a unit run under ip netns exec (which gives it
+	// a /sys of its own), a BPF filesystem mounted elsewhere before it
+	// starts. TUN ports ignore it.
+	PinDir string `mapstructure:"pin_dir"`
 }
+
+// DefaultPinDir is forwarder.port.pin_dir's default.
+const DefaultPinDir = "/sys/fs/bpf/tether"
 
 // DefaultQueueLength is forwarder.port.queue_length's default, and
 // MaxQueueLength its bound.

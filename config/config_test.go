@@ -123,6 +123,7 @@ func TestBadConfigurations(t *testing.T) {
 		{"workers", "forwarder: {workers: 0}\n", []string{"forwarder.workers"}},
 		{"reserved table", "forwarder: {port: {table: 254}}\n", []string{"forwarder.port.table", "254", "reserves"}},
 		{"negative table", "forwarder: {port: {table: -1}}\n", []string{"forwarder.port.table", "-1"}},
+		{"relative pin dir", "forwarder: {port: {pin_dir: bpf/tether}}\n", []string{"forwarder.port.pin_dir", "bpf/tether", "absolute"}},
 		{"queue length zero", "forwarder: {port: {queue_length: 0}}\n", []string{"forwarder.port.queue_length", "0"}},
 		{"table too large", "forwarder: {port: {table: 4294967296}}\n", []string{"forwarder.port.table", "4294967296"}},
 		{"duplicate name", "unit: {address4: 198.51.100.254}\nvips:\n  - {name: v, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n  - {name: v, address: 192.0.2.2, port: 80, protocol: tcp, mode: halfnat}\n", []string{"vips[1].name", "also the name of vips[0]"}},

@@ -65,7 +65,7 @@ func synFloodCase(t *testing.T, lb *LB, maxFlows int, snatPorts string, pressure
 		t.Fatal(err)
 	}
 	var cfg strings.Builder
-	fmt.Fprintf(&cfg, "unit:\n  address4: %s\nforwarder:\n  port: {driver: %s, interface: %s}\n  flows: {max: %d}\nvips:\n", lb.UnitIP, lb.Driver, lb.UnitIf, maxFlows)
+	fmt.Fprintf(&cfg, "unit:\n  address4: %s\nforwarder:\n  port: {driver: %s, interface: %s%s}\n  flows: {max: %d}\nvips:\n", lb.UnitIP, lb.Driver, lb.UnitIf, pinDir(lb), maxFlows)
 	for _, v := range []struct{ name, addr, mode, extra string }{
 		{"nat", "192.0.2.10", "nat", fmt.Sprintf("    snat: [198.51.100.1]\n    snat_ports: %s\n", snatPorts)}, {"halfnat", "192.0.2.11", "halfnat", ""},
 	} {

@@ -26,7 +26,10 @@ type LB struct {
 	UnitIP string
 	// Router is the namespace that routes between the client and the
 	// unit: the unit itself on the TUN topology.
-	Router     string
+	Router string
+	// PinDir is forwarder.port.pin_dir for an AF_XDP unit (see
+	// Net.BPFDir); "" on the TUN topology.
+	PinDir     string
 	backendIPs []string
 }
 

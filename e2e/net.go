@@ -23,10 +23,11 @@ const namePrefix = "tte"
 
 // Net is a set of namespaces and the processes running in them.
 type Net struct {
-	id    string
-	mu    sync.Mutex
-	nss   []string
-	procs []*Proc
+	id     string
+	mu     sync.Mutex
+	nss    []string
+	procs  []*Proc
+	bpfDir string
 }
 
 // Root reports whether this process can build networks, and why not.
@@ -79,7 +80,48 @@ func RemoveStale() error {
 			errs = append(errs, removeNS(e.Name()))
 		}
 	}
+	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), namePrefix+"*-bpf"))
+	for _, dir := range stale {
+		if pid, ok := ownerPID(strings.TrimSuffix(filepath.Base(dir), "-bpf")); ok && !processAlive(pid) {
+			errs = append(errs, removeBPFDir(dir))
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// BPFDir returns a BPF filesystem mounted for this network in the test's
+// own mount namespace, for forwarder.port.pin_dir: a unit started by ip
+// netns exec gets a /sys of its own, and a link it pins there dies with
+// its processes, where on a real host /sys/fs/bpf outlives them. Close
+// unmounts it.
+func (n *Net) BPFDir() (string, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.bpfDir != "" {
+		return n.bpfDir, nil
+	}
+	dir := filepath.Join(os.TempDir(), n.id+"-bpf")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("e2e: %w", err)
+	}
+	if out, err := exec.Command("mount", "-t", "bpf", "bpf", dir).CombinedOutput(); err != nil {
+		os.Remove(dir)
+		return "", fmt.Errorf("e2e: mount a BPF filesystem on %s: %v: %s", dir, err, out)
+	}
+	n.bpfDir = dir
+	return dir, nil
+}
+
+// removeBPFDir unmounts a BPF filesystem of BPFDir (releasing what is
+// pinned in it) and removes its directory.
+func removeBPFDir(dir string) error {
+	if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil && !strings.Contains(string(out), "not mounted") {
+		return fmt.Errorf("e2e: unmount %s: %v: %s", dir, err, out)
+	}
+	if err := os.Remove(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("e2e: %w", err)
+	}
+	return nil
 }
 
 // ownerPID returns the process ID in a namespace name this package made
@@ -226,8 +268,8 @@ func (n *Net) Sysctl(ns string, settings ...string) error {
 // ends and TUN devices). It is safe to call more than once.
 func (n *Net) Close() error {
 	n.mu.Lock()
-	procs, nss := n.procs, n.nss
-	n.procs, n.nss = nil, nil
+	procs, nss, bpfDir := n.procs, n.nss, n.bpfDir
+	n.procs, n.nss, n.bpfDir = nil, nil, ""
 	n.mu.Unlock()
 	for _, p := range procs {
 		p.Stop()
@@ -237,6 +279,9 @@ func (n *Net) Close() error {
 		if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
 			errs = append(errs, fmt.Errorf("e2e: delete namespace %s: %v: %s", ns, err, out))
 		}
+	}
+	if bpfDir != "" {
+		errs = append(errs, removeBPFDir(bpfDir))
 	}
 	return errors.Join(errs...)
 }

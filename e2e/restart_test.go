@@ -132,7 +132,13 @@ func TestUnitKilledUnderLoad(t *testing.T) {
 						t.Fatalf("%d downloads failed otherwise than by a reset; first: %s", r.Errors-r.Resets, r.FirstOther)
 					}
 				} else if r.Errors > 0 {
-					t.Fatalf("%d of %d %s downloads failed across the unit's restart; first: %s", r.Errors, conns, c.mode, r.FirstErr)
+					stats, _ := u.ctl("stats")
+					var cache []string
+					for _, ns := range lb.Backends {
+						out, _ := lb.Exec(ns, "ip", "route", "show", "cache")
+						cache = append(cache, out)
+					}
+					t.Fatalf("%d of %d %s downloads failed across the unit's restart; first: %s\nstats:\n%s\nbackends' route caches (ICMP redirects): %q", r.Errors, conns, c.mode, r.FirstErr, stats, cache)
 				}
 				// The backends' ends are closed or reset too.
 				deadline := time.Now().Add(30 * time.Second)

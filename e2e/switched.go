@@ -53,6 +53,9 @@ func (lb *LB) buildSwitched(backends int) error {
 		return err
 	}
 	lb.Router = router
+	if lb.PinDir, err = lb.BPFDir(); err != nil {
+		return err
+	}
 	if lb.Client, err = lb.NS("c"); err != nil {
 		return err
 	}

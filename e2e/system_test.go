@@ -18,7 +18,7 @@ func lbConfig(lb *LB, mode string, weights []int, port int, extra string) string
 	fmt.Fprintf(&b, `unit:
   address4: %s
 forwarder:
-  port: {driver: %s, interface: %s}
+  port: {driver: %s, interface: %s%s}
   flows: {max: 65536}
 vips:
   - name: web
@@ -27,11 +27,20 @@ vips:
     protocol: tcp
     mode: %s
 %s    backends:
-`, lb.UnitIP, lb.Driver, lb.UnitIf, mode, extra)
+`, lb.UnitIP, lb.Driver, lb.UnitIf, pinDir(lb), mode, extra)
 	for i, w := range weights {
 		fmt.Fprintf(&b, "      - {name: b%d, address: %s, port: %d, weight: %d}\n", i, lb.BackendIP(i), port, w)
 	}
 	return b.String()
+}
+
+// pinDir is the port setting that pins an AF_XDP unit's XDP link where
+// it outlives the unit's processes (see Net.BPFDir).
+func pinDir(lb *LB) string {
+	if lb.PinDir == "" {
+		return ""
+	}
+	return ", pin_dir: " + lb.PinDir
 }
 
 // drivers runs a system test on each port: the TUN topology and the

@@ -66,7 +66,7 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 			return nil, err
 		}
 	case config.DriverAFXDP:
-		u, err := afxdp.Open(afxdp.Config{Interface: c.Forwarder.Port.Interface, Queues: c.Forwarder.Port.Queues, Ring: c.Forwarder.Port.QueueLength})
+		u, err := afxdp.Open(afxdp.Config{Interface: c.Forwarder.Port.Interface, Queues: c.Forwarder.Port.Queues, Ring: c.Forwarder.Port.QueueLength, PinDir: c.Forwarder.Port.PinDir})
 		if err != nil {
 			return nil, err
 		}

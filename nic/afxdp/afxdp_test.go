@@ -291,6 +291,20 @@ func TestPinnedAcrossACrash(t *testing.T) {
 	u.prog.Close()
 	u.maps.close()
 	u.link.Close() // the crashed process's handle; the pin holds the link
+	// Until it says what it owns, the dead one's program stays: a new
+	// program with empty maps would pass everything to the kernel.
+	if sendAndRead("before the next forwarder owns anything", 500*time.Millisecond) {
+		t.Fatal("the next forwarder handed Tether's traffic to the kernel before owning it")
+	}
+	if err := next.Own([]netip.Addr{netip.MustParseAddr("10.9.0.100")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if next.kept != nil || next.link == nil {
+		t.Fatal("Own did not take the pinned link over")
+	}
+	if sendAndRead("once it owns the address", 500*time.Millisecond) {
+		t.Fatal("the kernel got traffic the next forwarder owns")
+	}
 	// A clean stop detaches: the kernel gets the traffic again.
 	if err := next.Close(); err != nil {
 		t.Fatal(err)

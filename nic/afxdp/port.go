@@ -36,6 +36,9 @@ type Config struct {
 	Copy bool
 	// Generic forces generic (SKB) XDP; otherwise native is tried first.
 	Generic bool
+	// PinDir is where the XDP link is pinned, on a BPF filesystem;
+	// default /sys/fs/bpf/tether (mounted if /sys/fs/bpf is not).
+	PinDir string
 }
 
 // Sizes. A 4 KiB frame leaves room for the kernel's XDP headroom, our own
@@ -70,6 +73,11 @@ type Unit struct {
 	// pinned program outlives a forwarder killed without Close, dropping
 	// Tether's traffic until the next forwarder takes the link over.
 	pin string
+	// kept is the link a dead forwarder pinned, until the first Own
+	// swaps this program into it (takeOver).
+	kept    link.Link
+	generic bool
+	pinDir  string
 }
 
 // Open attaches the redirect program to the interface and opens one
@@ -92,7 +100,10 @@ func Open(c Config) (*Unit, error) {
 	if c.Frames <= 0 {
 		c.Frames = 2 * c.Ring
 	}
-	u := &Unit{ifc: ifc}
+	if c.PinDir == "" {
+		c.PinDir = bpffs + "/tether"
+	}
+	u := &Unit{ifc: ifc, generic: c.Generic, pinDir: c.PinDir}
 	if u.maps, err = newMaps(c.Queues); err != nil {
 		return nil, explain(err, c.Interface)
 	}
@@ -137,23 +148,48 @@ func explain(err error, ifc string) error {
 // attach links the program to the interface and pins the link: it takes
 // over a link a killed forwarder left pinned, or attaches a new one.
 func (u *Unit) attach(generic bool) error {
-	// A link pinned by a forwarder that died: take it over, swapping in
-	// this program without a moment where the kernel would see Tether's
-	// traffic.
-	pin := pinPath(u.ifc)
+	// A link pinned by a forwarder that died: its program keeps
+	// dropping Tether's traffic until the first Own swaps this one in
+	// (takeOver), so that there is no moment where the kernel sees
+	// Tether's traffic.
+	pin := pinPath(u.pinDir, u.ifc)
 	if l, err := link.LoadPinnedLink(pin, nil); err == nil {
-		if err := l.Update(u.prog); err == nil {
-			u.link, u.xdpMode, u.pin = l, "kept", pin
-			return nil
-		}
-		_ = l.Unpin()
-		l.Close()
+		u.kept, u.xdpMode, u.pin = l, "kept", pin
+		return nil
 	}
 	if err := u.attachNew(generic); err != nil {
 		return err
 	}
 	if err := pinLink(u.link, pin); err == nil {
 		u.pin = pin
+	}
+	return nil
+}
+
+// takeOver swaps this program into the link a dead forwarder pinned,
+// once the program's maps hold what it must catch. Swapped in with empty
+// maps it would pass Tether's traffic to the kernel, which forwards
+// half-NAT replies untranslated (the clients reset their connections)
+// and sends the backends ICMP redirects that route them around the unit
+// for minutes.
+func (u *Unit) takeOver() error {
+	l := u.kept
+	if l == nil {
+		return nil
+	}
+	u.kept = nil
+	if err := l.Update(u.prog); err == nil {
+		u.link = l
+		return nil
+	}
+	_ = l.Unpin()
+	l.Close()
+	u.pin, u.xdpMode = "", ""
+	if err := u.attachNew(u.generic); err != nil {
+		return err
+	}
+	if err := pinLink(u.link, pinPath(u.pinDir, u.ifc)); err == nil {
+		u.pin = pinPath(u.pinDir, u.ifc)
 	}
 	return nil
 }
@@ -166,25 +202,35 @@ func (u *Unit) Pinned() bool { return u.pin != "" }
 const bpffs = "/sys/fs/bpf"
 
 // pinPath is where an interface's link is pinned: one per interface
-// index and name, in this mount namespace's BPF filesystem.
-func pinPath(ifc *net.Interface) string {
-	return fmt.Sprintf("%s/tether/xdp-%d-%s", bpffs, ifc.Index, ifc.Name)
+// index and name.
+func pinPath(dir string, ifc *net.Interface) string {
+	return fmt.Sprintf("%s/xdp-%d-%s", dir, ifc.Index, ifc.Name)
 }
 
-// pinLink pins l at path, mounting the BPF filesystem if this mount
-// namespace has none (a unit started by ip netns exec gets a sysfs of its
-// own, without it).
+// pinLink pins l at path. Its directory must be on a BPF filesystem, or
+// be made in one: /sys/fs/bpf is mounted if this mount namespace has
+// none there (a unit started by ip netns exec gets a sysfs of its own,
+// without it; a pin there dies with the unit's processes, see
+// config.Port.PinDir).
 func pinLink(l link.Link, path string) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(bpffs, &st); err != nil || st.Type != unix.BPF_FS_MAGIC {
+	dir := filepath.Dir(path)
+	if !onBPFFS(dir) && !onBPFFS(filepath.Dir(dir)) {
+		if filepath.Dir(dir) != bpffs {
+			return fmt.Errorf("%s is not on a BPF filesystem", dir)
+		}
 		if err := unix.Mount("bpf", bpffs, "bpf", 0, "mode=0700"); err != nil {
 			return fmt.Errorf("mount the BPF filesystem on %s: %w", bpffs, err)
 		}
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
 	return l.Pin(path)
+}
+
+func onBPFFS(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.BPF_FS_MAGIC
 }
 
 // attachNew links the program to the interface, natively if the driver
@@ -228,7 +274,8 @@ func (u *Unit) XDPMode() string { return u.xdpMode }
 
 // Own sets what the program redirects: packets to dst addresses, and
 // packets from the src endpoints (address, port, protocol). Entries not
-// listed are removed.
+// listed are removed. The first Own takes over a link a dead forwarder
+// left (see takeOver).
 func (u *Unit) Own(dst []netip.Addr, src []Endpoint) error {
 	want4, want6 := map[[4]byte]bool{}, map[[16]byte]bool{}
 	for _, a := range dst {
@@ -266,7 +313,10 @@ func (u *Unit) Own(dst []netip.Addr, src []Endpoint) error {
 	if err := syncSet(u.maps.src4, ws4); err != nil {
 		return err
 	}
-	return syncSet(u.maps.src6, ws6)
+	if err := syncSet(u.maps.src6, ws6); err != nil {
+		return err
+	}
+	return u.takeOver()
 }
 
 // Endpoint is a transport endpoint whose traffic the program redirects.
@@ -305,6 +355,13 @@ func syncSet[K comparable](m *ebpf.Map, want map[K]bool) error {
 // Close detaches the program (unpinning it) and closes the sockets.
 func (u *Unit) Close() error {
 	var errs []error
+	if u.kept != nil {
+		// Never taken over: a clean stop detaches the dead one's program.
+		if err := u.kept.Unpin(); err != nil {
+			errs = append(errs, fmt.Errorf("afxdp: unpin %s: %w", u.pin, err))
+		}
+		u.kept.Close()
+	}
 	if u.link != nil {
 		if u.pin != "" {
 			if err := u.link.Unpin(); err != nil {
