@@ -24,9 +24,11 @@ func attached(t *testing.T, lb *LB) bool {
 	return strings.Contains(out, "prog/xdp")
 }
 
-// TestCrashAndRestart kills the forwarder with SIGKILL, checks that
-// nothing it attached or created is left, restarts it and forwards again,
-// and stops it cleanly.
+// TestCrashAndRestart kills a lone forwarder with SIGKILL: what it leaves
+// is what keeps the VIPs from falling to the kernel until the next one
+// (the XDP program, pinned; TUN's blackhole routes, the device itself
+// going with the process). The next forwarder takes over and forwards;
+// a clean stop then leaves nothing.
 func TestCrashAndRestart(t *testing.T) {
 	drivers(t, func(t *testing.T, build func(string, int) *LB) {
 		lb := build("k", 2)
@@ -45,8 +47,18 @@ func TestCrashAndRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		td.Wait(5 * time.Second)
-		waitDetached(t, lb)
+		if lb.Driver == "tun" {
+			waitDetached(t, lb) // the device goes with the process
+		} else if !attached(t, lb) {
+			t.Fatal("the XDP program went with the forwarder: the kernel gets Tether's traffic")
+		}
+		if !standIn(t, lb) {
+			t.Fatal("nothing stands in for the forwarder after the crash")
+		}
 		td2, _ := startTether(t, lb, cfg)
+		if lb.Driver == "afxdp" && !strings.Contains(td2.Output(), "xdp=kept") {
+			t.Errorf("the next forwarder did not take the pinned program over:\n%s", td2.Output())
+		}
 		if got := curl(t, lb, "http://192.0.2.10/"); !strings.HasPrefix(got, "b") {
 			t.Fatalf("after restart curl got %q", got)
 		}
@@ -60,7 +72,25 @@ func TestCrashAndRestart(t *testing.T) {
 			t.Errorf("no summary on stop:\n%s", td2.Output())
 		}
 		waitDetached(t, lb)
+		if standIn(t, lb) {
+			t.Error("a clean stop left the stand-in (pin or blackhole routes) behind")
+		}
 	})
+}
+
+// standIn reports whether what holds the VIPs while no forwarder runs is
+// in place: the pinned XDP link, or TUN's blackhole routes.
+func standIn(t *testing.T, lb *LB) bool {
+	t.Helper()
+	if lb.Driver == "tun" {
+		out, err := lb.Exec(lb.Unit, "ip", "route", "show", "type", "blackhole")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Contains(out, "192.0.2.10")
+	}
+	pins, _ := filepath.Glob(filepath.Join(lb.PinDir, "xdp-*"))
+	return len(pins) > 0
 }
 
 func waitDetached(t *testing.T, lb *LB) {
