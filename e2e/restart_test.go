@@ -182,3 +182,41 @@ func allServing(t *testing.T, lb *LB, n int) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestControlKilledUnderLoad: SIGKILL of the control process alone under
+// 200 checked nat downloads costs nothing: the forwarder forwards on,
+// and a new control process adopts it and reads its flows back.
+func TestControlKilledUnderLoad(t *testing.T) {
+	drivers(t, func(t *testing.T, build func(string, int) *LB) {
+		lb := build("kc", 2)
+		if err := lb.StartBackends(8080); err != nil {
+			t.Fatal(err)
+		}
+		u := startUnit(t, lb, lbConfig(lb, "nat", []int{1, 1}, 8080, "    snat: [198.51.100.1]\n"))
+		const conns, size = 200, 4 << 20
+		p, err := lb.Start(lb.Client, "200 downloads", RoleCommand("client", fmt.Sprintf("http://192.0.2.10/bytes?n=%d", size), fmt.Sprint(conns), fmt.Sprint(conns)), Self())
+		if err != nil {
+			t.Fatal(err)
+		}
+		allServing(t, lb, conns)
+		fwd := u.forwarderPID()
+		if err := u.proc.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		u.proc.Wait(5 * time.Second)
+		u.start()
+		if !strings.Contains(u.proc.Output(), "adopted the running forwarder") || u.forwarderPID() != fwd {
+			t.Fatalf("the new control process did not adopt forwarder %d:\n%s", fwd, u.proc.Output())
+		}
+		if err := p.Wait(3 * time.Minute); err != nil {
+			t.Fatalf("the downloads: %v\n%s", err, p.Output())
+		}
+		var r ClientResult
+		if err := json.Unmarshal([]byte(lastLine(p.Output())), &r); err != nil {
+			t.Fatalf("client result: %v\n%s", err, p.Output())
+		}
+		if r.Errors > 0 {
+			t.Fatalf("%d of %d downloads failed across the control process's restart; first: %s", r.Errors, conns, r.FirstErr)
+		}
+	})
+}
