@@ -6,7 +6,6 @@ import (
 
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/header"
-	"github.com/tetherlb/tether/nic"
 	"github.com/tetherlb/tether/tables/flow"
 )
 
@@ -52,14 +51,8 @@ func (p *Pipeline) echoReply(pk *packet, m header.ICMP) {
 	old := be16(m[0:])
 	m[0] = reply
 	m.SetChecksum(header.Update16(m.Checksum(), old, be16(m[0:])))
-	pk.kind = kindTX
+	p.sendBack(pk)
 	p.stats.EchoReplies++
-	if p.cfg.Link == nic.LinkEthernet {
-		eth := header.Ethernet(pk.b)
-		d, s := eth.Dst(), eth.Src()
-		eth.SetDst(s)
-		eth.SetSrc(d)
-	}
 }
 
 // quoted describes the packet an ICMP error quotes.

@@ -88,16 +88,21 @@ func (p *Pipeline) answerTooBig(pk *packet, mtu int, now flow.Tick) bool {
 	}
 	pk.frame.Len = end
 	pk.b, pk.end, pk.l4 = b[:end], end, 0
+	p.sendBack(pk)
+	p.stats.TooBigAnswered++
+	return true
+}
+
+// sendBack sends pk, turned into an answer, back the way it came: to the
+// MAC that sent it, from ours.
+func (p *Pipeline) sendBack(pk *packet) {
 	if p.cfg.Link == nic.LinkEthernet {
-		// Back the way it came: to the MAC that sent it, from ours.
 		eth := header.Ethernet(pk.b)
 		d, s := eth.Dst(), eth.Src()
 		eth.SetDst(s)
 		eth.SetSrc(d)
 	}
 	pk.kind = kindTX
-	p.stats.TooBigAnswered++
-	return true
 }
 
 // answerRST turns pk, a TCP segment of a nat connection this unit does
@@ -164,13 +169,7 @@ func (p *Pipeline) answerRST(pk *packet, now flow.Tick) bool {
 	t.SetChecksum(header.Checksum(t, header.PseudoHeaderSum(header.IPProtoTCP, src, dst, header.TCPMinSize)))
 	pk.frame.Len = end
 	pk.b, pk.end = pk.b[:end], end
-	if p.cfg.Link == nic.LinkEthernet {
-		eth := header.Ethernet(pk.b)
-		d, s := eth.Dst(), eth.Src()
-		eth.SetDst(s)
-		eth.SetSrc(d)
-	}
-	pk.kind = kindTX
+	p.sendBack(pk)
 	p.stats.ResetsSent++
 	return true
 }

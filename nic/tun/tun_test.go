@@ -19,29 +19,7 @@ import (
 // those drops, which no drop reason of the pipeline can count. (The
 // queue is made 4 packets long through Config.QueueLength.)
 func TestKernelDropsAreCounted(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a network namespace and a TUN device")
-	}
-	name := fmt.Sprintf("ttun%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { netns.Set(orig); orig.Close() }()
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		t.Fatal(err)
-	}
+	name := enterNetns(t, "ttun")
 	p, err := Open(Config{Name: "tdrop0", QueueLength: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -79,26 +57,7 @@ func TestKernelDropsAreCounted(t *testing.T) {
 // lower preference, which outlives the device (a killed forwarder) and
 // which a clean Close removes.
 func TestBlackholeStandsIn(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a network namespace and a TUN device")
-	}
-	name := fmt.Sprintf("ttbh%d", os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("ip netns add: %v: %s", err, out)
-	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, _ := netns.Get()
-	defer func() { netns.Set(orig); orig.Close() }()
-	h, err := netns.GetFromName(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		t.Fatal(err)
-	}
+	enterNetns(t, "ttbh")
 	blackholes := func() int {
 		rs, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Type: unix.RTN_BLACKHOLE}, netlink.RT_FILTER_TYPE)
 		if err != nil {
@@ -127,4 +86,40 @@ func TestBlackholeStandsIn(t *testing.T) {
 	if n := blackholes(); n != 0 {
 		t.Fatalf("%d blackhole routes after Close, want 0", n)
 	}
+}
+
+// enterNetns moves the test's thread into a new network namespace for
+// the rest of the test, and returns its name; Cleanup moves the thread
+// back and deletes the namespace. It skips the test without root.
+func enterNetns(t *testing.T, prefix string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a network namespace and a TUN device")
+	}
+	name := fmt.Sprintf("%s%d", prefix, os.Getpid())
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Skipf("ip netns add: %v: %s", err, out)
+	}
+	runtime.LockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		exec.Command("ip", "netns", "del", name).Run()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		netns.Set(orig)
+		orig.Close()
+		runtime.UnlockOSThread()
+		exec.Command("ip", "netns", "del", name).Run()
+	})
+	h, err := netns.GetFromName(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := netns.Set(h); err != nil {
+		t.Fatal(err)
+	}
+	return name
 }
