@@ -97,7 +97,7 @@ func (f *Forwarder) check(p *problems) {
 		v   time.Duration
 	}{
 		{"tcp_syn", t.TCPSyn}, {"tcp_established", t.TCPEstablished}, {"tcp_fin", t.TCPFin},
-		{"tcp_closed", t.TCPClosed}, {"udp", t.UDP}, {"other", t.Other},
+		{"tcp_closed", t.TCPClosed}, {"udp", t.UDP}, {"udp_unreplied", t.UDPUnreplied}, {"other", t.Other},
 	} {
 		if d.v < time.Second || d.v > MaxTimeout {
 			p.Add("forwarder.flows.timeouts."+d.key, d.v, "must be between 1s and %s", MaxTimeout)

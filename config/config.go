@@ -226,7 +226,10 @@ type Timeouts struct {
 	TCPFin         time.Duration `mapstructure:"tcp_fin"`
 	TCPClosed      time.Duration `mapstructure:"tcp_closed"`
 	UDP            time.Duration `mapstructure:"udp"`
-	Other          time.Duration `mapstructure:"other"`
+	// UDPUnreplied is the idle timeout of a nat or halfnat UDP flow
+	// whose backend never answered.
+	UDPUnreplied time.Duration `mapstructure:"udp_unreplied"`
+	Other        time.Duration `mapstructure:"other"`
 }
 
 // Fragments bounds the handling of IP fragments.

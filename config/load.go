@@ -39,6 +39,7 @@ var defaults = map[string]any{
 	"forwarder.flows.timeouts.tcp_fin":         2 * time.Minute,
 	"forwarder.flows.timeouts.tcp_closed":      10 * time.Second,
 	"forwarder.flows.timeouts.udp":             5 * time.Minute,
+	"forwarder.flows.timeouts.udp_unreplied":   30 * time.Second,
 	"forwarder.flows.timeouts.other":           time.Minute,
 	"forwarder.fragments.datagrams":            4096,
 	"forwarder.fragments.pending":              64,

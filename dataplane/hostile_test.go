@@ -4,8 +4,10 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
+	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/internal/pkttest"
 )
 
@@ -306,6 +308,55 @@ func TestSYNFloodLeavesNATUsable(t *testing.T) {
 	}
 	if r.p.stats.HalfOpenReclaimed != 4 {
 		t.Errorf("%d ports reclaimed, want 4", r.p.stats.HalfOpenReclaimed)
+	}
+}
+
+// TestUDPFloodLeavesNATUsable: one-packet UDP flows from many sources
+// take every SNAT port of a backend only until a new flow needs one and
+// they have waited a second; flows the backend answers keep theirs.
+func TestUDPFloodLeavesNATUsable(t *testing.T) {
+	text := strings.Replace(fmt.Sprintf(testConfig, 4096, "1024-1031"), "port: 80\n    protocol: tcp\n    mode: nat", "port: 80\n    protocol: udp\n    mode: nat", 1)
+	c, err := config.Parse([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.VIPs[0].Backends = c.VIPs[0].Backends[:1] // 8 ports in the pool
+	r := newRig(t, c)
+	datagram := func(from pkttest.Endpoint) []byte {
+		return pkttest.UDP(from, vip(80), pkttest.Opts{Payload: []byte("q")})
+	}
+	// Two flows the backend answers, then a flood takes the rest.
+	for i := range 2 {
+		tx, _, _ := r.send(datagram(cl(60+i, 5000)))
+		if len(tx) != 1 {
+			t.Fatalf("flow %d not forwarded", i)
+		}
+		to, from := dstOf(tx[0]), srcOf(tx[0])
+		reply := pkttest.UDP(pkttest.Endpoint{MAC: pkttest.MustMAC(gwMAC), Addr: to.Addr(), Port: to.Port()},
+			pkttest.Endpoint{MAC: pkttest.MustMAC(unitMAC), Addr: from.Addr(), Port: from.Port()}, pkttest.Opts{Payload: []byte("a")})
+		if got := r.fate(reply); got != "tx" {
+			t.Fatalf("reply %d: %s, want tx", i, got)
+		}
+	}
+	for i := range 20 {
+		r.send(datagram(ep4(fmt.Sprintf("198.18.7.%d", i+1), 6000)))
+	}
+	if r.p.stats.Drops[DropSNATExhausted] != 14 {
+		t.Fatalf("%d flood flows refused, want 14 of 20 (6 ports were free)", r.p.stats.Drops[DropSNATExhausted])
+	}
+	fresh := func(i int) string { return r.fate(datagram(cl(70+i, 7000))) }
+	r.now = 500
+	if got := fresh(0); got != "snat_exhausted" {
+		t.Errorf("half a second into the flood: %s, want snat_exhausted (the unreplied flows are young)", got)
+	}
+	r.now = 1500
+	for i := 1; i <= 6; i++ {
+		if got := fresh(i); got != "tx" {
+			t.Errorf("new flow %d after a second: %s, want tx (an unreplied flow's port reclaimed)", i, got)
+		}
+	}
+	if got := fresh(7); got != "snat_exhausted" {
+		t.Errorf("a seventh new flow: %s, want snat_exhausted: answered flows keep their ports", got)
 	}
 }
 

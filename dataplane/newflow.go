@@ -168,16 +168,18 @@ func (p *Pipeline) replyTaken(pk *packet, be *Backend, src *addrKey, port uint16
 const halfOpenReclaim = 1000 // milliseconds
 
 // reclaimHalfOpen frees the SNAT port src:port toward be when the
-// connection holding it is half-open and has waited at least
-// halfOpenReclaim: a SYN flood from forged sources would otherwise hold
-// every port for the SYN timeout (60 s) and refuse every real client.
+// connection holding it is half-open, or a UDP flow its backend never
+// answered, and has waited at least halfOpenReclaim: a SYN flood from
+// forged sources would otherwise hold every port for the SYN timeout
+// (60 s), and one-packet UDP flows from many sources for the unreplied
+// timeout, and refuse every real client.
 func (p *Pipeline) reclaimHalfOpen(pk *packet, be *Backend, src *addrKey, port uint16, now flow.Tick) bool {
 	var last flow.Tick
 	var flags unit.FlowFlags
 	var ok bool
 	if pk.v6 {
 		k := flow.Key6{Src: be.addr.a, Dst: src.a, SrcPort: be.Port, DstPort: port, Proto: pk.proto}
-		if last, flags, ok = p.flows.PairState6(&k, p.flows.Hash6(&k)); ok && flow.HalfOpen(flags) && now.Since(last) >= halfOpenReclaim {
+		if last, flags, ok = p.flows.PairState6(&k, p.flows.Hash6(&k)); ok && reclaimable(pk.proto, flags) && now.Since(last) >= halfOpenReclaim {
 			p.flows.Delete6(&k)
 			p.stats.HalfOpenReclaimed++
 			return true
@@ -187,12 +189,22 @@ func (p *Pipeline) reclaimHalfOpen(pk *packet, be *Backend, src *addrKey, port u
 	k := flow.Key4{SrcPort: be.Port, DstPort: port, Proto: pk.proto}
 	copy(k.Src[:], be.addr.a[:4])
 	copy(k.Dst[:], src.a[:4])
-	if last, flags, ok = p.flows.PairState4(&k, p.flows.Hash4(&k)); ok && flow.HalfOpen(flags) && now.Since(last) >= halfOpenReclaim {
+	if last, flags, ok = p.flows.PairState4(&k, p.flows.Hash4(&k)); ok && reclaimable(pk.proto, flags) && now.Since(last) >= halfOpenReclaim {
 		p.flows.Delete4(&k)
 		p.stats.HalfOpenReclaimed++
 		return true
 	}
 	return false
+}
+
+// reclaimable reports whether a pair's flags let a new flow take its
+// SNAT port once it has been idle for halfOpenReclaim. A TCP connection
+// is judged by its handshake, which a forged source cannot complete.
+func reclaimable(proto uint8, f unit.FlowFlags) bool {
+	if proto == header.IPProtoTCP {
+		return flow.HalfOpen(f)
+	}
+	return flow.Unreplied(f)
 }
 
 // nextPort returns the next SNAT port of this worker's share of v's

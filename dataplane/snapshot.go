@@ -317,6 +317,7 @@ func TimeoutsOf(t *config.Timeouts) flow.Timeouts {
 		TCPFin:         ms(t.TCPFin),
 		TCPClosed:      ms(t.TCPClosed),
 		UDP:            ms(t.UDP),
+		UDPUnreplied:   ms(t.UDPUnreplied),
 		Other:          ms(t.Other),
 	}
 }

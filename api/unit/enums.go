@@ -154,9 +154,13 @@ const (
 	FlowPeer
 	// FlowReply: the entry is the reply direction of a pair.
 	FlowReply
+	// FlowAnswered: a packet passed this reply entry, so the backend
+	// answered. A pair without it is unreplied, and goes first under
+	// pressure (see flow.Unreplied).
+	FlowAnswered
 )
 
-var flagNames = [...]string{"syn", "est", "fin", "rst", "peer", "reply"}
+var flagNames = [...]string{"syn", "est", "fin", "rst", "peer", "reply", "ans"}
 
 // String lists the flags set, comma-separated ("-" for none).
 func (f FlowFlags) String() string {

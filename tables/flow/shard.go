@@ -53,11 +53,17 @@ type Timeouts struct {
 	TCPFin         uint32 // FIN seen in either direction
 	TCPClosed      uint32 // RST seen in either direction
 	UDP            uint32
-	Other          uint32
+	// UDPUnreplied is the timeout of a translated UDP flow its backend
+	// never answered: one-way traffic, or a flood from many sources,
+	// would otherwise hold its SNAT port and table slots for the whole
+	// UDP timeout.
+	UDPUnreplied uint32
+	Other        uint32
 }
 
 // DefaultTimeouts follow the Linux IPVS defaults where they exist
-// (established 15 min, FIN 2 min, close 10 s, UDP 5 min).
+// (established 15 min, FIN 2 min, close 10 s, UDP 5 min), and conntrack's
+// for UDP never answered (30 s).
 func DefaultTimeouts() Timeouts {
 	return Timeouts{
 		TCPSyn:         60_000,
@@ -65,6 +71,7 @@ func DefaultTimeouts() Timeouts {
 		TCPFin:         120_000,
 		TCPClosed:      10_000,
 		UDP:            300_000,
+		UDPUnreplied:   30_000,
 		Other:          60_000,
 	}
 }
@@ -85,6 +92,9 @@ func (t *Timeouts) of(proto uint8, f unit.FlowFlags) uint32 {
 			return t.TCPSyn
 		}
 	case protoUDP:
+		if Unreplied(f) {
+			return t.UDPUnreplied
+		}
 		return t.UDP
 	}
 	return t.Other
@@ -113,10 +123,11 @@ func evictScore(now, last Tick, f unit.FlowFlags) uint64 {
 		score += 3 << 32
 	case f&unit.FlowFIN != 0:
 		score += 2 << 32
-	case HalfOpen(f):
-		// A connection that never completed its handshake: under a SYN
-		// flood, where they fill the table, they go before any
-		// established connection.
+	case HalfOpen(f), Unreplied(f):
+		// A connection that never completed its handshake, or a pair
+		// its backend never answered: under a SYN flood or a flood of
+		// one-packet UDP flows, where they fill the table, they go
+		// before any connection that carries traffic both ways.
 		score += 1 << 32
 	}
 	return score
@@ -127,6 +138,14 @@ func evictScore(now, last Tick, f unit.FlowFlags) uint64 {
 // since that acknowledged one, closed or reset it.
 func HalfOpen(f unit.FlowFlags) bool {
 	return f&unit.FlowSYN != 0 && f&(unit.FlowEstablished|unit.FlowFIN|unit.FlowRST) == 0
+}
+
+// Unreplied reports whether a reply entry's flags, or a pair's (both
+// directions'), say that no packet ever came back through the reply
+// entry. Entries without a peer (tunnel, ipip: replies go straight to the
+// client) are never unreplied, and neither is a forward entry seen alone.
+func Unreplied(f unit.FlowFlags) bool {
+	return f&(unit.FlowReply|unit.FlowAnswered) == unit.FlowReply
 }
 
 // Config sizes a shard.

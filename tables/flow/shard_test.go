@@ -373,3 +373,74 @@ func TestWalkSeesSurvivorsOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestUnrepliedPairs: a UDP pair whose reply entry never saw a packet
+// expires at the unreplied timeout and goes first under pressure; once
+// answered it lives for the UDP timeout and is kept over unreplied ones.
+func TestUnrepliedPairs(t *testing.T) {
+	to := DefaultTimeouts()
+	udpPair := func(i int, answered bool) (Key4, Value4, Value4) {
+		k, v, peer := natPair(i)
+		k.Proto = protoUDP
+		if answered {
+			peer.Flags |= unit.FlowAnswered
+		}
+		return k, v, peer
+	}
+	t.Run("timeout", func(t *testing.T) {
+		s := newShard(t, 100)
+		for i, answered := range []bool{false, true} {
+			k, v, peer := udpPair(i, answered)
+			s.InsertPair4(&k, s.Hash4(&k), &v, &peer, 0)
+		}
+		if n := s.Expire(Tick(to.UDPUnreplied), 1000); n != 0 {
+			t.Fatalf("expired %d entries at exactly the unreplied timeout", n)
+		}
+		if n := s.Expire(Tick(to.UDPUnreplied+1), 1000); n != 2 {
+			t.Fatalf("expired %d entries after the unreplied timeout, want the unreplied pair (2)", n)
+		}
+		k, _, _ := udpPair(1, true)
+		if s.Lookup4(&k, s.Hash4(&k)) == nil {
+			t.Fatal("the answered pair went with the unreplied one")
+		}
+		if n := s.Expire(Tick(to.UDP+1), 1000); n != 2 {
+			t.Fatalf("expired %d entries after the UDP timeout, want the answered pair (2)", n)
+		}
+	})
+	t.Run("eviction", func(t *testing.T) {
+		const pairs = 200
+		s := newShard(t, 2*pairs)
+		for i := range pairs {
+			// Answered pairs are older: idle time alone would take them.
+			k, v, peer := udpPair(i, i%2 == 1)
+			now := Tick(1000)
+			if i%2 == 1 {
+				now = 10
+			}
+			v.LastSeen, peer.LastSeen = now, now
+			s.InsertPair4(&k, s.Hash4(&k), &v, &peer, now)
+		}
+		for i := pairs; i < pairs+20; i++ {
+			k, v, peer := udpPair(i, false)
+			if s.InsertPair4(&k, s.Hash4(&k), &v, &peer, 2000) == nil {
+				t.Fatalf("pair %d refused: nothing evicted", i)
+			}
+		}
+		answered := 0
+		for i := 1; i < pairs; i += 2 {
+			k, _, _ := udpPair(i, true)
+			if s.Lookup4(&k, s.Hash4(&k)) != nil {
+				answered++
+			}
+		}
+		// Eviction samples a neighbourhood, which now and then holds no
+		// unreplied reply entry; by idle time alone about 20 answered
+		// pairs would go.
+		if answered < pairs/2-2 {
+			t.Fatalf("%d of %d answered pairs left: eviction should take unreplied ones first", answered, pairs/2)
+		}
+	})
+	if Unreplied(unit.FlowPeer) || !Unreplied(unit.FlowPeer|unit.FlowReply) || Unreplied(unit.FlowPeer|unit.FlowReply|unit.FlowAnswered) {
+		t.Error("Unreplied is not a reply entry without an answer")
+	}
+}
