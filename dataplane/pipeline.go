@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"fmt"
 	"net/netip"
 
@@ -134,6 +135,13 @@ func New(c Config, s *Snapshot) (*Pipeline, error) {
 		sendWait: make([]heldSend, 0, maxSendWait),
 		deferred: make([]nic.Frame, 0, maxDeferred),
 		ipID:     uint32(c.Worker),
+		// SNAT ports are handed out in order, each port then resting a
+		// whole lap, the longest any order gives it before reuse
+		// (backends hold TIME_WAIT on it). The lap starts at a place
+		// of the seed's: a unit restarted without its flows should not
+		// begin with the ports it used last, which the backends may
+		// still hold.
+		natCursor: uint32(c.Flows.Seed >> 32),
 		// A full bucket: the first answers need no wait.
 		tooBigTokens: answerBurst,
 	}
@@ -307,17 +315,24 @@ func (p *Pipeline) lookup(pk *packet) (entry, bool) {
 
 func (p *Pipeline) flowPacket(pk *packet, now flow.Tick, out *Output) {
 	e, ok := p.lookup(pk)
+	reopened := false
 	if ok && pk.tcpFlags&(synFlag|ackFlag) == synFlag && e.m.Flags&unit.FlowReply == 0 && e.m.Flags&(unit.FlowFIN|unit.FlowRST) != 0 {
 		// A client that closed its connection (FIN or RST) opens a new
 		// one on the same tuple, as clients reusing ephemeral ports do
 		// within the closed flow's timeout: it is a new connection and
 		// is decided like one, so that a backend drained, failed or
 		// removed since gets no new connections by way of an old tuple.
-		p.deleteKey(pk)
 		p.stats.Reopened++
-		ok = false
+		if reopened = p.reopen(pk, e, now); !reopened {
+			p.deleteKey(pk)
+			ok = false
+		}
 	}
-	if ok {
+	if reopened {
+		if p.awaitSend(pk, e, now) {
+			return
+		}
+	} else if ok {
 		closed := e.m.Flags & (unit.FlowFIN | unit.FlowRST)
 		track(e.m, pk.tcpFlags, now)
 		if closed == 0 && e.m.Flags&(unit.FlowFIN|unit.FlowRST) != 0 && e.m.Flags&unit.FlowReply == 0 {
@@ -337,13 +352,72 @@ func (p *Pipeline) flowPacket(pk *packet, now flow.Tick, out *Output) {
 	p.apply(pk, e)
 }
 
+// reopen starts a new incarnation of the closed nat connection e in place
+// when the new connection is decided as the old one was: the same backend
+// and the same SNAT address. It keeps the SNAT port, as conntrack does:
+// the backend may still hold the old connection in TIME_WAIT under that
+// address and port, and accepts the new SYN only because it comes from
+// the same client, whose timestamps and sequence numbers only grow;
+// another client's SYN on that port would be refused (PAWS) and cost the
+// client a retransmission. It reports false, changing nothing, when the
+// connection must be decided anew.
+func (p *Pipeline) reopen(pk *packet, e entry, now flow.Tick) bool {
+	if e.m.Mode != unit.ModeNAT {
+		return false
+	}
+	v := p.snap.vips[vipKey{addr: addrOf(pk.dst()), port: pk.dport, proto: pk.proto}]
+	if v == nil || v.Punt || v.Mode != unit.ModeNAT || len(v.snat) == 0 {
+		return false
+	}
+	var mh uint64
+	if pk.v6 {
+		mh = maglevHash6(&pk.k6)
+	} else {
+		mh = maglevHash4(&pk.k4)
+	}
+	bid, ok := v.pick(mh)
+	if !ok || bid != e.m.Backend {
+		return false
+	}
+	src := v.snat[mh%uint64(len(v.snat))]
+	if !bytes.Equal(src.a[:len(e.b)], e.b) {
+		return false
+	}
+	// Both halves forget the old incarnation's state.
+	track(e.m, pk.tcpFlags, now)
+	const old = unit.FlowFIN | unit.FlowRST | unit.FlowEstablished | unit.FlowAnswered
+	if pk.v6 {
+		if f := p.flows.Lookup6(&pk.k6, pk.hash); f != nil {
+			k := flow.PeerKey6(&pk.k6, f)
+			if r := p.flows.Lookup6(&k, p.flows.Hash6(&k)); r != nil {
+				r.Flags &^= old
+			}
+		}
+	} else if f := p.flows.Lookup4(&pk.k4, pk.hash); f != nil {
+		k := flow.PeerKey4(&pk.k4, f)
+		if r := p.flows.Lookup4(&k, p.flows.Hash4(&k)); r != nil {
+			r.Flags &^= old
+		}
+	}
+	p.stats.NewFlows++
+	p.stats.Backends[bid].NewFlows++
+	p.flowEvent(channel.FlowOpened, pk, e)
+	return true
+}
+
+// FlowAnswered must follow FlowReply for track's shift.
+var _ = [1]struct{}{}[unit.FlowAnswered-unit.FlowReply<<1]
+
 // track records a packet's time and TCP flags in its entry.
 func track(m *flow.Meta, tcp uint8, now flow.Tick) {
 	m.LastSeen = now
+	// A packet through a reply entry: the backend answers (see
+	// flow.Unreplied). FlowAnswered is the bit after FlowReply.
+	f := m.Flags | (m.Flags&unit.FlowReply)<<1
 	if tcp == 0 {
+		m.Flags = f
 		return
 	}
-	f := m.Flags
 	if tcp&synFlag != 0 && f&(unit.FlowFIN|unit.FlowRST) != 0 {
 		// A SYN on a closed flow starts a new incarnation of the tuple:
 		// forget the old one's closing state so it ages as new.

@@ -183,6 +183,10 @@ func TestHotPathDoesNotAllocate(t *testing.T) {
 			}
 		}
 		round := func(in []nic.Frame) int {
+			// Time passes between batches, so that eviction, which
+			// takes the most idle of a kind first, spares the flows
+			// whose SYNs are still held.
+			full.now++
 			full.out.Reset()
 			full.p.Process(full.now, in, full.out)
 			full.p.TakeOutbox(collect)
@@ -498,5 +502,56 @@ func TestReusedTupleIsDecidedAgain(t *testing.T) {
 	}
 	if st := r.p.Stats(); st.Reopened != 1 || st.NewFlows != 2 {
 		t.Fatalf("reopened %d, new flows %d; want 1 and 2", st.Reopened, st.NewFlows)
+	}
+}
+
+// TestReusedNATTupleKeepsItsPort: a nat connection closed and opened
+// again on the same client tuple, to the same backend, keeps its SNAT
+// port, so the backend's TIME_WAIT for that port meets the same client
+// (whose timestamps only grow) and not another; both halves start the new
+// connection afresh. Decided elsewhere, it gets a new port.
+func TestReusedNATTupleKeepsItsPort(t *testing.T) {
+	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	c := cl(1, 100)
+	tx, _, _ := r.send(syn(c, vip(80)))
+	first, port := dstOf(tx[0]).Addr(), srcOf(tx[0])
+	backend := pkttest.Endpoint{MAC: pkttest.MustMAC(gwMAC), Addr: first, Port: dstOf(tx[0]).Port()}
+	snat := pkttest.Endpoint{MAC: pkttest.MustMAC(unitMAC), Addr: port.Addr(), Port: port.Port()}
+	// The backend closes first (it will hold TIME_WAIT), then the client.
+	r.send(pkttest.TCP(backend, snat, pkttest.SYN|pkttest.ACK, 9, 2, pkttest.Opts{}))
+	r.send(pkttest.TCP(backend, snat, pkttest.ACK|pkttest.FIN, 10, 2, pkttest.Opts{}))
+	r.send(pkttest.TCP(c, vip(80), pkttest.ACK|pkttest.FIN, 2, 11, pkttest.Opts{}))
+	r.now += 10
+	tx, _, _ = r.send(syn(c, vip(80)))
+	if len(tx) != 1 || srcOf(tx[0]) != port || dstOf(tx[0]).Addr() != first {
+		t.Fatalf("reopened connection went %v → %v, want %v → %v", srcOf(tx[0]), dstOf(tx[0]), port, first)
+	}
+	rk := flow.Key4{Src: first.As4(), Dst: port.Addr().As4(), SrcPort: backend.Port, DstPort: port.Port(), Proto: 6}
+	if _, flags, ok := r.p.Flows().PairState4(&rk, r.p.Flows().Hash4(&rk)); !ok || flags&(unit.FlowFIN|unit.FlowEstablished) != 0 || !flow.HalfOpen(flags) {
+		t.Fatalf("reopened pair's flags %v (found %v), want a fresh handshake", flags, ok)
+	}
+	if st := r.p.Stats(); st.Reopened != 1 || st.NewFlows != 2 {
+		t.Fatalf("reopened %d, new flows %d; want 1 and 2", st.Reopened, st.NewFlows)
+	}
+
+	// Closed again, with the backend drained meanwhile: a new decision.
+	r.send(pkttest.TCP(c, vip(80), pkttest.RST, 3, 0, pkttest.Opts{}))
+	nc := loadConfig(t, 1024, "1024-65535")
+	for i := range nc.VIPs[0].Backends {
+		if nc.VIPs[0].Backends[i].Address == first.String() {
+			nc.VIPs[0].Backends[i].State = unit.StateDraining.String()
+		}
+	}
+	if err := nc.Check(); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Build(nc, r.p.Snapshot())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.p.SetSnapshot(s)
+	tx, _, _ = r.send(syn(c, vip(80)))
+	if len(tx) != 1 || dstOf(tx[0]).Addr() == first {
+		t.Fatalf("a connection reopened after its backend was drained went to it (%v)", dstOf(tx[0]))
 	}
 }
