@@ -108,8 +108,10 @@ func (w *Worker) now() flow.Tick { return flow.Tick(time.Since(w.start) / time.M
 
 // Run forwards until ctx ends or the port fails.
 func (w *Worker) Run(ctx context.Context) error {
+	// The thread stays locked: when Run returns it ends with the
+	// goroutine, rather than go back to the runtime pinned to a core
+	// other threads must keep off.
 	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
 	if w.core >= 0 {
 		var set unix.CPUSet
 		set.Set(w.core)

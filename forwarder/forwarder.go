@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tetherlb/tether/internal/cpuset"
+
 	"github.com/rs/zerolog"
 
 	"github.com/tetherlb/tether/api/unit"
@@ -244,6 +246,18 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, len(f.workers)+1)
+	if cores := f.cfg.Forwarder.Cores; len(cores) > 0 {
+		// The forwarder's own threads (the runtime's, the uplink's,
+		// the neighbour watcher's) go elsewhere before the workers pin
+		// themselves, so that a worker's core is the worker's alone.
+		// Failing that, they share the workers' cores, as before: slower,
+		// not wrong.
+		if left, err := cpuset.Avoid(cores); err != nil {
+			f.log.Warn().Err(err).Ints("worker_cores", cores).Msg("other threads may share the workers' cores")
+		} else {
+			f.log.Info().Ints("worker_cores", cores).Ints("other_threads", left).Msg("cores")
+		}
+	}
 	if f.xdp != nil {
 		go f.watchNeighbors(ctx)
 	}

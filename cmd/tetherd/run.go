@@ -15,6 +15,7 @@ import (
 	"github.com/tetherlb/tether/ctlplane/admin"
 	"github.com/tetherlb/tether/ctlplane/control"
 	"github.com/tetherlb/tether/ctlplane/metrics"
+	"github.com/tetherlb/tether/internal/cpuset"
 )
 
 // runCommand is the unit: the control process, which starts and
@@ -109,6 +110,17 @@ func startUnit(cfgPath string, spawn bool, log *zerolog.Logger) (*daemon, error)
 // run serves the admin API and metrics and runs the control process
 // until ctx ends.
 func (u *daemon) run(ctx context.Context, log *zerolog.Logger) error {
+	if cores := u.cfg.Forwarder.Cores; len(cores) > 0 {
+		// The control process keeps off the forwarder's worker cores
+		// too (and so does the forwarder it starts, which inherits
+		// this): a poll-mode worker loses to anything scheduled
+		// beside it.
+		if left, err := cpuset.Avoid(cores); err != nil {
+			log.Warn().Err(err).Ints("worker_cores", cores).Msg("the control process may share the workers' cores")
+		} else if left != nil {
+			log.Info().Ints("cores", left).Msg("control process cores")
+		}
+	}
 	go func() {
 		if err := u.srv.Serve(ctx); err != nil {
 			log.Error().Err(err).Msg("admin API stopped")

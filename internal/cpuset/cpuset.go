@@ -1,0 +1,56 @@
+package cpuset
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+
+	"golang.org/x/sys/unix"
+)
+
+// Avoid moves every thread of this process off the given cores, onto the
+// rest of the cores it may use. It returns the cores left, and changes
+// nothing when the given cores leave none (a one-core machine, or every
+// core given to workers): then the threads share the workers' cores, as
+// before.
+func Avoid(cores []int) ([]int, error) {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return nil, fmt.Errorf("cpuset: read affinity: %w", err)
+	}
+	for _, c := range cores {
+		set.Clear(c)
+	}
+	left := Cores(&set)
+	if len(left) == 0 {
+		return nil, nil
+	}
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil, fmt.Errorf("cpuset: list threads: %w", err)
+	}
+	var errs []error
+	for _, t := range tasks {
+		tid, err := strconv.Atoi(t.Name())
+		if err != nil {
+			continue
+		}
+		// A thread that has exited since the listing is no concern.
+		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("cpuset: thread %d: %w", tid, err))
+		}
+	}
+	return left, errors.Join(errs...)
+}
+
+// Cores lists the cores in set, in order.
+func Cores(set *unix.CPUSet) []int {
+	var out []int
+	for c := range len(set) * 64 {
+		if set.IsSet(c) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
