@@ -27,6 +27,11 @@ type Dispatcher struct {
 	// inflight counts frames lent to workers and not yet back.
 	inflight  int
 	queueFull atomic.Uint64 // DispatchStats.QueueFull, read by Stats from other goroutines
+	// waiter is the port's, if it can block; sleeping is set while the
+	// dispatcher blocks in it, so that a worker handing frames back
+	// wakes it (and only then costs a system call).
+	waiter   nic.Waiter
+	sleeping atomic.Bool
 }
 
 // DispatchStats count the dispatcher's own losses.
@@ -48,6 +53,7 @@ type queuePort struct {
 	free  *spsc // worker → dispatcher: to release
 	kick  chan struct{}
 	stats nic.Stats
+	d     *Dispatcher
 }
 
 // NewDispatcher makes a dispatcher for port and the ports its workers run
@@ -60,6 +66,7 @@ func NewDispatcher(port nic.Port, snap *Snapshot, workers, batch int) (*Dispatch
 		scratch: make([]nic.Frame, MaxBatch),
 		byW:     make([][]nic.Frame, workers),
 	}
+	d.waiter, _ = port.(nic.Waiter)
 	d.snap.Store(snap)
 	ports := make([]nic.Port, workers)
 	for i := range workers {
@@ -68,6 +75,7 @@ func NewDispatcher(port nic.Port, snap *Snapshot, workers, batch int) (*Dispatch
 			link: port.LinkType(),
 			in:   newSPSC(queueSize), tx: newSPSC(queueSize), free: newSPSC(queueSize),
 			kick: make(chan struct{}, 1),
+			d:    d,
 		}
 		d.queues = append(d.queues, q)
 		d.byW[i] = make([]nic.Frame, 0, MaxBatch)
@@ -88,7 +96,7 @@ func (d *Dispatcher) Stats() DispatchStats { return DispatchStats{QueueFull: d.q
 func (d *Dispatcher) Run(ctx context.Context) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	waiter, _ := d.port.(nic.Waiter)
+	waiter := d.waiter
 	idle := 0
 	for ctx.Err() == nil {
 		moved, err := d.step()
@@ -104,13 +112,16 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case idle < spinPolls:
 		case idle < spinPolls+yieldPolls || d.inflight > 0 && waiter == nil:
 			runtime.Gosched()
-		case waiter != nil && d.inflight == 0:
-			if err := waiter.Wait(idleWait); err != nil {
-				return fmt.Errorf("dispatch: %w", err)
-			}
 		case waiter != nil:
-			// Frames are out (held fragments, say): wait briefly.
-			if err := waiter.Wait(time.Millisecond); err != nil {
+			// Frames out with a worker come back with a wake-up (see
+			// queuePort.handBack); the timeout only bounds the wait.
+			d.sleeping.Store(true)
+			var err error
+			if !d.pending() {
+				err = waiter.Wait(idleWait)
+			}
+			d.sleeping.Store(false)
+			if err != nil {
 				return fmt.Errorf("dispatch: %w", err)
 			}
 		default:
@@ -118,6 +129,17 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// pending reports whether a worker has handed frames back: the last look
+// before the dispatcher sleeps, after announcing it.
+func (d *Dispatcher) pending() bool {
+	for _, q := range d.queues {
+		if !q.tx.empty() || !q.free.empty() {
+			return true
+		}
+	}
+	return false
 }
 
 // step does one round: return what workers finished, then receive and
@@ -206,16 +228,29 @@ func (q *queuePort) Transmit(frames []nic.Frame) (int, error) {
 		n += q.tx.push(frames[n:])
 	}
 	q.stats.TxFrames += uint64(len(frames))
+	q.handBack()
 	return len(frames), nil
+}
+
+// handBack wakes the dispatcher, if it sleeps, for frames a worker has
+// just handed back: a reply must not wait out the dispatcher's idle wait.
+func (q *queuePort) handBack() {
+	if q.d.sleeping.Load() {
+		q.d.waiter.Wake()
+	}
 }
 
 // Release implements nic.Port.Release.
 func (q *queuePort) Release(frames []nic.Frame) {
+	if len(frames) == 0 {
+		return
+	}
 	n := q.free.push(frames)
 	for n < len(frames) {
 		runtime.Gosched()
 		n += q.free.push(frames[n:])
 	}
+	q.handBack()
 }
 
 // Wait implements nic.Waiter: it returns when the dispatcher hands over

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/tetherlb/tether/internal/pkttest"
 	"github.com/tetherlb/tether/nic"
@@ -126,3 +127,60 @@ func TestDispatchFragmentsMeetTheirFlow(t *testing.T) {
 }
 
 func payload(n int) []byte { return make([]byte, n) }
+
+// wakePort is a port that can block; it records wake-ups.
+type wakePort struct {
+	*ring.Port
+	woken int
+}
+
+func (p *wakePort) Wait(time.Duration) error { return nil }
+func (p *wakePort) Wake()                    { p.woken++ }
+
+// TestDispatcherWokenByHandBack: a worker that hands frames back to a
+// sleeping dispatcher (to send or to release) wakes it, so a reply never
+// waits out the dispatcher's idle wait; one that is awake costs nothing.
+func TestDispatcherWokenByHandBack(t *testing.T) {
+	c := loadConfig(t, 4096, "1024-65535")
+	c.Forwarder.Workers = 2
+	s, err := Build(c, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := &wakePort{Port: ring.New("r", nic.LinkEthernet, 16, 2048)}
+	d, qs := NewDispatcher(port, s, 2, 32)
+	if err := port.Inject(syn(cl(1, 1000), vip(80)), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.step(); err != nil {
+		t.Fatal(err)
+	}
+	var got []nic.Frame
+	buf := make([]nic.Frame, 4)
+	for _, q := range qs {
+		n, _ := q.Receive(buf)
+		got = append(got, buf[:n]...)
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d frames reached the workers, want 1", len(got))
+	}
+	owner := qs[d.steer.Worker(s, &got[0], nic.LinkEthernet)]
+	owner.Transmit(got) // awake: no wake-up
+	if port.woken != 0 {
+		t.Fatalf("%d wake-ups of an awake dispatcher", port.woken)
+	}
+	if !d.pending() {
+		t.Fatal("a frame handed back is not pending")
+	}
+	d.step()
+	d.sleeping.Store(true)
+	if d.pending() {
+		t.Fatal("pending after the dispatcher took everything")
+	}
+	owner.Transmit(got)
+	owner.Release(got)
+	owner.Release(nil)
+	if port.woken != 2 {
+		t.Fatalf("%d wake-ups for a send and a release to a sleeping dispatcher, want 2", port.woken)
+	}
+}

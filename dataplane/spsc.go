@@ -52,3 +52,6 @@ func (q *spsc) pop(frames []nic.Frame) int {
 	q.head.Store(h + n)
 	return int(n)
 }
+
+// empty reports whether the queue holds nothing; either side may ask.
+func (q *spsc) empty() bool { return q.head.Load() == q.tail.Load() }

@@ -153,7 +153,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		case idle < spinPolls:
 		case idle < spinPolls+yieldPolls || w.p.HeldPunts() > 0:
 			// A worker waiting for routes keeps polling its commands.
+			// It gives way to the goroutines that need its P and, with
+			// sched_yield, to any other thread the kernel runs on its
+			// core (a backend's server on a small machine), which would
+			// otherwise wait for the scheduler's time slice.
 			runtime.Gosched()
+			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 		case w.waiter != nil:
 			// Announce the sleep before the last look at the commands:
 			// a command queued after the look sees the flag and wakes us.
