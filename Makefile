@@ -60,10 +60,16 @@ bin:
 	$(GO) build -o bin/lbbench ./bench/lbbench
 	$(GO) build -o bin/healthbench ./bench/healthbench
 
-# Whole-system throughput: Tether (AF_XDP, TUN) against nftables DNAT on
-# the same namespace topology. Needs root and nft. Results: bench/RESULTS.md.
+# Whole-system benchmark: Tether (AF_XDP, TUN; nat, halfnat) against
+# nftables DNAT and HAProxy at their defaults on the same namespace
+# topology, with nginx backends and wrk; BENCH_RUNS runs, medians, a
+# chart in BENCH_SVG. Needs root; installs nginx, wrk, haproxy and the
+# rest with apt-get when missing. Results: bench/RESULTS.md.
+BENCH_RUNS ?= 3
+BENCH_SVG  ?= bench/system.svg
 bench-system: bin
-	./bin/lbbench --tetherd ./bin/tetherd
+	@bash scripts/deps.sh bench
+	./bin/lbbench --tetherd ./bin/tetherd --runs $(BENCH_RUNS) --svg $(BENCH_SVG)
 
 # Reaction to backend failures with default health settings: Tether
 # (tether-agent checks and pushes) beside HAProxy (check inter 2s fall 3

@@ -16,16 +16,70 @@ import "fmt"
 // on with a partial checksum (and as 64 KiB super-packets), which AF_XDP
 // passes through unchanged and a real NIC would never deliver.
 func NewSwitchedLB(tag string, backends int) (*LB, error) {
+	return NewSwitchedLBWith(tag, backends, SwitchedOptions{})
+}
+
+// SwitchedOptions varies the switched topology for a benchmark that runs
+// other load balancers on it too.
+type SwitchedOptions struct {
+	// Driver is the forwarder port the unit is configured for: "afxdp"
+	// (the default, on the unit's veth u0) or "tun" (a TUN device
+	// tether0, with u0 left to the kernel).
+	Driver string
+	// KeepOffloads leaves every interface at the kernel's defaults
+	// instead of turning the senders' offloads off: what a kernel or
+	// proxy peer is measured with. SenderOffloadsOff applies the AF_XDP
+	// setting afterwards.
+	KeepOffloads bool
+}
+
+// NewSwitchedLBWith is NewSwitchedLB with options.
+func NewSwitchedLBWith(tag string, backends int, o SwitchedOptions) (*LB, error) {
 	n, err := New(tag)
 	if err != nil {
 		return nil, err
 	}
-	lb := &LB{Net: n, Driver: "afxdp", UnitIf: "u0", UnitIP: "10.0.0.1"}
-	if err := lb.buildSwitched(backends); err != nil {
+	lb := &LB{Net: n, Driver: "afxdp", UnitIf: switchedUnitIf, UnitIP: "10.0.0.1"}
+	switch o.Driver {
+	case "", "afxdp":
+	case "tun":
+		lb.Driver, lb.UnitIf = "tun", "tether0"
+	default:
+		n.Close()
+		return nil, fmt.Errorf("e2e: switched topology: unknown driver %q", o.Driver)
+	}
+	err = lb.buildSwitched(backends)
+	if err == nil && !o.KeepOffloads {
+		_, err = lb.SenderOffloadsOff()
+	}
+	if err != nil {
 		n.Close()
 		return nil, err
 	}
 	return lb, nil
+}
+
+// switchedUnitIf is the unit's veth on the bridge.
+const switchedUnitIf = "u0"
+
+// SenderOffloadsOff turns TX checksum offload, TSO and GSO off on the
+// interfaces that send toward the unit in the switched topology (the
+// client's and every backend's veth), as NewSwitchedLB does, and returns
+// what it changed, for a report.
+func (lb *LB) SenderOffloadsOff() ([]string, error) {
+	type end struct{ ns, ifc, label string }
+	ends := []end{{lb.Client, "c0", "client c0"}}
+	for i, ns := range lb.Backends {
+		ends = append(ends, end{ns, "e0", fmt.Sprintf("backend b%d e0", i)})
+	}
+	var changed []string
+	for _, e := range ends {
+		if err := lb.Run(e.ns, "ethtool", "-K", e.ifc, "tx", "off", "tso", "off", "gso", "off"); err != nil {
+			return changed, err
+		}
+		changed = append(changed, e.label)
+	}
+	return changed, nil
 }
 
 func (lb *LB) buildSwitched(backends int) error {
@@ -71,7 +125,7 @@ func (lb *LB) buildSwitched(backends int) error {
 	if err := attach(router, "r0", []string{"10.0.0.254/24"}); err != nil {
 		return err
 	}
-	if err := attach(lb.Unit, lb.UnitIf, []string{lb.UnitIP + "/24"}); err != nil {
+	if err := attach(lb.Unit, switchedUnitIf, []string{lb.UnitIP + "/24"}); err != nil {
 		return err
 	}
 	if err := lb.Veth(lb.Client, "c0", []string{ClientAddr + "/24"}, router, "rc0", []string{"10.0.1.1/24"}); err != nil {
@@ -82,7 +136,6 @@ func (lb *LB) buildSwitched(backends int) error {
 		{router, "ip", "route", "add", VIPRange, "via", lb.UnitIP},
 		{router, "ip", "route", "add", "198.51.100.0/24", "via", lb.UnitIP},
 		{lb.Unit, "ip", "route", "add", "default", "via", "10.0.0.254"},
-		{lb.Client, "ethtool", "-K", "c0", "tx", "off", "tso", "off", "gso", "off"},
 	}
 	for _, s := range steps {
 		if err := lb.Run(s[0], s[1:]...); err != nil {
@@ -104,9 +157,6 @@ func (lb *LB) buildSwitched(backends int) error {
 			return err
 		}
 		if err := lb.Run(ns, "ip", "route", "add", "default", "via", lb.UnitIP); err != nil {
-			return err
-		}
-		if err := lb.Run(ns, "ethtool", "-K", "e0", "tx", "off", "tso", "off", "gso", "off"); err != nil {
 			return err
 		}
 	}

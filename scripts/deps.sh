@@ -2,10 +2,12 @@
 # Installs the Debian packages a job shells out to, but only those whose
 # commands are missing, so that `make demo` and .ci/run work on a fresh
 # Debian machine that has nothing but Go. The lists live here and nowhere
-# else: make demo runs the "demo" set, .ci/run the "test" set.
+# else: make demo runs the "demo" set, .ci/run the "test" set, make
+# bench-system the "bench" set.
 #
 #   scripts/deps.sh demo   # make demo
 #   scripts/deps.sh test   # make test (the demo set and more)
+#   scripts/deps.sh bench  # make bench-system (the demo set, the peers and real clients and servers)
 set -euo pipefail
 
 # command:package pairs, each with the reason it is needed. The demo's
@@ -24,9 +26,20 @@ test=(
   mke2fs:e2fsprogs                    # make vm makes config disks
   qemu-system-x86_64:qemu-system-x86  # the VM boot test runs the image under qemu
 )
+# bench/lbbench: real backends, clients and peers around the unit.
+bench=(
+  "${demo[@]}"
+  nginx:nginx        # the backends' HTTP servers
+  wrk:wrk            # the HTTP client: keep-alive, new connections, parallel 1 MiB downloads
+  curl:curl          # the one long stream
+  haproxy:haproxy    # a peer: HAProxy mode tcp
+  nft:nftables       # a peer: kernel DNAT
+  nstat:iproute2     # the client's SYN retransmissions
+  taskset:util-linux # pins the load balancer to core 1 and everything else to core 0
+)
 
 usage() {
-  echo "usage: $0 demo|test ..." >&2
+  echo "usage: $0 demo|test|bench ..." >&2
   exit 2
 }
 [ $# -gt 0 ] || usage
@@ -36,6 +49,7 @@ for set in "$@"; do
   case $set in
     demo) want+=("${demo[@]}") ;;
     test) want+=("${test[@]}") ;;
+    bench) want+=("${bench[@]}") ;;
     *) usage ;;
   esac
 done
