@@ -37,6 +37,9 @@ type result struct {
 	notes []string
 	// fatal is why the setup could not be measured at all.
 	fatal string
+	// other is the CPU time other work on the machine took while the
+	// loads ran, as a share of one core; -1 if not measured.
+	other float64
 }
 
 func (r *result) fail(fig string, err error) { r.errs[fig] = err.Error() }
@@ -45,7 +48,10 @@ func (r *result) fail(fig string, err error) { r.errs[fig] = err.Error() }
 // balancer, runs every load once and removes everything again, on every
 // path.
 func measure(o options, s setup, st *site, run, idx int, progress func(string, ...any)) *result {
-	res := &result{setup: s, vals: map[string]float64{}, errs: map[string]string{}}
+	res := &result{setup: s, vals: map[string]float64{}, errs: map[string]string{}, other: -1}
+	if share := waitQuiet(progress); share >= quietShare {
+		progress("WARNING: other work still uses %.0f%% of a core; measuring anyway", 100*share)
+	}
 	driver := "afxdp"
 	if s.driver == "tun" {
 		driver = "tun"
@@ -73,6 +79,14 @@ func measure(o options, s setup, st *site, run, idx int, progress func(string, .
 		progress("FAILED: %v", err)
 		return res
 	}
+
+	ow := watchOtherWork()
+	defer func() {
+		res.other = ow.end()
+		if res.other >= quietShare {
+			progress("WARNING: other work on the machine used %.0f%% of a core while this setup ran", 100*res.other)
+		}
+	}()
 
 	url := "http://" + vip + "/"
 	progress("keep-alive requests (wrk, %d connections, %d s)", o.conns, o.secs)

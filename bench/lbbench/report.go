@@ -136,8 +136,10 @@ func (rep report) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "Topology: client → router → unit → three nginx backends (one worker each) on a bridge, all veth in namespaces. "+
 		"Pinning: the load balancer (Tether's worker, HAProxy) on core 1; the client (wrk, curl, the UDP sender), nginx and the UDP sinks on core 0; "+
 		"the kernel's softirq work wherever it runs. Loads: wrk -t1 for %d s each (keep-alive: %d connections; new connections: %d, `Connection: close`; bulk: %d, "+
-		"the 1 MiB file); one %d MiB stream with curl; 64-byte UDP frames for %d s from a raw socket, counted at the backends.\n\n",
-		o.secs, o.conns, o.conns, o.bulkConns, o.stream>>20, o.secs)
+		"the 1 MiB file); one %d MiB stream with curl; 64-byte UDP frames for %d s from a raw socket, counted at the backends. "+
+		"Other work is the CPU time processes outside the harness took while a setup's loads ran (the machine may be shared); "+
+		"each setup waits up to %s for it to drop below %.0f%% of a core before it starts.\n\n",
+		o.secs, o.conns, o.conns, o.bulkConns, o.stream>>20, o.secs, quietWait, 100*quietShare)
 
 	b.WriteString("| setup |")
 	for _, f := range figs {
@@ -147,8 +149,9 @@ func (rep report) markdown(b *strings.Builder) {
 		}
 		fmt.Fprintf(b, " %s |", f.title)
 	}
+	b.WriteString(" other work, % of a core (per run) |")
 	b.WriteString("\n|---|")
-	for range len(figs) + 1 {
+	for range len(figs) + 2 {
 		b.WriteString("---|")
 	}
 	b.WriteString("\n")
@@ -168,7 +171,15 @@ func (rep report) markdown(b *strings.Builder) {
 				fmt.Fprintf(b, " %s |", strings.Join(retx, " / "))
 			}
 		}
-		b.WriteString("\n")
+		var other []string
+		for _, run := range rep.results {
+			if o := run[i].other; o >= 0 {
+				other = append(other, fmt.Sprintf("%.0f", 100*o))
+			} else {
+				other = append(other, "?")
+			}
+		}
+		fmt.Fprintf(b, " %s |\n", strings.Join(other, " / "))
 	}
 
 	// Ratios of each Tether row to each peer, per run, then the median.
