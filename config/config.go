@@ -194,6 +194,13 @@ type Port struct {
 	// a /sys of its own), a BPF filesystem mounted elsewhere before it
 	// starts. TUN ports ignore it.
 	PinDir string `mapstructure:"pin_dir"`
+	// Offload makes a TUN port exchange packets with the kernel behind
+	// virtio-net headers, with checksum and TCP segmentation offload:
+	// TCP super-packets of up to 64 KiB cross the device whole, their
+	// checksums left partial (see nic.Offload). Off, every packet is
+	// segmented and checksummed by the kernel before Tether sees it.
+	// AF_XDP ports ignore it (they finish partial checksums themselves).
+	Offload bool `mapstructure:"offload"`
 }
 
 // DefaultPinDir is forwarder.port.pin_dir's default.

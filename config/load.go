@@ -50,6 +50,7 @@ var defaults = map[string]any{
 	"forwarder.port.mtu":                       0,
 	"forwarder.port.table":                     DefaultReturnTable,
 	"forwarder.port.queue_length":              DefaultQueueLength,
+	"forwarder.port.offload":                   true,
 	"forwarder.port.pin_dir":                   DefaultPinDir,
 	"admin.socket":                             "/run/tether/admin.sock",
 	"admin.group":                              "",

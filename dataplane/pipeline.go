@@ -33,6 +33,10 @@ type Config struct {
 	FragDatagrams int
 	FragPending   int
 	FragTimeout   uint32
+	// GuessPartial: the port may hand over packets whose transport
+	// checksum is partial without saying so (AF_XDP on a veth whose
+	// sender left the checksum to the device). See Pipeline.offload.
+	GuessPartial bool
 }
 
 // ConfigFrom derives a worker's Config from the unit configuration.
@@ -226,6 +230,9 @@ func (p *Pipeline) batch(now flow.Tick, frames []nic.Frame, out *Output) {
 			p.stats.RxBytes += uint64(frames[i].Len)
 		}
 		parse(pk, p.cfg.Link)
+		if o := &frames[i].Offload; o.Partial || o.GSOSize != 0 || p.cfg.GuessPartial {
+			p.offload(pk)
+		}
 	}
 	// Start loading each flow's home slot before looking any up, so the
 	// batch's cache misses overlap instead of queueing. The loop is kept

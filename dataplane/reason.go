@@ -26,6 +26,7 @@ const (
 	DropICMPBadChecksum   // ICMP error whose checksum is wrong: rewriting would make it right
 	DropICMPBadQuote      // ICMP error quoting an ICMP error or a non-first fragment, which no error may
 	DropTCPBadOptions     // a SYN to an ipip VIP whose options are malformed, so its MSS cannot be clamped
+	DropBadOffload        // offload metadata (a virtio-net header's checksum place or segment size) that does not fit the packet
 	// Hostile input.
 	DropSourceRouted // IPv4 source route, IPv6 routing header with segments left (or type 0)
 	DropBadSource    // a new flow from a source that is never legitimate, or from its own destination
@@ -93,6 +94,7 @@ var dropNames = [numDrops]string{
 	DropNoHeadroom:        "no_headroom",
 	DropPuntOverflow:      "punt_overflow",
 	DropPuntTimeout:       "punt_timeout",
+	DropBadOffload:        "bad_offload",
 }
 
 // String returns the reason's name as counters and logs show it.

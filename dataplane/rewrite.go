@@ -142,6 +142,13 @@ func rewrite(pk *packet, src []byte, sport uint16, dst []byte, dport uint16, set
 		return
 	}
 	l4 := b[pk.l4 : pk.l4+header.UDPSize]
+	if pk.frame.Offload.Partial {
+		// The field holds the pseudo-header's sum, which covers the
+		// addresses and not the ports: it grows by the addresses'
+		// change, and the device sums the ports with the rest.
+		c := b[pk.l4+int(pk.frame.Offload.CsumOffset):]
+		binary.BigEndian.PutUint16(c, header.Fold(uint64(binary.BigEndian.Uint16(c))+delta))
+	}
 	if setSrc {
 		delta += header.Delta16(binary.BigEndian.Uint16(l4[0:]), sport)
 		binary.BigEndian.PutUint16(l4[0:], sport)
@@ -149,6 +156,9 @@ func rewrite(pk *packet, src []byte, sport uint16, dst []byte, dport uint16, set
 	if setDst {
 		delta += header.Delta16(binary.BigEndian.Uint16(l4[2:]), dport)
 		binary.BigEndian.PutUint16(l4[2:], dport)
+	}
+	if pk.frame.Offload.Partial {
+		return
 	}
 	switch pk.proto {
 	case header.IPProtoTCP:
@@ -172,13 +182,26 @@ func (p *Pipeline) encapIP(pk *packet, dst []byte, mtu int) bool {
 		overhead = header.IPv6Size
 	}
 	inner := pk.end - pk.l3
+	// What must fit the path: the packet, or each segment a super-packet
+	// will be cut into (its headers and GSOSize of payload).
+	seg := inner
+	if g := int(pk.frame.Offload.GSOSize); g > 0 && pk.l4 != 0 && pk.proto == header.IPProtoTCP {
+		seg = min(inner, pk.l4-pk.l3+header.TCP(pk.b[pk.l4:]).DataOffset()+g)
+	}
 	if pk.proto == header.IPProtoTCP && pk.l4 != 0 && pk.tcpFlags&synFlag != 0 {
-		if most := mtu - overhead - (pk.l4 - pk.l3) - header.TCPMinSize; most > 0 && !header.ClampMSS(header.TCP(pk.b[pk.l4:]), uint16(min(most, 0xffff))) {
+		t := header.TCP(pk.b[pk.l4:])
+		// A partial checksum does not cover the options (the device
+		// sums them): the clamp must leave it as it is.
+		partial, sum := pk.frame.Offload.Partial, t.Checksum()
+		if most := mtu - overhead - (pk.l4 - pk.l3) - header.TCPMinSize; most > 0 && !header.ClampMSS(t, uint16(min(most, 0xffff))) {
 			pk.dropWith(DropTCPBadOptions)
 			return false
 		}
+		if partial {
+			t.SetChecksum(sum)
+		}
 	}
-	if inner+overhead > mtu {
+	if seg+overhead > mtu || inner+overhead > 0xffff {
 		if !p.answerTooBig(pk, mtu-overhead, p.now) {
 			pk.dropWith(DropTooBig)
 		}

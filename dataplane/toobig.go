@@ -96,6 +96,7 @@ func (p *Pipeline) answerTooBig(pk *packet, mtu int, now flow.Tick) bool {
 // sendBack sends pk, turned into an answer, back the way it came: to the
 // MAC that sent it, from ours.
 func (p *Pipeline) sendBack(pk *packet) {
+	pk.frame.Offload = nic.Offload{} // an answer is whole, its checksums done
 	if p.cfg.Link == nic.LinkEthernet {
 		eth := header.Ethernet(pk.b)
 		d, s := eth.Dst(), eth.Src()
@@ -120,6 +121,9 @@ func (p *Pipeline) answerRST(pk *packet, now flow.Tick) bool {
 		ipLen = header.IPv6Size
 	}
 	if pk.l4 != pk.l3+ipLen || pk.frag != fragNone || !p.answerAllowed(now) {
+		return false
+	}
+	if o := &pk.frame.Offload; o.Partial && !finishChecksum(pk.b, int(o.CsumStart), int(o.CsumOffset)) {
 		return false
 	}
 	if header.Checksum(pk.b[pk.l4:pk.end], header.PseudoHeaderSum(header.IPProtoTCP, pk.src(), pk.dst(), uint32(pk.end-pk.l4))) != 0 {

@@ -55,7 +55,7 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 	f := &Forwarder{log: log, cfg: c, snap: snap}
 	switch c.Forwarder.Port.Driver {
 	case config.DriverTUN:
-		t, err := tun.Open(tun.Config{Name: c.Forwarder.Port.Interface, MTU: c.Forwarder.Port.MTU, QueueLength: c.Forwarder.Port.QueueLength})
+		t, err := tun.Open(tun.Config{Name: c.Forwarder.Port.Interface, MTU: c.Forwarder.Port.MTU, QueueLength: c.Forwarder.Port.QueueLength, Offload: c.Forwarder.Port.Offload})
 		if err != nil {
 			if errors.Is(err, os.ErrPermission) {
 				return nil, err // AF_XDP would need more privileges, not fewer
@@ -135,6 +135,9 @@ func (f *Forwarder) startWorkers(c *config.Config) error {
 			return fmt.Errorf("forwarder: seed: %w", err)
 		}
 		pc := dataplane.ConfigFrom(c, i, workerPorts[i].LinkType(), binary.LittleEndian.Uint64(seed[:]))
+		// An AF_XDP socket does not say which checksums a local sender
+		// left partial; the pipeline finishes them (see Pipeline.offload).
+		pc.GuessPartial = c.Forwarder.Port.Driver == config.DriverAFXDP
 		p, err := dataplane.New(pc, f.snap)
 		if err != nil {
 			return err

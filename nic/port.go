@@ -44,7 +44,39 @@ type Frame struct {
 	// Handle identifies the buffer to its driver (a UMEM address, a slot
 	// index); the dataplane does not interpret it.
 	Handle uint64
+	// Offload is what the frame leaves to the device, on a port that
+	// says so (TUN with virtio-net headers); zero otherwise.
+	Offload Offload
 }
+
+// Offload describes a frame whose transport checksum, or whose cutting
+// into segments, is left to the device, as a virtio-net header does: the
+// kernel hands such frames to a TUN device that asked for them, and takes
+// them back, so that one header rewrite moves up to 64 KiB.
+type Offload struct {
+	// CsumStart is where the transport header starts, counted from the
+	// frame's first byte, and CsumOffset where its checksum field lies
+	// within it. They mean something only when Partial is set.
+	CsumStart, CsumOffset uint16
+	// GSOSize is the transport payload of each segment the frame is to
+	// be cut into; 0 for a frame that goes out whole.
+	GSOSize uint16
+	// GSO says how to cut the frame (GSOTCPv4, GSOTCPv6), with GSOECN
+	// when the segments carry ECN's congestion-window-reduced flag.
+	GSO uint8
+	// Partial: the checksum field holds only the sum of the
+	// pseudo-header (not complemented); the device adds the transport
+	// header and payload from CsumStart on and stores the checksum.
+	Partial bool
+}
+
+// GSO types of Offload.GSO, virtio-net's numbers.
+const (
+	GSONone  = 0
+	GSOTCPv4 = 1
+	GSOTCPv6 = 4
+	GSOECN   = 0x80
+)
 
 // Data returns the frame's bytes.
 func (f *Frame) Data() []byte { return f.Buf[f.Off : f.Off+f.Len] }
@@ -58,6 +90,9 @@ func (f *Frame) Prepend(n int) ([]byte, bool) {
 	}
 	f.Off -= n
 	f.Len += n
+	if f.Offload.Partial {
+		f.Offload.CsumStart += uint16(n)
+	}
 	return f.Data(), true
 }
 
@@ -69,6 +104,9 @@ func (f *Frame) TrimFront(n int) bool {
 	}
 	f.Off += n
 	f.Len -= n
+	if f.Offload.Partial {
+		f.Offload.CsumStart -= uint16(n)
+	}
 	return true
 }
 
@@ -143,4 +181,16 @@ type Waiter interface {
 	// Wake makes the Wait in progress, or the next one, return at once.
 	// Any goroutine may call it.
 	Wake()
+}
+
+// Allocator is implemented by ports that can lend a free buffer to fill
+// with a frame that did not come from the port's own receive path (a
+// frame another worker received and handed over). The caller owns the
+// frame until it hands it back through Transmit or Release, like a
+// received one.
+type Allocator interface {
+	// Alloc returns a free buffer as an empty frame (Len 0, Off at
+	// Headroom; its capacity is len(Buf)-Off), or false when none is
+	// free now.
+	Alloc() (Frame, bool)
 }

@@ -19,8 +19,11 @@ type Report struct {
 	// Recovered counts half-NAT flows made again from a backend's reply
 	// the unit had no flow for (after a restart of the whole unit).
 	Recovered uint64 `json:"recovered"`
-	Punted    uint64 `json:"punted"`
-	Flows     int    `json:"flows"` // client-direction and reply entries
+	// ChecksumsFinished counts partial transport checksums the forwarder
+	// completed itself (see nic.Offload).
+	ChecksumsFinished uint64 `json:"checksums_finished"`
+	Punted            uint64 `json:"punted"`
+	Flows             int    `json:"flows"` // client-direction and reply entries
 	// PortDropped counts frames lost before any worker saw them: the
 	// kernel's drops at the port (AF_XDP rings, a TUN device's queue)
 	// and the port's own (no free buffer, a worker's queue full). No drop

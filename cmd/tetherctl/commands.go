@@ -132,6 +132,9 @@ func commands(cl func() *client) []*cobra.Command {
 				if r.Recovered > 0 {
 					fmt.Fprintf(w, "recovered\t%d half-NAT flows made again from a backend's reply\n", r.Recovered)
 				}
+				if r.ChecksumsFinished > 0 {
+					fmt.Fprintf(w, "checksums finished\t%d partial checksums completed by the forwarder\n", r.ChecksumsFinished)
+				}
 				if r.ResetsSent > 0 {
 					fmt.Fprintf(w, "resets sent\t%d segments of nat connections the unit does not know\n", r.ResetsSent)
 				}

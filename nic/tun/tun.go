@@ -8,7 +8,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/songgao/water"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -26,20 +25,27 @@ type Config struct {
 	// QueueLength is the device's txqueuelen: how many packets the
 	// kernel queues for the port; 0 keeps the kernel's default (500).
 	QueueLength int
+	// Offload asks the kernel for virtio-net headers: it hands over
+	// packets with their transport checksum left partial and TCP
+	// super-packets of up to 64 KiB whole (GSO), and takes them back the
+	// same way (see nic.Offload).
+	Offload bool
 }
 
 // Port is a nic.Port on a TUN device.
 type Port struct {
-	name   string
-	ifce   *water.Interface
-	file   *os.File // keeps fd open
-	fd     int
-	link   netlink.Link
-	bufs   [][]byte
-	free   []uint64
-	stats  nic.Stats
-	routes []netlink.Route
-	wake   nic.Wakeup
+	name    string
+	fd      int
+	link    netlink.Link
+	bufs    [][]byte
+	free    []uint64
+	stats   nic.Stats
+	routes  []netlink.Route
+	wake    nic.Wakeup
+	offload bool
+	// seg is where Transmit builds the segments of a super-packet the
+	// kernel cannot cut itself (see segment).
+	seg []byte
 }
 
 var _ nic.Port = (*Port)(nil)
@@ -54,55 +60,43 @@ func Open(c Config) (*Port, error) {
 	if c.Name == "" || len(c.Name) >= unix.IFNAMSIZ {
 		return nil, fmt.Errorf("tun: device name %q: want 1 to %d characters", c.Name, unix.IFNAMSIZ-1)
 	}
-	ifce, err := water.New(water.Config{DeviceType: water.TUN, PlatformSpecificParams: water.PlatformSpecificParams{Name: c.Name}})
+	fd, err := create(c.Name, c.Offload)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("tun: create %s: /dev/net/tun is missing (load the tun module, or use the afxdp port): %w", c.Name, err)
-		}
-		if errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EPERM) {
-			return nil, fmt.Errorf("tun: create %s: permission denied (needs CAP_NET_ADMIN): %w", c.Name, err)
-		}
-		return nil, fmt.Errorf("tun: create %s: %w", c.Name, err)
+		return nil, err
 	}
 	wake, err := nic.NewWakeup()
 	if err != nil {
-		ifce.Close()
+		unix.Close(fd)
 		return nil, fmt.Errorf("tun: %s: %w", c.Name, err)
 	}
-	p := &Port{name: ifce.Name(), ifce: ifce, wake: wake}
-	f, ok := ifce.ReadWriteCloser.(*os.File)
-	if !ok {
-		ifce.Close()
-		return nil, fmt.Errorf("tun: %s: the device is not a file", c.Name)
-	}
-	p.file = f
-	rc, err := f.SyscallConn()
-	if err == nil {
-		err = rc.Control(func(fd uintptr) { p.fd = int(fd) })
-	}
-	if err != nil {
-		ifce.Close()
-		return nil, fmt.Errorf("tun: %s: get descriptor: %w", c.Name, err)
+	p := &Port{name: c.Name, fd: fd, wake: wake, offload: c.Offload}
+	fail := func(err error) (*Port, error) {
+		unix.Close(fd)
+		wake.Close()
+		return nil, err
 	}
 	if p.link, err = netlink.LinkByName(p.name); err != nil {
-		ifce.Close()
-		return nil, fmt.Errorf("tun: %s: %w", p.name, err)
+		return fail(fmt.Errorf("tun: %s: %w", p.name, err))
 	}
 	if c.MTU > 0 {
 		if err := netlink.LinkSetMTU(p.link, c.MTU); err != nil {
-			ifce.Close()
-			return nil, fmt.Errorf("tun: %s: set MTU %d: %w", p.name, c.MTU, err)
+			return fail(fmt.Errorf("tun: %s: set MTU %d: %w", p.name, c.MTU, err))
 		}
 	}
 	if c.QueueLength > 0 {
 		if err := netlink.LinkSetTxQLen(p.link, c.QueueLength); err != nil {
-			ifce.Close()
-			return nil, fmt.Errorf("tun: %s: set queue length %d: %w", p.name, c.QueueLength, err)
+			return fail(fmt.Errorf("tun: %s: set queue length %d: %w", p.name, c.QueueLength, err))
+		}
+	}
+	if c.Offload {
+		// Room in every super-packet for the IP-in-IP header Tether may
+		// put in front: the kernel cuts bigger ones before the device.
+		if err := netlink.LinkSetGSOMaxSize(p.link, gsoMax); err != nil {
+			return fail(fmt.Errorf("tun: %s: set GSO size %d: %w", p.name, gsoMax, err))
 		}
 	}
 	if err := netlink.LinkSetUp(p.link); err != nil {
-		ifce.Close()
-		return nil, fmt.Errorf("tun: %s: bring up: %w", p.name, err)
+		return fail(fmt.Errorf("tun: %s: bring up: %w", p.name, err))
 	}
 	// Tether writes packets into the device whose source is the unit's
 	// own address (tunnel and ipip headers) or lies behind another
@@ -111,8 +105,7 @@ func Open(c Config) (*Port, error) {
 	for _, s := range []struct{ key, val string }{{"accept_local", "1"}, {"rp_filter", "0"}} {
 		path := "/proc/sys/net/ipv4/conf/" + p.name + "/" + s.key
 		if err := os.WriteFile(path, []byte(s.val), 0o644); err != nil {
-			ifce.Close()
-			return nil, fmt.Errorf("tun: %s: set %s: %w", p.name, s.key, err)
+			return fail(fmt.Errorf("tun: %s: set %s: %w", p.name, s.key, err))
 		}
 	}
 	n := c.Buffers
@@ -124,7 +117,55 @@ func Open(c Config) (*Port, error) {
 		p.bufs[i] = make([]byte, bufSize)
 		p.free = append(p.free, uint64(i))
 	}
+	if c.Offload {
+		p.seg = make([]byte, vnetHdrLen+segMax)
+	}
 	return p, nil
+}
+
+// create opens /dev/net/tun and makes the device: IP packets without
+// the packet-information prefix and, with offload, behind a virtio-net
+// header, with checksum and TCP segmentation offload announced so that
+// the kernel keeps super-packets whole.
+func create(name string, offload bool) (int, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) {
+			return -1, fmt.Errorf("tun: create %s: /dev/net/tun is missing (load the tun module, or use the afxdp port): %w", name, err)
+		}
+		if errors.Is(err, unix.EPERM) || errors.Is(err, unix.EACCES) {
+			return -1, fmt.Errorf("tun: create %s: permission denied (needs CAP_NET_ADMIN): %w", name, err)
+		}
+		return -1, fmt.Errorf("tun: create %s: %w", name, err)
+	}
+	ifr, err := unix.NewIfreq(name)
+	if err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("tun: create %s: %w", name, err)
+	}
+	flags := uint16(unix.IFF_TUN | unix.IFF_NO_PI)
+	if offload {
+		flags |= unix.IFF_VNET_HDR
+	}
+	ifr.SetUint16(flags)
+	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
+		unix.Close(fd)
+		if errors.Is(err, unix.EPERM) {
+			return -1, fmt.Errorf("tun: create %s: permission denied (needs CAP_NET_ADMIN): %w", name, err)
+		}
+		return -1, fmt.Errorf("tun: create %s: %w", name, err)
+	}
+	if offload {
+		if err := unix.IoctlSetPointerInt(fd, unix.TUNSETVNETHDRSZ, vnetHdrLen); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("tun: %s: virtio-net header size: %w", name, err)
+		}
+		if err := unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, unix.TUN_F_CSUM|unix.TUN_F_TSO4|unix.TUN_F_TSO6|unix.TUN_F_TSO_ECN); err != nil {
+			unix.Close(fd)
+			return -1, fmt.Errorf("tun: %s: checksum and segmentation offload: %w", name, err)
+		}
+	}
+	return fd, nil
 }
 
 // Route sends traffic for prefix into the device: the VIPs and SNAT
@@ -178,24 +219,30 @@ func (p *Port) Name() string { return p.name }
 // LinkType implements nic.Port.LinkType: TUN frames are IP packets.
 func (p *Port) LinkType() nic.LinkType { return nic.LinkIP }
 
-// Receive implements nic.Port.Receive.
+// Receive implements nic.Port.Receive. With offload, the virtio-net
+// header in front of each packet is read into the frame's Offload.
 func (p *Port) Receive(frames []nic.Frame) (int, error) {
 	n := 0
+	hl := p.hdrLen()
 	for n < len(frames) && len(p.free) > 0 {
 		h := p.free[len(p.free)-1]
 		buf := p.bufs[h]
-		m, err := unix.Read(p.fd, buf[nic.Headroom:])
+		m, err := unix.Read(p.fd, buf[nic.Headroom-hl:])
 		if err != nil {
 			if err == unix.EAGAIN || err == unix.EINTR {
 				break
 			}
 			return n, fmt.Errorf("tun: %s: read: %w", p.name, err)
 		}
-		if m == 0 {
+		if m <= hl {
 			break
 		}
+		m -= hl
 		p.free = p.free[:len(p.free)-1]
 		frames[n] = nic.Frame{Buf: buf, Off: nic.Headroom, Len: m, Handle: h}
+		if hl > 0 {
+			frames[n].Offload = readVnetHdr(buf[nic.Headroom-hl : nic.Headroom])
+		}
 		p.stats.RxFrames++
 		p.stats.RxBytes += uint64(m)
 		n++
@@ -203,13 +250,28 @@ func (p *Port) Receive(frames []nic.Frame) (int, error) {
 	return n, nil
 }
 
-// Transmit implements nic.Port.Transmit: one write per packet.
+// Transmit implements nic.Port.Transmit: one write per packet, its
+// virtio-net header written into the headroom in front of it.
 func (p *Port) Transmit(frames []nic.Frame) (int, error) {
 	sent := 0
 	var first error
+	hl := p.hdrLen()
 	for i := range frames {
 		fr := &frames[i]
-		if _, err := unix.Write(p.fd, fr.Data()); err != nil {
+		var err error
+		switch {
+		case hl == 0:
+			_, err = unix.Write(p.fd, fr.Data())
+		case fr.Offload.GSOSize > 0 && encapsulated(fr.Data()):
+			// The kernel cuts TCP super-packets, not IP-in-IP ones.
+			err = p.segment(fr)
+		case fr.Off < hl:
+			err = unix.ENOBUFS
+		default:
+			writeVnetHdr(fr.Buf[fr.Off-hl:fr.Off], &fr.Offload)
+			_, err = unix.Write(p.fd, fr.Buf[fr.Off-hl:fr.Off+fr.Len])
+		}
+		if err != nil {
 			// A full device queue (EAGAIN) or a packet the kernel
 			// refuses loses that packet, not the batch.
 			p.stats.TxDropped++
@@ -224,6 +286,14 @@ func (p *Port) Transmit(frames []nic.Frame) (int, error) {
 		p.free = append(p.free, fr.Handle)
 	}
 	return sent, first
+}
+
+// hdrLen is the length of the virtio-net header in front of each packet.
+func (p *Port) hdrLen() int {
+	if p.offload {
+		return vnetHdrLen
+	}
+	return 0
 }
 
 // Release implements nic.Port.Release.
@@ -274,7 +344,7 @@ func (p *Port) Close() error {
 			errs = append(errs, fmt.Errorf("tun: %s: remove blackhole route %s: %w", p.name, r.Dst, err))
 		}
 	}
-	if err := p.ifce.Close(); err != nil {
+	if err := unix.Close(p.fd); err != nil {
 		errs = append(errs, fmt.Errorf("tun: %s: close: %w", p.name, err))
 	}
 	if err := p.wake.Close(); err != nil {
