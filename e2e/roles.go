@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/nic/tun"
 )
 
@@ -310,8 +312,29 @@ func decapIPIP(args []string) error {
 		if hl < 20 || hl >= n {
 			continue
 		}
+		finishPartial(buf[hl:n])
 		if err := dev.WriteRaw(buf[hl:n]); err != nil {
 			return err
 		}
 	}
+}
+
+// finishPartial completes an inner TCP or UDP checksum left partial: the
+// unit's packets keep a sender's partial checksum (nic.Offload), which a
+// real ipip device leaves for the next one to finish but a raw socket
+// hands over as it is.
+func finishPartial(p []byte) {
+	if len(p) < header.IPv4MinSize || p[0]>>4 != 4 {
+		return
+	}
+	hl := int(p[0]&0x0f) * 4
+	off := map[uint8]int{header.IPProtoTCP: 16, header.IPProtoUDP: 6}[p[9]]
+	if off == 0 || hl+off+2 > len(p) {
+		return
+	}
+	seg := p[hl:]
+	if binary.BigEndian.Uint16(seg[off:]) != header.Fold(header.PseudoHeaderSum(p[9], p[12:16], p[16:20], uint32(len(seg)))) {
+		return
+	}
+	binary.BigEndian.PutUint16(seg[off:], header.Checksum(seg, 0))
 }
