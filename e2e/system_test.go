@@ -54,6 +54,20 @@ func drivers(t *testing.T, test func(t *testing.T, build func(tag string, backen
 	})
 }
 
+// driversAndOffloads is drivers plus the AF_XDP topology with every
+// sender's checksum and segmentation offload left on, as a host has them:
+// the unit gets their partial checksums unannounced and must finish them.
+func driversAndOffloads(t *testing.T, test func(t *testing.T, build func(tag string, backends int) *LB)) {
+	drivers(t, test)
+	t.Run("afxdp-offloads", func(t *testing.T) {
+		test(t, func(tag string, n int) *LB {
+			return newLB(t, "o"+tag, n, func(tag string, n int) (*LB, error) {
+				return NewSwitchedLBWith(tag, n, SwitchedOptions{KeepOffloads: true})
+			})
+		})
+	})
+}
+
 func checkWeights(t *testing.T, r ClientResult, weights []int) {
 	t.Helper()
 	if r.Errors > 0 {
@@ -79,7 +93,7 @@ func checkWeights(t *testing.T, r ClientResult, weights []int) {
 	t.Logf("distribution over %d connections: %v", total, r.Backends)
 }
 
-func TestModes(t *testing.T) { drivers(t, testModes) }
+func TestModes(t *testing.T) { driversAndOffloads(t, testModes) }
 
 func testModes(t *testing.T, build func(string, int) *LB) {
 	weights := []int{1, 2, 3}
@@ -122,7 +136,9 @@ func testModes(t *testing.T, build func(string, int) *LB) {
 // TestTransferAndBackendRemoval: a 100 MiB transfer arrives intact;
 // removing its backend from the configuration while it runs lets it
 // finish, and new connections avoid that backend.
-func TestTransferAndBackendRemoval(t *testing.T) { drivers(t, testTransferAndBackendRemoval) }
+func TestTransferAndBackendRemoval(t *testing.T) {
+	driversAndOffloads(t, testTransferAndBackendRemoval)
+}
 
 func testTransferAndBackendRemoval(t *testing.T, build func(string, int) *LB) {
 	weights := []int{1, 1, 1}
