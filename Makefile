@@ -20,6 +20,8 @@ FUZZ_TARGETS := \
 	./agent:FuzzAgentReceive \
 	./dataplane:FuzzParse \
 	./dataplane:FuzzPipeline \
+	./dataplane:FuzzOffload \
+	./nic/tun:FuzzCut \
 	./dataplane/channel:FuzzDecode \
 	./dataplane/header:FuzzTCPOptions \
 	./config:FuzzParse \

@@ -74,36 +74,52 @@ func encapsulated(b []byte) bool {
 }
 
 // segment writes an encapsulated TCP super-packet as the segments the
-// kernel would have cut from it: for each GSOSize bytes of payload the
-// outer and inner IP headers with their lengths (and IPv4 IDs and header
-// checksums) set for it, the TCP header with its sequence number
-// advanced, FIN and PSH only on the last and CWR only on the first, and
-// its checksum left partial for the kernel (or the next device) to finish.
+// kernel would have cut from it (see cut), each behind its virtio-net
+// header.
 func (p *Port) segment(fr *nic.Frame) error {
-	b := fr.Data()
-	o := &fr.Offload
-	inner := header.IPv4MinSize
+	return cut(fr.Data(), &fr.Offload, p.seg, func(seg []byte) error {
+		_, err := unix.Write(p.fd, seg)
+		return err
+	})
+}
+
+// cut cuts the encapsulated TCP super-packet b into segments, building
+// each in buf (which must hold segMax bytes and a virtio-net header) and
+// handing it, header first, to emit: for each GSOSize bytes of payload the
+// outer and inner IP headers with their lengths (and IPv4 IDs and header
+// checksums) set for it, the TCP header with its sequence number advanced,
+// FIN and PSH only on the last and CWR only on the first, and its checksum
+// left partial for the kernel (or the next device) to finish. It returns
+// EINVAL, emitting nothing, when the offload does not describe b.
+func cut(b []byte, o *nic.Offload, buf []byte, emit func(seg []byte) error) error {
+	if len(b) < header.IPv6Size || !o.Partial || o.CsumOffset != tcpChecksumField || o.GSOSize == 0 {
+		return unix.EINVAL
+	}
+	inner := int(b[0]&0x0f) * 4
 	if b[0]>>4 == 6 {
 		inner = header.IPv6Size
 	}
 	ts := int(o.CsumStart)
-	if !o.Partial || o.CsumOffset != tcpChecksumField || ts < inner+header.IPv4MinSize || ts+header.TCPMinSize > len(b) || o.GSOSize == 0 {
+	if inner < header.IPv4MinSize || ts < inner+header.IPv4MinSize || ts+header.TCPMinSize > len(b) {
 		return unix.EINVAL
+	}
+	v6in := b[inner]>>4 == 6
+	if v, want := b[inner]>>4, ts-inner; v6in && want < header.IPv6Size || !v6in && (v != 4 || want != int(b[inner]&0x0f)*4) {
+		return unix.EINVAL // the TCP header must follow the inner IP header
 	}
 	thl := int(b[ts+12]>>4) * 4
 	hdrs := ts + thl
-	if thl < header.TCPMinSize || hdrs > len(b) || hdrs+int(o.GSOSize) > segMax {
+	if thl < header.TCPMinSize || hdrs > len(b) || hdrs+int(o.GSOSize) > segMax || len(buf) < vnetHdrLen+segMax {
 		return unix.EINVAL
 	}
 	payload := b[hdrs:]
 	mss := int(o.GSOSize)
 	seq := binary.BigEndian.Uint32(b[ts+4:])
 	flags := b[ts+13]
-	v6in := b[inner]>>4 == 6
 	for k, off := 0, 0; off < len(payload); k, off = k+1, off+mss {
 		chunk := payload[off:min(off+mss, len(payload))]
 		last := off+len(chunk) == len(payload)
-		seg := p.seg[:vnetHdrLen+hdrs+len(chunk)]
+		seg := buf[:vnetHdrLen+hdrs+len(chunk)]
 		writeVnetHdr(seg[:vnetHdrLen], &nic.Offload{Partial: true, CsumStart: o.CsumStart, CsumOffset: tcpChecksumField})
 		pkt := seg[vnetHdrLen:]
 		copy(pkt, b[:hdrs])
@@ -128,7 +144,7 @@ func (p *Port) segment(fr *nic.Frame) error {
 			src, dst = pkt[inner+12:inner+16], pkt[inner+16:inner+20]
 		}
 		binary.BigEndian.PutUint16(t[16:], header.Fold(header.PseudoHeaderSum(header.IPProtoTCP, src, dst, uint32(n-ts))))
-		if _, err := unix.Write(p.fd, seg); err != nil {
+		if err := emit(seg); err != nil {
 			return err
 		}
 	}
