@@ -313,3 +313,56 @@ func TestPinnedAcrossACrash(t *testing.T) {
 		t.Fatal("after a clean stop the kernel does not get the traffic")
 	}
 }
+
+// TestAllocatedFrameIsSent: a buffer lent by Alloc (for a frame another
+// worker received) is sent by Transmit like a received one, and the
+// free list runs dry only when every frame not lent to the kernel for
+// receiving is out, until they come back.
+func TestAllocatedFrameIsSent(t *testing.T) {
+	pr := newPair(t)
+	var u *Unit
+	var err error
+	in(t, pr.a, func() { u, err = Open(Config{Interface: "a0", Ring: 64}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	port := u.Sockets()[0]
+	var recv *net.UDPConn
+	in(t, pr.b, func() { recv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7777}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer recv.Close()
+	frame := pkttest.UDP(pkttest.Endpoint{MAC: macOf(t, pr.a, "a0"), Addr: netip.MustParseAddr("10.9.0.100"), Port: 9999},
+		pkttest.Endpoint{MAC: macOf(t, pr.b, "b0"), Addr: netip.MustParseAddr("10.9.0.2"), Port: 7777}, pkttest.Opts{Payload: []byte("allocated")})
+	f, ok := port.Alloc()
+	if !ok || f.Len != 0 || f.Off != nic.Headroom || len(f.Buf)-f.Off < 1500 {
+		t.Fatalf("Alloc = %+v (len %d), %v: want an empty frame with headroom and room for 1500 bytes", f.Off, len(f.Buf), ok)
+	}
+	f.Len = copy(f.Buf[f.Off:], frame)
+	if n, err := port.Transmit([]nic.Frame{f}); n != 1 || err != nil {
+		t.Fatalf("Transmit = %d, %v", n, err)
+	}
+	buf := make([]byte, 100)
+	recv.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, _, err := recv.ReadFromUDP(buf); err != nil || string(buf[:n]) != "allocated" {
+		t.Fatalf("peer did not receive the allocated frame: %q, %v", buf[:n], err)
+	}
+	// 128 frames, 64 of them in the fill ring: 64 to lend.
+	var lent []nic.Frame
+	for {
+		f, ok := port.Alloc()
+		if !ok {
+			break
+		}
+		lent = append(lent, f)
+	}
+	if len(lent) != 64 {
+		t.Fatalf("lent %d frames of 128 with a fill ring of 64, want 64", len(lent))
+	}
+	port.Release(lent)
+	if _, ok := port.Alloc(); !ok {
+		t.Fatal("no frame to lend after the lent ones came back")
+	}
+}

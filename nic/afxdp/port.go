@@ -399,7 +399,10 @@ type Port struct {
 	wake  nic.Wakeup
 }
 
-var _ nic.Port = (*Port)(nil)
+var (
+	_ nic.Port      = (*Port)(nil)
+	_ nic.Allocator = (*Port)(nil)
+)
 
 func openSocket(ifindex, queue, ringEntries, frames int, forceCopy bool) (*Port, error) {
 	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
@@ -584,6 +587,23 @@ func (p *Port) kick() error {
 		}
 	}
 	return nil
+}
+
+// Alloc implements nic.Allocator: a UMEM frame from the free list (after
+// taking back what the kernel has finished sending), which Transmit sends
+// like a received one. The kernel's fill ring gets at most half of the
+// frames (see Config.Frames), so the free list runs dry only when every
+// frame is in flight.
+func (p *Port) Alloc() (nic.Frame, bool) {
+	if len(p.free) == 0 {
+		p.reap()
+		if len(p.free) == 0 {
+			return nic.Frame{}, false
+		}
+	}
+	base := p.free[len(p.free)-1]
+	p.free = p.free[:len(p.free)-1]
+	return nic.Frame{Buf: p.umem[base : base+frameSize], Off: nic.Headroom, Handle: base}, true
 }
 
 // Release implements nic.Port.Release.

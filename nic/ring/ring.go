@@ -17,7 +17,10 @@ type Port struct {
 	stats nic.Stats
 }
 
-var _ nic.Port = (*Port)(nil)
+var (
+	_ nic.Port      = (*Port)(nil)
+	_ nic.Allocator = (*Port)(nil)
+)
 
 // fifo is a bounded queue of frames.
 type fifo struct {
@@ -93,6 +96,16 @@ func (p *Port) Drain(fn func(data []byte, t int64)) {
 		fn(fr.Data(), fr.Time)
 		p.free = append(p.free, fr.Handle)
 	}
+}
+
+// Alloc implements nic.Allocator.
+func (p *Port) Alloc() (nic.Frame, bool) {
+	if len(p.free) == 0 {
+		return nic.Frame{}, false
+	}
+	h := p.free[len(p.free)-1]
+	p.free = p.free[:len(p.free)-1]
+	return nic.Frame{Buf: p.bufs[h], Off: nic.Headroom, Handle: h}, true
 }
 
 // Free returns the number of free buffers; a test uses it to check that

@@ -47,3 +47,25 @@ func TestRingAccountsForEveryBuffer(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 }
+
+// TestAlloc: a lent buffer is an empty frame with headroom that the port
+// sends like a received one and takes back when drained or released.
+func TestAlloc(t *testing.T) {
+	p := New("r", nic.LinkEthernet, 2, 256)
+	f, ok := p.Alloc()
+	if !ok || f.Len != 0 || f.Off != nic.Headroom || len(f.Buf) != 256 {
+		t.Fatalf("Alloc = off %d len %d buf %d, %v", f.Off, f.Len, len(f.Buf), ok)
+	}
+	g, _ := p.Alloc()
+	if _, ok := p.Alloc(); ok || p.Free() != 0 {
+		t.Fatal("lent a third buffer of two")
+	}
+	f.Len = copy(f.Buf[f.Off:], "sent")
+	p.Transmit([]nic.Frame{f})
+	p.Release([]nic.Frame{g})
+	var got []string
+	p.Drain(func(d []byte, _ int64) { got = append(got, string(d)) })
+	if len(got) != 1 || got[0] != "sent" || p.Free() != 2 {
+		t.Fatalf("sent %q, %d buffers free; want the lent frame sent and both back", got, p.Free())
+	}
+}
