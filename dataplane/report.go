@@ -12,6 +12,7 @@ func (r *Summary) Report() unit.Report {
 		PortDropped: unit.PortDrops{Kernel: r.Port.KernelDropped, Port: r.Port.RxDropped},
 		Table:       unit.TableReport{Inserted: r.FlowTable.Inserted, Expired: r.FlowTable.Expired, Evicted: r.FlowTable.Evicted, Full: r.FlowTable.Full},
 	}
+	rep.PortDropped.HandOff, rep.Workers = r.workerReports()
 	// Every reason, zero or not, so a reader (the metrics) lists them all
 	// without knowing the dataplane's reasons itself.
 	for _, d := range Drops() {

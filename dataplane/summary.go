@@ -20,6 +20,8 @@ type Summary struct {
 	FlowTable flow.Stats
 	Flows4    int // flow-table entries
 	Flows6    int
+	// Workers has each worker's share, when the forwarder has several.
+	Workers []WorkerSummary
 }
 
 // Summary returns the pipeline's summary; port is the port's own stats.
@@ -44,6 +46,7 @@ func (r *Summary) WriteTo(w io.Writer) (int64, error) {
 	if r.Port.KernelDropped > 0 {
 		fmt.Fprintf(&b, ", %d dropped by the kernel before the port read them", r.Port.KernelDropped)
 	}
+	r.writeHandOff(&b)
 	fmt.Fprintf(&b, "\nflows: %d new, %d IPv4 and %d IPv6 table entries at the end (%d expired, %d evicted)\n",
 		s.NewFlows, r.Flows4, r.Flows6, r.FlowTable.Expired, r.FlowTable.Evicted)
 	if s.EchoReplies+s.ICMPForwarded+s.FragmentsHeld > 0 {

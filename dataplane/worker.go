@@ -41,6 +41,11 @@ type Worker struct {
 	// costs a system call).
 	waiter   nic.Waiter
 	sleeping atomic.Bool
+	// ho is the worker's end of the hand-off between workers that each
+	// read their own device queue (handoff.go), nil otherwise; in holds
+	// the frames handed to it, copied into its port's buffers.
+	ho *handOff
+	in []nic.Frame
 }
 
 // NewWorker makes a worker; core < 0 leaves it unpinned.
@@ -106,6 +111,51 @@ func (w *Worker) Now() flow.Tick { return w.now() }
 // now is the worker's flow clock.
 func (w *Worker) now() flow.Tick { return flow.Tick(time.Since(w.start) / time.Millisecond) }
 
+// step receives and processes one batch, and what other workers handed
+// over, and returns how many frames it took.
+func (w *Worker) step() (int, error) {
+	n, err := w.port.Receive(w.frames)
+	if err != nil {
+		return 0, fmt.Errorf("worker: %w", err)
+	}
+	moved := n
+	if w.ho != nil {
+		// Frames other workers own go to them; what they handed here
+		// is processed after this worker's own.
+		n = w.ho.sort(w.p.snap, w.frames[:n], w.port)
+	}
+	w.p.Process(w.now(), w.frames[:n], w.out)
+	w.flush()
+	if w.ho != nil {
+		if m := w.ho.take(w.in); m > 0 {
+			moved += m
+			w.p.Process(w.now(), w.in[:m], w.out)
+			w.flush()
+		}
+	}
+	return moved, nil
+}
+
+// flush hands the port what the pipeline decided.
+func (w *Worker) flush() {
+	if len(w.out.TX) > 0 {
+		// Frames the port could not send are counted by the port.
+		_, _ = w.port.Transmit(w.out.TX)
+	}
+	w.port.Release(w.out.Pass)
+	w.port.Release(w.out.Drop)
+	w.out.Reset()
+}
+
+// HandOffStats returns the worker's hand-off counters (zero when it has
+// no hand-off). Call it from the worker's goroutine (Do) or after Run.
+func (w *Worker) HandOffStats() HandOffStats {
+	if w.ho == nil {
+		return HandOffStats{}
+	}
+	return w.ho.stats
+}
+
 // Run forwards until ctx ends or the port fails.
 func (w *Worker) Run(ctx context.Context) error {
 	// The thread stays locked: when Run returns it ends with the
@@ -132,19 +182,11 @@ func (w *Worker) Run(ctx context.Context) error {
 				break cmds
 			}
 		}
-		n, err := w.port.Receive(w.frames)
+		moved, err := w.step()
 		if err != nil {
-			return fmt.Errorf("worker: %w", err)
+			return err
 		}
-		w.p.Process(w.now(), w.frames[:n], w.out)
-		if len(w.out.TX) > 0 {
-			// Frames the port could not send are counted by the port.
-			_, _ = w.port.Transmit(w.out.TX)
-		}
-		w.port.Release(w.out.Pass)
-		w.port.Release(w.out.Drop)
-		w.out.Reset()
-		if n > 0 {
+		if moved > 0 {
 			idle = 0
 			continue
 		}
@@ -160,11 +202,12 @@ func (w *Worker) Run(ctx context.Context) error {
 			runtime.Gosched()
 			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
 		case w.waiter != nil:
-			// Announce the sleep before the last look at the commands:
-			// a command queued after the look sees the flag and wakes us.
+			// Announce the sleep before the last look at the commands
+			// and the hand-off rings: a command queued, or a frame
+			// handed over, after the look sees the flag and wakes us.
 			w.sleeping.Store(true)
 			var err error
-			if len(w.cmds) == 0 {
+			if len(w.cmds) == 0 && (w.ho == nil || !w.ho.pending()) {
 				err = w.waiter.Wait(idleWait)
 			}
 			w.sleeping.Store(false)

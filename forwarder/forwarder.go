@@ -44,6 +44,10 @@ type Forwarder struct {
 	// uplink is the channel to the control process, when configured.
 	uplink *uplink
 	mu     sync.Mutex // serialises changes to cfg, snap and neigh
+
+	// maxFrame is the longest frame the port receives (the AF_XDP
+	// interface's MTU and link header), 0 when not known.
+	maxFrame int
 }
 
 // New opens the port and prepares the workers; Run starts them.
@@ -82,6 +86,7 @@ func New(c *config.Config, log zerolog.Logger) (*Forwarder, error) {
 			return nil, fmt.Errorf("afxdp: %w", err)
 		}
 		f.ifindex, f.ifmac = ifc.Index, ifc.HardwareAddr
+		f.maxFrame = ifc.MTU + linkHeader
 		if err := f.own(c); err != nil {
 			f.Close()
 			return nil, err
@@ -119,8 +124,15 @@ func NewOnPorts(c *config.Config, ports []nic.Port, log zerolog.Logger) (*Forwar
 	return f, nil
 }
 
+// linkHeader is the longest link header in front of an MTU-sized
+// packet: Ethernet and two VLAN tags.
+const linkHeader = 14 + 2*4
+
 // startWorkers makes the workers: one per port, or a dispatcher spreading
-// one port over them (the configuration allows nothing else).
+// one port over them (the configuration allows nothing else). Workers on
+// ports of their own (a device queue each) hand each other the frames
+// whose flows the other owns, since the device, not the flow, picks
+// the queue (dataplane.ConnectHandOff).
 func (f *Forwarder) startWorkers(c *config.Config) error {
 	workerPorts := f.ports
 	if len(f.ports) != c.Forwarder.Workers {
@@ -147,6 +159,11 @@ func (f *Forwarder) startWorkers(c *config.Config) error {
 			core = c.Forwarder.Cores[i]
 		}
 		f.workers = append(f.workers, dataplane.NewWorker(p, workerPorts[i], c.Forwarder.Batch, core))
+	}
+	if f.dispatch == nil {
+		if err := dataplane.ConnectHandOff(f.workers, f.maxFrame); err != nil {
+			return fmt.Errorf("forwarder: %w", err)
+		}
 	}
 	return nil
 }
@@ -245,7 +262,7 @@ func (f *Forwarder) Restore(flows []unit.FlowRecord) (int, error) {
 func (f *Forwarder) Run(ctx context.Context) error {
 	// Logged before the uplink starts: a reload may replace f.cfg.
 	f.log.Info().Str("port", f.ports[0].Name()).Str("driver", f.cfg.Forwarder.Port.Driver).
-		Int("workers", len(f.workers)).Bool("software_rss", f.dispatch != nil).Int("vips", len(f.cfg.VIPs)).Msg("forwarding")
+		Int("workers", len(f.workers)).Bool("software_rss", f.dispatch != nil).Bool("handoff", f.dispatch == nil && len(f.workers) > 1).Int("vips", len(f.cfg.VIPs)).Msg("forwarding")
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, len(f.workers)+1)
@@ -383,14 +400,11 @@ func (f *Forwarder) Summary(ctx context.Context) (dataplane.Summary, error) {
 	var total dataplane.Summary
 	for i, w := range f.workers {
 		var s dataplane.Summary
-		if err := w.Do(ctx, func(p *dataplane.Pipeline) { s = p.Summary(nic.Stats{}) }); err != nil {
+		var ho dataplane.HandOffStats
+		if err := w.Do(ctx, func(p *dataplane.Pipeline) { s, ho = p.Summary(nic.Stats{}), w.HandOffStats() }); err != nil {
 			return total, fmt.Errorf("summary: worker %d: %w", i, err)
 		}
-		total.Stats.Add(&s.Stats)
-		total.FlowTable.Add(&s.FlowTable)
-		total.Flows4 += s.Flows4
-		total.Flows6 += s.Flows6
-		total.Snapshot = s.Snapshot
+		addWorker(&total, &s, ho, len(f.workers))
 	}
 	// What never reached a worker: the dispatcher's full queues and the
 	// kernel's drops at the port (both safe to read while running).
@@ -405,6 +419,20 @@ func (f *Forwarder) Summary(ctx context.Context) (dataplane.Summary, error) {
 	return total, nil
 }
 
+// addWorker adds one worker's summary and hand-off counters to total,
+// and its share to total.Workers when there are several.
+func addWorker(total, s *dataplane.Summary, ho dataplane.HandOffStats, workers int) {
+	total.Stats.Add(&s.Stats)
+	total.FlowTable.Add(&s.FlowTable)
+	total.Flows4 += s.Flows4
+	total.Flows6 += s.Flows6
+	total.Snapshot = s.Snapshot
+	if workers > 1 {
+		total.Workers = append(total.Workers, dataplane.WorkerSummary{
+			RxPackets: s.Stats.RxPackets, NewFlows: s.Stats.NewFlows, Flows: s.Flows4 + s.Flows6, HandOff: ho})
+	}
+}
+
 // StoppedSummary collects counters after Run has returned, from the
 // calling goroutine: the workers have stopped, so nothing else touches
 // their pipelines.
@@ -412,11 +440,7 @@ func (f *Forwarder) StoppedSummary() dataplane.Summary {
 	var total dataplane.Summary
 	for _, w := range f.workers {
 		s := w.Pipeline().Summary(nic.Stats{})
-		total.Stats.Add(&s.Stats)
-		total.FlowTable.Add(&s.FlowTable)
-		total.Flows4 += s.Flows4
-		total.Flows6 += s.Flows6
-		total.Snapshot = s.Snapshot
+		addWorker(&total, &s, w.HandOffStats(), len(f.workers))
 	}
 	if f.dispatch != nil {
 		total.Port.RxDropped += f.dispatch.Stats().QueueFull

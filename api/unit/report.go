@@ -34,12 +34,32 @@ type Report struct {
 	VIPs        []VIPReport       `json:"vips"`
 	Backends    []BackendReport   `json:"backends"`
 	Table       TableReport       `json:"flow_table"`
+	// Workers has each worker's share when there are several.
+	Workers []WorkerReport `json:"workers,omitempty"`
+}
+
+// WorkerReport is one worker's share of the traffic.
+type WorkerReport struct {
+	Worker    int    `json:"worker"`
+	RxPackets uint64 `json:"rx_packets"` // processed by this worker, its own and those handed to it
+	NewFlows  uint64 `json:"new_flows"`
+	Flows     int    `json:"flows"`
+	// HandedOut counts frames this worker's device queue received for
+	// a flow another worker owns, handed to that worker; HandedIn those
+	// other workers handed to this one (forwarder.port.queues > 1).
+	HandedOut uint64 `json:"handed_out"`
+	HandedIn  uint64 `json:"handed_in"`
 }
 
 // PortDrops are the frames lost on the way to the workers.
 type PortDrops struct {
 	Kernel uint64 `json:"kernel"` // AF_XDP ring full or fill ring empty; TUN queue full
 	Port   uint64 `json:"port"`   // no free buffer; a worker's queue full (one device queue spread over workers)
+	// HandOff counts frames lost on their way from the worker whose
+	// device queue received them to the worker that owns their flow:
+	// its hand-off ring was full, or the frame was longer than the
+	// interface's MTU allows (several device queues).
+	HandOff uint64 `json:"handoff"`
 }
 
 // VIPReport is one VIP.

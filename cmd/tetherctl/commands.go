@@ -140,6 +140,13 @@ func commands(cl func() *client) []*cobra.Command {
 				}
 				fmt.Fprintf(w, "lost before the workers\t%d by the kernel (AF_XDP rings, TUN queue)\t%d by the port (no buffer, a worker's queue full)\n",
 					r.PortDropped.Kernel, r.PortDropped.Port)
+				if r.PortDropped.HandOff > 0 {
+					fmt.Fprintf(w, "lost between workers\t%d (a hand-off ring full, or longer than the MTU)\n", r.PortDropped.HandOff)
+				}
+				for _, wr := range r.Workers {
+					fmt.Fprintf(w, "worker %d\t%d packets\t%d new flows, %d entries\t%d handed to other workers, %d from them\n",
+						wr.Worker, wr.RxPackets, wr.NewFlows, wr.Flows, wr.HandedOut, wr.HandedIn)
+				}
 				// The report lists every reason; the table shows those that
 				// happened.
 				for _, k := range sortedKeys(r.Drops) {

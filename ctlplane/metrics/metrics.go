@@ -35,7 +35,7 @@ func newCollector(src Source) *collector {
 		packets:    d("packets_total", "Packets received (rx) and sent (tx) by the forwarder.", "direction"),
 		bytes:      d("bytes_total", "Bytes received (rx) and sent (tx) by the forwarder.", "direction"),
 		drops:      d("drops_total", "Packets dropped, by reason.", "reason"),
-		portDrops:  d("port_drops_total", "Packets lost before any worker saw them: by the kernel (AF_XDP rings, TUN queue) or the port (no buffer, a worker's queue full).", "where"),
+		portDrops:  d("port_drops_total", "Packets lost before any worker saw them: by the kernel (AF_XDP rings, TUN queue), the port (no buffer, a worker's queue full) or the hand-off between workers on several device queues (a ring full).", "where"),
 		passes:     d("passes_total", "Packets passed to the host, by reason.", "reason"),
 		flows:      d("flows", "Flow-table entries (a translated connection takes two)."),
 		newFlows:   d("new_flows_total", "Flows created."),
@@ -110,6 +110,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.portDrops, rep.PortDropped.Kernel, "kernel")
 	counter(c.portDrops, rep.PortDropped.Port, "port")
+	counter(c.portDrops, rep.PortDropped.HandOff, "handoff")
 	for r, n := range rep.Passes {
 		counter(c.passes, n, r)
 	}
