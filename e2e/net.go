@@ -231,7 +231,20 @@ func (n *Net) Run(ns string, args ...string) error {
 // Veth connects two namespaces with a veth pair and gives each end its
 // addresses (CIDR notation).
 func (n *Net) Veth(nsA, ifA string, addrsA []string, nsB, ifB string, addrsB []string) error {
-	if out, err := exec.Command("ip", "link", "add", ifA, "netns", nsA, "type", "veth", "peer", "name", ifB, "netns", nsB).CombinedOutput(); err != nil {
+	return n.VethQueues(nsA, ifA, addrsA, nsB, ifB, addrsB, 0)
+}
+
+// VethQueues is Veth with queues RX and TX queues on each end (0: the
+// kernel's default, one), for a port that binds several device queues.
+func (n *Net) VethQueues(nsA, ifA string, addrsA []string, nsB, ifB string, addrsB []string, queues int) error {
+	args := []string{"link", "add", ifA, "netns", nsA}
+	peer := []string{"peer", "name", ifB, "netns", nsB}
+	if queues > 0 {
+		q := []string{"numtxqueues", fmt.Sprint(queues), "numrxqueues", fmt.Sprint(queues)}
+		args, peer = append(args, q...), append(peer, q...)
+	}
+	args = append(append(args, "type", "veth"), peer...)
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("e2e: veth %s/%s - %s/%s: %v: %s", nsA, ifA, nsB, ifB, err, out)
 	}
 	for _, end := range []struct {

@@ -186,12 +186,14 @@ type ClientResult struct {
 	Bytes      int64  `json:"bytes,omitempty"`
 }
 
-// runClient: args url, connections, parallelism. Each request uses a new
-// connection (keep-alive off), so each is a new flow; for a URL ending in
-// /bytes?n=N the body's SHA-256 is reported instead of counting names.
+// runClient: args url, connections, parallelism, and optionally source
+// addresses (comma-separated) the connections take in turn. Each request
+// uses a new connection (keep-alive off), so each is a new flow; for a
+// URL ending in /bytes?n=N the body's SHA-256 is reported instead of
+// counting names.
 func runClient(args []string) error {
-	if len(args) != 3 {
-		return errors.New("want: url connections parallelism")
+	if len(args) != 3 && len(args) != 4 {
+		return errors.New("want: url connections parallelism [sources]")
 	}
 	url := args[0]
 	conns, err1 := strconv.Atoi(args[1])
@@ -199,9 +201,28 @@ func runClient(args []string) error {
 	if err1 != nil || err2 != nil || conns < 1 || par < 1 {
 		return errors.New("connections and parallelism must be positive integers")
 	}
-	client := &http.Client{
+	var sources []net.Addr
+	if len(args) == 4 {
+		for a := range strings.SplitSeq(args[3], ",") {
+			ip := net.ParseIP(a)
+			if ip == nil {
+				return fmt.Errorf("source %q: not an address", a)
+			}
+			sources = append(sources, &net.TCPAddr{IP: ip})
+		}
+	}
+	clients := []*http.Client{{
 		Timeout:   120 * time.Second,
 		Transport: &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext},
+	}}
+	if len(sources) > 0 {
+		clients = clients[:0]
+		for _, src := range sources {
+			clients = append(clients, &http.Client{
+				Timeout:   120 * time.Second,
+				Transport: &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second, LocalAddr: src}).DialContext},
+			})
+		}
 	}
 	res := ClientResult{Backends: map[string]int{}}
 	// A transfer of the payload role's bytes must arrive whole and
@@ -214,14 +235,14 @@ func runClient(args []string) error {
 		}
 	}
 	var mu sync.Mutex
-	jobs := make(chan struct{})
+	jobs := make(chan int)
 	var wg sync.WaitGroup
 	for range par {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for range jobs {
-				name, sum, n, err := get(client, url)
+			for i := range jobs {
+				name, sum, n, err := get(clients[i%len(clients)], url)
 				if err == nil && wantN >= 0 && (n != wantN || sum != wantSum) {
 					err = fmt.Errorf("transfer from %s: %d bytes, sha256 %s: want %d intact", name, n, sum, wantN)
 				}
@@ -244,8 +265,8 @@ func runClient(args []string) error {
 			}
 		}()
 	}
-	for range conns {
-		jobs <- struct{}{}
+	for i := range conns {
+		jobs <- i
 	}
 	close(jobs)
 	wg.Wait()

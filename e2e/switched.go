@@ -31,6 +31,9 @@ type SwitchedOptions struct {
 	// proxy peer is measured with. SenderOffloadsOff applies the AF_XDP
 	// setting afterwards.
 	KeepOffloads bool
+	// UnitQueues gives the unit's veth, and its peer on the bridge, that
+	// many RX and TX queues (forwarder.port.queues); 0: one.
+	UnitQueues int
 }
 
 // NewSwitchedLBWith is NewSwitchedLB with options.
@@ -48,7 +51,7 @@ func NewSwitchedLBWith(tag string, backends int, o SwitchedOptions) (*LB, error)
 		n.Close()
 		return nil, fmt.Errorf("e2e: switched topology: unknown driver %q", o.Driver)
 	}
-	err = lb.buildSwitched(backends)
+	err = lb.buildSwitched(backends, o.UnitQueues)
 	if err == nil && !o.KeepOffloads {
 		_, err = lb.SenderOffloadsOff()
 	}
@@ -82,7 +85,7 @@ func (lb *LB) SenderOffloadsOff() ([]string, error) {
 	return changed, nil
 }
 
-func (lb *LB) buildSwitched(backends int) error {
+func (lb *LB) buildSwitched(backends, unitQueues int) error {
 	sw, err := lb.NS("s")
 	if err != nil {
 		return err
@@ -94,10 +97,10 @@ func (lb *LB) buildSwitched(backends int) error {
 		return err
 	}
 	port := 0
-	attach := func(ns, ifc string, addrs []string) error {
+	attach := func(ns, ifc string, addrs []string, queues int) error {
 		port++
 		sp := fmt.Sprintf("p%d", port)
-		if err := lb.Veth(ns, ifc, addrs, sw, sp, nil); err != nil {
+		if err := lb.VethQueues(ns, ifc, addrs, sw, sp, nil, queues); err != nil {
 			return err
 		}
 		return lb.Run(sw, "ip", "link", "set", sp, "master", "br0")
@@ -122,10 +125,10 @@ func (lb *LB) buildSwitched(backends int) error {
 	if err := lb.Sysctl(lb.Unit, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
 		return err
 	}
-	if err := attach(router, "r0", []string{"10.0.0.254/24"}); err != nil {
+	if err := attach(router, "r0", []string{"10.0.0.254/24"}, 0); err != nil {
 		return err
 	}
-	if err := attach(lb.Unit, switchedUnitIf, []string{lb.UnitIP + "/24"}); err != nil {
+	if err := attach(lb.Unit, switchedUnitIf, []string{lb.UnitIP + "/24"}, unitQueues); err != nil {
 		return err
 	}
 	if err := lb.Veth(lb.Client, "c0", []string{ClientAddr + "/24"}, router, "rc0", []string{"10.0.1.1/24"}); err != nil {
@@ -153,7 +156,7 @@ func (lb *LB) buildSwitched(backends int) error {
 		if err := lb.Sysctl(ns, "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
 			return err
 		}
-		if err := attach(ns, "e0", []string{ip + "/24"}); err != nil {
+		if err := attach(ns, "e0", []string{ip + "/24"}, 0); err != nil {
 			return err
 		}
 		if err := lb.Run(ns, "ip", "route", "add", "default", "via", lb.UnitIP); err != nil {
