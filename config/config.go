@@ -160,9 +160,11 @@ type Port struct {
 	// MTU of a TUN device; 0 keeps the kernel's default.
 	MTU int `mapstructure:"mtu"`
 	// Queues is how many device queues AF_XDP binds, one socket each.
-	// With as many workers as queues each worker serves one queue; with
-	// one queue and several workers a dispatcher spreads the flows over
-	// the workers (software RSS). A TUN port has one queue.
+	// With as many workers as queues each worker serves one queue and
+	// hands the frames another worker's flows own to that worker (the
+	// device's hash knows nothing of translated replies); with one queue
+	// and several workers a dispatcher spreads the flows over the
+	// workers (software RSS). A TUN port has one queue.
 	Queues int `mapstructure:"queues"`
 	// Table is the routing table a TUN port's half-NAT return path uses:
 	// half-NAT backends reply to the client's own address, so the
