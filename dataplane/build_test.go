@@ -67,9 +67,14 @@ func TestBuildReusesUnchangedMaglev(t *testing.T) {
 func TestReportListsEveryReason(t *testing.T) {
 	var s Summary
 	s.Stats.Drops[DropNoBackend] = 3
+	s.Port.KernelDropped, s.Port.RxDropped = 5, 6
 	rep := s.Report()
-	if len(rep.Drops) != len(Drops()) || len(rep.Passes) != len(Passes()) {
-		t.Fatalf("%d drop and %d pass reasons, want %d and %d", len(rep.Drops), len(rep.Passes), len(Drops()), len(Passes()))
+	// The pipeline's reasons and the three of frames it never saw.
+	if len(rep.Drops) != len(Drops())+3 || len(rep.Passes) != len(Passes()) {
+		t.Fatalf("%d drop and %d pass reasons, want %d and %d", len(rep.Drops), len(rep.Passes), len(Drops())+3, len(Passes()))
+	}
+	if rep.Drops[DropKernelQueueFull] != 5 || rep.Drops[DropPortQueueFull] != 6 || rep.Drops[DropHandOffLost] != 0 {
+		t.Fatalf("frames lost before the pipeline: %v", rep.Drops)
 	}
 	if rep.Drops[DropNoBackend.String()] != 3 {
 		t.Fatalf("no_backend = %d, want 3", rep.Drops[DropNoBackend.String()])

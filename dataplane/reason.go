@@ -52,6 +52,20 @@ const (
 	numDrops
 )
 
+// Reasons for frames lost before the pipeline, which only the report
+// names (the pipeline never sees those frames).
+const (
+	// DropKernelQueueFull: the kernel's queue for the port was full (an
+	// AF_XDP socket's receive or fill ring, a TUN device's queue).
+	DropKernelQueueFull = "kernel_queue_full"
+	// DropPortQueueFull: the port had no free buffer, or a worker's
+	// queue from the dispatcher was full.
+	DropPortQueueFull = "port_queue_full"
+	// DropHandOffLost: a frame on its way to the worker that owns its
+	// flow (several device queues) found the ring full or did not fit.
+	DropHandOffLost = "handoff_lost"
+)
+
 var dropNames = [numDrops]string{
 	dropNone:              "none",
 	DropFrameTooShort:     "frame_too_short",

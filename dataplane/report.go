@@ -18,6 +18,11 @@ func (r *Summary) Report() unit.Report {
 	for _, d := range Drops() {
 		rep.Drops[d.String()] = s.Drops[d]
 	}
+	// Frames lost before any worker's pipeline saw them are drops too,
+	// under reasons of their own (also in PortDropped, by where).
+	rep.Drops[DropKernelQueueFull] = rep.PortDropped.Kernel
+	rep.Drops[DropPortQueueFull] = rep.PortDropped.Port
+	rep.Drops[DropHandOffLost] = rep.PortDropped.HandOff
 	for _, p := range Passes() {
 		rep.Passes[p.String()] = s.Passes[p]
 	}

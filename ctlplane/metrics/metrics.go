@@ -21,6 +21,7 @@ type Source interface {
 type collector struct {
 	src                                                                    Source
 	up, packets, bytes, drops, passes, flows, newFlows, punted, portDrops  *prometheus.Desc
+	events                                                                 *prometheus.Desc
 	bePackets, beBytes, beNewFlows, beConns, beWeight, vipPackets, vipNew  *prometheus.Desc
 	hosts, beHealthy, beShare, healthIn, healthRefused, snapshots, agedOut *prometheus.Desc
 }
@@ -30,16 +31,20 @@ func newCollector(src Source) *collector {
 		return prometheus.NewDesc("tether_"+name, help, labels, nil)
 	}
 	return &collector{
-		src:        src,
-		up:         d("forwarder_up", "1 when the forwarder answers the control process."),
-		packets:    d("packets_total", "Packets received (rx) and sent (tx) by the forwarder.", "direction"),
-		bytes:      d("bytes_total", "Bytes received (rx) and sent (tx) by the forwarder.", "direction"),
-		drops:      d("drops_total", "Packets dropped, by reason.", "reason"),
-		portDrops:  d("port_drops_total", "Packets lost before any worker saw them: by the kernel (AF_XDP rings, TUN queue), the port (no buffer, a worker's queue full) or the hand-off between workers on several device queues (a ring full).", "where"),
-		passes:     d("passes_total", "Packets passed to the host, by reason.", "reason"),
-		flows:      d("flows", "Flow-table entries (a translated connection takes two)."),
-		newFlows:   d("new_flows_total", "Flows created."),
-		punted:     d("punted_total", "Packets held for the control process to decide."),
+		src:       src,
+		up:        d("forwarder_up", "1 when the forwarder answers the control process."),
+		packets:   d("packets_total", "Packets received (rx) and sent (tx) by the forwarder.", "direction"),
+		bytes:     d("bytes_total", "Bytes received (rx) and sent (tx) by the forwarder.", "direction"),
+		drops:     d("drops_total", "Packets dropped, by reason.", "reason"),
+		portDrops: d("port_drops_total", "Packets lost before any worker saw them: by the kernel (AF_XDP rings, TUN queue), the port (no buffer, a worker's queue full) or the hand-off between workers on several device queues (a ring full).", "where"),
+		passes:    d("passes_total", "Packets passed to the host, by reason.", "reason"),
+		flows:     d("flows", "Flow-table entries (a translated connection takes two)."),
+		newFlows:  d("new_flows_total", "Flows created."),
+		punted:    d("punted_total", "Packets held for the control process to decide."),
+		events: d("flow_events_total", "What the forwarder did besides forwarding: reopened (a closed tuple used again), "+
+			"half_open_reclaimed (a SNAT port taken back from a handshake that never completed or an unanswered UDP flow), "+
+			"resets_sent (segments of unknown nat connections answered with a reset), recovered (half-NAT flows made again "+
+			"from a backend's reply), checksums_finished (partial checksums completed by the forwarder).", "event"),
 		bePackets:  d("backend_packets_total", "Packets to a backend and replies from it through the unit.", "vip", "backend", "direction"),
 		beBytes:    d("backend_bytes_total", "Bytes to a backend and replies from it through the unit.", "vip", "backend", "direction"),
 		beNewFlows: d("backend_new_flows_total", "Flows sent to a backend.", "vip", "backend"),
@@ -59,7 +64,7 @@ func newCollector(src Source) *collector {
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.up, c.packets, c.bytes, c.drops, c.passes, c.flows, c.newFlows, c.punted, c.portDrops,
+	for _, d := range []*prometheus.Desc{c.up, c.packets, c.bytes, c.drops, c.passes, c.flows, c.newFlows, c.punted, c.portDrops, c.events,
 		c.bePackets, c.beBytes, c.beNewFlows, c.beConns, c.beWeight, c.vipPackets, c.vipNew,
 		c.hosts, c.beHealthy, c.beShare, c.healthIn, c.healthRefused, c.snapshots, c.agedOut} {
 		ch <- d
@@ -117,6 +122,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.flows, float64(rep.Flows))
 	counter(c.newFlows, rep.NewFlows)
 	counter(c.punted, rep.Punted)
+	counter(c.events, rep.Reopened, "reopened")
+	counter(c.events, rep.HalfOpenReclaimed, "half_open_reclaimed")
+	counter(c.events, rep.ResetsSent, "resets_sent")
+	counter(c.events, rep.Recovered, "recovered")
+	counter(c.events, rep.ChecksumsFinished, "checksums_finished")
 	for i, b := range rep.Backends {
 		if b.State == unit.StateRemoved {
 			continue

@@ -53,7 +53,7 @@ func scrape(t *testing.T, src Source) string {
 }
 
 func TestMetrics(t *testing.T) {
-	src := &fake{rep: unit.Report{RxPackets: 10, TxPackets: 9, PortDropped: unit.PortDrops{Kernel: 7, HandOff: 3}, Drops: map[string]uint64{"no_flow": 1, "too_big": 0},
+	src := &fake{rep: unit.Report{RxPackets: 10, TxPackets: 9, Recovered: 2, ChecksumsFinished: 8, PortDropped: unit.PortDrops{Kernel: 7, HandOff: 3}, Drops: map[string]uint64{"no_flow": 1, "too_big": 0},
 		Backends: []unit.BackendReport{{VIP: "web", Name: "b0", Packets: 5, State: unit.StateActive, Weight: 2}},
 		VIPs:     []unit.VIPReport{{Name: "web", Packets: 5}}}}
 	out := scrape(t, src)
@@ -64,6 +64,8 @@ func TestMetrics(t *testing.T) {
 		`tether_drops_total{reason="too_big"} 0`,
 		`tether_port_drops_total{where="kernel"} 7`,
 		`tether_port_drops_total{where="handoff"} 3`,
+		`tether_flow_events_total{event="recovered"} 2`,
+		`tether_flow_events_total{event="checksums_finished"} 8`,
 		`tether_backend_packets_total{backend="b0",direction="to_backend",vip="web"} 5`,
 		`tether_backend_weight{backend="b0",state="active",vip="web"} 2`,
 		`tether_vip_packets_total{vip="web"} 5`,
