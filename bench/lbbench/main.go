@@ -37,6 +37,8 @@ type options struct {
 	stream    int64
 	setups    []setup
 	out, svg  string
+	// offloadsOff turns the senders' offloads off for the AF_XDP rows.
+	offloadsOff bool
 }
 
 func main() {
@@ -50,6 +52,8 @@ func main() {
 	flag.IntVar(&o.bulkConns, "bulk-conns", 8, "wrk connections downloading the 1 MiB file in parallel")
 	flag.Int64Var(&o.stream, "stream", 1<<30, "bytes of the one long stream (a sparse file)")
 	flag.StringVar(&setups, "setups", strings.Join(setupNames(), ","), "setups to measure, comma-separated")
+	flag.BoolVar(&o.offloadsOff, "afxdp-offloads-off", false,
+		"turn TX checksum offload, TSO and GSO off on the senders' veths for the AF_XDP rows: what a tetherd that cannot finish partial checksums needs (4ac06d4 and older)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.StringVar(&o.svg, "svg", "bench/system.svg", "write the chart here (\"\" for none)")
 	flag.Usage = func() {
