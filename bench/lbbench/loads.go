@@ -167,7 +167,7 @@ func prepare(o options, s setup, st *site, lb *e2e.LB, res *result) error {
 			return err
 		}
 		res.notes = append(res.notes, "host change for Tether (--afxdp-offloads-off): TX checksum offload, TSO and GSO off on "+strings.Join(changed, ", ")+
-			" (a veth hands AF_XDP partial checksums unannounced, which this tetherd cannot finish)")
+			" (what a tetherd that cannot finish the partial checksums a veth hands AF_XDP needs)")
 	case s.kind == "tether":
 		res.notes = append(res.notes, "no host change for Tether: every interface at its defaults, offloads on")
 	}
