@@ -111,7 +111,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		switch {
 		case idle < spinPolls:
 		case idle < spinPolls+yieldPolls || d.inflight > 0 && waiter == nil:
-			runtime.Gosched()
+			yieldCore() // as a worker does; see Worker.Run
 		case waiter != nil:
 			// Frames out with a worker come back with a wake-up (see
 			// queuePort.handBack); the timeout only bounds the wait.
@@ -224,7 +224,7 @@ func (q *queuePort) Transmit(frames []nic.Frame) (int, error) {
 	for n < len(frames) {
 		// The dispatcher is behind: wait for it rather than lose frames
 		// that are already processed.
-		runtime.Gosched()
+		yieldCore()
 		n += q.tx.push(frames[n:])
 	}
 	q.stats.TxFrames += uint64(len(frames))
@@ -247,7 +247,7 @@ func (q *queuePort) Release(frames []nic.Frame) {
 	}
 	n := q.free.push(frames)
 	for n < len(frames) {
-		runtime.Gosched()
+		yieldCore()
 		n += q.free.push(frames[n:])
 	}
 	q.handBack()

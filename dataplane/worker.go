@@ -156,6 +156,10 @@ func (w *Worker) HandOffStats() HandOffStats {
 	return w.ho.stats
 }
 
+// yieldCore lets another thread the kernel runs on this core go first,
+// keeping the goroutine's P.
+func yieldCore() { unix.RawSyscall(unix.SYS_SCHED_YIELD, 0, 0, 0) }
+
 // Run forwards until ctx ends or the port fails.
 func (w *Worker) Run(ctx context.Context) error {
 	// The thread stays locked: when Run returns it ends with the
@@ -195,12 +199,21 @@ func (w *Worker) Run(ctx context.Context) error {
 		case idle < spinPolls:
 		case idle < spinPolls+yieldPolls || w.p.HeldPunts() > 0:
 			// A worker waiting for routes keeps polling its commands.
-			// It gives way to the goroutines that need its P and, with
-			// sched_yield, to any other thread the kernel runs on its
-			// core (a backend's server on a small machine), which would
-			// otherwise wait for the scheduler's time slice.
-			runtime.Gosched()
-			unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+			// It gives way, with sched_yield, to any other thread the
+			// kernel runs on its core (a backend's server on a small
+			// machine), which would otherwise wait for the scheduler's
+			// time slice; the call is raw so that it keeps the worker's
+			// P. It does not yield the P itself (runtime.Gosched): the
+			// goroutine is locked to its thread, so the runtime would
+			// put it back through another thread, which runs on
+			// another core (cpuset) and, there busy, kept the worker
+			// waiting for milliseconds. Only while punted packets wait
+			// for the control process's routes does it let the
+			// goroutines that bring them have the P.
+			if w.p.HeldPunts() > 0 {
+				runtime.Gosched()
+			}
+			yieldCore()
 		case w.waiter != nil:
 			// Announce the sleep before the last look at the commands
 			// and the hand-off rings: a command queued, or a frame

@@ -577,7 +577,10 @@ func (p *Port) kick() error {
 		if p.mode == ModeZeroCopy && !p.tx.needWakeup() {
 			return nil
 		}
-		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(p.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+		// A raw system call: it never blocks (MSG_DONTWAIT), and the
+		// scheduler must not take the worker's P away while the kernel
+		// sends (see nic.RawRead).
+		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(p.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.EINTR:
 		case unix.ENETDOWN:

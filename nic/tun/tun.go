@@ -227,7 +227,7 @@ func (p *Port) Receive(frames []nic.Frame) (int, error) {
 	for n < len(frames) && len(p.free) > 0 {
 		h := p.free[len(p.free)-1]
 		buf := p.bufs[h]
-		m, err := unix.Read(p.fd, buf[nic.Headroom-hl:])
+		m, err := nic.RawRead(p.fd, buf[nic.Headroom-hl:])
 		if err != nil {
 			if err == unix.EAGAIN || err == unix.EINTR {
 				break
@@ -261,7 +261,7 @@ func (p *Port) Transmit(frames []nic.Frame) (int, error) {
 		var err error
 		switch {
 		case hl == 0:
-			_, err = unix.Write(p.fd, fr.Data())
+			_, err = nic.RawWrite(p.fd, fr.Data())
 		case fr.Offload.GSOSize > 0 && encapsulated(fr.Data()):
 			// The kernel cuts TCP super-packets, not IP-in-IP ones.
 			err = p.segment(fr)
@@ -269,7 +269,7 @@ func (p *Port) Transmit(frames []nic.Frame) (int, error) {
 			err = unix.ENOBUFS
 		default:
 			writeVnetHdr(fr.Buf[fr.Off-hl:fr.Off], &fr.Offload)
-			_, err = unix.Write(p.fd, fr.Buf[fr.Off-hl:fr.Off+fr.Len])
+			_, err = nic.RawWrite(p.fd, fr.Buf[fr.Off-hl:fr.Off+fr.Len])
 		}
 		if err != nil {
 			// A full device queue (EAGAIN) or a packet the kernel

@@ -78,7 +78,7 @@ func encapsulated(b []byte) bool {
 // header.
 func (p *Port) segment(fr *nic.Frame) error {
 	return cut(fr.Data(), &fr.Offload, p.seg, func(seg []byte) error {
-		_, err := unix.Write(p.fd, seg)
+		_, err := nic.RawWrite(p.fd, seg)
 		return err
 	})
 }
