@@ -3,6 +3,7 @@ package dataplane
 import (
 	"encoding/binary"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/channel"
@@ -59,6 +60,55 @@ type outbox struct {
 	lost    uint64 // events that did not fit
 	bell    chan struct{}
 	enabled bool
+	// direct sends the worker's flow events itself, when set and the
+	// uplink has no collection of its own on the way (busy); msg is
+	// where it encodes them.
+	direct DirectSender
+	busy   *atomic.Bool
+	msg    []byte
+}
+
+// A DirectSender sends a message on the channel to the control process
+// from the worker's own thread, without blocking: a nat flow's first
+// packet, which waits until the control process has the flow's event,
+// then leaves in microseconds instead of after the uplink's round of
+// goroutine hand-offs (on a busy machine, milliseconds). TrySend reports
+// whether the whole message went; Seq numbers it.
+type DirectSender interface {
+	TrySend(msg []byte) bool
+	Seq() uint32
+}
+
+// SetDirect lets the worker send its flow events itself through d while
+// busy (the uplink's flag: it has taken events it has not sent yet, which
+// must arrive first) is clear; nil stops it. Call it through Worker.Do.
+func (p *Pipeline) SetDirect(d DirectSender, busy *atomic.Bool) {
+	p.out.direct, p.out.busy = d, busy
+	if d != nil && p.out.msg == nil {
+		p.out.msg = make([]byte, 0, channel.MaxMessage)
+	}
+}
+
+// sendDirect sends the outbox's flow events, in order, through the
+// direct sender, and lets the first packets that waited for them go (with
+// the next batch, microseconds later). If a message does not go (the
+// socket's buffer is full), what is left waits for the uplink, and so do
+// the packets.
+func (p *Pipeline) sendDirect() {
+	p.takeRemovals()
+	ev := p.out.events
+	for len(ev) > 0 {
+		n := min(len(ev), channel.MaxFlowEvents)
+		p.out.msg = channel.AppendFlowEvents(p.out.msg[:0], p.out.direct.Seq(), ev[:n])
+		if !p.out.direct.TrySend(p.out.msg) {
+			p.out.events = append(p.out.events[:0], ev...)
+			return
+		}
+		p.stats.EventsSentDirect += uint64(n)
+		ev = ev[n:]
+	}
+	p.out.events = p.out.events[:0]
+	p.releaseSendWait(func(*heldSend) bool { return true })
 }
 
 // EnableOutbox makes the pipeline report flows and punt packets to a

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"sync/atomic"
 	"testing"
 
 	"github.com/tetherlb/tether/api/unit"
@@ -266,5 +267,80 @@ func TestEventsKeepTheirOrder(t *testing.T) {
 	evs, _ = take(r)
 	if len(evs) != 2 || evs[0].Kind != channel.FlowExpired || evs[1].Kind != channel.FlowOpened || evs[0].Key != evs[1].Key {
 		t.Fatalf("events %+v, want removed then opened, same key", evs)
+	}
+}
+
+// fakeDirect is a DirectSender that records what it sends, or refuses.
+type fakeDirect struct {
+	msgs   [][]byte
+	refuse bool
+	seq    uint32
+}
+
+func (f *fakeDirect) TrySend(m []byte) bool {
+	if f.refuse {
+		return false
+	}
+	f.msgs = append(f.msgs, append([]byte(nil), m...))
+	return true
+}
+func (f *fakeDirect) Seq() uint32 { f.seq++; return f.seq }
+
+// TestDirectSendReleasesFirstPackets: a worker that may send its flow
+// events itself sends a new nat flow's opened event at the end of the
+// batch and lets the held SYN go with the next; while the uplink holds
+// events of its own (busy), or the socket refuses, it leaves them to the
+// uplink and the SYN waits for it.
+func TestDirectSendReleasesFirstPackets(t *testing.T) {
+	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	r.p.EnableOutbox(make(chan struct{}, 1))
+	d := &fakeDirect{}
+	var busy atomic.Bool
+	r.p.SetDirect(d, &busy)
+	if tx, _, _ := r.send(syn(cl(1, 1000), vip(80))); len(tx) != 0 {
+		t.Fatal("a nat SYN left before its event")
+	}
+	if len(d.msgs) != 1 {
+		t.Fatalf("%d messages sent directly, want 1", len(d.msgs))
+	}
+	h, body, err := channel.ParseHeader(d.msgs[0])
+	if err != nil || h.Type != channel.TFlowEvent {
+		t.Fatalf("direct message: %+v, %v", h, err)
+	}
+	evs, err := channel.DecodeFlowEvents(nil, body)
+	if err != nil || len(evs) != 1 || evs[0].Kind != channel.FlowOpened {
+		t.Fatalf("direct events %+v, %v", evs, err)
+	}
+	if tx, _, _ := r.send(); len(tx) != 1 {
+		t.Fatalf("%d frames after the event went, want the SYN", len(tx))
+	}
+	taken := func() int {
+		n := 0
+		r.p.TakeOutbox(func(evs []channel.FlowEvent, _ []channel.Punt, _ uint64) { n = len(evs) })
+		return n
+	}
+	if n := taken(); n != 0 {
+		t.Fatalf("%d events left for the uplink after a direct send", n)
+	}
+	for i, c := range []struct {
+		name         string
+		busy, refuse bool
+	}{{"uplink busy", true, false}, {"socket full", false, true}} {
+		busy.Store(c.busy)
+		d.refuse = c.refuse
+		d.msgs = nil
+		r.send(syn(cl(2+i, 2000), vip(80)))
+		if tx, _, _ := r.send(); len(tx) != 0 || len(d.msgs) != 0 {
+			t.Fatalf("%s: %d frames sent, %d messages sent directly; want the SYN held for the uplink", c.name, len(tx), len(d.msgs))
+		}
+		if n := taken(); n != 1 {
+			t.Fatalf("%s: %d events for the uplink, want 1", c.name, n)
+		}
+		g, _ := r.p.TakeSendWait()
+		r.p.EventsSent(g)
+		if tx, _, _ := r.send(); len(tx) != 1 {
+			t.Fatalf("%s: the SYN did not follow the uplink's send", c.name)
+		}
+		r.p.stats.Drops = [numDrops]uint64{}
 	}
 }

@@ -219,6 +219,9 @@ func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
 	}
 	p.batch(now, frames, out)
 	p.maintain(now, out)
+	if len(p.sendWait) > 0 && p.out.direct != nil && !p.out.busy.Load() {
+		p.sendDirect()
+	}
 }
 
 func (p *Pipeline) batch(now flow.Tick, frames []nic.Frame, out *Output) {

@@ -16,6 +16,7 @@ type Stats struct {
 	ResetsSent         uint64 // segments of nat connections the unit does not know, answered with a reset
 	Recovered          uint64 // half-NAT flows made again from a backend's reply the unit had no flow for
 	ChecksumsFinished  uint64 // partial transport checksums completed in software (see offload)
+	EventsSentDirect   uint64 // flow events the worker sent itself (see DirectSender)
 	FragmentsHeld      uint64 // fragments held until their first fragment came
 	Punted             uint64 // packets held for the control process to decide
 	Drops              [numDrops]uint64
@@ -72,6 +73,7 @@ func (s *Stats) Add(o *Stats) {
 	s.ResetsSent += o.ResetsSent
 	s.Recovered += o.Recovered
 	s.ChecksumsFinished += o.ChecksumsFinished
+	s.EventsSentDirect += o.EventsSentDirect
 	s.FragmentsHeld += o.FragmentsHeld
 	s.Punted += o.Punted
 	for i := range s.Drops {

@@ -49,6 +49,39 @@ type uplink struct {
 	seq   atomic.Uint32
 	mu    sync.Mutex
 	stats UplinkStats
+	// busy is set while the send loop holds flow events it has taken
+	// from a worker and not sent yet: workers must not send theirs
+	// directly meanwhile, or they would overtake them.
+	busy atomic.Bool
+}
+
+// directSender is a worker's way to send its flow events itself (see
+// dataplane.DirectSender), on the connection the uplink serves.
+type directSender struct {
+	send func([]byte) bool
+	seq  *atomic.Uint32
+}
+
+func (d *directSender) TrySend(msg []byte) bool { return d.send(msg) }
+func (d *directSender) Seq() uint32             { return d.seq.Add(1) }
+
+// setDirect gives the workers a direct sender on conn, or takes it away
+// (nil): always before conn closes, so that no worker sends on a
+// descriptor that may be another file's by then.
+func (l *uplink) setDirect(ctx context.Context, conn *channel.Conn) {
+	var d dataplane.DirectSender
+	if conn != nil {
+		l.busy.Store(false) // a send loop that failed may have left it set
+		send, err := conn.TrySender()
+		if err != nil {
+			l.f.log.Warn().Err(err).Msg("workers cannot send flow events themselves; the uplink sends them")
+			return
+		}
+		d = &directSender{send: send, seq: &l.seq}
+	}
+	for _, w := range l.f.workers {
+		_ = w.Do(ctx, func(p *dataplane.Pipeline) { p.SetDirect(d, &l.busy) })
+	}
 }
 
 // ConnectControl makes the forwarder connect to the control process's
@@ -117,6 +150,15 @@ func (l *uplink) serve(ctx context.Context, conn *channel.Conn) error {
 	if err := conn.Send(channel.AppendHello(nil, l.seq.Add(1), &hello)); err != nil {
 		return err
 	}
+	// The workers' direct senders go before the connection closes
+	// (the caller closes it after serve returns): with a context of
+	// their own, since ctx may be ending.
+	l.setDirect(ctx, conn)
+	defer func() {
+		stop, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		l.setDirect(stop, nil)
+	}()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	calls := make(chan callMsg, maxQueuedCalls)
@@ -196,6 +238,9 @@ func (l *uplink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 			_ = w.Do(ctx, func(p *dataplane.Pipeline) {
 				defer func() { gens[i], waiting[i] = p.TakeSendWait() }()
 				p.TakeOutbox(func(evs []channel.FlowEvent, punts []channel.Punt, n uint64) {
+					if len(evs) > 0 {
+						l.busy.Store(true) // until they are sent
+					}
 					events = append(events, evs...)
 					lost += n
 					for i := range punts {
@@ -225,6 +270,7 @@ func (l *uplink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 				return err
 			}
 		}
+		l.busy.Store(false)
 		// The flows' events are out: their first packets may follow.
 		for i, w := range l.f.workers {
 			if waiting[i] {

@@ -6,6 +6,9 @@ import (
 	"net"
 	"os"
 	"sync"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // Conn is one end of a channel: a connected SOCK_SEQPACKET socket. Send
@@ -95,6 +98,32 @@ func (c *Conn) Recv() ([]byte, error) {
 
 // Close closes the connection.
 func (c *Conn) Close() error { return c.c.Close() }
+
+// TrySender returns a function that sends one message without blocking
+// and without the Go scheduler, for a poll-mode worker's own thread, and
+// reports whether it went whole: SOCK_SEQPACKET sends a message whole or
+// not at all, and concurrent senders' messages never interleave. The
+// function must not be called once the connection is closed (the
+// descriptor's number could be another file's by then); the caller stops
+// its senders first.
+func (c *Conn) TrySender() (func(msg []byte) bool, error) {
+	rc, err := c.c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("channel: %w", err)
+	}
+	fd := -1
+	if err := rc.Control(func(f uintptr) { fd = int(f) }); err != nil {
+		return nil, fmt.Errorf("channel: %w", err)
+	}
+	return func(msg []byte) bool {
+		if len(msg) == 0 || len(msg) > MaxMessage {
+			return false
+		}
+		n, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(fd), uintptr(unsafe.Pointer(&msg[0])), uintptr(len(msg)),
+			unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, 0, 0)
+		return e == 0 && int(n) == len(msg)
+	}, nil
+}
 
 // Assembler joins chunked calls or returns by sequence number.
 type Assembler struct {
