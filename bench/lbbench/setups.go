@@ -17,8 +17,11 @@ import (
 type setup struct {
 	name string
 	kind string // nft, haproxy or tether
-	// driver and mode of a Tether setup.
+	// driver and mode of a Tether setup; unit runs the whole unit
+	// (tetherd run: the control process, which starts the forwarder)
+	// rather than the forwarder alone.
 	driver, mode string
+	unit         bool
 	// tag is a short namespace tag: with the run number after it, at
 	// most 4 characters (interface names are short), and it must not
 	// start with a digit, which would read as part of this process's ID
@@ -37,6 +40,8 @@ var allSetups = []setup{
 	{name: "tether-afxdp-halfnat", kind: "tether", driver: "afxdp", mode: "halfnat", tag: "xh"},
 	{name: "tether-tun-nat", kind: "tether", driver: "tun", mode: "nat", tag: "tn"},
 	{name: "tether-tun-halfnat", kind: "tether", driver: "tun", mode: "halfnat", tag: "th"},
+	{name: "tether-unit-afxdp-nat", kind: "tether", driver: "afxdp", mode: "nat", unit: true, tag: "un"},
+	{name: "tether-unit-tun-nat", kind: "tether", driver: "tun", mode: "nat", unit: true, tag: "ut"},
 }
 
 func setupNames() []string { return names(allSetups) }
@@ -239,6 +244,9 @@ backend web
 // tetherConfig is the unit: one worker pinned to core 1, a TCP and a UDP
 // VIP in the row's mode, every other setting at its default.
 const tetherConfig = `unit: {address4: {{.UnitIP}}}
+{{- if .Admin}}
+admin: {socket: {{.Admin}}/admin.sock, run_dir: {{.Admin}}/run}
+{{- end}}
 forwarder:
   port: {driver: {{.Driver}}, interface: {{.If}}{{if .PinDir}}, pin_dir: {{.PinDir}}{{end}}}
   cores: [1]
@@ -307,11 +315,16 @@ func startLB(lb *e2e.LB, s setup, tetherd, dir string) ([]string, error) {
 		}
 		return []string{"HAProxy mode tcp, nbthread 1, round robin, pinned to core 1; the VIP is a local address of the unit; no UDP"}, nil
 	}
+	admin := ""
+	if s.unit {
+		admin = filepath.Join(dir, tag+"-unit")
+	}
 	var b bytes.Buffer
 	t := template.Must(template.New("tether").Parse(tetherConfig))
 	if err := t.Execute(&b, map[string]any{
 		"UnitIP": lb.UnitIP, "Driver": lb.Driver, "If": lb.UnitIf, "PinDir": lb.PinDir, "VIP": vip,
 		"Mode": s.mode, "TCPSNAT": tcpSNAT, "UDPSNAT": udpSNAT, "Backends": ips, "HTTPPort": httpPort, "UDPPort": udpPort,
+		"Admin": admin,
 	}); err != nil {
 		return nil, fmt.Errorf("tether config: %w", err)
 	}
@@ -319,14 +332,18 @@ func startLB(lb *e2e.LB, s setup, tetherd, dir string) ([]string, error) {
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		return nil, fmt.Errorf("tether config: %w", err)
 	}
-	td, err := lb.Start(lb.Unit, "tetherd", nil, tetherd, "forwarder", "--config", path)
+	cmd, how := "forwarder", "`tetherd forwarder` alone (no control process)"
+	if s.unit {
+		cmd, how = "run", "the whole unit (`tetherd run`: the control process and the forwarder it starts, which holds a nat flow's first packet until the control process has its flow)"
+	}
+	td, err := lb.Start(lb.Unit, "tetherd", nil, tetherd, cmd, "--config", path)
 	if err != nil {
 		return nil, err
 	}
 	if err := td.WaitFor("forwarding", 15*time.Second); err != nil {
 		return nil, err
 	}
-	notes := []string{fmt.Sprintf("`tetherd forwarder` alone (no control process), %s port, one worker pinned to core 1 (forwarder.cores: [1]), other settings at their defaults", s.driver)}
+	notes := []string{fmt.Sprintf("%s, %s port, one worker pinned to core 1 (forwarder.cores: [1]), other settings at their defaults", how, s.driver)}
 	if s.mode == "nat" {
 		notes = append(notes, fmt.Sprintf("SNAT addresses %s (TCP) and %s (UDP)", tcpSNAT, udpSNAT))
 	}
