@@ -52,12 +52,7 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 		p.punt(pk, v, now)
 		return entry{}, false
 	}
-	var mh uint64
-	if pk.v6 {
-		mh = maglevHash6(&pk.k6)
-	} else {
-		mh = maglevHash4(&pk.k4)
-	}
+	mh := maglevHashOf(pk)
 	bid, ok := v.pick(mh)
 	if !ok {
 		pk.dropWith(DropNoBackend)

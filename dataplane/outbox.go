@@ -132,12 +132,7 @@ func (p *Pipeline) ring() {
 // punt holds pk and asks the control process to decide its flow. Without
 // a control process the VIP's Maglev table decides, as for other VIPs.
 func (p *Pipeline) punt(pk *packet, v *VIP, now flow.Tick) {
-	var mh uint64
-	if pk.v6 {
-		mh = maglevHash6(&pk.k6)
-	} else {
-		mh = maglevHash4(&pk.k4)
-	}
+	mh := maglevHashOf(pk)
 	if !p.out.enabled {
 		if bid, ok := v.pick(mh); ok {
 			if e, ok := p.newFlowTo(pk, v, bid, mh, now); ok {
@@ -359,12 +354,7 @@ func (p *Pipeline) AddRoute(r *channel.Route, now flow.Tick) error {
 	}
 	p.deleteKey(pk)
 	if a.Mode == 0 {
-		var mh uint64
-		if pk.v6 {
-			mh = maglevHash6(&pk.k6)
-		} else {
-			mh = maglevHash4(&pk.k4)
-		}
+		mh := maglevHashOf(pk)
 		if _, ok := p.newFlowTo(pk, v, a.Backend, mh, now); !ok {
 			return fmt.Errorf("route: %s", pk.drop)
 		}

@@ -379,12 +379,7 @@ func (p *Pipeline) reopen(pk *packet, e entry, now flow.Tick) bool {
 	if v == nil || v.Punt || v.Mode != unit.ModeNAT || len(v.snat) == 0 {
 		return false
 	}
-	var mh uint64
-	if pk.v6 {
-		mh = maglevHash6(&pk.k6)
-	} else {
-		mh = maglevHash4(&pk.k4)
-	}
+	mh := maglevHashOf(pk)
 	bid, ok := v.pick(mh)
 	if !ok || bid != e.m.Backend {
 		return false

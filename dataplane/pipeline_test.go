@@ -482,20 +482,7 @@ func TestReusedTupleIsDecidedAgain(t *testing.T) {
 		t.Fatal("a retransmitted SYN changed backend")
 	}
 	r.send(pkttest.TCP(c, vip(81), pkttest.ACK|pkttest.FIN, 2, 1, pkttest.Opts{}))
-	nc := loadConfig(t, 1024, "1024-65535")
-	for i := range nc.VIPs[1].Backends {
-		if nc.VIPs[1].Backends[i].Address == first.String() {
-			nc.VIPs[1].Backends[i].State = unit.StateDraining.String()
-		}
-	}
-	if err := nc.Check(); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Build(nc, r.p.Snapshot())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.p.SetSnapshot(s)
+	r.drain(1, first)
 	tx, _, _ = r.send(syn(c, vip(81)))
 	if len(tx) != 1 || dstOf(tx[0]).Addr() == first {
 		t.Fatalf("a new connection on a closed flow's tuple went to the drained backend %v", first)
@@ -536,22 +523,29 @@ func TestReusedNATTupleKeepsItsPort(t *testing.T) {
 
 	// Closed again, with the backend drained meanwhile: a new decision.
 	r.send(pkttest.TCP(c, vip(80), pkttest.RST, 3, 0, pkttest.Opts{}))
-	nc := loadConfig(t, 1024, "1024-65535")
-	for i := range nc.VIPs[0].Backends {
-		if nc.VIPs[0].Backends[i].Address == first.String() {
-			nc.VIPs[0].Backends[i].State = unit.StateDraining.String()
-		}
-	}
-	if err := nc.Check(); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Build(nc, r.p.Snapshot())
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.p.SetSnapshot(s)
+	r.drain(0, first)
 	tx, _, _ = r.send(syn(c, vip(80)))
 	if len(tx) != 1 || dstOf(tx[0]).Addr() == first {
 		t.Fatalf("a connection reopened after its backend was drained went to it (%v)", dstOf(tx[0]))
 	}
+}
+
+// drain rebuilds the rig's snapshot from its test configuration with the
+// backend at addr of VIP v draining.
+func (r *rig) drain(v int, addr netip.Addr) {
+	r.t.Helper()
+	nc := loadConfig(r.t, 1024, "1024-65535")
+	for i := range nc.VIPs[v].Backends {
+		if nc.VIPs[v].Backends[i].Address == addr.String() {
+			nc.VIPs[v].Backends[i].State = unit.StateDraining.String()
+		}
+	}
+	if err := nc.Check(); err != nil {
+		r.t.Fatal(err)
+	}
+	s, err := Build(nc, r.p.Snapshot())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.p.SetSnapshot(s)
 }
