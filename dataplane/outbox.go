@@ -92,8 +92,8 @@ func (p *Pipeline) SetDirect(d DirectSender, busy *atomic.Bool) {
 // sendDirect sends the outbox's flow events, in order, through the
 // direct sender, and lets the first packets that waited for them go (with
 // the next batch, microseconds later). If a message does not go (the
-// socket's buffer is full), what is left waits for the uplink, and so do
-// the packets.
+// socket's buffer is full), what is left waits for the uplink, which it
+// calls, and so do the packets.
 func (p *Pipeline) sendDirect() {
 	p.takeRemovals()
 	ev := p.out.events
@@ -102,6 +102,7 @@ func (p *Pipeline) sendDirect() {
 		p.out.msg = channel.AppendFlowEvents(p.out.msg[:0], p.out.direct.Seq(), ev[:n])
 		if !p.out.direct.TrySend(p.out.msg) {
 			p.out.events = append(p.out.events[:0], ev...)
+			p.ring() // the uplink takes them, and the packets wait for it
 			return
 		}
 		p.stats.EventsSentDirect += uint64(n)
@@ -207,8 +208,8 @@ func (p *Pipeline) flowEvent(kind uint8, pk *packet, e entry) {
 	ev := channel.FlowEvent{Kind: kind, Worker: uint8(p.cfg.Worker), Key: flowKey(pk)}
 	actionOf(&ev.Action, e.m, e.a, e.b)
 	p.out.events = append(p.out.events, ev)
-	if empty {
-		p.ring()
+	if empty && p.out.direct == nil {
+		p.ring() // a worker that sends its own rings only when it cannot
 	}
 }
 

@@ -314,6 +314,14 @@ func TestDirectSendReleasesFirstPackets(t *testing.T) {
 	if tx, _, _ := r.send(); len(tx) != 1 {
 		t.Fatalf("%d frames after the event went, want the SYN", len(tx))
 	}
+	// Events without a packet waiting (a connection closing) go too,
+	// and nothing rings the uplink for them.
+	bell := make(chan struct{}, 1)
+	r.p.out.bell = bell
+	r.send(pkttest.TCP(cl(1, 1000), vip(80), pkttest.ACK|pkttest.FIN, 2, 1, pkttest.Opts{}))
+	if len(d.msgs) != 2 || len(bell) != 0 {
+		t.Fatalf("%d messages sent directly and %d rings after a FIN, want 2 and 0", len(d.msgs), len(bell))
+	}
 	taken := func() int {
 		n := 0
 		r.p.TakeOutbox(func(evs []channel.FlowEvent, _ []channel.Punt, _ uint64) { n = len(evs) })

@@ -219,8 +219,13 @@ func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
 	}
 	p.batch(now, frames, out)
 	p.maintain(now, out)
-	if len(p.sendWait) > 0 && p.out.direct != nil && !p.out.busy.Load() {
-		p.sendDirect()
+	if p.out.direct != nil && !p.out.busy.Load() {
+		// The batch's flow events (and aging's removals) leave now,
+		// and with them any first packet that waits for its event.
+		p.takeRemovals()
+		if len(p.out.events) > 0 {
+			p.sendDirect()
+		}
 	}
 }
 
