@@ -12,12 +12,14 @@ import (
 	"github.com/tetherlb/tether/tables/flow"
 )
 
-// The worker's outbox: its side of the channel to the control process. A
-// worker never talks to the control process itself: it records punts and flow events in its outbox,
-// rings a bell, and the forwarder's channel goroutine collects them with
-// Worker.Do; routes come back the same way. Punted packets wait in the
-// worker until their route arrives (or punt timeout passes), then go out
-// with the next batch.
+// The worker's outbox: its side of the channel to the control process.
+// The worker records punts and flow events in its outbox. It sends its
+// flow events itself at the end of a batch when the uplink gives it a
+// DirectSender (a non-blocking send of whole messages); otherwise, and
+// for punts, it rings a bell and the forwarder's channel goroutine
+// collects them with Worker.Do. Routes come back through Worker.Post.
+// Punted packets wait in the worker until their route arrives (or punt
+// timeout passes), then go out with the next batch.
 
 const (
 	maxOutboxEvents = 4096
