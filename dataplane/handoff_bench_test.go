@@ -43,16 +43,7 @@ func BenchmarkHandOff(b *testing.B) {
 						b.Fatal(err)
 					}
 				}
-				for moved := 1; moved > 0; {
-					moved = 0
-					for _, w := range r.ws {
-						n, _ := w.step()
-						moved += n
-					}
-				}
-				for _, p := range r.ports {
-					p.Drain(count)
-				}
+				r.settle(count)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(frames)), "ns/frame")
 			if _, h := r.stats(); c.foreign && h.Out == 0 {

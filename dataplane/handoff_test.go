@@ -59,10 +59,9 @@ func (r *handOffRig) inject(w int, frames ...[]byte) {
 	}
 }
 
-// run steps every worker until none moves a frame, and returns what each
-// port sent.
-func (r *handOffRig) run() [][][]byte {
-	r.t.Helper()
+// settle steps every worker until none moves a frame, then hands what
+// each port sent to drain (which may be nil). It allocates nothing.
+func (r *handOffRig) settle(drain func([]byte, int64)) {
 	for round := 0; ; round++ {
 		if round == 1000 {
 			r.t.Fatal("the workers never went quiet")
@@ -79,6 +78,17 @@ func (r *handOffRig) run() [][][]byte {
 			break
 		}
 	}
+	if drain != nil {
+		for _, p := range r.ports {
+			p.Drain(drain)
+		}
+	}
+}
+
+// run settles the workers and returns what each port sent.
+func (r *handOffRig) run() [][][]byte {
+	r.t.Helper()
+	r.settle(nil)
 	sent := make([][][]byte, len(r.ports))
 	for i, p := range r.ports {
 		p.Drain(func(d []byte, _ int64) { sent[i] = append(sent[i], append([]byte(nil), d...)) })
@@ -296,16 +306,7 @@ func TestHandOffDoesNotAllocate(t *testing.T) {
 		for i, f := range frames {
 			r.inject(i%2, f)
 		}
-		for moved := 1; moved > 0; {
-			moved = 0
-			for _, w := range r.ws {
-				n, _ := w.step()
-				moved += n
-			}
-		}
-		for _, p := range r.ports {
-			p.Drain(count)
-		}
+		r.settle(count)
 	})
 	s, h := r.stats()
 	if s.Dropped() != 0 || h.Out == 0 || h.Dropped() != 0 || sent != 201*len(frames) {
