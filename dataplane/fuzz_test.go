@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"reflect"
 	"testing"
 
 	"github.com/gopacket/gopacket/pcapgo"
@@ -136,6 +137,15 @@ func FuzzPipeline(f *testing.F) {
 			t.Fatal(err)
 		}
 		r := &rig{t: t, p: p, out: NewOutput(&pc)}
+		// The same frames through the general path alone must come
+		// out the same (see TestEstablishedPathIsTheGeneralOne).
+		gc := pc
+		gc.GeneralOnly = true
+		gp, err := New(gc, snap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := &rig{t: t, p: gp, out: NewOutput(&gc)}
 		var frames [][]byte
 		for len(in) >= 2 && len(frames) < 16 {
 			n := int(binary.BigEndian.Uint16(in))
@@ -147,7 +157,12 @@ func FuzzPipeline(f *testing.F) {
 		for i, fr := range frames {
 			inOK := (&pkttest.Checker{}).Check(fr) == nil
 			r.now += Tick(clock)
+			g.now = r.now
 			tx, pass, drop := r.send(fr)
+			gtx, gpass, gdrop := g.send(fr)
+			if !reflect.DeepEqual([][][]byte{tx, pass, drop}, [][][]byte{gtx, gpass, gdrop}) {
+				t.Fatalf("frame %d: sent, passed, dropped\n%x\n%x\n%x\nthe general path\n%x\n%x\n%x", i, tx, pass, drop, gtx, gpass, gdrop)
+			}
 			if got := len(tx) + len(pass) + len(drop); got < 1 && r.p.HeldFragments() == 0 {
 				t.Fatalf("frame %d vanished: not forwarded, passed, dropped or held", i)
 			}
@@ -167,6 +182,9 @@ func FuzzPipeline(f *testing.F) {
 			}
 		}
 		s := r.p.Stats()
+		if gs := g.p.Stats(); !reflect.DeepEqual(s, gs) {
+			t.Fatalf("counters differ from the general path's:\n%+v\n%+v", s, gs)
+		}
 		if s.RxPackets != s.TxPackets+s.Passed()+s.Dropped()+uint64(r.p.HeldFragments()) {
 			t.Fatalf("rx %d != tx %d + passed %d + dropped %d + held %d", s.RxPackets, s.TxPackets, s.Passed(), s.Dropped(), r.p.HeldFragments())
 		}

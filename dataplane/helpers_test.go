@@ -102,6 +102,18 @@ func newRig(t testing.TB, c *config.Config) *rig {
 	return &rig{t: t, cfg: c, p: p, out: NewOutput(&pc), pc: pc}
 }
 
+// generalOnly replaces the rig's pipeline with a fresh one that takes
+// every packet through the general path (Config.GeneralOnly).
+func (r *rig) generalOnly() {
+	r.t.Helper()
+	r.pc.GeneralOnly = true
+	p, err := New(r.pc, r.p.Snapshot())
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.p = p
+}
+
 // frame wraps data in a Frame with headroom.
 func frame(data []byte) nic.Frame {
 	buf := make([]byte, nic.Headroom+len(data)+64)

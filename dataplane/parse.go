@@ -82,8 +82,6 @@ func (pk *packet) dst() []byte {
 // header package's unchecked accessors within [l3, end).
 func parse(pk *packet, link nic.LinkType) {
 	b := pk.frame.Data()
-	pk.b = b
-	pk.l4, pk.frag, pk.fragHdr, pk.tcpFlags, pk.sport, pk.dport = 0, fragNone, 0, 0, 0, 0
 	if link == nic.LinkEthernet {
 		if len(b) > header.EthernetSize && b[12] == 0x08 && b[13] == 0x00 && parseFast(pk, b, header.EthernetSize) {
 			return
@@ -91,6 +89,8 @@ func parse(pk *packet, link nic.LinkType) {
 	} else if parseFast(pk, b, 0) {
 		return
 	}
+	pk.b = b
+	pk.l4, pk.frag, pk.fragHdr, pk.tcpFlags, pk.sport, pk.dport = 0, fragNone, 0, 0, 0, 0
 	parseSlow(pk, link)
 }
 
@@ -107,7 +107,14 @@ func parseFast(pk *packet, b []byte, l3 int) bool {
 	ip := b[l3 : l3+header.IPv4MinSize]
 	tot := int(binary.BigEndian.Uint16(ip[2:]))
 	if ip[0] != 0x45 || tot < header.IPv4MinSize+header.UDPSize || l3+tot > len(b) ||
-		binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 || !header.IPv4HeaderValid(ip) {
+		binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 {
+		return false
+	}
+	// header.IPv4HeaderValid for exactly 20 bytes, written out here
+	// because the call is too large to inline.
+	if sum := uint64(binary.BigEndian.Uint32(ip[0:])) + uint64(binary.BigEndian.Uint32(ip[4:])) +
+		uint64(binary.BigEndian.Uint32(ip[8:])) + uint64(binary.BigEndian.Uint32(ip[12:])) +
+		uint64(binary.BigEndian.Uint32(ip[16:])); header.Fold(sum) != 0xffff {
 		return false
 	}
 	seg := b[l3+header.IPv4MinSize : l3+tot]
@@ -133,7 +140,7 @@ func parseFast(pk *packet, b []byte, l3 int) bool {
 	pk.b = b[:l3+tot]
 	pk.frame.Len = l3 + tot
 	pk.l3, pk.l4, pk.end = l3, l3+header.IPv4MinSize, l3+tot
-	pk.v6, pk.proto, pk.kind = false, proto, kindFlow
+	pk.v6, pk.proto, pk.kind, pk.frag = false, proto, kindFlow, fragNone
 	pk.sport, pk.dport, pk.tcpFlags = sport, dport, flags
 	pk.k4 = flow.Key4{Src: [4]byte(ip[12:16]), Dst: [4]byte(ip[16:20]), SrcPort: sport, DstPort: dport, Proto: proto}
 	return true

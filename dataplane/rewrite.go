@@ -43,26 +43,32 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 			return
 		}
 	}
-	// Counted once it is certain to leave: the counters are of what
-	// was forwarded.
+	p.deliver(pk, be, e.a, reply, n)
+}
+
+// deliver counts a packet of n bytes (its IP datagram as received) that
+// is certain to leave, and addresses it to its next hop: every mode sends
+// to A, the backend, or the client for replies. Counted here and not
+// earlier, the counters are of what was forwarded.
+func (p *Pipeline) deliver(pk *packet, be *Backend, a []byte, reply bool, n uint64) {
 	if be.known {
+		c := &p.stats.Backends[be.ID]
 		if reply {
-			p.stats.Backends[be.ID].ReplyPackets++
-			p.stats.Backends[be.ID].ReplyBytes += n
+			c.ReplyPackets++
+			c.ReplyBytes += n
 		} else {
-			p.stats.Backends[be.ID].Packets++
-			p.stats.Backends[be.ID].Bytes += n
+			c.Packets++
+			c.Bytes += n
 		}
 	}
-	// Every mode sends to A: the backend, or the client for replies.
 	if reply || !be.known {
-		p.setL2(pk, e.a)
-	} else {
-		if !be.hasMAC && p.cfg.Link == nic.LinkEthernet {
-			p.missedHop(e.a)
-		}
-		p.setL2MAC(pk, be.mac, be.hasMAC)
+		p.setL2(pk, a)
+		return
 	}
+	if !be.hasMAC && p.cfg.Link == nic.LinkEthernet {
+		p.missedHop(a)
+	}
+	p.setL2MAC(pk, be.mac, be.hasMAC)
 }
 
 // hop makes the packet's IP header one router hop older: TTL (hop
