@@ -280,7 +280,8 @@ func (p *Pipeline) batch(now flow.Tick, frames []nic.Frame, out *Output) {
 		pk := &pkts[i]
 		var v4 *flow.Value4
 		if pk.kind == kindFlow && !pk.v6 {
-			if v4 = p.flows.Lookup4(&pk.k4, pk.hash); v4 != nil && !p.cfg.GeneralOnly && p.forward4(pk, v4, now) {
+			// ipip flows go the general way (encapIP) at once.
+			if v4 = p.flows.Lookup4(&pk.k4, pk.hash); v4 != nil && v4.Mode != unit.ModeIPIP && !p.cfg.GeneralOnly && p.forward4(pk, v4, now) {
 				if tx == i && pk.kind == kindTX {
 					tx++
 					txBytes += uint64(pk.frame.Len)
