@@ -1,0 +1,376 @@
+package tunnel
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"github.com/tetherlb/tether/internal/pkttest"
+	"github.com/tetherlb/tether/tables/encap"
+)
+
+// The topology: namespace U (the unit's side, u0 10.7.0.1/24 and
+// 10.7.0.3, an address no unit has) and namespace H (the host, h0
+// 10.7.0.2/24, tunnel address 10.7.0.100, the VIP 192.0.2.50 on lo).
+// The unit's side sends with the kernel's own sockets, from the ports
+// that carry a flow ID; the host's stack must receive what the client
+// sent, from the client's address, on a socket bound to the VIP.
+const (
+	unitAddr   = "10.7.0.1"
+	otherAddr  = "10.7.0.3"
+	hostAddr   = "10.7.0.2"
+	tunnelAddr = "10.7.0.100"
+	vipAddr    = "192.0.2.50"
+	clientAddr = "203.0.113.9"
+)
+
+type topo struct{ u, h string }
+
+func sh(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func newTopo(t *testing.T) *topo {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: network namespaces and XDP")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs the ip command (iproute2)")
+	}
+	p := &topo{u: fmt.Sprintf("tht%du", os.Getpid()), h: fmt.Sprintf("tht%dh", os.Getpid())}
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "del", p.u).Run()
+		exec.Command("ip", "netns", "del", p.h).Run()
+	})
+	sh(t, "ip", "netns", "add", p.u)
+	sh(t, "ip", "netns", "add", p.h)
+	sh(t, "ip", "link", "add", "u0", "netns", p.u, "type", "veth", "peer", "name", "h0", "netns", p.h)
+	sh(t, "ip", "-n", p.u, "addr", "add", unitAddr+"/24", "dev", "u0")
+	sh(t, "ip", "-n", p.u, "addr", "add", otherAddr+"/24", "dev", "u0")
+	sh(t, "ip", "-n", p.h, "addr", "add", hostAddr+"/24", "dev", "h0")
+	sh(t, "ip", "-n", p.h, "addr", "add", vipAddr+"/32", "dev", "lo")
+	for _, ns := range []string{p.u, p.h} {
+		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	}
+	sh(t, "ip", "-n", p.u, "link", "set", "u0", "up")
+	sh(t, "ip", "-n", p.h, "link", "set", "h0", "up")
+	// Replies go toward the client by way of U, which drops them (it
+	// neither holds nor forwards the client's address): enough for the
+	// host's stack to answer, and no RST to undo what it did.
+	sh(t, "ip", "-n", p.h, "route", "add", "203.0.113.0/24", "via", unitAddr)
+	// A unit sends full checksums (a forwarder finishes partial ones);
+	// the kernel's sockets here would leave them to the veth.
+	sh(t, "ip", "netns", "exec", p.u, "ethtool", "-K", "u0", "tx", "off")
+	return p
+}
+
+// in runs fn with the calling thread in namespace ns.
+func in(t *testing.T, ns string, fn func()) {
+	t.Helper()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer orig.Close()
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if err := netns.Set(h); err != nil {
+		t.Fatal(err)
+	}
+	defer netns.Set(orig)
+	fn()
+}
+
+func open(t *testing.T, p *topo, dir string) *Host {
+	t.Helper()
+	var h *Host
+	in(t, p.h, func() {
+		var err error
+		h, err = Open(Config{
+			Interface: "h0",
+			Addresses: []netip.Addr{netip.MustParseAddr(tunnelAddr)},
+			Units:     []netip.Addr{netip.MustParseAddr(unitAddr)},
+			PinDir:    dir,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	return h
+}
+
+// pinDir is a BPF filesystem of the test's own, so that pins do not
+// outlive it.
+func pinDir(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		t.Skipf("mount a BPF filesystem: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+func tuple(proto uint8, src, dst string, sport, dport uint16) *encap.Tuple {
+	t := &encap.Tuple{Proto: proto, SrcPort: sport, DstPort: dport}
+	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
+	copy(t.Src[:], s[:])
+	copy(t.Dst[:], d[:])
+	return t
+}
+
+// sendUDP sends payload from src:id>>16 to dst:id&0xffff in namespace ns:
+// a tunnel packet of flow ID id, as a unit would send it.
+func sendUDP(t *testing.T, ns, src, dst string, id uint32, payload string) {
+	t.Helper()
+	in(t, ns, func() {
+		c, err := net.DialUDP("udp4",
+			&net.UDPAddr{IP: net.ParseIP(src), Port: int(id >> 16)},
+			&net.UDPAddr{IP: net.ParseIP(dst), Port: int(id & 0xffff)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(payload)); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// listenUDP binds addr in namespace ns.
+func listenUDP(t *testing.T, ns, addr string) *net.UDPConn {
+	t.Helper()
+	var c *net.UDPConn
+	in(t, ns, func() {
+		var err error
+		if c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr))); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// receive reads one datagram, or fails after a bound.
+func receive(t *testing.T, c *net.UDPConn) (string, netip.AddrPort) {
+	t.Helper()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	n, from, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatalf("nothing received on %v: %v", c.LocalAddr(), err)
+	}
+	return string(buf[:n]), netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
+}
+
+// waitCounter waits (bounded) until get reports at least n.
+func waitCounter(t *testing.T, h *Host, what string, get func(Counters) uint64, n uint64) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := h.Counters()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if get(c) >= n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: %d, want %d (%+v)", what, get(c), n, c)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestFlowIDPacketsReachTheVIPAsTheClientSentThem(t *testing.T) {
+	p := newTopo(t)
+	h := open(t, p, pinDir(t))
+	defer h.Remove()
+	if h.Mode == "" {
+		t.Fatal("no attach mode")
+	}
+	unit := netip.MustParseAddr(unitAddr)
+	const id = 0x0005_1234
+	if err := h.Put(unit, id, tuple(protoUDP, clientAddr, vipAddr, 40000, 5353)); err != nil {
+		t.Fatal(err)
+	}
+	srv := listenUDP(t, p.h, vipAddr+":5353")
+	sendUDP(t, p.u, unitAddr, tunnelAddr, id, "hello through the tunnel")
+	msg, from := receive(t, srv)
+	if msg != "hello through the tunnel" || from != netip.MustParseAddrPort(clientAddr+":40000") {
+		t.Fatalf("received %q from %v, want the payload from the client %s:40000", msg, from, clientAddr)
+	}
+	waitCounter(t, h, "decapsulated", func(c Counters) uint64 { return c.Decapsulated }, 1)
+
+	// TCP: the restored SYN meets the listener on the VIP, whose stack
+	// answers the client (SYN-RECV from the client's address and port).
+	const tid = 0x0006_0007
+	if err := h.Put(unit, tid, tuple(protoTCP, clientAddr, vipAddr, 41000, 8080)); err != nil {
+		t.Fatal(err)
+	}
+	in(t, p.h, func() {
+		l, err := net.Listen("tcp4", vipAddr+":8080")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+	})
+	in(t, p.u, func() {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(unitAddr), Port: tid >> 16}, Timeout: 200 * time.Millisecond}
+		c, err := d.Dial("tcp4", net.JoinHostPort(tunnelAddr, fmt.Sprint(tid&0xffff)))
+		if err == nil {
+			c.Close()
+			t.Fatal("the unit's side connected to the tunnel address itself: the packet was not restored")
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		out := sh(t, "ip", "netns", "exec", p.h, "ss", "-Htn", "state", "syn-recv")
+		if strings.Contains(out, vipAddr+":8080") && strings.Contains(out, clientAddr+":41000") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no connection from the client in SYN-RECV on the VIP: %q", out)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestWhatNoMappingExplainsIsDroppedAndCounted(t *testing.T) {
+	p := newTopo(t)
+	h := open(t, p, pinDir(t))
+	defer h.Remove()
+	unit := netip.MustParseAddr(unitAddr)
+	if err := h.Put(unit, 0x0005_0001, tuple(protoUDP, clientAddr, vipAddr, 40000, 5353)); err != nil {
+		t.Fatal(err)
+	}
+	srv := listenUDP(t, p.h, vipAddr+":5353")
+	// A socket on the tunnel address would receive anything the
+	// program let through untranslated.
+	leak := listenUDP(t, p.h, tunnelAddr+":1")
+	sendUDP(t, p.u, unitAddr, tunnelAddr, 0x0006_0001, "unknown flow ID")
+	waitCounter(t, h, "unknown_flow", func(c Counters) uint64 { return c.UnknownFlow }, 1)
+	sendUDP(t, p.u, otherAddr, tunnelAddr, 0x0005_0001, "from no unit")
+	waitCounter(t, h, "unknown_unit", func(c Counters) uint64 { return c.UnknownUnit }, 1)
+	// The mapping is of UDP: a TCP packet with its ID is unknown.
+	in(t, p.u, func() {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(unitAddr), Port: 5}, Timeout: 100 * time.Millisecond}
+		if c, err := d.Dial("tcp4", tunnelAddr+":1"); err == nil {
+			c.Close()
+		}
+	})
+	waitCounter(t, h, "unknown_flow (protocol)", func(c Counters) uint64 { return c.UnknownFlow }, 2)
+	// A known flow still arrives after all that, and it is the first
+	// thing either socket sees.
+	sendUDP(t, p.u, unitAddr, tunnelAddr, 0x0005_0001, "known")
+	if msg, _ := receive(t, srv); msg != "known" {
+		t.Fatalf("received %q, want the known flow's payload first", msg)
+	}
+	leak.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, from, err := leak.ReadFromUDP(make([]byte, 64)); err == nil {
+		t.Fatalf("%d bytes from %v reached a socket on the tunnel address", n, from)
+	}
+
+	// Traffic to the host's own address is not the program's.
+	own := listenUDP(t, p.h, hostAddr+":7")
+	sendUDP(t, p.u, unitAddr, hostAddr, 0x0005_0007, "the host's own")
+	if msg, from := receive(t, own); msg != "the host's own" || from.Addr().String() != unitAddr {
+		t.Fatalf("received %q from %v on the host's own address", msg, from)
+	}
+	c, err := h.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Decapsulated != 1 {
+		t.Errorf("%d packets restored, want 1 (%+v)", c.Decapsulated, c)
+	}
+}
+
+// IP-in-IP: the host's kernel need not have the ipip module.
+func TestIPIPIsUnwrapped(t *testing.T) {
+	p := newTopo(t)
+	h := open(t, p, pinDir(t))
+	defer h.Remove()
+	srv := listenUDP(t, p.h, vipAddr+":5354")
+	inner := pkttest.UDP(
+		pkttest.Endpoint{Addr: netip.MustParseAddr(clientAddr), Port: 40001},
+		pkttest.Endpoint{Addr: netip.MustParseAddr(vipAddr), Port: 5354},
+		pkttest.Opts{NoEth: true, Payload: []byte("inside ipip")})
+	in(t, p.u, func() {
+		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_IPIP)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: netip.MustParseAddr(unitAddr).As4()}); err != nil {
+			t.Fatal(err)
+		}
+		if err := unix.Sendto(fd, inner, 0, &unix.SockaddrInet4{Addr: netip.MustParseAddr(tunnelAddr).As4()}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	msg, from := receive(t, srv)
+	if msg != "inside ipip" || from != netip.MustParseAddrPort(clientAddr+":40001") {
+		t.Fatalf("received %q from %v", msg, from)
+	}
+	waitCounter(t, h, "ipip", func(c Counters) uint64 { return c.IPIP }, 1)
+}
+
+// An agent that stops (or is killed) leaves the program restoring packets
+// with the mappings it holds; the next agent takes it over, mappings and
+// counters included.
+func TestTheProgramOutlivesTheAgent(t *testing.T) {
+	p := newTopo(t)
+	dir := pinDir(t)
+	h := open(t, p, dir)
+	unit := netip.MustParseAddr(unitAddr)
+	if err := h.Put(unit, 0x0005_0009, tuple(protoUDP, clientAddr, vipAddr, 40000, 5353)); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	srv := listenUDP(t, p.h, vipAddr+":5353")
+	sendUDP(t, p.u, unitAddr, tunnelAddr, 0x0005_0009, "while no agent runs")
+	if msg, _ := receive(t, srv); msg != "while no agent runs" {
+		t.Fatalf("received %q", msg)
+	}
+	h2 := open(t, p, dir)
+	defer h2.Remove()
+	if h2.Mode != "kept" {
+		t.Errorf("mode %q, want the program taken over (kept)", h2.Mode)
+	}
+	if got, ok := h2.Get(unit, 0x0005_0009); !ok || got.DstPort != 5353 {
+		t.Errorf("mapping after the takeover: %+v %v", got, ok)
+	}
+	waitCounter(t, h2, "decapsulated", func(c Counters) uint64 { return c.Decapsulated }, 1)
+	// Removed, the program lets tunnel packets reach the stack, which has
+	// no socket for them.
+	if err := h2.Remove(); err != nil {
+		t.Fatal(err)
+	}
+	sendUDP(t, p.u, unitAddr, tunnelAddr, 0x0005_0009, "after removal")
+	srv.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, err := srv.Read(make([]byte, 64)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("after removal the VIP still received a restored packet (%v)", err)
+	}
+}
