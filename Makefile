@@ -26,7 +26,8 @@ FUZZ_TARGETS := \
 	./dataplane/header:FuzzTCPOptions \
 	./config:FuzzParse \
 	./nic/pcapio:FuzzReader \
-	./tables/maglev:FuzzNew
+	./tables/maglev:FuzzNew \
+	./agent/tunnel:FuzzProgram
 
 
 .PHONY: all build deps demo bin bench-system bench-health replay test lint unit fuzz bench generate proto check-generated vm vm-reproducible clean

@@ -37,6 +37,9 @@ type Opts struct {
 	TOS     uint8
 	MSS     uint16 // TCP MSS option when non-zero
 	Payload []byte
+	// IPOptions are IPv4 options, as their bytes (padded to a multiple
+	// of four).
+	IPOptions []byte
 }
 
 func ipLayers(src, dst Endpoint, proto layers.IPProtocol, o *Opts) []gopacket.SerializableLayer {
@@ -73,6 +76,9 @@ func ipLayers(src, dst Endpoint, proto layers.IPProtocol, o *Opts) []gopacket.Se
 		if o.DF {
 			ip.Flags = layers.IPv4DontFragment
 		}
+		// gopacket writes the bytes behind the options' end as they
+		// are, counted in the header length.
+		ip.Padding = o.IPOptions
 		ls = append(ls, ip)
 	}
 	return ls
@@ -174,6 +180,17 @@ func ICMPError(from, to Endpoint, typ, code uint8, rest uint32, quoted []byte, q
 	ls = append(ls, &layers.ICMPv4{TypeCode: layers.CreateICMPv4TypeCode(typ, code),
 		Id: uint16(rest >> 16), Seq: uint16(rest)}, gopacket.Payload(quoted))
 	return serialize(ls)
+}
+
+// IPIP wraps the IP packet inner (no link header) in an outer IPv4
+// header from src to dst (RFC 2003), in an Ethernet frame.
+func IPIP(src, dst Endpoint, inner []byte, o Opts) []byte {
+	proto := layers.IPProtocolIPv4
+	if len(inner) > 0 && inner[0]>>4 == 6 {
+		proto = layers.IPProtocolIPv6
+	}
+	ls := ipLayers(src, dst, proto, &o)
+	return serialize(append(ls, gopacket.Payload(inner)))
 }
 
 // L3 strips the Ethernet header (and tags) from a frame.
