@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -122,6 +123,10 @@ func template(subject pkix.Name) *x509.Certificate {
 // (UnitFiles). Agents verify a unit by its name, a DNS name in the
 // certificate; addrs add IP SANs for clients that dial by address.
 func (ca *CA) IssueUnit(dir, unit string, addrs []netip.Addr) (Files, error) {
+	// The name becomes part of a file name.
+	if unit == "" || unit == "." || unit == ".." || strings.ContainsAny(unit, "/\\ ") {
+		return Files{}, fmt.Errorf("certs: unit name %q", unit)
+	}
 	tmpl := template(pkix.Name{CommonName: unit})
 	tmpl.DNSNames = []string{unit}
 	for _, a := range addrs {
