@@ -72,7 +72,9 @@ type Status struct {
 	MessagesOut uint64 `json:"messages_out"`
 	// Refused counts the unit's messages refused (invalid, or out of
 	// turn); each ends the stream.
-	Refused   uint64 `json:"refused"`
+	Refused uint64 `json:"refused"`
+	// LastError is why the last attempt or stream ended (it stays while
+	// a newer stream is up).
 	LastError string `json:"last_error,omitempty"`
 	// Retry is the wait before the next attempt, while in backoff.
 	Retry string `json:"retry,omitempty"`
@@ -341,7 +343,7 @@ func (l *link) greet(stream pb.HostStream_ConnectClient) error {
 		ok := boot == h.GetBoot() && seq == h.GetSeq()
 		if ok {
 			l.st.LastResync = "none"
-			l.st.State, l.st.Since, l.st.LastError = StateUp, time.Now(), ""
+			l.st.State, l.st.Since = StateUp, time.Now()
 			l.st.Connects++
 		}
 		l.mu.Unlock()
@@ -378,7 +380,7 @@ func (l *link) greet(stream pb.HostStream_ConnectClient) error {
 	l.mu.Lock()
 	l.held = next
 	l.st.LastResync = "full"
-	l.st.State, l.st.Since, l.st.LastError = StateUp, time.Now(), ""
+	l.st.State, l.st.Since = StateUp, time.Now()
 	l.st.Connects++
 	l.mu.Unlock()
 	return l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: next.seq}}})

@@ -49,7 +49,8 @@ type HostStream struct {
 	// the host.
 	MessagesIn  uint64 `json:"messages_in"`
 	MessagesOut uint64 `json:"messages_out"`
-	// LastError is why the last stream ended, if one did.
+	// LastError is why the host's last stream ended, if one did (it
+	// stays while a newer stream is up).
 	LastError string `json:"last_error,omitempty"`
 }
 

@@ -269,7 +269,7 @@ func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, cancel c
 	hs.gen++
 	hs.out, hs.cancel = make(chan *pb.UnitMessage, queueLen), cancel
 	v := &hs.view
-	v.Address, v.State, v.Since, v.AgentBoot, v.LastError = addr.String(), unit.StreamUp, time.Now(), hello.GetBoot(), ""
+	v.Address, v.State, v.Since, v.AgentBoot = addr.String(), unit.StreamUp, time.Now(), hello.GetBoot()
 	v.Connects++
 	hd := hello.GetHolding()
 	resync := pb.Resync_RESYNC_FULL
