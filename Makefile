@@ -14,6 +14,8 @@ FUZZ_TARGETS := \
 	./appliance:FuzzConfig \
 	./appliance:FuzzCmdline \
 	./api/healthpb:FuzzDecode \
+	./api/hostpb:FuzzAgentMessage \
+	./api/hostpb:FuzzUnitMessage \
 	./api/unit:FuzzText \
 	./config:FuzzDecode \
 	./ctlplane/health:FuzzReceive \
@@ -134,11 +136,16 @@ generate:
 	$(GO) generate ./...
 
 # Protocol Buffers: the generated code is committed; this regenerates it
-# (needs protoc from Debian's protobuf-compiler and protoc-gen-go).
-PROTOC_GEN_GO_VERSION := v1.36.12
+# (needs protoc from Debian's protobuf-compiler, protoc-gen-go and, for
+# the host stream's gRPC service, protoc-gen-go-grpc; both pinned).
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
 proto:
 	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 	cd api/healthpb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative health.proto
+	cd api/hostpb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative host.proto
 
 # Generated code must match its generator.
 check-generated: proto
@@ -146,6 +153,8 @@ check-generated: proto
 		|| { echo "tables/flow/table6_gen.go is stale: run make generate"; exit 1; }
 	@git diff --exit-code -- api/healthpb/health.pb.go \
 		|| { echo "api/healthpb/health.pb.go is stale: run make proto and commit it"; exit 1; }
+	@git diff --exit-code -- api/hostpb/host.pb.go api/hostpb/host_grpc.pb.go \
+		|| { echo "api/hostpb's generated code is stale: run make proto and commit it"; exit 1; }
 
 clean:
 	rm -rf $(OUT) bin vm/out

@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherlb/tether/agent/streams"
 	pb "github.com/tetherlb/tether/api/healthpb"
 	"github.com/tetherlb/tether/internal/probe"
 )
@@ -40,6 +41,10 @@ type Agent struct {
 
 	seq   atomic.Uint64
 	beats uint64 // heartbeats sent; the heartbeat loop's alone
+
+	// streams are the host streams to the units (issue 13;
+	// streamconfig.go), nil when none is configured.
+	streams atomic.Pointer[streams.Streams]
 }
 
 // Stats counts what the agent sent and received.

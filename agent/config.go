@@ -27,6 +27,10 @@ type Config struct {
 	Group     Group     `mapstructure:"group"`
 	Apps      []App     `mapstructure:"applications"`
 
+	// Streams is the agent's end of the host streams to the units
+	// (issue 13; streamconfig.go).
+	Streams StreamsConfig `mapstructure:"streams"`
+
 	units []netip.AddrPort
 }
 
@@ -150,6 +154,10 @@ var defaults = map[string]any{
 	"group.mode":           ModeAggregate,
 	"group.compress":       true,
 	"group.forward_every":  10,
+	// The host streams (streamconfig.go).
+	"streams.tls.ca":   "",
+	"streams.tls.cert": "",
+	"streams.tls.key":  "",
 }
 
 // ParseConfig reads YAML, applies TETHER_AGENT_* environment overrides
@@ -220,6 +228,7 @@ func (c *Config) Check() error {
 		p.Add("api.socket", c.API.Socket, "must be an absolute path")
 	}
 	c.Group.check(&p)
+	c.Streams.check(&p) // the host streams (streamconfig.go)
 	names, keys := map[string]int{}, map[string]int{}
 	for i := range c.Apps {
 		a := &c.Apps[i]

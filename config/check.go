@@ -43,6 +43,7 @@ func (c *Config) Check() error {
 	c.L2.check(&p)
 	c.Admin.check(&p)
 	c.Health.check(&p)
+	c.Hosts.check(&p) // the host streams (hosts.go)
 	seenName := map[string]int{}
 	seenService := map[string]int{}
 	for i := range c.VIPs {

@@ -15,6 +15,9 @@ type Config struct {
 	Admin     Admin     `mapstructure:"admin"`
 	Health    Health    `mapstructure:"health"`
 	VIPs      []VIP     `mapstructure:"vips"`
+
+	// Hosts is the unit's end of the host streams (issue 13; hosts.go).
+	Hosts Hosts `mapstructure:"hosts"`
 }
 
 // Health configures this unit's end of the health-and-load protocol:

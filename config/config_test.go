@@ -129,6 +129,9 @@ func TestBadConfigurations(t *testing.T) {
 		{"duplicate name", "unit: {address4: 198.51.100.254}\nvips:\n  - {name: v, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n  - {name: v, address: 192.0.2.2, port: 80, protocol: tcp, mode: halfnat}\n", []string{"vips[1].name", "also the name of vips[0]"}},
 		{"duplicate service", "vips:\n  - {name: a, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n  - {name: b, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n", []string{"vips[1]", "same address, port and protocol"}},
 		{"wrong type", "forwarder: {batch: lots}\n", []string{"batch"}},
+		{"hosts listen", "hosts: {listen: \"10.0.0.1\", tls: {ca: /c, cert: /c, key: /k}}\n", []string{"hosts.listen", "10.0.0.1", "address:port"}},
+		{"hosts without tls", "hosts: {listen: \"10.0.0.1:7320\", tls: {ca: /c}}\n", []string{"hosts.tls.cert", "hosts.tls.key", "mutual TLS only"}},
+		{"hosts tls without listen", "hosts: {tls: {ca: /c}}\n", []string{"hosts.tls.ca", "/c", "needs hosts.listen"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

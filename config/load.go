@@ -64,6 +64,11 @@ var defaults = map[string]any{
 	"health.startup_grace":                     3 * time.Second,
 	"health.allotment.tokens":                  1000,
 	"health.allotment.duration":                10 * time.Second,
+	// The host streams (hosts.go).
+	"hosts.listen":   "",
+	"hosts.tls.ca":   "",
+	"hosts.tls.cert": "",
+	"hosts.tls.key":  "",
 }
 
 // LoadFile reads a YAML configuration file, applies TETHER_* environment

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tetherlb/tether/agent"
+	"github.com/tetherlb/tether/agent/streams"
 	"github.com/tetherlb/tether/internal/localapi"
 )
 
@@ -98,8 +99,18 @@ goodbye so they clear this host at once.`,
 			if err != nil {
 				return err
 			}
+			st, err := cfg.NewStreams(streams.Options{Log: log.With().Str("part", "streams").Logger()})
+			if err != nil {
+				return fmt.Errorf("%s: %w", cfgPath, err)
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if st != nil {
+				a.AttachStreams(st)
+				done := make(chan struct{})
+				go func() { st.Run(ctx); close(done) }()
+				defer func() { stop(); <-done }()
+			}
 			go func() {
 				if err := a.ServeAPI(ctx); err != nil {
 					log.Error().Err(err).Msg("agent API stopped")
@@ -121,6 +132,36 @@ goodbye so they clear this host at once.`,
 				return err
 			}
 			return show(v)
+		},
+	}
+
+	streamsCmd := &cobra.Command{
+		Use:   "streams",
+		Short: "Show the host's streams to the units and their state",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var v agent.StreamsView
+			if err := client().Do("GET", "/v1/streams", nil, &v); err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(v)
+			}
+			fmt.Printf("host %d, boot %016x\n", v.Host, v.Boot)
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "UNIT\tADDRESS\tSTATE\tSINCE\tCONNECTS\tRESYNC\tSEQ\tMAPPINGS\tIN\tOUT\tREFUSED\tLAST ERROR")
+			for _, s := range v.Streams {
+				state := s.State
+				if s.Retry != "" {
+					state += " " + s.Retry
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Unit, s.Address, state,
+					time.Since(s.Since).Round(time.Second), s.Connects, dash(s.LastResync), s.Seq, s.Mappings,
+					s.MessagesIn, s.MessagesOut, s.Refused, dash(s.LastError))
+			}
+			return w.Flush()
 		},
 	}
 
@@ -205,7 +246,7 @@ the row's current state follows when every unit has confirmed.`,
 			return show(v)
 		},
 	}
-	root.AddCommand(run, status, set, add, remove)
+	root.AddCommand(run, status, streamsCmd, set, add, remove)
 	return root
 }
 

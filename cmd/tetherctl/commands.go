@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -274,7 +275,20 @@ connections; then each VIP's current token allotment.`,
 			}
 			return cl().show(h, func(w *tabwriter.Writer) { printHealth(w, &h) })
 		}}
-	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd,
+	streamsCmd := &cobra.Command{Use: "streams", Short: "Show the host agents' streams to this unit", Args: cobra.NoArgs,
+		Long: `Show the unit's end of the host streams (hosts.listen): every host that
+connected since the unit started, with its address, state and since when,
+the resync its last hello got, the sequence and acknowledged sequence of
+its flow-ID mappings, messages in and out and why its last stream ended;
+then the connections and messages refused, by reason.`,
+		RunE: func(*cobra.Command, []string) error {
+			var v unit.StreamsView
+			if err := cl().do("GET", "/v1/streams", nil, &v); err != nil {
+				return err
+			}
+			return cl().show(v, func(w *tabwriter.Writer) { printStreams(w, &v) })
+		}}
+	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd, streamsCmd,
 		setState("drain", "Send no new flows to a backend; its connections finish"),
 		setState("undrain", "Undo drain (back to the configured state)"),
 		setState("disable", "Make a backend inactive: its flows are dropped"),
@@ -366,4 +380,28 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func printStreams(w *tabwriter.Writer, v *unit.StreamsView) {
+	if v.Listen == "" {
+		fmt.Fprintln(w, "no host stream listener (hosts.listen unset)")
+		return
+	}
+	fmt.Fprintf(w, "listening on %s, boot %016x\n", v.Listen, v.Boot)
+	fmt.Fprintln(w, "\nHOST\tADDRESS\tSTATE\tSINCE\tCONNECTS\tRESYNC\tSEQ\tACKED\tMAPPINGS\tIN\tOUT\tLAST ERROR")
+	for _, h := range v.Streams {
+		last := h.LastError
+		if last == "" {
+			last = "-"
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", h.Host, h.Address, h.State,
+			time.Since(h.Since).Round(time.Second), h.Connects, h.Resync, h.Seq, h.Acked, h.Mappings, h.MessagesIn, h.MessagesOut, last)
+	}
+	if len(v.Refused) > 0 {
+		fmt.Fprint(w, "\nrefused")
+		for _, k := range sortedKeys(v.Refused) {
+			fmt.Fprintf(w, "\t%s %d", k, v.Refused[k])
+		}
+		fmt.Fprintln(w)
+	}
 }

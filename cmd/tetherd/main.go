@@ -34,6 +34,6 @@ func newRoot(log *zerolog.Logger) *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(replayCommand(log), forwarderCommand(log), runCommand(log, true), runCommand(log, false))
+	root.AddCommand(replayCommand(log), forwarderCommand(log), runCommand(log, true), runCommand(log, false), certsCommand())
 	return root
 }

@@ -37,6 +37,8 @@ type Backend interface {
 	BackendID(key unit.BackendKey) (uint32, bool)
 	Explain(ctx context.Context, proto string, src, dst netip.AddrPort) (unit.Explanation, error)
 	Health(ctx context.Context) unit.HealthView
+	// Streams is the host streams (issue 13).
+	Streams(ctx context.Context) unit.StreamsView
 }
 
 // Server serves the API.
@@ -161,6 +163,9 @@ func (s *Server) routes() http.Handler {
 	}
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.b.Health(r.Context()))
+	})
+	mux.HandleFunc("GET /v1/streams", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.b.Streams(r.Context()))
 	})
 	mux.HandleFunc("GET /v1/explain", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

@@ -62,6 +62,10 @@ func (f *fakeBackend) Health(context.Context) unit.HealthView {
 	return unit.HealthView{Unit: 5}
 }
 
+func (f *fakeBackend) Streams(context.Context) unit.StreamsView {
+	return unit.StreamsView{Listen: "10.0.0.1:7320", Streams: []unit.HostStream{{Host: 7, State: unit.StreamUp}}}
+}
+
 func do(t *testing.T, s *Server, method, path string) (int, map[string]any) {
 	t.Helper()
 	req := httptest.NewRequest(method, path, nil)
@@ -99,6 +103,9 @@ func TestAPI(t *testing.T) {
 	}
 	if code, body := do(t, s, "GET", "/v1/health"); code != http.StatusOK || body["unit_id"].(float64) != 5 {
 		t.Fatalf("health: %d %v", code, body)
+	}
+	if code, body := do(t, s, "GET", "/v1/streams"); code != http.StatusOK || body["listen"] != "10.0.0.1:7320" {
+		t.Fatalf("streams: %d %v", code, body)
 	}
 	if code, body := do(t, s, "GET", "/v1/explain?proto=tcp&src=bad&dst=1.2.3.4:80"); code != http.StatusBadRequest || body["error"] == nil {
 		t.Fatalf("bad explain: %d %v", code, body)

@@ -17,6 +17,7 @@ import (
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/ctlplane/health"
+	"github.com/tetherlb/tether/ctlplane/hosts"
 	"github.com/tetherlb/tether/dataplane/channel"
 )
 
@@ -88,6 +89,10 @@ type Control struct {
 	hl      *health.Server
 	probes  *health.Probes
 	changed chan struct{}
+
+	// hosts is the host streams' listener (hosts.go), nil without
+	// hosts.listen.
+	hosts *hosts.Server
 }
 
 // New prepares a control process for opts.Config; Run starts everything.
@@ -98,6 +103,9 @@ func New(opts Options) (*Control, error) {
 	c := &Control{opts: opts, log: opts.Log, started: time.Now(), file: opts.Config, raw: opts.Raw,
 		states: map[unit.BackendKey]unit.State{}, inv: newInventory()}
 	if err := c.startHealth(); err != nil {
+		return nil, err
+	}
+	if err := c.startHosts(); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -137,6 +145,9 @@ func (c *Control) Run(ctx context.Context) error {
 	defer l.Close()
 	go c.accept(ctx, l)
 	go c.runHealth(ctx)
+	hostsDone := make(chan struct{})
+	go func() { c.runHosts(ctx); close(hostsDone) }()
+	defer func() { <-hostsDone }()
 	done := make(chan struct{})
 	if c.opts.Tetherd != "" {
 		go func() { c.supervise(ctx); close(done) }()

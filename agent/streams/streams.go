@@ -1,0 +1,419 @@
+package streams
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	pb "github.com/tetherlb/tether/api/hostpb"
+)
+
+// Unit is one unit the agent keeps a stream to.
+type Unit struct {
+	// Name is the unit's name (its unit.name), which its certificate
+	// must carry as a DNS name.
+	Name string
+	// Address is the unit's stream listener, host:port.
+	Address string
+}
+
+// Options configure the streams.
+type Options struct {
+	// Host is this host's ID; the certificate in TLS must name it.
+	Host  uint32
+	Units []Unit
+	// TLS is the client configuration (mtls.Client); ServerName is set
+	// per unit.
+	TLS *tls.Config
+	// MinBackoff and MaxBackoff bound the wait between attempts to
+	// reach a unit (defaults 100 ms and 5 s).
+	MinBackoff, MaxBackoff time.Duration
+	Log                    zerolog.Logger
+}
+
+// helloTimeout bounds the wait for a unit's hello and resync.
+const helloTimeout = 10 * time.Second
+
+// Stream states as Status shows them.
+const (
+	StateConnecting = "connecting"
+	StateUp         = "up"
+	StateBackoff    = "backoff"
+)
+
+// Status is one unit's stream as the agent's API shows it.
+type Status struct {
+	Unit    string `json:"unit"`
+	Address string `json:"address"`
+	// State is connecting, up or backoff (waiting to try again).
+	State string    `json:"state"`
+	Since time.Time `json:"since"`
+	// Connects counts streams that came up; Attempts every try.
+	Connects uint64 `json:"connects"`
+	Attempts uint64 `json:"attempts"`
+	// UnitBoot, Seq and Mappings are what the agent holds from the
+	// unit; LastResync is the unit's answer to the last hello.
+	UnitBoot    uint64 `json:"unit_boot,omitempty"`
+	Seq         uint64 `json:"seq"`
+	Mappings    int    `json:"mappings"`
+	LastResync  string `json:"last_resync,omitempty"`
+	MessagesIn  uint64 `json:"messages_in"`
+	MessagesOut uint64 `json:"messages_out"`
+	// Refused counts the unit's messages refused (invalid, or out of
+	// turn); each ends the stream.
+	Refused uint64 `json:"refused"`
+	// LastError is why the last attempt or stream ended (it stays while
+	// a newer stream is up).
+	LastError string `json:"last_error,omitempty"`
+	// Retry is the wait before the next attempt, while in backoff.
+	Retry string `json:"retry,omitempty"`
+}
+
+// Streams keeps the agent's streams.
+type Streams struct {
+	opts  Options
+	boot  uint64
+	links []*link
+}
+
+// link is one unit's stream and what the agent holds from the unit.
+type link struct {
+	s    *Streams
+	unit Unit
+
+	mu   sync.Mutex
+	st   Status
+	held holding
+}
+
+// holding is the mappings held from one unit at one of its boots.
+type holding struct {
+	boot  uint64
+	seq   uint64
+	sum   uint64
+	table map[uint32]*pb.Tuple
+}
+
+func (h *holding) add(m *pb.Mapping) {
+	if old, ok := h.table[m.GetFlowId()]; ok {
+		h.sum -= pb.MappingSum(&pb.Mapping{FlowId: m.GetFlowId(), Tuple: old})
+	}
+	h.table[m.GetFlowId()] = m.GetTuple()
+	h.sum += pb.MappingSum(m)
+}
+
+func (h *holding) remove(id uint32) {
+	if old, ok := h.table[id]; ok {
+		h.sum -= pb.MappingSum(&pb.Mapping{FlowId: id, Tuple: old})
+		delete(h.table, id)
+	}
+}
+
+// New prepares the streams; Run keeps them.
+func New(opts Options) (*Streams, error) {
+	if opts.TLS == nil {
+		return nil, errors.New("streams: no TLS configuration")
+	}
+	if opts.Host == 0 {
+		return nil, errors.New("streams: host 0")
+	}
+	if opts.MinBackoff <= 0 {
+		opts.MinBackoff = 100 * time.Millisecond
+	}
+	if opts.MaxBackoff < opts.MinBackoff {
+		opts.MaxBackoff = max(5*time.Second, opts.MinBackoff)
+	}
+	var b [8]byte
+	for binary.BigEndian.Uint64(b[:]) == 0 {
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("streams: boot ID: %w", err)
+		}
+	}
+	s := &Streams{opts: opts, boot: binary.BigEndian.Uint64(b[:])}
+	for _, u := range opts.Units {
+		s.links = append(s.links, &link{s: s, unit: u, st: Status{Unit: u.Name, Address: u.Address, State: StateConnecting, Since: time.Now()},
+			held: holding{table: map[uint32]*pb.Tuple{}}})
+	}
+	return s, nil
+}
+
+// Boot is this agent's boot ID.
+func (s *Streams) Boot() uint64 { return s.boot }
+
+// Run keeps a stream to every unit until ctx ends.
+func (s *Streams) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, l := range s.links {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.run(ctx) }()
+	}
+	wg.Wait()
+}
+
+// Status is every unit's stream, in configuration order.
+func (s *Streams) Status() []Status {
+	out := make([]Status, 0, len(s.links))
+	for _, l := range s.links {
+		l.mu.Lock()
+		st := l.st
+		st.UnitBoot, st.Seq, st.Mappings = l.held.boot, l.held.seq, len(l.held.table)
+		l.mu.Unlock()
+		out = append(out, st)
+	}
+	return out
+}
+
+// Mappings is a copy of what the agent holds from unit (flow ID →
+// tuple), and the unit's boot they belong to.
+func (s *Streams) Mappings(unit string) (map[uint32]*pb.Tuple, uint64) {
+	for _, l := range s.links {
+		if l.unit.Name != unit {
+			continue
+		}
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		out := make(map[uint32]*pb.Tuple, len(l.held.table))
+		for k, v := range l.held.table {
+			out[k] = v
+		}
+		return out, l.held.boot
+	}
+	return nil, 0
+}
+
+// backoff is the wait after the n-th failure in a row (n ≥ 1): doubling
+// from min, at most max, with "equal jitter" (half fixed, half random)
+// so that agents a unit restart disconnected together do not return in
+// step.
+func backoff(n int, lo, hi time.Duration) time.Duration {
+	d := lo
+	for i := 1; i < n && d < hi; i++ {
+		d *= 2
+	}
+	d = min(d, hi)
+	return d/2 + mrand.N(d/2+1)
+}
+
+func (l *link) run(ctx context.Context) {
+	failures := 0
+	for {
+		l.set(func(st *Status) { st.State, st.Since, st.Retry = StateConnecting, time.Now(), ""; st.Attempts++ })
+		up, err := l.connect(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if up {
+			failures = 0 // it worked: the next wait starts small again
+		}
+		failures++
+		wait := backoff(failures, l.s.opts.MinBackoff, l.s.opts.MaxBackoff)
+		l.set(func(st *Status) {
+			st.State, st.Since, st.Retry = StateBackoff, time.Now(), wait.Round(time.Millisecond).String()
+			if err != nil {
+				st.LastError = err.Error()
+			}
+		})
+		if err != nil {
+			l.s.opts.Log.Warn().Str("unit", l.unit.Name).Str("address", l.unit.Address).Err(err).Dur("retry", wait).Msg("unit stream down")
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (l *link) set(f func(*Status)) {
+	l.mu.Lock()
+	f(&l.st)
+	l.mu.Unlock()
+}
+
+// connect runs one stream to its end; up says whether it got as far as
+// the unit's hello and resync.
+func (l *link) connect(ctx context.Context) (up bool, err error) {
+	cfg := l.s.opts.TLS.Clone()
+	cfg.ServerName = l.unit.Name
+	conn, err := grpc.NewClient(l.unit.Address,
+		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(pb.MaxMessage), grpc.MaxCallSendMsgSize(pb.MaxMessage)),
+		// A unit that vanishes without closing the connection (its host
+		// lost power) is noticed within 15 s.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+	)
+	if err != nil {
+		return false, fmt.Errorf("dial %s: %w", l.unit.Address, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stream, err := pb.NewHostStreamClient(conn).Connect(ctx)
+	if err != nil {
+		return false, fmt.Errorf("connect: %w", err)
+	}
+	l.mu.Lock()
+	hello := &pb.AgentHello{Host: l.s.opts.Host, Boot: l.s.boot}
+	if l.held.boot != 0 {
+		hello.Holding = &pb.Holding{UnitBoot: l.held.boot, Seq: l.held.seq, Count: uint32(len(l.held.table)), Sum: l.held.sum}
+	}
+	l.mu.Unlock()
+	if err := l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Hello{Hello: hello}}); err != nil {
+		return false, err
+	}
+	// The hello and the resync must arrive within helloTimeout; after
+	// that the stream lives as long as the connection does.
+	timer := time.AfterFunc(helloTimeout, func() { cancel(errors.New("no hello from the unit")) })
+	err = l.greet(stream)
+	timer.Stop()
+	if err != nil {
+		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+			err = c
+		}
+		return false, err
+	}
+	l.mu.Lock()
+	resync, n := l.st.LastResync, len(l.held.table)
+	l.mu.Unlock()
+	l.s.opts.Log.Info().Str("unit", l.unit.Name).Str("address", l.unit.Address).Str("resync", resync).Int("mappings", n).Msg("unit stream up")
+	return true, l.follow(stream)
+}
+
+func (l *link) send(stream pb.HostStream_ConnectClient, m *pb.AgentMessage) error {
+	if err := stream.Send(m); err != nil {
+		return fmt.Errorf("send: %w", err)
+	}
+	l.set(func(st *Status) { st.MessagesOut++ })
+	return nil
+}
+
+// recv reads and validates the next message; an invalid one is counted
+// and ends the stream.
+func (l *link) recv(stream pb.HostStream_ConnectClient) (*pb.UnitMessage, error) {
+	m, err := stream.Recv()
+	if err != nil {
+		return nil, fmt.Errorf("receive: %w", err)
+	}
+	l.set(func(st *Status) { st.MessagesIn++ })
+	if err := pb.ValidateUnit(m); err != nil {
+		return nil, l.refuse(err)
+	}
+	return m, nil
+}
+
+func (l *link) refuse(err error) error {
+	l.set(func(st *Status) { st.Refused++ })
+	l.s.opts.Log.Warn().Str("unit", l.unit.Name).Err(err).Msg("unit message refused")
+	return err
+}
+
+// greet reads the unit's hello and, for a full resync, the whole set; it
+// replaces what the agent holds only once the set's count and sum check
+// out, then acknowledges.
+func (l *link) greet(stream pb.HostStream_ConnectClient) error {
+	m, err := l.recv(stream)
+	if err != nil {
+		return err
+	}
+	h := m.GetHello()
+	switch {
+	case h == nil:
+		return l.refuse(fmt.Errorf("first message %T is not a hello", m.GetBody()))
+	case h.GetUnit() != l.unit.Name:
+		return l.refuse(fmt.Errorf("hello of unit %q, want %q", h.GetUnit(), l.unit.Name))
+	case h.GetHost() != l.s.opts.Host:
+		return l.refuse(fmt.Errorf("the unit took this host for host %d, it is %d", h.GetHost(), l.s.opts.Host))
+	}
+	if h.GetResync() == pb.Resync_RESYNC_NONE {
+		l.mu.Lock()
+		boot, seq := l.held.boot, l.held.seq
+		ok := boot == h.GetBoot() && seq == h.GetSeq()
+		if ok {
+			l.st.LastResync = "none"
+			l.st.State, l.st.Since = StateUp, time.Now()
+			l.st.Connects++
+		}
+		l.mu.Unlock()
+		if !ok {
+			return l.refuse(fmt.Errorf("resync none at boot %d seq %d, the agent holds boot %d seq %d", h.GetBoot(), h.GetSeq(), boot, seq))
+		}
+		return nil
+	}
+	next := holding{boot: h.GetBoot(), table: map[uint32]*pb.Tuple{}}
+	for {
+		m, err := l.recv(stream)
+		if err != nil {
+			return err
+		}
+		if end := m.GetResyncEnd(); end != nil {
+			if int(end.GetCount()) != len(next.table) || end.GetSum() != next.sum || end.GetSeq() != h.GetSeq() {
+				return l.refuse(fmt.Errorf("resync ends with %d mappings sum %#x at seq %d, received %d sum %#x at seq %d",
+					end.GetCount(), end.GetSum(), end.GetSeq(), len(next.table), next.sum, h.GetSeq()))
+			}
+			next.seq = end.GetSeq()
+			break
+		}
+		b := m.GetMappings()
+		if b == nil || len(b.GetRemove()) > 0 || b.GetSeq() != h.GetSeq() {
+			return l.refuse(fmt.Errorf("a resync carries additions at seq %d only, got %T", h.GetSeq(), m.GetBody()))
+		}
+		for _, a := range b.GetAdd() {
+			if _, dup := next.table[a.GetFlowId()]; dup {
+				return l.refuse(fmt.Errorf("resync: flow ID %d twice", a.GetFlowId()))
+			}
+			next.add(a)
+		}
+	}
+	l.mu.Lock()
+	l.held = next
+	l.st.LastResync = "full"
+	l.st.State, l.st.Since = StateUp, time.Now()
+	l.st.Connects++
+	l.mu.Unlock()
+	return l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: next.seq}}})
+}
+
+// follow applies the unit's batches in sequence and acknowledges each,
+// until the stream ends. A batch out of sequence ends the stream: the
+// next hello resyncs.
+func (l *link) follow(stream pb.HostStream_ConnectClient) error {
+	for {
+		m, err := l.recv(stream)
+		if err != nil {
+			return err
+		}
+		b := m.GetMappings()
+		l.mu.Lock()
+		want := l.held.seq + 1
+		ok := b != nil && b.GetSeq() == want
+		if ok {
+			for _, id := range b.GetRemove() {
+				l.held.remove(id)
+			}
+			for _, a := range b.GetAdd() {
+				l.held.add(a)
+			}
+			l.held.seq = b.GetSeq()
+		}
+		l.mu.Unlock()
+		if !ok {
+			return l.refuse(fmt.Errorf("expected mappings at seq %d, got %T", want, m.GetBody()))
+		}
+		if err := l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: b.GetSeq()}}}); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,181 @@
+package hostpb
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Version is the protocol version every message carries. A receiver
+// refuses any other: the stream's meaning changes with it.
+const Version = 1
+
+// Bounds every receiver enforces.
+const (
+	// MaxBatch bounds the additions and the removals of one Mappings
+	// message, so a batch stays well under MaxMessage.
+	MaxBatch = 1024
+	// MaxMessage is the largest message either side accepts (gRPC's
+	// MaxRecvMsgSize on both ends): a full batch of IPv6 mappings with
+	// protobuf's framing is about 64 KiB; the rest is headroom.
+	MaxMessage = 128 << 10
+	// MaxUnitName bounds a unit's name (a DNS name's limit, since the
+	// unit's certificate carries it as one).
+	MaxUnitName = 253
+)
+
+var (
+	// ErrInvalid wraps every validation failure.
+	ErrInvalid = errors.New("host stream: invalid message")
+	// ErrVersion is a message of another protocol version.
+	ErrVersion = errors.New("host stream: unknown version")
+)
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// ValidateAgent checks everything a unit relies on in a message from an
+// agent. A message that fails must be counted and refused before it
+// changes any state.
+func ValidateAgent(m *AgentMessage) error {
+	if m.GetVersion() != Version {
+		return fmt.Errorf("%w: %d", ErrVersion, m.GetVersion())
+	}
+	switch b := m.GetBody().(type) {
+	case *AgentMessage_Hello:
+		return validAgentHello(b.Hello)
+	case *AgentMessage_Ack:
+		if b.Ack == nil {
+			return invalid("ack: empty")
+		}
+		return nil
+	default:
+		return invalid("agent message without a body")
+	}
+}
+
+// ValidateUnit checks everything an agent relies on in a message from a
+// unit, as ValidateAgent does for the other direction.
+func ValidateUnit(m *UnitMessage) error {
+	if m.GetVersion() != Version {
+		return fmt.Errorf("%w: %d", ErrVersion, m.GetVersion())
+	}
+	switch b := m.GetBody().(type) {
+	case *UnitMessage_Hello:
+		return validUnitHello(b.Hello)
+	case *UnitMessage_Mappings:
+		return validMappings(b.Mappings)
+	case *UnitMessage_ResyncEnd:
+		if b.ResyncEnd == nil {
+			return invalid("resync_end: empty")
+		}
+		return nil
+	default:
+		return invalid("unit message without a body")
+	}
+}
+
+func validAgentHello(h *AgentHello) error {
+	if h == nil {
+		return invalid("hello: empty")
+	}
+	if h.GetHost() == 0 {
+		return invalid("hello: host 0")
+	}
+	if h.GetBoot() == 0 {
+		return invalid("hello: boot 0")
+	}
+	if hd := h.GetHolding(); hd != nil && hd.GetUnitBoot() == 0 {
+		return invalid("hello: holding of unit boot 0")
+	}
+	return nil
+}
+
+func validUnitHello(h *UnitHello) error {
+	if h == nil {
+		return invalid("hello: empty")
+	}
+	if err := ValidUnitName(h.GetUnit()); err != nil {
+		return err
+	}
+	if h.GetBoot() == 0 {
+		return invalid("hello: boot 0")
+	}
+	if h.GetHost() == 0 {
+		return invalid("hello: host 0")
+	}
+	if r := h.GetResync(); r != Resync_RESYNC_NONE && r != Resync_RESYNC_FULL {
+		return invalid("hello: resync %d", int32(r))
+	}
+	return nil
+}
+
+// ValidUnitName checks a unit's name as the stream carries it: 1 to
+// MaxUnitName printable ASCII characters without spaces.
+func ValidUnitName(name string) error {
+	if name == "" || len(name) > MaxUnitName {
+		return invalid("unit name of %d bytes", len(name))
+	}
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; c <= ' ' || c > '~' {
+			return invalid("unit name %q: byte %#x", name, c)
+		}
+	}
+	return nil
+}
+
+func validMappings(m *Mappings) error {
+	if m == nil {
+		return invalid("mappings: empty")
+	}
+	if m.GetSeq() == 0 {
+		return invalid("mappings: seq 0")
+	}
+	if len(m.GetAdd()) > MaxBatch || len(m.GetRemove()) > MaxBatch {
+		return invalid("mappings: %d additions, %d removals, more than %d", len(m.GetAdd()), len(m.GetRemove()), MaxBatch)
+	}
+	// A flow ID appears once among the additions and once among the
+	// removals: twice would make the batch's meaning depend on order.
+	seen := make(map[uint32]bool, len(m.GetAdd()))
+	for i, a := range m.GetAdd() {
+		if a == nil {
+			return invalid("mappings: add[%d] empty", i)
+		}
+		if seen[a.GetFlowId()] {
+			return invalid("mappings: flow ID %d added twice", a.GetFlowId())
+		}
+		seen[a.GetFlowId()] = true
+		if err := ValidTuple(a.GetTuple()); err != nil {
+			return fmt.Errorf("mappings: add[%d]: %w", i, err)
+		}
+	}
+	clear(seen)
+	for _, id := range m.GetRemove() {
+		if seen[id] {
+			return invalid("mappings: flow ID %d removed twice", id)
+		}
+		seen[id] = true
+	}
+	return nil
+}
+
+// ValidTuple checks a tuple: TCP or UDP, two addresses of one family,
+// ports 1 to 65535.
+func ValidTuple(t *Tuple) error {
+	if t == nil {
+		return invalid("tuple: empty")
+	}
+	if p := t.GetProto(); p != Proto_PROTO_TCP && p != Proto_PROTO_UDP {
+		return invalid("tuple: protocol %d", int32(p))
+	}
+	c, v := len(t.GetClient()), len(t.GetVip())
+	if (c != 4 && c != 16) || c != v {
+		return invalid("tuple: addresses of %d and %d bytes", c, v)
+	}
+	for _, p := range []uint32{t.GetClientPort(), t.GetVipPort()} {
+		if p == 0 || p > 65535 {
+			return invalid("tuple: port %d", p)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,239 @@
+package hostpb
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+)
+
+func tuple4() *Tuple {
+	return &Tuple{Proto: Proto_PROTO_TCP, Client: []byte{192, 0, 2, 7}, ClientPort: 40000, Vip: []byte{10, 0, 0, 100}, VipPort: 80}
+}
+
+// agentSamples and unitSamples are one valid message of every body; the
+// fuzz targets start from them.
+func agentSamples() map[string]*AgentMessage {
+	return map[string]*AgentMessage{
+		"hello-fresh": {Version: Version, Body: &AgentMessage_Hello{Hello: &AgentHello{Host: 7, Boot: 0x1234}}},
+		"hello-holding": {Version: Version, Body: &AgentMessage_Hello{Hello: &AgentHello{Host: 7, Boot: 0x1234,
+			Holding: &Holding{UnitBoot: 99, Seq: 12, Count: 3, Sum: 0xfeed}}}},
+		"ack": {Version: Version, Body: &AgentMessage_Ack{Ack: &Ack{Seq: 12}}},
+	}
+}
+
+func unitSamples() map[string]*UnitMessage {
+	v6 := &Tuple{Proto: Proto_PROTO_UDP, Client: make([]byte, 16), ClientPort: 5353, Vip: make([]byte, 16), VipPort: 53}
+	return map[string]*UnitMessage{
+		"hello-none": {Version: Version, Body: &UnitMessage_Hello{Hello: &UnitHello{Unit: "unit-a", Boot: 99, Host: 7, Resync: Resync_RESYNC_NONE, Seq: 12}}},
+		"hello-full": {Version: Version, Body: &UnitMessage_Hello{Hello: &UnitHello{Unit: "unit-a", Boot: 100, Host: 7, Resync: Resync_RESYNC_FULL, Seq: 3}}},
+		"mappings": {Version: Version, Body: &UnitMessage_Mappings{Mappings: &Mappings{Seq: 13,
+			Add: []*Mapping{{FlowId: 1, Tuple: tuple4()}, {FlowId: 9, Tuple: v6}}, Remove: []uint32{4, 5}}}},
+		"resync-end": {Version: Version, Body: &UnitMessage_ResyncEnd{ResyncEnd: &ResyncEnd{Seq: 3, Count: 2, Sum: 77}}},
+	}
+}
+
+func TestValidSamples(t *testing.T) {
+	for name, m := range agentSamples() {
+		if err := ValidateAgent(m); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	for name, m := range unitSamples() {
+		if err := ValidateUnit(m); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+// TestValidateRefuses: every rule, broken once, is refused with
+// ErrInvalid or ErrVersion.
+func TestValidateRefuses(t *testing.T) {
+	hello := func(f func(*AgentHello)) *AgentMessage {
+		h := &AgentHello{Host: 7, Boot: 1}
+		f(h)
+		return &AgentMessage{Version: Version, Body: &AgentMessage_Hello{Hello: h}}
+	}
+	agents := map[string]*AgentMessage{
+		"version 0":         {Body: &AgentMessage_Ack{Ack: &Ack{}}},
+		"version 2":         {Version: 2, Body: &AgentMessage_Ack{Ack: &Ack{}}},
+		"no body":           {Version: Version},
+		"empty hello":       {Version: Version, Body: &AgentMessage_Hello{}},
+		"empty ack":         {Version: Version, Body: &AgentMessage_Ack{}},
+		"host 0":            hello(func(h *AgentHello) { h.Host = 0 }),
+		"boot 0":            hello(func(h *AgentHello) { h.Boot = 0 }),
+		"holding of boot 0": hello(func(h *AgentHello) { h.Holding = &Holding{Seq: 1} }),
+	}
+	for name, m := range agents {
+		if err := ValidateAgent(m); !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrVersion) {
+			t.Errorf("agent %s: got %v, want a refusal", name, err)
+		}
+	}
+	uhello := func(f func(*UnitHello)) *UnitMessage {
+		h := &UnitHello{Unit: "u", Boot: 1, Host: 7, Resync: Resync_RESYNC_NONE}
+		f(h)
+		return &UnitMessage{Version: Version, Body: &UnitMessage_Hello{Hello: h}}
+	}
+	batch := func(f func(*Mappings)) *UnitMessage {
+		m := &Mappings{Seq: 1, Add: []*Mapping{{FlowId: 1, Tuple: tuple4()}}}
+		f(m)
+		return &UnitMessage{Version: Version, Body: &UnitMessage_Mappings{Mappings: m}}
+	}
+	tup := func(f func(*Tuple)) *UnitMessage {
+		return batch(func(m *Mappings) { f(m.Add[0].Tuple) })
+	}
+	many := make([]uint32, MaxBatch+1)
+	for i := range many {
+		many[i] = uint32(i)
+	}
+	units := map[string]*UnitMessage{
+		"version 3":        {Version: 3, Body: &UnitMessage_ResyncEnd{ResyncEnd: &ResyncEnd{}}},
+		"no body":          {Version: Version},
+		"empty resync end": {Version: Version, Body: &UnitMessage_ResyncEnd{}},
+		"empty mappings":   {Version: Version, Body: &UnitMessage_Mappings{}},
+		"no unit name":     uhello(func(h *UnitHello) { h.Unit = "" }),
+		"long unit name":   uhello(func(h *UnitHello) { h.Unit = strings.Repeat("u", MaxUnitName+1) }),
+		"space in name":    uhello(func(h *UnitHello) { h.Unit = "unit a" }),
+		"unit boot 0":      uhello(func(h *UnitHello) { h.Boot = 0 }),
+		"unit host 0":      uhello(func(h *UnitHello) { h.Host = 0 }),
+		"resync 0":         uhello(func(h *UnitHello) { h.Resync = Resync_RESYNC_UNSPECIFIED }),
+		"resync 9":         uhello(func(h *UnitHello) { h.Resync = 9 }),
+		"seq 0":            batch(func(m *Mappings) { m.Seq = 0 }),
+		"nil mapping":      batch(func(m *Mappings) { m.Add = append(m.Add, nil) }),
+		"added twice":      batch(func(m *Mappings) { m.Add = append(m.Add, &Mapping{FlowId: 1, Tuple: tuple4()}) }),
+		"removed twice":    batch(func(m *Mappings) { m.Remove = []uint32{3, 3} }),
+		"too many removed": batch(func(m *Mappings) { m.Remove = many }),
+		"no tuple":         batch(func(m *Mappings) { m.Add[0].Tuple = nil }),
+		"icmp":             tup(func(t *Tuple) { t.Proto = 1 }),
+		"mixed families":   tup(func(t *Tuple) { t.Vip = make([]byte, 16) }),
+		"5-byte address":   tup(func(t *Tuple) { t.Client = make([]byte, 5); t.Vip = make([]byte, 5) }),
+		"port 0":           tup(func(t *Tuple) { t.ClientPort = 0 }),
+		"port 65536":       tup(func(t *Tuple) { t.VipPort = 65536 }),
+	}
+	for name, m := range units {
+		if err := ValidateUnit(m); !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrVersion) {
+			t.Errorf("unit %s: got %v, want a refusal", name, err)
+		}
+	}
+}
+
+// TestBatchFitsMessage: the largest valid batch (IPv6, MaxBatch
+// additions and removals, the largest IDs and ports) fits MaxMessage.
+func TestBatchFitsMessage(t *testing.T) {
+	m := &Mappings{Seq: ^uint64(0)}
+	for i := range MaxBatch {
+		id := ^uint32(0) - uint32(i)
+		tp := &Tuple{Proto: Proto_PROTO_UDP, Client: make([]byte, 16), ClientPort: 65535, Vip: make([]byte, 16), VipPort: 65535}
+		m.Add = append(m.Add, &Mapping{FlowId: id, Tuple: tp})
+		m.Remove = append(m.Remove, id)
+	}
+	msg := &UnitMessage{Version: Version, Body: &UnitMessage_Mappings{Mappings: m}}
+	if err := ValidateUnit(msg); err != nil {
+		t.Fatal(err)
+	}
+	if n := proto.Size(msg); n > MaxMessage {
+		t.Fatalf("largest batch is %d bytes, MaxMessage %d", n, MaxMessage)
+	}
+}
+
+// TestMappingSumDiffers: the sum tells mappings apart field by field.
+func TestMappingSumDiffers(t *testing.T) {
+	base := &Mapping{FlowId: 5, Tuple: tuple4()}
+	seen := map[uint64]string{MappingSum(base): "base"}
+	for name, f := range map[string]func(*Mapping){
+		"flow":        func(m *Mapping) { m.FlowId = 6 },
+		"proto":       func(m *Mapping) { m.Tuple.Proto = Proto_PROTO_UDP },
+		"client":      func(m *Mapping) { m.Tuple.Client = []byte{192, 0, 2, 8} },
+		"client port": func(m *Mapping) { m.Tuple.ClientPort++ },
+		"vip":         func(m *Mapping) { m.Tuple.Vip = []byte{10, 0, 0, 101} },
+		"vip port":    func(m *Mapping) { m.Tuple.VipPort++ },
+	} {
+		m := proto.Clone(base).(*Mapping)
+		f(m)
+		s := MappingSum(m)
+		if other, dup := seen[s]; dup {
+			t.Errorf("%s sums as %s", name, other)
+		}
+		seen[s] = name
+	}
+}
+
+// FuzzAgentMessage: decoding and validating any bytes never panics, and
+// a valid message survives re-encoding unchanged.
+func FuzzAgentMessage(f *testing.F) {
+	for _, m := range agentSamples() {
+		b, _ := proto.Marshal(m)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m AgentMessage
+		if proto.Unmarshal(b, &m) != nil || ValidateAgent(&m) != nil {
+			return
+		}
+		again, err := proto.Marshal(&m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m2 AgentMessage
+		if err := proto.Unmarshal(again, &m2); err != nil || ValidateAgent(&m2) != nil || !proto.Equal(&m, &m2) {
+			t.Fatalf("valid message did not survive re-encoding: %v", err)
+		}
+	})
+}
+
+// FuzzUnitMessage is FuzzAgentMessage for the unit's messages.
+func FuzzUnitMessage(f *testing.F) {
+	for _, m := range unitSamples() {
+		b, _ := proto.Marshal(m)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var m UnitMessage
+		if proto.Unmarshal(b, &m) != nil || ValidateUnit(&m) != nil {
+			return
+		}
+		if add := m.GetMappings().GetAdd(); len(add) > 0 {
+			_ = MappingSum(add[0])
+		}
+		again, err := proto.Marshal(&m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m2 UnitMessage
+		if err := proto.Unmarshal(again, &m2); err != nil || ValidateUnit(&m2) != nil || !proto.Equal(&m, &m2) {
+			t.Fatalf("valid message did not survive re-encoding: %v", err)
+		}
+	})
+}
+
+// TestWriteCorpus rewrites testdata/fuzz from the samples when
+// HOSTPB_WRITE_CORPUS is set (after a message changes shape).
+func TestWriteCorpus(t *testing.T) {
+	if os.Getenv("HOSTPB_WRITE_CORPUS") == "" {
+		t.Skip("HOSTPB_WRITE_CORPUS not set")
+	}
+	write := func(target, name string, m proto.Message) {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join("testdata", "fuzz", target)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, m := range agentSamples() {
+		write("FuzzAgentMessage", name, m)
+	}
+	for name, m := range unitSamples() {
+		write("FuzzUnitMessage", name, m)
+	}
+}

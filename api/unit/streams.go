@@ -1,0 +1,61 @@
+package unit
+
+import "time"
+
+// StreamsView is the unit's end of the host streams (issue 13), as the
+// admin API serves it at GET /v1/streams and `tetherctl streams` shows
+// it.
+type StreamsView struct {
+	// Listen is the stream listener's address; "" when hosts.listen is
+	// not configured (then nothing else is set).
+	Listen string `json:"listen,omitempty"`
+	// Boot is this unit's boot ID: mappings an agent holds from another
+	// boot are void.
+	Boot uint64 `json:"boot,omitempty"`
+	// Streams holds one entry per host that ever connected since the
+	// unit started, up or down, by host ID.
+	Streams []HostStream `json:"streams"`
+	// Refused counts the connections and messages refused, by reason:
+	// tls (a handshake failed: another CA, no certificate, not TLS 1.3),
+	// identity (the hello named another host than the certificate),
+	// invalid (a message failed validation), version, protocol (a valid
+	// message out of turn).
+	Refused map[string]uint64 `json:"refused"`
+}
+
+// HostStream is one host's stream to the unit.
+type HostStream struct {
+	Host uint32 `json:"host"`
+	// Address is the agent's address as the stream's TCP connection
+	// shows it.
+	Address string `json:"address"`
+	// State is "up" (hello answered, changes flow) or "down".
+	State string `json:"state"`
+	// Since is when the stream reached its state.
+	Since time.Time `json:"since"`
+	// AgentBoot is the agent's boot ID from its last hello.
+	AgentBoot uint64 `json:"agent_boot"`
+	// Connects counts the streams the host opened.
+	Connects uint64 `json:"connects"`
+	// Resync is the answer to the last hello: none (the host held what
+	// it should) or full.
+	Resync string `json:"resync,omitempty"`
+	// Seq is the unit's sequence for the host, Acked the last the host
+	// acknowledged, Mappings how many flow-ID mappings it should hold.
+	Seq      uint64 `json:"seq"`
+	Acked    uint64 `json:"acked"`
+	Mappings int    `json:"mappings"`
+	// MessagesIn and MessagesOut count messages over every stream of
+	// the host.
+	MessagesIn  uint64 `json:"messages_in"`
+	MessagesOut uint64 `json:"messages_out"`
+	// LastError is why the host's last stream ended, if one did (it
+	// stays while a newer stream is up).
+	LastError string `json:"last_error,omitempty"`
+}
+
+// Host stream states.
+const (
+	StreamUp   = "up"
+	StreamDown = "down"
+)

@@ -1,0 +1,460 @@
+package hosts
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/tetherlb/tether/api/hostpb"
+	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/internal/mtls"
+)
+
+// Options configure a Server.
+type Options struct {
+	// Listen is the TCP address of the stream listener.
+	Listen string
+	// TLS is the server's configuration (mtls.Server): TLS 1.3 with
+	// client certificates required.
+	TLS *tls.Config
+	// Unit is this unit's name, sent in every hello.
+	Unit string
+	Log  zerolog.Logger
+}
+
+// Timings and bounds of the server's side.
+const (
+	// helloTimeout bounds the wait for an agent's hello: a connection
+	// that says nothing holds no slot for long.
+	helloTimeout = 10 * time.Second
+	// queueLen bounds the changes waiting for a host's stream; a host
+	// that falls this far behind is disconnected and resynced on its
+	// return, which costs one full set instead of unbounded memory.
+	queueLen = 256
+)
+
+// Server is the unit's stream listener.
+type Server struct {
+	pb.UnimplementedHostStreamServer
+
+	opts Options
+	log  zerolog.Logger
+	boot uint64
+	l    net.Listener
+	grpc *grpc.Server
+
+	mu      sync.Mutex
+	hosts   map[uint32]*host
+	refused map[string]uint64
+}
+
+// host is what the unit keeps of one host: the mappings it should hold
+// and its stream.
+type host struct {
+	view unit.HostStream
+	// seq numbers the changes; sum and table are the set at seq.
+	seq   uint64
+	sum   uint64
+	table map[uint32]*pb.Mapping
+	// gen counts streams; a stream that ends updates the view only if
+	// no newer one took its place. out and cancel are the live
+	// stream's (nil while down).
+	gen    uint64
+	out    chan *pb.UnitMessage
+	cancel context.CancelCauseFunc
+}
+
+// New opens the listener. Run serves it.
+func New(opts Options) (*Server, error) {
+	if opts.TLS == nil {
+		return nil, errors.New("hosts: no TLS configuration")
+	}
+	var b [8]byte
+	for binary.BigEndian.Uint64(b[:]) == 0 {
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("hosts: boot ID: %w", err)
+		}
+	}
+	l, err := net.Listen("tcp", opts.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("hosts.listen: %q: %w", opts.Listen, err)
+	}
+	s := &Server{opts: opts, log: opts.Log, boot: binary.BigEndian.Uint64(b[:]), l: l,
+		hosts: map[uint32]*host{}, refused: map[string]uint64{}}
+	s.grpc = grpc.NewServer(
+		grpc.Creds(countingCreds{credentials.NewTLS(opts.TLS), s}),
+		grpc.MaxRecvMsgSize(pb.MaxMessage),
+		grpc.MaxSendMsgSize(pb.MaxMessage),
+		// Agents ping every 10 s (agent/streams) so a unit notices a
+		// host that vanished without closing its connection.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 15 * time.Second, Timeout: 5 * time.Second}),
+	)
+	pb.RegisterHostStreamServer(s.grpc, s)
+	return s, nil
+}
+
+// Addr is the listener's address.
+func (s *Server) Addr() net.Addr { return s.l.Addr() }
+
+// Boot is this server's boot ID.
+func (s *Server) Boot() uint64 { return s.boot }
+
+// Run serves until ctx ends, then closes every stream.
+func (s *Server) Run(ctx context.Context) error {
+	go func() { <-ctx.Done(); s.grpc.Stop() }()
+	if err := s.grpc.Serve(s.l); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("hosts: %w", err)
+	}
+	return nil
+}
+
+// refuse counts and logs a refusal; it changes nothing else.
+func (s *Server) refuse(reason string, addr net.Addr, host uint32, err error) {
+	s.mu.Lock()
+	s.refused[reason]++
+	s.mu.Unlock()
+	ev := s.log.Warn().Str("reason", reason).Err(err)
+	if addr != nil {
+		ev = ev.Str("peer", addr.String())
+	}
+	if host != 0 {
+		ev = ev.Uint32("host", host)
+	}
+	ev.Msg("host stream refused")
+}
+
+// countingCreds counts and logs failed handshakes, which gRPC would
+// otherwise only drop: an agent with a certificate from another CA
+// shows up in the admin API, not only in its own logs.
+type countingCreds struct {
+	credentials.TransportCredentials
+	s *Server
+}
+
+// ServerHandshake implements credentials.TransportCredentials.
+func (c countingCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	nc, ai, err := c.TransportCredentials.ServerHandshake(conn)
+	if err != nil {
+		c.s.refuse("tls", conn.RemoteAddr(), 0, err)
+	}
+	return nc, ai, err
+}
+
+// Clone implements credentials.TransportCredentials.
+func (c countingCreds) Clone() credentials.TransportCredentials {
+	return countingCreds{c.TransportCredentials.Clone(), c.s}
+}
+
+// peerHost is the host the stream's client certificate names.
+func peerHost(ctx context.Context) (uint32, net.Addr, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return 0, nil, errors.New("no peer")
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(ti.State.PeerCertificates) == 0 {
+		return 0, p.Addr, errors.New("no client certificate")
+	}
+	id, err := mtls.HostID(ti.State.PeerCertificates[0])
+	return id, p.Addr, err
+}
+
+// Connect implements pb.HostStreamServer: one agent's stream.
+func (s *Server) Connect(stream pb.HostStream_ConnectServer) error {
+	id, addr, err := peerHost(stream.Context())
+	if err != nil {
+		s.refuse("identity", addr, 0, err)
+		return status.Errorf(codes.PermissionDenied, "identity: %v", err)
+	}
+	hello, err := s.recvHello(stream)
+	if err != nil {
+		return err
+	}
+	h := hello.GetHello()
+	if h == nil {
+		err := fmt.Errorf("first message is not a hello")
+		s.refuse("protocol", addr, id, err)
+		return status.Error(codes.FailedPrecondition, err.Error())
+	}
+	if h.GetHost() != id {
+		err := fmt.Errorf("hello names host %d, the certificate host %d", h.GetHost(), id)
+		s.refuse("identity", addr, id, err)
+		return status.Error(codes.PermissionDenied, err.Error())
+	}
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	hs, gen, first := s.attach(id, addr, h, cancel)
+	s.log.Info().Uint32("host", id).Str("peer", addr.String()).Str("resync", first[0].GetHello().GetResync().String()).
+		Int("mappings", len(first)-2).Msg("host stream up")
+	err = s.serve(ctx, stream, id, hs, first)
+	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+		err = c
+	}
+	s.detach(id, gen, err)
+	if err != nil {
+		s.log.Info().Uint32("host", id).Err(err).Msg("host stream down")
+	}
+	return err
+}
+
+// recvHello waits for the first message, at most helloTimeout, and
+// validates it.
+func (s *Server) recvHello(stream pb.HostStream_ConnectServer) (*pb.AgentMessage, error) {
+	_, addr, _ := peerHost(stream.Context())
+	type result struct {
+		m   *pb.AgentMessage
+		err error
+	}
+	got := make(chan result, 1)
+	go func() {
+		m, err := stream.Recv()
+		got <- result{m, err}
+	}()
+	t := time.NewTimer(helloTimeout)
+	defer t.Stop()
+	select {
+	case r := <-got:
+		if r.err != nil {
+			return nil, r.err
+		}
+		if err := pb.ValidateAgent(r.m); err != nil {
+			s.refuse(reason(err), addr, 0, err)
+			return nil, status.Error(codes.InvalidArgument, err.Error())
+		}
+		return r.m, nil
+	case <-t.C:
+		s.refuse("protocol", addr, 0, errors.New("no hello"))
+		return nil, status.Error(codes.DeadlineExceeded, "no hello")
+	}
+}
+
+func reason(err error) string {
+	if errors.Is(err, pb.ErrVersion) {
+		return "version"
+	}
+	return "invalid"
+}
+
+// attach makes the stream the host's live one (ending an older one) and
+// decides the resync. The first messages (hello, and for a full resync
+// the set and its end) are built under the lock, so every change
+// published later queues behind them.
+func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, cancel context.CancelCauseFunc) (*host, uint64, []*pb.UnitMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hs := s.hosts[id]
+	if hs == nil {
+		hs = &host{table: map[uint32]*pb.Mapping{}, view: unit.HostStream{Host: id}}
+		s.hosts[id] = hs
+	}
+	if hs.cancel != nil {
+		hs.cancel(errors.New("replaced by a newer stream of the same host"))
+	}
+	hs.gen++
+	hs.out, hs.cancel = make(chan *pb.UnitMessage, queueLen), cancel
+	v := &hs.view
+	v.Address, v.State, v.Since, v.AgentBoot = addr.String(), unit.StreamUp, time.Now(), hello.GetBoot()
+	v.Connects++
+	hd := hello.GetHolding()
+	resync := pb.Resync_RESYNC_FULL
+	if hd != nil && hd.GetUnitBoot() == s.boot && hd.GetSeq() == hs.seq && int(hd.GetCount()) == len(hs.table) && hd.GetSum() == hs.sum {
+		resync = pb.Resync_RESYNC_NONE
+	}
+	v.Resync = map[pb.Resync]string{pb.Resync_RESYNC_NONE: "none", pb.Resync_RESYNC_FULL: "full"}[resync]
+	first := []*pb.UnitMessage{{Version: pb.Version, Body: &pb.UnitMessage_Hello{Hello: &pb.UnitHello{
+		Unit: s.opts.Unit, Boot: s.boot, Host: id, Resync: resync, Seq: hs.seq}}}}
+	if resync == pb.Resync_RESYNC_FULL {
+		ids := make([]uint32, 0, len(hs.table))
+		for fid := range hs.table {
+			ids = append(ids, fid)
+		}
+		slices.Sort(ids)
+		for len(ids) > 0 {
+			n := min(len(ids), pb.MaxBatch)
+			b := &pb.Mappings{Seq: hs.seq}
+			for _, fid := range ids[:n] {
+				b.Add = append(b.Add, hs.table[fid])
+			}
+			first = append(first, &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: b}})
+			ids = ids[n:]
+		}
+		first = append(first, &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_ResyncEnd{ResyncEnd: &pb.ResyncEnd{
+			Seq: hs.seq, Count: uint32(len(hs.table)), Sum: hs.sum}}})
+	}
+	return hs, hs.gen, first
+}
+
+// detach marks the host's stream down, unless a newer one replaced it.
+func (s *Server) detach(id uint32, gen uint64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hs := s.hosts[id]
+	if hs.gen != gen {
+		return
+	}
+	hs.out, hs.cancel = nil, nil
+	hs.view.State, hs.view.Since = unit.StreamDown, time.Now()
+	if err != nil {
+		hs.view.LastError = err.Error()
+	}
+}
+
+// serve sends the first messages, then the queued changes, and reads
+// acknowledgements until the stream ends.
+func (s *Server) serve(ctx context.Context, stream pb.HostStream_ConnectServer, id uint32, hs *host, first []*pb.UnitMessage) error {
+	s.mu.Lock()
+	out := hs.out
+	s.mu.Unlock()
+	sendErr := make(chan error, 1)
+	go func() {
+		send := func(m *pb.UnitMessage) error {
+			if err := stream.Send(m); err != nil {
+				return err
+			}
+			s.mu.Lock()
+			hs.view.MessagesOut++
+			s.mu.Unlock()
+			return nil
+		}
+		for _, m := range first {
+			if err := send(m); err != nil {
+				sendErr <- err
+				return
+			}
+		}
+		for {
+			select {
+			case <-ctx.Done():
+				sendErr <- nil
+				return
+			case m := <-out:
+				if err := send(m); err != nil {
+					sendErr <- err
+					return
+				}
+			}
+		}
+	}()
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- s.receive(stream, id, hs) }()
+	select {
+	case err := <-recvErr:
+		return err
+	case err := <-sendErr:
+		if err == nil {
+			return context.Cause(ctx)
+		}
+		return err
+	case <-ctx.Done():
+		return context.Cause(ctx)
+	}
+}
+
+// receive reads the agent's messages: acknowledgements only, after the
+// hello. An invalid message ends the stream (the agent resyncs when it
+// comes back) after it is counted and logged; it changes nothing.
+func (s *Server) receive(stream pb.HostStream_ConnectServer, id uint32, hs *host) error {
+	_, addr, _ := peerHost(stream.Context())
+	for {
+		m, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if err := pb.ValidateAgent(m); err != nil {
+			s.refuse(reason(err), addr, id, err)
+			return status.Error(codes.InvalidArgument, err.Error())
+		}
+		ack := m.GetAck()
+		s.mu.Lock()
+		hs.view.MessagesIn++
+		ok := ack != nil && ack.GetSeq() <= hs.seq && ack.GetSeq() >= hs.view.Acked
+		if ok {
+			hs.view.Acked = ack.GetSeq()
+		}
+		seq, acked := hs.seq, hs.view.Acked
+		s.mu.Unlock()
+		if !ok {
+			err := fmt.Errorf("unexpected %T (acknowledged so far %d, sequence %d)", m.GetBody(), acked, seq)
+			s.refuse("protocol", addr, id, err)
+			return status.Error(codes.FailedPrecondition, err.Error())
+		}
+	}
+}
+
+// Publish changes the mappings host should hold: removals, then
+// additions (an addition of a held flow ID replaces it). A live stream
+// gets the change as one numbered batch; a host that is down gets the
+// whole set when it comes back. The mappings must be valid
+// (pb.ValidTuple) and the batch within pb.MaxBatch.
+func (s *Server) Publish(id uint32, add []*pb.Mapping, remove []uint32) error {
+	b := &pb.Mappings{Add: add, Remove: remove}
+	m := &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: b}}
+	b.Seq = 1 // validated with a placeholder; the real one is set below
+	if err := pb.ValidateUnit(m); err != nil {
+		return fmt.Errorf("hosts: publish: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hs := s.hosts[id]
+	if hs == nil {
+		hs = &host{table: map[uint32]*pb.Mapping{}, view: unit.HostStream{Host: id, State: unit.StreamDown, Since: time.Now()}}
+		s.hosts[id] = hs
+	}
+	for _, fid := range remove {
+		if old, ok := hs.table[fid]; ok {
+			hs.sum -= pb.MappingSum(old)
+			delete(hs.table, fid)
+		}
+	}
+	for _, a := range add {
+		if old, ok := hs.table[a.GetFlowId()]; ok {
+			hs.sum -= pb.MappingSum(old)
+		}
+		hs.table[a.GetFlowId()] = a
+		hs.sum += pb.MappingSum(a)
+	}
+	hs.seq++
+	b.Seq = hs.seq
+	if hs.out != nil {
+		select {
+		case hs.out <- m:
+		default:
+			hs.cancel(errors.New("the host fell behind; it resyncs when it reconnects"))
+			hs.out = nil
+		}
+	}
+	return nil
+}
+
+// View is the streams as the admin API shows them.
+func (s *Server) View() unit.StreamsView {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v := unit.StreamsView{Listen: s.l.Addr().String(), Boot: s.boot, Refused: map[string]uint64{}}
+	for k, n := range s.refused {
+		v.Refused[k] = n
+	}
+	for _, hs := range s.hosts {
+		hv := hs.view
+		hv.Seq, hv.Mappings = hs.seq, len(hs.table)
+		v.Streams = append(v.Streams, hv)
+	}
+	slices.SortFunc(v.Streams, func(a, b unit.HostStream) int { return int(int64(a.Host) - int64(b.Host)) })
+	return v
+}

@@ -1,0 +1,296 @@
+package hosts
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/tetherlb/tether/agent/streams"
+	pb "github.com/tetherlb/tether/api/hostpb"
+	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/internal/mtls"
+)
+
+// pki is a test CA with a unit's and two hosts' certificates, and a
+// host certificate from another CA.
+type pki struct {
+	unit, host7, foreign7 mtls.Files
+}
+
+func newPKI(t *testing.T) pki {
+	t.Helper()
+	dir, other := t.TempDir(), t.TempDir()
+	ca, _, err := mtls.OpenCA(dir, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p pki
+	if p.unit, err = ca.IssueUnit(dir, "unit-a", []netip.Addr{netip.MustParseAddr("127.0.0.1")}); err != nil {
+		t.Fatal(err)
+	}
+	if p.host7, err = ca.IssueHost(dir, 7); err != nil {
+		t.Fatal(err)
+	}
+	oca, _, err := mtls.OpenCA(other, "other")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := oca.IssueHost(other, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The foreign host trusts the unit's CA (so the unit's certificate
+	// passes) but holds a certificate the unit's CA never signed.
+	p.foreign7 = mtls.Files{CA: p.unit.CA, Cert: f.Cert, Key: f.Key}
+	return p
+}
+
+// startServer runs a unit's stream server on addr until the returned
+// stop is called (or the test ends).
+func startServer(t *testing.T, p pki, addr string) (*Server, func()) {
+	t.Helper()
+	cfg, err := mtls.Server(p.unit, "unit-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s *Server
+	// The port of a server just stopped can take a moment to be free.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		s, err = New(Options{Listen: addr, TLS: cfg, Unit: "unit-a", Log: zerolog.Nop()})
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	var once sync.Once
+	stop := func() { once.Do(func() { cancel(); <-done }) }
+	t.Cleanup(stop)
+	return s, stop
+}
+
+// startAgent runs an agent's streams with host's certificate, saying
+// it is host id, to the server at addr.
+func startAgent(t *testing.T, files mtls.Files, certHost, id uint32, addr string) *streams.Streams {
+	t.Helper()
+	cfg, err := mtls.Client(files, certHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := streams.New(streams.Options{Host: id, Units: []streams.Unit{{Name: "unit-a", Address: addr}}, TLS: cfg,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return a
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func mapping(id uint32, clientPort uint32) *pb.Mapping {
+	return &pb.Mapping{FlowId: id, Tuple: &pb.Tuple{Proto: pb.Proto_PROTO_TCP, Client: []byte{192, 0, 2, 1}, ClientPort: clientPort,
+		Vip: []byte{10, 0, 0, 100}, VipPort: 80}}
+}
+
+func hostView(s *Server, id uint32) (unit.HostStream, bool) {
+	for _, h := range s.View().Streams {
+		if h.Host == id {
+			return h, true
+		}
+	}
+	return unit.HostStream{}, false
+}
+
+// sameSet says whether the agent holds exactly want.
+func sameSet(got map[uint32]*pb.Tuple, want map[uint32]*pb.Mapping) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for id, m := range want {
+		if !proto.Equal(got[id], m.GetTuple()) {
+			return false
+		}
+	}
+	return true
+}
+
+// TestStreamResync: the agent gets the set the unit holds for it on
+// connect (a full resync), then each change in sequence with
+// acknowledgements; a stream that drops and comes back to the same unit
+// needs no resync; a unit that restarts (a new boot, another set)
+// replaces everything the agent held, and the agent reconnects by itself.
+func TestStreamResync(t *testing.T) {
+	p := newPKI(t)
+	s, stop := startServer(t, p, "127.0.0.1:0")
+	addr := s.Addr().String()
+	want := map[uint32]*pb.Mapping{}
+	var add []*pb.Mapping
+	for i := range uint32(1500) { // more than one batch
+		m := mapping(i*2+1, 10000+i)
+		want[m.FlowId] = m
+		add = append(add, m)
+	}
+	for len(add) > 0 {
+		n := min(len(add), pb.MaxBatch)
+		if err := s.Publish(7, add[:n], nil); err != nil {
+			t.Fatal(err)
+		}
+		add = add[n:]
+	}
+	a := startAgent(t, p.host7, 7, 7, addr)
+	waitFor(t, "the agent holds the unit's set", func() bool {
+		got, boot := a.Mappings("unit-a")
+		return boot == s.Boot() && sameSet(got, want)
+	})
+	waitFor(t, "the unit sees the resync acknowledged", func() bool {
+		h, ok := hostView(s, 7)
+		return ok && h.State == unit.StreamUp && h.Acked == 2 && h.Resync == "full"
+	})
+
+	// Changes flow in sequence: one removal, one replacement, one new.
+	repl := mapping(3, 443)
+	if err := s.Publish(7, []*pb.Mapping{repl, mapping(4000, 1)}, []uint32{1}); err != nil {
+		t.Fatal(err)
+	}
+	delete(want, 1)
+	want[3], want[4000] = repl, mapping(4000, 1)
+	waitFor(t, "the change is applied and acknowledged", func() bool {
+		got, _ := a.Mappings("unit-a")
+		h, _ := hostView(s, 7)
+		return sameSet(got, want) && h.Acked == 3
+	})
+
+	// The stream drops; the agent comes back holding what it should.
+	s.mu.Lock()
+	s.hosts[7].cancel(errors.New("test: drop the stream"))
+	s.mu.Unlock()
+	waitFor(t, "a second stream without resync", func() bool {
+		h, _ := hostView(s, 7)
+		st := a.Status()[0]
+		return h.State == unit.StreamUp && h.Connects == 2 && h.Resync == "none" && st.Connects == 2 && st.LastResync == "none"
+	})
+	if st := a.Status()[0]; st.Mappings != len(want) || st.State != streams.StateUp {
+		t.Errorf("agent after the drop: %+v", st)
+	}
+
+	// The unit restarts with another set: the agent's old mappings are
+	// void.
+	stop()
+	waitFor(t, "the agent to notice the unit went away", func() bool { return a.Status()[0].State != streams.StateUp })
+	s2, _ := startServer(t, p, addr)
+	want2 := map[uint32]*pb.Mapping{9: mapping(9, 9)}
+	if err := s2.Publish(7, []*pb.Mapping{want2[9]}, nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the agent resyncs with the restarted unit", func() bool {
+		got, boot := a.Mappings("unit-a")
+		return boot == s2.Boot() && sameSet(got, want2)
+	})
+	if st := a.Status()[0]; st.State != streams.StateUp || st.LastResync != "full" || st.UnitBoot != s2.Boot() {
+		t.Errorf("agent after the unit's restart: %+v", st)
+	}
+}
+
+// TestIdentityMismatch: an agent whose hello names host 8 over host 7's
+// certificate is refused, counted, and never shows as a stream.
+func TestIdentityMismatch(t *testing.T) {
+	p := newPKI(t)
+	s, _ := startServer(t, p, "127.0.0.1:0")
+	a := startAgent(t, p.host7, 7, 8, s.Addr().String())
+	waitFor(t, "the refusal", func() bool { return s.View().Refused["identity"] >= 1 })
+	waitFor(t, "the agent to see why", func() bool {
+		return strings.Contains(a.Status()[0].LastError, "hello names host 8, the certificate host 7")
+	})
+	if v := s.View(); len(v.Streams) != 0 {
+		t.Errorf("streams after a refused hello: %+v", v.Streams)
+	}
+	if st := a.Status()[0]; st.Connects != 0 || st.State == streams.StateUp {
+		t.Errorf("agent: %+v", st)
+	}
+}
+
+// TestWrongCARefused: a host certificate from another CA fails the TLS
+// handshake; the unit counts it and the agent never comes up.
+func TestWrongCARefused(t *testing.T) {
+	p := newPKI(t)
+	s, _ := startServer(t, p, "127.0.0.1:0")
+	a := startAgent(t, p.foreign7, 7, 7, s.Addr().String())
+	waitFor(t, "two refused handshakes (the agent retries)", func() bool { return s.View().Refused["tls"] >= 2 })
+	if v := s.View(); len(v.Streams) != 0 {
+		t.Errorf("streams after refused handshakes: %+v", v.Streams)
+	}
+	if st := a.Status()[0]; st.Connects != 0 || st.LastError == "" {
+		t.Errorf("agent: %+v", st)
+	}
+}
+
+// TestInvalidRefused: a hello of another version and one that is not a
+// hello are refused with a count and no state change.
+func TestInvalidRefused(t *testing.T) {
+	p := newPKI(t)
+	s, _ := startServer(t, p, "127.0.0.1:0")
+	cfg, err := mtls.Client(p.host7, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = "unit-a"
+	conn, err := grpc.NewClient(s.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for _, c := range []struct {
+		reason string
+		m      *pb.AgentMessage
+	}{
+		{"version", &pb.AgentMessage{Version: 2, Body: &pb.AgentMessage_Hello{Hello: &pb.AgentHello{Host: 7, Boot: 1}}}},
+		{"invalid", &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Hello{Hello: &pb.AgentHello{Host: 7}}}},
+		{"protocol", &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{}}}},
+	} {
+		st, err := pb.NewHostStreamClient(conn).Connect(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(c.m); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := st.Recv(); err == nil {
+			t.Errorf("%s: the unit answered", c.reason)
+		}
+		if n := s.View().Refused[c.reason]; n != 1 {
+			t.Errorf("%s: refused %d times, want 1", c.reason, n)
+		}
+	}
+	if v := s.View(); len(v.Streams) != 0 {
+		t.Errorf("streams after refused messages: %+v", v.Streams)
+	}
+}
