@@ -490,7 +490,11 @@ type UnitHello struct {
 	Host   uint32 `protobuf:"varint,3,opt,name=host,proto3" json:"host,omitempty"`
 	Resync Resync `protobuf:"varint,4,opt,name=resync,proto3,enum=tether.host.v1.Resync" json:"resync,omitempty"`
 	// seq is the unit's current sequence for this host.
-	Seq           uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	Seq uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	// tunnel_sources are the addresses the unit's tunnel and ipip packets
+	// come from (its unit.address4 and address6; 4 or 16 bytes each): the
+	// host restores only packets from the units it has streams to.
+	TunnelSources [][]byte `protobuf:"bytes,6,rep,name=tunnel_sources,json=tunnelSources,proto3" json:"tunnel_sources,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -558,6 +562,13 @@ func (x *UnitHello) GetSeq() uint64 {
 		return x.Seq
 	}
 	return 0
+}
+
+func (x *UnitHello) GetTunnelSources() [][]byte {
+	if x != nil {
+		return x.TunnelSources
+	}
+	return nil
 }
 
 // Tuple is the packet the client sent: what the host restores a tunnel
@@ -890,13 +901,14 @@ const file_host_proto_rawDesc = "" +
 	"\tunit_boot\x18\x01 \x01(\x04R\bunitBoot\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\rR\x05count\x12\x10\n" +
-	"\x03sum\x18\x04 \x01(\x04R\x03sum\"\x89\x01\n" +
+	"\x03sum\x18\x04 \x01(\x04R\x03sum\"\xb0\x01\n" +
 	"\tUnitHello\x12\x12\n" +
 	"\x04unit\x18\x01 \x01(\tR\x04unit\x12\x12\n" +
 	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x12\n" +
 	"\x04host\x18\x03 \x01(\rR\x04host\x12.\n" +
 	"\x06resync\x18\x04 \x01(\x0e2\x16.tether.host.v1.ResyncR\x06resync\x12\x10\n" +
-	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\x9a\x01\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\x12%\n" +
+	"\x0etunnel_sources\x18\x06 \x03(\fR\rtunnelSources\"\x9a\x01\n" +
 	"\x05Tuple\x12+\n" +
 	"\x05proto\x18\x01 \x01(\x0e2\x15.tether.host.v1.ProtoR\x05proto\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\fR\x06client\x12\x1f\n" +

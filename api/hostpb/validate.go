@@ -107,8 +107,20 @@ func validUnitHello(h *UnitHello) error {
 	if r := h.GetResync(); r != Resync_RESYNC_NONE && r != Resync_RESYNC_FULL {
 		return invalid("hello: resync %d", int32(r))
 	}
+	if len(h.GetTunnelSources()) > MaxTunnelSources {
+		return invalid("hello: %d tunnel sources, at most %d", len(h.GetTunnelSources()), MaxTunnelSources)
+	}
+	for _, a := range h.GetTunnelSources() {
+		if len(a) != 4 && len(a) != 16 {
+			return invalid("hello: a tunnel source of %d bytes", len(a))
+		}
+	}
 	return nil
 }
+
+// MaxTunnelSources bounds the addresses a unit's hello names (one per
+// family is what a unit has).
+const MaxTunnelSources = 8
 
 // ValidUnitName checks a unit's name as the stream carries it: 1 to
 // MaxUnitName printable ASCII characters without spaces.

@@ -30,7 +30,8 @@ func unitSamples() map[string]*UnitMessage {
 	v6 := &Tuple{Proto: Proto_PROTO_UDP, Client: make([]byte, 16), ClientPort: 5353, Vip: make([]byte, 16), VipPort: 53}
 	return map[string]*UnitMessage{
 		"hello-none": {Version: Version, Body: &UnitMessage_Hello{Hello: &UnitHello{Unit: "unit-a", Boot: 99, Host: 7, Resync: Resync_RESYNC_NONE, Seq: 12}}},
-		"hello-full": {Version: Version, Body: &UnitMessage_Hello{Hello: &UnitHello{Unit: "unit-a", Boot: 100, Host: 7, Resync: Resync_RESYNC_FULL, Seq: 3}}},
+		"hello-full": {Version: Version, Body: &UnitMessage_Hello{Hello: &UnitHello{Unit: "unit-a", Boot: 100, Host: 7, Resync: Resync_RESYNC_FULL, Seq: 3,
+			TunnelSources: [][]byte{{10, 0, 0, 1}, make([]byte, 16)}}}},
 		"mappings": {Version: Version, Body: &UnitMessage_Mappings{Mappings: &Mappings{Seq: 13,
 			Add: []*Mapping{{FlowId: 1, Tuple: tuple4()}, {FlowId: 9, Tuple: v6}}, Remove: []uint32{4, 5}}}},
 		"resync-end": {Version: Version, Body: &UnitMessage_ResyncEnd{ResyncEnd: &ResyncEnd{Seq: 3, Count: 2, Sum: 77}}},
@@ -91,17 +92,23 @@ func TestValidateRefuses(t *testing.T) {
 		many[i] = uint32(i)
 	}
 	units := map[string]*UnitMessage{
-		"version 3":        {Version: 3, Body: &UnitMessage_ResyncEnd{ResyncEnd: &ResyncEnd{}}},
-		"no body":          {Version: Version},
-		"empty resync end": {Version: Version, Body: &UnitMessage_ResyncEnd{}},
-		"empty mappings":   {Version: Version, Body: &UnitMessage_Mappings{}},
-		"no unit name":     uhello(func(h *UnitHello) { h.Unit = "" }),
-		"long unit name":   uhello(func(h *UnitHello) { h.Unit = strings.Repeat("u", MaxUnitName+1) }),
-		"space in name":    uhello(func(h *UnitHello) { h.Unit = "unit a" }),
-		"unit boot 0":      uhello(func(h *UnitHello) { h.Boot = 0 }),
-		"unit host 0":      uhello(func(h *UnitHello) { h.Host = 0 }),
-		"resync 0":         uhello(func(h *UnitHello) { h.Resync = Resync_RESYNC_UNSPECIFIED }),
-		"resync 9":         uhello(func(h *UnitHello) { h.Resync = 9 }),
+		"version 3":                {Version: 3, Body: &UnitMessage_ResyncEnd{ResyncEnd: &ResyncEnd{}}},
+		"no body":                  {Version: Version},
+		"empty resync end":         {Version: Version, Body: &UnitMessage_ResyncEnd{}},
+		"empty mappings":           {Version: Version, Body: &UnitMessage_Mappings{}},
+		"no unit name":             uhello(func(h *UnitHello) { h.Unit = "" }),
+		"long unit name":           uhello(func(h *UnitHello) { h.Unit = strings.Repeat("u", MaxUnitName+1) }),
+		"space in name":            uhello(func(h *UnitHello) { h.Unit = "unit a" }),
+		"unit boot 0":              uhello(func(h *UnitHello) { h.Boot = 0 }),
+		"unit host 0":              uhello(func(h *UnitHello) { h.Host = 0 }),
+		"resync 0":                 uhello(func(h *UnitHello) { h.Resync = Resync_RESYNC_UNSPECIFIED }),
+		"resync 9":                 uhello(func(h *UnitHello) { h.Resync = 9 }),
+		"tunnel source of 5 bytes": uhello(func(h *UnitHello) { h.TunnelSources = [][]byte{{1, 2, 3, 4, 5}} }),
+		"too many tunnel sources": uhello(func(h *UnitHello) {
+			for range MaxTunnelSources + 1 {
+				h.TunnelSources = append(h.TunnelSources, []byte{10, 0, 0, 1})
+			}
+		}),
 		"seq 0":            batch(func(m *Mappings) { m.Seq = 0 }),
 		"nil mapping":      batch(func(m *Mappings) { m.Add = append(m.Add, nil) }),
 		"added twice":      batch(func(m *Mappings) { m.Add = append(m.Add, &Mapping{FlowId: 1, Tuple: tuple4()}) }),

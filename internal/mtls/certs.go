@@ -138,13 +138,17 @@ func (ca *CA) IssueUnit(dir, unit string, addrs []netip.Addr) (Files, error) {
 }
 
 // IssueHost writes host's client certificate and key into dir
-// (HostFiles); the certificate names the host by HostURI.
-func (ca *CA) IssueHost(dir string, host uint32) (Files, error) {
+// (HostFiles); the certificate names the host by HostURI, and its
+// tunnel addresses (see TunnelAddrs) as IP SANs.
+func (ca *CA) IssueHost(dir string, host uint32, tunnel ...netip.Addr) (Files, error) {
 	if host == 0 {
 		return Files{}, errors.New("certs: host 0")
 	}
 	tmpl := template(pkix.Name{CommonName: "host " + strconv.FormatUint(uint64(host), 10)})
 	tmpl.URIs = append(tmpl.URIs, HostURI(host))
+	for _, a := range tunnel {
+		tmpl.IPAddresses = append(tmpl.IPAddresses, a.AsSlice())
+	}
 	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	f := HostFiles(dir, host)
 	return f, ca.issue(tmpl, f)

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -55,6 +56,20 @@ func HostID(cert *x509.Certificate) (uint32, error) {
 		return 0, fmt.Errorf("%w: %d host URIs", ErrIdentity, n)
 	}
 	return id, nil
+}
+
+// TunnelAddrs returns the tunnel addresses a host's certificate names:
+// its IP SANs. A unit sends a host the mappings of tunnel flows to these
+// addresses only, so that a host cannot learn (or take) another host's
+// flows by claiming its address.
+func TunnelAddrs(cert *x509.Certificate) []netip.Addr {
+	var out []netip.Addr
+	for _, ip := range cert.IPAddresses {
+		if a, ok := netip.AddrFromSlice(ip); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
 }
 
 // load reads the files: the CA pool and this side's key pair.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -128,5 +129,33 @@ func TestHandshake(t *testing.T) {
 	}
 	if _, err := handshake(good, "unit-b"); err == nil {
 		t.Error("the unit was accepted under another name")
+	}
+}
+
+// A host certificate names the host's tunnel addresses as IP SANs.
+func TestTunnelAddrs(t *testing.T) {
+	dir := t.TempDir()
+	ca, _, err := OpenCA(dir, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Addr{netip.MustParseAddr("10.1.0.11"), netip.MustParseAddr("fd00::11")}
+	f, err := ca.IssueHost(dir, 9, want...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := TunnelAddrs(cert); !slices.Equal(got, want) {
+		t.Errorf("tunnel addresses %v, want %v", got, want)
+	}
+	if id, err := HostID(cert); err != nil || id != 9 {
+		t.Errorf("host ID %d, %v", id, err)
 	}
 }
