@@ -36,6 +36,11 @@ type Config struct {
 	PinDir string
 	// Generic forces generic (SKB) XDP; otherwise native is tried first.
 	Generic bool
+	// KeepUnits, when the program is taken over, leaves the units the
+	// earlier agent set instead of Units: an agent learns its units
+	// from their hellos, after it opened the program, and packets of
+	// live flows must not be dropped as from unknown units meanwhile.
+	KeepUnits bool
 }
 
 // Host is the decapsulation program attached to one interface, with its
@@ -92,9 +97,11 @@ func Open(c Config) (*Host, error) {
 		h.Close()
 		return nil, err
 	}
-	if err := h.SetUnits(c.Units); err != nil {
-		h.Close()
-		return nil, err
+	if keep := c.KeepUnits && h.Mode == "kept"; !keep {
+		if err := h.SetUnits(c.Units); err != nil {
+			h.Close()
+			return nil, err
+		}
 	}
 	if err := h.addAddresses(c.Addresses); err != nil {
 		h.Close()
@@ -276,13 +283,7 @@ func (h *Host) Put(unit netip.Addr, id uint32, t *encap.Tuple) error {
 	if t.Proto != protoTCP && t.Proto != protoUDP {
 		return fmt.Errorf("tunnel: flow %d from %v: protocol %d is neither TCP nor UDP", id, unit, t.Proto)
 	}
-	var v [valueSize]byte
-	copy(v[0:4], t.Src[:4])
-	copy(v[4:8], t.Dst[:4])
-	binary.BigEndian.PutUint16(v[8:], t.SrcPort)
-	binary.BigEndian.PutUint16(v[10:], t.DstPort)
-	v[12] = t.Proto
-	if err := h.m.flows4.Put(flowKey(unit, id), v); err != nil {
+	if err := h.m.flows4.Put(flowKey(unit, id), value(t)); err != nil {
 		return fmt.Errorf("tunnel: flow %d from %v: %w", id, unit, err)
 	}
 	return nil
@@ -306,10 +307,7 @@ func (h *Host) Get(unit netip.Addr, id uint32) (encap.Tuple, bool) {
 	if !unit.Is4() || h.m.flows4.Lookup(flowKey(unit, id), &v) != nil {
 		return encap.Tuple{}, false
 	}
-	t := encap.Tuple{SrcPort: binary.BigEndian.Uint16(v[8:]), DstPort: binary.BigEndian.Uint16(v[10:]), Proto: v[12]}
-	copy(t.Src[:4], v[0:4])
-	copy(t.Dst[:4], v[4:8])
-	return t, true
+	return tupleOf(v), true
 }
 
 // Counters are what the program did, summed over CPUs, since it was

@@ -1,0 +1,195 @@
+package tunnel
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+
+	"github.com/cilium/ebpf/link"
+
+	"github.com/tetherlb/tether/tables/encap"
+)
+
+// This file holds what the agent needs beyond single mappings: one
+// unit's whole set made exact (a unit's full resync), the sets of units
+// that no longer exist forgotten, and the program removed for good by an
+// operator when no agent runs.
+
+// value is the flows4 value of t (Put's layout).
+func value(t *encap.Tuple) [valueSize]byte {
+	var v [valueSize]byte
+	copy(v[0:4], t.Src[:4])
+	copy(v[4:8], t.Dst[:4])
+	binary.BigEndian.PutUint16(v[8:], t.SrcPort)
+	binary.BigEndian.PutUint16(v[10:], t.DstPort)
+	v[12] = t.Proto
+	return v
+}
+
+// tupleOf is the inverse of value.
+func tupleOf(v [valueSize]byte) encap.Tuple {
+	t := encap.Tuple{SrcPort: binary.BigEndian.Uint16(v[8:]), DstPort: binary.BigEndian.Uint16(v[10:]), Proto: v[12]}
+	copy(t.Src[:4], v[0:4])
+	copy(t.Dst[:4], v[4:8])
+	return t
+}
+
+// walk calls fn with every mapping the kernel holds. It reads the map
+// with one system call per entry: for a resync and for operators, not
+// for every batch.
+func (h *Host) walk(fn func(unit netip.Addr, id uint32, v [valueSize]byte)) error {
+	var k [keySize]byte
+	var v [valueSize]byte
+	it := h.m.flows4.Iterate()
+	for it.Next(&k, &v) {
+		fn(netip.AddrFrom4([4]byte(k[:4])), binary.BigEndian.Uint32(k[4:]), v)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("tunnel: list mappings: %w", err)
+	}
+	return nil
+}
+
+// Mappings returns every mapping the kernel holds from unit (flow ID →
+// tuple). It walks the whole map: for tests and operators.
+func (h *Host) Mappings(unit netip.Addr) (map[uint32]encap.Tuple, error) {
+	out := map[uint32]encap.Tuple{}
+	err := h.walk(func(u netip.Addr, id uint32, v [valueSize]byte) {
+		if u == unit {
+			out[id] = tupleOf(v)
+		}
+	})
+	return out, err
+}
+
+// ReplaceUnit makes the mappings from unit exactly want: it deletes the
+// unit's mappings want lacks first (which frees room in a full map),
+// then writes those that are new or changed, leaving alone the ones the
+// kernel already holds as they are. A unit's full resync after an agent
+// restart therefore costs one walk of the map and the writes of what
+// changed meanwhile, and packets of unchanged flows never miss. Every
+// tuple in want must be IPv4 TCP or UDP (as Put). Other units' mappings
+// are not touched.
+func (h *Host) ReplaceUnit(unit netip.Addr, want map[uint32]*encap.Tuple) (added, removed int, err error) {
+	if !unit.Is4() {
+		return 0, 0, fmt.Errorf("tunnel: unit %v: only IPv4 units are supported", unit)
+	}
+	same := map[uint32]bool{}
+	var stale []uint32
+	err = h.walk(func(u netip.Addr, id uint32, v [valueSize]byte) {
+		if u != unit {
+			return
+		}
+		t, ok := want[id]
+		switch {
+		case !ok:
+			stale = append(stale, id)
+		case !t.V6 && value(t) == v:
+			same[id] = true
+		}
+	})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, id := range stale {
+		if err := h.Delete(unit, id); err != nil {
+			return added, removed, err
+		}
+		removed++
+	}
+	for id, t := range want {
+		if same[id] {
+			continue
+		}
+		if err := h.Put(unit, id, t); err != nil {
+			return added, removed, err
+		}
+		added++
+	}
+	return added, removed, nil
+}
+
+// ForgetUnitsBut deletes every mapping from a unit address not in keep:
+// the sets of units that left the configuration, or whose address
+// changed, which no packet can reach any more (the program drops packets
+// from addresses that are not units) but which take room in the map.
+func (h *Host) ForgetUnitsBut(keep []netip.Addr) (int, error) {
+	type key struct {
+		unit netip.Addr
+		id   uint32
+	}
+	var gone []key
+	err := h.walk(func(u netip.Addr, id uint32, _ [valueSize]byte) {
+		for _, k := range keep {
+			if k == u {
+				return
+			}
+		}
+		gone = append(gone, key{u, id})
+	})
+	if err != nil {
+		return 0, err
+	}
+	for i, k := range gone {
+		if err := h.Delete(k.unit, k.id); err != nil {
+			return i, err
+		}
+	}
+	return len(gone), nil
+}
+
+// Units returns the addresses tunnel packets may come from now.
+func (h *Host) Units() ([]netip.Addr, error) {
+	var k [4]byte
+	var v uint8
+	var out []netip.Addr
+	it := h.m.units4.Iterate()
+	for it.Next(&k, &v) {
+		out = append(out, netip.AddrFrom4(k))
+	}
+	if err := it.Err(); err != nil {
+		return nil, fmt.Errorf("tunnel: list units: %w", err)
+	}
+	return out, nil
+}
+
+// MaxFlows is the bound of the mappings' map. A program taken over keeps
+// the bound it was made with: a new one takes effect after RemovePinned.
+func (h *Host) MaxFlows() int { return int(h.m.flows4.MaxEntries()) }
+
+// RemovePinned detaches and unpins the program an agent left on
+// interface ifname under pinDir (default /sys/fs/bpf/tether-host), with
+// its mappings: for an operator who retires a host, or who wants a new
+// MaxFlows, while no agent runs. Tunnel packets then reach the host's
+// stack unrestored (and find no socket); the tunnel addresses stay on
+// the interface. It reports whether there was anything to remove. The
+// interface need not exist any more: its pins are found by name.
+func RemovePinned(ifname, pinDir string) (bool, error) {
+	if pinDir == "" {
+		pinDir = bpffs + "/tether-host"
+	}
+	dirs, err := filepath.Glob(filepath.Join(pinDir, fmt.Sprintf("v%d-*-%s", version, ifname)))
+	if err != nil {
+		return false, fmt.Errorf("tunnel: %s: %w", pinDir, err)
+	}
+	var errs []error
+	for _, dir := range dirs {
+		// The link holds the program on the interface; once its pin
+		// and this last descriptor are gone, the kernel detaches it.
+		if l, err := link.LoadPinnedLink(filepath.Join(dir, "link"), nil); err == nil {
+			if err := l.Unpin(); err != nil {
+				errs = append(errs, fmt.Errorf("tunnel: unpin %s: %w", dir, err))
+			}
+			l.Close()
+		} else if !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("tunnel: %s: %w", dir, err))
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			errs = append(errs, fmt.Errorf("tunnel: %w", err))
+		}
+	}
+	return len(dirs) > 0, errors.Join(errs...)
+}

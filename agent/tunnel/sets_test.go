@@ -1,0 +1,106 @@
+package tunnel
+
+import (
+	"net/netip"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tetherlb/tether/tables/encap"
+)
+
+// ReplaceUnit makes one unit's set exact and leaves another unit's
+// alone; ForgetUnitsBut drops the sets of units that are gone.
+func TestReplaceUnitMakesOneUnitsSetExact(t *testing.T) {
+	p := newTopo(t)
+	h := open(t, p, pinDir(t))
+	defer h.Remove()
+	unit, other := netip.MustParseAddr(unitAddr), netip.MustParseAddr(otherAddr)
+	for id := uint32(1); id <= 4; id++ {
+		if err := h.Put(unit, id, tuple(protoTCP, clientAddr, vipAddr, uint16(40000+id), 80)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := h.Put(other, 2, tuple(protoUDP, clientAddr, vipAddr, 50000, 53)); err != nil {
+		t.Fatal(err)
+	}
+	// 1 stays as it is, 2 changes, 3 and 4 go, 5 is new.
+	want := map[uint32]*encap.Tuple{
+		1: tuple(protoTCP, clientAddr, vipAddr, 40001, 80),
+		2: tuple(protoTCP, clientAddr, vipAddr, 41002, 80),
+		5: tuple(protoUDP, clientAddr, vipAddr, 40005, 53),
+	}
+	added, removed, err := h.ReplaceUnit(unit, want)
+	if err != nil || added != 2 || removed != 2 {
+		t.Fatalf("ReplaceUnit = %d added, %d removed, %v; want 2, 2, nil", added, removed, err)
+	}
+	got, err := h.Mappings(unit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("unit holds %d mappings, want %d: %v", len(got), len(want), got)
+	}
+	for id, w := range want {
+		if got[id] != *w {
+			t.Errorf("flow %d: %+v, want %+v", id, got[id], *w)
+		}
+	}
+	if o, _ := h.Mappings(other); len(o) != 1 || o[2].DstPort != 53 {
+		t.Errorf("the other unit's set changed: %v", o)
+	}
+	if _, _, err := h.ReplaceUnit(netip.MustParseAddr("2001:db8::1"), nil); err == nil {
+		t.Error("an IPv6 unit was taken")
+	}
+
+	n, err := h.ForgetUnitsBut([]netip.Addr{unit})
+	if err != nil || n != 1 {
+		t.Fatalf("ForgetUnitsBut = %d, %v; want the other unit's 1", n, err)
+	}
+	if o, _ := h.Mappings(other); len(o) != 0 {
+		t.Errorf("the other unit's set outlived it: %v", o)
+	}
+	if u, _ := h.Mappings(unit); len(u) != 3 {
+		t.Errorf("the kept unit's set: %v", u)
+	}
+}
+
+// An agent that takes the program over with KeepUnits keeps the earlier
+// agent's units until it learns them; RemovePinned leaves nothing.
+func TestKeepUnitsAndRemovePinned(t *testing.T) {
+	p := newTopo(t)
+	dir := pinDir(t)
+	h := open(t, p, dir)
+	if h.MaxFlows() != 1<<20 {
+		t.Errorf("MaxFlows %d, want the default 1<<20", h.MaxFlows())
+	}
+	h.Close()
+	var h2 *Host
+	in(t, p.h, func() {
+		var err error
+		h2, err = Open(Config{Interface: "h0", Addresses: []netip.Addr{netip.MustParseAddr(tunnelAddr)}, PinDir: dir, KeepUnits: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+	units, err := h2.Units()
+	if err != nil || len(units) != 1 || units[0] != netip.MustParseAddr(unitAddr) {
+		t.Errorf("units after a takeover with KeepUnits: %v, %v", units, err)
+	}
+	h2.Close()
+
+	if ok, err := RemovePinned("h0", dir); !ok || err != nil {
+		t.Fatalf("RemovePinned = %v, %v", ok, err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "v*")); len(m) != 0 {
+		t.Errorf("left behind: %v", m)
+	}
+	if ok, err := RemovePinned("h0", dir); ok || err != nil {
+		t.Errorf("RemovePinned again = %v, %v; want nothing to remove", ok, err)
+	}
+	// The interface has no XDP program any more.
+	out := sh(t, "ip", "-n", p.h, "link", "show", "h0")
+	if strings.Contains(out, "xdp") {
+		t.Errorf("still attached: %s", out)
+	}
+}
