@@ -7,6 +7,8 @@
 // its set on a full resync, checks the count and sum, and acknowledges.
 // Later batches are applied in sequence and acknowledged.
 //
-// The mappings are held in memory only; the agent's data path (the next
-// step of issue 13) will read them to restore tunneled packets.
+// The mappings are held in memory and given to a Sink (the host's
+// kernel: the agent's XDP program, agent/tunnel) before each
+// acknowledgement, so that an acknowledged mapping is one the host can
+// restore packets with.
 package streams

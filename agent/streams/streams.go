@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -40,6 +41,35 @@ type Options struct {
 	// reach a unit (defaults 100 ms and 5 s).
 	MinBackoff, MaxBackoff time.Duration
 	Log                    zerolog.Logger
+	// Sink, when not nil, receives every unit's mappings before the
+	// agent acknowledges them (the host's kernel, agent/tunnel).
+	Sink Sink
+}
+
+// Sink is where the mappings of the units go. The agent acknowledges a
+// batch or a resync only after the sink took it, so an acknowledgement
+// means the host holds the mappings: the unit holds a new connection's
+// first packet until then.
+//
+// The calls for one unit come in the stream's order from that unit's
+// goroutine: Sources after every hello, then Replace after a full resync,
+// then Apply for each batch. Calls for different units come concurrently.
+//
+// An error ends the stream without an acknowledgement, and the agent
+// then forgets what it holds from the unit, so that its next hello
+// claims nothing and the unit resends the whole set (which reaches the
+// sink as Replace): whatever a failed call left half done is put right
+// then.
+type Sink interface {
+	// Sources are the addresses the unit's tunnel packets come from,
+	// as its hello names them.
+	Sources(unit string, addrs []netip.Addr) error
+	// Replace makes the unit's mappings exactly table (flow ID →
+	// tuple); the sink must not keep table, which the caller keeps.
+	Replace(unit string, table map[uint32]*pb.Tuple) error
+	// Apply applies one batch: the removals, then the additions (an
+	// addition of a held flow ID replaces it).
+	Apply(unit string, add []*pb.Mapping, remove []uint32) error
 }
 
 // helloTimeout bounds the wait for a unit's hello and resync.
@@ -73,6 +103,10 @@ type Status struct {
 	// Refused counts the unit's messages refused (invalid, or out of
 	// turn); each ends the stream.
 	Refused uint64 `json:"refused"`
+	// SinkFailures counts hellos, resyncs and batches the sink (the
+	// host's kernel) did not take: each ends the stream unacknowledged,
+	// and the next hello asks for the whole set.
+	SinkFailures uint64 `json:"sink_failures,omitempty"`
 	// LastError is why the last attempt or stream ended (it stays while
 	// a newer stream is up).
 	LastError string `json:"last_error,omitempty"`
@@ -337,6 +371,9 @@ func (l *link) greet(stream pb.HostStream_ConnectClient) error {
 	case h.GetHost() != l.s.opts.Host:
 		return l.refuse(fmt.Errorf("the unit took this host for host %d, it is %d", h.GetHost(), l.s.opts.Host))
 	}
+	if err := l.sink(func(s Sink) error { return s.Sources(l.unit.Name, sources(h)) }); err != nil {
+		return err
+	}
 	if h.GetResync() == pb.Resync_RESYNC_NONE {
 		l.mu.Lock()
 		boot, seq := l.held.boot, l.held.seq
@@ -377,6 +414,9 @@ func (l *link) greet(stream pb.HostStream_ConnectClient) error {
 			next.add(a)
 		}
 	}
+	if err := l.sink(func(s Sink) error { return s.Replace(l.unit.Name, next.table) }); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	l.held = next
 	l.st.LastResync = "full"
@@ -398,22 +438,59 @@ func (l *link) follow(stream pb.HostStream_ConnectClient) error {
 		b := m.GetMappings()
 		l.mu.Lock()
 		want := l.held.seq + 1
-		ok := b != nil && b.GetSeq() == want
-		if ok {
-			for _, id := range b.GetRemove() {
-				l.held.remove(id)
-			}
-			for _, a := range b.GetAdd() {
-				l.held.add(a)
-			}
-			l.held.seq = b.GetSeq()
-		}
 		l.mu.Unlock()
-		if !ok {
+		if b == nil || b.GetSeq() != want {
 			return l.refuse(fmt.Errorf("expected mappings at seq %d, got %T", want, m.GetBody()))
 		}
+		// The sink is called without the lock: a large batch to the
+		// kernel takes a while, and Status must not wait for it.
+		if err := l.sink(func(s Sink) error { return s.Apply(l.unit.Name, b.GetAdd(), b.GetRemove()) }); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		for _, id := range b.GetRemove() {
+			l.held.remove(id)
+		}
+		for _, a := range b.GetAdd() {
+			l.held.add(a)
+		}
+		l.held.seq = b.GetSeq()
+		l.mu.Unlock()
 		if err := l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: b.GetSeq()}}}); err != nil {
 			return err
 		}
 	}
+}
+
+// sources are the addresses a unit's hello names (validated: 4 or 16
+// bytes each).
+func sources(h *pb.UnitHello) []netip.Addr {
+	out := make([]netip.Addr, 0, len(h.GetTunnelSources()))
+	for _, b := range h.GetTunnelSources() {
+		if a, ok := netip.AddrFromSlice(b); ok {
+			out = append(out, a.Unmap())
+		}
+	}
+	return out
+}
+
+// sink runs call against the sink, if there is one. A failure is
+// counted and logged, and the agent forgets what it holds from the unit:
+// the host's kernel may hold part of what failed, so the next hello
+// claims nothing and the unit's full resync makes the kernel exact
+// again.
+func (l *link) sink(call func(Sink) error) error {
+	if l.s.opts.Sink == nil {
+		return nil
+	}
+	err := call(l.s.opts.Sink)
+	if err == nil {
+		return nil
+	}
+	l.mu.Lock()
+	l.st.SinkFailures++
+	l.held = holding{table: map[uint32]*pb.Tuple{}}
+	l.mu.Unlock()
+	l.s.opts.Log.Error().Str("unit", l.unit.Name).Err(err).Msg("the host did not take the unit's mappings: stream ended unacknowledged, the next one resyncs")
+	return fmt.Errorf("sink: %w", err)
 }
