@@ -45,6 +45,9 @@ type Agent struct {
 	// streams are the host streams to the units (issue 13;
 	// streamconfig.go), nil when none is configured.
 	streams atomic.Pointer[streams.Streams]
+	// tunnel is the host side of the tunnels (issue 13;
+	// tunnelconfig.go), nil when none is configured.
+	tunnel atomic.Pointer[Tunnel]
 }
 
 // Stats counts what the agent sent and received.

@@ -30,6 +30,9 @@ type Config struct {
 	// Streams is the agent's end of the host streams to the units
 	// (issue 13; streamconfig.go).
 	Streams StreamsConfig `mapstructure:"streams"`
+	// Tunnel is the host side of the tunnels (issue 13;
+	// tunnelconfig.go).
+	Tunnel TunnelConfig `mapstructure:"tunnel"`
 
 	units []netip.AddrPort
 }
@@ -158,6 +161,11 @@ var defaults = map[string]any{
 	"streams.tls.ca":   "",
 	"streams.tls.cert": "",
 	"streams.tls.key":  "",
+	// The tunnel (tunnelconfig.go).
+	"tunnel.interface": "",
+	"tunnel.pin_dir":   "/sys/fs/bpf/tether-host",
+	"tunnel.generic":   false,
+	"tunnel.max_flows": 1 << 20,
 }
 
 // ParseConfig reads YAML, applies TETHER_AGENT_* environment overrides
@@ -229,6 +237,8 @@ func (c *Config) Check() error {
 	}
 	c.Group.check(&p)
 	c.Streams.check(&p) // the host streams (streamconfig.go)
+	// The tunnel (tunnelconfig.go).
+	c.Tunnel.check(&p, &c.Streams)
 	names, keys := map[string]int{}, map[string]int{}
 	for i := range c.Apps {
 		a := &c.Apps[i]

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tetherlb/tether/agent"
 	"github.com/tetherlb/tether/agent/streams"
+	"github.com/tetherlb/tether/agent/tunnel"
 	"github.com/tetherlb/tether/internal/localapi"
 )
 
@@ -99,7 +100,21 @@ goodbye so they clear this host at once.`,
 			if err != nil {
 				return err
 			}
-			st, err := cfg.NewStreams(streams.Options{Log: log.With().Str("part", "streams").Logger()})
+			// The tunnel opens before the streams: their first resync
+			// goes to the kernel (issue 13). Close leaves the program
+			// attached and pinned, restoring packets, until the next
+			// agent takes it over; it runs after the streams stopped.
+			tun, err := cfg.OpenTunnel(log.With().Str("part", "tunnel").Logger())
+			if err != nil {
+				return fmt.Errorf("%s: %w", cfgPath, err)
+			}
+			sopts := streams.Options{Log: log.With().Str("part", "streams").Logger()}
+			if tun != nil {
+				defer tun.Close()
+				a.AttachTunnel(tun)
+				sopts.Sink = tun
+			}
+			st, err := cfg.NewStreams(sopts)
 			if err != nil {
 				return fmt.Errorf("%s: %w", cfgPath, err)
 			}
@@ -164,6 +179,65 @@ goodbye so they clear this host at once.`,
 			return w.Flush()
 		},
 	}
+
+	tunnelCmd := &cobra.Command{
+		Use:   "tunnel",
+		Short: "Show the host side of the tunnels: the XDP program, its counters, the mappings per unit",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var v agent.TunnelView
+			if err := client().Do("GET", "/v1/tunnel", nil, &v); err != nil {
+				return err
+			}
+			return showTunnel(v, output)
+		},
+	}
+	var removeCfg string
+	tunnelRemove := &cobra.Command{
+		Use:   "remove --config FILE",
+		Short: "Detach and unpin the tunnel program an agent left (stop the agent first)",
+		Long: `Detach the XDP program from tunnel.interface and remove its pins under
+tunnel.pin_dir, with every mapping: for a host that is retired, or to
+make a new tunnel.max_flows take effect. A stopped agent leaves the
+program restoring packets on purpose; after this, tunnel packets reach
+the host's stack unrestored and find no socket. The tunnel addresses
+stay on the interface.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if removeCfg == "" {
+				return errors.New("--config is required")
+			}
+			raw, err := os.ReadFile(removeCfg)
+			if err != nil {
+				return err
+			}
+			cfg, err := agent.ParseConfig(raw)
+			if err != nil {
+				return fmt.Errorf("%s: %w", removeCfg, err)
+			}
+			if cfg.Tunnel.Interface == "" {
+				return fmt.Errorf("%s: tunnel.interface: not set: no tunnel to remove", removeCfg)
+			}
+			// A running agent holds the program: removing its pins now
+			// would detach it only when that agent stops.
+			if resp, err := localapi.HTTPClient(cfg.API.Socket, 2*time.Second).Get("http://local/v1/tunnel"); err == nil {
+				resp.Body.Close()
+				return fmt.Errorf("the agent answers on %s: stop it first", cfg.API.Socket)
+			}
+			found, err := tunnel.RemovePinned(cfg.Tunnel.Interface, cfg.Tunnel.PinDir)
+			if err != nil {
+				return err
+			}
+			if !found {
+				fmt.Printf("no tunnel program pinned for %s under %s\n", cfg.Tunnel.Interface, cfg.Tunnel.PinDir)
+				return nil
+			}
+			fmt.Printf("tunnel program on %s detached; pins under %s removed\n", cfg.Tunnel.Interface, cfg.Tunnel.PinDir)
+			return nil
+		},
+	}
+	tunnelRemove.Flags().StringVar(&removeCfg, "config", "", "the agent's configuration file (YAML)")
+	tunnelCmd.AddCommand(tunnelRemove)
 
 	var health, state string
 	var load, capacity int
@@ -246,7 +320,7 @@ the row's current state follows when every unit has confirmed.`,
 			return show(v)
 		},
 	}
-	root.AddCommand(run, status, streamsCmd, set, add, remove)
+	root.AddCommand(run, status, streamsCmd, tunnelCmd, set, add, remove)
 	return root
 }
 
@@ -255,4 +329,34 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// showTunnel prints GET /v1/tunnel.
+func showTunnel(v agent.TunnelView, output string) error {
+	if output == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	if !v.Enabled {
+		fmt.Println("no tunnel configured (tunnel.interface)")
+		return nil
+	}
+	fmt.Printf("interface %s (%s), tunnel addresses %v, pinned under %s, at most %d mappings\n",
+		v.Interface, v.Mode, v.Addresses, v.PinDir, v.MaxFlows)
+	fmt.Printf("units accepted: %v\n", v.Units)
+	c := v.Counters
+	if v.CountersError != "" {
+		fmt.Printf("counters: %s\n", v.CountersError)
+	} else {
+		fmt.Printf("restored %d, ipip %d; dropped: unknown_flow %d, unknown_unit %d, not_tunnel %d, malformed %d\n",
+			c.Decapsulated, c.IPIP, c.UnknownFlow, c.UnknownUnit, c.NotTunnel, c.Malformed)
+	}
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "UNIT\tSOURCE\tMAPPINGS\tRESYNCS\tBATCHES\tADDED\tREMOVED\tUNSUPPORTED\tNO SOURCE\tFAILURES\tLAST ERROR")
+	for _, u := range v.ByUnit {
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", u.Unit, dash(u.Source), u.Mappings, u.Resyncs, u.Batches,
+			u.Added, u.Removed, u.Unsupported, u.NoSource, u.Failures, dash(u.LastError))
+	}
+	return w.Flush()
 }
