@@ -2,6 +2,7 @@ package tunnel
 
 import (
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -103,4 +104,51 @@ func TestKeepUnitsAndRemovePinned(t *testing.T) {
 	if strings.Contains(out, "xdp") {
 		t.Errorf("still attached: %s", out)
 	}
+}
+
+// BenchmarkPut is the cost of one mapping written (one system call),
+// what a batch costs per mapping before the agent acknowledges it.
+func BenchmarkPut(b *testing.B) {
+	h := benchHost(b)
+	unit := netip.MustParseAddr(unitAddr)
+	tp := tuple(protoTCP, clientAddr, vipAddr, 40000, 80)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := h.Put(unit, uint32(i%65536), tp); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkReplaceUnitUnchanged is a restarted agent's resync of a unit
+// whose 65536 mappings the kernel already holds: one walk of the map.
+func BenchmarkReplaceUnitUnchanged(b *testing.B) {
+	h := benchHost(b)
+	unit := netip.MustParseAddr(unitAddr)
+	want := map[uint32]*encap.Tuple{}
+	for id := uint32(0); id < 65536; id++ {
+		want[id] = tuple(protoTCP, clientAddr, vipAddr, uint16(id|1), 80)
+	}
+	if _, _, err := h.ReplaceUnit(unit, want); err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if added, _, err := h.ReplaceUnit(unit, want); err != nil || added != 0 {
+			b.Fatal(added, err)
+		}
+	}
+}
+
+func benchHost(b *testing.B) *Host {
+	if os.Geteuid() != 0 {
+		b.Skip("needs root")
+	}
+	// The maps alone: no interface is needed to time them.
+	m, err := newMaps(1 << 20)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(m.close)
+	return &Host{m: m}
 }
