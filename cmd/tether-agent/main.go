@@ -81,8 +81,11 @@ func newRoot(log zerolog.Logger) *cobra.Command {
 		Short: "Run the agent",
 		Long: `Run the agent: it checks the applications its configuration lists,
 serves the local API on api.socket, and sends the table's changes and
-heartbeats to the units. SIGINT/SIGTERM stop it and send the units a
-goodbye so they clear this host at once.`,
+heartbeats to the units. With tunnel configured it attaches the XDP
+program that restores tunnel packets and fills it with the mappings the
+units send over the host streams. SIGINT/SIGTERM stop it and send the
+units a goodbye so they clear this host at once; the tunnel program
+stays attached, restoring packets, until the next agent takes it over.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if cfgPath == "" {
