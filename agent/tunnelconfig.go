@@ -188,7 +188,9 @@ func (c *Config) OpenTunnel(log zerolog.Logger) (*Tunnel, error) {
 // streams' Sink. Each unit's mappings are keyed by the unit's IPv4
 // tunnel source from its hello, so several units' flow IDs never meet;
 // the sources of every unit that said hello are the units the program
-// accepts packets from.
+// accepts packets from. A unit stays accepted when its stream goes down:
+// its forwarder goes on sending the packets of live flows while its
+// control process restarts, and the kernel keeps their mappings.
 //
 // What the kernel cannot hold is never acknowledged silently: IPv6
 // mappings (the program is IPv4 only) and mappings of a unit that names
