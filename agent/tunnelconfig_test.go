@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -449,6 +450,19 @@ func TestTunnelSinkInTheKernel(t *testing.T) {
 		t.Errorf("view: %+v", v)
 	}
 
+	// unit-b's source changes: its mappings leave the old one, and the
+	// error asks for the set again (the stream resyncs).
+	moved := netip.MustParseAddr("10.7.0.4")
+	if err := tun.Sources("unit-b", []netip.Addr{moved}); err == nil || !strings.Contains(err.Error(), "resent") {
+		t.Errorf("a changed source: %v", err)
+	}
+	if m, _ := h.Mappings(b); len(m) != 0 {
+		t.Errorf("mappings left under unit-b's old source: %v", m)
+	}
+	if u, _ := h.Units(); len(u) != 2 || !slices.Contains(u, moved) || slices.Contains(u, b) {
+		t.Errorf("units after unit-b moved: %v", u)
+	}
+
 	// A unit that names no IPv4 source: its mappings are counted, not
 	// placed anywhere.
 	if err := tun.Sources("unit-c", []netip.Addr{netip.MustParseAddr("2001:db8::3")}); err != nil {
@@ -465,7 +479,7 @@ func TestTunnelSinkInTheKernel(t *testing.T) {
 	// fails, is counted, and reaches the caller (which then does not
 	// acknowledge).
 	full := map[uint32]*hostpb.Tuple{}
-	for id := uint32(1); id <= 1023; id++ {
+	for id := uint32(1); id <= 1024; id++ { // unit-a is the only one left holding any
 		full[id] = udp4(id, 1000+id%60000, 5353).GetTuple()
 	}
 	if err := tun.Replace("unit-a", full); err != nil {
@@ -475,7 +489,7 @@ func TestTunnelSinkInTheKernel(t *testing.T) {
 	if err == nil {
 		t.Fatal("a mapping beyond max_flows was taken")
 	}
-	if u := unitView(tun, "unit-a"); u.Failures != 1 || !strings.Contains(u.LastError, "5000") || u.Mappings != 1023 {
+	if u := unitView(tun, "unit-a"); u.Failures != 1 || !strings.Contains(u.LastError, "5000") || u.Mappings != 1024 {
 		t.Errorf("unit-a after the full map refused: %+v (%v)", u, err)
 	}
 }
