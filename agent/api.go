@@ -190,6 +190,9 @@ func (a *Agent) AddApp(name string, s AppSpec) error {
 	if len(p) > 0 {
 		return p[0]
 	}
+	if a.key != nil && !a.key.Grant.Allows(app.Endpoint) {
+		return fmt.Errorf("endpoint %q: outside the endpoints this host's key grants (%s): units would refuse it", app.Endpoint, a.key.Grant)
+	}
 	st, _ := pb.ParseState(app.State)
 	r := &pb.Row{App: app.AppID(), Health: pb.Health_HEALTH_HEALTHY, Capacity: uint32(app.Capacity), Target: st, Current: st}
 	if s.Health != "" {

@@ -64,6 +64,8 @@ var defaults = map[string]any{
 	"health.startup_grace":                     3 * time.Second,
 	"health.allotment.tokens":                  1000,
 	"health.allotment.duration":                10 * time.Second,
+	"health.auth.master_key_file":              "",
+	"health.auth.freshness":                    30 * time.Second,
 }
 
 // LoadFile reads a YAML configuration file, applies TETHER_* environment

@@ -183,6 +183,13 @@ func (c *Codec) Decode(b []byte, keys Keys) (*Envelope, *Header, error) {
 	return env, h, nil
 }
 
+// Header reads a frame's header without checking its MAC, so that a
+// receiver can tell which way the frame goes before it decodes it.
+func (c *Codec) Header(b []byte) (*Header, error) {
+	h, _, err := c.open(b)
+	return h, err
+}
+
 // Peek decodes a frame without checking its MAC. A group leader uses it
 // to see which of its members' frames to relay to the units, which check
 // them; nothing it returns may be trusted beyond that choice.
