@@ -52,6 +52,9 @@ type TableView struct {
 	Generation uint64    `json:"generation"`
 	Leader     uint32    `json:"group_leader,omitempty"`
 	Members    []uint32  `json:"group_members,omitempty"`
+	// Granted is the endpoints this host's key may report on ("" when
+	// it runs without a key).
+	Granted string `json:"endpoints_granted,omitempty"`
 	Apps       []AppView `json:"applications"`
 	Stats      Stats     `json:"stats"`
 }
@@ -60,6 +63,9 @@ type TableView struct {
 func (a *Agent) View() TableView {
 	gen, _ := a.table.Integrity()
 	v := TableView{Host: a.host, Name: a.cfg.Host.Name, Listen: a.Addr().String(), Units: a.cfg.Units, Generation: gen}
+	if a.key != nil {
+		v.Granted = a.key.Grant.String()
+	}
 	for _, name := range a.table.Names() {
 		r, ok := a.table.Row(name)
 		if !ok {

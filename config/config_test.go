@@ -129,6 +129,9 @@ func TestBadConfigurations(t *testing.T) {
 		{"duplicate name", "unit: {address4: 198.51.100.254}\nvips:\n  - {name: v, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n  - {name: v, address: 192.0.2.2, port: 80, protocol: tcp, mode: halfnat}\n", []string{"vips[1].name", "also the name of vips[0]"}},
 		{"duplicate service", "vips:\n  - {name: a, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n  - {name: b, address: 192.0.2.1, port: 80, protocol: tcp, mode: halfnat}\n", []string{"vips[1]", "same address, port and protocol"}},
 		{"wrong type", "forwarder: {batch: lots}\n", []string{"batch"}},
+		{"shared health key", "health: {key_file: /etc/tether/health.key}\n", []string{"health.key_file", "/etc/tether/health.key", "health.auth.master_key_file", "tetherd health-key"}},
+		{"relative master", "health: {auth: {master_key_file: health.master}}\n", []string{"health.auth.master_key_file", "absolute"}},
+		{"freshness", "health: {auth: {freshness: 100ms}}\n", []string{"health.auth.freshness", "100ms"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
