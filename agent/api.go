@@ -45,18 +45,18 @@ type LoadView struct {
 
 // TableView is the whole table.
 type TableView struct {
-	Host       uint32    `json:"host"`
-	Name       string    `json:"name"`
-	Listen     string    `json:"listen"`
-	Units      []string  `json:"units"`
-	Generation uint64    `json:"generation"`
-	Leader     uint32    `json:"group_leader,omitempty"`
-	Members    []uint32  `json:"group_members,omitempty"`
+	Host       uint32   `json:"host"`
+	Name       string   `json:"name"`
+	Listen     string   `json:"listen"`
+	Units      []string `json:"units"`
+	Generation uint64   `json:"generation"`
+	Leader     uint32   `json:"group_leader,omitempty"`
+	Members    []uint32 `json:"group_members,omitempty"`
 	// Granted is the endpoints this host's key may report on ("" when
 	// it runs without a key).
-	Granted string `json:"endpoints_granted,omitempty"`
-	Apps       []AppView `json:"applications"`
-	Stats      Stats     `json:"stats"`
+	Granted string    `json:"endpoints_granted,omitempty"`
+	Apps    []AppView `json:"applications"`
+	Stats   Stats     `json:"stats"`
 }
 
 // View returns the table as the API shows it.
