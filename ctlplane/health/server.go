@@ -178,8 +178,18 @@ func (s *Server) Receive(in *pb.Codec, b []byte, src netip.AddrPort) {
 		s.refuse(pb.Reason(err), src, err)
 		return
 	}
+	s.mu.Lock()
+	if why := s.admit(h, now); why != "" {
+		s.mu.Unlock()
+		s.refuse(why, src, fmt.Errorf("%w: host %d, sequence %d (%s)", pb.ErrReplay, h.Host, h.Seq, why))
+		return
+	}
+	if env.GetGoodbye() != nil {
+		s.senders[h.Host].goodbye = h.Seq
+	}
+	s.mu.Unlock()
 	// A leader's members' frames are opened (authenticated, checked)
-	// before anything of the aggregate is applied.
+	// outside the lock, and only once the aggregate itself is taken.
 	var relayed []relayedBeat
 	if agg := env.GetAggregate(); agg != nil {
 		for _, f := range agg.GetFrames() {
@@ -192,14 +202,6 @@ func (s *Server) Receive(in *pb.Codec, b []byte, src netip.AddrPort) {
 		}
 	}
 	s.mu.Lock()
-	if why := s.admit(h, now); why != "" {
-		s.mu.Unlock()
-		s.refuse(why, src, fmt.Errorf("%w: host %d, sequence %d (%s)", pb.ErrReplay, h.Host, h.Seq, why))
-		return
-	}
-	if env.GetGoodbye() != nil {
-		s.senders[h.Host].goodbye = h.Seq
-	}
 	s.stats.Received[pb.Kind(env)]++
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
 	// Members' own heartbeats first: a member's consent to be vouched
