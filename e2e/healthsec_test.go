@@ -21,6 +21,8 @@ import (
 //     change that made its application inactive, its goodbye) replayed
 //     later from another namespace and address, while the host runs
 //     again after a restart;
+//   - after the agent is killed (SIGKILL: no goodbye) and its host aged
+//     out, its last heartbeats replayed, which must not bring it back;
 //   - a rogue host with a valid key of its own (host 9) speaking as host
 //     1, saying goodbye for host 1, and naming host 1's endpoint
 //     inactive; and a real tether-agent given host 9's key but host 1's
@@ -85,12 +87,7 @@ func TestHealthSecurity(t *testing.T) {
 	})
 	a.proc.Stop()
 	waitHealth(t, lb, u.socket, "host 1's goodbye", func(h unit.HealthView) bool { return host1(h) == nil && h.Stats.Goodbyes == 1 })
-	tap.Stop()
-	b, err := os.ReadFile(capture)
-	if err != nil {
-		t.Fatal(err)
-	}
-	captured := strings.Count(string(b), "\n")
+	recorded, captured := snapshotCapture(t, capture, filepath.Join(dir, "replay-1"))
 	if captured < 4 {
 		t.Fatalf("the tap recorded %d datagrams, want at least the changes, heartbeats and the goodbye", captured)
 	}
@@ -109,7 +106,7 @@ func TestHealthSecurity(t *testing.T) {
 	}
 
 	t.Run("captured datagrams replayed from another address", func(t *testing.T) {
-		out, err := lb.Exec(lb.Client, append([]string{"env"}, append(RoleCommand("udpreplay", capture, UnitAddr+":7310"), Self())...)...)
+		out, err := lb.Exec(lb.Client, append([]string{"env"}, append(RoleCommand("udpreplay", recorded, UnitAddr+":7310"), Self())...)...)
 		if err != nil {
 			t.Fatalf("replay: %v\n%s", err, out)
 		}
@@ -179,6 +176,51 @@ func TestHealthSecurity(t *testing.T) {
 			t.Fatalf("new connections after the attacks: %v (%d errors: %s)", r.Backends, r.Errors, r.FirstErr)
 		}
 	})
+
+	t.Run("a killed agent's last heartbeats replayed", func(t *testing.T) {
+		if err := a.proc.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		h := waitHealth(t, lb, u.socket, "host 1 aged out", func(h unit.HealthView) bool { return host1(h) == nil })
+		if h.Stats.AgedOut != before.AgedOut+1 || h.Stats.Goodbyes != 1 {
+			t.Fatalf("aged out %d (before %d), goodbyes %d: want aging, not a goodbye", h.Stats.AgedOut, before.AgedOut, h.Stats.Goodbyes)
+		}
+		tap.Stop()
+		// Everything the tap heard, both runs of the agent up to its
+		// death: its last heartbeats are in it.
+		recorded, n := snapshotCapture(t, capture, filepath.Join(dir, "replay-2"))
+		was := h.Stats
+		out, err := lb.Exec(lb.Client, append([]string{"env"}, append(RoleCommand("udpreplay", recorded, UnitAddr+":7310"), Self())...)...)
+		if err != nil {
+			t.Fatalf("replay: %v\n%s", err, out)
+		}
+		h = waitHealth(t, lb, u.socket, "every replayed datagram refused", func(h unit.HealthView) bool {
+			return refusedSince(was, h.Stats, "replay", "before_goodbye", "stale") == uint64(n)
+		})
+		if host1(h) != nil || verdict(h, "web", "b0").State != "draining" {
+			t.Fatalf("the dead host came back: %+v, b0 %+v", host1(h), verdict(h, "web", "b0"))
+		}
+		t.Logf("%d datagrams of a dead host replayed: refused %v", n, h.Stats.Refused)
+	})
+}
+
+// snapshotCapture copies the complete lines the tap has written so far
+// (it may be writing one) to dst and returns dst and their count.
+func snapshotCapture(t *testing.T, capture, dst string) (string, int) {
+	t.Helper()
+	b, err := os.ReadFile(capture)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := strings.LastIndexByte(string(b), '\n'); i >= 0 {
+		b = b[:i+1]
+	} else {
+		b = nil
+	}
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dst, strings.Count(string(b), "\n")
 }
 
 // refusedSince sums the refusals of the reasons counted since before.
