@@ -71,6 +71,12 @@ type sender struct {
 	// it sent before it (a heartbeat its leader relays late, a datagram
 	// that overtook nothing) belongs to a run that has ended.
 	goodbye uint64
+	// grant and key are the host's key as last derived for an accepted
+	// frame: deriving costs more than checking the MAC, and only hosts
+	// whose frames were accepted get an entry, so forgeries cannot grow
+	// it.
+	grant pb.Grant
+	key   []byte
 }
 
 // New opens the server's socket.
@@ -163,6 +169,14 @@ func (s *Server) keys() pb.Keys {
 		if h.FromUnit || h.Host == 0 {
 			return nil
 		}
+		s.mu.Lock()
+		st := s.senders[h.Host]
+		if st != nil && st.key != nil && st.grant.Equal(h.Grant) {
+			k := st.key
+			s.mu.Unlock()
+			return k
+		}
+		s.mu.Unlock()
 		return pb.DeriveKey(s.opts.Master, h.Host, h.Grant)
 	}
 }
@@ -288,6 +302,9 @@ func (s *Server) admit(h *pb.Header, now time.Time) string {
 		return "replay"
 	}
 	st.last = now
+	if s.opts.Master != nil && (st.key == nil || !st.grant.Equal(h.Grant)) {
+		st.grant, st.key = h.Grant, pb.DeriveKey(s.opts.Master, h.Host, h.Grant)
+	}
 	return ""
 }
 
