@@ -605,6 +605,9 @@ func TestAgentRefusesUnitReplaysAndStrangers(t *testing.T) {
 	a.receive(in, unitFrame(t, get, 8, 1, 12, time.Now(), pb.DeriveKey(testMaster, 8, g)), unit)
 	a.receive(in, unitFrame(t, get, 7, 1, 13, time.Now(), nil), unit)
 	a.receive(in, unitFrame(t, get, 7, 2, 14, time.Now(), key), unit) // names unit 1, sent by 2
+	// The unit restarts: its numbers start from a later epoch, and its
+	// next request is answered.
+	a.receive(in, unitFrame(t, get, 7, 1, pb.NewSequencer(time.Now().Add(time.Second)).Next(time.Now()), time.Now(), key), unit)
 	v := a.View()
 	want := map[string]uint64{"replay": 1, "stale": 1, "authentication": 1, "unauthenticated": 1, "not_own_host": 1}
 	for k, n := range want {
@@ -612,8 +615,8 @@ func TestAgentRefusesUnitReplaysAndStrangers(t *testing.T) {
 			t.Fatalf("refused %v, want %v", v.Stats.Refused, want)
 		}
 	}
-	if v.Stats.Sent["send_snapshot"] != 1 {
-		t.Fatalf("answered %d snapshot requests, want 1", v.Stats.Sent["send_snapshot"])
+	if v.Stats.Sent["send_snapshot"] != 2 {
+		t.Fatalf("answered %d snapshot requests, want 2 (the first, and the restarted unit's)", v.Stats.Sent["send_snapshot"])
 	}
 }
 
