@@ -90,6 +90,9 @@ func (c *Control) runHealth(ctx context.Context) {
 	c.probes.Start(ctx, cfg)
 	if addr := c.hl.Addr(); addr.IsValid() {
 		c.log.Info().Str("listen", addr.String()).Uint32("unit_id", unitID(cfg)).Bool("authenticated", cfg.Health.Auth.MasterKeyFile != "").Msg("health listener running")
+		if cfg.Health.Auth.MasterKeyFile == "" {
+			c.log.Warn().Msg("health: no health.auth.master_key_file: datagrams are not authenticated, and anyone who reaches the listener can speak for any host")
+		}
 	}
 	// The grace period's end changes verdicts even when nothing is heard.
 	grace := time.AfterFunc(time.Until(c.started.Add(cfg.Health.StartupGrace)), c.healthChanged)
