@@ -26,7 +26,11 @@ type Agent struct {
 	host  uint32
 	table *Table
 	conn  *net.UDPConn
-	key   []byte
+	// key is this host's key (nil: unauthenticated); groupKey the
+	// group's gossip secret.
+	key      *pb.HostKey
+	groupKey []byte
+	frames   *pb.Sequencer // the frames' sequence numbers
 
 	sendMu sync.Mutex
 	out    *pb.Codec
@@ -38,6 +42,8 @@ type Agent struct {
 	wrongs map[uint64]map[uint32]bool
 	group  *group
 	stats  Stats
+	// units' replay windows, by unit ID; the receive loop's alone.
+	windows map[uint32]*unitWindow
 
 	seq   atomic.Uint64
 	beats uint64 // heartbeats sent; the heartbeat loop's alone
@@ -57,19 +63,23 @@ type Stats struct {
 	Refused  map[string]uint64 `json:"refused"`  // by reason
 }
 
-// New prepares an agent: it reads the key and opens the UDP socket.
+// New prepares an agent: it reads its keys and opens the UDP socket.
 func New(cfg *Config, log zerolog.Logger) (*Agent, error) {
-	var key []byte
-	if cfg.KeyFile != "" {
-		b, err := os.ReadFile(cfg.KeyFile)
+	key, err := readHostKey(cfg)
+	if err != nil {
+		return nil, err
+	}
+	var groupKey []byte
+	if cfg.Group.KeyFile != "" {
+		b, err := os.ReadFile(cfg.Group.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("key_file: %q: %w", cfg.KeyFile, err)
+			return nil, fmt.Errorf("group.key_file: %q: %w", cfg.Group.KeyFile, err)
 		}
-		if key = []byte(strings.TrimSpace(string(b))); len(key) < 16 {
-			return nil, fmt.Errorf("key_file: %q: the key must be at least 16 bytes", cfg.KeyFile)
+		if groupKey = []byte(strings.TrimSpace(string(b))); len(groupKey) < 16 {
+			return nil, fmt.Errorf("group.key_file: %q: the secret must be at least 16 bytes", cfg.Group.KeyFile)
 		}
 	}
-	out, err := pb.NewCodec(key)
+	out, err := pb.NewCodec()
 	if err != nil {
 		return nil, err
 	}
@@ -79,9 +89,10 @@ func New(cfg *Config, log zerolog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("host.listen: %q: %w", cfg.Host.Listen, err)
 	}
 	a := &Agent{cfg: cfg, log: log, host: uint32(cfg.Host.ID), table: NewTable(uint64(time.Now().UnixNano())),
-		conn: conn, key: key, out: out, checks: map[string]*probe.Monitor{}, loads: map[string]*LoadView{}, shakes: map[string]*handshake{},
-		wrongs: map[uint64]map[uint32]bool{},
-		stats:  Stats{Sent: map[string]uint64{}, Received: map[string]uint64{}, Refused: map[string]uint64{}}}
+		conn: conn, key: key, groupKey: groupKey, frames: pb.NewSequencer(time.Now()), out: out,
+		checks: map[string]*probe.Monitor{}, loads: map[string]*LoadView{}, shakes: map[string]*handshake{},
+		wrongs: map[uint64]map[uint32]bool{}, windows: map[uint32]*unitWindow{},
+		stats: Stats{Sent: map[string]uint64{}, Received: map[string]uint64{}, Refused: map[string]uint64{}}}
 	for i := range cfg.Apps {
 		app := &cfg.Apps[i]
 		st, _ := pb.ParseState(app.State)
@@ -97,6 +108,40 @@ func New(cfg *Config, log zerolog.Logger) (*Agent, error) {
 	return a, nil
 }
 
+// readHostKey reads auth.key_file and checks that it is this host's and
+// grants every configured application's endpoint: a mismatch found here
+// names the key to fix, where the units would only count refusals.
+func readHostKey(cfg *Config) (*pb.HostKey, error) {
+	path := cfg.Auth.KeyFile
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("auth.key_file: %q: %w", path, err)
+	}
+	k, err := pb.ParseHostKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("auth.key_file: %q: %w", path, err)
+	}
+	if k.Host != uint32(cfg.Host.ID) {
+		return nil, fmt.Errorf("auth.key_file: %q: the key of host %d, but host.id is %d", path, k.Host, cfg.Host.ID)
+	}
+	for i, app := range cfg.Apps {
+		if !k.Grant.Allows(app.Endpoint) {
+			return nil, fmt.Errorf("applications[%d].endpoint: %q: outside the endpoints host %d's key grants (%s): units would refuse its rows; make a key that grants it (tetherd health-key --endpoints)",
+				i, app.Endpoint, k.Host, k.Grant)
+		}
+	}
+	return k, nil
+}
+
+// unitWindow is one unit's replay state at this host.
+type unitWindow struct {
+	win  pb.Window
+	last time.Time
+}
+
 // Table returns the agent's table.
 func (a *Agent) Table() *Table { return a.table }
 
@@ -106,7 +151,7 @@ func (a *Agent) Addr() netip.AddrPort { return a.conn.LocalAddr().(*net.UDPAddr)
 // Run runs the agent until ctx ends, then says goodbye to the units.
 func (a *Agent) Run(ctx context.Context) error {
 	defer a.conn.Close()
-	in, err := pb.NewCodec(a.key)
+	in, err := pb.NewCodec()
 	if err != nil {
 		return err
 	}
@@ -145,7 +190,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	run(func() { a.heartbeats(ctx) })
 	go func() { <-ctx.Done(); a.conn.SetReadDeadline(time.Now()) }()
 	a.log.Info().Uint32("host", a.host).Str("listen", a.Addr().String()).Int("applications", len(a.cfg.Apps)).
-		Interface("units", a.cfg.Units).Msg("agent running")
+		Interface("units", a.cfg.Units).Bool("authenticated", a.key != nil).Msg("agent running")
 	buf := make([]byte, pb.MaxDatagram+1)
 	for ctx.Err() == nil {
 		n, src, err := a.conn.ReadFromUDPAddrPort(buf)
@@ -181,28 +226,43 @@ func (a *Agent) onCheck(name string) func(probe.Health, probe.Result) {
 	}
 }
 
-// send encodes env and sends it to dst.
-func (a *Agent) send(dst netip.AddrPort, env *pb.Envelope, compress bool) {
+// frame encodes env as this host's next frame, signed with its key.
+// Callers hold sendMu; the result is valid until the next call.
+func (a *Agent) frame(env *pb.Envelope, compress bool) ([]byte, error) {
+	now := time.Now()
+	h := &pb.Header{Host: a.host, Sender: a.host, Seq: a.frames.Next(now), Time: uint64(now.UnixMilli())}
+	var key []byte
+	if a.key != nil {
+		h.Grant, key = a.key.Grant, a.key.Key
+	}
+	return a.out.Encode(env, h, key, compress)
+}
+
+// send encodes env and sends it to dsts: one frame, one sequence
+// number, however many units hear it.
+func (a *Agent) send(env *pb.Envelope, compress bool, dsts ...netip.AddrPort) {
 	a.sendMu.Lock()
-	b, err := a.out.Encode(env, compress)
+	b, err := a.frame(env, compress)
 	if err == nil {
-		_, err = a.conn.WriteToUDPAddrPort(b, dst)
+		for _, dst := range dsts {
+			if _, werr := a.conn.WriteToUDPAddrPort(b, dst); werr != nil {
+				a.log.Debug().Err(werr).Str("to", dst.String()).Str("kind", pb.Kind(env)).Msg("send")
+			}
+		}
 	}
 	a.sendMu.Unlock()
 	kind := pb.Kind(env)
 	a.mu.Lock()
-	a.stats.Sent[kind]++
+	a.stats.Sent[kind] += uint64(len(dsts))
 	a.mu.Unlock()
 	if err != nil {
-		a.log.Debug().Err(err).Str("to", dst.String()).Str("kind", kind).Msg("send")
+		a.log.Warn().Err(err).Str("kind", kind).Msg("encode")
 	}
 }
 
 // toUnits sends env to every unit.
 func (a *Agent) toUnits(env *pb.Envelope, compress bool) {
-	for _, u := range a.cfg.units {
-		a.send(u, env, compress)
-	}
+	a.send(env, compress, a.cfg.units...)
 }
 
 // sendChanges pushes the table's changes as they happen: event-driven,
@@ -262,44 +322,119 @@ func (a *Agent) heartbeat() *pb.Heartbeat {
 	return hb
 }
 
-// receive handles one datagram.
+// receive handles one datagram: a unit's (authenticated with this
+// host's key, fresh, not a replay) or, at a group leader, a member's
+// heartbeat to relay.
 func (a *Agent) receive(in *pb.Codec, b []byte, src netip.AddrPort) {
-	env, err := in.Decode(b)
-	if err == nil {
-		err = pb.Validate(env)
-	}
-	if err != nil {
-		a.mu.Lock()
-		a.stats.Refused[pb.Reason(err)]++
-		a.mu.Unlock()
-		a.log.Debug().Err(err).Str("from", src.String()).Msg("message refused")
+	hdr, err := in.Header(b)
+	if err == nil && !hdr.FromUnit {
+		a.fromMember(in, b, src)
 		return
 	}
-	a.mu.Lock()
-	a.stats.Received[pb.Kind(env)]++
-	g := a.group
-	a.mu.Unlock()
+	env, err := a.open(in, b)
+	if err != nil {
+		a.refuse(pb.Reason(err), src, err)
+		return
+	}
 	switch env.GetBody().(type) {
 	case *pb.Envelope_GetSnapshot, *pb.Envelope_PostulateWrong:
 		// Only units may ask: a snapshot answer is much larger than the
 		// request, and answering anyone would make the agent an
 		// amplifier for spoofed requests.
 		if !a.isUnit(src.Addr()) {
-			a.mu.Lock()
-			a.stats.Refused["not_a_unit"]++
-			a.mu.Unlock()
+			a.refuse("not_a_unit", src, fmt.Errorf("%s from %s", pb.Kind(env), src))
 			return
 		}
 	}
+	a.mu.Lock()
+	a.stats.Received[pb.Kind(env)]++
+	a.mu.Unlock()
 	switch m := env.GetBody().(type) {
 	case *pb.Envelope_GetSnapshot:
 		a.answerSnapshot(src, m.GetSnapshot.GetChunks())
 	case *pb.Envelope_PostulateWrong:
 		a.postulateWrong(src, m.PostulateWrong)
-	case *pb.Envelope_Heartbeat:
-		if g != nil {
-			g.memberBeat(m.Heartbeat, src)
+	}
+}
+
+// open decodes and checks a unit's frame, and moves that unit's replay
+// window.
+func (a *Agent) open(in *pb.Codec, b []byte) (*pb.Envelope, error) {
+	var keys pb.Keys
+	if a.key != nil {
+		keys = func(h *pb.Header) []byte {
+			if h.Host != a.host {
+				return nil
+			}
+			return a.key.Key
 		}
+	}
+	env, h, err := in.Decode(b, keys)
+	if err != nil {
+		return nil, err
+	}
+	if err := pb.Validate(env); err != nil {
+		return nil, err
+	}
+	if err := pb.CheckFromUnit(env, h, a.host); err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	if err := pb.Fresh(h, now, a.cfg.Auth.Freshness); err != nil {
+		return nil, err
+	}
+	for id, w := range a.windows {
+		if now.Sub(w.last) > 2*a.cfg.Auth.Freshness {
+			delete(a.windows, id) // its frames are refused by their time now
+		}
+	}
+	w := a.windows[h.Sender]
+	if w == nil {
+		w = &unitWindow{}
+		a.windows[h.Sender] = w
+	}
+	if !w.win.Admit(h.Seq) {
+		return nil, fmt.Errorf("%w: unit %d, sequence %d", pb.ErrReplay, h.Sender, h.Seq)
+	}
+	w.last = now
+	return env, nil
+}
+
+// fromMember takes a group member's heartbeat frame at the leader. The
+// leader cannot check it (it holds only its own key) and does not need
+// to: it relays the frame unchanged and the units check it.
+func (a *Agent) fromMember(in *pb.Codec, b []byte, src netip.AddrPort) {
+	a.mu.Lock()
+	g := a.group
+	a.mu.Unlock()
+	if g == nil {
+		a.refuse("direction", src, fmt.Errorf("%w: a host's frame at a host outside a group", pb.ErrDirection))
+		return
+	}
+	env, h, err := in.Peek(b)
+	if err != nil {
+		a.refuse(pb.Reason(err), src, err)
+		return
+	}
+	hb := env.GetHeartbeat()
+	if hb == nil || hb.GetHost() != h.Host || pb.Validate(env) != nil {
+		a.refuse("direction", src, fmt.Errorf("%w: %s of host %d from a member", pb.ErrDirection, pb.Kind(env), h.Host))
+		return
+	}
+	a.mu.Lock()
+	a.stats.Received["member_heartbeat"]++
+	a.mu.Unlock()
+	g.memberBeat(hb, b, src)
+}
+
+// refuse counts a refused datagram by reason.
+func (a *Agent) refuse(why string, src netip.AddrPort, err error) {
+	a.mu.Lock()
+	a.stats.Refused[why]++
+	n := a.stats.Refused[why]
+	a.mu.Unlock()
+	if n == 1 || n%1000 == 0 {
+		a.log.Warn().Err(err).Str("from", src.String()).Uint64("count", n).Msg("message refused")
 	}
 }
 
@@ -325,7 +460,7 @@ func (a *Agent) answerSnapshot(dst netip.AddrPort, chunks []uint32) {
 	msg := &pb.SendSnapshot{Host: a.host, Generation: gen}
 	flush := func() {
 		if len(msg.Chunks) > 0 {
-			a.send(dst, &pb.Envelope{Body: &pb.Envelope_SendSnapshot{SendSnapshot: msg}}, true)
+			a.send(&pb.Envelope{Body: &pb.Envelope_SendSnapshot{SendSnapshot: msg}}, true, dst)
 		}
 		msg = &pb.SendSnapshot{Host: a.host, Generation: gen}
 	}

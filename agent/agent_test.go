@@ -27,7 +27,14 @@ import (
 // none of these tests expects.
 func startUnit(t *testing.T, ctx context.Context, id uint32) *health.Server {
 	t.Helper()
-	s, err := health.New(health.Options{Listen: "127.0.0.1:0", Unit: id, Missed: 1000, Log: zerolog.Nop()})
+	return startUnitWith(t, ctx, id, nil)
+}
+
+// startUnitWith starts a unit that checks every host's key against
+// master.
+func startUnitWith(t *testing.T, ctx context.Context, id uint32, master []byte) *health.Server {
+	t.Helper()
+	s, err := health.New(health.Options{Listen: "127.0.0.1:0", Unit: id, Master: master, Missed: 1000, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,8 +238,8 @@ func TestHandshakeRepairsAUnitThatMissedTheChange(t *testing.T) {
 	defer relaying.Wait()
 	defer relay.Close()
 	relaying.Go(func() {
-		peek, _ := pb.NewCodec(nil)
-		in, _ := pb.NewCodec(nil)
+		peek, _ := pb.NewCodec()
+		in, _ := pb.NewCodec()
 		buf := make([]byte, pb.MaxDatagram+1)
 		up := false
 		for {
@@ -240,7 +247,7 @@ func TestHandshakeRepairsAUnitThatMissedTheChange(t *testing.T) {
 			if err != nil {
 				return // closed: the test is over
 			}
-			env, err := peek.Decode(buf[:n])
+			env, _, err := peek.Decode(buf[:n], nil)
 			if err != nil {
 				note(fmt.Sprintf("undecodable datagram: %v", err))
 				continue
@@ -318,12 +325,20 @@ func TestGroupAggregation(t *testing.T) {
 			defer cancel()
 			// The unit does not age hosts out (see startUnit): the
 			// stopped member must be cleared by goodbyes.
-			u := startUnit(t, ctx, 1)
+			// Every host has its own key: the leader relays its
+			// members' frames, it cannot sign them.
+			u := startUnitWith(t, ctx, 1, testMaster)
+			dir := t.TempDir()
+			groupKey := filepath.Join(dir, "group.key")
+			if err := os.WriteFile(groupKey, []byte("group secret 0123456789"), 0o600); err != nil {
+				t.Fatal(err)
+			}
 			binds := []string{freeTCP(t), freeTCP(t), freeTCP(t)}
 			var agents []*Agent
 			var stops []func()
 			for i, id := range []int{3, 5, 9} {
-				extra := fmt.Sprintf("group: {bind: %q, join: [%q], mode: %s, forward_every: 2}", binds[i], binds[0], mode)
+				extra := fmt.Sprintf("group: {bind: %q, join: [%q], mode: %s, forward_every: 2, key_file: %q}\nauth: {key_file: %q}",
+					binds[i], binds[0], mode, groupKey, writeHostKey(t, dir, uint32(id), fmt.Sprintf("10.0.%d.0/24", id)))
 				a, stop := runAgent(t, ctx, agentConfig(t, id, []string{`"` + u.Addr().String() + `"`}, extra))
 				agents, stops = append(agents, a), append(stops, stop)
 			}
@@ -362,8 +377,9 @@ func TestGroupAggregation(t *testing.T) {
 				})
 				return ok
 			}, explain)
-			if u.Stats().Received["aggregate"] == 0 || u.Stats().Received["heartbeat"] != 0 {
-				t.Fatalf("unit received %v: want aggregates only", u.Stats().Received)
+			if st := u.Stats(); st.Received["aggregate"] == 0 || st.Received["heartbeat"] != 0 || st.Received["relayed_heartbeat"] == 0 ||
+				st.Refused["authentication"]+st.Refused["not_own_host"]+st.Refused["replay"] != 0 {
+				t.Fatalf("unit received %v, refused %v: want aggregates with members' own frames only, all accepted", st.Received, st.Refused)
 			}
 			stops[2]()
 			stops[2] = func() {}
@@ -433,36 +449,118 @@ func TestTableQueuesAndFolds(t *testing.T) {
 	}
 }
 
-// FuzzAgentReceive: no datagram panics the agent.
-func FuzzAgentReceive(f *testing.F) {
-	codec, _ := pb.NewCodec(nil)
+// testMaster is the units' master secret in these tests.
+var testMaster = []byte("0123456789abcdef0123456789abcdef")
+
+// writeHostKey writes host id's key for grant into dir and returns its
+// path.
+func writeHostKey(t testing.TB, dir string, id uint32, grant string) string {
+	t.Helper()
+	g, err := pb.ParseGrant(grant)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := pb.NewHostKey(testMaster, id, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, _ := k.MarshalText()
+	path := filepath.Join(dir, fmt.Sprintf("host-%d.key", id))
+	if err := os.WriteFile(path, text, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// unitFrame is a unit's frame to host, signed with key (nil: unsigned).
+func unitFrame(t testing.TB, env *pb.Envelope, host, unit uint32, seq uint64, at time.Time, key []byte) []byte {
+	t.Helper()
+	c, _ := pb.NewCodec()
+	b, err := c.Encode(env, &pb.Header{FromUnit: true, Host: host, Sender: unit, Seq: seq, Time: uint64(at.UnixMilli())}, key, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bytes.Clone(b)
+}
+
+// fuzzAgentSeeds are units' frames to host 7 (signed with its key) and
+// members' heartbeats, of every kind an agent receives.
+func fuzzAgentSeeds(t testing.TB) [][]byte {
+	g, _ := pb.ParseGrant("10.0.7.0/24")
+	key := pb.DeriveKey(testMaster, 7, g)
 	app := &pb.AppID{Proto: "tcp", Vip: "192.0.2.10:80", Endpoint: "10.0.7.2:8080"}
-	for _, env := range []*pb.Envelope{
+	now := time.Now()
+	var out [][]byte
+	for i, env := range []*pb.Envelope{
 		{Body: &pb.Envelope_GetSnapshot{GetSnapshot: &pb.GetSnapshot{Unit: 1}}},
 		{Body: &pb.Envelope_GetSnapshot{GetSnapshot: &pb.GetSnapshot{Unit: 1, Chunks: []uint32{3, 4}}}},
 		{Body: &pb.Envelope_PostulateWrong{PostulateWrong: &pb.PostulateWrong{Unit: 1, Host: 7, App: app, Held: pb.State_STATE_ACTIVE, Seq: 1}}},
-		{Body: &pb.Envelope_Heartbeat{Heartbeat: &pb.Heartbeat{Host: 5, IntervalMs: 50}}},
+	} {
+		out = append(out, unitFrame(t, env, 7, 1, uint64(i+1), now, key))
+	}
+	c, _ := pb.NewCodec()
+	mg, _ := pb.ParseGrant("10.0.5.0/24")
+	for i, env := range []*pb.Envelope{
+		{Body: &pb.Envelope_Heartbeat{Heartbeat: &pb.Heartbeat{Host: 5, IntervalMs: 50, Leader: 7, VouchMs: 1000}}},
 		{Body: &pb.Envelope_Goodbye{Goodbye: &pb.Goodbye{Host: 5}}},
 	} {
-		b, _ := codec.Encode(env, false)
-		f.Add(append([]byte(nil), b...))
+		b, _ := c.Encode(env, &pb.Header{Host: 5, Sender: 5, Seq: uint64(i + 1), Time: uint64(now.UnixMilli()), Grant: mg}, pb.DeriveKey(testMaster, 5, mg), false)
+		out = append(out, bytes.Clone(b))
 	}
-	cfg, err := ParseConfig([]byte(fmt.Sprintf(`
+	return out
+}
+
+// TestWriteSeeds keeps testdata/fuzz/FuzzAgentReceive in step with the
+// seeds.
+func TestWriteSeeds(t *testing.T) {
+	if os.Getenv("TETHER_WRITE_SEEDS") == "" {
+		t.Skip("set TETHER_WRITE_SEEDS=1 to rewrite testdata/fuzz/FuzzAgentReceive")
+	}
+	dir := filepath.Join("testdata", "fuzz", "FuzzAgentReceive")
+	os.RemoveAll(dir)
+	os.MkdirAll(dir, 0o755)
+	for i, b := range fuzzAgentSeeds(t) {
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%d", i)), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// FuzzAgentReceive: no datagram panics the agent, keyed or not.
+func FuzzAgentReceive(f *testing.F) {
+	for _, b := range fuzzAgentSeeds(f) {
+		f.Add(b)
+	}
+	dir := f.TempDir()
+	var agents []*Agent
+	for _, keyed := range []bool{true, false} {
+		auth := ""
+		if keyed {
+			auth = fmt.Sprintf("auth: {key_file: %q}", writeHostKey(f, dir, 7, "10.0.7.0/24"))
+		}
+		cfg, err := ParseConfig([]byte(fmt.Sprintf(`
 host: {id: 7, listen: %q, name: localhost}
 units: ["127.0.0.1:9"]
-applications: [{name: web, vip: "192.0.2.10:80", endpoint: "10.0.7.2:8080"}]`, freeUDP(f))))
-	if err != nil {
-		f.Fatal(err)
+applications: [{name: web, vip: "192.0.2.10:80", endpoint: "10.0.7.2:8080"}]
+%s`, freeUDP(f), auth)))
+		if err != nil {
+			f.Fatal(err)
+		}
+		a, err := New(cfg, zerolog.Nop())
+		if err != nil {
+			f.Fatal(err)
+		}
+		defer a.conn.Close()
+		agents = append(agents, a)
 	}
-	a, err := New(cfg, zerolog.Nop())
-	if err != nil {
-		f.Fatal(err)
-	}
-	defer a.conn.Close()
-	in, _ := pb.NewCodec(nil)
-	src := a.Addr() // replies go to the agent itself and are never read
+	in, _ := pb.NewCodec()
 	f.Fuzz(func(t *testing.T, b []byte) {
-		a.receive(in, b, src)
+		for _, a := range agents {
+			// From a unit's address; replies go to the agent itself and
+			// are never read.
+			a.receive(in, b, netip.MustParseAddrPort("127.0.0.1:9"))
+		}
 	})
 }
 
@@ -475,14 +573,91 @@ func TestAnswersOnlyUnits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer a.conn.Close()
-	codec, _ := pb.NewCodec(nil)
-	b, _ := codec.Encode(&pb.Envelope{Body: &pb.Envelope_GetSnapshot{GetSnapshot: &pb.GetSnapshot{Unit: 1}}}, false)
-	in, _ := pb.NewCodec(nil)
-	a.receive(in, append([]byte(nil), b...), netip.MustParseAddrPort("192.0.2.99:7310"))
-	a.receive(in, append([]byte(nil), b...), netip.MustParseAddrPort("127.0.0.1:7310"))
+	get := &pb.Envelope{Body: &pb.Envelope_GetSnapshot{GetSnapshot: &pb.GetSnapshot{Unit: 1}}}
+	in, _ := pb.NewCodec()
+	a.receive(in, unitFrame(t, get, 7, 1, 1, time.Now(), nil), netip.MustParseAddrPort("192.0.2.99:7310"))
+	a.receive(in, unitFrame(t, get, 7, 1, 2, time.Now(), nil), netip.MustParseAddrPort("127.0.0.1:7310"))
 	v := a.View()
 	if v.Stats.Refused["not_a_unit"] != 1 || v.Stats.Sent["send_snapshot"] != 1 {
 		t.Fatalf("refused %v, sent %v", v.Stats.Refused, v.Stats.Sent)
+	}
+}
+
+// TestAgentRefusesUnitReplaysAndStrangers: a unit's frame must be signed
+// with this host's key, addressed to this host, fresh and new.
+func TestAgentRefusesUnitReplaysAndStrangers(t *testing.T) {
+	dir := t.TempDir()
+	cfg := agentConfig(t, 7, []string{`"127.0.0.1:9"`}, fmt.Sprintf("auth: {key_file: %q}", writeHostKey(t, dir, 7, "10.0.7.0/24")))
+	a, err := New(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.conn.Close()
+	g, _ := pb.ParseGrant("10.0.7.0/24")
+	key := pb.DeriveKey(testMaster, 7, g)
+	get := &pb.Envelope{Body: &pb.Envelope_GetSnapshot{GetSnapshot: &pb.GetSnapshot{Unit: 1}}}
+	unit := netip.MustParseAddrPort("127.0.0.1:7310")
+	in, _ := pb.NewCodec()
+	good := unitFrame(t, get, 7, 1, 10, time.Now(), key)
+	a.receive(in, good, unit)
+	a.receive(in, good, unit)                                                           // replay
+	a.receive(in, unitFrame(t, get, 7, 1, 11, time.Now().Add(-time.Minute), key), unit) // stale
+	a.receive(in, unitFrame(t, get, 8, 1, 12, time.Now(), pb.DeriveKey(testMaster, 8, g)), unit)
+	a.receive(in, unitFrame(t, get, 7, 1, 13, time.Now(), nil), unit)
+	a.receive(in, unitFrame(t, get, 7, 2, 14, time.Now(), key), unit) // names unit 1, sent by 2
+	// The unit restarts: its numbers start from a later epoch, and its
+	// next request is answered.
+	a.receive(in, unitFrame(t, get, 7, 1, pb.NewSequencer(time.Now().Add(time.Second)).Next(time.Now()), time.Now(), key), unit)
+	v := a.View()
+	want := map[string]uint64{"replay": 1, "stale": 1, "authentication": 1, "unauthenticated": 1, "not_own_host": 1}
+	for k, n := range want {
+		if v.Stats.Refused[k] != n {
+			t.Fatalf("refused %v, want %v", v.Stats.Refused, want)
+		}
+	}
+	if v.Stats.Sent["send_snapshot"] != 2 {
+		t.Fatalf("answered %d snapshot requests, want 2 (the first, and the restarted unit's)", v.Stats.Sent["send_snapshot"])
+	}
+}
+
+// TestKeyConfiguration: a key that is not this host's, or that does not
+// grant an application's endpoint, and protocol 1's shared key, are
+// refused at start, naming the key to fix.
+func TestKeyConfiguration(t *testing.T) {
+	dir := t.TempDir()
+	cases := map[string]string{
+		fmt.Sprintf("auth: {key_file: %q}", writeHostKey(t, dir, 8, "10.0.7.0/24")): "auth.key_file",
+		fmt.Sprintf("auth: {key_file: %q}", writeHostKey(t, dir, 7, "10.0.9.0/24")): "applications[0].endpoint",
+		`key_file: /etc/tether/health.key`:                                          "key_file",
+	}
+	shared := filepath.Join(dir, "shared")
+	os.WriteFile(shared, []byte("0123456789abcdef0123"), 0o600)
+	cases[fmt.Sprintf("auth: {key_file: %q}", shared)] = "auth.key_file"
+	for extra, key := range cases {
+		cfg, err := ParseConfig([]byte(fmt.Sprintf(`
+host: {id: 7, listen: %q}
+units: ["127.0.0.1:9"]
+applications: [{name: web, endpoint: "10.0.7.2:8080"}]
+%s`, freeUDP(t), extra)))
+		if err == nil {
+			var a *Agent
+			if a, err = New(cfg, zerolog.Nop()); err == nil {
+				a.conn.Close()
+			}
+		}
+		if err == nil || !strings.HasPrefix(err.Error(), key) && !strings.Contains(err.Error(), key+":") {
+			t.Errorf("%s: got %v, want an error naming %s", extra, err, key)
+		}
+	}
+	// At run time too: an application outside the grant is refused.
+	cfg := agentConfig(t, 7, []string{`"127.0.0.1:9"`}, fmt.Sprintf("auth: {key_file: %q}", writeHostKey(t, dir, 7, "10.0.7.0/24")))
+	a, err := New(cfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.conn.Close()
+	if err := a.AddApp("x", AppSpec{Endpoint: "10.0.9.2:80"}); err == nil {
+		t.Fatal("an application outside the key's grant was added")
 	}
 }
 

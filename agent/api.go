@@ -45,21 +45,27 @@ type LoadView struct {
 
 // TableView is the whole table.
 type TableView struct {
-	Host       uint32    `json:"host"`
-	Name       string    `json:"name"`
-	Listen     string    `json:"listen"`
-	Units      []string  `json:"units"`
-	Generation uint64    `json:"generation"`
-	Leader     uint32    `json:"group_leader,omitempty"`
-	Members    []uint32  `json:"group_members,omitempty"`
-	Apps       []AppView `json:"applications"`
-	Stats      Stats     `json:"stats"`
+	Host       uint32   `json:"host"`
+	Name       string   `json:"name"`
+	Listen     string   `json:"listen"`
+	Units      []string `json:"units"`
+	Generation uint64   `json:"generation"`
+	Leader     uint32   `json:"group_leader,omitempty"`
+	Members    []uint32 `json:"group_members,omitempty"`
+	// Granted is the endpoints this host's key may report on ("" when
+	// it runs without a key).
+	Granted string    `json:"endpoints_granted,omitempty"`
+	Apps    []AppView `json:"applications"`
+	Stats   Stats     `json:"stats"`
 }
 
 // View returns the table as the API shows it.
 func (a *Agent) View() TableView {
 	gen, _ := a.table.Integrity()
 	v := TableView{Host: a.host, Name: a.cfg.Host.Name, Listen: a.Addr().String(), Units: a.cfg.Units, Generation: gen}
+	if a.key != nil {
+		v.Granted = a.key.Grant.String()
+	}
 	for _, name := range a.table.Names() {
 		r, ok := a.table.Row(name)
 		if !ok {
@@ -191,6 +197,9 @@ func (a *Agent) AddApp(name string, s AppSpec) error {
 	app.check(&p, "application")
 	if len(p) > 0 {
 		return p[0]
+	}
+	if a.key != nil && !a.key.Grant.Allows(app.Endpoint) {
+		return fmt.Errorf("endpoint %q: outside the endpoints this host's key grants (%s): units would refuse it", app.Endpoint, a.key.Grant)
 	}
 	st, _ := pb.ParseState(app.State)
 	r := &pb.Row{App: app.AppID(), Health: pb.Health_HEALTH_HEALTHY, Capacity: uint32(app.Capacity), Target: st, Current: st}

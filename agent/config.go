@@ -17,8 +17,8 @@ type Config struct {
 	Host Host `mapstructure:"host"`
 	// Units are the Tether units' health listeners (address:port).
 	Units []string `mapstructure:"units"`
-	// KeyFile holds the secret shared with the units (HMAC-SHA256 on
-	// every message); "" sends and accepts unauthenticated messages.
+	// KeyFile was protocol 1's shared secret; it is refused with a
+	// pointer to Auth.
 	KeyFile   string    `mapstructure:"key_file"`
 	Heartbeat Heartbeat `mapstructure:"heartbeat"`
 	Directive Directive `mapstructure:"directive"`
@@ -30,11 +30,25 @@ type Config struct {
 	// Streams is the agent's end of the host streams to the units
 	// (issue 13; streamconfig.go).
 	Streams StreamsConfig `mapstructure:"streams"`
+	// Auth is this host's identity and how long a unit's datagram
+	// counts (issue 13: health protocol security).
+	Auth Auth `mapstructure:"auth"`
 	// Tunnel is the host side of the tunnels (issue 13;
 	// tunnelconfig.go).
 	Tunnel TunnelConfig `mapstructure:"tunnel"`
 
 	units []netip.AddrPort
+}
+
+// Auth configures the host's identity in the health protocol.
+type Auth struct {
+	// KeyFile is this host's key, made by `tetherd health-key` from the
+	// units' master secret for this host ID and the endpoints it may
+	// report on; "" sends and accepts unauthenticated messages.
+	KeyFile string `mapstructure:"key_file"`
+	// Freshness is how far a unit's datagram's send time may be from
+	// this host's clock.
+	Freshness time.Duration `mapstructure:"freshness"`
 }
 
 // Host identifies this host.
@@ -97,6 +111,10 @@ type Group struct {
 	// ForwardEvery: in membership mode, every ForwardEvery-th heartbeat
 	// of a member is marked forwarded so units can check its table.
 	ForwardEvery int `mapstructure:"forward_every"`
+	// KeyFile holds a secret the group's members share (at least 16
+	// bytes) that encrypts and authenticates their gossip; required
+	// with auth.key_file, since each host's own key is its alone.
+	KeyFile string `mapstructure:"key_file"`
 }
 
 // Group modes.
@@ -146,6 +164,9 @@ var defaults = map[string]any{
 	"host.name":            "",
 	"host.listen":          "",
 	"key_file":             "",
+	"auth.key_file":        "",
+	"auth.freshness":       30 * time.Second,
+	"group.key_file":       "",
 	"heartbeat.interval":   500 * time.Millisecond,
 	"heartbeat.name_every": 10,
 	"directive.delay":      300 * time.Millisecond,
@@ -237,6 +258,18 @@ func (c *Config) Check() error {
 	}
 	c.Group.check(&p)
 	c.Streams.check(&p) // the host streams (streamconfig.go)
+	if c.KeyFile != "" {
+		p.Add("key_file", c.KeyFile, "protocol 2 has no shared key: each host needs its own, made with `tetherd health-key --host %d`, in auth.key_file", c.Host.ID)
+	}
+	if f := c.Auth.KeyFile; f != "" && !strings.HasPrefix(f, "/") {
+		p.Add("auth.key_file", f, "must be an absolute path")
+	}
+	if c.Auth.Freshness < time.Second || c.Auth.Freshness > 10*time.Minute {
+		p.Add("auth.freshness", c.Auth.Freshness, "must be between 1s and 10m")
+	}
+	if c.Auth.KeyFile != "" && c.Group.Bind != "" && c.Group.KeyFile == "" {
+		p.Add("group.key_file", "", "required with auth.key_file: the group's gossip needs a secret its members share")
+	}
 	// The tunnel (tunnelconfig.go).
 	c.Tunnel.check(&p, &c.Streams)
 	names, keys := map[string]int{}, map[string]int{}

@@ -7,6 +7,8 @@
 // the seven-message protocol (api/healthpb): row changes pushed as they
 // happen, heartbeats carrying chunk checksums, snapshots on request, the
 // postulate handshake that confirms a directive, and a goodbye on a clean
-// shutdown. Hosts of a group may aggregate their heartbeats through an
-// elected leader (group.go).
+// shutdown, every datagram signed with this host's own key and numbered
+// so that units refuse replays. Hosts of a group may aggregate their
+// heartbeats through an elected leader, which relays its members'
+// signed frames without being able to change them (group.go).
 package agent

@@ -2,9 +2,11 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"math"
 	"net/netip"
 	"sort"
 	"strconv"
@@ -13,7 +15,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
-	"google.golang.org/protobuf/proto"
 
 	pb "github.com/tetherlb/tether/api/healthpb"
 )
@@ -26,9 +27,14 @@ import (
 // two members may both act as leader, which only means the units hear
 // some heartbeats twice. Members send their heartbeats to the leader; the
 // leader sends one consolidated heartbeat per unit (aggregate mode) or
-// only hellos, goodbyes and heartbeats marked forwarded, vouching for
-// the rest by listing them (membership mode). Row changes and snapshots
+// only hellos and heartbeats marked forwarded, vouching for the rest by
+// listing them (membership mode). Row changes, snapshots and goodbyes
 // always go directly between host and unit.
+//
+// A leader speaks only for itself: it relays its members' heartbeats as
+// the frames they signed (it holds no key but its own, so it cannot
+// change them), and a unit lets it vouch for a member only while that
+// member's own latest heartbeat names it as its leader.
 type group struct {
 	a  *Agent
 	ml *memberlist.Memberlist
@@ -36,19 +42,21 @@ type group struct {
 	stop, done chan struct{}
 	logs       *io.PipeWriter
 
-	mu       sync.Mutex
-	members  map[uint32]*member // live members other than this host
-	goodbyes []uint32
+	mu      sync.Mutex
+	members map[uint32]*member // live members other than this host
 }
 
 type member struct {
-	addr   netip.AddrPort // its agent's UDP address
-	last   *pb.Heartbeat
+	addr netip.AddrPort // its agent's UDP address
+	// last is its latest heartbeat frame, as it signed it, not relayed
+	// yet (aggregate mode): a frame relayed twice is a replay to units.
+	last   []byte
 	lastAt time.Time
 	// hello: it joined and its first heartbeat has not been forwarded
-	// yet; forward: a heartbeat the leader passes on at its next beat.
+	// yet; forward: a heartbeat frame the leader passes on at its next
+	// beat (membership mode).
 	hello   bool
-	forward *pb.Heartbeat
+	forward []byte
 }
 
 // startGroup joins the group.
@@ -63,10 +71,10 @@ func startGroup(a *Agent) (*group, error) {
 	mc.Events = (*groupEvents)(g)
 	g.logs = logWriter(a)
 	mc.LogOutput = g.logs
-	if a.key != nil {
+	if a.groupKey != nil {
 		// Gossip is encrypted and authenticated with a key derived from
-		// the protocol's: a stranger can neither join nor read it.
-		k := sha256.Sum256(append([]byte("tether-agent group "), a.key...))
+		// the group's secret: a stranger can neither join nor read it.
+		k := sha256.Sum256(append([]byte("tether-agent group "), a.groupKey...))
 		mc.SecretKey = k[:]
 	}
 	ml, err := memberlist.Create(mc)
@@ -162,10 +170,14 @@ func (g *group) route(hb *pb.Heartbeat) bool {
 		if cfg.Mode == ModeMembership && g.a.beats%uint64(cfg.ForwardEvery) == 1 {
 			hb.Forwarded = true
 		}
-		g.a.send(m.addr, &pb.Envelope{Body: &pb.Envelope_Heartbeat{Heartbeat: hb}}, false)
+		// This host's consent that the leader vouch for it, until three
+		// forwarded heartbeats in a row are lost.
+		hb.Leader = leader
+		hb.VouchMs = uint32(min(3*int64(cfg.ForwardEvery)*int64(hb.GetIntervalMs()), math.MaxUint32))
+		g.a.send(&pb.Envelope{Body: &pb.Envelope_Heartbeat{Heartbeat: hb}}, false, m.addr)
 		return true
 	}
-	agg := &pb.Aggregate{Leader: g.a.host, Beats: []*pb.Heartbeat{hb}}
+	agg := &pb.Aggregate{Leader: g.a.host, Own: hb}
 	now := time.Now()
 	if cfg.Mode == ModeMembership {
 		hb.Members = g.memberIDs()
@@ -173,35 +185,32 @@ func (g *group) route(hb *pb.Heartbeat) bool {
 	for _, id := range g.memberIDs() {
 		m := g.members[id]
 		switch {
-		case cfg.Mode == ModeAggregate && m.last != nil && now.Sub(m.lastAt) < 3*time.Duration(m.last.GetIntervalMs())*time.Millisecond:
-			agg.Beats = append(agg.Beats, m.last)
+		case cfg.Mode == ModeAggregate && m.last != nil && now.Sub(m.lastAt) < 3*g.a.cfg.Heartbeat.Interval:
+			agg.Frames = append(agg.Frames, m.last)
+			m.last = nil
 		case cfg.Mode == ModeMembership && m.forward != nil:
-			agg.Beats = append(agg.Beats, m.forward)
+			agg.Frames = append(agg.Frames, m.forward)
 			m.forward = nil
 		}
 	}
-	for _, id := range g.goodbyes {
-		agg.Goodbyes = append(agg.Goodbyes, &pb.Goodbye{Host: id})
-	}
-	g.goodbyes = nil
 	g.mu.Unlock()
 	g.a.toUnits(&pb.Envelope{Body: &pb.Envelope_Aggregate{Aggregate: agg}}, cfg.Compress)
 	return true
 }
 
-// memberBeat takes a member's heartbeat at the leader.
-func (g *group) memberBeat(hb *pb.Heartbeat, src netip.AddrPort) {
+// memberBeat takes a member's heartbeat frame at the leader; hb is what
+// the frame says, unchecked, used only to choose what to relay.
+func (g *group) memberBeat(hb *pb.Heartbeat, frame []byte, src netip.AddrPort) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	m := g.members[hb.GetHost()]
 	if m == nil || m.addr.Addr() != src.Addr() {
-		return // not a member this host knows: not ours to vouch for
+		return // not a member this host knows: not ours to relay
 	}
-	m.last, m.lastAt = hb, time.Now()
+	frame = bytes.Clone(frame)
+	m.last, m.lastAt = frame, time.Now()
 	if m.hello || hb.GetForwarded() {
-		f := proto.Clone(hb).(*pb.Heartbeat)
-		f.Hello = m.hello
-		m.forward, m.hello = f, false
+		m.forward, m.hello = frame, false
 	}
 }
 
@@ -249,9 +258,11 @@ func (e *groupEvents) NotifyLeave(n *memberlist.Node) {
 	if !ok || id == e.a.host {
 		return
 	}
+	// No goodbye on its behalf: a leader speaks only for itself. A
+	// member that stops cleanly says goodbye itself; one that died ages
+	// out at the units (its consent to be vouched for runs out).
 	e.mu.Lock()
 	delete(e.members, id)
-	e.goodbyes = append(e.goodbyes, id)
 	e.mu.Unlock()
 	e.a.log.Info().Uint32("host", id).Msg("group: member left")
 }

@@ -17,9 +17,6 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/tetherlb/tether/agent/streams"
 	"github.com/tetherlb/tether/agent/tunnel"
@@ -494,34 +491,8 @@ func TestTunnelSinkInTheKernel(t *testing.T) {
 	}
 }
 
-// sourcesServer serves a real unit's stream server (ctlplane/hosts)
-// whose hello names the unit's tunnel source, as a unit configured with
-// unit.address4 does.
-type sourcesServer struct {
-	hostpb.UnimplementedHostStreamServer
-	s    *hosts.Server
-	srcs [][]byte
-}
-
-func (w sourcesServer) Connect(stream hostpb.HostStream_ConnectServer) error {
-	return w.s.Connect(helloSources{stream, w.srcs})
-}
-
-type helloSources struct {
-	hostpb.HostStream_ConnectServer
-	srcs [][]byte
-}
-
-func (h helloSources) Send(m *hostpb.UnitMessage) error {
-	if hl := m.GetHello(); hl != nil && len(hl.GetTunnelSources()) == 0 {
-		m = proto.Clone(m).(*hostpb.UnitMessage)
-		m.GetHello().TunnelSources = h.srcs
-	}
-	return h.HostStream_ConnectServer.Send(m)
-}
-
 // startUnitStreams runs unit-a's stream server on loopback; its hello
-// names source.
+// names source as the unit's tunnel source (unit.address4).
 func startUnitStreams(t *testing.T, ca *mtls.CA, dir, source string) (*hosts.Server, string) {
 	t.Helper()
 	uf, err := ca.IssueUnit(dir, "unit-a", []netip.Addr{netip.MustParseAddr("127.0.0.1")})
@@ -532,23 +503,17 @@ func startUnitStreams(t *testing.T, ca *mtls.CA, dir, source string) (*hosts.Ser
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := hosts.New(hosts.Options{Listen: "127.0.0.1:0", TLS: scfg, Unit: "unit-a", Log: zerolog.Nop()})
+	srv, err := hosts.New(hosts.Options{Listen: "127.0.0.1:0", TLS: scfg, Unit: "unit-a",
+		TunnelSources: []netip.Addr{netip.MustParseAddr(source)}, Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(scfg)), grpc.MaxRecvMsgSize(hostpb.MaxMessage), grpc.MaxSendMsgSize(hostpb.MaxMessage))
-	hostpb.RegisterHostStreamServer(g, sourcesServer{s: srv, srcs: [][]byte{netip.MustParseAddr(source).AsSlice()}})
+	srv.SetReady() // the unit knows its flows: hellos are answered at once
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() { defer wg.Done(); g.Serve(l) }()
-	go func() { defer wg.Done(); srv.Run(ctx) }() // its own listener, unused, closed at the end
-	t.Cleanup(func() { g.Stop(); cancel(); wg.Wait() })
-	return srv, l.Addr().String()
+	done := make(chan struct{})
+	go func() { srv.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return srv, srv.Addr().String()
 }
 
 // TestMappingsFromARealUnitRestorePackets: a real unit's stream server
@@ -568,7 +533,7 @@ func TestMappingsFromARealUnitRestorePackets(t *testing.T) {
 	set := map[uint32]*hostpb.Mapping{}
 	publish := func(add []*hostpb.Mapping, remove []uint32) {
 		t.Helper()
-		if err := srv.Publish(7, add, remove); err != nil {
+		if _, err := srv.Publish(7, add, remove); err != nil {
 			t.Fatal(err)
 		}
 		for _, id := range remove {

@@ -199,6 +199,15 @@ func (h *Health) check(p *problems) {
 	if h.Allotment.Duration < 100*time.Millisecond || h.Allotment.Duration > time.Hour {
 		p.Add("health.allotment.duration", h.Allotment.Duration, "must be between 100ms and 1h")
 	}
+	if h.KeyFile != "" {
+		p.Add("health.key_file", h.KeyFile, "protocol 2 has no shared key: put a secret of at least 16 bytes in health.auth.master_key_file and give each host its own key made with `tetherd health-key`")
+	}
+	if f := h.Auth.MasterKeyFile; f != "" && !strings.HasPrefix(f, "/") {
+		p.Add("health.auth.master_key_file", f, "must be an absolute path")
+	}
+	if h.Auth.Freshness < time.Second || h.Auth.Freshness > 10*time.Minute {
+		p.Add("health.auth.freshness", h.Auth.Freshness, "must be between 1s and 10m: replays within it are refused only by sequence")
+	}
 }
 
 // Spec is the probe of c against target (address:port), with defaults

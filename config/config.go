@@ -30,8 +30,9 @@ type Health struct {
 	// UnitID identifies this unit to agents; 0 derives it from
 	// unit.name.
 	UnitID int `mapstructure:"unit_id"`
-	// KeyFile holds a shared secret that authenticates every message
-	// (HMAC-SHA256); "" accepts unauthenticated messages.
+	// KeyFile was protocol 1's shared secret; it is refused with a
+	// pointer to Auth (a key every host held let any host speak for
+	// any other).
 	KeyFile string `mapstructure:"key_file"`
 	// Missed is how many heartbeat periods a host may miss before it
 	// ages out.
@@ -41,6 +42,23 @@ type Health struct {
 	// restarting unit does not refuse everything until agents speak.
 	StartupGrace time.Duration `mapstructure:"startup_grace"`
 	Allotment    Allotment     `mapstructure:"allotment"`
+
+	// Auth is who may speak for which host, and for how long a
+	// datagram counts (issue 13: health protocol security).
+	Auth HealthAuth `mapstructure:"auth"`
+}
+
+// HealthAuth configures the health protocol's per-host identity and
+// replay protection.
+type HealthAuth struct {
+	// MasterKeyFile holds the secret every host's key is derived from
+	// (`tetherd health-key` derives one); "" accepts unauthenticated
+	// datagrams, whose host IDs and endpoints nothing checks.
+	MasterKeyFile string `mapstructure:"master_key_file"`
+	// Freshness is how far a datagram's send time may be from this
+	// unit's clock: older ones (replays) are refused. Hosts' and units'
+	// clocks must agree to well within it (NTP).
+	Freshness time.Duration `mapstructure:"freshness"`
 }
 
 // Allotment sizes the batches of new connections the health-and-load

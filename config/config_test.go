@@ -132,6 +132,9 @@ func TestBadConfigurations(t *testing.T) {
 		{"hosts listen", "hosts: {listen: \"10.0.0.1\", tls: {ca: /c, cert: /c, key: /k}}\n", []string{"hosts.listen", "10.0.0.1", "address:port"}},
 		{"hosts without tls", "hosts: {listen: \"10.0.0.1:7320\", tls: {ca: /c}}\n", []string{"hosts.tls.cert", "hosts.tls.key", "mutual TLS only"}},
 		{"hosts tls without listen", "hosts: {tls: {ca: /c}}\n", []string{"hosts.tls.ca", "/c", "needs hosts.listen"}},
+		{"shared health key", "health: {key_file: /etc/tether/health.key}\n", []string{"health.key_file", "/etc/tether/health.key", "health.auth.master_key_file", "tetherd health-key"}},
+		{"relative master", "health: {auth: {master_key_file: health.master}}\n", []string{"health.auth.master_key_file", "absolute"}},
+		{"freshness", "health: {auth: {freshness: 100ms}}\n", []string{"health.auth.freshness", "100ms"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -65,10 +65,12 @@ var defaults = map[string]any{
 	"health.allotment.tokens":                  1000,
 	"health.allotment.duration":                10 * time.Second,
 	// The host streams (hosts.go).
-	"hosts.listen":   "",
-	"hosts.tls.ca":   "",
-	"hosts.tls.cert": "",
-	"hosts.tls.key":  "",
+	"hosts.listen":                "",
+	"hosts.tls.ca":                "",
+	"hosts.tls.cert":              "",
+	"hosts.tls.key":               "",
+	"health.auth.master_key_file": "",
+	"health.auth.freshness":       30 * time.Second,
 }
 
 // LoadFile reads a YAML configuration file, applies TETHER_* environment

@@ -33,6 +33,9 @@ func (p *Pipeline) forward4(pk *packet, v *flow.Value4, now flow.Tick) bool {
 	case unit.ModeHalfNAT:
 		setSrc, setDst = reply, !reply
 	case unit.ModeTunnel:
+		if v.Flags&unit.FlowHeld != 0 {
+			return false // its packets wait for the host (awaitHost)
+		}
 		// The flow ID (in B) takes the place of both ports.
 		id := src
 		src, sport, dport = binary.BigEndian.Uint32(s.unit4[:]), uint16(id>>16), uint16(id)

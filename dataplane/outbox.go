@@ -27,6 +27,9 @@ const (
 	maxSendWait     = 256
 	maxDeferred     = maxPunts + maxSendWait + 64
 	puntTimeout     = 1000 // milliseconds
+	// mappingTimeout bounds a tunnel flow's wait for its host: the
+	// client's SYN retransmission comes after a second anyway.
+	mappingTimeout = 1000 // milliseconds
 	// sendWaitTimeout bounds how long a new nat flow's first packet
 	// waits for its flow event to leave; a stuck uplink costs latency,
 	// never the packet.
@@ -52,6 +55,9 @@ type heldPunt struct {
 	k6      flow.Key6
 	v6      bool
 	expires flow.Tick
+	// host: the packet waits for its tunnel flow's host, not for a
+	// route (counted as mapping_timeout when it expires).
+	host bool
 }
 
 // outbox holds what the worker has for the control process.
@@ -374,7 +380,9 @@ func (p *Pipeline) restoreFlow(pk *packet, a *unit.Action, now flow.Tick) error 
 		return fmt.Errorf("route: backend %d unknown", a.Backend)
 	}
 	m := flow.Meta{LastSeen: now, Backend: a.Backend, PortA: a.PortA, PortB: a.PortB, Mode: a.Mode,
-		Flags: unit.FlowFlags(a.Flags) &^ (unit.FlowPeer | unit.FlowReply)}
+		// A restored flow's host has its mapping already, or gets it in
+		// the host's resync: nothing of it waits.
+		Flags: unit.FlowFlags(a.Flags) &^ (unit.FlowPeer | unit.FlowReply | unit.FlowHeld)}
 	switch a.Mode {
 	case unit.ModeNAT, unit.ModeHalfNAT:
 		peer := flow.Meta{LastSeen: now, Backend: a.Backend, Mode: a.Mode, PortA: pk.sport, PortB: pk.dport}
@@ -437,7 +445,43 @@ func (p *Pipeline) releasePunted(pk *packet) {
 	p.held = held
 }
 
-// expirePunts drops held packets whose route did not come in time.
+// awaitHost holds pk, a packet of a tunnel flow whose host has not yet
+// confirmed the flow's mapping (FlowHeld), with the punted packets:
+// ReleaseHeld lets it go. It reports false, holding nothing, when there
+// is no room; the packet then goes now and the host, without the
+// mapping, drops it (the client retransmits).
+func (p *Pipeline) awaitHost(pk *packet, now flow.Tick) bool {
+	if len(p.held) == maxPunts || pk.frag != fragNone {
+		return false
+	}
+	p.held = append(p.held, heldPunt{frame: *pk.frame, k4: pk.k4, k6: pk.k6, v6: pk.v6, expires: now + mappingTimeout, host: true})
+	pk.kind = kindHeld
+	p.stats.HeldForHost++
+	return true
+}
+
+// ReleaseHeld lets the packets held for k's tunnel flow go with the next
+// batch and clears the flow's FlowHeld: its host holds the mapping. It
+// reports whether the flow exists.
+func (p *Pipeline) ReleaseHeld(k *unit.FlowKey) bool {
+	pk := p.keyPacket(k)
+	var m *flow.Meta
+	if pk.v6 {
+		if v := p.flows.Lookup6(&pk.k6, pk.hash); v != nil {
+			m = &v.Meta
+		}
+	} else if v := p.flows.Lookup4(&pk.k4, pk.hash); v != nil {
+		m = &v.Meta
+	}
+	if m != nil {
+		m.Flags &^= unit.FlowHeld
+	}
+	p.releasePunted(pk)
+	return m != nil
+}
+
+// expirePunts drops held packets whose route, or whose host's mapping,
+// did not come in time.
 func (p *Pipeline) expirePunts(now flow.Tick, out *Output) {
 	held := p.held
 	for i := 0; i < len(held); {
@@ -445,7 +489,11 @@ func (p *Pipeline) expirePunts(now flow.Tick, out *Output) {
 			i++
 			continue
 		}
-		p.stats.Drops[DropPuntTimeout]++
+		if held[i].host {
+			p.stats.Drops[DropMappingTimeout]++
+		} else {
+			p.stats.Drops[DropPuntTimeout]++
+		}
 		out.Drop = append(out.Drop, held[i].frame)
 		held[i] = held[len(held)-1]
 		held = held[:len(held)-1]

@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"encoding/binary"
 	"sync/atomic"
 	"testing"
 
@@ -351,4 +352,71 @@ func TestDirectSendReleasesFirstPackets(t *testing.T) {
 		}
 		r.p.stats.Drops = [numDrops]uint64{}
 	}
+}
+
+// A unit with host streams holds a new tunnel flow's packets until the
+// control process says the host holds the flow's mapping: none may reach
+// a host that could not restore it. They then leave in order, and the
+// flow's later packets go at once.
+func TestTunnelFlowWaitsForItsHost(t *testing.T) {
+	c := loadConfig(t, 1024, "1024-65535")
+	c.Hosts.Listen = "127.0.0.1:7320"
+	r := newRig(t, c)
+	r.p.EnableOutbox(make(chan struct{}, 1))
+	cli := cl(1, 5000)
+	if tx, _, _ := r.send(syn(cli, vip(82))); len(tx) != 0 {
+		t.Fatalf("a new tunnel flow's SYN left before its host had the mapping")
+	}
+	if tx, _, _ := r.send(ack(cli, vip(82))); len(tx) != 0 {
+		t.Fatalf("a later packet of the waiting flow overtook its SYN")
+	}
+	evs, _ := take(r)
+	if len(evs) != 1 || evs[0].Kind != channel.FlowOpened || evs[0].Action.Mode != unit.ModeTunnel {
+		t.Fatalf("events %+v, want the tunnel flow opened", evs)
+	}
+	if s := r.p.Stats(); s.HeldForHost != 2 {
+		t.Fatalf("held_for_host %d, want 2", s.HeldForHost)
+	}
+	if !r.p.ReleaseHeld(&evs[0].Key) {
+		t.Fatal("release: no such flow")
+	}
+	tx, _, _ := r.send()
+	if len(tx) != 2 || tcpFlags(tx[0])&pkttest.SYN == 0 || tcpFlags(tx[1])&pkttest.SYN != 0 {
+		t.Fatalf("%d packets after the release, want the SYN then the ACK", len(tx))
+	}
+	id := binary.BigEndian.Uint32(evs[0].Action.B[:4])
+	if got := uint32(srcOf(tx[0]).Port())<<16 | uint32(dstOf(tx[0]).Port()); got != id {
+		t.Fatalf("sent with flow ID %#x, the event says %#x", got, id)
+	}
+	if tx, _, _ := r.send(ack(cli, vip(82))); len(tx) != 1 {
+		t.Fatalf("a released flow's packet waited")
+	}
+
+	// A host that never confirms: the packets wait a bounded time.
+	r.send(syn(cl(2, 5001), vip(82)))
+	r.now += mappingTimeout + 1
+	_, _, drop := r.send()
+	if len(drop) != 1 || r.p.stats.Drops[DropMappingTimeout] != 1 {
+		t.Fatalf("unconfirmed mapping: %d dropped, mapping_timeout %d", len(drop), r.p.stats.Drops[DropMappingTimeout])
+	}
+
+	// Without host streams nothing waits.
+	plain := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	plain.p.EnableOutbox(make(chan struct{}, 1))
+	if tx, _, _ := plain.send(syn(cli, vip(82))); len(tx) != 1 {
+		t.Fatalf("without host streams a tunnel SYN waited")
+	}
+}
+
+func tcpFlags(frame []byte) int {
+	ip := pkttest.IP(frame, false)
+	f := ip[int(ip[0]&0xf)*4+13]
+	out := 0
+	if f&0x02 != 0 {
+		out |= pkttest.SYN
+	}
+	if f&0x10 != 0 {
+		out |= pkttest.ACK
+	}
+	return out
 }

@@ -417,10 +417,18 @@ func (p *Pipeline) flowPacket(pk *packet, e entry, now flow.Tick, out *Output) {
 			// connection is closing (its removal follows on aging).
 			p.flowEvent(channel.FlowClosed, pk, e)
 		}
+		if e.m.Flags&unit.FlowHeld != 0 && p.awaitHost(pk, now) {
+			return // after the flow's first packet, in order
+		}
 	} else if e, ok = p.newFlow(pk, now); !ok {
 		return
 	} else if p.awaitSend(pk, e, now) {
 		return // leaves once the control process has its flow
+	} else if e.m.Mode == unit.ModeTunnel && p.snap.holdTunnel && p.out.enabled {
+		e.m.Flags |= unit.FlowHeld
+		if p.awaitHost(pk, now) {
+			return // leaves once the host holds the flow's mapping
+		}
 	}
 	if pk.frag == fragFirst {
 		p.firstFragment(pk, e, now, out)

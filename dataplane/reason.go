@@ -49,6 +49,9 @@ const (
 	DropNoHeadroom   // frame buffer has no room for the encapsulation header
 	DropPuntOverflow // too many packets already wait for the control process
 	DropPuntTimeout  // the control process did not answer a punt in time
+	// DropMappingTimeout: a tunnel flow's host did not confirm its
+	// mapping in time (the packet waited for it).
+	DropMappingTimeout
 	numDrops
 )
 
@@ -108,6 +111,7 @@ var dropNames = [numDrops]string{
 	DropNoHeadroom:        "no_headroom",
 	DropPuntOverflow:      "punt_overflow",
 	DropPuntTimeout:       "punt_timeout",
+	DropMappingTimeout:    "mapping_timeout",
 	DropBadOffload:        "bad_offload",
 }
 

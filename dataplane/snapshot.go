@@ -106,10 +106,16 @@ type Snapshot struct {
 	timeouts   flow.Timeouts
 	ping       bool
 	// hop makes the unit a router hop: TTL decremented, 1 and 0 dropped.
-	hop     bool
-	unknown Backend // stands in for backends the snapshot lacks
-	vipIDs  map[string]uint32
-	beIDs   map[string]uint32
+	hop bool
+	// holdTunnel: the unit tells hosts its tunnel flows' mappings (it
+	// has host streams); a new tunnel flow's packets wait in the
+	// forwarder until the control process says the host holds the
+	// mapping (RouteRelease), so that none reaches a host that could not
+	// restore it.
+	holdTunnel bool
+	unknown    Backend // stands in for backends the snapshot lacks
+	vipIDs     map[string]uint32
+	beIDs      map[string]uint32
 }
 
 func keyOf(a netip.Addr) addrKey {
@@ -137,6 +143,7 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		beIDs:      map[string]uint32{},
 		ping:       c.Forwarder.AnswerPing,
 		hop:        c.Forwarder.TTL != config.TTLKeep,
+		holdTunnel: c.Hosts.Listen != "",
 		unknown:    Backend{State: unit.StateRemoved},
 		timeouts:   TimeoutsOf(&c.Forwarder.Flows.Timeouts),
 	}

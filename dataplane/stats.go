@@ -19,6 +19,7 @@ type Stats struct {
 	EventsSentDirect   uint64 // flow events the worker sent itself (see DirectSender)
 	FragmentsHeld      uint64 // fragments held until their first fragment came
 	Punted             uint64 // packets held for the control process to decide
+	HeldForHost        uint64 // packets of tunnel flows held until their host holds the mapping
 	Drops              [numDrops]uint64
 	Passes             [numPasses]uint64
 	// Backends is indexed by backend ID (see Snapshot). A VIP's counters
@@ -76,6 +77,7 @@ func (s *Stats) Add(o *Stats) {
 	s.EventsSentDirect += o.EventsSentDirect
 	s.FragmentsHeld += o.FragmentsHeld
 	s.Punted += o.Punted
+	s.HeldForHost += o.HeldForHost
 	for i := range s.Drops {
 		s.Drops[i] += o.Drops[i]
 	}

@@ -23,48 +23,93 @@ type hostAgent struct {
 	lb     *LB
 	i      int
 	proc   *Proc
+	cfg    string // its configuration file
 	socket string
 	fail   string // the file whose existence fails the check
 }
 
 // startAgents starts an agent in every backend, reporting one endpoint
-// (address:8080, any VIP) to each unit listener. The check is a command
-// that fails while a file exists, so a test can fail it at will while
-// the application keeps serving.
-func startAgents(t *testing.T, lb *LB, dir string, unitPorts ...int) []*hostAgent {
+// (address:8080, any VIP) to each unit listener, each with its own key
+// derived from master (see healthKeys; "" runs them unauthenticated).
+// The check is a command that fails while a file exists, so a test can
+// fail it at will while the application keeps serving.
+func startAgents(t *testing.T, lb *LB, dir, master string, unitPorts ...int) []*hostAgent {
 	t.Helper()
 	var agents []*hostAgent
 	for i := range lb.Backends {
-		a := &hostAgent{lb: lb, i: i, socket: filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)),
-			fail: filepath.Join(dir, fmt.Sprintf("fail-b%d", i))}
 		var units []string
 		for _, p := range unitPorts {
-			units = append(units, fmt.Sprintf("%q", fmt.Sprintf("10.0.%d.1:%d", 10+i, p)))
+			units = append(units, fmt.Sprintf("10.0.%d.1:%d", 10+i, p))
 		}
-		cfg := fmt.Sprintf(`host: {id: %d, listen: "%s:7311"}
+		agents = append(agents, startAgent(t, lb, dir, master, i, units))
+	}
+	return agents
+}
+
+// startAgent starts backend i's agent (host ID i+1) sending to units.
+func startAgent(t *testing.T, lb *LB, dir, master string, i int, units []string) *hostAgent {
+	t.Helper()
+	a := &hostAgent{lb: lb, i: i, socket: filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)),
+		fail: filepath.Join(dir, fmt.Sprintf("fail-b%d", i))}
+	var quoted []string
+	for _, u := range units {
+		quoted = append(quoted, fmt.Sprintf("%q", u))
+	}
+	auth := ""
+	if master != "" {
+		auth = fmt.Sprintf("auth: {key_file: %s}\n", hostKeyFile(t, dir, master, uint32(i+1), lb.BackendIP(i)))
+	}
+	cfg := fmt.Sprintf(`host: {id: %d, listen: "%s:7311"}
 units: [%s]
 api: {socket: %s}
-applications:
+%sapplications:
   - name: web
     endpoint: "%s:8080"
     capacity: 50
     check: {type: exec, command: [sh, -c, "test ! -e %s"]}
-`, i+1, lb.BackendIP(i), strings.Join(units, ", "), a.socket, lb.BackendIP(i), a.fail)
-		path := filepath.Join(dir, fmt.Sprintf("agent-b%d.yaml", i))
-		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		p, err := lb.Start(lb.Backends[i], fmt.Sprintf("agent b%d", i), nil, agentBin(), "run", "--config", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := p.WaitFor("agent running", 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		a.proc = p
-		agents = append(agents, a)
+`, i+1, lb.BackendIP(i), strings.Join(quoted, ", "), a.socket, auth, lb.BackendIP(i), a.fail)
+	a.cfg = filepath.Join(dir, fmt.Sprintf("agent-b%d.yaml", i))
+	if err := os.WriteFile(a.cfg, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	return agents
+	a.start(t)
+	return a
+}
+
+// start runs the agent and waits until it runs.
+func (a *hostAgent) start(t *testing.T) {
+	t.Helper()
+	p, err := a.lb.Start(a.lb.Backends[a.i], fmt.Sprintf("agent b%d", a.i), nil, agentBin(), "run", "--config", a.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitFor("agent running", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	a.proc = p
+}
+
+// healthKeys makes the units' master secret in dir with the real
+// command (tetherd health-key --create-master) and returns its path.
+func healthKeys(t *testing.T, dir string) string {
+	t.Helper()
+	master := filepath.Join(dir, "health.master")
+	out := filepath.Join(dir, "probe.key")
+	if b, err := exec.Command(tetherd, "health-key", "--master", master, "--create-master", "--host", "1", "--endpoints", "192.0.2.0/24", "--out", out).CombinedOutput(); err != nil {
+		t.Fatalf("tetherd health-key --create-master: %v\n%s", err, b)
+	}
+	return master
+}
+
+// hostKeyFile derives host id's key for endpoints with tetherd
+// health-key, as an operator provisions a host, and returns its path.
+func hostKeyFile(t *testing.T, dir, master string, id uint32, endpoints string) string {
+	t.Helper()
+	out := filepath.Join(dir, fmt.Sprintf("host-%d.key", id))
+	if b, err := exec.Command(tetherd, "health-key", "--master", master, "--host", fmt.Sprint(id), "--endpoints", endpoints, "--out", out).CombinedOutput(); err != nil {
+		t.Fatalf("tetherd health-key: %v\n%s", err, b)
+	}
+	return out
 }
 
 // set runs tether-agent set in the agent's namespace.
@@ -187,13 +232,16 @@ func TestHealthAndLoad(t *testing.T) {
 	probed = strings.Replace(probed, "address: 192.0.2.10", "address: 192.0.2.12", 1)
 	probed = strings.Replace(probed, "198.51.100.1", "198.51.100.3", 1)
 	probed = strings.Replace(probed, "health: {source: agent}", "health: {source: probe, check: {type: http, interval: 200ms, timeout: 100ms}}", 1)
-	cfg += punted + probed + "health: {listen: \"0.0.0.0:7310\", startup_grace: 1s}\n"
+	// Every host speaks with its own key (tetherd health-key), which the
+	// units check against their master secret.
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	master := healthKeys(t, dir)
+	cfg += punted + probed + fmt.Sprintf("health: {listen: \"0.0.0.0:7310\", startup_grace: 1s, auth: {master_key_file: %s}}\n", master)
 	u := startUnit(t, lb, cfg)
 
 	// A second unit's control process, on its own port: it runs no
 	// forwarder, but keeps a cache from the same agents.
-	dir := t.TempDir()
-	os.Chmod(dir, 0o755)
 	u2socket := filepath.Join(dir, "u2", "admin.sock")
 	cfg2 := strings.Replace(cfg, "0.0.0.0:7310", "0.0.0.0:7320", 1)
 	cfg2 = strings.Replace(cfg2, "unit:\n", "unit:\n  name: u2\n", 1)
@@ -209,7 +257,7 @@ func TestHealthAndLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	agents := startAgents(t, lb, dir, 7310, 7320)
+	agents := startAgents(t, lb, dir, master, 7310, 7320)
 	all := func(h unit.HealthView) bool {
 		n := 0
 		for _, ho := range h.Hosts {
@@ -335,6 +383,9 @@ func TestHealthAndLoad(t *testing.T) {
 			}
 			return verdict(h, "web", "b2").State == "draining"
 		})
+		if len(h.Stats.Refused) != 0 {
+			t.Errorf("the unit refused datagrams of its own agents: %v", h.Stats.Refused)
+		}
 		if h.Stats.AgedOut != 1 || h.Stats.Goodbyes != 0 {
 			t.Fatalf("aged out %d, goodbyes %d: want aging, not a goodbye", h.Stats.AgedOut, h.Stats.Goodbyes)
 		}

@@ -74,6 +74,14 @@ func RunRoleFromEnv() {
 		err = synFlood(args)
 	case "probe":
 		err = probe(args)
+	case "udpcapture":
+		err = udpCapture(args)
+	case "udpreplay":
+		err = udpReplay(args)
+	case "healthforge":
+		err = healthForge(args)
+	case "holdconns":
+		err = holdConns(args)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}

@@ -364,9 +364,12 @@ func (l *uplink) route(ctx context.Context, r *channel.Route) error {
 	route := *r
 	return w.Post(ctx, func(p *dataplane.Pipeline) {
 		var err error
-		if route.Op == channel.RouteAdd {
+		switch route.Op {
+		case channel.RouteAdd:
 			err = p.AddRoute(&route, w.Now())
-		} else {
+		case channel.RouteRelease:
+			p.ReleaseHeld(&route.Key)
+		default:
 			p.DeleteRoute(&route.Key)
 		}
 		l.count(func(s *UplinkStats) {

@@ -131,8 +131,9 @@ func TestTheSinkComesBeforeTheAck(t *testing.T) {
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	wg.Add(1)
 	go func() { defer wg.Done(); srv.Run(ctx) }()
+	srv.SetReady() // the unit knows its flows: hellos are answered at once
 	// Two mappings before the agent comes: they arrive as a resync.
-	if err := srv.Publish(7, []*pb.Mapping{mapping(1), mapping(2)}, nil); err != nil {
+	if _, err := srv.Publish(7, []*pb.Mapping{mapping(1), mapping(2)}, nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -161,7 +162,7 @@ func TestTheSinkComesBeforeTheAck(t *testing.T) {
 	if len(calls) != 2 || calls[0] != "sources unit-a []" || calls[1] != "replace unit-a 2" || n != 2 {
 		t.Fatalf("sink calls %q, %d held; want the hello's sources, then the resync of 2", calls, n)
 	}
-	if err := srv.Publish(7, []*pb.Mapping{mapping(3), mapping(4)}, []uint32{1}); err != nil {
+	if _, err := srv.Publish(7, []*pb.Mapping{mapping(3), mapping(4)}, []uint32{1}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the batch acknowledged", func() bool { return hostView(srv, 7).Acked == 2 })
@@ -175,7 +176,7 @@ func TestTheSinkComesBeforeTheAck(t *testing.T) {
 	refuse.Lock()
 	failing = true
 	refuse.Unlock()
-	if err := srv.Publish(7, []*pb.Mapping{mapping(5)}, nil); err != nil {
+	if _, err := srv.Publish(7, []*pb.Mapping{mapping(5)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the refusal counted", func() bool { return s.Status()[0].SinkFailures >= 1 })

@@ -3,8 +3,10 @@
 // unit's consolidated cache in step with the tables the hosts own, plus
 // the consolidated heartbeat a group leader sends on its members' behalf.
 //
-// Every message travels in one UDP datagram: a 4-byte frame header (see
-// wire.go), an Envelope, and an optional HMAC. Changes are pushed as they
+// Every message travels in one UDP datagram: a frame header that names
+// the host whose key authenticates it, the sender, a sequence number and
+// the time it was sent (see wire.go), an Envelope, and an HMAC with that
+// host's own key. Changes are pushed as they
 // happen; heartbeats carry only integrity data (a checksum per chunk of
 // the host's table), and a unit whose cache disagrees asks for a
 // snapshot of the chunks that differ.
@@ -439,8 +441,17 @@ type Heartbeat struct {
 	// this heartbeat on to the units.
 	Forwarded bool `protobuf:"varint,8,opt,name=forwarded,proto3" json:"forwarded,omitempty"`
 	// members are the hosts a group leader vouches for (membership-change
-	// mode): units keep them alive as long as the leader is.
-	Members       []uint32 `protobuf:"varint,9,rep,packed,name=members,proto3" json:"members,omitempty"`
+	// mode): units keep them alive as long as the leader is, but only
+	// those whose own latest heartbeat named this leader (leader, below)
+	// and only for the vouch_ms it allowed.
+	Members []uint32 `protobuf:"varint,9,rep,packed,name=members,proto3" json:"members,omitempty"`
+	// leader is the group leader this host sends its heartbeats through
+	// (0: none). It is the host's own, authenticated consent that the
+	// leader may vouch for it in membership mode.
+	Leader uint32 `protobuf:"varint,10,opt,name=leader,proto3" json:"leader,omitempty"`
+	// vouch_ms is how long after this heartbeat the named leader may keep
+	// the host alive without another heartbeat of the host's own.
+	VouchMs       uint32 `protobuf:"varint,11,opt,name=vouch_ms,json=vouchMs,proto3" json:"vouch_ms,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -536,6 +547,20 @@ func (x *Heartbeat) GetMembers() []uint32 {
 		return x.Members
 	}
 	return nil
+}
+
+func (x *Heartbeat) GetLeader() uint32 {
+	if x != nil {
+		return x.Leader
+	}
+	return 0
+}
+
+func (x *Heartbeat) GetVouchMs() uint32 {
+	if x != nil {
+		return x.VouchMs
+	}
+	return 0
 }
 
 // Goodbye (1504): the host shuts down cleanly; units clear it at once.
@@ -984,12 +1009,17 @@ func (x *PostulateWrong) GetSeq() uint64 {
 }
 
 // Aggregate is a group leader's consolidated heartbeat (FIG. 16): its
-// members' heartbeats and goodbyes in one message per unit.
+// own heartbeat and its members' heartbeats in one message per unit.
+// The members' heartbeats are their own authenticated frames, relayed
+// byte for byte: a leader holds only its own key, so it can carry its
+// members' words but cannot change or invent them.
 type Aggregate struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Leader        uint32                 `protobuf:"varint,1,opt,name=leader,proto3" json:"leader,omitempty"`
-	Beats         []*Heartbeat           `protobuf:"bytes,2,rep,name=beats,proto3" json:"beats,omitempty"`
-	Goodbyes      []*Goodbye             `protobuf:"bytes,3,rep,name=goodbyes,proto3" json:"goodbyes,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Leader uint32                 `protobuf:"varint,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	// own is the leader's heartbeat (own.host == leader).
+	Own *Heartbeat `protobuf:"bytes,4,opt,name=own,proto3" json:"own,omitempty"`
+	// frames are members' heartbeat frames as each member signed them.
+	Frames        [][]byte `protobuf:"bytes,5,rep,name=frames,proto3" json:"frames,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1031,16 +1061,16 @@ func (x *Aggregate) GetLeader() uint32 {
 	return 0
 }
 
-func (x *Aggregate) GetBeats() []*Heartbeat {
+func (x *Aggregate) GetOwn() *Heartbeat {
 	if x != nil {
-		return x.Beats
+		return x.Own
 	}
 	return nil
 }
 
-func (x *Aggregate) GetGoodbyes() []*Goodbye {
+func (x *Aggregate) GetFrames() [][]byte {
 	if x != nil {
-		return x.Goodbyes
+		return x.Frames
 	}
 	return nil
 }
@@ -1048,7 +1078,7 @@ func (x *Aggregate) GetGoodbyes() []*Goodbye {
 // Envelope carries one message.
 type Envelope struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// version is the protocol version, 1.
+	// version is the protocol version, 2.
 	Version uint32 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
 	// Types that are valid to be assigned to Body:
 	//
@@ -1253,7 +1283,7 @@ const file_health_proto_rawDesc = "" +
 	"\bChunkSum\x12\x14\n" +
 	"\x05chunk\x18\x01 \x01(\rR\x05chunk\x12\x1a\n" +
 	"\bchecksum\x18\x02 \x01(\x04R\bchecksum\x12\x12\n" +
-	"\x04rows\x18\x03 \x01(\rR\x04rows\"\x8a\x02\n" +
+	"\x04rows\x18\x03 \x01(\rR\x04rows\"\xbd\x02\n" +
 	"\tHeartbeat\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\rR\x04host\x12\x1e\n" +
 	"\n" +
@@ -1266,7 +1296,10 @@ const file_health_proto_rawDesc = "" +
 	"intervalMs\x12\x14\n" +
 	"\x05hello\x18\a \x01(\bR\x05hello\x12\x1c\n" +
 	"\tforwarded\x18\b \x01(\bR\tforwarded\x12\x18\n" +
-	"\amembers\x18\t \x03(\rR\amembers\"\x1d\n" +
+	"\amembers\x18\t \x03(\rR\amembers\x12\x16\n" +
+	"\x06leader\x18\n" +
+	" \x01(\rR\x06leader\x12\x19\n" +
+	"\bvouch_ms\x18\v \x01(\rR\avouchMs\"\x1d\n" +
 	"\aGoodbye\x12\x12\n" +
 	"\x04host\x18\x01 \x01(\rR\x04host\"\xa0\x01\n" +
 	"\x05RowOp\x12*\n" +
@@ -1305,11 +1338,11 @@ const file_health_proto_rawDesc = "" +
 	"\x03app\x18\x03 \x01(\v2\x17.tether.health.v1.AppIDR\x03app\x12+\n" +
 	"\x04held\x18\x04 \x01(\x0e2\x17.tether.health.v1.StateR\x04held\x12\x18\n" +
 	"\amissing\x18\x05 \x01(\bR\amissing\x12\x10\n" +
-	"\x03seq\x18\x06 \x01(\x04R\x03seq\"\x8d\x01\n" +
+	"\x03seq\x18\x06 \x01(\x04R\x03seq\"v\n" +
 	"\tAggregate\x12\x16\n" +
-	"\x06leader\x18\x01 \x01(\rR\x06leader\x121\n" +
-	"\x05beats\x18\x02 \x03(\v2\x1b.tether.health.v1.HeartbeatR\x05beats\x125\n" +
-	"\bgoodbyes\x18\x03 \x03(\v2\x19.tether.health.v1.GoodbyeR\bgoodbyes\"\xb5\x04\n" +
+	"\x06leader\x18\x01 \x01(\rR\x06leader\x12-\n" +
+	"\x03own\x18\x04 \x01(\v2\x1b.tether.health.v1.HeartbeatR\x03own\x12\x16\n" +
+	"\x06frames\x18\x05 \x03(\fR\x06framesJ\x04\b\x02\x10\x03J\x04\b\x03\x10\x04\"\xb5\x04\n" +
 	"\bEnvelope\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12;\n" +
 	"\theartbeat\x18\x02 \x01(\v2\x1b.tether.health.v1.HeartbeatH\x00R\theartbeat\x125\n" +
@@ -1378,21 +1411,20 @@ var file_health_proto_depIdxs = []int32{
 	1,  // 10: tether.health.v1.PostulateState.state:type_name -> tether.health.v1.State
 	3,  // 11: tether.health.v1.PostulateWrong.app:type_name -> tether.health.v1.AppID
 	1,  // 12: tether.health.v1.PostulateWrong.held:type_name -> tether.health.v1.State
-	6,  // 13: tether.health.v1.Aggregate.beats:type_name -> tether.health.v1.Heartbeat
-	7,  // 14: tether.health.v1.Aggregate.goodbyes:type_name -> tether.health.v1.Goodbye
-	6,  // 15: tether.health.v1.Envelope.heartbeat:type_name -> tether.health.v1.Heartbeat
-	7,  // 16: tether.health.v1.Envelope.goodbye:type_name -> tether.health.v1.Goodbye
-	9,  // 17: tether.health.v1.Envelope.row_change:type_name -> tether.health.v1.RowChange
-	10, // 18: tether.health.v1.Envelope.get_snapshot:type_name -> tether.health.v1.GetSnapshot
-	11, // 19: tether.health.v1.Envelope.send_snapshot:type_name -> tether.health.v1.SendSnapshot
-	12, // 20: tether.health.v1.Envelope.postulate:type_name -> tether.health.v1.PostulateState
-	13, // 21: tether.health.v1.Envelope.postulate_wrong:type_name -> tether.health.v1.PostulateWrong
-	14, // 22: tether.health.v1.Envelope.aggregate:type_name -> tether.health.v1.Aggregate
-	23, // [23:23] is the sub-list for method output_type
-	23, // [23:23] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	6,  // 13: tether.health.v1.Aggregate.own:type_name -> tether.health.v1.Heartbeat
+	6,  // 14: tether.health.v1.Envelope.heartbeat:type_name -> tether.health.v1.Heartbeat
+	7,  // 15: tether.health.v1.Envelope.goodbye:type_name -> tether.health.v1.Goodbye
+	9,  // 16: tether.health.v1.Envelope.row_change:type_name -> tether.health.v1.RowChange
+	10, // 17: tether.health.v1.Envelope.get_snapshot:type_name -> tether.health.v1.GetSnapshot
+	11, // 18: tether.health.v1.Envelope.send_snapshot:type_name -> tether.health.v1.SendSnapshot
+	12, // 19: tether.health.v1.Envelope.postulate:type_name -> tether.health.v1.PostulateState
+	13, // 20: tether.health.v1.Envelope.postulate_wrong:type_name -> tether.health.v1.PostulateWrong
+	14, // 21: tether.health.v1.Envelope.aggregate:type_name -> tether.health.v1.Aggregate
+	22, // [22:22] is the sub-list for method output_type
+	22, // [22:22] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_health_proto_init() }

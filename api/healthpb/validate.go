@@ -231,17 +231,20 @@ func validAggregate(a *Aggregate) error {
 	if err := validHost(a.GetLeader()); err != nil {
 		return err
 	}
-	if n := len(a.GetBeats()) + len(a.GetGoodbyes()); n == 0 || n > MaxMembers {
-		return invalid("aggregate: %d heartbeats and goodbyes, want 1 to %d", n, MaxMembers)
+	if a.GetOwn() == nil {
+		return invalid("aggregate: no heartbeat of the leader's own")
 	}
-	for i, h := range a.GetBeats() {
-		if err := validHeartbeat(h); err != nil {
-			return fmt.Errorf("aggregate heartbeat %d: %w", i, err)
-		}
+	if err := validHeartbeat(a.GetOwn()); err != nil {
+		return fmt.Errorf("aggregate: %w", err)
 	}
-	for _, g := range a.GetGoodbyes() {
-		if err := validHost(g.GetHost()); err != nil {
-			return err
+	if n := len(a.GetFrames()); n > MaxMembers {
+		return invalid("aggregate: %d relayed frames, at most %d", n, MaxMembers)
+	}
+	for i, f := range a.GetFrames() {
+		// Each is checked whole (MAC, validity, identity) when it is
+		// opened; here only that it could be a frame.
+		if len(f) < fixedHeader+1 || len(f) > MaxDatagram {
+			return invalid("aggregate frame %d: %d bytes", i, len(f))
 		}
 	}
 	return nil

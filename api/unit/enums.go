@@ -158,9 +158,13 @@ const (
 	// answered. A pair without it is unreplied, and goes first under
 	// pressure (see flow.Unreplied).
 	FlowAnswered
+	// FlowHeld: a tunnel flow whose host has not yet confirmed that it
+	// holds the flow's mapping; its packets wait in the forwarder, which
+	// the control process tells when the host has it.
+	FlowHeld
 )
 
-var flagNames = [...]string{"syn", "est", "fin", "rst", "peer", "reply", "ans"}
+var flagNames = [...]string{"syn", "est", "fin", "rst", "peer", "reply", "ans", "held"}
 
 // String lists the flags set, comma-separated ("-" for none).
 func (f FlowFlags) String() string {

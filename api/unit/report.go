@@ -23,6 +23,7 @@ type Report struct {
 	// completed itself (see nic.Offload).
 	ChecksumsFinished uint64 `json:"checksums_finished"`
 	Punted            uint64 `json:"punted"`
+	HeldForHost       uint64 `json:"held_for_host"`
 	Flows             int    `json:"flows"` // client-direction and reply entries
 	// PortDropped counts frames lost before any worker saw them: the
 	// kernel's drops at the port (AF_XDP rings, a TUN device's queue)

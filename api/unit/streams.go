@@ -21,6 +21,24 @@ type StreamsView struct {
 	// invalid (a message failed validation), version, protocol (a valid
 	// message out of turn).
 	Refused map[string]uint64 `json:"refused"`
+	// Tunnel counts the tunnel flows' mappings the unit told hosts about.
+	Tunnel TunnelStats `json:"tunnel"`
+}
+
+// TunnelStats count what the unit did with its tunnel flows' mappings.
+type TunnelStats struct {
+	// Published and Removed count mappings sent to hosts, and their
+	// removals; Refused those a host could not be sent.
+	Published uint64 `json:"published"`
+	Removed   uint64 `json:"removed"`
+	Refused   uint64 `json:"refused"`
+	// Released counts flows whose held packets the forwarder was told to
+	// send: after their host's acknowledgement, or at once when the flow
+	// has no host (NoHost: no host certificate names its backend address
+	// as a tunnel address) or its host's stream is down (HostDown).
+	Released uint64 `json:"released"`
+	NoHost   uint64 `json:"no_host"`
+	HostDown uint64 `json:"host_down"`
 }
 
 // HostStream is one host's stream to the unit.

@@ -62,6 +62,14 @@ func newRoot(log zerolog.Logger) *cobra.Command {
 		if v.Leader != 0 {
 			fmt.Printf("group leader %d, members %v\n", v.Leader, v.Members)
 		}
+		if v.Granted != "" {
+			fmt.Printf("authenticated: this host's key grants endpoints in %s\n", v.Granted)
+		} else {
+			fmt.Println("unauthenticated: no auth.key_file")
+		}
+		if len(v.Stats.Refused) > 0 {
+			fmt.Printf("refused %v\n", v.Stats.Refused)
+		}
 		w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(w, "APPLICATION\tPROTO\tVIP\tENDPOINT\tHEALTH\tLOAD\tCAPACITY\tTARGET\tCURRENT\tCHECK")
 		for _, a := range v.Apps {

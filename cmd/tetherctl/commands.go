@@ -404,4 +404,8 @@ func printStreams(w *tabwriter.Writer, v *unit.StreamsView) {
 		}
 		fmt.Fprintln(w)
 	}
+	if t := v.Tunnel; t != (unit.TunnelStats{}) {
+		fmt.Fprintf(w, "\ntunnel mappings\tpublished %d\tremoved %d\treleased %d\tno host %d\thost down %d\trefused %d\n",
+			t.Published, t.Removed, t.Released, t.NoHost, t.HostDown, t.Refused)
+	}
 }

@@ -1,7 +1,8 @@
 // Command tetherd is the Tether daemon: "run" starts a unit (the control
 // process, which starts and supervises the forwarder process), "control"
-// and "forwarder" run either process alone, and "replay" runs a packet
-// capture through the forwarder's pipeline.
+// and "forwarder" run either process alone, "replay" runs a packet
+// capture through the forwarder's pipeline, and "health-key" derives a
+// host's key for the health protocol.
 package main
 
 import (
@@ -35,5 +36,6 @@ func newRoot(log *zerolog.Logger) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(replayCommand(log), forwarderCommand(log), runCommand(log, true), runCommand(log, false), certsCommand())
+	root.AddCommand(healthKeyCommand())
 	return root
 }

@@ -91,8 +91,10 @@ type Control struct {
 	changed chan struct{}
 
 	// hosts is the host streams' listener (hosts.go), nil without
-	// hosts.listen.
+	// hosts.listen; tun publishes tunnel flows' mappings over it
+	// (tunnels.go).
 	hosts *hosts.Server
+	tun   tunnels
 }
 
 // New prepares a control process for opts.Config; Run starts everything.
@@ -101,7 +103,7 @@ func New(opts Options) (*Control, error) {
 		return nil, errors.New("control: no configuration")
 	}
 	c := &Control{opts: opts, log: opts.Log, started: time.Now(), file: opts.Config, raw: opts.Raw,
-		states: map[unit.BackendKey]unit.State{}, inv: newInventory()}
+		states: map[unit.BackendKey]unit.State{}, inv: newInventory(), tun: tunnels{pending: map[uint32][]pendingBatch{}}}
 	if err := c.startHealth(); err != nil {
 		return nil, err
 	}
@@ -245,6 +247,11 @@ func (c *Control) catchUp(ctx context.Context, lk *fwdLink, restarted, restoredA
 	if err := c.pushConfig(ctx, lk); err != nil {
 		c.log.Error().Err(err).Msg("forwarder refused the running configuration")
 	}
+	if c.hosts != nil {
+		// A forwarder this process restarted or put flows back into
+		// has nothing the hosts lack.
+		defer c.hosts.SetReady()
+	}
 	if restoredAtStart {
 		c.log.Info().Msg("flows restored into the restarted forwarder before its first packet")
 		return
@@ -262,6 +269,13 @@ func (c *Control) catchUp(ctx context.Context, lk *fwdLink, restarted, restoredA
 		c.log.Error().Err(err).Msg("read flows")
 	}
 	c.log.Info().Int("flows", n).Msg("connection inventory read from the forwarder")
+	// The hosts get the mappings of the tunnel flows read, before any
+	// host's hello is answered (a resync to an empty set would drop
+	// them).
+	c.syncTunnels(lk)
+	if c.hosts != nil {
+		c.hosts.SetReady()
+	}
 }
 
 // pushConfig sends the running configuration and learns the forwarder's
@@ -342,6 +356,7 @@ func (c *Control) rereadSoon(ctx context.Context, lk *fwdLink, n uint64) {
 				return
 			}
 			c.log.Info().Int("flows", n).Int("swept", swept).Uint64("events_lost", c.lost.Load()).Msg("inventory re-read after lost flow events")
+			c.syncTunnels(lk)
 		}
 	}()
 }
@@ -380,6 +395,7 @@ func (c *Control) receive(ctx context.Context, lk *fwdLink) {
 				}
 			case channel.TFlowEvent:
 				if events, err = channel.DecodeFlowEvents(events[:0], p); err == nil {
+					c.tunnelEvents(lk, events)
 					c.inv.apply(events)
 				}
 			case channel.TLost:

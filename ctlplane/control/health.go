@@ -27,18 +27,18 @@ func unitID(cfg *config.Config) uint32 {
 	return max(h.Sum32(), 1)
 }
 
-// readKey reads the protocol's shared secret.
-func readKey(path string) ([]byte, error) {
+// readMaster reads the secret hosts' keys are derived from.
+func readMaster(path string) ([]byte, error) {
 	if path == "" {
 		return nil, nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("health.key_file: %q: %w", path, err)
+		return nil, fmt.Errorf("health.auth.master_key_file: %q: %w", path, err)
 	}
 	key := []byte(strings.TrimSpace(string(b)))
-	if len(key) < 16 {
-		return nil, fmt.Errorf("health.key_file: %q: the key must be at least 16 bytes", path)
+	if len(key) < pb.MinMasterSize {
+		return nil, fmt.Errorf("health.auth.master_key_file: %q: the secret must be at least %d bytes", path, pb.MinMasterSize)
 	}
 	return key, nil
 }
@@ -46,18 +46,19 @@ func readKey(path string) ([]byte, error) {
 // startHealth opens the health listener and starts the probes. Both are
 // fixed at start: changing health.listen or the key takes a restart.
 func (c *Control) startHealth() error {
-	key, err := readKey(c.file.Health.KeyFile)
+	master, err := readMaster(c.file.Health.Auth.MasterKeyFile)
 	if err != nil {
 		return err
 	}
 	c.changed = make(chan struct{}, 1)
 	srv, err := health.New(health.Options{
-		Listen:   c.file.Health.Listen,
-		Unit:     unitID(c.file),
-		Key:      key,
-		Missed:   c.file.Health.Missed,
-		OnChange: c.healthChanged,
-		Log:      c.log.With().Str("part", "health").Logger(),
+		Listen:    c.file.Health.Listen,
+		Unit:      unitID(c.file),
+		Master:    master,
+		Freshness: c.file.Health.Auth.Freshness,
+		Missed:    c.file.Health.Missed,
+		OnChange:  c.healthChanged,
+		Log:       c.log.With().Str("part", "health").Logger(),
 	})
 	if err != nil {
 		return err
@@ -88,7 +89,10 @@ func (c *Control) runHealth(ctx context.Context) {
 	c.mu.Unlock()
 	c.probes.Start(ctx, cfg)
 	if addr := c.hl.Addr(); addr.IsValid() {
-		c.log.Info().Str("listen", addr.String()).Uint32("unit_id", unitID(cfg)).Msg("health listener running")
+		c.log.Info().Str("listen", addr.String()).Uint32("unit_id", unitID(cfg)).Bool("authenticated", cfg.Health.Auth.MasterKeyFile != "").Msg("health listener running")
+		if cfg.Health.Auth.MasterKeyFile == "" {
+			c.log.Warn().Msg("health: no health.auth.master_key_file: datagrams are not authenticated, and anyone who reaches the listener can speak for any host")
+		}
 	}
 	// The grace period's end changes verdicts even when nothing is heard.
 	grace := time.AfterFunc(time.Until(c.started.Add(cfg.Health.StartupGrace)), c.healthChanged)

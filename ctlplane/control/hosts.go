@@ -3,6 +3,7 @@ package control
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/ctlplane/hosts"
@@ -22,8 +23,14 @@ func (c *Control) startHosts() error {
 	if err != nil {
 		return fmt.Errorf("hosts.tls.%w", err)
 	}
+	var sources []netip.Addr
+	for _, a := range []string{c.file.Unit.Address4, c.file.Unit.Address6} {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			sources = append(sources, ip)
+		}
+	}
 	srv, err := hosts.New(hosts.Options{Listen: h.Listen, TLS: cfg, Unit: c.file.Unit.Name,
-		Log: c.log.With().Str("part", "hosts").Logger()})
+		TunnelSources: sources, OnAck: c.onHostAck, Log: c.log.With().Str("part", "hosts").Logger()})
 	if err != nil {
 		return err
 	}
@@ -47,5 +54,9 @@ func (c *Control) Streams(context.Context) unit.StreamsView {
 	if c.hosts == nil {
 		return unit.StreamsView{Streams: []unit.HostStream{}, Refused: map[string]uint64{}}
 	}
-	return c.hosts.View()
+	v := c.hosts.View()
+	c.tun.mu.Lock()
+	v.Tunnel = c.tun.stats
+	c.tun.mu.Unlock()
+	return v
 }

@@ -99,6 +99,14 @@ func (v *inventory) endReread(gen uint64, sweep bool) int {
 	return swept
 }
 
+// get returns the inventory's entry for k.
+func (v *inventory) get(k unit.FlowKey) (channel.FlowEvent, bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	e, ok := v.flows[k]
+	return e.FlowEvent, ok
+}
+
 func (v *inventory) all() []channel.FlowEvent {
 	v.mu.Lock()
 	defer v.mu.Unlock()

@@ -24,6 +24,14 @@ type Host struct {
 	// Leader is the group leader that last vouched for this host (0:
 	// heard directly).
 	Leader uint32
+	// Grant is the endpoint grant of the host's key, from its frames;
+	// this unit's frames to the host are signed with the key derived
+	// for it.
+	Grant pb.Grant
+	// VouchLeader may keep this host alive until VouchUntil: the
+	// host's own heartbeat said so (membership mode).
+	VouchLeader uint32
+	VouchUntil  time.Time
 	// wanted and askedAt track an outstanding snapshot request.
 	wanted  []uint32
 	askedAt time.Time

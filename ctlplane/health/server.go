@@ -22,9 +22,15 @@ type Options struct {
 	// Unit identifies this unit in snapshot requests and postulate
 	// answers; not 0.
 	Unit uint32
-	// Key authenticates every datagram both ways; nil accepts and sends
-	// unauthenticated ones.
-	Key []byte
+	// Master is the secret every host's key is derived from
+	// (healthpb.DeriveKey): with it every datagram must carry a valid MAC
+	// under its host's key and may speak only for that host and the
+	// endpoints its key grants; nil accepts and sends unauthenticated
+	// datagrams, whose claims nothing can check.
+	Master []byte
+	// Freshness is how far a datagram's send time may be from this
+	// unit's clock (default healthpb.DefaultFreshness).
+	Freshness time.Duration
 	// Missed is how many heartbeat periods without a heartbeat age a
 	// host out.
 	Missed int
@@ -45,10 +51,32 @@ type Server struct {
 	opts Options
 	conn *net.UDPConn
 
-	mu    sync.Mutex
-	cache *Cache
-	stats unit.HealthStats
-	out   *pb.Codec // send side, under mu
+	mu      sync.Mutex
+	cache   *Cache
+	stats   unit.HealthStats
+	out     *pb.Codec // send side, under mu
+	seq     *pb.Sequencer
+	senders map[uint32]*sender // replay state by host, under mu
+}
+
+// sender is the replay state of one host: its window of sequence
+// numbers and when it last had a frame accepted. It outlives the host's
+// entry in the cache (a goodbye must not reopen the window for a replay
+// of what came before it) and is forgotten only when every frame it
+// could hold back is refused by its time anyway.
+type sender struct {
+	win  pb.Window
+	last time.Time
+	// goodbye is the sequence number of the host's last goodbye: what
+	// it sent before it (a heartbeat its leader relays late, a datagram
+	// that overtook nothing) belongs to a run that has ended.
+	goodbye uint64
+	// grant and key are the host's key as last derived for an accepted
+	// frame: deriving costs more than checking the MAC, and only hosts
+	// whose frames were accepted get an entry, so forgeries cannot grow
+	// it.
+	grant pb.Grant
+	key   []byte
 }
 
 // New opens the server's socket.
@@ -68,11 +96,17 @@ func New(opts Options) (*Server, error) {
 	if opts.OnChange == nil {
 		opts.OnChange = func() {}
 	}
-	out, err := pb.NewCodec(opts.Key)
+	if opts.Freshness <= 0 {
+		opts.Freshness = pb.DefaultFreshness
+	}
+	if opts.Master != nil && len(opts.Master) < pb.MinMasterSize {
+		return nil, fmt.Errorf("health: master secret of %d bytes, at least %d", len(opts.Master), pb.MinMasterSize)
+	}
+	out, err := pb.NewCodec()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, cache: NewCache(), out: out,
+	s := &Server{opts: opts, cache: NewCache(), out: out, seq: pb.NewSequencer(opts.now()), senders: map[uint32]*sender{},
 		stats: unit.HealthStats{Received: map[string]uint64{}, Refused: map[string]uint64{}}}
 	if opts.Listen != "" {
 		addr, err := net.ResolveUDPAddr("udp", opts.Listen)
@@ -105,7 +139,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	go func() { <-ctx.Done(); s.conn.Close() }()
 	go s.ager(ctx)
-	in, err := pb.NewCodec(s.opts.Key)
+	in, err := pb.NewCodec()
 	if err != nil {
 		return err
 	}
@@ -125,24 +159,153 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// Receive handles one datagram from src: decode, validate, apply. A
-// datagram that fails is counted under its reason and changes nothing.
-func (s *Server) Receive(in *pb.Codec, b []byte, src netip.AddrPort) {
-	env, err := in.Decode(b)
-	if err == nil {
-		err = pb.Validate(env)
+// keys finds a host's key from the master secret; units accept no
+// unit's frames.
+func (s *Server) keys() pb.Keys {
+	if s.opts.Master == nil {
+		return nil
 	}
+	return func(h *pb.Header) []byte {
+		if h.FromUnit || h.Host == 0 {
+			return nil
+		}
+		s.mu.Lock()
+		st := s.senders[h.Host]
+		if st != nil && st.key != nil && st.grant.Equal(h.Grant) {
+			k := st.key
+			s.mu.Unlock()
+			return k
+		}
+		s.mu.Unlock()
+		return pb.DeriveKey(s.opts.Master, h.Host, h.Grant)
+	}
+}
+
+// Receive handles one datagram from src: decode, authenticate, validate,
+// check that it speaks only for its host, that it is fresh and not a
+// replay, then apply. A datagram that fails is counted under its reason
+// and changes nothing.
+func (s *Server) Receive(in *pb.Codec, b []byte, src netip.AddrPort) {
+	now := s.opts.now()
+	env, h, err := s.open(in, b, now)
 	if err != nil {
 		s.refuse(pb.Reason(err), src, err)
 		return
 	}
 	s.mu.Lock()
-	s.stats.Received[pb.Kind(env)]++
-	changed := s.apply(env, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()))
+	if why := s.admit(h, now); why != "" {
+		s.mu.Unlock()
+		s.refuse(why, src, fmt.Errorf("%w: host %d, sequence %d (%s)", pb.ErrReplay, h.Host, h.Seq, why))
+		return
+	}
+	if env.GetGoodbye() != nil {
+		s.senders[h.Host].goodbye = h.Seq
+	}
 	s.mu.Unlock()
+	// A leader's members' frames are opened (authenticated, checked)
+	// outside the lock, and only once the aggregate itself is taken.
+	var relayed []relayedBeat
+	if agg := env.GetAggregate(); agg != nil {
+		for _, f := range agg.GetFrames() {
+			r, err := s.openRelayed(in, f, agg.GetLeader(), now)
+			if err != nil {
+				s.refuse(pb.Reason(err), src, fmt.Errorf("relayed by host %d: %w", agg.GetLeader(), err))
+				continue
+			}
+			relayed = append(relayed, r)
+		}
+	}
+	s.mu.Lock()
+	s.stats.Received[pb.Kind(env)]++
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	// Members' own heartbeats first: a member's consent to be vouched
+	// for may come in the same aggregate as the leader's vouching.
+	changed := false
+	type late struct {
+		hdr *pb.Header
+		why string
+	}
+	var replays []late
+	for _, r := range relayed {
+		if why := s.admit(r.hdr, now); why != "" {
+			replays = append(replays, late{r.hdr, why})
+			continue
+		}
+		s.stats.Received["relayed_heartbeat"]++
+		changed = s.heartbeat(r.hb, r.hdr, netip.AddrPort{}, h.Host, now) || changed
+	}
+	changed = s.apply(env, h, src, now) || changed
+	s.mu.Unlock()
+	for _, r := range replays {
+		s.refuse(r.why, src, fmt.Errorf("%w: host %d (relayed by %d), sequence %d (%s)", pb.ErrReplay, r.hdr.Host, h.Host, r.hdr.Seq, r.why))
+	}
 	if changed {
 		s.opts.OnChange()
 	}
+}
+
+// open decodes and checks one frame up to (not including) the replay
+// window, which only an accepted frame may move.
+func (s *Server) open(in *pb.Codec, b []byte, now time.Time) (*pb.Envelope, *pb.Header, error) {
+	env, h, err := in.Decode(b, s.keys())
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := pb.Validate(env); err != nil {
+		return nil, nil, err
+	}
+	if err := pb.CheckFromHost(env, h, s.opts.Master != nil); err != nil {
+		return nil, nil, err
+	}
+	if err := pb.Fresh(h, now, s.opts.Freshness); err != nil {
+		return nil, nil, err
+	}
+	return env, h, nil
+}
+
+// relayedBeat is a member's heartbeat that came inside its leader's
+// aggregate, checked as if it had come directly.
+type relayedBeat struct {
+	hb  *pb.Heartbeat
+	hdr *pb.Header
+}
+
+// openRelayed opens a member's frame from an aggregate: its own MAC, its
+// own identity and freshness, and it must be a heartbeat of a host other
+// than the leader; the leader can carry it but not change it.
+func (s *Server) openRelayed(in *pb.Codec, f []byte, leader uint32, now time.Time) (relayedBeat, error) {
+	env, h, err := s.open(in, f, now)
+	if err != nil {
+		return relayedBeat{}, err
+	}
+	hb := env.GetHeartbeat()
+	if hb == nil || h.Host == leader {
+		return relayedBeat{}, fmt.Errorf("%w: a leader relays only its members' heartbeats, got %s of host %d", pb.ErrDirection, pb.Kind(env), h.Host)
+	}
+	return relayedBeat{hb: hb, hdr: h}, nil
+}
+
+// admit moves the host's replay window; it returns why a frame is
+// refused: "replay" for a sequence number already accepted or too far
+// behind, "before_goodbye" for one the host sent before its last
+// goodbye. Callers hold s.mu.
+func (s *Server) admit(h *pb.Header, now time.Time) string {
+	st := s.senders[h.Host]
+	if st == nil {
+		st = &sender{}
+		s.senders[h.Host] = st
+	}
+	if h.Seq < st.goodbye {
+		return "before_goodbye"
+	}
+	if !st.win.Admit(h.Seq) {
+		return "replay"
+	}
+	st.last = now
+	if s.opts.Master != nil && (st.key == nil || !st.grant.Equal(h.Grant)) {
+		st.grant, st.key = h.Grant, pb.DeriveKey(s.opts.Master, h.Host, h.Grant)
+	}
+	return ""
 }
 
 func (s *Server) refuse(why string, src netip.AddrPort, err error) {
@@ -157,44 +320,34 @@ func (s *Server) refuse(why string, src netip.AddrPort, err error) {
 	}
 }
 
-// apply changes the cache for one valid message; it reports whether any
-// row or host changed.
-func (s *Server) apply(env *pb.Envelope, src netip.AddrPort) bool {
-	now := s.opts.now()
+// apply changes the cache for one valid message of host h.Host; it
+// reports whether any row or host changed.
+func (s *Server) apply(env *pb.Envelope, h *pb.Header, src netip.AddrPort, now time.Time) bool {
 	switch b := env.GetBody().(type) {
 	case *pb.Envelope_Heartbeat:
-		return s.heartbeat(b.Heartbeat, src, 0, now)
+		return s.heartbeat(b.Heartbeat, h, src, 0, now)
 	case *pb.Envelope_Aggregate:
-		changed := false
-		for _, h := range b.Aggregate.GetBeats() {
-			if h.GetHost() == b.Aggregate.GetLeader() {
-				changed = s.heartbeat(h, src, 0, now) || changed
-			} else {
-				changed = s.heartbeat(h, netip.AddrPort{}, b.Aggregate.GetLeader(), now) || changed
-			}
-		}
-		for _, g := range b.Aggregate.GetGoodbyes() {
-			changed = s.goodbye(g.GetHost()) || changed
-		}
-		return changed
+		return s.heartbeat(b.Aggregate.GetOwn(), h, src, 0, now)
 	case *pb.Envelope_Goodbye:
 		return s.goodbye(b.Goodbye.GetHost())
 	case *pb.Envelope_RowChange:
-		return s.rowChange(b.RowChange, src, now)
+		return s.rowChange(b.RowChange, h, src, now)
 	case *pb.Envelope_SendSnapshot:
-		return s.snapshot(b.SendSnapshot, src, now)
+		return s.snapshot(b.SendSnapshot, h, src, now)
 	case *pb.Envelope_Postulate:
-		s.postulate(b.Postulate, src)
+		s.postulate(b.Postulate, h, src)
 	}
-	// get_snapshot and postulate_wrong go to hosts, not units: counted
-	// as received and otherwise ignored.
 	return false
 }
 
 // heartbeat refreshes a host and checks its copy. via is the leader a
 // consolidated heartbeat came through (0: direct from src).
-func (s *Server) heartbeat(hb *pb.Heartbeat, src netip.AddrPort, via uint32, now time.Time) bool {
+func (s *Server) heartbeat(hb *pb.Heartbeat, hdr *pb.Header, src netip.AddrPort, via uint32, now time.Time) bool {
 	h := s.cache.touch(hb.GetHost())
+	h.Grant = hdr.Grant
+	// The host's own consent to be vouched for by its leader, for a
+	// while (membership mode); a heartbeat without it withdraws it.
+	h.VouchLeader, h.VouchUntil = hb.GetLeader(), now.Add(time.Duration(hb.GetVouchMs())*time.Millisecond)
 	// Agents start their generations from the clock, never at 0: a
 	// host whose copy is at generation 0 has never been filled.
 	first := h.Generation == 0 && h.LastHeard.IsZero()
@@ -207,15 +360,19 @@ func (s *Server) heartbeat(hb *pb.Heartbeat, src netip.AddrPort, via uint32, now
 		h.Name, h.Port = hb.GetName(), hb.GetPort()
 	}
 	// A leader's heartbeat keeps the members it vouches for alive
-	// (membership-change mode: their own heartbeats are not forwarded).
+	// (membership-change mode: their own heartbeats are not forwarded),
+	// but only members whose own heartbeat named this leader recently
+	// enough: a leader speaks for no host that did not ask it to.
 	for _, m := range hb.GetMembers() {
 		if m == hb.GetHost() {
 			continue
 		}
-		mh := s.cache.touch(m)
-		if mh.LastHeard.IsZero() || mh.Leader != 0 {
-			mh.Leader = hb.GetHost()
+		mh := s.cache.Host(m)
+		if mh == nil || mh.VouchLeader != hb.GetHost() || now.After(mh.VouchUntil) {
+			s.stats.Refused["vouch_not_authorised"]++
+			continue
 		}
+		mh.Leader = hb.GetHost()
 		mh.LastHeard = now
 		if mh.Interval == 0 {
 			mh.Interval = h.Interval
@@ -267,7 +424,7 @@ func (s *Server) ask(h *Host, chunks []uint32) {
 		return // not reachable yet: its name comes with a later heartbeat
 	}
 	s.stats.SnapshotsAsked++
-	s.send(dst, &pb.Envelope{Body: &pb.Envelope_GetSnapshot{GetSnapshot: &pb.GetSnapshot{Unit: s.opts.Unit, Chunks: chunks}}})
+	s.send(dst, h.ID, h.Grant, &pb.Envelope{Body: &pb.Envelope_GetSnapshot{GetSnapshot: &pb.GetSnapshot{Unit: s.opts.Unit, Chunks: chunks}}})
 	s.opts.Log.Debug().Uint32("host", h.ID).Interface("chunks", chunks).Msg("snapshot requested")
 }
 
@@ -285,8 +442,16 @@ func (s *Server) hostAddr(h *Host) netip.AddrPort {
 	return netip.AddrPort{}
 }
 
-func (s *Server) send(dst netip.AddrPort, env *pb.Envelope) {
-	b, err := s.out.Encode(env, false)
+// send signs env with host's key (derived for the grant the host's own
+// frames carry) and sends it to dst.
+func (s *Server) send(dst netip.AddrPort, host uint32, grant pb.Grant, env *pb.Envelope) {
+	now := s.opts.now()
+	hdr := &pb.Header{FromUnit: true, Host: host, Sender: s.opts.Unit, Seq: s.seq.Next(now), Time: uint64(now.UnixMilli())}
+	var key []byte
+	if s.opts.Master != nil {
+		key = pb.DeriveKey(s.opts.Master, host, grant)
+	}
+	b, err := s.out.Encode(env, hdr, key, false)
 	if err != nil {
 		s.opts.Log.Error().Err(err).Msg("health: encode")
 		return
@@ -307,8 +472,9 @@ func (s *Server) goodbye(id uint32) bool {
 	return false
 }
 
-func (s *Server) rowChange(rc *pb.RowChange, src netip.AddrPort, now time.Time) bool {
+func (s *Server) rowChange(rc *pb.RowChange, hdr *pb.Header, src netip.AddrPort, now time.Time) bool {
 	h := s.cache.touch(rc.GetHost())
+	h.Grant = hdr.Grant
 	if h.LastHeard.IsZero() {
 		h.LastHeard = now // until its first heartbeat says how often to expect it
 		h.Interval = time.Second
@@ -337,8 +503,9 @@ func (s *Server) rowChange(rc *pb.RowChange, src netip.AddrPort, now time.Time) 
 	return true
 }
 
-func (s *Server) snapshot(sn *pb.SendSnapshot, src netip.AddrPort, now time.Time) bool {
+func (s *Server) snapshot(sn *pb.SendSnapshot, hdr *pb.Header, src netip.AddrPort, now time.Time) bool {
 	h := s.cache.touch(sn.GetHost())
+	h.Grant = hdr.Grant
 	if h.LastHeard.IsZero() {
 		h.LastHeard, h.Interval = now, time.Second
 	}
@@ -356,7 +523,7 @@ func (s *Server) snapshot(sn *pb.SendSnapshot, src netip.AddrPort, now time.Time
 // postulate answers a host's postulated directive: silence when this
 // unit holds the same, postulate-wrong (and a snapshot request for the
 // row's chunk, to repair the copy) when not.
-func (s *Server) postulate(p *pb.PostulateState, src netip.AddrPort) {
+func (s *Server) postulate(p *pb.PostulateState, hdr *pb.Header, src netip.AddrPort) {
 	h := s.cache.Host(p.GetHost())
 	var r *pb.Row
 	if h != nil {
@@ -372,7 +539,7 @@ func (s *Server) postulate(p *pb.PostulateState, src netip.AddrPort) {
 		w.Held = r.GetTarget()
 	}
 	s.stats.PostulateWrong++
-	s.send(src, &pb.Envelope{Body: &pb.Envelope_PostulateWrong{PostulateWrong: w}})
+	s.send(src, p.GetHost(), hdr.Grant, &pb.Envelope{Body: &pb.Envelope_PostulateWrong{PostulateWrong: w}})
 	if h != nil {
 		chunk := []uint32{pb.ChunkOf(p.GetApp())}
 		h.wanted, h.askedAt = chunk, s.opts.now()
@@ -402,6 +569,14 @@ func (s *Server) Age() bool {
 	now := s.opts.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	// Replay state a frame's time alone now protects: any frame it
+	// could refuse is older than the freshness window (doubled for the
+	// sender's clock running ahead of this unit's).
+	for id, st := range s.senders {
+		if now.Sub(st.last) > 2*s.opts.Freshness {
+			delete(s.senders, id)
+		}
+	}
 	removed := false
 	for id, h := range s.cache.hosts {
 		if id == ProbeHost {

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
@@ -34,7 +35,15 @@ type Options struct {
 	TLS *tls.Config
 	// Unit is this unit's name, sent in every hello.
 	Unit string
-	Log  zerolog.Logger
+	// TunnelSources are the addresses the unit's tunnel and ipip packets
+	// come from (unit.address4/6), sent in every hello: hosts restore
+	// packets from these only.
+	TunnelSources []netip.Addr
+	// OnAck, when set, is called (outside the server's lock) each time
+	// a host acknowledges the changes up to seq: the host's kernel holds
+	// them, and the flows' held packets may go.
+	OnAck func(host uint32, seq uint64)
+	Log   zerolog.Logger
 }
 
 // Timings and bounds of the server's side.
@@ -46,6 +55,8 @@ const (
 	// that falls this far behind is disconnected and resynced on its
 	// return, which costs one full set instead of unbounded memory.
 	queueLen = 256
+	// readyWait bounds a hello's wait for SetReady.
+	readyWait = 5 * time.Second
 )
 
 // Server is the unit's stream listener.
@@ -61,6 +72,15 @@ type Server struct {
 	mu      sync.Mutex
 	hosts   map[uint32]*host
 	refused map[string]uint64
+	// byAddr is the host of each tunnel address, as the hosts'
+	// certificates name them (the first certificate to name one keeps
+	// it).
+	byAddr map[netip.Addr]uint32
+	// ready is closed when the unit knows every tunnel flow's mapping
+	// (SetReady): a hello waits for it, bounded by readyWait, so that a
+	// restarted control process does not resync hosts to an empty set.
+	ready     chan struct{}
+	readyOnce sync.Once
 }
 
 // host is what the unit keeps of one host: the mappings it should hold
@@ -77,6 +97,8 @@ type host struct {
 	gen    uint64
 	out    chan *pb.UnitMessage
 	cancel context.CancelCauseFunc
+	// addrs are the tunnel addresses the host's certificate names.
+	addrs []netip.Addr
 }
 
 // New opens the listener. Run serves it.
@@ -95,7 +117,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("hosts.listen: %q: %w", opts.Listen, err)
 	}
 	s := &Server{opts: opts, log: opts.Log, boot: binary.BigEndian.Uint64(b[:]), l: l,
-		hosts: map[uint32]*host{}, refused: map[string]uint64{}}
+		hosts: map[uint32]*host{}, refused: map[string]uint64{}, byAddr: map[netip.Addr]uint32{}, ready: make(chan struct{})}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(countingCreds{credentials.NewTLS(opts.TLS), s}),
 		grpc.MaxRecvMsgSize(pb.MaxMessage),
@@ -163,21 +185,69 @@ func (c countingCreds) Clone() credentials.TransportCredentials {
 
 // peerHost is the host the stream's client certificate names.
 func peerHost(ctx context.Context) (uint32, net.Addr, error) {
+	id, addr, _, err := peerCert(ctx)
+	return id, addr, err
+}
+
+// peerCert is peerHost with the tunnel addresses the certificate names.
+func peerCert(ctx context.Context) (uint32, net.Addr, []netip.Addr, error) {
 	p, ok := peer.FromContext(ctx)
 	if !ok {
-		return 0, nil, errors.New("no peer")
+		return 0, nil, nil, errors.New("no peer")
 	}
 	ti, ok := p.AuthInfo.(credentials.TLSInfo)
 	if !ok || len(ti.State.PeerCertificates) == 0 {
-		return 0, p.Addr, errors.New("no client certificate")
+		return 0, p.Addr, nil, errors.New("no client certificate")
 	}
-	id, err := mtls.HostID(ti.State.PeerCertificates[0])
-	return id, p.Addr, err
+	cert := ti.State.PeerCertificates[0]
+	id, err := mtls.HostID(cert)
+	return id, p.Addr, mtls.TunnelAddrs(cert), err
+}
+
+// SetReady says the unit has published every tunnel flow's mapping it
+// knows: hellos waiting for it are answered.
+func (s *Server) SetReady() { s.readyOnce.Do(func() { close(s.ready) }) }
+
+// HostOf returns the host whose certificate names addr as a tunnel
+// address, and whether its stream is up.
+func (s *Server) HostOf(addr netip.Addr) (id uint32, up, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	id, ok = s.byAddr[addr.Unmap()]
+	if ok {
+		up = s.hosts[id].out != nil
+	}
+	return id, up, ok
+}
+
+// Table returns the flow IDs host should hold, with their mappings.
+func (s *Server) Table(id uint32) map[uint32]*pb.Mapping {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[uint32]*pb.Mapping{}
+	if hs := s.hosts[id]; hs != nil {
+		for k, v := range hs.table {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// Hosts lists the hosts the unit keeps mappings for or ever heard from.
+func (s *Server) Hosts() []uint32 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]uint32, 0, len(s.hosts))
+	for id := range s.hosts {
+		out = append(out, id)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // Connect implements pb.HostStreamServer: one agent's stream.
 func (s *Server) Connect(stream pb.HostStream_ConnectServer) error {
-	id, addr, err := peerHost(stream.Context())
+	id, addr, tunnel, err := peerCert(stream.Context())
 	if err != nil {
 		s.refuse("identity", addr, 0, err)
 		return status.Errorf(codes.PermissionDenied, "identity: %v", err)
@@ -197,9 +267,17 @@ func (s *Server) Connect(stream pb.HostStream_ConnectServer) error {
 		s.refuse("identity", addr, id, err)
 		return status.Error(codes.PermissionDenied, err.Error())
 	}
+	t := time.NewTimer(readyWait)
+	select {
+	case <-s.ready:
+	case <-t.C:
+		s.log.Warn().Uint32("host", id).Msg("answering a host before the unit knows its tunnel flows")
+	case <-stream.Context().Done():
+	}
+	t.Stop()
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
-	hs, gen, first := s.attach(id, addr, h, cancel)
+	hs, gen, first := s.attach(id, addr, h, tunnel, cancel)
 	s.log.Info().Uint32("host", id).Str("peer", addr.String()).Str("resync", first[0].GetHello().GetResync().String()).
 		Int("mappings", len(first)-2).Msg("host stream up")
 	err = s.serve(ctx, stream, id, hs, first)
@@ -255,13 +333,22 @@ func reason(err error) string {
 // decides the resync. The first messages (hello, and for a full resync
 // the set and its end) are built under the lock, so every change
 // published later queues behind them.
-func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, cancel context.CancelCauseFunc) (*host, uint64, []*pb.UnitMessage) {
+func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, tunnel []netip.Addr, cancel context.CancelCauseFunc) (*host, uint64, []*pb.UnitMessage) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	hs := s.hosts[id]
 	if hs == nil {
 		hs = &host{table: map[uint32]*pb.Mapping{}, view: unit.HostStream{Host: id}}
 		s.hosts[id] = hs
+	}
+	hs.addrs = tunnel
+	for _, a := range tunnel {
+		if other, taken := s.byAddr[a]; taken && other != id {
+			s.log.Warn().Uint32("host", id).Uint32("holder", other).Stringer("address", a).
+				Msg("two hosts' certificates name one tunnel address; the first keeps it")
+			continue
+		}
+		s.byAddr[a] = id
 	}
 	if hs.cancel != nil {
 		hs.cancel(errors.New("replaced by a newer stream of the same host"))
@@ -277,8 +364,12 @@ func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, cancel c
 		resync = pb.Resync_RESYNC_NONE
 	}
 	v.Resync = map[pb.Resync]string{pb.Resync_RESYNC_NONE: "none", pb.Resync_RESYNC_FULL: "full"}[resync]
+	var sources [][]byte
+	for _, a := range s.opts.TunnelSources {
+		sources = append(sources, a.AsSlice())
+	}
 	first := []*pb.UnitMessage{{Version: pb.Version, Body: &pb.UnitMessage_Hello{Hello: &pb.UnitHello{
-		Unit: s.opts.Unit, Boot: s.boot, Host: id, Resync: resync, Seq: hs.seq}}}}
+		Unit: s.opts.Unit, Boot: s.boot, Host: id, Resync: resync, Seq: hs.seq, TunnelSources: sources}}}}
 	if resync == pb.Resync_RESYNC_FULL {
 		ids := make([]uint32, 0, len(hs.table))
 		for fid := range hs.table {
@@ -394,6 +485,9 @@ func (s *Server) receive(stream pb.HostStream_ConnectServer, id uint32, hs *host
 			s.refuse("protocol", addr, id, err)
 			return status.Error(codes.FailedPrecondition, err.Error())
 		}
+		if s.opts.OnAck != nil {
+			s.opts.OnAck(id, acked)
+		}
 	}
 }
 
@@ -401,13 +495,15 @@ func (s *Server) receive(stream pb.HostStream_ConnectServer, id uint32, hs *host
 // additions (an addition of a held flow ID replaces it). A live stream
 // gets the change as one numbered batch; a host that is down gets the
 // whole set when it comes back. The mappings must be valid
-// (pb.ValidTuple) and the batch within pb.MaxBatch.
-func (s *Server) Publish(id uint32, add []*pb.Mapping, remove []uint32) error {
+// (pb.ValidTuple) and the batch within pb.MaxBatch. It returns the
+// batch's sequence: the host holds the change once it acknowledges it
+// (Options.OnAck).
+func (s *Server) Publish(id uint32, add []*pb.Mapping, remove []uint32) (uint64, error) {
 	b := &pb.Mappings{Add: add, Remove: remove}
 	m := &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: b}}
 	b.Seq = 1 // validated with a placeholder; the real one is set below
 	if err := pb.ValidateUnit(m); err != nil {
-		return fmt.Errorf("hosts: publish: %w", err)
+		return 0, fmt.Errorf("hosts: publish: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -439,7 +535,7 @@ func (s *Server) Publish(id uint32, add []*pb.Mapping, remove []uint32) error {
 			hs.out = nil
 		}
 	}
-	return nil
+	return hs.seq, nil
 }
 
 // View is the streams as the admin API shows them.

@@ -37,7 +37,7 @@ func newPKI(t *testing.T) pki {
 	if p.unit, err = ca.IssueUnit(dir, "unit-a", []netip.Addr{netip.MustParseAddr("127.0.0.1")}); err != nil {
 		t.Fatal(err)
 	}
-	if p.host7, err = ca.IssueHost(dir, 7); err != nil {
+	if p.host7, err = ca.IssueHost(dir, 7, netip.MustParseAddr("10.1.0.7")); err != nil {
 		t.Fatal(err)
 	}
 	oca, _, err := mtls.OpenCA(other, "other")
@@ -57,6 +57,12 @@ func newPKI(t *testing.T) pki {
 // startServer runs a unit's stream server on addr until the returned
 // stop is called (or the test ends).
 func startServer(t *testing.T, p pki, addr string) (*Server, func()) {
+	return startServerWith(t, p, addr, nil)
+}
+
+// startServerWith is startServer with options of the test's (set adds
+// them to the defaults).
+func startServerWith(t *testing.T, p pki, addr string, set func(*Options)) (*Server, func()) {
 	t.Helper()
 	cfg, err := mtls.Server(p.unit, "unit-a")
 	if err != nil {
@@ -66,7 +72,11 @@ func startServer(t *testing.T, p pki, addr string) (*Server, func()) {
 	// The port of a server just stopped can take a moment to be free.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		s, err = New(Options{Listen: addr, TLS: cfg, Unit: "unit-a", Log: zerolog.Nop()})
+		opts := Options{Listen: addr, TLS: cfg, Unit: "unit-a", Log: zerolog.Nop()}
+		if set != nil {
+			set(&opts)
+		}
+		s, err = New(opts)
 		if err == nil || time.Now().After(deadline) {
 			break
 		}
@@ -75,6 +85,7 @@ func startServer(t *testing.T, p pki, addr string) (*Server, func()) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	s.SetReady()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
@@ -161,7 +172,7 @@ func TestStreamResync(t *testing.T) {
 	}
 	for len(add) > 0 {
 		n := min(len(add), pb.MaxBatch)
-		if err := s.Publish(7, add[:n], nil); err != nil {
+		if _, err := s.Publish(7, add[:n], nil); err != nil {
 			t.Fatal(err)
 		}
 		add = add[n:]
@@ -178,7 +189,7 @@ func TestStreamResync(t *testing.T) {
 
 	// Changes flow in sequence: one removal, one replacement, one new.
 	repl := mapping(3, 443)
-	if err := s.Publish(7, []*pb.Mapping{repl, mapping(4000, 1)}, []uint32{1}); err != nil {
+	if _, err := s.Publish(7, []*pb.Mapping{repl, mapping(4000, 1)}, []uint32{1}); err != nil {
 		t.Fatal(err)
 	}
 	delete(want, 1)
@@ -208,7 +219,7 @@ func TestStreamResync(t *testing.T) {
 	waitFor(t, "the agent to notice the unit went away", func() bool { return a.Status()[0].State != streams.StateUp })
 	s2, _ := startServer(t, p, addr)
 	want2 := map[uint32]*pb.Mapping{9: mapping(9, 9)}
-	if err := s2.Publish(7, []*pb.Mapping{want2[9]}, nil); err != nil {
+	if _, err := s2.Publish(7, []*pb.Mapping{want2[9]}, nil); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the agent resyncs with the restarted unit", func() bool {
@@ -292,5 +303,50 @@ func TestInvalidRefused(t *testing.T) {
 	}
 	if v := s.View(); len(v.Streams) != 0 {
 		t.Errorf("streams after refused messages: %+v", v.Streams)
+	}
+}
+
+// TestTunnelAddressesAndAcks: the unit learns a host's tunnel addresses
+// from its certificate (not from anything the host says) and reports
+// each acknowledgement, so that
+// the flows' held packets can go once the host holds their mappings.
+func TestTunnelAddressesAndAcks(t *testing.T) {
+	p := newPKI(t)
+	acks := make(chan uint64, 16)
+	s, _ := startServerWith(t, p, "127.0.0.1:0", func(o *Options) {
+		o.TunnelSources = []netip.Addr{netip.MustParseAddr("198.51.100.254")}
+		o.OnAck = func(host uint32, seq uint64) {
+			if host == 7 {
+				acks <- seq
+			}
+		}
+	})
+	tunnel := netip.MustParseAddr("10.1.0.7")
+	if _, _, ok := s.HostOf(tunnel); ok {
+		t.Fatal("a tunnel address is known before its host connected")
+	}
+	a := startAgent(t, p.host7, 7, 7, s.Addr().String())
+	waitFor(t, "host 7's stream", func() bool { _, up, ok := s.HostOf(tunnel); return ok && up })
+	if id, _, _ := s.HostOf(tunnel); id != 7 {
+		t.Fatalf("tunnel address of host %d, want 7", id)
+	}
+	if _, _, ok := s.HostOf(netip.MustParseAddr("10.1.0.8")); ok {
+		t.Fatal("an address no certificate names has a host")
+	}
+	<-acks // the resync's
+	seq, err := s.Publish(7, []*pb.Mapping{mapping(5, 1234)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for got := range acks {
+		if got >= seq {
+			break
+		}
+	}
+	if m, _ := a.Mappings("unit-a"); len(m) != 1 {
+		t.Fatalf("acknowledged, but the agent holds %d mappings", len(m))
+	}
+	if got := s.Table(7); len(got) != 1 || got[5] == nil {
+		t.Errorf("table %v", got)
 	}
 }

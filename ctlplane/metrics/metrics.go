@@ -44,7 +44,8 @@ func newCollector(src Source) *collector {
 		events: d("flow_events_total", "What the forwarder did besides forwarding: reopened (a closed tuple used again), "+
 			"half_open_reclaimed (a SNAT port taken back from a handshake that never completed or an unanswered UDP flow), "+
 			"resets_sent (segments of unknown nat connections answered with a reset), recovered (half-NAT flows made again "+
-			"from a backend's reply), checksums_finished (partial checksums completed by the forwarder).", "event"),
+			"from a backend's reply), checksums_finished (partial checksums completed by the forwarder), held_for_host "+
+			"(packets of new tunnel flows held until their host had the flow's mapping).", "event"),
 		bePackets:  d("backend_packets_total", "Packets to a backend and replies from it through the unit.", "vip", "backend", "direction"),
 		beBytes:    d("backend_bytes_total", "Bytes to a backend and replies from it through the unit.", "vip", "backend", "direction"),
 		beNewFlows: d("backend_new_flows_total", "Flows sent to a backend.", "vip", "backend"),
@@ -127,6 +128,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.events, rep.ResetsSent, "resets_sent")
 	counter(c.events, rep.Recovered, "recovered")
 	counter(c.events, rep.ChecksumsFinished, "checksums_finished")
+	counter(c.events, rep.HeldForHost, "held_for_host")
 	for i, b := range rep.Backends {
 		if b.State == unit.StateRemoved {
 			continue

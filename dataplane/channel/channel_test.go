@@ -34,10 +34,12 @@ func TestRoundTrips(t *testing.T) {
 	if got, err := DecodeRoute(p); err != nil || got != ro {
 		t.Fatalf("route %+v, %v", got, err)
 	}
-	del := Route{Op: RouteDelete, Worker: 1, Key: key6()}
-	_, p, _ = ParseHeader(AppendRoute(nil, 3, &del))
-	if got, err := DecodeRoute(p); err != nil || got != del {
-		t.Fatalf("route delete %+v, %v", got, err)
+	for _, op := range []uint8{RouteDelete, RouteRelease} {
+		keyOnly := Route{Op: op, Worker: 1, Key: key6()}
+		_, p, _ = ParseHeader(AppendRoute(nil, 3, &keyOnly))
+		if got, err := DecodeRoute(p); err != nil || got != keyOnly {
+			t.Fatalf("route op %d: %+v, %v", op, got, err)
+		}
 	}
 	fes := []FlowEvent{{Kind: FlowOpened, Worker: 1, Key: key6(), Action: ro.Action}, {Kind: FlowExpired, Key: key6()}}
 	_, p, _ = ParseHeader(AppendFlowEvents(nil, 4, fes))

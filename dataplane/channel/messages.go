@@ -111,9 +111,12 @@ func DecodePunt(p []byte) (Punt, error) {
 const (
 	RouteAdd    = 1
 	RouteDelete = 2
+	// RouteRelease: the host of the key's tunnel flow holds its mapping;
+	// the packets the forwarder holds for the flow may go.
+	RouteRelease = 3
 )
 
-// Route adds or deletes a flow. Worker 0xff means "the worker that owns
+// Route adds, deletes or releases a flow. Worker 0xff means "the worker that owns
 // the key" (the forwarder steers it).
 type Route struct {
 	Op     uint8
@@ -167,7 +170,7 @@ func DecodeRoute(p []byte) (Route, error) {
 	switch m.Op {
 	case RouteAdd:
 		m.Action = r.action()
-	case RouteDelete:
+	case RouteDelete, RouteRelease:
 	default:
 		if r.err == nil {
 			r.err = fmt.Errorf("%w: route op %d", ErrValue, m.Op)
