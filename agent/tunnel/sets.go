@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/cilium/ebpf/link"
 
@@ -171,9 +173,22 @@ func RemovePinned(ifname, pinDir string) (bool, error) {
 	if pinDir == "" {
 		pinDir = bpffs + "/tether-host"
 	}
-	dirs, err := filepath.Glob(filepath.Join(pinDir, fmt.Sprintf("v%d-*-%s", version, ifname)))
+	// The pins are v<version>-<index>-<name> (Open): matched by hand, as
+	// a name may hold a glob's special characters.
+	entries, err := os.ReadDir(pinDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
 	if err != nil {
-		return false, fmt.Errorf("tunnel: %s: %w", pinDir, err)
+		return false, fmt.Errorf("tunnel: %w", err)
+	}
+	var dirs []string
+	for _, e := range entries {
+		rest, ok := strings.CutPrefix(e.Name(), fmt.Sprintf("v%d-", version))
+		index, name, _ := strings.Cut(rest, "-")
+		if _, err := strconv.Atoi(index); ok && err == nil && name == ifname && e.IsDir() {
+			dirs = append(dirs, filepath.Join(pinDir, e.Name()))
+		}
 	}
 	var errs []error
 	for _, dir := range dirs {

@@ -99,6 +99,9 @@ func TestKeepUnitsAndRemovePinned(t *testing.T) {
 	if ok, err := RemovePinned("h0", dir); ok || err != nil {
 		t.Errorf("RemovePinned again = %v, %v; want nothing to remove", ok, err)
 	}
+	if ok, err := RemovePinned("h0", filepath.Join(dir, "none")); ok || err != nil {
+		t.Errorf("RemovePinned of a directory that does not exist = %v, %v", ok, err)
+	}
 	// The interface has no XDP program any more.
 	out := sh(t, "ip", "-n", p.h, "link", "show", "h0")
 	if strings.Contains(out, "xdp") {
