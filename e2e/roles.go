@@ -123,7 +123,8 @@ func PayloadSHA256(n int64) string {
 }
 
 // serveHTTP: args name, listen address and optionally a health file.
-// GET / answers "NAME\n"; GET /bytes?n=N streams Payload(N). With a
+// GET / answers "NAME\n"; GET /bytes?n=N streams Payload(N); POST
+// /upload answers "BYTES SHA256\n" of what it was sent. With a
 // health file, GET /healthz answers 503 while that file exists and 200
 // otherwise, so that a benchmark or test can fail a health check at will
 // while the application keeps serving everything else. Every answer
@@ -161,6 +162,17 @@ func serveHTTP(args []string) error {
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 		fmt.Printf("serving %d bytes to %s\n", n, r.RemoteAddr)
 		_ = Payload(w, n)
+	})
+	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
+		// An upload's bytes and SHA-256, for traffic toward the backend.
+		h := sha256.New()
+		n, err := io.Copy(h, r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("X-Backend", name)
+		fmt.Fprintf(w, "%d %s\n", n, hex.EncodeToString(h.Sum(nil)))
 	})
 	ln, err := net.Listen("tcp", args[1])
 	if err != nil {

@@ -1,0 +1,253 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tetherlb/tether/api/unit"
+)
+
+// tunnelAddr is backend i's tunnel address: on its link to the unit,
+// used for nothing but the unit's tunnel packets.
+func tunnelAddr(lb *LB, i int) string {
+	if lb.Driver == "tun" {
+		return fmt.Sprintf("10.0.%d.100", 10+i)
+	}
+	return fmt.Sprintf("10.0.0.%d", 100+i)
+}
+
+// unitAddrFor is the unit's address as backend i reaches it.
+func unitAddrFor(lb *LB, i int) string {
+	if lb.Driver == "tun" {
+		return fmt.Sprintf("10.0.%d.1", 10+i)
+	}
+	return lb.UnitIP
+}
+
+// tunnelAgent starts a tether-agent in backend i as host id, with a
+// stream to the unit and the host side of the tunnels on its link.
+func tunnelAgent(t *testing.T, lb *LB, dir, certs string, i int, id uint32) *Proc {
+	t.Helper()
+	bpf, err := lb.BPFDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i))
+	cfg := fmt.Sprintf(`host: {id: %d, listen: "%s:7311"}
+units: ["%s:7310"]
+api: {socket: %s}
+streams:
+  units: [{name: tether, address: "%s:7320"}]
+  tls: {ca: %s, cert: %s, key: %s}
+tunnel:
+  interface: e0
+  addresses: [%s]
+  pin_dir: %s
+`, id, lb.BackendIP(i), unitAddrFor(lb, i), socket, unitAddrFor(lb, i), filepath.Join(certs, "ca.crt"),
+		filepath.Join(certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(certs, fmt.Sprintf("host-%d.key", id)),
+		tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
+	path := filepath.Join(dir, fmt.Sprintf("agent-b%d.yaml", i))
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := lb.Start(lb.Backends[i], fmt.Sprintf("agent b%d", i), nil, agentBin(), "run", "--config", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	if err := p.WaitFor("agent running", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestTunnelToHosts: a tunnel VIP (the zero-overhead flow-ID tunnel)
+// carries curl and Go HTTP clients to two hosts whose agents restore the
+// packets in XDP from the mappings the unit pushed over their streams;
+// the hosts answer the clients directly, so the unit forwards no reply;
+// a 100 MiB download arrives intact, an upload of full-size segments
+// with DF crosses the tunnel (it adds no byte), and a download survives
+// both agents being killed and restarted in the middle (the kernel keeps
+// restoring). On both ports.
+func TestTunnelToHosts(t *testing.T) {
+	drivers(t, func(t *testing.T, build func(string, int) *LB) { testTunnelToHosts(t, build("tn", 2)) })
+}
+
+func testTunnelToHosts(t *testing.T, lb *LB) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	certs := filepath.Join(dir, "certs")
+	args := []string{"certs", "--dir", certs, "--unit", "tether"}
+	for i := range 2 {
+		args = append(args, "--host", fmt.Sprintf("%d=%s", i+1, tunnelAddr(lb, i)))
+	}
+	if out, err := exec.Command(tetherd, args...).CombinedOutput(); err != nil {
+		t.Fatalf("tetherd %v: %v\n%s", args, err, out)
+	}
+	for _, ns := range lb.Backends {
+		// The VIP is the hosts' own: they answer the client from it.
+		if err := lb.Run(ns, "ip", "addr", "add", "192.0.2.10/32", "dev", "lo"); err != nil {
+			t.Fatal(err)
+		}
+		if lb.Driver != "tun" {
+			// On the switched topology the hosts answer by way of the
+			// router, not through the unit's machine at all.
+			if err := lb.Run(ns, "ip", "route", "replace", "default", "via", "10.0.0.254"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := lb.StartBackends(80); err != nil { // the tunnel keeps the VIP's port
+		t.Fatal(err)
+	}
+	cfg := fmt.Sprintf(`unit:
+  name: tether
+  address4: %s
+forwarder:
+  port: {driver: %s, interface: %s%s}
+vips:
+  - name: web
+    address: 192.0.2.10
+    port: 80
+    protocol: tcp
+    mode: tunnel
+    backends:
+      - {name: b0, address: %s}
+      - {name: b1, address: %s}
+hosts:
+  listen: "0.0.0.0:7320"
+  tls: {ca: %s, cert: %s, key: %s}
+`, lb.UnitIP, lb.Driver, lb.UnitIf, pinDir(lb), tunnelAddr(lb, 0), tunnelAddr(lb, 1),
+		filepath.Join(certs, "ca.crt"), filepath.Join(certs, "unit-tether.crt"), filepath.Join(certs, "unit-tether.key"))
+	u := startUnit(t, lb, cfg)
+	agents := []*Proc{tunnelAgent(t, lb, dir, certs, 0, 1), tunnelAgent(t, lb, dir, certs, 1, 2)}
+	var uv unit.StreamsView
+	eventually(t, "both hosts' streams up", func() bool {
+		uv = unitStreams(t, u)
+		up := 0
+		for _, s := range uv.Streams {
+			if s.State == unit.StreamUp {
+				up++
+			}
+		}
+		return up == 2
+	}, func() string { return jsonText(uv) })
+
+	if got := curl(t, lb, "http://192.0.2.10/"); !strings.HasPrefix(got, "b") {
+		t.Fatalf("curl through the tunnel VIP got %q", got)
+	}
+	res := client(t, lb, "http://192.0.2.10/", 200, 8)
+	if res.Errors != 0 || res.Backends["b0"] == 0 || res.Backends["b1"] == 0 {
+		t.Fatalf("200 connections through the tunnel: %+v", res)
+	}
+	const size = 100 << 20
+	want := PayloadSHA256(size)
+	if r := client(t, lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", size), 1, 1); r.Errors != 0 || r.SHA256 != want {
+		t.Fatalf("100 MiB through the tunnel: %+v", r)
+	}
+
+	// An upload: full-size segments (1500 bytes, DF) cross the tunnel,
+	// which adds nothing to them.
+	upload := filepath.Join(dir, "upload")
+	f, err := os.Create(upload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Payload(f, 20<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	before := u.report()
+	out, err := lb.Exec(lb.Client, "curl", "-sS", "--max-time", "60", "--data-binary", "@"+upload, "http://192.0.2.10/upload")
+	if want := fmt.Sprintf("%d %s", 20<<20, PayloadSHA256(20<<20)); err != nil || strings.TrimSpace(out) != want {
+		t.Fatalf("20 MiB upload through the tunnel: %v: %q, want %q", err, out, want)
+	}
+	after := u.report()
+	var pkts, bytes uint64
+	for i := range after.Backends {
+		pkts += after.Backends[i].Packets - before.Backends[i].Packets
+		bytes += after.Backends[i].Bytes - before.Backends[i].Bytes
+	}
+	if pkts == 0 || bytes/pkts < 1400 {
+		t.Errorf("the upload crossed in %d packets of %d bytes on average: want full-size ones", pkts, bytes/max(pkts, 1))
+	}
+	if d := nonZero(after.Drops); d["too_big"] != 0 {
+		t.Errorf("drops %v", d)
+	}
+
+	// Both agents die in the middle of a download and come back.
+	sent := func() (n uint64) {
+		for _, b := range u.report().Backends {
+			n += b.Bytes
+		}
+		return n
+	}
+	// A download long enough to be caught in the middle: a gigabyte
+	// takes seconds here where 100 MiB takes a fraction of one.
+	const long = 1 << 30
+	sentBefore := sent()
+	done := make(chan ClientResult, 1)
+	go func() { done <- clientNoFatal(lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", long)) }()
+	// The client's side carries only acknowledgements (about 70 KB of
+	// them for 100 MiB): 20 KB of them mean the download is under way.
+	eventually(t, "the download under way", func() bool { return sent()-sentBefore > 20<<10 }, func() string {
+		r := u.report()
+		out := fmt.Sprintf("sent %d since, drops %v, streams %s", sent()-sentBefore, nonZero(r.Drops), jsonText(unitStreams(t, u).Tunnel))
+		for i := range lb.Backends {
+			o, _ := lb.Exec(lb.Backends[i], agentBin(), "--socket", filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), "tunnel")
+			ss, _ := lb.Exec(lb.Backends[i], "ss", "-tni")
+			out += "\n" + o + "\n" + ss
+		}
+		return out
+	})
+	select {
+	case r := <-done:
+		t.Fatalf("the download ended before the agents were killed: %+v", r)
+	default:
+	}
+	for _, a := range agents {
+		if err := a.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		a.Wait(10 * time.Second)
+	}
+	agents = []*Proc{tunnelAgent(t, lb, dir, certs, 0, 1), tunnelAgent(t, lb, dir, certs, 1, 2)}
+	select {
+	case r := <-done:
+		if r.Errors != 0 || r.SHA256 != PayloadSHA256(long) {
+			t.Fatalf("a download across the agents' restart: %+v", r)
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatal("the download across the agents' restart did not end")
+	}
+	// New connections work with the restarted agents (mappings pushed
+	// to them after their full resync).
+	if res := client(t, lb, "http://192.0.2.10/", 100, 8); res.Errors != 0 {
+		t.Fatalf("after the agents' restart: %+v", res)
+	}
+
+	r := u.report()
+	var fwd, replies uint64
+	for _, b := range r.Backends {
+		fwd += b.Packets
+		replies += b.ReplyPackets
+	}
+	if fwd == 0 || replies != 0 {
+		t.Errorf("the unit forwarded %d packets to the hosts and %d replies: want replies direct from the hosts", fwd, replies)
+	}
+	uv = unitStreams(t, u)
+	if uv.Tunnel.Published == 0 || uv.Tunnel.NoHost != 0 {
+		t.Errorf("tunnel mappings: %+v", uv.Tunnel)
+	}
+	if d := nonZero(r.Drops); d["mapping_timeout"] != 0 {
+		t.Errorf("drops %v: a flow's host never confirmed its mapping", d)
+	}
+	out, _ = u.ctl("streams")
+	t.Logf("tetherctl streams:\n%s", out)
+}
