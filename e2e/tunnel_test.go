@@ -76,10 +76,16 @@ tunnel:
 // both agents being killed and restarted in the middle (the kernel keeps
 // restoring). On both ports.
 func TestTunnelToHosts(t *testing.T) {
-	drivers(t, func(t *testing.T, build func(string, int) *LB) { testTunnelToHosts(t, build("tn", 2)) })
+	drivers(t, func(t *testing.T, build func(string, int) *LB) { testTunnelToHosts(t, build("tn", 2), "tunnel") })
 }
 
-func testTunnelToHosts(t *testing.T, lb *LB) {
+// TestIPIPToHosts: the same with an ipip VIP, whose packets the hosts'
+// agents unwrap in XDP (no ipip module needed).
+func TestIPIPToHosts(t *testing.T) {
+	drivers(t, func(t *testing.T, build func(string, int) *LB) { testTunnelToHosts(t, build("in", 2), "ipip") })
+}
+
+func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	certs := filepath.Join(dir, "certs")
@@ -116,14 +122,14 @@ vips:
     address: 192.0.2.10
     port: 80
     protocol: tcp
-    mode: tunnel
+    mode: %s
     backends:
       - {name: b0, address: %s}
       - {name: b1, address: %s}
 hosts:
   listen: "0.0.0.0:7320"
   tls: {ca: %s, cert: %s, key: %s}
-`, lb.UnitIP, lb.Driver, lb.UnitIf, pinDir(lb), tunnelAddr(lb, 0), tunnelAddr(lb, 1),
+`, lb.UnitIP, lb.Driver, lb.UnitIf, pinDir(lb), mode, tunnelAddr(lb, 0), tunnelAddr(lb, 1),
 		filepath.Join(certs, "ca.crt"), filepath.Join(certs, "unit-tether.crt"), filepath.Join(certs, "unit-tether.key"))
 	u := startUnit(t, lb, cfg)
 	agents := []*Proc{tunnelAgent(t, lb, dir, certs, 0, 1), tunnelAgent(t, lb, dir, certs, 1, 2)}
@@ -152,8 +158,9 @@ hosts:
 		t.Fatalf("100 MiB through the tunnel: %+v", r)
 	}
 
-	// An upload: full-size segments (1500 bytes, DF) cross the tunnel,
-	// which adds nothing to them.
+	// An upload: full-size segments (1500 bytes, DF) cross the flow-ID
+	// tunnel, which adds nothing to them (ipip clamps the MSS by its 20
+	// bytes, and its segments are nearly as large).
 	upload := filepath.Join(dir, "upload")
 	f, err := os.Create(upload)
 	if err != nil {
@@ -232,6 +239,39 @@ hosts:
 		t.Fatalf("after the agents' restart: %+v", res)
 	}
 
+	if mode == "tunnel" {
+		// The whole unit restarts in the middle of a download: its new
+		// forwarder makes the connection's flow again (with a new flow
+		// ID), whose packets wait until the host has the new mapping,
+		// and the hosts' sets become the new unit's.
+		sentBefore = sent()
+		go func() { done <- clientNoFatal(lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", long)) }()
+		eventually(t, "the download under way", func() bool { return sent()-sentBefore > 20<<10 }, func() string { return "" })
+		oldBoot := unitStreams(t, u).Boot
+		u.proc.Stop()
+		u.start()
+		select {
+		case r := <-done:
+			if r.Errors != 0 || r.SHA256 != PayloadSHA256(long) {
+				t.Fatalf("a download across the unit's restart: %+v", r)
+			}
+		case <-time.After(3 * time.Minute):
+			t.Fatal("the download across the unit's restart did not end")
+		}
+		eventually(t, "the hosts to hold the restarted unit's mappings", func() bool {
+			uv = unitStreams(t, u)
+			if uv.Boot == oldBoot || len(uv.Streams) != 2 {
+				return false
+			}
+			for _, h := range uv.Streams {
+				if h.State != unit.StreamUp || h.Acked != h.Seq {
+					return false
+				}
+			}
+			return uv.Tunnel.Published > 0
+		}, func() string { return jsonText(uv) })
+	}
+
 	r := u.report()
 	var fwd, replies uint64
 	for _, b := range r.Backends {
@@ -242,8 +282,8 @@ hosts:
 		t.Errorf("the unit forwarded %d packets to the hosts and %d replies: want replies direct from the hosts", fwd, replies)
 	}
 	uv = unitStreams(t, u)
-	if uv.Tunnel.Published == 0 || uv.Tunnel.NoHost != 0 {
-		t.Errorf("tunnel mappings: %+v", uv.Tunnel)
+	if (mode == "tunnel") != (uv.Tunnel.Published > 0) || uv.Tunnel.NoHost != 0 {
+		t.Errorf("%s VIP's tunnel mappings: %+v", mode, uv.Tunnel)
 	}
 	if d := nonZero(r.Drops); d["mapping_timeout"] != 0 {
 		t.Errorf("drops %v: a flow's host never confirmed its mapping", d)
