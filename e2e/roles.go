@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,6 +83,8 @@ func RunRoleFromEnv() {
 		err = healthForge(args)
 	case "holdconns":
 		err = holdConns(args)
+	case "connlat":
+		err = connLatency(args)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
@@ -378,4 +381,60 @@ func finishPartial(p []byte) {
 		return
 	}
 	binary.BigEndian.PutUint16(seg[off:], header.Checksum(seg, 0))
+}
+
+// ConnLatency is what the connlat role prints, as JSON: the time from
+// connect(2) to an established connection (a SYN out, its SYN-ACK back),
+// in microseconds, per address, in the order the role was given them.
+type ConnLatency struct {
+	Addr   string  `json:"addr"`
+	Count  int     `json:"count"`
+	Errors int     `json:"errors"`
+	P50    float64 `json:"p50_us"`
+	P99    float64 `json:"p99_us"`
+	Max    float64 `json:"max_us"`
+}
+
+// connLatency: args count, then addresses (host:port). It connects to
+// each address in turn, count times, one connection at a time (so that
+// one address's connections never queue behind another's), and closes
+// each at once.
+func connLatency(args []string) error {
+	if len(args) < 2 {
+		return errors.New("want: count address...")
+	}
+	n, err := strconv.Atoi(args[0])
+	if err != nil || n < 1 || n > 100000 {
+		return errors.New("count: want 1 to 100000")
+	}
+	addrs := args[1:]
+	times := make([][]time.Duration, len(addrs))
+	errs := make([]int, len(addrs))
+	for range n {
+		for i, a := range addrs {
+			start := time.Now()
+			c, err := net.DialTimeout("tcp", a, 5*time.Second)
+			d := time.Since(start)
+			if err != nil {
+				errs[i]++
+				continue
+			}
+			times[i] = append(times[i], d)
+			c.Close()
+		}
+	}
+	var out []ConnLatency
+	for i, a := range addrs {
+		ts := times[i]
+		slices.Sort(ts)
+		r := ConnLatency{Addr: a, Count: len(ts), Errors: errs[i]}
+		if len(ts) > 0 {
+			us := func(q float64) float64 {
+				return float64(ts[min(len(ts)-1, int(q*float64(len(ts))))].Nanoseconds()) / 1e3
+			}
+			r.P50, r.P99, r.Max = us(0.5), us(0.99), float64(ts[len(ts)-1].Nanoseconds())/1e3
+		}
+		out = append(out, r)
+	}
+	return json.NewEncoder(os.Stdout).Encode(out)
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -85,7 +86,13 @@ func TestIPIPToHosts(t *testing.T) {
 	drivers(t, func(t *testing.T, build func(string, int) *LB) { testTunnelToHosts(t, build("in", 2), "ipip") })
 }
 
-func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
+// startTunnelUnit builds the hosts' side (certificates naming their
+// tunnel addresses, the VIP on their loopback, HTTP servers on port 80)
+// and starts a unit whose VIP web (192.0.2.10:80) has mode mode toward
+// the tunnel addresses, with extra VIPs appended, and an agent on each
+// host.
+func startTunnelUnit(t *testing.T, lb *LB, mode, extra string) (*runningUnit, string, []*Proc) {
+	t.Helper()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	certs := filepath.Join(dir, "certs")
@@ -126,10 +133,10 @@ vips:
     backends:
       - {name: b0, address: %s}
       - {name: b1, address: %s}
-hosts:
+%shosts:
   listen: "0.0.0.0:7320"
   tls: {ca: %s, cert: %s, key: %s}
-`, lb.UnitIP, lb.Driver, lb.UnitIf, pinDir(lb), mode, tunnelAddr(lb, 0), tunnelAddr(lb, 1),
+`, lb.UnitIP, lb.Driver, lb.UnitIf, pinDir(lb), mode, tunnelAddr(lb, 0), tunnelAddr(lb, 1), extra,
 		filepath.Join(certs, "ca.crt"), filepath.Join(certs, "unit-tether.crt"), filepath.Join(certs, "unit-tether.key"))
 	u := startUnit(t, lb, cfg)
 	agents := []*Proc{tunnelAgent(t, lb, dir, certs, 0, 1), tunnelAgent(t, lb, dir, certs, 1, 2)}
@@ -144,6 +151,13 @@ hosts:
 		}
 		return up == 2
 	}, func() string { return jsonText(uv) })
+	return u, dir, agents
+}
+
+func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
+	u, dir, agents := startTunnelUnit(t, lb, mode, "")
+	certs := filepath.Join(dir, "certs")
+	var uv unit.StreamsView
 
 	if got := curl(t, lb, "http://192.0.2.10/"); !strings.HasPrefix(got, "b") {
 		t.Fatalf("curl through the tunnel VIP got %q", got)
@@ -290,4 +304,42 @@ hosts:
 	}
 	out, _ = u.ctl("streams")
 	t.Logf("tetherctl streams:\n%s", out)
+}
+
+// TestMeasureTunnelConnect measures what the tunnel's mapping costs a new
+// connection: a tunnel flow's SYN waits in the unit until its host has
+// acknowledged the flow's mapping. Connections to the tunnel VIP and to
+// a halfnat VIP of the same hosts (no mapping, no wait) alternate, one
+// at a time, in the same run. It is a measurement, run when asked
+// (TETHER_MEASURE=1; bench/RESULTS.md has its numbers), and asserts no
+// duration.
+func TestMeasureTunnelConnect(t *testing.T) {
+	if os.Getenv("TETHER_MEASURE") == "" {
+		t.Skip("a measurement: set TETHER_MEASURE=1")
+	}
+	lb := newLB(t, "tm", 2, NewLB)
+	halfnat := fmt.Sprintf(`  - name: plain
+    address: 192.0.2.11
+    port: 80
+    protocol: tcp
+    mode: halfnat
+    backends:
+      - {name: b0, address: %s}
+      - {name: b1, address: %s}
+`, lb.BackendIP(0), lb.BackendIP(1))
+	startTunnelUnit(t, lb, "tunnel", halfnat)
+	out, err := lb.Exec(lb.Client, append([]string{"env"}, append(RoleCommand("connlat", "3000", "192.0.2.10:80", "192.0.2.11:80"), Self())...)...)
+	if err != nil {
+		t.Fatalf("connlat: %v\n%s", err, out)
+	}
+	var res []ConnLatency
+	if err := json.Unmarshal([]byte(out), &res); err != nil || len(res) != 2 {
+		t.Fatalf("connlat: %v\n%s", err, out)
+	}
+	for _, r := range res {
+		if r.Errors != 0 {
+			t.Errorf("%s: %d connections failed", r.Addr, r.Errors)
+		}
+		t.Logf("%s: %d connections, p50 %.0f µs, p99 %.0f µs, max %.0f µs", r.Addr, r.Count, r.P50, r.P99, r.Max)
+	}
 }
