@@ -401,7 +401,7 @@ type ConnLatency struct {
 // each at once.
 func connLatency(args []string) error {
 	if len(args) < 2 {
-		return errors.New("want: count address...")
+		return errors.New("want: count, then addresses")
 	}
 	n, err := strconv.Atoi(args[0])
 	if err != nil || n < 1 || n > 100000 {

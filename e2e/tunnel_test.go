@@ -238,7 +238,8 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 		}
 		a.Wait(10 * time.Second)
 	}
-	agents = []*Proc{tunnelAgent(t, lb, dir, certs, 0, 1), tunnelAgent(t, lb, dir, certs, 1, 2)}
+	tunnelAgent(t, lb, dir, certs, 0, 1) // restarted: each stops with the test
+	tunnelAgent(t, lb, dir, certs, 1, 2)
 	select {
 	case r := <-done:
 		if r.Errors != 0 || r.SHA256 != PayloadSHA256(long) {
