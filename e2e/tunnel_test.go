@@ -255,6 +255,45 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 	}
 
 	if mode == "tunnel" {
+		// The control process alone is killed in the middle of a
+		// download: the forwarder keeps the flow, and the new control
+		// process, which adopts it, makes every host's set its
+		// inventory's before it answers the hosts, so the download's
+		// mapping survives the hosts' full resync to the new boot.
+		oldBoot := unitStreams(t, u).Boot
+		fwd := u.forwarderPID()
+		sentBefore = sent()
+		go func() { done <- clientNoFatal(lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", long)) }()
+		eventually(t, "the download under way", func() bool { return sent()-sentBefore > 20<<10 }, func() string { return "" })
+		if err := u.proc.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		u.proc.Wait(10 * time.Second)
+		u.start()
+		if u.forwarderPID() != fwd || !strings.Contains(u.proc.Output(), "adopted the running forwarder") {
+			t.Fatalf("the control process did not adopt forwarder %d:\n%s", fwd, u.proc.Output())
+		}
+		eventually(t, "the hosts resynced to the new control process", func() bool {
+			uv = unitStreams(t, u)
+			if uv.Boot == oldBoot || len(uv.Streams) != 2 {
+				return false
+			}
+			for _, h := range uv.Streams {
+				if h.State != unit.StreamUp || h.Acked != h.Seq || h.Resync != "full" {
+					return false
+				}
+			}
+			return true
+		}, func() string { return jsonText(uv) })
+		select {
+		case r := <-done:
+			if r.Errors != 0 || r.SHA256 != PayloadSHA256(long) {
+				t.Fatalf("a download across the control process's restart: %+v", r)
+			}
+		case <-time.After(3 * time.Minute):
+			t.Fatal("the download across the control process's restart did not end")
+		}
+
 		// The whole unit restarts in the middle of a download: its new
 		// forwarder makes the connection's flow again (with a new flow
 		// ID), whose packets wait until the host has the new mapping,
@@ -262,7 +301,7 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 		sentBefore = sent()
 		go func() { done <- clientNoFatal(lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", long)) }()
 		eventually(t, "the download under way", func() bool { return sent()-sentBefore > 20<<10 }, func() string { return "" })
-		oldBoot := unitStreams(t, u).Boot
+		oldBoot = unitStreams(t, u).Boot
 		u.proc.Stop()
 		u.start()
 		select {
