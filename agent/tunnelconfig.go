@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -563,4 +564,54 @@ func (a *Agent) tunnelRoutes(mux *http.ServeMux) {
 		}
 		localapi.WriteJSON(w, http.StatusOK, v)
 	})
+	mux.HandleFunc("GET /v1/tunnel/mappings", func(w http.ResponseWriter, r *http.Request) {
+		limit := 1000
+		if s := r.URL.Query().Get("limit"); s != "" {
+			n, err := strconv.Atoi(s)
+			if err != nil || n < 1 || n > maxListed {
+				localapi.Fail(w, http.StatusBadRequest, "limit: %q: want 1 to %d", s, maxListed)
+				return
+			}
+			limit = n
+		}
+		v := MappingsView{Mappings: []MappingView{}}
+		t := a.tunnel.Load()
+		if t == nil {
+			localapi.WriteJSON(w, http.StatusOK, v)
+			return
+		}
+		list, total, err := t.host.List(limit)
+		if err != nil {
+			localapi.Fail(w, http.StatusInternalServerError, "%v", err)
+			return
+		}
+		v.Total = total
+		for _, m := range list {
+			proto := map[uint8]string{6: "tcp", 17: "udp"}[m.Tuple.Proto]
+			v.Mappings = append(v.Mappings, MappingView{Unit: m.Unit.String(), FlowID: m.ID, Proto: proto,
+				Client: netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.Tuple.Src[:4])), m.Tuple.SrcPort).String(),
+				VIP:    netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.Tuple.Dst[:4])), m.Tuple.DstPort).String()})
+		}
+		localapi.WriteJSON(w, http.StatusOK, v)
+	})
+}
+
+// maxListed bounds the mappings one GET /v1/tunnel/mappings returns.
+const maxListed = 100000
+
+// MappingsView is GET /v1/tunnel/mappings: the mappings the host's
+// kernel holds (up to the request's limit) and how many in all.
+type MappingsView struct {
+	Total    int           `json:"total"`
+	Mappings []MappingView `json:"mappings"`
+}
+
+// MappingView is one mapping: unit (its tunnel source) and flow ID →
+// the connection the host restores the flow's packets to.
+type MappingView struct {
+	Unit   string `json:"unit"`
+	FlowID uint32 `json:"flow_id"`
+	Proto  string `json:"proto"`
+	Client string `json:"client"`
+	VIP    string `json:"vip"`
 }

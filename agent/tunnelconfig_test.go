@@ -5,18 +5,15 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"os/exec"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tetherlb/tether/internal/nstest"
+
 	"github.com/rs/zerolog"
-	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
 
 	"github.com/tetherlb/tether/agent/streams"
 	"github.com/tetherlb/tether/agent/tunnel"
@@ -124,84 +121,33 @@ const (
 
 type tunTopo struct{ u, h string }
 
-func tunSh(t *testing.T, args ...string) {
-	t.Helper()
-	if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
-
 func newTunTopo(t *testing.T) *tunTopo {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces and XDP")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command (iproute2)")
-	}
-	p := &tunTopo{u: fmt.Sprintf("tha%du", os.Getpid()), h: fmt.Sprintf("tha%dh", os.Getpid())}
-	t.Cleanup(func() {
-		exec.Command("ip", "netns", "del", p.u).Run()
-		exec.Command("ip", "netns", "del", p.h).Run()
-	})
-	tunSh(t, "ip", "netns", "add", p.u)
-	tunSh(t, "ip", "netns", "add", p.h)
-	tunSh(t, "ip", "link", "add", "u0", "netns", p.u, "type", "veth", "peer", "name", "h0", "netns", p.h)
-	tunSh(t, "ip", "-n", p.u, "addr", "add", tunUnitA+"/24", "dev", "u0")
-	tunSh(t, "ip", "-n", p.u, "addr", "add", tunUnitB+"/24", "dev", "u0")
-	tunSh(t, "ip", "-n", p.h, "addr", "add", tunHost+"/24", "dev", "h0")
-	tunSh(t, "ip", "-n", p.h, "addr", "add", tunVIP+"/32", "dev", "lo")
+	nstest.Require(t)
+	p := &tunTopo{u: nstest.NS(t, "tha", "u"), h: nstest.NS(t, "tha", "h")}
+	sh := func(args ...string) { nstest.Sh(t, args...) }
+	sh("ip", "link", "add", "u0", "netns", p.u, "type", "veth", "peer", "name", "h0", "netns", p.h)
+	sh("ip", "-n", p.u, "addr", "add", tunUnitA+"/24", "dev", "u0")
+	sh("ip", "-n", p.u, "addr", "add", tunUnitB+"/24", "dev", "u0")
+	sh("ip", "-n", p.h, "addr", "add", tunHost+"/24", "dev", "h0")
+	sh("ip", "-n", p.h, "addr", "add", tunVIP+"/32", "dev", "lo")
 	for _, ns := range []string{p.u, p.h} {
-		tunSh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		sh("ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	tunSh(t, "ip", "-n", p.u, "link", "set", "u0", "up")
-	tunSh(t, "ip", "-n", p.h, "link", "set", "h0", "up")
-	tunSh(t, "ip", "-n", p.h, "route", "add", "203.0.113.0/24", "via", tunUnitA)
+	sh("ip", "-n", p.u, "link", "set", "u0", "up")
+	sh("ip", "-n", p.h, "link", "set", "h0", "up")
+	sh("ip", "-n", p.h, "route", "add", "203.0.113.0/24", "via", tunUnitA)
 	// A unit sends full checksums; the kernel's sockets here would
 	// leave them to the veth.
-	tunSh(t, "ip", "netns", "exec", p.u, "ethtool", "-K", "u0", "tx", "off")
+	sh("ip", "netns", "exec", p.u, "ethtool", "-K", "u0", "tx", "off")
 	return p
-}
-
-// inNS runs fn with the calling thread in namespace ns.
-func inNS(t *testing.T, ns string, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		t.Fatal(err)
-	}
-	defer netns.Set(orig)
-	fn()
-}
-
-// bpfDir is a BPF filesystem of the test's own, so pins do not outlive
-// it.
-func bpfDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		t.Skipf("mount a BPF filesystem: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir
 }
 
 // tunSend sends a UDP datagram of flow ID id from src to the tunnel
 // address, as a unit would send a tunnel packet.
 func tunSend(t *testing.T, p *tunTopo, src string, id uint32, payload string) {
 	t.Helper()
-	inNS(t, p.u, func() {
+	nstest.In(t, p.u, func() {
 		c, err := net.DialUDP("udp4", &net.UDPAddr{IP: net.ParseIP(src), Port: int(id >> 16)},
 			&net.UDPAddr{IP: net.ParseIP(tunAddr), Port: int(id & 0xffff)})
 		if err != nil {
@@ -217,7 +163,7 @@ func tunSend(t *testing.T, p *tunTopo, src string, id uint32, payload string) {
 func tunListen(t *testing.T, p *tunTopo, port int) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
-	inNS(t, p.h, func() {
+	nstest.In(t, p.h, func() {
 		var err error
 		if c, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.ParseIP(tunVIP), Port: port}); err != nil {
 			t.Fatal(err)
@@ -302,7 +248,7 @@ func tunnelConfig(t *testing.T, f mtls.Files, dir, addr, extra string) *Config {
 func openTunnel(t *testing.T, p *tunTopo, cfg *Config) *Tunnel {
 	t.Helper()
 	var tun *Tunnel
-	inNS(t, p.h, func() {
+	nstest.In(t, p.h, func() {
 		var err error
 		if tun, err = cfg.OpenTunnel(zerolog.Nop()); err != nil {
 			t.Fatal(err)
@@ -340,14 +286,14 @@ func unitView(tun *Tunnel, name string) TunnelUnit {
 func TestTunnelSinkInTheKernel(t *testing.T) {
 	p := newTunTopo(t)
 	_, _, f := hostFiles(t)
-	dir := bpfDir(t)
+	dir := nstest.BPFFS(t)
 	a, b, gone := netip.MustParseAddr(tunUnitA), netip.MustParseAddr(tunUnitB), netip.MustParseAddr("10.9.9.9")
 
 	// An earlier agent left the program with unit-a's mappings (one the
 	// unit no longer has, one it has changed) and those of a unit that
 	// has gone.
 	var old *tunnel.Host
-	inNS(t, p.h, func() {
+	nstest.In(t, p.h, func() {
 		var err error
 		old, err = tunnel.Open(tunnel.Config{Interface: "h0", Addresses: []netip.Addr{netip.MustParseAddr(tunAddr)},
 			Units: []netip.Addr{a, gone}, PinDir: dir, MaxFlows: 1024})
@@ -525,7 +471,7 @@ func startUnitStreams(t *testing.T, ca *mtls.CA, dir, source string) (*hosts.Ser
 func TestMappingsFromARealUnitRestorePackets(t *testing.T) {
 	p := newTunTopo(t)
 	ca, caDir, f := hostFiles(t)
-	dir := bpfDir(t)
+	dir := nstest.BPFFS(t)
 	srv, addr := startUnitStreams(t, ca, caDir, tunUnitA)
 	defer tunnel.RemovePinned("h0", dir)
 

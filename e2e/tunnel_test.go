@@ -86,6 +86,30 @@ func TestIPIPToHosts(t *testing.T) {
 	drivers(t, func(t *testing.T, build func(string, int) *LB) { testTunnelToHosts(t, build("in", 2), "ipip") })
 }
 
+// longDownload starts a SHA-256-checked download of n bytes from the VIP
+// as a process of its own (not bounded by Exec's minute: a download
+// across a restart waits out TCP's retransmission back-off) and returns
+// a channel for its result, within bound.
+func longDownload(t *testing.T, lb *LB, n int64, bound time.Duration) chan ClientResult {
+	t.Helper()
+	p, err := lb.Start(lb.Client, "download", RoleCommand("client", fmt.Sprintf("http://192.0.2.10/bytes?n=%d", n), "1", "1"), Self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	done := make(chan ClientResult, 1)
+	go func() {
+		var r ClientResult
+		if err := p.Wait(bound); err != nil {
+			r = ClientResult{Errors: 1, FirstErr: err.Error()}
+		} else if err := json.Unmarshal([]byte(lastLine(p.Output())), &r); err != nil {
+			r = ClientResult{Errors: 1, FirstErr: err.Error()}
+		}
+		done <- r
+	}()
+	return done
+}
+
 // startTunnelUnit builds the hosts' side (certificates naming their
 // tunnel addresses, the VIP on their loopback, HTTP servers on port 80)
 // and starts a unit whose VIP web (192.0.2.10:80) has mode mode toward
@@ -213,8 +237,7 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 	// takes seconds here where 100 MiB takes a fraction of one.
 	const long = 1 << 30
 	sentBefore := sent()
-	done := make(chan ClientResult, 1)
-	go func() { done <- clientNoFatal(lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", long)) }()
+	done := longDownload(t, lb, long, 3*time.Minute)
 	// The client's side carries only acknowledgements (about 70 KB of
 	// them for 100 MiB): 20 KB of them mean the download is under way.
 	eventually(t, "the download under way", func() bool { return sent()-sentBefore > 20<<10 }, func() string {
@@ -263,7 +286,7 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 		oldBoot := unitStreams(t, u).Boot
 		fwd := u.forwarderPID()
 		sentBefore = sent()
-		go func() { done <- clientNoFatal(lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", long)) }()
+		done = longDownload(t, lb, long, 3*time.Minute)
 		eventually(t, "the download under way", func() bool { return sent()-sentBefore > 20<<10 }, func() string { return "" })
 		if err := u.proc.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -299,7 +322,7 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 		// ID), whose packets wait until the host has the new mapping,
 		// and the hosts' sets become the new unit's.
 		sentBefore = sent()
-		go func() { done <- clientNoFatal(lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", long)) }()
+		done = longDownload(t, lb, long, 3*time.Minute)
 		eventually(t, "the download under way", func() bool { return sent()-sentBefore > 20<<10 }, func() string { return "" })
 		oldBoot = unitStreams(t, u).Boot
 		u.proc.Stop()
@@ -338,6 +361,42 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 	uv = unitStreams(t, u)
 	if (mode == "tunnel") != (uv.Tunnel.Published > 0) || uv.Tunnel.NoHost != 0 {
 		t.Errorf("%s VIP's tunnel mappings: %+v", mode, uv.Tunnel)
+	}
+	if mode == "tunnel" {
+		// The hosts list what their kernels hold: at least the
+		// connection a held client keeps open, by its real addresses.
+		hold, err := lb.Start(lb.Client, "held connections", RoleCommand("holdconns", "192.0.2.10:80", "4", filepath.Join(dir, "hold")), Self())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(hold.Stop)
+		if err := hold.WaitFor("connected", 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		found := 0
+		for i := range lb.Backends {
+			out, err := lb.Exec(lb.Backends[i], agentBin(), "--socket", filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), "tunnel", "mappings", "-o", "json")
+			var v struct {
+				Mappings []struct{ Client, VIP, Proto string }
+			}
+			if err != nil || json.Unmarshal([]byte(out), &v) != nil {
+				t.Fatalf("tether-agent tunnel mappings: %v\n%s", err, out)
+			}
+			for _, m := range v.Mappings {
+				if strings.HasPrefix(m.Client, ClientAddr+":") && m.VIP == "192.0.2.10:80" && m.Proto == "tcp" {
+					found++
+				}
+			}
+		}
+		if found < 4 {
+			t.Errorf("the hosts list %d mappings of the client's connections, want at least the 4 held open", found)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "hold"), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := hold.Wait(30 * time.Second); err != nil {
+			t.Errorf("the held connections' second requests: %v\n%s", err, hold.Output())
+		}
 	}
 	if d := nonZero(r.Drops); d["mapping_timeout"] != 0 {
 		t.Errorf("drops %v: a flow's host never confirmed its mapping", d)

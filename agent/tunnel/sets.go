@@ -55,6 +55,26 @@ func (h *Host) walk(fn func(unit netip.Addr, id uint32, v [valueSize]byte)) erro
 	return nil
 }
 
+// List returns up to limit of the mappings the kernel holds, from every
+// unit, and how many it holds in all: for operators.
+func (h *Host) List(limit int) ([]Listed, int, error) {
+	var out []Listed
+	n := 0
+	err := h.walk(func(u netip.Addr, id uint32, v [valueSize]byte) {
+		if n++; len(out) < limit {
+			out = append(out, Listed{Unit: u, ID: id, Tuple: tupleOf(v)})
+		}
+	})
+	return out, n, err
+}
+
+// Listed is one mapping as List returns it.
+type Listed struct {
+	Unit  netip.Addr
+	ID    uint32
+	Tuple encap.Tuple
+}
+
 // Mappings returns every mapping the kernel holds from unit (flow ID →
 // tuple). It walks the whole map: for tests and operators.
 func (h *Host) Mappings(unit netip.Addr) (map[uint32]encap.Tuple, error) {

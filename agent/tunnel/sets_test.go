@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tetherlb/tether/internal/nstest"
 	"github.com/tetherlb/tether/tables/encap"
 )
 
@@ -14,7 +15,7 @@ import (
 // alone; ForgetUnitsBut drops the sets of units that are gone.
 func TestReplaceUnitMakesOneUnitsSetExact(t *testing.T) {
 	p := newTopo(t)
-	h := open(t, p, pinDir(t))
+	h := open(t, p, nstest.BPFFS(t))
 	defer h.Remove()
 	unit, other := netip.MustParseAddr(unitAddr), netip.MustParseAddr(otherAddr)
 	for id := uint32(1); id <= 4; id++ {
@@ -70,14 +71,14 @@ func TestReplaceUnitMakesOneUnitsSetExact(t *testing.T) {
 // agent's units until it learns them; RemovePinned leaves nothing.
 func TestKeepUnitsAndRemovePinned(t *testing.T) {
 	p := newTopo(t)
-	dir := pinDir(t)
+	dir := nstest.BPFFS(t)
 	h := open(t, p, dir)
 	if h.MaxFlows() != 1<<20 {
 		t.Errorf("MaxFlows %d, want the default 1<<20", h.MaxFlows())
 	}
 	h.Close()
 	var h2 *Host
-	in(t, p.h, func() {
+	nstest.In(t, p.h, func() {
 		var err error
 		h2, err = Open(Config{Interface: "h0", Addresses: []netip.Addr{netip.MustParseAddr(tunnelAddr)}, PinDir: dir, KeepUnits: true})
 		if err != nil {
@@ -103,7 +104,7 @@ func TestKeepUnitsAndRemovePinned(t *testing.T) {
 		t.Errorf("RemovePinned of a directory that does not exist = %v, %v", ok, err)
 	}
 	// The interface has no XDP program any more.
-	out := sh(t, "ip", "-n", p.h, "link", "show", "h0")
+	out := nstest.Sh(t, "ip", "-n", p.h, "link", "show", "h0")
 	if strings.Contains(out, "xdp") {
 		t.Errorf("still attached: %s", out)
 	}

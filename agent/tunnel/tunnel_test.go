@@ -6,13 +6,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/tetherlb/tether/internal/nstest"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/tetherlb/tether/internal/pkttest"
@@ -36,76 +35,35 @@ const (
 
 type topo struct{ u, h string }
 
-func sh(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 func newTopo(t *testing.T) *topo {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces and XDP")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command (iproute2)")
-	}
-	p := &topo{u: fmt.Sprintf("tht%du", os.Getpid()), h: fmt.Sprintf("tht%dh", os.Getpid())}
-	t.Cleanup(func() {
-		exec.Command("ip", "netns", "del", p.u).Run()
-		exec.Command("ip", "netns", "del", p.h).Run()
-	})
-	sh(t, "ip", "netns", "add", p.u)
-	sh(t, "ip", "netns", "add", p.h)
-	sh(t, "ip", "link", "add", "u0", "netns", p.u, "type", "veth", "peer", "name", "h0", "netns", p.h)
-	sh(t, "ip", "-n", p.u, "addr", "add", unitAddr+"/24", "dev", "u0")
-	sh(t, "ip", "-n", p.u, "addr", "add", otherAddr+"/24", "dev", "u0")
-	sh(t, "ip", "-n", p.h, "addr", "add", hostAddr+"/24", "dev", "h0")
-	sh(t, "ip", "-n", p.h, "addr", "add", vipAddr+"/32", "dev", "lo")
+	nstest.Require(t)
+	p := &topo{u: nstest.NS(t, "tht", "u"), h: nstest.NS(t, "tht", "h")}
+	sh := func(args ...string) { nstest.Sh(t, args...) }
+	sh("ip", "link", "add", "u0", "netns", p.u, "type", "veth", "peer", "name", "h0", "netns", p.h)
+	sh("ip", "-n", p.u, "addr", "add", unitAddr+"/24", "dev", "u0")
+	sh("ip", "-n", p.u, "addr", "add", otherAddr+"/24", "dev", "u0")
+	sh("ip", "-n", p.h, "addr", "add", hostAddr+"/24", "dev", "h0")
+	sh("ip", "-n", p.h, "addr", "add", vipAddr+"/32", "dev", "lo")
 	for _, ns := range []string{p.u, p.h} {
-		sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+		sh("ip", "-n", ns, "link", "set", "lo", "up")
 	}
-	sh(t, "ip", "-n", p.u, "link", "set", "u0", "up")
-	sh(t, "ip", "-n", p.h, "link", "set", "h0", "up")
+	sh("ip", "-n", p.u, "link", "set", "u0", "up")
+	sh("ip", "-n", p.h, "link", "set", "h0", "up")
 	// Replies go toward the client by way of U, which drops them (it
 	// neither holds nor forwards the client's address): enough for the
 	// host's stack to answer, and no RST to undo what it did.
-	sh(t, "ip", "-n", p.h, "route", "add", "203.0.113.0/24", "via", unitAddr)
+	sh("ip", "-n", p.h, "route", "add", "203.0.113.0/24", "via", unitAddr)
 	// A unit sends full checksums (a forwarder finishes partial ones);
 	// the kernel's sockets here would leave them to the veth.
-	sh(t, "ip", "netns", "exec", p.u, "ethtool", "-K", "u0", "tx", "off")
+	sh("ip", "netns", "exec", p.u, "ethtool", "-K", "u0", "tx", "off")
 	return p
-}
-
-// in runs fn with the calling thread in namespace ns.
-func in(t *testing.T, ns string, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		t.Fatal(err)
-	}
-	defer netns.Set(orig)
-	fn()
 }
 
 func open(t *testing.T, p *topo, dir string) *Host {
 	t.Helper()
 	var h *Host
-	in(t, p.h, func() {
+	nstest.In(t, p.h, func() {
 		var err error
 		h, err = Open(Config{
 			Interface: "h0",
@@ -120,18 +78,6 @@ func open(t *testing.T, p *topo, dir string) *Host {
 	return h
 }
 
-// pinDir is a BPF filesystem of the test's own, so that pins do not
-// outlive it.
-func pinDir(t *testing.T) string {
-	t.Helper()
-	dir := t.TempDir()
-	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
-		t.Skipf("mount a BPF filesystem: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
-	return dir
-}
-
 func tuple(proto uint8, src, dst string, sport, dport uint16) *encap.Tuple {
 	t := &encap.Tuple{Proto: proto, SrcPort: sport, DstPort: dport}
 	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
@@ -144,7 +90,7 @@ func tuple(proto uint8, src, dst string, sport, dport uint16) *encap.Tuple {
 // a tunnel packet of flow ID id, as a unit would send it.
 func sendUDP(t *testing.T, ns, src, dst string, id uint32, payload string) {
 	t.Helper()
-	in(t, ns, func() {
+	nstest.In(t, ns, func() {
 		c, err := net.DialUDP("udp4",
 			&net.UDPAddr{IP: net.ParseIP(src), Port: int(id >> 16)},
 			&net.UDPAddr{IP: net.ParseIP(dst), Port: int(id & 0xffff)})
@@ -162,7 +108,7 @@ func sendUDP(t *testing.T, ns, src, dst string, id uint32, payload string) {
 func listenUDP(t *testing.T, ns, addr string) *net.UDPConn {
 	t.Helper()
 	var c *net.UDPConn
-	in(t, ns, func() {
+	nstest.In(t, ns, func() {
 		var err error
 		if c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr))); err != nil {
 			t.Fatal(err)
@@ -205,7 +151,7 @@ func waitCounter(t *testing.T, h *Host, what string, get func(Counters) uint64, 
 
 func TestFlowIDPacketsReachTheVIPAsTheClientSentThem(t *testing.T) {
 	p := newTopo(t)
-	h := open(t, p, pinDir(t))
+	h := open(t, p, nstest.BPFFS(t))
 	defer h.Remove()
 	if h.Mode == "" {
 		t.Fatal("no attach mode")
@@ -229,14 +175,14 @@ func TestFlowIDPacketsReachTheVIPAsTheClientSentThem(t *testing.T) {
 	if err := h.Put(unit, tid, tuple(protoTCP, clientAddr, vipAddr, 41000, 8080)); err != nil {
 		t.Fatal(err)
 	}
-	in(t, p.h, func() {
+	nstest.In(t, p.h, func() {
 		l, err := net.Listen("tcp4", vipAddr+":8080")
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { l.Close() })
 	})
-	in(t, p.u, func() {
+	nstest.In(t, p.u, func() {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(unitAddr), Port: tid >> 16}, Timeout: 200 * time.Millisecond}
 		c, err := d.Dial("tcp4", net.JoinHostPort(tunnelAddr, fmt.Sprint(tid&0xffff)))
 		if err == nil {
@@ -246,7 +192,7 @@ func TestFlowIDPacketsReachTheVIPAsTheClientSentThem(t *testing.T) {
 	})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		out := sh(t, "ip", "netns", "exec", p.h, "ss", "-Htn", "state", "syn-recv")
+		out := nstest.Sh(t, "ip", "netns", "exec", p.h, "ss", "-Htn", "state", "syn-recv")
 		if strings.Contains(out, vipAddr+":8080") && strings.Contains(out, clientAddr+":41000") {
 			break
 		}
@@ -259,7 +205,7 @@ func TestFlowIDPacketsReachTheVIPAsTheClientSentThem(t *testing.T) {
 
 func TestWhatNoMappingExplainsIsDroppedAndCounted(t *testing.T) {
 	p := newTopo(t)
-	h := open(t, p, pinDir(t))
+	h := open(t, p, nstest.BPFFS(t))
 	defer h.Remove()
 	unit := netip.MustParseAddr(unitAddr)
 	if err := h.Put(unit, 0x0005_0001, tuple(protoUDP, clientAddr, vipAddr, 40000, 5353)); err != nil {
@@ -274,7 +220,7 @@ func TestWhatNoMappingExplainsIsDroppedAndCounted(t *testing.T) {
 	sendUDP(t, p.u, otherAddr, tunnelAddr, 0x0005_0001, "from no unit")
 	waitCounter(t, h, "unknown_unit", func(c Counters) uint64 { return c.UnknownUnit }, 1)
 	// The mapping is of UDP: a TCP packet with its ID is unknown.
-	in(t, p.u, func() {
+	nstest.In(t, p.u, func() {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(unitAddr), Port: 5}, Timeout: 100 * time.Millisecond}
 		if c, err := d.Dial("tcp4", tunnelAddr+":1"); err == nil {
 			c.Close()
@@ -310,14 +256,14 @@ func TestWhatNoMappingExplainsIsDroppedAndCounted(t *testing.T) {
 // IP-in-IP: the host's kernel need not have the ipip module.
 func TestIPIPIsUnwrapped(t *testing.T) {
 	p := newTopo(t)
-	h := open(t, p, pinDir(t))
+	h := open(t, p, nstest.BPFFS(t))
 	defer h.Remove()
 	srv := listenUDP(t, p.h, vipAddr+":5354")
 	inner := pkttest.UDP(
 		pkttest.Endpoint{Addr: netip.MustParseAddr(clientAddr), Port: 40001},
 		pkttest.Endpoint{Addr: netip.MustParseAddr(vipAddr), Port: 5354},
 		pkttest.Opts{NoEth: true, Payload: []byte("inside ipip")})
-	in(t, p.u, func() {
+	nstest.In(t, p.u, func() {
 		fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_IPIP)
 		if err != nil {
 			t.Fatal(err)
@@ -342,7 +288,7 @@ func TestIPIPIsUnwrapped(t *testing.T) {
 // counters included.
 func TestTheProgramOutlivesTheAgent(t *testing.T) {
 	p := newTopo(t)
-	dir := pinDir(t)
+	dir := nstest.BPFFS(t)
 	h := open(t, p, dir)
 	unit := netip.MustParseAddr(unitAddr)
 	if err := h.Put(unit, 0x0005_0009, tuple(protoUDP, clientAddr, vipAddr, 40000, 5353)); err != nil {

@@ -203,6 +203,36 @@ stays attached, restoring packets, until the next agent takes it over.`,
 			return showTunnel(v, output)
 		},
 	}
+	var limit int
+	tunnelMappings := &cobra.Command{
+		Use:   "mappings [--limit N]",
+		Short: "List the mappings the host's kernel holds: unit and flow ID → the connection it restores",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var v agent.MappingsView
+			if err := client().Do("GET", fmt.Sprintf("/v1/tunnel/mappings?limit=%d", limit), nil, &v); err != nil {
+				return err
+			}
+			if output == "json" {
+				enc := json.NewEncoder(os.Stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(v)
+			}
+			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "UNIT\tFLOW ID\tPROTO\tCLIENT\tVIP")
+			for _, m := range v.Mappings {
+				fmt.Fprintf(w, "%s\t%#08x\t%s\t%s\t%s\n", m.Unit, m.FlowID, m.Proto, m.Client, m.VIP)
+			}
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if v.Total > len(v.Mappings) {
+				fmt.Printf("(%d of %d: --limit shows more)\n", len(v.Mappings), v.Total)
+			}
+			return nil
+		},
+	}
+	tunnelMappings.Flags().IntVar(&limit, "limit", 1000, "at most this many")
 	var removeCfg string
 	tunnelRemove := &cobra.Command{
 		Use:   "remove --config FILE",
@@ -248,7 +278,7 @@ stay on the interface.`,
 		},
 	}
 	tunnelRemove.Flags().StringVar(&removeCfg, "config", "", "the agent's configuration file (YAML)")
-	tunnelCmd.AddCommand(tunnelRemove)
+	tunnelCmd.AddCommand(tunnelRemove, tunnelMappings)
 
 	var health, state string
 	var load, capacity int

@@ -1,17 +1,14 @@
 package afxdp
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/vishvananda/netns"
+	"github.com/tetherlb/tether/internal/nstest"
 
 	"github.com/tetherlb/tether/internal/pkttest"
 	"github.com/tetherlb/tether/nic"
@@ -23,59 +20,18 @@ type pair struct {
 	a, b string
 }
 
-func sh(t *testing.T, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 func newPair(t *testing.T) *pair {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: network namespaces and AF_XDP")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command (iproute2)")
-	}
-	p := &pair{a: fmt.Sprintf("ttx%da", os.Getpid()), b: fmt.Sprintf("ttx%db", os.Getpid())}
-	t.Cleanup(func() {
-		exec.Command("ip", "netns", "del", p.a).Run()
-		exec.Command("ip", "netns", "del", p.b).Run()
-	})
-	sh(t, "ip", "netns", "add", p.a)
-	sh(t, "ip", "netns", "add", p.b)
-	sh(t, "ip", "link", "add", "a0", "netns", p.a, "type", "veth", "peer", "name", "b0", "netns", p.b)
-	sh(t, "ip", "-n", p.a, "addr", "add", "10.9.0.1/24", "dev", "a0")
-	sh(t, "ip", "-n", p.b, "addr", "add", "10.9.0.2/24", "dev", "b0")
-	sh(t, "ip", "-n", p.a, "link", "set", "a0", "up")
-	sh(t, "ip", "-n", p.b, "link", "set", "b0", "up")
-	sh(t, "ip", "-n", p.b, "route", "add", "10.9.0.100/32", "via", "10.9.0.1")
+	nstest.Require(t)
+	p := &pair{a: nstest.NS(t, "ttx", "a"), b: nstest.NS(t, "ttx", "b")}
+	sh := func(args ...string) { nstest.Sh(t, args...) }
+	sh("ip", "link", "add", "a0", "netns", p.a, "type", "veth", "peer", "name", "b0", "netns", p.b)
+	sh("ip", "-n", p.a, "addr", "add", "10.9.0.1/24", "dev", "a0")
+	sh("ip", "-n", p.b, "addr", "add", "10.9.0.2/24", "dev", "b0")
+	sh("ip", "-n", p.a, "link", "set", "a0", "up")
+	sh("ip", "-n", p.b, "link", "set", "b0", "up")
+	sh("ip", "-n", p.b, "route", "add", "10.9.0.100/32", "via", "10.9.0.1")
 	return p
-}
-
-// in runs fn with the calling thread in namespace ns.
-func in(t *testing.T, ns string, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer orig.Close()
-	h, err := netns.GetFromName(ns)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	if err := netns.Set(h); err != nil {
-		t.Fatal(err)
-	}
-	defer netns.Set(orig)
-	fn()
 }
 
 func receive(t *testing.T, p *Port, timeout time.Duration) []nic.Frame {
@@ -98,7 +54,7 @@ func TestRedirectOnlyOwnedTraffic(t *testing.T) {
 	var u *Unit
 	var err error
 	var ownUDP *net.UDPConn
-	in(t, pr.a, func() {
+	nstest.In(t, pr.a, func() {
 		u, err = Open(Config{Interface: "a0"})
 		if err == nil {
 			ownUDP, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 1), Port: 5555})
@@ -115,7 +71,7 @@ func TestRedirectOnlyOwnedTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	var send *net.UDPConn
-	in(t, pr.b, func() { send, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7777}) })
+	nstest.In(t, pr.b, func() { send, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7777}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +128,7 @@ func TestRedirectOnlyOwnedTraffic(t *testing.T) {
 
 func macOf(t *testing.T, ns, ifc string) net.HardwareAddr {
 	t.Helper()
-	out := sh(t, "ip", "-n", ns, "-br", "link", "show", ifc)
+	out := nstest.Sh(t, "ip", "-n", ns, "-br", "link", "show", ifc)
 	for _, f := range strings.Fields(out) {
 		if m, err := net.ParseMAC(f); err == nil && len(m) == 6 {
 			return m
@@ -200,7 +156,7 @@ func TestKernelDropsAreCounted(t *testing.T) {
 	var u *Unit
 	var err error
 	const ringEntries = 512 // Open rounds 300 up to this
-	in(t, pr.a, func() { u, err = Open(Config{Interface: "a0", Ring: 300}) })
+	nstest.In(t, pr.a, func() { u, err = Open(Config{Interface: "a0", Ring: 300}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +169,7 @@ func TestKernelDropsAreCounted(t *testing.T) {
 		t.Fatalf("%d drops before any traffic", n)
 	}
 	var send *net.UDPConn
-	in(t, pr.b, func() { send, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7778}) })
+	nstest.In(t, pr.b, func() { send, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7778}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -240,11 +196,11 @@ func TestKernelDropsAreCounted(t *testing.T) {
 // takes the link over; a clean Close detaches it.
 func TestPinnedAcrossACrash(t *testing.T) {
 	pr := newPair(t)
-	sh(t, "ip", "-n", pr.a, "addr", "add", "10.9.0.100/32", "dev", "a0")
+	nstest.Sh(t, "ip", "-n", pr.a, "addr", "add", "10.9.0.100/32", "dev", "a0")
 	var u *Unit
 	var err error
 	var local *net.UDPConn
-	in(t, pr.a, func() {
+	nstest.In(t, pr.a, func() {
 		if u, err = Open(Config{Interface: "a0"}); err == nil {
 			local, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 100), Port: 9999})
 		}
@@ -264,7 +220,7 @@ func TestPinnedAcrossACrash(t *testing.T) {
 		s.close()
 	}
 	var send *net.UDPConn
-	in(t, pr.b, func() { send, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7779}) })
+	nstest.In(t, pr.b, func() { send, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7779}) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +237,7 @@ func TestPinnedAcrossACrash(t *testing.T) {
 	}
 	// The next forwarder takes the link over.
 	var next *Unit
-	in(t, pr.a, func() { next, err = Open(Config{Interface: "a0"}) })
+	nstest.In(t, pr.a, func() { next, err = Open(Config{Interface: "a0"}) })
 	if err != nil {
 		t.Fatalf("a forwarder after a crash: %v", err)
 	}
@@ -322,14 +278,14 @@ func TestAllocatedFrameIsSent(t *testing.T) {
 	pr := newPair(t)
 	var u *Unit
 	var err error
-	in(t, pr.a, func() { u, err = Open(Config{Interface: "a0", Ring: 64}) })
+	nstest.In(t, pr.a, func() { u, err = Open(Config{Interface: "a0", Ring: 64}) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer u.Close()
 	port := u.Sockets()[0]
 	var recv *net.UDPConn
-	in(t, pr.b, func() { recv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7777}) })
+	nstest.In(t, pr.b, func() { recv, err = net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(10, 9, 0, 2), Port: 7777}) })
 	if err != nil {
 		t.Fatal(err)
 	}
