@@ -102,12 +102,13 @@ lint:
 # make vm built instead of skipping; TETHER_VM_ACCEL=kvm|tcg forces its
 # qemu accelerator. The -timeout applies to each package's test binary.
 # The slowest ones on the 2-core CI machine, run side by side: e2e about
-# 4.5 min, vm about 3 min (a 20 s KVM probe, then TCG). 15m covers the
-# slowest three times over. Each of vm's waits also ends 30 s before this
-# deadline (t.Deadline), so a stuck boot fails its own test, with qemu
-# stopped and namespaces deleted, instead of panicking the binary and
-# leaving them behind as the default 10m did.
-UNIT_TIMEOUT ?= 15m
+# 11-12 min under -race (its system tests run one after another), vm
+# about 3 min (a 20 s KVM probe, then TCG). 25m leaves e2e twice its
+# time. Each of vm's waits also ends 30 s before this deadline
+# (t.Deadline), so a stuck boot fails its own test, with qemu stopped and
+# namespaces deleted, instead of panicking the binary and leaving them
+# behind as the default 10m did.
+UNIT_TIMEOUT ?= 25m
 unit:
 	TETHER_VM_IMAGE=$(CURDIR)/vm/out $(GO) test -race -count=1 -timeout $(UNIT_TIMEOUT) ./...
 

@@ -118,15 +118,25 @@ func Payload(w io.Writer, n int64) error {
 	return nil
 }
 
-// PayloadSHA256 is the hex SHA-256 of Payload(n).
+// PayloadSHA256 is the hex SHA-256 of Payload(n), computed once per n
+// in a process (tests built with -race compute slowly).
 func PayloadSHA256(n int64) string {
+	if v, ok := payloadSums.Load(n); ok {
+		return v.(string)
+	}
 	h := sha256.New()
 	_ = Payload(h, n)
-	return hex.EncodeToString(h.Sum(nil))
+	sum := hex.EncodeToString(h.Sum(nil))
+	payloadSums.Store(n, sum)
+	return sum
 }
 
+var payloadSums sync.Map
+
 // serveHTTP: args name, listen address and optionally a health file.
-// GET / answers "NAME\n"; GET /bytes?n=N streams Payload(N); POST
+// GET / answers "NAME\n"; GET /bytes?n=N streams Payload(N), at most
+// R bytes a second with &pace=R (a transfer a test must catch in the
+// middle lasts as long on a fast machine as on a slow one); POST
 // /upload answers "BYTES SHA256\n" of what it was sent. With a
 // health file, GET /healthz answers 503 while that file exists and 200
 // otherwise, so that a benchmark or test can fail a health check at will
@@ -161,10 +171,21 @@ func serveHTTP(args []string) error {
 			http.Error(w, "n: want a byte count", http.StatusBadRequest)
 			return
 		}
+		var pace int64
+		if s := r.URL.Query().Get("pace"); s != "" {
+			if pace, err = strconv.ParseInt(s, 10, 64); err != nil || pace < 64<<10 {
+				http.Error(w, "pace: want bytes a second, at least 65536", http.StatusBadRequest)
+				return
+			}
+		}
 		w.Header().Set("X-Backend", name)
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 		fmt.Printf("serving %d bytes to %s\n", n, r.RemoteAddr)
-		_ = Payload(w, n)
+		if pace == 0 {
+			_ = Payload(w, n)
+			return
+		}
+		_ = Payload(&pacedWriter{w: w, rate: pace, start: time.Now()}, n)
 	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
 		// An upload's bytes and SHA-256, for traffic toward the backend.
@@ -253,6 +274,7 @@ func runClient(args []string) error {
 	var wantN int64 = -1
 	var wantSum string
 	if _, q, ok := strings.Cut(url, "/bytes?n="); ok {
+		q, _, _ = strings.Cut(q, "&")
 		if n, err := strconv.ParseInt(q, 10, 64); err == nil {
 			wantN, wantSum = n, PayloadSHA256(n)
 		}
@@ -437,4 +459,21 @@ func connLatency(args []string) error {
 		out = append(out, r)
 	}
 	return json.NewEncoder(os.Stdout).Encode(out)
+}
+
+// pacedWriter writes at most rate bytes a second on average.
+type pacedWriter struct {
+	w     io.Writer
+	rate  int64
+	start time.Time
+	sent  int64
+}
+
+func (p *pacedWriter) Write(b []byte) (int, error) {
+	n, err := p.w.Write(b)
+	p.sent += int64(n)
+	if due := time.Duration(p.sent * int64(time.Second) / p.rate); due > time.Since(p.start) {
+		time.Sleep(due - time.Since(p.start))
+	}
+	return n, err
 }

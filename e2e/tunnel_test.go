@@ -86,13 +86,14 @@ func TestIPIPToHosts(t *testing.T) {
 	drivers(t, func(t *testing.T, build func(string, int) *LB) { testTunnelToHosts(t, build("in", 2), "ipip") })
 }
 
-// longDownload starts a SHA-256-checked download of n bytes from the VIP
-// as a process of its own (not bounded by Exec's minute: a download
-// across a restart waits out TCP's retransmission back-off) and returns
-// a channel for its result, within bound.
-func longDownload(t *testing.T, lb *LB, n int64, bound time.Duration) chan ClientResult {
+// longDownload starts a SHA-256-checked download of n bytes from the VIP,
+// served at pace bytes a second, as a process of its own (not bounded by
+// Exec's minute: a download across a restart waits out TCP's
+// retransmission back-off) and returns a channel for its result, within
+// bound.
+func longDownload(t *testing.T, lb *LB, n, pace int64, bound time.Duration) chan ClientResult {
 	t.Helper()
-	p, err := lb.Start(lb.Client, "download", RoleCommand("client", fmt.Sprintf("http://192.0.2.10/bytes?n=%d", n), "1", "1"), Self())
+	p, err := lb.Start(lb.Client, "download", RoleCommand("client", fmt.Sprintf("http://192.0.2.10/bytes?n=%d&pace=%d", n, pace), "1", "1"), Self())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,6 +149,7 @@ func startTunnelUnit(t *testing.T, lb *LB, mode, extra string) (*runningUnit, st
   address4: %s
 forwarder:
   port: {driver: %s, interface: %s%s}
+  flows: {timeouts: {tcp_fin: 3s, tcp_closed: 3s}}
 vips:
   - name: web
     address: 192.0.2.10
@@ -226,6 +228,36 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 		t.Errorf("drops %v", d)
 	}
 
+	if mode == "tunnel" {
+		// Ended flows age out of the unit (3 s here), and their
+		// mappings out of the hosts' kernels.
+		hostTotal := func() int {
+			n := 0
+			for i := range lb.Backends {
+				out, err := lb.Exec(lb.Backends[i], agentBin(), "--socket", filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), "tunnel", "mappings", "--limit", "1", "-o", "json")
+				var v struct{ Total int }
+				if err != nil || json.Unmarshal([]byte(out), &v) != nil {
+					t.Fatalf("tether-agent tunnel mappings: %v\n%s", err, out)
+				}
+				n += v.Total
+			}
+			return n
+		}
+		var held, kernels int
+		eventually(t, "ended flows' mappings gone from the hosts", func() bool {
+			uv = unitStreams(t, u)
+			held = 0
+			for _, h := range uv.Streams {
+				if h.Acked != h.Seq {
+					return false
+				}
+				held += h.Mappings
+			}
+			kernels = hostTotal()
+			return uv.Tunnel.Removed >= 200 && kernels == held
+		}, func() string { return fmt.Sprintf("%s\nthe hosts' kernels hold %d, the unit says %d", jsonText(uv), kernels, held) })
+	}
+
 	// Both agents die in the middle of a download and come back.
 	sent := func() (n uint64) {
 		for _, b := range u.report().Backends {
@@ -233,14 +265,14 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 		}
 		return n
 	}
-	// A download long enough to be caught in the middle: a gigabyte
-	// takes seconds here where 100 MiB takes a fraction of one.
-	const long = 1 << 30
+	// A download long enough to be caught in the middle: 32 MiB served
+	// at 16 MiB a second.
+	const long, pace = 32 << 20, 16 << 20
 	sentBefore := sent()
-	done := longDownload(t, lb, long, 3*time.Minute)
+	done := longDownload(t, lb, long, pace, 3*time.Minute)
 	// The client's side carries only acknowledgements (about 70 KB of
-	// them for 100 MiB): 20 KB of them mean the download is under way.
-	eventually(t, "the download under way", func() bool { return sent()-sentBefore > 20<<10 }, func() string {
+	// them for 100 MiB): 10 KB of them mean the download is under way.
+	eventually(t, "the download under way", func() bool { return sent()-sentBefore > 10<<10 }, func() string {
 		r := u.report()
 		out := fmt.Sprintf("sent %d since, drops %v, streams %s", sent()-sentBefore, nonZero(r.Drops), jsonText(unitStreams(t, u).Tunnel))
 		for i := range lb.Backends {
@@ -286,8 +318,8 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 		oldBoot := unitStreams(t, u).Boot
 		fwd := u.forwarderPID()
 		sentBefore = sent()
-		done = longDownload(t, lb, long, 3*time.Minute)
-		eventually(t, "the download under way", func() bool { return sent()-sentBefore > 20<<10 }, func() string { return "" })
+		done = longDownload(t, lb, long, pace, 3*time.Minute)
+		eventually(t, "the download under way", func() bool { return sent()-sentBefore > 10<<10 }, func() string { return "" })
 		if err := u.proc.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
@@ -322,8 +354,8 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 		// ID), whose packets wait until the host has the new mapping,
 		// and the hosts' sets become the new unit's.
 		sentBefore = sent()
-		done = longDownload(t, lb, long, 3*time.Minute)
-		eventually(t, "the download under way", func() bool { return sent()-sentBefore > 20<<10 }, func() string { return "" })
+		done = longDownload(t, lb, long, pace, 3*time.Minute)
+		eventually(t, "the download under way", func() bool { return sent()-sentBefore > 10<<10 }, func() string { return "" })
 		oldBoot = unitStreams(t, u).Boot
 		u.proc.Stop()
 		u.start()
