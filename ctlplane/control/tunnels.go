@@ -3,6 +3,7 @@ package control
 import (
 	"encoding/binary"
 	"net/netip"
+	"slices"
 	"sync"
 
 	pb "github.com/tetherlb/tether/api/hostpb"
@@ -41,11 +42,20 @@ type heldKey struct {
 	key    unit.FlowKey
 }
 
-// hostChange is what one round of events changes for one host.
+// hostChange is what one round of events changes for one host. A host
+// applies a batch's removals before its additions, so a flow that both
+// began and ended within the round must leave no addition behind.
 type hostChange struct {
 	add    []*pb.Mapping
 	remove []uint32
 	keys   []heldKey
+}
+
+// ended records that flow ID id ended: any addition of it earlier in the
+// round goes, and the host forgets whatever it holds under id.
+func (ch *hostChange) ended(id uint32) {
+	ch.add = slices.DeleteFunc(ch.add, func(m *pb.Mapping) bool { return m.GetFlowId() == id })
+	ch.remove = append(ch.remove, id)
 }
 
 // flowID is the 32-bit flow ID of a tunnel flow's action (B's first four
@@ -122,7 +132,7 @@ func (c *Control) tunnelEvents(lk *fwdLink, events []channel.FlowEvent) {
 			byHost[host] = ch
 		}
 		if e.Kind == channel.FlowExpired {
-			ch.remove = append(ch.remove, flowID(a))
+			ch.ended(flowID(a))
 			continue
 		}
 		ch.add = append(ch.add, mappingOf(&e.Key, flowID(a)))
