@@ -106,16 +106,16 @@ func TestOpenTunnelChecksTheCertificate(t *testing.T) {
 	}
 }
 
-// The kernel tests' topology, as in agent/tunnel: namespace U (the
+// The kernel tests' topology (nstest.UnitHost), as in agent/tunnel: namespace U (the
 // units' side: u0 with unit-a's 10.7.0.1 and unit-b's 10.7.0.3) and H
 // (the host: h0 10.7.0.2/24, tunnel address 10.7.0.100, the VIP
 // 192.0.2.50 on lo).
 const (
-	tunUnitA  = "10.7.0.1"
-	tunUnitB  = "10.7.0.3"
-	tunHost   = "10.7.0.2"
+	tunUnitA  = nstest.UnitAddr
+	tunUnitB  = nstest.OtherAddr
+	tunHost   = nstest.HostAddr
 	tunAddr   = "10.7.0.100"
-	tunVIP    = "192.0.2.50"
+	tunVIP    = nstest.VIPAddr
 	tunClient = "203.0.113.9"
 )
 
@@ -123,24 +123,8 @@ type tunTopo struct{ u, h string }
 
 func newTunTopo(t *testing.T) *tunTopo {
 	t.Helper()
-	nstest.Require(t)
-	p := &tunTopo{u: nstest.NS(t, "tha", "u"), h: nstest.NS(t, "tha", "h")}
-	sh := func(args ...string) { nstest.Sh(t, args...) }
-	sh("ip", "link", "add", "u0", "netns", p.u, "type", "veth", "peer", "name", "h0", "netns", p.h)
-	sh("ip", "-n", p.u, "addr", "add", tunUnitA+"/24", "dev", "u0")
-	sh("ip", "-n", p.u, "addr", "add", tunUnitB+"/24", "dev", "u0")
-	sh("ip", "-n", p.h, "addr", "add", tunHost+"/24", "dev", "h0")
-	sh("ip", "-n", p.h, "addr", "add", tunVIP+"/32", "dev", "lo")
-	for _, ns := range []string{p.u, p.h} {
-		sh("ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	sh("ip", "-n", p.u, "link", "set", "u0", "up")
-	sh("ip", "-n", p.h, "link", "set", "h0", "up")
-	sh("ip", "-n", p.h, "route", "add", "203.0.113.0/24", "via", tunUnitA)
-	// A unit sends full checksums; the kernel's sockets here would
-	// leave them to the veth.
-	sh("ip", "netns", "exec", p.u, "ethtool", "-K", "u0", "tx", "off")
-	return p
+	u, h := nstest.UnitHost(t, "tha")
+	return &tunTopo{u: u, h: h}
 }
 
 // tunSend sends a UDP datagram of flow ID id from src to the tunnel

@@ -15,17 +15,18 @@ import (
 )
 
 // streamAgent starts a tether-agent in backend i as host id, with a
-// stream to the unit named "tether" using the given certificate files.
-func streamAgent(t *testing.T, lb *LB, dir string, i int, id uint32, ca, cert, key string) (*Proc, string) {
+// stream to the unit named "tether" using the given certificate files,
+// and extra configuration appended.
+func streamAgent(t *testing.T, lb *LB, dir string, i int, id uint32, ca, cert, key, extra string) (*Proc, string) {
 	t.Helper()
 	socket := filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i))
 	cfg := fmt.Sprintf(`host: {id: %d, listen: "%s:7311"}
-units: ["10.0.%d.1:7310"]
+units: ["%s:7310"]
 api: {socket: %s}
 streams:
-  units: [{name: tether, address: "10.0.%d.1:7320"}]
+  units: [{name: tether, address: "%s:7320"}]
   tls: {ca: %s, cert: %s, key: %s}
-`, id, lb.BackendIP(i), 10+i, socket, 10+i, ca, cert, key)
+%s`, id, lb.BackendIP(i), unitAddrFor(lb, i), socket, unitAddrFor(lb, i), ca, cert, key, extra)
 	path := filepath.Join(dir, fmt.Sprintf("agent-b%d.yaml", i))
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -39,6 +40,14 @@ streams:
 		t.Fatal(err)
 	}
 	return p, socket
+}
+
+// unitAddrFor is the unit's address as backend i reaches it.
+func unitAddrFor(lb *LB, i int) string {
+	if lb.Driver == "tun" {
+		return fmt.Sprintf("10.0.%d.1", 10+i)
+	}
+	return lb.UnitIP
 }
 
 // agentStreams reads an agent's streams through `tether-agent streams`.
@@ -114,9 +123,9 @@ func TestHostStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	_, good := streamAgent(t, lb, dir, 0, 1, filepath.Join(certs, "ca.crt"), filepath.Join(certs, "host-1.crt"), filepath.Join(certs, "host-1.key"))
+	_, good := streamAgent(t, lb, dir, 0, 1, filepath.Join(certs, "ca.crt"), filepath.Join(certs, "host-1.crt"), filepath.Join(certs, "host-1.key"), "")
 	// The rogue trusts the unit's CA but holds a certificate of another.
-	_, rogue := streamAgent(t, lb, dir, 1, 2, filepath.Join(certs, "ca.crt"), filepath.Join(foreign, "host-2.crt"), filepath.Join(foreign, "host-2.key"))
+	_, rogue := streamAgent(t, lb, dir, 1, 2, filepath.Join(certs, "ca.crt"), filepath.Join(foreign, "host-2.crt"), filepath.Join(foreign, "host-2.key"), "")
 
 	var uv unit.StreamsView
 	var av agent.StreamsView

@@ -23,14 +23,6 @@ func tunnelAddr(lb *LB, i int) string {
 	return fmt.Sprintf("10.0.0.%d", 100+i)
 }
 
-// unitAddrFor is the unit's address as backend i reaches it.
-func unitAddrFor(lb *LB, i int) string {
-	if lb.Driver == "tun" {
-		return fmt.Sprintf("10.0.%d.1", 10+i)
-	}
-	return lb.UnitIP
-}
-
 // tunnelAgent starts a tether-agent in backend i as host id, with a
 // stream to the unit and the host side of the tunnels on its link.
 func tunnelAgent(t *testing.T, lb *LB, dir, certs string, i int, id uint32) *Proc {
@@ -39,32 +31,9 @@ func tunnelAgent(t *testing.T, lb *LB, dir, certs string, i int, id uint32) *Pro
 	if err != nil {
 		t.Fatal(err)
 	}
-	socket := filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i))
-	cfg := fmt.Sprintf(`host: {id: %d, listen: "%s:7311"}
-units: ["%s:7310"]
-api: {socket: %s}
-streams:
-  units: [{name: tether, address: "%s:7320"}]
-  tls: {ca: %s, cert: %s, key: %s}
-tunnel:
-  interface: e0
-  addresses: [%s]
-  pin_dir: %s
-`, id, lb.BackendIP(i), unitAddrFor(lb, i), socket, unitAddrFor(lb, i), filepath.Join(certs, "ca.crt"),
-		filepath.Join(certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(certs, fmt.Sprintf("host-%d.key", id)),
-		tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
-	path := filepath.Join(dir, fmt.Sprintf("agent-b%d.yaml", i))
-	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	p, err := lb.Start(lb.Backends[i], fmt.Sprintf("agent b%d", i), nil, agentBin(), "run", "--config", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Stop)
-	if err := p.WaitFor("agent running", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	tunnel := fmt.Sprintf("tunnel:\n  interface: e0\n  addresses: [%s]\n  pin_dir: %s\n", tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
+	p, _ := streamAgent(t, lb, dir, i, id, filepath.Join(certs, "ca.crt"),
+		filepath.Join(certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(certs, fmt.Sprintf("host-%d.key", id)), tunnel)
 	return p
 }
 

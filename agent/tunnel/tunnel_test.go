@@ -25,11 +25,11 @@ import (
 // that carry a flow ID; the host's stack must receive what the client
 // sent, from the client's address, on a socket bound to the VIP.
 const (
-	unitAddr   = "10.7.0.1"
-	otherAddr  = "10.7.0.3"
-	hostAddr   = "10.7.0.2"
+	unitAddr   = nstest.UnitAddr
+	otherAddr  = nstest.OtherAddr
+	hostAddr   = nstest.HostAddr
 	tunnelAddr = "10.7.0.100"
-	vipAddr    = "192.0.2.50"
+	vipAddr    = nstest.VIPAddr
 	clientAddr = "203.0.113.9"
 )
 
@@ -37,27 +37,8 @@ type topo struct{ u, h string }
 
 func newTopo(t *testing.T) *topo {
 	t.Helper()
-	nstest.Require(t)
-	p := &topo{u: nstest.NS(t, "tht", "u"), h: nstest.NS(t, "tht", "h")}
-	sh := func(args ...string) { nstest.Sh(t, args...) }
-	sh("ip", "link", "add", "u0", "netns", p.u, "type", "veth", "peer", "name", "h0", "netns", p.h)
-	sh("ip", "-n", p.u, "addr", "add", unitAddr+"/24", "dev", "u0")
-	sh("ip", "-n", p.u, "addr", "add", otherAddr+"/24", "dev", "u0")
-	sh("ip", "-n", p.h, "addr", "add", hostAddr+"/24", "dev", "h0")
-	sh("ip", "-n", p.h, "addr", "add", vipAddr+"/32", "dev", "lo")
-	for _, ns := range []string{p.u, p.h} {
-		sh("ip", "-n", ns, "link", "set", "lo", "up")
-	}
-	sh("ip", "-n", p.u, "link", "set", "u0", "up")
-	sh("ip", "-n", p.h, "link", "set", "h0", "up")
-	// Replies go toward the client by way of U, which drops them (it
-	// neither holds nor forwards the client's address): enough for the
-	// host's stack to answer, and no RST to undo what it did.
-	sh("ip", "-n", p.h, "route", "add", "203.0.113.0/24", "via", unitAddr)
-	// A unit sends full checksums (a forwarder finishes partial ones);
-	// the kernel's sockets here would leave them to the veth.
-	sh("ip", "netns", "exec", p.u, "ethtool", "-K", "u0", "tx", "off")
-	return p
+	u, h := nstest.UnitHost(t, "tht")
+	return &topo{u: u, h: h}
 }
 
 func open(t *testing.T, p *topo, dir string) *Host {
