@@ -139,6 +139,112 @@ func (Proto) EnumDescriptor() ([]byte, []int) {
 	return file_host_proto_rawDescGZIP(), []int{1}
 }
 
+// Handoff is how the host gave a migrated connection to the application.
+type Handoff int32
+
+const (
+	Handoff_HANDOFF_UNSPECIFIED Handoff = 0
+	// LISTENER: a Go server's listener shim accepted it.
+	Handoff_HANDOFF_LISTENER Handoff = 1
+	// SPLICE: the agent connected it to the local server, with a PROXY
+	// protocol v2 header first.
+	Handoff_HANDOFF_SPLICE Handoff = 2
+)
+
+// Enum value maps for Handoff.
+var (
+	Handoff_name = map[int32]string{
+		0: "HANDOFF_UNSPECIFIED",
+		1: "HANDOFF_LISTENER",
+		2: "HANDOFF_SPLICE",
+	}
+	Handoff_value = map[string]int32{
+		"HANDOFF_UNSPECIFIED": 0,
+		"HANDOFF_LISTENER":    1,
+		"HANDOFF_SPLICE":      2,
+	}
+)
+
+func (x Handoff) Enum() *Handoff {
+	p := new(Handoff)
+	*p = x
+	return p
+}
+
+func (x Handoff) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Handoff) Descriptor() protoreflect.EnumDescriptor {
+	return file_host_proto_enumTypes[2].Descriptor()
+}
+
+func (Handoff) Type() protoreflect.EnumType {
+	return &file_host_proto_enumTypes[2]
+}
+
+func (x Handoff) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Handoff.Descriptor instead.
+func (Handoff) EnumDescriptor() ([]byte, []int) {
+	return file_host_proto_rawDescGZIP(), []int{2}
+}
+
+// EndReason is why a migrated connection ended on the host.
+type EndReason int32
+
+const (
+	EndReason_END_REASON_UNSPECIFIED EndReason = 0
+	// CLOSED: the connection closed (FIN, RST or the application's close).
+	EndReason_END_REASON_CLOSED EndReason = 1
+	// HANDOFF_FAILED: it was uploaded, but the application never took it
+	// (the listener went away); the agent reset the client.
+	EndReason_END_REASON_HANDOFF_FAILED EndReason = 2
+)
+
+// Enum value maps for EndReason.
+var (
+	EndReason_name = map[int32]string{
+		0: "END_REASON_UNSPECIFIED",
+		1: "END_REASON_CLOSED",
+		2: "END_REASON_HANDOFF_FAILED",
+	}
+	EndReason_value = map[string]int32{
+		"END_REASON_UNSPECIFIED":    0,
+		"END_REASON_CLOSED":         1,
+		"END_REASON_HANDOFF_FAILED": 2,
+	}
+)
+
+func (x EndReason) Enum() *EndReason {
+	p := new(EndReason)
+	*p = x
+	return p
+}
+
+func (x EndReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (EndReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_host_proto_enumTypes[3].Descriptor()
+}
+
+func (EndReason) Type() protoreflect.EnumType {
+	return &file_host_proto_enumTypes[3]
+}
+
+func (x EndReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use EndReason.Descriptor instead.
+func (EndReason) EnumDescriptor() ([]byte, []int) {
+	return file_host_proto_rawDescGZIP(), []int{3}
+}
+
 // AgentMessage is everything an agent sends on the stream.
 type AgentMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -148,6 +254,8 @@ type AgentMessage struct {
 	//
 	//	*AgentMessage_Hello
 	//	*AgentMessage_Ack
+	//	*AgentMessage_MigrateResult
+	//	*AgentMessage_MigrationEnded
 	Body          isAgentMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -215,6 +323,24 @@ func (x *AgentMessage) GetAck() *Ack {
 	return nil
 }
 
+func (x *AgentMessage) GetMigrateResult() *MigrateResult {
+	if x != nil {
+		if x, ok := x.Body.(*AgentMessage_MigrateResult); ok {
+			return x.MigrateResult
+		}
+	}
+	return nil
+}
+
+func (x *AgentMessage) GetMigrationEnded() *MigrationEnded {
+	if x != nil {
+		if x, ok := x.Body.(*AgentMessage_MigrationEnded); ok {
+			return x.MigrationEnded
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Body interface {
 	isAgentMessage_Body()
 }
@@ -227,9 +353,21 @@ type AgentMessage_Ack struct {
 	Ack *Ack `protobuf:"bytes,3,opt,name=ack,proto3,oneof"`
 }
 
+type AgentMessage_MigrateResult struct {
+	MigrateResult *MigrateResult `protobuf:"bytes,4,opt,name=migrate_result,json=migrateResult,proto3,oneof"`
+}
+
+type AgentMessage_MigrationEnded struct {
+	MigrationEnded *MigrationEnded `protobuf:"bytes,5,opt,name=migration_ended,json=migrationEnded,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Body() {}
 
 func (*AgentMessage_Ack) isAgentMessage_Body() {}
+
+func (*AgentMessage_MigrateResult) isAgentMessage_Body() {}
+
+func (*AgentMessage_MigrationEnded) isAgentMessage_Body() {}
 
 // UnitMessage is everything a unit sends on the stream.
 type UnitMessage struct {
@@ -240,6 +378,7 @@ type UnitMessage struct {
 	//	*UnitMessage_Hello
 	//	*UnitMessage_Mappings
 	//	*UnitMessage_ResyncEnd
+	//	*UnitMessage_Migrate
 	Body          isUnitMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -316,6 +455,15 @@ func (x *UnitMessage) GetResyncEnd() *ResyncEnd {
 	return nil
 }
 
+func (x *UnitMessage) GetMigrate() *Migrate {
+	if x != nil {
+		if x, ok := x.Body.(*UnitMessage_Migrate); ok {
+			return x.Migrate
+		}
+	}
+	return nil
+}
+
 type isUnitMessage_Body interface {
 	isUnitMessage_Body()
 }
@@ -332,11 +480,17 @@ type UnitMessage_ResyncEnd struct {
 	ResyncEnd *ResyncEnd `protobuf:"bytes,4,opt,name=resync_end,json=resyncEnd,proto3,oneof"`
 }
 
+type UnitMessage_Migrate struct {
+	Migrate *Migrate `protobuf:"bytes,5,opt,name=migrate,proto3,oneof"`
+}
+
 func (*UnitMessage_Hello) isUnitMessage_Body() {}
 
 func (*UnitMessage_Mappings) isUnitMessage_Body() {}
 
 func (*UnitMessage_ResyncEnd) isUnitMessage_Body() {}
+
+func (*UnitMessage_Migrate) isUnitMessage_Body() {}
 
 // AgentHello opens the stream.
 type AgentHello struct {
@@ -874,23 +1028,450 @@ func (x *Ack) GetSeq() uint64 {
 	return 0
 }
 
+// Connection migration (seed S1, FIG. 32-37): the unit's acceptor
+// accepted a TCP connection to an l7 VIP itself, read and acknowledged
+// the client's first request, chose this host, and hands the live
+// connection over. The agent recreates it in the host's kernel
+// (TCP_REPAIR) bound to the VIP, puts the acknowledged bytes in its
+// receive queue, hands it to the application, and answers with a
+// MigrateResult. Only then does the unit let the client's later packets
+// through the tunnel to the host (the host's mapping for the flow comes
+// in a Mappings batch after the Migrate on the same stream, so the
+// socket exists before any restored packet reaches the host's stack).
+//
+// Migrate messages are processed in stream order with the Mappings
+// batches; a MigrateResult may come before or after the Acks of later
+// batches.
+type Migrate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the unit's number for this migration (unique per unit boot);
+	// MigrateResult and MigrationEnded name it.
+	Id    uint64    `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	State *TCPState `protobuf:"bytes,2,opt,name=state,proto3" json:"state,omitempty"`
+	// data is the client's bytes the unit acknowledged, in order, from
+	// the first byte after the SYN: they go into the receive queue of the
+	// recreated socket, so the application reads them first. At most
+	// MaxMigrateData bytes.
+	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Migrate) Reset() {
+	*x = Migrate{}
+	mi := &file_host_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Migrate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Migrate) ProtoMessage() {}
+
+func (x *Migrate) ProtoReflect() protoreflect.Message {
+	mi := &file_host_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Migrate.ProtoReflect.Descriptor instead.
+func (*Migrate) Descriptor() ([]byte, []int) {
+	return file_host_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Migrate) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *Migrate) GetState() *TCPState {
+	if x != nil {
+		return x.State
+	}
+	return nil
+}
+
+func (x *Migrate) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// TCPState is what the host's kernel needs to continue the connection.
+// Sequence numbers are absolute, as on the wire. "local" is the side
+// that accepted (the unit, then the host), "remote" the client.
+type TCPState struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// client and vip are 4 bytes (IPv4); the host binds the socket to
+	// vip:vip_port and connects it to client:client_port.
+	Client     []byte `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
+	ClientPort uint32 `protobuf:"varint,2,opt,name=client_port,json=clientPort,proto3" json:"client_port,omitempty"`
+	Vip        []byte `protobuf:"bytes,3,opt,name=vip,proto3" json:"vip,omitempty"`
+	VipPort    uint32 `protobuf:"varint,4,opt,name=vip_port,json=vipPort,proto3" json:"vip_port,omitempty"`
+	// remote_isn is the client's initial sequence number (its SYN's),
+	// local_isn the acceptor's (its SYN-ACK's, the SYN cookie).
+	RemoteIsn uint32 `protobuf:"varint,5,opt,name=remote_isn,json=remoteIsn,proto3" json:"remote_isn,omitempty"`
+	LocalIsn  uint32 `protobuf:"varint,6,opt,name=local_isn,json=localIsn,proto3" json:"local_isn,omitempty"`
+	// snd_nxt is the next sequence number the local side sends
+	// (local_isn + 1: the acceptor sends no data); rcv_nxt the next one it
+	// expects from the client (remote_isn + 1 + len(data)).
+	SndNxt uint32 `protobuf:"varint,7,opt,name=snd_nxt,json=sndNxt,proto3" json:"snd_nxt,omitempty"`
+	RcvNxt uint32 `protobuf:"varint,8,opt,name=rcv_nxt,json=rcvNxt,proto3" json:"rcv_nxt,omitempty"`
+	// snd_wnd is the client's last advertised window in bytes (scaled);
+	// snd_wl1 the sequence number of the segment that carried it.
+	SndWnd uint32 `protobuf:"varint,9,opt,name=snd_wnd,json=sndWnd,proto3" json:"snd_wnd,omitempty"`
+	SndWl1 uint32 `protobuf:"varint,10,opt,name=snd_wl1,json=sndWl1,proto3" json:"snd_wl1,omitempty"`
+	// rcv_wnd is the window the acceptor last advertised, in bytes
+	// (scaled).
+	RcvWnd uint32 `protobuf:"varint,11,opt,name=rcv_wnd,json=rcvWnd,proto3" json:"rcv_wnd,omitempty"`
+	// window_scaling is true when both sides sent the option: snd_wscale
+	// is the client's shift, rcv_wscale the acceptor's (0 to 14).
+	WindowScaling bool   `protobuf:"varint,12,opt,name=window_scaling,json=windowScaling,proto3" json:"window_scaling,omitempty"`
+	SndWscale     uint32 `protobuf:"varint,13,opt,name=snd_wscale,json=sndWscale,proto3" json:"snd_wscale,omitempty"`
+	RcvWscale     uint32 `protobuf:"varint,14,opt,name=rcv_wscale,json=rcvWscale,proto3" json:"rcv_wscale,omitempty"`
+	// mss is the client's maximum segment size (what the local side may
+	// send), 64 to 65535.
+	Mss           uint32 `protobuf:"varint,15,opt,name=mss,proto3" json:"mss,omitempty"`
+	SackPermitted bool   `protobuf:"varint,16,opt,name=sack_permitted,json=sackPermitted,proto3" json:"sack_permitted,omitempty"`
+	// timestamps is true when both sides use TCP timestamps: ts_val is
+	// the last TSval the acceptor sent (the host continues from it),
+	// ts_recent the client's last TSval.
+	Timestamps    bool   `protobuf:"varint,17,opt,name=timestamps,proto3" json:"timestamps,omitempty"`
+	TsVal         uint32 `protobuf:"varint,18,opt,name=ts_val,json=tsVal,proto3" json:"ts_val,omitempty"`
+	TsRecent      uint32 `protobuf:"varint,19,opt,name=ts_recent,json=tsRecent,proto3" json:"ts_recent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TCPState) Reset() {
+	*x = TCPState{}
+	mi := &file_host_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TCPState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TCPState) ProtoMessage() {}
+
+func (x *TCPState) ProtoReflect() protoreflect.Message {
+	mi := &file_host_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TCPState.ProtoReflect.Descriptor instead.
+func (*TCPState) Descriptor() ([]byte, []int) {
+	return file_host_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *TCPState) GetClient() []byte {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+func (x *TCPState) GetClientPort() uint32 {
+	if x != nil {
+		return x.ClientPort
+	}
+	return 0
+}
+
+func (x *TCPState) GetVip() []byte {
+	if x != nil {
+		return x.Vip
+	}
+	return nil
+}
+
+func (x *TCPState) GetVipPort() uint32 {
+	if x != nil {
+		return x.VipPort
+	}
+	return 0
+}
+
+func (x *TCPState) GetRemoteIsn() uint32 {
+	if x != nil {
+		return x.RemoteIsn
+	}
+	return 0
+}
+
+func (x *TCPState) GetLocalIsn() uint32 {
+	if x != nil {
+		return x.LocalIsn
+	}
+	return 0
+}
+
+func (x *TCPState) GetSndNxt() uint32 {
+	if x != nil {
+		return x.SndNxt
+	}
+	return 0
+}
+
+func (x *TCPState) GetRcvNxt() uint32 {
+	if x != nil {
+		return x.RcvNxt
+	}
+	return 0
+}
+
+func (x *TCPState) GetSndWnd() uint32 {
+	if x != nil {
+		return x.SndWnd
+	}
+	return 0
+}
+
+func (x *TCPState) GetSndWl1() uint32 {
+	if x != nil {
+		return x.SndWl1
+	}
+	return 0
+}
+
+func (x *TCPState) GetRcvWnd() uint32 {
+	if x != nil {
+		return x.RcvWnd
+	}
+	return 0
+}
+
+func (x *TCPState) GetWindowScaling() bool {
+	if x != nil {
+		return x.WindowScaling
+	}
+	return false
+}
+
+func (x *TCPState) GetSndWscale() uint32 {
+	if x != nil {
+		return x.SndWscale
+	}
+	return 0
+}
+
+func (x *TCPState) GetRcvWscale() uint32 {
+	if x != nil {
+		return x.RcvWscale
+	}
+	return 0
+}
+
+func (x *TCPState) GetMss() uint32 {
+	if x != nil {
+		return x.Mss
+	}
+	return 0
+}
+
+func (x *TCPState) GetSackPermitted() bool {
+	if x != nil {
+		return x.SackPermitted
+	}
+	return false
+}
+
+func (x *TCPState) GetTimestamps() bool {
+	if x != nil {
+		return x.Timestamps
+	}
+	return false
+}
+
+func (x *TCPState) GetTsVal() uint32 {
+	if x != nil {
+		return x.TsVal
+	}
+	return 0
+}
+
+func (x *TCPState) GetTsRecent() uint32 {
+	if x != nil {
+		return x.TsRecent
+	}
+	return 0
+}
+
+// MigrateResult answers a Migrate.
+type MigrateResult struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	// ok: the connection lives in the host's kernel and the application
+	// has it. Otherwise the agent has reset the client, and the unit
+	// removes the flow's route.
+	Ok      bool    `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
+	Handoff Handoff `protobuf:"varint,3,opt,name=handoff,proto3,enum=tether.host.v1.Handoff" json:"handoff,omitempty"`
+	// error says why, when not ok (at most 256 bytes).
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrateResult) Reset() {
+	*x = MigrateResult{}
+	mi := &file_host_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrateResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrateResult) ProtoMessage() {}
+
+func (x *MigrateResult) ProtoReflect() protoreflect.Message {
+	mi := &file_host_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrateResult.ProtoReflect.Descriptor instead.
+func (*MigrateResult) Descriptor() ([]byte, []int) {
+	return file_host_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MigrateResult) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *MigrateResult) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *MigrateResult) GetHandoff() Handoff {
+	if x != nil {
+		return x.Handoff
+	}
+	return Handoff_HANDOFF_UNSPECIFIED
+}
+
+func (x *MigrateResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+// MigrationEnded tells the unit that a migrated connection is gone from
+// the host, so the unit removes its route at once rather than on aging.
+type MigrationEnded struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	Tuple         *Tuple                 `protobuf:"bytes,2,opt,name=tuple,proto3" json:"tuple,omitempty"`
+	Reason        EndReason              `protobuf:"varint,3,opt,name=reason,proto3,enum=tether.host.v1.EndReason" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MigrationEnded) Reset() {
+	*x = MigrationEnded{}
+	mi := &file_host_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MigrationEnded) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MigrationEnded) ProtoMessage() {}
+
+func (x *MigrationEnded) ProtoReflect() protoreflect.Message {
+	mi := &file_host_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MigrationEnded.ProtoReflect.Descriptor instead.
+func (*MigrationEnded) Descriptor() ([]byte, []int) {
+	return file_host_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *MigrationEnded) GetId() uint64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *MigrationEnded) GetTuple() *Tuple {
+	if x != nil {
+		return x.Tuple
+	}
+	return nil
+}
+
+func (x *MigrationEnded) GetReason() EndReason {
+	if x != nil {
+		return x.Reason
+	}
+	return EndReason_END_REASON_UNSPECIFIED
+}
+
 var File_host_proto protoreflect.FileDescriptor
 
 const file_host_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"host.proto\x12\x0etether.host.v1\"\x8d\x01\n" +
+	"host.proto\x12\x0etether.host.v1\"\xa0\x02\n" +
 	"\fAgentMessage\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x122\n" +
 	"\x05hello\x18\x02 \x01(\v2\x1a.tether.host.v1.AgentHelloH\x00R\x05hello\x12'\n" +
-	"\x03ack\x18\x03 \x01(\v2\x13.tether.host.v1.AckH\x00R\x03ackB\x06\n" +
-	"\x04body\"\xd6\x01\n" +
+	"\x03ack\x18\x03 \x01(\v2\x13.tether.host.v1.AckH\x00R\x03ack\x12F\n" +
+	"\x0emigrate_result\x18\x04 \x01(\v2\x1d.tether.host.v1.MigrateResultH\x00R\rmigrateResult\x12I\n" +
+	"\x0fmigration_ended\x18\x05 \x01(\v2\x1e.tether.host.v1.MigrationEndedH\x00R\x0emigrationEndedB\x06\n" +
+	"\x04body\"\x8b\x02\n" +
 	"\vUnitMessage\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x121\n" +
 	"\x05hello\x18\x02 \x01(\v2\x19.tether.host.v1.UnitHelloH\x00R\x05hello\x126\n" +
 	"\bmappings\x18\x03 \x01(\v2\x18.tether.host.v1.MappingsH\x00R\bmappings\x12:\n" +
 	"\n" +
-	"resync_end\x18\x04 \x01(\v2\x19.tether.host.v1.ResyncEndH\x00R\tresyncEndB\x06\n" +
+	"resync_end\x18\x04 \x01(\v2\x19.tether.host.v1.ResyncEndH\x00R\tresyncEnd\x123\n" +
+	"\amigrate\x18\x05 \x01(\v2\x17.tether.host.v1.MigrateH\x00R\amigrateB\x06\n" +
 	"\x04body\"g\n" +
 	"\n" +
 	"AgentHello\x12\x12\n" +
@@ -928,7 +1509,47 @@ const file_host_proto_rawDesc = "" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x10\n" +
 	"\x03sum\x18\x03 \x01(\x04R\x03sum\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq*B\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"]\n" +
+	"\aMigrate\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
+	"\x05state\x18\x02 \x01(\v2\x18.tether.host.v1.TCPStateR\x05state\x12\x12\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\"\x9b\x04\n" +
+	"\bTCPState\x12\x16\n" +
+	"\x06client\x18\x01 \x01(\fR\x06client\x12\x1f\n" +
+	"\vclient_port\x18\x02 \x01(\rR\n" +
+	"clientPort\x12\x10\n" +
+	"\x03vip\x18\x03 \x01(\fR\x03vip\x12\x19\n" +
+	"\bvip_port\x18\x04 \x01(\rR\avipPort\x12\x1d\n" +
+	"\n" +
+	"remote_isn\x18\x05 \x01(\rR\tremoteIsn\x12\x1b\n" +
+	"\tlocal_isn\x18\x06 \x01(\rR\blocalIsn\x12\x17\n" +
+	"\asnd_nxt\x18\a \x01(\rR\x06sndNxt\x12\x17\n" +
+	"\arcv_nxt\x18\b \x01(\rR\x06rcvNxt\x12\x17\n" +
+	"\asnd_wnd\x18\t \x01(\rR\x06sndWnd\x12\x17\n" +
+	"\asnd_wl1\x18\n" +
+	" \x01(\rR\x06sndWl1\x12\x17\n" +
+	"\arcv_wnd\x18\v \x01(\rR\x06rcvWnd\x12%\n" +
+	"\x0ewindow_scaling\x18\f \x01(\bR\rwindowScaling\x12\x1d\n" +
+	"\n" +
+	"snd_wscale\x18\r \x01(\rR\tsndWscale\x12\x1d\n" +
+	"\n" +
+	"rcv_wscale\x18\x0e \x01(\rR\trcvWscale\x12\x10\n" +
+	"\x03mss\x18\x0f \x01(\rR\x03mss\x12%\n" +
+	"\x0esack_permitted\x18\x10 \x01(\bR\rsackPermitted\x12\x1e\n" +
+	"\n" +
+	"timestamps\x18\x11 \x01(\bR\n" +
+	"timestamps\x12\x15\n" +
+	"\x06ts_val\x18\x12 \x01(\rR\x05tsVal\x12\x1b\n" +
+	"\tts_recent\x18\x13 \x01(\rR\btsRecent\"x\n" +
+	"\rMigrateResult\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x0e\n" +
+	"\x02ok\x18\x02 \x01(\bR\x02ok\x121\n" +
+	"\ahandoff\x18\x03 \x01(\x0e2\x17.tether.host.v1.HandoffR\ahandoff\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\"\x80\x01\n" +
+	"\x0eMigrationEnded\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
+	"\x05tuple\x18\x02 \x01(\v2\x15.tether.host.v1.TupleR\x05tuple\x121\n" +
+	"\x06reason\x18\x03 \x01(\x0e2\x19.tether.host.v1.EndReasonR\x06reason*B\n" +
 	"\x06Resync\x12\x16\n" +
 	"\x12RESYNC_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vRESYNC_NONE\x10\x01\x12\x0f\n" +
@@ -936,7 +1557,15 @@ const file_host_proto_rawDesc = "" +
 	"\x05Proto\x12\x15\n" +
 	"\x11PROTO_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tPROTO_TCP\x10\x06\x12\r\n" +
-	"\tPROTO_UDP\x10\x112V\n" +
+	"\tPROTO_UDP\x10\x11*L\n" +
+	"\aHandoff\x12\x17\n" +
+	"\x13HANDOFF_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10HANDOFF_LISTENER\x10\x01\x12\x12\n" +
+	"\x0eHANDOFF_SPLICE\x10\x02*]\n" +
+	"\tEndReason\x12\x1a\n" +
+	"\x16END_REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
+	"\x11END_REASON_CLOSED\x10\x01\x12\x1d\n" +
+	"\x19END_REASON_HANDOFF_FAILED\x10\x022V\n" +
 	"\n" +
 	"HostStream\x12H\n" +
 	"\aConnect\x12\x1c.tether.host.v1.AgentMessage\x1a\x1b.tether.host.v1.UnitMessage(\x010\x01B'Z%github.com/tetherlb/tether/api/hostpbb\x06proto3"
@@ -953,40 +1582,53 @@ func file_host_proto_rawDescGZIP() []byte {
 	return file_host_proto_rawDescData
 }
 
-var file_host_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_host_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_host_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_host_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_host_proto_goTypes = []any{
-	(Resync)(0),          // 0: tether.host.v1.Resync
-	(Proto)(0),           // 1: tether.host.v1.Proto
-	(*AgentMessage)(nil), // 2: tether.host.v1.AgentMessage
-	(*UnitMessage)(nil),  // 3: tether.host.v1.UnitMessage
-	(*AgentHello)(nil),   // 4: tether.host.v1.AgentHello
-	(*Holding)(nil),      // 5: tether.host.v1.Holding
-	(*UnitHello)(nil),    // 6: tether.host.v1.UnitHello
-	(*Tuple)(nil),        // 7: tether.host.v1.Tuple
-	(*Mapping)(nil),      // 8: tether.host.v1.Mapping
-	(*Mappings)(nil),     // 9: tether.host.v1.Mappings
-	(*ResyncEnd)(nil),    // 10: tether.host.v1.ResyncEnd
-	(*Ack)(nil),          // 11: tether.host.v1.Ack
+	(Resync)(0),            // 0: tether.host.v1.Resync
+	(Proto)(0),             // 1: tether.host.v1.Proto
+	(Handoff)(0),           // 2: tether.host.v1.Handoff
+	(EndReason)(0),         // 3: tether.host.v1.EndReason
+	(*AgentMessage)(nil),   // 4: tether.host.v1.AgentMessage
+	(*UnitMessage)(nil),    // 5: tether.host.v1.UnitMessage
+	(*AgentHello)(nil),     // 6: tether.host.v1.AgentHello
+	(*Holding)(nil),        // 7: tether.host.v1.Holding
+	(*UnitHello)(nil),      // 8: tether.host.v1.UnitHello
+	(*Tuple)(nil),          // 9: tether.host.v1.Tuple
+	(*Mapping)(nil),        // 10: tether.host.v1.Mapping
+	(*Mappings)(nil),       // 11: tether.host.v1.Mappings
+	(*ResyncEnd)(nil),      // 12: tether.host.v1.ResyncEnd
+	(*Ack)(nil),            // 13: tether.host.v1.Ack
+	(*Migrate)(nil),        // 14: tether.host.v1.Migrate
+	(*TCPState)(nil),       // 15: tether.host.v1.TCPState
+	(*MigrateResult)(nil),  // 16: tether.host.v1.MigrateResult
+	(*MigrationEnded)(nil), // 17: tether.host.v1.MigrationEnded
 }
 var file_host_proto_depIdxs = []int32{
-	4,  // 0: tether.host.v1.AgentMessage.hello:type_name -> tether.host.v1.AgentHello
-	11, // 1: tether.host.v1.AgentMessage.ack:type_name -> tether.host.v1.Ack
-	6,  // 2: tether.host.v1.UnitMessage.hello:type_name -> tether.host.v1.UnitHello
-	9,  // 3: tether.host.v1.UnitMessage.mappings:type_name -> tether.host.v1.Mappings
-	10, // 4: tether.host.v1.UnitMessage.resync_end:type_name -> tether.host.v1.ResyncEnd
-	5,  // 5: tether.host.v1.AgentHello.holding:type_name -> tether.host.v1.Holding
-	0,  // 6: tether.host.v1.UnitHello.resync:type_name -> tether.host.v1.Resync
-	1,  // 7: tether.host.v1.Tuple.proto:type_name -> tether.host.v1.Proto
-	7,  // 8: tether.host.v1.Mapping.tuple:type_name -> tether.host.v1.Tuple
-	8,  // 9: tether.host.v1.Mappings.add:type_name -> tether.host.v1.Mapping
-	2,  // 10: tether.host.v1.HostStream.Connect:input_type -> tether.host.v1.AgentMessage
-	3,  // 11: tether.host.v1.HostStream.Connect:output_type -> tether.host.v1.UnitMessage
-	11, // [11:12] is the sub-list for method output_type
-	10, // [10:11] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	6,  // 0: tether.host.v1.AgentMessage.hello:type_name -> tether.host.v1.AgentHello
+	13, // 1: tether.host.v1.AgentMessage.ack:type_name -> tether.host.v1.Ack
+	16, // 2: tether.host.v1.AgentMessage.migrate_result:type_name -> tether.host.v1.MigrateResult
+	17, // 3: tether.host.v1.AgentMessage.migration_ended:type_name -> tether.host.v1.MigrationEnded
+	8,  // 4: tether.host.v1.UnitMessage.hello:type_name -> tether.host.v1.UnitHello
+	11, // 5: tether.host.v1.UnitMessage.mappings:type_name -> tether.host.v1.Mappings
+	12, // 6: tether.host.v1.UnitMessage.resync_end:type_name -> tether.host.v1.ResyncEnd
+	14, // 7: tether.host.v1.UnitMessage.migrate:type_name -> tether.host.v1.Migrate
+	7,  // 8: tether.host.v1.AgentHello.holding:type_name -> tether.host.v1.Holding
+	0,  // 9: tether.host.v1.UnitHello.resync:type_name -> tether.host.v1.Resync
+	1,  // 10: tether.host.v1.Tuple.proto:type_name -> tether.host.v1.Proto
+	9,  // 11: tether.host.v1.Mapping.tuple:type_name -> tether.host.v1.Tuple
+	10, // 12: tether.host.v1.Mappings.add:type_name -> tether.host.v1.Mapping
+	15, // 13: tether.host.v1.Migrate.state:type_name -> tether.host.v1.TCPState
+	2,  // 14: tether.host.v1.MigrateResult.handoff:type_name -> tether.host.v1.Handoff
+	9,  // 15: tether.host.v1.MigrationEnded.tuple:type_name -> tether.host.v1.Tuple
+	3,  // 16: tether.host.v1.MigrationEnded.reason:type_name -> tether.host.v1.EndReason
+	4,  // 17: tether.host.v1.HostStream.Connect:input_type -> tether.host.v1.AgentMessage
+	5,  // 18: tether.host.v1.HostStream.Connect:output_type -> tether.host.v1.UnitMessage
+	18, // [18:19] is the sub-list for method output_type
+	17, // [17:18] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_host_proto_init() }
@@ -997,19 +1639,22 @@ func file_host_proto_init() {
 	file_host_proto_msgTypes[0].OneofWrappers = []any{
 		(*AgentMessage_Hello)(nil),
 		(*AgentMessage_Ack)(nil),
+		(*AgentMessage_MigrateResult)(nil),
+		(*AgentMessage_MigrationEnded)(nil),
 	}
 	file_host_proto_msgTypes[1].OneofWrappers = []any{
 		(*UnitMessage_Hello)(nil),
 		(*UnitMessage_Mappings)(nil),
 		(*UnitMessage_ResyncEnd)(nil),
+		(*UnitMessage_Migrate)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_host_proto_rawDesc), len(file_host_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   10,
+			NumEnums:      4,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -49,6 +49,10 @@ func ValidateAgent(m *AgentMessage) error {
 			return invalid("ack: empty")
 		}
 		return nil
+	case *AgentMessage_MigrateResult:
+		return validMigrateResult(b.MigrateResult)
+	case *AgentMessage_MigrationEnded:
+		return validMigrationEnded(b.MigrationEnded)
 	default:
 		return invalid("agent message without a body")
 	}
@@ -70,6 +74,8 @@ func ValidateUnit(m *UnitMessage) error {
 			return invalid("resync_end: empty")
 		}
 		return nil
+	case *UnitMessage_Migrate:
+		return validMigrate(b.Migrate)
 	default:
 		return invalid("unit message without a body")
 	}
@@ -190,4 +196,85 @@ func ValidTuple(t *Tuple) error {
 		}
 	}
 	return nil
+}
+
+// MaxMigrateData bounds the acknowledged bytes a Migrate carries: the
+// acceptor's receive window, which is all it can have acknowledged.
+const MaxMigrateData = 64 << 10
+
+// MaxMigrateError bounds a MigrateResult's error text.
+const MaxMigrateError = 256
+
+func validMigrate(m *Migrate) error {
+	if m == nil {
+		return invalid("migrate: empty")
+	}
+	if m.GetId() == 0 {
+		return invalid("migrate: id 0")
+	}
+	if len(m.GetData()) > MaxMigrateData {
+		return invalid("migrate: %d bytes of data, at most %d", len(m.GetData()), MaxMigrateData)
+	}
+	s := m.GetState()
+	if s == nil {
+		return invalid("migrate: no state")
+	}
+	if len(s.GetClient()) != 4 || len(s.GetVip()) != 4 {
+		return invalid("migrate: addresses of %d and %d bytes, want IPv4", len(s.GetClient()), len(s.GetVip()))
+	}
+	for _, p := range []uint32{s.GetClientPort(), s.GetVipPort()} {
+		if p == 0 || p > 65535 {
+			return invalid("migrate: port %d", p)
+		}
+	}
+	// The sequence numbers must agree with the data: the receive queue
+	// starts after the client's SYN and ends at rcv_nxt.
+	if s.GetRcvNxt() != s.GetRemoteIsn()+1+uint32(len(m.GetData())) {
+		return invalid("migrate: rcv_nxt %d is not remote_isn %d + 1 + %d bytes", s.GetRcvNxt(), s.GetRemoteIsn(), len(m.GetData()))
+	}
+	if s.GetSndNxt() != s.GetLocalIsn()+1 {
+		return invalid("migrate: snd_nxt %d is not local_isn %d + 1", s.GetSndNxt(), s.GetLocalIsn())
+	}
+	if s.GetMss() < 64 || s.GetMss() > 65535 {
+		return invalid("migrate: mss %d", s.GetMss())
+	}
+	if s.GetSndWscale() > 14 || s.GetRcvWscale() > 14 {
+		return invalid("migrate: window scale %d/%d, at most 14", s.GetSndWscale(), s.GetRcvWscale())
+	}
+	if !s.GetWindowScaling() && (s.GetSndWscale() != 0 || s.GetRcvWscale() != 0) {
+		return invalid("migrate: window scale without window scaling")
+	}
+	if s.GetSndWnd() > 65535<<s.GetSndWscale() || s.GetRcvWnd() > 65535<<s.GetRcvWscale() {
+		return invalid("migrate: window %d/%d beyond what the scale allows", s.GetSndWnd(), s.GetRcvWnd())
+	}
+	return nil
+}
+
+func validMigrateResult(r *MigrateResult) error {
+	if r == nil {
+		return invalid("migrate_result: empty")
+	}
+	if r.GetId() == 0 {
+		return invalid("migrate_result: id 0")
+	}
+	if len(r.GetError()) > MaxMigrateError {
+		return invalid("migrate_result: error of %d bytes", len(r.GetError()))
+	}
+	if r.GetOk() && r.GetHandoff() != Handoff_HANDOFF_LISTENER && r.GetHandoff() != Handoff_HANDOFF_SPLICE {
+		return invalid("migrate_result: ok with handoff %d", int32(r.GetHandoff()))
+	}
+	return nil
+}
+
+func validMigrationEnded(e *MigrationEnded) error {
+	if e == nil {
+		return invalid("migration_ended: empty")
+	}
+	if e.GetId() == 0 {
+		return invalid("migration_ended: id 0")
+	}
+	if r := e.GetReason(); r != EndReason_END_REASON_CLOSED && r != EndReason_END_REASON_HANDOFF_FAILED {
+		return invalid("migration_ended: reason %d", int32(r))
+	}
+	return ValidTuple(e.GetTuple())
 }

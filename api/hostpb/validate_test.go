@@ -22,7 +22,10 @@ func agentSamples() map[string]*AgentMessage {
 		"hello-fresh": {Version: Version, Body: &AgentMessage_Hello{Hello: &AgentHello{Host: 7, Boot: 0x1234}}},
 		"hello-holding": {Version: Version, Body: &AgentMessage_Hello{Hello: &AgentHello{Host: 7, Boot: 0x1234,
 			Holding: &Holding{UnitBoot: 99, Seq: 12, Count: 3, Sum: 0xfeed}}}},
-		"ack": {Version: Version, Body: &AgentMessage_Ack{Ack: &Ack{Seq: 12}}},
+		"ack":             {Version: Version, Body: &AgentMessage_Ack{Ack: &Ack{Seq: 12}}},
+		"migrate-ok":      {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Id: 5, Ok: true, Handoff: Handoff_HANDOFF_LISTENER}}},
+		"migrate-failed":  {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Id: 6, Error: "no application takes 10.0.0.1:80"}}},
+		"migration-ended": {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Id: 5, Tuple: tuple4(), Reason: EndReason_END_REASON_CLOSED}}},
 	}
 }
 
@@ -35,7 +38,17 @@ func unitSamples() map[string]*UnitMessage {
 		"mappings": {Version: Version, Body: &UnitMessage_Mappings{Mappings: &Mappings{Seq: 13,
 			Add: []*Mapping{{FlowId: 1, Tuple: tuple4()}, {FlowId: 9, Tuple: v6}}, Remove: []uint32{4, 5}}}},
 		"resync-end": {Version: Version, Body: &UnitMessage_ResyncEnd{ResyncEnd: &ResyncEnd{Seq: 3, Count: 2, Sum: 77}}},
+		"migrate":    {Version: Version, Body: &UnitMessage_Migrate{Migrate: migrateSample()}},
 	}
+}
+
+func migrateSample() *Migrate {
+	data := []byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+	return &Migrate{Id: 5, Data: data, State: &TCPState{
+		Client: []byte{10, 1, 0, 2}, ClientPort: 40000, Vip: []byte{10, 0, 0, 100}, VipPort: 80,
+		RemoteIsn: 1000, LocalIsn: 0xfffffff0, SndNxt: 0xfffffff1, RcvNxt: 1001 + uint32(len(data)),
+		SndWnd: 64240 << 7, SndWl1: 1001, RcvWnd: 65535, WindowScaling: true, SndWscale: 7, RcvWscale: 7,
+		Mss: 1460, SackPermitted: true, Timestamps: true, TsVal: 77, TsRecent: 99}}
 }
 
 func TestValidSamples(t *testing.T) {
@@ -60,14 +73,23 @@ func TestValidateRefuses(t *testing.T) {
 		return &AgentMessage{Version: Version, Body: &AgentMessage_Hello{Hello: h}}
 	}
 	agents := map[string]*AgentMessage{
-		"version 0":         {Body: &AgentMessage_Ack{Ack: &Ack{}}},
-		"version 2":         {Version: 2, Body: &AgentMessage_Ack{Ack: &Ack{}}},
-		"no body":           {Version: Version},
-		"empty hello":       {Version: Version, Body: &AgentMessage_Hello{}},
-		"empty ack":         {Version: Version, Body: &AgentMessage_Ack{}},
-		"host 0":            hello(func(h *AgentHello) { h.Host = 0 }),
-		"boot 0":            hello(func(h *AgentHello) { h.Boot = 0 }),
-		"holding of boot 0": hello(func(h *AgentHello) { h.Holding = &Holding{Seq: 1} }),
+		"version 0":          {Body: &AgentMessage_Ack{Ack: &Ack{}}},
+		"version 2":          {Version: 2, Body: &AgentMessage_Ack{Ack: &Ack{}}},
+		"no body":            {Version: Version},
+		"empty hello":        {Version: Version, Body: &AgentMessage_Hello{}},
+		"empty ack":          {Version: Version, Body: &AgentMessage_Ack{}},
+		"host 0":             hello(func(h *AgentHello) { h.Host = 0 }),
+		"boot 0":             hello(func(h *AgentHello) { h.Boot = 0 }),
+		"holding of boot 0":  hello(func(h *AgentHello) { h.Holding = &Holding{Seq: 1} }),
+		"empty result":       {Version: Version, Body: &AgentMessage_MigrateResult{}},
+		"result id 0":        {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Error: "x"}}},
+		"ok without handoff": {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Id: 1, Ok: true}}},
+		"long error": {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Id: 1,
+			Error: strings.Repeat("e", MaxMigrateError+1)}}},
+		"empty ended":  {Version: Version, Body: &AgentMessage_MigrationEnded{}},
+		"ended id 0":   {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Tuple: tuple4(), Reason: EndReason_END_REASON_CLOSED}}},
+		"ended reason": {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Id: 1, Tuple: tuple4()}}},
+		"ended tuple":  {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Id: 1, Reason: EndReason_END_REASON_CLOSED}}},
 	}
 	for name, m := range agents {
 		if err := ValidateAgent(m); !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrVersion) {
@@ -86,6 +108,11 @@ func TestValidateRefuses(t *testing.T) {
 	}
 	tup := func(f func(*Tuple)) *UnitMessage {
 		return batch(func(m *Mappings) { f(m.Add[0].Tuple) })
+	}
+	mig := func(f func(*Migrate)) *UnitMessage {
+		m := migrateSample()
+		f(m)
+		return &UnitMessage{Version: Version, Body: &UnitMessage_Migrate{Migrate: m}}
 	}
 	many := make([]uint32, MaxBatch+1)
 	for i := range many {
@@ -120,6 +147,21 @@ func TestValidateRefuses(t *testing.T) {
 		"5-byte address":   tup(func(t *Tuple) { t.Client = make([]byte, 5); t.Vip = make([]byte, 5) }),
 		"port 0":           tup(func(t *Tuple) { t.ClientPort = 0 }),
 		"port 65536":       tup(func(t *Tuple) { t.VipPort = 65536 }),
+		"empty migrate":    {Version: Version, Body: &UnitMessage_Migrate{}},
+		"migrate id 0":     mig(func(m *Migrate) { m.Id = 0 }),
+		"no state":         mig(func(m *Migrate) { m.State = nil }),
+		"too much data": mig(func(m *Migrate) {
+			m.Data = make([]byte, MaxMigrateData+1)
+			m.State.RcvNxt = m.State.RemoteIsn + 1 + uint32(len(m.Data))
+		}),
+		"ipv6 migrate":      mig(func(m *Migrate) { m.State.Client = make([]byte, 16); m.State.Vip = make([]byte, 16) }),
+		"migrate port 0":    mig(func(m *Migrate) { m.State.VipPort = 0 }),
+		"rcv_nxt off":       mig(func(m *Migrate) { m.State.RcvNxt++ }),
+		"snd_nxt off":       mig(func(m *Migrate) { m.State.SndNxt++ }),
+		"mss 0":             mig(func(m *Migrate) { m.State.Mss = 0 }),
+		"wscale 15":         mig(func(m *Migrate) { m.State.SndWscale = 15 }),
+		"scale unannounced": mig(func(m *Migrate) { m.State.WindowScaling = false }),
+		"window too wide":   mig(func(m *Migrate) { m.State.RcvWnd = 65536 << 7 }),
 	}
 	for name, m := range units {
 		if err := ValidateUnit(m); !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrVersion) {

@@ -13,12 +13,17 @@ const (
 	ModeHalfNAT                 // destination rewritten; replies return through the unit
 	ModeTunnel                  // flow-ID tunnel: the ports carry a 32-bit flow ID, zero overhead
 	ModeIPIP                    // IP-in-IP to the backend, direct server return
+	// ModeL7 is a VIP mode, never a flow's: the unit's acceptor takes
+	// the connection, reads the first request and migrates the
+	// connection to the host it chooses; the flow then forwards as
+	// ModeTunnel.
+	ModeL7
 )
 
-var modeNames = [...]string{"", "nat", "halfnat", "tunnel", "ipip"}
+var modeNames = [...]string{"", "nat", "halfnat", "tunnel", "ipip", "l7"}
 
-// Modes lists the forwarding modes in order.
-func Modes() []Mode { return []Mode{ModeNAT, ModeHalfNAT, ModeTunnel, ModeIPIP} }
+// Modes lists the modes in order.
+func Modes() []Mode { return []Mode{ModeNAT, ModeHalfNAT, ModeTunnel, ModeIPIP, ModeL7} }
 
 // String returns the mode's configuration name ("" for none).
 func (m Mode) String() string {
@@ -29,7 +34,7 @@ func (m Mode) String() string {
 }
 
 // Valid reports whether m is one of the forwarding modes.
-func (m Mode) Valid() bool { return m >= ModeNAT && m <= ModeIPIP }
+func (m Mode) Valid() bool { return m >= ModeNAT && m <= ModeL7 }
 
 // ParseMode returns the mode a configuration name stands for.
 func ParseMode(s string) (Mode, error) {
@@ -38,7 +43,7 @@ func ParseMode(s string) (Mode, error) {
 			return Mode(i), nil
 		}
 	}
-	return 0, fmt.Errorf("mode %q: want nat, halfnat, tunnel or ipip", s)
+	return 0, fmt.Errorf("mode %q: want nat, halfnat, tunnel, ipip or l7", s)
 }
 
 // MarshalText writes the mode's name.
