@@ -37,6 +37,10 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 		}
 		return entry{}, false
 	}
+	if isL7(v) {
+		p.toAcceptor(pk, v, now)
+		return entry{}, false
+	}
 	if d := refuseNew(pk, v.Mode, s.hop); d != dropNone {
 		// A nat connection's segment the unit does not know is answered
 		// with a reset, as a stack answers a segment of a connection it
@@ -72,6 +76,12 @@ func (p *Pipeline) newFlowTo(pk *packet, v *VIP, bid uint32, mh uint64, now flow
 	case unit.ModeNAT, unit.ModeHalfNAT:
 		e, ok = p.newTranslated(pk, v, be, m, mh, now)
 	case unit.ModeTunnel:
+		e, ok = p.newTunnel(pk, be, m, now)
+	case unit.ModeL7:
+		// A connection the acceptor migrated (its route): a tunnel
+		// flow whose packets wait until the host has the connection
+		// and the flow's mapping (RouteRelease).
+		m.Mode, m.Flags = unit.ModeTunnel, m.Flags|unit.FlowHeld
 		e, ok = p.newTunnel(pk, be, m, now)
 	case unit.ModeIPIP:
 		e, ok = p.insertOne(pk, m, be.addr.a[:], nil, now)

@@ -58,6 +58,11 @@ type heldPunt struct {
 	// host: the packet waits for its tunnel flow's host, not for a
 	// route (counted as mapping_timeout when it expires).
 	host bool
+	// accept is the ID of the acceptor's punt the frame waits for an
+	// answer to (0: not the acceptor's); l3 is where its IP header
+	// starts, where the answer goes.
+	accept uint32
+	l3     uint16
 }
 
 // outbox holds what the worker has for the control process.
@@ -161,7 +166,7 @@ func (p *Pipeline) punt(pk *packet, v *VIP, now flow.Tick) {
 	first := true
 	for i := range p.held {
 		h := &p.held[i]
-		if h.v6 == pk.v6 && (pk.v6 && h.k6 == pk.k6 || !pk.v6 && h.k4 == pk.k4) {
+		if h.accept == 0 && h.v6 == pk.v6 && (pk.v6 && h.k6 == pk.k6 || !pk.v6 && h.k4 == pk.k4) {
 			first = false
 			break
 		}
@@ -434,7 +439,9 @@ func (p *Pipeline) releasePunted(pk *packet) {
 	held := p.held
 	for i := 0; i < len(held); {
 		h := &held[i]
-		if h.v6 != pk.v6 || pk.v6 && h.k6 != pk.k6 || !pk.v6 && h.k4 != pk.k4 {
+		if h.accept != 0 || h.v6 != pk.v6 || pk.v6 && h.k6 != pk.k6 || !pk.v6 && h.k4 != pk.k4 {
+			// A frame the acceptor answers is not the flow's to
+			// forward: the acceptor already has its bytes.
 			i++
 			continue
 		}

@@ -68,7 +68,7 @@ type Output struct {
 // NewOutput makes an Output with room for a batch plus every fragment a
 // pipeline may release at once, so appends never allocate.
 func NewOutput(c *Config) *Output {
-	n := MaxBatch + c.FragPending
+	n := MaxBatch + c.FragPending + maxPunts // and the acceptor's answers
 	return &Output{TX: make([]nic.Frame, 0, n), Pass: make([]nic.Frame, 0, n), Drop: make([]nic.Frame, 0, n)}
 }
 
@@ -102,6 +102,8 @@ type Pipeline struct {
 	// and now released), so that RxPackets counts each frame once.
 	redo     bool
 	deferred []nic.Frame
+	answers  []answered
+	acceptID uint32
 	routePk  packet
 	routeHdr [header.IPv6Size]byte
 	missed   [maxMissed]netip.Addr
@@ -142,6 +144,7 @@ func New(c Config, s *Snapshot) (*Pipeline, error) {
 		held:     make([]heldPunt, 0, maxPunts),
 		sendWait: make([]heldSend, 0, maxSendWait),
 		deferred: make([]nic.Frame, 0, maxDeferred),
+		answers:  make([]answered, 0, maxPunts),
 		ipID:     uint32(c.Worker),
 		// SNAT ports are handed out in order, each port then resting a
 		// whole lap, the longest any order gives it before reuse
@@ -208,6 +211,9 @@ func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
 	if len(p.sendWait) > 0 {
 		// First packets whose flow event the uplink is slow to send.
 		p.releaseSendWait(func(h *heldSend) bool { return int32(h.expires-now) < 0 })
+	}
+	if len(p.answers) > 0 {
+		p.flushAnswers(out)
 	}
 	if len(p.deferred) > 0 {
 		// Packets whose route arrived since the last batch.

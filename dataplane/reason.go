@@ -52,6 +52,17 @@ const (
 	// DropMappingTimeout: a tunnel flow's host did not confirm its
 	// mapping in time (the packet waited for it).
 	DropMappingTimeout
+	// DropNoAcceptor: a packet for an l7 VIP's acceptor while no
+	// control process is connected (the acceptor lives there).
+	DropNoAcceptor
+	// DropAcceptorUnfit: a packet for an l7 VIP's acceptor that it does
+	// not take: IPv6, a fragment, a segmentation-offload super-packet
+	// or one too long for a punt. The client retransmits the segments
+	// singly.
+	DropAcceptorUnfit
+	// DropTCPBadChecksum: a TCP segment for the acceptor whose checksum
+	// is wrong (the acceptor answers only what a stack would accept).
+	DropTCPBadChecksum
 	numDrops
 )
 
@@ -113,6 +124,9 @@ var dropNames = [numDrops]string{
 	DropPuntTimeout:       "punt_timeout",
 	DropMappingTimeout:    "mapping_timeout",
 	DropBadOffload:        "bad_offload",
+	DropNoAcceptor:        "no_acceptor",
+	DropAcceptorUnfit:     "acceptor_unfit",
+	DropTCPBadChecksum:    "tcp_bad_checksum",
 }
 
 // String returns the reason's name as counters and logs show it.

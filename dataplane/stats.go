@@ -20,6 +20,8 @@ type Stats struct {
 	FragmentsHeld      uint64 // fragments held until their first fragment came
 	Punted             uint64 // packets held for the control process to decide
 	HeldForHost        uint64 // packets of tunnel flows held until their host holds the mapping
+	ToAcceptor         uint64 // packets of l7 VIPs handed to the acceptor
+	AcceptorAnswers    uint64 // the acceptor's answers sent
 	Drops              [numDrops]uint64
 	Passes             [numPasses]uint64
 	// Backends is indexed by backend ID (see Snapshot). A VIP's counters
@@ -78,6 +80,8 @@ func (s *Stats) Add(o *Stats) {
 	s.FragmentsHeld += o.FragmentsHeld
 	s.Punted += o.Punted
 	s.HeldForHost += o.HeldForHost
+	s.ToAcceptor += o.ToAcceptor
+	s.AcceptorAnswers += o.AcceptorAnswers
 	for i := range s.Drops {
 		s.Drops[i] += o.Drops[i]
 	}

@@ -38,6 +38,9 @@ type UplinkStats struct {
 	EventsLost  uint64 `json:"events_lost"`
 	Routes      uint64 `json:"routes"`
 	RouteErrors uint64 `json:"route_errors"`
+	// AnswersLate counts the acceptor's answers that found no frame
+	// waiting (it waited its time out, or the worker restarted).
+	AnswersLate uint64 `json:"answers_late"`
 	BadMessages uint64 `json:"bad_messages"`
 }
 
@@ -318,6 +321,12 @@ func (l *uplink) handle(ctx context.Context, conn *channel.Conn, asm *channel.As
 			return err
 		}
 		return l.route(ctx, &r)
+	case channel.TAnswer:
+		a, err := channel.DecodeAnswer(p)
+		if err != nil {
+			return err
+		}
+		return l.answer(ctx, &a)
 	case channel.TBarrier:
 		// Every worker runs its commands in order: once each has run
 		// this no-op, every earlier route is applied.
@@ -380,6 +389,20 @@ func (l *uplink) route(ctx context.Context, r *channel.Route) error {
 		})
 		if err != nil {
 			l.f.log.Warn().Err(err).Msg("route refused")
+		}
+	})
+}
+
+// answer sends the acceptor's packet in place of the frame its punt
+// held, on the worker that holds it.
+func (l *uplink) answer(ctx context.Context, a *channel.Answer) error {
+	if int(a.Worker) >= len(l.f.workers) {
+		return fmt.Errorf("answer for worker %d of %d", a.Worker, len(l.f.workers))
+	}
+	id, pkt := a.ID, append([]byte(nil), a.Packet...) // a aliases the receive buffer
+	return l.f.workers[a.Worker].Post(ctx, func(p *dataplane.Pipeline) {
+		if !p.Answer(id, pkt) {
+			l.count(func(s *UplinkStats) { s.AnswersLate++ })
 		}
 	})
 }

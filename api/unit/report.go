@@ -24,7 +24,11 @@ type Report struct {
 	ChecksumsFinished uint64 `json:"checksums_finished"`
 	Punted            uint64 `json:"punted"`
 	HeldForHost       uint64 `json:"held_for_host"`
-	Flows             int    `json:"flows"` // client-direction and reply entries
+	// ToAcceptor counts packets of l7 VIPs handed to the acceptor, and
+	// AcceptorAnswers the acceptor's packets sent in their place.
+	ToAcceptor      uint64 `json:"to_acceptor"`
+	AcceptorAnswers uint64 `json:"acceptor_answers"`
+	Flows           int    `json:"flows"` // client-direction and reply entries
 	// PortDropped counts frames lost before any worker saw them: the
 	// kernel's drops at the port (AF_XDP rings, a TUN device's queue)
 	// and the port's own (no free buffer, a worker's queue full). No drop

@@ -10,7 +10,8 @@ import (
 
 // Version is the protocol version; a peer with another version is
 // refused at hello. 2: punts carry the forwarder's Maglev choice.
-const Version = 2
+// 3: punts carry an ID; answers (l7 VIPs' acceptor).
+const Version = 3
 
 // MaxMessage bounds a message, header included.
 const MaxMessage = 64 << 10
@@ -25,15 +26,16 @@ type Type uint8
 
 // Message types.
 const (
-	THello     Type = 1 // both ways: who I am
-	TPunt      Type = 2 // forwarder → control: a packet for control to decide
-	TRoute     Type = 3 // control → forwarder: add or delete a flow
-	TFlowEvent Type = 4 // forwarder → control: a flow opened, closed or expired
-	TBarrier   Type = 5 // control → forwarder: answer once everything before is applied
-	TAck       Type = 6 // forwarder → control: the barrier's answer
-	TCall      Type = 7 // control → forwarder: a cold request with a JSON body
-	TReturn    Type = 8 // forwarder → control: its answer
-	TLost      Type = 9 // forwarder → control: flow events lost; the inventory must be read again
+	THello     Type = 1  // both ways: who I am
+	TPunt      Type = 2  // forwarder → control: a packet for control to decide
+	TRoute     Type = 3  // control → forwarder: add or delete a flow
+	TFlowEvent Type = 4  // forwarder → control: a flow opened, closed or expired
+	TBarrier   Type = 5  // control → forwarder: answer once everything before is applied
+	TAck       Type = 6  // forwarder → control: the barrier's answer
+	TCall      Type = 7  // control → forwarder: a cold request with a JSON body
+	TReturn    Type = 8  // forwarder → control: its answer
+	TLost      Type = 9  // forwarder → control: flow events lost; the inventory must be read again
+	TAnswer    Type = 10 // control → forwarder: the packet to send in place of a punted one
 )
 
 func (t Type) String() string {
@@ -56,6 +58,8 @@ func (t Type) String() string {
 		return "return"
 	case TLost:
 		return "lost"
+	case TAnswer:
+		return "answer"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }

@@ -2,6 +2,7 @@ package channel
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"path/filepath"
 	"reflect"
@@ -24,10 +25,21 @@ func TestRoundTrips(t *testing.T) {
 	if got, err := DecodeHello(p); err != nil || got != h {
 		t.Fatalf("hello %+v, %v", got, err)
 	}
-	pu := Punt{Worker: 2, Reason: PuntNewFlow, VIP: 9, Key: key6(), Frame: []byte("frame bytes")}
+	pu := Punt{Worker: 2, Reason: PuntAccept, VIP: 9, ID: 0xdeadbeef, Choice: 4, Key: key6(), Frame: []byte("frame bytes")}
 	_, p, _ = ParseHeader(AppendPunt(nil, 2, &pu))
 	if got, err := DecodePunt(p); err != nil || !reflect.DeepEqual(got, pu) {
 		t.Fatalf("punt %+v, %v", got, err)
+	}
+	an := Answer{Worker: 3, ID: 0xdeadbeef, Packet: []byte("an IP packet")}
+	_, p, _ = ParseHeader(AppendAnswer(nil, 2, &an))
+	if got, err := DecodeAnswer(p); err != nil || !reflect.DeepEqual(got, an) {
+		t.Fatalf("answer %+v, %v", got, err)
+	}
+	long := AppendAnswer(nil, 2, &Answer{Packet: make([]byte, MaxAnswer)})
+	binary.BigEndian.PutUint16(long[HeaderSize+5:], MaxAnswer+1)
+	long = append(long, 0)
+	if _, err := DecodeAnswer(long[HeaderSize:]); !errors.Is(err, ErrLength) {
+		t.Fatalf("answer over MaxAnswer: %v", err)
 	}
 	ro := Route{Op: RouteAdd, Worker: AnyWorker, Key: key6(), Action: unit.Action{Mode: 2, Backend: 5, A: [16]byte{1}, B: [16]byte{2}, PortA: 80, PortB: 1000}}
 	_, p, _ = ParseHeader(AppendRoute(nil, 3, &ro))
@@ -165,6 +177,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add(AppendCalls(nil, 5, "stats", []byte(`{"a":1}`))[0])
 	f.Add(AppendReturns(nil, 6, "", []byte(`{}`))[0])
 	f.Add(AppendLost(nil, 7, 12345))
+	f.Add(AppendPunt(nil, 8, &Punt{Reason: PuntAccept, ID: 77, Key: key6(), Frame: []byte{0x45, 0}}))
+	f.Add(AppendAnswer(nil, 9, &Answer{Worker: 1, ID: 77, Packet: []byte{0x45, 0, 0, 20}}))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		h, p, err := ParseHeader(msg)
 		if err != nil {
@@ -187,6 +201,10 @@ func FuzzDecode(f *testing.F) {
 		case TFlowEvent:
 			if m, err := DecodeFlowEvents(nil, p); err == nil {
 				back = AppendFlowEvents(nil, h.Seq, m)
+			}
+		case TAnswer:
+			if m, err := DecodeAnswer(p); err == nil {
+				back = AppendAnswer(nil, h.Seq, &m)
 			}
 		case TCall:
 			_, _ = DecodeCall(p)

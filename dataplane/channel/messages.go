@@ -52,13 +52,17 @@ func DecodeHello(p []byte) (Hello, error) {
 	return m, nil
 }
 
-// Punt is a packet the forwarder hands to control to decide: the first
-// packet of a flow on a VIP whose policy needs control-plane state. The
-// forwarder holds the packet until a route for its key arrives.
+// Punt is a packet the forwarder hands to control: the first packet of
+// a flow on a VIP whose policy needs control-plane state (PuntNewFlow:
+// the forwarder holds it until a route for its key arrives), or any
+// packet of an l7 VIP that has no flow yet (PuntAccept: for the
+// acceptor, which answers it with an Answer naming the punt's ID).
 type Punt struct {
 	Worker uint8
 	Reason uint8
 	VIP    uint32 // the VIP's ID in the forwarder's configuration
+	// ID numbers the punts of one worker (PuntAccept's answer names it).
+	ID uint32
 	// Choice is the backend the VIP's Maglev table gives the flow (an ID
 	// in the forwarder's configuration), or NoChoice when no backend
 	// takes new flows. It is the control process's answer when nothing
@@ -67,7 +71,9 @@ type Punt struct {
 	// own.
 	Choice uint32
 	Key    unit.FlowKey
-	Frame  []byte // a copy of the frame, at most MaxPuntFrame bytes
+	// Frame is a copy of the frame (PuntNewFlow) or of its IP packet,
+	// without the link header (PuntAccept), at most MaxPuntFrame bytes.
+	Frame []byte
 }
 
 // NoChoice is a punt's Choice when the VIP has no backend for new flows.
@@ -79,6 +85,7 @@ const MaxPuntFrame = 2048
 // Punt reasons.
 const (
 	PuntNewFlow = 1
+	PuntAccept  = 2
 )
 
 // AppendPunt appends a punt message.
@@ -86,6 +93,7 @@ func AppendPunt(b []byte, seq uint32, m *Punt) []byte {
 	b = AppendHeader(b, Header{Type: TPunt, Seq: seq})
 	b = append(b, m.Worker, m.Reason)
 	b = binary.BigEndian.AppendUint32(b, m.VIP)
+	b = binary.BigEndian.AppendUint32(b, m.ID)
 	b = binary.BigEndian.AppendUint32(b, m.Choice)
 	b = appendKey(b, &m.Key)
 	f := m.Frame[:min(len(m.Frame), MaxPuntFrame)]
@@ -96,13 +104,51 @@ func AppendPunt(b []byte, seq uint32, m *Punt) []byte {
 // DecodePunt decodes a punt payload. Frame aliases p.
 func DecodePunt(p []byte) (Punt, error) {
 	r := reader{b: p}
-	m := Punt{Worker: r.u8(), Reason: r.u8(), VIP: r.u32(), Choice: r.u32(), Key: r.key()}
+	m := Punt{Worker: r.u8(), Reason: r.u8(), VIP: r.u32(), ID: r.u32(), Choice: r.u32(), Key: r.key()}
 	m.Frame = r.bytes16()
 	if err := r.done(); err != nil {
 		return Punt{}, fmt.Errorf("punt: %w", err)
 	}
 	if len(m.Frame) > MaxPuntFrame {
 		return Punt{}, fmt.Errorf("punt: %w: frame of %d bytes", ErrLength, len(m.Frame))
+	}
+	return m, nil
+}
+
+// Answer is the control process's reply to a PuntAccept: Packet (an IP
+// packet, no link header) goes out in place of the punted frame, which
+// the forwarder turns around (link addresses swapped). An empty Packet
+// drops the frame.
+type Answer struct {
+	Worker uint8
+	ID     uint32
+	Packet []byte
+}
+
+// MaxAnswer bounds an answer's packet: what fits a held frame's buffer
+// after any link header.
+const MaxAnswer = 1600
+
+// AppendAnswer appends an answer message.
+func AppendAnswer(b []byte, seq uint32, m *Answer) []byte {
+	b = AppendHeader(b, Header{Type: TAnswer, Seq: seq})
+	b = append(b, m.Worker)
+	b = binary.BigEndian.AppendUint32(b, m.ID)
+	pk := m.Packet[:min(len(m.Packet), MaxAnswer)]
+	b = binary.BigEndian.AppendUint16(b, uint16(len(pk)))
+	return append(b, pk...)
+}
+
+// DecodeAnswer decodes an answer payload. Packet aliases p.
+func DecodeAnswer(p []byte) (Answer, error) {
+	r := reader{b: p}
+	m := Answer{Worker: r.u8(), ID: r.u32()}
+	m.Packet = r.bytes16()
+	if err := r.done(); err != nil {
+		return Answer{}, fmt.Errorf("answer: %w", err)
+	}
+	if len(m.Packet) > MaxAnswer {
+		return Answer{}, fmt.Errorf("answer: %w: packet of %d bytes", ErrLength, len(m.Packet))
 	}
 	return m, nil
 }

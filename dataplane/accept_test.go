@@ -1,0 +1,149 @@
+package dataplane
+
+import (
+	"bytes"
+	"testing"
+
+	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/internal/pkttest"
+)
+
+// l7Rig is a pipeline with one l7 VIP (port 84) and, unless alone, a
+// control process's outbox.
+func l7Rig(t *testing.T, alone bool) *rig {
+	t.Helper()
+	c, err := config.Parse([]byte(`
+unit:
+  address4: 198.51.100.254
+  mac: "02:00:00:00:00:01"
+l2:
+  gateway_mac: "02:00:00:00:00:fe"
+vips:
+  - name: web
+    address: 192.0.2.1
+    port: 84
+    protocol: tcp
+    mode: l7
+    backends:
+      - {name: h1, address: 10.1.0.1}
+      - {name: h2, address: 10.1.0.2}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, c)
+	if !alone {
+		r.p.EnableOutbox(make(chan struct{}, 1))
+	}
+	return r
+}
+
+// TestAcceptorAnswersInPlace: every packet of an l7 VIP without a flow
+// goes to the acceptor as its IP packet and waits; the answer leaves in
+// its place, turned around; nothing is recorded per connection.
+func TestAcceptorAnswersInPlace(t *testing.T) {
+	r := l7Rig(t, false)
+	c, v := cl(1, 5000), vip(84)
+	in := syn(c, v)
+	if tx, _, drop := r.send(in); len(tx)+len(drop) != 0 || r.p.HeldPunts() != 1 {
+		t.Fatalf("SYN not held for the acceptor: tx %d drop %d", len(tx), len(drop))
+	}
+	// Every packet is its own punt, retransmissions too.
+	r.send(in)
+	_, punts := take(r)
+	if len(punts) != 2 || punts[0].Reason != channel.PuntAccept || punts[0].ID == punts[1].ID {
+		t.Fatalf("punts %+v: want two acceptor punts with their own IDs", punts)
+	}
+	if !bytes.Equal(punts[0].Frame, pkttest.IP(in, false)) {
+		t.Fatal("the acceptor's punt does not carry the packet's IP bytes")
+	}
+	if n4, n6 := r.p.flows.Len(); n4+n6 != 0 {
+		t.Fatalf("%d flow entries for a handshake: the acceptor's connections must cost the forwarder nothing", n4+n6)
+	}
+	// The acceptor's SYN-ACK (any IP packet) goes out in the first
+	// SYN's frame, to the client's MAC.
+	answer := pkttest.IP(pkttest.TCP(v, c, pkttest.SYN|pkttest.ACK, 99, 2, pkttest.Opts{MSS: 1460}), false)
+	if !r.p.Answer(punts[0].ID, answer) {
+		t.Fatal("answer refused")
+	}
+	if !r.p.Answer(punts[1].ID, nil) {
+		t.Fatal("empty answer refused")
+	}
+	if r.p.Answer(punts[1].ID, answer) {
+		t.Fatal("a second answer to one punt was taken")
+	}
+	tx, _, drop := r.send()
+	if len(tx) != 1 || len(drop) != 1 {
+		t.Fatalf("tx %d drop %d; want the answer sent and the unanswered frame dropped", len(tx), len(drop))
+	}
+	if !bytes.Equal(pkttest.IP(tx[0], false), answer) || !bytes.Equal(tx[0][:6], in[6:12]) || !bytes.Equal(tx[0][6:12], in[:6]) {
+		t.Fatal("the answer did not leave as given, to the sender's MAC from the unit's")
+	}
+	if s := r.p.stats; s.ToAcceptor != 2 || s.AcceptorAnswers != 1 {
+		t.Fatalf("to_acceptor %d answers %d", s.ToAcceptor, s.AcceptorAnswers)
+	}
+}
+
+// TestAcceptorRefusals: what the acceptor is not given, and why.
+func TestAcceptorRefusals(t *testing.T) {
+	c, v := cl(1, 5000), vip(84)
+	r := l7Rig(t, true)
+	if _, _, drop := r.send(syn(c, v)); len(drop) != 1 || r.p.stats.Drops[DropNoAcceptor] != 1 {
+		t.Fatal("without a control process the l7 VIP's SYN was not dropped as no_acceptor")
+	}
+	r = l7Rig(t, false)
+	bad := syn(c, v)
+	bad[len(bad)-1] ^= 0xff // in the TCP options: the checksum no longer verifies
+	synack := pkttest.TCP(c, v, pkttest.SYN|pkttest.ACK, 1, 1, pkttest.Opts{})
+	rst := pkttest.TCP(c, v, pkttest.RST, 1, 0, pkttest.Opts{})
+	r.send(bad, synack, rst)
+	if r.p.stats.Drops[DropTCPBadChecksum] != 1 || r.p.stats.Drops[DropTCPNotSYN] != 1 || r.p.stats.ToAcceptor != 1 {
+		t.Fatalf("drops %v to_acceptor %d: want the bad checksum and the SYN-ACK dropped, the reset given to the acceptor",
+			r.p.stats.Drops, r.p.stats.ToAcceptor)
+	}
+	// Unanswered frames free their slot.
+	r.now += acceptTimeout + 1
+	if _, _, drop := r.send(); len(drop) != 1 || r.p.HeldPunts() != 0 {
+		t.Fatalf("%d dropped, %d still held after the acceptor's time", len(drop), r.p.HeldPunts())
+	}
+}
+
+// TestMigratedFlowWaitsForItsHost: the route of a connection the
+// acceptor migrated makes a tunnel flow whose packets wait until the
+// host has the connection (RouteRelease), while a frame still waiting
+// for the acceptor's answer is not forwarded by it.
+func TestMigratedFlowWaitsForItsHost(t *testing.T) {
+	r := l7Rig(t, false)
+	c, v := cl(1, 5000), vip(84)
+	data := pkttest.TCP(c, v, pkttest.ACK|pkttest.PSH, 2, 100, pkttest.Opts{Payload: []byte("GET / HTTP/1.1\r\n\r\n")})
+	r.send(data)
+	_, punts := take(r)
+	if len(punts) != 1 {
+		t.Fatalf("%d punts", len(punts))
+	}
+	be := r.p.snap.VIPs[punts[0].VIP].Backends[1]
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: punts[0].Key, Action: unit.Action{Backend: be}}, r.now); err != nil {
+		t.Fatal(err)
+	}
+	evs, _ := take(r)
+	if len(evs) != 1 || evs[0].Action.Mode != unit.ModeTunnel || evs[0].Action.Flags&unit.FlowHeld == 0 {
+		t.Fatalf("events %+v: want one opened tunnel flow, held for its host", evs)
+	}
+	if tx, _, _ := r.send(); len(tx) != 0 || r.p.HeldPunts() != 1 {
+		t.Fatal("the route forwarded the frame that waits for the acceptor's answer")
+	}
+	next := pkttest.TCP(c, v, pkttest.ACK, 100, 100, pkttest.Opts{Payload: []byte("more")})
+	if tx, _, _ := r.send(next); len(tx) != 0 || r.p.stats.HeldForHost != 1 {
+		t.Fatal("a packet of the migrated flow went before its host had the connection")
+	}
+	r.p.ReleaseHeld(&punts[0].Key)
+	tx, _, _ := r.send()
+	if len(tx) != 1 || dstOf(tx[0]).Addr().String() != "10.1.0.2" {
+		t.Fatalf("after the release: %d sent; want the held packet tunnelled to h2", len(tx))
+	}
+	if r.p.stats.ToAcceptor != 1 {
+		t.Fatal("a packet of the routed flow went to the acceptor")
+	}
+}
