@@ -67,6 +67,8 @@ type HostStream struct {
 	// the host.
 	MessagesIn  uint64 `json:"messages_in"`
 	MessagesOut uint64 `json:"messages_out"`
+	// Migrations counts connections the unit's acceptor sent the host.
+	Migrations uint64 `json:"migrations,omitempty"`
 	// LastError is why the host's last stream ended, if one did (it
 	// stays while a newer stream is up).
 	LastError string `json:"last_error,omitempty"`

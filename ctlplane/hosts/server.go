@@ -43,7 +43,13 @@ type Options struct {
 	// a host acknowledges the changes up to seq: the host's kernel holds
 	// them, and the flows' held packets may go.
 	OnAck func(host uint32, seq uint64)
-	Log   zerolog.Logger
+	// OnMigrateResult and OnMigrationEnded, when set, receive the
+	// hosts' answers to Migrate and their notices that a migrated
+	// connection ended (called outside the server's lock, in the
+	// stream's order).
+	OnMigrateResult  func(host uint32, r *pb.MigrateResult)
+	OnMigrationEnded func(host uint32, e *pb.MigrationEnded)
+	Log              zerolog.Logger
 }
 
 // Timings and bounds of the server's side.
@@ -457,9 +463,10 @@ func (s *Server) serve(ctx context.Context, stream pb.HostStream_ConnectServer, 
 	}
 }
 
-// receive reads the agent's messages: acknowledgements only, after the
-// hello. An invalid message ends the stream (the agent resyncs when it
-// comes back) after it is counted and logged; it changes nothing.
+// receive reads the agent's messages after the hello: acknowledgements,
+// and the answers and notices of connection migration. An invalid
+// message ends the stream (the agent resyncs when it comes back) after
+// it is counted and logged; it changes nothing.
 func (s *Server) receive(stream pb.HostStream_ConnectServer, id uint32, hs *host) error {
 	_, addr, _ := peerHost(stream.Context())
 	for {
@@ -471,9 +478,23 @@ func (s *Server) receive(stream pb.HostStream_ConnectServer, id uint32, hs *host
 			s.refuse(reason(err), addr, id, err)
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
-		ack := m.GetAck()
 		s.mu.Lock()
 		hs.view.MessagesIn++
+		s.mu.Unlock()
+		switch b := m.GetBody().(type) {
+		case *pb.AgentMessage_MigrateResult:
+			if s.opts.OnMigrateResult != nil {
+				s.opts.OnMigrateResult(id, b.MigrateResult)
+			}
+			continue
+		case *pb.AgentMessage_MigrationEnded:
+			if s.opts.OnMigrationEnded != nil {
+				s.opts.OnMigrationEnded(id, b.MigrationEnded)
+			}
+			continue
+		}
+		ack := m.GetAck()
+		s.mu.Lock()
 		ok := ack != nil && ack.GetSeq() <= hs.seq && ack.GetSeq() >= hs.view.Acked
 		if ok {
 			hs.view.Acked = ack.GetSeq()
@@ -488,6 +509,36 @@ func (s *Server) receive(stream pb.HostStream_ConnectServer, id uint32, hs *host
 		if s.opts.OnAck != nil {
 			s.opts.OnAck(id, acked)
 		}
+	}
+}
+
+// ErrHostDown is Migrate's error for a host without a live stream (or
+// one too far behind to take more).
+var ErrHostDown = errors.New("hosts: the host's stream is down")
+
+// Migrate sends a migrated connection's state to host, after every
+// change published so far and before every later one: the flow's
+// mapping, published once the forwarder has the flow, reaches the host
+// after the connection exists there. A host whose stream is down, or
+// full, gets nothing (ErrHostDown): a migration is not worth a resync,
+// and the caller answers the client itself.
+func (s *Server) Migrate(id uint32, mig *pb.Migrate) error {
+	m := &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Migrate{Migrate: mig}}
+	if err := pb.ValidateUnit(m); err != nil {
+		return fmt.Errorf("hosts: migrate: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hs := s.hosts[id]
+	if hs == nil || hs.out == nil {
+		return ErrHostDown
+	}
+	select {
+	case hs.out <- m:
+		hs.view.Migrations++
+		return nil
+	default:
+		return ErrHostDown
 	}
 }
 
