@@ -1,0 +1,64 @@
+package migrate
+
+import (
+	"net"
+	"os"
+	"testing"
+
+	"github.com/tetherlb/tether/internal/nstest"
+)
+
+// TestUploadRoundTrip: a connection the server's kernel accepted is
+// taken apart in repair mode with the client's request unread, closed
+// silently, and recreated by Upload from the state alone; the
+// application reads the request from the new socket and answers with a
+// few MiB, the client writes again and reads the end, with no reset.
+func TestUploadRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		options bool
+	}{{"options", true}, {"no-options", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, s := pair(t)
+			if !tc.options {
+				noOptions(t, c)
+			}
+			var ln net.Listener
+			var err error
+			nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			client := dial(t, c, serverAddr+":8080")
+			sc, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			request := []byte("GET /migrated HTTP/1.1\r\nHost: vip\r\n\r\n")
+			if _, err := client.Write(request); err != nil {
+				t.Fatal(err)
+			}
+			settle(t, client, sc.(*net.TCPConn), len(request))
+			st, data := capture(t, sc.(*net.TCPConn))
+			if st.GetTimestamps() != tc.options || st.GetWindowScaling() != tc.options || st.GetSackPermitted() != tc.options {
+				t.Fatalf("options in the state: %v", st)
+			}
+			var f *os.File
+			nstest.In(t, s, func() { f, err = Upload(st, data) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			app, err := net.FileConn(f)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer app.Close()
+			if got := addrPortOf(app.RemoteAddr()); got != addrPortOf(client.LocalAddr()) {
+				t.Fatalf("uploaded socket's peer %v, want %v", got, client.LocalAddr())
+			}
+			exchange(t, client, app, request, pattern(4<<20))
+		})
+	}
+}
