@@ -5,6 +5,8 @@ import (
 	"os"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tetherlb/tether/internal/nstest"
 )
 
@@ -48,6 +50,18 @@ func TestUploadRoundTrip(t *testing.T) {
 			nstest.In(t, s, func() { f, err = Upload(st, data) })
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.options {
+				// The host's TSval continues from the state's (a socket
+				// of its own would start from its own random offset):
+				// at most a few seconds later, never earlier.
+				ts, err := unix.GetsockoptInt(int(f.Fd()), unix.IPPROTO_TCP, unix.TCP_TIMESTAMP)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := uint32(ts) - st.GetTsVal(); d > 5000 {
+					t.Fatalf("the host's TSval %d, the state's %d", uint32(ts), st.GetTsVal())
+				}
 			}
 			app, err := net.FileConn(f)
 			f.Close()
