@@ -1,6 +1,7 @@
 package migrate
 
 import (
+	"errors"
 	"net"
 	"os"
 	"testing"
@@ -75,4 +76,38 @@ func TestUploadRoundTrip(t *testing.T) {
 			exchange(t, client, app, request, pattern(4<<20))
 		})
 	}
+}
+
+// TestUploadFailureResets: an upload the kernel refuses after the
+// socket is connected (here a window the kernel finds inconsistent)
+// resets the client itself, since in repair mode a close sends nothing:
+// the client's read fails with ECONNRESET, and the error names the step.
+func TestUploadFailureResets(t *testing.T) {
+	c, s := pair(t)
+	var ln net.Listener
+	var err error
+	nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client := dial(t, c, serverAddr+":8080")
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := []byte("GET / HTTP/1.0\r\n\r\n")
+	if _, err := client.Write(request); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, client, sc.(*net.TCPConn), len(request))
+	st, data := capture(t, sc.(*net.TCPConn))
+	// snd_wl1 beyond rcv_nxt + rcv_wnd: TCP_REPAIR_WINDOW refuses it.
+	st.SndWl1 = st.GetRcvNxt() + st.GetRcvWnd() + 1<<20
+	nstest.In(t, s, func() { _, err = Upload(st, data) })
+	var ue *UploadError
+	if !errors.As(err, &ue) || ue.Step != "TCP_REPAIR_WINDOW" || !ue.Connected {
+		t.Fatalf("Upload: %v, want a connected failure at TCP_REPAIR_WINDOW", err)
+	}
+	wantReset(t, client)
 }
