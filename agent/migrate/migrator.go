@@ -80,7 +80,6 @@ type Migrator struct {
 	st     Counters
 	queue  []endedNotice
 	wake   chan struct{}
-	done   chan struct{}
 }
 
 // Counters count migrations.
@@ -170,7 +169,7 @@ func New(cfg Config) (*Migrator, error) {
 	}
 	return &Migrator{cfg: cfg, lis: lis, shims: map[*shimConn]bool{}, live: map[uint64]*liveConn{},
 		st:   Counters{Handed: map[string]uint64{}, Failed: map[string]uint64{}, Ended: map[string]uint64{}},
-		wake: make(chan struct{}, 1), done: make(chan struct{})}, nil
+		wake: make(chan struct{}, 1)}, nil
 }
 
 // Run serves the hand-off socket and delivers ended notices until ctx
@@ -212,7 +211,6 @@ func (m *Migrator) Run(ctx context.Context) {
 	}
 	m.mu.Unlock()
 	wg.Wait()
-	close(m.done)
 }
 
 // serveShim reads one shim's frames until its connection ends; then its
@@ -447,8 +445,9 @@ func (m *Migrator) handed(kind string) {
 	m.mu.Unlock()
 }
 
-// shimFor is the newest shim registered for vip, exactly or on the
-// unspecified address of its port. Under m.mu.
+// shimFor is a shim registered for vip exactly, else one registered on
+// the unspecified address of its port; among several (processes that
+// share the port) any one. Under m.mu.
 func (m *Migrator) shimFor(vip netip.AddrPort) *shimConn {
 	var exact, wild *shimConn
 	for sc := range m.shims {
@@ -521,14 +520,23 @@ func (m *Migrator) splice(lc *liveConn, f *os.File, sp Splice, client netip.Addr
 	if err != nil {
 		return fmt.Errorf("file conn: %w", err)
 	}
-	down := nc.(*net.TCPConn)
+	down, ok := nc.(*net.TCPConn)
+	if !ok {
+		nc.Close()
+		return fmt.Errorf("file conn: a %T, not TCP", nc)
+	}
 	d := net.Dialer{Timeout: m.cfg.DialTimeout}
 	c, err := d.Dial("tcp", sp.To.String())
 	if err != nil {
 		down.Close()
 		return fmt.Errorf("splice to %v: %w", sp.To, err)
 	}
-	up := c.(*net.TCPConn)
+	up, ok := c.(*net.TCPConn)
+	if !ok {
+		c.Close()
+		down.Close()
+		return fmt.Errorf("splice to %v: a %T, not TCP", sp.To, c)
+	}
 	if sp.ProxyProtocol {
 		hdr, err := AppendProxyHeader(nil, client, sp.VIP)
 		if err == nil {
