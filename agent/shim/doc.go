@@ -33,9 +33,11 @@
 // restarts; meanwhile the agent has no listener for the address and
 // migrated connections to it fail (the unit falls back to its routes).
 //
-// Permissions: the hand-off socket is the agent's (mode 0660 by
-// default, group migration.handoff_group); the application needs write
-// access to it — run it in that group, or as root.
+// Permissions: the hand-off socket is the agent's, mode 0600 (root
+// only), or 0660 with the group migration.handoff_group names; the
+// application needs write access to it: run it in that group, or as
+// root. Whoever can connect may register for any VIP and receive its
+// clients' connections, which is why nothing looser is offered.
 //
 // The package imports only the standard library and
 // golang.org/x/sys/unix, so that applications can link it cheaply.
