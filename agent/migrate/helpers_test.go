@@ -7,11 +7,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
-	"os"
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -108,112 +106,16 @@ func settle(t *testing.T, client, server *net.TCPConn, n int) {
 // nothing): the client does not notice.
 func capture(t *testing.T, conn *net.TCPConn) (*pb.TCPState, []byte) {
 	t.Helper()
-	sc, err := conn.SyscallConn()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var st *pb.TCPState
 	var data []byte
 	var cerr error
-	sc.Control(func(u uintptr) { st, data, cerr = captureFD(int(u)) })
+	st, data, cerr = Capture(conn)
 	if cerr != nil {
 		t.Fatal(cerr)
 	}
 	conn.Close()
 	return st, data
 }
-
-func captureFD(fd int) (*pb.TCPState, []byte, error) {
-	tcp := func(opt, val int) error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, opt, val) }
-	get := func(opt int) (uint32, error) {
-		v, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, opt)
-		return uint32(v), err
-	}
-	info, err := unix.GetsockoptTCPInfo(fd, unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
-		return nil, nil, fmt.Errorf("TCP_INFO: %w", err)
-	}
-	inq, err := unix.IoctlGetInt(fd, unix.SIOCINQ)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := tcp(unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
-		return nil, nil, fmt.Errorf("TCP_REPAIR: %w", err)
-	}
-	if err := tcp(unix.TCP_REPAIR_QUEUE, tcpSendQueue); err != nil {
-		return nil, nil, err
-	}
-	sndNxt, err := get(unix.TCP_QUEUE_SEQ)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := tcp(unix.TCP_REPAIR_QUEUE, tcpRecvQueue); err != nil {
-		return nil, nil, err
-	}
-	rcvNxt, err := get(unix.TCP_QUEUE_SEQ)
-	if err != nil {
-		return nil, nil, err
-	}
-	data := make([]byte, inq)
-	if inq > 0 {
-		n, _, err := unix.Recvfrom(fd, data, unix.MSG_PEEK)
-		if err != nil || n != inq {
-			return nil, nil, fmt.Errorf("peek the receive queue: %d of %d bytes: %v", n, inq, err)
-		}
-	}
-	// In repair mode TCP_MAXSEG is mss_clamp: the client's MSS.
-	mss, err := get(unix.TCP_MAXSEG)
-	if err != nil {
-		return nil, nil, err
-	}
-	var w TCPRepairWindow
-	wl := uint32(unsafe.Sizeof(w))
-	if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, unix.TCP_REPAIR_WINDOW,
-		uintptr(unsafe.Pointer(&w)), uintptr(unsafe.Pointer(&wl)), 0); e != 0 {
-		return nil, nil, fmt.Errorf("TCP_REPAIR_WINDOW: %w", e)
-	}
-	ts, err := get(unix.TCP_TIMESTAMP)
-	if err != nil {
-		return nil, nil, err
-	}
-	local, err := unix.Getsockname(fd)
-	if err != nil {
-		return nil, nil, err
-	}
-	peer, err := unix.Getpeername(fd)
-	if err != nil {
-		return nil, nil, err
-	}
-	l4, p4 := local.(*unix.SockaddrInet4), peer.(*unix.SockaddrInet4)
-	st := &pb.TCPState{
-		Client: p4.Addr[:], ClientPort: uint32(p4.Port), Vip: l4.Addr[:], VipPort: uint32(l4.Port),
-		// No unsent data: snd_nxt is write_seq; the state's contract
-		// has the acceptor send nothing, so local_isn is one before.
-		LocalIsn: sndNxt - 1, SndNxt: sndNxt,
-		RemoteIsn: rcvNxt - uint32(inq) - 1, RcvNxt: rcvNxt,
-		SndWnd: w.SndWnd, SndWl1: w.SndWl1, RcvWnd: w.RcvWnd,
-		Mss:           mss,
-		SackPermitted: info.Options&tcpiOptSack != 0,
-		Timestamps:    info.Options&tcpiOptTimestamps != 0,
-	}
-	if info.Options&tcpiOptWscale != 0 {
-		// tcpi_snd_wscale:4, tcpi_rcv_wscale:4 sit in the byte after
-		// tcpi_options, which x/sys/unix leaves as padding.
-		ws := *(*uint8)(unsafe.Add(unsafe.Pointer(info), unsafe.Offsetof(info.Options)+1))
-		st.WindowScaling, st.SndWscale, st.RcvWscale = true, uint32(ws&0xf), uint32(ws>>4)
-	}
-	if st.Timestamps {
-		st.TsVal = ts
-	}
-	return st, data, nil
-}
-
-// tcp_info's option bits (linux/tcp.h).
-const (
-	tcpiOptTimestamps = 1
-	tcpiOptSack       = 2
-	tcpiOptWscale     = 4
-)
 
 // pattern is n bytes the client can check byte for byte.
 func pattern(n int) []byte {
@@ -289,4 +191,3 @@ func addrPortOf(a net.Addr) netip.AddrPort {
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 }
 
-var _ = os.Getpid
