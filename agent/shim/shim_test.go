@@ -201,3 +201,34 @@ func TestListenRefusesOtherNetworks(t *testing.T) {
 		t.Fatal("udp accepted")
 	}
 }
+
+// TestAgentLater: Listen succeeds with no agent, serves ordinary
+// connections meanwhile, and registers once the agent's socket
+// appears.
+func TestAgentLater(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "handoff.sock")
+	ln, err := Listen("tcp", "127.0.0.1:0", Options{Socket: sock, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	lis, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := &fakeAgent{t: t, lis: lis}
+	t.Cleanup(func() { lis.Close() })
+	if _, addrs := agent.accept(); len(addrs) != 1 || addrs[0] != addrPortOf(ln.Addr()) {
+		t.Fatalf("registered %v", addrs)
+	}
+}
