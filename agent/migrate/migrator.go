@@ -122,6 +122,7 @@ type shimConn struct {
 	wmu   sync.Mutex
 	addrs []netip.AddrPort     // under Migrator.mu
 	acks  map[uint64]chan bool // under Migrator.mu
+	gone  bool                 // the connection ended; under Migrator.mu
 }
 
 // New creates the hand-off socket; Run serves it.
@@ -279,6 +280,7 @@ func (m *Migrator) serveShim(sc *shimConn) {
 	}
 	m.mu.Lock()
 	delete(m.shims, sc)
+	sc.gone = true
 	for id, ch := range sc.acks {
 		ch <- false
 		delete(sc.acks, id)
@@ -477,7 +479,7 @@ func (m *Migrator) spliceFor(vip netip.AddrPort) (Splice, bool) {
 
 // toShim passes f to the shim and waits, at most AckTimeout, for its
 // answer.
-func (m *Migrator) toShim(sc *shimConn, lc *liveConn, f *os.File, client, vip netip.AddrPort) (bool, string, error) {
+func (m *Migrator) toShim(sc *shimConn, lc *liveConn, f *os.File, client, vip netip.AddrPort) (ok bool, reason string, err error) {
 	ch := make(chan bool, 1)
 	m.mu.Lock()
 	lc.handoff, lc.shim, lc.pending = HandoffListener, sc, true
@@ -487,9 +489,17 @@ func (m *Migrator) toShim(sc *shimConn, lc *liveConn, f *os.File, client, vip ne
 		m.mu.Lock()
 		delete(sc.acks, lc.hid)
 		lc.pending = false
+		// A shim gone while this waited skipped the pending connection
+		// (serveShim): once taken, it is ended here instead (end is
+		// idempotent); one not taken ends as HANDOFF_FAILED.
+		gone := sc.gone
 		m.mu.Unlock()
+		if ok && gone {
+			m.end(lc.hid, pb.EndReason_END_REASON_CLOSED)
+		}
 	}()
-	b, err := wire.Encode(make([]byte, 0, wire.MaxFrame), &wire.Frame{Type: wire.TypeHandoff, ID: lc.hid, Client: client, VIP: vip})
+	var b []byte
+	b, err = wire.Encode(make([]byte, 0, wire.MaxFrame), &wire.Frame{Type: wire.TypeHandoff, ID: lc.hid, Client: client, VIP: vip})
 	if err != nil {
 		return false, "shim_send", err
 	}
@@ -503,8 +513,8 @@ func (m *Migrator) toShim(sc *shimConn, lc *liveConn, f *os.File, client, vip ne
 	t := time.NewTimer(m.cfg.AckTimeout)
 	defer t.Stop()
 	select {
-	case ok := <-ch:
-		if !ok {
+	case accepted := <-ch:
+		if !accepted {
 			return false, "shim_refused", errors.New("the listener shim did not take the connection")
 		}
 		return true, "", nil
