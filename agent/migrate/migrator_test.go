@@ -205,9 +205,15 @@ func TestShimGoneEndsConnections(t *testing.T) {
 // client; the server answers; the splice ends when both directions
 // are done, and only then.
 func TestMigrateSplice(t *testing.T) {
+	for _, pp := range []bool{true, false} {
+		t.Run(map[bool]string{true: "proxy-v2", false: "no-proxy"}[pp], func(t *testing.T) { testSplice(t, pp) })
+	}
+}
+
+func testSplice(t *testing.T, proxy bool) {
 	c, s := pair(t)
 	vip := netip.MustParseAddrPort(serverAddr + ":8080")
-	h := newHarness(t, Splice{VIP: vip, To: netip.MustParseAddrPort("127.0.0.1:9000"), ProxyProtocol: true})
+	h := newHarness(t, Splice{VIP: vip, To: netip.MustParseAddrPort("127.0.0.1:9000"), ProxyProtocol: proxy})
 	var ln, local net.Listener
 	var err, err2 error
 	nstest.In(t, s, func() {
@@ -231,6 +237,10 @@ func TestMigrateSplice(t *testing.T) {
 			got <- proxied{err: err}
 			return
 		}
+		if !proxy {
+			got <- proxied{conn: conn}
+			return
+		}
 		hdr, err := ReadProxyHeader(conn)
 		got <- proxied{conn, hdr, err}
 	}()
@@ -244,7 +254,7 @@ func TestMigrateSplice(t *testing.T) {
 		t.Fatal(p.err)
 	}
 	defer p.conn.Close()
-	if p.hdr.Local || p.hdr.Source != addrPortOf(client.LocalAddr()) || p.hdr.Destination != vip {
+	if proxy && (p.hdr.Local || p.hdr.Source != addrPortOf(client.LocalAddr()) || p.hdr.Destination != vip) {
 		t.Fatalf("PROXY header %+v, want %v → %v", p.hdr, client.LocalAddr(), vip)
 	}
 	exchange(t, client, p.conn, request, pattern(3<<20))
