@@ -14,6 +14,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/tetherlb/tether/agent/migrate"
 	"github.com/tetherlb/tether/agent/streams"
 	pb "github.com/tetherlb/tether/api/healthpb"
 	"github.com/tetherlb/tether/internal/probe"
@@ -54,6 +55,9 @@ type Agent struct {
 	// tunnel is the host side of the tunnels (issue 13;
 	// tunnelconfig.go), nil when none is configured.
 	tunnel atomic.Pointer[Tunnel]
+	// migrator takes the units' migrated connections (issue 14;
+	// migrationconfig.go), nil when migration is off.
+	migrator atomic.Pointer[migrate.Migrator]
 }
 
 // Stats counts what the agent sent and received.

@@ -141,8 +141,9 @@ func (a *Agent) ServeAPI(ctx context.Context) error {
 
 func (a *Agent) routes(ctx context.Context) http.Handler {
 	mux := http.NewServeMux()
-	a.streamRoutes(mux) // the host streams (streamconfig.go)
-	a.tunnelRoutes(mux) // the tunnel (tunnelconfig.go)
+	a.streamRoutes(mux)    // the host streams (streamconfig.go)
+	a.tunnelRoutes(mux)    // the tunnel (tunnelconfig.go)
+	a.migrationRoutes(mux) // connection migration (migrationconfig.go)
 	mux.HandleFunc("GET /v1/table", func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, http.StatusOK, a.View())
 	})

@@ -36,6 +36,9 @@ type Config struct {
 	// Tunnel is the host side of the tunnels (issue 13;
 	// tunnelconfig.go).
 	Tunnel TunnelConfig `mapstructure:"tunnel"`
+	// Migration is the host side of connection migration (issue 14;
+	// migrationconfig.go).
+	Migration MigrationConfig `mapstructure:"migration"`
 
 	units []netip.AddrPort
 }
@@ -187,6 +190,10 @@ var defaults = map[string]any{
 	"tunnel.pin_dir":   "/sys/fs/bpf/tether-host",
 	"tunnel.generic":   false,
 	"tunnel.max_flows": 1 << 20,
+	// Connection migration (migrationconfig.go).
+	"migration.enabled":        false,
+	"migration.handoff_socket": "/run/tether-agent/handoff.sock",
+	"migration.handoff_group":  "",
 }
 
 // ParseConfig reads YAML, applies TETHER_AGENT_* environment overrides
@@ -272,6 +279,8 @@ func (c *Config) Check() error {
 	}
 	// The tunnel (tunnelconfig.go).
 	c.Tunnel.check(&p, &c.Streams)
+	// Connection migration (migrationconfig.go).
+	c.Migration.check(&p, c)
 	names, keys := map[string]int{}, map[string]int{}
 	for i := range c.Apps {
 		a := &c.Apps[i]

@@ -44,6 +44,19 @@ type Options struct {
 	// Sink, when not nil, receives every unit's mappings before the
 	// agent acknowledges them (the host's kernel, agent/tunnel).
 	Sink Sink
+	// Migrator, when not nil, takes the units' migrated connections
+	// (issue 14, agent/migrate); without one every Migrate is answered
+	// not ok, and the unit resets the client.
+	Migrator Migrator
+}
+
+// Migrator takes a unit's migrated connection. Migrate is called from
+// the unit's stream goroutine in stream order with the mappings
+// batches (a Migrate comes before the batch that maps its flow), and
+// its result is sent before anything later in the stream is read; it
+// must return within a few seconds.
+type Migrator interface {
+	Migrate(unit string, m *pb.Migrate) *pb.MigrateResult
 }
 
 // Sink is where the mappings of the units go. The agent acknowledges a
@@ -107,6 +120,12 @@ type Status struct {
 	// host's kernel) did not take: each ends the stream unacknowledged,
 	// and the next hello asks for the whole set.
 	SinkFailures uint64 `json:"sink_failures,omitempty"`
+	// Migrations counts the unit's Migrates answered, MigrationsFailed
+	// those answered not ok; EndedDropped counts ended notices for the
+	// unit while its stream was down.
+	Migrations       uint64 `json:"migrations,omitempty"`
+	MigrationsFailed uint64 `json:"migrations_failed,omitempty"`
+	EndedDropped     uint64 `json:"ended_dropped,omitempty"`
 	// LastError is why the last attempt or stream ended (it stays while
 	// a newer stream is up).
 	LastError string `json:"last_error,omitempty"`
@@ -129,6 +148,18 @@ type link struct {
 	mu   sync.Mutex
 	st   Status
 	held holding
+	// stream is the stream while it is up (after the hello), under mu:
+	// SendEnded sends on it.
+	stream pb.HostStream_ConnectClient
+
+	// sendMu serialises Send: a gRPC client stream's Send is not safe
+	// for concurrent use, and SendEnded runs beside the stream's
+	// goroutine.
+	sendMu sync.Mutex
+	// migrating is held from a Migrate's arrival until its result is
+	// sent, and by SendEnded: the unit never hears of a migration's end
+	// before its result.
+	migrating sync.Mutex
 }
 
 // holding is the mappings held from one unit at one of its boots.
@@ -323,11 +354,22 @@ func (l *link) connect(ctx context.Context) (up bool, err error) {
 	resync, n := l.st.LastResync, len(l.held.table)
 	l.mu.Unlock()
 	l.s.opts.Log.Info().Str("unit", l.unit.Name).Str("address", l.unit.Address).Str("resync", resync).Int("mappings", n).Msg("unit stream up")
+	l.mu.Lock()
+	l.stream = stream
+	l.mu.Unlock()
+	defer func() {
+		l.mu.Lock()
+		l.stream = nil
+		l.mu.Unlock()
+	}()
 	return true, l.follow(stream)
 }
 
 func (l *link) send(stream pb.HostStream_ConnectClient, m *pb.AgentMessage) error {
-	if err := stream.Send(m); err != nil {
+	l.sendMu.Lock()
+	err := stream.Send(m)
+	l.sendMu.Unlock()
+	if err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
 	l.set(func(st *Status) { st.MessagesOut++ })
@@ -427,13 +469,19 @@ func (l *link) greet(stream pb.HostStream_ConnectClient) error {
 }
 
 // follow applies the unit's batches in sequence and acknowledges each,
-// until the stream ends. A batch out of sequence ends the stream: the
-// next hello resyncs.
+// and answers its Migrates, until the stream ends. A batch out of
+// sequence ends the stream: the next hello resyncs.
 func (l *link) follow(stream pb.HostStream_ConnectClient) error {
 	for {
 		m, err := l.recv(stream)
 		if err != nil {
 			return err
+		}
+		if mg := m.GetMigrate(); mg != nil {
+			if err := l.migrate(stream, mg); err != nil {
+				return err
+			}
+			continue
 		}
 		b := m.GetMappings()
 		l.mu.Lock()
@@ -460,6 +508,52 @@ func (l *link) follow(stream pb.HostStream_ConnectClient) error {
 			return err
 		}
 	}
+}
+
+// migrate hands a Migrate to the Migrator and sends its result.
+func (l *link) migrate(stream pb.HostStream_ConnectClient, mg *pb.Migrate) error {
+	l.migrating.Lock()
+	defer l.migrating.Unlock()
+	var res *pb.MigrateResult
+	if mi := l.s.opts.Migrator; mi != nil {
+		res = mi.Migrate(l.unit.Name, mg)
+	}
+	if res == nil {
+		res = &pb.MigrateResult{Id: mg.GetId(), Error: "this host takes no migrated connections"}
+	}
+	l.set(func(st *Status) {
+		st.Migrations++
+		if !res.GetOk() {
+			st.MigrationsFailed++
+		}
+	})
+	return l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_MigrateResult{MigrateResult: res}})
+}
+
+// ErrNoStream is SendEnded's error when the unit's stream is not up.
+var ErrNoStream = errors.New("the unit's stream is not up")
+
+// SendEnded tells unit that a migrated connection ended, on its stream
+// if that is up (ErrNoStream otherwise: the unit then ages the
+// connection's route out). It waits for a Migrate in progress on that
+// stream to be answered first.
+func (s *Streams) SendEnded(unit string, e *pb.MigrationEnded) error {
+	for _, l := range s.links {
+		if l.unit.Name != unit {
+			continue
+		}
+		l.migrating.Lock()
+		defer l.migrating.Unlock()
+		l.mu.Lock()
+		stream := l.stream
+		l.mu.Unlock()
+		if stream == nil {
+			l.set(func(st *Status) { st.EndedDropped++ })
+			return fmt.Errorf("unit %q: %w", unit, ErrNoStream)
+		}
+		return l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_MigrationEnded{MigrationEnded: e}})
+	}
+	return fmt.Errorf("unit %q: no such unit", unit)
 }
 
 // sources are the addresses a unit's hello names (validated: 4 or 16

@@ -20,6 +20,7 @@ import (
 	"github.com/tetherlb/tether/agent"
 	"github.com/tetherlb/tether/agent/streams"
 	"github.com/tetherlb/tether/agent/tunnel"
+	"github.com/tetherlb/tether/api/hostpb"
 	"github.com/tetherlb/tether/internal/localapi"
 )
 
@@ -91,7 +92,9 @@ func newRoot(log zerolog.Logger) *cobra.Command {
 serves the local API on api.socket, and sends the table's changes and
 heartbeats to the units. With tunnel configured it attaches the XDP
 program that restores tunnel packets and fills it with the mappings the
-units send over the host streams. SIGINT/SIGTERM stop it and send the
+units send over the host streams. With migration enabled it takes the
+units' migrated connections and hands them to the applications' listener
+shims or splices them to local servers. SIGINT/SIGTERM stop it and send the
 units a goodbye so they clear this host at once; the tunnel program
 stays attached, restoring packets, until the next agent takes it over.`,
 		Args: cobra.NoArgs,
@@ -125,12 +128,30 @@ stays attached, restoring packets, until the next agent takes it over.`,
 				a.AttachTunnel(tun)
 				sopts.Sink = tun
 			}
-			st, err := cfg.NewStreams(sopts)
+			// Migrated connections (issue 14) come over the streams, and
+			// their ends go back over them: the Migrator's callback
+			// reaches the streams made just below.
+			var st *streams.Streams
+			mlog := log.With().Str("part", "migration").Logger()
+			mig, err := cfg.NewMigrator(mlog, func(unit string, e *hostpb.MigrationEnded) { agent.EndedTo(st, mlog)(unit, e) })
+			if err != nil {
+				return fmt.Errorf("%s: %w", cfgPath, err)
+			}
+			if mig != nil {
+				sopts.Migrator = mig
+			}
+			st, err = cfg.NewStreams(sopts)
 			if err != nil {
 				return fmt.Errorf("%s: %w", cfgPath, err)
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if mig != nil && st != nil {
+				a.AttachMigrator(mig)
+				done := make(chan struct{})
+				go func() { mig.Run(ctx); close(done) }()
+				defer func() { stop(); <-done }()
+			}
 			if st != nil {
 				a.AttachStreams(st)
 				done := make(chan struct{})
@@ -361,7 +382,19 @@ the row's current state follows when every unit has confirmed.`,
 			return show(v)
 		},
 	}
-	root.AddCommand(run, status, streamsCmd, tunnelCmd, set, add, remove)
+	migrationsCmd := &cobra.Command{
+		Use:   "migrations",
+		Short: "Show migrated connections: the hand-off socket, the listener shims, the splices, the counters, the live connections",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var v agent.MigrationsView
+			if err := client().Do("GET", "/v1/migrations", nil, &v); err != nil {
+				return err
+			}
+			return showMigrations(v, output)
+		},
+	}
+	root.AddCommand(run, status, streamsCmd, tunnelCmd, migrationsCmd, set, add, remove)
 	return root
 }
 
@@ -398,6 +431,37 @@ func showTunnel(v agent.TunnelView, output string) error {
 	for _, u := range v.ByUnit {
 		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", u.Unit, dash(u.Source), u.Mappings, u.Resyncs, u.Batches,
 			u.Added, u.Removed, u.Unsupported, u.NoSource, u.Failures, dash(u.LastError))
+	}
+	return w.Flush()
+}
+
+// showMigrations prints GET /v1/migrations.
+func showMigrations(v agent.MigrationsView, output string) error {
+	if output == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	if !v.Enabled {
+		fmt.Println("migration off (migration.enabled)")
+		return nil
+	}
+	fmt.Printf("hand-off socket %s\n", v.Socket)
+	for _, s := range v.Shims {
+		fmt.Printf("listener shim %s: %v\n", s.Peer, s.Addrs)
+	}
+	for _, s := range v.Splices {
+		pp := "none"
+		if s.ProxyProtocol {
+			pp = "v2"
+		}
+		fmt.Printf("splice %s → %s (PROXY %s)\n", s.VIP, s.To, pp)
+	}
+	fmt.Printf("uploaded %d, handed %v, failed %v, ended %v, live %d\n", v.Uploaded, v.Handed, v.Failed, v.Ended, v.Live)
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "UNIT\tID\tCLIENT\tVIP\tHANDOFF\tAGE")
+	for _, c := range v.Connections {
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", c.Unit, c.ID, c.Client, c.VIP, c.Handoff, time.Since(c.Since).Round(time.Second))
 	}
 	return w.Flush()
 }

@@ -1,0 +1,351 @@
+package migrate
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/tetherlb/tether/agent/shim"
+	pb "github.com/tetherlb/tether/api/hostpb"
+	"github.com/tetherlb/tether/internal/nstest"
+)
+
+type ended struct {
+	unit string
+	e    *pb.MigrationEnded
+}
+
+// harness is a Migrator serving a hand-off socket of the test's own;
+// its ended notices go to a channel.
+type harness struct {
+	m     *Migrator
+	ended chan ended
+	sock  string
+}
+
+func newHarness(t *testing.T, splices ...Splice) *harness {
+	t.Helper()
+	h := &harness{ended: make(chan ended, 16), sock: filepath.Join(t.TempDir(), "handoff.sock")}
+	m, err := New(Config{Socket: h.sock, Splices: splices, Log: zerolog.Nop(),
+		Ended: func(unit string, e *pb.MigrationEnded) { h.ended <- ended{unit, e} }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.m = m
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { m.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return h
+}
+
+// nextEnded waits for the next ended notice (at most 10 s).
+func (h *harness) nextEnded(t *testing.T) ended {
+	t.Helper()
+	select {
+	case e := <-h.ended:
+		return e
+	case <-time.After(10 * time.Second):
+		t.Fatal("no ended notice")
+	}
+	return ended{}
+}
+
+// registered waits until a shim registered addr.
+func (h *harness) registered(t *testing.T, addr string, want bool) {
+	t.Helper()
+	until(t, "the shim's registration", func() bool {
+		for _, s := range h.m.Status().Shims {
+			for _, a := range s.Addrs {
+				if a == addr {
+					return want
+				}
+			}
+		}
+		return !want
+	})
+}
+
+// migrateOne accepts a client's connection normally on accept's
+// listener, lets the client send request, captures the connection's
+// state and migrates it with h in namespace s.
+func migrateOne(t *testing.T, h *harness, c, s string, accept func() (net.Conn, error), request []byte) (*net.TCPConn, *pb.Migrate, *pb.MigrateResult) {
+	t.Helper()
+	client := dial(t, c, serverAddr+":8080")
+	sc, err := accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Write(request); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, client, sc.(*net.TCPConn), len(request))
+	st, data := capture(t, sc.(*net.TCPConn))
+	msg := &pb.Migrate{Id: 42, State: st, Data: data}
+	var res *pb.MigrateResult
+	nstest.In(t, s, func() { res = h.m.Migrate("unit-a", msg) })
+	return client, msg, res
+}
+
+func checkEnded(t *testing.T, e ended, msg *pb.Migrate, reason pb.EndReason) {
+	t.Helper()
+	st := msg.GetState()
+	want := &pb.Tuple{Proto: pb.Proto_PROTO_TCP, Client: st.GetClient(), ClientPort: st.GetClientPort(), Vip: st.GetVip(), VipPort: st.GetVipPort()}
+	if e.unit != "unit-a" || e.e.GetId() != msg.GetId() || e.e.GetReason() != reason || pb.MappingSum(&pb.Mapping{Tuple: e.e.GetTuple()}) != pb.MappingSum(&pb.Mapping{Tuple: want}) {
+		t.Fatalf("ended %s %v, want unit-a id %d %v %v", e.unit, e.e, msg.GetId(), reason, want)
+	}
+	if err := pb.ValidateAgent(&pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_MigrationEnded{MigrationEnded: e.e}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMigrateToListener: the connection goes to the application through
+// its shim listener, which accepted the same client's connections
+// normally before; the application reads the request and answers; its
+// Close ends the migration exactly once.
+func TestMigrateToListener(t *testing.T) {
+	c, s := pair(t)
+	h := newHarness(t)
+	var ln net.Listener
+	var err error
+	nstest.In(t, s, func() { ln, err = shim.Listen("tcp", serverAddr+":8080", shim.Options{Socket: h.sock}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h.registered(t, serverAddr+":8080", true)
+	request := []byte("GET /a HTTP/1.1\r\nHost: vip\r\n\r\n")
+	accepted := make(chan net.Conn, 1)
+	client, msg, res := migrateOne(t, h, c, s, func() (net.Conn, error) {
+		conn, err := ln.Accept()
+		// The application goes on accepting: the migrated connection
+		// arrives through the same Accept.
+		go func() {
+			if m, err := ln.Accept(); err == nil {
+				accepted <- m
+			}
+		}()
+		return conn, err
+	}, request)
+	if !res.GetOk() || res.GetHandoff() != pb.Handoff_HANDOFF_LISTENER || res.GetId() != 42 {
+		t.Fatalf("result %v", res)
+	}
+	app := <-accepted
+	mc, ok := app.(*shim.Conn)
+	if !ok {
+		t.Fatalf("accepted a %T, want a *shim.Conn", app)
+	}
+	if shim.TCPConn(app) == nil || addrPortOf(mc.LocalAddr()).String() != serverAddr+":8080" || addrPortOf(mc.RemoteAddr()) != addrPortOf(client.LocalAddr()) {
+		t.Fatalf("migrated conn %v→%v, client %v", mc.RemoteAddr(), mc.LocalAddr(), client.LocalAddr())
+	}
+	if st := h.m.Status(); st.Live != 1 || st.Uploaded != 1 || st.Handed[HandoffListener] != 1 || len(st.Connections) != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	exchange(t, client, app, request, pattern(3<<20))
+	app.Close()
+	checkEnded(t, h.nextEnded(t), msg, pb.EndReason_END_REASON_CLOSED)
+	// The shim's going would end its outstanding connections: there is
+	// none left, so nothing more is counted.
+	ln.Close()
+	h.registered(t, serverAddr+":8080", false)
+	if st := h.m.Status(); st.Live != 0 || st.Ended["closed"] != 1 || len(st.Ended) != 1 {
+		t.Fatalf("after close: %+v", st)
+	}
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := io.Copy(io.Discard, client); err != nil || n != 0 {
+		t.Fatalf("client after the application's close: %d bytes, %v; want EOF", n, err)
+	}
+}
+
+// TestShimGoneEndsConnections: an application whose shim connection
+// drops (it died) leaves its migrated connections reported ended.
+func TestShimGoneEndsConnections(t *testing.T) {
+	c, s := pair(t)
+	h := newHarness(t)
+	var ln net.Listener
+	var err error
+	nstest.In(t, s, func() { ln, err = shim.Listen("tcp", serverAddr+":8080", shim.Options{Socket: h.sock}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h.registered(t, serverAddr+":8080", true)
+	accepted := make(chan net.Conn, 1)
+	_, msg, res := migrateOne(t, h, c, s, func() (net.Conn, error) {
+		conn, err := ln.Accept()
+		go func() {
+			if m, err := ln.Accept(); err == nil {
+				accepted <- m
+			}
+		}()
+		return conn, err
+	}, []byte("GET / HTTP/1.0\r\n\r\n"))
+	if !res.GetOk() {
+		t.Fatalf("result %v", res)
+	}
+	app := <-accepted
+	defer app.Close()
+	ln.Close() // the shim's connection to the agent goes
+	checkEnded(t, h.nextEnded(t), msg, pb.EndReason_END_REASON_CLOSED)
+	app.Close() // after the shim's end: no second notice
+	h.registered(t, serverAddr+":8080", false)
+	if st := h.m.Status(); st.Ended["closed"] != 1 || st.Live != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestMigrateSplice: with no shim, a configured splice connects the
+// connection to a local server with a PROXY v2 header naming the
+// client; the server answers; the splice ends when both directions
+// are done, and only then.
+func TestMigrateSplice(t *testing.T) {
+	for _, pp := range []bool{true, false} {
+		t.Run(map[bool]string{true: "proxy-v2", false: "no-proxy"}[pp], func(t *testing.T) { testSplice(t, pp) })
+	}
+}
+
+func testSplice(t *testing.T, proxy bool) {
+	c, s := pair(t)
+	vip := netip.MustParseAddrPort(serverAddr + ":8080")
+	h := newHarness(t, Splice{VIP: vip, To: netip.MustParseAddrPort("127.0.0.1:9000"), ProxyProtocol: proxy})
+	var ln, local net.Listener
+	var err, err2 error
+	nstest.In(t, s, func() {
+		ln, err = net.Listen("tcp", vip.String())
+		local, err2 = net.Listen("tcp", "127.0.0.1:9000")
+	})
+	if err != nil || err2 != nil {
+		t.Fatal(err, err2)
+	}
+	defer ln.Close()
+	defer local.Close()
+	type proxied struct {
+		conn net.Conn
+		hdr  *ProxyHeader
+		err  error
+	}
+	got := make(chan proxied, 1)
+	go func() {
+		conn, err := local.Accept()
+		if err != nil {
+			got <- proxied{err: err}
+			return
+		}
+		if !proxy {
+			got <- proxied{conn: conn}
+			return
+		}
+		hdr, err := ReadProxyHeader(conn)
+		got <- proxied{conn, hdr, err}
+	}()
+	request := []byte("POST /s HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
+	client, msg, res := migrateOne(t, h, c, s, ln.Accept, request)
+	if !res.GetOk() || res.GetHandoff() != pb.Handoff_HANDOFF_SPLICE {
+		t.Fatalf("result %v", res)
+	}
+	p := <-got
+	if p.err != nil {
+		t.Fatal(p.err)
+	}
+	defer p.conn.Close()
+	if proxy && (p.hdr.Local || p.hdr.Source != addrPortOf(client.LocalAddr()) || p.hdr.Destination != vip) {
+		t.Fatalf("PROXY header %+v, want %v → %v", p.hdr, client.LocalAddr(), vip)
+	}
+	exchange(t, client, p.conn, request, pattern(3<<20))
+	// The server closes its side; the client sees EOF but the splice
+	// lives until the client closes too.
+	p.conn.(*net.TCPConn).CloseWrite()
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := io.Copy(io.Discard, client); err != nil || n != 0 {
+		t.Fatalf("client: %d bytes, %v; want EOF", n, err)
+	}
+	if st := h.m.Status(); st.Live != 1 || st.Handed[HandoffSplice] != 1 || len(st.Ended) != 0 {
+		t.Fatalf("half closed: status %+v", st)
+	}
+	client.CloseWrite()
+	// The server sees the client's end through the splice.
+	p.conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := io.Copy(io.Discard, p.conn); err != nil || n != 0 {
+		t.Fatalf("server: %d bytes, %v; want EOF", n, err)
+	}
+	checkEnded(t, h.nextEnded(t), msg, pb.EndReason_END_REASON_CLOSED)
+	if st := h.m.Status(); st.Live != 0 || st.Ended["closed"] != 1 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestMigrateNoHandoff: with neither a shim nor a splice, the uploaded
+// connection is reset: the client's read fails with ECONNRESET (the
+// RST's sequence numbers were the connection's), the result is not ok,
+// and the unit hears HANDOFF_FAILED, never CLOSED.
+func TestMigrateNoHandoff(t *testing.T) {
+	c, s := pair(t)
+	h := newHarness(t)
+	var ln net.Listener
+	var err error
+	nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, msg, res := migrateOne(t, h, c, s, ln.Accept, []byte("GET / HTTP/1.0\r\n\r\n"))
+	if res.GetOk() || res.GetError() == "" || res.GetId() != 42 {
+		t.Fatalf("result %v, want a failure", res)
+	}
+	if err := pb.ValidateAgent(&pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_MigrateResult{MigrateResult: res}}); err != nil {
+		t.Fatal(err)
+	}
+	wantReset(t, client)
+	checkEnded(t, h.nextEnded(t), msg, pb.EndReason_END_REASON_HANDOFF_FAILED)
+	if st := h.m.Status(); st.Failed["no_handoff"] != 1 || st.Ended["closed"] != 0 || st.Live != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestMigrateShimDoesNotAccept: a shim whose application does not call
+// Accept refuses the connection after its delivery bound; the client
+// is reset and the unit hears HANDOFF_FAILED.
+func TestMigrateShimDoesNotAccept(t *testing.T) {
+	c, s := pair(t)
+	h := newHarness(t)
+	var ln net.Listener
+	var err error
+	nstest.In(t, s, func() {
+		ln, err = shim.Listen("tcp", serverAddr+":8080", shim.Options{Socket: h.sock, DeliverTimeout: 100 * time.Millisecond})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h.registered(t, serverAddr+":8080", true)
+	client, msg, res := migrateOne(t, h, c, s, ln.Accept, []byte("GET / HTTP/1.0\r\n\r\n"))
+	if res.GetOk() {
+		t.Fatalf("result %v, want a failure", res)
+	}
+	wantReset(t, client)
+	checkEnded(t, h.nextEnded(t), msg, pb.EndReason_END_REASON_HANDOFF_FAILED)
+	if st := h.m.Status(); st.Failed["shim_refused"] != 1 {
+		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestMigrateUploadFails: a state the kernel cannot take (the VIP's
+// port is in use by an established connection with the same 4-tuple
+// would do; an invalid one is simpler) fails before any socket exists:
+// no ended notice, the unit resets the client.
+func TestMigrateInvalid(t *testing.T) {
+	h := newHarness(t)
+	res := h.m.Migrate("unit-a", &pb.Migrate{Id: 7, State: &pb.TCPState{}})
+	if res.GetOk() || res.GetId() != 7 || res.GetError() == "" {
+		t.Fatalf("result %v", res)
+	}
+	if st := h.m.Status(); st.Failed["invalid"] != 1 || st.Uploaded != 0 || len(st.Ended) != 0 {
+		t.Fatalf("status %+v", st)
+	}
+}

@@ -1,0 +1,203 @@
+package migrate
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	pb "github.com/tetherlb/tether/api/hostpb"
+)
+
+// Repair queue selectors (linux/tcp.h; x/sys/unix has no names for
+// them).
+const (
+	tcpNoQueue   = 0
+	tcpRecvQueue = 1
+	tcpSendQueue = 2
+)
+
+// tcpRepairOpt is struct tcp_repair_opt.
+type tcpRepairOpt struct {
+	Code, Val uint32
+}
+
+// TCPRepairWindow is struct tcp_repair_window.
+type TCPRepairWindow struct {
+	SndWl1, SndWnd, MaxWindow, RcvWnd, RcvWup uint32
+}
+
+// UploadError is a failed upload: Step names what the kernel refused,
+// and Connected says whether the socket got as far as ESTABLISHED (the
+// client is then reset by Upload; before it, the caller's unit resets
+// it).
+type UploadError struct {
+	Step      string
+	Connected bool
+	Err       error
+}
+
+func (e *UploadError) Error() string { return fmt.Sprintf("upload: %s: %v", e.Step, e.Err) }
+func (e *UploadError) Unwrap() error { return e.Err }
+
+// Upload recreates a connection the unit accepted in this host's
+// kernel (TCP_REPAIR), bound to st's VIP and connected to its client,
+// with data in its receive queue, and returns it out of repair mode:
+// the kernel has sent the client a window probe, to which the client
+// answers with an ACK, and the socket is an ordinary ESTABLISHED one.
+// The socket is created in the calling thread's network namespace.
+//
+// A failure is an *UploadError. When it comes after the socket was
+// connected, Upload has reset the client (an RST with the connection's
+// sequence numbers) before returning.
+func Upload(st *pb.TCPState, data []byte) (*os.File, error) {
+	if err := pb.ValidateUnit(&pb.UnitMessage{Version: pb.Version,
+		Body: &pb.UnitMessage_Migrate{Migrate: &pb.Migrate{Id: 1, State: st, Data: data}}}); err != nil {
+		return nil, &UploadError{Step: "validate", Err: err}
+	}
+	vip, _ := netip.AddrFromSlice(st.GetVip())
+	client, _ := netip.AddrFromSlice(st.GetClient())
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, &UploadError{Step: "socket", Err: err}
+	}
+	connected := false
+	fail := func(step string, err error) (*os.File, error) {
+		if connected {
+			// Out of repair mode first: in it, a close sends nothing.
+			unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_REPAIR, unix.TCP_REPAIR_OFF_NO_WP)
+			reset(fd)
+		}
+		unix.Close(fd)
+		return nil, &UploadError{Step: step, Connected: connected, Err: err}
+	}
+	tcp := func(opt, val int) error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, opt, val) }
+
+	// Repair mode also sets SK_FORCE_REUSE: the bind below succeeds
+	// beside the application's listener on the same VIP:port.
+	if err := tcp(unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
+		return fail("TCP_REPAIR on", err)
+	}
+	// The VIP is on the host's lo; FREEBIND keeps a VIP that is not
+	// (yet) configured from failing here rather than at the client.
+	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1); err != nil {
+		return fail("IP_FREEBIND", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: vip.As4(), Port: int(st.GetVipPort())}); err != nil {
+		return fail(fmt.Sprintf("bind %v:%d", vip, st.GetVipPort()), err)
+	}
+	// The queues' sequence numbers can only be set while the socket is
+	// closed: connect in repair mode takes them as snd_nxt/snd_una and
+	// rcv_nxt/copied_seq.
+	if err := tcp(unix.TCP_REPAIR_QUEUE, tcpSendQueue); err != nil {
+		return fail("TCP_REPAIR_QUEUE send", err)
+	}
+	if err := tcp(unix.TCP_QUEUE_SEQ, int(int32(st.GetSndNxt()))); err != nil {
+		return fail("TCP_QUEUE_SEQ send", err)
+	}
+	if err := tcp(unix.TCP_REPAIR_QUEUE, tcpRecvQueue); err != nil {
+		return fail("TCP_REPAIR_QUEUE receive", err)
+	}
+	if err := tcp(unix.TCP_QUEUE_SEQ, int(int32(st.GetRemoteIsn()+1))); err != nil {
+		return fail("TCP_QUEUE_SEQ receive", err)
+	}
+	// In repair mode connect sends no SYN: the socket is ESTABLISHED.
+	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: client.As4(), Port: int(st.GetClientPort())}); err != nil {
+		return fail(fmt.Sprintf("connect %v:%d", client, st.GetClientPort()), err)
+	}
+	connected = true
+	// The negotiated options need an ESTABLISHED socket.
+	opts := []tcpRepairOpt{{unix.TCPOPT_MAXSEG, st.GetMss()}}
+	if st.GetWindowScaling() {
+		opts = append(opts, tcpRepairOpt{unix.TCPOPT_WINDOW, st.GetSndWscale() | st.GetRcvWscale()<<16})
+	}
+	if st.GetSackPermitted() {
+		opts = append(opts, tcpRepairOpt{unix.TCPOPT_SACK_PERMITTED, 0})
+	}
+	if st.GetTimestamps() {
+		opts = append(opts, tcpRepairOpt{unix.TCPOPT_TIMESTAMP, 0})
+	}
+	if err := setsockoptBytes(fd, unix.TCP_REPAIR_OPTIONS, unsafe.Pointer(&opts[0]), len(opts)*int(unsafe.Sizeof(opts[0]))); err != nil {
+		return fail("TCP_REPAIR_OPTIONS", err)
+	}
+	// The acknowledged bytes: a write in repair mode with the receive
+	// queue selected puts them in the receive queue and moves rcv_nxt.
+	for rest := data; len(rest) > 0; {
+		n, err := unix.Write(fd, rest)
+		if err != nil {
+			return fail(fmt.Sprintf("write %d bytes to the receive queue", len(data)), err)
+		}
+		rest = rest[n:]
+	}
+	if got, err := unix.GetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_QUEUE_SEQ); err != nil {
+		return fail("TCP_QUEUE_SEQ read back", err)
+	} else if uint32(got) != st.GetRcvNxt() {
+		return fail("receive queue", fmt.Errorf("rcv_nxt %d after %d bytes, want %d", uint32(got), len(data), st.GetRcvNxt()))
+	}
+	// The window after the data: the kernel refuses an rcv_wup beyond
+	// its rcv_nxt, which only the data moved to the state's.
+	w := TCPRepairWindow{SndWl1: st.GetSndWl1(), SndWnd: st.GetSndWnd(), MaxWindow: st.GetSndWnd(),
+		RcvWnd: st.GetRcvWnd(), RcvWup: st.GetRcvNxt()}
+	if err := setsockoptBytes(fd, unix.TCP_REPAIR_WINDOW, unsafe.Pointer(&w), int(unsafe.Sizeof(w))); err != nil {
+		return fail("TCP_REPAIR_WINDOW", err)
+	}
+	if st.GetTimestamps() {
+		// The low bit of the value switches the socket to microsecond
+		// timestamps (Linux 6.7+); the unit's are milliseconds-like, so
+		// it stays clear, rounding up: TSvals must not go backwards.
+		ts := (st.GetTsVal() + 1) &^ 1
+		if err := tcp(unix.TCP_TIMESTAMP, int(int32(ts))); err != nil {
+			return fail("TCP_TIMESTAMP", err)
+		}
+	}
+	if err := tcp(unix.TCP_REPAIR_QUEUE, tcpNoQueue); err != nil {
+		return fail("TCP_REPAIR_QUEUE none", err)
+	}
+	// Out of repair mode with a window probe: the client's answer tells
+	// the host its current window and timestamp at once.
+	if err := tcp(unix.TCP_REPAIR, unix.TCP_REPAIR_OFF); err != nil {
+		return fail("TCP_REPAIR off", err)
+	}
+	return os.NewFile(uintptr(fd), fmt.Sprintf("tcp %v:%d→%v:%d", vip, st.GetVipPort(), client, st.GetClientPort())), nil
+}
+
+func setsockoptBytes(fd, opt int, p unsafe.Pointer, n int) error {
+	_, _, e := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.IPPROTO_TCP, uintptr(opt), uintptr(p), uintptr(n), 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// reset sends the client an RST with the connection's sequence numbers
+// and leaves the socket closed (still to be released). A connect to
+// AF_UNSPEC is the kernel's tcp_disconnect, which resets an
+// ESTABLISHED connection even when another process (a shim that was
+// too late) holds a copy of the descriptor, where a close with
+// SO_LINGER {on, 0} would only drop this copy; the linger is set as
+// well so that the final close of an unshared socket resets too.
+func reset(fd int) error {
+	unix.SetsockoptLinger(fd, unix.SOL_SOCKET, unix.SO_LINGER, &unix.Linger{Onoff: 1, Linger: 0})
+	sa := unix.RawSockaddr{Family: unix.AF_UNSPEC}
+	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&sa)), unsafe.Sizeof(sa))
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// Reset resets the client of an uploaded connection and closes f.
+func Reset(f *os.File) error {
+	sc, err := f.SyscallConn()
+	if err != nil {
+		return errors.Join(err, f.Close())
+	}
+	var rerr error
+	if err := sc.Control(func(fd uintptr) { rerr = reset(int(fd)) }); err != nil {
+		rerr = err
+	}
+	return errors.Join(rerr, f.Close())
+}

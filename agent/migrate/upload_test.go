@@ -1,0 +1,113 @@
+package migrate
+
+import (
+	"errors"
+	"net"
+	"os"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tetherlb/tether/internal/nstest"
+)
+
+// TestUploadRoundTrip: a connection the server's kernel accepted is
+// taken apart in repair mode with the client's request unread, closed
+// silently, and recreated by Upload from the state alone; the
+// application reads the request from the new socket and answers with a
+// few MiB, the client writes again and reads the end, with no reset.
+func TestUploadRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		options bool
+	}{{"options", true}, {"no-options", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, s := pair(t)
+			if !tc.options {
+				noOptions(t, c)
+			}
+			var ln net.Listener
+			var err error
+			nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			client := dial(t, c, serverAddr+":8080")
+			sc, err := ln.Accept()
+			if err != nil {
+				t.Fatal(err)
+			}
+			request := []byte("GET /migrated HTTP/1.1\r\nHost: vip\r\n\r\n")
+			if _, err := client.Write(request); err != nil {
+				t.Fatal(err)
+			}
+			settle(t, client, sc.(*net.TCPConn), len(request))
+			st, data := capture(t, sc.(*net.TCPConn))
+			if st.GetTimestamps() != tc.options || st.GetWindowScaling() != tc.options || st.GetSackPermitted() != tc.options {
+				t.Fatalf("options in the state: %v", st)
+			}
+			var f *os.File
+			nstest.In(t, s, func() { f, err = Upload(st, data) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.options {
+				// The host's TSval continues from the state's (a socket
+				// of its own would start from its own random offset):
+				// at most a few seconds later, never earlier.
+				ts, err := unix.GetsockoptInt(int(f.Fd()), unix.IPPROTO_TCP, unix.TCP_TIMESTAMP)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if d := uint32(ts) - st.GetTsVal(); d > 5000 {
+					t.Fatalf("the host's TSval %d, the state's %d", uint32(ts), st.GetTsVal())
+				}
+			}
+			app, err := net.FileConn(f)
+			f.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer app.Close()
+			if got := addrPortOf(app.RemoteAddr()); got != addrPortOf(client.LocalAddr()) {
+				t.Fatalf("uploaded socket's peer %v, want %v", got, client.LocalAddr())
+			}
+			exchange(t, client, app, request, pattern(4<<20))
+		})
+	}
+}
+
+// TestUploadFailureResets: an upload the kernel refuses after the
+// socket is connected (here a window the kernel finds inconsistent)
+// resets the client itself, since in repair mode a close sends nothing:
+// the client's read fails with ECONNRESET, and the error names the step.
+func TestUploadFailureResets(t *testing.T) {
+	c, s := pair(t)
+	var ln net.Listener
+	var err error
+	nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client := dial(t, c, serverAddr+":8080")
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := []byte("GET / HTTP/1.0\r\n\r\n")
+	if _, err := client.Write(request); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, client, sc.(*net.TCPConn), len(request))
+	st, data := capture(t, sc.(*net.TCPConn))
+	// snd_wl1 beyond rcv_nxt + rcv_wnd: TCP_REPAIR_WINDOW refuses it.
+	st.SndWl1 = st.GetRcvNxt() + st.GetRcvWnd() + 1<<20
+	nstest.In(t, s, func() { _, err = Upload(st, data) })
+	var ue *UploadError
+	if !errors.As(err, &ue) || ue.Step != "TCP_REPAIR_WINDOW" || !ue.Connected {
+		t.Fatalf("Upload: %v, want a connected failure at TCP_REPAIR_WINDOW", err)
+	}
+	wantReset(t, client)
+}

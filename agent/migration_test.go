@@ -1,0 +1,227 @@
+package agent
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/netip"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
+	"github.com/tetherlb/tether/agent/migrate"
+	"github.com/tetherlb/tether/agent/shim"
+	"github.com/tetherlb/tether/agent/streams"
+	hostpb "github.com/tetherlb/tether/api/hostpb"
+	"github.com/tetherlb/tether/internal/mtls"
+	"github.com/tetherlb/tether/internal/nstest"
+)
+
+// migUnit is a unit's end of a host stream: hello with an empty full
+// resync, then whatever the test sends; what the agent sends comes out
+// of in.
+type migUnit struct {
+	hostpb.UnimplementedHostStreamServer
+	out chan *hostpb.UnitMessage
+	in  chan *hostpb.AgentMessage
+}
+
+func (u *migUnit) Connect(s grpc.BidiStreamingServer[hostpb.AgentMessage, hostpb.UnitMessage]) error {
+	if _, err := s.Recv(); err != nil {
+		return err
+	}
+	for _, m := range []*hostpb.UnitMessage{
+		{Version: hostpb.Version, Body: &hostpb.UnitMessage_Hello{Hello: &hostpb.UnitHello{Unit: "unit-a", Boot: 9, Host: 7, Resync: hostpb.Resync_RESYNC_FULL}}},
+		{Version: hostpb.Version, Body: &hostpb.UnitMessage_ResyncEnd{ResyncEnd: &hostpb.ResyncEnd{}}},
+	} {
+		if err := s.Send(m); err != nil {
+			return err
+		}
+	}
+	go func() {
+		for {
+			m, err := s.Recv()
+			if err != nil {
+				return
+			}
+			u.in <- m
+		}
+	}()
+	for {
+		select {
+		case m := <-u.out:
+			if err := s.Send(m); err != nil {
+				return err
+			}
+		case <-s.Context().Done():
+			return nil
+		}
+	}
+}
+
+// inNamespace runs the Migrator in the host's namespace: the agent
+// runs in the host's own, the test in the test's.
+type inNamespace struct {
+	t  *testing.T
+	ns string
+	m  *migrate.Migrator
+}
+
+func (n inNamespace) Migrate(unit string, m *hostpb.Migrate) (r *hostpb.MigrateResult) {
+	nstest.In(n.t, n.ns, func() { r = n.m.Migrate(unit, m) })
+	return r
+}
+
+// TestMigrationOverTheStream: a unit's Migrate over a real host stream
+// reaches the Migrator, the connection (a real one, captured from the
+// host's kernel) comes out of the application's shim listener with the
+// client's request first, the unit gets MigrateResult ok and, when the
+// application closes the connection, MigrationEnded, in that order.
+func TestMigrationOverTheStream(t *testing.T) {
+	nstest.Require(t)
+	c, s := nstest.NS(t, "tagm", "c"), nstest.NS(t, "tagm", "s")
+	for _, args := range [][]string{
+		{"ip", "link", "add", "c0", "netns", c, "type", "veth", "peer", "name", "s0", "netns", s},
+		{"ip", "-n", c, "addr", "add", "10.9.1.1/24", "dev", "c0"},
+		{"ip", "-n", s, "addr", "add", "10.9.1.2/24", "dev", "s0"},
+		{"ip", "-n", c, "link", "set", "c0", "up"},
+		{"ip", "-n", s, "link", "set", "s0", "up"},
+	} {
+		nstest.Sh(t, args...)
+	}
+	dir := t.TempDir()
+	ca, _, err := mtls.OpenCA(dir, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uf, err := ca.IssueUnit(dir, "unit-a", []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hf, err := ca.IssueHost(dir, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg, err := mtls.Server(uf, "unit-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ccfg, err := mtls.Client(hf, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := &migUnit{out: make(chan *hostpb.UnitMessage, 4), in: make(chan *hostpb.AgentMessage, 16)}
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(scfg)))
+	hostpb.RegisterHostStreamServer(gs, unit)
+	go gs.Serve(lis)
+	defer gs.Stop()
+
+	sock := filepath.Join(dir, "handoff.sock")
+	var st *streams.Streams
+	mig, err := migrate.New(migrate.Config{Socket: sock, Log: zerolog.Nop(),
+		Ended: func(u string, e *hostpb.MigrationEnded) { EndedTo(st, zerolog.Nop())(u, e) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err = streams.New(streams.Options{Host: 7, Units: []streams.Unit{{Name: "unit-a", Address: lis.Addr().String()}},
+		TLS: ccfg, Log: zerolog.Nop(), Migrator: inNamespace{t, s, mig}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); mig.Run(ctx) }()
+	go func() { defer wg.Done(); st.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+	next := func() *hostpb.AgentMessage {
+		t.Helper()
+		select {
+		case m := <-unit.in:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("nothing from the agent")
+		}
+		return nil
+	}
+	if next().GetAck() == nil {
+		t.Fatal("want the resync's ack first")
+	}
+
+	var ln net.Listener
+	nstest.In(t, s, func() { ln, err = shim.Listen("tcp", "10.9.1.2:8080", shim.Options{Socket: sock}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	eventually(t, "the shim's registration", func() bool { return len(mig.Status().Shims) == 1 && len(mig.Status().Shims[0].Addrs) == 1 })
+	var client net.Conn
+	nstest.In(t, c, func() { client, err = net.DialTimeout("tcp", "10.9.1.2:8080", 5*time.Second) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	first, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	request := []byte("GET /over-the-stream HTTP/1.1\r\n\r\n")
+	if _, err := client.Write(request); err != nil {
+		t.Fatal(err)
+	}
+	queue := func(conn net.Conn, req uint) int {
+		rc, _ := conn.(*net.TCPConn).SyscallConn()
+		n := -1
+		rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), req) })
+		return n
+	}
+	eventually(t, "the request acknowledged and queued", func() bool {
+		return queue(client, unix.SIOCOUTQ) == 0 && queue(first, unix.SIOCINQ) == len(request)
+	})
+	state, data, err := migrate.Capture(first.(*net.TCPConn))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.Close() // silent: in repair mode
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if m, err := ln.Accept(); err == nil {
+			accepted <- m
+		}
+	}()
+	unit.out <- &hostpb.UnitMessage{Version: hostpb.Version, Body: &hostpb.UnitMessage_Migrate{Migrate: &hostpb.Migrate{Id: 77, State: state, Data: data}}}
+	if r := next().GetMigrateResult(); r.GetId() != 77 || !r.GetOk() || r.GetHandoff() != hostpb.Handoff_HANDOFF_LISTENER {
+		t.Fatalf("result %v", r)
+	}
+	app := <-accepted
+	got := make([]byte, len(request))
+	if _, err := io.ReadFull(app, got); err != nil || string(got) != string(request) {
+		t.Fatalf("application read %q, %v", got, err)
+	}
+	if _, err := app.Write([]byte("HTTP/1.1 204 No Content\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	answer := make([]byte, 27)
+	if _, err := io.ReadFull(client, answer); err != nil || string(answer) != "HTTP/1.1 204 No Content\r\n\r\n" {
+		t.Fatalf("client read %q, %v", answer, err)
+	}
+	app.Close()
+	e := next().GetMigrationEnded()
+	if e.GetId() != 77 || e.GetReason() != hostpb.EndReason_END_REASON_CLOSED || e.GetTuple().GetVipPort() != 8080 {
+		t.Fatalf("ended %v", e)
+	}
+	if v := st.Status()[0]; v.Migrations != 1 || v.MigrationsFailed != 0 {
+		t.Fatalf("stream status %+v", v)
+	}
+}
