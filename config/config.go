@@ -123,7 +123,7 @@ type Unit struct {
 	Name string `mapstructure:"name"`
 	// Address4 and Address6 are the unit's own addresses: the source of
 	// tunnel and IP-in-IP packets it sends to backends. Required for
-	// each family a tunnel or ipip VIP uses.
+	// each family a tunnel, ipip or l7 VIP uses.
 	Address4 string `mapstructure:"address4"`
 	Address6 string `mapstructure:"address6"`
 	// MAC is the source address of frames the unit sends. Empty: reuse
