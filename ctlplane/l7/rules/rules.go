@@ -58,8 +58,9 @@ type rule struct {
 	wild     bool
 	hostAddr netip.Addr
 	path     string
-	header   *config.L7Match
-	cookie   *config.L7Match
+	// header and cookie are copies, so that a Set never changes with
+	// the configuration it was compiled from; nil: no condition.
+	header, cookie *config.L7Match
 	// backends allowed; nil: every backend.
 	backends map[string]bool
 }
@@ -79,15 +80,23 @@ func Compile(v *config.VIP) (*Set, error) {
 	var errs []error
 	for i := range v.L7.Rules {
 		cr := &v.L7.Rules[i]
-		r := rule{name: cr.Name, path: cr.PathPrefix, header: cr.Header, cookie: cr.Cookie}
+		r := rule{name: cr.Name, path: cr.PathPrefix}
+		if cr.Header != nil {
+			h := *cr.Header
+			r.header = &h
+		}
+		if cr.Cookie != nil {
+			c := *cr.Cookie
+			r.cookie = &c
+		}
 		if r.name == "" {
 			r.name = fmt.Sprintf("rule-%d", i)
 		}
 		h := strings.ToLower(cr.Host)
 		if a, err := netip.ParseAddr(h); err == nil {
 			r.hostAddr = a.Unmap()
-		} else if suffix, ok := strings.CutPrefix(h, "*"); ok {
-			r.host, r.wild = suffix, true // ".example.com"
+		} else if strings.HasPrefix(h, "*.") {
+			r.host, r.wild = h[1:], true // ".example.com"
 		} else {
 			r.host = h
 		}
@@ -111,7 +120,7 @@ func Compile(v *config.VIP) (*Set, error) {
 // VIP returns the name of the VIP the set was compiled for.
 func (s *Set) VIP() string { return s.vip }
 
-// Rule returns the name of the first rule r matches, its allowed
+// match returns the name of the first rule r matches and its allowed
 // backends (nil: all), or DefaultRule and nil.
 func (s *Set) match(r *request.Request) (string, map[string]bool) {
 	for i := range s.rules {
@@ -174,6 +183,9 @@ func hasField(r *request.Request, name, value string) bool {
 // client's address, say). false: nobody is eligible, answer 503; the
 // Choice still names the rule.
 func (s *Set) Choose(r *request.Request, cands []Candidate, hash uint64) (Choice, bool) {
+	if r == nil {
+		return Choice{Index: -1, Rule: DefaultRule}, false
+	}
 	name, allowed := s.match(r)
 	ch := Choice{Index: -1, Rule: name}
 	best := math.Inf(1)

@@ -265,6 +265,19 @@ func TestCompileRefuses(t *testing.T) {
 	if s := compile(t); s.VIP() != "web" {
 		t.Errorf("VIP %q", s.VIP())
 	}
+	// A Set keeps what it was compiled from.
+	cl := c.Clone()
+	s, err := Compile(&cl.VIPs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.VIPs[0].L7.Rules[2].Cookie.Value = "0"
+	if ch, _ := s.Choose(req(t, "/", "x", "Cookie: canary=1"), cands(), 1); ch.Rule != "canary" {
+		t.Errorf("changing the configuration changed the compiled rules: rule %q", ch.Rule)
+	}
+	if _, ok := s.Choose(nil, cands(), 1); ok {
+		t.Error("a nil request was given a backend")
+	}
 }
 
 // The acceptor's window is one number in config and request.
