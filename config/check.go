@@ -50,6 +50,7 @@ func (c *Config) Check() error {
 		v := &c.VIPs[i]
 		key := fmt.Sprintf("vips[%d]", i)
 		v.check(&p, key, &c.Unit)
+		v.checkL7(&p, key, c.Hosts.Listen) // l7.go
 		if v.Name != "" {
 			if j, dup := seenName[v.Name]; dup {
 				p.Add(key+".name", v.Name, "also the name of vips[%d]", j)
@@ -294,7 +295,7 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 	fam := family(v.addr)
 	mode, err := unit.ParseMode(v.Mode)
 	if err != nil {
-		p.Add(key+".mode", v.Mode, "must be one of nat, halfnat, tunnel, ipip")
+		p.Add(key+".mode", v.Mode, "must be one of nat, halfnat, tunnel, ipip, l7")
 	}
 	v.mode = mode
 	switch mode {
@@ -313,7 +314,9 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 		if v.SNATPorts != "" {
 			v.portLow, v.portHi = parsePortRange(p, key+".snat_ports", v.SNATPorts)
 		}
-	case unit.ModeTunnel, unit.ModeIPIP:
+	case unit.ModeTunnel, unit.ModeIPIP, unit.ModeL7:
+		// l7: a migrated connection's later packets reach its host
+		// through the flow-ID tunnel.
 		if fam == 4 && !u.addr4.IsValid() {
 			p.Add("unit.address4", u.Address4, "%s (%s mode) needs the unit's IPv4 address as the tunnel source", key, v.Mode)
 		}

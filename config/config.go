@@ -123,7 +123,7 @@ type Unit struct {
 	Name string `mapstructure:"name"`
 	// Address4 and Address6 are the unit's own addresses: the source of
 	// tunnel and IP-in-IP packets it sends to backends. Required for
-	// each family a tunnel or ipip VIP uses.
+	// each family a tunnel, ipip or l7 VIP uses.
 	Address4 string `mapstructure:"address4"`
 	Address6 string `mapstructure:"address6"`
 	// MAC is the source address of frames the unit sends. Empty: reuse
@@ -301,7 +301,8 @@ type VIP struct {
 	Address  string `mapstructure:"address"`
 	Port     int    `mapstructure:"port"`
 	Protocol string `mapstructure:"protocol"`
-	// Mode is nat, halfnat, tunnel or ipip (api/unit.Mode's names).
+	// Mode is nat, halfnat, tunnel, ipip or l7 (api/unit.Mode's
+	// names). An l7 VIP's backends are hosts reached as in tunnel mode.
 	Mode string `mapstructure:"mode"`
 	// SNAT is the pool of source addresses for nat mode.
 	SNAT []string `mapstructure:"snat"`
@@ -318,7 +319,10 @@ type VIP struct {
 	// forwarder decides by Maglev as usual.
 	Punt bool `mapstructure:"punt"`
 	// Health says where the backends' health and load come from.
-	Health   VIPHealth `mapstructure:"health"`
+	Health VIPHealth `mapstructure:"health"`
+	// L7 is mode l7's request reading and rules (l7.go); filled with
+	// defaults for an l7 VIP, refused on any other.
+	L7       *L7       `mapstructure:"l7"`
 	Backends []Backend `mapstructure:"backends"`
 
 	addr            netip.Addr
@@ -334,8 +338,8 @@ type Backend struct {
 	// permutation, so keep it stable. Default: address:port.
 	Name    string `mapstructure:"name"`
 	Address string `mapstructure:"address"`
-	// Port defaults to the VIP's port. Ignored by tunnel and ipip, which
-	// keep the client's destination port.
+	// Port defaults to the VIP's port. Ignored by tunnel, ipip and l7,
+	// which keep the client's destination port.
 	Port int `mapstructure:"port"`
 	// Weight is relative; 0 takes no new flows. Default 1.
 	Weight *int `mapstructure:"weight"`

@@ -195,6 +195,7 @@ func (c *Config) Clone() *Config {
 		v.SNAT = slices.Clone(v.SNAT)
 		v.snat = slices.Clone(v.snat)
 		v.Backends = slices.Clone(v.Backends)
+		v.L7 = v.L7.clone()
 		for j := range v.Backends {
 			if w := v.Backends[j].Weight; w != nil {
 				wc := *w
