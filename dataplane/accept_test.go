@@ -20,6 +20,9 @@ unit:
   mac: "02:00:00:00:00:01"
 l2:
   gateway_mac: "02:00:00:00:00:fe"
+hosts:
+  listen: "127.0.0.1:7320"
+  tls: {ca: ca.crt, cert: unit.crt, key: unit.key}
 vips:
   - name: web
     address: 192.0.2.1

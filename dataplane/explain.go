@@ -42,6 +42,11 @@ func (s *Snapshot) Explain(req unit.ExplainRequest, existing *unit.FlowRecord) u
 		e.Rewritten = rewritten(a.Mode, src, dst, a, src.Addr().Is4())
 		return e
 	}
+	if v.Mode == unit.ModeL7 {
+		e.Reason = "a new connection of an l7 VIP: the control process's acceptor takes it, reads its first request, " +
+			"and the rules choose its host (tetherctl l7); the connection then migrates there and its packets are tunnelled"
+		return e
+	}
 	bid, ok := v.Choose(src, req.Proto)
 	if !ok {
 		e.Reason = "the VIP has no backend that takes new flows (all draining, inactive or weight 0): the packet is dropped as no_backend"

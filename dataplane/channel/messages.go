@@ -200,7 +200,8 @@ func appendAction(b []byte, a *unit.Action) []byte {
 func (r *reader) action() unit.Action {
 	var a unit.Action
 	a.Mode, a.Backend = unit.Mode(r.u8()), r.u32()
-	if r.err == nil && a.Mode != 0 && !a.Mode.Valid() {
+	if r.err == nil && a.Mode != 0 && (!a.Mode.Valid() || a.Mode == unit.ModeL7) {
+		// l7 is a VIP's mode, never a flow's (its flows are tunnel flows).
 		r.err = fmt.Errorf("%w: mode %d", ErrValue, a.Mode)
 	}
 	a.A, a.B = r.addr16(), r.addr16()
