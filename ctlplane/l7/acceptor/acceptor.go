@@ -117,7 +117,7 @@ type Event struct {
 // Fixed costs of the memory bound (see the package comment).
 const (
 	ConnOverhead      = 256
-	TombstoneOverhead = 96
+	TombstoneOverhead = 128
 )
 
 type phase uint8
@@ -251,7 +251,7 @@ func New(cfg Config) (*Acceptor, error) {
 // comment).
 func (a *Acceptor) Bound() int {
 	n := a.cfg.MaxConns
-	return n*(a.cfg.MaxRequest+ConnOverhead) + n*ConnOverhead + n*TombstoneOverhead
+	return n*(a.cfg.MaxRequest+a.cfg.MaxRequest/8+ConnOverhead) + n*ConnOverhead + n*TombstoneOverhead
 }
 
 // tsNow is the TSval clock: milliseconds.

@@ -67,16 +67,19 @@
 // in one buffer whose capacity never exceeds MaxRequest; closing
 // connections and tombstones hold fixed-size records. The worst case is
 //
-//	MaxConns × (MaxRequest + ConnOverhead)     live connections
-//	+ MaxConns × ConnOverhead                  closing connections
-//	+ MaxConns × TombstoneOverhead             tombstones
+//	MaxConns × (MaxRequest × 9/8 + ConnOverhead)   live connections
+//	+ MaxConns × ConnOverhead                      closing connections
+//	+ MaxConns × TombstoneOverhead                 tombstones
 //
-// with ConnOverhead = 256 bytes and TombstoneOverhead = 96 bytes (the
-// record, its map slot and its queue slot, rounded up); Bound returns
-// it and Stats().BytesHeld is the same sum over what is held now. With
-// MaxConns 4096 and MaxRequest 16 KiB it is about 68 MiB. A SYN flood
-// holds nothing. Buffers are never reused, so the Data of a Ready event
-// stays valid after the acceptor lets go of the connection.
+// with ConnOverhead = 256 bytes and TombstoneOverhead = 128 bytes (the
+// record, rounded up to its allocation class, and its map slot twice
+// over for the map's spare room); the 1/8 is what Go's allocator may
+// add when it rounds a buffer up to its size class. Bound returns it;
+// Stats().BytesHeld is the same sum over what is held now, counting
+// buffers by capacity. With MaxConns 4096 and MaxRequest 16 KiB it is
+// about 75 MiB. A SYN flood holds nothing. Buffers are never reused,
+// so the Data of a Ready event stays valid after the acceptor lets go
+// of the connection.
 //
 // # Concurrency and cost
 //

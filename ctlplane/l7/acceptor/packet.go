@@ -103,9 +103,11 @@ type replyOpts struct {
 	tsVal, tsEcr uint32
 }
 
-// Reply sizes: IPv4 and TCP headers and the most options a reply
-// carries (MSS 4, SACK-permitted and timestamps 12, window scale 4).
-const maxReplyHeaders = header.IPv4MinSize + header.TCPMinSize + 20
+// MaxReply is the longest reply: IPv4 and TCP headers, the most
+// options a reply carries (MSS 4, SACK-permitted and timestamps 12,
+// window scale 4) and the longest HTTP answer. An out of this capacity
+// is never grown.
+const MaxReply = header.IPv4MinSize + header.TCPMinSize + 20 + maxResponse
 
 // build appends to out[:0] the segment from the VIP to the client of k,
 // with full checksums. Options follow Linux's layout, so that every
