@@ -293,6 +293,12 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 		return nil, Event{}
 	}
 	idx, ok := a.sec.check(&s.key, s.seq-1, s.ack-1)
+	// The TSecr echoes a SYN-ACK's TSval, which is never ahead of our
+	// clock: one that is was not ours, and would become the TSval the
+	// host continues from.
+	if ok && s.opt.HasTimestamps && before(a.tsNow(now), s.opt.TSEcr) {
+		ok = false
+	}
 	if !ok {
 		return a.reset(now, &s, out, cBadCookie), Event{}
 	}
@@ -345,13 +351,15 @@ func (a *Acceptor) synAck(now time.Time, s *seg, out []byte) []byte {
 			bits |= tsSACK
 			o.sack = true
 		}
-		// Linux's trick: the low bits are replaced, the clock moved back
-		// rather than forward so that later TSvals never go backwards.
+		// Linux's trick: the low bits are replaced, and the result moved
+		// back by their span when that put it ahead of the clock, so
+		// that the TSvals after it never go backwards.
 		t := a.tsNow(now)
-		if t&tsOptMask > bits {
-			t -= tsOptMask + 1
+		v := t&^tsOptMask | bits
+		if before(t, v) {
+			v -= tsOptMask + 1
 		}
-		o.tsVal, o.tsEcr = t&^tsOptMask|bits, s.opt.TSVal
+		o.tsVal, o.tsEcr = v, s.opt.TSVal
 	}
 	a.count(cSYNCookiesSent)
 	wnd := uint16(min(a.cfg.MaxRequest, 65535))

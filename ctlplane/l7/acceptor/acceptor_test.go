@@ -728,3 +728,34 @@ func TestConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestCookieTSecrFromTheFuture(t *testing.T) {
+	a := newTest(t, nil)
+	c := newClient(t, a, 40120)
+	c.syn()
+	c.serverTS += 10_000 // ten seconds ahead of the acceptor's clock
+	if r, _ := c.data("A", nil); r == nil || !r.tcp.RST {
+		t.Fatalf("a TSecr from the future: %v, want a RST", r)
+	}
+}
+
+// TestTSvalNeverAhead: whatever the clock's low bits, the SYN-ACK's
+// TSval (with the options in its low bits) is not ahead of the clock,
+// so the cookie ACK is accepted and later TSvals do not go back.
+func TestTSvalNeverAhead(t *testing.T) {
+	a := newTest(t, func(c *Config) { c.MaxConns = 200 })
+	for ms := range 64 {
+		for _, ws := range []int{-1, 0, 14} {
+			c := newClient(t, a, uint16(1000+ms*3+ws+1))
+			c.ws = ws
+			c.now = t0.Add(time.Duration(ms) * time.Millisecond)
+			c.syn()
+			if int32(a.tsNow(c.now)-c.serverTS) < 0 {
+				t.Fatalf("ms %d ws %d: TSval %d ahead of the clock %d", ms, ws, c.serverTS, a.tsNow(c.now))
+			}
+			if r, _ := c.data("A", nil); r != nil {
+				t.Fatalf("ms %d ws %d: cookie ACK answered with %v", ms, ws, r)
+			}
+		}
+	}
+}
