@@ -446,6 +446,13 @@ func TestRST(t *testing.T) {
 	c := newClient(t, a, 40030)
 	c.handshake()
 	c.data("PA", []byte("GET"))
+	// Data beyond the window: an ACK, the client's window not taken.
+	wnd := a.conns[c.key()].sndWnd
+	far := c.packet("PA", c.seq+5000, c.serverISN+1, []byte("x"), c.dataOpts())
+	binary.BigEndian.PutUint16(far[34:], 1) // its window field
+	if r, _ := c.send(far); r == nil || r.tcp.Ack != c.seq || a.conns[c.key()].sndWnd != wnd || a.Stats().Counters["out_of_window"] != 1 {
+		t.Fatalf("beyond the window: %v", r)
+	}
 	// Out of the window: ignored.
 	if r, ev := c.send(c.packet("R", c.seq+100000, 0, nil, nil)); r != nil || ev.Kind != None || a.Stats().Conns != 1 {
 		t.Fatal("a RST out of the window was taken")
@@ -674,6 +681,15 @@ func TestNoAllocations(t *testing.T) {
 	}
 	if n := testing.AllocsPerRun(1000, func() { a.Handle(t0, bad, out) }); n != 0 {
 		t.Errorf("bad cookie ACK → RST: %v allocations", n)
+	}
+	// A SYN flood from many flows holds nothing.
+	for i := range 20000 {
+		binary.BigEndian.PutUint16(syn[20:], uint16(i))
+		binary.BigEndian.PutUint16(syn[14:], uint16(i>>16))
+		a.Handle(t0, syn, out)
+	}
+	if s := a.Stats(); s.Conns != 0 || s.BytesHeld != 0 || s.Counters["syn_cookies_sent"] < 20000 {
+		t.Fatalf("after a SYN flood: %+v", s)
 	}
 }
 

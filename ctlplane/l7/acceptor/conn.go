@@ -64,6 +64,12 @@ func (a *Acceptor) established(now time.Time, c *conn, s *seg, out []byte) ([]by
 		a.count(cPAWS)
 		return a.ack(now, c, out), Event{}
 	}
+	if before(c.rcvNxt+max(c.rcvWnd, 1), s.seq) {
+		// Beyond the window we advertised: not an acceptable segment
+		// (RFC 9293 §3.10.7.4), so its window is not taken either.
+		a.count(cOutOfWindow)
+		return a.ack(now, c, out), Event{}
+	}
 	a.updateWindow(c, s)
 	end := s.seq + uint32(len(s.payload))
 	if c.ts && s.opt.HasTimestamps && !before(c.rcvNxt, s.seq) {

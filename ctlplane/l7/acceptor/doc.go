@@ -32,7 +32,9 @@
 // first byte after the SYN; the advertised window never lets a client
 // send more, and its right edge never moves back. Out-of-order segments
 // get a duplicate ACK and are not stored; retransmitted bytes are
-// re-acknowledged. Data carried on a SYN is not acknowledged (the
+// re-acknowledged; a segment beyond the window gets an ACK and its
+// window is not taken. A RST resets only at exactly the next sequence
+// number (elsewhere in the window it earns a challenge ACK, RFC 5961). Data carried on a SYN is not acknowledged (the
 // client sends it again). Once the head is complete (Config.Complete)
 // the connection is Ready and accepts nothing more: new bytes and a FIN
 // are dropped unacknowledged, so the client retransmits them to the host

@@ -21,6 +21,7 @@ const (
 	cEarlyFIN
 	cRetransmits
 	cOutOfOrder
+	cOutOfWindow
 	cTrimmed
 	cHeldWhileReady
 	cPAWS
@@ -66,6 +67,7 @@ var counterNames = [nCounters]string{
 	cEarlyFIN:          "early_fin",
 	cRetransmits:       "retransmits",
 	cOutOfOrder:        "out_of_order",
+	cOutOfWindow:       "out_of_window",
 	cTrimmed:           "trimmed",
 	cHeldWhileReady:    "held_while_ready",
 	cPAWS:              "paws",
