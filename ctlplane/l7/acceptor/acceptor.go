@@ -33,7 +33,8 @@ type Config struct {
 	MSS int
 	// WindowScale is the shift advertised (0 to 14). It matters beyond
 	// the acceptor: the host continues the connection with it, and with
-	// 0 its receive window would never exceed 64 KiB. Default 7.
+	// 0 its receive window would never exceed 64 KiB. Default 7; a
+	// negative value asks for 0.
 	WindowScale int
 	// Secrets is where cookie secrets and the timestamp offset come
 	// from; default crypto/rand.
@@ -241,8 +242,9 @@ func New(cfg Config) (*Acceptor, error) {
 	if _, err := io.ReadFull(cfg.Secrets, off[:]); err != nil {
 		return nil, fmt.Errorf("acceptor: read the timestamp offset: %w", err)
 	}
-	// A random offset, as Linux gives each connection, so the TSval
-	// says nothing about the unit's clock.
+	// A random offset (Linux draws one per connection; one per process
+	// is enough here), so the TSval says nothing about the unit's
+	// clock.
 	a.tsOffset = binary.BigEndian.Uint32(off[:])
 	return a, nil
 }

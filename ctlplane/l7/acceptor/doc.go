@@ -9,6 +9,18 @@
 // forgets the connection (it migrated: no FIN, no RST) or has the
 // acceptor answer an HTTP error and close.
 //
+// # Use
+//
+//	reply, ev := a.Handle(now, punted, buf)  // send reply in place of the held frame, if any
+//	switch ev.Kind {
+//	case acceptor.Ready:   // decide on ev.Data[:ev.HeadLen]; send Migrate{State: ev.State, Data: ev.Data}
+//	                       // and a.Forget(ev.Key, now) when it is committed (the tombstone
+//	                       // covers packets punted before the route exists),
+//	                       // or reply = a.Answer(ev.Key, 503, now) and send it
+//	case acceptor.Reset:   // abandon any migration of ev.Key
+//	}
+//	a.Expire(now)          // about once a second
+//
 // # SYN cookies
 //
 // A SYN creates no state: the SYN-ACK's sequence number is a cookie,
