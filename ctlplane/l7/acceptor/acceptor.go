@@ -53,7 +53,8 @@ type Config struct {
 	// Complete is told all the in-order bytes received so far and says
 	// whether they begin with a whole request head: headLen > 0 is its
 	// length; status != 0 is the HTTP status to answer a bad request
-	// with. Required.
+	// with. It is asked only when its answer can have changed: when the
+	// first line ends and when a segment ends an empty line. Required.
 	Complete func(data []byte) (headLen int, status int)
 }
 
@@ -144,7 +145,8 @@ type conn struct {
 	ws, sack, ts        bool
 	tsVal, tsRecent     uint32
 
-	data []byte
+	data  []byte
+	sawLF bool // data holds a whole line (see worthAsking)
 
 	// closing
 	status  int    // answered; 0: a bare FIN

@@ -775,3 +775,31 @@ func TestTSvalNeverAhead(t *testing.T) {
 		}
 	}
 }
+
+// TestCompleteAskedSparingly: a head sent a byte a segment is parsed
+// when its first line ends and when it ends, not once per byte.
+func TestCompleteAskedSparingly(t *testing.T) {
+	calls := 0
+	a := newTest(t, func(c *Config) {
+		c.Complete = func(d []byte) (int, int) { calls++; return testComplete(d) }
+	})
+	c := newClient(t, a, 40130)
+	c.handshake()
+	head := "GET / HTTP/1.1\r\nHost: a\r\nX-A: b\r\n\r\n"
+	var ev Event
+	for i := range len(head) {
+		_, ev = c.data("PA", []byte{head[i]})
+	}
+	if ev.Kind != Ready || ev.HeadLen != len(head) {
+		t.Fatalf("%v %d", ev.Kind, ev.HeadLen)
+	}
+	if calls != 2 {
+		t.Fatalf("Complete asked %d times, want 2", calls)
+	}
+	// A bare-LF head ends too.
+	d := newClient(t, a, 40131)
+	d.handshake()
+	if _, ev := d.data("PA", []byte("GET / HTTP/1.1\nHost: a\n\n")); ev.Kind != Ready {
+		t.Fatalf("LF head: %v", ev.Kind)
+	}
+}

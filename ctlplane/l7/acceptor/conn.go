@@ -1,6 +1,7 @@
 package acceptor
 
 import (
+	"bytes"
 	"strconv"
 	"time"
 
@@ -106,8 +107,12 @@ func (a *Acceptor) established(now time.Time, c *conn, s *seg, out []byte) ([]by
 	}
 	fin := f&header.TCPFlagFIN != 0 && s.seq+uint32(len(s.payload)) == c.rcvNxt+uint32(len(fresh))
 	if len(fresh) > 0 {
+		from := len(c.data)
 		a.append(c, fresh)
-		head, status := a.cfg.Complete(c.data)
+		head, status := 0, 0
+		if c.worthAsking(from) {
+			head, status = a.cfg.Complete(c.data)
+		}
 		switch {
 		case status != 0:
 			a.count(cBadRequests)
@@ -137,6 +142,31 @@ func (a *Acceptor) established(now time.Time, c *conn, s *seg, out []byte) ([]by
 		return nil, Event{} // a bare ACK: nothing to say
 	}
 	return a.ack(now, c, out), Event{}
+}
+
+// worthAsking reports whether the bytes appended at from can have
+// changed Complete's answer: the first line has just ended (a bad
+// request line is refused early), or a line ending in them ends an
+// empty line, which is how a head ends (RFC 9112 §2.1). Asking on every
+// segment would let a client of one-byte segments make the acceptor
+// parse its whole head once per byte.
+func (c *conn) worthAsking(from int) bool {
+	d := c.data
+	for p := from; p < len(d); p++ {
+		i := bytes.IndexByte(d[p:], '\n')
+		if i < 0 {
+			return false
+		}
+		p += i
+		if !c.sawLF {
+			c.sawLF = true
+			return true
+		}
+		if p >= 1 && d[p-1] == '\n' || p >= 2 && d[p-1] == '\r' && d[p-2] == '\n' {
+			return true
+		}
+	}
+	return false
 }
 
 // inWindow reports whether seq lies in the receive window.

@@ -16,15 +16,21 @@ import (
 )
 
 // testComplete is a minimal request-head finder for the tests (the real
-// HTTP parser is another package's): a head ends at the first blank
-// line; its request line must end in HTTP/1.0 or HTTP/1.1 (else 400),
+// HTTP parser is another package's): a head ends at the first empty
+// line (CRLF or bare LF); its request line must end in HTTP/1.0 or HTTP/1.1 (else 400),
 // and data starting "BAD" is bad at once.
 func testComplete(d []byte) (int, int) {
 	if bytes.HasPrefix(d, []byte("BAD")) {
 		return 0, 400
 	}
-	i := bytes.Index(d, []byte("\r\n\r\n"))
-	if i < 0 {
+	end := -1
+	if i := bytes.Index(d, []byte("\r\n\r\n")); i >= 0 {
+		end = i + 4
+	}
+	if i := bytes.Index(d, []byte("\n\n")); i >= 0 && (end < 0 || i+2 < end) {
+		end = i + 2
+	}
+	if end < 0 {
 		return 0, 0
 	}
 	line := d[:bytes.IndexByte(d, '\n')]
@@ -32,7 +38,7 @@ func testComplete(d []byte) (int, int) {
 	if !bytes.HasSuffix(line, []byte(" HTTP/1.1")) && !bytes.HasSuffix(line, []byte(" HTTP/1.0")) {
 		return 0, 400
 	}
-	return i + 4, 0
+	return end, 0
 }
 
 // seededReader is a deterministic secret source.
