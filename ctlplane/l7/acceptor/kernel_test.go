@@ -470,3 +470,46 @@ func TestKernelCurl(t *testing.T) {
 		t.Fatalf("curl got %q, want 431", out.String())
 	}
 }
+
+// TestKernelLargeHead: a head just under MaxRequest, which the kernel
+// sends as several full segments into the advertised window, is
+// collected whole.
+func TestKernelLargeHead(t *testing.T) {
+	ta := startTUN(t)
+	c := ta.dial(t)
+	defer c.Close()
+	req := "GET / HTTP/1.1\r\nX-Fill: " + strings.Repeat("f", kMaxRequest-100) + "\r\n\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	ev := ta.waitReady(t)
+	if string(ev.Data) != req || ev.HeadLen != len(req) {
+		t.Fatalf("collected %d bytes, head %d; want %d", len(ev.Data), ev.HeadLen, len(req))
+	}
+	v := inspect(t, c)
+	if ev.State.RcvNxt != v.writeSeq || ev.State.RcvWnd != v.sndWnd {
+		t.Fatalf("rcv_nxt %d rcv_wnd %d; the client has write_seq %d snd_wnd %d", ev.State.RcvNxt, ev.State.RcvWnd, v.writeSeq, v.sndWnd)
+	}
+	if err := validMigrate(ev); err != nil {
+		t.Fatal(err)
+	}
+	ta.a.Forget(ev.Key, time.Now())
+}
+
+// TestKernelEarlyFIN: a client that half-closes before its head is
+// complete gets the acceptor's FIN (EOF) and no response.
+func TestKernelEarlyFIN(t *testing.T) {
+	ta := startTUN(t)
+	c := ta.dial(t)
+	defer c.Close()
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: vip\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || len(got) != 0 {
+		t.Fatalf("read %q, %v; want EOF at once", got, err)
+	}
+}
