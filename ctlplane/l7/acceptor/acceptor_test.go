@@ -803,3 +803,28 @@ func TestCompleteAskedSparingly(t *testing.T) {
 		t.Fatalf("LF head: %v", ev.Kind)
 	}
 }
+
+// TestIPOptions: a client's IP options are skipped by their length (the
+// reply carries none); a source route is refused, since the reply's
+// destination would not be the client.
+func TestIPOptions(t *testing.T) {
+	a := newTest(t, nil)
+	c := newClient(t, a, 40140)
+	syn := c.packet("S", c.isn, 0, nil, c.synOpts())
+	withOpts := func(opts []byte) []byte {
+		p := append(append(append([]byte{}, syn[:20]...), opts...), syn[20:]...)
+		p[0] = 0x40 | byte((20+len(opts))/4)
+		binary.BigEndian.PutUint16(p[2:], uint16(len(p)))
+		return p
+	}
+	r, _ := c.send(withOpts([]byte{148, 4, 0, 0})) // router alert
+	if r == nil || !r.tcp.SYN || len(r.ip.Options) != 0 {
+		t.Fatalf("SYN with IP options: %v", r)
+	}
+	if r, _ := c.send(withOpts([]byte{131, 7, 4, 10, 0, 0, 1, 0})); r != nil || a.Stats().Counters["source_routed"] != 1 {
+		t.Fatalf("source-routed SYN: %v", r)
+	}
+	if r, _ := c.send(withOpts([]byte{148, 9, 0, 0})); r != nil || a.Stats().Counters["malformed_ip"] != 1 {
+		t.Fatalf("an option past the header: %v", r)
+	}
+}
