@@ -49,6 +49,29 @@ func synFor(pkt []byte) []byte {
 	return syn
 }
 
+// tsOffset returns the offset in a checked TCP header of the
+// timestamps option's TSval, 0 without one.
+func tsOffset(t []byte) int {
+	end := header.TCP(t).DataOffset()
+	for i := header.TCPMinSize; i < end; {
+		switch t[i] {
+		case header.TCPOptEnd:
+			return 0
+		case header.TCPOptNOP:
+			i++
+			continue
+		}
+		if i+1 >= end || t[i+1] < 2 {
+			return 0
+		}
+		if t[i] == header.TCPOptTimestamps && t[i+1] == 10 && i+10 <= end {
+			return i + 2
+		}
+		i += int(t[i+1])
+	}
+	return 0
+}
+
 func fuzzSeeds(t testing.TB) [][]byte {
 	a := newTest(t, nil)
 	c := newClient(t, a, 5000)
@@ -66,7 +89,7 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		script(opCookie, ack("PA", 0, "GET /"), 0, ack("FA", 5, ""), 0, ack("A", 6, "")),
 		script(opCookie, ack("PA", 0, "GET /"), 0, ack("R", 5, "")),
 		script(opCookie, ack("PA", 0, string(bytes.Repeat([]byte("x"), 600))), 0, ack("FA", 600, "")),
-		script(opCookie, ack("PA", 0, "BAD"), 2*2, ack("PA", 0, "BAD"), opExpire|14, ack("A", 3, "")),
+		script(opCookie, ack("PA", 0, "BAD\r\n"), 2*2, ack("PA", 0, "BAD\r\n"), opExpire|14, ack("A", 5, "")),
 		script(opCookie|opAnswer, ack("PA", 0, request), 0, ack("PA", 0, request)),
 		script(opCookie|6, noTS.packet("PA", noTS.isn+1, 0, []byte(request), nil)),
 		script(0, ack("A", 0, ""), 0, ack("R", 0, "")),
@@ -109,6 +132,10 @@ func FuzzHandle(f *testing.F) {
 					if len(sa) >= 40 {
 						hl := header.IPv4(pkt).HeaderLength()
 						binary.BigEndian.PutUint32(pkt[hl+8:], binary.BigEndian.Uint32(sa[24:])+1)
+						// Echo the SYN-ACK's TSval, as a client does.
+						if at, from := tsOffset(pkt[hl:]), tsOffset(sa[20:]); at > 0 && from > 0 {
+							copy(pkt[hl+at+4:hl+at+8], sa[20+from:20+from+4])
+						}
 					}
 				}
 			}
