@@ -177,6 +177,7 @@ type Acceptor struct {
 	tombs     map[Key]time.Time
 	tombQueue []tombstone // ring, oldest at tombHead
 	tombHead  int
+	tombLen   int // entries in the ring (≥ len(tombs))
 
 	rstSecond int64
 	rstCount  int
@@ -439,7 +440,7 @@ func (a *Acceptor) Expire(now time.Time) int {
 		a.drop(c)
 		n++
 	}
-	for len(a.tombs) > 0 {
+	for a.tombLen > 0 {
 		t := a.tombQueue[a.tombHead]
 		if now.Before(t.until) {
 			break
@@ -461,26 +462,35 @@ func (a *Acceptor) drop(c *conn) {
 	c.data = nil
 }
 
-// bury leaves a tombstone for k, evicting the oldest when full.
+// bury leaves a tombstone for k, evicting the oldest when full. A
+// flow buried again (accepted anew after its tombstone lapsed, before
+// Expire removed it) gets a fresh one; the old queue entry stays until
+// its turn, counted against the bound, and then removes nothing.
 func (a *Acceptor) bury(k Key, now time.Time) {
-	if _, ok := a.tombs[k]; ok || a.cfg.MaxConns == 0 {
+	if a.cfg.MaxConns == 0 {
 		return
-	}
-	if len(a.tombs) >= a.cfg.MaxConns {
-		a.popTomb()
-		a.count(cTombstonesEvicted)
 	}
 	if a.tombQueue == nil {
 		a.tombQueue = make([]tombstone, a.cfg.MaxConns)
 	}
+	if a.tombLen >= len(a.tombQueue) {
+		a.popTomb()
+		a.count(cTombstonesEvicted)
+	}
 	until := now.Add(a.cfg.TombstoneTTL)
-	a.tombQueue[(a.tombHead+len(a.tombs))%len(a.tombQueue)] = tombstone{k, until}
+	a.tombQueue[(a.tombHead+a.tombLen)%len(a.tombQueue)] = tombstone{k, until}
+	a.tombLen++
 	a.tombs[k] = until
 }
 
+// popTomb removes the oldest queue entry, and its flow's tombstone
+// unless the flow was buried again since.
 func (a *Acceptor) popTomb() {
 	t := a.tombQueue[a.tombHead]
-	delete(a.tombs, t.key)
+	if u, ok := a.tombs[t.key]; ok && u.Equal(t.until) {
+		delete(a.tombs, t.key)
+	}
 	a.tombQueue[a.tombHead] = tombstone{}
 	a.tombHead = (a.tombHead + 1) % len(a.tombQueue)
+	a.tombLen--
 }

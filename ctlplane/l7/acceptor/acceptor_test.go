@@ -516,6 +516,19 @@ func TestForgetTombstone(t *testing.T) {
 	if _, ev := c.send(first); ev.Kind != Ready {
 		t.Fatalf("after the tombstone: %v", ev.Kind)
 	}
+	// Forgotten again, and accepted again once that tombstone lapsed but
+	// before Expire removed it: the third Forget's tombstone must not go
+	// with the lapsed one's queue entry.
+	a.Forget(c.key(), c.now)
+	c.now = c.now.Add(3 * time.Second)
+	if _, ev := c.send(first); ev.Kind != Ready {
+		t.Fatalf("after a lapsed tombstone: %v", ev.Kind)
+	}
+	a.Forget(c.key(), c.now)
+	a.Expire(c.now.Add(time.Second))
+	if r, ev := c.send(first); r != nil || ev.Kind != None {
+		t.Fatalf("the fresh tombstone went with the lapsed one: %v %v", r, ev.Kind)
+	}
 	// ... and in count: the oldest goes first.
 	a.Forget(c.key(), c.now)
 	for p := uint16(1); p <= 2; p++ {
