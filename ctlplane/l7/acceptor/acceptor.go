@@ -1,0 +1,496 @@
+package acceptor
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/tetherlb/tether/api/hostpb"
+	"github.com/tetherlb/tether/dataplane/header"
+)
+
+// Config configures an Acceptor. Zero values take the defaults named.
+type Config struct {
+	// MaxConns bounds the connections holding state (collecting or
+	// Ready); closing connections and tombstones are bounded by it too,
+	// each apart. Default 4096.
+	MaxConns int
+	// MaxRequest is how many bytes of a request head are collected, and
+	// the receive window advertised: everything acknowledged fits in one
+	// hostpb.Migrate. 1 to hostpb.MaxMigrateData; default 16 KiB.
+	MaxRequest int
+	// RequestTimeout bounds the time from the cookie ACK to a complete
+	// head (answered 408 on the next packet, dropped by Expire), and the
+	// time a Ready connection waits for Forget or Answer. Default 10 s.
+	RequestTimeout time.Duration
+	// MSS is the MSS advertised in the SYN-ACK (64 to 65535). Default
+	// 1460.
+	MSS int
+	// WindowScale is the shift advertised (0 to 14). It matters beyond
+	// the acceptor: the host continues the connection with it, and with
+	// 0 its receive window would never exceed 64 KiB. Default 7; a
+	// negative value asks for 0.
+	WindowScale int
+	// Secrets is where cookie secrets and the timestamp offset come
+	// from; default crypto/rand.
+	Secrets io.Reader
+	// SecretEvery is how often the cookie secret changes; a cookie is
+	// accepted for one to two of these. Default 64 s.
+	SecretEvery time.Duration
+	// CloseLinger bounds the closing state after an answer. Default 10 s.
+	CloseLinger time.Duration
+	// TombstoneTTL is how long a forgotten connection's tombstone lasts.
+	// Default 5 s.
+	TombstoneTTL time.Duration
+	// RSTPerSecond bounds the resets sent for ACKs without state and
+	// without a valid cookie (and for a full table). Default 1000.
+	RSTPerSecond int
+	// Complete is told all the in-order bytes received so far and says
+	// whether they begin with a whole request head: headLen > 0 is its
+	// length; status != 0 is the HTTP status to answer a bad request
+	// with. It is asked only when its answer can have changed: when the
+	// first line ends and when a segment ends an empty line. Required.
+	Complete func(data []byte) (headLen int, status int)
+}
+
+// Key names a flow from the client's side.
+type Key struct {
+	Client, VIP         [4]byte
+	ClientPort, VIPPort uint16
+}
+
+func (k Key) String() string {
+	return fmt.Sprintf("%d.%d.%d.%d:%d→%d.%d.%d.%d:%d", k.Client[0], k.Client[1], k.Client[2], k.Client[3], k.ClientPort,
+		k.VIP[0], k.VIP[1], k.VIP[2], k.VIP[3], k.VIPPort)
+}
+
+// EventKind says what happened to a connection.
+type EventKind uint8
+
+const (
+	// None: nothing the caller must act on.
+	None EventKind = iota
+	// Ready: the head is complete; the caller decides, then calls
+	// Forget (migrated) or Answer.
+	Ready
+	// Dropped: the acceptor answered (Status: 400, 408, 431, ...; 0 for
+	// a FIN-ACK to a client that closed first) and is closing; the
+	// connection will never be Ready.
+	Dropped
+	// Reset: the client reset the connection; its state is gone. A Ready
+	// connection being migrated must be abandoned.
+	Reset
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case None:
+		return "none"
+	case Ready:
+		return "ready"
+	case Dropped:
+		return "dropped"
+	case Reset:
+		return "reset"
+	}
+	return fmt.Sprintf("EventKind(%d)", uint8(k))
+}
+
+// Event is what Handle reports besides its reply.
+type Event struct {
+	Kind EventKind
+	Key  Key
+	// State (Ready) is what the host needs, as hostpb documents it.
+	State *hostpb.TCPState
+	// Data (Ready) is every byte acknowledged, from the first after the
+	// SYN; it is never overwritten.
+	Data []byte
+	// HeadLen (Ready) is the length of the request head in Data.
+	HeadLen int
+	// Status (Dropped) is the HTTP status answered, 0 for none.
+	Status int
+}
+
+// Fixed costs of the memory bound (see the package comment).
+const (
+	ConnOverhead      = 256
+	TombstoneOverhead = 128
+)
+
+type phase uint8
+
+const (
+	collecting phase = iota
+	ready
+	closing
+)
+
+// conn is the state of one accepted connection.
+type conn struct {
+	key      Key
+	phase    phase
+	deadline time.Time // collecting, ready: RequestTimeout; closing: CloseLinger
+
+	remoteISN, localISN uint32
+	rcvNxt              uint32
+	sndWnd, sndWl1      uint32
+	rcvWnd              uint32 // last advertised, bytes
+	mss                 uint16
+	sndWscale           uint8 // the client's shift
+	ws, sack, ts        bool
+	tsVal, tsRecent     uint32
+
+	data  []byte
+	sawLF bool // data holds a whole line (see worthAsking)
+
+	// closing
+	status  int    // answered; 0: a bare FIN
+	finSeq  uint32 // sequence number of our FIN
+	peerFin bool   // the client's FIN is acknowledged
+}
+
+// tombstone is a forgotten flow.
+type tombstone struct {
+	key   Key
+	until time.Time
+}
+
+// Acceptor accepts TCP connections for l7 VIPs. See the package
+// comment.
+type Acceptor struct {
+	mu  sync.Mutex
+	cfg Config
+
+	sec      secrets
+	tsOffset uint32
+
+	conns    map[Key]*conn
+	nLive    int
+	nClosing int
+	held     int // cap of every live conn's data
+
+	tombs     map[Key]time.Time
+	tombQueue []tombstone // ring, oldest at tombHead
+	tombHead  int
+	tombLen   int // entries in the ring (≥ len(tombs))
+
+	rstSecond int64
+	rstCount  int
+
+	counters [nCounters]uint64
+}
+
+// New checks cfg, fills its defaults and reads the first secret.
+func New(cfg Config) (*Acceptor, error) {
+	if cfg.Complete == nil {
+		return nil, errors.New("acceptor: Config.Complete is required")
+	}
+	def := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&cfg.MaxConns, 4096)
+	def(&cfg.MaxRequest, 16<<10)
+	def(&cfg.MSS, 1460)
+	def(&cfg.RSTPerSecond, 1000)
+	defd(&cfg.RequestTimeout, 10*time.Second)
+	defd(&cfg.SecretEvery, 64*time.Second)
+	defd(&cfg.CloseLinger, 10*time.Second)
+	defd(&cfg.TombstoneTTL, 5*time.Second)
+	if cfg.WindowScale == 0 {
+		cfg.WindowScale = 7
+	} else if cfg.WindowScale < 0 {
+		cfg.WindowScale = 0 // explicitly none
+	}
+	if cfg.Secrets == nil {
+		cfg.Secrets = rand.Reader
+	}
+	switch {
+	case cfg.MaxConns < 0:
+		return nil, fmt.Errorf("acceptor: MaxConns %d", cfg.MaxConns)
+	case cfg.MaxRequest < 1 || cfg.MaxRequest > hostpb.MaxMigrateData:
+		return nil, fmt.Errorf("acceptor: MaxRequest %d: want 1 to %d", cfg.MaxRequest, hostpb.MaxMigrateData)
+	case cfg.MSS < 64 || cfg.MSS > 65535:
+		return nil, fmt.Errorf("acceptor: MSS %d: want 64 to 65535", cfg.MSS)
+	case cfg.WindowScale > 14:
+		return nil, fmt.Errorf("acceptor: WindowScale %d: want 0 to 14", cfg.WindowScale)
+	case cfg.RequestTimeout < 0 || cfg.SecretEvery < 0 || cfg.CloseLinger < 0 || cfg.TombstoneTTL < 0 || cfg.RSTPerSecond < 0:
+		return nil, errors.New("acceptor: a negative duration or rate")
+	}
+	a := &Acceptor{
+		cfg:   cfg,
+		conns: make(map[Key]*conn),
+		tombs: make(map[Key]time.Time),
+	}
+	a.sec.src, a.sec.every = cfg.Secrets, cfg.SecretEvery
+	// A secret of no epoch proves the source works; the first packet
+	// replaces it with the secret of its own epoch.
+	s, err := a.sec.fresh(math.MinInt64 + 2)
+	if err != nil {
+		return nil, err
+	}
+	a.sec.cur = s
+	var off [4]byte
+	if _, err := io.ReadFull(cfg.Secrets, off[:]); err != nil {
+		return nil, fmt.Errorf("acceptor: read the timestamp offset: %w", err)
+	}
+	// A random offset (Linux draws one per connection; one per process
+	// is enough here), so the TSval says nothing about the unit's
+	// clock.
+	a.tsOffset = binary.BigEndian.Uint32(off[:])
+	return a, nil
+}
+
+// Bound is the most bytes the acceptor can hold (see the package
+// comment).
+func (a *Acceptor) Bound() int {
+	n := a.cfg.MaxConns
+	return n*(a.cfg.MaxRequest+a.cfg.MaxRequest/8+ConnOverhead) + n*ConnOverhead + n*TombstoneOverhead
+}
+
+// tsNow is the TSval clock: milliseconds.
+func (a *Acceptor) tsNow(now time.Time) uint32 { return uint32(now.UnixMilli()) + a.tsOffset }
+
+// Handle takes one IPv4 packet (from the IP header on) punted by the
+// forwarder at time now, and returns the reply to send in its place
+// (appended to out[:0]; nil: drop the frame) and what happened.
+func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, ev Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.sec.rotate(now); err != nil {
+		a.count(cSecretErrors)
+	}
+	var s seg
+	if r := s.parse(pkt); r != cNone {
+		a.count(r)
+		return nil, Event{}
+	}
+	if c := a.conns[s.key]; c != nil {
+		return a.established(now, c, &s, out)
+	}
+	flags := s.flags & (header.TCPFlagSYN | header.TCPFlagACK | header.TCPFlagRST | header.TCPFlagFIN)
+	switch {
+	case flags&header.TCPFlagRST != 0:
+		a.count(cRSTUnknown)
+		return nil, Event{}
+	case flags&header.TCPFlagSYN != 0 && flags&header.TCPFlagACK == 0:
+		return a.synAck(now, &s, out), Event{}
+	case flags&header.TCPFlagACK == 0:
+		a.count(cNoACK)
+		return nil, Event{}
+	case flags&header.TCPFlagSYN != 0:
+		// A SYN-ACK to a VIP: no connection of ours. A stack resets it.
+		return a.reset(now, &s, out, cUnknownSYNACK), Event{}
+	}
+	if until, ok := a.tombs[s.key]; ok && now.Before(until) {
+		a.count(cTombstoneDrops)
+		return nil, Event{}
+	}
+	idx, ok := a.sec.check(&s.key, s.seq-1, s.ack-1)
+	// The TSecr echoes a SYN-ACK's TSval, which is never ahead of our
+	// clock: one that is was not ours, and would become the TSval the
+	// host continues from.
+	if ok && s.opt.HasTimestamps && before(a.tsNow(now), s.opt.TSEcr) {
+		ok = false
+	}
+	if !ok {
+		return a.reset(now, &s, out, cBadCookie), Event{}
+	}
+	if a.nLive >= a.cfg.MaxConns {
+		return a.reset(now, &s, out, cTableFull), Event{}
+	}
+	c := &conn{
+		key:       s.key,
+		phase:     collecting,
+		deadline:  now.Add(a.cfg.RequestTimeout),
+		remoteISN: s.seq - 1,
+		localISN:  s.ack - 1,
+		rcvNxt:    s.seq,
+		mss:       mssClasses[idx],
+		sndWl1:    s.seq - 1, // older than any segment: the first sets the window
+	}
+	if s.opt.HasTimestamps {
+		// The options the SYN had come back in TSecr, where the SYN-ACK
+		// put them. Without timestamps nothing survived: no window
+		// scaling and no SACK, as Linux does.
+		c.ts = true
+		c.tsVal = s.opt.TSEcr // the SYN-ACK's, the last we sent
+		c.tsRecent = s.opt.TSVal
+		if ws := s.opt.TSEcr & tsNoWS; ws != tsNoWS {
+			c.ws, c.sndWscale = true, uint8(min(ws, 14))
+		}
+		c.sack = s.opt.TSEcr&tsSACK != 0
+	}
+	// The SYN-ACK advertised an unscaled window.
+	c.rcvWnd = uint32(min(a.cfg.MaxRequest, 65535))
+	a.conns[s.key] = c
+	a.nLive++
+	a.count(cAccepted)
+	return a.established(now, c, &s, out)
+}
+
+// synAck answers a SYN with a cookie and keeps nothing.
+func (a *Acceptor) synAck(now time.Time, s *seg, out []byte) []byte {
+	idx := mssIndex(s.mss())
+	cookie := a.sec.cookie(&s.key, s.seq, idx)
+	o := replyOpts{syn: true, mss: uint16(a.cfg.MSS)}
+	if s.opt.HasTimestamps {
+		o.ts = true
+		bits := uint32(tsNoWS)
+		if s.opt.HasWS {
+			bits = uint32(min(s.opt.WindowScale, 14))
+			o.ws, o.wscale = true, uint8(a.cfg.WindowScale)
+		}
+		if s.opt.SACKPermitted {
+			bits |= tsSACK
+			o.sack = true
+		}
+		// Linux's trick: the low bits are replaced, and the result moved
+		// back by their span when that put it ahead of the clock, so
+		// that the TSvals after it never go backwards.
+		t := a.tsNow(now)
+		v := t&^tsOptMask | bits
+		if before(t, v) {
+			v -= tsOptMask + 1
+		}
+		o.tsVal, o.tsEcr = v, s.opt.TSVal
+	}
+	a.count(cSYNCookiesSent)
+	wnd := uint16(min(a.cfg.MaxRequest, 65535))
+	return build(out, &s.key, cookie, s.seq+1, header.TCPFlagSYN|header.TCPFlagACK, wnd, &o, nil)
+}
+
+// reset answers a segment without state the way a stack does, within
+// the rate bound.
+func (a *Acceptor) reset(now time.Time, s *seg, out []byte, why counter) []byte {
+	a.count(why)
+	if sec := now.Unix(); sec != a.rstSecond {
+		a.rstSecond, a.rstCount = sec, 0
+	}
+	if a.rstCount >= a.cfg.RSTPerSecond {
+		a.count(cRSTLimited)
+		return nil
+	}
+	a.rstCount++
+	a.count(cRSTSent)
+	var o replyOpts
+	return build(out, &s.key, s.ack, 0, header.TCPFlagRST, 0, &o, nil)
+}
+
+// Forget drops a connection that migrated, silently, and leaves a
+// tombstone. It reports whether the connection was known.
+func (a *Acceptor) Forget(k Key, now time.Time) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.conns[k]
+	if c == nil {
+		return false
+	}
+	a.drop(c)
+	a.count(cForgotten)
+	a.bury(k, now)
+	return true
+}
+
+// Answer answers a collecting or Ready connection with an HTTP status
+// (e.g. 503 when no host can take it) and a FIN, and keeps it closing.
+// The reply is nil when the connection is not known or already closing.
+func (a *Acceptor) Answer(k Key, status int, now time.Time) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c := a.conns[k]
+	if c == nil || c.phase == closing {
+		return nil
+	}
+	return a.answer(now, c, status, make([]byte, 0, 256))
+}
+
+// Expire drops what has timed out: connections whose head or decision
+// is overdue (silently: the next packet of such a flow is answered as
+// one without state), closing states and tombstones. It returns how
+// many connections it dropped.
+func (a *Acceptor) Expire(now time.Time) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	n := 0
+	for _, c := range a.conns {
+		if now.Before(c.deadline) {
+			continue
+		}
+		switch c.phase {
+		case collecting:
+			a.count(cTimeouts)
+		case ready:
+			// The caller never decided. Whether or not it is migrating
+			// the connection, its client must not be accepted twice.
+			a.count(cReadyTimeouts)
+			a.bury(c.key, now)
+		}
+		a.drop(c)
+		n++
+	}
+	for a.tombLen > 0 {
+		t := a.tombQueue[a.tombHead]
+		if now.Before(t.until) {
+			break
+		}
+		a.popTomb()
+	}
+	return n
+}
+
+// drop removes c's state.
+func (a *Acceptor) drop(c *conn) {
+	delete(a.conns, c.key)
+	if c.phase == closing {
+		a.nClosing--
+	} else {
+		a.nLive--
+	}
+	a.held -= cap(c.data)
+	c.data = nil
+}
+
+// bury leaves a tombstone for k, evicting the oldest when full. A
+// flow buried again (accepted anew after its tombstone lapsed, before
+// Expire removed it) gets a fresh one; the old queue entry stays until
+// its turn, counted against the bound, and then removes nothing.
+func (a *Acceptor) bury(k Key, now time.Time) {
+	if a.cfg.MaxConns == 0 {
+		return
+	}
+	if a.tombQueue == nil {
+		a.tombQueue = make([]tombstone, a.cfg.MaxConns)
+	}
+	if a.tombLen >= len(a.tombQueue) {
+		a.popTomb()
+		a.count(cTombstonesEvicted)
+	}
+	until := now.Add(a.cfg.TombstoneTTL)
+	a.tombQueue[(a.tombHead+a.tombLen)%len(a.tombQueue)] = tombstone{k, until}
+	a.tombLen++
+	a.tombs[k] = until
+}
+
+// popTomb removes the oldest queue entry, and its flow's tombstone
+// unless the flow was buried again since.
+func (a *Acceptor) popTomb() {
+	t := a.tombQueue[a.tombHead]
+	if u, ok := a.tombs[t.key]; ok && u.Equal(t.until) {
+		delete(a.tombs, t.key)
+	}
+	a.tombQueue[a.tombHead] = tombstone{}
+	a.tombHead = (a.tombHead + 1) % len(a.tombQueue)
+	a.tombLen--
+}
