@@ -79,6 +79,9 @@ func (p *Proc) WaitFor(text string, timeout time.Duration) error {
 	return fmt.Errorf("e2e: %s did not print %q within %s:\n%s", p.Name, text, timeout, p.Output())
 }
 
+// Done is closed when the process has exited.
+func (p *Proc) Done() <-chan struct{} { return p.done }
+
 // Signal sends a signal to the process.
 func (p *Proc) Signal(sig syscall.Signal) error {
 	return syscall.Kill(-p.cmd.Process.Pid, sig)

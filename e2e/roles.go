@@ -21,6 +21,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tetherlb/tether/agent/shim"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/tetherlb/tether/dataplane/header"
@@ -61,6 +63,8 @@ func RunRoleFromEnv() {
 	switch role {
 	case "httpd":
 		err = serveHTTP(args)
+	case "shimhttpd":
+		err = serveShimHTTP(args)
 	case "client":
 		err = runClient(args)
 	case "ipipd":
@@ -146,10 +150,19 @@ func serveHTTP(args []string) error {
 	if len(args) != 2 && len(args) != 3 {
 		return errors.New("want: name listen-address [health-file]")
 	}
-	name := args[0]
+	ln, err := net.Listen("tcp", args[1])
+	if err != nil {
+		return err
+	}
+	return serveMux(ln, httpMux(args[0], args[2:]))
+}
+
+// httpMux is serveHTTP's handler for backend name, with the health file
+// if one is given.
+func httpMux(name string, healthFile []string) *http.ServeMux {
 	mux := http.NewServeMux()
-	if len(args) == 3 {
-		healthFile := args[2]
+	if len(healthFile) == 1 {
+		healthFile := healthFile[0]
 		mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("X-Backend", name)
 			// Stat on every request: the check must see the file's
@@ -198,10 +211,25 @@ func serveHTTP(args []string) error {
 		w.Header().Set("X-Backend", name)
 		fmt.Fprintf(w, "%d %s\n", n, hex.EncodeToString(h.Sum(nil)))
 	})
-	ln, err := net.Listen("tcp", args[1])
+	return mux
+}
+
+// serveShimHTTP: args name, listen address, the agent's hand-off
+// socket. serveHTTP's server on the agent's listener shim, which yields
+// ordinary connections and the connections migrated to this host alike.
+func serveShimHTTP(args []string) error {
+	if len(args) != 3 {
+		return errors.New("want: name listen-address handoff-socket")
+	}
+	ln, err := shim.Listen("tcp", args[1], shim.Options{Socket: args[2], MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		return err
 	}
+	return serveMux(ln, httpMux(args[0], nil))
+}
+
+// serveMux serves mux on ln until SIGTERM.
+func serveMux(ln net.Listener, mux *http.ServeMux) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go stopOnSignal(func() { srv.Close() })
 	fmt.Println(Ready)

@@ -27,13 +27,19 @@ func tunnelAddr(lb *LB, i int) string {
 // stream to the unit and the host side of the tunnels on its link.
 func tunnelAgent(t *testing.T, lb *LB, dir, certs string, i int, id uint32) *Proc {
 	t.Helper()
+	return tunnelAgentWith(t, lb, dir, certs, i, id, "")
+}
+
+// tunnelAgentWith is tunnelAgent with more of the agent's configuration.
+func tunnelAgentWith(t *testing.T, lb *LB, dir, certs string, i int, id uint32, extra string) *Proc {
+	t.Helper()
 	bpf, err := lb.BPFDir()
 	if err != nil {
 		t.Fatal(err)
 	}
 	tunnel := fmt.Sprintf("tunnel:\n  interface: e0\n  addresses: [%s]\n  pin_dir: %s\n", tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
 	p, _ := streamAgent(t, lb, dir, i, id, filepath.Join(certs, "ca.crt"),
-		filepath.Join(certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(certs, fmt.Sprintf("host-%d.key", id)), tunnel)
+		filepath.Join(certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(certs, fmt.Sprintf("host-%d.key", id)), tunnel+extra)
 	return p
 }
 
@@ -89,6 +95,19 @@ func startTunnelUnit(t *testing.T, lb *LB, mode, extra string) (*runningUnit, st
 	t.Helper()
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
+	if err := lb.StartBackends(80); err != nil { // the tunnel keeps the VIP's port
+		t.Fatal(err)
+	}
+	u, agents := startHostsUnit(t, lb, dir, mode, extra, func(certs string, i int, id uint32) *Proc {
+		return tunnelAgent(t, lb, dir, certs, i, id)
+	})
+	return u, dir, agents
+}
+
+// startHostsUnit is startTunnelUnit in dir, with the hosts' agents
+// started by agent.
+func startHostsUnit(t *testing.T, lb *LB, dir, mode, extra string, agent func(certs string, i int, id uint32) *Proc) (*runningUnit, []*Proc) {
+	t.Helper()
 	certs := filepath.Join(dir, "certs")
 	args := []string{"certs", "--dir", certs, "--unit", "tether"}
 	for i := range 2 {
@@ -109,9 +128,6 @@ func startTunnelUnit(t *testing.T, lb *LB, mode, extra string) (*runningUnit, st
 				t.Fatal(err)
 			}
 		}
-	}
-	if err := lb.StartBackends(80); err != nil { // the tunnel keeps the VIP's port
-		t.Fatal(err)
 	}
 	cfg := fmt.Sprintf(`unit:
   name: tether
@@ -134,7 +150,7 @@ vips:
 `, lb.UnitIP, lb.Driver, lb.UnitIf, pinDir(lb), mode, tunnelAddr(lb, 0), tunnelAddr(lb, 1), extra,
 		filepath.Join(certs, "ca.crt"), filepath.Join(certs, "unit-tether.crt"), filepath.Join(certs, "unit-tether.key"))
 	u := startUnit(t, lb, cfg)
-	agents := []*Proc{tunnelAgent(t, lb, dir, certs, 0, 1), tunnelAgent(t, lb, dir, certs, 1, 2)}
+	agents := []*Proc{agent(certs, 0, 1), agent(certs, 1, 2)}
 	var uv unit.StreamsView
 	eventually(t, "both hosts' streams up", func() bool {
 		uv = unitStreams(t, u)
@@ -146,7 +162,7 @@ vips:
 		}
 		return up == 2
 	}, func() string { return jsonText(uv) })
-	return u, dir, agents
+	return u, agents
 }
 
 func testTunnelToHosts(t *testing.T, lb *LB, mode string) {

@@ -161,6 +161,13 @@ func Upload(st *pb.TCPState, data []byte) (*os.File, error) {
 	if err := tcp(unix.TCP_REPAIR, unix.TCP_REPAIR_OFF); err != nil {
 		return fail("TCP_REPAIR off", err)
 	}
+	// Leaving repair mode leaves the socket without SO_REUSEADDR (the
+	// kernel's SK_NO_REUSE): bound to the VIP's port, it and its
+	// TIME_WAIT would keep a restarted application from listening
+	// there, as the application's own accepted connections do not.
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+		return fail("SO_REUSEADDR", err)
+	}
 	return os.NewFile(uintptr(fd), fmt.Sprintf("tcp %v:%d→%v:%d", vip, st.GetVipPort(), client, st.GetClientPort())), nil
 }
 

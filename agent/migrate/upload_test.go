@@ -74,6 +74,15 @@ func TestUploadRoundTrip(t *testing.T) {
 				t.Fatalf("uploaded socket's peer %v, want %v", got, client.LocalAddr())
 			}
 			exchange(t, client, app, request, pattern(4<<20))
+			// A restarted application listens on the port while the
+			// migrated connection lives, as beside its own.
+			ln.Close()
+			var again net.Listener
+			nstest.In(t, s, func() { again, err = net.Listen("tcp", serverAddr+":8080") })
+			if err != nil {
+				t.Fatalf("listening beside a migrated connection: %v", err)
+			}
+			again.Close()
 		})
 	}
 }

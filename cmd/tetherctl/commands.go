@@ -288,7 +288,21 @@ then the connections and messages refused, by reason.`,
 			}
 			return cl().show(v, func(w *tabwriter.Writer) { printStreams(w, &v) })
 		}}
-	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd, streamsCmd,
+	l7Cmd := &cobra.Command{Use: "l7", Short: "Show the l7 VIPs' acceptors and the connections they migrated", Args: cobra.NoArgs,
+		Long: `Show what became of the connections the l7 VIPs' acceptors took: migrated
+to a host, taken there (uploaded), failed (the host reset the client),
+never answered, ended; those the acceptor answered itself (no host, host
+down, bad request); the connections each rule decided; and per VIP the
+acceptor's connections in progress, the request bytes it holds against
+its bound, and its counters.`,
+		RunE: func(*cobra.Command, []string) error {
+			var v unit.L7View
+			if err := cl().do("GET", "/v1/l7", nil, &v); err != nil {
+				return err
+			}
+			return cl().show(v, func(w *tabwriter.Writer) { printL7(w, &v) })
+		}}
+	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd, streamsCmd, l7Cmd,
 		setState("drain", "Send no new flows to a backend; its connections finish"),
 		setState("undrain", "Undo drain (back to the configured state)"),
 		setState("disable", "Make a backend inactive: its flows are dropped"),
@@ -380,6 +394,34 @@ func dash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+func printL7(w *tabwriter.Writer, v *unit.L7View) {
+	if len(v.VIPs) == 0 {
+		fmt.Fprintln(w, "no l7 VIP")
+		return
+	}
+	s := v.Stats
+	fmt.Fprintf(w, "migrated %d\tuploaded %d\tfailed %d\ttimed out %d\tended %d\tlive %d\n",
+		s.Migrated, s.Uploaded, s.UploadFailed, s.UploadTimeouts, s.Ended, v.Live)
+	fmt.Fprintf(w, "answered: no host %d\thost down %d\troute failed %d\tbad request %d\n", s.NoHost, s.HostDown, s.RouteFailed, s.BadRequests)
+	if len(s.ByRule) > 0 {
+		fmt.Fprint(w, "by rule")
+		for _, k := range sortedKeys(s.ByRule) {
+			fmt.Fprintf(w, "\t%s %d", k, s.ByRule[k])
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprintln(w, "\nVIP\tCONNS\tBYTES\tMAX BYTES\tCOUNTERS")
+	for _, a := range v.VIPs {
+		var cs []string
+		for _, k := range sortedKeys(a.Counters) {
+			if a.Counters[k] != 0 {
+				cs = append(cs, fmt.Sprintf("%s %d", k, a.Counters[k]))
+			}
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", a.VIP, a.Conns, a.Bytes, a.MaxBytes, strings.Join(cs, ", "))
+	}
 }
 
 func printStreams(w *tabwriter.Writer, v *unit.StreamsView) {

@@ -39,6 +39,8 @@ type Backend interface {
 	Health(ctx context.Context) unit.HealthView
 	// Streams is the host streams (issue 13).
 	Streams(ctx context.Context) unit.StreamsView
+	// L7 is the l7 VIPs' acceptors and migrations (issue 14).
+	L7(ctx context.Context) unit.L7View
 }
 
 // Server serves the API.
@@ -166,6 +168,9 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/streams", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.b.Streams(r.Context()))
+	})
+	mux.HandleFunc("GET /v1/l7", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.b.L7(r.Context()))
 	})
 	mux.HandleFunc("GET /v1/explain", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

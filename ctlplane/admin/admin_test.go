@@ -62,6 +62,10 @@ func (f *fakeBackend) Health(context.Context) unit.HealthView {
 	return unit.HealthView{Unit: 5}
 }
 
+func (f *fakeBackend) L7(context.Context) unit.L7View {
+	return unit.L7View{Stats: unit.L7Stats{Migrated: 3}}
+}
+
 func (f *fakeBackend) Streams(context.Context) unit.StreamsView {
 	return unit.StreamsView{Listen: "10.0.0.1:7320", Streams: []unit.HostStream{{Host: 7, State: unit.StreamUp}}}
 }

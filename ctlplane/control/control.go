@@ -95,6 +95,8 @@ type Control struct {
 	// (tunnels.go).
 	hosts *hosts.Server
 	tun   tunnels
+	// l7part is the l7 VIPs' acceptors and migrations (l7.go).
+	l7part *l7Part
 }
 
 // New prepares a control process for opts.Config; Run starts everything.
@@ -103,7 +105,7 @@ func New(opts Options) (*Control, error) {
 		return nil, errors.New("control: no configuration")
 	}
 	c := &Control{opts: opts, log: opts.Log, started: time.Now(), file: opts.Config, raw: opts.Raw,
-		states: map[unit.BackendKey]unit.State{}, inv: newInventory(), tun: tunnels{pending: map[uint32][]pendingBatch{}}}
+		states: map[unit.BackendKey]unit.State{}, inv: newInventory(), tun: tunnels{pending: map[uint32][]pendingBatch{}}, l7part: newL7Part()}
 	if err := c.startHealth(); err != nil {
 		return nil, err
 	}
@@ -114,6 +116,9 @@ func New(opts Options) (*Control, error) {
 	c.eval = c.evaluate(c.file, c.states)
 	c.running = effective(c.file, c.states, &c.eval)
 	c.mu.Unlock()
+	if err := c.syncL7(c.file); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -147,6 +152,7 @@ func (c *Control) Run(ctx context.Context) error {
 	defer l.Close()
 	go c.accept(ctx, l)
 	go c.runHealth(ctx)
+	go c.runL7(ctx)
 	hostsDone := make(chan struct{})
 	go func() { c.runHosts(ctx); close(hostsDone) }()
 	defer func() { <-hostsDone }()
@@ -391,7 +397,11 @@ func (c *Control) receive(ctx context.Context, lk *fwdLink) {
 			case channel.TPunt:
 				var pu channel.Punt
 				if pu, err = channel.DecodePunt(p); err == nil {
-					c.decide(lk, &pu)
+					if pu.Reason == channel.PuntAccept {
+						c.acceptPunt(lk, &pu)
+					} else {
+						c.decide(lk, &pu)
+					}
 				}
 			case channel.TFlowEvent:
 				if events, err = channel.DecodeFlowEvents(events[:0], p); err == nil {
@@ -548,6 +558,9 @@ func (c *Control) applyLocked(ctx context.Context, file *config.Config, raw []by
 	}
 	c.mu.Unlock()
 	c.probes.Sync(file)
+	if err := c.syncL7(file); err != nil {
+		c.log.Error().Err(err).Msg("l7 VIPs without an acceptor")
+	}
 	c.log.Info().Uint64("generation", reply.Generation).Msg("configuration applied")
 	return nil
 }

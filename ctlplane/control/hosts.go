@@ -30,7 +30,8 @@ func (c *Control) startHosts() error {
 		}
 	}
 	srv, err := hosts.New(hosts.Options{Listen: h.Listen, TLS: cfg, Unit: c.file.Unit.Name,
-		TunnelSources: sources, OnAck: c.onHostAck, Log: c.log.With().Str("part", "hosts").Logger()})
+		TunnelSources: sources, OnAck: c.onHostAck,
+		OnMigrateResult: c.onMigrateResult, OnMigrationEnded: c.onMigrationEnded, Log: c.log.With().Str("part", "hosts").Logger()})
 	if err != nil {
 		return err
 	}

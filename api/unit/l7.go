@@ -1,0 +1,51 @@
+package unit
+
+// L7View is the l7 VIPs' acceptors and the connections they migrated,
+// as `tetherctl l7` shows them.
+type L7View struct {
+	Stats L7Stats `json:"stats"`
+	// Live counts migrated connections the unit has not heard the end
+	// of.
+	Live int `json:"live"`
+	// VIPs are the acceptors, one per l7 VIP.
+	VIPs []L7Acceptor `json:"vips"`
+}
+
+// L7Stats counts what became of the connections the acceptors took.
+type L7Stats struct {
+	// Migrated: sent to a host; Uploaded: the host has it; UploadFailed:
+	// the host could not take it (it reset the client); UploadTimeouts:
+	// the host never answered; Ended: it closed on its host.
+	Migrated       uint64 `json:"migrated"`
+	Uploaded       uint64 `json:"uploaded"`
+	UploadFailed   uint64 `json:"upload_failed"`
+	UploadTimeouts uint64 `json:"upload_timeouts"`
+	Ended          uint64 `json:"ended"`
+	// Answered by the acceptor itself: NoHost (503: no host takes the
+	// request), HostDown (503: the chosen host's stream is down),
+	// RouteFailed (503: the forwarder did not take the route),
+	// BadRequests (400).
+	NoHost      uint64 `json:"no_host"`
+	HostDown    uint64 `json:"host_down"`
+	RouteFailed uint64 `json:"route_failed"`
+	BadRequests uint64 `json:"bad_requests"`
+	// Refused counts packets for a VIP with no acceptor (a reload in
+	// between); UnknownAnswers hosts' answers about no migration the
+	// unit knows.
+	Refused        uint64 `json:"refused"`
+	UnknownAnswers uint64 `json:"unknown_answers"`
+	// ByRule counts the connections each rule (or "default") decided.
+	ByRule map[string]uint64 `json:"by_rule,omitempty"`
+}
+
+// L7Acceptor is one l7 VIP's acceptor.
+type L7Acceptor struct {
+	VIP string `json:"vip"`
+	// Conns and Bytes are the connections the acceptor holds state for
+	// and the request bytes it holds; MaxBytes bounds Bytes.
+	Conns    int `json:"conns"`
+	Bytes    int `json:"bytes"`
+	MaxBytes int `json:"max_bytes"`
+	// Counters are the acceptor's, by name.
+	Counters map[string]uint64 `json:"counters"`
+}

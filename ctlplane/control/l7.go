@@ -1,0 +1,418 @@
+package control
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/netip"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tetherlb/tether/api/healthpb"
+	pb "github.com/tetherlb/tether/api/hostpb"
+	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/ctlplane/health"
+	"github.com/tetherlb/tether/ctlplane/l7/acceptor"
+	"github.com/tetherlb/tether/ctlplane/l7/request"
+	"github.com/tetherlb/tether/ctlplane/l7/rules"
+	"github.com/tetherlb/tether/dataplane/channel"
+)
+
+// l7Part is the control process's part of the l7 VIPs (seed S1, FIG. 32):
+// an acceptor per VIP takes the connections the forwarder hands over
+// packet by packet, reads each one's first request, and the rules with
+// health and load choose its host; the connection then migrates to the
+// host's agent over its stream, and a tunnel route carries the client's
+// later packets there.
+//
+// The order of a migration is what makes it safe:
+//  1. Migrate goes into the host's stream queue (hosts.Server.Migrate).
+//  2. The route goes to the forwarder: a tunnel flow that holds the
+//     client's packets (FlowHeld).
+//  3. The acceptor's ACK of the request goes out (the answer to the
+//     packet that completed it), and the acceptor forgets the
+//     connection, leaving a tombstone for stray retransmissions.
+//  4. The forwarder reports the new flow; its mapping is published to
+//     the host after the Migrate (tunnels.go), and the host acknowledges
+//     it only after it recreated the connection: then the held packets
+//     go (RouteRelease).
+//
+// The first request decides the connection's host. A keep-alive
+// connection's later requests go to the same host whatever the rules
+// say of them (the connection lives in that host's kernel); a VIP that
+// needs every request routed needs the request router (not built yet).
+type l7Part struct {
+	mu   sync.Mutex
+	vips map[string]*l7VIP // by VIP name
+	// migrations are the connections sent to hosts, by migration ID;
+	// byKey finds them from a flow.
+	migrations map[uint64]*migration
+	byKey      map[unit.FlowKey]uint64
+	nextID     uint64
+	seed       maphash.Seed
+	stats      unit.L7Stats
+	buf        []byte
+}
+
+// l7VIP is one l7 VIP's acceptor and rules, rebuilt when its settings
+// change.
+type l7VIP struct {
+	cfg   config.VIP
+	acc   *acceptor.Acceptor
+	rules *rules.Set
+}
+
+// migration is a connection sent to a host: its route is held until the
+// host answers, and removed when the connection ends there.
+type migration struct {
+	id     uint64
+	key    unit.FlowKey
+	worker uint8
+	host   uint32
+	vip    string
+	sent   time.Time
+	// uploaded: the host answered ok.
+	uploaded bool
+	// ended is when the host said the connection ended (zero while it
+	// lives); its route goes endedLinger later.
+	ended time.Time
+}
+
+// migrateTimeout bounds the wait for a host's answer to Migrate: past
+// it the route goes and the client's next packet is reset.
+const migrateTimeout = 5 * time.Second
+
+// endedLinger is how long the route of a connection that ended on its
+// host stays: the host tells the unit when its socket closes, which is
+// before the client's last segments (its FIN, the ACK of the host's
+// FIN) have crossed; they must still reach the host, or the client
+// retransmits into the acceptor's tombstone and the host waits in
+// FIN_WAIT2. The forwarder's own aging (tcp_fin, tcp_closed) removes
+// most such routes first.
+const endedLinger = 5 * time.Second
+
+func newL7Part() *l7Part {
+	return &l7Part{vips: map[string]*l7VIP{}, migrations: map[uint64]*migration{}, byKey: map[unit.FlowKey]uint64{},
+		seed: maphash.MakeSeed(), buf: make([]byte, 0, channel.MaxAnswer)}
+}
+
+// syncL7 builds the acceptors and rules of cfg's l7 VIPs, keeping those
+// whose settings did not change (their connections in progress stay).
+// The configuration was checked, so compiling cannot fail but for a bug;
+// such a VIP gets no acceptor and its packets go unanswered.
+func (c *Control) syncL7(cfg *config.Config) error {
+	c.l7part.mu.Lock()
+	defer c.l7part.mu.Unlock()
+	keep := map[string]*l7VIP{}
+	var errs []error
+	for i := range cfg.VIPs {
+		v := &cfg.VIPs[i]
+		if v.ModeValue() != unit.ModeL7 {
+			continue
+		}
+		if old := c.l7part.vips[v.Name]; old != nil && sameL7(&old.cfg, v) {
+			keep[v.Name] = old
+			continue
+		}
+		set, err := rules.Compile(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("vip %s: %w", v.Name, err))
+			continue
+		}
+		limit := v.L7.MaxRequestBytes()
+		acc, err := acceptor.New(acceptor.Config{
+			MaxRequest:     limit,
+			RequestTimeout: v.L7.RequestTimeout,
+			Complete:       func(d []byte) (int, int) { return request.Complete(d, limit) },
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("vip %s: %w", v.Name, err))
+			continue
+		}
+		keep[v.Name] = &l7VIP{cfg: *v, acc: acc, rules: set}
+	}
+	c.l7part.vips = keep
+	return errors.Join(errs...)
+}
+
+// sameL7 reports whether two VIPs are the same in the file (the
+// acceptor and rules can stay: its connections in progress too).
+func sameL7(a, b *config.VIP) bool { return reflect.DeepEqual(a, b) }
+
+// acceptPunt hands a packet of an l7 VIP to its acceptor and answers the
+// forwarder with the acceptor's packet (or nothing).
+func (c *Control) acceptPunt(lk *fwdLink, pu *channel.Punt) {
+	c.mu.Lock()
+	vipName, known := c.vipNames[pu.VIP]
+	c.mu.Unlock()
+	c.l7part.mu.Lock()
+	v := c.l7part.vips[vipName]
+	if !known || v == nil {
+		c.l7part.stats.Refused++
+		c.l7part.mu.Unlock()
+		c.sendAnswer(lk, pu, nil)
+		return
+	}
+	now := time.Now()
+	reply, ev := v.acc.Handle(now, pu.Frame, c.l7part.buf[:0])
+	if ev.Kind == acceptor.Ready {
+		reply = c.migrate(lk, v, pu, &ev, reply, now)
+	}
+	c.sendAnswer(lk, pu, reply)
+	c.l7part.mu.Unlock()
+}
+
+func (c *Control) sendAnswer(lk *fwdLink, pu *channel.Punt, pkt []byte) {
+	a := channel.Answer{Worker: pu.Worker, ID: pu.ID, Packet: pkt}
+	if err := lk.conn.Send(channel.AppendAnswer(nil, lk.seq.Add(1), &a)); err != nil {
+		c.log.Debug().Err(err).Msg("acceptor answer")
+	}
+}
+
+// migrate decides the host of a connection whose first request is
+// complete and sends it there; it returns the packet to answer the
+// client with: the acceptor's ACK once the host has the connection's
+// state on its way, or an HTTP error when nothing can take it. Callers
+// hold c.l7part.mu.
+func (c *Control) migrate(lk *fwdLink, v *l7VIP, pu *channel.Punt, ev *acceptor.Event, ack []byte, now time.Time) []byte {
+	l := c.l7part
+	req, err := request.Parse(ev.Data[:ev.HeadLen])
+	if err != nil {
+		l.stats.BadRequests++
+		return v.acc.Answer(ev.Key, request.StatusOf(err), now)
+	}
+	cands, ids, hostOf := c.candidates(&v.cfg)
+	choice, ok := v.rules.Choose(&req, cands, maphash.Comparable(l.seed, ev.Key))
+	if !ok {
+		l.stats.NoHost++
+		l.stats.ByRule = countRule(l.stats.ByRule, choice.Rule)
+		return v.acc.Answer(ev.Key, 503, now)
+	}
+	l.stats.ByRule = countRule(l.stats.ByRule, choice.Rule)
+	l.nextID++
+	id := l.nextID
+	host := hostOf[choice.Key]
+	if err := c.hosts.Migrate(host, &pb.Migrate{Id: id, State: ev.State, Data: ev.Data}); err != nil {
+		l.stats.HostDown++
+		return v.acc.Answer(ev.Key, 503, now)
+	}
+	r := channel.Route{Op: channel.RouteAdd, Worker: channel.AnyWorker, Key: pu.Key, Action: unit.Action{Backend: ids[choice.Key]}}
+	if err := lk.route(&r); err != nil {
+		// The host may get the connection; the client is reset when
+		// its next packet finds no route.
+		l.stats.RouteFailed++
+		return v.acc.Answer(ev.Key, 503, now)
+	}
+	v.acc.Forget(ev.Key, now)
+	m := &migration{id: id, key: pu.Key, worker: pu.Worker, host: host, vip: v.cfg.Name, sent: now}
+	l.migrations[id] = m
+	l.byKey[pu.Key] = id
+	l.stats.Migrated++
+	return ack
+}
+
+func countRule(m map[string]uint64, rule string) map[string]uint64 {
+	if m == nil {
+		m = map[string]uint64{}
+	}
+	m[rule]++
+	return m
+}
+
+// candidates are the hosts v's connections may migrate to now: its
+// backends the running configuration lets take new connections, whose
+// host has a live stream, with their weights and the URL patterns their
+// hosts report. ids maps a backend to its forwarder ID, hostOf to its
+// host.
+func (c *Control) candidates(file *config.VIP) ([]rules.Candidate, map[unit.BackendKey]uint32, map[unit.BackendKey]uint32) {
+	c.mu.Lock()
+	var rv *config.VIP
+	for i := range c.running.VIPs {
+		if c.running.VIPs[i].Name == file.Name {
+			rv = &c.running.VIPs[i]
+		}
+	}
+	backendIDs := c.ids.Backends
+	c.mu.Unlock()
+	if rv == nil || c.hosts == nil {
+		return nil, nil, nil
+	}
+	urls := c.urlPatterns(rv)
+	cands := make([]rules.Candidate, 0, len(rv.Backends))
+	ids := make(map[unit.BackendKey]uint32, len(rv.Backends))
+	hostOf := make(map[unit.BackendKey]uint32, len(rv.Backends))
+	for i := range rv.Backends {
+		b := &rv.Backends[i]
+		key := unit.BackendKey{VIP: rv.Name, Backend: b.Name}
+		id, known := backendIDs[key]
+		host, up, ok := c.hosts.HostOf(b.Addr())
+		if !known || !ok || !up || b.StateValue() != unit.StateActive {
+			continue
+		}
+		ids[key], hostOf[key] = id, host
+		// The hosts report their applications at the VIP's port (the
+		// tunnel keeps the client's destination port).
+		cands = append(cands, rules.Candidate{Name: b.Name, Key: key, Weight: uint32(b.WeightValue()),
+			URLs: urls[netip.AddrPortFrom(b.Addr(), uint16(rv.Port)).String()]})
+	}
+	return cands, ids, hostOf
+}
+
+// urlPatterns are the URL patterns the hosts report for v's endpoints
+// (rows of v's application with a url), by endpoint; a failing row's
+// pattern does not count.
+func (c *Control) urlPatterns(v *config.VIP) map[string][]string {
+	vip := netip.AddrPortFrom(v.Addr(), uint16(v.Port)).String()
+	out := map[string][]string{}
+	c.hl.Read(func(cache *health.Cache) {
+		for _, typ := range cache.Types() {
+			proto, rest, _ := strings.Cut(typ, " ")
+			tv, url, _ := strings.Cut(rest, " ")
+			if url == "" || tv != vip || proto != v.Protocol && proto != "http" {
+				continue
+			}
+			for _, e := range cache.OfType(typ) {
+				if e.Row.GetHealth() == healthpb.Health_HEALTH_FAILING {
+					continue
+				}
+				ep := e.Row.GetApp().GetEndpoint()
+				out[ep] = append(out[ep], e.Row.GetApp().GetUrl())
+			}
+		}
+	})
+	return out
+}
+
+// onMigrateResult handles a host's answer to Migrate. On failure the
+// host has reset the client; the route goes.
+func (c *Control) onMigrateResult(host uint32, r *pb.MigrateResult) {
+	l := c.l7part
+	l.mu.Lock()
+	m := l.migrations[r.GetId()]
+	if m == nil || m.host != host {
+		l.stats.UnknownAnswers++
+		l.mu.Unlock()
+		return
+	}
+	if r.GetOk() {
+		m.uploaded = true
+		l.stats.Uploaded++
+		l.mu.Unlock()
+		return
+	}
+	l.stats.UploadFailed++
+	l.forget(m)
+	l.mu.Unlock()
+	c.log.Warn().Uint32("host", host).Str("vip", m.vip).Str("error", r.GetError()).Msg("a host could not take a migrated connection")
+	c.dropRoute(m)
+}
+
+// onMigrationEnded removes the route of a migrated connection that ended
+// on its host.
+func (c *Control) onMigrationEnded(host uint32, e *pb.MigrationEnded) {
+	l := c.l7part
+	l.mu.Lock()
+	m := l.migrations[e.GetId()]
+	if m == nil || m.host != host {
+		l.stats.UnknownAnswers++
+		l.mu.Unlock()
+		return
+	}
+	if m.ended.IsZero() {
+		l.stats.Ended++
+		m.ended = time.Now()
+	}
+	l.mu.Unlock()
+}
+
+// forget drops a migration from the table; callers hold l.mu.
+func (l *l7Part) forget(m *migration) {
+	delete(l.migrations, m.id)
+	if l.byKey[m.key] == m.id {
+		delete(l.byKey, m.key)
+	}
+}
+
+func (c *Control) dropRoute(m *migration) {
+	lk, err := c.current()
+	if err != nil {
+		return
+	}
+	r := channel.Route{Op: channel.RouteDelete, Worker: channel.AnyWorker, Key: m.key}
+	if err := lk.route(&r); err != nil {
+		c.log.Debug().Err(err).Msg("remove a migrated connection's route")
+	}
+}
+
+// runL7 expires the acceptors' state and late migrations about once a
+// second until ctx ends.
+func (c *Control) runL7(ctx context.Context) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			c.expireL7(now)
+		}
+	}
+}
+
+// expireL7 drops acceptor state past its time and gives up on hosts that
+// never answered a Migrate.
+func (c *Control) expireL7(now time.Time) {
+	l := c.l7part
+	l.mu.Lock()
+	for _, v := range l.vips {
+		v.acc.Expire(now)
+	}
+	var late []*migration
+	for _, m := range l.migrations {
+		switch {
+		case !m.ended.IsZero() && now.Sub(m.ended) > endedLinger:
+		case !m.uploaded && now.Sub(m.sent) > migrateTimeout:
+			l.stats.UploadTimeouts++
+		default:
+			continue
+		}
+		late = append(late, m)
+	}
+	for _, m := range late {
+		l.forget(m)
+	}
+	l.mu.Unlock()
+	for _, m := range late {
+		c.dropRoute(m)
+	}
+}
+
+// L7 is the l7 view for the admin API.
+func (c *Control) L7(context.Context) unit.L7View {
+	l := c.l7part
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v := unit.L7View{Stats: l.stats, VIPs: []unit.L7Acceptor{}}
+	for _, m := range l.migrations {
+		if m.ended.IsZero() {
+			v.Live++
+		}
+	}
+	if l.stats.ByRule != nil {
+		v.Stats.ByRule = make(map[string]uint64, len(l.stats.ByRule))
+		for k, n := range l.stats.ByRule {
+			v.Stats.ByRule[k] = n
+		}
+	}
+	for name, lv := range l.vips {
+		s := lv.acc.Stats()
+		v.VIPs = append(v.VIPs, unit.L7Acceptor{VIP: name, Conns: s.Conns, Bytes: s.BytesHeld, MaxBytes: lv.acc.Bound(), Counters: s.Counters})
+	}
+	slices.SortFunc(v.VIPs, func(a, b unit.L7Acceptor) int { return strings.Compare(a.VIP, b.VIP) })
+	return v
+}

@@ -1,0 +1,338 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherlb/tether/agent"
+	"github.com/tetherlb/tether/api/unit"
+)
+
+// l7Rules are the rules of the l7 VIP in the system tests: b0 is a Go
+// server that takes migrated connections through the agent's listener
+// shim, b1 an nginx that gets them spliced with a PROXY v2 header.
+const l7Rules = `l7
+    l7:
+      rules:
+        - {name: path-b1, path_prefix: /b1/, backends: [b1]}
+        - {name: path-b0, path_prefix: /b0/, backends: [b0]}
+        - {name: host-b0, host: zero.example, backends: [b0]}
+        - {name: cookie-b1, cookie: {name: backend, value: b1}, backends: [b1]}`
+
+// l7Hosts starts what the hosts run for the l7 VIP: on b0 a Go HTTP
+// server whose listener is the agent's shim, on b1 nginx on loopback
+// with proxy_protocol, answering "b1 <the client's address>"; and each
+// host's agent with its hand-off configuration. It returns the agents'
+// hand-off sockets.
+func l7Hosts(t *testing.T, lb *LB, dir string) []string {
+	t.Helper()
+	socks := []string{filepath.Join(dir, "handoff-b0.sock"), filepath.Join(dir, "handoff-b1.sock")}
+	nginx := filepath.Join(dir, "nginx")
+	if err := os.MkdirAll(nginx, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := fmt.Sprintf(`daemon off;
+master_process off;
+pid %[1]s/nginx.pid;
+error_log %[1]s/error.log;
+events {}
+http {
+  access_log off;
+  client_body_temp_path %[1]s/body;
+  proxy_temp_path %[1]s/proxy;
+  fastcgi_temp_path %[1]s/fastcgi;
+  uwsgi_temp_path %[1]s/uwsgi;
+  scgi_temp_path %[1]s/scgi;
+  server {
+    listen 127.0.0.1:8080 proxy_protocol;
+    location / { default_type text/plain; add_header X-Backend b1; return 200 "b1 $proxy_protocol_addr\n"; }
+  }
+}
+`, nginx)
+	if err := os.WriteFile(filepath.Join(nginx, "nginx.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := lb.Start(lb.Backends[1], "nginx b1", nil, "nginx", "-e", filepath.Join(nginx, "error.log"), "-c", filepath.Join(nginx, "nginx.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	eventually(t, "nginx listening", func() bool {
+		_, err := lb.Exec(lb.Backends[1], "bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8080")
+		return err == nil
+	}, func() string { b, _ := os.ReadFile(filepath.Join(nginx, "error.log")); return p.Output() + string(b) })
+	return socks
+}
+
+// l7Agent starts backend i's agent with the tunnel's host side and its
+// hand-off: the shim socket, and on b1 the splice to nginx.
+func l7Agent(t *testing.T, lb *LB, dir, certs string, i int, id uint32, sock string) *Proc {
+	t.Helper()
+	migration := fmt.Sprintf("migration:\n  enabled: true\n  handoff_socket: %s\n", sock)
+	if i == 1 {
+		migration += "  splice:\n    - {vip: \"192.0.2.10:80\", to: \"127.0.0.1:8080\", proxy_protocol: v2}\n"
+	}
+	return tunnelAgentWith(t, lb, dir, certs, i, id, migration)
+}
+
+// startShimHTTP starts b0's Go HTTP server on the agent's listener shim
+// and waits until the agent (whose API socket is in dir) lists it.
+func startShimHTTP(t *testing.T, lb *LB, dir, sock string) *Proc {
+	t.Helper()
+	p, err := lb.Start(lb.Backends[0], "shim httpd b0", RoleCommand("shimhttpd", "b0", "192.0.2.10:80", sock), Self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	if err := p.WaitFor(Ready, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	var v agent.MigrationsView
+	eventually(t, "the agent lists b0's shim", func() bool {
+		v = agentMigrations(t, lb, 0, filepath.Join(dir, "agent-b0.sock"))
+		return len(v.Shims) == 1
+	}, func() string { return jsonText(v) + p.Output() })
+	return p
+}
+
+// agentMigrations reads backend i's agent's migrations view.
+func agentMigrations(t *testing.T, lb *LB, i int, socket string) agent.MigrationsView {
+	t.Helper()
+	out, err := lb.Exec(lb.Backends[i], agentBin(), "--socket", socket, "migrations", "-o", "json")
+	if err != nil {
+		t.Fatalf("tether-agent migrations: %v\n%s", err, out)
+	}
+	var v agent.MigrationsView
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("tether-agent migrations: %v\n%s", err, out)
+	}
+	return v
+}
+
+// unitL7 reads the unit's l7 view.
+func unitL7(t *testing.T, u *runningUnit) unit.L7View {
+	t.Helper()
+	out, err := u.ctl("l7", "-o", "json")
+	if err != nil {
+		t.Fatalf("tetherctl l7: %v\n%s", err, out)
+	}
+	var v unit.L7View
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("tetherctl l7: %v\n%s", err, out)
+	}
+	return v
+}
+
+// TestL7Migration: an l7 VIP's acceptor takes each connection, reads its
+// first request, chooses the host by the rules, and migrates the live
+// connection there; the host's kernel continues it and answers the
+// client directly. Both hand-over paths (a Go server on the listener
+// shim, nginx behind the agent's splice with PROXY v2), rules on path,
+// host and cookie, a 100 MiB download and an upload whose segments
+// arrive while the connection moves, a keep-alive connection's second
+// request, a host with no application, and the ends of connections.
+func TestL7Migration(t *testing.T) {
+	lb := newLB(t, "l7", 2, NewLB)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	socks := l7Hosts(t, lb, dir)
+	u, _ := startHostsUnit(t, lb, dir, l7Rules, "", func(certs string, i int, id uint32) *Proc {
+		return l7Agent(t, lb, dir, certs, i, id, socks[i])
+	})
+	shim := startShimHTTP(t, lb, dir, socks[0])
+
+	get := func(args ...string) (string, error) {
+		return lb.Exec(lb.Client, append([]string{"curl", "-sS", "--max-time", "20"}, args...)...)
+	}
+	// Rules on the path, the host and a cookie, both hand-over paths.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"http://192.0.2.10/b0/x"}, "b0"},
+		{[]string{"http://192.0.2.10/b1/x"}, "b1 " + ClientAddr},
+		{[]string{"-H", "Host: zero.example", "http://192.0.2.10/"}, "b0"},
+		{[]string{"--cookie", "backend=b1", "http://192.0.2.10/"}, "b1 " + ClientAddr},
+	} {
+		out, err := get(c.args...)
+		if err != nil || strings.TrimSpace(out) != c.want {
+			t.Fatalf("curl %v: %v: got %q, want %q\n%s", c.args, err, out, c.want, jsonText(unitL7(t, u)))
+		}
+	}
+	// Go clients, a new connection each, spread over both hosts by the
+	// default rule.
+	res := client(t, lb, "http://192.0.2.10/", 100, 4)
+	b1 := 0
+	for name, n := range res.Backends {
+		if strings.HasPrefix(name, "b1") {
+			b1 += n
+		}
+	}
+	if res.Errors != 0 || res.Backends["b0"] == 0 || b1 == 0 {
+		t.Fatalf("100 connections through the l7 VIP: %+v", res)
+	}
+
+	// 100 MiB through a migrated connection, intact, with no reply
+	// through the unit.
+	before := u.report()
+	const size = 100 << 20
+	out, err := lb.Exec(lb.Client, "bash", "-c",
+		fmt.Sprintf("curl -sS --max-time 60 -H 'Host: zero.example' 'http://192.0.2.10/bytes?n=%d' | sha256sum", size))
+	if err != nil || strings.Fields(out)[0] != PayloadSHA256(size) {
+		t.Fatalf("100 MiB through a migrated connection: %v: %q", err, out)
+	}
+	after := u.report()
+	var fwd, replies uint64
+	for i, b := range after.Backends {
+		fwd += b.Packets - before.Backends[i].Packets
+		replies += b.ReplyPackets - before.Backends[i].ReplyPackets
+	}
+	if fwd == 0 || replies != 0 {
+		t.Errorf("the unit forwarded %d packets to the hosts and %d replies: want replies direct from the hosts", fwd, replies)
+	}
+
+	// An upload: the client sends its body right behind the request
+	// head, so segments reach the unit while the connection moves; they
+	// wait in the forwarder until the host has it, and arrive intact.
+	upload := filepath.Join(dir, "upload")
+	f, err := os.Create(upload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Payload(f, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	before = u.report()
+	out, err = get("-H", "Host: zero.example", "-H", "Expect:", "--data-binary", "@"+upload, "http://192.0.2.10/upload")
+	if want := fmt.Sprintf("%d %s", 8<<20, PayloadSHA256(8<<20)); err != nil || strings.TrimSpace(out) != want {
+		t.Fatalf("8 MiB upload through a migrating connection: %v: %q, want %q", err, out, want)
+	}
+	if held := u.report().HeldForHost - before.HeldForHost; held == 0 {
+		t.Errorf("no packet of the upload waited for its host: the test did not exercise early packets")
+	}
+
+	// A keep-alive connection: the first request decides; the second,
+	// which a rule sends elsewhere, reaches the same host.
+	out, err = get("http://192.0.2.10/b0/first", "http://192.0.2.10/b1/second")
+	if err != nil || out != "b0\nb0\n" {
+		t.Fatalf("two requests on one connection: %v: %q, want both answered by b0", err, out)
+	}
+
+	// Connections end on their hosts; the hosts tell the unit, which
+	// removes their routes.
+	var v unit.L7View
+	eventually(t, "every migrated connection ended", func() bool {
+		v = unitL7(t, u)
+		return v.Live == 0 && v.Stats.Ended > 0
+	}, func() string { return jsonText(v) })
+	if v.Stats.UploadFailed != 0 {
+		t.Errorf("uploads failed: %s", jsonText(v))
+	}
+
+	// No application on b0: the upload fails, the host resets the
+	// client, and the unit removes the route.
+	shim.Stop()
+	before = u.report()
+	if out, err := get("http://192.0.2.10/b0/x"); err == nil {
+		t.Fatalf("a request to a host with no application succeeded: %q", out)
+	} else if !strings.Contains(out+err.Error(), "reset") {
+		t.Errorf("want a reset, got %v: %q", err, out)
+	}
+	eventually(t, "the failed upload reported", func() bool {
+		v = unitL7(t, u)
+		return v.Stats.UploadFailed == 1 && v.Live == 0
+	}, func() string { return jsonText(v) })
+	startShimHTTP(t, lb, dir, socks[0])
+	if out, err := get("http://192.0.2.10/b0/again"); err != nil || strings.TrimSpace(out) != "b0" {
+		t.Fatalf("after the application came back: %v: %q", err, out)
+	}
+}
+
+// l7FloodConnBytes bounds the acceptor's memory under a SYN flood: a
+// SYN costs it nothing (its answer is a SYN cookie), so what it holds
+// is the legitimate connections' request bytes, at most max_conns ×
+// max_request; the flood adds nothing to either.
+const l7FloodControlMiB = 128
+
+// TestL7SYNFlood: SYNs from forged sources at the l7 VIP, at a rate the
+// acceptor answers with SYN cookies, while a probe opens a legitimate
+// connection every 100 ms: the acceptor keeps no state for the flood
+// (its connections and bytes stay within what the probes need), the
+// control process stays under its memory bound, and at least 90% of the
+// probes complete (within 3 s: a SYN the flood crowded out is sent
+// again after 1 s).
+func TestL7SYNFlood(t *testing.T) {
+	lb := newLB(t, "l7f", 2, NewLB)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	socks := l7Hosts(t, lb, dir)
+	u, _ := startHostsUnit(t, lb, dir, l7Rules, "", func(certs string, i int, id uint32) *Proc {
+		return l7Agent(t, lb, dir, certs, i, id, socks[i])
+	})
+	startShimHTTP(t, lb, dir, socks[0])
+	const forged = "100.64.0.0/10"
+	if err := lb.Run(lb.Router, "ip", "route", "add", forged, "via", ClientAddr); err != nil {
+		t.Fatal(err)
+	}
+	const rate, secs = 5000, 8
+	flood, err := lb.Start(lb.Client, "syn flood", RoleCommand("synflood", "192.0.2.10:80", forged, fmt.Sprint(rate), fmt.Sprint(secs)), Self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, err := lb.Start(lb.Client, "probe", RoleCommand("probe", "http://192.0.2.10/b0/probe", "100", fmt.Sprint(secs), "3000"), Self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peakConns, peakBytes, maxBytes := 0, 0, 0
+	for done := false; !done; {
+		select {
+		case <-pr.Done():
+			done = true
+		case <-time.After(200 * time.Millisecond):
+		}
+		for _, a := range unitL7(t, u).VIPs {
+			peakConns, peakBytes, maxBytes = max(peakConns, a.Conns), max(peakBytes, a.Bytes), a.MaxBytes
+		}
+	}
+	for _, p := range []*Proc{flood, pr} {
+		if err := p.Wait(time.Minute); err != nil {
+			t.Fatalf("%s: %v\n%s", p.Name, err, p.Output())
+		}
+	}
+	var fr LoadResult
+	var res ProbeResult
+	if err := json.Unmarshal([]byte(lastLine(flood.Output())), &fr); err != nil {
+		t.Fatalf("flood result: %v\n%s", err, flood.Output())
+	}
+	if err := json.Unmarshal([]byte(lastLine(pr.Output())), &res); err != nil {
+		t.Fatalf("probe result: %v\n%s", err, pr.Output())
+	}
+	v := unitL7(t, u)
+	rep := u.report()
+	t.Logf("flood: %d SYNs in %.1f s; acceptor: %s; peak %d connections, %d bytes (bound %d); forwarder drops %v",
+		fr.Sent, fr.Seconds, jsonText(v.VIPs[0].Counters), peakConns, peakBytes, maxBytes, nonZero(rep.Drops))
+	if v.VIPs[0].Counters["syn_cookies_sent"] < uint64(fr.Sent)/2 {
+		t.Fatalf("the acceptor answered %d of %d SYNs: the flood did not reach it, the test proves nothing", v.VIPs[0].Counters["syn_cookies_sent"], fr.Sent)
+	}
+	// The probes' connections are the only state: at most one probe's
+	// worth per 100 ms in flight within its 3 s.
+	if peakConns > 64 || peakBytes > maxBytes {
+		t.Errorf("the acceptor held %d connections and %d bytes during the flood: want only the probes' (≤ 64) within %d bytes", peakConns, peakBytes, maxBytes)
+	}
+	for url, n := range res.Attempts {
+		if ok := res.OK[url]; n == 0 || float64(ok) < 0.9*float64(n) {
+			t.Errorf("%s: %d of %d legitimate connections completed during the flood, want at least 90%%; first error %s", url, ok, n, res.FirstErr)
+		}
+	}
+	peak := peakRSSMiB(t, int(u.status()["control_pid"].(float64)))
+	t.Logf("control process: peak resident memory %d MiB (bound %d MiB)", peak, l7FloodControlMiB)
+	if peak > l7FloodControlMiB {
+		t.Errorf("the control process reached %d MiB during the flood, over its %d MiB bound", peak, l7FloodControlMiB)
+	}
+}
