@@ -3,6 +3,7 @@ package hosts
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"sync"
@@ -349,4 +350,120 @@ func TestTunnelAddressesAndAcks(t *testing.T) {
 	if got := s.Table(7); len(got) != 1 || got[5] == nil {
 		t.Errorf("table %v", got)
 	}
+}
+
+// orderSink records, in order, the batches and migrations the agent's
+// stream hands on.
+type orderSink struct {
+	mu  sync.Mutex
+	log []string
+}
+
+func (o *orderSink) note(s string) {
+	o.mu.Lock()
+	o.log = append(o.log, s)
+	o.mu.Unlock()
+}
+
+func (o *orderSink) seen() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.log...)
+}
+
+func (o *orderSink) Sources(string, []netip.Addr) error         { return nil }
+func (o *orderSink) Replace(string, map[uint32]*pb.Tuple) error { return nil }
+func (o *orderSink) Apply(_ string, add []*pb.Mapping, _ []uint32) error {
+	for _, m := range add {
+		o.note(fmt.Sprintf("mapping %d", m.GetFlowId()))
+	}
+	return nil
+}
+func (o *orderSink) Migrate(_ string, m *pb.Migrate) *pb.MigrateResult {
+	o.note(fmt.Sprintf("migrate %d", m.GetId()))
+	return &pb.MigrateResult{Id: m.GetId(), Ok: m.GetId() != 13, Handoff: pb.Handoff_HANDOFF_LISTENER, Error: map[bool]string{true: "no application"}[m.GetId() == 13]}
+}
+
+// TestMigrateInStreamOrder: a Migrate reaches the host between the
+// changes published before and after it (so a flow's mapping, published
+// after its connection's Migrate, finds the connection on the host);
+// the host's answers and end notices reach the unit's callbacks; a host
+// without a stream gets nothing.
+func TestMigrateInStreamOrder(t *testing.T) {
+	p := newPKI(t)
+	results := make(chan *pb.MigrateResult, 4)
+	ended := make(chan *pb.MigrationEnded, 4)
+	s, _ := startServerWith(t, p, "127.0.0.1:0", func(o *Options) {
+		o.OnMigrateResult = func(host uint32, r *pb.MigrateResult) {
+			if host == 7 {
+				results <- r
+			}
+		}
+		o.OnMigrationEnded = func(host uint32, e *pb.MigrationEnded) {
+			if host == 7 {
+				ended <- e
+			}
+		}
+	})
+	mig := func(id uint64) *pb.Migrate {
+		data := []byte("GET / HTTP/1.1\r\n\r\n")
+		return &pb.Migrate{Id: id, Data: data, State: &pb.TCPState{Client: []byte{10, 9, 0, 1}, ClientPort: 4000,
+			Vip: []byte{192, 0, 2, 10}, VipPort: 80, RemoteIsn: 100, LocalIsn: 200, SndNxt: 201, RcvNxt: 101 + uint32(len(data)), Mss: 1460}}
+	}
+	if err := s.Migrate(7, mig(1)); !errors.Is(err, ErrHostDown) {
+		t.Fatalf("Migrate to a host never seen: %v, want ErrHostDown", err)
+	}
+	sink := &orderSink{}
+	cfg, err := mtls.Client(p.host7, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := streams.New(streams.Options{Host: 7, Units: []streams.Unit{{Name: "unit-a", Address: s.Addr().String()}}, TLS: cfg,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Log: zerolog.Nop(), Sink: sink, Migrator: sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, "host 7's stream", func() bool { _, up, ok := s.HostOf(netip.MustParseAddr("10.1.0.7")); return ok && up })
+
+	if _, err := s.Publish(7, []*pb.Mapping{mapping(1, 1000)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(7, mig(12)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Publish(7, []*pb.Mapping{mapping(2, 1001)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(7, mig(13)); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-results; r.GetId() != 12 || !r.GetOk() {
+		t.Fatalf("first result %v", r)
+	}
+	if r := <-results; r.GetId() != 13 || r.GetOk() || r.GetError() == "" {
+		t.Fatalf("second result %v, want the failure", r)
+	}
+	waitFor(t, "the second mapping applied", func() bool { return len(sink.seen()) == 4 })
+	if got, want := strings.Join(sink.seen(), ", "), "mapping 1, migrate 12, mapping 2, migrate 13"; got != want {
+		t.Fatalf("the host saw %s, want %s", got, want)
+	}
+	e := &pb.MigrationEnded{Id: 12, Reason: pb.EndReason_END_REASON_CLOSED, Tuple: mappingOfMig(mig(12))}
+	if err := a.SendEnded("unit-a", e); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-ended; !proto.Equal(got, e) {
+		t.Fatalf("ended %v, want %v", got, e)
+	}
+	if v, _ := hostView(s, 7); v.Migrations != 2 {
+		t.Errorf("view counts %d migrations, want 2", v.Migrations)
+	}
+}
+
+func mappingOfMig(m *pb.Migrate) *pb.Tuple {
+	st := m.GetState()
+	return &pb.Tuple{Proto: pb.Proto_PROTO_TCP, Client: st.GetClient(), ClientPort: st.GetClientPort(), Vip: st.GetVip(), VipPort: st.GetVipPort()}
 }
