@@ -29,7 +29,12 @@ FUZZ_TARGETS := \
 	./config:FuzzParse \
 	./nic/pcapio:FuzzReader \
 	./tables/maglev:FuzzNew \
-	./agent/tunnel:FuzzProgram
+	./agent/tunnel:FuzzProgram \
+	./ctlplane/l7/acceptor:FuzzHandle \
+	./ctlplane/l7/request:FuzzRequest \
+	./ctlplane/l7/rules:FuzzMatchURL \
+	./agent/shim/wire:FuzzDecode \
+	./agent/migrate:FuzzProxyHeader
 
 
 .PHONY: all build deps demo bin bench-system bench-health replay test lint unit fuzz bench generate proto check-generated vm vm-reproducible clean
