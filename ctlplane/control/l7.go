@@ -1,10 +1,12 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	mrand "math/rand/v2"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -97,8 +99,11 @@ const migrateTimeout = 5 * time.Second
 const endedLinger = 5 * time.Second
 
 func newL7Part() *l7Part {
+	// Migration IDs start at a random point: a host may still report
+	// the end of a connection an earlier control process migrated, and
+	// that must not match one of this process's.
 	return &l7Part{vips: map[string]*l7VIP{}, migrations: map[uint64]*migration{}, byKey: map[unit.FlowKey]uint64{},
-		seed: maphash.MakeSeed(), buf: make([]byte, 0, channel.MaxAnswer)}
+		seed: maphash.MakeSeed(), buf: make([]byte, 0, channel.MaxAnswer), nextID: mrand.Uint64() >> 1}
 }
 
 // syncL7 builds the acceptors and rules of cfg's l7 VIPs, keeping those
@@ -318,7 +323,7 @@ func (c *Control) onMigrationEnded(host uint32, e *pb.MigrationEnded) {
 	l := c.l7part
 	l.mu.Lock()
 	m := l.migrations[e.GetId()]
-	if m == nil || m.host != host {
+	if m == nil || m.host != host || !sameTuple(&m.key, e.GetTuple()) {
 		l.stats.UnknownAnswers++
 		l.mu.Unlock()
 		return
@@ -328,6 +333,12 @@ func (c *Control) onMigrationEnded(host uint32, e *pb.MigrationEnded) {
 		m.ended = time.Now()
 	}
 	l.mu.Unlock()
+}
+
+// sameTuple reports whether a host's tuple names the flow k.
+func sameTuple(k *unit.FlowKey, t *pb.Tuple) bool {
+	return !k.V6 && bytes.Equal(t.GetClient(), k.Src[:4]) && bytes.Equal(t.GetVip(), k.Dst[:4]) &&
+		t.GetClientPort() == uint32(k.SrcPort) && t.GetVipPort() == uint32(k.DstPort)
 }
 
 // forget drops a migration from the table; callers hold l.mu.

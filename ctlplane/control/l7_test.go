@@ -1,0 +1,46 @@
+package control
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	pb "github.com/tetherlb/tether/api/hostpb"
+	"github.com/tetherlb/tether/api/unit"
+)
+
+// TestMigrationEnds: a host's end notice counts only for the migration
+// it names, from that host, with that flow's tuple (a notice about an
+// earlier control process's connection must not end a live one); an
+// ended connection leaves the table endedLinger later, one the host
+// never answered migrateTimeout after it was sent.
+func TestMigrationEnds(t *testing.T) {
+	c := &Control{log: zerolog.Nop(), l7part: newL7Part()}
+	key := unit.FlowKey{Src: [16]byte{10, 0, 1, 2}, Dst: [16]byte{192, 0, 2, 10}, SrcPort: 40000, DstPort: 80, Proto: 6}
+	now := time.Now()
+	l := c.l7part
+	l.migrations[7] = &migration{id: 7, key: key, host: 1, sent: now, uploaded: true}
+	l.migrations[8] = &migration{id: 8, key: key, host: 2, sent: now}
+	tuple := &pb.Tuple{Proto: pb.Proto_PROTO_TCP, Client: []byte{10, 0, 1, 2}, ClientPort: 40000, Vip: []byte{192, 0, 2, 10}, VipPort: 80}
+	other := &pb.Tuple{Proto: pb.Proto_PROTO_TCP, Client: []byte{10, 0, 1, 2}, ClientPort: 40001, Vip: []byte{192, 0, 2, 10}, VipPort: 80}
+	c.onMigrationEnded(1, &pb.MigrationEnded{Id: 7, Tuple: other, Reason: pb.EndReason_END_REASON_CLOSED})
+	c.onMigrationEnded(2, &pb.MigrationEnded{Id: 7, Tuple: tuple, Reason: pb.EndReason_END_REASON_CLOSED})
+	c.onMigrationEnded(1, &pb.MigrationEnded{Id: 9, Tuple: tuple, Reason: pb.EndReason_END_REASON_CLOSED})
+	if v := c.L7(context.Background()); v.Stats.Ended != 0 || v.Stats.UnknownAnswers != 3 || v.Live != 2 {
+		t.Fatalf("after notices with another tuple, host or ID: %+v", v.Stats)
+	}
+	c.onMigrationEnded(1, &pb.MigrationEnded{Id: 7, Tuple: tuple, Reason: pb.EndReason_END_REASON_CLOSED})
+	if v := c.L7(context.Background()); v.Stats.Ended != 1 || v.Live != 1 {
+		t.Fatalf("after the right notice: ended %d, live %d", v.Stats.Ended, v.Live)
+	}
+	c.expireL7(now.Add(endedLinger - time.Second))
+	if len(l.migrations) != 2 {
+		t.Fatal("an ended connection's route went before endedLinger")
+	}
+	c.expireL7(time.Now().Add(max(endedLinger, migrateTimeout) + time.Second))
+	if v := c.L7(context.Background()); len(l.migrations) != 0 || v.Stats.UploadTimeouts != 1 {
+		t.Fatalf("%d migrations left, %d timeouts; want none left and the unanswered one timed out", len(l.migrations), v.Stats.UploadTimeouts)
+	}
+}
