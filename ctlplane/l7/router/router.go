@@ -157,15 +157,11 @@ func (rt *Router) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		defer cc.endRequest()
 	}
 	t, ok := rt.cfg.Decide(r)
-	if !ok {
-		rt.stats.rule(t.Rule).requests.Add(1)
-		rt.stats.fail(ErrNoTarget)
-		rt.answer(w, r, rt.stats.rule(t.Rule), http.StatusServiceUnavailable, "no host for this request")
-		return
-	}
 	st := &reqState{target: t, rule: rt.stats.rule(t.Rule)}
 	st.rule.requests.Add(1)
-	if !t.Addr.IsValid() || t.Addr.Port() == 0 {
+	if !ok || !t.Addr.IsValid() || t.Addr.Port() == 0 {
+		// A target without an address is a rule's mistake; the client
+		// sees the same as for no rule at all.
 		rt.stats.fail(ErrNoTarget)
 		rt.answer(w, r, st.rule, http.StatusServiceUnavailable, "no host for this request")
 		return
