@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +22,14 @@ const testTimeout = 10 * time.Second
 // returns the router and its address.
 func startRouter(t testing.TB, cfg Config) (*Router, string) {
 	t.Helper()
+	rt, addr, _ := serveRouter(t, cfg)
+	return rt, addr
+}
+
+// serveRouter is startRouter that also returns stop, which ends Serve and
+// returns once Serve has (stop may be called again at the end).
+func serveRouter(t testing.TB, cfg Config) (*Router, string, func()) {
+	t.Helper()
 	rt, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -32,18 +41,22 @@ func startRouter(t testing.TB, cfg Config) (*Router, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- rt.Serve(ctx, l) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-served:
+				if err != nil {
+					t.Errorf("Serve: %v", err)
+				}
+			case <-time.After(testTimeout):
+				t.Errorf("Serve did not return after its context ended")
 			}
-		case <-time.After(testTimeout):
-			t.Errorf("Serve did not return after its context ended")
-		}
-	})
-	return rt, l.Addr().String()
+		})
+	}
+	t.Cleanup(stop)
+	return rt, l.Addr().String(), stop
 }
 
 // host is a test server standing for one host; it counts the

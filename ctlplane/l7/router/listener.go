@@ -39,12 +39,34 @@ const answerTimeout = time.Second
 const maxRejecting = 256
 
 // limitListener counts the client connections and keeps them below
-// MaxClientConns; each connection it hands out is a *clientConn.
+// MaxClientConns; each connection it hands out is a *clientConn. It
+// also keeps the connections it handed out, for closeAll: the server
+// forgets a connection once a handler hijacks it for an upgrade.
 type limitListener struct {
 	net.Listener
 	rt        *Router
 	max       int64
 	rejecting atomic.Int64
+
+	mu    sync.Mutex
+	conns map[*clientConn]struct{}
+}
+
+func newLimitListener(l net.Listener, rt *Router) *limitListener {
+	return &limitListener{Listener: l, rt: rt, max: int64(rt.cfg.MaxClientConns), conns: map[*clientConn]struct{}{}}
+}
+
+// closeAll closes every connection still open, upgraded ones included.
+func (l *limitListener) closeAll() {
+	l.mu.Lock()
+	conns := make([]*clientConn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		c.Close()
+	}
 }
 
 // Accept implements net.Listener.Accept.
@@ -63,7 +85,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			l.reject(c)
 			continue
 		}
-		return &clientConn{Conn: c, rt: l.rt}, nil
+		cc := &clientConn{Conn: c, rt: l.rt, l: l}
+		l.mu.Lock()
+		l.conns[cc] = struct{}{}
+		l.mu.Unlock()
+		return cc, nil
 	}
 }
 
@@ -98,6 +124,7 @@ func (l *limitListener) reject(c net.Conn) {
 type clientConn struct {
 	net.Conn
 	rt        *Router
+	l         *limitListener
 	closeOnce sync.Once
 
 	// inRequest is set while the handler runs; pending counts the bytes
@@ -137,7 +164,12 @@ func (c *clientConn) endRequest() {
 // Close implements net.Conn.Close.
 func (c *clientConn) Close() error {
 	err := c.Conn.Close()
-	c.closeOnce.Do(func() { c.rt.stats.activeConns.Add(-1) })
+	c.closeOnce.Do(func() {
+		c.rt.stats.activeConns.Add(-1)
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+	})
 	return err
 }
 

@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log"
@@ -79,8 +78,10 @@ func New(cfg Config) (*Router, error) {
 
 // Serve serves client connections from l until ctx is done or l fails,
 // then closes l. Once ctx is done, requests in flight get
-// ShutdownTimeout to finish before every connection is closed; Serve
-// then returns nil. Otherwise it returns l's error.
+// ShutdownTimeout to finish; then every client connection still open is
+// closed (upgraded ones at once: they have no end the router could wait
+// for) and Serve returns nil. If l fails instead, Serve closes every client
+// connection at once and returns l's error.
 func (rt *Router) Serve(ctx context.Context, l net.Listener) error {
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(rt.serveHTTP),
@@ -95,11 +96,10 @@ func (rt *Router) Serve(ctx context.Context, l net.Listener) error {
 		},
 		ErrorLog: log.New(debugWriter{rt.log}, "", 0),
 	}
-	// HTTP/1.1 only: an empty, non-nil TLSNextProto map turns HTTP/2
-	// off (it would come only over TLS, which the router does not
-	// terminate, but h2c prior knowledge is refused this way too).
-	srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
-	srv.SetKeepAlivesEnabled(true)
+	// HTTP/1.1 only, said outright: the router terminates no TLS, and
+	// cleartext HTTP/2 would need its own limits.
+	srv.Protocols = new(http.Protocols)
+	srv.Protocols.SetHTTP1(true)
 
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -117,9 +117,11 @@ func (rt *Router) Serve(ctx context.Context, l net.Listener) error {
 			srv.Close()
 		}
 	}()
-	err := srv.Serve(&limitListener{Listener: l, rt: rt, max: int64(rt.cfg.MaxClientConns)})
+	ll := newLimitListener(l, rt)
+	err := srv.Serve(ll)
 	close(done)
 	wg.Wait()
+	ll.closeAll()
 	rt.transport.CloseIdleConnections()
 	if errors.Is(err, http.ErrServerClosed) {
 		return nil

@@ -319,7 +319,7 @@ func TestUpgradeIsProxied(t *testing.T) {
 		brw.Flush()
 		io.Copy(c, brw) // echo until the client closes
 	}))
-	_, addr := startRouter(t, Config{Decide: to(h.addrPort(), "r")})
+	rt, addr, stop := serveRouter(t, Config{Decide: to(h.addrPort(), "r")})
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
@@ -338,6 +338,18 @@ func TestUpgradeIsProxied(t *testing.T) {
 	io.WriteString(c, "ping\n")
 	if line, err := br.ReadString('\n'); err != nil || line != "ping\n" {
 		t.Errorf("echo %q %v, want ping", line, err)
+	}
+	if n := rt.Stats().ActiveClientConns; n != 1 {
+		t.Errorf("Stats().ActiveClientConns = %d with one upgraded connection, want 1", n)
+	}
+	// The server forgot the connection when it was hijacked; Serve must
+	// still close it when it ends.
+	stop()
+	if b, err := io.ReadAll(br); err != nil || len(b) != 0 {
+		t.Errorf("after Serve ended, read %q, %v; want EOF", b, err)
+	}
+	if n := rt.Stats().ActiveClientConns; n != 0 {
+		t.Errorf("Stats().ActiveClientConns = %d after Serve ended, want 0", n)
 	}
 }
 
