@@ -137,15 +137,19 @@ type reqKey struct{}
 // reqState is what the router knows of one request between deciding it
 // and answering it.
 type reqState struct {
-	target Target
-	rule   *ruleCounters
+	target    Target
+	rule      *ruleCounters
+	connTimer *time.Timer // bounds getting a host connection
+
+	// mu guards what the transport's and the body's goroutines note
+	// for classify.
+	mu sync.Mutex
 	// dialing is set once the transport starts a dial for this request,
 	// to tell a dial that timed out from a wait for a busy host.
-	dialing     bool
-	mu          sync.Mutex
+	dialing bool
+	// bodyTimeout is set when the client's body passed
+	// RequestBodyTimeout.
 	bodyTimeout bool
-	cancel      context.CancelCauseFunc
-	connTimer   *time.Timer
 }
 
 // errNoConn cancels a request that got no host connection within
@@ -171,7 +175,6 @@ func (rt *Router) serveHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
-	st.cancel = cancel
 	// Getting a host connection, dialed or freed, is bounded by
 	// DialTimeout; the timer stops when the transport has one.
 	st.connTimer = time.AfterFunc(rt.cfg.DialTimeout, func() { cancel(errNoConn) })
