@@ -183,6 +183,8 @@ func TestHostBusy(t *testing.T) {
 		entered <- struct{}{}
 		<-release
 	}))
+	let := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(let) // before the host's Close waits for the handler
 	rt, addr := startRouter(t, Config{Decide: to(h.addrPort(), "r"), MaxConnsPerHost: 1, DialTimeout: 200 * time.Millisecond})
 	c, _ := client(t, true)
 	first := make(chan int, 1)
@@ -197,7 +199,7 @@ func TestHostBusy(t *testing.T) {
 	}()
 	<-entered // the host's only connection is busy now
 	status, _ := get(t, c, "http://"+addr+"/")
-	close(release)
+	let()
 	if status != http.StatusServiceUnavailable {
 		t.Errorf("second request: status %d, want 503", status)
 	}

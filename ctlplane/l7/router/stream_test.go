@@ -1,11 +1,13 @@
 package router
 
 import (
+	"bufio"
 	"crypto/sha256"
 	"encoding/hex"
 	"io"
 	"net/http"
 	"runtime"
+	"sync"
 	"testing"
 )
 
@@ -105,5 +107,51 @@ func TestLargeUploadIsStreamed(t *testing.T) {
 	}
 	if w.max > heapBound {
 		t.Errorf("heap in use grew by %d MiB during a %d MiB upload, want under %d MiB", w.max>>20, bodySize>>20, heapBound>>20)
+	}
+}
+
+func TestStreamingResponseIsFlushed(t *testing.T) {
+	// Both kinds: the standard proxy flushes event streams and bodies of
+	// unknown length on its own; a slow body of known length (a long
+	// poll, a progress report) is flushed because the router asks it to.
+	for _, length := range []string{"", "27"} {
+		t.Run("Content-Length="+length, func(t *testing.T) {
+			release := make(chan struct{})
+			h := startHost(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if length == "" {
+					w.Header().Set("Content-Type", "text/event-stream")
+				} else {
+					w.Header().Set("Content-Type", "application/octet-stream")
+					w.Header().Set("Content-Length", length)
+				}
+				io.WriteString(w, "data: first\n\n")
+				http.NewResponseController(w).Flush()
+				<-release // the rest only once the client has the first event
+				io.WriteString(w, "data: second\n\n")
+			}))
+			// Cleanups run last first: the host's handler is let go
+			// before the host waits for it, even when the test fails.
+			let := sync.OnceFunc(func() { close(release) })
+			t.Cleanup(let)
+			_, addr := startRouter(t, Config{Decide: to(h.addrPort(), "r")})
+			c, _ := client(t, true)
+			res, err := c.Get("http://" + addr + "/events")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer res.Body.Close()
+			br := bufio.NewReader(res.Body)
+			// If the router held the event, this read would wait for
+			// the whole response, which waits for this read: the
+			// client's timeout fails it.
+			if line, err := br.ReadString('\n'); err != nil || line != "data: first\n" {
+				t.Fatalf("first line %q, %v; want data: first", line, err)
+			}
+			let()
+			rest, err := io.ReadAll(br)
+			if err != nil || string(rest) != "\ndata: second\n\n" {
+				t.Errorf("rest %q, %v", rest, err)
+			}
+		})
 	}
 }
