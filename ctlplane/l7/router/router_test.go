@@ -60,11 +60,13 @@ func TestHostConnectionsAreReusedAcrossClients(t *testing.T) {
 	if n := dials.Load(); n != clients {
 		t.Fatalf("client dialed %d connections, want %d", n, clients)
 	}
-	// Sequential requests in each of 4 workers need 4 host connections;
-	// a connection the transport has not yet put back when the next
-	// request comes can cost another dial now and then.
-	if n := h.accepted.Load(); n > clients/4 {
-		t.Errorf("host accepted %d connections for %d client connections, want at most %d", n, clients, clients/4)
+	// Sequential requests in each of 4 workers need 4 host connections
+	// (seen: 3 or 4); a connection the transport has not yet put back
+	// when the next request comes can cost another dial now and then,
+	// hence the margin.
+	t.Logf("host accepted %d connections", h.accepted.Load())
+	if n := h.accepted.Load(); n > 2*parallel {
+		t.Errorf("host accepted %d connections for %d client connections, want at most %d", n, clients, 2*parallel)
 	}
 	s := rt.Stats()
 	if s.HostDials != uint64(h.accepted.Load()) || s.HostReuses+s.HostDials < clients {
