@@ -14,12 +14,12 @@ import (
 type Target struct {
 	// Addr is the host's address and port.
 	Addr netip.AddrPort
-	// Key names the backend (a unit.BackendKey's text, "vip/backend"),
-	// for the logs.
+	// Key names the backend (a unit.BackendKey's text, "vip/backend");
+	// Stats counts requests by it, and the logs name it.
 	Key string
 	// Rule names the rule that chose the host; Stats counts requests by
-	// it. Keep the set of rule names small and fixed: each one is a row
-	// of counters kept for the router's life.
+	// it. Keep the sets of rule names and keys bounded: each one is a
+	// row of counters kept for the router's life.
 	Rule string
 }
 

@@ -138,8 +138,9 @@ type reqKey struct{}
 // and answering it.
 type reqState struct {
 	target    Target
-	rule      *ruleCounters
-	connTimer *time.Timer // bounds getting a host connection
+	rule      *rowCounters
+	backend   *rowCounters // nil until a host is chosen
+	connTimer *time.Timer  // bounds getting a host connection
 
 	// mu guards what the transport's and the body's goroutines note
 	// for classify.
@@ -163,15 +164,17 @@ func (rt *Router) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		defer cc.endRequest()
 	}
 	t, ok := rt.cfg.Decide(r)
-	st := &reqState{target: t, rule: rt.stats.rule(t.Rule)}
+	st := &reqState{target: t, rule: row(&rt.stats.rules, t.Rule)}
 	st.rule.requests.Add(1)
 	if !ok || !t.Addr.IsValid() || t.Addr.Port() == 0 {
 		// A target without an address is a rule's mistake; the client
 		// sees the same as for no rule at all.
 		rt.stats.fail(ErrNoTarget)
-		rt.answer(w, r, st.rule, http.StatusServiceUnavailable, "no host for this request")
+		rt.answer(w, st, http.StatusServiceUnavailable, "no host for this request", hasBody(r))
 		return
 	}
+	st.backend = row(&rt.stats.backends, t.Key)
+	st.backend.requests.Add(1)
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
@@ -194,7 +197,7 @@ func (rt *Router) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	})
 	ctx = context.WithValue(ctx, reqKey{}, st)
 
-	if r.Body != nil && r.Body != http.NoBody {
+	if hasBody(r) {
 		// The whole body within RequestBodyTimeout; the deadline is
 		// lifted at its end, so that it cannot cut the response.
 		rc := http.NewResponseController(w)
@@ -240,10 +243,8 @@ func forwardedFor(a netip.Addr, host string) string {
 }
 
 func (rt *Router) modifyResponse(res *http.Response) error {
-	if st, ok := res.Request.Context().Value(reqKey{}).(*reqState); ok {
-		st.rule.status.add(res.StatusCode)
-	}
-	rt.stats.status.add(res.StatusCode)
+	st, _ := res.Request.Context().Value(reqKey{}).(*reqState)
+	st.count(&rt.stats, res.StatusCode)
 	res.Header.Add("Via", "1.1 tether")
 	return nil
 }
@@ -262,11 +263,7 @@ func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if status == 0 {
 		return // the client is gone
 	}
-	var rule *ruleCounters
-	if st != nil {
-		rule = st.rule
-	}
-	rt.answer(w, r, rule, status, msg)
+	rt.answer(w, st, status, msg, hasBody(r))
 }
 
 func (rt *Router) classify(r *http.Request, st *reqState, err error) (ErrorKind, int, string) {
@@ -299,23 +296,35 @@ func (rt *Router) classify(r *http.Request, st *reqState, err error) (ErrorKind,
 	}
 }
 
-// answer writes one of the router's own answers.
-func (rt *Router) answer(w http.ResponseWriter, r *http.Request, rule *ruleCounters, status int, msg string) {
-	if rule != nil {
-		rule.status.add(status)
-	}
-	rt.stats.status.add(status)
+// answer writes one of the router's own answers. If the request has a
+// body the router did not read, the connection is closed after the
+// answer rather than drained for the next request.
+func (rt *Router) answer(w http.ResponseWriter, st *reqState, status int, msg string, unreadBody bool) {
+	st.count(&rt.stats, status)
 	h := w.Header()
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
-	if status == http.StatusRequestTimeout || status == http.StatusServiceUnavailable && r.Body != nil && r.Body != http.NoBody {
-		// An unread body would otherwise be drained before the
-		// next request; the connection is not worth it.
+	if status == http.StatusRequestTimeout || unreadBody {
 		h.Set("Connection", "close")
 	}
 	w.WriteHeader(status)
 	fmt.Fprintln(w, msg)
 }
+
+// count counts an answer's status in the router's, the rule's and the
+// backend's rows; st may be nil.
+func (st *reqState) count(c *counters, status int) {
+	c.status.add(status)
+	if st == nil {
+		return
+	}
+	st.rule.status.add(status)
+	if st.backend != nil {
+		st.backend.status.add(status)
+	}
+}
+
+func hasBody(r *http.Request) bool { return r.Body != nil && r.Body != http.NoBody }
 
 // dialError marks an error as the dial's, for classify.
 type dialError struct{ err error }

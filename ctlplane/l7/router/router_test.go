@@ -36,6 +36,9 @@ func TestPerRequestRoutingOnKeepAlive(t *testing.T) {
 	if s.ByRule["path-b"].Requests != 2 || s.ByRule["default"].Requests != 2 {
 		t.Errorf("Stats().ByRule = %+v, want 2 requests each for path-b and default", s.ByRule)
 	}
+	if s.ByBackend["web/a"].Requests != 2 || s.ByBackend["web/b"].ByStatus["2xx"] != 2 {
+		t.Errorf("Stats().ByBackend = %+v, want 2 requests, 2 2xx each for web/a and web/b", s.ByBackend)
+	}
 	if s.ByStatus["2xx"] != 4 || s.ByRule["path-b"].ByStatus["2xx"] != 2 {
 		t.Errorf("Stats().ByStatus = %v, ByRule[path-b].ByStatus = %v, want 4 and 2 2xx", s.ByStatus, s.ByRule["path-b"].ByStatus)
 	}
@@ -173,6 +176,9 @@ func TestClientSeesWhatFailed(t *testing.T) {
 			}
 			if s.ByStatus["5xx"] != 1 {
 				t.Errorf("Stats().ByStatus = %v, want 5xx: 1", s.ByStatus)
+			}
+			if b := s.ByBackend["vip/r"]; tc.kind != ErrNoTarget && b.ByStatus["5xx"] != 1 {
+				t.Errorf("Stats().ByBackend[vip/r] = %+v, want 5xx: 1", b)
 			}
 		})
 	}

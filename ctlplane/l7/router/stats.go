@@ -54,7 +54,10 @@ type Stats struct {
 	ByStatus map[string]uint64 `json:"by_status"`
 	// ByRule counts requests by the rule that decided them; requests
 	// no rule took count under "".
-	ByRule map[string]RuleStats `json:"by_rule"`
+	ByRule map[string]Counts `json:"by_rule"`
+	// ByBackend counts requests by the backend (Target.Key) they were
+	// sent to; requests Decide found no host for are not in it.
+	ByBackend map[string]Counts `json:"by_backend"`
 	// HostDials is the connections dialed to hosts, successful or not;
 	// HostReuses the requests sent over a connection opened for an
 	// earlier one. Their ratio is the connection aggregation.
@@ -65,8 +68,8 @@ type Stats struct {
 	Errors map[ErrorKind]uint64 `json:"errors"`
 }
 
-// RuleStats is one rule's counters.
-type RuleStats struct {
+// Counts is the counters of one rule or one backend.
+type Counts struct {
 	Requests uint64            `json:"requests"`
 	ByStatus map[string]uint64 `json:"by_status"`
 }
@@ -95,20 +98,21 @@ func (c *classCounters) snapshot() map[string]uint64 {
 	return m
 }
 
-type ruleCounters struct {
+type rowCounters struct {
 	requests atomic.Uint64
 	status   classCounters
 }
 
 // counters are the router's live counters. Every field is updated
-// without a lock; rules is a sync.Map because its keys are written once
-// and then only read.
+// without a lock; rules and backends are sync.Maps because their keys
+// are written once and then only read.
 type counters struct {
 	activeConns atomic.Int64
 	clientConns atomic.Uint64
 	requests    atomic.Uint64
 	status      classCounters
-	rules       sync.Map // string → *ruleCounters
+	rules       sync.Map // string → *rowCounters
+	backends    sync.Map // string → *rowCounters
 	dials       atomic.Uint64
 	reuses      atomic.Uint64
 	errors      [len(errorKindsArray)]atomic.Uint64
@@ -121,12 +125,23 @@ var errorKindsArray = [...]ErrorKind{
 	ErrHostFailed, ErrBodyTimeout, ErrHeaderTimeout, ErrClientGone, ErrOverLimit,
 }
 
-func (c *counters) rule(name string) *ruleCounters {
-	if v, ok := c.rules.Load(name); ok {
-		return v.(*ruleCounters)
+// row returns name's counters in m, made on first use.
+func row(m *sync.Map, name string) *rowCounters {
+	if v, ok := m.Load(name); ok {
+		return v.(*rowCounters)
 	}
-	v, _ := c.rules.LoadOrStore(name, new(ruleCounters))
-	return v.(*ruleCounters)
+	v, _ := m.LoadOrStore(name, new(rowCounters))
+	return v.(*rowCounters)
+}
+
+func rows(m *sync.Map) map[string]Counts {
+	out := map[string]Counts{}
+	m.Range(func(k, v any) bool {
+		r := v.(*rowCounters)
+		out[k.(string)] = Counts{Requests: r.requests.Load(), ByStatus: r.status.snapshot()}
+		return true
+	})
+	return out
 }
 
 func (c *counters) fail(k ErrorKind) {
@@ -148,16 +163,12 @@ func (rt *Router) Stats() Stats {
 		ClientConns:       c.clientConns.Load(),
 		Requests:          c.requests.Load(),
 		ByStatus:          c.status.snapshot(),
-		ByRule:            map[string]RuleStats{},
+		ByRule:            rows(&c.rules),
+		ByBackend:         rows(&c.backends),
 		HostDials:         c.dials.Load(),
 		HostReuses:        c.reuses.Load(),
 		Errors:            map[ErrorKind]uint64{},
 	}
-	c.rules.Range(func(k, v any) bool {
-		r := v.(*ruleCounters)
-		s.ByRule[k.(string)] = RuleStats{Requests: r.requests.Load(), ByStatus: r.status.snapshot()}
-		return true
-	})
 	for i, k := range errorKindsArray {
 		if n := c.errors[i].Load(); n > 0 {
 			s.Errors[k] = n
