@@ -383,3 +383,43 @@ func TestNewChecksConfig(t *testing.T) {
 		t.Errorf("zero fields not defaulted: %+v", rt.cfg)
 	}
 }
+
+func TestForwardedFor(t *testing.T) {
+	for _, tc := range []struct {
+		addr, host, want string
+	}{
+		{"192.0.2.7", "shop.example", `for=192.0.2.7;host="shop.example";proto=http`},
+		{"2001:db8::7", "", `for="[2001:db8::7]";proto=http`}, // RFC 7239 §6: IPv6 quoted, in brackets
+	} {
+		if got := forwardedFor(netip.MustParseAddr(tc.addr), tc.host); got != tc.want {
+			t.Errorf("forwardedFor(%s, %q) = %s, want %s", tc.addr, tc.host, got, tc.want)
+		}
+	}
+}
+
+func TestClientGoneCancelsHostRequest(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	hostSawCancel := make(chan struct{})
+	h := startHost(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-r.Context().Done() // the router closed its request to the host
+		close(hostSawCancel)
+	}))
+	rt, addr := startRouter(t, Config{Decide: to(h.addrPort(), "r")})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-entered
+	c.Close()
+	select {
+	case <-hostSawCancel:
+	case <-time.After(testTimeout):
+		t.Fatal("the host's request was not cancelled after the client left")
+	}
+	waitFor(t, "client_gone counted", func() bool { return rt.Stats().Errors[ErrClientGone] == 1 })
+	if s := rt.Stats(); len(s.Errors) != 1 || s.ByStatus["5xx"] != 0 {
+		t.Errorf("Stats() Errors %v ByStatus %v, want only client_gone and no answer counted", s.Errors, s.ByStatus)
+	}
+}
