@@ -423,3 +423,29 @@ func TestClientGoneCancelsHostRequest(t *testing.T) {
 		t.Errorf("Stats() Errors %v ByStatus %v, want only client_gone and no answer counted", s.Errors, s.ByStatus)
 	}
 }
+
+func TestIdleClientConnectionIsClosedSilently(t *testing.T) {
+	h := startHost(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	rt, addr := startRouter(t, Config{Decide: to(h.addrPort(), "r"), IdleTimeout: 200 * time.Millisecond})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(testTimeout))
+	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	br := bufio.NewReader(c)
+	res, err := http.ReadResponse(br, nil)
+	if err != nil || res.StatusCode != 200 {
+		t.Fatalf("first request: %v %v", res, err)
+	}
+	io.Copy(io.Discard, res.Body)
+	res.Body.Close()
+	// Nothing more from the client: the router closes after IdleTimeout,
+	// and writes nothing (an unasked 408 would be taken for the answer
+	// to the client's next request).
+	if b, err := io.ReadAll(br); err != nil || len(b) != 0 {
+		t.Errorf("after the idle timeout read %q, %v; want EOF and nothing", b, err)
+	}
+	waitFor(t, "the idle connection's slot", func() bool { return rt.Stats().ActiveClientConns == 0 })
+}
