@@ -65,8 +65,12 @@ func New(cfg Config) (*Router, error) {
 		ReadBufferSize:     bufSize,
 	}
 	rt.proxy = &httputil.ReverseProxy{
-		Rewrite:        rt.rewrite,
-		Transport:      rt.transport,
+		Rewrite:   rt.rewrite,
+		Transport: rt.transport,
+		// Flush every write: a slow body of known length (a long
+		// poll, a progress report) must not wait in the server's
+		// buffer for the next write. It costs one write call per
+		// copied buffer, which a body already costs.
 		FlushInterval:  -1,
 		BufferPool:     bufferPool{},
 		ModifyResponse: rt.modifyResponse,
