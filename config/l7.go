@@ -31,9 +31,48 @@ type L7 struct {
 	// matches wins, and a request no rule matches may go to every
 	// backend of the VIP.
 	Rules []L7Rule `mapstructure:"rules"`
+	// Handoff is where a connection goes once its first request is read:
+	// "migrate" (the default) to the host the rules choose, which must
+	// run an agent; "proxy" to a request router, which routes each
+	// request of the connection by the rules; "migrate-or-proxy" to the
+	// chosen host when one with an agent can take it, else to a router
+	// (hosts without an agent are reached this way).
+	Handoff string `mapstructure:"handoff"`
+	// Routers are the names of the VIP's backends that are request
+	// routers (`tetherd router` on a host with an agent): connections
+	// reach them by migration like any host's, and they proxy each
+	// request to the VIP's other backends. Rules never choose them.
+	Routers []string `mapstructure:"routers"`
 
 	maxRequest int
+	handoff    L7Handoff
 }
+
+// L7Handoff is an l7 VIP's handoff.
+type L7Handoff uint8
+
+// Handoffs.
+const (
+	HandoffMigrate L7Handoff = iota
+	HandoffProxy
+	HandoffMigrateOrProxy
+)
+
+var handoffNames = [...]string{"migrate", "proxy", "migrate-or-proxy"}
+
+// String returns the handoff's configuration name.
+func (h L7Handoff) String() string {
+	if int(h) < len(handoffNames) {
+		return handoffNames[h]
+	}
+	return fmt.Sprintf("handoff-%d", uint8(h))
+}
+
+// HandoffValue returns handoff, once checked.
+func (l *L7) HandoffValue() L7Handoff { return l.handoff }
+
+// IsRouter reports whether the VIP's backend name is a request router.
+func (l *L7) IsRouter(name string) bool { return slices.Contains(l.Routers, name) }
 
 // L7Rule restricts the requests it matches to some of the VIP's
 // backends. A request matches when it meets every condition the rule
@@ -60,6 +99,10 @@ type L7Rule struct {
 	// Backends are names of the VIP's backends the matching requests
 	// go to; empty: every backend (a rule that only counts).
 	Backends []string `mapstructure:"backends"`
+	// Proxy sends the connections whose first request the rule matches
+	// to a request router, whatever the VIP's handoff (their later
+	// requests may want other backends, or the backends have no agent).
+	Proxy bool `mapstructure:"proxy"`
 }
 
 // L7Match is a name and an exact value.
@@ -129,9 +172,40 @@ func (v *VIP) checkL7(p *problems, key string, hostsListen string) {
 	if len(l.Rules) > MaxL7Rules {
 		p.Add(key+".rules", len(l.Rules), "more than %d rules", MaxL7Rules)
 	}
+	switch l.Handoff {
+	case "", "migrate":
+		l.Handoff, l.handoff = "migrate", HandoffMigrate
+	case "proxy":
+		l.handoff = HandoffProxy
+	case "migrate-or-proxy":
+		l.handoff = HandoffMigrateOrProxy
+	default:
+		p.Add(key+".handoff", l.Handoff, "want migrate, proxy or migrate-or-proxy")
+	}
 	backends := map[string]bool{}
 	for i := range v.Backends {
 		backends[v.Backends[i].Name] = true
+	}
+	routers := map[string]int{}
+	for i, r := range l.Routers {
+		rkey := fmt.Sprintf("%s.routers[%d]", key, i)
+		if !backends[r] {
+			p.Add(rkey, r, "not the name of a backend of this VIP")
+		}
+		if j, dup := routers[r]; dup {
+			p.Add(rkey, r, "also %s.routers[%d]", key, j)
+		}
+		routers[r] = i
+	}
+	proxied := l.handoff != HandoffMigrate
+	for i := range l.Rules {
+		proxied = proxied || l.Rules[i].Proxy
+	}
+	if proxied && len(l.Routers) == 0 {
+		p.Add(key+".routers", "[]", "handoff %s or a rule with proxy: true sends connections to request routers: name at least one of the VIP's backends", l.Handoff)
+	}
+	if len(l.Routers) > 0 && len(l.Routers) == len(v.Backends) {
+		p.Add(key+".routers", strings.Join(l.Routers, ","), "every backend is a router: the routers would have nowhere to send requests")
 	}
 	names := map[string]int{}
 	for i := range l.Rules {
@@ -151,6 +225,11 @@ func (v *VIP) checkL7(p *problems, key string, hostsListen string) {
 		}
 		names[r.Name] = i
 		r.check(p, rkey, backends)
+		for j, b := range r.Backends {
+			if _, ok := routers[b]; ok {
+				p.Add(fmt.Sprintf("%s.backends[%d]", rkey, j), b, "a request router: rules choose the backends that serve requests (proxy: true sends a connection to the routers)")
+			}
+		}
 	}
 }
 
@@ -311,6 +390,7 @@ func (l *L7) clone() *L7 {
 	}
 	out := *l
 	out.Rules = slices.Clone(l.Rules)
+	out.Routers = slices.Clone(l.Routers)
 	for i, r := range out.Rules {
 		r.Backends = slices.Clone(r.Backends)
 		if r.Header != nil {

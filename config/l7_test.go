@@ -160,6 +160,13 @@ func TestL7Refusals(t *testing.T) {
 		{"backend twice", l7VIP(rule("{host: a.example, backends: [a, b, a]}")), []string{"vips[0].l7.rules[0].backends[2]", "also vips[0].l7.rules[0].backends[0]"}},
 		{"backend of another VIP", l7VIP(rule("{host: a.example, backends: [other]}"), "vips:\n", "vips:\n  - {name: v2, address: 10.0.0.101, port: 80, protocol: tcp, mode: halfnat, backends: [{name: other, address: 10.1.0.9}]}\n"),
 			[]string{"vips[1].l7.rules[0].backends[0]", "other", "not the name of a backend of this VIP"}},
+		{"unknown handoff", l7VIP("{handoff: forward}"), []string{"vips[0].l7.handoff", "forward", "migrate, proxy or migrate-or-proxy"}},
+		{"proxy without routers", l7VIP("{handoff: proxy}"), []string{"vips[0].l7.routers", "request routers"}},
+		{"proxy rule without routers", l7VIP(rule("{host: a.example, proxy: true}")), []string{"vips[0].l7.routers", "proxy: true"}},
+		{"unknown router", l7VIP("{handoff: proxy, routers: [r]}"), []string{"vips[0].l7.routers[0]", "\"r\"", "not the name of a backend"}},
+		{"router twice", l7VIP("{handoff: proxy, routers: [a, a]}"), []string{"vips[0].l7.routers[1]", "also vips[0].l7.routers[0]"}},
+		{"every backend a router", l7VIP("{handoff: proxy, routers: [a, b]}"), []string{"vips[0].l7.routers", "nowhere to send"}},
+		{"rule chooses a router", l7VIP("{routers: [a], rules: [{host: a.example, backends: [a]}]}"), []string{"vips[0].l7.rules[0].backends[0]", "request router"}},
 		{"too many rules", l7VIP("{rules: [" + strings.Repeat("{host: a.example},", MaxL7Rules) + "{host: a.example}]}"), []string{"vips[0].l7.rules", "1001", "more than 1000"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -183,5 +190,26 @@ func TestL7Hosts(t *testing.T) {
 		if _, err := Parse([]byte(l7VIP("{rules: [{host: " + h + "}]}"))); err != nil {
 			t.Errorf("host %s: %v", h, err)
 		}
+	}
+}
+
+func TestL7Handoff(t *testing.T) {
+	clearEnv(t)
+	c, err := Parse([]byte(l7VIP("")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := c.VIPs[0].L7; l.HandoffValue() != HandoffMigrate || l.Handoff != "migrate" || l.IsRouter("a") {
+		t.Fatalf("default handoff %q (%v)", l.Handoff, l.HandoffValue())
+	}
+	c, err = Parse([]byte(l7VIP("{handoff: migrate-or-proxy, routers: [b], rules: [{path_prefix: /x/, proxy: true}]}")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := c.VIPs[0].L7; l.HandoffValue() != HandoffMigrateOrProxy || !l.IsRouter("b") || l.IsRouter("a") || !l.Rules[0].Proxy {
+		t.Fatalf("handoff %v, routers %v, rules %+v", l.HandoffValue(), l.Routers, l.Rules)
+	}
+	if cl := c.Clone(); &cl.VIPs[0].L7.Routers[0] == &c.VIPs[0].L7.Routers[0] {
+		t.Fatal("a clone shares its routers with the original")
 	}
 }

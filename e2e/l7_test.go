@@ -361,3 +361,96 @@ func TestL7SYNFlood(t *testing.T) {
 		t.Errorf("the control process reached %d MiB during the flood, over its %d MiB bound", peak, l7FloodControlMiB)
 	}
 }
+
+// TestL7Router: the request router. An l7 VIP with handoff
+// migrate-or-proxy has a host with an agent (b0), a host that runs the
+// request router (b1), and two servers on a host without an agent (b2,
+// ports 8080 and 8081) that only the router can reach. A request for b0
+// migrates there; one for b2's servers migrates to the router, which
+// routes every request of the connection by the rules (one keep-alive
+// connection reaches both of b2's servers), from its own source
+// address, over connections it reuses.
+func TestL7Router(t *testing.T) {
+	lb := newLB(t, "l7r", 3, NewLB)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	b2 := lb.BackendIP(2)
+	for _, s := range []struct{ name, port string }{{"b2a", "8080"}, {"b2b", "8081"}} {
+		p, err := lb.Start(lb.Backends[2], "httpd "+s.name, RoleCommand("httpd", s.name, "0.0.0.0:"+s.port), Self())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Stop)
+		if err := p.WaitFor(Ready, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const source = "10.0.11.50"
+	if err := lb.Run(lb.Backends[1], "ip", "addr", "add", source+"/24", "dev", "e0"); err != nil {
+		t.Fatal(err)
+	}
+	socks := []string{filepath.Join(dir, "handoff-b0.sock"), filepath.Join(dir, "handoff-b1.sock")}
+	mode := `l7
+    l7:
+      handoff: migrate-or-proxy
+      routers: [b1]
+      rules:
+        - {name: to-a, path_prefix: /a/, backends: [b2a]}
+        - {name: to-b, path_prefix: /b/, backends: [b2b]}
+        - {name: to-b0, path_prefix: /b0/, backends: [b0]}`
+	extra := fmt.Sprintf("      - {name: b2a, address: %s, port: 8080}\n      - {name: b2b, address: %s, port: 8081}\n", b2, b2)
+	u, _ := startHostsUnit(t, lb, dir, mode, extra, func(certs string, i int, id uint32) *Proc {
+		return tunnelAgentWith(t, lb, dir, certs, i, id, fmt.Sprintf("migration:\n  enabled: true\n  handoff_socket: %s\n", socks[i]))
+	})
+	startShimHTTP(t, lb, dir, socks[0])
+	rt, err := lb.Start(lb.Backends[1], "router b1", nil, tetherd, "router", "--config", u.cfgPath, "--vip", "web", "--source", source, "--handoff-socket", socks[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(rt.Stop)
+	var mv agent.MigrationsView
+	eventually(t, "the agent lists the router's shim", func() bool {
+		mv = agentMigrations(t, lb, 1, filepath.Join(dir, "agent-b1.sock"))
+		return len(mv.Shims) == 1
+	}, func() string { return jsonText(mv) + rt.Output() })
+
+	get := func(args ...string) (string, error) {
+		return lb.Exec(lb.Client, append([]string{"curl", "-sS", "--max-time", "20"}, args...)...)
+	}
+	// Migrated to the host with an agent, as before.
+	if out, err := get("http://192.0.2.10/b0/x"); err != nil || strings.TrimSpace(out) != "b0" {
+		t.Fatalf("/b0/x: %v: %q", err, out)
+	}
+	// One keep-alive connection, through the router, to both of b2's
+	// servers: each request routed by the rules.
+	out, err := get("http://192.0.2.10/a/x?peer", "http://192.0.2.10/b/x?peer", "http://192.0.2.10/a/x")
+	if want := fmt.Sprintf("b2a %s\nb2b %s\nb2a\n", source, source); err != nil || out != want {
+		t.Fatalf("three requests on one connection through the router: %v: %q, want %q\n%s", err, out, want, rt.Output())
+	}
+	// Many short client connections, few connections to the hosts.
+	res := client(t, lb, "http://192.0.2.10/a/x", 50, 4)
+	if res.Errors != 0 || res.Backends["b2a"] != 50 {
+		t.Fatalf("50 connections through the router: %+v", res)
+	}
+	conns, err := lb.Exec(lb.Backends[2], "ss", "-Htn", "state", "established", "( sport = :8080 )")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(conns, "\n"); n == 0 || n > 8 {
+		t.Errorf("b2a holds %d connections from the router after 52 requests on 51 client connections: want a few reused ones\n%s", n, conns)
+	}
+	v := unitL7(t, u)
+	if v.Stats.Proxied != 51 || v.Stats.UploadFailed != 0 {
+		t.Fatalf("unit: %s", jsonText(v.Stats))
+	}
+	// A request no host with an agent can take and no router... the
+	// router gone, migrate-or-proxy has nowhere to send b2's requests.
+	rt.Stop()
+	eventually(t, "the router's shim gone", func() bool {
+		mv = agentMigrations(t, lb, 1, filepath.Join(dir, "agent-b1.sock"))
+		return len(mv.Shims) == 0
+	}, func() string { return jsonText(mv) })
+	if out, err := get("http://192.0.2.10/a/x"); err == nil {
+		t.Fatalf("with the router gone, /a/x got %q", out)
+	}
+}

@@ -176,6 +176,13 @@ func httpMux(name string, healthFile []string) *http.ServeMux {
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("X-Backend", name)
+		if r.URL.Query().Has("peer") {
+			// The address the connection came from: a proxy's source
+			// address, for tests of the request router.
+			host, _, _ := net.SplitHostPort(r.RemoteAddr)
+			fmt.Fprintln(w, name, host)
+			return
+		}
 		fmt.Fprintln(w, name)
 	})
 	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {

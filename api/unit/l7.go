@@ -21,6 +21,11 @@ type L7Stats struct {
 	UploadFailed   uint64 `json:"upload_failed"`
 	UploadTimeouts uint64 `json:"upload_timeouts"`
 	Ended          uint64 `json:"ended"`
+	// Proxied counts the connections sent to a request router (they
+	// count in Migrated too); NoRouter those answered 503 because no
+	// router could take them.
+	Proxied  uint64 `json:"proxied"`
+	NoRouter uint64 `json:"no_router"`
 	// Answered by the acceptor itself: NoHost (503: no host takes the
 	// request), HostDown (503: the chosen host's stream is down),
 	// RouteFailed (503: the forwarder did not take the route),

@@ -36,6 +36,6 @@ func newRoot(log *zerolog.Logger) *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.AddCommand(replayCommand(log), forwarderCommand(log), runCommand(log, true), runCommand(log, false), certsCommand())
-	root.AddCommand(healthKeyCommand())
+	root.AddCommand(healthKeyCommand(), routerCommand(log))
 	return root
 }

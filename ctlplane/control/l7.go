@@ -67,6 +67,9 @@ type l7VIP struct {
 	cfg   config.VIP
 	acc   *acceptor.Acceptor
 	rules *rules.Set
+	// proxyRule: the rules (by name) that send their connections to a
+	// request router.
+	proxyRule map[string]bool
 }
 
 // migration is a connection sent to a host: its route is held until the
@@ -139,7 +142,11 @@ func (c *Control) syncL7(cfg *config.Config) error {
 			errs = append(errs, fmt.Errorf("vip %s: %w", v.Name, err))
 			continue
 		}
-		keep[v.Name] = &l7VIP{cfg: *v, acc: acc, rules: set}
+		proxy := map[string]bool{}
+		for _, r := range v.L7.Rules {
+			proxy[r.Name] = r.Proxy
+		}
+		keep[v.Name] = &l7VIP{cfg: *v, acc: acc, rules: set, proxyRule: proxy}
 	}
 	c.l7part.vips = keep
 	return errors.Join(errs...)
@@ -191,14 +198,27 @@ func (c *Control) migrate(lk *fwdLink, v *l7VIP, pu *channel.Punt, ev *acceptor.
 		l.stats.BadRequests++
 		return v.acc.Answer(ev.Key, request.StatusOf(err), now)
 	}
-	cands, ids, hostOf := c.candidates(&v.cfg)
-	choice, ok := v.rules.Choose(&req, cands, maphash.Comparable(l.seed, ev.Key))
+	hosts, routers, ids, hostOf := c.candidates(&v.cfg)
+	hash := maphash.Comparable(l.seed, ev.Key)
+	choice, ok := v.rules.Choose(&req, hosts, hash)
+	l.stats.ByRule = countRule(l.stats.ByRule, choice.Rule)
+	// A request router takes the connection when the VIP says so, when
+	// the deciding rule does, or (migrate-or-proxy) when no host with
+	// an agent can.
+	handoff := v.cfg.L7.HandoffValue()
+	if handoff == config.HandoffProxy || v.proxyRule[choice.Rule] || !ok && handoff == config.HandoffMigrateOrProxy {
+		i := rules.Pick(routers, hash)
+		if i < 0 {
+			l.stats.NoRouter++
+			return v.acc.Answer(ev.Key, 503, now)
+		}
+		choice, ok = rules.Choice{Index: i, Name: routers[i].Name, Key: routers[i].Key, Rule: choice.Rule}, true
+		l.stats.Proxied++
+	}
 	if !ok {
 		l.stats.NoHost++
-		l.stats.ByRule = countRule(l.stats.ByRule, choice.Rule)
 		return v.acc.Answer(ev.Key, 503, now)
 	}
-	l.stats.ByRule = countRule(l.stats.ByRule, choice.Rule)
 	l.nextID++
 	id := l.nextID
 	host := hostOf[choice.Key]
@@ -232,9 +252,9 @@ func countRule(m map[string]uint64, rule string) map[string]uint64 {
 // candidates are the hosts v's connections may migrate to now: its
 // backends the running configuration lets take new connections, whose
 // host has a live stream, with their weights and the URL patterns their
-// hosts report. ids maps a backend to its forwarder ID, hostOf to its
-// host.
-func (c *Control) candidates(file *config.VIP) ([]rules.Candidate, map[unit.BackendKey]uint32, map[unit.BackendKey]uint32) {
+// hosts report; the request routers among them apart. ids maps a
+// backend to its forwarder ID, hostOf to its host.
+func (c *Control) candidates(file *config.VIP) (hosts, routers []rules.Candidate, ids, hostOf map[unit.BackendKey]uint32) {
 	c.mu.Lock()
 	var rv *config.VIP
 	for i := range c.running.VIPs {
@@ -245,12 +265,11 @@ func (c *Control) candidates(file *config.VIP) ([]rules.Candidate, map[unit.Back
 	backendIDs := c.ids.Backends
 	c.mu.Unlock()
 	if rv == nil || c.hosts == nil {
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	}
 	urls := c.urlPatterns(rv)
-	cands := make([]rules.Candidate, 0, len(rv.Backends))
-	ids := make(map[unit.BackendKey]uint32, len(rv.Backends))
-	hostOf := make(map[unit.BackendKey]uint32, len(rv.Backends))
+	ids = make(map[unit.BackendKey]uint32, len(rv.Backends))
+	hostOf = make(map[unit.BackendKey]uint32, len(rv.Backends))
 	for i := range rv.Backends {
 		b := &rv.Backends[i]
 		key := unit.BackendKey{VIP: rv.Name, Backend: b.Name}
@@ -262,10 +281,15 @@ func (c *Control) candidates(file *config.VIP) ([]rules.Candidate, map[unit.Back
 		ids[key], hostOf[key] = id, host
 		// The hosts report their applications at the VIP's port (the
 		// tunnel keeps the client's destination port).
-		cands = append(cands, rules.Candidate{Name: b.Name, Key: key, Weight: uint32(b.WeightValue()),
-			URLs: urls[netip.AddrPortFrom(b.Addr(), uint16(rv.Port)).String()]})
+		cand := rules.Candidate{Name: b.Name, Key: key, Weight: uint32(b.WeightValue()),
+			URLs: urls[netip.AddrPortFrom(b.Addr(), uint16(rv.Port)).String()]}
+		if rv.L7 != nil && rv.L7.IsRouter(b.Name) {
+			routers = append(routers, cand)
+		} else {
+			hosts = append(hosts, cand)
+		}
 	}
-	return cands, ids, hostOf
+	return hosts, routers, ids, hostOf
 }
 
 // urlPatterns are the URL patterns the hosts report for v's endpoints

@@ -187,11 +187,26 @@ func (s *Set) Choose(r *request.Request, cands []Candidate, hash uint64) (Choice
 		return Choice{Index: -1, Rule: DefaultRule}, false
 	}
 	name, allowed := s.match(r)
-	ch := Choice{Index: -1, Rule: name}
-	best := math.Inf(1)
+	ch := Choice{Index: pick(cands, hash, func(c *Candidate) bool { return (allowed == nil || allowed[c.Name]) && takesPath(c, r) }), Rule: name}
+	if ch.Index < 0 {
+		return ch, false
+	}
+	ch.Name, ch.Key = cands[ch.Index].Name, cands[ch.Index].Key
+	return ch, true
+}
+
+// Pick picks among cands with Weight > 0 by the weighted rendezvous
+// Choose uses, without rules or URL patterns (a request router for a
+// connection, say); -1 when none has a weight.
+func Pick(cands []Candidate, hash uint64) int {
+	return pick(cands, hash, func(*Candidate) bool { return true })
+}
+
+func pick(cands []Candidate, hash uint64, eligible func(*Candidate) bool) int {
+	best, at := math.Inf(1), -1
 	for i := range cands {
 		c := &cands[i]
-		if c.Weight == 0 || (allowed != nil && !allowed[c.Name]) || !takesPath(c, r) {
+		if c.Weight == 0 || !eligible(c) {
 			continue
 		}
 		// Weighted rendezvous (Schindelhauer and Schomaker): the
@@ -199,14 +214,10 @@ func (s *Set) Choose(r *request.Request, cands []Candidate, hash uint64) (Choice
 		// (hash, backend); P(win) = w / Σw.
 		u := (float64(mix(hash^nameHash(c.Name))>>11) + 1) / (1 << 53)
 		if score := -math.Log(u) / float64(c.Weight); score < best {
-			best, ch.Index = score, i
+			best, at = score, i
 		}
 	}
-	if ch.Index < 0 {
-		return ch, false
-	}
-	ch.Name, ch.Key = cands[ch.Index].Name, cands[ch.Index].Key
-	return ch, true
+	return at
 }
 
 func takesPath(c *Candidate, r *request.Request) bool {

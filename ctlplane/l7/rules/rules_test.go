@@ -325,3 +325,22 @@ func FuzzMatchURL(f *testing.F) {
 		}
 	})
 }
+
+// TestPick: Pick shares hashes by weight alone and skips weight 0.
+func TestPick(t *testing.T) {
+	cands := []Candidate{{Name: "r1", Weight: 1}, {Name: "r2", Weight: 3}, {Name: "off", Weight: 0}}
+	var n [3]int
+	for h := range uint64(40000) {
+		i := Pick(cands, mix(h))
+		if i < 0 {
+			t.Fatal("no router picked among weighted ones")
+		}
+		n[i]++
+	}
+	if n[2] != 0 || n[1] < 2*n[0] || n[1] > 4*n[0] {
+		t.Fatalf("picks %v: want about 1:3 and none for weight 0", n)
+	}
+	if Pick(cands[2:], 1) != -1 || Pick(nil, 1) != -1 {
+		t.Fatal("picked a candidate without weight")
+	}
+}

@@ -1,0 +1,142 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+	"github.com/spf13/cobra"
+
+	"github.com/tetherlb/tether/agent/shim"
+	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/ctlplane/l7/request"
+	"github.com/tetherlb/tether/ctlplane/l7/router"
+	"github.com/tetherlb/tether/ctlplane/l7/rules"
+)
+
+// routerCommand runs the request router of an l7 VIP (seed S1 FIG. 25)
+// on a host with an agent: the unit migrates to it the connections the
+// VIP's handoff or a rule sends to routers, the agent hands them over
+// through its listener shim, and the router reads each request of a
+// connection, chooses its backend by the VIP's rules, and proxies it
+// over reused connections from its own source address.
+func routerCommand(log *zerolog.Logger) *cobra.Command {
+	var cfgPath, vipName, source, socket, listen string
+	cmd := &cobra.Command{
+		Use:   "router",
+		Short: "Run an l7 VIP's request router on a host with an agent",
+		Long: `Run the request router of an l7 VIP: the unit sends it connections (the
+VIP's l7.handoff proxy or migrate-or-proxy, or a rule's proxy: true) by
+migrating them to this host, whose agent (migration.enabled) hands them
+to the router's listener shim; the router routes each request of a
+connection by the VIP's rules to the VIP's backends other than the
+routers, at their address and port, over connections it keeps and
+reuses, from --source (an address of this host the backends' replies
+come back to). It reads the VIP from the unit's configuration file, and
+takes the backends' weights and states from it: it does not see the
+unit's health verdicts.`,
+		Example: `  tetherd router --config /etc/tether/tether.yaml --vip web --source 10.0.11.50`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, _, err := config.ReadFile(cfgPath)
+			if err != nil {
+				return err
+			}
+			v, err := l7VIPOf(cfg, vipName)
+			if err != nil {
+				return err
+			}
+			var src netip.Addr
+			if source != "" {
+				if src, err = netip.ParseAddr(source); err != nil {
+					return fmt.Errorf("--source: %q: %w", source, err)
+				}
+			}
+			decide, err := routerDecide(v)
+			if err != nil {
+				return err
+			}
+			rt, err := router.New(router.Config{Decide: decide, Source: src, Log: log.With().Str("vip", v.Name).Logger()})
+			if err != nil {
+				return err
+			}
+			if listen == "" {
+				listen = netip.AddrPortFrom(v.Addr(), uint16(v.Port)).String()
+			}
+			ln, err := shim.Listen("tcp", listen, shim.Options{Socket: socket})
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			log.Info().Str("vip", v.Name).Str("listen", listen).Str("source", source).Msg("request router running")
+			return rt.Serve(ctx, ln)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfgPath, "config", "/etc/tether/tether.yaml", "the unit's configuration file")
+	f.StringVar(&vipName, "vip", "", "the l7 VIP whose requests this router routes")
+	f.StringVar(&source, "source", "", "the address connections to backends come from (default: the kernel's choice)")
+	f.StringVar(&socket, "handoff-socket", shim.DefaultSocket, "the agent's hand-off socket (migration.handoff_socket)")
+	f.StringVar(&listen, "listen", "", "the address the shim listens on for ordinary connections (default: the VIP's address and port)")
+	cmd.MarkFlagRequired("vip")
+	return cmd
+}
+
+// l7VIPOf is the configuration's l7 VIP of that name.
+func l7VIPOf(cfg *config.Config, name string) (*config.VIP, error) {
+	for i := range cfg.VIPs {
+		if v := &cfg.VIPs[i]; v.Name == name {
+			if v.ModeValue() != unit.ModeL7 {
+				return nil, fmt.Errorf("--vip: %q has mode %s: a request router serves l7 VIPs", name, v.ModeValue())
+			}
+			return v, nil
+		}
+	}
+	return nil, fmt.Errorf("--vip: %q: no such VIP", name)
+}
+
+// routerDecide chooses each request's backend among the VIP's backends
+// that are not routers, by its rules and the configured weights (0 for
+// a backend not active), hashing the client's address and port so that
+// equal requests of one connection go to one backend while the set
+// holds.
+func routerDecide(v *config.VIP) (func(*http.Request) (router.Target, bool), error) {
+	set, err := rules.Compile(v)
+	if err != nil {
+		return nil, err
+	}
+	var cands []rules.Candidate
+	var addrs []netip.AddrPort
+	for i := range v.Backends {
+		b := &v.Backends[i]
+		if v.L7.IsRouter(b.Name) {
+			continue
+		}
+		w := uint32(b.WeightValue())
+		if b.StateValue() != unit.StateActive {
+			w = 0
+		}
+		cands = append(cands, rules.Candidate{Name: b.Name, Key: unit.BackendKey{VIP: v.Name, Backend: b.Name}, Weight: w})
+		addrs = append(addrs, netip.AddrPortFrom(b.Addr(), uint16(b.Port)))
+	}
+	if len(cands) == 0 {
+		return nil, errors.New("the VIP has no backend but routers")
+	}
+	seed := maphash.MakeSeed()
+	return func(r *http.Request) (router.Target, bool) {
+		req := request.FromHTTP(r)
+		ch, ok := set.Choose(&req, cands, maphash.String(seed, r.RemoteAddr))
+		if !ok {
+			return router.Target{Rule: ch.Rule}, false
+		}
+		return router.Target{Addr: addrs[ch.Index], Key: ch.Key.String(), Rule: ch.Rule}, true
+	}, nil
+}
