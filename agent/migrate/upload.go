@@ -81,11 +81,10 @@ func Upload(st *pb.TCPState, data []byte) (*os.File, error) {
 	if err := tcp(unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		return fail("TCP_REPAIR on", err)
 	}
-	// The VIP is on the host's lo; FREEBIND keeps a VIP that is not
-	// (yet) configured from failing here rather than at the client.
-	if err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_FREEBIND, 1); err != nil {
-		return fail("IP_FREEBIND", err)
-	}
+	// The VIP must be one of the host's addresses (on its lo): no
+	// IP_FREEBIND, so that a unit cannot have the host send from an
+	// address it does not own, and a VIP not configured fails here,
+	// before any packet, rather than at the client.
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: vip.As4(), Port: int(st.GetVipPort())}); err != nil {
 		return fail(fmt.Sprintf("bind %v:%d", vip, st.GetVipPort()), err)
 	}

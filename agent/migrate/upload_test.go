@@ -4,10 +4,12 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
 
+	pb "github.com/tetherlb/tether/api/hostpb"
 	"github.com/tetherlb/tether/internal/nstest"
 )
 
@@ -119,4 +121,19 @@ func TestUploadFailureResets(t *testing.T) {
 		t.Fatalf("Upload: %v, want a connected failure at TCP_REPAIR_WINDOW", err)
 	}
 	wantReset(t, client)
+}
+
+// TestUploadNeedsALocalVIP: a state whose VIP is not one of the host's
+// addresses fails at the bind, before any packet leaves: a unit cannot
+// have the host send from an address it does not own.
+func TestUploadNeedsALocalVIP(t *testing.T) {
+	_, s := pair(t)
+	st := &pb.TCPState{Client: []byte{10, 9, 0, 1}, ClientPort: 4000, Vip: []byte{192, 0, 2, 99}, VipPort: 80,
+		RemoteIsn: 100, LocalIsn: 200, SndNxt: 201, RcvNxt: 101, Mss: 1460}
+	var err error
+	nstest.In(t, s, func() { _, err = Upload(st, nil) })
+	var ue *UploadError
+	if !errors.As(err, &ue) || !strings.HasPrefix(ue.Step, "bind") || ue.Connected {
+		t.Fatalf("Upload to a VIP the host does not have: %v, want a failure at the bind, unconnected", err)
+	}
 }

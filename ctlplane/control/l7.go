@@ -336,6 +336,7 @@ func (c *Control) onMigrateResult(host uint32, r *pb.MigrateResult) {
 	}
 	l.stats.UploadFailed++
 	l.forget(m)
+	l.refuse(m)
 	l.mu.Unlock()
 	c.log.Warn().Uint32("host", host).Str("vip", m.vip).Str("error", r.GetError()).Msg("a host could not take a migrated connection")
 	c.dropRoute(m)
@@ -357,6 +358,16 @@ func (c *Control) onMigrationEnded(host uint32, e *pb.MigrationEnded) {
 		m.ended = time.Now()
 	}
 	l.mu.Unlock()
+}
+
+// refuse has the acceptor reset the client of a migration that failed:
+// a host that refused the connection before its socket existed, or
+// never answered, has not reset it. Callers hold l.mu.
+func (l *l7Part) refuse(m *migration) {
+	if v := l.vips[m.vip]; v != nil {
+		k := acceptor.Key{Client: [4]byte(m.key.Src[:4]), VIP: [4]byte(m.key.Dst[:4]), ClientPort: m.key.SrcPort, VIPPort: m.key.DstPort}
+		v.acc.Refuse(k, time.Now())
+	}
 }
 
 // sameTuple reports whether a host's tuple names the flow k.
@@ -420,6 +431,9 @@ func (c *Control) expireL7(now time.Time) {
 	}
 	for _, m := range late {
 		l.forget(m)
+		if m.ended.IsZero() {
+			l.refuse(m)
+		}
 	}
 	l.mu.Unlock()
 	for _, m := range late {

@@ -160,6 +160,13 @@ type tombstone struct {
 	until time.Time
 }
 
+// tombMark is a flow's live tombstone: until when, and whether its
+// packets are answered with a reset (Refuse) rather than dropped.
+type tombMark struct {
+	until time.Time
+	reset bool
+}
+
 // Acceptor accepts TCP connections for l7 VIPs. See the package
 // comment.
 type Acceptor struct {
@@ -174,7 +181,7 @@ type Acceptor struct {
 	nClosing int
 	held     int // cap of every live conn's data
 
-	tombs     map[Key]time.Time
+	tombs     map[Key]tombMark
 	tombQueue []tombstone // ring, oldest at tombHead
 	tombHead  int
 	tombLen   int // entries in the ring (≥ len(tombs))
@@ -231,7 +238,7 @@ func New(cfg Config) (*Acceptor, error) {
 	a := &Acceptor{
 		cfg:   cfg,
 		conns: make(map[Key]*conn),
-		tombs: make(map[Key]time.Time),
+		tombs: make(map[Key]tombMark),
 	}
 	a.sec.src, a.sec.every = cfg.Secrets, cfg.SecretEvery
 	// A secret of no epoch proves the source works; the first packet
@@ -293,7 +300,10 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 		// A SYN-ACK to a VIP: no connection of ours. A stack resets it.
 		return a.reset(now, &s, out, cUnknownSYNACK), Event{}
 	}
-	if until, ok := a.tombs[s.key]; ok && now.Before(until) {
+	if t, ok := a.tombs[s.key]; ok && now.Before(t.until) {
+		if t.reset {
+			return a.reset(now, &s, out, cRefused), Event{}
+		}
 		a.count(cTombstoneDrops)
 		return nil, Event{}
 	}
@@ -388,6 +398,24 @@ func (a *Acceptor) reset(now time.Time, s *seg, out []byte, why counter) []byte 
 	return build(out, &s.key, s.ack, 0, header.TCPFlagRST, 0, &o, nil)
 }
 
+// Refuse makes the flow k's packets be answered with a reset for the
+// tombstone's time: its migration failed where nobody could reset the
+// client (the host refused it before its socket existed, or never
+// answered), and the client must not wait out its retransmissions. A
+// connection the acceptor still holds is dropped first.
+func (a *Acceptor) Refuse(k Key, now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if c := a.conns[k]; c != nil {
+		a.drop(c)
+	}
+	a.bury(k, now)
+	if t, ok := a.tombs[k]; ok {
+		t.reset = true
+		a.tombs[k] = t
+	}
+}
+
 // Forget drops a connection that migrated, silently, and leaves a
 // tombstone. It reports whether the connection was known.
 func (a *Acceptor) Forget(k Key, now time.Time) bool {
@@ -480,14 +508,14 @@ func (a *Acceptor) bury(k Key, now time.Time) {
 	until := now.Add(a.cfg.TombstoneTTL)
 	a.tombQueue[(a.tombHead+a.tombLen)%len(a.tombQueue)] = tombstone{k, until}
 	a.tombLen++
-	a.tombs[k] = until
+	a.tombs[k] = tombMark{until: until}
 }
 
 // popTomb removes the oldest queue entry, and its flow's tombstone
 // unless the flow was buried again since.
 func (a *Acceptor) popTomb() {
 	t := a.tombQueue[a.tombHead]
-	if u, ok := a.tombs[t.key]; ok && u.Equal(t.until) {
+	if u, ok := a.tombs[t.key]; ok && u.until.Equal(t.until) {
 		delete(a.tombs, t.key)
 	}
 	a.tombQueue[a.tombHead] = tombstone{}

@@ -542,6 +542,25 @@ func TestForgetTombstone(t *testing.T) {
 	}
 }
 
+// TestRefuse: a flow whose migration failed with nobody to reset the
+// client gets a reset for its next packet, with the sequence number
+// the client expects, for the tombstone's time, not a silent drop.
+func TestRefuse(t *testing.T) {
+	a := newTest(t, func(c *Config) { c.TombstoneTTL = 3 * time.Second })
+	c := newClient(t, a, 40045)
+	c.syn()
+	first := c.packet("PA", c.seq, c.serverISN+1, []byte(request), c.dataOpts())
+	if _, ev := c.send(first); ev.Kind != Ready {
+		t.Fatal(ev.Kind)
+	}
+	a.Forget(c.key(), c.now)
+	a.Refuse(c.key(), c.now)
+	r, _ := c.send(first)
+	if r == nil || !r.tcp.RST || r.tcp.Seq != c.serverISN+1 || a.Stats().Counters["refused"] != 1 || a.Stats().Conns != 0 {
+		t.Fatalf("after Refuse: %v, counters %v", r, a.Stats().Counters)
+	}
+}
+
 func TestAnswer(t *testing.T) {
 	a := newTest(t, nil)
 	c := newClient(t, a, 40050)
@@ -713,7 +732,7 @@ func TestMemoryBound(t *testing.T) {
 	if s := (unsafe.Sizeof(conn{})+15)&^15 + 2*(unsafe.Sizeof(Key{})+8); s > ConnOverhead {
 		t.Errorf("a connection costs about %d bytes; ConnOverhead is %d", s, ConnOverhead)
 	}
-	if s := unsafe.Sizeof(tombstone{}) + 2*(unsafe.Sizeof(Key{})+unsafe.Sizeof(time.Time{})); s > TombstoneOverhead {
+	if s := unsafe.Sizeof(tombstone{}) + 2*(unsafe.Sizeof(Key{})+unsafe.Sizeof(tombMark{})); s > TombstoneOverhead {
 		t.Errorf("a tombstone costs about %d bytes; TombstoneOverhead is %d", s, TombstoneOverhead)
 	}
 	// Fill the acceptor to its limits: it stays within the bound.

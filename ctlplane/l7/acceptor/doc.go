@@ -19,6 +19,7 @@
 //	                       // or reply = a.Answer(ev.Key, 503, now) and send it
 //	case acceptor.Reset:   // abandon any migration of ev.Key
 //	}
+//	a.Refuse(key, now)     // a migration failed where nobody reset the client: reset it on its next packet
 //	a.Expire(now)          // about once a second
 //
 // # SYN cookies

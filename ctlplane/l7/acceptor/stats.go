@@ -29,6 +29,7 @@ const (
 	cDiscardedBytes
 	cClosingFull
 	cTombstoneDrops
+	cRefused
 	cTombstonesEvicted
 	cRSTSent
 	cRSTLimited
@@ -75,6 +76,7 @@ var counterNames = [nCounters]string{
 	cDiscardedBytes:    "discarded_bytes",
 	cClosingFull:       "closing_full",
 	cTombstoneDrops:    "tombstone_drops",
+	cRefused:           "refused",
 	cTombstonesEvicted: "tombstones_evicted",
 	cRSTSent:           "rst_sent",
 	cRSTLimited:        "rst_limited",
