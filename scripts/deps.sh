@@ -21,6 +21,7 @@ demo=(
 test=(
   "${demo[@]}"
   curl:curl                           # system tests fetch through the VIP with curl
+  nginx:nginx                         # e2e.TestL7Migration: an unmodified server behind the agent's PROXY v2 splice
   nft:nftables                        # e2e.TestHealthAndLoad drops health messages with nft
   protoc:protobuf-compiler            # make check-generated regenerates the protobuf code
   mke2fs:e2fsprogs                    # make vm makes config disks
