@@ -8,7 +8,6 @@ import (
 	"hash/maphash"
 	mrand "math/rand/v2"
 	"net/netip"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -109,9 +108,11 @@ func newL7Part() *l7Part {
 		seed: maphash.MakeSeed(), buf: make([]byte, 0, channel.MaxAnswer), nextID: mrand.Uint64() >> 1}
 }
 
-// syncL7 builds the acceptors and rules of cfg's l7 VIPs, keeping those
-// whose settings did not change (their connections in progress stay).
-// The configuration was checked, so compiling cannot fail but for a bug;
+// syncL7 builds the rules of cfg's l7 VIPs, and their acceptors, keeping
+// an acceptor whose limits did not change: its connections in progress
+// and its cookie secrets stay, so that a reload (a weight, a rule)
+// neither resets handshakes nor refuses their cookies. The
+// configuration was checked, so compiling cannot fail but for a bug;
 // such a VIP gets no acceptor and its packets go unanswered.
 func (c *Control) syncL7(cfg *config.Config) error {
 	c.l7part.mu.Lock()
@@ -123,21 +124,7 @@ func (c *Control) syncL7(cfg *config.Config) error {
 		if v.ModeValue() != unit.ModeL7 {
 			continue
 		}
-		if old := c.l7part.vips[v.Name]; old != nil && sameL7(&old.cfg, v) {
-			keep[v.Name] = old
-			continue
-		}
 		set, err := rules.Compile(v)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("vip %s: %w", v.Name, err))
-			continue
-		}
-		limit := v.L7.MaxRequestBytes()
-		acc, err := acceptor.New(acceptor.Config{
-			MaxRequest:     limit,
-			RequestTimeout: v.L7.RequestTimeout,
-			Complete:       func(d []byte) (int, int) { return request.Complete(d, limit) },
-		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("vip %s: %w", v.Name, err))
 			continue
@@ -146,15 +133,33 @@ func (c *Control) syncL7(cfg *config.Config) error {
 		for _, r := range v.L7.Rules {
 			proxy[r.Name] = r.Proxy
 		}
-		keep[v.Name] = &l7VIP{cfg: *v, acc: acc, rules: set, proxyRule: proxy}
+		lv := &l7VIP{cfg: *v, rules: set, proxyRule: proxy}
+		if old := c.l7part.vips[v.Name]; old != nil && sameLimits(&old.cfg, v) {
+			lv.acc = old.acc
+		} else {
+			limit := v.L7.MaxRequestBytes()
+			if lv.acc, err = acceptor.New(acceptor.Config{
+				MaxRequest:     limit,
+				RequestTimeout: v.L7.RequestTimeout,
+				Complete:       func(d []byte) (int, int) { return request.Complete(d, limit) },
+			}); err != nil {
+				errs = append(errs, fmt.Errorf("vip %s: %w", v.Name, err))
+				continue
+			}
+		}
+		keep[v.Name] = lv
 	}
 	c.l7part.vips = keep
 	return errors.Join(errs...)
 }
 
-// sameL7 reports whether two VIPs are the same in the file (the
-// acceptor and rules can stay: its connections in progress too).
-func sameL7(a, b *config.VIP) bool { return reflect.DeepEqual(a, b) }
+// sameLimits reports whether two l7 VIPs' acceptors would be configured
+// alike (the address and port too: an acceptor's connections are the
+// VIP's).
+func sameLimits(a, b *config.VIP) bool {
+	return a.Addr() == b.Addr() && a.Port == b.Port &&
+		a.L7.MaxRequestBytes() == b.L7.MaxRequestBytes() && a.L7.RequestTimeout == b.L7.RequestTimeout
+}
 
 // acceptPunt hands a packet of an l7 VIP to its acceptor and answers the
 // forwarder with the acceptor's packet (or nothing).

@@ -9,6 +9,7 @@ import (
 
 	pb "github.com/tetherlb/tether/api/hostpb"
 	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/config"
 )
 
 // TestMigrationEnds: a host's end notice counts only for the migration
@@ -42,5 +43,50 @@ func TestMigrationEnds(t *testing.T) {
 	c.expireL7(time.Now().Add(max(endedLinger, migrateTimeout) + time.Second))
 	if v := c.L7(context.Background()); len(l.migrations) != 0 || v.Stats.UploadTimeouts != 1 {
 		t.Fatalf("%d migrations left, %d timeouts; want none left and the unanswered one timed out", len(l.migrations), v.Stats.UploadTimeouts)
+	}
+}
+
+// TestReloadKeepsTheAcceptor: a reload that changes a VIP's rules or
+// weights keeps its acceptor (handshakes in progress and their cookies
+// stay valid) and takes the new rules; one that changes its limits
+// makes a new acceptor.
+func TestReloadKeepsTheAcceptor(t *testing.T) {
+	parse := func(weight, maxRequest, prefix string) *config.Config {
+		c, err := config.Parse([]byte(`
+unit: {address4: 198.51.100.254}
+hosts: {listen: "198.51.100.254:7320", tls: {ca: /c, cert: /c, key: /k}}
+vips:
+  - name: web
+    address: 192.0.2.10
+    port: 80
+    protocol: tcp
+    mode: l7
+    l7: {max_request: ` + maxRequest + `, rules: [{name: r, path_prefix: ` + prefix + `, backends: [a]}]}
+    backends:
+      - {name: a, address: 10.1.0.1, weight: ` + weight + `}
+      - {name: b, address: 10.1.0.2}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := &Control{log: zerolog.Nop(), l7part: newL7Part()}
+	if err := c.syncL7(parse("1", "16KiB", "/a/")); err != nil {
+		t.Fatal(err)
+	}
+	first := c.l7part.vips["web"]
+	if err := c.syncL7(parse("5", "16KiB", "/other/")); err != nil {
+		t.Fatal(err)
+	}
+	second := c.l7part.vips["web"]
+	if second.acc != first.acc || second.rules == first.rules || second.cfg.L7.Rules[0].PathPrefix != "/other/" {
+		t.Fatal("a reload of rules and weights did not keep the acceptor, or kept the old rules")
+	}
+	if err := c.syncL7(parse("5", "32KiB", "/other/")); err != nil {
+		t.Fatal(err)
+	}
+	if c.l7part.vips["web"].acc == second.acc {
+		t.Fatal("a new max_request kept the old acceptor")
 	}
 }
