@@ -223,7 +223,7 @@ func startL7(o options, s setup, st *site, lb *e2e.LB) (*l7Unit, []string, error
 	if s.pinUnit {
 		cmd = append([]string{"taskset", "-c", "1"}, cmd...)
 	}
-	td, err := lb.Start(lb.Unit, "tetherd", nil, cmd...)
+	td, err := lb.Start(lb.Unit, "tetherd", s.env, cmd...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -304,6 +304,9 @@ func startL7(o options, s setup, st *site, lb *e2e.LB) (*l7Unit, []string, error
 		"the control process's (where the acceptor runs) and the forwarder's own, off the worker's core, so they run on core 0 with the client and the servers"
 	if s.pinUnit {
 		how = "`tetherd run` confined whole to core 1 with taskset (one worker, forwarder.cores: [1]): the control process, where the acceptor runs, has no other core to move to and shares core 1 with the worker"
+	}
+	if len(s.env) > 0 {
+		how += " (environment: " + strings.Join(s.env, " ") + ", which the forwarder inherits)"
 	}
 	return u, []string{fmt.Sprintf("%s; %s port; ", how, s.driver) +
 		"the VIP mode l7, rule path_prefix " + l7Rule + " → b0, else the default rule over b0–b2 (a hash of the client); " +

@@ -32,6 +32,8 @@ type setup struct {
 	optIn bool
 	// pinUnit confines the whole unit, control process too, to core 1.
 	pinUnit bool
+	// env is added to tetherd run's environment.
+	env []string
 }
 
 // peer reports whether the setup is one Tether is compared against.
@@ -58,6 +60,14 @@ var allSetups = []setup{
 	// operations guide's advice: its control process cannot leave the
 	// worker's core and waits behind the spinning worker.
 	{name: "tether-l7-1core", kind: "tether-l7", driver: "afxdp", mode: "l7", unit: true, tag: "lc", optIn: true, pinUnit: true},
+	// A diagnosis, not a peer: tetherd run with GOMAXPROCS=2 in its
+	// environment. The control process moves itself to core 0 before
+	// it starts the forwarder, which inherits that one-core mask, so
+	// the Go runtime gives the forwarder one P, which its spinning
+	// worker holds: the uplink reads the acceptor's answers only when
+	// the worker is preempted (every 10 ms). A second P lets it read
+	// them at once.
+	{name: "tether-l7-procs2", kind: "tether-l7", driver: "afxdp", mode: "l7", unit: true, tag: "lp", optIn: true, env: []string{"GOMAXPROCS=2"}},
 }
 
 func setupNames() []string { return names(allSetups) }
