@@ -156,7 +156,7 @@ func (rep report) markdown(b *strings.Builder) {
 	if figs[0].key == figNewConn { // the l7 comparison alone
 		fmt.Fprintf(b, "Topology: client → router → unit (AF_XDP veth on the bridge) and three backends on a bridge, all veth in namespaces; the backends answer the client by way of the router. "+
 			"Backends: the same Go HTTP server (lbbench's l7httpd role, on the agent's listener shim for Tether, on net.Listen for HAProxy), one per backend. "+
-			"Pinning: the load balancer (HAProxy; Tether's whole unit, control process and forwarder) on core 1; the client, the servers and the agents on core 0. "+
+			"Pinning: the load balancer on core 1 (HAProxy; Tether's worker, and where the rest of the unit runs is in each row's notes); the client, the servers and the agents on core 0. "+
 			"Loads: wrk -t1 for %d s each (new connections: %d, `Connection: close`, GET /; bulk: %d, GET %s1m.bin, 1 MiB, keep-alive); "+
 			"time to first byte: %d s of new connections one at a time, alternately direct to backend b1 and through the VIP, connect(2) to the first response byte, GET / with Connection: close. "+
 			"Other work is the CPU time processes outside the harness took while a setup's loads ran; "+
