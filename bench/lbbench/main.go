@@ -56,7 +56,7 @@ func main() {
 	flag.IntVar(&o.conns, "conns", 16, "wrk connections for keep-alive requests and new connections")
 	flag.IntVar(&o.bulkConns, "bulk-conns", 8, "wrk connections downloading the 1 MiB file in parallel")
 	flag.Int64Var(&o.stream, "stream", 1<<30, "bytes of the one long stream (a sparse file)")
-	flag.StringVar(&setups, "setups", strings.Join(defaultSetups(), ","), "setups to measure, comma-separated (also haproxy-http and tether-l7: the l7 comparison)")
+	flag.StringVar(&setups, "setups", strings.Join(defaultSetups(), ","), "setups to measure, comma-separated (not by default: haproxy-http, tether-l7, tether-l7-1core, tether-l7-procs2, the l7 comparison)")
 	flag.BoolVar(&o.offloadsOff, "afxdp-offloads-off", false,
 		"turn TX checksum offload, TSO and GSO off on the senders' veths for the AF_XDP rows: what a tetherd that cannot finish partial checksums needs (4ac06d4 and older)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
