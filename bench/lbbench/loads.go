@@ -25,11 +25,19 @@ const (
 	figStream    = "stream"
 	figUDPEst    = "udpest"
 	figUDPNew    = "udpnew"
+	// The l7 rows' time to first byte on new connections, µs: through
+	// the VIP, direct to a backend, and what the VIP added at p99.
+	figTTFB50   = "ttfb50"
+	figTTFB99   = "ttfb99"
+	figDirect50 = "direct50"
+	figDirect99 = "direct99"
+	figAdded99  = "added99"
 )
 
 // result is one setup's figures in one run.
 type result struct {
 	setup setup
+	run   int
 	vals  map[string]float64
 	// errs holds why a figure failed; a figure in neither map does not
 	// apply (UDP through HAProxy).
@@ -48,7 +56,7 @@ func (r *result) fail(fig string, err error) { r.errs[fig] = err.Error() }
 // balancer, runs every load once and removes everything again, on every
 // path.
 func measure(o options, s setup, st *site, run, idx int, progress func(string, ...any)) *result {
-	res := &result{setup: s, vals: map[string]float64{}, errs: map[string]string{}, other: -1}
+	res := &result{setup: s, run: run, vals: map[string]float64{}, errs: map[string]string{}, other: -1}
 	if share := waitQuiet(progress); share >= quietShare {
 		progress("WARNING: other work still uses %.0f%% of a core; measuring anyway", 100*share)
 	}
@@ -68,6 +76,10 @@ func measure(o options, s setup, st *site, run, idx int, progress func(string, .
 			progress("removing the topology: %v", err)
 		}
 	}()
+	if s.l7() {
+		measureL7(o, s, st, lb, res, progress)
+		return res
+	}
 	if err := prepare(o, s, st, lb, res); err != nil {
 		res.fatal = err.Error()
 		progress("FAILED: %v", err)

@@ -29,29 +29,34 @@ import (
 
 // options are the command's flags.
 type options struct {
-	tetherd   string
-	runs      int
-	secs      int
-	conns     int
-	bulkConns int
-	stream    int64
-	setups    []setup
-	out, svg  string
+	tetherd string
+	// agent and tetherctl: the l7 rows' (default: beside tetherd).
+	agent, tetherctl string
+	runs             int
+	secs             int
+	conns            int
+	bulkConns        int
+	stream           int64
+	setups           []setup
+	out, svg         string
 	// offloadsOff turns the senders' offloads off for the AF_XDP rows.
 	offloadsOff bool
 }
 
 func main() {
+	runBenchRole()
 	e2e.RunRoleFromEnv()
 	var o options
 	var setups string
 	flag.StringVar(&o.tetherd, "tetherd", "bin/tetherd", "tetherd binary")
+	flag.StringVar(&o.agent, "agent", "", "tether-agent binary for the tether-l7 setup (default: beside --tetherd)")
+	flag.StringVar(&o.tetherctl, "tetherctl", "", "tetherctl binary for the tether-l7 setup (default: beside --tetherd)")
 	flag.IntVar(&o.runs, "runs", 3, "runs of every setup; the table reports medians")
 	flag.IntVar(&o.secs, "seconds", 5, "seconds of each timed load (wrk, UDP)")
 	flag.IntVar(&o.conns, "conns", 16, "wrk connections for keep-alive requests and new connections")
 	flag.IntVar(&o.bulkConns, "bulk-conns", 8, "wrk connections downloading the 1 MiB file in parallel")
 	flag.Int64Var(&o.stream, "stream", 1<<30, "bytes of the one long stream (a sparse file)")
-	flag.StringVar(&setups, "setups", strings.Join(setupNames(), ","), "setups to measure, comma-separated")
+	flag.StringVar(&setups, "setups", strings.Join(defaultSetups(), ","), "setups to measure, comma-separated (not by default: haproxy-http, tether-l7, tether-l7-1core, tether-l7-procs2, the l7 comparison)")
 	flag.BoolVar(&o.offloadsOff, "afxdp-offloads-off", false,
 		"turn TX checksum offload, TSO and GSO off on the senders' veths for the AF_XDP rows: what a tetherd that cannot finish partial checksums needs (4ac06d4 and older)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
@@ -89,6 +94,18 @@ func run(o options, setups string) error {
 	var err error
 	if o.tetherd, err = filepath.Abs(o.tetherd); err != nil {
 		return fmt.Errorf("tetherd path: %w", err)
+	}
+	for _, p := range []*string{&o.agent, &o.tetherctl} {
+		name := "tether-agent"
+		if p == &o.tetherctl {
+			name = "tetherctl"
+		}
+		if *p == "" {
+			*p = filepath.Join(filepath.Dir(o.tetherd), name)
+		}
+		if *p, err = filepath.Abs(*p); err != nil {
+			return fmt.Errorf("%s path: %w", name, err)
+		}
 	}
 	sum, err := fileSHA256(o.tetherd)
 	if err != nil {

@@ -17,7 +17,23 @@ type figure struct {
 }
 
 func figures(o options) []figure {
-	return []figure{
+	var l7, other bool
+	for _, s := range o.setups {
+		l7, other = l7 || s.l7(), other || !s.l7()
+	}
+	l7figs := []figure{
+		{key: figNewConn, title: "new conn/s", unit: "conn/s"},
+		{key: figBulk, title: fmt.Sprintf("bulk MiB/s (%d × 1 MiB)", o.bulkConns), unit: "MiB/s"},
+		{key: figTTFB50, title: "TTFB p50 µs", unit: "µs", lowerBetter: true},
+		{key: figTTFB99, title: "TTFB p99 µs", unit: "µs", lowerBetter: true},
+		{key: figDirect50, title: "direct TTFB p50 µs", unit: "µs", lowerBetter: true},
+		{key: figDirect99, title: "direct TTFB p99 µs", unit: "µs", lowerBetter: true},
+		{key: figAdded99, title: "p99 added to direct, µs", unit: "µs", lowerBetter: true},
+	}
+	if !other {
+		return l7figs
+	}
+	figs := []figure{
 		{key: figKeepAlive, title: "keep-alive req/s", unit: "req/s"},
 		{key: figP50, title: "p50 ms", unit: "ms", lowerBetter: true},
 		{key: figP99, title: "p99 ms", unit: "ms", lowerBetter: true},
@@ -27,6 +43,10 @@ func figures(o options) []figure {
 		{key: figUDPEst, title: "UDP 64 B pps, 256 flows", unit: "pps"},
 		{key: figUDPNew, title: "UDP 64 B pps, new flow per packet", unit: "pps"},
 	}
+	if l7 {
+		figs = append(figs, l7figs[2:]...)
+	}
+	return figs
 }
 
 // report turns the runs into the markdown table and the chart.
@@ -133,13 +153,18 @@ func (rep report) markdown(b *strings.Builder) {
 	figs := figures(o)
 	fmt.Fprintf(b, "Whole system at defaults, %s; %d runs, medians; tetherd %s.\n\n", rep.date, o.runs, rep.tetherd)
 	fmt.Fprintf(b, "Command: `%s` (took %s).\n\n", rep.command, rep.elapsed.Round(time.Second))
-	fmt.Fprintf(b, "Topology: client → router → unit → three nginx backends (one worker each) on a bridge, all veth in namespaces. "+
-		"Pinning: the load balancer (Tether's worker, HAProxy) on core 1; the client (wrk, curl, the UDP sender), nginx and the UDP sinks on core 0; "+
-		"the kernel's softirq work wherever it runs. Loads: wrk -t1 for %d s each (keep-alive: %d connections; new connections: %d, `Connection: close`; bulk: %d, "+
-		"the 1 MiB file); one %d MiB stream with curl; 64-byte UDP frames for %d s from a raw socket, counted at the backends. "+
-		"Other work is the CPU time processes outside the harness took while a setup's loads ran (the machine may be shared); "+
-		"each setup waits up to %s for it to drop below %.0f%% of a core before it starts.\n\n",
-		o.secs, o.conns, o.conns, o.bulkConns, o.stream>>20, o.secs, quietWait, 100*quietShare)
+	if figs[0].key == figNewConn { // the l7 comparison alone
+		fmt.Fprintf(b, "Topology: client → router → unit (AF_XDP veth on the bridge) and three backends on a bridge, all veth in namespaces; the backends answer the client by way of the router. "+
+			"Backends: the same Go HTTP server (lbbench's l7httpd role, on the agent's listener shim for Tether, on net.Listen for HAProxy), one per backend. "+
+			"Pinning: the load balancer on core 1 (HAProxy; Tether's worker, and where the rest of the unit runs is in each row's notes); the client, the servers and the agents on core 0. "+
+			"Loads: wrk -t1 for %d s each (new connections: %d, `Connection: close`, GET /; bulk: %d, GET %s1m.bin, 1 MiB, keep-alive); "+
+			"time to first byte: %d s of new connections one at a time, alternately direct to backend b1 and through the VIP, connect(2) to the first response byte, GET / with Connection: close. "+
+			"Other work is the CPU time processes outside the harness took while a setup's loads ran; "+
+			"each setup waits up to %s for it to drop below %.0f%% of a core before it starts.\n\n",
+			o.secs, o.conns, o.bulkConns, l7Rule, o.secs, quietWait, 100*quietShare)
+	} else {
+		rep.topology(b)
+	}
 
 	b.WriteString("| setup |")
 	for _, f := range figs {
@@ -239,6 +264,18 @@ func (rep report) markdown(b *strings.Builder) {
 			}
 		}
 	}
+}
+
+// topology describes the whole-system rows' topology and loads.
+func (rep report) topology(b *strings.Builder) {
+	o := rep.opts
+	fmt.Fprintf(b, "Topology: client → router → unit → three nginx backends (one worker each) on a bridge, all veth in namespaces. "+
+		"Pinning: the load balancer (Tether's worker, HAProxy) on core 1; the client (wrk, curl, the UDP sender), nginx and the UDP sinks on core 0; "+
+		"the kernel's softirq work wherever it runs. Loads: wrk -t1 for %d s each (keep-alive: %d connections; new connections: %d, `Connection: close`; bulk: %d, "+
+		"the 1 MiB file); one %d MiB stream with curl; 64-byte UDP frames for %d s from a raw socket, counted at the backends. "+
+		"Other work is the CPU time processes outside the harness took while a setup's loads ran (the machine may be shared); "+
+		"each setup waits up to %s for it to drop below %.0f%% of a core before it starts.\n\n",
+		o.secs, o.conns, o.conns, o.bulkConns, o.stream>>20, o.secs, quietWait, 100*quietShare)
 }
 
 // oneLine keeps the first line of a long error for the table's notes.

@@ -16,7 +16,7 @@ import (
 // setup is one load balancer and how it runs.
 type setup struct {
 	name string
-	kind string // nft, haproxy or tether
+	kind string // nft, haproxy, tether; haproxy-http, tether-l7 (l7.go)
 	// driver and mode of a Tether setup; unit runs the whole unit
 	// (tetherd run: the control process, which starts the forwarder)
 	// rather than the forwarder alone.
@@ -28,10 +28,20 @@ type setup struct {
 	// in the namespace name, so that any other run's e2e.RemoveStale
 	// would take the namespaces for a dead process's and delete them.
 	tag string
+	// optIn leaves the setup out of the default -setups.
+	optIn bool
+	// pinUnit confines the whole unit, control process too, to core 1.
+	pinUnit bool
+	// env is added to tetherd run's environment.
+	env []string
 }
 
 // peer reports whether the setup is one Tether is compared against.
-func (s setup) peer() bool { return s.kind != "tether" }
+func (s setup) peer() bool { return !strings.HasPrefix(s.kind, "tether") }
+
+// l7 reports whether the setup is one of the l7 comparison's (l7.go),
+// which run their own loads.
+func (s setup) l7() bool { return s.kind == "haproxy-http" || s.kind == "tether-l7" }
 
 var allSetups = []setup{
 	{name: "nft", kind: "nft", tag: "n"},
@@ -42,9 +52,36 @@ var allSetups = []setup{
 	{name: "tether-tun-halfnat", kind: "tether", driver: "tun", mode: "halfnat", tag: "th"},
 	{name: "tether-unit-afxdp-nat", kind: "tether", driver: "afxdp", mode: "nat", unit: true, tag: "un"},
 	{name: "tether-unit-tun-nat", kind: "tether", driver: "tun", mode: "nat", unit: true, tag: "ut"},
+	// The l7 comparison (issue 14), not in the default set: -setups
+	// haproxy-http,tether-l7.
+	{name: "haproxy-http", kind: "haproxy-http", tag: "hh", optIn: true},
+	{name: "tether-l7", kind: "tether-l7", driver: "afxdp", mode: "l7", unit: true, tag: "l", optIn: true},
+	// The whole unit confined to core 1 with taskset, against the
+	// operations guide's advice: its control process cannot leave the
+	// worker's core and waits behind the spinning worker.
+	{name: "tether-l7-1core", kind: "tether-l7", driver: "afxdp", mode: "l7", unit: true, tag: "lc", optIn: true, pinUnit: true},
+	// A diagnosis, not a peer: tetherd run with GOMAXPROCS=2 in its
+	// environment. The control process moves itself to core 0 before
+	// it starts the forwarder, which inherits that one-core mask, so
+	// the Go runtime gives the forwarder one P, which its spinning
+	// worker holds: the uplink reads the acceptor's answers only when
+	// the worker is preempted (every 10 ms). A second P lets it read
+	// them at once.
+	{name: "tether-l7-procs2", kind: "tether-l7", driver: "afxdp", mode: "l7", unit: true, tag: "lp", optIn: true, env: []string{"GOMAXPROCS=2"}},
 }
 
 func setupNames() []string { return names(allSetups) }
+
+// defaultSetups are the setups measured without -setups.
+func defaultSetups() []string {
+	var n []string
+	for _, s := range allSetups {
+		if !s.optIn {
+			n = append(n, s.name)
+		}
+	}
+	return n
+}
 
 func findSetup(name string) (setup, bool) {
 	for _, s := range allSetups {
@@ -81,15 +118,11 @@ func writeSite(dir string, stream int64) (*site, error) {
 	if err := os.MkdirAll(www, 0o755); err != nil {
 		return nil, fmt.Errorf("site: %w", err)
 	}
-	index := []byte("<html><body>tether lbbench backend</body></html>\n")
+	index := []byte(indexPage)
 	if err := os.WriteFile(filepath.Join(www, "index.html"), index, 0o644); err != nil {
 		return nil, fmt.Errorf("site: %w", err)
 	}
-	mib := make([]byte, bulkSize)
-	for i := range mib {
-		mib[i] = byte(i*7 + i>>8)
-	}
-	if err := os.WriteFile(filepath.Join(www, "1m.bin"), mib, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(www, "1m.bin"), bulkBytes(), 0o644); err != nil {
 		return nil, fmt.Errorf("site: %w", err)
 	}
 	f, err := os.Create(filepath.Join(www, "stream.bin"))
@@ -110,6 +143,19 @@ func writeSite(dir string, stream int64) (*site, error) {
 		return nil, fmt.Errorf("site: %w", err)
 	}
 	return &site{dir: dir, indexSize: int64(len(index)), stream: stream}, nil
+}
+
+// indexPage is the backends' small page, in nginx's site and in the l7
+// rows' Go server alike.
+const indexPage = "<html><body>tether lbbench backend</body></html>\n"
+
+// bulkBytes is the 1 MiB file's content.
+func bulkBytes() []byte {
+	mib := make([]byte, bulkSize)
+	for i := range mib {
+		mib[i] = byte(i*7 + i>>8)
+	}
+	return mib
 }
 
 // nginxConfig is one backend's nginx: one worker, no access log,
