@@ -340,11 +340,15 @@ func (c *Control) onMigrateResult(host uint32, r *pb.MigrateResult) {
 		return
 	}
 	l.stats.UploadFailed++
-	l.forget(m)
-	l.refuse(m)
+	owned := l.forget(m)
+	if owned {
+		l.refuse(m)
+	}
 	l.mu.Unlock()
 	c.log.Warn().Uint32("host", host).Str("vip", m.vip).Str("error", r.GetError()).Msg("a host could not take a migrated connection")
-	c.dropRoute(m)
+	if owned {
+		c.dropRoute(m)
+	}
 }
 
 // onMigrationEnded removes the route of a migrated connection that ended
@@ -381,12 +385,18 @@ func sameTuple(k *unit.FlowKey, t *pb.Tuple) bool {
 		t.GetClientPort() == uint32(k.SrcPort) && t.GetVipPort() == uint32(k.DstPort)
 }
 
-// forget drops a migration from the table; callers hold l.mu.
-func (l *l7Part) forget(m *migration) {
+// forget drops a migration from the table and reports whether it still
+// owned its flow's tuple: a client that reuses the tuple (its port)
+// while the route of its ended connection lingers makes a new
+// connection, whose migration and route the old one's end must not
+// touch. Callers hold l.mu.
+func (l *l7Part) forget(m *migration) bool {
 	delete(l.migrations, m.id)
-	if l.byKey[m.key] == m.id {
-		delete(l.byKey, m.key)
+	if l.byKey[m.key] != m.id {
+		return false
 	}
+	delete(l.byKey, m.key)
+	return true
 }
 
 func (c *Control) dropRoute(m *migration) {
@@ -434,14 +444,18 @@ func (c *Control) expireL7(now time.Time) {
 		}
 		late = append(late, m)
 	}
+	var drop []*migration
 	for _, m := range late {
-		l.forget(m)
+		if !l.forget(m) {
+			continue // a newer connection has the flow's tuple, and its route
+		}
 		if m.ended.IsZero() {
 			l.refuse(m)
 		}
+		drop = append(drop, m)
 	}
 	l.mu.Unlock()
-	for _, m := range late {
+	for _, m := range drop {
 		c.dropRoute(m)
 	}
 }

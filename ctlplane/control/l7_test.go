@@ -90,3 +90,28 @@ vips:
 		t.Fatal("a new max_request kept the old acceptor")
 	}
 }
+
+// TestReusedTupleKeepsItsRoute: a client that reuses its port while its
+// ended connection's route lingers makes a new connection on the same
+// tuple; the old connection's expiry must leave the new one's record
+// (and so its route) alone.
+func TestReusedTupleKeepsItsRoute(t *testing.T) {
+	c := &Control{log: zerolog.Nop(), l7part: newL7Part()}
+	key := unit.FlowKey{Src: [16]byte{10, 0, 1, 2}, Dst: [16]byte{192, 0, 2, 10}, SrcPort: 40000, DstPort: 80, Proto: 6}
+	l := c.l7part
+	now := time.Now()
+	l.migrations[1] = &migration{id: 1, key: key, host: 1, sent: now, uploaded: true, ended: now}
+	l.migrations[2] = &migration{id: 2, key: key, host: 1, sent: now, uploaded: true}
+	l.byKey[key] = 2
+	if l.forget(l.migrations[1]) {
+		t.Fatal("the old connection claimed the tuple a newer one holds")
+	}
+	if l.byKey[key] != 2 || l.migrations[2] == nil {
+		t.Fatal("forgetting the old connection dropped the new one's record")
+	}
+	l.migrations[1] = &migration{id: 1, key: key, host: 1, sent: now, uploaded: true, ended: now}
+	c.expireL7(now.Add(endedLinger + time.Second))
+	if l.byKey[key] != 2 || l.migrations[2] == nil || l.migrations[1] != nil {
+		t.Fatal("the old connection's expiry touched the new one")
+	}
+}
