@@ -73,9 +73,8 @@ type inNamespace struct {
 	m  *migrate.Migrator
 }
 
-func (n inNamespace) Migrate(unit string, m *hostpb.Migrate) (r *hostpb.MigrateResult) {
-	nstest.In(n.t, n.ns, func() { r = n.m.Migrate(unit, m) })
-	return r
+func (n inNamespace) Take(unit string, m *hostpb.Migrate, done func(*hostpb.MigrateResult)) {
+	nstest.In(n.t, n.ns, func() { n.m.Take(unit, m, done) })
 }
 
 // TestMigrationOverTheStream: a unit's Migrate over a real host stream

@@ -377,11 +377,25 @@ func (m *Migrator) deliver(ctx context.Context) {
 	}
 }
 
-// Migrate uploads m's connection and hands it over; it returns within
-// about AckTimeout + DialTimeout. A result that is not ok means the
-// client is reset (by this host once the upload got as far as a
-// connected socket, by the unit otherwise).
+// Migrate uploads m's connection and hands it over, and returns the
+// result: Take, waiting for its result. Within about AckTimeout +
+// DialTimeout.
 func (m *Migrator) Migrate(unit string, msg *pb.Migrate) *pb.MigrateResult {
+	ch := make(chan *pb.MigrateResult, 1)
+	m.Take(unit, msg, func(r *pb.MigrateResult) { ch <- r })
+	return <-ch
+}
+
+// Take uploads msg's connection into the host's kernel and returns; the
+// hand-off to the application goes on in the background, and done gets
+// the result once, within about AckTimeout + DialTimeout (at once when
+// the upload fails). The stream's later messages need not wait for the
+// hand-off: the order the unit relies on (the socket before the flow's
+// mapping) holds once Take returns. A result that is not ok means the
+// client is reset (by this host once the upload got as far as a
+// connected socket, by the unit otherwise). The migration's end is
+// reported after done.
+func (m *Migrator) Take(unit string, msg *pb.Migrate, done func(*pb.MigrateResult)) {
 	res := &pb.MigrateResult{Id: msg.GetId()}
 	fail := func(reason string, err error) *pb.MigrateResult {
 		m.mu.Lock()
@@ -395,14 +409,16 @@ func (m *Migrator) Migrate(unit string, msg *pb.Migrate) *pb.MigrateResult {
 		return res
 	}
 	if err := pb.ValidateUnit(&pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Migrate{Migrate: msg}}); err != nil {
-		return fail("invalid", err)
+		done(fail("invalid", err))
+		return
 	}
 	st := msg.GetState()
 	client := netip.AddrPortFrom(netip.AddrFrom4([4]byte(st.GetClient())), uint16(st.GetClientPort()))
 	vip := netip.AddrPortFrom(netip.AddrFrom4([4]byte(st.GetVip())), uint16(st.GetVipPort()))
 	f, err := Upload(st, msg.GetData())
 	if err != nil {
-		return fail("upload", err)
+		done(fail("upload", err))
+		return
 	}
 	m.mu.Lock()
 	m.st.Uploaded++
@@ -413,32 +429,42 @@ func (m *Migrator) Migrate(unit string, msg *pb.Migrate) *pb.MigrateResult {
 	sc := m.shimFor(vip)
 	m.mu.Unlock()
 	// Uploaded but not taken: the client is reset, and the unit hears
-	// HANDOFF_FAILED (once) besides the failed result.
-	failHandoff := func(reason string, err error) *pb.MigrateResult {
+	// HANDOFF_FAILED (once) after the failed result.
+	failHandoff := func(reason string, err error) {
 		Reset(f)
+		done(fail(reason, err))
 		m.end(lc.hid, pb.EndReason_END_REASON_HANDOFF_FAILED)
-		return fail(reason, err)
 	}
-	if sc != nil {
-		ok, reason, err := m.toShim(sc, lc, f, client, vip)
+	if sc == nil {
+		// A splice's connect is local and quick, and is made here, in
+		// the caller's network namespace (the copying goes on in the
+		// background).
+		sp, ok := m.spliceFor(vip)
 		if !ok {
-			return failHandoff(reason, err)
+			failHandoff("no_handoff", fmt.Errorf("no listener shim registered and no splice configured for %v", vip))
+			return
+		}
+		if err := m.splice(lc, f, sp, client); err != nil {
+			failHandoff("splice", err)
+			return
+		}
+		res.Ok, res.Handoff = true, pb.Handoff_HANDOFF_SPLICE
+		m.handed(HandoffSplice)
+		done(res)
+		return
+	}
+	// A listener shim answers when the application has accepted, which
+	// can take a while: the stream goes on meanwhile.
+	go func() {
+		if ok, reason, err := m.toShim(sc, lc, f, client, vip); !ok {
+			failHandoff(reason, err)
+			return
 		}
 		f.Close() // the application's copy is the connection now
 		res.Ok, res.Handoff = true, pb.Handoff_HANDOFF_LISTENER
 		m.handed(HandoffListener)
-		return res
-	}
-	sp, ok := m.spliceFor(vip)
-	if !ok {
-		return failHandoff("no_handoff", fmt.Errorf("no listener shim registered and no splice configured for %v", vip))
-	}
-	if err := m.splice(lc, f, sp, client); err != nil {
-		return failHandoff("splice", err)
-	}
-	res.Ok, res.Handoff = true, pb.Handoff_HANDOFF_SPLICE
-	m.handed(HandoffSplice)
-	return res
+		done(res)
+	}()
 }
 
 func (m *Migrator) handed(kind string) {

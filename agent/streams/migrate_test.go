@@ -60,26 +60,30 @@ func (u *fakeUnit) Connect(s grpc.BidiStreamingServer[pb.AgentMessage, pb.UnitMe
 	}
 }
 
-// slowMigrator answers after the test lets it, and meanwhile tries to
-// report the migration ended (as a connection closed at once would).
+// slowMigrator takes a connection at once (Take returns) and hands it
+// off slowly: its result comes when the test lets it, and then the
+// migration's end, as a connection closed at once would.
 type slowMigrator struct {
 	s       *Streams
+	taken   chan uint64
 	release chan struct{}
 	ended   chan error
 }
 
-func (m *slowMigrator) Migrate(unit string, mg *pb.Migrate) *pb.MigrateResult {
+func (m *slowMigrator) Take(unit string, mg *pb.Migrate, done func(*pb.MigrateResult)) {
+	m.taken <- mg.GetId()
 	go func() {
+		<-m.release
+		done(&pb.MigrateResult{Id: mg.GetId(), Ok: true, Handoff: pb.Handoff_HANDOFF_LISTENER})
 		m.ended <- m.s.SendEnded(unit, &pb.MigrationEnded{Id: mg.GetId(), Reason: pb.EndReason_END_REASON_CLOSED,
 			Tuple: &pb.Tuple{Proto: pb.Proto_PROTO_TCP, Client: []byte{192, 0, 2, 1}, ClientPort: 1, Vip: []byte{10, 0, 0, 1}, VipPort: 80}})
 	}()
-	<-m.release
-	return &pb.MigrateResult{Id: mg.GetId(), Ok: true, Handoff: pb.Handoff_HANDOFF_LISTENER}
 }
 
-// TestMigrateInStreamOrder: a Migrate reaches the Migrator from the
-// stream, its result goes back, and an ended notice sent while the
-// Migrate is in progress reaches the unit only after the result.
+// TestMigrateInStreamOrder: a Migrate reaches the Migrator in stream
+// order, before the batch after it is applied; the batch's ack does not
+// wait for the migration's slow hand-off; the result goes back when the
+// hand-off is done, and the end after it.
 func TestMigrateInStreamOrder(t *testing.T) {
 	dir := t.TempDir()
 	ca, _, err := mtls.OpenCA(dir, "test")
@@ -111,7 +115,7 @@ func TestMigrateInStreamOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mig := &slowMigrator{release: make(chan struct{}), ended: make(chan error, 1)}
+	mig := &slowMigrator{taken: make(chan uint64, 1), release: make(chan struct{}), ended: make(chan error, 1)}
 	s, err := New(Options{Host: 7, Units: []Unit{{Name: "unit-a", Address: lis.Addr().String()}}, TLS: ccfg,
 		Log: zerolog.Nop(), Migrator: mig})
 	if err != nil {
@@ -143,25 +147,20 @@ func TestMigrateInStreamOrder(t *testing.T) {
 		RemoteIsn: 10, LocalIsn: 20, SndNxt: 21, RcvNxt: 11, Mss: 1460}
 	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Migrate{Migrate: &pb.Migrate{Id: 5, State: st}}}
 	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 1, Add: []*pb.Mapping{mapping(1)}}}}
-	// Nothing reaches the unit while the Migrate is in progress: not
-	// the ended notice, not the next batch's ack.
-	select {
-	case m := <-unit.in:
-		t.Fatalf("%v before the result", m)
-	case <-time.After(100 * time.Millisecond):
+	if id := <-mig.taken; id != 5 {
+		t.Fatalf("took migration %d", id)
+	}
+	// The next batch is applied and acknowledged while the hand-off is
+	// still going on.
+	if a := next().GetAck(); a.GetSeq() != 1 {
+		t.Fatalf("want the batch's ack during the hand-off, got %v", a)
 	}
 	close(mig.release)
 	if r := next().GetMigrateResult(); r == nil || r.GetId() != 5 || !r.GetOk() {
-		t.Fatalf("want the result first, got %v", r)
+		t.Fatalf("want the result, got %v", r)
 	}
-	var gotEnded, gotAck bool
-	for range 2 {
-		m := next()
-		gotEnded = gotEnded || m.GetMigrationEnded().GetId() == 5
-		gotAck = gotAck || m.GetAck().GetSeq() == 1
-	}
-	if !gotEnded || !gotAck {
-		t.Fatalf("after the result: ended %v, ack %v", gotEnded, gotAck)
+	if e := next().GetMigrationEnded(); e.GetId() != 5 {
+		t.Fatalf("want the end after the result, got %v", e)
 	}
 	if err := <-mig.ended; err != nil {
 		t.Fatal(err)

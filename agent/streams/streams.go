@@ -50,13 +50,16 @@ type Options struct {
 	Migrator Migrator
 }
 
-// Migrator takes a unit's migrated connection. Migrate is called from
-// the unit's stream goroutine in stream order with the mappings
-// batches (a Migrate comes before the batch that maps its flow), and
-// its result is sent before anything later in the stream is read; it
-// must return within a few seconds.
+// Migrator takes a unit's migrated connection. Take is called from the
+// unit's stream goroutine in stream order with the mappings batches (a
+// Migrate comes before the batch that maps its flow) and returns once
+// the connection exists in the host's kernel, or cannot; done is called
+// once with the result, then or later, from any goroutine: the hand-off
+// to the application may take a while, and the stream's later messages
+// (other migrations, mappings) do not wait for it. A Migrator reports a
+// migration's end (SendEnded) only after its done.
 type Migrator interface {
-	Migrate(unit string, m *pb.Migrate) *pb.MigrateResult
+	Take(unit string, m *pb.Migrate, done func(*pb.MigrateResult))
 }
 
 // Sink is where the mappings of the units go. The agent acknowledges a
@@ -156,10 +159,6 @@ type link struct {
 	// for concurrent use, and SendEnded runs beside the stream's
 	// goroutine.
 	sendMu sync.Mutex
-	// migrating is held from a Migrate's arrival until its result is
-	// sent, and by SendEnded: the unit never hears of a migration's end
-	// before its result.
-	migrating sync.Mutex
 }
 
 // holding is the mappings held from one unit at one of its boots.
@@ -478,9 +477,7 @@ func (l *link) follow(stream pb.HostStream_ConnectClient) error {
 			return err
 		}
 		if mg := m.GetMigrate(); mg != nil {
-			if err := l.migrate(stream, mg); err != nil {
-				return err
-			}
+			l.migrate(stream, mg)
 			continue
 		}
 		b := m.GetMappings()
@@ -510,24 +507,26 @@ func (l *link) follow(stream pb.HostStream_ConnectClient) error {
 	}
 }
 
-// migrate hands a Migrate to the Migrator and sends its result.
-func (l *link) migrate(stream pb.HostStream_ConnectClient, mg *pb.Migrate) error {
-	l.migrating.Lock()
-	defer l.migrating.Unlock()
-	var res *pb.MigrateResult
-	if mi := l.s.opts.Migrator; mi != nil {
-		res = mi.Migrate(l.unit.Name, mg)
-	}
-	if res == nil {
-		res = &pb.MigrateResult{Id: mg.GetId(), Error: "this host takes no migrated connections"}
-	}
-	l.set(func(st *Status) {
-		st.Migrations++
-		if !res.GetOk() {
-			st.MigrationsFailed++
+// migrate hands a Migrate to the Migrator, whose result goes back on
+// this stream when it comes (a stream that ended meanwhile loses it: the
+// unit gives the migration up after its timeout).
+func (l *link) migrate(stream pb.HostStream_ConnectClient, mg *pb.Migrate) {
+	done := func(res *pb.MigrateResult) {
+		l.set(func(st *Status) {
+			st.Migrations++
+			if !res.GetOk() {
+				st.MigrationsFailed++
+			}
+		})
+		if err := l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_MigrateResult{MigrateResult: res}}); err != nil {
+			l.s.opts.Log.Debug().Str("unit", l.unit.Name).Uint64("id", res.GetId()).Err(err).Msg("migration result not sent")
 		}
-	})
-	return l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_MigrateResult{MigrateResult: res}})
+	}
+	if mi := l.s.opts.Migrator; mi != nil {
+		mi.Take(l.unit.Name, mg, done)
+		return
+	}
+	done(&pb.MigrateResult{Id: mg.GetId(), Error: "this host takes no migrated connections"})
 }
 
 // ErrNoStream is SendEnded's error when the unit's stream is not up.
@@ -535,15 +534,12 @@ var ErrNoStream = errors.New("the unit's stream is not up")
 
 // SendEnded tells unit that a migrated connection ended, on its stream
 // if that is up (ErrNoStream otherwise: the unit then ages the
-// connection's route out). It waits for a Migrate in progress on that
-// stream to be answered first.
+// connection's route out).
 func (s *Streams) SendEnded(unit string, e *pb.MigrationEnded) error {
 	for _, l := range s.links {
 		if l.unit.Name != unit {
 			continue
 		}
-		l.migrating.Lock()
-		defer l.migrating.Unlock()
 		l.mu.Lock()
 		stream := l.stream
 		l.mu.Unlock()

@@ -379,9 +379,9 @@ func (o *orderSink) Apply(_ string, add []*pb.Mapping, _ []uint32) error {
 	}
 	return nil
 }
-func (o *orderSink) Migrate(_ string, m *pb.Migrate) *pb.MigrateResult {
+func (o *orderSink) Take(_ string, m *pb.Migrate, done func(*pb.MigrateResult)) {
 	o.note(fmt.Sprintf("migrate %d", m.GetId()))
-	return &pb.MigrateResult{Id: m.GetId(), Ok: m.GetId() != 13, Handoff: pb.Handoff_HANDOFF_LISTENER, Error: map[bool]string{true: "no application"}[m.GetId() == 13]}
+	done(&pb.MigrateResult{Id: m.GetId(), Ok: m.GetId() != 13, Handoff: pb.Handoff_HANDOFF_LISTENER, Error: map[bool]string{true: "no application"}[m.GetId() == 13]})
 }
 
 // TestMigrateInStreamOrder: a Migrate reaches the host between the
