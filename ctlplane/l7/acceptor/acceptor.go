@@ -292,6 +292,13 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 		a.count(cRSTUnknown)
 		return nil, Event{}
 	case flags&header.TCPFlagSYN != 0 && flags&header.TCPFlagACK == 0:
+		// A SYN on a forgotten flow's tuple is a new connection: a
+		// client reuses its port once its side of the old one is
+		// closed, which the server's closing first allows at once. The
+		// tombstone, kept against the old connection's retransmissions,
+		// would drop the new one's handshake and request for its whole
+		// time.
+		delete(a.tombs, s.key)
 		return a.synAck(now, &s, out), Event{}
 	case flags&header.TCPFlagACK == 0:
 		a.count(cNoACK)

@@ -542,6 +542,26 @@ func TestForgetTombstone(t *testing.T) {
 	}
 }
 
+// TestTupleReusedAfterForget: a client that reuses a forgotten
+// connection's tuple (its port) opens a new connection the acceptor
+// takes at once, not after the old one's tombstone lapses.
+func TestTupleReusedAfterForget(t *testing.T) {
+	a := newTest(t, func(c *Config) { c.TombstoneTTL = 5 * time.Second })
+	c := newClient(t, a, 40047)
+	c.syn()
+	if _, ev := c.data("PA", []byte(request)); ev.Kind != Ready {
+		t.Fatal(ev.Kind)
+	}
+	a.Forget(c.key(), c.now)
+	again := newClient(t, a, 40047) // the same tuple, a new ISN
+	again.now = c.now.Add(time.Millisecond)
+	again.seq += 1 << 20
+	again.syn()
+	if _, ev := again.data("PA", []byte(request)); ev.Kind != Ready {
+		t.Fatalf("the new connection on a forgotten tuple: %v, want Ready at once", ev.Kind)
+	}
+}
+
 // TestRefuse: a flow whose migration failed with nobody to reset the
 // client gets a reset for its next packet, with the sequence number
 // the client expects, for the tombstone's time, not a silent drop.
