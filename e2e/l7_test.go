@@ -104,29 +104,13 @@ func startShimHTTP(t *testing.T, lb *LB, dir, sock string, gate ...string) *Proc
 // agentMigrations reads backend i's agent's migrations view.
 func agentMigrations(t *testing.T, lb *LB, i int, socket string) agent.MigrationsView {
 	t.Helper()
-	out, err := lb.Exec(lb.Backends[i], agentBin(), "--socket", socket, "migrations", "-o", "json")
-	if err != nil {
-		t.Fatalf("tether-agent migrations: %v\n%s", err, out)
-	}
-	var v agent.MigrationsView
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatalf("tether-agent migrations: %v\n%s", err, out)
-	}
-	return v
+	return agentView[agent.MigrationsView](t, lb, i, socket, "migrations")
 }
 
 // unitL7 reads the unit's l7 view.
 func unitL7(t *testing.T, u *runningUnit) unit.L7View {
 	t.Helper()
-	out, err := u.ctl("l7", "-o", "json")
-	if err != nil {
-		t.Fatalf("tetherctl l7: %v\n%s", err, out)
-	}
-	var v unit.L7View
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatalf("tetherctl l7: %v\n%s", err, out)
-	}
-	return v
+	return ctlView[unit.L7View](t, u, "l7")
 }
 
 // TestL7Migration: an l7 VIP's acceptor takes each connection, reads its

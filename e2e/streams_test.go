@@ -50,32 +50,49 @@ func unitAddrFor(lb *LB, i int) string {
 	return lb.UnitIP
 }
 
-// agentStreams reads an agent's streams through `tether-agent streams`.
-func agentStreams(t *testing.T, lb *LB, i int, socket string) agent.StreamsView {
+// agentView reads backend i's agent's view through `tether-agent CMD -o
+// json` (its API socket is socket).
+func agentView[T any](t *testing.T, lb *LB, i int, socket, cmd string) T {
 	t.Helper()
-	out, err := lb.Exec(lb.Backends[i], agentBin(), "--socket", socket, "streams", "-o", "json")
-	if err != nil {
-		t.Fatalf("tether-agent streams: %v\n%s", err, out)
+	out, err := lb.Exec(lb.Backends[i], agentBin(), "--socket", socket, cmd, "-o", "json")
+	var v T
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &v)
 	}
-	var v agent.StreamsView
-	if err := json.Unmarshal([]byte(out), &v); err != nil || len(v.Streams) != 1 {
-		t.Fatalf("tether-agent streams: %v\n%s", err, out)
+	if err != nil {
+		t.Fatalf("tether-agent %s: %v\n%s", cmd, err, out)
 	}
 	return v
 }
 
-// unitStreams reads the unit's streams through `tetherctl streams`.
-func unitStreams(t *testing.T, u *runningUnit) unit.StreamsView {
+// ctlView reads the unit's view through `tetherctl CMD -o json`.
+func ctlView[T any](t *testing.T, u *runningUnit, cmd string) T {
 	t.Helper()
-	out, err := u.ctl("streams", "-o", "json")
-	if err != nil {
-		t.Fatalf("tetherctl streams: %v\n%s", err, out)
+	out, err := u.ctl(cmd, "-o", "json")
+	var v T
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &v)
 	}
-	var v unit.StreamsView
-	if err := json.Unmarshal([]byte(out), &v); err != nil {
-		t.Fatalf("tetherctl streams: %v\n%s", err, out)
+	if err != nil {
+		t.Fatalf("tetherctl %s: %v\n%s", cmd, err, out)
 	}
 	return v
+}
+
+// agentStreams reads an agent's streams (to its one unit).
+func agentStreams(t *testing.T, lb *LB, i int, socket string) agent.StreamsView {
+	t.Helper()
+	v := agentView[agent.StreamsView](t, lb, i, socket, "streams")
+	if len(v.Streams) != 1 {
+		t.Fatalf("tether-agent streams: %d streams, want 1", len(v.Streams))
+	}
+	return v
+}
+
+// unitStreams reads the unit's streams.
+func unitStreams(t *testing.T, u *runningUnit) unit.StreamsView {
+	t.Helper()
+	return ctlView[unit.StreamsView](t, u, "streams")
 }
 
 // eventually polls cond until it holds, failing after 20 s with what

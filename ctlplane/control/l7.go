@@ -74,12 +74,11 @@ type l7VIP struct {
 // migration is a connection sent to a host: its route is held until the
 // host answers, and removed when the connection ends there.
 type migration struct {
-	id     uint64
-	key    unit.FlowKey
-	worker uint8
-	host   uint32
-	vip    string
-	sent   time.Time
+	id   uint64
+	key  unit.FlowKey
+	host uint32
+	vip  string
+	sent time.Time
 	// uploaded: the host answered ok.
 	uploaded bool
 	// ended is when the host said the connection ended (zero while it
@@ -239,7 +238,7 @@ func (c *Control) migrate(lk *fwdLink, v *l7VIP, pu *channel.Punt, ev *acceptor.
 		return v.acc.Answer(ev.Key, 503, now)
 	}
 	v.acc.Forget(ev.Key, now)
-	m := &migration{id: id, key: pu.Key, worker: pu.Worker, host: host, vip: v.cfg.Name, sent: now}
+	m := &migration{id: id, key: pu.Key, host: host, vip: v.cfg.Name, sent: now}
 	l.migrations[id] = m
 	l.byKey[pu.Key] = id
 	l.stats.Migrated++
