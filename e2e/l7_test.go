@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -81,11 +82,10 @@ func l7Agent(t *testing.T, lb *LB, dir, certs string, i int, id uint32, sock str
 }
 
 // startShimHTTP starts b0's Go HTTP server on the agent's listener shim
-// (with a gate file, if given: see serveShimHTTP) and waits until the
-// agent (whose API socket is in dir) lists it.
-func startShimHTTP(t *testing.T, lb *LB, dir, sock string, gate ...string) *Proc {
+// and waits until the agent (whose API socket is in dir) lists it.
+func startShimHTTP(t *testing.T, lb *LB, dir, sock string) *Proc {
 	t.Helper()
-	p, err := lb.Start(lb.Backends[0], "shim httpd b0", RoleCommand("shimhttpd", append([]string{"b0", "192.0.2.10:80", sock}, gate...)...), Self())
+	p, err := lb.Start(lb.Backends[0], "shim httpd b0", RoleCommand("shimhttpd", "b0", "192.0.2.10:80", sock), Self())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func testL7Migration(t *testing.T, lb *LB) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	socks := l7Hosts(t, lb, dir)
-	u, _ := startHostsUnit(t, lb, dir, l7Rules, "", func(certs string, i int, id uint32) *Proc {
+	u, agents := startHostsUnit(t, lb, dir, l7Rules, "", func(certs string, i int, id uint32) *Proc {
 		return l7Agent(t, lb, dir, certs, i, id, socks[i])
 	})
 	shim := startShimHTTP(t, lb, dir, socks[0])
@@ -216,17 +216,13 @@ func testL7Migration(t *testing.T, lb *LB) {
 		return v.Stats.UploadFailed == 1 && v.Live == 0
 	}, func() string { return jsonText(v) })
 
-	// Early packets: b0's application comes back but takes no
-	// connection while a gate file exists, so a migrated connection is
-	// not done on the host (the agent waits for the application's
-	// accept) while the client's upload keeps coming: its segments must
-	// wait in the forwarder (held_for_host), and arrive intact once the
-	// gate opens.
-	gate := filepath.Join(dir, "gate")
-	if err := os.WriteFile(gate, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	startShimHTTP(t, lb, dir, socks[0], gate)
+	// Early packets: b0's application is back, but its agent is
+	// stopped (SIGSTOP), so the connection's state cannot reach the
+	// host's kernel while the client's upload keeps coming: its segments
+	// must wait in the forwarder (held_for_host), and arrive intact once
+	// the agent goes on, recreates the connection and takes the flow's
+	// mapping.
+	startShimHTTP(t, lb, dir, socks[0])
 	upload := filepath.Join(dir, "upload")
 	f, err := os.Create(upload)
 	if err != nil {
@@ -237,6 +233,15 @@ func testL7Migration(t *testing.T, lb *LB) {
 	}
 	f.Close()
 	before = u.report()
+	if err := agents[0].Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	stopped := true
+	defer func() {
+		if stopped {
+			agents[0].Signal(syscall.SIGCONT)
+		}
+	}()
 	up, err := lb.Start(lb.Client, "upload", nil, "curl", "-sS", "--max-time", "30", "-H", "Host: zero.example", "-H", "Expect:",
 		"--data-binary", "@"+upload, "http://192.0.2.10/upload")
 	if err != nil {
@@ -248,9 +253,10 @@ func testL7Migration(t *testing.T, lb *LB) {
 		held = u.report().HeldForHost - before.HeldForHost
 		return held > 0
 	}, func() string { return jsonText(unitL7(t, u)) })
-	if err := os.Remove(gate); err != nil {
+	if err := agents[0].Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
+	stopped = false
 	if err := up.Wait(time.Minute); err != nil {
 		t.Fatalf("upload: %v\n%s", err, up.Output())
 	}
@@ -258,7 +264,7 @@ func testL7Migration(t *testing.T, lb *LB) {
 		t.Fatalf("8 MiB upload whose first segments waited for the host: %q, want %q", up.Output(), want)
 	}
 	if v = unitL7(t, u); v.Stats.UploadFailed != 1 {
-		t.Fatalf("the gated upload failed: %s", jsonText(v))
+		t.Fatalf("the upload behind a stopped agent failed: %s", jsonText(v))
 	}
 	t.Logf("%d packets of the upload waited in the forwarder for the host", held)
 }

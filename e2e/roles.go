@@ -222,40 +222,17 @@ func httpMux(name string, healthFile []string) *http.ServeMux {
 }
 
 // serveShimHTTP: args name, listen address, the agent's hand-off
-// socket, and optionally a gate file. serveHTTP's server on the agent's
-// listener shim, which yields ordinary connections and the connections
-// migrated to this host alike. While the gate file exists the server
-// calls no Accept, so a connection migrated meanwhile waits in the shim
-// (up to 900 ms, within the agent's second) and its migration is not
-// done: what a slow application does, on the test's cue.
+// socket. serveHTTP's server on the agent's listener shim, which yields
+// ordinary connections and the connections migrated to this host alike.
 func serveShimHTTP(args []string) error {
-	if len(args) != 3 && len(args) != 4 {
-		return errors.New("want: name listen-address handoff-socket [gate-file]")
+	if len(args) != 3 {
+		return errors.New("want: name listen-address handoff-socket")
 	}
-	ln, err := shim.Listen("tcp", args[1], shim.Options{Socket: args[2], MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond,
-		DeliverTimeout: 900 * time.Millisecond})
+	ln, err := shim.Listen("tcp", args[1], shim.Options{Socket: args[2], MinBackoff: 20 * time.Millisecond, MaxBackoff: 200 * time.Millisecond})
 	if err != nil {
 		return err
 	}
-	if len(args) == 4 {
-		ln = &gatedListener{Listener: ln, gate: args[3]}
-	}
 	return serveMux(ln, httpMux(args[0], nil))
-}
-
-// gatedListener accepts nothing while its gate file exists.
-type gatedListener struct {
-	net.Listener
-	gate string
-}
-
-func (g *gatedListener) Accept() (net.Conn, error) {
-	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Millisecond) {
-		if _, err := os.Stat(g.gate); errors.Is(err, os.ErrNotExist) {
-			break
-		}
-	}
-	return g.Listener.Accept()
 }
 
 // serveMux serves mux on ln until SIGTERM.
