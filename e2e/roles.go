@@ -290,15 +290,19 @@ func runClient(args []string) error {
 			sources = append(sources, &net.TCPAddr{IP: ip})
 		}
 	}
+	// A request's bound is long: a download across a unit's restart
+	// waits for the host's retransmission back-off (doubling from
+	// 200 ms: 25, 51, then 102 s into an outage), and a test bounds
+	// such a download itself (3 minutes).
 	clients := []*http.Client{{
-		Timeout:   120 * time.Second,
+		Timeout:   170 * time.Second,
 		Transport: &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second}).DialContext},
 	}}
 	if len(sources) > 0 {
 		clients = clients[:0]
 		for _, src := range sources {
 			clients = append(clients, &http.Client{
-				Timeout:   120 * time.Second,
+				Timeout:   170 * time.Second,
 				Transport: &http.Transport{DisableKeepAlives: true, DialContext: (&net.Dialer{Timeout: 5 * time.Second, LocalAddr: src}).DialContext},
 			})
 		}
@@ -354,7 +358,7 @@ func runClient(args []string) error {
 }
 
 func get(c *http.Client, url string) (name, sum string, n int64, err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second) // see runClient
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
