@@ -278,7 +278,7 @@ func (c *Control) catchUp(ctx context.Context, lk *fwdLink, restarted, restoredA
 	// The hosts get the mappings of the tunnel flows read, before any
 	// host's hello is answered (a resync to an empty set would drop
 	// them).
-	c.syncTunnels(lk)
+	c.syncTunnels(lk, nil)
 	if c.hosts != nil {
 		c.hosts.SetReady()
 	}
@@ -362,7 +362,7 @@ func (c *Control) rereadSoon(ctx context.Context, lk *fwdLink, n uint64) {
 				return
 			}
 			c.log.Info().Int("flows", n).Int("swept", swept).Uint64("events_lost", c.lost.Load()).Msg("inventory re-read after lost flow events")
-			c.syncTunnels(lk)
+			c.syncTunnels(lk, nil)
 		}
 	}()
 }
@@ -405,8 +405,7 @@ func (c *Control) receive(ctx context.Context, lk *fwdLink) {
 				}
 			case channel.TFlowEvent:
 				if events, err = channel.DecodeFlowEvents(events[:0], p); err == nil {
-					c.tunnelEvents(lk, events)
-					c.inv.apply(events)
+					c.flowEvents(lk, events)
 				}
 			case channel.TLost:
 				var n uint64

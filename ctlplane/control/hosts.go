@@ -31,7 +31,7 @@ func (c *Control) startHosts() error {
 	}
 	srv, err := hosts.New(hosts.Options{Listen: h.Listen, TLS: cfg, Unit: c.file.Unit.Name,
 		TunnelSources: sources, OnAck: c.onHostAck,
-		OnMigrateResult: c.onMigrateResult, OnMigrationEnded: c.onMigrationEnded, Log: c.log.With().Str("part", "hosts").Logger()})
+		OnHostKnown: c.hostKnown, OnMigrateResult: c.onMigrateResult, OnMigrationEnded: c.onMigrationEnded, Log: c.log.With().Str("part", "hosts").Logger()})
 	if err != nil {
 		return err
 	}

@@ -23,6 +23,10 @@ import (
 // and the client retransmits; holding them would only fill the
 // forwarder's queue.
 type tunnels struct {
+	// order serialises the inventory's changes with the full syncs that
+	// read it: a batch of flow events is published before the inventory
+	// applies it, and a sync in between would undo the publication.
+	order sync.Mutex
 	// mu orders publishing and acknowledgements: a batch's keys are
 	// recorded before its acknowledgement can be handled.
 	mu      sync.Mutex
@@ -210,21 +214,46 @@ func (c *Control) release(lk *fwdLink, keys []heldKey) {
 	c.tun.count(func(s *unit.TunnelStats) { s.Released += uint64(len(keys)) })
 }
 
-// syncTunnels makes every host's set of mappings that of the tunnel
-// flows in the inventory: after the inventory was read from the
-// forwarder (this process started, or events were lost), some flows may
-// never have been published and some published ones may be gone.
-func (c *Control) syncTunnels(lk *fwdLink) {
+// flowEvents hands a batch of the forwarder's flow events to the tunnels
+// and the inventory, in that order, as one step against syncTunnels.
+func (c *Control) flowEvents(lk *fwdLink, events []channel.FlowEvent) {
+	c.tun.order.Lock()
+	defer c.tun.order.Unlock()
+	c.tunnelEvents(lk, events)
+	c.inv.apply(events)
+}
+
+// hostKnown publishes the mappings of the flows toward a host whose
+// stream begins (hosts.Options.OnHostKnown): a flow made before this
+// process knew which host holds its backend's address (the host had not
+// connected since it started) was released unpublished, and its host
+// learns it now, in the stream's resync.
+func (c *Control) hostKnown(host uint32) {
+	lk, err := c.current()
+	if err != nil {
+		return // no forwarder, no flows; the first read syncs every host
+	}
+	c.syncTunnels(lk, &host)
+}
+
+// syncTunnels makes every host's set of mappings (or only one host's)
+// that of the tunnel flows in the inventory: after the inventory was
+// read from the forwarder (this process started, or events were lost),
+// some flows may never have been published and some published ones may
+// be gone.
+func (c *Control) syncTunnels(lk *fwdLink, only *uint32) {
 	if c.hosts == nil {
 		return
 	}
+	c.tun.order.Lock()
+	defer c.tun.order.Unlock()
 	want := map[uint32]map[uint32]*pb.Mapping{}
 	for _, e := range c.inv.all() {
 		if e.Action.Mode != unit.ModeTunnel {
 			continue
 		}
 		host, _, ok := c.hosts.HostOf(backendAddr(&e.Key, &e.Action))
-		if !ok {
+		if !ok || only != nil && host != *only {
 			continue
 		}
 		if want[host] == nil {
@@ -234,7 +263,7 @@ func (c *Control) syncTunnels(lk *fwdLink) {
 		want[host][id] = mappingOf(&e.Key, id)
 	}
 	for _, host := range c.hosts.Hosts() {
-		if want[host] == nil {
+		if want[host] == nil && (only == nil || host == *only) {
 			want[host] = map[uint32]*pb.Mapping{}
 		}
 	}

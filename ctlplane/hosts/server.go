@@ -49,7 +49,14 @@ type Options struct {
 	// stream's order).
 	OnMigrateResult  func(host uint32, r *pb.MigrateResult)
 	OnMigrationEnded func(host uint32, e *pb.MigrationEnded)
-	Log              zerolog.Logger
+	// OnHostKnown, when set, is called (outside the server's lock) as a
+	// host's stream begins, once HostOf answers for the addresses its
+	// certificate names and before the stream's first messages are
+	// built: what it publishes for the host is in the host's resync.
+	// Flows toward a host this process had not heard from get their
+	// mappings here.
+	OnHostKnown func(host uint32)
+	Log         zerolog.Logger
 }
 
 // Timings and bounds of the server's side.
@@ -281,9 +288,13 @@ func (s *Server) Connect(stream pb.HostStream_ConnectServer) error {
 	case <-stream.Context().Done():
 	}
 	t.Stop()
+	s.learn(id, tunnel)
+	if s.opts.OnHostKnown != nil {
+		s.opts.OnHostKnown(id)
+	}
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
-	hs, gen, first := s.attach(id, addr, h, tunnel, cancel)
+	hs, gen, first := s.attach(id, addr, h, cancel)
 	s.log.Info().Uint32("host", id).Str("peer", addr.String()).Str("resync", first[0].GetHello().GetResync().String()).
 		Int("mappings", len(first)-2).Msg("host stream up")
 	err = s.serve(ctx, stream, id, hs, first)
@@ -335,16 +346,14 @@ func reason(err error) string {
 	return "invalid"
 }
 
-// attach makes the stream the host's live one (ending an older one) and
-// decides the resync. The first messages (hello, and for a full resync
-// the set and its end) are built under the lock, so every change
-// published later queues behind them.
-func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, tunnel []netip.Addr, cancel context.CancelCauseFunc) (*host, uint64, []*pb.UnitMessage) {
+// learn records the tunnel addresses host id's certificate names, so
+// that HostOf answers for them.
+func (s *Server) learn(id uint32, tunnel []netip.Addr) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	hs := s.hosts[id]
 	if hs == nil {
-		hs = &host{table: map[uint32]*pb.Mapping{}, view: unit.HostStream{Host: id}}
+		hs = &host{table: map[uint32]*pb.Mapping{}, view: unit.HostStream{Host: id, State: unit.StreamDown, Since: time.Now()}}
 		s.hosts[id] = hs
 	}
 	hs.addrs = tunnel
@@ -356,6 +365,16 @@ func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, tunnel [
 		}
 		s.byAddr[a] = id
 	}
+}
+
+// attach makes the stream the host's live one (ending an older one) and
+// decides the resync. The first messages (hello, and for a full resync
+// the set and its end) are built under the lock, so every change
+// published later queues behind them.
+func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, cancel context.CancelCauseFunc) (*host, uint64, []*pb.UnitMessage) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hs := s.hosts[id]
 	if hs.cancel != nil {
 		hs.cancel(errors.New("replaced by a newer stream of the same host"))
 	}

@@ -467,3 +467,61 @@ func mappingOfMig(m *pb.Migrate) *pb.Tuple {
 	st := m.GetState()
 	return &pb.Tuple{Proto: pb.Proto_PROTO_TCP, Client: st.GetClient(), ClientPort: st.GetClientPort(), Vip: st.GetVip(), VipPort: st.GetVipPort()}
 }
+
+// resyncSink records the sets the agent's stream replaced its own with.
+type resyncSink struct {
+	orderSink
+	sets chan map[uint32]*pb.Tuple
+}
+
+func (r *resyncSink) Replace(_ string, table map[uint32]*pb.Tuple) error {
+	r.sets <- table
+	return nil
+}
+
+// TestHostKnownBeforeResync: as a host's stream begins, OnHostKnown runs
+// with the host's tunnel addresses known but its stream not yet up, and
+// what it publishes for the host arrives in the host's first resync: a
+// flow made before the unit knew which host holds its backend's address
+// reaches that host without waiting for another change.
+func TestHostKnownBeforeResync(t *testing.T) {
+	p := newPKI(t)
+	tunnel := netip.MustParseAddr("10.1.0.7")
+	type seen struct {
+		id, host uint32
+		up, ok   bool
+	}
+	known := make(chan seen, 1)
+	var s *Server
+	s, _ = startServerWith(t, p, "127.0.0.1:0", func(o *Options) {
+		o.OnHostKnown = func(host uint32) {
+			id, up, ok := s.HostOf(tunnel)
+			if _, err := s.Publish(host, []*pb.Mapping{mapping(5, 1234)}, nil); err != nil {
+				t.Error(err)
+			}
+			known <- seen{id, host, up, ok}
+		}
+	})
+	sink := &resyncSink{sets: make(chan map[uint32]*pb.Tuple, 4)}
+	cfg, err := mtls.Client(p.host7, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := streams.New(streams.Options{Host: 7, Units: []streams.Unit{{Name: "unit-a", Address: s.Addr().String()}}, TLS: cfg,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Log: zerolog.Nop(), Sink: sink})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { a.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	if k := <-known; k != (seen{id: 7, host: 7, up: false, ok: true}) {
+		t.Fatalf("OnHostKnown saw %+v: want host 7 known by its tunnel address, its stream not yet up", k)
+	}
+	set := <-sink.sets
+	if len(set) != 1 || set[5].GetClientPort() != 1234 {
+		t.Fatalf("the first resync holds %v: want the mapping published as the host became known", set)
+	}
+}
