@@ -58,6 +58,36 @@ func Upload(st *pb.TCPState, data []byte) (*os.File, error) {
 		Body: &pb.UnitMessage_Migrate{Migrate: &pb.Migrate{Id: 1, State: st, Data: data}}}); err != nil {
 		return nil, &UploadError{Step: "validate", Err: err}
 	}
+	f, err := upload(st, data)
+	var ue *UploadError
+	if errors.As(err, &ue) && ue.Step == stepConnect && errors.Is(ue.Err, unix.EADDRNOTAVAIL) {
+		// The tuple is taken; when by the closed side of an earlier
+		// connection, that is ended and the upload tried once more
+		// (endClosed says why).
+		vip, _ := netip.AddrFromSlice(st.GetVip())
+		client, _ := netip.AddrFromSlice(st.GetClient())
+		ended, terr := endClosed(netip.AddrPortFrom(vip, uint16(st.GetVipPort())), netip.AddrPortFrom(client, uint16(st.GetClientPort())))
+		if terr != nil {
+			ue.Err = fmt.Errorf("%w (and the tuple's owner: %w)", ue.Err, terr)
+		}
+		if ended {
+			f, err = upload(st, data)
+			if err == nil {
+				return f, nil
+			}
+			if errors.As(err, &ue) {
+				ue.Err = fmt.Errorf("after ending the closed connection on the tuple: %w", ue.Err)
+			}
+		}
+	}
+	return f, err
+}
+
+// stepConnect names the step whose failure means the tuple is taken.
+const stepConnect = "connect"
+
+// upload is Upload after validation, once.
+func upload(st *pb.TCPState, data []byte) (*os.File, error) {
 	vip, _ := netip.AddrFromSlice(st.GetVip())
 	client, _ := netip.AddrFromSlice(st.GetClient())
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -105,7 +135,7 @@ func Upload(st *pb.TCPState, data []byte) (*os.File, error) {
 	}
 	// In repair mode connect sends no SYN: the socket is ESTABLISHED.
 	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: client.As4(), Port: int(st.GetClientPort())}); err != nil {
-		return fail(fmt.Sprintf("connect %v:%d", client, st.GetClientPort()), err)
+		return fail(stepConnect, fmt.Errorf("to %v:%d: %w", client, st.GetClientPort(), err))
 	}
 	connected = true
 	// The negotiated options need an ESTABLISHED socket.

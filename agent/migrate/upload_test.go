@@ -2,10 +2,13 @@ package migrate
 
 import (
 	"errors"
+	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -135,5 +138,100 @@ func TestUploadNeedsALocalVIP(t *testing.T) {
 	var ue *UploadError
 	if !errors.As(err, &ue) || !strings.HasPrefix(ue.Step, "bind") || ue.Connected {
 		t.Fatalf("Upload to a VIP the host does not have: %v, want a failure at the bind, unconnected", err)
+	}
+}
+
+// TestUploadEndsAClosedConnection: a tuple on which the host still holds
+// an earlier connection its server closed first (TIME_WAIT, which the
+// kernel alone takes over only with timestamps, so the client here has
+// none; FIN_WAIT2, the client's FIN not come) is taken over, as a
+// listener takes a TIME_WAIT over for the client's new SYN; a tuple a
+// live connection holds is not: the upload fails at the connect and the
+// live connection goes on.
+func TestUploadEndsAClosedConnection(t *testing.T) {
+	c, s := pair(t)
+	noOptions(t, c)
+	var ln net.Listener
+	var err error
+	nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	server := netip.MustParseAddrPort(serverAddr + ":8080")
+	dialFrom := func(port int) (*net.TCPConn, *net.TCPConn) {
+		t.Helper()
+		var conn net.Conn
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(clientAddr), Port: port}, Timeout: 5 * time.Second}
+		nstest.In(t, c, func() { conn, err = d.Dial("tcp", server.String()) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		sc, err := ln.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sc.Close() })
+		return conn.(*net.TCPConn), sc.(*net.TCPConn)
+	}
+	stateOf := func(port uint16) uint8 {
+		t.Helper()
+		var st uint8
+		nstest.In(t, s, func() { st, err = tcpState(server, netip.AddrPortFrom(netip.MustParseAddr(clientAddr), port)) })
+		if errors.Is(err, unix.ENOENT) {
+			return 0
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	// A state to upload, from a connection of its own, put on other
+	// tuples below.
+	_, sc := dialFrom(41000)
+	st, data := capture(t, sc)
+	upload := func(port uint16) error {
+		st.ClientPort = uint32(port)
+		var f *os.File
+		nstest.In(t, s, func() { f, err = Upload(st, data) })
+		if err == nil {
+			f.Close()
+		}
+		return err
+	}
+
+	// TIME_WAIT: the server closed first, then the client.
+	old, oldServer := dialFrom(41001)
+	oldServer.Close()
+	if _, err := old.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the old connection's client read data, want the end")
+	}
+	old.Close()
+	until(t, "the host's side of the first tuple in TIME_WAIT", func() bool { return stateOf(41001) == tcpTimeWait })
+	if err := upload(41001); err != nil {
+		t.Fatalf("Upload onto a TIME_WAIT tuple: %v", err)
+	}
+
+	// FIN_WAIT2: the server closed, the client has not.
+	_, halfServer := dialFrom(41002)
+	halfServer.Close()
+	until(t, "the host's side of the second tuple in FIN_WAIT2", func() bool { return stateOf(41002) == tcpFinWait2 })
+	if err := upload(41002); err != nil {
+		t.Fatalf("Upload onto a FIN_WAIT2 tuple: %v", err)
+	}
+
+	// A live connection's tuple is not taken.
+	live, liveServer := dialFrom(41003)
+	err = upload(41003)
+	var ue *UploadError
+	if !errors.As(err, &ue) || ue.Step != stepConnect || !errors.Is(err, unix.EADDRNOTAVAIL) || ue.Connected {
+		t.Fatalf("Upload onto a live connection's tuple: %v, want a failure at the connect", err)
+	}
+	if _, err := live.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(liveServer, make([]byte, 1)); err != nil {
+		t.Fatalf("the live connection after the refused upload: %v", err)
 	}
 }
