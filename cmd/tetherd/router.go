@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"slices"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -107,14 +108,19 @@ func l7VIPOf(cfg *config.Config, name string) (*config.VIP, error) {
 // that are not routers, by its rules and the configured weights (0 for
 // a backend not active), hashing the client's address and port so that
 // equal requests of one connection go to one backend while the set
-// holds.
-func routerDecide(v *config.VIP) (func(*http.Request) (router.Target, bool), error) {
+// holds. A backend the router avoids (ejected, or already failed for
+// this request) gets weight 0, unless that leaves the rule no backend
+// with a weight: then the configured weights stand, so that a router
+// whose every backend is ejected still tries them rather than answering
+// 503 to every request.
+func routerDecide(v *config.VIP) (func(*http.Request, func(string) bool) (router.Target, bool), error) {
 	set, err := rules.Compile(v)
 	if err != nil {
 		return nil, err
 	}
 	var cands []rules.Candidate
 	var addrs []netip.AddrPort
+	var keys []string // cands[i].Key as text, as the router names it
 	for i := range v.Backends {
 		b := &v.Backends[i]
 		if v.L7.IsRouter(b.Name) {
@@ -124,19 +130,44 @@ func routerDecide(v *config.VIP) (func(*http.Request) (router.Target, bool), err
 		if b.StateValue() != unit.StateActive {
 			w = 0
 		}
-		cands = append(cands, rules.Candidate{Name: b.Name, Key: unit.BackendKey{VIP: v.Name, Backend: b.Name}, Weight: w})
+		k := unit.BackendKey{VIP: v.Name, Backend: b.Name}
+		cands = append(cands, rules.Candidate{Name: b.Name, Key: k, Weight: w})
 		addrs = append(addrs, netip.AddrPortFrom(b.Addr(), uint16(b.Port)))
+		keys = append(keys, k.String())
 	}
 	if len(cands) == 0 {
 		return nil, errors.New("the VIP has no backend but routers")
 	}
 	seed := maphash.MakeSeed()
-	return func(r *http.Request) (router.Target, bool) {
+	return func(r *http.Request, avoid func(string) bool) (router.Target, bool) {
 		req := request.FromHTTP(r)
-		ch, ok := set.Choose(&req, cands, maphash.String(seed, r.RemoteAddr))
-		if !ok {
-			return router.Target{Rule: ch.Rule}, false
+		hash := maphash.String(seed, r.RemoteAddr)
+		// Choose takes only candidates with a weight, so an avoided
+		// one is given weight 0 in a copy (cands is shared by every
+		// request); the copy is made only when something is avoided.
+		var left []rules.Candidate
+		for i := range cands {
+			if cands[i].Weight == 0 || avoid == nil || !avoid(keys[i]) {
+				continue
+			}
+			if left == nil {
+				left = slices.Clone(cands)
+			}
+			left[i].Weight = 0
 		}
-		return router.Target{Addr: addrs[ch.Index], Key: ch.Key.String(), Rule: ch.Rule}, true
+		var choice rules.Choice
+		ok := false
+		if left != nil {
+			choice, ok = set.Choose(&req, left, hash)
+		}
+		if !ok {
+			// Nothing avoided, or nothing but avoided backends for
+			// this request's rule: the configured weights decide.
+			choice, ok = set.Choose(&req, cands, hash)
+		}
+		if !ok {
+			return router.Target{Rule: choice.Rule}, false
+		}
+		return router.Target{Addr: addrs[choice.Index], Key: keys[choice.Index], Rule: choice.Rule}, true
 	}, nil
 }

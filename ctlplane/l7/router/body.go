@@ -35,7 +35,8 @@ func (bufferPool) Put(b []byte) {
 // deadlineBody is a request body read under RequestBodyTimeout: the
 // read deadline set on the client connection before the proxy starts is
 // lifted when the body ends, and a read that hits it is noted so the
-// client is answered 408 rather than 502.
+// client is answered 408 rather than 502. Any other failed read is noted
+// too, so that a client that left is not counted against the host.
 type deadlineBody struct {
 	io.ReadCloser
 	rc   *http.ResponseController
@@ -53,6 +54,10 @@ func (b *deadlineBody) Read(p []byte) (int, error) {
 	case isTimeout(err):
 		b.st.mu.Lock()
 		b.st.bodyTimeout = true
+		b.st.mu.Unlock()
+	default:
+		b.st.mu.Lock()
+		b.st.bodyFailed = true
 		b.st.mu.Unlock()
 	}
 	return n, err

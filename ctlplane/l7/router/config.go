@@ -28,9 +28,15 @@ type Target struct {
 // errors.
 type Config struct {
 	// Decide chooses the host for one request. It runs on the request's
-	// own goroutine, once per request, and must not read the body.
-	// false answers the client 503. Required.
-	Decide func(r *http.Request) (Target, bool)
+	// own goroutine, once per request and once more for a retry (see
+	// the package doc), and must not read the body. avoid reports
+	// whether the router would rather not send this request to a
+	// backend key: the key is ejected, or this request already failed
+	// to reach it. Decide should choose among the keys avoid does not
+	// name, and fall back to the others when that leaves none, so that
+	// a router whose every host is ejected still tries them. false
+	// answers the client 503. Required.
+	Decide func(r *http.Request, avoid func(key string) bool) (Target, bool)
 
 	// Source is the address the router's connections to hosts come
 	// from: an address dedicated to this router, not the VIP, so that a
@@ -76,14 +82,30 @@ type Config struct {
 	// header once the request (body included) is sent. Default 60s.
 	ResponseHeaderTimeout time.Duration
 
+	// EjectAfter is the consecutive failures (refused, reset or timed
+	// out dial, connection closed before a response header) after which
+	// a backend key is ejected. Default 3.
+	EjectAfter int
+	// EjectFor is how long a key stays ejected the first time. Each
+	// ejection that follows a failure on probation lasts twice the one
+	// before, up to MaxEjectFor. Default 10s.
+	EjectFor time.Duration
+	// MaxEjectFor caps an ejection; it is raised to EjectFor if below
+	// it. Default 2m.
+	MaxEjectFor time.Duration
+
 	// ShutdownTimeout is how long Serve lets requests in flight finish
 	// once its context is done, before it closes every connection.
 	// Default 10s.
 	ShutdownTimeout time.Duration
 
 	// Log receives the router's events; per-request failures are logged
-	// at debug level (they are counted in Stats).
+	// at debug level (they are counted in Stats), ejections at warn.
 	Log zerolog.Logger
+
+	// now is the clock ejections are timed by; nil is time.Now. Tests
+	// set it so that they can end an ejection without waiting for it.
+	now func() time.Time
 }
 
 // DefaultConfig returns the defaults; Decide and Source are left zero.
@@ -99,6 +121,9 @@ func DefaultConfig() Config {
 		HostIdleTimeout:       90 * time.Second,
 		DialTimeout:           5 * time.Second,
 		ResponseHeaderTimeout: 60 * time.Second,
+		EjectAfter:            3,
+		EjectFor:              10 * time.Second,
+		MaxEjectFor:           2 * time.Minute,
 		ShutdownTimeout:       10 * time.Second,
 		Log:                   zerolog.Nop(),
 	}
@@ -127,6 +152,8 @@ func (c Config) withDefaults() (Config, error) {
 		{"HostIdleTimeout", &c.HostIdleTimeout, d.HostIdleTimeout},
 		{"DialTimeout", &c.DialTimeout, d.DialTimeout},
 		{"ResponseHeaderTimeout", &c.ResponseHeaderTimeout, d.ResponseHeaderTimeout},
+		{"EjectFor", &c.EjectFor, d.EjectFor},
+		{"MaxEjectFor", &c.MaxEjectFor, d.MaxEjectFor},
 		{"ShutdownTimeout", &c.ShutdownTimeout, d.ShutdownTimeout},
 	}
 	for _, f := range durations {
@@ -146,6 +173,7 @@ func (c Config) withDefaults() (Config, error) {
 		{"MaxClientConns", &c.MaxClientConns, d.MaxClientConns},
 		{"MaxIdleConnsPerHost", &c.MaxIdleConnsPerHost, d.MaxIdleConnsPerHost},
 		{"MaxConnsPerHost", &c.MaxConnsPerHost, d.MaxConnsPerHost},
+		{"EjectAfter", &c.EjectAfter, d.EjectAfter},
 	}
 	for _, f := range counts {
 		switch {
@@ -157,6 +185,14 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.MaxIdleConnsPerHost > c.MaxConnsPerHost {
 		c.MaxIdleConnsPerHost = c.MaxConnsPerHost
+	}
+	// A cap below the first period would shorten it; the period
+	// never shrinks below EjectFor instead.
+	if c.MaxEjectFor < c.EjectFor {
+		c.MaxEjectFor = c.EjectFor
+	}
+	if c.now == nil {
+		c.now = time.Now
 	}
 	return c, nil
 }

@@ -84,8 +84,8 @@ func (h *host) addrPort() netip.AddrPort {
 }
 
 // to decides every request for one target.
-func to(ap netip.AddrPort, rule string) func(*http.Request) (Target, bool) {
-	return func(*http.Request) (Target, bool) {
+func to(ap netip.AddrPort, rule string) func(*http.Request, func(string) bool) (Target, bool) {
+	return func(*http.Request, func(string) bool) (Target, bool) {
 		return Target{Addr: ap, Key: "vip/" + rule, Rule: rule}, true
 	}
 }

@@ -27,6 +27,7 @@ type Router struct {
 	transport *http.Transport
 	proxy     *httputil.ReverseProxy
 	stats     counters
+	health    *health
 }
 
 // New returns a router for cfg; it opens nothing until Serve.
@@ -35,7 +36,7 @@ func New(cfg Config) (*Router, error) {
 	if err != nil {
 		return nil, err
 	}
-	rt := &Router{cfg: cfg, log: cfg.Log.With().Str("part", "l7-router").Logger()}
+	rt := &Router{cfg: cfg, log: cfg.Log.With().Str("part", "l7-router").Logger(), health: newHealth(cfg)}
 	dialer := &net.Dialer{Timeout: cfg.DialTimeout, KeepAlive: 30 * time.Second}
 	if cfg.Source.IsValid() {
 		dialer.LocalAddr = &net.TCPAddr{IP: cfg.Source.AsSlice()}
@@ -138,23 +139,48 @@ type connKey struct{}
 // reqKey keys a request's *reqState in its context.
 type reqKey struct{}
 
-// reqState is what the router knows of one request between deciding it
-// and answering it.
+// reqState is what the router knows of one attempt at a request (a
+// request retried on another host has two) between deciding it and
+// answering it.
 type reqState struct {
 	target    Target
 	rule      *rowCounters
 	backend   *rowCounters // nil until a host is chosen
 	connTimer *time.Timer  // bounds getting a host connection
 
+	// retryable is set when a failed dial may be retried on another
+	// host: the request has no body, and this is its first attempt.
+	retryable bool
+	// held is the answer proxyError held back for a retryable failure;
+	// serveHTTP retries or sends it. The proxy calls proxyError on
+	// serveHTTP's goroutine, so it needs no lock.
+	held *heldAnswer
+
 	// mu guards what the transport's and the body's goroutines note
-	// for classify.
+	// for classify and for the passive health check.
 	mu sync.Mutex
 	// dialing is set once the transport starts a dial for this request,
 	// to tell a dial that timed out from a wait for a busy host.
 	dialing bool
+	// fresh is set when the transport got a connection it dialed for
+	// this request: a reused one the host closed while idle says
+	// nothing about the host's health.
+	fresh bool
+	// responded is set once the host's response header came; a later
+	// failure (an upgrade cut short) is not the host's failing to take
+	// the request.
+	responded bool
 	// bodyTimeout is set when the client's body passed
-	// RequestBodyTimeout.
+	// RequestBodyTimeout; bodyFailed when reading it failed otherwise
+	// (the client left): either is the client's failure, not the host's.
 	bodyTimeout bool
+	bodyFailed  bool
+}
+
+// heldAnswer is one of the router's own answers, not sent yet.
+type heldAnswer struct {
+	status int
+	msg    string
 }
 
 // errNoConn cancels a request that got no host connection within
@@ -167,23 +193,64 @@ func (rt *Router) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		cc.beginRequest()
 		defer cc.endRequest()
 	}
-	t, ok := rt.cfg.Decide(r)
+	now := rt.cfg.now()
+	t, ok := rt.cfg.Decide(r, func(key string) bool { return rt.health.ejected(key, now) })
 	st := &reqState{target: t, rule: row(&rt.stats.rules, t.Rule)}
 	st.rule.requests.Add(1)
-	if !ok || !t.Addr.IsValid() || t.Addr.Port() == 0 {
+	if !ok || !validTarget(t) {
 		// A target without an address is a rule's mistake; the client
 		// sees the same as for no rule at all.
 		rt.stats.fail(ErrNoTarget)
 		rt.answer(w, st, http.StatusServiceUnavailable, "no host for this request", hasBody(r))
 		return
 	}
-	st.backend = row(&rt.stats.backends, t.Key)
+
+	if hasBody(r) {
+		// The whole body within RequestBodyTimeout; the deadline is
+		// lifted at its end, so that it cannot cut the response.
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(rt.cfg.RequestBodyTimeout)); err == nil {
+			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, st: st}
+		}
+	} else {
+		// Only a request without a body is retried: one with a body
+		// may have had part of it read into a failed attempt, and
+		// the router keeps no copy to send again.
+		st.retryable = true
+	}
+	rt.attempt(w, r, st)
+	if st.held == nil {
+		return
+	}
+
+	// The dial failed, so nothing of the request reached the host: try
+	// once more, on another host if Decide has one.
+	failed := st.target.Key
+	now = rt.cfg.now()
+	t2, ok := rt.cfg.Decide(r, func(key string) bool { return key == failed || rt.health.ejected(key, now) })
+	if !ok || !validTarget(t2) || t2.Key == failed {
+		rt.answer(w, st, st.held.status, st.held.msg, false)
+		return
+	}
+	rt.stats.retries.Add(1)
+	// The request counted once under its rule, when first decided.
+	rt.attempt(w, r, &reqState{target: t2, rule: row(&rt.stats.rules, t2.Rule)})
+}
+
+// validTarget: t has an address a connection can go to.
+func validTarget(t Target) bool { return t.Addr.IsValid() && t.Addr.Port() != 0 }
+
+// attempt sends r to st's host through the proxy, which answers the
+// client, unless proxyError holds the answer back in st.held.
+func (rt *Router) attempt(w http.ResponseWriter, r *http.Request, st *reqState) {
+	st.backend = row(&rt.stats.backends, st.target.Key)
 	st.backend.requests.Add(1)
 
 	ctx, cancel := context.WithCancelCause(r.Context())
 	defer cancel(nil)
 	// Getting a host connection, dialed or freed, is bounded by
-	// DialTimeout; the timer stops when the transport has one.
+	// DialTimeout for each attempt; the timer stops when the transport
+	// has one.
 	st.connTimer = time.AfterFunc(rt.cfg.DialTimeout, func() { cancel(errNoConn) })
 	defer st.connTimer.Stop()
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{
@@ -197,18 +264,12 @@ func (rt *Router) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			if info.Reused {
 				rt.stats.reuses.Add(1)
 			}
+			st.mu.Lock()
+			st.fresh = !info.Reused
+			st.mu.Unlock()
 		},
 	})
 	ctx = context.WithValue(ctx, reqKey{}, st)
-
-	if hasBody(r) {
-		// The whole body within RequestBodyTimeout; the deadline is
-		// lifted at its end, so that it cannot cut the response.
-		rc := http.NewResponseController(w)
-		if err := rc.SetReadDeadline(time.Now().Add(rt.cfg.RequestBodyTimeout)); err == nil {
-			r.Body = &deadlineBody{ReadCloser: r.Body, rc: rc, st: st}
-		}
-	}
 	rt.proxy.ServeHTTP(w, r.WithContext(ctx))
 }
 
@@ -249,6 +310,14 @@ func forwardedFor(a netip.Addr, host string) string {
 func (rt *Router) modifyResponse(res *http.Response) error {
 	st, _ := res.Request.Context().Value(reqKey{}).(*reqState)
 	st.count(&rt.stats, res.StatusCode)
+	st.mu.Lock()
+	st.responded = true
+	st.mu.Unlock()
+	// Any response header, a 5xx too, shows the host takes requests:
+	// whether it serves them well is for the health checks to say.
+	if rt.health.success(st.target.Key, rt.cfg.now()) {
+		rt.log.Info().Str("backend", st.target.Key).Stringer("host", st.target.Addr).Msg("backend readmitted after probation")
+	}
 	res.Header.Add("Via", "1.1 tether")
 	return nil
 }
@@ -264,10 +333,40 @@ func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 		ev = ev.Str("rule", st.target.Rule).Str("backend", st.target.Key).Stringer("host", st.target.Addr)
 	}
 	ev.Msg("request failed")
+	if st != nil {
+		rt.noteFailure(st, kind)
+	}
 	if status == 0 {
 		return // the client is gone
 	}
+	if st != nil && st.retryable && (kind == ErrDialFailed || kind == ErrDialTimeout) {
+		st.held = &heldAnswer{status: status, msg: msg}
+		return
+	}
 	rt.answer(w, st, status, msg, hasBody(r))
+}
+
+// noteFailure tells the passive health check about a failure that says
+// the host is unreachable or broken: the dial failed or timed out, or
+// the host closed or reset a connection dialed for this request before
+// a response header. A slow answer (ErrResponseTimeout) is not one: a
+// host may be slow for one request and fine for the next.
+func (rt *Router) noteFailure(st *reqState, kind ErrorKind) {
+	st.mu.Lock()
+	fresh, responded, bodyFailed := st.fresh, st.responded, st.bodyFailed
+	st.mu.Unlock()
+	switch kind {
+	case ErrDialFailed, ErrDialTimeout:
+	case ErrHostFailed:
+		if !fresh || responded || bodyFailed {
+			return
+		}
+	default:
+		return
+	}
+	if d := rt.health.failure(st.target.Key, rt.cfg.now()); d > 0 {
+		rt.log.Warn().Str("backend", st.target.Key).Stringer("host", st.target.Addr).Dur("for", d).Msg("backend ejected")
+	}
 }
 
 func (rt *Router) classify(r *http.Request, st *reqState, err error) (ErrorKind, int, string) {

@@ -16,7 +16,7 @@ import (
 func TestPerRequestRoutingOnKeepAlive(t *testing.T) {
 	a := startHost(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "A") }))
 	b := startHost(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "B") }))
-	rt, addr := startRouter(t, Config{Decide: func(r *http.Request) (Target, bool) {
+	rt, addr := startRouter(t, Config{Decide: func(r *http.Request, _ func(string) bool) (Target, bool) {
 		if strings.HasPrefix(r.URL.Path, "/b") {
 			return Target{Addr: b.addrPort(), Key: "web/b", Rule: "path-b"}, true
 		}
@@ -148,11 +148,11 @@ func TestClientSeesWhatFailed(t *testing.T) {
 	refused := freePort(t)
 	for _, tc := range []struct {
 		name   string
-		decide func(*http.Request) (Target, bool)
+		decide func(*http.Request, func(string) bool) (Target, bool)
 		status int
 		kind   ErrorKind
 	}{
-		{"no host", func(*http.Request) (Target, bool) { return Target{Rule: "none"}, false }, 503, ErrNoTarget},
+		{"no host", func(*http.Request, func(string) bool) (Target, bool) { return Target{Rule: "none"}, false }, 503, ErrNoTarget},
 		{"refused", to(refused, "r"), 502, ErrDialFailed},
 		{"reset before response", to(resetter, "r"), 502, ErrHostFailed},
 		{"no response header", to(silent, "r"), 504, ErrResponseTimeout},

@@ -56,16 +56,24 @@ type Stats struct {
 	// no rule took count under "".
 	ByRule map[string]Counts `json:"by_rule"`
 	// ByBackend counts requests by the backend (Target.Key) they were
-	// sent to; requests Decide found no host for are not in it.
+	// sent to, a retried request under both; requests Decide found no
+	// host for are not in it.
 	ByBackend map[string]Counts `json:"by_backend"`
 	// HostDials is the connections dialed to hosts, successful or not;
 	// HostReuses the requests sent over a connection opened for an
 	// earlier one. Their ratio is the connection aggregation.
 	HostDials  uint64 `json:"host_dials"`
 	HostReuses uint64 `json:"host_reuses"`
-	// Errors counts failures by kind; kinds that never happened are
-	// absent.
+	// Errors counts failures by kind, those of a first attempt that
+	// was retried included; kinds that never happened are absent.
 	Errors map[ErrorKind]uint64 `json:"errors"`
+	// Retries is the requests sent to a second host after the dial to
+	// the first failed.
+	Retries uint64 `json:"retries"`
+	// Ejected is the backend keys ejected now, sorted; Ejections the
+	// ejections so far, re-ejections after probation included.
+	Ejected   []string `json:"ejected"`
+	Ejections uint64   `json:"ejections"`
 }
 
 // Counts is the counters of one rule or one backend.
@@ -115,6 +123,7 @@ type counters struct {
 	backends    sync.Map // string → *rowCounters
 	dials       atomic.Uint64
 	reuses      atomic.Uint64
+	retries     atomic.Uint64
 	errors      [len(errorKindsArray)]atomic.Uint64
 }
 
@@ -168,6 +177,9 @@ func (rt *Router) Stats() Stats {
 		HostDials:         c.dials.Load(),
 		HostReuses:        c.reuses.Load(),
 		Errors:            map[ErrorKind]uint64{},
+		Retries:           c.retries.Load(),
+		Ejected:           rt.health.ejectedKeys(rt.cfg.now()),
+		Ejections:         rt.health.ejections.Load(),
 	}
 	for i, k := range errorKindsArray {
 		if n := c.errors[i].Load(); n > 0 {
