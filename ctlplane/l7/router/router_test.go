@@ -370,6 +370,9 @@ func TestNewChecksConfig(t *testing.T) {
 		{Decide: ok, DialTimeout: -1},
 		{Decide: ok, MaxClientConns: -1},
 		{Decide: ok, Source: netip.IPv4Unspecified()},
+		{Decide: ok, EjectAfter: -1},
+		{Decide: ok, EjectFor: -1},
+		{Decide: ok, MaxEjectFor: -1},
 	} {
 		if _, err := New(cfg); err == nil {
 			t.Errorf("New(%+v) = nil error, want one", cfg)
@@ -379,8 +382,15 @@ func TestNewChecksConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := DefaultConfig(); rt.cfg.MaxClientConns != d.MaxClientConns || rt.cfg.ReadHeaderTimeout != d.ReadHeaderTimeout {
+	if d := DefaultConfig(); rt.cfg.MaxClientConns != d.MaxClientConns || rt.cfg.ReadHeaderTimeout != d.ReadHeaderTimeout ||
+		rt.cfg.EjectAfter != 3 || rt.cfg.EjectFor != 10*time.Second || rt.cfg.MaxEjectFor != 2*time.Minute {
 		t.Errorf("zero fields not defaulted: %+v", rt.cfg)
+	}
+	// A cap below the first ejection is raised to it.
+	if rt, err := New(Config{Decide: ok, EjectFor: 5 * time.Minute}); err != nil {
+		t.Error(err)
+	} else if rt.cfg.MaxEjectFor != 5*time.Minute {
+		t.Errorf("EjectFor 5m: MaxEjectFor %v, want 5m", rt.cfg.MaxEjectFor)
 	}
 }
 
