@@ -42,7 +42,14 @@ routers, at their address and port, over connections it keeps and
 reuses, from --source (an address of this host the backends' replies
 come back to). It reads the VIP from the unit's configuration file, and
 takes the backends' weights and states from it: it does not see the
-unit's health verdicts.`,
+unit's health verdicts. It ejects failing backends itself: a backend
+whose connections fail 3 times in a row (refused, timed out, or closed
+before an answer) gets no requests for 10s; then one answer readmits it,
+and one more failure ejects it for twice as long as the last time (at
+most 2m). When every backend a request may go to is ejected, it tries
+them still. A request without a body whose connection could not be made
+is retried once on another backend. Ejections and readmissions are
+logged.`,
 		Example: `  tetherd router --config /etc/tether/tether.yaml --vip web --source 10.0.11.50`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

@@ -82,9 +82,10 @@ type Config struct {
 	// header once the request (body included) is sent. Default 60s.
 	ResponseHeaderTimeout time.Duration
 
-	// EjectAfter is the consecutive failures (refused, reset or timed
-	// out dial, connection closed before a response header) after which
-	// a backend key is ejected. Default 3.
+	// EjectAfter is the consecutive failures (a dial that failed or
+	// timed out, a connection dialed for the request closed before a
+	// response header) after which a backend key is ejected (see the
+	// package doc). Default 3.
 	EjectAfter int
 	// EjectFor is how long a key stays ejected the first time. Each
 	// ejection that follows a failure on probation lasts twice the one
