@@ -393,7 +393,9 @@ func TestL7Router(t *testing.T) {
 		return tunnelAgentWith(t, lb, dir, certs, i, id, fmt.Sprintf("migration:\n  enabled: true\n  handoff_socket: %s\n", socks[i]))
 	})
 	startShimHTTP(t, lb, dir, socks[0])
-	rt, err := lb.Start(lb.Backends[1], "router b1", nil, tetherd, "router", "--config", u.cfgPath, "--vip", "web", "--source", source, "--handoff-socket", socks[1])
+	routerSock := filepath.Join(dir, "router.sock")
+	rt, err := lb.Start(lb.Backends[1], "router b1", nil, tetherd, "router", "--config", u.cfgPath, "--vip", "web", "--source", source,
+		"--handoff-socket", socks[1], "--admin-socket", routerSock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,6 +434,15 @@ func TestL7Router(t *testing.T) {
 	v := unitL7(t, u)
 	if v.Stats.Proxied != 51 || v.Stats.UploadFailed != 0 {
 		t.Fatalf("unit: %s", jsonText(v.Stats))
+	}
+	// The router's own counters, from its admin socket.
+	out, err = lb.Exec(lb.Backends[1], tetherctlBin(), "--socket", routerSock, "router", "-o", "json")
+	var rs unit.RouterStats
+	if err == nil {
+		err = json.Unmarshal([]byte(out), &rs)
+	}
+	if err != nil || rs.ByBackend["web/b2a"].Requests != 52 || rs.ByBackend["web/b2b"].Requests != 1 || rs.HostReuses == 0 || len(rs.Ejected) != 0 {
+		t.Fatalf("tetherctl router: %v: %s", err, out)
 	}
 	// A request no host with an agent can take and no router... the
 	// router gone, migrate-or-proxy has nowhere to send b2's requests.

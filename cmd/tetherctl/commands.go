@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"slices"
-	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -302,7 +301,21 @@ its bound, and its counters.`,
 			}
 			return cl().show(v, func(w *tabwriter.Writer) { printL7(w, &v) })
 		}}
-	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd, streamsCmd, l7Cmd,
+	routerCmd := &cobra.Command{Use: "router", Short: "Show a request router's counters (tetherctl --socket /run/tether/router-VIP.sock router)", Args: cobra.NoArgs,
+		Long: `Show the counters of a request router (tetherd router), read from its own
+admin socket, which --socket names (tetherd router --admin-socket; by
+default /run/tether/router-VIP.sock): client connections and requests,
+answers by status class, requests by rule and by backend, the host
+connections it dialed and reused, failures by kind, the requests it
+retried on another backend, and the backends it ejects now.`,
+		RunE: func(*cobra.Command, []string) error {
+			var v unit.RouterStats
+			if err := cl().do("GET", "/v1/router", nil, &v); err != nil {
+				return err
+			}
+			return cl().show(v, func(w *tabwriter.Writer) { printRouter(w, &v) })
+		}}
+	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd, streamsCmd, l7Cmd, routerCmd,
 		setState("drain", "Send no new flows to a backend; its connections finish"),
 		setState("undrain", "Undo drain (back to the configured state)"),
 		setState("disable", "Make a backend inactive: its flows are dropped"),
@@ -336,13 +349,8 @@ func protoName(p uint8) string {
 	return fmt.Sprint(p)
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+func sortedKeys[K ~string, V any](m map[K]V) []K {
+	return slices.Sorted(maps.Keys(m))
 }
 
 func printHealth(w *tabwriter.Writer, h *unit.HealthView) {
@@ -421,6 +429,45 @@ func printL7(w *tabwriter.Writer, v *unit.L7View) {
 			}
 		}
 		fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%s\n", a.VIP, a.Conns, a.Bytes, a.MaxBytes, strings.Join(cs, ", "))
+	}
+}
+
+func printRouter(w *tabwriter.Writer, v *unit.RouterStats) {
+	fmt.Fprintf(w, "client connections %d (open %d)\trequests %d\thost dials %d\thost reuses %d\tretries %d\tejections %d\n",
+		v.ClientConns, v.ActiveClientConns, v.Requests, v.HostDials, v.HostReuses, v.Retries, v.Ejections)
+	classes := func(m map[string]uint64) string {
+		var cs []string
+		for _, k := range sortedKeys(m) {
+			cs = append(cs, fmt.Sprintf("%s %d", k, m[k]))
+		}
+		if len(cs) == 0 {
+			return "-"
+		}
+		return strings.Join(cs, ", ")
+	}
+	fmt.Fprintf(w, "answers\t%s\n", classes(v.ByStatus))
+	if len(v.Ejected) > 0 {
+		fmt.Fprintf(w, "ejected now\t%s\n", strings.Join(v.Ejected, ", "))
+	}
+	if len(v.Errors) > 0 {
+		fmt.Fprint(w, "errors")
+		for _, k := range sortedKeys(v.Errors) {
+			fmt.Fprintf(w, "\t%s %d", k, v.Errors[k])
+		}
+		fmt.Fprintln(w)
+	}
+	for _, part := range []struct {
+		head string
+		rows map[string]unit.RouterCounts
+	}{{"RULE", v.ByRule}, {"BACKEND", v.ByBackend}} {
+		fmt.Fprintf(w, "\n%s\tREQUESTS\tANSWERS\n", part.head)
+		for _, k := range sortedKeys(part.rows) {
+			name := k
+			if name == "" {
+				name = "(none)"
+			}
+			fmt.Fprintf(w, "%s\t%d\t%s\n", name, part.rows[k].Requests, classes(part.rows[k].ByStatus))
+		}
 	}
 }
 

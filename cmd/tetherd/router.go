@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"syscall"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/tetherlb/tether/ctlplane/l7/request"
 	"github.com/tetherlb/tether/ctlplane/l7/router"
 	"github.com/tetherlb/tether/ctlplane/l7/rules"
+	"github.com/tetherlb/tether/internal/localapi"
 )
 
 // routerCommand runs the request router of an l7 VIP (seed S1 FIG. 25)
@@ -29,7 +31,7 @@ import (
 // connection, chooses its backend by the VIP's rules, and proxies it
 // over reused connections from its own source address.
 func routerCommand(log *zerolog.Logger) *cobra.Command {
-	var cfgPath, vipName, source, socket, listen string
+	var cfgPath, vipName, source, socket, listen, adminSocket, adminGroup string
 	cmd := &cobra.Command{
 		Use:   "router",
 		Short: "Run an l7 VIP's request router on a host with an agent",
@@ -82,9 +84,18 @@ logged.`,
 			if err != nil {
 				return err
 			}
+			if adminSocket == "" {
+				adminSocket = filepath.Join(routerSocketDir, "router-"+v.Name+".sock")
+			}
+			admin, err := localapi.Listen("router admin", adminSocket, adminGroup, routerAdmin(rt))
+			if err != nil {
+				ln.Close()
+				return err
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			log.Info().Str("vip", v.Name).Str("listen", listen).Str("source", source).Msg("request router running")
+			go admin.Serve(ctx)
+			log.Info().Str("vip", v.Name).Str("listen", listen).Str("source", source).Str("admin", adminSocket).Msg("request router running")
 			return rt.Serve(ctx, ln)
 		},
 	}
@@ -94,8 +105,23 @@ logged.`,
 	f.StringVar(&source, "source", "", "the address connections to backends come from (default: the kernel's choice)")
 	f.StringVar(&socket, "handoff-socket", shim.DefaultSocket, "the agent's hand-off socket (migration.handoff_socket)")
 	f.StringVar(&listen, "listen", "", "the address the shim listens on for ordinary connections (default: the VIP's address and port)")
+	f.StringVar(&adminSocket, "admin-socket", "", "the router's admin socket, which tetherctl --socket PATH router reads (default: /run/tether/router-VIP.sock)")
+	f.StringVar(&adminGroup, "admin-group", "", "a group allowed on the admin socket besides root")
 	cmd.MarkFlagRequired("vip")
 	return cmd
+}
+
+// routerSocketDir is where the router's admin socket goes by default,
+// beside the unit's (admin.socket's default).
+const routerSocketDir = "/run/tether"
+
+// routerAdmin serves the router's counters: GET /v1/router.
+func routerAdmin(rt *router.Router) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/router", func(w http.ResponseWriter, _ *http.Request) {
+		localapi.WriteJSON(w, http.StatusOK, rt.Stats())
+	})
+	return mux
 }
 
 // l7VIPOf is the configuration's l7 VIP of that name.

@@ -3,10 +3,12 @@ package router
 import (
 	"sync"
 	"sync/atomic"
+
+	"github.com/tetherlb/tether/api/unit"
 )
 
 // ErrorKind names a kind of failure in Stats.Errors.
-type ErrorKind string
+type ErrorKind = unit.RouterError
 
 // The kinds of failure the router counts.
 const (
@@ -39,48 +41,12 @@ const (
 	ErrOverLimit ErrorKind = "client_conns_over_limit"
 )
 
-// Stats is a snapshot of a router's counters. Counters only grow, except
-// ActiveClientConns.
-type Stats struct {
-	// ActiveClientConns is the client connections open now.
-	ActiveClientConns int64 `json:"active_client_conns"`
-	// ClientConns is the client connections accepted, those answered
-	// 503 for MaxClientConns included.
-	ClientConns uint64 `json:"client_conns"`
-	// Requests is the requests read from clients, answered or not.
-	Requests uint64 `json:"requests"`
-	// ByStatus counts answers by status class: "1xx" … "5xx", the
-	// router's own answers included.
-	ByStatus map[string]uint64 `json:"by_status"`
-	// ByRule counts requests by the rule that decided them; requests
-	// no rule took count under "".
-	ByRule map[string]Counts `json:"by_rule"`
-	// ByBackend counts requests by the backend (Target.Key) they were
-	// sent to, a retried request under both; requests Decide found no
-	// host for are not in it.
-	ByBackend map[string]Counts `json:"by_backend"`
-	// HostDials is the connections dialed to hosts, successful or not;
-	// HostReuses the requests sent over a connection opened for an
-	// earlier one. Their ratio is the connection aggregation.
-	HostDials  uint64 `json:"host_dials"`
-	HostReuses uint64 `json:"host_reuses"`
-	// Errors counts failures by kind, those of a first attempt that
-	// was retried included; kinds that never happened are absent.
-	Errors map[ErrorKind]uint64 `json:"errors"`
-	// Retries is the requests sent to a second host after the dial to
-	// the first failed.
-	Retries uint64 `json:"retries"`
-	// Ejected is the backend keys ejected now, sorted; Ejections the
-	// ejections so far, re-ejections after probation included.
-	Ejected   []string `json:"ejected"`
-	Ejections uint64   `json:"ejections"`
-}
+// Stats is a snapshot of a router's counters (the contract's type: the
+// router's admin socket serves it, tetherctl shows it).
+type Stats = unit.RouterStats
 
 // Counts is the counters of one rule or one backend.
-type Counts struct {
-	Requests uint64            `json:"requests"`
-	ByStatus map[string]uint64 `json:"by_status"`
-}
+type Counts = unit.RouterCounts
 
 // statusClasses is the number of rows in a status counter: 1xx … 5xx.
 const statusClasses = 5
