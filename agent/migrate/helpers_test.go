@@ -51,6 +51,20 @@ func noOptions(t *testing.T, c string) {
 		"net.ipv4.tcp_window_scaling=0", "net.ipv4.tcp_sack=0")
 }
 
+// listen listens on the server's address, port 8080, in namespace s;
+// the listener closes with the test.
+func listen(t *testing.T, s string) net.Listener {
+	t.Helper()
+	var ln net.Listener
+	var err error
+	nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln
+}
+
 // dial connects from namespace ns.
 func dial(t *testing.T, ns, addr string) *net.TCPConn {
 	t.Helper()

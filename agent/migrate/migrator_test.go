@@ -287,13 +287,7 @@ func testSplice(t *testing.T, proxy bool) {
 func TestMigrateNoHandoff(t *testing.T) {
 	c, s := pair(t)
 	h := newHarness(t)
-	var ln net.Listener
-	var err error
-	nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := listen(t, s)
 	client, msg, res := migrateOne(t, h, c, s, ln.Accept, []byte("GET / HTTP/1.0\r\n\r\n"))
 	if res.GetOk() || res.GetError() == "" || res.GetId() != 42 {
 		t.Fatalf("result %v, want a failure", res)

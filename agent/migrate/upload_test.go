@@ -31,13 +31,7 @@ func TestUploadRoundTrip(t *testing.T) {
 			if !tc.options {
 				noOptions(t, c)
 			}
-			var ln net.Listener
-			var err error
-			nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
+			ln := listen(t, s)
 			client := dial(t, c, serverAddr+":8080")
 			sc, err := ln.Accept()
 			if err != nil {
@@ -98,13 +92,7 @@ func TestUploadRoundTrip(t *testing.T) {
 // the client's read fails with ECONNRESET, and the error names the step.
 func TestUploadFailureResets(t *testing.T) {
 	c, s := pair(t)
-	var ln net.Listener
-	var err error
-	nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := listen(t, s)
 	client := dial(t, c, serverAddr+":8080")
 	sc, err := ln.Accept()
 	if err != nil {
@@ -151,13 +139,8 @@ func TestUploadNeedsALocalVIP(t *testing.T) {
 func TestUploadEndsAClosedConnection(t *testing.T) {
 	c, s := pair(t)
 	noOptions(t, c)
-	var ln net.Listener
+	ln := listen(t, s)
 	var err error
-	nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
 	server := netip.MustParseAddrPort(serverAddr + ":8080")
 	dialFrom := func(port int) (*net.TCPConn, *net.TCPConn) {
 		t.Helper()

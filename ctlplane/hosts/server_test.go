@@ -99,13 +99,23 @@ func startServerWith(t *testing.T, p pki, addr string, set func(*Options)) (*Ser
 // startAgent runs an agent's streams with host's certificate, saying
 // it is host id, to the server at addr.
 func startAgent(t *testing.T, files mtls.Files, certHost, id uint32, addr string) *streams.Streams {
+	return startAgentWith(t, files, certHost, id, addr, nil)
+}
+
+// startAgentWith is startAgent with options of the test's (set adds them
+// to the defaults: a sink, a migrator).
+func startAgentWith(t *testing.T, files mtls.Files, certHost, id uint32, addr string, set func(*streams.Options)) *streams.Streams {
 	t.Helper()
 	cfg, err := mtls.Client(files, certHost)
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := streams.New(streams.Options{Host: id, Units: []streams.Unit{{Name: "unit-a", Address: addr}}, TLS: cfg,
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Log: zerolog.Nop()})
+	opts := streams.Options{Host: id, Units: []streams.Unit{{Name: "unit-a", Address: addr}}, TLS: cfg,
+		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Log: zerolog.Nop()}
+	if set != nil {
+		set(&opts)
+	}
+	a, err := streams.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -414,19 +424,7 @@ func TestMigrateInStreamOrder(t *testing.T) {
 		t.Fatalf("Migrate to a host never seen: %v, want ErrHostDown", err)
 	}
 	sink := &orderSink{}
-	cfg, err := mtls.Client(p.host7, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := streams.New(streams.Options{Host: 7, Units: []streams.Unit{{Name: "unit-a", Address: s.Addr().String()}}, TLS: cfg,
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Log: zerolog.Nop(), Sink: sink, Migrator: sink})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	a := startAgentWith(t, p.host7, 7, 7, s.Addr().String(), func(o *streams.Options) { o.Sink, o.Migrator = sink, sink })
 	waitFor(t, "host 7's stream", func() bool { _, up, ok := s.HostOf(netip.MustParseAddr("10.1.0.7")); return ok && up })
 
 	if _, err := s.Publish(7, []*pb.Mapping{mapping(1, 1000)}, nil); err != nil {
@@ -503,19 +501,7 @@ func TestHostKnownBeforeResync(t *testing.T) {
 		}
 	})
 	sink := &resyncSink{sets: make(chan map[uint32]*pb.Tuple, 4)}
-	cfg, err := mtls.Client(p.host7, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := streams.New(streams.Options{Host: 7, Units: []streams.Unit{{Name: "unit-a", Address: s.Addr().String()}}, TLS: cfg,
-		MinBackoff: 10 * time.Millisecond, MaxBackoff: 200 * time.Millisecond, Log: zerolog.Nop(), Sink: sink})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { a.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	startAgentWith(t, p.host7, 7, 7, s.Addr().String(), func(o *streams.Options) { o.Sink = sink })
 
 	if k := <-known; k != (seen{id: 7, host: 7, up: false, ok: true}) {
 		t.Fatalf("OnHostKnown saw %+v: want host 7 known by its tunnel address, its stream not yet up", k)
