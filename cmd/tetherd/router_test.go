@@ -4,16 +4,18 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"testing"
 
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/ctlplane/l7/router"
 )
 
 // TestRouterDecide: the router routes each request by the VIP's rules to
 // a backend that is not a router, at its configured address and port,
 // and skips backends that take no new connections.
 func TestRouterDecide(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
+	cfg, decide := routerDecideOf(t, `
 unit: {address4: 198.51.100.254}
 hosts: {listen: "198.51.100.254:7320", tls: {ca: /c, cert: /c, key: /k}}
 vips:
@@ -34,18 +36,7 @@ vips:
       - {name: a, address: 10.0.12.2, port: 8080}
       - {name: b, address: 10.0.12.2, port: 8081}
       - {name: off, address: 10.0.12.3, state: draining}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := l7VIPOf(cfg, "web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	decide, err := routerDecide(v)
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	nothing := func(string) bool { return false }
 	for path, want := range map[string]string{"/a/x": "10.0.12.2:8080", "/b/y": "10.0.12.2:8081"} {
 		tg, ok := decide(httptest.NewRequest("GET", path, nil), nil)
@@ -73,7 +64,7 @@ vips:
 // configured weights decide, and a backend that takes no new
 // connections stays out even then.
 func TestRouterDecideAvoids(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
+	_, decide := routerDecideOf(t, `
 unit: {address4: 198.51.100.254}
 hosts: {listen: "198.51.100.254:7320", tls: {ca: /c, cert: /c, key: /k}}
 vips:
@@ -94,27 +85,9 @@ vips:
       - {name: b, address: 10.0.12.3}
       - {name: c, address: 10.0.12.4}
       - {name: off, address: 10.0.12.5, state: draining}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := l7VIPOf(cfg, "web")
-	if err != nil {
-		t.Fatal(err)
-	}
-	decide, err := routerDecide(v)
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	avoiding := func(keys ...string) func(string) bool {
-		return func(k string) bool {
-			for _, a := range keys {
-				if k == a {
-					return true
-				}
-			}
-			return false
-		}
+		return func(k string) bool { return slices.Contains(keys, k) }
 	}
 	req := func(path string, client int) *http.Request {
 		r := httptest.NewRequest("GET", path, nil)
@@ -155,4 +128,23 @@ vips:
 	if tg, ok := decide(req("/off/x", 1), all); ok || tg.Rule != "rule-1" {
 		t.Errorf("/off/x avoiding all: %+v %v, want a refusal under rule-1", tg, ok)
 	}
+}
+
+// routerDecideOf is the router's Decide for the VIP "web" of the
+// configuration text.
+func routerDecideOf(t *testing.T, text string) (*config.Config, func(*http.Request, func(string) bool) (router.Target, bool)) {
+	t.Helper()
+	cfg, err := config.Parse([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := l7VIPOf(cfg, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	decide, err := routerDecide(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, decide
 }
