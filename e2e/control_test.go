@@ -19,8 +19,10 @@ func tetherctlBin() string { return filepath.Join(filepath.Dir(tetherd), "tether
 // runningUnit is a running tetherd run (control + forwarder) in the unit
 // namespace, with its admin socket in a test directory.
 type runningUnit struct {
-	t       *testing.T
-	lb      *LB
+	t  *testing.T
+	lb *LB
+	// ns is the unit's namespace: lb.Unit, or one AddUnit made.
+	ns      string
 	proc    *Proc
 	cfgPath string
 	socket  string
@@ -29,13 +31,19 @@ type runningUnit struct {
 
 func startUnit(t *testing.T, lb *LB, cfg string) *runningUnit {
 	t.Helper()
+	return startUnitIn(t, lb, lb.Unit, cfg)
+}
+
+// startUnitIn is startUnit in namespace ns.
+func startUnitIn(t *testing.T, lb *LB, ns, cfg string) *runningUnit {
+	t.Helper()
 	dir, err := os.MkdirTemp("", "tether-unit-")
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o755)
 	t.Cleanup(func() { os.RemoveAll(dir) })
-	u := &runningUnit{t: t, lb: lb, cfgPath: filepath.Join(dir, "tether.yaml"), socket: filepath.Join(dir, "run", "admin.sock"), runDir: filepath.Join(dir, "run")}
+	u := &runningUnit{t: t, lb: lb, ns: ns, cfgPath: filepath.Join(dir, "tether.yaml"), socket: filepath.Join(dir, "run", "admin.sock"), runDir: filepath.Join(dir, "run")}
 	cfg += fmt.Sprintf("admin:\n  socket: %s\n  run_dir: %s\n", u.socket, u.runDir)
 	if err := os.WriteFile(u.cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -48,7 +56,7 @@ func startUnit(t *testing.T, lb *LB, cfg string) *runningUnit {
 // start runs tetherd run and waits until the forwarder is connected.
 func (u *runningUnit) start() {
 	u.t.Helper()
-	p, err := u.lb.Start(u.lb.Unit, "tetherd run", nil, tetherd, "run", "--config", u.cfgPath)
+	p, err := u.lb.Start(u.ns, "tetherd run", nil, tetherd, "run", "--config", u.cfgPath)
 	if err != nil {
 		u.t.Fatal(err)
 	}
@@ -73,7 +81,7 @@ func (u *runningUnit) waitInventory() {
 
 // ctl runs tetherctl in the unit namespace.
 func (u *runningUnit) ctl(args ...string) (string, error) {
-	return u.lb.Exec(u.lb.Unit, append([]string{tetherctlBin(), "--socket", u.socket}, args...)...)
+	return u.lb.Exec(u.ns, append([]string{tetherctlBin(), "--socket", u.socket}, args...)...)
 }
 
 func (u *runningUnit) status() map[string]any {

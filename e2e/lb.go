@@ -29,7 +29,10 @@ type LB struct {
 	Router string
 	// PinDir is forwarder.port.pin_dir for an AF_XDP unit (see
 	// Net.BPFDir); "" on the TUN topology.
-	PinDir     string
+	PinDir string
+	// Switch is the switched topology's bridge namespace ("" on the
+	// TUN topology).
+	Switch     string
 	backendIPs []string
 }
 

@@ -90,6 +90,7 @@ func (lb *LB) buildSwitched(backends, unitQueues int) error {
 	if err != nil {
 		return err
 	}
+	lb.Switch = sw
 	if err := lb.Run(sw, "ip", "link", "add", "br0", "type", "bridge"); err != nil {
 		return err
 	}
@@ -164,4 +165,51 @@ func (lb *LB) buildSwitched(backends, unitQueues int) error {
 		}
 	}
 	return nil
+}
+
+// AddUnit attaches another unit to the switched topology's bridge, as
+// several units sharing VIPs are: a namespace whose interface u<i> has
+// 10.0.0.<1+i> (i from 1; the first unit is lb.Unit on u0 at
+// 10.0.0.1), forwarding, and the router as its gateway. Each unit's
+// interface has its own name, so that the forwarders' XDP pins in
+// lb.PinDir do not collide.
+func (lb *LB) AddUnit(i int) (ns, ifc, ip string, err error) {
+	if lb.Switch == "" || i < 1 {
+		return "", "", "", fmt.Errorf("e2e: AddUnit(%d) needs the switched topology and i ≥ 1", i)
+	}
+	if ns, err = lb.NS(fmt.Sprintf("u%d", i+1)); err != nil {
+		return "", "", "", err
+	}
+	ifc, ip = fmt.Sprintf("u%d", i), fmt.Sprintf("10.0.0.%d", 1+i)
+	if err := lb.Sysctl(ns, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
+		return "", "", "", err
+	}
+	sp := fmt.Sprintf("pu%d", i)
+	if err := lb.Veth(ns, ifc, []string{ip + "/24"}, lb.Switch, sp, nil); err != nil {
+		return "", "", "", err
+	}
+	if err := lb.Run(lb.Switch, "ip", "link", "set", sp, "master", "br0"); err != nil {
+		return "", "", "", err
+	}
+	if err := lb.Run(ns, "ip", "route", "add", "default", "via", "10.0.0.254"); err != nil {
+		return "", "", "", err
+	}
+	return ns, ifc, ip, nil
+}
+
+// SpreadVIPs has the router send the VIP range to every unit in units
+// (their addresses on the bridge) over equal-cost paths, hashing each
+// flow's addresses and ports (fib_multipath_hash_policy=1), as an ECMP
+// router in front of several units does: a connection stays on one unit
+// while the set of paths holds. The router's view of the units is set
+// here alone, so that a routing protocol can take its place.
+func (lb *LB) SpreadVIPs(units []string) error {
+	if err := lb.Sysctl(lb.Router, "net.ipv4.fib_multipath_hash_policy=1"); err != nil {
+		return err
+	}
+	args := []string{"ip", "route", "replace", VIPRange}
+	for _, u := range units {
+		args = append(args, "nexthop", "via", u)
+	}
+	return lb.Run(lb.Router, args...)
 }

@@ -1,0 +1,168 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tetherlb/tether/api/unit"
+)
+
+// TestUnitsBehindECMP: three units serve one tunnel VIP behind a router
+// that spreads it over them with equal-cost multipath (each flow hashed
+// by its addresses and ports), the topology several units share VIPs
+// on. Each host's agent streams to every unit and restores every unit's
+// tunnel flows; new connections spread over the three units, every one
+// completes, and the hosts answer the client directly. The units share
+// no state yet (issue 15): a connection lives as long as the router
+// keeps its path.
+func TestUnitsBehindECMP(t *testing.T) {
+	lb := newLB(t, "xe", 2, NewSwitchedLB)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	type unitAt struct {
+		name, ns, ifc, ip string
+	}
+	units := []unitAt{{"tether-1", lb.Unit, lb.UnitIf, lb.UnitIP}}
+	for i := 1; i < 3; i++ {
+		ns, ifc, ip, err := lb.AddUnit(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		units = append(units, unitAt{fmt.Sprintf("tether-%d", i+1), ns, ifc, ip})
+	}
+	var addrs []string
+	for _, u := range units {
+		addrs = append(addrs, u.ip)
+	}
+	if err := lb.SpreadVIPs(addrs); err != nil {
+		t.Fatal(err)
+	}
+
+	certs := filepath.Join(dir, "certs")
+	args := []string{"certs", "--dir", certs}
+	for _, u := range units {
+		args = append(args, "--unit", u.name)
+	}
+	for i := range lb.Backends {
+		args = append(args, "--host", fmt.Sprintf("%d=%s", i+1, tunnelAddr(lb, i)))
+	}
+	if out, err := exec.Command(tetherd, args...).CombinedOutput(); err != nil {
+		t.Fatalf("tetherd %v: %v\n%s", args, err, out)
+	}
+	if err := lb.StartBackends(80); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range lb.Backends {
+		// The VIP is the hosts' own; they answer by way of the router.
+		if err := lb.Run(ns, "ip", "addr", "add", "192.0.2.10/32", "dev", "lo"); err != nil {
+			t.Fatal(err)
+		}
+		if err := lb.Run(ns, "ip", "route", "replace", "default", "via", "10.0.0.254"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var running []*runningUnit
+	for _, u := range units {
+		cfg := fmt.Sprintf(`unit:
+  name: %s
+  address4: %s
+forwarder:
+  port: {driver: afxdp, interface: %s%s}
+vips:
+  - name: web
+    address: 192.0.2.10
+    port: 80
+    protocol: tcp
+    mode: tunnel
+    backends:
+      - {name: b0, address: %s}
+      - {name: b1, address: %s}
+hosts:
+  listen: "%s:7320"
+  tls: {ca: %s, cert: %s, key: %s}
+`, u.name, u.ip, u.ifc, pinDir(lb), tunnelAddr(lb, 0), tunnelAddr(lb, 1), u.ip,
+			filepath.Join(certs, "ca.crt"), filepath.Join(certs, "unit-"+u.name+".crt"), filepath.Join(certs, "unit-"+u.name+".key"))
+		running = append(running, startUnitIn(t, lb, u.ns, cfg))
+	}
+
+	// Each host's agent streams to every unit.
+	bpf, err := lb.BPFDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range lb.Backends {
+		var health, streams []string
+		for _, u := range units {
+			health = append(health, fmt.Sprintf("%q", u.ip+":7310"))
+			streams = append(streams, fmt.Sprintf("{name: %s, address: %q}", u.name, u.ip+":7320"))
+		}
+		id := i + 1
+		cfg := fmt.Sprintf(`host: {id: %d, listen: "%s:7311"}
+units: [%s]
+api: {socket: %s}
+streams:
+  units: [%s]
+  tls: {ca: %s, cert: %s, key: %s}
+tunnel:
+  interface: e0
+  addresses: [%s]
+  pin_dir: %s
+`, id, lb.BackendIP(i), strings.Join(health, ", "), filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), strings.Join(streams, ", "),
+			filepath.Join(certs, "ca.crt"), filepath.Join(certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(certs, fmt.Sprintf("host-%d.key", id)),
+			tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
+		path := filepath.Join(dir, fmt.Sprintf("agent-b%d.yaml", i))
+		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		p, err := lb.Start(lb.Backends[i], fmt.Sprintf("agent b%d", i), nil, agentBin(), "run", "--config", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Stop)
+		if err := p.WaitFor("agent running", 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, u := range running {
+		var uv unit.StreamsView
+		eventually(t, "both hosts' streams up at "+u.ns, func() bool {
+			uv = unitStreams(t, u)
+			up := 0
+			for _, s := range uv.Streams {
+				if s.State == unit.StreamUp {
+					up++
+				}
+			}
+			return up == 2
+		}, func() string { return jsonText(uv) })
+	}
+
+	res := client(t, lb, "http://192.0.2.10/", 300, 8)
+	if res.Errors != 0 || res.Backends["b0"] == 0 || res.Backends["b1"] == 0 {
+		t.Fatalf("300 connections through three units: %+v", res)
+	}
+	total := uint64(0)
+	for i, u := range running {
+		r := u.report()
+		var flows, replies uint64
+		for _, b := range r.Backends {
+			flows += b.NewFlows
+			replies += b.ReplyPackets
+		}
+		total += flows
+		t.Logf("unit %s: %d of the connections", units[i].name, flows)
+		st := unitStreams(t, u).Tunnel
+		if flows == 0 || replies != 0 || st.NoHost != 0 || nonZero(r.Drops)["mapping_timeout"] != 0 {
+			t.Errorf("unit %s: %d new flows, %d replies, tunnel %+v, drops %v: want some of the connections, no reply, every mapping confirmed",
+				units[i].name, flows, replies, st, nonZero(r.Drops))
+		}
+	}
+	if total < 300 {
+		t.Errorf("the units made %d flows for 300 connections", total)
+	}
+}
