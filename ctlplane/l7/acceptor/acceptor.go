@@ -12,6 +12,7 @@ import (
 
 	"github.com/tetherlb/tether/api/hostpb"
 	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/dataplane/syncookie"
 )
 
 // Config configures an Acceptor. Zero values take the defaults named.
@@ -175,6 +176,7 @@ type Acceptor struct {
 
 	sec      secrets
 	tsOffset uint32
+	exported exportedKeys
 
 	conns    map[Key]*conn
 	nLive    int
@@ -267,7 +269,7 @@ func (a *Acceptor) Bound() int {
 }
 
 // tsNow is the TSval clock: milliseconds.
-func (a *Acceptor) tsNow(now time.Time) uint32 { return uint32(now.UnixMilli()) + a.tsOffset }
+func (a *Acceptor) tsNow(now time.Time) uint32 { return syncookie.TSNow(now, a.tsOffset) }
 
 // Handle takes one IPv4 packet (from the IP header on) punted by the
 // forwarder at time now, and returns the reply to send in its place
@@ -334,7 +336,7 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 		remoteISN: s.seq - 1,
 		localISN:  s.ack - 1,
 		rcvNxt:    s.seq,
-		mss:       mssClasses[idx],
+		mss:       syncookie.MSSClasses[idx],
 		sndWl1:    s.seq - 1, // older than any segment: the first sets the window
 	}
 	if s.opt.HasTimestamps {
@@ -344,10 +346,10 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 		c.ts = true
 		c.tsVal = s.opt.TSEcr // the SYN-ACK's, the last we sent
 		c.tsRecent = s.opt.TSVal
-		if ws := s.opt.TSEcr & tsNoWS; ws != tsNoWS {
+		if ws := s.opt.TSEcr & syncookie.TSNoWS; ws != syncookie.TSNoWS {
 			c.ws, c.sndWscale = true, uint8(min(ws, 14))
 		}
-		c.sack = s.opt.TSEcr&tsSACK != 0
+		c.sack = s.opt.TSEcr&syncookie.TSSACK != 0
 	}
 	// The SYN-ACK advertised an unscaled window.
 	c.rcvWnd = uint32(min(a.cfg.MaxRequest, 65535))
@@ -357,35 +359,14 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 	return a.established(now, c, &s, out)
 }
 
-// synAck answers a SYN with a cookie and keeps nothing.
+// synAck answers a SYN with a cookie and keeps nothing: the same
+// SYN-ACK, byte for byte, a forwarder worker sends with SYNKeys.
 func (a *Acceptor) synAck(now time.Time, s *seg, out []byte) []byte {
-	idx := mssIndex(s.mss())
-	cookie := a.sec.cookie(&s.key, s.seq, idx)
-	o := replyOpts{syn: true, mss: uint16(a.cfg.MSS)}
-	if s.opt.HasTimestamps {
-		o.ts = true
-		bits := uint32(tsNoWS)
-		if s.opt.HasWS {
-			bits = uint32(min(s.opt.WindowScale, 14))
-			o.ws, o.wscale = true, uint8(a.cfg.WindowScale)
-		}
-		if s.opt.SACKPermitted {
-			bits |= tsSACK
-			o.sack = true
-		}
-		// Linux's trick: the low bits are replaced, and the result moved
-		// back by their span when that put it ahead of the clock, so
-		// that the TSvals after it never go backwards.
-		t := a.tsNow(now)
-		v := t&^tsOptMask | bits
-		if before(t, v) {
-			v -= tsOptMask + 1
-		}
-		o.tsVal, o.tsEcr = v, s.opt.TSVal
-	}
+	syn := syncookie.SYN{Seq: s.seq, MSS: s.mss(), TS: s.opt.HasTimestamps, TSV: s.opt.TSVal,
+		WS: s.opt.HasWS, WSh: s.opt.WindowScale, SACK: s.opt.SACKPermitted}
+	p := a.synParams()
 	a.count(cSYNCookiesSent)
-	wnd := uint16(min(a.cfg.MaxRequest, 65535))
-	return build(out, &s.key, cookie, s.seq+1, header.TCPFlagSYN|header.TCPFlagACK, wnd, &o, nil)
+	return a.sec.mac.SYNACK(out, &a.sec.cur, a.tsNow(now), &p, s.key.tuple(), &syn)
 }
 
 // reset answers a segment without state the way a stack does, within

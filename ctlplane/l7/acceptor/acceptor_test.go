@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/gopacket/gopacket/layers"
+	"github.com/tetherlb/tether/dataplane/syncookie"
 )
 
 func TestHandshakeWithTimestamps(t *testing.T) {
@@ -176,10 +177,10 @@ func TestMSSClasses(t *testing.T) {
 			t.Fatalf("MSS offered %d (option %v): got %v, want %d", offer, !noOption, ev.State.GetMss(), want)
 		}
 	}
-	for i, m := range mssClasses {
+	for i, m := range syncookie.MSSClasses {
 		try(m, false, m)
-		if i+1 < len(mssClasses) {
-			try(mssClasses[i+1]-1, false, m)
+		if i+1 < len(syncookie.MSSClasses) {
+			try(syncookie.MSSClasses[i+1]-1, false, m)
 		}
 	}
 	try(65535, false, 8960)
