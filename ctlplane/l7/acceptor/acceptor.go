@@ -161,11 +161,15 @@ type tombstone struct {
 	until time.Time
 }
 
-// tombMark is a flow's live tombstone: until when, and whether its
-// packets are answered with a reset (Refuse) rather than dropped.
+// tombMark is a flow's live tombstone: until when, whether its packets
+// are answered with a reset (Refuse) rather than dropped, and the
+// forgotten connection's remote ISN (hasISN: known), which tells its
+// stray segments from a new connection's cookie ACK.
 type tombMark struct {
-	until time.Time
-	reset bool
+	until  time.Time
+	isn    uint32
+	hasISN bool
+	reset  bool
 }
 
 // Acceptor accepts TCP connections for l7 VIPs. See the package
@@ -309,19 +313,31 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 		// A SYN-ACK to a VIP: no connection of ours. A stack resets it.
 		return a.reset(now, &s, out, cUnknownSYNACK), Event{}
 	}
-	if t, ok := a.tombs[s.key]; ok && now.Before(t.until) {
-		if t.reset {
-			return a.reset(now, &s, out, cRefused), Event{}
-		}
-		a.count(cTombstoneDrops)
-		return nil, Event{}
-	}
 	idx, ok := a.sec.check(&s.key, s.seq-1, s.ack-1)
 	// The TSecr echoes a SYN-ACK's TSval, which is never ahead of our
 	// clock: one that is was not ours, and would become the TSval the
 	// host continues from.
 	if ok && s.opt.HasTimestamps && before(a.tsNow(now), s.opt.TSEcr) {
 		ok = false
+	}
+	if t, tomb := a.tombs[s.key]; tomb && now.Before(t.until) {
+		// A forgotten flow's tuple. The forwarder's workers answer SYNs
+		// themselves, so the SYN of a new connection on it (a client
+		// reusing its port once the server closed first) may never
+		// come here: a valid cookie for an ISN other than the old
+		// connection's is that new connection, which the tombstone must
+		// not hold up. Anything else is the old connection's: its
+		// segments either carry its own ISN (seq-1, the cookie ACK and
+		// the first data) or no valid cookie at all.
+		if !ok || !t.hasISN || s.seq-1 == t.isn {
+			if t.reset {
+				return a.reset(now, &s, out, cRefused), Event{}
+			}
+			a.count(cTombstoneDrops)
+			return nil, Event{}
+		}
+		delete(a.tombs, s.key)
+		a.count(cTombstonesReused)
 	}
 	if !ok {
 		return a.reset(now, &s, out, cBadCookie), Event{}
@@ -394,10 +410,13 @@ func (a *Acceptor) reset(now time.Time, s *seg, out []byte, why counter) []byte 
 func (a *Acceptor) Refuse(k Key, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	old, had := a.tombs[k]
+	isn, hasISN := old.isn, had && old.hasISN
 	if c := a.conns[k]; c != nil {
+		isn, hasISN = c.remoteISN, true
 		a.drop(c)
 	}
-	a.bury(k, now)
+	a.bury(k, now, isn, hasISN)
 	if t, ok := a.tombs[k]; ok {
 		t.reset = true
 		a.tombs[k] = t
@@ -415,7 +434,7 @@ func (a *Acceptor) Forget(k Key, now time.Time) bool {
 	}
 	a.drop(c)
 	a.count(cForgotten)
-	a.bury(k, now)
+	a.bury(k, now, c.remoteISN, true)
 	return true
 }
 
@@ -451,7 +470,7 @@ func (a *Acceptor) Expire(now time.Time) int {
 			// The caller never decided. Whether or not it is migrating
 			// the connection, its client must not be accepted twice.
 			a.count(cReadyTimeouts)
-			a.bury(c.key, now)
+			a.bury(c.key, now, c.remoteISN, true)
 		}
 		a.drop(c)
 		n++
@@ -482,7 +501,7 @@ func (a *Acceptor) drop(c *conn) {
 // flow buried again (accepted anew after its tombstone lapsed, before
 // Expire removed it) gets a fresh one; the old queue entry stays until
 // its turn, counted against the bound, and then removes nothing.
-func (a *Acceptor) bury(k Key, now time.Time) {
+func (a *Acceptor) bury(k Key, now time.Time, isn uint32, hasISN bool) {
 	if a.cfg.MaxConns == 0 {
 		return
 	}
@@ -496,7 +515,7 @@ func (a *Acceptor) bury(k Key, now time.Time) {
 	until := now.Add(a.cfg.TombstoneTTL)
 	a.tombQueue[(a.tombHead+a.tombLen)%len(a.tombQueue)] = tombstone{k, until}
 	a.tombLen++
-	a.tombs[k] = tombMark{until: until}
+	a.tombs[k] = tombMark{until: until, isn: isn, hasISN: hasISN}
 }
 
 // popTomb removes the oldest queue entry, and its flow's tombstone
