@@ -58,6 +58,9 @@ func (p *Pipeline) toAcceptor(pk *packet, v *VIP, now flow.Tick) {
 		pk.dropWith(DropTCPBadChecksum)
 		return
 	}
+	if pk.tcpFlags&(synFlag|ackFlag|rstFlag|finFlag) == synFlag && p.answerSYN(pk, v) {
+		return
+	}
 	if len(p.held) == maxPunts || len(p.out.punts) == maxPunts {
 		pk.dropWith(DropPuntOverflow)
 		return
