@@ -440,12 +440,14 @@ func (c *Control) runL7(ctx context.Context) {
 // plenty. It sends under l7part.mu, so that sets computed apart never
 // cross on the way.
 func (c *Control) pushSYNKeys(lk *fwdLink, now time.Time, all bool) {
-	c.mu.Lock()
-	ids := c.ids.VIPs
-	c.mu.Unlock()
 	l := c.l7part
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	// The IDs are read under l7part.mu (which comes before c.mu, as in
+	// migrate), so that the set sent last is of the latest IDs.
+	c.mu.Lock()
+	ids := c.ids.VIPs
+	c.mu.Unlock()
 	keys := make([]channel.SYNKey, 0, len(l.vips))
 	for name, v := range l.vips {
 		k, changed := v.acc.SYNKeys(now)
