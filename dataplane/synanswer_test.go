@@ -145,3 +145,36 @@ func TestWorkerSYNAnswerAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per SYN answered (%d answered)", n, r.p.stats.AcceptorSYNs)
 	}
 }
+
+// BenchmarkL7SYN is a worker's cost for one l7 VIP's SYN: answered in
+// place with the VIP's key, or (punted) copied out for the acceptor and
+// held, its hold let go at once.
+func BenchmarkL7SYN(b *testing.B) {
+	for _, answered := range []bool{true, false} {
+		name := "punted"
+		if answered {
+			name = "answered"
+		}
+		b.Run(name, func(b *testing.B) {
+			r := l7Rig(b, false)
+			if answered {
+				installSYNKeys(b, r, testSYNKey(r))
+			}
+			in := syn(cl(1, 5000), vip(84))
+			fr := []nic.Frame{frame(in)}
+			buf := append([]byte(nil), fr[0].Buf...)
+			b.ReportAllocs()
+			for b.Loop() {
+				copy(fr[0].Buf, buf)
+				fr[0].Len, fr[0].Offload = len(in), nic.Offload{}
+				r.out.Reset()
+				r.p.Process(r.now, fr, r.out)
+				if !answered {
+					r.p.TakeOutbox(func([]channel.FlowEvent, []channel.Punt, uint64) {})
+					r.p.Answer(r.p.acceptID, nil)
+					r.p.flushAnswers(r.out)
+				}
+			}
+		})
+	}
+}
