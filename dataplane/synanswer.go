@@ -49,6 +49,9 @@ func NewSYNKeys(in []channel.SYNKey) (SYNKeys, error) {
 	out := make(SYNKeys, len(in))
 	for i := range in {
 		c := &in[i]
+		if c.Every == 0 || c.Every > 1<<62 {
+			return nil, fmt.Errorf("vip %d: an epoch of %d ns", c.VIP, c.Every)
+		}
 		k := &SYNKey{addr: c.Addr, port: c.Port, every: time.Duration(c.Every), tsOffset: c.TSOffset,
 			params: syncookie.Params{MSS: c.MSS, WScale: c.WScale, Window: c.Window}}
 		var err error

@@ -178,3 +178,76 @@ func BenchmarkL7SYN(b *testing.B) {
 		})
 	}
 }
+
+// FuzzL7SYN: whatever options a SYN to an l7 VIP carries, the worker
+// answers it with a well-formed SYN-ACK whose cookie validates and
+// whose TSval carries the options it credited, or leaves it to the
+// acceptor; it never panics.
+func FuzzL7SYN(f *testing.F) {
+	f.Add([]byte{2, 4, 5, 0xb4, 4, 2, 8, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 3, 3, 7}, uint32(1))
+	f.Add([]byte{}, uint32(0xffffffff))
+	f.Add([]byte{1, 1, 3, 3, 14}, uint32(5))
+	f.Add([]byte{2, 4, 0, 1, 8, 10}, uint32(5))
+	f.Fuzz(func(t *testing.T, opts []byte, seq uint32) {
+		if len(opts) > 40 {
+			opts = opts[:40]
+		}
+		optLen := (len(opts) + 3) &^ 3
+		tcpLen := header.TCPMinSize + optLen
+		pkt := make([]byte, header.EthernetSize+header.IPv4MinSize+tcpLen)
+		copy(pkt, pkttest.MustMAC(unitMAC))
+		copy(pkt[6:], pkttest.MustMAC(gwMAC))
+		pkt[12], pkt[13] = 0x08, 0x00
+		ip := pkt[header.EthernetSize:]
+		src, dst := [4]byte{203, 0, 113, 1}, [4]byte{192, 0, 2, 1}
+		header.EncodeIPv4(ip, &header.IPv4Fields{TotalLength: uint16(header.IPv4MinSize + tcpLen), TTL: 64, Protocol: header.IPProtoTCP, Src: src, Dst: dst})
+		tc := ip[header.IPv4MinSize:]
+		tc[0], tc[1], tc[2], tc[3] = 0x13, 0x88, 0, 84 // 5000 → 84
+		tc[4], tc[5], tc[6], tc[7] = byte(seq>>24), byte(seq>>16), byte(seq>>8), byte(seq)
+		tc[12], tc[13], tc[14], tc[15] = byte(tcpLen/4)<<4, synFlag, 0xff, 0xff
+		copy(tc[header.TCPMinSize:], opts)
+		header.TCP(tc).SetChecksum(header.Checksum(tc, header.PseudoHeaderSum(header.IPProtoTCP, src[:], dst[:], uint32(tcpLen))))
+		r := l7Rig(t, false)
+		sk := testSYNKey(r)
+		installSYNKeys(t, r, sk)
+		tx, _, _ := r.send(pkt)
+		in, inOK := header.ParseTCPOptions(header.TCP(tc))
+		if len(tx) == 0 {
+			if inOK {
+				t.Fatalf("a SYN with well-formed options %x was not answered", opts)
+			}
+			return
+		}
+		if !inOK {
+			t.Fatalf("a SYN with malformed options %x was answered", opts)
+		}
+		out := pkttest.IP(tx[0], false)
+		o := header.IPv4(out)
+		st := header.TCP(out[header.IPv4MinSize:])
+		if header.Checksum(out[:header.IPv4MinSize], 0) != 0 || int(o.TotalLength()) != len(out) ||
+			header.Checksum(st, header.PseudoHeaderSum(header.IPProtoTCP, o.Src(), o.Dst(), uint32(len(st)))) != 0 {
+			t.Fatalf("a broken SYN-ACK %x", out)
+		}
+		got, ok := header.ParseTCPOptions(st)
+		if !ok || st.Flags() != synFlag|ackFlag || st.Ack() != seq+1 || got.MSS != sk.MSS || got.HasTimestamps != in.HasTimestamps {
+			t.Fatalf("SYN-ACK %x: options %+v for a SYN's %+v", out, got, in)
+		}
+		key, _ := syncookie.NewKey(sk.Epoch, sk.Cur)
+		tu := syncookie.Tuple{Client: src, VIP: dst, ClientPort: 5000, VIPPort: 84}
+		var m syncookie.MAC
+		idx, ok := m.Check(&key, &syncookie.Key{}, &tu, seq, st.Seq())
+		wantMSS := uint16(syncookie.DefaultMSS)
+		if in.MSSOff != 0 {
+			wantMSS = in.MSS
+		}
+		if !ok || idx != syncookie.MSSIndex(wantMSS) {
+			t.Fatalf("cookie class %d valid %v; want class of %d", idx, ok, wantMSS)
+		}
+		if in.HasTimestamps {
+			ws := got.TSVal & syncookie.TSNoWS
+			if in.HasWS != (ws != syncookie.TSNoWS) || in.HasWS && ws != uint32(min(in.WindowScale, 14)) || in.SACKPermitted != (got.TSVal&syncookie.TSSACK != 0) {
+				t.Fatalf("TSval %#x for a SYN's %+v", got.TSVal, in)
+			}
+		}
+	})
+}
