@@ -11,12 +11,15 @@ import (
 // An l7 VIP's connections begin in the control process's acceptor (seed
 // S1, FIG. 32): every packet of a flow the forwarder has no entry for is
 // copied to the acceptor (PuntAccept) and its frame held; the acceptor
-// answers each with at most one packet (a SYN-ACK, an ACK, an HTTP
-// error), which leaves in place of the held frame, turned around. The
-// forwarder keeps nothing per connection before the control process
-// plumbs the migrated connection's route, so a SYN flood costs it only
-// the bounded held frames. After the route, the flow is an ordinary
-// tunnel flow.
+// answers each with at most one packet (an ACK, an HTTP error, a
+// SYN-ACK), which leaves in place of the held frame, turned around. A
+// SYN, though, is answered by the worker itself when it holds the
+// VIP's cookie keys (synanswer.go): the same SYN-ACK, from the same
+// code, so that SYNs never leave the forwarder. The forwarder keeps
+// nothing per connection before the control process plumbs the
+// migrated connection's route, so a SYN flood costs it only its answers
+// (or, without keys, the bounded held frames). After the route, the
+// flow is an ordinary tunnel flow.
 
 // acceptTimeout bounds how long a frame waits for the acceptor's answer:
 // a dropped answer costs the client one retransmission, while a held
@@ -56,6 +59,9 @@ func (p *Pipeline) toAcceptor(pk *packet, v *VIP, now flow.Tick) {
 	}
 	if header.Checksum(pk.b[pk.l4:pk.end], header.PseudoHeaderSum(header.IPProtoTCP, pk.src(), pk.dst(), uint32(pk.end-pk.l4))) != 0 {
 		pk.dropWith(DropTCPBadChecksum)
+		return
+	}
+	if pk.tcpFlags&(synFlag|ackFlag|rstFlag|finFlag) == synFlag && p.answerSYN(pk, v) {
 		return
 	}
 	if len(p.held) == maxPunts || len(p.out.punts) == maxPunts {

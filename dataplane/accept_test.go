@@ -12,7 +12,7 @@ import (
 
 // l7Rig is a pipeline with one l7 VIP (port 84) and, unless alone, a
 // control process's outbox.
-func l7Rig(t *testing.T, alone bool) *rig {
+func l7Rig(t testing.TB, alone bool) *rig {
 	t.Helper()
 	c, err := config.Parse([]byte(`
 unit:

@@ -110,6 +110,9 @@ func (p *Pipeline) SetControlConnected(up bool) {
 	}
 	p.out.enabled = up
 	if !up {
+		// The keys were the control process's that left; its successor
+		// has its own.
+		p.syn.keys = nil
 		// Nobody will answer: the held packets go through the pipeline
 		// again with the next batch and are decided by Maglev.
 		p.out.events, p.out.punts = p.out.events[:0], p.out.punts[:0]

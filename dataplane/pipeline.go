@@ -104,6 +104,8 @@ type Pipeline struct {
 	deferred []nic.Frame
 	answers  []answered
 	acceptID uint32
+	// syn holds the l7 VIPs' SYN cookie keys (synanswer.go).
+	syn      synState
 	routePk  packet
 	routeHdr [header.IPv6Size]byte
 	missed   [maxMissed]netip.Addr

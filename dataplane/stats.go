@@ -22,6 +22,7 @@ type Stats struct {
 	HeldForHost        uint64 // packets of tunnel flows held until their host holds the mapping
 	ToAcceptor         uint64 // packets of l7 VIPs handed to the acceptor
 	AcceptorAnswers    uint64 // the acceptor's answers sent
+	AcceptorSYNs       uint64 // l7 VIPs' SYNs the worker answered itself, with the acceptor's cookie
 	Drops              [numDrops]uint64
 	Passes             [numPasses]uint64
 	// Backends is indexed by backend ID (see Snapshot). A VIP's counters
@@ -82,6 +83,7 @@ func (s *Stats) Add(o *Stats) {
 	s.HeldForHost += o.HeldForHost
 	s.ToAcceptor += o.ToAcceptor
 	s.AcceptorAnswers += o.AcceptorAnswers
+	s.AcceptorSYNs += o.AcceptorSYNs
 	for i := range s.Drops {
 		s.Drops[i] += o.Drops[i]
 	}

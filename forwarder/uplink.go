@@ -41,6 +41,9 @@ type UplinkStats struct {
 	// AnswersLate counts the acceptor's answers that found no frame
 	// waiting (it waited its time out, or the worker restarted).
 	AnswersLate uint64 `json:"answers_late"`
+	// SYNKeys counts the sets of l7 SYN cookie keys given to the
+	// workers.
+	SYNKeys     uint64 `json:"syn_keys"`
 	BadMessages uint64 `json:"bad_messages"`
 }
 
@@ -327,6 +330,12 @@ func (l *uplink) handle(ctx context.Context, conn *channel.Conn, asm *channel.As
 			return err
 		}
 		return l.answer(ctx, &a)
+	case channel.TSYNKeys:
+		keys, err := channel.DecodeSYNKeys(p)
+		if err != nil {
+			return err
+		}
+		return l.synKeys(ctx, keys)
 	case channel.TBarrier:
 		// Every worker runs its commands in order: once each has run
 		// this no-op, every earlier route is applied.
@@ -405,6 +414,22 @@ func (l *uplink) answer(ctx context.Context, a *channel.Answer) error {
 			l.count(func(s *UplinkStats) { s.AnswersLate++ })
 		}
 	})
+}
+
+// synKeys gives every worker its own copy of the l7 VIPs' SYN keys: the
+// ciphers are made here, so that the workers only swap a map.
+func (l *uplink) synKeys(ctx context.Context, keys []channel.SYNKey) error {
+	for _, w := range l.f.workers {
+		k, err := dataplane.NewSYNKeys(keys)
+		if err != nil {
+			return err
+		}
+		if err := w.Post(ctx, func(p *dataplane.Pipeline) { p.SetSYNKeys(k) }); err != nil {
+			return err
+		}
+	}
+	l.count(func(s *UplinkStats) { s.SYNKeys++ })
+	return nil
 }
 
 func (l *uplink) call(ctx context.Context, method string, body []byte) ([]byte, error) {

@@ -39,6 +39,9 @@ type L7Stats struct {
 	// unit knows.
 	Refused        uint64 `json:"refused"`
 	UnknownAnswers uint64 `json:"unknown_answers"`
+	// SYNKeysSent counts the sets of SYN cookie keys sent to the
+	// forwarder, whose workers answer the l7 VIPs' SYNs with them.
+	SYNKeysSent uint64 `json:"syn_keys_sent"`
 	// ByRule counts the connections each rule (or "default") decided.
 	ByRule map[string]uint64 `json:"by_rule,omitempty"`
 }

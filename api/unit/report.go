@@ -25,9 +25,12 @@ type Report struct {
 	Punted            uint64 `json:"punted"`
 	HeldForHost       uint64 `json:"held_for_host"`
 	// ToAcceptor counts packets of l7 VIPs handed to the acceptor, and
-	// AcceptorAnswers the acceptor's packets sent in their place.
+	// AcceptorAnswers the acceptor's packets sent in their place;
+	// SYNAnswers the l7 VIPs' SYNs the workers answered themselves, with
+	// the acceptor's cookie (they do not count in ToAcceptor).
 	ToAcceptor      uint64 `json:"to_acceptor"`
 	AcceptorAnswers uint64 `json:"acceptor_answers"`
+	SYNAnswers      uint64 `json:"syn_answers"`
 	Flows           int    `json:"flows"` // client-direction and reply entries
 	// PortDropped counts frames lost before any worker saw them: the
 	// kernel's drops at the port (AF_XDP rings, a TUN device's queue)

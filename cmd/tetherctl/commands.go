@@ -138,6 +138,10 @@ func commands(cl func() *client) []*cobra.Command {
 				if r.ResetsSent > 0 {
 					fmt.Fprintf(w, "resets sent\t%d segments of nat connections the unit does not know\n", r.ResetsSent)
 				}
+				if r.SYNAnswers+r.ToAcceptor > 0 {
+					fmt.Fprintf(w, "l7 acceptor\t%d SYNs answered by the workers\t%d packets handed to the acceptor, %d of its answers sent\n",
+						r.SYNAnswers, r.ToAcceptor, r.AcceptorAnswers)
+				}
 				fmt.Fprintf(w, "lost before the workers\t%d by the kernel (AF_XDP rings, TUN queue)\t%d by the port (no buffer, a worker's queue full)\n",
 					r.PortDropped.Kernel, r.PortDropped.Port)
 				if r.PortDropped.HandOff > 0 {

@@ -252,6 +252,9 @@ func (c *Control) greet(conn *channel.Conn) (channel.Hello, error) {
 func (c *Control) catchUp(ctx context.Context, lk *fwdLink, restarted, restoredAtStart bool) {
 	if err := c.pushConfig(ctx, lk); err != nil {
 		c.log.Error().Err(err).Msg("forwarder refused the running configuration")
+	} else {
+		// The workers answer the l7 VIPs' SYNs from now on.
+		c.pushSYNKeys(lk, time.Now(), true)
 	}
 	if c.hosts != nil {
 		// A forwarder this process restarted or put flows back into
@@ -559,6 +562,10 @@ func (c *Control) applyLocked(ctx context.Context, file *config.Config, raw []by
 	c.probes.Sync(file)
 	if err := c.syncL7(file); err != nil {
 		c.log.Error().Err(err).Msg("l7 VIPs without an acceptor")
+	}
+	if lerr == nil {
+		// New IDs, or new acceptors: the workers' keys follow.
+		c.pushSYNKeys(lk, time.Now(), true)
 	}
 	c.log.Info().Uint64("generation", reply.Generation).Msg("configuration applied")
 	return nil

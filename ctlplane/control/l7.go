@@ -58,6 +58,10 @@ type l7Part struct {
 	seed       maphash.Seed
 	stats      unit.L7Stats
 	buf        []byte
+	// keysLink is the forwarder link the last SYN keys went on, and
+	// keysSent how many VIPs' they were.
+	keysLink *fwdLink
+	keysSent int
 }
 
 // l7VIP is one l7 VIP's acceptor and rules, rebuilt when its settings
@@ -420,8 +424,55 @@ func (c *Control) runL7(ctx context.Context) {
 			return
 		case now := <-t.C:
 			c.expireL7(now)
+			if lk, err := c.current(); err == nil {
+				c.pushSYNKeys(lk, now, false)
+			}
 		}
 	}
+}
+
+// pushSYNKeys sends the forwarder the keys its workers answer the l7
+// VIPs' SYNs with (channel.SYNKey): always when all is true (a forwarder
+// that just connected, a reload that may have replaced acceptors or
+// renumbered VIPs), else only when an acceptor's keys rotated. The
+// workers hold the current epoch's key and the next one's, so keys sent
+// within an epoch of a rotation are never late: about once a second is
+// plenty. It sends under l7part.mu, so that sets computed apart never
+// cross on the way.
+func (c *Control) pushSYNKeys(lk *fwdLink, now time.Time, all bool) {
+	l := c.l7part
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	// The IDs are read under l7part.mu (which comes before c.mu, as in
+	// migrate), so that the set sent last is of the latest IDs.
+	c.mu.Lock()
+	ids := c.ids.VIPs
+	c.mu.Unlock()
+	keys := make([]channel.SYNKey, 0, len(l.vips))
+	for name, v := range l.vips {
+		k, changed := v.acc.SYNKeys(now)
+		all = all || changed
+		id, known := ids[name]
+		addr := v.cfg.Addr()
+		if !known || !addr.Is4() {
+			continue
+		}
+		sk := channel.SYNKey{VIP: id, Addr: addr.As4(), Port: uint16(v.cfg.Port), Every: uint64(k.Every), Epoch: k.Cur.Epoch,
+			Cur: k.Cur.Raw, Next: k.Next.Raw, HasNext: k.Next.Block != nil, TSOffset: k.TSOffset,
+			MSS: k.Params.MSS, WScale: k.Params.WScale, Window: k.Params.Window}
+		keys = append(keys, sk)
+	}
+	// A forwarder holds no keys but those sent on its connection: an
+	// empty set it would not miss is not sent.
+	if !all || len(keys) == 0 && (l.keysLink != lk || l.keysSent == 0) {
+		return
+	}
+	if err := lk.conn.Send(channel.AppendSYNKeys(nil, lk.seq.Add(1), keys)); err != nil {
+		c.log.Debug().Err(err).Msg("send SYN keys")
+		return
+	}
+	l.keysLink, l.keysSent = lk, len(keys)
+	l.stats.SYNKeysSent++
 }
 
 // expireL7 drops acceptor state past its time and gives up on hosts that

@@ -46,7 +46,8 @@ func newCollector(src Source) *collector {
 			"resets_sent (segments of unknown nat connections answered with a reset), recovered (half-NAT flows made again "+
 			"from a backend's reply), checksums_finished (partial checksums completed by the forwarder), held_for_host "+
 			"(packets of new tunnel flows held until their host had the flow's mapping), to_acceptor (packets of l7 VIPs handed to "+
-			"the acceptor), acceptor_answers (the acceptor's packets sent in their place).", "event"),
+			"the acceptor), acceptor_answers (the acceptor's packets sent in their place), syn_answers (l7 VIPs' SYNs the workers answered "+
+			"themselves, with the acceptor's cookie).", "event"),
 		bePackets:  d("backend_packets_total", "Packets to a backend and replies from it through the unit.", "vip", "backend", "direction"),
 		beBytes:    d("backend_bytes_total", "Bytes to a backend and replies from it through the unit.", "vip", "backend", "direction"),
 		beNewFlows: d("backend_new_flows_total", "Flows sent to a backend.", "vip", "backend"),
@@ -132,6 +133,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.events, rep.HeldForHost, "held_for_host")
 	counter(c.events, rep.ToAcceptor, "to_acceptor")
 	counter(c.events, rep.AcceptorAnswers, "acceptor_answers")
+	counter(c.events, rep.SYNAnswers, "syn_answers")
 	for i, b := range rep.Backends {
 		if b.State == unit.StateRemoved {
 			continue

@@ -11,7 +11,8 @@ import (
 // Version is the protocol version; a peer with another version is
 // refused at hello. 2: punts carry the forwarder's Maglev choice.
 // 3: punts carry an ID; answers (l7 VIPs' acceptor).
-const Version = 3
+// 4: SYN keys (the workers answer l7 VIPs' SYNs).
+const Version = 4
 
 // MaxMessage bounds a message, header included.
 const MaxMessage = 64 << 10
@@ -36,6 +37,7 @@ const (
 	TReturn    Type = 8  // forwarder → control: its answer
 	TLost      Type = 9  // forwarder → control: flow events lost; the inventory must be read again
 	TAnswer    Type = 10 // control → forwarder: the packet to send in place of a punted one
+	TSYNKeys   Type = 11 // control → forwarder: the l7 VIPs' SYN cookie keys, for the workers
 )
 
 func (t Type) String() string {
@@ -60,6 +62,8 @@ func (t Type) String() string {
 		return "lost"
 	case TAnswer:
 		return "answer"
+	case TSYNKeys:
+		return "syn-keys"
 	}
 	return fmt.Sprintf("type-%d", uint8(t))
 }

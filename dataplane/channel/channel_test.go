@@ -179,6 +179,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(AppendLost(nil, 7, 12345))
 	f.Add(AppendPunt(nil, 8, &Punt{Reason: PuntAccept, ID: 77, Key: key6(), Frame: []byte{0x45, 0}}))
 	f.Add(AppendAnswer(nil, 9, &Answer{Worker: 1, ID: 77, Packet: []byte{0x45, 0, 0, 20}}))
+	f.Add(AppendSYNKeys(nil, 10, testSYNKeys()))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		h, p, err := ParseHeader(msg)
 		if err != nil {
@@ -205,6 +206,10 @@ func FuzzDecode(f *testing.F) {
 		case TAnswer:
 			if m, err := DecodeAnswer(p); err == nil {
 				back = AppendAnswer(nil, h.Seq, &m)
+			}
+		case TSYNKeys:
+			if m, err := DecodeSYNKeys(p); err == nil {
+				back = AppendSYNKeys(nil, h.Seq, m)
 			}
 		case TCall:
 			_, _ = DecodeCall(p)

@@ -402,3 +402,120 @@ func DecodeLost(p []byte) (uint64, error) {
 	}
 	return n, nil
 }
+
+// SYNKey is what the forwarder's workers need to answer an l7 VIP's SYN
+// with the SYN-ACK its acceptor would send (package syncookie): the
+// keys of the current epoch and the next, the TSval offset and the
+// SYN-ACK's own options. A worker answers with Cur while the host
+// clock's epoch (UnixNano / Every) is Epoch, with Next (when HasNext)
+// while it is Epoch+1, and punts the SYN to the acceptor otherwise.
+type SYNKey struct {
+	VIP uint32 // the VIP's ID in the forwarder's configuration
+	// Addr and Port are the VIP's: a worker uses the key only for
+	// packets to them, so that an ID the forwarder gave another VIP
+	// since never gets this one's key.
+	Addr     [4]byte
+	Port     uint16
+	Every    uint64 // the epoch's length, nanoseconds
+	Epoch    int64  // Cur's epoch; Next is Epoch+1's
+	Cur      [16]byte
+	Next     [16]byte
+	HasNext  bool
+	TSOffset uint32
+	MSS      uint16 // the SYN-ACK's MSS option
+	WScale   uint8  // its window scale option (0 to 14)
+	Window   uint16 // its window
+}
+
+// synKeySize is the encoded size of one SYNKey.
+const synKeySize = 4 + 4 + 2 + 8 + 8 + 16 + 16 + 1 + 4 + 2 + 1 + 2
+
+// MaxSYNKeys bounds the keys of one message.
+const MaxSYNKeys = (MaxMessage - HeaderSize - 2) / synKeySize
+
+// AppendSYNKeys appends a SYN keys message: the whole set, which
+// replaces what the workers hold (an l7 VIP not in it gets no more
+// answers from the workers). Keys past MaxSYNKeys are left out.
+func AppendSYNKeys(b []byte, seq uint32, keys []SYNKey) []byte {
+	keys = keys[:min(len(keys), MaxSYNKeys)]
+	b = AppendHeader(b, Header{Type: TSYNKeys, Seq: seq})
+	b = binary.BigEndian.AppendUint16(b, uint16(len(keys)))
+	for i := range keys {
+		k := &keys[i]
+		b = binary.BigEndian.AppendUint32(b, k.VIP)
+		b = append(b, k.Addr[:]...)
+		b = binary.BigEndian.AppendUint16(b, k.Port)
+		b = binary.BigEndian.AppendUint64(b, k.Every)
+		b = binary.BigEndian.AppendUint64(b, uint64(k.Epoch))
+		b = append(b, k.Cur[:]...)
+		b = append(b, k.Next[:]...)
+		has := byte(0)
+		if k.HasNext {
+			has = 1
+		}
+		b = append(b, has)
+		b = binary.BigEndian.AppendUint32(b, k.TSOffset)
+		b = binary.BigEndian.AppendUint16(b, k.MSS)
+		b = append(b, k.WScale)
+		b = binary.BigEndian.AppendUint16(b, k.Window)
+	}
+	return b
+}
+
+// DecodeSYNKeys decodes a SYN keys payload.
+func DecodeSYNKeys(p []byte) ([]SYNKey, error) {
+	r := reader{b: p}
+	n := int(r.u16())
+	if n > MaxSYNKeys {
+		return nil, fmt.Errorf("syn keys: %w: %d keys", ErrLength, n)
+	}
+	if r.err == nil && len(r.b) != n*synKeySize {
+		return nil, fmt.Errorf("syn keys: %w: %d bytes for %d keys", ErrLength, len(r.b), n)
+	}
+	keys := make([]SYNKey, 0, n)
+	seen := make(map[uint32]bool, n)
+	for range n {
+		var k SYNKey
+		k.VIP = r.u32()
+		copy(k.Addr[:], r.take(4))
+		k.Port = r.u16()
+		k.Every = r.u64()
+		k.Epoch = int64(r.u64())
+		copy(k.Cur[:], r.take(16))
+		copy(k.Next[:], r.take(16))
+		has := r.u8()
+		k.HasNext = has == 1
+		k.TSOffset = r.u32()
+		k.MSS, k.WScale, k.Window = r.u16(), r.u8(), r.u16()
+		if r.err != nil {
+			break
+		}
+		switch {
+		case seen[k.VIP]:
+			r.err = fmt.Errorf("%w: VIP %d twice", ErrValue, k.VIP)
+		case has > 1:
+			r.err = fmt.Errorf("%w: has-next %d", ErrValue, has)
+		case k.Port == 0:
+			r.err = fmt.Errorf("%w: VIP %d: port 0", ErrValue, k.VIP)
+		case k.Every == 0 || k.Every > 1<<62:
+			r.err = fmt.Errorf("%w: VIP %d: epoch of %d ns", ErrValue, k.VIP, k.Every)
+		case k.Epoch < 0 || k.Epoch == 1<<63-1:
+			r.err = fmt.Errorf("%w: VIP %d: epoch %d", ErrValue, k.VIP, k.Epoch)
+		case k.MSS < 64:
+			r.err = fmt.Errorf("%w: VIP %d: MSS %d", ErrValue, k.VIP, k.MSS)
+		case k.WScale > 14:
+			r.err = fmt.Errorf("%w: VIP %d: window scale %d", ErrValue, k.VIP, k.WScale)
+		case k.Window == 0:
+			r.err = fmt.Errorf("%w: VIP %d: window 0", ErrValue, k.VIP)
+		}
+		if r.err != nil {
+			break
+		}
+		seen[k.VIP] = true
+		keys = append(keys, k)
+	}
+	if err := r.done(); err != nil {
+		return nil, fmt.Errorf("syn keys: %w", err)
+	}
+	return keys, nil
+}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/tetherlb/tether/api/hostpb"
 	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/dataplane/syncookie"
 )
 
 // Config configures an Acceptor. Zero values take the defaults named.
@@ -160,11 +161,15 @@ type tombstone struct {
 	until time.Time
 }
 
-// tombMark is a flow's live tombstone: until when, and whether its
-// packets are answered with a reset (Refuse) rather than dropped.
+// tombMark is a flow's live tombstone: until when, whether its packets
+// are answered with a reset (Refuse) rather than dropped, and the
+// forgotten connection's remote ISN (hasISN: known), which tells its
+// stray segments from a new connection's cookie ACK.
 type tombMark struct {
-	until time.Time
-	reset bool
+	until  time.Time
+	isn    uint32
+	hasISN bool
+	reset  bool
 }
 
 // Acceptor accepts TCP connections for l7 VIPs. See the package
@@ -175,6 +180,7 @@ type Acceptor struct {
 
 	sec      secrets
 	tsOffset uint32
+	exported exportedKeys
 
 	conns    map[Key]*conn
 	nLive    int
@@ -267,7 +273,7 @@ func (a *Acceptor) Bound() int {
 }
 
 // tsNow is the TSval clock: milliseconds.
-func (a *Acceptor) tsNow(now time.Time) uint32 { return uint32(now.UnixMilli()) + a.tsOffset }
+func (a *Acceptor) tsNow(now time.Time) uint32 { return syncookie.TSNow(now, a.tsOffset) }
 
 // Handle takes one IPv4 packet (from the IP header on) punted by the
 // forwarder at time now, and returns the reply to send in its place
@@ -307,19 +313,31 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 		// A SYN-ACK to a VIP: no connection of ours. A stack resets it.
 		return a.reset(now, &s, out, cUnknownSYNACK), Event{}
 	}
-	if t, ok := a.tombs[s.key]; ok && now.Before(t.until) {
-		if t.reset {
-			return a.reset(now, &s, out, cRefused), Event{}
-		}
-		a.count(cTombstoneDrops)
-		return nil, Event{}
-	}
 	idx, ok := a.sec.check(&s.key, s.seq-1, s.ack-1)
 	// The TSecr echoes a SYN-ACK's TSval, which is never ahead of our
 	// clock: one that is was not ours, and would become the TSval the
 	// host continues from.
 	if ok && s.opt.HasTimestamps && before(a.tsNow(now), s.opt.TSEcr) {
 		ok = false
+	}
+	if t, tomb := a.tombs[s.key]; tomb && now.Before(t.until) {
+		// A forgotten flow's tuple. The forwarder's workers answer SYNs
+		// themselves, so the SYN of a new connection on it (a client
+		// reusing its port once the server closed first) may never
+		// come here: a valid cookie for an ISN other than the old
+		// connection's is that new connection, which the tombstone must
+		// not hold up. Anything else is the old connection's: its
+		// segments either carry its own ISN (seq-1, the cookie ACK and
+		// the first data) or no valid cookie at all.
+		if !ok || !t.hasISN || s.seq-1 == t.isn {
+			if t.reset {
+				return a.reset(now, &s, out, cRefused), Event{}
+			}
+			a.count(cTombstoneDrops)
+			return nil, Event{}
+		}
+		delete(a.tombs, s.key)
+		a.count(cTombstonesReused)
 	}
 	if !ok {
 		return a.reset(now, &s, out, cBadCookie), Event{}
@@ -334,7 +352,7 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 		remoteISN: s.seq - 1,
 		localISN:  s.ack - 1,
 		rcvNxt:    s.seq,
-		mss:       mssClasses[idx],
+		mss:       syncookie.MSSClasses[idx],
 		sndWl1:    s.seq - 1, // older than any segment: the first sets the window
 	}
 	if s.opt.HasTimestamps {
@@ -344,10 +362,10 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 		c.ts = true
 		c.tsVal = s.opt.TSEcr // the SYN-ACK's, the last we sent
 		c.tsRecent = s.opt.TSVal
-		if ws := s.opt.TSEcr & tsNoWS; ws != tsNoWS {
+		if ws := s.opt.TSEcr & syncookie.TSNoWS; ws != syncookie.TSNoWS {
 			c.ws, c.sndWscale = true, uint8(min(ws, 14))
 		}
-		c.sack = s.opt.TSEcr&tsSACK != 0
+		c.sack = s.opt.TSEcr&syncookie.TSSACK != 0
 	}
 	// The SYN-ACK advertised an unscaled window.
 	c.rcvWnd = uint32(min(a.cfg.MaxRequest, 65535))
@@ -357,35 +375,14 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 	return a.established(now, c, &s, out)
 }
 
-// synAck answers a SYN with a cookie and keeps nothing.
+// synAck answers a SYN with a cookie and keeps nothing: the same
+// SYN-ACK, byte for byte, a forwarder worker sends with SYNKeys.
 func (a *Acceptor) synAck(now time.Time, s *seg, out []byte) []byte {
-	idx := mssIndex(s.mss())
-	cookie := a.sec.cookie(&s.key, s.seq, idx)
-	o := replyOpts{syn: true, mss: uint16(a.cfg.MSS)}
-	if s.opt.HasTimestamps {
-		o.ts = true
-		bits := uint32(tsNoWS)
-		if s.opt.HasWS {
-			bits = uint32(min(s.opt.WindowScale, 14))
-			o.ws, o.wscale = true, uint8(a.cfg.WindowScale)
-		}
-		if s.opt.SACKPermitted {
-			bits |= tsSACK
-			o.sack = true
-		}
-		// Linux's trick: the low bits are replaced, and the result moved
-		// back by their span when that put it ahead of the clock, so
-		// that the TSvals after it never go backwards.
-		t := a.tsNow(now)
-		v := t&^tsOptMask | bits
-		if before(t, v) {
-			v -= tsOptMask + 1
-		}
-		o.tsVal, o.tsEcr = v, s.opt.TSVal
-	}
+	syn := syncookie.SYN{Seq: s.seq, MSS: s.mss(), TS: s.opt.HasTimestamps, TSV: s.opt.TSVal,
+		WS: s.opt.HasWS, WSh: s.opt.WindowScale, SACK: s.opt.SACKPermitted}
+	p := a.synParams()
 	a.count(cSYNCookiesSent)
-	wnd := uint16(min(a.cfg.MaxRequest, 65535))
-	return build(out, &s.key, cookie, s.seq+1, header.TCPFlagSYN|header.TCPFlagACK, wnd, &o, nil)
+	return a.sec.mac.SYNACK(out, &a.sec.cur, a.tsNow(now), &p, s.key.tuple(), &syn)
 }
 
 // reset answers a segment without state the way a stack does, within
@@ -413,10 +410,13 @@ func (a *Acceptor) reset(now time.Time, s *seg, out []byte, why counter) []byte 
 func (a *Acceptor) Refuse(k Key, now time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	old, had := a.tombs[k]
+	isn, hasISN := old.isn, had && old.hasISN
 	if c := a.conns[k]; c != nil {
+		isn, hasISN = c.remoteISN, true
 		a.drop(c)
 	}
-	a.bury(k, now)
+	a.bury(k, now, isn, hasISN)
 	if t, ok := a.tombs[k]; ok {
 		t.reset = true
 		a.tombs[k] = t
@@ -434,7 +434,7 @@ func (a *Acceptor) Forget(k Key, now time.Time) bool {
 	}
 	a.drop(c)
 	a.count(cForgotten)
-	a.bury(k, now)
+	a.bury(k, now, c.remoteISN, true)
 	return true
 }
 
@@ -470,7 +470,7 @@ func (a *Acceptor) Expire(now time.Time) int {
 			// The caller never decided. Whether or not it is migrating
 			// the connection, its client must not be accepted twice.
 			a.count(cReadyTimeouts)
-			a.bury(c.key, now)
+			a.bury(c.key, now, c.remoteISN, true)
 		}
 		a.drop(c)
 		n++
@@ -501,7 +501,7 @@ func (a *Acceptor) drop(c *conn) {
 // flow buried again (accepted anew after its tombstone lapsed, before
 // Expire removed it) gets a fresh one; the old queue entry stays until
 // its turn, counted against the bound, and then removes nothing.
-func (a *Acceptor) bury(k Key, now time.Time) {
+func (a *Acceptor) bury(k Key, now time.Time, isn uint32, hasISN bool) {
 	if a.cfg.MaxConns == 0 {
 		return
 	}
@@ -515,7 +515,7 @@ func (a *Acceptor) bury(k Key, now time.Time) {
 	until := now.Add(a.cfg.TombstoneTTL)
 	a.tombQueue[(a.tombHead+a.tombLen)%len(a.tombQueue)] = tombstone{k, until}
 	a.tombLen++
-	a.tombs[k] = tombMark{until: until}
+	a.tombs[k] = tombMark{until: until, isn: isn, hasISN: hasISN}
 }
 
 // popTomb removes the oldest queue entry, and its flow's tombstone

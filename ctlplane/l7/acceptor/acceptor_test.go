@@ -9,6 +9,7 @@ import (
 	"unsafe"
 
 	"github.com/gopacket/gopacket/layers"
+	"github.com/tetherlb/tether/dataplane/syncookie"
 )
 
 func TestHandshakeWithTimestamps(t *testing.T) {
@@ -176,10 +177,10 @@ func TestMSSClasses(t *testing.T) {
 			t.Fatalf("MSS offered %d (option %v): got %v, want %d", offer, !noOption, ev.State.GetMss(), want)
 		}
 	}
-	for i, m := range mssClasses {
+	for i, m := range syncookie.MSSClasses {
 		try(m, false, m)
-		if i+1 < len(mssClasses) {
-			try(mssClasses[i+1]-1, false, m)
+		if i+1 < len(syncookie.MSSClasses) {
+			try(syncookie.MSSClasses[i+1]-1, false, m)
 		}
 	}
 	try(65535, false, 8960)
@@ -546,19 +547,76 @@ func TestForgetTombstone(t *testing.T) {
 // connection's tuple (its port) opens a new connection the acceptor
 // takes at once, not after the old one's tombstone lapses.
 func TestTupleReusedAfterForget(t *testing.T) {
-	a := newTest(t, func(c *Config) { c.TombstoneTTL = 5 * time.Second })
-	c := newClient(t, a, 40047)
-	c.syn()
-	if _, ev := c.data("PA", []byte(request)); ev.Kind != Ready {
-		t.Fatal(ev.Kind)
+	for _, workerSYN := range []bool{false, true} {
+		a := newTest(t, func(c *Config) { c.TombstoneTTL = 5 * time.Second })
+		c := newClient(t, a, 40047)
+		c.syn()
+		first := c.packet("PA", c.seq, c.serverISN+1, []byte(request), c.dataOpts())
+		if _, ev := c.send(first); ev.Kind != Ready {
+			t.Fatal(ev.Kind)
+		}
+		a.Forget(c.key(), c.now)
+		again := newClient(t, a, 40047) // the same tuple, a new ISN
+		again.now = c.now.Add(time.Millisecond)
+		again.isn += 1 << 20
+		if workerSYN {
+			// A worker answers the new SYN: the acceptor never sees it,
+			// and the tombstone is still there when its ACK comes.
+			again.workerSYN(a)
+		} else {
+			again.syn()
+		}
+		if _, ev := again.data("PA", []byte(request)); ev.Kind != Ready {
+			t.Fatalf("worker SYN %v: the new connection on a forgotten tuple: %v, want Ready at once", workerSYN, ev.Kind)
+		}
+		if n := a.Stats().Counters["tombstone_drops"]; n != 0 {
+			t.Fatalf("worker SYN %v: %d tombstone drops", workerSYN, n)
+		}
 	}
-	a.Forget(c.key(), c.now)
-	again := newClient(t, a, 40047) // the same tuple, a new ISN
-	again.now = c.now.Add(time.Millisecond)
-	again.seq += 1 << 20
-	again.syn()
-	if _, ev := again.data("PA", []byte(request)); ev.Kind != Ready {
-		t.Fatalf("the new connection on a forgotten tuple: %v, want Ready at once", ev.Kind)
+}
+
+// TestTombstoneKeepsOldConnection: on a forgotten flow's tuple, the old
+// connection's segments (its cookie ACK and first data, carrying its
+// ISN, with a cookie that still validates) are dropped, or reset after
+// Refuse, and never make a connection again; a cookie ACK with a new
+// ISN is a new connection.
+func TestTombstoneKeepsOldConnection(t *testing.T) {
+	for _, refuse := range []bool{false, true} {
+		a := newTest(t, func(c *Config) { c.TombstoneTTL = 5 * time.Second })
+		c := newClient(t, a, 40048)
+		c.syn()
+		cookieACK := c.packet("A", c.seq, c.serverISN+1, nil, c.dataOpts())
+		first := c.packet("PA", c.seq, c.serverISN+1, []byte(request), c.dataOpts())
+		if _, ev := c.send(first); ev.Kind != Ready {
+			t.Fatal(ev.Kind)
+		}
+		a.Forget(c.key(), c.now)
+		if refuse {
+			a.Refuse(c.key(), c.now)
+		}
+		for _, p := range [][]byte{cookieACK, first} {
+			r, ev := c.send(p)
+			if ev.Kind != None || refuse != (r != nil && r.tcp.RST) || !refuse && r != nil {
+				t.Fatalf("refuse %v: the old connection's segment made %v, answered %v", refuse, ev.Kind, r)
+			}
+		}
+		s := a.Stats()
+		if s.Conns != 0 || s.Counters["accepted"] != 1 || s.Counters["tombstones_reused"] != 0 {
+			t.Fatalf("refuse %v: %+v", refuse, s)
+		}
+		if refuse && s.Counters["refused"] != 2 || !refuse && s.Counters["tombstone_drops"] != 2 {
+			t.Fatalf("refuse %v: counters %v", refuse, s.Counters)
+		}
+		again := newClient(t, a, 40048)
+		again.now = c.now.Add(time.Second)
+		again.isn -= 77
+		again.workerSYN(a)
+		if _, ev := again.data("PA", []byte(request)); ev.Kind != Ready {
+			t.Fatalf("refuse %v: a new ISN's cookie ACK on the tombstoned tuple: %v", refuse, ev.Kind)
+		}
+		if n := a.Stats().Counters["tombstones_reused"]; n != 1 {
+			t.Fatalf("refuse %v: tombstones_reused %d", refuse, n)
+		}
 	}
 }
 

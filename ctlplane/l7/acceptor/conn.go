@@ -232,7 +232,7 @@ func (a *Acceptor) opts(now time.Time, c *conn) replyOpts {
 	if t := a.tsNow(now); !before(t, c.tsVal) {
 		c.tsVal = t
 	}
-	return replyOpts{ts: true, tsVal: c.tsVal, tsEcr: c.tsRecent}
+	return replyOpts{TS: true, TSVal: c.tsVal, TSEcr: c.tsRecent}
 }
 
 // ack builds a bare ACK of everything received.
@@ -248,12 +248,12 @@ func (a *Acceptor) ack(now time.Time, c *conn, out []byte) []byte {
 // resendSynAck repeats the SYN-ACK for a SYN retransmitted after its
 // connection was made.
 func (a *Acceptor) resendSynAck(now time.Time, c *conn, s *seg, out []byte) []byte {
-	o := replyOpts{syn: true, mss: uint16(a.cfg.MSS), sack: c.sack && c.ts, ts: c.ts}
+	o := replyOpts{SYN: true, MSS: uint16(a.cfg.MSS), SACK: c.sack && c.ts, TS: c.ts}
 	if c.ws {
-		o.ws, o.wscale = true, uint8(a.cfg.WindowScale)
+		o.WS, o.WScale = true, uint8(a.cfg.WindowScale)
 	}
 	if c.ts {
-		o.tsVal, o.tsEcr = c.tsVal, s.opt.TSVal
+		o.TSVal, o.TSEcr = c.tsVal, s.opt.TSVal
 	}
 	a.count(cRetransmits)
 	wnd := uint16(min(a.cfg.MaxRequest, 65535))

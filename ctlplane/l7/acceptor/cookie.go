@@ -1,131 +1,122 @@
 package acceptor
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"encoding/binary"
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/tetherlb/tether/dataplane/syncookie"
 )
 
-// mssClasses are the client MSS values a cookie can carry (three bits):
-// the smallest a real path uses, the RFC 9293 default (also taken when
-// the SYN has no MSS option), the usual tunnel and PPPoE sizes,
-// Ethernet's, and jumbo frames'. A client is credited with the largest
-// class not above what it announced, never more.
-var mssClasses = [8]uint16{216, 536, 1220, 1300, 1380, 1440, 1460, 8960}
+// The cookie itself (its MAC, the MSS classes, the options in the
+// TSval, the SYN-ACK) is package syncookie's, shared with the
+// forwarder's workers, which answer SYNs with the keys SYNKeys gives.
 
-// mssIndex returns the class of a client's announced MSS.
-func mssIndex(mss uint16) uint32 {
-	for i := len(mssClasses) - 1; i > 0; i-- {
-		if mss >= mssClasses[i] {
-			return uint32(i)
-		}
-	}
-	return 0
-}
+// tuple is k as package syncookie names a flow.
+func (k *Key) tuple() *syncookie.Tuple { return (*syncookie.Tuple)(k) }
 
-// Cookie layout: parity of the epoch (1 bit), MSS class (3), MAC (28).
-const (
-	cookieEpochShift = 31
-	cookieMSSShift   = 28
-	cookieMACMask    = 1<<28 - 1
-)
-
-// TSval low bits when the client sends timestamps: its window scale
-// (tsNoWS: none) and SACK-permitted.
-const (
-	tsOptMask = 0x1f
-	tsNoWS    = 0x0f
-	tsSACK    = 0x10
-)
-
-// secret is one epoch's cookie key.
-type secret struct {
-	epoch int64
-	block cipher.Block
-}
-
-// secrets holds the current and the previous epoch's keys.
+// secrets holds the previous, current and next epoch's keys. The next
+// one is drawn a whole epoch early, so that a worker that holds it (see
+// SYNKeys) answers with the key the acceptor will have when the epoch
+// turns, whenever the control process gets to push keys again.
 type secrets struct {
 	src   io.Reader
 	every time.Duration
-	cur   secret
-	prev  secret // block nil: none
-	// in and out are the MAC's working blocks: fields, so that passing
-	// them to the cipher (an interface) does not move them to the heap
-	// on every packet. The Acceptor's mutex guards them.
-	in, out [aes.BlockSize]byte
-	key     [16]byte
+	cur   syncookie.Key
+	prev  syncookie.Key // Block nil: none
+	next  syncookie.Key // Block nil: none (a secret could not be read)
+	// mac holds the MAC's working blocks. The Acceptor's mutex guards
+	// it.
+	mac syncookie.MAC
+	key [syncookie.KeySize]byte
 }
 
-func (s *secrets) epochOf(now time.Time) int64 { return now.UnixNano() / int64(s.every) }
+func (s *secrets) epochOf(now time.Time) int64 { return syncookie.Epoch(now, s.every) }
 
-func (s *secrets) fresh(epoch int64) (secret, error) {
+func (s *secrets) fresh(epoch int64) (syncookie.Key, error) {
 	if _, err := io.ReadFull(s.src, s.key[:]); err != nil {
-		return secret{}, fmt.Errorf("acceptor: read a cookie secret: %w", err)
+		return syncookie.Key{}, fmt.Errorf("acceptor: read a cookie secret: %w", err)
 	}
-	b, err := aes.NewCipher(s.key[:])
+	k, err := syncookie.NewKey(epoch, s.key)
 	if err != nil {
-		return secret{}, fmt.Errorf("acceptor: cookie cipher: %w", err)
+		return syncookie.Key{}, fmt.Errorf("acceptor: %w", err)
 	}
-	return secret{epoch: epoch, block: b}, nil
+	return k, nil
 }
 
-// rotate makes cur the secret of now's epoch. A secret that cannot be
-// read keeps the current one in service (counted by the caller): cookies
-// stay valid a little longer, which is better than refusing every
-// client.
+// rotate makes cur the secret of now's epoch (the one drawn ahead as
+// next, when it is that epoch's), and draws the next one. A secret that
+// cannot be read keeps the current one in service (counted by the
+// caller): cookies stay valid a little longer, which is better than
+// refusing every client.
 func (s *secrets) rotate(now time.Time) error {
 	e := s.epochOf(now)
-	if e <= s.cur.epoch {
+	if e <= s.cur.Epoch {
 		return nil
 	}
-	n, err := s.fresh(e)
-	if err != nil {
-		return err
+	n := s.next
+	if n.Block == nil || n.Epoch != e {
+		var err error
+		if n, err = s.fresh(e); err != nil {
+			return err
+		}
 	}
-	if e == s.cur.epoch+1 {
+	if e == s.cur.Epoch+1 {
 		s.prev = s.cur
 	} else {
-		s.prev = secret{}
+		s.prev = syncookie.Key{}
 	}
 	s.cur = n
+	var err error
+	if s.next, err = s.fresh(e + 1); err != nil {
+		s.next = syncookie.Key{}
+		return err
+	}
 	return nil
-}
-
-// mac is a two-block CBC-MAC (fixed length, so sound) of the flow, the
-// client's ISN and the MSS class under b.
-func (s *secrets) mac(b cipher.Block, k *Key, isn, idx uint32) uint32 {
-	copy(s.in[0:4], k.Client[:])
-	copy(s.in[4:8], k.VIP[:])
-	binary.BigEndian.PutUint16(s.in[8:], k.ClientPort)
-	binary.BigEndian.PutUint16(s.in[10:], k.VIPPort)
-	binary.BigEndian.PutUint32(s.in[12:], isn)
-	b.Encrypt(s.out[:], s.in[:])
-	s.out[0] ^= byte(idx)
-	b.Encrypt(s.in[:], s.out[:])
-	return binary.BigEndian.Uint32(s.in[:]) & cookieMACMask
-}
-
-// cookie returns the ISN of the SYN-ACK for a SYN of k with sequence
-// number isn and MSS class idx.
-func (s *secrets) cookie(k *Key, isn, idx uint32) uint32 {
-	return uint32(s.cur.epoch&1)<<cookieEpochShift | idx<<cookieMSSShift | s.mac(s.cur.block, k, isn, idx)
 }
 
 // check validates cookie c for a SYN of k with sequence number isn and
 // returns its MSS class.
 func (s *secrets) check(k *Key, isn, c uint32) (idx uint32, ok bool) {
-	parity := int64(c >> cookieEpochShift)
-	idx = c >> cookieMSSShift & 7
-	b := s.cur.block
-	if s.cur.epoch&1 != parity {
-		if s.prev.block == nil {
-			return 0, false
-		}
-		b = s.prev.block
+	return s.mac.Check(&s.cur, &s.prev, k.tuple(), isn, c)
+}
+
+// SYNKeys is what a forwarder worker needs to answer the VIP's SYNs
+// exactly as the acceptor would: the current epoch's key and the next
+// one's, the timestamp offset and the SYN-ACK's own parameters. A worker
+// answers with Cur while the clock is in Cur's epoch, with Next in the
+// epoch after; the acceptor takes the cookies of either (see rotate).
+type SYNKeys struct {
+	Every     time.Duration
+	Cur, Next syncookie.Key // Next.Block nil: none
+	TSOffset  uint32
+	Params    syncookie.Params
+}
+
+// SYNKeys turns the secrets to now's epoch and returns the keys a
+// worker answers SYNs with; changed reports whether they differ from
+// what the last call returned (a rotation). Send them to the forwarder
+// when they change.
+func (a *Acceptor) SYNKeys(now time.Time) (k SYNKeys, changed bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.sec.rotate(now); err != nil {
+		a.count(cSecretErrors)
 	}
-	return idx, s.mac(b, k, isn, idx) == c&cookieMACMask
+	k = SYNKeys{Every: a.cfg.SecretEvery, Cur: a.sec.cur, Next: a.sec.next, TSOffset: a.tsOffset, Params: a.synParams()}
+	e := exportedKeys{cur: k.Cur.Raw, next: k.Next.Raw, hasNext: k.Next.Block != nil, done: true}
+	changed = e != a.exported
+	a.exported = e
+	return k, changed
+}
+
+// synParams are the SYN-ACK's own options and window.
+func (a *Acceptor) synParams() syncookie.Params {
+	return syncookie.Params{MSS: uint16(a.cfg.MSS), WScale: uint8(a.cfg.WindowScale), Window: uint16(min(a.cfg.MaxRequest, 65535))}
+}
+
+// exportedKeys are the keys SYNKeys returned last.
+type exportedKeys struct {
+	cur, next     [syncookie.KeySize]byte
+	hasNext, done bool
 }

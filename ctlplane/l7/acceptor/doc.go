@@ -39,6 +39,16 @@
 // while fewer than Config.MaxConns connections hold state; beyond that
 // the ACK is answered with a RST (counted table_full).
 //
+// The cookie, its MAC and the SYN-ACK are package
+// dataplane/syncookie's, shared with the forwarder's workers: SYNKeys
+// hands out the current epoch's key and the next one's (drawn a whole
+// epoch ahead), the timestamp offset and the SYN-ACK's parameters, and
+// a worker that holds them answers an l7 VIP's SYN itself with the very
+// SYN-ACK Handle would send, using the key of the clock's epoch, which
+// is the acceptor's current one then. Such a SYN never reaches the
+// acceptor (syn_cookies_sent counts only the SYNs it answers itself);
+// its cookie ACK does, and is taken like any other.
+//
 // # What is accepted
 //
 // In-order data only, up to Config.MaxRequest bytes counted from the
@@ -70,7 +80,14 @@
 // Config.TombstoneTTL (at most Config.MaxConns of them, oldest evicted
 // first), so that a retransmission of the client's first segment that
 // reaches the acceptor before the forwarder's route exists is dropped,
-// not accepted a second time from its still-valid cookie.
+// not accepted a second time from its still-valid cookie. The tombstone
+// records the connection's ISN: a client that reuses the tuple at once
+// (the server closed first) makes a new connection with a new ISN,
+// whose valid cookie ACK clears the tombstone and is accepted (counted
+// tombstones_reused), since its SYN may have been answered by a worker
+// and never come here; a segment with the old ISN, or without a valid
+// cookie, is the old connection's and dropped (tombstone_drops). A SYN
+// that does come here clears the tombstone too.
 //
 // IPv4 only: IPv6 packets are dropped and counted (ipv6). So are
 // fragments, packets with IP source routes and every malformed packet,

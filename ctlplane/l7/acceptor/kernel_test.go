@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/dataplane/syncookie"
 	"github.com/tetherlb/tether/internal/nstest"
 )
 
@@ -350,7 +351,7 @@ func TestKernelReady(t *testing.T) {
 				{"timestamps", st.Timestamps, tc.timestamps},
 				{"rcv_wscale (the client's snd_wscale)", st.RcvWscale, v.sndWscale},
 				{"snd_wscale (the client's rcv_wscale)", st.SndWscale, v.rcvWscale},
-				{"mss (the SYN's, by class)", st.Mss, uint32(mssClasses[mssIndex(syn.mss)])},
+				{"mss (the SYN's, by class)", st.Mss, uint32(syncookie.MSSClasses[syncookie.MSSIndex(syn.mss)])},
 				{"the SYN's MSS is the client's advmss (less its timestamps)", uint32(syn.mss), v.advmss + tsLen},
 			}
 			if tc.timestamps {

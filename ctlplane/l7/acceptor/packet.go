@@ -1,10 +1,8 @@
 package acceptor
 
 import (
-	"encoding/binary"
-	"slices"
-
 	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/dataplane/syncookie"
 )
 
 // seg is a parsed segment: views into the packet, checked.
@@ -22,7 +20,7 @@ type seg struct {
 // option.
 func (s *seg) mss() uint16 {
 	if s.opt.MSSOff == 0 {
-		return 536
+		return syncookie.DefaultMSS
 	}
 	return s.opt.MSS
 }
@@ -93,88 +91,15 @@ func (s *seg) parse(pkt []byte) counter {
 }
 
 // replyOpts are the TCP options of a reply.
-type replyOpts struct {
-	syn          bool
-	mss          uint16
-	ws           bool
-	wscale       uint8
-	sack         bool
-	ts           bool
-	tsVal, tsEcr uint32
-}
+type replyOpts = syncookie.Opts
 
 // MaxReply is the longest reply: IPv4 and TCP headers, the most
-// options a reply carries (MSS 4, SACK-permitted and timestamps 12,
-// window scale 4) and the longest HTTP answer. An out of this capacity
-// is never grown.
-const MaxReply = header.IPv4MinSize + header.TCPMinSize + 20 + maxResponse
+// options a reply carries and the longest HTTP answer. An out of this
+// capacity is never grown.
+const MaxReply = header.IPv4MinSize + header.TCPMinSize + syncookie.MaxOptions + maxResponse
 
-// build appends to out[:0] the segment from the VIP to the client of k,
-// with full checksums. Options follow Linux's layout, so that every
-// one sits on its natural alignment.
+// build appends to out[:0] the segment from the VIP to the client of k
+// (syncookie.Build).
 func build(out []byte, k *Key, seq, ack uint32, flags uint8, wnd uint16, o *replyOpts, payload []byte) []byte {
-	optLen := 0
-	if o.syn {
-		optLen += 4 // MSS
-		switch {
-		case o.ts:
-			optLen += 12 // (SACK-permitted or NOP NOP) and timestamps
-		case o.sack:
-			optLen += 4
-		}
-		if o.ws {
-			optLen += 4
-		}
-	} else if o.ts {
-		optLen += 12
-	}
-	tcpLen := header.TCPMinSize + optLen + len(payload)
-	n := header.IPv4MinSize + tcpLen
-	b := slices.Grow(out[:0], n)[:n]
-	header.EncodeIPv4(b, &header.IPv4Fields{
-		TotalLength: uint16(n),
-		FlagsOffset: header.IPv4FlagDF,
-		TTL:         64,
-		Protocol:    6,
-		Src:         k.VIP,
-		Dst:         k.Client,
-	})
-	t := b[header.IPv4MinSize:]
-	binary.BigEndian.PutUint16(t[0:], k.VIPPort)
-	binary.BigEndian.PutUint16(t[2:], k.ClientPort)
-	binary.BigEndian.PutUint32(t[4:], seq)
-	binary.BigEndian.PutUint32(t[8:], ack)
-	t[12] = byte((header.TCPMinSize+optLen)/4) << 4
-	t[13] = flags
-	binary.BigEndian.PutUint16(t[14:], wnd)
-	binary.BigEndian.PutUint32(t[16:], 0) // checksum, urgent pointer
-	p := t[header.TCPMinSize:]
-	if o.syn {
-		p[0], p[1] = header.TCPOptMSS, 4
-		binary.BigEndian.PutUint16(p[2:], o.mss)
-		p = p[4:]
-		if !o.ts && o.sack {
-			p[0], p[1], p[2], p[3] = header.TCPOptNOP, header.TCPOptNOP, header.TCPOptSACKPermitted, 2
-			p = p[4:]
-		}
-	}
-	if o.ts {
-		if o.syn && o.sack {
-			p[0], p[1] = header.TCPOptSACKPermitted, 2
-		} else {
-			p[0], p[1] = header.TCPOptNOP, header.TCPOptNOP
-		}
-		p[2], p[3] = header.TCPOptTimestamps, 10
-		binary.BigEndian.PutUint32(p[4:], o.tsVal)
-		binary.BigEndian.PutUint32(p[8:], o.tsEcr)
-		p = p[12:]
-	}
-	if o.syn && o.ws {
-		p[0], p[1], p[2], p[3] = header.TCPOptNOP, header.TCPOptWindowScale, 3, o.wscale
-		p = p[4:]
-	}
-	copy(p, payload)
-	sum := header.PseudoHeaderSum(6, k.VIP[:], k.Client[:], uint32(tcpLen))
-	header.TCP(t).SetChecksum(header.Checksum(t, sum))
-	return b
+	return syncookie.Build(out, k.tuple(), seq, ack, flags, wnd, o, payload)
 }

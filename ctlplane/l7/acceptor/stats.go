@@ -31,6 +31,7 @@ const (
 	cTombstoneDrops
 	cRefused
 	cTombstonesEvicted
+	cTombstonesReused
 	cRSTSent
 	cRSTLimited
 	cRSTUnknown
@@ -78,6 +79,7 @@ var counterNames = [nCounters]string{
 	cTombstoneDrops:    "tombstone_drops",
 	cRefused:           "refused",
 	cTombstonesEvicted: "tombstones_evicted",
+	cTombstonesReused:  "tombstones_reused",
 	cRSTSent:           "rst_sent",
 	cRSTLimited:        "rst_limited",
 	cRSTUnknown:        "rst_unknown",

@@ -1,0 +1,159 @@
+package acceptor
+
+import (
+	"bytes"
+	"encoding/binary"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/tetherlb/tether/dataplane/syncookie"
+)
+
+// workerAnswer answers the SYN pkt as a forwarder worker does with the
+// keys k at now: with the key of now's epoch, Cur or Next, or (ok false)
+// not at all.
+func workerAnswer(t testing.TB, k *SYNKeys, now time.Time, pkt []byte) (out []byte, ok bool) {
+	t.Helper()
+	var s seg
+	if r := s.parse(pkt); r != cNone {
+		t.Fatalf("SYN refused: %s", counterNames[r])
+	}
+	key := &k.Cur
+	switch syncookie.Epoch(now, k.Every) {
+	case k.Cur.Epoch:
+	case k.Next.Epoch:
+		if k.Next.Block == nil {
+			return nil, false
+		}
+		key = &k.Next
+	default:
+		return nil, false
+	}
+	syn := syncookie.SYN{Seq: s.seq, MSS: s.mss(), TS: s.opt.HasTimestamps, TSV: s.opt.TSVal,
+		WS: s.opt.HasWS, WSh: s.opt.WindowScale, SACK: s.opt.SACKPermitted}
+	var m syncookie.MAC
+	return m.SYNACK(make([]byte, 0, syncookie.MaxSYNACK), key, syncookie.TSNow(now, k.TSOffset), &k.Params, s.key.tuple(), &syn), true
+}
+
+// workerSYN has the client's SYN answered by a worker holding the keys
+// the acceptor gives now: the acceptor never sees it.
+func (c *client) workerSYN(a *Acceptor) *reply {
+	c.t.Helper()
+	k, _ := a.SYNKeys(c.now)
+	return c.workerSYNWith(&k)
+}
+
+func (c *client) workerSYNWith(k *SYNKeys) *reply {
+	c.t.Helper()
+	out, ok := workerAnswer(c.t, k, c.now, c.packet("S", c.isn, 0, nil, c.synOpts()))
+	if !ok {
+		c.t.Fatal("the worker's keys are not of the clock's epoch")
+	}
+	r, err := checkReply(c.t, out)
+	if err != nil || !r.tcp.SYN || !r.tcp.ACK || r.tcp.Ack != c.isn+1 {
+		c.t.Fatalf("worker's SYN-ACK %v: %v", r, err)
+	}
+	c.serverISN, c.seq, c.synAckWindow = r.tcp.Seq, c.isn+1, r.tcp.Window
+	if ts, ok := r.opts[layers.TCPOptionKindTimestamps]; ok {
+		c.serverTS = binary.BigEndian.Uint32(ts)
+	}
+	return r
+}
+
+// TestWorkerSYNACKIsTheAcceptors: with the keys SYNKeys gives, a worker
+// answers every kind of SYN with the very bytes the acceptor sends, and
+// the connection it makes is the one the acceptor's own SYN-ACK would
+// have made (options carried in the cookie and the TSval).
+func TestWorkerSYNACKIsTheAcceptors(t *testing.T) {
+	type offer struct {
+		mss      uint16
+		ws       int
+		sack, ts bool
+	}
+	for i, o := range []offer{
+		{1460, 8, true, true}, {1460, -1, true, true}, {1300, 14, false, true}, {9000, 3, true, false},
+		{0, -1, false, false}, {216, 0, true, true}, {1440, 15, false, true},
+	} {
+		a := newTest(t, nil)
+		mine := func(port uint16) *client {
+			c := newClient(t, a, port)
+			c.mss, c.ws, c.sack, c.ts = o.mss, o.ws, o.sack, o.ts
+			c.now = t0.Add(time.Duration(i) * 7 * time.Millisecond)
+			return c
+		}
+		c := mine(41000)
+		k, _ := a.SYNKeys(c.now)
+		syn := c.packet("S", c.isn, 0, nil, c.synOpts())
+		want, _ := a.Handle(c.now, syn, make([]byte, 0, MaxReply))
+		got, ok := workerAnswer(t, &k, c.now, syn)
+		if !ok || !bytes.Equal(got, want) {
+			t.Fatalf("offer %+v: worker's SYN-ACK\n%x\nacceptor's\n%x", o, got, want)
+		}
+		// The worker's connection, all the way to Ready.
+		w := mine(41001)
+		w.workerSYN(a)
+		_, ev := w.data("PA", []byte(request))
+		if ev.Kind != Ready {
+			t.Fatalf("offer %+v: worker-answered connection %v", o, ev.Kind)
+		}
+		st := ev.State
+		wantMSS := uint32(syncookie.MSSClasses[syncookie.MSSIndex(max(o.mss, 536*boolU16(o.mss == 0)))])
+		if st.Mss != wantMSS || st.Timestamps != o.ts || st.SackPermitted != (o.sack && o.ts) {
+			t.Fatalf("offer %+v: state %+v: want mss %d", o, st, wantMSS)
+		}
+		if wantWS := o.ts && o.ws >= 0; st.WindowScaling != wantWS || wantWS && st.SndWscale != uint32(min(o.ws, 14)) {
+			t.Fatalf("offer %+v: window scaling %v shift %d", o, st.WindowScaling, st.SndWscale)
+		}
+	}
+}
+
+func boolU16(b bool) uint16 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestSYNKeysAcrossEpochs: a worker that got its keys at some time
+// answers through the end of the next epoch without hearing again, and
+// the acceptor takes every cookie it made, as late as the epoch after
+// the one the cookie was made in; changed says when to send keys again.
+func TestSYNKeysAcrossEpochs(t *testing.T) {
+	a := newTest(t, nil)
+	every := 64 * time.Second
+	k, changed := a.SYNKeys(t0)
+	if !changed || k.Next.Block == nil || k.Next.Epoch != k.Cur.Epoch+1 || k.Every != every {
+		t.Fatalf("first keys: changed %v, epochs %d %d", changed, k.Cur.Epoch, k.Next.Epoch)
+	}
+	if _, changed := a.SYNKeys(t0.Add(time.Second)); changed {
+		t.Fatal("keys changed within an epoch")
+	}
+	port := uint16(42000)
+	for _, made := range []time.Duration{0, every, every + every/2} {
+		for _, checked := range []time.Duration{made, made + every} {
+			c := newClient(t, a, port)
+			port++
+			c.now = t0.Add(made)
+			c.workerSYNWith(&k)
+			c.now = t0.Add(checked)
+			if _, ev := c.data("PA", []byte(request)); ev.Kind != Ready {
+				t.Fatalf("cookie made %v after the keys, ACKed %v after: %v, counters %v", made, checked, ev.Kind, a.Stats().Counters)
+			}
+		}
+	}
+	// Two epochs on, the keys held are of no use; the acceptor's have
+	// moved on.
+	if _, ok := workerAnswer(t, &k, t0.Add(2*every), newClient(t, a, 1).packet("S", 1, 0, nil, nil)); ok {
+		t.Fatal("a worker answered with keys two epochs old")
+	}
+	k2, changed := a.SYNKeys(t0.Add(2 * every))
+	if !changed || k2.Cur.Epoch != k.Cur.Epoch+2 {
+		t.Fatalf("after two epochs: changed %v epoch %d", changed, k2.Cur.Epoch)
+	}
+	k3, changed := a.SYNKeys(t0.Add(3 * every))
+	if !changed || k3.Cur.Raw != k2.Next.Raw {
+		t.Fatal("the next key handed out ahead is not the key of its epoch")
+	}
+}

@@ -1,0 +1,130 @@
+package dataplane
+
+import (
+	"bytes"
+	"fmt"
+	"time"
+
+	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/dataplane/syncookie"
+)
+
+// An l7 VIP's SYN is answered by the worker itself, with the SYN-ACK the
+// acceptor would send (package syncookie, with the acceptor's keys, which
+// the control process sends as channel.SYNKey), so that a SYN never
+// leaves the forwarder: it was most of the acceptor's work, and every
+// one crossed to the control process and back. The worker keeps nothing
+// per connection; the client's ACK, and everything after, goes to the
+// acceptor as before, which takes the cookie as its own. Without a key
+// for the VIP (no control process yet, a VIP just added, or a clock past
+// the keys' epochs) the SYN goes to the acceptor too.
+
+// synState is a worker's copy of the keys and what it answers with.
+type synState struct {
+	keys map[uint32]*SYNKey // by VIP ID
+	mac  syncookie.MAC
+	// clock reads the host clock, which picks the key epoch and makes
+	// the TSval as the acceptor does; time.Now but in tests.
+	clock func() time.Time
+}
+
+// SYNKey is a worker's key of one l7 VIP: made by NewSYNKeys from a
+// channel.SYNKey, one copy per worker.
+type SYNKey struct {
+	addr      [4]byte
+	port      uint16
+	every     time.Duration
+	cur, next syncookie.Key // next.Block nil: none
+	tsOffset  uint32
+	params    syncookie.Params
+}
+
+// SYNKeys are the keys SetSYNKeys installs, by VIP ID.
+type SYNKeys map[uint32]*SYNKey
+
+// NewSYNKeys makes a worker's keys of what the control process sent. It
+// allocates (the ciphers): call it apart from the worker, once for each.
+func NewSYNKeys(in []channel.SYNKey) (SYNKeys, error) {
+	out := make(SYNKeys, len(in))
+	for i := range in {
+		c := &in[i]
+		if c.Every == 0 || c.Every > 1<<62 {
+			return nil, fmt.Errorf("vip %d: an epoch of %d ns", c.VIP, c.Every)
+		}
+		k := &SYNKey{addr: c.Addr, port: c.Port, every: time.Duration(c.Every), tsOffset: c.TSOffset,
+			params: syncookie.Params{MSS: c.MSS, WScale: c.WScale, Window: c.Window}}
+		var err error
+		if k.cur, err = syncookie.NewKey(c.Epoch, c.Cur); err != nil {
+			return nil, fmt.Errorf("vip %d: %w", c.VIP, err)
+		}
+		if c.HasNext {
+			if k.next, err = syncookie.NewKey(c.Epoch+1, c.Next); err != nil {
+				return nil, fmt.Errorf("vip %d: %w", c.VIP, err)
+			}
+		}
+		out[c.VIP] = k
+	}
+	return out, nil
+}
+
+// SetSYNKeys replaces the worker's SYN keys with k (nil: none, every
+// l7 SYN goes to the acceptor). The pipeline keeps k: give each worker
+// its own. Call it through Worker.Post.
+func (p *Pipeline) SetSYNKeys(k SYNKeys) { p.syn.keys = k }
+
+// answerSYN answers pk, a pure SYN to the l7 VIP v whose checksums
+// verified, with a SYN-ACK in its own frame, and reports whether it did.
+// It reports false, changing nothing, when it has no key for v at this
+// time or the SYN is one the acceptor should judge (a source no reply
+// may go to, malformed options, a frame too short for the answer).
+func (p *Pipeline) answerSYN(pk *packet, v *VIP) bool {
+	k := p.syn.keys[v.ID]
+	if k == nil || pk.v6 || pk.dport != k.port || !bytes.Equal(pk.dst(), k.addr[:]) || pk.sport == 0 {
+		return false
+	}
+	src := pk.src()
+	if src[0] == 0 || src[0] == 127 || src[0] >= 224 {
+		return false // the acceptor's bad_address
+	}
+	f := pk.frame
+	if len(f.Buf)-(f.Off+pk.l3) < syncookie.MaxSYNACK {
+		return false
+	}
+	in := header.TCP(pk.b[pk.l4:pk.end])
+	opt, ok := header.ParseTCPOptions(in)
+	if !ok {
+		return false
+	}
+	now := time.Now()
+	if p.syn.clock != nil {
+		now = p.syn.clock()
+	}
+	key := &k.cur
+	switch syncookie.Epoch(now, k.every) {
+	case k.cur.Epoch:
+	case k.cur.Epoch + 1:
+		if k.next.Block == nil {
+			return false
+		}
+		key = &k.next
+	default:
+		return false // keys the control process has not renewed
+	}
+	t := syncookie.Tuple{Client: [4]byte(src), VIP: k.addr, ClientPort: pk.sport, VIPPort: pk.dport}
+	syn := syncookie.SYN{Seq: in.Seq(), MSS: syncookie.DefaultMSS, TS: opt.HasTimestamps, TSV: opt.TSVal,
+		WS: opt.HasWS, WSh: opt.WindowScale, SACK: opt.SACKPermitted}
+	if opt.MSSOff != 0 {
+		syn.MSS = opt.MSS
+	}
+	// Everything read: the answer overwrites the SYN from its IP header
+	// on, in place.
+	l3 := f.Off + pk.l3
+	ip := p.syn.mac.SYNACK(f.Buf[l3:l3:len(f.Buf)], key, syncookie.TSNow(now, k.tsOffset), &k.params, &t, &syn)
+	end := pk.l3 + len(ip)
+	f.Len = end
+	pk.b, pk.end = f.Buf[f.Off:f.Off+end], end
+	p.sendBack(pk)
+	p.stats.AcceptorSYNs++
+	return true
+}

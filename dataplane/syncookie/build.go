@@ -1,0 +1,94 @@
+package syncookie
+
+import (
+	"encoding/binary"
+	"slices"
+
+	"github.com/tetherlb/tether/dataplane/header"
+)
+
+// Opts are the TCP options of a segment Build makes.
+type Opts struct {
+	SYN          bool
+	MSS          uint16
+	WS           bool
+	WScale       uint8
+	SACK         bool
+	TS           bool
+	TSVal, TSEcr uint32
+}
+
+// MaxOptions is the most option bytes Build writes: MSS 4,
+// SACK-permitted and timestamps 12, window scale 4.
+const MaxOptions = 20
+
+// Build appends to out[:0] the segment from the VIP to the client of t,
+// with full checksums. Options follow Linux's layout, so that every one
+// sits on its natural alignment. It allocates only when out is too
+// short.
+func Build(out []byte, t *Tuple, seq, ack uint32, flags uint8, wnd uint16, o *Opts, payload []byte) []byte {
+	optLen := 0
+	if o.SYN {
+		optLen += 4 // MSS
+		switch {
+		case o.TS:
+			optLen += 12 // (SACK-permitted or NOP NOP) and timestamps
+		case o.SACK:
+			optLen += 4
+		}
+		if o.WS {
+			optLen += 4
+		}
+	} else if o.TS {
+		optLen += 12
+	}
+	tcpLen := header.TCPMinSize + optLen + len(payload)
+	n := header.IPv4MinSize + tcpLen
+	b := slices.Grow(out[:0], n)[:n]
+	header.EncodeIPv4(b, &header.IPv4Fields{
+		TotalLength: uint16(n),
+		FlagsOffset: header.IPv4FlagDF,
+		TTL:         64,
+		Protocol:    6,
+		Src:         t.VIP,
+		Dst:         t.Client,
+	})
+	s := b[header.IPv4MinSize:]
+	binary.BigEndian.PutUint16(s[0:], t.VIPPort)
+	binary.BigEndian.PutUint16(s[2:], t.ClientPort)
+	binary.BigEndian.PutUint32(s[4:], seq)
+	binary.BigEndian.PutUint32(s[8:], ack)
+	s[12] = byte((header.TCPMinSize+optLen)/4) << 4
+	s[13] = flags
+	binary.BigEndian.PutUint16(s[14:], wnd)
+	binary.BigEndian.PutUint32(s[16:], 0) // checksum, urgent pointer
+	p := s[header.TCPMinSize:]
+	if o.SYN {
+		p[0], p[1] = header.TCPOptMSS, 4
+		binary.BigEndian.PutUint16(p[2:], o.MSS)
+		p = p[4:]
+		if !o.TS && o.SACK {
+			p[0], p[1], p[2], p[3] = header.TCPOptNOP, header.TCPOptNOP, header.TCPOptSACKPermitted, 2
+			p = p[4:]
+		}
+	}
+	if o.TS {
+		if o.SYN && o.SACK {
+			p[0], p[1] = header.TCPOptSACKPermitted, 2
+		} else {
+			p[0], p[1] = header.TCPOptNOP, header.TCPOptNOP
+		}
+		p[2], p[3] = header.TCPOptTimestamps, 10
+		binary.BigEndian.PutUint32(p[4:], o.TSVal)
+		binary.BigEndian.PutUint32(p[8:], o.TSEcr)
+		p = p[12:]
+	}
+	if o.SYN && o.WS {
+		p[0], p[1], p[2], p[3] = header.TCPOptNOP, header.TCPOptWindowScale, 3, o.WScale
+		p = p[4:]
+	}
+	copy(p, payload)
+	sum := header.PseudoHeaderSum(6, t.VIP[:], t.Client[:], uint32(tcpLen))
+	header.TCP(s).SetChecksum(header.Checksum(s, sum))
+	return b
+}
