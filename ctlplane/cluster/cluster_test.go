@@ -339,3 +339,56 @@ func TestReadKey(t *testing.T) {
 		t.Error("Start took a key of 31 bytes")
 	}
 }
+
+// TestLeaveNoticeAfterVerdict: a leave notice that arrives after its
+// member was declared dead turns the failure into a leave; one from
+// another boot changes nothing.
+func TestLeaveNoticeAfterVerdict(t *testing.T) {
+	n := &Node{opts: Options{Name: "a"}, log: zerolog.Nop(), members: map[string]*unit.Member{
+		"b": {Name: "b", State: unit.MemberDead, Boot: 42},
+	}, refused: map[string]uint64{}, leavers: map[string]uint64{}}
+	n.events.Fails = 1
+	notice := func(boot uint64, name string) []byte {
+		b := []byte{msgLeave}
+		for i := range 8 {
+			b = append(b, byte(boot>>(56-8*i)))
+		}
+		return append(b, name...)
+	}
+	n.leaving(notice(41, "b"))
+	if m := n.members["b"]; m.State != unit.MemberDead || n.events.Fails != 1 {
+		t.Fatalf("an old boot's notice changed %+v, %+v", m, n.events)
+	}
+	n.leaving(notice(42, "b"))
+	if m := n.members["b"]; m.State != unit.MemberLeft || n.events.Fails != 0 || n.events.Leaves != 1 {
+		t.Fatalf("after the notice: %+v, %+v", m, n.events)
+	}
+}
+
+// TestLogLines: memberlist's lines reach the log at their level, and
+// the refusals it reports only there are counted.
+func TestLogLines(t *testing.T) {
+	var out bytes.Buffer
+	n := &Node{log: zerolog.New(&out), refused: map[string]uint64{}}
+	w := (*logWriter)(n)
+	for _, line := range []string{
+		"[ERR] memberlist: failed to receive: no installed keys could decrypt the message from=127.0.0.1:5000",
+		"[ERR] memberlist: Decrypt packet failed: no installed keys could decrypt the message from=127.0.0.1:5000",
+		"[ERR] memberlist: failed to receive: encryption is configured but remote state is not encrypted from=127.0.0.1:5000",
+		"[WARN] memberlist: Refuting a suspect message (from: b)",
+		"[DEBUG] memberlist: Stream connection from=127.0.0.1:5000",
+	} {
+		w.Write([]byte(line + "\n"))
+	}
+	if n.refused[RefusedDecrypt] != 2 || n.refused[RefusedUnencrypted] != 1 {
+		t.Errorf("refused %v, want decrypt 2, unencrypted 1", n.refused)
+	}
+	for _, want := range []string{
+		`{"level":"warn","part":"memberlist","message":"Refuting a suspect message (from: b)"}`,
+		`{"level":"debug","part":"memberlist","message":"Stream connection from=127.0.0.1:5000"}`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("log lacks %s:\n%s", want, out.String())
+		}
+	}
+}
