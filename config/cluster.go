@@ -37,8 +37,8 @@ type Cluster struct {
 	KeyFile string `mapstructure:"key_file"`
 	// ProbeInterval is how often the unit probes one other member;
 	// ProbeTimeout how long it waits for the answer before asking
-	// others to probe it indirectly (well under the round trip the
-	// network may take, and under ProbeInterval).
+	// others to probe it indirectly (above the network's round trip,
+	// and under ProbeInterval).
 	ProbeInterval time.Duration `mapstructure:"probe_interval"`
 	ProbeTimeout  time.Duration `mapstructure:"probe_timeout"`
 	// SuspicionMult scales how long a member that failed a probe stays

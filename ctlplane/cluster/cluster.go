@@ -27,7 +27,7 @@ type Options struct {
 	// Advertise is the address:port others reach this unit at; "" is
 	// the bound one.
 	Advertise string
-	// Peers are host:port of units to join; see Node's joining.
+	// Peers are host:port of units to join; Start says how.
 	Peers []string
 	// Key is the cluster key, KeySize bytes (ReadKey).
 	Key []byte
