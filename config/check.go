@@ -44,6 +44,9 @@ func (c *Config) Check() error {
 	c.Admin.check(&p)
 	c.Health.check(&p)
 	c.Hosts.check(&p) // the host streams (hosts.go)
+	if c.Cluster != nil {
+		c.Cluster.check(&p) // membership (cluster.go)
+	}
 	seenName := map[string]int{}
 	seenService := map[string]int{}
 	for i := range c.VIPs {

@@ -18,6 +18,10 @@ type Config struct {
 
 	// Hosts is the unit's end of the host streams (issue 13; hosts.go).
 	Hosts Hosts `mapstructure:"hosts"`
+
+	// Cluster makes the unit a member of a cluster of units (issue 15;
+	// cluster.go); nil: the unit is alone.
+	Cluster *Cluster `mapstructure:"cluster"`
 }
 
 // Health configures this unit's end of the health-and-load protocol:

@@ -190,6 +190,7 @@ func (c *Config) Clone() *Config {
 	out.Forwarder.Cores = slices.Clone(c.Forwarder.Cores)
 	out.L2.Neighbors = slices.Clone(c.L2.Neighbors)
 	out.VIPs = slices.Clone(c.VIPs)
+	out.Cluster = c.Cluster.clone()
 	for i := range out.VIPs {
 		v := &out.VIPs[i]
 		v.SNAT = slices.Clone(v.SNAT)

@@ -319,7 +319,21 @@ retried on another backend, and the backends it ejects now.`,
 			}
 			return cl().show(v, func(w *tabwriter.Writer) { printRouter(w, &v) })
 		}}
-	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd, streamsCmd, l7Cmd, routerCmd,
+	membersCmd := &cobra.Command{Use: "members", Short: "Show the cluster of units as this unit sees it", Args: cobra.NoArgs,
+		Long: `Show the units of this unit's cluster (the cluster section): each unit seen
+since this one started, itself included, with its gossip address, state
+(alive, suspect, dead, left) and since when, its boot ID and tunnel
+sources; then the membership events counted, and the gossip refused by
+reason (decrypt: a stranger or a unit with another key; unencrypted;
+meta: a unit whose metadata is malformed or of another version).`,
+		RunE: func(*cobra.Command, []string) error {
+			var v unit.MembersView
+			if err := cl().do("GET", "/v1/members", nil, &v); err != nil {
+				return err
+			}
+			return cl().show(v, func(w *tabwriter.Writer) { printMembers(w, &v) })
+		}}
+	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd, streamsCmd, l7Cmd, routerCmd, membersCmd,
 		setState("drain", "Send no new flows to a backend; its connections finish"),
 		setState("undrain", "Undo drain (back to the configured state)"),
 		setState("disable", "Make a backend inactive: its flows are dropped"),
@@ -500,5 +514,32 @@ func printStreams(w *tabwriter.Writer, v *unit.StreamsView) {
 	if t := v.Tunnel; t != (unit.TunnelStats{}) {
 		fmt.Fprintf(w, "\ntunnel mappings\tpublished %d\tremoved %d\treleased %d\tno host %d\thost down %d\trefused %d\n",
 			t.Published, t.Removed, t.Released, t.NoHost, t.HostDown, t.Refused)
+	}
+}
+
+func printMembers(w *tabwriter.Writer, v *unit.MembersView) {
+	if !v.Enabled {
+		fmt.Fprintln(w, "no cluster (the cluster section is unset): this unit is alone")
+		return
+	}
+	fmt.Fprintf(w, "unit %s at %s, boot %016x\n", v.Name, v.Address, v.Boot)
+	fmt.Fprintln(w, "\nNAME\tADDRESS\tSTATE\tSINCE\tBOOT\tTUNNEL SOURCES\tUPDATES")
+	for _, m := range v.Members {
+		name := m.Name
+		if m.Self {
+			name += " (self)"
+		}
+		src := strings.Join(m.TunnelSources, ",")
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%016x\t%s\t%d\n", name, m.Address, m.State,
+			time.Since(m.Since).Round(time.Second), m.Boot, dash(src), m.Updates)
+	}
+	e := v.Events
+	fmt.Fprintf(w, "\nevents\tjoins %d\tleaves %d\tfailures %d\tupdates %d\n", e.Joins, e.Leaves, e.Fails, e.Updates)
+	if len(v.Refused) > 0 {
+		fmt.Fprint(w, "refused")
+		for _, k := range sortedKeys(v.Refused) {
+			fmt.Fprintf(w, "\t%s %d", k, v.Refused[k])
+		}
+		fmt.Fprintln(w)
 	}
 }

@@ -41,6 +41,8 @@ type Backend interface {
 	Streams(ctx context.Context) unit.StreamsView
 	// L7 is the l7 VIPs' acceptors and migrations (issue 14).
 	L7(ctx context.Context) unit.L7View
+	// Members is the cluster of units as this one sees it (issue 15).
+	Members(ctx context.Context) unit.MembersView
 }
 
 // Server serves the API.
@@ -171,6 +173,9 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/l7", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.b.L7(r.Context()))
+	})
+	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.b.Members(r.Context()))
 	})
 	mux.HandleFunc("GET /v1/explain", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

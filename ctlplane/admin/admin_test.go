@@ -70,6 +70,11 @@ func (f *fakeBackend) Streams(context.Context) unit.StreamsView {
 	return unit.StreamsView{Listen: "10.0.0.1:7320", Streams: []unit.HostStream{{Host: 7, State: unit.StreamUp}}}
 }
 
+func (f *fakeBackend) Members(context.Context) unit.MembersView {
+	return unit.MembersView{Enabled: true, Name: "u", Members: []unit.Member{{Name: "u", State: unit.MemberAlive, Boot: 9, Self: true},
+		{Name: "v", State: unit.MemberDead, TunnelSources: []string{"10.0.0.2"}}}, Refused: map[string]uint64{"decrypt": 2}}
+}
+
 func do(t *testing.T, s *Server, method, path string) (int, map[string]any) {
 	t.Helper()
 	req := httptest.NewRequest(method, path, nil)
@@ -110,6 +115,11 @@ func TestAPI(t *testing.T) {
 	}
 	if code, body := do(t, s, "GET", "/v1/streams"); code != http.StatusOK || body["listen"] != "10.0.0.1:7320" {
 		t.Fatalf("streams: %d %v", code, body)
+	}
+	if code, body := do(t, s, "GET", "/v1/members"); code != http.StatusOK || body["name"] != "u" ||
+		len(body["members"].([]any)) != 2 || body["members"].([]any)[1].(map[string]any)["state"] != "dead" ||
+		body["refused"].(map[string]any)["decrypt"].(float64) != 2 {
+		t.Fatalf("members: %d %v", code, body)
 	}
 	if code, body := do(t, s, "GET", "/v1/explain?proto=tcp&src=bad&dst=1.2.3.4:80"); code != http.StatusBadRequest || body["error"] == nil {
 		t.Fatalf("bad explain: %d %v", code, body)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/ctlplane/cluster"
 	"github.com/tetherlb/tether/ctlplane/health"
 	"github.com/tetherlb/tether/ctlplane/hosts"
 	"github.com/tetherlb/tether/dataplane/channel"
@@ -97,6 +98,11 @@ type Control struct {
 	tun   tunnels
 	// l7part is the l7 VIPs' acceptors and migrations (l7.go).
 	l7part *l7Part
+	// member is this unit's membership in its cluster while Run runs
+	// (cluster.go), nil without a cluster section; clusterKey is the
+	// key read at New.
+	member     atomic.Pointer[cluster.Node]
+	clusterKey []byte
 }
 
 // New prepares a control process for opts.Config; Run starts everything.
@@ -110,6 +116,9 @@ func New(opts Options) (*Control, error) {
 		return nil, err
 	}
 	if err := c.startHosts(); err != nil {
+		return nil, err
+	}
+	if err := c.prepareCluster(); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()
@@ -150,6 +159,13 @@ func (c *Control) Run(ctx context.Context) error {
 		return err
 	}
 	defer l.Close()
+	leave, err := c.startCluster()
+	if err != nil {
+		return err
+	}
+	// On the way out the unit leaves its cluster gracefully (within the
+	// leave's timeout), so that the others see it left, not failed.
+	defer leave()
 	go c.accept(ctx, l)
 	go c.runHealth(ctx)
 	go c.runL7(ctx)
@@ -513,6 +529,9 @@ func (c *Control) Reload(ctx context.Context) error {
 	defer c.applyMu.Unlock()
 	if name := c.fileLocked().Unit.Name; file.Unit.Name != name {
 		return fmt.Errorf("unit.name: %q: a running unit keeps its name (%q); changing it needs a restart", file.Unit.Name, name)
+	}
+	if key := clusterChange(c.fileLocked().Cluster, file.Cluster); key != "" {
+		return fmt.Errorf("%s: a running unit keeps its cluster membership as it started; changing the cluster section needs a restart", key)
 	}
 	c.mu.Lock()
 	states := maps.Clone(c.states)
