@@ -69,11 +69,21 @@ func (w *Worker) Pipeline() *Pipeline { return w.p }
 
 // Do runs fn on the worker's goroutine between batches and waits for it.
 // It returns ctx's error if the worker does not get to it in time (it has
-// stopped, or ctx ended).
+// stopped, or ctx ended); fn then never runs. Once the worker has begun
+// fn, Do waits for its end whatever ctx says: fn usually writes the
+// caller's variables, and must not run after Do returned.
 func (w *Worker) Do(ctx context.Context, fn func(p *Pipeline)) error {
 	done := make(chan struct{})
+	var state atomic.Int32 // doQueued, doRunning or doAbandoned
+	cmd := func(p *Pipeline) {
+		if !state.CompareAndSwap(doQueued, doRunning) {
+			return // the caller gave up before the worker got here
+		}
+		fn(p)
+		close(done)
+	}
 	select {
-	case w.cmds <- func(p *Pipeline) { fn(p); close(done) }:
+	case w.cmds <- cmd:
 		w.wake()
 	case <-ctx.Done():
 		return ctx.Err()
@@ -82,9 +92,20 @@ func (w *Worker) Do(ctx context.Context, fn func(p *Pipeline)) error {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
+		if state.CompareAndSwap(doQueued, doAbandoned) {
+			return ctx.Err()
+		}
+		<-done // begun: one command between batches, short
+		return nil
 	}
 }
+
+// The states of a command Do queued.
+const (
+	doQueued int32 = iota
+	doRunning
+	doAbandoned
+)
 
 // Post queues fn to run on the worker's goroutine between batches and
 // returns at once (it blocks only while the command queue is full).

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -48,5 +49,39 @@ func TestDoWakesAnIdleWorker(t *testing.T) {
 			t.Fatalf("command %d to a sleeping worker: %v (ran %v)", i, err, ran)
 		}
 		dcancel()
+	}
+}
+
+// TestDoAbandonedNeverRuns: a command whose caller gave up (its context
+// ended) before the worker got to it never runs: it would write the
+// caller's variables after Do returned (a data race the uplink's
+// collection met when its connection ended).
+func TestDoAbandonedNeverRuns(t *testing.T) {
+	r := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	w := NewWorker(r.p, &sleepyPort{woken: make(chan struct{}, 1)}, 32, -1) // not running
+	ctx, cancel := context.WithCancel(context.Background())
+	var ran atomic.Bool
+	returned := make(chan error, 1)
+	go func() { returned <- w.Do(ctx, func(*Pipeline) { ran.Store(true) }) }()
+	for len(w.cmds) == 0 {
+		time.Sleep(time.Millisecond) // polling a state: the command is queued
+	}
+	cancel()
+	if err := <-returned; err == nil {
+		t.Fatal("Do returned nil for a command the worker never took")
+	}
+	// The worker gets to the queue only now.
+	(<-w.cmds)(r.p)
+	if ran.Load() {
+		t.Fatal("a command Do gave up on ran after Do returned")
+	}
+	// A command the worker takes in time runs and Do reports it.
+	go func() { returned <- w.Do(context.Background(), func(*Pipeline) { ran.Store(true) }) }()
+	for len(w.cmds) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	(<-w.cmds)(r.p)
+	if err := <-returned; err != nil || !ran.Load() {
+		t.Fatalf("a command taken in time: %v (ran %v)", err, ran.Load())
 	}
 }
