@@ -27,6 +27,13 @@ streams:
   units: [{name: tether, address: "%s:7320"}]
   tls: {ca: %s, cert: %s, key: %s}
 %s`, id, lb.BackendIP(i), unitAddrFor(lb, i), socket, unitAddrFor(lb, i), ca, cert, key, extra)
+	return startAgentConfig(t, lb, dir, i, cfg), socket
+}
+
+// startAgentConfig runs tether-agent in backend i with configuration
+// cfg (written in dir) until the test ends, and waits until it runs.
+func startAgentConfig(t *testing.T, lb *LB, dir string, i int, cfg string) *Proc {
+	t.Helper()
 	path := filepath.Join(dir, fmt.Sprintf("agent-b%d.yaml", i))
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -39,7 +46,23 @@ streams:
 	if err := p.WaitFor("agent running", 10*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	return p, socket
+	return p
+}
+
+// waitStreamsUp waits until n hosts' streams are up at unit u.
+func waitStreamsUp(t *testing.T, u *runningUnit, n int) {
+	t.Helper()
+	var uv unit.StreamsView
+	eventually(t, fmt.Sprintf("%d hosts' streams up at %s", n, u.ns), func() bool {
+		uv = unitStreams(t, u)
+		up := 0
+		for _, s := range uv.Streams {
+			if s.State == unit.StreamUp {
+				up++
+			}
+		}
+		return up == n
+	}, func() string { return jsonText(uv) })
 }
 
 // unitAddrFor is the unit's address as backend i reaches it.

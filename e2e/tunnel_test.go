@@ -151,17 +151,7 @@ vips:
 		filepath.Join(certs, "ca.crt"), filepath.Join(certs, "unit-tether.crt"), filepath.Join(certs, "unit-tether.key"))
 	u := startUnit(t, lb, cfg)
 	agents := []*Proc{agent(certs, 0, 1), agent(certs, 1, 2)}
-	var uv unit.StreamsView
-	eventually(t, "both hosts' streams up", func() bool {
-		uv = unitStreams(t, u)
-		up := 0
-		for _, s := range uv.Streams {
-			if s.State == unit.StreamUp {
-				up++
-			}
-		}
-		return up == 2
-	}, func() string { return jsonText(uv) })
+	waitStreamsUp(t, u, 2)
 	return u, agents
 }
 

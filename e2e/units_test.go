@@ -7,9 +7,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-
-	"github.com/tetherlb/tether/api/unit"
 )
 
 // TestUnitsBehindECMP: three units serve one tunnel VIP behind a router
@@ -115,31 +112,10 @@ tunnel:
 `, id, lb.BackendIP(i), strings.Join(health, ", "), filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), strings.Join(streams, ", "),
 			filepath.Join(certs, "ca.crt"), filepath.Join(certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(certs, fmt.Sprintf("host-%d.key", id)),
 			tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
-		path := filepath.Join(dir, fmt.Sprintf("agent-b%d.yaml", i))
-		if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		p, err := lb.Start(lb.Backends[i], fmt.Sprintf("agent b%d", i), nil, agentBin(), "run", "--config", path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.Stop)
-		if err := p.WaitFor("agent running", 10*time.Second); err != nil {
-			t.Fatal(err)
-		}
+		startAgentConfig(t, lb, dir, i, cfg)
 	}
 	for _, u := range running {
-		var uv unit.StreamsView
-		eventually(t, "both hosts' streams up at "+u.ns, func() bool {
-			uv = unitStreams(t, u)
-			up := 0
-			for _, s := range uv.Streams {
-				if s.State == unit.StreamUp {
-					up++
-				}
-			}
-			return up == 2
-		}, func() string { return jsonText(uv) })
+		waitStreamsUp(t, u, len(lb.Backends))
 	}
 
 	res := client(t, lb, "http://192.0.2.10/", 300, 8)
