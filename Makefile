@@ -161,6 +161,8 @@ proto:
 	cd api/healthpb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative health.proto
 	cd api/hostpb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative host.proto
+	cd api/atompb && PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc --go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative atom.proto
 
 # Generated code must match its generator.
 check-generated: proto
@@ -170,6 +172,8 @@ check-generated: proto
 		|| { echo "api/healthpb/health.pb.go is stale: run make proto and commit it"; exit 1; }
 	@git diff --exit-code -- api/hostpb/host.pb.go api/hostpb/host_grpc.pb.go \
 		|| { echo "api/hostpb's generated code is stale: run make proto and commit it"; exit 1; }
+	@git diff --exit-code -- api/atompb/atom.pb.go api/atompb/atom_grpc.pb.go \
+		|| { echo "api/atompb's generated code is stale: run make proto and commit it"; exit 1; }
 
 clean:
 	rm -rf $(OUT) bin vm/out

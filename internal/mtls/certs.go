@@ -119,9 +119,11 @@ func template(subject pkix.Name) *x509.Certificate {
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(validity)}
 }
 
-// IssueUnit writes unit's server certificate and key into dir
-// (UnitFiles). Agents verify a unit by its name, a DNS name in the
-// certificate; addrs add IP SANs for clients that dial by address.
+// IssueUnit writes unit's certificate and key into dir (UnitFiles).
+// Agents and other units verify a unit by its name, a DNS name in the
+// certificate; addrs add IP SANs for clients that dial by address. The
+// certificate serves both ends of a TLS connection: a unit answers
+// agents and units, and dials other units (the atom stream).
 func (ca *CA) IssueUnit(dir, unit string, addrs []netip.Addr) (Files, error) {
 	// The name becomes part of a file name.
 	if unit == "" || unit == "." || unit == ".." || strings.ContainsAny(unit, "/\\ ") {
@@ -132,7 +134,7 @@ func (ca *CA) IssueUnit(dir, unit string, addrs []netip.Addr) (Files, error) {
 	for _, a := range addrs {
 		tmpl.IPAddresses = append(tmpl.IPAddresses, a.AsSlice())
 	}
-	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	f := UnitFiles(dir, unit)
 	return f, ca.issue(tmpl, f)
 }

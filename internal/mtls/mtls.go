@@ -133,3 +133,55 @@ func Client(f Files, host uint32) (*tls.Config, error) {
 		RootCAs:      pool,
 	}, nil
 }
+
+// ErrUnitIdentity is a certificate that names no unit: a unit's
+// certificate has exactly one DNS name, its unit name, and no host URI.
+var ErrUnitIdentity = errors.New("mtls: certificate names no single unit")
+
+// UnitName is the unit a certificate names: its one DNS name, when it
+// names no host (a host's certificate is never a unit's).
+func UnitName(cert *x509.Certificate) (string, error) {
+	if _, err := HostID(cert); err == nil {
+		return "", fmt.Errorf("%w: it names a host", ErrUnitIdentity)
+	}
+	if len(cert.DNSNames) != 1 || cert.DNSNames[0] == "" {
+		return "", fmt.Errorf("%w: %d DNS names", ErrUnitIdentity, len(cert.DNSNames))
+	}
+	return cert.DNSNames[0], nil
+}
+
+// Units is a unit's configuration toward other units (the atom
+// stream): the server side requires a client certificate the CA signed,
+// the client side verifies the server against the CA (ServerName is set
+// per unit by the caller: the unit's name). Both present the unit's own
+// certificate, which must name unit and no other.
+func Units(f Files, unit string) (server, client *tls.Config, err error) {
+	pool, pair, err := f.load()
+	if err != nil {
+		return nil, nil, err
+	}
+	name, err := UnitName(pair.Leaf)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cert: %q: %w", f.Cert, err)
+	}
+	if name != unit {
+		return nil, nil, fmt.Errorf("cert: %q: names unit %q, this unit is %q", f.Cert, name, unit)
+	}
+	if !slices.Contains(pair.Leaf.ExtKeyUsage, x509.ExtKeyUsageClientAuth) {
+		return nil, nil, fmt.Errorf("cert: %q: not valid for client authentication (units dial each other): issue it again with tetherd certs", f.Cert)
+	}
+	server = &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		MaxVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{pair},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    pool,
+	}
+	client = &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		MaxVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{pair},
+		RootCAs:      pool,
+	}
+	return server, client, nil
+}

@@ -159,3 +159,62 @@ func TestTunnelAddrs(t *testing.T) {
 		t.Errorf("host ID %d, %v", id, err)
 	}
 }
+
+// TestUnits: two units' certificates complete a handshake both ways and
+// each side learns the other's unit name; a host's certificate names no
+// unit, and a unit's configuration refuses a certificate of another
+// name.
+func TestUnits(t *testing.T) {
+	dir := t.TempDir()
+	ca, _, err := OpenCA(dir, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	af, err := ca.IssueUnit(dir, "unit-a", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bf, err := ca.IssueUnit(dir, "unit-b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hf, err := ca.IssueHost(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := Units(af, "unit-b"); err == nil || !strings.Contains(err.Error(), `names unit "unit-a"`) {
+		t.Errorf("unit-a's certificate as unit-b: %v", err)
+	}
+	if _, _, err := Units(hf, "unit-a"); !errors.Is(err, ErrUnitIdentity) {
+		t.Errorf("a host's certificate as a unit: %v", err)
+	}
+	srv, _, err := Units(af, "unit-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cli, err := Units(bf, "unit-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	sc := tls.Server(a, srv)
+	errc := make(chan error, 1)
+	go func() { errc <- sc.Handshake() }()
+	c := cli.Clone()
+	c.ServerName = "unit-a"
+	cc := tls.Client(b, c)
+	if err := cc.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if n, err := UnitName(sc.ConnectionState().PeerCertificates[0]); err != nil || n != "unit-b" {
+		t.Errorf("the server sees %q, %v; want unit-b", n, err)
+	}
+	if n, err := UnitName(cc.ConnectionState().PeerCertificates[0]); err != nil || n != "unit-a" {
+		t.Errorf("the client sees %q, %v; want unit-a", n, err)
+	}
+}
