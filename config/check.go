@@ -46,6 +46,7 @@ func (c *Config) Check() error {
 	c.Hosts.check(&p) // the host streams (hosts.go)
 	if c.Cluster != nil {
 		c.Cluster.check(&p) // membership (cluster.go)
+		c.Cluster.checkTLS(&p, c.Hosts.TLS)
 	}
 	seenName := map[string]int{}
 	seenService := map[string]int{}

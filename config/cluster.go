@@ -49,6 +49,30 @@ type Cluster struct {
 	// GossipInterval is how often the unit gossips what it learnt to a
 	// few members.
 	GossipInterval time.Duration `mapstructure:"gossip_interval"`
+
+	// Listen is the atom stream's address:port (TCP, mutual TLS): where
+	// other units reach this unit's portion of the distributed atom
+	// manager. An address alone takes port DefaultAtomsPort; default
+	// Bind's address at that port. Other units dial the address they
+	// gossip with at this port, which the unit publishes (so port 0,
+	// any free port, works too).
+	Listen string `mapstructure:"listen"`
+	// TLS is the unit's certificate toward other units: it must name
+	// unit.name as its one DNS name and allow client authentication
+	// (tetherd certs makes such certificates). Default hosts.tls.
+	TLS TLS `mapstructure:"tls"`
+	// Replication is how many units besides the one that adds an atom
+	// hold it: 0, 1, 2… or "full" (every unit). Default 1: a unit's
+	// death loses no connection.
+	Replication any `mapstructure:"replication"`
+	// Level is Replication as a number (-1 for full), set by Check.
+	Level int `mapstructure:"-"`
+	// ZombieTime is how long a deleted atom still routes late packets to
+	// its host; default 60s (TCP's TIME_WAIT).
+	ZombieTime time.Duration `mapstructure:"zombie_time"`
+	// PullWait bounds how long a starting unit waits for the others
+	// before it says it is ready without their atoms; default 10s.
+	PullWait time.Duration `mapstructure:"pull_wait"`
 }
 
 // Defaults and bounds of the cluster section. The defaults are
@@ -61,7 +85,16 @@ const (
 	DefaultClusterSuspicionMult  = 4
 	DefaultClusterGossipInterval = 200 * time.Millisecond
 	MaxClusterPeers              = 256
+	DefaultAtomsPort             = 7947
+	DefaultReplication           = 1
+	MaxReplication               = 16
+	DefaultZombieTime            = 60 * time.Second
+	DefaultPullWait              = 10 * time.Second
 )
+
+// ReplicationFull is the replication level that puts every atom on
+// every unit (Cluster.Level).
+const ReplicationFull = -1
 
 func (c *Cluster) check(p *problems) {
 	if c.Bind == "" {
@@ -122,6 +155,68 @@ func (c *Cluster) check(p *problems) {
 	if c.GossipInterval < 10*time.Millisecond || c.GossipInterval > 10*time.Second {
 		p.Add("cluster.gossip_interval", c.GossipInterval, "must be between 10ms and 10s")
 	}
+	c.checkAtoms(p)
+}
+
+// checkAtoms checks the atom manager's keys (TLS is checked with the
+// whole file, since it defaults to hosts.tls).
+func (c *Cluster) checkAtoms(p *problems) {
+	if c.Listen == "" {
+		if ap, err := netip.ParseAddrPort(c.Bind); err == nil {
+			c.Listen = netip.AddrPortFrom(ap.Addr(), DefaultAtomsPort).String()
+		}
+	} else if a, err := netip.ParseAddr(c.Listen); err == nil {
+		c.Listen = netip.AddrPortFrom(a, DefaultAtomsPort).String()
+	}
+	if ap, err := netip.ParseAddrPort(c.Listen); c.Listen != "" && (err != nil || ap.Addr().Zone() != "") {
+		p.Add("cluster.listen", c.Listen, "want address:port (or an address alone for port %d), e.g. 10.0.0.1:7947", DefaultAtomsPort)
+	} else if bind, err := netip.ParseAddrPort(c.Bind); err == nil && ap == bind && ap.Port() != 0 {
+		p.Add("cluster.listen", c.Listen, "is cluster.bind: the atom stream (TCP) needs a port of its own")
+	}
+	switch r := c.Replication.(type) {
+	case nil:
+		c.Level = DefaultReplication
+	case int:
+		c.Level = r
+		if r < 0 || r > MaxReplication {
+			p.Add("cluster.replication", r, "want 0 to %d, or full", MaxReplication)
+		}
+	case string:
+		if r == "full" {
+			c.Level = ReplicationFull
+		} else if n, err := strconv.Atoi(r); err == nil && n >= 0 && n <= MaxReplication {
+			c.Level = n
+		} else {
+			p.Add("cluster.replication", r, "want 0 to %d, or full", MaxReplication)
+		}
+	default:
+		p.Add("cluster.replication", r, "want 0 to %d, or full", MaxReplication)
+	}
+	if c.ZombieTime == 0 {
+		c.ZombieTime = DefaultZombieTime
+	}
+	if c.ZombieTime < time.Second || c.ZombieTime > time.Hour {
+		p.Add("cluster.zombie_time", c.ZombieTime, "must be between 1s and 1h")
+	}
+	if c.PullWait == 0 {
+		c.PullWait = DefaultPullWait
+	}
+	if c.PullWait < 100*time.Millisecond || c.PullWait > 10*time.Minute {
+		p.Add("cluster.pull_wait", c.PullWait, "must be between 100ms and 10m")
+	}
+}
+
+// checkTLS defaults the cluster's certificate to the host streams' and
+// requires one: units talk over mutual TLS only.
+func (c *Cluster) checkTLS(p *problems, hosts TLS) {
+	if c.TLS == (TLS{}) {
+		c.TLS = hosts
+	}
+	for _, f := range []struct{ key, v string }{{"cluster.tls.ca", c.TLS.CA}, {"cluster.tls.cert", c.TLS.Cert}, {"cluster.tls.key", c.TLS.Key}} {
+		if f.v == "" {
+			p.Add(f.key, f.v, "required: units talk over mutual TLS only (the default is hosts.tls; tetherd certs makes a test CA)")
+		}
+	}
 }
 
 // clusterPeer normalises a peer to host:port and says whether it is
@@ -156,7 +251,8 @@ func (c *Cluster) Equal(o *Cluster) bool {
 	}
 	return c.Bind == o.Bind && c.Advertise == o.Advertise && slices.Equal(c.Peers, o.Peers) && c.KeyFile == o.KeyFile &&
 		c.ProbeInterval == o.ProbeInterval && c.ProbeTimeout == o.ProbeTimeout &&
-		c.SuspicionMult == o.SuspicionMult && c.GossipInterval == o.GossipInterval
+		c.SuspicionMult == o.SuspicionMult && c.GossipInterval == o.GossipInterval &&
+		c.Listen == o.Listen && c.TLS == o.TLS && c.Level == o.Level && c.ZombieTime == o.ZombieTime && c.PullWait == o.PullWait
 }
 
 // clone returns a deep copy of c (nil for nil).

@@ -21,6 +21,16 @@ func (s *Snapshot) IDs() unit.ReloadReply {
 			r.Backends[unit.BackendKey{VIP: v.Name, Backend: s.Backends[bid].Name}] = bid
 		}
 	}
+	for i := range s.Backends {
+		b := &s.Backends[i]
+		if b.State != unit.StateRemoved || !b.known || int(b.VIP) >= len(s.VIPs) || s.VIPs[b.VIP] == nil || s.VIPs[b.VIP].Removed {
+			continue
+		}
+		if r.Retired == nil {
+			r.Retired = map[unit.BackendKey]uint32{}
+		}
+		r.Retired[unit.BackendKey{VIP: s.VIPs[b.VIP].Name, Backend: b.Name}] = b.ID
+	}
 	return r
 }
 

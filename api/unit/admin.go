@@ -23,10 +23,25 @@ type Status struct {
 	// States are the operators' run-time backend states (tetherctl
 	// drain, disable), which override the configuration's.
 	States map[BackendKey]State `json:"backend_states,omitempty"`
+	// Cluster is the unit's place in its cluster; nil without a cluster
+	// section.
+	Cluster *ClusterStatus `json:"cluster,omitempty"`
 	// Problem is set when the unit is not running a configuration at
 	// all: tetherd run --rescue found its file missing or invalid and
 	// serves only enough of the API to fix it. It says why.
 	Problem string `json:"problem,omitempty"`
+}
+
+// ClusterStatus is the unit in its cluster, in short (tetherctl members
+// and atoms say more).
+type ClusterStatus struct {
+	// Ready: the unit holds the atoms it ought to (it pulled them from
+	// the other units after it started).
+	Ready bool `json:"ready"`
+	// Members counts the live units, this one included.
+	Members int `json:"members"`
+	// Atoms counts this unit's portion of the atom manager.
+	Atoms int `json:"atoms"`
 }
 
 // ForwarderStatus is the forwarder process as the control process sees it.

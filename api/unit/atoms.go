@@ -86,3 +86,17 @@ type AtomView struct {
 	Cached    bool       `json:"cached,omitempty"`
 	Expires   *time.Time `json:"expires,omitempty"`
 }
+
+// AtomsRequest selects the atoms GET /v1/atoms lists: keys with Prefix,
+// of Host (query parameters prefix, host, limit).
+type AtomsRequest struct {
+	Prefix string `json:"prefix,omitempty"`
+	Host   string `json:"host,omitempty"`
+	Limit  int    `json:"limit,omitempty"`
+}
+
+// Bounds of an atoms page.
+const (
+	DefaultAtomsPage = 100
+	MaxAtomsPage     = 10000
+)

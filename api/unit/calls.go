@@ -35,6 +35,10 @@ type ReloadReply struct {
 	Generation uint64                `json:"generation"`
 	VIPs       map[string]uint32     `json:"vips"`
 	Backends   map[BackendKey]uint32 `json:"backends"`
+	// Retired are the backends of running VIPs that left the
+	// configuration: their flows finish, and a route may still name
+	// them (a connection another unit made before the change).
+	Retired map[BackendKey]uint32 `json:"retired,omitempty"`
 }
 
 // ExplainRequest asks about a flow from Src to Dst.

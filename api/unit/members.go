@@ -42,6 +42,8 @@ type Member struct {
 	// TunnelSources are its unit.address4 and unit.address6, the
 	// sources of its tunnel packets to hosts.
 	TunnelSources []string `json:"tunnel_sources,omitempty"`
+	// Atoms is its atom stream's address:port.
+	Atoms string `json:"atoms,omitempty"`
 	// Protocol is the version of its metadata.
 	Protocol uint8 `json:"protocol"`
 	// Updates counts the times it came back or changed its metadata

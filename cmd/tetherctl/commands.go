@@ -7,6 +7,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -56,6 +57,13 @@ func commands(cl func() *client) []*cobra.Command {
 					fmt.Fprintf(w, "flow events lost\t%d (the inventory was re-read from the forwarder)\n", s.EventsLost)
 				}
 				fmt.Fprintf(w, "punts\t%d decided, %d without backend, %d refused\n", s.Punts.Decided, s.Punts.NoBackend, s.Punts.Refused)
+				if c := s.Cluster; c != nil {
+					ready := "not ready (pulling its atoms from the other units)"
+					if c.Ready {
+						ready = "ready"
+					}
+					fmt.Fprintf(w, "cluster\t%s, %d live units, %d atoms\n", ready, c.Members, c.Atoms)
+				}
 				keys := slices.SortedFunc(maps.Keys(s.States), func(a, b unit.BackendKey) int { return strings.Compare(a.String(), b.String()) })
 				for _, k := range keys {
 					fmt.Fprintf(w, "override\t%s %s\n", k, s.States[k])
@@ -333,7 +341,41 @@ meta: a unit whose metadata is malformed or of another version).`,
 			}
 			return cl().show(v, func(w *tabwriter.Writer) { printMembers(w, &v) })
 		}}
-	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd, streamsCmd, l7Cmd, routerCmd, membersCmd,
+	var atomsReq unit.AtomsRequest
+	atomsCmd := &cobra.Command{Use: "atoms", Short: "Show the distributed atom manager: replication and this unit's atoms", Args: cobra.NoArgs,
+		Long: `Show this unit's portion of the distributed atom manager (the cluster
+section): whether the unit is ready (it pulled its atoms from the other
+units), the replication level, the counts of atoms, zombies, caches and
+orphans; then each stream to another unit with its replication status
+(connected, pulled, atoms queued, sent, acknowledged, dropped, resyncs)
+and lag (add to acknowledgement, median and p99); then the atoms whose
+key starts with --prefix (route/ for flows, session/ for sessions) and
+whose host is --host, at most --limit of them in key order.`,
+		RunE: func(*cobra.Command, []string) error {
+			q := url.Values{}
+			if atomsReq.Prefix != "" {
+				q.Set("prefix", atomsReq.Prefix)
+			}
+			if atomsReq.Host != "" {
+				q.Set("host", atomsReq.Host)
+			}
+			if atomsReq.Limit != 0 {
+				q.Set("limit", strconv.Itoa(atomsReq.Limit))
+			}
+			path := "/v1/atoms"
+			if len(q) > 0 {
+				path += "?" + q.Encode()
+			}
+			var v unit.AtomsView
+			if err := cl().do("GET", path, nil, &v); err != nil {
+				return err
+			}
+			return cl().show(v, func(w *tabwriter.Writer) { printAtoms(w, &v) })
+		}}
+	atomsCmd.Flags().StringVar(&atomsReq.Prefix, "prefix", "", "list atoms whose key starts with this")
+	atomsCmd.Flags().StringVar(&atomsReq.Host, "host", "", "list atoms of this host (its address)")
+	atomsCmd.Flags().IntVar(&atomsReq.Limit, "limit", unit.DefaultAtomsPage, "list at most this many atoms")
+	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd, streamsCmd, l7Cmd, routerCmd, membersCmd, atomsCmd,
 		setState("drain", "Send no new flows to a backend; its connections finish"),
 		setState("undrain", "Undo drain (back to the configured state)"),
 		setState("disable", "Make a backend inactive: its flows are dropped"),
@@ -514,6 +556,62 @@ func printStreams(w *tabwriter.Writer, v *unit.StreamsView) {
 	if t := v.Tunnel; t != (unit.TunnelStats{}) {
 		fmt.Fprintf(w, "\ntunnel mappings\tpublished %d\tremoved %d\treleased %d\tno host %d\thost down %d\trefused %d\n",
 			t.Published, t.Removed, t.Released, t.NoHost, t.HostDown, t.Refused)
+	}
+}
+
+func printAtoms(w *tabwriter.Writer, v *unit.AtomsView) {
+	if !v.Enabled {
+		fmt.Fprintln(w, "no cluster (the cluster section is unset): this unit shares no atoms")
+		return
+	}
+	ready := "not ready: pulling its atoms"
+	if v.Ready {
+		ready = "ready"
+	}
+	level := strconv.Itoa(v.Level)
+	if v.Level < 0 {
+		level = "full"
+	}
+	fmt.Fprintf(w, "unit %s: %s, replication %s\n", v.Self, ready, level)
+	fmt.Fprintf(w, "atoms\t%d (zombies %d, cached %d, orphans %d)\n", v.Atoms, v.Zombies, v.Cached, v.Orphans)
+	c := v.Counts
+	fmt.Fprintf(w, "counts\tadded %d\tdeleted %d\treceived %d\tstale %d\tfull %d\texpired %d\torphaned %d\trereplicated %d\n",
+		c.Added, c.Deleted, c.Received, c.Stale, c.Full, c.Expired, c.Orphaned, c.Rereplicated)
+	fmt.Fprintf(w, "queries\tlocal %d\tremote %d\tmissed %d\n", c.QueryLocal, c.QueryRemote, c.QueryMisses)
+	if len(v.Refused) > 0 {
+		fmt.Fprint(w, "refused")
+		for _, k := range sortedKeys(v.Refused) {
+			fmt.Fprintf(w, "\t%s %d", k, v.Refused[k])
+		}
+		fmt.Fprintln(w)
+	}
+	if len(v.Peers) > 0 {
+		fmt.Fprintln(w, "\nPEER\tADDRESS\tSTREAM\tPULLED\tQUEUED\tSENT\tACKED\tDROPPED\tRESYNCS\tLAG MEDIAN\tLAG P99\tERROR")
+		for _, p := range v.Peers {
+			st := "down"
+			if p.Connected {
+				st = "up"
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%v\t%d\t%d\t%d\t%d\t%d\t%.2fms\t%.2fms\t%s\n", p.Name, p.Address, st, p.Pulled,
+				p.Queued, p.Sent, p.Acked, p.Dropped, p.Resyncs, p.LagMedian, p.LagP99, dash(p.Error))
+		}
+	}
+	if len(v.Page) > 0 {
+		fmt.Fprintf(w, "\nKEY\tHOST\tADDER\tSTATE\tEXPIRES\t(%d of %d matched)\n", len(v.Page), v.Matched)
+		for _, a := range v.Page {
+			state := "live"
+			switch {
+			case a.Zombie:
+				state = "zombie"
+			case a.Cached:
+				state = "cached"
+			}
+			exp := "-"
+			if a.Expires != nil {
+				exp = time.Until(*a.Expires).Round(time.Second).String()
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", a.Key, a.Host, a.Adder, state, exp)
+		}
 	}
 }
 

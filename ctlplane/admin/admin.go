@@ -43,6 +43,9 @@ type Backend interface {
 	L7(ctx context.Context) unit.L7View
 	// Members is the cluster of units as this one sees it (issue 15).
 	Members(ctx context.Context) unit.MembersView
+	// Atoms is the distributed atom manager and a page of this unit's
+	// portion (issue 15).
+	Atoms(ctx context.Context, req unit.AtomsRequest) unit.AtomsView
 }
 
 // Server serves the API.
@@ -176,6 +179,19 @@ func (s *Server) routes() http.Handler {
 	})
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.b.Members(r.Context()))
+	})
+	mux.HandleFunc("GET /v1/atoms", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		req := unit.AtomsRequest{Prefix: q.Get("prefix"), Host: q.Get("host")}
+		if l := q.Get("limit"); l != "" {
+			n, err := strconv.Atoi(l)
+			if err != nil || n < 1 || n > unit.MaxAtomsPage {
+				fail(w, http.StatusBadRequest, "limit: %q: want 1 to %d", l, unit.MaxAtomsPage)
+				return
+			}
+			req.Limit = n
+		}
+		writeJSON(w, http.StatusOK, s.b.Atoms(r.Context(), req))
 	})
 	mux.HandleFunc("GET /v1/explain", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()

@@ -75,6 +75,11 @@ func (f *fakeBackend) Members(context.Context) unit.MembersView {
 		{Name: "v", State: unit.MemberDead, TunnelSources: []string{"10.0.0.2"}}}, Refused: map[string]uint64{"decrypt": 2}}
 }
 
+func (f *fakeBackend) Atoms(_ context.Context, req unit.AtomsRequest) unit.AtomsView {
+	return unit.AtomsView{Enabled: true, Self: "u", Ready: true, Atoms: 2, Matched: req.Limit,
+		Page: []unit.AtomView{{Key: req.Prefix + "x", Host: req.Host}}}
+}
+
 func do(t *testing.T, s *Server, method, path string) (int, map[string]any) {
 	t.Helper()
 	req := httptest.NewRequest(method, path, nil)
@@ -115,6 +120,13 @@ func TestAPI(t *testing.T) {
 	}
 	if code, body := do(t, s, "GET", "/v1/streams"); code != http.StatusOK || body["listen"] != "10.0.0.1:7320" {
 		t.Fatalf("streams: %d %v", code, body)
+	}
+	if code, body := do(t, s, "GET", "/v1/atoms?prefix=route/&host=10.0.0.9&limit=7"); code != http.StatusOK || body["matched"] != 7.0 ||
+		body["page"].([]any)[0].(map[string]any)["key"] != "route/x" || body["page"].([]any)[0].(map[string]any)["host"] != "10.0.0.9" {
+		t.Fatalf("atoms: %d %v", code, body)
+	}
+	if code, _ := do(t, s, "GET", "/v1/atoms?limit=0"); code != http.StatusBadRequest {
+		t.Fatalf("atoms with limit 0: %d", code)
 	}
 	if code, body := do(t, s, "GET", "/v1/members"); code != http.StatusOK || body["name"] != "u" ||
 		len(body["members"].([]any)) != 2 || body["members"].([]any)[1].(map[string]any)["state"] != "dead" ||

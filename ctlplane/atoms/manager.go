@@ -383,17 +383,24 @@ func (m *Manager) Query(ctx context.Context, key string) (a Atom, found bool, er
 	return Atom{}, false, nil
 }
 
-// ask sends one query for key to each of peers and waits for every
-// answer (a peer that is down, or slower than the query timeout,
-// counts as not holding it). It returns the latest version found.
+// ask sends one query for key to each of peers and waits for the
+// answers: every one, or, once one has the key, those of the peers whose
+// streams were up (a peer whose stream is not up yet is waited for only
+// while no answer has the key). A peer that is down, or slower than the
+// query timeout, counts as not holding it. It returns the latest version
+// found.
 func (m *Manager) ask(ctx context.Context, peers []*peer, key string) (*atompb.Atom, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.opts.QueryTimeout)
 	defer cancel()
 	answers := make(chan *atompb.Return, len(peers))
 	var calls []*call
+	upCalls := 0
 	for _, p := range peers {
-		if c := p.query(key, answers); c != nil {
+		if c, up := p.query(key, answers); c != nil {
 			calls = append(calls, c)
+			if up {
+				upCalls++
+			}
 		}
 	}
 	defer func() {
@@ -402,21 +409,24 @@ func (m *Manager) ask(ctx context.Context, peers []*peer, key string) (*atompb.A
 		}
 	}()
 	var best *atompb.Atom
-	for range calls {
+	// Answers from streams that were up come first in practice; count
+	// answers, and stop early once the key is found and as many have
+	// answered as were up.
+	for n := 1; n <= len(calls); n++ {
 		select {
 		case r := <-answers:
-			if r == nil {
-				continue // the stream broke
-			}
 			for _, a := range r.GetAtoms() {
 				if a.GetKey() == key && (best == nil || a.GetStamp() > best.GetStamp() ||
 					a.GetStamp() == best.GetStamp() && a.GetAdder() > best.GetAdder()) {
 					best = a
 				}
 			}
+			if best != nil && n >= upCalls {
+				return best, nil
+			}
 		case <-ctx.Done():
-			if best == nil && ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return nil, ctx.Err()
+			if err := ctx.Err(); best == nil && !errors.Is(err, context.DeadlineExceeded) {
+				return nil, err
 			}
 			return best, nil
 		}
@@ -625,6 +635,14 @@ func (m *Manager) readyLocked(now time.Time) bool {
 		}
 	}
 	return true
+}
+
+// Summary reports readiness, the live members (this unit included) and
+// the size of the portion, without walking it.
+func (m *Manager) Summary() (ready bool, members, atoms int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.readyLocked(m.now()), len(m.names), len(m.t.atoms)
 }
 
 // View reports the manager and a page of its portion: keys with prefix

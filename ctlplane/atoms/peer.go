@@ -110,20 +110,25 @@ func (p *peer) enqueue(o op) {
 	p.ring()
 }
 
-// query sends a query for key; its answer (or nil) goes to answers. It
-// returns nil when the stream is not up.
-func (p *peer) query(key string, answers chan<- *atompb.Return) *call {
+// maxWaitingQueries bounds the queries that wait for a stream to come
+// up.
+const maxWaitingQueries = 4096
+
+// query sends a query for key; its answer (or nil if the stream breaks)
+// goes to answers. A query to a peer whose stream is not up waits for
+// it (up is false); it returns nil when too many wait already.
+func (p *peer) query(key string, answers chan<- *atompb.Return) (c *call, up bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.connected {
-		return nil
+	if !p.connected && len(p.queries) >= maxWaitingQueries {
+		return nil, false
 	}
 	p.nextID++
-	c := &call{p: p, id: p.nextID, answers: answers}
+	c = &call{p: p, id: p.nextID, answers: answers}
 	p.calls[c.id] = c
 	p.queries = append(p.queries, &atompb.Query{Id: c.id, Keys: []string{key}})
 	p.ring()
-	return c
+	return c, p.connected
 }
 
 // forget drops a call whose caller stopped waiting.

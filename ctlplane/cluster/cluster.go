@@ -34,6 +34,9 @@ type Options struct {
 	// TunnelSources are the unit's unit.address4 and unit.address6
 	// (invalid ones are skipped), published in its metadata.
 	TunnelSources []netip.Addr
+	// AtomsPort is the port of the unit's atom stream, published in its
+	// metadata: other units dial it at the unit's gossip address.
+	AtomsPort uint16
 	// The failure detector (see the package doc for the bound they
 	// give); zero values take memberlist's LAN defaults.
 	ProbeInterval  time.Duration
@@ -108,7 +111,10 @@ func Start(opts Options) (*Node, error) {
 	}
 	n := &Node{opts: opts, log: opts.Log, stop: make(chan struct{}), done: make(chan struct{}),
 		members: map[string]*unit.Member{}, refused: map[string]uint64{}, leavers: map[string]uint64{}}
-	n.self = meta{version: metaVersion, boot: newBootID()}
+	if opts.AtomsPort == 0 {
+		return nil, errors.New("cluster: no atoms port")
+	}
+	n.self = meta{version: metaVersion, boot: newBootID(), atoms: opts.AtomsPort}
 	for _, a := range opts.TunnelSources {
 		switch {
 		case a.Is4():

@@ -48,7 +48,7 @@ func start(t *testing.T, name string, k []byte, sources []netip.Addr, peers ...s
 
 func startWith(t *testing.T, name string, k []byte, sources []netip.Addr, onChange func(unit.Member), peers ...string) *Node {
 	t.Helper()
-	n, err := Start(Options{Name: name, Bind: "127.0.0.1:0", Peers: peers, Key: k, TunnelSources: sources,
+	n, err := Start(Options{Name: name, Bind: "127.0.0.1:0", Peers: peers, Key: k, TunnelSources: sources, AtomsPort: 7947,
 		ProbeInterval: testProbe, ProbeTimeout: testTimeout, SuspicionMult: testSuspicion, GossipInterval: testGossip,
 		LeaveTimeout: time.Second, OnChange: onChange, Log: zerolog.New(newTestLog(t)).Level(zerolog.InfoLevel)})
 	if err != nil {
@@ -258,9 +258,9 @@ func (r rawMeta) MergeRemoteState([]byte, bool)   {}
 // malformed, oversized or of another version never becomes a member,
 // and the refusal is counted.
 func TestBadMetadataRefused(t *testing.T) {
-	good := (&meta{version: metaVersion, boot: 7}).encode()
+	good := (&meta{version: metaVersion, boot: 7, atoms: 7947}).encode()
 	v2 := bytes.Clone(good)
-	v2[0] = 2
+	v2[0] = 1
 	for _, tc := range []struct {
 		name string
 		meta []byte
@@ -284,22 +284,23 @@ func TestBadMetadataRefused(t *testing.T) {
 
 func TestMeta(t *testing.T) {
 	for _, m := range []meta{
-		{version: 1, boot: 1},
-		{version: 1, boot: math.MaxUint64, addr4: netip.MustParseAddr("192.0.2.1")},
-		{version: 1, boot: 9, addr4: netip.MustParseAddr("192.0.2.1"), addr6: netip.MustParseAddr("2001:db8::9")},
-		{version: 1, boot: 9, addr6: netip.MustParseAddr("2001:db8::9")},
+		{version: metaVersion, boot: 1, atoms: 1},
+		{version: metaVersion, boot: math.MaxUint64, atoms: 65535, addr4: netip.MustParseAddr("192.0.2.1")},
+		{version: metaVersion, boot: 9, atoms: 7947, addr4: netip.MustParseAddr("192.0.2.1"), addr6: netip.MustParseAddr("2001:db8::9")},
+		{version: metaVersion, boot: 9, atoms: 7947, addr6: netip.MustParseAddr("2001:db8::9")},
 	} {
 		got, err := parseMeta(m.encode())
 		if err != nil || got != m {
 			t.Errorf("round trip of %+v: %+v, %v", m, got, err)
 		}
 	}
-	good := (&meta{version: 1, boot: 3, addr4: netip.MustParseAddr("192.0.2.1")}).encode()
+	good := (&meta{version: metaVersion, boot: 3, atoms: 7947, addr4: netip.MustParseAddr("192.0.2.1")}).encode()
 	for name, b := range map[string][]byte{
-		"boot 0":        (&meta{version: 1}).encode(),
+		"boot 0":        (&meta{version: metaVersion, atoms: 7947}).encode(),
+		"atoms port 0":  (&meta{version: metaVersion, boot: 3}).encode(),
 		"short":         good[:metaHeader+2],
 		"trailing":      append(bytes.Clone(good), 0),
-		"unknown flags": func() []byte { b := bytes.Clone(good); b[9] |= 0x80; return b }(),
+		"unknown flags": func() []byte { b := bytes.Clone(good); b[11] |= 0x80; return b }(),
 		"version":       func() []byte { b := bytes.Clone(good); b[0] = 9; return b }(),
 		"oversized":     make([]byte, metaMax+1),
 	} {

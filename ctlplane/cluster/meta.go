@@ -9,19 +9,21 @@ import (
 
 // Node metadata, as each member publishes it (memberlist's NodeMeta):
 //
-//	0      1               9       10
-//	+------+---------------+-------+-----------+------------+
-//	| vers |   boot ID     | flags | IPv4 (4)? | IPv6 (16)? |
-//	+------+---------------+-------+-----------+------------+
+//	0      1               9            11      12
+//	+------+---------------+------------+-------+-----------+------------+
+//	| vers |   boot ID     | atoms port | flags | IPv4 (4)? | IPv6 (16)? |
+//	+------+---------------+------------+-------+-----------+------------+
 //
-// vers is metaVersion; boot ID is big-endian and never 0; flags bit 0
+// vers is metaVersion; boot ID is big-endian and never 0; atoms port is
+// the port of the unit's atom stream (big-endian, never 0; other units
+// dial it at the unit's gossip address); flags bit 0
 // says an IPv4 tunnel source follows, bit 1 an IPv6 one (in that order).
 // Any other flag, length or version is refused: a later version that
 // adds fields must bump vers, and units of different versions then see
 // each other as refused rather than half-understood.
 const (
-	metaVersion = 1
-	metaHeader  = 10
+	metaVersion = 2
+	metaHeader  = 12
 	// metaMax bounds what this package accepts and sends, far under
 	// memberlist's MetaMaxSize (512).
 	metaMax = 64
@@ -34,6 +36,7 @@ const (
 type meta struct {
 	version uint8
 	boot    uint64
+	atoms   uint16
 	addr4   netip.Addr // invalid when unset
 	addr6   netip.Addr
 }
@@ -42,13 +45,14 @@ func (m *meta) encode() []byte {
 	b := make([]byte, metaHeader, metaMax)
 	b[0] = m.version
 	binary.BigEndian.PutUint64(b[1:9], m.boot)
+	binary.BigEndian.PutUint16(b[9:11], m.atoms)
 	if m.addr4.Is4() {
-		b[9] |= metaHas4
+		b[11] |= metaHas4
 		a := m.addr4.As4()
 		b = append(b, a[:]...)
 	}
 	if m.addr6.Is6() {
-		b[9] |= metaHas6
+		b[11] |= metaHas6
 		a := m.addr6.As16()
 		b = append(b, a[:]...)
 	}
@@ -70,9 +74,13 @@ func parseMeta(b []byte) (meta, error) {
 	}
 	m.version = b[0]
 	m.boot = binary.BigEndian.Uint64(b[1:9])
-	flags := b[9]
+	m.atoms = binary.BigEndian.Uint16(b[9:11])
+	flags := b[11]
 	if m.boot == 0 {
 		return m, errors.New("metadata with boot ID 0")
+	}
+	if m.atoms == 0 {
+		return m, errors.New("metadata with atoms port 0")
 	}
 	if flags&^(metaHas4|metaHas6) != 0 {
 		return m, fmt.Errorf("metadata with unknown flags %#x", flags)

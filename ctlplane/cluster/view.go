@@ -117,6 +117,7 @@ func (e *events) update(n *memberlist.Node, state string, count func(*unit.Membe
 	m.Address = netip.AddrPortFrom(ip.Unmap(), n.Port).String()
 	if md, err := parseMeta(n.Meta); err == nil {
 		m.Boot, m.Protocol, m.TunnelSources = md.boot, md.version, md.sources()
+		m.Atoms = netip.AddrPortFrom(ip.Unmap(), md.atoms).String()
 	}
 	if !self {
 		count(&e.events)

@@ -22,6 +22,10 @@ func (c *Control) Status(context.Context) unit.Status {
 		Uptime: time.Since(c.started).Round(time.Second).String(), Punts: c.punts, Flows: c.inv.len(),
 		EventsLost: c.lost.Load(), States: maps.Clone(c.states)}
 	s.Forwarder.Supervisor = c.sup
+	if mgr := c.cl.atoms.Load(); mgr != nil {
+		s.Cluster = &unit.ClusterStatus{}
+		s.Cluster.Ready, s.Cluster.Members, s.Cluster.Atoms = mgr.Summary()
+	}
 	if c.link != nil {
 		s.Forwarder.Connected, s.Forwarder.PID, s.Forwarder.Workers = true, c.link.hello.PID, c.link.hello.Workers
 	}

@@ -16,7 +16,6 @@ import (
 
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
-	"github.com/tetherlb/tether/ctlplane/cluster"
 	"github.com/tetherlb/tether/ctlplane/health"
 	"github.com/tetherlb/tether/ctlplane/hosts"
 	"github.com/tetherlb/tether/dataplane/channel"
@@ -66,11 +65,13 @@ type Control struct {
 	// ids are the forwarder's IDs for running; vipNames inverts ids.VIPs.
 	ids      unit.ReloadReply
 	vipNames map[uint32]string
-	link     *fwdLink
-	fwdPID   uint32
-	inv      inventory
-	sup      unit.SupervisorState
-	punts    unit.PuntStats
+	// beNames inverts ids.Backends and ids.Retired.
+	beNames map[uint32]unit.BackendKey
+	link    *fwdLink
+	fwdPID  uint32
+	inv     inventory
+	sup     unit.SupervisorState
+	punts   unit.PuntStats
 	// startedWithFlows is the PID of the forwarder this process last
 	// started, which got the inventory's flows on its standard input.
 	startedWithFlows uint32
@@ -98,11 +99,9 @@ type Control struct {
 	tun   tunnels
 	// l7part is the l7 VIPs' acceptors and migrations (l7.go).
 	l7part *l7Part
-	// member is this unit's membership in its cluster while Run runs
-	// (cluster.go), nil without a cluster section; clusterKey is the
-	// key read at New.
-	member     atomic.Pointer[cluster.Node]
-	clusterKey []byte
+	// cl is this unit's membership in its cluster and its portion of
+	// the atom manager (cluster.go).
+	cl clusterPart
 }
 
 // New prepares a control process for opts.Config; Run starts everything.
@@ -327,6 +326,13 @@ func (c *Control) setIDs(r unit.ReloadReply) {
 	c.vipNames = make(map[uint32]string, len(r.VIPs))
 	for name, id := range r.VIPs {
 		c.vipNames[id] = name
+	}
+	c.beNames = make(map[uint32]unit.BackendKey, len(r.Backends)+len(r.Retired))
+	for k, id := range r.Retired {
+		c.beNames[id] = k
+	}
+	for k, id := range r.Backends {
+		c.beNames[id] = k
 	}
 }
 

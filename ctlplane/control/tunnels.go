@@ -221,6 +221,7 @@ func (c *Control) flowEvents(lk *fwdLink, events []channel.FlowEvent) {
 	defer c.tun.order.Unlock()
 	c.tunnelEvents(lk, events)
 	c.inv.apply(events)
+	c.shareRoutes(events)
 }
 
 // hostKnown publishes the mappings of the flows toward a host whose

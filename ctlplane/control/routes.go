@@ -1,0 +1,219 @@
+package control
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/tetherlb/tether/api/atompb"
+	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/dataplane/channel"
+)
+
+// Route atoms (issue 15): every flow of a mode whose connections can
+// cross units (tunnel, ipip, nat) is an atom of the distributed atom
+// manager from the moment its opening event arrives, keyed by the
+// client's 5-tuple; its host is the backend's address and its data the
+// rest of the forwarder's action, by name rather than by this unit's
+// forwarder IDs, which other units do not share. A unit that receives a
+// packet of a connection it has no flow for (the router moved it) looks
+// the atom up and installs the same action (FIG. 28).
+
+// routeKey is a flow's atom key: route/PROTO/CLIENT>VIP, addresses as
+// address:port ([address]:port for IPv6).
+func routeKey(k *unit.FlowKey) string {
+	proto := strconv.Itoa(int(k.Proto))
+	switch k.Proto {
+	case 6:
+		proto = "tcp"
+	case 17:
+		proto = "udp"
+	}
+	return atompb.KindRoute + proto + "/" + netip.AddrPortFrom(k.SrcAddr(), k.SrcPort).String() + ">" +
+		netip.AddrPortFrom(k.DstAddr(), k.DstPort).String()
+}
+
+// routeData is a route atom's data: the action, by names.
+type routeData struct {
+	Mode unit.Mode
+	// VIP and Backend name the backend (unit.BackendKey).
+	VIP, Backend string
+	// Port is the backend's port (its address is the atom's host).
+	Port uint16
+	// SNAT is a nat flow's source toward the backend.
+	SNAT netip.AddrPort
+}
+
+// routeDataVersion is the encoding's first byte.
+const routeDataVersion = 1
+
+// maxRouteName bounds a name in route data (config names are shorter).
+const maxRouteName = 100
+
+var errRouteData = errors.New("route atom data")
+
+// encode lays the data out as
+//
+//	version · mode · port (2) · len · VIP · len · backend · [family (4|6) · address · port (2)]
+//
+// the last part for nat only.
+func (d *routeData) encode() []byte {
+	b := []byte{routeDataVersion, byte(d.Mode)}
+	b = binary.BigEndian.AppendUint16(b, d.Port)
+	b = append(b, byte(len(d.VIP)))
+	b = append(b, d.VIP...)
+	b = append(b, byte(len(d.Backend)))
+	b = append(b, d.Backend...)
+	if d.SNAT.IsValid() {
+		a := d.SNAT.Addr()
+		if a.Is4() {
+			b = append(b, 4)
+		} else {
+			b = append(b, 6)
+		}
+		b = append(b, a.AsSlice()...)
+		b = binary.BigEndian.AppendUint16(b, d.SNAT.Port())
+	}
+	return b
+}
+
+func decodeRouteData(b []byte) (routeData, error) {
+	var d routeData
+	if len(b) < 5 || b[0] != routeDataVersion {
+		return d, fmt.Errorf("%w: %d bytes, version %v", errRouteData, len(b), b[:min(1, len(b))])
+	}
+	d.Mode = unit.Mode(b[1])
+	d.Port = binary.BigEndian.Uint16(b[2:4])
+	b = b[4:]
+	name := func() (string, bool) {
+		if len(b) < 1 || int(b[0]) > len(b)-1 || b[0] == 0 || b[0] > maxRouteName {
+			return "", false
+		}
+		s := string(b[1 : 1+b[0]])
+		b = b[1+b[0]:]
+		return s, true
+	}
+	var ok1, ok2 bool
+	d.VIP, ok1 = name()
+	d.Backend, ok2 = name()
+	if !ok1 || !ok2 {
+		return routeData{}, fmt.Errorf("%w: names", errRouteData)
+	}
+	switch d.Mode {
+	case unit.ModeTunnel, unit.ModeIPIP:
+		if len(b) != 0 {
+			return routeData{}, fmt.Errorf("%w: %d trailing bytes", errRouteData, len(b))
+		}
+	case unit.ModeNAT:
+		n := 0
+		switch {
+		case len(b) == 7 && b[0] == 4:
+			n = 4
+		case len(b) == 19 && b[0] == 6:
+			n = 16
+		default:
+			return routeData{}, fmt.Errorf("%w: nat source of %d bytes", errRouteData, len(b))
+		}
+		a, _ := netip.AddrFromSlice(b[1 : 1+n])
+		d.SNAT = netip.AddrPortFrom(a, binary.BigEndian.Uint16(b[1+n:]))
+	default:
+		return routeData{}, fmt.Errorf("%w: mode %d", errRouteData, d.Mode)
+	}
+	return d, nil
+}
+
+// sharedMode reports whether a flow of mode m is a route atom.
+// halfnat flows are not: their replies come back to the unit that made
+// them (the client's address is kept), so they stay on one unit.
+func sharedMode(m unit.Mode) bool {
+	return m == unit.ModeTunnel || m == unit.ModeIPIP || m == unit.ModeNAT
+}
+
+// shareRoutes turns flow events into route atoms: an opened flow is
+// added, a closed or expired one deleted (it lingers as a zombie, so
+// that late packets still reach its backend).
+func (c *Control) shareRoutes(events []channel.FlowEvent) {
+	mgr := c.cl.atoms.Load()
+	if mgr == nil {
+		return
+	}
+	c.mu.Lock()
+	names := c.beNames
+	to := c.running.Forwarder.Flows.Timeouts
+	c.mu.Unlock()
+	for i := range events {
+		ev := &events[i]
+		if !sharedMode(ev.Action.Mode) {
+			continue
+		}
+		key := routeKey(&ev.Key)
+		if ev.Kind != channel.FlowOpened {
+			mgr.Delete(key)
+			continue
+		}
+		bk, ok := names[ev.Action.Backend]
+		if !ok {
+			continue // a backend this process has no name for: nothing another unit could use
+		}
+		d := routeData{Mode: ev.Action.Mode, VIP: bk.VIP, Backend: bk.Backend, Port: ev.Action.PortA}
+		if d.Mode == unit.ModeNAT {
+			// B is the source toward the backend, in the flow's family.
+			d.SNAT = netip.AddrPortFrom(backendAddr(&ev.Key, &unit.Action{A: ev.Action.B}), ev.Action.PortB)
+		}
+		timeout := to.TCPEstablished
+		if ev.Key.Proto != 6 {
+			timeout = to.UDP
+		}
+		if _, err := mgr.Add(key, backendAddr(&ev.Key, &ev.Action).String(), d.encode(), max(timeout, time.Second), 0); err != nil {
+			c.log.Debug().Err(err).Str("key", key).Msg("route atom not added")
+		}
+	}
+}
+
+// routeOf looks a flow's route atom up (here, then at the other units)
+// and returns the action that continues the connection where its first
+// unit sent it: for tunnel and ipip, a new flow to the same backend
+// (Mode 0: the forwarder makes it, with a flow ID of this unit's); for
+// nat, the whole action, with the same source toward the backend. A
+// zombie counts: late packets of a closed connection still go to its
+// host. found is false when no unit knows the flow or this unit has no
+// such backend.
+func (c *Control) routeOf(ctx context.Context, k *unit.FlowKey) (a unit.Action, found bool, err error) {
+	mgr := c.cl.atoms.Load()
+	if mgr == nil {
+		return a, false, nil
+	}
+	at, found, err := mgr.Query(ctx, routeKey(k))
+	if err != nil || !found {
+		return a, false, err
+	}
+	d, err := decodeRouteData(at.Data)
+	if err != nil {
+		return a, false, err
+	}
+	bk := unit.BackendKey{VIP: d.VIP, Backend: d.Backend}
+	c.mu.Lock()
+	id, ok := c.ids.Backends[bk]
+	if !ok {
+		id, ok = c.ids.Retired[bk]
+	}
+	c.mu.Unlock()
+	if !ok {
+		return a, false, fmt.Errorf("route atom %s: backend %s unknown here", at.Key, bk)
+	}
+	if d.Mode != unit.ModeNAT {
+		return unit.Action{Backend: id}, true, nil
+	}
+	host, err := netip.ParseAddr(at.Host)
+	if err != nil || host.Is4() != d.SNAT.Addr().Is4() || host.Is4() == k.V6 {
+		return a, false, fmt.Errorf("route atom %s: host %q", at.Key, at.Host)
+	}
+	a = unit.Action{Mode: unit.ModeNAT, Backend: id, PortA: d.Port, PortB: d.SNAT.Port()}
+	copy(a.A[:], host.AsSlice())
+	copy(a.B[:], d.SNAT.Addr().AsSlice())
+	return a, true, nil
+}
