@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"sync"
@@ -287,4 +288,40 @@ func TestSessionsLargeTable(t *testing.T) {
 	if v := hostView(sa, 7); v.SessionResyncs != 1 || v.SessionsUp != n {
 		t.Fatalf("counters %+v", v)
 	}
+}
+
+// FuzzSessionAgreement: any session the agent's table accepts from an
+// application's JSON is one the stream carries and a unit accepts, and
+// the table's identity and the wire's agree.
+func FuzzSessionAgreement(f *testing.F) {
+	for _, seed := range []string{
+		`{"kind":"tcp","client":"192.0.2.7","client_port":40000,"vip":"10.0.0.100:443","application":"web"}`,
+		`{"kind":"tcp","client":"::ffff:192.0.2.7","client_port":1,"vip":"[::ffff:10.0.0.1]:80"}`,
+		`{"kind":"client_ip","client":"2001:db8::7","vip":"[2001:db8::1]:443","idle_timeout_ms":60000}`,
+		`{"kind":"client_ip","client":"192.0.2.7","idle_timeout_ms":604800000}`,
+		`{"kind":"app_key","key":"dXNlcj1qb2U=","vip":"10.0.0.100:443"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		var s sessions.Session
+		if json.Unmarshal(b, &s) != nil {
+			return
+		}
+		s = s.Canonical()
+		if s.Validate() != nil {
+			return
+		}
+		w := ToPB(s)
+		if err := pb.ValidSession(w); err != nil {
+			t.Fatalf("%v: the table accepts it, the wire refuses it: %v", s, err)
+		}
+		// Whatever only describes a session leaves its identity alone on
+		// both sides.
+		other := s
+		other.Application = "other"
+		if pb.SessionID(ToPB(other)) != pb.SessionID(w) {
+			t.Fatalf("%v: the application changed the wire identity", s)
+		}
+	})
 }
