@@ -217,7 +217,7 @@ func (s Session) id() id {
 	return id{kind: s.Kind, client: s.Client, port: s.ClientPort, vip: s.VIP, key: string(s.Key)}
 }
 
-// less orders identities for listing: by kind, VIP, client, port, key.
+// compare orders identities for listing: by kind, VIP, client, port, key.
 func (a id) compare(b id) int {
 	if a.kind != b.kind {
 		return int(a.kind) - int(b.kind)

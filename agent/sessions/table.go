@@ -56,7 +56,8 @@ type Table struct {
 	// sent, and pending is what it lacks. Otherwise nothing is pending:
 	// the next Resync sends everything.
 	tracking bool
-	// changed wakes the sender (Changes), rearm the expiry loop (Run).
+	// changed wakes the sender (Changes); rearm wakes the expiry loop
+	// (Run) when a deadline is added, which may be its earliest.
 	changed chan struct{}
 	rearm   chan struct{}
 }
