@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/tetherlb/tether/agent/migrate"
+	"github.com/tetherlb/tether/agent/sessions"
 	"github.com/tetherlb/tether/agent/streams"
 	pb "github.com/tetherlb/tether/api/healthpb"
 	"github.com/tetherlb/tether/internal/probe"
@@ -58,6 +59,8 @@ type Agent struct {
 	// migrator takes the units' migrated connections (issue 14;
 	// migrationconfig.go), nil when migration is off.
 	migrator atomic.Pointer[migrate.Migrator]
+	// sessions is the host's session table (issue 15; sessions.go).
+	sessions *sessions.Table
 }
 
 // Stats counts what the agent sent and received.
@@ -96,7 +99,8 @@ func New(cfg *Config, log zerolog.Logger) (*Agent, error) {
 		conn: conn, key: key, groupKey: groupKey, frames: pb.NewSequencer(time.Now()), out: out,
 		checks: map[string]*probe.Monitor{}, loads: map[string]*LoadView{}, shakes: map[string]*handshake{},
 		wrongs: map[uint64]map[uint32]bool{}, windows: map[uint32]*unitWindow{},
-		stats: Stats{Sent: map[string]uint64{}, Received: map[string]uint64{}, Refused: map[string]uint64{}}}
+		stats:    Stats{Sent: map[string]uint64{}, Received: map[string]uint64{}, Refused: map[string]uint64{}},
+		sessions: sessions.New(sessions.Options{Max: cfg.Sessions.Max})}
 	for i := range cfg.Apps {
 		app := &cfg.Apps[i]
 		st, _ := pb.ParseState(app.State)
@@ -191,6 +195,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 	run(func() { a.sendChanges(ctx) })
+	run(func() { a.sessions.Run(ctx) }) // client-IP sessions' idle timeouts
 	run(func() { a.heartbeats(ctx) })
 	go func() { <-ctx.Done(); a.conn.SetReadDeadline(time.Now()) }()
 	a.log.Info().Uint32("host", a.host).Str("listen", a.Addr().String()).Int("applications", len(a.cfg.Apps)).

@@ -144,6 +144,7 @@ func (a *Agent) routes(ctx context.Context) http.Handler {
 	a.streamRoutes(mux)    // the host streams (streamconfig.go)
 	a.tunnelRoutes(mux)    // the tunnel (tunnelconfig.go)
 	a.migrationRoutes(mux) // connection migration (migrationconfig.go)
+	a.sessionRoutes(mux)   // the session table (sessions.go)
 	mux.HandleFunc("GET /v1/table", func(w http.ResponseWriter, r *http.Request) {
 		localapi.WriteJSON(w, http.StatusOK, a.View())
 	})

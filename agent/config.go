@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tetherlb/tether/agent/sessions"
 	pb "github.com/tetherlb/tether/api/healthpb"
 	"github.com/tetherlb/tether/internal/confcheck"
 	"github.com/tetherlb/tether/internal/probe"
@@ -39,6 +40,8 @@ type Config struct {
 	// Migration is the host side of connection migration (issue 14;
 	// migrationconfig.go).
 	Migration MigrationConfig `mapstructure:"migration"`
+	// Sessions is the host's session table (issue 15; sessions.go).
+	Sessions SessionsConfig `mapstructure:"sessions"`
 
 	units []netip.AddrPort
 }
@@ -194,6 +197,8 @@ var defaults = map[string]any{
 	"migration.enabled":        false,
 	"migration.handoff_socket": "/run/tether-agent/handoff.sock",
 	"migration.handoff_group":  "",
+	// The session table (sessions.go).
+	"sessions.max": sessions.DefaultMax,
 }
 
 // ParseConfig reads YAML, applies TETHER_AGENT_* environment overrides
@@ -281,6 +286,7 @@ func (c *Config) Check() error {
 	c.Tunnel.check(&p, &c.Streams)
 	// Connection migration (migrationconfig.go).
 	c.Migration.check(&p, c)
+	c.Sessions.check(&p) // the session table (sessions.go)
 	names, keys := map[string]int{}, map[string]int{}
 	for i := range c.Apps {
 		a := &c.Apps[i]

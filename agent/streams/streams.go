@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/tetherlb/tether/agent/sessions"
 	pb "github.com/tetherlb/tether/api/hostpb"
 )
 
@@ -48,6 +49,9 @@ type Options struct {
 	// (issue 14, agent/migrate); without one every Migrate is answered
 	// not ok, and the unit resets the client.
 	Migrator Migrator
+	// Sessions, when not nil, is the host's session table, which the
+	// streams report to one unit (issue 15; sessions.go).
+	Sessions *sessions.Table
 }
 
 // Migrator takes a unit's migrated connection. Take is called from the
@@ -129,6 +133,14 @@ type Status struct {
 	Migrations       uint64 `json:"migrations,omitempty"`
 	MigrationsFailed uint64 `json:"migrations_failed,omitempty"`
 	EndedDropped     uint64 `json:"ended_dropped,omitempty"`
+	// Sessions is the unit's part in the host's session reports:
+	// "primary" (it holds the host's sessions), "standby" (it takes
+	// sessions, and was told it holds none), or "" (it takes none, or
+	// its stream is down). SessionsSent counts the sessions sent to it
+	// up or down, SessionResyncs the resyncs (whole or empty).
+	Sessions       string `json:"sessions,omitempty"`
+	SessionsSent   uint64 `json:"sessions_sent,omitempty"`
+	SessionResyncs uint64 `json:"session_resyncs,omitempty"`
 	// LastError is why the last attempt or stream ended (it stays while
 	// a newer stream is up).
 	LastError string `json:"last_error,omitempty"`
@@ -141,6 +153,9 @@ type Streams struct {
 	opts  Options
 	boot  uint64
 	links []*link
+	// linked is signalled when a stream comes up or goes down, for the
+	// session sender.
+	linked chan struct{}
 }
 
 // link is one unit's stream and what the agent holds from the unit.
@@ -152,8 +167,12 @@ type link struct {
 	st   Status
 	held holding
 	// stream is the stream while it is up (after the hello), under mu:
-	// SendEnded sends on it.
-	stream pb.HostStream_ConnectClient
+	// SendEnded sends on it. gen counts the streams that came up, end
+	// ends the live one; takesSessions is what its unit's hello said.
+	stream        pb.HostStream_ConnectClient
+	gen           uint64
+	end           context.CancelCauseFunc
+	takesSessions bool
 
 	// sendMu serialises Send: a gRPC client stream's Send is not safe
 	// for concurrent use, and SendEnded runs beside the stream's
@@ -204,7 +223,7 @@ func New(opts Options) (*Streams, error) {
 			return nil, fmt.Errorf("streams: boot ID: %w", err)
 		}
 	}
-	s := &Streams{opts: opts, boot: binary.BigEndian.Uint64(b[:])}
+	s := &Streams{opts: opts, boot: binary.BigEndian.Uint64(b[:]), linked: make(chan struct{}, 1)}
 	for _, u := range opts.Units {
 		s.links = append(s.links, &link{s: s, unit: u, st: Status{Unit: u.Name, Address: u.Address, State: StateConnecting, Since: time.Now()},
 			held: holding{table: map[uint32]*pb.Tuple{}}})
@@ -221,6 +240,10 @@ func (s *Streams) Run(ctx context.Context) {
 	for _, l := range s.links {
 		wg.Add(1)
 		go func() { defer wg.Done(); l.run(ctx) }()
+	}
+	if s.opts.Sessions != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.sendSessions(ctx) }()
 	}
 	wg.Wait()
 }
@@ -354,12 +377,16 @@ func (l *link) connect(ctx context.Context) (up bool, err error) {
 	l.mu.Unlock()
 	l.s.opts.Log.Info().Str("unit", l.unit.Name).Str("address", l.unit.Address).Str("resync", resync).Int("mappings", n).Msg("unit stream up")
 	l.mu.Lock()
-	l.stream = stream
+	l.stream, l.end = stream, cancel
+	l.gen++
 	l.mu.Unlock()
+	poke(l.s.linked)
 	defer func() {
 		l.mu.Lock()
-		l.stream = nil
+		l.stream, l.end = nil, nil
+		l.st.Sessions = ""
 		l.mu.Unlock()
+		poke(l.s.linked)
 	}()
 	return true, l.follow(stream)
 }
@@ -415,6 +442,9 @@ func (l *link) greet(stream pb.HostStream_ConnectClient) error {
 	if err := l.sink(func(s Sink) error { return s.Sources(l.unit.Name, sources(h)) }); err != nil {
 		return err
 	}
+	l.mu.Lock()
+	l.takesSessions = h.GetSessions()
+	l.mu.Unlock()
 	if h.GetResync() == pb.Resync_RESYNC_NONE {
 		l.mu.Lock()
 		boot, seq := l.held.boot, l.held.seq

@@ -245,6 +245,67 @@ func (EndReason) EnumDescriptor() ([]byte, []int) {
 	return file_host_proto_rawDescGZIP(), []int{3}
 }
 
+// SessionKind is what identifies a session.
+type SessionKind int32
+
+const (
+	SessionKind_SESSION_KIND_UNSPECIFIED SessionKind = 0
+	// TCP: one TCP connection, by its canonical 4-tuple (client, client
+	// port, VIP, VIP port; IPv4 or IPv6, one family).
+	SessionKind_SESSION_KIND_TCP SessionKind = 1
+	// CLIENT_IP: every connection of one client address (optionally to
+	// one VIP address and port), until the session has been idle for
+	// idle_timeout_ms: the host expires it and sends it down.
+	SessionKind_SESSION_KIND_CLIENT_IP SessionKind = 2
+	// APP_KEY: an application-defined key (a cookie, a user, a TLS
+	// session ID) of at most 256 bytes, scoped to one VIP address and
+	// port.
+	SessionKind_SESSION_KIND_APP_KEY SessionKind = 3
+)
+
+// Enum value maps for SessionKind.
+var (
+	SessionKind_name = map[int32]string{
+		0: "SESSION_KIND_UNSPECIFIED",
+		1: "SESSION_KIND_TCP",
+		2: "SESSION_KIND_CLIENT_IP",
+		3: "SESSION_KIND_APP_KEY",
+	}
+	SessionKind_value = map[string]int32{
+		"SESSION_KIND_UNSPECIFIED": 0,
+		"SESSION_KIND_TCP":         1,
+		"SESSION_KIND_CLIENT_IP":   2,
+		"SESSION_KIND_APP_KEY":     3,
+	}
+)
+
+func (x SessionKind) Enum() *SessionKind {
+	p := new(SessionKind)
+	*p = x
+	return p
+}
+
+func (x SessionKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SessionKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_host_proto_enumTypes[4].Descriptor()
+}
+
+func (SessionKind) Type() protoreflect.EnumType {
+	return &file_host_proto_enumTypes[4]
+}
+
+func (x SessionKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SessionKind.Descriptor instead.
+func (SessionKind) EnumDescriptor() ([]byte, []int) {
+	return file_host_proto_rawDescGZIP(), []int{4}
+}
+
 // AgentMessage is everything an agent sends on the stream.
 type AgentMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -256,6 +317,7 @@ type AgentMessage struct {
 	//	*AgentMessage_Ack
 	//	*AgentMessage_MigrateResult
 	//	*AgentMessage_MigrationEnded
+	//	*AgentMessage_Sessions
 	Body          isAgentMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -341,6 +403,15 @@ func (x *AgentMessage) GetMigrationEnded() *MigrationEnded {
 	return nil
 }
 
+func (x *AgentMessage) GetSessions() *Sessions {
+	if x != nil {
+		if x, ok := x.Body.(*AgentMessage_Sessions); ok {
+			return x.Sessions
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Body interface {
 	isAgentMessage_Body()
 }
@@ -361,6 +432,10 @@ type AgentMessage_MigrationEnded struct {
 	MigrationEnded *MigrationEnded `protobuf:"bytes,5,opt,name=migration_ended,json=migrationEnded,proto3,oneof"`
 }
 
+type AgentMessage_Sessions struct {
+	Sessions *Sessions `protobuf:"bytes,6,opt,name=sessions,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Body() {}
 
 func (*AgentMessage_Ack) isAgentMessage_Body() {}
@@ -368,6 +443,8 @@ func (*AgentMessage_Ack) isAgentMessage_Body() {}
 func (*AgentMessage_MigrateResult) isAgentMessage_Body() {}
 
 func (*AgentMessage_MigrationEnded) isAgentMessage_Body() {}
+
+func (*AgentMessage_Sessions) isAgentMessage_Body() {}
 
 // UnitMessage is everything a unit sends on the stream.
 type UnitMessage struct {
@@ -649,6 +726,10 @@ type UnitHello struct {
 	// come from (its unit.address4 and address6; 4 or 16 bytes each): the
 	// host restores only packets from the units it has streams to.
 	TunnelSources [][]byte `protobuf:"bytes,6,rep,name=tunnel_sources,json=tunnelSources,proto3" json:"tunnel_sources,omitempty"`
+	// sessions says the unit takes Sessions on this stream. An agent
+	// sends them to no other unit: a unit of an earlier version would
+	// refuse the message and end the stream.
+	Sessions      bool `protobuf:"varint,7,opt,name=sessions,proto3" json:"sessions,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -723,6 +804,13 @@ func (x *UnitHello) GetTunnelSources() [][]byte {
 		return x.TunnelSources
 	}
 	return nil
+}
+
+func (x *UnitHello) GetSessions() bool {
+	if x != nil {
+		return x.Sessions
+	}
+	return false
 }
 
 // Tuple is the packet the client sent: what the host restores a tunnel
@@ -1452,18 +1540,239 @@ func (x *MigrationEnded) GetReason() EndReason {
 	return EndReason_END_REASON_UNSPECIFIED
 }
 
+// Sessions (seed S1 §1, FIG. 21): the applications on the host report
+// the sessions they establish and terminate to their agent, whose
+// session table is authoritative; the agent sends what changes to one
+// unit (its session unit: the first unit in its configuration whose
+// stream is up) as SessionUp (up) and SessionDown (down), and the unit
+// caches them. The stream carries no acknowledgement of sessions: every
+// stream the agent makes its session unit begins with a resync, the
+// whole table, so nothing the unit missed when an earlier stream broke
+// stays missed. Only a unit whose hello says it takes sessions gets
+// them.
+//
+// A resync is a series of batches with resync set, up only: the first
+// has resync_begin, the last resync_end (one batch may be both) and
+// count, the number of sessions in the whole series. When the series
+// ends the unit replaces everything it holds from the host with the
+// series, at once; a series cut short (the stream ended) changes
+// nothing. Between series, batches without resync are changes, applied
+// in stream order: down, then up. A stream's first Sessions batch
+// begins a resync; changes never interleave with a series.
+//
+// An agent that stops using a unit whose stream stays up (an earlier
+// unit's stream came back) sends it an empty resync: the unit then
+// holds nothing from the host.
+type Sessions struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Resync      bool                   `protobuf:"varint,1,opt,name=resync,proto3" json:"resync,omitempty"`
+	ResyncBegin bool                   `protobuf:"varint,2,opt,name=resync_begin,json=resyncBegin,proto3" json:"resync_begin,omitempty"`
+	ResyncEnd   bool                   `protobuf:"varint,3,opt,name=resync_end,json=resyncEnd,proto3" json:"resync_end,omitempty"`
+	// count, with resync_end, is the number of sessions in the series.
+	Count         uint32     `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	Up            []*Session `protobuf:"bytes,5,rep,name=up,proto3" json:"up,omitempty"`
+	Down          []*Session `protobuf:"bytes,6,rep,name=down,proto3" json:"down,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Sessions) Reset() {
+	*x = Sessions{}
+	mi := &file_host_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Sessions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Sessions) ProtoMessage() {}
+
+func (x *Sessions) ProtoReflect() protoreflect.Message {
+	mi := &file_host_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Sessions.ProtoReflect.Descriptor instead.
+func (*Sessions) Descriptor() ([]byte, []int) {
+	return file_host_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Sessions) GetResync() bool {
+	if x != nil {
+		return x.Resync
+	}
+	return false
+}
+
+func (x *Sessions) GetResyncBegin() bool {
+	if x != nil {
+		return x.ResyncBegin
+	}
+	return false
+}
+
+func (x *Sessions) GetResyncEnd() bool {
+	if x != nil {
+		return x.ResyncEnd
+	}
+	return false
+}
+
+func (x *Sessions) GetCount() uint32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *Sessions) GetUp() []*Session {
+	if x != nil {
+		return x.Up
+	}
+	return nil
+}
+
+func (x *Sessions) GetDown() []*Session {
+	if x != nil {
+		return x.Down
+	}
+	return nil
+}
+
+// Session is one session. Its identity is kind and the fields the kind
+// uses (client, client_port, vip, vip_port, key); application and
+// idle_timeout_ms describe it. Fields a kind does not use are empty.
+type Session struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Kind  SessionKind            `protobuf:"varint,1,opt,name=kind,proto3,enum=tether.host.v1.SessionKind" json:"kind,omitempty"`
+	// client is 4 or 16 bytes (TCP, CLIENT_IP).
+	Client []byte `protobuf:"bytes,2,opt,name=client,proto3" json:"client,omitempty"`
+	// client_port is 1 to 65535 (TCP).
+	ClientPort uint32 `protobuf:"varint,3,opt,name=client_port,json=clientPort,proto3" json:"client_port,omitempty"`
+	// vip is 4 or 16 bytes, of the client's family when there is a
+	// client, with vip_port 1 to 65535 (TCP, APP_KEY; CLIENT_IP when the
+	// session is scoped to one VIP).
+	Vip     []byte `protobuf:"bytes,4,opt,name=vip,proto3" json:"vip,omitempty"`
+	VipPort uint32 `protobuf:"varint,5,opt,name=vip_port,json=vipPort,proto3" json:"vip_port,omitempty"`
+	// key is 1 to 256 bytes (APP_KEY).
+	Key []byte `protobuf:"bytes,6,opt,name=key,proto3" json:"key,omitempty"`
+	// application names the application that reported the session, at
+	// most 64 printable ASCII bytes; may be empty.
+	Application string `protobuf:"bytes,7,opt,name=application,proto3" json:"application,omitempty"`
+	// idle_timeout_ms is 1 ms to 7 days (CLIENT_IP).
+	IdleTimeoutMs uint32 `protobuf:"varint,8,opt,name=idle_timeout_ms,json=idleTimeoutMs,proto3" json:"idle_timeout_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Session) Reset() {
+	*x = Session{}
+	mi := &file_host_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Session) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Session) ProtoMessage() {}
+
+func (x *Session) ProtoReflect() protoreflect.Message {
+	mi := &file_host_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Session.ProtoReflect.Descriptor instead.
+func (*Session) Descriptor() ([]byte, []int) {
+	return file_host_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Session) GetKind() SessionKind {
+	if x != nil {
+		return x.Kind
+	}
+	return SessionKind_SESSION_KIND_UNSPECIFIED
+}
+
+func (x *Session) GetClient() []byte {
+	if x != nil {
+		return x.Client
+	}
+	return nil
+}
+
+func (x *Session) GetClientPort() uint32 {
+	if x != nil {
+		return x.ClientPort
+	}
+	return 0
+}
+
+func (x *Session) GetVip() []byte {
+	if x != nil {
+		return x.Vip
+	}
+	return nil
+}
+
+func (x *Session) GetVipPort() uint32 {
+	if x != nil {
+		return x.VipPort
+	}
+	return 0
+}
+
+func (x *Session) GetKey() []byte {
+	if x != nil {
+		return x.Key
+	}
+	return nil
+}
+
+func (x *Session) GetApplication() string {
+	if x != nil {
+		return x.Application
+	}
+	return ""
+}
+
+func (x *Session) GetIdleTimeoutMs() uint32 {
+	if x != nil {
+		return x.IdleTimeoutMs
+	}
+	return 0
+}
+
 var File_host_proto protoreflect.FileDescriptor
 
 const file_host_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"host.proto\x12\x0etether.host.v1\"\xa0\x02\n" +
+	"host.proto\x12\x0etether.host.v1\"\xd8\x02\n" +
 	"\fAgentMessage\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x122\n" +
 	"\x05hello\x18\x02 \x01(\v2\x1a.tether.host.v1.AgentHelloH\x00R\x05hello\x12'\n" +
 	"\x03ack\x18\x03 \x01(\v2\x13.tether.host.v1.AckH\x00R\x03ack\x12F\n" +
 	"\x0emigrate_result\x18\x04 \x01(\v2\x1d.tether.host.v1.MigrateResultH\x00R\rmigrateResult\x12I\n" +
-	"\x0fmigration_ended\x18\x05 \x01(\v2\x1e.tether.host.v1.MigrationEndedH\x00R\x0emigrationEndedB\x06\n" +
+	"\x0fmigration_ended\x18\x05 \x01(\v2\x1e.tether.host.v1.MigrationEndedH\x00R\x0emigrationEnded\x126\n" +
+	"\bsessions\x18\x06 \x01(\v2\x18.tether.host.v1.SessionsH\x00R\bsessionsB\x06\n" +
 	"\x04body\"\x8b\x02\n" +
 	"\vUnitMessage\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x121\n" +
@@ -1482,14 +1791,15 @@ const file_host_proto_rawDesc = "" +
 	"\tunit_boot\x18\x01 \x01(\x04R\bunitBoot\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\rR\x05count\x12\x10\n" +
-	"\x03sum\x18\x04 \x01(\x04R\x03sum\"\xb0\x01\n" +
+	"\x03sum\x18\x04 \x01(\x04R\x03sum\"\xcc\x01\n" +
 	"\tUnitHello\x12\x12\n" +
 	"\x04unit\x18\x01 \x01(\tR\x04unit\x12\x12\n" +
 	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x12\n" +
 	"\x04host\x18\x03 \x01(\rR\x04host\x12.\n" +
 	"\x06resync\x18\x04 \x01(\x0e2\x16.tether.host.v1.ResyncR\x06resync\x12\x10\n" +
 	"\x03seq\x18\x05 \x01(\x04R\x03seq\x12%\n" +
-	"\x0etunnel_sources\x18\x06 \x03(\fR\rtunnelSources\"\x9a\x01\n" +
+	"\x0etunnel_sources\x18\x06 \x03(\fR\rtunnelSources\x12\x1a\n" +
+	"\bsessions\x18\a \x01(\bR\bsessions\"\x9a\x01\n" +
 	"\x05Tuple\x12+\n" +
 	"\x05proto\x18\x01 \x01(\x0e2\x15.tether.host.v1.ProtoR\x05proto\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\fR\x06client\x12\x1f\n" +
@@ -1549,7 +1859,25 @@ const file_host_proto_rawDesc = "" +
 	"\x0eMigrationEnded\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x05tuple\x18\x02 \x01(\v2\x15.tether.host.v1.TupleR\x05tuple\x121\n" +
-	"\x06reason\x18\x03 \x01(\x0e2\x19.tether.host.v1.EndReasonR\x06reason*B\n" +
+	"\x06reason\x18\x03 \x01(\x0e2\x19.tether.host.v1.EndReasonR\x06reason\"\xd0\x01\n" +
+	"\bSessions\x12\x16\n" +
+	"\x06resync\x18\x01 \x01(\bR\x06resync\x12!\n" +
+	"\fresync_begin\x18\x02 \x01(\bR\vresyncBegin\x12\x1d\n" +
+	"\n" +
+	"resync_end\x18\x03 \x01(\bR\tresyncEnd\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\rR\x05count\x12'\n" +
+	"\x02up\x18\x05 \x03(\v2\x17.tether.host.v1.SessionR\x02up\x12+\n" +
+	"\x04down\x18\x06 \x03(\v2\x17.tether.host.v1.SessionR\x04down\"\xfc\x01\n" +
+	"\aSession\x12/\n" +
+	"\x04kind\x18\x01 \x01(\x0e2\x1b.tether.host.v1.SessionKindR\x04kind\x12\x16\n" +
+	"\x06client\x18\x02 \x01(\fR\x06client\x12\x1f\n" +
+	"\vclient_port\x18\x03 \x01(\rR\n" +
+	"clientPort\x12\x10\n" +
+	"\x03vip\x18\x04 \x01(\fR\x03vip\x12\x19\n" +
+	"\bvip_port\x18\x05 \x01(\rR\avipPort\x12\x10\n" +
+	"\x03key\x18\x06 \x01(\fR\x03key\x12 \n" +
+	"\vapplication\x18\a \x01(\tR\vapplication\x12&\n" +
+	"\x0fidle_timeout_ms\x18\b \x01(\rR\ridleTimeoutMs*B\n" +
 	"\x06Resync\x12\x16\n" +
 	"\x12RESYNC_UNSPECIFIED\x10\x00\x12\x0f\n" +
 	"\vRESYNC_NONE\x10\x01\x12\x0f\n" +
@@ -1565,7 +1893,12 @@ const file_host_proto_rawDesc = "" +
 	"\tEndReason\x12\x1a\n" +
 	"\x16END_REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11END_REASON_CLOSED\x10\x01\x12\x1d\n" +
-	"\x19END_REASON_HANDOFF_FAILED\x10\x022V\n" +
+	"\x19END_REASON_HANDOFF_FAILED\x10\x02*w\n" +
+	"\vSessionKind\x12\x1c\n" +
+	"\x18SESSION_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10SESSION_KIND_TCP\x10\x01\x12\x1a\n" +
+	"\x16SESSION_KIND_CLIENT_IP\x10\x02\x12\x18\n" +
+	"\x14SESSION_KIND_APP_KEY\x10\x032V\n" +
 	"\n" +
 	"HostStream\x12H\n" +
 	"\aConnect\x12\x1c.tether.host.v1.AgentMessage\x1a\x1b.tether.host.v1.UnitMessage(\x010\x01B'Z%github.com/tetherlb/tether/api/hostpbb\x06proto3"
@@ -1582,53 +1915,60 @@ func file_host_proto_rawDescGZIP() []byte {
 	return file_host_proto_rawDescData
 }
 
-var file_host_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_host_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_host_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_host_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_host_proto_goTypes = []any{
 	(Resync)(0),            // 0: tether.host.v1.Resync
 	(Proto)(0),             // 1: tether.host.v1.Proto
 	(Handoff)(0),           // 2: tether.host.v1.Handoff
 	(EndReason)(0),         // 3: tether.host.v1.EndReason
-	(*AgentMessage)(nil),   // 4: tether.host.v1.AgentMessage
-	(*UnitMessage)(nil),    // 5: tether.host.v1.UnitMessage
-	(*AgentHello)(nil),     // 6: tether.host.v1.AgentHello
-	(*Holding)(nil),        // 7: tether.host.v1.Holding
-	(*UnitHello)(nil),      // 8: tether.host.v1.UnitHello
-	(*Tuple)(nil),          // 9: tether.host.v1.Tuple
-	(*Mapping)(nil),        // 10: tether.host.v1.Mapping
-	(*Mappings)(nil),       // 11: tether.host.v1.Mappings
-	(*ResyncEnd)(nil),      // 12: tether.host.v1.ResyncEnd
-	(*Ack)(nil),            // 13: tether.host.v1.Ack
-	(*Migrate)(nil),        // 14: tether.host.v1.Migrate
-	(*TCPState)(nil),       // 15: tether.host.v1.TCPState
-	(*MigrateResult)(nil),  // 16: tether.host.v1.MigrateResult
-	(*MigrationEnded)(nil), // 17: tether.host.v1.MigrationEnded
+	(SessionKind)(0),       // 4: tether.host.v1.SessionKind
+	(*AgentMessage)(nil),   // 5: tether.host.v1.AgentMessage
+	(*UnitMessage)(nil),    // 6: tether.host.v1.UnitMessage
+	(*AgentHello)(nil),     // 7: tether.host.v1.AgentHello
+	(*Holding)(nil),        // 8: tether.host.v1.Holding
+	(*UnitHello)(nil),      // 9: tether.host.v1.UnitHello
+	(*Tuple)(nil),          // 10: tether.host.v1.Tuple
+	(*Mapping)(nil),        // 11: tether.host.v1.Mapping
+	(*Mappings)(nil),       // 12: tether.host.v1.Mappings
+	(*ResyncEnd)(nil),      // 13: tether.host.v1.ResyncEnd
+	(*Ack)(nil),            // 14: tether.host.v1.Ack
+	(*Migrate)(nil),        // 15: tether.host.v1.Migrate
+	(*TCPState)(nil),       // 16: tether.host.v1.TCPState
+	(*MigrateResult)(nil),  // 17: tether.host.v1.MigrateResult
+	(*MigrationEnded)(nil), // 18: tether.host.v1.MigrationEnded
+	(*Sessions)(nil),       // 19: tether.host.v1.Sessions
+	(*Session)(nil),        // 20: tether.host.v1.Session
 }
 var file_host_proto_depIdxs = []int32{
-	6,  // 0: tether.host.v1.AgentMessage.hello:type_name -> tether.host.v1.AgentHello
-	13, // 1: tether.host.v1.AgentMessage.ack:type_name -> tether.host.v1.Ack
-	16, // 2: tether.host.v1.AgentMessage.migrate_result:type_name -> tether.host.v1.MigrateResult
-	17, // 3: tether.host.v1.AgentMessage.migration_ended:type_name -> tether.host.v1.MigrationEnded
-	8,  // 4: tether.host.v1.UnitMessage.hello:type_name -> tether.host.v1.UnitHello
-	11, // 5: tether.host.v1.UnitMessage.mappings:type_name -> tether.host.v1.Mappings
-	12, // 6: tether.host.v1.UnitMessage.resync_end:type_name -> tether.host.v1.ResyncEnd
-	14, // 7: tether.host.v1.UnitMessage.migrate:type_name -> tether.host.v1.Migrate
-	7,  // 8: tether.host.v1.AgentHello.holding:type_name -> tether.host.v1.Holding
-	0,  // 9: tether.host.v1.UnitHello.resync:type_name -> tether.host.v1.Resync
-	1,  // 10: tether.host.v1.Tuple.proto:type_name -> tether.host.v1.Proto
-	9,  // 11: tether.host.v1.Mapping.tuple:type_name -> tether.host.v1.Tuple
-	10, // 12: tether.host.v1.Mappings.add:type_name -> tether.host.v1.Mapping
-	15, // 13: tether.host.v1.Migrate.state:type_name -> tether.host.v1.TCPState
-	2,  // 14: tether.host.v1.MigrateResult.handoff:type_name -> tether.host.v1.Handoff
-	9,  // 15: tether.host.v1.MigrationEnded.tuple:type_name -> tether.host.v1.Tuple
-	3,  // 16: tether.host.v1.MigrationEnded.reason:type_name -> tether.host.v1.EndReason
-	4,  // 17: tether.host.v1.HostStream.Connect:input_type -> tether.host.v1.AgentMessage
-	5,  // 18: tether.host.v1.HostStream.Connect:output_type -> tether.host.v1.UnitMessage
-	18, // [18:19] is the sub-list for method output_type
-	17, // [17:18] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	7,  // 0: tether.host.v1.AgentMessage.hello:type_name -> tether.host.v1.AgentHello
+	14, // 1: tether.host.v1.AgentMessage.ack:type_name -> tether.host.v1.Ack
+	17, // 2: tether.host.v1.AgentMessage.migrate_result:type_name -> tether.host.v1.MigrateResult
+	18, // 3: tether.host.v1.AgentMessage.migration_ended:type_name -> tether.host.v1.MigrationEnded
+	19, // 4: tether.host.v1.AgentMessage.sessions:type_name -> tether.host.v1.Sessions
+	9,  // 5: tether.host.v1.UnitMessage.hello:type_name -> tether.host.v1.UnitHello
+	12, // 6: tether.host.v1.UnitMessage.mappings:type_name -> tether.host.v1.Mappings
+	13, // 7: tether.host.v1.UnitMessage.resync_end:type_name -> tether.host.v1.ResyncEnd
+	15, // 8: tether.host.v1.UnitMessage.migrate:type_name -> tether.host.v1.Migrate
+	8,  // 9: tether.host.v1.AgentHello.holding:type_name -> tether.host.v1.Holding
+	0,  // 10: tether.host.v1.UnitHello.resync:type_name -> tether.host.v1.Resync
+	1,  // 11: tether.host.v1.Tuple.proto:type_name -> tether.host.v1.Proto
+	10, // 12: tether.host.v1.Mapping.tuple:type_name -> tether.host.v1.Tuple
+	11, // 13: tether.host.v1.Mappings.add:type_name -> tether.host.v1.Mapping
+	16, // 14: tether.host.v1.Migrate.state:type_name -> tether.host.v1.TCPState
+	2,  // 15: tether.host.v1.MigrateResult.handoff:type_name -> tether.host.v1.Handoff
+	10, // 16: tether.host.v1.MigrationEnded.tuple:type_name -> tether.host.v1.Tuple
+	3,  // 17: tether.host.v1.MigrationEnded.reason:type_name -> tether.host.v1.EndReason
+	20, // 18: tether.host.v1.Sessions.up:type_name -> tether.host.v1.Session
+	20, // 19: tether.host.v1.Sessions.down:type_name -> tether.host.v1.Session
+	4,  // 20: tether.host.v1.Session.kind:type_name -> tether.host.v1.SessionKind
+	5,  // 21: tether.host.v1.HostStream.Connect:input_type -> tether.host.v1.AgentMessage
+	6,  // 22: tether.host.v1.HostStream.Connect:output_type -> tether.host.v1.UnitMessage
+	22, // [22:23] is the sub-list for method output_type
+	21, // [21:22] is the sub-list for method input_type
+	21, // [21:21] is the sub-list for extension type_name
+	21, // [21:21] is the sub-list for extension extendee
+	0,  // [0:21] is the sub-list for field type_name
 }
 
 func init() { file_host_proto_init() }
@@ -1641,6 +1981,7 @@ func file_host_proto_init() {
 		(*AgentMessage_Ack)(nil),
 		(*AgentMessage_MigrateResult)(nil),
 		(*AgentMessage_MigrationEnded)(nil),
+		(*AgentMessage_Sessions)(nil),
 	}
 	file_host_proto_msgTypes[1].OneofWrappers = []any{
 		(*UnitMessage_Hello)(nil),
@@ -1653,8 +1994,8 @@ func file_host_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_host_proto_rawDesc), len(file_host_proto_rawDesc)),
-			NumEnums:      4,
-			NumMessages:   14,
+			NumEnums:      5,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -3,6 +3,7 @@ package hostpb
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Version is the protocol version every message carries. A receiver
@@ -53,6 +54,8 @@ func ValidateAgent(m *AgentMessage) error {
 		return validMigrateResult(b.MigrateResult)
 	case *AgentMessage_MigrationEnded:
 		return validMigrationEnded(b.MigrationEnded)
+	case *AgentMessage_Sessions:
+		return validSessions(b.Sessions)
 	default:
 		return invalid("agent message without a body")
 	}
@@ -277,4 +280,138 @@ func validMigrationEnded(e *MigrationEnded) error {
 		return invalid("migration_ended: reason %d", int32(r))
 	}
 	return ValidTuple(e.GetTuple())
+}
+
+// Bounds of the sessions (see host.proto's Sessions).
+const (
+	// MaxSessionBatch bounds the sessions (up and down together) of one
+	// Sessions message, so that the largest batch stays under
+	// MaxMessage (TestSessionBatchFitsMessage).
+	MaxSessionBatch = 256
+	// MaxHostSessions bounds the sessions one host may hold, whatever
+	// an agent's configuration allows: a resync series longer than
+	// this is refused.
+	MaxHostSessions = 1 << 20
+	// MaxSessionKey bounds an APP_KEY session's key.
+	MaxSessionKey = 256
+	// MaxApplication bounds a session's application name.
+	MaxApplication = 64
+	// MaxIdleTimeout bounds a CLIENT_IP session's idle timeout.
+	MaxIdleTimeout = 7 * 24 * time.Hour
+)
+
+func validSessions(b *Sessions) error {
+	if b == nil {
+		return invalid("sessions: empty")
+	}
+	if n := len(b.GetUp()) + len(b.GetDown()); n > MaxSessionBatch {
+		return invalid("sessions: %d sessions in one batch, at most %d", n, MaxSessionBatch)
+	}
+	if !b.GetResync() && (b.GetResyncBegin() || b.GetResyncEnd()) {
+		return invalid("sessions: resync_begin or resync_end without resync")
+	}
+	if b.GetResync() && len(b.GetDown()) > 0 {
+		return invalid("sessions: a resync carries %d sessions down, want up only", len(b.GetDown()))
+	}
+	if !b.GetResyncEnd() && b.GetCount() != 0 {
+		return invalid("sessions: count %d without resync_end", b.GetCount())
+	}
+	if b.GetCount() > MaxHostSessions {
+		return invalid("sessions: count %d, at most %d", b.GetCount(), MaxHostSessions)
+	}
+	if b.GetResyncBegin() && b.GetResyncEnd() && int(b.GetCount()) != len(b.GetUp()) {
+		return invalid("sessions: a one-batch resync of %d sessions says count %d", len(b.GetUp()), b.GetCount())
+	}
+	// A session appears once in a batch: twice would make the batch's
+	// meaning depend on the order of up and down.
+	seen := make(map[string]bool, len(b.GetUp())+len(b.GetDown()))
+	for _, list := range []struct {
+		name string
+		ss   []*Session
+	}{{"up", b.GetUp()}, {"down", b.GetDown()}} {
+		for i, s := range list.ss {
+			if err := ValidSession(s); err != nil {
+				return fmt.Errorf("sessions: %s[%d]: %w", list.name, i, err)
+			}
+			id := SessionID(s)
+			if seen[id] {
+				return invalid("sessions: %s[%d] appears twice in the batch", list.name, i)
+			}
+			seen[id] = true
+		}
+	}
+	return nil
+}
+
+// ValidSession checks one session: its kind, the fields the kind uses
+// (and no others), their lengths and ranges.
+func ValidSession(s *Session) error {
+	if s == nil {
+		return invalid("session: empty")
+	}
+	if len(s.GetApplication()) > MaxApplication {
+		return invalid("session: application name of %d bytes, at most %d", len(s.GetApplication()), MaxApplication)
+	}
+	for i := 0; i < len(s.GetApplication()); i++ {
+		if c := s.GetApplication()[i]; c < ' ' || c > '~' {
+			return invalid("session: application name: byte %#x", c)
+		}
+	}
+	c, v := len(s.GetClient()), len(s.GetVip())
+	validAddr := func(n int) bool { return n == 4 || n == 16 }
+	validPort := func(p uint32) bool { return p > 0 && p <= 65535 }
+	switch s.GetKind() {
+	case SessionKind_SESSION_KIND_TCP:
+		if !validAddr(c) || c != v {
+			return invalid("session: tcp: addresses of %d and %d bytes", c, v)
+		}
+		if !validPort(s.GetClientPort()) || !validPort(s.GetVipPort()) {
+			return invalid("session: tcp: ports %d and %d", s.GetClientPort(), s.GetVipPort())
+		}
+		if len(s.GetKey()) > 0 || s.GetIdleTimeoutMs() != 0 {
+			return invalid("session: tcp: with a key or an idle timeout")
+		}
+	case SessionKind_SESSION_KIND_CLIENT_IP:
+		if !validAddr(c) {
+			return invalid("session: client_ip: client address of %d bytes", c)
+		}
+		if s.GetClientPort() != 0 || len(s.GetKey()) > 0 {
+			return invalid("session: client_ip: with a client port or a key")
+		}
+		if v != 0 || s.GetVipPort() != 0 {
+			if v != c || !validPort(s.GetVipPort()) {
+				return invalid("session: client_ip: scope of %d bytes port %d, want the client's family and a port", v, s.GetVipPort())
+			}
+		}
+		if t := s.GetIdleTimeoutMs(); t == 0 || time.Duration(t)*time.Millisecond > MaxIdleTimeout {
+			return invalid("session: client_ip: idle timeout %d ms, want 1 ms to %v", t, MaxIdleTimeout)
+		}
+	case SessionKind_SESSION_KIND_APP_KEY:
+		if k := len(s.GetKey()); k == 0 || k > MaxSessionKey {
+			return invalid("session: app_key: key of %d bytes, want 1 to %d", k, MaxSessionKey)
+		}
+		if !validAddr(v) || !validPort(s.GetVipPort()) {
+			return invalid("session: app_key: VIP of %d bytes port %d", v, s.GetVipPort())
+		}
+		if c != 0 || s.GetClientPort() != 0 || s.GetIdleTimeoutMs() != 0 {
+			return invalid("session: app_key: with a client or an idle timeout")
+		}
+	default:
+		return invalid("session: kind %d", int32(s.GetKind()))
+	}
+	return nil
+}
+
+// SessionID is a valid session's identity as a map key: its kind and
+// the fields the kind uses, length-prefixed so that no two identities
+// share an encoding. Application and idle timeout are not part of it.
+func SessionID(s *Session) string {
+	b := make([]byte, 0, 8+len(s.GetClient())+len(s.GetVip())+len(s.GetKey()))
+	b = append(b, byte(s.GetKind()), byte(len(s.GetClient())))
+	b = append(b, s.GetClient()...)
+	b = append(b, byte(s.GetClientPort()>>8), byte(s.GetClientPort()), byte(len(s.GetVip())))
+	b = append(b, s.GetVip()...)
+	b = append(b, byte(s.GetVipPort()>>8), byte(s.GetVipPort()))
+	b = append(b, s.GetKey()...)
+	return string(b)
 }

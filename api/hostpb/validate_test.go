@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 )
@@ -26,14 +28,35 @@ func agentSamples() map[string]*AgentMessage {
 		"migrate-ok":      {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Id: 5, Ok: true, Handoff: Handoff_HANDOFF_LISTENER}}},
 		"migrate-failed":  {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Id: 6, Error: "no application takes 10.0.0.1:80"}}},
 		"migration-ended": {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Id: 5, Tuple: tuple4(), Reason: EndReason_END_REASON_CLOSED}}},
+		"sessions-resync": {Version: Version, Body: &AgentMessage_Sessions{Sessions: &Sessions{Resync: true, ResyncBegin: true, ResyncEnd: true, Count: 3,
+			Up: []*Session{sessionTCP(), sessionClientIP(), sessionAppKey()}}}},
+		"sessions-resync-first": {Version: Version, Body: &AgentMessage_Sessions{Sessions: &Sessions{Resync: true, ResyncBegin: true,
+			Up: []*Session{sessionTCP()}}}},
+		"sessions-resync-last": {Version: Version, Body: &AgentMessage_Sessions{Sessions: &Sessions{Resync: true, ResyncEnd: true, Count: 2,
+			Up: []*Session{sessionAppKey()}}}},
+		"sessions-changes": {Version: Version, Body: &AgentMessage_Sessions{Sessions: &Sessions{
+			Up: []*Session{sessionTCP(), sessionAppKey()}, Down: []*Session{sessionClientIP()}}}},
+		"sessions-release": {Version: Version, Body: &AgentMessage_Sessions{Sessions: &Sessions{Resync: true, ResyncBegin: true, ResyncEnd: true}}},
 	}
+}
+
+func sessionTCP() *Session {
+	return &Session{Kind: SessionKind_SESSION_KIND_TCP, Client: []byte{192, 0, 2, 7}, ClientPort: 40000, Vip: []byte{10, 0, 0, 100}, VipPort: 443, Application: "web"}
+}
+
+func sessionClientIP() *Session {
+	return &Session{Kind: SessionKind_SESSION_KIND_CLIENT_IP, Client: make([]byte, 16), Vip: make([]byte, 16), VipPort: 80, IdleTimeoutMs: 60000}
+}
+
+func sessionAppKey() *Session {
+	return &Session{Kind: SessionKind_SESSION_KIND_APP_KEY, Key: []byte("{b7595cc9-e68b-4eb0-9bf1-bb717b31d447}"), Vip: []byte{10, 0, 0, 100}, VipPort: 443, Application: "web"}
 }
 
 func unitSamples() map[string]*UnitMessage {
 	v6 := &Tuple{Proto: Proto_PROTO_UDP, Client: make([]byte, 16), ClientPort: 5353, Vip: make([]byte, 16), VipPort: 53}
 	return map[string]*UnitMessage{
 		"hello-none": {Version: Version, Body: &UnitMessage_Hello{Hello: &UnitHello{Unit: "unit-a", Boot: 99, Host: 7, Resync: Resync_RESYNC_NONE, Seq: 12}}},
-		"hello-full": {Version: Version, Body: &UnitMessage_Hello{Hello: &UnitHello{Unit: "unit-a", Boot: 100, Host: 7, Resync: Resync_RESYNC_FULL, Seq: 3,
+		"hello-full": {Version: Version, Body: &UnitMessage_Hello{Hello: &UnitHello{Unit: "unit-a", Boot: 100, Host: 7, Resync: Resync_RESYNC_FULL, Seq: 3, Sessions: true,
 			TunnelSources: [][]byte{{10, 0, 0, 1}, make([]byte, 16)}}}},
 		"mappings": {Version: Version, Body: &UnitMessage_Mappings{Mappings: &Mappings{Seq: 13,
 			Add: []*Mapping{{FlowId: 1, Tuple: tuple4()}, {FlowId: 9, Tuple: v6}}, Remove: []uint32{4, 5}}}},
@@ -90,6 +113,61 @@ func TestValidateRefuses(t *testing.T) {
 		"ended id 0":   {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Tuple: tuple4(), Reason: EndReason_END_REASON_CLOSED}}},
 		"ended reason": {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Id: 1, Tuple: tuple4()}}},
 		"ended tuple":  {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Id: 1, Reason: EndReason_END_REASON_CLOSED}}},
+	}
+	sess := func(f func(*Sessions)) *AgentMessage {
+		b := &Sessions{Up: []*Session{sessionTCP()}, Down: []*Session{sessionAppKey()}}
+		f(b)
+		return &AgentMessage{Version: Version, Body: &AgentMessage_Sessions{Sessions: b}}
+	}
+	one := func(f func(*Session)) *AgentMessage {
+		return sess(func(b *Sessions) { f(b.Up[0]) })
+	}
+	ip := func(f func(*Session)) *AgentMessage {
+		return sess(func(b *Sessions) { b.Up[0] = sessionClientIP(); f(b.Up[0]) })
+	}
+	key := func(f func(*Session)) *AgentMessage {
+		return sess(func(b *Sessions) { b.Down[0] = sessionAppKey(); f(b.Down[0]) })
+	}
+	maps := map[string]*AgentMessage{
+		"empty sessions":         {Version: Version, Body: &AgentMessage_Sessions{}},
+		"too many sessions":      sess(func(b *Sessions) { b.Up = slices.Repeat([]*Session{sessionTCP()}, MaxSessionBatch) }),
+		"begin without resync":   sess(func(b *Sessions) { b.Down = nil; b.ResyncBegin = true }),
+		"end without resync":     sess(func(b *Sessions) { b.Down = nil; b.ResyncEnd = true }),
+		"down in a resync":       sess(func(b *Sessions) { b.Resync = true }),
+		"count without end":      sess(func(b *Sessions) { b.Down = nil; b.Resync = true; b.Count = 1 }),
+		"count too large":        sess(func(b *Sessions) { b.Down = nil; b.Resync, b.ResyncEnd, b.Count = true, true, MaxHostSessions+1 }),
+		"one-batch count wrong":  sess(func(b *Sessions) { b.Down = nil; b.Resync, b.ResyncBegin, b.ResyncEnd, b.Count = true, true, true, 2 }),
+		"up twice":               sess(func(b *Sessions) { b.Up = append(b.Up, sessionTCP()) }),
+		"up and down":            sess(func(b *Sessions) { b.Down = append(b.Down, sessionTCP()) }),
+		"twice, other app":       sess(func(b *Sessions) { s := sessionTCP(); s.Application = "other"; b.Down = append(b.Down, s) }),
+		"nil session":            sess(func(b *Sessions) { b.Up = append(b.Up, nil) }),
+		"kind 0":                 one(func(s *Session) { s.Kind = 0 }),
+		"kind 9":                 one(func(s *Session) { s.Kind = 9 }),
+		"long application":       one(func(s *Session) { s.Application = strings.Repeat("a", MaxApplication+1) }),
+		"newline in application": one(func(s *Session) { s.Application = "a\nb" }),
+		"tcp mixed families":     one(func(s *Session) { s.Vip = make([]byte, 16) }),
+		"tcp 5-byte addresses":   one(func(s *Session) { s.Client, s.Vip = make([]byte, 5), make([]byte, 5) }),
+		"tcp port 0":             one(func(s *Session) { s.ClientPort = 0 }),
+		"tcp port 65536":         one(func(s *Session) { s.VipPort = 65536 }),
+		"tcp with key":           one(func(s *Session) { s.Key = []byte("k") }),
+		"tcp with timeout":       one(func(s *Session) { s.IdleTimeoutMs = 5 }),
+		"ip no client":           ip(func(s *Session) { s.Client = nil }),
+		"ip client port":         ip(func(s *Session) { s.ClientPort = 1 }),
+		"ip key":                 ip(func(s *Session) { s.Key = []byte("k") }),
+		"ip scope family":        ip(func(s *Session) { s.Vip = []byte{10, 0, 0, 1} }),
+		"ip scope no port":       ip(func(s *Session) { s.VipPort = 0 }),
+		"ip port without vip":    ip(func(s *Session) { s.Vip = nil }),
+		"ip timeout 0":           ip(func(s *Session) { s.IdleTimeoutMs = 0 }),
+		"ip timeout too long":    ip(func(s *Session) { s.IdleTimeoutMs = uint32(MaxIdleTimeout/time.Millisecond) + 1 }),
+		"key empty":              key(func(s *Session) { s.Key = nil }),
+		"key too long":           key(func(s *Session) { s.Key = make([]byte, MaxSessionKey+1) }),
+		"key no vip":             key(func(s *Session) { s.Vip = nil }),
+		"key vip port 0":         key(func(s *Session) { s.VipPort = 0 }),
+		"key with client":        key(func(s *Session) { s.Client = []byte{1, 2, 3, 4} }),
+		"key with timeout":       key(func(s *Session) { s.IdleTimeoutMs = 1 }),
+	}
+	for name, m := range maps {
+		agents[name] = m
 	}
 	for name, m := range agents {
 		if err := ValidateAgent(m); !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrVersion) {
@@ -189,6 +267,65 @@ func TestBatchFitsMessage(t *testing.T) {
 	}
 }
 
+// TestSessionBatchFitsMessage: the largest valid Sessions batch (the
+// longest keys and application names) fits MaxMessage.
+func TestSessionBatchFitsMessage(t *testing.T) {
+	b := &Sessions{Resync: true, ResyncBegin: true, ResyncEnd: true, Count: MaxSessionBatch}
+	for i := range MaxSessionBatch {
+		k := make([]byte, MaxSessionKey)
+		k[0], k[1] = byte(i), byte(i>>8)
+		b.Up = append(b.Up, &Session{Kind: SessionKind_SESSION_KIND_APP_KEY, Key: k, Vip: make([]byte, 16), VipPort: 65535,
+			Application: strings.Repeat("a", MaxApplication)})
+	}
+	msg := &AgentMessage{Version: Version, Body: &AgentMessage_Sessions{Sessions: b}}
+	if err := ValidateAgent(msg); err != nil {
+		t.Fatal(err)
+	}
+	if n := proto.Size(msg); n > MaxMessage {
+		t.Fatalf("largest sessions batch is %d bytes, MaxMessage %d", n, MaxMessage)
+	}
+}
+
+// TestSessionIDs: identities differ field by field, and the fields
+// that only describe a session are not part of them.
+func TestSessionIDs(t *testing.T) {
+	seen := map[string]string{}
+	add := func(name string, s *Session) {
+		t.Helper()
+		if err := ValidSession(s); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if other, dup := seen[SessionID(s)]; dup {
+			t.Errorf("%s has the identity of %s", name, other)
+		}
+		seen[SessionID(s)] = name
+	}
+	add("tcp", sessionTCP())
+	for name, f := range map[string]func(*Session){
+		"client":      func(s *Session) { s.Client = []byte{192, 0, 2, 8} },
+		"client port": func(s *Session) { s.ClientPort++ },
+		"vip":         func(s *Session) { s.Vip = []byte{10, 0, 0, 101} },
+		"vip port":    func(s *Session) { s.VipPort++ },
+	} {
+		s := sessionTCP()
+		f(s)
+		add(name, s)
+	}
+	add("client ip", sessionClientIP())
+	unscoped := sessionClientIP()
+	unscoped.Vip, unscoped.VipPort = nil, 0
+	add("client ip unscoped", unscoped)
+	add("app key", sessionAppKey())
+	longer := sessionAppKey()
+	longer.Key = append(longer.Key, 0)
+	add("app key longer", longer)
+	same := sessionTCP()
+	same.Application = "other"
+	if SessionID(same) != SessionID(sessionTCP()) {
+		t.Error("the application changed a session's identity")
+	}
+}
+
 // TestMappingSumDiffers: the sum tells mappings apart field by field.
 func TestMappingSumDiffers(t *testing.T) {
 	base := &Mapping{FlowId: 5, Tuple: tuple4()}
@@ -222,6 +359,17 @@ func FuzzAgentMessage(f *testing.F) {
 		var m AgentMessage
 		if proto.Unmarshal(b, &m) != nil || ValidateAgent(&m) != nil {
 			return
+		}
+		if ss := m.GetSessions(); ss != nil {
+			// A valid batch names each session once, and so counts
+			// distinct identities.
+			ids := map[string]bool{}
+			for _, s := range append(slices.Clone(ss.GetUp()), ss.GetDown()...) {
+				ids[SessionID(s)] = true
+			}
+			if len(ids) != len(ss.GetUp())+len(ss.GetDown()) {
+				t.Fatalf("valid batch of %d sessions has %d identities", len(ss.GetUp())+len(ss.GetDown()), len(ids))
+			}
 		}
 		again, err := proto.Marshal(&m)
 		if err != nil {

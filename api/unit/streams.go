@@ -69,6 +69,15 @@ type HostStream struct {
 	MessagesOut uint64 `json:"messages_out"`
 	// Migrations counts connections the unit's acceptor sent the host.
 	Migrations uint64 `json:"migrations,omitempty"`
+	// Sessions counts the host's session reports (issue 15): sessions
+	// received up and down, resyncs completed (each the host's whole
+	// table, or empty when the host reports to another unit), and
+	// sessions refused (in invalid or out-of-turn messages, or in a
+	// resync that did not add up; each ends the stream).
+	SessionsUp      uint64 `json:"sessions_up,omitempty"`
+	SessionsDown    uint64 `json:"sessions_down,omitempty"`
+	SessionResyncs  uint64 `json:"session_resyncs,omitempty"`
+	SessionsRefused uint64 `json:"sessions_refused,omitempty"`
 	// LastError is why the host's last stream ended, if one did (it
 	// stays while a newer stream is up).
 	LastError string `json:"last_error,omitempty"`

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -122,7 +123,9 @@ stays attached, restoring packets, until the next agent takes it over.`,
 			if err != nil {
 				return fmt.Errorf("%s: %w", cfgPath, err)
 			}
-			sopts := streams.Options{Log: log.With().Str("part", "streams").Logger()}
+			// The host's sessions (issue 15) go to the units over the
+			// streams.
+			sopts := streams.Options{Log: log.With().Str("part", "streams").Logger(), Sessions: a.Sessions()}
 			if tun != nil {
 				defer tun.Close()
 				a.AttachTunnel(tun)
@@ -198,14 +201,14 @@ stays attached, restoring packets, until the next agent takes it over.`,
 			}
 			fmt.Printf("host %d, boot %016x\n", v.Host, v.Boot)
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "UNIT\tADDRESS\tSTATE\tSINCE\tCONNECTS\tRESYNC\tSEQ\tMAPPINGS\tIN\tOUT\tREFUSED\tLAST ERROR")
+			fmt.Fprintln(w, "UNIT\tADDRESS\tSTATE\tSINCE\tCONNECTS\tRESYNC\tSEQ\tMAPPINGS\tSESSIONS\tIN\tOUT\tREFUSED\tLAST ERROR")
 			for _, s := range v.Streams {
 				state := s.State
 				if s.Retry != "" {
 					state += " " + s.Retry
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", s.Unit, s.Address, state,
-					time.Since(s.Since).Round(time.Second), s.Connects, dash(s.LastResync), s.Seq, s.Mappings,
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%s\n", s.Unit, s.Address, state,
+					time.Since(s.Since).Round(time.Second), s.Connects, dash(s.LastResync), s.Seq, s.Mappings, dash(s.Sessions),
 					s.MessagesIn, s.MessagesOut, s.Refused, dash(s.LastError))
 			}
 			return w.Flush()
@@ -394,7 +397,22 @@ the row's current state follows when every unit has confirmed.`,
 			return showMigrations(v, output)
 		},
 	}
-	root.AddCommand(run, status, streamsCmd, tunnelCmd, migrationsCmd, set, add, remove)
+	var sessionOffset, sessionLimit int
+	sessionsCmd := &cobra.Command{
+		Use:   "sessions [--offset N] [--limit N]",
+		Short: "List the sessions the host's applications reported, which the agent sends to a unit",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			var v agent.SessionsView
+			if err := client().Do("GET", fmt.Sprintf("/v1/sessions?offset=%d&limit=%d", sessionOffset, sessionLimit), nil, &v); err != nil {
+				return err
+			}
+			return showSessions(v, output)
+		},
+	}
+	sessionsCmd.Flags().IntVar(&sessionOffset, "offset", 0, "the first session to list")
+	sessionsCmd.Flags().IntVar(&sessionLimit, "limit", agent.DefaultSessionPage, fmt.Sprintf("sessions to list, at most %d", agent.MaxSessionPage))
+	root.AddCommand(run, status, streamsCmd, tunnelCmd, migrationsCmd, sessionsCmd, set, add, remove)
 	return root
 }
 
@@ -464,4 +482,47 @@ func showMigrations(v agent.MigrationsView, output string) error {
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\t%s\n", c.Unit, c.ID, c.Client, c.VIP, c.Handoff, time.Since(c.Since).Round(time.Second))
 	}
 	return w.Flush()
+}
+
+// showSessions prints GET /v1/sessions.
+func showSessions(v agent.SessionsView, output string) error {
+	if output == "json" {
+		enc := json.NewEncoder(os.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	st := v.Stats
+	fmt.Printf("%d sessions of at most %d; established %d, refreshed %d, terminated %d, expired %d, refused %d\n",
+		v.Total, v.Max, st.Established, st.Refreshed, st.Terminated, st.Expired, st.Refused)
+	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "KIND\tCLIENT\tVIP\tKEY\tAPPLICATION\tAGE\tEXPIRES IN")
+	for _, s := range v.Sessions {
+		client := "-"
+		if s.Client.IsValid() {
+			client = s.Client.String()
+			if s.ClientPort != 0 {
+				client = netip.AddrPortFrom(s.Client, s.ClientPort).String()
+			}
+		}
+		vip, expires := "-", "-"
+		if s.VIP.IsValid() {
+			vip = s.VIP.String()
+		}
+		if s.Expires != nil {
+			expires = time.Until(*s.Expires).Round(time.Second).String()
+		}
+		key := "-"
+		if len(s.Key) > 0 {
+			key = fmt.Sprintf("%q", s.Key)
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Kind, client, vip, key, dash(s.Application),
+			time.Since(s.Since).Round(time.Second), expires)
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	if v.Next != 0 {
+		fmt.Printf("more: --offset %d\n", v.Next)
+	}
+	return nil
 }

@@ -56,7 +56,33 @@ type Options struct {
 	// Flows toward a host this process had not heard from get their
 	// mappings here.
 	OnHostKnown func(host uint32)
-	Log         zerolog.Logger
+	// OnSessions, when set, receives the sessions hosts report (issue
+	// 15; host.proto's Sessions), validated and in order: for one host,
+	// in its stream's order, from the stream's goroutine, outside the
+	// server's lock. A resync arrives whole, as one batch, once its
+	// series is complete and adds up; a series cut short or refused is
+	// never delivered. Streams of one host do not overlap (a new one
+	// ends the old one first), but a batch of the old stream may still
+	// be in the callback when the new one's first arrives. Without
+	// OnSessions the unit's hello says it takes no sessions, and agents
+	// send it none.
+	OnSessions func(host uint32, b SessionBatch)
+	Log        zerolog.Logger
+}
+
+// SessionBatch is what OnSessions receives from a host.
+type SessionBatch struct {
+	// Resync says Up is the host's whole table as this unit is to hold
+	// it: it replaces everything the unit held from the host (Down is
+	// empty). An empty resync means the host reports its sessions to
+	// another unit now: this unit holds none of them.
+	Resync bool
+	// Up are sessions established or changed (a session the unit holds
+	// takes the new application and timeout); Down sessions that ended
+	// (one the unit does not hold is no error: the host may have sent
+	// its establish to another unit). Down applies before Up; a session
+	// is in at most one of them.
+	Up, Down []*pb.Session
 }
 
 // Timings and bounds of the server's side.
@@ -394,7 +420,8 @@ func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, cancel c
 		sources = append(sources, a.AsSlice())
 	}
 	first := []*pb.UnitMessage{{Version: pb.Version, Body: &pb.UnitMessage_Hello{Hello: &pb.UnitHello{
-		Unit: s.opts.Unit, Boot: s.boot, Host: id, Resync: resync, Seq: hs.seq, TunnelSources: sources}}}}
+		Unit: s.opts.Unit, Boot: s.boot, Host: id, Resync: resync, Seq: hs.seq, TunnelSources: sources,
+		Sessions: s.opts.OnSessions != nil}}}}
 	if resync == pb.Resync_RESYNC_FULL {
 		ids := make([]uint32, 0, len(hs.table))
 		for fid := range hs.table {
@@ -488,6 +515,7 @@ func (s *Server) serve(ctx context.Context, stream pb.HostStream_ConnectServer, 
 // it is counted and logged; it changes nothing.
 func (s *Server) receive(stream pb.HostStream_ConnectServer, id uint32, hs *host) error {
 	_, addr, _ := peerHost(stream.Context())
+	var sess sessionState
 	for {
 		m, err := stream.Recv()
 		if err != nil {
@@ -495,12 +523,23 @@ func (s *Server) receive(stream pb.HostStream_ConnectServer, id uint32, hs *host
 		}
 		if err := pb.ValidateAgent(m); err != nil {
 			s.refuse(reason(err), addr, id, err)
+			if b := m.GetSessions(); b != nil {
+				s.mu.Lock()
+				hs.view.SessionsRefused += uint64(len(b.GetUp()) + len(b.GetDown()) + len(sess.series))
+				s.mu.Unlock()
+			}
 			return status.Error(codes.InvalidArgument, err.Error())
 		}
 		s.mu.Lock()
 		hs.view.MessagesIn++
 		s.mu.Unlock()
 		switch b := m.GetBody().(type) {
+		case *pb.AgentMessage_Sessions:
+			if err := s.sessions(id, hs, &sess, b.Sessions); err != nil {
+				s.refuse("protocol", addr, id, err)
+				return status.Error(codes.FailedPrecondition, err.Error())
+			}
+			continue
 		case *pb.AgentMessage_MigrateResult:
 			if s.opts.OnMigrateResult != nil {
 				s.opts.OnMigrateResult(id, b.MigrateResult)
@@ -529,6 +568,82 @@ func (s *Server) receive(stream pb.HostStream_ConnectServer, id uint32, hs *host
 			s.opts.OnAck(id, acked)
 		}
 	}
+}
+
+// sessionState is one stream's place in the host's session reports.
+type sessionState struct {
+	// synced: a resync completed on this stream, so changes may follow.
+	synced bool
+	// open: a resync series began and has not ended; series is what it
+	// brought so far.
+	open   bool
+	series []*pb.Session
+}
+
+// sessions takes one valid Sessions batch: it collects a resync series
+// and delivers it whole at its end, and delivers changes, but only
+// after the stream's first resync and never inside a series. A batch
+// out of turn is an error (counted with the sessions it and the open
+// series carried) and delivers nothing.
+func (s *Server) sessions(id uint32, hs *host, st *sessionState, b *pb.Sessions) error {
+	n := len(b.GetUp()) + len(b.GetDown())
+	fail := func(format string, args ...any) error {
+		s.mu.Lock()
+		hs.view.SessionsRefused += uint64(n + len(st.series))
+		s.mu.Unlock()
+		st.open, st.series = false, nil
+		return fmt.Errorf("sessions: "+format, args...)
+	}
+	var batch SessionBatch
+	switch {
+	case b.GetResync():
+		if b.GetResyncBegin() == st.open {
+			return fail("resync_begin %v while a series is open %v", b.GetResyncBegin(), st.open)
+		}
+		if b.GetResyncBegin() {
+			st.open, st.series = true, nil
+		}
+		if len(st.series)+len(b.GetUp()) > pb.MaxHostSessions {
+			return fail("a resync of more than %d sessions", pb.MaxHostSessions)
+		}
+		st.series = append(st.series, b.GetUp()...)
+		n = 0 // counted with the series from here on
+		if !b.GetResyncEnd() {
+			return nil
+		}
+		if int(b.GetCount()) != len(st.series) {
+			return fail("a resync ends with count %d after %d sessions", b.GetCount(), len(st.series))
+		}
+		// One session twice in a series would leave what the host meant
+		// to the order of the batches.
+		seen := make(map[string]bool, len(st.series))
+		for _, x := range st.series {
+			k := pb.SessionID(x)
+			if seen[k] {
+				return fail("a resync names one session twice")
+			}
+			seen[k] = true
+		}
+		batch = SessionBatch{Resync: true, Up: st.series}
+		st.open, st.series, st.synced = false, nil, true
+	case st.open:
+		return fail("changes inside a resync series")
+	case !st.synced:
+		return fail("changes before the stream's first resync")
+	default:
+		batch = SessionBatch{Up: b.GetUp(), Down: b.GetDown()}
+	}
+	s.mu.Lock()
+	hs.view.SessionsUp += uint64(len(batch.Up))
+	hs.view.SessionsDown += uint64(len(batch.Down))
+	if batch.Resync {
+		hs.view.SessionResyncs++
+	}
+	s.mu.Unlock()
+	if s.opts.OnSessions != nil {
+		s.opts.OnSessions(id, batch)
+	}
+	return nil
 }
 
 // ErrHostDown is Migrate's error for a host without a live stream (or
