@@ -637,6 +637,20 @@ func (m *Manager) readyLocked(now time.Time) bool {
 	return true
 }
 
+// Keys lists the keys of the live atoms this unit added or holds by
+// placement (not caches nor zombies) with prefix and host.
+func (m *Manager) Keys(prefix, host string) []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for key, e := range m.t.atoms {
+		if !e.cached && !e.zombie && e.host == host && strings.HasPrefix(key, prefix) {
+			out = append(out, key)
+		}
+	}
+	return out
+}
+
 // Summary reports readiness, the live members (this unit included) and
 // the size of the portion, without walking it.
 func (m *Manager) Summary() (ready bool, members, atoms int) {

@@ -29,9 +29,15 @@ func (c *Control) startHosts() error {
 			sources = append(sources, ip)
 		}
 	}
-	srv, err := hosts.New(hosts.Options{Listen: h.Listen, TLS: cfg, Unit: c.file.Unit.Name,
+	opts := hosts.Options{Listen: h.Listen, TLS: cfg, Unit: c.file.Unit.Name,
 		TunnelSources: sources, OnAck: c.onHostAck,
-		OnHostKnown: c.hostKnown, OnMigrateResult: c.onMigrateResult, OnMigrationEnded: c.onMigrationEnded, Log: c.log.With().Str("part", "hosts").Logger()})
+		OnHostKnown: c.hostKnown, OnMigrateResult: c.onMigrateResult, OnMigrationEnded: c.onMigrationEnded, Log: c.log.With().Str("part", "hosts").Logger()}
+	if c.file.Cluster != nil {
+		// Sessions live in the atom manager: a unit outside a cluster
+		// has nowhere to keep them, and its hello says so.
+		opts.OnSessions = c.onSessions
+	}
+	srv, err := hosts.New(opts)
 	if err != nil {
 		return err
 	}

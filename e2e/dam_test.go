@@ -1,0 +1,358 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tetherlb/tether/api/unit"
+)
+
+// damUnit is one unit of the cluster tests: where it runs and how to
+// write its configuration.
+type damUnit struct {
+	name, ns, ifc, ip string
+	run               *runningUnit
+}
+
+// damCluster is three units behind the ECMP router, sharing their flows
+// through the atom manager, and ten hosts with agents.
+type damCluster struct {
+	t       *testing.T
+	lb      *LB
+	dir     string
+	certs   string
+	keyFile string
+	units   []*damUnit
+	level   string
+}
+
+// damVIPs are the VIPs the cluster tests run, one per mode that crosses
+// units, each spread over every host's tunnel address.
+var damVIPs = []struct{ name, addr, mode string }{
+	{"web-tunnel", "192.0.2.10", "tunnel"},
+	{"web-ipip", "192.0.2.11", "ipip"},
+}
+
+// config is unit u's configuration with the hosts in backends.
+func (c *damCluster) config(u *damUnit, backends []int) string {
+	var vips strings.Builder
+	for _, v := range damVIPs {
+		fmt.Fprintf(&vips, "  - name: %s\n    address: %s\n    port: 80\n    protocol: tcp\n    mode: %s\n    backends:\n", v.name, v.addr, v.mode)
+		for _, i := range backends {
+			fmt.Fprintf(&vips, "      - {name: b%d, address: %s}\n", i, tunnelAddr(c.lb, i))
+		}
+	}
+	var peers []string
+	for _, p := range c.units {
+		peers = append(peers, fmt.Sprintf("%q", p.ip+":7946"))
+	}
+	return fmt.Sprintf(`unit:
+  name: %s
+  address4: %s
+forwarder:
+  port: {driver: afxdp, interface: %s%s}
+vips:
+%shosts:
+  listen: "%s:7320"
+  tls: {ca: %s, cert: %s, key: %s}
+cluster:
+  bind: "%s:7946"
+  listen: "%s:7947"
+  peers: [%s]
+  key_file: %s
+  replication: %s
+  probe_interval: 200ms
+  probe_timeout: 100ms
+  pull_wait: 3s
+`, u.name, u.ip, u.ifc, pinDir(c.lb), vips.String(), u.ip,
+		filepath.Join(c.certs, "ca.crt"), filepath.Join(c.certs, "unit-"+u.name+".crt"), filepath.Join(c.certs, "unit-"+u.name+".key"),
+		u.ip, u.ip, strings.Join(peers, ", "), c.keyFile, c.level)
+}
+
+// newDAMCluster builds the topology and starts everything: hosts, their
+// agents, the units, and waits until every unit sees the others and is
+// ready, and every host's stream is up.
+func newDAMCluster(t *testing.T, tag, level string) *damCluster {
+	t.Helper()
+	lb := newLB(t, tag, 10, NewSwitchedLB)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	c := &damCluster{t: t, lb: lb, dir: dir, certs: filepath.Join(dir, "certs"), keyFile: filepath.Join(dir, "cluster.key"), level: level}
+	c.units = []*damUnit{{name: "tether-1", ns: lb.Unit, ifc: lb.UnitIf, ip: lb.UnitIP}}
+	for i := 1; i < 3; i++ {
+		ns, ifc, ip, err := lb.AddUnit(i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.units = append(c.units, &damUnit{name: fmt.Sprintf("tether-%d", i+1), ns: ns, ifc: ifc, ip: ip})
+	}
+	if err := lb.SpreadVIPs(c.ips(c.units)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(c.keyFile, []byte(strings.Repeat("k", 32)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"certs", "--dir", c.certs}
+	for _, u := range c.units {
+		args = append(args, "--unit", u.name)
+	}
+	for i := range lb.Backends {
+		args = append(args, "--host", fmt.Sprintf("%d=%s", i+1, tunnelAddr(lb, i)))
+	}
+	if out, err := exec.Command(tetherd, args...).CombinedOutput(); err != nil {
+		t.Fatalf("tetherd %v: %v\n%s", args, err, out)
+	}
+	if err := lb.StartBackends(80); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range lb.Backends {
+		for _, v := range damVIPs {
+			// The VIPs are the hosts' own; they answer by way of the router.
+			if err := lb.Run(ns, "ip", "addr", "add", v.addr+"/32", "dev", "lo"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := lb.Run(ns, "ip", "route", "replace", "default", "via", "10.0.0.254"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	all := make([]int, len(lb.Backends))
+	for i := range all {
+		all[i] = i
+	}
+	for _, u := range c.units {
+		u.run = startUnitIn(t, lb, u.ns, c.config(u, all))
+	}
+	bpf, err := lb.BPFDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range lb.Backends {
+		var health, streams []string
+		for _, u := range c.units {
+			health = append(health, fmt.Sprintf("%q", u.ip+":7310"))
+			streams = append(streams, fmt.Sprintf("{name: %s, address: %q}", u.name, u.ip+":7320"))
+		}
+		id := i + 1
+		cfg := fmt.Sprintf(`host: {id: %d, listen: "%s:7311"}
+units: [%s]
+api: {socket: %s}
+streams:
+  units: [%s]
+  tls: {ca: %s, cert: %s, key: %s}
+tunnel:
+  interface: e0
+  addresses: [%s]
+  pin_dir: %s
+`, id, lb.BackendIP(i), strings.Join(health, ", "), filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), strings.Join(streams, ", "),
+			filepath.Join(c.certs, "ca.crt"), filepath.Join(c.certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(c.certs, fmt.Sprintf("host-%d.key", id)),
+			tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
+		startAgentConfig(t, lb, dir, i, cfg)
+	}
+	for _, u := range c.units {
+		waitStreamsUp(t, u.run, len(lb.Backends))
+		c.waitReady(u, len(c.units))
+	}
+	return c
+}
+
+func (c *damCluster) ips(units []*damUnit) []string {
+	var out []string
+	for _, u := range units {
+		out = append(out, u.ip)
+	}
+	return out
+}
+
+// atoms reads unit u's atom manager.
+func (c *damCluster) atoms(u *damUnit) unit.AtomsView {
+	c.t.Helper()
+	out, err := u.run.ctl("atoms", "--limit", "1", "-o", "json")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var v unit.AtomsView
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		c.t.Fatalf("atoms %q: %v", out, err)
+	}
+	return v
+}
+
+// waitReady waits until u's atom manager has streams to the other
+// members, has pulled from each, and says it is ready.
+func (c *damCluster) waitReady(u *damUnit, members int) {
+	c.t.Helper()
+	var v unit.AtomsView
+	eventually(c.t, u.name+" ready with its atoms pulled", func() bool {
+		v = c.atoms(u)
+		if !v.Ready || len(v.Peers) != members-1 {
+			return false
+		}
+		for _, p := range v.Peers {
+			if !p.Connected || !p.Pulled {
+				return false
+			}
+		}
+		return true
+	}, func() string { return fmt.Sprintf("%+v", v) })
+}
+
+// replicated waits until every unit's adds have reached their peers.
+func (c *damCluster) replicated(units []*damUnit) {
+	c.t.Helper()
+	eventually(c.t, "atoms replicated", func() bool {
+		for _, u := range units {
+			for _, p := range c.atoms(u).Peers {
+				if p.Queued != 0 || p.Acked != p.Sent {
+					return false
+				}
+			}
+		}
+		return true
+	}, func() string {
+		var s []string
+		for _, u := range units {
+			s = append(s, fmt.Sprintf("%s: %+v", u.name, c.atoms(u).Peers))
+		}
+		return strings.Join(s, "\n")
+	})
+}
+
+// flows counts the connections in units' inventories.
+func (c *damCluster) flows(units []*damUnit) int {
+	n := 0
+	for _, u := range units {
+		if f, ok := u.run.status()["flows"].(float64); ok {
+			n += int(f)
+		}
+	}
+	return n
+}
+
+// downloads starts conns concurrent SHA-256-checked downloads of n
+// bytes at pace bytes a second from vip, as a process of its own, and
+// returns a channel for their result, within bound.
+func (c *damCluster) downloads(vip string, conns int, n, pace int64, bound time.Duration) chan ClientResult {
+	c.t.Helper()
+	p, err := c.lb.Start(c.lb.Client, "downloads "+vip, RoleCommand("client", fmt.Sprintf("http://%s/bytes?n=%d&pace=%d", vip, n, pace),
+		fmt.Sprint(conns), fmt.Sprint(conns)), Self())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(p.Stop)
+	done := make(chan ClientResult, 1)
+	go func() {
+		var r ClientResult
+		if err := p.Wait(bound); err != nil {
+			r = ClientResult{Errors: 1, FirstErr: err.Error()}
+		} else if err := json.Unmarshal([]byte(lastLine(p.Output())), &r); err != nil {
+			r = ClientResult{Errors: 1, FirstErr: err.Error()}
+		}
+		done <- r
+	}()
+	return done
+}
+
+// kill ends u as a crash does: both its processes, SIGKILL.
+func (c *damCluster) kill(u *damUnit) {
+	c.t.Helper()
+	if err := u.run.proc.Signal(syscall.SIGKILL); err != nil {
+		c.t.Fatal(err)
+	}
+	u.run.killForwarder()
+	if err := u.run.proc.Wait(10 * time.Second); err == nil || !strings.Contains(err.Error(), "killed") {
+		c.t.Logf("%s's control process: %v", u.name, err)
+	}
+}
+
+// reconfigure gives u the hosts in backends and reloads it.
+func (c *damCluster) reconfigure(u *damUnit, backends []int) {
+	c.t.Helper()
+	if err := os.WriteFile(u.run.cfgPath, []byte(c.config(u, backends)), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	if out, err := u.run.ctl("reload"); err != nil {
+		c.t.Fatalf("%s: reload: %v\n%s", u.name, err, out)
+	}
+}
+
+// TestUnitDies: 200 long transfers through three units sharing their
+// flows at replication level 1 (tunnel and ipip VIPs); one unit is
+// killed (both processes, SIGKILL) while one host of ten leaves the
+// configuration at the same moment, and the router moves the dead
+// unit's connections to the survivors (and, removing a path, some of the
+// survivors' between them). The survivors find each moved connection's
+// route atom and continue it: every transfer completes intact. The dead
+// unit then restarts, pulls its atoms before it says it is ready, takes
+// its paths back, and the connections the router moves to it continue
+// too.
+func TestUnitDies(t *testing.T) {
+	c := newDAMCluster(t, "ud", "1")
+	const conns, size, pace = 100, 6 << 20, 128 << 10 // 48 s a transfer
+	var results []chan ClientResult
+	for _, v := range damVIPs {
+		results = append(results, c.downloads(v.addr, conns, size, pace, 4*time.Minute))
+	}
+	eventually(t, "every transfer under way", func() bool { return c.flows(c.units) >= conns*len(damVIPs) },
+		func() string { return fmt.Sprint(c.flows(c.units), " flows") })
+	c.replicated(c.units)
+
+	dead, survivors := c.units[0], c.units[1:]
+	kept := make([]int, 0, len(c.lb.Backends)-1)
+	for i := range len(c.lb.Backends) - 1 { // b9 leaves: 10% of the hosts
+		kept = append(kept, i)
+	}
+	c.kill(dead)
+	if err := c.lb.SpreadVIPs(c.ips(survivors)); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range survivors {
+		c.reconfigure(u, kept)
+	}
+	// The transfers the dead unit carried move on through the survivors.
+	eventually(t, "moved connections found in the atom manager", func() bool {
+		n := uint64(0)
+		for _, u := range survivors {
+			cnt := c.atoms(u).Counts
+			n += cnt.QueryLocal + cnt.QueryRemote
+		}
+		return n > 0
+	}, func() string { return fmt.Sprintf("%+v / %+v", c.atoms(survivors[0]).Counts, c.atoms(survivors[1]).Counts) })
+
+	// The dead unit comes back, with the new configuration.
+	if err := os.WriteFile(dead.run.cfgPath, []byte(c.config(dead, kept)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dead.run.start()
+	c.waitReady(dead, len(c.units))
+	if err := c.lb.SpreadVIPs(c.ips(c.units)); err != nil {
+		t.Fatal(err)
+	}
+	for i, done := range results {
+		r := <-done
+		if r.Errors != 0 {
+			t.Errorf("%s: %+v", damVIPs[i].name, r)
+		}
+		got := 0
+		for _, n := range r.Backends {
+			got += n
+		}
+		if got != conns {
+			t.Errorf("%s: %d transfers complete, want %d", damVIPs[i].name, got, conns)
+		}
+	}
+	for _, u := range c.units {
+		a := c.atoms(u)
+		t.Logf("%s: atoms %d, counts %+v", u.name, a.Atoms, a.Counts)
+	}
+	if a := c.atoms(dead); a.Counts.QueryLocal+a.Counts.QueryRemote == 0 {
+		t.Errorf("the restarted unit continued no connection: %+v", a.Counts)
+	}
+}
