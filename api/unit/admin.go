@@ -48,10 +48,18 @@ type SupervisorState struct {
 }
 
 // PuntStats count the control process's decisions on punted flows.
+// Refused counts punts of a VIP the control process does not know (of
+// either kind), which get no answer.
 type PuntStats struct {
 	Decided   uint64 `json:"decided"`
 	NoBackend uint64 `json:"no_backend"`
 	Refused   uint64 `json:"refused"`
+	// MidFlow counts mid-flow punts (a cluster unit's segments of
+	// connections it had no flow for) answered with a route;
+	// MidFlowRefused those answered with a refusal, for which no route
+	// was known (the forwarder resets the connection).
+	MidFlow        uint64 `json:"mid_flow"`
+	MidFlowRefused uint64 `json:"mid_flow_refused"`
 }
 
 // BackendStatus is one backend as GET /v1/backends shows it: the

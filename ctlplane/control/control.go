@@ -103,6 +103,11 @@ type Control struct {
 	// key read at New.
 	member     atomic.Pointer[cluster.Node]
 	clusterKey []byte
+	// flowLookup asks the distributed atom manager where a connection
+	// goes, for mid-flow punts (midflow.go). It is nil until the atom
+	// manager exists: mid-flow punts are then answered as a unit
+	// without a cluster decides. Set it before Run; it is read under mu.
+	flowLookup FlowLookup
 }
 
 // New prepares a control process for opts.Config; Run starts everything.
@@ -416,9 +421,12 @@ func (c *Control) receive(ctx context.Context, lk *fwdLink) {
 			case channel.TPunt:
 				var pu channel.Punt
 				if pu, err = channel.DecodePunt(p); err == nil {
-					if pu.Reason == channel.PuntAccept {
+					switch pu.Reason {
+					case channel.PuntAccept:
 						c.acceptPunt(lk, &pu)
-					} else {
+					case channel.PuntMidFlow:
+						c.midFlow(lk, &pu)
+					default:
 						c.decide(lk, &pu)
 					}
 				}
