@@ -244,6 +244,24 @@ func TestMidFlowRouteRefuse(t *testing.T) {
 	if n := r.p.RefuseRoute(&unit.FlowKey{SrcPort: 1, DstPort: 82, Proto: 6}, r.now); n != 0 || r.p.HeldPunts() != 1 {
 		t.Errorf("refusing an unknown key let %d go, %d held", n, r.p.HeldPunts())
 	}
+	// The client opens the tuple again while the control process asks:
+	// the SYN makes the flow, and the refusal that comes after lets the
+	// held segment through it instead of resetting the new connection.
+	if got := r.fate(syn(c, vip(82))); got != "tx" {
+		t.Fatalf("a SYN of the held tuple: %s, want forwarded", got)
+	}
+	_, punts = take(r)
+	if len(punts) != 1 {
+		t.Fatalf("%d punts, want the held segment's", len(punts))
+	}
+	r.p.RefuseRoute(&punts[0].Key, r.now)
+	tx, _, _ = r.send()
+	if len(tx) != 1 || rawTCPFlags(tx[0])&rstFlag != 0 || srcOf(tx[0]).Addr() != netip.MustParseAddr("198.51.100.254") {
+		t.Errorf("%d frames after refusing a key with a flow; want the segment, through the flow", len(tx))
+	}
+	if s := r.p.Stats(); s.MidFlowRefused != 3 || s.ResetsSent != 2 {
+		t.Errorf("refused %d, resets %d after the flow came; want still 3, 2", s.MidFlowRefused, s.ResetsSent)
+	}
 }
 
 // TestMidFlowPuntTimesOut: a mid-flow segment nobody answers for is

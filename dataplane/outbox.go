@@ -482,10 +482,17 @@ func (p *Pipeline) releasePunted(pk *packet) {
 // to, which leaves with the next batch; the others are dropped
 // (no_route). Nothing is recorded for k, so a later segment is punted
 // again. Packets held for the acceptor or for a tunnel flow's host are
-// not the route's and stay. It reports how many packets it answered or
-// dropped. Call it through Worker.Post.
+// not the route's and stay. When k has a flow by now (the client opened
+// the tuple again with a SYN while the control process was asking), the
+// packets go through it instead, as a route would have let them. It
+// reports how many packets it answered or dropped. Call it through
+// Worker.Post.
 func (p *Pipeline) RefuseRoute(k *unit.FlowKey, now flow.Tick) int {
 	kp := p.keyPacket(k)
+	if kp.v6 && p.flows.Lookup6(&kp.k6, kp.hash) != nil || !kp.v6 && p.flows.Lookup4(&kp.k4, kp.hash) != nil {
+		p.releasePunted(kp)
+		return 0
+	}
 	v6, k4, k6 := kp.v6, kp.k4, kp.k6
 	held := p.held
 	n := 0
