@@ -5,6 +5,7 @@ import (
 	"net/netip"
 
 	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/dataplane/header"
 )
 
 // IDs returns the IDs of the snapshot's live VIPs and backends by name,
@@ -68,6 +69,10 @@ func (s *Snapshot) Explain(req unit.ExplainRequest, existing *unit.FlowRecord) u
 	e.Reason = fmt.Sprintf("a new flow: Maglev slot %d of %d belongs to %s", e.Slot, v.Maglev.Size(), b.Name)
 	if v.Punt {
 		e.Reason += "; the VIP punts new flows to the control process, which takes this choice unless an allotment decides"
+	}
+	if s.shareFlows && req.Proto == header.IPProtoTCP && v.Mode != unit.ModeHalfNAT {
+		e.Reason += "; in this cluster unit, a segment without SYN of a connection it has no flow for is held and punted " +
+			"to the control process instead (mid_flow), which routes it or refuses it with a reset"
 	}
 	switch v.Mode {
 	case unit.ModeNAT:

@@ -41,7 +41,17 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 		p.toAcceptor(pk, v, now)
 		return entry{}, false
 	}
-	if d := refuseNew(pk, v.Mode, s.hop); d != dropNone {
+	d := refuseNew(pk, v.Mode, s.hop)
+	if s.shareFlows && p.out.enabled && midFlow(pk, v.Mode, d) {
+		// A segment of a connection under way that this unit has no
+		// flow for: in a cluster, most likely another unit's, moved
+		// here by the router. A flow of this unit's own (or, for nat,
+		// a reset) would break it; the control process can ask the
+		// other units where it goes.
+		p.puntMidFlow(pk, v, now)
+		return entry{}, false
+	}
+	if d != dropNone {
 		// A nat connection's segment the unit does not know is answered
 		// with a reset, as a stack answers a segment of a connection it
 		// lost; the client fails at once.
@@ -336,6 +346,23 @@ func refuseNew(pk *packet, mode unit.Mode, hop bool) Drop {
 		return DropTCPNotSYN
 	}
 	return dropNone
+}
+
+// midFlow reports whether pk, which has no flow, is a TCP segment of a
+// connection under way that a unit of a cluster hands to the control
+// process: no SYN, to a VIP whose flows a unit cannot rebuild by itself
+// (nat: the SNAT port; tunnel: the host's flow-ID mapping; ipip: the
+// backend as it was when the connection opened), and nothing else wrong
+// with it (d, refuseNew's verdict, is at most the missing SYN: a
+// source, TTL or flag combination it refuses stays refused). halfnat
+// VIPs keep deciding by Maglev, and rebuild lost flows from their
+// backends' replies (recoverHalfNAT); l7 VIPs' segments go to the
+// acceptor.
+func midFlow(pk *packet, mode unit.Mode, d Drop) bool {
+	if pk.proto != header.IPProtoTCP || pk.tcpFlags&synFlag != 0 || d != dropNone && d != DropTCPNotSYN {
+		return false
+	}
+	return mode == unit.ModeNAT || mode == unit.ModeTunnel || mode == unit.ModeIPIP
 }
 
 // badSource reports sources no legitimate packet has: IPv4 0/8 ("this

@@ -146,8 +146,8 @@ func (p *Pipeline) ring() {
 // punt holds pk and asks the control process to decide its flow. Without
 // a control process the VIP's Maglev table decides, as for other VIPs.
 func (p *Pipeline) punt(pk *packet, v *VIP, now flow.Tick) {
-	mh := maglevHashOf(pk)
 	if !p.out.enabled {
+		mh := maglevHashOf(pk)
 		if bid, ok := v.pick(mh); ok {
 			if e, ok := p.newFlowTo(pk, v, bid, mh, now); ok {
 				p.apply(pk, e)
@@ -157,9 +157,27 @@ func (p *Pipeline) punt(pk *packet, v *VIP, now flow.Tick) {
 		pk.dropWith(DropNoBackend)
 		return
 	}
+	p.holdForRoute(pk, v, channel.PuntNewFlow, now)
+}
+
+// puntMidFlow holds pk, a TCP segment of a connection under way that no
+// flow of this unit expects (see midFlow), and asks the control process
+// where the connection goes. Callers check that a control process is
+// connected: without one the segment takes the way it always took.
+func (p *Pipeline) puntMidFlow(pk *packet, v *VIP, now flow.Tick) {
+	if p.holdForRoute(pk, v, channel.PuntMidFlow, now) {
+		p.stats.PuntedMidFlow++
+	}
+}
+
+// holdForRoute holds pk until a route for its key comes (AddRoute), the
+// control process refuses one (RefuseRoute) or puntTimeout passes, and
+// sends the control process a punt of reason for the key's first held
+// packet. It reports false, with pk dropped, when too many packets wait.
+func (p *Pipeline) holdForRoute(pk *packet, v *VIP, reason uint8, now flow.Tick) bool {
 	if len(p.held) == maxPunts {
 		pk.dropWith(DropPuntOverflow)
-		return
+		return false
 	}
 	// A retransmitted first packet waits with the first; only the first
 	// is sent to control.
@@ -173,27 +191,32 @@ func (p *Pipeline) punt(pk *packet, v *VIP, now flow.Tick) {
 	}
 	if first && len(p.out.punts) == maxPunts {
 		pk.dropWith(DropPuntOverflow)
-		return
+		return false
 	}
 	p.held = append(p.held, heldPunt{frame: *pk.frame, k4: pk.k4, k6: pk.k6, v6: pk.v6, expires: now + puntTimeout})
 	pk.kind = kindHeld
 	p.stats.Punted++
 	if !first {
-		return
+		return true
 	}
 	// Maglev's choice goes with the punt: it is the control process's
-	// answer unless something it knows decides otherwise.
-	choice, ok := v.pick(mh)
-	if !ok {
-		choice = channel.NoChoice
+	// answer unless something it knows decides otherwise. A nat
+	// connection under way has none: a fresh flow would give it a new
+	// SNAT port, which its backend has never seen.
+	choice := uint32(channel.NoChoice)
+	if reason != channel.PuntMidFlow || v.Mode != unit.ModeNAT {
+		if b, ok := v.pick(maglevHashOf(pk)); ok {
+			choice = b
+		}
 	}
 	i := len(p.out.punts)
 	n := copy(p.out.frames[i][:], pk.frame.Data())
 	p.out.punts = append(p.out.punts, channel.Punt{
-		Worker: uint8(p.cfg.Worker), Reason: channel.PuntNewFlow, VIP: v.ID, Choice: choice,
+		Worker: uint8(p.cfg.Worker), Reason: reason, VIP: v.ID, Choice: choice,
 		Key: flowKey(pk), Frame: p.out.frames[i][:n],
 	})
 	p.ring()
+	return true
 }
 
 // flowKey returns pk's flow key in the contract's layout.
@@ -450,6 +473,66 @@ func (p *Pipeline) releasePunted(pk *packet) {
 		held = held[:len(held)-1]
 	}
 	p.held = held
+}
+
+// RefuseRoute answers the packets held for k's route when the control
+// process knows none (RouteRefuse: a mid-flow punt's connection that no
+// unit holds), as a host that does not know the connection answers
+// them: a segment without RST gets a reset from the address it was sent
+// to, which leaves with the next batch; the others are dropped
+// (no_route). Nothing is recorded for k, so a later segment is punted
+// again. Packets held for the acceptor or for a tunnel flow's host are
+// not the route's and stay. When k has a flow by now (the client opened
+// the tuple again with a SYN while the control process was asking), the
+// packets go through it instead, as a route would have let them. It
+// reports how many packets it answered or dropped. Call it through
+// Worker.Post.
+func (p *Pipeline) RefuseRoute(k *unit.FlowKey, now flow.Tick) int {
+	kp := p.keyPacket(k)
+	if kp.v6 && p.flows.Lookup6(&kp.k6, kp.hash) != nil || !kp.v6 && p.flows.Lookup4(&kp.k4, kp.hash) != nil {
+		p.releasePunted(kp)
+		return 0
+	}
+	v6, k4, k6 := kp.v6, kp.k4, kp.k6
+	held := p.held
+	n := 0
+	for i := 0; i < len(held); {
+		h := &held[i]
+		if h.accept != 0 || h.host || h.v6 != v6 || v6 && h.k6 != k6 || !v6 && h.k4 != k4 {
+			i++
+			continue
+		}
+		// The frame outlives this call (it goes into the next Output):
+		// the scratch slot only lends it a place to be parsed from.
+		slot := &p.heldScratch
+		*slot = h.frame
+		held[i] = held[len(held)-1]
+		held = held[:len(held)-1]
+		n++
+		p.stats.MidFlowRefused++
+		if p.answerHeldRST(slot, now) {
+			p.answers = append(p.answers, answered{frame: *slot, tx: true})
+			continue
+		}
+		p.stats.Drops[DropNoRoute]++
+		p.answers = append(p.answers, answered{frame: *slot})
+	}
+	p.held = held
+	return n
+}
+
+// answerHeldRST turns the held frame f, parsed again, into the reset
+// that answers it (answerRST), unless it is a reset itself or not a TCP
+// segment of a flow's kind. f's offload was dealt with when it first
+// went through the pipeline.
+func (p *Pipeline) answerHeldRST(f *nic.Frame, now flow.Tick) bool {
+	pk := &p.scratch
+	pk.frame = f
+	parse(pk, p.cfg.Link)
+	if pk.kind != kindFlow || pk.proto != header.IPProtoTCP || pk.tcpFlags&rstFlag != 0 {
+		return false
+	}
+	return p.answerRST(pk, now)
 }
 
 // awaitHost holds pk, a packet of a tunnel flow whose host has not yet

@@ -63,6 +63,12 @@ const (
 	// DropTCPBadChecksum: a TCP segment for the acceptor whose checksum
 	// is wrong (the acceptor answers only what a stack would accept).
 	DropTCPBadChecksum
+	// DropNoRoute: a mid-connection segment held for the control
+	// process (a mid-flow punt) that it knows no route for
+	// (RouteRefuse), and that could not be answered with a reset (a
+	// reset itself, a fragment, a bad checksum, or the answer rate
+	// spent). Those answered leave as resets (resets_sent).
+	DropNoRoute
 	numDrops
 )
 
@@ -127,6 +133,7 @@ var dropNames = [numDrops]string{
 	DropNoAcceptor:        "no_acceptor",
 	DropAcceptorUnfit:     "acceptor_unfit",
 	DropTCPBadChecksum:    "tcp_bad_checksum",
+	DropNoRoute:           "no_route",
 }
 
 // String returns the reason's name as counters and logs show it.

@@ -113,6 +113,14 @@ type Snapshot struct {
 	// mapping (RouteRelease), so that none reaches a host that could not
 	// restore it.
 	holdTunnel bool
+	// shareFlows: the unit is one of a cluster (a cluster section), so a
+	// connection's segments may reach it without its flow when the
+	// router moves the connection from another unit. A TCP segment
+	// without SYN that misses on a nat, tunnel or ipip VIP is then held
+	// and punted (PuntMidFlow) for the control process, which can ask
+	// the other units, instead of making a flow of its own or being
+	// reset.
+	shareFlows bool
 	unknown    Backend // stands in for backends the snapshot lacks
 	vipIDs     map[string]uint32
 	beIDs      map[string]uint32
@@ -144,6 +152,7 @@ func Build(c *config.Config, prev *Snapshot) (*Snapshot, error) {
 		ping:       c.Forwarder.AnswerPing,
 		hop:        c.Forwarder.TTL != config.TTLKeep,
 		holdTunnel: c.Hosts.Listen != "",
+		shareFlows: c.Cluster != nil,
 		unknown:    Backend{State: unit.StateRemoved},
 		timeouts:   TimeoutsOf(&c.Forwarder.Flows.Timeouts),
 	}

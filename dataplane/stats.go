@@ -13,12 +13,14 @@ type Stats struct {
 	ICMPForwarded      uint64 // ICMP errors sent along their flow
 	TooBigAnswered     uint64 // packets too big for an ipip tunnel answered with ICMP (sent instead of dropped)
 	HalfOpenReclaimed  uint64 // SNAT ports taken back from handshakes that never completed
-	ResetsSent         uint64 // segments of nat connections the unit does not know, answered with a reset
+	ResetsSent         uint64 // segments of connections the unit does not know (nat; refused mid-flow punts), answered with a reset
 	Recovered          uint64 // half-NAT flows made again from a backend's reply the unit had no flow for
 	ChecksumsFinished  uint64 // partial transport checksums completed in software (see offload)
 	EventsSentDirect   uint64 // flow events the worker sent itself (see DirectSender)
 	FragmentsHeld      uint64 // fragments held until their first fragment came
 	Punted             uint64 // packets held for the control process to decide
+	PuntedMidFlow      uint64 // of Punted: TCP segments without SYN of connections a cluster unit had no flow for
+	MidFlowRefused     uint64 // held mid-flow segments the control process had no route for (RouteRefuse)
 	HeldForHost        uint64 // packets of tunnel flows held until their host holds the mapping
 	ToAcceptor         uint64 // packets of l7 VIPs handed to the acceptor
 	AcceptorAnswers    uint64 // the acceptor's answers sent
@@ -80,6 +82,8 @@ func (s *Stats) Add(o *Stats) {
 	s.EventsSentDirect += o.EventsSentDirect
 	s.FragmentsHeld += o.FragmentsHeld
 	s.Punted += o.Punted
+	s.PuntedMidFlow += o.PuntedMidFlow
+	s.MidFlowRefused += o.MidFlowRefused
 	s.HeldForHost += o.HeldForHost
 	s.ToAcceptor += o.ToAcceptor
 	s.AcceptorAnswers += o.AcceptorAnswers

@@ -324,7 +324,9 @@ func TestUnitDies(t *testing.T) {
 			n += cnt.QueryLocal + cnt.QueryRemote
 		}
 		return n > 0
-	}, func() string { return fmt.Sprintf("%+v / %+v", c.atoms(survivors[0]).Counts, c.atoms(survivors[1]).Counts) })
+	}, func() string {
+		return fmt.Sprintf("%+v / %+v", c.atoms(survivors[0]).Counts, c.atoms(survivors[1]).Counts)
+	})
 
 	// The dead unit comes back, with the new configuration.
 	if err := os.WriteFile(dead.run.cfgPath, []byte(c.config(dead, kept)), 0o644); err != nil {

@@ -387,6 +387,8 @@ func (l *uplink) route(ctx context.Context, r *channel.Route) error {
 			err = p.AddRoute(&route, w.Now())
 		case channel.RouteRelease:
 			p.ReleaseHeld(&route.Key)
+		case channel.RouteRefuse:
+			p.RefuseRoute(&route.Key, w.Now())
 		default:
 			p.DeleteRoute(&route.Key)
 		}

@@ -514,3 +514,66 @@ func TestUplinkCallsDoNotHoldUpMessages(t *testing.T) {
 		answered++
 	}
 }
+
+// clusterUplinkConfig is a unit of a cluster with a tunnel VIP: its
+// workers hand mid-flow segments to the control process.
+const clusterUplinkConfig = `
+unit: {name: u1, address4: 198.51.100.254, mac: "02:00:00:00:00:01"}
+l2: {gateway_mac: "02:00:00:00:00:fe"}
+forwarder: {flows: {max: 4096}}
+cluster: {key_file: /nonexistent/cluster.key, tls: {ca: /nonexistent/ca.crt, cert: /nonexistent/u.crt, key: /nonexistent/u.key}}
+vips:
+  - name: tun
+    address: 192.0.2.1
+    port: 80
+    protocol: tcp
+    mode: tunnel
+    backends: [{name: b1, address: 10.1.0.1}, {name: b2, address: 10.1.0.2}]
+`
+
+// TestUplinkMidFlowRefuseAndRoute: in a cluster unit, an ACK no flow
+// expects reaches the control process as a mid-flow punt; a refusal
+// sends the client a reset, and a route sends the next segment to the
+// route's backend.
+func TestUplinkMidFlowRefuseAndRoute(t *testing.T) {
+	fc := startUplinkWith(t, clusterUplinkConfig)
+	ids, errText := fc.reload(clusterUplinkConfig, nil)
+	if errText != "" {
+		t.Fatal(errText)
+	}
+	client := pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:fe"), Addr: netip.MustParseAddr("203.0.113.7"), Port: 40000}
+	vip := pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:01"), Addr: netip.MustParseAddr("192.0.2.1"), Port: 80}
+	segment := func() []byte {
+		return pkttest.TCP(client, vip, pkttest.ACK, 100, 200, pkttest.Opts{Payload: []byte("x")})
+	}
+	punted := func() channel.Punt {
+		t.Helper()
+		_, p := fc.expect(channel.TPunt)
+		pu, err := channel.DecodePunt(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pu.Reason != channel.PuntMidFlow || pu.VIP != ids.VIPs["tun"] || pu.Key.SrcPort != client.Port {
+			t.Fatalf("punt %+v; want a mid-flow punt of VIP %d", pu, ids.VIPs["tun"])
+		}
+		return pu
+	}
+	fc.port.in <- segment()
+	pu := punted()
+	fc.send(channel.AppendRoute(nil, 1, &channel.Route{Op: channel.RouteRefuse, Worker: pu.Worker, Key: pu.Key}))
+	if dst, port := fc.packet(); dst != client.Addr || port != client.Port {
+		t.Fatalf("after the refusal a frame went to %s:%d, want the reset to the client", dst, port)
+	}
+	fc.port.in <- segment()
+	pu = punted()
+	b2 := ids.Backends[unit.BackendKey{VIP: "tun", Backend: "b2"}]
+	fc.send(channel.AppendRoute(nil, 2, &channel.Route{Op: channel.RouteAdd, Worker: pu.Worker, Key: pu.Key, Action: unit.Action{Backend: b2}}))
+	if dst, _ := fc.packet(); dst != netip.MustParseAddr("10.1.0.2") {
+		t.Fatalf("the routed segment went to %s, want 10.1.0.2", dst)
+	}
+	r := fc.report()
+	if r.PuntedMidFlow != 2 || r.MidFlowRefused != 1 || r.ResetsSent != 1 || r.Drops["no_route"] != 0 {
+		t.Errorf("report: punted_mid_flow %d, mid_flow_refused %d, resets_sent %d, no_route %d; want 2, 1, 1, 0",
+			r.PuntedMidFlow, r.MidFlowRefused, r.ResetsSent, r.Drops["no_route"])
+	}
+}

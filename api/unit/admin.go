@@ -63,10 +63,25 @@ type SupervisorState struct {
 }
 
 // PuntStats count the control process's decisions on punted flows.
+// Refused counts punts of a VIP the control process does not know (of
+// either kind), which get no answer.
 type PuntStats struct {
 	Decided   uint64 `json:"decided"`
 	NoBackend uint64 `json:"no_backend"`
 	Refused   uint64 `json:"refused"`
+	// MidFlow counts mid-flow punts (a cluster unit's segments of
+	// connections it had no flow for) answered with a route;
+	// MidFlowRefused those answered with a refusal, for which no route
+	// was known (the forwarder resets the connection).
+	MidFlow        uint64 `json:"mid_flow"`
+	MidFlowRefused uint64 `json:"mid_flow_refused"`
+	// MidFlowFound counts the mid-flow punts (of MidFlow) whose route
+	// came from the atom manager: connections another unit made,
+	// continued here.
+	MidFlowFound uint64 `json:"mid_flow_found"`
+	// SessionRouted counts new flows sent to the host of the client's
+	// session (of Decided).
+	SessionRouted uint64 `json:"session_routed"`
 }
 
 // BackendStatus is one backend as GET /v1/backends shows it: the

@@ -13,8 +13,10 @@ type Report struct {
 	// HalfOpenReclaimed counts SNAT ports taken back from handshakes that
 	// never completed (a SYN flood from forged sources, say).
 	HalfOpenReclaimed uint64 `json:"half_open_reclaimed"`
-	// ResetsSent counts segments of nat connections the unit did not
-	// know (after a restart of the whole unit), answered with a reset.
+	// ResetsSent counts segments of connections the unit did not know,
+	// answered with a reset: nat connections after a restart of the
+	// whole unit, and in a cluster the segments the control process
+	// knew no route for (MidFlowRefused).
 	ResetsSent uint64 `json:"resets_sent"`
 	// Recovered counts half-NAT flows made again from a backend's reply
 	// the unit had no flow for (after a restart of the whole unit).
@@ -23,7 +25,14 @@ type Report struct {
 	// completed itself (see nic.Offload).
 	ChecksumsFinished uint64 `json:"checksums_finished"`
 	Punted            uint64 `json:"punted"`
-	HeldForHost       uint64 `json:"held_for_host"`
+	// PuntedMidFlow counts, of Punted, the TCP segments without SYN a
+	// unit of a cluster had no flow for (a connection another unit may
+	// carry), held for the control process's route; MidFlowRefused
+	// those the control process knew no route for, answered with a
+	// reset or dropped (no_route).
+	PuntedMidFlow  uint64 `json:"punted_mid_flow"`
+	MidFlowRefused uint64 `json:"mid_flow_refused"`
+	HeldForHost    uint64 `json:"held_for_host"`
 	// ToAcceptor counts packets of l7 VIPs handed to the acceptor, and
 	// AcceptorAnswers the acceptor's packets sent in their place;
 	// SYNAnswers the l7 VIPs' SYNs the workers answered themselves, with

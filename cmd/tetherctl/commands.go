@@ -57,6 +57,9 @@ func commands(cl func() *client) []*cobra.Command {
 					fmt.Fprintf(w, "flow events lost\t%d (the inventory was re-read from the forwarder)\n", s.EventsLost)
 				}
 				fmt.Fprintf(w, "punts\t%d decided, %d without backend, %d refused\n", s.Punts.Decided, s.Punts.NoBackend, s.Punts.Refused)
+				if s.Punts.MidFlow+s.Punts.MidFlowRefused > 0 {
+					fmt.Fprintf(w, "mid-flow punts\t%d routed (%d by the atom manager), %d refused (reset)\n", s.Punts.MidFlow, s.Punts.MidFlowFound, s.Punts.MidFlowRefused)
+				}
 				if c := s.Cluster; c != nil {
 					ready := "not ready (pulling its atoms from the other units)"
 					if c.Ready {
@@ -144,7 +147,11 @@ func commands(cl func() *client) []*cobra.Command {
 					fmt.Fprintf(w, "checksums finished\t%d partial checksums completed by the forwarder\n", r.ChecksumsFinished)
 				}
 				if r.ResetsSent > 0 {
-					fmt.Fprintf(w, "resets sent\t%d segments of nat connections the unit does not know\n", r.ResetsSent)
+					fmt.Fprintf(w, "resets sent\t%d segments of connections the unit does not know\n", r.ResetsSent)
+				}
+				if r.PuntedMidFlow > 0 {
+					fmt.Fprintf(w, "mid-flow punts\t%d segments of connections without a flow, held for the control process\t%d of them refused\n",
+						r.PuntedMidFlow, r.MidFlowRefused)
 				}
 				if r.SYNAnswers+r.ToAcceptor > 0 {
 					fmt.Fprintf(w, "l7 acceptor\t%d SYNs answered by the workers\t%d packets handed to the acceptor, %d of its answers sent\n",

@@ -651,6 +651,23 @@ func (m *Manager) Keys(prefix, host string) []string {
 	return out
 }
 
+// Peers reports the streams to the other units, without walking the
+// portion.
+func (m *Manager) Peers() []unit.AtomPeer {
+	m.mu.Lock()
+	peers := make([]*peer, 0, len(m.peers))
+	for _, p := range m.peers {
+		peers = append(peers, p)
+	}
+	m.mu.Unlock()
+	out := make([]unit.AtomPeer, 0, len(peers))
+	for _, p := range peers {
+		out = append(out, p.view())
+	}
+	slices.SortFunc(out, func(a, b unit.AtomPeer) int { return compareStrings(a.Name, b.Name) })
+	return out
+}
+
 // Summary reports readiness, the live members (this unit included) and
 // the size of the portion, without walking it.
 func (m *Manager) Summary() (ready bool, members, atoms int) {
@@ -670,6 +687,7 @@ func (m *Manager) View(prefix, host string, limit int) unit.AtomsView {
 	for k, n := range m.refused {
 		v.Refused[k] = n
 	}
+	var keys []string
 	for key, e := range m.t.atoms {
 		if e.cached {
 			v.Cached++
@@ -681,6 +699,16 @@ func (m *Manager) View(prefix, host string, limit int) unit.AtomsView {
 			continue
 		}
 		v.Matched++
+		if limit != 0 {
+			keys = append(keys, key)
+		}
+	}
+	slices.Sort(keys)
+	if limit >= 0 && len(keys) > limit {
+		keys = keys[:limit]
+	}
+	for _, key := range keys {
+		e := m.t.atoms[key]
 		v.Page = append(v.Page, atomView(e.atom(key)))
 	}
 	peers := make([]*peer, 0, len(m.peers))
@@ -688,10 +716,6 @@ func (m *Manager) View(prefix, host string, limit int) unit.AtomsView {
 		peers = append(peers, p)
 	}
 	m.mu.Unlock()
-	slices.SortFunc(v.Page, func(a, b unit.AtomView) int { return compareStrings(a.Key, b.Key) })
-	if limit >= 0 && len(v.Page) > limit {
-		v.Page = v.Page[:limit]
-	}
 	for _, p := range peers {
 		v.Peers = append(v.Peers, p.view())
 	}

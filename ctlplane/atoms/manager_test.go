@@ -30,7 +30,7 @@ func (c *clock) nowFunc() func() time.Time { return c.now }
 
 // testUnits makes certificates for units and hands out managers.
 type testUnits struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	ca    *mtls.CA
 	level int
@@ -40,7 +40,7 @@ type testUnits struct {
 	addrs map[string]string
 }
 
-func newTestUnits(t *testing.T, level int) *testUnits {
+func newTestUnits(t testing.TB, level int) *testUnits {
 	t.Helper()
 	dir := t.TempDir()
 	ca, _, err := mtls.OpenCA(dir, "test")
@@ -112,7 +112,7 @@ func (u *testUnits) names() []string {
 }
 
 // waitFor polls cond until it holds, failing the test after a bound.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {

@@ -102,6 +102,12 @@ type Control struct {
 	// cl is this unit's membership in its cluster and its portion of
 	// the atom manager (cluster.go).
 	cl clusterPart
+	// flowLookup answers mid-flow punts from the atom manager
+	// (midflow.go): routeOf in a cluster, nil outside one. Set before
+	// Run (tests set their own); read under mu. lookups bounds the
+	// lookups in flight.
+	flowLookup FlowLookup
+	lookups    chan struct{}
 }
 
 // New prepares a control process for opts.Config; Run starts everything.
@@ -119,6 +125,10 @@ func New(opts Options) (*Control, error) {
 	}
 	if err := c.prepareCluster(); err != nil {
 		return nil, err
+	}
+	c.lookups = make(chan struct{}, maxLookups)
+	if c.file.Cluster != nil {
+		c.flowLookup = c.routeOf
 	}
 	c.mu.Lock()
 	c.eval = c.evaluate(c.file, c.states)
@@ -422,9 +432,12 @@ func (c *Control) receive(ctx context.Context, lk *fwdLink) {
 			case channel.TPunt:
 				var pu channel.Punt
 				if pu, err = channel.DecodePunt(p); err == nil {
-					if pu.Reason == channel.PuntAccept {
+					switch pu.Reason {
+					case channel.PuntAccept:
 						c.acceptPunt(lk, &pu)
-					} else {
+					case channel.PuntMidFlow:
+						c.midFlow(lk, &pu)
+					default:
 						c.decide(lk, &pu)
 					}
 				}

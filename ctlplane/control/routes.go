@@ -182,18 +182,18 @@ func (c *Control) shareRoutes(events []channel.FlowEvent) {
 // zombie counts: late packets of a closed connection still go to its
 // host. found is false when no unit knows the flow or this unit has no
 // such backend.
-func (c *Control) routeOf(ctx context.Context, k *unit.FlowKey) (a unit.Action, found bool, err error) {
+func (c *Control) routeOf(ctx context.Context, k *unit.FlowKey) (vip string, a unit.Action, found bool, err error) {
 	mgr := c.cl.atoms.Load()
 	if mgr == nil {
-		return a, false, nil
+		return "", a, false, nil
 	}
 	at, found, err := mgr.Query(ctx, routeKey(k))
 	if err != nil || !found {
-		return a, false, err
+		return "", a, false, err
 	}
 	d, err := decodeRouteData(at.Data)
 	if err != nil {
-		return a, false, err
+		return "", a, false, err
 	}
 	bk := unit.BackendKey{VIP: d.VIP, Backend: d.Backend}
 	c.mu.Lock()
@@ -203,17 +203,17 @@ func (c *Control) routeOf(ctx context.Context, k *unit.FlowKey) (a unit.Action, 
 	}
 	c.mu.Unlock()
 	if !ok {
-		return a, false, fmt.Errorf("route atom %s: backend %s unknown here", at.Key, bk)
+		return "", a, false, fmt.Errorf("route atom %s: backend %s unknown here", at.Key, bk)
 	}
 	if d.Mode != unit.ModeNAT {
-		return unit.Action{Backend: id}, true, nil
+		return d.VIP, unit.Action{Backend: id}, true, nil
 	}
 	host, err := netip.ParseAddr(at.Host)
 	if err != nil || host.Is4() != d.SNAT.Addr().Is4() || host.Is4() == k.V6 {
-		return a, false, fmt.Errorf("route atom %s: host %q", at.Key, at.Host)
+		return "", a, false, fmt.Errorf("route atom %s: host %q", at.Key, at.Host)
 	}
 	a = unit.Action{Mode: unit.ModeNAT, Backend: id, PortA: d.Port, PortB: d.SNAT.Port()}
 	copy(a.A[:], host.AsSlice())
 	copy(a.B[:], d.SNAT.Addr().AsSlice())
-	return a, true, nil
+	return d.VIP, a, true, nil
 }

@@ -128,16 +128,16 @@ func TestRouteAtoms(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	got, found, err := b.routeOf(ctx, &tunnel.Key)
-	if err != nil || !found || got != (unit.Action{Backend: 11}) {
+	vip, got, found, err := b.routeOf(ctx, &tunnel.Key)
+	if err != nil || !found || got != (unit.Action{Backend: 11}) || vip != "web" {
 		t.Errorf("tunnel flow to a retired backend: %+v, %v, %v", got, found, err)
 	}
-	got, found, err = b.routeOf(ctx, &nat.Key)
+	vip, got, found, err = b.routeOf(ctx, &nat.Key)
 	want := unit.Action{Mode: unit.ModeNAT, Backend: 12, PortA: 5432, PortB: 40007, A: nat.Action.A, B: nat.Action.B}
-	if err != nil || !found || got != want {
+	if err != nil || !found || got != want || vip != "db" {
 		t.Errorf("nat flow: %+v, %v, %v; want %+v", got, found, err, want)
 	}
-	if _, found, err := b.routeOf(ctx, &half.Key); found || err != nil {
+	if _, _, found, err := b.routeOf(ctx, &half.Key); found || err != nil {
 		t.Errorf("a halfnat flow was shared: %v, %v", found, err)
 	}
 	closed := tunnel

@@ -43,11 +43,12 @@ func newCollector(src Source) *collector {
 		punted:    d("punted_total", "Packets held for the control process to decide."),
 		events: d("flow_events_total", "What the forwarder did besides forwarding: reopened (a closed tuple used again), "+
 			"half_open_reclaimed (a SNAT port taken back from a handshake that never completed or an unanswered UDP flow), "+
-			"resets_sent (segments of unknown nat connections answered with a reset), recovered (half-NAT flows made again "+
+			"resets_sent (segments of unknown connections answered with a reset), recovered (half-NAT flows made again "+
 			"from a backend's reply), checksums_finished (partial checksums completed by the forwarder), held_for_host "+
 			"(packets of new tunnel flows held until their host had the flow's mapping), to_acceptor (packets of l7 VIPs handed to "+
 			"the acceptor), acceptor_answers (the acceptor's packets sent in their place), syn_answers (l7 VIPs' SYNs the workers answered "+
-			"themselves, with the acceptor's cookie).", "event"),
+			"themselves, with the acceptor's cookie), punted_mid_flow (of punted_total: TCP segments without SYN a unit of a cluster "+
+			"had no flow for, held for the control process's route), mid_flow_refused (those the control process knew no route for).", "event"),
 		bePackets:  d("backend_packets_total", "Packets to a backend and replies from it through the unit.", "vip", "backend", "direction"),
 		beBytes:    d("backend_bytes_total", "Bytes to a backend and replies from it through the unit.", "vip", "backend", "direction"),
 		beNewFlows: d("backend_new_flows_total", "Flows sent to a backend.", "vip", "backend"),
@@ -134,6 +135,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.events, rep.ToAcceptor, "to_acceptor")
 	counter(c.events, rep.AcceptorAnswers, "acceptor_answers")
 	counter(c.events, rep.SYNAnswers, "syn_answers")
+	counter(c.events, rep.PuntedMidFlow, "punted_mid_flow")
+	counter(c.events, rep.MidFlowRefused, "mid_flow_refused")
 	for i, b := range rep.Backends {
 		if b.State == unit.StateRemoved {
 			continue

@@ -12,7 +12,9 @@ import (
 // refused at hello. 2: punts carry the forwarder's Maglev choice.
 // 3: punts carry an ID; answers (l7 VIPs' acceptor).
 // 4: SYN keys (the workers answer l7 VIPs' SYNs).
-const Version = 4
+// 5: mid-flow punts (PuntMidFlow) and refusals (RouteRefuse); punt
+// reasons are checked.
+const Version = 5
 
 // MaxMessage bounds a message, header included.
 const MaxMessage = 64 << 10

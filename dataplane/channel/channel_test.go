@@ -25,10 +25,15 @@ func TestRoundTrips(t *testing.T) {
 	if got, err := DecodeHello(p); err != nil || got != h {
 		t.Fatalf("hello %+v, %v", got, err)
 	}
-	pu := Punt{Worker: 2, Reason: PuntAccept, VIP: 9, ID: 0xdeadbeef, Choice: 4, Key: key6(), Frame: []byte("frame bytes")}
-	_, p, _ = ParseHeader(AppendPunt(nil, 2, &pu))
-	if got, err := DecodePunt(p); err != nil || !reflect.DeepEqual(got, pu) {
-		t.Fatalf("punt %+v, %v", got, err)
+	for _, pu := range []Punt{
+		{Worker: 2, Reason: PuntAccept, VIP: 9, ID: 0xdeadbeef, Choice: 4, Key: key6(), Frame: []byte("frame bytes")},
+		{Worker: 1, Reason: PuntMidFlow, VIP: 3, Choice: 7, Key: key6(), Frame: []byte("an ACK")},
+		{Worker: 1, Reason: PuntMidFlow, VIP: 3, Choice: NoChoice, Key: key6(), Frame: []byte("a nat VIP's ACK")},
+	} {
+		_, p, _ = ParseHeader(AppendPunt(nil, 2, &pu))
+		if got, err := DecodePunt(p); err != nil || !reflect.DeepEqual(got, pu) {
+			t.Fatalf("punt %+v, %v", got, err)
+		}
 	}
 	an := Answer{Worker: 3, ID: 0xdeadbeef, Packet: []byte("an IP packet")}
 	_, p, _ = ParseHeader(AppendAnswer(nil, 2, &an))
@@ -46,7 +51,7 @@ func TestRoundTrips(t *testing.T) {
 	if got, err := DecodeRoute(p); err != nil || got != ro {
 		t.Fatalf("route %+v, %v", got, err)
 	}
-	for _, op := range []uint8{RouteDelete, RouteRelease} {
+	for _, op := range []uint8{RouteDelete, RouteRelease, RouteRefuse} {
 		keyOnly := Route{Op: op, Worker: 1, Key: key6()}
 		_, p, _ = ParseHeader(AppendRoute(nil, 3, &keyOnly))
 		if got, err := DecodeRoute(p); err != nil || got != keyOnly {
@@ -119,6 +124,19 @@ func TestMalformed(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
+	// A punt's reason is one the receiver knows what to do with.
+	for _, reason := range []uint8{0, PuntMidFlow + 1, 0xff} {
+		msg := AppendPunt(nil, 1, &Punt{Reason: reason, Key: key6(), Frame: []byte{0x45}})
+		if _, err := DecodePunt(msg[HeaderSize:]); !errors.Is(err, ErrValue) {
+			t.Errorf("punt reason %d: %v", reason, err)
+		}
+	}
+	// A refusal is a key alone: an action after it is trailing bytes.
+	refuse := AppendRoute(nil, 1, &Route{Op: RouteRefuse, Key: key6()})
+	withAction := appendAction(append([]byte(nil), refuse...), &unit.Action{Backend: 1})
+	if _, err := DecodeRoute(withAction[HeaderSize:]); err == nil {
+		t.Error("a refusal with an action accepted")
+	}
 	if _, err := DecodeCall(AppendCalls(nil, 1, "x", nil)[0][HeaderSize:]); err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +189,9 @@ func TestConn(t *testing.T) {
 // back to the same bytes.
 func FuzzDecode(f *testing.F) {
 	f.Add(AppendHello(nil, 1, &Hello{Role: 1, Name: "x"}))
-	f.Add(AppendPunt(nil, 2, &Punt{Key: key6(), Frame: []byte{1, 2, 3}}))
+	f.Add(AppendPunt(nil, 2, &Punt{Reason: PuntNewFlow, Key: key6(), Frame: []byte{1, 2, 3}}))
+	f.Add(AppendPunt(nil, 11, &Punt{Reason: PuntMidFlow, Choice: NoChoice, Key: key6(), Frame: []byte{0x45, 0}}))
+	f.Add(AppendRoute(nil, 12, &Route{Op: RouteRefuse, Worker: AnyWorker, Key: key6()}))
 	f.Add(AppendRoute(nil, 3, &Route{Op: RouteAdd, Key: key6()}))
 	f.Add(AppendFlowEvents(nil, 4, []FlowEvent{{Kind: 1, Key: key6()}}))
 	f.Add(AppendCalls(nil, 5, "stats", []byte(`{"a":1}`))[0])

@@ -54,7 +54,9 @@ func DecodeHello(p []byte) (Hello, error) {
 
 // Punt is a packet the forwarder hands to control: the first packet of
 // a flow on a VIP whose policy needs control-plane state (PuntNewFlow:
-// the forwarder holds it until a route for its key arrives), or any
+// the forwarder holds it until a route for its key arrives), a TCP
+// segment without SYN of a connection another unit may carry
+// (PuntMidFlow: held the same way, until a route or a refusal), or any
 // packet of an l7 VIP that has no flow yet (PuntAccept: for the
 // acceptor, which answers it with an Answer naming the punt's ID).
 type Punt struct {
@@ -68,7 +70,9 @@ type Punt struct {
 	// takes new flows. It is the control process's answer when nothing
 	// it knows (allotments; later sessions and affinity) decides
 	// otherwise, so the control process keeps no Maglev tables of its
-	// own.
+	// own. A PuntMidFlow of a nat VIP always carries NoChoice: a fresh
+	// flow (a new SNAT port) cannot carry a connection already under
+	// way.
 	Choice uint32
 	Key    unit.FlowKey
 	// Frame is a copy of the frame (PuntNewFlow) or of its IP packet,
@@ -86,6 +90,12 @@ const MaxPuntFrame = 2048
 const (
 	PuntNewFlow = 1
 	PuntAccept  = 2
+	// PuntMidFlow: a TCP segment without SYN (an ACK, FIN or RST) that
+	// no flow of this unit expects, in a unit whose flows are shared
+	// with other units (a cluster): the connection may be another
+	// unit's, moved here by the router. The control process answers
+	// with RouteAdd (where the connection goes) or RouteRefuse.
+	PuntMidFlow = 3
 )
 
 // AppendPunt appends a punt message.
@@ -111,6 +121,9 @@ func DecodePunt(p []byte) (Punt, error) {
 	}
 	if len(m.Frame) > MaxPuntFrame {
 		return Punt{}, fmt.Errorf("punt: %w: frame of %d bytes", ErrLength, len(m.Frame))
+	}
+	if m.Reason < PuntNewFlow || m.Reason > PuntMidFlow {
+		return Punt{}, fmt.Errorf("punt: %w: reason %d", ErrValue, m.Reason)
 	}
 	return m, nil
 }
@@ -160,10 +173,16 @@ const (
 	// RouteRelease: the host of the key's tunnel flow holds its mapping;
 	// the packets the forwarder holds for the flow may go.
 	RouteRelease = 3
+	// RouteRefuse: the control process knows no route for the key of a
+	// punt (a PuntMidFlow whose connection no unit holds). The forwarder
+	// answers the frames it holds for the key as a host that does not
+	// know the connection would (a reset for a segment without RST)
+	// and lets them go; it records no flow.
+	RouteRefuse = 4
 )
 
-// Route adds, deletes or releases a flow. Worker 0xff means "the worker that owns
-// the key" (the forwarder steers it).
+// Route adds, deletes, releases or refuses a flow. Worker 0xff means
+// "the worker that owns the key" (the forwarder steers it).
 type Route struct {
 	Op     uint8
 	Worker uint8
@@ -217,7 +236,7 @@ func DecodeRoute(p []byte) (Route, error) {
 	switch m.Op {
 	case RouteAdd:
 		m.Action = r.action()
-	case RouteDelete, RouteRelease:
+	case RouteDelete, RouteRelease, RouteRefuse:
 	default:
 		if r.err == nil {
 			r.err = fmt.Errorf("%w: route op %d", ErrValue, m.Op)
