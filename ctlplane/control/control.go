@@ -464,32 +464,69 @@ func (c *Control) receive(ctx context.Context, lk *fwdLink) {
 	}
 }
 
-// decide answers a punt. A VIP whose health source allots new
-// connections spends a token of its allotment; otherwise the forwarder's
-// own Maglev choice, which came with the punt, stands. (Sessions,
-// affinity and migration will decide here.) Every name is the
+// decide answers a punt in seed S1's order (FIG. 26): a client with a
+// session goes to the host that holds it, if that host has a backend of
+// the VIP that takes new flows (cluster units: the session may have been
+// learnt by another unit, so the lookup runs on a goroutine of its
+// own); otherwise a VIP whose health source allots new connections
+// spends a token of its allotment; otherwise the forwarder's own Maglev
+// choice, which came with the punt, stands. Every name is the
 // forwarder's ID, from the punt to the route.
 func (c *Control) decide(lk *fwdLink, pu *channel.Punt) {
 	c.mu.Lock()
 	vip, known := c.vipNames[pu.VIP]
-	backend, decided := uint32(0), false
-	if known {
-		backend, decided = c.spendToken(vip)
-	}
 	c.mu.Unlock()
-	switch {
-	case !known:
+	if !known {
 		c.count(func(s *unit.PuntStats) { s.Refused++ })
 		return
-	case !decided && pu.Choice == channel.NoChoice:
+	}
+	worker, key, choice := pu.Worker, pu.Key, pu.Choice // pu's frame is the reader's buffer
+	if c.cl.atoms.Load() != nil && c.hosts != nil {
+		select {
+		case c.lookups <- struct{}{}:
+			go func() {
+				defer func() { <-c.lookups }()
+				ctx, cancel := context.WithTimeout(context.Background(), flowLookupTimeout)
+				b, ok := c.sessionBackend(ctx, vip, &key)
+				cancel()
+				if ok {
+					c.sendDecision(lk, worker, key, b, true)
+					return
+				}
+				c.decideByLoad(lk, worker, key, vip, choice)
+			}()
+			return
+		default: // too many lookups in flight: no session this time
+		}
+	}
+	c.decideByLoad(lk, worker, key, vip, choice)
+}
+
+// decideByLoad is decide without a session: the allotment, or Maglev.
+func (c *Control) decideByLoad(lk *fwdLink, worker uint8, key unit.FlowKey, vip string, choice uint32) {
+	c.mu.Lock()
+	backend, decided := c.spendToken(vip)
+	c.mu.Unlock()
+	switch {
+	case !decided && choice == channel.NoChoice:
 		c.count(func(s *unit.PuntStats) { s.NoBackend++ })
 		return
 	case !decided:
-		backend = pu.Choice
+		backend = choice
 	}
-	r := channel.Route{Op: channel.RouteAdd, Worker: pu.Worker, Key: pu.Key, Action: unit.Action{Backend: backend}}
+	c.sendDecision(lk, worker, key, backend, false)
+}
+
+// sendDecision routes a punted new flow to backend.
+func (c *Control) sendDecision(lk *fwdLink, worker uint8, key unit.FlowKey, backend uint32, session bool) {
+	r := channel.Route{Op: channel.RouteAdd, Worker: worker, Key: key, Action: unit.Action{Backend: backend}}
 	if err := lk.route(&r); err == nil {
-		c.count(func(s *unit.PuntStats) { s.Decided++ })
+		c.count(func(s *unit.PuntStats) {
+			s.Decided++
+			if session {
+				s.SessionRouted++
+			}
+		})
 	}
 }
 
