@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -173,24 +174,16 @@ func (c *Cluster) checkAtoms(p *problems) {
 	} else if bind, err := netip.ParseAddrPort(c.Bind); err == nil && ap == bind && ap.Port() != 0 {
 		p.Add("cluster.listen", c.Listen, "is cluster.bind: the atom stream (TCP) needs a port of its own")
 	}
-	switch r := c.Replication.(type) {
-	case nil:
+	// YAML gives an int, a configuration passed on as JSON a float64,
+	// and "full" or a quoted number a string: take them all by text.
+	if c.Replication == nil {
 		c.Level = DefaultReplication
-	case int:
-		c.Level = r
-		if r < 0 || r > MaxReplication {
-			p.Add("cluster.replication", r, "want 0 to %d, or full", MaxReplication)
-		}
-	case string:
-		if r == "full" {
-			c.Level = ReplicationFull
-		} else if n, err := strconv.Atoi(r); err == nil && n >= 0 && n <= MaxReplication {
-			c.Level = n
-		} else {
-			p.Add("cluster.replication", r, "want 0 to %d, or full", MaxReplication)
-		}
-	default:
-		p.Add("cluster.replication", r, "want 0 to %d, or full", MaxReplication)
+	} else if r := fmt.Sprint(c.Replication); r == "full" {
+		c.Level = ReplicationFull
+	} else if n, err := strconv.Atoi(r); err == nil && n >= 0 && n <= MaxReplication {
+		c.Level = n
+	} else {
+		p.Add("cluster.replication", c.Replication, "want 0 to %d, or full", MaxReplication)
 	}
 	if c.ZombieTime == 0 {
 		c.ZombieTime = DefaultZombieTime

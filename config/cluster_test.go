@@ -39,7 +39,7 @@ func TestClusterConfig(t *testing.T) {
 		cl.TLS.Cert != "/d" {
 		t.Errorf("values: %+v", cl)
 	}
-	for yaml, level := range map[string]int{"0": 0, "2": 2, "\"3\"": 3} {
+	for yaml, level := range map[string]int{"0": 0, "2": 2, "\"3\"": 3, "4.0": 4} {
 		c, err = Parse([]byte("cluster: {key_file: /k, tls: {ca: /c, cert: /d, key: /e}, replication: " + yaml + "}\n"))
 		if err != nil || c.Cluster.Level != level {
 			t.Errorf("replication %s: %v, level %v", yaml, err, c.Cluster)
@@ -61,6 +61,8 @@ func TestClusterProblems(t *testing.T) {
 		{"cluster: {key_file: /k, replication: 17}", `cluster.replication: "17": want 0 to 16, or full`},
 		{"cluster: {key_file: /k, replication: all}", `cluster.replication: "all"`},
 		{"cluster: {key_file: /k, replication: -1}", `cluster.replication: "-1"`},
+		{"cluster: {key_file: /k, replication: 1.5}", `cluster.replication: "1.5"`},
+		{"cluster: {key_file: /k, replication: [1]}", `cluster.replication`},
 		{"cluster: {key_file: /k, zombie_time: 10ms}", `cluster.zombie_time: "10ms": must be between 1s and 1h`},
 		{"cluster: {key_file: /k, pull_wait: 1h}", `cluster.pull_wait: "1h0m0s": must be between 100ms and 10m`},
 		{"cluster: {bind: 10.0.0.1:7946}", `cluster.key_file: "": required`},

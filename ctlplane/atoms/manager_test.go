@@ -472,3 +472,23 @@ func TestPlacement(t *testing.T) {
 }
 
 var _ = errors.New
+
+// TestPullAfterRefusal: a unit whose first pull is refused (the other
+// did not know it yet: gossip reaches units at different times) pulls
+// again once it is known, rather than count the refused stream as its
+// pull.
+func TestPullAfterRefusal(t *testing.T) {
+	u := newTestUnits(t, 1)
+	a, b := u.start("unit-a"), u.start("unit-b")
+	if _, err := a.Add("route/early", "10.1.0.9", nil, time.Minute, 0); err != nil {
+		t.Fatal(err)
+	}
+	both := []Member{{Name: "unit-a", Boot: a.opts.Self.Boot, Addr: u.addrs["unit-a"]}, {Name: "unit-b", Boot: b.opts.Self.Boot, Addr: u.addrs["unit-b"]}}
+	b.SetMembers(both) // a does not know b yet: b's pull is refused
+	waitFor(t, "a refusal", func() bool { return a.View("", "", 0).Refused[RefusedNotMember] > 0 })
+	a.SetMembers(both)
+	waitFor(t, "b's pull", func() bool { p := b.Peers(); return len(p) == 1 && p[0].Pulled })
+	if !holds(b, "route/early") {
+		t.Error("the atom added before b was known did not reach b")
+	}
+}

@@ -59,7 +59,6 @@ type peer struct {
 	inflight  map[uint64]batch
 	seq       uint64
 	connected bool
-	everUp    bool
 	pulled    bool
 	sent      uint64
 	acked     uint64
@@ -218,11 +217,13 @@ func (p *peer) session() error {
 	if err := send(&atompb.Hello{Unit: p.m.opts.Self.Name, Boot: p.m.opts.Self.Boot}); err != nil {
 		return err
 	}
-	// The first answer proves the peer took the hello: a pull's on the
-	// first stream to this life of the peer, otherwise the acks of this
-	// unit's share, sent again since the last stream may have lost some.
+	// Until a pull from this life of the peer has completed, every
+	// stream starts with one (the peer may have refused the last one:
+	// it did not know this unit yet). Once pulled, a new stream starts
+	// with this unit's share instead, sent again since the last stream
+	// may have lost some.
 	p.mu.Lock()
-	first := !p.everUp
+	first := !p.pulled
 	p.nextID++
 	pullID := p.nextID
 	if first {
@@ -239,7 +240,7 @@ func (p *peer) session() error {
 		p.mu.Unlock()
 	}
 	p.mu.Lock()
-	p.connected, p.everUp = true, true
+	p.connected = true
 	p.lastErr = ""
 	p.mu.Unlock()
 
