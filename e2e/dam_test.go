@@ -272,12 +272,20 @@ func (c *damCluster) kill(u *damUnit) {
 	}
 }
 
+// writeConfig writes u's configuration with the hosts in backends, and
+// its admin section as startUnitIn wrote it.
+func (c *damCluster) writeConfig(u *damUnit, backends []int) {
+	c.t.Helper()
+	cfg := c.config(u, backends) + fmt.Sprintf("admin:\n  socket: %s\n  run_dir: %s\n", u.run.socket, u.run.runDir)
+	if err := os.WriteFile(u.run.cfgPath, []byte(cfg), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
 // reconfigure gives u the hosts in backends and reloads it.
 func (c *damCluster) reconfigure(u *damUnit, backends []int) {
 	c.t.Helper()
-	if err := os.WriteFile(u.run.cfgPath, []byte(c.config(u, backends)), 0o644); err != nil {
-		c.t.Fatal(err)
-	}
+	c.writeConfig(u, backends)
 	if out, err := u.run.ctl("reload"); err != nil {
 		c.t.Fatalf("%s: reload: %v\n%s", u.name, err, out)
 	}
@@ -329,9 +337,7 @@ func TestUnitDies(t *testing.T) {
 	})
 
 	// The dead unit comes back, with the new configuration.
-	if err := os.WriteFile(dead.run.cfgPath, []byte(c.config(dead, kept)), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	c.writeConfig(dead, kept)
 	dead.run.start()
 	c.waitReady(dead, len(c.units))
 	if err := c.lb.SpreadVIPs(c.ips(c.units)); err != nil {
