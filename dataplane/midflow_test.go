@@ -306,3 +306,55 @@ func TestMidFlowPuntDoesNotAllocate(t *testing.T) {
 		t.Errorf("%d punts, %d refused, %d mid-flow punts counted; want %d of each", punts, refused, r.p.stats.PuntedMidFlow, len(frames))
 	}
 }
+
+// TestMidFlowRouteForeign: a route to a backend the snapshot does not
+// have (another unit's connection to a backend that left this unit's
+// configuration before it started) makes a flow toward the route's
+// address and port, counted under no backend: a new tunnel flow with
+// this unit's flow ID, an ipip flow, and a nat connection's whole entry.
+func TestMidFlowRouteForeign(t *testing.T) {
+	r := clusterRig(t)
+	c := cl(1, 7100)
+	r.send(ack(c, vip(82)), ack(c, vip(83)), ack(c, vip(80)))
+	_, punts := take(r)
+	if len(punts) != 3 {
+		t.Fatalf("%d punts, want 3", len(punts))
+	}
+	foreign := netip.MustParseAddr("10.9.9.9")
+	for _, pu := range punts {
+		route := channel.Route{Op: channel.RouteAdd, Key: pu.Key, Action: unit.Action{Backend: unit.ForeignBackend, PortA: 8080}}
+		copy(route.Action.A[:], foreign.AsSlice())
+		if r.p.snap.VIPs[pu.VIP].Mode == unit.ModeNAT {
+			route.Action.Mode, route.Action.PortB = unit.ModeNAT, 40002
+			copy(route.Action.B[:], netip.MustParseAddr("198.51.100.1").AsSlice())
+		}
+		if err := r.p.AddRoute(&route, r.now); err != nil {
+			t.Fatalf("%+v: %v", route, err)
+		}
+	}
+	// tunnel flows wait for the host's mapping when the unit has host
+	// streams; this rig has none, so all three leave now.
+	tx, _, _ := r.send()
+	if len(tx) != 3 {
+		t.Fatalf("%d frames left, want the three held segments", len(tx))
+	}
+	for _, f := range tx {
+		if dst := dstOf(f); dst.Addr() != foreign {
+			t.Errorf("segment sent to %s, want the foreign backend %s", dst, foreign)
+		}
+	}
+	for _, b := range r.p.stats.Backends {
+		if b.NewFlows != 0 || b.Packets != 0 {
+			t.Errorf("a configured backend counted a foreign flow: %+v", b)
+		}
+	}
+	// A foreign backend for a mode whose new flow needs the backend's
+	// own state (nat without the whole entry) is refused, changing
+	// nothing.
+	k := punts[0].Key
+	k.SrcPort++
+	k.DstPort = 80
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: k, Action: unit.Action{Backend: unit.ForeignBackend}}, r.now); err == nil {
+		t.Error("a new nat flow to a foreign backend was accepted")
+	}
+}

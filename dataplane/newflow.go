@@ -77,7 +77,14 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 
 // newFlowTo records a new flow of VIP v to backend bid.
 func (p *Pipeline) newFlowTo(pk *packet, v *VIP, bid uint32, mh uint64, now flow.Tick) (entry, bool) {
-	be := &p.snap.Backends[bid]
+	return p.newFlowWith(pk, v, &p.snap.Backends[bid], mh, now)
+}
+
+// newFlowWith records a new flow of VIP v to backend be: one of the
+// snapshot's, or a foreign one a route names (unit.ForeignBackend),
+// which no counter counts.
+func (p *Pipeline) newFlowWith(pk *packet, v *VIP, be *Backend, mh uint64, now flow.Tick) (entry, bool) {
+	bid := be.ID
 	m := flow.Meta{Backend: bid, Mode: v.Mode, PortA: be.Port}
 	track(&m, pk.tcpFlags, now)
 	var e entry
@@ -98,7 +105,9 @@ func (p *Pipeline) newFlowTo(pk *packet, v *VIP, bid uint32, mh uint64, now flow
 	}
 	if ok {
 		p.stats.NewFlows++
-		p.stats.Backends[bid].NewFlows++
+		if be.known {
+			p.stats.Backends[bid].NewFlows++
+		}
 		p.flowEvent(channel.FlowOpened, pk, e)
 	}
 	return e, ok

@@ -370,33 +370,52 @@ func (p *Pipeline) keyPacket(k *unit.FlowKey) *packet {
 
 // AddRoute records the flow a route describes: with Action.Mode 0, a new
 // flow of its VIP to Action.Backend, built as the worker builds its own
-// (SNAT port, flow ID); otherwise the entry exactly as given (a flow put
-// back into a restarted forwarder). An existing entry for the key is
+// (SNAT port, flow ID), or, for a tunnel or ipip VIP, to the foreign
+// backend at Action.A port PortA (unit.ForeignBackend); otherwise the
+// entry exactly as given (a flow put back into a restarted forwarder, or
+// a nat connection another unit made). An existing entry for the key is
 // replaced. Packets held for the key go out with the next batch.
 func (p *Pipeline) AddRoute(r *channel.Route, now flow.Tick) error {
 	pk := p.keyPacket(&r.Key)
 	a := &r.Action
 	// Refused routes change nothing: check before the old entry goes.
 	var v *VIP
+	var foreign Backend
 	if a.Mode == 0 {
 		v = p.snap.vips[vipKey{addr: addrOf(pk.dst()), port: pk.dport, proto: pk.proto}]
 		if v == nil {
 			return fmt.Errorf("route: no VIP at %s:%d/%d", r.Key.DstAddr(), r.Key.DstPort, r.Key.Proto)
 		}
-		if int(a.Backend) >= len(p.snap.Backends) || p.snap.Backends[a.Backend].VIP != v.ID || !p.snap.Backends[a.Backend].known {
+		switch {
+		case a.Backend == unit.ForeignBackend:
+			if v.Mode != unit.ModeTunnel && v.Mode != unit.ModeIPIP {
+				return fmt.Errorf("route: a foreign backend for VIP %s, of mode %s", v.Name, v.Mode)
+			}
+			foreign = Backend{ID: unit.ForeignBackend, VIP: v.ID, Port: a.PortA, State: unit.StateRemoved, addr: addrKey{a: a.A, v6: r.Key.V6}}
+			if !r.Key.V6 {
+				foreign.addr = addrKey{}
+				copy(foreign.addr.a[:4], a.A[:4])
+			}
+		case int(a.Backend) >= len(p.snap.Backends) || p.snap.Backends[a.Backend].VIP != v.ID || !p.snap.Backends[a.Backend].known:
 			return fmt.Errorf("route: backend %d is not one of VIP %s's", a.Backend, v.Name)
 		}
-	} else if int(a.Backend) >= len(p.snap.Backends) {
+	} else if a.Backend != unit.ForeignBackend && int(a.Backend) >= len(p.snap.Backends) {
 		return fmt.Errorf("route: backend %d unknown", a.Backend)
 	}
 	p.deleteKey(pk)
-	if a.Mode == 0 {
-		mh := maglevHashOf(pk)
-		if _, ok := p.newFlowTo(pk, v, a.Backend, mh, now); !ok {
+	switch {
+	case a.Mode == 0 && a.Backend == unit.ForeignBackend:
+		if _, ok := p.newFlowWith(pk, v, &foreign, maglevHashOf(pk), now); !ok {
 			return fmt.Errorf("route: %s", pk.drop)
 		}
-	} else if err := p.restoreFlow(pk, a, now); err != nil {
-		return err
+	case a.Mode == 0:
+		if _, ok := p.newFlowTo(pk, v, a.Backend, maglevHashOf(pk), now); !ok {
+			return fmt.Errorf("route: %s", pk.drop)
+		}
+	default:
+		if err := p.restoreFlow(pk, a, now); err != nil {
+			return err
+		}
 	}
 	p.releasePunted(pk)
 	return nil
@@ -404,7 +423,7 @@ func (p *Pipeline) AddRoute(r *channel.Route, now flow.Tick) error {
 
 // restoreFlow inserts an entry exactly as a flow event described it.
 func (p *Pipeline) restoreFlow(pk *packet, a *unit.Action, now flow.Tick) error {
-	if int(a.Backend) >= len(p.snap.Backends) {
+	if a.Backend != unit.ForeignBackend && int(a.Backend) >= len(p.snap.Backends) {
 		return fmt.Errorf("route: backend %d unknown", a.Backend)
 	}
 	m := flow.Meta{LastSeen: now, Backend: a.Backend, PortA: a.PortA, PortB: a.PortB, Mode: a.Mode,

@@ -34,12 +34,20 @@ func (k *FlowKey) addr(a *[16]byte) netip.Addr {
 type Action struct {
 	Mode Mode
 	// Backend is the backend's ID in the forwarder's running
-	// configuration (ReloadReply.Backends).
+	// configuration (ReloadReply.Backends), or ForeignBackend.
 	Backend      uint32
 	A, B         [16]byte
 	PortA, PortB uint16
 	Flags        FlowFlags
 }
+
+// ForeignBackend is a route's Backend when the backend is not in the
+// forwarder's configuration: a connection another unit of the cluster
+// made to a backend this unit never had (it left the configuration
+// before this unit started). The route names it by address and port:
+// Action.A and PortA. Its packets are forwarded and counted nowhere, as
+// those of a removed backend.
+const ForeignBackend = ^uint32(0)
 
 // FlowsRequest selects flows for CallFlows.
 type FlowsRequest struct {

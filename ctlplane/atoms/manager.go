@@ -269,11 +269,18 @@ func (m *Manager) Add(key, host string, data []byte, timeout time.Duration, afte
 // becomes a zombie here and at the members that ought to hold it, and
 // is dropped after the zombie time. It reports whether there was a live
 // version to delete.
-func (m *Manager) Delete(key string) bool {
+func (m *Manager) Delete(key string) bool { return m.delete(key, false) }
+
+// DeleteMine is Delete of a version this unit added (in this life): a
+// unit whose route ends deletes the atom only if no other unit has
+// added the key since (took the connection over).
+func (m *Manager) DeleteMine(key string) bool { return m.delete(key, true) }
+
+func (m *Manager) delete(key string, mine bool) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	e, ok := m.t.atoms[key]
-	if !ok || e.zombie || m.closed {
+	if !ok || e.zombie || m.closed || mine && (e.adder.name != m.opts.Self.Name || e.adder.boot != m.opts.Self.Boot) {
 		return false
 	}
 	if e.cached {

@@ -492,3 +492,28 @@ func TestPullAfterRefusal(t *testing.T) {
 		t.Error("the atom added before b was known did not reach b")
 	}
 }
+
+// TestDeleteMine: a unit deletes with DeleteMine only a version it
+// added; another unit's later version of the key stays.
+func TestDeleteMine(t *testing.T) {
+	u := newTestUnits(t, Full)
+	a, b := u.start("unit-a"), u.start("unit-b")
+	u.members()
+	waitFor(t, "ready", ready(a, b))
+	first, err := a.Add("route/k", "10.1.0.1", nil, time.Minute, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a's version at b", func() bool { x, ok := b.Get("route/k"); return ok && x.Adder == "unit-a" })
+	if _, err := b.Add("route/k", "10.1.0.1", nil, time.Minute, first.Stamp); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b's version at a", func() bool { x, ok := a.Get("route/k"); return ok && x.Adder == "unit-b" })
+	if a.DeleteMine("route/k") {
+		t.Fatal("a deleted b's version as its own")
+	}
+	if !b.DeleteMine("route/k") {
+		t.Fatal("b could not delete its own version")
+	}
+	waitFor(t, "the zombie at a", func() bool { x, ok := a.Get("route/k"); return ok && x.Zombie })
+}

@@ -108,6 +108,7 @@ type Control struct {
 	// lookups in flight.
 	flowLookup FlowLookup
 	lookups    chan struct{}
+	foreign    foreignRoutes
 }
 
 // New prepares a control process for opts.Config; Run starts everything.

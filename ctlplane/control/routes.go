@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tetherlb/tether/api/atompb"
@@ -152,10 +153,13 @@ func (c *Control) shareRoutes(events []channel.FlowEvent) {
 		}
 		key := routeKey(&ev.Key)
 		if ev.Kind != channel.FlowOpened {
-			mgr.Delete(key)
+			mgr.DeleteMine(key) // another unit may carry the connection now
 			continue
 		}
 		bk, ok := names[ev.Action.Backend]
+		if ev.Action.Backend == unit.ForeignBackend {
+			bk, ok = c.foreign.take(key)
+		}
 		if !ok {
 			continue // a backend this process has no name for: nothing another unit could use
 		}
@@ -172,6 +176,36 @@ func (c *Control) shareRoutes(events []channel.FlowEvent) {
 			c.log.Debug().Err(err).Str("key", key).Msg("route atom not added")
 		}
 	}
+}
+
+// foreignRoutes remembers, by route key, the names of backends this
+// unit does not have that routes were made to (unit.ForeignBackend), so
+// that the flow's opening event can be added as a route atom again
+// under its names. Bounded: a route whose event never comes is
+// forgotten when the map fills.
+type foreignRoutes struct {
+	mu    sync.Mutex
+	names map[string]unit.BackendKey
+}
+
+// maxForeignRoutes bounds foreignRoutes.
+const maxForeignRoutes = 1 << 16
+
+func (f *foreignRoutes) note(key string, bk unit.BackendKey) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.names == nil || len(f.names) >= maxForeignRoutes {
+		f.names = map[string]unit.BackendKey{}
+	}
+	f.names[key] = bk
+}
+
+func (f *foreignRoutes) take(key string) (unit.BackendKey, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	bk, ok := f.names[key]
+	delete(f.names, key)
+	return bk, ok
 }
 
 // routeOf looks a flow's route atom up (here, then at the other units)
@@ -202,15 +236,23 @@ func (c *Control) routeOf(ctx context.Context, k *unit.FlowKey) (vip string, a u
 		id, ok = c.ids.Retired[bk]
 	}
 	c.mu.Unlock()
+	host, err := netip.ParseAddr(at.Host)
+	if err != nil || host.Is4() == k.V6 || d.Mode == unit.ModeNAT && host.Is4() != d.SNAT.Addr().Is4() {
+		return "", a, false, fmt.Errorf("route atom %s: host %q", at.Key, at.Host)
+	}
 	if !ok {
-		return "", a, false, fmt.Errorf("route atom %s: backend %s unknown here", at.Key, bk)
+		// A backend that left the configuration before this unit
+		// started: the connection still goes to it, by address.
+		id = unit.ForeignBackend
+		c.foreign.note(at.Key, bk)
 	}
 	if d.Mode != unit.ModeNAT {
-		return d.VIP, unit.Action{Backend: id}, true, nil
-	}
-	host, err := netip.ParseAddr(at.Host)
-	if err != nil || host.Is4() != d.SNAT.Addr().Is4() || host.Is4() == k.V6 {
-		return "", a, false, fmt.Errorf("route atom %s: host %q", at.Key, at.Host)
+		a = unit.Action{Backend: id}
+		if id == unit.ForeignBackend {
+			a.PortA = d.Port
+			copy(a.A[:], host.AsSlice())
+		}
+		return d.VIP, a, true, nil
 	}
 	a = unit.Action{Mode: unit.ModeNAT, Backend: id, PortA: d.Port, PortB: d.SNAT.Port()}
 	copy(a.A[:], host.AsSlice())

@@ -140,17 +140,42 @@ func TestRouteAtoms(t *testing.T) {
 	if _, _, found, err := b.routeOf(ctx, &half.Key); found || err != nil {
 		t.Errorf("a halfnat flow was shared: %v, %v", found, err)
 	}
+	// A unit that never had web/b1 routes to it by address, and adds
+	// the flow again under the backend's names once its forwarder made it.
+	d, dm := routeUnit(t, ca, dir, "unit-d", 4, unit.ReloadReply{Backends: map[unit.BackendKey]uint32{{VIP: "web", Backend: "b0"}: 20}})
+	for _, u := range []*Control{a, b, d} {
+		u.cl.atoms.Load().SetMembers([]atoms.Member{am, bm, dm})
+	}
+	vip, got, found, err = d.routeOf(ctx, &tunnel.Key)
+	wantForeign := unit.Action{Backend: unit.ForeignBackend, PortA: 80, A: tunnel.Action.A}
+	if err != nil || !found || got != wantForeign || vip != "web" {
+		t.Fatalf("a backend unknown here: %+v, %v, %v; want %+v", got, found, err, wantForeign)
+	}
+	opened := channel.FlowEvent{Kind: channel.FlowOpened, Key: tunnel.Key, Action: unit.Action{Mode: unit.ModeTunnel, Backend: unit.ForeignBackend, PortA: 80, A: tunnel.Action.A}}
+	d.shareRoutes([]channel.FlowEvent{opened})
+	if at, ok := d.cl.atoms.Load().Get(routeKey(&tunnel.Key)); !ok || at.Adder != "unit-d" || at.Cached {
+		t.Fatalf("the foreign flow's atom after d made the flow: %+v, %v", at, ok)
+	} else if rd, err := decodeRouteData(at.Data); err != nil || rd.Backend != "b1" || rd.VIP != "web" {
+		t.Fatalf("its data: %+v, %v", rd, err)
+	}
+
+	// unit-a's flow closing deletes its own version only: unit-d's,
+	// later, stays; d's closing makes the zombie.
 	closed := tunnel
 	closed.Kind = channel.FlowClosed
 	a.shareRoutes([]channel.FlowEvent{closed})
-	if at, ok := a.cl.atoms.Load().Get(routeKey(&tunnel.Key)); !ok || !at.Zombie {
+	if at, ok := d.cl.atoms.Load().Get(routeKey(&tunnel.Key)); !ok || at.Zombie {
+		t.Fatalf("an earlier version's delete killed the later one: %+v, %v", at, ok)
+	}
+	d.shareRoutes([]channel.FlowEvent{closed})
+	if at, ok := d.cl.atoms.Load().Get(routeKey(&tunnel.Key)); !ok || !at.Zombie {
 		t.Fatalf("after the flow closed: %+v, %v", at, ok)
 	}
 	// unit-b cached the live version; a fresh query of a unit that has
 	// no copy finds the zombie.
 	c, cm := routeUnit(t, ca, dir, "unit-c", 3, b.ids)
-	for _, u := range []*Control{a, b, c} {
-		u.cl.atoms.Load().SetMembers([]atoms.Member{am, bm, cm})
+	for _, u := range []*Control{a, b, c, d} {
+		u.cl.atoms.Load().SetMembers([]atoms.Member{am, bm, cm, dm})
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
