@@ -358,3 +358,47 @@ func TestMidFlowRouteForeign(t *testing.T) {
 		t.Error("a new nat flow to a foreign backend was accepted")
 	}
 }
+
+// TestMidFlowPureACKsSuperseded: while a connection's route is looked
+// up, a pure ACK replaces the pure ACK of the connection held before
+// it (dropped as ack_superseded): only the latest leaves once the route
+// arrives. Segments with data, and FINs, all wait.
+func TestMidFlowPureACKsSuperseded(t *testing.T) {
+	r := clusterRig(t)
+	c := cl(1, 7200)
+	pure := func(n uint32) []byte { return pkttest.TCP(c, vip(82), pkttest.ACK, 9, n, pkttest.Opts{}) }
+	_, _, drop := r.send(pure(100), pure(200), pure(300))
+	if len(drop) != 2 || r.p.HeldPunts() != 1 || r.p.stats.Drops[DropACKSuperseded] != 2 {
+		t.Fatalf("three pure ACKs: %d dropped, %d held, %d superseded; want 2, 1, 2", len(drop), r.p.HeldPunts(), r.p.stats.Drops[DropACKSuperseded])
+	}
+	_, _, drop = r.send(ack(c, vip(82)), finAck(c, vip(82)), pure(400))
+	if len(drop) != 1 || r.p.HeldPunts() != 3 {
+		t.Fatalf("data, FIN and a pure ACK: %d dropped, %d held; want the older pure ACK dropped, 3 held", len(drop), r.p.HeldPunts())
+	}
+	_, punts := take(r)
+	if len(punts) != 1 {
+		t.Fatalf("%d punts, want the first segment's only", len(punts))
+	}
+	route := channel.Route{Op: channel.RouteAdd, Key: punts[0].Key, Action: unit.Action{Backend: r.p.snap.VIPs[punts[0].VIP].Backends[0]}}
+	if err := r.p.AddRoute(&route, r.now); err != nil {
+		t.Fatal(err)
+	}
+	tx, _, _ := r.send()
+	if len(tx) != 3 {
+		t.Fatalf("%d segments left, want 3", len(tx))
+	}
+	acks := 0
+	for _, f := range tx {
+		ip := pkttest.IP(f, false)
+		th := ip[int(ip[0]&0xf)*4:]
+		if th[13] == ackFlag && len(th) == 20 {
+			acks++
+			if got := binary.BigEndian.Uint32(th[8:12]); got != 400 {
+				t.Errorf("the pure ACK that left acknowledges %d, want the latest, 400", got)
+			}
+		}
+	}
+	if acks != 1 {
+		t.Errorf("%d pure ACKs left, want 1", acks)
+	}
+}

@@ -63,6 +63,9 @@ type heldPunt struct {
 	// starts, where the answer goes.
 	accept uint32
 	l3     uint16
+	// pureACK: a TCP segment with ACK alone and no payload, which a
+	// later one of the same connection may replace (DropACKSuperseded).
+	pureACK bool
 }
 
 // outbox holds what the worker has for the control process.
@@ -180,20 +183,29 @@ func (p *Pipeline) holdForRoute(pk *packet, v *VIP, reason uint8, now flow.Tick)
 		return false
 	}
 	// A retransmitted first packet waits with the first; only the first
-	// is sent to control.
+	// is sent to control. A pure ACK replaces the pure ACK of its
+	// connection already held: it acknowledges at least as much.
 	first := true
+	ack := pureACK(pk)
 	for i := range p.held {
 		h := &p.held[i]
 		if h.accept == 0 && h.v6 == pk.v6 && (pk.v6 && h.k6 == pk.k6 || !pk.v6 && h.k4 == pk.k4) {
 			first = false
-			break
+			if ack && h.pureACK && !h.host {
+				p.superseded = append(p.superseded, h.frame)
+				p.stats.Drops[DropACKSuperseded]++
+				h.frame = *pk.frame
+				pk.kind = kindHeld
+				p.stats.Punted++
+				return true
+			}
 		}
 	}
 	if first && len(p.out.punts) == maxPunts {
 		pk.dropWith(DropPuntOverflow)
 		return false
 	}
-	p.held = append(p.held, heldPunt{frame: *pk.frame, k4: pk.k4, k6: pk.k6, v6: pk.v6, expires: now + puntTimeout})
+	p.held = append(p.held, heldPunt{frame: *pk.frame, k4: pk.k4, k6: pk.k6, v6: pk.v6, expires: now + puntTimeout, pureACK: ack})
 	pk.kind = kindHeld
 	p.stats.Punted++
 	if !first {
@@ -217,6 +229,17 @@ func (p *Pipeline) holdForRoute(pk *packet, v *VIP, reason uint8, now flow.Tick)
 	})
 	p.ring()
 	return true
+}
+
+// pureACK reports whether pk is a TCP segment with ACK alone (PSH
+// allowed) and no payload: a cumulative acknowledgement and nothing
+// else, which a later one makes redundant.
+func pureACK(pk *packet) bool {
+	if pk.proto != header.IPProtoTCP || pk.frag != fragNone || pk.tcpFlags&^(ackFlag|pshFlag) != 0 || pk.tcpFlags&ackFlag == 0 {
+		return false
+	}
+	th := pk.b[pk.l4:pk.end]
+	return len(th) >= header.TCPMinSize && int(th[12]>>4)*4 == len(th)
 }
 
 // flowKey returns pk's flow key in the contract's layout.

@@ -102,8 +102,11 @@ type Pipeline struct {
 	// and now released), so that RxPackets counts each frame once.
 	redo     bool
 	deferred []nic.Frame
-	answers  []answered
-	acceptID uint32
+	// superseded are held ACKs a later ACK replaced, dropped with the
+	// batch (DropACKSuperseded).
+	superseded []nic.Frame
+	answers    []answered
+	acceptID   uint32
 	// syn holds the l7 VIPs' SYN cookie keys (synanswer.go).
 	syn      synState
 	routePk  packet
@@ -140,14 +143,15 @@ func New(c Config, s *Snapshot) (*Pipeline, error) {
 		return nil, fmt.Errorf("dataplane: %w", err)
 	}
 	p := &Pipeline{
-		cfg:      c,
-		flows:    fl,
-		frags:    newFragments(c.FragDatagrams, c.FragPending, c.Flows.Seed),
-		held:     make([]heldPunt, 0, maxPunts),
-		sendWait: make([]heldSend, 0, maxSendWait),
-		deferred: make([]nic.Frame, 0, maxDeferred),
-		answers:  make([]answered, 0, maxPunts),
-		ipID:     uint32(c.Worker),
+		cfg:        c,
+		flows:      fl,
+		frags:      newFragments(c.FragDatagrams, c.FragPending, c.Flows.Seed),
+		held:       make([]heldPunt, 0, maxPunts),
+		sendWait:   make([]heldSend, 0, maxSendWait),
+		deferred:   make([]nic.Frame, 0, maxDeferred),
+		superseded: make([]nic.Frame, 0, maxPunts),
+		answers:    make([]answered, 0, maxPunts),
+		ipID:       uint32(c.Worker),
 		// SNAT ports are handed out in order, each port then resting a
 		// whole lap, the longest any order gives it before reuse
 		// (backends hold TIME_WAIT on it). The lap starts at a place
@@ -230,6 +234,10 @@ func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
 		frames = frames[MaxBatch:]
 	}
 	p.batch(now, frames, out)
+	if len(p.superseded) > 0 {
+		out.Drop = append(out.Drop, p.superseded...)
+		p.superseded = p.superseded[:0]
+	}
 	p.maintain(now, out)
 	if p.out.direct != nil && !p.out.busy.Load() {
 		// The batch's flow events (and aging's removals) leave now,
@@ -530,5 +538,6 @@ const (
 	finFlag = 1 << 0
 	synFlag = 1 << 1
 	rstFlag = 1 << 2
+	pshFlag = 1 << 3
 	ackFlag = 1 << 4
 )

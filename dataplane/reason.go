@@ -69,6 +69,12 @@ const (
 	// reset itself, a fragment, a bad checksum, or the answer rate
 	// spent). Those answered leave as resets (resets_sent).
 	DropNoRoute
+	// DropACKSuperseded: a pure ACK held for the control process (a
+	// mid-flow punt) that a later pure ACK of the same connection
+	// replaced while both waited: ACKs are cumulative, so the later one
+	// says all the earlier did, and a download's stream of ACKs does not
+	// fill the held packets while its route is looked up.
+	DropACKSuperseded
 	numDrops
 )
 
@@ -134,6 +140,7 @@ var dropNames = [numDrops]string{
 	DropAcceptorUnfit:     "acceptor_unfit",
 	DropTCPBadChecksum:    "tcp_bad_checksum",
 	DropNoRoute:           "no_route",
+	DropACKSuperseded:     "ack_superseded",
 }
 
 // String returns the reason's name as counters and logs show it.

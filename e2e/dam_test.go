@@ -358,7 +358,7 @@ func TestUnitDies(t *testing.T) {
 	}
 	for _, u := range c.units {
 		a := c.atoms(u)
-		t.Logf("%s: atoms %d, counts %+v", u.name, a.Atoms, a.Counts)
+		t.Logf("%s: atoms %d, counts %+v; punts %v; drops %v", u.name, a.Atoms, a.Counts, u.run.status()["punts"], nonZero(u.run.report().Drops))
 	}
 	if a := c.atoms(dead); a.Counts.QueryLocal+a.Counts.QueryRemote == 0 {
 		t.Errorf("the restarted unit continued no connection: %+v", a.Counts)

@@ -67,8 +67,8 @@ func (c *Control) midFlow(lk *fwdLink, pu *channel.Punt) {
 		ctx, cancel := context.WithTimeout(context.Background(), flowLookupTimeout)
 		v, a, found, err := lookup(ctx, &key)
 		cancel()
-		if err != nil {
-			c.log.Debug().Err(err).Str("vip", vip).Msg("mid-flow lookup")
+		if err != nil || !found {
+			c.log.Debug().Err(err).Str("vip", vip).Str("key", routeKey(&key)).Bool("found", found).Msg("mid-flow lookup")
 		}
 		c.answerMidFlow(lk, worker, key, vip, mode, choice, v, a, found && err == nil)
 	}()
