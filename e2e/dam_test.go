@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -303,7 +304,7 @@ func (c *damCluster) reconfigure(u *damUnit, backends []int) {
 // too.
 func TestUnitDies(t *testing.T) {
 	c := newDAMCluster(t, "ud", "1")
-	const conns, size, pace = 100, 6 << 20, 128 << 10 // 48 s a transfer
+	const conns, size, pace = 100, 3 << 20, 128 << 10 // 24 s a transfer
 	var results []chan ClientResult
 	for _, v := range damVIPs {
 		results = append(results, c.downloads(v.addr, conns, size, pace, 4*time.Minute))
@@ -362,5 +363,86 @@ func TestUnitDies(t *testing.T) {
 	}
 	if a := c.atoms(dead); a.Counts.QueryLocal+a.Counts.QueryRemote == 0 {
 		t.Errorf("the restarted unit continued no connection: %+v", a.Counts)
+	}
+}
+
+// TestUnitDiesLevel0: at replication level 0 an atom lives only at the
+// unit that added it. The prediction: when a unit dies, a connection it
+// carried survives exactly when the survivors' Maglev choice for it
+// (after the change: b9 has left) is still its backend, since no atom is
+// left to say otherwise; every connection the survivors carried
+// survives, however the router moves it between them, since its atom
+// lives at its adder. The test computes the doomed set before the
+// transfers end and requires the failed set to be exactly that.
+func TestUnitDiesLevel0(t *testing.T) {
+	c := newDAMCluster(t, "u0", "0")
+	const conns, size, pace = 60, 2 << 20, 128 << 10 // 16 s a transfer
+	var results []chan ClientResult
+	for _, v := range damVIPs {
+		results = append(results, c.downloads(v.addr, conns, size, pace, 3*time.Minute))
+	}
+	eventually(t, "every transfer under way", func() bool { return c.flows(c.units) >= conns*len(damVIPs) },
+		func() string { return fmt.Sprint(c.flows(c.units), " flows") })
+
+	dead, survivors := c.units[0], c.units[1:]
+	out, err := dead.run.ctl("flows", "--limit", "10000", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var carried unit.FlowsReply
+	if err := json.Unmarshal([]byte(out), &carried); err != nil {
+		t.Fatalf("flows %q: %v", out, err)
+	}
+	kept := make([]int, 0, len(c.lb.Backends)-1)
+	for i := range len(c.lb.Backends) - 1 {
+		kept = append(kept, i)
+	}
+	c.kill(dead)
+	if err := c.lb.SpreadVIPs(c.ips(survivors)); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range survivors {
+		c.reconfigure(u, kept)
+	}
+	addrOf := map[string]string{}
+	for i := range c.lb.Backends {
+		addrOf[fmt.Sprintf("b%d", i)] = tunnelAddr(c.lb, i)
+	}
+	doomed := map[string]bool{}
+	for _, f := range carried.Flows {
+		src := fmt.Sprintf("%s:%d", f.Key.SrcAddr(), f.Key.SrcPort)
+		out, err := survivors[0].run.ctl("explain", "tcp", src, fmt.Sprintf("%s:%d", f.Key.DstAddr(), f.Key.DstPort), "-o", "json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e unit.Explanation
+		if err := json.Unmarshal([]byte(out), &e); err != nil {
+			t.Fatalf("explain %q: %v", out, err)
+		}
+		had := fmt.Sprint(netip.AddrFrom4([4]byte(f.Action.A[:4])))
+		if addrOf[e.Backend] != had {
+			doomed[src] = true
+		}
+	}
+	t.Logf("%s carried %d connections; predicted lost: %d", dead.name, len(carried.Flows), len(doomed))
+	failed := map[string]bool{}
+	for i, done := range results {
+		r := <-done
+		for _, f := range r.Failed {
+			failed[f] = true
+		}
+		if r.Errors != len(r.Failed) {
+			t.Errorf("%s: %d errors, %d of them with a connection: %+v", damVIPs[i].name, r.Errors, len(r.Failed), r)
+		}
+	}
+	for f := range failed {
+		if !doomed[f] {
+			t.Errorf("connection %s failed; the model says it survives", f)
+		}
+	}
+	for f := range doomed {
+		if !failed[f] {
+			t.Errorf("connection %s survived; the model says it is lost", f)
+		}
 	}
 }

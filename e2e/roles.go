@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"os"
 	"os/signal"
 	"slices"
@@ -263,7 +264,13 @@ type ClientResult struct {
 	FirstOther string `json:"first_other,omitempty"`
 	SHA256     string `json:"sha256,omitempty"`
 	Bytes      int64  `json:"bytes,omitempty"`
+	// Failed are the local address:port of failed requests' connections
+	// (at most maxFailed), for tests that predict which fail.
+	Failed []string `json:"failed,omitempty"`
 }
+
+// maxFailed bounds ClientResult.Failed.
+const maxFailed = 1000
 
 // runClient: args url, connections, parallelism, and optionally source
 // addresses (comma-separated) the connections take in turn. Each request
@@ -326,13 +333,16 @@ func runClient(args []string) error {
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				name, sum, n, err := get(clients[i%len(clients)], url)
+				name, sum, n, local, err := getFrom(clients[i%len(clients)], url)
 				if err == nil && wantN >= 0 && (n != wantN || sum != wantSum) {
 					err = fmt.Errorf("transfer from %s: %d bytes, sha256 %s: want %d intact", name, n, sum, wantN)
 				}
 				mu.Lock()
 				if err != nil {
 					res.Errors++
+					if local != "" && len(res.Failed) < maxFailed {
+						res.Failed = append(res.Failed, local)
+					}
 					if errors.Is(err, syscall.ECONNRESET) {
 						res.Resets++
 					} else if res.FirstOther == "" {
@@ -358,8 +368,23 @@ func runClient(args []string) error {
 }
 
 func get(c *http.Client, url string) (name, sum string, n int64, err error) {
+	name, sum, n, _, err = getFrom(c, url)
+	return name, sum, n, err
+}
+
+// getFrom is get that also says the connection's local address:port
+// ("" when none was made).
+func getFrom(c *http.Client, url string) (name, sum string, n int64, local string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second) // see runClient
 	defer cancel()
+	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		local = i.Conn.LocalAddr().String()
+	}})
+	name, sum, n, err = getCtx(ctx, c, url)
+	return name, sum, n, local, err
+}
+
+func getCtx(ctx context.Context, c *http.Client, url string) (name, sum string, n int64, err error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return "", "", 0, err

@@ -73,7 +73,7 @@ const (
 	DefaultZombieTime   = 60 * time.Second
 	DefaultCacheTime    = 10 * time.Second
 	DefaultPullWait     = 10 * time.Second
-	DefaultQueryTimeout = 500 * time.Millisecond
+	DefaultQueryTimeout = 250 * time.Millisecond
 	DefaultMaxAtoms     = 4 << 20
 	DefaultMaxQueue     = 1 << 16
 )
@@ -392,10 +392,13 @@ func (m *Manager) Query(ctx context.Context, key string) (a Atom, found bool, er
 
 // ask sends one query for key to each of peers and waits for the
 // answers: every one, or, once one has the key, those of the peers whose
-// streams were up (a peer whose stream is not up yet is waited for only
-// while no answer has the key). A peer that is down, or slower than the
-// query timeout, counts as not holding it. It returns the latest version
-// found.
+// streams were up. A peer whose stream is not up yet (a unit just met,
+// or one that died and is not yet declared dead) is waited for only a
+// short grace once the others have answered without the key, so that a
+// dead member does not spend the caller's whole budget (when no stream
+// is up at all, the whole query timeout). A peer that is
+// down, or slower than the query timeout, counts as not holding the
+// key. It returns the latest version found.
 func (m *Manager) ask(ctx context.Context, peers []*peer, key string) (*atompb.Atom, error) {
 	ctx, cancel := context.WithTimeout(ctx, m.opts.QueryTimeout)
 	defer cancel()
@@ -416,10 +419,13 @@ func (m *Manager) ask(ctx context.Context, peers []*peer, key string) (*atompb.A
 		}
 	}()
 	var best *atompb.Atom
-	// Answers from streams that were up come first in practice; count
-	// answers, and stop early once the key is found and as many have
-	// answered as were up.
+	var grace <-chan time.Time
 	for n := 1; n <= len(calls); n++ {
+		if n > upCalls && upCalls > 0 && grace == nil {
+			t := time.NewTimer(m.opts.QueryTimeout / 5)
+			defer t.Stop()
+			grace = t.C
+		}
 		select {
 		case r := <-answers:
 			for _, a := range r.GetAtoms() {
@@ -431,6 +437,8 @@ func (m *Manager) ask(ctx context.Context, peers []*peer, key string) (*atompb.A
 			if best != nil && n >= upCalls {
 				return best, nil
 			}
+		case <-grace:
+			return best, nil
 		case <-ctx.Done():
 			if err := ctx.Err(); best == nil && !errors.Is(err, context.DeadlineExceeded) {
 				return nil, err

@@ -23,10 +23,11 @@ import (
 // the connection.
 type FlowLookup func(ctx context.Context, k *unit.FlowKey) (vip string, a unit.Action, found bool, err error)
 
-// flowLookupTimeout bounds a FlowLookup: well under the forwarder's
-// hold of the segment (puntTimeout, a second), so that the answer comes
-// while the segment still waits.
-const flowLookupTimeout = 500 * time.Millisecond
+// flowLookupTimeout bounds a FlowLookup: under the forwarder's hold of
+// the segment (puntTimeout, a second), so that the answer comes while
+// the segment still waits, and above the atom manager's two query
+// rounds (atoms.DefaultQueryTimeout each).
+const flowLookupTimeout = 700 * time.Millisecond
 
 // maxLookups bounds the lookups in flight; a punt beyond them is
 // answered by the fallback at once.
