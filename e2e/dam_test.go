@@ -356,10 +356,16 @@ func TestUnitDies(t *testing.T) {
 		if got != conns {
 			t.Errorf("%s: %d transfers complete, want %d", damVIPs[i].name, got, conns)
 		}
+		// The transfers are paced in 64 KiB writes, two a second: a
+		// half-second stall is the pace, anything above it the takeover.
+		t.Logf("%s: the longest any transfer stood still: %d ms", damVIPs[i].name, r.MaxStallMS)
 	}
 	for _, u := range c.units {
 		a := c.atoms(u)
 		t.Logf("%s: atoms %d, counts %+v; punts %v; drops %v", u.name, a.Atoms, a.Counts, u.run.status()["punts"], nonZero(u.run.report().Drops))
+		for _, p := range a.Peers {
+			t.Logf("%s → %s: %d atoms sent, add to acknowledgement %.2f ms median, %.2f ms p99", u.name, p.Name, p.Sent, p.LagMedian, p.LagP99)
+		}
 	}
 	if a := c.atoms(dead); a.Counts.QueryLocal+a.Counts.QueryRemote == 0 {
 		t.Errorf("the restarted unit continued no connection: %+v", a.Counts)

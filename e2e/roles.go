@@ -267,6 +267,8 @@ type ClientResult struct {
 	// Failed are the local address:port of failed requests' connections
 	// (at most maxFailed), for tests that predict which fail.
 	Failed []string `json:"failed,omitempty"`
+	// MaxStallMS is the longest any body stood still between two reads.
+	MaxStallMS int64 `json:"max_stall_ms,omitempty"`
 }
 
 // maxFailed bounds ClientResult.Failed.
@@ -333,11 +335,12 @@ func runClient(args []string) error {
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				name, sum, n, local, err := getFrom(clients[i%len(clients)], url)
+				name, sum, n, local, stall, err := getStall(clients[i%len(clients)], url)
 				if err == nil && wantN >= 0 && (n != wantN || sum != wantSum) {
 					err = fmt.Errorf("transfer from %s: %d bytes, sha256 %s: want %d intact", name, n, sum, wantN)
 				}
 				mu.Lock()
+				res.MaxStallMS = max(res.MaxStallMS, stall.Milliseconds())
 				if err != nil {
 					res.Errors++
 					if local != "" && len(res.Failed) < maxFailed {
@@ -368,20 +371,21 @@ func runClient(args []string) error {
 }
 
 func get(c *http.Client, url string) (name, sum string, n int64, err error) {
-	name, sum, n, _, err = getFrom(c, url)
+	name, sum, n, _, _, err = getStall(c, url)
 	return name, sum, n, err
 }
 
-// getFrom is get that also says the connection's local address:port
-// ("" when none was made).
-func getFrom(c *http.Client, url string) (name, sum string, n int64, local string, err error) {
+// getStall is get that also says the connection's local address:port
+// ("" when none was made) and how long the body stood still at most.
+func getStall(c *http.Client, url string) (name, sum string, n int64, local string, stall time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second) // see runClient
 	defer cancel()
+	ctx = context.WithValue(ctx, stallKey{}, &stall)
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
 		local = i.Conn.LocalAddr().String()
 	}})
 	name, sum, n, err = getCtx(ctx, c, url)
-	return name, sum, n, local, err
+	return name, sum, n, local, stall, err
 }
 
 func getCtx(ctx context.Context, c *http.Client, url string) (name, sum string, n int64, err error) {
@@ -395,7 +399,7 @@ func getCtx(ctx context.Context, c *http.Client, url string) (name, sum string, 
 	}
 	defer resp.Body.Close()
 	h := sha256.New()
-	n, err = io.Copy(h, resp.Body)
+	n, err = io.Copy(h, &stallReader{r: resp.Body, last: time.Now(), max: stallOf(ctx)})
 	if err != nil {
 		return "", "", n, err
 	}
@@ -403,6 +407,36 @@ func getCtx(ctx context.Context, c *http.Client, url string) (name, sum string, 
 		return "", "", n, fmt.Errorf("status %s", resp.Status)
 	}
 	return resp.Header.Get("X-Backend"), hex.EncodeToString(h.Sum(nil)), n, nil
+}
+
+// stallKey carries a request's *time.Duration, where its body's longest
+// wait between two reads goes.
+type stallKey struct{}
+
+func stallOf(ctx context.Context) *time.Duration {
+	if d, ok := ctx.Value(stallKey{}).(*time.Duration); ok {
+		return d
+	}
+	return new(time.Duration)
+}
+
+// stallReader records the longest wait between reads that returned
+// bytes: how long a transfer stood still (a unit's death, until a
+// survivor carries the connection on).
+type stallReader struct {
+	r    io.Reader
+	last time.Time
+	max  *time.Duration
+}
+
+func (s *stallReader) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	if n > 0 {
+		now := time.Now()
+		*s.max = max(*s.max, now.Sub(s.last))
+		s.last = now
+	}
+	return n, err
 }
 
 // decapIPIP: args tun-name. It receives IPv4-in-IPv4 packets addressed to
