@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherlb/tether/agent/sessionclient"
+	"github.com/tetherlb/tether/agent/sessions"
 	"github.com/tetherlb/tether/api/unit"
 )
 
@@ -32,20 +35,28 @@ type damCluster struct {
 	keyFile string
 	units   []*damUnit
 	level   string
+	vips    []damVIP
+}
+
+// damVIP is a VIP of the cluster tests, spread over every host's tunnel
+// address; punt makes the units decide its new flows (sessions).
+type damVIP struct {
+	name, addr, mode string
+	punt             bool
 }
 
 // damVIPs are the VIPs the cluster tests run, one per mode that crosses
 // units, each spread over every host's tunnel address.
-var damVIPs = []struct{ name, addr, mode string }{
-	{"web-tunnel", "192.0.2.10", "tunnel"},
-	{"web-ipip", "192.0.2.11", "ipip"},
+var damVIPs = []damVIP{
+	{name: "web-tunnel", addr: "192.0.2.10", mode: "tunnel"},
+	{name: "web-ipip", addr: "192.0.2.11", mode: "ipip"},
 }
 
 // config is unit u's configuration with the hosts in backends.
 func (c *damCluster) config(u *damUnit, backends []int) string {
 	var vips strings.Builder
-	for _, v := range damVIPs {
-		fmt.Fprintf(&vips, "  - name: %s\n    address: %s\n    port: 80\n    protocol: tcp\n    mode: %s\n    backends:\n", v.name, v.addr, v.mode)
+	for _, v := range c.vips {
+		fmt.Fprintf(&vips, "  - name: %s\n    address: %s\n    port: 80\n    protocol: tcp\n    mode: %s\n    punt: %v\n    backends:\n", v.name, v.addr, v.mode, v.punt)
 		for _, i := range backends {
 			fmt.Fprintf(&vips, "      - {name: b%d, address: %s}\n", i, tunnelAddr(c.lb, i))
 		}
@@ -80,12 +91,12 @@ cluster:
 // newDAMCluster builds the topology and starts everything: hosts, their
 // agents, the units, and waits until every unit sees the others and is
 // ready, and every host's stream is up.
-func newDAMCluster(t *testing.T, tag, level string) *damCluster {
+func newDAMCluster(t *testing.T, tag, level string, vips []damVIP) *damCluster {
 	t.Helper()
 	lb := newLB(t, tag, 10, NewSwitchedLB)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
-	c := &damCluster{t: t, lb: lb, dir: dir, certs: filepath.Join(dir, "certs"), keyFile: filepath.Join(dir, "cluster.key"), level: level}
+	c := &damCluster{t: t, lb: lb, dir: dir, certs: filepath.Join(dir, "certs"), keyFile: filepath.Join(dir, "cluster.key"), level: level, vips: vips}
 	c.units = []*damUnit{{name: "tether-1", ns: lb.Unit, ifc: lb.UnitIf, ip: lb.UnitIP}}
 	for i := 1; i < 3; i++ {
 		ns, ifc, ip, err := lb.AddUnit(i)
@@ -114,7 +125,7 @@ func newDAMCluster(t *testing.T, tag, level string) *damCluster {
 		t.Fatal(err)
 	}
 	for _, ns := range lb.Backends {
-		for _, v := range damVIPs {
+		for _, v := range vips {
 			// The VIPs are the hosts' own; they answer by way of the router.
 			if err := lb.Run(ns, "ip", "addr", "add", v.addr+"/32", "dev", "lo"); err != nil {
 				t.Fatal(err)
@@ -303,7 +314,7 @@ func (c *damCluster) reconfigure(u *damUnit, backends []int) {
 // its paths back, and the connections the router moves to it continue
 // too.
 func TestUnitDies(t *testing.T) {
-	c := newDAMCluster(t, "ud", "1")
+	c := newDAMCluster(t, "ud", "1", damVIPs)
 	const conns, size, pace = 100, 3 << 20, 128 << 10 // 24 s a transfer
 	var results []chan ClientResult
 	for _, v := range damVIPs {
@@ -381,7 +392,7 @@ func TestUnitDies(t *testing.T) {
 // lives at its adder. The test computes the doomed set before the
 // transfers end and requires the failed set to be exactly that.
 func TestUnitDiesLevel0(t *testing.T) {
-	c := newDAMCluster(t, "u0", "0")
+	c := newDAMCluster(t, "u0", "0", damVIPs)
 	const conns, size, pace = 60, 2 << 20, 128 << 10 // 16 s a transfer
 	var results []chan ClientResult
 	for _, v := range damVIPs {
@@ -450,5 +461,62 @@ func TestUnitDiesLevel0(t *testing.T) {
 		if !failed[f] {
 			t.Errorf("connection %s survived; the model says it is lost", f)
 		}
+	}
+}
+
+// TestSessionOutlivesItsUnit: an application on host b4 reports a
+// client-IP session for the client to its agent, which reports it to
+// its unit; the unit keeps it as an atom. The unit dies (SIGKILL) and
+// the router drops its path; each of the client's new connections to a
+// VIP whose new flows the units decide lands on b4, where Maglev alone
+// would spread them over ten hosts (S1 FIG. 26: a known session goes to
+// its host).
+func TestSessionOutlivesItsUnit(t *testing.T) {
+	vip := damVIP{name: "web-session", addr: "192.0.2.12", mode: "tunnel", punt: true}
+	c := newDAMCluster(t, "us", "1", []damVIP{vip})
+	const host = 4 // b4, host ID 5
+	sc := sessionclient.New(filepath.Join(c.dir, fmt.Sprintf("agent-b%d.sock", host)))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := sc.Established(ctx, sessions.Session{Kind: sessions.KindClientIP, Client: netip.MustParseAddr(ClientAddr),
+		IdleTimeoutMS: 600000, Application: "shop"}); err != nil {
+		t.Fatal(err)
+	}
+	// The agent reports to the first unit of its configuration.
+	learnt, survivors := c.units[0], c.units[1:]
+	eventually(t, "the session's atom replicated", func() bool {
+		n := 0
+		for _, u := range c.units {
+			out, err := u.run.ctl("atoms", "--prefix", "session/", "-o", "json")
+			if err != nil {
+				return false
+			}
+			var v unit.AtomsView
+			if json.Unmarshal([]byte(out), &v) == nil && v.Matched > 0 && v.Page[0].Host == fmt.Sprintf("host/%d", host+1) && !v.Page[0].Cached {
+				n++
+			}
+		}
+		return n >= 2 // its adder and one replica
+	}, func() string { return fmt.Sprintf("%+v", c.atoms(learnt)) })
+	want := fmt.Sprintf("b%d", host)
+	if r := client(t, c.lb, "http://"+vip.addr+"/", 20, 4); r.Errors != 0 || r.Backends[want] != 20 {
+		t.Fatalf("before the unit died: %+v, want every connection on %s", r, want)
+	}
+	c.kill(learnt)
+	if err := c.lb.SpreadVIPs(c.ips(survivors)); err != nil {
+		t.Fatal(err)
+	}
+	r := client(t, c.lb, "http://"+vip.addr+"/", 20, 4)
+	if r.Errors != 0 || r.Backends[want] != 20 {
+		t.Errorf("after the unit that learnt the session died: %+v, want every connection on %s", r, want)
+	}
+	routed := 0.0
+	for _, u := range survivors {
+		if p, ok := u.run.status()["punts"].(map[string]any); ok {
+			routed += p["session_routed"].(float64)
+		}
+	}
+	if routed < 20 {
+		t.Errorf("the survivors routed %v connections by the session, want 20", routed)
 	}
 }
