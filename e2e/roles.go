@@ -370,12 +370,8 @@ func runClient(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
-func get(c *http.Client, url string) (name, sum string, n int64, err error) {
-	name, sum, n, _, _, err = getStall(c, url)
-	return name, sum, n, err
-}
-
-// getStall is get that also says the connection's local address:port
+// getStall fetches url and says the backend that answered (X-Backend),
+// the body's SHA-256 and length, the connection's local address:port
 // ("" when none was made) and how long the body stood still at most.
 func getStall(c *http.Client, url string) (name, sum string, n int64, local string, stall time.Duration, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second) // see runClient
