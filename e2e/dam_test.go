@@ -142,32 +142,11 @@ func newDAMCluster(t *testing.T, tag, level string, vips []damVIP) *damCluster {
 	for _, u := range c.units {
 		u.run = startUnitIn(t, lb, u.ns, c.config(u, all))
 	}
-	bpf, err := lb.BPFDir()
-	if err != nil {
-		t.Fatal(err)
+	var names, ips []string
+	for _, u := range c.units {
+		names, ips = append(names, u.name), append(ips, u.ip)
 	}
-	for i := range lb.Backends {
-		var health, streams []string
-		for _, u := range c.units {
-			health = append(health, fmt.Sprintf("%q", u.ip+":7310"))
-			streams = append(streams, fmt.Sprintf("{name: %s, address: %q}", u.name, u.ip+":7320"))
-		}
-		id := i + 1
-		cfg := fmt.Sprintf(`host: {id: %d, listen: "%s:7311"}
-units: [%s]
-api: {socket: %s}
-streams:
-  units: [%s]
-  tls: {ca: %s, cert: %s, key: %s}
-tunnel:
-  interface: e0
-  addresses: [%s]
-  pin_dir: %s
-`, id, lb.BackendIP(i), strings.Join(health, ", "), filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), strings.Join(streams, ", "),
-			filepath.Join(c.certs, "ca.crt"), filepath.Join(c.certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(c.certs, fmt.Sprintf("host-%d.key", id)),
-			tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
-		startAgentConfig(t, lb, dir, i, cfg)
-	}
+	startClusterAgents(t, lb, dir, c.certs, names, ips)
 	for _, u := range c.units {
 		waitStreamsUp(t, u.run, len(lb.Backends))
 		c.waitReady(u, len(c.units))
@@ -249,27 +228,11 @@ func (c *damCluster) flows(units []*damUnit) int {
 }
 
 // downloads starts conns concurrent SHA-256-checked downloads of n
-// bytes at pace bytes a second from vip, as a process of its own, and
-// returns a channel for their result, within bound.
+// bytes at pace bytes a second from vip, and returns a channel for their
+// result, within bound.
 func (c *damCluster) downloads(vip string, conns int, n, pace int64, bound time.Duration) chan ClientResult {
 	c.t.Helper()
-	p, err := c.lb.Start(c.lb.Client, "downloads "+vip, RoleCommand("client", fmt.Sprintf("http://%s/bytes?n=%d&pace=%d", vip, n, pace),
-		fmt.Sprint(conns), fmt.Sprint(conns)), Self())
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	c.t.Cleanup(p.Stop)
-	done := make(chan ClientResult, 1)
-	go func() {
-		var r ClientResult
-		if err := p.Wait(bound); err != nil {
-			r = ClientResult{Errors: 1, FirstErr: err.Error()}
-		} else if err := json.Unmarshal([]byte(lastLine(p.Output())), &r); err != nil {
-			r = ClientResult{Errors: 1, FirstErr: err.Error()}
-		}
-		done <- r
-	}()
-	return done
+	return clientProc(c.t, c.lb, "downloads "+vip, fmt.Sprintf("http://%s/bytes?n=%d&pace=%d", vip, n, pace), conns, conns, bound)
 }
 
 // kill ends u as a crash does: both its processes, SIGKILL.

@@ -68,7 +68,15 @@ func TestIPIPToHosts(t *testing.T) {
 // bound.
 func longDownload(t *testing.T, lb *LB, n, pace int64, bound time.Duration) chan ClientResult {
 	t.Helper()
-	p, err := lb.Start(lb.Client, "download", RoleCommand("client", fmt.Sprintf("http://192.0.2.10/bytes?n=%d&pace=%d", n, pace), "1", "1"), Self())
+	return clientProc(t, lb, "download", fmt.Sprintf("http://192.0.2.10/bytes?n=%d&pace=%d", n, pace), 1, 1, bound)
+}
+
+// clientProc runs the client role (conns requests of url, par at a
+// time) as a process of its own and returns a channel for its result,
+// within bound.
+func clientProc(t *testing.T, lb *LB, name, url string, conns, par int, bound time.Duration) chan ClientResult {
+	t.Helper()
+	p, err := lb.Start(lb.Client, name, RoleCommand("client", url, fmt.Sprint(conns), fmt.Sprint(par)), Self())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -88,32 +88,11 @@ hosts:
 	}
 
 	// Each host's agent streams to every unit.
-	bpf, err := lb.BPFDir()
-	if err != nil {
-		t.Fatal(err)
+	var names []string
+	for _, u := range units {
+		names = append(names, u.name)
 	}
-	for i := range lb.Backends {
-		var health, streams []string
-		for _, u := range units {
-			health = append(health, fmt.Sprintf("%q", u.ip+":7310"))
-			streams = append(streams, fmt.Sprintf("{name: %s, address: %q}", u.name, u.ip+":7320"))
-		}
-		id := i + 1
-		cfg := fmt.Sprintf(`host: {id: %d, listen: "%s:7311"}
-units: [%s]
-api: {socket: %s}
-streams:
-  units: [%s]
-  tls: {ca: %s, cert: %s, key: %s}
-tunnel:
-  interface: e0
-  addresses: [%s]
-  pin_dir: %s
-`, id, lb.BackendIP(i), strings.Join(health, ", "), filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), strings.Join(streams, ", "),
-			filepath.Join(certs, "ca.crt"), filepath.Join(certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(certs, fmt.Sprintf("host-%d.key", id)),
-			tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
-		startAgentConfig(t, lb, dir, i, cfg)
-	}
+	startClusterAgents(t, lb, dir, certs, names, addrs)
 	for _, u := range running {
 		waitStreamsUp(t, u, len(lb.Backends))
 	}
@@ -140,5 +119,40 @@ tunnel:
 	}
 	if total < 300 {
 		t.Errorf("the units made %d flows for 300 connections", total)
+	}
+}
+
+// startClusterAgents starts an agent on every host: its stream to each
+// unit (names, at addresses ips: port 7320; health to port 7310) and
+// the host side of the tunnels on its tunnel address, with its local
+// API on dir/agent-bI.sock. The certificates in certs are tetherd
+// certs' (host I+1).
+func startClusterAgents(t *testing.T, lb *LB, dir, certs string, names, ips []string) {
+	t.Helper()
+	bpf, err := lb.BPFDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range lb.Backends {
+		var health, streams []string
+		for j, name := range names {
+			health = append(health, fmt.Sprintf("%q", ips[j]+":7310"))
+			streams = append(streams, fmt.Sprintf("{name: %s, address: %q}", name, ips[j]+":7320"))
+		}
+		id := i + 1
+		cfg := fmt.Sprintf(`host: {id: %d, listen: "%s:7311"}
+units: [%s]
+api: {socket: %s}
+streams:
+  units: [%s]
+  tls: {ca: %s, cert: %s, key: %s}
+tunnel:
+  interface: e0
+  addresses: [%s]
+  pin_dir: %s
+`, id, lb.BackendIP(i), strings.Join(health, ", "), filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), strings.Join(streams, ", "),
+			filepath.Join(certs, "ca.crt"), filepath.Join(certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(certs, fmt.Sprintf("host-%d.key", id)),
+			tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
+		startAgentConfig(t, lb, dir, i, cfg)
 	}
 }

@@ -3,25 +3,21 @@ package atoms
 import (
 	"hash/fnv"
 	"slices"
+
+	"github.com/tetherlb/tether/internal/mix"
 )
 
 // Full is the replication level that puts every atom on every member.
 const Full = -1
 
 // score is member's rendezvous weight for key: FNV-1a over both,
-// finished with splitmix64's mixer so that close names spread.
+// finished with MurmurHash3's mixer so that close names spread.
 func score(key, member string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(key))
 	h.Write([]byte{0})
 	h.Write([]byte(member))
-	x := h.Sum64()
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
+	return mix.Fmix64(h.Sum64())
 }
 
 // rank returns the first n of names (all for n < 0) in rendezvous order
