@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -314,6 +315,18 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 				v.snat = append(v.snat, a)
 			}
 		}
+		v.snatStandby = v.snatStandby[:0]
+		for i, s := range v.SNATStandby {
+			k := fmt.Sprintf("%s.snat_standby[%d]", key, i)
+			a := parseAddr(p, k, s, fam, false)
+			switch {
+			case !a.IsValid():
+			case slices.Contains(v.snat, a):
+				p.Add(k, s, "is also in snat: an address is this unit's own or another unit's, not both")
+			default:
+				v.snatStandby = append(v.snatStandby, a)
+			}
+		}
 		v.portLow, v.portHi = 1024, 65535
 		if v.SNATPorts != "" {
 			v.portLow, v.portHi = parsePortRange(p, key+".snat_ports", v.SNATPorts)
@@ -327,6 +340,9 @@ func (v *VIP) check(p *problems, key string, u *Unit) {
 		if fam == 6 && !u.addr6.IsValid() {
 			p.Add("unit.address6", u.Address6, "%s (%s mode) needs the unit's IPv6 address as the tunnel source", key, v.Mode)
 		}
+	}
+	if mode != unit.ModeNAT && len(v.SNATStandby) > 0 {
+		p.Add(key+".snat_standby", strings.Join(v.SNATStandby, ","), "only nat mode uses SNAT addresses")
 	}
 	if mode != unit.ModeNAT && (len(v.SNAT) > 0 || v.SNATPorts != "") {
 		p.Add(key+".snat", strings.Join(v.SNAT, ","), "only nat mode uses SNAT addresses")

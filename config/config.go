@@ -310,6 +310,11 @@ type VIP struct {
 	Mode string `mapstructure:"mode"`
 	// SNAT is the pool of source addresses for nat mode.
 	SNAT []string `mapstructure:"snat"`
+	// SNATStandby are other units' SNAT addresses (nat mode, a unit of a
+	// cluster): this unit takes the replies to them when the router
+	// sends it a dead unit's addresses, for the connections it took over,
+	// and never gives them to new connections.
+	SNATStandby []string `mapstructure:"snat_standby"`
 	// SNATPorts is the source port range for nat mode, "low-high".
 	SNATPorts string `mapstructure:"snat_ports"`
 	// MaglevSize is the size of the VIP's Maglev table, a prime.
@@ -331,6 +336,7 @@ type VIP struct {
 
 	addr            netip.Addr
 	snat            []netip.Addr
+	snatStandby     []netip.Addr
 	portLow, portHi uint16
 	protoNum        uint8
 	mode            unit.Mode
@@ -383,6 +389,9 @@ func (v *VIP) ProtoNum() uint8 { return v.protoNum }
 
 // SNATAddrs returns the parsed SNAT pool.
 func (v *VIP) SNATAddrs() []netip.Addr { return v.snat }
+
+// SNATStandbyAddrs returns the parsed standby SNAT addresses.
+func (v *VIP) SNATStandbyAddrs() []netip.Addr { return v.snatStandby }
 
 // SNATPortRange returns the SNAT port range.
 func (v *VIP) SNATPortRange() (low, high uint16) { return v.portLow, v.portHi }

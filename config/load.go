@@ -195,6 +195,8 @@ func (c *Config) Clone() *Config {
 		v := &out.VIPs[i]
 		v.SNAT = slices.Clone(v.SNAT)
 		v.snat = slices.Clone(v.snat)
+		v.SNATStandby = slices.Clone(v.SNATStandby)
+		v.snatStandby = slices.Clone(v.snatStandby)
 		v.Backends = slices.Clone(v.Backends)
 		v.L7 = v.L7.clone()
 		for j := range v.Backends {

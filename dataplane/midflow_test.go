@@ -402,3 +402,51 @@ func TestMidFlowPureACKsSuperseded(t *testing.T) {
 		t.Errorf("%d pure ACKs left, want 1", acks)
 	}
 }
+
+// TestMidFlowNATReply: in a cluster unit, a nat reply to a SNAT address
+// that no flow expects (a dead unit's address, now routed here) is held
+// and punted with NoVIP under the reply's key; the route the control
+// process finds comes under the client's key with the whole entry, and
+// releases the held reply, which leaves translated back to the client.
+func TestMidFlowNATReply(t *testing.T) {
+	r := clusterRig(t)
+	backend := pkttest.Endpoint{MAC: pkttest.MustMAC(gwMAC), Addr: netip.MustParseAddr("10.1.0.2"), Port: 80}
+	snat := pkttest.Endpoint{MAC: pkttest.MustMAC(unitMAC), Addr: netip.MustParseAddr("198.51.100.1"), Port: 40005}
+	reply := pkttest.TCP(backend, snat, pkttest.ACK, 7, 9, pkttest.Opts{Payload: []byte("body")})
+	r.send(reply)
+	_, punts := take(r)
+	if len(punts) != 1 || punts[0].VIP != channel.NoVIP || punts[0].Reason != channel.PuntMidFlow || r.p.HeldPunts() != 1 {
+		t.Fatalf("punts %+v, %d held; want one mid-flow punt with NoVIP", punts, r.p.HeldPunts())
+	}
+	if src := punts[0].Key.SrcAddr(); src != backend.Addr || punts[0].Key.DstPort != 40005 {
+		t.Fatalf("punt key %+v: want the reply's", punts[0].Key)
+	}
+	c := cl(3, 5000)
+	client := unit.FlowKey{Proto: 6, SrcPort: c.Port, DstPort: 80}
+	copy(client.Src[:], c.Addr.AsSlice())
+	copy(client.Dst[:], vip(80).Addr.AsSlice())
+	a := unit.Action{Mode: unit.ModeNAT, PortA: 80, PortB: 40005}
+	for _, v := range r.p.snap.VIPs {
+		if v != nil && v.Mode == unit.ModeNAT {
+			a.Backend = v.Backends[1]
+		}
+	}
+	copy(a.A[:], backend.Addr.AsSlice())
+	copy(a.B[:], snat.Addr.AsSlice())
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: client, Action: a}, r.now); err != nil {
+		t.Fatal(err)
+	}
+	tx, _, _ := r.send()
+	if len(tx) != 1 || r.p.HeldPunts() != 0 {
+		t.Fatalf("%d frames left, %d held; want the reply", len(tx), r.p.HeldPunts())
+	}
+	if src, dst := srcOf(tx[0]), dstOf(tx[0]); src != netip.AddrPortFrom(vip(80).Addr, 80) || dst != netip.AddrPortFrom(c.Addr, c.Port) {
+		t.Errorf("reply left %s → %s, want from the VIP to the client %s:%d", src, dst, c.Addr, c.Port)
+	}
+	// Outside a cluster the same reply is reset, as before.
+	plain := newRig(t, loadConfig(t, 1024, "1024-65535"))
+	plain.p.EnableOutbox(make(chan struct{}, 1))
+	if got := plain.fate(reply); got == "held" {
+		t.Error("a unit outside a cluster held a nat reply")
+	}
+}

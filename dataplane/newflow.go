@@ -23,6 +23,13 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 	v := s.vips[vipKey{addr: dst, port: pk.dport, proto: pk.proto}]
 	if v == nil {
 		if s.roles[dst]&roleSNAT != 0 {
+			if s.shareFlows && p.out.enabled && pk.proto == header.IPProtoTCP && pk.tcpFlags&synFlag == 0 && pk.frag == fragNone {
+				// A reply of a nat connection another unit made (its
+				// SNAT address came here with its death): ask the
+				// control process, as for a moved client's segment.
+				p.puntMidFlow(pk, nil, now)
+				return entry{}, false
+			}
 			// A backend's segment of a nat connection the unit lost:
 			// reset it too, so the server frees the connection now
 			// rather than retransmitting to nobody.

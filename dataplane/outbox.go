@@ -177,6 +177,8 @@ func (p *Pipeline) puntMidFlow(pk *packet, v *VIP, now flow.Tick) {
 // control process refuses one (RefuseRoute) or puntTimeout passes, and
 // sends the control process a punt of reason for the key's first held
 // packet. It reports false, with pk dropped, when too many packets wait.
+// v is nil for a nat reply to a SNAT address (channel.NoVIP): its route
+// comes keyed by the client's side, and releases it as the entry's peer.
 func (p *Pipeline) holdForRoute(pk *packet, v *VIP, reason uint8, now flow.Tick) bool {
 	if len(p.held) == maxPunts {
 		pk.dropWith(DropPuntOverflow)
@@ -215,16 +217,19 @@ func (p *Pipeline) holdForRoute(pk *packet, v *VIP, reason uint8, now flow.Tick)
 	// answer unless something it knows decides otherwise. A nat
 	// connection under way has none: a fresh flow would give it a new
 	// SNAT port, which its backend has never seen.
-	choice := uint32(channel.NoChoice)
-	if reason != channel.PuntMidFlow || v.Mode != unit.ModeNAT {
-		if b, ok := v.pick(maglevHashOf(pk)); ok {
-			choice = b
+	choice, vid := uint32(channel.NoChoice), uint32(channel.NoVIP)
+	if v != nil {
+		vid = v.ID
+		if reason != channel.PuntMidFlow || v.Mode != unit.ModeNAT {
+			if b, ok := v.pick(maglevHashOf(pk)); ok {
+				choice = b
+			}
 		}
 	}
 	i := len(p.out.punts)
 	n := copy(p.out.frames[i][:], pk.frame.Data())
 	p.out.punts = append(p.out.punts, channel.Punt{
-		Worker: uint8(p.cfg.Worker), Reason: reason, VIP: v.ID, Choice: choice,
+		Worker: uint8(p.cfg.Worker), Reason: reason, VIP: vid, Choice: choice,
 		Key: flowKey(pk), Frame: p.out.frames[i][:n],
 	})
 	p.ring()
@@ -438,6 +443,13 @@ func (p *Pipeline) AddRoute(r *channel.Route, now flow.Tick) error {
 	default:
 		if err := p.restoreFlow(pk, a, now); err != nil {
 			return err
+		}
+		if a.Mode == unit.ModeNAT {
+			// Replies held for the connection (a nat reply to a SNAT
+			// address asked for it) go with the entry's peer.
+			peer := unit.FlowKey{V6: r.Key.V6, Src: a.A, Dst: a.B, SrcPort: a.PortA, DstPort: a.PortB, Proto: r.Key.Proto}
+			p.releasePunted(p.keyPacket(&peer))
+			pk = p.keyPacket(&r.Key)
 		}
 	}
 	p.releasePunted(pk)

@@ -243,6 +243,11 @@ func (s *Snapshot) addVIP(cv *config.VIP, prevVIPs []*VIP) error {
 		v.snat = append(v.snat, k)
 		s.roles[k] |= roleSNAT
 	}
+	for _, a := range cv.SNATStandbyAddrs() {
+		// Replies to another unit's SNAT address, for the connections
+		// this unit took over: never a source for new flows.
+		s.roles[keyOf(a)] |= roleSNAT
+	}
 	v.portLo, v.portHi = cv.SNATPortRange()
 	var mb []maglev.Backend
 	for i := range cv.Backends {

@@ -191,7 +191,9 @@ func (f *Forwarder) own(c *config.Config) error {
 }
 
 // owned lists the addresses whose traffic the port must receive: every
-// VIP and SNAT address, as host prefixes.
+// VIP and SNAT address (standby ones too: replies to another unit's
+// SNAT address come here once this unit took its connections over), as
+// host prefixes.
 func owned(c *config.Config) []netip.Prefix {
 	var ps []netip.Prefix
 	add := func(a netip.Addr) {
@@ -203,6 +205,9 @@ func owned(c *config.Config) []netip.Prefix {
 	for i := range c.VIPs {
 		add(c.VIPs[i].Addr())
 		for _, s := range c.VIPs[i].SNATAddrs() {
+			add(s)
+		}
+		for _, s := range c.VIPs[i].SNATStandbyAddrs() {
 			add(s)
 		}
 	}

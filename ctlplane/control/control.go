@@ -106,9 +106,10 @@ type Control struct {
 	// (midflow.go): routeOf in a cluster, nil outside one. Set before
 	// Run (tests set their own); read under mu. lookups bounds the
 	// lookups in flight.
-	flowLookup FlowLookup
-	lookups    chan struct{}
-	foreign    foreignRoutes
+	flowLookup  FlowLookup
+	replyLookup ReplyLookup
+	lookups     chan struct{}
+	foreign     foreignRoutes
 }
 
 // New prepares a control process for opts.Config; Run starts everything.
@@ -129,7 +130,7 @@ func New(opts Options) (*Control, error) {
 	}
 	c.lookups = make(chan struct{}, maxLookups)
 	if c.file.Cluster != nil {
-		c.flowLookup = c.routeOf
+		c.flowLookup, c.replyLookup = c.routeOf, c.replyRouteOf
 	}
 	c.mu.Lock()
 	c.eval = c.evaluate(c.file, c.states)

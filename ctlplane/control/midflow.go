@@ -42,6 +42,10 @@ const maxLookups = 1024
 // segment waits out its hold, and the client's retransmission finds the
 // IDs in step.
 func (c *Control) midFlow(lk *fwdLink, pu *channel.Punt) {
+	if pu.VIP == channel.NoVIP {
+		c.midFlowReply(lk, pu)
+		return
+	}
 	c.mu.Lock()
 	vip, known := c.vipNames[pu.VIP]
 	mode := c.vipMode(vip)
@@ -130,3 +134,52 @@ func (c *Control) vipMode(name string) unit.Mode {
 	}
 	return 0
 }
+
+// midFlowReply answers a mid-flow punt of a nat reply to a SNAT address
+// (a dead unit's, which the router now sends here): the connection is
+// looked up by the reply's key, and its whole entry is routed under the
+// client's key, which releases the held reply as the entry's peer. No
+// atom, or no lookup (a unit outside a cluster never punts these): a
+// refusal, which resets the backend's side as a unit that lost the
+// connection does.
+func (c *Control) midFlowReply(lk *fwdLink, pu *channel.Punt) {
+	c.mu.Lock()
+	lookup := c.replyLookup
+	c.mu.Unlock()
+	worker, key := pu.Worker, pu.Key
+	refuse := func() {
+		r := channel.Route{Op: channel.RouteRefuse, Worker: worker, Key: key}
+		if lk.route(&r) == nil {
+			c.count(func(s *unit.PuntStats) { s.MidFlowRefused++ })
+		}
+	}
+	if lookup == nil {
+		refuse()
+		return
+	}
+	select {
+	case c.lookups <- struct{}{}:
+	default:
+		refuse()
+		return
+	}
+	go func() {
+		defer func() { <-c.lookups }()
+		ctx, cancel := context.WithTimeout(context.Background(), flowLookupTimeout)
+		client, a, found, err := lookup(ctx, &key)
+		cancel()
+		if err != nil || !found {
+			c.log.Debug().Err(err).Str("key", routeKey(&key)).Bool("found", found).Msg("mid-flow reply lookup")
+			refuse()
+			return
+		}
+		r := channel.Route{Op: channel.RouteAdd, Worker: worker, Key: client, Action: a}
+		if lk.route(&r) == nil {
+			c.count(func(s *unit.PuntStats) { s.MidFlow++; s.MidFlowFound++ })
+		}
+	}()
+}
+
+// ReplyLookup finds a nat connection by a reply's key: its key on the
+// client's side and its whole entry (Control.replyRouteOf).
+type ReplyLookup func(ctx context.Context, reply *unit.FlowKey) (client unit.FlowKey, a unit.Action, found bool, err error)

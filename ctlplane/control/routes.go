@@ -12,6 +12,7 @@ import (
 
 	"github.com/tetherlb/tether/api/atompb"
 	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/ctlplane/atoms"
 	"github.com/tetherlb/tether/dataplane/channel"
 )
 
@@ -47,6 +48,10 @@ type routeData struct {
 	Port uint16
 	// SNAT is a nat flow's source toward the backend.
 	SNAT netip.AddrPort
+	// Client and Service are the client's side of a nat connection, in
+	// the atom keyed by its reply (backend to SNAT): a unit that
+	// receives a reply it has no flow for finds the connection by it.
+	Client, Service netip.AddrPort
 }
 
 // routeDataVersion is the encoding's first byte.
@@ -59,9 +64,10 @@ var errRouteData = errors.New("route atom data")
 
 // encode lays the data out as
 //
-//	version · mode · port (2) · len · VIP · len · backend · [family (4|6) · address · port (2)]
+//	version · mode · port (2) · len · VIP · len · backend · [family (4|6) · SNAT address · port (2) [· client · port (2) · service · port (2)]]
 //
-// the last part for nat only.
+// the SNAT part for nat only, the client's side for a nat reply's atom
+// only (addresses of the same family).
 func (d *routeData) encode() []byte {
 	b := []byte{routeDataVersion, byte(d.Mode)}
 	b = binary.BigEndian.AppendUint16(b, d.Port)
@@ -78,6 +84,12 @@ func (d *routeData) encode() []byte {
 		}
 		b = append(b, a.AsSlice()...)
 		b = binary.BigEndian.AppendUint16(b, d.SNAT.Port())
+		if d.Client.IsValid() {
+			b = append(b, d.Client.Addr().AsSlice()...)
+			b = binary.BigEndian.AppendUint16(b, d.Client.Port())
+			b = append(b, d.Service.Addr().AsSlice()...)
+			b = binary.BigEndian.AppendUint16(b, d.Service.Port())
+		}
 	}
 	return b
 }
@@ -110,17 +122,25 @@ func decodeRouteData(b []byte) (routeData, error) {
 			return routeData{}, fmt.Errorf("%w: %d trailing bytes", errRouteData, len(b))
 		}
 	case unit.ModeNAT:
-		n := 0
-		switch {
-		case len(b) == 7 && b[0] == 4:
-			n = 4
-		case len(b) == 19 && b[0] == 6:
+		if len(b) < 1 || b[0] != 4 && b[0] != 6 {
+			return routeData{}, fmt.Errorf("%w: nat source family", errRouteData)
+		}
+		n := 4
+		if b[0] == 6 {
 			n = 16
+		}
+		ap := func(p []byte) netip.AddrPort {
+			a, _ := netip.AddrFromSlice(p[:n])
+			return netip.AddrPortFrom(a, binary.BigEndian.Uint16(p[n:]))
+		}
+		switch len(b) {
+		case 1 + n + 2:
+			d.SNAT = ap(b[1:])
+		case 1 + 3*(n+2):
+			d.SNAT, d.Client, d.Service = ap(b[1:]), ap(b[1+n+2:]), ap(b[1+2*(n+2):])
 		default:
 			return routeData{}, fmt.Errorf("%w: nat source of %d bytes", errRouteData, len(b))
 		}
-		a, _ := netip.AddrFromSlice(b[1 : 1+n])
-		d.SNAT = netip.AddrPortFrom(a, binary.BigEndian.Uint16(b[1+n:]))
 	default:
 		return routeData{}, fmt.Errorf("%w: mode %d", errRouteData, d.Mode)
 	}
@@ -154,6 +174,10 @@ func (c *Control) shareRoutes(events []channel.FlowEvent) {
 		key := routeKey(&ev.Key)
 		if ev.Kind != channel.FlowOpened {
 			mgr.DeleteMine(key) // another unit may carry the connection now
+			if ev.Action.Mode == unit.ModeNAT {
+				rk := replyKey(&ev.Key, &ev.Action)
+				mgr.DeleteMine(routeKey(&rk))
+			}
 			continue
 		}
 		bk, ok := names[ev.Action.Backend]
@@ -172,8 +196,19 @@ func (c *Control) shareRoutes(events []channel.FlowEvent) {
 		if ev.Key.Proto != 6 {
 			timeout = to.UDP
 		}
-		if _, err := mgr.Add(key, backendAddr(&ev.Key, &ev.Action).String(), d.encode(), max(timeout, time.Second), 0); err != nil {
+		host := backendAddr(&ev.Key, &ev.Action).String()
+		if _, err := mgr.Add(key, host, d.encode(), max(timeout, time.Second), 0); err != nil {
 			c.log.Debug().Err(err).Str("key", key).Msg("route atom not added")
+		}
+		if d.Mode == unit.ModeNAT {
+			// The same connection by its reply, for the unit that
+			// receives replies to this unit's SNAT address after its death.
+			d.Client = netip.AddrPortFrom(ev.Key.SrcAddr(), ev.Key.SrcPort)
+			d.Service = netip.AddrPortFrom(ev.Key.DstAddr(), ev.Key.DstPort)
+			rk := replyKey(&ev.Key, &ev.Action)
+			if _, err := mgr.Add(routeKey(&rk), host, d.encode(), max(timeout, time.Second), 0); err != nil {
+				c.log.Debug().Err(err).Str("key", routeKey(&rk)).Msg("route atom not added")
+			}
 		}
 	}
 }
@@ -208,6 +243,38 @@ func (f *foreignRoutes) take(key string) (unit.BackendKey, bool) {
 	return bk, ok
 }
 
+// replyKey is a nat connection's key as its replies carry it: from the
+// backend (A, PortA) to the SNAT source (B, PortB).
+func replyKey(k *unit.FlowKey, a *unit.Action) unit.FlowKey {
+	return unit.FlowKey{V6: k.V6, Src: a.A, Dst: a.B, SrcPort: a.PortA, DstPort: a.PortB, Proto: k.Proto}
+}
+
+// replyRouteOf looks a nat connection up by a reply's key (a reply to a
+// SNAT address this unit took over) and returns the connection's key
+// on the client's side and the whole entry that carries it.
+func (c *Control) replyRouteOf(ctx context.Context, k *unit.FlowKey) (client unit.FlowKey, a unit.Action, found bool, err error) {
+	mgr := c.cl.atoms.Load()
+	if mgr == nil {
+		return client, a, false, nil
+	}
+	at, found, err := mgr.Query(ctx, routeKey(k))
+	if err != nil || !found {
+		return client, a, false, err
+	}
+	d, err := decodeRouteData(at.Data)
+	if err != nil {
+		return client, a, false, err
+	}
+	if d.Mode != unit.ModeNAT || !d.Client.IsValid() || d.Client.Addr().Is4() == k.V6 {
+		return client, a, false, fmt.Errorf("route atom %s: not a nat reply's", at.Key)
+	}
+	client = unit.FlowKey{V6: k.V6, SrcPort: d.Client.Port(), DstPort: d.Service.Port(), Proto: k.Proto}
+	copy(client.Src[:], d.Client.Addr().AsSlice())
+	copy(client.Dst[:], d.Service.Addr().AsSlice())
+	_, a, found, err = c.routeFrom(at, d, &client)
+	return client, a, found, err
+}
+
 // routeOf looks a flow's route atom up (here, then at the other units)
 // and returns the action that continues the connection where its first
 // unit sent it: for tunnel and ipip, a new flow to the same backend
@@ -229,6 +296,11 @@ func (c *Control) routeOf(ctx context.Context, k *unit.FlowKey) (vip string, a u
 	if err != nil {
 		return "", a, false, err
 	}
+	return c.routeFrom(at, d, k)
+}
+
+// routeFrom turns a route atom into this unit's action for key k.
+func (c *Control) routeFrom(at atoms.Atom, d routeData, k *unit.FlowKey) (vip string, a unit.Action, found bool, err error) {
 	bk := unit.BackendKey{VIP: d.VIP, Backend: d.Backend}
 	c.mu.Lock()
 	id, ok := c.ids.Backends[bk]

@@ -23,6 +23,8 @@ func TestRouteData(t *testing.T) {
 		{Mode: unit.ModeIPIP, VIP: "v", Backend: "10.0.0.1:8080", Port: 8080},
 		{Mode: unit.ModeNAT, VIP: "web", Backend: "b1", Port: 443, SNAT: netip.MustParseAddrPort("10.9.0.1:40001")},
 		{Mode: unit.ModeNAT, VIP: "web6", Backend: "b1", Port: 443, SNAT: netip.MustParseAddrPort("[2001:db8::1]:40001")},
+		{Mode: unit.ModeNAT, VIP: "web", Backend: "b1", Port: 443, SNAT: netip.MustParseAddrPort("10.9.0.1:40001"),
+			Client: netip.MustParseAddrPort("198.51.100.7:5000"), Service: netip.MustParseAddrPort("192.0.2.10:443")},
 	} {
 		got, err := decodeRouteData(d.encode())
 		if err != nil || got != d {
@@ -136,6 +138,13 @@ func TestRouteAtoms(t *testing.T) {
 	want := unit.Action{Mode: unit.ModeNAT, Backend: 12, PortA: 5432, PortB: 40007, A: nat.Action.A, B: nat.Action.B}
 	if err != nil || !found || got != want || vip != "db" {
 		t.Errorf("nat flow: %+v, %v, %v; want %+v", got, found, err, want)
+	}
+	// The nat connection by its reply: from the backend to the SNAT
+	// source, as a unit that takes the dead unit's SNAT address sees it.
+	rk := replyKey(&nat.Key, &nat.Action)
+	client, ra, found, err := b.replyRouteOf(ctx, &rk)
+	if err != nil || !found || client != nat.Key || ra != want {
+		t.Errorf("nat reply: %+v %+v, %v, %v; want %+v %+v", client, ra, found, err, nat.Key, want)
 	}
 	if _, _, found, err := b.routeOf(ctx, &half.Key); found || err != nil {
 		t.Errorf("a halfnat flow was shared: %v, %v", found, err)

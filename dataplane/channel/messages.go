@@ -83,6 +83,11 @@ type Punt struct {
 // NoChoice is a punt's Choice when the VIP has no backend for new flows.
 const NoChoice = ^uint32(0)
 
+// NoVIP is a mid-flow punt's VIP when the packet is a nat reply to a
+// SNAT address (its key is the reply's): the control process looks the
+// connection up by it and routes the client's side.
+const NoVIP = ^uint32(0)
+
 // MaxPuntFrame bounds the frame bytes a punt carries.
 const MaxPuntFrame = 2048
 
