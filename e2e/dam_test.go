@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -53,35 +52,13 @@ var damVIPs = []damVIP{
 	{name: "web-ipip", addr: "192.0.2.11", mode: "ipip"},
 }
 
-// damNAT is the nat VIP: each unit has its own SNAT address
-// (snatOf) and takes the others' replies when the router sends them.
-var damNAT = damVIP{name: "web-nat", addr: "192.0.2.13", mode: "nat"}
-
-// snatOf is unit i's SNAT address.
-func snatOf(i int) string { return fmt.Sprintf("198.51.100.%d", 11+i) }
-
 // config is unit u's configuration with the hosts in backends.
 func (c *damCluster) config(u *damUnit, backends []int) string {
 	var vips strings.Builder
-	self := slices.Index(c.units, u)
 	for _, v := range c.vips {
-		fmt.Fprintf(&vips, "  - name: %s\n    address: %s\n    port: 80\n    protocol: tcp\n    mode: %s\n    punt: %v\n", v.name, v.addr, v.mode, v.punt)
-		if v.mode == "nat" {
-			var standby []string
-			for j := range c.units {
-				if j != self {
-					standby = append(standby, snatOf(j))
-				}
-			}
-			fmt.Fprintf(&vips, "    snat: [%s]\n    snat_standby: [%s]\n", snatOf(self), strings.Join(standby, ", "))
-		}
-		vips.WriteString("    backends:\n")
+		fmt.Fprintf(&vips, "  - name: %s\n    address: %s\n    port: 80\n    protocol: tcp\n    mode: %s\n    punt: %v\n    backends:\n", v.name, v.addr, v.mode, v.punt)
 		for _, i := range backends {
-			addr := tunnelAddr(c.lb, i) // the host's tunnel address: its agent takes the packets
-			if v.mode == "nat" {
-				addr = c.lb.BackendIP(i)
-			}
-			fmt.Fprintf(&vips, "      - {name: b%d, address: %s}\n", i, addr)
+			fmt.Fprintf(&vips, "      - {name: b%d, address: %s}\n", i, tunnelAddr(c.lb, i))
 		}
 	}
 	var peers []string
@@ -130,11 +107,6 @@ func newDAMCluster(t *testing.T, tag, level string, vips []damVIP) *damCluster {
 	}
 	if err := lb.SpreadVIPs(c.ips(c.units)); err != nil {
 		t.Fatal(err)
-	}
-	for i, u := range c.units {
-		if err := lb.RouteSNAT(snatOf(i), u.ip); err != nil {
-			t.Fatal(err)
-		}
 	}
 	if err := os.WriteFile(c.keyFile, []byte(strings.Repeat("k", 32)), 0o600); err != nil {
 		t.Fatal(err)
@@ -305,14 +277,13 @@ func (c *damCluster) reconfigure(u *damUnit, backends []int) {
 // its paths back, and the connections the router moves to it continue
 // too.
 func TestUnitDies(t *testing.T) {
-	vips := append(slices.Clone(damVIPs), damNAT)
-	c := newDAMCluster(t, "ud", "1", vips)
+	c := newDAMCluster(t, "ud", "1", damVIPs)
 	const conns, size, pace = 100, 3 << 20, 128 << 10 // 24 s a transfer
 	var results []chan ClientResult
-	for _, v := range vips {
+	for _, v := range damVIPs {
 		results = append(results, c.downloads(v.addr, conns, size, pace, 4*time.Minute))
 	}
-	eventually(t, "every transfer under way", func() bool { return c.flows(c.units) >= conns*len(vips) },
+	eventually(t, "every transfer under way", func() bool { return c.flows(c.units) >= conns*len(damVIPs) },
 		func() string { return fmt.Sprint(c.flows(c.units), " flows") })
 	c.replicated(c.units)
 
@@ -323,11 +294,6 @@ func TestUnitDies(t *testing.T) {
 	}
 	c.kill(dead)
 	if err := c.lb.SpreadVIPs(c.ips(survivors)); err != nil {
-		t.Fatal(err)
-	}
-	// The dead unit's nat connections answer to its SNAT address: a
-	// survivor takes it.
-	if err := c.lb.RouteSNAT(snatOf(0), survivors[0].ip); err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range survivors {
@@ -352,28 +318,26 @@ func TestUnitDies(t *testing.T) {
 	if err := c.lb.SpreadVIPs(c.ips(c.units)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.lb.RouteSNAT(snatOf(0), dead.ip); err != nil {
-		t.Fatal(err)
-	}
 	for i, done := range results {
 		r := <-done
 		if r.Errors != 0 {
-			t.Errorf("%s: %+v", vips[i].name, r)
+			t.Errorf("%s: %+v", damVIPs[i].name, r)
 		}
 		got := 0
 		for _, n := range r.Backends {
 			got += n
 		}
 		if got != conns {
-			t.Errorf("%s: %d transfers complete, want %d", vips[i].name, got, conns)
+			t.Errorf("%s: %d transfers complete, want %d", damVIPs[i].name, got, conns)
 		}
 		// The transfers are paced in 64 KiB writes, two a second: a
 		// half-second stall is the pace, anything above it the takeover.
-		t.Logf("%s: the longest any transfer stood still: %d ms", vips[i].name, r.MaxStallMS)
+		t.Logf("%s: the longest any transfer stood still: %d ms", damVIPs[i].name, r.MaxStallMS)
 	}
 	for _, u := range c.units {
 		a := c.atoms(u)
-		t.Logf("%s: atoms %d, counts %+v; punts %v; drops %v", u.name, a.Atoms, a.Counts, u.run.status()["punts"], nonZero(u.run.report().Drops))
+		rep := u.run.report()
+		t.Logf("%s: atoms %d, counts %+v; punts %v; drops %v; resets sent %d", u.name, a.Atoms, a.Counts, u.run.status()["punts"], nonZero(rep.Drops), rep.ResetsSent)
 		for _, p := range a.Peers {
 			t.Logf("%s → %s: %d atoms sent, add to acknowledgement %.2f ms median, %.2f ms p99", u.name, p.Name, p.Sent, p.LagMedian, p.LagP99)
 		}
