@@ -23,10 +23,16 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 	v := s.vips[vipKey{addr: dst, port: pk.dport, proto: pk.proto}]
 	if v == nil {
 		if s.roles[dst]&roleSNAT != 0 {
-			if s.shareFlows && p.out.enabled && pk.proto == header.IPProtoTCP && pk.tcpFlags&synFlag == 0 && pk.frag == fragNone {
+			if s.shareFlows && pk.proto == header.IPProtoTCP && pk.tcpFlags&synFlag == 0 && pk.frag == fragNone {
 				// A reply of a nat connection another unit made (its
 				// SNAT address came here with its death): ask the
-				// control process, as for a moved client's segment.
+				// control process, as for a moved client's segment. While
+				// it is away, drop: another unit may carry the
+				// connection, which a reset would end.
+				if !p.out.enabled {
+					pk.dropWith(DropNoFlow)
+					return entry{}, false
+				}
 				p.puntMidFlow(pk, nil, now)
 				return entry{}, false
 			}
@@ -61,8 +67,10 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 	if d != dropNone {
 		// A nat connection's segment the unit does not know is answered
 		// with a reset, as a stack answers a segment of a connection it
-		// lost; the client fails at once.
-		if d == DropTCPNotSYN && v.Mode == unit.ModeNAT && pk.tcpFlags&(synFlag|rstFlag) == 0 && p.answerRST(pk, now) {
+		// lost; the client fails at once. Not in a cluster, whose other
+		// units may carry the connection (the control process is away,
+		// or it would have been asked).
+		if d == DropTCPNotSYN && v.Mode == unit.ModeNAT && !s.shareFlows && pk.tcpFlags&(synFlag|rstFlag) == 0 && p.answerRST(pk, now) {
 			return entry{}, false
 		}
 		pk.dropWith(d)

@@ -120,7 +120,13 @@ func (lb *LB) buildSwitched(backends, unitQueues int) error {
 	if lb.Unit, err = lb.NS("u"); err != nil {
 		return err
 	}
-	if err := lb.Sysctl(router, "net.ipv4.ip_forward=1"); err != nil {
+	// No ICMP redirects: the router sends replies to a nat unit's SNAT
+	// address back out of the port they came in on (backends and units
+	// share the bridge), and a redirect would have the backends send
+	// them to that unit directly, past the router's later changes (a
+	// dead unit's SNAT addresses moved to a survivor), as a routing
+	// protocol's router does not.
+	if err := lb.Sysctl(router, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.default.send_redirects=0"); err != nil {
 		return err
 	}
 	if err := lb.Sysctl(lb.Unit, "net.ipv4.ip_forward=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"); err != nil {
@@ -195,6 +201,14 @@ func (lb *LB) AddUnit(i int) (ns, ifc, ip string, err error) {
 		return "", "", "", err
 	}
 	return ns, ifc, ip, nil
+}
+
+// RouteSNAT has the router send replies to a nat SNAT address to the
+// unit at unitIP: each unit's own addresses to it, and a dead unit's to
+// the survivor that takes its connections over. Like SpreadVIPs, the
+// router's view of the units is set here alone.
+func (lb *LB) RouteSNAT(addr, unitIP string) error {
+	return lb.Run(lb.Router, "ip", "route", "replace", addr+"/32", "via", unitIP)
 }
 
 // SpreadVIPs has the router send the VIP range to every unit in units
