@@ -34,7 +34,14 @@ FUZZ_TARGETS := \
 	./ctlplane/l7/request:FuzzRequest \
 	./ctlplane/l7/rules:FuzzMatchURL \
 	./agent/shim/wire:FuzzDecode \
-	./agent/migrate:FuzzProxyHeader
+	./agent/migrate:FuzzProxyHeader \
+	./dataplane:FuzzL7SYN \
+	./api/atompb:FuzzRequest \
+	./api/atompb:FuzzReply \
+	./ctlplane/atoms:FuzzApply \
+	./ctlplane/control:FuzzRouteData \
+	./ctlplane/hosts:FuzzSessionSeries \
+	./agent/streams:FuzzSessionAgreement
 
 
 .PHONY: all build deps demo bin bench-system bench-health replay test lint unit fuzz bench generate proto check-generated vm vm-reproducible clean
