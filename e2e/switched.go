@@ -203,6 +203,14 @@ func (lb *LB) AddUnit(i int) (ns, ifc, ip string, err error) {
 	return ns, ifc, ip, nil
 }
 
+// RouteSNAT has the router send replies to a nat SNAT address to the
+// unit at unitIP: each unit's own addresses to it, and a dead unit's to
+// the survivor that takes its connections over. Like SpreadVIPs, the
+// router's view of the units is set here alone.
+func (lb *LB) RouteSNAT(addr, unitIP string) error {
+	return lb.Run(lb.Router, "ip", "route", "replace", addr+"/32", "via", unitIP)
+}
+
 // SpreadVIPs has the router send the VIP range to every unit in units
 // (their addresses on the bridge) over equal-cost paths, hashing each
 // flow's addresses and ports (fib_multipath_hash_policy=1), as an ECMP
