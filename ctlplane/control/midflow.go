@@ -96,6 +96,9 @@ func (c *Control) answerMidFlow(lk *fwdLink, worker uint8, key unit.FlowKey, vip
 	if err := lk.route(&r); err != nil {
 		return
 	}
+	if fromAtom && a.Mode == unit.ModeNAT {
+		c.adoptNAT(worker, key, a)
+	}
 	c.count(func(s *unit.PuntStats) {
 		switch {
 		case !ok:
@@ -175,9 +178,23 @@ func (c *Control) midFlowReply(lk *fwdLink, pu *channel.Punt) {
 		}
 		r := channel.Route{Op: channel.RouteAdd, Worker: worker, Key: client, Action: a}
 		if lk.route(&r) == nil {
+			c.adoptNAT(worker, client, a)
 			c.count(func(s *unit.PuntStats) { s.MidFlow++; s.MidFlowFound++ })
 		}
 	}()
+}
+
+// adoptNAT records a nat connection this unit took over from another
+// unit's atom. The forwarder sends no opening event for an entry given
+// whole, so the inventory learns it here (a restarted forwarder gets it
+// back), and its route atoms are added again with this unit as adder,
+// later than the version it continues: the dead unit's versions are
+// orphans that expire, and the connection must still be found when the
+// router moves it again.
+func (c *Control) adoptNAT(worker uint8, key unit.FlowKey, a unit.Action) {
+	ev := []channel.FlowEvent{{Kind: channel.FlowOpened, Worker: worker, Key: key, Action: a}}
+	c.inv.apply(ev)
+	c.shareRoutes(ev)
 }
 
 // ReplyLookup finds a nat connection by a reply's key: its key on the

@@ -142,6 +142,9 @@ func TestMidFlowPunts(t *testing.T) {
 	if r := route("nat with a lookup"); r.Op != channel.RouteAdd || r.Action != natAction {
 		t.Errorf("nat with a lookup: route %+v, want the whole entry %+v", r, natAction)
 	}
+	// The forwarder sends no opening event for an entry given whole: the
+	// inventory learns the connection from the route.
+	waitFor(t, c, "the nat connection taken over in the inventory", func(s unit.Status) bool { return s.Flows == 1 })
 	// A lookup naming another VIP's backend is not taken: the fallback
 	// decides; so it does when the lookup finds nothing.
 	c.mu.Lock()

@@ -316,7 +316,7 @@ func (c *Control) routeFrom(at atoms.Atom, d routeData, k *unit.FlowKey) (vip st
 		// A backend that left the configuration before this unit
 		// started: the connection still goes to it, by address.
 		id = unit.ForeignBackend
-		c.foreign.note(at.Key, bk)
+		c.foreign.note(routeKey(k), bk) // under the client's key, which the flow's event names
 	}
 	if d.Mode != unit.ModeNAT {
 		a = unit.Action{Backend: id}

@@ -89,7 +89,7 @@ func routeUnit(t *testing.T, ca *mtls.CA, dir, name string, boot uint64, ids uni
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Control{log: zerolog.Nop(), running: cfg}
+	c := &Control{log: zerolog.Nop(), running: cfg, inv: newInventory()}
 	c.setIDs(ids)
 	c.cl.atoms.Store(mgr)
 	return c, atoms.Member{Name: name, Boot: boot, Addr: l.Addr().String()}
@@ -145,6 +145,14 @@ func TestRouteAtoms(t *testing.T) {
 	client, ra, found, err := b.replyRouteOf(ctx, &rk)
 	if err != nil || !found || client != nat.Key || ra != want {
 		t.Errorf("nat reply: %+v %+v, %v, %v; want %+v %+v", client, ra, found, err, nat.Key, want)
+	}
+	// b takes the connection over: its atoms are b's now, both keys,
+	// so that they outlive a's versions (orphans once a is gone).
+	b.adoptNAT(1, client, ra)
+	for _, k := range []unit.FlowKey{nat.Key, rk} {
+		if at, ok := b.cl.atoms.Load().Get(routeKey(&k)); !ok || at.Adder != "unit-b" || at.Cached {
+			t.Errorf("%s after b took the connection over: %+v, %v", routeKey(&k), at, ok)
+		}
 	}
 	if _, _, found, err := b.routeOf(ctx, &half.Key); found || err != nil {
 		t.Errorf("a halfnat flow was shared: %v, %v", found, err)
