@@ -416,6 +416,32 @@ func TestMidFlowPureACKsSuperseded(t *testing.T) {
 	}
 }
 
+// TestMidFlowHeldPerFlow: one connection holds at most maxHeldPerFlow
+// segments while its route is looked up; the rest of a moved
+// download's burst is dropped (held_per_flow), for the sender to
+// retransmit, and another connection's first segment is still held
+// and asked about.
+func TestMidFlowHeldPerFlow(t *testing.T) {
+	r := clusterRig(t)
+	c, other := cl(1, 7300), cl(2, 7301)
+	var burst [][]byte
+	for i := range maxHeldPerFlow + 3 {
+		burst = append(burst, pkttest.TCP(c, vip(82), pkttest.ACK, uint32(9+100*i), 1, pkttest.Opts{Payload: make([]byte, 100)}))
+	}
+	_, _, drop := r.send(burst...)
+	if len(drop) != 3 || r.p.HeldPunts() != maxHeldPerFlow || r.p.stats.Drops[DropHeldPerFlow] != 3 {
+		t.Fatalf("a burst of %d: %d dropped, %d held, %d held_per_flow; want 3, %d, 3",
+			len(burst), len(drop), r.p.HeldPunts(), r.p.stats.Drops[DropHeldPerFlow], maxHeldPerFlow)
+	}
+	_, _, drop = r.send(ack(other, vip(82)))
+	if len(drop) != 0 || r.p.HeldPunts() != maxHeldPerFlow+1 {
+		t.Fatalf("another connection's segment: %d dropped, %d held", len(drop), r.p.HeldPunts())
+	}
+	if _, punts := take(r); len(punts) != 2 {
+		t.Fatalf("%d punts, want one per connection", len(punts))
+	}
+}
+
 // TestMidFlowNATReply: in a cluster unit, a nat reply to a SNAT address
 // that no flow expects (a dead unit's address, now routed here) is held
 // and punted with NoVIP under the reply's key; the route the control

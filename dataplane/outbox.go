@@ -24,9 +24,14 @@ import (
 const (
 	maxOutboxEvents = 4096
 	maxPunts        = 256
-	maxSendWait     = 256
-	maxDeferred     = maxPunts + maxSendWait + 64
-	puntTimeout     = 1000 // milliseconds
+	// maxHeldPerFlow bounds the packets one connection has held for its
+	// route (DropHeldPerFlow): a moved download's burst would otherwise
+	// fill the held packets, and other connections' first segments,
+	// which their route is asked for by, would be dropped instead.
+	maxHeldPerFlow = 8
+	maxSendWait    = 256
+	maxDeferred    = maxPunts + maxSendWait + 64
+	puntTimeout    = 1000 // milliseconds
 	// mappingTimeout bounds a tunnel flow's wait for its host: the
 	// client's SYN retransmission comes after a second anyway.
 	mappingTimeout = 1000 // milliseconds
@@ -189,6 +194,7 @@ func (p *Pipeline) holdForRoute(pk *packet, v *VIP, reason uint8, now flow.Tick)
 	// connection already held: it acknowledges at least as much.
 	first := true
 	ack := pureACK(pk)
+	same := 0
 	for i := range p.held {
 		h := &p.held[i]
 		if h.accept == 0 && h.v6 == pk.v6 && (pk.v6 && h.k6 == pk.k6 || !pk.v6 && h.k4 == pk.k4) {
@@ -201,7 +207,12 @@ func (p *Pipeline) holdForRoute(pk *packet, v *VIP, reason uint8, now flow.Tick)
 				p.stats.Punted++
 				return true
 			}
+			same++
 		}
+	}
+	if same >= maxHeldPerFlow {
+		pk.dropWith(DropHeldPerFlow)
+		return false
 	}
 	if first && len(p.out.punts) == maxPunts {
 		pk.dropWith(DropPuntOverflow)

@@ -75,6 +75,12 @@ const (
 	// says all the earlier did, and a download's stream of ACKs does not
 	// fill the held packets while its route is looked up.
 	DropACKSuperseded
+	// DropHeldPerFlow: a segment of a connection that already has as
+	// many packets held for the control process as one may (a moved
+	// connection's burst while its route is looked up). The sender
+	// retransmits it once the route is in; the held packets stay free
+	// for other connections' first segments.
+	DropHeldPerFlow
 	numDrops
 )
 
@@ -141,6 +147,7 @@ var dropNames = [numDrops]string{
 	DropTCPBadChecksum:    "tcp_bad_checksum",
 	DropNoRoute:           "no_route",
 	DropACKSuperseded:     "ack_superseded",
+	DropHeldPerFlow:       "held_per_flow",
 }
 
 // String returns the reason's name as counters and logs show it.
