@@ -213,12 +213,20 @@ func (lb *LB) RouteSNAT(addr, unitIP string) error {
 
 // SpreadVIPs has the router send the VIP range to every unit in units
 // (their addresses on the bridge) over equal-cost paths, hashing each
-// flow's addresses and ports (fib_multipath_hash_policy=1), as an ECMP
-// router in front of several units does: a connection stays on one unit
-// while the set of paths holds. The router's view of the units is set
-// here alone, so that a routing protocol can take its place.
+// flow's addresses, protocol and ports, as an ECMP router in front of
+// several units does: a connection stays on one unit while the set of
+// paths holds. The router's view of the units is set here alone, so that
+// a routing protocol can take its place.
+//
+// The hash is the custom policy (3) over the header's five fields
+// (0x37), not policy 1: policy 1 takes a packet's precomputed L4 hash
+// when it has one, and a packet from a socket in another namespace
+// arrives over the veth with the socket's transmit hash, which Linux
+// changes on every SYN retransmission and retransmission timeout. The
+// router would then move a connection between units whenever the client
+// retransmits, which no router that sees only the wire does.
 func (lb *LB) SpreadVIPs(units []string) error {
-	if err := lb.Sysctl(lb.Router, "net.ipv4.fib_multipath_hash_policy=1"); err != nil {
+	if err := lb.Sysctl(lb.Router, "net.ipv4.fib_multipath_hash_policy=3", "net.ipv4.fib_multipath_hash_fields=0x0037"); err != nil {
 		return err
 	}
 	args := []string{"ip", "route", "replace", VIPRange}
