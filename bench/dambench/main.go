@@ -1,0 +1,145 @@
+// Command dambench is the whole-system benchmark of issue 15 (several
+// units sharing a nat VIP): on one namespace topology (client → ECMP
+// router → two units and ten backends on a bridge) it runs Tether's
+// cluster and then a kernel peer, and measures for each:
+//
+//  1. The first-packet-to-replicated window. K probe connections are
+//     opened to the nat VIP 192.0.2.13:80 one at a time from the client
+//     (a thread of this process in the client's namespace); for each,
+//     the time from just before connect() until the other unit (the
+//     replica, not the one the router sent it to) holds the
+//     connection's state. For Tether that is the moment the replica's
+//     admin API (GET /v1/atoms on its unix socket, polled in a tight
+//     loop) lists the route atom route/tcp/CLIENT>192.0.2.13:80; for the
+//     peer, the moment a `conntrack -E -e NEW` listener in the replica's
+//     namespace prints the entry conntrackd injected. Each probe is
+//     closed once measured.
+//  2. Takeover. N paced downloads through the VIP (the e2e client and
+//     payload roles, SHA-256-checked) run at once; when every one is
+//     under way and the dead unit's are present at the survivor, unit 0
+//     dies (Tether: SIGKILL to both its processes; peer: its interface
+//     down and its conntrackd killed) and the router at once sends the
+//     VIP and unit 0's SNAT address to the survivor. The figure is the
+//     time from the kill until the last transfer that passed through
+//     unit 0 receives its next byte (the client role marks the instant
+//     on SIGUSR1 and reports each transfer's first read after it), and
+//     how many transfers end intact.
+//
+// The peer is Linux nftables NAT (DNAT by a hash of the client's address
+// and port, SNAT to the unit's own address) with conntrackd syncing the
+// conntrack tables between the units (FTFW over UDP on the bridge, the
+// external cache disabled so that the replica's kernel holds the entries
+// at once). The kernel of the machine this was written on has no IPVS
+// (CONFIG_IP_VS unset), which is why the peer is conntrackd and not
+// IPVS with its sync daemon.
+//
+// It prints a markdown table (medians, p99, max; the ratio Tether/peer)
+// and needs root, conntrackd, conntrack, nft and stdbuf
+// (scripts/deps.sh bench), and a built tetherd (make bin).
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tetherlb/tether/e2e"
+)
+
+// options are the command's flags.
+type options struct {
+	tetherd   string
+	probes    int
+	transfers int
+	seconds   int
+	pace      int64
+	chunk     int
+	settle    time.Duration
+	sides     []string
+	out       string
+}
+
+func main() {
+	e2e.RunRoleFromEnv()
+	var o options
+	var sides string
+	flag.StringVar(&o.tetherd, "tetherd", "bin/tetherd", "tetherd binary")
+	flag.IntVar(&o.probes, "probes", 200, "probe connections for the replication window, one at a time")
+	flag.IntVar(&o.transfers, "transfers", 60, "concurrent paced downloads across the kill")
+	flag.IntVar(&o.seconds, "seconds", 20, "length of each download at its pace")
+	flag.Int64Var(&o.pace, "pace", 128<<10, "bytes a second of each download (at least 65536)")
+	flag.IntVar(&o.chunk, "chunk", 2048, "bytes of each paced write: a transfer moves every chunk/pace seconds, the takeover figure's resolution")
+	flag.DurationVar(&o.settle, "settle", time.Second, "wait between every download being under way and the kill")
+	flag.StringVar(&sides, "sides", "tether,conntrackd", "what to measure, comma-separated: tether, conntrackd")
+	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: %s [flags]\n\nBenchmark of several units sharing a nat VIP (issue 15): Tether's cluster against\nnftables NAT with conntrackd, the replication window and the takeover after a\nunit's death (needs root, a built tetherd, conntrackd, conntrack, nft, stdbuf:\nscripts/deps.sh bench).\n\n", os.Args[0])
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	o.sides = strings.Split(sides, ",")
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "dambench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	if err := e2e.Root(); err != nil {
+		return err
+	}
+	if o.probes < 1 || o.transfers < 2 || o.seconds < 5 || o.seconds > 600 || o.pace < 64<<10 || o.chunk < 512 || o.chunk > 64<<10 {
+		return errors.New("want --probes ≥ 1, --transfers ≥ 2, 5 ≤ --seconds ≤ 600, --pace ≥ 65536, 512 ≤ --chunk ≤ 65536")
+	}
+	for _, s := range o.sides {
+		if s != "tether" && s != "conntrackd" {
+			return fmt.Errorf("unknown side %q (known: tether, conntrackd)", s)
+		}
+		if s == "conntrackd" {
+			for _, c := range []string{"conntrackd", "conntrack", "nft", "stdbuf"} {
+				if _, err := exec.LookPath(c); err != nil {
+					return fmt.Errorf("needs %s on PATH (scripts/deps.sh bench installs it): %w", c, err)
+				}
+			}
+		}
+	}
+	var err error
+	if o.tetherd, err = filepath.Abs(o.tetherd); err != nil {
+		return fmt.Errorf("tetherd path: %w", err)
+	}
+	if _, err := os.Stat(o.tetherd); err != nil {
+		return fmt.Errorf("tetherd (make bin builds it): %w", err)
+	}
+	started := time.Now()
+	var results []*result
+	for _, s := range o.sides {
+		logf := func(format string, args ...any) {
+			fmt.Fprintf(os.Stderr, "dambench: %s: %s\n", s, fmt.Sprintf(format, args...))
+		}
+		res := measure(o, s, logf)
+		if res.err != nil {
+			logf("failed: %v", res.err)
+		}
+		results = append(results, res)
+	}
+	var md strings.Builder
+	writeReport(&md, o, results, started)
+	fmt.Print(md.String())
+	if o.out != "" {
+		if err := os.WriteFile(o.out, []byte(md.String()), 0o644); err != nil {
+			return fmt.Errorf("write table: %w", err)
+		}
+	}
+	fmt.Fprintf(os.Stderr, "dambench: done in %s\n", time.Since(started).Round(time.Second))
+	for _, r := range results {
+		if r.err != nil {
+			return fmt.Errorf("%s: %w", r.side, r.err)
+		}
+	}
+	return nil
+}
