@@ -19,7 +19,10 @@
 //     under way and the dead unit's are present at the survivor, unit 0
 //     dies (Tether: SIGKILL to both its processes; peer: its interface
 //     down and its conntrackd killed) and the router at once sends the
-//     VIP and unit 0's SNAT address to the survivor. The figure is the
+//     VIP range and unit 0's SNAT address to the survivor (over a
+//     netlink socket in the router's namespace, in microseconds; with
+//     --router ip through e2e's SpreadVIPs and RouteSNAT, ip commands
+//     of several milliseconds each, which then dominate). The figure is the
 //     time from the kill until the last transfer that passed through
 //     unit 0 receives its next byte (the client role marks the instant
 //     on SIGUSR1 and reports each transfer's first read after it), and
@@ -60,6 +63,7 @@ type options struct {
 	pace      int64
 	chunk     int
 	settle    time.Duration
+	router    string
 	sides     []string
 	out       string
 }
@@ -72,9 +76,10 @@ func main() {
 	flag.IntVar(&o.probes, "probes", 200, "probe connections for the replication window, one at a time")
 	flag.IntVar(&o.transfers, "transfers", 60, "concurrent paced downloads across the kill")
 	flag.IntVar(&o.seconds, "seconds", 20, "length of each download at its pace")
-	flag.Int64Var(&o.pace, "pace", 128<<10, "bytes a second of each download (at least 65536)")
-	flag.IntVar(&o.chunk, "chunk", 2048, "bytes of each paced write: a transfer moves every chunk/pace seconds, the takeover figure's resolution")
+	flag.Int64Var(&o.pace, "pace", 256<<10, "bytes a second of each download (at least 65536)")
+	flag.IntVar(&o.chunk, "chunk", 1024, "bytes of each paced write: a transfer moves every chunk/pace seconds, the takeover figure's resolution")
 	flag.DurationVar(&o.settle, "settle", time.Second, "wait between every download being under way and the kill")
+	flag.StringVar(&o.router, "router", "netlink", "how the router is switched at the kill: ip (e2e's SpreadVIPs and RouteSNAT, ip commands: milliseconds each) or netlink (the same routes over a netlink socket in the router's namespace: microseconds)")
 	flag.StringVar(&sides, "sides", "tether,conntrackd", "what to measure, comma-separated: tether, conntrackd")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.Usage = func() {
@@ -95,6 +100,9 @@ func run(o options) error {
 	}
 	if o.probes < 1 || o.transfers < 2 || o.seconds < 5 || o.seconds > 600 || o.pace < 64<<10 || o.chunk < 512 || o.chunk > 64<<10 {
 		return errors.New("want --probes ≥ 1, --transfers ≥ 2, 5 ≤ --seconds ≤ 600, --pace ≥ 65536, 512 ≤ --chunk ≤ 65536")
+	}
+	if o.router != "ip" && o.router != "netlink" {
+		return fmt.Errorf("--router %q: want ip or netlink", o.router)
 	}
 	for _, s := range o.sides {
 		if s != "tether" && s != "conntrackd" {

@@ -11,9 +11,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
 	"github.com/tetherlb/tether/e2e"
@@ -54,6 +57,15 @@ type side interface {
 	kill(u *unitNode) error
 	// notes say how it ran, for the report.
 	notes() []string
+	// afterProbes returns notes on the probes from the side's own
+	// view, read while both units live.
+	afterProbes() []string
+	// afterTakeover returns notes on unit u, the survivor, after the
+	// transfers ended.
+	afterTakeover(u *unitNode) []string
+	// deadCheck says whether the killed unit u is wholly dead ("" if
+	// so), checked after the router's change.
+	deadCheck(u *unitNode) string
 	// diagnose returns what to show when a measure goes wrong.
 	diagnose() string
 }
@@ -74,10 +86,18 @@ type result struct {
 	deadTransfers int
 	// intact and transfers count the downloads.
 	intact, transfers int
-	// routerSwitch is how long the kill and the router's change took.
-	routerSwitch time.Duration
-	firstErr     string
-	notes        []string
+	// moves are each moved dead-unit transfer's first byte after the
+	// kill, from the kill.
+	moves []time.Duration
+	// snatRouted and vipRouted are when the router's two changes were
+	// done, from the kill: replies toward unit 0's SNAT address, and the
+	// VIP range (the clients' side).
+	snatRouted, vipRouted time.Duration
+	// dead: whether the kill left no process of unit 0 running, and
+	// what did.
+	deadCheck string
+	firstErr  string
+	notes     []string
 }
 
 // measure builds the topology, runs the side on it and measures it.
@@ -126,7 +146,7 @@ func measure(o options, name string, logf func(string, ...any)) *result {
 		return res
 	}
 	res.err = measureOn(o, lb, units, s, res, logf)
-	res.notes = s.notes()
+	res.notes = append(s.notes(), res.notes...)
 	if res.err != nil {
 		logf("diagnosis:\n%s", s.diagnose())
 	}
@@ -192,6 +212,7 @@ func measureOn(o options, lb *e2e.LB, units []*unitNode, s side, res *result, lo
 		res.windows = append(res.windows, w)
 	}
 	logf("%d of %d probes replicated; first error: %s", len(res.windows), o.probes, orNone(res.firstErr))
+	res.notes = append(res.notes, s.afterProbes()...)
 	return takeover(o, lb, units, s, probePorts, res, logf)
 }
 
@@ -263,6 +284,13 @@ func takeover(o options, lb *e2e.LB, units []*unitNode, s side, probePorts map[i
 		return fmt.Errorf("downloads: %w", err)
 	}
 	logf("%d transfers under way, %d through unit 0 (%d through unit 1); the kill in %s", all, len(deadPorts), all-len(deadPorts), o.settle)
+	var rt *netlinkRouter
+	if o.router == "netlink" {
+		if rt, err = newNetlinkRouter(lb.Router); err != nil {
+			return err
+		}
+		defer rt.close()
+	}
 	time.Sleep(o.settle)
 
 	// The kill's instant is when the unit is dead (the peer's takes an
@@ -275,15 +303,34 @@ func takeover(o options, lb *e2e.LB, units []*unitNode, s side, probePorts map[i
 	if err := client.Signal(syscall.SIGUSR1); err != nil {
 		return fmt.Errorf("mark the kill in the client: %w", err)
 	}
-	routed := make(chan error, 2)
-	go func() { routed <- lb.SpreadVIPs([]string{survivor.ip}) }()
-	go func() { routed <- lb.RouteSNAT(snatOf(dead.i), survivor.ip) }()
-	err = errors.Join(<-routed, <-routed)
-	res.routerSwitch = time.Since(kill)
-	if err != nil {
+	var vipErr, snatErr error
+	if rt != nil {
+		// The same two changes over netlink, one after the other.
+		snatErr = rt.route(snatOf(dead.i)+"/32", survivor.ip)
+		res.snatRouted = time.Since(kill)
+		vipErr = rt.route(e2e.VIPRange, survivor.ip)
+		res.vipRouted = time.Since(kill)
+	} else {
+		var wg sync.WaitGroup
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			vipErr = lb.SpreadVIPs([]string{survivor.ip})
+			res.vipRouted = time.Since(kill)
+		}()
+		go func() {
+			defer wg.Done()
+			snatErr = lb.RouteSNAT(snatOf(dead.i), survivor.ip)
+			res.snatRouted = time.Since(kill)
+		}()
+		wg.Wait()
+	}
+	if err := errors.Join(vipErr, snatErr); err != nil {
 		return err
 	}
-	logf("unit 0 dead; the router switched %s later", res.routerSwitch.Round(time.Microsecond))
+	logf("unit 0 dead; the router sent its SNAT address to unit 1 %s later, the VIP range %s later",
+		res.snatRouted.Round(time.Microsecond), res.vipRouted.Round(time.Microsecond))
+	res.deadCheck = s.deadCheck(dead)
 
 	bound := time.Duration(o.seconds)*time.Second + 3*time.Minute
 	if err := client.Wait(bound); err != nil {
@@ -312,13 +359,16 @@ func takeover(o options, lb *e2e.LB, units []*unitNode, s side, probePorts map[i
 			continue
 		}
 		res.moved++
+		res.moves = append(res.moves, time.Duration(t.AfterMarkNS-kill.UnixNano()))
 		res.takeover = max(res.takeover, time.Duration(t.AfterMarkNS-kill.UnixNano()))
 	}
 	logf("%d of %d transfers intact; %d of unit 0's %d moved again, the last %s after the kill",
 		res.intact, o.transfers, res.moved, res.deadTransfers, res.takeover.Round(time.Millisecond))
 	if len(neverMoved) > 0 {
 		logf("never moved after the kill: %s", strings.Join(neverMoved, ", "))
+		res.notes = append(res.notes, fmt.Sprintf("%s: unit 0's transfers that never moved after the kill: %s", res.side, strings.Join(neverMoved, ", ")))
 	}
+	res.notes = append(res.notes, s.afterTakeover(survivor)...)
 	return nil
 }
 
@@ -432,3 +482,37 @@ func sortedCopy(d []time.Duration) []time.Duration {
 	slices.Sort(s)
 	return s
 }
+
+// netlinkRouter changes the router's routes over a netlink socket in
+// its namespace: the changes SpreadVIPs and RouteSNAT make with ip
+// commands, in microseconds rather than an ip process's milliseconds.
+type netlinkRouter struct {
+	h *netlink.Handle
+}
+
+func newNetlinkRouter(ns string) (*netlinkRouter, error) {
+	n, err := netns.GetFromName(ns)
+	if err != nil {
+		return nil, fmt.Errorf("router namespace %s: %w", ns, err)
+	}
+	defer n.Close()
+	h, err := netlink.NewHandleAt(n)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in %s: %w", ns, err)
+	}
+	return &netlinkRouter{h: h}, nil
+}
+
+// route sends dst (CIDR) to gw alone, replacing its route.
+func (r *netlinkRouter) route(dst, gw string) error {
+	_, n, err := net.ParseCIDR(dst)
+	if err != nil {
+		return err
+	}
+	if err := r.h.RouteReplace(&netlink.Route{Dst: n, Gw: net.ParseIP(gw)}); err != nil {
+		return fmt.Errorf("router: route %s via %s: %w", dst, gw, err)
+	}
+	return nil
+}
+
+func (r *netlinkRouter) close() { r.h.Close() }

@@ -311,6 +311,35 @@ func (p *peerSide) kill(u *unitNode) error {
 	return nil
 }
 
+// afterProbes reports the NEW events read.
+func (p *peerSide) afterProbes() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return []string{fmt.Sprintf("conntrackd: NEW events read toward the VIP: each unit's own %v, injected by conntrackd %v", p.own, p.injected)}
+}
+
+// afterTakeover reports the survivor's conntrack statistics.
+func (p *peerSide) afterTakeover(u *unitNode) []string {
+	out, err := p.lb.Exec(u.ns, "conntrack", "-S")
+	if err != nil {
+		return []string{fmt.Sprintf("conntrackd: the survivor's conntrack -S: %v", err)}
+	}
+	return []string{"conntrackd: the survivor's conntrack -S after the takeover: " + strings.Join(strings.Fields(out), " ")}
+}
+
+// deadCheck checks that unit u's interface is down and its conntrackd
+// gone.
+func (p *peerSide) deadCheck(u *unitNode) string {
+	var alive []string
+	if err := p.ctds[u.i].Wait(5 * time.Second); err == nil || !strings.Contains(err.Error(), "killed") {
+		alive = append(alive, fmt.Sprintf("conntrackd: %v", err))
+	}
+	if out, err := p.lb.Exec(u.ns, "ip", "-o", "link", "show", u.ifc); err != nil || !strings.Contains(out, "state DOWN") {
+		alive = append(alive, fmt.Sprintf("%s not down: %s %v", u.ifc, strings.TrimSpace(out), err))
+	}
+	return strings.Join(alive, "; ")
+}
+
 func (p *peerSide) notes() []string {
 	return []string{
 		"conntrackd: nftables NAT in each unit (DNAT by jhash of the client's address and port over the ten backends, SNAT to the unit's own address), conntrackd FTFW over unicast UDP on the bridge with DisableExternalCache On (the other unit's entries go straight into the kernel table: no commit at takeover), TCP only, active-active behind the same ECMP router; the kernel has no IPVS (CONFIG_IP_VS unset), hence conntrackd and not IPVS's sync daemon",

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -30,6 +31,9 @@ type tetherSide struct {
 	tetherd string
 	logf    func(string, ...any)
 	run     []*tetherUnit
+	// polls are the probes' admin round trips.
+	mu    sync.Mutex
+	polls []time.Duration
 }
 
 // tetherUnit is one running unit.
@@ -207,8 +211,16 @@ func (t *tetherSide) replicated(ctx context.Context, port int) (time.Time, error
 	for _, tu := range t.run {
 		go func() {
 			var last error
+			var polls []time.Duration
+			defer func() {
+				t.mu.Lock()
+				t.polls = append(t.polls, polls...)
+				t.mu.Unlock()
+			}()
 			for ctx.Err() == nil {
+				begin := time.Now()
 				v, err := tu.atoms(ctx, key, 1)
+				polls = append(polls, time.Since(begin))
 				if err != nil {
 					last = err
 					continue
@@ -232,6 +244,44 @@ func (t *tetherSide) replicated(ctx context.Context, port int) (time.Time, error
 		errs = append(errs, s.err.Error())
 	}
 	return time.Time{}, fmt.Errorf("%s", strings.Join(errs, "; "))
+}
+
+// afterProbes reports the admin round trips of the probes' polls and
+// the atom manager's own add-to-acknowledgement lag.
+func (t *tetherSide) afterProbes() []string {
+	t.mu.Lock()
+	polls := sortedCopy(t.polls)
+	t.mu.Unlock()
+	notes := []string{fmt.Sprintf("Tether: a probe's poll of a unit's admin API took %.0f µs median, %.0f µs p99 (%d polls): the window's resolution",
+		float64(percentile(polls, 0.5).Nanoseconds())/1e3, float64(percentile(polls, 0.99).Nanoseconds())/1e3, len(polls))}
+	for _, tu := range t.run {
+		v, err := tu.atoms(context.Background(), "", 1)
+		if err != nil {
+			notes = append(notes, fmt.Sprintf("Tether: %s: %v", tu.name, err))
+			continue
+		}
+		for _, p := range v.Peers {
+			notes = append(notes, fmt.Sprintf("Tether: %s → %s, the atom manager's own add-to-acknowledgement lag over its last batches: %.2f ms median, %.2f ms p99 (%d atoms sent)",
+				tu.name, p.Name, p.LagMedian, p.LagP99, p.Sent))
+		}
+	}
+	return notes
+}
+
+// afterTakeover reports how the survivor continued the dead unit's
+// connections: its punts and its atom manager's queries.
+func (t *tetherSide) afterTakeover(u *unitNode) []string {
+	tu := t.run[u.i]
+	var st unit.Status
+	if err := tu.get(context.Background(), "/v1/status", &st); err != nil {
+		return []string{fmt.Sprintf("Tether: %s after the takeover: %v", tu.name, err)}
+	}
+	v, err := tu.atoms(context.Background(), "", 1)
+	if err != nil {
+		return []string{fmt.Sprintf("Tether: %s after the takeover: %v", tu.name, err)}
+	}
+	return []string{fmt.Sprintf("Tether: the survivor %s after the takeover: punts %+v; atom queries answered here %d, by another unit %d, by none %d",
+		tu.name, st.Punts, v.Counts.QueryLocal, v.Counts.QueryRemote, v.Counts.QueryMisses)}
 }
 
 // carried lists the client ports of the live route atoms unit u added.
@@ -296,6 +346,28 @@ func (t *tetherSide) kill(u *unitNode) error {
 		}
 	}
 	return nil
+}
+
+// deadCheck waits for unit u's processes to go.
+func (t *tetherSide) deadCheck(u *unitNode) string {
+	tu := t.run[u.i]
+	var gone []string
+	if err := tu.proc.Wait(5 * time.Second); err == nil || !strings.Contains(err.Error(), "killed") {
+		gone = append(gone, fmt.Sprintf("control process: %v", err))
+	}
+	if pid := tu.forwarderPID(); pid > 0 {
+		if err := poll(5*time.Second, func() error {
+			if syscall.Kill(pid, 0) == nil {
+				return fmt.Errorf("forwarder (pid %d) still running 5 s after SIGKILL", pid)
+			}
+			return nil
+		}); err != nil {
+			gone = append(gone, err.Error())
+		}
+	} else {
+		gone = append(gone, "no forwarder PID file")
+	}
+	return strings.Join(gone, "; ")
 }
 
 // forwarderPID reads the PID file the control process writes.
