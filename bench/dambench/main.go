@@ -57,6 +57,7 @@ import (
 // options are the command's flags.
 type options struct {
 	tetherd   string
+	runs      int
 	probes    int
 	transfers int
 	seconds   int
@@ -73,6 +74,7 @@ func main() {
 	var o options
 	var sides string
 	flag.StringVar(&o.tetherd, "tetherd", "bin/tetherd", "tetherd binary")
+	flag.IntVar(&o.runs, "runs", 3, "runs of every side, each on a fresh topology; the table pools the probes and takes the median run's takeover")
 	flag.IntVar(&o.probes, "probes", 200, "probe connections for the replication window, one at a time")
 	flag.IntVar(&o.transfers, "transfers", 60, "concurrent paced downloads across the kill")
 	flag.IntVar(&o.seconds, "seconds", 20, "length of each download at its pace")
@@ -98,8 +100,8 @@ func run(o options) error {
 	if err := e2e.Root(); err != nil {
 		return err
 	}
-	if o.probes < 1 || o.transfers < 2 || o.seconds < 5 || o.seconds > 600 || o.pace < 64<<10 || o.chunk < 512 || o.chunk > 64<<10 {
-		return errors.New("want --probes ≥ 1, --transfers ≥ 2, 5 ≤ --seconds ≤ 600, --pace ≥ 65536, 512 ≤ --chunk ≤ 65536")
+	if o.runs < 1 || o.probes < 1 || o.transfers < 2 || o.seconds < 5 || o.seconds > 600 || o.pace < 64<<10 || o.chunk < 512 || o.chunk > 64<<10 {
+		return errors.New("want --runs ≥ 1, --probes ≥ 1, --transfers ≥ 2, 5 ≤ --seconds ≤ 600, --pace ≥ 65536, 512 ≤ --chunk ≤ 65536")
 	}
 	if o.router != "ip" && o.router != "netlink" {
 		return fmt.Errorf("--router %q: want ip or netlink", o.router)
@@ -124,16 +126,18 @@ func run(o options) error {
 		return fmt.Errorf("tetherd (make bin builds it): %w", err)
 	}
 	started := time.Now()
-	var results []*result
-	for _, s := range o.sides {
-		logf := func(format string, args ...any) {
-			fmt.Fprintf(os.Stderr, "dambench: %s: %s\n", s, fmt.Sprintf(format, args...))
+	results := make([][]*result, len(o.sides)) // [side][run]
+	for r := range o.runs {
+		for i, s := range o.sides {
+			logf := func(format string, args ...any) {
+				fmt.Fprintf(os.Stderr, "dambench: run %d/%d: %s: %s\n", r+1, o.runs, s, fmt.Sprintf(format, args...))
+			}
+			res := measure(o, s, logf)
+			if res.err != nil {
+				logf("failed: %v", res.err)
+			}
+			results[i] = append(results[i], res)
 		}
-		res := measure(o, s, logf)
-		if res.err != nil {
-			logf("failed: %v", res.err)
-		}
-		results = append(results, res)
 	}
 	var md strings.Builder
 	writeReport(&md, o, results, started)
@@ -144,9 +148,11 @@ func run(o options) error {
 		}
 	}
 	fmt.Fprintf(os.Stderr, "dambench: done in %s\n", time.Since(started).Round(time.Second))
-	for _, r := range results {
-		if r.err != nil {
-			return fmt.Errorf("%s: %w", r.side, r.err)
+	for _, runs := range results {
+		for _, r := range runs {
+			if r.err != nil {
+				return fmt.Errorf("%s: %w", r.side, r.err)
+			}
 		}
 	}
 	return nil

@@ -97,7 +97,8 @@ type result struct {
 	// what did.
 	deadCheck string
 	firstErr  string
-	notes     []string
+	// static say how the side runs; notes what happened in this run.
+	static, notes []string
 }
 
 // measure builds the topology, runs the side on it and measures it.
@@ -146,7 +147,7 @@ func measure(o options, name string, logf func(string, ...any)) *result {
 		return res
 	}
 	res.err = measureOn(o, lb, units, s, res, logf)
-	res.notes = append(s.notes(), res.notes...)
+	res.static = s.notes()
 	if res.err != nil {
 		logf("diagnosis:\n%s", s.diagnose())
 	}
@@ -366,7 +367,7 @@ func takeover(o options, lb *e2e.LB, units []*unitNode, s side, probePorts map[i
 		res.intact, o.transfers, res.moved, res.deadTransfers, res.takeover.Round(time.Millisecond))
 	if len(neverMoved) > 0 {
 		logf("never moved after the kill: %s", strings.Join(neverMoved, ", "))
-		res.notes = append(res.notes, fmt.Sprintf("%s: unit 0's transfers that never moved after the kill: %s", res.side, strings.Join(neverMoved, ", ")))
+		res.notes = append(res.notes, "unit 0's transfers that never moved after the kill: "+strings.Join(neverMoved, ", "))
 	}
 	res.notes = append(res.notes, s.afterTakeover(survivor)...)
 	return nil

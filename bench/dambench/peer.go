@@ -315,16 +315,16 @@ func (p *peerSide) kill(u *unitNode) error {
 func (p *peerSide) afterProbes() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return []string{fmt.Sprintf("conntrackd: NEW events read toward the VIP: each unit's own %v, injected by conntrackd %v", p.own, p.injected)}
+	return []string{fmt.Sprintf("NEW events read toward the VIP: each unit's own %v, injected by conntrackd %v", p.own, p.injected)}
 }
 
 // afterTakeover reports the survivor's conntrack statistics.
 func (p *peerSide) afterTakeover(u *unitNode) []string {
 	out, err := p.lb.Exec(u.ns, "conntrack", "-S")
 	if err != nil {
-		return []string{fmt.Sprintf("conntrackd: the survivor's conntrack -S: %v", err)}
+		return []string{fmt.Sprintf("the survivor's conntrack -S: %v", err)}
 	}
-	return []string{"conntrackd: the survivor's conntrack -S after the takeover: " + strings.Join(strings.Fields(out), " ")}
+	return []string{"the survivor's conntrack -S after the takeover: " + strings.Join(strings.Fields(out), " ")}
 }
 
 // deadCheck checks that unit u's interface is down and its conntrackd

@@ -252,16 +252,16 @@ func (t *tetherSide) afterProbes() []string {
 	t.mu.Lock()
 	polls := sortedCopy(t.polls)
 	t.mu.Unlock()
-	notes := []string{fmt.Sprintf("Tether: a probe's poll of a unit's admin API took %.0f µs median, %.0f µs p99 (%d polls): the window's resolution",
+	notes := []string{fmt.Sprintf("a probe's poll of a unit's admin API took %.0f µs median, %.0f µs p99 (%d polls): the window's resolution",
 		float64(percentile(polls, 0.5).Nanoseconds())/1e3, float64(percentile(polls, 0.99).Nanoseconds())/1e3, len(polls))}
 	for _, tu := range t.run {
 		v, err := tu.atoms(context.Background(), "", 1)
 		if err != nil {
-			notes = append(notes, fmt.Sprintf("Tether: %s: %v", tu.name, err))
+			notes = append(notes, fmt.Sprintf("%s: %v", tu.name, err))
 			continue
 		}
 		for _, p := range v.Peers {
-			notes = append(notes, fmt.Sprintf("Tether: %s → %s, the atom manager's own add-to-acknowledgement lag over its last batches: %.2f ms median, %.2f ms p99 (%d atoms sent)",
+			notes = append(notes, fmt.Sprintf("%s → %s, the atom manager's own add-to-acknowledgement lag over its last batches: %.2f ms median, %.2f ms p99 (%d atoms sent)",
 				tu.name, p.Name, p.LagMedian, p.LagP99, p.Sent))
 		}
 	}
@@ -274,13 +274,13 @@ func (t *tetherSide) afterTakeover(u *unitNode) []string {
 	tu := t.run[u.i]
 	var st unit.Status
 	if err := tu.get(context.Background(), "/v1/status", &st); err != nil {
-		return []string{fmt.Sprintf("Tether: %s after the takeover: %v", tu.name, err)}
+		return []string{fmt.Sprintf("%s after the takeover: %v", tu.name, err)}
 	}
 	v, err := tu.atoms(context.Background(), "", 1)
 	if err != nil {
-		return []string{fmt.Sprintf("Tether: %s after the takeover: %v", tu.name, err)}
+		return []string{fmt.Sprintf("%s after the takeover: %v", tu.name, err)}
 	}
-	return []string{fmt.Sprintf("Tether: the survivor %s after the takeover: punts %+v; atom queries answered here %d, by another unit %d, by none %d",
+	return []string{fmt.Sprintf("the survivor %s after the takeover: punts %+v; atom queries answered here %d, by another unit %d, by none %d",
 		tu.name, st.Punts, v.Counts.QueryLocal, v.Counts.QueryRemote, v.Counts.QueryMisses)}
 }
 
