@@ -5,10 +5,12 @@
 //
 //  1. The first-packet-to-replicated window. K probe connections are
 //     opened to the nat VIP 192.0.2.13:80 one at a time from the client
-//     (a thread of this process in the client's namespace); for each,
-//     the time from just before connect() until the other unit (the
-//     replica, not the one the router sent it to) holds the
-//     connection's state. For Tether that is the moment the replica's
+//     (a thread of this process in the client's namespace, which binds
+//     the port first, so that the watch starts just before connect());
+//     for each, the time from just before connect() until the other
+//     unit (the replica, not the one the router sent it to) holds the
+//     connection's state, and by the same means the time until the unit
+//     that carried it did (the notes: what the replica adds). For Tether that is the moment the replica's
 //     admin API (GET /v1/atoms on its unix socket, polled in a tight
 //     loop) lists the route atom route/tcp/CLIENT>192.0.2.13:80; for the
 //     peer, the moment a `conntrack -E -e NEW` listener in the replica's

@@ -46,8 +46,10 @@ type side interface {
 	// units replicate to each other.
 	start() error
 	// replicated waits until the unit that did not carry the client's
-	// connection from port holds its state, and says when.
-	replicated(ctx context.Context, port int) (time.Time, error)
+	// connection from port holds its state, and says when, and when the
+	// unit that carried it was first seen holding it (zero if not seen).
+	// It is called just before connect().
+	replicated(ctx context.Context, port int) (origin, replica time.Time, err error)
 	// carried lists the client ports of the VIP's connections unit u
 	// carries itself (not its replicas of the other's).
 	carried(u *unitNode) (map[int]bool, error)
@@ -78,6 +80,9 @@ type result struct {
 	// probes counts them all, replicated or not.
 	windows []time.Duration
 	probes  int
+	// origins are the probes' times until the unit that carried them
+	// was seen holding their state.
+	origins []time.Duration
 	// takeover is the kill to the last dead-unit transfer moving again;
 	// moved and deadTransfers count those transfers that moved and all
 	// of them; neverMoved lists the ones that did not.
@@ -197,12 +202,12 @@ func measureOn(o options, lb *e2e.LB, units []*unitNode, s side, res *result, lo
 	defer d.close()
 	// One probe first, not counted: the first connection warms caches
 	// (ARP on every hop, the units' first decisions).
-	if _, _, err := probe(d, s); err != nil {
+	if _, _, _, err := probe(d, s); err != nil {
 		return fmt.Errorf("warm-up probe: %w", err)
 	}
 	probePorts := map[int]bool{}
 	for k := range o.probes {
-		w, port, err := probe(d, s)
+		w, origin, port, err := probe(d, s)
 		probePorts[port] = true
 		if err != nil {
 			if res.firstErr == "" {
@@ -211,6 +216,9 @@ func measureOn(o options, lb *e2e.LB, units []*unitNode, s side, res *result, lo
 			continue
 		}
 		res.windows = append(res.windows, w)
+		if origin > 0 {
+			res.origins = append(res.origins, origin)
+		}
 	}
 	logf("%d of %d probes replicated; first error: %s", len(res.windows), o.probes, orNone(res.firstErr))
 	res.notes = append(res.notes, s.afterProbes()...)
@@ -218,21 +226,42 @@ func measureOn(o options, lb *e2e.LB, units []*unitNode, s side, res *result, lo
 }
 
 // probe opens one connection to the VIP, waits until the replica holds
-// it, closes it and returns the window and the client's port.
-func probe(d *nsDialer, s side) (time.Duration, int, error) {
-	start, c, err := d.dial(net.JoinHostPort(vip, "80"))
-	if err != nil {
-		return 0, 0, err
+// it, closes it and returns the window, the time until the unit that
+// carried it held it (0 if not seen), and the client's port. The side
+// watches from just before connect(): the port is bound first.
+func probe(d *nsDialer, s side) (window, origin time.Duration, port int, err error) {
+	type seen struct {
+		origin, replica time.Time
+		err             error
 	}
-	defer c.Close()
-	port := c.LocalAddr().(*net.TCPAddr).Port
 	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
 	defer cancel()
-	at, err := s.replicated(ctx, port)
+	ports := make(chan int, 1)
+	done := make(chan seen, 1)
+	go func() {
+		select {
+		case p := <-ports:
+			o, r, err := s.replicated(ctx, p)
+			done <- seen{o, r, err}
+		case <-ctx.Done():
+			done <- seen{err: ctx.Err()}
+		}
+	}()
+	start, c, port, err := d.dial(net.JoinHostPort(vip, "80"), func(p int) { ports <- p })
 	if err != nil {
-		return 0, port, err
+		cancel()
+		<-done
+		return 0, 0, port, err
 	}
-	return at.Sub(start), port, nil
+	defer c.Close()
+	r := <-done
+	if r.err != nil {
+		return 0, 0, port, r.err
+	}
+	if !r.origin.IsZero() {
+		origin = r.origin.Sub(start)
+	}
+	return r.replica.Sub(start), origin, port, nil
 }
 
 // takeover runs the downloads, kills unit 0 in their middle and reads
@@ -381,13 +410,15 @@ type nsDialer struct {
 }
 
 type dialReq struct {
-	addr  string
-	reply chan dialReply
+	addr   string
+	onPort func(int)
+	reply  chan dialReply
 }
 
 type dialReply struct {
 	start time.Time
 	conn  net.Conn
+	port  int
 	err   error
 }
 
@@ -410,11 +441,31 @@ func newNSDialer(ns string) (*nsDialer, error) {
 			return
 		}
 		ready <- nil
-		dialer := net.Dialer{Timeout: 5 * time.Second}
 		for r := range d.reqs {
-			start := time.Now()
-			c, err := dialer.Dial("tcp", r.addr)
-			r.reply <- dialReply{start, c, err}
+			var start time.Time
+			var port int
+			dialer := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, rc syscall.RawConn) error {
+				// Bind first, so that the port is known before
+				// connect() sends the SYN.
+				var err error
+				cerr := rc.Control(func(fd uintptr) {
+					if err = unix.Bind(int(fd), &unix.SockaddrInet4{}); err != nil {
+						return
+					}
+					var sa unix.Sockaddr
+					if sa, err = unix.Getsockname(int(fd)); err == nil {
+						port = sa.(*unix.SockaddrInet4).Port
+					}
+				})
+				if err = errors.Join(cerr, err); err != nil {
+					return fmt.Errorf("bind: %w", err)
+				}
+				r.onPort(port)
+				start = time.Now()
+				return nil
+			}}
+			c, err := dialer.Dial("tcp4", r.addr)
+			r.reply <- dialReply{start, c, port, err}
 		}
 	}()
 	if err := <-ready; err != nil {
@@ -423,15 +474,16 @@ func newNSDialer(ns string) (*nsDialer, error) {
 	return d, nil
 }
 
-// dial connects to addr and says when it called connect().
-func (d *nsDialer) dial(addr string) (time.Time, net.Conn, error) {
-	r := dialReq{addr: addr, reply: make(chan dialReply, 1)}
+// dial connects to addr and says when it called connect() and from
+// which port; onPort learns the port just before.
+func (d *nsDialer) dial(addr string, onPort func(int)) (time.Time, net.Conn, int, error) {
+	r := dialReq{addr: addr, onPort: onPort, reply: make(chan dialReply, 1)}
 	d.reqs <- r
 	rep := <-r.reply
 	if rep.err != nil {
-		return rep.start, nil, fmt.Errorf("connect %s: %w", addr, rep.err)
+		return rep.start, nil, rep.port, fmt.Errorf("connect %s: %w", addr, rep.err)
 	}
-	return rep.start, rep.conn, nil
+	return rep.start, rep.conn, rep.port, nil
 }
 
 func (d *nsDialer) close() { close(d.reqs) }

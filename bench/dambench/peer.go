@@ -29,9 +29,11 @@ type peerSide struct {
 	listeners []*exec.Cmd
 	mu        sync.Mutex
 	// arrived is when a replica's NEW event for a client port was read;
-	// wake is closed and replaced on every arrival.
+	// wake is closed and replaced on every arrival, own or injected.
 	arrived map[int]time.Time
 	wake    chan struct{}
+	// ownAt is when the carrying unit's own NEW event was read.
+	ownAt map[int]time.Time
 	// events counts NEW events read per unit, own and injected.
 	own, injected []int
 }
@@ -113,7 +115,7 @@ General {
 }
 
 func (p *peerSide) start() error {
-	p.arrived, p.wake = map[int]time.Time{}, make(chan struct{})
+	p.arrived, p.wake, p.ownAt = map[int]time.Time{}, make(chan struct{}), map[int]time.Time{}
 	p.own, p.injected = make([]int, len(p.units)), make([]int, len(p.units))
 	for _, u := range p.units {
 		dir := filepath.Join(p.dir, fmt.Sprintf("unit%d", u.i))
@@ -184,6 +186,11 @@ func (p *peerSide) listen(u *unitNode) error {
 			p.mu.Lock()
 			if e.mark == markOf(u.i) {
 				p.own[u.i]++
+				if _, seen := p.ownAt[e.sport]; !seen {
+					p.ownAt[e.sport] = at
+					close(p.wake)
+					p.wake = make(chan struct{})
+				}
 			} else {
 				p.injected[u.i]++
 				if _, seen := p.arrived[e.sport]; !seen {
@@ -236,19 +243,31 @@ func parseEntry(line string) (entry, bool) {
 
 // replicated waits until the listener of a unit reads the injected NEW
 // entry of the client's connection from port.
-func (p *peerSide) replicated(ctx context.Context, port int) (time.Time, error) {
+// The carrying unit's own line may be read after the replica's (two
+// listeners, two pipes): it is waited for a little longer.
+func (p *peerSide) replicated(ctx context.Context, port int) (origin, replica time.Time, err error) {
+	var grace <-chan time.Time
 	for {
 		p.mu.Lock()
 		at, ok := p.arrived[port]
+		origin = p.ownAt[port]
 		wake := p.wake
 		p.mu.Unlock()
-		if ok {
-			return at, nil
+		if ok && !origin.IsZero() {
+			return origin, at, nil
+		}
+		if ok && grace == nil {
+			grace = time.After(100 * time.Millisecond)
 		}
 		select {
 		case <-wake:
+		case <-grace:
+			return origin, at, nil
 		case <-ctx.Done():
-			return time.Time{}, fmt.Errorf("no replica's conntrack -E printed port %d: %w", port, ctx.Err())
+			if ok {
+				return origin, at, nil
+			}
+			return origin, time.Time{}, fmt.Errorf("no replica's conntrack -E printed port %d: %w", port, ctx.Err())
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 type summary struct {
 	side                 string
 	windows, moves       []time.Duration
+	origins              []time.Duration
 	takeovers            []time.Duration
 	probes               int
 	moved, deadTransfers int
@@ -24,6 +25,7 @@ func summarize(side string, runs []*result) summary {
 	s := summary{side: side}
 	for _, r := range runs {
 		s.windows = append(s.windows, r.windows...)
+		s.origins = append(s.origins, r.origins...)
 		s.probes += r.probes
 		if r.err != nil {
 			continue
@@ -98,6 +100,14 @@ func writeReport(b *strings.Builder, o options, results [][]*result, started tim
 	}
 	fmt.Fprintf(b, "* takeover: %d downloads a run of %d bytes at %d B/s in %d-byte writes (a transfer moves every %s: the figure's resolution); once each is under way and unit 0's are held by unit 1, unit 0 dies (the kill's instant: when the kill is done) and the router then sends the VIP range (ECMP over both units until then) and unit 0's SNAT address %s to unit 1 (%s); a run's figure is the latest first byte after the kill among the transfers unit 0 carried; the median transfer's is over every run's\n",
 		o.transfers, o.pace*int64(o.seconds), o.pace, o.chunk, ms(time.Duration(int64(o.chunk)*int64(time.Second)/o.pace)), snatOf(0), how)
+	for _, side := range o.sides {
+		s := sums[side]
+		if len(s.origins) > 0 {
+			ow := sortedCopy(s.origins)
+			fmt.Fprintf(b, "* %s: from connect() until the unit that carried the probe was seen holding it (by the same means, %d probes): median %s, p99 %s, max %s\n",
+				sideName(side), len(ow), ms(percentile(ow, 0.5)), ms(percentile(ow, 0.99)), ms(percentile(ow, 1)))
+		}
+	}
 	fmt.Fprintf(b, "* topology: client → router (L4 ECMP over the units) → bridge with two units and ten backends (the e2e payload role); the backends route through the router, which sends each unit's SNAT address to it\n")
 	for i, side := range o.sides {
 		runs := results[i]

@@ -197,15 +197,14 @@ func routeKey(port int) string {
 	return fmt.Sprintf("route/tcp/%s:%d>%s:80", e2e.ClientAddr, port, vip)
 }
 
-// replicated polls both units in a tight loop until the one that is not
-// the atom's adder lists it.
-func (t *tetherSide) replicated(ctx context.Context, port int) (time.Time, error) {
+// replicated polls both units in a tight loop until each lists the
+// route atom: the replica's (not the adder's) sighting ends the window.
+func (t *tetherSide) replicated(ctx context.Context, port int) (origin, replica time.Time, err error) {
 	key := routeKey(port)
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	type seen struct {
-		at  time.Time
-		err error
+		at     time.Time
+		origin bool
+		err    error
 	}
 	ch := make(chan seen, len(t.run))
 	for _, tu := range t.run {
@@ -226,10 +225,8 @@ func (t *tetherSide) replicated(ctx context.Context, port int) (time.Time, error
 					continue
 				}
 				if v.Matched > 0 && v.Page[0].Key == key {
-					if v.Page[0].Adder != tu.name {
-						ch <- seen{at: time.Now()}
-					}
-					return // the adder's own copy: its poller has done its part
+					ch <- seen{at: time.Now(), origin: v.Page[0].Adder == tu.name}
+					return
 				}
 			}
 			ch <- seen{err: fmt.Errorf("%s never listed %s: %v (last error: %v)", tu.name, key, ctx.Err(), last)}
@@ -238,12 +235,19 @@ func (t *tetherSide) replicated(ctx context.Context, port int) (time.Time, error
 	var errs []string
 	for range t.run {
 		s := <-ch
-		if s.err == nil {
-			return s.at, nil
+		switch {
+		case s.err != nil:
+			errs = append(errs, s.err.Error())
+		case s.origin:
+			origin = s.at
+		default:
+			replica = s.at
 		}
-		errs = append(errs, s.err.Error())
 	}
-	return time.Time{}, fmt.Errorf("%s", strings.Join(errs, "; "))
+	if replica.IsZero() {
+		return origin, replica, fmt.Errorf("%s", strings.Join(errs, "; "))
+	}
+	return origin, replica, nil
 }
 
 // afterProbes reports the admin round trips of the probes' polls and
