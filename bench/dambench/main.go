@@ -67,6 +67,7 @@ type options struct {
 	chunk     int
 	settle    time.Duration
 	router    string
+	pollGap   time.Duration
 	sides     []string
 	out       string
 }
@@ -84,6 +85,7 @@ func main() {
 	flag.IntVar(&o.chunk, "chunk", 1024, "bytes of each paced write: a transfer moves every chunk/pace seconds, the takeover figure's resolution")
 	flag.DurationVar(&o.settle, "settle", time.Second, "wait between every download being under way and the kill")
 	flag.StringVar(&o.router, "router", "netlink", "how the router is switched at the kill: ip (e2e's SpreadVIPs and RouteSNAT, ip commands: milliseconds each) or netlink (the same routes over a netlink socket in the router's namespace: microseconds)")
+	flag.DurationVar(&o.pollGap, "poll-gap", 100*time.Microsecond, "pause between two polls of a Tether unit's admin API during a probe (0: back to back; at most 100µs): back-to-back polls of both units compete for the CPU with the control process deciding the probe's SYN")
 	flag.StringVar(&sides, "sides", "tether,conntrackd", "what to measure, comma-separated: tether, conntrackd")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.Usage = func() {
@@ -104,6 +106,9 @@ func run(o options) error {
 	}
 	if o.runs < 1 || o.probes < 1 || o.transfers < 2 || o.seconds < 5 || o.seconds > 600 || o.pace < 64<<10 || o.chunk < 512 || o.chunk > 64<<10 {
 		return errors.New("want --runs ≥ 1, --probes ≥ 1, --transfers ≥ 2, 5 ≤ --seconds ≤ 600, --pace ≥ 65536, 512 ≤ --chunk ≤ 65536")
+	}
+	if o.pollGap < 0 || o.pollGap > 100*time.Microsecond {
+		return errors.New("want 0 ≤ --poll-gap ≤ 100µs")
 	}
 	if o.router != "ip" && o.router != "netlink" {
 		return fmt.Errorf("--router %q: want ip or netlink", o.router)

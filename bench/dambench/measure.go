@@ -81,8 +81,9 @@ type result struct {
 	windows []time.Duration
 	probes  int
 	// origins are the probes' times until the unit that carried them
-	// was seen holding their state.
-	origins []time.Duration
+	// was seen holding their state; connects how long their connect()
+	// took (the handshake through the unit).
+	origins, connects []time.Duration
 	// takeover is the kill to the last dead-unit transfer moving again;
 	// moved and deadTransfers count those transfers that moved and all
 	// of them; neverMoved lists the ones that did not.
@@ -138,7 +139,7 @@ func measure(o options, name string, logf func(string, ...any)) *result {
 	var s side
 	switch name {
 	case "tether":
-		t := &tetherSide{lb: lb, units: units, dir: dir, tetherd: o.tetherd, logf: logf}
+		t := &tetherSide{lb: lb, units: units, dir: dir, tetherd: o.tetherd, pollGap: o.pollGap, logf: logf}
 		defer t.close()
 		s = t
 	default:
@@ -202,13 +203,16 @@ func measureOn(o options, lb *e2e.LB, units []*unitNode, s side, res *result, lo
 	defer d.close()
 	// One probe first, not counted: the first connection warms caches
 	// (ARP on every hop, the units' first decisions).
-	if _, _, _, err := probe(d, s); err != nil {
+	if _, _, _, _, err := probe(d, s); err != nil {
 		return fmt.Errorf("warm-up probe: %w", err)
 	}
 	probePorts := map[int]bool{}
 	for k := range o.probes {
-		w, origin, port, err := probe(d, s)
+		w, origin, connect, port, err := probe(d, s)
 		probePorts[port] = true
+		if connect > 0 {
+			res.connects = append(res.connects, connect)
+		}
 		if err != nil {
 			if res.firstErr == "" {
 				res.firstErr = fmt.Sprintf("probe %d: %v", k, err)
@@ -229,7 +233,7 @@ func measureOn(o options, lb *e2e.LB, units []*unitNode, s side, res *result, lo
 // it, closes it and returns the window, the time until the unit that
 // carried it held it (0 if not seen), and the client's port. The side
 // watches from just before connect(): the port is bound first.
-func probe(d *nsDialer, s side) (window, origin time.Duration, port int, err error) {
+func probe(d *nsDialer, s side) (window, origin, connect time.Duration, port int, err error) {
 	type seen struct {
 		origin, replica time.Time
 		err             error
@@ -251,17 +255,18 @@ func probe(d *nsDialer, s side) (window, origin time.Duration, port int, err err
 	if err != nil {
 		cancel()
 		<-done
-		return 0, 0, port, err
+		return 0, 0, 0, port, err
 	}
+	connect = time.Since(start)
 	defer c.Close()
 	r := <-done
 	if r.err != nil {
-		return 0, 0, port, r.err
+		return 0, 0, connect, port, r.err
 	}
 	if !r.origin.IsZero() {
 		origin = r.origin.Sub(start)
 	}
-	return r.replica.Sub(start), origin, port, nil
+	return r.replica.Sub(start), origin, connect, port, nil
 }
 
 // takeover runs the downloads, kills unit 0 in their middle and reads

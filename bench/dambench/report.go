@@ -13,7 +13,7 @@ import (
 type summary struct {
 	side                 string
 	windows, moves       []time.Duration
-	origins              []time.Duration
+	origins, connects    []time.Duration
 	takeovers            []time.Duration
 	probes               int
 	moved, deadTransfers int
@@ -26,6 +26,7 @@ func summarize(side string, runs []*result) summary {
 	for _, r := range runs {
 		s.windows = append(s.windows, r.windows...)
 		s.origins = append(s.origins, r.origins...)
+		s.connects = append(s.connects, r.connects...)
 		s.probes += r.probes
 		if r.err != nil {
 			continue
@@ -106,6 +107,11 @@ func writeReport(b *strings.Builder, o options, results [][]*result, started tim
 			ow := sortedCopy(s.origins)
 			fmt.Fprintf(b, "* %s: from connect() until the unit that carried the probe was seen holding it (by the same means, %d probes): median %s, p99 %s, max %s\n",
 				sideName(side), len(ow), ms(percentile(ow, 0.5)), ms(percentile(ow, 0.99)), ms(percentile(ow, 1)))
+		}
+		if len(s.connects) > 0 {
+			c := sortedCopy(s.connects)
+			fmt.Fprintf(b, "* %s: the probes' connect() (the handshake through the unit) took median %s, p99 %s, max %s\n",
+				sideName(side), ms(percentile(c, 0.5)), ms(percentile(c, 0.99)), ms(percentile(c, 1)))
 		}
 	}
 	fmt.Fprintf(b, "* topology: client → router (L4 ECMP over the units) → bridge with two units and ten backends (the e2e payload role); the backends route through the router, which sends each unit's SNAT address to it\n")

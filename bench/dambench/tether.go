@@ -29,6 +29,7 @@ type tetherSide struct {
 	units   []*unitNode
 	dir     string
 	tetherd string
+	pollGap time.Duration
 	logf    func(string, ...any)
 	run     []*tetherUnit
 	// polls are the probes' admin round trips.
@@ -228,6 +229,9 @@ func (t *tetherSide) replicated(ctx context.Context, port int) (origin, replica 
 					ch <- seen{at: time.Now(), origin: v.Page[0].Adder == tu.name}
 					return
 				}
+				if t.pollGap > 0 {
+					time.Sleep(t.pollGap)
+				}
 			}
 			ch <- seen{err: fmt.Errorf("%s never listed %s: %v (last error: %v)", tu.name, key, ctx.Err(), last)}
 		}()
@@ -387,7 +391,7 @@ func (tu *tetherUnit) forwarderPID() int {
 func (t *tetherSide) notes() []string {
 	return []string{
 		"Tether: two units (`tetherd run`, AF_XDP on their bridge veths), the nat VIP with each unit's own SNAT address and the other's as `snat_standby`; the atom manager at replication 1 (both units hold every atom), probe_interval 200ms, probe_timeout 100ms",
-		"Tether's window ends when the replica's admin API (GET /v1/atoms?prefix=KEY on its unix socket, polled back to back from this process, as is the adder's) first lists the route atom; each poll costs a JSON round trip, which the figure includes",
+		fmt.Sprintf("Tether's window ends when the replica's admin API (GET /v1/atoms?prefix=KEY on its unix socket, polled from this process from just before connect(), as is the adder's, %s between polls) first lists the route atom; each poll costs a JSON round trip, which the figure includes", gapText(t.pollGap)),
 	}
 }
 
@@ -421,4 +425,11 @@ func (t *tetherSide) close() {
 			_ = syscall.Kill(pid, syscall.SIGKILL) // it may be gone already
 		}
 	}
+}
+
+func gapText(d time.Duration) string {
+	if d == 0 {
+		return "nothing"
+	}
+	return d.String()
 }
