@@ -415,14 +415,18 @@ func (t *tetherSide) diagnose() string {
 	return b.String()
 }
 
-// close stops the control processes, then kills forwarders that
-// outlived them (a process group of their own, which the network's
-// Close does not reach).
+// close ends every unit as kill does (its control process first, so
+// that no forwarder is restarted) and waits for the processes to go:
+// a forwarder that outlived its control process would hold the output
+// pipe the network's Close waits on.
 func (t *tetherSide) close() {
 	for _, tu := range t.run {
-		tu.proc.Stop()
+		_ = tu.proc.Signal(syscall.SIGKILL) // it may be gone already
 		if pid := tu.forwarderPID(); pid > 0 {
-			_ = syscall.Kill(pid, syscall.SIGKILL) // it may be gone already
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if err := tu.proc.Wait(10 * time.Second); err != nil && !strings.Contains(err.Error(), "killed") {
+			t.logf("cleanup: %s: %v", tu.name, err)
 		}
 	}
 }
