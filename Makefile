@@ -44,7 +44,7 @@ FUZZ_TARGETS := \
 	./agent/streams:FuzzSessionAgreement
 
 
-.PHONY: all build deps demo bin bench-system bench-health replay test lint unit fuzz bench generate proto check-generated vm vm-reproducible clean
+.PHONY: all build deps demo bin bench-system bench-dam bench-health replay test lint unit fuzz bench generate proto check-generated vm vm-reproducible clean
 
 all: build
 
@@ -76,6 +76,7 @@ bin:
 	$(GO) build -o bin/tether-agent ./cmd/tether-agent
 	$(GO) build -o bin/lbbench ./bench/lbbench
 	$(GO) build -o bin/healthbench ./bench/healthbench
+	$(GO) build -o bin/dambench ./bench/dambench
 
 # Whole-system benchmark: Tether (AF_XDP, TUN; nat, halfnat) against
 # nftables DNAT and HAProxy at their defaults on the same namespace
@@ -87,6 +88,17 @@ BENCH_SVG  ?= bench/system.svg
 bench-system: bin
 	@bash scripts/deps.sh bench
 	./bin/lbbench --tetherd ./bin/tetherd --runs $(BENCH_RUNS) --svg $(BENCH_SVG)
+
+# Several units sharing a nat VIP (issue 15): Tether's cluster against
+# nftables NAT with conntrackd on the same topology, the window from a
+# connection's first packet to its state at the other unit, and the
+# takeover when a unit dies in the middle of paced downloads. Needs
+# root; installs conntrackd and conntrack with apt-get when missing.
+DAM_PROBES    ?= 200
+DAM_TRANSFERS ?= 60
+bench-dam: bin
+	@bash scripts/deps.sh bench
+	./bin/dambench --tetherd ./bin/tetherd --probes $(DAM_PROBES) --transfers $(DAM_TRANSFERS)
 
 # Reaction to backend failures with default health settings: Tether
 # (tether-agent checks and pushes) beside HAProxy (check inter 2s fall 3

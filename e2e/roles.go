@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -141,7 +142,9 @@ var payloadSums sync.Map
 // serveHTTP: args name, listen address and optionally a health file.
 // GET / answers "NAME\n"; GET /bytes?n=N streams Payload(N), at most
 // R bytes a second with &pace=R (a transfer a test must catch in the
-// middle lasts as long on a fast machine as on a slow one); POST
+// middle lasts as long on a fast machine as on a slow one), in writes of
+// C bytes, each sent at once, with &chunk=C (default: Payload's 64 KiB,
+// so that a paced transfer moves every 64 KiB / R seconds); POST
 // /upload answers "BYTES SHA256\n" of what it was sent. With a
 // health file, GET /healthz answers 503 while that file exists and 200
 // otherwise, so that a benchmark or test can fail a health check at will
@@ -199,6 +202,13 @@ func httpMux(name string, healthFile []string) *http.ServeMux {
 				return
 			}
 		}
+		var chunk int64
+		if s := r.URL.Query().Get("chunk"); s != "" {
+			if chunk, err = strconv.ParseInt(s, 10, 64); err != nil || chunk < 512 || chunk > 64<<10 || pace == 0 {
+				http.Error(w, "chunk: want bytes a write, 512 to 65536, with pace", http.StatusBadRequest)
+				return
+			}
+		}
 		w.Header().Set("X-Backend", name)
 		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
 		fmt.Printf("serving %d bytes to %s\n", n, r.RemoteAddr)
@@ -206,7 +216,11 @@ func httpMux(name string, healthFile []string) *http.ServeMux {
 			_ = Payload(w, n)
 			return
 		}
-		_ = Payload(&pacedWriter{w: w, rate: pace, start: time.Now()}, n)
+		pw := &pacedWriter{w: w, rate: pace, start: time.Now(), chunk: int(chunk)}
+		if f, ok := w.(http.Flusher); ok && chunk > 0 {
+			pw.flush = f.Flush
+		}
+		_ = Payload(pw, n)
 	})
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
 		// An upload's bytes and SHA-256, for traffic toward the backend.
@@ -269,7 +283,44 @@ type ClientResult struct {
 	Failed []string `json:"failed,omitempty"`
 	// MaxStallMS is the longest any body stood still between two reads.
 	MaxStallMS int64 `json:"max_stall_ms,omitempty"`
+	// Transfers are the requests one by one, in the order they ended;
+	// only with ClientTransfersEnv set in the role's environment.
+	Transfers []ClientTransfer `json:"transfers,omitempty"`
 }
+
+// ClientTransfersEnv, set to 1 in the client role's environment, has it
+// report every request (ClientResult.Transfers). SIGUSR1 then marks an
+// instant (a unit's death): each transfer reports the gap between reads
+// that spans it. Times are wall-clock Unix nanoseconds, comparable
+// across the machine's processes.
+const ClientTransfersEnv = "TETHER_E2E_CLIENT_TRANSFERS"
+
+// ClientTransfer is one request of the client role.
+type ClientTransfer struct {
+	// Local is the connection's local address:port ("" when none was
+	// made).
+	Local string `json:"local,omitempty"`
+	Bytes int64  `json:"bytes"`
+	// OK: the answer was complete (and intact, for a payload).
+	OK    bool   `json:"ok"`
+	Error string `json:"error,omitempty"`
+	// StallNS is the longest the body stood still between two reads
+	// that returned bytes (or from the answer's headers to the first),
+	// and StallEndNS the read that ended it.
+	StallNS    int64 `json:"stall_ns,omitempty"`
+	StallEndNS int64 `json:"stall_end_ns,omitempty"`
+	// MarkNS is when the role received SIGUSR1 (0: never, or after the
+	// transfer ended); BeforeMarkNS is the last read with bytes before
+	// it and AfterMarkNS the first after it (0: none, the transfer
+	// ended or failed first).
+	MarkNS       int64 `json:"mark_ns,omitempty"`
+	BeforeMarkNS int64 `json:"before_mark_ns,omitempty"`
+	AfterMarkNS  int64 `json:"after_mark_ns,omitempty"`
+}
+
+// clientMark is when the client role received SIGUSR1, in Unix
+// nanoseconds (0: not yet).
+var clientMark atomic.Int64
 
 // maxFailed bounds ClientResult.Failed.
 const maxFailed = 1000
@@ -327,6 +378,16 @@ func runClient(args []string) error {
 			wantN, wantSum = n, PayloadSHA256(n)
 		}
 	}
+	detail := os.Getenv(ClientTransfersEnv) == "1"
+	if detail {
+		marks := make(chan os.Signal, 1)
+		signal.Notify(marks, syscall.SIGUSR1)
+		go func() {
+			for range marks {
+				clientMark.CompareAndSwap(0, time.Now().UnixNano())
+			}
+		}()
+	}
 	var mu sync.Mutex
 	jobs := make(chan int)
 	var wg sync.WaitGroup
@@ -335,11 +396,21 @@ func runClient(args []string) error {
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				name, sum, n, local, stall, err := getStall(clients[i%len(clients)], url)
+				rec := &transferRec{}
+				name, sum, n, local, err := getRec(clients[i%len(clients)], url, rec)
+				stall := rec.stall
 				if err == nil && wantN >= 0 && (n != wantN || sum != wantSum) {
 					err = fmt.Errorf("transfer from %s: %d bytes, sha256 %s: want %d intact", name, n, sum, wantN)
 				}
 				mu.Lock()
+				if detail {
+					t := ClientTransfer{Local: local, Bytes: n, OK: err == nil, StallNS: stall.Nanoseconds(), StallEndNS: rec.stallEnd,
+						MarkNS: rec.mark, BeforeMarkNS: rec.beforeMark, AfterMarkNS: rec.afterMark}
+					if err != nil {
+						t.Error = err.Error()
+					}
+					res.Transfers = append(res.Transfers, t)
+				}
 				res.MaxStallMS = max(res.MaxStallMS, stall.Milliseconds())
 				if err != nil {
 					res.Errors++
@@ -370,18 +441,18 @@ func runClient(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(res)
 }
 
-// getStall fetches url and says the backend that answered (X-Backend),
-// the body's SHA-256 and length, the connection's local address:port
-// ("" when none was made) and how long the body stood still at most.
-func getStall(c *http.Client, url string) (name, sum string, n int64, local string, stall time.Duration, err error) {
+// getRec fetches url and says the backend that answered (X-Backend),
+// the body's SHA-256 and length and the connection's local address:port
+// ("" when none was made); rec gets the body's stalls.
+func getRec(c *http.Client, url string, rec *transferRec) (name, sum string, n int64, local string, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 170*time.Second) // see runClient
 	defer cancel()
-	ctx = context.WithValue(ctx, stallKey{}, &stall)
+	ctx = context.WithValue(ctx, stallKey{}, rec)
 	ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
 		local = i.Conn.LocalAddr().String()
 	}})
 	name, sum, n, err = getCtx(ctx, c, url)
-	return name, sum, n, local, stall, err
+	return name, sum, n, local, err
 }
 
 func getCtx(ctx context.Context, c *http.Client, url string) (name, sum string, n int64, err error) {
@@ -395,7 +466,7 @@ func getCtx(ctx context.Context, c *http.Client, url string) (name, sum string, 
 	}
 	defer resp.Body.Close()
 	h := sha256.New()
-	n, err = io.Copy(h, &stallReader{r: resp.Body, last: time.Now(), max: stallOf(ctx)})
+	n, err = io.Copy(h, &stallReader{r: resp.Body, last: time.Now(), rec: stallOf(ctx)})
 	if err != nil {
 		return "", "", n, err
 	}
@@ -405,15 +476,24 @@ func getCtx(ctx context.Context, c *http.Client, url string) (name, sum string, 
 	return resp.Header.Get("X-Backend"), hex.EncodeToString(h.Sum(nil)), n, nil
 }
 
-// stallKey carries a request's *time.Duration, where its body's longest
-// wait between two reads goes.
+// stallKey carries a request's *transferRec, where its body's stalls
+// go.
 type stallKey struct{}
 
-func stallOf(ctx context.Context) *time.Duration {
-	if d, ok := ctx.Value(stallKey{}).(*time.Duration); ok {
+func stallOf(ctx context.Context) *transferRec {
+	if d, ok := ctx.Value(stallKey{}).(*transferRec); ok {
 		return d
 	}
-	return new(time.Duration)
+	return new(transferRec)
+}
+
+// transferRec is what a stallReader records of a body: its longest wait
+// between two reads and when it ended, and the reads around the client
+// role's mark (clientMark), in Unix nanoseconds.
+type transferRec struct {
+	stall                       time.Duration
+	stallEnd                    int64
+	mark, beforeMark, afterMark int64
 }
 
 // stallReader records the longest wait between reads that returned
@@ -422,14 +502,21 @@ func stallOf(ctx context.Context) *time.Duration {
 type stallReader struct {
 	r    io.Reader
 	last time.Time
-	max  *time.Duration
+	rec  *transferRec
 }
 
 func (s *stallReader) Read(p []byte) (int, error) {
 	n, err := s.r.Read(p)
 	if n > 0 {
 		now := time.Now()
-		*s.max = max(*s.max, now.Sub(s.last))
+		if d := now.Sub(s.last); d > s.rec.stall {
+			s.rec.stall, s.rec.stallEnd = d, now.UnixNano()
+		}
+		if m := clientMark.Load(); m != 0 && s.rec.afterMark == 0 {
+			if now.UnixNano() >= m {
+				s.rec.mark, s.rec.beforeMark, s.rec.afterMark = m, s.last.UnixNano(), now.UnixNano()
+			}
+		}
 		s.last = now
 	}
 	return n, err
@@ -555,19 +642,38 @@ func connLatency(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(out)
 }
 
-// pacedWriter writes at most rate bytes a second on average.
+// pacedWriter writes at most rate bytes a second on average, in writes
+// of at most chunk bytes (0: as they come), each flushed (when flush is
+// set) before the pause that paces it.
 type pacedWriter struct {
 	w     io.Writer
 	rate  int64
 	start time.Time
 	sent  int64
+	chunk int
+	flush func()
 }
 
 func (p *pacedWriter) Write(b []byte) (int, error) {
-	n, err := p.w.Write(b)
-	p.sent += int64(n)
-	if due := time.Duration(p.sent * int64(time.Second) / p.rate); due > time.Since(p.start) {
-		time.Sleep(due - time.Since(p.start))
+	total := 0
+	for len(b) > 0 {
+		part := b
+		if p.chunk > 0 && len(part) > p.chunk {
+			part = part[:p.chunk]
+		}
+		n, err := p.w.Write(part)
+		total += n
+		p.sent += int64(n)
+		if err != nil {
+			return total, err
+		}
+		if p.flush != nil {
+			p.flush()
+		}
+		if due := time.Duration(p.sent * int64(time.Second) / p.rate); due > time.Since(p.start) {
+			time.Sleep(due - time.Since(p.start))
+		}
+		b = b[n:]
 	}
-	return n, err
+	return total, nil
 }

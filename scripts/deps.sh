@@ -3,11 +3,11 @@
 # commands are missing, so that `make demo` and .ci/run work on a fresh
 # Debian machine that has nothing but Go. The lists live here and nowhere
 # else: make demo runs the "demo" set, .ci/run the "test" set, make
-# bench-system the "bench" set.
+# bench-system and make bench-dam the "bench" set.
 #
 #   scripts/deps.sh demo   # make demo
 #   scripts/deps.sh test   # make test (the demo set and more)
-#   scripts/deps.sh bench  # make bench-system (the demo set, the peers and real clients and servers)
+#   scripts/deps.sh bench  # make bench-system and make bench-dam (the demo set, the peers and real clients and servers)
 set -euo pipefail
 
 # command:package pairs, each with the reason it is needed. The demo's
@@ -37,6 +37,10 @@ bench=(
   nft:nftables       # a peer: kernel DNAT
   nstat:iproute2     # the client's SYN retransmissions
   taskset:util-linux # pins the load balancer to core 1 and everything else to core 0
+  # bench/dambench (make bench-dam): the clustered peer and its probes
+  conntrackd:conntrackd # a peer: replicates conntrack between two nftables NAT units
+  conntrack:conntrack   # lists the units' entries and prints the injected ones (conntrack -E)
+  stdbuf:coreutils      # line-buffers conntrack -E into a pipe
 )
 
 usage() {
