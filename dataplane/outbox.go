@@ -283,8 +283,12 @@ func (p *Pipeline) flowEvent(kind uint8, pk *packet, e entry) {
 	ev := channel.FlowEvent{Kind: kind, Worker: uint8(p.cfg.Worker), Key: flowKey(pk)}
 	actionOf(&ev.Action, e.m, e.a, e.b)
 	p.out.events = append(p.out.events, ev)
-	if empty && p.out.direct == nil {
-		p.ring() // a worker that sends its own rings only when it cannot
+	if empty && (p.out.direct == nil || p.out.busy.Load()) {
+		// A worker that sends its own rings only when it cannot: while
+		// the uplink has events of its own on the way, these must
+		// follow them, and the uplink takes them at once instead of at
+		// its next tick (a nat flow's first packet waits for them).
+		p.ring()
 	}
 }
 

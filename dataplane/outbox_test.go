@@ -342,6 +342,13 @@ func TestDirectSendReleasesFirstPackets(t *testing.T) {
 		if tx, _, _ := r.send(); len(tx) != 0 || len(d.msgs) != 0 {
 			t.Fatalf("%s: %d frames sent, %d messages sent directly; want the SYN held for the uplink", c.name, len(tx), len(d.msgs))
 		}
+		// The uplink is rung, so that it takes the event at once rather
+		// than at its next tick.
+		select {
+		case <-bell:
+		default:
+			t.Fatalf("%s: the uplink was not rung for the event it must send", c.name)
+		}
 		if n := taken(); n != 1 {
 			t.Fatalf("%s: %d events for the uplink, want 1", c.name, n)
 		}

@@ -239,12 +239,18 @@ func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
 		p.superseded = p.superseded[:0]
 	}
 	p.maintain(now, out)
-	if p.out.direct != nil && !p.out.busy.Load() {
-		// The batch's flow events (and aging's removals) leave now,
-		// and with them any first packet that waits for its event.
-		p.takeRemovals()
-		if len(p.out.events) > 0 {
-			p.sendDirect()
+	if p.out.direct != nil {
+		if !p.out.busy.Load() {
+			// The batch's flow events (and aging's removals) leave now,
+			// and with them any first packet that waits for its event.
+			p.takeRemovals()
+			if len(p.out.events) > 0 {
+				p.sendDirect()
+			}
+		} else if len(p.out.events) > 0 {
+			// The uplink's collection went on meanwhile: it takes
+			// these right after, not at its next tick.
+			p.ring()
 		}
 	}
 }
