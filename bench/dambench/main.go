@@ -85,7 +85,7 @@ func main() {
 	flag.IntVar(&o.chunk, "chunk", 1024, "bytes of each paced write: a transfer moves every chunk/pace seconds, the takeover figure's resolution")
 	flag.DurationVar(&o.settle, "settle", time.Second, "wait between every download being under way and the kill")
 	flag.StringVar(&o.router, "router", "netlink", "how the router is switched at the kill: ip (e2e's SpreadVIPs and RouteSNAT, ip commands: milliseconds each) or netlink (the same routes over a netlink socket in the router's namespace: microseconds)")
-	flag.DurationVar(&o.pollGap, "poll-gap", 100*time.Microsecond, "pause between two polls of a Tether unit's admin API during a probe (0: back to back; at most 100µs): back-to-back polls of both units compete for the CPU with the control process deciding the probe's SYN")
+	flag.DurationVar(&o.pollGap, "poll-gap", 100*time.Microsecond, "pause between two polls of a Tether unit's admin API during a probe (0: back to back; at most 100µs): back-to-back polls of both units compete for the CPU with the units carrying the probe's handshake")
 	flag.StringVar(&sides, "sides", "tether,conntrackd", "what to measure, comma-separated: tether, conntrackd")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.Usage = func() {
