@@ -41,6 +41,7 @@ bench=(
   conntrackd:conntrackd # a peer: replicates conntrack between two nftables NAT units
   conntrack:conntrack   # lists the units' entries and prints the injected ones (conntrack -E)
   stdbuf:coreutils      # line-buffers conntrack -E into a pipe
+  tcpdump:tcpdump       # dambench --hops: the probes' handshakes at the router and the hosts
 )
 
 usage() {

@@ -68,8 +68,11 @@ type options struct {
 	settle    time.Duration
 	router    string
 	pollGap   time.Duration
-	sides     []string
-	out       string
+	// hops captures the probes' handshakes at the router and the hosts
+	// and splits them into hops (hops.go).
+	hops  bool
+	sides []string
+	out   string
 }
 
 func main() {
@@ -86,6 +89,7 @@ func main() {
 	flag.DurationVar(&o.settle, "settle", time.Second, "wait between every download being under way and the kill")
 	flag.StringVar(&o.router, "router", "netlink", "how the router is switched at the kill: ip (e2e's SpreadVIPs and RouteSNAT, ip commands: milliseconds each) or netlink (the same routes over a netlink socket in the router's namespace: microseconds)")
 	flag.DurationVar(&o.pollGap, "poll-gap", 100*time.Microsecond, "pause between two polls of a Tether unit's admin API during a probe (0: back to back; at most 100µs): back-to-back polls of both units compete for the CPU with the units carrying the probe's handshake")
+	flag.BoolVar(&o.hops, "hops", false, "also capture the probes' handshakes (tcpdump at the router's client side and on every host) and split them into hops: toward the host through the unit, the host, and back")
 	flag.StringVar(&sides, "sides", "tether,conntrackd", "what to measure, comma-separated: tether, conntrackd")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.Usage = func() {

@@ -147,12 +147,19 @@ func measure(o options, name string, logf func(string, ...any)) *result {
 		defer p.close()
 		s = p
 	}
+	var hops *hopCapture
+	if o.hops {
+		if hops, err = startHops(lb, dir); err != nil {
+			res.err = err
+			return res
+		}
+	}
 	logf("starting")
 	if err := s.start(); err != nil {
 		res.err = err
 		return res
 	}
-	res.err = measureOn(o, lb, units, s, res, logf)
+	res.err = measureOn(o, lb, units, s, hops, res, logf)
 	res.static = s.notes()
 	if res.err != nil {
 		logf("diagnosis:\n%s", s.diagnose())
@@ -195,7 +202,7 @@ func buildUnits(lb *e2e.LB) ([]*unitNode, error) {
 }
 
 // measureOn runs both measures on a started side.
-func measureOn(o options, lb *e2e.LB, units []*unitNode, s side, res *result, logf func(string, ...any)) error {
+func measureOn(o options, lb *e2e.LB, units []*unitNode, s side, hops *hopCapture, res *result, logf func(string, ...any)) error {
 	d, err := newNSDialer(lb.Client)
 	if err != nil {
 		return err
@@ -226,6 +233,13 @@ func measureOn(o options, lb *e2e.LB, units []*unitNode, s side, res *result, lo
 	}
 	logf("%d of %d probes replicated; first error: %s", len(res.windows), o.probes, orNone(res.firstErr))
 	res.notes = append(res.notes, s.afterProbes()...)
+	if hops != nil {
+		notes, err := hops.split(probePorts)
+		if err != nil {
+			return err
+		}
+		res.notes = append(res.notes, notes...)
+	}
 	return takeover(o, lb, units, s, probePorts, res, logf)
 }
 
