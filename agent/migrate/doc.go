@@ -15,7 +15,10 @@
 //  3. to nobody: the client is reset.
 //
 // A hand-off that fails after the upload resets the client with an RST
-// of the connection's own sequence numbers. Each connection handed over
+// of the connection's own sequence numbers: the agent does while it
+// holds the socket, a shim that refuses a socket it was sent does (the
+// agent closes its copy once the descriptor is on its way, so that the
+// application's close is the last and sends the FIN at once). Each connection handed over
 // is reported ended exactly once (the Config's Ended callback), so the
 // unit drops its route at once.
 package migrate

@@ -428,10 +428,11 @@ func (m *Migrator) Take(unit string, msg *pb.Migrate, done func(*pb.MigrateResul
 	m.live[lc.hid] = lc
 	sc := m.shimFor(vip)
 	m.mu.Unlock()
-	// Uploaded but not taken: the client is reset, and the unit hears
-	// HANDOFF_FAILED (once) after the failed result.
+	// Uploaded but not taken: the client is reset (here while the agent
+	// still holds the socket, by the shim once it was sent there), and
+	// the unit hears HANDOFF_FAILED (once) after the failed result.
 	failHandoff := func(reason string, err error) {
-		Reset(f)
+		Reset(f) // after a send, f is closed already and this resets nothing
 		done(fail(reason, err))
 		m.end(lc.hid, pb.EndReason_END_REASON_HANDOFF_FAILED)
 	}
@@ -460,7 +461,6 @@ func (m *Migrator) Take(unit string, msg *pb.Migrate, done func(*pb.MigrateResul
 			failHandoff(reason, err)
 			return
 		}
-		f.Close() // the application's copy is the connection now
 		res.Ok, res.Handoff = true, pb.Handoff_HANDOFF_LISTENER
 		m.handed(HandoffListener)
 		done(res)
@@ -503,8 +503,19 @@ func (m *Migrator) spliceFor(vip netip.AddrPort) (Splice, bool) {
 	return Splice{}, false
 }
 
-// toShim passes f to the shim and waits, at most AckTimeout, for its
-// answer.
+// toShim passes f to the shim, closes it, and waits, at most
+// AckTimeout, for the shim's answer.
+//
+// The agent lets go of the socket as soon as the descriptor is in
+// flight (the message holds it): the application's copy must be the
+// last one, so that its close sends the FIN at once. Were the agent
+// still holding a copy, a server that answers and closes before the
+// agent reads the shim's answer would have its FIN wait for the agent,
+// and the client, having read the whole response, would close first and
+// keep the TIME_WAIT a server's close leaves on the server. So a shim
+// that refuses the connection resets the client itself (it holds the
+// only copy), and one that never answers leaves the client to the unit,
+// which resets it on its next packet once the migration failed.
 func (m *Migrator) toShim(sc *shimConn, lc *liveConn, f *os.File, client, vip netip.AddrPort) (ok bool, reason string, err error) {
 	ch := make(chan bool, 1)
 	m.mu.Lock()
@@ -536,6 +547,7 @@ func (m *Migrator) toShim(sc *shimConn, lc *liveConn, f *os.File, client, vip ne
 	if err != nil {
 		return false, "shim_send", fmt.Errorf("pass the connection to the listener shim: %w", err)
 	}
+	f.Close()
 	t := time.NewTimer(m.cfg.AckTimeout)
 	defer t.Stop()
 	select {

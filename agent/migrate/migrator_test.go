@@ -1,17 +1,21 @@
 package migrate
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"github.com/tetherlb/tether/agent/shim"
+	"github.com/tetherlb/tether/agent/shim/wire"
 	pb "github.com/tetherlb/tether/api/hostpb"
 	"github.com/tetherlb/tether/internal/nstest"
 )
@@ -341,5 +345,114 @@ func TestMigrateInvalid(t *testing.T) {
 	}
 	if st := h.m.Status(); st.Failed["invalid"] != 1 || st.Uploaded != 0 || len(st.Ended) != 0 {
 		t.Fatalf("status %+v", st)
+	}
+}
+
+// TestApplicationCloseSendsTheFIN: the application's copy of a migrated
+// connection is its only one from the moment the agent sent it, so the
+// application's close reaches the client as a FIN even while the agent
+// has not heard the shim's answer. (Were the agent still holding its
+// copy, the FIN would wait for it, and the client, which has the whole
+// answer, would close first.) The test is the shim here: it withholds
+// its answer until the client has read the end.
+func TestApplicationCloseSendsTheFIN(t *testing.T) {
+	c, s := pair(t)
+	h := newHarness(t)
+	sh, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: h.sock, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sh.Close()
+	vip := netip.MustParseAddrPort(serverAddr + ":8080")
+	reg, err := wire.Encode(nil, &wire.Frame{Type: wire.TypeRegister, Addrs: []netip.AddrPort{vip}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sh.Write(reg); err != nil {
+		t.Fatal(err)
+	}
+	h.registered(t, vip.String(), true)
+	var ln net.Listener
+	nstest.In(t, s, func() { ln, err = net.Listen("tcp", vip.String()) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	request := []byte("GET / HTTP/1.0\r\n\r\n")
+	client := dial(t, c, vip.String())
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := client.Write(request); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, client, sc.(*net.TCPConn), len(request))
+	st, data := capture(t, sc.(*net.TCPConn))
+	results := make(chan *pb.MigrateResult, 1)
+	nstest.In(t, s, func() {
+		// Take uploads in the caller's namespace and returns; the
+		// hand-off goes on without it.
+		h.m.Take("unit-a", &pb.Migrate{Id: 42, State: st, Data: data}, func(r *pb.MigrateResult) { results <- r })
+	})
+
+	// The hand-off, as a shim receives it; the descriptor is the
+	// application's connection.
+	buf := make([]byte, wire.MaxFrame+1)
+	oob := make([]byte, unix.CmsgSpace(4))
+	n, oobn, _, _, err := sh.ReadMsgUnix(buf, oob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := wire.Decode(buf[:n])
+	if err != nil || f.Type != wire.TypeHandoff {
+		t.Fatalf("frame %v, %v; want a handoff", f, err)
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("control messages %v, %v", msgs, err)
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil || len(fds) != 1 {
+		t.Fatalf("descriptors %v, %v", fds, err)
+	}
+	file := os.NewFile(uintptr(fds[0]), "migrated")
+	app, err := net.FileConn(file)
+	file.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, len(request))
+	if _, err := io.ReadFull(app, got); err != nil || !bytes.Equal(got, request) {
+		t.Fatalf("application read %q, %v", got, err)
+	}
+	answer := "HTTP/1.0 200 OK\r\n\r\nhello"
+	if _, err := app.Write([]byte(answer)); err != nil {
+		t.Fatal(err)
+	}
+	app.Close()
+
+	// Without the agent's copy in the way, the client reads the answer
+	// and then the end. (Were the agent still holding it, the read would
+	// end only with the reset of the agent's timeout for the answer.)
+	client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	all, err := io.ReadAll(client)
+	if err != nil || string(all) != answer {
+		t.Fatalf("client read %q, %v; want %q and EOF", all, err, answer)
+	}
+	select {
+	case r := <-results:
+		t.Fatalf("the migration ended (%v) before the shim answered", r)
+	default:
+	}
+	ack, err := wire.Encode(nil, &wire.Frame{Type: wire.TypeAck, ID: f.ID, Accepted: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sh.Write(ack); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-results; !r.GetOk() || r.GetHandoff() != pb.Handoff_HANDOFF_LISTENER {
+		t.Fatalf("result %v", r)
 	}
 }

@@ -23,6 +23,11 @@
 // the client's request. Code that type-asserts *net.TCPConn should use
 // shim.TCPConn(c) instead.
 //
+// The application holds a migrated connection's only descriptor (the
+// agent closes its own once it has sent it), so its Close sends the FIN
+// at once, as for a connection it accepted itself; a connection the
+// shim refuses (Accept not called within Options.DeliverTimeout, or a
+// descriptor that does not match the listener) is closed with an RST.
 // Closing a migrated connection tells the agent, which tells the unit
 // that the connection is gone, so the unit drops its route at once. If
 // the application dies, the agent sees its hand-off connection drop and

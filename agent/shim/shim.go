@@ -294,10 +294,11 @@ func (l *Listener) handoff(a *agentConn, f *wire.Frame, fd int) {
 		}
 		t.Stop()
 		if !accepted {
-			// Not the application's: the agent resets the client. Our
-			// copy goes without a notice.
+			// Not the application's. The agent let go of its copy
+			// when it sent this one: closing the only copy with no
+			// linger resets the client. It goes without a notice.
 			conn.once.Do(func() {})
-			conn.TCPConn.Close()
+			resetClose(conn.TCPConn)
 		}
 	}
 	if err := a.send(&wire.Frame{Type: wire.TypeAck, ID: f.ID, Accepted: accepted}); err != nil {
@@ -319,14 +320,22 @@ func (l *Listener) migrated(a *agentConn, f *wire.Frame, fd int) (*Conn, error) 
 	}
 	local, remote := addrPort(tc.LocalAddr()), addrPort(tc.RemoteAddr())
 	if local != f.VIP || remote != f.Client {
-		tc.Close()
+		resetClose(tc)
 		return nil, fmt.Errorf("the descriptor is %v→%v, the frame says %v→%v", remote, local, f.Client, f.VIP)
 	}
 	if local.Port() != l.addr.Port() || (!l.addr.Addr().IsUnspecified() && local.Addr() != l.addr.Addr()) {
-		tc.Close()
+		resetClose(tc)
 		return nil, fmt.Errorf("connection to %v, not this listener's %v", local, l.addr)
 	}
 	return &Conn{TCPConn: tc, id: f.ID, agent: a, l: l}, nil
+}
+
+// resetClose closes a migrated connection this listener refuses with
+// an RST: the shim holds its only copy (the agent closes its own once it
+// has sent it), so the client hears at once that nobody took it.
+func resetClose(tc *net.TCPConn) {
+	tc.SetLinger(0)
+	tc.Close()
 }
 
 func addrPort(a net.Addr) netip.AddrPort {
