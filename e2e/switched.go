@@ -94,6 +94,16 @@ func (lb *LB) buildSwitched(backends, unitQueues int) error {
 	if err := lb.Run(sw, "ip", "link", "add", "br0", "type", "bridge"); err != nil {
 		return err
 	}
+	// The switch forwards frames and does nothing else, as a switch
+	// does. Where br_netfilter is loaded (by anything on the machine),
+	// every bridged frame would otherwise cross this namespace's
+	// iptables hooks, a cost charged to whichever core sends the frame
+	// (the unit's, for what it forwards). -e: without the module these
+	// keys do not exist, and there is nothing to turn off.
+	if err := lb.Run(sw, "sysctl", "-qew", "net.bridge.bridge-nf-call-iptables=0",
+		"net.bridge.bridge-nf-call-ip6tables=0", "net.bridge.bridge-nf-call-arptables=0"); err != nil {
+		return err
+	}
 	if err := lb.Run(sw, "ip", "link", "set", "br0", "up"); err != nil {
 		return err
 	}
