@@ -15,7 +15,10 @@ import (
 // SYN-ACK), which leaves in place of the held frame, turned around. A
 // SYN, though, is answered by the worker itself when it holds the
 // VIP's cookie keys (synanswer.go): the same SYN-ACK, from the same
-// code, so that SYNs never leave the forwarder. The forwarder keeps
+// code, so that SYNs never leave the forwarder; and the handshake's
+// last ACK, without data, is taken there too when its cookie is of
+// those keys (the acceptor makes the connection of the request's first
+// segment, which carries the same cookie). The forwarder keeps
 // nothing per connection before the control process plumbs the
 // migrated connection's route, so a SYN flood costs it only its answers
 // (or, without keys, the bounded held frames). After the route, the
@@ -61,8 +64,15 @@ func (p *Pipeline) toAcceptor(pk *packet, v *VIP, now flow.Tick) {
 		pk.dropWith(DropTCPBadChecksum)
 		return
 	}
-	if pk.tcpFlags&(synFlag|ackFlag|rstFlag|finFlag) == synFlag && p.answerSYN(pk, v) {
-		return
+	switch pk.tcpFlags & (synFlag | ackFlag | rstFlag | finFlag) {
+	case synFlag:
+		if p.answerSYN(pk, v) {
+			return
+		}
+	case ackFlag:
+		if pk.end == pk.l4+header.TCP(pk.b[pk.l4:pk.end]).DataOffset() && p.takeHandshakeACK(pk, v) {
+			return
+		}
 	}
 	if len(p.held) == maxPunts || len(p.out.punts) == maxPunts {
 		pk.dropWith(DropPuntOverflow)

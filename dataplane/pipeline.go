@@ -363,6 +363,8 @@ func (p *Pipeline) emit(pk *packet, out *Output) {
 	case kindPass:
 		p.stats.Passes[pk.pass]++
 		out.Pass = append(out.Pass, *pk.frame)
+	case kindTaken:
+		out.Drop = append(out.Drop, *pk.frame) // counted where it was taken
 	default:
 		p.stats.TxPackets++
 		p.stats.TxBytes += uint64(pk.frame.Len)
@@ -371,10 +373,13 @@ func (p *Pipeline) emit(pk *packet, out *Output) {
 }
 
 // kindTX marks a packet ready to transmit, kindHeld one the pipeline
-// keeps for now (a punted packet waiting for its route).
+// keeps for now (a punted packet waiting for its route), kindTaken one
+// the pipeline consumed as the connection's end (an l7 handshake's last
+// ACK): its frame is freed like a drop's but it is no drop.
 const (
-	kindTX   = 100
-	kindHeld = 101
+	kindTX    = 100
+	kindHeld  = 101
+	kindTaken = 102
 )
 
 // entry is a flow-table value seen through the parts both families

@@ -25,6 +25,7 @@ type Stats struct {
 	ToAcceptor         uint64 // packets of l7 VIPs handed to the acceptor
 	AcceptorAnswers    uint64 // the acceptor's answers sent
 	AcceptorSYNs       uint64 // l7 VIPs' SYNs the worker answered itself, with the acceptor's cookie
+	AcceptorACKs       uint64 // l7 VIPs' handshake ACKs the worker took itself (a cookie of its keys, no data)
 	Drops              [numDrops]uint64
 	Passes             [numPasses]uint64
 	// Backends is indexed by backend ID (see Snapshot). A VIP's counters
@@ -88,6 +89,7 @@ func (s *Stats) Add(o *Stats) {
 	s.ToAcceptor += o.ToAcceptor
 	s.AcceptorAnswers += o.AcceptorAnswers
 	s.AcceptorSYNs += o.AcceptorSYNs
+	s.AcceptorACKs += o.AcceptorACKs
 	for i := range s.Drops {
 		s.Drops[i] += o.Drops[i]
 	}

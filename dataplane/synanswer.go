@@ -19,11 +19,23 @@ import (
 // acceptor as before, which takes the cookie as its own. Without a key
 // for the VIP (no control process yet, a VIP just added, or a clock past
 // the keys' epochs) the SYN goes to the acceptor too.
+//
+// The handshake's last segment, the client's ACK without data, the
+// worker takes too when its cookie is one of the worker's keys
+// (takeHandshakeACK). The acceptor would make the connection's state of
+// it and answer nothing; it makes the very same state of the client's
+// first data segment, which carries the same sequence and acknowledgment
+// numbers, so the cookie still validates then. That spares each
+// connection a punt and its answer, and leaves a connection that has sent
+// nothing without state in the unit, as a SYN-cookie listener before the
+// ACK: its request's time bound (RequestTimeout) counts from its first
+// byte, and a cookie past its epochs is answered with a reset.
 
 // synState is a worker's copy of the keys and what it answers with.
 type synState struct {
 	keys map[uint32]*SYNKey // by VIP ID
 	mac  syncookie.MAC
+	none syncookie.Key // no key: the previous epoch's when the worker has none
 	// clock reads the host clock, which picks the key epoch and makes
 	// the TSval as the acceptor does; time.Now but in tests.
 	clock func() time.Time
@@ -96,10 +108,7 @@ func (p *Pipeline) answerSYN(pk *packet, v *VIP) bool {
 	if !ok {
 		return false
 	}
-	now := time.Now()
-	if p.syn.clock != nil {
-		now = p.syn.clock()
-	}
+	now := p.synNow()
 	key := &k.cur
 	switch syncookie.Epoch(now, k.every) {
 	case k.cur.Epoch:
@@ -126,5 +135,56 @@ func (p *Pipeline) answerSYN(pk *packet, v *VIP) bool {
 	pk.b, pk.end = f.Buf[f.Off:f.Off+end], end
 	p.sendBack(pk)
 	p.stats.AcceptorSYNs++
+	return true
+}
+
+// synNow is the host clock, which picks the key epoch.
+func (p *Pipeline) synNow() time.Time {
+	if p.syn.clock != nil {
+		return p.syn.clock()
+	}
+	return time.Now()
+}
+
+// takeHandshakeACK takes pk, a pure ACK without data to the l7 VIP v
+// whose checksums verified, and reports whether it did: when it
+// completes a handshake with a cookie the acceptor takes now, of a key
+// the worker holds (the acceptor's current epoch's, or the one before
+// when the worker has it). It reports false, changing nothing, for
+// anything the acceptor should judge: no key, another cookie, a TSecr
+// ahead of the clock (not an echo of our SYN-ACK).
+func (p *Pipeline) takeHandshakeACK(pk *packet, v *VIP) bool {
+	k := p.syn.keys[v.ID]
+	if k == nil || pk.v6 || pk.dport != k.port || !bytes.Equal(pk.dst(), k.addr[:]) {
+		return false
+	}
+	in := header.TCP(pk.b[pk.l4:pk.end])
+	opt, ok := header.ParseTCPOptions(in)
+	if !ok {
+		return false
+	}
+	now := p.synNow()
+	// The keys the acceptor checks cookies with at now: its epoch's and
+	// the one before.
+	cur, prev := &k.cur, &p.syn.none
+	switch syncookie.Epoch(now, k.every) {
+	case k.cur.Epoch:
+	case k.cur.Epoch + 1:
+		if k.next.Block == nil {
+			return false
+		}
+		cur, prev = &k.next, &k.cur
+	default:
+		return false
+	}
+	if opt.HasTimestamps && int32(syncookie.TSNow(now, k.tsOffset)-opt.TSEcr) < 0 {
+		return false
+	}
+	t := syncookie.Tuple{Client: [4]byte(pk.src()), VIP: k.addr, ClientPort: pk.sport, VIPPort: pk.dport}
+	if _, ok := p.syn.mac.Check(cur, prev, &t, in.Seq()-1, in.Ack()-1); !ok {
+		return false
+	}
+	pk.kind = kindTaken
+	p.stats.AcceptorACKs++
 	return true
 }

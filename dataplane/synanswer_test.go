@@ -251,3 +251,141 @@ func FuzzL7SYN(f *testing.F) {
 		}
 	})
 }
+
+// TestWorkerTakesHandshakeACK: the client's ACK that completes a
+// handshake, without data, under a cookie of the worker's keys, is taken
+// by the worker: no punt, no drop counted, nothing kept. The client's
+// first data segment, with the same numbers, goes to the acceptor, which
+// makes the connection of it. Everything the acceptor should judge still
+// goes there: another cookie, a TSecr ahead of the clock, keys of
+// another time, and no keys at all.
+func TestWorkerTakesHandshakeACK(t *testing.T) {
+	r := l7Rig(t, false)
+	c, v := cl(1, 5000), vip(84)
+	sk := testSYNKey(r)
+	installSYNKeys(t, r, sk)
+	tx, _, _ := r.send(syn(c, v))
+	if len(tx) != 1 {
+		t.Fatal("the SYN was not answered")
+	}
+	synack := header.TCP(pkttest.IP(tx[0], false)[header.IPv4MinSize:])
+	o, _ := header.ParseTCPOptions(synack)
+	cookie, tsval := synack.Seq(), o.TSVal
+	hsACK := func(seq, ack, tsecr uint32) []byte {
+		return pkttest.TCP(c, v, pkttest.ACK, seq, ack, pkttest.Opts{Timestamps: true, TSVal: 5, TSEcr: tsecr})
+	}
+	punted := func(what string, in []byte) {
+		t.Helper()
+		before := r.p.stats
+		r.send(in)
+		if _, punts := take(r); len(punts) != 1 || r.p.stats.ToAcceptor != before.ToAcceptor+1 || r.p.stats.AcceptorACKs != before.AcceptorACKs {
+			t.Fatalf("%s: %d punts; want it handed to the acceptor", what, len(punts))
+		}
+		r.p.Answer(r.p.held[0].accept, nil) // the acceptor's silence
+		r.send()                            // lets the held frame go
+	}
+
+	tx, _, drop := r.send(hsACK(2, cookie+1, tsval))
+	if _, punts := take(r); len(tx) != 0 || len(drop) != 1 || len(punts) != 0 || r.p.HeldPunts() != 0 {
+		t.Fatalf("the handshake's ACK: tx %d drop %d punts %d held %d; want it taken", len(tx), len(drop), len(punts), r.p.HeldPunts())
+	}
+	if s := r.p.stats; s.AcceptorACKs != 1 || s.ToAcceptor != 0 || s.Dropped() != 0 {
+		t.Fatalf("taken %d, to acceptor %d, dropped %d", s.AcceptorACKs, s.ToAcceptor, s.Dropped())
+	}
+	if n4, n6 := r.p.flows.Len(); n4+n6 != 0 {
+		t.Fatal("a flow for a handshake's ACK")
+	}
+	punted("the first data segment", pkttest.TCP(c, v, pkttest.ACK|pkttest.PSH, 2, cookie+1, pkttest.Opts{Payload: []byte("GET / HTTP/1.1\r\n\r\n")}))
+	punted("another cookie", hsACK(2, cookie+2, tsval))
+	punted("another ISN", hsACK(3, cookie+1, tsval))
+	punted("a TSecr ahead of the clock", hsACK(2, cookie+1, syncookie.TSNow(synClock, sk.TSOffset)+1000))
+	punted("a FIN", pkttest.TCP(c, v, pkttest.ACK|pkttest.FIN, 2, cookie+1, pkttest.Opts{}))
+
+	// In the next epoch the cookie is the previous epoch's, which the
+	// acceptor still takes; two epochs on, it does not.
+	r.p.syn.clock = func() time.Time { return synClock.Add(synEvery) }
+	if _, _, drop := r.send(hsACK(2, cookie+1, tsval)); len(drop) != 1 || r.p.stats.AcceptorACKs != 2 {
+		t.Fatalf("the previous epoch's cookie was not taken: drop %d, taken %d", len(drop), r.p.stats.AcceptorACKs)
+	}
+	r.p.syn.clock = func() time.Time { return synClock.Add(2 * synEvery) }
+	punted("keys two epochs old", hsACK(2, cookie+1, tsval))
+	// A worker whose keys begin in the cookie's next epoch does not hold
+	// the cookie's key.
+	later := sk
+	later.Epoch++
+	installSYNKeys(t, r, later)
+	r.p.syn.clock = func() time.Time { return synClock.Add(synEvery) }
+	punted("a cookie of a key the worker does not hold", hsACK(2, cookie+1, tsval))
+	r.p.SetSYNKeys(nil)
+	punted("no keys", hsACK(2, cookie+1, tsval))
+}
+
+// TestWorkerHandshakeACKAllocs: taking a handshake's ACK allocates
+// nothing.
+func TestWorkerHandshakeACKAllocs(t *testing.T) {
+	r := l7Rig(t, false)
+	c, v := cl(1, 5000), vip(84)
+	installSYNKeys(t, r, testSYNKey(r))
+	tx, _, _ := r.send(syn(c, v))
+	cookie := header.TCP(pkttest.IP(tx[0], false)[header.IPv4MinSize:]).Seq()
+	in := pkttest.TCP(c, v, pkttest.ACK, 2, cookie+1, pkttest.Opts{})
+	fr := []nic.Frame{frame(in)}
+	buf := append([]byte(nil), fr[0].Buf...)
+	n := testing.AllocsPerRun(200, func() {
+		copy(fr[0].Buf, buf)
+		fr[0].Len, fr[0].Offload = len(in), nic.Offload{}
+		r.out.Reset()
+		r.p.Process(r.now, fr, r.out)
+	})
+	if n != 0 || r.p.stats.AcceptorACKs == 0 || len(r.out.Drop) != 1 {
+		t.Fatalf("%v allocations per handshake ACK taken (%d taken)", n, r.p.stats.AcceptorACKs)
+	}
+}
+
+// FuzzL7HandshakeACK: whatever flags, numbers, timestamps and payload a
+// segment after a worker's SYN-ACK carries, the worker takes it only
+// when it is the handshake's ACK the acceptor would take without
+// answering (ACK alone, no data, the cookie's numbers, a TSecr not ahead
+// of the clock), and hands everything else on; it never panics.
+func FuzzL7HandshakeACK(f *testing.F) {
+	f.Add(uint8(1), uint32(0), uint32(0), false, uint32(0), uint8(0))
+	f.Add(uint8(1), uint32(0), uint32(0), true, uint32(0), uint8(0))
+	f.Add(uint8(1|4), uint32(0), uint32(0), false, uint32(0), uint8(5))
+	f.Add(uint8(1), uint32(1), uint32(0), true, uint32(1<<31), uint8(0))
+	f.Add(uint8(1|8), uint32(0), uint32(7), false, uint32(0), uint8(0))
+	f.Add(uint8(1|4), uint32(0), uint32(0), false, uint32(0), uint8(0))
+	f.Fuzz(func(t *testing.T, flags uint8, seqDelta, ackDelta uint32, ts bool, tsecrDelta uint32, payload uint8) {
+		r := l7Rig(t, false)
+		sk := testSYNKey(r)
+		installSYNKeys(t, r, sk)
+		c, v := cl(1, 5000), vip(84)
+		tx, _, _ := r.send(syn(c, v))
+		if len(tx) != 1 {
+			t.Fatal("the SYN was not answered")
+		}
+		synack := header.TCP(pkttest.IP(tx[0], false)[header.IPv4MinSize:])
+		o, _ := header.ParseTCPOptions(synack)
+		var fl int
+		for bit, f := range []int{pkttest.ACK, pkttest.SYN, pkttest.PSH, pkttest.FIN, pkttest.RST} {
+			if flags&(1<<bit) != 0 {
+				fl |= f
+			}
+		}
+		opts := pkttest.Opts{Timestamps: ts, TSVal: 9, TSEcr: o.TSVal + tsecrDelta}
+		if payload > 0 {
+			opts.Payload = make([]byte, payload)
+		}
+		in := pkttest.TCP(c, v, fl, 2+seqDelta, synack.Seq()+1+ackDelta, opts)
+		tx, _, drop := r.send(in)
+		_, punts := take(r)
+		taken := r.p.stats.AcceptorACKs == 1
+		want := fl&^pkttest.PSH == pkttest.ACK && payload == 0 && seqDelta == 0 && ackDelta == 0 &&
+			(!ts || int32(syncookie.TSNow(synClock, sk.TSOffset)-opts.TSEcr) >= 0)
+		if taken != want {
+			t.Fatalf("flags %#x seq+%d ack+%d ts %v tsecr+%d payload %d: taken %v, want %v", fl, seqDelta, ackDelta, ts, tsecrDelta, payload, taken, want)
+		}
+		if taken && (len(tx) != 0 || len(drop) != 1 || len(punts) != 0 || r.p.stats.Dropped() != 0) {
+			t.Fatalf("a taken ACK: tx %d drop %d punts %d dropped %d", len(tx), len(drop), len(punts), r.p.stats.Dropped())
+		}
+	})
+}

@@ -36,10 +36,14 @@ type Report struct {
 	// ToAcceptor counts packets of l7 VIPs handed to the acceptor, and
 	// AcceptorAnswers the acceptor's packets sent in their place;
 	// SYNAnswers the l7 VIPs' SYNs the workers answered themselves, with
-	// the acceptor's cookie (they do not count in ToAcceptor).
+	// the acceptor's cookie, and HandshakeACKs the handshakes' last
+	// segments they took themselves (a valid cookie and no data: the
+	// acceptor makes the connection of its first data segment); neither
+	// counts in ToAcceptor.
 	ToAcceptor      uint64 `json:"to_acceptor"`
 	AcceptorAnswers uint64 `json:"acceptor_answers"`
 	SYNAnswers      uint64 `json:"syn_answers"`
+	HandshakeACKs   uint64 `json:"handshake_acks"`
 	Flows           int    `json:"flows"` // client-direction and reply entries
 	// PortDropped counts frames lost before any worker saw them: the
 	// kernel's drops at the port (AF_XDP rings, a TUN device's queue)

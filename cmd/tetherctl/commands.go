@@ -154,8 +154,8 @@ func commands(cl func() *client) []*cobra.Command {
 						r.PuntedMidFlow, r.MidFlowRefused)
 				}
 				if r.SYNAnswers+r.ToAcceptor > 0 {
-					fmt.Fprintf(w, "l7 acceptor\t%d SYNs answered by the workers\t%d packets handed to the acceptor, %d of its answers sent\n",
-						r.SYNAnswers, r.ToAcceptor, r.AcceptorAnswers)
+					fmt.Fprintf(w, "l7 acceptor\t%d SYNs answered and %d handshake ACKs taken by the workers\t%d packets handed to the acceptor, %d of its answers sent\n",
+						r.SYNAnswers, r.HandshakeACKs, r.ToAcceptor, r.AcceptorAnswers)
 				}
 				fmt.Fprintf(w, "lost before the workers\t%d by the kernel (AF_XDP rings, TUN queue)\t%d by the port (no buffer, a worker's queue full)\n",
 					r.PortDropped.Kernel, r.PortDropped.Port)

@@ -135,6 +135,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.events, rep.ToAcceptor, "to_acceptor")
 	counter(c.events, rep.AcceptorAnswers, "acceptor_answers")
 	counter(c.events, rep.SYNAnswers, "syn_answers")
+	counter(c.events, rep.HandshakeACKs, "handshake_acks")
 	counter(c.events, rep.PuntedMidFlow, "punted_mid_flow")
 	counter(c.events, rep.MidFlowRefused, "mid_flow_refused")
 	for i, b := range rep.Backends {

@@ -29,14 +29,18 @@ func EP(mac, addrPort string) Endpoint {
 
 // Opts tune a built packet.
 type Opts struct {
-	VLANs   []uint16 // 802.1Q tags, outermost first
-	TTL     uint8    // default 64
-	ID      uint16   // IPv4 identification
-	NoEth   bool     // raw IP, no Ethernet header
-	DF      bool
-	TOS     uint8
-	MSS     uint16 // TCP MSS option when non-zero
-	Payload []byte
+	VLANs []uint16 // 802.1Q tags, outermost first
+	TTL   uint8    // default 64
+	ID    uint16   // IPv4 identification
+	NoEth bool     // raw IP, no Ethernet header
+	DF    bool
+	TOS   uint8
+	MSS   uint16 // TCP MSS option when non-zero
+	// Timestamps adds a TCP timestamps option alone (no MSS) with
+	// TSVal and TSEcr, as a segment after the handshake carries it.
+	Timestamps   bool
+	TSVal, TSEcr uint32
+	Payload      []byte
 	// IPOptions are IPv4 options, as their bytes (padded to a multiple
 	// of four).
 	IPOptions []byte
@@ -118,6 +122,11 @@ func TCP(src, dst Endpoint, flags int, seq, ack uint32, o Opts) []byte {
 			layers.TCPOption{OptionType: layers.TCPOptionKindNop},
 			layers.TCPOption{OptionType: layers.TCPOptionKindWindowScale, OptionLength: 3, OptionData: []byte{7}},
 		)
+	}
+	if o.Timestamps {
+		ts := binary.BigEndian.AppendUint32(binary.BigEndian.AppendUint32(nil, o.TSVal), o.TSEcr)
+		t.Options = append(t.Options, layers.TCPOption{OptionType: layers.TCPOptionKindNop}, layers.TCPOption{OptionType: layers.TCPOptionKindNop},
+			layers.TCPOption{OptionType: layers.TCPOptionKindTimestamps, OptionLength: 10, OptionData: ts})
 	}
 	if err := t.SetNetworkLayerForChecksum(netLayer(ls)); err != nil {
 		panic(err)

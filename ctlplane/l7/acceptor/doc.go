@@ -46,8 +46,11 @@
 // a worker that holds them answers an l7 VIP's SYN itself with the very
 // SYN-ACK Handle would send, using the key of the clock's epoch, which
 // is the acceptor's current one then. Such a SYN never reaches the
-// acceptor (syn_cookies_sent counts only the SYNs it answers itself);
-// its cookie ACK does, and is taken like any other.
+// acceptor (syn_cookies_sent counts only the SYNs it answers itself).
+// The worker also takes the handshake's ACK when it has no data and a
+// cookie of its keys: the connection is then made by the client's first
+// data segment, which carries the same numbers (seq-1 the client's ISN,
+// ack-1 the cookie), so RequestTimeout runs from the first byte.
 //
 // # What is accepted
 //
