@@ -51,6 +51,11 @@ func TestUploadRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// Nothing was sent on the way: no window probe, whose
+			// answer would cross the unit for every connection.
+			if ti, err := unix.GetsockoptTCPInfo(int(f.Fd()), unix.IPPROTO_TCP, unix.TCP_INFO); err != nil || ti.Segs_out != 0 {
+				t.Fatalf("the uploaded socket sent %d segments (%v); want none", ti.Segs_out, err)
+			}
 			if tc.options {
 				// The host's TSval continues from the state's (a socket
 				// of its own would start from its own random offset):
