@@ -379,10 +379,39 @@ func affinity(pids map[string]int) string {
 // cpuWatch measures the CPU the load balancer's processes and core 1
 // took over one load.
 type cpuWatch struct {
-	pids  map[string]int
-	ticks map[string]uint64
-	core  [2][2]uint64 // cores 0 and 1: busy and total ticks
-	start time.Time
+	pids   map[string]int
+	groups map[string][]int // processes counted together: the hosts' servers, their agents
+	ticks  map[string]uint64
+	core   [2][2]uint64 // cores 0 and 1: busy and total ticks
+	start  time.Time
+}
+
+// hostPIDs are the processes on the backends a load makes work, by
+// group: the servers (lbbench's l7httpd role) and Tether's agents. They
+// share core 0 with the client, so their cost per connection is part of
+// what bounds a row's rate there.
+func hostPIDs() map[string][]int {
+	self := os.Getpid()
+	procs := procTimes()
+	groups := map[string][]int{}
+	server := []byte(e2e.RoleEnv + "=" + roleL7HTTPD + "\x00")
+	for pid := range procs {
+		if pid == self || foreign(procs, pid, self) {
+			continue
+		}
+		comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+		if err != nil {
+			continue
+		}
+		if strings.TrimSpace(string(comm)) == "tether-agent" {
+			groups["agents"] = append(groups["agents"], pid)
+			continue
+		}
+		if env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid)); err == nil && bytes.Contains(env, server) {
+			groups["servers"] = append(groups["servers"], pid)
+		}
+	}
+	return groups
 }
 
 func procTicks(pid int) uint64 {
@@ -421,21 +450,46 @@ func coreTicks(n int) [2]uint64 {
 	return [2]uint64{}
 }
 
-func watchCPU(pids map[string]int) *cpuWatch {
-	w := &cpuWatch{pids: pids, ticks: map[string]uint64{}, core: [2][2]uint64{coreTicks(0), coreTicks(1)}, start: time.Now()}
+func watchCPU(pids map[string]int, groups map[string][]int) *cpuWatch {
+	w := &cpuWatch{pids: pids, groups: groups, ticks: map[string]uint64{}, core: [2][2]uint64{coreTicks(0), coreTicks(1)}, start: time.Now()}
 	for name, pid := range pids {
 		w.ticks[name] = procTicks(pid)
+	}
+	for name, pids := range groups {
+		w.ticks[name] = groupTicks(pids)
 	}
 	return w
 }
 
-// end describes the shares of a core each process and core 1 were busy.
-func (w *cpuWatch) end() string {
+func groupTicks(pids []int) uint64 {
+	var t uint64
+	for _, pid := range pids {
+		t += procTicks(pid)
+	}
+	return t
+}
+
+// end describes the shares of a core each process, each group and the
+// cores were busy; with conns > 0, also each one's CPU time per
+// connection (the load's connections in the watch's time).
+func (w *cpuWatch) end(conns float64) string {
 	secs := time.Since(w.start).Seconds()
 	var parts []string
+	share := func(name string, ticks uint64) {
+		p := fmt.Sprintf("%s %.0f%%", name, 100*float64(ticks-w.ticks[name])/clockTicks/secs)
+		if conns > 0 {
+			p += fmt.Sprintf(" (%.0f µs per connection)", 1e6*float64(ticks-w.ticks[name])/clockTicks/conns)
+		}
+		parts = append(parts, p)
+	}
 	for _, name := range []string{"haproxy", "control", "forwarder"} {
 		if pid, ok := w.pids[name]; ok {
-			parts = append(parts, fmt.Sprintf("%s %.0f%%", name, 100*float64(procTicks(pid)-w.ticks[name])/clockTicks/secs))
+			share(name, procTicks(pid))
+		}
+	}
+	for _, name := range []string{"servers", "agents"} {
+		if pids, ok := w.groups[name]; ok {
+			share(name, groupTicks(pids))
 		}
 	}
 	for c := range 2 {
@@ -485,15 +539,16 @@ func measureL7(o options, s setup, st *site, lb *e2e.LB, res *result, progress f
 			progress("WARNING: other work on the machine used %.0f%% of a core while this setup ran", 100*res.other)
 		}
 	}()
-	cpuNote := func(what string, w *cpuWatch) {
-		n := w.end()
+	hosts := hostPIDs()
+	cpuNote := func(what string, w *cpuWatch, conns float64) {
+		n := w.end(conns)
 		res.notes = append(res.notes, fmt.Sprintf("CPU during %s: %s", what, n))
 		progress("CPU during %s: %s", what, n)
 	}
 
 	direct := fmt.Sprintf("%s:%d", lb.BackendIP(1), l7Port)
 	progress("time to first byte: new connections one at a time, alternately direct to %s and through the VIP, %d s", direct, o.secs)
-	w := watchCPU(pids)
+	w := watchCPU(pids, hosts)
 	if t, err := runTTFB(lb, o.secs, "/", direct, fmt.Sprintf("%s:80", vip)); err != nil {
 		res.fail(figTTFB50, err)
 		progress("time to first byte FAILED: %v", err)
@@ -506,22 +561,24 @@ func measureL7(o options, s setup, st *site, lb *e2e.LB, res *result, progress f
 			res.run+1, v.Count, v.Max, v.ConnP50, v.ConnP99, d.Count, d.Max, d.ConnP50, d.ConnP99))
 		progress("time to first byte: VIP p50 %.0f µs p99 %.0f µs; direct p50 %.0f µs p99 %.0f µs (%d and %d connections)", v.P50, v.P99, d.P50, d.P99, v.Count, d.Count)
 	}
-	cpuNote(fmt.Sprintf("time to first byte, run %d", res.run+1), w)
+	cpuNote(fmt.Sprintf("time to first byte, run %d", res.run+1), w, 0)
 
 	url := "http://" + vip + "/"
 	progress("new connections (wrk, Connection: close, %d connections, %d s)", o.conns, o.secs)
-	w = watchCPU(pids)
+	w = watchCPU(pids, hosts)
+	conns := 0.0
 	if cps, retx, err := runNewConns(lb, st, url, o); err != nil {
 		res.fail(figNewConn, err)
 		progress("new connections FAILED: %v", err)
 	} else {
 		res.vals[figNewConn], res.vals[figSynRetx] = cps, float64(retx)
+		conns = cps * float64(o.secs)
 		progress("new connections %.0f/s, %d SYN retransmissions", cps, retx)
 	}
-	cpuNote(fmt.Sprintf("new connections, run %d", res.run+1), w)
+	cpuNote(fmt.Sprintf("new connections, run %d", res.run+1), w, conns)
 
 	progress("parallel bulk (wrk, %d connections downloading 1 MiB each, %d s)", o.bulkConns, o.secs)
-	w = watchCPU(pids)
+	w = watchCPU(pids, hosts)
 	if wr, err := runWrk(lb, st, url+strings.TrimPrefix(l7Rule, "/")+"1m.bin", o.bulkConns, o.secs); err != nil {
 		res.fail(figBulk, err)
 		progress("parallel bulk FAILED: %v", err)
@@ -532,7 +589,7 @@ func measureL7(o options, s setup, st *site, lb *e2e.LB, res *result, progress f
 		res.vals[figBulk] = float64(wr.Bytes) / (1 << 20) / wr.seconds()
 		progress("parallel bulk %.0f MiB/s", res.vals[figBulk])
 	}
-	cpuNote(fmt.Sprintf("parallel bulk, run %d", res.run+1), w)
+	cpuNote(fmt.Sprintf("parallel bulk, run %d", res.run+1), w, 0)
 
 	if u.dir != "" {
 		var v unit.L7View
