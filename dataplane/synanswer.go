@@ -91,8 +91,8 @@ func (p *Pipeline) SetSYNKeys(k SYNKeys) { p.syn.keys = k }
 // time or the SYN is one the acceptor should judge (a source no reply
 // may go to, malformed options, a frame too short for the answer).
 func (p *Pipeline) answerSYN(pk *packet, v *VIP) bool {
-	k := p.syn.keys[v.ID]
-	if k == nil || pk.v6 || pk.dport != k.port || !bytes.Equal(pk.dst(), k.addr[:]) || pk.sport == 0 {
+	k := p.synKey(pk, v)
+	if k == nil || pk.sport == 0 {
 		return false
 	}
 	src := pk.src()
@@ -109,15 +109,8 @@ func (p *Pipeline) answerSYN(pk *packet, v *VIP) bool {
 		return false
 	}
 	now := p.synNow()
-	key := &k.cur
-	switch syncookie.Epoch(now, k.every) {
-	case k.cur.Epoch:
-	case k.cur.Epoch + 1:
-		if k.next.Block == nil {
-			return false
-		}
-		key = &k.next
-	default:
+	key, _ := k.at(now, &p.syn.none)
+	if key == nil {
 		return false // keys the control process has not renewed
 	}
 	t := syncookie.Tuple{Client: [4]byte(src), VIP: k.addr, ClientPort: pk.sport, VIPPort: pk.dport}
@@ -138,6 +131,33 @@ func (p *Pipeline) answerSYN(pk *packet, v *VIP) bool {
 	return true
 }
 
+// synKey is the worker's key for pk, a TCP segment to the l7 VIP v, or
+// nil: none for v, or one for another address or port than pk's (the
+// VIP's ID named another VIP when the keys were sent).
+func (p *Pipeline) synKey(pk *packet, v *VIP) *SYNKey {
+	k := p.syn.keys[v.ID]
+	if k == nil || pk.v6 || pk.dport != k.port || !bytes.Equal(pk.dst(), k.addr[:]) {
+		return nil
+	}
+	return k
+}
+
+// at returns the keys the acceptor holds at now as k has them: cur, the
+// key of now's epoch, which makes cookies; prev, the epoch before's,
+// which it still takes (none when k does not have it). cur is nil when k
+// has no key for now's epoch.
+func (k *SYNKey) at(now time.Time, none *syncookie.Key) (cur, prev *syncookie.Key) {
+	switch syncookie.Epoch(now, k.every) {
+	case k.cur.Epoch:
+		return &k.cur, none
+	case k.cur.Epoch + 1:
+		if k.next.Block != nil {
+			return &k.next, &k.cur
+		}
+	}
+	return nil, nil
+}
+
 // synNow is the host clock, which picks the key epoch.
 func (p *Pipeline) synNow() time.Time {
 	if p.syn.clock != nil {
@@ -154,8 +174,8 @@ func (p *Pipeline) synNow() time.Time {
 // anything the acceptor should judge: no key, another cookie, a TSecr
 // ahead of the clock (not an echo of our SYN-ACK).
 func (p *Pipeline) takeHandshakeACK(pk *packet, v *VIP) bool {
-	k := p.syn.keys[v.ID]
-	if k == nil || pk.v6 || pk.dport != k.port || !bytes.Equal(pk.dst(), k.addr[:]) {
+	k := p.synKey(pk, v)
+	if k == nil {
 		return false
 	}
 	in := header.TCP(pk.b[pk.l4:pk.end])
@@ -164,17 +184,8 @@ func (p *Pipeline) takeHandshakeACK(pk *packet, v *VIP) bool {
 		return false
 	}
 	now := p.synNow()
-	// The keys the acceptor checks cookies with at now: its epoch's and
-	// the one before.
-	cur, prev := &k.cur, &p.syn.none
-	switch syncookie.Epoch(now, k.every) {
-	case k.cur.Epoch:
-	case k.cur.Epoch + 1:
-		if k.next.Block == nil {
-			return false
-		}
-		cur, prev = &k.next, &k.cur
-	default:
+	cur, prev := k.at(now, &p.syn.none)
+	if cur == nil {
 		return false
 	}
 	if opt.HasTimestamps && int32(syncookie.TSNow(now, k.tsOffset)-opt.TSEcr) < 0 {

@@ -132,18 +132,23 @@ func TestWorkerAnswersSYN(t *testing.T) {
 func TestWorkerSYNAnswerAllocs(t *testing.T) {
 	r := l7Rig(t, false)
 	installSYNKeys(t, r, testSYNKey(r))
-	in := syn(cl(1, 5000), vip(84))
+	n := allocsPerFrame(r, syn(cl(1, 5000), vip(84)))
+	if n != 0 || r.p.stats.AcceptorSYNs == 0 || len(r.out.TX) != 1 {
+		t.Fatalf("%v allocations per SYN answered (%d answered)", n, r.p.stats.AcceptorSYNs)
+	}
+}
+
+// allocsPerFrame is the allocations of the pipeline's Process for the
+// frame in, the same frame each time.
+func allocsPerFrame(r *rig, in []byte) float64 {
 	fr := []nic.Frame{frame(in)}
 	buf := append([]byte(nil), fr[0].Buf...)
-	n := testing.AllocsPerRun(200, func() {
+	return testing.AllocsPerRun(200, func() {
 		copy(fr[0].Buf, buf)
 		fr[0].Len, fr[0].Offload = len(in), nic.Offload{}
 		r.out.Reset()
 		r.p.Process(r.now, fr, r.out)
 	})
-	if n != 0 || r.p.stats.AcceptorSYNs == 0 || len(r.out.TX) != 1 {
-		t.Fatalf("%v allocations per SYN answered (%d answered)", n, r.p.stats.AcceptorSYNs)
-	}
 }
 
 // BenchmarkL7SYN is a worker's cost for one l7 VIP's SYN: answered in
@@ -328,15 +333,7 @@ func TestWorkerHandshakeACKAllocs(t *testing.T) {
 	installSYNKeys(t, r, testSYNKey(r))
 	tx, _, _ := r.send(syn(c, v))
 	cookie := header.TCP(pkttest.IP(tx[0], false)[header.IPv4MinSize:]).Seq()
-	in := pkttest.TCP(c, v, pkttest.ACK, 2, cookie+1, pkttest.Opts{})
-	fr := []nic.Frame{frame(in)}
-	buf := append([]byte(nil), fr[0].Buf...)
-	n := testing.AllocsPerRun(200, func() {
-		copy(fr[0].Buf, buf)
-		fr[0].Len, fr[0].Offload = len(in), nic.Offload{}
-		r.out.Reset()
-		r.p.Process(r.now, fr, r.out)
-	})
+	n := allocsPerFrame(r, pkttest.TCP(c, v, pkttest.ACK, 2, cookie+1, pkttest.Opts{}))
 	if n != 0 || r.p.stats.AcceptorACKs == 0 || len(r.out.Drop) != 1 {
 		t.Fatalf("%v allocations per handshake ACK taken (%d taken)", n, r.p.stats.AcceptorACKs)
 	}

@@ -81,6 +81,16 @@ func (h *harness) registered(t *testing.T, addr string, want bool) {
 // state and migrates it with h in namespace s.
 func migrateOne(t *testing.T, h *harness, c, s string, accept func() (net.Conn, error), request []byte) (*net.TCPConn, *pb.Migrate, *pb.MigrateResult) {
 	t.Helper()
+	client, msg := acceptOne(t, c, accept, request)
+	var res *pb.MigrateResult
+	nstest.In(t, s, func() { res = h.m.Migrate("unit-a", msg) })
+	return client, msg, res
+}
+
+// acceptOne is migrateOne up to the Migrate: the client's connection,
+// accepted, its request in, captured.
+func acceptOne(t *testing.T, c string, accept func() (net.Conn, error), request []byte) (*net.TCPConn, *pb.Migrate) {
+	t.Helper()
 	client := dial(t, c, serverAddr+":8080")
 	sc, err := accept()
 	if err != nil {
@@ -91,10 +101,7 @@ func migrateOne(t *testing.T, h *harness, c, s string, accept func() (net.Conn, 
 	}
 	settle(t, client, sc.(*net.TCPConn), len(request))
 	st, data := capture(t, sc.(*net.TCPConn))
-	msg := &pb.Migrate{Id: 42, State: st, Data: data}
-	var res *pb.MigrateResult
-	nstest.In(t, s, func() { res = h.m.Migrate("unit-a", msg) })
-	return client, msg, res
+	return client, &pb.Migrate{Id: 42, State: st, Data: data}
 }
 
 func checkEnded(t *testing.T, e ended, msg *pb.Migrate, reason pb.EndReason) {
@@ -379,21 +386,12 @@ func TestApplicationCloseSendsTheFIN(t *testing.T) {
 	}
 	defer ln.Close()
 	request := []byte("GET / HTTP/1.0\r\n\r\n")
-	client := dial(t, c, vip.String())
-	sc, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := client.Write(request); err != nil {
-		t.Fatal(err)
-	}
-	settle(t, client, sc.(*net.TCPConn), len(request))
-	st, data := capture(t, sc.(*net.TCPConn))
+	client, msg := acceptOne(t, c, ln.Accept, request)
 	results := make(chan *pb.MigrateResult, 1)
 	nstest.In(t, s, func() {
 		// Take uploads in the caller's namespace and returns; the
 		// hand-off goes on without it.
-		h.m.Take("unit-a", &pb.Migrate{Id: 42, State: st, Data: data}, func(r *pb.MigrateResult) { results <- r })
+		h.m.Take("unit-a", msg, func(r *pb.MigrateResult) { results <- r })
 	})
 
 	// The hand-off, as a shim receives it; the descriptor is the
