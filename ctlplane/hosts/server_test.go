@@ -27,7 +27,7 @@ type pki struct {
 	unit, host7, foreign7 mtls.Files
 }
 
-func newPKI(t *testing.T) pki {
+func newPKI(t testing.TB) pki {
 	t.Helper()
 	dir, other := t.TempDir(), t.TempDir()
 	ca, _, err := mtls.OpenCA(dir, "test")
@@ -63,7 +63,7 @@ func startServer(t *testing.T, p pki, addr string) (*Server, func()) {
 
 // startServerWith is startServer with options of the test's (set adds
 // them to the defaults).
-func startServerWith(t *testing.T, p pki, addr string, set func(*Options)) (*Server, func()) {
+func startServerWith(t testing.TB, p pki, addr string, set func(*Options)) (*Server, func()) {
 	t.Helper()
 	cfg, err := mtls.Server(p.unit, "unit-a")
 	if err != nil {
@@ -104,7 +104,7 @@ func startAgent(t *testing.T, files mtls.Files, certHost, id uint32, addr string
 
 // startAgentWith is startAgent with options of the test's (set adds them
 // to the defaults: a sink, a migrator).
-func startAgentWith(t *testing.T, files mtls.Files, certHost, id uint32, addr string, set func(*streams.Options)) *streams.Streams {
+func startAgentWith(t testing.TB, files mtls.Files, certHost, id uint32, addr string, set func(*streams.Options)) *streams.Streams {
 	t.Helper()
 	cfg, err := mtls.Client(files, certHost)
 	if err != nil {
@@ -127,7 +127,7 @@ func startAgentWith(t *testing.T, files mtls.Files, certHost, id uint32, addr st
 }
 
 // waitFor polls cond until it holds, failing the test after 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
