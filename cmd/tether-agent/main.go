@@ -201,15 +201,15 @@ stays attached, restoring packets, until the next agent takes it over.`,
 			}
 			fmt.Printf("host %d, boot %016x\n", v.Host, v.Boot)
 			w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "UNIT\tADDRESS\tSTATE\tSINCE\tCONNECTS\tRESYNC\tSEQ\tMAPPINGS\tSESSIONS\tIN\tOUT\tREFUSED\tLAST ERROR")
+			fmt.Fprintln(w, "UNIT\tADDRESS\tSTATE\tSINCE\tCONNECTS\tRESYNC\tSEQ\tMAPPINGS\tSESSIONS\tIN\tOUT\tREFUSED\tSINK FAILURES\tLAST ERROR")
 			for _, s := range v.Streams {
 				state := s.State
 				if s.Retry != "" {
 					state += " " + s.Retry
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%s\n", s.Unit, s.Address, state,
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%d\t%s\n", s.Unit, s.Address, state,
 					time.Since(s.Since).Round(time.Second), s.Connects, dash(s.LastResync), s.Seq, s.Mappings, dash(s.Sessions),
-					s.MessagesIn, s.MessagesOut, s.Refused, dash(s.LastError))
+					s.MessagesIn, s.MessagesOut, s.Refused, s.SinkFailures, dash(s.LastError))
 			}
 			return w.Flush()
 		},
