@@ -36,6 +36,7 @@ FUZZ_TARGETS := \
 	./agent/shim/wire:FuzzDecode \
 	./agent/migrate:FuzzProxyHeader \
 	./dataplane:FuzzL7SYN \
+	./dataplane:FuzzL7HandshakeACK \
 	./api/atompb:FuzzRequest \
 	./api/atompb:FuzzReply \
 	./ctlplane/atoms:FuzzApply \
