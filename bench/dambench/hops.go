@@ -3,15 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
-	"os"
 	"path/filepath"
 	"slices"
 	"time"
 
-	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/tetherlb/tether/e2e"
 )
@@ -85,7 +81,7 @@ func (h *hopCapture) split(ports map[int]bool) ([]string, error) {
 		}
 	}
 	// The client's side: its SYN in, the SYN-ACK out to it.
-	err := readSegments(h.client, func(at time.Time, tcp *layers.TCP) {
+	err := e2e.ReadTCPSegments(h.client, func(at time.Time, tcp *layers.TCP) {
 		switch {
 		case tcp.SYN && !tcp.ACK && ports[int(tcp.SrcPort)]:
 			first(&get(tcp.Seq).clientSYN, at)
@@ -97,7 +93,7 @@ func (h *hopCapture) split(ports map[int]bool) ([]string, error) {
 		return nil, err
 	}
 	for _, path := range h.hosts {
-		err := readSegments(path, func(at time.Time, tcp *layers.TCP) {
+		err := e2e.ReadTCPSegments(path, func(at time.Time, tcp *layers.TCP) {
 			switch {
 			case tcp.SYN && !tcp.ACK:
 				if x := hs[tcp.Seq]; x != nil {
@@ -138,34 +134,4 @@ func (h *hopCapture) split(ports map[int]bool) ([]string, error) {
 		line("the SYN-ACK from the host to the router's client side (unit and router)", back),
 		line("the whole handshake at the router", total),
 	}, nil
-}
-
-// readSegments calls fn with each IPv4 TCP segment of an Ethernet
-// capture file, and its time.
-func readSegments(path string, fn func(at time.Time, tcp *layers.TCP)) error {
-	f, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("hops: %w", err)
-	}
-	defer f.Close()
-	r, err := pcapgo.NewReader(f)
-	if err != nil {
-		return fmt.Errorf("hops: %s: %w", path, err)
-	}
-	if r.LinkType() != layers.LinkTypeEthernet {
-		return fmt.Errorf("hops: %s: link type %s, want Ethernet", path, r.LinkType())
-	}
-	for {
-		data, ci, err := r.ReadPacketData()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("hops: %s: %w", path, err)
-		}
-		p := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.DecodeOptions{Lazy: true, NoCopy: true})
-		if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok && p.Layer(layers.LayerTypeIPv4) != nil {
-			fn(ci.Timestamp, tcp)
-		}
-	}
 }

@@ -548,6 +548,14 @@ func measureL7(o options, s setup, st *site, lb *e2e.LB, res *result, progress f
 
 	direct := fmt.Sprintf("%s:%d", lb.BackendIP(1), l7Port)
 	progress("time to first byte: new connections one at a time, alternately direct to %s and through the VIP, %d s", direct, o.secs)
+	var hops *l7Hops
+	if o.hops && u.dir != "" {
+		var err error
+		if hops, err = startL7Hops(lb, st.dir); err != nil {
+			res.notes = append(res.notes, "hops: "+err.Error())
+			progress("hops: %v", err)
+		}
+	}
 	w := watchCPU(pids, hosts)
 	if t, err := runTTFB(lb, o.secs, "/", direct, fmt.Sprintf("%s:80", vip)); err != nil {
 		res.fail(figTTFB50, err)
@@ -562,6 +570,16 @@ func measureL7(o options, s setup, st *site, lb *e2e.LB, res *result, progress f
 		progress("time to first byte: VIP p50 %.0f µs p99 %.0f µs; direct p50 %.0f µs p99 %.0f µs (%d and %d connections)", v.P50, v.P99, d.P50, d.P99, v.Count, d.Count)
 	}
 	cpuNote(fmt.Sprintf("time to first byte, run %d", res.run+1), w, 0)
+	if hops != nil {
+		notes, err := hops.split()
+		if err != nil {
+			notes = []string{err.Error()}
+		}
+		for _, n := range notes {
+			res.notes = append(res.notes, fmt.Sprintf("run %d: %s", res.run+1, n))
+			progress("%s", n)
+		}
+	}
 
 	url := "http://" + vip + "/"
 	progress("new connections (wrk, Connection: close, %d connections, %d s)", o.conns, o.secs)

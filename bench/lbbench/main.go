@@ -41,6 +41,8 @@ type options struct {
 	out, svg         string
 	// offloadsOff turns the senders' offloads off for the AF_XDP rows.
 	offloadsOff bool
+	// hops: split the l7 rows' time to first byte into hops (l7Hops).
+	hops bool
 }
 
 func main() {
@@ -59,6 +61,7 @@ func main() {
 	flag.StringVar(&setups, "setups", strings.Join(defaultSetups(), ","), "setups to measure, comma-separated (not by default: haproxy-http, tether-l7, tether-l7-1core, tether-l7-procs2, the l7 comparison)")
 	flag.BoolVar(&o.offloadsOff, "afxdp-offloads-off", false,
 		"turn TX checksum offload, TSO and GSO off on the senders' veths for the AF_XDP rows: what a tetherd that cannot finish partial checksums needs (4ac06d4 and older)")
+	flag.BoolVar(&o.hops, "hops", false, "for Tether's l7 rows, capture the time-to-first-byte load (tcpdump at the client and the hosts) and split the migrated connections' time into hops (a diagnosis: the captures cost CPU, so that run's time to first byte is not for comparison)")
 	flag.StringVar(&o.out, "out", "", "also write the markdown table to this file")
 	flag.StringVar(&o.svg, "svg", "bench/system.svg", "write the chart here (\"\" for none)")
 	flag.Usage = func() {

@@ -1,0 +1,44 @@
+package e2e
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+)
+
+// ReadTCPSegments calls fn with each IPv4 TCP segment of an Ethernet
+// capture file (tcpdump -w) and the time it was captured: the
+// benchmarks' hop splits read their namespaces' captures with it.
+func ReadTCPSegments(path string, fn func(at time.Time, tcp *layers.TCP)) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("capture: %w", err)
+	}
+	defer f.Close()
+	r, err := pcapgo.NewReader(f)
+	if err != nil {
+		return fmt.Errorf("capture: %s: %w", path, err)
+	}
+	if r.LinkType() != layers.LinkTypeEthernet {
+		return fmt.Errorf("capture: %s: link type %s, want Ethernet", path, r.LinkType())
+	}
+	for {
+		data, ci, err := r.ReadPacketData()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("capture: %s: %w", path, err)
+		}
+		p := gopacket.NewPacket(data, layers.LayerTypeEthernet, gopacket.DecodeOptions{Lazy: true, NoCopy: true})
+		if tcp, ok := p.Layer(layers.LayerTypeTCP).(*layers.TCP); ok && p.Layer(layers.LayerTypeIPv4) != nil {
+			fn(ci.Timestamp, tcp)
+		}
+	}
+}
