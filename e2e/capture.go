@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -41,4 +42,20 @@ func ReadTCPSegments(path string, fn func(at time.Time, tcp *layers.TCP)) error 
 			fn(ci.Timestamp, tcp)
 		}
 	}
+}
+
+// Capture starts tcpdump on interface ifc of namespace ns, writing the
+// first 128 bytes of each frame filter keeps to path, in immediate mode
+// (a segment is timed when it passes, not when a buffer fills), and
+// returns once it listens. Stop the process to have it write out what
+// it holds; the network's Close stops it otherwise.
+func (n *Net) Capture(ns, ifc, path, filter string) (*Proc, error) {
+	p, err := n.Start(ns, "tcpdump "+filepath.Base(path), nil, "tcpdump", "-i", ifc, "-n", "--immediate-mode", "-s", "128", "-w", path, filter)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.WaitFor("listening on", 10*time.Second); err != nil {
+		return nil, fmt.Errorf("capture on %s: %w", ifc, err)
+	}
+	return p, nil
 }

@@ -33,14 +33,11 @@ const hopFilter = "tcp[tcpflags] & tcp-syn != 0 and tcp port 80"
 func startHops(lb *e2e.LB, dir string) (*hopCapture, error) {
 	h := &hopCapture{client: filepath.Join(dir, "router-client.pcap")}
 	start := func(ns, ifc, path string) error {
-		p, err := lb.Start(ns, "tcpdump "+filepath.Base(path), nil, "tcpdump", "-i", ifc, "-n", "--immediate-mode", "-s", "128", "-w", path, hopFilter)
+		p, err := lb.Capture(ns, ifc, path, hopFilter)
 		if err != nil {
-			return err
-		}
-		h.procs = append(h.procs, p)
-		if err := p.WaitFor("listening on", 10*time.Second); err != nil {
 			return fmt.Errorf("hops: %w", err)
 		}
+		h.procs = append(h.procs, p)
 		return nil
 	}
 	if err := start(lb.Router, "rc0", h.client); err != nil {

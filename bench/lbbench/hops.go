@@ -32,14 +32,11 @@ const hostStreamPort = 7320
 func startL7Hops(lb *e2e.LB, dir string) (*l7Hops, error) {
 	h := &l7Hops{client: filepath.Join(dir, "hops-client.pcap")}
 	start := func(ns, ifc, path, filter string) error {
-		p, err := lb.Start(ns, "tcpdump "+filepath.Base(path), nil, "tcpdump", "-i", ifc, "-n", "--immediate-mode", "-s", "128", "-w", path, filter)
+		p, err := lb.Capture(ns, ifc, path, filter)
 		if err != nil {
-			return err
-		}
-		h.procs = append(h.procs, p)
-		if err := p.WaitFor("listening on", 10*time.Second); err != nil {
 			return fmt.Errorf("hops: %w", err)
 		}
+		h.procs = append(h.procs, p)
 		return nil
 	}
 	if err := start(lb.Client, "c0", h.client, fmt.Sprintf("tcp and host %s and port 80", vip)); err != nil {
