@@ -78,8 +78,45 @@ type Migrator struct {
 	live   map[uint64]*liveConn // by hand-off ID
 	nextID uint64
 	st     Counters
-	queue  []endedNotice
-	wake   chan struct{}
+	// upload and handoff time the latest uploads (Upload) and hand-offs
+	// (from the upload to the application holding the connection).
+	upload, handoff recent
+	queue           []endedNotice
+	wake            chan struct{}
+}
+
+// recentSteps is how many of the latest uploads and hand-offs Status
+// summarises.
+const recentSteps = 512
+
+// recent keeps the durations of the latest steps of one kind.
+type recent struct {
+	d [recentSteps]time.Duration
+	n uint64 // recorded so far
+}
+
+func (r *recent) add(d time.Duration) {
+	r.d[r.n%recentSteps] = d
+	r.n++
+}
+
+// StepTimes summarises the durations of the latest steps of one kind
+// (at most 512), in microseconds.
+type StepTimes struct {
+	Count int     `json:"count"`
+	P50   float64 `json:"p50_us"`
+	P99   float64 `json:"p99_us"`
+	Max   float64 `json:"max_us"`
+}
+
+func (r *recent) view() StepTimes {
+	d := slices.Clone(r.d[:min(r.n, recentSteps)])
+	if len(d) == 0 {
+		return StepTimes{}
+	}
+	slices.Sort(d)
+	us := func(i int) float64 { return float64(d[i]) / float64(time.Microsecond) }
+	return StepTimes{Count: len(d), P50: us(len(d) / 2), P99: us(min(len(d)-1, len(d)*99/100)), Max: us(len(d) - 1)}
 }
 
 // Counters count migrations.
@@ -415,13 +452,16 @@ func (m *Migrator) Take(unit string, msg *pb.Migrate, done func(*pb.MigrateResul
 	st := msg.GetState()
 	client := netip.AddrPortFrom(netip.AddrFrom4([4]byte(st.GetClient())), uint16(st.GetClientPort()))
 	vip := netip.AddrPortFrom(netip.AddrFrom4([4]byte(st.GetVip())), uint16(st.GetVipPort()))
+	began := time.Now()
 	f, err := Upload(st, msg.GetData())
 	if err != nil {
 		done(fail("upload", err))
 		return
 	}
+	uploaded := time.Now()
 	m.mu.Lock()
 	m.st.Uploaded++
+	m.upload.add(uploaded.Sub(began))
 	m.nextID++
 	lc := &liveConn{hid: m.nextID, unit: unit, id: msg.GetId(), since: time.Now(),
 		tuple: &pb.Tuple{Proto: pb.Proto_PROTO_TCP, Client: st.GetClient(), ClientPort: st.GetClientPort(), Vip: st.GetVip(), VipPort: st.GetVipPort()}}
@@ -450,7 +490,7 @@ func (m *Migrator) Take(unit string, msg *pb.Migrate, done func(*pb.MigrateResul
 			return
 		}
 		res.Ok, res.Handoff = true, pb.Handoff_HANDOFF_SPLICE
-		m.handed(HandoffSplice)
+		m.handed(HandoffSplice, time.Since(uploaded))
 		done(res)
 		return
 	}
@@ -462,14 +502,15 @@ func (m *Migrator) Take(unit string, msg *pb.Migrate, done func(*pb.MigrateResul
 			return
 		}
 		res.Ok, res.Handoff = true, pb.Handoff_HANDOFF_LISTENER
-		m.handed(HandoffListener)
+		m.handed(HandoffListener, time.Since(uploaded))
 		done(res)
 	}()
 }
 
-func (m *Migrator) handed(kind string) {
+func (m *Migrator) handed(kind string, took time.Duration) {
 	m.mu.Lock()
 	m.st.Handed[kind]++
+	m.handoff.add(took)
 	m.mu.Unlock()
 }
 
@@ -635,6 +676,11 @@ type Status struct {
 	Shims   []ShimStatus   `json:"shims"`
 	Splices []SpliceStatus `json:"splices"`
 	Counters
+	// Upload and Handoff time the latest migrations' steps on this host:
+	// recreating the connection in the kernel, then handing it to the
+	// application (a shim's Accept, or a splice's connect and header).
+	Upload      StepTimes  `json:"upload_times"`
+	Handoff     StepTimes  `json:"handoff_times"`
 	Live        int        `json:"live"`
 	Connections []LiveView `json:"connections"`
 }
@@ -683,6 +729,7 @@ func (m *Migrator) Status() Status {
 	}
 	s.Counters = Counters{Uploaded: m.st.Uploaded, Handed: maps(m.st.Handed), Failed: maps(m.st.Failed),
 		Ended: maps(m.st.Ended), EndedDropped: m.st.EndedDropped, ShimErrors: m.st.ShimErrors}
+	s.Upload, s.Handoff = m.upload.view(), m.handoff.view()
 	for _, lc := range m.live {
 		if lc.pending || lc.handoff == "" {
 			continue

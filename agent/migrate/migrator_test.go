@@ -155,7 +155,8 @@ func TestMigrateToListener(t *testing.T) {
 	if shim.TCPConn(app) == nil || addrPortOf(mc.LocalAddr()).String() != serverAddr+":8080" || addrPortOf(mc.RemoteAddr()) != addrPortOf(client.LocalAddr()) {
 		t.Fatalf("migrated conn %v→%v, client %v", mc.RemoteAddr(), mc.LocalAddr(), client.LocalAddr())
 	}
-	if st := h.m.Status(); st.Live != 1 || st.Uploaded != 1 || st.Handed[HandoffListener] != 1 || len(st.Connections) != 1 {
+	if st := h.m.Status(); st.Live != 1 || st.Uploaded != 1 || st.Handed[HandoffListener] != 1 || len(st.Connections) != 1 ||
+		st.Upload.Count != 1 || st.Handoff.Count != 1 || st.Upload.P50 != st.Upload.Max || st.Handoff.P99 != st.Handoff.Max {
 		t.Fatalf("status %+v", st)
 	}
 	exchange(t, client, app, request, pattern(3<<20))
@@ -452,5 +453,20 @@ func TestApplicationCloseSendsTheFIN(t *testing.T) {
 	}
 	if r := <-results; !r.GetOk() || r.GetHandoff() != pb.Handoff_HANDOFF_LISTENER {
 		t.Fatalf("result %v", r)
+	}
+}
+
+// TestRecentSteps: Status summarises the latest 512 steps only.
+func TestRecentSteps(t *testing.T) {
+	var r recent
+	if v := r.view(); v != (StepTimes{}) {
+		t.Fatalf("nothing recorded: %+v", v)
+	}
+	for i := 1; i <= 600; i++ {
+		r.add(time.Duration(i) * time.Microsecond)
+	}
+	// The latest 512 are 89 µs to 600 µs.
+	if v := r.view(); v.Count != 512 || v.P50 != 345 || v.P99 != 595 || v.Max != 600 {
+		t.Fatalf("view %+v", v)
 	}
 }

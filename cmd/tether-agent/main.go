@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tetherlb/tether/agent"
+	"github.com/tetherlb/tether/agent/migrate"
 	"github.com/tetherlb/tether/agent/streams"
 	"github.com/tetherlb/tether/agent/tunnel"
 	"github.com/tetherlb/tether/api/hostpb"
@@ -476,6 +477,14 @@ func showMigrations(v agent.MigrationsView, output string) error {
 		fmt.Printf("splice %s → %s (PROXY %s)\n", s.VIP, s.To, pp)
 	}
 	fmt.Printf("uploaded %d, handed %v, failed %v, ended %v, live %d\n", v.Uploaded, v.Handed, v.Failed, v.Ended, v.Live)
+	for _, s := range []struct {
+		what string
+		t    migrate.StepTimes
+	}{{"upload", v.Upload}, {"hand-off", v.Handoff}} {
+		if s.t.Count > 0 {
+			fmt.Printf("%s: p50 %.0f µs, p99 %.0f µs, max %.0f µs (the latest %d)\n", s.what, s.t.P50, s.t.P99, s.t.Max, s.t.Count)
+		}
+	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "UNIT\tID\tCLIENT\tVIP\tHANDOFF\tAGE")
 	for _, c := range v.Connections {
