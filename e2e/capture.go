@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/gopacket/gopacket"
@@ -58,4 +59,16 @@ func (n *Net) Capture(ns, ifc, path, filter string) (*Proc, error) {
 		return nil, fmt.Errorf("capture on %s: %w", ifc, err)
 	}
 	return p, nil
+}
+
+// HopLine describes one hop's times over the connections a capture saw
+// whole, "what: median …, p90 …, p99 …, max …", each formatted by show.
+// It sorts d, which must not be empty.
+func HopLine(what string, d []time.Duration, show func(time.Duration) string) string {
+	slices.Sort(d)
+	at := func(q float64) string {
+		i := int(q*float64(len(d))+0.5) - 1
+		return show(d[min(max(i, 0), len(d)-1)])
+	}
+	return fmt.Sprintf("%s: median %s, p90 %s, p99 %s, max %s", what, at(0.5), at(0.9), at(0.99), show(d[len(d)-1]))
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"slices"
 	"time"
 
 	"github.com/gopacket/gopacket/layers"
@@ -119,11 +118,7 @@ func (h *hopCapture) split(ports map[int]bool) ([]string, error) {
 	if len(total) == 0 {
 		return nil, errors.New("hops: no probe handshake was seen whole")
 	}
-	line := func(what string, d []time.Duration) string {
-		slices.Sort(d)
-		return fmt.Sprintf("%s: median %s, p90 %s, p99 %s, max %s", what,
-			ms(percentile(d, 0.5)), ms(percentile(d, 0.9)), ms(percentile(d, 0.99)), ms(d[len(d)-1]))
-	}
+	line := func(what string, d []time.Duration) string { return e2e.HopLine(what, d, ms) }
 	return []string{
 		fmt.Sprintf("the probes' handshakes by hop (%d seen whole at the router and a host, of %d probes)", len(total), len(ports)),
 		line("the SYN from the router's client side to the host (router and unit)", toward),

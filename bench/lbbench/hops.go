@@ -126,13 +126,8 @@ func (h *l7Hops) split() ([]string, error) {
 	if len(total) == 0 {
 		return nil, errors.New("hops: no migrated connection was seen whole")
 	}
-	line := func(what string, d []time.Duration) string {
-		slices.Sort(d)
-		at := func(q float64) string {
-			return fmt.Sprintf("%.0f µs", float64(d[min(len(d)-1, int(q*float64(len(d))))].Microseconds()))
-		}
-		return fmt.Sprintf("%s: median %s, p90 %s, p99 %s, max %s", what, at(0.5), at(0.9), at(0.99), at(1))
-	}
+	micros := func(d time.Duration) string { return fmt.Sprintf("%d µs", d.Microseconds()) }
+	line := func(what string, d []time.Duration) string { return e2e.HopLine(what, d, micros) }
 	return []string{
 		fmt.Sprintf("time to first byte by hop, migrated connections (%d seen whole at the client and a host)", len(total)),
 		line("the client's SYN to its request leaving (the handshake, the SYN-ACK from the worker)", handshake),
