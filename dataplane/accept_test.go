@@ -2,12 +2,14 @@ package dataplane
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/internal/pkttest"
+	"github.com/tetherlb/tether/tables/encap"
 )
 
 // l7Rig is a pipeline with one l7 VIP (port 84) and, unless alone, a
@@ -127,12 +129,25 @@ func TestMigratedFlowWaitsForItsHost(t *testing.T) {
 		t.Fatalf("%d punts", len(punts))
 	}
 	be := r.p.snap.VIPs[punts[0].VIP].Backends[1]
-	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: punts[0].Key, Action: unit.Action{Backend: be}}, r.now); err != nil {
+	// The route names the flow ID the control process gave the
+	// connection (its host has the mapping from the Migrate); a worker's
+	// own IDs are not the control process's to name.
+	a := unit.Action{Backend: be}
+	binary.BigEndian.PutUint32(a.B[:4], encap.FirstMigratedID-1)
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: punts[0].Key, Action: a}, r.now); err == nil {
+		t.Fatal("a route naming one of the workers' flow IDs was taken")
+	}
+	const id = encap.FirstMigratedID + 77
+	binary.BigEndian.PutUint32(a.B[:4], id)
+	if err := r.p.AddRoute(&channel.Route{Op: channel.RouteAdd, Key: punts[0].Key, Action: a}, r.now); err != nil {
 		t.Fatal(err)
 	}
 	evs, _ := take(r)
-	if len(evs) != 1 || evs[0].Action.Mode != unit.ModeTunnel || evs[0].Action.Flags&unit.FlowHeld == 0 {
-		t.Fatalf("events %+v: want one opened tunnel flow, held for its host", evs)
+	if len(evs) != 1 || evs[0].Action.Mode != unit.ModeTunnel || evs[0].Action.Flags&unit.FlowHeld == 0 || binary.BigEndian.Uint32(evs[0].Action.B[:4]) != id {
+		t.Fatalf("events %+v: want one opened tunnel flow of flow ID %d, held for its host", evs, id)
+	}
+	if r.p.tunnel().Len() != 0 {
+		t.Fatal("the control process's flow ID took a slot in the worker's table")
 	}
 	if tx, _, _ := r.send(); len(tx) != 0 || r.p.HeldPunts() != 1 {
 		t.Fatal("the route forwarded the frame that waits for the acceptor's answer")
@@ -145,6 +160,9 @@ func TestMigratedFlowWaitsForItsHost(t *testing.T) {
 	tx, _, _ := r.send()
 	if len(tx) != 1 || dstOf(tx[0]).Addr().String() != "10.1.0.2" {
 		t.Fatalf("after the release: %d sent; want the held packet tunnelled to h2", len(tx))
+	}
+	if ports := binary.BigEndian.Uint32(pkttest.IP(tx[0], false)[20:24]); ports != id {
+		t.Fatalf("the tunnelled packet carries flow ID %d in its ports, want %d", ports, id)
 	}
 	if r.p.stats.ToAcceptor != 1 {
 		t.Fatal("a packet of the routed flow went to the acceptor")

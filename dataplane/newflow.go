@@ -92,13 +92,14 @@ func (p *Pipeline) newFlow(pk *packet, now flow.Tick) (entry, bool) {
 
 // newFlowTo records a new flow of VIP v to backend bid.
 func (p *Pipeline) newFlowTo(pk *packet, v *VIP, bid uint32, mh uint64, now flow.Tick) (entry, bool) {
-	return p.newFlowWith(pk, v, &p.snap.Backends[bid], mh, now)
+	return p.newFlowWith(pk, v, &p.snap.Backends[bid], mh, 0, now)
 }
 
 // newFlowWith records a new flow of VIP v to backend be: one of the
 // snapshot's, or a foreign one a route names (unit.ForeignBackend),
-// which no counter counts.
-func (p *Pipeline) newFlowWith(pk *packet, v *VIP, be *Backend, mh uint64, now flow.Tick) (entry, bool) {
+// which no counter counts. A flow of an l7 VIP takes flow ID id when it
+// is not 0 (one of the control process's, encap.FirstMigratedID and up).
+func (p *Pipeline) newFlowWith(pk *packet, v *VIP, be *Backend, mh uint64, id uint32, now flow.Tick) (entry, bool) {
 	bid := be.ID
 	m := flow.Meta{Backend: bid, Mode: v.Mode, PortA: be.Port}
 	track(&m, pk.tcpFlags, now)
@@ -108,13 +109,13 @@ func (p *Pipeline) newFlowWith(pk *packet, v *VIP, be *Backend, mh uint64, now f
 	case unit.ModeNAT, unit.ModeHalfNAT:
 		e, ok = p.newTranslated(pk, v, be, m, mh, now)
 	case unit.ModeTunnel:
-		e, ok = p.newTunnel(pk, be, m, now)
+		e, ok = p.newTunnel(pk, be, m, 0, now)
 	case unit.ModeL7:
 		// A connection the acceptor migrated (its route): a tunnel
 		// flow whose packets wait until the host has the connection
 		// and the flow's mapping (RouteRelease).
 		m.Mode, m.Flags = unit.ModeTunnel, m.Flags|unit.FlowHeld
-		e, ok = p.newTunnel(pk, be, m, now)
+		e, ok = p.newTunnel(pk, be, m, id, now)
 	case unit.ModeIPIP:
 		e, ok = p.insertOne(pk, m, be.addr.a[:], nil, now)
 	}
@@ -263,19 +264,24 @@ func (p *Pipeline) nextPort(v *VIP) (uint16, bool) {
 	return port, true
 }
 
-// newTunnel records a flow-ID tunnel flow: a fresh flow ID stands for the
-// packet's 5-tuple in the ports toward the backend.
-func (p *Pipeline) newTunnel(pk *packet, be *Backend, m flow.Meta, now flow.Tick) (entry, bool) {
-	t := encapTuple(pk)
-	id, ok := p.tunnel().Alloc(&t, p.stale)
-	if !ok {
-		pk.dropWith(DropFlowIDExhausted)
-		return entry{}, false
+// newTunnel records a flow-ID tunnel flow: a flow ID stands for the
+// packet's 5-tuple in the ports toward the backend, a fresh one of this
+// worker's when id is 0, else id (the control process's, which no
+// worker's table holds).
+func (p *Pipeline) newTunnel(pk *packet, be *Backend, m flow.Meta, id uint32, now flow.Tick) (entry, bool) {
+	own := id == 0
+	if own {
+		t := encapTuple(pk)
+		var ok bool
+		if id, ok = p.tunnel().Alloc(&t, p.stale); !ok {
+			pk.dropWith(DropFlowIDExhausted)
+			return entry{}, false
+		}
 	}
 	var b [4]byte
 	binary.BigEndian.PutUint32(b[:], id)
 	e, ok := p.insertOne(pk, m, be.addr.a[:], b[:], now)
-	if !ok {
+	if !ok && own {
 		p.tun.Free(id)
 	}
 	return e, ok

@@ -9,6 +9,7 @@ import (
 	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/nic"
+	"github.com/tetherlb/tether/tables/encap"
 	"github.com/tetherlb/tether/tables/flow"
 )
 
@@ -424,6 +425,7 @@ func (p *Pipeline) AddRoute(r *channel.Route, now flow.Tick) error {
 	// Refused routes change nothing: check before the old entry goes.
 	var v *VIP
 	var foreign Backend
+	var id uint32
 	if a.Mode == 0 {
 		v = p.snap.vips[vipKey{addr: addrOf(pk.dst()), port: pk.dport, proto: pk.proto}]
 		if v == nil {
@@ -442,17 +444,23 @@ func (p *Pipeline) AddRoute(r *channel.Route, now flow.Tick) error {
 		case int(a.Backend) >= len(p.snap.Backends) || p.snap.Backends[a.Backend].VIP != v.ID || !p.snap.Backends[a.Backend].known:
 			return fmt.Errorf("route: backend %d is not one of VIP %s's", a.Backend, v.Name)
 		}
+		// A migrated connection's route names its flow ID (B): the
+		// control process gave it one of its own, and its host has the
+		// mapping from the Migrate.
+		if id = binary.BigEndian.Uint32(a.B[:4]); id != 0 && (v.Mode != unit.ModeL7 || id < encap.FirstMigratedID) {
+			return fmt.Errorf("route: flow ID %d for VIP %s of mode %s: only l7 routes name one, from %d up", id, v.Name, v.Mode, encap.FirstMigratedID)
+		}
 	} else if a.Backend != unit.ForeignBackend && int(a.Backend) >= len(p.snap.Backends) {
 		return fmt.Errorf("route: backend %d unknown", a.Backend)
 	}
 	p.deleteKey(pk)
 	switch {
 	case a.Mode == 0 && a.Backend == unit.ForeignBackend:
-		if _, ok := p.newFlowWith(pk, v, &foreign, maglevHashOf(pk), now); !ok {
+		if _, ok := p.newFlowWith(pk, v, &foreign, maglevHashOf(pk), 0, now); !ok {
 			return fmt.Errorf("route: %s", pk.drop)
 		}
 	case a.Mode == 0:
-		if _, ok := p.newFlowTo(pk, v, a.Backend, maglevHashOf(pk), now); !ok {
+		if _, ok := p.newFlowWith(pk, v, &p.snap.Backends[a.Backend], maglevHashOf(pk), id, now); !ok {
 			return fmt.Errorf("route: %s", pk.drop)
 		}
 	default:
@@ -497,8 +505,9 @@ func (p *Pipeline) restoreFlow(pk *packet, a *unit.Action, now flow.Tick) error 
 			return fmt.Errorf("route: %s", DropFlowTableFull)
 		}
 	case unit.ModeTunnel, unit.ModeIPIP:
-		if a.Mode == unit.ModeTunnel {
-			id := binary.BigEndian.Uint32(a.B[:4])
+		// A migrated connection's flow ID is the control process's: no
+		// worker's table holds it.
+		if id := binary.BigEndian.Uint32(a.B[:4]); a.Mode == unit.ModeTunnel && id < encap.FirstMigratedID {
 			t := encapTuple(pk)
 			if !p.tunnel().Put(id, &t) {
 				return fmt.Errorf("route: flow ID %d belongs to another worker", id)

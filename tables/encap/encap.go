@@ -24,6 +24,13 @@ type Table struct {
 	n               int
 }
 
+// FirstMigratedID is the first flow ID no worker allocates: the IDs from
+// it up are the control process's, for the connections its acceptor
+// migrates to hosts (issue 14), so that the Migrate can carry the flow's
+// mapping before the forwarder has the flow. Such a flow has no slot in
+// any worker's table; the host holds its mapping from the Migrate.
+const FirstMigratedID uint32 = 1 << 31
+
 // MaxCapacity bounds a worker's table (80 MiB of slots).
 const MaxCapacity = 1 << 21
 
@@ -33,8 +40,8 @@ func New(worker, workers, capacity int) (*Table, error) {
 	if workers < 1 || worker < 0 || worker >= workers {
 		return nil, fmt.Errorf("encap: worker %d of %d: out of range", worker, workers)
 	}
-	if capacity < 1 || capacity > MaxCapacity || uint64(capacity)*uint64(workers) > 1<<32 {
-		return nil, fmt.Errorf("encap: capacity %d with %d workers: want 1 to %d and a product that fits 32-bit flow IDs", capacity, workers, MaxCapacity)
+	if capacity < 1 || capacity > MaxCapacity || uint64(capacity)*uint64(workers) > uint64(FirstMigratedID) {
+		return nil, fmt.Errorf("encap: capacity %d with %d workers: want 1 to %d and a product within the workers' flow IDs (below %d)", capacity, workers, MaxCapacity, FirstMigratedID)
 	}
 	return &Table{worker: uint32(worker), workers: uint32(workers), slots: make([]slot, capacity)}, nil
 }
