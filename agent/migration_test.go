@@ -73,14 +73,15 @@ type inNamespace struct {
 	m  *migrate.Migrator
 }
 
-func (n inNamespace) Take(unit string, m *hostpb.Migrate, done func(*hostpb.MigrateResult)) {
+func (n inNamespace) Take(unit string, m *hostpb.Migrate, done func(error)) {
 	nstest.In(n.t, n.ns, func() { n.m.Take(unit, m, done) })
 }
 
 // TestMigrationOverTheStream: a unit's Migrate over a real host stream
 // reaches the Migrator, the connection (a real one, captured from the
 // host's kernel) comes out of the application's shim listener with the
-// client's request first, the unit gets MigrateResult ok and, when the
+// client's request first, the unit gets the Ack of the Migrate's seq
+// (the migration's success: no result follows) and, when the
 // application closes the connection, MigrationEnded, in that order.
 func TestMigrationOverTheStream(t *testing.T) {
 	nstest.Require(t)
@@ -198,9 +199,9 @@ func TestMigrationOverTheStream(t *testing.T) {
 			accepted <- m
 		}
 	}()
-	unit.out <- &hostpb.UnitMessage{Version: hostpb.Version, Body: &hostpb.UnitMessage_Migrate{Migrate: &hostpb.Migrate{Id: 77, State: state, Data: data}}}
-	if r := next().GetMigrateResult(); r.GetId() != 77 || !r.GetOk() || r.GetHandoff() != hostpb.Handoff_HANDOFF_LISTENER {
-		t.Fatalf("result %v", r)
+	unit.out <- &hostpb.UnitMessage{Version: hostpb.Version, Body: &hostpb.UnitMessage_Migrate{Migrate: &hostpb.Migrate{Id: 77, FlowId: 1<<31 | 5, Seq: 1, State: state, Data: data}}}
+	if m := next(); m.GetAck().GetSeq() != 1 {
+		t.Fatalf("got %v, want the Ack of the Migrate's seq 1", m)
 	}
 	app := <-accepted
 	got := make([]byte, len(request))

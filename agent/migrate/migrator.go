@@ -47,7 +47,7 @@ type Config struct {
 	AckTimeout, DialTimeout time.Duration
 	// Ended hears once of every connection handed over (or uploaded
 	// and then not taken), from one goroutine, never from inside
-	// Migrate: the unit is told after its MigrateResult.
+	// Migrate: the unit is told after a failed migration's result.
 	Ended func(unit string, e *pb.MigrationEnded)
 	Log   zerolog.Logger
 }
@@ -414,39 +414,43 @@ func (m *Migrator) deliver(ctx context.Context) {
 	}
 }
 
-// Migrate uploads m's connection and hands it over, and returns the
-// result: Take, waiting for its result. Within about AckTimeout +
-// DialTimeout.
-func (m *Migrator) Migrate(unit string, msg *pb.Migrate) *pb.MigrateResult {
-	ch := make(chan *pb.MigrateResult, 1)
-	m.Take(unit, msg, func(r *pb.MigrateResult) { ch <- r })
-	return <-ch
+// Migrate uploads m's connection and hands it over, and returns how
+// (HandoffListener or HandoffSplice), or why it could not: Take, waiting
+// for its result. Within about AckTimeout + DialTimeout.
+func (m *Migrator) Migrate(unit string, msg *pb.Migrate) (string, error) {
+	type result struct {
+		kind string
+		err  error
+	}
+	ch := make(chan result, 1)
+	m.take(unit, msg, func(kind string, err error) { ch <- result{kind, err} })
+	r := <-ch
+	return r.kind, r.err
 }
 
-// Take uploads msg's connection into the host's kernel and returns; the
-// hand-off to the application goes on in the background, and done gets
-// the result once, within about AckTimeout + DialTimeout (at once when
-// the upload fails). The stream's later messages need not wait for the
+// Take uploads msg's connection into the host's kernel, passes it on
+// toward the application, and returns; the hand-off goes on in the
+// background, and done gets the result once, within about AckTimeout +
+// DialTimeout (at once when the upload fails): nil when the application
+// has the connection. The stream's later messages need not wait for the
 // hand-off: the order the unit relies on (the socket before the flow's
-// mapping) holds once Take returns. A result that is not ok means the
-// client is reset (by this host once the upload got as far as a
-// connected socket, by the unit otherwise). The migration's end is
-// reported after done.
-func (m *Migrator) Take(unit string, msg *pb.Migrate, done func(*pb.MigrateResult)) {
-	res := &pb.MigrateResult{Id: msg.GetId()}
-	fail := func(reason string, err error) *pb.MigrateResult {
+// mapping) holds once Take returns. An error means the client is reset
+// (by this host once the upload got as far as a connected socket, by the
+// unit otherwise). The migration's end is reported after done.
+func (m *Migrator) Take(unit string, msg *pb.Migrate, done func(error)) {
+	m.take(unit, msg, func(_ string, err error) { done(err) })
+}
+
+func (m *Migrator) take(unit string, msg *pb.Migrate, done func(kind string, err error)) {
+	fail := func(reason string, err error) {
 		m.mu.Lock()
 		m.st.Failed[reason]++
 		m.mu.Unlock()
-		res.Error = err.Error()
-		if len(res.Error) > pb.MaxMigrateError {
-			res.Error = res.Error[:pb.MaxMigrateError]
-		}
 		m.cfg.Log.Warn().Str("unit", unit).Uint64("id", msg.GetId()).Str("reason", reason).Err(err).Msg("migration failed")
-		return res
+		done("", err)
 	}
 	if err := pb.ValidateUnit(&pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Migrate{Migrate: msg}}); err != nil {
-		done(fail("invalid", err))
+		fail("invalid", err)
 		return
 	}
 	st := msg.GetState()
@@ -455,7 +459,7 @@ func (m *Migrator) Take(unit string, msg *pb.Migrate, done func(*pb.MigrateResul
 	began := time.Now()
 	f, err := Upload(st, msg.GetData())
 	if err != nil {
-		done(fail("upload", err))
+		fail("upload", err)
 		return
 	}
 	uploaded := time.Now()
@@ -473,7 +477,7 @@ func (m *Migrator) Take(unit string, msg *pb.Migrate, done func(*pb.MigrateResul
 	// the unit hears HANDOFF_FAILED (once) after the failed result.
 	failHandoff := func(reason string, err error) {
 		Reset(f) // after a send, f is closed already and this resets nothing
-		done(fail(reason, err))
+		fail(reason, err)
 		m.end(lc.hid, pb.EndReason_END_REASON_HANDOFF_FAILED)
 	}
 	if sc == nil {
@@ -489,21 +493,29 @@ func (m *Migrator) Take(unit string, msg *pb.Migrate, done func(*pb.MigrateResul
 			failHandoff("splice", err)
 			return
 		}
-		res.Ok, res.Handoff = true, pb.Handoff_HANDOFF_SPLICE
 		m.handed(HandoffSplice, time.Since(uploaded))
-		done(res)
+		done(HandoffSplice, nil)
 		return
 	}
-	// A listener shim answers when the application has accepted, which
-	// can take a while: the stream goes on meanwhile.
+	// The descriptor goes to the shim now, before the caller
+	// acknowledges the flow's mapping: the application wakes while the
+	// stream goes on. A shim answers when the application has accepted,
+	// which can take a while: that wait goes on in the background.
+	ch, reason, err := m.toShim(sc, lc, f, client, vip)
+	if err != nil {
+		m.shimAnswered(sc, lc, false)
+		failHandoff(reason, err)
+		return
+	}
 	go func() {
-		if ok, reason, err := m.toShim(sc, lc, f, client, vip); !ok {
+		ok, reason, err := m.shimAnswer(ch)
+		m.shimAnswered(sc, lc, ok)
+		if !ok {
 			failHandoff(reason, err)
 			return
 		}
-		res.Ok, res.Handoff = true, pb.Handoff_HANDOFF_LISTENER
 		m.handed(HandoffListener, time.Since(uploaded))
-		done(res)
+		done(HandoffListener, nil)
 	}()
 }
 
@@ -544,8 +556,9 @@ func (m *Migrator) spliceFor(vip netip.AddrPort) (Splice, bool) {
 	return Splice{}, false
 }
 
-// toShim passes f to the shim, closes it, and waits, at most
-// AckTimeout, for the shim's answer.
+// toShim passes f to the shim and closes it; the shim's answer comes
+// on the channel it returns (shimAnswer waits for it; shimAnswered,
+// called once either way, ends the wait).
 //
 // The agent lets go of the socket as soon as the descriptor is in
 // flight (the message holds it): the application's copy must be the
@@ -557,38 +570,29 @@ func (m *Migrator) spliceFor(vip netip.AddrPort) (Splice, bool) {
 // that refuses the connection resets the client itself (it holds the
 // only copy), and one that never answers leaves the client to the unit,
 // which resets it on its next packet once the migration failed.
-func (m *Migrator) toShim(sc *shimConn, lc *liveConn, f *os.File, client, vip netip.AddrPort) (ok bool, reason string, err error) {
-	ch := make(chan bool, 1)
+func (m *Migrator) toShim(sc *shimConn, lc *liveConn, f *os.File, client, vip netip.AddrPort) (ch chan bool, reason string, err error) {
+	ch = make(chan bool, 1)
 	m.mu.Lock()
 	lc.handoff, lc.shim, lc.pending = HandoffListener, sc, true
 	sc.acks[lc.hid] = ch
 	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		delete(sc.acks, lc.hid)
-		lc.pending = false
-		// A shim gone while this waited skipped the pending connection
-		// (serveShim): once taken, it is ended here instead (end is
-		// idempotent); one not taken ends as HANDOFF_FAILED.
-		gone := sc.gone
-		m.mu.Unlock()
-		if ok && gone {
-			m.end(lc.hid, pb.EndReason_END_REASON_CLOSED)
-		}
-	}()
-	var b []byte
-	b, err = wire.Encode(make([]byte, 0, wire.MaxFrame), &wire.Frame{Type: wire.TypeHandoff, ID: lc.hid, Client: client, VIP: vip})
+	b, err := wire.Encode(make([]byte, 0, wire.MaxFrame), &wire.Frame{Type: wire.TypeHandoff, ID: lc.hid, Client: client, VIP: vip})
 	if err != nil {
-		return false, "shim_send", err
+		return nil, "shim_send", err
 	}
 	sc.wmu.Lock()
 	sc.c.SetWriteDeadline(time.Now().Add(m.cfg.AckTimeout))
 	_, _, err = sc.c.WriteMsgUnix(b, unix.UnixRights(int(f.Fd())), nil)
 	sc.wmu.Unlock()
 	if err != nil {
-		return false, "shim_send", fmt.Errorf("pass the connection to the listener shim: %w", err)
+		return nil, "shim_send", fmt.Errorf("pass the connection to the listener shim: %w", err)
 	}
 	f.Close()
+	return ch, "", nil
+}
+
+// shimAnswer waits, at most AckTimeout, for a shim's answer on ch.
+func (m *Migrator) shimAnswer(ch chan bool) (ok bool, reason string, err error) {
 	t := time.NewTimer(m.cfg.AckTimeout)
 	defer t.Stop()
 	select {
@@ -599,6 +603,21 @@ func (m *Migrator) toShim(sc *shimConn, lc *liveConn, f *os.File, client, vip ne
 		return true, "", nil
 	case <-t.C:
 		return false, "shim_timeout", fmt.Errorf("no answer from the listener shim within %v", m.cfg.AckTimeout)
+	}
+}
+
+// shimAnswered ends lc's wait for sc's answer. A shim gone while this
+// waited skipped the pending connection (serveShim): once taken, it is
+// ended here instead (end is idempotent); one not taken ends as
+// HANDOFF_FAILED.
+func (m *Migrator) shimAnswered(sc *shimConn, lc *liveConn, ok bool) {
+	m.mu.Lock()
+	delete(sc.acks, lc.hid)
+	lc.pending = false
+	gone := sc.gone
+	m.mu.Unlock()
+	if ok && gone {
+		m.end(lc.hid, pb.EndReason_END_REASON_CLOSED)
 	}
 }
 

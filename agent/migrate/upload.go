@@ -53,8 +53,10 @@ func (e *UploadError) Unwrap() error { return e.Err }
 // connected, Upload has reset the client (an RST with the connection's
 // sequence numbers) before returning.
 func Upload(st *pb.TCPState, data []byte) (*os.File, error) {
+	// The state and data are checked as a Migrate's, with placeholders
+	// for the message's own fields.
 	if err := pb.ValidateUnit(&pb.UnitMessage{Version: pb.Version,
-		Body: &pb.UnitMessage_Migrate{Migrate: &pb.Migrate{Id: 1, State: st, Data: data}}}); err != nil {
+		Body: &pb.UnitMessage_Migrate{Migrate: &pb.Migrate{Id: 1, FlowId: 1, Seq: 1, State: st, Data: data}}}); err != nil {
 		return nil, &UploadError{Step: "validate", Err: err}
 	}
 	f, err := upload(st, data)

@@ -2,6 +2,7 @@ package streams
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/tetherlb/tether/api/hostpb"
 	"github.com/tetherlb/tether/internal/mtls"
@@ -62,7 +64,8 @@ func (u *fakeUnit) Connect(s grpc.BidiStreamingServer[pb.AgentMessage, pb.UnitMe
 
 // slowMigrator takes a connection at once (Take returns) and hands it
 // off slowly: its result comes when the test lets it, and then the
-// migration's end, as a connection closed at once would.
+// migration's end, as a connection closed at once would. Migration 6
+// fails at once, as a failed upload does.
 type slowMigrator struct {
 	s       *Streams
 	taken   chan uint64
@@ -70,20 +73,41 @@ type slowMigrator struct {
 	ended   chan error
 }
 
-func (m *slowMigrator) Take(unit string, mg *pb.Migrate, done func(*pb.MigrateResult)) {
+func (m *slowMigrator) Take(unit string, mg *pb.Migrate, done func(error)) {
 	m.taken <- mg.GetId()
+	if mg.GetId() == 6 {
+		done(errors.New("no application"))
+		return
+	}
 	go func() {
 		<-m.release
-		done(&pb.MigrateResult{Id: mg.GetId(), Ok: true, Handoff: pb.Handoff_HANDOFF_LISTENER})
+		done(nil)
 		m.ended <- m.s.SendEnded(unit, &pb.MigrationEnded{Id: mg.GetId(), Reason: pb.EndReason_END_REASON_CLOSED,
 			Tuple: &pb.Tuple{Proto: pb.Proto_PROTO_TCP, Client: []byte{192, 0, 2, 1}, ClientPort: 1, Vip: []byte{10, 0, 0, 1}, VipPort: 80}})
 	}()
 }
 
-// TestMigrateInStreamOrder: a Migrate reaches the Migrator in stream
-// order, before the batch after it is applied; the batch's ack does not
-// wait for the migration's slow hand-off; the result goes back when the
-// hand-off is done, and the end after it.
+// applySink records the mappings the stream applies.
+type applySink struct {
+	mu    sync.Mutex
+	added []*pb.Mapping
+}
+
+func (a *applySink) Sources(string, []netip.Addr) error         { return nil }
+func (a *applySink) Replace(string, map[uint32]*pb.Tuple) error { return nil }
+func (a *applySink) Apply(_ string, add []*pb.Mapping, _ []uint32) error {
+	a.mu.Lock()
+	a.added = append(a.added, add...)
+	a.mu.Unlock()
+	return nil
+}
+
+// TestMigrateInStreamOrder: a Migrate is the numbered change of its
+// flow's mapping: the Migrator takes it in stream order, then the sink
+// gets the mapping and the agent acknowledges the Migrate's seq, without
+// waiting for the migration's slow hand-off; a success sends no result,
+// a failure its result before the Ack; the end comes after the hand-off;
+// a Migrate out of sequence ends the stream.
 func TestMigrateInStreamOrder(t *testing.T) {
 	dir := t.TempDir()
 	ca, _, err := mtls.OpenCA(dir, "test")
@@ -115,9 +139,10 @@ func TestMigrateInStreamOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mig := &slowMigrator{taken: make(chan uint64, 1), release: make(chan struct{}), ended: make(chan error, 1)}
+	mig := &slowMigrator{taken: make(chan uint64, 2), release: make(chan struct{}), ended: make(chan error, 1)}
+	sink := &applySink{}
 	s, err := New(Options{Host: 7, Units: []Unit{{Name: "unit-a", Address: lis.Addr().String()}}, TLS: ccfg,
-		Log: zerolog.Nop(), Migrator: mig})
+		Log: zerolog.Nop(), Migrator: mig, Sink: sink})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,27 +170,51 @@ func TestMigrateInStreamOrder(t *testing.T) {
 	}
 	st := &pb.TCPState{Client: []byte{192, 0, 2, 1}, ClientPort: 1, Vip: []byte{10, 0, 0, 1}, VipPort: 80,
 		RemoteIsn: 10, LocalIsn: 20, SndNxt: 21, RcvNxt: 11, Mss: 1460}
-	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Migrate{Migrate: &pb.Migrate{Id: 5, State: st}}}
-	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 1, Add: []*pb.Mapping{mapping(1)}}}}
+	migrate := func(id uint64, flow uint32, seq uint64) *pb.UnitMessage {
+		return &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Migrate{Migrate: &pb.Migrate{Id: id, FlowId: flow, Seq: seq, State: st}}}
+	}
+	unit.out <- migrate(5, 1<<31|5, 1)
+	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 2, Add: []*pb.Mapping{mapping(1)}}}}
 	if id := <-mig.taken; id != 5 {
 		t.Fatalf("took migration %d", id)
 	}
-	// The next batch is applied and acknowledged while the hand-off is
-	// still going on.
-	if a := next().GetAck(); a.GetSeq() != 1 {
-		t.Fatalf("want the batch's ack during the hand-off, got %v", a)
+	// The Migrate and the next batch are applied and acknowledged
+	// while the hand-off is still going on.
+	for seq := uint64(1); seq <= 2; seq++ {
+		if a := next().GetAck(); a.GetSeq() != seq {
+			t.Fatalf("want the ack of seq %d during the hand-off, got %v", seq, a)
+		}
+	}
+	unit.out <- migrate(6, 1<<31|6, 3)
+	if r := next().GetMigrateResult(); r.GetId() != 6 || r.GetError() != "no application" {
+		t.Fatalf("want the failure's result before the ack, got %v", r)
+	}
+	if a := next().GetAck(); a.GetSeq() != 3 {
+		t.Fatalf("want the failed Migrate's seq acknowledged too, got %v", a)
 	}
 	close(mig.release)
-	if r := next().GetMigrateResult(); r == nil || r.GetId() != 5 || !r.GetOk() {
-		t.Fatalf("want the result, got %v", r)
-	}
+	// Success sends nothing: the end is the next message.
 	if e := next().GetMigrationEnded(); e.GetId() != 5 {
-		t.Fatalf("want the end after the result, got %v", e)
+		t.Fatalf("want the end after the hand-off, and no result, got %v", e)
 	}
 	if err := <-mig.ended; err != nil {
 		t.Fatal(err)
 	}
-	if st := s.Status()[0]; st.Migrations != 1 || st.MigrationsFailed != 0 {
+	sink.mu.Lock()
+	added := sink.added
+	sink.mu.Unlock()
+	want := []*pb.Mapping{pb.MigrateMapping(migrate(5, 1<<31|5, 1).GetMigrate()), mapping(1), pb.MigrateMapping(migrate(6, 1<<31|6, 3).GetMigrate())}
+	if len(added) != len(want) {
+		t.Fatalf("the sink got %v, want %v", added, want)
+	}
+	for i := range want {
+		if !proto.Equal(added[i], want[i]) {
+			t.Fatalf("the sink got %v, want %v", added, want)
+		}
+	}
+	if st := s.Status()[0]; st.Migrations != 2 || st.MigrationsFailed != 1 || st.Seq != 3 || st.Mappings != 3 {
 		t.Fatalf("status %+v", st)
 	}
+	unit.out <- migrate(7, 1<<31|7, 9)
+	waitFor(t, "the out-of-sequence Migrate refused", func() bool { return s.Status()[0].Refused == 1 })
 }

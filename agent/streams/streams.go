@@ -55,15 +55,19 @@ type Options struct {
 }
 
 // Migrator takes a unit's migrated connection. Take is called from the
-// unit's stream goroutine in stream order with the mappings batches (a
-// Migrate comes before the batch that maps its flow) and returns once
-// the connection exists in the host's kernel, or cannot; done is called
-// once with the result, then or later, from any goroutine: the hand-off
-// to the application may take a while, and the stream's later messages
-// (other migrations, mappings) do not wait for it. A Migrator reports a
-// migration's end (SendEnded) only after its done.
+// unit's stream goroutine in stream order with the mappings batches, and
+// returns once the connection exists in the host's kernel, or cannot:
+// the stream then holds the flow's mapping the Migrate carries and
+// acknowledges it, which lets the unit send the client's later packets.
+// done is called once, then or later, from any goroutine, with nil when
+// the application has the connection and otherwise with why not (the
+// client is reset: by this host once the upload got as far as a
+// connected socket, by the unit otherwise): the hand-off to the
+// application may take a while, and the stream's later messages do not
+// wait for it. A Migrator reports a migration's end (SendEnded) only
+// after its done.
 type Migrator interface {
-	Take(unit string, m *pb.Migrate, done func(*pb.MigrateResult))
+	Take(unit string, m *pb.Migrate, done func(error))
 }
 
 // Sink is where the mappings of the units go. The agent acknowledges a
@@ -127,8 +131,8 @@ type Status struct {
 	// host's kernel) did not take: each ends the stream unacknowledged,
 	// and the next hello asks for the whole set.
 	SinkFailures uint64 `json:"sink_failures,omitempty"`
-	// Migrations counts the unit's Migrates answered, MigrationsFailed
-	// those answered not ok; EndedDropped counts ended notices for the
+	// Migrations counts the unit's Migrates done with, MigrationsFailed
+	// those that failed (and were reported); EndedDropped counts ended notices for the
 	// unit while its stream was down.
 	Migrations       uint64 `json:"migrations,omitempty"`
 	MigrationsFailed uint64 `json:"migrations_failed,omitempty"`
@@ -507,7 +511,9 @@ func (l *link) follow(stream pb.HostStream_ConnectClient) error {
 			return err
 		}
 		if mg := m.GetMigrate(); mg != nil {
-			l.migrate(stream, mg)
+			if err := l.migrate(stream, mg); err != nil {
+				return err
+			}
 			continue
 		}
 		b := m.GetMappings()
@@ -537,26 +543,51 @@ func (l *link) follow(stream pb.HostStream_ConnectClient) error {
 	}
 }
 
-// migrate hands a Migrate to the Migrator, whose result goes back on
-// this stream when it comes (a stream that ended meanwhile loses it: the
-// unit gives the migration up after its timeout).
-func (l *link) migrate(stream pb.HostStream_ConnectClient, mg *pb.Migrate) {
-	done := func(res *pb.MigrateResult) {
+// migrate hands a Migrate to the Migrator and then, as the change
+// numbered seq that it also is, holds its flow's mapping and
+// acknowledges it: the connection exists in the host's kernel by then,
+// or never will (the unit removes the flow when it hears so). A failure
+// goes back on this stream when it comes (a stream that ended meanwhile
+// loses it: the unit gives the migration up after its timeout).
+func (l *link) migrate(stream pb.HostStream_ConnectClient, mg *pb.Migrate) error {
+	l.mu.Lock()
+	want := l.held.seq + 1
+	l.mu.Unlock()
+	if mg.GetSeq() != want {
+		return l.refuse(fmt.Errorf("expected a change at seq %d, got a Migrate at seq %d", want, mg.GetSeq()))
+	}
+	done := func(err error) {
 		l.set(func(st *Status) {
 			st.Migrations++
-			if !res.GetOk() {
+			if err != nil {
 				st.MigrationsFailed++
 			}
 		})
+		if err == nil {
+			return
+		}
+		res := &pb.MigrateResult{Id: mg.GetId(), Error: err.Error()}
+		if len(res.Error) > pb.MaxMigrateError {
+			res.Error = res.Error[:pb.MaxMigrateError]
+		}
 		if err := l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_MigrateResult{MigrateResult: res}}); err != nil {
-			l.s.opts.Log.Debug().Str("unit", l.unit.Name).Uint64("id", res.GetId()).Err(err).Msg("migration result not sent")
+			l.s.opts.Log.Debug().Str("unit", l.unit.Name).Uint64("id", res.GetId()).Err(err).Msg("migration failure not sent")
 		}
 	}
 	if mi := l.s.opts.Migrator; mi != nil {
 		mi.Take(l.unit.Name, mg, done)
-		return
+	} else {
+		done(errors.New("this host takes no migrated connections"))
 	}
-	done(&pb.MigrateResult{Id: mg.GetId(), Error: "this host takes no migrated connections"})
+	add := []*pb.Mapping{pb.MigrateMapping(mg)}
+	if err := l.sink(func(s Sink) error { return s.Apply(l.unit.Name, add, nil) }); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.held.add(add[0])
+	l.held.seq = mg.GetSeq()
+	l.mu.Unlock()
+	return l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: mg.GetSeq()}}})
 }
 
 // ErrNoStream is SendEnded's error when the unit's stream is not up.

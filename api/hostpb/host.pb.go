@@ -139,59 +139,6 @@ func (Proto) EnumDescriptor() ([]byte, []int) {
 	return file_host_proto_rawDescGZIP(), []int{1}
 }
 
-// Handoff is how the host gave a migrated connection to the application.
-type Handoff int32
-
-const (
-	Handoff_HANDOFF_UNSPECIFIED Handoff = 0
-	// LISTENER: a Go server's listener shim accepted it.
-	Handoff_HANDOFF_LISTENER Handoff = 1
-	// SPLICE: the agent connected it to the local server, with a PROXY
-	// protocol v2 header first.
-	Handoff_HANDOFF_SPLICE Handoff = 2
-)
-
-// Enum value maps for Handoff.
-var (
-	Handoff_name = map[int32]string{
-		0: "HANDOFF_UNSPECIFIED",
-		1: "HANDOFF_LISTENER",
-		2: "HANDOFF_SPLICE",
-	}
-	Handoff_value = map[string]int32{
-		"HANDOFF_UNSPECIFIED": 0,
-		"HANDOFF_LISTENER":    1,
-		"HANDOFF_SPLICE":      2,
-	}
-)
-
-func (x Handoff) Enum() *Handoff {
-	p := new(Handoff)
-	*p = x
-	return p
-}
-
-func (x Handoff) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (Handoff) Descriptor() protoreflect.EnumDescriptor {
-	return file_host_proto_enumTypes[2].Descriptor()
-}
-
-func (Handoff) Type() protoreflect.EnumType {
-	return &file_host_proto_enumTypes[2]
-}
-
-func (x Handoff) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use Handoff.Descriptor instead.
-func (Handoff) EnumDescriptor() ([]byte, []int) {
-	return file_host_proto_rawDescGZIP(), []int{2}
-}
-
 // EndReason is why a migrated connection ended on the host.
 type EndReason int32
 
@@ -229,11 +176,11 @@ func (x EndReason) String() string {
 }
 
 func (EndReason) Descriptor() protoreflect.EnumDescriptor {
-	return file_host_proto_enumTypes[3].Descriptor()
+	return file_host_proto_enumTypes[2].Descriptor()
 }
 
 func (EndReason) Type() protoreflect.EnumType {
-	return &file_host_proto_enumTypes[3]
+	return &file_host_proto_enumTypes[2]
 }
 
 func (x EndReason) Number() protoreflect.EnumNumber {
@@ -242,7 +189,7 @@ func (x EndReason) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use EndReason.Descriptor instead.
 func (EndReason) EnumDescriptor() ([]byte, []int) {
-	return file_host_proto_rawDescGZIP(), []int{3}
+	return file_host_proto_rawDescGZIP(), []int{2}
 }
 
 // SessionKind is what identifies a session.
@@ -290,11 +237,11 @@ func (x SessionKind) String() string {
 }
 
 func (SessionKind) Descriptor() protoreflect.EnumDescriptor {
-	return file_host_proto_enumTypes[4].Descriptor()
+	return file_host_proto_enumTypes[3].Descriptor()
 }
 
 func (SessionKind) Type() protoreflect.EnumType {
-	return &file_host_proto_enumTypes[4]
+	return &file_host_proto_enumTypes[3]
 }
 
 func (x SessionKind) Number() protoreflect.EnumNumber {
@@ -303,7 +250,7 @@ func (x SessionKind) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use SessionKind.Descriptor instead.
 func (SessionKind) EnumDescriptor() ([]byte, []int) {
-	return file_host_proto_rawDescGZIP(), []int{4}
+	return file_host_proto_rawDescGZIP(), []int{3}
 }
 
 // AgentMessage is everything an agent sends on the stream.
@@ -1121,15 +1068,25 @@ func (x *Ack) GetSeq() uint64 {
 // the client's first request, chose this host, and hands the live
 // connection over. The agent recreates it in the host's kernel
 // (TCP_REPAIR) bound to the VIP, puts the acknowledged bytes in its
-// receive queue, hands it to the application, and answers with a
-// MigrateResult. Only then does the unit let the client's later packets
-// through the tunnel to the host (the host's mapping for the flow comes
-// in a Mappings batch after the Migrate on the same stream, so the
-// socket exists before any restored packet reaches the host's stack).
+// receive queue and hands it to the application.
 //
-// Migrate messages are processed in stream order with the Mappings
-// batches; a MigrateResult may come before or after the Acks of later
-// batches.
+// A Migrate is also the numbered change that maps the connection's flow
+// (seed S1 §9.2: the mapping travels with the migration): it adds the
+// mapping flow_id → the state's tuple (MigrateMapping) at seq, the next
+// number after the batch before it, exactly as a Mappings batch of that
+// one addition would. The agent takes it in stream order with the
+// batches: it recreates the connection first, then holds the mapping and
+// acknowledges seq with the ordinary Ack. The unit lets the client's
+// later packets through the tunnel only on that Ack, so the socket
+// exists before any restored packet reaches the host's stack, and the
+// Ack is also the answer that the connection lives on the host. The
+// agent holds the mapping and acknowledges seq whether or not the
+// connection could be made (the unit removes the flow, and with it the
+// mapping, when it hears that it could not).
+//
+// A migration that fails, in the upload or in the hand-off to the
+// application afterwards, is reported with a MigrateResult that is not
+// ok; a hand-off failure may come after the Ack.
 type Migrate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the unit's number for this migration (unique per unit boot);
@@ -1140,7 +1097,12 @@ type Migrate struct {
 	// the first byte after the SYN: they go into the receive queue of the
 	// recreated socket, so the application reads them first. At most
 	// MaxMigrateData bytes.
-	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// flow_id is the ID the unit's tunnel packets of this connection
+	// carry (not 0).
+	FlowId uint32 `protobuf:"varint,4,opt,name=flow_id,json=flowId,proto3" json:"flow_id,omitempty"`
+	// seq numbers the mapping's addition among the Mappings batches.
+	Seq           uint64 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1194,6 +1156,20 @@ func (x *Migrate) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *Migrate) GetFlowId() uint32 {
+	if x != nil {
+		return x.FlowId
+	}
+	return 0
+}
+
+func (x *Migrate) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
 }
 
 // TCPState is what the host's kernel needs to continue the connection.
@@ -1405,16 +1381,15 @@ func (x *TCPState) GetTsRecent() uint32 {
 	return 0
 }
 
-// MigrateResult answers a Migrate.
+// MigrateResult reports a Migrate that failed (the Ack of its seq says
+// that one succeeded): the agent has reset the client (or, when it never
+// had a socket, the unit must), and the unit removes the flow's route. A
+// hand-off to the application that fails after the upload is reported
+// after the Ack.
 type MigrateResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    uint64                 `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
-	// ok: the connection lives in the host's kernel and the application
-	// has it. Otherwise the agent has reset the client, and the unit
-	// removes the flow's route.
-	Ok      bool    `protobuf:"varint,2,opt,name=ok,proto3" json:"ok,omitempty"`
-	Handoff Handoff `protobuf:"varint,3,opt,name=handoff,proto3,enum=tether.host.v1.Handoff" json:"handoff,omitempty"`
-	// error says why, when not ok (at most 256 bytes).
+	// error says why (at most 256 bytes).
 	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1455,20 +1430,6 @@ func (x *MigrateResult) GetId() uint64 {
 		return x.Id
 	}
 	return 0
-}
-
-func (x *MigrateResult) GetOk() bool {
-	if x != nil {
-		return x.Ok
-	}
-	return false
-}
-
-func (x *MigrateResult) GetHandoff() Handoff {
-	if x != nil {
-		return x.Handoff
-	}
-	return Handoff_HANDOFF_UNSPECIFIED
 }
 
 func (x *MigrateResult) GetError() string {
@@ -1819,11 +1780,13 @@ const file_host_proto_rawDesc = "" +
 	"\x05count\x18\x02 \x01(\rR\x05count\x12\x10\n" +
 	"\x03sum\x18\x03 \x01(\x04R\x03sum\"\x17\n" +
 	"\x03Ack\x12\x10\n" +
-	"\x03seq\x18\x01 \x01(\x04R\x03seq\"]\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\"\x88\x01\n" +
 	"\aMigrate\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12.\n" +
 	"\x05state\x18\x02 \x01(\v2\x18.tether.host.v1.TCPStateR\x05state\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\"\x9b\x04\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x17\n" +
+	"\aflow_id\x18\x04 \x01(\rR\x06flowId\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\"\x9b\x04\n" +
 	"\bTCPState\x12\x16\n" +
 	"\x06client\x18\x01 \x01(\fR\x06client\x12\x1f\n" +
 	"\vclient_port\x18\x02 \x01(\rR\n" +
@@ -1850,12 +1813,10 @@ const file_host_proto_rawDesc = "" +
 	"timestamps\x18\x11 \x01(\bR\n" +
 	"timestamps\x12\x15\n" +
 	"\x06ts_val\x18\x12 \x01(\rR\x05tsVal\x12\x1b\n" +
-	"\tts_recent\x18\x13 \x01(\rR\btsRecent\"x\n" +
+	"\tts_recent\x18\x13 \x01(\rR\btsRecent\"A\n" +
 	"\rMigrateResult\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x0e\n" +
-	"\x02ok\x18\x02 \x01(\bR\x02ok\x121\n" +
-	"\ahandoff\x18\x03 \x01(\x0e2\x17.tether.host.v1.HandoffR\ahandoff\x12\x14\n" +
-	"\x05error\x18\x04 \x01(\tR\x05error\"\x80\x01\n" +
+	"\x02id\x18\x01 \x01(\x04R\x02id\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05errorJ\x04\b\x02\x10\x03J\x04\b\x03\x10\x04\"\x80\x01\n" +
 	"\x0eMigrationEnded\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x04R\x02id\x12+\n" +
 	"\x05tuple\x18\x02 \x01(\v2\x15.tether.host.v1.TupleR\x05tuple\x121\n" +
@@ -1885,11 +1846,7 @@ const file_host_proto_rawDesc = "" +
 	"\x05Proto\x12\x15\n" +
 	"\x11PROTO_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tPROTO_TCP\x10\x06\x12\r\n" +
-	"\tPROTO_UDP\x10\x11*L\n" +
-	"\aHandoff\x12\x17\n" +
-	"\x13HANDOFF_UNSPECIFIED\x10\x00\x12\x14\n" +
-	"\x10HANDOFF_LISTENER\x10\x01\x12\x12\n" +
-	"\x0eHANDOFF_SPLICE\x10\x02*]\n" +
+	"\tPROTO_UDP\x10\x11*]\n" +
 	"\tEndReason\x12\x1a\n" +
 	"\x16END_REASON_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11END_REASON_CLOSED\x10\x01\x12\x1d\n" +
@@ -1915,60 +1872,58 @@ func file_host_proto_rawDescGZIP() []byte {
 	return file_host_proto_rawDescData
 }
 
-var file_host_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
+var file_host_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
 var file_host_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_host_proto_goTypes = []any{
 	(Resync)(0),            // 0: tether.host.v1.Resync
 	(Proto)(0),             // 1: tether.host.v1.Proto
-	(Handoff)(0),           // 2: tether.host.v1.Handoff
-	(EndReason)(0),         // 3: tether.host.v1.EndReason
-	(SessionKind)(0),       // 4: tether.host.v1.SessionKind
-	(*AgentMessage)(nil),   // 5: tether.host.v1.AgentMessage
-	(*UnitMessage)(nil),    // 6: tether.host.v1.UnitMessage
-	(*AgentHello)(nil),     // 7: tether.host.v1.AgentHello
-	(*Holding)(nil),        // 8: tether.host.v1.Holding
-	(*UnitHello)(nil),      // 9: tether.host.v1.UnitHello
-	(*Tuple)(nil),          // 10: tether.host.v1.Tuple
-	(*Mapping)(nil),        // 11: tether.host.v1.Mapping
-	(*Mappings)(nil),       // 12: tether.host.v1.Mappings
-	(*ResyncEnd)(nil),      // 13: tether.host.v1.ResyncEnd
-	(*Ack)(nil),            // 14: tether.host.v1.Ack
-	(*Migrate)(nil),        // 15: tether.host.v1.Migrate
-	(*TCPState)(nil),       // 16: tether.host.v1.TCPState
-	(*MigrateResult)(nil),  // 17: tether.host.v1.MigrateResult
-	(*MigrationEnded)(nil), // 18: tether.host.v1.MigrationEnded
-	(*Sessions)(nil),       // 19: tether.host.v1.Sessions
-	(*Session)(nil),        // 20: tether.host.v1.Session
+	(EndReason)(0),         // 2: tether.host.v1.EndReason
+	(SessionKind)(0),       // 3: tether.host.v1.SessionKind
+	(*AgentMessage)(nil),   // 4: tether.host.v1.AgentMessage
+	(*UnitMessage)(nil),    // 5: tether.host.v1.UnitMessage
+	(*AgentHello)(nil),     // 6: tether.host.v1.AgentHello
+	(*Holding)(nil),        // 7: tether.host.v1.Holding
+	(*UnitHello)(nil),      // 8: tether.host.v1.UnitHello
+	(*Tuple)(nil),          // 9: tether.host.v1.Tuple
+	(*Mapping)(nil),        // 10: tether.host.v1.Mapping
+	(*Mappings)(nil),       // 11: tether.host.v1.Mappings
+	(*ResyncEnd)(nil),      // 12: tether.host.v1.ResyncEnd
+	(*Ack)(nil),            // 13: tether.host.v1.Ack
+	(*Migrate)(nil),        // 14: tether.host.v1.Migrate
+	(*TCPState)(nil),       // 15: tether.host.v1.TCPState
+	(*MigrateResult)(nil),  // 16: tether.host.v1.MigrateResult
+	(*MigrationEnded)(nil), // 17: tether.host.v1.MigrationEnded
+	(*Sessions)(nil),       // 18: tether.host.v1.Sessions
+	(*Session)(nil),        // 19: tether.host.v1.Session
 }
 var file_host_proto_depIdxs = []int32{
-	7,  // 0: tether.host.v1.AgentMessage.hello:type_name -> tether.host.v1.AgentHello
-	14, // 1: tether.host.v1.AgentMessage.ack:type_name -> tether.host.v1.Ack
-	17, // 2: tether.host.v1.AgentMessage.migrate_result:type_name -> tether.host.v1.MigrateResult
-	18, // 3: tether.host.v1.AgentMessage.migration_ended:type_name -> tether.host.v1.MigrationEnded
-	19, // 4: tether.host.v1.AgentMessage.sessions:type_name -> tether.host.v1.Sessions
-	9,  // 5: tether.host.v1.UnitMessage.hello:type_name -> tether.host.v1.UnitHello
-	12, // 6: tether.host.v1.UnitMessage.mappings:type_name -> tether.host.v1.Mappings
-	13, // 7: tether.host.v1.UnitMessage.resync_end:type_name -> tether.host.v1.ResyncEnd
-	15, // 8: tether.host.v1.UnitMessage.migrate:type_name -> tether.host.v1.Migrate
-	8,  // 9: tether.host.v1.AgentHello.holding:type_name -> tether.host.v1.Holding
+	6,  // 0: tether.host.v1.AgentMessage.hello:type_name -> tether.host.v1.AgentHello
+	13, // 1: tether.host.v1.AgentMessage.ack:type_name -> tether.host.v1.Ack
+	16, // 2: tether.host.v1.AgentMessage.migrate_result:type_name -> tether.host.v1.MigrateResult
+	17, // 3: tether.host.v1.AgentMessage.migration_ended:type_name -> tether.host.v1.MigrationEnded
+	18, // 4: tether.host.v1.AgentMessage.sessions:type_name -> tether.host.v1.Sessions
+	8,  // 5: tether.host.v1.UnitMessage.hello:type_name -> tether.host.v1.UnitHello
+	11, // 6: tether.host.v1.UnitMessage.mappings:type_name -> tether.host.v1.Mappings
+	12, // 7: tether.host.v1.UnitMessage.resync_end:type_name -> tether.host.v1.ResyncEnd
+	14, // 8: tether.host.v1.UnitMessage.migrate:type_name -> tether.host.v1.Migrate
+	7,  // 9: tether.host.v1.AgentHello.holding:type_name -> tether.host.v1.Holding
 	0,  // 10: tether.host.v1.UnitHello.resync:type_name -> tether.host.v1.Resync
 	1,  // 11: tether.host.v1.Tuple.proto:type_name -> tether.host.v1.Proto
-	10, // 12: tether.host.v1.Mapping.tuple:type_name -> tether.host.v1.Tuple
-	11, // 13: tether.host.v1.Mappings.add:type_name -> tether.host.v1.Mapping
-	16, // 14: tether.host.v1.Migrate.state:type_name -> tether.host.v1.TCPState
-	2,  // 15: tether.host.v1.MigrateResult.handoff:type_name -> tether.host.v1.Handoff
-	10, // 16: tether.host.v1.MigrationEnded.tuple:type_name -> tether.host.v1.Tuple
-	3,  // 17: tether.host.v1.MigrationEnded.reason:type_name -> tether.host.v1.EndReason
-	20, // 18: tether.host.v1.Sessions.up:type_name -> tether.host.v1.Session
-	20, // 19: tether.host.v1.Sessions.down:type_name -> tether.host.v1.Session
-	4,  // 20: tether.host.v1.Session.kind:type_name -> tether.host.v1.SessionKind
-	5,  // 21: tether.host.v1.HostStream.Connect:input_type -> tether.host.v1.AgentMessage
-	6,  // 22: tether.host.v1.HostStream.Connect:output_type -> tether.host.v1.UnitMessage
-	22, // [22:23] is the sub-list for method output_type
-	21, // [21:22] is the sub-list for method input_type
-	21, // [21:21] is the sub-list for extension type_name
-	21, // [21:21] is the sub-list for extension extendee
-	0,  // [0:21] is the sub-list for field type_name
+	9,  // 12: tether.host.v1.Mapping.tuple:type_name -> tether.host.v1.Tuple
+	10, // 13: tether.host.v1.Mappings.add:type_name -> tether.host.v1.Mapping
+	15, // 14: tether.host.v1.Migrate.state:type_name -> tether.host.v1.TCPState
+	9,  // 15: tether.host.v1.MigrationEnded.tuple:type_name -> tether.host.v1.Tuple
+	2,  // 16: tether.host.v1.MigrationEnded.reason:type_name -> tether.host.v1.EndReason
+	19, // 17: tether.host.v1.Sessions.up:type_name -> tether.host.v1.Session
+	19, // 18: tether.host.v1.Sessions.down:type_name -> tether.host.v1.Session
+	3,  // 19: tether.host.v1.Session.kind:type_name -> tether.host.v1.SessionKind
+	4,  // 20: tether.host.v1.HostStream.Connect:input_type -> tether.host.v1.AgentMessage
+	5,  // 21: tether.host.v1.HostStream.Connect:output_type -> tether.host.v1.UnitMessage
+	21, // [21:22] is the sub-list for method output_type
+	20, // [20:21] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_host_proto_init() }
@@ -1994,7 +1949,7 @@ func file_host_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_host_proto_rawDesc), len(file_host_proto_rawDesc)),
-			NumEnums:      5,
+			NumEnums:      4,
 			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   1,

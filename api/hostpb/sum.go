@@ -32,3 +32,12 @@ func MappingSum(m *Mapping) uint64 {
 	x ^= x >> 33
 	return x
 }
+
+// MigrateMapping is the mapping a valid Migrate adds: its flow ID for
+// the tuple of its connection's state. Unit and host both build it here,
+// so that their sums agree.
+func MigrateMapping(m *Migrate) *Mapping {
+	st := m.GetState()
+	return &Mapping{FlowId: m.GetFlowId(), Tuple: &Tuple{Proto: Proto_PROTO_TCP,
+		Client: st.GetClient(), ClientPort: st.GetClientPort(), Vip: st.GetVip(), VipPort: st.GetVipPort()}}
+}

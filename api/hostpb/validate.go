@@ -7,8 +7,10 @@ import (
 )
 
 // Version is the protocol version every message carries. A receiver
-// refuses any other: the stream's meaning changes with it.
-const Version = 1
+// refuses any other: the stream's meaning changes with it. Version 2:
+// a Migrate carries its flow's mapping and is acknowledged as a batch,
+// and only failed migrations have a MigrateResult.
+const Version = 2
 
 // Bounds every receiver enforces.
 const (
@@ -215,6 +217,9 @@ func validMigrate(m *Migrate) error {
 	if m.GetId() == 0 {
 		return invalid("migrate: id 0")
 	}
+	if m.GetFlowId() == 0 || m.GetSeq() == 0 {
+		return invalid("migrate: flow ID %d at seq %d, want neither 0", m.GetFlowId(), m.GetSeq())
+	}
 	if len(m.GetData()) > MaxMigrateData {
 		return invalid("migrate: %d bytes of data, at most %d", len(m.GetData()), MaxMigrateData)
 	}
@@ -262,9 +267,6 @@ func validMigrateResult(r *MigrateResult) error {
 	}
 	if len(r.GetError()) > MaxMigrateError {
 		return invalid("migrate_result: error of %d bytes", len(r.GetError()))
-	}
-	if r.GetOk() && r.GetHandoff() != Handoff_HANDOFF_LISTENER && r.GetHandoff() != Handoff_HANDOFF_SPLICE {
-		return invalid("migrate_result: ok with handoff %d", int32(r.GetHandoff()))
 	}
 	return nil
 }

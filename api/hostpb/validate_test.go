@@ -25,7 +25,6 @@ func agentSamples() map[string]*AgentMessage {
 		"hello-holding": {Version: Version, Body: &AgentMessage_Hello{Hello: &AgentHello{Host: 7, Boot: 0x1234,
 			Holding: &Holding{UnitBoot: 99, Seq: 12, Count: 3, Sum: 0xfeed}}}},
 		"ack":             {Version: Version, Body: &AgentMessage_Ack{Ack: &Ack{Seq: 12}}},
-		"migrate-ok":      {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Id: 5, Ok: true, Handoff: Handoff_HANDOFF_LISTENER}}},
 		"migrate-failed":  {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Id: 6, Error: "no application takes 10.0.0.1:80"}}},
 		"migration-ended": {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Id: 5, Tuple: tuple4(), Reason: EndReason_END_REASON_CLOSED}}},
 		"sessions-resync": {Version: Version, Body: &AgentMessage_Sessions{Sessions: &Sessions{Resync: true, ResyncBegin: true, ResyncEnd: true, Count: 3,
@@ -67,7 +66,7 @@ func unitSamples() map[string]*UnitMessage {
 
 func migrateSample() *Migrate {
 	data := []byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n")
-	return &Migrate{Id: 5, Data: data, State: &TCPState{
+	return &Migrate{Id: 5, FlowId: 1<<31 | 9, Seq: 14, Data: data, State: &TCPState{
 		Client: []byte{10, 1, 0, 2}, ClientPort: 40000, Vip: []byte{10, 0, 0, 100}, VipPort: 80,
 		RemoteIsn: 1000, LocalIsn: 0xfffffff0, SndNxt: 0xfffffff1, RcvNxt: 1001 + uint32(len(data)),
 		SndWnd: 64240 << 7, SndWl1: 1001, RcvWnd: 65535, WindowScaling: true, SndWscale: 7, RcvWscale: 7,
@@ -96,17 +95,16 @@ func TestValidateRefuses(t *testing.T) {
 		return &AgentMessage{Version: Version, Body: &AgentMessage_Hello{Hello: h}}
 	}
 	agents := map[string]*AgentMessage{
-		"version 0":          {Body: &AgentMessage_Ack{Ack: &Ack{}}},
-		"version 2":          {Version: 2, Body: &AgentMessage_Ack{Ack: &Ack{}}},
-		"no body":            {Version: Version},
-		"empty hello":        {Version: Version, Body: &AgentMessage_Hello{}},
-		"empty ack":          {Version: Version, Body: &AgentMessage_Ack{}},
-		"host 0":             hello(func(h *AgentHello) { h.Host = 0 }),
-		"boot 0":             hello(func(h *AgentHello) { h.Boot = 0 }),
-		"holding of boot 0":  hello(func(h *AgentHello) { h.Holding = &Holding{Seq: 1} }),
-		"empty result":       {Version: Version, Body: &AgentMessage_MigrateResult{}},
-		"result id 0":        {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Error: "x"}}},
-		"ok without handoff": {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Id: 1, Ok: true}}},
+		"version 0":         {Body: &AgentMessage_Ack{Ack: &Ack{}}},
+		"version 1":         {Version: 1, Body: &AgentMessage_Ack{Ack: &Ack{}}},
+		"no body":           {Version: Version},
+		"empty hello":       {Version: Version, Body: &AgentMessage_Hello{}},
+		"empty ack":         {Version: Version, Body: &AgentMessage_Ack{}},
+		"host 0":            hello(func(h *AgentHello) { h.Host = 0 }),
+		"boot 0":            hello(func(h *AgentHello) { h.Boot = 0 }),
+		"holding of boot 0": hello(func(h *AgentHello) { h.Holding = &Holding{Seq: 1} }),
+		"empty result":      {Version: Version, Body: &AgentMessage_MigrateResult{}},
+		"result id 0":       {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Error: "x"}}},
 		"long error": {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Id: 1,
 			Error: strings.Repeat("e", MaxMigrateError+1)}}},
 		"empty ended":  {Version: Version, Body: &AgentMessage_MigrationEnded{}},
@@ -228,6 +226,8 @@ func TestValidateRefuses(t *testing.T) {
 		"empty migrate":    {Version: Version, Body: &UnitMessage_Migrate{}},
 		"migrate id 0":     mig(func(m *Migrate) { m.Id = 0 }),
 		"no state":         mig(func(m *Migrate) { m.State = nil }),
+		"flow ID 0":        mig(func(m *Migrate) { m.FlowId = 0 }),
+		"migrate seq 0":    mig(func(m *Migrate) { m.Seq = 0 }),
 		"too much data": mig(func(m *Migrate) {
 			m.Data = make([]byte, MaxMigrateData+1)
 			m.State.RcvNxt = m.State.RemoteIsn + 1 + uint32(len(m.Data))

@@ -13,9 +13,12 @@ type L7View struct {
 
 // L7Stats counts what became of the connections the acceptors took.
 type L7Stats struct {
-	// Migrated: sent to a host; Uploaded: the host has it; UploadFailed:
-	// the host could not take it (it reset the client); UploadTimeouts:
-	// the host never answered; Ended: it closed on its host.
+	// Migrated: sent to a host; Uploaded: the host acknowledged it (the
+	// connection is in its kernel); UploadFailed: the host reported
+	// that it failed, in the upload or in the hand-off to the
+	// application after it (which counts in Uploaded too), and the
+	// client is reset; UploadTimeouts: the host never acknowledged it;
+	// Ended: it closed on its host.
 	Migrated       uint64 `json:"migrated"`
 	Uploaded       uint64 `json:"uploaded"`
 	UploadFailed   uint64 `json:"upload_failed"`

@@ -3,9 +3,11 @@ package control
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
+	"math"
 	mrand "math/rand/v2"
 	"net/netip"
 	"slices"
@@ -18,10 +20,12 @@ import (
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/ctlplane/health"
+	"github.com/tetherlb/tether/ctlplane/hosts"
 	"github.com/tetherlb/tether/ctlplane/l7/acceptor"
 	"github.com/tetherlb/tether/ctlplane/l7/request"
 	"github.com/tetherlb/tether/ctlplane/l7/rules"
 	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/tables/encap"
 )
 
 // l7Part is the control process's part of the l7 VIPs (seed S1, FIG. 32):
@@ -32,16 +36,22 @@ import (
 // later packets there.
 //
 // The order of a migration is what makes it safe:
-//  1. Migrate goes into the host's stream queue (hosts.Server.Migrate).
-//  2. The route goes to the forwarder: a tunnel flow that holds the
-//     client's packets (FlowHeld).
+//  1. The connection gets a flow ID of the control process's own
+//     (encap.FirstMigratedID and up, which no worker allocates), and
+//     Migrate goes into the host's stream queue with the flow's mapping
+//     (hosts.Server.Migrate: the Migrate is a numbered change, seq).
+//  2. The route goes to the forwarder: a tunnel flow of that ID that
+//     holds the client's packets (FlowHeld).
 //  3. The acceptor's ACK of the request goes out (the answer to the
 //     packet that completed it), and the acceptor forgets the
 //     connection, leaving a tombstone for stray retransmissions.
-//  4. The forwarder reports the new flow; its mapping is published to
-//     the host after the Migrate (tunnels.go), and the host acknowledges
-//     it only after it recreated the connection: then the held packets
-//     go (RouteRelease).
+//  4. The host recreates the connection, then holds the mapping and
+//     acknowledges seq: the held packets go (RouteRelease, through
+//     tunnels.go's pending acknowledgements), and the migration counts
+//     as uploaded. A host that cannot take it says so (MigrateResult).
+//
+// Five host-stream messages per connection: the Migrate, its Ack, the
+// end notice, the mapping's removal once the flow is gone, and its Ack.
 //
 // The first request decides the connection's host. A keep-alive
 // connection's later requests go to the same host whatever the rules
@@ -55,9 +65,11 @@ type l7Part struct {
 	migrations map[uint64]*migration
 	byKey      map[unit.FlowKey]uint64
 	nextID     uint64
-	seed       maphash.Seed
-	stats      unit.L7Stats
-	buf        []byte
+	// nextFlow is the flow ID the last migration got.
+	nextFlow uint32
+	seed     maphash.Seed
+	stats    unit.L7Stats
+	buf      []byte
 	// keysLink is the forwarder link the last SYN keys went on, and
 	// keysSent how many VIPs' they were.
 	keysLink *fwdLink
@@ -83,15 +95,15 @@ type migration struct {
 	host uint32
 	vip  string
 	sent time.Time
-	// uploaded: the host answered ok.
+	// uploaded: the host acknowledged the Migrate.
 	uploaded bool
 	// ended is when the host said the connection ended (zero while it
 	// lives); its route goes endedLinger later.
 	ended time.Time
 }
 
-// migrateTimeout bounds the wait for a host's answer to Migrate: past
-// it the route goes and the client's next packet is reset.
+// migrateTimeout bounds the wait for a host's acknowledgement of a
+// Migrate: past it the route goes and the client's next packet is reset.
 const migrateTimeout = 5 * time.Second
 
 // endedLinger is how long the route of a connection that ended on its
@@ -107,8 +119,11 @@ func newL7Part() *l7Part {
 	// Migration IDs start at a random point: a host may still report
 	// the end of a connection an earlier control process migrated, and
 	// that must not match one of this process's.
+	// Flow IDs likewise: the hosts hold an earlier process's mappings
+	// until the new one's resync replaces them.
 	return &l7Part{vips: map[string]*l7VIP{}, migrations: map[uint64]*migration{}, byKey: map[unit.FlowKey]uint64{},
-		seed: maphash.MakeSeed(), buf: make([]byte, 0, channel.MaxAnswer), nextID: mrand.Uint64() >> 1}
+		seed: maphash.MakeSeed(), buf: make([]byte, 0, channel.MaxAnswer), nextID: mrand.Uint64() >> 1,
+		nextFlow: encap.FirstMigratedID + mrand.Uint32N(math.MaxUint32-encap.FirstMigratedID)}
 }
 
 // syncL7 builds the rules of cfg's l7 VIPs, and their acceptors, keeping
@@ -230,15 +245,21 @@ func (c *Control) migrate(lk *fwdLink, v *l7VIP, pu *channel.Punt, ev *acceptor.
 	l.nextID++
 	id := l.nextID
 	host := hostOf[choice.Key]
-	if err := c.hosts.Migrate(host, &pb.Migrate{Id: id, State: ev.State, Data: ev.Data}); err != nil {
+	mig := &pb.Migrate{Id: id, State: ev.State, Data: ev.Data}
+	seq, err := c.migrateTo(host, mig)
+	if err != nil {
 		l.stats.HostDown++
 		return v.acc.Answer(ev.Key, 503, now)
 	}
 	r := channel.Route{Op: channel.RouteAdd, Worker: channel.AnyWorker, Key: pu.Key, Action: unit.Action{Backend: ids[choice.Key]}}
+	binary.BigEndian.PutUint32(r.Action.B[:4], mig.GetFlowId())
 	if err := lk.route(&r); err != nil {
 		// The host may get the connection; the client is reset when
-		// its next packet finds no route.
+		// its next packet finds no route. The host's mapping goes.
 		l.stats.RouteFailed++
+		if _, err := c.hosts.Publish(host, nil, []uint32{mig.GetFlowId()}); err != nil {
+			c.log.Warn().Err(err).Uint32("host", host).Msg("remove an unrouted migration's mapping")
+		}
 		return v.acc.Answer(ev.Key, 503, now)
 	}
 	v.acc.Forget(ev.Key, now)
@@ -246,7 +267,31 @@ func (c *Control) migrate(lk *fwdLink, v *l7VIP, pu *channel.Punt, ev *acceptor.
 	l.migrations[id] = m
 	l.byKey[pu.Key] = id
 	l.stats.Migrated++
+	if c.awaitMigration(host, seq, heldKey{channel.AnyWorker, pu.Key}, id) {
+		// The host was quicker than this goroutine.
+		m.uploaded = true
+		l.stats.Uploaded++
+		c.release(lk, []heldKey{{channel.AnyWorker, pu.Key}})
+	}
 	return ack
+}
+
+// migrateTo sends mig to host with a flow ID of the control process's
+// that the host does not hold, and returns the Migrate's seq. Callers
+// hold c.l7part.mu.
+func (c *Control) migrateTo(host uint32, mig *pb.Migrate) (uint64, error) {
+	l := c.l7part
+	for range 8 {
+		if l.nextFlow++; l.nextFlow < encap.FirstMigratedID {
+			l.nextFlow = encap.FirstMigratedID
+		}
+		mig.FlowId = l.nextFlow
+		seq, err := c.hosts.Migrate(host, mig)
+		if !errors.Is(err, hosts.ErrFlowIDTaken) {
+			return seq, err
+		}
+	}
+	return 0, fmt.Errorf("no free flow ID for host %d", host)
 }
 
 func countRule(m map[string]uint64, rule string) map[string]uint64 {
@@ -325,20 +370,29 @@ func (c *Control) urlPatterns(v *config.VIP) map[string][]string {
 	return out
 }
 
-// onMigrateResult handles a host's answer to Migrate. On failure the
-// host has reset the client; the route goes.
+// migrationsTaken counts the migrations host acknowledged: their
+// connections live there.
+func (c *Control) migrationsTaken(host uint32, ids []uint64) {
+	l := c.l7part
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, id := range ids {
+		if m := l.migrations[id]; m != nil && m.host == host && !m.uploaded {
+			m.uploaded = true
+			l.stats.Uploaded++
+		}
+	}
+}
+
+// onMigrateResult handles a host's report that a migration failed (in
+// the upload, or in the hand-off after it was acknowledged): the host
+// has reset the client, or the acceptor does; the route goes.
 func (c *Control) onMigrateResult(host uint32, r *pb.MigrateResult) {
 	l := c.l7part
 	l.mu.Lock()
 	m := l.migrations[r.GetId()]
 	if m == nil || m.host != host {
 		l.stats.UnknownAnswers++
-		l.mu.Unlock()
-		return
-	}
-	if r.GetOk() {
-		m.uploaded = true
-		l.stats.Uploaded++
 		l.mu.Unlock()
 		return
 	}

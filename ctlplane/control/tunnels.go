@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"encoding/binary"
 	"net/netip"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	pb "github.com/tetherlb/tether/api/hostpb"
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/tables/encap"
 )
 
 // tunnels publishes the mappings of the unit's tunnel flows to their
@@ -34,10 +36,12 @@ type tunnels struct {
 	stats   unit.TunnelStats
 }
 
-// pendingBatch is a published batch whose new flows wait for the host.
+// pendingBatch is a published batch whose new flows wait for the host,
+// or a Migrate (migration is its ID, not 0) whose flow does.
 type pendingBatch struct {
-	seq  uint64
-	keys []heldKey
+	seq       uint64
+	keys      []heldKey
+	migration uint64
 }
 
 // heldKey names a flow whose packets the forwarder holds.
@@ -119,6 +123,12 @@ func (c *Control) tunnelEvents(lk *fwdLink, events []channel.FlowEvent) {
 		if a.Mode != unit.ModeTunnel {
 			continue
 		}
+		if e.Kind == channel.FlowOpened && flowID(a) >= encap.FirstMigratedID {
+			// A migrated connection's: its Migrate carried the
+			// mapping, and its acknowledgement releases the flow
+			// (awaitMigration).
+			continue
+		}
 		host, up, ok := c.hosts.HostOf(backendAddr(&e.Key, a))
 		if !ok {
 			if e.Kind == channel.FlowOpened {
@@ -180,18 +190,46 @@ func (c *Control) publish(lk *fwdLink, host uint32, ch *hostChange) {
 	}
 }
 
-// onHostAck releases the flows whose mappings host now holds.
+// awaitMigration holds a migrated connection's flow k until host
+// acknowledges seq, the Migrate that carried the flow's mapping, unless
+// it has already: then it reports true, and the caller releases the flow
+// and counts the migration uploaded itself.
+func (c *Control) awaitMigration(host uint32, seq uint64, k heldKey, migration uint64) (acked bool) {
+	c.tun.mu.Lock()
+	defer c.tun.mu.Unlock()
+	// onHostAck takes c.tun.mu after the server records the ack: an ack
+	// this does not see here finds the entry there.
+	if c.hosts.Acked(host) >= seq {
+		return true
+	}
+	// In sequence order: a batch published meanwhile may be queued
+	// already with a later seq.
+	p := c.tun.pending[host]
+	i, _ := slices.BinarySearchFunc(p, seq, func(b pendingBatch, seq uint64) int { return cmp.Compare(b.seq, seq+1) })
+	c.tun.pending[host] = slices.Insert(p, i, pendingBatch{seq: seq, keys: []heldKey{k}, migration: migration})
+	return false
+}
+
+// onHostAck releases the flows whose mappings host now holds, and tells
+// the l7 part which migrations it took.
 func (c *Control) onHostAck(host uint32, seq uint64) {
 	c.tun.mu.Lock()
 	var keys []heldKey
+	var migrations []uint64
 	p := c.tun.pending[host]
 	n := 0
 	for n < len(p) && p[n].seq <= seq {
 		keys = append(keys, p[n].keys...)
+		if p[n].migration != 0 {
+			migrations = append(migrations, p[n].migration)
+		}
 		n++
 	}
 	c.tun.pending[host] = p[n:]
 	c.tun.mu.Unlock()
+	if len(migrations) > 0 {
+		c.migrationsTaken(host, migrations)
+	}
 	if len(keys) == 0 {
 		return
 	}

@@ -14,12 +14,10 @@ import (
 // benchmark measures the stream, not the host's kernel.
 type benchSink struct{}
 
-func (benchSink) Sources(string, []netip.Addr) error          { return nil }
-func (benchSink) Replace(string, map[uint32]*pb.Tuple) error  { return nil }
-func (benchSink) Apply(string, []*pb.Mapping, []uint32) error { return nil }
-func (benchSink) Take(_ string, m *pb.Migrate, done func(*pb.MigrateResult)) {
-	done(&pb.MigrateResult{Id: m.GetId(), Ok: true, Handoff: pb.Handoff_HANDOFF_LISTENER})
-}
+func (benchSink) Sources(string, []netip.Addr) error             { return nil }
+func (benchSink) Replace(string, map[uint32]*pb.Tuple) error     { return nil }
+func (benchSink) Apply(string, []*pb.Mapping, []uint32) error    { return nil }
+func (benchSink) Take(_ string, _ *pb.Migrate, done func(error)) { done(nil) }
 
 func cpuTime() int64 {
 	var ru syscall.Rusage
@@ -32,23 +30,22 @@ func cpuTime() int64 {
 // BenchmarkMigrationMessages is the host stream's share of a migrated
 // connection, over mutual TLS on loopback with the unit's server and the
 // agent's streams in this process: the messages one connection costs
-// today, each waited for as the control process waits for it (Migrate
-// and its result, the flow's mapping and its acknowledgement, the end
-// notice, the mapping's removal and its acknowledgement). in-flight
+// (five since the Migrate carries the flow's mapping), each waited for
+// as the control process waits for it: the Migrate and its
+// acknowledgement, the end notice, the mapping's removal and its
+// acknowledgement. in-flight
 // connections go through these steps side by side, as under load, where
 // the stream's writers can put several messages in one write.
 // cpu-µs/op is this process's CPU time (both ends, kernel included) per
-// connection: what per-connection messages cost, to weigh against
-// carrying the mapping in the Migrate or batching results.
+// connection: what per-connection messages cost.
 func BenchmarkMigrationMessages(b *testing.B) {
 	for _, inFlight := range []int{1, 16} {
 		b.Run(fmt.Sprintf("in-flight=%d", inFlight), func(b *testing.B) {
 			p := newPKI(b)
-			results := make(chan struct{}, 1024)
 			ended := make(chan struct{}, 1024)
 			acks := make(chan uint64, 1024)
 			s, _ := startServerWith(b, p, "127.0.0.1:0", func(o *Options) {
-				o.OnMigrateResult = func(uint32, *pb.MigrateResult) { results <- struct{}{} }
+				o.OnMigrateResult = func(_ uint32, r *pb.MigrateResult) { b.Errorf("migration %d failed: %s", r.GetId(), r.GetError()) }
 				o.OnMigrationEnded = func(uint32, *pb.MigrationEnded) { ended <- struct{}{} }
 				o.OnAck = func(_ uint32, seq uint64) { acks <- seq }
 			})
@@ -67,15 +64,9 @@ func BenchmarkMigrationMessages(b *testing.B) {
 				base := id
 				for i := range n {
 					st.ClientPort = uint32(1024 + (base+uint64(i))%60000)
-					if err := s.Migrate(7, &pb.Migrate{Id: base + uint64(i) + 1, State: st, Data: data}); err != nil {
+					if _, err := s.Migrate(7, &pb.Migrate{Id: base + uint64(i) + 1, FlowId: uint32(base) + uint32(i) + 1, State: st, Data: data}); err != nil {
 						b.Fatal(err)
 					}
-				}
-				for range n {
-					<-results
-				}
-				for i := range n {
-					publish([]*pb.Mapping{mapping(uint32(base)+uint32(i)+1, uint32(1024+(base+uint64(i))%60000))}, nil)
 				}
 				for range n {
 					<-acks

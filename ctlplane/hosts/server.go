@@ -44,9 +44,9 @@ type Options struct {
 	// them, and the flows' held packets may go.
 	OnAck func(host uint32, seq uint64)
 	// OnMigrateResult and OnMigrationEnded, when set, receive the
-	// hosts' answers to Migrate and their notices that a migrated
-	// connection ended (called outside the server's lock, in the
-	// stream's order).
+	// hosts' reports of migrations that failed (one that succeeded is
+	// acknowledged: OnAck) and their notices that a migrated connection
+	// ended (called outside the server's lock, in the stream's order).
 	OnMigrateResult  func(host uint32, r *pb.MigrateResult)
 	OnMigrationEnded func(host uint32, e *pb.MigrationEnded)
 	// OnHostKnown, when set, is called (outside the server's lock) as a
@@ -270,6 +270,17 @@ func (s *Server) Table(id uint32) map[uint32]*pb.Mapping {
 		}
 	}
 	return out
+}
+
+// Acked is the sequence up to which host acknowledged the changes
+// published to it (0 for a host never heard from).
+func (s *Server) Acked(id uint32) uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if hs := s.hosts[id]; hs != nil {
+		return hs.view.Acked
+	}
+	return 0
 }
 
 // Hosts lists the hosts the unit keeps mappings for or ever heard from.
@@ -650,30 +661,47 @@ func (s *Server) sessions(id uint32, hs *host, st *sessionState, b *pb.Sessions)
 // one too far behind to take more).
 var ErrHostDown = errors.New("hosts: the host's stream is down")
 
-// Migrate sends a migrated connection's state to host, after every
-// change published so far and before every later one: the flow's
-// mapping, published once the forwarder has the flow, reaches the host
-// after the connection exists there. A host whose stream is down, or
-// full, gets nothing (ErrHostDown): a migration is not worth a resync,
-// and the caller answers the client itself.
-func (s *Server) Migrate(id uint32, mig *pb.Migrate) error {
+// ErrFlowIDTaken is Migrate's error when the host holds a mapping of
+// the Migrate's flow ID already.
+var ErrFlowIDTaken = errors.New("hosts: the host holds the flow ID")
+
+// Migrate sends a migrated connection's state to host, with its flow's
+// mapping (pb.MigrateMapping, of mig's FlowId, which the host must not
+// hold yet): the Migrate is a numbered change like a Publish, after
+// every change published so far and before every later one, and Migrate
+// sets its Seq and returns it. The host acknowledges seq once the
+// connection exists in its kernel and it holds the mapping
+// (Options.OnAck); a failure comes as a MigrateResult. A host whose
+// stream is down, or full, gets nothing and holds nothing new
+// (ErrHostDown): a migration is not worth a resync, and the caller
+// answers the client itself.
+func (s *Server) Migrate(id uint32, mig *pb.Migrate) (uint64, error) {
 	m := &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Migrate{Migrate: mig}}
+	mig.Seq = 1 // validated with a placeholder; the real one is set below
 	if err := pb.ValidateUnit(m); err != nil {
-		return fmt.Errorf("hosts: migrate: %w", err)
+		return 0, fmt.Errorf("hosts: migrate: %w", err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	hs := s.hosts[id]
 	if hs == nil || hs.out == nil {
-		return ErrHostDown
+		return 0, ErrHostDown
 	}
+	if _, taken := hs.table[mig.GetFlowId()]; taken {
+		return 0, ErrFlowIDTaken
+	}
+	mig.Seq = hs.seq + 1
 	select {
 	case hs.out <- m:
-		hs.view.Migrations++
-		return nil
 	default:
-		return ErrHostDown
+		return 0, ErrHostDown
 	}
+	mp := pb.MigrateMapping(mig)
+	hs.table[mp.GetFlowId()] = mp
+	hs.sum += pb.MappingSum(mp)
+	hs.seq = mig.Seq
+	hs.view.Migrations++
+	return hs.seq, nil
 }
 
 // Publish changes the mappings host should hold: removals, then

@@ -294,7 +294,7 @@ func TestInvalidRefused(t *testing.T) {
 		reason string
 		m      *pb.AgentMessage
 	}{
-		{"version", &pb.AgentMessage{Version: 2, Body: &pb.AgentMessage_Hello{Hello: &pb.AgentHello{Host: 7, Boot: 1}}}},
+		{"version", &pb.AgentMessage{Version: pb.Version + 1, Body: &pb.AgentMessage_Hello{Hello: &pb.AgentHello{Host: 7, Boot: 1}}}},
 		{"invalid", &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Hello{Hello: &pb.AgentHello{Host: 7}}}},
 		{"protocol", &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{}}}},
 	} {
@@ -389,16 +389,22 @@ func (o *orderSink) Apply(_ string, add []*pb.Mapping, _ []uint32) error {
 	}
 	return nil
 }
-func (o *orderSink) Take(_ string, m *pb.Migrate, done func(*pb.MigrateResult)) {
+func (o *orderSink) Take(_ string, m *pb.Migrate, done func(error)) {
 	o.note(fmt.Sprintf("migrate %d", m.GetId()))
-	done(&pb.MigrateResult{Id: m.GetId(), Ok: m.GetId() != 13, Handoff: pb.Handoff_HANDOFF_LISTENER, Error: map[bool]string{true: "no application"}[m.GetId() == 13]})
+	if m.GetId() == 13 {
+		done(errors.New("no application"))
+		return
+	}
+	done(nil)
 }
 
 // TestMigrateInStreamOrder: a Migrate reaches the host between the
-// changes published before and after it (so a flow's mapping, published
-// after its connection's Migrate, finds the connection on the host);
-// the host's answers and end notices reach the unit's callbacks; a host
-// without a stream gets nothing.
+// changes published before and after it, and is itself the change that
+// maps its flow: the host takes the connection, then the mapping, and
+// acknowledges it in sequence; only a failure has a result; the host's
+// end notices reach the unit; a host without a stream gets nothing, a
+// flow ID the host holds is refused, and a stream that drops and comes
+// back needs no resync (both ends hold the same set).
 func TestMigrateInStreamOrder(t *testing.T) {
 	p := newPKI(t)
 	results := make(chan *pb.MigrateResult, 4)
@@ -417,10 +423,10 @@ func TestMigrateInStreamOrder(t *testing.T) {
 	})
 	mig := func(id uint64) *pb.Migrate {
 		data := []byte("GET / HTTP/1.1\r\n\r\n")
-		return &pb.Migrate{Id: id, Data: data, State: &pb.TCPState{Client: []byte{10, 9, 0, 1}, ClientPort: 4000,
+		return &pb.Migrate{Id: id, FlowId: 1<<31 | uint32(id), Data: data, State: &pb.TCPState{Client: []byte{10, 9, 0, 1}, ClientPort: 4000 + uint32(id),
 			Vip: []byte{192, 0, 2, 10}, VipPort: 80, RemoteIsn: 100, LocalIsn: 200, SndNxt: 201, RcvNxt: 101 + uint32(len(data)), Mss: 1460}}
 	}
-	if err := s.Migrate(7, mig(1)); !errors.Is(err, ErrHostDown) {
+	if _, err := s.Migrate(7, mig(1)); !errors.Is(err, ErrHostDown) {
 		t.Fatalf("Migrate to a host never seen: %v, want ErrHostDown", err)
 	}
 	sink := &orderSink{}
@@ -430,24 +436,30 @@ func TestMigrateInStreamOrder(t *testing.T) {
 	if _, err := s.Publish(7, []*pb.Mapping{mapping(1, 1000)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Migrate(7, mig(12)); err != nil {
-		t.Fatal(err)
+	if seq, err := s.Migrate(7, mig(12)); err != nil || seq != 2 {
+		t.Fatalf("Migrate: seq %d, %v; want seq 2", seq, err)
 	}
 	if _, err := s.Publish(7, []*pb.Mapping{mapping(2, 1001)}, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Migrate(7, mig(13)); err != nil {
-		t.Fatal(err)
+	if seq, err := s.Migrate(7, mig(13)); err != nil || seq != 4 {
+		t.Fatalf("Migrate: seq %d, %v; want seq 4", seq, err)
 	}
-	if r := <-results; r.GetId() != 12 || !r.GetOk() {
-		t.Fatalf("first result %v", r)
+	taken := mig(14)
+	taken.FlowId = 1<<31 | 12
+	if _, err := s.Migrate(7, taken); !errors.Is(err, ErrFlowIDTaken) {
+		t.Fatalf("Migrate of a flow ID the host holds: %v, want ErrFlowIDTaken", err)
 	}
-	if r := <-results; r.GetId() != 13 || r.GetOk() || r.GetError() == "" {
-		t.Fatalf("second result %v, want the failure", r)
+	if r := <-results; r.GetId() != 13 || r.GetError() == "" {
+		t.Fatalf("result %v, want the failure only", r)
 	}
-	waitFor(t, "the second mapping applied", func() bool { return len(sink.seen()) == 4 })
-	if got, want := strings.Join(sink.seen(), ", "), "mapping 1, migrate 12, mapping 2, migrate 13"; got != want {
+	waitFor(t, "every change acknowledged", func() bool { v, _ := hostView(s, 7); return v.Acked == 4 })
+	want := "mapping 1, migrate 12, mapping 2147483660, mapping 2, migrate 13, mapping 2147483661"
+	if got := strings.Join(sink.seen(), ", "); got != want {
 		t.Fatalf("the host saw %s, want %s", got, want)
+	}
+	if tb := s.Table(7); len(tb) != 4 || !proto.Equal(tb[1<<31|12], pb.MigrateMapping(mig(12))) {
+		t.Fatalf("the unit's table for the host: %v", tb)
 	}
 	e := &pb.MigrationEnded{Id: 12, Reason: pb.EndReason_END_REASON_CLOSED, Tuple: mappingOfMig(mig(12))}
 	if err := a.SendEnded("unit-a", e); err != nil {
@@ -459,6 +471,19 @@ func TestMigrateInStreamOrder(t *testing.T) {
 	if v, _ := hostView(s, 7); v.Migrations != 2 {
 		t.Errorf("view counts %d migrations, want 2", v.Migrations)
 	}
+	select {
+	case r := <-results:
+		t.Fatalf("a second result %v", r)
+	default:
+	}
+
+	s.mu.Lock()
+	s.hosts[7].cancel(errors.New("test: drop the stream"))
+	s.mu.Unlock()
+	waitFor(t, "a second stream without resync", func() bool {
+		h, _ := hostView(s, 7)
+		return h.State == unit.StreamUp && h.Connects == 2 && h.Resync == "none"
+	})
 }
 
 func mappingOfMig(m *pb.Migrate) *pb.Tuple {

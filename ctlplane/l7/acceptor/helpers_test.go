@@ -336,10 +336,11 @@ func (c *client) handshake() {
 }
 
 // validMigrate runs hostpb's check on what a Ready event carries, as
-// the unit will send it.
+// the unit will send it (with the message's own fields, which the unit
+// sets, as placeholders).
 func validMigrate(ev Event) error {
 	return hostpb.ValidateUnit(&hostpb.UnitMessage{Version: hostpb.Version, Body: &hostpb.UnitMessage_Migrate{
-		Migrate: &hostpb.Migrate{Id: 1, State: ev.State, Data: ev.Data}}})
+		Migrate: &hostpb.Migrate{Id: 1, FlowId: 1, Seq: 1, State: ev.State, Data: ev.Data}}})
 }
 
 const request = "GET /index.html HTTP/1.1\r\nHost: example.com\r\nUser-Agent: test\r\n\r\n"
