@@ -107,7 +107,8 @@ func (a *applySink) Apply(_ string, add []*pb.Mapping, _ []uint32) error {
 // gets the mapping and the agent acknowledges the Migrate's seq, without
 // waiting for the migration's slow hand-off; a success sends no result,
 // a failure its result before the Ack; the end comes after the hand-off;
-// a Migrate out of sequence ends the stream.
+// a removal's acknowledgement waits for the next change's; a Migrate
+// out of sequence ends the stream.
 func TestMigrateInStreamOrder(t *testing.T) {
 	dir := t.TempDir()
 	ca, _, err := mtls.OpenCA(dir, "test")
@@ -139,7 +140,7 @@ func TestMigrateInStreamOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mig := &slowMigrator{taken: make(chan uint64, 2), release: make(chan struct{}), ended: make(chan error, 1)}
+	mig := &slowMigrator{taken: make(chan uint64, 4), release: make(chan struct{}), ended: make(chan error, 1)}
 	sink := &applySink{}
 	s, err := New(Options{Host: 7, Units: []Unit{{Name: "unit-a", Address: lis.Addr().String()}}, TLS: ccfg,
 		Log: zerolog.Nop(), Migrator: mig, Sink: sink})
@@ -214,6 +215,22 @@ func TestMigrateInStreamOrder(t *testing.T) {
 	}
 	if st := s.Status()[0]; st.Migrations != 2 || st.MigrationsFailed != 1 || st.Seq != 3 || st.Mappings != 3 {
 		t.Fatalf("status %+v", st)
+	}
+	// A batch that only removes is acknowledged by the next change's
+	// Ack when one comes (here a Migrate's), else on its own shortly.
+	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 4, Remove: []uint32{1}}}}
+	unit.out <- migrate(8, 1<<31|8, 5)
+	for range 2 { // the Ack and, from the hand-off, the end of migration 8
+		switch m := next(); {
+		case m.GetAck() != nil && m.GetAck().GetSeq() != 5:
+			t.Fatalf("ack of seq %d, want only the Migrate's, 5", m.GetAck().GetSeq())
+		case m.GetAck() == nil && m.GetMigrationEnded().GetId() != 8:
+			t.Fatalf("got %v", m)
+		}
+	}
+	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 6, Remove: []uint32{1<<31 | 5}}}}
+	if a := next().GetAck(); a.GetSeq() != 6 {
+		t.Fatalf("want the removal acknowledged on its own, got %v", a)
 	}
 	unit.out <- migrate(7, 1<<31|7, 9)
 	waitFor(t, "the out-of-sequence Migrate refused", func() bool { return s.Status()[0].Refused == 1 })

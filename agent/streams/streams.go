@@ -180,9 +180,16 @@ type link struct {
 
 	// sendMu serialises Send: a gRPC client stream's Send is not safe
 	// for concurrent use, and SendEnded runs beside the stream's
-	// goroutine.
+	// goroutine. Under it, owed is the seq of batches applied on
+	// owedOn and not acknowledged yet (ackLater), 0 when none.
 	sendMu sync.Mutex
+	owed   uint64
+	owedOn pb.HostStream_ConnectClient
 }
+
+// removalAckDelay bounds how long the acknowledgement of a batch that
+// only removes mappings is put off (ackLater).
+const removalAckDelay = 10 * time.Millisecond
 
 // holding is the mappings held from one unit at one of its boots.
 type holding struct {
@@ -397,9 +404,13 @@ func (l *link) connect(ctx context.Context) (up bool, err error) {
 
 func (l *link) send(stream pb.HostStream_ConnectClient, m *pb.AgentMessage) error {
 	l.sendMu.Lock()
-	err := stream.Send(m)
-	l.sendMu.Unlock()
-	if err != nil {
+	defer l.sendMu.Unlock()
+	return l.sendLocked(stream, m)
+}
+
+// sendLocked is send, under l.sendMu.
+func (l *link) sendLocked(stream pb.HostStream_ConnectClient, m *pb.AgentMessage) error {
+	if err := stream.Send(m); err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
 	l.set(func(st *Status) { st.MessagesOut++ })
@@ -498,7 +509,7 @@ func (l *link) greet(stream pb.HostStream_ConnectClient) error {
 	l.st.State, l.st.Since = StateUp, time.Now()
 	l.st.Connects++
 	l.mu.Unlock()
-	return l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: next.seq}}})
+	return l.ack(stream, next.seq)
 }
 
 // follow applies the unit's batches in sequence and acknowledges each,
@@ -537,7 +548,11 @@ func (l *link) follow(stream pb.HostStream_ConnectClient) error {
 		}
 		l.held.seq = b.GetSeq()
 		l.mu.Unlock()
-		if err := l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: b.GetSeq()}}}); err != nil {
+		if len(b.GetAdd()) == 0 {
+			l.ackLater(stream, b.GetSeq())
+			continue
+		}
+		if err := l.ack(stream, b.GetSeq()); err != nil {
 			return err
 		}
 	}
@@ -587,7 +602,45 @@ func (l *link) migrate(stream pb.HostStream_ConnectClient, mg *pb.Migrate) error
 	l.held.add(add[0])
 	l.held.seq = mg.GetSeq()
 	l.mu.Unlock()
-	return l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: mg.GetSeq()}}})
+	return l.ack(stream, mg.GetSeq())
+}
+
+// ack acknowledges the changes up to seq, those whose acknowledgement
+// was put off among them.
+func (l *link) ack(stream pb.HostStream_ConnectClient, seq uint64) error {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	l.owed = 0
+	return l.sendLocked(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: seq}}})
+}
+
+// ackLater acknowledges a batch that only removes mappings within
+// removalAckDelay, unless an acknowledgement of a later change covers
+// it first: nothing at the unit waits for a removal (only additions hold
+// packets), and under load the next Migrate's or addition's Ack comes
+// well within the delay, which saves the unit and this host a message
+// per ended connection. Acknowledgements stay in order: each is sent
+// under l.sendMu, and owed is never above a later change's seq.
+func (l *link) ackLater(stream pb.HostStream_ConnectClient, seq uint64) {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	armed := l.owed != 0 && l.owedOn == stream
+	l.owed, l.owedOn = seq, stream
+	if armed {
+		return
+	}
+	time.AfterFunc(removalAckDelay, func() {
+		l.sendMu.Lock()
+		defer l.sendMu.Unlock()
+		if l.owed == 0 || l.owedOn != stream {
+			return // acknowledged since, or a newer stream's
+		}
+		seq := l.owed
+		l.owed = 0
+		if err := l.sendLocked(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: seq}}}); err != nil {
+			l.s.opts.Log.Debug().Str("unit", l.unit.Name).Uint64("seq", seq).Err(err).Msg("put-off acknowledgement not sent")
+		}
+	})
 }
 
 // ErrNoStream is SendEnded's error when the unit's stream is not up.
