@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -19,22 +20,30 @@ import (
 )
 
 // fakeUnit is a unit's end of the stream that says hello with an empty
-// full resync, then sends what the test gives it and hands the test
-// what the agent sends.
+// full resync (or, once resume holds a seq, with none at that seq), then
+// sends what the test gives it and hands the test what the agent sends,
+// until the test drops the stream.
 type fakeUnit struct {
 	pb.UnimplementedHostStreamServer
-	out chan *pb.UnitMessage
-	in  chan *pb.AgentMessage
+	out    chan *pb.UnitMessage
+	in     chan *pb.AgentMessage
+	drop   chan struct{}
+	resume atomic.Uint64
 }
 
 func (u *fakeUnit) Connect(s grpc.BidiStreamingServer[pb.AgentMessage, pb.UnitMessage]) error {
 	if _, err := s.Recv(); err != nil {
 		return err
 	}
-	for _, m := range []*pb.UnitMessage{
+	first := []*pb.UnitMessage{
 		{Version: pb.Version, Body: &pb.UnitMessage_Hello{Hello: &pb.UnitHello{Unit: "unit-a", Boot: 9, Host: 7, Resync: pb.Resync_RESYNC_FULL}}},
 		{Version: pb.Version, Body: &pb.UnitMessage_ResyncEnd{ResyncEnd: &pb.ResyncEnd{}}},
-	} {
+	}
+	if seq := u.resume.Load(); seq != 0 {
+		first = first[:1]
+		first[0].GetHello().Resync, first[0].GetHello().Seq = pb.Resync_RESYNC_NONE, seq
+	}
+	for _, m := range first {
 		if err := s.Send(m); err != nil {
 			return err
 		}
@@ -56,9 +65,97 @@ func (u *fakeUnit) Connect(s grpc.BidiStreamingServer[pb.AgentMessage, pb.UnitMe
 			if err := s.Send(m); err != nil {
 				return err
 			}
+		case <-u.drop:
+			return errors.New("test: dropped")
 		case err := <-errc:
 			return err
 		}
+	}
+}
+
+// runFakeUnit starts a fakeUnit and the agent's streams to it, with
+// opts' Migrator and Sink, and returns them with a function that waits
+// for the agent's next message.
+func runFakeUnit(t *testing.T, opts Options) (*fakeUnit, *Streams, func() *pb.AgentMessage) {
+	t.Helper()
+	dir := t.TempDir()
+	ca, _, err := mtls.OpenCA(dir, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	uf, err := ca.IssueUnit(dir, "unit-a", []netip.Addr{netip.MustParseAddr("127.0.0.1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hf, err := ca.IssueHost(dir, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scfg, err := mtls.Server(uf, "unit-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := &fakeUnit{out: make(chan *pb.UnitMessage, 4), in: make(chan *pb.AgentMessage, 16), drop: make(chan struct{})}
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(scfg)))
+	pb.RegisterHostStreamServer(gs, unit)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	ccfg, err := mtls.Client(hf, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Host, opts.Units, opts.TLS, opts.Log = 7, []Unit{{Name: "unit-a", Address: lis.Addr().String()}}, ccfg, zerolog.Nop()
+	opts.MinBackoff, opts.MaxBackoff = 10*time.Millisecond, 100*time.Millisecond
+	s, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SendEnded("unit-a", &pb.MigrationEnded{}); !errors.Is(err, ErrNoStream) {
+		t.Fatalf("SendEnded before the stream is up: %v, want ErrNoStream", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	next := func() *pb.AgentMessage {
+		t.Helper()
+		select {
+		case m := <-unit.in:
+			return m
+		case <-time.After(10 * time.Second):
+			t.Fatal("nothing from the agent")
+		}
+		return nil
+	}
+	return unit, s, next
+}
+
+// TestResumeAcknowledges: a stream that comes back without a resync
+// (the agent holds the unit's set at its seq) starts with the agent's
+// Ack of that seq, since the last one may have been lost with the old
+// stream, and the unit holds a new flow's packets, or counts a
+// migration as not taken, until that Ack.
+func TestResumeAcknowledges(t *testing.T) {
+	unit, s, next := runFakeUnit(t, Options{})
+	if a := next().GetAck(); a == nil {
+		t.Fatal("the resync was not acknowledged first")
+	}
+	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 1, Add: []*pb.Mapping{mapping(1)}}}}
+	if a := next().GetAck(); a.GetSeq() != 1 {
+		t.Fatalf("got %v, want the ack of seq 1", a)
+	}
+	unit.resume.Store(1)
+	unit.drop <- struct{}{}
+	if a := next().GetAck(); a.GetSeq() != 1 {
+		t.Fatalf("got %v, want the resumed stream to begin with the ack of seq 1", a)
+	}
+	if st := s.Status()[0]; st.Connects != 2 || st.LastResync != "none" {
+		t.Fatalf("status %+v", st)
 	}
 }
 
@@ -110,62 +207,10 @@ func (a *applySink) Apply(_ string, add []*pb.Mapping, _ []uint32) error {
 // a removal's acknowledgement waits for the next change's; a Migrate
 // out of sequence ends the stream.
 func TestMigrateInStreamOrder(t *testing.T) {
-	dir := t.TempDir()
-	ca, _, err := mtls.OpenCA(dir, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	uf, err := ca.IssueUnit(dir, "unit-a", []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hf, err := ca.IssueHost(dir, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scfg, err := mtls.Server(uf, "unit-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	unit := &fakeUnit{out: make(chan *pb.UnitMessage, 4), in: make(chan *pb.AgentMessage, 16)}
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(scfg)))
-	pb.RegisterHostStreamServer(gs, unit)
-	go gs.Serve(lis)
-	defer gs.Stop()
-	ccfg, err := mtls.Client(hf, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
 	mig := &slowMigrator{taken: make(chan uint64, 4), release: make(chan struct{}), ended: make(chan error, 1)}
 	sink := &applySink{}
-	s, err := New(Options{Host: 7, Units: []Unit{{Name: "unit-a", Address: lis.Addr().String()}}, TLS: ccfg,
-		Log: zerolog.Nop(), Migrator: mig, Sink: sink})
-	if err != nil {
-		t.Fatal(err)
-	}
+	unit, s, next := runFakeUnit(t, Options{Migrator: mig, Sink: sink})
 	mig.s = s
-	if err := s.SendEnded("unit-a", &pb.MigrationEnded{}); err == nil {
-		t.Fatal("SendEnded before the stream is up succeeded")
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); s.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
-	next := func() *pb.AgentMessage {
-		t.Helper()
-		select {
-		case m := <-unit.in:
-			return m
-		case <-time.After(10 * time.Second):
-			t.Fatal("nothing from the agent")
-		}
-		return nil
-	}
 	if a := next().GetAck(); a == nil {
 		t.Fatal("the resync was not acknowledged first")
 	}

@@ -473,7 +473,10 @@ func (l *link) greet(stream pb.HostStream_ConnectClient) error {
 		if !ok {
 			return l.refuse(fmt.Errorf("resync none at boot %d seq %d, the agent holds boot %d seq %d", h.GetBoot(), h.GetSeq(), boot, seq))
 		}
-		return nil
+		// The Ack of seq may have been lost with the old stream, and
+		// the unit holds new flows' packets (and counts their
+		// migrations as not taken) until it comes.
+		return l.ack(stream, seq)
 	}
 	next := holding{boot: h.GetBoot(), table: map[uint32]*pb.Tuple{}}
 	for {
