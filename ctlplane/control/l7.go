@@ -51,7 +51,8 @@ import (
 //     as uploaded. A host that cannot take it says so (MigrateResult).
 //
 // Five host-stream messages per connection: the Migrate, its Ack, the
-// end notice, the mapping's removal once the flow is gone, and its Ack.
+// end notice, the mapping's removal once the flow is gone, and its Ack
+// (which under load rides on the next Migrate's).
 //
 // The first request decides the connection's host. A keep-alive
 // connection's later requests go to the same host whatever the rules

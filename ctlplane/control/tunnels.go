@@ -202,21 +202,21 @@ func (c *Control) awaitMigration(host uint32, seq uint64, k heldKey, migration u
 	if c.hosts.Acked(host) >= seq {
 		return true
 	}
-	// In sequence order: a batch published meanwhile may be queued
-	// already with a later seq.
-	p := c.tun.pending[host]
-	i, _ := slices.BinarySearchFunc(p, seq, func(b pendingBatch, seq uint64) int { return cmp.Compare(b.seq, seq+1) })
-	c.tun.pending[host] = slices.Insert(p, i, pendingBatch{seq: seq, keys: []heldKey{k}, migration: migration})
+	c.tun.pending[host] = addPending(c.tun.pending[host], pendingBatch{seq: seq, keys: []heldKey{k}, migration: migration})
 	return false
 }
 
-// onHostAck releases the flows whose mappings host now holds, and tells
-// the l7 part which migrations it took.
-func (c *Control) onHostAck(host uint32, seq uint64) {
-	c.tun.mu.Lock()
-	var keys []heldKey
-	var migrations []uint64
-	p := c.tun.pending[host]
+// addPending puts b into p, which is in sequence order, after the
+// entries of its seq or below: a batch published while b's Migrate was
+// on its way may be there already with a later seq.
+func addPending(p []pendingBatch, b pendingBatch) []pendingBatch {
+	i, _ := slices.BinarySearchFunc(p, b.seq, func(e pendingBatch, seq uint64) int { return cmp.Compare(e.seq, seq+1) })
+	return slices.Insert(p, i, b)
+}
+
+// takeAcked splits p, in sequence order, at an acknowledgement of seq:
+// the flows to release and the migrations taken up to seq, and the rest.
+func takeAcked(p []pendingBatch, seq uint64) (keys []heldKey, migrations []uint64, rest []pendingBatch) {
 	n := 0
 	for n < len(p) && p[n].seq <= seq {
 		keys = append(keys, p[n].keys...)
@@ -225,7 +225,15 @@ func (c *Control) onHostAck(host uint32, seq uint64) {
 		}
 		n++
 	}
-	c.tun.pending[host] = p[n:]
+	return keys, migrations, p[n:]
+}
+
+// onHostAck releases the flows whose mappings host now holds, and tells
+// the l7 part which migrations it took.
+func (c *Control) onHostAck(host uint32, seq uint64) {
+	c.tun.mu.Lock()
+	keys, migrations, rest := takeAcked(c.tun.pending[host], seq)
+	c.tun.pending[host] = rest
 	c.tun.mu.Unlock()
 	if len(migrations) > 0 {
 		c.migrationsTaken(host, migrations)

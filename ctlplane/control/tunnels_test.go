@@ -39,3 +39,30 @@ func ids(ms []*pb.Mapping) []uint32 {
 	}
 	return out
 }
+
+// A migration's pending release goes in sequence order among the
+// published batches, whichever was recorded first, so that an
+// acknowledgement releases exactly what it covers: the migration's flow
+// and the batches up to its seq, and counts the migration taken.
+func TestPendingInSequence(t *testing.T) {
+	key := func(port uint16) heldKey { return heldKey{key: unit.FlowKey{Proto: 6, SrcPort: port, DstPort: 80}} }
+	var p []pendingBatch
+	p = addPending(p, pendingBatch{seq: 3, keys: []heldKey{key(3)}})
+	p = addPending(p, pendingBatch{seq: 7, keys: []heldKey{key(7)}})
+	p = addPending(p, pendingBatch{seq: 5, keys: []heldKey{key(5)}, migration: 99})
+	p = addPending(p, pendingBatch{seq: 5, keys: []heldKey{key(55)}})
+	var seqs []uint64
+	for _, b := range p {
+		seqs = append(seqs, b.seq)
+	}
+	if !slices.Equal(seqs, []uint64{3, 5, 5, 7}) || p[1].migration != 99 {
+		t.Fatalf("pending %+v: want seqs 3, 5 (the migration), 5, 7", p)
+	}
+	keys, migrations, rest := takeAcked(p, 6)
+	if len(keys) != 3 || keys[1] != key(5) || !slices.Equal(migrations, []uint64{99}) || len(rest) != 1 || rest[0].seq != 7 {
+		t.Fatalf("ack of 6: keys %v, migrations %v, rest %+v", keys, migrations, rest)
+	}
+	if keys, migrations, rest := takeAcked(rest, 6); len(keys) != 0 || len(migrations) != 0 || len(rest) != 1 {
+		t.Fatal("a repeated ack released something")
+	}
+}
