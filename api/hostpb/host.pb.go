@@ -1085,8 +1085,8 @@ func (x *Ack) GetSeq() uint64 {
 // mapping, when it hears that it could not).
 //
 // A migration that fails, in the upload or in the hand-off to the
-// application afterwards, is reported with a MigrateResult that is not
-// ok; a hand-off failure may come after the Ack.
+// application afterwards, is reported with a MigrateResult; a hand-off
+// failure may come after the Ack.
 type Migrate struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// id is the unit's number for this migration (unique per unit boot);
