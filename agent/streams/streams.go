@@ -132,8 +132,8 @@ type Status struct {
 	// and the next hello asks for the whole set.
 	SinkFailures uint64 `json:"sink_failures,omitempty"`
 	// Migrations counts the unit's Migrates done with, MigrationsFailed
-	// those that failed (and were reported); EndedDropped counts ended notices for the
-	// unit while its stream was down.
+	// those that failed (and were reported); EndedDropped counts ended
+	// notices for the unit while its stream was down.
 	Migrations       uint64 `json:"migrations,omitempty"`
 	MigrationsFailed uint64 `json:"migrations_failed,omitempty"`
 	EndedDropped     uint64 `json:"ended_dropped,omitempty"`
