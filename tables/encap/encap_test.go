@@ -67,9 +67,20 @@ func TestForeignIDs(t *testing.T) {
 }
 
 func TestNewRejectsBadShapes(t *testing.T) {
-	for _, c := range [][3]int{{0, 0, 1}, {2, 2, 1}, {0, 1, 0}, {0, 2, MaxCapacity + 1}} {
+	// The last: workers whose IDs would reach the control process's.
+	for _, c := range [][3]int{{0, 0, 1}, {2, 2, 1}, {0, 1, 0}, {0, 2, MaxCapacity + 1}, {0, 1<<30 + 1, 2}} {
 		if _, err := New(c[0], c[1], c[2]); err == nil {
 			t.Errorf("New(%d, %d, %d) accepted", c[0], c[1], c[2])
 		}
+	}
+	// As many IDs as the workers may have: the last worker's last ID is
+	// just below the control process's first.
+	const workers = 1 << 30
+	tb, err := New(workers-1, workers, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := tb.id(1); last != FirstMigratedID-1 {
+		t.Fatalf("the last worker's last ID is %d, want %d", last, FirstMigratedID-1)
 	}
 }
