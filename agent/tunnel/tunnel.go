@@ -283,7 +283,10 @@ func (h *Host) Put(unit netip.Addr, id uint32, t *encap.Tuple) error {
 	if t.Proto != protoTCP && t.Proto != protoUDP {
 		return fmt.Errorf("tunnel: flow %d from %v: protocol %d is neither TCP nor UDP", id, unit, t.Proto)
 	}
-	if err := h.m.flows4.Put(flowKey(unit, id), value(t)); err != nil {
+	// As slices: cilium/ebpf takes []byte as it is, where an array
+	// value goes through binary.Append's reflection on every call.
+	k, v := flowKey(unit, id), value(t)
+	if err := h.m.flows4.Put(k[:], v[:]); err != nil {
 		return fmt.Errorf("tunnel: flow %d from %v: %w", id, unit, err)
 	}
 	return nil
@@ -295,7 +298,8 @@ func (h *Host) Delete(unit netip.Addr, id uint32) error {
 	if !unit.Is4() {
 		return nil
 	}
-	if err := h.m.flows4.Delete(flowKey(unit, id)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	k := flowKey(unit, id)
+	if err := h.m.flows4.Delete(k[:]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("tunnel: flow %d from %v: %w", id, unit, err)
 	}
 	return nil
