@@ -18,12 +18,15 @@ type L7Stats struct {
 	// that it failed, in the upload or in the hand-off to the
 	// application after it (which counts in Uploaded too), and the
 	// client is reset; UploadTimeouts: the host never acknowledged it;
-	// Ended: it closed on its host.
+	// Ended: it closed on its host; AgedOut: the forwarder aged its
+	// flow out before the host said it ended (the notice was lost with
+	// the host's stream), and the unit forgot it.
 	Migrated       uint64 `json:"migrated"`
 	Uploaded       uint64 `json:"uploaded"`
 	UploadFailed   uint64 `json:"upload_failed"`
 	UploadTimeouts uint64 `json:"upload_timeouts"`
 	Ended          uint64 `json:"ended"`
+	AgedOut        uint64 `json:"aged_out"`
 	// Proxied counts the connections sent to a request router (they
 	// count in Migrated too); NoRouter those answered 503 because no
 	// router could take them.

@@ -477,8 +477,8 @@ func printL7(w *tabwriter.Writer, v *unit.L7View) {
 		return
 	}
 	s := v.Stats
-	fmt.Fprintf(w, "migrated %d\tuploaded %d\tfailed %d\ttimed out %d\tended %d\tlive %d\n",
-		s.Migrated, s.Uploaded, s.UploadFailed, s.UploadTimeouts, s.Ended, v.Live)
+	fmt.Fprintf(w, "migrated %d\tuploaded %d\tfailed %d\ttimed out %d\tended %d\taged out %d\tlive %d\n",
+		s.Migrated, s.Uploaded, s.UploadFailed, s.UploadTimeouts, s.Ended, s.AgedOut, v.Live)
 	fmt.Fprintf(w, "answered: no host %d\thost down %d\troute failed %d\tbad request %d\n", s.NoHost, s.HostDown, s.RouteFailed, s.BadRequests)
 	if len(s.ByRule) > 0 {
 		fmt.Fprint(w, "by rule")

@@ -427,6 +427,36 @@ func (c *Control) onMigrationEnded(host uint32, e *pb.MigrationEnded) {
 	l.mu.Unlock()
 }
 
+// migratedFlowsExpired forgets the migrations whose flows the
+// forwarder aged out after their hosts took them: the host's end notice
+// may have been lost with its stream (or its agent), and nothing else
+// would take such a record out of the table. A migration not yet
+// acknowledged is left to migrateTimeout.
+func (c *Control) migratedFlowsExpired(events []channel.FlowEvent) {
+	l := c.l7part
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.byKey) == 0 {
+		return
+	}
+	for i := range events {
+		e := &events[i]
+		if e.Kind != channel.FlowExpired {
+			continue
+		}
+		id, ok := l.byKey[e.Key]
+		if !ok {
+			continue
+		}
+		if m := l.migrations[id]; m != nil && m.uploaded {
+			if m.ended.IsZero() {
+				l.stats.AgedOut++
+			}
+			l.forget(m)
+		}
+	}
+}
+
 // refuse has the acceptor reset the client of a migration that failed:
 // a host that refused the connection before its socket existed, or
 // never answered, has not reset it. Callers hold l.mu.

@@ -10,6 +10,7 @@ import (
 	pb "github.com/tetherlb/tether/api/hostpb"
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/dataplane/channel"
 )
 
 // TestMigrationEnds: a host's end notice counts only for the migration
@@ -43,6 +44,50 @@ func TestMigrationEnds(t *testing.T) {
 	c.expireL7(time.Now().Add(max(endedLinger, migrateTimeout) + time.Second))
 	if v := c.L7(context.Background()); len(l.migrations) != 0 || v.Stats.UploadTimeouts != 1 {
 		t.Fatalf("%d migrations left, %d timeouts; want none left and the unanswered one timed out", len(l.migrations), v.Stats.UploadTimeouts)
+	}
+}
+
+// TestAgedOutMigrationsAreForgotten: a migration its host took whose
+// flow the forwarder ages out leaves the table even when its end notice
+// never came (lost with the host's stream); one the host has not
+// acknowledged yet is left to its timeout, and a flow of another tuple
+// touches nothing.
+func TestAgedOutMigrationsAreForgotten(t *testing.T) {
+	c := &Control{log: zerolog.Nop(), l7part: newL7Part()}
+	l := c.l7part
+	now := time.Now()
+	keyOf := func(port uint16) unit.FlowKey {
+		return unit.FlowKey{Src: [16]byte{10, 0, 1, 2}, Dst: [16]byte{192, 0, 2, 10}, SrcPort: port, DstPort: 80, Proto: 6}
+	}
+	for id, m := range map[uint64]*migration{
+		1: {key: keyOf(40001), uploaded: true},
+		2: {key: keyOf(40002), uploaded: true, ended: now},
+		3: {key: keyOf(40003)},
+		4: {key: keyOf(40004), uploaded: true},
+	} {
+		m.id, m.host, m.sent = id, 1, now
+		l.migrations[id] = m
+		l.byKey[m.key] = id
+	}
+	expired := func(port uint16) channel.FlowEvent {
+		return channel.FlowEvent{Kind: channel.FlowExpired, Key: keyOf(port)}
+	}
+	c.migratedFlowsExpired([]channel.FlowEvent{expired(40001), expired(40002), expired(40003),
+		{Kind: channel.FlowClosed, Key: keyOf(40004)}, expired(40005)})
+	if _, ok := l.migrations[1]; ok {
+		t.Error("an aged-out migration without its end notice stayed")
+	}
+	if _, ok := l.migrations[2]; ok {
+		t.Error("an ended migration whose flow aged out stayed")
+	}
+	if l.migrations[3] == nil || l.migrations[4] == nil {
+		t.Error("a migration not yet acknowledged, or whose flow only closed, was forgotten")
+	}
+	if v := c.L7(context.Background()); v.Stats.AgedOut != 1 || v.Live != 2 {
+		t.Fatalf("aged out %d, live %d; want 1 and 2", v.Stats.AgedOut, v.Live)
+	}
+	if len(l.byKey) != 2 {
+		t.Fatalf("byKey holds %d tuples, want 2", len(l.byKey))
 	}
 }
 

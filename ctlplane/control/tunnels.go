@@ -266,6 +266,7 @@ func (c *Control) flowEvents(lk *fwdLink, events []channel.FlowEvent) {
 	c.tun.order.Lock()
 	defer c.tun.order.Unlock()
 	c.tunnelEvents(lk, events)
+	c.migratedFlowsExpired(events)
 	c.inv.apply(events)
 	c.shareRoutes(events)
 }
