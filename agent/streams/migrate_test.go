@@ -204,8 +204,7 @@ func (a *applySink) Apply(_ string, add []*pb.Mapping, _ []uint32) error {
 // gets the mapping and the agent acknowledges the Migrate's seq, without
 // waiting for the migration's slow hand-off; a success sends no result,
 // a failure its result before the Ack; the end comes after the hand-off;
-// a removal's acknowledgement waits for the next change's; a Migrate
-// out of sequence ends the stream.
+// a removal is acknowledged; a Migrate out of sequence ends the stream.
 func TestMigrateInStreamOrder(t *testing.T) {
 	mig := &slowMigrator{taken: make(chan uint64, 4), release: make(chan struct{}), ended: make(chan error, 1)}
 	sink := &applySink{}
@@ -261,22 +260,74 @@ func TestMigrateInStreamOrder(t *testing.T) {
 	if st := s.Status()[0]; st.Migrations != 2 || st.MigrationsFailed != 1 || st.Seq != 3 || st.Mappings != 3 {
 		t.Fatalf("status %+v", st)
 	}
-	// A batch that only removes is acknowledged by the next change's
-	// Ack when one comes (here a Migrate's), else on its own shortly.
-	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 4, Remove: []uint32{1}}}}
-	unit.out <- migrate(8, 1<<31|8, 5)
-	for range 2 { // the Ack and, from the hand-off, the end of migration 8
-		switch m := next(); {
-		case m.GetAck() != nil && m.GetAck().GetSeq() != 5:
-			t.Fatalf("ack of seq %d, want only the Migrate's, 5", m.GetAck().GetSeq())
-		case m.GetAck() == nil && m.GetMigrationEnded().GetId() != 8:
-			t.Fatalf("got %v", m)
-		}
-	}
-	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 6, Remove: []uint32{1<<31 | 5}}}}
-	if a := next().GetAck(); a.GetSeq() != 6 {
+	// A batch that only removes is acknowledged on its own when no
+	// later change's Ack comes (TestPutOffRidesOnTheAck has it ride).
+	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 4, Remove: []uint32{1<<31 | 5}}}}
+	if a := next().GetAck(); a.GetSeq() != 4 {
 		t.Fatalf("want the removal acknowledged on its own, got %v", a)
 	}
-	unit.out <- migrate(7, 1<<31|7, 9)
+	unit.out <- migrate(7, 1<<31|7, 6)
 	waitFor(t, "the out-of-sequence Migrate refused", func() bool { return s.Status()[0].Refused == 1 })
+}
+
+// takeMigrator takes every connection at once.
+type takeMigrator struct{}
+
+func (takeMigrator) Take(_ string, _ *pb.Migrate, done func(error)) { done(nil) }
+
+// TestPutOffRidesOnTheAck: a removal's acknowledgement and end notices
+// wait for the next change's Ack, the end notices going right after it;
+// those put off on a stream that ends are dropped and counted. The put
+// off is made longer than the test so that only the Ack can send them.
+func TestPutOffRidesOnTheAck(t *testing.T) {
+	unit, s, next := runFakeUnit(t, Options{Migrator: takeMigrator{}, Sink: &applySink{}, putOff: time.Hour})
+	if a := next().GetAck(); a == nil {
+		t.Fatal("the resync was not acknowledged first")
+	}
+	ended := func(id uint64) *pb.MigrationEnded {
+		return &pb.MigrationEnded{Id: id, Reason: pb.EndReason_END_REASON_CLOSED,
+			Tuple: &pb.Tuple{Proto: pb.Proto_PROTO_TCP, Client: []byte{192, 0, 2, 1}, ClientPort: 1, Vip: []byte{10, 0, 0, 1}, VipPort: 80}}
+	}
+	batch := func(seq uint64, add []*pb.Mapping, remove []uint32) *pb.UnitMessage {
+		return &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: seq, Add: add, Remove: remove}}}
+	}
+	unit.out <- batch(1, []*pb.Mapping{mapping(1)}, nil)
+	if a := next().GetAck(); a.GetSeq() != 1 {
+		t.Fatalf("want the addition acknowledged at once, got %v", a)
+	}
+	unit.out <- batch(2, nil, []uint32{1})
+	waitFor(t, "the removal applied", func() bool { return s.Status()[0].Seq == 2 })
+	for _, id := range []uint64{5, 6} {
+		if err := s.SendEnded("unit-a", ended(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := &pb.TCPState{Client: []byte{192, 0, 2, 1}, ClientPort: 2, Vip: []byte{10, 0, 0, 1}, VipPort: 80,
+		RemoteIsn: 10, LocalIsn: 20, SndNxt: 21, RcvNxt: 11, Mss: 1460}
+	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Migrate{Migrate: &pb.Migrate{Id: 9, FlowId: 1<<31 | 9, Seq: 3, State: st}}}
+	if a := next().GetAck(); a.GetSeq() != 3 {
+		t.Fatalf("want the Migrate's Ack first (covering the removal's), got %v", a)
+	}
+	for _, id := range []uint64{5, 6} {
+		if e := next().GetMigrationEnded(); e.GetId() != id {
+			t.Fatalf("want the end of migration %d after the Ack, got %v", id, e)
+		}
+	}
+	// Nothing else was sent: the next message is the next change's Ack.
+	unit.out <- batch(4, []*pb.Mapping{mapping(2)}, nil)
+	if a := next().GetAck(); a.GetSeq() != 4 {
+		t.Fatalf("want the ack of seq 4 next, got %v", a)
+	}
+	dropped := s.Status()[0].EndedDropped // runFakeUnit's, before the stream
+	if err := s.SendEnded("unit-a", ended(7)); err != nil {
+		t.Fatal(err)
+	}
+	unit.resume.Store(4)
+	unit.drop <- struct{}{}
+	if a := next().GetAck(); a.GetSeq() != 4 {
+		t.Fatalf("want the resumed stream to begin with the ack of seq 4, got %v", a)
+	}
+	if st := s.Status()[0]; st.EndedDropped != dropped+1 {
+		t.Fatalf("status %+v, want the end put off on the dropped stream counted", st)
+	}
 }

@@ -52,6 +52,10 @@ type Options struct {
 	// Sessions, when not nil, is the host's session table, which the
 	// streams report to one unit (issue 15; sessions.go).
 	Sessions *sessions.Table
+
+	// putOff is how long what nothing waits for may wait for an Ack to
+	// ride on (putOffDelay; tests lengthen it to see the riding alone).
+	putOff time.Duration
 }
 
 // Migrator takes a unit's migrated connection. Take is called from the
@@ -133,7 +137,8 @@ type Status struct {
 	SinkFailures uint64 `json:"sink_failures,omitempty"`
 	// Migrations counts the unit's Migrates done with, MigrationsFailed
 	// those that failed (and were reported); EndedDropped counts ended
-	// notices for the unit while its stream was down.
+	// notices for the unit while its stream was down, or put off on a
+	// stream that ended before they went.
 	Migrations       uint64 `json:"migrations,omitempty"`
 	MigrationsFailed uint64 `json:"migrations_failed,omitempty"`
 	EndedDropped     uint64 `json:"ended_dropped,omitempty"`
@@ -180,16 +185,22 @@ type link struct {
 
 	// sendMu serialises Send: a gRPC client stream's Send is not safe
 	// for concurrent use, and SendEnded runs beside the stream's
-	// goroutine. Under it, owed is the seq of batches applied on
-	// owedOn and not acknowledged yet (ackLater), 0 when none.
+	// goroutine. Under it is what is put off on the stream owedOn
+	// (putOff): owed, the seq of batches applied and not acknowledged
+	// yet (0 when none), and ends, migrations' end notices not sent yet.
 	sendMu sync.Mutex
 	owed   uint64
+	ends   []*pb.MigrationEnded
 	owedOn pb.HostStream_ConnectClient
 }
 
-// removalAckDelay bounds how long the acknowledgement of a batch that
-// only removes mappings is put off (ackLater).
-const removalAckDelay = 10 * time.Millisecond
+// putOffDelay bounds how long a removal's acknowledgement or an end
+// notice is put off (putOff).
+const putOffDelay = 10 * time.Millisecond
+
+// maxPutOffEnds is how many end notices wait at most: a host ending
+// connections faster than it takes new ones sends them in bursts.
+const maxPutOffEnds = 64
 
 // holding is the mappings held from one unit at one of its boots.
 type holding struct {
@@ -221,6 +232,9 @@ func New(opts Options) (*Streams, error) {
 	}
 	if opts.Host == 0 {
 		return nil, errors.New("streams: host 0")
+	}
+	if opts.putOff <= 0 {
+		opts.putOff = putOffDelay
 	}
 	if opts.MinBackoff <= 0 {
 		opts.MinBackoff = 100 * time.Millisecond
@@ -393,6 +407,13 @@ func (l *link) connect(ctx context.Context) (up bool, err error) {
 	l.mu.Unlock()
 	poke(l.s.linked)
 	defer func() {
+		l.sendMu.Lock()
+		if l.owedOn == stream {
+			// What was put off goes with the stream (putOffLocked).
+			l.dropEndsLocked()
+			l.owed, l.owedOn = 0, nil
+		}
+		l.sendMu.Unlock()
 		l.mu.Lock()
 		l.stream, l.end = nil, nil
 		l.st.Sessions = ""
@@ -609,17 +630,23 @@ func (l *link) migrate(stream pb.HostStream_ConnectClient, mg *pb.Migrate) error
 }
 
 // ack acknowledges the changes up to seq, those whose acknowledgement
-// was put off among them.
+// was put off among them, and sends the end notices put off on stream
+// with it.
 func (l *link) ack(stream pb.HostStream_ConnectClient, seq uint64) error {
 	l.sendMu.Lock()
 	defer l.sendMu.Unlock()
-	l.owed = 0
-	return l.sendLocked(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: seq}}})
+	if l.owedOn == stream {
+		l.owed = 0
+	}
+	if err := l.sendLocked(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: seq}}}); err != nil {
+		return err
+	}
+	return l.flushEndsLocked(stream)
 }
 
 // ackLater acknowledges a batch that only removes mappings within
-// removalAckDelay, unless an acknowledgement of a later change covers
-// it first: nothing at the unit waits for a removal (only additions hold
+// putOffDelay, unless an acknowledgement of a later change covers it
+// first: nothing at the unit waits for a removal (only additions hold
 // packets), and under load the next Migrate's or addition's Ack comes
 // well within the delay, which saves the unit and this host a message
 // per ended connection. Acknowledgements stay in order: each is sent
@@ -627,23 +654,66 @@ func (l *link) ack(stream pb.HostStream_ConnectClient, seq uint64) error {
 func (l *link) ackLater(stream pb.HostStream_ConnectClient, seq uint64) {
 	l.sendMu.Lock()
 	defer l.sendMu.Unlock()
-	armed := l.owed != 0 && l.owedOn == stream
-	l.owed, l.owedOn = seq, stream
-	if armed {
-		return
+	l.putOffLocked(stream)
+	l.owed = seq
+}
+
+// putOffLocked makes stream the one whose messages are put off and
+// makes sure they go within putOffDelay. What was put off on an
+// earlier stream is forgotten: its unit resyncs or acknowledges anew on
+// the new stream, and its end notices are dropped (the unit forgets a
+// migrated connection when its flow ages out). Callers hold l.sendMu.
+func (l *link) putOffLocked(stream pb.HostStream_ConnectClient) {
+	if l.owedOn == stream && (l.owed != 0 || len(l.ends) > 0) {
+		return // a timer is armed for them
 	}
-	time.AfterFunc(removalAckDelay, func() {
+	if l.owedOn != stream {
+		l.dropEndsLocked()
+		l.owed, l.owedOn = 0, stream
+	}
+	time.AfterFunc(l.s.opts.putOff, func() {
 		l.sendMu.Lock()
 		defer l.sendMu.Unlock()
-		if l.owed == 0 || l.owedOn != stream {
-			return // acknowledged since, or a newer stream's
+		if l.owedOn != stream {
+			return // a newer stream's
 		}
-		seq := l.owed
-		l.owed = 0
-		if err := l.sendLocked(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: seq}}}); err != nil {
-			l.s.opts.Log.Debug().Str("unit", l.unit.Name).Uint64("seq", seq).Err(err).Msg("put-off acknowledgement not sent")
+		if seq := l.owed; seq != 0 {
+			l.owed = 0
+			if err := l.sendLocked(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: seq}}}); err != nil {
+				l.s.opts.Log.Debug().Str("unit", l.unit.Name).Uint64("seq", seq).Err(err).Msg("put-off acknowledgement not sent")
+			}
+		}
+		if err := l.flushEndsLocked(stream); err != nil {
+			l.s.opts.Log.Debug().Str("unit", l.unit.Name).Err(err).Msg("put-off end notices not sent")
 		}
 	})
+}
+
+// flushEndsLocked sends the end notices put off on stream. Callers hold
+// l.sendMu.
+func (l *link) flushEndsLocked(stream pb.HostStream_ConnectClient) error {
+	if l.owedOn != stream {
+		return nil
+	}
+	for i, e := range l.ends {
+		if err := l.sendLocked(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_MigrationEnded{MigrationEnded: e}}); err != nil {
+			l.ends = l.ends[i:]
+			l.dropEndsLocked()
+			return err
+		}
+	}
+	clear(l.ends)
+	l.ends = l.ends[:0]
+	return nil
+}
+
+// dropEndsLocked forgets the end notices put off, counting them.
+// Callers hold l.sendMu.
+func (l *link) dropEndsLocked() {
+	if n := len(l.ends); n > 0 {
+		l.set(func(st *Status) { st.EndedDropped += uint64(n) })
+	}
+	l.ends = nil
 }
 
 // ErrNoStream is SendEnded's error when the unit's stream is not up.
@@ -651,7 +721,10 @@ var ErrNoStream = errors.New("the unit's stream is not up")
 
 // SendEnded tells unit that a migrated connection ended, on its stream
 // if that is up (ErrNoStream otherwise: the unit then ages the
-// connection's route out).
+// connection's route out). The notice goes with the stream's next Ack,
+// or within putOffDelay: nothing at the unit waits for it (the
+// connection's route lingers after it anyway), and under load it saves
+// a message per connection.
 func (s *Streams) SendEnded(unit string, e *pb.MigrationEnded) error {
 	for _, l := range s.links {
 		if l.unit.Name != unit {
@@ -664,7 +737,14 @@ func (s *Streams) SendEnded(unit string, e *pb.MigrationEnded) error {
 			l.set(func(st *Status) { st.EndedDropped++ })
 			return fmt.Errorf("unit %q: %w", unit, ErrNoStream)
 		}
-		return l.send(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_MigrationEnded{MigrationEnded: e}})
+		l.sendMu.Lock()
+		defer l.sendMu.Unlock()
+		l.putOffLocked(stream)
+		l.ends = append(l.ends, e)
+		if len(l.ends) >= maxPutOffEnds {
+			return l.flushEndsLocked(stream)
+		}
+		return nil
 	}
 	return fmt.Errorf("unit %q: no such unit", unit)
 }
