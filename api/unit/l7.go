@@ -19,8 +19,9 @@ type L7Stats struct {
 	// application after it (which counts in Uploaded too), and the
 	// client is reset; UploadTimeouts: the host never acknowledged it;
 	// Ended: it closed on its host; AgedOut: the forwarder aged its
-	// flow out before the host said it ended (the notice was lost with
-	// the host's stream), and the unit forgot it.
+	// flow out before the host said it ended (idle past the flow
+	// timeout, or the notice was lost with the host's stream), and the
+	// unit forgot it.
 	Migrated       uint64 `json:"migrated"`
 	Uploaded       uint64 `json:"uploaded"`
 	UploadFailed   uint64 `json:"upload_failed"`

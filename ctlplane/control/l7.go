@@ -428,10 +428,11 @@ func (c *Control) onMigrationEnded(host uint32, e *pb.MigrationEnded) {
 }
 
 // migratedFlowsExpired forgets the migrations whose flows the
-// forwarder aged out after their hosts took them: the host's end notice
-// may have been lost with its stream (or its agent), and nothing else
-// would take such a record out of the table. A migration not yet
-// acknowledged is left to migrateTimeout.
+// forwarder aged out after their hosts took them: without its route
+// the connection cannot go on through this unit, and the host's end
+// notice may never come (lost with its stream or its agent), while
+// nothing else would take such a record out of the table. A migration
+// not yet acknowledged is left to migrateTimeout.
 func (c *Control) migratedFlowsExpired(events []channel.FlowEvent) {
 	l := c.l7part
 	l.mu.Lock()
