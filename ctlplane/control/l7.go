@@ -94,6 +94,7 @@ type migration struct {
 	id   uint64
 	key  unit.FlowKey
 	host uint32
+	flow uint32 // its flow ID, which its route and its host's mapping name
 	vip  string
 	sent time.Time
 	// uploaded: the host acknowledged the Migrate.
@@ -264,7 +265,7 @@ func (c *Control) migrate(lk *fwdLink, v *l7VIP, pu *channel.Punt, ev *acceptor.
 		return v.acc.Answer(ev.Key, 503, now)
 	}
 	v.acc.Forget(ev.Key, now)
-	m := &migration{id: id, key: pu.Key, host: host, vip: v.cfg.Name, sent: now}
+	m := &migration{id: id, key: pu.Key, host: host, flow: mig.GetFlowId(), vip: v.cfg.Name, sent: now}
 	l.migrations[id] = m
 	l.byKey[pu.Key] = id
 	l.stats.Migrated++
@@ -432,7 +433,11 @@ func (c *Control) onMigrationEnded(host uint32, e *pb.MigrationEnded) {
 // the connection cannot go on through this unit, and the host's end
 // notice may never come (lost with its stream or its agent), while
 // nothing else would take such a record out of the table. A migration
-// not yet acknowledged is left to migrateTimeout.
+// not yet acknowledged is left to migrateTimeout. The expired flow must
+// be the migration's own, by its flow ID in the inventory (which the
+// events have not changed yet): a client reusing the tuple makes a new
+// connection whose migration may already be recorded when the old
+// flow's expiry comes.
 func (c *Control) migratedFlowsExpired(events []channel.FlowEvent) {
 	l := c.l7part
 	l.mu.Lock()
@@ -449,7 +454,11 @@ func (c *Control) migratedFlowsExpired(events []channel.FlowEvent) {
 		if !ok {
 			continue
 		}
-		if m := l.migrations[id]; m != nil && m.uploaded {
+		m := l.migrations[id]
+		if m == nil || !m.uploaded {
+			continue
+		}
+		if f, ok := c.inv.get(e.Key); ok && flowID(&f.Action) == m.flow {
 			if m.ended.IsZero() {
 				l.stats.AgedOut++
 			}

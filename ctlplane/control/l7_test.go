@@ -2,6 +2,7 @@ package control
 
 import (
 	"context"
+	"encoding/binary"
 	"testing"
 	"time"
 
@@ -50,30 +51,41 @@ func TestMigrationEnds(t *testing.T) {
 // TestAgedOutMigrationsAreForgotten: a migration its host took whose
 // flow the forwarder ages out leaves the table even when its end notice
 // never came (lost with the host's stream); one the host has not
-// acknowledged yet is left to its timeout, and a flow of another tuple
-// touches nothing.
+// acknowledged yet is left to its timeout, as is one whose tuple's
+// expired flow was an earlier connection's (another flow ID), and a flow
+// of another tuple touches nothing.
 func TestAgedOutMigrationsAreForgotten(t *testing.T) {
-	c := &Control{log: zerolog.Nop(), l7part: newL7Part()}
+	c := &Control{log: zerolog.Nop(), l7part: newL7Part(), inv: newInventory()}
 	l := c.l7part
 	now := time.Now()
 	keyOf := func(port uint16) unit.FlowKey {
 		return unit.FlowKey{Src: [16]byte{10, 0, 1, 2}, Dst: [16]byte{192, 0, 2, 10}, SrcPort: port, DstPort: 80, Proto: 6}
 	}
+	var opened []channel.FlowEvent
 	for id, m := range map[uint64]*migration{
 		1: {key: keyOf(40001), uploaded: true},
 		2: {key: keyOf(40002), uploaded: true, ended: now},
 		3: {key: keyOf(40003)},
 		4: {key: keyOf(40004), uploaded: true},
+		5: {key: keyOf(40005), uploaded: true},
 	} {
-		m.id, m.host, m.sent = id, 1, now
+		m.id, m.host, m.sent, m.flow = id, 1, now, 1<<31|uint32(id)
 		l.migrations[id] = m
 		l.byKey[m.key] = id
+		e := channel.FlowEvent{Kind: channel.FlowOpened, Key: m.key, Action: unit.Action{Mode: unit.ModeTunnel}}
+		flow := m.flow
+		if id == 5 {
+			flow = 1<<31 | 99 // the tuple's earlier connection's flow
+		}
+		binary.BigEndian.PutUint32(e.Action.B[:4], flow)
+		opened = append(opened, e)
 	}
+	c.inv.apply(opened)
 	expired := func(port uint16) channel.FlowEvent {
 		return channel.FlowEvent{Kind: channel.FlowExpired, Key: keyOf(port)}
 	}
 	c.migratedFlowsExpired([]channel.FlowEvent{expired(40001), expired(40002), expired(40003),
-		{Kind: channel.FlowClosed, Key: keyOf(40004)}, expired(40005)})
+		{Kind: channel.FlowClosed, Key: keyOf(40004)}, expired(40005), expired(40006)})
 	if _, ok := l.migrations[1]; ok {
 		t.Error("an aged-out migration without its end notice stayed")
 	}
@@ -83,11 +95,14 @@ func TestAgedOutMigrationsAreForgotten(t *testing.T) {
 	if l.migrations[3] == nil || l.migrations[4] == nil {
 		t.Error("a migration not yet acknowledged, or whose flow only closed, was forgotten")
 	}
-	if v := c.L7(context.Background()); v.Stats.AgedOut != 1 || v.Live != 2 {
-		t.Fatalf("aged out %d, live %d; want 1 and 2", v.Stats.AgedOut, v.Live)
+	if l.migrations[5] == nil {
+		t.Error("the expiry of the tuple's earlier flow forgot the newer connection's migration")
 	}
-	if len(l.byKey) != 2 {
-		t.Fatalf("byKey holds %d tuples, want 2", len(l.byKey))
+	if v := c.L7(context.Background()); v.Stats.AgedOut != 1 || v.Live != 3 {
+		t.Fatalf("aged out %d, live %d; want 1 and 3", v.Stats.AgedOut, v.Live)
+	}
+	if len(l.byKey) != 3 {
+		t.Fatalf("byKey holds %d tuples, want 3", len(l.byKey))
 	}
 }
 
