@@ -113,3 +113,17 @@ func (p *Proc) Stop() {
 		<-p.done
 	}
 }
+
+// Poll calls f until it succeeds or bound passes, and returns its last
+// error then: for a harness that waits on a condition it can only ask
+// about (an API's view), not be told of.
+func Poll(bound time.Duration, f func() error) error {
+	deadline := time.Now().Add(bound)
+	for {
+		err := f()
+		if err == nil || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -262,7 +262,7 @@ func startL7(o options, s setup, st *site, lb *e2e.LB) (*l7Unit, []string, error
 		socks = append(socks, filepath.Join(dir, "handoff.sock"))
 	}
 	var sv unit.StreamsView
-	if err := poll(15*time.Second, func() error {
+	if err := e2e.Poll(15*time.Second, func() error {
 		if err := u.ctl(&sv, "streams", "-o", "json"); err != nil {
 			return err
 		}
@@ -283,7 +283,7 @@ func startL7(o options, s setup, st *site, lb *e2e.LB) (*l7Unit, []string, error
 		return nil, nil, err
 	}
 	for i, ns := range lb.Backends {
-		if err := poll(10*time.Second, func() error {
+		if err := e2e.Poll(10*time.Second, func() error {
 			out, err := lb.Exec(ns, o.agent, "--socket", filepath.Join(u.dir, fmt.Sprintf("host-b%d", i), "agent.sock"), "migrations", "-o", "json")
 			if err != nil {
 				return err
@@ -515,7 +515,7 @@ func measureL7(o options, s setup, st *site, lb *e2e.LB, res *result, progress f
 	// Requests through the VIP prove both paths before anything is
 	// measured.
 	for _, c := range []struct{ path, want string }{{"/", "lbbench backend"}, {l7Rule + "1m.bin", ""}} {
-		if err := poll(10*time.Second, func() error {
+		if err := e2e.Poll(10*time.Second, func() error {
 			out, err := lb.Exec(lb.Client, "curl", "-sf", "--max-time", "2", "-o", "/dev/null", "-w", "%{size_download}", "http://"+vip+c.path)
 			if err == nil && c.want == "" && strings.TrimSpace(out) != strconv.Itoa(bulkSize) {
 				err = fmt.Errorf("GET %s through the VIP: %s bytes", c.path, out)

@@ -195,7 +195,7 @@ func prepare(o options, s setup, st *site, lb *e2e.LB, res *result) error {
 	}
 	res.notes = append(res.notes, notes...)
 	// The first request proves the path before anything is measured.
-	return poll(10*time.Second, func() error {
+	return e2e.Poll(10*time.Second, func() error {
 		out, err := lb.Exec(lb.Client, "curl", "-sf", "--max-time", "2", "http://"+vip+"/")
 		if err == nil && !strings.Contains(out, "lbbench backend") {
 			err = fmt.Errorf("GET / through the VIP answered %q", out)
@@ -376,7 +376,7 @@ func sinkTotal(sinks []*e2e.Proc) (int64, error) {
 			return 0, fmt.Errorf("%s: %w", s.Name, err)
 		}
 		var n int64
-		err := poll(2*time.Second, func() error {
+		err := e2e.Poll(2*time.Second, func() error {
 			out := s.Output()
 			if strings.Count(out, "received ") <= seen {
 				return errors.New("no count yet")

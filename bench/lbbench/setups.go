@@ -208,7 +208,7 @@ func startNginx(lb *e2e.LB, st *site) error {
 	}
 	for i, ns := range lb.Backends {
 		url := fmt.Sprintf("http://127.0.0.1:%d/", httpPort)
-		if err := poll(10*time.Second, func() error {
+		if err := e2e.Poll(10*time.Second, func() error {
 			return lb.Run(ns, "curl", "-sf", "--max-time", "1", "-o", "/dev/null", url)
 		}); err != nil {
 			return fmt.Errorf("nginx on backend b%d does not serve: %w", i, err)
@@ -394,19 +394,6 @@ func startLB(lb *e2e.LB, s setup, tetherd, dir string) ([]string, error) {
 		notes = append(notes, fmt.Sprintf("SNAT addresses %s (TCP) and %s (UDP)", tcpSNAT, udpSNAT))
 	}
 	return notes, nil
-}
-
-// poll calls f until it succeeds or timeout passes, and returns its last
-// error then.
-func poll(timeout time.Duration, f func() error) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		err := f()
-		if err == nil || time.Now().After(deadline) {
-			return err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // readThrough reads a file to its end.
