@@ -65,10 +65,11 @@ deps:
 DEMO_PORT ?= afxdp
 demo: deps
 	@command -v $(GO) >/dev/null || { echo "make demo: no $(GO) on PATH: Go 1.26 is expected in /usr/local/go/bin (export PATH=/usr/local/go/bin:\$$PATH; sudo resets PATH)"; exit 1; }
-	@echo "==> building bin/tetherd (the daemon) and bin/tether-demo (the demo) with $$($(GO) env GOVERSION)"
+	@echo "==> building bin/tetherd (the daemon), bin/tether-agent (the hosts' agent) and bin/tether-demo (the demo) with $$($(GO) env GOVERSION)"
 	$(GO) build -o bin/tetherd ./cmd/tetherd
+	$(GO) build -o bin/tether-agent ./cmd/tether-agent
 	$(GO) build -o bin/tether-demo ./cmd/tether-demo
-	./bin/tether-demo --tetherd ./bin/tetherd --port $(DEMO_PORT)
+	./bin/tether-demo --tetherd ./bin/tetherd --agent ./bin/tether-agent --port $(DEMO_PORT)
 
 bin:
 	$(GO) build -o bin/tetherd ./cmd/tetherd

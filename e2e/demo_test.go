@@ -39,6 +39,12 @@ type demoResult struct {
 			Packets  uint64 `json:"packets"`
 		} `json:"backends"`
 	} `json:"vips"`
+	L7 struct {
+		Connections  int    `json:"connections"`
+		Migrated     uint64 `json:"migrated"`
+		Uploaded     uint64 `json:"uploaded"`
+		UploadFailed uint64 `json:"upload_failed"`
+	} `json:"l7"`
 	Download struct {
 		VIP       string `json:"vip"`
 		Backend   string `json:"backend"`
@@ -52,8 +58,9 @@ type demoResult struct {
 
 // TestDemo runs the README's main command's program end to end, on both
 // ports, and checks what it measured: every connection through every VIP
-// answered, every backend served, the weighted split, Tether's flow
-// counts against the client's, the download intact, the network gone.
+// answered, every backend served, the weighted split (the l7 VIP's: by
+// its path rules, a third each), Tether's flow counts against the
+// client's, the download intact, the network gone.
 func TestDemo(t *testing.T) {
 	if err := Root(); err != nil {
 		t.Skipf("system test skipped: %v", err)
@@ -70,7 +77,7 @@ func TestDemo(t *testing.T) {
 			// A bound on a hung demo, not a measurement.
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
-			cmd := exec.CommandContext(ctx, demo, "--tetherd", tetherd, "--port", port,
+			cmd := exec.CommandContext(ctx, demo, "--tetherd", tetherd, "--agent", agentBin(), "--port", port,
 				"--connections", strconv.Itoa(demoConnections), "--json", report)
 			var out bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &out
@@ -107,7 +114,7 @@ func checkDemo(t *testing.T, r *demoResult, port string) {
 	}
 	// The demo's configuration (cmd/tether-demo/demo.yaml): one VIP per
 	// mode it can show end to end, each over the same three backends.
-	wantModes := map[string]string{"web-nat": "nat", "web-halfnat": "halfnat", "web-dsr": "ipip"}
+	wantModes := map[string]string{"web-nat": "nat", "web-halfnat": "halfnat", "web-dsr": "ipip", "web-l7": "l7"}
 	var names []string
 	weighted := false
 	for _, v := range r.VIPs {
@@ -144,6 +151,14 @@ func checkDemo(t *testing.T, r *demoResult, port string) {
 			if b.NewFlows != uint64(b.Client) {
 				t.Errorf("%s/%s: the client saw %d connections, Tether counted %d new flows", v.Name, b.Name, b.Client, b.NewFlows)
 			}
+			if v.Mode == "l7" {
+				// Each backend's path got a third of the connections,
+				// and its rule sent every one of them there.
+				if b.Client != v.Connections/len(v.Backends) {
+					t.Errorf("%s/%s: %d connections, want the %d on its rule's path", v.Name, b.Name, b.Client, v.Connections/len(v.Backends))
+				}
+				continue
+			}
 			if weights == 0 || answered == 0 {
 				continue
 			}
@@ -157,11 +172,17 @@ func checkDemo(t *testing.T, r *demoResult, port string) {
 		}
 	}
 	slices.Sort(names)
-	if want := []string{"web-dsr", "web-halfnat", "web-nat"}; !slices.Equal(names, want) {
+	if want := []string{"web-dsr", "web-halfnat", "web-l7", "web-nat"}; !slices.Equal(names, want) {
 		t.Errorf("VIPs %v, want %v", names, want)
 	}
 	if !weighted {
 		t.Error("no VIP has backends of different weights: the weighted split went unchecked")
+	}
+	// The l7 VIP's connections were each migrated to a host, and every
+	// host took its own.
+	if l := r.L7; l.Connections != demoConnections || l.Migrated != uint64(l.Connections) || l.Uploaded != l.Migrated || l.UploadFailed != 0 {
+		t.Errorf("l7: %d connections, %d migrated, %d taken by the hosts, %d failed; want all %d migrated and taken",
+			l.Connections, l.Migrated, l.Uploaded, l.UploadFailed, demoConnections)
 	}
 	d := r.Download
 	if !d.Intact || d.Want == 0 || d.Bytes != d.Want || d.Error != "" {

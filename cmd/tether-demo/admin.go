@@ -70,6 +70,45 @@ func (a admin) backends() ([]apiBackend, error) {
 	return bs, nil
 }
 
+// apiL7 is what the demo reads of GET /v1/l7: the acceptor's
+// migrations.
+type apiL7 struct {
+	Stats struct {
+		Migrated     uint64 `json:"migrated"`
+		Uploaded     uint64 `json:"uploaded"`
+		UploadFailed uint64 `json:"upload_failed"`
+		Ended        uint64 `json:"ended"`
+	} `json:"stats"`
+}
+
+func (a admin) l7() (apiL7, error) {
+	var v apiL7
+	if err := a.c.Do("GET", "/v1/l7", nil, &v); err != nil {
+		return v, fmt.Errorf("GET /v1/l7: %w", err)
+	}
+	return v, nil
+}
+
+// streamsUp counts the hosts whose stream to the unit is up (GET
+// /v1/streams).
+func (a admin) streamsUp() (int, error) {
+	var v struct {
+		Streams []struct {
+			State string `json:"state"`
+		} `json:"streams"`
+	}
+	if err := a.c.Do("GET", "/v1/streams", nil, &v); err != nil {
+		return 0, fmt.Errorf("GET /v1/streams: %w", err)
+	}
+	up := 0
+	for _, s := range v.Streams {
+		if s.State == "up" {
+			up++
+		}
+	}
+	return up, nil
+}
+
 // choose asks which backend a new flow from src to the VIP would get.
 // Asked before the flow exists, the answer is the VIP's Maglev choice.
 // (One question costs a round trip through every forwarding worker, up to

@@ -1,11 +1,12 @@
 // Command tether-demo shows Tether forwarding real TCP connections: it
 // builds a small network of namespaces (a client, a router, the unit and
 // three backends), starts a unit (tetherd run: the control process and
-// the forwarder) on it with an embedded configuration, asks Tether which
-// backend each connection will get, runs the traffic through each VIP,
-// and prints per VIP and backend what the client saw beside what Tether
-// counted (read from its admin API). Then it removes everything again.
-// It needs root.
+// the forwarder) on it with an embedded configuration, and a tether-agent
+// on every backend for the l7 VIP, asks Tether which backend a
+// connection will get, runs the traffic through each VIP (through the l7
+// VIP on a path per backend, which its rules route by), and prints per
+// VIP and backend what the client saw beside what Tether counted (read
+// from its admin API). Then it removes everything again. It needs root.
 package main
 
 import (
@@ -48,8 +49,8 @@ const (
 
 // options are the demo's flags.
 type options struct {
-	tetherd, port, jsonPath string
-	conns                   int
+	tetherd, agent, port, jsonPath string
+	conns                          int
 }
 
 func main() {
@@ -63,6 +64,7 @@ func main() {
 	e2e.RunRoleFromEnv() // the demo's servers are this binary too
 	var o options
 	flag.StringVar(&o.tetherd, "tetherd", "tetherd", "path of the tetherd binary")
+	flag.StringVar(&o.agent, "agent", "", "path of the tether-agent binary (default: beside --tetherd)")
 	flag.StringVar(&o.port, "port", "afxdp", "forwarder port: afxdp or tun")
 	flag.IntVar(&o.conns, "connections", 300, fmt.Sprintf("connections per VIP (1 to %d)", maxConnections))
 	flag.StringVar(&o.jsonPath, "json", "", "also write the final table to this file as JSON")
@@ -95,6 +97,16 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("tetherd binary: %w", err)
 	}
+	if o.agent == "" {
+		o.agent = filepath.Join(filepath.Dir(tetherd), "tether-agent")
+	}
+	agent, err := filepath.Abs(o.agent)
+	if err == nil {
+		_, err = os.Stat(agent)
+	}
+	if err != nil {
+		return fmt.Errorf("tether-agent binary %s: %w (make demo builds it)", o.agent, err)
+	}
 	// The configuration, the admin socket and the control process's run
 	// directory (with the forwarder's PID file).
 	dir, err := os.MkdirTemp("", "tether-demo-")
@@ -102,6 +114,11 @@ func run(o options) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
+	// The agents' API and hand-off sockets are in dir, which the
+	// servers' shims, not root's alone, must reach.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
 	admin := newAdmin(filepath.Join(dir, "admin.sock"))
 	weights := []int{1, 2, 3}
 	var lb *e2e.LB
@@ -150,8 +167,13 @@ func run(o options) error {
 		}
 		detail("b%d %s: HTTP on :8080 (nat, halfnat) and on :80 behind an IP-in-IP decapsulator (ipip)", i, lb.BackendIP(i))
 	}
+	h := &hosts{lb: lb, agent: agent, dir: dir}
+	if err := h.prepare(tetherd); err != nil {
+		return err
+	}
+	detail("certificates for the unit and the %d hosts (tetherd certs); the l7 VIP %s on every host's lo", len(weights), l7VIP)
 
-	cfg, err := render(lb, weights, dir)
+	cfg, err := render(lb, weights, dir, h.certs())
 	if err != nil {
 		return err
 	}
@@ -171,6 +193,13 @@ func run(o options) error {
 			return err
 		}
 	}
+	step("starting tether-agent on every backend (host streams, the tunnel's XDP program, migration), then each host's HTTP server on its agent's listener shim")
+	if err := h.start(admin); err != nil {
+		return err
+	}
+	for i := range weights {
+		detail("b%d: agent up, stream to the unit up; HTTP on %s:%d through the shim (l7); tunnel address %s", i, l7VIP, l7Port, tunnelAddr(lb, i))
+	}
 	vips, err := admin.vips()
 	if err != nil {
 		return err
@@ -183,15 +212,33 @@ func run(o options) error {
 	}
 	detail("admin API on %s; VIPs: %s", filepath.Join(dir, "admin.sock"), vipNames(vips))
 
-	step("sending traffic from the client: %d new TCP connections per VIP, %d at a time, one HTTP request each", o.conns, parallel)
+	step("sending traffic from the client: %d new TCP connections per VIP, %d at a time, one HTTP request each (through %s, a third on each of %s)",
+		o.conns, parallel, "web-l7", strings.Join(l7Paths(len(weights)), " "))
 	conns := make([][]connResult, len(vips))
 	for k, v := range vips {
-		url := fmt.Sprintf("http://%s/", netip.AddrPortFrom(netip.MustParseAddr(v.Address), v.Port))
-		p := newProgress(fmt.Sprintf("%-12s %-8s %-22s", v.Name, v.Mode, url), o.conns)
-		conns[k], err = clientRun(lb, url, portBase+k*portStride, o.conns, parallel, p.update)
-		p.finish()
-		if err != nil {
-			return err
+		base := fmt.Sprintf("http://%s", netip.AddrPortFrom(netip.MustParseAddr(v.Address), v.Port))
+		paths := []string{"/"}
+		if v.Mode == "l7" {
+			paths = l7Paths(len(weights))
+		}
+		for j, path := range paths {
+			// The connections split evenly over the paths, the first
+			// ones taking what does not divide.
+			n := o.conns / len(paths)
+			if j < o.conns%len(paths) {
+				n++
+			}
+			if n == 0 {
+				continue
+			}
+			url := base + path
+			p := newProgress(fmt.Sprintf("%-12s %-8s %-26s", v.Name, v.Mode, url), n)
+			got, err := clientRun(lb, url, portBase+k*portStride+len(conns[k]), n, parallel, p.update)
+			p.finish()
+			if err != nil {
+				return err
+			}
+			conns[k] = append(conns[k], got...)
 		}
 	}
 	res := result{Port: o.port, Download: download{VIP: downloadVIP, Want: downloadSize}}
@@ -224,7 +271,17 @@ func run(o options) error {
 	}
 	for k, v := range vips {
 		res.VIPs = append(res.VIPs, tally(v, conns[k], counters))
+		if v.Mode == "l7" {
+			res.L7.Connections += len(conns[k])
+		}
 	}
+	step("reading the acceptor's account of the l7 VIP (GET /v1/l7)")
+	l7, err := admin.l7()
+	if err != nil {
+		return err
+	}
+	s := l7.Stats
+	res.L7.Migrated, res.L7.Uploaded, res.L7.UploadFailed, res.L7.Ended = s.Migrated, s.Uploaded, s.UploadFailed, s.Ended
 
 	step("stopping tetherd")
 	if err := td.Signal(syscall.SIGTERM); err != nil {
@@ -260,22 +317,33 @@ func stopForwarder(dir string) {
 }
 
 type backendView struct {
-	Name, IP string
-	Weight   int
+	Name, IP     string
+	Weight       int
+	Tunnel, Path string // the l7 VIP's: the host's tunnel address, its rule's path
 }
 
-func render(lb *e2e.LB, weights []int, dir string) (string, error) {
+// l7Paths are the paths the l7 VIP's rules send to each of n backends.
+func l7Paths(n int) []string {
+	var ps []string
+	for i := range n {
+		ps = append(ps, l7Path(i))
+	}
+	return ps
+}
+
+func render(lb *e2e.LB, weights []int, dir, certs string) (string, error) {
 	t, err := template.New("demo").Parse(configTemplate)
 	if err != nil {
 		return "", fmt.Errorf("demo.yaml: %w", err)
 	}
 	var bs []backendView
 	for i, w := range weights {
-		bs = append(bs, backendView{Name: fmt.Sprintf("b%d", i), IP: lb.BackendIP(i), Weight: w})
+		bs = append(bs, backendView{Name: fmt.Sprintf("b%d", i), IP: lb.BackendIP(i), Weight: w, Tunnel: tunnelAddr(lb, i), Path: l7Path(i)})
 	}
 	var b bytes.Buffer
 	err = t.Execute(&b, map[string]any{"UnitIP": lb.UnitIP, "Driver": lb.Driver, "Interface": lb.UnitIf, "Backends": bs,
-		"Socket": filepath.Join(dir, "admin.sock"), "RunDir": filepath.Join(dir, "run")})
+		"Socket": filepath.Join(dir, "admin.sock"), "RunDir": filepath.Join(dir, "run"),
+		"L7VIP": l7VIP, "L7Port": l7Port, "HostsPort": hostsPort, "Certs": certs, "UnitName": unitName})
 	if err != nil {
 		return "", fmt.Errorf("demo.yaml: %w", err)
 	}

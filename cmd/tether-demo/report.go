@@ -16,6 +16,18 @@ type result struct {
 	Port     string      `json:"port"` // the forwarder port: afxdp or tun
 	VIPs     []vipResult `json:"vips"`
 	Download download    `json:"download"`
+	L7       l7Result    `json:"l7"`
+}
+
+// l7Result is the unit's account of the l7 VIP's connections (GET
+// /v1/l7): migrated to a host, taken by the host's kernel (uploaded),
+// failed there, and ended there (as the hosts have said so far).
+type l7Result struct {
+	Connections  int    `json:"connections"` // the client's through the l7 VIP
+	Migrated     uint64 `json:"migrated"`
+	Uploaded     uint64 `json:"uploaded"`
+	UploadFailed uint64 `json:"upload_failed"`
+	Ended        uint64 `json:"ended"`
 }
 
 type vipResult struct {
@@ -37,8 +49,8 @@ type backendResult struct {
 	Client int `json:"client"`
 	// Tether's counters for the backend (GET /v1/backends): flows it
 	// sent here, packets and bytes toward the backend, and replies that
-	// came back through the unit (none for ipip, whose replies go
-	// straight to the client).
+	// came back through the unit (none for ipip and l7, whose replies
+	// go straight to the client).
 	NewFlows     uint64 `json:"new_flows"`
 	Packets      uint64 `json:"packets"`
 	Bytes        uint64 `json:"bytes"`
@@ -108,6 +120,9 @@ func (r *result) problems() []string {
 			}
 		}
 	}
+	if l := r.L7; l.Migrated != uint64(l.Connections) || l.Uploaded != l.Migrated || l.UploadFailed != 0 {
+		ps = append(ps, fmt.Sprintf("l7: %d connections, the unit migrated %d, the hosts took %d, %d failed", l.Connections, l.Migrated, l.Uploaded, l.UploadFailed))
+	}
 	if d := r.Download; !d.Intact {
 		ps = append(ps, fmt.Sprintf("the download through %s did not arrive intact: %d of %d bytes (%s)", d.VIP, d.Bytes, d.Want, d.Error))
 	} else if d.Backend != d.Predicted {
@@ -134,7 +149,12 @@ func (r *result) print(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "  CLIENT SAW: connections the backend answered, the download included. NEW FLOWS, PACKETS, BYTES (toward")
-	fmt.Fprintln(w, "  the backend) and REPLY PKTS (back through the unit; ipip replies go direct): Tether's counters, GET /v1/backends.")
+	fmt.Fprintln(w, "  the backend) and REPLY PKTS (back through the unit; ipip's and l7's replies go direct): Tether's counters,")
+	fmt.Fprintln(w, "  GET /v1/backends. l7: the unit accepted each connection, read its request, and moved the live connection")
+	fmt.Fprintln(w, "  into the host its path's rule names (TCP_REPAIR, by the host's agent); the host answered the client itself.")
+	l := r.L7
+	fmt.Fprintf(w, "  l7 (GET /v1/l7): %d connections migrated, %d taken by the hosts' kernels, %d failed, %d ended on the hosts so far\n",
+		l.Migrated, l.Uploaded, l.UploadFailed, l.Ended)
 	d := r.Download
 	if d.Intact {
 		fmt.Fprintf(w, "  %d MiB download through %s: arrived intact (SHA-256 checked), served by %s (Tether had named %s beforehand)\n", d.Want>>20, d.VIP, d.Backend, d.Predicted)
