@@ -114,7 +114,7 @@ func checkDemo(t *testing.T, r *demoResult, port string) {
 	}
 	// The demo's configuration (cmd/tether-demo/demo.yaml): one VIP per
 	// mode it can show end to end, each over the same three backends.
-	wantModes := map[string]string{"web-nat": "nat", "web-halfnat": "halfnat", "web-dsr": "ipip", "web-l7": "l7"}
+	wantModes := map[string]string{"web-nat": "nat", "web-halfnat": "halfnat", "web-dsr": "ipip", "web-tunnel": "tunnel", "web-l7": "l7"}
 	var names []string
 	weighted := false
 	for _, v := range r.VIPs {
@@ -172,7 +172,7 @@ func checkDemo(t *testing.T, r *demoResult, port string) {
 		}
 	}
 	slices.Sort(names)
-	if want := []string{"web-dsr", "web-halfnat", "web-l7", "web-nat"}; !slices.Equal(names, want) {
+	if want := []string{"web-dsr", "web-halfnat", "web-l7", "web-nat", "web-tunnel"}; !slices.Equal(names, want) {
 		t.Errorf("VIPs %v, want %v", names, want)
 	}
 	if !weighted {

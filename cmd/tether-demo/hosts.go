@@ -12,14 +12,17 @@ import (
 	"github.com/tetherlb/tether/e2e"
 )
 
-// The l7 VIP's hosts. Each backend is also a host: tether-agent there
-// holds the unit's host stream (mutual TLS), restores the tunnel's
-// packets in XDP and takes the connections the unit migrates
-// (TCP_REPAIR), handing them to a Go HTTP server on the agent's listener
-// shim, which answers the client directly. The VIP is each host's own
-// address (on lo), at l7Port: the tunnel keeps the client's destination
-// port, so the servers listen there.
+// The tunnel and l7 VIPs' hosts. Each backend is also a host:
+// tether-agent there holds the unit's host stream (mutual TLS), restores
+// the tunnel's packets in XDP from the mappings the unit sends, and takes
+// the connections the unit migrates (TCP_REPAIR), handing them to a Go
+// HTTP server on the agent's listener shim. The hosts answer the client
+// directly. Both VIPs are each host's own addresses (on lo), and the
+// tunnel keeps the client's destination port, so the servers listen at
+// the VIPs' ports: the tunnel VIP's is the :80 server's (the ipip VIP's
+// too), the l7 VIP's the shim's, at l7Port.
 const (
+	tunnelVIP  = "192.0.2.50"
 	l7VIP      = "192.0.2.40"
 	l7Port     = 8000
 	unitName   = "demo"
@@ -77,7 +80,7 @@ func (h *hosts) certs() string { return filepath.Join(h.dir, "certs") }
 func (h *hosts) hostDir(i int) string { return filepath.Join(h.dir, fmt.Sprintf("host-b%d", i)) }
 
 // prepare issues the certificates (the unit's and one per host, naming
-// its tunnel address) and gives every host the VIP. Before the unit
+// its tunnel address) and gives every host the VIPs. Before the unit
 // starts: its configuration names the certificates.
 func (h *hosts) prepare(tetherd string) error {
 	args := []string{"certs", "--dir", h.certs(), "--unit", unitName}
@@ -88,20 +91,17 @@ func (h *hosts) prepare(tetherd string) error {
 		return fmt.Errorf("tetherd certs: %v\n%s", err, out)
 	}
 	for i, ns := range h.lb.Backends {
-		if err := h.lb.Run(ns, "ip", "addr", "add", l7VIP+"/32", "dev", "lo"); err != nil {
-			return err
+		cmds := [][]string{{"ip", "addr", "add", tunnelVIP + "/32", "dev", "lo"}, {"ip", "addr", "add", l7VIP + "/32", "dev", "lo"}}
+		if h.lb.Driver != "tun" {
+			// On the switched network the hosts answer these VIPs'
+			// clients by way of the router, not through the unit's
+			// machine; their other traffic (the nat and halfnat VIPs'
+			// replies) keeps its route through the unit.
+			cmds = append(cmds, []string{"ip", "route", "add", "default", "via", routerAddr, "table", policyRule},
+				[]string{"ip", "rule", "add", "from", tunnelVIP, "table", policyRule},
+				[]string{"ip", "rule", "add", "from", l7VIP, "table", policyRule})
 		}
-		if h.lb.Driver == "tun" {
-			continue
-		}
-		// On the switched network the hosts answer the l7 VIP's clients
-		// by way of the router, not through the unit's machine; their
-		// other traffic (the nat and halfnat VIPs' replies) keeps its
-		// route through the unit.
-		for _, cmd := range [][]string{
-			{"ip", "route", "add", "default", "via", routerAddr, "table", policyRule},
-			{"ip", "rule", "add", "from", l7VIP, "table", policyRule},
-		} {
+		for _, cmd := range cmds {
 			if err := h.lb.Run(ns, cmd...); err != nil {
 				return fmt.Errorf("b%d: %w", i, err)
 			}

@@ -2,7 +2,7 @@
 // builds a small network of namespaces (a client, a router, the unit and
 // three backends), starts a unit (tetherd run: the control process and
 // the forwarder) on it with an embedded configuration, and a tether-agent
-// on every backend for the l7 VIP, asks Tether which backend a
+// on every backend for the tunnel and l7 VIPs, asks Tether which backend a
 // connection will get, runs the traffic through each VIP (through the l7
 // VIP on a path per backend, which its rules route by), and prints per
 // VIP and backend what the client saw beside what Tether counted (read
@@ -171,7 +171,7 @@ func run(o options) error {
 	if err := h.prepare(tetherd); err != nil {
 		return err
 	}
-	detail("certificates for the unit and the %d hosts (tetherd certs); the l7 VIP %s on every host's lo", len(weights), l7VIP)
+	detail("certificates for the unit and the %d hosts (tetherd certs); the tunnel and l7 VIPs %s and %s on every host's lo", len(weights), tunnelVIP, l7VIP)
 
 	cfg, err := render(lb, weights, dir, h.certs())
 	if err != nil {
@@ -198,7 +198,7 @@ func run(o options) error {
 		return err
 	}
 	for i := range weights {
-		detail("b%d: agent up, stream to the unit up; HTTP on %s:%d through the shim (l7); tunnel address %s", i, l7VIP, l7Port, tunnelAddr(lb, i))
+		detail("b%d: agent up, stream to the unit up, tunnel address %s; HTTP on %s:%d through the shim (l7), the :80 server for the tunnel VIP", i, tunnelAddr(lb, i), l7VIP, l7Port)
 	}
 	vips, err := admin.vips()
 	if err != nil {
@@ -343,7 +343,7 @@ func render(lb *e2e.LB, weights []int, dir, certs string) (string, error) {
 	var b bytes.Buffer
 	err = t.Execute(&b, map[string]any{"UnitIP": lb.UnitIP, "Driver": lb.Driver, "Interface": lb.UnitIf, "Backends": bs,
 		"Socket": filepath.Join(dir, "admin.sock"), "RunDir": filepath.Join(dir, "run"),
-		"L7VIP": l7VIP, "L7Port": l7Port, "HostsPort": hostsPort, "Certs": certs, "UnitName": unitName})
+		"TunnelVIP": tunnelVIP, "L7VIP": l7VIP, "L7Port": l7Port, "HostsPort": hostsPort, "Certs": certs, "UnitName": unitName})
 	if err != nil {
 		return "", fmt.Errorf("demo.yaml: %w", err)
 	}

@@ -49,8 +49,8 @@ type backendResult struct {
 	Client int `json:"client"`
 	// Tether's counters for the backend (GET /v1/backends): flows it
 	// sent here, packets and bytes toward the backend, and replies that
-	// came back through the unit (none for ipip and l7, whose replies
-	// go straight to the client).
+	// came back through the unit (none for ipip, tunnel and l7, whose
+	// replies go straight to the client).
 	NewFlows     uint64 `json:"new_flows"`
 	Packets      uint64 `json:"packets"`
 	Bytes        uint64 `json:"bytes"`
@@ -149,7 +149,7 @@ func (r *result) print(w io.Writer) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "  CLIENT SAW: connections the backend answered, the download included. NEW FLOWS, PACKETS, BYTES (toward")
-	fmt.Fprintln(w, "  the backend) and REPLY PKTS (back through the unit; ipip's and l7's replies go direct): Tether's counters,")
+	fmt.Fprintln(w, "  the backend) and REPLY PKTS (back through the unit; ipip's, tunnel's and l7's replies go direct): Tether's counters,")
 	fmt.Fprintln(w, "  GET /v1/backends. l7: the unit accepted each connection, read its request, and moved the live connection")
 	fmt.Fprintln(w, "  into the host its path's rule names (TCP_REPAIR, by the host's agent); the host answered the client itself.")
 	l := r.L7
