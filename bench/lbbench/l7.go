@@ -95,23 +95,8 @@ vips:
       - {name: b{{$i}}, address: {{$ip}}}
 {{- end}}
 hosts:
-  listen: "0.0.0.0:7320"
+  listen: "0.0.0.0:{{.HostsPort}}"
   tls: {ca: {{.Certs}}/ca.crt, cert: {{.Certs}}/unit-tether.crt, key: {{.Certs}}/unit-tether.key}
-`
-
-const agentL7Config = `host: {id: {{.ID}}, listen: "{{.IP}}:7311"}
-units: ["{{.UnitIP}}:7310"]
-api: {socket: {{.Dir}}/agent.sock}
-streams:
-  units: [{name: tether, address: "{{.UnitIP}}:7320"}]
-  tls: {ca: {{.Certs}}/ca.crt, cert: {{.Certs}}/host-{{.ID}}.crt, key: {{.Certs}}/host-{{.ID}}.key}
-tunnel:
-  interface: e0
-  addresses: [{{.Tunnel}}]
-  pin_dir: {{.PinDir}}
-migration:
-  enabled: true
-  handoff_socket: {{.Dir}}/handoff.sock
 `
 
 // l7Unit is what a running l7 row needs to read its load balancer.
@@ -210,7 +195,7 @@ func startL7(o options, s setup, st *site, lb *e2e.LB) (*l7Unit, []string, error
 	}
 	cfg, err := execTemplate(tetherL7Config, map[string]any{
 		"UnitIP": lb.UnitIP, "Dir": u.dir, "Driver": lb.Driver, "If": lb.UnitIf, "PinDir": lb.PinDir,
-		"VIP": vip, "Rule": l7Rule, "Tunnels": tunnels, "Certs": certs,
+		"VIP": vip, "Rule": l7Rule, "Tunnels": tunnels, "Certs": certs, "HostsPort": e2e.HostsPort,
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("tether config: %w", err)
@@ -235,20 +220,16 @@ func startL7(o options, s setup, st *site, lb *e2e.LB) (*l7Unit, []string, error
 		return nil, nil, err
 	}
 	var socks []string
+	var agents []e2e.HostAgent
 	for i, ns := range lb.Backends {
 		dir := filepath.Join(u.dir, fmt.Sprintf("host-b%d", i))
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return nil, nil, err
 		}
-		cfg, err := execTemplate(agentL7Config, map[string]any{
-			"ID": i + 1, "IP": lb.BackendIP(i), "UnitIP": lb.UnitIP, "Dir": dir, "Certs": certs,
-			"Tunnel": tunnelAddr(i), "PinDir": filepath.Join(bpf, fmt.Sprintf("host-b%d", i)),
-		})
-		if err != nil {
-			return nil, nil, fmt.Errorf("agent config: %w", err)
-		}
+		ha := e2e.HostAgent{ID: i + 1, IP: lb.BackendIP(i), Unit: lb.UnitIP, UnitName: "tether", Certs: certs,
+			Tunnel: tunnelAddr(i), PinDir: filepath.Join(bpf, fmt.Sprintf("host-b%d", i)), Dir: dir}
 		path := filepath.Join(dir, "agent.yaml")
-		if err := os.WriteFile(path, cfg, 0o644); err != nil {
+		if err := os.WriteFile(path, ha.Config(), 0o644); err != nil {
 			return nil, nil, fmt.Errorf("agent config: %w", err)
 		}
 		// Agents run on core 0 with the servers: they are the hosts'.
@@ -259,7 +240,7 @@ func startL7(o options, s setup, st *site, lb *e2e.LB) (*l7Unit, []string, error
 		if err := p.WaitFor("agent running", 10*time.Second); err != nil {
 			return nil, nil, err
 		}
-		socks = append(socks, filepath.Join(dir, "handoff.sock"))
+		socks, agents = append(socks, ha.Handoff()), append(agents, ha)
 	}
 	var sv unit.StreamsView
 	if err := e2e.Poll(15*time.Second, func() error {
@@ -284,7 +265,7 @@ func startL7(o options, s setup, st *site, lb *e2e.LB) (*l7Unit, []string, error
 	}
 	for i, ns := range lb.Backends {
 		if err := e2e.Poll(10*time.Second, func() error {
-			out, err := lb.Exec(ns, o.agent, "--socket", filepath.Join(u.dir, fmt.Sprintf("host-b%d", i), "agent.sock"), "migrations", "-o", "json")
+			out, err := lb.Exec(ns, o.agent, "--socket", agents[i].API(), "migrations", "-o", "json")
 			if err != nil {
 				return err
 			}

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"text/template"
 	"time"
 
 	"github.com/tetherlb/tether/e2e"
@@ -26,7 +25,6 @@ const (
 	l7VIP      = "192.0.2.40"
 	l7Port     = 8000
 	unitName   = "demo"
-	hostsPort  = 7320
 	policyRule = "100" // the hosts' routing table for what the VIP sends
 	// routerAddr is the switched network's router on the bridge
 	// (e2e.NewSwitchedLB).
@@ -53,21 +51,6 @@ func unitAddrFor(lb *e2e.LB, i int) string {
 	return lb.UnitIP
 }
 
-const agentConfig = `host: {id: {{.ID}}, listen: "{{.IP}}:7311"}
-units: ["{{.Unit}}:7310"]
-api: {socket: {{.Dir}}/agent.sock}
-streams:
-  units: [{name: {{.UnitName}}, address: "{{.Unit}}:{{.HostsPort}}"}]
-  tls: {ca: {{.Certs}}/ca.crt, cert: {{.Certs}}/host-{{.ID}}.crt, key: {{.Certs}}/host-{{.ID}}.key}
-tunnel:
-  interface: e0
-  addresses: [{{.Tunnel}}]
-  pin_dir: {{.PinDir}}
-migration:
-  enabled: true
-  handoff_socket: {{.Dir}}/handoff.sock
-`
-
 // hosts is what the demo runs on the backends for the l7 VIP.
 type hosts struct {
 	lb    *e2e.LB
@@ -76,8 +59,6 @@ type hosts struct {
 }
 
 func (h *hosts) certs() string { return filepath.Join(h.dir, "certs") }
-
-func (h *hosts) hostDir(i int) string { return filepath.Join(h.dir, fmt.Sprintf("host-b%d", i)) }
 
 // prepare issues the certificates (the unit's and one per host, naming
 // its tunnel address) and gives every host the VIPs. Before the unit
@@ -118,32 +99,26 @@ func (h *hosts) start(admin admin) error {
 	if err != nil {
 		return err
 	}
-	t := template.Must(template.New("agent").Parse(agentConfig))
+	var agents []e2e.HostAgent
 	for i, ns := range h.lb.Backends {
-		dir := h.hostDir(i)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		a := e2e.HostAgent{ID: i + 1, IP: h.lb.BackendIP(i), Unit: unitAddrFor(h.lb, i), UnitName: unitName, Certs: h.certs(),
+			Tunnel: tunnelAddr(h.lb, i), PinDir: filepath.Join(bpf, fmt.Sprintf("host-b%d", i)),
+			Dir: filepath.Join(h.dir, fmt.Sprintf("host-b%d", i))}
+		if err := os.MkdirAll(a.Dir, 0o755); err != nil {
 			return err
 		}
-		f, err := os.Create(filepath.Join(dir, "agent.yaml"))
-		if err != nil {
-			return err
-		}
-		err = t.Execute(f, map[string]any{"ID": i + 1, "IP": h.lb.BackendIP(i), "Unit": unitAddrFor(h.lb, i), "Dir": dir,
-			"UnitName": unitName, "HostsPort": hostsPort, "Certs": h.certs(), "Tunnel": tunnelAddr(h.lb, i),
-			"PinDir": filepath.Join(bpf, fmt.Sprintf("host-b%d", i))})
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
+		path := filepath.Join(a.Dir, "agent.yaml")
+		if err := os.WriteFile(path, a.Config(), 0o644); err != nil {
 			return fmt.Errorf("agent b%d configuration: %w", i, err)
 		}
-		p, err := h.lb.Start(ns, fmt.Sprintf("agent b%d", i), nil, h.agent, "run", "--config", f.Name())
+		p, err := h.lb.Start(ns, fmt.Sprintf("agent b%d", i), nil, h.agent, "run", "--config", path)
 		if err != nil {
 			return err
 		}
 		if err := p.WaitFor("agent running", 10*time.Second); err != nil {
 			return err
 		}
+		agents = append(agents, a)
 	}
 	if err := e2e.Poll(15*time.Second, func() error {
 		up, err := admin.streamsUp()
@@ -155,9 +130,8 @@ func (h *hosts) start(admin admin) error {
 		return err
 	}
 	for i, ns := range h.lb.Backends {
-		sock := filepath.Join(h.hostDir(i), "handoff.sock")
 		p, err := h.lb.Start(ns, fmt.Sprintf("shim httpd b%d", i),
-			e2e.RoleCommand("shimhttpd", fmt.Sprintf("b%d", i), fmt.Sprintf("%s:%d", l7VIP, l7Port), sock), e2e.Self())
+			e2e.RoleCommand("shimhttpd", fmt.Sprintf("b%d", i), fmt.Sprintf("%s:%d", l7VIP, l7Port), agents[i].Handoff()), e2e.Self())
 		if err != nil {
 			return err
 		}
@@ -165,7 +139,7 @@ func (h *hosts) start(admin admin) error {
 			return err
 		}
 		if err := e2e.Poll(10*time.Second, func() error {
-			out, err := h.lb.Exec(ns, h.agent, "--socket", filepath.Join(h.hostDir(i), "agent.sock"), "migrations", "-o", "json")
+			out, err := h.lb.Exec(ns, h.agent, "--socket", agents[i].API(), "migrations", "-o", "json")
 			if err != nil {
 				return err
 			}

@@ -343,7 +343,7 @@ func render(lb *e2e.LB, weights []int, dir, certs string) (string, error) {
 	var b bytes.Buffer
 	err = t.Execute(&b, map[string]any{"UnitIP": lb.UnitIP, "Driver": lb.Driver, "Interface": lb.UnitIf, "Backends": bs,
 		"Socket": filepath.Join(dir, "admin.sock"), "RunDir": filepath.Join(dir, "run"),
-		"TunnelVIP": tunnelVIP, "L7VIP": l7VIP, "L7Port": l7Port, "HostsPort": hostsPort, "Certs": certs, "UnitName": unitName})
+		"TunnelVIP": tunnelVIP, "L7VIP": l7VIP, "L7Port": l7Port, "HostsPort": e2e.HostsPort, "Certs": certs, "UnitName": unitName})
 	if err != nil {
 		return "", fmt.Errorf("demo.yaml: %w", err)
 	}
