@@ -374,44 +374,63 @@ func (l *uplink) handle(ctx context.Context, conn *channel.Conn, asm *channel.As
 }
 
 func (l *uplink) route(ctx context.Context, r *channel.Route) error {
-	wi := int(r.Worker)
-	if wi >= len(l.f.workers) {
-		wi = l.steer.KeyWorker(l.f.currentSnapshot(), &r.Key)
-	}
-	w := l.f.workers[wi]
+	w := l.f.workers[l.routeWorker(r)]
 	route := *r
-	return w.Post(ctx, func(p *dataplane.Pipeline) {
-		var err error
-		switch route.Op {
-		case channel.RouteAdd:
-			err = p.AddRoute(&route, w.Now())
-		case channel.RouteRelease:
-			p.ReleaseHeld(&route.Key)
-		case channel.RouteRefuse:
-			p.RefuseRoute(&route.Key, w.Now())
-		default:
-			p.DeleteRoute(&route.Key)
-		}
-		l.count(func(s *UplinkStats) {
-			s.Routes++
-			if err != nil {
-				s.RouteErrors++
-			}
-		})
+	return w.Post(ctx, func(p *dataplane.Pipeline) { l.applyRoute(p, w, &route) })
+}
+
+// routeWorker is the index of the worker that applies r.
+func (l *uplink) routeWorker(r *channel.Route) int {
+	if wi := int(r.Worker); wi < len(l.f.workers) {
+		return wi
+	}
+	return l.steer.KeyWorker(l.f.currentSnapshot(), &r.Key)
+}
+
+// applyRoute applies r on w's own thread.
+func (l *uplink) applyRoute(p *dataplane.Pipeline, w *dataplane.Worker, r *channel.Route) {
+	var err error
+	switch r.Op {
+	case channel.RouteAdd:
+		err = p.AddRoute(r, w.Now())
+	case channel.RouteRelease:
+		p.ReleaseHeld(&r.Key)
+	case channel.RouteRefuse:
+		p.RefuseRoute(&r.Key, w.Now())
+	default:
+		p.DeleteRoute(&r.Key)
+	}
+	l.count(func(s *UplinkStats) {
+		s.Routes++
 		if err != nil {
-			l.f.log.Warn().Err(err).Msg("route refused")
+			s.RouteErrors++
 		}
 	})
+	if err != nil {
+		l.f.log.Warn().Err(err).Msg("route refused")
+	}
 }
 
 // answer sends the acceptor's packet in place of the frame its punt
-// held, on the worker that holds it.
+// held, on the worker that holds it, after the route that came with it
+// (on its own worker first when that is another).
 func (l *uplink) answer(ctx context.Context, a *channel.Answer) error {
 	if int(a.Worker) >= len(l.f.workers) {
 		return fmt.Errorf("answer for worker %d of %d", a.Worker, len(l.f.workers))
 	}
+	route, withRoute := a.Route, a.Route.Op != 0
+	if withRoute && l.routeWorker(&route) != int(a.Worker) {
+		if err := l.route(ctx, &route); err != nil {
+			return err
+		}
+		withRoute = false
+	}
+	w := l.f.workers[a.Worker]
 	id, pkt := a.ID, append([]byte(nil), a.Packet...) // a aliases the receive buffer
-	return l.f.workers[a.Worker].Post(ctx, func(p *dataplane.Pipeline) {
+	return w.Post(ctx, func(p *dataplane.Pipeline) {
+		if withRoute {
+			l.applyRoute(p, w, &route)
+		}
 		if !p.Answer(id, pkt) {
 			l.count(func(s *UplinkStats) { s.AnswersLate++ })
 		}

@@ -40,10 +40,10 @@ import (
 //     (encap.FirstMigratedID and up, which no worker allocates), and
 //     Migrate goes into the host's stream queue with the flow's mapping
 //     (hosts.Server.Migrate: the Migrate is a numbered change, seq).
-//  2. The route goes to the forwarder: a tunnel flow of that ID that
-//     holds the client's packets (FlowHeld).
-//  3. The acceptor's ACK of the request goes out (the answer to the
-//     packet that completed it), and the acceptor forgets the
+//  2. The route goes to the forwarder, a tunnel flow of that ID that
+//     holds the client's packets (FlowHeld), with the acceptor's ACK of
+//     the request (the answer to the packet that completed it) in the
+//     same message, applied in that order; the acceptor forgets the
 //     connection, leaving a tombstone for stray retransmissions.
 //  4. The host recreates the connection, then holds the mapping and
 //     acknowledges seq: the held packets go (RouteRelease, through
@@ -95,6 +95,7 @@ type migration struct {
 	key  unit.FlowKey
 	host uint32
 	flow uint32 // its flow ID, which its route and its host's mapping name
+	seq  uint64 // the Migrate's, a numbered change of the host's set
 	vip  string
 	sent time.Time
 	// uploaded: the host acknowledged the Migrate.
@@ -187,41 +188,77 @@ func (c *Control) acceptPunt(lk *fwdLink, pu *channel.Punt) {
 	c.mu.Lock()
 	vipName, known := c.vipNames[pu.VIP]
 	c.mu.Unlock()
-	c.l7part.mu.Lock()
-	v := c.l7part.vips[vipName]
+	l := c.l7part
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	v := l.vips[vipName]
 	if !known || v == nil {
-		c.l7part.stats.Refused++
-		c.l7part.mu.Unlock()
-		c.sendAnswer(lk, pu, nil)
+		l.stats.Refused++
+		_ = c.sendAnswer(lk, pu, nil, nil)
 		return
 	}
 	now := time.Now()
-	reply, ev := v.acc.Handle(now, pu.Frame, c.l7part.buf[:0])
-	if ev.Kind == acceptor.Ready {
-		reply = c.migrate(lk, v, pu, &ev, reply, now)
+	reply, ev := v.acc.Handle(now, pu.Frame, l.buf[:0])
+	if ev.Kind != acceptor.Ready {
+		_ = c.sendAnswer(lk, pu, reply, nil)
+		return
 	}
-	c.sendAnswer(lk, pu, reply)
-	c.l7part.mu.Unlock()
+	m, r, answer := c.migrate(v, pu, &ev, now)
+	if m == nil {
+		_ = c.sendAnswer(lk, pu, answer, nil)
+		return
+	}
+	// The route and the ACK of the request go in one message, the route
+	// first: the flow holds the client's packets before the client can
+	// send any after the ACK.
+	if err := c.sendAnswer(lk, pu, reply, &r); err != nil {
+		// The host may get the connection; the client is reset when
+		// its next packet finds no route. The host's mapping goes.
+		l.stats.RouteFailed++
+		if _, err := c.hosts.Publish(m.host, nil, []uint32{m.flow}); err != nil {
+			c.log.Warn().Err(err).Uint32("host", m.host).Msg("remove an unrouted migration's mapping")
+		}
+		return
+	}
+	v.acc.Forget(ev.Key, now)
+	l.migrations[m.id] = m
+	l.byKey[m.key] = m.id
+	l.stats.Migrated++
+	// Only now, after the route: the host's Ack releases the flow.
+	if c.awaitMigration(m.host, m.seq, heldKey{channel.AnyWorker, m.key}, m.id) {
+		// The host was quicker than this goroutine.
+		m.uploaded = true
+		l.stats.Uploaded++
+		c.release(lk, []heldKey{{channel.AnyWorker, m.key}})
+	}
 }
 
-func (c *Control) sendAnswer(lk *fwdLink, pu *channel.Punt, pkt []byte) {
+// sendAnswer answers pu with pkt (nothing: the frame is dropped), after
+// route r when r is not nil.
+func (c *Control) sendAnswer(lk *fwdLink, pu *channel.Punt, pkt []byte, r *channel.Route) error {
 	a := channel.Answer{Worker: pu.Worker, ID: pu.ID, Packet: pkt}
-	if err := lk.conn.Send(channel.AppendAnswer(nil, lk.seq.Add(1), &a)); err != nil {
+	if r != nil {
+		a.Route = *r
+	}
+	err := lk.conn.Send(channel.AppendAnswer(nil, lk.seq.Add(1), &a))
+	if err != nil {
 		c.log.Debug().Err(err).Msg("acceptor answer")
 	}
+	return err
 }
 
 // migrate decides the host of a connection whose first request is
-// complete and sends it there; it returns the packet to answer the
-// client with: the acceptor's ACK once the host has the connection's
-// state on its way, or an HTTP error when nothing can take it. Callers
-// hold c.l7part.mu.
-func (c *Control) migrate(lk *fwdLink, v *l7VIP, pu *channel.Punt, ev *acceptor.Event, ack []byte, now time.Time) []byte {
+// complete and sends it there. It returns the migration and the route
+// of its flow, which the caller sends to the forwarder before it
+// records the migration; or, when nothing can take the connection, no
+// migration and the HTTP error to answer the client with. Callers hold
+// c.l7part.mu.
+func (c *Control) migrate(v *l7VIP, pu *channel.Punt, ev *acceptor.Event, now time.Time) (*migration, channel.Route, []byte) {
 	l := c.l7part
 	req, err := request.Parse(ev.Data[:ev.HeadLen])
 	if err != nil {
 		l.stats.BadRequests++
-		return v.acc.Answer(ev.Key, request.StatusOf(err), now)
+		return nil, channel.Route{}, v.acc.Answer(ev.Key, request.StatusOf(err), now)
 	}
 	hosts, routers, ids, hostOf := c.candidates(&v.cfg)
 	hash := maphash.Comparable(l.seed, ev.Key)
@@ -235,14 +272,14 @@ func (c *Control) migrate(lk *fwdLink, v *l7VIP, pu *channel.Punt, ev *acceptor.
 		i := rules.Pick(routers, hash)
 		if i < 0 {
 			l.stats.NoRouter++
-			return v.acc.Answer(ev.Key, 503, now)
+			return nil, channel.Route{}, v.acc.Answer(ev.Key, 503, now)
 		}
 		choice, ok = rules.Choice{Index: i, Name: routers[i].Name, Key: routers[i].Key, Rule: choice.Rule}, true
 		l.stats.Proxied++
 	}
 	if !ok {
 		l.stats.NoHost++
-		return v.acc.Answer(ev.Key, 503, now)
+		return nil, channel.Route{}, v.acc.Answer(ev.Key, 503, now)
 	}
 	l.nextID++
 	id := l.nextID
@@ -251,31 +288,12 @@ func (c *Control) migrate(lk *fwdLink, v *l7VIP, pu *channel.Punt, ev *acceptor.
 	seq, err := c.migrateTo(host, mig)
 	if err != nil {
 		l.stats.HostDown++
-		return v.acc.Answer(ev.Key, 503, now)
+		return nil, channel.Route{}, v.acc.Answer(ev.Key, 503, now)
 	}
 	r := channel.Route{Op: channel.RouteAdd, Worker: channel.AnyWorker, Key: pu.Key, Action: unit.Action{Backend: ids[choice.Key]}}
 	binary.BigEndian.PutUint32(r.Action.B[:4], mig.GetFlowId())
-	if err := lk.route(&r); err != nil {
-		// The host may get the connection; the client is reset when
-		// its next packet finds no route. The host's mapping goes.
-		l.stats.RouteFailed++
-		if _, err := c.hosts.Publish(host, nil, []uint32{mig.GetFlowId()}); err != nil {
-			c.log.Warn().Err(err).Uint32("host", host).Msg("remove an unrouted migration's mapping")
-		}
-		return v.acc.Answer(ev.Key, 503, now)
-	}
-	v.acc.Forget(ev.Key, now)
-	m := &migration{id: id, key: pu.Key, host: host, flow: mig.GetFlowId(), vip: v.cfg.Name, sent: now}
-	l.migrations[id] = m
-	l.byKey[pu.Key] = id
-	l.stats.Migrated++
-	if c.awaitMigration(host, seq, heldKey{channel.AnyWorker, pu.Key}, id) {
-		// The host was quicker than this goroutine.
-		m.uploaded = true
-		l.stats.Uploaded++
-		c.release(lk, []heldKey{{channel.AnyWorker, pu.Key}})
-	}
-	return ack
+	m := &migration{id: id, key: pu.Key, host: host, flow: mig.GetFlowId(), seq: seq, vip: v.cfg.Name, sent: now}
+	return m, r, nil
 }
 
 // migrateTo sends mig to host with a flow ID of the control process's

@@ -14,7 +14,8 @@ import (
 // 4: SYN keys (the workers answer l7 VIPs' SYNs).
 // 5: mid-flow punts (PuntMidFlow) and refusals (RouteRefuse); punt
 // reasons are checked.
-const Version = 5
+// 6: an answer may carry a route, applied before its packet goes.
+const Version = 6
 
 // MaxMessage bounds a message, header included.
 const MaxMessage = 64 << 10

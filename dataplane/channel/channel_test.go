@@ -6,6 +6,7 @@ import (
 	"errors"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/tetherlb/tether/api/unit"
@@ -35,10 +36,22 @@ func TestRoundTrips(t *testing.T) {
 			t.Fatalf("punt %+v, %v", got, err)
 		}
 	}
-	an := Answer{Worker: 3, ID: 0xdeadbeef, Packet: []byte("an IP packet")}
-	_, p, _ = ParseHeader(AppendAnswer(nil, 2, &an))
-	if got, err := DecodeAnswer(p); err != nil || !reflect.DeepEqual(got, an) {
-		t.Fatalf("answer %+v, %v", got, err)
+	for _, an := range []Answer{
+		{Worker: 3, ID: 0xdeadbeef, Packet: []byte("an IP packet")},
+		{Worker: 3, ID: 7, Packet: []byte("an ACK"), Route: Route{Op: RouteAdd, Worker: AnyWorker, Key: key6(), Action: unit.Action{Mode: 4, Backend: 2, B: [16]byte{0x80}}}},
+		{Worker: 1, ID: 8, Packet: []byte{}, Route: Route{Op: RouteRelease, Worker: 1, Key: key6()}},
+	} {
+		_, p, _ = ParseHeader(AppendAnswer(nil, 2, &an))
+		if got, err := DecodeAnswer(p); err != nil || !reflect.DeepEqual(got, an) {
+			t.Fatalf("answer %+v, %v", got, err)
+		}
+	}
+	// A route after the packet must be whole and of a known op.
+	withRoute := AppendAnswer(nil, 2, &Answer{Packet: []byte{1}, Route: Route{Op: RouteDelete, Key: key6()}})
+	for _, bad := range [][]byte{withRoute[:len(withRoute)-1], append(slices.Clone(withRoute[:HeaderSize+8]), 9)} {
+		if _, err := DecodeAnswer(bad[HeaderSize:]); err == nil {
+			t.Fatalf("answer % x decoded", bad)
+		}
 	}
 	long := AppendAnswer(nil, 2, &Answer{Packet: make([]byte, MaxAnswer)})
 	binary.BigEndian.PutUint16(long[HeaderSize+5:], MaxAnswer+1)
@@ -199,6 +212,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(AppendLost(nil, 7, 12345))
 	f.Add(AppendPunt(nil, 8, &Punt{Reason: PuntAccept, ID: 77, Key: key6(), Frame: []byte{0x45, 0}}))
 	f.Add(AppendAnswer(nil, 9, &Answer{Worker: 1, ID: 77, Packet: []byte{0x45, 0, 0, 20}}))
+	f.Add(AppendAnswer(nil, 13, &Answer{Worker: 1, ID: 78, Packet: []byte{0x45, 0}, Route: Route{Op: RouteAdd, Worker: AnyWorker, Key: key6()}}))
 	f.Add(AppendSYNKeys(nil, 10, testSYNKeys()))
 	f.Fuzz(func(t *testing.T, msg []byte) {
 		h, p, err := ParseHeader(msg)

@@ -137,10 +137,16 @@ func DecodePunt(p []byte) (Punt, error) {
 // packet, no link header) goes out in place of the punted frame, which
 // the forwarder turns around (link addresses swapped). An empty Packet
 // drops the frame.
+//
+// Route, when its Op is not zero, is applied before the packet goes: a
+// migrated connection's route and the ACK of its request travel in one
+// message, so that the control process writes, and the forwarder reads
+// and hands to its workers, one message per connection fewer.
 type Answer struct {
 	Worker uint8
 	ID     uint32
 	Packet []byte
+	Route  Route
 }
 
 // MaxAnswer bounds an answer's packet: what fits a held frame's buffer
@@ -154,7 +160,11 @@ func AppendAnswer(b []byte, seq uint32, m *Answer) []byte {
 	b = binary.BigEndian.AppendUint32(b, m.ID)
 	pk := m.Packet[:min(len(m.Packet), MaxAnswer)]
 	b = binary.BigEndian.AppendUint16(b, uint16(len(pk)))
-	return append(b, pk...)
+	b = append(b, pk...)
+	if m.Route.Op != 0 {
+		b = appendRoute(b, &m.Route)
+	}
+	return b
 }
 
 // DecodeAnswer decodes an answer payload. Packet aliases p.
@@ -162,6 +172,9 @@ func DecodeAnswer(p []byte) (Answer, error) {
 	r := reader{b: p}
 	m := Answer{Worker: r.u8(), ID: r.u32()}
 	m.Packet = r.bytes16()
+	if r.err == nil && len(r.b) > 0 {
+		m.Route = r.route()
+	}
 	if err := r.done(); err != nil {
 		return Answer{}, fmt.Errorf("answer: %w", err)
 	}
@@ -200,7 +213,10 @@ const AnyWorker = 0xff
 
 // AppendRoute appends a route message.
 func AppendRoute(b []byte, seq uint32, m *Route) []byte {
-	b = AppendHeader(b, Header{Type: TRoute, Seq: seq})
+	return appendRoute(AppendHeader(b, Header{Type: TRoute, Seq: seq}), m)
+}
+
+func appendRoute(b []byte, m *Route) []byte {
 	b = append(b, m.Op, m.Worker)
 	b = appendKey(b, &m.Key)
 	if m.Op == RouteAdd {
@@ -237,6 +253,14 @@ func (r *reader) action() unit.Action {
 // DecodeRoute decodes a route payload.
 func DecodeRoute(p []byte) (Route, error) {
 	r := reader{b: p}
+	m := r.route()
+	if err := r.done(); err != nil {
+		return Route{}, fmt.Errorf("route: %w", err)
+	}
+	return m, nil
+}
+
+func (r *reader) route() Route {
 	m := Route{Op: r.u8(), Worker: r.u8(), Key: r.key()}
 	switch m.Op {
 	case RouteAdd:
@@ -247,10 +271,7 @@ func DecodeRoute(p []byte) (Route, error) {
 			r.err = fmt.Errorf("%w: route op %d", ErrValue, m.Op)
 		}
 	}
-	if err := r.done(); err != nil {
-		return Route{}, fmt.Errorf("route: %w", err)
-	}
-	return m, nil
+	return m
 }
 
 // Flow event kinds.

@@ -1,0 +1,68 @@
+package forwarder
+
+import (
+	"encoding/binary"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/tetherlb/tether/api/unit"
+	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/dataplane/header"
+	"github.com/tetherlb/tether/internal/pkttest"
+)
+
+// TestUplinkAnswerWithRoute: an answer that carries a migration's route
+// installs the route before its packet goes. The packet goes to the
+// client in place of the punted request; the client's next segment
+// finds the flow and waits in it (no second punt) until the release,
+// then goes through the tunnel to the route's backend.
+func TestUplinkAnswerWithRoute(t *testing.T) {
+	fc := startUplinkWith(t, l7UplinkConfig)
+	ids, errText := fc.reload(l7UplinkConfig, nil)
+	if errText != "" {
+		t.Fatal(errText)
+	}
+	client := pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:fe"), Addr: netip.MustParseAddr("203.0.113.7"), Port: 40000}
+	vip := pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:01"), Addr: netip.MustParseAddr("192.0.2.1"), Port: 80}
+	request := pkttest.TCP(client, vip, pkttest.ACK|pkttest.PSH, 1001, 5001, pkttest.Opts{Payload: []byte("GET / HTTP/1.1\r\n\r\n")})
+	fc.port.in <- request
+	_, p := fc.expect(channel.TPunt)
+	pu, err := channel.DecodePunt(p)
+	if err != nil || pu.Reason != channel.PuntAccept {
+		t.Fatalf("punt %+v, %v", pu, err)
+	}
+	backend := ids.Backends[unit.BackendKey{VIP: "web", Backend: "h1"}]
+	r := channel.Route{Op: channel.RouteAdd, Worker: channel.AnyWorker, Key: pu.Key, Action: unit.Action{Backend: backend}}
+	binary.BigEndian.PutUint32(r.Action.B[:4], 1<<31)
+	ack := pkttest.L3(pkttest.TCP(vip, client, pkttest.ACK, 5001, 1019, pkttest.Opts{}))
+	fc.seq++
+	fc.send(channel.AppendAnswer(nil, fc.seq, &channel.Answer{Worker: pu.Worker, ID: pu.ID, Packet: ack, Route: r}))
+	if dst, port := fc.packet(); dst != client.Addr || port != client.Port {
+		t.Fatalf("the answer went to %s:%d, want the client", dst, port)
+	}
+	// The route is in: the client's next segment waits in its flow.
+	fc.port.in <- pkttest.TCP(client, vip, pkttest.ACK, 1019, 5001, pkttest.Opts{})
+	fc.seq++
+	fc.send(channel.AppendBarrier(nil, fc.seq))
+	fc.expect(channel.TAck)
+	select {
+	case b := <-fc.port.out:
+		t.Fatalf("a segment went before the release: % x", b)
+	default:
+	}
+	fc.seq++
+	fc.send(channel.AppendRoute(nil, fc.seq, &channel.Route{Op: channel.RouteRelease, Worker: channel.AnyWorker, Key: pu.Key}))
+	var b []byte
+	select {
+	case b = <-fc.port.out:
+	case <-time.After(wait):
+		t.Fatal("the held segment did not go after the release")
+	}
+	if dst, _ := netip.AddrFromSlice(header.IPv4(b[header.EthernetSize:]).Dst()); dst != netip.MustParseAddr("10.1.0.1") {
+		t.Fatalf("the held segment went to %s, want the backend", dst)
+	}
+	if s := fc.f.UplinkStats(); s.Punts != 1 || s.Routes != 2 || s.RouteErrors != 0 || s.AnswersLate != 0 {
+		t.Fatalf("uplink stats %+v", s)
+	}
+}
