@@ -3,6 +3,7 @@ package streams
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -29,6 +30,10 @@ type fakeUnit struct {
 	in     chan *pb.AgentMessage
 	drop   chan struct{}
 	resume atomic.Uint64
+	// ended gets how each stream's receiving side ended; stop stops the
+	// agent's streams (runFakeUnit's).
+	ended chan error
+	stop  func()
 }
 
 func (u *fakeUnit) Connect(s grpc.BidiStreamingServer[pb.AgentMessage, pb.UnitMessage]) error {
@@ -53,6 +58,10 @@ func (u *fakeUnit) Connect(s grpc.BidiStreamingServer[pb.AgentMessage, pb.UnitMe
 		for {
 			m, err := s.Recv()
 			if err != nil {
+				select {
+				case u.ended <- err:
+				default:
+				}
 				errc <- err
 				return
 			}
@@ -99,7 +108,7 @@ func runFakeUnit(t *testing.T, opts Options) (*fakeUnit, *Streams, func() *pb.Ag
 	if err != nil {
 		t.Fatal(err)
 	}
-	unit := &fakeUnit{out: make(chan *pb.UnitMessage, 4), in: make(chan *pb.AgentMessage, 16), drop: make(chan struct{})}
+	unit := &fakeUnit{out: make(chan *pb.UnitMessage, 4), in: make(chan *pb.AgentMessage, 16), drop: make(chan struct{}), ended: make(chan error, 4)}
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(scfg)))
 	pb.RegisterHostStreamServer(gs, unit)
 	go gs.Serve(lis)
@@ -121,7 +130,8 @@ func runFakeUnit(t *testing.T, opts Options) (*fakeUnit, *Streams, func() *pb.Ag
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); s.Run(ctx) }()
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	unit.stop = func() { cancel(); wg.Wait() }
+	t.Cleanup(unit.stop)
 	next := func() *pb.AgentMessage {
 		t.Helper()
 		select {
@@ -329,5 +339,50 @@ func TestPutOffRidesOnTheAck(t *testing.T) {
 	}
 	if st := s.Status()[0]; st.EndedDropped != dropped+1 {
 		t.Fatalf("status %+v, want the end put off on the dropped stream counted", st)
+	}
+}
+
+// TestShutdownSendsWhatWasPutOff: when the agent stops, what it put off
+// on a stream goes first (the owed acknowledgement, then the end
+// notices, none dropped), and the agent closes its side, so that the
+// unit reads everything and sees the stream end cleanly.
+func TestShutdownSendsWhatWasPutOff(t *testing.T) {
+	unit, s, next := runFakeUnit(t, Options{Sink: &applySink{}, putOff: time.Hour})
+	if a := next().GetAck(); a == nil {
+		t.Fatal("the resync was not acknowledged first")
+	}
+	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 1, Add: []*pb.Mapping{mapping(1)}}}}
+	if a := next().GetAck(); a.GetSeq() != 1 {
+		t.Fatalf("got %v, want the ack of seq 1", a)
+	}
+	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 2, Remove: []uint32{1}}}}
+	waitFor(t, "the removal applied", func() bool { return s.Status()[0].Seq == 2 })
+	if err := s.SendEnded("unit-a", &pb.MigrationEnded{Id: 5, Reason: pb.EndReason_END_REASON_CLOSED}); err != nil {
+		t.Fatal(err)
+	}
+	dropped := s.Status()[0].EndedDropped // runFakeUnit's, before the stream
+	stopped := make(chan struct{})
+	go func() { unit.stop(); close(stopped) }()
+	if a := next().GetAck(); a.GetSeq() != 2 {
+		t.Fatalf("got %v, want the put-off ack of seq 2", a)
+	}
+	if e := next().GetMigrationEnded(); e.GetId() != 5 {
+		t.Fatalf("got %v, want the put-off end of migration 5", e)
+	}
+	select {
+	case err := <-unit.ended:
+		if !errors.Is(err, io.EOF) {
+			t.Fatalf("the stream ended with %v, want the agent's close (EOF)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent did not close its side")
+	}
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent's streams did not stop")
+	}
+	if st := s.Status()[0]; st.EndedDropped != dropped {
+		t.Fatalf("status %+v: end notices dropped at shutdown", st)
 	}
 }

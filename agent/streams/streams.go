@@ -188,10 +188,12 @@ type link struct {
 	// goroutine. Under it is what is put off on the stream owedOn
 	// (putOff): owed, the seq of batches applied and not acknowledged
 	// yet (0 when none), and ends, migrations' end notices not sent yet.
+	// closed is the stream whose sending side closeSend ended.
 	sendMu sync.Mutex
 	owed   uint64
 	ends   []*pb.MigrationEnded
 	owedOn pb.HostStream_ConnectClient
+	closed pb.HostStream_ConnectClient
 }
 
 // putOffDelay bounds how long a removal's acknowledgement or an end
@@ -201,6 +203,11 @@ const putOffDelay = 10 * time.Millisecond
 // maxPutOffEnds is how many end notices wait at most: a host ending
 // connections faster than it takes new ones sends them in bursts.
 const maxPutOffEnds = 64
+
+// closeTimeout bounds a clean shutdown's last words on a stream: what
+// was put off, then the end of the agent's side, until the unit ends
+// the stream.
+const closeTimeout = time.Second
 
 // holding is the mappings held from one unit at one of its boots.
 type holding struct {
@@ -371,8 +378,20 @@ func (l *link) connect(ctx context.Context) (up bool, err error) {
 		return false, fmt.Errorf("dial %s: %w", l.unit.Address, err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithCancelCause(ctx)
+	// The stream outlives ctx by its last words: when ctx ends, what was
+	// put off goes and the agent's side closes, and the unit ends the
+	// stream (within closeTimeout, or the stream is cancelled).
+	parent := ctx
+	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
 	defer cancel(nil)
+	stopClose := context.AfterFunc(parent, func() {
+		t := time.AfterFunc(closeTimeout, func() { cancel(context.Canceled) })
+		defer t.Stop()
+		if !l.closeSend() {
+			cancel(context.Canceled)
+		}
+	})
+	defer stopClose()
 	stream, err := pb.NewHostStreamClient(conn).Connect(ctx)
 	if err != nil {
 		return false, fmt.Errorf("connect: %w", err)
@@ -431,6 +450,9 @@ func (l *link) send(stream pb.HostStream_ConnectClient, m *pb.AgentMessage) erro
 
 // sendLocked is send, under l.sendMu.
 func (l *link) sendLocked(stream pb.HostStream_ConnectClient, m *pb.AgentMessage) error {
+	if stream == l.closed {
+		return errors.New("send: the agent is shutting down")
+	}
 	if err := stream.Send(m); err != nil {
 		return fmt.Errorf("send: %w", err)
 	}
@@ -544,6 +566,11 @@ func (l *link) follow(stream pb.HostStream_ConnectClient) error {
 		m, err := l.recv(stream)
 		if err != nil {
 			return err
+		}
+		if l.closing(stream) {
+			// Shutting down: what can no longer be acknowledged is not
+			// taken (the unit gives it up or resyncs it elsewhere).
+			return errors.New("the agent is shutting down")
 		}
 		if mg := m.GetMigrate(); mg != nil {
 			if err := l.migrate(stream, mg); err != nil {
@@ -674,19 +701,54 @@ func (l *link) putOffLocked(stream pb.HostStream_ConnectClient) {
 	time.AfterFunc(l.s.opts.putOff, func() {
 		l.sendMu.Lock()
 		defer l.sendMu.Unlock()
-		if l.owedOn != stream {
-			return // a newer stream's
-		}
-		if seq := l.owed; seq != 0 {
-			l.owed = 0
-			if err := l.sendLocked(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: seq}}}); err != nil {
-				l.s.opts.Log.Debug().Str("unit", l.unit.Name).Uint64("seq", seq).Err(err).Msg("put-off acknowledgement not sent")
-			}
-		}
-		if err := l.flushEndsLocked(stream); err != nil {
-			l.s.opts.Log.Debug().Str("unit", l.unit.Name).Err(err).Msg("put-off end notices not sent")
-		}
+		l.sendPutOffLocked(stream)
 	})
+}
+
+// sendPutOffLocked sends what was put off on stream: the owed
+// acknowledgement, then the end notices. Callers hold l.sendMu.
+func (l *link) sendPutOffLocked(stream pb.HostStream_ConnectClient) {
+	if l.owedOn != stream {
+		return // a newer stream's
+	}
+	if seq := l.owed; seq != 0 {
+		l.owed = 0
+		if err := l.sendLocked(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: seq}}}); err != nil {
+			l.s.opts.Log.Debug().Str("unit", l.unit.Name).Uint64("seq", seq).Err(err).Msg("put-off acknowledgement not sent")
+		}
+	}
+	if err := l.flushEndsLocked(stream); err != nil {
+		l.s.opts.Log.Debug().Str("unit", l.unit.Name).Err(err).Msg("put-off end notices not sent")
+	}
+}
+
+// closing reports whether closeSend ended stream's sending side.
+func (l *link) closing(stream pb.HostStream_ConnectClient) bool {
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	return l.closed == stream
+}
+
+// closeSend ends the agent's side of the stream that is up, after what
+// was put off on it, and reports whether there was one: the unit then
+// ends the stream, once it has read everything before. Nothing is sent
+// on the stream after this (sendLocked refuses).
+func (l *link) closeSend() bool {
+	l.mu.Lock()
+	stream := l.stream
+	l.mu.Unlock()
+	if stream == nil {
+		return false
+	}
+	l.sendMu.Lock()
+	defer l.sendMu.Unlock()
+	l.sendPutOffLocked(stream)
+	l.closed = stream
+	if err := stream.CloseSend(); err != nil {
+		l.s.opts.Log.Debug().Str("unit", l.unit.Name).Err(err).Msg("close the stream")
+		return false
+	}
+	return true
 }
 
 // flushEndsLocked sends the end notices put off on stream. Callers hold
