@@ -91,7 +91,7 @@ func (p *Pipeline) toAcceptor(pk *packet, v *VIP, now flow.Tick) {
 		Worker: uint8(p.cfg.Worker), Reason: channel.PuntAccept, VIP: v.ID, ID: p.acceptID, Choice: channel.NoChoice,
 		Key: flowKey(pk), Frame: p.out.frames[i][:n],
 	})
-	p.ring()
+	p.ringPunt()
 }
 
 // Answer sends ip, an IPv4 packet from the acceptor, in place of the

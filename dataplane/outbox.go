@@ -14,11 +14,12 @@ import (
 )
 
 // The worker's outbox: its side of the channel to the control process.
-// The worker records punts and flow events in its outbox. It sends its
-// flow events itself at the end of a batch when the uplink gives it a
-// DirectSender (a non-blocking send of whole messages); otherwise, and
-// for punts, it rings a bell and the forwarder's channel goroutine
-// collects them with Worker.Do. Routes come back through Worker.Post.
+// The worker records punts and flow events in its outbox. It sends them
+// itself at the end of a batch, the events first, when the uplink gives
+// it a DirectSender (a non-blocking send of whole messages); otherwise,
+// or when a send does not go, it rings a bell and the forwarder's
+// channel goroutine collects them with Worker.Do. Routes come back
+// through Worker.Post.
 // Punted packets wait in the worker until their route arrives (or punt
 // timeout passes), then go out with the next batch.
 
@@ -94,16 +95,19 @@ type outbox struct {
 // from the worker's own thread, without blocking: a nat flow's first
 // packet, which waits until the control process has the flow's event,
 // then leaves in microseconds instead of after the uplink's round of
-// goroutine hand-offs (on a busy machine, milliseconds). TrySend reports
-// whether the whole message went; Seq numbers it.
+// goroutine hand-offs (on a busy machine, milliseconds), and a punt
+// reaches the control process without them (an l7 connection's request
+// among them). TrySend reports whether the whole message went; Seq
+// numbers it.
 type DirectSender interface {
 	TrySend(msg []byte) bool
 	Seq() uint32
 }
 
-// SetDirect lets the worker send its flow events itself through d while
-// busy (the uplink's flag: it has taken events it has not sent yet, which
-// must arrive first) is clear; nil stops it. Call it through Worker.Do.
+// SetDirect lets the worker send its flow events and punts itself
+// through d while busy (the uplink's flag: it has taken events or punts
+// it has not sent yet, which must arrive first) is clear; nil stops it.
+// Call it through Worker.Do.
 func (p *Pipeline) SetDirect(d DirectSender, busy *atomic.Bool) {
 	p.out.direct, p.out.busy = d, busy
 	if d != nil && p.out.msg == nil {
@@ -132,6 +136,45 @@ func (p *Pipeline) sendDirect() {
 	}
 	p.out.events = p.out.events[:0]
 	p.releaseSendWait(func(*heldSend) bool { return true })
+}
+
+// sendPuntsDirect sends the outbox's punts, in order, through the direct
+// sender. If one does not go, it and those after it wait for the uplink,
+// which it calls.
+func (p *Pipeline) sendPuntsDirect() {
+	for i := range p.out.punts {
+		p.out.msg = channel.AppendPunt(p.out.msg[:0], p.out.direct.Seq(), &p.out.punts[i])
+		if !p.out.direct.TrySend(p.out.msg) {
+			p.keepPunts(i)
+			p.ring()
+			return
+		}
+		p.stats.PuntsSentDirect++
+	}
+	p.out.punts = p.out.punts[:0]
+}
+
+// keepPunts drops the outbox's first n punts, which went, and moves the
+// rest and their frames to the front: a punt's frame is the buffer of
+// its index.
+func (p *Pipeline) keepPunts(n int) {
+	rest := p.out.punts[n:]
+	for j := range rest {
+		pu := rest[j]
+		k := copy(p.out.frames[j][:], pu.Frame)
+		pu.Frame = p.out.frames[j][:k]
+		p.out.punts[j] = pu
+	}
+	clear(p.out.punts[len(rest):])
+	p.out.punts = p.out.punts[:len(rest)]
+}
+
+// ringPunt tells the uplink about a punt unless the worker sends it
+// itself at the end of the batch.
+func (p *Pipeline) ringPunt() {
+	if p.out.direct == nil || p.out.busy.Load() {
+		p.ring()
+	}
 }
 
 // EnableOutbox makes the pipeline report flows and punt packets to a
@@ -244,7 +287,7 @@ func (p *Pipeline) holdForRoute(pk *packet, v *VIP, reason uint8, now flow.Tick)
 		Worker: uint8(p.cfg.Worker), Reason: reason, VIP: vid, Choice: choice,
 		Key: flowKey(pk), Frame: p.out.frames[i][:n],
 	})
-	p.ring()
+	p.ringPunt()
 	return true
 }
 

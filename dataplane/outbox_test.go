@@ -8,6 +8,7 @@ import (
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/internal/pkttest"
+	"github.com/tetherlb/tether/nic"
 )
 
 func puntRig(t *testing.T) *rig {
@@ -271,15 +272,17 @@ func TestEventsKeepTheirOrder(t *testing.T) {
 	}
 }
 
-// fakeDirect is a DirectSender that records what it sends, or refuses.
+// fakeDirect is a DirectSender that records what it sends, or refuses
+// (all, or once room messages went, when room is not zero).
 type fakeDirect struct {
 	msgs   [][]byte
 	refuse bool
+	room   int
 	seq    uint32
 }
 
 func (f *fakeDirect) TrySend(m []byte) bool {
-	if f.refuse {
+	if f.refuse || f.room > 0 && len(f.msgs) == f.room {
 		return false
 	}
 	f.msgs = append(f.msgs, append([]byte(nil), m...))
@@ -426,4 +429,87 @@ func tcpFlags(frame []byte) int {
 		out |= pkttest.ACK
 	}
 	return out
+}
+
+// TestDirectPunts: a worker that may send itself sends its punts at the
+// end of the batch, without ringing the uplink. When the socket takes
+// only some, the rest wait in the outbox, each with its own frame, and
+// the uplink is rung for them; while the uplink is busy, punts are left
+// to it.
+func TestDirectPunts(t *testing.T) {
+	r := puntRig(t)
+	bell := make(chan struct{}, 1)
+	r.p.out.bell = bell
+	d := &fakeDirect{room: 1}
+	var busy atomic.Bool
+	r.p.SetDirect(d, &busy)
+	r.send(syn(cl(1, 1001), vip(80)), syn(cl(1, 1002), vip(80)), syn(cl(1, 1003), vip(80)))
+	if len(d.msgs) != 1 {
+		t.Fatalf("%d messages sent directly, want the first punt", len(d.msgs))
+	}
+	h, body, err := channel.ParseHeader(d.msgs[0])
+	if err != nil || h.Type != channel.TPunt {
+		t.Fatalf("direct message %+v, %v", h, err)
+	}
+	if pu, err := channel.DecodePunt(body); err != nil || pu.Key.SrcPort != 1001 {
+		t.Fatalf("direct punt %+v, %v", pu, err)
+	}
+	select {
+	case <-bell:
+	default:
+		t.Fatal("the uplink was not rung for the punts left")
+	}
+	// Another punt while the socket is still full joins them, in a
+	// buffer of its own.
+	r.send(syn(cl(1, 1004), vip(80)))
+	_, punts := take(r)
+	if len(punts) != 3 {
+		t.Fatalf("%d punts left for the uplink, want 3", len(punts))
+	}
+	for i, pu := range punts {
+		ip := pu.Frame[14:] // Ethernet, no tags
+		tcp := ip[int(ip[0]&0xf)*4:]
+		if port := binary.BigEndian.Uint16(tcp); pu.Key.SrcPort != uint16(1002+i) || port != pu.Key.SrcPort {
+			t.Fatalf("punt %d: key port %d, frame port %d; want %d for both", i, pu.Key.SrcPort, port, 1002+i)
+		}
+	}
+	if r.p.stats.PuntsSentDirect != 1 {
+		t.Fatalf("punts_sent_direct %d, want 1", r.p.stats.PuntsSentDirect)
+	}
+	busy.Store(true)
+	d.room, d.msgs = 0, nil
+	r.send(syn(cl(1, 1005), vip(80)))
+	if _, punts := take(r); len(d.msgs) != 0 || len(punts) != 1 {
+		t.Fatalf("uplink busy: %d sent directly, %d left to it; want 0 and 1", len(d.msgs), len(punts))
+	}
+}
+
+// countDirect is a DirectSender that only counts: what a socket's send
+// would cost the pipeline in allocations is nothing.
+type countDirect struct{ n, seq uint32 }
+
+func (c *countDirect) TrySend([]byte) bool { c.n++; return true }
+func (c *countDirect) Seq() uint32         { c.seq++; return c.seq }
+
+// TestDirectPuntAllocs: a punt the worker sends itself allocates
+// nothing (an l7 VIP's SYN without keys, its hold let go each time).
+func TestDirectPuntAllocs(t *testing.T) {
+	r := l7Rig(t, false)
+	d := &countDirect{}
+	var busy atomic.Bool
+	r.p.SetDirect(d, &busy)
+	in := syn(cl(1, 5000), vip(84))
+	fr := []nic.Frame{frame(in)}
+	buf := append([]byte(nil), fr[0].Buf...)
+	a := testing.AllocsPerRun(200, func() {
+		copy(fr[0].Buf, buf)
+		fr[0].Len, fr[0].Offload = len(in), nic.Offload{}
+		r.out.Reset()
+		r.p.Process(r.now, fr, r.out)
+		r.p.Answer(r.p.acceptID, nil)
+		r.p.flushAnswers(r.out)
+	})
+	if a != 0 || d.n < 200 || r.p.stats.PuntsSentDirect != uint64(d.n) {
+		t.Fatalf("%v allocations per punt; %d sent, punts_sent_direct %d", a, d.n, r.p.stats.PuntsSentDirect)
+	}
 }

@@ -242,12 +242,17 @@ func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
 	if p.out.direct != nil {
 		if !p.out.busy.Load() {
 			// The batch's flow events (and aging's removals) leave now,
-			// and with them any first packet that waits for its event.
+			// and with them any first packet that waits for its event;
+			// then its punts, unless events are left for the uplink
+			// (which then takes the punts too, after them).
 			p.takeRemovals()
 			if len(p.out.events) > 0 {
 				p.sendDirect()
 			}
-		} else if len(p.out.events) > 0 {
+			if len(p.out.punts) > 0 && len(p.out.events) == 0 {
+				p.sendPuntsDirect()
+			}
+		} else if len(p.out.events) > 0 || len(p.out.punts) > 0 {
 			// The uplink's collection went on meanwhile: it takes
 			// these right after, not at its next tick.
 			p.ring()

@@ -17,6 +17,7 @@ type Stats struct {
 	Recovered          uint64 // half-NAT flows made again from a backend's reply the unit had no flow for
 	ChecksumsFinished  uint64 // partial transport checksums completed in software (see offload)
 	EventsSentDirect   uint64 // flow events the worker sent itself (see DirectSender)
+	PuntsSentDirect    uint64 // punts the worker sent itself (see DirectSender)
 	FragmentsHeld      uint64 // fragments held until their first fragment came
 	Punted             uint64 // packets held for the control process to decide
 	PuntedMidFlow      uint64 // of Punted: TCP segments without SYN of connections a cluster unit had no flow for
@@ -81,6 +82,7 @@ func (s *Stats) Add(o *Stats) {
 	s.Recovered += o.Recovered
 	s.ChecksumsFinished += o.ChecksumsFinished
 	s.EventsSentDirect += o.EventsSentDirect
+	s.PuntsSentDirect += o.PuntsSentDirect
 	s.FragmentsHeld += o.FragmentsHeld
 	s.Punted += o.Punted
 	s.PuntedMidFlow += o.PuntedMidFlow

@@ -62,7 +62,7 @@ func TestUplinkAnswerWithRoute(t *testing.T) {
 	if dst, _ := netip.AddrFromSlice(header.IPv4(b[header.EthernetSize:]).Dst()); dst != netip.MustParseAddr("10.1.0.1") {
 		t.Fatalf("the held segment went to %s, want the backend", dst)
 	}
-	if s := fc.f.UplinkStats(); s.Punts != 1 || s.Routes != 2 || s.RouteErrors != 0 || s.AnswersLate != 0 {
-		t.Fatalf("uplink stats %+v", s)
+	if s := fc.f.UplinkStats(); fc.punts() != 1 || s.Routes != 2 || s.RouteErrors != 0 || s.AnswersLate != 0 {
+		t.Fatalf("uplink stats %+v, %d punts", s, fc.punts())
 	}
 }

@@ -31,8 +31,11 @@ const (
 
 // UplinkStats count the uplink's work.
 type UplinkStats struct {
-	Connected   bool   `json:"connected"`
-	Connects    uint64 `json:"connects"`
+	Connected bool   `json:"connected"`
+	Connects  uint64 `json:"connects"`
+	// Punts and Events count what the uplink collected and sent; the
+	// workers send most themselves (dataplane.Stats: PuntsSentDirect,
+	// EventsSentDirect).
 	Punts       uint64 `json:"punts"`
 	Events      uint64 `json:"events"`
 	EventsLost  uint64 `json:"events_lost"`
@@ -244,7 +247,7 @@ func (l *uplink) sendLoop(ctx context.Context, conn *channel.Conn) error {
 			_ = w.Do(ctx, func(p *dataplane.Pipeline) {
 				defer func() { gens[i], waiting[i] = p.TakeSendWait() }()
 				p.TakeOutbox(func(evs []channel.FlowEvent, punts []channel.Punt, n uint64) {
-					if len(evs) > 0 {
+					if len(evs) > 0 || len(punts) > 0 {
 						l.busy.Store(true) // until they are sent
 					}
 					events = append(events, evs...)
