@@ -18,13 +18,8 @@ import (
 // finds the flow and waits in it (no second punt) until the release,
 // then goes through the tunnel to the route's backend.
 func TestUplinkAnswerWithRoute(t *testing.T) {
-	fc := startUplinkWith(t, l7UplinkConfig)
-	ids, errText := fc.reload(l7UplinkConfig, nil)
-	if errText != "" {
-		t.Fatal(errText)
-	}
-	client := pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:fe"), Addr: netip.MustParseAddr("203.0.113.7"), Port: 40000}
-	vip := pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:01"), Addr: netip.MustParseAddr("192.0.2.1"), Port: 80}
+	fc, ids := startReloaded(t, l7UplinkConfig)
+	client, vip := testEnds()
 	request := pkttest.TCP(client, vip, pkttest.ACK|pkttest.PSH, 1001, 5001, pkttest.Opts{Payload: []byte("GET / HTTP/1.1\r\n\r\n")})
 	fc.port.in <- request
 	_, p := fc.expect(channel.TPunt)

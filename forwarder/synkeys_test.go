@@ -30,11 +30,7 @@ vips:
 // answered in place with a SYN-ACK under the key sent; a malformed set
 // is refused and counted.
 func TestUplinkSYNKeys(t *testing.T) {
-	fc := startUplinkWith(t, l7UplinkConfig)
-	ids, errText := fc.reload(l7UplinkConfig, nil)
-	if errText != "" {
-		t.Fatal(errText)
-	}
+	fc, ids := startReloaded(t, l7UplinkConfig)
 	fc.port.in <- clientSYN("203.0.113.7", 40000, "192.0.2.1", 80)
 	if _, p := fc.expect(channel.TPunt); p == nil {
 		t.Fatal("no punt")

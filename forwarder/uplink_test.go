@@ -240,6 +240,25 @@ func (fc *fakeControl) packet() (netip.Addr, uint16) {
 	return netip.Addr{}, 0
 }
 
+// startReloaded starts a forwarder on cfg with a fake control process
+// that has it run cfg, and returns both with the forwarder's IDs.
+func startReloaded(t *testing.T, cfg string) (*fakeControl, unit.ReloadReply) {
+	t.Helper()
+	fc := startUplinkWith(t, cfg)
+	ids, errText := fc.reload(cfg, nil)
+	if errText != "" {
+		t.Fatal(errText)
+	}
+	return fc, ids
+}
+
+// testEnds are the client and the VIP (192.0.2.1:80) of the uplink
+// tests' TCP segments.
+func testEnds() (client, vip pkttest.Endpoint) {
+	return pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:fe"), Addr: netip.MustParseAddr("203.0.113.7"), Port: 40000},
+		pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:01"), Addr: netip.MustParseAddr("192.0.2.1"), Port: 80}
+}
+
 // punts is how many punts went to the control process: the uplink's and
 // those the workers sent themselves.
 func (fc *fakeControl) punts() uint64 {
@@ -547,13 +566,8 @@ vips:
 // sends the client a reset, and a route sends the next segment to the
 // route's backend.
 func TestUplinkMidFlowRefuseAndRoute(t *testing.T) {
-	fc := startUplinkWith(t, clusterUplinkConfig)
-	ids, errText := fc.reload(clusterUplinkConfig, nil)
-	if errText != "" {
-		t.Fatal(errText)
-	}
-	client := pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:fe"), Addr: netip.MustParseAddr("203.0.113.7"), Port: 40000}
-	vip := pkttest.Endpoint{MAC: pkttest.MustMAC("02:00:00:00:00:01"), Addr: netip.MustParseAddr("192.0.2.1"), Port: 80}
+	fc, ids := startReloaded(t, clusterUplinkConfig)
+	client, vip := testEnds()
 	segment := func() []byte {
 		return pkttest.TCP(client, vip, pkttest.ACK, 100, 200, pkttest.Opts{Payload: []byte("x")})
 	}
