@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"net"
-	"net/netip"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -19,7 +18,7 @@ import (
 	"github.com/tetherlb/tether/agent/shim"
 	"github.com/tetherlb/tether/agent/streams"
 	hostpb "github.com/tetherlb/tether/api/hostpb"
-	"github.com/tetherlb/tether/internal/mtls"
+	"github.com/tetherlb/tether/internal/mtls/mtlstest"
 	"github.com/tetherlb/tether/internal/nstest"
 )
 
@@ -96,26 +95,7 @@ func TestMigrationOverTheStream(t *testing.T) {
 		nstest.Sh(t, args...)
 	}
 	dir := t.TempDir()
-	ca, _, err := mtls.OpenCA(dir, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	uf, err := ca.IssueUnit(dir, "unit-a", []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hf, err := ca.IssueHost(dir, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scfg, err := mtls.Server(uf, "unit-a")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ccfg, err := mtls.Client(hf, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
+	scfg, ccfg := mtlstest.UnitAndHost(t, dir, "unit-a", 7)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

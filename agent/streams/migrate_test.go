@@ -17,7 +17,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/tetherlb/tether/api/hostpb"
-	"github.com/tetherlb/tether/internal/mtls"
+	"github.com/tetherlb/tether/internal/mtls/mtlstest"
 )
 
 // fakeUnit is a unit's end of the stream that says hello with an empty
@@ -88,22 +88,7 @@ func (u *fakeUnit) Connect(s grpc.BidiStreamingServer[pb.AgentMessage, pb.UnitMe
 func runFakeUnit(t *testing.T, opts Options) (*fakeUnit, *Streams, func() *pb.AgentMessage) {
 	t.Helper()
 	dir := t.TempDir()
-	ca, _, err := mtls.OpenCA(dir, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	uf, err := ca.IssueUnit(dir, "unit-a", []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hf, err := ca.IssueHost(dir, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scfg, err := mtls.Server(uf, "unit-a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	scfg, ccfg := mtlstest.UnitAndHost(t, dir, "unit-a", 7)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -113,10 +98,6 @@ func runFakeUnit(t *testing.T, opts Options) (*fakeUnit, *Streams, func() *pb.Ag
 	pb.RegisterHostStreamServer(gs, unit)
 	go gs.Serve(lis)
 	t.Cleanup(gs.Stop)
-	ccfg, err := mtls.Client(hf, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
 	opts.Host, opts.Units, opts.TLS, opts.Log = 7, []Unit{{Name: "unit-a", Address: lis.Addr().String()}}, ccfg, zerolog.Nop()
 	opts.MinBackoff, opts.MaxBackoff = 10*time.Millisecond, 100*time.Millisecond
 	s, err := New(opts)

@@ -14,7 +14,7 @@ import (
 	pb "github.com/tetherlb/tether/api/hostpb"
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/ctlplane/hosts"
-	"github.com/tetherlb/tether/internal/mtls"
+	"github.com/tetherlb/tether/internal/mtls/mtlstest"
 )
 
 // fakeSink records what reaches it, as a kernel would hold it, and fails
@@ -106,22 +106,7 @@ func hostView(s *hosts.Server, id uint32) unit.HostStream {
 // set into the sink.
 func TestTheSinkComesBeforeTheAck(t *testing.T) {
 	dir := t.TempDir()
-	ca, _, err := mtls.OpenCA(dir, "test")
-	if err != nil {
-		t.Fatal(err)
-	}
-	uf, err := ca.IssueUnit(dir, "unit-a", []netip.Addr{netip.MustParseAddr("127.0.0.1")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hf, err := ca.IssueHost(dir, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	scfg, err := mtls.Server(uf, "unit-a")
-	if err != nil {
-		t.Fatal(err)
-	}
+	scfg, ccfg := mtlstest.UnitAndHost(t, dir, "unit-a", 7)
 	srv, err := hosts.New(hosts.Options{Listen: "127.0.0.1:0", TLS: scfg, Unit: "unit-a", Log: zerolog.Nop()})
 	if err != nil {
 		t.Fatal(err)
@@ -144,10 +129,6 @@ func TestTheSinkComesBeforeTheAck(t *testing.T) {
 		refuse.Lock()
 		defer refuse.Unlock()
 		return failing && call == "apply unit-a +1 -0"
-	}
-	ccfg, err := mtls.Client(hf, 7)
-	if err != nil {
-		t.Fatal(err)
 	}
 	s, err := New(Options{Host: 7, Units: []Unit{{Name: "unit-a", Address: srv.Addr().String()}}, TLS: ccfg,
 		MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Log: zerolog.Nop(), Sink: sink})
