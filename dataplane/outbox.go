@@ -89,7 +89,22 @@ type outbox struct {
 	direct DirectSender
 	busy   *atomic.Bool
 	msg    []byte
+	// puntBudget is how many punts the worker may still send itself;
+	// it grows by directPuntsPerTick a tick up to maxDirectPunts, and
+	// refilled is the tick it last grew.
+	puntBudget int
+	refilled   flow.Tick
 }
+
+// The worker's own punt sends are bounded: each is a system call on the
+// packet core, and a flood of segments the acceptor must see (data to
+// an l7 VIP with forged cookies) would spend the core on them. Past the
+// budget, punts go through the uplink as before; a normal load of new
+// connections stays well under it.
+const (
+	directPuntsPerTick = 20 // 20,000 a second (a tick is a millisecond)
+	maxDirectPunts     = 64
+)
 
 // A DirectSender sends a message on the channel to the control process
 // from the worker's own thread, without blocking: a nat flow's first
@@ -110,6 +125,7 @@ type DirectSender interface {
 // Call it through Worker.Do.
 func (p *Pipeline) SetDirect(d DirectSender, busy *atomic.Bool) {
 	p.out.direct, p.out.busy = d, busy
+	p.out.puntBudget = maxDirectPunts
 	if d != nil && p.out.msg == nil {
 		p.out.msg = make([]byte, 0, channel.MaxMessage)
 	}
@@ -139,16 +155,26 @@ func (p *Pipeline) sendDirect() {
 }
 
 // sendPuntsDirect sends the outbox's punts, in order, through the direct
-// sender. If one does not go, it and those after it wait for the uplink,
-// which it calls.
-func (p *Pipeline) sendPuntsDirect() {
+// sender, within the budget. If one does not go, or the budget is spent,
+// it and those after it wait for the uplink, which it calls.
+func (p *Pipeline) sendPuntsDirect(now flow.Tick) {
+	if d := now - p.out.refilled; d > 0 {
+		p.out.puntBudget = min(maxDirectPunts, p.out.puntBudget+int(min(d, maxDirectPunts))*directPuntsPerTick)
+		p.out.refilled = now
+	}
 	for i := range p.out.punts {
+		if p.out.puntBudget == 0 {
+			p.keepPunts(i)
+			p.ring()
+			return
+		}
 		p.out.msg = channel.AppendPunt(p.out.msg[:0], p.out.direct.Seq(), &p.out.punts[i])
 		if !p.out.direct.TrySend(p.out.msg) {
 			p.keepPunts(i)
 			p.ring()
 			return
 		}
+		p.out.puntBudget--
 		p.stats.PuntsSentDirect++
 	}
 	p.out.punts = p.out.punts[:0]

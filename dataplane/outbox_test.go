@@ -502,6 +502,7 @@ func TestDirectPuntAllocs(t *testing.T) {
 	fr := []nic.Frame{frame(in)}
 	buf := append([]byte(nil), fr[0].Buf...)
 	a := testing.AllocsPerRun(200, func() {
+		r.now++ // the budget of the worker's own sends grows
 		copy(fr[0].Buf, buf)
 		fr[0].Len, fr[0].Offload = len(in), nic.Offload{}
 		r.out.Reset()
@@ -511,5 +512,40 @@ func TestDirectPuntAllocs(t *testing.T) {
 	})
 	if a != 0 || d.n < 200 || r.p.stats.PuntsSentDirect != uint64(d.n) {
 		t.Fatalf("%v allocations per punt; %d sent, punts_sent_direct %d", a, d.n, r.p.stats.PuntsSentDirect)
+	}
+}
+
+// TestDirectPuntBudget: the worker sends at most maxDirectPunts punts
+// itself at once, and directPuntsPerTick more a tick; the rest wait for
+// the uplink, which is rung, or for the budget to grow.
+func TestDirectPuntBudget(t *testing.T) {
+	r := puntRig(t)
+	bell := make(chan struct{}, 1)
+	r.p.out.bell = bell
+	d := &countDirect{}
+	var busy atomic.Bool
+	r.p.SetDirect(d, &busy)
+	const n = maxDirectPunts + 6
+	in := make([][]byte, n)
+	for i := range in {
+		in[i] = syn(cl(1+i/200, uint16(2000+i)), vip(80))
+	}
+	r.send(in...)
+	if d.n != maxDirectPunts || len(r.p.out.punts) != n-maxDirectPunts {
+		t.Fatalf("%d sent directly, %d left; want %d and %d", d.n, len(r.p.out.punts), maxDirectPunts, n-maxDirectPunts)
+	}
+	select {
+	case <-bell:
+	default:
+		t.Fatal("the uplink was not rung for the punts over the budget")
+	}
+	r.send() // the same tick: no budget yet
+	if d.n != maxDirectPunts {
+		t.Fatalf("%d sent directly within the tick, want %d", d.n, maxDirectPunts)
+	}
+	r.now++
+	r.send()
+	if d.n != n || len(r.p.out.punts) != 0 || r.p.stats.PuntsSentDirect != n {
+		t.Fatalf("after a tick: %d sent directly, %d left, punts_sent_direct %d; want all %d sent", d.n, len(r.p.out.punts), r.p.stats.PuntsSentDirect, n)
 	}
 }

@@ -250,7 +250,7 @@ func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
 				p.sendDirect()
 			}
 			if len(p.out.punts) > 0 && len(p.out.events) == 0 {
-				p.sendPuntsDirect()
+				p.sendPuntsDirect(now)
 			}
 		} else if len(p.out.events) > 0 || len(p.out.punts) > 0 {
 			// The uplink's collection went on meanwhile: it takes
