@@ -188,7 +188,8 @@ type link struct {
 	// goroutine. Under it is what is put off on the stream owedOn
 	// (putOff): owed, the seq of batches applied and not acknowledged
 	// yet (0 when none), and ends, migrations' end notices not sent yet.
-	// closed is the stream whose sending side closeSend ended.
+	// closed is the stream whose sending side closeSend ended (written
+	// under both locks, read under either).
 	sendMu sync.Mutex
 	owed   uint64
 	ends   []*pb.MigrationEnded
@@ -722,10 +723,11 @@ func (l *link) sendPutOffLocked(stream pb.HostStream_ConnectClient) {
 	}
 }
 
-// closing reports whether closeSend ended stream's sending side.
+// closing reports whether closeSend ended stream's sending side. It
+// does not wait for a send in progress.
 func (l *link) closing(stream pb.HostStream_ConnectClient) bool {
-	l.sendMu.Lock()
-	defer l.sendMu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	return l.closed == stream
 }
 
@@ -743,7 +745,9 @@ func (l *link) closeSend() bool {
 	l.sendMu.Lock()
 	defer l.sendMu.Unlock()
 	l.sendPutOffLocked(stream)
+	l.mu.Lock()
 	l.closed = stream
+	l.mu.Unlock()
 	if err := stream.CloseSend(); err != nil {
 		l.s.opts.Log.Debug().Str("unit", l.unit.Name).Err(err).Msg("close the stream")
 		return false
