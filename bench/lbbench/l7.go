@@ -104,6 +104,30 @@ type l7Unit struct {
 	lb        *e2e.LB
 	tetherctl string
 	dir       string // the unit's admin directory ("" for HAProxy)
+	// agent is tether-agent's path and agents the hosts' agents (none
+	// for HAProxy).
+	agent  string
+	agents []e2e.HostAgent
+}
+
+// agentSteps reports each host's agent's own times for its latest
+// uploads and hand-offs (at most 512 of each): the part of a migrated
+// connection's time the agent can see.
+func (u *l7Unit) agentSteps() (string, error) {
+	var parts []string
+	for i, ha := range u.agents {
+		out, err := u.lb.Exec(u.lb.Backends[i], u.agent, "--socket", ha.API(), "migrations", "-o", "json")
+		if err != nil {
+			return "", err
+		}
+		var v agent.MigrationsView
+		if err := json.Unmarshal([]byte(out), &v); err != nil {
+			return "", fmt.Errorf("agent b%d: %w", i, err)
+		}
+		parts = append(parts, fmt.Sprintf("b%d upload %.0f / %.0f µs, hand-off %.0f / %.0f µs (%d)",
+			i, v.Upload.P50, v.Upload.P99, v.Handoff.P50, v.Handoff.P99, v.Handoff.Count))
+	}
+	return "the agents' latest steps (p50 / p99): " + strings.Join(parts, "; "), nil
 }
 
 func (u *l7Unit) ctl(v any, args ...string) error {
@@ -242,6 +266,7 @@ func startL7(o options, s setup, st *site, lb *e2e.LB) (*l7Unit, []string, error
 		}
 		socks, agents = append(socks, ha.Handoff()), append(agents, ha)
 	}
+	u.agent, u.agents = o.agent, agents
 	var sv unit.StreamsView
 	if err := e2e.Poll(15*time.Second, func() error {
 		if err := u.ctl(&sv, "streams", "-o", "json"); err != nil {
@@ -555,6 +580,11 @@ func measureL7(o options, s setup, st *site, lb *e2e.LB, res *result, progress f
 		notes, err := hops.split()
 		if err != nil {
 			notes = []string{err.Error()}
+		}
+		if n, err := u.agentSteps(); err != nil {
+			notes = append(notes, "the agents' steps: "+err.Error())
+		} else if len(u.agents) > 0 {
+			notes = append(notes, n)
 		}
 		for _, n := range notes {
 			res.notes = append(res.notes, fmt.Sprintf("run %d: %s", res.run+1, n))
