@@ -371,6 +371,7 @@ func (l *link) connect(ctx context.Context) (up bool, err error) {
 	conn, err := grpc.NewClient(l.unit.Address,
 		grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(pb.MaxMessage), grpc.MaxCallSendMsgSize(pb.MaxMessage)),
+		grpc.WithStaticStreamWindowSize(pb.Window), grpc.WithStaticConnWindowSize(pb.Window),
 		// A unit that vanishes without closing the connection (its host
 		// lost power) is noticed within 15 s.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),

@@ -21,6 +21,16 @@ const (
 	// MaxRecvMsgSize on both ends): a full batch of IPv6 mappings with
 	// protobuf's framing is about 64 KiB; the rest is headroom.
 	MaxMessage = 128 << 10
+	// Window is the stream's and the connection's HTTP/2 flow-control
+	// window on both ends, fixed. gRPC's default, a window it sizes
+	// itself from round trips, measures them with a PING sent with the
+	// first DATA frame after the last PING's answer: on a stream of
+	// small messages, nearly every message. Each Migrate and each Ack
+	// then cost a PING, its answer and a WINDOW_UPDATE besides: records
+	// to seal and open and wake-ups on a host's busiest path. A fixed
+	// window sends a WINDOW_UPDATE per quarter window received (here,
+	// thousands of Migrates) and bounds what a stream buffers.
+	Window = 1 << 20
 	// MaxUnitName bounds a unit's name (a DNS name's limit, since the
 	// unit's certificate carries it as one).
 	MaxUnitName = 253

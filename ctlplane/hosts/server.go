@@ -161,6 +161,7 @@ func New(opts Options) (*Server, error) {
 		grpc.Creds(countingCreds{credentials.NewTLS(opts.TLS), s}),
 		grpc.MaxRecvMsgSize(pb.MaxMessage),
 		grpc.MaxSendMsgSize(pb.MaxMessage),
+		grpc.StaticStreamWindowSize(pb.Window), grpc.StaticConnWindowSize(pb.Window),
 		// Agents ping every 10 s (agent/streams) so a unit notices a
 		// host that vanished without closing its connection.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
