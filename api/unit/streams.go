@@ -67,8 +67,11 @@ type HostStream struct {
 	// the host.
 	MessagesIn  uint64 `json:"messages_in"`
 	MessagesOut uint64 `json:"messages_out"`
-	// Migrations counts connections the unit's acceptor sent the host.
-	Migrations uint64 `json:"migrations,omitempty"`
+	// Migrations counts connections the unit's acceptor sent the host;
+	// MigrationsLost those whose Migrate a stream lost on the way (the
+	// host's next hello said it never got them): they failed.
+	Migrations     uint64 `json:"migrations,omitempty"`
+	MigrationsLost uint64 `json:"migrations_lost,omitempty"`
 	// Sessions counts the host's session reports (issue 15): sessions
 	// received up and down, resyncs completed (each the host's whole
 	// table, or empty when the host reports to another unit), and

@@ -96,6 +96,9 @@ const (
 	queueLen = 256
 	// readyWait bounds a hello's wait for SetReady.
 	readyWait = 5 * time.Second
+	// maxUnacked bounds the Migrates a host has not acknowledged: one
+	// that leaves this many unanswered takes no more until it does.
+	maxUnacked = 4096
 )
 
 // Server is the unit's stream listener.
@@ -138,6 +141,18 @@ type host struct {
 	cancel context.CancelCauseFunc
 	// addrs are the tunnel addresses the host's certificate names.
 	addrs []netip.Addr
+	// unacked are the Migrates sent and not yet acknowledged, in
+	// sequence order: those the host's next hello says it never got
+	// were lost with their stream (attach).
+	unacked []sentMigrate
+}
+
+// sentMigrate is a Migrate the host has not acknowledged: its change's
+// seq, the migration's ID and the mapping it put in the table.
+type sentMigrate struct {
+	seq     uint64
+	id      uint64
+	mapping *pb.Mapping
 }
 
 // New opens the listener. Run serves it.
@@ -332,9 +347,17 @@ func (s *Server) Connect(stream pb.HostStream_ConnectServer) error {
 	}
 	ctx, cancel := context.WithCancelCause(stream.Context())
 	defer cancel(nil)
-	hs, gen, first := s.attach(id, addr, h, cancel)
+	hs, gen, first, lost := s.attach(id, addr, h, cancel)
 	s.log.Info().Uint32("host", id).Str("peer", addr.String()).Str("resync", first[0].GetHello().GetResync().String()).
-		Int("mappings", len(first)-2).Msg("host stream up")
+		Int("mappings", len(first)-2).Int("migrates_lost", len(lost)).Msg("host stream up")
+	// Before this stream's first acknowledgement, which covers the lost
+	// Migrates' seqs: the failure must be heard first.
+	for _, u := range lost {
+		if s.opts.OnMigrateResult != nil {
+			s.opts.OnMigrateResult(id, &pb.MigrateResult{Id: u.id,
+				Error: fmt.Sprintf("the Migrate (change %d) was lost with the host's stream: the host held changes up to %d", u.seq, h.GetHolding().GetSeq())})
+		}
+	}
 	err = s.serve(ctx, stream, id, hs, first)
 	if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
 		err = c
@@ -409,10 +432,11 @@ func (s *Server) learn(id uint32, tunnel []netip.Addr) {
 // decides the resync. The first messages (hello, and for a full resync
 // the set and its end) are built under the lock, so every change
 // published later queues behind them.
-func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, cancel context.CancelCauseFunc) (*host, uint64, []*pb.UnitMessage) {
+func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, cancel context.CancelCauseFunc) (*host, uint64, []*pb.UnitMessage, []sentMigrate) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	hs := s.hosts[id]
+	lost := hs.lostMigrates(hello.GetHolding(), s.boot)
 	if hs.cancel != nil {
 		hs.cancel(errors.New("replaced by a newer stream of the same host"))
 	}
@@ -452,7 +476,37 @@ func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, cancel c
 		first = append(first, &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_ResyncEnd{ResyncEnd: &pb.ResyncEnd{
 			Seq: hs.seq, Count: uint32(len(hs.table)), Sum: hs.sum}}})
 	}
-	return hs, hs.gen, first
+	return hs, hs.gen, first, lost
+}
+
+// lostMigrates takes out of the table the mappings of the Migrates the
+// host never got, by its holding: it applies changes in order, and a
+// holding of this unit's boot at a seq below a Migrate's is of a host
+// that did not apply it (the stream broke, or the unit's queue for it
+// overflowed, with the Migrate on its way). Left in, the mapping would
+// reach the host in the resync, the resync's acknowledgement would count
+// the connection taken, and its route would send the client's packets to
+// a host without it. A holding of another boot is of an agent that
+// restarted, which cannot say what it took before: its Migrates stay
+// in, as taken (a connection handed over outlives the agent). It
+// returns the lost Migrates and forgets every unacknowledged one: the
+// rest the host holds, and acknowledges on the new stream.
+func (hs *host) lostMigrates(hd *pb.Holding, boot uint64) []sentMigrate {
+	var lost []sentMigrate
+	if hd != nil && hd.GetUnitBoot() == boot {
+		for _, u := range hs.unacked {
+			fid := u.mapping.GetFlowId()
+			if u.seq <= hd.GetSeq() || hs.table[fid] != u.mapping {
+				continue // held, or removed or replaced since
+			}
+			delete(hs.table, fid)
+			hs.sum -= pb.MappingSum(u.mapping)
+			lost = append(lost, u)
+		}
+	}
+	hs.view.MigrationsLost += uint64(len(lost))
+	hs.unacked = nil
+	return lost
 }
 
 // detach marks the host's stream down, unless a newer one replaced it.
@@ -568,6 +622,11 @@ func (s *Server) receive(stream pb.HostStream_ConnectServer, id uint32, hs *host
 		ok := ack != nil && ack.GetSeq() <= hs.seq && ack.GetSeq() >= hs.view.Acked
 		if ok {
 			hs.view.Acked = ack.GetSeq()
+			n := 0
+			for n < len(hs.unacked) && hs.unacked[n].seq <= ack.GetSeq() {
+				n++
+			}
+			hs.unacked = slices.Delete(hs.unacked, 0, n)
 		}
 		seq, acked := hs.seq, hs.view.Acked
 		s.mu.Unlock()
@@ -672,10 +731,13 @@ var ErrFlowIDTaken = errors.New("hosts: the host holds the flow ID")
 // every change published so far and before every later one, and Migrate
 // sets its Seq and returns it. The host acknowledges seq once the
 // connection exists in its kernel and it holds the mapping
-// (Options.OnAck); a failure comes as a MigrateResult. A host whose
-// stream is down, or full, gets nothing and holds nothing new
-// (ErrHostDown): a migration is not worth a resync, and the caller
-// answers the client itself.
+// (Options.OnAck); a failure comes as a MigrateResult, and so does a
+// Migrate its stream lost (the host's next hello holds changes below
+// its seq), before anything on the new stream is acknowledged. A host
+// whose stream is down or full, or that has not acknowledged maxUnacked
+// Migrates, gets nothing and holds nothing new (ErrHostDown): a
+// migration is not worth a resync, and the caller answers the client
+// itself.
 func (s *Server) Migrate(id uint32, mig *pb.Migrate) (uint64, error) {
 	m := &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Migrate{Migrate: mig}}
 	mig.Seq = 1 // validated with a placeholder; the real one is set below
@@ -685,7 +747,7 @@ func (s *Server) Migrate(id uint32, mig *pb.Migrate) (uint64, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	hs := s.hosts[id]
-	if hs == nil || hs.out == nil {
+	if hs == nil || hs.out == nil || len(hs.unacked) >= maxUnacked {
 		return 0, ErrHostDown
 	}
 	if _, taken := hs.table[mig.GetFlowId()]; taken {
@@ -701,6 +763,7 @@ func (s *Server) Migrate(id uint32, mig *pb.Migrate) (uint64, error) {
 	hs.table[mp.GetFlowId()] = mp
 	hs.sum += pb.MappingSum(mp)
 	hs.seq = mig.Seq
+	hs.unacked = append(hs.unacked, sentMigrate{seq: mig.Seq, id: mig.GetId(), mapping: mp})
 	hs.view.Migrations++
 	return hs.seq, nil
 }

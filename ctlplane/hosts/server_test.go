@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -534,5 +535,177 @@ func TestHostKnownBeforeResync(t *testing.T) {
 	set := <-sink.sets
 	if len(set) != 1 || set[5].GetClientPort() != 1234 {
 		t.Fatalf("the first resync holds %v: want the mapping published as the host became known", set)
+	}
+}
+
+// TestMigrateLostWithStream: a Migrate the host never got (its hello's
+// holding, of this unit's boot, stops below the Migrate's seq) fails
+// when the host comes back, before anything on the new stream is
+// acknowledged, and its mapping stays out of the resync; a Migrate the
+// host got and had not acknowledged stays. A restarted agent (a
+// holding of no boot) cannot say what it took: its Migrates stay too.
+func TestMigrateLostWithStream(t *testing.T) {
+	p := newPKI(t)
+	events := make(chan string, 16)
+	s, _ := startServerWith(t, p, "127.0.0.1:0", func(o *Options) {
+		o.OnMigrateResult = func(_ uint32, r *pb.MigrateResult) { events <- fmt.Sprintf("failed %d", r.GetId()) }
+		o.OnAck = func(_ uint32, seq uint64) { events <- fmt.Sprintf("ack %d", seq) }
+	})
+	cfg, err := mtls.Client(p.host7, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = "unit-a"
+	conn, err := grpc.NewClient(s.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	mig := func(id uint64) *pb.Migrate {
+		data := []byte("GET / HTTP/1.1\r\n\r\n")
+		return &pb.Migrate{Id: id, FlowId: 1<<31 | uint32(id), Data: data, State: &pb.TCPState{Client: []byte{10, 9, 0, 1}, ClientPort: 4000 + uint32(id),
+			Vip: []byte{192, 0, 2, 10}, VipPort: 80, RemoteIsn: 100, LocalIsn: 200, SndNxt: 201, RcvNxt: 101 + uint32(len(data)), Mss: 1460}}
+	}
+	// connect says hello as host 7 and reads the resync: the flow IDs
+	// it brought and its end.
+	connect := func(boot uint64, hd *pb.Holding) (pb.HostStream_ConnectClient, context.CancelFunc, []uint32, *pb.ResyncEnd) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := pb.NewHostStreamClient(conn).Connect(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Send(&pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Hello{Hello: &pb.AgentHello{Host: 7, Boot: boot, Holding: hd}}}); err != nil {
+			t.Fatal(err)
+		}
+		var ids []uint32
+		for {
+			m, err := st.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch b := m.GetBody().(type) {
+			case *pb.UnitMessage_Hello:
+				if b.Hello.GetResync() != pb.Resync_RESYNC_FULL {
+					t.Fatalf("hello %v, want a full resync", b.Hello)
+				}
+			case *pb.UnitMessage_Mappings:
+				for _, a := range b.Mappings.GetAdd() {
+					ids = append(ids, a.GetFlowId())
+				}
+			case *pb.UnitMessage_ResyncEnd:
+				slices.Sort(ids)
+				return st, cancel, ids, b.ResyncEnd
+			default:
+				t.Fatalf("unexpected %T in the resync", b)
+			}
+		}
+	}
+	// recvMigrate reads the next message, a Migrate.
+	recvMigrate := func(st pb.HostStream_ConnectClient) *pb.Migrate {
+		t.Helper()
+		m, err := st.Recv()
+		if err != nil || m.GetMigrate() == nil {
+			t.Fatalf("got %v, %v; want a Migrate", m, err)
+		}
+		return m.GetMigrate()
+	}
+	next := func() string {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(10 * time.Second):
+			t.Fatal("no event within 10 s")
+			return ""
+		}
+	}
+	none := func() {
+		t.Helper()
+		select {
+		case e := <-events:
+			t.Fatalf("unexpected %s", e)
+		default:
+		}
+	}
+	send := func(st pb.HostStream_ConnectClient, m *pb.AgentMessage) {
+		t.Helper()
+		if err := st.Send(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ack := func(seq uint64) *pb.AgentMessage {
+		return &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Ack{Ack: &pb.Ack{Seq: seq}}}
+	}
+	flow := func(id uint64) uint32 { return 1<<31 | uint32(id) }
+
+	st, cancel, ids, _ := connect(1, nil)
+	if len(ids) != 0 {
+		t.Fatalf("first resync of %v, want none", ids)
+	}
+	for id := uint64(1); id <= 3; id++ {
+		if _, err := s.Migrate(7, mig(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The host takes the first two, acknowledges the first, and its
+	// stream breaks with the third on its way.
+	if m := recvMigrate(st); m.GetSeq() != 1 {
+		t.Fatalf("first Migrate at seq %d", m.GetSeq())
+	}
+	send(st, ack(1))
+	if e := next(); e != "ack 1" {
+		t.Fatalf("event %q, want ack 1", e)
+	}
+	recvMigrate(st)
+	cancel()
+	held := pb.MappingSum(pb.MigrateMapping(mig(1))) + pb.MappingSum(pb.MigrateMapping(mig(2)))
+	st, cancel, ids, end := connect(1, &pb.Holding{UnitBoot: s.Boot(), Seq: 2, Count: 2, Sum: held})
+	if want := []uint32{flow(1), flow(2)}; !slices.Equal(ids, want) || end.GetSeq() != 3 || end.GetCount() != 2 || end.GetSum() != held {
+		t.Fatalf("resync of %v ending %v, want flows %v at seq 3", ids, end, want)
+	}
+	// The failure is heard before the resync's acknowledgement, which
+	// covers seq 3.
+	if e := next(); e != "failed 3" {
+		t.Fatalf("event %q, want failed 3", e)
+	}
+	send(st, ack(3))
+	if e := next(); e != "ack 3" {
+		t.Fatalf("event %q, want ack 3", e)
+	}
+	if v, _ := hostView(s, 7); v.MigrationsLost != 1 || v.Migrations != 3 {
+		t.Errorf("view: %d migrations, %d lost; want 3 and 1", v.Migrations, v.MigrationsLost)
+	}
+
+	// A restarted agent holds nothing and cannot say what it took.
+	if _, err := s.Migrate(7, mig(4)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	st, cancel, ids, end = connect(2, nil)
+	defer cancel()
+	if want := []uint32{flow(1), flow(2), flow(4)}; !slices.Equal(ids, want) || end.GetSeq() != 4 {
+		t.Fatalf("resync after a restart of %v ending %v, want flows %v at seq 4", ids, end, want)
+	}
+	none()
+
+	// A host that reads Migrates and acknowledges none takes no more
+	// than maxUnacked, until it acknowledges.
+	var seq uint64
+	for id := uint64(100); id < 100+maxUnacked; id++ {
+		if seq, err = s.Migrate(7, mig(id)); err != nil {
+			t.Fatalf("Migrate %d: %v", id, err)
+		}
+		recvMigrate(st)
+	}
+	if _, err := s.Migrate(7, mig(100+maxUnacked)); !errors.Is(err, ErrHostDown) {
+		t.Fatalf("Migrate past maxUnacked: %v, want ErrHostDown", err)
+	}
+	send(st, ack(seq))
+	if e, want := next(), fmt.Sprintf("ack %d", seq); e != want {
+		t.Fatalf("event %q, want %s", e, want)
+	}
+	if _, err := s.Migrate(7, mig(100+maxUnacked)); err != nil {
+		t.Fatalf("Migrate after the acknowledgement: %v", err)
 	}
 }
