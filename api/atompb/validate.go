@@ -30,6 +30,11 @@ const (
 	// MaxRecvMsgSize on both ends): a full batch of the largest atoms
 	// with protobuf's framing stays under it.
 	MaxMessage = 1 << 20
+	// Window is the stream's and the connection's HTTP/2 flow-control
+	// window on both ends, fixed (as hostpb.Window, for the same
+	// reason: gRPC's self-sized window PINGs with nearly every message
+	// of a stream of small, sparse ones): four of the largest messages.
+	Window = 4 * MaxMessage
 	// MaxTimeout bounds an atom's timeout: a day.
 	MaxTimeout = 24 * 3600 * 1000
 )

@@ -156,6 +156,7 @@ func New(opts Options) (*Manager, error) {
 	m.start = m.now()
 	m.srv = grpc.NewServer(grpc.Creds(credentials.NewTLS(opts.ServerTLS)),
 		grpc.MaxRecvMsgSize(atompb.MaxMessage), grpc.MaxSendMsgSize(atompb.MaxMessage),
+		grpc.StaticStreamWindowSize(atompb.Window), grpc.StaticConnWindowSize(atompb.Window),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}))
 	atompb.RegisterAtomsServer(m.srv, &server{m: m})

@@ -187,6 +187,7 @@ func (p *peer) session() error {
 	cfg.ServerName = p.member.Name
 	cc, err := grpc.NewClient(p.member.Addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(atompb.MaxMessage), grpc.MaxCallSendMsgSize(atompb.MaxMessage)),
+		grpc.WithStaticStreamWindowSize(atompb.Window), grpc.WithStaticConnWindowSize(atompb.Window),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second}))
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", p.member.Addr, err)
