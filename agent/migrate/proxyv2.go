@@ -41,21 +41,26 @@ type ProxyHeader struct {
 var ErrProxyHeader = errors.New("PROXY v2 header: invalid")
 
 // AppendProxyHeader appends a PROXY v2 header (command PROXY, TCP) for a
-// connection from src to dst, both IPv4 or both IPv6.
+// connection from src to dst: AF_INET when both are IPv4 (IPv4-mapped
+// IPv6 addresses included), else AF_INET6, an IPv4 address in its mapped
+// form (a dual-stack socket's peer).
 func AppendProxyHeader(b []byte, src, dst netip.AddrPort) ([]byte, error) {
 	s, d := src.Addr().Unmap(), dst.Addr().Unmap()
-	if !s.IsValid() || !d.IsValid() || s.Is4() != d.Is4() {
-		return nil, fmt.Errorf("PROXY v2 header: addresses %v and %v are not of one family", src, dst)
+	if !s.IsValid() || !d.IsValid() {
+		return nil, fmt.Errorf("PROXY v2 header: addresses %v and %v: an invalid address", src, dst)
 	}
 	b = append(b, proxySig...)
 	b = append(b, 0x21) // version 2, PROXY
-	if s.Is4() {
+	if s.Is4() && d.Is4() {
 		b = append(b, 0x11, 0, 12) // AF_INET, STREAM
+		b = append(b, s.AsSlice()...)
+		b = append(b, d.AsSlice()...)
 	} else {
 		b = append(b, 0x21, 0, 36) // AF_INET6, STREAM
+		s16, d16 := s.As16(), d.As16()
+		b = append(b, s16[:]...)
+		b = append(b, d16[:]...)
 	}
-	b = append(b, s.AsSlice()...)
-	b = append(b, d.AsSlice()...)
 	b = binary.BigEndian.AppendUint16(b, src.Port())
 	return binary.BigEndian.AppendUint16(b, dst.Port()), nil
 }
@@ -115,8 +120,11 @@ func ParseProxyHeader(b []byte) (*ProxyHeader, error) {
 	if len(body) < 2*alen+4 {
 		return bad("%d bytes of addresses, want %d", len(body), 2*alen+4)
 	}
+	// An IPv4-mapped address is the IPv4 address (a dual-stack
+	// socket's peer): one client, one form.
 	s, _ := netip.AddrFromSlice(body[:alen])
 	d, _ := netip.AddrFromSlice(body[alen : 2*alen])
+	s, d = s.Unmap(), d.Unmap()
 	sp := binary.BigEndian.Uint16(body[2*alen:])
 	dp := binary.BigEndian.Uint16(body[2*alen+2:])
 	// TLVs follow; each must fit (type, length, value).

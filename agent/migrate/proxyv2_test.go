@@ -28,8 +28,22 @@ func TestProxyHeader(t *testing.T) {
 	if h, err := ParseProxyHeader(b6); err != nil || h.Source != s6 || h.Destination != d6 {
 		t.Fatalf("IPv6: %+v, %v", h, err)
 	}
-	if _, err := AppendProxyHeader(nil, src, d6); err == nil {
-		t.Fatal("mixed families encoded")
+	// A dual-stack socket's IPv4 peer: AF_INET6, the IPv4 address
+	// mapped, read back as the IPv4 address.
+	mixed, err := AppendProxyHeader(nil, src, d6)
+	if err != nil || mixed[13] != 0x21 {
+		t.Fatalf("IPv4 to IPv6: %x, %v; want AF_INET6", mixed, err)
+	}
+	if h, err := ParseProxyHeader(mixed); err != nil || h.Source != src || h.Destination != d6 {
+		t.Fatalf("IPv4 to IPv6 read back: %+v, %v", h, err)
+	}
+	// Both IPv4-mapped: AF_INET.
+	m1, m2 := netip.AddrPortFrom(netip.AddrFrom16(src.Addr().As16()), src.Port()), netip.AddrPortFrom(netip.AddrFrom16(dst.Addr().As16()), dst.Port())
+	if bm, err := AppendProxyHeader(nil, m1, m2); err != nil || !bytes.Equal(bm, b) {
+		t.Fatalf("IPv4-mapped addresses: %x, %v; want %x", bm, err, b)
+	}
+	if _, err := AppendProxyHeader(nil, netip.AddrPort{}, dst); err == nil {
+		t.Fatal("an invalid address encoded")
 	}
 	for name, b := range map[string][]byte{
 		"short":     b[:10],
