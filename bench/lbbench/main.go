@@ -127,6 +127,8 @@ func run(o options, setups string) error {
 	started := time.Now()
 	fmt.Fprintf(os.Stderr, "lbbench: %d runs of %s; load balancer on core 1, client and backends on core 0\n",
 		o.runs, strings.Join(names(o.setups), ", "))
+	wakeBefore := wakeTimes()
+	fmt.Fprintf(os.Stderr, "lbbench: a thread's wake-up: %s\n", wakeBefore)
 	results := make([][]*result, o.runs) // [run][setup]
 	for r := range o.runs {
 		for i, s := range o.setups {
@@ -137,9 +139,12 @@ func run(o options, setups string) error {
 			results[r] = append(results[r], res)
 		}
 	}
+	wakeAfter := wakeTimes()
+	fmt.Fprintf(os.Stderr, "lbbench: a thread's wake-up after the loads: %s\n", wakeAfter)
 	rep := report{
 		opts:    o,
 		results: results,
+		wake:    [2]string{wakeBefore, wakeAfter},
 		elapsed: time.Since(started),
 		tetherd: fmt.Sprintf("%s (sha256 %s)", o.tetherd, sum[:12]),
 		date:    started.UTC().Format("2006-01-02 15:04 UTC"),

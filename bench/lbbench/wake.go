@@ -1,0 +1,137 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// A wake-up probe's round trips, and its bound.
+const (
+	wakeRounds  = 2000
+	wakeTimeout = 10 * time.Second
+)
+
+// wakeTimes measures what this machine charges for waking a thread: a
+// byte passed back and forth through two pipes between two threads,
+// once on different cores (0 and 1) and once both on core 0, as perf
+// bench sched pipe does. On a shared virtual machine the first moves
+// with the host's load (an idle virtual CPU's wake-up goes through the
+// hypervisor), and every figure of this harness moves with it: the
+// report gives both, from before and after the loads, so that runs of
+// different hours can be told apart.
+func wakeTimes() string {
+	across, err1 := wakeRoundTrip(0, 1)
+	same, err2 := wakeRoundTrip(0, 0)
+	if err1 != nil || err2 != nil {
+		return fmt.Sprintf("not measured (%v, %v)", err1, err2)
+	}
+	return fmt.Sprintf("%.1f µs across cores, %.1f µs on one core", float64(across)/1e3, float64(same)/1e3)
+}
+
+// wakeRoundTrip is the mean time of one pass of the byte (half a round
+// trip) between a thread on core a and one on core b. Both threads are
+// pinned before either blocks on a pipe; a probe that does not finish
+// within wakeTimeout is abandoned with its pipes (never closed under a
+// thread that may still use them).
+func wakeRoundTrip(a, b int) (time.Duration, error) {
+	var ping, pong [2]int
+	if err := unix.Pipe2(ping[:], unix.O_CLOEXEC); err != nil {
+		return 0, err
+	}
+	if err := unix.Pipe2(pong[:], unix.O_CLOEXEC); err != nil {
+		unix.Close(ping[0])
+		unix.Close(ping[1])
+		return 0, err
+	}
+	closeAll := func() {
+		for _, fd := range []int{ping[0], ping[1], pong[0], pong[1]} {
+			unix.Close(fd)
+		}
+	}
+	// pin locks the goroutine to its thread and the thread to core c;
+	// the thread ends with its goroutine (it stays locked), so no
+	// pinned thread goes back to the runtime.
+	pin := func(c int) error {
+		runtime.LockOSThread()
+		var set unix.CPUSet
+		set.Set(c)
+		return unix.SchedSetaffinity(0, &set)
+	}
+	pinned := make(chan error, 2)
+	begin, abort := make(chan struct{}), make(chan struct{})
+	wait := func() bool {
+		select {
+		case <-begin:
+			return true
+		case <-abort:
+			return false
+		}
+	}
+	// pass moves the byte wakeRounds times: from one pipe to the other
+	// (the echo) or into one and back from the other (the timer).
+	pass := func(in, out int, echo bool) error {
+		var buf [1]byte
+		for range wakeRounds {
+			if !echo {
+				if _, err := unix.Write(out, buf[:]); err != nil {
+					return err
+				}
+			}
+			if n, err := unix.Read(in, buf[:]); err != nil || n != 1 {
+				return fmt.Errorf("read %d bytes: %v", n, err)
+			}
+			if echo {
+				if _, err := unix.Write(out, buf[:]); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	}
+	echoed := make(chan error, 1)
+	go func() {
+		pinned <- pin(b)
+		if wait() {
+			echoed <- pass(ping[0], pong[1], true)
+		}
+	}()
+	type timing struct {
+		d   time.Duration
+		err error
+	}
+	timed := make(chan timing, 1)
+	go func() {
+		pinned <- pin(a)
+		if wait() {
+			start := time.Now()
+			err := pass(pong[0], ping[1], false)
+			timed <- timing{time.Since(start) / (2 * wakeRounds), err}
+		}
+	}()
+	if err := errors.Join(<-pinned, <-pinned); err != nil {
+		close(abort)
+		closeAll()
+		return 0, err
+	}
+	close(begin)
+	t := time.NewTimer(wakeTimeout)
+	defer t.Stop()
+	var r timing
+	select {
+	case r = <-timed:
+	case <-t.C:
+		return 0, fmt.Errorf("no answer within %v", wakeTimeout)
+	}
+	select {
+	case err := <-echoed:
+		r.err = errors.Join(r.err, err)
+	case <-t.C:
+		return 0, fmt.Errorf("no answer within %v", wakeTimeout)
+	}
+	closeAll()
+	return r.d, r.err
+}
