@@ -68,7 +68,11 @@ func TestReportListsEveryReason(t *testing.T) {
 	var s Summary
 	s.Stats.Drops[DropNoBackend] = 3
 	s.Port.KernelDropped, s.Port.RxDropped = 5, 6
+	s.Stats.PuntsSentDirect, s.Stats.EventsSentDirect = 7, 8
 	rep := s.Report()
+	if rep.PuntsSentDirect != 7 || rep.EventsSentDirect != 8 {
+		t.Fatalf("direct sends reported as %d punts and %d events, want 7 and 8", rep.PuntsSentDirect, rep.EventsSentDirect)
+	}
 	// The pipeline's reasons and the three of frames it never saw.
 	if len(rep.Drops) != len(Drops())+3 || len(rep.Passes) != len(Passes()) {
 		t.Fatalf("%d drop and %d pass reasons, want %d and %d", len(rep.Drops), len(rep.Passes), len(Drops())+3, len(Passes()))

@@ -25,6 +25,12 @@ type Report struct {
 	// completed itself (see nic.Offload).
 	ChecksumsFinished uint64 `json:"checksums_finished"`
 	Punted            uint64 `json:"punted"`
+	// PuntsSentDirect and EventsSentDirect count the punts and flow
+	// events the workers sent the control process themselves; the rest
+	// went through the forwarder's uplink (a full socket, or a worker
+	// past its budget of direct sends).
+	PuntsSentDirect  uint64 `json:"punts_sent_direct"`
+	EventsSentDirect uint64 `json:"events_sent_direct"`
 	// PuntedMidFlow counts, of Punted, the TCP segments without SYN a
 	// unit of a cluster had no flow for (a connection another unit may
 	// carry), held for the control process's route; MidFlowRefused

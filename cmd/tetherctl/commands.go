@@ -153,6 +153,10 @@ func commands(cl func() *client) []*cobra.Command {
 					fmt.Fprintf(w, "mid-flow punts\t%d segments of connections without a flow, held for the control process\t%d of them refused\n",
 						r.PuntedMidFlow, r.MidFlowRefused)
 				}
+				if r.Punted+r.PuntsSentDirect+r.EventsSentDirect > 0 {
+					fmt.Fprintf(w, "to the control process\t%d packets held for its decision\t%d punts and %d flow events sent by the workers themselves\n",
+						r.Punted, r.PuntsSentDirect, r.EventsSentDirect)
+				}
 				if r.SYNAnswers+r.ToAcceptor > 0 {
 					fmt.Fprintf(w, "l7 acceptor\t%d SYNs answered and %d handshake ACKs taken by the workers\t%d packets handed to the acceptor, %d of its answers sent\n",
 						r.SYNAnswers, r.HandshakeACKs, r.ToAcceptor, r.AcceptorAnswers)
