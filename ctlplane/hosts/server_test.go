@@ -127,6 +127,24 @@ func startAgentWith(t testing.TB, files mtls.Files, certHost, id uint32, addr st
 	return a
 }
 
+// dialAsHost7 connects to s with host 7's certificate, for a test that
+// speaks the stream's messages itself; the connection closes with the
+// test.
+func dialAsHost7(t testing.TB, p pki, s *Server) *grpc.ClientConn {
+	t.Helper()
+	cfg, err := mtls.Client(p.host7, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.ServerName = "unit-a"
+	conn, err := grpc.NewClient(s.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
 // waitFor polls cond until it holds, failing the test after 10 s.
 func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
@@ -281,16 +299,7 @@ func TestWrongCARefused(t *testing.T) {
 func TestInvalidRefused(t *testing.T) {
 	p := newPKI(t)
 	s, _ := startServer(t, p, "127.0.0.1:0")
-	cfg, err := mtls.Client(p.host7, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ServerName = "unit-a"
-	conn, err := grpc.NewClient(s.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialAsHost7(t, p, s)
 	for _, c := range []struct {
 		reason string
 		m      *pb.AgentMessage
@@ -551,16 +560,7 @@ func TestMigrateLostWithStream(t *testing.T) {
 		o.OnMigrateResult = func(_ uint32, r *pb.MigrateResult) { events <- fmt.Sprintf("failed %d", r.GetId()) }
 		o.OnAck = func(_ uint32, seq uint64) { events <- fmt.Sprintf("ack %d", seq) }
 	})
-	cfg, err := mtls.Client(p.host7, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ServerName = "unit-a"
-	conn, err := grpc.NewClient(s.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
+	conn := dialAsHost7(t, p, s)
 	mig := func(id uint64) *pb.Migrate {
 		data := []byte("GET / HTTP/1.1\r\n\r\n")
 		return &pb.Migrate{Id: id, FlowId: 1<<31 | uint32(id), Data: data, State: &pb.TCPState{Client: []byte{10, 9, 0, 1}, ClientPort: 4000 + uint32(id),
@@ -693,6 +693,7 @@ func TestMigrateLostWithStream(t *testing.T) {
 	// than maxUnacked, until it acknowledges.
 	var seq uint64
 	for id := uint64(100); id < 100+maxUnacked; id++ {
+		var err error
 		if seq, err = s.Migrate(7, mig(id)); err != nil {
 			t.Fatalf("Migrate %d: %v", id, err)
 		}

@@ -6,10 +6,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
 
 	pb "github.com/tetherlb/tether/api/hostpb"
-	"github.com/tetherlb/tether/internal/mtls"
 )
 
 // delivered is one OnSessions call.
@@ -27,17 +25,7 @@ func sessionServer(t *testing.T) (*Server, *grpc.ClientConn, chan delivered) {
 	s, _ := startServerWith(t, p, "127.0.0.1:0", func(o *Options) {
 		o.OnSessions = func(host uint32, b SessionBatch) { got <- delivered{host, b} }
 	})
-	cfg, err := mtls.Client(p.host7, 7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.ServerName = "unit-a"
-	conn, err := grpc.NewClient(s.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return s, conn, got
+	return s, dialAsHost7(t, p, s), got
 }
 
 // open starts a stream as host 7 and reads the unit's hello and resync.
