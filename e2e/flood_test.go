@@ -118,6 +118,10 @@ func synFloodCase(t *testing.T, lb *LB, maxFlows int, snatPorts string, pressure
 			t.Errorf("%s: %d of %d legitimate connections completed within 1 s during the flood, want at least 90%%", url, ok, n)
 		}
 	}
+	if t.Failed() {
+		// A machine that wakes threads slowly loses the margin first.
+		t.Logf("the machine now: a thread's wake-up takes %s", WakeTimes())
+	}
 	for _, p := range []struct {
 		name  string
 		pid   int

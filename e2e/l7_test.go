@@ -348,6 +348,9 @@ func TestL7SYNFlood(t *testing.T) {
 			t.Errorf("%s: %d of %d legitimate connections completed during the flood, want at least 90%%; first error %s", url, ok, n, res.FirstErr)
 		}
 	}
+	if t.Failed() {
+		t.Logf("the machine now: a thread's wake-up takes %s", WakeTimes())
+	}
 	peak := peakRSSMiB(t, int(u.status()["control_pid"].(float64)))
 	t.Logf("control process: peak resident memory %d MiB (bound %d MiB)", peak, l7FloodControlMiB)
 	if peak > l7FloodControlMiB {

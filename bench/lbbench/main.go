@@ -127,7 +127,7 @@ func run(o options, setups string) error {
 	started := time.Now()
 	fmt.Fprintf(os.Stderr, "lbbench: %d runs of %s; load balancer on core 1, client and backends on core 0\n",
 		o.runs, strings.Join(names(o.setups), ", "))
-	wakeBefore := wakeTimes()
+	wakeBefore := e2e.WakeTimes()
 	fmt.Fprintf(os.Stderr, "lbbench: a thread's wake-up: %s\n", wakeBefore)
 	results := make([][]*result, o.runs) // [run][setup]
 	for r := range o.runs {
@@ -139,7 +139,7 @@ func run(o options, setups string) error {
 			results[r] = append(results[r], res)
 		}
 	}
-	wakeAfter := wakeTimes()
+	wakeAfter := e2e.WakeTimes()
 	fmt.Fprintf(os.Stderr, "lbbench: a thread's wake-up after the loads: %s\n", wakeAfter)
 	rep := report{
 		opts:    o,

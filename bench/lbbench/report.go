@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/tetherlb/tether/e2e"
 )
 
 // figure is one measured quantity: a column of the table and a panel of
@@ -54,7 +56,7 @@ type report struct {
 	opts    options
 	results [][]*result // [run][setup]
 	// wake is the machine's wake-up times before and after the loads
-	// (wakeTimes).
+	// (e2e.WakeTimes).
 	wake    [2]string
 	elapsed time.Duration
 	tetherd string
@@ -157,7 +159,7 @@ func (rep report) markdown(b *strings.Builder) {
 	fmt.Fprintf(b, "Whole system at defaults, %s; %d runs, medians; tetherd %s.\n\n", rep.date, o.runs, rep.tetherd)
 	fmt.Fprintf(b, "Command: `%s` (took %s).\n\n", rep.command, rep.elapsed.Round(time.Second))
 	fmt.Fprintf(b, "The machine: a thread's wake-up (a byte through a pipe, %d round trips) took %s before the loads and %s after.\n\n",
-		wakeRounds, rep.wake[0], rep.wake[1])
+		e2e.WakeRounds, rep.wake[0], rep.wake[1])
 	if figs[0].key == figNewConn { // the l7 comparison alone
 		fmt.Fprintf(b, "Topology: client → router → unit (AF_XDP veth on the bridge) and three backends on a bridge, all veth in namespaces; the backends answer the client by way of the router. "+
 			"Backends: the same Go HTTP server (lbbench's l7httpd role, on the agent's listener shim for Tether, on net.Listen for HAProxy), one per backend. "+

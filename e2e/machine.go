@@ -1,4 +1,4 @@
-package main
+package e2e
 
 import (
 	"errors"
@@ -11,33 +11,33 @@ import (
 
 // A wake-up probe's round trips, and its bound.
 const (
-	wakeRounds  = 2000
+	WakeRounds  = 2000
 	wakeTimeout = 10 * time.Second
 )
 
-// wakeTimes measures what this machine charges for waking a thread: a
+// WakeTimes measures what this machine charges for waking a thread: a
 // byte passed back and forth through two pipes between two threads,
 // once on different cores (0 and 1) and once both on core 0, as perf
 // bench sched pipe does. On a shared virtual machine the first moves
 // with the host's load (an idle virtual CPU's wake-up goes through the
-// hypervisor), and every figure of this harness moves with it: the
-// report gives both, from before and after the loads, so that runs of
-// different hours can be told apart.
-func wakeTimes() string {
-	across, err1 := wakeRoundTrip(0, 1)
-	same, err2 := wakeRoundTrip(0, 0)
+// hypervisor), and so does every figure of a benchmark and every
+// test's margin: lbbench reports it before and after its loads, and the
+// load tests log it, so that runs of different hours can be told apart.
+func WakeTimes() string {
+	across, err1 := WakeRoundTrip(0, 1)
+	same, err2 := WakeRoundTrip(0, 0)
 	if err1 != nil || err2 != nil {
 		return fmt.Sprintf("not measured (%v, %v)", err1, err2)
 	}
 	return fmt.Sprintf("%.1f µs across cores, %.1f µs on one core", float64(across)/1e3, float64(same)/1e3)
 }
 
-// wakeRoundTrip is the mean time of one pass of the byte (half a round
+// WakeRoundTrip is the mean time of one pass of the byte (half a round
 // trip) between a thread on core a and one on core b. Both threads are
 // pinned before either blocks on a pipe; a probe that does not finish
 // within wakeTimeout is abandoned with its pipes (never closed under a
 // thread that may still use them).
-func wakeRoundTrip(a, b int) (time.Duration, error) {
+func WakeRoundTrip(a, b int) (time.Duration, error) {
 	var ping, pong [2]int
 	if err := unix.Pipe2(ping[:], unix.O_CLOEXEC); err != nil {
 		return 0, err
@@ -71,11 +71,11 @@ func wakeRoundTrip(a, b int) (time.Duration, error) {
 			return false
 		}
 	}
-	// pass moves the byte wakeRounds times: from one pipe to the other
+	// pass moves the byte WakeRounds times: from one pipe to the other
 	// (the echo) or into one and back from the other (the timer).
 	pass := func(in, out int, echo bool) error {
 		var buf [1]byte
-		for range wakeRounds {
+		for range WakeRounds {
 			if !echo {
 				if _, err := unix.Write(out, buf[:]); err != nil {
 					return err
@@ -109,7 +109,7 @@ func wakeRoundTrip(a, b int) (time.Duration, error) {
 		if wait() {
 			start := time.Now()
 			err := pass(pong[0], ping[1], false)
-			timed <- timing{time.Since(start) / (2 * wakeRounds), err}
+			timed <- timing{time.Since(start) / (2 * WakeRounds), err}
 		}
 	}()
 	if err := errors.Join(<-pinned, <-pinned); err != nil {
