@@ -22,6 +22,11 @@ const (
 	floodControlMiB   = 128
 )
 
+// floodExclusiveWait bounds a flood test's wait for the machine's
+// exclusive lock (Exclusive): one boot of the appliance under software
+// emulation, with room.
+const floodExclusiveWait = 3 * time.Minute
+
 // TestSYNFlood: 10 s of TCP SYNs from forged random sources at a nat and
 // a halfnat VIP, enough to fill the flow table (or, in the second case,
 // the nat VIP's SNAT pool) several times over, while
@@ -32,6 +37,7 @@ const (
 // the stated bound; and once the flood stops, the control process's
 // connection inventory agrees with the forwarder's table.
 func TestSYNFlood(t *testing.T) {
+	Exclusive(t, floodExclusiveWait)
 	drivers(t, func(t *testing.T, build func(string, int) *LB) {
 		for _, sc := range []struct {
 			name      string

@@ -283,6 +283,7 @@ const l7FloodControlMiB = 128
 // probes complete (within 3 s: a SYN the flood crowded out is sent
 // again after 1 s).
 func TestL7SYNFlood(t *testing.T) {
+	Exclusive(t, floodExclusiveWait)
 	lb := newLB(t, "l7f", 2, NewLB)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)

@@ -3,7 +3,10 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
+	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -134,4 +137,52 @@ func WakeRoundTrip(a, b int) (time.Duration, error) {
 	}
 	closeAll()
 	return r.d, r.err
+}
+
+// exclusiveLock is the file whose lock Exclusive takes: one per
+// machine, whichever test binary asks.
+var exclusiveLock = filepath.Join(os.TempDir(), "tether-tests-exclusive.lock")
+
+// Exclusive keeps the tests that call it from running at the same time
+// on this machine, across test binaries (go test runs packages side by
+// side): those that load the CPU for minutes (the appliance's boots
+// under software emulation) and those whose margins such a neighbour
+// breaks (a flood's "within 1 s"). The lock is held until t ends. A
+// test waits for it at most wait, then goes on without it (logged):
+// a neighbour that hangs must not hang this test too. It reports
+// whether t holds the lock.
+func Exclusive(t testing.TB, wait time.Duration) bool {
+	t.Helper()
+	return exclusive(t, exclusiveLock, wait)
+}
+
+func exclusive(t testing.TB, path string, wait time.Duration) bool {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		t.Logf("going on without the exclusive lock: %v", err)
+		return false
+	}
+	// Closing the file releases the lock, also one the waiting
+	// goroutine takes after this test gave up on it.
+	t.Cleanup(func() { f.Close() })
+	got := make(chan error, 1)
+	go func() { got <- unix.Flock(int(f.Fd()), unix.LOCK_EX) }()
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	start := time.Now()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Logf("going on without the exclusive lock: %v", err)
+			return false
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Logf("waited %v for the exclusive lock (another test binary held it)", d.Round(time.Second))
+		}
+		return true
+	case <-timer.C:
+		t.Logf("going on without the exclusive lock: another test binary has held it for %v", wait)
+		return false
+	}
 }

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"path/filepath"
 	"runtime"
 	"testing"
+	"time"
 )
 
 // TestWakeRoundTrip: the probe measures a round trip on one core and,
@@ -21,4 +23,25 @@ func TestWakeRoundTrip(t *testing.T) {
 	if _, err := WakeRoundTrip(0, 4095); err == nil {
 		t.Fatal("a probe on core 4095 did not fail")
 	}
+}
+
+// TestExclusive: a second taker of a held lock goes on without it once
+// its wait is over; the lock is free again when its holder ends.
+func TestExclusive(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "exclusive.lock")
+	t.Run("holder", func(t *testing.T) {
+		if !exclusive(t, path, time.Minute) {
+			t.Fatal("a free lock was not taken")
+		}
+		t.Run("second", func(t *testing.T) {
+			if exclusive(t, path, 100*time.Millisecond) {
+				t.Fatal("a held lock was taken twice")
+			}
+		})
+	})
+	t.Run("after", func(t *testing.T) {
+		if !exclusive(t, path, time.Minute) {
+			t.Fatal("the lock was not free after its holder ended")
+		}
+	})
 }

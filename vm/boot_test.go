@@ -114,6 +114,10 @@ type world struct {
 func newWorld(t *testing.T) *world {
 	t.Helper()
 	image := needImage(t)
+	// A boot under software emulation takes a core for a minute: the
+	// flood tests, whose margins it would break, wait for it, and it
+	// for them.
+	e2e.Exclusive(t, 3*time.Minute)
 	ctx := testContext(t)
 	n, err := e2e.New("vm")
 	if err != nil {
