@@ -163,16 +163,18 @@ func exclusive(t testing.TB, path string, wait time.Duration) bool {
 		t.Logf("going on without the exclusive lock: %v", err)
 		return false
 	}
-	// Closing the file releases the lock, also one the waiting
-	// goroutine takes after this test gave up on it.
-	t.Cleanup(func() { f.Close() })
+	// The waiter gets the descriptor before it starts: nothing closes
+	// the file while it may still be about to use it.
+	fd := int(f.Fd())
 	got := make(chan error, 1)
-	go func() { got <- unix.Flock(int(f.Fd()), unix.LOCK_EX) }()
+	go func() { got <- unix.Flock(fd, unix.LOCK_EX) }()
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	start := time.Now()
 	select {
 	case err := <-got:
+		// Closing the file releases the lock.
+		t.Cleanup(func() { f.Close() })
 		if err != nil {
 			t.Logf("going on without the exclusive lock: %v", err)
 			return false
@@ -182,6 +184,13 @@ func exclusive(t testing.TB, path string, wait time.Duration) bool {
 		}
 		return true
 	case <-timer.C:
+		// The waiter keeps the file: once its flock returns (the lock
+		// taken after all, or an error), it closes it, which lets the
+		// lock go at once.
+		go func() {
+			<-got
+			f.Close()
+		}()
 		t.Logf("going on without the exclusive lock: another test binary has held it for %v", wait)
 		return false
 	}
