@@ -265,6 +265,7 @@ type AgentMessage struct {
 	//	*AgentMessage_MigrateResult
 	//	*AgentMessage_MigrationEnded
 	//	*AgentMessage_Sessions
+	//	*AgentMessage_Listeners
 	Body          isAgentMessage_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -359,6 +360,15 @@ func (x *AgentMessage) GetSessions() *Sessions {
 	return nil
 }
 
+func (x *AgentMessage) GetListeners() *Listeners {
+	if x != nil {
+		if x, ok := x.Body.(*AgentMessage_Listeners); ok {
+			return x.Listeners
+		}
+	}
+	return nil
+}
+
 type isAgentMessage_Body interface {
 	isAgentMessage_Body()
 }
@@ -383,6 +393,10 @@ type AgentMessage_Sessions struct {
 	Sessions *Sessions `protobuf:"bytes,6,opt,name=sessions,proto3,oneof"`
 }
 
+type AgentMessage_Listeners struct {
+	Listeners *Listeners `protobuf:"bytes,7,opt,name=listeners,proto3,oneof"`
+}
+
 func (*AgentMessage_Hello) isAgentMessage_Body() {}
 
 func (*AgentMessage_Ack) isAgentMessage_Body() {}
@@ -392,6 +406,8 @@ func (*AgentMessage_MigrateResult) isAgentMessage_Body() {}
 func (*AgentMessage_MigrationEnded) isAgentMessage_Body() {}
 
 func (*AgentMessage_Sessions) isAgentMessage_Body() {}
+
+func (*AgentMessage_Listeners) isAgentMessage_Body() {}
 
 // UnitMessage is everything a unit sends on the stream.
 type UnitMessage struct {
@@ -676,7 +692,10 @@ type UnitHello struct {
 	// sessions says the unit takes Sessions on this stream. An agent
 	// sends them to no other unit: a unit of an earlier version would
 	// refuse the message and end the stream.
-	Sessions      bool `protobuf:"varint,7,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	Sessions bool `protobuf:"varint,7,opt,name=sessions,proto3" json:"sessions,omitempty"`
+	// listeners says the unit takes Listeners on this stream (an agent
+	// sends them to no other unit, for the same reason).
+	Listeners     bool `protobuf:"varint,8,opt,name=listeners,proto3" json:"listeners,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -756,6 +775,13 @@ func (x *UnitHello) GetTunnelSources() [][]byte {
 func (x *UnitHello) GetSessions() bool {
 	if x != nil {
 		return x.Sessions
+	}
+	return false
+}
+
+func (x *UnitHello) GetListeners() bool {
+	if x != nil {
+		return x.Listeners
 	}
 	return false
 }
@@ -1609,6 +1635,126 @@ func (x *Sessions) GetDown() []*Session {
 	return nil
 }
 
+// Listeners are the VIP:ports whose migrated connections this host can
+// hand to an application now (issue 14): the addresses its applications'
+// listener shims registered, and its splices' VIPs. The agent sends the
+// whole list after its hello and again whenever it changes; the unit
+// keeps the latest. A unit choosing a host for an l7 connection prefers
+// hosts that list the VIP's address and port (or the unspecified
+// address at that port), so that a host whose application is down, or
+// a request router that stopped, is passed over rather than sent
+// connections it can only reset. A host that never sent Listeners (an
+// agent of an earlier version) counts as listening everywhere.
+type Listeners struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// endpoints are at most MaxListeners, without duplicates.
+	Endpoints []*Endpoint `protobuf:"bytes,1,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// any: the host takes every VIP:port (it has more listeners than one
+	// message may name); endpoints is then empty.
+	Any           bool `protobuf:"varint,2,opt,name=any,proto3" json:"any,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Listeners) Reset() {
+	*x = Listeners{}
+	mi := &file_host_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Listeners) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Listeners) ProtoMessage() {}
+
+func (x *Listeners) ProtoReflect() protoreflect.Message {
+	mi := &file_host_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Listeners.ProtoReflect.Descriptor instead.
+func (*Listeners) Descriptor() ([]byte, []int) {
+	return file_host_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *Listeners) GetEndpoints() []*Endpoint {
+	if x != nil {
+		return x.Endpoints
+	}
+	return nil
+}
+
+func (x *Listeners) GetAny() bool {
+	if x != nil {
+		return x.Any
+	}
+	return false
+}
+
+// Endpoint is an address and port.
+type Endpoint struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// address is 4 or 16 bytes; all zero is any address at the port.
+	Address []byte `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// port is 1 to 65535.
+	Port          uint32 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Endpoint) Reset() {
+	*x = Endpoint{}
+	mi := &file_host_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Endpoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Endpoint) ProtoMessage() {}
+
+func (x *Endpoint) ProtoReflect() protoreflect.Message {
+	mi := &file_host_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
+func (*Endpoint) Descriptor() ([]byte, []int) {
+	return file_host_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Endpoint) GetAddress() []byte {
+	if x != nil {
+		return x.Address
+	}
+	return nil
+}
+
+func (x *Endpoint) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
+}
+
 // Session is one session. Its identity is kind and the fields the kind
 // uses (client, client_port, vip, vip_port, key); application and
 // idle_timeout_ms describe it. Fields a kind does not use are empty.
@@ -1637,7 +1783,7 @@ type Session struct {
 
 func (x *Session) Reset() {
 	*x = Session{}
-	mi := &file_host_proto_msgTypes[15]
+	mi := &file_host_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1795,7 @@ func (x *Session) String() string {
 func (*Session) ProtoMessage() {}
 
 func (x *Session) ProtoReflect() protoreflect.Message {
-	mi := &file_host_proto_msgTypes[15]
+	mi := &file_host_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1808,7 @@ func (x *Session) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Session.ProtoReflect.Descriptor instead.
 func (*Session) Descriptor() ([]byte, []int) {
-	return file_host_proto_rawDescGZIP(), []int{15}
+	return file_host_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Session) GetKind() SessionKind {
@@ -1726,14 +1872,15 @@ var File_host_proto protoreflect.FileDescriptor
 const file_host_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"host.proto\x12\x0etether.host.v1\"\xd8\x02\n" +
+	"host.proto\x12\x0etether.host.v1\"\x93\x03\n" +
 	"\fAgentMessage\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x122\n" +
 	"\x05hello\x18\x02 \x01(\v2\x1a.tether.host.v1.AgentHelloH\x00R\x05hello\x12'\n" +
 	"\x03ack\x18\x03 \x01(\v2\x13.tether.host.v1.AckH\x00R\x03ack\x12F\n" +
 	"\x0emigrate_result\x18\x04 \x01(\v2\x1d.tether.host.v1.MigrateResultH\x00R\rmigrateResult\x12I\n" +
 	"\x0fmigration_ended\x18\x05 \x01(\v2\x1e.tether.host.v1.MigrationEndedH\x00R\x0emigrationEnded\x126\n" +
-	"\bsessions\x18\x06 \x01(\v2\x18.tether.host.v1.SessionsH\x00R\bsessionsB\x06\n" +
+	"\bsessions\x18\x06 \x01(\v2\x18.tether.host.v1.SessionsH\x00R\bsessions\x129\n" +
+	"\tlisteners\x18\a \x01(\v2\x19.tether.host.v1.ListenersH\x00R\tlistenersB\x06\n" +
 	"\x04body\"\x8b\x02\n" +
 	"\vUnitMessage\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x121\n" +
@@ -1752,7 +1899,7 @@ const file_host_proto_rawDesc = "" +
 	"\tunit_boot\x18\x01 \x01(\x04R\bunitBoot\x12\x10\n" +
 	"\x03seq\x18\x02 \x01(\x04R\x03seq\x12\x14\n" +
 	"\x05count\x18\x03 \x01(\rR\x05count\x12\x10\n" +
-	"\x03sum\x18\x04 \x01(\x04R\x03sum\"\xcc\x01\n" +
+	"\x03sum\x18\x04 \x01(\x04R\x03sum\"\xea\x01\n" +
 	"\tUnitHello\x12\x12\n" +
 	"\x04unit\x18\x01 \x01(\tR\x04unit\x12\x12\n" +
 	"\x04boot\x18\x02 \x01(\x04R\x04boot\x12\x12\n" +
@@ -1760,7 +1907,8 @@ const file_host_proto_rawDesc = "" +
 	"\x06resync\x18\x04 \x01(\x0e2\x16.tether.host.v1.ResyncR\x06resync\x12\x10\n" +
 	"\x03seq\x18\x05 \x01(\x04R\x03seq\x12%\n" +
 	"\x0etunnel_sources\x18\x06 \x03(\fR\rtunnelSources\x12\x1a\n" +
-	"\bsessions\x18\a \x01(\bR\bsessions\"\x9a\x01\n" +
+	"\bsessions\x18\a \x01(\bR\bsessions\x12\x1c\n" +
+	"\tlisteners\x18\b \x01(\bR\tlisteners\"\x9a\x01\n" +
 	"\x05Tuple\x12+\n" +
 	"\x05proto\x18\x01 \x01(\x0e2\x15.tether.host.v1.ProtoR\x05proto\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\fR\x06client\x12\x1f\n" +
@@ -1828,7 +1976,13 @@ const file_host_proto_rawDesc = "" +
 	"resync_end\x18\x03 \x01(\bR\tresyncEnd\x12\x14\n" +
 	"\x05count\x18\x04 \x01(\rR\x05count\x12'\n" +
 	"\x02up\x18\x05 \x03(\v2\x17.tether.host.v1.SessionR\x02up\x12+\n" +
-	"\x04down\x18\x06 \x03(\v2\x17.tether.host.v1.SessionR\x04down\"\xfc\x01\n" +
+	"\x04down\x18\x06 \x03(\v2\x17.tether.host.v1.SessionR\x04down\"U\n" +
+	"\tListeners\x126\n" +
+	"\tendpoints\x18\x01 \x03(\v2\x18.tether.host.v1.EndpointR\tendpoints\x12\x10\n" +
+	"\x03any\x18\x02 \x01(\bR\x03any\"8\n" +
+	"\bEndpoint\x12\x18\n" +
+	"\aaddress\x18\x01 \x01(\fR\aaddress\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\"\xfc\x01\n" +
 	"\aSession\x12/\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x1b.tether.host.v1.SessionKindR\x04kind\x12\x16\n" +
 	"\x06client\x18\x02 \x01(\fR\x06client\x12\x1f\n" +
@@ -1873,7 +2027,7 @@ func file_host_proto_rawDescGZIP() []byte {
 }
 
 var file_host_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_host_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_host_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_host_proto_goTypes = []any{
 	(Resync)(0),            // 0: tether.host.v1.Resync
 	(Proto)(0),             // 1: tether.host.v1.Proto
@@ -1894,7 +2048,9 @@ var file_host_proto_goTypes = []any{
 	(*MigrateResult)(nil),  // 16: tether.host.v1.MigrateResult
 	(*MigrationEnded)(nil), // 17: tether.host.v1.MigrationEnded
 	(*Sessions)(nil),       // 18: tether.host.v1.Sessions
-	(*Session)(nil),        // 19: tether.host.v1.Session
+	(*Listeners)(nil),      // 19: tether.host.v1.Listeners
+	(*Endpoint)(nil),       // 20: tether.host.v1.Endpoint
+	(*Session)(nil),        // 21: tether.host.v1.Session
 }
 var file_host_proto_depIdxs = []int32{
 	6,  // 0: tether.host.v1.AgentMessage.hello:type_name -> tether.host.v1.AgentHello
@@ -1902,28 +2058,30 @@ var file_host_proto_depIdxs = []int32{
 	16, // 2: tether.host.v1.AgentMessage.migrate_result:type_name -> tether.host.v1.MigrateResult
 	17, // 3: tether.host.v1.AgentMessage.migration_ended:type_name -> tether.host.v1.MigrationEnded
 	18, // 4: tether.host.v1.AgentMessage.sessions:type_name -> tether.host.v1.Sessions
-	8,  // 5: tether.host.v1.UnitMessage.hello:type_name -> tether.host.v1.UnitHello
-	11, // 6: tether.host.v1.UnitMessage.mappings:type_name -> tether.host.v1.Mappings
-	12, // 7: tether.host.v1.UnitMessage.resync_end:type_name -> tether.host.v1.ResyncEnd
-	14, // 8: tether.host.v1.UnitMessage.migrate:type_name -> tether.host.v1.Migrate
-	7,  // 9: tether.host.v1.AgentHello.holding:type_name -> tether.host.v1.Holding
-	0,  // 10: tether.host.v1.UnitHello.resync:type_name -> tether.host.v1.Resync
-	1,  // 11: tether.host.v1.Tuple.proto:type_name -> tether.host.v1.Proto
-	9,  // 12: tether.host.v1.Mapping.tuple:type_name -> tether.host.v1.Tuple
-	10, // 13: tether.host.v1.Mappings.add:type_name -> tether.host.v1.Mapping
-	15, // 14: tether.host.v1.Migrate.state:type_name -> tether.host.v1.TCPState
-	9,  // 15: tether.host.v1.MigrationEnded.tuple:type_name -> tether.host.v1.Tuple
-	2,  // 16: tether.host.v1.MigrationEnded.reason:type_name -> tether.host.v1.EndReason
-	19, // 17: tether.host.v1.Sessions.up:type_name -> tether.host.v1.Session
-	19, // 18: tether.host.v1.Sessions.down:type_name -> tether.host.v1.Session
-	3,  // 19: tether.host.v1.Session.kind:type_name -> tether.host.v1.SessionKind
-	4,  // 20: tether.host.v1.HostStream.Connect:input_type -> tether.host.v1.AgentMessage
-	5,  // 21: tether.host.v1.HostStream.Connect:output_type -> tether.host.v1.UnitMessage
-	21, // [21:22] is the sub-list for method output_type
-	20, // [20:21] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	19, // 5: tether.host.v1.AgentMessage.listeners:type_name -> tether.host.v1.Listeners
+	8,  // 6: tether.host.v1.UnitMessage.hello:type_name -> tether.host.v1.UnitHello
+	11, // 7: tether.host.v1.UnitMessage.mappings:type_name -> tether.host.v1.Mappings
+	12, // 8: tether.host.v1.UnitMessage.resync_end:type_name -> tether.host.v1.ResyncEnd
+	14, // 9: tether.host.v1.UnitMessage.migrate:type_name -> tether.host.v1.Migrate
+	7,  // 10: tether.host.v1.AgentHello.holding:type_name -> tether.host.v1.Holding
+	0,  // 11: tether.host.v1.UnitHello.resync:type_name -> tether.host.v1.Resync
+	1,  // 12: tether.host.v1.Tuple.proto:type_name -> tether.host.v1.Proto
+	9,  // 13: tether.host.v1.Mapping.tuple:type_name -> tether.host.v1.Tuple
+	10, // 14: tether.host.v1.Mappings.add:type_name -> tether.host.v1.Mapping
+	15, // 15: tether.host.v1.Migrate.state:type_name -> tether.host.v1.TCPState
+	9,  // 16: tether.host.v1.MigrationEnded.tuple:type_name -> tether.host.v1.Tuple
+	2,  // 17: tether.host.v1.MigrationEnded.reason:type_name -> tether.host.v1.EndReason
+	21, // 18: tether.host.v1.Sessions.up:type_name -> tether.host.v1.Session
+	21, // 19: tether.host.v1.Sessions.down:type_name -> tether.host.v1.Session
+	20, // 20: tether.host.v1.Listeners.endpoints:type_name -> tether.host.v1.Endpoint
+	3,  // 21: tether.host.v1.Session.kind:type_name -> tether.host.v1.SessionKind
+	4,  // 22: tether.host.v1.HostStream.Connect:input_type -> tether.host.v1.AgentMessage
+	5,  // 23: tether.host.v1.HostStream.Connect:output_type -> tether.host.v1.UnitMessage
+	23, // [23:24] is the sub-list for method output_type
+	22, // [22:23] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_host_proto_init() }
@@ -1937,6 +2095,7 @@ func file_host_proto_init() {
 		(*AgentMessage_MigrateResult)(nil),
 		(*AgentMessage_MigrationEnded)(nil),
 		(*AgentMessage_Sessions)(nil),
+		(*AgentMessage_Listeners)(nil),
 	}
 	file_host_proto_msgTypes[1].OneofWrappers = []any{
 		(*UnitMessage_Hello)(nil),
@@ -1950,7 +2109,7 @@ func file_host_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_host_proto_rawDesc), len(file_host_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   16,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

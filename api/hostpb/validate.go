@@ -3,6 +3,7 @@ package hostpb
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -31,6 +32,9 @@ const (
 	// window sends a WINDOW_UPDATE per quarter window received (here,
 	// thousands of Migrates) and bounds what a stream buffers.
 	Window = 1 << 20
+	// MaxListeners bounds the endpoints of one Listeners message; a
+	// host with more says any.
+	MaxListeners = 1024
 	// MaxUnitName bounds a unit's name (a DNS name's limit, since the
 	// unit's certificate carries it as one).
 	MaxUnitName = 253
@@ -68,6 +72,8 @@ func ValidateAgent(m *AgentMessage) error {
 		return validMigrationEnded(b.MigrationEnded)
 	case *AgentMessage_Sessions:
 		return validSessions(b.Sessions)
+	case *AgentMessage_Listeners:
+		return validListeners(b.Listeners)
 	default:
 		return invalid("agent message without a body")
 	}
@@ -311,6 +317,49 @@ const (
 	// MaxIdleTimeout bounds a CLIENT_IP session's idle timeout.
 	MaxIdleTimeout = 7 * 24 * time.Hour
 )
+
+func validListeners(l *Listeners) error {
+	if l == nil {
+		return invalid("listeners: empty")
+	}
+	eps := l.GetEndpoints()
+	switch {
+	case len(eps) > MaxListeners:
+		return invalid("listeners: %d endpoints, at most %d", len(eps), MaxListeners)
+	case l.GetAny() && len(eps) > 0:
+		return invalid("listeners: any with %d endpoints", len(eps))
+	}
+	seen := make(map[netip.AddrPort]bool, len(eps))
+	for i, e := range eps {
+		ap, err := e.AddrPort()
+		if err != nil {
+			return invalid("listeners: endpoint %d: %v", i, err)
+		}
+		if seen[ap] {
+			return invalid("listeners: endpoint %d: %v twice", i, ap)
+		}
+		seen[ap] = true
+	}
+	return nil
+}
+
+// AddrPort is e as an address and port; an error when its address is not
+// 4 or 16 bytes or its port is 0 or above 65535.
+func (e *Endpoint) AddrPort() (netip.AddrPort, error) {
+	a, ok := netip.AddrFromSlice(e.GetAddress())
+	switch {
+	case !ok:
+		return netip.AddrPort{}, fmt.Errorf("address of %d bytes, want 4 or 16", len(e.GetAddress()))
+	case e.GetPort() == 0 || e.GetPort() > 65535:
+		return netip.AddrPort{}, fmt.Errorf("port %d, want 1 to 65535", e.GetPort())
+	}
+	return netip.AddrPortFrom(a, uint16(e.GetPort())), nil
+}
+
+// EndpointOf is ap as an Endpoint (an IPv4-mapped address as IPv4).
+func EndpointOf(ap netip.AddrPort) *Endpoint {
+	return &Endpoint{Address: ap.Addr().Unmap().AsSlice(), Port: uint32(ap.Port())}
+}
 
 func validSessions(b *Sessions) error {
 	if b == nil {

@@ -3,6 +3,7 @@ package hostpb
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -36,6 +37,10 @@ func agentSamples() map[string]*AgentMessage {
 		"sessions-changes": {Version: Version, Body: &AgentMessage_Sessions{Sessions: &Sessions{
 			Up: []*Session{sessionTCP(), sessionAppKey()}, Down: []*Session{sessionClientIP()}}}},
 		"sessions-release": {Version: Version, Body: &AgentMessage_Sessions{Sessions: &Sessions{Resync: true, ResyncBegin: true, ResyncEnd: true}}},
+		"listeners": {Version: Version, Body: &AgentMessage_Listeners{Listeners: &Listeners{Endpoints: []*Endpoint{
+			{Address: []byte{192, 0, 2, 10}, Port: 80}, {Address: make([]byte, 4), Port: 8080}, {Address: make([]byte, 16), Port: 443}}}}},
+		"listeners-none": {Version: Version, Body: &AgentMessage_Listeners{Listeners: &Listeners{}}},
+		"listeners-any":  {Version: Version, Body: &AgentMessage_Listeners{Listeners: &Listeners{Any: true}}},
 	}
 }
 
@@ -55,7 +60,7 @@ func unitSamples() map[string]*UnitMessage {
 	v6 := &Tuple{Proto: Proto_PROTO_UDP, Client: make([]byte, 16), ClientPort: 5353, Vip: make([]byte, 16), VipPort: 53}
 	return map[string]*UnitMessage{
 		"hello-none": {Version: Version, Body: &UnitMessage_Hello{Hello: &UnitHello{Unit: "unit-a", Boot: 99, Host: 7, Resync: Resync_RESYNC_NONE, Seq: 12}}},
-		"hello-full": {Version: Version, Body: &UnitMessage_Hello{Hello: &UnitHello{Unit: "unit-a", Boot: 100, Host: 7, Resync: Resync_RESYNC_FULL, Seq: 3, Sessions: true,
+		"hello-full": {Version: Version, Body: &UnitMessage_Hello{Hello: &UnitHello{Unit: "unit-a", Boot: 100, Host: 7, Resync: Resync_RESYNC_FULL, Seq: 3, Sessions: true, Listeners: true,
 			TunnelSources: [][]byte{{10, 0, 0, 1}, make([]byte, 16)}}}},
 		"mappings": {Version: Version, Body: &UnitMessage_Mappings{Mappings: &Mappings{Seq: 13,
 			Add: []*Mapping{{FlowId: 1, Tuple: tuple4()}, {FlowId: 9, Tuple: v6}}, Remove: []uint32{4, 5}}}},
@@ -107,10 +112,23 @@ func TestValidateRefuses(t *testing.T) {
 		"result id 0":       {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Error: "x"}}},
 		"long error": {Version: Version, Body: &AgentMessage_MigrateResult{MigrateResult: &MigrateResult{Id: 1,
 			Error: strings.Repeat("e", MaxMigrateError+1)}}},
-		"empty ended":  {Version: Version, Body: &AgentMessage_MigrationEnded{}},
-		"ended id 0":   {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Tuple: tuple4(), Reason: EndReason_END_REASON_CLOSED}}},
-		"ended reason": {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Id: 1, Tuple: tuple4()}}},
-		"ended tuple":  {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Id: 1, Reason: EndReason_END_REASON_CLOSED}}},
+		"empty ended":     {Version: Version, Body: &AgentMessage_MigrationEnded{}},
+		"ended id 0":      {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Tuple: tuple4(), Reason: EndReason_END_REASON_CLOSED}}},
+		"ended reason":    {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Id: 1, Tuple: tuple4()}}},
+		"ended tuple":     {Version: Version, Body: &AgentMessage_MigrationEnded{MigrationEnded: &MigrationEnded{Id: 1, Reason: EndReason_END_REASON_CLOSED}}},
+		"empty listeners": {Version: Version, Body: &AgentMessage_Listeners{}},
+		"listener address of 5 bytes": {Version: Version, Body: &AgentMessage_Listeners{Listeners: &Listeners{Endpoints: []*Endpoint{
+			{Address: make([]byte, 5), Port: 80}}}}},
+		"listener without an address": {Version: Version, Body: &AgentMessage_Listeners{Listeners: &Listeners{Endpoints: []*Endpoint{{Port: 80}}}}},
+		"listener port 0": {Version: Version, Body: &AgentMessage_Listeners{Listeners: &Listeners{Endpoints: []*Endpoint{
+			{Address: []byte{192, 0, 2, 10}}}}}},
+		"listener port 65536": {Version: Version, Body: &AgentMessage_Listeners{Listeners: &Listeners{Endpoints: []*Endpoint{
+			{Address: []byte{192, 0, 2, 10}, Port: 65536}}}}},
+		"listener twice": {Version: Version, Body: &AgentMessage_Listeners{Listeners: &Listeners{Endpoints: []*Endpoint{
+			{Address: []byte{192, 0, 2, 10}, Port: 80}, {Address: []byte{192, 0, 2, 10}, Port: 80}}}}},
+		"any with endpoints": {Version: Version, Body: &AgentMessage_Listeners{Listeners: &Listeners{Any: true, Endpoints: []*Endpoint{
+			{Address: []byte{192, 0, 2, 10}, Port: 80}}}}},
+		"too many listeners": {Version: Version, Body: &AgentMessage_Listeners{Listeners: manyListeners(MaxListeners + 1)}},
 	}
 	sess := func(f func(*Sessions)) *AgentMessage {
 		b := &Sessions{Up: []*Session{sessionTCP()}, Down: []*Session{sessionAppKey()}}
@@ -283,6 +301,40 @@ func TestSessionBatchFitsMessage(t *testing.T) {
 	}
 	if n := proto.Size(msg); n > MaxMessage {
 		t.Fatalf("largest sessions batch is %d bytes, MaxMessage %d", n, MaxMessage)
+	}
+}
+
+// manyListeners is n distinct IPv6 endpoints.
+func manyListeners(n int) *Listeners {
+	l := &Listeners{}
+	for i := range n {
+		a := make([]byte, 16)
+		a[0], a[14], a[15] = 0x20, byte(i>>8), byte(i)
+		l.Endpoints = append(l.Endpoints, &Endpoint{Address: a, Port: 65535})
+	}
+	return l
+}
+
+// TestListenersFitMessage: the largest valid Listeners (MaxListeners
+// IPv6 endpoints) fits MaxMessage.
+func TestListenersFitMessage(t *testing.T) {
+	msg := &AgentMessage{Version: Version, Body: &AgentMessage_Listeners{Listeners: manyListeners(MaxListeners)}}
+	if err := ValidateAgent(msg); err != nil {
+		t.Fatal(err)
+	}
+	if n := proto.Size(msg); n > MaxMessage {
+		t.Fatalf("largest listeners message is %d bytes, MaxMessage %d", n, MaxMessage)
+	}
+}
+
+// TestEndpointOf: an endpoint goes out unmapped and comes back the same.
+func TestEndpointOf(t *testing.T) {
+	for _, s := range []string{"192.0.2.10:80", "0.0.0.0:8080", "[2001:db8::1]:443", "[::ffff:192.0.2.10]:80"} {
+		ap := netip.MustParseAddrPort(s)
+		got, err := EndpointOf(ap).AddrPort()
+		if want := netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()); err != nil || got != want {
+			t.Errorf("%s: %v, %v; want %v", s, got, err, want)
+		}
 	}
 }
 
