@@ -83,6 +83,9 @@ type Migrator struct {
 	upload, handoff recent
 	queue           []endedNotice
 	wake            chan struct{}
+	// listening is signalled when the shims' registrations change
+	// (ListeningChanged).
+	listening chan struct{}
 }
 
 // recentSteps is how many of the latest uploads and hand-offs Status
@@ -207,7 +210,41 @@ func New(cfg Config) (*Migrator, error) {
 	}
 	return &Migrator{cfg: cfg, lis: lis, shims: map[*shimConn]bool{}, live: map[uint64]*liveConn{},
 		st:   Counters{Handed: map[string]uint64{}, Failed: map[string]uint64{}, Ended: map[string]uint64{}},
-		wake: make(chan struct{}, 1)}, nil
+		wake: make(chan struct{}, 1), listening: make(chan struct{}, 1)}, nil
+}
+
+// Listening is what the host can hand migrated connections to now:
+// every registered shim's addresses (an unspecified address takes its
+// port on any address) and every splice's VIP, sorted, each once.
+func (m *Migrator) Listening() []netip.AddrPort {
+	set := map[netip.AddrPort]bool{}
+	for _, sp := range m.cfg.Splices {
+		set[sp.VIP] = true
+	}
+	m.mu.Lock()
+	for sc := range m.shims {
+		for _, a := range sc.addrs {
+			set[a] = true
+		}
+	}
+	m.mu.Unlock()
+	out := make([]netip.AddrPort, 0, len(set))
+	for a := range set {
+		out = append(out, a)
+	}
+	slices.SortFunc(out, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return out
+}
+
+// ListeningChanged is signalled (without blocking: one signal waits at
+// most) after Listening changed.
+func (m *Migrator) ListeningChanged() <-chan struct{} { return m.listening }
+
+func (m *Migrator) listeningChanged() {
+	select {
+	case m.listening <- struct{}{}:
+	default:
+	}
 }
 
 // Run serves the hand-off socket and delivers ended notices until ctx
@@ -288,6 +325,7 @@ func (m *Migrator) serveShim(sc *shimConn) {
 				m.mu.Lock()
 				sc.addrs = f.Addrs
 				m.mu.Unlock()
+				m.listeningChanged()
 				log.Info().Interface("addrs", f.Addrs).Msg("listener shim registered")
 			case wire.TypeAck:
 				m.mu.Lock()
@@ -315,6 +353,7 @@ func (m *Migrator) serveShim(sc *shimConn) {
 		m.mu.Unlock()
 		log.Warn().Err(err).Msg("listener shim: protocol error; connection closed")
 	}
+	defer m.listeningChanged()
 	m.mu.Lock()
 	delete(m.shims, sc)
 	sc.gone = true

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -472,4 +473,49 @@ func TestRecentSteps(t *testing.T) {
 	if v := r.view(); v.Count != 512 || v.P50 != 345 || v.P99 != 595 || v.Max != 600 {
 		t.Fatalf("view %+v", v)
 	}
+}
+
+// TestListening: what the host can hand migrated connections to is its
+// splices' VIPs and its registered shims' addresses, each once, and a
+// change signals ListeningChanged: a shim's registration, and its
+// connection's end.
+func TestListening(t *testing.T) {
+	splice := netip.MustParseAddrPort("192.0.2.10:80")
+	h := newHarness(t, Splice{VIP: splice, To: netip.MustParseAddrPort("127.0.0.1:8000")})
+	want := func(eps ...netip.AddrPort) {
+		t.Helper()
+		select {
+		case <-h.m.ListeningChanged():
+		case <-time.After(10 * time.Second):
+			t.Fatal("ListeningChanged not signalled")
+		}
+		if got := h.m.Listening(); !slices.Equal(got, eps) {
+			t.Fatalf("Listening %v, want %v", got, eps)
+		}
+	}
+	if got := h.m.Listening(); !slices.Equal(got, []netip.AddrPort{splice}) {
+		t.Fatalf("before any shim: Listening %v, want the splice's VIP", got)
+	}
+	any4, any6 := netip.MustParseAddrPort("0.0.0.0:8080"), netip.MustParseAddrPort("[::]:8081")
+	var shims []*net.UnixConn
+	for _, addrs := range [][]netip.AddrPort{{any6, any4, splice}, {any4}} {
+		sh, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: h.sock, Net: "unixpacket"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sh.Close()
+		reg, err := wire.Encode(nil, &wire.Frame{Type: wire.TypeRegister, Addrs: addrs})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sh.Write(reg); err != nil {
+			t.Fatal(err)
+		}
+		want(any4, splice, any6)
+		shims = append(shims, sh)
+	}
+	shims[0].Close()
+	want(any4, splice)
+	shims[1].Close()
+	want(splice)
 }

@@ -52,6 +52,13 @@ type Options struct {
 	// Sessions, when not nil, is the host's session table, which the
 	// streams report to one unit (issue 15; sessions.go).
 	Sessions *sessions.Table
+	// Listeners, when not nil, is what the host can hand migrated
+	// connections to (the Migrator's shims and splices); every unit
+	// that takes it is told after the hello and on every change
+	// (listeners.go). Without it, a host without a Migrator tells the
+	// units it listens nowhere, and one with a Migrator tells them
+	// nothing (they take it to listen everywhere).
+	Listeners ListenerSource
 
 	// putOff is how long what nothing waits for may wait for an Ack to
 	// ride on (putOffDelay; tests lengthen it to see the riding alone).
@@ -147,8 +154,11 @@ type Status struct {
 	// sessions, and was told it holds none), or "" (it takes none, or
 	// its stream is down). SessionsSent counts the sessions sent to it
 	// up or down, SessionResyncs the resyncs (whole or empty).
-	Sessions       string `json:"sessions,omitempty"`
-	SessionsSent   uint64 `json:"sessions_sent,omitempty"`
+	Sessions     string `json:"sessions,omitempty"`
+	SessionsSent uint64 `json:"sessions_sent,omitempty"`
+	// ListenersSent counts the times the unit was told what the host
+	// can hand migrated connections to.
+	ListenersSent  uint64 `json:"listeners_sent,omitempty"`
 	SessionResyncs uint64 `json:"session_resyncs,omitempty"`
 	// LastError is why the last attempt or stream ended (it stays while
 	// a newer stream is up).
@@ -162,9 +172,15 @@ type Streams struct {
 	opts  Options
 	boot  uint64
 	links []*link
-	// linked is signalled when a stream comes up or goes down, for the
-	// session sender.
-	linked chan struct{}
+	// linked and relinked are signalled when a stream comes up or goes
+	// down, for the session sender and the listener sender.
+	linked, relinked chan struct{}
+}
+
+// linkChanged signals the senders that a stream came up or went down.
+func (s *Streams) linkChanged() {
+	poke(s.linked)
+	poke(s.relinked)
 }
 
 // link is one unit's stream and what the agent holds from the unit.
@@ -177,11 +193,13 @@ type link struct {
 	held holding
 	// stream is the stream while it is up (after the hello), under mu:
 	// SendEnded sends on it. gen counts the streams that came up, end
-	// ends the live one; takesSessions is what its unit's hello said.
-	stream        pb.HostStream_ConnectClient
-	gen           uint64
-	end           context.CancelCauseFunc
-	takesSessions bool
+	// ends the live one; takesSessions and takesListeners are what its
+	// unit's hello said.
+	stream         pb.HostStream_ConnectClient
+	gen            uint64
+	end            context.CancelCauseFunc
+	takesSessions  bool
+	takesListeners bool
 
 	// sendMu serialises Send: a gRPC client stream's Send is not safe
 	// for concurrent use, and SendEnded runs beside the stream's
@@ -256,7 +274,7 @@ func New(opts Options) (*Streams, error) {
 			return nil, fmt.Errorf("streams: boot ID: %w", err)
 		}
 	}
-	s := &Streams{opts: opts, boot: binary.BigEndian.Uint64(b[:]), linked: make(chan struct{}, 1)}
+	s := &Streams{opts: opts, boot: binary.BigEndian.Uint64(b[:]), linked: make(chan struct{}, 1), relinked: make(chan struct{}, 1)}
 	for _, u := range opts.Units {
 		s.links = append(s.links, &link{s: s, unit: u, st: Status{Unit: u.Name, Address: u.Address, State: StateConnecting, Since: time.Now()},
 			held: holding{table: map[uint32]*pb.Tuple{}}})
@@ -277,6 +295,10 @@ func (s *Streams) Run(ctx context.Context) {
 	if s.opts.Sessions != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); s.sendSessions(ctx) }()
+	}
+	if s.opts.Listeners != nil || s.opts.Migrator == nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.sendListeners(ctx) }()
 	}
 	wg.Wait()
 }
@@ -426,7 +448,7 @@ func (l *link) connect(ctx context.Context) (up bool, err error) {
 	l.stream, l.end = stream, cancel
 	l.gen++
 	l.mu.Unlock()
-	poke(l.s.linked)
+	l.s.linkChanged()
 	defer func() {
 		l.sendMu.Lock()
 		if l.owedOn == stream {
@@ -439,7 +461,7 @@ func (l *link) connect(ctx context.Context) (up bool, err error) {
 		l.stream, l.end = nil, nil
 		l.st.Sessions = ""
 		l.mu.Unlock()
-		poke(l.s.linked)
+		l.s.linkChanged()
 	}()
 	return true, l.follow(stream)
 }
@@ -503,7 +525,7 @@ func (l *link) greet(stream pb.HostStream_ConnectClient) error {
 		return err
 	}
 	l.mu.Lock()
-	l.takesSessions = h.GetSessions()
+	l.takesSessions, l.takesListeners = h.GetSessions(), h.GetListeners()
 	l.mu.Unlock()
 	if h.GetResync() == pb.Resync_RESYNC_NONE {
 		l.mu.Lock()

@@ -142,7 +142,10 @@ stays attached, restoring packets, until the next agent takes it over.`,
 				return fmt.Errorf("%s: %w", cfgPath, err)
 			}
 			if mig != nil {
-				sopts.Migrator = mig
+				// The units also hear what the migrated connections can
+				// be handed to, and pass the host over when nothing
+				// would take them.
+				sopts.Migrator, sopts.Listeners = mig, mig
 			}
 			st, err = cfg.NewStreams(sopts)
 			if err != nil {
