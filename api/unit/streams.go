@@ -81,6 +81,11 @@ type HostStream struct {
 	SessionsDown    uint64 `json:"sessions_down,omitempty"`
 	SessionResyncs  uint64 `json:"session_resyncs,omitempty"`
 	SessionsRefused uint64 `json:"sessions_refused,omitempty"`
+	// Listeners are the VIP:ports whose migrated connections the host
+	// says it can hand to an application now (issue 14), "*" for any:
+	// null when it never said (the unit then takes it to listen
+	// everywhere), [] for none.
+	Listeners []string `json:"listeners"`
 	// LastError is why the host's last stream ended, if one did (it
 	// stays while a newer stream is up).
 	LastError string `json:"last_error,omitempty"`

@@ -548,15 +548,23 @@ func printStreams(w *tabwriter.Writer, v *unit.StreamsView) {
 		return
 	}
 	fmt.Fprintf(w, "listening on %s, boot %016x\n", v.Listen, v.Boot)
-	fmt.Fprintln(w, "\nHOST\tADDRESS\tSTATE\tSINCE\tCONNECTS\tRESYNC\tSEQ\tACKED\tMAPPINGS\tIN\tOUT\tSESSIONS UP/DOWN/RESYNCS/REFUSED\tLAST ERROR")
+	fmt.Fprintln(w, "\nHOST\tADDRESS\tSTATE\tSINCE\tCONNECTS\tRESYNC\tSEQ\tACKED\tMAPPINGS\tIN\tOUT\tSESSIONS UP/DOWN/RESYNCS/REFUSED\tLISTENERS\tLAST ERROR")
 	for _, h := range v.Streams {
 		last := h.LastError
 		if last == "" {
 			last = "-"
 		}
-		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d/%d/%d/%d\t%s\n", h.Host, h.Address, h.State,
+		// Not said: the unit takes the host to listen everywhere.
+		listeners := "(not said)"
+		if h.Listeners != nil {
+			listeners = strings.Join(h.Listeners, ",")
+			if listeners == "" {
+				listeners = "none"
+			}
+		}
+		fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d/%d/%d/%d\t%s\t%s\n", h.Host, h.Address, h.State,
 			time.Since(h.Since).Round(time.Second), h.Connects, h.Resync, h.Seq, h.Acked, h.Mappings, h.MessagesIn, h.MessagesOut,
-			h.SessionsUp, h.SessionsDown, h.SessionResyncs, h.SessionsRefused, last)
+			h.SessionsUp, h.SessionsDown, h.SessionResyncs, h.SessionsRefused, listeners, last)
 	}
 	if len(v.Refused) > 0 {
 		fmt.Fprint(w, "\nrefused")

@@ -145,6 +145,12 @@ type host struct {
 	// sequence order: those the host's next hello says it never got
 	// were lost with their stream (attach).
 	unacked []sentMigrate
+	// listeners are the VIP:ports the host last said it hands migrated
+	// connections to applications for (Listening), listenAny that it
+	// takes any; reported says it said either.
+	listeners map[netip.AddrPort]bool
+	listenAny bool
+	reported  bool
 }
 
 // sentMigrate is a Migrate the host has not acknowledged: its change's
@@ -273,6 +279,42 @@ func (s *Server) HostOf(addr netip.Addr) (id uint32, up, ok bool) {
 		up = s.hosts[id].out != nil
 	}
 	return id, up, ok
+}
+
+// listen records a host's valid Listeners, replacing what it said
+// before.
+func (s *Server) listen(hs *host, l *pb.Listeners) {
+	set := make(map[netip.AddrPort]bool, len(l.GetEndpoints()))
+	view := make([]string, 0, len(l.GetEndpoints())+1)
+	for _, e := range l.GetEndpoints() {
+		ap, _ := e.AddrPort() // valid: ValidateAgent checked it
+		set[ap] = true
+		view = append(view, ap.String())
+	}
+	if l.GetAny() {
+		view = append(view, "*")
+	}
+	slices.Sort(view)
+	s.mu.Lock()
+	hs.listeners, hs.listenAny, hs.reported = set, l.GetAny(), true
+	hs.view.Listeners = view
+	s.mu.Unlock()
+}
+
+// Listening reports whether host said it can hand migrated connections
+// to vip to an application now: it listed vip, or an unspecified
+// address (either family's: a dual-stack listener registers "::") at
+// vip's port, or any. A host that never said (an agent of an earlier
+// version, or one whose first Listeners has not arrived) is taken to
+// listen everywhere, as it was before hosts said.
+func (s *Server) Listening(id uint32, vip netip.AddrPort) bool {
+	vip = netip.AddrPortFrom(vip.Addr().Unmap(), vip.Port())
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hs := s.hosts[id]
+	return hs == nil || !hs.reported || hs.listenAny || hs.listeners[vip] ||
+		hs.listeners[netip.AddrPortFrom(netip.IPv4Unspecified(), vip.Port())] ||
+		hs.listeners[netip.AddrPortFrom(netip.IPv6Unspecified(), vip.Port())]
 }
 
 // Table returns the flow IDs host should hold, with their mappings.
@@ -457,7 +499,7 @@ func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, cancel c
 	}
 	first := []*pb.UnitMessage{{Version: pb.Version, Body: &pb.UnitMessage_Hello{Hello: &pb.UnitHello{
 		Unit: s.opts.Unit, Boot: s.boot, Host: id, Resync: resync, Seq: hs.seq, TunnelSources: sources,
-		Sessions: s.opts.OnSessions != nil}}}}
+		Sessions: s.opts.OnSessions != nil, Listeners: true}}}}
 	if resync == pb.Resync_RESYNC_FULL {
 		ids := make([]uint32, 0, len(hs.table))
 		for fid := range hs.table {
@@ -605,6 +647,9 @@ func (s *Server) receive(stream pb.HostStream_ConnectServer, id uint32, hs *host
 				s.refuse("protocol", addr, id, err)
 				return status.Error(codes.FailedPrecondition, err.Error())
 			}
+			continue
+		case *pb.AgentMessage_Listeners:
+			s.listen(hs, b.Listeners)
 			continue
 		case *pb.AgentMessage_MigrateResult:
 			if s.opts.OnMigrateResult != nil {
