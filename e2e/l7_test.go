@@ -81,6 +81,18 @@ func l7Agent(t *testing.T, lb *LB, dir, certs string, i int, id uint32, sock str
 	return tunnelAgentWith(t, lb, dir, certs, i, id, migration)
 }
 
+// listensFor reports whether a host's listeners (unit.HostStream's)
+// take vip: it, or an unspecified address at its port, or any.
+func listensFor(listeners []string, vip string) bool {
+	_, port, _ := strings.Cut(vip, ":")
+	for _, l := range listeners {
+		if l == vip || l == "*" || l == "0.0.0.0:"+port || l == "[::]:"+port {
+			return true
+		}
+	}
+	return false
+}
+
 // startShimHTTP starts b0's Go HTTP server on the agent's listener shim
 // and waits until the agent (whose API socket is in dir) lists it.
 func startShimHTTP(t *testing.T, lb *LB, dir, sock string) *Proc {
@@ -202,9 +214,36 @@ func testL7Migration(t *testing.T, lb *LB) {
 		t.Errorf("uploads failed: %s", jsonText(v))
 	}
 
-	// No application on b0: the upload fails, the host resets the
-	// client, and the unit removes the route.
+	// Every host tells the unit it listens for the VIP: b0 through its
+	// application's shim, b1 through its splice.
+	var sv unit.StreamsView
+	listening := func() (n, deaf int) {
+		sv = unitStreams(t, u)
+		for _, h := range sv.Streams {
+			switch {
+			case listensFor(h.Listeners, "192.0.2.10:80"):
+				n++
+			case h.Listeners != nil:
+				deaf++
+			}
+		}
+		return n, deaf
+	}
+	eventually(t, "both hosts listening for the VIP", func() bool { n, _ := listening(); return n == 2 },
+		func() string { return jsonText(sv) })
+
+	// No application on b0: its agent tells the unit, which sends the
+	// connections b1 may take there alone.
 	shim.Stop()
+	eventually(t, "the unit told that nothing on b0 listens", func() bool { n, deaf := listening(); return n == 1 && deaf == 1 },
+		func() string { return jsonText(sv) })
+	res = client(t, lb, "http://192.0.2.10/", 20, 4)
+	if res.Errors != 0 || res.Backends["b0"] != 0 {
+		t.Fatalf("20 connections with nothing listening on b0: %+v", res)
+	}
+	// A request only b0 may take goes there all the same, as the last
+	// resort: the upload fails, the host resets the client, and the
+	// unit removes the route.
 	before = u.report()
 	if out, err := get("http://192.0.2.10/b0/x"); err == nil {
 		t.Fatalf("a request to a host with no application succeeded: %q", out)
@@ -215,6 +254,9 @@ func testL7Migration(t *testing.T, lb *LB) {
 		v = unitL7(t, u)
 		return v.Stats.UploadFailed == 1 && v.Live == 0
 	}, func() string { return jsonText(v) })
+	if v.Stats.NotListening != 1 {
+		t.Errorf("connections sent to a host that said nothing listens: %d, want 1", v.Stats.NotListening)
+	}
 
 	// Early packets: b0's application is back, but its agent is
 	// stopped (SIGSTOP), so the connection's state cannot reach the

@@ -33,6 +33,12 @@ type L7Stats struct {
 	// router could take them.
 	Proxied  uint64 `json:"proxied"`
 	NoRouter uint64 `json:"no_router"`
+	// NotListening counts the connections sent to a host (or router)
+	// that said nothing there listens for the VIP (hostpb.Listeners),
+	// because no host or router that listens could take them: the host
+	// may have started listening since it said so; if not, the
+	// connection fails (UploadFailed).
+	NotListening uint64 `json:"not_listening"`
 	// Answered by the acceptor itself: NoHost (503: no host takes the
 	// request), HostDown (503: the chosen host's stream is down),
 	// RouteFailed (503: the forwarder did not take the route),

@@ -260,22 +260,20 @@ func (c *Control) migrate(v *l7VIP, pu *channel.Punt, ev *acceptor.Event, now ti
 		l.stats.BadRequests++
 		return nil, channel.Route{}, v.acc.Answer(ev.Key, request.StatusOf(err), now)
 	}
-	hosts, routers, ids, hostOf := c.candidates(&v.cfg)
+	cs := c.candidates(&v.cfg)
 	hash := maphash.Comparable(l.seed, ev.Key)
-	choice, ok := v.rules.Choose(&req, hosts, hash)
+	d := v.decide(&req, &cs, hash)
+	choice, ok := d.choice, d.ok
 	l.stats.ByRule = countRule(l.stats.ByRule, choice.Rule)
-	// A request router takes the connection when the VIP says so, when
-	// the deciding rule does, or (migrate-or-proxy) when no host with
-	// an agent can.
-	handoff := v.cfg.L7.HandoffValue()
-	if handoff == config.HandoffProxy || v.proxyRule[choice.Rule] || !ok && handoff == config.HandoffMigrateOrProxy {
-		i := rules.Pick(routers, hash)
-		if i < 0 {
+	if d.proxy {
+		if !ok {
 			l.stats.NoRouter++
 			return nil, channel.Route{}, v.acc.Answer(ev.Key, 503, now)
 		}
-		choice, ok = rules.Choice{Index: i, Name: routers[i].Name, Key: routers[i].Key, Rule: choice.Rule}, true
 		l.stats.Proxied++
+	}
+	if d.notListening {
+		l.stats.NotListening++
 	}
 	if !ok {
 		l.stats.NoHost++
@@ -283,17 +281,75 @@ func (c *Control) migrate(v *l7VIP, pu *channel.Punt, ev *acceptor.Event, now ti
 	}
 	l.nextID++
 	id := l.nextID
-	host := hostOf[choice.Key]
+	host := cs.hostOf[choice.Key]
 	mig := &pb.Migrate{Id: id, State: ev.State, Data: ev.Data}
 	seq, err := c.migrateTo(host, mig)
 	if err != nil {
 		l.stats.HostDown++
 		return nil, channel.Route{}, v.acc.Answer(ev.Key, 503, now)
 	}
-	r := channel.Route{Op: channel.RouteAdd, Worker: channel.AnyWorker, Key: pu.Key, Action: unit.Action{Backend: ids[choice.Key]}}
+	r := channel.Route{Op: channel.RouteAdd, Worker: channel.AnyWorker, Key: pu.Key, Action: unit.Action{Backend: cs.ids[choice.Key]}}
 	binary.BigEndian.PutUint32(r.Action.B[:4], mig.GetFlowId())
 	m := &migration{id: id, key: pu.Key, host: host, flow: mig.GetFlowId(), seq: seq, vip: v.cfg.Name, sent: now}
 	return m, r, nil
+}
+
+// decision is where a request's connection goes: choice (when ok), to a
+// request router when proxy, and whether the chosen host said nothing
+// there listens for the VIP.
+type decision struct {
+	choice       rules.Choice
+	ok, proxy    bool
+	notListening bool
+}
+
+// decide chooses the host for req among cs, preferring those whose hosts listen for the VIP: the rules choose
+// among the listening hosts first; a request router takes the
+// connection when the VIP says so, when the deciding rule does, or
+// (migrate-or-proxy) when no listening host can; and only when that
+// leaves nobody do the hosts that said nothing listens count, as a
+// last resort (they may have started listening since), before 503.
+func (v *l7VIP) decide(req *request.Request, cs *l7Candidates, hash uint64) decision {
+	hosts, routers := cs.hosts, cs.routers
+	lh, lr := cs.listening(hosts), cs.listening(routers)
+	choice, ok := v.rules.Choose(req, lh, hash)
+	handoff := v.cfg.L7.HandoffValue()
+	if handoff == config.HandoffProxy || v.proxyRule[choice.Rule] || !ok && handoff == config.HandoffMigrateOrProxy {
+		d := decision{proxy: true}
+		i := rules.Pick(lr, hash)
+		rs := lr
+		if i < 0 {
+			i, rs, d.notListening = rules.Pick(routers, hash), routers, true
+		}
+		if i >= 0 {
+			d.choice, d.ok = rules.Choice{Index: i, Name: rs[i].Name, Key: rs[i].Key, Rule: choice.Rule}, true
+		}
+		d.notListening = d.notListening && d.ok
+		return d
+	}
+	if ok {
+		return decision{choice: choice, ok: true}
+	}
+	if len(lh) < len(hosts) {
+		if last, ok := v.rules.Choose(req, hosts, hash); ok {
+			return decision{choice: last, ok: true, notListening: true}
+		}
+	}
+	return decision{choice: choice}
+}
+
+// listening is cands without those whose hosts said nothing listens.
+func (cs *l7Candidates) listening(cands []rules.Candidate) []rules.Candidate {
+	if len(cs.deaf) == 0 {
+		return cands
+	}
+	out := make([]rules.Candidate, 0, len(cands))
+	for _, c := range cands {
+		if !cs.deaf[c.Key] {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // migrateTo sends mig to host with a flow ID of the control process's
@@ -322,12 +378,21 @@ func countRule(m map[string]uint64, rule string) map[string]uint64 {
 	return m
 }
 
-// candidates are the hosts v's connections may migrate to now: its
-// backends the running configuration lets take new connections, whose
-// host has a live stream, with their weights and the URL patterns their
-// hosts report; the request routers among them apart. ids maps a
-// backend to its forwarder ID, hostOf to its host.
-func (c *Control) candidates(file *config.VIP) (hosts, routers []rules.Candidate, ids, hostOf map[unit.BackendKey]uint32) {
+// l7Candidates are the hosts an l7 VIP's connections may migrate to
+// now: its backends the running configuration lets take new
+// connections, whose host has a live stream, with their weights and the
+// URL patterns their hosts report; the request routers among them
+// apart. ids maps a backend to its forwarder ID, hostOf to its host;
+// deaf are those whose hosts said nothing listens for the VIP there
+// (hosts.Server.Listening).
+type l7Candidates struct {
+	hosts, routers []rules.Candidate
+	ids, hostOf    map[unit.BackendKey]uint32
+	deaf           map[unit.BackendKey]bool
+}
+
+// candidates are file's l7Candidates.
+func (c *Control) candidates(file *config.VIP) l7Candidates {
 	c.mu.Lock()
 	var rv *config.VIP
 	for i := range c.running.VIPs {
@@ -337,12 +402,14 @@ func (c *Control) candidates(file *config.VIP) (hosts, routers []rules.Candidate
 	}
 	backendIDs := c.ids.Backends
 	c.mu.Unlock()
+	var cs l7Candidates
 	if rv == nil || c.hosts == nil {
-		return nil, nil, nil, nil
+		return cs
 	}
 	urls := c.urlPatterns(rv)
-	ids = make(map[unit.BackendKey]uint32, len(rv.Backends))
-	hostOf = make(map[unit.BackendKey]uint32, len(rv.Backends))
+	vip := netip.AddrPortFrom(rv.Addr(), uint16(rv.Port))
+	cs.ids = make(map[unit.BackendKey]uint32, len(rv.Backends))
+	cs.hostOf = make(map[unit.BackendKey]uint32, len(rv.Backends))
 	for i := range rv.Backends {
 		b := &rv.Backends[i]
 		key := unit.BackendKey{VIP: rv.Name, Backend: b.Name}
@@ -351,18 +418,24 @@ func (c *Control) candidates(file *config.VIP) (hosts, routers []rules.Candidate
 		if !known || !ok || !up || b.StateValue() != unit.StateActive {
 			continue
 		}
-		ids[key], hostOf[key] = id, host
+		cs.ids[key], cs.hostOf[key] = id, host
+		if !c.hosts.Listening(host, vip) {
+			if cs.deaf == nil {
+				cs.deaf = map[unit.BackendKey]bool{}
+			}
+			cs.deaf[key] = true
+		}
 		// The hosts report their applications at the VIP's port (the
 		// tunnel keeps the client's destination port).
 		cand := rules.Candidate{Name: b.Name, Key: key, Weight: uint32(b.WeightValue()),
 			URLs: urls[netip.AddrPortFrom(b.Addr(), uint16(rv.Port)).String()]}
 		if rv.L7 != nil && rv.L7.IsRouter(b.Name) {
-			routers = append(routers, cand)
+			cs.routers = append(cs.routers, cand)
 		} else {
-			hosts = append(hosts, cand)
+			cs.hosts = append(cs.hosts, cand)
 		}
 	}
-	return hosts, routers, ids, hostOf
+	return cs
 }
 
 // urlPatterns are the URL patterns the hosts report for v's endpoints

@@ -11,6 +11,8 @@ import (
 	pb "github.com/tetherlb/tether/api/hostpb"
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/ctlplane/l7/request"
+	"github.com/tetherlb/tether/ctlplane/l7/rules"
 	"github.com/tetherlb/tether/dataplane/channel"
 )
 
@@ -173,5 +175,87 @@ func TestReusedTupleKeepsItsRoute(t *testing.T) {
 	c.expireL7(now.Add(endedLinger + time.Second))
 	if l.byKey[key] != 2 || l.migrations[2] == nil || l.migrations[1] != nil {
 		t.Fatal("the old connection's expiry touched the new one")
+	}
+}
+
+// TestDecidePrefersListeningHosts: hosts that said nothing listens for
+// the VIP are passed over while a listening host or router can take the
+// connection, and chosen as the last resort (counted) when nothing else
+// can.
+func TestDecidePrefersListeningHosts(t *testing.T) {
+	vip := func(handoff string) *l7VIP {
+		c, err := config.Parse([]byte(`
+unit: {address4: 198.51.100.254}
+hosts: {listen: "198.51.100.254:7320", tls: {ca: /c, cert: /c, key: /k}}
+vips:
+  - name: web
+    address: 192.0.2.10
+    port: 80
+    protocol: tcp
+    mode: l7
+    l7:
+      handoff: ` + handoff + `
+      routers: [r]
+      rules:
+        - {name: to-a, path_prefix: /a/, backends: [a]}
+        - {name: via, path_prefix: /p/, proxy: true}
+    backends:
+      - {name: a, address: 10.1.0.1}
+      - {name: b, address: 10.1.0.2}
+      - {name: r, address: 10.1.0.3}
+`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctl := &Control{log: zerolog.Nop(), l7part: newL7Part()}
+		if err := ctl.syncL7(c); err != nil {
+			t.Fatal(err)
+		}
+		return ctl.l7part.vips["web"]
+	}
+	cand := func(name string) rules.Candidate {
+		return rules.Candidate{Name: name, Key: unit.BackendKey{VIP: "web", Backend: name}, Weight: 1}
+	}
+	cands := func(deaf ...string) *l7Candidates {
+		cs := &l7Candidates{hosts: []rules.Candidate{cand("a"), cand("b")}, routers: []rules.Candidate{cand("r")}, deaf: map[unit.BackendKey]bool{}}
+		for _, d := range deaf {
+			cs.deaf[unit.BackendKey{VIP: "web", Backend: d}] = true
+		}
+		return cs
+	}
+	type want struct {
+		name                string // "*": a or b
+		proxy, notListening bool
+	}
+	for _, c := range []struct {
+		handoff, path string
+		deaf          []string
+		want          want
+	}{
+		{"migrate", "/a/x", nil, want{name: "a"}},
+		{"migrate", "/x", []string{"a"}, want{name: "b"}},
+		{"migrate", "/x", []string{"b"}, want{name: "a"}},
+		{"migrate", "/a/x", []string{"a"}, want{name: "a", notListening: true}},
+		{"migrate", "/x", []string{"a", "b"}, want{name: "*", notListening: true}},
+		{"migrate-or-proxy", "/a/x", []string{"a"}, want{name: "r", proxy: true}},
+		{"migrate-or-proxy", "/a/x", []string{"a", "r"}, want{name: "r", proxy: true, notListening: true}},
+		{"migrate-or-proxy", "/x", []string{"a"}, want{name: "b"}},
+		{"migrate", "/p/x", []string{"r"}, want{name: "r", proxy: true, notListening: true}},
+		{"migrate", "/p/x", nil, want{name: "r", proxy: true}},
+	} {
+		v := vip(c.handoff)
+		// Many clients (hashes), one answer each: the listening hosts'
+		// preference holds for every one, not by luck of the hash.
+		for h := range uint64(64) {
+			req := request.Request{Method: "GET", Path: c.path, Host: "www.example"}
+			d := v.decide(&req, cands(c.deaf...), h*0x9e3779b97f4a7c15)
+			got := want{name: d.choice.Name, proxy: d.proxy, notListening: d.notListening}
+			if c.want.name == "*" && got.name != "r" {
+				got.name = "*" // either host
+			}
+			if !d.ok || got != c.want {
+				t.Fatalf("%s %s with %v not listening, hash %d: %+v (ok %v), want %+v", c.handoff, c.path, c.deaf, h, got, d.ok, c.want)
+			}
+		}
 	}
 }
