@@ -157,11 +157,12 @@ func (f *Forwarder) refreshNeighbors(ctx context.Context) error {
 // resolve asks the kernel to resolve addr's MAC (or its gateway's) by
 // sending it a datagram on the discard port.
 func resolve(a netip.Addr) {
-	fam := unix.AF_INET
-	var sa unix.Sockaddr = &unix.SockaddrInet4{Port: 9, Addr: a.As4()}
-	if a.Is6() {
-		fam = unix.AF_INET6
-		sa = &unix.SockaddrInet6{Port: 9, Addr: a.As16()}
+	a = a.Unmap()
+	fam := unix.AF_INET6
+	var sa unix.Sockaddr = &unix.SockaddrInet6{Port: 9, Addr: a.As16()}
+	if a.Is4() {
+		fam = unix.AF_INET
+		sa = &unix.SockaddrInet4{Port: 9, Addr: a.As4()}
 	}
 	fd, err := unix.Socket(fam, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
