@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -128,7 +129,11 @@ func (lb *LB) StartBackends(port int) error {
 // address so the backend answers from it directly (DSR).
 func (lb *LB) StartIPIPDecap(i int, vip string) error {
 	ns := lb.Backends[i]
-	if err := lb.Run(ns, "ip", "addr", "add", vip+"/32", "dev", "lo"); err != nil {
+	prefix := vip + "/32"
+	if strings.Contains(vip, ":") {
+		prefix = vip + "/128"
+	}
+	if err := lb.Run(ns, "ip", "addr", "add", prefix, "dev", "lo"); err != nil {
 		return err
 	}
 	p, err := lb.Start(ns, fmt.Sprintf("ipipd b%d", i), RoleCommand("ipipd", "dec0"), Self())

@@ -531,39 +531,72 @@ func decapIPIP(args []string) error {
 	if len(args) != 1 {
 		return errors.New("want: tun-name")
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_IPIP)
+	// IPv4-in-IPv4 arrives on an IPv4 raw socket with its outer header,
+	// IPv6-in-IPv6 on an IPv6 one without it (an IPv6 raw socket never
+	// sees the IPv6 header).
+	fd4, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_IPIP)
 	if err != nil {
 		return fmt.Errorf("raw socket: %w", err)
 	}
-	defer unix.Close(fd)
+	defer unix.Close(fd4)
+	fd6, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW, unix.IPPROTO_IPV6)
+	if err != nil {
+		return fmt.Errorf("raw IPv6 socket: %w", err)
+	}
+	defer unix.Close(fd6)
 	dev, err := tun.Open(tun.Config{Name: args[0]})
 	if err != nil {
 		return err
 	}
 	defer dev.Close()
-	go stopOnSignal(func() { unix.Close(fd); os.Exit(0) })
+	go stopOnSignal(func() { unix.Close(fd4); unix.Close(fd6); os.Exit(0) })
 	fmt.Println(Ready)
-	buf := make([]byte, 65536)
-	for {
-		n, _, err := unix.Recvfrom(fd, buf, 0)
-		if err != nil {
-			if err == unix.EINTR {
+	var mu sync.Mutex // one write to the device at a time
+	decap := func(fd int, inner func(p []byte) []byte) error {
+		buf := make([]byte, 65536)
+		for {
+			n, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				if err == unix.EINTR {
+					continue
+				}
+				return err
+			}
+			p := inner(buf[:n])
+			if p == nil {
 				continue
 			}
-			return err
-		}
-		if n < 20 {
-			continue
-		}
-		hl := int(buf[0]&0x0f) * 4
-		if hl < 20 || hl >= n {
-			continue
-		}
-		finishPartial(buf[hl:n])
-		if err := dev.WriteRaw(buf[hl:n]); err != nil {
-			return err
+			finishPartial(p)
+			mu.Lock()
+			err = dev.WriteRaw(p)
+			mu.Unlock()
+			if err != nil {
+				return err
+			}
 		}
 	}
+	errc := make(chan error, 2)
+	go func() {
+		errc <- decap(fd4, func(p []byte) []byte {
+			if len(p) < 20 {
+				return nil
+			}
+			hl := int(p[0]&0x0f) * 4
+			if hl < 20 || hl >= len(p) {
+				return nil
+			}
+			return p[hl:]
+		})
+	}()
+	go func() {
+		errc <- decap(fd6, func(p []byte) []byte {
+			if len(p) < header.IPv6Size || p[0]>>4 != 6 {
+				return nil
+			}
+			return p
+		})
+	}()
+	return <-errc
 }
 
 // finishPartial completes an inner TCP or UDP checksum left partial: the
@@ -571,16 +604,26 @@ func decapIPIP(args []string) error {
 // real ipip device leaves for the next one to finish but a raw socket
 // hands over as it is.
 func finishPartial(p []byte) {
-	if len(p) < header.IPv4MinSize || p[0]>>4 != 4 {
+	var proto uint8
+	var src, dst, seg []byte
+	switch {
+	case len(p) >= header.IPv4MinSize && p[0]>>4 == 4:
+		hl := int(p[0]&0x0f) * 4
+		if hl > len(p) {
+			return
+		}
+		proto, src, dst, seg = p[9], p[12:16], p[16:20], p[hl:]
+	case len(p) >= header.IPv6Size && p[0]>>4 == 6:
+		// The unit's packets carry no extension headers.
+		proto, src, dst, seg = p[6], p[8:24], p[24:40], p[header.IPv6Size:]
+	default:
 		return
 	}
-	hl := int(p[0]&0x0f) * 4
-	off := map[uint8]int{header.IPProtoTCP: 16, header.IPProtoUDP: 6}[p[9]]
-	if off == 0 || hl+off+2 > len(p) {
+	off := map[uint8]int{header.IPProtoTCP: 16, header.IPProtoUDP: 6}[proto]
+	if off == 0 || off+2 > len(seg) {
 		return
 	}
-	seg := p[hl:]
-	if binary.BigEndian.Uint16(seg[off:]) != header.Fold(header.PseudoHeaderSum(p[9], p[12:16], p[16:20], uint32(len(seg)))) {
+	if binary.BigEndian.Uint16(seg[off:]) != header.Fold(header.PseudoHeaderSum(proto, src, dst, uint32(len(seg)))) {
 		return
 	}
 	binary.BigEndian.PutUint16(seg[off:], header.Checksum(seg, 0))
