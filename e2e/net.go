@@ -205,7 +205,10 @@ func (n *Net) NS(name string) (string, error) {
 	n.mu.Lock()
 	n.nss = append(n.nss, full)
 	n.mu.Unlock()
-	if _, err := n.Exec(full, "ip", "link", "set", "lo", "up"); err != nil {
+	// No duplicate address detection on the namespace's interfaces: it
+	// holds an IPv6 address (the link-local ones too, which neighbour
+	// discovery needs) unusable for a second or two after it is made.
+	if _, err := n.Exec(full, "sh", "-c", "ip link set lo up && sysctl -qw net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0"); err != nil {
 		return "", err
 	}
 	return full, nil
