@@ -277,6 +277,14 @@ func (u *Unit) XDPMode() string { return u.xdpMode }
 // listed are removed. The first Own takes over a link a dead forwarder
 // left (see takeOver).
 func (u *Unit) Own(dst []netip.Addr, src []Endpoint) error {
+	if err := u.maps.own(dst, src); err != nil {
+		return err
+	}
+	return u.takeOver()
+}
+
+// own makes the maps hold dst and src, and nothing else.
+func (m *maps) own(dst []netip.Addr, src []Endpoint) error {
 	want4, want6 := map[[4]byte]bool{}, map[[16]byte]bool{}
 	for _, a := range dst {
 		if a.Is4() {
@@ -304,19 +312,16 @@ func (u *Unit) Own(dst []netip.Addr, src []Endpoint) error {
 			ws6[k] = true
 		}
 	}
-	if err := syncSet(u.maps.dst4, want4); err != nil {
+	if err := syncSet(m.dst4, want4); err != nil {
 		return err
 	}
-	if err := syncSet(u.maps.dst6, want6); err != nil {
+	if err := syncSet(m.dst6, want6); err != nil {
 		return err
 	}
-	if err := syncSet(u.maps.src4, ws4); err != nil {
+	if err := syncSet(m.src4, ws4); err != nil {
 		return err
 	}
-	if err := syncSet(u.maps.src6, ws6); err != nil {
-		return err
-	}
-	return u.takeOver()
+	return syncSet(m.src6, ws6)
 }
 
 // Endpoint is a transport endpoint whose traffic the program redirects.

@@ -12,12 +12,15 @@ import (
 //
 //	eth = data; if (eth + 14 > end) pass;
 //	l3 = 14, or 18 behind one 802.1Q tag;
-//	IPv4 (IHL 5 for the source check):
+//	IPv4 (IHL 5 and TCP/UDP for the source checks):
 //	    if (dst4[ip->daddr]) redirect;
-//	    if (proto is TCP/UDP && src4[{saddr, sport, proto}]) redirect;
-//	IPv6 (TCP/UDP right after the fixed header for the source check):
+//	    if (later fragment) { if (frag4[{saddr, daddr, id, proto}]) redirect; pass; }
+//	    if (src4[{saddr, sport, proto}]) { if (MF) frag4[...] = 1; redirect; }
+//	IPv6 (TCP/UDP right after the fixed header, or after a fragment
+//	header, for the source checks):
 //	    if (dst6[ip6->daddr]) redirect;
-//	    if (src6[{saddr, sport, nexthdr}]) redirect;
+//	    if (later fragment) { if (frag6[{saddr, daddr, id}]) redirect; pass; }
+//	    if (src6[{saddr, sport, proto}]) { if (M) frag6[...] = 1; redirect; }
 //	pass;
 //	redirect: return bpf_redirect_map(xsks, ctx->rx_queue_index, XDP_DROP);
 //
@@ -27,6 +30,16 @@ import (
 // forward half-NAT backends' replies untranslated and send the backends
 // ICMP redirects that make them route around the unit for minutes, where
 // a drop costs the connections a retransmission.
+//
+// A half-NAT reply is caught by its source address and port, which only
+// a datagram's first fragment carries. So the program remembers, in an
+// LRU map, each fragmented datagram whose first fragment it redirected,
+// and redirects the datagram's later fragments by (source, destination,
+// identification): without that the kernel forwarded them to the client
+// untranslated, and the client could never reassemble the reply. A later
+// fragment that overtakes its first one is not caught (the pipeline
+// would have held it); fragments rarely reorder on the links a unit
+// serves, and the datagram is then lost as it was before.
 
 const (
 	xdpDrop = 1
@@ -53,11 +66,22 @@ type maps struct {
 	dst6 *ebpf.Map // IPv6 address → 1
 	src4 *ebpf.Map // {IPv4 address, port, protocol, 0} → 1
 	src6 *ebpf.Map // {IPv6 address, port, protocol, 0} → 1
+	// The datagrams whose later fragments follow a first fragment the
+	// source maps caught: {source, destination, ID, protocol, 0} (IPv4),
+	// {source, destination, ID} (IPv6) → 1.
+	frag4 *ebpf.Map
+	frag6 *ebpf.Map
 }
 
 const (
-	src4KeySize = 8
-	src6KeySize = 20
+	src4KeySize  = 8
+	src6KeySize  = 20
+	frag4KeySize = 12
+	frag6KeySize = 36
+	// fragDatagrams bounds the fragmented replies remembered at once;
+	// the least recently used goes first (its fragments have long been
+	// forwarded).
+	fragDatagrams = 4096
 )
 
 func newMaps(queues int) (*maps, error) {
@@ -79,6 +103,8 @@ func newMaps(queues int) (*maps, error) {
 	m.dst6 = mk(&ebpf.MapSpec{Name: "tether_dst6", Type: ebpf.Hash, KeySize: 16, ValueSize: 1, MaxEntries: 65536})
 	m.src4 = mk(&ebpf.MapSpec{Name: "tether_src4", Type: ebpf.Hash, KeySize: src4KeySize, ValueSize: 1, MaxEntries: 65536})
 	m.src6 = mk(&ebpf.MapSpec{Name: "tether_src6", Type: ebpf.Hash, KeySize: src6KeySize, ValueSize: 1, MaxEntries: 65536})
+	m.frag4 = mk(&ebpf.MapSpec{Name: "tether_frag4", Type: ebpf.LRUHash, KeySize: frag4KeySize, ValueSize: 1, MaxEntries: fragDatagrams})
+	m.frag6 = mk(&ebpf.MapSpec{Name: "tether_frag6", Type: ebpf.LRUHash, KeySize: frag6KeySize, ValueSize: 1, MaxEntries: fragDatagrams})
 	if err != nil {
 		m.close()
 		return nil, err
@@ -87,7 +113,7 @@ func newMaps(queues int) (*maps, error) {
 }
 
 func (m *maps) close() {
-	for _, mp := range []*ebpf.Map{m.xsks, m.dst4, m.dst6, m.src4, m.src6} {
+	for _, mp := range []*ebpf.Map{m.xsks, m.dst4, m.dst6, m.src4, m.src6, m.frag4, m.frag6} {
 		if mp != nil {
 			mp.Close()
 		}
@@ -123,8 +149,49 @@ func lookup(m *ebpf.Map, keyOff int16) asm.Instructions {
 	}
 }
 
+// remember records the datagram whose key is at R10+keyOff in m (value:
+// the byte at R10-80), then jumps to redirect.
+func remember(m *ebpf.Map, keyOff int16) asm.Instructions {
+	return asm.Instructions{
+		asm.StoreImm(asm.R10, -80, 1, asm.Byte),
+		asm.LoadMapPtr(asm.R1, m.FD()),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, int32(keyOff)),
+		asm.Mov.Reg(asm.R3, asm.R10),
+		asm.Add.Imm(asm.R3, -80),
+		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
+		asm.FnMapUpdateElem.Call(),
+		asm.Ja.Label("redirect"),
+	}
+}
+
+// Fragment fields, as a little-endian load of their two network-order
+// bytes (as the EtherTypes above): the IPv4 flags-and-offset word's
+// offset and MF bits, the IPv6 fragment header's offset and M bits.
+const (
+	v4Offset = 0xff1f
+	v4MF     = 0x0020
+	v6Offset = 0xf8ff
+	v6M      = 0x0100
+)
+
 // ipv4 checks an IPv4 header at l3.
 func ipv4(m *maps, l3 int16) asm.Instructions {
+	tcpUDP, later := fmt.Sprintf("v4src%d", l3), fmt.Sprintf("v4later%d", l3)
+	// fragKey puts {source, destination, ID, protocol, 0} at R10-32.
+	fragKey := func() asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(asm.R5, asm.R2, l3+12, asm.Word),
+			asm.StoreMem(asm.R10, -32, asm.R5, asm.Word),
+			asm.LoadMem(asm.R5, asm.R2, l3+16, asm.Word),
+			asm.StoreMem(asm.R10, -28, asm.R5, asm.Word),
+			asm.LoadMem(asm.R5, asm.R2, l3+4, asm.Half),
+			asm.StoreMem(asm.R10, -24, asm.R5, asm.Half),
+			asm.LoadMem(asm.R5, asm.R2, l3+9, asm.Byte),
+			asm.StoreMem(asm.R10, -22, asm.R5, asm.Byte),
+			asm.StoreImm(asm.R10, -21, 0, asm.Byte),
+		}
+	}
 	var p asm.Instructions
 	p = append(p, need(int32(l3)+20)...)
 	// Destination.
@@ -133,29 +200,90 @@ func ipv4(m *maps, l3 int16) asm.Instructions {
 		asm.StoreMem(asm.R10, -4, asm.R5, asm.Word),
 	)
 	p = append(p, lookup(m.dst4, -4)...)
-	// Source {address, port, protocol}: only IHL 5 and TCP/UDP.
+	// Source: only IHL 5 and TCP/UDP.
 	p = append(p, reloadData()...)
-	p = append(p, need(int32(l3)+24)...)
+	p = append(p, need(int32(l3)+20)...)
 	p = append(p,
 		asm.LoadMem(asm.R5, asm.R2, l3, asm.Byte),
 		asm.JNE.Imm(asm.R5, 0x45, "pass"),
 		asm.LoadMem(asm.R4, asm.R2, l3+9, asm.Byte),
-		asm.JEq.Imm(asm.R4, 6, fmt.Sprintf("v4src%d", l3)),
+		asm.JEq.Imm(asm.R4, 6, tcpUDP),
 		asm.JNE.Imm(asm.R4, 17, "pass"),
-		asm.LoadMem(asm.R5, asm.R2, l3+12, asm.Word).WithSymbol(fmt.Sprintf("v4src%d", l3)),
+		asm.LoadMem(asm.R5, asm.R2, l3+6, asm.Half).WithSymbol(tcpUDP),
+		asm.And.Imm(asm.R5, v4Offset),
+		asm.JNE.Imm(asm.R5, 0, later),
+	)
+	// A whole datagram or a first fragment: {address, port, protocol}.
+	p = append(p, need(int32(l3)+24)...)
+	p = append(p,
+		asm.LoadMem(asm.R4, asm.R2, l3+9, asm.Byte),
+		asm.LoadMem(asm.R5, asm.R2, l3+12, asm.Word),
 		asm.StoreMem(asm.R10, -16, asm.R5, asm.Word),
 		asm.LoadMem(asm.R5, asm.R2, l3+20, asm.Half),
 		asm.StoreMem(asm.R10, -12, asm.R5, asm.Half),
 		asm.StoreMem(asm.R10, -10, asm.R4, asm.Byte),
 		asm.StoreImm(asm.R10, -9, 0, asm.Byte),
+		asm.LoadMapPtr(asm.R1, m.src4.FD()),
+		asm.Mov.Reg(asm.R2, asm.R10),
+		asm.Add.Imm(asm.R2, -16),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "pass"),
 	)
-	p = append(p, lookup(m.src4, -16)...)
+	// Caught: a first fragment's datagram is remembered for the rest.
+	p = append(p, reloadData()...)
+	p = append(p, need(int32(l3)+20)...)
+	p = append(p,
+		asm.LoadMem(asm.R5, asm.R2, l3+6, asm.Half),
+		asm.And.Imm(asm.R5, v4MF),
+		asm.JEq.Imm(asm.R5, 0, "redirect"),
+	)
+	p = append(p, fragKey()...)
+	p = append(p, remember(m.frag4, -32)...)
+	// A later fragment: caught if its datagram's first fragment was.
+	k := fragKey()
+	k[0] = k[0].WithSymbol(later)
+	p = append(p, k...)
+	p = append(p, lookup(m.frag4, -32)...)
 	p = append(p, asm.Ja.Label("pass"))
 	return p
 }
 
 // ipv6 checks an IPv6 header at l3.
 func ipv6(m *maps, l3 int16) asm.Instructions {
+	tcpUDP, frag, first, later := fmt.Sprintf("v6src%d", l3), fmt.Sprintf("v6frag%d", l3), fmt.Sprintf("v6first%d", l3), fmt.Sprintf("v6later%d", l3)
+	// fragKey puts {source, destination, ID} at R10-64.
+	fragKey := func() asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(asm.R5, asm.R2, l3+8, asm.DWord),
+			asm.StoreMem(asm.R10, -64, asm.R5, asm.DWord),
+			asm.LoadMem(asm.R5, asm.R2, l3+16, asm.DWord),
+			asm.StoreMem(asm.R10, -56, asm.R5, asm.DWord),
+			asm.LoadMem(asm.R5, asm.R2, l3+24, asm.DWord),
+			asm.StoreMem(asm.R10, -48, asm.R5, asm.DWord),
+			asm.LoadMem(asm.R5, asm.R2, l3+32, asm.DWord),
+			asm.StoreMem(asm.R10, -40, asm.R5, asm.DWord),
+			asm.LoadMem(asm.R5, asm.R2, l3+44, asm.Word),
+			asm.StoreMem(asm.R10, -32, asm.R5, asm.Word),
+		}
+	}
+	// srcKey puts {source, the port at portOff, the protocol in R4, 0} at
+	// R10-24 and looks it up: R0 is the answer.
+	srcKey := func(portOff int16) asm.Instructions {
+		return asm.Instructions{
+			asm.LoadMem(asm.R5, asm.R2, l3+8, asm.DWord),
+			asm.StoreMem(asm.R10, -24, asm.R5, asm.DWord),
+			asm.LoadMem(asm.R5, asm.R2, l3+16, asm.DWord),
+			asm.StoreMem(asm.R10, -16, asm.R5, asm.DWord),
+			asm.LoadMem(asm.R5, asm.R2, portOff, asm.Half),
+			asm.StoreMem(asm.R10, -8, asm.R5, asm.Half),
+			asm.StoreMem(asm.R10, -6, asm.R4, asm.Byte),
+			asm.StoreImm(asm.R10, -5, 0, asm.Byte),
+			asm.LoadMapPtr(asm.R1, m.src6.FD()),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, -24),
+			asm.FnMapLookupElem.Call(),
+		}
+	}
 	var p asm.Instructions
 	p = append(p, need(int32(l3)+40)...)
 	p = append(p,
@@ -169,18 +297,51 @@ func ipv6(m *maps, l3 int16) asm.Instructions {
 	p = append(p, need(int32(l3)+44)...)
 	p = append(p,
 		asm.LoadMem(asm.R4, asm.R2, l3+6, asm.Byte),
-		asm.JEq.Imm(asm.R4, 6, fmt.Sprintf("v6src%d", l3)),
+		asm.JEq.Imm(asm.R4, 44, frag),
+		asm.JEq.Imm(asm.R4, 6, tcpUDP),
 		asm.JNE.Imm(asm.R4, 17, "pass"),
-		asm.LoadMem(asm.R5, asm.R2, l3+8, asm.DWord).WithSymbol(fmt.Sprintf("v6src%d", l3)),
-		asm.StoreMem(asm.R10, -24, asm.R5, asm.DWord),
-		asm.LoadMem(asm.R5, asm.R2, l3+16, asm.DWord),
-		asm.StoreMem(asm.R10, -16, asm.R5, asm.DWord),
-		asm.LoadMem(asm.R5, asm.R2, l3+40, asm.Half),
-		asm.StoreMem(asm.R10, -8, asm.R5, asm.Half),
-		asm.StoreMem(asm.R10, -6, asm.R4, asm.Byte),
-		asm.StoreImm(asm.R10, -5, 0, asm.Byte),
 	)
-	p = append(p, lookup(m.src6, -24)...)
+	s := srcKey(l3 + 40)
+	s[0] = s[0].WithSymbol(tcpUDP)
+	p = append(p, s...)
+	p = append(p,
+		asm.JNE.Imm(asm.R0, 0, "redirect"),
+		asm.Ja.Label("pass"),
+	)
+	// A fragment header: a later fragment, or a first one with TCP/UDP
+	// right after it.
+	n := need(int32(l3) + 48)
+	n[0] = n[0].WithSymbol(frag)
+	p = append(p, n...)
+	p = append(p,
+		asm.LoadMem(asm.R5, asm.R2, l3+42, asm.Half),
+		asm.And.Imm(asm.R5, v6Offset),
+		asm.JNE.Imm(asm.R5, 0, later),
+	)
+	p = append(p, need(int32(l3)+52)...)
+	p = append(p,
+		asm.LoadMem(asm.R4, asm.R2, l3+40, asm.Byte),
+		asm.JEq.Imm(asm.R4, 6, first),
+		asm.JNE.Imm(asm.R4, 17, "pass"),
+	)
+	s = srcKey(l3 + 48)
+	s[0] = s[0].WithSymbol(first)
+	p = append(p, s...)
+	p = append(p, asm.JEq.Imm(asm.R0, 0, "pass"))
+	// Caught: a first fragment's datagram is remembered for the rest.
+	p = append(p, reloadData()...)
+	p = append(p, need(int32(l3)+48)...)
+	p = append(p,
+		asm.LoadMem(asm.R5, asm.R2, l3+42, asm.Half),
+		asm.And.Imm(asm.R5, v6M),
+		asm.JEq.Imm(asm.R5, 0, "redirect"),
+	)
+	p = append(p, fragKey()...)
+	p = append(p, remember(m.frag6, -64)...)
+	k := fragKey()
+	k[0] = k[0].WithSymbol(later)
+	p = append(p, k...)
+	p = append(p, lookup(m.frag6, -64)...)
 	p = append(p, asm.Ja.Label("pass"))
 	return p
 }
