@@ -91,6 +91,10 @@ func RunRoleFromEnv() {
 		err = holdConns(args)
 	case "connlat":
 		err = connLatency(args)
+	case "udpecho":
+		err = udpEcho(args)
+	case "udpclient":
+		err = udpClient(args)
 	default:
 		err = fmt.Errorf("unknown role %q", role)
 	}
