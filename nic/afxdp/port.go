@@ -78,6 +78,8 @@ type Unit struct {
 	kept    link.Link
 	generic bool
 	pinDir  string
+	// stopLocal ends followLocal.
+	stopLocal func()
 }
 
 // Open attaches the redirect program to the interface and opens one
@@ -108,6 +110,10 @@ func Open(c Config) (*Unit, error) {
 		return nil, explain(err, c.Interface)
 	}
 	if u.prog, err = loadProgram(u.maps); err != nil {
+		u.Close()
+		return nil, explain(err, c.Interface)
+	}
+	if u.stopLocal, err = u.maps.followLocal(); err != nil {
 		u.Close()
 		return nil, explain(err, c.Interface)
 	}
@@ -324,6 +330,74 @@ func (m *maps) own(dst []netip.Addr, src []Endpoint) error {
 	return syncSet(m.src6, ws6)
 }
 
+// followLocal fills the local maps with the addresses of the unit's
+// network namespace (every interface's: a probe may leave from any of
+// them), and keeps them so as addresses come and go, until the returned
+// stop. The addresses are read whole after each change the kernel
+// announces, so a missed or coalesced announcement costs nothing.
+func (m *maps) followLocal() (stop func(), err error) {
+	// The handle and the subscription are made in the calling thread's
+	// namespace, and keep to it whatever thread reads them later.
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("follow the unit's addresses: %w", err)
+	}
+	ch := make(chan netlink.AddrUpdate, 64)
+	done := make(chan struct{})
+	// Subscribed first, listed after: a change in between is announced.
+	if err := netlink.AddrSubscribeWithOptions(ch, done, netlink.AddrSubscribeOptions{}); err != nil {
+		h.Close()
+		return nil, fmt.Errorf("follow the unit's addresses: %w", err)
+	}
+	if err := m.syncLocal(h); err != nil {
+		close(done)
+		h.Close()
+		return nil, err
+	}
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		defer h.Close()
+		for range ch {
+			// Take every announcement waiting, then read once.
+			for len(ch) > 0 {
+				<-ch
+			}
+			// A failure here (the maps are full) leaves the earlier
+			// set, and the next change tries again.
+			_ = m.syncLocal(h)
+		}
+	}()
+	return func() { close(done); <-finished }, nil
+}
+
+// syncLocal makes the local maps hold the addresses h's namespace has.
+func (m *maps) syncLocal(h *netlink.Handle) error {
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list the unit's addresses: %w", err)
+	}
+	want4, want6 := map[[4]byte]bool{}, map[[16]byte]bool{}
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			continue
+		}
+		if ip = ip.Unmap(); ip.Is4() {
+			want4[ip.As4()] = true
+		} else {
+			want6[ip.As16()] = true
+		}
+	}
+	if len(want4) > maxLocal || len(want6) > maxLocal {
+		return fmt.Errorf("more than %d local addresses of a family", maxLocal)
+	}
+	if err := syncSet(m.local4, want4); err != nil {
+		return err
+	}
+	return syncSet(m.local6, want6)
+}
+
 // Endpoint is a transport endpoint whose traffic the program redirects.
 type Endpoint struct {
 	Addr  netip.Addr
@@ -360,6 +434,9 @@ func syncSet[K comparable](m *ebpf.Map, want map[K]bool) error {
 // Close detaches the program (unpinning it) and closes the sockets.
 func (u *Unit) Close() error {
 	var errs []error
+	if u.stopLocal != nil {
+		u.stopLocal()
+	}
 	if u.kept != nil {
 		// Never taken over: a clean stop detaches the dead one's program.
 		if err := u.kept.Unpin(); err != nil {

@@ -14,11 +14,13 @@ import (
 //	l3 = 14, or 18 behind one 802.1Q tag;
 //	IPv4 (IHL 5 and TCP/UDP for the source checks):
 //	    if (dst4[ip->daddr]) redirect;
+//	    if (local4[ip->daddr]) pass;
 //	    if (later fragment) { if (frag4[{saddr, daddr, id, proto}]) redirect; pass; }
 //	    if (src4[{saddr, sport, proto}]) { if (MF) frag4[...] = 1; redirect; }
 //	IPv6 (TCP/UDP right after the fixed header, or after a fragment
 //	header, for the source checks):
 //	    if (dst6[ip6->daddr]) redirect;
+//	    if (local6[ip6->daddr]) pass;
 //	    if (later fragment) { if (frag6[{saddr, daddr, id}]) redirect; pass; }
 //	    if (src6[{saddr, sport, proto}]) { if (M) frag6[...] = 1; redirect; }
 //	pass;
@@ -30,6 +32,12 @@ import (
 // forward half-NAT backends' replies untranslated and send the backends
 // ICMP redirects that make them route around the unit for minutes, where
 // a drop costs the connections a retransmission.
+//
+// The source checks skip packets to the unit's own addresses: a half-NAT
+// backend's answers to the unit itself (its health probes, which the
+// backend answers from its service port) belong to the unit's kernel,
+// and caught they were dropped as no flow of Tether's, failing every
+// probe. The addresses follow the kernel's (followLocal).
 //
 // A half-NAT reply is caught by its source address and port, which only
 // a datagram's first fragment carries. So the program remembers, in an
@@ -71,6 +79,9 @@ type maps struct {
 	// {source, destination, ID} (IPv6) → 1.
 	frag4 *ebpf.Map
 	frag6 *ebpf.Map
+	// The unit's own addresses → 1.
+	local4 *ebpf.Map
+	local6 *ebpf.Map
 }
 
 const (
@@ -82,6 +93,8 @@ const (
 	// the least recently used goes first (its fragments have long been
 	// forwarded).
 	fragDatagrams = 4096
+	// maxLocal bounds the unit's own addresses of each family.
+	maxLocal = 4096
 )
 
 func newMaps(queues int) (*maps, error) {
@@ -105,6 +118,8 @@ func newMaps(queues int) (*maps, error) {
 	m.src6 = mk(&ebpf.MapSpec{Name: "tether_src6", Type: ebpf.Hash, KeySize: src6KeySize, ValueSize: 1, MaxEntries: 65536})
 	m.frag4 = mk(&ebpf.MapSpec{Name: "tether_frag4", Type: ebpf.LRUHash, KeySize: frag4KeySize, ValueSize: 1, MaxEntries: fragDatagrams})
 	m.frag6 = mk(&ebpf.MapSpec{Name: "tether_frag6", Type: ebpf.LRUHash, KeySize: frag6KeySize, ValueSize: 1, MaxEntries: fragDatagrams})
+	m.local4 = mk(&ebpf.MapSpec{Name: "tether_local4", Type: ebpf.Hash, KeySize: 4, ValueSize: 1, MaxEntries: maxLocal})
+	m.local6 = mk(&ebpf.MapSpec{Name: "tether_local6", Type: ebpf.Hash, KeySize: 16, ValueSize: 1, MaxEntries: maxLocal})
 	if err != nil {
 		m.close()
 		return nil, err
@@ -113,7 +128,7 @@ func newMaps(queues int) (*maps, error) {
 }
 
 func (m *maps) close() {
-	for _, mp := range []*ebpf.Map{m.xsks, m.dst4, m.dst6, m.src4, m.src6, m.frag4, m.frag6} {
+	for _, mp := range []*ebpf.Map{m.xsks, m.dst4, m.dst6, m.src4, m.src6, m.frag4, m.frag6, m.local4, m.local6} {
 		if mp != nil {
 			mp.Close()
 		}
@@ -140,12 +155,17 @@ func need(n int32) asm.Instructions {
 
 // lookup jumps to redirect if the key at R10+keyOff is in m.
 func lookup(m *ebpf.Map, keyOff int16) asm.Instructions {
+	return lookupTo(m, keyOff, "redirect")
+}
+
+// lookupTo jumps to label if the key at R10+keyOff is in m.
+func lookupTo(m *ebpf.Map, keyOff int16, label string) asm.Instructions {
 	return asm.Instructions{
 		asm.LoadMapPtr(asm.R1, m.FD()),
 		asm.Mov.Reg(asm.R2, asm.R10),
 		asm.Add.Imm(asm.R2, int32(keyOff)),
 		asm.FnMapLookupElem.Call(),
-		asm.JNE.Imm(asm.R0, 0, "redirect"),
+		asm.JNE.Imm(asm.R0, 0, label),
 	}
 }
 
@@ -200,6 +220,7 @@ func ipv4(m *maps, l3 int16) asm.Instructions {
 		asm.StoreMem(asm.R10, -4, asm.R5, asm.Word),
 	)
 	p = append(p, lookup(m.dst4, -4)...)
+	p = append(p, lookupTo(m.local4, -4, "pass")...)
 	// Source: only IHL 5 and TCP/UDP.
 	p = append(p, reloadData()...)
 	p = append(p, need(int32(l3)+20)...)
@@ -293,6 +314,7 @@ func ipv6(m *maps, l3 int16) asm.Instructions {
 		asm.StoreMem(asm.R10, -8, asm.R5, asm.DWord),
 	)
 	p = append(p, lookup(m.dst6, -16)...)
+	p = append(p, lookupTo(m.local6, -16, "pass")...)
 	p = append(p, reloadData()...)
 	p = append(p, need(int32(l3)+44)...)
 	p = append(p,

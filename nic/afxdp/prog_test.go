@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -99,4 +100,77 @@ func TestProgramCatchesFragmentedReplies(t *testing.T) {
 			t.Errorf("vlans %v: the backend's other traffic %s", vlans, got)
 		}
 	}
+}
+
+// TestProgramLeavesTheUnitsOwnTraffic: a half-NAT backend's packet from
+// its service port to one of the unit's own addresses (its answer to the
+// unit's health probe) is left to the kernel, and the addresses followed
+// as they come and go; the same packet to a client is caught.
+func TestProgramLeavesTheUnitsOwnTraffic(t *testing.T) {
+	nstest.Require(t)
+	ns := nstest.NS(t, "tlo", "a")
+	nstest.Sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	nstest.Sh(t, "ip", "-n", ns, "addr", "add", "10.0.0.1/32", "dev", "lo")
+	nstest.Sh(t, "ip", "-n", ns, "addr", "add", "fd00::1/128", "dev", "lo", "nodad")
+	m, err := newMaps(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	prog, err := loadProgram(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	if err := m.own(nil, []Endpoint{
+		{Addr: netip.MustParseAddr("10.0.0.10"), Port: 8080, Proto: 6},
+		{Addr: netip.MustParseAddr("fd00::10"), Port: 8080, Proto: 6},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var stop func()
+	nstest.In(t, ns, func() { stop, err = m.followLocal() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	const mac = "02:00:00:00:00:01"
+	verdict := func(src, dst string) string {
+		t.Helper()
+		ret, err := prog.Run(&ebpf.RunOptions{Data: pkttest.TCP(pkttest.EP(mac, src), pkttest.EP(mac, dst), pkttest.SYN|pkttest.ACK, 1, 1, pkttest.Opts{})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[uint32]string{xdpDrop: "caught", xdpPass: "passed"}[ret]
+	}
+	for _, c := range []struct{ dst, want string }{
+		{"10.0.0.1:40000", "passed"},
+		{"10.0.1.2:40000", "caught"},
+		{"[fd00::1]:40000", "passed"},
+		{"[fd00:1::2]:40000", "caught"},
+	} {
+		src := "10.0.0.10:8080"
+		if netip.MustParseAddrPort(c.dst).Addr().Is6() {
+			src = "[fd00::10]:8080"
+		}
+		if got := verdict(src, c.dst); got != c.want {
+			t.Errorf("the backend's answer to %s %s, want %s", c.dst, got, c.want)
+		}
+	}
+	// An address the unit gains is its own at once, and one it loses is
+	// a client's again.
+	until := func(what, dst, want string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for verdict("10.0.0.10:8080", dst) != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the answer to %s still not %s", what, dst, want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	nstest.Sh(t, "ip", "-n", ns, "addr", "add", "10.0.0.2/32", "dev", "lo")
+	until("an address added", "10.0.0.2:40000", "passed")
+	nstest.Sh(t, "ip", "-n", ns, "addr", "del", "10.0.0.2/32", "dev", "lo")
+	until("the address removed", "10.0.0.2:40000", "caught")
 }
