@@ -238,3 +238,48 @@ func stoppedDrops(out string) map[string]uint64 {
 	}
 	return drops
 }
+
+// TestUDPPortUnreachable: a backend with nothing listening on a UDP
+// VIP's port answers with an ICMP port unreachable, which must reach the
+// client as an error about the VIP, so that its connected socket is
+// refused at once instead of waiting out its timeout: nat relays the
+// error from its SNAT address, ipip's backend sends it from the VIP
+// itself, and halfnat's is caught on the AF_XDP port by the packet it
+// quotes. On the TUN port the half-NAT rules match TCP and UDP replies
+// only, and the error reaches the client untranslated, which ignores it
+// (operations.md, "TUN port").
+func TestUDPPortUnreachable(t *testing.T) {
+	drivers(t, func(t *testing.T, build func(string, int) *LB) {
+		for _, c := range []struct{ mode, extra4, extra6 string }{
+			{"nat", "    snat: [198.51.100.1]\n", "    snat: [\"2001:db8:51::1\"]\n"},
+			{"halfnat", "", ""},
+			{"ipip", "", ""},
+		} {
+			t.Run(c.mode, func(t *testing.T) {
+				lb := build("r"+c.mode[:1], 1)
+				if err := lb.AddIPv6(); err != nil {
+					t.Fatal(err)
+				}
+				port := 5353
+				if c.mode == "ipip" {
+					port = 53
+					if err := lb.StartIPIPDecap(0, "192.0.2.10"); err != nil {
+						t.Fatal(err)
+					}
+					if err := lb.Run(lb.Backends[0], "ip", "addr", "add", vip6+"/128", "dev", "lo"); err != nil {
+						t.Fatal(err)
+					}
+				}
+				startTether(t, lb, udpConfig(lb, c.mode, []int{1}, port, c.extra4, c.extra6))
+				refused := !(c.mode == "halfnat" && lb.Driver == "tun")
+				for _, vip := range []string{"192.0.2.10", vip6} {
+					r := udpClientRun(t, lb, net.JoinHostPort(vip, "53"), 1, 1, 10, "sum", 1)
+					got := strings.Contains(r.FirstErr, "connection refused")
+					if r.Errors != 1 || got != refused {
+						t.Errorf("%s: a datagram to a closed port behind the VIP: %s; want refused %v", vip, r.FirstErr, refused)
+					}
+				}
+			})
+		}
+	})
+}

@@ -17,12 +17,14 @@ import (
 //	    if (local4[ip->daddr]) pass;
 //	    if (later fragment) { if (frag4[{saddr, daddr, id, proto}]) redirect; pass; }
 //	    if (src4[{saddr, sport, proto}]) { if (MF) frag4[...] = 1; redirect; }
+//	    ICMP error quoting TCP/UDP: if (src4[{quoted daddr, dport, proto}]) redirect;
 //	IPv6 (TCP/UDP right after the fixed header, or after a fragment
 //	header, for the source checks):
 //	    if (dst6[ip6->daddr]) redirect;
 //	    if (local6[ip6->daddr]) pass;
 //	    if (later fragment) { if (frag6[{saddr, daddr, id}]) redirect; pass; }
 //	    if (src6[{saddr, sport, proto}]) { if (M) frag6[...] = 1; redirect; }
+//	    ICMPv6 error quoting TCP/UDP: if (src6[{quoted daddr, dport, proto}]) redirect;
 //	pass;
 //	redirect: return bpf_redirect_map(xsks, ctx->rx_queue_index, XDP_DROP);
 //
@@ -38,6 +40,12 @@ import (
 // backend answers from its service port) belong to the unit's kernel,
 // and caught they were dropped as no flow of Tether's, failing every
 // probe. The addresses follow the kernel's (followLocal).
+//
+// An ICMP error about a packet toward a half-NAT backend's service (a
+// port unreachable from the backend itself, a too-big from a router on
+// the way to it) belongs to that flow too: it is caught by what it
+// quotes, the backend's (address, port, protocol) as the destination,
+// and the forwarder turns it into the client's error about the VIP.
 //
 // A half-NAT reply is caught by its source address and port, which only
 // a datagram's first fragment carries. So the program remembers, in an
@@ -197,7 +205,7 @@ const (
 
 // ipv4 checks an IPv4 header at l3.
 func ipv4(m *maps, l3 int16) asm.Instructions {
-	tcpUDP, later := fmt.Sprintf("v4src%d", l3), fmt.Sprintf("v4later%d", l3)
+	tcpUDP, later, icmp, quote := fmt.Sprintf("v4src%d", l3), fmt.Sprintf("v4later%d", l3), fmt.Sprintf("v4icmp%d", l3), fmt.Sprintf("v4quote%d", l3)
 	// fragKey puts {source, destination, ID, protocol, 0} at R10-32.
 	fragKey := func() asm.Instructions {
 		return asm.Instructions{
@@ -228,6 +236,7 @@ func ipv4(m *maps, l3 int16) asm.Instructions {
 		asm.LoadMem(asm.R5, asm.R2, l3, asm.Byte),
 		asm.JNE.Imm(asm.R5, 0x45, "pass"),
 		asm.LoadMem(asm.R4, asm.R2, l3+9, asm.Byte),
+		asm.JEq.Imm(asm.R4, 1, icmp),
 		asm.JEq.Imm(asm.R4, 6, tcpUDP),
 		asm.JNE.Imm(asm.R4, 17, "pass"),
 		asm.LoadMem(asm.R5, asm.R2, l3+6, asm.Half).WithSymbol(tcpUDP),
@@ -266,12 +275,37 @@ func ipv4(m *maps, l3 int16) asm.Instructions {
 	p = append(p, k...)
 	p = append(p, lookup(m.frag4, -32)...)
 	p = append(p, asm.Ja.Label("pass"))
+	// An ICMP error (unreachable, time exceeded, parameter problem)
+	// quoting a whole IPv4 header and TCP/UDP ports, at l3+28.
+	n := need(int32(l3) + 52)
+	n[0] = n[0].WithSymbol(icmp)
+	p = append(p, n...)
+	p = append(p,
+		asm.LoadMem(asm.R5, asm.R2, l3+20, asm.Byte),
+		asm.JEq.Imm(asm.R5, 3, quote),
+		asm.JEq.Imm(asm.R5, 11, quote),
+		asm.JNE.Imm(asm.R5, 12, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, l3+28, asm.Byte).WithSymbol(quote),
+		asm.JNE.Imm(asm.R5, 0x45, "pass"),
+		asm.LoadMem(asm.R4, asm.R2, l3+37, asm.Byte),
+		asm.JEq.Imm(asm.R4, 6, quote+"key"),
+		asm.JNE.Imm(asm.R4, 17, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, l3+44, asm.Word).WithSymbol(quote+"key"),
+		asm.StoreMem(asm.R10, -16, asm.R5, asm.Word),
+		asm.LoadMem(asm.R5, asm.R2, l3+50, asm.Half),
+		asm.StoreMem(asm.R10, -12, asm.R5, asm.Half),
+		asm.StoreMem(asm.R10, -10, asm.R4, asm.Byte),
+		asm.StoreImm(asm.R10, -9, 0, asm.Byte),
+	)
+	p = append(p, lookup(m.src4, -16)...)
+	p = append(p, asm.Ja.Label("pass"))
 	return p
 }
 
 // ipv6 checks an IPv6 header at l3.
 func ipv6(m *maps, l3 int16) asm.Instructions {
 	tcpUDP, frag, first, later := fmt.Sprintf("v6src%d", l3), fmt.Sprintf("v6frag%d", l3), fmt.Sprintf("v6first%d", l3), fmt.Sprintf("v6later%d", l3)
+	icmp, quote := fmt.Sprintf("v6icmp%d", l3), fmt.Sprintf("v6quote%d", l3)
 	// fragKey puts {source, destination, ID} at R10-64.
 	fragKey := func() asm.Instructions {
 		return asm.Instructions{
@@ -320,6 +354,7 @@ func ipv6(m *maps, l3 int16) asm.Instructions {
 	p = append(p,
 		asm.LoadMem(asm.R4, asm.R2, l3+6, asm.Byte),
 		asm.JEq.Imm(asm.R4, 44, frag),
+		asm.JEq.Imm(asm.R4, 58, icmp),
 		asm.JEq.Imm(asm.R4, 6, tcpUDP),
 		asm.JNE.Imm(asm.R4, 17, "pass"),
 	)
@@ -364,6 +399,29 @@ func ipv6(m *maps, l3 int16) asm.Instructions {
 	k[0] = k[0].WithSymbol(later)
 	p = append(p, k...)
 	p = append(p, lookup(m.frag6, -64)...)
+	p = append(p, asm.Ja.Label("pass"))
+	// An ICMPv6 error (types 1 to 4) quoting an IPv6 header without
+	// extension headers and TCP/UDP ports, at l3+48.
+	n = need(int32(l3) + 92)
+	n[0] = n[0].WithSymbol(icmp)
+	p = append(p, n...)
+	p = append(p,
+		asm.LoadMem(asm.R5, asm.R2, l3+40, asm.Byte),
+		asm.JEq.Imm(asm.R5, 0, "pass"),
+		asm.JGT.Imm(asm.R5, 4, "pass"),
+		asm.LoadMem(asm.R4, asm.R2, l3+54, asm.Byte),
+		asm.JEq.Imm(asm.R4, 6, quote),
+		asm.JNE.Imm(asm.R4, 17, "pass"),
+		asm.LoadMem(asm.R5, asm.R2, l3+72, asm.DWord).WithSymbol(quote),
+		asm.StoreMem(asm.R10, -24, asm.R5, asm.DWord),
+		asm.LoadMem(asm.R5, asm.R2, l3+80, asm.DWord),
+		asm.StoreMem(asm.R10, -16, asm.R5, asm.DWord),
+		asm.LoadMem(asm.R5, asm.R2, l3+90, asm.Half),
+		asm.StoreMem(asm.R10, -8, asm.R5, asm.Half),
+		asm.StoreMem(asm.R10, -6, asm.R4, asm.Byte),
+		asm.StoreImm(asm.R10, -5, 0, asm.Byte),
+	)
+	p = append(p, lookup(m.src6, -24)...)
 	p = append(p, asm.Ja.Label("pass"))
 	return p
 }

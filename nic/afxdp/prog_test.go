@@ -174,3 +174,69 @@ func TestProgramLeavesTheUnitsOwnTraffic(t *testing.T) {
 	nstest.Sh(t, "ip", "-n", ns, "addr", "del", "10.0.0.2/32", "dev", "lo")
 	until("the address removed", "10.0.0.2:40000", "caught")
 }
+
+// TestProgramCatchesErrorsAboutHalfNATFlows: an ICMP or ICMPv6 error
+// quoting a packet toward a half-NAT backend's service (the backend's
+// own port unreachable, a router's too-big on the way) is caught by the
+// quote, so that the forwarder can turn it into the client's error about
+// the VIP; an error quoting anything else passes, as does one addressed
+// to the unit itself, and an informational message.
+func TestProgramCatchesErrorsAboutHalfNATFlows(t *testing.T) {
+	nstest.Require(t)
+	ns := nstest.NS(t, "tie", "a")
+	nstest.Sh(t, "ip", "-n", ns, "addr", "add", "10.0.0.1/32", "dev", "lo")
+	m, err := newMaps(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	prog, err := loadProgram(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prog.Close()
+	if err := m.own(nil, []Endpoint{
+		{Addr: netip.MustParseAddr("10.0.0.10"), Port: 5353, Proto: 17},
+		{Addr: netip.MustParseAddr("fd00::10"), Port: 5353, Proto: 17},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	var stop func()
+	nstest.In(t, ns, func() { stop, err = m.followLocal() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	const mac = "02:00:00:00:00:01"
+	ep := func(s string) pkttest.Endpoint { return pkttest.EP(mac, s) }
+	verdict := func(frame []byte) string {
+		t.Helper()
+		ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[uint32]string{xdpDrop: "caught", xdpPass: "passed"}[ret]
+	}
+	quote := func(src, dst string) []byte {
+		return pkttest.L3(pkttest.UDP(ep(src), ep(dst), pkttest.Opts{Payload: []byte("query")}))
+	}
+	for _, c := range []struct {
+		name  string
+		frame []byte
+		want  string
+	}{
+		{"IPv4 port unreachable from the backend", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.1.2:0"), 3, 3, 0, quote("10.0.1.2:40000", "10.0.0.10:5353"), 0, pkttest.Opts{}), "caught"},
+		{"IPv4 too big from a router on the way", pkttest.ICMPError(ep("10.0.0.254:0"), ep("10.0.1.2:0"), 3, 4, 1400, quote("10.0.1.2:40000", "10.0.0.10:5353"), 0, pkttest.Opts{}), "caught"},
+		{"IPv4 time exceeded", pkttest.ICMPError(ep("10.0.0.254:0"), ep("10.0.1.2:0"), 11, 0, 0, quote("10.0.1.2:40000", "10.0.0.10:5353"), 0, pkttest.Opts{}), "caught"},
+		{"IPv4 error about another port", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.1.2:0"), 3, 3, 0, quote("10.0.1.2:40000", "10.0.0.10:22"), 0, pkttest.Opts{}), "passed"},
+		{"IPv4 error to the unit itself", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.0.1:0"), 3, 3, 0, quote("10.0.0.1:40000", "10.0.0.10:5353"), 0, pkttest.Opts{}), "passed"},
+		{"IPv4 error cut short", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.1.2:0"), 3, 3, 0, quote("10.0.1.2:40000", "10.0.0.10:5353"), 21, pkttest.Opts{}), "passed"},
+		{"IPv6 port unreachable from the backend", pkttest.ICMPError(ep("[fd00::10]:0"), ep("[fd00:1::2]:0"), 1, 4, 0, quote("[fd00:1::2]:40000", "[fd00::10]:5353"), 0, pkttest.Opts{}), "caught"},
+		{"IPv6 packet too big from a router", pkttest.ICMPError(ep("[fd00::fe]:0"), ep("[fd00:1::2]:0"), 2, 0, 1400, quote("[fd00:1::2]:40000", "[fd00::10]:5353"), 0, pkttest.Opts{}), "caught"},
+		{"IPv6 error about another port", pkttest.ICMPError(ep("[fd00::10]:0"), ep("[fd00:1::2]:0"), 1, 4, 0, quote("[fd00:1::2]:40000", "[fd00::10]:53"), 0, pkttest.Opts{}), "passed"},
+	} {
+		if got := verdict(c.frame); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}
