@@ -12,6 +12,45 @@ import (
 	"github.com/tetherlb/tether/internal/pkttest"
 )
 
+// programRun loads the redirect program with src as the half-NAT
+// sources (and, when ns is not "", the local addresses followed in
+// namespace ns) and returns what it does with a frame: "caught"
+// (redirected: with no socket in the map, BPF_PROG_TEST_RUN reports it
+// as XDP_DROP) or "passed".
+func programRun(t *testing.T, src []Endpoint, ns string) func(frame []byte) string {
+	t.Helper()
+	nstest.Require(t)
+	m, err := newMaps(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.close)
+	prog, err := loadProgram(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { prog.Close() })
+	if err := m.own(nil, src); err != nil {
+		t.Fatal(err)
+	}
+	if ns != "" {
+		var stop func()
+		nstest.In(t, ns, func() { stop, err = m.followLocal() })
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(stop)
+	}
+	return func(frame []byte) string {
+		t.Helper()
+		ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return map[uint32]string{xdpDrop: "caught", xdpPass: "passed"}[ret]
+	}
+}
+
 // TestProgramCatchesFragmentedReplies runs the redirect program on
 // frames (BPF_PROG_TEST_RUN; with no socket in the map a redirect comes
 // back as XDP_DROP): a half-NAT backend's reply is caught by its source
@@ -21,32 +60,11 @@ import (
 // fragment was not caught (another port, or never seen) passes, as does
 // the backend's other traffic.
 func TestProgramCatchesFragmentedReplies(t *testing.T) {
-	nstest.Require(t)
-	m, err := newMaps(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.close()
-	prog, err := loadProgram(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
 	const udp = 17
-	if err := m.own(nil, []Endpoint{
+	verdict := programRun(t, []Endpoint{
 		{Addr: netip.MustParseAddr("10.0.0.10"), Port: 5353, Proto: udp},
 		{Addr: netip.MustParseAddr("fd00::10"), Port: 5353, Proto: udp},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	verdict := func(frame []byte) string {
-		t.Helper()
-		ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return map[uint32]string{xdpDrop: "caught", xdpPass: "passed"}[ret]
-	}
+	}, "")
 	const mac = "02:00:00:00:00:01"
 	payload := bytes.Repeat([]byte("reply "), 700) // 4,200 bytes: four fragments of 1,400
 	for _, vlans := range [][]uint16{nil, {7}} {
@@ -112,36 +130,14 @@ func TestProgramLeavesTheUnitsOwnTraffic(t *testing.T) {
 	nstest.Sh(t, "ip", "-n", ns, "link", "set", "lo", "up")
 	nstest.Sh(t, "ip", "-n", ns, "addr", "add", "10.0.0.1/32", "dev", "lo")
 	nstest.Sh(t, "ip", "-n", ns, "addr", "add", "fd00::1/128", "dev", "lo", "nodad")
-	m, err := newMaps(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.close()
-	prog, err := loadProgram(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
-	if err := m.own(nil, []Endpoint{
+	run := programRun(t, []Endpoint{
 		{Addr: netip.MustParseAddr("10.0.0.10"), Port: 8080, Proto: 6},
 		{Addr: netip.MustParseAddr("fd00::10"), Port: 8080, Proto: 6},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var stop func()
-	nstest.In(t, ns, func() { stop, err = m.followLocal() })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	}, ns)
 	const mac = "02:00:00:00:00:01"
 	verdict := func(src, dst string) string {
 		t.Helper()
-		ret, err := prog.Run(&ebpf.RunOptions{Data: pkttest.TCP(pkttest.EP(mac, src), pkttest.EP(mac, dst), pkttest.SYN|pkttest.ACK, 1, 1, pkttest.Opts{})})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return map[uint32]string{xdpDrop: "caught", xdpPass: "passed"}[ret]
+		return run(pkttest.TCP(pkttest.EP(mac, src), pkttest.EP(mac, dst), pkttest.SYN|pkttest.ACK, 1, 1, pkttest.Opts{}))
 	}
 	for _, c := range []struct{ dst, want string }{
 		{"10.0.0.1:40000", "passed"},
@@ -185,38 +181,12 @@ func TestProgramCatchesErrorsAboutHalfNATFlows(t *testing.T) {
 	nstest.Require(t)
 	ns := nstest.NS(t, "tie", "a")
 	nstest.Sh(t, "ip", "-n", ns, "addr", "add", "10.0.0.1/32", "dev", "lo")
-	m, err := newMaps(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.close()
-	prog, err := loadProgram(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer prog.Close()
-	if err := m.own(nil, []Endpoint{
+	verdict := programRun(t, []Endpoint{
 		{Addr: netip.MustParseAddr("10.0.0.10"), Port: 5353, Proto: 17},
 		{Addr: netip.MustParseAddr("fd00::10"), Port: 5353, Proto: 17},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	var stop func()
-	nstest.In(t, ns, func() { stop, err = m.followLocal() })
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
+	}, ns)
 	const mac = "02:00:00:00:00:01"
 	ep := func(s string) pkttest.Endpoint { return pkttest.EP(mac, s) }
-	verdict := func(frame []byte) string {
-		t.Helper()
-		ret, err := prog.Run(&ebpf.RunOptions{Data: frame})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return map[uint32]string{xdpDrop: "caught", xdpPass: "passed"}[ret]
-	}
 	quote := func(src, dst string) []byte {
 		return pkttest.L3(pkttest.UDP(ep(src), ep(dst), pkttest.Opts{Payload: []byte("query")}))
 	}
