@@ -84,9 +84,12 @@ func checkWeights(t *testing.T, r ClientResult, weights []int) {
 		got := r.Backends[fmt.Sprintf("b%d", i)]
 		want := float64(total) * float64(w) / float64(sum)
 		// Maglev splits flows by hash: with N requests a share deviates
-		// by about sqrt(N·p); allow four standard deviations.
+		// by about sqrt(N·p). Five standard deviations: the suite checks
+		// some forty splits a run, and at four one run in a few hundred
+		// failed by chance (CI, 2026-12-02: 152 of 600 against 200 ± 46);
+		// a weight the split ignored still misses by ten or more.
 		p := float64(w) / float64(sum)
-		if tol := 4 * math.Sqrt(float64(total)*p*(1-p)); math.Abs(float64(got)-want) > tol {
+		if tol := 5 * math.Sqrt(float64(total)*p*(1-p)); math.Abs(float64(got)-want) > tol {
 			t.Errorf("backend b%d (weight %d) answered %d of %d, want %.0f ± %.0f", i, w, got, total, want, tol)
 		}
 	}
