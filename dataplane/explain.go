@@ -40,6 +40,9 @@ func (s *Snapshot) IDs() unit.ReloadReply {
 // otherwise the VIP's Maglev slot.
 func (s *Snapshot) Explain(req unit.ExplainRequest, existing *unit.FlowRecord) unit.Explanation {
 	src, dst := req.Src, req.Dst
+	if src.Addr().Unmap().Is4() != dst.Addr().Unmap().Is4() {
+		return unit.Explanation{Reason: fmt.Sprintf("%s and %s are of different address families: no packet goes from one to the other", src, dst)}
+	}
 	v := s.LookupVIP(dst.Addr(), dst.Port(), req.Proto)
 	if v == nil {
 		return unit.Explanation{Reason: fmt.Sprintf("%s is no VIP: the forwarder passes such packets to the host", dst)}

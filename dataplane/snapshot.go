@@ -360,35 +360,39 @@ func (v *VIP) pick(h uint64) (uint32, bool) {
 	return v.slots[v.Maglev.Lookup(h)], true
 }
 
-// Slot returns the Maglev table entry a new flow from src would use.
+// Slot returns the Maglev table entry a new flow from src would use (0
+// for a source of the other family).
 func (v *VIP) Slot(src netip.AddrPort, proto uint8) uint32 {
-	if v.Maglev == nil {
+	h, ok := v.maglevHash(src, proto)
+	if v.Maglev == nil || !ok {
 		return 0
-	}
-	a := src.Addr().Unmap()
-	var h uint64
-	if a.Is4() {
-		k := flow.Key4{Src: a.As4(), Dst: v.Addr.As4(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
-		h = maglevHash4(&k)
-	} else {
-		k := flow.Key6{Src: a.As16(), Dst: v.Addr.As16(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
-		h = maglevHash6(&k)
 	}
 	return v.Maglev.Slot(h)
 }
 
 // Choose returns the backend Maglev gives a new flow from src to the VIP,
 // as the pipeline would choose it; ok is false when the VIP has no
-// backend for new flows. It is how tools explain a decision.
+// backend for new flows, or src is of the other family. It is how tools
+// explain a decision.
 func (v *VIP) Choose(src netip.AddrPort, proto uint8) (backend uint32, ok bool) {
-	a := src.Addr().Unmap()
-	var h uint64
-	if a.Is4() {
-		k := flow.Key4{Src: a.As4(), Dst: v.Addr.As4(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
-		h = maglevHash4(&k)
-	} else {
-		k := flow.Key6{Src: a.As16(), Dst: v.Addr.As16(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
-		h = maglevHash6(&k)
+	h, ok := v.maglevHash(src, proto)
+	if !ok {
+		return 0, false
 	}
 	return v.pick(h)
+}
+
+// maglevHash is the hash the pipeline gives a new flow from src to the
+// VIP; false when src is of the other family (no packet has both).
+func (v *VIP) maglevHash(src netip.AddrPort, proto uint8) (uint64, bool) {
+	a := src.Addr().Unmap()
+	if a.Is4() != v.Addr.Is4() {
+		return 0, false
+	}
+	if a.Is4() {
+		k := flow.Key4{Src: a.As4(), Dst: v.Addr.As4(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
+		return maglevHash4(&k), true
+	}
+	k := flow.Key6{Src: a.As16(), Dst: v.Addr.As16(), SrcPort: src.Port(), DstPort: v.Port, Proto: proto}
+	return maglevHash6(&k), true
 }
