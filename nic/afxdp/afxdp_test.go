@@ -244,6 +244,7 @@ func TestPinnedAcrossACrash(t *testing.T) {
 	if next.XDPMode() != "kept" {
 		t.Errorf("the next forwarder attached anew (%s) instead of taking the pinned link over", next.XDPMode())
 	}
+	u.stopLocal() // the crashed process's goroutines go with it
 	u.prog.Close()
 	u.maps.close()
 	u.link.Close() // the crashed process's handle; the pin holds the link
