@@ -34,6 +34,8 @@ type fakeUnit struct {
 	// agent's streams (runFakeUnit's).
 	ended chan error
 	stop  func()
+	// deaf: the unit never ends a stream the agent closed its side of.
+	deaf atomic.Bool
 }
 
 func (u *fakeUnit) Connect(s grpc.BidiStreamingServer[pb.AgentMessage, pb.UnitMessage]) error {
@@ -62,7 +64,9 @@ func (u *fakeUnit) Connect(s grpc.BidiStreamingServer[pb.AgentMessage, pb.UnitMe
 				case u.ended <- err:
 				default:
 				}
-				errc <- err
+				if !errors.Is(err, io.EOF) || !u.deaf.Load() {
+					errc <- err
+				}
 				return
 			}
 			u.in <- m
@@ -78,6 +82,8 @@ func (u *fakeUnit) Connect(s grpc.BidiStreamingServer[pb.AgentMessage, pb.UnitMe
 			return errors.New("test: dropped")
 		case err := <-errc:
 			return err
+		case <-s.Context().Done():
+			return s.Context().Err()
 		}
 	}
 }
@@ -365,5 +371,32 @@ func TestShutdownSendsWhatWasPutOff(t *testing.T) {
 	}
 	if st := s.Status()[0]; st.EndedDropped != dropped {
 		t.Fatalf("status %+v: end notices dropped at shutdown", st)
+	}
+}
+
+// TestShutdownBoundedWhenTheUnitNeverEnds: a unit that reads the
+// agent's close and never ends the stream (wedged) does not hold the
+// agent's shutdown: the stream is cancelled after closeTimeout.
+func TestShutdownBoundedWhenTheUnitNeverEnds(t *testing.T) {
+	unit, _, next := runFakeUnit(t, Options{})
+	unit.deaf.Store(true)
+	if a := next().GetAck(); a == nil {
+		t.Fatal("the resync was not acknowledged first")
+	}
+	stopped := make(chan struct{})
+	go func() { unit.stop(); close(stopped) }()
+	select {
+	case err := <-unit.ended:
+		if !errors.Is(err, io.EOF) {
+			t.Fatalf("the stream ended with %v, want the agent's close (EOF)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent did not close its side")
+	}
+	// Keepalive would end it after 15 s; closeTimeout is a second.
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the agent's streams did not stop while the unit kept the stream open")
 	}
 }

@@ -409,8 +409,11 @@ func (l *link) connect(ctx context.Context) (up bool, err error) {
 	ctx, cancel := context.WithCancelCause(context.WithoutCancel(parent))
 	defer cancel(nil)
 	stopClose := context.AfterFunc(parent, func() {
-		t := time.AfterFunc(closeTimeout, func() { cancel(context.Canceled) })
-		defer t.Stop()
+		// The timer outlives this function: it bounds the unit's end of
+		// the stream after closeSend as well as closeSend itself (a unit
+		// that never ends it held the agent's shutdown until keepalive
+		// gave up). Once connect has returned it cancels nothing.
+		time.AfterFunc(closeTimeout, func() { cancel(context.Canceled) })
 		if !l.closeSend() {
 			cancel(context.Canceled)
 		}
