@@ -12,19 +12,19 @@ import (
 //
 //	eth = data; if (eth + 14 > end) pass;
 //	l3 = 14, or 18 behind one 802.1Q tag;
-//	IPv4 (IHL 5 and TCP/UDP for the source checks):
+//	IPv4 (any header length; TCP/UDP for the source checks):
 //	    if (dst4[ip->daddr]) redirect;
-//	    if (local4[ip->daddr]) pass;
 //	    if (later fragment) { if (frag4[{saddr, daddr, id, proto}]) redirect; pass; }
-//	    if (src4[{saddr, sport, proto}]) { if (MF) frag4[...] = 1; redirect; }
-//	    ICMP error quoting TCP/UDP: if (src4[{quoted daddr, dport, proto}]) redirect;
+//	    if (src4[{saddr, sport, proto}] && !local4[ip->daddr]) { if (MF) frag4[...] = 1; redirect; }
+//	    ICMP error quoting TCP/UDP:
+//	        if (src4[{quoted daddr, dport, proto}] && !local4[ip->daddr]) redirect;
 //	IPv6 (TCP/UDP right after the fixed header, or after a fragment
 //	header, for the source checks):
 //	    if (dst6[ip6->daddr]) redirect;
-//	    if (local6[ip6->daddr]) pass;
 //	    if (later fragment) { if (frag6[{saddr, daddr, id}]) redirect; pass; }
-//	    if (src6[{saddr, sport, proto}]) { if (M) frag6[...] = 1; redirect; }
-//	    ICMPv6 error quoting TCP/UDP: if (src6[{quoted daddr, dport, proto}]) redirect;
+//	    if (src6[{saddr, sport, proto}] && !local6[ip6->daddr]) { if (M) frag6[...] = 1; redirect; }
+//	    ICMPv6 error quoting TCP/UDP:
+//	        if (src6[{quoted daddr, dport, proto}] && !local6[ip6->daddr]) redirect;
 //	pass;
 //	redirect: return bpf_redirect_map(xsks, ctx->rx_queue_index, XDP_DROP);
 //
@@ -35,11 +35,13 @@ import (
 // ICMP redirects that make them route around the unit for minutes, where
 // a drop costs the connections a retransmission.
 //
-// The source checks skip packets to the unit's own addresses: a half-NAT
-// backend's answers to the unit itself (its health probes, which the
-// backend answers from its service port) belong to the unit's kernel,
-// and caught they were dropped as no flow of Tether's, failing every
-// probe. The addresses follow the kernel's (followLocal).
+// What the source checks catch is let go when it is addressed to one of
+// the unit's own addresses: a half-NAT backend's answers to the unit
+// itself (its health probes, which the backend answers from its service
+// port) belong to the unit's kernel, and caught they were dropped as no
+// flow of Tether's, failing every probe. The addresses follow the
+// kernel's (followLocal). The check comes after a source matched, so
+// that the unit's other traffic pays for no lookup but the source's.
 //
 // An ICMP error about a packet toward a half-NAT backend's service (a
 // port unreachable from the backend itself, a too-big from a router on
@@ -178,15 +180,15 @@ func lookupTo(m *ebpf.Map, keyOff int16, label string) asm.Instructions {
 }
 
 // remember records the datagram whose key is at R10+keyOff in m (value:
-// the byte at R10-80), then jumps to redirect.
+// the byte at oneValue), then jumps to redirect.
 func remember(m *ebpf.Map, keyOff int16) asm.Instructions {
 	return asm.Instructions{
-		asm.StoreImm(asm.R10, -80, 1, asm.Byte),
+		asm.StoreImm(asm.R10, oneValue, 1, asm.Byte),
 		asm.LoadMapPtr(asm.R1, m.FD()),
 		asm.Mov.Reg(asm.R2, asm.R10),
 		asm.Add.Imm(asm.R2, int32(keyOff)),
 		asm.Mov.Reg(asm.R3, asm.R10),
-		asm.Add.Imm(asm.R3, -80),
+		asm.Add.Imm(asm.R3, oneValue),
 		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
 		asm.FnMapUpdateElem.Call(),
 		asm.Ja.Label("redirect"),
@@ -203,21 +205,50 @@ const (
 	v6M      = 0x0100
 )
 
-// ipv4 checks an IPv4 header at l3.
+// Stack slots of the keys. The destination stays put while the source
+// checks run: a caught packet is looked up in the local map by it.
+const (
+	dst4Key  = -4  // 4 bytes
+	src4Key  = -16 // 8 bytes
+	frag4Key = -32 // 12 bytes
+	dst6Key  = -16 // 16 bytes
+	src6Key  = -40 // 20 bytes
+	frag6Key = -80 // 36 bytes
+	oneValue = -88 // the value remember stores
+)
+
+// ipv4 checks an IPv4 header at l3. Its length (IHL) may be anything
+// from 5 to 15 words: the transport header is found at l3 + R7, and an
+// ICMP error's quoted transport header at l3 + R7 + 8 + R8.
 func ipv4(m *maps, l3 int16) asm.Instructions {
-	tcpUDP, later, icmp, quote := fmt.Sprintf("v4src%d", l3), fmt.Sprintf("v4later%d", l3), fmt.Sprintf("v4icmp%d", l3), fmt.Sprintf("v4quote%d", l3)
-	// fragKey puts {source, destination, ID, protocol, 0} at R10-32.
+	label := func(s string) string { return fmt.Sprintf("v4%s%d", s, l3) }
+	tcpUDP, later, icmp, quote, quoteKey, match, own := label("src"), label("later"), label("icmp"), label("quote"), label("quotekey"), label("match"), label("own")
+	// fragKey puts {source, destination, ID, protocol, 0} at frag4Key.
 	fragKey := func() asm.Instructions {
 		return asm.Instructions{
 			asm.LoadMem(asm.R5, asm.R2, l3+12, asm.Word),
-			asm.StoreMem(asm.R10, -32, asm.R5, asm.Word),
+			asm.StoreMem(asm.R10, frag4Key, asm.R5, asm.Word),
 			asm.LoadMem(asm.R5, asm.R2, l3+16, asm.Word),
-			asm.StoreMem(asm.R10, -28, asm.R5, asm.Word),
+			asm.StoreMem(asm.R10, frag4Key+4, asm.R5, asm.Word),
 			asm.LoadMem(asm.R5, asm.R2, l3+4, asm.Half),
-			asm.StoreMem(asm.R10, -24, asm.R5, asm.Half),
+			asm.StoreMem(asm.R10, frag4Key+8, asm.R5, asm.Half),
 			asm.LoadMem(asm.R5, asm.R2, l3+9, asm.Byte),
-			asm.StoreMem(asm.R10, -22, asm.R5, asm.Byte),
-			asm.StoreImm(asm.R10, -21, 0, asm.Byte),
+			asm.StoreMem(asm.R10, frag4Key+10, asm.R5, asm.Byte),
+			asm.StoreImm(asm.R10, frag4Key+11, 0, asm.Byte),
+		}
+	}
+	// headerLen puts the length in bytes of the IPv4 header whose first
+	// byte is in R5 into reg, or jumps to pass if it is not IPv4 or
+	// shorter than 20 bytes. The verifier then knows reg is 20 to 60.
+	headerLen := func(reg asm.Register) asm.Instructions {
+		return asm.Instructions{
+			asm.Mov.Reg(asm.R4, asm.R5),
+			asm.And.Imm(asm.R4, 0xf0),
+			asm.JNE.Imm(asm.R4, 0x40, "pass"),
+			asm.And.Imm(asm.R5, 0x0f),
+			asm.JLT.Imm(asm.R5, 5, "pass"),
+			asm.LSh.Imm(asm.R5, 2),
+			asm.Mov.Reg(reg, asm.R5),
 		}
 	}
 	var p asm.Instructions
@@ -225,16 +256,15 @@ func ipv4(m *maps, l3 int16) asm.Instructions {
 	// Destination.
 	p = append(p,
 		asm.LoadMem(asm.R5, asm.R2, l3+16, asm.Word),
-		asm.StoreMem(asm.R10, -4, asm.R5, asm.Word),
+		asm.StoreMem(asm.R10, dst4Key, asm.R5, asm.Word),
 	)
-	p = append(p, lookup(m.dst4, -4)...)
-	p = append(p, lookupTo(m.local4, -4, "pass")...)
-	// Source: only IHL 5 and TCP/UDP.
+	p = append(p, lookup(m.dst4, dst4Key)...)
+	// Source: TCP/UDP, and ICMP errors quoting them.
 	p = append(p, reloadData()...)
 	p = append(p, need(int32(l3)+20)...)
+	p = append(p, asm.LoadMem(asm.R5, asm.R2, l3, asm.Byte))
+	p = append(p, headerLen(asm.R7)...)
 	p = append(p,
-		asm.LoadMem(asm.R5, asm.R2, l3, asm.Byte),
-		asm.JNE.Imm(asm.R5, 0x45, "pass"),
 		asm.LoadMem(asm.R4, asm.R2, l3+9, asm.Byte),
 		asm.JEq.Imm(asm.R4, 1, icmp),
 		asm.JEq.Imm(asm.R4, 6, tcpUDP),
@@ -242,24 +272,27 @@ func ipv4(m *maps, l3 int16) asm.Instructions {
 		asm.LoadMem(asm.R5, asm.R2, l3+6, asm.Half).WithSymbol(tcpUDP),
 		asm.And.Imm(asm.R5, v4Offset),
 		asm.JNE.Imm(asm.R5, 0, later),
-	)
-	// A whole datagram or a first fragment: {address, port, protocol}.
-	p = append(p, need(int32(l3)+24)...)
-	p = append(p,
-		asm.LoadMem(asm.R4, asm.R2, l3+9, asm.Byte),
+		// A whole datagram or a first fragment: {address, port,
+		// protocol}, the port at l3 + R7.
+		asm.Mov.Reg(asm.R1, asm.R2),
+		asm.Add.Reg(asm.R1, asm.R7),
+		asm.Mov.Reg(asm.R5, asm.R1),
+		asm.Add.Imm(asm.R5, int32(l3)+4),
+		asm.JGT.Reg(asm.R5, asm.R3, "pass"),
 		asm.LoadMem(asm.R5, asm.R2, l3+12, asm.Word),
-		asm.StoreMem(asm.R10, -16, asm.R5, asm.Word),
-		asm.LoadMem(asm.R5, asm.R2, l3+20, asm.Half),
-		asm.StoreMem(asm.R10, -12, asm.R5, asm.Half),
-		asm.StoreMem(asm.R10, -10, asm.R4, asm.Byte),
-		asm.StoreImm(asm.R10, -9, 0, asm.Byte),
-		asm.LoadMapPtr(asm.R1, m.src4.FD()),
-		asm.Mov.Reg(asm.R2, asm.R10),
-		asm.Add.Imm(asm.R2, -16),
-		asm.FnMapLookupElem.Call(),
-		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.StoreMem(asm.R10, src4Key, asm.R5, asm.Word),
+		asm.LoadMem(asm.R5, asm.R1, l3, asm.Half),
+		asm.StoreMem(asm.R10, src4Key+4, asm.R5, asm.Half),
+		asm.StoreMem(asm.R10, src4Key+6, asm.R4, asm.Byte),
+		asm.StoreImm(asm.R10, src4Key+7, 0, asm.Byte),
 	)
-	// Caught: a first fragment's datagram is remembered for the rest.
+	p = append(p, lookupTo(m.src4, src4Key, match)...)
+	p = append(p, asm.Ja.Label("pass"))
+	// Caught, unless addressed to the unit itself; a first fragment's
+	// datagram is remembered for the rest.
+	l := lookupTo(m.local4, dst4Key, "pass")
+	l[0] = l[0].WithSymbol(match)
+	p = append(p, l...)
 	p = append(p, reloadData()...)
 	p = append(p, need(int32(l3)+20)...)
 	p = append(p,
@@ -268,74 +301,91 @@ func ipv4(m *maps, l3 int16) asm.Instructions {
 		asm.JEq.Imm(asm.R5, 0, "redirect"),
 	)
 	p = append(p, fragKey()...)
-	p = append(p, remember(m.frag4, -32)...)
-	// A later fragment: caught if its datagram's first fragment was.
+	p = append(p, remember(m.frag4, frag4Key)...)
+	// A later fragment: caught if its datagram's first fragment was
+	// (and so was not the unit's own).
 	k := fragKey()
 	k[0] = k[0].WithSymbol(later)
 	p = append(p, k...)
-	p = append(p, lookup(m.frag4, -32)...)
+	p = append(p, lookup(m.frag4, frag4Key)...)
 	p = append(p, asm.Ja.Label("pass"))
-	// An ICMP error (unreachable, time exceeded, parameter problem)
-	// quoting a whole IPv4 header and TCP/UDP ports, at l3+28.
-	n := need(int32(l3) + 52)
-	n[0] = n[0].WithSymbol(icmp)
-	p = append(p, n...)
+	// An ICMP error (unreachable, time exceeded, parameter problem) at
+	// l3 + R7, quoting an IPv4 header at l3 + R7 + 8 whose datagram's
+	// first fragment carried TCP/UDP ports.
 	p = append(p,
-		asm.LoadMem(asm.R5, asm.R2, l3+20, asm.Byte),
+		asm.Mov.Reg(asm.R1, asm.R2).WithSymbol(icmp),
+		asm.Add.Reg(asm.R1, asm.R7),
+		asm.Mov.Reg(asm.R5, asm.R1),
+		asm.Add.Imm(asm.R5, int32(l3)+8+20),
+		asm.JGT.Reg(asm.R5, asm.R3, "pass"),
+		asm.LoadMem(asm.R5, asm.R1, l3, asm.Byte),
 		asm.JEq.Imm(asm.R5, 3, quote),
 		asm.JEq.Imm(asm.R5, 11, quote),
 		asm.JNE.Imm(asm.R5, 12, "pass"),
-		asm.LoadMem(asm.R5, asm.R2, l3+28, asm.Byte).WithSymbol(quote),
-		asm.JNE.Imm(asm.R5, 0x45, "pass"),
-		asm.LoadMem(asm.R4, asm.R2, l3+37, asm.Byte),
-		asm.JEq.Imm(asm.R4, 6, quote+"key"),
-		asm.JNE.Imm(asm.R4, 17, "pass"),
-		asm.LoadMem(asm.R5, asm.R2, l3+44, asm.Word).WithSymbol(quote+"key"),
-		asm.StoreMem(asm.R10, -16, asm.R5, asm.Word),
-		asm.LoadMem(asm.R5, asm.R2, l3+50, asm.Half),
-		asm.StoreMem(asm.R10, -12, asm.R5, asm.Half),
-		asm.StoreMem(asm.R10, -10, asm.R4, asm.Byte),
-		asm.StoreImm(asm.R10, -9, 0, asm.Byte),
+		asm.LoadMem(asm.R5, asm.R1, l3+8, asm.Byte).WithSymbol(quote),
 	)
-	p = append(p, lookup(m.src4, -16)...)
+	p = append(p, headerLen(asm.R8)...)
+	p = append(p,
+		asm.LoadMem(asm.R5, asm.R1, l3+8+6, asm.Half),
+		asm.And.Imm(asm.R5, v4Offset),
+		asm.JNE.Imm(asm.R5, 0, "pass"),
+		asm.LoadMem(asm.R4, asm.R1, l3+8+9, asm.Byte),
+		asm.JEq.Imm(asm.R4, 6, quoteKey),
+		asm.JNE.Imm(asm.R4, 17, "pass"),
+		asm.LoadMem(asm.R5, asm.R1, l3+8+16, asm.Word).WithSymbol(quoteKey),
+		asm.StoreMem(asm.R10, src4Key, asm.R5, asm.Word),
+		asm.Add.Reg(asm.R1, asm.R8),
+		asm.Mov.Reg(asm.R5, asm.R1),
+		asm.Add.Imm(asm.R5, int32(l3)+8+4),
+		asm.JGT.Reg(asm.R5, asm.R3, "pass"),
+		asm.LoadMem(asm.R5, asm.R1, l3+8+2, asm.Half),
+		asm.StoreMem(asm.R10, src4Key+4, asm.R5, asm.Half),
+		asm.StoreMem(asm.R10, src4Key+6, asm.R4, asm.Byte),
+		asm.StoreImm(asm.R10, src4Key+7, 0, asm.Byte),
+	)
+	p = append(p, lookupTo(m.src4, src4Key, own)...)
 	p = append(p, asm.Ja.Label("pass"))
+	l = lookupTo(m.local4, dst4Key, "pass")
+	l[0] = l[0].WithSymbol(own)
+	p = append(p, l...)
+	p = append(p, asm.Ja.Label("redirect"))
 	return p
 }
 
 // ipv6 checks an IPv6 header at l3.
 func ipv6(m *maps, l3 int16) asm.Instructions {
-	tcpUDP, frag, first, later := fmt.Sprintf("v6src%d", l3), fmt.Sprintf("v6frag%d", l3), fmt.Sprintf("v6first%d", l3), fmt.Sprintf("v6later%d", l3)
-	icmp, quote := fmt.Sprintf("v6icmp%d", l3), fmt.Sprintf("v6quote%d", l3)
-	// fragKey puts {source, destination, ID} at R10-64.
+	label := func(s string) string { return fmt.Sprintf("v6%s%d", s, l3) }
+	tcpUDP, frag, first, later, icmp, quote, own := label("src"), label("frag"), label("first"), label("later"), label("icmp"), label("quote"), label("own")
+	// fragKey puts {source, destination, ID} at frag6Key.
 	fragKey := func() asm.Instructions {
 		return asm.Instructions{
 			asm.LoadMem(asm.R5, asm.R2, l3+8, asm.DWord),
-			asm.StoreMem(asm.R10, -64, asm.R5, asm.DWord),
+			asm.StoreMem(asm.R10, frag6Key, asm.R5, asm.DWord),
 			asm.LoadMem(asm.R5, asm.R2, l3+16, asm.DWord),
-			asm.StoreMem(asm.R10, -56, asm.R5, asm.DWord),
+			asm.StoreMem(asm.R10, frag6Key+8, asm.R5, asm.DWord),
 			asm.LoadMem(asm.R5, asm.R2, l3+24, asm.DWord),
-			asm.StoreMem(asm.R10, -48, asm.R5, asm.DWord),
+			asm.StoreMem(asm.R10, frag6Key+16, asm.R5, asm.DWord),
 			asm.LoadMem(asm.R5, asm.R2, l3+32, asm.DWord),
-			asm.StoreMem(asm.R10, -40, asm.R5, asm.DWord),
+			asm.StoreMem(asm.R10, frag6Key+24, asm.R5, asm.DWord),
 			asm.LoadMem(asm.R5, asm.R2, l3+44, asm.Word),
-			asm.StoreMem(asm.R10, -32, asm.R5, asm.Word),
+			asm.StoreMem(asm.R10, frag6Key+32, asm.R5, asm.Word),
 		}
 	}
 	// srcKey puts {source, the port at portOff, the protocol in R4, 0} at
-	// R10-24 and looks it up: R0 is the answer.
+	// src6Key and looks it up: R0 is the answer.
 	srcKey := func(portOff int16) asm.Instructions {
 		return asm.Instructions{
 			asm.LoadMem(asm.R5, asm.R2, l3+8, asm.DWord),
-			asm.StoreMem(asm.R10, -24, asm.R5, asm.DWord),
+			asm.StoreMem(asm.R10, src6Key, asm.R5, asm.DWord),
 			asm.LoadMem(asm.R5, asm.R2, l3+16, asm.DWord),
-			asm.StoreMem(asm.R10, -16, asm.R5, asm.DWord),
+			asm.StoreMem(asm.R10, src6Key+8, asm.R5, asm.DWord),
 			asm.LoadMem(asm.R5, asm.R2, portOff, asm.Half),
-			asm.StoreMem(asm.R10, -8, asm.R5, asm.Half),
-			asm.StoreMem(asm.R10, -6, asm.R4, asm.Byte),
-			asm.StoreImm(asm.R10, -5, 0, asm.Byte),
+			asm.StoreMem(asm.R10, src6Key+16, asm.R5, asm.Half),
+			asm.StoreMem(asm.R10, src6Key+18, asm.R4, asm.Byte),
+			asm.StoreImm(asm.R10, src6Key+19, 0, asm.Byte),
 			asm.LoadMapPtr(asm.R1, m.src6.FD()),
 			asm.Mov.Reg(asm.R2, asm.R10),
-			asm.Add.Imm(asm.R2, -24),
+			asm.Add.Imm(asm.R2, src6Key),
 			asm.FnMapLookupElem.Call(),
 		}
 	}
@@ -343,12 +393,11 @@ func ipv6(m *maps, l3 int16) asm.Instructions {
 	p = append(p, need(int32(l3)+40)...)
 	p = append(p,
 		asm.LoadMem(asm.R5, asm.R2, l3+24, asm.DWord),
-		asm.StoreMem(asm.R10, -16, asm.R5, asm.DWord),
+		asm.StoreMem(asm.R10, dst6Key, asm.R5, asm.DWord),
 		asm.LoadMem(asm.R5, asm.R2, l3+32, asm.DWord),
-		asm.StoreMem(asm.R10, -8, asm.R5, asm.DWord),
+		asm.StoreMem(asm.R10, dst6Key+8, asm.R5, asm.DWord),
 	)
-	p = append(p, lookup(m.dst6, -16)...)
-	p = append(p, lookupTo(m.local6, -16, "pass")...)
+	p = append(p, lookup(m.dst6, dst6Key)...)
 	p = append(p, reloadData()...)
 	p = append(p, need(int32(l3)+44)...)
 	p = append(p,
@@ -362,7 +411,7 @@ func ipv6(m *maps, l3 int16) asm.Instructions {
 	s[0] = s[0].WithSymbol(tcpUDP)
 	p = append(p, s...)
 	p = append(p,
-		asm.JNE.Imm(asm.R0, 0, "redirect"),
+		asm.JNE.Imm(asm.R0, 0, own),
 		asm.Ja.Label("pass"),
 	)
 	// A fragment header: a later fragment, or a first one with TCP/UDP
@@ -385,7 +434,9 @@ func ipv6(m *maps, l3 int16) asm.Instructions {
 	s[0] = s[0].WithSymbol(first)
 	p = append(p, s...)
 	p = append(p, asm.JEq.Imm(asm.R0, 0, "pass"))
-	// Caught: a first fragment's datagram is remembered for the rest.
+	// Caught, unless addressed to the unit itself: a first fragment's
+	// datagram is remembered for the rest.
+	p = append(p, lookupTo(m.local6, dst6Key, "pass")...)
 	p = append(p, reloadData()...)
 	p = append(p, need(int32(l3)+48)...)
 	p = append(p,
@@ -394,11 +445,13 @@ func ipv6(m *maps, l3 int16) asm.Instructions {
 		asm.JEq.Imm(asm.R5, 0, "redirect"),
 	)
 	p = append(p, fragKey()...)
-	p = append(p, remember(m.frag6, -64)...)
+	p = append(p, remember(m.frag6, frag6Key)...)
+	// A later fragment: caught if its datagram's first fragment was
+	// (and so was not the unit's own).
 	k := fragKey()
 	k[0] = k[0].WithSymbol(later)
 	p = append(p, k...)
-	p = append(p, lookup(m.frag6, -64)...)
+	p = append(p, lookup(m.frag6, frag6Key)...)
 	p = append(p, asm.Ja.Label("pass"))
 	// An ICMPv6 error (types 1 to 4) quoting an IPv6 header without
 	// extension headers and TCP/UDP ports, at l3+48.
@@ -413,16 +466,21 @@ func ipv6(m *maps, l3 int16) asm.Instructions {
 		asm.JEq.Imm(asm.R4, 6, quote),
 		asm.JNE.Imm(asm.R4, 17, "pass"),
 		asm.LoadMem(asm.R5, asm.R2, l3+72, asm.DWord).WithSymbol(quote),
-		asm.StoreMem(asm.R10, -24, asm.R5, asm.DWord),
+		asm.StoreMem(asm.R10, src6Key, asm.R5, asm.DWord),
 		asm.LoadMem(asm.R5, asm.R2, l3+80, asm.DWord),
-		asm.StoreMem(asm.R10, -16, asm.R5, asm.DWord),
+		asm.StoreMem(asm.R10, src6Key+8, asm.R5, asm.DWord),
 		asm.LoadMem(asm.R5, asm.R2, l3+90, asm.Half),
-		asm.StoreMem(asm.R10, -8, asm.R5, asm.Half),
-		asm.StoreMem(asm.R10, -6, asm.R4, asm.Byte),
-		asm.StoreImm(asm.R10, -5, 0, asm.Byte),
+		asm.StoreMem(asm.R10, src6Key+16, asm.R5, asm.Half),
+		asm.StoreMem(asm.R10, src6Key+18, asm.R4, asm.Byte),
+		asm.StoreImm(asm.R10, src6Key+19, 0, asm.Byte),
 	)
-	p = append(p, lookup(m.src6, -24)...)
+	p = append(p, lookupTo(m.src6, src6Key, own)...)
 	p = append(p, asm.Ja.Label("pass"))
+	// Caught by source or quote, unless addressed to the unit itself.
+	l := lookupTo(m.local6, dst6Key, "pass")
+	l[0] = l[0].WithSymbol(own)
+	p = append(p, l...)
+	p = append(p, asm.Ja.Label("redirect"))
 	return p
 }
 

@@ -2,6 +2,7 @@ package afxdp
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -200,6 +201,7 @@ func TestProgramCatchesErrorsAboutHalfNATFlows(t *testing.T) {
 		{"IPv4 time exceeded", pkttest.ICMPError(ep("10.0.0.254:0"), ep("10.0.1.2:0"), 11, 0, 0, quote("10.0.1.2:40000", "10.0.0.10:5353"), 0, pkttest.Opts{}), "caught"},
 		{"IPv4 error about another port", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.1.2:0"), 3, 3, 0, quote("10.0.1.2:40000", "10.0.0.10:22"), 0, pkttest.Opts{}), "passed"},
 		{"IPv4 error to the unit itself", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.0.1:0"), 3, 3, 0, quote("10.0.0.1:40000", "10.0.0.10:5353"), 0, pkttest.Opts{}), "passed"},
+		{"IPv4 error quoting a later fragment", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.1.2:0"), 3, 3, 0, laterFragment(quote("10.0.1.2:40000", "10.0.0.10:5353")), 0, pkttest.Opts{}), "passed"},
 		{"IPv4 error cut short", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.1.2:0"), 3, 3, 0, quote("10.0.1.2:40000", "10.0.0.10:5353"), 21, pkttest.Opts{}), "passed"},
 		{"IPv6 port unreachable from the backend", pkttest.ICMPError(ep("[fd00::10]:0"), ep("[fd00:1::2]:0"), 1, 4, 0, quote("[fd00:1::2]:40000", "[fd00::10]:5353"), 0, pkttest.Opts{}), "caught"},
 		{"IPv6 packet too big from a router", pkttest.ICMPError(ep("[fd00::fe]:0"), ep("[fd00:1::2]:0"), 2, 0, 1400, quote("[fd00:1::2]:40000", "[fd00::10]:5353"), 0, pkttest.Opts{}), "caught"},
@@ -209,4 +211,77 @@ func TestProgramCatchesErrorsAboutHalfNATFlows(t *testing.T) {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
 		}
 	}
+}
+
+// TestProgramReadsIPv4Options: an IPv4 header may carry up to 40 bytes
+// of options, and the program finds the ports behind them: a half-NAT
+// reply with options is caught (and its later fragments), as is an ICMP
+// error with options in its own header or in the header it quotes. The
+// unit's own traffic still passes, fragmented or not; so does an error
+// quoting a later fragment, whose bytes where ports would be are data,
+// and a header whose length is below five words.
+func TestProgramReadsIPv4Options(t *testing.T) {
+	nstest.Require(t)
+	ns := nstest.NS(t, "tio", "a")
+	nstest.Sh(t, "ip", "-n", ns, "addr", "add", "10.0.0.1/32", "dev", "lo")
+	verdict := programRun(t, []Endpoint{
+		{Addr: netip.MustParseAddr("10.0.0.10"), Port: 5353, Proto: 17},
+		{Addr: netip.MustParseAddr("10.0.0.10"), Port: 8080, Proto: 6},
+	}, ns)
+	const mac = "02:00:00:00:00:01"
+	ep := func(s string) pkttest.Endpoint { return pkttest.EP(mac, s) }
+	routerAlert := []byte{0x94, 0x04, 0x00, 0x00}
+	longest := bytes.Repeat([]byte{0x01}, 40) // no-operations: IHL 15
+	quote := func(dst string, o pkttest.Opts) []byte {
+		o.Payload = []byte("query")
+		return pkttest.L3(pkttest.UDP(ep("10.0.1.2:40000"), ep(dst), o))
+	}
+	for _, vlans := range [][]uint16{nil, {7}} {
+		for _, opts := range [][]byte{routerAlert, longest} {
+			o := pkttest.Opts{VLANs: vlans, IPOptions: opts}
+			name := fmt.Sprintf("vlans %v, %d bytes of options", vlans, len(opts))
+			for _, c := range []struct {
+				name  string
+				frame []byte
+				want  string
+			}{
+				{"TCP reply", pkttest.TCP(ep("10.0.0.10:8080"), ep("10.0.1.2:40000"), pkttest.ACK, 1, 1, o), "caught"},
+				{"UDP reply", pkttest.UDP(ep("10.0.0.10:5353"), ep("10.0.1.2:40000"), o), "caught"},
+				{"reply from another port", pkttest.UDP(ep("10.0.0.10:5354"), ep("10.0.1.2:40000"), o), "passed"},
+				{"answer to the unit itself", pkttest.TCP(ep("10.0.0.10:8080"), ep("10.0.0.1:40000"), pkttest.ACK, 1, 1, o), "passed"},
+				{"error with options", pkttest.ICMPError(ep("10.0.0.254:0"), ep("10.0.1.2:0"), 3, 4, 1400, quote("10.0.0.10:5353", pkttest.Opts{}), 0, o), "caught"},
+				{"error quoting options", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.1.2:0"), 3, 3, 0, quote("10.0.0.10:5353", pkttest.Opts{IPOptions: opts}), 0, pkttest.Opts{VLANs: vlans}), "caught"},
+				{"error quoting options, cut short", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.1.2:0"), 3, 3, 0, quote("10.0.0.10:5353", pkttest.Opts{IPOptions: opts}), 20+len(opts)+3, pkttest.Opts{VLANs: vlans}), "passed"},
+				{"error about another port", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.1.2:0"), 3, 3, 0, quote("10.0.0.10:22", pkttest.Opts{IPOptions: opts}), 0, o), "passed"},
+				{"error quoting a later fragment", pkttest.ICMPError(ep("10.0.0.10:0"), ep("10.0.1.2:0"), 3, 3, 0, laterFragment(quote("10.0.0.10:5353", pkttest.Opts{})), 0, o), "passed"},
+			} {
+				if got := verdict(c.frame); got != c.want {
+					t.Errorf("%s: %s %s, want %s", name, c.name, got, c.want)
+				}
+			}
+			o.Payload = bytes.Repeat([]byte("reply "), 700)
+			for i, dst := range []string{"10.0.1.2:40000", "10.0.0.1:40000"} {
+				want := map[int]string{0: "caught", 1: "passed"}[i]
+				o.ID = uint16(100*len(opts) + len(vlans)*10 + i)
+				for j, f := range pkttest.FragmentIPv4(pkttest.UDP(ep("10.0.0.10:5353"), ep(dst), o), 1400, false) {
+					if got := verdict(f); got != want {
+						t.Errorf("%s: fragment %d of a reply to %s %s, want %s", name, j, dst, got, want)
+					}
+				}
+			}
+		}
+	}
+	short := pkttest.UDP(ep("10.0.0.10:5353"), ep("10.0.1.2:40000"), pkttest.Opts{})
+	short[14] = 0x44
+	if got := verdict(short); got != "passed" {
+		t.Errorf("a header of four words %s, want passed", got)
+	}
+}
+
+// laterFragment marks an IPv4 packet as a later fragment (offset 1,480)
+// without changing its bytes.
+func laterFragment(ip []byte) []byte {
+	ip = append([]byte(nil), ip...)
+	ip[6], ip[7] = 0x00, 0xb9
+	return ip
 }
