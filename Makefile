@@ -128,15 +128,21 @@ lint:
 # make vm built instead of skipping; TETHER_VM_ACCEL=kvm|tcg forces its
 # qemu accelerator. The -timeout applies to each package's test binary.
 # The slowest ones on the 2-core CI machine, run side by side: e2e about
-# 11-12 min under -race (its system tests run one after another), vm
-# about 3 min (a 20 s KVM probe, then TCG). 25m leaves e2e twice its
-# time. Each of vm's waits also ends 30 s before this deadline
+# 11 min under -race on a slowed machine (its system tests run one after
+# another), vm about 3 min (a 20 s KVM probe, then TCG). 25m leaves e2e
+# twice its time. Each of vm's waits also ends 30 s before this deadline
 # (t.Deadline), so a stuck boot fails its own test, with qemu stopped and
 # namespaces deleted, instead of panicking the binary and leaving them
 # behind as the default 10m did.
+#
+# GORACE: a program built with -race sleeps a second before it exits
+# (atexit_sleep_ms, so that racing goroutines get reported). The system
+# tests start the test binary itself for their roles (servers, clients,
+# load), hundreds of times a run, and waited out that second each time:
+# 7 of e2e's 18 minutes (2026-12-02). A race found still fails the run.
 UNIT_TIMEOUT ?= 25m
 unit:
-	TETHER_VM_IMAGE=$(CURDIR)/vm/out $(GO) test -race -count=1 -timeout $(UNIT_TIMEOUT) ./...
+	GORACE="atexit_sleep_ms=0 $$GORACE" TETHER_VM_IMAGE=$(CURDIR)/vm/out $(GO) test -race -count=1 -timeout $(UNIT_TIMEOUT) ./...
 
 # The appliance: vm/out/vmlinuz and vm/out/initramfs.img from Debian's
 # kernel and busybox and the project's static binaries. docs/appliance.md.
