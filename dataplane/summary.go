@@ -41,7 +41,7 @@ func (r *Summary) WriteTo(w io.Writer) (int64, error) {
 	fmt.Fprintf(&b, "frames: %d in, %d forwarded, %d passed to the host, %d dropped",
 		s.RxPackets, s.TxPackets, s.Passed(), s.Dropped())
 	if r.Port.RxDropped > 0 {
-		fmt.Fprintf(&b, ", %d unreadable (oversize or truncated by the capture)", r.Port.RxDropped)
+		fmt.Fprintf(&b, ", %d unreadable (oversize, truncated by the capture, or not IP in a capture replayed as raw IP)", r.Port.RxDropped)
 	}
 	if r.Port.KernelDropped > 0 {
 		fmt.Fprintf(&b, ", %d dropped by the kernel before the port read them", r.Port.KernelDropped)

@@ -18,7 +18,8 @@ func replayCommand(log *zerolog.Logger) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "replay --config FILE IN.pcap [OUT.pcap]",
 		Short: "Run a capture through the forwarder and write what it sends",
-		Long: `Replay reads frames from a pcap or pcapng capture (Ethernet or raw IP),
+		Long: `Replay reads frames from a pcap or pcapng capture (Ethernet, raw IP,
+Linux cooked or BSD loopback: the last two are replayed as raw IP),
 runs them through one forwarder worker configured by --config, writes the
 frames the worker forwards to OUT.pcap (if given) and prints what happened
 per VIP, per backend and per drop reason. The capture's timestamps drive
@@ -69,6 +70,9 @@ for example TETHER_FORWARDER_BATCH=64.`,
 			}
 			if _, err = res.WriteTo(cmd.OutOrStdout()); err != nil {
 				return err
+			}
+			if n := port.NotIP(); n > 0 {
+				log.Info().Uint64("frames", n).Msg("frames that are not IP, in a capture replayed as raw IP, counted as unreadable")
 			}
 			if n := port.Truncated(); n > 0 && !keepGoing {
 				return fmt.Errorf("replay: %s ends inside record %d, which is lost (the summary counts it as unreadable); --keep-going accepts a capture cut short", args[0], n)

@@ -26,10 +26,30 @@ type packetReader interface {
 	ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
 }
 
+// peeked is a packetReader whose first answer was read ahead.
+type peeked struct {
+	r    packetReader
+	done bool
+	data []byte
+	ci   gopacket.CaptureInfo
+	err  error
+}
+
+func (p *peeked) ReadPacketData() ([]byte, gopacket.CaptureInfo, error) {
+	if p.done {
+		return p.r.ReadPacketData()
+	}
+	p.done = true
+	data, ci, err := p.data, p.ci, p.err
+	p.data = nil
+	return data, ci, err
+}
+
 // Port is a nic.Port that reads one capture and writes another.
 type Port struct {
 	name   string
 	link   nic.LinkType
+	inLink layers.LinkType // the capture's (first) link type
 	in     packetReader
 	out    *pcapgo.Writer
 	outBuf *bufio.Writer
@@ -40,6 +60,9 @@ type Port struct {
 	// cut is the number of the record the capture ends inside, 0 when it
 	// ends where a record does.
 	cut uint64
+	// notIP counts frames not delivered because they are not IP and the
+	// port delivers raw IP (link.go).
+	notIP uint64
 }
 
 var _ nic.Port = (*Port)(nil)
@@ -55,11 +78,22 @@ func New(name string, in io.Reader, out io.Writer) (*Port, error) {
 	var r packetReader
 	var lt layers.LinkType
 	if magic[0] == 0x0a && magic[1] == 0x0d && magic[2] == 0x0d && magic[3] == 0x0a {
-		ng, err := pcapgo.NewNgReader(br, pcapgo.DefaultNgReaderOptions)
+		// Mixed link types: each frame says its interface's, and is
+		// converted (the default skips frames of a link type other than
+		// the first interface's, uncounted).
+		ng, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{WantMixedLinkType: true})
 		if err != nil {
 			return nil, fmt.Errorf("pcapio: read pcapng header: %w", err)
 		}
-		r, lt = ng, ng.LinkType()
+		// The reader then reads interfaces as they come: the first
+		// one's link type is known once a packet (or the end) is.
+		first := &peeked{r: ng}
+		first.data, first.ci, first.err = ng.ReadPacketData()
+		intf, err := ng.Interface(0)
+		if err != nil {
+			return nil, fmt.Errorf("pcapio: pcapng file without an interface: %w", err)
+		}
+		r, lt = first, intf.LinkType
 	} else {
 		pr, err := pcapgo.NewReader(br)
 		if err != nil {
@@ -67,11 +101,11 @@ func New(name string, in io.Reader, out io.Writer) (*Port, error) {
 		}
 		r, lt = pr, pr.LinkType()
 	}
-	link, err := linkTypeOf(lt)
+	link, err := portLink(lt)
 	if err != nil {
 		return nil, err
 	}
-	p := &Port{name: name, link: link, in: r, bufs: make([][]byte, buffers)}
+	p := &Port{name: name, link: link, inLink: lt, in: r, bufs: make([][]byte, buffers)}
 	for i := range p.bufs {
 		p.bufs[i] = make([]byte, nic.Headroom+MaxFrame)
 		p.free = append(p.free, uint64(i))
@@ -79,21 +113,11 @@ func New(name string, in io.Reader, out io.Writer) (*Port, error) {
 	if out != nil {
 		p.outBuf = bufio.NewWriter(out)
 		p.out = pcapgo.NewWriterNanos(p.outBuf)
-		if err := p.out.WriteFileHeader(MaxFrame, lt); err != nil {
+		if err := p.out.WriteFileHeader(MaxFrame, outputLink(lt, link)); err != nil {
 			return nil, fmt.Errorf("pcapio: write capture header: %w", err)
 		}
 	}
 	return p, nil
-}
-
-func linkTypeOf(lt layers.LinkType) (nic.LinkType, error) {
-	switch lt {
-	case layers.LinkTypeEthernet:
-		return nic.LinkEthernet, nil
-	case layers.LinkTypeRaw, layers.LinkTypeIPv4, layers.LinkTypeIPv6:
-		return nic.LinkIP, nil
-	}
-	return 0, fmt.Errorf("pcapio: link type %v (%d) not supported: use Ethernet (1) or raw IP (101) captures", lt, int(lt))
 }
 
 // Name implements nic.Port.Name.
@@ -123,19 +147,33 @@ func (p *Port) Receive(frames []nic.Frame) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("pcapio: %s: read frame %d: %w", p.name, p.stats.RxFrames+p.stats.RxDropped+1, err)
 		}
-		if len(data) > MaxFrame || ci.CaptureLength < ci.Length {
-			// Oversize, or cut short by the capture's snap length:
-			// forwarding a truncated frame would corrupt it.
+		if ci.CaptureLength < ci.Length {
+			// Cut short by the capture's snap length: forwarding a
+			// truncated frame would corrupt it.
 			p.stats.RxDropped++
 			continue
 		}
+		lt := p.inLink
+		if len(ci.AncillaryData) > 0 {
+			if l, ok := ci.AncillaryData[0].(layers.LinkType); ok {
+				lt = l // this frame's interface's, in a pcapng file
+			}
+		}
 		h := p.free[len(p.free)-1]
-		p.free = p.free[:len(p.free)-1]
 		buf := p.bufs[h]
-		copy(buf[nic.Headroom:], data)
-		frames[n] = nic.Frame{Buf: buf, Off: nic.Headroom, Len: len(data), Time: ci.Timestamp.UnixNano(), Handle: h}
+		size, notIP, tooLong := convert(buf[nic.Headroom:], data, lt, p.link)
+		if notIP || tooLong {
+			// Not IP where the port delivers raw IP, or oversize.
+			p.stats.RxDropped++
+			if notIP {
+				p.notIP++
+			}
+			continue
+		}
+		p.free = p.free[:len(p.free)-1]
+		frames[n] = nic.Frame{Buf: buf, Off: nic.Headroom, Len: size, Time: ci.Timestamp.UnixNano(), Handle: h}
 		p.stats.RxFrames++
-		p.stats.RxBytes += uint64(len(data))
+		p.stats.RxBytes += uint64(size)
 		n++
 	}
 	if n == 0 && p.eof {
@@ -143,6 +181,11 @@ func (p *Port) Receive(frames []nic.Frame) (int, error) {
 	}
 	return n, nil
 }
+
+// NotIP returns how many frames were not delivered because they are not
+// IP and the port delivers raw IP (a cooked capture's ARP, say). They
+// are counted in Stats().RxDropped too.
+func (p *Port) NotIP() uint64 { return p.notIP }
 
 // Truncated returns the number (from 1) of the record the capture ends
 // inside, or 0 when it ends where a record does. That record is counted

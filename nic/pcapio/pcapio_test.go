@@ -2,6 +2,7 @@ package pcapio
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"strings"
@@ -107,8 +108,8 @@ func TestPcapngAndRawIP(t *testing.T) {
 }
 
 func TestUnreadableInput(t *testing.T) {
-	if _, err := New("sll", bytes.NewReader(capture(t, layers.LinkTypeLinuxSLL)), nil); err == nil || !strings.Contains(err.Error(), "not supported") {
-		t.Fatalf("Linux SLL capture: %v", err)
+	if _, err := New("wifi", bytes.NewReader(capture(t, layers.LinkTypeIEEE80211Radio)), nil); err == nil || !strings.Contains(err.Error(), "not supported") {
+		t.Fatalf("802.11 capture: %v", err)
 	}
 	for _, in := range [][]byte{nil, []byte("not a capture at all")} {
 		if _, err := New("bad", bytes.NewReader(in), nil); err == nil {
@@ -163,8 +164,8 @@ func TestCaptureCutShort(t *testing.T) {
 	}
 }
 
-// FuzzReader: no capture file makes the port panic or lend a frame
-// larger than MaxFrame.
+// FuzzReader: no capture file, of any link type or mix of them, makes
+// the port panic or lend a frame larger than MaxFrame.
 func FuzzReader(f *testing.F) {
 	var pc bytes.Buffer
 	w := pcapgo.NewWriterNanos(&pc)
@@ -176,6 +177,27 @@ func FuzzReader(f *testing.F) {
 		nw.WritePacket(gopacket.CaptureInfo{Timestamp: t0, CaptureLength: 14, Length: 14}, make([]byte, 14))
 		nw.Flush()
 		f.Add(ng.Bytes())
+	}
+	// Every other link type the port reads, and a pcapng file mixing two.
+	for lt, frame := range map[layers.LinkType][]byte{
+		layers.LinkTypeLinuxSLL:  cooked(false, 0x8100, append([]byte{0, 7, 0x08, 0x00}, ip4...)),
+		layers.LinkTypeLinuxSLL2: cooked(true, 0x86dd, ip6),
+		layers.LinkTypeNull:      loopback(binary.LittleEndian, 2, ip4),
+		layers.LinkTypeLoop:      loopback(binary.BigEndian, 30, ip6),
+	} {
+		var b bytes.Buffer
+		w := pcapgo.NewWriterNanos(&b)
+		w.WriteFileHeader(65536, lt)
+		w.WritePacket(gopacket.CaptureInfo{Timestamp: t0, CaptureLength: len(frame), Length: len(frame)}, frame)
+		f.Add(b.Bytes())
+	}
+	var mixed bytes.Buffer
+	if nw, err := pcapgo.NewNgWriter(&mixed, layers.LinkTypeRaw); err == nil {
+		nw.AddInterface(pcapgo.NgInterface{LinkType: layers.LinkTypeEthernet, SnapLength: 65536})
+		nw.WritePacket(gopacket.CaptureInfo{Timestamp: t0, CaptureLength: len(ip4), Length: len(ip4)}, ip4)
+		nw.WritePacket(gopacket.CaptureInfo{Timestamp: t0, CaptureLength: 14, Length: 14, InterfaceIndex: 1}, make([]byte, 14))
+		nw.Flush()
+		f.Add(mixed.Bytes())
 	}
 	f.Add([]byte("garbage"))
 	f.Fuzz(func(t *testing.T, in []byte) {
@@ -197,4 +219,151 @@ func FuzzReader(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Two packets to deliver, an IPv4 and an IPv6 one (only their first
+// bytes matter to the port), and a frame that is not IP.
+var (
+	ip4 = []byte{0x45, 0, 0, 20, 1, 2, 3, 4}
+	ip6 = []byte{0x60, 0, 0, 0, 5, 6, 7, 8}
+	arp = []byte{0, 1, 8, 0, 6, 4, 0, 1}
+)
+
+// cooked returns the packet behind a Linux cooked header (SLL, or SLL2
+// when v2) with protocol et.
+func cooked(v2 bool, et uint16, payload []byte) []byte {
+	if v2 {
+		h := make([]byte, 20)
+		binary.BigEndian.PutUint16(h, et)
+		h[11] = 6 // address length
+		return append(h, payload...)
+	}
+	h := make([]byte, 16)
+	binary.BigEndian.PutUint16(h[14:], et)
+	h[5] = 6
+	return append(h, payload...)
+}
+
+// loopback returns the packet behind a BSD loopback header: the family
+// in order o.
+func loopback(o binary.AppendByteOrder, af uint32, payload []byte) []byte {
+	return append(o.AppendUint32(nil, af), payload...)
+}
+
+// TestCookedAndLoopbackCaptures: captures with Linux's cooked headers
+// (tcpdump -i any) and BSD's loopback header are replayed as raw IP:
+// the port delivers the IP packets (behind a VLAN tag too), counts what
+// is not IP as unreadable without delivering it, and writes a raw IP
+// capture.
+func TestCookedAndLoopbackCaptures(t *testing.T) {
+	vlan := append([]byte{0, 7, 0x08, 0x00}, ip4...) // tag 7, then IPv4
+	for _, c := range []struct {
+		name   string
+		lt     layers.LinkType
+		frames [][]byte
+	}{
+		{"SLL", layers.LinkTypeLinuxSLL, [][]byte{cooked(false, 0x0800, ip4), cooked(false, 0x0806, arp), cooked(false, 0x86dd, ip6), cooked(false, 0x8100, vlan)}},
+		{"SLL2", layers.LinkTypeLinuxSLL2, [][]byte{cooked(true, 0x0800, ip4), cooked(true, 0x0806, arp), cooked(true, 0x86dd, ip6), cooked(true, 0x8100, vlan)}},
+		{"NULL, little-endian host", layers.LinkTypeNull, [][]byte{loopback(binary.LittleEndian, 2, ip4), loopback(binary.LittleEndian, 7, arp), loopback(binary.LittleEndian, 30, ip6), loopback(binary.LittleEndian, 2, ip4)}},
+		{"NULL, big-endian host", layers.LinkTypeNull, [][]byte{loopback(binary.BigEndian, 2, ip4), loopback(binary.BigEndian, 7, arp), loopback(binary.BigEndian, 24, ip6), loopback(binary.BigEndian, 2, ip4)}},
+		{"LOOP", layers.LinkTypeLoop, [][]byte{loopback(binary.BigEndian, 2, ip4), loopback(binary.BigEndian, 7, arp), loopback(binary.BigEndian, 28, ip6), loopback(binary.BigEndian, 2, ip4)}},
+	} {
+		var out bytes.Buffer
+		p, err := New(c.name, bytes.NewReader(capture(t, c.lt, c.frames...)), &out)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if p.LinkType() != nic.LinkIP {
+			t.Fatalf("%s: read as %v, want raw IP", c.name, p.LinkType())
+		}
+		got := readAll(t, p)
+		want := [][]byte{ip4, ip6, ip4}
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d frames delivered, want %d", c.name, len(got), len(want))
+		}
+		for i, w := range want {
+			if !bytes.Equal(got[i].Data(), w) {
+				t.Errorf("%s: frame %d is % x, want % x", c.name, i, got[i].Data(), w)
+			}
+		}
+		if st := p.Stats(); st.RxDropped != 1 || p.NotIP() != 1 || st.RxFrames != 3 {
+			t.Errorf("%s: %d delivered, %d unreadable, %d not IP; want 3, 1, 1", c.name, st.RxFrames, st.RxDropped, p.NotIP())
+		}
+		p.Transmit(got)
+		if err := p.Close(); err != nil {
+			t.Fatal(err)
+		}
+		r, err := pcapgo.NewReader(&out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.LinkType() != layers.LinkTypeRaw {
+			t.Errorf("%s: output capture of link type %v, want raw IP", c.name, r.LinkType())
+		}
+		if data, _, err := r.ReadPacketData(); err != nil || !bytes.Equal(data, ip4) {
+			t.Errorf("%s: first output frame % x, %v", c.name, data, err)
+		}
+	}
+}
+
+// TestPcapngMixedLinkTypes: a pcapng file whose interfaces have
+// different link types delivers every frame in the first interface's:
+// a raw IP packet gets an Ethernet header without addresses, an
+// Ethernet frame loses its header (and tags) or, not IP, is counted
+// unreadable. Before, frames of the other interfaces were skipped
+// without a count.
+func TestPcapngMixedLinkTypes(t *testing.T) {
+	eth := func(et uint16, payload []byte) []byte {
+		h := make([]byte, 14)
+		copy(h, []byte{2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2})
+		binary.BigEndian.PutUint16(h[12:], et)
+		return append(h, payload...)
+	}
+	write := func(first, second layers.LinkType, frames ...[]byte) *Port {
+		t.Helper()
+		var b bytes.Buffer
+		w, err := pcapgo.NewNgWriter(&b, first)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.AddInterface(pcapgo.NgInterface{LinkType: second, SnapLength: 65536}); err != nil {
+			t.Fatal(err)
+		}
+		for i, f := range frames {
+			ci := gopacket.CaptureInfo{Timestamp: t0, CaptureLength: len(f), Length: len(f), InterfaceIndex: i % 2}
+			if err := w.WritePacket(ci, f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		w.Flush()
+		p, err := New("mixed", &b, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	check := func(name string, p *Port, link nic.LinkType, want [][]byte, notIP uint64) {
+		t.Helper()
+		if p.LinkType() != link {
+			t.Fatalf("%s: read as %v, want %v", name, p.LinkType(), link)
+		}
+		got := readAll(t, p)
+		if len(got) != len(want) {
+			t.Fatalf("%s: %d frames delivered, want %d", name, len(got), len(want))
+		}
+		for i, w := range want {
+			if !bytes.Equal(got[i].Data(), w) {
+				t.Errorf("%s: frame %d is % x, want % x", name, i, got[i].Data(), w)
+			}
+		}
+		if p.NotIP() != notIP || p.Stats().RxDropped != notIP {
+			t.Errorf("%s: %d not IP, %d unreadable; want %d", name, p.NotIP(), p.Stats().RxDropped, notIP)
+		}
+	}
+	// Frames alternate between the interfaces: even on the first.
+	check("Ethernet first", write(layers.LinkTypeEthernet, layers.LinkTypeRaw, eth(0x0806, arp), ip6, eth(0x0800, ip4), ip4),
+		nic.LinkEthernet, [][]byte{eth(0x0806, arp), append(make([]byte, 12), append([]byte{0x86, 0xdd}, ip6...)...), eth(0x0800, ip4), append(make([]byte, 12), append([]byte{0x08, 0x00}, ip4...)...)}, 0)
+	tagged := eth(0x8100, append([]byte{0, 7, 0x86, 0xdd}, ip6...))
+	check("raw IP first", write(layers.LinkTypeRaw, layers.LinkTypeEthernet, ip4, eth(0x0806, arp), ip6, tagged, ip4, eth(0x0800, ip4)),
+		nic.LinkIP, [][]byte{ip4, ip6, ip6, ip4, ip4}, 1)
 }
