@@ -1,10 +1,13 @@
 package nstest
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -23,14 +26,64 @@ func Require(t testing.TB) {
 	}
 }
 
-// NS makes the namespace prefix+PID+tag, removed when t ends (the PID
-// keeps concurrent test binaries apart).
+// marker starts the name of every namespace NS makes.
+const marker = "tns"
+
+// NS makes the namespace tns-prefix-PID-tag, removed when t ends. The
+// PID keeps concurrent test binaries apart, and lets the next binary
+// remove what one killed by go test's -timeout (whose cleanups never
+// ran) left behind, with the processes still in it.
 func NS(t testing.TB, prefix, tag string) string {
 	t.Helper()
-	name := fmt.Sprintf("%s%d%s", prefix, os.Getpid(), tag)
+	if err := removeStale(); err != nil {
+		t.Logf("nstest: leftovers of an earlier run: %v", err)
+	}
+	name := fmt.Sprintf("%s-%s-%d-%s", marker, prefix, os.Getpid(), tag)
 	Sh(t, "ip", "netns", "add", name)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() })
 	return name
+}
+
+// owner returns the PID in a name NS made.
+func owner(name string) (int, bool) {
+	f := strings.Split(name, "-")
+	if len(f) < 4 || f[0] != marker {
+		return 0, false
+	}
+	pid, err := strconv.Atoi(f[2])
+	return pid, err == nil && pid > 0
+}
+
+// removeStale deletes the namespaces NS made for test binaries that are
+// no longer running, after killing what runs in them (a deleted
+// namespace lives on while a process is inside). A PID reused by
+// another process keeps its namespace: a leak, never a wrong removal.
+func removeStale() error {
+	entries, err := os.ReadDir("/run/netns")
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("list namespaces: %w", err)
+	}
+	var errs []error
+	for _, e := range entries {
+		pid, ok := owner(e.Name())
+		if !ok || unix.Kill(pid, 0) != unix.ESRCH {
+			continue
+		}
+		if out, err := exec.Command("ip", "netns", "pids", e.Name()).Output(); err == nil {
+			for _, f := range strings.Fields(string(out)) {
+				if p, err := strconv.Atoi(f); err == nil {
+					_ = unix.Kill(p, unix.SIGKILL)
+				}
+			}
+		}
+		if out, err := exec.Command("ip", "netns", "del", e.Name()).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s: %v: %s", e.Name(), err, strings.TrimSpace(string(out))))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Sh runs a command and returns its output, failing t with the output

@@ -1,10 +1,8 @@
 package tun
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"os/exec"
 	"runtime"
 	"testing"
@@ -12,6 +10,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
+
+	"github.com/tetherlb/tether/internal/nstest"
 )
 
 // TestKernelDropsAreCounted: packets the kernel routes into the device
@@ -93,25 +93,18 @@ func TestBlackholeStandsIn(t *testing.T) {
 // back and deletes the namespace. It skips the test without root.
 func enterNetns(t *testing.T, prefix string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a network namespace and a TUN device")
-	}
-	name := fmt.Sprintf("%s%d", prefix, os.Getpid())
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Skipf("ip netns add: %v: %s", err, out)
-	}
+	nstest.Require(t)
+	name := nstest.NS(t, prefix, "a")
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
 		runtime.UnlockOSThread()
-		exec.Command("ip", "netns", "del", name).Run()
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		netns.Set(orig)
 		orig.Close()
 		runtime.UnlockOSThread()
-		exec.Command("ip", "netns", "del", name).Run()
 	})
 	h, err := netns.GetFromName(name)
 	if err != nil {
