@@ -356,19 +356,7 @@ func TestShutdownSendsWhatWasPutOff(t *testing.T) {
 	if e := next().GetMigrationEnded(); e.GetId() != 5 {
 		t.Fatalf("got %v, want the put-off end of migration 5", e)
 	}
-	select {
-	case err := <-unit.ended:
-		if !errors.Is(err, io.EOF) {
-			t.Fatalf("the stream ended with %v, want the agent's close (EOF)", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("the agent did not close its side")
-	}
-	select {
-	case <-stopped:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the agent's streams did not stop")
-	}
+	closedAndStopped(t, unit, stopped)
 	if st := s.Status()[0]; st.EndedDropped != dropped {
 		t.Fatalf("status %+v: end notices dropped at shutdown", st)
 	}
@@ -385,6 +373,15 @@ func TestShutdownBoundedWhenTheUnitNeverEnds(t *testing.T) {
 	}
 	stopped := make(chan struct{})
 	go func() { unit.stop(); close(stopped) }()
+	// Keepalive would end the stream after 15 s; closeTimeout is a
+	// second.
+	closedAndStopped(t, unit, stopped)
+}
+
+// closedAndStopped waits for the agent to close its side of the stream
+// (the unit reads EOF) and for its streams to stop (stopped closed).
+func closedAndStopped(t *testing.T, unit *fakeUnit, stopped <-chan struct{}) {
+	t.Helper()
 	select {
 	case err := <-unit.ended:
 		if !errors.Is(err, io.EOF) {
@@ -393,10 +390,9 @@ func TestShutdownBoundedWhenTheUnitNeverEnds(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the agent did not close its side")
 	}
-	// Keepalive would end it after 15 s; closeTimeout is a second.
 	select {
 	case <-stopped:
 	case <-time.After(10 * time.Second):
-		t.Fatal("the agent's streams did not stop while the unit kept the stream open")
+		t.Fatal("the agent's streams did not stop")
 	}
 }

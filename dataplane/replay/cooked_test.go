@@ -13,7 +13,6 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/tetherlb/tether/config"
-	"github.com/tetherlb/tether/nic/pcapio"
 )
 
 // TestCookedCapturesReplayAsRawIP: the raw_ipv4_nat golden's packets,
@@ -88,19 +87,8 @@ func TestCookedCapturesReplayAsRawIP(t *testing.T) {
 				}
 				write(c.wrap(r.data), r)
 			}
-			var out bytes.Buffer
-			port, err := pcapio.New(c.name, &b, &out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			res, err := Run(cfg, port)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := port.Close(); err != nil {
-				t.Fatal(err)
-			}
-			got, wantFrames := readCapture(t, out.Bytes()), readCapture(t, want)
+			port, _, out, summary := replayCapture(t, cfg, c.name, b.Bytes())
+			got, wantFrames := readCapture(t, out), readCapture(t, want)
 			if len(got) != len(wantFrames) {
 				t.Fatalf("%d frames forwarded, the golden has %d", len(got), len(wantFrames))
 			}
@@ -109,15 +97,11 @@ func TestCookedCapturesReplayAsRawIP(t *testing.T) {
 					t.Fatalf("output frame %d differs from the golden's", i)
 				}
 			}
-			var summary strings.Builder
-			if _, err := res.WriteTo(&summary); err != nil {
-				t.Fatal(err)
-			}
 			// The golden's summary, with the ARP frame unreadable.
 			first, rest, _ := strings.Cut(string(wantTxt), "\n")
 			wantSummary := first + ", 1 unreadable (oversize, truncated by the capture, or not IP in a capture replayed as raw IP)\n" + rest
-			if summary.String() != wantSummary {
-				t.Fatalf("summary\n%s\nwant\n%s", summary.String(), wantSummary)
+			if summary != wantSummary {
+				t.Fatalf("summary\n%s\nwant\n%s", summary, wantSummary)
 			}
 			if port.NotIP() != 1 {
 				t.Fatalf("%d frames not IP, want the ARP frame", port.NotIP())

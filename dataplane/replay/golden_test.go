@@ -52,6 +52,29 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// replayCapture replays the capture in through cfg and returns the port,
+// the result, the output capture and the summary.
+func replayCapture(t *testing.T, cfg *config.Config, name string, in []byte) (*pcapio.Port, *Result, []byte, string) {
+	t.Helper()
+	var out bytes.Buffer
+	port, err := pcapio.New(name, bytes.NewReader(in), &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Run(cfg, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := port.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var summary strings.Builder
+	if _, err := res.WriteTo(&summary); err != nil {
+		t.Fatal(err)
+	}
+	return port, res, out.Bytes(), summary.String()
+}
+
 func runGolden(t *testing.T, c *goldenCase) {
 	dir := filepath.Join("testdata", c.name)
 	cfg, err := config.Parse([]byte(c.config))
@@ -77,27 +100,12 @@ func runGolden(t *testing.T, c *goldenCase) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out bytes.Buffer
-	port, err := pcapio.New(c.name, bytes.NewReader(in), &out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res, err := Run(cfg, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := port.Close(); err != nil {
-		t.Fatal(err)
-	}
-	var summary strings.Builder
-	if _, err := res.WriteTo(&summary); err != nil {
-		t.Fatal(err)
-	}
+	_, res, out, summary := replayCapture(t, cfg, c.name, in)
 	if *update {
-		mustWrite(t, filepath.Join(dir, "want.pcap"), out.Bytes())
-		mustWrite(t, filepath.Join(dir, "want.txt"), []byte(summary.String()))
+		mustWrite(t, filepath.Join(dir, "want.pcap"), out)
+		mustWrite(t, filepath.Join(dir, "want.txt"), []byte(summary))
 	}
-	got := readCapture(t, out.Bytes())
+	got := readCapture(t, out)
 	wantPcap, err := os.ReadFile(filepath.Join(dir, "want.pcap"))
 	if err != nil {
 		t.Fatal(err)
@@ -117,8 +125,8 @@ func runGolden(t *testing.T, c *goldenCase) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if summary.String() != string(wantTxt) {
-		t.Fatalf("summary differs\ngot:\n%s\nwant:\n%s", summary.String(), wantTxt)
+	if summary != string(wantTxt) {
+		t.Fatalf("summary differs\ngot:\n%s\nwant:\n%s", summary, wantTxt)
 	}
 	// Every forwarded frame must carry correct checksums, recomputed
 	// independently of the dataplane.
