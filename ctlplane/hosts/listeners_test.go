@@ -124,18 +124,7 @@ func TestInvalidListenersRefused(t *testing.T) {
 		}
 	}
 	send(&pb.AgentMessage{Body: &pb.AgentMessage_Hello{Hello: &pb.AgentHello{Host: 7, Boot: 1}}})
-	for {
-		m, err := st.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if h := m.GetHello(); h != nil && !h.GetListeners() {
-			t.Fatal("the unit's hello does not say it takes listeners")
-		}
-		if m.GetResyncEnd() != nil {
-			break
-		}
-	}
+	untilResyncEnd(t, st)
 	send(&pb.AgentMessage{Body: &pb.AgentMessage_Listeners{Listeners: &pb.Listeners{Endpoints: []*pb.Endpoint{{Address: []byte{192, 0, 2, 10}, Port: 80}}}}})
 	send(&pb.AgentMessage{Body: &pb.AgentMessage_Listeners{Listeners: &pb.Listeners{Endpoints: []*pb.Endpoint{{Address: []byte{192, 0, 2, 10}}}}}})
 	if _, err := st.Recv(); err == nil {
@@ -147,5 +136,72 @@ func TestInvalidListenersRefused(t *testing.T) {
 	h, _ := hostView(s, 7)
 	if !slices.Equal(h.Listeners, []string{"192.0.2.10:80"}) || s.Listening(7, netip.MustParseAddrPort("192.0.2.10:81")) {
 		t.Errorf("after the invalid message the unit holds %q", h.Listeners)
+	}
+}
+
+// untilResyncEnd reads the unit's first messages on a stream up to the
+// end of its resync, checking that its hello takes listeners.
+func untilResyncEnd(t *testing.T, st pb.HostStream_ConnectClient) {
+	t.Helper()
+	for {
+		m, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h := m.GetHello(); h != nil && !h.GetListeners() {
+			t.Fatal("the unit's hello does not say it takes listeners")
+		}
+		if m.GetResyncEnd() != nil {
+			return
+		}
+	}
+}
+
+// TestListenersForgottenWithTheAgent: what a host listens for is its
+// agent process's word: a new stream from the same agent keeps it until
+// the agent says again, a stream from another agent process (another
+// boot: restarted, or downgraded to one that never says) starts from
+// "never said", which listens everywhere.
+func TestListenersForgottenWithTheAgent(t *testing.T) {
+	p := newPKI(t)
+	s, _ := startServer(t, p, "127.0.0.1:0")
+	conn := dialAsHost7(t, p, s)
+	other := netip.MustParseAddrPort("192.0.2.11:80")
+	connect := func(boot uint64) (pb.HostStream_ConnectClient, context.CancelFunc) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := pb.NewHostStreamClient(conn).Connect(ctx)
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		if err := st.Send(&pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Hello{Hello: &pb.AgentHello{Host: 7, Boot: boot}}}); err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		untilResyncEnd(t, st)
+		return st, cancel
+	}
+	st, cancel := connect(1)
+	if err := st.Send(&pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_Listeners{Listeners: &pb.Listeners{
+		Endpoints: []*pb.Endpoint{{Address: []byte{192, 0, 2, 10}, Port: 80}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the listeners said", func() bool { return !s.Listening(7, other) })
+	cancel()
+	// The same agent again: its word stands.
+	_, cancel = connect(1)
+	if s.Listening(7, other) {
+		t.Fatal("the same agent's listeners were forgotten with its stream")
+	}
+	cancel()
+	// Another agent process that says nothing.
+	_, cancel = connect(2)
+	defer cancel()
+	if !s.Listening(7, other) {
+		t.Fatal("another agent process inherited the last one's listeners")
+	}
+	if h, _ := hostView(s, 7); h.Listeners != nil {
+		t.Errorf("the host view still shows %q", h.Listeners)
 	}
 }

@@ -485,6 +485,13 @@ func (s *Server) attach(id uint32, addr net.Addr, hello *pb.AgentHello, cancel c
 	hs.gen++
 	hs.out, hs.cancel = make(chan *pb.UnitMessage, queueLen), cancel
 	v := &hs.view
+	if v.AgentBoot != hello.GetBoot() {
+		// Another agent process: what the last one listened for is
+		// not this one's, which says its own after the hello (and an
+		// agent that never says is taken to listen everywhere).
+		hs.listeners, hs.listenAny, hs.reported = nil, false, false
+		v.Listeners = nil
+	}
 	v.Address, v.State, v.Since, v.AgentBoot = addr.String(), unit.StreamUp, time.Now(), hello.GetBoot()
 	v.Connects++
 	hd := hello.GetHolding()
