@@ -6,7 +6,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // vip6 is the IPv6 VIP of the IPv6 system tests, in VIP6Range.
@@ -63,15 +62,11 @@ func testModesIPv6(t *testing.T, build func(string, int) *LB) {
 			if c.mode == "ipip" {
 				port = 80 // DSR keeps the client's destination port
 			}
-			for i := range weights {
-				p, err := lb.Start(lb.Backends[i], fmt.Sprintf("httpd b%d", i), RoleCommand("httpd", fmt.Sprintf("b%d", i), fmt.Sprintf("[::]:%d", port)), Self())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := p.WaitFor(Ready, 10*time.Second); err != nil {
-					t.Fatal(err)
-				}
-				if c.mode == "ipip" {
+			if err := lb.StartServers("httpd", fmt.Sprintf("[::]:%d", port)); err != nil {
+				t.Fatal(err)
+			}
+			if c.mode == "ipip" {
+				for i := range weights {
 					if err := lb.StartIPIPDecap(i, vip6); err != nil {
 						t.Fatal(err)
 					}

@@ -112,8 +112,15 @@ func (lb *LB) build(backends int) error {
 // StartBackends starts the HTTP server role in every backend, named
 // b0, b1, ..., listening on port.
 func (lb *LB) StartBackends(port int) error {
+	return lb.StartServers("httpd", fmt.Sprintf("0.0.0.0:%d", port))
+}
+
+// StartServers starts a server role (httpd, udpecho) in every backend,
+// named b0, b1, ..., listening on listen, and waits until each is ready.
+func (lb *LB) StartServers(role, listen string) error {
 	for i, ns := range lb.Backends {
-		p, err := lb.Start(ns, fmt.Sprintf("httpd b%d", i), RoleCommand("httpd", fmt.Sprintf("b%d", i), fmt.Sprintf("0.0.0.0:%d", port)), Self())
+		name := fmt.Sprintf("b%d", i)
+		p, err := lb.Start(ns, role+" "+name, RoleCommand(role, name, listen), Self())
 		if err != nil {
 			return err
 		}

@@ -7,7 +7,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // udpConfig is a unit with two UDP VIPs on port 53 over the topology's
@@ -94,18 +93,13 @@ func testUDPModes(t *testing.T, build func(string, int) *LB) {
 			if c.mode == "ipip" {
 				port = 53 // DSR keeps the client's destination port
 			}
-			for i := range weights {
-				name := fmt.Sprintf("b%d", i)
-				p, err := lb.Start(lb.Backends[i], "udpecho "+name, RoleCommand("udpecho", name, fmt.Sprintf("[::]:%d", port)), Self())
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := p.WaitFor(Ready, 10*time.Second); err != nil {
-					t.Fatal(err)
-				}
-				if c.mode == "ipip" {
-					// One decapsulator serves both families; the IPv6
-					// VIP is a local address too.
+			if err := lb.StartServers("udpecho", fmt.Sprintf("[::]:%d", port)); err != nil {
+				t.Fatal(err)
+			}
+			if c.mode == "ipip" {
+				// One decapsulator serves both families; the IPv6 VIP is
+				// a local address too.
+				for i := range weights {
 					if err := lb.StartIPIPDecap(i, "192.0.2.10"); err != nil {
 						t.Fatal(err)
 					}
