@@ -19,7 +19,8 @@ func replayCommand(log *zerolog.Logger) *cobra.Command {
 		Use:   "replay --config FILE IN.pcap [OUT.pcap]",
 		Short: "Run a capture through the forwarder and write what it sends",
 		Long: `Replay reads frames from a pcap or pcapng capture (Ethernet, raw IP,
-Linux cooked or BSD loopback: the last two are replayed as raw IP),
+Linux cooked or BSD loopback: the last two are replayed as raw IP;
+compressed with gzip or zstd, or not),
 runs them through one forwarder worker configured by --config, writes the
 frames the worker forwards to OUT.pcap (if given) and prints what happened
 per VIP, per backend and per drop reason. The capture's timestamps drive

@@ -2,6 +2,8 @@ package pcapio
 
 import (
 	"bufio"
+	"compress/gzip"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +12,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/tetherlb/tether/nic"
 )
@@ -63,18 +66,61 @@ type Port struct {
 	// notIP counts frames not delivered because they are not IP and the
 	// port delivers raw IP (link.go).
 	notIP uint64
+	// unzip releases the decompressor of a compressed capture.
+	unzip func()
 }
 
 var _ nic.Port = (*Port)(nil)
 
-// New reads frames from in (pcap or pcapng) and, when out is not nil,
-// writes transmitted frames to it as pcap with in's link type.
+// New reads frames from in (pcap or pcapng, either of them compressed
+// with gzip or zstd) and, when out is not nil, writes transmitted frames
+// to it as pcap (uncompressed) with in's link type.
 func New(name string, in io.Reader, out io.Writer) (*Port, error) {
 	br := bufio.NewReader(in)
 	magic, err := br.Peek(4)
 	if err != nil {
 		return nil, fmt.Errorf("pcapio: read capture header: %w", err)
 	}
+	var unzip func() // releases the decompressor
+	switch {
+	case magic[0] == 0x1f && magic[1] == 0x8b:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("pcapio: read gzip header: %w", err)
+		}
+		br, unzip = bufio.NewReader(zr), func() { zr.Close() }
+	case binary.LittleEndian.Uint32(magic) == zstdMagic:
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(zstdMaxMemory))
+		if err != nil {
+			return nil, fmt.Errorf("pcapio: read zstd header: %w", err)
+		}
+		br, unzip = bufio.NewReader(zr), zr.Close
+	}
+	if unzip != nil {
+		if magic, err = br.Peek(4); err != nil {
+			unzip()
+			return nil, fmt.Errorf("pcapio: read compressed capture header: %w", err)
+		}
+	}
+	p, err := newPort(name, br, magic, out)
+	if err != nil {
+		if unzip != nil {
+			unzip()
+		}
+		return nil, err
+	}
+	p.unzip = unzip
+	return p, nil
+}
+
+// zstdMagic starts a zstd frame (RFC 8878), as a little-endian load.
+const zstdMagic = 0xfd2fb528
+
+// zstdMaxMemory bounds what a zstd stream may make the decoder hold (its
+// window): captures are compressed by tools with windows of a few MiB.
+const zstdMaxMemory = 256 << 20
+
+func newPort(name string, br *bufio.Reader, magic []byte, out io.Writer) (*Port, error) {
 	var r packetReader
 	var lt layers.LinkType
 	if magic[0] == 0x0a && magic[1] == 0x0d && magic[2] == 0x0d && magic[3] == 0x0a {
@@ -227,9 +273,13 @@ func (p *Port) Release(frames []nic.Frame) {
 // Stats implements nic.Port.Stats.
 func (p *Port) Stats() nic.Stats { return p.stats }
 
-// Close flushes the output capture. It does not close the reader or
-// writer it was given.
+// Close flushes the output capture and releases a compressed capture's
+// decompressor. It does not close the reader or writer it was given.
 func (p *Port) Close() error {
+	if p.unzip != nil {
+		p.unzip()
+		p.unzip = nil
+	}
 	if p.outBuf != nil {
 		if err := p.outBuf.Flush(); err != nil {
 			return fmt.Errorf("pcapio: %s: flush: %w", p.name, err)

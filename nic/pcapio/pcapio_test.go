@@ -2,6 +2,7 @@ package pcapio
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 	"github.com/gopacket/gopacket/pcapgo"
+	"github.com/klauspost/compress/zstd"
 
 	"github.com/tetherlb/tether/nic"
 )
@@ -164,8 +166,9 @@ func TestCaptureCutShort(t *testing.T) {
 	}
 }
 
-// FuzzReader: no capture file, of any link type or mix of them, makes
-// the port panic or lend a frame larger than MaxFrame.
+// FuzzReader: no capture file, of any link type or mix of them,
+// compressed or not, makes the port panic or lend a frame larger than
+// MaxFrame.
 func FuzzReader(f *testing.F) {
 	var pc bytes.Buffer
 	w := pcapgo.NewWriterNanos(&pc)
@@ -199,12 +202,23 @@ func FuzzReader(f *testing.F) {
 		nw.Flush()
 		f.Add(mixed.Bytes())
 	}
+	// Compressed: the pcap above, in gzip and in zstd.
+	var gz bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	gw.Write(pc.Bytes())
+	gw.Close()
+	f.Add(gz.Bytes())
+	if zw, err := zstd.NewWriter(nil); err == nil {
+		f.Add(zw.EncodeAll(pc.Bytes(), nil))
+		zw.Close()
+	}
 	f.Add([]byte("garbage"))
 	f.Fuzz(func(t *testing.T, in []byte) {
 		p, err := New("f", bytes.NewReader(in), io.Discard)
 		if err != nil {
 			return
 		}
+		defer p.Close()
 		fr := make([]nic.Frame, 4)
 		for range 1000 {
 			n, err := p.Receive(fr)
@@ -366,4 +380,64 @@ func TestPcapngMixedLinkTypes(t *testing.T) {
 	tagged := eth(0x8100, append([]byte{0, 7, 0x86, 0xdd}, ip6...))
 	check("raw IP first", write(layers.LinkTypeRaw, layers.LinkTypeEthernet, ip4, eth(0x0806, arp), ip6, tagged, ip4, eth(0x0800, ip4)),
 		nic.LinkIP, [][]byte{ip4, ip6, ip6, ip4, ip4}, 1)
+}
+
+// TestCompressedCaptures: a pcap or pcapng capture compressed with gzip
+// or zstd reads as the capture itself; a compressed stream that is not
+// a capture, or is cut short, is refused or cut as an uncompressed one
+// would be.
+func TestCompressedCaptures(t *testing.T) {
+	frames := [][]byte{[]byte("frame-one-....."), []byte("frame-two")}
+	var ng bytes.Buffer
+	nw, err := pcapgo.NewNgWriter(&ng, layers.LinkTypeEthernet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range frames {
+		nw.WritePacket(gopacket.CaptureInfo{Timestamp: t0, CaptureLength: len(f), Length: len(f)}, f)
+	}
+	nw.Flush()
+	gz := func(b []byte) []byte {
+		var out bytes.Buffer
+		w := gzip.NewWriter(&out)
+		w.Write(b)
+		w.Close()
+		return out.Bytes()
+	}
+	zst := func(b []byte) []byte {
+		w, err := zstd.NewWriter(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		return w.EncodeAll(b, nil)
+	}
+	for name, raw := range map[string][]byte{"pcap": capture(t, layers.LinkTypeEthernet, frames...), "pcapng": ng.Bytes()} {
+		for kind, in := range map[string][]byte{"gzip": gz(raw), "zstd": zst(raw)} {
+			p, err := New(name+"."+kind, bytes.NewReader(in), nil)
+			if err != nil {
+				t.Fatalf("%s %s: %v", kind, name, err)
+			}
+			got := readAll(t, p)
+			if len(got) != len(frames) || string(got[1].Data()) != "frame-two" || p.LinkType() != nic.LinkEthernet {
+				t.Errorf("%s %s: read %d frames", kind, name, len(got))
+			}
+			if err := p.Close(); err != nil {
+				t.Fatal(err)
+			}
+			cut, err := New(name+"."+kind+" cut short", bytes.NewReader(in[:len(in)*3/4]), nil)
+			if err != nil {
+				continue // cut inside the capture's header
+			}
+			if got := readAll(t, cut); len(got) >= len(frames) {
+				t.Errorf("%s %s cut short: read all %d frames", kind, name, len(got))
+			}
+			cut.Close()
+		}
+	}
+	for kind, in := range map[string][]byte{"gzip": gz([]byte("not a capture at all")), "zstd": zst([]byte("not a capture at all"))} {
+		if _, err := New(kind, bytes.NewReader(in), nil); err == nil {
+			t.Errorf("a %s stream that is not a capture was accepted", kind)
+		}
+	}
 }
