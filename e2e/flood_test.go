@@ -16,7 +16,7 @@ import (
 // forwarder.flows.max, so a flood cannot grow it; the control process's
 // connection inventory mirrors those tables and is bounded by the same
 // number. These are the peaks (VmHWM) the test allows, several times
-// what either process reaches on this test's 65,536-entry table.
+// what either process reaches on this test's 32,768-entry table.
 const (
 	floodForwarderMiB = 256
 	floodControlMiB   = 128
@@ -47,8 +47,9 @@ func TestSYNFlood(t *testing.T) {
 			// scenario is about; a flood that did not tests nothing.
 			pressure func(r *unit.Report) bool
 		}{
-			// The flow table fills: half-open connections are evicted first.
-			{"table", 65536, "1024-65535", func(r *unit.Report) bool { return r.Table.Evicted > 0 }},
+			// The flow table fills (six times over): half-open
+			// connections are evicted first.
+			{"table", 32768, "1024-65535", func(r *unit.Report) bool { return r.Table.Evicted > 0 }},
 			// The nat VIP's SNAT pool (2 × 19,456 ports) fills long before
 			// the table: ports are taken back from stale handshakes.
 			{"snat ports", 1 << 20, "1024-20479", func(r *unit.Report) bool { return r.HalfOpenReclaimed > 0 }},
@@ -81,7 +82,14 @@ func synFloodCase(t *testing.T, lb *LB, maxFlows int, snatPorts string, pressure
 		}
 	}
 	u := startUnit(t, lb, cfg.String())
-	const rate, secs = 30000, 10
+	// The flood fills the table (or the SNAT pool) several times over.
+	// It stays within what one worker takes on a slowed two-core
+	// machine: a SYN the kernel drops before the port (its queue full)
+	// is as likely a legitimate one as a forged one, which no policy of
+	// the unit's can help. At 30,000 a second the TUN port once lost 13%
+	// there (a wake-up across cores took 286 µs) and 15% of the probes
+	// with them.
+	const rate, secs = 20000, 10
 	flood, err := lb.Start(lb.Client, "syn flood", RoleCommand("synflood", "192.0.2.10:80,192.0.2.11:80", forged, fmt.Sprint(rate), fmt.Sprint(secs)), Self())
 	if err != nil {
 		t.Fatal(err)
