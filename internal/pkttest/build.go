@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sort"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -329,4 +330,77 @@ func IP(frame []byte, raw bool) []byte {
 		}
 	}
 	return ip
+}
+
+// Reassemble joins the fragments of one IPv4 or IPv6 datagram (IP
+// packets, any order; IPv6 with the fragment header right after the
+// fixed one) into the packet they were cut from, as a receiver's
+// reassembly makes it. It fails when they are not all of one datagram,
+// leave a hole or overlap.
+func Reassemble(frags [][]byte) ([]byte, error) {
+	if len(frags) == 0 {
+		return nil, fmt.Errorf("no fragments")
+	}
+	type piece struct {
+		off  int
+		more bool
+		data []byte
+	}
+	var first []byte
+	var hdr int
+	var id uint64
+	pieces := make([]piece, 0, len(frags))
+	for i, ip := range frags {
+		var pc piece
+		var key uint64
+		switch {
+		case len(ip) >= 20 && ip[0]>>4 == 4:
+			hl := int(ip[0]&0x0f) * 4
+			fo := binary.BigEndian.Uint16(ip[6:])
+			pc = piece{off: int(fo&0x1fff) * 8, more: fo&0x2000 != 0, data: ip[hl:binary.BigEndian.Uint16(ip[2:])]}
+			key = uint64(binary.BigEndian.Uint16(ip[4:])) | uint64(ip[9])<<16
+			if pc.off == 0 {
+				first, hdr = ip, hl
+			}
+		case len(ip) >= 48 && ip[0]>>4 == 6 && ip[6] == 44:
+			fh := ip[40:48]
+			w := binary.BigEndian.Uint16(fh[2:])
+			pc = piece{off: int(w &^ 7), more: w&1 != 0, data: ip[48 : 40+int(binary.BigEndian.Uint16(ip[4:]))]}
+			key = uint64(binary.BigEndian.Uint32(fh[4:])) | uint64(fh[0])<<32 | 1<<40
+			if pc.off == 0 {
+				first, hdr = ip, 40
+			}
+		default:
+			return nil, fmt.Errorf("packet %d is not an IPv4 packet or an IPv6 fragment", i)
+		}
+		if i == 0 {
+			id = key
+		} else if key != id {
+			return nil, fmt.Errorf("packet %d is of another datagram", i)
+		}
+		pieces = append(pieces, pc)
+	}
+	if first == nil {
+		return nil, fmt.Errorf("no first fragment")
+	}
+	sort.Slice(pieces, func(a, b int) bool { return pieces[a].off < pieces[b].off })
+	whole := append([]byte(nil), first[:hdr]...)
+	for i, pc := range pieces {
+		if pc.off != len(whole)-hdr {
+			return nil, fmt.Errorf("fragment at %d: the datagram so far ends at %d", pc.off, len(whole)-hdr)
+		}
+		if pc.more != (i < len(pieces)-1) {
+			return nil, fmt.Errorf("fragment at %d: more-fragments flag %v", pc.off, pc.more)
+		}
+		whole = append(whole, pc.data...)
+	}
+	if whole[0]>>4 == 4 {
+		binary.BigEndian.PutUint16(whole[2:], uint16(len(whole)))
+		binary.BigEndian.PutUint16(whole[6:], binary.BigEndian.Uint16(whole[6:])&0x4000)
+		FixIPv4Checksum(whole)
+		return whole, nil
+	}
+	whole[6] = first[40] // the fragment header's next header
+	binary.BigEndian.PutUint16(whole[4:], uint16(len(whole)-40))
+	return whole, nil
 }

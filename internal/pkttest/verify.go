@@ -138,6 +138,9 @@ func (c *Checker) transport(src, dst []byte, proto uint8, seg []byte) error {
 
 // quoteOK checks the IPv4 header an ICMPv4 error quotes, when complete.
 func quoteOK(icmp []byte) error {
+	if len(icmp) < 8 {
+		return nil // no quote
+	}
 	switch icmp[0] {
 	case 3, 4, 5, 11, 12:
 	default:
@@ -183,6 +186,14 @@ func (c *Checker) fragment(key string, src, dst []byte, proto uint8, off int, mo
 		whole = append(whole, d.pieces[o]...)
 	}
 	delete(c.frags, key)
+	if (d.proto == 4 || d.proto == 41) && len(whole) > 0 {
+		// A tunnel's outer packet: check the packet it carries.
+		first := layers.LayerTypeIPv4
+		if whole[0]>>4 == 6 {
+			first = layers.LayerTypeIPv6
+		}
+		return c.checkLayers(gopacket.NewPacket(whole, first, gopacket.Default).Layers())
+	}
 	return c.transport(d.src, d.dst, d.proto, whole)
 }
 
