@@ -67,6 +67,19 @@ func TestEncodeRoundTrip(t *testing.T) {
 	if h.Version() != 6 || h.TrafficClass() != 0xb8 || h.FlowLabel() != 0x12345 || h.NextHeader() != 41 || h.HopLimit() != 3 || h.Dst()[15] != 1 {
 		t.Fatalf("encoded IPv6 header reads back wrong: % x", b6)
 	}
+	// A fragment header, as gopacket reads it.
+	h.SetNextHeader(IPProtoFragment)
+	h.SetPayloadLength(IPv6FragmentSize)
+	b6 = append(b6, make([]byte, IPv6FragmentSize)...)
+	EncodeIPv6Fragment(b6[IPv6Size:], 41, 1232, true, 0xdeadbeef)
+	pkt = gopacket.NewPacket(b6, layers.LayerTypeIPv6, gopacket.Default)
+	fr, ok := pkt.Layer(layers.LayerTypeIPv6Fragment).(*layers.IPv6Fragment)
+	if !ok || fr.NextHeader != 41 || fr.FragmentOffset != 1232/8 || !fr.MoreFragments || fr.Identification != 0xdeadbeef {
+		t.Fatalf("gopacket reads the fragment header as %+v", fr)
+	}
+	if f := IPv6Fragment(b6[IPv6Size:]); f.Offset() != 1232 || !f.More() || f.ID() != 0xdeadbeef || f.NextHeader() != 41 {
+		t.Fatalf("the fragment header reads back wrong: % x", b6[IPv6Size:])
+	}
 }
 
 func TestWalkEthernet(t *testing.T) {

@@ -34,6 +34,9 @@ const (
 	IPv6AddrSize = 16
 	// IPv6FragmentSize is the size of the fragment extension header.
 	IPv6FragmentSize = 8
+	// IPv6MinMTU is the MTU every IPv6 link has (RFC 8200 §5): no
+	// sender shrinks its packets below it.
+	IPv6MinMTU = 1280
 	// MaxIPv6ExtHeaders bounds the extension-header walk. RFC 8200 §4.1
 	// recommends an order with at most one of each header (destination
 	// options twice); eight is more than any legitimate packet carries and
@@ -98,6 +101,9 @@ func (h IPv6) SetDst(a []byte) { copy(h[ipv6Dst:ipv6Dst+16], a) }
 
 // SetPayloadLength sets the payload length.
 func (h IPv6) SetPayloadLength(n uint16) { binary.BigEndian.PutUint16(h[ipv6PayloadLen:], n) }
+
+// SetNextHeader sets the next header field.
+func (h IPv6) SetNextHeader(n uint8) { h[ipv6NextHeader] = n }
 
 // IPv6Fields describes a fixed header to encode with EncodeIPv6.
 type IPv6Fields struct {
@@ -205,3 +211,18 @@ func (f IPv6Fragment) ID() uint32 { return binary.BigEndian.Uint32(f[4:]) }
 
 // SetID sets the identification.
 func (f IPv6Fragment) SetID(id uint32) { binary.BigEndian.PutUint32(f[4:], id) }
+
+// EncodeIPv6Fragment writes a fragment header into b, which must hold
+// IPv6FragmentSize bytes: the header next after it, the fragment's
+// offset in bytes (a multiple of 8), whether more fragments follow, and
+// the datagram's identification.
+func EncodeIPv6Fragment(b []byte, next uint8, off int, more bool, id uint32) {
+	f := IPv6Fragment(b[:IPv6FragmentSize])
+	f[0], f[1] = next, 0
+	w := uint16(off) &^ 7
+	if more {
+		w |= 1
+	}
+	binary.BigEndian.PutUint16(f[2:], w)
+	f.SetID(id)
+}
