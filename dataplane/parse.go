@@ -40,6 +40,7 @@ type packet struct {
 	fragHdr  int    // offset of the IPv6 fragment header
 	fragOff  uint32 // where a fragment's data sits in its datagram, in bytes
 	fragLen  uint32 // how much data a fragment carries
+	splitMTU uint16 // nonzero: sent as fragments of its outer header that fit this MTU (split.go)
 	sport    uint16
 	dport    uint16
 	tcpFlags uint8
@@ -82,6 +83,7 @@ func (pk *packet) dst() []byte {
 // header package's unchecked accessors within [l3, end).
 func parse(pk *packet, link nic.LinkType) {
 	b := pk.frame.Data()
+	pk.splitMTU = 0
 	if link == nic.LinkEthernet {
 		if len(b) > header.EthernetSize && b[12] == 0x08 && b[13] == 0x00 && parseFast(pk, b, header.EthernetSize) {
 			return

@@ -66,9 +66,9 @@ type Output struct {
 }
 
 // NewOutput makes an Output with room for a batch plus every fragment a
-// pipeline may release at once, so appends never allocate.
+// pipeline may release or make at once, so appends never allocate.
 func NewOutput(c *Config) *Output {
-	n := MaxBatch + c.FragPending + maxPunts // and the acceptor's answers
+	n := MaxBatch + c.FragPending + maxPunts + maxSplitFrames // and the acceptor's answers
 	return &Output{TX: make([]nic.Frame, 0, n), Pass: make([]nic.Frame, 0, n), Drop: make([]nic.Frame, 0, n)}
 }
 
@@ -121,6 +121,12 @@ type Pipeline struct {
 	// too-big, TCP resets).
 	tooBigTokens uint64
 	tooBigAt     flow.Tick
+	// alloc lends the port's buffers for the fragments of packets too
+	// big for an ipip tunnel (split.go); pieces holds them while they
+	// are filled, and splitFrames counts those of this Process call.
+	alloc       nic.Allocator
+	pieces      []nic.Frame
+	splitFrames int
 
 	lastMaint flow.Tick
 	maintDebt uint64
@@ -214,6 +220,7 @@ func (p *Pipeline) Stats() Stats { return p.stats.Clone() }
 // frames) to keep aging.
 func (p *Pipeline) Process(now flow.Tick, frames []nic.Frame, out *Output) {
 	p.now = now
+	p.splitFrames = 0
 	if len(p.sendWait) > 0 {
 		// First packets whose flow event the uplink is slow to send.
 		p.releaseSendWait(func(h *heldSend) bool { return int32(h.expires-now) < 0 })
@@ -371,6 +378,10 @@ func (p *Pipeline) emit(pk *packet, out *Output) {
 	case kindTaken:
 		out.Drop = append(out.Drop, *pk.frame) // counted where it was taken
 	default:
+		if pk.splitMTU != 0 {
+			p.splitOuter(pk, out)
+			return
+		}
 		p.stats.TxPackets++
 		p.stats.TxBytes += uint64(pk.frame.Len)
 		out.TX = append(out.TX, *pk.frame)

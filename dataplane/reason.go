@@ -81,6 +81,10 @@ const (
 	// retransmits it once the route is in; the held packets stay free
 	// for other connections' first segments.
 	DropHeldPerFlow
+	// DropNoBuffer: a packet too big for an ipip tunnel, to be sent in
+	// fragments, when the port had no free buffer for them (or the
+	// batch's share of fragments was spent).
+	DropNoBuffer
 	numDrops
 )
 
@@ -148,6 +152,7 @@ var dropNames = [numDrops]string{
 	DropNoRoute:           "no_route",
 	DropACKSuperseded:     "ack_superseded",
 	DropHeldPerFlow:       "held_per_flow",
+	DropNoBuffer:          "no_buffer",
 }
 
 // String returns the reason's name as counters and logs show it.

@@ -7,7 +7,7 @@ func (r *Summary) Report() unit.Report {
 	s := &r.Stats
 	rep := unit.Report{
 		RxPackets: s.RxPackets, RxBytes: s.RxBytes, TxPackets: s.TxPackets, TxBytes: s.TxBytes,
-		NewFlows: s.NewFlows, Reopened: s.Reopened, HalfOpenReclaimed: s.HalfOpenReclaimed, ResetsSent: s.ResetsSent, Recovered: s.Recovered, ChecksumsFinished: s.ChecksumsFinished, Punted: s.Punted, PuntsSentDirect: s.PuntsSentDirect, EventsSentDirect: s.EventsSentDirect, PuntedMidFlow: s.PuntedMidFlow, MidFlowRefused: s.MidFlowRefused, HeldForHost: s.HeldForHost, ToAcceptor: s.ToAcceptor, AcceptorAnswers: s.AcceptorAnswers, SYNAnswers: s.AcceptorSYNs, HandshakeACKs: s.AcceptorACKs, Flows: r.Flows4 + r.Flows6,
+		NewFlows: s.NewFlows, Reopened: s.Reopened, HalfOpenReclaimed: s.HalfOpenReclaimed, ResetsSent: s.ResetsSent, Recovered: s.Recovered, ChecksumsFinished: s.ChecksumsFinished, TooBigAnswered: s.TooBigAnswered, TooBigFragmented: s.TooBigFragmented, Punted: s.Punted, PuntsSentDirect: s.PuntsSentDirect, EventsSentDirect: s.EventsSentDirect, PuntedMidFlow: s.PuntedMidFlow, MidFlowRefused: s.MidFlowRefused, HeldForHost: s.HeldForHost, ToAcceptor: s.ToAcceptor, AcceptorAnswers: s.AcceptorAnswers, SYNAnswers: s.AcceptorSYNs, HandshakeACKs: s.AcceptorACKs, Flows: r.Flows4 + r.Flows6,
 		Drops: map[string]uint64{}, Passes: map[string]uint64{},
 		PortDropped: unit.PortDrops{Kernel: r.Port.KernelDropped, Port: r.Port.RxDropped},
 		Table:       unit.TableReport{Inserted: r.FlowTable.Inserted, Expired: r.FlowTable.Expired, Evicted: r.FlowTable.Evicted, Full: r.FlowTable.Full},

@@ -179,9 +179,10 @@ func rewrite(pk *packet, src []byte, sport uint16, dst []byte, dport uint16, set
 // to dst (RFC 2003 IP-in-IP, RFC 2473 IPv6-in-IPv6), for direct server
 // return. It clamps every MSS option of TCP SYNs so that the
 // encapsulated segments fit mtu (a SYN whose options are malformed
-// cannot be clamped and is dropped), and answers packets that do not fit
-// with ICMP too-big (see answerTooBig), or drops them. It reports false
-// when the packet is not to be sent to dst.
+// cannot be clamped and is dropped). A packet that does not fit is marked
+// to be sent in fragments where it may be fragmented (see splitOuter),
+// and otherwise answered with ICMP too-big (see answerTooBig) or dropped.
+// It reports false when the packet is not to be sent to dst.
 func (p *Pipeline) encapIP(pk *packet, dst []byte, mtu int) bool {
 	overhead := header.IPv4MinSize
 	if pk.v6 {
@@ -208,10 +209,13 @@ func (p *Pipeline) encapIP(pk *packet, dst []byte, mtu int) bool {
 		}
 	}
 	if seg+overhead > mtu || inner+overhead > 0xffff {
-		if !p.answerTooBig(pk, mtu-overhead, p.now) {
-			pk.dropWith(DropTooBig)
+		if !splittable(pk, inner, overhead, mtu) {
+			if !p.answerTooBig(pk, mtu-overhead, p.now) {
+				pk.dropWith(DropTooBig)
+			}
+			return false
 		}
-		return false
+		pk.splitMTU = uint16(mtu) // sent in fragments (emit)
 	}
 	if pk.frame.Off < overhead {
 		pk.dropWith(DropNoHeadroom)

@@ -12,6 +12,8 @@ type Stats struct {
 	EchoReplies        uint64 // ICMP echo requests to a VIP answered
 	ICMPForwarded      uint64 // ICMP errors sent along their flow
 	TooBigAnswered     uint64 // packets too big for an ipip tunnel answered with ICMP (sent instead of dropped)
+	TooBigFragmented   uint64 // packets too big for an ipip tunnel sent as fragments of their outer header (split.go)
+	TooBigFragments    uint64 // the frames those packets left in (in TxPackets)
 	HalfOpenReclaimed  uint64 // SNAT ports taken back from handshakes that never completed
 	ResetsSent         uint64 // segments of connections the unit does not know (nat; refused mid-flow punts), answered with a reset
 	Recovered          uint64 // half-NAT flows made again from a backend's reply the unit had no flow for
@@ -48,6 +50,10 @@ type BackendStats struct {
 	NewFlows                 uint64
 }
 
+// Forwarded returns the number of packets sent: TxPackets counts frames,
+// and a packet sent in fragments (split.go) leaves in several.
+func (s *Stats) Forwarded() uint64 { return s.TxPackets - (s.TooBigFragments - s.TooBigFragmented) }
+
 // Dropped returns the number of frames dropped for any reason.
 func (s *Stats) Dropped() uint64 {
 	var n uint64
@@ -77,6 +83,8 @@ func (s *Stats) Add(o *Stats) {
 	s.EchoReplies += o.EchoReplies
 	s.ICMPForwarded += o.ICMPForwarded
 	s.TooBigAnswered += o.TooBigAnswered
+	s.TooBigFragmented += o.TooBigFragmented
+	s.TooBigFragments += o.TooBigFragments
 	s.HalfOpenReclaimed += o.HalfOpenReclaimed
 	s.ResetsSent += o.ResetsSent
 	s.Recovered += o.Recovered

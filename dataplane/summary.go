@@ -38,8 +38,11 @@ func (p *Pipeline) Summary(port nic.Stats) Summary {
 func (r *Summary) WriteTo(w io.Writer) (int64, error) {
 	s := &r.Stats
 	var b strings.Builder
-	fmt.Fprintf(&b, "frames: %d in, %d forwarded, %d passed to the host, %d dropped",
-		s.RxPackets, s.TxPackets, s.Passed(), s.Dropped())
+	fmt.Fprintf(&b, "frames: %d in, %d forwarded", s.RxPackets, s.Forwarded())
+	if s.Forwarded() != s.TxPackets {
+		fmt.Fprintf(&b, " (in %d frames)", s.TxPackets)
+	}
+	fmt.Fprintf(&b, ", %d passed to the host, %d dropped", s.Passed(), s.Dropped())
 	if r.Port.RxDropped > 0 {
 		fmt.Fprintf(&b, ", %d unreadable (oversize, truncated by the capture, or not IP in a capture replayed as raw IP)", r.Port.RxDropped)
 	}
@@ -55,6 +58,9 @@ func (r *Summary) WriteTo(w io.Writer) (int64, error) {
 	}
 	if s.TooBigAnswered > 0 {
 		fmt.Fprintf(&b, "too big for the tunnel, answered with ICMP: %d\n", s.TooBigAnswered)
+	}
+	if s.TooBigFragmented > 0 {
+		fmt.Fprintf(&b, "too big for the tunnel, sent in fragments: %d (in %d frames)\n", s.TooBigFragmented, s.TooBigFragments)
 	}
 	if s.ResetsSent > 0 {
 		fmt.Fprintf(&b, "segments of unknown nat connections, answered with a reset: %d\n", s.ResetsSent)

@@ -16,11 +16,11 @@ import (
 // path answers it: ICMP "fragmentation needed" (IPv4 with DF set) or
 // ICMPv6 "packet too big", carrying the MTU the client must use, so that
 // path MTU discovery shrinks the connection's packets instead of losing
-// them. The unit does not fragment: an IPv4 packet without DF that does
-// not fit is dropped as too_big. Answers are rate-limited per worker, as
-// a kernel limits its ICMP errors, so that a flood of large packets from
-// forged sources costs the unit at most answerRate small replies a
-// second.
+// them. What may be fragmented on the way instead (IPv4 without DF; IPv6
+// of at most 1280 bytes) is sent in fragments (split.go). Answers are
+// rate-limited per worker, as a kernel limits its ICMP errors, so that a
+// flood of large packets from forged sources costs the unit at most
+// answerRate small replies a second.
 
 const (
 	answerRate  = 1000 // answers (too-big, resets) a second, per worker
@@ -29,7 +29,7 @@ const (
 	// minimum datagram each family guarantees (RFC 1812 §4.3.2.3: 576
 	// bytes; RFC 4443 §3.2: 1280).
 	tooBigMax4 = 576
-	tooBigMax6 = 1280
+	tooBigMax6 = header.IPv6MinMTU
 )
 
 // answerAllowed spends one of the worker's answer tokens (ICMP too-big
@@ -54,7 +54,7 @@ func (p *Pipeline) answerTooBig(pk *packet, mtu int, now flow.Tick) bool {
 	hdr, most := header.IPv4MinSize+header.ICMPHeaderSize, tooBigMax4
 	if pk.v6 {
 		hdr, most = header.IPv6Size+header.ICMPHeaderSize, tooBigMax6
-		mtu = max(mtu, 1280) // no IPv6 path is narrower
+		mtu = max(mtu, header.IPv6MinMTU) // no IPv6 path is narrower
 	} else if !header.IPv4(pk.b[pk.l3:]).DontFragment() {
 		return false
 	}

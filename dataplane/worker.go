@@ -51,6 +51,9 @@ type Worker struct {
 // NewWorker makes a worker; core < 0 leaves it unpinned.
 func NewWorker(p *Pipeline, port nic.Port, batch, core int) *Worker {
 	waiter, _ := port.(nic.Waiter)
+	if a, ok := port.(nic.Allocator); ok {
+		p.UseAllocator(a)
+	}
 	return &Worker{
 		waiter: waiter,
 		p:      p,

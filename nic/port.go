@@ -185,7 +185,8 @@ type Waiter interface {
 
 // Allocator is implemented by ports that can lend a free buffer to fill
 // with a frame that did not come from the port's own receive path (a
-// frame another worker received and handed over). The caller owns the
+// frame another worker received and handed over, the fragments of a
+// packet too big for a tunnel). The caller owns the
 // frame until it hands it back through Transmit or Release, like a
 // received one.
 type Allocator interface {

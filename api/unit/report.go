@@ -24,7 +24,13 @@ type Report struct {
 	// ChecksumsFinished counts partial transport checksums the forwarder
 	// completed itself (see nic.Offload).
 	ChecksumsFinished uint64 `json:"checksums_finished"`
-	Punted            uint64 `json:"punted"`
+	// TooBigAnswered counts packets too big for an ipip tunnel answered
+	// with ICMP (fragmentation needed, packet too big); TooBigFragmented
+	// those sent as fragments of their outer header instead (IPv4
+	// without DF, IPv6 of at most 1280 bytes).
+	TooBigAnswered   uint64 `json:"too_big_answered"`
+	TooBigFragmented uint64 `json:"too_big_fragmented"`
+	Punted           uint64 `json:"punted"`
 	// PuntsSentDirect and EventsSentDirect count the punts and flow
 	// events the workers sent the control process themselves; the rest
 	// went through the forwarder's uplink (a full socket, or a worker

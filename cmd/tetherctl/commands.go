@@ -146,6 +146,9 @@ func commands(cl func() *client) []*cobra.Command {
 				if r.ChecksumsFinished > 0 {
 					fmt.Fprintf(w, "checksums finished\t%d partial checksums completed by the forwarder\n", r.ChecksumsFinished)
 				}
+				if r.TooBigAnswered+r.TooBigFragmented > 0 {
+					fmt.Fprintf(w, "too big for a tunnel\t%d packets answered with ICMP\t%d sent in fragments\n", r.TooBigAnswered, r.TooBigFragmented)
+				}
 				if r.ResetsSent > 0 {
 					fmt.Fprintf(w, "resets sent\t%d segments of connections the unit does not know\n", r.ResetsSent)
 				}

@@ -44,7 +44,8 @@ func newCollector(src Source) *collector {
 		events: d("flow_events_total", "What the forwarder did besides forwarding: reopened (a closed tuple used again), "+
 			"half_open_reclaimed (a SNAT port taken back from a handshake that never completed or an unanswered UDP flow), "+
 			"resets_sent (segments of unknown connections answered with a reset), recovered (half-NAT flows made again "+
-			"from a backend's reply), checksums_finished (partial checksums completed by the forwarder), held_for_host "+
+			"from a backend's reply), checksums_finished (partial checksums completed by the forwarder), too_big_answered and "+
+			"too_big_fragmented (packets too big for an ipip tunnel answered with ICMP, or sent as fragments of their outer header), held_for_host "+
 			"(packets of new tunnel flows held until their host had the flow's mapping), to_acceptor (packets of l7 VIPs handed to "+
 			"the acceptor), acceptor_answers (the acceptor's packets sent in their place), syn_answers (l7 VIPs' SYNs the workers answered "+
 			"themselves, with the acceptor's cookie), punted_mid_flow (of punted_total: TCP segments without SYN a unit of a cluster "+
@@ -131,6 +132,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.events, rep.ResetsSent, "resets_sent")
 	counter(c.events, rep.Recovered, "recovered")
 	counter(c.events, rep.ChecksumsFinished, "checksums_finished")
+	counter(c.events, rep.TooBigAnswered, "too_big_answered")
+	counter(c.events, rep.TooBigFragmented, "too_big_fragmented")
 	counter(c.events, rep.HeldForHost, "held_for_host")
 	counter(c.events, rep.ToAcceptor, "to_acceptor")
 	counter(c.events, rep.AcceptorAnswers, "acceptor_answers")

@@ -419,26 +419,37 @@ var goldenCases = []goldenCase{
 			}
 			f := interleave(convs...)
 			// A full-size datagram cannot take 20 more bytes: with DF it
-			// is answered with "fragmentation needed", without it dropped.
+			// is answered with "fragmentation needed", without it sent
+			// as two fragments of the outer header.
 			big := vipEP("192.0.2.40:9000")
 			f = append(f, pkttest.UDP(client("203.0.113.90:1"), big, pkttest.Opts{Payload: payload(1472, 'b'), DF: true}))
 			f = append(f, pkttest.UDP(client("203.0.113.91:1"), big, pkttest.Opts{Payload: payload(1472, 'c')}))
 			return f
 		},
 		check: func(t *testing.T, r *Result, in, out []record) {
-			if r.Stats.Drops[dataplane.DropTooBig] != 1 || r.Stats.Dropped() != 1 || r.Stats.TooBigAnswered != 1 {
-				t.Errorf("want the oversize datagram with DF answered and the one without dropped as too_big")
+			noDrops(t, r)
+			if r.Stats.TooBigAnswered != 1 || r.Stats.TooBigFragmented != 1 {
+				t.Errorf("want the oversize datagram with DF answered and the one without sent in fragments")
+			}
+			// The fragments reassemble to the client's datagram, one hop
+			// older, behind the outer header.
+			outer, err := pkttest.Reassemble([][]byte{pkttest.IP(out[len(out)-2].data, false), pkttest.IP(out[len(out)-1].data, false)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(outer) != 1520 || outer[9] != 4 || !bytes.Equal(outer[20:], aged(pkttest.IP(in[len(in)-1].data, false))) {
+				t.Errorf("the last two frames do not reassemble to the datagram without DF in IP-in-IP")
 			}
 			// The answer: ICMP fragmentation needed from the VIP to the
 			// client, with the MTU the tunnel leaves (1500 - 20), quoting
 			// the datagram's start.
-			ans := pkttest.IP(out[len(out)-1].data, false)
+			ans := pkttest.IP(out[len(out)-3].data, false)
 			if src, dst := ipAddrs(ans); ans[9] != 1 || ans[20] != 3 || ans[21] != 4 || binary.BigEndian.Uint16(ans[26:]) != 1480 ||
 				src.String() != "192.0.2.40" || dst.String() != "203.0.113.90" || len(ans) != 576 ||
 				!bytes.Equal(ans[28+12:28+20], pkttest.IP(in[len(in)-2].data, false)[12:20]) {
 				t.Errorf("the too-big answer is not ICMP fragmentation needed from the VIP with MTU 1480:\n% x", ans)
 			}
-			out = out[:len(out)-1]
+			out = out[:len(out)-3]
 			for i, o := range out {
 				outer := pkttest.IP(o.data, false)
 				if outer[9] != 4 {
@@ -464,7 +475,13 @@ var goldenCases = []goldenCase{
     port: 4500
     protocol: udp
     mode: ipip
-` + backendsYAML(true, 4500, 3)),
+` + backendsYAML(true, 4500, 3) + `  - name: dsr6-narrow
+    address: "2001:db8::40"
+    port: 4600
+    protocol: udp
+    mode: ipip
+    mtu: 1300
+` + backendsYAML(true, 4600, 1)),
 		frames: func(c *config.Config) [][]byte {
 			w := newWorld(c)
 			vip := vipEP("[2001:db8::40]:4500")
@@ -473,10 +490,37 @@ var goldenCases = []goldenCase{
 				cl := client(fmt.Sprintf("[2001:db8:c::%x]:%d", 0x300+i, 7000+i))
 				f = append(f, udpExchange(cl, vip, w.backendFor(cl, vip, 17), nil, 200)...)
 			}
+			// A path narrower than 1280 + 40 bytes (RFC 2473 §7.1): a
+			// 1280-byte packet, which its sender cannot shrink, leaves
+			// in two fragments of the outer header; one of 1281 bytes is
+			// answered with packet too big for 1280.
+			narrow := vipEP("[2001:db8::40]:4600")
+			f = append(f, pkttest.UDP(client("[2001:db8:c::400]:7100"), narrow, pkttest.Opts{Payload: payload(1280-48, 'n')}))
+			f = append(f, pkttest.UDP(client("[2001:db8:c::401]:7101"), narrow, pkttest.Opts{Payload: payload(1281-48, 'o')}))
 			return f
 		},
 		check: func(t *testing.T, r *Result, in, out []record) {
 			noDrops(t, r)
+			if r.Stats.TooBigAnswered != 1 || r.Stats.TooBigFragmented != 1 {
+				t.Errorf("want the 1280-byte packet sent in fragments and the 1281-byte one answered")
+			}
+			n := len(out) - 3
+			outer, err := pkttest.Reassemble([][]byte{pkttest.IP(out[n].data, false), pkttest.IP(out[n+1].data, false)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, o := range out[n : n+2] {
+				if ip := pkttest.IP(o.data, false); len(ip) > 1300 {
+					t.Errorf("a %d-byte fragment on a 1300-byte path", len(ip))
+				}
+			}
+			if outer[6] != 41 || !bytes.Equal(outer[40:], aged(pkttest.IP(in[len(in)-2].data, false))) {
+				t.Errorf("the two fragments do not reassemble to the 1280-byte packet in IPv6")
+			}
+			if ans := pkttest.IP(out[n+2].data, false); ans[6] != 58 || ans[40] != 2 || binary.BigEndian.Uint32(ans[44:]) != 1280 {
+				t.Errorf("the 1281-byte packet was not answered with packet too big for 1280:\n% x", ans[:48])
+			}
+			out = out[:n]
 			for i, o := range out {
 				outer := pkttest.IP(o.data, false)
 				if outer[6] != 41 || !bytes.Equal(outer[40:], aged(pkttest.IP(in[i].data, false))) {

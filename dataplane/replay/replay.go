@@ -36,6 +36,9 @@ func Run(c *config.Config, port nic.Port) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	if a, ok := port.(nic.Allocator); ok {
+		p.UseAllocator(a) // for packets sent in fragments
+	}
 	out := dataplane.NewOutput(&pc)
 	frames := make([]nic.Frame, c.Forwarder.Batch)
 	var t0 int64

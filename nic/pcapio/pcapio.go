@@ -70,7 +70,10 @@ type Port struct {
 	unzip func()
 }
 
-var _ nic.Port = (*Port)(nil)
+var (
+	_ nic.Port      = (*Port)(nil)
+	_ nic.Allocator = (*Port)(nil)
+)
 
 // New reads frames from in (pcap or pcapng, either of them compressed
 // with gzip or zstd) and, when out is not nil, writes transmitted frames
@@ -261,6 +264,17 @@ func (p *Port) Transmit(frames []nic.Frame) (int, error) {
 		p.free = append(p.free, fr.Handle)
 	}
 	return sent, err
+}
+
+// Alloc implements nic.Allocator: a free buffer, for a frame the
+// dataplane makes (the fragments of a packet too big for a tunnel).
+func (p *Port) Alloc() (nic.Frame, bool) {
+	if len(p.free) == 0 {
+		return nic.Frame{}, false
+	}
+	h := p.free[len(p.free)-1]
+	p.free = p.free[:len(p.free)-1]
+	return nic.Frame{Buf: p.bufs[h], Off: nic.Headroom, Handle: h}, true
 }
 
 // Release implements nic.Port.Release.

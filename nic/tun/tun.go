@@ -48,7 +48,10 @@ type Port struct {
 	seg []byte
 }
 
-var _ nic.Port = (*Port)(nil)
+var (
+	_ nic.Port      = (*Port)(nil)
+	_ nic.Allocator = (*Port)(nil)
+)
 
 // bufSize holds the largest packet a TUN device hands over (64 KiB) after
 // the headroom.
@@ -294,6 +297,17 @@ func (p *Port) hdrLen() int {
 		return vnetHdrLen
 	}
 	return 0
+}
+
+// Alloc implements nic.Allocator: a free buffer, for a frame the
+// dataplane makes (the fragments of a packet too big for a tunnel).
+func (p *Port) Alloc() (nic.Frame, bool) {
+	if len(p.free) == 0 {
+		return nic.Frame{}, false
+	}
+	h := p.free[len(p.free)-1]
+	p.free = p.free[:len(p.free)-1]
+	return nic.Frame{Buf: p.bufs[h], Off: nic.Headroom, Handle: h}, true
 }
 
 // Release implements nic.Port.Release.

@@ -1,0 +1,341 @@
+package dataplane
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net/netip"
+	"testing"
+
+	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/internal/pkttest"
+	"github.com/tetherlb/tether/nic"
+	"github.com/tetherlb/tether/nic/ring"
+)
+
+// splitConfig has ipip VIPs whose paths are narrower than the clients':
+// TCP and UDP over IPv4 with room for 1380-byte packets, and TCP over
+// IPv6 with room for 1260, less than every IPv6 link's 1280.
+const splitConfig = `
+unit:
+  address4: 198.51.100.254
+  address6: "2001:db8:5::fe"
+  mac: "02:00:00:00:00:01"
+forwarder:
+  flows: {max: 1024}
+l2:
+  gateway_mac: "02:00:00:00:00:fe"
+vips:
+  - {name: dsr, address: 192.0.2.1, port: 83, protocol: tcp, mode: ipip, mtu: 1400, backends: [{name: b1, address: 10.1.0.1}]}
+  - {name: dsr-udp, address: 192.0.2.1, port: 53, protocol: udp, mode: ipip, mtu: 1400, backends: [{name: b1, address: 10.1.0.1}]}
+  - {name: dsr6, address: "2001:db8::1", port: 80, protocol: tcp, mode: ipip, mtu: 1300, backends: [{name: c1, address: "fd00::1"}]}
+  - {name: dsr-wide, address: 192.0.2.1, port: 54, protocol: udp, mode: ipip, mtu: 1500, backends: [{name: b1, address: 10.1.0.1}]}
+`
+
+// splitRig is a rig on splitConfig whose pipeline borrows buffers from
+// a ring port of n buffers of size bytes.
+func splitRig(t testing.TB, n, size int) (*rig, *ring.Port) {
+	t.Helper()
+	c, err := config.Parse([]byte(splitConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRig(t, c)
+	lender := ring.New("lender", nic.LinkEthernet, n, size)
+	r.p.UseAllocator(lender)
+	return r, lender
+}
+
+// outerIPs returns the IP packets of frames, checking each fits mtu and
+// that every checksum is right.
+func outerIPs(t *testing.T, frames [][]byte, mtu int) [][]byte {
+	t.Helper()
+	ck := &pkttest.Checker{}
+	var ips [][]byte
+	for i, f := range frames {
+		if err := ck.Check(f); err != nil {
+			t.Errorf("frame %d: %v", i, err)
+		}
+		ip := pkttest.IP(f, false)
+		if len(ip) > mtu {
+			t.Errorf("frame %d: a %d-byte packet on a path of MTU %d", i, len(ip), mtu)
+		}
+		ips = append(ips, ip)
+	}
+	return ips
+}
+
+// sameBut compares two IP packets but for the TTL (hop limit) and the
+// IPv4 header checksum, which a router hop changes.
+func sameBut(a, b []byte) bool {
+	if len(a) != len(b) || len(a) < 20 {
+		return false
+	}
+	a, b = bytes.Clone(a), bytes.Clone(b)
+	for _, p := range [][]byte{a, b} {
+		if p[0]>>4 == 4 {
+			p[8], p[10], p[11] = 0, 0, 0
+		} else if len(p) >= 40 {
+			p[7] = 0
+		}
+	}
+	return bytes.Equal(a, b)
+}
+
+// TestIPIPSplitsWhatMayBeFragmented: a packet too big for an ipip
+// tunnel that may be fragmented on the way leaves as fragments of its
+// outer header, each fitting the tunnel's MTU, which reassemble to the
+// client's packet inside the outer header, as a host reassembles them
+// before it decapsulates: IPv4 without DF, every fragment of a datagram
+// the client fragmented itself, and IPv6 of 1280 bytes or less (RFC
+// 2473 §7.1); an IPv6 packet above 1280 bytes is still answered.
+func TestIPIPSplitsWhatMayBeFragmented(t *testing.T) {
+	r, _ := splitRig(t, 64, nic.Headroom+2048)
+	unit4 := netip.MustParseAddr("198.51.100.254")
+
+	t.Run("IPv4 without DF", func(t *testing.T) {
+		c, v := cl(50, 1), vip(83)
+		r.send(syn(c, v))
+		seg := pkttest.TCP(c, v, pkttest.ACK, 2, 2, pkttest.Opts{Payload: make([]byte, 1400)})
+		before := r.p.Stats()
+		tx, _, drop := r.send(seg)
+		if len(tx) != 2 || len(drop) != 0 {
+			t.Fatalf("%d frames sent, %d dropped; want the packet in 2 fragments", len(tx), len(drop))
+		}
+		whole, err := pkttest.Reassemble(outerIPs(t, tx, 1400))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if whole[9] != 4 || netip.AddrFrom4([4]byte(whole[12:16])) != unit4 || netip.AddrFrom4([4]byte(whole[16:20])) != netip.MustParseAddr("10.1.0.1") {
+			t.Errorf("the outer header is not IP-in-IP from the unit to the backend:\n% x", whole[:20])
+		}
+		if !sameBut(whole[20:], pkttest.IP(seg, false)) {
+			t.Errorf("the reassembled outer packet does not carry the client's")
+		}
+		after := r.p.Stats()
+		if n := after.TooBigFragmented - before.TooBigFragmented; n != 1 || after.TxPackets-before.TxPackets != 2 {
+			t.Errorf("counted %d packets sent in fragments and %d frames sent, want 1 and 2", n, after.TxPackets-before.TxPackets)
+		}
+	})
+
+	t.Run("a datagram the client fragmented", func(t *testing.T) {
+		c := cl(51, 5353)
+		dg := pkttest.UDP(c, vip(53), pkttest.Opts{Payload: bytes.Repeat([]byte("d"), 4000)})
+		frags := pkttest.FragmentIPv4(dg, 1480, false) // what a 1500-byte link carries
+		tx, _, drop := r.send(frags...)
+		if len(drop) != 0 {
+			t.Fatalf("%d frames dropped", len(drop))
+		}
+		// Each full-size fragment in two outer fragments, the last whole.
+		if len(tx) != 5 {
+			t.Fatalf("%d frames sent, want 5", len(tx))
+		}
+		ips := outerIPs(t, tx, 1400)
+		var inner [][]byte
+		for _, span := range [][2]int{{0, 2}, {2, 4}, {4, 5}} {
+			outer, err := pkttest.Reassemble(ips[span[0]:span[1]])
+			if err != nil {
+				t.Fatalf("frames %v: %v", span, err)
+			}
+			inner = append(inner, outer[20:])
+		}
+		got, err := pkttest.Reassemble(inner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameBut(got, pkttest.IP(dg, false)) {
+			t.Errorf("the client's fragments, reassembled after the tunnel, are not its datagram")
+		}
+	})
+
+	t.Run("IPv6 of 1280 bytes", func(t *testing.T) {
+		c, v := cl6("2001:db8:9::50", 1), vip6(80)
+		r.send(syn(c, v))
+		seg := pkttest.TCP(c, v, pkttest.ACK, 2, 2, pkttest.Opts{Payload: make([]byte, 1280-60)})
+		tx, _, _ := r.send(seg)
+		if len(tx) != 2 {
+			t.Fatalf("%d frames sent, want the packet in 2 fragments", len(tx))
+		}
+		whole, err := pkttest.Reassemble(outerIPs(t, tx, 1300))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if whole[6] != 41 || !sameBut(whole[40:], pkttest.IP(seg, false)) {
+			t.Errorf("the reassembled outer packet is not the client's in IPv6:\n% x", whole[:48])
+		}
+		// One byte more: the client can shrink it, so it is told to.
+		answered := r.p.Stats().TooBigAnswered
+		seg = pkttest.TCP(c, v, pkttest.ACK, 2, 2, pkttest.Opts{Payload: make([]byte, 1280-60+8)})
+		tx, _, _ = r.send(seg)
+		if len(tx) != 1 || r.p.Stats().TooBigAnswered != answered+1 {
+			t.Fatalf("a 1288-byte IPv6 packet: %d frames sent, want the ICMPv6 answer", len(tx))
+		}
+		ans := pkttest.IP(tx[0], false)
+		if ans[6] != 58 || ans[40] != 2 || binary.BigEndian.Uint32(ans[44:]) != 1280 {
+			t.Errorf("the answer is not packet too big with MTU 1280:\n% x", ans[:48])
+		}
+	})
+
+	t.Run("IPv4 with DF", func(t *testing.T) {
+		c, v := cl(52, 1), vip(83)
+		r.send(syn(c, v))
+		tx, _, _ := r.send(pkttest.TCP(c, v, pkttest.ACK, 2, 2, pkttest.Opts{Payload: make([]byte, 1400), DF: true}))
+		if len(tx) != 1 || pkttest.IP(tx[0], false)[9] != 1 {
+			t.Errorf("a packet with DF: %d frames sent, want the ICMP answer alone", len(tx))
+		}
+	})
+}
+
+// TestIPIPSplitWithinBuffers: fragments are cut to what the port's
+// buffers hold; a packet the port has too few free buffers for is
+// dropped as no_buffer and the buffers it took go back; and a batch
+// makes at most maxSplitFrames extra frames, the rest dropped as
+// no_buffer, so Output's lists never grow.
+func TestIPIPSplitWithinBuffers(t *testing.T) {
+	udp := func(i, size int) []byte {
+		return pkttest.UDP(cl(60+i/200, uint16(1000+i)), vip(53), pkttest.Opts{Payload: make([]byte, size)})
+	}
+
+	t.Run("small buffers", func(t *testing.T) {
+		const size = 800
+		r, _ := splitRig(t, 64, size)
+		dg := udp(0, 3000)
+		tx, _, _ := r.send(dg)
+		for i, f := range tx[1:] {
+			if len(f) > size-nic.Headroom {
+				t.Errorf("fragment %d: %d bytes, more than a %d-byte buffer holds", i+1, len(f), size-nic.Headroom)
+			}
+		}
+		whole, err := pkttest.Reassemble(outerIPs(t, tx, 1400))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameBut(whole[20:], pkttest.IP(dg, false)) {
+			t.Errorf("the reassembled outer packet does not carry the client's")
+		}
+	})
+
+	t.Run("too few free buffers", func(t *testing.T) {
+		r, lender := splitRig(t, 1, nic.Headroom+2048)
+		r.out.Reset()
+		fr := []nic.Frame{frame(udp(1, 3000))} // three fragments: two borrowed buffers
+		r.p.Process(r.now, fr, r.out)
+		if len(r.out.TX) != 0 || len(r.out.Drop) != 2 || r.p.Stats().Drops[DropNoBuffer] != 1 {
+			t.Fatalf("%d sent, %d given back, %d no_buffer; want nothing sent, the packet and the borrowed buffer given back, one no_buffer",
+				len(r.out.TX), len(r.out.Drop), r.p.Stats().Drops[DropNoBuffer])
+		}
+		lender.Release(r.out.Drop[1:])
+		if lender.Free() != 1 {
+			t.Errorf("the lender has %d free buffers, want its 1 back", lender.Free())
+		}
+	})
+
+	t.Run("a batch's share", func(t *testing.T) {
+		r, _ := splitRig(t, 1024, nic.Headroom+2048)
+		frames := make([]nic.Frame, MaxBatch)
+		for i := range frames {
+			frames[i] = frame(udp(2+i, 6000)) // five fragments: four borrowed buffers
+		}
+		caps := [3]int{cap(r.out.TX), cap(r.out.Pass), cap(r.out.Drop)}
+		r.out.Reset()
+		r.p.Process(r.now, frames, r.out)
+		split := maxSplitFrames / 4
+		s := r.p.Stats()
+		if s.TooBigFragmented != uint64(split) || s.Drops[DropNoBuffer] != uint64(MaxBatch-split) || len(r.out.TX) != 5*split {
+			t.Errorf("%d packets sent in fragments (%d frames), %d dropped as no_buffer; want %d (%d frames) and %d",
+				s.TooBigFragmented, len(r.out.TX), s.Drops[DropNoBuffer], split, 5*split, MaxBatch-split)
+		}
+		if got := [3]int{cap(r.out.TX), cap(r.out.Pass), cap(r.out.Drop)}; got != caps {
+			t.Errorf("Output's lists grew from %v to %v", caps, got)
+		}
+	})
+}
+
+// TestSplitDoesNotAllocate: sending packets in fragments takes buffers
+// from the port and allocates nothing.
+func TestSplitDoesNotAllocate(t *testing.T) {
+	r, lender := splitRig(t, 256, nic.Headroom+2048)
+	const batch = 16
+	templates := make([][]byte, batch)
+	frames := make([]nic.Frame, batch)
+	for i := range templates {
+		templates[i] = pkttest.UDP(cl(70, uint16(2000+i)), vip(53), pkttest.Opts{Payload: make([]byte, 3000)})
+		frames[i] = frame(templates[i])
+	}
+	sent, lent := 0, make([]nic.Frame, 0, 2*batch)
+	noAllocs(t, 200, func() {
+		for i := range frames {
+			frames[i].Off, frames[i].Len = nic.Headroom, len(templates[i])
+			copy(frames[i].Buf[nic.Headroom:], templates[i])
+		}
+		r.out.Reset()
+		r.p.Process(r.now, frames, r.out)
+		sent += len(r.out.TX)
+		// The borrowed buffers go back, as the port's Transmit does.
+		lent = lent[:0]
+		for _, f := range r.out.TX {
+			if !ownFrame(frames, f) {
+				lent = append(lent, f)
+			}
+		}
+		lender.Release(lent)
+	})
+	if want := 201 * batch * 3; sent != want {
+		t.Errorf("%d frames sent, want %d: every packet in 3 fragments", sent, want)
+	}
+	if lender.Free() != 256 {
+		t.Errorf("the lender has %d of its 256 buffers back", lender.Free())
+	}
+}
+
+// ownFrame reports whether f is in one of frames' buffers.
+func ownFrame(frames []nic.Frame, f nic.Frame) bool {
+	for i := range frames {
+		if &frames[i].Buf[0] == &f.Buf[0] {
+			return true
+		}
+	}
+	return false
+}
+
+// BenchmarkSplit is the cost of a packet sent in fragments (two, each
+// with a copy of the headers; the second in a buffer the port lends)
+// beside the same packet through a tunnel it fits, in the same run.
+func BenchmarkSplit(b *testing.B) {
+	for _, c := range []struct {
+		name   string
+		port   uint16
+		frames int
+	}{{"fits", 54, 1}, {"split", 53, 2}} {
+		b.Run(c.name, func(b *testing.B) {
+			r, lender := splitRig(b, 256, nic.Headroom+2048)
+			const batch = 16
+			templates := make([][]byte, batch)
+			frames := make([]nic.Frame, batch)
+			for i := range templates {
+				templates[i] = pkttest.UDP(cl(80, uint16(3000+i)), vip(c.port), pkttest.Opts{Payload: make([]byte, 1420)})
+				frames[i] = frame(templates[i])
+			}
+			lent := make([]nic.Frame, 0, batch)
+			b.ResetTimer()
+			for range b.N {
+				for i := range frames {
+					frames[i].Off, frames[i].Len = nic.Headroom, len(templates[i])
+					copy(frames[i].Buf[nic.Headroom:], templates[i])
+				}
+				r.out.Reset()
+				r.p.Process(r.now, frames, r.out)
+				if len(r.out.TX) != batch*c.frames {
+					b.Fatalf("%d frames sent, want %d", len(r.out.TX), batch*c.frames)
+				}
+				lent = lent[:0]
+				for _, f := range r.out.TX {
+					if !ownFrame(frames, f) {
+						lent = append(lent, f)
+					}
+				}
+				lender.Release(lent)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/packet")
+		})
+	}
+}
