@@ -14,8 +14,9 @@ import (
 //	eth = data; ip = eth + 14; need the Ethernet and IPv4 headers;
 //	if (eth->proto != IPv4 || !addrs4[ip->daddr]) pass;   // not ours
 //	// From here the packet is to a tunnel address: restored or dropped.
-//	if (ip->ihl != 5 || fragment) drop;
+//	if (ip->ihl != 5 || fragment && ip->proto != IPIP) drop;
 //	if (!units4[ip->saddr]) drop;                            // unknown_unit
+//	if (fragment) pass;               // IP-in-IP: the kernel reassembles
 //	if (ip->proto == IPIP) { inner IPv4 follows: move the Ethernet
 //	    header 20 bytes on, bpf_xdp_adjust_head(+20); pass; }
 //	if (ip->proto != TCP && ip->proto != UDP) drop;
@@ -62,7 +63,7 @@ const (
 	ctrUnknownFlow         // to a tunnel address, no mapping for the flow ID
 	ctrUnknownUnit         // to a tunnel address from an address no unit has
 	ctrNotTunnel           // to a tunnel address, neither TCP/UDP nor IP-in-IP
-	ctrMalformed           // IPv4 options, fragments, short transport headers
+	ctrMalformed           // IPv4 options, fragments (but of IP-in-IP), short transport headers
 	numCounters
 )
 
@@ -259,17 +260,25 @@ func program(m *maps) asm.Instructions {
 	b.add(
 		asm.LoadMem(asm.R5, asm.R2, offIP, asm.Byte),
 		asm.JNE.Imm(asm.R5, 0x45, malformed),
+		asm.LoadMem(asm.R8, asm.R2, offProto, asm.Byte),
 		// More-fragments or an offset: 0x3fff of the big-endian field,
-		// 0xff3f of its little-endian load.
+		// 0xff3f of its little-endian load. Only IP-in-IP comes in
+		// fragments (a unit cuts what does not fit the tunnel), and
+		// only the kernel can reassemble it: R7 marks it for the pass.
+		asm.Mov.Imm(asm.R7, 0),
 		asm.LoadMem(asm.R5, asm.R2, offFrag, asm.Half),
 		asm.And.Imm(asm.R5, 0xff3f),
-		asm.JNE.Imm(asm.R5, 0, malformed),
-		asm.LoadMem(asm.R8, asm.R2, offProto, asm.Byte),
-		asm.LoadMem(asm.R5, asm.R2, offSrc, asm.Word),
-		asm.StoreMem(asm.R10, -4, asm.R5, asm.Word),
+		asm.JEq.Imm(asm.R5, 0, "whole"),
+		asm.JNE.Imm(asm.R8, protoIPIP, malformed),
+		asm.Mov.Imm(asm.R7, 1),
 	)
+	b.label("whole", asm.LoadMem(asm.R5, asm.R2, offSrc, asm.Word))
+	b.add(asm.StoreMem(asm.R10, -4, asm.R5, asm.Word))
 	b.lookup(m.units4, -4)
-	b.add(asm.JEq.Imm(asm.R0, 0, unknownUnit))
+	b.add(
+		asm.JEq.Imm(asm.R0, 0, unknownUnit),
+		asm.JNE.Imm(asm.R7, 0, "pass"),
+	)
 	b.reload()
 	b.add(
 		asm.JEq.Imm(asm.R8, protoIPIP, "ipip"),

@@ -133,6 +133,36 @@ func TestProgramUnwrapsIPIP(t *testing.T) {
 	}
 }
 
+// TestProgramPassesIPIPFragments: an IP-in-IP packet a unit sent in
+// fragments (too big for the tunnel) goes to the kernel as it came, each
+// fragment, for the kernel to reassemble before it decapsulates; from an
+// address no unit has it is dropped like any other.
+func TestProgramPassesIPIPFragments(t *testing.T) {
+	l := load(t)
+	h := &Host{m: l.m}
+	inner := original(protoUDP, string(bytes.Repeat([]byte("f"), 300)))[14:]
+	frags := pkttest.FragmentIPv4(pkttest.IPIP(testUnit, testTunnel, inner, pkttest.Opts{}), 128, false)
+	for i, in := range frags {
+		if ret, out := l.run(t, in); ret != xdpPass || !bytes.Equal(out, in) {
+			t.Errorf("fragment %d: verdict %d, changed: %v", i, ret, !bytes.Equal(out, in))
+		}
+	}
+	stranger := testUnit
+	stranger.Addr = netip.MustParseAddr(otherAddr)
+	before, err := h.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, in := range pkttest.FragmentIPv4(pkttest.IPIP(stranger, testTunnel, inner, pkttest.Opts{}), 128, false) {
+		if ret, _ := l.run(t, in); ret != xdpDrop {
+			t.Errorf("fragment %d from no unit: verdict %d, want drop", i, ret)
+		}
+	}
+	if after, err := h.Counters(); err != nil || after.UnknownUnit != before.UnknownUnit+uint64(len(frags)) {
+		t.Errorf("unknown_unit %d -> %d, want one per fragment (%v)", before.UnknownUnit, after.UnknownUnit, err)
+	}
+}
+
 func TestProgramLeavesOthersAlone(t *testing.T) {
 	l := load(t)
 	other := testTunnel
@@ -205,6 +235,7 @@ func FuzzProgram(f *testing.F) {
 		tunneled(protoTCP, testID, "seed"), tunneled(protoUDP, testID+1, "seed"),
 		tunneled(protoUDP, 0x0009_0009, "unknown"),
 		pkttest.IPIP(testUnit, testTunnel, original(protoTCP, "inner")[14:], pkttest.Opts{}),
+		pkttest.FragmentIPv4(pkttest.IPIP(testUnit, testTunnel, original(protoTCP, "inner")[14:], pkttest.Opts{}), 24, false)[1],
 	} {
 		f.Add(s)
 	}
@@ -221,6 +252,10 @@ func FuzzProgram(f *testing.F) {
 			t.Fatalf("verdict %d", ret)
 		case !toTunnel && (ret != xdpPass || !bytes.Equal(out, in)):
 			t.Fatalf("a frame not to the tunnel address was changed or dropped (verdict %d)", ret)
+		case toTunnel && ret == xdpPass && in[offProto] == protoIPIP && binary.BigEndian.Uint16(in[offFrag:])&0x3fff != 0:
+			if !bytes.Equal(out, in) {
+				t.Fatalf("a fragment of IP-in-IP passed changed")
+			}
 		case toTunnel && ret == xdpPass && in[offProto] == protoIPIP:
 			if !bytes.Equal(out[14:], in[offL4:]) {
 				t.Fatalf("IP-in-IP passed, but not as its inner packet")
