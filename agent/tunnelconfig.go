@@ -180,6 +180,10 @@ func (c *Config) OpenTunnel(log zerolog.Logger) (*Tunnel, error) {
 		log.Warn().Int("max_flows", h.MaxFlows()).Int("configured", tc.MaxFlows).
 			Msg("the program taken over keeps its bound on mappings: tether-agent tunnel remove (agent stopped) makes a new one")
 	}
+	if h.Outdated != nil {
+		log.Warn().Err(h.Outdated).
+			Msg("the kernel refused this agent's program in the link taken over: the earlier agent's program runs; tether-agent tunnel remove (agent stopped) attaches this one")
+	}
 	log.Info().Str("interface", tc.Interface).Str("mode", h.Mode).Strs("addresses", tc.Addresses).
 		Int("units_kept", len(t.inherited)).Msg("tunnel program attached")
 	return t, nil

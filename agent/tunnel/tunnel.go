@@ -54,6 +54,10 @@ type Host struct {
 	// Mode is how the program is attached ("native", "generic"), or
 	// "kept" when it was taken over from an earlier agent.
 	Mode string
+	// Outdated is why the kernel refused this agent's program in the
+	// link an earlier agent left (see takeOver), whose program then
+	// still runs; nil when this agent's runs.
+	Outdated error
 }
 
 // version names the program's layout in the pin directory: an agent
@@ -113,7 +117,10 @@ func Open(c Config) (*Host, error) {
 var pinNames = []string{"flows4", "addrs4", "units4", "counters"}
 
 // takeOver opens the link and maps an earlier agent pinned, if all are
-// there.
+// there, and puts this agent's program in the link: the maps (and so
+// the mappings) are kept, but the code is this agent's, so that an
+// upgraded agent does not go on running the program it replaced. If
+// the kernel refuses the update, the earlier program stays (Outdated).
 func (h *Host) takeOver() bool {
 	l, err := link.LoadPinnedLink(filepath.Join(h.dir, "link"), nil)
 	if err != nil {
@@ -133,6 +140,18 @@ func (h *Host) takeOver() bool {
 	}
 	h.link, h.Mode = l, "kept"
 	h.m = &maps{flows4: ms[0], addrs4: ms[1], units4: ms[2], counters: ms[3]}
+	prog, err := loadProgram(h.m)
+	if err == nil {
+		err = l.Update(prog)
+	}
+	if err != nil {
+		if prog != nil {
+			prog.Close()
+		}
+		h.Outdated = err
+		return true
+	}
+	h.prog = prog
 	return true
 }
 
@@ -322,7 +341,7 @@ type Counters struct {
 	UnknownFlow  uint64 // dropped: no mapping for the flow ID
 	UnknownUnit  uint64 // dropped: from an address no unit has
 	NotTunnel    uint64 // dropped: neither TCP/UDP nor IP-in-IP
-	Malformed    uint64 // dropped: IPv4 options, fragments, short headers
+	Malformed    uint64 // dropped: IPv4 options, fragments (IP-in-IP ones go to the kernel), short headers
 }
 
 // Counters reads the program's counters.

@@ -10,6 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+
 	"github.com/tetherlb/tether/internal/nstest"
 
 	"golang.org/x/sys/unix"
@@ -299,5 +302,40 @@ func TestTheProgramOutlivesTheAgent(t *testing.T) {
 	srv.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if _, err := srv.Read(make([]byte, 64)); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("after removal the VIP still received a restored packet (%v)", err)
+	}
+}
+
+// An agent that takes the program over puts its own code in the link,
+// keeping the maps: an upgraded agent does not go on running the program
+// of the agent it replaced. The earlier program here only passes, so a
+// flow-ID packet reaches the VIP restored only if the takeover replaced
+// it.
+func TestTakeOverRunsThisAgentsProgram(t *testing.T) {
+	p := newTopo(t)
+	dir := nstest.BPFFS(t)
+	h := open(t, p, dir)
+	unit := netip.MustParseAddr(unitAddr)
+	if err := h.Put(unit, 0x0005_000a, tuple(protoUDP, clientAddr, vipAddr, 40001, 5354)); err != nil {
+		t.Fatal(err)
+	}
+	passOnly, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: ebpf.XDP, License: "MIT",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, xdpPass), asm.Return()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer passOnly.Close()
+	if err := h.link.Update(passOnly); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	srv := listenUDP(t, p.h, vipAddr+":5354")
+	h2 := open(t, p, dir)
+	defer h2.Remove()
+	if h2.Mode != "kept" || h2.Outdated != nil {
+		t.Fatalf("mode %q (%v), want the program taken over with this agent's code", h2.Mode, h2.Outdated)
+	}
+	sendUDP(t, p.u, unitAddr, tunnelAddr, 0x0005_000a, "after an upgrade")
+	if msg, _ := receive(t, srv); msg != "after an upgrade" {
+		t.Fatalf("received %q", msg)
 	}
 }
