@@ -145,14 +145,16 @@ func (pk *packet) fragKey() fragKey {
 // firstFragment forwards the first fragment of a datagram along its flow
 // and remembers the flow for the datagram's other fragments, releasing
 // those that arrived before it. If the first fragment cannot be
-// forwarded (too big for an ipip tunnel, say), neither can the rest:
+// forwarded (its backend inactive, say), neither can the rest:
 // the datagram is remembered as dead and they are dropped with it.
 func (p *Pipeline) firstFragment(pk *packet, e entry, now flow.Tick, out *Output) {
 	k := pk.fragKey() // before apply rewrites the addresses
 	d := p.frags.insert(&k, now)
 	d.sport, d.dport = pk.sport, pk.dport
 	d.expires = now + flow.Tick(p.cfg.FragTimeout)
-	if m := e.m.Mode; m == unit.ModeNAT || m == unit.ModeTunnel {
+	// A new source needs a new ID; IPv4 tunnel fragments keep the
+	// client's source (they go IP-in-IP: see apply).
+	if m := e.m.Mode; m == unit.ModeNAT || m == unit.ModeTunnel && pk.v6 {
 		p.ipID += uint32(p.cfg.Workers)
 		d.newID, d.hasNewID = p.ipID, true
 	}

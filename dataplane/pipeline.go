@@ -379,7 +379,7 @@ func (p *Pipeline) emit(pk *packet, out *Output) {
 		out.Drop = append(out.Drop, *pk.frame) // counted where it was taken
 	default:
 		if pk.splitMTU != 0 {
-			p.splitOuter(pk, out)
+			p.split(pk, out)
 			return
 		}
 		p.stats.TxPackets++

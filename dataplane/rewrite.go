@@ -32,6 +32,19 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 		// only change their source back to the VIP.
 		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, reply, !reply, s.hop)
 	case unit.ModeTunnel:
+		if pk.frag != fragNone && !pk.v6 {
+			// A fragment has no ports to carry the flow ID (later
+			// ones none at all): it goes to the same host IP-in-IP,
+			// which the host's program unwraps like ipip's, and the
+			// host's kernel reassembles the client's datagram.
+			if s.hop {
+				hop(pk)
+			}
+			if !p.encapIP(pk, e.a, s.mtuOf(be)) {
+				return
+			}
+			break
+		}
 		// The 32-bit flow ID takes the place of both ports.
 		id := binary.BigEndian.Uint32(e.b)
 		rewrite(pk, p.unitAddr(pk.v6), uint16(id>>16), e.a, uint16(id), true, true, s.hop)
@@ -180,7 +193,7 @@ func rewrite(pk *packet, src []byte, sport uint16, dst []byte, dport uint16, set
 // return. It clamps every MSS option of TCP SYNs so that the
 // encapsulated segments fit mtu (a SYN whose options are malformed
 // cannot be clamped and is dropped). A packet that does not fit is marked
-// to be sent in fragments where it may be fragmented (see splitOuter),
+// to be sent in fragments where it may be fragmented (see split),
 // and otherwise answered with ICMP too-big (see answerTooBig) or dropped.
 // It reports false when the packet is not to be sent to dst.
 func (p *Pipeline) encapIP(pk *packet, dst []byte, mtu int) bool {

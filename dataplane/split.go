@@ -8,27 +8,34 @@ import (
 )
 
 // A packet too big for an ipip tunnel that may be fragmented on the way
-// is sent as fragments of its outer header, as a router on the path (or
-// IPVS) would send it: an IPv4 packet without DF (RFC 2003 §5.1), which
-// includes every fragment of a datagram a client fragmented itself, and
-// an IPv6 packet of at most 1280 bytes, which the sender may not shrink
-// further (RFC 2473 §7.1; the outer header then carries a fragment
-// header). The host reassembles the outer packet before it decapsulates,
-// so what it delivers is the packet the client sent.
+// is sent in fragments, as a router on the path would send it, instead
+// of being dropped or answered:
+//
+//   - IPv4 without DF, which includes every fragment of a datagram a
+//     client fragmented itself: the inner packet is cut into fragments
+//     (a router may fragment any IPv4 packet without DF, a fragment
+//     again), each in an outer header of its own (RFC 2003 §5.1). The
+//     host unwraps each outer packet whole (tether-agent's XDP program
+//     does it without the ipip module) and reassembles the client's
+//     datagram.
+//   - IPv6 of at most 1280 bytes, which the sender may not shrink
+//     further and no router may fragment: the outer packet is cut,
+//     behind a fragment header (RFC 2473 §7.1), and the host
+//     reassembles it before it decapsulates.
 //
 // The frame itself carries the first fragment; the port lends a buffer
 // (nic.Allocator) for each of the others, which start with a copy of the
-// frame's link header. A worker makes at most maxSplitFrames such extra
-// frames per Process call, so that Output's lists keep their size; past
-// that, or when the port has no free buffer, the packet is dropped as
-// no_buffer.
+// frame's link and IP headers. A worker makes at most maxSplitFrames
+// such extra frames per Process call, so that Output's lists keep their
+// size; past that, or when the port has no free buffer, the packet is
+// dropped as no_buffer.
 
-// maxSplitFrames bounds the frames splitOuter adds to an Output in one
+// maxSplitFrames bounds the frames split adds to an Output in one
 // Process call: a 64 KiB packet cut for a 576-byte path makes 118.
 const maxSplitFrames = 256
 
 // UseAllocator gives the pipeline the port's buffers for the fragments
-// of packets too big for an ipip tunnel (see splitOuter). Without one,
+// of packets too big for an ipip tunnel (see split). Without one,
 // such packets are dropped as no_buffer. Call it before the first batch.
 func (p *Pipeline) UseAllocator(a nic.Allocator) {
 	p.alloc = a
@@ -52,11 +59,11 @@ func splittable(pk *packet, inner, overhead, mtu int) bool {
 	return !header.IPv4(pk.b[pk.l3:]).DontFragment() && inner+overhead <= 0xffff
 }
 
-// splitOuter sends pk, encapsulated in an outer header that starts at
-// pk.l3 and too big for pk.splitMTU, as fragments of that outer header:
-// pk's frame as the first, frames from the port's allocator as the rest,
-// all appended to out.TX in order.
-func (p *Pipeline) splitOuter(pk *packet, out *Output) {
+// split sends pk, encapsulated in an outer header that starts at pk.l3
+// and too big for pk.splitMTU, in fragments: pk's frame as the first,
+// frames from the port's allocator as the rest, all appended to out.TX
+// in order.
+func (p *Pipeline) split(pk *packet, out *Output) {
 	o := &pk.frame.Offload
 	if o.Partial {
 		// No device can finish a checksum whose data spans fragments.
@@ -71,11 +78,103 @@ func (p *Pipeline) splitOuter(pk *packet, out *Output) {
 		p.dropOut(pk, DropNoBuffer, out)
 		return
 	}
-	l3 := pk.l3
-	hdr, ext := header.IPv4MinSize, 0 // the outer header, and what each fragment adds to it
 	if pk.v6 {
-		hdr, ext = header.IPv6Size, header.IPv6FragmentSize
+		p.splitOuter6(pk, out)
+	} else {
+		p.splitInner4(pk, out)
 	}
+}
+
+// splitInner4 cuts the inner IPv4 packet of pk into fragments, each in a
+// copy of the outer header with its own ID and length. Options the
+// inner header carries that are not to be copied into every fragment
+// (RFC 791: the copied flag) become no-operations in the later ones, as
+// Linux's ip_options_fragment does, so every fragment's header is as
+// long.
+func (p *Pipeline) splitInner4(pk *packet, out *Output) {
+	l3 := pk.l3
+	outer := header.IPv4MinSize
+	in := header.IPv4(pk.b[l3+outer:])
+	ihl := in.HeaderLength()
+	hdrs := l3 + outer + ihl // link, outer and inner headers
+	data := pk.b[hdrs:pk.end]
+	base, more := in.FragmentOffset(), in.MoreFragments()
+	step := (int(pk.splitMTU) - outer - ihl) &^ 7
+	pieces, ok := p.lend(len(data), &step, hdrs, out)
+	if !ok {
+		p.dropOut(pk, DropNoBuffer, out)
+		return
+	}
+	for i := range pieces {
+		f := &pieces[i]
+		off := (i + 1) * step
+		chunk := data[off:min(off+step, len(data))]
+		b := f.Buf[f.Off:]
+		copy(b, pk.b[:hdrs])
+		n := hdrs + copy(b[hdrs:], chunk)
+		f.Len, f.Time = n, pk.frame.Time
+		noCopiedOptions(b[l3+outer : hdrs])
+		p.ipID += uint32(p.cfg.Workers)
+		setInner4(b[l3:n], ihl, uint16(p.ipID), base+off, more || off+len(chunk) < len(data))
+		p.stats.TxBytes += uint64(n)
+	}
+	pk.end = hdrs + step
+	pk.b, pk.frame.Len = pk.b[:pk.end], pk.end
+	setInner4(pk.b[l3:], ihl, header.IPv4(pk.b[l3:]).ID(), base, true)
+	p.sent(pk, pieces, out)
+}
+
+// setInner4 makes ip, an outer IPv4 header with no options followed by
+// an inner IPv4 header of ihl bytes and a piece of the inner packet, a
+// whole outer packet of ID id around the inner fragment at off: lengths,
+// the inner offset and more-fragments flag, both header checksums.
+func setInner4(ip []byte, ihl int, id uint16, off int, more bool) {
+	o, in := header.IPv4(ip), header.IPv4(ip[header.IPv4MinSize:])
+	fo := uint16(off / 8)
+	if more {
+		fo |= header.IPv4FlagMF
+	}
+	binary.BigEndian.PutUint16(in[2:], uint16(len(in)))
+	binary.BigEndian.PutUint16(in[6:], fo)
+	in.SetChecksum(0)
+	in.SetChecksum(in.CalculateChecksum())
+	binary.BigEndian.PutUint16(o[2:], uint16(len(ip)))
+	binary.BigEndian.PutUint16(o[4:], id)
+	o.SetChecksum(0)
+	o.SetChecksum(o.CalculateChecksum())
+}
+
+// noCopiedOptions turns the options of IPv4 header h that later
+// fragments do not carry into no-operations.
+func noCopiedOptions(h []byte) {
+	for i := header.IPv4MinSize; i < len(h); {
+		t := h[i]
+		if t == 0 { // end of options: the rest is padding
+			return
+		}
+		if t == 1 {
+			i++
+			continue
+		}
+		n := 2
+		if i+1 < len(h) {
+			n = max(2, int(h[i+1]))
+		}
+		end := min(i+n, len(h))
+		if t&0x80 == 0 {
+			for j := i; j < end; j++ {
+				h[j] = 1
+			}
+		}
+		i = end
+	}
+}
+
+// splitOuter6 cuts the outer IPv6 packet of pk into fragments behind a
+// fragment header.
+func (p *Pipeline) splitOuter6(pk *packet, out *Output) {
+	l3 := pk.l3
+	hdr, ext := header.IPv6Size, header.IPv6FragmentSize
 	if pk.frame.Off < ext {
 		p.dropOut(pk, DropNoHeadroom, out)
 		return
@@ -87,11 +186,8 @@ func (p *Pipeline) splitOuter(pk *packet, out *Output) {
 		p.dropOut(pk, DropNoBuffer, out)
 		return
 	}
-	id := uint32(0)
-	if pk.v6 {
-		p.ipID += uint32(p.cfg.Workers)
-		id = p.ipID
-	}
+	p.ipID += uint32(p.cfg.Workers)
+	id := p.ipID
 	// The later fragments first, from the packet as it is.
 	for i := range pieces {
 		f := &pieces[i]
@@ -101,19 +197,21 @@ func (p *Pipeline) splitOuter(pk *packet, out *Output) {
 		copy(b, pk.b[:l3+hdr])
 		n := l3 + hdr + ext + copy(b[l3+hdr+ext:], chunk)
 		f.Len, f.Time = n, pk.frame.Time
-		setFragment(b[l3:n], pk.v6, off, off+len(chunk) < len(data), id)
+		setFragment6(b[l3:n], off, off+len(chunk) < len(data), id)
 		p.stats.TxBytes += uint64(n)
 	}
-	// Then the first, in place: for IPv6 the link and outer headers move
-	// to the front to make room for the fragment header.
-	if ext > 0 {
-		b, _ := pk.frame.Prepend(ext)
-		copy(b, b[ext:ext+l3+hdr])
-		pk.b = b
-	}
+	// Then the first, in place: the link and outer headers move to the
+	// front to make room for the fragment header.
+	b, _ := pk.frame.Prepend(ext)
+	copy(b, b[ext:ext+l3+hdr])
 	pk.end = l3 + hdr + ext + step
-	pk.b, pk.frame.Len = pk.b[:pk.end], pk.end
-	setFragment(pk.b[l3:], pk.v6, 0, true, id)
+	pk.b, pk.frame.Len = b[:pk.end], pk.end
+	setFragment6(pk.b[l3:], 0, true, id)
+	p.sent(pk, pieces, out)
+}
+
+// sent counts pk and the pieces cut from it and appends them to out.TX.
+func (p *Pipeline) sent(pk *packet, pieces []nic.Frame, out *Output) {
 	p.splitFrames += len(pieces)
 	p.stats.TooBigFragmented++
 	p.stats.TooBigFragments += uint64(1 + len(pieces))
@@ -159,28 +257,15 @@ func (p *Pipeline) lend(n int, step *int, hdrs int, out *Output) ([]nic.Frame, b
 	return pieces, true
 }
 
-// setFragment makes ip, an outer header and the piece of the inner packet
-// at off that follows it (behind a fragment header's space for IPv6),
-// the fragment it is: its length, offset and more-fragments flag, and
-// for IPv4 its header checksum, or for IPv6 the fragment header with id.
-func setFragment(ip []byte, v6 bool, off int, more bool, id uint32) {
-	if v6 {
-		h := header.IPv6(ip)
-		next := h.NextHeader()
-		h.SetPayloadLength(uint16(len(ip) - header.IPv6Size))
-		h.SetNextHeader(header.IPProtoFragment)
-		header.EncodeIPv6Fragment(ip[header.IPv6Size:], next, off, more, id)
-		return
-	}
-	h := header.IPv4(ip)
-	fo := uint16(off / 8)
-	if more {
-		fo |= header.IPv4FlagMF
-	}
-	binary.BigEndian.PutUint16(ip[2:], uint16(len(ip)))
-	binary.BigEndian.PutUint16(ip[6:], fo)
-	h.SetChecksum(0)
-	h.SetChecksum(h.CalculateChecksum())
+// setFragment6 makes ip, an IPv6 header, a fragment header's space and
+// the piece of the packet at off, that fragment: its payload length and
+// its fragment header, with id.
+func setFragment6(ip []byte, off int, more bool, id uint32) {
+	h := header.IPv6(ip)
+	next := h.NextHeader()
+	h.SetPayloadLength(uint16(len(ip) - header.IPv6Size))
+	h.SetNextHeader(header.IPProtoFragment)
+	header.EncodeIPv6Fragment(ip[header.IPv6Size:], next, off, more, id)
 }
 
 // dropOut drops pk at the point of its emission, counted under d.

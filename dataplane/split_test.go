@@ -29,6 +29,7 @@ vips:
   - {name: dsr-udp, address: 192.0.2.1, port: 53, protocol: udp, mode: ipip, mtu: 1400, backends: [{name: b1, address: 10.1.0.1}]}
   - {name: dsr6, address: "2001:db8::1", port: 80, protocol: tcp, mode: ipip, mtu: 1300, backends: [{name: c1, address: "fd00::1"}]}
   - {name: dsr-wide, address: 192.0.2.1, port: 54, protocol: udp, mode: ipip, mtu: 1500, backends: [{name: b1, address: 10.1.0.1}]}
+  - {name: tun-udp, address: 192.0.2.1, port: 55, protocol: udp, mode: tunnel, backends: [{name: b1, address: 10.1.0.1}]}
 `
 
 // splitRig is a rig on splitConfig whose pipeline borrows buffers from
@@ -64,6 +65,21 @@ func outerIPs(t *testing.T, frames [][]byte, mtu int) [][]byte {
 	return ips
 }
 
+// inners checks that each of ips is a whole IP-in-IP packet from the
+// unit to dst and returns the packets they carry.
+func inners(t *testing.T, ips [][]byte, dst string) [][]byte {
+	t.Helper()
+	var in [][]byte
+	for i, ip := range ips {
+		if ip[9] != 4 || binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 ||
+			netip.AddrFrom4([4]byte(ip[12:16])) != netip.MustParseAddr("198.51.100.254") || netip.AddrFrom4([4]byte(ip[16:20])) != netip.MustParseAddr(dst) {
+			t.Errorf("packet %d is not a whole IP-in-IP packet from the unit to %s:\n% x", i, dst, ip[:20])
+		}
+		in = append(in, ip[20:])
+	}
+	return in
+}
+
 // sameBut compares two IP packets but for the TTL (hop limit) and the
 // IPv4 header checksum, which a router hop changes.
 func sameBut(a, b []byte) bool {
@@ -82,15 +98,15 @@ func sameBut(a, b []byte) bool {
 }
 
 // TestIPIPSplitsWhatMayBeFragmented: a packet too big for an ipip
-// tunnel that may be fragmented on the way leaves as fragments of its
-// outer header, each fitting the tunnel's MTU, which reassemble to the
-// client's packet inside the outer header, as a host reassembles them
-// before it decapsulates: IPv4 without DF, every fragment of a datagram
-// the client fragmented itself, and IPv6 of 1280 bytes or less (RFC
-// 2473 §7.1); an IPv6 packet above 1280 bytes is still answered.
+// tunnel that may be fragmented on the way leaves in fragments, each
+// fitting the tunnel's MTU: IPv4 without DF (every fragment of a
+// datagram the client fragmented itself too) as inner fragments, each in
+// a whole outer packet, which reassemble to the client's packet once
+// unwrapped; IPv6 of 1280 bytes or less as fragments of the outer
+// packet (RFC 2473 §7.1), which reassemble to the outer packet around
+// the client's; an IPv6 packet above 1280 bytes is still answered.
 func TestIPIPSplitsWhatMayBeFragmented(t *testing.T) {
 	r, _ := splitRig(t, 64, nic.Headroom+2048)
-	unit4 := netip.MustParseAddr("198.51.100.254")
 
 	t.Run("IPv4 without DF", func(t *testing.T) {
 		c, v := cl(50, 1), vip(83)
@@ -101,15 +117,12 @@ func TestIPIPSplitsWhatMayBeFragmented(t *testing.T) {
 		if len(tx) != 2 || len(drop) != 0 {
 			t.Fatalf("%d frames sent, %d dropped; want the packet in 2 fragments", len(tx), len(drop))
 		}
-		whole, err := pkttest.Reassemble(outerIPs(t, tx, 1400))
+		got, err := pkttest.Reassemble(inners(t, outerIPs(t, tx, 1400), "10.1.0.1"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if whole[9] != 4 || netip.AddrFrom4([4]byte(whole[12:16])) != unit4 || netip.AddrFrom4([4]byte(whole[16:20])) != netip.MustParseAddr("10.1.0.1") {
-			t.Errorf("the outer header is not IP-in-IP from the unit to the backend:\n% x", whole[:20])
-		}
-		if !sameBut(whole[20:], pkttest.IP(seg, false)) {
-			t.Errorf("the reassembled outer packet does not carry the client's")
+		if !sameBut(got, pkttest.IP(seg, false)) {
+			t.Errorf("the fragments the tunnel carried do not reassemble to the client's packet")
 		}
 		after := r.p.Stats()
 		if n := after.TooBigFragmented - before.TooBigFragmented; n != 1 || after.TxPackets-before.TxPackets != 2 {
@@ -125,25 +138,42 @@ func TestIPIPSplitsWhatMayBeFragmented(t *testing.T) {
 		if len(drop) != 0 {
 			t.Fatalf("%d frames dropped", len(drop))
 		}
-		// Each full-size fragment in two outer fragments, the last whole.
+		// Each full-size fragment cut in two, the last whole.
 		if len(tx) != 5 {
 			t.Fatalf("%d frames sent, want 5", len(tx))
 		}
-		ips := outerIPs(t, tx, 1400)
-		var inner [][]byte
-		for _, span := range [][2]int{{0, 2}, {2, 4}, {4, 5}} {
-			outer, err := pkttest.Reassemble(ips[span[0]:span[1]])
-			if err != nil {
-				t.Fatalf("frames %v: %v", span, err)
-			}
-			inner = append(inner, outer[20:])
-		}
-		got, err := pkttest.Reassemble(inner)
+		got, err := pkttest.Reassemble(inners(t, outerIPs(t, tx, 1400), "10.1.0.1"))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if !sameBut(got, pkttest.IP(dg, false)) {
 			t.Errorf("the client's fragments, reassembled after the tunnel, are not its datagram")
+		}
+	})
+
+	t.Run("inner options", func(t *testing.T) {
+		// Router alert (copied into every fragment) and record route
+		// (the first fragment's only): the later fragment carries the
+		// first and no-operations in place of the second.
+		opts := []byte{0x94, 4, 0, 0, 7, 7, 4, 0, 0, 0, 0, 1}
+		dg := pkttest.WithIPv4Options(pkttest.UDP(cl(53, 5353), vip(53), pkttest.Opts{Payload: make([]byte, 1400)}), opts)
+		tx, _, drop := r.send(dg)
+		if len(tx) != 2 || len(drop) != 0 {
+			t.Fatalf("%d frames sent, %d dropped; want 2 fragments", len(tx), len(drop))
+		}
+		in := inners(t, outerIPs(t, tx, 1400), "10.1.0.1")
+		if got := in[0][20:32]; !bytes.Equal(got, opts) {
+			t.Errorf("the first fragment's options are % x, want % x", got, opts)
+		}
+		if got, want := in[1][20:32], []byte{0x94, 4, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1}; !bytes.Equal(got, want) {
+			t.Errorf("the later fragment's options are % x, want % x", got, want)
+		}
+		got, err := pkttest.Reassemble(in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !sameBut(got[32:], pkttest.IP(dg, false)[32:]) {
+			t.Errorf("the fragments do not reassemble to the client's datagram")
 		}
 	})
 
@@ -185,6 +215,32 @@ func TestIPIPSplitsWhatMayBeFragmented(t *testing.T) {
 	})
 }
 
+// TestTunnelSendsFragmentsIPIP: the fragments of a datagram to a tunnel
+// VIP, which carry no ports for the flow ID (the later ones none at
+// all), go to the flow's host IP-in-IP instead, which the host's program
+// unwraps as it does ipip's; its kernel reassembles the client's
+// datagram. Unfragmented packets still take the flow-ID tunnel.
+func TestTunnelSendsFragmentsIPIP(t *testing.T) {
+	r, _ := splitRig(t, 64, nic.Headroom+2048)
+	c := cl(54, 5353)
+	dg := pkttest.UDP(c, vip(55), pkttest.Opts{Payload: bytes.Repeat([]byte("t"), 3000)})
+	tx, _, drop := r.send(pkttest.FragmentIPv4(dg, 1480, false)...)
+	if len(tx) != 5 || len(drop) != 0 { // each full-size fragment cut in two for the outer header
+		t.Fatalf("%d frames sent, %d dropped; want 5", len(tx), len(drop))
+	}
+	got, err := pkttest.Reassemble(inners(t, outerIPs(t, tx, 1500), "10.1.0.1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sameBut(got, pkttest.IP(dg, false)) {
+		t.Errorf("the fragments the tunnel carried do not reassemble to the client's datagram")
+	}
+	tx, _, _ = r.send(pkttest.UDP(c, vip(55), pkttest.Opts{Payload: []byte("small")}))
+	if len(tx) != 1 || pkttest.IP(tx[0], false)[9] != 17 {
+		t.Errorf("an unfragmented datagram of the flow did not take the flow-ID tunnel")
+	}
+}
+
 // TestIPIPSplitWithinBuffers: fragments are cut to what the port's
 // buffers hold; a packet the port has too few free buffers for is
 // dropped as no_buffer and the buffers it took go back; and a batch
@@ -205,12 +261,12 @@ func TestIPIPSplitWithinBuffers(t *testing.T) {
 				t.Errorf("fragment %d: %d bytes, more than a %d-byte buffer holds", i+1, len(f), size-nic.Headroom)
 			}
 		}
-		whole, err := pkttest.Reassemble(outerIPs(t, tx, 1400))
+		got, err := pkttest.Reassemble(inners(t, outerIPs(t, tx, 1400), "10.1.0.1"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !sameBut(whole[20:], pkttest.IP(dg, false)) {
-			t.Errorf("the reassembled outer packet does not carry the client's")
+		if !sameBut(got, pkttest.IP(dg, false)) {
+			t.Errorf("the fragments the tunnel carried do not reassemble to the client's datagram")
 		}
 	})
 

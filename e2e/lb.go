@@ -133,18 +133,15 @@ func (lb *LB) StartServers(role, listen string) error {
 
 // StartIPIPDecap makes backend i accept IP-in-IP for vip: the decapsulator
 // role writes inner packets to a TUN device, and the VIP is a local
-// address so the backend answers from it directly (DSR). With vip ""
-// the VIP is local already.
+// address so the backend answers from it directly (DSR).
 func (lb *LB) StartIPIPDecap(i int, vip string) error {
 	ns := lb.Backends[i]
 	prefix := vip + "/32"
 	if strings.Contains(vip, ":") {
 		prefix = vip + "/128"
 	}
-	if vip != "" {
-		if err := lb.Run(ns, "ip", "addr", "add", prefix, "dev", "lo"); err != nil {
-			return err
-		}
+	if err := lb.Run(ns, "ip", "addr", "add", prefix, "dev", "lo"); err != nil {
+		return err
 	}
 	p, err := lb.Start(ns, fmt.Sprintf("ipipd b%d", i), RoleCommand("ipipd", "dec0"), Self())
 	if err != nil {

@@ -431,14 +431,22 @@ var goldenCases = []goldenCase{
 			if r.Stats.TooBigAnswered != 1 || r.Stats.TooBigFragmented != 1 {
 				t.Errorf("want the oversize datagram with DF answered and the one without sent in fragments")
 			}
-			// The fragments reassemble to the client's datagram, one hop
-			// older, behind the outer header.
-			outer, err := pkttest.Reassemble([][]byte{pkttest.IP(out[len(out)-2].data, false), pkttest.IP(out[len(out)-1].data, false)})
+			// Two whole IP-in-IP packets whose inner fragments
+			// reassemble to the client's datagram, one hop older.
+			var pieces [][]byte
+			for _, o := range out[len(out)-2:] {
+				outer := pkttest.IP(o.data, false)
+				if outer[9] != 4 || binary.BigEndian.Uint16(outer[6:])&0x3fff != 0 || len(outer) > 1500 {
+					t.Errorf("a fragment is not a whole IP-in-IP packet that fits the tunnel:\n% x", outer[:20])
+				}
+				pieces = append(pieces, outer[20:])
+			}
+			inner, err := pkttest.Reassemble(pieces)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(outer) != 1520 || outer[9] != 4 || !bytes.Equal(outer[20:], aged(pkttest.IP(in[len(in)-1].data, false))) {
-				t.Errorf("the last two frames do not reassemble to the datagram without DF in IP-in-IP")
+			if !bytes.Equal(inner, aged(pkttest.IP(in[len(in)-1].data, false))) {
+				t.Errorf("the last two frames' inner fragments do not reassemble to the datagram without DF")
 			}
 			// The answer: ICMP fragmentation needed from the VIP to the
 			// client, with the MTU the tunnel leaves (1500 - 20), quoting
