@@ -56,10 +56,9 @@ type Port struct {
 	in     packetReader
 	out    *pcapgo.Writer
 	outBuf *bufio.Writer
-	bufs   [][]byte
-	free   []uint64
-	eof    bool
-	stats  nic.Stats
+	nic.Buffers
+	eof   bool
+	stats nic.Stats
 	// cut is the number of the record the capture ends inside, 0 when it
 	// ends where a record does.
 	cut uint64
@@ -154,11 +153,7 @@ func newPort(name string, br *bufio.Reader, magic []byte, out io.Writer) (*Port,
 	if err != nil {
 		return nil, err
 	}
-	p := &Port{name: name, link: link, inLink: lt, in: r, bufs: make([][]byte, buffers)}
-	for i := range p.bufs {
-		p.bufs[i] = make([]byte, nic.Headroom+MaxFrame)
-		p.free = append(p.free, uint64(i))
-	}
+	p := &Port{name: name, link: link, inLink: lt, in: r, Buffers: nic.NewBuffers(buffers, nic.Headroom+MaxFrame)}
 	if out != nil {
 		p.outBuf = bufio.NewWriter(out)
 		p.out = pcapgo.NewWriterNanos(p.outBuf)
@@ -179,7 +174,7 @@ func (p *Port) LinkType() nic.LinkType { return p.link }
 // is exhausted and no frame was read.
 func (p *Port) Receive(frames []nic.Frame) (int, error) {
 	n := 0
-	for n < len(frames) && len(p.free) > 0 && !p.eof {
+	for n < len(frames) && p.Free() > 0 && !p.eof {
 		data, ci, err := p.in.ReadPacketData()
 		if errors.Is(err, io.EOF) {
 			p.eof = true
@@ -208,19 +203,19 @@ func (p *Port) Receive(frames []nic.Frame) (int, error) {
 				lt = l // this frame's interface's, in a pcapng file
 			}
 		}
-		h := p.free[len(p.free)-1]
-		buf := p.bufs[h]
-		size, notIP, tooLong := convert(buf[nic.Headroom:], data, lt, p.link)
+		f, _ := p.Alloc() // one is free: the loop's condition
+		size, notIP, tooLong := convert(f.Buf[nic.Headroom:], data, lt, p.link)
 		if notIP || tooLong {
 			// Not IP where the port delivers raw IP, or oversize.
+			p.Put(f.Handle)
 			p.stats.RxDropped++
 			if notIP {
 				p.notIP++
 			}
 			continue
 		}
-		p.free = p.free[:len(p.free)-1]
-		frames[n] = nic.Frame{Buf: buf, Off: nic.Headroom, Len: size, Time: ci.Timestamp.UnixNano(), Handle: h}
+		f.Len, f.Time = size, ci.Timestamp.UnixNano()
+		frames[n] = f
 		p.stats.RxFrames++
 		p.stats.RxBytes += uint64(size)
 		n++
@@ -261,27 +256,9 @@ func (p *Port) Transmit(frames []nic.Frame) (int, error) {
 			p.stats.TxFrames++
 			p.stats.TxBytes += uint64(fr.Len)
 		}
-		p.free = append(p.free, fr.Handle)
+		p.Put(fr.Handle)
 	}
 	return sent, err
-}
-
-// Alloc implements nic.Allocator: a free buffer, for a frame the
-// dataplane makes (the fragments of a packet too big for a tunnel).
-func (p *Port) Alloc() (nic.Frame, bool) {
-	if len(p.free) == 0 {
-		return nic.Frame{}, false
-	}
-	h := p.free[len(p.free)-1]
-	p.free = p.free[:len(p.free)-1]
-	return nic.Frame{Buf: p.bufs[h], Off: nic.Headroom, Handle: h}, true
-}
-
-// Release implements nic.Port.Release.
-func (p *Port) Release(frames []nic.Frame) {
-	for i := range frames {
-		p.free = append(p.free, frames[i].Handle)
-	}
 }
 
 // Stats implements nic.Port.Stats.

@@ -8,10 +8,9 @@ import (
 
 // Port is an in-memory nic.Port.
 type Port struct {
-	name  string
-	link  nic.LinkType
-	bufs  [][]byte // indexed by frame handle
-	free  []uint64 // handles of free buffers (a stack)
+	name string
+	link nic.LinkType
+	nic.Buffers
 	rx    fifo
 	tx    fifo
 	stats nic.Stats
@@ -50,38 +49,31 @@ func (f *fifo) pop() (nic.Frame, bool) {
 // New makes a port with n buffers of bufSize bytes each (headroom
 // included).
 func New(name string, link nic.LinkType, n, bufSize int) *Port {
-	p := &Port{
-		name: name,
-		link: link,
-		bufs: make([][]byte, n),
-		free: make([]uint64, 0, n),
-		rx:   fifo{q: make([]nic.Frame, n)},
-		tx:   fifo{q: make([]nic.Frame, n)},
+	return &Port{
+		name:    name,
+		link:    link,
+		Buffers: nic.NewBuffers(n, bufSize),
+		rx:      fifo{q: make([]nic.Frame, n)},
+		tx:      fifo{q: make([]nic.Frame, n)},
 	}
-	for i := range p.bufs {
-		p.bufs[i] = make([]byte, bufSize)
-		p.free = append(p.free, uint64(i))
-	}
-	return p
 }
 
 // Inject queues a copy of data for Receive, stamped with time t (Unix
 // nanoseconds). It fails when no buffer is free or data does not fit
 // after the headroom.
 func (p *Port) Inject(data []byte, t int64) error {
-	if len(p.free) == 0 {
+	f, ok := p.Alloc()
+	if !ok {
 		p.stats.RxDropped++
 		return fmt.Errorf("ring %s: no free buffer", p.name)
 	}
-	h := p.free[len(p.free)-1]
-	buf := p.bufs[h]
-	if nic.Headroom+len(data) > len(buf) {
+	if nic.Headroom+len(data) > len(f.Buf) {
+		p.Put(f.Handle)
 		p.stats.RxDropped++
-		return fmt.Errorf("ring %s: frame of %d bytes does not fit a %d-byte buffer", p.name, len(data), len(buf)-nic.Headroom)
+		return fmt.Errorf("ring %s: frame of %d bytes does not fit a %d-byte buffer", p.name, len(data), len(f.Buf)-nic.Headroom)
 	}
-	p.free = p.free[:len(p.free)-1]
-	copy(buf[nic.Headroom:], data)
-	p.rx.push(nic.Frame{Buf: buf, Off: nic.Headroom, Len: len(data), Time: t, Handle: h})
+	f.Len, f.Time = copy(f.Buf[nic.Headroom:], data), t
+	p.rx.push(f)
 	return nil
 }
 
@@ -94,23 +86,9 @@ func (p *Port) Drain(fn func(data []byte, t int64)) {
 			return
 		}
 		fn(fr.Data(), fr.Time)
-		p.free = append(p.free, fr.Handle)
+		p.Put(fr.Handle)
 	}
 }
-
-// Alloc implements nic.Allocator.
-func (p *Port) Alloc() (nic.Frame, bool) {
-	if len(p.free) == 0 {
-		return nic.Frame{}, false
-	}
-	h := p.free[len(p.free)-1]
-	p.free = p.free[:len(p.free)-1]
-	return nic.Frame{Buf: p.bufs[h], Off: nic.Headroom, Handle: h}, true
-}
-
-// Free returns the number of free buffers; a test uses it to check that
-// the dataplane gave every frame back.
-func (p *Port) Free() int { return len(p.free) }
 
 // Name implements nic.Port.Name.
 func (p *Port) Name() string { return p.name }
@@ -142,13 +120,6 @@ func (p *Port) Transmit(frames []nic.Frame) (int, error) {
 		p.stats.TxBytes += uint64(fr.Len)
 	}
 	return len(frames), nil
-}
-
-// Release implements nic.Port.Release.
-func (p *Port) Release(frames []nic.Frame) {
-	for _, fr := range frames {
-		p.free = append(p.free, fr.Handle)
-	}
 }
 
 // Stats implements nic.Port.Stats.

@@ -34,11 +34,10 @@ type Config struct {
 
 // Port is a nic.Port on a TUN device.
 type Port struct {
-	name    string
-	fd      int
-	link    netlink.Link
-	bufs    [][]byte
-	free    []uint64
+	name string
+	fd   int
+	link netlink.Link
+	nic.Buffers
 	stats   nic.Stats
 	routes  []netlink.Route
 	wake    nic.Wakeup
@@ -115,11 +114,7 @@ func Open(c Config) (*Port, error) {
 	if n <= 0 {
 		n = 256
 	}
-	p.bufs = make([][]byte, n)
-	for i := range p.bufs {
-		p.bufs[i] = make([]byte, bufSize)
-		p.free = append(p.free, uint64(i))
-	}
+	p.Buffers = nic.NewBuffers(n, bufSize)
 	if c.Offload {
 		p.seg = make([]byte, vnetHdrLen+segMax)
 	}
@@ -227,25 +222,25 @@ func (p *Port) LinkType() nic.LinkType { return nic.LinkIP }
 func (p *Port) Receive(frames []nic.Frame) (int, error) {
 	n := 0
 	hl := p.hdrLen()
-	for n < len(frames) && len(p.free) > 0 {
-		h := p.free[len(p.free)-1]
-		buf := p.bufs[h]
-		m, err := nic.RawRead(p.fd, buf[nic.Headroom-hl:])
-		if err != nil {
-			if err == unix.EAGAIN || err == unix.EINTR {
+	for n < len(frames) {
+		f, ok := p.Alloc()
+		if !ok {
+			break
+		}
+		m, err := nic.RawRead(p.fd, f.Buf[nic.Headroom-hl:])
+		if err != nil || m <= hl {
+			p.Put(f.Handle)
+			if err == nil || err == unix.EAGAIN || err == unix.EINTR {
 				break
 			}
 			return n, fmt.Errorf("tun: %s: read: %w", p.name, err)
 		}
-		if m <= hl {
-			break
-		}
 		m -= hl
-		p.free = p.free[:len(p.free)-1]
-		frames[n] = nic.Frame{Buf: buf, Off: nic.Headroom, Len: m, Handle: h}
+		f.Len = m
 		if hl > 0 {
-			frames[n].Offload = readVnetHdr(buf[nic.Headroom-hl : nic.Headroom])
+			f.Offload = readVnetHdr(f.Buf[nic.Headroom-hl : nic.Headroom])
 		}
+		frames[n] = f
 		p.stats.RxFrames++
 		p.stats.RxBytes += uint64(m)
 		n++
@@ -286,7 +281,7 @@ func (p *Port) Transmit(frames []nic.Frame) (int, error) {
 			p.stats.TxFrames++
 			p.stats.TxBytes += uint64(fr.Len)
 		}
-		p.free = append(p.free, fr.Handle)
+		p.Put(fr.Handle)
 	}
 	return sent, first
 }
@@ -297,24 +292,6 @@ func (p *Port) hdrLen() int {
 		return vnetHdrLen
 	}
 	return 0
-}
-
-// Alloc implements nic.Allocator: a free buffer, for a frame the
-// dataplane makes (the fragments of a packet too big for a tunnel).
-func (p *Port) Alloc() (nic.Frame, bool) {
-	if len(p.free) == 0 {
-		return nic.Frame{}, false
-	}
-	h := p.free[len(p.free)-1]
-	p.free = p.free[:len(p.free)-1]
-	return nic.Frame{Buf: p.bufs[h], Off: nic.Headroom, Handle: h}, true
-}
-
-// Release implements nic.Port.Release.
-func (p *Port) Release(frames []nic.Frame) {
-	for i := range frames {
-		p.free = append(p.free, frames[i].Handle)
-	}
 }
 
 // Wait blocks until the device has a packet, Wake is called, or timeout
