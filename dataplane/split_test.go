@@ -327,13 +327,7 @@ func TestSplitDoesNotAllocate(t *testing.T) {
 		r.p.Process(r.now, frames, r.out)
 		sent += len(r.out.TX)
 		// The borrowed buffers go back, as the port's Transmit does.
-		lent = lent[:0]
-		for _, f := range r.out.TX {
-			if !ownFrame(frames, f) {
-				lent = append(lent, f)
-			}
-		}
-		lender.Release(lent)
+		lent = giveBack(lender, frames, r.out.TX, lent)
 	})
 	if want := 201 * batch * 3; sent != want {
 		t.Errorf("%d frames sent, want %d: every packet in 3 fragments", sent, want)
@@ -343,14 +337,22 @@ func TestSplitDoesNotAllocate(t *testing.T) {
 	}
 }
 
-// ownFrame reports whether f is in one of frames' buffers.
-func ownFrame(frames []nic.Frame, f nic.Frame) bool {
-	for i := range frames {
-		if &frames[i].Buf[0] == &f.Buf[0] {
-			return true
+// giveBack returns to lender the frames of tx it lent, those in none of
+// frames' buffers, as the port's Transmit does; lent is scratch space,
+// returned for the next call.
+func giveBack(lender *ring.Port, frames, tx, lent []nic.Frame) []nic.Frame {
+	lent = lent[:0]
+	for _, f := range tx {
+		own := false
+		for i := range frames {
+			own = own || &frames[i].Buf[0] == &f.Buf[0]
+		}
+		if !own {
+			lent = append(lent, f)
 		}
 	}
-	return false
+	lender.Release(lent)
+	return lent
 }
 
 // BenchmarkSplit is the cost of a packet sent in fragments (two, each
@@ -383,13 +385,7 @@ func BenchmarkSplit(b *testing.B) {
 				if len(r.out.TX) != batch*c.frames {
 					b.Fatalf("%d frames sent, want %d", len(r.out.TX), batch*c.frames)
 				}
-				lent = lent[:0]
-				for _, f := range r.out.TX {
-					if !ownFrame(frames, f) {
-						lent = append(lent, f)
-					}
-				}
-				lender.Release(lent)
+				lent = giveBack(lender, frames, r.out.TX, lent)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/packet")
 		})
