@@ -40,7 +40,7 @@ type packet struct {
 	fragHdr  int    // offset of the IPv6 fragment header
 	fragOff  uint32 // where a fragment's data sits in its datagram, in bytes
 	fragLen  uint32 // how much data a fragment carries
-	splitMTU uint16 // nonzero: sent as fragments of its outer header that fit this MTU (split.go)
+	splitMTU uint16 // nonzero: sent in fragments that fit this MTU (split.go)
 	sport    uint16
 	dport    uint16
 	tcpFlags uint8

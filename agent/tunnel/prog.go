@@ -262,9 +262,10 @@ func program(m *maps) asm.Instructions {
 		asm.JNE.Imm(asm.R5, 0x45, malformed),
 		asm.LoadMem(asm.R8, asm.R2, offProto, asm.Byte),
 		// More-fragments or an offset: 0x3fff of the big-endian field,
-		// 0xff3f of its little-endian load. Only IP-in-IP comes in
-		// fragments (a unit cuts what does not fit the tunnel), and
-		// only the kernel can reassemble it: R7 marks it for the pass.
+		// 0xff3f of its little-endian load. Of tunnel traffic only
+		// IP-in-IP may come in fragments (a router on the way cut the
+		// outer packet), and only the kernel can reassemble them: R7
+		// marks such a fragment for the pass.
 		asm.Mov.Imm(asm.R7, 0),
 		asm.LoadMem(asm.R5, asm.R2, offFrag, asm.Half),
 		asm.And.Imm(asm.R5, 0xff3f),
