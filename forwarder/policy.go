@@ -73,22 +73,40 @@ func returnRules(c *config.Config) []returnRule {
 	return slices.Compact(rs)
 }
 
-// syncReturnPath makes the kernel's rules and the table's default routes
-// match c's half-NAT backends; the caller holds f.mu or owns f alone.
+// syncReturnPath makes the kernel's rules, the table's default routes and
+// the fragments' nftables table (fragreturn.go) match c's half-NAT
+// backends; the caller holds f.mu or owns f alone. Without nf_tables in
+// the kernel the ports' rules still work: only fragmented replies are
+// lost, as before the table, and a warning says so.
 func (f *Forwarder) syncReturnPath(c *config.Config) error {
-	return syncReturn(f.tun.Index(), c.Forwarder.Port.Table, returnRules(c))
+	table, want := c.Forwarder.Port.Table, returnRules(c)
+	if err := syncReturn(f.tun.Index(), table, want); err != nil {
+		return err
+	}
+	if table != 0 {
+		if err := syncFragReturn(f.tun.Name(), table, want, c.Forwarder.Fragments.Timeout); err != nil {
+			f.log.Warn().Err(err).Msg("fragmented half-NAT replies will reach clients untranslated")
+		}
+	}
+	return nil
 }
 
-// clearReturnPath removes the rules and routes syncReturnPath added.
+// clearReturnPath removes the rules, routes and table syncReturnPath
+// added.
 func (f *Forwarder) clearReturnPath() error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return syncReturn(f.tun.Index(), f.cfg.Forwarder.Port.Table, nil)
+	table := f.cfg.Forwarder.Port.Table
+	if table == 0 {
+		return nil
+	}
+	return errors.Join(syncReturn(f.tun.Index(), table, nil), syncFragReturn(f.tun.Name(), table, nil, 0))
 }
 
 // syncReturn installs want in table, toward the device link, and removes
-// every other rule that looks table up. Table 0 means the operator routes
-// the replies: nothing is touched.
+// every other rule that looks table up: with an IPv4 endpoint, the rule
+// for the fragments fragreturn.go marks too. Table 0 means the operator
+// routes the replies: nothing is touched.
 func syncReturn(link, table int, want []returnRule) error {
 	if table == 0 {
 		return nil
@@ -143,9 +161,19 @@ func syncFamily(link, table, fam int, want []returnRule) error {
 	if err != nil {
 		return fmt.Errorf("list the rules that look up table %d: %w", table, err)
 	}
+	// The fragments' rule, for IPv4 (fragreturn.go), is wanted with any
+	// endpoint and keyed by an endpoint of its own.
+	marked := returnRule{port: 0, proto: 0}
+	if fam == netlink.FAMILY_V4 && len(want) > 0 {
+		want = append(slices.Clone(want), marked)
+	}
 	present := map[returnRule]bool{}
 	for _, r := range have {
-		if k, ok := ruleKey(r); ok && slices.Contains(want, k) && !present[k] {
+		k, ok := ruleKey(r)
+		if !ok && isMarkRule(r, table) {
+			k, ok = marked, true
+		}
+		if ok && slices.Contains(want, k) && !present[k] {
 			present[k] = true
 			continue
 		}
@@ -157,7 +185,10 @@ func syncFamily(link, table, fam int, want []returnRule) error {
 		if present[k] {
 			continue
 		}
-		r := newRule(table, k)
+		r := markRule(table)
+		if k != marked {
+			r = newRule(table, k)
+		}
 		if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
 			return fmt.Errorf("add the rule from %s to table %d: %w", k, table, err)
 		}
@@ -183,6 +214,24 @@ func newRule(table int, k returnRule) *netlink.Rule {
 	r.IPProto = int(k.proto)
 	r.Sport = netlink.NewRulePortRange(k.port, k.port)
 	return r
+}
+
+// markRule is the rule that sends the packets fragreturn.go marks to
+// table.
+func markRule(table int) *netlink.Rule {
+	r := netlink.NewRule()
+	r.Family = netlink.FAMILY_V4
+	r.Priority = returnPriority
+	r.Table = table
+	r.Mark = fragMark(table)
+	r.Mask = new(uint32)
+	*r.Mask = 0xffffffff
+	return r
+}
+
+// isMarkRule reports whether r is a rule markRule made.
+func isMarkRule(r netlink.Rule, table int) bool {
+	return r.Priority == returnPriority && r.Mark == fragMark(table) && r.Src == nil && r.Dst == nil && r.Sport == nil && r.IPProto == 0 && !r.Invert
 }
 
 // ruleKey reads back a rule newRule made; ok is false for any other rule.

@@ -1,13 +1,18 @@
 package forwarder
 
 import (
+	"encoding/binary"
+	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/nftables"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
@@ -71,6 +76,10 @@ func installed(t *testing.T, table int) (rules, routes []string) {
 		}
 		for _, r := range rs {
 			k, ok := ruleKey(r)
+			if !ok && isMarkRule(r, table) {
+				rules = append(rules, fmt.Sprintf("fwmark %#x", r.Mark))
+				continue
+			}
 			if !ok {
 				rules = append(rules, "foreign "+r.String())
 				continue
@@ -119,7 +128,9 @@ func TestReturnPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	rules, routes := installed(t, table)
-	want := []string{"10.0.10.2:53/17", "10.0.10.2:8080/6", "10.0.11.2:8080/6", "[fd00::2]:80/6"}
+	// With IPv4 endpoints, the rule for the later fragments the
+	// nftables table marks (fragreturn.go).
+	want := []string{"10.0.10.2:53/17", "10.0.10.2:8080/6", "10.0.11.2:8080/6", "[fd00::2]:80/6", "fwmark 0x7e0020c0"}
 	if !slices.Equal(rules, want) {
 		t.Errorf("rules %q, want %q", rules, want)
 	}
@@ -139,7 +150,7 @@ func TestReturnPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	rules, routes = installed(t, table)
-	if want := []string{"10.0.10.2:53/17", "10.0.10.2:8080/6"}; !slices.Equal(rules, want) {
+	if want := []string{"10.0.10.2:53/17", "10.0.10.2:8080/6", "fwmark 0x7e0020c0"}; !slices.Equal(rules, want) {
 		t.Errorf("after the reload: rules %q, want %q", rules, want)
 	}
 	if want := []string{"0.0.0.0/0 blackhole", "0.0.0.0/0 ta0"}; !slices.Equal(routes, want) {
@@ -155,7 +166,7 @@ func TestReturnPath(t *testing.T) {
 	if err := syncReturn(b, table, nil); err != nil {
 		t.Errorf("a second unit without half-NAT: %v", err)
 	}
-	if rules, _ = installed(t, table); len(rules) != 2 {
+	if rules, _ = installed(t, table); len(rules) != 3 {
 		t.Errorf("the first unit's rules after the second's attempts: %q", rules)
 	}
 
@@ -175,5 +186,72 @@ func TestReturnPath(t *testing.T) {
 	}
 	if after, _ := netlink.RuleList(netlink.FAMILY_ALL); len(after) != len(before) {
 		t.Errorf("table 0 changed the rules from %v to %v", before, after)
+	}
+}
+
+// TestFragReturnTable: the fragments' nftables table holds every IPv4
+// half-NAT endpoint and an empty set for datagrams, is made anew on each
+// sync, and goes when no endpoint is left. What its rules catch, the
+// system tests show (TestUDPModes, TestUDPPortUnreachable).
+func TestFragReturnTable(t *testing.T) {
+	inNewNetns(t)
+	c, err := config.Parse([]byte(policyConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := nftables.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	endpoints := func() []string {
+		t.Helper()
+		tab, err := conn.ListTable(fragTableName("tdev"))
+		if err != nil {
+			return nil
+		}
+		sets, err := conn.GetSets(tab)
+		if err != nil || len(sets) != 3 {
+			t.Fatalf("sets %v, %v; want endpoints, datagrams and icmp_errors", sets, err)
+		}
+		var eps []string
+		for _, s := range sets {
+			els, err := conn.GetSetElements(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Name == "icmp_errors" {
+				continue
+			}
+			if s.Name == "datagrams" {
+				if !s.Dynamic || !s.HasTimeout || len(els) != 0 {
+					t.Errorf("set datagrams: dynamic %v, timeout %v, %d elements", s.Dynamic, s.HasTimeout, len(els))
+				}
+				continue
+			}
+			for _, e := range els {
+				eps = append(eps, fmt.Sprintf("%v:%d/%d", netip.AddrFrom4([4]byte(e.Key[:4])), binary.BigEndian.Uint16(e.Key[8:]), e.Key[4]))
+			}
+		}
+		slices.Sort(eps)
+		return eps
+	}
+	if err := syncFragReturn("tdev", 8384, returnRules(c), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := endpoints(), []string{"10.0.10.2:53/17", "10.0.10.2:8080/6", "10.0.11.2:8080/6"}; !slices.Equal(got, want) {
+		t.Errorf("endpoints %q, want %q (the IPv4 ones)", got, want)
+	}
+	c.VIPs[0].Backends = c.VIPs[0].Backends[:1]
+	if err := syncFragReturn("tdev", 8384, returnRules(c), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := endpoints(), []string{"10.0.10.2:53/17", "10.0.10.2:8080/6"}; !slices.Equal(got, want) {
+		t.Errorf("after the reload: endpoints %q, want %q", got, want)
+	}
+	if err := syncFragReturn("tdev", 8384, nil, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ListTable(fragTableName("tdev")); err == nil {
+		t.Errorf("the table is still there with no endpoint")
 	}
 }
