@@ -161,10 +161,10 @@ func syncFamily(link, table, fam int, want []returnRule) error {
 	if err != nil {
 		return fmt.Errorf("list the rules that look up table %d: %w", table, err)
 	}
-	// The fragments' rule, for IPv4 (fragreturn.go), is wanted with any
-	// endpoint and keyed by an endpoint of its own.
+	// The rule for what fragreturn.go marks is wanted with any endpoint
+	// and keyed by an endpoint of its own.
 	marked := returnRule{port: 0, proto: 0}
-	if fam == netlink.FAMILY_V4 && len(want) > 0 {
+	if len(want) > 0 {
 		want = append(slices.Clone(want), marked)
 	}
 	present := map[returnRule]bool{}
@@ -185,7 +185,7 @@ func syncFamily(link, table, fam int, want []returnRule) error {
 		if present[k] {
 			continue
 		}
-		r := markRule(table)
+		r := markRule(table, fam)
 		if k != marked {
 			r = newRule(table, k)
 		}
@@ -218,9 +218,9 @@ func newRule(table int, k returnRule) *netlink.Rule {
 
 // markRule is the rule that sends the packets fragreturn.go marks to
 // table.
-func markRule(table int) *netlink.Rule {
+func markRule(table, fam int) *netlink.Rule {
 	r := netlink.NewRule()
-	r.Family = netlink.FAMILY_V4
+	r.Family = fam
 	r.Priority = returnPriority
 	r.Table = table
 	r.Mark = fragMark(table)

@@ -77,7 +77,7 @@ func installed(t *testing.T, table int) (rules, routes []string) {
 		for _, r := range rs {
 			k, ok := ruleKey(r)
 			if !ok && isMarkRule(r, table) {
-				rules = append(rules, fmt.Sprintf("fwmark %#x", r.Mark))
+				rules = append(rules, fmt.Sprintf("fwmark %#x/%d", r.Mark, fam))
 				continue
 			}
 			if !ok {
@@ -128,9 +128,9 @@ func TestReturnPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	rules, routes := installed(t, table)
-	// With IPv4 endpoints, the rule for the later fragments the
-	// nftables table marks (fragreturn.go).
-	want := []string{"10.0.10.2:53/17", "10.0.10.2:8080/6", "10.0.11.2:8080/6", "[fd00::2]:80/6", "fwmark 0x7e0020c0"}
+	// And for each family, the rule for what the nftables tables mark
+	// (fragreturn.go).
+	want := []string{"10.0.10.2:53/17", "10.0.10.2:8080/6", "10.0.11.2:8080/6", "[fd00::2]:80/6", "fwmark 0x7e0020c0/10", "fwmark 0x7e0020c0/2"}
 	if !slices.Equal(rules, want) {
 		t.Errorf("rules %q, want %q", rules, want)
 	}
@@ -150,7 +150,7 @@ func TestReturnPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	rules, routes = installed(t, table)
-	if want := []string{"10.0.10.2:53/17", "10.0.10.2:8080/6", "fwmark 0x7e0020c0"}; !slices.Equal(rules, want) {
+	if want := []string{"10.0.10.2:53/17", "10.0.10.2:8080/6", "fwmark 0x7e0020c0/2"}; !slices.Equal(rules, want) {
 		t.Errorf("after the reload: rules %q, want %q", rules, want)
 	}
 	if want := []string{"0.0.0.0/0 blackhole", "0.0.0.0/0 ta0"}; !slices.Equal(routes, want) {
@@ -203,15 +203,15 @@ func TestFragReturnTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	endpoints := func() []string {
+	endpoints := func(fam nftables.TableFamily) []string {
 		t.Helper()
-		tab, err := conn.ListTable(fragTableName("tdev"))
-		if err != nil {
+		tabs, err := conn.ListTablesOfFamily(fam)
+		if err != nil || len(tabs) == 0 {
 			return nil
 		}
-		sets, err := conn.GetSets(tab)
-		if err != nil || len(sets) != 3 {
-			t.Fatalf("sets %v, %v; want endpoints, datagrams and icmp_errors", sets, err)
+		sets, err := conn.GetSets(tabs[0])
+		if err != nil || len(sets) != 3 || tabs[0].Name != fragTableName("tdev") {
+			t.Fatalf("table %s: sets %v, %v; want endpoints, datagrams and icmp_errors", tabs[0].Name, sets, err)
 		}
 		var eps []string
 		for _, s := range sets {
@@ -219,17 +219,21 @@ func TestFragReturnTable(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if s.Name == "icmp_errors" {
-				continue
-			}
-			if s.Name == "datagrams" {
+			switch s.Name {
+			case "icmp_errors":
+				if len(els) != 3 {
+					t.Errorf("set icmp_errors: %d types, want 3", len(els))
+				}
+			case "datagrams":
 				if !s.Dynamic || !s.HasTimeout || len(els) != 0 {
 					t.Errorf("set datagrams: dynamic %v, timeout %v, %d elements", s.Dynamic, s.HasTimeout, len(els))
 				}
-				continue
-			}
-			for _, e := range els {
-				eps = append(eps, fmt.Sprintf("%v:%d/%d", netip.AddrFrom4([4]byte(e.Key[:4])), binary.BigEndian.Uint16(e.Key[8:]), e.Key[4]))
+			default:
+				for _, e := range els {
+					n := len(e.Key) - 8 // the address's length
+					a, _ := netip.AddrFromSlice(e.Key[:n])
+					eps = append(eps, fmt.Sprintf("%v/%d/%d", a, binary.BigEndian.Uint16(e.Key[n+4:]), e.Key[n]))
+				}
 			}
 		}
 		slices.Sort(eps)
@@ -238,20 +242,28 @@ func TestFragReturnTable(t *testing.T) {
 	if err := syncFragReturn("tdev", 8384, returnRules(c), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := endpoints(), []string{"10.0.10.2:53/17", "10.0.10.2:8080/6", "10.0.11.2:8080/6"}; !slices.Equal(got, want) {
-		t.Errorf("endpoints %q, want %q (the IPv4 ones)", got, want)
+	if got, want := endpoints(nftables.TableFamilyIPv4), []string{"10.0.10.2/53/17", "10.0.10.2/8080/6", "10.0.11.2/8080/6"}; !slices.Equal(got, want) {
+		t.Errorf("IPv4 endpoints %q, want %q", got, want)
 	}
+	if got, want := endpoints(nftables.TableFamilyIPv6), []string{"fd00::2/80/6"}; !slices.Equal(got, want) {
+		t.Errorf("IPv6 endpoints %q, want %q", got, want)
+	}
+	// A reload without one backend and without the IPv6 VIP.
 	c.VIPs[0].Backends = c.VIPs[0].Backends[:1]
+	c.VIPs = slices.Delete(c.VIPs, 2, 3)
 	if err := syncFragReturn("tdev", 8384, returnRules(c), 5*time.Second); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := endpoints(), []string{"10.0.10.2:53/17", "10.0.10.2:8080/6"}; !slices.Equal(got, want) {
-		t.Errorf("after the reload: endpoints %q, want %q", got, want)
+	if got, want := endpoints(nftables.TableFamilyIPv4), []string{"10.0.10.2/53/17", "10.0.10.2/8080/6"}; !slices.Equal(got, want) {
+		t.Errorf("after the reload: IPv4 endpoints %q, want %q", got, want)
+	}
+	if got := endpoints(nftables.TableFamilyIPv6); got != nil {
+		t.Errorf("after the reload: IPv6 endpoints %q, want no table", got)
 	}
 	if err := syncFragReturn("tdev", 8384, nil, 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := conn.ListTable(fragTableName("tdev")); err == nil {
-		t.Errorf("the table is still there with no endpoint")
+	if got := endpoints(nftables.TableFamilyIPv4); got != nil {
+		t.Errorf("with no endpoint: IPv4 endpoints %q, want no table", got)
 	}
 }
