@@ -75,7 +75,7 @@ func (p *Pipeline) split(pk *packet, out *Output) {
 		p.stats.ChecksumsFinished++
 	}
 	if p.alloc == nil {
-		p.dropOut(pk, DropNoBuffer, out)
+		p.noBuffer(pk, out)
 		return
 	}
 	if pk.v6 {
@@ -102,7 +102,7 @@ func (p *Pipeline) splitInner4(pk *packet, out *Output) {
 	step := (int(pk.splitMTU) - outer - ihl) &^ 7
 	pieces, ok := p.lend(len(data), &step, hdrs, out)
 	if !ok {
-		p.dropOut(pk, DropNoBuffer, out)
+		p.noBuffer(pk, out)
 		return
 	}
 	for i := range pieces {
@@ -183,7 +183,7 @@ func (p *Pipeline) splitOuter6(pk *packet, out *Output) {
 	step := (int(pk.splitMTU) - hdr - ext) &^ 7
 	pieces, ok := p.lend(len(data), &step, l3+hdr+ext, out)
 	if !ok {
-		p.dropOut(pk, DropNoBuffer, out)
+		p.noBuffer(pk, out)
 		return
 	}
 	p.ipID += uint32(p.cfg.Workers)
@@ -266,6 +266,27 @@ func setFragment6(ip []byte, off int, more bool, id uint32) {
 	h.SetPayloadLength(uint16(len(ip) - header.IPv6Size))
 	h.SetNextHeader(header.IPProtoFragment)
 	header.EncodeIPv6Fragment(ip[header.IPv6Size:], next, off, more, id)
+}
+
+// noBuffer drops pk as no_buffer and, when it is a fragment, the rest of
+// its datagram with it: the host could never reassemble it.
+func (p *Pipeline) noBuffer(pk *packet, out *Output) {
+	if pk.frag != fragNone {
+		// The client's header follows the outer one, its addresses
+		// as the datagram's key has them.
+		k := fragKey{id: pk.fragID, proto: pk.proto, v6: pk.v6}
+		if in := pk.b[pk.l3:]; pk.v6 {
+			copy(k.src[:], in[header.IPv6Size+8:header.IPv6Size+24])
+			copy(k.dst[:], in[header.IPv6Size+24:header.IPv6Size+40])
+		} else {
+			copy(k.src[:], in[header.IPv4MinSize+12:header.IPv4MinSize+16])
+			copy(k.dst[:], in[header.IPv4MinSize+16:header.IPv4MinSize+20])
+		}
+		if d := p.frags.lookup(&k, p.now); d != nil {
+			d.dead = DropNoBuffer
+		}
+	}
+	p.dropOut(pk, DropNoBuffer, out)
 }
 
 // dropOut drops pk at the point of its emission, counted under d.

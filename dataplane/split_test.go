@@ -243,7 +243,8 @@ func TestTunnelSendsFragmentsIPIP(t *testing.T) {
 
 // TestIPIPSplitWithinBuffers: fragments are cut to what the port's
 // buffers hold; a packet the port has too few free buffers for is
-// dropped as no_buffer and the buffers it took go back; and a batch
+// dropped as no_buffer and the buffers it took go back, and the rest of
+// its datagram if it is a fragment; and a batch
 // makes at most maxSplitFrames extra frames, the rest dropped as
 // no_buffer, so Output's lists never grow.
 func TestIPIPSplitWithinBuffers(t *testing.T) {
@@ -282,6 +283,18 @@ func TestIPIPSplitWithinBuffers(t *testing.T) {
 		lender.Release(r.out.Drop[1:])
 		if lender.Free() != 1 {
 			t.Errorf("the lender has %d free buffers, want its 1 back", lender.Free())
+		}
+
+		// A datagram the client fragmented whose first fragment cannot
+		// be sent: its later fragment, which would fit, goes too.
+		none, _ := splitRig(t, 0, nic.Headroom+2048)
+		frags := pkttest.FragmentIPv4(udp(2, 2000), 1480, false)
+		tx, _, drop := none.send(frags[0])
+		if len(tx) != 0 || len(drop) != 1 {
+			t.Fatalf("the first fragment: %d sent, %d dropped; want it dropped", len(tx), len(drop))
+		}
+		if got := none.fate(frags[1]); got != "no_buffer" {
+			t.Errorf("the later fragment of a datagram whose first had no buffer: %s, want no_buffer", got)
 		}
 	})
 
