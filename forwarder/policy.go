@@ -76,8 +76,9 @@ func returnRules(c *config.Config) []returnRule {
 // syncReturnPath makes the kernel's rules, the table's default routes and
 // the fragments' nftables table (fragreturn.go) match c's half-NAT
 // backends; the caller holds f.mu or owns f alone. Without nf_tables in
-// the kernel the ports' rules still work: only fragmented replies are
-// lost, as before the table, and a warning says so.
+// the kernel the ports' rules still work: only fragmented replies and
+// ICMP errors reach the clients untranslated, as before the tables, and
+// a warning says so.
 func (f *Forwarder) syncReturnPath(c *config.Config) error {
 	table, want := c.Forwarder.Port.Table, returnRules(c)
 	if err := syncReturn(f.tun.Index(), table, want); err != nil {
@@ -104,9 +105,9 @@ func (f *Forwarder) clearReturnPath() error {
 }
 
 // syncReturn installs want in table, toward the device link, and removes
-// every other rule that looks table up: with an IPv4 endpoint, the rule
-// for the fragments fragreturn.go marks too. Table 0 means the operator
-// routes the replies: nothing is touched.
+// every other rule that looks table up: with any endpoint of a family,
+// that family's rule for what fragreturn.go marks too. Table 0 means the
+// operator routes the replies: nothing is touched.
 func syncReturn(link, table int, want []returnRule) error {
 	if table == 0 {
 		return nil
@@ -161,9 +162,9 @@ func syncFamily(link, table, fam int, want []returnRule) error {
 	if err != nil {
 		return fmt.Errorf("list the rules that look up table %d: %w", table, err)
 	}
-	// The rule for what fragreturn.go marks is wanted with any endpoint
-	// and keyed by an endpoint of its own.
-	marked := returnRule{port: 0, proto: 0}
+	// The rule for what fragreturn.go marks is wanted with any endpoint,
+	// keyed by the zero endpoint, which no real one is.
+	var marked returnRule
 	if len(want) > 0 {
 		want = append(slices.Clone(want), marked)
 	}
@@ -190,7 +191,7 @@ func syncFamily(link, table, fam int, want []returnRule) error {
 			r = newRule(table, k)
 		}
 		if err := netlink.RuleAdd(r); err != nil && !errors.Is(err, unix.EEXIST) {
-			return fmt.Errorf("add the rule from %s to table %d: %w", k, table, err)
+			return fmt.Errorf("add rule %s: %w", r, err)
 		}
 	}
 	if len(want) == 0 {
