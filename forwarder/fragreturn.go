@@ -65,10 +65,10 @@ type family struct {
 	icmpProto byte
 	icmpTypes []byte // the errors about a packet
 	// loadFrag loads the fragment offset-and-flags word into register
-	// 1; first and later are the mask and value of a first fragment
-	// (offset 0, more fragments) and the mask of a later one (an
-	// offset), whole is the value of a whole packet's word under
-	// first's mask (absent for IPv6: no fragment header).
+	// 1 (for IPv6 the fragment header's: a packet without one does not
+	// match); first and firstVal are the mask and value of a first
+	// fragment's word (offset 0, more fragments), later the mask that
+	// is not zero in a later one's (an offset).
 	loadFrag     func() []expr.Any
 	first, later []byte
 	firstVal     []byte
