@@ -606,7 +606,14 @@ func decapIPIP(args []string) error {
 // finishPartial completes an inner TCP or UDP checksum left partial: the
 // unit's packets keep a sender's partial checksum (nic.Offload), which a
 // real ipip device leaves for the next one to finish but a raw socket
-// hands over as it is.
+// hands over as it is. A raw socket does not say which packets are
+// partial, so a checksum field holding exactly the pseudo-header's sum is
+// taken for one; a complete checksum that happens to equal it is finished
+// to the same value. A fragment is never partial (its sender finished the
+// datagram's checksum before cutting it), and finishing one would corrupt
+// it: a later fragment's bytes are data, and a first fragment's sum
+// covers the whole datagram. Each try of a datagram is the same bytes, so
+// such a mistake would lose every try.
 func finishPartial(p []byte) {
 	var proto uint8
 	var src, dst, seg []byte
@@ -616,9 +623,13 @@ func finishPartial(p []byte) {
 		if hl > len(p) {
 			return
 		}
+		if binary.BigEndian.Uint16(p[6:])&0x3fff != 0 {
+			return // more fragments, or an offset
+		}
 		proto, src, dst, seg = p[9], p[12:16], p[16:20], p[hl:]
 	case len(p) >= header.IPv6Size && p[0]>>4 == 6:
-		// The unit's packets carry no extension headers.
+		// The unit's packets carry no extension headers; a fragment
+		// header is one, so a fragment's next header is not TCP or UDP.
 		proto, src, dst, seg = p[6], p[8:24], p[24:40], p[header.IPv6Size:]
 	default:
 		return
@@ -630,7 +641,13 @@ func finishPartial(p []byte) {
 	if binary.BigEndian.Uint16(seg[off:]) != header.Fold(header.PseudoHeaderSum(proto, src, dst, uint32(len(seg)))) {
 		return
 	}
-	binary.BigEndian.PutUint16(seg[off:], header.Checksum(seg, 0))
+	c := header.Checksum(seg, 0)
+	if c == 0 && proto == header.IPProtoUDP {
+		// UDP sends a zero sum as all ones: zero means no checksum,
+		// which IPv6 receivers drop (RFC 8200 §8.1).
+		c = 0xffff
+	}
+	binary.BigEndian.PutUint16(seg[off:], c)
 }
 
 // ConnLatency is what the connlat role prints, as JSON: the time from
