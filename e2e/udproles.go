@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
+	"golang.org/x/sys/unix"
 )
 
 // Roles for UDP through a VIP: an echo server that names itself and the
@@ -285,6 +286,29 @@ type udpFlowResult struct {
 	err      error
 }
 
+// socketMTU reports the path MTU a connected socket's route holds.
+func socketMTU(c net.Conn) string {
+	sc, err := c.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		return err.Error()
+	}
+	var mtu int
+	var serr error
+	err = sc.Control(func(fd uintptr) {
+		mtu, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IPV6, unix.IPV6_MTU)
+		if serr != nil {
+			mtu, serr = unix.GetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_MTU)
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return err.Error()
+	}
+	return strconv.Itoa(mtu)
+}
+
 // udpFlow runs flow i: per datagrams of size bytes, each answered
 // before the next goes, each sent at most tries times.
 func udpFlow(ctx context.Context, addr string, i, per, size int, echo bool, tries int) (r udpFlowResult) {
@@ -314,7 +338,11 @@ func udpFlow(ctx context.Context, addr string, i, per, size int, echo bool, trie
 		req := append(fmt.Appendf(nil, "%s %d\n", kind, seq), payload...)
 		var answer []string
 		var last error
+		var failed []string // each failed try's error, for the report
 		for try := 0; try < tries && answer == nil; try++ {
+			if last != nil {
+				failed = append(failed, last.Error())
+			}
 			if ctx.Err() != nil {
 				last = fmt.Errorf("run bound (%s) reached", udpRunBound)
 				break
@@ -327,9 +355,13 @@ func udpFlow(ctx context.Context, addr string, i, per, size int, echo bool, trie
 				continue
 			}
 			answer, last = udpAwait(c, buf, seq)
+			if errors.Is(last, unix.EMSGSIZE) {
+				last = fmt.Errorf("%w (socket's path MTU now %s)", last, socketMTU(c))
+			}
 		}
 		if answer == nil {
-			r.err = fmt.Errorf("flow %d (%s), datagram %d of %d bytes: no answer after %d tries: %v", i, r.local, seq, size, tries, last)
+			failed = append(failed, last.Error())
+			r.err = fmt.Errorf("flow %d (%s), datagram %d of %d bytes: no answer after %d tries: %s", i, r.local, seq, size, tries, strings.Join(failed, "; "))
 			return r
 		}
 		// answer: name, peer, then what the server received, then the
