@@ -41,15 +41,20 @@ type packet struct {
 	fragOff  uint32 // where a fragment's data sits in its datagram, in bytes
 	fragLen  uint32 // how much data a fragment carries
 	splitMTU uint16 // nonzero: sent in fragments that fit this MTU (split.go)
-	sport    uint16
-	dport    uint16
-	tcpFlags uint8
-	kind     uint8
-	drop     Drop
-	pass     Pass
-	hash     uint64 // flow-table hash of k4 or k6
-	k4       flow.Key4
-	k6       flow.Key6
+	// splitBackend and splitBytes are the count deliver leaves to split
+	// (a backend's packet and its bytes), made only once the fragments
+	// have their buffers; splitBackend is -1 when there is none.
+	splitBackend int32
+	splitBytes   uint64
+	sport        uint16
+	dport        uint16
+	tcpFlags     uint8
+	kind         uint8
+	drop         Drop
+	pass         Pass
+	hash         uint64 // flow-table hash of k4 or k6
+	k4           flow.Key4
+	k6           flow.Key6
 }
 
 func (pk *packet) dropWith(d Drop) { pk.kind, pk.drop = kindDrop, d }
@@ -83,7 +88,7 @@ func (pk *packet) dst() []byte {
 // header package's unchecked accessors within [l3, end).
 func parse(pk *packet, link nic.LinkType) {
 	b := pk.frame.Data()
-	pk.splitMTU = 0
+	pk.splitMTU, pk.splitBackend = 0, -1
 	if link == nic.LinkEthernet {
 		if len(b) > header.EthernetSize && b[12] == 0x08 && b[13] == 0x00 && parseFast(pk, b, header.EthernetSize) {
 			return

@@ -62,9 +62,12 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 // deliver counts a packet of n bytes (its IP datagram as received) that
 // is certain to leave, and addresses it to its next hop: every mode sends
 // to A, the backend, or the client for replies. Counted here and not
-// earlier, the counters are of what was forwarded.
+// earlier, the counters are of what was forwarded. A packet to be sent in
+// fragments is counted by split, once they have their buffers.
 func (p *Pipeline) deliver(pk *packet, be *Backend, a []byte, reply bool, n uint64) {
-	if be.known {
+	if be.known && pk.splitMTU != 0 && !reply {
+		pk.splitBackend, pk.splitBytes = int32(be.ID), n
+	} else if be.known {
 		c := &p.stats.Backends[be.ID]
 		if reply {
 			c.ReplyPackets++

@@ -217,6 +217,11 @@ func (p *Pipeline) sent(pk *packet, pieces []nic.Frame, out *Output) {
 	p.stats.TooBigFragments += uint64(1 + len(pieces))
 	p.stats.TxPackets += uint64(1 + len(pieces))
 	p.stats.TxBytes += uint64(pk.frame.Len)
+	if pk.splitBackend >= 0 {
+		c := &p.stats.Backends[pk.splitBackend]
+		c.Packets++
+		c.Bytes += pk.splitBytes
+	}
 	out.TX = append(out.TX, *pk.frame)
 	out.TX = append(out.TX, pieces...)
 	p.pieces = pieces[:0]

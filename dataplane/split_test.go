@@ -269,6 +269,9 @@ func TestIPIPSplitWithinBuffers(t *testing.T) {
 		if !sameBut(got, pkttest.IP(dg, false)) {
 			t.Errorf("the fragments the tunnel carried do not reassemble to the client's datagram")
 		}
+		if n, b := backendCounts(r.p.Stats()); n != 1 || b != uint64(len(pkttest.IP(dg, false))) {
+			t.Errorf("the backend counted %d packets of %d bytes, want the one datagram of %d", n, b, len(pkttest.IP(dg, false)))
+		}
 	})
 
 	t.Run("too few free buffers", func(t *testing.T) {
@@ -279,6 +282,9 @@ func TestIPIPSplitWithinBuffers(t *testing.T) {
 		if len(r.out.TX) != 0 || len(r.out.Drop) != 2 || r.p.Stats().Drops[DropNoBuffer] != 1 {
 			t.Fatalf("%d sent, %d given back, %d no_buffer; want nothing sent, the packet and the borrowed buffer given back, one no_buffer",
 				len(r.out.TX), len(r.out.Drop), r.p.Stats().Drops[DropNoBuffer])
+		}
+		if n, _ := backendCounts(r.p.Stats()); n != 0 {
+			t.Errorf("the backend counted %d packets, want none: nothing was sent", n)
 		}
 		lender.Release(r.out.Drop[1:])
 		if lender.Free() != 1 {
@@ -403,4 +409,13 @@ func BenchmarkSplit(b *testing.B) {
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*batch), "ns/packet")
 		})
 	}
+}
+
+// backendCounts sums the packets and bytes counted toward backends.
+func backendCounts(st Stats) (packets, bytes uint64) {
+	for _, c := range st.Backends {
+		packets += c.Packets
+		bytes += c.Bytes
+	}
+	return packets, bytes
 }
