@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
 	"github.com/tetherlb/tether/tables/encap"
@@ -20,37 +21,45 @@ import (
 // that no longer exist forgotten, and the program removed for good by an
 // operator when no agent runs.
 
-// value is the flows4 value of t (Put's layout).
-func value(t *encap.Tuple) [valueSize]byte {
-	var v [valueSize]byte
-	copy(v[0:4], t.Src[:4])
-	copy(v[4:8], t.Dst[:4])
-	binary.BigEndian.PutUint16(v[8:], t.SrcPort)
-	binary.BigEndian.PutUint16(v[10:], t.DstPort)
-	v[12] = t.Proto
+// value is the flows4 or flows6 value of t (Put's layout).
+func value(t *encap.Tuple) []byte {
+	n := 4
+	if t.V6 {
+		n = 16
+	}
+	v := make([]byte, 2*n+8)
+	copy(v[0:n], t.Src[:n])
+	copy(v[n:2*n], t.Dst[:n])
+	binary.BigEndian.PutUint16(v[2*n:], t.SrcPort)
+	binary.BigEndian.PutUint16(v[2*n+2:], t.DstPort)
+	v[2*n+4] = t.Proto
 	return v
 }
 
 // tupleOf is the inverse of value.
-func tupleOf(v [valueSize]byte) encap.Tuple {
-	t := encap.Tuple{SrcPort: binary.BigEndian.Uint16(v[8:]), DstPort: binary.BigEndian.Uint16(v[10:]), Proto: v[12]}
-	copy(t.Src[:4], v[0:4])
-	copy(t.Dst[:4], v[4:8])
+func tupleOf(v []byte) encap.Tuple {
+	n := (len(v) - 8) / 2
+	t := encap.Tuple{SrcPort: binary.BigEndian.Uint16(v[2*n:]), DstPort: binary.BigEndian.Uint16(v[2*n+2:]),
+		Proto: v[2*n+4], V6: n == 16}
+	copy(t.Src[:n], v[0:n])
+	copy(t.Dst[:n], v[n:2*n])
 	return t
 }
 
-// walk calls fn with every mapping the kernel holds. It reads the map
-// with one system call per entry: for a resync and for operators, not
-// for every batch.
-func (h *Host) walk(fn func(unit netip.Addr, id uint32, v [valueSize]byte)) error {
-	var k [keySize]byte
-	var v [valueSize]byte
-	it := h.m.flows4.Iterate()
-	for it.Next(&k, &v) {
-		fn(netip.AddrFrom4([4]byte(k[:4])), binary.BigEndian.Uint32(k[4:]), v)
-	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("tunnel: list mappings: %w", err)
+// walk calls fn with every mapping the kernel holds, IPv4 and IPv6. It
+// reads the maps with one system call per entry: for a resync and for
+// operators, not for every batch.
+func (h *Host) walk(fn func(unit netip.Addr, id uint32, t encap.Tuple)) error {
+	for _, m := range []*ebpf.Map{h.m.flows4, h.m.flows6} {
+		var k, v []byte
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			n := len(k) - 4
+			fn(addrOf(k[:n]), binary.BigEndian.Uint32(k[n:]), tupleOf(v))
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("tunnel: list mappings: %w", err)
+		}
 	}
 	return nil
 }
@@ -60,9 +69,9 @@ func (h *Host) walk(fn func(unit netip.Addr, id uint32, v [valueSize]byte)) erro
 func (h *Host) List(limit int) ([]Listed, int, error) {
 	var out []Listed
 	n := 0
-	err := h.walk(func(u netip.Addr, id uint32, v [valueSize]byte) {
+	err := h.walk(func(u netip.Addr, id uint32, t encap.Tuple) {
 		if n++; len(out) < limit {
-			out = append(out, Listed{Unit: u, ID: id, Tuple: tupleOf(v)})
+			out = append(out, Listed{Unit: u, ID: id, Tuple: t})
 		}
 	})
 	return out, n, err
@@ -79,9 +88,9 @@ type Listed struct {
 // tuple). It walks the whole map: for tests and operators.
 func (h *Host) Mappings(unit netip.Addr) (map[uint32]encap.Tuple, error) {
 	out := map[uint32]encap.Tuple{}
-	err := h.walk(func(u netip.Addr, id uint32, v [valueSize]byte) {
+	err := h.walk(func(u netip.Addr, id uint32, t encap.Tuple) {
 		if u == unit {
-			out[id] = tupleOf(v)
+			out[id] = t
 		}
 	})
 	return out, err
@@ -93,15 +102,15 @@ func (h *Host) Mappings(unit netip.Addr) (map[uint32]encap.Tuple, error) {
 // kernel already holds as they are. A unit's full resync after an agent
 // restart therefore costs one walk of the map and the writes of what
 // changed meanwhile, and packets of unchanged flows never miss. Every
-// tuple in want must be IPv4 TCP or UDP (as Put). Other units' mappings
-// are not touched.
+// tuple in want must be TCP or UDP of the unit address's family (as
+// Put). Other units' mappings are not touched.
 func (h *Host) ReplaceUnit(unit netip.Addr, want map[uint32]*encap.Tuple) (added, removed int, err error) {
-	if !unit.Is4() {
-		return 0, 0, fmt.Errorf("tunnel: unit %v: only IPv4 units are supported", unit)
+	if !unit.IsValid() {
+		return 0, 0, fmt.Errorf("tunnel: unit %v: not an address", unit)
 	}
 	same := map[uint32]bool{}
 	var stale []uint32
-	err = h.walk(func(u netip.Addr, id uint32, v [valueSize]byte) {
+	err = h.walk(func(u netip.Addr, id uint32, have encap.Tuple) {
 		if u != unit {
 			return
 		}
@@ -109,7 +118,7 @@ func (h *Host) ReplaceUnit(unit netip.Addr, want map[uint32]*encap.Tuple) (added
 		switch {
 		case !ok:
 			stale = append(stale, id)
-		case !t.V6 && value(t) == v:
+		case *t == have:
 			same[id] = true
 		}
 	})
@@ -144,7 +153,7 @@ func (h *Host) ForgetUnitsBut(keep []netip.Addr) (int, error) {
 		id   uint32
 	}
 	var gone []key
-	err := h.walk(func(u netip.Addr, id uint32, _ [valueSize]byte) {
+	err := h.walk(func(u netip.Addr, id uint32, _ encap.Tuple) {
 		for _, k := range keep {
 			if k == u {
 				return
@@ -165,21 +174,24 @@ func (h *Host) ForgetUnitsBut(keep []netip.Addr) (int, error) {
 
 // Units returns the addresses tunnel packets may come from now.
 func (h *Host) Units() ([]netip.Addr, error) {
-	var k [4]byte
-	var v uint8
 	var out []netip.Addr
-	it := h.m.units4.Iterate()
-	for it.Next(&k, &v) {
-		out = append(out, netip.AddrFrom4(k))
-	}
-	if err := it.Err(); err != nil {
-		return nil, fmt.Errorf("tunnel: list units: %w", err)
+	for _, m := range []*ebpf.Map{h.m.units4, h.m.units6} {
+		var k []byte
+		var v uint8
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			out = append(out, addrOf(k))
+		}
+		if err := it.Err(); err != nil {
+			return nil, fmt.Errorf("tunnel: list units: %w", err)
+		}
 	}
 	return out, nil
 }
 
-// MaxFlows is the bound of the mappings' map. A program taken over keeps
-// the bound it was made with: a new one takes effect after RemovePinned.
+// MaxFlows is the bound of each family's mappings' map. A program taken
+// over keeps the bound it was made with: a new one takes effect after
+// RemovePinned.
 func (h *Host) MaxFlows() int { return int(h.m.flows4.MaxEntries()) }
 
 // RemovePinned detaches and unpins the program an agent left on

@@ -51,13 +51,35 @@ func TestReplaceUnitMakesOneUnitsSetExact(t *testing.T) {
 	if o, _ := h.Mappings(other); len(o) != 1 || o[2].DstPort != 53 {
 		t.Errorf("the other unit's set changed: %v", o)
 	}
-	if _, _, err := h.ReplaceUnit(netip.MustParseAddr("2001:db8::1"), nil); err == nil {
-		t.Error("an IPv6 unit was taken")
+	// A unit's IPv6 address keys its IPv6 flows, in a map of their own:
+	// the same IDs under both addresses never meet.
+	unit6 := netip.MustParseAddr(unitAddr6)
+	want6 := map[uint32]*encap.Tuple{
+		1: tuple(protoTCP, clientAddr6, vipAddr6, 40001, 80),
+		7: tuple(protoUDP, clientAddr6, vipAddr6, 40007, 53),
+	}
+	if added, removed, err := h.ReplaceUnit(unit6, want6); err != nil || added != 2 || removed != 0 {
+		t.Fatalf("ReplaceUnit(IPv6) = %d added, %d removed, %v; want 2, 0, nil", added, removed, err)
+	}
+	if got, err := h.Mappings(unit6); err != nil || len(got) != 2 || got[1] != *want6[1] || got[7] != *want6[7] {
+		t.Errorf("the IPv6 unit holds %v (%v), want %v", got, err, want6)
+	}
+	if got, err := h.Mappings(unit); err != nil || len(got) != len(want) || got[1] != *want[1] {
+		t.Errorf("the IPv4 set changed with the IPv6 one: %v (%v)", got, err)
+	}
+	if err := h.Put(unit6, 9, tuple(protoTCP, clientAddr, vipAddr, 1, 2)); err == nil {
+		t.Error("an IPv4 mapping was put under an IPv6 unit")
 	}
 
-	n, err := h.ForgetUnitsBut([]netip.Addr{unit})
+	n, err := h.ForgetUnitsBut([]netip.Addr{unit, unit6})
 	if err != nil || n != 1 {
 		t.Fatalf("ForgetUnitsBut = %d, %v; want the other unit's 1", n, err)
+	}
+	if u, _ := h.Mappings(unit6); len(u) != 2 {
+		t.Errorf("the kept IPv6 unit's set: %v", u)
+	}
+	if n, err := h.ForgetUnitsBut([]netip.Addr{unit}); err != nil || n != 2 {
+		t.Fatalf("ForgetUnitsBut(IPv4 only) = %d, %v; want the IPv6 unit's 2", n, err)
 	}
 	if o, _ := h.Mappings(other); len(o) != 0 {
 		t.Errorf("the other unit's set outlived it: %v", o)

@@ -21,13 +21,14 @@ import (
 type Config struct {
 	// Interface is the host's interface toward the units.
 	Interface string
-	// Addresses are the host's tunnel addresses (IPv4): the backend
-	// address of its tunnel and ipip VIPs, used for nothing else. Open
-	// adds any that the interface lacks (as /32), so that the host
-	// answers ARP for them.
+	// Addresses are the host's tunnel addresses (IPv4 and IPv6): the
+	// backend address of its tunnel and ipip VIPs, used for nothing
+	// else. Open adds any that the interface lacks (as /32 or /128), so
+	// that the host answers ARP and neighbour solicitations for them.
 	Addresses []netip.Addr
 	// Units are the addresses units send tunnel packets from (their
-	// unit.address4); packets from any other address are dropped.
+	// unit.address4 and address6); packets from any other address are
+	// dropped.
 	Units []netip.Addr
 	// MaxFlows bounds the mappings held; default 1<<20.
 	MaxFlows int
@@ -77,8 +78,8 @@ func Open(c Config) (*Host, error) {
 		return nil, fmt.Errorf("tunnel: interface %q: %w", c.Interface, err)
 	}
 	for _, a := range append(append([]netip.Addr{}, c.Addresses...), c.Units...) {
-		if !a.Is4() {
-			return nil, fmt.Errorf("tunnel: %v: only IPv4 tunnel addresses and units are supported", a)
+		if !a.IsValid() || a.Is4In6() || a.Zone() != "" {
+			return nil, fmt.Errorf("tunnel: %v: want an IPv4 or IPv6 address without a zone", a)
 		}
 	}
 	if len(c.Addresses) == 0 {
@@ -91,7 +92,7 @@ func Open(c Config) (*Host, error) {
 		c.PinDir = bpffs + "/tether-host"
 	}
 	h := &Host{ifc: ifc, dir: filepath.Join(c.PinDir, fmt.Sprintf("v%d-%d-%s", version, ifc.Index, ifc.Name))}
-	if !h.takeOver() {
+	if !h.takeOver(c) {
 		if err := h.attach(c); err != nil {
 			h.Close()
 			return nil, fmt.Errorf("tunnel: %s: %w", c.Interface, err)
@@ -114,32 +115,51 @@ func Open(c Config) (*Host, error) {
 	return h, nil
 }
 
-var pinNames = []string{"flows4", "addrs4", "units4", "counters"}
+// pinNames name the maps' pins, in maps.all's order. The IPv6 maps came
+// later (firstIPv6Map on): an agent that takes over the program of an
+// agent without them makes and pins them.
+var pinNames = []string{"flows4", "addrs4", "units4", "counters", "flows6", "addrs6", "units6"}
+
+const firstIPv6Map = 4
 
 // takeOver opens the link and maps an earlier agent pinned, if all are
 // there, and puts this agent's program in the link: the maps (and so
 // the mappings) are kept, but the code is this agent's, so that an
 // upgraded agent does not go on running the program it replaced. If
 // the kernel refuses the update, the earlier program stays (Outdated).
-func (h *Host) takeOver() bool {
+func (h *Host) takeOver(c Config) bool {
 	l, err := link.LoadPinnedLink(filepath.Join(h.dir, "link"), nil)
 	if err != nil {
 		return false
 	}
 	var ms []*ebpf.Map
-	for _, n := range pinNames {
-		mp, err := ebpf.LoadPinnedMap(filepath.Join(h.dir, n), nil)
-		if err != nil {
-			for _, m := range ms {
-				m.Close()
+	fail := func() bool {
+		for _, m := range ms {
+			m.Close()
+		}
+		l.Close()
+		return false
+	}
+	for i, n := range pinNames {
+		pin := filepath.Join(h.dir, n)
+		mp, err := ebpf.LoadPinnedMap(pin, nil)
+		if errors.Is(err, os.ErrNotExist) && i >= firstIPv6Map {
+			// Left by an agent without IPv6: the maps it lacks are
+			// made, and pinned for the next agent.
+			spec := specs(c.MaxFlows)[i]
+			if mp, err = ebpf.NewMap(spec); err == nil {
+				if err = mp.Pin(pin); err != nil {
+					mp.Close()
+				}
 			}
-			l.Close()
-			return false
+		}
+		if err != nil {
+			return fail()
 		}
 		ms = append(ms, mp)
 	}
 	h.link, h.Mode = l, "kept"
-	h.m = &maps{flows4: ms[0], addrs4: ms[1], units4: ms[2], counters: ms[3]}
+	h.m = mapsOf(ms)
 	prog, err := loadProgram(h.m)
 	if err == nil {
 		err = l.Update(prog)
@@ -215,14 +235,16 @@ func ensureBPFFS(dir string) error {
 	return nil
 }
 
-// addAddresses puts each tunnel address on the interface (as /32) unless
-// it is there already, so that the host answers ARP for it.
+// addAddresses puts each tunnel address on the interface (as /32 or
+// /128) unless it is there already, so that the host answers ARP and
+// neighbour solicitations for it. An IPv6 one skips duplicate address
+// detection: it is the host's by configuration, and usable at once.
 func (h *Host) addAddresses(addrs []netip.Addr) error {
 	l, err := netlink.LinkByIndex(h.ifc.Index)
 	if err != nil {
 		return fmt.Errorf("tunnel: %s: %w", h.ifc.Name, err)
 	}
-	have, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	have, err := netlink.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
 		return fmt.Errorf("tunnel: %s: list addresses: %w", h.ifc.Name, err)
 	}
@@ -233,7 +255,10 @@ next:
 				continue next
 			}
 		}
-		nl := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(32, 32)}}
+		nl := &netlink.Addr{IPNet: &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}}
+		if a.Is6() {
+			nl.Flags = unix.IFA_F_NODAD
+		}
 		if err := netlink.AddrAdd(l, nl); err != nil {
 			return fmt.Errorf("tunnel: %s: add tunnel address %v: %w", h.ifc.Name, a, err)
 		}
@@ -243,69 +268,98 @@ next:
 
 // SetAddresses makes addrs the tunnel addresses the program takes.
 func (h *Host) SetAddresses(addrs []netip.Addr) error {
-	return setKeys(h.m.addrs4, addrs)
+	return setBoth(h.m.addrs4, h.m.addrs6, addrs)
 }
 
 // SetUnits makes units the addresses tunnel packets may come from.
 func (h *Host) SetUnits(units []netip.Addr) error {
-	return setKeys(h.m.units4, units)
+	return setBoth(h.m.units4, h.m.units6, units)
 }
 
-// setKeys makes the set of IPv4 keys in m exactly addrs.
-func setKeys(m *ebpf.Map, addrs []netip.Addr) error {
-	want := map[[4]byte]bool{}
+// setBoth makes the IPv4 keys in m4 and the IPv6 ones in m6 exactly
+// addrs.
+func setBoth(m4, m6 *ebpf.Map, addrs []netip.Addr) error {
+	var a4, a6 []netip.Addr
 	for _, a := range addrs {
-		if !a.Is4() {
-			return fmt.Errorf("tunnel: %v: only IPv4 is supported", a)
+		if a.Is4() {
+			a4 = append(a4, a)
+		} else {
+			a6 = append(a6, a)
 		}
-		want[a.As4()] = true
-		if err := m.Put(a.As4(), uint8(1)); err != nil {
+	}
+	if err := setKeys(m4, a4); err != nil {
+		return err
+	}
+	return setKeys(m6, a6)
+}
+
+// setKeys makes the set of address keys in m exactly want (all of m's
+// family).
+func setKeys(m *ebpf.Map, want []netip.Addr) error {
+	keep := map[netip.Addr]bool{}
+	for _, a := range want {
+		keep[a] = true
+		if err := m.Put(a.AsSlice(), uint8(1)); err != nil {
 			return fmt.Errorf("tunnel: add %v: %w", a, err)
 		}
 	}
-	var k [4]byte
+	var k []byte
 	var v uint8
-	var stale [][4]byte
+	var stale []netip.Addr
 	it := m.Iterate()
 	for it.Next(&k, &v) {
-		if !want[k] {
-			stale = append(stale, k)
+		if a := addrOf(k); !keep[a] {
+			stale = append(stale, a)
 		}
 	}
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("tunnel: list: %w", err)
 	}
-	for _, k := range stale {
-		if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("tunnel: remove %v: %w", netip.AddrFrom4(k), err)
+	for _, a := range stale {
+		if err := m.Delete(a.AsSlice()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("tunnel: remove %v: %w", a, err)
 		}
 	}
 	return nil
 }
 
-// flowKey is the flows4 key of (unit, flow ID): the ID as it appears in
-// a tunnel packet's port fields, big-endian.
-func flowKey(unit netip.Addr, id uint32) [keySize]byte {
-	var k [keySize]byte
-	a := unit.As4()
-	copy(k[:4], a[:])
-	binary.BigEndian.PutUint32(k[4:], id)
+// addrOf is the address of a 4- or 16-byte key.
+func addrOf(b []byte) netip.Addr {
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// flowKey is the flows4 (unit IPv4) or flows6 key of (unit, flow ID):
+// the ID as it appears in a tunnel packet's port fields, big-endian.
+func flowKey(unit netip.Addr, id uint32) []byte {
+	a := unit.AsSlice()
+	k := make([]byte, len(a)+4)
+	copy(k, a)
+	binary.BigEndian.PutUint32(k[len(a):], id)
 	return k
 }
 
-// Put records that flow ID id from unit stands for the connection t
-// (IPv4 only).
+// flowsOf is the map of unit's family.
+func (h *Host) flowsOf(unit netip.Addr) *ebpf.Map {
+	if unit.Is4() {
+		return h.m.flows4
+	}
+	return h.m.flows6
+}
+
+// Put records that flow ID id from unit stands for the connection t,
+// which is of the unit address's family: a unit sends a flow-ID packet
+// from its address of the client's family.
 func (h *Host) Put(unit netip.Addr, id uint32, t *encap.Tuple) error {
-	if !unit.Is4() || t.V6 {
-		return fmt.Errorf("tunnel: flow %d from %v: only IPv4 mappings are supported", id, unit)
+	if !unit.IsValid() || unit.Is4() == t.V6 {
+		return fmt.Errorf("tunnel: flow %d from %v: a mapping of the unit's family wanted (IPv6 tuple: %v)", id, unit, t.V6)
 	}
 	if t.Proto != protoTCP && t.Proto != protoUDP {
 		return fmt.Errorf("tunnel: flow %d from %v: protocol %d is neither TCP nor UDP", id, unit, t.Proto)
 	}
 	// As slices: cilium/ebpf takes []byte as it is, where an array
 	// value goes through binary.Append's reflection on every call.
-	k, v := flowKey(unit, id), value(t)
-	if err := h.m.flows4.Put(k[:], v[:]); err != nil {
+	if err := h.flowsOf(unit).Put(flowKey(unit, id), value(t)); err != nil {
 		return fmt.Errorf("tunnel: flow %d from %v: %w", id, unit, err)
 	}
 	return nil
@@ -314,11 +368,10 @@ func (h *Host) Put(unit netip.Addr, id uint32, t *encap.Tuple) error {
 // Delete forgets flow ID id from unit; forgetting one not held is no
 // error.
 func (h *Host) Delete(unit netip.Addr, id uint32) error {
-	if !unit.Is4() {
+	if !unit.IsValid() {
 		return nil
 	}
-	k := flowKey(unit, id)
-	if err := h.m.flows4.Delete(k[:]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+	if err := h.flowsOf(unit).Delete(flowKey(unit, id)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("tunnel: flow %d from %v: %w", id, unit, err)
 	}
 	return nil
@@ -326,8 +379,11 @@ func (h *Host) Delete(unit netip.Addr, id uint32) error {
 
 // Get returns the mapping of flow ID id from unit.
 func (h *Host) Get(unit netip.Addr, id uint32) (encap.Tuple, bool) {
-	var v [valueSize]byte
-	if !unit.Is4() || h.m.flows4.Lookup(flowKey(unit, id), &v) != nil {
+	if !unit.IsValid() {
+		return encap.Tuple{}, false
+	}
+	v := make([]byte, h.flowsOf(unit).ValueSize())
+	if h.flowsOf(unit).Lookup(flowKey(unit, id), v) != nil {
 		return encap.Tuple{}, false
 	}
 	return tupleOf(v), true
@@ -341,7 +397,7 @@ type Counters struct {
 	UnknownFlow  uint64 // dropped: no mapping for the flow ID
 	UnknownUnit  uint64 // dropped: from an address no unit has
 	NotTunnel    uint64 // dropped: neither TCP/UDP nor IP-in-IP
-	Malformed    uint64 // dropped: IPv4 options, fragments (IP-in-IP ones go to the kernel), short headers
+	Malformed    uint64 // dropped: IPv4 options, fragments (IP-in-IP ones go to the kernel), short headers, a version mismatch
 }
 
 // Counters reads the program's counters.

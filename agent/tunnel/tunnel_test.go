@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,14 @@ const (
 	tunnelAddr = "10.7.0.100"
 	vipAddr    = nstest.VIPAddr
 	clientAddr = "203.0.113.9"
+
+	// The same in IPv6 (nstest.AddIPv6).
+	unitAddr6   = nstest.UnitAddr6
+	otherAddr6  = nstest.OtherAddr6
+	hostAddr6   = nstest.HostAddr6
+	tunnelAddr6 = "fd00:7::100"
+	vipAddr6    = nstest.VIPAddr6
+	clientAddr6 = "2001:db8:9::9"
 )
 
 type topo struct{ u, h string }
@@ -46,15 +55,21 @@ func newTopo(t *testing.T) *topo {
 
 func open(t *testing.T, p *topo, dir string) *Host {
 	t.Helper()
+	return openWith(t, p, Config{
+		Addresses: []netip.Addr{netip.MustParseAddr(tunnelAddr)},
+		Units:     []netip.Addr{netip.MustParseAddr(unitAddr)},
+		PinDir:    dir,
+	})
+}
+
+// openWith opens the program on the host's h0 with c.
+func openWith(t *testing.T, p *topo, c Config) *Host {
+	t.Helper()
+	c.Interface = "h0"
 	var h *Host
 	nstest.In(t, p.h, func() {
 		var err error
-		h, err = Open(Config{
-			Interface: "h0",
-			Addresses: []netip.Addr{netip.MustParseAddr(tunnelAddr)},
-			Units:     []netip.Addr{netip.MustParseAddr(unitAddr)},
-			PinDir:    dir,
-		})
+		h, err = Open(c)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,11 +77,13 @@ func open(t *testing.T, p *topo, dir string) *Host {
 	return h
 }
 
+// tuple is the mapping of a client's connection src:sport → dst:dport,
+// IPv4 or IPv6 as the addresses are.
 func tuple(proto uint8, src, dst string, sport, dport uint16) *encap.Tuple {
-	t := &encap.Tuple{Proto: proto, SrcPort: sport, DstPort: dport}
-	s, d := netip.MustParseAddr(src).As4(), netip.MustParseAddr(dst).As4()
-	copy(t.Src[:], s[:])
-	copy(t.Dst[:], d[:])
+	s, d := netip.MustParseAddr(src), netip.MustParseAddr(dst)
+	t := &encap.Tuple{Proto: proto, SrcPort: sport, DstPort: dport, V6: s.Is6()}
+	copy(t.Src[:], s.AsSlice())
+	copy(t.Dst[:], d.AsSlice())
 	return t
 }
 
@@ -75,7 +92,7 @@ func tuple(proto uint8, src, dst string, sport, dport uint16) *encap.Tuple {
 func sendUDP(t *testing.T, ns, src, dst string, id uint32, payload string) {
 	t.Helper()
 	nstest.In(t, ns, func() {
-		c, err := net.DialUDP("udp4",
+		c, err := net.DialUDP("udp",
 			&net.UDPAddr{IP: net.ParseIP(src), Port: int(id >> 16)},
 			&net.UDPAddr{IP: net.ParseIP(dst), Port: int(id & 0xffff)})
 		if err != nil {
@@ -94,7 +111,7 @@ func listenUDP(t *testing.T, ns, addr string) *net.UDPConn {
 	var c *net.UDPConn
 	nstest.In(t, ns, func() {
 		var err error
-		if c, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr))); err != nil {
+		if c, err = net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.MustParseAddrPort(addr))); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -337,5 +354,105 @@ func TestTakeOverRunsThisAgentsProgram(t *testing.T) {
 	sendUDP(t, p.u, unitAddr, tunnelAddr, 0x0005_000a, "after an upgrade")
 	if msg, _ := receive(t, srv); msg != "after an upgrade" {
 		t.Fatalf("received %q", msg)
+	}
+}
+
+// IPv6: a host with an IPv6 tunnel address restores the flow-ID packets
+// of a unit's IPv6 address into the client's packets to an IPv6 VIP, and
+// unwraps IPv6-in-IPv6 (the kernel's own sockets send both here, so the
+// kernel's checksums and headers are what the program meets).
+func TestIPv6ReachesTheVIPAsTheClientSentIt(t *testing.T) {
+	p := newTopo(t)
+	nstest.AddIPv6(t, p.u, p.h)
+	h := openWith(t, p, Config{
+		Addresses: []netip.Addr{netip.MustParseAddr(tunnelAddr), netip.MustParseAddr(tunnelAddr6)},
+		Units:     []netip.Addr{netip.MustParseAddr(unitAddr), netip.MustParseAddr(unitAddr6)},
+		PinDir:    nstest.BPFFS(t),
+	})
+	defer h.Remove()
+	unit6 := netip.MustParseAddr(unitAddr6)
+	const id = 0x0005_1234
+	if err := h.Put(unit6, id, tuple(protoUDP, clientAddr6, vipAddr6, 40000, 5353)); err != nil {
+		t.Fatal(err)
+	}
+	// The same ID from the unit's IPv4 address is another flow.
+	if err := h.Put(netip.MustParseAddr(unitAddr), id, tuple(protoUDP, clientAddr, vipAddr, 40001, 5353)); err != nil {
+		t.Fatal(err)
+	}
+	srv := listenUDP(t, p.h, "["+vipAddr6+"]:5353")
+	sendUDP(t, p.u, unitAddr6, tunnelAddr6, id, "hello through the IPv6 tunnel")
+	msg, from := receive(t, srv)
+	if msg != "hello through the IPv6 tunnel" || from != netip.MustParseAddrPort("["+clientAddr6+"]:40000") {
+		t.Fatalf("received %q from %v, want the payload from the client [%s]:40000", msg, from, clientAddr6)
+	}
+	waitCounter(t, h, "decapsulated", func(c Counters) uint64 { return c.Decapsulated }, 1)
+
+	// IPv6-in-IPv6 from the unit: the kernel adds the outer header.
+	inner := pkttest.UDP(pkttest.EP("02:00:00:00:00:01", "["+clientAddr6+"]:40002"), pkttest.EP("02:00:00:00:00:02", "["+vipAddr6+"]:5353"),
+		pkttest.Opts{Payload: []byte("inside IPv6-in-IPv6")})[14:]
+	nstest.In(t, p.u, func() {
+		c, err := net.ListenPacket("ip6:41", unitAddr6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.WriteTo(inner, &net.IPAddr{IP: net.ParseIP(tunnelAddr6)}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	msg, from = receive(t, srv)
+	if msg != "inside IPv6-in-IPv6" || from != netip.MustParseAddrPort("["+clientAddr6+"]:40002") {
+		t.Fatalf("received %q from %v, want the inner packet's payload from [%s]:40002", msg, from, clientAddr6)
+	}
+	waitCounter(t, h, "ipip", func(c Counters) uint64 { return c.IPIP }, 1)
+
+	// From an address no unit has: dropped, never delivered.
+	sendUDP(t, p.u, otherAddr6, tunnelAddr6, id, "from a stranger")
+	waitCounter(t, h, "unknown_unit", func(c Counters) uint64 { return c.UnknownUnit }, 1)
+}
+
+// An agent whose program predates IPv6 left no IPv6 maps: the agent that
+// takes it over makes them (and pins them for the next), keeping the
+// IPv4 mappings, and serves IPv6 at once.
+func TestTakeOverAddsTheIPv6Maps(t *testing.T) {
+	p := newTopo(t)
+	nstest.AddIPv6(t, p.u, p.h)
+	dir := nstest.BPFFS(t)
+	h := open(t, p, dir)
+	unit := netip.MustParseAddr(unitAddr)
+	if err := h.Put(unit, 0x0005_000b, tuple(protoUDP, clientAddr, vipAddr, 40001, 5355)); err != nil {
+		t.Fatal(err)
+	}
+	h.Close()
+	for _, n := range pinNames[firstIPv6Map:] {
+		if err := os.Remove(filepath.Join(h.dir, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := Config{
+		Addresses: []netip.Addr{netip.MustParseAddr(tunnelAddr), netip.MustParseAddr(tunnelAddr6)},
+		Units:     []netip.Addr{unit, netip.MustParseAddr(unitAddr6)},
+		PinDir:    dir,
+	}
+	h2 := openWith(t, p, cfg)
+	if h2.Mode != "kept" || h2.Outdated != nil {
+		t.Fatalf("mode %q (%v), want the program taken over with this agent's code", h2.Mode, h2.Outdated)
+	}
+	if got, ok := h2.Get(unit, 0x0005_000b); !ok || got.DstPort != 5355 {
+		t.Errorf("the IPv4 mapping after the takeover: %+v %v", got, ok)
+	}
+	if err := h2.Put(netip.MustParseAddr(unitAddr6), 0x0005_000c, tuple(protoUDP, clientAddr6, vipAddr6, 40002, 5355)); err != nil {
+		t.Fatal(err)
+	}
+	srv := listenUDP(t, p.h, "["+vipAddr6+"]:5355")
+	sendUDP(t, p.u, unitAddr6, tunnelAddr6, 0x0005_000c, "IPv6 after an upgrade")
+	if msg, _ := receive(t, srv); msg != "IPv6 after an upgrade" {
+		t.Fatalf("received %q", msg)
+	}
+	h2.Close()
+	h3 := openWith(t, p, cfg)
+	defer h3.Remove()
+	if got, ok := h3.Get(netip.MustParseAddr(unitAddr6), 0x0005_000c); !ok || got.DstPort != 5355 {
+		t.Errorf("the IPv6 mapping pinned by the upgraded agent: %+v %v", got, ok)
 	}
 }

@@ -139,6 +139,13 @@ const (
 	HostAddr  = "10.7.0.2"   // the host, h0
 	VIPAddr   = "192.0.2.50" // on the host's lo
 	ClientNet = "203.0.113.0/24"
+
+	// The same in IPv6, after AddIPv6.
+	UnitAddr6  = "fd00:7::1"
+	OtherAddr6 = "fd00:7::3"
+	HostAddr6  = "fd00:7::2"
+	VIPAddr6   = "2001:db8:50::50"
+	ClientNet6 = "2001:db8:9::/64"
 )
 
 // UnitHost builds the host side of a tunnel to test against: namespace
@@ -169,4 +176,21 @@ func UnitHost(t testing.TB, prefix string) (u, h string) {
 		Sh(t, args...)
 	}
 	return u, h
+}
+
+// AddIPv6 gives UnitHost's topology its IPv6 addresses (UnitAddr6 and
+// OtherAddr6 on u0, HostAddr6 on h0, VIPAddr6 on the host's lo; no
+// duplicate address detection, so they are usable at once) and the
+// host's route to ClientNet6 by way of u.
+func AddIPv6(t testing.TB, u, h string) {
+	t.Helper()
+	for _, args := range [][]string{
+		{"ip", "-n", u, "addr", "add", UnitAddr6 + "/64", "dev", "u0", "nodad"},
+		{"ip", "-n", u, "addr", "add", OtherAddr6 + "/64", "dev", "u0", "nodad"},
+		{"ip", "-n", h, "addr", "add", HostAddr6 + "/64", "dev", "h0", "nodad"},
+		{"ip", "-n", h, "addr", "add", VIPAddr6 + "/128", "dev", "lo", "nodad"},
+		{"ip", "-n", h, "route", "add", ClientNet6, "via", UnitAddr6},
+	} {
+		Sh(t, args...)
+	}
 }
