@@ -31,10 +31,11 @@ type TunnelConfig struct {
 	// Interface is the host's interface toward the units; "" (the
 	// default) leaves tunnels off.
 	Interface string `mapstructure:"interface"`
-	// Addresses are the host's tunnel addresses (IPv4): the backend
-	// address of its tunnel and ipip VIPs, used for nothing else. The
-	// host's certificate (streams.tls.cert) must name each one, since
-	// the units send mappings only for the addresses it names.
+	// Addresses are the host's tunnel addresses (IPv4 and IPv6): the
+	// backend address of its tunnel and ipip VIPs, used for nothing
+	// else. The host's certificate (streams.tls.cert) must name each
+	// one, since the units send mappings only for the addresses it
+	// names.
 	Addresses []string `mapstructure:"addresses"`
 	// PinDir is where the program and its mappings are pinned, on a BPF
 	// filesystem, so they outlive the agent.
@@ -73,7 +74,7 @@ func (tc *TunnelConfig) check(p *problems, s *StreamsConfig) {
 		p.Add("tunnel.interface", tc.Interface, "needs streams.units: the units send the flow-ID mappings over the host streams")
 	}
 	if len(tc.Addresses) == 0 {
-		p.Add("tunnel.addresses", "", "list the host's tunnel addresses (IPv4), as its certificate names them")
+		p.Add("tunnel.addresses", "", "list the host's tunnel addresses, as its certificate names them")
 	}
 	if len(tc.Addresses) > maxTunnelAddrs {
 		p.Add("tunnel.addresses", len(tc.Addresses), "more than %d addresses", maxTunnelAddrs)
@@ -83,11 +84,14 @@ func (tc *TunnelConfig) check(p *problems, s *StreamsConfig) {
 		key := fmt.Sprintf("tunnel.addresses[%d]", i)
 		a, err := netip.ParseAddr(s)
 		switch {
-		case err != nil || !a.Is4():
-			p.Add(key, s, "want an IPv4 address (the host's side of the tunnels is IPv4 only)")
+		case err != nil || a.Is4In6() || a.Zone() != "":
+			p.Add(key, s, "want an IPv4 or IPv6 address (no zone, not IPv4-mapped)")
 			continue
 		case a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() || a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
 			p.Add(key, s, "want a unicast address the units reach")
+			continue
+		case a.Is6() && a.IsLinkLocalUnicast():
+			p.Add(key, s, "want a global or unique-local address: a unit sends from its unit.address6, not from a link-local one")
 			continue
 		}
 		if j, dup := seen[a]; dup {
@@ -190,20 +194,21 @@ func (c *Config) OpenTunnel(log zerolog.Logger) (*Tunnel, error) {
 }
 
 // Tunnel puts the units' mappings into the host's kernel: it is the
-// streams' Sink. Each unit's mappings are keyed by the unit's IPv4
-// tunnel source from its hello, so several units' flow IDs never meet;
-// the sources of every unit that said hello are the units the program
-// accepts packets from. A unit stays accepted when its stream goes down:
-// its forwarder goes on sending the packets of live flows while its
-// control process restarts, and the kernel keeps their mappings.
+// streams' Sink. Each unit's mappings are keyed by the unit's tunnel
+// source of the flow's family from its hello (a unit sends an IPv4
+// flow's packets from its address4, an IPv6 one's from its address6),
+// so several units' flow IDs never meet; the sources of every unit that
+// said hello are the units the program accepts packets from. A unit
+// stays accepted when its stream goes down: its forwarder goes on
+// sending the packets of live flows while its control process restarts,
+// and the kernel keeps their mappings.
 //
-// What the kernel cannot hold is never acknowledged silently: IPv6
-// mappings (the program is IPv4 only) and mappings of a unit that names
-// no IPv4 source are counted and skipped, since no retry could place
-// them and holding their first packets forever would be worse; a write
-// the kernel refuses (the map full, a failing system call) is counted,
-// logged and returned, which ends the unit's stream unacknowledged (see
-// streams.Sink).
+// What the kernel cannot hold is never acknowledged silently: mappings
+// of a family the unit names no source of are counted and skipped, since
+// no retry could place them and holding their first packets forever
+// would be worse; a write the kernel refuses (the map full, a failing
+// system call) is counted, logged and returned, which ends the unit's
+// stream unacknowledged (see streams.Sink).
 type Tunnel struct {
 	host *tunnel.Host
 	cfg  TunnelConfig
@@ -224,8 +229,11 @@ type unitSink struct {
 	// op serialises the unit's changes to the kernel (the stream's
 	// calls come in order anyway) and guards held. Taken before
 	// Tunnel.mu, never after.
-	op   sync.Mutex
-	held map[uint32]bool // the flow IDs the kernel holds from the unit
+	op sync.Mutex
+	// held are the flow IDs the kernel holds from the unit, each with
+	// the source it is held under (so of its family). A unit's flow IDs
+	// are one space across families.
+	held map[uint32]netip.Addr
 
 	st TunnelUnit // under Tunnel.mu
 }
@@ -238,63 +246,101 @@ func (t *Tunnel) unit(name string) *unitSink {
 	defer t.mu.Unlock()
 	u := t.byUnit[name]
 	if u == nil {
-		u = &unitSink{held: map[uint32]bool{}, st: TunnelUnit{Unit: name}}
+		u = &unitSink{held: map[uint32]netip.Addr{}, st: TunnelUnit{Unit: name}}
 		t.byUnit[name] = u
 		t.order = append(t.order, name)
 	}
 	return u
 }
 
-// Sources implements streams.Sink.Sources: the unit's first IPv4 tunnel
-// source keys its mappings (a unit has one address4).
+// Sources implements streams.Sink.Sources: the unit's first IPv4 and
+// first IPv6 tunnel source key its mappings of each family (a unit has
+// one address4 and one address6).
 func (t *Tunnel) Sources(name string, addrs []netip.Addr) error {
 	u := t.unit(name)
 	u.op.Lock()
 	defer u.op.Unlock()
-	var src netip.Addr
+	var src sources
 	for _, a := range addrs {
-		if a.Is4() {
-			src = a
-			break
+		if a.Is4() && !src.v4.IsValid() {
+			src.v4 = a
+		} else if a.Is6() && !src.v6.IsValid() {
+			src.v6 = a
 		}
 	}
 	t.mu.Lock()
 	for n, o := range t.byUnit {
-		if n != name && src.IsValid() && o.st.source == src {
-			t.mu.Unlock()
-			err := fmt.Errorf("unit %q names tunnel source %v, which unit %q named first: their flow IDs would collide", name, src, n)
-			t.fail(u, err)
-			return err
+		for _, a := range src.list() {
+			if n != name && slices.Contains(o.st.sources.list(), a) {
+				t.mu.Unlock()
+				err := fmt.Errorf("unit %q names tunnel source %v, which unit %q named first: their flow IDs would collide", name, a, n)
+				t.fail(u, err)
+				return err
+			}
 		}
 	}
-	old := u.st.source
-	u.st.source, u.st.Source, u.st.said = src, "", true
-	if src.IsValid() {
-		u.st.Source = src.String()
+	old := u.st.sources
+	u.st.sources, u.st.Sources, u.st.said = src, nil, true
+	for _, a := range src.list() {
+		u.st.Sources = append(u.st.Sources, a.String())
 	}
 	err := t.setUnits()
 	t.mu.Unlock()
-	if !src.IsValid() {
-		t.log.Warn().Str("unit", name).Interface("sources", addrs).Msg("the unit names no IPv4 tunnel source: its mappings are skipped (counted as no_source)")
+	if len(src.list()) == 0 {
+		t.log.Warn().Str("unit", name).Interface("sources", addrs).Msg("the unit names no tunnel source: its mappings are skipped (counted as no_source)")
 	}
 	if err != nil {
 		t.fail(u, err)
 		return err
 	}
-	if old.IsValid() && old != src && len(u.held) > 0 {
-		// The kernel holds the unit's flows under its old address: gone
-		// from there, and a resync puts them under the new one.
-		for id := range u.held {
-			if err := t.host.Delete(old, id); err != nil {
+	// The kernel holds the unit's flows under a source that changed (or
+	// went): gone from there, and a resync puts them under the new one.
+	moved := 0
+	for id, a := range u.held {
+		if a != src.of(a) {
+			if err := t.host.Delete(a, id); err != nil {
 				t.fail(u, err)
 				return err
 			}
+			delete(u.held, id)
+			moved++
 		}
-		clear(u.held)
+	}
+	if moved > 0 {
 		t.setCount(u)
-		return fmt.Errorf("unit %q: tunnel source changed from %v to %v: its mappings must be resent", name, old, src)
+		return fmt.Errorf("unit %q: tunnel sources changed from %v to %v: its mappings must be resent", name, old.list(), src.list())
 	}
 	return nil
+}
+
+// sources are a unit's tunnel sources, of each family (invalid where
+// it named none).
+type sources struct{ v4, v6 netip.Addr }
+
+// of is the source of a's family.
+func (s sources) of(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return s.v4
+	}
+	return s.v6
+}
+
+// forTuple is the source a flow of tuple tp goes under.
+func (s sources) forTuple(v6 bool) netip.Addr {
+	if v6 {
+		return s.v6
+	}
+	return s.v4
+}
+
+func (s sources) list() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range []netip.Addr{s.v4, s.v6} {
+		if a.IsValid() {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // setUnits makes the program accept the sources of the units that said
@@ -305,9 +351,7 @@ func (t *Tunnel) setUnits() error {
 	var want []netip.Addr
 	for _, u := range t.byUnit {
 		all = all && u.st.said
-		if u.st.source.IsValid() {
-			want = append(want, u.st.source)
-		}
+		want = append(want, u.st.sources.list()...)
 	}
 	if !all {
 		want = append(want, t.inherited...)
@@ -334,50 +378,58 @@ func (t *Tunnel) setUnits() error {
 	return nil
 }
 
-// source is the unit's IPv4 tunnel source (invalid when it named none).
-func (t *Tunnel) source(u *unitSink) netip.Addr {
+// sources are the unit's tunnel sources.
+func (t *Tunnel) sources(u *unitSink) sources {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return u.st.source
+	return u.st.sources
 }
 
 // Replace implements streams.Sink.Replace: the kernel then holds exactly
-// the unit's IPv4 mappings, whatever an earlier agent left.
+// the unit's mappings, whatever an earlier agent left.
 func (t *Tunnel) Replace(name string, table map[uint32]*pb.Tuple) error {
 	u := t.unit(name)
 	u.op.Lock()
 	defer u.op.Unlock()
-	src := t.source(u)
-	if !src.IsValid() {
-		t.count(u, func(st *TunnelUnit) { st.Resyncs++; st.NoSource += uint64(len(table)) })
-		return nil
+	src := t.sources(u)
+	want := map[netip.Addr]map[uint32]*encap.Tuple{}
+	for _, a := range src.list() {
+		want[a] = map[uint32]*encap.Tuple{}
 	}
-	want := make(map[uint32]*encap.Tuple, len(table))
-	var v6 uint64
+	var noSource uint64
 	for id, tp := range table {
-		if e, ok := toEncap(tp); ok {
-			want[id] = e
+		e := toEncap(tp)
+		if a := src.forTuple(e.V6); a.IsValid() {
+			want[a][id] = e
 		} else {
-			v6++
+			noSource++
 		}
 	}
-	added, removed, err := t.host.ReplaceUnit(src, want)
+	var added, removed int
+	var err error
 	// Whether or not it all went in, the unit's set in the kernel is
 	// now at most want's (the unknown rest is deleted by the next
 	// resync, which a failure brings).
 	clear(u.held)
-	for id := range want {
-		u.held[id] = true
+	for _, a := range src.list() {
+		for id := range want[a] {
+			u.held[id] = a
+		}
+		if err == nil {
+			var n, r int
+			n, r, err = t.host.ReplaceUnit(a, want[a])
+			added, removed = added+n, removed+r
+		}
 	}
 	t.count(u, func(st *TunnelUnit) {
 		st.Resyncs++
-		st.Unsupported += v6
+		st.NoSource += noSource
 		st.Added += uint64(added)
 		st.Removed += uint64(removed)
 	})
 	t.setCount(u)
 	if err != nil {
-		err = fmt.Errorf("unit %q: resync of %d mappings: %w", name, len(want), err)
+		err = fmt.Errorf("unit %q: resync of %d mappings: %w", name, len(table), err)
 		t.fail(u, err)
 		return err
 	}
@@ -389,42 +441,47 @@ func (t *Tunnel) Apply(name string, add []*pb.Mapping, remove []uint32) error {
 	u := t.unit(name)
 	u.op.Lock()
 	defer u.op.Unlock()
-	src := t.source(u)
-	if !src.IsValid() {
-		t.count(u, func(st *TunnelUnit) { st.Batches++; st.NoSource += uint64(len(add)) })
+	src := t.sources(u)
+	var added, removed, noSource uint64
+	// forget deletes flow id wherever the kernel holds it from the unit.
+	forget := func(id uint32) error {
+		a, ok := u.held[id]
+		if !ok {
+			return nil
+		}
+		if err := t.host.Delete(a, id); err != nil {
+			return err
+		}
+		delete(u.held, id)
+		removed++
 		return nil
 	}
-	var added, removed, v6 uint64
 	err := func() error {
 		for _, id := range remove {
-			if err := t.host.Delete(src, id); err != nil {
+			if err := forget(id); err != nil {
 				return err
-			}
-			if u.held[id] {
-				delete(u.held, id)
-				removed++
 			}
 		}
 		for _, m := range add {
 			id := m.GetFlowId()
-			e, ok := toEncap(m.GetTuple())
-			if !ok {
-				v6++
-				// An IPv6 flow that takes a held ID replaces an IPv4
-				// mapping: the old one must not restore its packets.
-				if u.held[id] {
-					if err := t.host.Delete(src, id); err != nil {
-						return err
-					}
-					delete(u.held, id)
-					removed++
+			e := toEncap(m.GetTuple())
+			a := src.forTuple(e.V6)
+			// A flow that takes a held ID under the other family
+			// replaces that mapping, which must not restore its
+			// packets any more.
+			if h, ok := u.held[id]; ok && h != a {
+				if err := forget(id); err != nil {
+					return err
 				}
+			}
+			if !a.IsValid() {
+				noSource++
 				continue
 			}
-			if err := t.host.Put(src, id, e); err != nil {
+			if err := t.host.Put(a, id, e); err != nil {
 				return err
 			}
-			u.held[id] = true
+			u.held[id] = a
 			added++
 		}
 		return nil
@@ -433,7 +490,7 @@ func (t *Tunnel) Apply(name string, add []*pb.Mapping, remove []uint32) error {
 		st.Batches++
 		st.Added += added
 		st.Removed += removed
-		st.Unsupported += v6
+		st.NoSource += noSource
 	})
 	t.setCount(u)
 	if err != nil {
@@ -444,15 +501,14 @@ func (t *Tunnel) Apply(name string, add []*pb.Mapping, remove []uint32) error {
 	return nil
 }
 
-// toEncap converts a validated IPv4 tuple (ok false for IPv6).
-func toEncap(tp *pb.Tuple) (*encap.Tuple, bool) {
-	if len(tp.GetClient()) != 4 || len(tp.GetVip()) != 4 {
-		return nil, false
-	}
-	e := &encap.Tuple{Proto: uint8(tp.GetProto()), SrcPort: uint16(tp.GetClientPort()), DstPort: uint16(tp.GetVipPort())}
-	copy(e.Src[:4], tp.GetClient())
-	copy(e.Dst[:4], tp.GetVip())
-	return e, true
+// toEncap converts a validated tuple (the streams checked its
+// addresses are both 4 or both 16 bytes).
+func toEncap(tp *pb.Tuple) *encap.Tuple {
+	e := &encap.Tuple{Proto: uint8(tp.GetProto()), SrcPort: uint16(tp.GetClientPort()), DstPort: uint16(tp.GetVipPort()),
+		V6: len(tp.GetClient()) == 16}
+	copy(e.Src[:], tp.GetClient())
+	copy(e.Dst[:], tp.GetVip())
+	return e
 }
 
 func (t *Tunnel) count(u *unitSink, f func(*TunnelUnit)) {
@@ -484,9 +540,9 @@ func (t *Tunnel) Close() error { return t.host.Close() }
 // TunnelUnit is one unit's mappings in the host's kernel.
 type TunnelUnit struct {
 	Unit string `json:"unit"`
-	// Source is the unit's IPv4 tunnel source, from its hello; "" until
-	// the hello, or when it named none.
-	Source string `json:"source,omitempty"`
+	// Sources are the unit's tunnel sources (its IPv4 and IPv6 one),
+	// from its hello; none until the hello, or when it named none.
+	Sources []string `json:"sources,omitempty"`
 	// Mappings is how many mappings the kernel holds from the unit.
 	Mappings int `json:"mappings"`
 	// Resyncs and Batches count the full sets and the changes applied;
@@ -495,18 +551,16 @@ type TunnelUnit struct {
 	Batches uint64 `json:"batches"`
 	Added   uint64 `json:"added"`
 	Removed uint64 `json:"removed"`
-	// Unsupported counts IPv6 mappings, skipped (the program is IPv4
-	// only); NoSource mappings skipped because the unit named no IPv4
-	// tunnel source.
-	Unsupported uint64 `json:"unsupported"`
-	NoSource    uint64 `json:"no_source"`
+	// NoSource counts mappings skipped because the unit named no
+	// tunnel source of their family.
+	NoSource uint64 `json:"no_source"`
 	// Failures counts what the kernel refused; each ends the unit's
 	// stream unacknowledged.
 	Failures  uint64 `json:"failures"`
 	LastError string `json:"last_error,omitempty"`
 
-	source netip.Addr
-	said   bool
+	sources sources
+	said    bool
 }
 
 // TunnelCounters are the program's counters (tunnel.Counters).
@@ -593,8 +647,7 @@ func (a *Agent) tunnelRoutes(mux *http.ServeMux) {
 		for _, m := range list {
 			proto := map[uint8]string{6: "tcp", 17: "udp"}[m.Tuple.Proto]
 			v.Mappings = append(v.Mappings, MappingView{Unit: m.Unit.String(), FlowID: m.ID, Proto: proto,
-				Client: netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.Tuple.Src[:4])), m.Tuple.SrcPort).String(),
-				VIP:    netip.AddrPortFrom(netip.AddrFrom4([4]byte(m.Tuple.Dst[:4])), m.Tuple.DstPort).String()})
+				Client: m.Tuple.Client().String(), VIP: m.Tuple.VIP().String()})
 		}
 		localapi.WriteJSON(w, http.StatusOK, v)
 	})

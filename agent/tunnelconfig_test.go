@@ -27,10 +27,12 @@ const tunnelStreams = "streams: {units: [{name: unit-a, address: \"127.0.0.1:732
 
 func TestTunnelConfigErrorsNameTheKey(t *testing.T) {
 	cases := map[string][]string{
-		tunnelStreams + "tunnel: {interface: eth0}":                                      {"tunnel.addresses", "tunnel addresses (IPv4)"},
+		tunnelStreams + "tunnel: {interface: eth0}":                                      {"tunnel.addresses", "list the host's tunnel addresses"},
 		"tunnel: {addresses: [10.0.0.5]}":                                                {"tunnel.addresses", "needs tunnel.interface"},
 		"tunnel: {interface: eth0, addresses: [10.0.0.5]}":                               {"tunnel.interface", "needs streams.units"},
-		tunnelStreams + "tunnel: {interface: eth0, addresses: [\"2001:db8::1\"]}":        {"tunnel.addresses[0]", "2001:db8::1", "IPv4"},
+		tunnelStreams + "tunnel: {interface: eth0, addresses: [\"fe80::1\"]}":            {"tunnel.addresses[0]", "fe80::1", "link-local"},
+		tunnelStreams + "tunnel: {interface: eth0, addresses: [\"::ffff:10.0.0.5\"]}":    {"tunnel.addresses[0]", "IPv4-mapped"},
+		tunnelStreams + "tunnel: {interface: eth0, addresses: [\"ff02::1\"]}":            {"tunnel.addresses[0]", "unicast"},
 		tunnelStreams + "tunnel: {interface: eth0, addresses: [10.0.0.5, 10.0.0.5]}":     {"tunnel.addresses[1]", "also tunnel.addresses[0]"},
 		tunnelStreams + "tunnel: {interface: eth0, addresses: [0.0.0.0]}":                {"tunnel.addresses[0]", "unicast"},
 		tunnelStreams + "tunnel: {interface: eth0, addresses: [10.0.0.5], max_flows: 8}": {"tunnel.max_flows", "\"8\"", "between 1024"},
@@ -46,11 +48,11 @@ func TestTunnelConfigErrorsNameTheKey(t *testing.T) {
 			}
 		}
 	}
-	cfg, err := ParseConfig([]byte(streamBase + tunnelStreams + "tunnel: {interface: eth0, addresses: [10.0.0.5]}"))
+	cfg, err := ParseConfig([]byte(streamBase + tunnelStreams + "tunnel: {interface: eth0, addresses: [10.0.0.5, \"fd00:7::100\"]}"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tc := cfg.Tunnel; tc.PinDir != "/sys/fs/bpf/tether-host" || tc.MaxFlows != 1<<20 || tc.Generic || len(tc.addrs) != 1 {
+	if tc := cfg.Tunnel; tc.PinDir != "/sys/fs/bpf/tether-host" || tc.MaxFlows != 1<<20 || tc.Generic || len(tc.addrs) != 2 {
 		t.Errorf("defaults: %+v", tc)
 	}
 	t.Setenv("TETHER_AGENT_TUNNEL_MAX_FLOWS", "4096")
@@ -112,6 +114,7 @@ func TestOpenTunnelChecksTheCertificate(t *testing.T) {
 // 192.0.2.50 on lo).
 const (
 	tunUnitA  = nstest.UnitAddr
+	tunUnitA6 = "2001:db8::1"
 	tunUnitB  = nstest.OtherAddr
 	tunHost   = nstest.HostAddr
 	tunAddr   = "10.7.0.100"
@@ -183,11 +186,7 @@ func tcp6(id uint32) *hostpb.Mapping {
 
 func encapOf(t *testing.T, m *hostpb.Mapping) encap.Tuple {
 	t.Helper()
-	e, ok := toEncap(m.GetTuple())
-	if !ok {
-		t.Fatalf("%v is not IPv4", m)
-	}
-	return *e
+	return *toEncap(m.GetTuple())
 }
 
 // kernelHolds fails unless the kernel holds exactly want from unit.
@@ -207,7 +206,7 @@ func sameMappings(got map[uint32]encap.Tuple, want map[uint32]*hostpb.Mapping) e
 		return fmt.Errorf("the kernel holds %d mappings, want %d", len(got), len(want))
 	}
 	for id, m := range want {
-		e, _ := toEncap(m.GetTuple())
+		e := toEncap(m.GetTuple())
 		if g, ok := got[id]; !ok || g != *e {
 			return fmt.Errorf("flow %d: %+v (held %v), want %+v", id, g, ok, *e)
 		}
@@ -308,19 +307,21 @@ func TestTunnelSinkInTheKernel(t *testing.T) {
 	}
 
 	// unit-a says hello and resyncs: its set becomes exactly the unit's,
-	// the IPv6 mapping counted and skipped.
-	if err := tun.Sources("unit-a", []netip.Addr{netip.MustParseAddr("2001:db8::1"), a}); err != nil {
+	// the IPv6 mapping under its IPv6 source.
+	a6 := netip.MustParseAddr(tunUnitA6)
+	if err := tun.Sources("unit-a", []netip.Addr{a6, a}); err != nil {
 		t.Fatal(err)
 	}
-	if u, _ := h.Units(); len(u) != 2 {
-		t.Fatalf("units before every unit said hello: %v, want a and the inherited one", u)
+	if u, _ := h.Units(); len(u) != 3 || !slices.Contains(u, gone) {
+		t.Fatalf("units before every unit said hello: %v, want unit-a's two and the inherited one", u)
 	}
 	want := map[uint32]*hostpb.Mapping{1: udp4(1, 4001, 5353), 2: udp4(2, 4002, 5353)}
 	if err := tun.Replace("unit-a", map[uint32]*hostpb.Tuple{1: want[1].GetTuple(), 2: want[2].GetTuple(), 3: tcp6(3).GetTuple()}); err != nil {
 		t.Fatal(err)
 	}
 	kernelHolds(t, h, tunUnitA, want)
-	if u := unitView(tun, "unit-a"); u.Unsupported != 1 || u.Mappings != 2 || u.Resyncs != 1 || u.Source != tunUnitA {
+	kernelHolds(t, h, tunUnitA6, map[uint32]*hostpb.Mapping{3: tcp6(3)})
+	if u := unitView(tun, "unit-a"); u.NoSource != 0 || u.Mappings != 3 || u.Resyncs != 1 || !slices.Equal(u.Sources, []string{tunUnitA, tunUnitA6}) {
 		t.Errorf("unit-a after its resync: %+v", u)
 	}
 
@@ -333,7 +334,7 @@ func TestTunnelSinkInTheKernel(t *testing.T) {
 	if err := tun.Sources("unit-b", []netip.Addr{b}); err != nil {
 		t.Fatal(err)
 	}
-	if u, _ := h.Units(); len(u) != 2 || !(u[0] == a && u[1] == b || u[0] == b && u[1] == a) {
+	if u, _ := h.Units(); len(u) != 3 || !slices.Contains(u, a) || !slices.Contains(u, a6) || !slices.Contains(u, b) {
 		t.Errorf("units: %v, want exactly unit-a's and unit-b's sources", u)
 	}
 	if g, _ := h.Mappings(gone); len(g) != 0 {
@@ -351,14 +352,16 @@ func TestTunnelSinkInTheKernel(t *testing.T) {
 		t.Fatal(err)
 	}
 	// unit-a: shared and 1 removed, fourth added, 2 taken by an IPv6
-	// flow (so its IPv4 mapping must go).
-	if err := tun.Apply("unit-a", []*hostpb.Mapping{udp4(fourth, 4004, 5353), tcp6(2)}, []uint32{1, shared}); err != nil {
+	// flow (so its IPv4 mapping must go), 3 by an IPv4 one (so its IPv6
+	// mapping must go).
+	if err := tun.Apply("unit-a", []*hostpb.Mapping{udp4(fourth, 4004, 5353), tcp6(2), udp4(3, 4003, 5353)}, []uint32{1, shared}); err != nil {
 		t.Fatal(err)
 	}
-	want = map[uint32]*hostpb.Mapping{fourth: udp4(fourth, 4004, 5353)}
+	want = map[uint32]*hostpb.Mapping{fourth: udp4(fourth, 4004, 5353), 3: udp4(3, 4003, 5353)}
 	kernelHolds(t, h, tunUnitA, want)
+	kernelHolds(t, h, tunUnitA6, map[uint32]*hostpb.Mapping{2: tcp6(2)})
 	kernelHolds(t, h, tunUnitB, wantB)
-	if u := unitView(tun, "unit-a"); u.Unsupported != 2 || u.Mappings != 1 || u.Batches != 2 {
+	if u := unitView(tun, "unit-a"); u.Mappings != 3 || u.Batches != 2 || u.Removed != 5 {
 		t.Errorf("unit-a after its batch: %+v", u)
 	}
 
@@ -386,12 +389,12 @@ func TestTunnelSinkInTheKernel(t *testing.T) {
 	if m, _ := h.Mappings(b); len(m) != 0 {
 		t.Errorf("mappings left under unit-b's old source: %v", m)
 	}
-	if u, _ := h.Units(); len(u) != 2 || !slices.Contains(u, moved) || slices.Contains(u, b) {
+	if u, _ := h.Units(); len(u) != 3 || !slices.Contains(u, moved) || slices.Contains(u, b) {
 		t.Errorf("units after unit-b moved: %v", u)
 	}
 
-	// A unit that names no IPv4 source: its mappings are counted, not
-	// placed anywhere.
+	// A unit that names no IPv4 source: its IPv4 mappings are counted,
+	// not placed anywhere.
 	if err := tun.Sources("unit-c", []netip.Addr{netip.MustParseAddr("2001:db8::3")}); err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +538,7 @@ func TestMappingsFromARealUnitRestorePackets(t *testing.T) {
 	if msg, from := tunReceive(t, srvUDP); msg != "flow 4" || from != netip.MustParseAddrPort(tunClient+":4004") {
 		t.Fatalf("received %q from %v after the restart", msg, from)
 	}
-	if u := unitView(tun, "unit-a"); u.Resyncs != 1 || u.Mappings != 3 || u.Source != tunUnitA || u.Removed != 1 {
+	if u := unitView(tun, "unit-a"); u.Resyncs != 1 || u.Mappings != 3 || !slices.Equal(u.Sources, []string{tunUnitA}) || u.Removed != 1 {
 		t.Errorf("unit-a after the restart: %+v", u)
 	}
 	if v := tun.View(); len(v.Units) != 1 || v.Units[0] != tunUnitA {

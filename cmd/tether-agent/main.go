@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -449,10 +450,10 @@ func showTunnel(v agent.TunnelView, output string) error {
 			c.Decapsulated, c.IPIP, c.UnknownFlow, c.UnknownUnit, c.NotTunnel, c.Malformed)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "UNIT\tSOURCE\tMAPPINGS\tRESYNCS\tBATCHES\tADDED\tREMOVED\tUNSUPPORTED\tNO SOURCE\tFAILURES\tLAST ERROR")
+	fmt.Fprintln(w, "UNIT\tSOURCES\tMAPPINGS\tRESYNCS\tBATCHES\tADDED\tREMOVED\tNO SOURCE\tFAILURES\tLAST ERROR")
 	for _, u := range v.ByUnit {
-		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", u.Unit, dash(u.Source), u.Mappings, u.Resyncs, u.Batches,
-			u.Added, u.Removed, u.Unsupported, u.NoSource, u.Failures, dash(u.LastError))
+		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", u.Unit, dash(strings.Join(u.Sources, ",")), u.Mappings, u.Resyncs, u.Batches,
+			u.Added, u.Removed, u.NoSource, u.Failures, dash(u.LastError))
 	}
 	return w.Flush()
 }

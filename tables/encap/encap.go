@@ -1,6 +1,9 @@
 package encap
 
-import "fmt"
+import (
+	"fmt"
+	"net/netip"
+)
 
 // Tuple is the original 5-tuple a flow ID stands for. IPv4 addresses
 // occupy the first four bytes of Src and Dst.
@@ -9,6 +12,17 @@ type Tuple struct {
 	SrcPort, DstPort uint16
 	Proto            uint8
 	V6               bool
+}
+
+// Client and VIP are the tuple's ends as addresses with ports.
+func (t *Tuple) Client() netip.AddrPort { return netip.AddrPortFrom(t.addr(&t.Src), t.SrcPort) }
+func (t *Tuple) VIP() netip.AddrPort    { return netip.AddrPortFrom(t.addr(&t.Dst), t.DstPort) }
+
+func (t *Tuple) addr(b *[16]byte) netip.Addr {
+	if t.V6 {
+		return netip.AddrFrom16(*b)
+	}
+	return netip.AddrFrom4([4]byte(b[:4]))
 }
 
 type slot struct {
