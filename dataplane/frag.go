@@ -12,9 +12,10 @@ import (
 // ID) and later fragments follow it. Fragments that overtake their first
 // fragment are held, up to a bound and a timeout, and sent once it comes.
 //
-// Modes that rewrite the source address (nat, tunnel) also give the
-// datagram a new IP ID: many clients' datagrams now share one source, and
-// their original IDs could collide in the backend's reassembly.
+// nat, which rewrites the source address, also gives the datagram a new
+// IP ID: many clients' datagrams now share one source, and their original
+// IDs could collide in the backend's reassembly. (The tunnel's fragments
+// go IP-in-IP with the client's source: see apply.)
 
 type fragKey struct {
 	src, dst [16]byte
@@ -152,9 +153,9 @@ func (p *Pipeline) firstFragment(pk *packet, e entry, now flow.Tick, out *Output
 	d := p.frags.insert(&k, now)
 	d.sport, d.dport = pk.sport, pk.dport
 	d.expires = now + flow.Tick(p.cfg.FragTimeout)
-	// A new source needs a new ID; IPv4 tunnel fragments keep the
-	// client's source (they go IP-in-IP: see apply).
-	if m := e.m.Mode; m == unit.ModeNAT || m == unit.ModeTunnel && pk.v6 {
+	// A new source needs a new ID; tunnel fragments keep the client's
+	// source (they go IP-in-IP: see apply).
+	if e.m.Mode == unit.ModeNAT {
 		p.ipID += uint32(p.cfg.Workers)
 		d.newID, d.hasNewID = p.ipID, true
 	}

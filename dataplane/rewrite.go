@@ -32,11 +32,14 @@ func (p *Pipeline) apply(pk *packet, e entry) {
 		// only change their source back to the VIP.
 		rewrite(pk, e.b, e.m.PortB, e.a, e.m.PortA, reply, !reply, s.hop)
 	case unit.ModeTunnel:
-		if pk.frag != fragNone && !pk.v6 {
+		if pk.frag != fragNone || pk.l4 != pk.l3+fixedIPHeader(pk.v6) {
 			// A fragment has no ports to carry the flow ID (later
-			// ones none at all): it goes to the same host IP-in-IP,
-			// which the host's program unwraps like ipip's, and the
-			// host's kernel reassembles the client's datagram.
+			// ones none at all), and the host's program restores
+			// the ports only right after a fixed IP header (no IPv4
+			// options or IPv6 extension headers): such a packet goes
+			// to the same host IP-in-IP, which the host's program
+			// unwraps like ipip's, and the host's kernel reassembles
+			// the client's datagram.
 			if s.hop {
 				hop(pk)
 			}
@@ -102,6 +105,15 @@ func hop(pk *packet) {
 	c := uint32(binary.BigEndian.Uint16(ip[10:])) + 0x0100
 	c += c >> 16
 	binary.BigEndian.PutUint16(ip[10:], uint16(c))
+}
+
+// fixedIPHeader is the size of an IP header without IPv4 options or
+// IPv6 extension headers.
+func fixedIPHeader(v6 bool) int {
+	if v6 {
+		return header.IPv6Size
+	}
+	return header.IPv4MinSize
 }
 
 func (p *Pipeline) unitAddr(v6 bool) []byte {

@@ -30,6 +30,7 @@ vips:
   - {name: dsr6, address: "2001:db8::1", port: 80, protocol: tcp, mode: ipip, mtu: 1300, backends: [{name: c1, address: "fd00::1"}]}
   - {name: dsr-wide, address: 192.0.2.1, port: 54, protocol: udp, mode: ipip, mtu: 1500, backends: [{name: b1, address: 10.1.0.1}]}
   - {name: tun-udp, address: 192.0.2.1, port: 55, protocol: udp, mode: tunnel, backends: [{name: b1, address: 10.1.0.1}]}
+  - {name: tun6-udp, address: "2001:db8::1", port: 55, protocol: udp, mode: tunnel, backends: [{name: c1, address: "fd00::1"}]}
 `
 
 // splitRig is a rig on splitConfig whose pipeline borrows buffers from
@@ -238,6 +239,47 @@ func TestTunnelSendsFragmentsIPIP(t *testing.T) {
 	tx, _, _ = r.send(pkttest.UDP(c, vip(55), pkttest.Opts{Payload: []byte("small")}))
 	if len(tx) != 1 || pkttest.IP(tx[0], false)[9] != 17 {
 		t.Errorf("an unfragmented datagram of the flow did not take the flow-ID tunnel")
+	}
+	// IPv4 options put the ports where the host's program does not look
+	// for them: IP-in-IP too.
+	opts := pkttest.WithIPv4Options(pkttest.UDP(c, vip(55), pkttest.Opts{Payload: []byte("options")}), []byte{0x94, 4, 0, 0})
+	tx, _, _ = r.send(opts)
+	if in := inners(t, outerIPs(t, tx, 1500), "10.1.0.1"); len(in) != 1 || !sameBut(in[0], pkttest.IP(opts, false)) {
+		t.Errorf("a datagram with IPv4 options did not go IP-in-IP as it came")
+	}
+
+	// IPv6: the client's fragments, and a datagram behind an extension
+	// header, go IPv6-in-IPv6 from the unit's address6; the rest takes
+	// the flow-ID tunnel.
+	c6 := cl6("2001:db8:9::60", 5353)
+	dg6 := pkttest.UDP(c6, vip6(55), pkttest.Opts{Payload: bytes.Repeat([]byte("s"), 3000)})
+	frags := pkttest.FragmentIPv6(dg6, 1280-48, 77)
+	tx, _, drop = r.send(frags...)
+	if len(tx) != len(frags) || len(drop) != 0 {
+		t.Fatalf("IPv6: %d frames sent, %d dropped; want the %d fragments", len(tx), len(drop), len(frags))
+	}
+	var in6 [][]byte
+	for i, ip := range outerIPs(t, tx, 1500) {
+		if ip[6] != 41 || netip.AddrFrom16([16]byte(ip[8:24])) != netip.MustParseAddr("2001:db8:5::fe") ||
+			netip.AddrFrom16([16]byte(ip[24:40])) != netip.MustParseAddr("fd00::1") {
+			t.Fatalf("IPv6 fragment %d is not IPv6-in-IPv6 from the unit to its host:\n% x", i, ip[:40])
+		}
+		if !sameBut(ip[40:], pkttest.IP(frags[i], false)) {
+			t.Errorf("IPv6 fragment %d did not go as the client sent it", i)
+		}
+		in6 = append(in6, ip[40:])
+	}
+	if got, err := pkttest.Reassemble(in6); err != nil || !sameBut(got, pkttest.IP(dg6, false)) {
+		t.Errorf("the IPv6 fragments the tunnel carried do not reassemble to the client's datagram (%v)", err)
+	}
+	ext := pkttest.InsertIPv6Header(pkttest.UDP(c6, vip6(55), pkttest.Opts{Payload: []byte("dst opts")}), 60, []byte{17, 0, 1, 4, 0, 0, 0, 0})
+	tx, _, _ = r.send(ext)
+	if len(tx) != 1 || pkttest.IP(tx[0], false)[6] != 41 || !sameBut(pkttest.IP(tx[0], false)[40:], pkttest.IP(ext, false)) {
+		t.Errorf("an IPv6 datagram behind a destination options header did not go IPv6-in-IPv6 as it came")
+	}
+	tx, _, _ = r.send(pkttest.UDP(c6, vip6(55), pkttest.Opts{Payload: []byte("small")}))
+	if len(tx) != 1 || pkttest.IP(tx[0], false)[6] != 17 {
+		t.Errorf("an unfragmented IPv6 datagram of the flow did not take the flow-ID tunnel")
 	}
 }
 

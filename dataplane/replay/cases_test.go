@@ -571,7 +571,8 @@ var goldenCases = []goldenCase{
 			d2 := pkttest.UDP(client("203.0.113.2:2222"), vipEP("192.0.2.51:7000"), pkttest.Opts{Payload: payload(2500, 'b'), ID: 0x4321})
 			fr := pkttest.FragmentIPv4(d2, 1000, false)
 			f = append(f, fr[2], fr[1], fr[0])
-			// IPv6 fragments through the tunnel.
+			// IPv6 fragments through the tunnel: IPv6-in-IPv6, with the
+			// client's source (the host's kernel reassembles them).
 			d3 := pkttest.UDP(client("[2001:db8:c::1]:3333"), vipEP("[2001:db8::50]:7000"), pkttest.Opts{Payload: payload(2000, 'c')})
 			f = append(f, pkttest.FragmentIPv6(d3, 1200, 0xabcdef)...)
 			// Through ipip every fragment is encapsulated as it is.

@@ -97,7 +97,14 @@ func (c *Checker) checkLayers(ls []gopacket.Layer) error {
 			}
 			return nil
 		case *layers.IPv6:
+			// This header's own fragment header, if any: one after an
+			// inner IP header is the inner packet's.
+		own:
 			for _, next := range ls[i+1:] {
+				switch next.(type) {
+				case *layers.IPv4, *layers.IPv6:
+					break own
+				}
 				if f, ok := next.(*layers.IPv6Fragment); ok {
 					return c.fragment(fmt.Sprintf("6/%v/%v/%d", ip.SrcIP, ip.DstIP, f.Identification),
 						ip.SrcIP.To16(), ip.DstIP.To16(), uint8(f.NextHeader), int(f.FragmentOffset)*8, f.MoreFragments, f.Payload)
