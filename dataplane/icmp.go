@@ -192,13 +192,11 @@ func (p *Pipeline) icmpError(pk *packet, m header.ICMP, now flow.Tick) {
 		setOuter(pk, osrc, e.a)
 		fixICMPChecksum(pk)
 		p.setL2(pk, e.a)
-	case unit.ModeTunnel:
+	case unit.ModeTunnel, unit.ModeIPIP:
 		// The backend answers clients itself, from the VIP; it needs the
-		// error as the client's side sent it.
-		setOuter(pk, nil, e.a)
-		fixICMPChecksum(pk)
-		p.setL2(pk, e.a)
-	case unit.ModeIPIP:
+		// error as the client's side sent it, to the VIP: encapsulated,
+		// which the host's program unwraps (it takes nothing but flow-ID
+		// packets and IP-in-IP from a unit at a tunnel address).
 		pk.l4 = 0 // the outer ICMP header is not a flow's transport header
 		if p.encapIP(pk, e.a, p.snap.mtuOf(be)) {
 			p.setL2(pk, e.a)

@@ -283,6 +283,62 @@ func TestTunnelSendsFragmentsIPIP(t *testing.T) {
 	}
 }
 
+// TestTunnelSendsErrorsIPIP: an ICMP error about a host's direct reply
+// to a tunnel flow's client (a router on the client's path says it was
+// too big) goes to the host IP-in-IP, as the router sent it: the host's
+// program takes nothing but flow-ID packets and IP-in-IP at a tunnel
+// address, and the host's stack wants the error addressed to the VIP.
+func TestTunnelSendsErrorsIPIP(t *testing.T) {
+	r, _ := splitRig(t, 64, nic.Headroom+2048)
+	for _, c := range []struct {
+		name              string
+		client, vip, rtr  pkttest.Endpoint
+		unit, host        string
+		typ, code, outerP uint8
+	}{
+		{"IPv4", cl(70, 5353), vip(55), ep4("203.0.113.254", 0), "198.51.100.254", "10.1.0.1", 3, 4, 4},
+		{"IPv6", cl6("2001:db8:9::70", 5353), vip6(55), cl6("2001:db8:9::fe", 0), "2001:db8:5::fe", "fd00::1", 2, 0, 41},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if tx, _, _ := r.send(pkttest.UDP(c.client, c.vip, pkttest.Opts{Payload: []byte("q")})); len(tx) != 1 {
+				t.Fatalf("the client's datagram: %d frames sent", len(tx))
+			}
+			reply := pkttest.UDP(c.vip, c.client, pkttest.Opts{Payload: make([]byte, 1400)})
+			toVIP := c.vip
+			toVIP.Port = 0
+			// As much of the reply as a router quotes: an ICMPv6 error
+			// fills at most 1280 bytes (RFC 4443 §2.4(c)).
+			icmp := pkttest.ICMPError(c.rtr, toVIP, c.typ, c.code, 1280, pkttest.L3(reply), 1280-48, pkttest.Opts{})
+			tx, _, drop := r.send(icmp)
+			if len(tx) != 1 || len(drop) != 0 {
+				t.Fatalf("%d frames sent, %d dropped; want the error sent", len(tx), len(drop))
+			}
+			ip := outerIPs(t, tx, 1500)[0]
+			src, dst, proto, hl := ip[12:16], ip[16:20], ip[9], 20
+			if c.outerP == 41 {
+				src, dst, proto, hl = ip[8:24], ip[24:40], ip[6], 40
+			}
+			if s, d := netip.MustParseAddr(c.unit), netip.MustParseAddr(c.host); proto != c.outerP || !bytes.Equal(src, s.AsSlice()) || !bytes.Equal(dst, d.AsSlice()) {
+				t.Fatalf("the error is not IP-in-IP from the unit to the host:\n% x", ip[:hl])
+			}
+			if !sameBut(ip[hl:], pkttest.IP(icmp, false)) {
+				t.Errorf("the host gets the error changed:\n% x\nwant\n% x", ip[hl:], pkttest.IP(icmp, false))
+			}
+
+			// An error too big for the tunnel is never answered with
+			// an error: dropped as too big.
+			long := pkttest.UDP(c.vip, c.client, pkttest.Opts{Payload: make([]byte, 1480)})
+			big := pkttest.ICMPError(c.rtr, toVIP, c.typ, c.code, 1280, pkttest.L3(long), 0, pkttest.Opts{DF: true})
+			answered := r.p.Stats().TooBigAnswered
+			tx, _, drop = r.send(big)
+			if len(tx) != 0 || len(drop) != 1 || r.p.Stats().TooBigAnswered != answered {
+				t.Errorf("an error too big for the tunnel: %d sent, %d dropped, %d answers; want it dropped unanswered",
+					len(tx), len(drop), r.p.Stats().TooBigAnswered-answered)
+			}
+		})
+	}
+}
+
 // TestIPIPSplitWithinBuffers: fragments are cut to what the port's
 // buffers hold; a packet the port has too few free buffers for is
 // dropped as no_buffer and the buffers it took go back, and the rest of

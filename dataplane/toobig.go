@@ -51,6 +51,12 @@ func (p *Pipeline) answerAllowed(now flow.Tick) bool {
 // changing nothing, when the packet is not to be answered (IPv4 without
 // DF, no headroom for the error's headers, the rate limit spent).
 func (p *Pipeline) answerTooBig(pk *packet, mtu int, now flow.Tick) bool {
+	if pk.proto == header.IPProtoICMP || pk.proto == header.IPProtoICMPv6 {
+		// An error is never answered with an error (RFC 1122 §3.2.2,
+		// RFC 4443 §2.4(e)); the only ICMP a VIP's flows carry is
+		// errors (the unit answers echoes itself).
+		return false
+	}
 	hdr, most := header.IPv4MinSize+header.ICMPHeaderSize, tooBigMax4
 	if pk.v6 {
 		hdr, most = header.IPv6Size+header.ICMPHeaderSize, tooBigMax6
