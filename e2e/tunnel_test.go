@@ -33,11 +33,18 @@ func tunnelAgent(t *testing.T, lb *LB, dir, certs string, i int, id uint32) *Pro
 // tunnelAgentWith is tunnelAgent with more of the agent's configuration.
 func tunnelAgentWith(t *testing.T, lb *LB, dir, certs string, i int, id uint32, extra string) *Proc {
 	t.Helper()
+	return tunnelAgentAt(t, lb, dir, certs, i, id, tunnelAddr(lb, i), extra)
+}
+
+// tunnelAgentAt is tunnelAgentWith with the tunnel addresses addrs (a
+// YAML list's items).
+func tunnelAgentAt(t *testing.T, lb *LB, dir, certs string, i int, id uint32, addrs, extra string) *Proc {
+	t.Helper()
 	bpf, err := lb.BPFDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	tunnel := fmt.Sprintf("tunnel:\n  interface: e0\n  addresses: [%s]\n  pin_dir: %s\n", tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
+	tunnel := fmt.Sprintf("tunnel:\n  interface: e0\n  addresses: [%s]\n  pin_dir: %s\n", addrs, filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
 	p, _ := streamAgent(t, lb, dir, i, id, filepath.Join(certs, "ca.crt"),
 		filepath.Join(certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(certs, fmt.Sprintf("host-%d.key", id)), tunnel+extra)
 	return p
