@@ -1,12 +1,18 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tetherlb/tether/agent"
 )
 
 // Path MTU discovery through a VIP. The link between the client and the
@@ -114,7 +120,9 @@ var icmpForwarded = regexp.MustCompile(`icmp: \d+ echo replies, (\d+) errors for
 // MTU for the peer it sends to, which it did not before the download.
 // Linux takes a too-big error for TCP only through the socket its quote
 // names, with a sequence number in flight, so the learned MTU also says
-// that the unit rewrote the quote to the segment the backend sent.
+// that the unit rewrote the quote to the segment the backend sent. A
+// tunnel VIP's host, whose agent restores its packets in XDP, gets the
+// error IP-in-IP, which its agent unwraps.
 func TestPathMTU(t *testing.T) {
 	drivers(t, func(t *testing.T, build func(string, int) *LB) {
 		for _, v6 := range []bool{false, true} {
@@ -126,6 +134,7 @@ func TestPathMTU(t *testing.T) {
 				for _, mode := range []string{"nat", "halfnat", "ipip"} {
 					t.Run(mode, func(t *testing.T) { testPathMTU(t, build, mode, v6) })
 				}
+				t.Run("tunnel", func(t *testing.T) { testPathMTUTunnel(t, build, v6) })
 			})
 		}
 	})
@@ -210,4 +219,100 @@ func testPathMTU(t *testing.T, build func(string, int) *LB, mode string, v6 bool
 	}
 	t.Logf("router sent %d too-big errors, the forwarder forwarded %d, the backend received %d and holds MTU %d toward %s",
 		sent, forwarded, got, mtu, peer)
+}
+
+// testPathMTUTunnel is testPathMTU for a tunnel VIP whose one host runs
+// an agent: the router's too-big error about the host's direct reply
+// reaches the host's stack only because the unit sends it IP-in-IP,
+// which the agent's program unwraps (it drops anything else addressed to
+// a tunnel address that is not a flow-ID packet).
+func testPathMTUTunnel(t *testing.T, build func(string, int) *LB, v6 bool) {
+	tag := "m4t"
+	if v6 {
+		tag = "m6t"
+	}
+	lb := build(tag, 1)
+	vip, client, listen, tun, lo := "192.0.2.10", ClientAddr, "0.0.0.0", tunnelAddr(lb, 0), "/32"
+	if v6 {
+		if err := lb.AddIPv6(); err != nil {
+			t.Fatal(err)
+		}
+		vip, client, listen, tun, lo = vip6, ClientAddr6, "[::]", tunnelAddr6(lb, 0), "/128"
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	certs := filepath.Join(dir, "certs")
+	if out, err := exec.Command(tetherd, "certs", "--dir", certs, "--unit", "tether", "--host", "1="+tun).CombinedOutput(); err != nil {
+		t.Fatalf("tetherd certs: %v\n%s", err, out)
+	}
+	backend := lb.Backends[0]
+	if err := lb.Run(backend, "ip", "addr", "add", vip+lo, "dev", "lo", "nodad"); err != nil {
+		t.Fatal(err)
+	}
+	p, err := lb.Start(backend, "httpd b0", RoleCommand("httpd", "b0", listen+":80"), Self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitFor(Ready, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	addr6 := ""
+	if v6 {
+		addr6 = fmt.Sprintf("  address6: %q\n", lb.UnitIP6())
+	}
+	u := startUnit(t, lb, fmt.Sprintf(`unit:
+  name: tether
+  address4: %s
+%sforwarder:
+  port: {driver: %s, interface: %s%s}
+vips:
+  - {name: web, address: %q, port: 80, protocol: tcp, mode: tunnel, backends: [{name: b0, address: %q}]}
+hosts:
+  listen: "0.0.0.0:7320"
+  tls: {ca: %s, cert: %s, key: %s}
+`, lb.UnitIP, addr6, lb.Driver, lb.UnitIf, pinDir(lb), vip, tun,
+		filepath.Join(certs, "ca.crt"), filepath.Join(certs, "unit-tether.crt"), filepath.Join(certs, "unit-tether.key")))
+	tunnelAgentAt(t, lb, dir, certs, 0, 1, fmt.Sprintf("%q", tun), "")
+	waitStreamsUp(t, u, 1)
+	router, err := narrowClientLink(lb, vip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + vip + "/"
+	if v6 {
+		url = "http://[" + vip + "]/"
+	}
+	if got := curl(t, lb, url); got != "b0" {
+		t.Fatalf("curl through the tunnel VIP got %q", got)
+	}
+	if mtu := learnedMTU(t, lb, backend, client); mtu != 0 {
+		t.Fatalf("the host holds MTU %d toward %s before the download", mtu, client)
+	}
+	hostView := func() agent.TunnelView {
+		out, err := lb.Exec(backend, agentBin(), "--socket", filepath.Join(dir, "agent-b0.sock"), "tunnel", "-o", "json")
+		var v agent.TunnelView
+		if err == nil {
+			err = json.Unmarshal([]byte(out), &v)
+		}
+		if err != nil {
+			t.Fatalf("tether-agent tunnel: %v\n%s", err, out)
+		}
+		return v
+	}
+	outName, inName := tooBigCounters(v6)
+	sent0, got0, unwrapped0 := counter(t, lb, router, outName), counter(t, lb, backend, inName), hostView().Counters.IPIP
+
+	out, dlErr := lb.Exec(lb.Client, "bash", "-c", fmt.Sprintf("set -o pipefail; curl -sS --max-time 20 '%sbytes?n=%d' | sha256sum", url, pmtuSize))
+	hv := hostView()
+	sent, got, unwrapped := counter(t, lb, router, outName)-sent0, counter(t, lb, backend, inName)-got0, hv.Counters.IPIP-unwrapped0
+	mtu := learnedMTU(t, lb, backend, client)
+	evidence := fmt.Sprintf("router %s sent %d %s; the host's agent unwrapped %d IP-in-IP (its counters %+v); the host received %d %s and holds MTU %d toward %s",
+		router, sent, outName, unwrapped, hv.Counters, got, inName, mtu, client)
+	if dlErr != nil || len(strings.Fields(out)) == 0 || strings.Fields(out)[0] != PayloadSHA256(pmtuSize) {
+		t.Fatalf("%d bytes through the tunnel VIP across a %d-byte hop: %v: %q\n%s", pmtuSize, narrowMTU, dlErr, out, evidence)
+	}
+	if sent == 0 || unwrapped == 0 || got == 0 || mtu != narrowMTU || hv.Counters.NotTunnel != 0 {
+		t.Fatalf("the download completed, but not by path MTU discovery through the tunnel:\n%s", evidence)
+	}
+	t.Logf("%s", evidence)
 }
