@@ -423,7 +423,7 @@ func (b *builder) restore(f family, drops [3]string) {
 	b.label(l("flow"), asm.Mov.Imm(asm.R0, 0))
 	if f.addrLen == 4 {
 		b.add(
-			asm.LoadMem(asm.R5, asm.R2, int16(f.src), asm.Word),
+			asm.LoadMem(asm.R5, asm.R2, f.src, asm.Word),
 			asm.StoreMem(asm.R10, f.keyOff, asm.R5, asm.Word),
 		)
 	}
