@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -289,15 +288,7 @@ hosts:
 		t.Fatalf("the host holds MTU %d toward %s before the download", mtu, client)
 	}
 	hostView := func() agent.TunnelView {
-		out, err := lb.Exec(backend, agentBin(), "--socket", filepath.Join(dir, "agent-b0.sock"), "tunnel", "-o", "json")
-		var v agent.TunnelView
-		if err == nil {
-			err = json.Unmarshal([]byte(out), &v)
-		}
-		if err != nil {
-			t.Fatalf("tether-agent tunnel: %v\n%s", err, out)
-		}
-		return v
+		return agentView[agent.TunnelView](t, lb, 0, filepath.Join(dir, "agent-b0.sock"), "tunnel")
 	}
 	outName, inName := tooBigCounters(v6)
 	sent0, got0, unwrapped0 := counter(t, lb, router, outName), counter(t, lb, backend, inName), hostView().Counters.IPIP

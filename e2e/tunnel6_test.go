@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -134,14 +133,7 @@ hosts:
 	}
 	var restored, unwrapped uint64
 	for i := range lb.Backends {
-		out, err := lb.Exec(lb.Backends[i], agentBin(), "--socket", filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), "tunnel", "-o", "json")
-		var v agent.TunnelView
-		if err == nil {
-			err = json.Unmarshal([]byte(out), &v)
-		}
-		if err != nil {
-			t.Fatalf("tether-agent tunnel: %v\n%s", err, out)
-		}
+		v := agentView[agent.TunnelView](t, lb, i, filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), "tunnel")
 		c := v.Counters
 		if c.UnknownFlow+c.UnknownUnit+c.NotTunnel+c.Malformed != 0 {
 			t.Errorf("host %d dropped tunnel packets: %+v", i, c)
