@@ -93,11 +93,14 @@ func runAgent(t *testing.T, ctx context.Context, cfg *Config) (*Agent, func()) {
 	return a, func() { cancel(); <-done }
 }
 
-// eventually polls cond until it holds or 10 s pass; explain, if
+// eventually polls cond until it holds or 40 s pass; explain, if
 // given, describes the state when it did not.
 func eventually(t *testing.T, what string, cond func() bool, explain ...func() string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	// A bound, not a duration asserted: long enough for one of the
+	// group's full state exchanges (memberlist's 30 s), which repairs a
+	// gossip message a loaded machine lost.
+	deadline := time.Now().Add(40 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			for _, e := range explain {

@@ -150,6 +150,10 @@ func Start(opts Options) (*Node, error) {
 	if opts.GossipInterval > 0 {
 		mc.GossipInterval = opts.GossipInterval
 	}
+	// The full state exchange, which repairs what a lost gossip message
+	// left out (a member learnt only through a third), keeps pace with
+	// failure detection: memberlist's 30 s at the default 1 s probe.
+	mc.PushPullInterval = 30 * mc.ProbeInterval
 	mc.Delegate = (*delegate)(n)
 	mc.Events = (*events)(n)
 	mc.Alive = (*events)(n)
