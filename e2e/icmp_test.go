@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -241,9 +240,7 @@ func testPathMTUTunnel(t *testing.T, build func(string, int) *LB, v6 bool) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	certs := filepath.Join(dir, "certs")
-	if out, err := exec.Command(tetherd, "certs", "--dir", certs, "--unit", "tether", "--host", "1="+tun).CombinedOutput(); err != nil {
-		t.Fatalf("tetherd certs: %v\n%s", err, out)
-	}
+	hostCerts(t, certs, tun)
 	backend := lb.Backends[0]
 	if err := lb.Run(backend, "ip", "addr", "add", vip+lo, "dev", "lo", "nodad"); err != nil {
 		t.Fatal(err)

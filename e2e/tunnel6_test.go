@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -42,13 +41,7 @@ func testTunnelToHostsIPv6(t *testing.T, lb *LB) {
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	certs := filepath.Join(dir, "certs")
-	args := []string{"certs", "--dir", certs, "--unit", "tether"}
-	for i := range lb.Backends {
-		args = append(args, "--host", fmt.Sprintf("%d=%s,%s", i+1, tunnelAddr(lb, i), tunnelAddr6(lb, i)))
-	}
-	if out, err := exec.Command(tetherd, args...).CombinedOutput(); err != nil {
-		t.Fatalf("tetherd %v: %v\n%s", args, err, out)
-	}
+	hostCerts(t, certs, tunnelAddr(lb, 0)+","+tunnelAddr6(lb, 0), tunnelAddr(lb, 1)+","+tunnelAddr6(lb, 1))
 	for _, ns := range lb.Backends {
 		// The VIPs are the hosts' own: they answer the client from them.
 		for _, v := range []string{vip6, dsrVIP6} {

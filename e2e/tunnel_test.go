@@ -119,18 +119,26 @@ func startTunnelUnit(t *testing.T, lb *LB, mode, extra string) (*runningUnit, st
 	return u, dir, agents
 }
 
+// hostCerts makes, in certs, the certificates of unit tether and of
+// hosts 1, 2, ..., host i+1 naming the tunnel addresses addrs[i] ("A" or
+// "A,B").
+func hostCerts(t *testing.T, certs string, addrs ...string) {
+	t.Helper()
+	args := []string{"certs", "--dir", certs, "--unit", "tether"}
+	for i, a := range addrs {
+		args = append(args, "--host", fmt.Sprintf("%d=%s", i+1, a))
+	}
+	if out, err := exec.Command(tetherd, args...).CombinedOutput(); err != nil {
+		t.Fatalf("tetherd %v: %v\n%s", args, err, out)
+	}
+}
+
 // startHostsUnit is startTunnelUnit in dir, with the hosts' agents
 // started by agent.
 func startHostsUnit(t *testing.T, lb *LB, dir, mode, extra string, agent func(certs string, i int, id uint32) *Proc) (*runningUnit, []*Proc) {
 	t.Helper()
 	certs := filepath.Join(dir, "certs")
-	args := []string{"certs", "--dir", certs, "--unit", "tether"}
-	for i := range 2 {
-		args = append(args, "--host", fmt.Sprintf("%d=%s", i+1, tunnelAddr(lb, i)))
-	}
-	if out, err := exec.Command(tetherd, args...).CombinedOutput(); err != nil {
-		t.Fatalf("tetherd %v: %v\n%s", args, err, out)
-	}
+	hostCerts(t, certs, tunnelAddr(lb, 0), tunnelAddr(lb, 1))
 	for _, ns := range lb.Backends {
 		// The VIP is the hosts' own: they answer the client from it.
 		if err := lb.Run(ns, "ip", "addr", "add", "192.0.2.10/32", "dev", "lo"); err != nil {
