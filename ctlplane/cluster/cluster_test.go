@@ -37,6 +37,15 @@ func detectionBound(n int) time.Duration {
 	return 2*b + 2*time.Second
 }
 
+// joinBound bounds a join's convergence for n members: a join whose
+// stream hangs (CI saw one wait past the detection bound while other
+// packages loaded the machine, the join never answered) ends at
+// memberlist's TCP timeout (10 s in its LAN configuration) and is tried
+// again after at most joinMax.
+func joinBound(n int) time.Duration {
+	return memberlist.DefaultLANConfig().TCPTimeout + joinMax + detectionBound(n)
+}
+
 func key(b byte) []byte { return bytes.Repeat([]byte{b}, KeySize) }
 
 // start starts a node on loopback with a free port and the test's
@@ -132,7 +141,7 @@ func threeUnits(t *testing.T, onChange func(unit.Member)) (a, b, c *Node) {
 	b = start(t, "b", key(1), []netip.Addr{netip.MustParseAddr("10.0.0.2")}, a.Address())
 	c = start(t, "c", key(1), nil, b.Address())
 	for _, n := range []*Node{a, b, c} {
-		waitFor(t, n.opts.Name+" sees three alive members", detectionBound(3), func() bool { return alive(n, "a", "b", "c") })
+		waitFor(t, n.opts.Name+" sees three alive members", joinBound(3), func() bool { return alive(n, "a", "b", "c") })
 	}
 	return a, b, c
 }
@@ -197,7 +206,7 @@ func TestFailureAndLeave(t *testing.T) {
 func TestStrangerRefused(t *testing.T) {
 	a := start(t, "a", key(1), nil)
 	b := start(t, "b", key(1), nil, a.Address())
-	waitFor(t, "a and b converge", detectionBound(2), func() bool { return alive(a, "a", "b") && alive(b, "a", "b") })
+	waitFor(t, "a and b converge", joinBound(2), func() bool { return alive(a, "a", "b") && alive(b, "a", "b") })
 
 	x := start(t, "x", key(2), nil)
 	if _, err := x.ml.Join([]string{a.Address()}); err == nil {
