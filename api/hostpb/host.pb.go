@@ -1203,8 +1203,11 @@ func (x *Migrate) GetSeq() uint64 {
 // that accepted (the unit, then the host), "remote" the client.
 type TCPState struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// client and vip are 4 bytes (IPv4); the host binds the socket to
-	// vip:vip_port and connects it to client:client_port.
+	// client and vip are 4 bytes (IPv4) or 16 (IPv6), both of one
+	// family; the host binds the socket to vip:vip_port and connects it
+	// to client:client_port. An IPv6 address is not IPv4-mapped (an IPv4
+	// connection's addresses are 4 bytes), unspecified, multicast or
+	// link-local (the message carries no zone).
 	Client     []byte `protobuf:"bytes,1,opt,name=client,proto3" json:"client,omitempty"`
 	ClientPort uint32 `protobuf:"varint,2,opt,name=client_port,json=clientPort,proto3" json:"client_port,omitempty"`
 	Vip        []byte `protobuf:"bytes,3,opt,name=vip,proto3" json:"vip,omitempty"`

@@ -243,8 +243,8 @@ func validMigrate(m *Migrate) error {
 	if s == nil {
 		return invalid("migrate: no state")
 	}
-	if len(s.GetClient()) != 4 || len(s.GetVip()) != 4 {
-		return invalid("migrate: addresses of %d and %d bytes, want IPv4", len(s.GetClient()), len(s.GetVip()))
+	if err := validMigrateAddrs(s.GetClient(), s.GetVip()); err != nil {
+		return err
 	}
 	for _, p := range []uint32{s.GetClientPort(), s.GetVipPort()} {
 		if p == 0 || p > 65535 {
@@ -270,6 +270,38 @@ func validMigrate(m *Migrate) error {
 	}
 	if s.GetSndWnd() > 65535<<s.GetSndWscale() || s.GetRcvWnd() > 65535<<s.GetRcvWscale() {
 		return invalid("migrate: window %d/%d beyond what the scale allows", s.GetSndWnd(), s.GetRcvWnd())
+	}
+	return nil
+}
+
+// validMigrateAddrs checks a Migrate's client and VIP: two addresses of
+// one family, as a tuple's (ValidTuple), and besides, for IPv6, ones the
+// host can bind and connect a socket to as they are. An IPv4-mapped
+// address is refused rather than read as IPv4: an IPv4 connection's
+// addresses are 4 bytes, and one connection has one form (the flow's
+// mapping, which the Migrate carries, is matched byte for byte). A
+// link-local address needs the zone the message cannot carry;
+// unspecified and multicast addresses are no connection's ends.
+func validMigrateAddrs(client, vip []byte) error {
+	c, v := len(client), len(vip)
+	if (c != 4 && c != 16) || c != v {
+		return invalid("migrate: addresses of %d and %d bytes, want 4 (IPv4) or 16 (IPv6), both of one family", c, v)
+	}
+	if c == 4 {
+		return nil
+	}
+	for _, a := range []struct {
+		name string
+		ip   netip.Addr
+	}{{"client", netip.AddrFrom16([16]byte(client))}, {"vip", netip.AddrFrom16([16]byte(vip))}} {
+		switch {
+		case a.ip.Is4In6():
+			return invalid("migrate: %s %v is IPv4-mapped: an IPv4 connection's addresses are 4 bytes", a.name, a.ip)
+		case a.ip.IsUnspecified() || a.ip.IsMulticast():
+			return invalid("migrate: %s %v is not a unicast address", a.name, a.ip)
+		case a.ip.IsLinkLocalUnicast():
+			return invalid("migrate: %s %v is link-local: the message carries no zone to bind or connect it in", a.name, a.ip)
+		}
 	}
 	return nil
 }

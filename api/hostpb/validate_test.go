@@ -66,6 +66,7 @@ func unitSamples() map[string]*UnitMessage {
 			Add: []*Mapping{{FlowId: 1, Tuple: tuple4()}, {FlowId: 9, Tuple: v6}}, Remove: []uint32{4, 5}}}},
 		"resync-end": {Version: Version, Body: &UnitMessage_ResyncEnd{ResyncEnd: &ResyncEnd{Seq: 3, Count: 2, Sum: 77}}},
 		"migrate":    {Version: Version, Body: &UnitMessage_Migrate{Migrate: migrateSample()}},
+		"migrate6":   {Version: Version, Body: &UnitMessage_Migrate{Migrate: migrateSample6()}},
 	}
 }
 
@@ -76,6 +77,15 @@ func migrateSample() *Migrate {
 		RemoteIsn: 1000, LocalIsn: 0xfffffff0, SndNxt: 0xfffffff1, RcvNxt: 1001 + uint32(len(data)),
 		SndWnd: 64240 << 7, SndWl1: 1001, RcvWnd: 65535, WindowScaling: true, SndWscale: 7, RcvWscale: 7,
 		Mss: 1460, SackPermitted: true, Timestamps: true, TsVal: 77, TsRecent: 99}}
+}
+
+// migrateSample6 is migrateSample's connection over IPv6.
+func migrateSample6() *Migrate {
+	m := migrateSample()
+	m.State.Client = netip.MustParseAddr("2001:db8:9::2").AsSlice()
+	m.State.Vip = netip.MustParseAddr("2001:db8:50::50").AsSlice()
+	m.State.Mss = 1440
+	return m
 }
 
 func TestValidSamples(t *testing.T) {
@@ -250,18 +260,62 @@ func TestValidateRefuses(t *testing.T) {
 			m.Data = make([]byte, MaxMigrateData+1)
 			m.State.RcvNxt = m.State.RemoteIsn + 1 + uint32(len(m.Data))
 		}),
-		"ipv6 migrate":      mig(func(m *Migrate) { m.State.Client = make([]byte, 16); m.State.Vip = make([]byte, 16) }),
-		"migrate port 0":    mig(func(m *Migrate) { m.State.VipPort = 0 }),
-		"rcv_nxt off":       mig(func(m *Migrate) { m.State.RcvNxt++ }),
-		"snd_nxt off":       mig(func(m *Migrate) { m.State.SndNxt++ }),
-		"mss 0":             mig(func(m *Migrate) { m.State.Mss = 0 }),
-		"wscale 15":         mig(func(m *Migrate) { m.State.SndWscale = 15 }),
-		"scale unannounced": mig(func(m *Migrate) { m.State.WindowScaling = false }),
-		"window too wide":   mig(func(m *Migrate) { m.State.RcvWnd = 65536 << 7 }),
+		"migrate mixed families": mig(func(m *Migrate) { m.State.Vip = migrateSample6().State.Vip }),
+		"migrate 5-byte addresses": mig(func(m *Migrate) {
+			m.State.Client, m.State.Vip = make([]byte, 5), make([]byte, 5)
+		}),
+		"ipv6 migrate unspecified": mig(func(m *Migrate) { m.State.Client = make([]byte, 16); m.State.Vip = make([]byte, 16) }),
+		"migrate port 0":           mig(func(m *Migrate) { m.State.VipPort = 0 }),
+		"rcv_nxt off":              mig(func(m *Migrate) { m.State.RcvNxt++ }),
+		"snd_nxt off":              mig(func(m *Migrate) { m.State.SndNxt++ }),
+		"mss 0":                    mig(func(m *Migrate) { m.State.Mss = 0 }),
+		"wscale 15":                mig(func(m *Migrate) { m.State.SndWscale = 15 }),
+		"scale unannounced":        mig(func(m *Migrate) { m.State.WindowScaling = false }),
+		"window too wide":          mig(func(m *Migrate) { m.State.RcvWnd = 65536 << 7 }),
 	}
 	for name, m := range units {
 		if err := ValidateUnit(m); !errors.Is(err, ErrInvalid) && !errors.Is(err, ErrVersion) {
 			t.Errorf("unit %s: got %v, want a refusal", name, err)
+		}
+	}
+}
+
+// TestMigrateAddresses: a Migrate's client and VIP are both IPv4 or
+// both IPv6, and an IPv6 one is an address the host can bind and
+// connect a socket to as the message gives it; each refusal says why.
+func TestMigrateAddresses(t *testing.T) {
+	migrate := func(client, vip string) *UnitMessage {
+		m := migrateSample()
+		m.State.Client = netip.MustParseAddr(client).AsSlice()
+		m.State.Vip = netip.MustParseAddr(vip).AsSlice()
+		return &UnitMessage{Version: Version, Body: &UnitMessage_Migrate{Migrate: m}}
+	}
+	for _, tc := range []struct {
+		client, vip string
+		want        string // "" for valid; else what the error says
+	}{
+		{"10.1.0.2", "10.0.0.100", ""},
+		{"2001:db8:9::2", "2001:db8:50::50", ""},
+		{"fd00:7::9", "fd00:7::1", ""},
+		{"::1", "::1", ""},
+		{"10.1.0.2", "2001:db8:50::50", "addresses of 4 and 16 bytes"},
+		{"2001:db8:9::2", "10.0.0.100", "addresses of 16 and 4 bytes"},
+		{"::ffff:10.1.0.2", "2001:db8:50::50", "client ::ffff:10.1.0.2 is IPv4-mapped"},
+		{"::ffff:10.1.0.2", "::ffff:10.0.0.100", "IPv4-mapped"},
+		{"2001:db8:9::2", "::ffff:10.0.0.100", "vip ::ffff:10.0.0.100 is IPv4-mapped"},
+		{"fe80::2", "2001:db8:50::50", "client fe80::2 is link-local"},
+		{"2001:db8:9::2", "fe80::1", "vip fe80::1 is link-local"},
+		{"ff02::1", "2001:db8:50::50", "client ff02::1 is not a unicast address"},
+		{"2001:db8:9::2", "ff0e::50", "vip ff0e::50 is not a unicast address"},
+		{"::", "2001:db8:50::50", "client :: is not a unicast address"},
+		{"2001:db8:9::2", "::", "vip :: is not a unicast address"},
+	} {
+		err := ValidateUnit(migrate(tc.client, tc.vip))
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s → %s: %v, want valid", tc.client, tc.vip, err)
+		case tc.want != "" && (!errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s → %s: %v, want a refusal saying %q", tc.client, tc.vip, err, tc.want)
 		}
 	}
 }
