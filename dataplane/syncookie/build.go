@@ -23,7 +23,7 @@ type Opts struct {
 const MaxOptions = 20
 
 // Build appends to out[:0] the segment from the VIP to the client of t,
-// with full checksums. Options follow Linux's layout, so that every one
+// an IPv4 or IPv6 packet by t's family, with full checksums. Options follow Linux's layout, so that every one
 // sits on its natural alignment. It allocates only when out is too
 // short.
 func Build(out []byte, t *Tuple, seq, ack uint32, flags uint8, wnd uint16, o *Opts, payload []byte) []byte {
@@ -43,17 +43,36 @@ func Build(out []byte, t *Tuple, seq, ack uint32, flags uint8, wnd uint16, o *Op
 		optLen += 12
 	}
 	tcpLen := header.TCPMinSize + optLen + len(payload)
-	n := header.IPv4MinSize + tcpLen
+	ipLen := header.IPv4MinSize
+	if !t.Client.Is4() {
+		ipLen = header.IPv6Size
+	}
+	n := ipLen + tcpLen
 	b := slices.Grow(out[:0], n)[:n]
-	header.EncodeIPv4(b, &header.IPv4Fields{
-		TotalLength: uint16(n),
-		FlagsOffset: header.IPv4FlagDF,
-		TTL:         64,
-		Protocol:    6,
-		Src:         t.VIP,
-		Dst:         t.Client,
-	})
-	s := b[header.IPv4MinSize:]
+	var src, dst []byte
+	if ipLen == header.IPv4MinSize {
+		header.EncodeIPv4(b, &header.IPv4Fields{
+			TotalLength: uint16(n),
+			FlagsOffset: header.IPv4FlagDF,
+			TTL:         64,
+			Protocol:    header.IPProtoTCP,
+			Src:         t.VIP.As4(),
+			Dst:         t.Client.As4(),
+		})
+		ip := header.IPv4(b)
+		src, dst = ip.Src(), ip.Dst()
+	} else {
+		header.EncodeIPv6(b, &header.IPv6Fields{
+			PayloadLength: uint16(tcpLen),
+			NextHeader:    header.IPProtoTCP,
+			HopLimit:      64,
+			Src:           t.VIP.As16(),
+			Dst:           t.Client.As16(),
+		})
+		ip := header.IPv6(b)
+		src, dst = ip.Src(), ip.Dst()
+	}
+	s := b[ipLen:]
 	binary.BigEndian.PutUint16(s[0:], t.VIPPort)
 	binary.BigEndian.PutUint16(s[2:], t.ClientPort)
 	binary.BigEndian.PutUint32(s[4:], seq)
@@ -88,7 +107,7 @@ func Build(out []byte, t *Tuple, seq, ack uint32, flags uint8, wnd uint16, o *Op
 		p = p[4:]
 	}
 	copy(p, payload)
-	sum := header.PseudoHeaderSum(6, t.VIP[:], t.Client[:], uint32(tcpLen))
+	sum := header.PseudoHeaderSum(header.IPProtoTCP, src, dst, uint32(tcpLen))
 	header.TCP(s).SetChecksum(header.Checksum(s, sum))
 	return b
 }

@@ -18,13 +18,28 @@ import (
 	"crypto/cipher"
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"time"
 )
 
-// Tuple names a flow from the client's side.
+// Tuple names a flow from the client's side. Client and VIP are of one
+// family, IPv4 or IPv6 (not IPv4-mapped), as on the wire.
 type Tuple struct {
-	Client, VIP         [4]byte
+	Client, VIP         netip.Addr
 	ClientPort, VIPPort uint16
+}
+
+// Replyable reports whether a reply to client a can reach one host: not
+// an unspecified, loopback, multicast or (IPv4) reserved address, not an
+// IPv6 link-local one (which names no link here), and not an IPv4
+// address written as IPv6. The acceptor drops the others' packets
+// (bad_address), and a worker leaves them to it.
+func Replyable(a netip.Addr) bool {
+	if a.Is4() {
+		b := a.As4()
+		return b[0] != 0 && b[0] != 127 && b[0] < 224
+	}
+	return a.IsValid() && !a.IsUnspecified() && !a.IsLoopback() && !a.IsMulticast() && !a.IsLinkLocalUnicast() && !a.Is4In6()
 }
 
 // MSSClasses are the client MSS values a cookie can carry (three bits):
@@ -100,18 +115,43 @@ type MAC struct {
 	in, out [aes.BlockSize]byte
 }
 
-// sum is a two-block CBC-MAC (fixed length, so sound) of the flow, the
-// client's ISN and the MSS class under b.
+// sum is a CBC-MAC of the flow, the client's ISN and the MSS class
+// under b: two blocks for IPv4, four for IPv6. Each family's message
+// has a fixed length, which is what makes CBC-MAC sound; a cookie
+// reveals 28 bits of the last block's cipher text, never a whole block,
+// so one family's cookies tell nothing that forges the other's.
 func (m *MAC) sum(b cipher.Block, t *Tuple, isn, idx uint32) uint32 {
-	copy(m.in[0:4], t.Client[:])
-	copy(m.in[4:8], t.VIP[:])
-	binary.BigEndian.PutUint16(m.in[8:], t.ClientPort)
-	binary.BigEndian.PutUint16(m.in[10:], t.VIPPort)
-	binary.BigEndian.PutUint32(m.in[12:], isn)
-	b.Encrypt(m.out[:], m.in[:])
+	if t.Client.Is4() {
+		c, v := t.Client.As4(), t.VIP.As4()
+		copy(m.in[0:4], c[:])
+		copy(m.in[4:8], v[:])
+		binary.BigEndian.PutUint16(m.in[8:], t.ClientPort)
+		binary.BigEndian.PutUint16(m.in[10:], t.VIPPort)
+		binary.BigEndian.PutUint32(m.in[12:], isn)
+		b.Encrypt(m.out[:], m.in[:])
+	} else {
+		m.in = t.Client.As16()
+		b.Encrypt(m.out[:], m.in[:])
+		m.in = t.VIP.As16()
+		xor(&m.in, &m.out)
+		b.Encrypt(m.out[:], m.in[:])
+		m.in = [aes.BlockSize]byte{}
+		binary.BigEndian.PutUint16(m.in[0:], t.ClientPort)
+		binary.BigEndian.PutUint16(m.in[2:], t.VIPPort)
+		binary.BigEndian.PutUint32(m.in[4:], isn)
+		xor(&m.in, &m.out)
+		b.Encrypt(m.out[:], m.in[:])
+	}
 	m.out[0] ^= byte(idx)
 	b.Encrypt(m.in[:], m.out[:])
 	return binary.BigEndian.Uint32(m.in[:]) & MACMask
+}
+
+// xor sets *a to *a ^ *b.
+func xor(a, b *[aes.BlockSize]byte) {
+	for i := range a {
+		a[i] ^= b[i]
+	}
 }
 
 // Cookie returns the ISN of the SYN-ACK under k for a SYN of t with
@@ -158,9 +198,9 @@ type Params struct {
 	Window uint16
 }
 
-// MaxSYNACK is the longest SYN-ACK SYNACK builds: IPv4 and TCP headers
+// MaxSYNACK is the longest SYN-ACK SYNACK builds: IPv6 and TCP headers
 // and 20 bytes of options.
-const MaxSYNACK = 20 + 20 + 20
+const MaxSYNACK = 40 + 20 + 20
 
 // SYNACK appends to out[:0] the SYN-ACK answering s on t with a cookie
 // under k (which must be the key of the epoch now is in, as the acceptor

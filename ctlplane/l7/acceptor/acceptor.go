@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -60,14 +61,14 @@ type Config struct {
 }
 
 // Key names a flow from the client's side.
+// Client and VIP are of one family, as on the wire.
 type Key struct {
-	Client, VIP         [4]byte
+	Client, VIP         netip.Addr
 	ClientPort, VIPPort uint16
 }
 
 func (k Key) String() string {
-	return fmt.Sprintf("%d.%d.%d.%d:%d→%d.%d.%d.%d:%d", k.Client[0], k.Client[1], k.Client[2], k.Client[3], k.ClientPort,
-		k.VIP[0], k.VIP[1], k.VIP[2], k.VIP[3], k.VIPPort)
+	return netip.AddrPortFrom(k.Client, k.ClientPort).String() + "→" + netip.AddrPortFrom(k.VIP, k.VIPPort).String()
 }
 
 // EventKind says what happened to a connection.
@@ -119,8 +120,8 @@ type Event struct {
 
 // Fixed costs of the memory bound (see the package comment).
 const (
-	ConnOverhead      = 256
-	TombstoneOverhead = 128
+	ConnOverhead      = 320
+	TombstoneOverhead = 256
 )
 
 type phase uint8
@@ -275,7 +276,7 @@ func (a *Acceptor) Bound() int {
 // tsNow is the TSval clock: milliseconds.
 func (a *Acceptor) tsNow(now time.Time) uint32 { return syncookie.TSNow(now, a.tsOffset) }
 
-// Handle takes one IPv4 packet (from the IP header on) punted by the
+// Handle takes one IPv4 or IPv6 packet (from the IP header on) punted by the
 // forwarder at time now, and returns the reply to send in its place
 // (appended to out[:0]; nil: drop the frame) and what happened.
 func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, ev Event) {

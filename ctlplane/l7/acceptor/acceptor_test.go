@@ -3,6 +3,7 @@ package acceptor
 import (
 	"bytes"
 	"encoding/binary"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +14,10 @@ import (
 )
 
 func TestHandshakeWithTimestamps(t *testing.T) {
+	families(t, testHandshakeWithTimestamps)
+}
+
+func testHandshakeWithTimestamps(t *testing.T, newClient func(testing.TB, *Acceptor, uint16) *client) {
 	a := newTest(t, nil)
 	c := newClient(t, a, 40000)
 	c.checkNoShrink = true
@@ -33,8 +38,8 @@ func TestHandshakeWithTimestamps(t *testing.T) {
 	if sa.tcp.Window != 4096 {
 		t.Errorf("SYN-ACK window %d, want 4096 (MaxRequest, unscaled)", sa.tcp.Window)
 	}
-	if len(sa.raw)%4 != 0 || len(sa.raw) != 20+20+20 {
-		t.Errorf("SYN-ACK of %d bytes, want 60", len(sa.raw))
+	if want := c.l3() + 20 + 20; len(sa.raw) != want {
+		t.Errorf("SYN-ACK of %d bytes, want %d", len(sa.raw), want)
 	}
 	if s := a.Stats(); s.Conns != 0 || s.BytesHeld != 0 || s.Counters["syn_cookies_sent"] != 1 {
 		t.Fatalf("after a SYN: %+v", s)
@@ -67,7 +72,7 @@ func TestHandshakeWithTimestamps(t *testing.T) {
 		{"window_scaling", st.WindowScaling, true},
 		{"snd_wscale", st.SndWscale, uint32(8)},
 		{"rcv_wscale", st.RcvWscale, uint32(7)},
-		{"mss", st.Mss, uint32(1460)},
+		{"mss", st.Mss, uint32(c.mss)},
 		{"sack_permitted", st.SackPermitted, true},
 		{"timestamps", st.Timestamps, true},
 		{"ts_val", st.TsVal, rts},
@@ -189,8 +194,13 @@ func TestMSSClasses(t *testing.T) {
 }
 
 func TestCookieValidation(t *testing.T) {
+	families(t, testCookieValidation)
+}
+
+func testCookieValidation(t *testing.T, newClient func(testing.TB, *Acceptor, uint16) *client) {
 	a := newTest(t, nil)
 	c := newClient(t, a, 40003)
+	next := func(ip net.IP) net.IP { ip = bytes.Clone(ip); ip[len(ip)-1]++; return ip }
 	c.syn()
 	good := func(c *client) []byte { return c.packet("A", c.isn+1, c.serverISN+1, nil, c.dataOpts()) }
 	other := func(f func(d *client)) *client { d := *c; f(&d); return &d }
@@ -203,12 +213,12 @@ func TestCookieValidation(t *testing.T) {
 		{"cookie off by the MSS class", c, func(c *client) []byte { return c.packet("A", c.isn+1, c.serverISN^1<<28+1, nil, c.dataOpts()) }},
 		{"wrong client ISN", c, func(c *client) []byte { return c.packet("A", c.isn+2, c.serverISN+1, nil, c.dataOpts()) }},
 		{"wrong client port", other(func(d *client) { d.port++ }), good},
-		{"wrong client address", other(func(d *client) { d.ip = []byte{198, 51, 100, 8} }), good},
-		{"wrong VIP", other(func(d *client) { d.vip = []byte{192, 0, 2, 81} }), good},
+		{"wrong client address", other(func(d *client) { d.ip = next(d.ip) }), good},
+		{"wrong VIP", other(func(d *client) { d.vip = next(d.vip) }), good},
 	} {
 		pkt := tc.pkt(tc.from)
 		r, ev := tc.from.send(pkt)
-		ack := binary.BigEndian.Uint32(pkt[28:])
+		ack := binary.BigEndian.Uint32(pkt[c.l3()+8:])
 		if r == nil || !r.tcp.RST || r.tcp.ACK || r.tcp.Seq != ack || ev.Kind != None {
 			t.Errorf("%s: answered %v, want a RST at seq %d", tc.name, r, ack)
 		}
@@ -754,7 +764,6 @@ func TestMalformed(t *testing.T) {
 		{"malformed_ip", mut(func(b []byte) []byte { b[0] = 0x5f; return b })},
 		{"malformed_ip", mut(func(b []byte) []byte { binary.BigEndian.PutUint16(b[2:], 9999); return b })},
 		{"malformed_ip", mut(func(b []byte) []byte { binary.BigEndian.PutUint16(b[2:], 10); return b })},
-		{"ipv6", mut(func(b []byte) []byte { b[0] = 0x60; return b })},
 		{"fragment", mut(func(b []byte) []byte { b[6] |= 0x20; return b })},
 		{"not_tcp", mut(func(b []byte) []byte { b[9] = 17; return b })},
 		{"malformed_tcp", mut(func(b []byte) []byte { binary.BigEndian.PutUint16(b[2:], 30); return b[:30] })},
@@ -779,7 +788,58 @@ func TestMalformed(t *testing.T) {
 	}
 }
 
+// TestMalformedIPv6: IPv6's own ways to be malformed or unfit, each
+// dropped under its reason.
+func TestMalformedIPv6(t *testing.T) {
+	a := newTest(t, nil)
+	c := newClient6(t, a, 40091)
+	syn := c.packet("S", 1, 0, nil, c.synOpts())
+	mut := func(f func(b []byte) []byte) []byte { return f(bytes.Clone(syn)) }
+	// withExt puts an 8-byte extension header of type next before the
+	// TCP segment.
+	withExt := func(next byte) []byte {
+		p := append(append(append([]byte{}, syn[:40]...), 6, 0, 0, 0, 0, 0, 0, 0), syn[40:]...)
+		p[6] = next
+		binary.BigEndian.PutUint16(p[4:], uint16(len(p)-40))
+		return p
+	}
+	for _, tc := range []struct {
+		reason string
+		pkt    []byte
+	}{
+		{"malformed_short", syn[:39]},
+		{"malformed_ip", mut(func(b []byte) []byte { binary.BigEndian.PutUint16(b[4:], uint16(len(b))); return b })},
+		{"malformed_tcp", mut(func(b []byte) []byte { binary.BigEndian.PutUint16(b[4:], 10); return b })},
+		{"fragment", withExt(44)},
+		{"source_routed", withExt(43)},
+		{"ext_headers", withExt(0)},
+		{"ext_headers", withExt(60)},
+		{"not_tcp", mut(func(b []byte) []byte { b[6] = 17; return b })},
+		{"bad_address", mut(func(b []byte) []byte { copy(b[8:], net.ParseIP("ff02::1")); return b })},
+		{"bad_address", mut(func(b []byte) []byte { copy(b[8:], net.ParseIP("fe80::1")); return b })},
+		{"bad_address", mut(func(b []byte) []byte { copy(b[8:], net.ParseIP("::1")); return b })},
+		{"bad_address", mut(func(b []byte) []byte { copy(b[8:], net.ParseIP("::")); return b })},
+		{"bad_address", mut(func(b []byte) []byte { copy(b[8:], net.ParseIP("::ffff:198.51.100.7")); return b })},
+	} {
+		before := a.Stats().Counters[tc.reason]
+		if out, _ := a.Handle(t0, tc.pkt, nil); out != nil {
+			t.Errorf("%s: a reply", tc.reason)
+		}
+		if a.Stats().Counters[tc.reason] != before+1 {
+			t.Errorf("%s: not counted (%v)", tc.reason, a.Stats().Counters)
+		}
+	}
+	// Padding after the datagram is not part of it.
+	if out, _ := a.Handle(t0, append(bytes.Clone(syn), 0, 0, 0, 0), nil); out == nil {
+		t.Error("a padded SYN got no answer")
+	}
+}
+
 func TestNoAllocations(t *testing.T) {
+	families(t, testNoAllocations)
+}
+
+func testNoAllocations(t *testing.T, newClient func(testing.TB, *Acceptor, uint16) *client) {
 	a := newTest(t, nil)
 	c := newClient(t, a, 40100)
 	syn := c.packet("S", c.isn, 0, nil, c.synOpts())
@@ -794,8 +854,8 @@ func TestNoAllocations(t *testing.T) {
 	}
 	// A SYN flood from many flows holds nothing.
 	for i := range 20000 {
-		binary.BigEndian.PutUint16(syn[20:], uint16(i))
-		binary.BigEndian.PutUint16(syn[14:], uint16(i>>16))
+		binary.BigEndian.PutUint16(syn[c.l3():], uint16(i))
+		binary.BigEndian.PutUint16(syn[c.l3()-6:], uint16(i>>16)) // the client address's last bytes
 		a.Handle(t0, syn, out)
 	}
 	if s := a.Stats(); s.Conns != 0 || s.BytesHeld != 0 || s.Counters["syn_cookies_sent"] < 20000 {

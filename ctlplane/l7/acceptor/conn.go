@@ -340,9 +340,9 @@ func (a *Acceptor) closing(now time.Time, c *conn, s *seg, out []byte) ([]byte, 
 // state is c's TCPState for the host, as hostpb documents each field.
 func (a *Acceptor) state(c *conn) *hostpb.TCPState {
 	st := &hostpb.TCPState{
-		Client:        append([]byte(nil), c.key.Client[:]...),
+		Client:        c.key.Client.AsSlice(),
 		ClientPort:    uint32(c.key.ClientPort),
-		Vip:           append([]byte(nil), c.key.VIP[:]...),
+		Vip:           c.key.VIP.AsSlice(),
 		VipPort:       uint32(c.key.VIPPort),
 		RemoteIsn:     c.remoteISN,
 		LocalIsn:      c.localISN,

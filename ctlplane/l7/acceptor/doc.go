@@ -1,5 +1,5 @@
 // Package acceptor is the userspace TCP acceptor of an l7 VIP (issue
-// 14; seed S1 FIG. 32, steps 1 to 4): fed the IPv4 packets the forwarder
+// 14; seed S1 FIG. 32, steps 1 to 4): fed the IP packets the forwarder
 // punts for flows it has no entry for, and the time, it answers each
 // with at most one reply packet, accepts the connection on behalf of a
 // host not yet chosen, collects the client's first HTTP/1.x request
@@ -92,9 +92,14 @@
 // cookie, is the old connection's and dropped (tombstone_drops). A SYN
 // that does come here clears the tombstone too.
 //
-// IPv4 only: IPv6 packets are dropped and counted (ipv6). So are
-// fragments, packets with IP source routes and every malformed packet,
-// each under its own reason; checksums are assumed verified upstream.
+// IPv4 and IPv6 alike: the cookie's MAC covers either family's tuple,
+// and replies are of the client's family. Fragments, packets with IP
+// source routes (an IPv6 routing header), IPv6 packets with other
+// extension headers (ext_headers: the forwarder punts none, and a
+// migrated connection's tunnel carries none) and every malformed packet
+// are dropped, each under its own reason; so are clients no reply can
+// reach (bad_address: unspecified, loopback, multicast, IPv6 link-local
+// or IPv4-mapped). Checksums are assumed verified upstream.
 //
 // # Memory bound
 //
@@ -106,7 +111,7 @@
 //	+ MaxConns × ConnOverhead                      closing connections
 //	+ MaxConns × TombstoneOverhead                 tombstones
 //
-// with ConnOverhead = 256 bytes and TombstoneOverhead = 128 bytes (the
+// with ConnOverhead = 320 bytes and TombstoneOverhead = 256 bytes (the
 // record, rounded up to its allocation class, and its map slot twice
 // over for the map's spare room); the 1/8 is what Go's allocator may
 // add when it rounds a buffer up to its size class. Bound returns it;

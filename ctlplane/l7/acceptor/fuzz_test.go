@@ -3,6 +3,9 @@ package acceptor
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -31,18 +34,30 @@ func script(steps ...any) []byte {
 	return b
 }
 
-// synFor turns a copy of an IPv4/TCP packet into the SYN that would
-// have preceded it: same options, no payload, seq - 1.
+// ipHeaderLen is the IP header length of a packet parse took.
+func ipHeaderLen(pkt []byte) int {
+	if pkt[0]>>4 == 6 {
+		return header.IPv6Size
+	}
+	return header.IPv4(pkt).HeaderLength()
+}
+
+// synFor turns a copy of an IPv4/TCP or IPv6/TCP packet into the SYN
+// that would have preceded it: same options, no payload, seq - 1.
 func synFor(pkt []byte) []byte {
 	var s seg
 	if s.parse(pkt) != cNone {
 		return nil
 	}
-	hl := header.IPv4(pkt).HeaderLength()
+	hl := ipHeaderLen(pkt)
 	t := header.TCP(pkt[hl:])
 	n := hl + t.DataOffset()
 	syn := bytes.Clone(pkt[:n])
-	binary.BigEndian.PutUint16(syn[2:], uint16(n))
+	if hl == header.IPv6Size {
+		binary.BigEndian.PutUint16(syn[4:], uint16(n-hl))
+	} else {
+		binary.BigEndian.PutUint16(syn[2:], uint16(n))
+	}
 	binary.BigEndian.PutUint32(syn[hl+4:], s.seq-1)
 	binary.BigEndian.PutUint32(syn[hl+8:], 0)
 	syn[hl+13] = header.TCPFlagSYN
@@ -82,6 +97,10 @@ func fuzzSeeds(t testing.TB) [][]byte {
 	noTS := newClient(t, a, 5001)
 	noTS.ts = false
 	v6 := append([]byte{0x60}, make([]byte, 59)...)
+	c6 := newClient6(t, a, 5002)
+	ack6 := func(flags string, off uint32, p string) []byte {
+		return c6.packet(flags, c6.isn+1+off, 0, []byte(p), c6.dataOpts())
+	}
 	return [][]byte{
 		script(0, syn),
 		script(opCookie, ack("PA", 0, request)),
@@ -94,11 +113,35 @@ func fuzzSeeds(t testing.TB) [][]byte {
 		script(opCookie|6, noTS.packet("PA", noTS.isn+1, 0, []byte(request), nil)),
 		script(0, ack("A", 0, ""), 0, ack("R", 0, "")),
 		script(0, v6, 0, syn[:30], 0, []byte{}),
+		script(0, c6.packet("S", c6.isn, 0, nil, c6.synOpts())),
+		script(opCookie, ack6("PA", 0, request)),
+		script(opCookie, ack6("PA", 0, "GET /"), 0, ack6("FA", 5, ""), opForget, ack6("A", 6, ""), 0, ack6("R", 6, "")),
+		script(opCookie|opAnswer, ack6("PA", 0, request), 0, ack6("PA", 0, request)),
+	}
+}
+
+// TestWriteSeeds keeps testdata/fuzz/FuzzHandle in step with the seeds.
+func TestWriteSeeds(t *testing.T) {
+	if os.Getenv("TETHER_WRITE_SEEDS") == "" {
+		t.Skip("set TETHER_WRITE_SEEDS=1 to rewrite testdata/fuzz/FuzzHandle")
+	}
+	dir := filepath.Join("testdata", "fuzz", "FuzzHandle")
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range fuzzSeeds(t) {
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", b)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed-%02d", i)), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
 // FuzzHandle: whatever arrives, the acceptor never panics, replies only
-// with well-formed IPv4/TCP packets whose checksums are right, stays
+// with well-formed IPv4/TCP or IPv6/TCP packets whose checksums are right, stays
 // within its memory bound and its counts, and every Ready it reports
 // makes a Migrate that hostpb accepts.
 func FuzzHandle(f *testing.F) {
@@ -129,12 +172,12 @@ func FuzzHandle(f *testing.F) {
 				if syn := synFor(pkt); syn != nil {
 					sa, _ := a.Handle(now, syn, out)
 					check("SYN", sa)
-					if len(sa) >= 40 {
-						hl := header.IPv4(pkt).HeaderLength()
-						binary.BigEndian.PutUint32(pkt[hl+8:], binary.BigEndian.Uint32(sa[24:])+1)
+					if sa != nil {
+						hl, sl := ipHeaderLen(pkt), ipHeaderLen(sa)
+						binary.BigEndian.PutUint32(pkt[hl+8:], binary.BigEndian.Uint32(sa[sl+4:])+1)
 						// Echo the SYN-ACK's TSval, as a client does.
-						if at, from := tsOffset(pkt[hl:]), tsOffset(sa[20:]); at > 0 && from > 0 {
-							copy(pkt[hl+at+4:hl+at+8], sa[20+from:20+from+4])
+						if at, from := tsOffset(pkt[hl:]), tsOffset(sa[sl:]); at > 0 && from > 0 {
+							copy(pkt[hl+at+4:hl+at+8], sa[sl+from:sl+from+4])
 						}
 					}
 				}

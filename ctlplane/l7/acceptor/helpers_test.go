@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -105,18 +106,48 @@ func newClient(t testing.TB, a *Acceptor, port uint16) *client {
 		isn: 0xfffffff0 - uint32(port), now: t0, mss: 1460, ws: 8, sack: true, ts: true, tsVal: 1000}
 }
 
+// newClient6 is newClient over IPv6.
+func newClient6(t testing.TB, a *Acceptor, port uint16) *client {
+	c := newClient(t, a, port)
+	c.ip, c.vip, c.mss = net.ParseIP("2001:db8:7::7"), net.ParseIP("2001:db8::80"), 1440
+	return c
+}
+
+// families runs f over an IPv4 and an IPv6 client.
+func families(t *testing.T, f func(t *testing.T, newClient func(testing.TB, *Acceptor, uint16) *client)) {
+	t.Run("ipv4", func(t *testing.T) { f(t, newClient) })
+	t.Run("ipv6", func(t *testing.T) { f(t, newClient6) })
+}
+
+func (c *client) v6() bool { return c.ip.To4() == nil }
+
+// l3 is the length of the client's IP header.
+func (c *client) l3() int {
+	if c.v6() {
+		return 40
+	}
+	return 20
+}
+
 func (c *client) key() Key {
-	var k Key
-	copy(k.Client[:], c.ip)
-	copy(k.VIP[:], c.vip)
-	k.ClientPort, k.VIPPort = c.port, 80
+	k := Key{ClientPort: c.port, VIPPort: 80}
+	k.Client, _ = netip.AddrFromSlice(c.ip)
+	k.VIP, _ = netip.AddrFromSlice(c.vip)
 	return k
 }
 
 // packet builds a segment from the client.
 func (c *client) packet(flags string, seq, ack uint32, payload []byte, opts []layers.TCPOption) []byte {
 	c.t.Helper()
-	ip := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: c.ip, DstIP: c.vip, Flags: layers.IPv4DontFragment}
+	var ip gopacket.SerializableLayer
+	var nl gopacket.NetworkLayer
+	if c.v6() {
+		ip6 := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: c.ip, DstIP: c.vip}
+		ip, nl = ip6, ip6
+	} else {
+		ip4 := &layers.IPv4{Version: 4, IHL: 5, TTL: 64, Protocol: layers.IPProtocolTCP, SrcIP: c.ip, DstIP: c.vip, Flags: layers.IPv4DontFragment}
+		ip, nl = ip4, ip4
+	}
 	tcp := &layers.TCP{SrcPort: layers.TCPPort(c.port), DstPort: 80, Seq: seq, Ack: ack, Window: 502, Options: opts}
 	for _, f := range flags {
 		switch f {
@@ -132,7 +163,7 @@ func (c *client) packet(flags string, seq, ack uint32, payload []byte, opts []la
 			tcp.PSH = true
 		}
 	}
-	tcp.SetNetworkLayerForChecksum(ip)
+	tcp.SetNetworkLayerForChecksum(nl)
 	buf := gopacket.NewSerializeBuffer()
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ip, tcp, gopacket.Payload(payload)); err != nil {
 		c.t.Fatal(err)
@@ -167,10 +198,11 @@ func (c *client) synOpts() []layers.TCPOption {
 
 // reply is a decoded, checked reply.
 type reply struct {
-	raw  []byte
-	ip   *layers.IPv4
-	tcp  *layers.TCP
-	opts map[layers.TCPOptionKind][]byte
+	raw      []byte
+	ip       *layers.IPv4 // nil for IPv6
+	src, dst net.IP
+	tcp      *layers.TCP
+	opts     map[layers.TCPOptionKind][]byte
 }
 
 func (r *reply) String() string {
@@ -211,31 +243,52 @@ func inetSum(parts ...[]byte) uint16 {
 	return uint16(s)
 }
 
-// checkReply verifies that b is a well-formed IPv4/TCP packet with
-// correct checksums and decodes it.
+// checkReply verifies that b is a well-formed IPv4/TCP or IPv6/TCP
+// packet with correct checksums and decodes it.
 func checkReply(t testing.TB, b []byte) (*reply, error) {
-	if len(b) < 40 || b[0] != 0x45 {
+	var seg, pseudo []byte
+	first := layers.LayerTypeIPv4
+	switch {
+	case len(b) >= 40 && b[0] == 0x45:
+		if int(binary.BigEndian.Uint16(b[2:])) != len(b) {
+			return nil, fmt.Errorf("total length %d, packet %d", binary.BigEndian.Uint16(b[2:]), len(b))
+		}
+		if inetSum(b[:20]) != 0xffff {
+			return nil, fmt.Errorf("bad IPv4 checksum")
+		}
+		if b[9] != 6 {
+			return nil, fmt.Errorf("protocol %d", b[9])
+		}
+		seg = b[20:]
+		pseudo = append(append(append([]byte{}, b[12:20]...), 0, 6), byte(len(seg)>>8), byte(len(seg)))
+	case len(b) >= 60 && b[0]>>4 == 6:
+		if int(binary.BigEndian.Uint16(b[4:]))+40 != len(b) {
+			return nil, fmt.Errorf("payload length %d, packet %d", binary.BigEndian.Uint16(b[4:]), len(b))
+		}
+		if b[6] != 6 || b[7] == 0 {
+			return nil, fmt.Errorf("next header %d, hop limit %d", b[6], b[7])
+		}
+		seg = b[40:]
+		pseudo = append(append(append([]byte{}, b[8:40]...), 0, 0), byte(len(seg)>>8), byte(len(seg)), 0, 0, 0, 6)
+		first = layers.LayerTypeIPv6
+	default:
 		return nil, fmt.Errorf("reply of %d bytes, first byte %#x", len(b), b[0])
 	}
-	if int(binary.BigEndian.Uint16(b[2:])) != len(b) {
-		return nil, fmt.Errorf("total length %d, packet %d", binary.BigEndian.Uint16(b[2:]), len(b))
-	}
-	if inetSum(b[:20]) != 0xffff {
-		return nil, fmt.Errorf("bad IPv4 checksum")
-	}
-	if b[9] != 6 {
-		return nil, fmt.Errorf("protocol %d", b[9])
-	}
-	seg := b[20:]
-	pseudo := append(append(append([]byte{}, b[12:20]...), 0, 6), byte(len(seg)>>8), byte(len(seg)))
 	if inetSum(pseudo, seg) != 0xffff {
 		return nil, fmt.Errorf("bad TCP checksum")
 	}
-	p := gopacket.NewPacket(b, layers.LayerTypeIPv4, gopacket.Default)
+	p := gopacket.NewPacket(b, first, gopacket.Default)
 	if el := p.ErrorLayer(); el != nil {
 		return nil, fmt.Errorf("decode: %v", el.Error())
 	}
-	r := &reply{raw: b, ip: p.Layer(layers.LayerTypeIPv4).(*layers.IPv4), opts: map[layers.TCPOptionKind][]byte{}}
+	r := &reply{raw: b, opts: map[layers.TCPOptionKind][]byte{}}
+	if first == layers.LayerTypeIPv4 {
+		r.ip = p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
+		r.src, r.dst = r.ip.SrcIP, r.ip.DstIP
+	} else {
+		ip := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+		r.src, r.dst = ip.SrcIP, ip.DstIP
+	}
 	tl := p.Layer(layers.LayerTypeTCP)
 	if tl == nil {
 		return nil, fmt.Errorf("no TCP layer")
@@ -260,8 +313,8 @@ func (c *client) send(pkt []byte) (*reply, Event) {
 	if err != nil {
 		c.t.Fatalf("reply %x: %v", out, err)
 	}
-	if got := r.ip.SrcIP.To4(); !got.Equal(c.vip) || !r.ip.DstIP.Equal(c.ip) || r.tcp.SrcPort != 80 || r.tcp.DstPort != layers.TCPPort(c.port) {
-		c.t.Fatalf("reply %v:%d → %v:%d, want the flow reversed", r.ip.SrcIP, r.tcp.SrcPort, r.ip.DstIP, r.tcp.DstPort)
+	if !r.src.Equal(c.vip) || !r.dst.Equal(c.ip) || r.tcp.SrcPort != 80 || r.tcp.DstPort != layers.TCPPort(c.port) {
+		c.t.Fatalf("reply %v:%d → %v:%d, want the flow reversed", r.src, r.tcp.SrcPort, r.dst, r.tcp.DstPort)
 	}
 	if ts, ok := r.opts[layers.TCPOptionKindTimestamps]; ok {
 		v := binary.BigEndian.Uint32(ts)

@@ -25,11 +25,16 @@ import (
 // TUN device, the acceptor on the device's other end, and the kernel's
 // own TCP as the client.
 const (
-	kClientAddr = "10.9.0.1"
-	kVIP        = "192.0.2.80"
-	kTUN        = "tacc0"
-	kMaxRequest = 4096
+	kClientAddr  = "10.9.0.1"
+	kVIP         = "192.0.2.80"
+	kClientAddr6 = "fd00:9::1"
+	kVIP6        = "2001:db8::80"
+	kTUN         = "tacc0"
+	kMaxRequest  = 4096
 )
+
+// kVIPs are the VIP of each family, as a dial and curl name them.
+var kVIPs = []struct{ family, host string }{{"ipv4", kVIP}, {"ipv6", "[" + kVIP6 + "]"}}
 
 // tcp_info's options bits (linux/tcp.h).
 const (
@@ -75,8 +80,10 @@ func startTUN(t *testing.T) *tunAcceptor {
 	for _, args := range [][]string{
 		{"ip", "-n", ns, "link", "set", "lo", "up"},
 		{"ip", "-n", ns, "addr", "add", kClientAddr + "/24", "dev", kTUN},
+		{"ip", "-n", ns, "addr", "add", kClientAddr6 + "/64", "dev", kTUN, "nodad"},
 		{"ip", "-n", ns, "link", "set", kTUN, "up"},
 		{"ip", "-n", ns, "route", "add", kVIP + "/32", "dev", kTUN, "src", kClientAddr},
+		{"ip", "-n", ns, "-6", "route", "add", kVIP6 + "/128", "dev", kTUN, "src", kClientAddr6},
 	} {
 		nstest.Sh(t, args...)
 	}
@@ -176,14 +183,15 @@ func (ta *tunAcceptor) waitReady(t *testing.T) Event {
 	return Event{}
 }
 
-// dial connects to the VIP from inside the namespace.
-func (ta *tunAcceptor) dial(t *testing.T) *net.TCPConn {
+// dial connects to the VIP host (kVIP, or kVIP6 in brackets) from
+// inside the namespace.
+func (ta *tunAcceptor) dial(t *testing.T, host string) *net.TCPConn {
 	t.Helper()
 	var c net.Conn
 	var err error
 	nstest.In(t, ta.ns, func() {
 		d := net.Dialer{Timeout: 10 * time.Second}
-		c, err = d.Dial("tcp4", kVIP+":80")
+		c, err = d.Dial("tcp", host+":80")
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -280,127 +288,136 @@ func inspect(t *testing.T, c *net.TCPConn) clientView {
 // client's kernel holds, and hostpb must accept the Migrate it makes.
 func TestKernelReady(t *testing.T) {
 	ta := startTUN(t)
-	for _, tc := range []struct {
-		name       string
-		timestamps bool
-	}{{"timestamps", true}, {"no timestamps", false}} {
-		t.Run(tc.name, func(t *testing.T) {
-			val := "1"
-			if !tc.timestamps {
-				val = "0"
-			}
-			nstest.Sh(t, "ip", "netns", "exec", ta.ns, "sysctl", "-qw", "net.ipv4.tcp_timestamps="+val)
-			c := ta.dial(t)
-			defer c.Close()
-			req := "GET /migrate HTTP/1.1\r\nHost: vip\r\nX-Test: " + tc.name + "\r\n\r\n"
-			if _, err := c.Write([]byte(req)); err != nil {
-				t.Fatal(err)
-			}
-			ev := ta.waitReady(t)
-			v := inspect(t, c)
-			st := ev.State
-			ta.mu.Lock()
-			syn, ok := ta.syns[ev.Key]
-			last := ta.last[ev.Key]
-			clientTS := ta.lastTS[ev.Key]
-			ta.mu.Unlock()
-			if !ok {
-				t.Fatal("the SYN was not seen")
-			}
-			if string(ev.Data) != req || ev.HeadLen != len(req) {
-				t.Fatalf("data %q head %d", ev.Data, ev.HeadLen)
-			}
-			lr, err := checkReply(t, last)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var opts uint8
-			if st.Timestamps {
-				opts |= tcpiOptTimestamps
-			}
-			if st.SackPermitted {
-				opts |= tcpiOptSACK
-			}
-			if st.WindowScaling {
-				opts |= tcpiOptWscale
-			}
-			tsLen := uint32(0)
-			if tc.timestamps {
-				tsLen = 12
-			}
-			scaled := func(w uint32, shift uint32) uint32 { return w >> shift << shift }
-			checks := []struct {
-				name      string
-				got, want any
-			}{
-				{"client", net.IP(st.Client).String(), v.local.IP.String()},
-				{"client_port", st.ClientPort, uint32(v.local.Port)},
-				{"vip", net.IP(st.Vip).String(), kVIP},
-				{"vip_port", st.VipPort, uint32(80)},
-				{"remote_isn (the SYN's)", st.RemoteIsn, syn.isn},
-				{"rcv_nxt (the client's write_seq)", st.RcvNxt, v.writeSeq},
-				{"snd_nxt (the client's rcv_nxt)", st.SndNxt, v.rcvNxt},
-				{"local_isn", st.LocalIsn, v.rcvNxt - 1},
-				{"rcv_wnd (the client's snd_wnd)", st.RcvWnd, v.sndWnd},
-				{"snd_wnd (the client's rcv_wnd)", st.SndWnd, scaled(v.rcvWnd, v.rcvWscale)},
-				{"snd_wl1 (the request's seq)", st.SndWl1, v.writeSeq - uint32(len(req))},
-				{"client's snd_wl1 (our ACK's seq)", v.sndWl1, st.SndNxt},
-				{"options (TCP_INFO)", opts, v.options},
-				{"window_scaling", st.WindowScaling, tc.timestamps},
-				{"sack_permitted", st.SackPermitted, tc.timestamps},
-				{"timestamps", st.Timestamps, tc.timestamps},
-				{"rcv_wscale (the client's snd_wscale)", st.RcvWscale, v.sndWscale},
-				{"snd_wscale (the client's rcv_wscale)", st.SndWscale, v.rcvWscale},
-				{"mss (the SYN's, by class)", st.Mss, uint32(syncookie.MSSClasses[syncookie.MSSIndex(syn.mss)])},
-				{"the SYN's MSS is the client's advmss (less its timestamps)", uint32(syn.mss), v.advmss + tsLen},
-			}
-			if tc.timestamps {
-				checks = append(checks, []struct {
-					name      string
-					got, want any
-				}{
-					{"ts_val (the last TSval sent)", st.TsVal, binary.BigEndian.Uint32(lr.opts[8])},
-					{"ts_recent after the SYN's", int32(st.TsRecent-syn.tsVal) >= 0, true},
-					{"ts_recent (the TSval of the request's segment)", st.TsRecent, clientTS},
-				}...)
-			} else {
-				checks = append(checks, struct {
-					name      string
-					got, want any
-				}{"no TSval", st.TsVal, uint32(0)})
-			}
-			for _, ch := range checks {
-				if ch.got != ch.want {
-					t.Errorf("%s: %v, want %v", ch.name, ch.got, ch.want)
-				}
-			}
-			if err := validMigrate(ev); err != nil {
-				t.Fatal(err)
-			}
-			if !ta.a.Forget(ev.Key, time.Now()) {
-				t.Fatal("Forget: unknown")
-			}
-			// c is in repair mode: closing it sends nothing.
-		})
+	for _, vip := range kVIPs {
+		for _, tc := range []struct {
+			name       string
+			timestamps bool
+		}{{"timestamps", true}, {"no timestamps", false}} {
+			t.Run(vip.family+"/"+tc.name, func(t *testing.T) { testKernelReady(t, ta, vip.host, tc.name, tc.timestamps) })
+		}
 	}
+}
+
+func testKernelReady(t *testing.T, ta *tunAcceptor, host, name string, timestamps bool) {
+	val := "1"
+	if !timestamps {
+		val = "0"
+	}
+	// The sysctl is IPv4's by name and both families' in effect.
+	nstest.Sh(t, "ip", "netns", "exec", ta.ns, "sysctl", "-qw", "net.ipv4.tcp_timestamps="+val)
+	c := ta.dial(t, host)
+	defer c.Close()
+	req := "GET /migrate HTTP/1.1\r\nHost: vip\r\nX-Test: " + name + "\r\n\r\n"
+	if _, err := c.Write([]byte(req)); err != nil {
+		t.Fatal(err)
+	}
+	ev := ta.waitReady(t)
+	v := inspect(t, c)
+	st := ev.State
+	ta.mu.Lock()
+	syn, ok := ta.syns[ev.Key]
+	last := ta.last[ev.Key]
+	clientTS := ta.lastTS[ev.Key]
+	ta.mu.Unlock()
+	if !ok {
+		t.Fatal("the SYN was not seen")
+	}
+	if string(ev.Data) != req || ev.HeadLen != len(req) {
+		t.Fatalf("data %q head %d", ev.Data, ev.HeadLen)
+	}
+	lr, err := checkReply(t, last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var opts uint8
+	if st.Timestamps {
+		opts |= tcpiOptTimestamps
+	}
+	if st.SackPermitted {
+		opts |= tcpiOptSACK
+	}
+	if st.WindowScaling {
+		opts |= tcpiOptWscale
+	}
+	tsLen := uint32(0)
+	if timestamps {
+		tsLen = 12
+	}
+	scaled := func(w uint32, shift uint32) uint32 { return w >> shift << shift }
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"client", net.IP(st.Client).String(), v.local.IP.String()},
+		{"client_port", st.ClientPort, uint32(v.local.Port)},
+		{"vip", net.IP(st.Vip).String(), strings.Trim(host, "[]")},
+		{"vip_port", st.VipPort, uint32(80)},
+		{"remote_isn (the SYN's)", st.RemoteIsn, syn.isn},
+		{"rcv_nxt (the client's write_seq)", st.RcvNxt, v.writeSeq},
+		{"snd_nxt (the client's rcv_nxt)", st.SndNxt, v.rcvNxt},
+		{"local_isn", st.LocalIsn, v.rcvNxt - 1},
+		{"rcv_wnd (the client's snd_wnd)", st.RcvWnd, v.sndWnd},
+		{"snd_wnd (the client's rcv_wnd)", st.SndWnd, scaled(v.rcvWnd, v.rcvWscale)},
+		{"snd_wl1 (the request's seq)", st.SndWl1, v.writeSeq - uint32(len(req))},
+		{"client's snd_wl1 (our ACK's seq)", v.sndWl1, st.SndNxt},
+		{"options (TCP_INFO)", opts, v.options},
+		{"window_scaling", st.WindowScaling, timestamps},
+		{"sack_permitted", st.SackPermitted, timestamps},
+		{"timestamps", st.Timestamps, timestamps},
+		{"rcv_wscale (the client's snd_wscale)", st.RcvWscale, v.sndWscale},
+		{"snd_wscale (the client's rcv_wscale)", st.SndWscale, v.rcvWscale},
+		{"mss (the SYN's, by class)", st.Mss, uint32(syncookie.MSSClasses[syncookie.MSSIndex(syn.mss)])},
+		{"the SYN's MSS is the client's advmss (less its timestamps)", uint32(syn.mss), v.advmss + tsLen},
+	}
+	if timestamps {
+		checks = append(checks, []struct {
+			name      string
+			got, want any
+		}{
+			{"ts_val (the last TSval sent)", st.TsVal, binary.BigEndian.Uint32(lr.opts[8])},
+			{"ts_recent after the SYN's", int32(st.TsRecent-syn.tsVal) >= 0, true},
+			{"ts_recent (the TSval of the request's segment)", st.TsRecent, clientTS},
+		}...)
+	} else {
+		checks = append(checks, struct {
+			name      string
+			got, want any
+		}{"no TSval", st.TsVal, uint32(0)})
+	}
+	for _, ch := range checks {
+		if ch.got != ch.want {
+			t.Errorf("%s: %v, want %v", ch.name, ch.got, ch.want)
+		}
+	}
+	if err := validMigrate(ev); err != nil {
+		t.Fatal(err)
+	}
+	if !ta.a.Forget(ev.Key, time.Now()) {
+		t.Fatal("Forget: unknown")
+	}
+	// c is in repair mode: closing it sends nothing.
 }
 
 // TestKernelTooLarge: a head over MaxRequest reaches the client as a
 // 431 and then EOF.
 func TestKernelTooLarge(t *testing.T) {
 	ta := startTUN(t)
-	c := ta.dial(t)
-	defer c.Close()
-	req := "GET / HTTP/1.1\r\nX-Big: " + strings.Repeat("b", 2*kMaxRequest) + "\r\n\r\n"
-	if _, err := c.Write([]byte(req)); err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("read %q: %v", got, err)
-	}
-	if !strings.HasPrefix(string(got), "HTTP/1.1 431 Request Header Fields Too Large\r\n") {
-		t.Fatalf("client read %q", got)
+	for _, vip := range kVIPs {
+		t.Run(vip.family, func(t *testing.T) {
+			c := ta.dial(t, vip.host)
+			defer c.Close()
+			req := "GET / HTTP/1.1\r\nX-Big: " + strings.Repeat("b", 2*kMaxRequest) + "\r\n\r\n"
+			if _, err := c.Write([]byte(req)); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatalf("read %q: %v", got, err)
+			}
+			if !strings.HasPrefix(string(got), "HTTP/1.1 431 Request Header Fields Too Large\r\n") {
+				t.Fatalf("client read %q", got)
+			}
+		})
 	}
 }
 
@@ -408,25 +425,29 @@ func TestKernelTooLarge(t *testing.T) {
 // HTTP response followed by EOF.
 func TestKernelAnswer(t *testing.T) {
 	ta := startTUN(t)
-	c := ta.dial(t)
-	defer c.Close()
-	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: vip\r\n\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	ev := ta.waitReady(t)
-	reply := ta.a.Answer(ev.Key, 503, time.Now())
-	if reply == nil {
-		t.Fatal("no answer")
-	}
-	if _, err := ta.f.Write(reply); err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(c)
-	if err != nil {
-		t.Fatalf("read %q: %v", got, err)
-	}
-	if !strings.HasPrefix(string(got), "HTTP/1.1 503 Service Unavailable\r\n") {
-		t.Fatalf("client read %q", got)
+	for _, vip := range kVIPs {
+		t.Run(vip.family, func(t *testing.T) {
+			c := ta.dial(t, vip.host)
+			defer c.Close()
+			if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: vip\r\n\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			ev := ta.waitReady(t)
+			reply := ta.a.Answer(ev.Key, 503, time.Now())
+			if reply == nil {
+				t.Fatal("no answer")
+			}
+			if _, err := ta.f.Write(reply); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(c)
+			if err != nil {
+				t.Fatalf("read %q: %v", got, err)
+			}
+			if !strings.HasPrefix(string(got), "HTTP/1.1 503 Service Unavailable\r\n") {
+				t.Fatalf("client read %q", got)
+			}
+		})
 	}
 }
 
@@ -437,38 +458,42 @@ func TestKernelCurl(t *testing.T) {
 		t.Skip("no curl")
 	}
 	ta := startTUN(t)
-	curl := func(extra ...string) (*exec.Cmd, *bytes.Buffer) {
-		args := append([]string{"netns", "exec", ta.ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"}, extra...)
-		cmd := exec.Command("ip", append(args, "http://"+kVIP+"/")...)
-		var out bytes.Buffer
-		cmd.Stdout = &out
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, &out
-	}
-	cmd, out := curl()
-	ev := ta.waitReady(t)
-	if !bytes.HasPrefix(ev.Data, []byte("GET / HTTP/1.1\r\n")) {
-		t.Fatalf("curl sent %q", ev.Data)
-	}
-	if err := validMigrate(ev); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := ta.f.Write(ta.a.Answer(ev.Key, 503, time.Now())); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil && !errors.As(err, new(*exec.ExitError)) {
-		t.Fatal(err)
-	}
-	if out.String() != "503" {
-		t.Fatalf("curl got %q, want 503", out.String())
-	}
+	for _, vip := range kVIPs {
+		t.Run(vip.family, func(t *testing.T) {
+			curl := func(extra ...string) (*exec.Cmd, *bytes.Buffer) {
+				args := append([]string{"netns", "exec", ta.ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"}, extra...)
+				cmd := exec.Command("ip", append(args, "http://"+vip.host+"/")...)
+				var out bytes.Buffer
+				cmd.Stdout = &out
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				return cmd, &out
+			}
+			cmd, out := curl()
+			ev := ta.waitReady(t)
+			if !bytes.HasPrefix(ev.Data, []byte("GET / HTTP/1.1\r\n")) {
+				t.Fatalf("curl sent %q", ev.Data)
+			}
+			if err := validMigrate(ev); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := ta.f.Write(ta.a.Answer(ev.Key, 503, time.Now())); err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Wait(); err != nil && !errors.As(err, new(*exec.ExitError)) {
+				t.Fatal(err)
+			}
+			if out.String() != "503" {
+				t.Fatalf("curl got %q, want 503", out.String())
+			}
 
-	cmd, out = curl("-H", "X-Big: "+strings.Repeat("c", 2*kMaxRequest))
-	cmd.Wait()
-	if out.String() != "431" {
-		t.Fatalf("curl got %q, want 431", out.String())
+			cmd, out = curl("-H", "X-Big: "+strings.Repeat("c", 2*kMaxRequest))
+			cmd.Wait()
+			if out.String() != "431" {
+				t.Fatalf("curl got %q, want 431", out.String())
+			}
+		})
 	}
 }
 
@@ -477,40 +502,48 @@ func TestKernelCurl(t *testing.T) {
 // collected whole.
 func TestKernelLargeHead(t *testing.T) {
 	ta := startTUN(t)
-	c := ta.dial(t)
-	defer c.Close()
-	req := "GET / HTTP/1.1\r\nX-Fill: " + strings.Repeat("f", kMaxRequest-100) + "\r\n\r\n"
-	if _, err := c.Write([]byte(req)); err != nil {
-		t.Fatal(err)
+	for _, vip := range kVIPs {
+		t.Run(vip.family, func(t *testing.T) {
+			c := ta.dial(t, vip.host)
+			defer c.Close()
+			req := "GET / HTTP/1.1\r\nX-Fill: " + strings.Repeat("f", kMaxRequest-100) + "\r\n\r\n"
+			if _, err := c.Write([]byte(req)); err != nil {
+				t.Fatal(err)
+			}
+			ev := ta.waitReady(t)
+			if string(ev.Data) != req || ev.HeadLen != len(req) {
+				t.Fatalf("collected %d bytes, head %d; want %d", len(ev.Data), ev.HeadLen, len(req))
+			}
+			v := inspect(t, c)
+			if ev.State.RcvNxt != v.writeSeq || ev.State.RcvWnd != v.sndWnd {
+				t.Fatalf("rcv_nxt %d rcv_wnd %d; the client has write_seq %d snd_wnd %d", ev.State.RcvNxt, ev.State.RcvWnd, v.writeSeq, v.sndWnd)
+			}
+			if err := validMigrate(ev); err != nil {
+				t.Fatal(err)
+			}
+			ta.a.Forget(ev.Key, time.Now())
+		})
 	}
-	ev := ta.waitReady(t)
-	if string(ev.Data) != req || ev.HeadLen != len(req) {
-		t.Fatalf("collected %d bytes, head %d; want %d", len(ev.Data), ev.HeadLen, len(req))
-	}
-	v := inspect(t, c)
-	if ev.State.RcvNxt != v.writeSeq || ev.State.RcvWnd != v.sndWnd {
-		t.Fatalf("rcv_nxt %d rcv_wnd %d; the client has write_seq %d snd_wnd %d", ev.State.RcvNxt, ev.State.RcvWnd, v.writeSeq, v.sndWnd)
-	}
-	if err := validMigrate(ev); err != nil {
-		t.Fatal(err)
-	}
-	ta.a.Forget(ev.Key, time.Now())
 }
 
 // TestKernelEarlyFIN: a client that half-closes before its head is
 // complete gets the acceptor's FIN (EOF) and no response.
 func TestKernelEarlyFIN(t *testing.T) {
 	ta := startTUN(t)
-	c := ta.dial(t)
-	defer c.Close()
-	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: vip\r\n")); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.CloseWrite(); err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(c)
-	if err != nil || len(got) != 0 {
-		t.Fatalf("read %q, %v; want EOF at once", got, err)
+	for _, vip := range kVIPs {
+		t.Run(vip.family, func(t *testing.T) {
+			c := ta.dial(t, vip.host)
+			defer c.Close()
+			if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: vip\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.CloseWrite(); err != nil {
+				t.Fatal(err)
+			}
+			got, err := io.ReadAll(c)
+			if err != nil || len(got) != 0 {
+				t.Fatalf("read %q, %v; want EOF at once", got, err)
+			}
+		})
 	}
 }

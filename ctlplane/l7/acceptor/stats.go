@@ -38,7 +38,7 @@ const (
 	cUnknownSYNACK
 	cNoACK
 	cSecretErrors
-	cIPv6
+	cExtHeaders
 	cFragment
 	cSourceRouted
 	cNotTCP
@@ -86,7 +86,7 @@ var counterNames = [nCounters]string{
 	cUnknownSYNACK:     "unknown_synack",
 	cNoACK:             "no_ack",
 	cSecretErrors:      "secret_errors",
-	cIPv6:              "ipv6",
+	cExtHeaders:        "ext_headers",
 	cFragment:          "fragment",
 	cSourceRouted:      "source_routed",
 	cNotTCP:            "not_tcp",
