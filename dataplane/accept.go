@@ -51,8 +51,15 @@ func (p *Pipeline) toAcceptor(pk *packet, v *VIP, now flow.Tick) {
 		pk.dropWith(DropNoAcceptor)
 		return
 	}
+	// No IP options or IPv6 extension headers: the acceptor takes none,
+	// and a migrated connection's packets go to its host with the
+	// flow-ID tunnel, which restores them from fixed offsets.
+	ipLen := header.IPv4MinSize
+	if pk.v6 {
+		ipLen = header.IPv6Size
+	}
 	o := &pk.frame.Offload
-	if pk.v6 || pk.frag != fragNone || o.GSOSize != 0 || pk.end-pk.l3 > channel.MaxPuntFrame || pk.l4 != pk.l3+header.IPv4MinSize {
+	if pk.frag != fragNone || o.GSOSize != 0 || pk.end-pk.l3 > channel.MaxPuntFrame || pk.l4 != pk.l3+ipLen {
 		pk.dropWith(DropAcceptorUnfit)
 		return
 	}
@@ -82,7 +89,7 @@ func (p *Pipeline) toAcceptor(pk *packet, v *VIP, now flow.Tick) {
 	if p.acceptID == 0 {
 		p.acceptID++ // 0 is no ID
 	}
-	p.held = append(p.held, heldPunt{frame: *pk.frame, k4: pk.k4, expires: now + acceptTimeout, accept: p.acceptID, l3: uint16(pk.l3)})
+	p.held = append(p.held, heldPunt{frame: *pk.frame, k4: pk.k4, k6: pk.k6, v6: pk.v6, expires: now + acceptTimeout, accept: p.acceptID, l3: uint16(pk.l3)})
 	pk.kind = kindHeld
 	p.stats.ToAcceptor++
 	i := len(p.out.punts)
@@ -94,11 +101,12 @@ func (p *Pipeline) toAcceptor(pk *packet, v *VIP, now flow.Tick) {
 	p.ringPunt()
 }
 
-// Answer sends ip, an IPv4 packet from the acceptor, in place of the
-// frame held for the acceptor's punt id, with the link addresses turned
-// around; an empty ip drops the frame. Either leaves with the next
-// batch. It reports false when no frame waits under id (its wait
-// expired) or ip does not fit the frame's buffer (the frame is dropped).
+// Answer sends ip, an IP packet from the acceptor of the held frame's
+// family, in place of the frame held for the acceptor's punt id, with
+// the link addresses turned around; an empty ip drops the frame. Either
+// leaves with the next batch. It reports false when no frame waits
+// under id (its wait expired), or ip does not fit the frame's buffer or
+// is not of its family (the frame is dropped).
 // Call it through Worker.Post.
 func (p *Pipeline) Answer(id uint32, ip []byte) bool {
 	held := p.held
@@ -115,7 +123,7 @@ func (p *Pipeline) Answer(id uint32, ip []byte) bool {
 			p.answers = append(p.answers, answered{frame: f})
 			return true
 		}
-		if f.Off+l3+len(ip) > len(f.Buf) || len(ip) < header.IPv4MinSize {
+		if f.Off+l3+len(ip) > len(f.Buf) || len(ip) < header.IPv4MinSize || ip[0]>>4 == 6 != h.v6 {
 			p.stats.Drops[DropNoHeadroom]++
 			p.answers = append(p.answers, answered{frame: f})
 			return false

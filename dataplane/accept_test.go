@@ -8,17 +8,20 @@ import (
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
 	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/internal/pkttest"
 	"github.com/tetherlb/tether/tables/encap"
 )
 
-// l7Rig is a pipeline with one l7 VIP (port 84) and, unless alone, a
-// control process's outbox.
+// l7Rig is a pipeline with two l7 VIPs on port 84, web (IPv4, VIPs[0])
+// and web6 (IPv6, VIPs[1]), and, unless alone, a control process's
+// outbox.
 func l7Rig(t testing.TB, alone bool) *rig {
 	t.Helper()
 	c, err := config.Parse([]byte(`
 unit:
   address4: 198.51.100.254
+  address6: "2001:db8::fe"
   mac: "02:00:00:00:00:01"
 l2:
   gateway_mac: "02:00:00:00:00:fe"
@@ -34,6 +37,14 @@ vips:
     backends:
       - {name: h1, address: 10.1.0.1}
       - {name: h2, address: 10.1.0.2}
+  - name: web6
+    address: "2001:db8::1"
+    port: 84
+    protocol: tcp
+    mode: l7
+    backends:
+      - {name: h1, address: "2001:db8:1::1"}
+      - {name: h2, address: "2001:db8:1::2"}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -45,12 +56,35 @@ vips:
 	return r
 }
 
+// l7Family is one family's client and l7 VIP in l7Rig, and the address
+// of the VIP's second host.
+type l7Family struct {
+	name  string
+	c, v  pkttest.Endpoint
+	host2 string
+	l4    int // where the TCP header starts in the IP packet
+}
+
+var l7Families = []l7Family{
+	{"ipv4", cl(1, 5000), vip(84), "10.1.0.2", 20},
+	{"ipv6", cl6("2001:db8:7::1", 5000), vip6(84), "2001:db8:1::2", 40},
+}
+
+// forFamilies runs f for each family.
+func forFamilies(t *testing.T, f func(t *testing.T, fam l7Family)) {
+	for _, fam := range l7Families {
+		t.Run(fam.name, func(t *testing.T) { f(t, fam) })
+	}
+}
+
 // TestAcceptorAnswersInPlace: every packet of an l7 VIP without a flow
 // goes to the acceptor as its IP packet and waits; the answer leaves in
 // its place, turned around; nothing is recorded per connection.
-func TestAcceptorAnswersInPlace(t *testing.T) {
+func TestAcceptorAnswersInPlace(t *testing.T) { forFamilies(t, testAcceptorAnswersInPlace) }
+
+func testAcceptorAnswersInPlace(t *testing.T, fam l7Family) {
 	r := l7Rig(t, false)
-	c, v := cl(1, 5000), vip(84)
+	c, v := fam.c, fam.v
 	in := syn(c, v)
 	if tx, _, drop := r.send(in); len(tx)+len(drop) != 0 || r.p.HeldPunts() != 1 {
 		t.Fatalf("SYN not held for the acceptor: tx %d drop %d", len(tx), len(drop))
@@ -70,6 +104,16 @@ func TestAcceptorAnswersInPlace(t *testing.T) {
 	// The acceptor's SYN-ACK (any IP packet) goes out in the first
 	// SYN's frame, to the client's MAC.
 	answer := pkttest.IP(pkttest.TCP(v, c, pkttest.SYN|pkttest.ACK, 99, 2, pkttest.Opts{MSS: 1460}), false)
+	// An answer of the other family does not go in the frame.
+	other := pkttest.IP(pkttest.TCP(l7Families[0].v, l7Families[0].c, pkttest.SYN|pkttest.ACK, 99, 2, pkttest.Opts{}), false)
+	if c.Addr.Is4() {
+		other = pkttest.IP(pkttest.TCP(l7Families[1].v, l7Families[1].c, pkttest.SYN|pkttest.ACK, 99, 2, pkttest.Opts{}), false)
+	}
+	r.send(in)
+	_, p3 := take(r)
+	if len(p3) != 1 || r.p.Answer(p3[0].ID, other) {
+		t.Fatal("an answer of the other family was taken")
+	}
 	if !r.p.Answer(punts[0].ID, answer) {
 		t.Fatal("answer refused")
 	}
@@ -80,13 +124,13 @@ func TestAcceptorAnswersInPlace(t *testing.T) {
 		t.Fatal("a second answer to one punt was taken")
 	}
 	tx, _, drop := r.send()
-	if len(tx) != 1 || len(drop) != 1 {
-		t.Fatalf("tx %d drop %d; want the answer sent and the unanswered frame dropped", len(tx), len(drop))
+	if len(tx) != 1 || len(drop) != 2 {
+		t.Fatalf("tx %d drop %d; want the answer sent and the unanswered and misanswered frames dropped", len(tx), len(drop))
 	}
 	if !bytes.Equal(pkttest.IP(tx[0], false), answer) || !bytes.Equal(tx[0][:6], in[6:12]) || !bytes.Equal(tx[0][6:12], in[:6]) {
 		t.Fatal("the answer did not leave as given, to the sender's MAC from the unit's")
 	}
-	if s := r.p.stats; s.ToAcceptor != 2 || s.AcceptorAnswers != 1 {
+	if s := r.p.stats; s.ToAcceptor != 3 || s.AcceptorAnswers != 1 {
 		t.Fatalf("to_acceptor %d answers %d", s.ToAcceptor, s.AcceptorAnswers)
 	}
 }
@@ -108,6 +152,15 @@ func TestAcceptorRefusals(t *testing.T) {
 		t.Fatalf("drops %v to_acceptor %d: want the bad checksum and the SYN-ACK dropped, the reset given to the acceptor",
 			r.p.stats.Drops, r.p.stats.ToAcceptor)
 	}
+	// An IPv6 SYN with an extension header (destination options): the
+	// acceptor takes none, and the tunnel could not carry it.
+	s6 := syn(cl6("2001:db8:7::1", 5000), vip6(84))
+	ext := append(append(append([]byte{}, s6[:14+40]...), header.IPProtoTCP, 0, 1, 4, 0, 0, 0, 0), s6[14+40:]...)
+	ext[14+6] = header.IPProtoDstOpts
+	binary.BigEndian.PutUint16(ext[14+4:], uint16(len(ext)-14-40))
+	if _, _, drop := r.send(ext); len(drop) != 1 || r.p.stats.Drops[DropAcceptorUnfit] != 1 || r.p.stats.ToAcceptor != 1 {
+		t.Fatalf("drops %v: want the IPv6 SYN with an extension header dropped as acceptor_unfit", r.p.stats.Drops)
+	}
 	// Unanswered frames free their slot.
 	r.now += acceptTimeout + 1
 	if _, _, drop := r.send(); len(drop) != 1 || r.p.HeldPunts() != 0 {
@@ -119,9 +172,11 @@ func TestAcceptorRefusals(t *testing.T) {
 // acceptor migrated makes a tunnel flow whose packets wait until the
 // host has the connection (RouteRelease), while a frame still waiting
 // for the acceptor's answer is not forwarded by it.
-func TestMigratedFlowWaitsForItsHost(t *testing.T) {
+func TestMigratedFlowWaitsForItsHost(t *testing.T) { forFamilies(t, testMigratedFlowWaitsForItsHost) }
+
+func testMigratedFlowWaitsForItsHost(t *testing.T, fam l7Family) {
 	r := l7Rig(t, false)
-	c, v := cl(1, 5000), vip(84)
+	c, v := fam.c, fam.v
 	data := pkttest.TCP(c, v, pkttest.ACK|pkttest.PSH, 2, 100, pkttest.Opts{Payload: []byte("GET / HTTP/1.1\r\n\r\n")})
 	r.send(data)
 	_, punts := take(r)
@@ -158,10 +213,10 @@ func TestMigratedFlowWaitsForItsHost(t *testing.T) {
 	}
 	r.p.ReleaseHeld(&punts[0].Key)
 	tx, _, _ := r.send()
-	if len(tx) != 1 || dstOf(tx[0]).Addr().String() != "10.1.0.2" {
+	if len(tx) != 1 || dstOf(tx[0]).Addr().String() != fam.host2 {
 		t.Fatalf("after the release: %d sent; want the held packet tunnelled to h2", len(tx))
 	}
-	if ports := binary.BigEndian.Uint32(pkttest.IP(tx[0], false)[20:24]); ports != id {
+	if ports := binary.BigEndian.Uint32(pkttest.IP(tx[0], false)[fam.l4 : fam.l4+4]); ports != id {
 		t.Fatalf("the tunnelled packet carries flow ID %d in its ports, want %d", ports, id)
 	}
 	if r.p.stats.ToAcceptor != 1 {

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"encoding/binary"
+	"net/netip"
 
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/nic"
@@ -66,6 +67,14 @@ func (pk *packet) src() []byte {
 		return pk.b[pk.l3+8 : pk.l3+24]
 	}
 	return pk.b[pk.l3+12 : pk.l3+16]
+}
+
+// srcAddr returns the source address as a netip.Addr (no allocation).
+func (pk *packet) srcAddr() netip.Addr {
+	if pk.v6 {
+		return netip.AddrFrom16([16]byte(pk.src()))
+	}
+	return netip.AddrFrom4([4]byte(pk.src()))
 }
 
 // ttl returns the IPv4 TTL or the IPv6 hop limit.

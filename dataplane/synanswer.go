@@ -3,6 +3,7 @@ package dataplane
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/tetherlb/tether/dataplane/channel"
@@ -44,7 +45,8 @@ type synState struct {
 // SYNKey is a worker's key of one l7 VIP: made by NewSYNKeys from a
 // channel.SYNKey, one copy per worker.
 type SYNKey struct {
-	addr      [4]byte
+	addr      netip.Addr
+	raw       []byte // addr's bytes, as pk.dst() has them
 	port      uint16
 	every     time.Duration
 	cur, next syncookie.Key // next.Block nil: none
@@ -64,7 +66,10 @@ func NewSYNKeys(in []channel.SYNKey) (SYNKeys, error) {
 		if c.Every == 0 || c.Every > 1<<62 {
 			return nil, fmt.Errorf("vip %d: an epoch of %d ns", c.VIP, c.Every)
 		}
-		k := &SYNKey{addr: c.Addr, port: c.Port, every: time.Duration(c.Every), tsOffset: c.TSOffset,
+		if !c.Addr.IsValid() || c.Addr.Is4In6() {
+			return nil, fmt.Errorf("vip %d: address %v", c.VIP, c.Addr)
+		}
+		k := &SYNKey{addr: c.Addr, raw: c.Addr.AsSlice(), port: c.Port, every: time.Duration(c.Every), tsOffset: c.TSOffset,
 			params: syncookie.Params{MSS: c.MSS, WScale: c.WScale, Window: c.Window}}
 		var err error
 		if k.cur, err = syncookie.NewKey(c.Epoch, c.Cur); err != nil {
@@ -95,8 +100,8 @@ func (p *Pipeline) answerSYN(pk *packet, v *VIP) bool {
 	if k == nil || pk.sport == 0 {
 		return false
 	}
-	src := pk.src()
-	if src[0] == 0 || src[0] == 127 || src[0] >= 224 {
+	client := pk.srcAddr()
+	if !syncookie.Replyable(client) {
 		return false // the acceptor's bad_address
 	}
 	f := pk.frame
@@ -113,7 +118,7 @@ func (p *Pipeline) answerSYN(pk *packet, v *VIP) bool {
 	if key == nil {
 		return false // keys the control process has not renewed
 	}
-	t := syncookie.Tuple{Client: [4]byte(src), VIP: k.addr, ClientPort: pk.sport, VIPPort: pk.dport}
+	t := syncookie.Tuple{Client: client, VIP: k.addr, ClientPort: pk.sport, VIPPort: pk.dport}
 	syn := syncookie.SYN{Seq: in.Seq(), MSS: syncookie.DefaultMSS, TS: opt.HasTimestamps, TSV: opt.TSVal,
 		WS: opt.HasWS, WSh: opt.WindowScale, SACK: opt.SACKPermitted}
 	if opt.MSSOff != 0 {
@@ -136,7 +141,7 @@ func (p *Pipeline) answerSYN(pk *packet, v *VIP) bool {
 // VIP's ID named another VIP when the keys were sent).
 func (p *Pipeline) synKey(pk *packet, v *VIP) *SYNKey {
 	k := p.syn.keys[v.ID]
-	if k == nil || pk.v6 || pk.dport != k.port || !bytes.Equal(pk.dst(), k.addr[:]) {
+	if k == nil || pk.dport != k.port || !bytes.Equal(pk.dst(), k.raw) {
 		return nil
 	}
 	return k
@@ -191,7 +196,7 @@ func (p *Pipeline) takeHandshakeACK(pk *packet, v *VIP) bool {
 	if opt.HasTimestamps && int32(syncookie.TSNow(now, k.tsOffset)-opt.TSEcr) < 0 {
 		return false
 	}
-	t := syncookie.Tuple{Client: [4]byte(pk.src()), VIP: k.addr, ClientPort: pk.sport, VIPPort: pk.dport}
+	t := syncookie.Tuple{Client: pk.srcAddr(), VIP: k.addr, ClientPort: pk.sport, VIPPort: pk.dport}
 	if _, ok := p.syn.mac.Check(cur, prev, &t, in.Seq()-1, in.Ack()-1); !ok {
 		return false
 	}

@@ -2,6 +2,7 @@ package dataplane
 
 import (
 	"bytes"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -17,10 +18,19 @@ var synClock = time.Unix(1_800_000_000, 0).Add(10 * time.Second)
 
 const synEvery = 64 * time.Second
 
-// testSYNKey is what a control process would send for the rig's l7 VIP.
-func testSYNKey(r *rig) channel.SYNKey {
+// testSYNKey is what a control process would send for the rig's IPv4
+// l7 VIP.
+func testSYNKey(r *rig) channel.SYNKey { return testSYNKeyOf(r, l7Families[0]) }
+
+// testSYNKeyOf is what a control process would send for the rig's l7
+// VIP of fam.
+func testSYNKeyOf(r *rig, fam l7Family) channel.SYNKey {
 	e := syncookie.Epoch(synClock, synEvery)
-	return channel.SYNKey{VIP: r.p.snap.VIPs[0].ID, Addr: [4]byte{192, 0, 2, 1}, Port: 84, Every: uint64(synEvery), Epoch: e,
+	id := r.p.snap.VIPs[0].ID
+	if fam.v.Addr.Is6() {
+		id = r.p.snap.VIPs[1].ID
+	}
+	return channel.SYNKey{VIP: id, Addr: fam.v.Addr, Port: 84, Every: uint64(synEvery), Epoch: e,
 		Cur: [16]byte{1, 2, 3}, Next: [16]byte{4, 5, 6}, HasNext: true, TSOffset: 0x01020304, MSS: 1400, WScale: 7, Window: 16384}
 }
 
@@ -39,15 +49,17 @@ func installSYNKeys(t testing.TB, r *rig, ks ...channel.SYNKey) {
 // byte for byte), whose cookie validates when the client's ACK comes,
 // carrying the SYN's options; nothing goes to the acceptor and nothing
 // is kept. Without a key, the SYN goes to the acceptor as before.
-func TestWorkerAnswersSYN(t *testing.T) {
+func TestWorkerAnswersSYN(t *testing.T) { forFamilies(t, testWorkerAnswersSYN) }
+
+func testWorkerAnswersSYN(t *testing.T, fam l7Family) {
 	r := l7Rig(t, false)
-	c, v := cl(1, 5000), vip(84)
+	c, v := fam.c, fam.v
 	in := syn(c, v) // MSS 1460, SACK, timestamps (TSval 0), window scale 7
 	if _, _, _ = r.send(in); r.p.HeldPunts() != 1 || r.p.stats.AcceptorSYNs != 0 {
 		t.Fatal("without a key the SYN did not go to the acceptor")
 	}
 	take(r)
-	sk := testSYNKey(r)
+	sk := testSYNKeyOf(r, fam)
 	installSYNKeys(t, r, sk)
 	tx, _, drop := r.send(in)
 	if len(tx) != 1 || len(drop) != 0 || r.p.HeldPunts() != 1 {
@@ -68,7 +80,7 @@ func TestWorkerAnswersSYN(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tu := syncookie.Tuple{Client: c.Addr.As4(), VIP: v.Addr.As4(), ClientPort: c.Port, VIPPort: v.Port}
+	tu := syncookie.Tuple{Client: c.Addr, VIP: v.Addr, ClientPort: c.Port, VIPPort: v.Port}
 	var m syncookie.MAC
 	want := m.SYNACK(nil, &key, syncookie.TSNow(synClock, sk.TSOffset), &syncookie.Params{MSS: 1400, WScale: 7, Window: 16384}, &tu,
 		&syncookie.SYN{Seq: 1, MSS: 1460, TS: true, TSV: 0, WS: true, WSh: 7, SACK: true})
@@ -79,7 +91,7 @@ func TestWorkerAnswersSYN(t *testing.T) {
 	// The client's ACK: the cookie validates (as the acceptor checks
 	// it) and gives back the SYN's MSS class; the TSval's low bits give
 	// back its window scale and SACK.
-	tcp := header.TCP(ip[header.IPv4MinSize:])
+	tcp := header.TCP(ip[fam.l4:])
 	idx, ok := m.Check(&key, &syncookie.Key{}, &tu, 1, tcp.Seq())
 	if !ok || syncookie.MSSClasses[idx] != 1460 || tcp.Ack() != 2 {
 		t.Fatalf("the cookie: class %d, valid %v", idx, ok)
@@ -96,7 +108,7 @@ func TestWorkerAnswersSYN(t *testing.T) {
 	if len(tx) != 1 {
 		t.Fatal("not answered in the next epoch")
 	}
-	if _, ok := m.Check(&next, &key, &tu, 1, header.TCP(pkttest.IP(tx[0], false)[header.IPv4MinSize:]).Seq()); !ok {
+	if _, ok := m.Check(&next, &key, &tu, 1, header.TCP(pkttest.IP(tx[0], false)[fam.l4:]).Seq()); !ok {
 		t.Fatal("the next epoch's SYN-ACK is not under the next key")
 	}
 	r.p.syn.clock = func() time.Time { return synClock.Add(2 * synEvery) }
@@ -107,7 +119,7 @@ func TestWorkerAnswersSYN(t *testing.T) {
 	// What the worker leaves to the acceptor: another VIP's address for
 	// the ID, a source no reply may go to, and anything but a pure SYN.
 	other := sk
-	other.Addr = [4]byte{192, 0, 2, 9}
+	other.Addr = v.Addr.Next()
 	installSYNKeys(t, r, other)
 	r.send(in)
 	installSYNKeys(t, r, sk)
@@ -116,7 +128,7 @@ func TestWorkerAnswersSYN(t *testing.T) {
 	if s := r.p.stats; len(tx) != 1 || s.AcceptorSYNs != 3 || s.ToAcceptor != 4 {
 		t.Fatalf("tx %d, syn answers %d, to acceptor %d", len(tx), s.AcceptorSYNs, s.ToAcceptor)
 	}
-	bare := header.TCP(pkttest.IP(tx[0], false)[header.IPv4MinSize:])
+	bare := header.TCP(pkttest.IP(tx[0], false)[fam.l4:])
 	if idx, ok := m.Check(&key, &syncookie.Key{}, &tu, 1, bare.Seq()); !ok || syncookie.MSSClasses[idx] != syncookie.DefaultMSS || bare.DataOffset() != 24 {
 		t.Fatalf("the optionless SYN's SYN-ACK: class %d valid %v, header %d bytes", idx, ok, bare.DataOffset())
 	}
@@ -129,10 +141,12 @@ func TestWorkerAnswersSYN(t *testing.T) {
 }
 
 // TestWorkerSYNAnswerAllocs: answering a SYN allocates nothing.
-func TestWorkerSYNAnswerAllocs(t *testing.T) {
+func TestWorkerSYNAnswerAllocs(t *testing.T) { forFamilies(t, testWorkerSYNAnswerAllocs) }
+
+func testWorkerSYNAnswerAllocs(t *testing.T, fam l7Family) {
 	r := l7Rig(t, false)
-	installSYNKeys(t, r, testSYNKey(r))
-	n := allocsPerFrame(r, syn(cl(1, 5000), vip(84)))
+	installSYNKeys(t, r, testSYNKeyOf(r, fam))
+	n := allocsPerFrame(r, syn(fam.c, fam.v))
 	if n != 0 || r.p.stats.AcceptorSYNs == 0 || len(r.out.TX) != 1 {
 		t.Fatalf("%v allocations per SYN answered (%d answered)", n, r.p.stats.AcceptorSYNs)
 	}
@@ -238,7 +252,7 @@ func FuzzL7SYN(f *testing.F) {
 			t.Fatalf("SYN-ACK %x: options %+v for a SYN's %+v", out, got, in)
 		}
 		key, _ := syncookie.NewKey(sk.Epoch, sk.Cur)
-		tu := syncookie.Tuple{Client: src, VIP: dst, ClientPort: 5000, VIPPort: 84}
+		tu := syncookie.Tuple{Client: netip.AddrFrom4(src), VIP: netip.AddrFrom4(dst), ClientPort: 5000, VIPPort: 84}
 		var m syncookie.MAC
 		idx, ok := m.Check(&key, &syncookie.Key{}, &tu, seq, st.Seq())
 		wantMSS := uint16(syncookie.DefaultMSS)
@@ -264,16 +278,18 @@ func FuzzL7SYN(f *testing.F) {
 // makes the connection of it. Everything the acceptor should judge still
 // goes there: another cookie, a TSecr ahead of the clock, keys of
 // another time, and no keys at all.
-func TestWorkerTakesHandshakeACK(t *testing.T) {
+func TestWorkerTakesHandshakeACK(t *testing.T) { forFamilies(t, testWorkerTakesHandshakeACK) }
+
+func testWorkerTakesHandshakeACK(t *testing.T, fam l7Family) {
 	r := l7Rig(t, false)
-	c, v := cl(1, 5000), vip(84)
-	sk := testSYNKey(r)
+	c, v := fam.c, fam.v
+	sk := testSYNKeyOf(r, fam)
 	installSYNKeys(t, r, sk)
 	tx, _, _ := r.send(syn(c, v))
 	if len(tx) != 1 {
 		t.Fatal("the SYN was not answered")
 	}
-	synack := header.TCP(pkttest.IP(tx[0], false)[header.IPv4MinSize:])
+	synack := header.TCP(pkttest.IP(tx[0], false)[fam.l4:])
 	o, _ := header.ParseTCPOptions(synack)
 	cookie, tsval := synack.Seq(), o.TSVal
 	hsACK := func(seq, ack, tsecr uint32) []byte {

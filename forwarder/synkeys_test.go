@@ -37,7 +37,7 @@ func TestUplinkSYNKeys(t *testing.T) {
 	}
 	now := time.Now()
 	every := time.Hour // no epoch ends during the test
-	k := channel.SYNKey{VIP: ids.VIPs["web"], Addr: [4]byte{192, 0, 2, 1}, Port: 80, Every: uint64(every), Epoch: syncookie.Epoch(now, every),
+	k := channel.SYNKey{VIP: ids.VIPs["web"], Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Every: uint64(every), Epoch: syncookie.Epoch(now, every),
 		Cur: [16]byte{7}, Next: [16]byte{8}, HasNext: true, MSS: 1400, WScale: 7, Window: 4096}
 	bad := k
 	bad.Window = 0
@@ -64,7 +64,7 @@ func TestUplinkSYNKeys(t *testing.T) {
 	} else {
 		*key, _ = syncookie.NewKey(k.Epoch, k.Cur)
 	}
-	tu := syncookie.Tuple{Client: [4]byte{203, 0, 113, 7}, VIP: [4]byte{192, 0, 2, 1}, ClientPort: 40001, VIPPort: 80}
+	tu := syncookie.Tuple{Client: netip.MustParseAddr("203.0.113.7"), VIP: netip.MustParseAddr("192.0.2.1"), ClientPort: 40001, VIPPort: 80}
 	var m syncookie.MAC
 	if _, ok := m.Check(key, &syncookie.Key{}, &tu, 1, tcp.Seq()); !ok || src != netip.MustParseAddr("192.0.2.1") || tcp.Flags() != 0x12 {
 		t.Fatalf("answer from %s flags %#x: cookie valid %v", src, tcp.Flags(), ok)

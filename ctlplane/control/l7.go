@@ -1,7 +1,6 @@
 package control
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -159,7 +158,15 @@ func (c *Control) syncL7(cfg *config.Config) error {
 			lv.acc = old.acc
 		} else {
 			limit := v.L7.MaxRequestBytes()
+			// The MSS of an Ethernet MTU, less the family's headers: the
+			// client sends its request segments to the unit, and the
+			// flow-ID tunnel adds nothing on the way to the host.
+			mss := 1460
+			if v.Addr().Is6() {
+				mss = 1440
+			}
 			if lv.acc, err = acceptor.New(acceptor.Config{
+				MSS:            mss,
 				MaxRequest:     limit,
 				RequestTimeout: v.L7.RequestTimeout,
 				Complete:       func(d []byte) (int, int) { return request.Complete(d, limit) },
@@ -563,14 +570,16 @@ func (c *Control) migratedFlowsExpired(events []channel.FlowEvent) {
 // never answered, has not reset it. Callers hold l.mu.
 func (l *l7Part) refuse(m *migration) {
 	if v := l.vips[m.vip]; v != nil {
-		k := acceptor.Key{Client: [4]byte(m.key.Src[:4]), VIP: [4]byte(m.key.Dst[:4]), ClientPort: m.key.SrcPort, VIPPort: m.key.DstPort}
+		k := acceptor.Key{Client: m.key.SrcAddr(), VIP: m.key.DstAddr(), ClientPort: m.key.SrcPort, VIPPort: m.key.DstPort}
 		v.acc.Refuse(k, time.Now())
 	}
 }
 
 // sameTuple reports whether a host's tuple names the flow k.
 func sameTuple(k *unit.FlowKey, t *pb.Tuple) bool {
-	return !k.V6 && bytes.Equal(t.GetClient(), k.Src[:4]) && bytes.Equal(t.GetVip(), k.Dst[:4]) &&
+	client, _ := netip.AddrFromSlice(t.GetClient())
+	vip, _ := netip.AddrFromSlice(t.GetVip())
+	return client == k.SrcAddr() && vip == k.DstAddr() &&
 		t.GetClientPort() == uint32(k.SrcPort) && t.GetVipPort() == uint32(k.DstPort)
 }
 
@@ -639,11 +648,10 @@ func (c *Control) pushSYNKeys(lk *fwdLink, now time.Time, all bool) {
 		k, changed := v.acc.SYNKeys(now)
 		all = all || changed
 		id, known := ids[name]
-		addr := v.cfg.Addr()
-		if !known || !addr.Is4() {
+		if !known {
 			continue
 		}
-		sk := channel.SYNKey{VIP: id, Addr: addr.As4(), Port: uint16(v.cfg.Port), Every: uint64(k.Every), Epoch: k.Cur.Epoch,
+		sk := channel.SYNKey{VIP: id, Addr: v.cfg.Addr(), Port: uint16(v.cfg.Port), Every: uint64(k.Every), Epoch: k.Cur.Epoch,
 			Cur: k.Cur.Raw, Next: k.Next.Raw, HasNext: k.Next.Block != nil, TSOffset: k.TSOffset,
 			MSS: k.Params.MSS, WScale: k.Params.WScale, Window: k.Params.Window}
 		keys = append(keys, sk)

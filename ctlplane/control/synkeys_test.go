@@ -1,7 +1,9 @@
 package control
 
 import (
+	"net/netip"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -71,7 +73,7 @@ func TestPushSYNKeys(t *testing.T) {
 			mode = "l7\n    l7: {max_request: 8KiB}"
 		}
 		c, err := config.Parse([]byte(`
-unit: {address4: 198.51.100.254}
+unit: {address4: 198.51.100.254, address6: "2001:db8::fe"}
 hosts: {listen: "198.51.100.254:7320", tls: {ca: /c, cert: /c, key: /k}}
 vips:
   - name: web
@@ -81,13 +83,20 @@ vips:
     mode: ` + mode + `
     backends:
       - {name: a, address: 10.1.0.1}
+  - name: web6
+    address: "2001:db8::10"
+    port: 80
+    protocol: tcp
+    mode: ` + mode + `
+    backends:
+      - {name: a, address: "2001:db8:1::1"}
 `))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return c
 	}
-	c := &Control{log: zerolog.Nop(), l7part: newL7Part(), ids: unit.ReloadReply{VIPs: map[string]uint32{"web": 3}}}
+	c := &Control{log: zerolog.Nop(), l7part: newL7Part(), ids: unit.ReloadReply{VIPs: map[string]uint32{"web": 3, "web6": 4}}}
 	if err := c.syncL7(parse(true)); err != nil {
 		t.Fatal(err)
 	}
@@ -96,18 +105,24 @@ vips:
 	c.pushSYNKeys(lk, now, true)
 	keys := recvSYNKeys(t, fwd)
 	e := syncookie.Epoch(now, 64*time.Second)
-	if len(keys) != 1 {
+	if len(keys) != 2 {
 		t.Fatalf("%d keys", len(keys))
 	}
+	slices.SortFunc(keys, func(a, b channel.SYNKey) int { return int(a.VIP) - int(b.VIP) })
+	// The IPv6 VIP's SYN-ACK announces the MSS of its family's headers.
+	if k6 := keys[1]; k6.VIP != 4 || k6.Addr != netip.MustParseAddr("2001:db8::10") || k6.MSS != 1440 || k6.Cur == keys[0].Cur {
+		t.Fatalf("IPv6 VIP's keys %+v", k6)
+	}
 	k := keys[0]
-	if k.VIP != 3 || k.Addr != [4]byte{192, 0, 2, 10} || k.Port != 80 || k.Every != uint64(64*time.Second) || k.Epoch != e || !k.HasNext ||
+	if k.VIP != 3 || k.Addr != netip.MustParseAddr("192.0.2.10") || k.Port != 80 || k.Every != uint64(64*time.Second) || k.Epoch != e || !k.HasNext ||
 		k.MSS != 1460 || k.WScale != 7 || k.Window != 8192 || k.Cur == k.Next {
 		t.Fatalf("keys %+v", k)
 	}
 	c.pushSYNKeys(lk, now.Add(time.Second), false) // same epoch: nothing
 	c.pushSYNKeys(lk, now.Add(64*time.Second), false)
-	k2 := recvSYNKeys(t, fwd)[0]
-	if k2.Epoch != e+1 || k2.Cur != k.Next || k2.TSOffset != k.TSOffset {
+	k2 := recvSYNKeys(t, fwd)
+	slices.SortFunc(k2, func(a, b channel.SYNKey) int { return int(a.VIP) - int(b.VIP) })
+	if k2[0].Epoch != e+1 || k2[0].Cur != k.Next || k2[0].TSOffset != k.TSOffset {
 		t.Fatalf("after the epoch turned: %+v", k2)
 	}
 	if err := c.syncL7(parse(false)); err != nil {

@@ -3,6 +3,7 @@ package channel
 import (
 	"encoding/binary"
 	"fmt"
+	"net/netip"
 
 	"github.com/tetherlb/tether/api/unit"
 )
@@ -458,8 +459,9 @@ type SYNKey struct {
 	VIP uint32 // the VIP's ID in the forwarder's configuration
 	// Addr and Port are the VIP's: a worker uses the key only for
 	// packets to them, so that an ID the forwarder gave another VIP
-	// since never gets this one's key.
-	Addr     [4]byte
+	// since never gets this one's key. Addr is IPv4 or IPv6 (not
+	// IPv4-mapped, no zone).
+	Addr     netip.Addr
 	Port     uint16
 	Every    uint64 // the epoch's length, nanoseconds
 	Epoch    int64  // Cur's epoch; Next is Epoch+1's
@@ -473,7 +475,7 @@ type SYNKey struct {
 }
 
 // synKeySize is the encoded size of one SYNKey.
-const synKeySize = 4 + 4 + 2 + 8 + 8 + 16 + 16 + 1 + 4 + 2 + 1 + 2
+const synKeySize = 4 + 1 + 16 + 2 + 8 + 8 + 16 + 16 + 1 + 4 + 2 + 1 + 2
 
 // MaxSYNKeys bounds the keys of one message.
 const MaxSYNKeys = (MaxMessage - HeaderSize - 2) / synKeySize
@@ -488,7 +490,17 @@ func AppendSYNKeys(b []byte, seq uint32, keys []SYNKey) []byte {
 	for i := range keys {
 		k := &keys[i]
 		b = binary.BigEndian.AppendUint32(b, k.VIP)
-		b = append(b, k.Addr[:]...)
+		var a [16]byte // an IPv4 address in the first four bytes
+		fam := byte(6)
+		if k.Addr.Is4() {
+			fam = 4
+			a4 := k.Addr.As4()
+			copy(a[:], a4[:])
+		} else {
+			a = k.Addr.As16()
+		}
+		b = append(b, fam)
+		b = append(b, a[:]...)
 		b = binary.BigEndian.AppendUint16(b, k.Port)
 		b = binary.BigEndian.AppendUint64(b, k.Every)
 		b = binary.BigEndian.AppendUint64(b, uint64(k.Epoch))
@@ -522,7 +534,7 @@ func DecodeSYNKeys(p []byte) ([]SYNKey, error) {
 	for range n {
 		var k SYNKey
 		k.VIP = r.u32()
-		copy(k.Addr[:], r.take(4))
+		fam, a := r.u8(), r.addr16()
 		k.Port = r.u16()
 		k.Every = r.u64()
 		k.Epoch = int64(r.u64())
@@ -535,7 +547,21 @@ func DecodeSYNKeys(p []byte) ([]SYNKey, error) {
 		if r.err != nil {
 			break
 		}
+		switch fam {
+		case 4:
+			k.Addr = netip.AddrFrom4([4]byte(a[:4]))
+			if [12]byte(a[4:]) != ([12]byte{}) {
+				r.err = fmt.Errorf("%w: VIP %d: IPv4 address %x", ErrValue, k.VIP, a)
+			}
+		case 6:
+			k.Addr = netip.AddrFrom16(a)
+		default:
+			r.err = fmt.Errorf("%w: VIP %d: address family %d", ErrValue, k.VIP, fam)
+		}
 		switch {
+		case r.err != nil:
+		case k.Addr.Is4In6() || k.Addr.IsUnspecified():
+			r.err = fmt.Errorf("%w: VIP %d: address %v", ErrValue, k.VIP, k.Addr)
 		case seen[k.VIP]:
 			r.err = fmt.Errorf("%w: VIP %d twice", ErrValue, k.VIP)
 		case has > 1:

@@ -3,15 +3,16 @@ package channel
 import (
 	"encoding/binary"
 	"errors"
+	"net/netip"
 	"reflect"
 	"testing"
 )
 
 func testSYNKeys() []SYNKey {
 	return []SYNKey{
-		{VIP: 3, Addr: [4]byte{192, 0, 2, 1}, Port: 80, Every: 64e9, Epoch: 28_125_000, Cur: [16]byte{1, 15: 2}, Next: [16]byte{3, 15: 4},
+		{VIP: 3, Addr: netip.MustParseAddr("192.0.2.1"), Port: 80, Every: 64e9, Epoch: 28_125_000, Cur: [16]byte{1, 15: 2}, Next: [16]byte{3, 15: 4},
 			HasNext: true, TSOffset: 0xdeadbeef, MSS: 1460, WScale: 7, Window: 16384},
-		{VIP: 9, Addr: [4]byte{192, 0, 2, 2}, Port: 443, Every: 1, Epoch: 0, Cur: [16]byte{5}, MSS: 64, WScale: 0, Window: 1},
+		{VIP: 9, Addr: netip.MustParseAddr("2001:db8::2"), Port: 443, Every: 1, Epoch: 0, Cur: [16]byte{5}, MSS: 64, WScale: 0, Window: 1},
 	}
 }
 
@@ -40,7 +41,9 @@ func TestSYNKeysRefused(t *testing.T) {
 	// Offsets in the first key (after the count).
 	const (
 		oVIP     = 2
-		oPort    = 2 + 4 + 4
+		oFamily  = oVIP + 4
+		oAddr    = oFamily + 1
+		oPort    = oAddr + 16
 		oEvery   = oPort + 2
 		oEpoch   = oEvery + 8
 		oHasNext = oEpoch + 8 + 32
@@ -64,6 +67,10 @@ func TestSYNKeysRefused(t *testing.T) {
 		"over the max":   {mod(func(b []byte) { binary.BigEndian.PutUint16(b, MaxSYNKeys+1) }), ErrLength},
 		"a VIP twice":    {mod(func(b []byte) { copy(b[2+synKeySize:], b[oVIP:oVIP+4]) }), ErrValue},
 		"port 0":         {mod(func(b []byte) { binary.BigEndian.PutUint16(b[oPort:], 0) }), ErrValue},
+		"family 5":       {mod(func(b []byte) { b[oFamily] = 5 }), ErrValue},
+		"IPv4 with more": {mod(func(b []byte) { b[oAddr+15] = 1 }), ErrValue},
+		"IPv4-mapped":    {mod(func(b []byte) { b[oFamily] = 6; copy(b[oAddr:], netip.MustParseAddr("::ffff:192.0.2.1").AsSlice()) }), ErrValue},
+		"unspecified":    {mod(func(b []byte) { b[oFamily] = 6; copy(b[oAddr:], make([]byte, 16)) }), ErrValue},
 		"no epoch":       {mod(func(b []byte) { binary.BigEndian.PutUint64(b[oEvery:], 0) }), ErrValue},
 		"negative epoch": {mod(func(b []byte) { b[oEpoch] = 0x80 }), ErrValue},
 		"has-next 2":     {mod(func(b []byte) { b[oHasNext] = 2 }), ErrValue},
