@@ -140,10 +140,6 @@ func (v *VIP) checkL7(p *problems, key string, hostsListen string) {
 	if v.Protocol != "tcp" {
 		p.Add(key+".protocol", v.Protocol, "mode l7 reads HTTP requests, which come over tcp")
 	}
-	if v.addr.Is6() {
-		// hostpb.TCPState carries IPv4 addresses only.
-		p.Add(key+".address", v.Address, "mode l7 migrates connections, which the host protocol carries for IPv4 only")
-	}
 	if hostsListen == "" {
 		p.Add("hosts.listen", hostsListen, "%s (mode l7) migrates connections to hosts over the host streams: set hosts.listen (and hosts.tls)", key)
 	}

@@ -69,6 +69,20 @@ func l7VIP(l7 string, edit ...string) string {
 	return s
 }
 
+// TestL7IPv6: an IPv6 l7 VIP with IPv6 hosts loads, given the unit's
+// IPv6 tunnel source.
+func TestL7IPv6(t *testing.T) {
+	clearEnv(t)
+	c, err := Parse([]byte(l7VIP("{rules: [{path_prefix: /a/, backends: [a]}]}", "address: 10.0.0.100", "address: \"2001:db8::100\"",
+		"10.1.0.1", "\"2001:db8::1\"", "10.1.0.2", "\"2001:db8::2\"", "address4: 198.51.100.254", "address6: \"2001:db8::fe\"")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := &c.VIPs[0]; v.ModeValue() != unit.ModeL7 || v.Address != "2001:db8::100" || len(v.L7.Rules) != 1 {
+		t.Fatalf("vip %+v", v)
+	}
+}
+
 func TestL7Defaults(t *testing.T) {
 	clearEnv(t)
 	c, err := Parse([]byte(l7VIP("")))
@@ -117,8 +131,8 @@ func TestL7Refusals(t *testing.T) {
 	}{
 		{"l7 section on halfnat", l7VIP("{max_request: 8KiB}", "mode: l7", "mode: halfnat"), []string{"vips[0].l7", "halfnat", "only mode l7"}},
 		{"l7 over udp", l7VIP("", "protocol: tcp", "protocol: udp"), []string{"vips[0].protocol", "udp", "tcp"}},
-		{"l7 over IPv6", l7VIP("", "address: 10.0.0.100", "address: \"2001:db8::100\"", "10.1.0.1", "\"2001:db8::1\"", "10.1.0.2", "\"2001:db8::2\"",
-			"address4: 198.51.100.254", "address6: \"2001:db8::fe\""), []string{"vips[0].address", "2001:db8::100", "IPv4 only"}},
+		{"l7 over IPv6 without unit address6", l7VIP("", "address: 10.0.0.100", "address: \"2001:db8::100\"", "10.1.0.1", "\"2001:db8::1\"", "10.1.0.2", "\"2001:db8::2\""),
+			[]string{"unit.address6", "vips[0] (l7 mode)", "tunnel source"}},
 		{"l7 without unit address", l7VIP("", "address4: 198.51.100.254", "name: u"), []string{"unit.address4", "vips[0] (l7 mode)", "tunnel source"}},
 		{"l7 without host streams", l7VIP("", "hosts: {listen: \"198.51.100.254:7320\", tls: {ca: /c, cert: /c, key: /k}}", ""), []string{"hosts.listen", "vips[0] (mode l7)", "host streams"}},
 		{"l7 with snat", l7VIP("", "mode: l7", "mode: l7\n    snat: [198.51.100.1]"), []string{"vips[0].snat", "only nat"}},
