@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"fmt"
+	"net/netip"
 	"syscall"
 	"unsafe"
 
@@ -11,12 +12,15 @@ import (
 )
 
 // Capture is Upload's inverse for a socket of this host's kernel: it
-// puts an ESTABLISHED IPv4 connection whose sent data is all
+// puts an ESTABLISHED IPv4 or IPv6 connection whose sent data is all
 // acknowledged into repair mode and reads its state and its unread
-// received bytes, as a Migrate carries them. The socket stays in repair
-// mode (also after most errors): closing it then sends nothing, so the
-// client does not notice (the migration's silent teardown). Tests and
-// tools use it to migrate a connection the kernel accepted.
+// received bytes, as a Migrate carries them. A dual-stack socket's IPv4
+// connection (IPv4-mapped addresses) is captured as the IPv4 connection
+// it is, with 4-byte addresses; a link-local IPv6 connection is refused
+// untouched, as the state has no room for its zone. The socket stays in
+// repair mode (also after most errors): closing it then sends nothing,
+// so the client does not notice (the migration's silent teardown).
+// Tests and tools use it to migrate a connection the kernel accepted.
 //
 // The state's local_isn is snd_nxt - 1 (a Migrate's acceptor sends no
 // data, and the kernel keeps no ISN), and remote_isn is the first
@@ -58,6 +62,24 @@ func captureFD(fd int) (*pb.TCPState, []byte, error) {
 	if outq, err := unix.IoctlGetInt(fd, unix.SIOCOUTQ); err != nil || outq != 0 {
 		return nil, nil, fmt.Errorf("capture: %d bytes sent and not acknowledged (%v): the state carries none", outq, err)
 	}
+	// The addresses before repair mode: a connection the state cannot
+	// carry is left as it is.
+	local, err := unix.Getsockname(fd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("capture: getsockname: %w", err)
+	}
+	peer, err := unix.Getpeername(fd)
+	if err != nil {
+		return nil, nil, fmt.Errorf("capture: getpeername: %w", err)
+	}
+	vip, err := stateAddr(local)
+	if err != nil {
+		return nil, nil, fmt.Errorf("capture: local address: %w", err)
+	}
+	client, err := stateAddr(peer)
+	if err != nil {
+		return nil, nil, fmt.Errorf("capture: peer address: %w", err)
+	}
 	if err := tcp(unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
 		return nil, nil, fmt.Errorf("capture: TCP_REPAIR: %w", err)
 	}
@@ -97,21 +119,8 @@ func captureFD(fd int) (*pb.TCPState, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	local, err := unix.Getsockname(fd)
-	if err != nil {
-		return nil, nil, err
-	}
-	peer, err := unix.Getpeername(fd)
-	if err != nil {
-		return nil, nil, err
-	}
-	l4, ok1 := local.(*unix.SockaddrInet4)
-	p4, ok2 := peer.(*unix.SockaddrInet4)
-	if !ok1 || !ok2 {
-		return nil, nil, fmt.Errorf("capture: not an IPv4 connection")
-	}
 	st := &pb.TCPState{
-		Client: p4.Addr[:], ClientPort: uint32(p4.Port), Vip: l4.Addr[:], VipPort: uint32(l4.Port),
+		Client: client.Addr().AsSlice(), ClientPort: uint32(client.Port()), Vip: vip.Addr().AsSlice(), VipPort: uint32(vip.Port()),
 		// No unsent data: snd_nxt is write_seq; the state's contract
 		// has the acceptor send nothing, so local_isn is one before.
 		LocalIsn: sndNxt - 1, SndNxt: sndNxt,
@@ -122,15 +131,39 @@ func captureFD(fd int) (*pb.TCPState, []byte, error) {
 		Timestamps:    info.Options&tcpiOptTimestamps != 0,
 	}
 	if info.Options&tcpiOptWscale != 0 {
-		// tcpi_snd_wscale:4, tcpi_rcv_wscale:4 sit in the byte after
-		// tcpi_options, which x/sys/unix leaves as padding.
-		ws := *(*uint8)(unsafe.Add(unsafe.Pointer(info), unsafe.Offsetof(info.Options)+1))
-		st.WindowScaling, st.SndWscale, st.RcvWscale = true, uint32(ws&0xf), uint32(ws>>4)
+		st.WindowScaling = true
+		st.SndWscale, st.RcvWscale = wscales(info)
 	}
 	if st.Timestamps {
 		st.TsVal = ts
 	}
 	return st, data, nil
+}
+
+// stateAddr is a socket's address as a state carries it: IPv4 in 4
+// bytes, also when an AF_INET6 socket holds it IPv4-mapped; IPv6 in 16,
+// unless it has a scope (a link-local address), which the state has no
+// room for.
+func stateAddr(sa unix.Sockaddr) (netip.AddrPort, error) {
+	switch sa := sa.(type) {
+	case *unix.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), uint16(sa.Port)), nil
+	case *unix.SockaddrInet6:
+		a := netip.AddrFrom16(sa.Addr).Unmap()
+		if sa.ZoneId != 0 {
+			return netip.AddrPort{}, fmt.Errorf("%v in scope %d: a state carries no zone", a, sa.ZoneId)
+		}
+		return netip.AddrPortFrom(a, uint16(sa.Port)), nil
+	}
+	return netip.AddrPort{}, fmt.Errorf("a %T, not an IP address", sa)
+}
+
+// wscales are tcp_info's window scales, tcpi_snd_wscale:4 and
+// tcpi_rcv_wscale:4, which sit in the byte after tcpi_options that
+// x/sys/unix leaves as padding.
+func wscales(info *unix.TCPInfo) (snd, rcv uint32) {
+	ws := *(*uint8)(unsafe.Add(unsafe.Pointer(info), unsafe.Offsetof(info.Options)+1))
+	return uint32(ws & 0xf), uint32(ws >> 4)
 }
 
 // tcp_info's option bits (linux/tcp.h).

@@ -4,10 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
 
-	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 )
@@ -52,34 +50,47 @@ func endClosed(local, remote netip.AddrPort) (bool, error) {
 	default:
 		return false, nil
 	}
-	l := &net.TCPAddr{IP: local.Addr().AsSlice(), Port: int(local.Port())}
-	r := &net.TCPAddr{IP: remote.Addr().AsSlice(), Port: int(remote.Port())}
-	if err := netlink.SocketDestroy(l, r); err != nil && !errors.Is(err, unix.ENOENT) {
+	// netlink.SocketDestroy would do, for IPv4 only: the request is the
+	// lookup's, so that both name the socket the same way.
+	req := nl.NewNetlinkRequest(nl.SOCK_DESTROY, unix.NLM_F_ACK)
+	req.AddRawData(diagRequest(local, remote))
+	if _, err := req.Execute(unix.NETLINK_INET_DIAG, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 		return false, fmt.Errorf("sock_diag destroy: %w", err)
 	}
 	return true, nil
 }
 
-// tcpState looks up the IPv4 TCP socket on one exact tuple (an
-// inet_diag request without NLM_F_DUMP: the kernel answers with that
-// socket or ENOENT) and returns its state. netlink.SocketGet dumps
-// instead, which matches every socket on the two ports.
-func tcpState(local, remote netip.AddrPort) (uint8, error) {
+// diagRequest is the inet_diag request naming the TCP socket on one
+// exact tuple, IPv4 or IPv6 by the addresses' family (both are of one,
+// unmapped, as a validated state's are).
+func diagRequest(local, remote netip.AddrPort) []byte {
 	// struct inet_diag_req_v2: family, protocol, ext, pad, states, then
-	// struct inet_diag_sockid: ports (network order), addresses, the
-	// interface and the cookie (INET_DIAG_NOCOOKIE: any).
-	var b [56]byte
+	// struct inet_diag_sockid: ports (network order), the addresses (16
+	// bytes each; an IPv4 address in the first 4), the interface (0:
+	// any, as a global address needs none) and the cookie
+	// (INET_DIAG_NOCOOKIE: any).
+	b := make([]byte, 56)
 	b[0], b[1] = unix.AF_INET, unix.IPPROTO_TCP
+	if local.Addr().Is6() {
+		b[0] = unix.AF_INET6
+	}
 	binary.NativeEndian.PutUint32(b[4:], ^uint32(0))
 	binary.BigEndian.PutUint16(b[8:], local.Port())
 	binary.BigEndian.PutUint16(b[10:], remote.Port())
-	la, ra := local.Addr().As4(), remote.Addr().As4()
-	copy(b[12:], la[:])
-	copy(b[28:], ra[:])
+	copy(b[12:28], local.Addr().AsSlice())
+	copy(b[28:44], remote.Addr().AsSlice())
 	binary.NativeEndian.PutUint32(b[48:], ^uint32(0))
 	binary.NativeEndian.PutUint32(b[52:], ^uint32(0))
+	return b
+}
+
+// tcpState looks up the TCP socket on one exact tuple (an inet_diag
+// request without NLM_F_DUMP: the kernel answers with that socket or
+// ENOENT) and returns its state. netlink.SocketGet dumps instead, which
+// matches every socket on the two ports.
+func tcpState(local, remote netip.AddrPort) (uint8, error) {
 	req := nl.NewNetlinkRequest(nl.SOCK_DIAG_BY_FAMILY, 0)
-	req.AddRawData(b[:])
+	req.AddRawData(diagRequest(local, remote))
 	msgs, err := req.Execute(unix.NETLINK_INET_DIAG, nl.SOCK_DIAG_BY_FAMILY)
 	if err != nil {
 		return 0, err

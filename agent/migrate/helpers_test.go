@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -17,23 +18,55 @@ import (
 	"github.com/tetherlb/tether/internal/nstest"
 )
 
-// The pair's addresses: the client's namespace and the server's (the
-// "host"), joined by a veth pair.
-const (
-	clientAddr = "10.9.0.1"
-	serverAddr = "10.9.0.2"
-)
+// family is the pair's addresses in one address family: the client's
+// and the server's (the host the connection migrates to), on the veth
+// pair.
+type family struct {
+	name           string
+	client, server netip.Addr
+	bits           int // the veth pair's prefix length
+}
+
+// families are the pair's two; the migration tests run in each.
+func families() []family {
+	return []family{
+		{"ipv4", netip.MustParseAddr("10.9.0.1"), netip.MustParseAddr("10.9.0.2"), 24},
+		{"ipv6", netip.MustParseAddr("2001:db8:9::1"), netip.MustParseAddr("2001:db8:9::2"), 64},
+	}
+}
+
+// inet4 is the IPv4 family, for the tests that need one family only.
+func inet4() family { return families()[0] }
+
+// vip is the server's address at port 8080, where the tests' servers
+// listen and their connections migrate to.
+func (f family) vip() netip.AddrPort { return netip.AddrPortFrom(f.server, 8080) }
+
+// forFamilies runs test as a subtest for each family.
+func forFamilies(t *testing.T, test func(t *testing.T, f family)) {
+	for _, f := range families() {
+		t.Run(f.name, func(t *testing.T) { test(t, f) })
+	}
+}
 
 // pair makes namespaces c (the client) and s (the server, the host the
-// connection migrates to), joined by a veth pair.
+// connection migrates to), joined by a veth pair with both families'
+// addresses (IPv6 without duplicate address detection, so that they are
+// usable at once).
 func pair(t *testing.T) (c, s string) {
 	t.Helper()
 	nstest.Require(t)
 	c, s = nstest.NS(t, "tmig", "c"), nstest.NS(t, "tmig", "s")
+	nstest.Sh(t, "ip", "link", "add", "c0", "netns", c, "type", "veth", "peer", "name", "s0", "netns", s)
+	for _, f := range families() {
+		var nodad []string
+		if f.server.Is6() {
+			nodad = []string{"nodad"}
+		}
+		nstest.Sh(t, append([]string{"ip", "-n", c, "addr", "add", fmt.Sprintf("%v/%d", f.client, f.bits), "dev", "c0"}, nodad...)...)
+		nstest.Sh(t, append([]string{"ip", "-n", s, "addr", "add", fmt.Sprintf("%v/%d", f.server, f.bits), "dev", "s0"}, nodad...)...)
+	}
 	for _, args := range [][]string{
-		{"ip", "link", "add", "c0", "netns", c, "type", "veth", "peer", "name", "s0", "netns", s},
-		{"ip", "-n", c, "addr", "add", clientAddr + "/24", "dev", "c0"},
-		{"ip", "-n", s, "addr", "add", serverAddr + "/24", "dev", "s0"},
 		{"ip", "-n", c, "link", "set", "lo", "up"},
 		{"ip", "-n", s, "link", "set", "lo", "up"},
 		{"ip", "-n", c, "link", "set", "c0", "up"},
@@ -41,23 +74,32 @@ func pair(t *testing.T) (c, s string) {
 	} {
 		nstest.Sh(t, args...)
 	}
+	// The veth pair's carrier comes up a moment after the links; a SYN
+	// sent before may be lost (IPv6's are), and its retransmission
+	// comes a second later.
+	for _, end := range [][2]string{{c, "c0"}, {s, "s0"}} {
+		until(t, end[1]+"'s carrier", func() bool {
+			return !strings.Contains(nstest.Sh(t, "ip", "-n", end[0], "link", "show", end[1]), "NO-CARRIER")
+		})
+	}
 	return c, s
 }
 
 // noOptions turns off timestamps, window scaling and SACK for the
-// client's connections, so the state carries none of them.
+// client's connections, so the state carries none of them (the
+// net.ipv4.tcp_ settings are TCP's, over IPv6 too).
 func noOptions(t *testing.T, c string) {
 	nstest.Sh(t, "ip", "netns", "exec", c, "sysctl", "-q", "-w", "net.ipv4.tcp_timestamps=0",
 		"net.ipv4.tcp_window_scaling=0", "net.ipv4.tcp_sack=0")
 }
 
-// listen listens on the server's address, port 8080, in namespace s;
-// the listener closes with the test.
-func listen(t *testing.T, s string) net.Listener {
+// listen listens on f's VIP (the server's address, port 8080) in
+// namespace s; the listener closes with the test.
+func listen(t *testing.T, s string, f family) net.Listener {
 	t.Helper()
 	var ln net.Listener
 	var err error
-	nstest.In(t, s, func() { ln, err = net.Listen("tcp", serverAddr+":8080") })
+	nstest.In(t, s, func() { ln, err = net.Listen("tcp", f.vip().String()) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,4 +245,48 @@ func wantReset(t *testing.T, client net.Conn) {
 func addrPortOf(a net.Addr) netip.AddrPort {
 	ap := a.(*net.TCPAddr).AddrPort()
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+}
+
+// domain is the address family of conn's socket (SO_DOMAIN).
+func domain(t *testing.T, conn syscall.Conn) int {
+	t.Helper()
+	sc, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d int
+	var derr error
+	sc.Control(func(fd uintptr) { d, derr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_DOMAIN) })
+	if derr != nil {
+		t.Fatal(derr)
+	}
+	return d
+}
+
+// tuple is a connection's ends as the host sees them.
+type tuple struct{ client, vip netip.AddrPort }
+
+func tupleOf(st *pb.TCPState) tuple {
+	c, v := tupleAddrs(st.GetClient(), st.GetClientPort(), st.GetVip(), st.GetVipPort())
+	return tuple{c, v}
+}
+
+// tcpOpts is what a connection negotiated, as tcp_info or a state says
+// it.
+type tcpOpts struct {
+	timestamps, sack, wscale bool
+	sndWscale, rcvWscale     uint32
+}
+
+func tcpOptions(ti *unix.TCPInfo) tcpOpts {
+	o := tcpOpts{timestamps: ti.Options&tcpiOptTimestamps != 0, sack: ti.Options&tcpiOptSack != 0, wscale: ti.Options&tcpiOptWscale != 0}
+	if o.wscale {
+		o.sndWscale, o.rcvWscale = wscales(ti)
+	}
+	return o
+}
+
+func tcpOptionsOf(st *pb.TCPState) tcpOpts {
+	return tcpOpts{timestamps: st.GetTimestamps(), sack: st.GetSackPermitted(), wscale: st.GetWindowScaling(),
+		sndWscale: st.GetSndWscale(), rcvWscale: st.GetRcvWscale()}
 }

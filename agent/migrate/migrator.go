@@ -493,8 +493,7 @@ func (m *Migrator) take(unit string, msg *pb.Migrate, done func(kind string, err
 		return
 	}
 	st := msg.GetState()
-	client := netip.AddrPortFrom(netip.AddrFrom4([4]byte(st.GetClient())), uint16(st.GetClientPort()))
-	vip := netip.AddrPortFrom(netip.AddrFrom4([4]byte(st.GetVip())), uint16(st.GetVipPort()))
+	client, vip := tupleAddrs(st.GetClient(), st.GetClientPort(), st.GetVip(), st.GetVipPort())
 	began := time.Now()
 	f, err := Upload(st, msg.GetData())
 	if err != nil {
@@ -794,10 +793,10 @@ func (m *Migrator) Status() Status {
 		}
 		s.Live++
 		if len(s.Connections) < maxListedConns {
-			c, v := lc.tuple.GetClient(), lc.tuple.GetVip()
+			t := lc.tuple
+			client, vip := tupleAddrs(t.GetClient(), t.GetClientPort(), t.GetVip(), t.GetVipPort())
 			s.Connections = append(s.Connections, LiveView{Unit: lc.unit, ID: lc.id, Handoff: lc.handoff, Since: lc.since,
-				Client: netip.AddrPortFrom(netip.AddrFrom4([4]byte(c)), uint16(lc.tuple.GetClientPort())).String(),
-				VIP:    netip.AddrPortFrom(netip.AddrFrom4([4]byte(v)), uint16(lc.tuple.GetVipPort())).String()})
+				Client: client.String(), VIP: vip.String()})
 		}
 	}
 	m.mu.Unlock()
@@ -806,6 +805,14 @@ func (m *Migrator) Status() Status {
 	}
 	slices.SortFunc(s.Connections, func(a, b LiveView) int { return a.Since.Compare(b.Since) })
 	return s
+}
+
+// tupleAddrs is a validated Migrate's client and VIP, IPv4 or IPv6 as
+// the state gives them (4 or 16 bytes, never IPv4-mapped).
+func tupleAddrs(client []byte, clientPort uint32, vip []byte, vipPort uint32) (c, v netip.AddrPort) {
+	ca, _ := netip.AddrFromSlice(client)
+	va, _ := netip.AddrFromSlice(vip)
+	return netip.AddrPortFrom(ca, uint16(clientPort)), netip.AddrPortFrom(va, uint16(vipPort))
 }
 
 func maps(in map[string]uint64) map[string]uint64 {

@@ -77,12 +77,12 @@ func (h *harness) registered(t *testing.T, addr string, want bool) {
 	})
 }
 
-// migrateOne accepts a client's connection normally on accept's
-// listener, lets the client send request, captures the connection's
-// state and migrates it with h in namespace s.
-func migrateOne(t *testing.T, h *harness, c, s string, accept func() (net.Conn, error), request []byte) (*net.TCPConn, *pb.Migrate, result) {
+// migrateOne accepts a client's connection to f's VIP normally on
+// accept's listener, lets the client send request, captures the
+// connection's state and migrates it with h in namespace s.
+func migrateOne(t *testing.T, h *harness, c, s string, f family, accept func() (net.Conn, error), request []byte) (*net.TCPConn, *pb.Migrate, result) {
 	t.Helper()
-	client, msg := acceptOne(t, c, accept, request)
+	client, msg := acceptOne(t, c, f, accept, request)
 	var res result
 	nstest.In(t, s, func() { res.kind, res.err = h.m.Migrate("unit-a", msg) })
 	return client, msg, res
@@ -96,9 +96,9 @@ type result struct {
 
 // acceptOne is migrateOne up to the Migrate: the client's connection,
 // accepted, its request in, captured.
-func acceptOne(t *testing.T, c string, accept func() (net.Conn, error), request []byte) (*net.TCPConn, *pb.Migrate) {
+func acceptOne(t *testing.T, c string, f family, accept func() (net.Conn, error), request []byte) (*net.TCPConn, *pb.Migrate) {
 	t.Helper()
-	client := dial(t, c, serverAddr+":8080")
+	client := dial(t, c, f.vip().String())
 	sc, err := accept()
 	if err != nil {
 		t.Fatal(err)
@@ -126,21 +126,23 @@ func checkEnded(t *testing.T, e ended, msg *pb.Migrate, reason pb.EndReason) {
 // TestMigrateToListener: the connection goes to the application through
 // its shim listener, which accepted the same client's connections
 // normally before; the application reads the request and answers; its
-// Close ends the migration exactly once.
-func TestMigrateToListener(t *testing.T) {
+// Close ends the migration exactly once. In each family.
+func TestMigrateToListener(t *testing.T) { forFamilies(t, testMigrateToListener) }
+
+func testMigrateToListener(t *testing.T, f family) {
 	c, s := pair(t)
 	h := newHarness(t)
 	var ln net.Listener
 	var err error
-	nstest.In(t, s, func() { ln, err = shim.Listen("tcp", serverAddr+":8080", shim.Options{Socket: h.sock}) })
+	nstest.In(t, s, func() { ln, err = shim.Listen("tcp", f.vip().String(), shim.Options{Socket: h.sock}) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	h.registered(t, serverAddr+":8080", true)
+	h.registered(t, f.vip().String(), true)
 	request := []byte("GET /a HTTP/1.1\r\nHost: vip\r\n\r\n")
 	accepted := make(chan net.Conn, 1)
-	client, msg, res := migrateOne(t, h, c, s, func() (net.Conn, error) {
+	client, msg, res := migrateOne(t, h, c, s, f, func() (net.Conn, error) {
 		conn, err := ln.Accept()
 		// The application goes on accepting: the migrated connection
 		// arrives through the same Accept.
@@ -159,11 +161,12 @@ func TestMigrateToListener(t *testing.T) {
 	if !ok {
 		t.Fatalf("accepted a %T, want a *shim.Conn", app)
 	}
-	if shim.TCPConn(app) == nil || addrPortOf(mc.LocalAddr()).String() != serverAddr+":8080" || addrPortOf(mc.RemoteAddr()) != addrPortOf(client.LocalAddr()) {
+	if shim.TCPConn(app) == nil || addrPortOf(mc.LocalAddr()) != f.vip() || addrPortOf(mc.RemoteAddr()) != addrPortOf(client.LocalAddr()) {
 		t.Fatalf("migrated conn %v→%v, client %v", mc.RemoteAddr(), mc.LocalAddr(), client.LocalAddr())
 	}
 	if st := h.m.Status(); st.Live != 1 || st.Uploaded != 1 || st.Handed[HandoffListener] != 1 || len(st.Connections) != 1 ||
-		st.Upload.Count != 1 || st.Handoff.Count != 1 || st.Upload.P50 != st.Upload.Max || st.Handoff.P99 != st.Handoff.Max {
+		st.Upload.Count != 1 || st.Handoff.Count != 1 || st.Upload.P50 != st.Upload.Max || st.Handoff.P99 != st.Handoff.Max ||
+		st.Connections[0].Client != addrPortOf(client.LocalAddr()).String() || st.Connections[0].VIP != f.vip().String() {
 		t.Fatalf("status %+v", st)
 	}
 	exchange(t, client, app, request, pattern(3<<20))
@@ -172,7 +175,7 @@ func TestMigrateToListener(t *testing.T) {
 	// The shim's going would end its outstanding connections: there is
 	// none left, so nothing more is counted.
 	ln.Close()
-	h.registered(t, serverAddr+":8080", false)
+	h.registered(t, f.vip().String(), false)
 	if st := h.m.Status(); st.Live != 0 || st.Ended["closed"] != 1 || len(st.Ended) != 1 {
 		t.Fatalf("after close: %+v", st)
 	}
@@ -186,17 +189,18 @@ func TestMigrateToListener(t *testing.T) {
 // drops (it died) leaves its migrated connections reported ended.
 func TestShimGoneEndsConnections(t *testing.T) {
 	c, s := pair(t)
+	f := inet4()
 	h := newHarness(t)
 	var ln net.Listener
 	var err error
-	nstest.In(t, s, func() { ln, err = shim.Listen("tcp", serverAddr+":8080", shim.Options{Socket: h.sock}) })
+	nstest.In(t, s, func() { ln, err = shim.Listen("tcp", f.vip().String(), shim.Options{Socket: h.sock}) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	h.registered(t, serverAddr+":8080", true)
+	h.registered(t, f.vip().String(), true)
 	accepted := make(chan net.Conn, 1)
-	_, msg, res := migrateOne(t, h, c, s, func() (net.Conn, error) {
+	_, msg, res := migrateOne(t, h, c, s, f, func() (net.Conn, error) {
 		conn, err := ln.Accept()
 		go func() {
 			if m, err := ln.Accept(); err == nil {
@@ -213,7 +217,7 @@ func TestShimGoneEndsConnections(t *testing.T) {
 	ln.Close() // the shim's connection to the agent goes
 	checkEnded(t, h.nextEnded(t), msg, pb.EndReason_END_REASON_CLOSED)
 	app.Close() // after the shim's end: no second notice
-	h.registered(t, serverAddr+":8080", false)
+	h.registered(t, f.vip().String(), false)
 	if st := h.m.Status(); st.Ended["closed"] != 1 || st.Live != 0 {
 		t.Fatalf("status %+v", st)
 	}
@@ -222,22 +226,29 @@ func TestShimGoneEndsConnections(t *testing.T) {
 // TestMigrateSplice: with no shim, a configured splice connects the
 // connection to a local server with a PROXY v2 header naming the
 // client; the server answers; the splice ends when both directions
-// are done, and only then.
+// are done, and only then. In each family, an IPv6 connection spliced
+// to a server on the IPv6 loopback address.
 func TestMigrateSplice(t *testing.T) {
-	for _, pp := range []bool{true, false} {
-		t.Run(map[bool]string{true: "proxy-v2", false: "no-proxy"}[pp], func(t *testing.T) { testSplice(t, pp) })
-	}
+	forFamilies(t, func(t *testing.T, f family) {
+		for _, pp := range []bool{true, false} {
+			t.Run(map[bool]string{true: "proxy-v2", false: "no-proxy"}[pp], func(t *testing.T) { testSplice(t, f, pp) })
+		}
+	})
 }
 
-func testSplice(t *testing.T, proxy bool) {
+func testSplice(t *testing.T, f family, proxy bool) {
 	c, s := pair(t)
-	vip := netip.MustParseAddrPort(serverAddr + ":8080")
-	h := newHarness(t, Splice{VIP: vip, To: netip.MustParseAddrPort("127.0.0.1:9000"), ProxyProtocol: proxy})
+	vip := f.vip()
+	to := netip.MustParseAddrPort("127.0.0.1:9000")
+	if f.server.Is6() {
+		to = netip.MustParseAddrPort("[::1]:9000")
+	}
+	h := newHarness(t, Splice{VIP: vip, To: to, ProxyProtocol: proxy})
 	var ln, local net.Listener
 	var err, err2 error
 	nstest.In(t, s, func() {
 		ln, err = net.Listen("tcp", vip.String())
-		local, err2 = net.Listen("tcp", "127.0.0.1:9000")
+		local, err2 = net.Listen("tcp", to.String())
 	})
 	if err != nil || err2 != nil {
 		t.Fatal(err, err2)
@@ -264,7 +275,7 @@ func testSplice(t *testing.T, proxy bool) {
 		got <- proxied{conn, hdr, err}
 	}()
 	request := []byte("POST /s HTTP/1.1\r\nContent-Length: 0\r\n\r\n")
-	client, msg, res := migrateOne(t, h, c, s, ln.Accept, request)
+	client, msg, res := migrateOne(t, h, c, s, f, ln.Accept, request)
 	if res.err != nil || res.kind != HandoffSplice {
 		t.Fatalf("result %v", res)
 	}
@@ -303,11 +314,13 @@ func testSplice(t *testing.T, proxy bool) {
 // connection is reset: the client's read fails with ECONNRESET (the
 // RST's sequence numbers were the connection's), the result is not ok,
 // and the unit hears HANDOFF_FAILED, never CLOSED.
-func TestMigrateNoHandoff(t *testing.T) {
+func TestMigrateNoHandoff(t *testing.T) { forFamilies(t, testMigrateNoHandoff) }
+
+func testMigrateNoHandoff(t *testing.T, f family) {
 	c, s := pair(t)
 	h := newHarness(t)
-	ln := listen(t, s)
-	client, msg, res := migrateOne(t, h, c, s, ln.Accept, []byte("GET / HTTP/1.0\r\n\r\n"))
+	ln := listen(t, s, f)
+	client, msg, res := migrateOne(t, h, c, s, f, ln.Accept, []byte("GET / HTTP/1.0\r\n\r\n"))
 	if res.err == nil {
 		t.Fatalf("result %v, want a failure", res)
 	}
@@ -321,20 +334,22 @@ func TestMigrateNoHandoff(t *testing.T) {
 // TestMigrateShimDoesNotAccept: a shim whose application does not call
 // Accept refuses the connection after its delivery bound; the client
 // is reset and the unit hears HANDOFF_FAILED.
-func TestMigrateShimDoesNotAccept(t *testing.T) {
+func TestMigrateShimDoesNotAccept(t *testing.T) { forFamilies(t, testMigrateShimDoesNotAccept) }
+
+func testMigrateShimDoesNotAccept(t *testing.T, f family) {
 	c, s := pair(t)
 	h := newHarness(t)
 	var ln net.Listener
 	var err error
 	nstest.In(t, s, func() {
-		ln, err = shim.Listen("tcp", serverAddr+":8080", shim.Options{Socket: h.sock, DeliverTimeout: 100 * time.Millisecond})
+		ln, err = shim.Listen("tcp", f.vip().String(), shim.Options{Socket: h.sock, DeliverTimeout: 100 * time.Millisecond})
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	h.registered(t, serverAddr+":8080", true)
-	client, msg, res := migrateOne(t, h, c, s, ln.Accept, []byte("GET / HTTP/1.0\r\n\r\n"))
+	h.registered(t, f.vip().String(), true)
+	client, msg, res := migrateOne(t, h, c, s, f, ln.Accept, []byte("GET / HTTP/1.0\r\n\r\n"))
 	if res.err == nil {
 		t.Fatalf("result %v, want a failure", res)
 	}
@@ -374,7 +389,7 @@ func TestApplicationCloseSendsTheFIN(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sh.Close()
-	vip := netip.MustParseAddrPort(serverAddr + ":8080")
+	vip := inet4().vip()
 	reg, err := wire.Encode(nil, &wire.Frame{Type: wire.TypeRegister, Addrs: []netip.AddrPort{vip}})
 	if err != nil {
 		t.Fatal(err)
@@ -390,7 +405,7 @@ func TestApplicationCloseSendsTheFIN(t *testing.T) {
 	}
 	defer ln.Close()
 	request := []byte("GET / HTTP/1.0\r\n\r\n")
-	client, msg := acceptOne(t, c, ln.Accept, request)
+	client, msg := acceptOne(t, c, inet4(), ln.Accept, request)
 	results := make(chan error, 1)
 	nstest.In(t, s, func() {
 		// Take uploads in the caller's namespace and returns; the

@@ -46,8 +46,10 @@ func (e *UploadError) Unwrap() error { return e.Err }
 // Upload recreates a connection the unit accepted in this host's
 // kernel (TCP_REPAIR), bound to st's VIP and connected to its client,
 // with data in its receive queue, and returns it out of repair mode, an
-// ordinary ESTABLISHED socket (no window probe is sent: see below).
-// The socket is created in the calling thread's network namespace.
+// ordinary ESTABLISHED socket (no window probe is sent: see below): an
+// AF_INET socket for an IPv4 state, an IPv6-only AF_INET6 one for an
+// IPv6 state. The socket is created in the calling thread's network
+// namespace.
 //
 // A failure is an *UploadError. When it comes after the socket was
 // connected, Upload has reset the client (an RST with the connection's
@@ -89,9 +91,15 @@ const stepConnect = "connect"
 
 // upload is Upload after validation, once.
 func upload(st *pb.TCPState, data []byte) (*os.File, error) {
-	vip, _ := netip.AddrFromSlice(st.GetVip())
-	client, _ := netip.AddrFromSlice(st.GetClient())
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	vipAddr, _ := netip.AddrFromSlice(st.GetVip())
+	clientAddr, _ := netip.AddrFromSlice(st.GetClient())
+	vip := netip.AddrPortFrom(vipAddr, uint16(st.GetVipPort()))
+	client := netip.AddrPortFrom(clientAddr, uint16(st.GetClientPort()))
+	family := unix.AF_INET
+	if vipAddr.Is6() {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return nil, &UploadError{Step: "socket", Err: err}
 	}
@@ -107,6 +115,14 @@ func upload(st *pb.TCPState, data []byte) (*os.File, error) {
 	}
 	tcp := func(opt, val int) error { return unix.SetsockoptInt(fd, unix.IPPROTO_TCP, opt, val) }
 
+	if family == unix.AF_INET6 {
+		// IPv6 only, whatever default net.ipv6.bindv6only gives: the
+		// connection is IPv6 end to end (a state's IPv6 addresses are
+		// never IPv4-mapped), and the application's socket says so.
+		if err := unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1); err != nil {
+			return fail("IPV6_V6ONLY", err)
+		}
+	}
 	// Repair mode also sets SK_FORCE_REUSE: the bind below succeeds
 	// beside the application's listener on the same VIP:port.
 	if err := tcp(unix.TCP_REPAIR, unix.TCP_REPAIR_ON); err != nil {
@@ -116,8 +132,8 @@ func upload(st *pb.TCPState, data []byte) (*os.File, error) {
 	// IP_FREEBIND, so that a unit cannot have the host send from an
 	// address it does not own, and a VIP not configured fails here,
 	// before any packet, rather than at the client.
-	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: vip.As4(), Port: int(st.GetVipPort())}); err != nil {
-		return fail(fmt.Sprintf("bind %v:%d", vip, st.GetVipPort()), err)
+	if err := unix.Bind(fd, sockaddr(vip)); err != nil {
+		return fail(fmt.Sprintf("bind %v", vip), err)
 	}
 	// The queues' sequence numbers can only be set while the socket is
 	// closed: connect in repair mode takes them as snd_nxt/snd_una and
@@ -134,9 +150,11 @@ func upload(st *pb.TCPState, data []byte) (*os.File, error) {
 	if err := tcp(unix.TCP_QUEUE_SEQ, int(int32(st.GetRemoteIsn()+1))); err != nil {
 		return fail("TCP_QUEUE_SEQ receive", err)
 	}
-	// In repair mode connect sends no SYN: the socket is ESTABLISHED.
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: client.As4(), Port: int(st.GetClientPort())}); err != nil {
-		return fail(stepConnect, fmt.Errorf("to %v:%d: %w", client, st.GetClientPort(), err))
+	// In repair mode connect sends no SYN, in either family (the kernel's
+	// tcp_connect finishes the connection at once): the socket is
+	// ESTABLISHED.
+	if err := unix.Connect(fd, sockaddr(client)); err != nil {
+		return fail(stepConnect, fmt.Errorf("to %v: %w", client, err))
 	}
 	connected = true
 	// The negotiated options need an ESTABLISHED socket.
@@ -205,7 +223,16 @@ func upload(st *pb.TCPState, data []byte) (*os.File, error) {
 	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
 		return fail("SO_REUSEADDR", err)
 	}
-	return os.NewFile(uintptr(fd), fmt.Sprintf("tcp %v:%d→%v:%d", vip, st.GetVipPort(), client, st.GetClientPort())), nil
+	return os.NewFile(uintptr(fd), fmt.Sprintf("tcp %v→%v", vip, client)), nil
+}
+
+// sockaddr is ap as a socket address of its family. A validated state's
+// IPv6 addresses are never link-local, so none needs a zone (scope ID).
+func sockaddr(ap netip.AddrPort) unix.Sockaddr {
+	if ap.Addr().Is4() {
+		return &unix.SockaddrInet4{Addr: ap.Addr().As4(), Port: int(ap.Port())}
+	}
+	return &unix.SockaddrInet6{Addr: ap.Addr().As16(), Port: int(ap.Port())}
 }
 
 func setsockoptBytes(fd, opt int, p unsafe.Pointer, n int) error {
