@@ -290,3 +290,19 @@ func tcpOptionsOf(st *pb.TCPState) tcpOpts {
 	return tcpOpts{timestamps: st.GetTimestamps(), sack: st.GetSackPermitted(), wscale: st.GetWindowScaling(),
 		sndWscale: st.GetSndWscale(), rcvWscale: st.GetRcvWscale()}
 }
+
+// tcpInfo is conn's TCP_INFO.
+func tcpInfo(t *testing.T, conn syscall.Conn) *unix.TCPInfo {
+	t.Helper()
+	sc, err := conn.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ti *unix.TCPInfo
+	var terr error
+	sc.Control(func(fd uintptr) { ti, terr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) })
+	if terr != nil {
+		t.Fatal(terr)
+	}
+	return ti
+}

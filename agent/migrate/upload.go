@@ -20,6 +20,10 @@ const (
 	tcpSendQueue = 2
 )
 
+// tcpMinMSS is the smallest MSS TCP_MAXSEG takes (TCP_MIN_MSS,
+// include/net/tcp.h).
+const tcpMinMSS = 88
+
 // tcpRepairOpt is struct tcp_repair_opt.
 type tcpRepairOpt struct {
 	Code, Val uint32
@@ -150,6 +154,16 @@ func upload(st *pb.TCPState, data []byte) (*os.File, error) {
 	if err := tcp(unix.TCP_QUEUE_SEQ, int(int32(st.GetRemoteIsn()+1))); err != nil {
 		return fail("TCP_QUEUE_SEQ receive", err)
 	}
+	// The segment size the socket sends with is worked out at the
+	// connect, from the path's MTU and the MSS clamp, and again only when
+	// the path's MTU changes; the clamp is then a default (536 bytes for
+	// IPv4, 1220 for IPv6) that TCP_REPAIR_OPTIONS corrects too late. So
+	// the client's MSS is the clamp at the connect already, as a user
+	// MSS (cleared again below); one below the smallest the kernel takes
+	// there is raised to it, the nearest it allows.
+	if err := tcp(unix.TCP_MAXSEG, int(max(st.GetMss(), tcpMinMSS))); err != nil {
+		return fail("TCP_MAXSEG", err)
+	}
 	// In repair mode connect sends no SYN, in either family (the kernel's
 	// tcp_connect finishes the connection at once): the socket is
 	// ESTABLISHED.
@@ -157,6 +171,11 @@ func upload(st *pb.TCPState, data []byte) (*os.File, error) {
 		return fail(stepConnect, fmt.Errorf("to %v: %w", client, err))
 	}
 	connected = true
+	// The user MSS has done its work; the application's socket keeps no
+	// setting it did not make.
+	if err := tcp(unix.TCP_MAXSEG, 0); err != nil {
+		return fail("TCP_MAXSEG clear", err)
+	}
 	// The negotiated options need an ESTABLISHED socket.
 	opts := []tcpRepairOpt{{unix.TCPOPT_MAXSEG, st.GetMss()}}
 	if st.GetWindowScaling() {

@@ -68,6 +68,7 @@ func TestUploadRoundTrip(t *testing.T) {
 				t.Fatal(err)
 			}
 			settle(t, client, sc.(*net.TCPConn), len(request))
+			accepted := tcpInfo(t, sc.(*net.TCPConn))
 			st, data := capture(t, sc.(*net.TCPConn))
 			if st.GetTimestamps() != tc.options || st.GetWindowScaling() != tc.options || st.GetSackPermitted() != tc.options {
 				t.Fatalf("options in the state: %v", st)
@@ -96,6 +97,16 @@ func TestUploadRoundTrip(t *testing.T) {
 			// them (window scales included).
 			if got, want := tcpOptions(ti), tcpOptionsOf(st); got != want {
 				t.Fatalf("the uploaded socket's options %+v, the state's %+v", got, want)
+			}
+			// The first segments go out at the client's MSS, as the
+			// accepted socket's did, not at the family's default (536
+			// or 1220 bytes less options). The kernel counts the
+			// timestamp option against the segment size when the host
+			// uses timestamps, whether or not the connection does (the
+			// segments then carry 12 bytes more).
+			if ti.Snd_mss > st.GetMss() || ti.Snd_mss < accepted.Snd_mss-tcpTimestampOption {
+				t.Fatalf("the uploaded socket's segment size %d, the accepted one's %d (the client's MSS %d)",
+					ti.Snd_mss, accepted.Snd_mss, st.GetMss())
 			}
 			// An IPv4 state makes an AF_INET socket, whatever socket it
 			// was captured from; an IPv6 one an IPv6-only AF_INET6 one.
@@ -140,6 +151,10 @@ func TestUploadRoundTrip(t *testing.T) {
 		})
 	}
 }
+
+// tcpTimestampOption is the timestamp option's bytes in a segment,
+// padding included (TCPOLEN_TSTAMP_ALIGNED).
+const tcpTimestampOption = 12
 
 // TestUploadFailureResets: an upload the kernel refuses after the
 // socket is connected (here a window the kernel finds inconsistent)
