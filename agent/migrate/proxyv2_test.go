@@ -23,9 +23,21 @@ func TestProxyHeader(t *testing.T) {
 	if err != nil || h.Local || h.Source != src || h.Destination != dst {
 		t.Fatalf("ReadProxyHeader = %+v, %v", h, err)
 	}
+	// A migrated IPv6 connection's: AF_INET6, length 36, the 16-byte
+	// addresses, the ports.
 	s6, d6 := netip.MustParseAddrPort("[2001:db8::9]:1"), netip.MustParseAddrPort("[2001:db8::50]:443")
-	b6, _ := AppendProxyHeader(nil, s6, d6)
-	if h, err := ParseProxyHeader(b6); err != nil || h.Source != s6 || h.Destination != d6 {
+	b6, err := AppendProxyHeader(nil, s6, d6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want6 := append([]byte("\r\n\r\n\x00\r\nQUIT\n"), 0x21, 0x21, 0, 36)
+	want6 = append(want6, s6.Addr().AsSlice()...)
+	want6 = append(want6, d6.Addr().AsSlice()...)
+	want6 = append(want6, 0, 1, 1, 0xbb)
+	if !bytes.Equal(b6, want6) {
+		t.Fatalf("IPv6 header %x, want %x", b6, want6)
+	}
+	if h, err := ReadProxyHeader(bytes.NewReader(append(b6, "GET /"...))); err != nil || h.Local || h.Source != s6 || h.Destination != d6 {
 		t.Fatalf("IPv6: %+v, %v", h, err)
 	}
 	// A dual-stack socket's IPv4 peer: AF_INET6, the IPv4 address
