@@ -37,7 +37,9 @@ type MigrationConfig struct {
 
 // SpliceConfig is one splice.
 type SpliceConfig struct {
-	// VIP is the migrated connections' VIP:port (IPv4, as migration is).
+	// VIP is the migrated connections' VIP:port, IPv4 or IPv6 (an IPv6
+	// VIP as the units migrate to it: no zone, not IPv4-mapped, not
+	// link-local).
 	VIP string `mapstructure:"vip"`
 	// To is the local server, address:port.
 	To string `mapstructure:"to"`
@@ -74,13 +76,26 @@ func (mc *MigrationConfig) check(p *problems, c *Config) {
 	seen := map[netip.AddrPort]int{}
 	for i, s := range mc.Splice {
 		key := fmt.Sprintf("migration.splice[%d]", i)
+		// A migrated connection's VIP is matched as the unit sends it,
+		// which is never IPv4-mapped and has no zone: a splice written so
+		// would never match.
 		vip, err := netip.ParseAddrPort(s.VIP)
 		switch {
-		case err != nil || !vip.Addr().Is4() || vip.Port() == 0:
-			p.Add(key+".vip", s.VIP, "want the VIP's IPv4 address:port, e.g. 192.0.2.10:80 (migration is IPv4 only)")
+		case err != nil || vip.Port() == 0:
+			p.Add(key+".vip", s.VIP, "want the VIP's address:port, e.g. 192.0.2.10:80 or [2001:db8::10]:80")
+			continue
+		case vip.Addr().Is4In6():
+			p.Add(key+".vip", s.VIP, "is IPv4-mapped: want the IPv4 address, %v, as a migrated IPv4 connection names it",
+				netip.AddrPortFrom(vip.Addr().Unmap(), vip.Port()))
+			continue
+		case vip.Addr().Zone() != "":
+			p.Add(key+".vip", s.VIP, "want the address without a zone: a migrated connection carries none")
 			continue
 		case vip.Addr().IsUnspecified() || vip.Addr().IsMulticast():
 			p.Add(key+".vip", s.VIP, "want the VIP's own address")
+			continue
+		case vip.Addr().Is6() && vip.Addr().IsLinkLocalUnicast():
+			p.Add(key+".vip", s.VIP, "want a global or unique-local address: a link-local VIP needs a zone a migrated connection cannot carry")
 			continue
 		}
 		if j, dup := seen[vip]; dup {

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http/httptest"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +22,11 @@ func TestMigrationConfigErrorsNameTheKey(t *testing.T) {
 		on + "handoff_socket: run/h.sock}":                                                                             {"migration.handoff_socket", "run/h.sock", "absolute"},
 		on + "handoff_socket: /run/tether-agent/agent.sock}":                                                           {"migration.handoff_socket", "api.socket"},
 		on + "handoff_group: \"a b\"}":                                                                                 {"migration.handoff_group", "a b"},
-		on + "splice: [{vip: \"[2001:db8::1]:80\", to: \"127.0.0.1:8080\"}]}":                                          {"migration.splice[0].vip", "2001:db8::1", "IPv4"},
+		on + "splice: [{vip: \"[::ffff:192.0.2.10]:80\", to: \"127.0.0.1:8080\"}]}":                                    {"migration.splice[0].vip", "::ffff:192.0.2.10", "IPv4-mapped", "192.0.2.10:80"},
+		on + "splice: [{vip: \"[2001:db8::1%eth0]:80\", to: \"127.0.0.1:8080\"}]}":                                     {"migration.splice[0].vip", "2001:db8::1%eth0", "without a zone"},
+		on + "splice: [{vip: \"[fe80::1]:80\", to: \"127.0.0.1:8080\"}]}":                                              {"migration.splice[0].vip", "fe80::1", "link-local"},
+		on + "splice: [{vip: \"[ff02::1]:80\", to: \"127.0.0.1:8080\"}]}":                                              {"migration.splice[0].vip", "ff02::1", "own address"},
+		on + "splice: [{vip: \"[::]:80\", to: \"127.0.0.1:8080\"}]}":                                                   {"migration.splice[0].vip", "[::]:80", "own address"},
 		on + "splice: [{vip: \"192.0.2.10\", to: \"127.0.0.1:8080\"}]}":                                                {"migration.splice[0].vip", "192.0.2.10", "address:port"},
 		on + "splice: [{vip: \"192.0.2.10:80\", to: \"127.0.0.1\"}]}":                                                  {"migration.splice[0].to", "127.0.0.1", "address:port"},
 		on + "splice: [{vip: \"192.0.2.10:80\", to: \"0.0.0.0:80\"}]}":                                                 {"migration.splice[0].to", "0.0.0.0:80"},
@@ -37,13 +42,15 @@ func TestMigrationConfigErrorsNameTheKey(t *testing.T) {
 			}
 		}
 	}
-	cfg, err := ParseConfig([]byte(streamBase + on + "splice: [{vip: \"192.0.2.10:80\", to: \"127.0.0.1:8080\"}, {vip: \"192.0.2.10:81\", to: \"[::1]:81\", proxy_protocol: none}]}"))
+	cfg, err := ParseConfig([]byte(streamBase + on + "splice: [{vip: \"192.0.2.10:80\", to: \"127.0.0.1:8080\"}, {vip: \"192.0.2.10:81\", to: \"[::1]:81\", proxy_protocol: none}, " +
+		"{vip: \"[2001:db8::10]:80\", to: \"[::1]:8080\"}]}"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	mc := cfg.Migration
-	if mc.HandoffSocket != "/run/tether-agent/handoff.sock" || mc.HandoffGroup != "" || len(mc.splices) != 2 ||
-		!mc.splices[0].ProxyProtocol || mc.splices[1].ProxyProtocol || mc.splices[1].To.String() != "[::1]:81" {
+	if mc.HandoffSocket != "/run/tether-agent/handoff.sock" || mc.HandoffGroup != "" || len(mc.splices) != 3 ||
+		!mc.splices[0].ProxyProtocol || mc.splices[1].ProxyProtocol || mc.splices[1].To.String() != "[::1]:81" ||
+		mc.splices[2].VIP != netip.MustParseAddrPort("[2001:db8::10]:80") || !mc.splices[2].ProxyProtocol {
 		t.Errorf("defaults: %+v", mc)
 	}
 	t.Setenv("TETHER_AGENT_MIGRATION_HANDOFF_SOCKET", "/tmp/x.sock")
