@@ -1,10 +1,14 @@
 package agent
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -81,19 +85,40 @@ func (n inNamespace) Take(unit string, m *hostpb.Migrate, done func(error)) {
 // host's kernel) comes out of the application's shim listener with the
 // client's request first, the unit gets the Ack of the Migrate's seq
 // (the migration's success: no result follows) and, when the
-// application closes the connection, MigrationEnded, in that order.
+// application closes the connection, MigrationEnded, in that order. An
+// IPv4 connection and an IPv6 one.
 func TestMigrationOverTheStream(t *testing.T) {
+	for _, f := range []struct {
+		name, client, server string
+		bits                 int
+	}{{"ipv4", "10.9.1.1", "10.9.1.2", 24}, {"ipv6", "2001:db8:9:1::1", "2001:db8:9:1::2", 64}} {
+		t.Run(f.name, func(t *testing.T) {
+			testMigrationOverTheStream(t, netip.MustParseAddr(f.client), netip.MustParseAddr(f.server), f.bits)
+		})
+	}
+}
+
+func testMigrationOverTheStream(t *testing.T, clientAddr, serverAddr netip.Addr, bits int) {
 	nstest.Require(t)
 	c, s := nstest.NS(t, "tagm", "c"), nstest.NS(t, "tagm", "s")
+	// No duplicate address detection: the addresses are usable at once.
 	for _, args := range [][]string{
 		{"ip", "link", "add", "c0", "netns", c, "type", "veth", "peer", "name", "s0", "netns", s},
-		{"ip", "-n", c, "addr", "add", "10.9.1.1/24", "dev", "c0"},
-		{"ip", "-n", s, "addr", "add", "10.9.1.2/24", "dev", "s0"},
+		{"ip", "-n", c, "addr", "add", fmt.Sprintf("%v/%d", clientAddr, bits), "dev", "c0", "nodad"},
+		{"ip", "-n", s, "addr", "add", fmt.Sprintf("%v/%d", serverAddr, bits), "dev", "s0", "nodad"},
 		{"ip", "-n", c, "link", "set", "c0", "up"},
 		{"ip", "-n", s, "link", "set", "s0", "up"},
 	} {
 		nstest.Sh(t, args...)
 	}
+	// A SYN sent before the veth pair's carrier is up may be lost (IPv6's
+	// are), and its retransmission comes a second later.
+	for _, end := range [][2]string{{c, "c0"}, {s, "s0"}} {
+		eventually(t, end[1]+"'s carrier", func() bool {
+			return !strings.Contains(nstest.Sh(t, "ip", "-n", end[0], "link", "show", end[1]), "NO-CARRIER")
+		})
+	}
+	vip := netip.AddrPortFrom(serverAddr, 8080)
 	dir := t.TempDir()
 	scfg, ccfg := mtlstest.UnitAndHost(t, dir, "unit-a", 7)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -139,14 +164,14 @@ func TestMigrationOverTheStream(t *testing.T) {
 	}
 
 	var ln net.Listener
-	nstest.In(t, s, func() { ln, err = shim.Listen("tcp", "10.9.1.2:8080", shim.Options{Socket: sock}) })
+	nstest.In(t, s, func() { ln, err = shim.Listen("tcp", vip.String(), shim.Options{Socket: sock}) })
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
 	eventually(t, "the shim's registration", func() bool { return len(mig.Status().Shims) == 1 && len(mig.Status().Shims[0].Addrs) == 1 })
 	var client net.Conn
-	nstest.In(t, c, func() { client, err = net.DialTimeout("tcp", "10.9.1.2:8080", 5*time.Second) })
+	nstest.In(t, c, func() { client, err = net.DialTimeout("tcp", vip.String(), 5*time.Second) })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +208,12 @@ func TestMigrationOverTheStream(t *testing.T) {
 	if m := next(); m.GetAck().GetSeq() != 1 {
 		t.Fatalf("got %v, want the Ack of the Migrate's seq 1", m)
 	}
-	app := <-accepted
+	var app net.Conn
+	select {
+	case app = <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the application did not get the migrated connection")
+	}
 	got := make([]byte, len(request))
 	if _, err := io.ReadFull(app, got); err != nil || string(got) != string(request) {
 		t.Fatalf("application read %q, %v", got, err)
@@ -198,7 +228,8 @@ func TestMigrationOverTheStream(t *testing.T) {
 	}
 	app.Close()
 	e := next().GetMigrationEnded()
-	if e.GetId() != 77 || e.GetReason() != hostpb.EndReason_END_REASON_CLOSED || e.GetTuple().GetVipPort() != 8080 {
+	if e.GetId() != 77 || e.GetReason() != hostpb.EndReason_END_REASON_CLOSED || e.GetTuple().GetVipPort() != 8080 ||
+		!bytes.Equal(e.GetTuple().GetVip(), serverAddr.AsSlice()) || !bytes.Equal(e.GetTuple().GetClient(), clientAddr.AsSlice()) {
 		t.Fatalf("ended %v", e)
 	}
 	// The count follows the shim's answer, which the agent reads on its
