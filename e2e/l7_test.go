@@ -74,11 +74,17 @@ http {
 // hand-off: the shim socket, and on b1 the splice to nginx.
 func l7Agent(t *testing.T, lb *LB, dir, certs string, i int, id uint32, sock string) *Proc {
 	t.Helper()
+	return tunnelAgentWith(t, lb, dir, certs, i, id, l7Migration(i, sock, "192.0.2.10:80"))
+}
+
+// l7Migration is backend i's agent's migration section: the shim
+// socket, and on b1 the splice of vip (address:port) to nginx.
+func l7Migration(i int, sock, vip string) string {
 	migration := fmt.Sprintf("migration:\n  enabled: true\n  handoff_socket: %s\n", sock)
 	if i == 1 {
-		migration += "  splice:\n    - {vip: \"192.0.2.10:80\", to: \"127.0.0.1:8080\", proxy_protocol: v2}\n"
+		migration += fmt.Sprintf("  splice:\n    - {vip: \"%s\", to: \"127.0.0.1:8080\", proxy_protocol: v2}\n", vip)
 	}
-	return tunnelAgentWith(t, lb, dir, certs, i, id, migration)
+	return migration
 }
 
 // listensFor reports whether a host's listeners (unit.HostStream's)
@@ -97,7 +103,13 @@ func listensFor(listeners []string, vip string) bool {
 // and waits until the agent (whose API socket is in dir) lists it.
 func startShimHTTP(t *testing.T, lb *LB, dir, sock string) *Proc {
 	t.Helper()
-	p, err := lb.Start(lb.Backends[0], "shim httpd b0", RoleCommand("shimhttpd", "b0", "192.0.2.10:80", sock), Self())
+	return startShimHTTPOn(t, lb, dir, sock, "192.0.2.10:80")
+}
+
+// startShimHTTPOn is startShimHTTP listening on vip (address:port).
+func startShimHTTPOn(t *testing.T, lb *LB, dir, sock, vip string) *Proc {
+	t.Helper()
+	p, err := lb.Start(lb.Backends[0], "shim httpd b0", RoleCommand("shimhttpd", "b0", vip, sock), Self())
 	if err != nil {
 		t.Fatal(err)
 	}
