@@ -169,32 +169,34 @@ func allocsPerFrame(r *rig, in []byte) float64 {
 // place with the VIP's key, or (punted) copied out for the acceptor and
 // held, its hold let go at once.
 func BenchmarkL7SYN(b *testing.B) {
-	for _, answered := range []bool{true, false} {
-		name := "punted"
-		if answered {
-			name = "answered"
-		}
-		b.Run(name, func(b *testing.B) {
-			r := l7Rig(b, false)
+	for _, fam := range l7Families {
+		for _, answered := range []bool{true, false} {
+			name := fam.name + "/punted"
 			if answered {
-				installSYNKeys(b, r, testSYNKey(r))
+				name = fam.name + "/answered"
 			}
-			in := syn(cl(1, 5000), vip(84))
-			fr := []nic.Frame{frame(in)}
-			buf := append([]byte(nil), fr[0].Buf...)
-			b.ReportAllocs()
-			for b.Loop() {
-				copy(fr[0].Buf, buf)
-				fr[0].Len, fr[0].Offload = len(in), nic.Offload{}
-				r.out.Reset()
-				r.p.Process(r.now, fr, r.out)
-				if !answered {
-					r.p.TakeOutbox(func([]channel.FlowEvent, []channel.Punt, uint64) {})
-					r.p.Answer(r.p.acceptID, nil)
-					r.p.flushAnswers(r.out)
+			b.Run(name, func(b *testing.B) {
+				r := l7Rig(b, false)
+				if answered {
+					installSYNKeys(b, r, testSYNKeyOf(r, fam))
 				}
-			}
-		})
+				in := syn(fam.c, fam.v)
+				fr := []nic.Frame{frame(in)}
+				buf := append([]byte(nil), fr[0].Buf...)
+				b.ReportAllocs()
+				for b.Loop() {
+					copy(fr[0].Buf, buf)
+					fr[0].Len, fr[0].Offload = len(in), nic.Offload{}
+					r.out.Reset()
+					r.p.Process(r.now, fr, r.out)
+					if !answered {
+						r.p.TakeOutbox(func([]channel.FlowEvent, []channel.Punt, uint64) {})
+						r.p.Answer(r.p.acceptID, nil)
+						r.p.flushAnswers(r.out)
+					}
+				}
+			})
+		}
 	}
 }
 
