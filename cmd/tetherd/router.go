@@ -63,11 +63,9 @@ logged.`,
 			if err != nil {
 				return err
 			}
-			var src netip.Addr
-			if source != "" {
-				if src, err = netip.ParseAddr(source); err != nil {
-					return fmt.Errorf("--source: %q: %w", source, err)
-				}
+			src, err := routerSource(v, source)
+			if err != nil {
+				return err
 			}
 			decide, err := routerDecide(v)
 			if err != nil {
@@ -109,6 +107,22 @@ logged.`,
 	f.StringVar(&adminGroup, "admin-group", "", "a group allowed on the admin socket besides root")
 	cmd.MarkFlagRequired("vip")
 	return cmd
+}
+
+// routerSource is --source (text) for VIP v: none, or an address of
+// the VIP's family, which its backends are of.
+func routerSource(v *config.VIP, text string) (netip.Addr, error) {
+	if text == "" {
+		return netip.Addr{}, nil
+	}
+	src, err := netip.ParseAddr(text)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("--source: %q: %w", text, err)
+	}
+	if src = src.Unmap(); src.Is4() != v.Addr().Is4() {
+		return netip.Addr{}, fmt.Errorf("--source: %s is not of the family of VIP %s (%s), whose backends it would reach", src, v.Name, v.Addr())
+	}
+	return src, nil
 }
 
 // routerSocketDir is where the router's admin socket goes by default,

@@ -56,6 +56,13 @@ vips:
 	if _, err := l7VIPOf(cfg, "nope"); err == nil {
 		t.Error("an unknown VIP was accepted")
 	}
+	// The source is of the VIP's family.
+	v := &cfg.VIPs[0]
+	for text, ok := range map[string]bool{"": true, "10.0.11.50": true, "::ffff:10.0.11.50": true, "2001:db8::50": false, "ten": false} {
+		if _, err := routerSource(v, text); (err == nil) != ok {
+			t.Errorf("--source %q: %v, want accepted %v", text, err, ok)
+		}
+	}
 }
 
 // TestRouterDecideAvoids: a backend the router avoids gets no request
