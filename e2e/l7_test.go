@@ -137,6 +137,59 @@ func unitL7(t *testing.T, u *runningUnit) unit.L7View {
 	return ctlView[unit.L7View](t, u, "l7")
 }
 
+// checkL7Routing checks the l7 VIP of n's family that l7Hosts and
+// l7Rules set up: curl's requests land where the rules on path, host and
+// cookie say, on both hand-over paths (nginx on b1 sees the client's
+// address); Go clients, a connection each, spread over both hosts; and
+// a download of size bytes arrives intact with no reply through the
+// unit.
+func checkL7Routing(t *testing.T, lb *LB, u *runningUnit, n hostsNet, size int) {
+	t.Helper()
+	url := n.url()
+	get := func(args ...string) (string, error) {
+		return lb.Exec(lb.Client, append([]string{"curl", "-sS", "--max-time", "20"}, args...)...)
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{url + "/b0/x"}, "b0"},
+		{[]string{url + "/b1/x"}, "b1 " + n.client()},
+		{[]string{"-H", "Host: zero.example", url + "/"}, "b0"},
+		{[]string{"--cookie", "backend=b1", url + "/"}, "b1 " + n.client()},
+	} {
+		out, err := get(c.args...)
+		if err != nil || strings.TrimSpace(out) != c.want {
+			t.Fatalf("curl %v: %v: got %q, want %q\n%s", c.args, err, out, c.want, jsonText(unitL7(t, u)))
+		}
+	}
+	res := client(t, lb, url+"/", 100, 4)
+	b1 := 0
+	for name, n := range res.Backends {
+		if strings.HasPrefix(name, "b1") {
+			b1 += n
+		}
+	}
+	if res.Errors != 0 || res.Backends["b0"] == 0 || b1 == 0 {
+		t.Fatalf("100 connections through the l7 VIP: %+v", res)
+	}
+	before := u.report()
+	out, err := lb.Exec(lb.Client, "bash", "-c",
+		fmt.Sprintf("curl -sS --max-time 60 -H 'Host: zero.example' '%s/bytes?n=%d' | sha256sum", url, size))
+	if err != nil || strings.Fields(out)[0] != PayloadSHA256(int64(size)) {
+		t.Fatalf("%d MiB through a migrated connection: %v: %q", size>>20, err, out)
+	}
+	after := u.report()
+	var fwd, replies uint64
+	for i, b := range after.Backends {
+		fwd += b.Packets - before.Backends[i].Packets
+		replies += b.ReplyPackets - before.Backends[i].ReplyPackets
+	}
+	if fwd == 0 || replies != 0 {
+		t.Errorf("the unit forwarded %d packets to the hosts and %d replies: want replies direct from the hosts", fwd, replies)
+	}
+}
+
 // TestL7Migration: an l7 VIP's acceptor takes each connection, reads its
 // first request, chooses the host by the rules, and migrates the live
 // connection there; the host's kernel continues it and answers the
@@ -158,59 +211,14 @@ func testL7Migration(t *testing.T, lb *LB) {
 	})
 	shim := startShimHTTP(t, lb, dir, socks[0])
 
+	checkL7Routing(t, lb, u, hostsIPv4, 100<<20)
 	get := func(args ...string) (string, error) {
 		return lb.Exec(lb.Client, append([]string{"curl", "-sS", "--max-time", "20"}, args...)...)
-	}
-	// Rules on the path, the host and a cookie, both hand-over paths.
-	for _, c := range []struct {
-		args []string
-		want string
-	}{
-		{[]string{"http://192.0.2.10/b0/x"}, "b0"},
-		{[]string{"http://192.0.2.10/b1/x"}, "b1 " + ClientAddr},
-		{[]string{"-H", "Host: zero.example", "http://192.0.2.10/"}, "b0"},
-		{[]string{"--cookie", "backend=b1", "http://192.0.2.10/"}, "b1 " + ClientAddr},
-	} {
-		out, err := get(c.args...)
-		if err != nil || strings.TrimSpace(out) != c.want {
-			t.Fatalf("curl %v: %v: got %q, want %q\n%s", c.args, err, out, c.want, jsonText(unitL7(t, u)))
-		}
-	}
-	// Go clients, a new connection each, spread over both hosts by the
-	// default rule.
-	res := client(t, lb, "http://192.0.2.10/", 100, 4)
-	b1 := 0
-	for name, n := range res.Backends {
-		if strings.HasPrefix(name, "b1") {
-			b1 += n
-		}
-	}
-	if res.Errors != 0 || res.Backends["b0"] == 0 || b1 == 0 {
-		t.Fatalf("100 connections through the l7 VIP: %+v", res)
-	}
-
-	// 100 MiB through a migrated connection, intact, with no reply
-	// through the unit.
-	before := u.report()
-	const size = 100 << 20
-	out, err := lb.Exec(lb.Client, "bash", "-c",
-		fmt.Sprintf("curl -sS --max-time 60 -H 'Host: zero.example' 'http://192.0.2.10/bytes?n=%d' | sha256sum", size))
-	if err != nil || strings.Fields(out)[0] != PayloadSHA256(size) {
-		t.Fatalf("100 MiB through a migrated connection: %v: %q", err, out)
-	}
-	after := u.report()
-	var fwd, replies uint64
-	for i, b := range after.Backends {
-		fwd += b.Packets - before.Backends[i].Packets
-		replies += b.ReplyPackets - before.Backends[i].ReplyPackets
-	}
-	if fwd == 0 || replies != 0 {
-		t.Errorf("the unit forwarded %d packets to the hosts and %d replies: want replies direct from the hosts", fwd, replies)
 	}
 
 	// A keep-alive connection: the first request decides; the second,
 	// which a rule sends elsewhere, reaches the same host.
-	out, err = get("http://192.0.2.10/b0/first", "http://192.0.2.10/b1/second")
+	out, err := get("http://192.0.2.10/b0/first", "http://192.0.2.10/b1/second")
 	if err != nil || out != "b0\nb0\n" {
 		t.Fatalf("two requests on one connection: %v: %q, want both answered by b0", err, out)
 	}
@@ -249,14 +257,13 @@ func testL7Migration(t *testing.T, lb *LB) {
 	shim.Stop()
 	eventually(t, "the unit told that nothing on b0 listens", func() bool { n, deaf := listening(); return n == 1 && deaf == 1 },
 		func() string { return jsonText(sv) })
-	res = client(t, lb, "http://192.0.2.10/", 20, 4)
+	res := client(t, lb, "http://192.0.2.10/", 20, 4)
 	if res.Errors != 0 || res.Backends["b0"] != 0 {
 		t.Fatalf("20 connections with nothing listening on b0: %+v", res)
 	}
 	// A request only b0 may take goes there all the same, as the last
 	// resort: the upload fails, the host resets the client, and the
 	// unit removes the route.
-	before = u.report()
 	if out, err := get("http://192.0.2.10/b0/x"); err == nil {
 		t.Fatalf("a request to a host with no application succeeded: %q", out)
 	} else if !strings.Contains(out+err.Error(), "reset") {
@@ -286,7 +293,7 @@ func testL7Migration(t *testing.T, lb *LB) {
 		t.Fatal(err)
 	}
 	f.Close()
-	before = u.report()
+	before := u.report()
 	if err := agents[0].Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
@@ -420,14 +427,34 @@ func TestL7SYNFlood(t *testing.T) {
 // migrates there; one for b2's servers migrates to the router, which
 // routes every request of the connection by the rules (one keep-alive
 // connection reaches both of b2's servers), from its own source
-// address, over connections it reuses.
+// address, over connections it reuses. With an IPv4 VIP and an IPv6 one.
 func TestL7Router(t *testing.T) {
+	for _, n := range []hostsNet{hostsIPv4, hostsIPv6} {
+		name := "ipv4"
+		if n.v6 {
+			name = "ipv6"
+		}
+		t.Run(name, func(t *testing.T) { testL7Router(t, n) })
+	}
+}
+
+func testL7Router(t *testing.T, n hostsNet) {
 	lb := newLB(t, "l7r", 3, NewLB)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
-	b2 := lb.BackendIP(2)
+	b2, listen := lb.BackendIP(2), "0.0.0.0:"
+	// The router's source address, beside b1's own on its link.
+	source, plen := "10.0.11.50", "/24"
+	if n.v6 {
+		if err := lb.AddIPv6(); err != nil {
+			t.Fatal(err)
+		}
+		b2, listen = lb.BackendIP6(2), "[::]:"
+		own := lb.BackendIP6(1)
+		source, plen = own[:strings.LastIndex(own, ":")+1]+"50", "/64"
+	}
 	for _, s := range []struct{ name, port string }{{"b2a", "8080"}, {"b2b", "8081"}} {
-		p, err := lb.Start(lb.Backends[2], "httpd "+s.name, RoleCommand("httpd", s.name, "0.0.0.0:"+s.port), Self())
+		p, err := lb.Start(lb.Backends[2], "httpd "+s.name, RoleCommand("httpd", s.name, listen+s.port), Self())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -436,8 +463,11 @@ func TestL7Router(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	const source = "10.0.11.50"
-	if err := lb.Run(lb.Backends[1], "ip", "addr", "add", source+"/24", "dev", "e0"); err != nil {
+	addr := []string{"ip", "addr", "add", source + plen, "dev", "e0"}
+	if n.v6 {
+		addr = append(addr, "nodad")
+	}
+	if err := lb.Run(lb.Backends[1], addr...); err != nil {
 		t.Fatal(err)
 	}
 	socks := []string{filepath.Join(dir, "handoff-b0.sock"), filepath.Join(dir, "handoff-b1.sock")}
@@ -449,11 +479,11 @@ func TestL7Router(t *testing.T) {
         - {name: to-a, path_prefix: /a/, backends: [b2a]}
         - {name: to-b, path_prefix: /b/, backends: [b2b]}
         - {name: to-b0, path_prefix: /b0/, backends: [b0]}`
-	extra := fmt.Sprintf("      - {name: b2a, address: %s, port: 8080}\n      - {name: b2b, address: %s, port: 8081}\n", b2, b2)
-	u, _ := startHostsUnit(t, lb, dir, mode, extra, func(certs string, i int, id uint32) *Proc {
-		return tunnelAgentWith(t, lb, dir, certs, i, id, fmt.Sprintf("migration:\n  enabled: true\n  handoff_socket: %s\n", socks[i]))
+	extra := fmt.Sprintf("      - {name: b2a, address: \"%s\", port: 8080}\n      - {name: b2b, address: \"%s\", port: 8081}\n", b2, b2)
+	u, _ := startHostsUnitOn(t, lb, dir, n, mode, extra, func(certs string, i int, id uint32) *Proc {
+		return tunnelAgentAt(t, lb, dir, certs, i, id, n.tunnelAddrs(lb, i), fmt.Sprintf("migration:\n  enabled: true\n  handoff_socket: %s\n", socks[i]))
 	})
-	startShimHTTP(t, lb, dir, socks[0])
+	startShimHTTPOn(t, lb, dir, socks[0], n.vipPort())
 	routerSock := filepath.Join(dir, "router.sock")
 	rt, err := lb.Start(lb.Backends[1], "router b1", nil, tetherd, "router", "--config", u.cfgPath, "--vip", "web", "--source", source,
 		"--handoff-socket", socks[1], "--admin-socket", routerSock)
@@ -471,17 +501,18 @@ func TestL7Router(t *testing.T) {
 		return lb.Exec(lb.Client, append([]string{"curl", "-sS", "--max-time", "20"}, args...)...)
 	}
 	// Migrated to the host with an agent, as before.
-	if out, err := get("http://192.0.2.10/b0/x"); err != nil || strings.TrimSpace(out) != "b0" {
+	url := n.url()
+	if out, err := get(url + "/b0/x"); err != nil || strings.TrimSpace(out) != "b0" {
 		t.Fatalf("/b0/x: %v: %q", err, out)
 	}
 	// One keep-alive connection, through the router, to both of b2's
 	// servers: each request routed by the rules.
-	out, err := get("http://192.0.2.10/a/x?peer", "http://192.0.2.10/b/x?peer", "http://192.0.2.10/a/x")
+	out, err := get(url+"/a/x?peer", url+"/b/x?peer", url+"/a/x")
 	if want := fmt.Sprintf("b2a %s\nb2b %s\nb2a\n", source, source); err != nil || out != want {
 		t.Fatalf("three requests on one connection through the router: %v: %q, want %q\n%s", err, out, want, rt.Output())
 	}
 	// Many short client connections, few connections to the hosts.
-	res := client(t, lb, "http://192.0.2.10/a/x", 50, 4)
+	res := client(t, lb, url+"/a/x", 50, 4)
 	if res.Errors != 0 || res.Backends["b2a"] != 50 {
 		t.Fatalf("50 connections through the router: %+v", res)
 	}
@@ -512,7 +543,7 @@ func TestL7Router(t *testing.T) {
 		mv = agentMigrations(t, lb, 1, filepath.Join(dir, "agent-b1.sock"))
 		return len(mv.Shims) == 0
 	}, func() string { return jsonText(mv) })
-	if out, err := get("http://192.0.2.10/a/x"); err == nil {
+	if out, err := get(url + "/a/x"); err == nil {
 		t.Fatalf("with the router gone, /a/x got %q", out)
 	}
 }

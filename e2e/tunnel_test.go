@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,21 +134,86 @@ func hostCerts(t *testing.T, certs string, addrs ...string) {
 	}
 }
 
+// hostsNet is the family of the VIP startHostsUnitOn makes, 192.0.2.10
+// or l7VIP6, of port 80, whose backends are the hosts' tunnel addresses
+// of that family.
+type hostsNet struct {
+	vip string
+	v6  bool
+}
+
+var (
+	hostsIPv4 = hostsNet{vip: "192.0.2.10"}
+	hostsIPv6 = hostsNet{vip: l7VIP6, v6: true}
+)
+
+// vipPort is the VIP's address and port, as a listener names them.
+func (n hostsNet) vipPort() string { return net.JoinHostPort(n.vip, "80") }
+
+// url is the VIP's URL, without a path.
+func (n hostsNet) url() string {
+	if n.v6 {
+		return "http://[" + n.vip + "]"
+	}
+	return "http://" + n.vip
+}
+
+// client is the client's address of the family.
+func (n hostsNet) client() string {
+	if n.v6 {
+		return ClientAddr6
+	}
+	return ClientAddr
+}
+
+// hostAddr is backend i's tunnel address of the family, the VIP's
+// backend.
+func (n hostsNet) hostAddr(lb *LB, i int) string {
+	if n.v6 {
+		return tunnelAddr6(lb, i)
+	}
+	return tunnelAddr(lb, i)
+}
+
+// tunnelAddrs are backend i's tunnel addresses (a YAML list's items):
+// both families' for an IPv6 VIP, whose hosts' streams run over IPv4.
+func (n hostsNet) tunnelAddrs(lb *LB, i int) string {
+	if n.v6 {
+		return fmt.Sprintf("%s, \"%s\"", tunnelAddr(lb, i), tunnelAddr6(lb, i))
+	}
+	return tunnelAddr(lb, i)
+}
+
 // startHostsUnit is startTunnelUnit in dir, with the hosts' agents
 // started by agent.
 func startHostsUnit(t *testing.T, lb *LB, dir, mode, extra string, agent func(certs string, i int, id uint32) *Proc) (*runningUnit, []*Proc) {
 	t.Helper()
+	return startHostsUnitOn(t, lb, dir, hostsIPv4, mode, extra, agent)
+}
+
+// startHostsUnitOn is startHostsUnit with a VIP of n's family (for
+// IPv6, after AddIPv6).
+func startHostsUnitOn(t *testing.T, lb *LB, dir string, n hostsNet, mode, extra string, agent func(certs string, i int, id uint32) *Proc) (*runningUnit, []*Proc) {
+	t.Helper()
 	certs := filepath.Join(dir, "certs")
-	hostCerts(t, certs, tunnelAddr(lb, 0), tunnelAddr(lb, 1))
+	ip, prefix, gw, address6 := []string{"ip"}, "/32", "10.0.0.254", ""
+	var nodad []string
+	if n.v6 {
+		ip, prefix, gw, nodad = []string{"ip", "-6"}, "/128", switchedNet6+"fe", []string{"nodad"}
+		address6 = fmt.Sprintf("  address6: \"%s\"\n", lb.UnitIP6())
+		hostCerts(t, certs, tunnelAddr(lb, 0)+","+tunnelAddr6(lb, 0), tunnelAddr(lb, 1)+","+tunnelAddr6(lb, 1))
+	} else {
+		hostCerts(t, certs, tunnelAddr(lb, 0), tunnelAddr(lb, 1))
+	}
 	for _, ns := range lb.Backends {
 		// The VIP is the hosts' own: they answer the client from it.
-		if err := lb.Run(ns, "ip", "addr", "add", "192.0.2.10/32", "dev", "lo"); err != nil {
+		if err := lb.Run(ns, append(append(ip, "addr", "add", n.vip+prefix, "dev", "lo"), nodad...)...); err != nil {
 			t.Fatal(err)
 		}
 		if lb.Driver != "tun" {
 			// On the switched topology the hosts answer by way of the
 			// router, not through the unit's machine at all.
-			if err := lb.Run(ns, "ip", "route", "replace", "default", "via", "10.0.0.254"); err != nil {
+			if err := lb.Run(ns, append(ip, "route", "replace", "default", "via", gw)...); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -155,22 +221,22 @@ func startHostsUnit(t *testing.T, lb *LB, dir, mode, extra string, agent func(ce
 	cfg := fmt.Sprintf(`unit:
   name: tether
   address4: %s
-forwarder:
+%sforwarder:
   port: {driver: %s, interface: %s%s}
   flows: {timeouts: {tcp_fin: 3s, tcp_closed: 3s}}
 vips:
   - name: web
-    address: 192.0.2.10
+    address: "%s"
     port: 80
     protocol: tcp
     mode: %s
     backends:
-      - {name: b0, address: %s}
-      - {name: b1, address: %s}
+      - {name: b0, address: "%s"}
+      - {name: b1, address: "%s"}
 %shosts:
   listen: "0.0.0.0:7320"
   tls: {ca: %s, cert: %s, key: %s}
-`, lb.UnitIP, lb.Driver, lb.UnitIf, pinDir(lb), mode, tunnelAddr(lb, 0), tunnelAddr(lb, 1), extra,
+`, lb.UnitIP, address6, lb.Driver, lb.UnitIf, pinDir(lb), n.vip, mode, n.hostAddr(lb, 0), n.hostAddr(lb, 1), extra,
 		filepath.Join(certs, "ca.crt"), filepath.Join(certs, "unit-tether.crt"), filepath.Join(certs, "unit-tether.key"))
 	u := startUnit(t, lb, cfg)
 	agents := []*Proc{agent(certs, 0, 1), agent(certs, 1, 2)}
