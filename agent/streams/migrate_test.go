@@ -36,14 +36,25 @@ type fakeUnit struct {
 	stop  func()
 	// deaf: the unit never ends a stream the agent closed its side of.
 	deaf atomic.Bool
+	// refuse: the unit ends every stream before its hello; boot is the
+	// unit's boot (0: 9), which a test changes to restart it.
+	refuse atomic.Bool
+	boot   atomic.Uint64
 }
 
 func (u *fakeUnit) Connect(s grpc.BidiStreamingServer[pb.AgentMessage, pb.UnitMessage]) error {
 	if _, err := s.Recv(); err != nil {
 		return err
 	}
+	if u.refuse.Load() {
+		return errors.New("test: refused")
+	}
+	boot := u.boot.Load()
+	if boot == 0 {
+		boot = 9
+	}
 	first := []*pb.UnitMessage{
-		{Version: pb.Version, Body: &pb.UnitMessage_Hello{Hello: &pb.UnitHello{Unit: "unit-a", Boot: 9, Host: 7, Resync: pb.Resync_RESYNC_FULL}}},
+		{Version: pb.Version, Body: &pb.UnitMessage_Hello{Hello: &pb.UnitHello{Unit: "unit-a", Boot: boot, Host: 7, Resync: pb.Resync_RESYNC_FULL}}},
 		{Version: pb.Version, Body: &pb.UnitMessage_ResyncEnd{ResyncEnd: &pb.ResyncEnd{}}},
 	}
 	if seq := u.resume.Load(); seq != 0 {
@@ -324,8 +335,76 @@ func TestPutOffRidesOnTheAck(t *testing.T) {
 	if a := next().GetAck(); a.GetSeq() != 4 {
 		t.Fatalf("want the resumed stream to begin with the ack of seq 4, got %v", a)
 	}
-	if st := s.Status()[0]; st.EndedDropped != dropped+1 {
-		t.Fatalf("status %+v, want the end put off on the dropped stream counted", st)
+	// The end put off on the dropped stream goes on the resumed one,
+	// with its next Ack.
+	unit.out <- batch(5, []*pb.Mapping{mapping(3)}, nil)
+	if a := next().GetAck(); a.GetSeq() != 5 {
+		t.Fatalf("want the ack of seq 5, got %v", a)
+	}
+	if e := next().GetMigrationEnded(); e.GetId() != 7 {
+		t.Fatalf("want the end of migration 7 put off on the dropped stream, got %v", e)
+	}
+	if st := s.Status()[0]; st.EndedDropped != dropped || st.EndedWaiting != 0 {
+		t.Fatalf("status %+v, want nothing dropped and nothing waiting", st)
+	}
+}
+
+// TestEndedKeptForTheNextStream: an end notice while the unit's stream
+// is down is kept, and sent on the next stream to the same boot of the
+// unit, so that the unit removes the ended connection's route; one for
+// a unit that restarted meanwhile (whose migrations are gone) is
+// dropped and counted.
+func TestEndedKeptForTheNextStream(t *testing.T) {
+	unit, s, next := runFakeUnit(t, Options{Sink: &applySink{}})
+	if a := next().GetAck(); a == nil {
+		t.Fatal("the resync was not acknowledged first")
+	}
+	down := func() {
+		t.Helper()
+		unit.refuse.Store(true)
+		unit.drop <- struct{}{}
+		waitFor(t, "the stream down", func() bool { return s.Status()[0].State != StateUp })
+	}
+	ended := &pb.MigrationEnded{Id: 11, Reason: pb.EndReason_END_REASON_HANDOFF_FAILED,
+		Tuple: &pb.Tuple{Proto: pb.Proto_PROTO_TCP, Client: []byte{192, 0, 2, 1}, ClientPort: 1, Vip: []byte{10, 0, 0, 1}, VipPort: 80}}
+	down()
+	dropped := s.Status()[0].EndedDropped
+	if err := s.SendEnded("unit-a", ended); err != nil {
+		t.Fatalf("an end notice while the stream is down: %v, want it kept", err)
+	}
+	if st := s.Status()[0]; st.EndedWaiting != 1 {
+		t.Fatalf("status %+v, want one notice waiting", st)
+	}
+	unit.resume.Store(0) // a full resync, of the same boot
+	unit.refuse.Store(false)
+	if a := next().GetAck(); a == nil {
+		t.Fatal("the new stream's resync was not acknowledged first")
+	}
+	if e := next().GetMigrationEnded(); !proto.Equal(e, ended) {
+		t.Fatalf("got %v, want the kept end notice", e)
+	}
+	if st := s.Status()[0]; st.EndedWaiting != 0 || st.EndedDropped != dropped {
+		t.Fatalf("status %+v, want nothing waiting or dropped", st)
+	}
+
+	// The unit restarts while the stream is down: the notice is of its
+	// old boot, and goes nowhere.
+	down()
+	if err := s.SendEnded("unit-a", ended); err != nil {
+		t.Fatal(err)
+	}
+	unit.boot.Store(10)
+	unit.refuse.Store(false)
+	if a := next().GetAck(); a == nil {
+		t.Fatal("the restarted unit's resync was not acknowledged first")
+	}
+	waitFor(t, "the old boot's notice dropped", func() bool {
+		st := s.Status()[0]
+		return st.EndedDropped == dropped+1 && st.EndedWaiting == 0
+	})
+	unit.out <- &pb.UnitMessage{Version: pb.Version, Body: &pb.UnitMessage_Mappings{Mappings: &pb.Mappings{Seq: 1, Add: []*pb.Mapping{mapping(1)}}}}
+	if a := next().GetAck(); a.GetSeq() != 1 {
+		t.Fatalf("got %v, want the ack of seq 1 and no old end notice", a)
 	}
 }
 

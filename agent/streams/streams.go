@@ -143,11 +143,15 @@ type Status struct {
 	// and the next hello asks for the whole set.
 	SinkFailures uint64 `json:"sink_failures,omitempty"`
 	// Migrations counts the unit's Migrates done with, MigrationsFailed
-	// those that failed (and were reported); EndedDropped counts ended
-	// notices for the unit while its stream was down, or put off on a
-	// stream that ended before they went.
+	// those that failed (and were reported). EndedWaiting is the ended
+	// notices kept while the unit's stream is down (or broke before they
+	// went), for its next stream to the same boot of the unit;
+	// EndedDropped counts those that never went: past maxLostEnds, of
+	// a boot the unit left (it restarted, and forgot its migrations), or
+	// while the agent held nothing of the unit's.
 	Migrations       uint64 `json:"migrations,omitempty"`
 	MigrationsFailed uint64 `json:"migrations_failed,omitempty"`
+	EndedWaiting     int    `json:"ended_waiting,omitempty"`
 	EndedDropped     uint64 `json:"ended_dropped,omitempty"`
 	// Sessions is the unit's part in the host's session reports:
 	// "primary" (it holds the host's sessions), "standby" (it takes
@@ -207,12 +211,15 @@ type link struct {
 	// (putOff): owed, the seq of batches applied and not acknowledged
 	// yet (0 when none), and ends, migrations' end notices not sent yet.
 	// closed is the stream whose sending side closeSend ended (written
-	// under both locks, read under either).
-	sendMu sync.Mutex
-	owed   uint64
-	ends   []*pb.MigrationEnded
-	owedOn pb.HostStream_ConnectClient
-	closed pb.HostStream_ConnectClient
+	// under both locks, read under either). lost are the end notices no
+	// stream took, of the unit's boot lostBoot (keepLostLocked).
+	sendMu   sync.Mutex
+	owed     uint64
+	ends     []*pb.MigrationEnded
+	owedOn   pb.HostStream_ConnectClient
+	closed   pb.HostStream_ConnectClient
+	lost     []*pb.MigrationEnded
+	lostBoot uint64
 }
 
 // putOffDelay bounds how long a removal's acknowledgement or an end
@@ -222,6 +229,10 @@ const putOffDelay = 10 * time.Millisecond
 // maxPutOffEnds is how many end notices wait at most: a host ending
 // connections faster than it takes new ones sends them in bursts.
 const maxPutOffEnds = 64
+
+// maxLostEnds bounds the end notices kept for a unit whose stream is
+// down (a few hundred KiB).
+const maxLostEnds = 4096
 
 // closeTimeout bounds a clean shutdown's last words on a stream: what
 // was put off, then the end of the agent's side, until the unit ends
@@ -451,19 +462,25 @@ func (l *link) connect(ctx context.Context) (up bool, err error) {
 	l.stream, l.end = stream, cancel
 	l.gen++
 	l.mu.Unlock()
+	l.sendMu.Lock()
+	l.resendLostLocked(stream)
+	l.sendMu.Unlock()
 	l.s.linkChanged()
 	defer func() {
-		l.sendMu.Lock()
-		if l.owedOn == stream {
-			// What was put off goes with the stream (putOffLocked).
-			l.dropEndsLocked()
-			l.owed, l.owedOn = 0, nil
-		}
-		l.sendMu.Unlock()
+		// The stream goes first, so that an end notice sent after this
+		// is kept for the next one rather than put off on this one.
 		l.mu.Lock()
 		l.stream, l.end = nil, nil
 		l.st.Sessions = ""
 		l.mu.Unlock()
+		l.sendMu.Lock()
+		if l.owedOn == stream {
+			// What was put off goes with the stream (putOffLocked), its
+			// end notices to the next one.
+			l.loseEndsLocked()
+			l.owed, l.owedOn = 0, nil
+		}
+		l.sendMu.Unlock()
 		l.s.linkChanged()
 	}()
 	return true, l.follow(stream)
@@ -714,15 +731,15 @@ func (l *link) ackLater(stream pb.HostStream_ConnectClient, seq uint64) {
 
 // putOffLocked makes stream the one whose messages are put off and
 // makes sure they go within putOffDelay. What was put off on an
-// earlier stream is forgotten: its unit resyncs or acknowledges anew on
-// the new stream, and its end notices are dropped (the unit forgets a
-// migrated connection when its flow ages out). Callers hold l.sendMu.
+// earlier stream is not sent on it: its unit resyncs or acknowledges
+// anew on the new stream, and its end notices are kept as lost
+// (resendLostLocked). Callers hold l.sendMu.
 func (l *link) putOffLocked(stream pb.HostStream_ConnectClient) {
 	if l.owedOn == stream && (l.owed != 0 || len(l.ends) > 0) {
 		return // a timer is armed for them
 	}
 	if l.owedOn != stream {
-		l.dropEndsLocked()
+		l.loseEndsLocked()
 		l.owed, l.owedOn = 0, stream
 	}
 	time.AfterFunc(l.s.opts.putOff, func() {
@@ -790,7 +807,7 @@ func (l *link) flushEndsLocked(stream pb.HostStream_ConnectClient) error {
 	for i, e := range l.ends {
 		if err := l.sendLocked(stream, &pb.AgentMessage{Version: pb.Version, Body: &pb.AgentMessage_MigrationEnded{MigrationEnded: e}}); err != nil {
 			l.ends = l.ends[i:]
-			l.dropEndsLocked()
+			l.loseEndsLocked()
 			return err
 		}
 	}
@@ -799,38 +816,105 @@ func (l *link) flushEndsLocked(stream pb.HostStream_ConnectClient) error {
 	return nil
 }
 
-// dropEndsLocked forgets the end notices put off, counting them.
-// Callers hold l.sendMu.
-func (l *link) dropEndsLocked() {
-	if n := len(l.ends); n > 0 {
-		l.set(func(st *Status) { st.EndedDropped += uint64(n) })
-	}
+// loseEndsLocked keeps the end notices put off on a stream that will
+// not send them for the next one (keepLostLocked). Callers hold
+// l.sendMu.
+func (l *link) loseEndsLocked() {
+	l.keepLostLocked(l.ends...)
 	l.ends = nil
 }
 
-// ErrNoStream is SendEnded's error when the unit's stream is not up.
+// keepLostLocked keeps end notices no stream took, for the next stream
+// to the unit's boot the agent holds mappings of now, which is the boot
+// the migrations came from or a later one: a unit that restarted
+// forgot its migrations, so notices of an earlier boot are dropped when
+// a later one is held, as are those past maxLostEnds and those kept
+// while the agent holds no boot at all. Without them the unit would
+// keep an ended connection's route until its flow aged out, and a
+// client reusing the tuple would meet the old host. It reports how many
+// of es it kept. Callers hold l.sendMu.
+func (l *link) keepLostLocked(es ...*pb.MigrationEnded) int {
+	if len(es) == 0 {
+		return 0
+	}
+	l.mu.Lock()
+	boot := l.held.boot
+	l.mu.Unlock()
+	dropped := 0
+	if boot != l.lostBoot {
+		dropped += len(l.lost)
+		clear(l.lost)
+		l.lost, l.lostBoot = l.lost[:0], boot
+	}
+	kept := 0
+	if boot != 0 {
+		kept = min(len(es), maxLostEnds-len(l.lost))
+		l.lost = append(l.lost, es[:kept]...)
+	}
+	dropped += len(es) - kept
+	n := len(l.lost)
+	l.set(func(st *Status) { st.EndedDropped += uint64(dropped); st.EndedWaiting = n })
+	return kept
+}
+
+// resendLostLocked puts off on stream, a new stream whose unit's hello
+// and resync the agent took, the end notices kept while there was none:
+// they go with its first messages if the unit's boot is the one they
+// are of, and are dropped (counted) if the unit restarted since.
+// Callers hold l.sendMu.
+func (l *link) resendLostLocked(stream pb.HostStream_ConnectClient) {
+	// First what an earlier stream still had put off joins the lost.
+	l.putOffLocked(stream)
+	if len(l.lost) == 0 {
+		return
+	}
+	l.mu.Lock()
+	boot := l.held.boot
+	l.mu.Unlock()
+	lost := l.lost
+	l.lost = nil
+	if boot != l.lostBoot {
+		l.set(func(st *Status) { st.EndedDropped += uint64(len(lost)); st.EndedWaiting = 0 })
+		return
+	}
+	l.set(func(st *Status) { st.EndedWaiting = 0 })
+	l.ends = append(l.ends, lost...)
+	if len(l.ends) >= maxPutOffEnds {
+		if err := l.flushEndsLocked(stream); err != nil {
+			l.s.opts.Log.Debug().Str("unit", l.unit.Name).Err(err).Msg("kept end notices not sent")
+		}
+	}
+}
+
+// ErrNoStream is SendEnded's error when the unit's stream is not up and
+// the notice could not be kept for its next one.
 var ErrNoStream = errors.New("the unit's stream is not up")
 
-// SendEnded tells unit that a migrated connection ended, on its stream
-// if that is up (ErrNoStream otherwise: the unit then ages the
-// connection's route out). The notice goes with the stream's next Ack,
-// or within putOffDelay: nothing at the unit waits for it (the
-// connection's route lingers after it anyway), and under load it saves
-// a message per connection.
+// SendEnded tells unit that a migrated connection ended, on its stream.
+// The notice goes with the stream's next Ack, or within putOffDelay:
+// nothing at the unit waits for it (the connection's route lingers
+// after it anyway), and under load it saves a message per connection.
+// While the stream is down the notice is kept for the next stream to
+// the same boot of the unit (keepLostLocked); ErrNoStream says it could
+// not be (the unit then ages the connection's route out).
 func (s *Streams) SendEnded(unit string, e *pb.MigrationEnded) error {
 	for _, l := range s.links {
 		if l.unit.Name != unit {
 			continue
 		}
+		// The stream is read under sendMu: one that comes up after
+		// this takes what is kept (resendLostLocked, under sendMu too).
+		l.sendMu.Lock()
+		defer l.sendMu.Unlock()
 		l.mu.Lock()
 		stream := l.stream
 		l.mu.Unlock()
 		if stream == nil {
-			l.set(func(st *Status) { st.EndedDropped++ })
-			return fmt.Errorf("unit %q: %w", unit, ErrNoStream)
+			if l.keepLostLocked(e) == 0 {
+				return fmt.Errorf("unit %q: %w", unit, ErrNoStream)
+			}
+			return nil
 		}
-		l.sendMu.Lock()
-		defer l.sendMu.Unlock()
 		l.putOffLocked(stream)
 		l.ends = append(l.ends, e)
 		if len(l.ends) >= maxPutOffEnds {
