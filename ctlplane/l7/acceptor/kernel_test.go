@@ -398,57 +398,62 @@ func testKernelReady(t *testing.T, ta *tunAcceptor, host, name string, timestamp
 	// c is in repair mode: closing it sends nothing.
 }
 
+// eachVIP runs f for the VIP of each family, named as a dial and curl
+// name it.
+func eachVIP(t *testing.T, f func(t *testing.T, host string)) {
+	for _, vip := range kVIPs {
+		t.Run(vip.family, func(t *testing.T) { f(t, vip.host) })
+	}
+}
+
+// expectAnswer reads c to its end: an HTTP/1.1 response of status
+// (code and reason), then EOF.
+func expectAnswer(t *testing.T, c net.Conn, status string) {
+	t.Helper()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read %q: %v", got, err)
+	}
+	if !strings.HasPrefix(string(got), "HTTP/1.1 "+status+"\r\n") {
+		t.Fatalf("client read %q, want HTTP/1.1 %s", got, status)
+	}
+}
+
 // TestKernelTooLarge: a head over MaxRequest reaches the client as a
 // 431 and then EOF.
 func TestKernelTooLarge(t *testing.T) {
 	ta := startTUN(t)
-	for _, vip := range kVIPs {
-		t.Run(vip.family, func(t *testing.T) {
-			c := ta.dial(t, vip.host)
-			defer c.Close()
-			req := "GET / HTTP/1.1\r\nX-Big: " + strings.Repeat("b", 2*kMaxRequest) + "\r\n\r\n"
-			if _, err := c.Write([]byte(req)); err != nil {
-				t.Fatal(err)
-			}
-			got, err := io.ReadAll(c)
-			if err != nil {
-				t.Fatalf("read %q: %v", got, err)
-			}
-			if !strings.HasPrefix(string(got), "HTTP/1.1 431 Request Header Fields Too Large\r\n") {
-				t.Fatalf("client read %q", got)
-			}
-		})
-	}
+	eachVIP(t, func(t *testing.T, host string) {
+		c := ta.dial(t, host)
+		defer c.Close()
+		req := "GET / HTTP/1.1\r\nX-Big: " + strings.Repeat("b", 2*kMaxRequest) + "\r\n\r\n"
+		if _, err := c.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		expectAnswer(t, c, "431 Request Header Fields Too Large")
+	})
 }
 
 // TestKernelAnswer: Answer(503) after Ready reaches the client as an
 // HTTP response followed by EOF.
 func TestKernelAnswer(t *testing.T) {
 	ta := startTUN(t)
-	for _, vip := range kVIPs {
-		t.Run(vip.family, func(t *testing.T) {
-			c := ta.dial(t, vip.host)
-			defer c.Close()
-			if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: vip\r\n\r\n")); err != nil {
-				t.Fatal(err)
-			}
-			ev := ta.waitReady(t)
-			reply := ta.a.Answer(ev.Key, 503, time.Now())
-			if reply == nil {
-				t.Fatal("no answer")
-			}
-			if _, err := ta.f.Write(reply); err != nil {
-				t.Fatal(err)
-			}
-			got, err := io.ReadAll(c)
-			if err != nil {
-				t.Fatalf("read %q: %v", got, err)
-			}
-			if !strings.HasPrefix(string(got), "HTTP/1.1 503 Service Unavailable\r\n") {
-				t.Fatalf("client read %q", got)
-			}
-		})
-	}
+	eachVIP(t, func(t *testing.T, host string) {
+		c := ta.dial(t, host)
+		defer c.Close()
+		if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: vip\r\n\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		ev := ta.waitReady(t)
+		reply := ta.a.Answer(ev.Key, 503, time.Now())
+		if reply == nil {
+			t.Fatal("no answer")
+		}
+		if _, err := ta.f.Write(reply); err != nil {
+			t.Fatal(err)
+		}
+		expectAnswer(t, c, "503 Service Unavailable")
+	})
 }
 
 // TestKernelCurl: curl, a client nobody wrote for this test, gets the
@@ -458,43 +463,41 @@ func TestKernelCurl(t *testing.T) {
 		t.Skip("no curl")
 	}
 	ta := startTUN(t)
-	for _, vip := range kVIPs {
-		t.Run(vip.family, func(t *testing.T) {
-			curl := func(extra ...string) (*exec.Cmd, *bytes.Buffer) {
-				args := append([]string{"netns", "exec", ta.ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"}, extra...)
-				cmd := exec.Command("ip", append(args, "http://"+vip.host+"/")...)
-				var out bytes.Buffer
-				cmd.Stdout = &out
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				return cmd, &out
-			}
-			cmd, out := curl()
-			ev := ta.waitReady(t)
-			if !bytes.HasPrefix(ev.Data, []byte("GET / HTTP/1.1\r\n")) {
-				t.Fatalf("curl sent %q", ev.Data)
-			}
-			if err := validMigrate(ev); err != nil {
+	eachVIP(t, func(t *testing.T, host string) {
+		curl := func(extra ...string) (*exec.Cmd, *bytes.Buffer) {
+			args := append([]string{"netns", "exec", ta.ns, "curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"}, extra...)
+			cmd := exec.Command("ip", append(args, "http://"+host+"/")...)
+			var out bytes.Buffer
+			cmd.Stdout = &out
+			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := ta.f.Write(ta.a.Answer(ev.Key, 503, time.Now())); err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Wait(); err != nil && !errors.As(err, new(*exec.ExitError)) {
-				t.Fatal(err)
-			}
-			if out.String() != "503" {
-				t.Fatalf("curl got %q, want 503", out.String())
-			}
+			return cmd, &out
+		}
+		cmd, out := curl()
+		ev := ta.waitReady(t)
+		if !bytes.HasPrefix(ev.Data, []byte("GET / HTTP/1.1\r\n")) {
+			t.Fatalf("curl sent %q", ev.Data)
+		}
+		if err := validMigrate(ev); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ta.f.Write(ta.a.Answer(ev.Key, 503, time.Now())); err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Wait(); err != nil && !errors.As(err, new(*exec.ExitError)) {
+			t.Fatal(err)
+		}
+		if out.String() != "503" {
+			t.Fatalf("curl got %q, want 503", out.String())
+		}
 
-			cmd, out = curl("-H", "X-Big: "+strings.Repeat("c", 2*kMaxRequest))
-			cmd.Wait()
-			if out.String() != "431" {
-				t.Fatalf("curl got %q, want 431", out.String())
-			}
-		})
-	}
+		cmd, out = curl("-H", "X-Big: "+strings.Repeat("c", 2*kMaxRequest))
+		cmd.Wait()
+		if out.String() != "431" {
+			t.Fatalf("curl got %q, want 431", out.String())
+		}
+	})
 }
 
 // TestKernelLargeHead: a head just under MaxRequest, which the kernel
@@ -502,48 +505,44 @@ func TestKernelCurl(t *testing.T) {
 // collected whole.
 func TestKernelLargeHead(t *testing.T) {
 	ta := startTUN(t)
-	for _, vip := range kVIPs {
-		t.Run(vip.family, func(t *testing.T) {
-			c := ta.dial(t, vip.host)
-			defer c.Close()
-			req := "GET / HTTP/1.1\r\nX-Fill: " + strings.Repeat("f", kMaxRequest-100) + "\r\n\r\n"
-			if _, err := c.Write([]byte(req)); err != nil {
-				t.Fatal(err)
-			}
-			ev := ta.waitReady(t)
-			if string(ev.Data) != req || ev.HeadLen != len(req) {
-				t.Fatalf("collected %d bytes, head %d; want %d", len(ev.Data), ev.HeadLen, len(req))
-			}
-			v := inspect(t, c)
-			if ev.State.RcvNxt != v.writeSeq || ev.State.RcvWnd != v.sndWnd {
-				t.Fatalf("rcv_nxt %d rcv_wnd %d; the client has write_seq %d snd_wnd %d", ev.State.RcvNxt, ev.State.RcvWnd, v.writeSeq, v.sndWnd)
-			}
-			if err := validMigrate(ev); err != nil {
-				t.Fatal(err)
-			}
-			ta.a.Forget(ev.Key, time.Now())
-		})
-	}
+	eachVIP(t, func(t *testing.T, host string) {
+		c := ta.dial(t, host)
+		defer c.Close()
+		req := "GET / HTTP/1.1\r\nX-Fill: " + strings.Repeat("f", kMaxRequest-100) + "\r\n\r\n"
+		if _, err := c.Write([]byte(req)); err != nil {
+			t.Fatal(err)
+		}
+		ev := ta.waitReady(t)
+		if string(ev.Data) != req || ev.HeadLen != len(req) {
+			t.Fatalf("collected %d bytes, head %d; want %d", len(ev.Data), ev.HeadLen, len(req))
+		}
+		v := inspect(t, c)
+		if ev.State.RcvNxt != v.writeSeq || ev.State.RcvWnd != v.sndWnd {
+			t.Fatalf("rcv_nxt %d rcv_wnd %d; the client has write_seq %d snd_wnd %d", ev.State.RcvNxt, ev.State.RcvWnd, v.writeSeq, v.sndWnd)
+		}
+		if err := validMigrate(ev); err != nil {
+			t.Fatal(err)
+		}
+		ta.a.Forget(ev.Key, time.Now())
+	})
 }
 
 // TestKernelEarlyFIN: a client that half-closes before its head is
 // complete gets the acceptor's FIN (EOF) and no response.
 func TestKernelEarlyFIN(t *testing.T) {
 	ta := startTUN(t)
-	for _, vip := range kVIPs {
-		t.Run(vip.family, func(t *testing.T) {
-			c := ta.dial(t, vip.host)
-			defer c.Close()
-			if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: vip\r\n")); err != nil {
-				t.Fatal(err)
-			}
-			if err := c.CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			got, err := io.ReadAll(c)
-			if err != nil || len(got) != 0 {
-				t.Fatalf("read %q, %v; want EOF at once", got, err)
-			}
-		})
-	}
+	eachVIP(t, func(t *testing.T, host string) {
+		c := ta.dial(t, host)
+		defer c.Close()
+		if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: vip\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.CloseWrite(); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(c)
+		if err != nil || len(got) != 0 {
+			t.Fatalf("read %q, %v; want EOF at once", got, err)
+		}
+	})
 }
