@@ -360,7 +360,7 @@ func testMigrateShimDoesNotAccept(t *testing.T, f family) {
 	}
 }
 
-// TestMigrateUploadFails: a state the kernel cannot take (the VIP's
+// TestMigrateInvalid: a state the kernel cannot take (the VIP's
 // port is in use by an established connection with the same 4-tuple
 // would do; an invalid one is simpler) fails before any socket exists:
 // no ended notice, the unit resets the client.
