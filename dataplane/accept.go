@@ -123,7 +123,12 @@ func (p *Pipeline) Answer(id uint32, ip []byte) bool {
 			p.answers = append(p.answers, answered{frame: f})
 			return true
 		}
-		if f.Off+l3+len(ip) > len(f.Buf) || len(ip) < header.IPv4MinSize || ip[0]>>4 == 6 != h.v6 {
+		if ip[0]>>4 == 6 != h.v6 {
+			p.stats.Drops[DropAcceptorUnfit]++
+			p.answers = append(p.answers, answered{frame: f})
+			return false
+		}
+		if f.Off+l3+len(ip) > len(f.Buf) || len(ip) < header.IPv4MinSize {
 			p.stats.Drops[DropNoHeadroom]++
 			p.answers = append(p.answers, answered{frame: f})
 			return false

@@ -111,8 +111,8 @@ func testAcceptorAnswersInPlace(t *testing.T, fam l7Family) {
 	}
 	r.send(in)
 	_, p3 := take(r)
-	if len(p3) != 1 || r.p.Answer(p3[0].ID, other) {
-		t.Fatal("an answer of the other family was taken")
+	if len(p3) != 1 || r.p.Answer(p3[0].ID, other) || r.p.stats.Drops[DropAcceptorUnfit] != 1 {
+		t.Fatal("an answer of the other family was taken, or not counted")
 	}
 	if !r.p.Answer(punts[0].ID, answer) {
 		t.Fatal("answer refused")

@@ -56,9 +56,10 @@ const (
 	// control process is connected (the acceptor lives there).
 	DropNoAcceptor
 	// DropAcceptorUnfit: a packet for an l7 VIP's acceptor that it does
-	// not take: IPv6, a fragment, a segmentation-offload super-packet
-	// or one too long for a punt. The client retransmits the segments
-	// singly.
+	// not take: with IPv4 options or IPv6 extension headers, a
+	// fragment, a segmentation-offload super-packet or one too long for
+	// a punt (the client retransmits the segments singly); also a held
+	// frame whose answer from the acceptor is of the other IP version.
 	DropAcceptorUnfit
 	// DropTCPBadChecksum: a TCP segment for the acceptor whose checksum
 	// is wrong (the acceptor answers only what a stack would accept).
