@@ -35,7 +35,11 @@ type TunnelStats struct {
 	// Released counts flows whose held packets the forwarder was told to
 	// send: after their host's acknowledgement, or at once when the flow
 	// has no host (NoHost: no host certificate names its backend address
-	// as a tunnel address) or its host's stream is down (HostDown).
+	// as a tunnel address, or no host's stream has yet) or its host's
+	// stream is down (HostDown). NoHost also counts the tunnel flows
+	// without a known host that this control process found in the
+	// forwarder when it connected (made while no control process was
+	// there); their hosts get them when their streams begin.
 	Released uint64 `json:"released"`
 	NoHost   uint64 `json:"no_host"`
 	HostDown uint64 `json:"host_down"`

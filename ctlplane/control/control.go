@@ -307,8 +307,12 @@ func (c *Control) catchUp(ctx context.Context, lk *fwdLink, restarted, restoredA
 	c.log.Info().Int("flows", n).Msg("connection inventory read from the forwarder")
 	// The hosts get the mappings of the tunnel flows read, before any
 	// host's hello is answered (a resync to an empty set would drop
-	// them).
-	c.syncTunnels(lk, nil)
+	// them). A flow the forwarder made before this process connected,
+	// toward a host no stream has named yet, counts as a new flow
+	// without a host would (no_host); its host gets it in its resync.
+	if n := c.syncTunnels(lk, nil); n > 0 {
+		c.tun.count(func(s *unit.TunnelStats) { s.NoHost += uint64(n) })
+	}
 	if c.hosts != nil {
 		c.hosts.SetReady()
 	}

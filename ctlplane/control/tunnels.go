@@ -288,10 +288,11 @@ func (c *Control) hostKnown(host uint32) {
 // that of the tunnel flows in the inventory: after the inventory was
 // read from the forwarder (this process started, or events were lost),
 // some flows may never have been published and some published ones may
-// be gone.
-func (c *Control) syncTunnels(lk *fwdLink, only *uint32) {
+// be gone. It returns how many tunnel flows it found whose host is not
+// known (hostKnown publishes them when it is).
+func (c *Control) syncTunnels(lk *fwdLink, only *uint32) (unknown int) {
 	if c.hosts == nil {
-		return
+		return 0
 	}
 	c.tun.order.Lock()
 	defer c.tun.order.Unlock()
@@ -301,7 +302,11 @@ func (c *Control) syncTunnels(lk *fwdLink, only *uint32) {
 			continue
 		}
 		host, _, ok := c.hosts.HostOf(backendAddr(&e.Key, &e.Action))
-		if !ok || only != nil && host != *only {
+		if !ok {
+			unknown++
+			continue
+		}
+		if only != nil && host != *only {
 			continue
 		}
 		if want[host] == nil {
@@ -332,6 +337,7 @@ func (c *Control) syncTunnels(lk *fwdLink, only *uint32) {
 			c.publish(lk, host, ch)
 		}
 	}
+	return unknown
 }
 
 // count changes the tunnel counters.
