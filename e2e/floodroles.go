@@ -24,41 +24,45 @@ import (
 // Roles for the flood test: a SYN flood from forged sources, and a probe
 // that counts how many legitimate connections get through meanwhile.
 
-// synFlood: args targets (comma-separated addr:port), source prefix,
-// packets per second, seconds. It sends TCP SYNs from random addresses
-// of the prefix and random ports, at the given rate for the given time,
-// through a raw socket (the kernel routes them; the sources are forged,
-// so nothing answers the sender). It prints a LoadResult.
+// synFlood: args targets (comma-separated addr:port, all of one IP
+// version), source prefix (of the same version), packets per second,
+// seconds. It sends TCP SYNs from random addresses of the prefix and
+// random ports, at the given rate for the given time, through a raw
+// socket that writes the IP header (the kernel routes them; the sources
+// are forged, so nothing answers the sender). It prints a LoadResult.
 func synFlood(args []string) error {
 	if len(args) != 4 {
 		return errors.New("want: targets prefix rate seconds")
 	}
+	prefix, err := netip.ParsePrefix(args[1])
+	if err != nil || prefix.Bits() > prefix.Addr().BitLen()-2 {
+		return fmt.Errorf("source prefix %q: want an IPv4 /30 or an IPv6 /126, or wider", args[1])
+	}
 	var targets []netip.AddrPort
 	for _, t := range strings.Split(args[0], ",") {
 		ap, err := netip.ParseAddrPort(t)
-		if err != nil || !ap.Addr().Is4() {
-			return fmt.Errorf("target %q: want an IPv4 address:port", t)
+		if err != nil || ap.Addr().Is4() != prefix.Addr().Is4() || ap.Addr().Is4In6() {
+			return fmt.Errorf("target %q: want an address:port of the source prefix's IP version", t)
 		}
 		targets = append(targets, ap)
-	}
-	prefix, err := netip.ParsePrefix(args[1])
-	if err != nil || !prefix.Addr().Is4() || prefix.Bits() > 30 {
-		return fmt.Errorf("source prefix %q: want IPv4, /30 or wider", args[1])
 	}
 	rate, err1 := strconv.Atoi(args[2])
 	secs, err2 := strconv.ParseFloat(args[3], 64)
 	if err1 != nil || err2 != nil || rate < 1 || secs <= 0 || secs > 60 {
 		return errors.New("rate must be a positive integer and seconds between 0 and 60")
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+	// IPPROTO_RAW implies the header is the sender's, in both families.
+	family, ipLen := unix.AF_INET, header.IPv4MinSize
+	if prefix.Addr().Is6() {
+		family, ipLen = unix.AF_INET6, header.IPv6Size
+	}
+	fd, err := unix.Socket(family, unix.SOCK_RAW, unix.IPPROTO_RAW)
 	if err != nil {
 		return fmt.Errorf("raw socket: %w", err)
 	}
 	defer unix.Close(fd)
 	rng := rand.New(rand.NewPCG(1, 2))
-	base := binary.BigEndian.Uint32(prefix.Masked().Addr().AsSlice())
-	span := uint32(1) << (32 - prefix.Bits())
-	pkt := make([]byte, header.IPv4MinSize+24)
+	pkt := make([]byte, ipLen+24)
 	var sent int64
 	start := time.Now()
 	total := time.Duration(secs * float64(time.Second))
@@ -70,9 +74,14 @@ func synFlood(args []string) error {
 		due := int64(elapsed.Seconds()*float64(rate)) + 1
 		for ; sent < due; sent++ {
 			dst := targets[sent%int64(len(targets))]
-			src := base + 1 + rng.Uint32N(span-2)
+			src := randomHost(rng, prefix)
 			buildSYN(pkt, src, dst, uint16(1024+rng.Uint32N(64512)), rng.Uint32())
-			sa := &unix.SockaddrInet4{Addr: dst.Addr().As4()}
+			var sa unix.Sockaddr
+			if dst.Addr().Is4() {
+				sa = &unix.SockaddrInet4{Addr: dst.Addr().As4()}
+			} else {
+				sa = &unix.SockaddrInet6{Addr: dst.Addr().As16()}
+			}
 			if err := unix.Sendto(fd, pkt, 0, sa); err != nil && !errors.Is(err, unix.ENOBUFS) {
 				return fmt.Errorf("send: %w", err)
 			}
@@ -82,13 +91,39 @@ func synFlood(args []string) error {
 	return json.NewEncoder(os.Stdout).Encode(LoadResult{Sent: sent, Seconds: time.Since(start).Seconds()})
 }
 
-// buildSYN writes an IPv4 TCP SYN with an MSS option into b (44 bytes),
-// checksums included.
-func buildSYN(b []byte, src uint32, dst netip.AddrPort, sport uint16, seq uint32) {
-	f := header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: header.IPProtoTCP, Dst: dst.Addr().As4()}
-	binary.BigEndian.PutUint32(f.Src[:], src)
-	header.EncodeIPv4(b, &f)
-	t := b[header.IPv4MinSize:]
+// randomHost is a random address of p other than its first and last
+// (an IPv4 prefix's network and broadcast addresses): the prefix's bits
+// kept, the rest (up to its last 64) drawn from rng.
+func randomHost(rng *rand.Rand, p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As16()
+	host := min(p.Addr().BitLen()-p.Bits(), 64)
+	var r uint64
+	if host == 64 {
+		r = 1 + rng.Uint64N(^uint64(0)-1)
+	} else {
+		r = 1 + rng.Uint64N(uint64(1)<<host-2)
+	}
+	binary.BigEndian.PutUint64(a[8:], binary.BigEndian.Uint64(a[8:])|r)
+	if p.Addr().Is4() {
+		return netip.AddrFrom16(a).Unmap()
+	}
+	return netip.AddrFrom16(a)
+}
+
+// buildSYN writes a TCP SYN with an MSS option from src to dst into b
+// (44 bytes for IPv4, 64 for IPv6), checksums included.
+func buildSYN(b []byte, src netip.Addr, dst netip.AddrPort, sport uint16, seq uint32) {
+	var t []byte
+	s, d := src.AsSlice(), dst.Addr().AsSlice()
+	if src.Is4() {
+		f := header.IPv4Fields{TotalLength: uint16(len(b)), TTL: 64, Protocol: header.IPProtoTCP, Src: src.As4(), Dst: dst.Addr().As4()}
+		header.EncodeIPv4(b, &f)
+		t = b[header.IPv4MinSize:]
+	} else {
+		f := header.IPv6Fields{PayloadLength: uint16(len(b) - header.IPv6Size), NextHeader: header.IPProtoTCP, HopLimit: 64, Src: src.As16(), Dst: dst.Addr().As16()}
+		header.EncodeIPv6(b, &f)
+		t = b[header.IPv6Size:]
+	}
 	clear(t)
 	binary.BigEndian.PutUint16(t[0:], sport)
 	binary.BigEndian.PutUint16(t[2:], dst.Port())
@@ -97,7 +132,7 @@ func buildSYN(b []byte, src uint32, dst netip.AddrPort, sport uint16, seq uint32
 	t[13] = 0x02   // SYN
 	binary.BigEndian.PutUint16(t[14:], 64240)
 	copy(t[20:], []byte{2, 4, 0x05, 0xb4}) // MSS 1460
-	binary.BigEndian.PutUint16(t[16:], header.Checksum(t, header.PseudoHeaderSum(header.IPProtoTCP, f.Src[:], f.Dst[:], uint32(len(t)))))
+	binary.BigEndian.PutUint16(t[16:], header.Checksum(t, header.PseudoHeaderSum(header.IPProtoTCP, s, d, uint32(len(t)))))
 }
 
 // ProbeResult is what the probe role prints: per URL, connections

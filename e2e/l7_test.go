@@ -70,11 +70,11 @@ http {
 	return socks
 }
 
-// l7Agent starts backend i's agent with the tunnel's host side and its
-// hand-off: the shim socket, and on b1 the splice to nginx.
-func l7Agent(t *testing.T, lb *LB, dir, certs string, i int, id uint32, sock string) *Proc {
+// l7Agent starts backend i's agent with the tunnel's host side for n's
+// VIP and its hand-off: the shim socket, and on b1 the splice to nginx.
+func l7Agent(t *testing.T, lb *LB, dir string, n hostsNet, certs string, i int, id uint32, sock string) *Proc {
 	t.Helper()
-	return tunnelAgentWith(t, lb, dir, certs, i, id, l7Migration(i, sock, "192.0.2.10:80"))
+	return tunnelAgentAt(t, lb, dir, certs, i, id, n.tunnelAddrs(lb, i), l7Migration(i, sock, n.vipPort()))
 }
 
 // l7Migration is backend i's agent's migration section: the shim
@@ -207,7 +207,7 @@ func testL7Migration(t *testing.T, lb *LB) {
 	os.Chmod(dir, 0o755)
 	socks := l7Hosts(t, lb, dir)
 	u, agents := startHostsUnit(t, lb, dir, l7Rules, "", func(certs string, i int, id uint32) *Proc {
-		return l7Agent(t, lb, dir, certs, i, id, socks[i])
+		return l7Agent(t, lb, dir, hostsIPv4, certs, i, id, socks[i])
 	})
 	shim := startShimHTTP(t, lb, dir, socks[0])
 
@@ -342,27 +342,40 @@ const l7FloodControlMiB = 128
 // (its connections and bytes stay within what the probes need), the
 // control process stays under its memory bound, and at least 90% of the
 // probes complete (within 3 s: a SYN the flood crowded out is sent
-// again after 1 s).
+// again after 1 s). With an IPv4 VIP and an IPv6 one, whose cookies
+// cover a longer tuple.
 func TestL7SYNFlood(t *testing.T) {
 	Exclusive(t, floodExclusiveWait)
+	eachHostsNet(t, testL7SYNFlood)
+}
+
+func testL7SYNFlood(t *testing.T, n hostsNet) {
 	lb := newLB(t, "l7f", 2, NewLB)
+	forged := "100.64.0.0/10"
+	if n.v6 {
+		if err := lb.AddIPv6(); err != nil {
+			t.Fatal(err)
+		}
+		forged = "fd00:64::/64"
+	}
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)
 	socks := l7Hosts(t, lb, dir)
-	u, _ := startHostsUnit(t, lb, dir, l7Rules, "", func(certs string, i int, id uint32) *Proc {
-		return l7Agent(t, lb, dir, certs, i, id, socks[i])
+	u, _ := startHostsUnitOn(t, lb, dir, n, l7Rules, "", func(certs string, i int, id uint32) *Proc {
+		return l7Agent(t, lb, dir, n, certs, i, id, socks[i])
 	})
-	startShimHTTP(t, lb, dir, socks[0])
-	const forged = "100.64.0.0/10"
-	if err := lb.Run(lb.Router, "ip", "route", "add", forged, "via", ClientAddr); err != nil {
+	startShimHTTPOn(t, lb, dir, socks[0], n.vipPort())
+	// The unit's answers to the forged sources go to the client's
+	// namespace, which drops them: nothing answers them.
+	if err := lb.Run(lb.Router, "ip", "route", "add", forged, "via", n.client()); err != nil {
 		t.Fatal(err)
 	}
 	const rate, secs = 5000, 8
-	flood, err := lb.Start(lb.Client, "syn flood", RoleCommand("synflood", "192.0.2.10:80", forged, fmt.Sprint(rate), fmt.Sprint(secs)), Self())
+	flood, err := lb.Start(lb.Client, "syn flood", RoleCommand("synflood", n.vipPort(), forged, fmt.Sprint(rate), fmt.Sprint(secs)), Self())
 	if err != nil {
 		t.Fatal(err)
 	}
-	pr, err := lb.Start(lb.Client, "probe", RoleCommand("probe", "http://192.0.2.10/b0/probe", "100", fmt.Sprint(secs), "3000"), Self())
+	pr, err := lb.Start(lb.Client, "probe", RoleCommand("probe", n.url()+"/b0/probe", "100", fmt.Sprint(secs), "3000"), Self())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,15 +441,7 @@ func TestL7SYNFlood(t *testing.T) {
 // routes every request of the connection by the rules (one keep-alive
 // connection reaches both of b2's servers), from its own source
 // address, over connections it reuses. With an IPv4 VIP and an IPv6 one.
-func TestL7Router(t *testing.T) {
-	for _, n := range []hostsNet{hostsIPv4, hostsIPv6} {
-		name := "ipv4"
-		if n.v6 {
-			name = "ipv6"
-		}
-		t.Run(name, func(t *testing.T) { testL7Router(t, n) })
-	}
-}
+func TestL7Router(t *testing.T) { eachHostsNet(t, testL7Router) }
 
 func testL7Router(t *testing.T, n hostsNet) {
 	lb := newLB(t, "l7r", 3, NewLB)

@@ -33,7 +33,7 @@ func testL7MigrationIPv6(t *testing.T, lb *LB) {
 	socks := l7Hosts(t, lb, dir)
 	n := hostsIPv6
 	u, _ := startHostsUnitOn(t, lb, dir, n, l7Rules, "", func(certs string, i int, id uint32) *Proc {
-		return tunnelAgentAt(t, lb, dir, certs, i, id, n.tunnelAddrs(lb, i), l7Migration(i, socks[i], n.vipPort()))
+		return l7Agent(t, lb, dir, n, certs, i, id, socks[i])
 	})
 	startShimHTTPOn(t, lb, dir, socks[0], n.vipPort())
 

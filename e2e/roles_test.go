@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"encoding/binary"
+	"math/rand/v2"
+	"net/netip"
 	"testing"
 
 	"github.com/tetherlb/tether/dataplane/header"
@@ -86,4 +88,61 @@ func TestFinishPartial(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestForgedSYNs: the synflood role's SYNs come from hosts of the forged
+// prefix, never its first or last address, in the target's IP version,
+// with checksums a receiver accepts; without that the flood tests'
+// SYNs would be dropped before the unit and prove nothing.
+func TestForgedSYNs(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, c := range []struct{ prefix, target string }{
+		{"100.64.0.0/10", "192.0.2.10:80"},
+		{"10.9.9.0/30", "192.0.2.10:80"},
+		{"fd00:64::/64", "[2001:db8:10::12]:80"},
+		{"fd00:64:1:2::/126", "[2001:db8:10::12]:80"},
+	} {
+		p, dst := netip.MustParsePrefix(c.prefix), netip.MustParseAddrPort(c.target)
+		ipLen := header.IPv4MinSize
+		if dst.Addr().Is6() {
+			ipLen = header.IPv6Size
+		}
+		seen := map[netip.Addr]bool{}
+		for range 2000 {
+			src := randomHost(rng, p)
+			if !p.Contains(src) || src == p.Masked().Addr() || !p.Contains(src.Next()) {
+				t.Fatalf("%s: source %s is not a host of the prefix", c.prefix, src)
+			}
+			seen[src] = true
+			b := make([]byte, ipLen+24)
+			buildSYN(b, src, dst, 4242, 7)
+			var s, d []byte
+			if ipLen == header.IPv4MinSize {
+				h := header.IPv4(b)
+				if !header.IPv4HeaderValid(b[:header.IPv4MinSize]) || int(h.TotalLength()) != len(b) {
+					t.Fatalf("%s: bad IPv4 header % x", c.prefix, b[:20])
+				}
+				s, d = h.Src(), h.Dst()
+			} else {
+				h := header.IPv6(b)
+				if h.Version() != 6 || int(h.PayloadLength()) != 24 || h.NextHeader() != header.IPProtoTCP {
+					t.Fatalf("%s: bad IPv6 header % x", c.prefix, b[:40])
+				}
+				s, d = h.Src(), h.Dst()
+			}
+			if !bytes.Equal(s, src.AsSlice()) || !bytes.Equal(d, dst.Addr().AsSlice()) {
+				t.Fatalf("%s: addresses %x → %x, want %s → %s", c.prefix, s, d, src, dst.Addr())
+			}
+			seg := b[ipLen:]
+			if sum := header.Checksum(seg, header.PseudoHeaderSum(header.IPProtoTCP, s, d, uint32(len(seg)))); sum != 0 {
+				t.Fatalf("%s: TCP checksum does not verify (%#04x)", c.prefix, sum)
+			}
+			if tcp := header.TCP(seg); tcp.DstPort() != dst.Port() || tcp.Flags() != header.TCPFlagSYN {
+				t.Fatalf("%s: not a SYN to port %d: % x", c.prefix, dst.Port(), seg)
+			}
+		}
+		if want := min(2, p.Addr().BitLen()-p.Bits()); len(seen) < want {
+			t.Errorf("%s: %d distinct sources in 2000", c.prefix, len(seen))
+		}
+	}
 }

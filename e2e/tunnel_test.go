@@ -147,6 +147,17 @@ var (
 	hostsIPv6 = hostsNet{vip: l7VIP6, v6: true}
 )
 
+// eachHostsNet runs f as a subtest per family, named ipv4 and ipv6.
+func eachHostsNet(t *testing.T, f func(t *testing.T, n hostsNet)) {
+	for _, n := range []hostsNet{hostsIPv4, hostsIPv6} {
+		name := "ipv4"
+		if n.v6 {
+			name = "ipv6"
+		}
+		t.Run(name, func(t *testing.T) { f(t, n) })
+	}
+}
+
 // vipPort is the VIP's address and port, as a listener names them.
 func (n hostsNet) vipPort() string { return net.JoinHostPort(n.vip, "80") }
 
