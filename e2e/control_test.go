@@ -172,7 +172,7 @@ func TestControl(t *testing.T) {
 			if err := u.proc.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			u.proc.Wait(5 * time.Second)
+			u.proc.Exited(5 * time.Second)
 			checkDownload(t, done, slowSize)
 			if syscall.Kill(fwd, 0) != nil {
 				t.Fatal("the forwarder died with its control process")

@@ -97,6 +97,27 @@ func (p *Proc) Wait(timeout time.Duration) error {
 	}
 }
 
+// Exited waits up to timeout for the process itself to exit. Unlike
+// Wait it does not wait for the end of its output, which a child it
+// left running keeps open: a control process's forwarder, SIGKILLed
+// with it or not, holds the same pipes until it exits too.
+func (p *Proc) Exited(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	// cmd.Wait reaps the process as soon as it exits, before it waits
+	// for the pipes, so its pid is gone then.
+	for syscall.Kill(p.cmd.Process.Pid, 0) == nil {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("e2e: %s still running after %s", p.Name, timeout)
+		}
+		select {
+		case <-p.done:
+			return nil
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
 // Stop asks the process to stop (SIGTERM), then kills it after a grace
 // period.
 func (p *Proc) Stop() {

@@ -170,7 +170,7 @@ func TestControlKilledUnderLoad(t *testing.T) {
 		if err := u.proc.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		u.proc.Wait(5 * time.Second)
+		u.proc.Exited(5 * time.Second)
 		u.start()
 		if !strings.Contains(u.proc.Output(), "adopted the running forwarder") || u.forwarderPID() != fwd {
 			t.Fatalf("the new control process did not adopt forwarder %d:\n%s", fwd, u.proc.Output())

@@ -451,7 +451,7 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 		if err := u.proc.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		u.proc.Wait(10 * time.Second)
+		u.proc.Exited(10 * time.Second)
 		u.start()
 		if u.forwarderPID() != fwd || !strings.Contains(u.proc.Output(), "adopted the running forwarder") {
 			t.Fatalf("the control process did not adopt forwarder %d:\n%s", fwd, u.proc.Output())
