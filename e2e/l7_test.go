@@ -283,7 +283,7 @@ func testL7Migration(t *testing.T, lb *LB) {
 	// must wait in the forwarder (held_for_host), and arrive intact once
 	// the agent goes on, recreates the connection and takes the flow's
 	// mapping.
-	startShimHTTP(t, lb, dir, socks[0])
+	shim = startShimHTTP(t, lb, dir, socks[0])
 	upload := filepath.Join(dir, "upload")
 	f, err := os.Create(upload)
 	if err != nil {
@@ -328,6 +328,76 @@ func testL7Migration(t *testing.T, lb *LB) {
 		t.Fatalf("the upload behind a stopped agent failed: %s", jsonText(v))
 	}
 	t.Logf("%d packets of the upload waited in the forwarder for the host", held)
+
+	l7ControlKilled(t, lb, u, shim)
+}
+
+// l7ControlKilled: the control process, where the acceptor runs, is
+// SIGKILLed while a migrated connection's download is under way. The
+// forwarder keeps the connection's route and the host its mapping, so
+// the download goes on while no control process runs; the new one
+// adopts the forwarder, makes the hosts' mappings its inventory's
+// (which holds the migrated connection's flow), and migrates new
+// connections as before.
+func l7ControlKilled(t *testing.T, lb *LB, u *runningUnit, shim *Proc) {
+	t.Helper()
+	// 8 s at the pace: the restart and the hosts' resync take about one.
+	const long, pace = 64 << 20, 8 << 20
+	done := clientProc(t, lb, "download", fmt.Sprintf("http://192.0.2.10/b0/bytes?n=%d&pace=%d", long, pace), 1, 1, 3*time.Minute)
+	if err := shim.WaitFor(fmt.Sprintf("serving %d bytes", long), 20*time.Second); err != nil {
+		t.Fatalf("the download never reached b0's application: %v", err)
+	}
+	oldBoot := unitStreams(t, u).Boot
+	fwd := u.forwarderPID()
+	if err := u.proc.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	u.proc.Exited(10 * time.Second)
+	select {
+	case r := <-done:
+		t.Fatalf("the download ended before the control process came back: %+v", r)
+	default:
+	}
+	u.start()
+	if u.forwarderPID() != fwd || !strings.Contains(u.proc.Output(), "adopted the running forwarder") {
+		t.Fatalf("the control process did not adopt forwarder %d:\n%s", fwd, u.proc.Output())
+	}
+	var uv unit.StreamsView
+	eventually(t, "the hosts resynced to the new control process", func() bool {
+		uv = unitStreams(t, u)
+		if uv.Boot == oldBoot || len(uv.Streams) != 2 {
+			return false
+		}
+		for _, h := range uv.Streams {
+			if h.State != unit.StreamUp || h.Acked != h.Seq {
+				return false
+			}
+		}
+		return true
+	}, func() string { return jsonText(uv) })
+	select {
+	case r := <-done:
+		t.Fatalf("the download ended before the hosts resynced, which the test is about: %+v", r)
+	default:
+	}
+	select {
+	case r := <-done:
+		if r.Errors != 0 || r.SHA256 != PayloadSHA256(long) {
+			t.Fatalf("a migrated connection's download across the control process's restart: %+v", r)
+		}
+	case <-time.After(3 * time.Minute):
+		t.Fatal("the download across the control process's restart did not end")
+	}
+	// New connections are accepted and migrated by the new process.
+	for _, c := range []struct{ path, want string }{{"/b0/x", "b0"}, {"/b1/x", "b1 " + ClientAddr}} {
+		out, err := lb.Exec(lb.Client, "curl", "-sS", "--max-time", "20", "http://192.0.2.10"+c.path)
+		if err != nil || strings.TrimSpace(out) != c.want {
+			t.Fatalf("after the control process's restart, curl %s: %v: %q, want %q", c.path, err, out, c.want)
+		}
+	}
+	if v := unitL7(t, u); v.Stats.Migrated < 2 || v.Stats.Uploaded != v.Stats.Migrated {
+		t.Errorf("migrations after the restart: %s", jsonText(v))
+	}
 }
 
 // l7FloodConnBytes bounds the acceptor's memory under a SYN flood: a

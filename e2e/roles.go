@@ -148,7 +148,8 @@ var payloadSums sync.Map
 // R bytes a second with &pace=R (a transfer a test must catch in the
 // middle lasts as long on a fast machine as on a slow one), in writes of
 // C bytes, each sent at once, with &chunk=C (default: Payload's 64 KiB,
-// so that a paced transfer moves every 64 KiB / R seconds); POST
+// so that a paced transfer moves every 64 KiB / R seconds), and so
+// does GET /NAME/bytes, for a rule that routes by path; POST
 // /upload answers "BYTES SHA256\n" of what it was sent. With a
 // health file, GET /healthz answers 503 while that file exists and 200
 // otherwise, so that a benchmark or test can fail a health check at will
@@ -193,7 +194,7 @@ func httpMux(name string, healthFile []string) *http.ServeMux {
 		}
 		fmt.Fprintln(w, name)
 	})
-	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+	serveBytes := func(w http.ResponseWriter, r *http.Request) {
 		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
 		if err != nil || n < 0 || n > 1<<34 {
 			http.Error(w, "n: want a byte count", http.StatusBadRequest)
@@ -225,7 +226,9 @@ func httpMux(name string, healthFile []string) *http.ServeMux {
 			pw.flush = f.Flush
 		}
 		_ = Payload(pw, n)
-	})
+	}
+	mux.HandleFunc("/bytes", serveBytes)
+	mux.HandleFunc("/"+name+"/bytes", serveBytes)
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
 		// An upload's bytes and SHA-256, for traffic toward the backend.
 		h := sha256.New()
