@@ -1,6 +1,7 @@
 package acceptor
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -108,6 +109,52 @@ func (a *Acceptor) SYNKeys(now time.Time) (k SYNKeys, changed bool) {
 	changed = e != a.exported
 	a.exported = e
 	return k, changed
+}
+
+// Adopt takes the keys a previous process's acceptor for the VIP gave
+// the workers, read back from the forwarder this process adopted, so
+// that the cookies of handshakes made before this process ran (by that
+// acceptor, or by the workers, which go on answering SYNs while no
+// control process runs) stay valid here: their clients' requests are
+// taken rather than reset. Keys of another epoch length or other
+// SYN-ACK parameters are refused, since a cookie's meaning depends on
+// them, as are keys older than the previous epoch and keys offered to an
+// acceptor that has answered a SYN or handed out keys of its own. A
+// refusal changes nothing. Cookies of the epoch before the adopted
+// keys' are lost: the forwarder never held that key.
+func (a *Acceptor) Adopt(k SYNKeys, now time.Time) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e := a.sec.epochOf(now)
+	switch {
+	case a.exported.done || a.counters[cSYNCookiesSent] > 0 || a.counters[cAccepted] > 0:
+		return errors.New("acceptor: adopt keys: it has answered with keys of its own")
+	case k.Every != a.cfg.SecretEvery:
+		return fmt.Errorf("acceptor: adopt keys: epochs of %v, not this acceptor's %v", k.Every, a.cfg.SecretEvery)
+	case k.Params != a.synParams():
+		return fmt.Errorf("acceptor: adopt keys: SYN-ACKs with %+v, not this acceptor's %+v", k.Params, a.synParams())
+	case k.Cur.Block == nil || k.Next.Block != nil && k.Next.Epoch != k.Cur.Epoch+1:
+		return errors.New("acceptor: adopt keys: no current key, or a next one of another epoch")
+	case e == k.Cur.Epoch:
+		next := k.Next
+		if next.Block == nil {
+			var err error
+			if next, err = a.sec.fresh(e + 1); err != nil {
+				return err
+			}
+		}
+		a.sec.prev, a.sec.cur, a.sec.next = syncookie.Key{}, k.Cur, next
+	case e == k.Cur.Epoch+1 && k.Next.Block != nil:
+		next, err := a.sec.fresh(e + 1)
+		if err != nil {
+			return err
+		}
+		a.sec.prev, a.sec.cur, a.sec.next = k.Cur, k.Next, next
+	default:
+		return fmt.Errorf("acceptor: adopt keys: of epoch %d, the clock's is %d", k.Cur.Epoch, e)
+	}
+	a.tsOffset = k.TSOffset
+	return nil
 }
 
 // synParams are the SYN-ACK's own options and window.

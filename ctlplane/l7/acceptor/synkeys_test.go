@@ -157,3 +157,98 @@ func TestSYNKeysAcrossEpochs(t *testing.T) {
 		t.Fatal("the next key handed out ahead is not the key of its epoch")
 	}
 }
+
+// TestAdoptKeepsCookies: a new acceptor that adopts the keys the old
+// one gave the workers takes the connections the workers answered with
+// them, in the keys' epoch and the next, where one that did not adopt
+// them resets each; keys it may not take are refused and change
+// nothing.
+func TestAdoptKeepsCookies(t *testing.T) {
+	every := 64 * time.Second
+	for _, c := range []struct {
+		name       string
+		made, took time.Duration // the handshake's and the request's time after the keys
+	}{
+		{"same epoch", time.Second, 2 * time.Second},
+		{"made in the keys' epoch, taken in the next", every - time.Second, every + time.Second},
+		{"made and taken in the next epoch", every + time.Second, every + 2*time.Second},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			old := newTest(t, nil)
+			k, _ := old.SYNKeys(t0)
+			for _, adopt := range []bool{true, false} {
+				fresh := newTest(t, func(cfg *Config) { cfg.Secrets = newSeeded(2) })
+				if adopt {
+					if err := fresh.Adopt(k, t0.Add(c.took)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				cl := newClient(t, old, 43000)
+				cl.now = t0.Add(c.made)
+				cl.workerSYNWith(&k)
+				synAckTS := cl.serverTS
+				cl.a, cl.now = fresh, t0.Add(c.took)
+				r, ev := cl.data("PA", []byte(request))
+				switch {
+				case adopt && (ev.Kind != Ready || validMigrate(ev) != nil):
+					t.Fatalf("adopted keys: %v, counters %v", ev.Kind, fresh.Stats().Counters)
+				case !adopt && (r == nil || !r.tcp.RST):
+					t.Fatalf("keys not adopted: want a reset, got %v (%v)", r, ev.Kind)
+				case !adopt:
+					continue
+				}
+				// The new acceptor's TSvals go on from the SYN-ACK's
+				// by the milliseconds since (give or take the option
+				// bits the SYN-ACK's carries), or the client's PAWS
+				// check would drop them.
+				a, err := checkReply(t, fresh.Answer(cl.key(), 503, cl.now))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ts, ok := a.opts[layers.TCPOptionKindTimestamps]
+				if gap := int64(binary.BigEndian.Uint32(ts) - synAckTS); !ok || gap < 0 || gap > (c.took-c.made).Milliseconds()+syncookie.TSOptMask+1 {
+					t.Fatalf("the answer's TSval is %d ms from the SYN-ACK's, %v later", gap, c.took-c.made)
+				}
+			}
+		})
+	}
+
+	old := newTest(t, nil)
+	k, _ := old.SYNKeys(t0)
+	for _, c := range []struct {
+		name  string
+		mod   func(*Config)
+		now   time.Time
+		setup func(a *Acceptor)
+	}{
+		{"two epochs on", nil, t0.Add(2 * every), nil},
+		{"another epoch length", func(cfg *Config) { cfg.SecretEvery = 32 * time.Second }, t0, nil},
+		{"another MSS", func(cfg *Config) { cfg.MSS = 1440 }, t0, nil},
+		{"another window scale", func(cfg *Config) { cfg.WindowScale = 9 }, t0, nil},
+		{"keys handed out already", nil, t0, func(a *Acceptor) { a.SYNKeys(t0) }},
+		{"a SYN answered already", nil, t0, func(a *Acceptor) { newClient(t, a, 44000).syn() }},
+	} {
+		t.Run("refused/"+c.name, func(t *testing.T) {
+			a := newTest(t, func(cfg *Config) {
+				cfg.Secrets = newSeeded(3)
+				if c.mod != nil {
+					c.mod(cfg)
+				}
+			})
+			if c.setup != nil {
+				c.setup(a)
+			}
+			a.mu.Lock()
+			before := a.sec.cur.Raw
+			a.mu.Unlock()
+			if err := a.Adopt(k, c.now); err == nil {
+				t.Fatal("adopted")
+			}
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			if a.sec.cur.Raw != before || a.sec.cur.Raw == k.Cur.Raw || a.tsOffset == k.TSOffset {
+				t.Fatal("a refused adoption changed the acceptor's keys")
+			}
+		})
+	}
+}
