@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/dataplane/channel"
 	"github.com/tetherlb/tether/dataplane/header"
 	"github.com/tetherlb/tether/dataplane/syncookie"
@@ -28,9 +29,14 @@ vips:
 // TestUplinkSYNKeys: before the control process sends keys, an l7 VIP's
 // SYN is punted to the acceptor; once the workers have them, it is
 // answered in place with a SYN-ACK under the key sent; a malformed set
-// is refused and counted.
+// is refused and counted. The forwarder gives the set it took back to a
+// control process that asks (CallSYNKeys), exactly as it was sent.
 func TestUplinkSYNKeys(t *testing.T) {
 	fc, ids := startReloaded(t, l7UplinkConfig)
+	var held unit.SYNKeysReply
+	if e := fc.callJSON(unit.CallSYNKeys, nil, &held); e != "" || len(held.Keys) != 0 {
+		t.Fatalf("keys held before any were sent: %q, error %q", held.Keys, e)
+	}
 	fc.port.in <- clientSYN("203.0.113.7", 40000, "192.0.2.1", 80)
 	if _, p := fc.expect(channel.TPunt); p == nil {
 		t.Fatal("no punt")
@@ -68,6 +74,12 @@ func TestUplinkSYNKeys(t *testing.T) {
 	var m syncookie.MAC
 	if _, ok := m.Check(key, &syncookie.Key{}, &tu, 1, tcp.Seq()); !ok || src != netip.MustParseAddr("192.0.2.1") || tcp.Flags() != 0x12 {
 		t.Fatalf("answer from %s flags %#x: cookie valid %v", src, tcp.Flags(), ok)
+	}
+	if e := fc.callJSON(unit.CallSYNKeys, nil, &held); e != "" {
+		t.Fatal(e)
+	}
+	if got, err := channel.DecodeSYNKeys(held.Keys); err != nil || len(got) != 1 || got[0] != k {
+		t.Fatalf("keys held: %+v, %v; want the set taken, %+v", got, err, k)
 	}
 	if s := fc.f.UplinkStats(); s.SYNKeys != 1 || s.BadMessages != 1 || fc.punts() != 1 {
 		t.Fatalf("uplink stats %+v, %d punts", s, fc.punts())

@@ -58,6 +58,9 @@ type uplink struct {
 	seq   atomic.Uint32
 	mu    sync.Mutex
 	stats UplinkStats
+	// heldKeys is the payload of the last SYN keys message the workers
+	// took (CallSYNKeys). Guarded by mu.
+	heldKeys []byte
 	// busy is set while the send loop holds flow events it has taken
 	// from a worker and not sent yet: workers must not send theirs
 	// directly meanwhile, or they would overtake them.
@@ -338,7 +341,13 @@ func (l *uplink) handle(ctx context.Context, conn *channel.Conn, asm *channel.As
 		if err != nil {
 			return err
 		}
-		return l.synKeys(ctx, keys)
+		if err := l.synKeys(ctx, keys); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		l.heldKeys = append(l.heldKeys[:0], p...)
+		l.mu.Unlock()
+		return nil
 	case channel.TBarrier:
 		// Every worker runs its commands in order: once each has run
 		// this no-op, every earlier route is applied.
@@ -486,6 +495,10 @@ func (l *uplink) call(ctx context.Context, method string, body []byte) ([]byte, 
 			return nil, fmt.Errorf("explain: %w", err)
 		}
 		return l.f.explain(ctx, req)
+	case unit.CallSYNKeys:
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return json.Marshal(unit.SYNKeysReply{Keys: l.heldKeys})
 	}
 	return nil, fmt.Errorf("unknown call %q", method)
 }

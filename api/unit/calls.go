@@ -25,7 +25,21 @@ const (
 	// CallExplain asks what a new or existing flow gets and why: an
 	// ExplainRequest, an Explanation.
 	CallExplain = "explain"
+	// CallSYNKeys asks for the l7 VIPs' SYN cookie keys the workers
+	// hold: no request, a SYNKeysReply. A control process that adopts
+	// a running forwarder takes them over, so that the handshakes the
+	// workers answered with them (while no control process ran, too)
+	// are not reset by acceptors holding other keys.
+	CallSYNKeys = "syn-keys"
 )
+
+// SYNKeysReply answers CallSYNKeys.
+type SYNKeysReply struct {
+	// Keys is the payload of the last SYN keys message the forwarder
+	// took (dataplane/channel's AppendSYNKeys, without its header, read
+	// with DecodeSYNKeys); empty when it took none.
+	Keys []byte `json:"keys,omitempty"`
+}
 
 // ReloadReply answers CallReload: the generation the forwarder now runs
 // and the IDs it gave the configuration's VIPs and backends. Punts name
