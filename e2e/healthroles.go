@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -147,6 +148,54 @@ func healthForge(args []string) error {
 	return nil
 }
 
+// waitGoAhead waits until the test creates file, 60 s at most.
+func waitGoAhead(file string) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if _, err := os.Stat(file); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return errors.New("the go-ahead file never appeared")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// preconnect opens a connection, as a browser does before it knows
+// its request, prints "connected", waits until a file exists (60 s at
+// most), then sends GET path on it and prints the answer's body.
+// args: host:port path file
+func preconnect(args []string) error {
+	if len(args) != 3 {
+		return errors.New("want: host:port path file")
+	}
+	c, err := net.DialTimeout("tcp", args[0], 5*time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	fmt.Println("connected")
+	if err := waitGoAhead(args[2]); err != nil {
+		return err
+	}
+	c.SetDeadline(time.Now().Add(20 * time.Second))
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n", args[1]); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return fmt.Errorf("the answer: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("the answer's body: %w", err)
+	}
+	fmt.Printf("%s", body)
+	return nil
+}
+
 // holdConns opens n keep-alive connections to a URL, makes one request
 // on each, prints "connected", waits until a file exists (60 s at most),
 // then makes a second request on every same connection and prints
@@ -195,15 +244,8 @@ func holdConns(args []string) error {
 		conns = append(conns, h)
 	}
 	fmt.Printf("connected %v\n", backends)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if _, err := os.Stat(args[2]); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			return errors.New("the go-ahead file never appeared")
-		}
-		time.Sleep(20 * time.Millisecond)
+	if err := waitGoAhead(args[2]); err != nil {
+		return err
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(conns))

@@ -329,18 +329,31 @@ func testL7Migration(t *testing.T, lb *LB) {
 	}
 	t.Logf("%d packets of the upload waited in the forwarder for the host", held)
 
-	l7ControlKilled(t, lb, u, shim)
+	l7ControlKilled(t, lb, u, shim, dir)
 }
 
 // l7ControlKilled: the control process, where the acceptor runs, is
-// SIGKILLed while a migrated connection's download is under way. The
-// forwarder keeps the connection's route and the host its mapping, so
-// the download goes on while no control process runs; the new one
-// adopts the forwarder, makes the hosts' mappings its inventory's
-// (which holds the migrated connection's flow), and migrates new
-// connections as before.
-func l7ControlKilled(t *testing.T, lb *LB, u *runningUnit, shim *Proc) {
+// SIGKILLed while a migrated connection's download is under way and
+// while another connection is open, its handshake made, and its
+// request not sent yet (as a browser's preconnection). The forwarder
+// keeps the download's route and the host its mapping, so the download
+// goes on while no control process runs; the new one adopts the
+// forwarder, makes the hosts' mappings its inventory's (which holds the
+// migrated connection's flow), and takes over the SYN cookie keys the
+// workers made the other connection's handshake with, so that its
+// request, sent after the restart, is taken, not reset. New
+// connections migrate as before.
+func l7ControlKilled(t *testing.T, lb *LB, u *runningUnit, shim *Proc, dir string) {
 	t.Helper()
+	goAhead := filepath.Join(dir, "preconnect-go")
+	pre, err := lb.Start(lb.Client, "preconnect", RoleCommand("preconnect", "192.0.2.10:80", "/b1/x", goAhead), Self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pre.Stop)
+	if err := pre.WaitFor("connected", 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
 	// 8 s at the pace: the restart and the hosts' resync take about one.
 	const long, pace = 64 << 20, 8 << 20
 	done := clientProc(t, lb, "download", fmt.Sprintf("http://192.0.2.10/b0/bytes?n=%d&pace=%d", long, pace), 1, 1, 3*time.Minute)
@@ -388,6 +401,12 @@ func l7ControlKilled(t *testing.T, lb *LB, u *runningUnit, shim *Proc) {
 	case <-time.After(3 * time.Minute):
 		t.Fatal("the download across the control process's restart did not end")
 	}
+	if err := os.WriteFile(goAhead, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := pre.Wait(time.Minute); err != nil || strings.TrimSpace(lastLine(pre.Output())) != "b1 "+ClientAddr {
+		t.Fatalf("a request on a connection made before the restart: %v: %q\n%s", err, pre.Output(), jsonText(unitL7(t, u)))
+	}
 	// New connections are accepted and migrated by the new process.
 	for _, c := range []struct{ path, want string }{{"/b0/x", "b0"}, {"/b1/x", "b1 " + ClientAddr}} {
 		out, err := lb.Exec(lb.Client, "curl", "-sS", "--max-time", "20", "http://192.0.2.10"+c.path)
@@ -395,7 +414,7 @@ func l7ControlKilled(t *testing.T, lb *LB, u *runningUnit, shim *Proc) {
 			t.Fatalf("after the control process's restart, curl %s: %v: %q, want %q", c.path, err, out, c.want)
 		}
 	}
-	if v := unitL7(t, u); v.Stats.Migrated < 2 || v.Stats.Uploaded != v.Stats.Migrated {
+	if v := unitL7(t, u); v.Stats.Migrated != 3 || v.Stats.Uploaded != v.Stats.Migrated || v.Stats.SYNKeysAdopted != 1 {
 		t.Errorf("migrations after the restart: %s", jsonText(v))
 	}
 }

@@ -89,6 +89,8 @@ func RunRoleFromEnv() {
 		err = healthForge(args)
 	case "holdconns":
 		err = holdConns(args)
+	case "preconnect":
+		err = preconnect(args)
 	case "connlat":
 		err = connLatency(args)
 	case "udpecho":

@@ -55,6 +55,10 @@ type L7Stats struct {
 	// SYNKeysSent counts the sets of SYN cookie keys sent to the
 	// forwarder, whose workers answer the l7 VIPs' SYNs with them.
 	SYNKeysSent uint64 `json:"syn_keys_sent"`
+	// SYNKeysAdopted counts the VIPs whose acceptors took the keys an
+	// adopted forwarder held from the previous control process, so that
+	// the handshakes made with them are taken, not reset.
+	SYNKeysAdopted uint64 `json:"syn_keys_adopted"`
 	// ByRule counts the connections each rule (or "default") decided.
 	ByRule map[string]uint64 `json:"by_rule,omitempty"`
 }

@@ -277,6 +277,11 @@ func (c *Control) greet(conn *channel.Conn) (channel.Hello, error) {
 // forwarder that restarted, or come from one this process has not seen
 // yet (this process restarted).
 func (c *Control) catchUp(ctx context.Context, lk *fwdLink, restarted, restoredAtStart bool) {
+	if !restarted && !restoredAtStart {
+		// A forwarder this process did not start (it adopted it) holds
+		// the last control process's SYN cookie keys.
+		c.adoptSYNKeys(ctx, lk)
+	}
 	if err := c.pushConfig(ctx, lk); err != nil {
 		c.log.Error().Err(err).Msg("forwarder refused the running configuration")
 	} else {

@@ -24,6 +24,7 @@ import (
 	"github.com/tetherlb/tether/ctlplane/l7/request"
 	"github.com/tetherlb/tether/ctlplane/l7/rules"
 	"github.com/tetherlb/tether/dataplane/channel"
+	"github.com/tetherlb/tether/dataplane/syncookie"
 	"github.com/tetherlb/tether/tables/encap"
 )
 
@@ -667,6 +668,68 @@ func (c *Control) pushSYNKeys(lk *fwdLink, now time.Time, all bool) {
 	}
 	l.keysLink, l.keysSent = lk, len(keys)
 	l.stats.SYNKeysSent++
+}
+
+// adoptSYNKeys gives the acceptors the SYN cookie keys a running
+// forwarder's workers hold, before this process sends its own: the
+// forwarder was adopted, and its keys are the previous control
+// process's, with which the workers went on answering SYNs. Without
+// them every handshake made before this process connected would be
+// reset when its request came (the cookie not this acceptor's). A VIP
+// whose acceptor cannot take its keys (the VIP's settings changed, or
+// an epoch went by) keeps its own, and those clients are reset.
+func (c *Control) adoptSYNKeys(ctx context.Context, lk *fwdLink) {
+	c.l7part.mu.Lock()
+	none := len(c.l7part.vips) == 0
+	c.l7part.mu.Unlock()
+	if none {
+		return
+	}
+	var reply unit.SYNKeysReply
+	if err := lk.call(ctx, unit.CallSYNKeys, nil, &reply); err != nil {
+		c.log.Warn().Err(err).Msg("the forwarder's SYN cookie keys could not be read: handshakes it answered before are reset")
+		return
+	}
+	if len(reply.Keys) == 0 {
+		return
+	}
+	held, err := channel.DecodeSYNKeys(reply.Keys)
+	if err != nil {
+		c.log.Warn().Err(err).Msg("the forwarder's SYN cookie keys")
+		return
+	}
+	now := time.Now()
+	l := c.l7part
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for name, v := range l.vips {
+		for i := range held {
+			h := &held[i]
+			if h.Addr != v.cfg.Addr() || h.Port != uint16(v.cfg.Port) {
+				continue
+			}
+			err := v.acc.Adopt(acceptorKeys(h), now)
+			if err != nil {
+				c.log.Warn().Str("vip", name).Err(err).Msg("SYN cookie keys of the previous control process not taken: handshakes it made are reset")
+			} else {
+				l.stats.SYNKeysAdopted++
+				c.log.Info().Str("vip", name).Msg("took the SYN cookie keys of the previous control process")
+			}
+		}
+	}
+}
+
+// acceptorKeys are the keys h as an acceptor holds them.
+func acceptorKeys(h *channel.SYNKey) acceptor.SYNKeys {
+	k := acceptor.SYNKeys{Every: time.Duration(h.Every), TSOffset: h.TSOffset,
+		Params: syncookie.Params{MSS: h.MSS, WScale: h.WScale, Window: h.Window}}
+	// NewKey fails only for a key of the wrong size, which a decoded
+	// one never is; a key it did not make stays none.
+	k.Cur, _ = syncookie.NewKey(h.Epoch, h.Cur)
+	if h.HasNext {
+		k.Next, _ = syncookie.NewKey(h.Epoch+1, h.Next)
+	}
+	return k
 }
 
 // expireL7 drops acceptor state past its time and gives up on hosts that
