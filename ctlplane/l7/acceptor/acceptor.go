@@ -52,6 +52,12 @@ type Config struct {
 	// RSTPerSecond bounds the resets sent for ACKs without state and
 	// without a valid cookie (and for a full table). Default 1000.
 	RSTPerSecond int
+	// AskUnknown makes Handle report a segment of no connection it
+	// knows or made (no valid cookie) as Unknown instead of resetting
+	// it, for a unit of a cluster, where such a segment may be of a
+	// connection another unit carried (the caller asks the atom manager,
+	// and calls Reject when no unit knows it).
+	AskUnknown bool
 	// Complete is told all the in-order bytes received so far and says
 	// whether they begin with a whole request head: headLen > 0 is its
 	// length; status != 0 is the HTTP status to answer a bad request
@@ -87,6 +93,11 @@ const (
 	// Reset: the client reset the connection; its state is gone. A Ready
 	// connection being migrated must be abandoned.
 	Reset
+	// Unknown (Config.AskUnknown): a segment of no connection this
+	// acceptor knows, and without a cookie of its keys. Nothing was
+	// answered or counted; the caller continues the connection where
+	// another unit sent it, or has Reject reset it.
+	Unknown
 )
 
 func (k EventKind) String() string {
@@ -99,6 +110,8 @@ func (k EventKind) String() string {
 		return "dropped"
 	case Reset:
 		return "reset"
+	case Unknown:
+		return "unknown"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -341,6 +354,9 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 		a.count(cTombstonesReused)
 	}
 	if !ok {
+		if a.cfg.AskUnknown {
+			return nil, Event{Kind: Unknown, Key: s.key}
+		}
 		return a.reset(now, &s, out, cBadCookie), Event{}
 	}
 	if a.nLive >= a.cfg.MaxConns {
@@ -401,6 +417,19 @@ func (a *Acceptor) reset(now time.Time, s *seg, out []byte, why counter) []byte 
 	a.count(cRSTSent)
 	var o replyOpts
 	return build(out, &s.key, s.ack, 0, header.TCPFlagRST, 0, &o, nil)
+}
+
+// Reject answers pkt, a segment Handle reported Unknown, as one of no
+// connection anywhere: with a reset (bad_cookie), within RSTPerSecond.
+// A packet that is not such a segment (any more) gets nothing.
+func (a *Acceptor) Reject(now time.Time, pkt []byte, out []byte) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var s seg
+	if s.parse(pkt) != cNone || a.conns[s.key] != nil || s.flags&(header.TCPFlagSYN|header.TCPFlagRST) != 0 || s.flags&header.TCPFlagACK == 0 {
+		return nil
+	}
+	return a.reset(now, &s, out, cBadCookie)
 }
 
 // Refuse makes the flow k's packets be answered with a reset for the

@@ -3,6 +3,7 @@ package acceptor
 import (
 	"bytes"
 	"encoding/binary"
+	"maps"
 	"net"
 	"strings"
 	"testing"
@@ -191,6 +192,41 @@ func TestMSSClasses(t *testing.T) {
 	try(65535, false, 8960)
 	try(100, false, 216) // below every class: the smallest
 	try(0, true, 536)    // no option: RFC 9293's default
+}
+
+// TestAskUnknown: with AskUnknown, a segment of no connection and
+// without a valid cookie is reported Unknown, answered and counted not
+// at all, so that a unit of a cluster can look the connection up
+// elsewhere; Reject then resets it as Handle would have. Valid cookies
+// and known connections go on as before, and Reject leaves them alone.
+func TestAskUnknown(t *testing.T) {
+	a := newTest(t, func(cfg *Config) { cfg.AskUnknown = true })
+	c := newClient(t, a, 40100)
+	c.syn()
+	stray := c.packet("PA", c.isn+1000, c.serverISN+5000, []byte("more of a moved download's acks"), c.dataOpts())
+	before := a.Stats().Counters
+	r, ev := c.send(stray)
+	if r != nil || ev.Kind != Unknown || ev.Key != c.key() {
+		t.Fatalf("a segment of no connection: %v, %+v; want no reply and Unknown", r, ev)
+	}
+	if after := a.Stats().Counters; !maps.Equal(after, before) {
+		t.Fatalf("an Unknown segment changed the counters: %v, was %v", after, before)
+	}
+	rst, err := checkReply(t, a.Reject(c.now, stray, make([]byte, 0, MaxReply)))
+	if err != nil || !rst.tcp.RST || rst.tcp.Seq != c.serverISN+5000 {
+		t.Fatalf("Reject: %v, %v; want the reset Handle sends", rst, err)
+	}
+	if n := a.Stats().Counters; n["bad_cookie"] != 1 || n["rst_sent"] != 1 {
+		t.Fatalf("after Reject: %v", n)
+	}
+	// The client's real connection is made as before, and Reject does
+	// not reset a connection the acceptor holds.
+	if _, ev := c.data("PA", []byte("GET / HT")); ev.Kind != None {
+		t.Fatalf("a valid cookie's first data: %v", ev.Kind)
+	}
+	if out := a.Reject(c.now, c.packet("A", c.seq, c.serverISN+1, nil, c.dataOpts()), make([]byte, 0, MaxReply)); out != nil {
+		t.Fatalf("Reject reset a known connection: %x", out)
+	}
 }
 
 func TestCookieValidation(t *testing.T) {
