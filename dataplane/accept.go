@@ -101,6 +101,25 @@ func (p *Pipeline) toAcceptor(pk *packet, v *VIP, now flow.Tick) {
 	p.ringPunt()
 }
 
+// Forward sends the frame held for the acceptor's punt id through the
+// pipeline again with the next batch, instead of an answer: the control
+// process found where the frame's connection goes (another unit of a
+// cluster carried it) and has just added its route. It reports false
+// when no frame waits under id (its wait expired).
+// Call it through Worker.Post.
+func (p *Pipeline) Forward(id uint32) bool {
+	held := p.held
+	for i := range held {
+		if h := &held[i]; h.accept == id && id != 0 {
+			p.deferred = append(p.deferred, h.frame)
+			held[i] = held[len(held)-1]
+			p.held = held[:len(held)-1]
+			return true
+		}
+	}
+	return false
+}
+
 // Answer sends ip, an IP packet from the acceptor of the held frame's
 // family, in place of the frame held for the acceptor's punt id, with
 // the link addresses turned around; an empty ip drops the frame. Either

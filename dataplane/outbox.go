@@ -502,7 +502,11 @@ func (p *Pipeline) AddRoute(r *channel.Route, now flow.Tick) error {
 		}
 		switch {
 		case a.Backend == unit.ForeignBackend:
-			if v.Mode != unit.ModeTunnel && v.Mode != unit.ModeIPIP {
+			// A connection another unit sent to a host this one does
+			// not have: only a flow that carries the client's packets
+			// unchanged (an l7 VIP's, migrated, is a tunnel flow)
+			// can go there by address alone.
+			if v.Mode != unit.ModeTunnel && v.Mode != unit.ModeIPIP && v.Mode != unit.ModeL7 {
 				return fmt.Errorf("route: a foreign backend for VIP %s, of mode %s", v.Name, v.Mode)
 			}
 			foreign = Backend{ID: unit.ForeignBackend, VIP: v.ID, Port: a.PortA, State: unit.StateRemoved, addr: addrKey{a: a.A, v6: r.Key.V6}}

@@ -388,7 +388,7 @@ func (l *uplink) handle(ctx context.Context, conn *channel.Conn, asm *channel.As
 func (l *uplink) route(ctx context.Context, r *channel.Route) error {
 	w := l.f.workers[l.routeWorker(r)]
 	route := *r
-	return w.Post(ctx, func(p *dataplane.Pipeline) { l.applyRoute(p, w, &route) })
+	return w.Post(ctx, func(p *dataplane.Pipeline) { _ = l.applyRoute(p, w, &route) })
 }
 
 // routeWorker is the index of the worker that applies r.
@@ -400,7 +400,7 @@ func (l *uplink) routeWorker(r *channel.Route) int {
 }
 
 // applyRoute applies r on w's own thread.
-func (l *uplink) applyRoute(p *dataplane.Pipeline, w *dataplane.Worker, r *channel.Route) {
+func (l *uplink) applyRoute(p *dataplane.Pipeline, w *dataplane.Worker, r *channel.Route) error {
 	var err error
 	switch r.Op {
 	case channel.RouteAdd:
@@ -421,6 +421,7 @@ func (l *uplink) applyRoute(p *dataplane.Pipeline, w *dataplane.Worker, r *chann
 	if err != nil {
 		l.f.log.Warn().Err(err).Msg("route refused")
 	}
+	return err
 }
 
 // answer sends the acceptor's packet in place of the frame its punt
@@ -439,11 +440,21 @@ func (l *uplink) answer(ctx context.Context, a *channel.Answer) error {
 	}
 	w := l.f.workers[a.Worker]
 	id, pkt := a.ID, append([]byte(nil), a.Packet...) // a aliases the receive buffer
+	// A route without a packet: the frame goes on along the route, when
+	// the route is this worker's (a frame of another worker's flow
+	// would only come back here).
+	forward := a.Route.Op == channel.RouteAdd && len(pkt) == 0 && withRoute
 	return w.Post(ctx, func(p *dataplane.Pipeline) {
-		if withRoute {
-			l.applyRoute(p, w, &route)
+		if withRoute && l.applyRoute(p, w, &route) != nil {
+			forward = false // the frame would come back without a route: it is dropped
 		}
-		if !p.Answer(id, pkt) {
+		var answered bool
+		if forward {
+			answered = p.Forward(id)
+		} else {
+			answered = p.Answer(id, pkt)
+		}
+		if !answered {
 			l.count(func(s *UplinkStats) { s.AnswersLate++ })
 		}
 	})

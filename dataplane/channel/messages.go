@@ -137,12 +137,15 @@ func DecodePunt(p []byte) (Punt, error) {
 // Answer is the control process's reply to a PuntAccept: Packet (an IP
 // packet, no link header) goes out in place of the punted frame, which
 // the forwarder turns around (link addresses swapped). An empty Packet
-// drops the frame.
+// drops the frame, unless the answer carries a route.
 //
 // Route, when its Op is not zero, is applied before the packet goes: a
 // migrated connection's route and the ACK of its request travel in one
 // message, so that the control process writes, and the forwarder reads
-// and hands to its workers, one message per connection fewer.
+// and hands to its workers, one message per connection fewer. With a
+// route and an empty Packet the frame itself goes on, along the route:
+// the segment of a connection another unit of a cluster carried, which
+// continues here.
 type Answer struct {
 	Worker uint8
 	ID     uint32
