@@ -92,7 +92,7 @@ hosts:
 	for _, u := range units {
 		names = append(names, u.name)
 	}
-	startClusterAgents(t, lb, dir, certs, names, addrs)
+	startClusterAgents(t, lb, dir, certs, names, addrs, "")
 	for _, u := range running {
 		waitStreamsUp(t, u, len(lb.Backends))
 	}
@@ -126,8 +126,10 @@ hosts:
 // unit (names, at addresses ips: port 7320; health to port 7310) and
 // the host side of the tunnels on its tunnel address, with its local
 // API on dir/agent-bI.sock. The certificates in certs are tetherd
-// certs' (host I+1).
-func startClusterAgents(t *testing.T, lb *LB, dir, certs string, names, ips []string) {
+// certs' (host I+1). splice, when not empty, is an l7 VIP (address:port)
+// whose migrated connections each agent splices to the host's server
+// on 127.0.0.1 at the VIP's port.
+func startClusterAgents(t *testing.T, lb *LB, dir, certs string, names, ips []string, splice string) {
 	t.Helper()
 	bpf, err := lb.BPFDir()
 	if err != nil {
@@ -153,6 +155,11 @@ tunnel:
 `, id, lb.BackendIP(i), strings.Join(health, ", "), filepath.Join(dir, fmt.Sprintf("agent-b%d.sock", i)), strings.Join(streams, ", "),
 			filepath.Join(certs, "ca.crt"), filepath.Join(certs, fmt.Sprintf("host-%d.crt", id)), filepath.Join(certs, fmt.Sprintf("host-%d.key", id)),
 			tunnelAddr(lb, i), filepath.Join(bpf, fmt.Sprintf("host-b%d", i)))
+		if splice != "" {
+			_, port, _ := strings.Cut(splice, ":")
+			cfg += fmt.Sprintf("migration:\n  enabled: true\n  handoff_socket: %s\n  splice:\n    - {vip: %q, to: \"127.0.0.1:%s\", proxy_protocol: none}\n",
+				filepath.Join(dir, fmt.Sprintf("handoff-b%d.sock", i)), splice, port)
+		}
 		startAgentConfig(t, lb, dir, i, cfg)
 	}
 }

@@ -59,6 +59,11 @@ type L7Stats struct {
 	// adopted forwarder held from the previous control process, so that
 	// the handshakes made with them are taken, not reset.
 	SYNKeysAdopted uint64 `json:"syn_keys_adopted"`
+	// MovedIn counts the segments of connections another unit of the
+	// cluster migrated that arrived here (the router moved the client's
+	// packets) and went on to their hosts along the connection's route
+	// atom, each making the connection's flow here.
+	MovedIn uint64 `json:"moved_in"`
 	// ByRule counts the connections each rule (or "default") decided.
 	ByRule map[string]uint64 `json:"by_rule,omitempty"`
 }

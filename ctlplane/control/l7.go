@@ -1,6 +1,7 @@
 package control
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -75,7 +76,16 @@ type l7Part struct {
 	// keysSent how many VIPs' they were.
 	keysLink *fwdLink
 	keysSent int
+	// moving holds the connections of other units being looked up, or
+	// just routed, until when a segment of theirs that reaches the
+	// acceptor is dropped rather than looked up again (unknownSegment).
+	moving map[unit.FlowKey]time.Time
 }
+
+// movingHold is how long after its route a moved connection's segments
+// that reached the acceptor before the route are dropped: they were
+// punted before it, and a second route would make a second flow.
+const movingHold = time.Second
 
 // l7VIP is one l7 VIP's acceptor and rules, rebuilt when its settings
 // change.
@@ -125,7 +135,7 @@ func newL7Part() *l7Part {
 	// Flow IDs likewise: the hosts hold an earlier process's mappings
 	// until the new one's resync replaces them.
 	return &l7Part{vips: map[string]*l7VIP{}, migrations: map[uint64]*migration{}, byKey: map[unit.FlowKey]uint64{},
-		seed: maphash.MakeSeed(), buf: make([]byte, 0, channel.MaxAnswer), nextID: mrand.Uint64() >> 1,
+		seed: maphash.MakeSeed(), buf: make([]byte, 0, channel.MaxAnswer), nextID: mrand.Uint64() >> 1, moving: map[unit.FlowKey]time.Time{},
 		nextFlow: encap.FirstMigratedID + mrand.Uint32N(math.MaxUint32-encap.FirstMigratedID)}
 }
 
@@ -167,6 +177,9 @@ func (c *Control) syncL7(cfg *config.Config) error {
 				mss = 1440
 			}
 			if lv.acc, err = acceptor.New(acceptor.Config{
+				// A segment of no connection may be of one another
+				// unit carried (unknownSegment).
+				AskUnknown:     true,
 				MSS:            mss,
 				MaxRequest:     limit,
 				RequestTimeout: v.L7.RequestTimeout,
@@ -207,6 +220,10 @@ func (c *Control) acceptPunt(lk *fwdLink, pu *channel.Punt) {
 	}
 	now := time.Now()
 	reply, ev := v.acc.Handle(now, pu.Frame, l.buf[:0])
+	if ev.Kind == acceptor.Unknown {
+		c.unknownSegment(lk, pu, vipName, v, now)
+		return
+	}
 	if ev.Kind != acceptor.Ready {
 		_ = c.sendAnswer(lk, pu, reply, nil)
 		return
@@ -239,6 +256,74 @@ func (c *Control) acceptPunt(lk *fwdLink, pu *channel.Punt) {
 		l.stats.Uploaded++
 		c.release(lk, []heldKey{{channel.AnyWorker, m.key}})
 	}
+}
+
+// unknownSegment answers a segment of an l7 VIP that belongs to no
+// connection the acceptor knows or made. In a cluster it may be of a
+// connection another unit migrated (the router moved the client's
+// packets here: that unit died, or the paths changed); the atom manager
+// holds its route, as a tunnel flow's, and the segment goes on along it
+// to the connection's host, as a tunnel VIP's mid-flow segment does
+// (seed S1 FIG. 26 and 28). Otherwise, or when the lookup finds nothing
+// for this VIP, the acceptor resets it (bad_cookie). The lookup may ask
+// other units, so it runs on a goroutine of its own. Callers hold
+// c.l7part.mu.
+func (c *Control) unknownSegment(lk *fwdLink, pu *channel.Punt, vipName string, v *l7VIP, now time.Time) {
+	l := c.l7part
+	if until, ok := l.moving[pu.Key]; ok && now.Before(until) {
+		_ = c.sendAnswer(lk, pu, nil, nil) // its first segment's lookup decides
+		return
+	}
+	c.mu.Lock()
+	lookup := c.flowLookup
+	c.mu.Unlock()
+	if lookup != nil {
+		select {
+		case c.lookups <- struct{}{}:
+		default:
+			lookup = nil // too many in flight: the reset answers
+		}
+	}
+	if lookup == nil {
+		_ = c.sendAnswer(lk, pu, v.acc.Reject(now, pu.Frame, l.buf[:0]), nil)
+		return
+	}
+	if len(l.moving) >= 2*maxLookups {
+		for k, until := range l.moving {
+			if !now.Before(until) {
+				delete(l.moving, k)
+			}
+		}
+	}
+	l.moving[pu.Key] = now.Add(flowLookupTimeout + movingHold)
+	// pu's frame is the reader's buffer.
+	p := channel.Punt{Worker: pu.Worker, ID: pu.ID, VIP: pu.VIP, Key: pu.Key, Frame: bytes.Clone(pu.Frame)}
+	go func() {
+		defer func() { <-c.lookups }()
+		ctx, cancel := context.WithTimeout(context.Background(), flowLookupTimeout)
+		found, a, ok, err := lookup(ctx, &p.Key)
+		cancel()
+		if err == nil && ok && found == vipName {
+			r := channel.Route{Op: channel.RouteAdd, Worker: p.Worker, Key: p.Key, Action: a}
+			sent := c.sendAnswer(lk, &p, nil, &r) == nil
+			l.mu.Lock()
+			l.moving[p.Key] = time.Now().Add(movingHold)
+			if sent {
+				l.stats.MovedIn++
+			}
+			l.mu.Unlock()
+			return
+		}
+		c.log.Debug().Err(err).Str("vip", vipName).Str("key", routeKey(&p.Key)).Bool("found", ok).Msg("an l7 segment of no connection here")
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.moving, p.Key)
+		var reply []byte
+		if cur := l.vips[vipName]; cur != nil {
+			reply = cur.acc.Reject(time.Now(), p.Frame, l.buf[:0])
+		}
+		_ = c.sendAnswer(lk, &p, reply, nil)
+	}()
 }
 
 // sendAnswer answers pu with pkt (nothing: the frame is dropped), after
