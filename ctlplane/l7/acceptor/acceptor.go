@@ -1,6 +1,7 @@
 package acceptor
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -41,6 +42,13 @@ type Config struct {
 	// Secrets is where cookie secrets and the timestamp offset come
 	// from; default crypto/rand.
 	Secrets io.Reader
+	// Shared, when set (16 bytes or more), is a secret the units of a
+	// cluster share for this VIP: each epoch's cookie key and the TSval
+	// offset are derived from it (HMAC-SHA256) instead of drawn from
+	// Secrets, so that every unit's acceptor takes every unit's cookies
+	// (a client the router moves between its handshake and its request
+	// is not reset), as does the next process of the same unit.
+	Shared []byte
 	// SecretEvery is how often the cookie secret changes; a cookie is
 	// accepted for one to two of these. Default 64 s.
 	SecretEvery time.Duration
@@ -254,13 +262,15 @@ func New(cfg Config) (*Acceptor, error) {
 		return nil, fmt.Errorf("acceptor: WindowScale %d: want 0 to 14", cfg.WindowScale)
 	case cfg.RequestTimeout < 0 || cfg.SecretEvery < 0 || cfg.CloseLinger < 0 || cfg.TombstoneTTL < 0 || cfg.RSTPerSecond < 0:
 		return nil, errors.New("acceptor: a negative duration or rate")
+	case cfg.Shared != nil && len(cfg.Shared) < 16:
+		return nil, fmt.Errorf("acceptor: a shared secret of %d bytes: want 16 or more", len(cfg.Shared))
 	}
 	a := &Acceptor{
 		cfg:   cfg,
 		conns: make(map[Key]*conn),
 		tombs: make(map[Key]tombMark),
 	}
-	a.sec.src, a.sec.every = cfg.Secrets, cfg.SecretEvery
+	a.sec.src, a.sec.every, a.sec.shared = cfg.Secrets, cfg.SecretEvery, bytes.Clone(cfg.Shared)
 	// A secret of no epoch proves the source works; the first packet
 	// replaces it with the secret of its own epoch.
 	s, err := a.sec.fresh(math.MinInt64 + 2)
@@ -269,7 +279,9 @@ func New(cfg Config) (*Acceptor, error) {
 	}
 	a.sec.cur = s
 	var off [4]byte
-	if _, err := io.ReadFull(cfg.Secrets, off[:]); err != nil {
+	if a.sec.shared != nil {
+		copy(off[:], derive(a.sec.shared, "tsval offset", 0))
+	} else if _, err := io.ReadFull(cfg.Secrets, off[:]); err != nil {
 		return nil, fmt.Errorf("acceptor: read the timestamp offset: %w", err)
 	}
 	// A random offset (Linux draws one per connection; one per process
@@ -353,6 +365,11 @@ func (a *Acceptor) Handle(now time.Time, pkt []byte, out []byte) (reply []byte, 
 		delete(a.tombs, s.key)
 		a.count(cTombstonesReused)
 	}
+	if !ok && s.flags&header.TCPFlagFIN == 0 && len(s.payload) <= 1 {
+		if _, probe := a.sec.check(&s.key, s.seq, s.ack-1); probe {
+			return a.keepalive(now, &s, out), Event{}
+		}
+	}
 	if !ok {
 		if a.cfg.AskUnknown {
 			return nil, Event{Kind: Unknown, Key: s.key}
@@ -417,6 +434,33 @@ func (a *Acceptor) reset(now time.Time, s *seg, out []byte, why counter) []byte 
 	a.count(cRSTSent)
 	var o replyOpts
 	return build(out, &s.key, s.ack, 0, header.TCPFlagRST, 0, &o, nil)
+}
+
+// keepalive answers s, a keepalive probe (a segment one byte before
+// the next the client sends, with nothing or one byte) of a connection
+// whose handshake the cookie proves and that has sent nothing since, so
+// that the acceptor holds nothing of it: a worker took its last ACK. A
+// client with keepalives on (Go's dialer: after 15 s idle) probes a
+// connection it has not used yet; without this answer it met a reset.
+// The ACK is what the connection's stack would send, with no state
+// kept: window and options as the handshake set them.
+func (a *Acceptor) keepalive(now time.Time, s *seg, out []byte) []byte {
+	a.count(cKeepalives)
+	wnd, scaled := uint32(min(a.cfg.MaxRequest, 65535)), false
+	var o replyOpts
+	if s.opt.HasTimestamps {
+		// The probe echoes the SYN-ACK's TSval, whose low bits say
+		// whether the window is scaled (see syncookie).
+		scaled = s.opt.TSEcr&syncookie.TSNoWS != syncookie.TSNoWS
+		o = replyOpts{TS: true, TSVal: a.tsNow(now), TSEcr: s.opt.TSVal}
+		if before(o.TSVal, s.opt.TSEcr) {
+			o.TSVal = s.opt.TSEcr // never behind what the client holds
+		}
+	}
+	if scaled {
+		wnd >>= a.cfg.WindowScale
+	}
+	return build(out, &s.key, s.ack, s.seq+1, header.TCPFlagACK, uint16(wnd), &o, nil)
 }
 
 // Reject answers pkt, a segment Handle reported Unknown, as one of no

@@ -13,6 +13,7 @@ const (
 	cClosed
 	cResets
 	cBadCookie
+	cKeepalives
 	cTableFull
 	cTimeouts
 	cReadyTimeouts
@@ -61,6 +62,7 @@ var counterNames = [nCounters]string{
 	cClosed:            "closed",
 	cResets:            "resets",
 	cBadCookie:         "bad_cookie",
+	cKeepalives:        "keepalives",
 	cTableFull:         "table_full",
 	cTimeouts:          "timeouts",
 	cReadyTimeouts:     "ready_timeouts",
