@@ -324,13 +324,15 @@ func (c *damCluster) reconfigure(u *damUnit, backends []int) {
 // TestUnitDies: 300 long transfers through three units sharing their
 // flows at replication level 1 (tunnel, ipip, nat and l7 VIPs: an l7
 // connection is migrated to its host by the unit that accepted it, and
-// its route atom is a tunnel flow's); one unit is
+// its route atom is a tunnel flow's), and 30 l7 connections whose
+// handshakes are made and whose requests wait; one unit is
 // killed (both processes, SIGKILL) while one host of ten leaves the
 // configuration at the same moment, and the router moves the dead
 // unit's connections to the survivors (and, removing a path, some of the
 // survivors' between them) and its SNAT address to one survivor. The
 // survivors find each moved connection's route atom (a nat reply's by
-// the reply's key) and continue it: every transfer completes intact.
+// the reply's key) and continue it: every transfer completes intact,
+// and every waiting request, sent now, is answered.
 // The dead unit then restarts, pulls its atoms before it says it is
 // ready, takes its paths and its SNAT address back, and the connections
 // the router moves to it continue too.
@@ -338,6 +340,21 @@ func TestUnitDies(t *testing.T) {
 	vips := append(slices.Clone(damVIPs), damNAT, damL7)
 	c := newDAMCluster(t, "ud", "1", vips)
 	const conns, size, pace = 75, 3 << 20, 128 << 10 // 24 s a transfer
+	// l7 connections whose handshakes are made first, through every
+	// unit, and whose requests come after the router moved them (their
+	// keepalive probes answered meanwhile): the units share their SYN
+	// cookie keys (derived from the cluster key), so another unit's
+	// acceptor, or the dead unit's next process, takes each.
+	const preconns = 30
+	goAhead := filepath.Join(c.dir, "preconnect-go")
+	pre, err := c.lb.Start(c.lb.Client, "preconnect", RoleCommand("preconnect", damL7.addr+":80", "/", goAhead, fmt.Sprint(preconns)), Self())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pre.Stop)
+	if err := pre.WaitFor("connected", time.Minute); err != nil {
+		t.Fatalf("%v\nunits' drops: %v, %v, %v", err, nonZero(c.units[0].run.report().Drops), nonZero(c.units[1].run.report().Drops), nonZero(c.units[2].run.report().Drops))
+	}
 	var results []chan ClientResult
 	for _, v := range vips {
 		results = append(results, c.downloads(v.addr, conns, size, pace, 4*time.Minute))
@@ -384,6 +401,15 @@ func TestUnitDies(t *testing.T) {
 	}
 	if err := c.lb.RouteSNAT(snatOf(0), dead.ip); err != nil {
 		t.Fatal(err)
+	}
+	// The waiting requests go now, each to whichever unit the router
+	// picks: one that did not make its handshake, or the dead unit's
+	// next process.
+	if err := os.WriteFile(goAhead, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := pre.Wait(time.Minute); err != nil || lastLine(pre.Output()) != fmt.Sprintf("answered %d of %d", preconns, preconns) {
+		t.Errorf("l7 requests on connections made before the router moved them: %v\n%s", err, pre.Output())
 	}
 	for i, done := range results {
 		r := <-done

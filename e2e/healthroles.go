@@ -162,37 +162,69 @@ func waitGoAhead(file string) error {
 	}
 }
 
-// preconnect opens a connection, as a browser does before it knows
-// its request, prints "connected", waits until a file exists (60 s at
-// most), then sends GET path on it and prints the answer's body.
-// args: host:port path file
+// preconnect opens n connections (default 1), as a browser does before
+// it knows its requests, prints "connected N", waits until a file
+// exists (60 s at most), then sends GET path on each and prints each
+// answer's body, then "answered K of N" and the first error.
+// args: host:port path file [n]
 func preconnect(args []string) error {
-	if len(args) != 3 {
-		return errors.New("want: host:port path file")
+	if len(args) != 3 && len(args) != 4 {
+		return errors.New("want: host:port path file [n]")
 	}
-	c, err := net.DialTimeout("tcp", args[0], 5*time.Second)
-	if err != nil {
-		return err
+	n := 1
+	if len(args) == 4 {
+		var err error
+		if n, err = strconv.Atoi(args[3]); err != nil || n < 1 {
+			return errors.New("n: want a positive count")
+		}
 	}
-	defer c.Close()
-	fmt.Println("connected")
+	conns := make([]net.Conn, 0, n)
+	for i := range n {
+		// Long enough for SYNs resent at 1, 3 and 7 s: a loaded test
+		// machine has lost a SYN and its first retransmissions.
+		c, err := net.DialTimeout("tcp", args[0], 20*time.Second)
+		if err != nil {
+			return fmt.Errorf("connection %d of %d: %w", i+1, n, err)
+		}
+		defer c.Close()
+		conns = append(conns, c)
+	}
+	fmt.Printf("connected %d\n", n)
 	if err := waitGoAhead(args[2]); err != nil {
 		return err
 	}
-	c.SetDeadline(time.Now().Add(20 * time.Second))
-	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n", args[1]); err != nil {
-		return err
+	bodies, errs := make([]string, n), make([]error, n)
+	var wg sync.WaitGroup
+	for i, c := range conns {
+		wg.Go(func() {
+			c.SetDeadline(time.Now().Add(20 * time.Second))
+			if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n", args[1]); err != nil {
+				errs[i] = err
+				return
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				errs[i] = fmt.Errorf("the answer: %w", err)
+				return
+			}
+			defer resp.Body.Close()
+			b, err := io.ReadAll(resp.Body)
+			bodies[i], errs[i] = string(b), err
+		})
 	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return fmt.Errorf("the answer: %w", err)
+	wg.Wait()
+	ok := 0
+	for i := range conns {
+		if errs[i] == nil {
+			ok++
+			fmt.Print(bodies[i])
+		}
 	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		return fmt.Errorf("the answer's body: %w", err)
+	fmt.Printf("answered %d of %d", ok, n)
+	if err := errors.Join(errs...); err != nil {
+		fmt.Printf("; first error: %v", err)
 	}
-	fmt.Printf("%s", body)
+	fmt.Println()
 	return nil
 }
 

@@ -404,7 +404,7 @@ func l7ControlKilled(t *testing.T, lb *LB, u *runningUnit, shim *Proc, dir strin
 	if err := os.WriteFile(goAhead, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := pre.Wait(time.Minute); err != nil || strings.TrimSpace(lastLine(pre.Output())) != "b1 "+ClientAddr {
+	if err := pre.Wait(time.Minute); err != nil || !strings.Contains(pre.Output(), "b1 "+ClientAddr+"\n") || lastLine(pre.Output()) != "answered 1 of 1" {
 		t.Fatalf("a request on a connection made before the restart: %v: %q\n%s", err, pre.Output(), jsonText(unitL7(t, u)))
 	}
 	// New connections are accepted and migrated by the new process.

@@ -3,6 +3,8 @@ package control
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -179,7 +181,10 @@ func (c *Control) syncL7(cfg *config.Config) error {
 			if lv.acc, err = acceptor.New(acceptor.Config{
 				// A segment of no connection may be of one another
 				// unit carried (unknownSegment).
-				AskUnknown:     true,
+				AskUnknown: true,
+				// The units of a cluster make and take the same
+				// cookies.
+				Shared:         c.cookieSecret(v),
 				MSS:            mss,
 				MaxRequest:     limit,
 				RequestTimeout: v.L7.RequestTimeout,
@@ -193,6 +198,18 @@ func (c *Control) syncL7(cfg *config.Config) error {
 	}
 	c.l7part.vips = keep
 	return errors.Join(errs...)
+}
+
+// cookieSecret is the secret the units of this unit's cluster share for
+// the l7 VIP v's SYN cookies (acceptor.Config.Shared), derived from the
+// cluster key under the VIP's address and port; nil outside a cluster.
+func (c *Control) cookieSecret(v *config.VIP) []byte {
+	if c.cl.key == nil {
+		return nil
+	}
+	m := hmac.New(sha256.New, c.cl.key)
+	m.Write([]byte("tether l7 syn cookies " + netip.AddrPortFrom(v.Addr(), uint16(v.Port)).String()))
+	return m.Sum(nil)
 }
 
 // sameLimits reports whether two l7 VIPs' acceptors would be configured
@@ -767,8 +784,8 @@ func (c *Control) adoptSYNKeys(ctx context.Context, lk *fwdLink) {
 	c.l7part.mu.Lock()
 	none := len(c.l7part.vips) == 0
 	c.l7part.mu.Unlock()
-	if none {
-		return
+	if none || c.cl.key != nil {
+		return // in a cluster every process derives the same keys
 	}
 	var reply unit.SYNKeysReply
 	if err := lk.call(ctx, unit.CallSYNKeys, nil, &reply); err != nil {

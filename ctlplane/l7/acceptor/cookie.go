@@ -1,6 +1,9 @@
 package acceptor
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -21,11 +24,14 @@ func (k *Key) tuple() *syncookie.Tuple { return (*syncookie.Tuple)(k) }
 // SYNKeys) answers with the key the acceptor will have when the epoch
 // turns, whenever the control process gets to push keys again.
 type secrets struct {
-	src   io.Reader
-	every time.Duration
-	cur   syncookie.Key
-	prev  syncookie.Key // Block nil: none
-	next  syncookie.Key // Block nil: none (a secret could not be read)
+	src io.Reader
+	// shared, when set, is what every epoch's secret is derived from
+	// instead of drawn from src (Config.Shared).
+	shared []byte
+	every  time.Duration
+	cur    syncookie.Key
+	prev   syncookie.Key // Block nil: none
+	next   syncookie.Key // Block nil: none (a secret could not be read)
 	// mac holds the MAC's working blocks. The Acceptor's mutex guards
 	// it.
 	mac syncookie.MAC
@@ -35,7 +41,9 @@ type secrets struct {
 func (s *secrets) epochOf(now time.Time) int64 { return syncookie.Epoch(now, s.every) }
 
 func (s *secrets) fresh(epoch int64) (syncookie.Key, error) {
-	if _, err := io.ReadFull(s.src, s.key[:]); err != nil {
+	if s.shared != nil {
+		s.key = [syncookie.KeySize]byte(derive(s.shared, "epoch key", uint64(epoch)))
+	} else if _, err := io.ReadFull(s.src, s.key[:]); err != nil {
 		return syncookie.Key{}, fmt.Errorf("acceptor: read a cookie secret: %w", err)
 	}
 	k, err := syncookie.NewKey(epoch, s.key)
@@ -62,9 +70,17 @@ func (s *secrets) rotate(now time.Time) error {
 			return err
 		}
 	}
-	if e == s.cur.Epoch+1 {
+	switch {
+	case e == s.cur.Epoch+1:
 		s.prev = s.cur
-	} else {
+	case s.shared != nil:
+		// The previous epoch's key is known even when this acceptor
+		// did not hold it: another unit, or the process before, may
+		// have made cookies with it.
+		if p, err := s.fresh(e - 1); err == nil {
+			s.prev = p
+		}
+	default:
 		s.prev = syncookie.Key{}
 	}
 	s.cur = n
@@ -74,6 +90,15 @@ func (s *secrets) rotate(now time.Time) error {
 		return err
 	}
 	return nil
+}
+
+// derive is HMAC-SHA256 of label and n under secret: the cookie keys
+// and the TSval offset of acceptors that share a secret.
+func derive(secret []byte, label string, n uint64) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("tether l7 syn cookie " + label))
+	m.Write(binary.BigEndian.AppendUint64(nil, n))
+	return m.Sum(nil)
 }
 
 // check validates cookie c for a SYN of k with sequence number isn and
@@ -127,6 +152,8 @@ func (a *Acceptor) Adopt(k SYNKeys, now time.Time) error {
 	defer a.mu.Unlock()
 	e := a.sec.epochOf(now)
 	switch {
+	case a.sec.shared != nil:
+		return errors.New("acceptor: adopt keys: its keys are derived from a shared secret, the same as any process's")
 	case a.exported.done || a.counters[cSYNCookiesSent] > 0 || a.counters[cAccepted] > 0:
 		return errors.New("acceptor: adopt keys: it has answered with keys of its own")
 	case k.Every != a.cfg.SecretEvery:

@@ -252,3 +252,87 @@ func TestAdoptKeepsCookies(t *testing.T) {
 		})
 	}
 }
+
+// TestSharedSecret: acceptors that share a secret (the units of a
+// cluster, or a unit's processes one after another) answer a SYN with
+// the same bytes and take each other's cookies, in the epoch the cookie
+// was made and the next, even one that started after the cookie was
+// made; an acceptor with another secret resets them.
+func TestSharedSecret(t *testing.T) {
+	shared := bytes.Repeat([]byte{7}, 32)
+	with := func(seed byte, secret []byte) *Acceptor {
+		return newTest(t, func(cfg *Config) { cfg.Secrets, cfg.Shared = newSeeded(seed), secret })
+	}
+	a, b := with(1, shared), with(2, shared)
+	c := newClient(t, a, 45000)
+	syn := c.packet("S", c.isn, 0, nil, c.synOpts())
+	fromA, _ := a.Handle(c.now, syn, make([]byte, 0, MaxReply))
+	fromB, _ := b.Handle(c.now, syn, make([]byte, 0, MaxReply))
+	if !bytes.Equal(fromA, fromB) {
+		t.Fatalf("two acceptors sharing a secret answered one SYN differently:\n%x\n%x", fromA, fromB)
+	}
+	every := 64 * time.Second
+	for _, took := range []time.Duration{time.Second, every} {
+		for _, other := range []struct {
+			name   string
+			secret []byte
+			ok     bool
+		}{{"the same secret", shared, true}, {"another secret", bytes.Repeat([]byte{8}, 32), false}} {
+			cl := newClient(t, a, 45001)
+			cl.isn += uint32(took / time.Second)
+			cl.syn()
+			// An acceptor that starts after the cookie was made.
+			cl.a, cl.now = with(3, other.secret), t0.Add(took)
+			r, ev := cl.data("PA", []byte(request))
+			if got := ev.Kind == Ready; got != other.ok || !other.ok && (r == nil || !r.tcp.RST) {
+				t.Fatalf("%s, request %v after the SYN: %v (reply %v)", other.name, took, ev.Kind, r)
+			}
+		}
+	}
+	k, _ := with(4, nil).SYNKeys(t0)
+	if err := with(5, shared).Adopt(k, t0); err == nil {
+		t.Fatal("an acceptor with a shared secret adopted keys")
+	}
+	if _, err := New(Config{Complete: testComplete, Shared: []byte("short")}); err == nil {
+		t.Fatal("a shared secret of 5 bytes was taken")
+	}
+}
+
+// TestKeepaliveProbe: a connection whose handshake a worker finished
+// (nothing held) and that has sent nothing yet gets keepalive probes
+// answered, with no state kept, as its stack would (the ACK of the
+// byte before its first, the handshake's window and options), and its
+// request then goes on as before; a probe with a cookie of no handshake
+// is not answered so.
+func TestKeepaliveProbe(t *testing.T) {
+	for _, ts := range []bool{true, false} {
+		a := newTest(t, func(cfg *Config) { cfg.AskUnknown = true })
+		c := newClient(t, a, 46000)
+		c.ts = ts
+		c.workerSYN(a)
+		for _, probe := range [][]byte{nil, {0}} {
+			c.now = c.now.Add(15 * time.Second)
+			r, ev := c.send(c.packet("A", c.isn, c.serverISN+1, probe, c.dataOpts()))
+			if r == nil || r.tcp.RST || r.tcp.SYN || !r.tcp.ACK || r.tcp.Seq != c.serverISN+1 || r.tcp.Ack != c.isn+1 || len(r.tcp.Payload) != 0 || ev.Kind != None {
+				t.Fatalf("timestamps %v: probe %x answered %v (%v), want the ACK of the byte before the first", ts, probe, r, ev.Kind)
+			}
+			if _, has := r.opts[layers.TCPOptionKindTimestamps]; has != ts {
+				t.Fatalf("timestamps %v: the probe's answer has them: %v", ts, has)
+			}
+			if want := uint16(4096); ts && r.tcp.Window != want>>7 || !ts && r.tcp.Window != want {
+				t.Fatalf("timestamps %v: window %d", ts, r.tcp.Window)
+			}
+		}
+		if s := a.Stats(); s.Conns != 0 || s.Counters["keepalives"] != 2 || s.Counters["bad_cookie"] != 0 {
+			t.Fatalf("timestamps %v: after the probes %+v", ts, s)
+		}
+		if _, ev := c.data("PA", []byte(request)); ev.Kind != Ready {
+			t.Fatalf("timestamps %v: the request after the probes: %v", ts, ev.Kind)
+		}
+		// A probe whose cookie is not of its tuple is no handshake's.
+		d := newClient(t, a, 46001)
+		if r, ev := d.send(d.packet("A", d.isn, 12345, nil, d.dataOpts())); r != nil || ev.Kind != Unknown {
+			t.Fatalf("a probe of no handshake: %v, %v", r, ev.Kind)
+		}
+	}
+}
