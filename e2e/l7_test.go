@@ -378,15 +378,7 @@ func l7ControlKilled(t *testing.T, lb *LB, u *runningUnit, shim *Proc, dir strin
 	var uv unit.StreamsView
 	eventually(t, "the hosts resynced to the new control process", func() bool {
 		uv = unitStreams(t, u)
-		if uv.Boot == oldBoot || len(uv.Streams) != 2 {
-			return false
-		}
-		for _, h := range uv.Streams {
-			if h.State != unit.StreamUp || h.Acked != h.Seq {
-				return false
-			}
-		}
-		return true
+		return resyncedTo(&uv, oldBoot, 2, false)
 	}, func() string { return jsonText(uv) })
 	select {
 	case r := <-done:

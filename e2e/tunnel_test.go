@@ -147,6 +147,21 @@ var (
 	hostsIPv6 = hostsNet{vip: l7VIP6, v6: true}
 )
 
+// resyncedTo reports whether uv is of a unit boot other than oldBoot
+// whose n hosts' streams are up with every change acknowledged (and,
+// with full, after a full resync).
+func resyncedTo(uv *unit.StreamsView, oldBoot uint64, n int, full bool) bool {
+	if uv.Boot == oldBoot || len(uv.Streams) != n {
+		return false
+	}
+	for _, h := range uv.Streams {
+		if h.State != unit.StreamUp || h.Acked != h.Seq || full && h.Resync != "full" {
+			return false
+		}
+	}
+	return true
+}
+
 // eachHostsNet runs f as a subtest per family, named ipv4 and ipv6.
 func eachHostsNet(t *testing.T, f func(t *testing.T, n hostsNet)) {
 	for _, n := range []hostsNet{hostsIPv4, hostsIPv6} {
@@ -458,15 +473,7 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 		}
 		eventually(t, "the hosts resynced to the new control process", func() bool {
 			uv = unitStreams(t, u)
-			if uv.Boot == oldBoot || len(uv.Streams) != 2 {
-				return false
-			}
-			for _, h := range uv.Streams {
-				if h.State != unit.StreamUp || h.Acked != h.Seq || h.Resync != "full" {
-					return false
-				}
-			}
-			return true
+			return resyncedTo(&uv, oldBoot, 2, true)
 		}, func() string { return jsonText(uv) })
 		select {
 		case r := <-done:
@@ -523,15 +530,7 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 		}
 		eventually(t, "the hosts to hold the restarted unit's mappings", func() bool {
 			uv = unitStreams(t, u)
-			if uv.Boot == oldBoot || len(uv.Streams) != 2 {
-				return false
-			}
-			for _, h := range uv.Streams {
-				if h.State != unit.StreamUp || h.Acked != h.Seq {
-					return false
-				}
-			}
-			return uv.Tunnel.Published > 0
+			return resyncedTo(&uv, oldBoot, 2, false) && uv.Tunnel.Published > 0
 		}, func() string { return jsonText(uv) })
 	}
 

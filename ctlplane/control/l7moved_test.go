@@ -18,15 +18,7 @@ import (
 // be an answer.
 func recvAnswer(t *testing.T, fwd *channel.Conn) channel.Answer {
 	t.Helper()
-	m, err := fwd.Recv()
-	if err != nil {
-		t.Fatal(err)
-	}
-	h, p, err := channel.ParseHeader(m)
-	if err != nil || h.Type != channel.TAnswer {
-		t.Fatalf("%s, %v; want an answer", h.Type, err)
-	}
-	a, err := channel.DecodeAnswer(p)
+	a, err := channel.DecodeAnswer(recvType(t, fwd, channel.TAnswer))
 	if err != nil {
 		t.Fatal(err)
 	}

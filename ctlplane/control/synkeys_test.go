@@ -45,17 +45,24 @@ func linkPair(t *testing.T) (*fwdLink, *channel.Conn) {
 	return newFwdLink(ctl, channel.Hello{}), fwd
 }
 
-func recvSYNKeys(t *testing.T, fwd *channel.Conn) []channel.SYNKey {
+// recvType reads the next message the forwarder's end gets, which must
+// be of type typ, and returns its payload.
+func recvType(t *testing.T, fwd *channel.Conn, typ channel.Type) []byte {
 	t.Helper()
 	m, err := fwd.Recv()
 	if err != nil {
 		t.Fatal(err)
 	}
 	h, p, err := channel.ParseHeader(m)
-	if err != nil || h.Type != channel.TSYNKeys {
-		t.Fatalf("%s, %v; want SYN keys", h.Type, err)
+	if err != nil || h.Type != typ {
+		t.Fatalf("%s, %v; want %s", h.Type, err, typ)
 	}
-	keys, err := channel.DecodeSYNKeys(p)
+	return p
+}
+
+func recvSYNKeys(t *testing.T, fwd *channel.Conn) []channel.SYNKey {
+	t.Helper()
+	keys, err := channel.DecodeSYNKeys(recvType(t, fwd, channel.TSYNKeys))
 	if err != nil {
 		t.Fatal(err)
 	}
