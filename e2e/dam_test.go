@@ -120,6 +120,10 @@ cluster:
 // ready, and every host's stream is up.
 func newDAMCluster(t *testing.T, tag, level string, vips []damVIP) *damCluster {
 	t.Helper()
+	// Three units busy-polling two cores beside ten hosts: a boot of the
+	// appliance under emulation, or a flood, must not share the machine
+	// with them.
+	Exclusive(t, floodExclusiveWait)
 	lb := newLB(t, tag, 10, NewSwitchedLB)
 	dir := t.TempDir()
 	os.Chmod(dir, 0o755)

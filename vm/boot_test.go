@@ -36,7 +36,10 @@ const accelEnv = "TETHER_VM_ACCEL"
 // which boots in 10-30 s on the CI machine; the bounds leave room. Its
 // first console line comes within 1-2 s, so a console silent for
 // firstOutputTimeout (or probeTimeout in the KVM probe) means the guest
-// is not running at all.
+// is not running at all. Under emulation the guest always runs, however
+// slowly: with the system tests' units busy-polling both cores beside
+// it, CI once saw a console silent for 30 s. There the bound is
+// firstOutputTCG, which only bounds a hung qemu.
 //
 // Every wait also ends cleanupReserve before go test's -timeout
 // (t.Deadline): a stuck boot then fails its own test, and the cleanup
@@ -49,6 +52,7 @@ const (
 	powerTimeout       = time.Minute
 	probeTimeout       = 20 * time.Second
 	firstOutputTimeout = 30 * time.Second
+	firstOutputTCG     = 2 * time.Minute
 	cleanupReserve     = 30 * time.Second
 	minBudget          = time.Minute
 )
@@ -360,7 +364,11 @@ func (w *world) boot(t *testing.T, name, disk string, params ...string) *vm {
 // even under emulation): fail now rather than wait out bootTimeout.
 func (v *vm) waitOutput(accel string) {
 	v.t.Helper()
-	bound := within(v.ctx, firstOutputTimeout)
+	bound := firstOutputTimeout
+	if accel == "tcg" {
+		bound = firstOutputTCG
+	}
+	bound = within(v.ctx, bound)
 	timer := time.NewTimer(bound)
 	defer timer.Stop()
 	for v.text() == "" {
