@@ -46,14 +46,7 @@ func TestUplinkAnswerWithRoute(t *testing.T) {
 		t.Fatalf("a segment went before the release: % x", b)
 	default:
 	}
-	fc.seq++
-	fc.send(channel.AppendRoute(nil, fc.seq, &channel.Route{Op: channel.RouteRelease, Worker: channel.AnyWorker, Key: pu.Key}))
-	var b []byte
-	select {
-	case b = <-fc.port.out:
-	case <-time.After(wait):
-		t.Fatal("the held segment did not go after the release")
-	}
+	b := fc.release(pu.Key)
 	if dst, _ := netip.AddrFromSlice(header.IPv4(b[header.EthernetSize:]).Dst()); dst != netip.MustParseAddr("10.1.0.1") {
 		t.Fatalf("the held segment went to %s, want the backend", dst)
 	}
@@ -105,14 +98,7 @@ func TestUplinkAnswerForwards(t *testing.T) {
 		if c.to == "" {
 			continue
 		}
-		fc.seq++
-		fc.send(channel.AppendRoute(nil, fc.seq, &channel.Route{Op: channel.RouteRelease, Worker: channel.AnyWorker, Key: pu.Key}))
-		var b []byte
-		select {
-		case b = <-fc.port.out:
-		case <-time.After(wait):
-			t.Fatalf("%s: the forwarded segment did not go after the release", c.name)
-		}
+		b := fc.release(pu.Key)
 		if dst, _ := netip.AddrFromSlice(header.IPv4(b[header.EthernetSize:]).Dst()); dst != netip.MustParseAddr(c.to) {
 			t.Fatalf("%s: the forwarded segment went to %s, want %s", c.name, dst, c.to)
 		}
@@ -124,4 +110,19 @@ func TestUplinkAnswerForwards(t *testing.T) {
 	if s := fc.f.UplinkStats(); fc.punts() != 4 || s.Routes != 5 || s.RouteErrors != 1 || s.AnswersLate != 0 {
 		t.Fatalf("uplink stats %+v, %d punts", s, fc.punts())
 	}
+}
+
+// release lets the forwarder send what it holds for k's flow (the host
+// has its mapping) and returns the frame that goes.
+func (fc *fakeControl) release(k unit.FlowKey) []byte {
+	fc.t.Helper()
+	fc.seq++
+	fc.send(channel.AppendRoute(nil, fc.seq, &channel.Route{Op: channel.RouteRelease, Worker: channel.AnyWorker, Key: k}))
+	select {
+	case b := <-fc.port.out:
+		return b
+	case <-time.After(wait):
+		fc.t.Fatal("the held segment did not go after the release")
+	}
+	return nil
 }

@@ -294,12 +294,8 @@ func (c *Control) unknownSegment(lk *fwdLink, pu *channel.Punt, vipName string, 
 	c.mu.Lock()
 	lookup := c.flowLookup
 	c.mu.Unlock()
-	if lookup != nil {
-		select {
-		case c.lookups <- struct{}{}:
-		default:
-			lookup = nil // too many in flight: the reset answers
-		}
+	if lookup != nil && !c.takeLookup() {
+		lookup = nil // too many in flight: the reset answers
 	}
 	if lookup == nil {
 		_ = c.sendAnswer(lk, pu, v.acc.Reject(now, pu.Frame, l.buf[:0]), nil)

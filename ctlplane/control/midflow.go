@@ -33,6 +33,18 @@ const flowLookupTimeout = 700 * time.Millisecond
 // answered by the fallback at once.
 const maxLookups = 1024
 
+// takeLookup takes one of the maxLookups slots for a lookup in flight,
+// which the lookup's goroutine gives back (<-c.lookups); false when
+// none is free.
+func (c *Control) takeLookup() bool {
+	select {
+	case c.lookups <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
 // midFlow answers a mid-flow punt: with the route the atom manager
 // names (c.flowLookup), else as a unit without a cluster would have
 // decided (midFlowFallback), else with a refusal. The lookup may ask
@@ -56,12 +68,8 @@ func (c *Control) midFlow(lk *fwdLink, pu *channel.Punt) {
 		return
 	}
 	worker, key, choice := pu.Worker, pu.Key, pu.Choice // pu's frame is the reader's buffer
-	if lookup != nil {
-		select {
-		case c.lookups <- struct{}{}:
-		default:
-			lookup = nil // too many in flight: the fallback answers
-		}
+	if lookup != nil && !c.takeLookup() {
+		lookup = nil // too many in flight: the fallback answers
 	}
 	if lookup == nil {
 		c.answerMidFlow(lk, worker, key, vip, mode, choice, "", unit.Action{}, false)
@@ -160,9 +168,7 @@ func (c *Control) midFlowReply(lk *fwdLink, pu *channel.Punt) {
 		refuse()
 		return
 	}
-	select {
-	case c.lookups <- struct{}{}:
-	default:
+	if !c.takeLookup() {
 		refuse()
 		return
 	}
