@@ -318,13 +318,14 @@ func (c *Control) unknownSegment(lk *fwdLink, pu *channel.Punt, vipName string, 
 		cancel()
 		if err == nil && ok && found == vipName {
 			r := channel.Route{Op: channel.RouteAdd, Worker: p.Worker, Key: p.Key, Action: a}
-			sent := c.sendAnswer(lk, &p, nil, &r) == nil
+			// Under l.mu, as the reset below: a punt read after this
+			// answer finds the connection counted and still held.
 			l.mu.Lock()
-			l.moving[p.Key] = time.Now().Add(movingHold)
-			if sent {
+			defer l.mu.Unlock()
+			if c.sendAnswer(lk, &p, nil, &r) == nil {
 				l.stats.MovedIn++
 			}
-			l.mu.Unlock()
+			l.moving[p.Key] = time.Now().Add(movingHold)
 			return
 		}
 		c.log.Debug().Err(err).Str("vip", vipName).Str("key", routeKey(&p.Key)).Bool("found", ok).Msg("an l7 segment of no connection here")
