@@ -114,20 +114,24 @@ func (u *runningUnit) killForwarder() {
 	}
 }
 
-// download starts a SHA-256-checked transfer of n bytes from the VIP and
-// returns a channel for its result.
-func download(lb *LB, n int64) chan ClientResult {
+// download starts a SHA-256-checked slow transfer from the VIP (slowSize
+// bytes at slowPace) and returns a channel for its result.
+func download(lb *LB) chan ClientResult {
 	done := make(chan ClientResult, 1)
-	go func() { done <- clientNoFatal(lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", n)) }()
+	go func() {
+		done <- clientNoFatal(lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d&pace=%d", slowSize, slowPace))
+	}()
 	return done
 }
 
-func checkDownload(t *testing.T, done chan ClientResult, n int64) ClientResult {
+// checkDownload waits for download's transfer, which must arrive whole
+// and intact.
+func checkDownload(t *testing.T, done chan ClientResult) ClientResult {
 	t.Helper()
 	select {
 	case got := <-done:
-		if got.Errors > 0 || got.Bytes != n || got.SHA256 != PayloadSHA256(n) {
-			t.Fatalf("transfer: %d bytes, errors %d (%s); want %d intact", got.Bytes, got.Errors, got.FirstErr, n)
+		if got.Errors > 0 || got.Bytes != slowSize || got.SHA256 != PayloadSHA256(slowSize) {
+			t.Fatalf("transfer: %d bytes, errors %d (%s); want %d intact", got.Bytes, got.Errors, got.FirstErr, slowSize)
 		}
 		return got
 	case <-time.After(120 * time.Second):
@@ -148,12 +152,18 @@ func servingBackend(t *testing.T, lb *LB) string {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Fatal("no backend started serving")
+	// What the client's connections are doing tells a handshake that
+	// never completed from a request that never came.
+	ss, err := lb.Exec(lb.Client, "ss", "-tanoi")
+	t.Fatalf("no backend started serving; the client's sockets (%v):\n%s", err, ss)
 	return ""
 }
 
-// slowSize is a transfer long enough to survive a process restart.
-const slowSize = 300 << 20
+// A slow transfer lasts slowSize/slowPace = 8 s on any machine: long
+// enough to be in the middle when a process restarts or a backend
+// drains, which an unpaced one, done in a moment on a fast machine and
+// in minutes on a loaded one, is not.
+const slowSize, slowPace = 8 << 20, 1 << 20
 
 func TestControl(t *testing.T) {
 	if _, err := os.Stat(tetherctlBin()); err != nil {
@@ -166,14 +176,14 @@ func TestControl(t *testing.T) {
 				t.Fatal(err)
 			}
 			u := startUnit(t, lb, lbConfig(lb, "nat", []int{1, 1}, 8080, "    snat: [198.51.100.1]\n"))
-			done := download(lb, slowSize)
+			done := download(lb)
 			servingBackend(t, lb)
 			fwd := u.forwarderPID()
 			if err := u.proc.Signal(syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
 			u.proc.Exited(5 * time.Second)
-			checkDownload(t, done, slowSize)
+			checkDownload(t, done)
 			if syscall.Kill(fwd, 0) != nil {
 				t.Fatal("the forwarder died with its control process")
 			}
@@ -192,7 +202,7 @@ func TestControl(t *testing.T) {
 				t.Fatal(err)
 			}
 			u := startUnit(t, lb, lbConfig(lb, "nat", []int{1, 1}, 8080, "    snat: [198.51.100.1]\n"))
-			done := download(lb, slowSize)
+			done := download(lb)
 			servingBackend(t, lb)
 			old := u.forwarderPID()
 			if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
@@ -200,7 +210,7 @@ func TestControl(t *testing.T) {
 			}
 			// The control process restarts the forwarder and puts the
 			// flows back, SNAT ports included: the transfer resumes.
-			checkDownload(t, done, slowSize)
+			checkDownload(t, done)
 			if !strings.Contains(u.proc.Output(), "flows restored into the restarted forwarder") {
 				t.Fatalf("no flow restore:\n%s", u.proc.Output())
 			}
@@ -233,7 +243,7 @@ func TestControl(t *testing.T) {
 			}
 			checkWeights(t, client(t, lb, "http://192.0.2.10/", 100, 8), []int{1, 1})
 			// Drain: the running download finishes, new flows avoid b0.
-			done := download(lb, 100<<20)
+			done := download(lb)
 			name := servingBackend(t, lb)
 			if out, err := u.ctl("drain", "web/"+name); err != nil {
 				t.Fatalf("drain: %v\n%s", err, out)
@@ -242,7 +252,7 @@ func TestControl(t *testing.T) {
 			if r.Errors > 0 || r.Backends[name] > 0 {
 				t.Fatalf("after draining %s: %v (%d errors)", name, r.Backends, r.Errors)
 			}
-			checkDownload(t, done, 100<<20)
+			checkDownload(t, done)
 			out, err = u.ctl("backends")
 			if err != nil || !strings.Contains(out, "draining") {
 				t.Fatalf("backends after drain: %v\n%s", err, out)

@@ -301,7 +301,7 @@ func TestHealthAndLoad(t *testing.T) {
 	})
 
 	t.Run("draining lets connections finish", func(t *testing.T) {
-		done := download(lb, slowSize)
+		done := download(lb)
 		name := servingBackend(t, lb)
 		var a *hostAgent
 		for _, x := range agents {
@@ -315,7 +315,7 @@ func TestHealthAndLoad(t *testing.T) {
 		if r.Errors > 0 || r.Backends[name] > 0 {
 			t.Fatalf("after draining %s: %v (%d errors)", name, r.Backends, r.Errors)
 		}
-		checkDownload(t, done, slowSize)
+		checkDownload(t, done)
 		// The handshake confirmed the directive: current follows target.
 		waitHealth(t, lb, u.socket, "current state draining", func(h unit.HealthView) bool {
 			for _, ho := range h.Hosts {
