@@ -10,8 +10,10 @@ import (
 )
 
 // The restart tests: 200 concurrent SHA-256-checked downloads through a
-// unit, then a SIGKILL of one of its processes or both.
-const restartConns, restartSize = 200, 4 << 20
+// unit, then a SIGKILL of one of its processes or both. Each is paced to
+// last 8 s on any machine (restartSize/restartPace), so that all are in
+// the middle when the kill comes, however fast the machine moves bytes.
+const restartConns, restartSize, restartPace = 200, 1 << 20, 128 << 10
 
 // restartModes are the modes that cross the unit both ways or tunnel.
 var restartModes = []struct{ mode, extra string }{
@@ -42,7 +44,7 @@ func loadedUnit(t *testing.T, lb *LB, mode, extra string) (*runningUnit, *Proc) 
 		weights[i] = 1
 	}
 	u := startUnit(t, lb, lbConfig(lb, mode, weights, port, extra))
-	url := fmt.Sprintf("http://192.0.2.10/bytes?n=%d", restartSize)
+	url := fmt.Sprintf("http://192.0.2.10/bytes?n=%d&pace=%d", restartSize, restartPace)
 	p, err := lb.Start(lb.Client, "200 downloads", RoleCommand("client", url, fmt.Sprint(restartConns), fmt.Sprint(restartConns)), Self())
 	if err != nil {
 		t.Fatal(err)
