@@ -159,11 +159,11 @@ func servingBackend(t *testing.T, lb *LB) string {
 	return ""
 }
 
-// A slow transfer lasts slowSize/slowPace = 8 s on any machine: long
+// A slow transfer lasts slowSize/slowPace = 6 s on any machine: long
 // enough to be in the middle when a process restarts or a backend
 // drains, which an unpaced one, done in a moment on a fast machine and
 // in minutes on a loaded one, is not.
-const slowSize, slowPace = 8 << 20, 1 << 20
+const slowSize, slowPace = 6 << 20, 1 << 20
 
 func TestControl(t *testing.T) {
 	if _, err := os.Stat(tetherctlBin()); err != nil {
