@@ -26,22 +26,48 @@ func Avoid(cores []int) ([]int, error) {
 	if len(left) == 0 {
 		return nil, nil
 	}
+	// A thread made while the threads are moved inherits its maker's
+	// mask, which may still be the old one: go over the threads again
+	// until a pass finds each on the set. After such a pass every thread
+	// that could make another had the new mask.
+	for range maxPasses {
+		moved, err := moveAll(&set)
+		if err != nil || moved == 0 {
+			return left, err
+		}
+	}
+	return left, fmt.Errorf("cpuset: threads still being made on the old cores after %d passes", maxPasses)
+}
+
+// maxPasses bounds Avoid's passes over the threads.
+const maxPasses = 20
+
+// moveAll sets every thread's mask to set where it differs, and returns
+// how many it changed.
+func moveAll(set *unix.CPUSet) (int, error) {
 	tasks, err := os.ReadDir("/proc/self/task")
 	if err != nil {
-		return nil, fmt.Errorf("cpuset: list threads: %w", err)
+		return 0, fmt.Errorf("cpuset: list threads: %w", err)
 	}
+	moved := 0
 	var errs []error
 	for _, t := range tasks {
 		tid, err := strconv.Atoi(t.Name())
 		if err != nil {
 			continue
 		}
+		var cur unix.CPUSet
 		// A thread that has exited since the listing is no concern.
-		if err := unix.SchedSetaffinity(tid, &set); err != nil && !errors.Is(err, unix.ESRCH) {
-			errs = append(errs, fmt.Errorf("cpuset: thread %d: %w", tid, err))
+		if err := unix.SchedGetaffinity(tid, &cur); errors.Is(err, unix.ESRCH) || (err == nil && cur == *set) {
+			continue
 		}
+		if err := unix.SchedSetaffinity(tid, set); err != nil && !errors.Is(err, unix.ESRCH) {
+			errs = append(errs, fmt.Errorf("cpuset: thread %d: %w", tid, err))
+			continue
+		}
+		moved++
 	}
-	return left, errors.Join(errs...)
+	return moved, errors.Join(errs...)
 }
 
 // Cores lists the cores in set, in order.
