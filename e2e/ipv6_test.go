@@ -40,7 +40,7 @@ vips:
 // ports (and AF_XDP with the senders' offloads on), between real
 // kernels: the client's connections spread by the weights, each backend
 // sees the client's address where the mode keeps it (the SNAT address
-// under nat), and 32 MiB go each way intact.
+// under nat), and 16 MiB go each way intact.
 func TestModesIPv6(t *testing.T) { driversAndOffloads(t, testModesIPv6) }
 
 func testModesIPv6(t *testing.T, build func(string, int) *LB) {
@@ -81,10 +81,10 @@ func testModesIPv6(t *testing.T, build func(string, int) *LB) {
 			checkWeights(t, client(t, lb, url, 600, 8), weights)
 			// Bulk both ways, intact: full-size segments (and, with the
 			// senders' offloads on, their partial checksums) in IPv6.
-			const size = 32 << 20
+			const size = 16 << 20
 			out, err := lb.Exec(lb.Client, "bash", "-c", fmt.Sprintf("curl -sS --max-time 60 '%sbytes?n=%d' | sha256sum", url, size))
 			if err != nil || strings.Fields(out)[0] != PayloadSHA256(size) {
-				t.Fatalf("32 MiB from the IPv6 VIP: %v: %q", err, out)
+				t.Fatalf("16 MiB from the IPv6 VIP: %v: %q", err, out)
 			}
 			upload := filepath.Join(t.TempDir(), "upload")
 			f, err := os.Create(upload)
@@ -97,7 +97,7 @@ func testModesIPv6(t *testing.T, build func(string, int) *LB) {
 			}
 			out, err = lb.Exec(lb.Client, "curl", "-sS", "--max-time", "60", "-H", "Expect:", "--data-binary", "@"+upload, url+"upload")
 			if want := fmt.Sprintf("%d %s", size, PayloadSHA256(size)); err != nil || strings.TrimSpace(out) != want {
-				t.Fatalf("32 MiB to the IPv6 VIP: %v: %q, want %q", err, out, want)
+				t.Fatalf("16 MiB to the IPv6 VIP: %v: %q, want %q", err, out, want)
 			}
 		})
 	}

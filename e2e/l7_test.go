@@ -195,7 +195,7 @@ func checkL7Routing(t *testing.T, lb *LB, u *runningUnit, n hostsNet, size int) 
 // connection there; the host's kernel continues it and answers the
 // client directly, on both ports. Both hand-over paths (a Go server on the listener
 // shim, nginx behind the agent's splice with PROXY v2), rules on path,
-// host and cookie, a 100 MiB download, a keep-alive connection's second
+// host and cookie, a 32 MiB download, a keep-alive connection's second
 // request, the ends of connections, a host with no application, and an
 // upload whose segments arrive before the host is done.
 func TestL7Migration(t *testing.T) {
@@ -211,7 +211,7 @@ func testL7Migration(t *testing.T, lb *LB) {
 	})
 	shim := startShimHTTP(t, lb, dir, socks[0])
 
-	checkL7Routing(t, lb, u, hostsIPv4, 100<<20)
+	checkL7Routing(t, lb, u, hostsIPv4, 32<<20)
 	get := func(args ...string) (string, error) {
 		return lb.Exec(lb.Client, append([]string{"curl", "-sS", "--max-time", "20"}, args...)...)
 	}

@@ -55,7 +55,7 @@ func tunnelAgentAt(t *testing.T, lb *LB, dir, certs string, i int, id uint32, ad
 // carries curl and Go HTTP clients to two hosts whose agents restore the
 // packets in XDP from the mappings the unit pushed over their streams;
 // the hosts answer the clients directly, so the unit forwards no reply;
-// a 100 MiB download arrives intact, an upload of full-size segments
+// a 32 MiB download arrives intact, an upload of full-size segments
 // with DF crosses the tunnel (it adds no byte), and a download survives
 // both agents being killed and restarted in the middle (the kernel keeps
 // restoring). On both ports.
@@ -292,10 +292,10 @@ func testTunnelToHosts(t *testing.T, lb *LB, mode string) {
 	if res.Errors != 0 || res.Backends["b0"] == 0 || res.Backends["b1"] == 0 {
 		t.Fatalf("200 connections through the tunnel: %+v", res)
 	}
-	const size = 100 << 20
+	const size = 32 << 20
 	want := PayloadSHA256(size)
 	if r := client(t, lb, fmt.Sprintf("http://192.0.2.10/bytes?n=%d", size), 1, 1); r.Errors != 0 || r.SHA256 != want {
-		t.Fatalf("100 MiB through the tunnel: %+v", r)
+		t.Fatalf("32 MiB through the tunnel: %+v", r)
 	}
 
 	// An upload: full-size segments (1500 bytes, DF) cross the flow-ID
