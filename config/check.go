@@ -49,6 +49,9 @@ func (c *Config) Check() error {
 		c.Cluster.check(&p) // membership (cluster.go)
 		c.Cluster.checkTLS(&p, c.Hosts.TLS)
 	}
+	if c.BGP != nil {
+		c.BGP.check(&p, &c.Unit) // announcement (bgp.go)
+	}
 	seenName := map[string]int{}
 	seenService := map[string]int{}
 	for i := range c.VIPs {
@@ -56,6 +59,9 @@ func (c *Config) Check() error {
 		key := fmt.Sprintf("vips[%d]", i)
 		v.check(&p, key, &c.Unit)
 		v.checkL7(&p, key, c.Hosts.Listen) // l7.go
+		if c.BGP != nil && v.addr.IsValid() && !unitHasFamily(&c.Unit, v.addr) {
+			p.Add(key+".address", v.Address, "bgp announces it with the unit's IPv%d address as next hop, and unit.address%d is not set", family(v.addr), family(v.addr))
+		}
 		if v.Name != "" {
 			if j, dup := seenName[v.Name]; dup {
 				p.Add(key+".name", v.Name, "also the name of vips[%d]", j)

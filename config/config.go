@@ -22,6 +22,10 @@ type Config struct {
 	// Cluster makes the unit a member of a cluster of units (issue 15;
 	// cluster.go); nil: the unit is alone.
 	Cluster *Cluster `mapstructure:"cluster"`
+
+	// BGP announces the VIPs to routers (bgp.go); nil: nothing is
+	// announced.
+	BGP *BGP `mapstructure:"bgp"`
 }
 
 // Health configures this unit's end of the health-and-load protocol:

@@ -191,6 +191,7 @@ func (c *Config) Clone() *Config {
 	out.L2.Neighbors = slices.Clone(c.L2.Neighbors)
 	out.VIPs = slices.Clone(c.VIPs)
 	out.Cluster = c.Cluster.clone()
+	out.BGP = c.BGP.clone()
 	for i := range out.VIPs {
 		v := &out.VIPs[i]
 		v.SNAT = slices.Clone(v.SNAT)
