@@ -355,6 +355,33 @@ meta: a unit whose metadata is malformed or of another version).`,
 			}
 			return cl().show(v, func(w *tabwriter.Writer) { printMembers(w, &v) })
 		}}
+	bgpCmd := &cobra.Command{Use: "bgp", Short: "Show the VIPs' announcement to routers over BGP", Args: cobra.NoArgs,
+		Long: `Show the unit's BGP speaker (the bgp section): each router's session with
+its state (established, or idle, connect, active, opensent, openconfirm
+while it comes up), since when it is established, how often it went
+down and why last; then the VIP prefixes announced, and the VIP
+prefixes withheld with why (no backend takes new connections, no
+forwarder, the unit is drained).`,
+		RunE: func(*cobra.Command, []string) error {
+			var v unit.BGPView
+			if err := cl().do("GET", "/v1/bgp", nil, &v); err != nil {
+				return err
+			}
+			return cl().show(v, func(w *tabwriter.Writer) { printBGP(w, &v) })
+		}}
+	for _, d := range []struct{ verb, short string }{
+		{"drain", "Withdraw every VIP from the routers, so that they send this unit nothing new (kept across restarts)"},
+		{"undrain", "Undo bgp drain: announce the VIPs that can be served again"},
+	} {
+		bgpCmd.AddCommand(&cobra.Command{Use: d.verb, Short: d.short, Args: cobra.NoArgs,
+			RunE: func(*cobra.Command, []string) error {
+				var v unit.BGPView
+				if err := cl().do("POST", "/v1/bgp/"+d.verb, nil, &v); err != nil {
+					return err
+				}
+				return cl().show(v, func(w *tabwriter.Writer) { printBGP(w, &v) })
+			}})
+	}
 	var atomsReq unit.AtomsRequest
 	atomsCmd := &cobra.Command{Use: "atoms", Short: "Show the distributed atom manager: replication and this unit's atoms", Args: cobra.NoArgs,
 		Long: `Show this unit's portion of the distributed atom manager (the cluster
@@ -389,7 +416,7 @@ whose host is --host, at most --limit of them in key order.`,
 	atomsCmd.Flags().StringVar(&atomsReq.Prefix, "prefix", "", "list atoms whose key starts with this")
 	atomsCmd.Flags().StringVar(&atomsReq.Host, "host", "", "list atoms of this host (its address)")
 	atomsCmd.Flags().IntVar(&atomsReq.Limit, "limit", unit.DefaultAtomsPage, "list at most this many atoms")
-	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd, streamsCmd, l7Cmd, routerCmd, membersCmd, atomsCmd,
+	return []*cobra.Command{status, vips, backends, flows, stats, healthCmd, streamsCmd, l7Cmd, routerCmd, membersCmd, atomsCmd, bgpCmd,
 		setState("drain", "Send no new flows to a backend; its connections finish"),
 		setState("undrain", "Undo drain (back to the configured state)"),
 		setState("disable", "Make a backend inactive: its flows are dropped"),
@@ -635,6 +662,29 @@ func printAtoms(w *tabwriter.Writer, v *unit.AtomsView) {
 			}
 			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", a.Key, a.Host, a.Adder, state, exp)
 		}
+	}
+}
+
+func printBGP(w *tabwriter.Writer, v *unit.BGPView) {
+	if !v.Enabled {
+		fmt.Fprintln(w, "no bgp section: the unit announces nothing")
+		return
+	}
+	fmt.Fprintf(w, "AS %d, router ID %s", v.ASN, v.RouterID)
+	if v.Drained {
+		fmt.Fprint(w, ", drained by an operator (tetherctl bgp undrain)")
+	}
+	fmt.Fprintln(w, "\n\nROUTER\tAS\tSTATE\tUP FOR\tFLAPS\tLAST ERROR")
+	for _, p := range v.Peers {
+		up := "-"
+		if !p.Since.IsZero() {
+			up = time.Since(p.Since).Round(time.Second).String()
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%s\n", p.Address, p.ASN, p.State, up, p.Flaps, dash(p.LastError))
+	}
+	fmt.Fprintf(w, "\nannounced\t%s\n", dash(strings.Join(v.Announced, " ")))
+	for _, a := range sortedKeys(v.Withheld) {
+		fmt.Fprintf(w, "withheld\t%s\t%s\n", a, v.Withheld[a])
 	}
 }
 

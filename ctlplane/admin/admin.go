@@ -46,6 +46,10 @@ type Backend interface {
 	// Atoms is the distributed atom manager and a page of this unit's
 	// portion (issue 15).
 	Atoms(ctx context.Context, req unit.AtomsRequest) unit.AtomsView
+	// BGP is the VIPs' announcement to routers; SetBGPDrained withdraws
+	// them all (drained) or lets them be announced again.
+	BGP(ctx context.Context) unit.BGPView
+	SetBGPDrained(ctx context.Context, drained bool) error
 }
 
 // Server serves the API.
@@ -180,6 +184,18 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("GET /v1/members", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.b.Members(r.Context()))
 	})
+	mux.HandleFunc("GET /v1/bgp", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, s.b.BGP(r.Context()))
+	})
+	for verb, drained := range map[string]bool{"drain": true, "undrain": false} {
+		mux.HandleFunc("POST /v1/bgp/"+verb, func(w http.ResponseWriter, r *http.Request) {
+			if err := s.b.SetBGPDrained(r.Context(), drained); err != nil {
+				fail(w, http.StatusBadRequest, "bgp %s: %v", verb, err)
+				return
+			}
+			writeJSON(w, http.StatusOK, s.b.BGP(r.Context()))
+		})
+	}
 	mux.HandleFunc("GET /v1/atoms", func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
 		req := unit.AtomsRequest{Prefix: q.Get("prefix"), Host: q.Get("host")}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
@@ -15,7 +16,9 @@ import (
 )
 
 type fakeBackend struct {
-	states map[unit.BackendKey]unit.State
+	// bgpDrained is what SetBGPDrained set; with noBGP it fails.
+	bgpDrained, noBGP bool
+	states            map[unit.BackendKey]unit.State
 	// path is ConfigPath; reloadErr is what Reload answers, unless
 	// onReload is set; reloads counts Reload's calls.
 	path      string
@@ -75,6 +78,18 @@ func (f *fakeBackend) Members(context.Context) unit.MembersView {
 		{Name: "v", State: unit.MemberDead, TunnelSources: []string{"10.0.0.2"}}}, Refused: map[string]uint64{"decrypt": 2}}
 }
 
+func (f *fakeBackend) BGP(context.Context) unit.BGPView {
+	return unit.BGPView{Enabled: true, ASN: 65001, Drained: f.bgpDrained, Announced: []string{"192.0.2.10/32"}}
+}
+
+func (f *fakeBackend) SetBGPDrained(_ context.Context, drained bool) error {
+	if f.noBGP {
+		return errors.New("the unit has no bgp section")
+	}
+	f.bgpDrained = drained
+	return nil
+}
+
 func (f *fakeBackend) Atoms(_ context.Context, req unit.AtomsRequest) unit.AtomsView {
 	return unit.AtomsView{Enabled: true, Self: "u", Ready: true, Atoms: 2, Matched: req.Limit,
 		Page: []unit.AtomView{{Key: req.Prefix + "x", Host: req.Host}}}
@@ -132,6 +147,19 @@ func TestAPI(t *testing.T) {
 		len(body["members"].([]any)) != 2 || body["members"].([]any)[1].(map[string]any)["state"] != "dead" ||
 		body["refused"].(map[string]any)["decrypt"].(float64) != 2 {
 		t.Fatalf("members: %d %v", code, body)
+	}
+	if code, body := do(t, s, "POST", "/v1/bgp/drain"); code != http.StatusOK || body["drained"] != true || !fb.bgpDrained {
+		t.Fatalf("bgp drain: %d %v", code, body)
+	}
+	if code, body := do(t, s, "POST", "/v1/bgp/undrain"); code != http.StatusOK || body["drained"] != false || fb.bgpDrained {
+		t.Fatalf("bgp undrain: %d %v", code, body)
+	}
+	fb.noBGP = true
+	if code, body := do(t, s, "POST", "/v1/bgp/drain"); code != http.StatusBadRequest || !strings.Contains(fmt.Sprint(body["error"]), "no bgp section") {
+		t.Fatalf("bgp drain without bgp: %d %v", code, body)
+	}
+	if code, body := do(t, s, "GET", "/v1/bgp"); code != http.StatusOK || body["asn"].(float64) != 65001 {
+		t.Fatalf("bgp: %d %v", code, body)
 	}
 	if code, body := do(t, s, "GET", "/v1/explain?proto=tcp&src=bad&dst=1.2.3.4:80"); code != http.StatusBadRequest || body["error"] == nil {
 		t.Fatalf("bad explain: %d %v", code, body)

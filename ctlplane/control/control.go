@@ -102,6 +102,8 @@ type Control struct {
 	// cl is this unit's membership in its cluster and its portion of
 	// the atom manager (cluster.go).
 	cl clusterPart
+	// bgp is the VIPs' announcement to routers (bgp.go).
+	bgp bgpPart
 	// flowLookup answers mid-flow punts from the atom manager
 	// (midflow.go): routeOf in a cluster, nil outside one. Set before
 	// Run (tests set their own); read under mu. lookups bounds the
@@ -118,7 +120,8 @@ func New(opts Options) (*Control, error) {
 		return nil, errors.New("control: no configuration")
 	}
 	c := &Control{opts: opts, log: opts.Log, started: time.Now(), file: opts.Config, raw: opts.Raw,
-		states: map[unit.BackendKey]unit.State{}, inv: newInventory(), tun: tunnels{pending: map[uint32][]pendingBatch{}}, l7part: newL7Part()}
+		states: map[unit.BackendKey]unit.State{}, inv: newInventory(), tun: tunnels{pending: map[uint32][]pendingBatch{}}, l7part: newL7Part(),
+		bgp: bgpPart{kick: make(chan struct{}, 1)}}
 	if err := c.startHealth(); err != nil {
 		return nil, err
 	}
@@ -177,6 +180,10 @@ func (c *Control) Run(ctx context.Context) error {
 	// On the way out the unit leaves its cluster gracefully (within the
 	// leave's timeout), so that the others see it left, not failed.
 	defer leave()
+	stopBGP, err := c.startBGP(ctx)
+	if err != nil {
+		return err
+	}
 	go c.accept(ctx, l)
 	go c.runHealth(ctx)
 	go c.runL7(ctx)
@@ -191,6 +198,8 @@ func (c *Control) Run(ctx context.Context) error {
 	}
 	c.log.Info().Str("config", c.opts.ConfigPath).Str("run_dir", c.opts.RunDir).Msg("control running")
 	<-ctx.Done()
+	// The routers stop sending before the forwarder stops.
+	stopBGP()
 	<-done
 	return nil
 }
@@ -233,10 +242,14 @@ func (c *Control) serve(ctx context.Context, conn *channel.Conn) {
 	c.receive(ctx, lk)
 	close(lk.closed)
 	c.mu.Lock()
-	if c.link == lk {
+	lost := c.link == lk
+	if lost {
 		c.link = nil
 	}
 	c.mu.Unlock()
+	if lost {
+		c.bgpForwarder(false)
+	}
 	c.log.Warn().Uint32("pid", hello.PID).Msg("forwarder disconnected")
 }
 
@@ -287,6 +300,7 @@ func (c *Control) catchUp(ctx context.Context, lk *fwdLink, restarted, restoredA
 	} else {
 		// The workers answer the l7 VIPs' SYNs from now on.
 		c.pushSYNKeys(lk, time.Now(), true)
+		c.bgpForwarder(true)
 	}
 	if c.hosts != nil {
 		// A forwarder this process restarted or put flows back into
@@ -600,6 +614,9 @@ func (c *Control) Reload(ctx context.Context) error {
 	if key := clusterChange(c.fileLocked().Cluster, file.Cluster); key != "" {
 		return fmt.Errorf("%s: a running unit keeps its cluster membership as it started; changing the cluster section needs a restart", key)
 	}
+	if !c.fileLocked().BGP.Equal(file.BGP) {
+		return errors.New("bgp: a running unit keeps its BGP speaker as it started; changing the bgp section needs a restart")
+	}
 	c.mu.Lock()
 	states := maps.Clone(c.states)
 	c.mu.Unlock()
@@ -653,6 +670,7 @@ func (c *Control) applyLocked(ctx context.Context, file *config.Config, raw []by
 		// New IDs, or new acceptors: the workers' keys follow.
 		c.pushSYNKeys(lk, time.Now(), true)
 	}
+	c.bgpKick()
 	c.log.Info().Uint64("generation", reply.Generation).Msg("configuration applied")
 	return nil
 }

@@ -16,6 +16,7 @@ import (
 type Source interface {
 	Report(ctx context.Context) (unit.Report, []int, error)
 	Health(ctx context.Context) unit.HealthView
+	BGP(ctx context.Context) unit.BGPView
 }
 
 type collector struct {
@@ -24,6 +25,7 @@ type collector struct {
 	events                                                                 *prometheus.Desc
 	bePackets, beBytes, beNewFlows, beConns, beWeight, vipPackets, vipNew  *prometheus.Desc
 	hosts, beHealthy, beShare, healthIn, healthRefused, snapshots, agedOut *prometheus.Desc
+	bgpSession, bgpFlaps, bgpAnnounced, bgpDrained                         *prometheus.Desc
 }
 
 func newCollector(src Source) *collector {
@@ -65,13 +67,18 @@ func newCollector(src Source) *collector {
 		healthRefused: d("health_refused_total", "Health-protocol datagrams refused, by reason.", "reason"),
 		snapshots:     d("health_snapshots_requested_total", "Snapshots requested from hosts whose copy was out of step."),
 		agedOut:       d("health_hosts_aged_out_total", "Hosts removed after missing their heartbeats."),
+		bgpSession:    d("bgp_session_up", "1 while the BGP session to a router is established (bgp section).", "router"),
+		bgpFlaps:      d("bgp_session_flaps_total", "Times the BGP session to a router left established.", "router"),
+		bgpAnnounced:  d("bgp_announced", "1 for each VIP prefix announced to the routers, 0 for each withheld; why says why.", "prefix", "why"),
+		bgpDrained:    d("bgp_drained", "1 while an operator has withdrawn every VIP (tetherctl bgp drain)."),
 	}
 }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.up, c.packets, c.bytes, c.drops, c.passes, c.flows, c.newFlows, c.punted, c.portDrops, c.events,
 		c.bePackets, c.beBytes, c.beNewFlows, c.beConns, c.beWeight, c.vipPackets, c.vipNew,
-		c.hosts, c.beHealthy, c.beShare, c.healthIn, c.healthRefused, c.snapshots, c.agedOut} {
+		c.hosts, c.beHealthy, c.beShare, c.healthIn, c.healthRefused, c.snapshots, c.agedOut,
+		c.bgpSession, c.bgpFlaps, c.bgpAnnounced, c.bgpDrained} {
 		ch <- d
 	}
 }
@@ -105,6 +112,27 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	counter(c.snapshots, h.Stats.SnapshotsAsked)
 	counter(c.agedOut, h.Stats.AgedOut)
+	if b := c.src.BGP(ctx); b.Enabled {
+		for _, p := range b.Peers {
+			up := 0.0
+			if p.State == "established" {
+				up = 1
+			}
+			gauge(c.bgpSession, up, p.Address)
+			counter(c.bgpFlaps, uint64(p.Flaps), p.Address)
+		}
+		for _, p := range b.Announced {
+			gauge(c.bgpAnnounced, 1, p, "")
+		}
+		for a, why := range b.Withheld {
+			gauge(c.bgpAnnounced, 0, a, why)
+		}
+		drained := 0.0
+		if b.Drained {
+			drained = 1
+		}
+		gauge(c.bgpDrained, drained)
+	}
 	rep, conns, err := c.src.Report(ctx)
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, 0)

@@ -28,6 +28,11 @@ func (f *fake) Health(context.Context) unit.HealthView {
 		Stats:    unit.HealthStats{Received: map[string]uint64{"heartbeat": 4}, Refused: map[string]uint64{"invalid": 1}}}
 }
 
+func (f *fake) BGP(context.Context) unit.BGPView {
+	return unit.BGPView{Enabled: true, Peers: []unit.BGPPeer{{Address: "10.0.0.254", State: "established", Flaps: 2}},
+		Announced: []string{"192.0.2.10/32"}, Withheld: map[string]string{"192.0.2.11/32": unit.BGPWithheldNoBackend}}
+}
+
 func scrape(t *testing.T, src Source) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -74,6 +79,11 @@ func TestMetrics(t *testing.T) {
 		`tether_backend_share{backend="b0",vip="web"} 0.25`,
 		`tether_health_messages_total{kind="heartbeat"} 4`,
 		`tether_health_refused_total{reason="invalid"} 1`,
+		`tether_bgp_session_up{router="10.0.0.254"} 1`,
+		`tether_bgp_session_flaps_total{router="10.0.0.254"} 2`,
+		`tether_bgp_announced{prefix="192.0.2.10/32",why=""} 1`,
+		`tether_bgp_announced{prefix="192.0.2.11/32",why="no backend takes new connections"} 0`,
+		`tether_bgp_drained 0`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("metrics lack %q", want)
