@@ -23,6 +23,7 @@ test=(
   curl:curl                           # system tests fetch through the VIP with curl
   nginx:nginx                         # e2e.TestL7Migration: an unmodified server behind the agent's PROXY v2 splice
   nft:nftables                        # e2e.TestHealthAndLoad drops health messages with nft
+  bird:bird2                          # e2e.TestBGP: the router the unit announces its VIPs to
   protoc:protobuf-compiler            # make check-generated regenerates the protobuf code
   mke2fs:e2fsprogs                    # make vm makes config disks
   qemu-system-x86_64:qemu-system-x86  # the VM boot test runs the image under qemu
