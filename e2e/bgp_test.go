@@ -41,10 +41,10 @@ protocol kernel {
 	return b.String()
 }
 
-// vipNextHops returns the router's next hops for the VIP, sorted.
-func vipNextHops(t *testing.T, lb *LB) []string {
+// nextHops returns the router's next hops for prefix, sorted.
+func nextHops(t *testing.T, lb *LB, prefix string) []string {
 	t.Helper()
-	out, err := lb.Exec(lb.Router, "ip", "-j", "route", "show", "192.0.2.10/32")
+	out, err := lb.Exec(lb.Router, "ip", "-j", "route", "show", prefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,21 +70,21 @@ func vipNextHops(t *testing.T, lb *LB) []string {
 	return hops
 }
 
-// waitNextHops waits until the router sends the VIP to exactly want;
+// waitNextHops waits until the router sends prefix to exactly want;
 // sock is BIRD's control socket, for what it says when that never
 // happens.
-func waitNextHops(t *testing.T, lb *LB, sock, what string, want ...string) {
+func waitNextHops(t *testing.T, lb *LB, sock, prefix, what string, want ...string) {
 	t.Helper()
 	slices.Sort(want)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		got := vipNextHops(t, lb)
+		got := nextHops(t, lb, prefix)
 		if slices.Equal(got, want) {
 			return
 		}
 		if time.Now().After(deadline) {
-			birdc, _ := lb.Exec(lb.Router, "birdc", "-s", sock, "show", "protocols", "all")
-			t.Fatalf("%s: the router sends the VIP to %v, want %v\n%s", what, got, want, birdc)
+			birdc, _ := lb.Exec(lb.Router, "birdc", "-s", sock, "show", "route", "all")
+			t.Fatalf("%s: the router sends %s to %v, want %v\n%s", what, prefix, got, want, birdc)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -114,7 +114,9 @@ func (u *runningUnit) newFlows() uint64 {
 
 // TestBGP: two units announce an ipip VIP to a real router (BIRD) over
 // BGP with TCP MD5, and the router spreads the VIP over both with
-// equal-cost multipath. Each unit withdraws the VIP when an operator
+// equal-cost multipath. Each also announces its nat VIP's SNAT address,
+// and the other's as a backup that the router takes only while that
+// unit is gone. Each unit withdraws the VIP when an operator
 // drains the unit (and announces it again on undrain), when none of the
 // VIP's backends takes new connections, and when its control process
 // stops (at once) or dies (its sessions close with it); a unit cut off
@@ -134,8 +136,10 @@ func TestBGP(t *testing.T) {
 	os.Chmod(dir, 0o755)
 	// The router learns the VIP from the units alone, and hashes each
 	// flow's five fields over the paths (SpreadVIPs says why).
-	if err := lb.Run(lb.Router, "ip", "route", "del", VIPRange); err != nil {
-		t.Fatal(err)
+	for _, r := range []string{VIPRange, "198.51.100.0/24"} {
+		if err := lb.Run(lb.Router, "ip", "route", "del", r); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := lb.Sysctl(lb.Router, "net.ipv4.fib_multipath_hash_policy=3", "net.ipv4.fib_multipath_hash_fields=0x0037"); err != nil {
 		t.Fatal(err)
@@ -153,7 +157,16 @@ func TestBGP(t *testing.T) {
 	if _, err := lb.Start(lb.Router, "bird", nil, "bird", "-f", "-c", conf, "-s", sock, "-P", filepath.Join(dir, "bird.pid")); err != nil {
 		t.Fatal(err)
 	}
-	wait := func(what string, want ...string) { t.Helper(); waitNextHops(t, lb, sock, what, want...) }
+	wait := func(what string, want ...string) {
+		t.Helper()
+		waitNextHops(t, lb, sock, "192.0.2.10/32", what, want...)
+	}
+	// snatVia waits until the router sends unit 2's SNAT address to
+	// the unit at via.
+	snatVia := func(what, via string) {
+		t.Helper()
+		waitNextHops(t, lb, sock, "198.51.100.2/32", what, via)
+	}
 	// ipip: the hosts decapsulate and answer the client by way of the
 	// router, whichever unit sent them the connection.
 	if err := lb.StartBackends(80); err != nil {
@@ -167,7 +180,7 @@ func TestBGP(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	cfg := func(name, ip, ifc string) string {
+	cfg := func(name, ip, ifc, snat, standby string) string {
 		return fmt.Sprintf(`unit:
   name: %s
   address4: %s
@@ -184,16 +197,46 @@ vips:
     protocol: tcp
     mode: ipip
     backends:
-      - {name: b0, address: %s}
-      - {name: b1, address: %s}
-`, name, ip, ifc, pinDir(lb), pwFile, lb.BackendIP(0), lb.BackendIP(1))
+      - {name: b0, address: %[6]s}
+      - {name: b1, address: %[7]s}
+  - name: db
+    address: 192.0.2.20
+    port: 8080
+    protocol: tcp
+    mode: nat
+    snat: [%[8]s]
+    snat_standby: [%[9]s]
+    backends:
+      - {name: b0, address: %[6]s}
+      - {name: b1, address: %[7]s}
+`, name, ip, ifc, pinDir(lb), pwFile, lb.BackendIP(0), lb.BackendIP(1), snat, standby)
 	}
-	u1 := startUnitIn(t, lb, lb.Unit, cfg("tether-1", lb.UnitIP, lb.UnitIf))
-	u2 := startUnitIn(t, lb, ns2, cfg("tether-2", ip2, ifc2))
+	for i := range lb.Backends {
+		if err := lb.StartHTTP(i, 8080); err != nil {
+			t.Fatal(err)
+		}
+	}
+	u1 := startUnitIn(t, lb, lb.Unit, cfg("tether-1", lb.UnitIP, lb.UnitIf, "198.51.100.1", "198.51.100.2"))
+	u2 := startUnitIn(t, lb, ns2, cfg("tether-2", ip2, ifc2, "198.51.100.2", "198.51.100.1"))
 	wait("both units announce", lb.UnitIP, ip2)
-	for _, u := range []*runningUnit{u1, u2} {
-		v := u.bgpView()
-		if !v.Enabled || v.ASN != 65001 || len(v.Peers) != 1 || v.Peers[0].State != "established" || !slices.Equal(v.Announced, []string{"192.0.2.10/32"}) {
+	// Each unit's SNAT address goes to it: the other's backup route
+	// (its AS prepended) loses to it.
+	snatVia("unit 2 announces its SNAT address", ip2)
+	waitNextHops(t, lb, sock, "198.51.100.1/32", "unit 1 announces its SNAT address", lb.UnitIP)
+	natOK := func(what string) {
+		t.Helper()
+		if r := client(t, lb, "http://192.0.2.20:8080/", 50, 8); r.Errors != 0 {
+			t.Fatalf("%s: %d of 50 connections to the nat VIP failed: %s", what, r.Errors, r.FirstErr)
+		}
+	}
+	natOK("both units")
+	for _, u := range []struct {
+		u           *runningUnit
+		own, backup string
+	}{{u1, "198.51.100.1/32", "198.51.100.2/32"}, {u2, "198.51.100.2/32", "198.51.100.1/32"}} {
+		v := u.u.bgpView()
+		if !v.Enabled || v.ASN != 65001 || len(v.Peers) != 1 || v.Peers[0].State != "established" ||
+			!slices.Equal(v.Announced, []string{"192.0.2.10/32", "192.0.2.20/32", u.own}) || !slices.Equal(v.Backup, []string{u.backup}) {
 			t.Fatalf("tetherctl bgp: %+v", v)
 		}
 	}
@@ -224,9 +267,13 @@ vips:
 		t.Fatalf("tetherctl bgp drain: %v\n%s", err, out)
 	}
 	wait("unit 2 drained", lb.UnitIP)
-	if v := u2.bgpView(); !v.Drained || len(v.Announced) != 0 || v.Withheld["192.0.2.10/32"] != unit.BGPWithheldDrained {
+	// Drained, it keeps its SNAT address (replies to its connections),
+	// and no longer backs up unit 1's.
+	if v := u2.bgpView(); !v.Drained || !slices.Equal(v.Announced, []string{"198.51.100.2/32"}) || len(v.Backup) != 0 ||
+		v.Withheld["192.0.2.10/32"] != unit.BGPWithheldDrained || v.Withheld["198.51.100.1/32"] != unit.BGPWithheldDrained {
 		t.Fatalf("drained: %+v", v)
 	}
+	snatVia("unit 2 drained", ip2)
 	spread("unit 2 drained", both, u1)
 	if out, err := u2.ctl("bgp", "undrain"); err != nil {
 		t.Fatalf("tetherctl bgp undrain: %v\n%s", err, out)
@@ -263,9 +310,12 @@ vips:
 		t.Fatalf("unit 2 stopped without withdrawing:\n%s", u2.proc.Output())
 	}
 	wait("unit 2 stopped", lb.UnitIP)
+	snatVia("unit 2 stopped: unit 1's backup route", lb.UnitIP)
 	spread("unit 2 stopped", []*runningUnit{u1}, u1)
+	natOK("unit 2 stopped")
 	u2.start()
 	wait("unit 2 started again", lb.UnitIP, ip2)
+	snatVia("unit 2 started again", ip2)
 
 	// An operator's drain outlives a restart (it is kept in the run
 	// directory): the unit comes back withdrawn, until undrained.
@@ -280,8 +330,8 @@ vips:
 		t.Fatalf("unit 2 did not stop: %v\n%s", err, u2.proc.Output())
 	}
 	u2.start()
-	if v := u2.bgpView(); !v.Drained || len(v.Announced) != 0 {
-		t.Fatalf("unit 2 restarted: %+v, want drained, announcing nothing", v)
+	if v := u2.bgpView(); !v.Drained || !slices.Equal(v.Announced, []string{"198.51.100.2/32"}) {
+		t.Fatalf("unit 2 restarted: %+v, want drained, announcing its SNAT address alone", v)
 	}
 	if out, err := u2.ctl("bgp", "undrain"); err != nil {
 		t.Fatalf("tetherctl bgp undrain: %v\n%s", err, out)

@@ -13,9 +13,13 @@ type BGPView struct {
 	// Peers holds one entry per configured router.
 	Peers []BGPPeer `json:"peers"`
 	// Announced holds the prefixes announced to every established
-	// session, sorted; Withheld the prefixes of the VIP addresses the
-	// unit has but does not announce, with why (BGPWithheld...).
+	// session (VIPs and the unit's own SNAT addresses), sorted; Backup
+	// those announced as backups (the AS prepended: other units' SNAT
+	// addresses, which the routers send here only when their unit
+	// announces them no more); Withheld the prefixes of the addresses
+	// the unit has but does not announce, with why (BGPWithheld...).
 	Announced []string          `json:"announced"`
+	Backup    []string          `json:"backup"`
 	Withheld  map[string]string `json:"withheld"`
 	// Drained is true while an operator has withdrawn every VIP
 	// (`tetherctl bgp drain`).
@@ -43,4 +47,5 @@ const (
 	BGPWithheldNoBackend = "no backend takes new connections"
 	BGPWithheldForwarder = "no forwarder"
 	BGPWithheldDrained   = "the unit is drained"
+	BGPWithheldNotReady  = "the cluster's atoms are not pulled yet"
 )

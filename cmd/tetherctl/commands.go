@@ -359,9 +359,11 @@ meta: a unit whose metadata is malformed or of another version).`,
 		Long: `Show the unit's BGP speaker (the bgp section): each router's session with
 its state (established, or idle, connect, active, opensent, openconfirm
 while it comes up), since when it is established, how often it went
-down and why last; then the VIP prefixes announced, and the VIP
-prefixes withheld with why (no backend takes new connections, no
-forwarder, the unit is drained).`,
+down and why last; then the prefixes announced (VIPs, and nat VIPs'
+own SNAT addresses), those announced as backups (other units' SNAT
+addresses, with the AS prepended), and those withheld with why (no
+backend takes new connections, no forwarder, the cluster's atoms not
+pulled yet, the unit is drained).`,
 		RunE: func(*cobra.Command, []string) error {
 			var v unit.BGPView
 			if err := cl().do("GET", "/v1/bgp", nil, &v); err != nil {
@@ -683,6 +685,9 @@ func printBGP(w *tabwriter.Writer, v *unit.BGPView) {
 		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%d\t%s\n", p.Address, p.ASN, p.State, up, p.Flaps, dash(p.LastError))
 	}
 	fmt.Fprintf(w, "\nannounced\t%s\n", dash(strings.Join(v.Announced, " ")))
+	if len(v.Backup) > 0 {
+		fmt.Fprintf(w, "backup\t%s\n", strings.Join(v.Backup, " "))
+	}
 	for _, a := range sortedKeys(v.Withheld) {
 		fmt.Fprintf(w, "withheld\t%s\t%s\n", a, v.Withheld[a])
 	}

@@ -6,10 +6,12 @@
 // router (it never listens), authenticates the session with the
 // router's TCP MD5 key (RFC 2385), and announces exactly the set of
 // host routes it is given (SetAnnounced): a /32 to IPv4 routers, a /128
-// to IPv6 ones, with the unit's address on that session as next hop.
-// What to announce is the caller's decision (ctlplane/control: a VIP
-// address while the forwarder runs and one of its backends takes new
-// connections, and the unit is not drained).
+// to IPv6 ones, with the unit's address on that session as next hop. A
+// backup route carries the unit's AS twice more in its AS path, so that
+// a router takes it only while no unit announces the address plainly.
+// What to announce is the caller's decision (ctlplane/control: VIP
+// addresses that can be served, nat VIPs' SNAT addresses, other units'
+// SNAT addresses as backups).
 //
 // It takes nothing from the routers: every route they send is refused
 // on import, so the unit never routes by BGP nor passes one router's

@@ -43,14 +43,32 @@ type Peer struct {
 	Password string
 }
 
+// Route is a host route to announce.
+type Route struct {
+	Addr netip.Addr
+	// Backup announces it with the unit's AS prepended BackupPrepend
+	// times, so that a router prefers any unit announcing it plainly and
+	// takes this one only when none does (a dead unit's SNAT addresses).
+	Backup bool
+}
+
+// BackupPrepend is how many times a backup route's AS path carries the
+// unit's AS more than a plain one's.
+const BackupPrepend = 2
+
 // Speaker is a running BGP speaker.
 type Speaker struct {
 	opts Options
 	s    *server.BgpServer
 
 	mu        sync.Mutex
-	announced map[netip.Addr]*apiutil.Path
+	announced map[netip.Addr]announced
 	stopped   bool
+}
+
+type announced struct {
+	path   *apiutil.Path
+	backup bool
 }
 
 // connectRetry is how long the speaker waits between dials of a router
@@ -71,7 +89,7 @@ func Start(ctx context.Context, o Options) (*Speaker, error) {
 	logger := slog.New(zerolog.NewSlogHandler(o.Log.With().Str("part", "bgp").Logger().Level(zerolog.WarnLevel)))
 	s := server.NewBgpServer(server.LoggerOption(logger, lvl))
 	go s.Serve()
-	sp := &Speaker{opts: o, s: s, announced: map[netip.Addr]*apiutil.Path{}}
+	sp := &Speaker{opts: o, s: s, announced: map[netip.Addr]announced{}}
 	fail := func(err error) (*Speaker, error) {
 		s.Stop()
 		return nil, err
@@ -130,36 +148,37 @@ func Start(ctx context.Context, o Options) (*Speaker, error) {
 	return sp, nil
 }
 
-// SetAnnounced makes the announced routes exactly the host routes of
-// addrs: new ones are announced, gone ones withdrawn. An address of a
-// family the unit has no next hop for is skipped.
-func (sp *Speaker) SetAnnounced(addrs []netip.Addr) error {
+// SetAnnounced makes the announced routes exactly routes: new ones are
+// announced, gone ones withdrawn, one whose Backup changed announced
+// again (which replaces it). An address of a family the unit has no
+// next hop for is skipped.
+func (sp *Speaker) SetAnnounced(routes []Route) error {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
 	if sp.stopped {
 		return errors.New("bgp: speaker stopped")
 	}
 	want := map[netip.Addr]bool{}
-	for _, a := range addrs {
-		want[a.Unmap()] = true
+	for _, r := range routes {
+		want[r.Addr.Unmap()] = r.Backup
 	}
 	var errs []error
-	for a, p := range sp.announced {
-		if want[a] {
+	for a, cur := range sp.announced {
+		if _, ok := want[a]; ok {
 			continue
 		}
-		if err := sp.s.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{p}}); err != nil {
+		if err := sp.s.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{cur.path}}); err != nil {
 			errs = append(errs, fmt.Errorf("bgp: withdraw %s: %w", a, err))
 			continue
 		}
 		delete(sp.announced, a)
-		sp.opts.Log.Info().Str("part", "bgp").Stringer("vip", a).Msg("withdrawn")
+		sp.opts.Log.Info().Str("part", "bgp").Stringer("prefix", a).Msg("withdrawn")
 	}
-	for a := range want {
-		if sp.announced[a] != nil {
+	for a, backup := range want {
+		if cur, ok := sp.announced[a]; ok && cur.backup == backup {
 			continue
 		}
-		p, err := sp.path(a)
+		p, err := sp.path(a, backup)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -171,20 +190,27 @@ func (sp *Speaker) SetAnnounced(addrs []netip.Addr) error {
 			errs = append(errs, fmt.Errorf("bgp: announce %s: %w", a, err))
 			continue
 		}
-		sp.announced[a] = p
-		sp.opts.Log.Info().Str("part", "bgp").Stringer("vip", a).Msg("announced")
+		sp.announced[a] = announced{path: p, backup: backup}
+		sp.opts.Log.Info().Str("part", "bgp").Stringer("prefix", a).Bool("backup", backup).Msg("announced")
 	}
 	return errors.Join(errs...)
 }
 
-// path is a's host route with the unit's next hop, or nil when the unit
-// has none of a's family.
-func (sp *Speaker) path(a netip.Addr) (*apiutil.Path, error) {
+// path is a's host route with the unit's next hop (and, for a backup,
+// the unit's AS prepended), or nil when the unit has none of a's family.
+func (sp *Speaker) path(a netip.Addr, backup bool) (*apiutil.Path, error) {
 	nlri, err := gbgp.NewIPAddrPrefix(netip.PrefixFrom(a, a.BitLen()))
 	if err != nil {
 		return nil, fmt.Errorf("bgp: %s: %w", a, err)
 	}
-	origin := gbgp.NewPathAttributeOrigin(gbgp.BGP_ORIGIN_ATTR_TYPE_IGP)
+	attrs := []gbgp.PathAttributeInterface{gbgp.NewPathAttributeOrigin(gbgp.BGP_ORIGIN_ATTR_TYPE_IGP)}
+	if backup {
+		asns := make([]uint32, BackupPrepend)
+		for i := range asns {
+			asns[i] = sp.opts.ASN
+		}
+		attrs = append(attrs, gbgp.NewPathAttributeAsPath([]gbgp.AsPathParamInterface{gbgp.NewAs4PathParam(gbgp.BGP_ASPATH_ATTR_TYPE_SEQ, asns)}))
+	}
 	if a.Is4() {
 		if !sp.opts.NextHop4.IsValid() {
 			return nil, nil
@@ -193,7 +219,7 @@ func (sp *Speaker) path(a netip.Addr) (*apiutil.Path, error) {
 		if err != nil {
 			return nil, fmt.Errorf("bgp: next hop %s: %w", sp.opts.NextHop4, err)
 		}
-		return &apiutil.Path{Family: gbgp.RF_IPv4_UC, Nlri: nlri, Attrs: []gbgp.PathAttributeInterface{origin, nh}}, nil
+		return &apiutil.Path{Family: gbgp.RF_IPv4_UC, Nlri: nlri, Attrs: append(attrs, nh)}, nil
 	}
 	if !sp.opts.NextHop6.IsValid() {
 		return nil, nil
@@ -202,18 +228,18 @@ func (sp *Speaker) path(a netip.Addr) (*apiutil.Path, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bgp: next hop %s: %w", sp.opts.NextHop6, err)
 	}
-	return &apiutil.Path{Family: gbgp.RF_IPv6_UC, Nlri: nlri, Attrs: []gbgp.PathAttributeInterface{origin, mp}}, nil
+	return &apiutil.Path{Family: gbgp.RF_IPv6_UC, Nlri: nlri, Attrs: append(attrs, mp)}, nil
 }
 
-// Announced returns the addresses announced, sorted.
-func (sp *Speaker) Announced() []netip.Addr {
+// Announced returns the routes announced, sorted by address.
+func (sp *Speaker) Announced() []Route {
 	sp.mu.Lock()
 	defer sp.mu.Unlock()
-	out := make([]netip.Addr, 0, len(sp.announced))
-	for a := range sp.announced {
-		out = append(out, a)
+	out := make([]Route, 0, len(sp.announced))
+	for a, cur := range sp.announced {
+		out = append(out, Route{Addr: a, Backup: cur.backup})
 	}
-	slices.SortFunc(out, netip.Addr.Compare)
+	slices.SortFunc(out, func(x, y Route) int { return x.Addr.Compare(y.Addr) })
 	return out
 }
 
@@ -260,8 +286,8 @@ func (sp *Speaker) Stop(ctx context.Context) {
 		return
 	}
 	sp.stopped = true
-	for a, p := range sp.announced {
-		_ = sp.s.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{p}})
+	for a, cur := range sp.announced {
+		_ = sp.s.DeletePath(apiutil.DeletePathRequest{Paths: []*apiutil.Path{cur.path}})
 		delete(sp.announced, a)
 	}
 	sp.mu.Unlock()

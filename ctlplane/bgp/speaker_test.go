@@ -56,7 +56,7 @@ func startRouter(t *testing.T, password string) *router {
 	return &router{t: t, s: s, port: port}
 }
 
-// routes returns what the router learnt, prefix → next hop.
+// routes returns what the router learnt, prefix → "next hop, AS path".
 func (r *router) routes() map[string]string {
 	out := map[string]string{}
 	err := r.s.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: gbgp.RF_IPv4_UC},
@@ -65,11 +65,16 @@ func (r *router) routes() map[string]string {
 				if !p.PeerAddress.IsValid() || p.PeerAddress.String() != "127.0.0.1" {
 					continue // the router's own
 				}
+				var nh, path string
 				for _, a := range p.Attrs {
-					if nh, ok := a.(*gbgp.PathAttributeNextHop); ok {
-						out[prefix.String()] = nh.Value.String()
+					switch a := a.(type) {
+					case *gbgp.PathAttributeNextHop:
+						nh = a.Value.String()
+					case *gbgp.PathAttributeAsPath:
+						path = strings.TrimSuffix(strings.TrimPrefix(a.String(), "{AsPath: "), "}")
 					}
 				}
+				out[prefix.String()] = nh + ", " + path
 			}
 		})
 	if err != nil {
@@ -99,6 +104,15 @@ func (r *router) waitRoutes(what string, want map[string]string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// routes are plain routes to addrs.
+func routes(addrs ...string) []Route {
+	var out []Route
+	for _, a := range addrs {
+		out = append(out, Route{Addr: netip.MustParseAddr(a)})
+	}
+	return out
 }
 
 func startSpeaker(t *testing.T, r *router, password string) *Speaker {
@@ -138,22 +152,31 @@ func waitState(t *testing.T, sp *Speaker, state string) {
 func TestSpeaker(t *testing.T) {
 	r := startRouter(t, "s3cret")
 	sp := startSpeaker(t, r, "s3cret")
-	if err := sp.SetAnnounced([]netip.Addr{netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.11")}); err != nil {
+	if err := sp.SetAnnounced(routes("192.0.2.10", "192.0.2.11")); err != nil {
 		t.Fatal(err)
 	}
 	waitState(t, sp, "established")
 	if p := sp.Peers(context.Background())[0]; p.Since.IsZero() || p.ASN != 65000 || p.Address != "127.0.0.2" {
 		t.Errorf("session view %+v", p)
 	}
-	r.waitRoutes("two VIPs", map[string]string{"192.0.2.10/32": "127.0.0.1", "192.0.2.11/32": "127.0.0.1"})
+	r.waitRoutes("two VIPs", map[string]string{"192.0.2.10/32": "127.0.0.1, 65001", "192.0.2.11/32": "127.0.0.1, 65001"})
 
-	if err := sp.SetAnnounced([]netip.Addr{netip.MustParseAddr("192.0.2.11"), netip.MustParseAddr("2001:db8::10")}); err != nil {
+	// One withdrawn, one made a backup (the unit's AS prepended), one
+	// of a family without a next hop skipped.
+	backup := routes("192.0.2.11", "2001:db8::10", "198.51.100.12")
+	backup[2].Backup = true
+	if err := sp.SetAnnounced(backup); err != nil {
 		t.Fatal(err)
 	}
-	r.waitRoutes("one withdrawn", map[string]string{"192.0.2.11/32": "127.0.0.1"})
-	if got := sp.Announced(); !slices.Equal(got, []netip.Addr{netip.MustParseAddr("192.0.2.11")}) {
+	r.waitRoutes("one withdrawn, one backup", map[string]string{"192.0.2.11/32": "127.0.0.1, 65001", "198.51.100.12/32": "127.0.0.1, 65001 65001 65001"})
+	if got := sp.Announced(); !slices.Equal(got, []Route{{Addr: netip.MustParseAddr("192.0.2.11")}, {Addr: netip.MustParseAddr("198.51.100.12"), Backup: true}}) {
 		t.Errorf("announced %v: an IPv6 address without an IPv6 next hop is skipped", got)
 	}
+	// The backup becomes a plain route: announced again, replacing it.
+	if err := sp.SetAnnounced(routes("192.0.2.11", "198.51.100.12")); err != nil {
+		t.Fatal(err)
+	}
+	r.waitRoutes("the backup made plain", map[string]string{"192.0.2.11/32": "127.0.0.1, 65001", "198.51.100.12/32": "127.0.0.1, 65001"})
 
 	// The router's own routes are refused on import.
 	nlri, _ := gbgp.NewIPAddrPrefix(netip.MustParsePrefix("10.99.0.0/16"))
@@ -226,7 +249,7 @@ func TestSpeakerWrongKey(t *testing.T) {
 	before := md5Failures(t)
 	r := startRouter(t, "right")
 	sp := startSpeaker(t, r, "wrong")
-	if err := sp.SetAnnounced([]netip.Addr{netip.MustParseAddr("192.0.2.10")}); err != nil {
+	if err := sp.SetAnnounced(routes("192.0.2.10")); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(20 * time.Second)
@@ -241,8 +264,8 @@ func TestSpeakerWrongKey(t *testing.T) {
 	}
 	sp.Stop(context.Background())
 	sp = startSpeaker(t, r, "right")
-	if err := sp.SetAnnounced([]netip.Addr{netip.MustParseAddr("192.0.2.10")}); err != nil {
+	if err := sp.SetAnnounced(routes("192.0.2.10")); err != nil {
 		t.Fatal(err)
 	}
-	r.waitRoutes("with the right key", map[string]string{"192.0.2.10/32": "127.0.0.1"})
+	r.waitRoutes("with the right key", map[string]string{"192.0.2.10/32": "127.0.0.1, 65001"})
 }

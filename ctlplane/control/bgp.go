@@ -20,9 +20,9 @@ import (
 )
 
 // bgpPart decides what the unit's BGP speaker announces (DESIGN.md §4
-// cluster): a VIP address while the forwarder runs the configuration,
-// one of the address's VIPs has a backend that takes new connections,
-// and no operator drained the unit. It reacts to those three through
+// cluster; announcement says what): VIP addresses and nat VIPs' SNAT
+// addresses, by the forwarder's state, the backends', the cluster's
+// readiness and an operator's drain. It reacts to their changes through
 // kick; a lost forwarder withdraws only after bgp.forwarder_grace, since
 // the supervisor restarts a dead one at once.
 type bgpPart struct {
@@ -111,7 +111,8 @@ func readBGPPassword(path string) (string, error) {
 }
 
 // runBGP applies the announcement decision whenever something it
-// depends on changes, and once more when a lost forwarder's grace ends.
+// depends on changes, once more when a lost forwarder's grace ends, and
+// every readyPoll while the cluster's atom manager is not ready.
 func (c *Control) runBGP(ctx context.Context, grace time.Duration) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
@@ -125,20 +126,31 @@ func (c *Control) runBGP(ctx context.Context, grace time.Duration) {
 		c.mu.Lock()
 		running := c.running
 		c.mu.Unlock()
-		announce, again := c.bgp.decide(running, time.Now(), grace)
+		ready := true
+		if mgr := c.cl.atoms.Load(); mgr != nil {
+			ready = mgr.Ready()
+		}
+		routes, again := c.bgp.decide(running, ready, time.Now(), grace)
+		if !ready && (again == 0 || again > readyPoll) {
+			again = readyPoll
+		}
 		if again > 0 {
 			timer.Reset(again)
 		}
-		if err := c.bgp.sp.Load().SetAnnounced(announce); err != nil {
+		if err := c.bgp.sp.Load().SetAnnounced(routes); err != nil {
 			c.log.Error().Err(err).Msg("bgp announcement")
 		}
 	}
 }
 
-// decide is what to announce of running's VIP addresses at now, and
-// when to decide again (0: only when kicked): a forwarder lost less than
-// grace ago still counts as running until its grace ends.
-func (p *bgpPart) decide(running *config.Config, now time.Time, grace time.Duration) ([]netip.Addr, time.Duration) {
+// readyPoll is how often runBGP looks again at a cluster not ready yet
+// (it pulls for at most cluster.pull_wait).
+const readyPoll = 250 * time.Millisecond
+
+// decide is what to announce at now, and when to decide again (0: only
+// when kicked): a forwarder lost less than grace ago still counts as
+// running until its grace ends.
+func (p *bgpPart) decide(running *config.Config, ready bool, now time.Time, grace time.Duration) ([]bgp.Route, time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	fwdOK, again := p.fwdUp, time.Duration(0)
@@ -147,42 +159,82 @@ func (p *bgpPart) decide(running *config.Config, now time.Time, grace time.Durat
 			fwdOK, again = true, left
 		}
 	}
-	announce, withheld := announcement(running, fwdOK, p.drained)
+	routes, withheld := announcement(running, unitState{fwdOK: fwdOK, ready: ready, drained: p.drained})
 	p.withheld = withheld
-	return announce, again
+	return routes, again
 }
 
-// announcement is what to announce of running's VIP addresses, and why
-// each other is withheld.
-func announcement(running *config.Config, fwdOK, drained bool) ([]netip.Addr, map[string]string) {
+// unitState is what the announcement depends on besides the running
+// configuration.
+type unitState struct {
+	// fwdOK: a forwarder runs the configuration (or is in its grace);
+	// ready: the unit is alone or its atom manager pulled its atoms;
+	// drained: an operator withdrew the unit.
+	fwdOK, ready, drained bool
+}
+
+// announcement is what to announce of running's addresses, and why
+// each other is withheld, keyed by prefix:
+//
+//   - a VIP address, when one of its VIPs has a backend that takes new
+//     connections and the unit runs, is ready and is not drained;
+//   - a nat VIP's own SNAT address, when the unit runs and is ready,
+//     drained or not: replies to the connections it has come to it;
+//   - a nat VIP's standby SNAT address (another unit's), as a backup
+//     route, when the unit runs, is ready and is not drained: the
+//     routers send it replies to a dead unit's connections, which this
+//     unit continues from the atom manager, and only while no unit
+//     announces that address plainly.
+func announcement(running *config.Config, st unitState) ([]bgp.Route, map[string]string) {
 	serving := map[netip.Addr]bool{}
+	own, standby := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for i := range running.VIPs {
 		v := &running.VIPs[i]
-		a := v.Addr()
-		if !a.IsValid() {
-			continue
-		}
-		if !serving[a] {
+		if a := v.Addr(); a.IsValid() && !serving[a] {
 			serving[a] = takesNew(v)
 		}
-	}
-	var announce []netip.Addr
-	withheld := map[string]string{}
-	for a, ok := range serving {
-		prefix := netip.PrefixFrom(a, a.BitLen()).String()
-		switch {
-		case drained:
-			withheld[prefix] = unit.BGPWithheldDrained
-		case !fwdOK:
-			withheld[prefix] = unit.BGPWithheldForwarder
-		case !ok:
-			withheld[prefix] = unit.BGPWithheldNoBackend
-		default:
-			announce = append(announce, a)
+		for _, a := range v.SNATAddrs() {
+			own[a] = true
+		}
+		for _, a := range v.SNATStandbyAddrs() {
+			standby[a] = true
 		}
 	}
-	slices.SortFunc(announce, netip.Addr.Compare)
-	return announce, withheld
+	var routes []bgp.Route
+	withheld := map[string]string{}
+	why := func(takes, drains bool) string {
+		switch {
+		case !st.fwdOK:
+			return unit.BGPWithheldForwarder
+		case !st.ready:
+			return unit.BGPWithheldNotReady
+		case drains && st.drained:
+			return unit.BGPWithheldDrained
+		case !takes:
+			return unit.BGPWithheldNoBackend
+		}
+		return ""
+	}
+	add := func(a netip.Addr, backup bool, reason string) {
+		if reason != "" {
+			withheld[netip.PrefixFrom(a, a.BitLen()).String()] = reason
+			return
+		}
+		routes = append(routes, bgp.Route{Addr: a, Backup: backup})
+	}
+	for a, takes := range serving {
+		add(a, false, why(takes, true))
+	}
+	for a := range own {
+		add(a, false, why(true, false))
+	}
+	for a := range standby {
+		if !own[a] {
+			add(a, true, why(true, true))
+		}
+	}
+	slices.SortFunc(routes, func(x, y bgp.Route) int { return x.Addr.Compare(y.Addr) })
+	return routes, withheld
 }
 
 // takesNew reports whether one of v's backends takes new connections in
@@ -245,12 +297,17 @@ func (c *Control) SetBGPDrained(_ context.Context, drained bool) error {
 func (c *Control) BGP(ctx context.Context) unit.BGPView {
 	sp := c.bgp.sp.Load()
 	if sp == nil {
-		return unit.BGPView{Peers: []unit.BGPPeer{}, Announced: []string{}, Withheld: map[string]string{}}
+		return unit.BGPView{Peers: []unit.BGPPeer{}, Announced: []string{}, Backup: []string{}, Withheld: map[string]string{}}
 	}
 	b := c.fileLocked().BGP
-	v := unit.BGPView{Enabled: true, ASN: b.ASN, RouterID: b.RouterIDAddr().String(), Peers: sp.Peers(ctx), Announced: []string{}}
-	for _, a := range sp.Announced() {
-		v.Announced = append(v.Announced, netip.PrefixFrom(a, a.BitLen()).String())
+	v := unit.BGPView{Enabled: true, ASN: b.ASN, RouterID: b.RouterIDAddr().String(), Peers: sp.Peers(ctx), Announced: []string{}, Backup: []string{}}
+	for _, r := range sp.Announced() {
+		prefix := netip.PrefixFrom(r.Addr, r.Addr.BitLen()).String()
+		if r.Backup {
+			v.Backup = append(v.Backup, prefix)
+		} else {
+			v.Announced = append(v.Announced, prefix)
+		}
 	}
 	c.bgp.mu.Lock()
 	v.Drained = c.bgp.drained

@@ -2,6 +2,7 @@ package control
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -14,12 +15,15 @@ import (
 
 	"github.com/tetherlb/tether/api/unit"
 	"github.com/tetherlb/tether/config"
+	"github.com/tetherlb/tether/ctlplane/bgp"
 )
 
 // TestAnnouncement: a VIP address is announced while the forwarder runs,
-// the unit is not drained and one VIP on the address has a backend that
-// takes new connections (active and weighted); each other address is
-// withheld, saying why.
+// the unit is ready and not drained, and one VIP on the address has a
+// backend that takes new connections (active and weighted); a nat VIP's
+// own SNAT addresses whenever the unit runs and is ready, drained or
+// not; other units' (standby) as backups, as VIPs are. Each other
+// address is withheld, saying why.
 func TestAnnouncement(t *testing.T) {
 	cfg, err := config.Parse([]byte(`
 unit: {address4: 198.51.100.254, address6: "2001:db8::fe"}
@@ -32,22 +36,37 @@ vips:
      backends: [{name: a, address: 10.1.0.1, state: draining}, {name: b, address: 10.1.0.2, weight: 0}]}
   - {name: web6, address: "2001:db8:10::10", port: 80, protocol: tcp, mode: halfnat,
      backends: [{name: a, address: "2001:db8::1"}]}
+  - {name: db, address: 192.0.2.12, port: 5432, protocol: tcp, mode: nat, snat: [198.51.100.11], snat_standby: [198.51.100.12],
+     backends: [{name: a, address: 10.1.0.1}]}
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	a4, a6 := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("2001:db8:10::10")
-	announce, withheld := announcement(cfg, true, false)
-	if !slices.Equal(announce, []netip.Addr{a4, a6}) || len(withheld) != 1 || withheld["192.0.2.11/32"] != unit.BGPWithheldNoBackend {
-		t.Fatalf("serving: announce %v, withheld %v", announce, withheld)
-	}
-	announce, withheld = announcement(cfg, false, false)
-	if len(announce) != 0 || len(withheld) != 3 || withheld["2001:db8:10::10/128"] != unit.BGPWithheldForwarder {
-		t.Fatalf("no forwarder: announce %v, withheld %v", announce, withheld)
-	}
-	announce, withheld = announcement(cfg, true, true)
-	if len(announce) != 0 || len(withheld) != 3 || withheld["192.0.2.10/32"] != unit.BGPWithheldDrained {
-		t.Fatalf("drained: announce %v, withheld %v", announce, withheld)
+	r := func(a string, backup bool) bgp.Route { return bgp.Route{Addr: netip.MustParseAddr(a), Backup: backup} }
+	for _, tc := range []struct {
+		name     string
+		st       unitState
+		want     []bgp.Route
+		withheld map[string]string
+	}{
+		{"serving", unitState{fwdOK: true, ready: true},
+			[]bgp.Route{r("192.0.2.10", false), r("192.0.2.12", false), r("198.51.100.11", false), r("198.51.100.12", true), r("2001:db8:10::10", false)},
+			map[string]string{"192.0.2.11/32": unit.BGPWithheldNoBackend}},
+		{"drained", unitState{fwdOK: true, ready: true, drained: true},
+			[]bgp.Route{r("198.51.100.11", false)},
+			map[string]string{"192.0.2.10/32": unit.BGPWithheldDrained, "192.0.2.11/32": unit.BGPWithheldDrained, "192.0.2.12/32": unit.BGPWithheldDrained,
+				"198.51.100.12/32": unit.BGPWithheldDrained, "2001:db8:10::10/128": unit.BGPWithheldDrained}},
+		{"not ready", unitState{fwdOK: true, drained: true}, nil,
+			map[string]string{"192.0.2.10/32": unit.BGPWithheldNotReady, "192.0.2.11/32": unit.BGPWithheldNotReady, "192.0.2.12/32": unit.BGPWithheldNotReady,
+				"198.51.100.11/32": unit.BGPWithheldNotReady, "198.51.100.12/32": unit.BGPWithheldNotReady, "2001:db8:10::10/128": unit.BGPWithheldNotReady}},
+		{"no forwarder", unitState{ready: true}, nil,
+			map[string]string{"192.0.2.10/32": unit.BGPWithheldForwarder, "192.0.2.11/32": unit.BGPWithheldForwarder, "192.0.2.12/32": unit.BGPWithheldForwarder,
+				"198.51.100.11/32": unit.BGPWithheldForwarder, "198.51.100.12/32": unit.BGPWithheldForwarder, "2001:db8:10::10/128": unit.BGPWithheldForwarder}},
+	} {
+		routes, withheld := announcement(cfg, tc.st)
+		if !slices.Equal(routes, tc.want) || !maps.Equal(withheld, tc.withheld) {
+			t.Errorf("%s: announce %v, withheld %v\nwant %v, %v", tc.name, routes, withheld, tc.want, tc.withheld)
+		}
 	}
 }
 
@@ -66,18 +85,18 @@ vips: [{name: web, address: 192.0.2.10, port: 80, protocol: tcp, mode: halfnat, 
 	var p bgpPart
 	t0 := time.Unix(1000, 0)
 	const grace = 3 * time.Second
-	if a, again := p.decide(cfg, t0, grace); len(a) != 0 || again != 0 || p.withheld["192.0.2.10/32"] != unit.BGPWithheldForwarder {
+	if a, again := p.decide(cfg, true, t0, grace); len(a) != 0 || again != 0 || p.withheld["192.0.2.10/32"] != unit.BGPWithheldForwarder {
 		t.Fatalf("before any forwarder: %v, again %v, withheld %v", a, again, p.withheld)
 	}
 	p.fwdUp = true
-	if a, again := p.decide(cfg, t0, grace); len(a) != 1 || again != 0 {
+	if a, again := p.decide(cfg, true, t0, grace); len(a) != 1 || again != 0 {
 		t.Fatalf("forwarder up: %v, again %v", a, again)
 	}
 	p.fwdUp, p.fwdLost = false, t0
-	if a, again := p.decide(cfg, t0.Add(time.Second), grace); len(a) != 1 || again != 2*time.Second {
+	if a, again := p.decide(cfg, true, t0.Add(time.Second), grace); len(a) != 1 || again != 2*time.Second {
 		t.Fatalf("1 s into the grace: %v, again %v", a, again)
 	}
-	if a, again := p.decide(cfg, t0.Add(grace), grace); len(a) != 0 || again != 0 || p.withheld["192.0.2.10/32"] != unit.BGPWithheldForwarder {
+	if a, again := p.decide(cfg, true, t0.Add(grace), grace); len(a) != 0 || again != 0 || p.withheld["192.0.2.10/32"] != unit.BGPWithheldForwarder {
 		t.Fatalf("grace over: %v, again %v, withheld %v", a, again, p.withheld)
 	}
 }

@@ -69,7 +69,7 @@ func newCollector(src Source) *collector {
 		agedOut:       d("health_hosts_aged_out_total", "Hosts removed after missing their heartbeats."),
 		bgpSession:    d("bgp_session_up", "1 while the BGP session to a router is established (bgp section).", "router"),
 		bgpFlaps:      d("bgp_session_flaps_total", "Times the BGP session to a router left established.", "router"),
-		bgpAnnounced:  d("bgp_announced", "1 for each VIP prefix announced to the routers, 0 for each withheld; why says why.", "prefix", "why"),
+		bgpAnnounced:  d("bgp_announced", "1 for each prefix announced to the routers (why: \"\", or backup for another unit's SNAT address), 0 for each withheld (why says why).", "prefix", "why"),
 		bgpDrained:    d("bgp_drained", "1 while an operator has withdrawn every VIP (tetherctl bgp drain)."),
 	}
 }
@@ -123,6 +123,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		for _, p := range b.Announced {
 			gauge(c.bgpAnnounced, 1, p, "")
+		}
+		for _, p := range b.Backup {
+			gauge(c.bgpAnnounced, 1, p, "backup")
 		}
 		for a, why := range b.Withheld {
 			gauge(c.bgpAnnounced, 0, a, why)

@@ -30,7 +30,7 @@ func (f *fake) Health(context.Context) unit.HealthView {
 
 func (f *fake) BGP(context.Context) unit.BGPView {
 	return unit.BGPView{Enabled: true, Peers: []unit.BGPPeer{{Address: "10.0.0.254", State: "established", Flaps: 2}},
-		Announced: []string{"192.0.2.10/32"}, Withheld: map[string]string{"192.0.2.11/32": unit.BGPWithheldNoBackend}}
+		Announced: []string{"192.0.2.10/32"}, Backup: []string{"198.51.100.12/32"}, Withheld: map[string]string{"192.0.2.11/32": unit.BGPWithheldNoBackend}}
 }
 
 func scrape(t *testing.T, src Source) string {
@@ -83,6 +83,7 @@ func TestMetrics(t *testing.T) {
 		`tether_bgp_session_flaps_total{router="10.0.0.254"} 2`,
 		`tether_bgp_announced{prefix="192.0.2.10/32",why=""} 1`,
 		`tether_bgp_announced{prefix="192.0.2.11/32",why="no backend takes new connections"} 0`,
+		`tether_bgp_announced{prefix="198.51.100.12/32",why="backup"} 1`,
 		`tether_bgp_drained 0`,
 	} {
 		if !strings.Contains(out, want) {
