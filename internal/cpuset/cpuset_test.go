@@ -15,14 +15,7 @@ import (
 // core. (It changes this test binary's affinity, which nothing else in
 // the package minds.)
 func TestAvoidMovesEveryThread(t *testing.T) {
-	var all unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &all); err != nil {
-		t.Fatal(err)
-	}
-	cores := Cores(&all)
-	if len(cores) < 2 {
-		t.Skip("needs two cores")
-	}
+	all, cores := allowed(t)
 	defer setEvery(&all) // for the tests after this one
 	avoid := cores[len(cores)-1]
 	left, err := Avoid([]int{avoid})
@@ -66,14 +59,7 @@ func TestAvoidMovesEveryThread(t *testing.T) {
 // moves the others (a thread made by one not yet moved inherits the old
 // mask) end up off the avoided core too.
 func TestAvoidWhileThreadsAreMade(t *testing.T) {
-	var all unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &all); err != nil {
-		t.Fatal(err)
-	}
-	cores := Cores(&all)
-	if len(cores) < 2 {
-		t.Skip("needs two cores")
-	}
+	all, cores := allowed(t)
 	defer setEvery(&all)
 	avoid := cores[len(cores)-1]
 	for round := range 20 {
@@ -131,4 +117,19 @@ func setEvery(set *unix.CPUSet) {
 		tid, _ := strconv.Atoi(task.Name())
 		unix.SchedSetaffinity(tid, set)
 	}
+}
+
+// allowed returns the cores the process may use, as a set and a list;
+// it skips the test on fewer than two.
+func allowed(t *testing.T) (unix.CPUSet, []int) {
+	t.Helper()
+	var all unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &all); err != nil {
+		t.Fatal(err)
+	}
+	cores := Cores(&all)
+	if len(cores) < 2 {
+		t.Skip("needs two cores")
+	}
+	return all, cores
 }
