@@ -357,5 +357,6 @@ vips:
 		t.Fatal(err)
 	}
 	wait("unit 2 cut off", lb.UnitIP)
+	snatVia("unit 2 cut off: unit 1's backup route", lb.UnitIP)
 	spread("unit 2 cut off", []*runningUnit{u1}, u1)
 }
